@@ -1,0 +1,166 @@
+"""Convert between the sync and async forms of the Store protocol, once per command.
+
+``to_async`` wraps a sync store for the async engines: cheap in-memory stores are called
+inline; stores that block on I/O run each batch call on one dedicated worker thread (one thread
+keeps driver connections single-threaded, while still letting I/O on the other store of a
+migrate overlap).  ``to_sync`` wraps an async store for the simple CLI commands with one event
+loop (``asyncio.Runner``) for the life of the wrapper: never a loop per operation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from kvctl.store import AsyncStore, Page, Record, Store
+
+T = TypeVar("T")
+
+
+def is_async(store: object) -> bool:
+    return inspect.iscoroutinefunction(getattr(store, "get_many", None))
+
+
+class AsyncAdapter:
+    """An :class:`AsyncStore` view of a sync store."""
+
+    def __init__(self, store: Store) -> None:
+        self.inner = store
+        self.name = store.name
+        self.description = store.description
+        self.capabilities = store.capabilities
+        self.url = getattr(store, "url", None)
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix=f"kvctl-{store.name}") \
+            if store.capabilities.blocking_io else None
+
+    async def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        if self._pool is None:
+            return fn(*args, **kwargs)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, lambda: fn(*args, **kwargs))
+
+    async def get(self, key: bytes) -> Record | None:
+        return await self._call(self.inner.get, key)
+
+    async def get_many(self, keys: Sequence[bytes]) -> list[Record | None]:
+        return await self._call(self.inner.get_many, keys)
+
+    async def set(self, key: bytes, value: bytes, *, ttl_ms: int | None = None) -> None:
+        await self._call(self.inner.set, key, value, ttl_ms=ttl_ms)
+
+    async def set_many(self, records: Iterable[Record]) -> None:
+        await self._call(self.inner.set_many, list(records))
+
+    async def delete(self, key: bytes) -> bool:
+        return await self._call(self.inner.delete, key)
+
+    async def delete_many(self, keys: Sequence[bytes]) -> int:
+        return await self._call(self.inner.delete_many, keys)
+
+    async def scan(self, prefix: bytes = b"", **kwargs: Any) -> AsyncIterator[Page]:
+        pages: Iterator[Page] = self.inner.scan(prefix, **kwargs)
+        done = object()
+        while True:
+            page = await self._call(next, pages, done)
+            if page is done:
+                return
+            yield page  # type: ignore[misc]
+
+    async def count(self, prefix: bytes = b"") -> int:
+        return await self._call(self.inner.count, prefix)
+
+    async def stats(self) -> dict[str, Any]:
+        return await self._call(self.inner.stats)
+
+    async def clear(self) -> int:
+        return await self._call(self.inner.clear)
+
+    async def close(self) -> None:
+        try:
+            await self._call(self.inner.close)
+        finally:
+            if self._pool is not None:
+                self._pool.shutdown(wait=False)
+
+    async def __aenter__(self) -> AsyncAdapter:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+class SyncAdapter:
+    """A :class:`Store` view of an async store, driving it on one private event loop."""
+
+    def __init__(self, store: AsyncStore) -> None:
+        self.inner = store
+        self.name = store.name
+        self.description = store.description
+        self.capabilities = store.capabilities
+        self.url = getattr(store, "url", None)
+        self._runner = asyncio.Runner()
+
+    def _run(self, coro: Any) -> Any:
+        return self._runner.run(coro)
+
+    def get(self, key: bytes) -> Record | None:
+        return self._run(self.inner.get(key))
+
+    def get_many(self, keys: Sequence[bytes]) -> list[Record | None]:
+        return self._run(self.inner.get_many(keys))
+
+    def set(self, key: bytes, value: bytes, *, ttl_ms: int | None = None) -> None:
+        self._run(self.inner.set(key, value, ttl_ms=ttl_ms))
+
+    def set_many(self, records: Iterable[Record]) -> None:
+        self._run(self.inner.set_many(list(records)))
+
+    def delete(self, key: bytes) -> bool:
+        return self._run(self.inner.delete(key))
+
+    def delete_many(self, keys: Sequence[bytes]) -> int:
+        return self._run(self.inner.delete_many(keys))
+
+    def scan(self, prefix: bytes = b"", **kwargs: Any) -> Iterator[Page]:
+        pages = self.inner.scan(prefix, **kwargs).__aiter__()
+        while True:
+            try:
+                yield self._run(pages.__anext__())
+            except StopAsyncIteration:
+                return
+
+    def count(self, prefix: bytes = b"") -> int:
+        return self._run(self.inner.count(prefix))
+
+    def stats(self) -> dict[str, Any]:
+        return self._run(self.inner.stats())
+
+    def clear(self) -> int:
+        return self._run(self.inner.clear())
+
+    def close(self) -> None:
+        try:
+            self._run(self.inner.close())
+        finally:
+            self._runner.close()
+
+    def __enter__(self) -> SyncAdapter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def to_async(store: Store | AsyncStore) -> AsyncStore:
+    if is_async(store):
+        return store  # type: ignore[return-value]
+    return AsyncAdapter(store)  # type: ignore[arg-type,return-value]
+
+
+def to_sync(store: Store | AsyncStore) -> Store:
+    if not is_async(store):
+        return store  # type: ignore[return-value]
+    return SyncAdapter(store)  # type: ignore[arg-type,return-value]

@@ -1,0 +1,129 @@
+"""kvctl's one error tree.
+
+Every failure a user can cause or meet is one of these; plugins translate their driver's
+exceptions into them at the plugin boundary, so the CLI can print one line and exit with the
+code below.  Messages never contain secrets: URLs are redacted before they are put in one.
+
+    KvctlError                      exit 70  (anything not more specific)
+    ├── UsageError                  exit 2   bad arguments or options
+    │   ├── BadURLError             exit 2   malformed store URL, unknown profile
+    │   └── UnknownSchemeError      exit 2   no installed plugin for the URL's scheme
+    ├── PluginLoadError             exit 3   a plugin is registered but cannot be imported
+    ├── NotFoundError               exit 1   a key does not exist (``get``, ``ttl``)
+    ├── DifferenceError             exit 1   stores differ (``diff``, ``migrate --verify``)
+    ├── UnsupportedError            exit 4   the backend lacks a capability the call needs
+    ├── LimitError                  exit 5   key or value over the backend's limit
+    ├── ConflictError               exit 6   a write refused by a conflict policy
+    ├── LockedError                 exit 7   the store is locked by another process
+    ├── IncompleteError             exit 8   a copy finished but left keys behind (reported)
+    ├── CorruptError                exit 65  a file is not what it claims (bad checksum, not a db)
+    ├── StoreIOError                exit 74  reading or writing the store failed
+    ├── UnavailableError            exit 69  a server is unreachable or went away
+    │   └── TimeoutError_           exit 69  an operation timed out
+    └── AuthError                   exit 77  wrong password, token or permission
+    (Ctrl-C)                        exit 130
+"""
+
+from __future__ import annotations
+
+
+class KvctlError(Exception):
+    """Base of every error kvctl raises on purpose."""
+
+    exit_code: int = 70
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message if not self.hint else f"{self.message} ({self.hint})"
+
+
+class UsageError(KvctlError):
+    exit_code = 2
+
+
+class BadURLError(UsageError):
+    pass
+
+
+class UnknownSchemeError(UsageError):
+    pass
+
+
+class PluginLoadError(KvctlError):
+    exit_code = 3
+
+
+class NotFoundError(KvctlError):
+    exit_code = 1
+
+
+class DifferenceError(KvctlError):
+    exit_code = 1
+
+
+class UnsupportedError(KvctlError):
+    exit_code = 4
+
+
+class LimitError(KvctlError):
+    exit_code = 5
+
+
+class ConflictError(KvctlError):
+    exit_code = 6
+
+
+class LockedError(KvctlError):
+    exit_code = 7
+
+
+class IncompleteError(KvctlError):
+    exit_code = 8
+
+
+class CorruptError(KvctlError):
+    exit_code = 65
+
+
+class StoreIOError(KvctlError):
+    exit_code = 74
+
+
+class UnavailableError(KvctlError):
+    exit_code = 69
+
+
+class TimeoutError_(UnavailableError):  # noqa: N801 - avoid shadowing the builtin
+    pass
+
+
+class AuthError(KvctlError):
+    exit_code = 77
+
+
+EXIT_INTERRUPTED = 130
+
+__all__ = [
+    "EXIT_INTERRUPTED",
+    "AuthError",
+    "BadURLError",
+    "ConflictError",
+    "CorruptError",
+    "DifferenceError",
+    "IncompleteError",
+    "KvctlError",
+    "LimitError",
+    "LockedError",
+    "NotFoundError",
+    "PluginLoadError",
+    "StoreIOError",
+    "TimeoutError_",
+    "UnavailableError",
+    "UnknownSchemeError",
+    "UnsupportedError",
+    "UsageError",
+]

@@ -1,0 +1,352 @@
+"""The Store protocol: the contract between kvctl's engines and its backend plugins.
+
+Keys and values are ``bytes`` end to end.  A :class:`Record` carries an optional absolute expiry
+(milliseconds since the epoch) and an optional version (see :mod:`kvctl.hlc`).  Batch calls
+(``get_many``, ``set_many``, ``delete_many``, ``scan``) are the first-class operations: the
+engines use nothing else, and each backend maps them to its fastest native bulk path.  Single-key
+calls exist for the CLI and default to the batch calls.
+
+A plugin implements either :class:`Store` (sync) or :class:`AsyncStore` (async) with the same
+method names; :mod:`kvctl.adapt` converts between the two once per command.  Subclassing
+:class:`StoreBase` / :class:`AsyncStoreBase` is optional but gives the defaults and helpers.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar, Protocol, Self, runtime_checkable
+
+from kvctl.errors import LimitError, UnsupportedError
+from kvctl.url import StoreURL
+
+__all__ = [
+    "AsyncStore",
+    "AsyncStoreBase",
+    "Capabilities",
+    "Page",
+    "Record",
+    "Store",
+    "StoreBase",
+    "StoreURL",
+    "check_limits",
+    "deadline_ms",
+    "is_live",
+    "key_cursor",
+    "now_ms",
+    "parse_key_cursor",
+    "prefix_end",
+]
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    key: bytes
+    value: bytes = b""
+    expires_at_ms: int | None = None
+    version: int | None = None
+
+
+def is_live(record: Record, now: int | None = None) -> bool:
+    exp = record.expires_at_ms
+    return exp is None or exp > (now_ms() if now is None else now)
+
+
+def deadline_ms(ttl_ms: int | None) -> int | None:
+    """Absolute expiry for a relative TTL."""
+    return None if ttl_ms is None else now_ms() + ttl_ms
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """One batch of a scan.  ``cursor`` resumes the scan right after this page."""
+
+    records: list[Record]
+    cursor: str | None
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a backend can do; engines and the conformance suite consult this, never the scheme."""
+
+    persistent: bool = False
+    ttl: bool = False
+    ordered_scan: bool = False
+    versions: bool = False
+    atomic_batch: bool = False
+    multi_node: bool = False
+    change_feed: bool = False
+    typed_values: bool = False  # holds non-string values (e.g. Redis hashes) copied by dump/restore
+    max_key_size: int | None = None
+    max_value_size: int | None = None
+    durability: str = ""  # e.g. "fsync per commit", "none (in memory)"
+    # Sync stores whose calls block on I/O run batch calls on a worker thread when adapted.
+    blocking_io: bool = True
+
+    def flags(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    def require(self, name: str, backend: str) -> None:
+        if not getattr(self, name):
+            raise UnsupportedError(f"the {backend} backend does not support {name.replace('_', ' ')}")
+
+
+def check_limits(caps: Capabilities, backend: str, key: bytes, value: bytes) -> None:
+    """Raise :class:`LimitError` before anything is written when a record is over a limit."""
+    if caps.max_key_size is not None and len(key) > caps.max_key_size:
+        raise LimitError(
+            f"key of {len(key)} bytes is over the {backend} limit of {caps.max_key_size} bytes "
+            f"by {len(key) - caps.max_key_size}"
+        )
+    if caps.max_value_size is not None and len(value) > caps.max_value_size:
+        raise LimitError(
+            f"value of {len(value)} bytes is over the {backend} limit of {caps.max_value_size} bytes "
+            f"by {len(value) - caps.max_value_size}"
+        )
+
+
+def prefix_end(prefix: bytes) -> bytes | None:
+    """The smallest key greater than every key starting with ``prefix`` (None: no upper bound).
+
+    Ordered backends scan the range ``[prefix, prefix_end(prefix))``; this is how a prefix scan
+    avoids LIKE/glob patterns, which over-match on ``%``, ``_``, ``*`` and friends.
+    """
+    stripped = prefix.rstrip(b"\xff")
+    if not stripped:
+        return None
+    return stripped[:-1] + bytes([stripped[-1] + 1])
+
+
+def key_cursor(key: bytes) -> str:
+    """The cursor of an ordered scan: the last key returned, hex-encoded."""
+    return "k:" + key.hex()
+
+
+def parse_key_cursor(cursor: str) -> bytes:
+    from kvctl.errors import UsageError
+
+    if not cursor.startswith("k:"):
+        raise UsageError(f"not a cursor of this backend: {cursor!r}")
+    try:
+        return bytes.fromhex(cursor[2:])
+    except ValueError:
+        raise UsageError(f"malformed scan cursor: {cursor!r}") from None
+
+
+@runtime_checkable
+class Store(Protocol):
+    """The synchronous form of the protocol."""
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+    capabilities: ClassVar[Capabilities]
+
+    @classmethod
+    def from_url(cls, url: StoreURL) -> Self: ...
+
+    def get(self, key: bytes) -> Record | None: ...
+    def get_many(self, keys: Sequence[bytes]) -> list[Record | None]: ...
+    def set(self, key: bytes, value: bytes, *, ttl_ms: int | None = None) -> None: ...
+    def set_many(self, records: Iterable[Record]) -> None: ...
+    def delete(self, key: bytes) -> bool: ...
+    def delete_many(self, keys: Sequence[bytes]) -> int: ...
+    def scan(
+        self,
+        prefix: bytes = b"",
+        *,
+        start_after: bytes | None = None,
+        cursor: str | None = None,
+        batch_size: int = 1000,
+        keys_only: bool = False,
+    ) -> Iterator[Page]: ...
+    def count(self, prefix: bytes = b"") -> int: ...
+    def stats(self) -> dict[str, Any]: ...
+    def clear(self) -> int: ...
+    def close(self) -> None: ...
+    def __enter__(self) -> Self: ...
+    def __exit__(self, *exc: object) -> None: ...
+
+
+@runtime_checkable
+class AsyncStore(Protocol):
+    """The asynchronous form: the same names, awaited; ``scan`` is an async iterator."""
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+    capabilities: ClassVar[Capabilities]
+
+    @classmethod
+    def from_url(cls, url: StoreURL) -> Self: ...
+
+    async def get(self, key: bytes) -> Record | None: ...
+    async def get_many(self, keys: Sequence[bytes]) -> list[Record | None]: ...
+    async def set(self, key: bytes, value: bytes, *, ttl_ms: int | None = None) -> None: ...
+    async def set_many(self, records: Iterable[Record]) -> None: ...
+    async def delete(self, key: bytes) -> bool: ...
+    async def delete_many(self, keys: Sequence[bytes]) -> int: ...
+    def scan(
+        self,
+        prefix: bytes = b"",
+        *,
+        start_after: bytes | None = None,
+        cursor: str | None = None,
+        batch_size: int = 1000,
+        keys_only: bool = False,
+    ) -> AsyncIterator[Page]: ...
+    async def count(self, prefix: bytes = b"") -> int: ...
+    async def stats(self) -> dict[str, Any]: ...
+    async def clear(self) -> int: ...
+    async def close(self) -> None: ...
+    async def __aenter__(self) -> Self: ...
+    async def __aexit__(self, *exc: object) -> None: ...
+
+
+class _Common:
+    name: ClassVar[str] = "?"
+    description: ClassVar[str] = ""
+    capabilities: ClassVar[Capabilities] = Capabilities()
+    url: StoreURL | None = None
+
+    def _check(self, key: bytes, value: bytes) -> None:
+        check_limits(self.capabilities, self.name, key, value)
+
+    def _start_key(self, prefix: bytes, start_after: bytes | None, cursor: str | None) -> bytes | None:
+        """For ordered scans: the key to resume after, from ``start_after`` or a key cursor."""
+        if cursor is not None:
+            start_after = parse_key_cursor(cursor)
+        if start_after is not None and start_after < prefix:
+            return None
+        return start_after
+
+    def __repr__(self) -> str:
+        where = self.url.redacted() if self.url is not None else self.name
+        return f"<{type(self).__name__} {where}>"
+
+
+class StoreBase(_Common):
+    """Defaults for a sync store: single-key calls via batch calls, count/clear via scan."""
+
+    @classmethod
+    def from_url(cls, url: StoreURL) -> Self:
+        raise NotImplementedError
+
+    def get(self, key: bytes) -> Record | None:
+        return self.get_many([key])[0]
+
+    def get_many(self, keys: Sequence[bytes]) -> list[Record | None]:
+        raise NotImplementedError
+
+    def set(self, key: bytes, value: bytes, *, ttl_ms: int | None = None) -> None:
+        self.set_many([Record(key, value, deadline_ms(ttl_ms))])
+
+    def set_many(self, records: Iterable[Record]) -> None:
+        raise NotImplementedError
+
+    def delete(self, key: bytes) -> bool:
+        return self.delete_many([key]) == 1
+
+    def delete_many(self, keys: Sequence[bytes]) -> int:
+        raise NotImplementedError
+
+    def scan(
+        self,
+        prefix: bytes = b"",
+        *,
+        start_after: bytes | None = None,
+        cursor: str | None = None,
+        batch_size: int = 1000,
+        keys_only: bool = False,
+    ) -> Iterator[Page]:
+        raise NotImplementedError
+
+    def count(self, prefix: bytes = b"") -> int:
+        return sum(len(p.records) for p in self.scan(prefix, keys_only=True))
+
+    def stats(self) -> dict[str, Any]:
+        return {"keys": self.count()}
+
+    def clear(self) -> int:
+        removed = 0
+        while True:
+            keys = [r.key for p in self.scan(keys_only=True) for r in p.records]
+            if not keys:
+                return removed
+            removed += self.delete_many(keys)
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class AsyncStoreBase(_Common):
+    """Defaults for an async store, mirroring :class:`StoreBase`."""
+
+    @classmethod
+    def from_url(cls, url: StoreURL) -> Self:
+        raise NotImplementedError
+
+    async def get(self, key: bytes) -> Record | None:
+        return (await self.get_many([key]))[0]
+
+    async def get_many(self, keys: Sequence[bytes]) -> list[Record | None]:
+        raise NotImplementedError
+
+    async def set(self, key: bytes, value: bytes, *, ttl_ms: int | None = None) -> None:
+        await self.set_many([Record(key, value, deadline_ms(ttl_ms))])
+
+    async def set_many(self, records: Iterable[Record]) -> None:
+        raise NotImplementedError
+
+    async def delete(self, key: bytes) -> bool:
+        return await self.delete_many([key]) == 1
+
+    async def delete_many(self, keys: Sequence[bytes]) -> int:
+        raise NotImplementedError
+
+    def scan(
+        self,
+        prefix: bytes = b"",
+        *,
+        start_after: bytes | None = None,
+        cursor: str | None = None,
+        batch_size: int = 1000,
+        keys_only: bool = False,
+    ) -> AsyncIterator[Page]:
+        raise NotImplementedError
+
+    async def count(self, prefix: bytes = b"") -> int:
+        total = 0
+        async for page in self.scan(prefix, keys_only=True):
+            total += len(page.records)
+        return total
+
+    async def stats(self) -> dict[str, Any]:
+        return {"keys": await self.count()}
+
+    async def clear(self) -> int:
+        removed = 0
+        while True:
+            keys = [r.key async for p in self.scan(keys_only=True) for r in p.records]
+            if not keys:
+                return removed
+            removed += await self.delete_many(keys)
+
+    async def close(self) -> None:
+        pass
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+

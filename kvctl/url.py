@@ -1,0 +1,178 @@
+"""Store URLs: parse, read options, redact.
+
+A store URL picks a backend by its scheme (``sqlite:///data/app.db``, ``redis://:pw@host:6379/0``).
+Options travel in the query string.  Anything secret (a password, or a query option whose name
+says token/secret/password/key) is replaced by ``***`` in :meth:`StoreURL.redacted`, and every
+message kvctl prints uses that form.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from urllib.parse import parse_qsl, quote, unquote, urlsplit, urlunsplit
+
+from kvctl.errors import BadURLError
+
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*):")
+# Option names that carry a secret: authToken, password, sslpassword, api_key, secret, sig...
+_SECRET_OPTION = re.compile(r"(pass|secret|token|credential|api_?key|^sig$|signature)", re.IGNORECASE)
+REDACTED = "***"
+
+# Byte sizes and durations in URL options and on the command line.
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1000, "kib": 1024, "m": 1024**2, "mb": 1000**2,
+               "mib": 1024**2, "g": 1024**3, "gb": 1000**3, "gib": 1024**3, "t": 1024**4, "tib": 1024**4}
+_TIME_UNITS = {"ms": 1, "s": 1000, "": 1000, "m": 60_000, "min": 60_000, "h": 3_600_000, "d": 86_400_000}
+_NUMBER_UNIT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*$")
+
+
+def parse_duration_ms(text: str) -> int:
+    """``500ms``, ``30s``, ``2h``, ``1.5m``, ``7d``; a bare number is seconds."""
+    match = _NUMBER_UNIT.match(text)
+    unit = match.group(2).lower() if match else None
+    if match is None or unit not in _TIME_UNITS:
+        raise BadURLError(f"not a duration: {text!r} (use e.g. 500ms, 30s, 5m, 2h, 7d)")
+    return int(float(match.group(1)) * _TIME_UNITS[unit])
+
+
+def parse_size(text: str) -> int:
+    """``64MiB``, ``10k``, ``1GB``; a bare number is bytes."""
+    match = _NUMBER_UNIT.match(text)
+    unit = match.group(2).lower() if match else None
+    if match is None or unit not in _SIZE_UNITS:
+        raise BadURLError(f"not a size: {text!r} (use e.g. 4096, 64KiB, 10MB, 1GiB)")
+    return int(float(match.group(1)) * _SIZE_UNITS[unit])
+
+
+@dataclass(frozen=True)
+class StoreURL:
+    """A parsed store URL.  ``raw`` keeps the exact text; never print it, print ``redacted()``."""
+
+    raw: str
+    scheme: str
+    username: str | None
+    password: str | None
+    host: str | None
+    port: int | None
+    path: str
+    options: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, text: str) -> StoreURL:
+        match = _SCHEME.match(text)
+        if not match:
+            raise BadURLError(
+                f"not a store URL: {redact(text)!r} (expected SCHEME://..., e.g. sqlite:///path/to.db)"
+            )
+        try:
+            parts = urlsplit(text)
+            port = parts.port
+        except ValueError as exc:
+            raise BadURLError(f"malformed store URL {redact(text)!r}: {exc}") from None
+        options: dict[str, str] = {}
+        for name, value in parse_qsl(parts.query, keep_blank_values=True):
+            options[name] = value
+        return cls(
+            raw=text,
+            scheme=match.group(1).lower(),
+            username=unquote(parts.username) if parts.username else None,
+            password=unquote(parts.password) if parts.password is not None else None,
+            host=parts.hostname,
+            port=port,
+            path=unquote(parts.path),
+            options=options,
+        )
+
+    # -- options -----------------------------------------------------------------------------
+    def option(self, name: str, default: str | None = None) -> str | None:
+        return self.options.get(name, default)
+
+    def int_option(self, name: str, default: int) -> int:
+        value = self.options.get(name)
+        if value is None or value == "":
+            return default
+        try:
+            return int(value)
+        except ValueError:
+            raise BadURLError(f"option {name}={value!r} in {self.redacted()} is not an integer") from None
+
+    def bool_option(self, name: str, default: bool) -> bool:
+        value = self.options.get(name)
+        if value is None or value == "":
+            return default
+        if value.lower() in ("1", "true", "yes", "on"):
+            return True
+        if value.lower() in ("0", "false", "no", "off"):
+            return False
+        raise BadURLError(f"option {name}={value!r} in {self.redacted()} is not a boolean (true/false)")
+
+    def size_option(self, name: str, default: int) -> int:
+        value = self.options.get(name)
+        return default if not value else _with_url(parse_size, value, self)
+
+    def duration_option_ms(self, name: str, default: int | None) -> int | None:
+        value = self.options.get(name)
+        return default if not value else _with_url(parse_duration_ms, value, self)
+
+    def choice_option(self, name: str, choices: tuple[str, ...], default: str) -> str:
+        value = self.options.get(name, default)
+        if value not in choices:
+            raise BadURLError(f"option {name}={value!r} in {self.redacted()} must be one of {', '.join(choices)}")
+        return value
+
+    def check_options(self, known: set[str]) -> None:
+        """Refuse options a plugin does not understand: a typo must not be silently ignored."""
+        unknown = sorted(set(self.options) - known)
+        if unknown:
+            allowed = ", ".join(sorted(known)) or "none"
+            raise BadURLError(f"unknown option(s) {', '.join(unknown)} in {self.redacted()} (known: {allowed})")
+
+    def local_path(self) -> str:
+        """The filesystem path of a file URL: ``x:///abs``, ``x://relative`` or ``x:relative``."""
+        rest = self.raw[len(self.scheme) + 1:].split("?", 1)[0]
+        if rest.startswith("//"):
+            rest = rest[2:]
+            # x:///abs -> "/abs"; x://rel/dir -> "rel/dir"; x://localhost/abs -> "/abs"
+            if rest.startswith("localhost/"):
+                rest = rest[len("localhost"):]
+        path = unquote(rest)
+        if not path:
+            raise BadURLError(f"{self.redacted()} names no path (e.g. {self.scheme}:///var/lib/app.db)")
+        return path
+
+    def without_options(self, *names: str) -> str:
+        parts = urlsplit(self.raw)
+        kept = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k not in names]
+        query = "&".join(f"{quote(k, safe='')}={quote(v, safe='')}" for k, v in kept)
+        return urlunsplit(parts._replace(query=query))
+
+    def redacted(self) -> str:
+        return redact(self.raw)
+
+    def __repr__(self) -> str:
+        return f"StoreURL({self.redacted()!r})"
+
+
+def _with_url(parse, value: str, url: StoreURL):  # type: ignore[no-untyped-def]
+    try:
+        return parse(value)
+    except BadURLError as exc:
+        raise BadURLError(f"{exc.message} in {url.redacted()}") from None
+
+
+_USERINFO = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)(?P<user>[^:@/]*):(?P<pw>[^@/]*)@")
+
+
+def redact(text: str) -> str:
+    """Hide passwords in userinfo and secret-looking query options.  Safe on non-URLs."""
+    out = _USERINFO.sub(lambda m: f"{m.group('scheme')}{m.group('user')}:{REDACTED}@", text)
+    if "?" in out:
+        base, query = out.split("?", 1)
+        pieces = []
+        for piece in query.split("&"):
+            name, sep, value = piece.partition("=")
+            if sep and value and _SECRET_OPTION.search(name) and not name.endswith("_env"):
+                value = REDACTED
+            pieces.append(f"{name}{sep}{value}")
+        out = f"{base}?{'&'.join(pieces)}"
+    return out

@@ -1,0 +1,40 @@
+"""Shared test set-up: the server URLs started by tests/services.sh.
+
+When KVCTL_SERVICES=required (the README's test command sets it), a test that needs a server
+fails if that server's URL is missing; otherwise such a test is skipped with the reason.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+from pathlib import Path
+
+import pytest
+
+SERVICES_DIR = Path(os.environ.get("KVCTL_SERVICES_DIR", "/tmp/kvctl-services"))
+
+
+def _load_services_env() -> None:
+    envfile = SERVICES_DIR / "env"
+    if not envfile.exists():
+        return
+    for line in envfile.read_text().splitlines():
+        parts = shlex.split(line)
+        if len(parts) == 2 and parts[0] == "export" and "=" in parts[1]:
+            name, _, value = parts[1].partition("=")
+            os.environ.setdefault(name, value)
+
+
+_load_services_env()
+
+
+def service_url(var: str) -> str:
+    """The URL a services script exported as ``var``; fail or skip when it is absent."""
+    url = os.environ.get(var)
+    if url:
+        return url
+    message = f"{var} is not set: start the servers with `tests/services.sh start`"
+    if os.environ.get("KVCTL_SERVICES") == "required":
+        pytest.fail(message)
+    pytest.skip(message)
