@@ -46,10 +46,20 @@ def now_ms() -> int:
 
 @dataclass(frozen=True, slots=True)
 class Record:
+    """One key's state.  ``expires_at_ms`` is absolute (ms since the epoch); ``version`` an HLC.
+
+    ``kind`` is None for a plain bytes value.  A backend that holds other value types (a Redis
+    hash, list, set, zset, stream) returns such keys from ``scan``/``get_many`` with ``kind`` set
+    to the type name and ``value`` empty, so nothing is silently dropped; when it declares the
+    ``typed_values`` capability it also offers ``dump_many(keys) -> list[Record | None]`` (values
+    are opaque serialized payloads, ``kind`` kept) and ``restore_many(records)``.
+    """
+
     key: bytes
     value: bytes = b""
     expires_at_ms: int | None = None
     version: int | None = None
+    kind: str | None = None
 
 
 def is_live(record: Record, now: int | None = None) -> bool:
