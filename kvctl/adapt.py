@@ -9,10 +9,8 @@ loop (``asyncio.Runner``) for the life of the wrapper: never a loop per operatio
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from kvctl.store import AsyncStore, Page, Record, Store
@@ -28,6 +26,8 @@ class AsyncAdapter:
     """An :class:`AsyncStore` view of a sync store."""
 
     def __init__(self, store: Store) -> None:
+        from concurrent.futures import ThreadPoolExecutor  # not on the path of simple commands
+
         self.inner = store
         self.name = store.name
         self.description = store.description
@@ -39,6 +39,8 @@ class AsyncAdapter:
     async def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         if self._pool is None:
             return fn(*args, **kwargs)
+        import asyncio
+
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool, lambda: fn(*args, **kwargs))
 
@@ -96,6 +98,8 @@ class SyncAdapter:
     """A :class:`Store` view of an async store, driving it on one private event loop."""
 
     def __init__(self, store: AsyncStore) -> None:
+        import asyncio  # costs ~30 ms: only commands on async stores pay it
+
         self.inner = store
         self.name = store.name
         self.description = store.description

@@ -1,0 +1,116 @@
+"""Store-level commands: stats, ping, plugins."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Annotated, Any
+
+import typer
+
+from kvctl.cli.context import open_store, store_name
+from kvctl.cli.output import json_doc, table
+
+# Columns of the `kvctl plugins` table, in the spirit of the seed documents' comparison tables.
+_CAPABILITY_COLUMNS = [
+    ("persistent", "Persistent"), ("ttl", "TTL"), ("ordered_scan", "Ordered"), ("versions", "Versions"),
+    ("atomic_batch", "Atomic"), ("multi_node", "Multi-node"), ("change_feed", "Feed"),
+    ("typed_values", "Types"),
+]
+
+
+def stats(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+    """Show the store's statistics (keys, sizes, backend specifics)."""
+    with open_store() as store:
+        data = store.stats()
+        name = store_name(store)
+    if as_json:
+        json_doc({"store": name, **data})
+    else:
+        table(name, ["stat", "value"], [[k, v] for k, v in data.items()])
+
+
+def ping(
+    count: Annotated[int, typer.Option("--count", "-c", min=1, help="Round trips to time.")] = 10,
+) -> None:
+    """Round-trip latency to the store (min/avg/max of single gets), like redis-cli --latency."""
+    probe = b"kvctl:ping:" + os.urandom(4).hex().encode()
+    with open_store() as store:
+        store.get(probe)  # connect first; the first round trip includes the handshake
+        times = []
+        for _ in range(count):
+            t0 = time.perf_counter_ns()
+            store.get(probe)
+            times.append((time.perf_counter_ns() - t0) / 1e6)
+        name = store_name(store)
+    print(f"{name}: min {min(times):.3f} ms, avg {sum(times) / len(times):.3f} ms, "
+          f"max {max(times):.3f} ms ({count} round trips)")
+
+
+def plugin_rows() -> list[dict[str, Any]]:
+    """One entry per backend class, with every scheme that reaches it and any load error."""
+    from kvctl.errors import PluginLoadError
+    from kvctl.registry import load, schemes
+
+    by_target: dict[str, dict[str, Any]] = {}
+    for info in sorted(schemes().values(), key=lambda i: i.scheme):
+        entry = by_target.setdefault(info.target, {
+            "schemes": [], "target": info.target,
+            "distribution": info.distribution, "version": info.version,
+        })
+        entry["schemes"].append(info.scheme)
+    for entry in by_target.values():
+        try:
+            cls = load(entry["schemes"][0])
+            caps = cls.capabilities
+            entry["name"] = getattr(cls, "name", entry["schemes"][0])
+            entry["description"] = getattr(cls, "description", "")
+            entry["capabilities"] = caps.flags()
+            entry["error"] = None
+        except PluginLoadError as exc:
+            entry["name"] = entry["schemes"][0]
+            entry["description"] = ""
+            entry["capabilities"] = None
+            entry["error"] = str(exc)
+    return list(by_target.values())
+
+
+def plugins(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+    """List installed backends: schemes, version, capabilities, durability, and any load error."""
+    rows = plugin_rows()
+    if as_json:
+        json_doc(rows)
+        return
+    columns = ["Backend", "Schemes"] + [label for _, label in _CAPABILITY_COLUMNS] + ["Max key", "Max value"]
+    out = []
+    for r in rows:
+        caps = r["capabilities"]
+        head = [r["name"], " ".join(r["schemes"])]
+        if caps is None:
+            out.append([*head, "[red]✗ error[/red]"] + [""] * (len(columns) - 3))
+        else:
+            out.append(head + [caps[k] for k, _ in _CAPABILITY_COLUMNS]
+                       + [_size(caps["max_key_size"]), _size(caps["max_value_size"])])
+    table("kvctl backends (✓ yes, · no)", columns, out, wide=True)
+    for r in rows:
+        version = f"{r['distribution']} {r['version']}"
+        if r["error"]:
+            print(f"{r['name']} ({version}): {r['error']}")
+        else:
+            durability = r["capabilities"]["durability"] or "-"
+            print(f"{r['name']} ({version}): {r['description']} Durability: {durability}.")
+
+
+def _size(n: int | None) -> str:
+    if n is None:
+        return "-"
+    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= size:
+            return f"{n / size:g} {unit}"
+    return f"{n} B"
+
+
+def register(app: typer.Typer) -> None:
+    app.command("stats")(stats)
+    app.command("ping")(ping)
+    app.command("plugins")(plugins)

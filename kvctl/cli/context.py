@@ -1,0 +1,59 @@
+"""What every command shares: the global options, opening the chosen store, and scrubbing."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from kvctl.url import StoreURL, redact
+
+
+@dataclass
+class State:
+    url: str | None = None
+    key_encoding: str = "text"
+    value_encoding: str = "raw"
+    debug: bool = False
+    # every URL resolved during this command, so secrets in them can be scrubbed from any message
+    seen_urls: list[str] = field(default_factory=list)
+
+
+STATE = State()
+
+
+def resolve_url(url_or_profile: str | None) -> str:
+    from kvctl import config
+
+    url = config.resolve(url_or_profile)
+    STATE.seen_urls.append(url)
+    return url
+
+
+def open_store(url_or_profile: str | None = None) -> Any:
+    """The chosen store, in its sync form (one event loop for the command if it is async)."""
+    from kvctl.adapt import to_sync
+    from kvctl.registry import open_url
+
+    return to_sync(open_url(resolve_url(url_or_profile or STATE.url)))
+
+
+def scrub(message: str) -> str:
+    """Remove every secret of the URLs this command used from a message, whatever its origin."""
+    message = redact(message)
+    for url in STATE.seen_urls:
+        try:
+            parsed = StoreURL.parse(url)
+        except Exception:
+            continue
+        secrets = [parsed.password] if parsed.password else []
+        secrets += [v for k, v in parsed.options.items() if v and redact(f"x://h?{k}={v}").endswith("***")]
+        for secret in secrets:
+            if secret and len(secret) >= 3:
+                message = message.replace(secret, "***")
+        message = message.replace(url, parsed.redacted())
+    return message
+
+
+def store_name(store: Any) -> str:
+    url = getattr(store, "url", None)
+    return url.redacted() if url is not None else getattr(store, "name", "store")
