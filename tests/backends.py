@@ -1,0 +1,60 @@
+"""Fresh test URLs for every backend family, for the engine and CLI tests.
+
+``FACTORIES`` maps a backend family (the plugin's ``name``) to a function of a temporary
+directory that returns a URL of an empty store of that family.  Server families take their
+server from tests/services.sh (via ``conftest.service_url``) and get a fresh namespace (table,
+database) where the backend has one; engine tests clear a store before using it.
+
+``families()`` lists every registered backend whose plugin loads; one without a factory here
+is a test failure, so a new backend joins the engine tests by registering and adding a line.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+from conftest import service_url
+
+from kvctl.errors import PluginLoadError
+from kvctl.registry import load, schemes
+
+
+def _unique() -> str:
+    return uuid.uuid4().hex[:10]
+
+
+FACTORIES: dict[str, Callable[[Path], str]] = {
+    "memory": lambda tmp: f"memory://m{_unique()}",
+    "sqlite": lambda tmp: f"sqlite://{tmp / ('s' + _unique() + '.db')}",
+    "lmdb": lambda tmp: f"lmdb://{tmp / ('l' + _unique())}",
+    "file": lambda tmp: f"file://{tmp / ('f' + _unique())}",
+    "redis": lambda tmp: service_url("KVCTL_TEST_REDIS_URL"),
+    "redis+cluster": lambda tmp: service_url("KVCTL_TEST_REDIS_CLUSTER_URL"),
+    "postgres": lambda tmp: _with_option(service_url("KVCTL_TEST_POSTGRES_URL"), f"table=t_{_unique()}"),
+    "libsql": lambda tmp: f"libsql://{tmp / ('b' + _unique() + '.db')}",
+}
+
+
+def _with_option(url: str, option: str) -> str:
+    return url + ("&" if "?" in url else "?") + option
+
+
+def families() -> list[str]:
+    """Backend families (plugin names) that are registered and load in this environment."""
+    names: dict[str, None] = {}
+    for scheme in sorted(schemes()):
+        try:
+            cls = load(scheme)
+        except PluginLoadError:
+            continue  # tests/test_registry.py fails on any registered plugin that does not load
+        names.setdefault(getattr(cls, "name", scheme))
+    return list(names)
+
+
+def url_for(family: str, tmp: Path) -> str:
+    factory = FACTORIES.get(family)
+    if factory is None:
+        raise AssertionError(f"backend {family!r} is registered but tests/backends.py has no URL factory for it")
+    return factory(tmp)
