@@ -97,7 +97,7 @@ class UnavailableError(KvctlError):
     exit_code = 69
 
 
-class TimeoutError_(UnavailableError):  # noqa: N801 - avoid shadowing the builtin
+class TimeoutError_(UnavailableError):
     pass
 
 

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The whole test suite from a fresh clone: install what the tests need, start the real servers
+# (Redis, Redis Cluster, PostgreSQL: tests/services.sh), check lint, types and the architecture,
+# run every test, then the CI performance gate.  `.ci/run` calls exactly this.
+#   bash tests/run.sh              everything
+#   bash tests/run.sh -k sqlite    extra arguments go to pytest
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+PY="${PYTHON:-python3}"
+
+echo "== installing kvctl with its test dependencies"
+"$PY" -m pip install --quiet --disable-pip-version-check -e '.[test]' -e tests/outside_plugin
+
+echo "== starting servers"
+bash tests/services.sh start
+trap 'bash tests/services.sh stop >/dev/null 2>&1 || true' EXIT
+export KVCTL_SERVICES=required  # a test that needs a server fails, never skips, when one is missing
+
+echo "== ruff, mypy, import contracts"
+"$PY" -m ruff check .
+"$PY" -m mypy
+lint-imports
+
+echo "== tests"
+"$PY" -m pytest "$@"

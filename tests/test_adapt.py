@@ -1,0 +1,61 @@
+"""Sync<->async adaptation: one loop per command, never one per operation."""
+
+from __future__ import annotations
+
+import asyncio
+
+from kvctl.adapt import AsyncAdapter, SyncAdapter, is_async, to_async, to_sync
+from kvctl.registry import open_url
+from kvctl.store import AsyncStoreBase, Page, Record
+
+
+def test_sync_store_in_async_engine() -> None:
+    store = open_url("memory://")
+    astore = to_async(store)
+    assert isinstance(astore, AsyncAdapter) and is_async(astore)
+
+    async def work() -> list[bytes]:
+        await astore.set_many([Record(b"a", b"1"), Record(b"b", b"2")])
+        return [r.key async for p in astore.scan() for r in p.records]
+
+    assert asyncio.run(work()) == [b"a", b"b"]
+    assert to_async(astore) is astore
+
+
+class LoopCheckingStore(AsyncStoreBase):
+    """An async store that records which event loop each call ran on."""
+
+    name = "loopcheck"
+
+    def __init__(self) -> None:
+        self.loops: set[int] = set()
+        self.data: dict[bytes, Record] = {}
+
+    async def get_many(self, keys):  # type: ignore[no-untyped-def]
+        self.loops.add(id(asyncio.get_running_loop()))
+        return [self.data.get(k) for k in keys]
+
+    async def set_many(self, records):  # type: ignore[no-untyped-def]
+        self.loops.add(id(asyncio.get_running_loop()))
+        for r in records:
+            self.data[r.key] = r
+
+    async def delete_many(self, keys):  # type: ignore[no-untyped-def]
+        return sum(self.data.pop(k, None) is not None for k in keys)
+
+    async def scan(self, prefix=b"", **kw):  # type: ignore[no-untyped-def,override]
+        self.loops.add(id(asyncio.get_running_loop()))
+        yield Page(sorted((r for k, r in self.data.items() if k.startswith(prefix)), key=lambda r: r.key), None)
+
+
+def test_async_store_in_sync_command_uses_one_loop() -> None:
+    inner = LoopCheckingStore()
+    store = to_sync(inner)
+    assert isinstance(store, SyncAdapter)
+    for i in range(20):
+        store.set(b"k%d" % i, b"v")
+        store.get(b"k%d" % i)
+    assert [r.key for p in store.scan(b"k1") for r in p.records][:2] == [b"k1", b"k10"]
+    assert store.count() == 20
+    store.close()
+    assert len(inner.loops) == 1

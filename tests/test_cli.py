@@ -1,0 +1,161 @@
+"""The CLI through real subprocesses (exit codes, binary stdin/stdout) and typer's runner."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from kvctl.cli.app import app
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    """A clean user environment: XDG dirs in tmp, no KVCTL_URL."""
+    e = {k: v for k, v in os.environ.items() if not k.startswith("KVCTL_")}
+    e.update(XDG_DATA_HOME=str(tmp_path / "data"), XDG_CONFIG_HOME=str(tmp_path / "config"),
+             XDG_STATE_HOME=str(tmp_path / "state"), HOME=str(tmp_path))
+    return e
+
+
+def kv(env: dict[str, str], *args: str, input: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run([sys.executable, "-m", "kvctl", *args], env=env, input=input,
+                          capture_output=True, timeout=60)
+
+
+def test_embedded_default_works_with_no_setup(env: dict[str, str], tmp_path: Path) -> None:
+    assert kv(env, "set", "greeting", "hello").returncode == 0
+    out = kv(env, "get", "greeting")
+    assert (out.returncode, out.stdout) == (0, b"hello")
+    assert (tmp_path / "data" / "kvctl" / "default.db").exists()
+
+
+def test_binary_value_piped_in_and_out(env: dict[str, str]) -> None:
+    blob = bytes(range(256)) * 100 + b"\r\n\x00"
+    assert kv(env, "set", "bin", input=blob).returncode == 0
+    assert kv(env, "set", "bin2", "-", input=blob).returncode == 0
+    assert kv(env, "get", "bin").stdout == blob
+    assert kv(env, "get", "bin2").stdout == blob
+
+
+def test_binary_keys_and_values_in_hex_and_base64(env: dict[str, str]) -> None:
+    assert kv(env, "--keys", "hex", "--values", "hex", "set", "00ff25", "deadbeef").returncode == 0
+    assert kv(env, "--keys", "hex", "--values", "base64", "get", "00ff25").stdout == b"3q2+7w==\n"
+    out = kv(env, "scan", "--json")
+    rows = [json.loads(line) for line in out.stdout.splitlines()]
+    assert rows == [{"key_b64": "AP8l", "value_b64": "3q2+7w==", "expires_at_ms": None,
+                     "version": rows[0]["version"]}]
+
+
+def test_value_from_file(env: dict[str, str], tmp_path: Path) -> None:
+    f = tmp_path / "v.bin"
+    f.write_bytes(b"\x00from file")
+    assert kv(env, "set", "f", "--file", str(f)).returncode == 0
+    assert kv(env, "get", "f").stdout == b"\x00from file"
+    bad = kv(env, "set", "f", "--file", str(tmp_path / "nope"))
+    assert bad.returncode == 2 and b"cannot read" in bad.stderr
+
+
+def test_missing_key_is_exit_1_with_one_line(env: dict[str, str]) -> None:
+    out = kv(env, "get", "nope")
+    assert out.returncode == 1 and out.stdout == b""
+    assert out.stderr.count(b"\n") == 1 and b"not found" in out.stderr
+    assert kv(env, "ttl", "nope").returncode == 1
+
+
+def test_ttl_set_and_read(env: dict[str, str]) -> None:
+    assert kv(env, "set", "t", "v", "--ttl", "2h").returncode == 0
+    left = float(kv(env, "ttl", "t").stdout.decode().rstrip("s\n"))
+    assert 7100 < left <= 7200
+    assert kv(env, "set", "p", "v").returncode == 0
+    assert kv(env, "ttl", "p").stdout == b"none\n"
+    assert kv(env, "ttl", "--ms", "p").stdout == b"-1\n"
+    bad = kv(env, "set", "t", "v", "--ttl", "soon")
+    assert bad.returncode == 2 and b"not a duration" in bad.stderr
+
+
+def test_scan_count_del(env: dict[str, str]) -> None:
+    for k in ("a%1", "a_2", "ab", "b"):
+        kv(env, "set", k, "v")
+    assert kv(env, "count").stdout == b"4\n"
+    assert kv(env, "count", "--prefix", "a%").stdout == b"1\n"
+    assert kv(env, "scan", "--keys-only", "--prefix", "a").stdout == b"a%1\na_2\nab\n"
+    assert kv(env, "scan", "--limit", "1").stdout == b"a%1\tv\n"
+    assert kv(env, "del", "a%1", "nope").stdout == b"1\n"
+    assert kv(env, "count").stdout == b"3\n"
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["-u", "nosuch://x", "get", "k"], 2, b"no backend for scheme 'nosuch'"),
+        (["-u", "notaurl", "get", "k"], 2, b"no profile named 'notaurl'"),
+        (["-u", "memory://?bogus=1", "get", "k"], 2, b"unknown option"),
+        (["-u", "broken://", "get", "k"], 3, b"could not be loaded"),
+        (["--keys", "hex", "get", "zz"], 2, b"not valid hex"),
+        (["get"], 2, b"Missing argument"),
+    ],
+)
+def test_bad_input_is_one_clear_line(env: dict[str, str], args: list[str], code: int, message: bytes) -> None:
+    out = kv(env, *args)
+    assert out.returncode == code, out.stderr
+    assert message in out.stderr
+    assert b"Traceback" not in out.stderr
+
+
+def test_secrets_never_printed(env: dict[str, str]) -> None:
+    out = kv(env, "-u", "nosuch://user:hunter2@host/0?authToken=tok123", "get", "k")
+    assert b"hunter2" not in out.stderr and b"tok123" not in out.stderr
+    out = kv(env, "-u", "memory://user:hunter2@x/?bad=1", "get", "k")
+    assert out.returncode == 2 and b"hunter2" not in out.stderr and b"***" in out.stderr
+
+
+def test_set_without_value_on_a_terminal_does_not_hang(env: dict[str, str]) -> None:
+    runner = CliRunner()
+    result = runner.invoke(app, ["-u", "memory://", "set", "k"], env=env)
+    # CliRunner gives an empty, non-tty stdin: the empty value is stored
+    assert result.exit_code == 0
+
+
+def test_profiles_config_file_is_private(env: dict[str, str], tmp_path: Path) -> None:
+    db = tmp_path / "prof.db"
+    assert kv(env, "config", "set", "prod", f"sqlite://{db}", "--default").returncode == 0
+    cfg = tmp_path / "config" / "kvctl" / "config.toml"
+    assert stat.S_IMODE(cfg.stat().st_mode) == 0o600
+    assert kv(env, "set", "k", "via-default-profile").returncode == 0
+    assert kv(env, "-u", f"sqlite://{db}", "get", "k").stdout == b"via-default-profile"
+    assert kv(env, "-u", "prod", "get", "k").stdout == b"via-default-profile"
+    assert kv(env, "config", "set", "r", "redis://:pw@h/0").returncode == 0
+    listing = kv(env, "config", "list", "--json")
+    assert b"pw" not in listing.stdout.replace(b"prod", b"")
+    assert {r["name"] for r in json.loads(listing.stdout)} == {"prod", "r"}
+    cfg.chmod(0o644)
+    warned = kv(env, "config", "list")
+    assert b"readable by other users" in warned.stderr
+    assert kv(env, "config", "remove", "nope").returncode == 2
+
+
+def test_kvctl_url_env_var(env: dict[str, str], tmp_path: Path) -> None:
+    env["KVCTL_URL"] = f"sqlite://{tmp_path / 'env.db'}"
+    kv(env, "set", "k", "v")
+    assert (tmp_path / "env.db").exists()
+
+
+def test_completion_offers_profile_names(env: dict[str, str], tmp_path: Path) -> None:
+    kv(env, "config", "set", "production", f"sqlite://{tmp_path / 'p.db'}")
+    comp_env = {**env, "_KVCTL_COMPLETE": "complete_bash", "COMP_WORDS": "kvctl -u pro", "COMP_CWORD": "2"}
+    out = subprocess.run([sys.executable, "-m", "kvctl"], env=comp_env, capture_output=True, text=True)
+    assert "production" in out.stdout
+
+
+def test_version_and_help() -> None:
+    runner = CliRunner()
+    assert "kvctl" in runner.invoke(app, ["--version"]).output
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0 and "Exit codes" in result.output

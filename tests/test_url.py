@@ -1,0 +1,60 @@
+from __future__ import annotations
+
+import pytest
+
+from kvctl.errors import BadURLError
+from kvctl.url import StoreURL, parse_duration_ms, parse_size, redact
+
+
+@pytest.mark.parametrize(
+    ("raw", "shown"),
+    [
+        ("redis://:hunter2@h:6379/0", "redis://:***@h:6379/0"),
+        ("postgresql://app:s3cr%40t@db/app?sslmode=require", "postgresql://app:***@db/app?sslmode=require"),
+        ("libsql://x.turso.io?authToken=abc.def", "libsql://x.turso.io?authToken=***"),
+        ("cookie:///t.txt?secret_env=MY_SECRET", "cookie:///t.txt?secret_env=MY_SECRET"),
+        ("sqlite:///a.db?max_key_size=10", "sqlite:///a.db?max_key_size=10"),
+        ("redis://user@h/0", "redis://user@h/0"),
+    ],
+)
+def test_redaction(raw: str, shown: str) -> None:
+    assert redact(raw) == shown
+    assert StoreURL.parse(raw).redacted() == shown
+
+
+def test_parse_parts_and_options() -> None:
+    url = StoreURL.parse("redis://bob:p%40ss@127.0.0.1:6380/2?local_cache=100&cache_ttl=30s")
+    assert (url.scheme, url.username, url.password, url.host, url.port, url.path) == (
+        "redis", "bob", "p@ss", "127.0.0.1", 6380, "/2")
+    assert url.int_option("local_cache", 0) == 100
+    assert url.duration_option_ms("cache_ttl", None) == 30_000
+    assert "p@ss" not in repr(url)
+
+
+@pytest.mark.parametrize(
+    ("raw", "path"),
+    [("sqlite:///abs/x.db", "/abs/x.db"), ("sqlite://rel/x.db", "rel/x.db"), ("sqlite:rel.db", "rel.db"),
+     ("lmdb:///d%20ir?map_size=1GiB", "/d ir")],
+)
+def test_local_path(raw: str, path: str) -> None:
+    assert StoreURL.parse(raw).local_path() == path
+
+
+def test_bad_option_values_name_the_redacted_url() -> None:
+    url = StoreURL.parse("redis://:pw@h/0?local_cache=lots")
+    with pytest.raises(BadURLError) as exc:
+        url.int_option("local_cache", 0)
+    assert "pw" not in str(exc.value) and "***" in str(exc.value)
+
+
+def test_units() -> None:
+    assert parse_duration_ms("500ms") == 500
+    assert parse_duration_ms("2h") == 7_200_000
+    assert parse_duration_ms("1.5s") == 1500
+    assert parse_duration_ms("10") == 10_000
+    assert parse_size("64MiB") == 64 * 1024 * 1024
+    assert parse_size("1kb") == 1000
+    with pytest.raises(BadURLError):
+        parse_duration_ms("soon")
+    with pytest.raises(BadURLError):
+        parse_size("big")
