@@ -17,6 +17,11 @@ from kvctl.store import AsyncStore, Page, Record, Store
 
 T = TypeVar("T")
 
+# Optional protocol methods (see kvctl.store), forwarded only when the wrapped store has them,
+# so ``hasattr(adapted, "apply_many")`` tells the truth.
+OPTIONAL_CALLS = ("feed_cursor", "apply_many", "dump_many", "restore_many")
+OPTIONAL_ITERATORS = ("changes",)
+
 
 def is_async(store: object) -> bool:
     return inspect.iscoroutinefunction(getattr(store, "get_many", None))
@@ -44,6 +49,28 @@ class AsyncAdapter:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool, lambda: fn(*args, **kwargs))
 
+    def __getattr__(self, name: str) -> Any:
+        if name in OPTIONAL_CALLS or name in OPTIONAL_ITERATORS:
+            fn = getattr(self.inner, name)  # AttributeError when the store lacks it
+
+            if name in OPTIONAL_ITERATORS:
+                def iterate(*args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+                    return self._iterate(fn(*args, **kwargs))
+                return iterate
+
+            async def call(*args: Any, **kwargs: Any) -> Any:
+                return await self._call(fn, *args, **kwargs)
+            return call
+        raise AttributeError(name)
+
+    async def _iterate(self, items: Iterator[T]) -> AsyncIterator[T]:
+        done = object()
+        while True:
+            item = await self._call(next, items, done)
+            if item is done:
+                return
+            yield item  # type: ignore[misc]
+
     async def get(self, key: bytes) -> Record | None:
         return await self._call(self.inner.get, key)
 
@@ -62,14 +89,8 @@ class AsyncAdapter:
     async def delete_many(self, keys: Sequence[bytes]) -> int:
         return await self._call(self.inner.delete_many, keys)
 
-    async def scan(self, prefix: bytes = b"", **kwargs: Any) -> AsyncIterator[Page]:
-        pages: Iterator[Page] = self.inner.scan(prefix, **kwargs)
-        done = object()
-        while True:
-            page = await self._call(next, pages, done)
-            if page is done:
-                return
-            yield page  # type: ignore[misc]
+    def scan(self, prefix: bytes = b"", **kwargs: Any) -> AsyncIterator[Page]:
+        return self._iterate(self.inner.scan(prefix, **kwargs))
 
     async def count(self, prefix: bytes = b"") -> int:
         return await self._call(self.inner.count, prefix)
@@ -110,6 +131,22 @@ class SyncAdapter:
     def _run(self, coro: Any) -> Any:
         return self._runner.run(coro)
 
+    def __getattr__(self, name: str) -> Any:
+        if name in OPTIONAL_CALLS or name in OPTIONAL_ITERATORS:
+            fn = getattr(self.inner, name)
+            if name in OPTIONAL_ITERATORS:
+                return lambda *args, **kwargs: self._iterate(fn(*args, **kwargs))
+            return lambda *args, **kwargs: self._run(fn(*args, **kwargs))
+        raise AttributeError(name)
+
+    def _iterate(self, items: AsyncIterator[T]) -> Iterator[T]:
+        it = items.__aiter__()
+        while True:
+            try:
+                yield self._run(it.__anext__())
+            except StopAsyncIteration:
+                return
+
     def get(self, key: bytes) -> Record | None:
         return self._run(self.inner.get(key))
 
@@ -129,12 +166,7 @@ class SyncAdapter:
         return self._run(self.inner.delete_many(keys))
 
     def scan(self, prefix: bytes = b"", **kwargs: Any) -> Iterator[Page]:
-        pages = self.inner.scan(prefix, **kwargs).__aiter__()
-        while True:
-            try:
-                yield self._run(pages.__anext__())
-            except StopAsyncIteration:
-                return
+        return self._iterate(self.inner.scan(prefix, **kwargs))
 
     def count(self, prefix: bytes = b"") -> int:
         return self._run(self.inner.count(prefix))

@@ -16,6 +16,7 @@ code below.  Messages never contain secrets: URLs are redacted before they are p
     ├── ConflictError               exit 6   a write refused by a conflict policy
     ├── LockedError                 exit 7   the store is locked by another process
     ├── IncompleteError             exit 8   a copy finished but left keys behind (reported)
+    ├── FeedGapError                exit 9   a change feed no longer covers a sync cursor
     ├── CorruptError                exit 65  a file is not what it claims (bad checksum, not a db)
     ├── StoreIOError                exit 74  reading or writing the store failed
     ├── UnavailableError            exit 69  a server is unreachable or went away
@@ -85,6 +86,15 @@ class IncompleteError(KvctlError):
     exit_code = 8
 
 
+class FeedGapError(KvctlError):
+    """The change feed cannot serve changes since the cursor (retention passed, events lost).
+
+    The sync engine catches it and falls back to a key-ordered diff, announcing it.
+    """
+
+    exit_code = 9
+
+
 class CorruptError(KvctlError):
     exit_code = 65
 
@@ -114,6 +124,7 @@ __all__ = [
     "ConflictError",
     "CorruptError",
     "DifferenceError",
+    "FeedGapError",
     "IncompleteError",
     "KvctlError",
     "LimitError",

@@ -9,6 +9,24 @@ calls exist for the CLI and default to the batch calls.
 A plugin implements either :class:`Store` (sync) or :class:`AsyncStore` (async) with the same
 method names; :mod:`kvctl.adapt` converts between the two once per command.  Subclassing
 :class:`StoreBase` / :class:`AsyncStoreBase` is optional but gives the defaults and helpers.
+
+Optional methods, offered by a store that declares the matching capability:
+
+``typed_values``
+    ``dump_many(keys) -> list[Record | None]`` and ``restore_many(records)``: opaque payloads of
+    non-bytes values (see :class:`Record`).
+``change_feed``
+    ``feed_cursor() -> str``: the position just after the newest change.
+    ``changes(cursor, *, batch_size=1000) -> Iterator[Page]``: every change after ``cursor`` in
+    the order it was made, upserts as records and deletions as tombstones
+    (``kind == TOMBSTONE``), each with its version; ``Page.cursor`` resumes after the page.
+    Raises :class:`~kvctl.errors.FeedGapError` when the feed no longer covers ``cursor``.
+``versions``
+    ``apply_many(records) -> int``: last-writer-wins apply for replication.  Each record (or
+    tombstone) takes effect only if its version is newer than what the store holds for that key,
+    counting a retained tombstone; returns how many took effect.  Stores that keep tombstones
+    make a stale upsert after a newer delete a no-op.  For a store without ``apply_many`` the
+    engines compare versions from ``get_many`` with :func:`newer` and write the winners.
 """
 
 from __future__ import annotations
@@ -22,6 +40,7 @@ from kvctl.errors import LimitError, UnsupportedError
 from kvctl.url import StoreURL
 
 __all__ = [
+    "TOMBSTONE",
     "AsyncStore",
     "AsyncStoreBase",
     "Capabilities",
@@ -34,10 +53,14 @@ __all__ = [
     "deadline_ms",
     "is_live",
     "key_cursor",
+    "newer",
     "now_ms",
     "parse_key_cursor",
     "prefix_end",
 ]
+
+
+TOMBSTONE = "tombstone"  # Record.kind of a deletion in a change feed or an apply batch
 
 
 def now_ms() -> int:
@@ -60,6 +83,19 @@ class Record:
     expires_at_ms: int | None = None
     version: int | None = None
     kind: str | None = None
+
+
+def newer(incoming: Record, current: Record | None) -> bool:
+    """Last-writer-wins: does ``incoming`` replace ``current``?
+
+    Higher version wins; a record without a version never beats one with a version; equal
+    versions are the same write (no change), so applying a change twice is harmless.
+    """
+    if current is None:
+        return True
+    if incoming.version is None:
+        return current.version is None
+    return current.version is None or incoming.version > current.version
 
 
 def is_live(record: Record, now: int | None = None) -> bool:

@@ -59,3 +59,19 @@ def test_async_store_in_sync_command_uses_one_loop() -> None:
     assert store.count() == 20
     store.close()
     assert len(inner.loops) == 1
+
+
+def test_optional_methods_are_forwarded_only_when_present() -> None:
+    mem = open_url("memory://")
+    astore = to_async(mem)
+    assert hasattr(astore, "apply_many") and hasattr(astore, "changes")
+    assert not hasattr(astore, "dump_many")
+
+    async def work() -> list[bytes]:
+        start = await astore.feed_cursor()
+        await astore.set_many([Record(b"x", b"1")])
+        return [r.key async for p in astore.changes(start) for r in p.records]
+
+    assert asyncio.run(work()) == [b"x"]
+    back = to_sync(LoopCheckingStore())
+    assert not hasattr(back, "changes")

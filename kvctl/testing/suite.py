@@ -8,9 +8,9 @@ from collections.abc import Iterator
 import pytest
 
 from kvctl.adapt import to_sync
-from kvctl.errors import LimitError, UnsupportedError
+from kvctl.errors import FeedGapError, LimitError, UnsupportedError, UsageError
 from kvctl.registry import open_url
-from kvctl.store import Record, Store
+from kvctl.store import TOMBSTONE, Record, Store
 from kvctl.testing.machine import run_state_machine
 
 # Keys that break naive implementations: glob and LIKE metacharacters, NUL, non-UTF-8, every byte.
@@ -230,6 +230,58 @@ class StoreConformance:
         self.needs(store, "versions")
         store.set_many([Record(b"k", b"v", None, 123456789)])
         assert store.get(b"k").version == 123456789  # type: ignore[union-attr]
+
+    # -- replication: change feed and last-writer-wins apply ----------------------------------
+    def test_change_feed_lists_upserts_and_tombstones_in_order(self, store: Store) -> None:
+        self.needs(store, "change_feed")
+        start = store.feed_cursor()  # type: ignore[attr-defined]
+        store.set(b"f1", b"a")
+        store.set_many([Record(b"f2", b"b"), Record(b"f1", b"c")])
+        store.delete(b"f2")
+        changes = [r for p in store.changes(start, batch_size=2) for r in p.records]  # type: ignore[attr-defined]
+        assert [(r.key, r.kind, r.value) for r in changes][-4:] == [
+            (b"f1", None, b"a"), (b"f2", None, b"b"), (b"f1", None, b"c"), (b"f2", TOMBSTONE, b"")]
+        versions = [r.version for r in changes[-4:]]
+        assert all(v is not None for v in versions)
+        assert versions[3] > versions[1]  # type: ignore[operator]
+
+    def test_change_feed_resumes_from_page_cursor(self, store: Store) -> None:
+        self.needs(store, "change_feed")
+        start = store.feed_cursor()  # type: ignore[attr-defined]
+        store.set_many(Record(b"c%02d" % i, b"v") for i in range(30))
+        pages = store.changes(start, batch_size=10)  # type: ignore[attr-defined]
+        first = next(pages)
+        rest = [r.key for p in store.changes(first.cursor, batch_size=7) for r in p.records]  # type: ignore[attr-defined]
+        keys = [r.key for r in first.records] + rest
+        assert keys[-30:] == [b"c%02d" % i for i in range(30)]
+        end = store.feed_cursor()  # type: ignore[attr-defined]
+        assert [r for p in store.changes(end) for r in p.records] == []  # type: ignore[attr-defined]
+
+    def test_change_feed_bad_cursor(self, store: Store) -> None:
+        self.needs(store, "change_feed")
+        with pytest.raises((FeedGapError, UsageError)):
+            list(store.changes("not-a-cursor-of-this-feed"))  # type: ignore[attr-defined]
+
+    def test_apply_many_is_last_writer_wins(self, store: Store) -> None:
+        self.needs(store, "versions")
+        if not hasattr(store, "apply_many"):
+            pytest.skip(f"{store.name} has no apply_many (engines fall back to get_many)")
+        base = 5_000_000_000_000_000_000
+        apply = store.apply_many  # type: ignore[attr-defined]
+        assert apply([Record(b"k", b"v2", None, base + 2)]) == 1
+        assert apply([Record(b"k", b"v1", None, base + 1)]) == 0  # stale upsert
+        assert apply([Record(b"k", b"", None, base + 1, TOMBSTONE)]) == 0  # stale delete
+        assert store.get(b"k").value == b"v2"  # type: ignore[union-attr]
+        assert apply([Record(b"k", b"", None, base + 3, TOMBSTONE)]) == 1
+        assert store.get(b"k") is None
+        assert apply([Record(b"k", b"v-old", None, base + 2)]) == 0  # no resurrection
+        assert store.get(b"k") is None
+        assert apply([Record(b"k", b"v4", None, base + 4)]) == 1
+        assert apply([Record(b"k", b"v4", None, base + 4)]) == 0  # applying twice changes nothing
+        rec = store.get(b"k")
+        assert rec is not None and (rec.value, rec.version) == (b"v4", base + 4)
+        store.set(b"k", b"local")  # a local write after observing a newer remote version wins
+        assert store.get(b"k").version > base + 4  # type: ignore[union-attr,operator]
 
     # -- admin -----------------------------------------------------------------------------
     def test_clear_and_stats(self, store: Store) -> None:
