@@ -1,0 +1,207 @@
+"""Opening LMDB environments: URL options, pre-flight checks, one shared handle per directory.
+
+LMDB allows one open handle per environment per process (a second one would release the first
+one's locks when closed), so stores of one directory in one process share a :class:`SharedEnv`,
+reference-counted.  Records live in a named database (``?db=``, default ``kvctl``); the named
+database ``kvctl.meta`` holds the format version and, per data database, the highest version
+ever written (the HLC seed, read on open and inside every write transaction).
+
+The map grows instead of failing: a write transaction that meets ``MapFullError`` is aborted,
+the map size doubled and the whole transaction retried, so a batch is never half-applied.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+import lmdb
+
+from kvctl.errors import AuthError, BadURLError, CorruptError, StoreIOError, UsageError
+from kvctl.url import StoreURL
+
+from .errors import translate
+
+FORMAT_VERSION = 1
+META_DB = b"kvctl.meta"
+FORMAT_KEY = b"format"
+OPTIONS = {"map_size", "sync", "readonly", "db", "max_dbs", "max_readers"}
+DEFAULT_MAP_SIZE = 1 << 30  # virtual address space, not disk: the file grows with the data
+MAX_GROWTHS = 24  # doublings of the map per transaction before giving up
+
+
+@dataclass(frozen=True)
+class Options:
+    path: str
+    map_size: int
+    sync: bool
+    readonly: bool
+    db: bytes
+    max_dbs: int
+    max_readers: int
+
+
+def parse_options(url: StoreURL) -> Options:
+    url.check_options(OPTIONS)
+    db = url.option("db", "kvctl") or "kvctl"
+    if db.encode() == META_DB:
+        raise BadURLError(f"db={db} in {url.redacted()} is reserved for kvctl's metadata")
+    max_dbs = url.int_option("max_dbs", 8)
+    if max_dbs < 2:
+        raise BadURLError(f"max_dbs={max_dbs} in {url.redacted()} must be at least 2 (data + metadata)")
+    return Options(
+        path=url.local_path().rstrip("/") or "/",
+        map_size=url.size_option("map_size", DEFAULT_MAP_SIZE),
+        sync=url.bool_option("sync", True),
+        readonly=url.bool_option("readonly", False),
+        db=db.encode(),
+        max_dbs=max_dbs,
+        max_readers=url.int_option("max_readers", 126),
+    )
+
+
+@dataclass
+class SharedEnv:
+    """One open environment and the per-process state every store on it shares."""
+
+    env: Any  # lmdb.Environment
+    key: str
+    readonly: bool
+    users: int = 0
+    dbs: dict[bytes, Any] = field(default_factory=dict)
+    # Write transactions (and map growth, which needs none active) are serialized in-process.
+    write_lock: threading.RLock = field(default_factory=threading.RLock)
+
+    def grow(self) -> None:
+        """Double the map; the caller holds ``write_lock`` and no transaction of its own."""
+        size = self.env.info()["map_size"]
+        self.env.set_mapsize(size * 2)
+
+    def adopt_size(self) -> None:
+        """Another process grew the map: take its size (LMDB's MDB_MAP_RESIZED remedy)."""
+        self.env.set_mapsize(0)
+
+
+_OPEN: dict[str, SharedEnv] = {}
+_OPEN_LOCK = threading.Lock()
+
+
+def preflight(opts: Options, where: str) -> None:
+    path = opts.path
+    if os.path.exists(path) and not os.path.isdir(path):
+        hint = "give the directory that holds data.mdb" if os.path.basename(path) == "data.mdb" else None
+        raise StoreIOError(f"{where}: {path} is a file, not an LMDB directory", hint=hint)
+    if not os.path.exists(path):
+        if opts.readonly:
+            raise StoreIOError(f"{where}: {path} does not exist (and readonly=true will not create it)")
+        parent = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(parent):
+            raise StoreIOError(f"{where}: directory {parent} does not exist", hint="create it first")
+        return
+    wanted = os.R_OK | os.X_OK | (0 if opts.readonly else os.W_OK)
+    if not os.access(path, wanted):
+        raise AuthError(f"{where}: permission denied on {path}")
+    data = os.path.join(path, "data.mdb")
+    if os.path.exists(data) and not os.access(data, os.R_OK | (0 if opts.readonly else os.W_OK)):
+        raise AuthError(f"{where}: permission denied on {data}")
+
+
+def acquire(opts: Options, where: str) -> SharedEnv:
+    """The shared environment for ``opts.path``, opened and checked on first use."""
+    key = os.path.realpath(opts.path)
+    with _OPEN_LOCK:
+        shared = _OPEN.get(key)
+        if shared is None:
+            preflight(opts, where)
+            shared = SharedEnv(_open_env(opts, where), os.path.realpath(opts.path), opts.readonly)
+            _OPEN[shared.key] = shared
+        elif shared.readonly and not opts.readonly:
+            raise UsageError(f"{where}: {opts.path} is already open read-only in this process")
+        try:
+            _open_db(shared, opts, where)
+        except BaseException:
+            if shared.users == 0:
+                _drop(shared)
+            raise
+        shared.users += 1
+        return shared
+
+
+def release(shared: SharedEnv) -> None:
+    with _OPEN_LOCK:
+        shared.users -= 1
+        if shared.users <= 0:
+            _drop(shared)
+
+
+def _drop(shared: SharedEnv) -> None:
+    if _OPEN.get(shared.key) is shared:
+        del _OPEN[shared.key]
+    shared.env.close()
+
+
+def _open_env(opts: Options, where: str) -> Any:
+    try:
+        env = lmdb.open(
+            opts.path, map_size=opts.map_size, subdir=True, readonly=opts.readonly,
+            create=not opts.readonly, max_dbs=opts.max_dbs, max_readers=opts.max_readers,
+            sync=opts.sync, metasync=opts.sync, lock=True,
+        )
+    except lmdb.Error as exc:
+        raise translate(exc, where, opts.path) from None
+    with contextlib.suppress(lmdb.Error):
+        env.reader_check()  # free reader slots left by crashed processes
+    return env
+
+
+def _open_db(shared: SharedEnv, opts: Options, where: str) -> None:
+    """Open (creating on first use) the data and metadata databases, checking the format."""
+    if opts.db in shared.dbs and META_DB in shared.dbs:
+        return
+    env = shared.env
+    try:
+        if META_DB not in shared.dbs:
+            shared.dbs[META_DB] = _open_meta(env, opts, where)
+        if opts.db not in shared.dbs:
+            with shared.write_lock:
+                shared.dbs[opts.db] = env.open_db(opts.db, create=not opts.readonly)
+    except lmdb.NotFoundError:
+        raise UsageError(
+            f"{where}: {opts.path} has no database {opts.db.decode(errors='replace')}",
+            hint="open it once without readonly",
+        ) from None
+    except lmdb.Error as exc:
+        raise translate(exc, where, opts.path) from None
+
+
+def _open_meta(env: Any, opts: Options, where: str) -> Any:
+    with env.begin() as txn:  # the main database lists the named databases
+        cursor = txn.cursor()
+        ours, empty = cursor.set_key(META_DB), not cursor.first()
+    if not ours:
+        # An environment another program filled: creating our databases would add entries to
+        # its main database, so leave it alone.
+        if not empty:
+            raise CorruptError(
+                f"{where}: {opts.path} is an LMDB environment kvctl did not create (its main "
+                "database holds other keys); refusing to modify it"
+            )
+        if opts.readonly:
+            raise lmdb.NotFoundError("no kvctl metadata")
+    meta = env.open_db(META_DB, create=not opts.readonly)
+    with env.begin(db=meta) as txn:
+        found = txn.get(FORMAT_KEY)
+    if found is None and not opts.readonly:
+        with env.begin(db=meta, write=True) as txn:
+            found = txn.get(FORMAT_KEY) or str(FORMAT_VERSION).encode()
+            txn.put(FORMAT_KEY, found)
+    if found is not None and int(found) > FORMAT_VERSION:
+        raise UsageError(
+            f"{where}: {opts.path} has format {int(found)}, newer than this kvctl's {FORMAT_VERSION}",
+            hint="upgrade kvctl",
+        )
+    return meta
+

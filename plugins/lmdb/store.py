@@ -1,0 +1,430 @@
+"""The LMDB store: records (header + value, see :mod:`.records`) in one named database.
+
+Reads take a read transaction each (a batch takes one for the whole batch); writes take one
+write transaction per call, so ``set_many``/``delete_many`` are all or nothing.  Versions are
+assigned inside the write transaction after folding in the highest version on disk, which makes
+them grow across restarts and across processes writing the same environment.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from operator import attrgetter
+from struct import error as StructError
+from typing import Any, Self, TypeVar
+
+import lmdb
+
+from kvctl.errors import AuthError, CorruptError, LimitError, StoreIOError, UsageError
+from kvctl.hlc import HLC, NODE_BITS
+from kvctl.store import Capabilities, Page, Record, StoreBase, StoreURL, key_cursor, now_ms, prefix_end
+
+from .env import MAX_GROWTHS, META_DB, Options, SharedEnv, acquire, parse_options, release
+from .errors import translate
+from .records import HEADER_SIZE, make_record, pack_header, stored_expiry, unpack_header
+
+T = TypeVar("T")
+MAX_KEY = 511  # LMDB's compiled-in MDB_MAXKEYSIZE (env.max_key_size()); checked on open
+# LMDB itself takes values up to 4 GiB - 1 (MAXDATASIZE); kvctl caps them at 1 GiB: a write
+# copies the value once to put the header in front, and a single record should not force the
+# map (and the reader's address space) to grow by several GiB.
+MAX_VALUE = (1 << 30) - HEADER_SIZE
+MAX_VERSION = (1 << 63) - 1
+SWEEP_EVERY = 10_000  # records written between sweeps for expired records
+SWEEP_BATCH = 1_000  # records a sweep examines
+NOTED_MAX = 1_024  # expired keys remembered from reads, deleted by the next write
+_VERSION_STEP = 1 << NODE_BITS  # one HLC counter tick
+_keys = attrgetter("key")
+_values = attrgetter("value")
+
+
+class LMDBStore(StoreBase):
+    name = "lmdb"
+    description = "LMDB directory (py-lmdb): memory-mapped B+tree, ordered scans, TTLs, versions, multi-process."
+    capabilities = Capabilities(
+        persistent=True, ttl=True, ordered_scan=True, versions=True, atomic_batch=True,
+        max_key_size=MAX_KEY, max_value_size=MAX_VALUE,
+        durability=(
+            "fsync on every commit (sync=true, the default): a commit survives power loss; "
+            "?sync=false skips it: a system crash may lose the last commits"
+        ),
+    )
+
+    def __init__(self, shared: SharedEnv, opts: Options, url: StoreURL) -> None:
+        self._shared = shared
+        self._env = shared.env
+        self._db = shared.dbs[opts.db]
+        self._meta = shared.dbs[META_DB]
+        self._opts = opts
+        self.url = url
+        self._where = url.redacted()
+        self._hwm_key = b"hwm:" + opts.db
+        self._clock = HLC()
+        self._noted: list[bytes] = []
+        self._countdown = SWEEP_EVERY
+        self._sweep_from: bytes | None = None
+        self._closed = False
+        self._clock.observe(self._read(self._stored_hwm))
+
+    @classmethod
+    def from_url(cls, url: StoreURL) -> Self:
+        opts = parse_options(url)
+        shared = acquire(opts, url.redacted())
+        try:
+            if shared.env.max_key_size() < MAX_KEY:
+                raise UsageError(
+                    f"{url.redacted()}: this LMDB build allows keys of {shared.env.max_key_size()} "
+                    f"bytes, fewer than the {MAX_KEY} kvctl declares"
+                )
+            return cls(shared, opts, url)
+        except BaseException:
+            release(shared)
+            raise
+
+    # -- plumbing ----------------------------------------------------------------------------
+    def _fail(self, exc: BaseException) -> Exception:
+        return translate(exc, self._where, self._opts.path)
+
+    def _corrupt(self, key: bytes) -> Exception:
+        return CorruptError(
+            f"{self._where}: the record of key {key[:40]!r} is shorter than kvctl's {HEADER_SIZE}-byte "
+            "header: not a kvctl LMDB database"
+        )
+
+    def _read(self, work: Callable[[Any], T], buffers: bool = False) -> T:
+        """Run ``work`` in a read transaction; adopt a map another process grew, then retry."""
+        for _ in range(2):
+            try:
+                with self._env.begin(db=self._db, buffers=buffers) as txn:
+                    return work(txn)
+            except lmdb.MapResizedError:
+                self._shared.adopt_size()
+            except lmdb.Error as exc:
+                raise self._fail(exc) from None
+        raise StoreIOError(f"{self._where}: the LMDB map keeps changing size under this reader")
+
+    def _write(self, work: Callable[[Any], T]) -> T:
+        """Run ``work`` in one write transaction, growing the map and retrying it when full."""
+        if self._opts.readonly:
+            raise AuthError(f"{self._where}: the store is open read-only (readonly=true)")
+        shared = self._shared
+        with shared.write_lock:
+            for _ in range(MAX_GROWTHS):
+                try:
+                    with self._env.begin(write=True, db=self._db) as txn:
+                        result = work(txn)
+                        if self._noted or self._countdown <= 0:
+                            self._housekeeping(txn)
+                        return result
+                except lmdb.MapFullError:
+                    try:
+                        shared.grow()
+                    except lmdb.Error as exc:
+                        raise self._fail(exc) from None
+                except lmdb.MapResizedError:
+                    shared.adopt_size()
+                except lmdb.Error as exc:
+                    raise self._fail(exc) from None
+        raise StoreIOError(f"{self._where}: the LMDB map could not grow enough for this write")
+
+    def _stored_hwm(self, txn: Any) -> int | None:
+        raw = txn.get(self._hwm_key, db=self._meta)
+        return None if raw is None else int.from_bytes(raw, "big")
+
+    def _take_versions(self, txn: Any, n: int, given_max: int | None) -> int:
+        """The first of ``n`` consecutive HLC versions, past every version on disk."""
+        clock = self._clock
+        clock.observe(self._stored_hwm(txn))
+        first = clock.now()
+        last = first + (n - 1) * _VERSION_STEP
+        clock.observe(last)
+        if given_max is not None and given_max > last:
+            clock.observe(given_max)
+            last = given_max
+        txn.put(self._hwm_key, last.to_bytes(8, "big"), db=self._meta)
+        return first
+
+    def _check_batch(self, batch: list[Record]) -> None:
+        key_lengths = list(map(len, map(_keys, batch)))
+        if (
+            min(key_lengths) == 0 or max(key_lengths) > MAX_KEY
+            or max(map(len, map(_values, batch))) > MAX_VALUE
+        ):
+            for rec in batch:
+                self._check_record(rec.key, rec.value)
+
+    def _check_record(self, key: bytes, value: bytes) -> None:
+        if not key:
+            raise LimitError(f"{self._where}: LMDB cannot store an empty key")
+        self._check(key, value)
+
+    # -- reads -------------------------------------------------------------------------------
+    def get(self, key: bytes) -> Record | None:
+        try:
+            raw = self._env.begin(db=self._db).get(key)  # the transaction ends with its last reference
+        except lmdb.Error:
+            raw = self._read(lambda txn: txn.get(key)) if 0 < len(key) <= MAX_KEY else None
+        if raw is None:
+            return None
+        try:
+            expires, version = unpack_header(raw)
+        except StructError:
+            raise self._corrupt(key) from None
+        if expires and expires <= now_ms():
+            self._note(key)
+            return None
+        return make_record(key, raw[HEADER_SIZE:], expires or None, version)
+
+    def get_many(self, keys: Sequence[bytes]) -> list[Record | None]:
+        if not keys:
+            return []
+
+        def fetch(txn: Any) -> list[bytes | None]:
+            get = txn.get
+            try:
+                return [get(k) for k in keys]
+            except lmdb.BadValsizeError:  # an empty or over-long key: it cannot be stored
+                return [get(k) if 0 < len(k) <= MAX_KEY else None for k in keys]
+
+        raws = self._read(fetch)
+        now = now_ms()
+        out: list[Record | None] = []
+        append = out.append
+        try:
+            for key, raw in zip(keys, raws, strict=True):
+                if raw is None:
+                    append(None)
+                    continue
+                expires, version = unpack_header(raw)
+                if expires and expires <= now:
+                    self._note(key)
+                    append(None)
+                else:
+                    append(make_record(key, raw[HEADER_SIZE:], expires or None, version))
+        except StructError:
+            raise self._corrupt(key) from None
+        return out
+
+    def _note(self, key: bytes) -> None:
+        """Remember an expired key so the next write transaction deletes it."""
+        if len(self._noted) < NOTED_MAX:
+            self._noted.append(key)
+
+    # -- writes ------------------------------------------------------------------------------
+    def set(self, key: bytes, value: bytes, *, ttl_ms: int | None = None) -> None:
+        if not key or len(key) > MAX_KEY or len(value) > MAX_VALUE:
+            self._check_record(key, value)
+        expiry = 0 if ttl_ms is None else stored_expiry(now_ms() + ttl_ms)
+
+        def work(txn: Any) -> None:
+            txn.put(key, pack_header(expiry, self._take_versions(txn, 1, None)) + value)
+
+        self._countdown -= 1
+        self._write(work)
+
+    def set_many(self, records: Iterable[Record]) -> None:
+        batch = records if isinstance(records, list) else list(records)
+        n = len(batch)
+        if not n:
+            return
+        self._check_batch(batch)
+        given = [r.version for r in batch if r.version is not None]
+        given_max = max(given) if given else None
+        if given and (min(given) < 0 or given_max > MAX_VERSION):  # type: ignore[operator]
+            raise LimitError(f"{self._where}: a record version is outside 0..2**63-1")
+
+        def work(txn: Any) -> None:
+            first = self._take_versions(txn, n, given_max)
+            items = [
+                (
+                    r.key,
+                    pack_header(
+                        0 if (e := r.expires_at_ms) is None else (e if e > 0 else 1),
+                        v if r.version is None else r.version,
+                    ) + r.value,
+                )
+                for r, v in zip(batch, range(first, first + n * _VERSION_STEP, _VERSION_STEP), strict=True)
+            ]
+            txn.cursor().putmulti(items)
+
+        self._countdown -= n
+        self._write(work)
+
+    def delete(self, key: bytes) -> bool:
+        return self.delete_many((key,)) == 1
+
+    def delete_many(self, keys: Sequence[bytes]) -> int:
+        if not keys:
+            return 0
+
+        def work(txn: Any) -> int:
+            pop = txn.pop
+            now = now_ms()
+            live = 0
+            for key in keys:
+                if not key or len(key) > MAX_KEY:
+                    continue  # cannot be stored, so cannot be deleted
+                raw = pop(key)
+                if raw is not None:
+                    expires = unpack_header(raw)[0] if len(raw) >= HEADER_SIZE else 0
+                    live += not expires or expires > now
+            return live
+
+        return self._write(work)
+
+    def _housekeeping(self, txn: Any) -> None:
+        """Delete expired records noted by reads, and every SWEEP_EVERY writes sweep a slice."""
+        now = now_ms()
+        noted, self._noted = self._noted, []
+        for key in noted:
+            raw = txn.get(key)
+            if raw is not None and len(raw) >= HEADER_SIZE and 0 < unpack_header(raw)[0] <= now:
+                txn.delete(key)
+        if self._countdown > 0:
+            return
+        self._countdown = SWEEP_EVERY
+        cursor = txn.cursor()
+        found = cursor.set_range(self._sweep_from) if self._sweep_from else cursor.first()
+        expired: list[bytes] = []
+        last = None
+        for seen, (key, raw) in enumerate(cursor.iternext()):
+            if seen >= SWEEP_BATCH:
+                break
+            last = key
+            if len(raw) >= HEADER_SIZE and 0 < unpack_header(raw)[0] <= now:
+                expired.append(key)
+        self._sweep_from = last if found and last is not None else None
+        for key in expired:
+            txn.delete(key)
+
+    # -- scans -------------------------------------------------------------------------------
+    def _position(self, cursor: Any, start: bytes, exclusive: bool) -> bool:
+        """Put ``cursor`` on the first key >= start (> start when exclusive)."""
+        found = cursor.set_range(start[:MAX_KEY]) if start else cursor.first()
+        while found:
+            key = bytes(cursor.key())  # a memoryview in buffers=True transactions
+            if key > start or (key == start and not exclusive):
+                break
+            found = cursor.next()
+        return bool(found)
+
+    def _page(self, txn: Any, start: bytes, exclusive: bool, end: bytes | None, limit: int,
+              keys_only: bool) -> list[Record]:
+        cursor = txn.cursor()
+        records: list[Record] = []
+        if not self._position(cursor, start, exclusive):
+            return records
+        append = records.append
+        now = now_ms()
+        for kview, vview in cursor.iternext():
+            key = bytes(kview)
+            if end is not None and key >= end:
+                break
+            try:
+                expires, version = unpack_header(vview)
+            except StructError:
+                raise self._corrupt(key) from None
+            if expires and expires <= now:
+                self._note(key)
+                continue
+            append(make_record(key, b"" if keys_only else vview[HEADER_SIZE:].tobytes(), expires or None, version))
+            if len(records) >= limit:
+                break
+        return records
+
+    def scan(
+        self,
+        prefix: bytes = b"",
+        *,
+        start_after: bytes | None = None,
+        cursor: str | None = None,
+        batch_size: int = 1000,
+        keys_only: bool = False,
+    ) -> Iterator[Page]:
+        if batch_size < 1:
+            raise UsageError(f"batch size must be at least 1, not {batch_size}")
+        after = self._start_key(prefix, start_after, cursor)
+        end = prefix_end(prefix)
+        while True:
+            start, exclusive = (prefix, False) if after is None else (after, True)
+            # One read transaction per page: a paused scan pins no snapshot (LMDB could not
+            # reuse pages while it is open) and may resume on another thread.
+            records = self._read(
+                lambda txn, s=start, x=exclusive: self._page(txn, s, x, end, batch_size, keys_only),  # type: ignore[misc]
+                buffers=True,
+            )
+            if not records:
+                return
+            after = records[-1].key
+            yield Page(records, key_cursor(after))
+            if len(records) < batch_size:
+                return
+
+    def count(self, prefix: bytes = b"") -> int:
+        end = prefix_end(prefix)
+
+        def tally(txn: Any) -> int:
+            cursor = txn.cursor()
+            if not self._position(cursor, prefix, False):
+                return 0
+            now = now_ms()
+            live = 0
+            for kview, vview in cursor.iternext():
+                if end is not None and bytes(kview) >= end:
+                    break
+                expires = unpack_header(vview)[0] if len(vview) >= HEADER_SIZE else 0
+                live += not expires or expires > now
+            return live
+
+        return self._read(tally, buffers=True)
+
+    # -- admin -------------------------------------------------------------------------------
+    def clear(self) -> int:
+        def work(txn: Any) -> int:
+            now = now_ms()
+            live = 0
+            for _, vview in txn.cursor().iternext():
+                expires = unpack_header(vview)[0] if len(vview) >= HEADER_SIZE else 0
+                live += not expires or expires > now
+            txn.drop(self._db, delete=False)
+            return live
+
+        self._noted.clear()
+        return self._write(work)
+
+    def stats(self) -> dict[str, Any]:
+        def facts(txn: Any) -> dict[str, Any]:
+            return dict(txn.stat(self._db))
+
+        db_stat = self._read(facts)
+        info = self._env.info()
+        path = self._opts.path
+        return {
+            "keys": self.count(),
+            "records": db_stat["entries"],  # including expired records not yet deleted
+            "path": os.path.abspath(path),
+            "db": self._opts.db.decode(errors="replace"),
+            "file_bytes": _size(os.path.join(path, "data.mdb")),
+            "map_size": info["map_size"],
+            "page_size": db_stat["psize"],
+            "depth": db_stat["depth"],
+            "leaf_pages": db_stat["leaf_pages"],
+            "overflow_pages": db_stat["overflow_pages"],
+            "readers": info["num_readers"],
+            "last_txnid": info["last_txnid"],
+            "sync": self._opts.sync,
+            "max_key_size": self._env.max_key_size(),
+        }
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            release(self._shared)
+
+
+def _size(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0
