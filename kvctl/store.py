@@ -88,14 +88,22 @@ class Record:
 def newer(incoming: Record, current: Record | None) -> bool:
     """Last-writer-wins: does ``incoming`` replace ``current``?
 
-    Higher version wins; a record without a version never beats one with a version; equal
-    versions are the same write (no change), so applying a change twice is harmless.
+    Higher version wins; a record without a version never beats one with a version.  Equal
+    versions with equal content are the same write, so applying a change twice is a no-op;
+    equal versions with different content (two writers whose clocks share a node id) are
+    ordered by content, so every replica picks the same winner.
     """
     if current is None:
         return True
     if incoming.version is None:
         return current.version is None
-    return current.version is None or incoming.version > current.version
+    if current.version is None or incoming.version != current.version:
+        return current.version is None or incoming.version > current.version
+    return _content(incoming) > _content(current)
+
+
+def _content(rec: Record) -> tuple[bool, bytes, int, str]:
+    return (rec.kind != TOMBSTONE, rec.value, rec.expires_at_ms or 0, rec.kind or "")
 
 
 def is_live(record: Record, now: int | None = None) -> bool:

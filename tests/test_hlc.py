@@ -31,3 +31,16 @@ def test_counter_overflow_moves_logical_time_forward() -> None:
 
 def test_versions_fit_a_signed_64_bit_column() -> None:
     assert HLC().now() < 2**63
+
+
+def test_newer_is_a_total_order_for_replication() -> None:
+    from kvctl.store import TOMBSTONE, Record, newer
+
+    a = Record(b"k", b"a", None, 10)
+    b = Record(b"k", b"b", None, 10)  # same version, different content: a clock collision
+    assert newer(b, a) != newer(a, b)
+    assert not newer(a, a)  # the same write twice is a no-op
+    assert newer(Record(b"k", b"", None, 11, TOMBSTONE), a)
+    assert not newer(Record(b"k", b"z", None, 9), a)
+    assert newer(a, Record(b"k", b"old"))  # versioned beats unversioned
+    assert not newer(Record(b"k", b"new"), a)

@@ -9,12 +9,13 @@ It keeps per-key versions, a bounded change feed (``?feed_retention=N`` changes,
 from __future__ import annotations
 
 import bisect
+import random
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Self
 
 from kvctl.errors import FeedGapError, UsageError
-from kvctl.hlc import HLC, physical_ms
+from kvctl.hlc import HLC, MAX_NODE, physical_ms
 from kvctl.store import (
     TOMBSTONE,
     Capabilities,
@@ -40,7 +41,8 @@ class _State:
     tombstones: dict[bytes, Record] = field(default_factory=dict)
     log: list[Record] = field(default_factory=list)  # changes; log[i] has sequence number base + i + 1
     base: int = 0
-    clock: HLC = field(default_factory=HLC)
+    # a random node id per store, so two stores' same-millisecond writes get different versions
+    clock: HLC = field(default_factory=lambda: HLC(node=random.randrange(MAX_NODE + 1)))
     sorted_keys: list[bytes] | None = None
 
 
