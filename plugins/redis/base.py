@@ -1,0 +1,324 @@
+"""What the standalone and the cluster Redis stores share: keys, records, scans, the local cache.
+
+A subclass supplies the server side through a few primitives working on *full* Redis keys (the
+namespace already prepended): ``_fetch``, ``_write``, ``_unlink``, ``_scan_targets``, ``_flush``,
+``_dump``, ``_restore`` and ``_info``.  Everything a user sees (namespace stripping, expiry
+filtering, cache hits and invalidations, scan pages and cursors) is done once, here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, ClassVar
+
+from redis.exceptions import ResponseError
+
+from kvctl.errors import UnsupportedError, UsageError
+from kvctl.store import Capabilities, Page, Record, StoreBase, StoreURL, now_ms
+
+from . import scripts
+from .cache import DELETED, INVALIDATED, Invalidator, LocalCache
+from .errors import translating
+from .options import RedisSettings
+
+MAX_STRING = 512 * 1024 * 1024  # Redis's proto-max-bulk-len default: the largest key or value
+_GLOB = frozenset(b"*?[]\\")
+
+# The commands one Redis node runs for one slice of a batch, and its replies.
+Commands = list[tuple[Any, ...]]
+
+
+def escape_glob(prefix: bytes) -> bytes:
+    """A MATCH pattern for keys starting with ``prefix``: every glob character escaped."""
+    out = bytearray()
+    for byte in prefix:
+        if byte in _GLOB:
+            out.append(0x5C)  # backslash
+        out.append(byte)
+    return bytes(out) + b"*"
+
+
+def expiry(reply: Any, now: int, relative: bool) -> int | None:
+    """The absolute expiry from a PEXPIRETIME (or PTTL, when ``relative``) reply; None: none."""
+    if not isinstance(reply, int) or reply < 0:
+        return None
+    return now + reply if relative else reply
+
+
+class RedisStoreBase(StoreBase):
+    cluster: ClassVar[bool] = False
+    capabilities: ClassVar[Capabilities] = Capabilities()
+
+    def __init__(self, url: StoreURL, settings: RedisSettings) -> None:
+        self.url = url
+        self.where = url.redacted()
+        self.settings = settings
+        self.ns = settings.namespace
+        self.relative_ttl = False  # True on servers older than 7.0 (no PEXPIRETIME)
+        self.cache: LocalCache | None = None
+        self.invalidator: Invalidator | None = None
+        if settings.cache is not None:
+            self.cache = LocalCache(settings.cache.entries, settings.cache.ttl_ms)
+            self.invalidator = Invalidator(settings.cache, self.cache, self.ns, self._subscriber_client)
+
+    # -- primitives a subclass supplies (full keys) ------------------------------------------
+    def _fetch(self, keys: list[bytes]) -> list[tuple[Any, Any]]:
+        """For each key: (value bytes | [type] | None, expiry reply)."""
+        raise NotImplementedError
+
+    def _write(self, records: list[Record], publish: Commands) -> None:
+        raise NotImplementedError
+
+    def _unlink(self, keys: list[bytes], publish: Commands) -> int:
+        raise NotImplementedError
+
+    def _scan_targets(self) -> list[tuple[str, Any]]:
+        """(name, connection pool) of every node to scan, in a stable order."""
+        raise NotImplementedError
+
+    def _flush(self, publish: Commands) -> int:
+        raise NotImplementedError
+
+    def _dump(self, keys: list[bytes]) -> list[tuple[Any, Any, Any]]:
+        """For each key: (DUMP reply, expiry reply, TYPE reply)."""
+        raise NotImplementedError
+
+    def _restore(self, commands: Commands) -> None:
+        raise NotImplementedError
+
+    def _info(self) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
+    def _subscriber_client(self) -> Any:
+        raise NotImplementedError
+
+    # -- reads -------------------------------------------------------------------------------
+    def _records(self, keys: Sequence[bytes]) -> list[Record | None]:
+        """Read from Redis; ``keys`` are store keys (no namespace)."""
+        ns = self.ns
+        with translating(self.where):
+            replies = self._fetch([ns + k for k in keys] if ns else list(keys))
+        now = now_ms()
+        relative = self.relative_ttl
+        out: list[Record | None] = []
+        for key, (value, exp_reply) in zip(keys, replies, strict=True):
+            if value is None or exp_reply == -2:
+                out.append(None)
+                continue
+            exp = expiry(exp_reply, now, relative)
+            if exp is not None and exp <= now:
+                out.append(None)
+            elif isinstance(value, bytes):
+                out.append(Record(key, value, exp))
+            else:  # another Redis type: reported, never dropped
+                kind = value[0].decode() if isinstance(value[0], bytes) else str(value[0])
+                out.append(Record(key, b"", exp, kind=kind))
+        return out
+
+    def get(self, key: bytes) -> Record | None:
+        cache = self.cache
+        if cache is not None:
+            hit = cache.get(key)
+            if hit is not None:
+                return hit
+            epoch = cache.epoch
+            record = self._records([key])[0]
+            if record is not None and record.kind is None:
+                cache.put_many(epoch, (record,))
+            return record
+        return self._records([key])[0]
+
+    def get_many(self, keys: Sequence[bytes]) -> list[Record | None]:
+        if not keys:
+            return []
+        cache = self.cache
+        if cache is None:
+            return self._records(keys)
+        out: list[Record | None] = [cache.get(k) for k in keys]
+        missing = [i for i, r in enumerate(out) if r is None]
+        if missing:
+            epoch = cache.epoch
+            fetched = self._records([keys[i] for i in missing])
+            for i, record in zip(missing, fetched, strict=True):
+                out[i] = record
+            cache.put_many(epoch, (r for r in fetched if r is not None and r.kind is None))
+        return out
+
+    # -- writes ------------------------------------------------------------------------------
+    def set(self, key: bytes, value: bytes, *, ttl_ms: int | None = None) -> None:
+        self.set_many([Record(key, value, None if ttl_ms is None else now_ms() + ttl_ms)])
+
+    def set_many(self, records: Iterable[Record]) -> None:
+        batch = records if isinstance(records, list) else list(records)
+        if not batch:
+            return
+        for record in batch:  # all limits checked before anything is written
+            self._check(record.key, record.value)
+        keys = [r.key for r in batch]
+        publish = self._invalidate(INVALIDATED, keys)
+        ns = self.ns
+        if ns:
+            batch = [Record(ns + r.key, r.value, r.expires_at_ms) for r in batch]
+        with translating(self.where):
+            self._write(batch, publish)
+
+    def delete_many(self, keys: Sequence[bytes]) -> int:
+        if not keys:
+            return 0
+        publish = self._invalidate(DELETED, keys)
+        ns = self.ns
+        with translating(self.where):
+            return self._unlink([ns + k for k in keys] if ns else list(keys), publish)
+
+    def _invalidate(self, kind: str, keys: Sequence[bytes]) -> Commands:
+        """Evict ``keys`` here and return the PUBLISH commands that evict them elsewhere."""
+        if self.cache is None or self.invalidator is None:
+            return []
+        self.cache.invalidate(keys)
+        return self.invalidator.messages(kind, keys)
+
+    # -- scans -------------------------------------------------------------------------------
+    def scan(
+        self,
+        prefix: bytes = b"",
+        *,
+        start_after: bytes | None = None,
+        cursor: str | None = None,
+        batch_size: int = 1000,
+        keys_only: bool = False,
+    ) -> Iterator[Page]:
+        if start_after is not None:
+            raise UnsupportedError(
+                f"the {self.name} backend scans in no key order, so it cannot resume after a key: "
+                "resume with the page cursor instead")
+        full = self.ns + prefix
+        match = escape_glob(full)
+        count = max(batch_size, 100)
+        with translating(self.where):
+            targets = self._scan_targets()
+        names = [name for name, _ in targets]
+        node, redis_cursor = self._parse_cursor(cursor, names)
+        pending: list[bytes] = []
+        while node < len(targets):
+            pool = targets[node][1]
+            with translating(self.where):
+                redis_cursor, found = scripts.run(pool, [(b"SCAN", redis_cursor, b"MATCH", match,
+                                                          b"COUNT", count)])[0]
+            redis_cursor = int(redis_cursor)
+            # The pattern already restricts the keys; checking again costs little and guards
+            # against any server that reads a pattern differently.
+            pending.extend(k for k in found if k.startswith(full))
+            if redis_cursor == 0:
+                node += 1
+            done = node >= len(targets)
+            if pending and (len(pending) >= batch_size or done):
+                resume = None if done else self._cursor(names[node], redis_cursor)
+                page = self._page(pending, keys_only)
+                pending = []
+                if page:
+                    yield Page(page, resume)
+
+    def _page(self, full_keys: list[bytes], keys_only: bool) -> list[Record]:
+        cut = len(self.ns)
+        keys = [k[cut:] for k in full_keys] if cut else full_keys
+        if keys_only:
+            return [Record(k) for k in keys]
+        return [r for r in self._records(keys) if r is not None]
+
+    def _cursor(self, node: str, redis_cursor: int) -> str:
+        return f"c:{node}:{redis_cursor}" if self.cluster else f"s:{redis_cursor}"
+
+    def _parse_cursor(self, cursor: str | None, names: list[str]) -> tuple[int, int]:
+        if cursor is None:
+            return 0, 0
+        kind, _, rest = cursor.partition(":")
+        node_name, _, number = rest.rpartition(":")
+        if kind != ("c" if self.cluster else "s") or not number.isdigit():
+            raise UsageError(f"not a scan cursor of {self.where}: {cursor!r}")
+        if not self.cluster:
+            return 0, int(number)
+        if node_name not in names:
+            raise UsageError(f"scan cursor {cursor!r} names a node that is no longer a master of "
+                             f"{self.where}: start the scan again")
+        return names.index(node_name), int(number)
+
+    def count(self, prefix: bytes = b"") -> int:
+        return sum(len(p.records) for p in self.scan(prefix, keys_only=True, batch_size=5000))
+
+    # -- administration ----------------------------------------------------------------------
+    def clear(self) -> int:
+        publish: Commands = []
+        if self.cache is not None and self.invalidator is not None:
+            self.cache.clear()
+            publish = [self.invalidator.clear_message()]
+        if self.ns:
+            removed = 0
+            for page in self.scan(keys_only=True, batch_size=5000):
+                removed += self.delete_many([r.key for r in page.records])
+            return removed
+        with translating(self.where):
+            return self._flush(publish)
+
+    def stats(self) -> dict[str, Any]:
+        with translating(self.where):
+            infos = self._info()
+        out: dict[str, Any] = {}
+        if self.ns:
+            out["keys"] = self.count()
+            out["namespace"] = self.ns.decode("utf-8", "backslashreplace")
+        else:
+            # DBSIZE: may include keys that expired but that Redis has not reclaimed yet.
+            out["keys"] = sum(int(i.get("dbsize", 0)) for i in infos)
+        out["memory_used"] = sum(int(i.get("used_memory", 0)) for i in infos)
+        out["server_version"] = infos[0].get("redis_version", "?") if infos else "?"
+        out["nodes"] = len(infos)
+        if self.cache is not None and self.invalidator is not None:
+            out.update(self.cache.stats())
+            out.update(self.invalidator.stats())
+        return out
+
+    # -- Redis types: DUMP / RESTORE for the migrate engine -----------------------------------
+    def dump_many(self, keys: Sequence[bytes]) -> list[Record | None]:
+        """DUMP payloads of ``keys`` (any type), with their Redis type as ``kind`` and expiry."""
+        if not keys:
+            return []
+        ns = self.ns
+        with translating(self.where):
+            replies = self._dump([ns + k for k in keys] if ns else list(keys))
+        now = now_ms()
+        out: list[Record | None] = []
+        for key, (payload, exp_reply, kind) in zip(keys, replies, strict=True):
+            exp = expiry(exp_reply, now, self.relative_ttl)
+            if not isinstance(payload, bytes) or exp_reply == -2 or (exp is not None and exp <= now):
+                out.append(None)
+                continue
+            kind_text = kind.decode() if isinstance(kind, bytes) else str(kind)
+            out.append(Record(key, payload, exp, kind=kind_text))
+        return out
+
+    def restore_many(self, records: Iterable[Record]) -> None:
+        """RESTORE DUMP payloads (REPLACE, ABSTTL); an expired record removes the key."""
+        batch = list(records)
+        if not batch:
+            return
+        for record in batch:
+            self._check(record.key, record.value)
+        publish = self._invalidate(INVALIDATED, [r.key for r in batch])
+        ns = self.ns
+        commands: Commands = [
+            (b"RESTORE", ns + r.key, r.expires_at_ms or 0, r.value, b"REPLACE", b"ABSTTL") for r in batch
+        ]
+        with translating(self.where):
+            self._restore(commands + publish)
+
+    def close(self) -> None:
+        if self.invalidator is not None:
+            self.invalidator.close()
+
+
+def raise_first_error(replies: Iterable[Any]) -> None:
+    for reply in replies:
+        if isinstance(reply, ResponseError):
+            raise reply
+        if isinstance(reply, list):
+            raise_first_error(reply)

@@ -1,0 +1,343 @@
+"""``redis+cluster://`` and ``rediss+cluster://``: a real Redis Cluster through redis-py.
+
+redis-py's ``RedisCluster`` finds the nodes from the seeds and keeps the slot map.  Batches go
+straight to the nodes: the keys are grouped by the node that owns their slot, every node gets
+its slice as one Lua script (keys in ARGV, ``allow-cross-slot-keys``), all nodes are written to
+before any reply is read, so the nodes work in parallel.  This is ~4x faster than redis-py's own
+cluster pipeline, which spends ~13 µs of Python per key.
+
+When a node answers a slice with a redirection (MOVED, ASK, TRYAGAIN, or a script touching a key
+that is no longer local), the slot map is refreshed and that slice is redone through redis-py's
+cluster pipeline, which follows MOVED and ASK itself.  A node that cannot be reached triggers one
+refresh (a replica may have been promoted) and then a one-line UnavailableError.
+
+A batch is atomic per node only (declared: atomic_batch False); SCAN runs on every master, and
+the scan cursor names the node and its SCAN cursor.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Self
+
+import redis
+from redis.cluster import ClusterNode, RedisCluster
+from redis.crc import key_slot
+from redis.exceptions import ResponseError
+
+from kvctl.store import Capabilities, Record, StoreURL
+
+from . import options, scripts
+from .base import MAX_STRING, Commands, RedisStoreBase, raise_first_error
+from .store import client_kwargs, slices
+
+READ = {False: scripts.Script(scripts.READ % "PEXPIRETIME"),
+        True: scripts.Script(scripts.READ.split("\n", 1)[1] % "PTTL")}
+WRITE = {False: scripts.Script(scripts.WRITE), True: scripts.Script(scripts.WRITE.split("\n", 1)[1])}
+# Checks every key is local before unlinking any, so a moved slot never leaves half a delete.
+DELETE = scripts.Script(scripts.DELETE.replace(
+    "local removed = 0", "for i = 1, n do redis.call('EXISTS', kt[ko + i]) end\nlocal removed = 0"))
+_REDIRECTS = ("MOVED", "ASK", "TRYAGAIN", "CLUSTERDOWN")
+
+
+def _is_redirect(reply: Any) -> bool:
+    text = str(reply)
+    return isinstance(reply, ResponseError) and (text.startswith(_REDIRECTS) or "non local key" in text)
+
+
+def _errors(replies: list[Any]) -> list[ResponseError]:
+    found: list[ResponseError] = []
+    for reply in replies:
+        if isinstance(reply, ResponseError):
+            found.append(reply)
+        elif isinstance(reply, list):
+            found.extend(_errors(reply))
+    return found
+
+
+class RedisClusterStore(RedisStoreBase):
+    name = "redis+cluster"
+    description = ("Redis Cluster (redis+cluster://h1:p1[,h2:p2][?seeds=...]): batches grouped by node, "
+                   "scans every master; optional local cache with pub/sub invalidation.")
+    capabilities = Capabilities(
+        persistent=True, ttl=True, ordered_scan=False, versions=False, atomic_batch=False,
+        multi_node=True, typed_values=True, max_key_size=MAX_STRING, max_value_size=MAX_STRING,
+        durability="the servers' (RDB/AOF as configured; none if both are off)",
+    )
+    cluster = True
+
+    def __init__(self, url: StoreURL, settings: options.RedisSettings) -> None:
+        self._rc: RedisCluster | None = None
+        self._slots: list[str] = []
+        super().__init__(url, settings)
+
+    @classmethod
+    def from_url(cls, url: StoreURL) -> Self:
+        return cls(url, options.parse(url, cluster=True))
+
+    # -- topology ----------------------------------------------------------------------------
+    @property
+    def rc(self) -> RedisCluster:
+        """The cluster client, connected on first use (opening a store never blocks)."""
+        if self._rc is None:
+            kwargs = dict(self.settings.connection)
+            kwargs.pop("db", None)
+            self._rc = RedisCluster(
+                startup_nodes=[ClusterNode(h, p) for h, p in self.settings.seeds],
+                require_full_coverage=True, **kwargs)
+            self._load_slots()
+        return self._rc
+
+    def _load_slots(self) -> None:
+        assert self._rc is not None
+        table = [""] * 16384
+        for slot, nodes in self._rc.nodes_manager.slots_cache.items():
+            if nodes:
+                table[slot] = nodes[0].name
+        self._slots = table
+
+    def _refresh(self) -> None:
+        self.rc.nodes_manager.initialize()
+        self._load_slots()
+
+    def _pool(self, name: str) -> Any:
+        node = self.rc.get_node(node_name=name)
+        if node is None:
+            raise redis.ConnectionError(f"node {name} is no longer part of the cluster")
+        return self.rc.get_redis_connection(node).connection_pool
+
+    def _primaries(self) -> list[tuple[str, Any]]:
+        names = sorted(n.name for n in self.rc.get_primaries())
+        return [(name, self._pool(name)) for name in names]
+
+    def _route(self, keys: list[bytes]) -> dict[str, list[int]]:
+        if not self._slots:
+            self._load_slots() if self._rc is not None else self.rc
+        slots = self._slots
+        groups: dict[str, list[int]] = {}
+        for i, key in enumerate(keys):
+            name = slots[key_slot(key)]
+            if not name:
+                raise redis.exceptions.SlotNotCoveredError(f"slot {key_slot(key)} is not served by any node")
+            groups.setdefault(name, []).append(i)
+        return groups
+
+    # -- running commands on nodes -----------------------------------------------------------
+    def _exec(self, batches: dict[str, Commands]) -> dict[str, list[Any]]:
+        """Write every node's commands, then read every node's replies."""
+        taken: list[tuple[str, Any, Any, int]] = []
+        try:
+            for name, commands in batches.items():
+                pool = self._pool(name)
+                conn = pool.get_connection()
+                taken.append((name, pool, conn, len(commands)))
+                scripts.send(conn, commands)
+            return {name: scripts.receive(conn, n) for name, _, conn, n in taken}
+        except BaseException:
+            for _, _, conn, _ in taken:
+                conn.disconnect()
+            raise
+        finally:
+            for _, pool, conn, _ in taken:
+                pool.release(conn)
+
+    def _per_node(
+        self,
+        keys: list[bytes],
+        build: Callable[[list[bytes]], Commands],
+        parse: Callable[[list[bytes], list[Any]], list[Any]],
+        fallback: Callable[[list[bytes]], list[Any]],
+        script: scripts.Script | None = None,
+    ) -> list[Any]:
+        """Run ``build(slice)`` on the node of each slice of ``keys``; results in key order."""
+        results: list[Any] = [None] * len(keys)
+        todo = self._route(keys)
+        refreshed = False
+        for _ in range(4):
+            try:
+                replies = self._exec({name: build([keys[i] for i in idx]) for name, idx in todo.items()})
+            except (redis.ConnectionError, redis.TimeoutError):
+                if refreshed:
+                    raise
+                refreshed = True  # a failover may have promoted a replica: look again, once
+                self._refresh()
+                pending = sorted(i for idx in todo.values() for i in idx)
+                todo = {name: [pending[j] for j in idx]
+                        for name, idx in self._route([keys[i] for i in pending]).items()}
+                continue
+            again: dict[str, list[int]] = {}
+            moved: list[int] = []
+            for name, idx in todo.items():
+                errors = _errors(replies[name])
+                if not errors:
+                    for i, value in zip(idx, parse([keys[i] for i in idx], replies[name]), strict=True):
+                        results[i] = value
+                elif script is not None and any(scripts.is_noscript(e) for e in errors):
+                    scripts.run(self._pool(name), [(b"SCRIPT", b"LOAD", script.text)])
+                    again[name] = idx
+                elif any(_is_redirect(e) for e in errors):
+                    moved.extend(idx)
+                else:
+                    raise errors[0]
+            if moved:
+                self._refresh()
+                for i, value in zip(moved, fallback([keys[i] for i in moved]), strict=True):
+                    results[i] = value
+            if not again:
+                return results
+            todo = again
+        raise redis.ConnectionError("the cluster kept refusing a script")
+
+    def _pipeline(self, commands: Commands) -> list[Any]:
+        """redis-py's cluster pipeline: slow, but it follows MOVED and ASK."""
+        pipe = self.rc.pipeline()
+        for command in commands:
+            name = command[0].decode() if isinstance(command[0], bytes) else command[0]
+            pipe.execute_command(name, *command[1:])
+        return list(pipe.execute(raise_on_error=False))
+
+    # -- reads -------------------------------------------------------------------------------
+    def _fetch(self, keys: list[bytes]) -> list[tuple[Any, Any]]:
+        def build(part: list[bytes]) -> Commands:
+            script = READ[self.relative_ttl]
+            return [script.call(s, cluster=True) for s in slices(part, len)]
+
+        def parse(part: list[bytes], replies: list[Any]) -> list[Any]:
+            flat = [x for r in replies for x in r]
+            return list(zip(flat[0::2], flat[1::2], strict=True))
+
+        return self._per_node(keys, build, parse, self._fetch_slowly, READ[self.relative_ttl])
+
+    def _fetch_slowly(self, keys: list[bytes]) -> list[tuple[Any, Any]]:
+        exp = b"PTTL" if self.relative_ttl else b"PEXPIRETIME"
+        replies = self._pipeline([c for k in keys for c in ((b"GET", k), (exp, k))])
+        out = list(zip(replies[0::2], replies[1::2], strict=True))
+        odd = [i for i, (v, _) in enumerate(out) if isinstance(v, ResponseError)]
+        if odd:
+            types = self._pipeline([(b"TYPE", keys[i]) for i in odd])
+            for i, kind in zip(odd, types, strict=True):
+                out[i] = ([kind], out[i][1])
+        raise_first_error([e for pair in out for e in pair])
+        return out
+
+    # -- writes ------------------------------------------------------------------------------
+    def _write(self, records: list[Record], publish: Commands) -> None:
+        by_key = {r.key: r for r in records}  # the last record of a key wins, as in a pipeline
+        keys = list(by_key)
+
+        def build(part: list[bytes]) -> Commands:
+            script = WRITE[self.relative_ttl]
+            out = []
+            for s in slices(part, lambda k: len(k) + len(by_key[k].value)):
+                args = [x for k in s for x in (by_key[k].value, by_key[k].expires_at_ms or 0)]
+                out.append(script.call(s, args, cluster=True))
+            return out
+
+        def slowly(part: list[bytes]) -> list[Any]:
+            commands: Commands = []
+            for k in part:
+                r = by_key[k]
+                commands.append((b"SET", k, r.value) if r.expires_at_ms is None
+                                else (b"SET", k, r.value, b"PXAT", r.expires_at_ms))
+            replies = self._pipeline(commands)
+            raise_first_error(replies)
+            return replies
+
+        self._per_node(keys, build, lambda part, replies: [None] * len(part), slowly, WRITE[self.relative_ttl])
+        self._publish(publish)
+
+    def _unlink(self, keys: list[bytes], publish: Commands) -> int:
+        unique = list(dict.fromkeys(keys))
+
+        def build(part: list[bytes]) -> Commands:
+            return [DELETE.call(s, cluster=True) for s in slices(part, len)]
+
+        def parse(part: list[bytes], replies: list[Any]) -> list[Any]:
+            # Per-slice counts; spread as one count on the first key of each slice.
+            out: list[int] = [0] * len(part)
+            at = 0
+            for s, n in zip(slices(part, len), replies, strict=True):
+                out[at] = int(n)
+                at += len(s)
+            return out
+
+        def slowly(part: list[bytes]) -> list[Any]:
+            replies = self._pipeline([(b"UNLINK", k) for k in part])
+            raise_first_error(replies)
+            return [int(n) for n in replies]
+
+        removed = sum(self._per_node(unique, build, parse, slowly, DELETE))
+        self._publish(publish)
+        return removed
+
+    def _publish(self, publish: Commands) -> None:
+        # Cluster pub/sub is broadcast over the cluster bus: any one node will do.
+        if publish:
+            raise_first_error(scripts.run(self._primaries()[0][1], publish))
+
+    # -- administration ----------------------------------------------------------------------
+    def _scan_targets(self) -> list[tuple[str, Any]]:
+        return self._primaries()
+
+    def _flush(self, publish: Commands) -> int:
+        batches: dict[str, Commands] = {name: [(b"MULTI",), (b"DBSIZE",), (b"FLUSHDB",), (b"EXEC",)]
+                                        for name, _ in self._primaries()}
+        replies = self._exec(batches)
+        for reply in replies.values():
+            raise_first_error(reply)
+        self._publish(publish)
+        return sum(int(r[-1][0]) for r in replies.values())
+
+    def _info(self) -> list[dict[str, Any]]:
+        infos = []
+        for name, pool in self._primaries():
+            client = redis.Redis(connection_pool=pool)
+            info: dict[str, Any] = client.info()
+            info["dbsize"] = client.dbsize()
+            info["node"] = name
+            infos.append(info)
+        return infos
+
+    def _dump(self, keys: list[bytes]) -> list[tuple[Any, Any, Any]]:
+        exp = b"PTTL" if self.relative_ttl else b"PEXPIRETIME"
+
+        def build(part: list[bytes]) -> Commands:
+            return [c for k in part for c in ((b"DUMP", k), (exp, k), (b"TYPE", k))]
+
+        def parse(part: list[bytes], replies: list[Any]) -> list[Any]:
+            return list(zip(replies[0::3], replies[1::3], replies[2::3], strict=True))
+
+        def slowly(part: list[bytes]) -> list[Any]:
+            replies = self._pipeline(build(part))
+            raise_first_error(replies)
+            return parse(part, replies)
+
+        return self._per_node(keys, build, parse, slowly)
+
+    def _restore(self, commands: Commands) -> None:
+        restores = [c for c in commands if c[0] == b"RESTORE"]
+        by_key = {c[1]: c for c in restores}
+
+        def slowly(part: list[bytes]) -> list[Any]:
+            replies = self._pipeline([by_key[k] for k in part])
+            raise_first_error(replies)
+            return replies
+
+        self._per_node(list(by_key), lambda part: [by_key[k] for k in part],
+                       lambda part, replies: replies, slowly)
+        self._publish([c for c in commands if c[0] == b"PUBLISH"])
+
+    def _subscriber_client(self) -> Any:
+        # Any node hears every PUBLISH of the cluster.  This runs on the subscriber's thread, so it
+        # reads only the seeds and a snapshot of the slot map, trying the next node on each retry.
+        known = [f"{h}:{p}" for h, p in self.settings.seeds] + sorted(set(self._slots) - {""})
+        candidates = list(dict.fromkeys(known))
+        attempt = self.invalidator.reconnects if self.invalidator is not None else 0
+        host, port = candidates[attempt % len(candidates)].rsplit(":", 1)
+        kwargs = {k: v for k, v in client_kwargs(self.settings).items() if k != "db"}
+        return redis.Redis(host=host, port=int(port), health_check_interval=10, **kwargs)
+
+    def close(self) -> None:
+        super().close()
+        if self._rc is not None:
+            self._rc.close()

@@ -1,0 +1,72 @@
+"""redis-py exceptions -> kvctl's error tree, at the plugin boundary.
+
+Every message is one line and names the store by its redacted URL; redis-py's own messages name
+host and port at most, never a password, so they are safe to append.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import redis.exceptions as rx
+
+from kvctl.errors import (
+    AuthError,
+    KvctlError,
+    LimitError,
+    StoreIOError,
+    TimeoutError_,
+    UnavailableError,
+    UsageError,
+)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def translate(exc: BaseException, where: str) -> KvctlError:
+    """The kvctl error for a redis-py (or socket) exception; ``where`` is the redacted URL."""
+    if isinstance(exc, KvctlError):
+        return exc
+    reason = _one_line(exc)
+    lowered = reason.lower()
+    if isinstance(exc, rx.AuthenticationError | rx.AuthorizationError | rx.NoPermissionError
+                  | rx.AuthenticationWrongNumberOfArgsError) or lowered.startswith(("wrongpass", "noauth")):
+        return AuthError(f"authentication failed for {where}: {reason}",
+                         hint="check the username and password in the URL")
+    if isinstance(exc, rx.TimeoutError | TimeoutError):
+        return TimeoutError_(f"timed out talking to {where}: {reason}",
+                             hint="raise ?timeout= in the URL if the server is just slow")
+    if isinstance(exc, rx.BusyLoadingError):
+        return UnavailableError(f"{where} is still loading its dataset: {reason}")
+    if isinstance(exc, rx.ClusterDownError | rx.SlotNotCoveredError | rx.MaxConnectionsError):
+        return UnavailableError(f"the cluster at {where} is unavailable: {reason}")
+    if isinstance(exc, rx.ConnectionError | ConnectionError | OSError):
+        return UnavailableError(f"cannot reach {where}: {reason}")
+    if isinstance(exc, rx.RedisClusterException):
+        return UnavailableError(f"the cluster at {where} failed: {reason}")
+    if isinstance(exc, rx.OutOfMemoryError):
+        return LimitError(f"{where} is out of memory (maxmemory): {reason}")
+    if isinstance(exc, rx.ReadOnlyError):
+        return StoreIOError(f"{where} is a read-only replica: {reason}")
+    if isinstance(exc, rx.ResponseError) and "db index is out of range" in lowered:
+        return UsageError(f"no such database in {where}: {reason}")
+    if isinstance(exc, rx.ResponseError) and lowered.startswith("err max number of clients"):
+        return UnavailableError(f"{where} refused the connection: {reason}")
+    if isinstance(exc, rx.DataError):
+        return UsageError(f"bad request for {where}: {reason}")
+    return StoreIOError(f"{where} failed: {reason}")
+
+
+@contextmanager
+def translating(where: str) -> Iterator[None]:
+    """Re-raise any driver exception as the matching kvctl error (one line, no traceback)."""
+    try:
+        yield
+    except KvctlError:
+        raise
+    except (rx.RedisError, rx.RedisClusterException, OSError) as exc:
+        raise translate(exc, where) from None

@@ -1,0 +1,139 @@
+"""URL -> redis-py connection settings and kvctl's own Redis options.
+
+    redis://[user:password@]host[:port][/db][?option=...]
+    rediss://...                      the same over TLS
+    unix://[user:password@]/path/to/redis.sock[?db=N&...]
+    redis+cluster://host:port[,host:port...][?seeds=host:port,host:port&...]
+    rediss+cluster://...              the same over TLS
+
+Options (all optional): ``namespace`` (a key prefix this store lives under, hidden from its keys),
+``timeout`` / ``connect_timeout`` (durations), ``client_name``, ``db``, ``username``/``password``
+(for unix sockets), TLS ``ssl_ca_certs``, ``ssl_certfile``, ``ssl_keyfile``, ``ssl_cert_reqs``
+(none|optional|required), ``ssl_check_hostname``; and the local cache: ``local_cache`` (entries,
+0 = off), ``cache_ttl``, ``cache_channel``, ``cache_prefix``, ``node_id`` (see cache.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from kvctl.errors import BadURLError
+from kvctl.url import StoreURL
+
+# Session's ("Clustered Redis") defaults: 10,000 entries, 30 s from write, this channel.
+DEFAULT_CHANNEL = "session:cluster:invalidate"
+DEFAULT_CACHE_TTL_MS = 30_000
+
+CONNECTION_OPTIONS = {
+    "timeout", "connect_timeout", "client_name", "db", "username", "password",
+    "ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_cert_reqs", "ssl_check_hostname",
+}
+STORE_OPTIONS = {"namespace", "local_cache", "cache_ttl", "cache_channel", "cache_prefix", "node_id"}
+CLUSTER_OPTIONS = {"seeds"}
+
+
+@dataclass(frozen=True)
+class CacheSettings:
+    entries: int
+    ttl_ms: int
+    channel: str
+    prefix: bytes  # the part of a Redis key that Session leaves out of a message's session_id
+    node_id: str | None
+
+
+@dataclass
+class RedisSettings:
+    """What a store needs from its URL: redis-py keyword arguments plus kvctl's options."""
+
+    connection: dict[str, Any] = field(default_factory=dict)
+    namespace: bytes = b""
+    cache: CacheSettings | None = None
+    seeds: list[tuple[str, int]] = field(default_factory=list)
+
+
+def parse(url: StoreURL, *, cluster: bool) -> RedisSettings:
+    url.check_options(CONNECTION_OPTIONS | STORE_OPTIONS | (CLUSTER_OPTIONS if cluster else set()))
+    settings = RedisSettings()
+    conn = settings.connection
+    # Connect fast, but give a slow command (FLUSHDB of a big db, a 1 GiB batch) time to finish.
+    conn["socket_connect_timeout"] = url.duration_option_ms("connect_timeout", 5_000) / 1000  # type: ignore[operator]
+    timeout = url.duration_option_ms("timeout", 60_000)
+    conn["socket_timeout"] = None if not timeout else timeout / 1000
+    conn["username"] = url.username or url.option("username") or None
+    conn["password"] = url.password if url.password is not None else url.option("password")
+    if url.option("client_name"):
+        conn["client_name"] = url.option("client_name")
+    tls = url.scheme.startswith("rediss")
+    if tls:
+        conn["ssl"] = True
+        for name in ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile"):
+            if url.option(name):
+                conn[name] = url.option(name)
+        conn["ssl_cert_reqs"] = url.choice_option("ssl_cert_reqs", ("none", "optional", "required"), "required")
+        conn["ssl_check_hostname"] = url.bool_option("ssl_check_hostname", conn["ssl_cert_reqs"] == "required")
+    elif any(url.option(n) for n in ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_cert_reqs")):
+        raise BadURLError(f"TLS options need the rediss:// scheme in {url.redacted()}")
+
+    if cluster:
+        settings.seeds = _seeds(url)
+        if _db(url) != 0:
+            raise BadURLError(f"a Redis Cluster has only database 0, not {_db(url)}, in {url.redacted()}")
+    elif url.scheme == "unix":
+        if not url.path:
+            raise BadURLError(f"{url.redacted()} names no socket path (e.g. unix:///run/redis/redis.sock)")
+        conn["unix_socket_path"] = url.path
+        conn["db"] = _db(url)
+    else:
+        if not url.host:
+            raise BadURLError(f"{url.redacted()} names no host (e.g. {url.scheme}://127.0.0.1:6379/0)")
+        conn["host"] = url.host
+        conn["port"] = url.port or 6379
+        conn["db"] = _db(url)
+
+    settings.namespace = (url.option("namespace") or "").encode()
+    entries = url.int_option("local_cache", 0)
+    if entries < 0:
+        raise BadURLError(f"local_cache must be 0 (off) or a number of entries in {url.redacted()}")
+    if entries:
+        settings.cache = CacheSettings(
+            entries=entries,
+            ttl_ms=url.duration_option_ms("cache_ttl", DEFAULT_CACHE_TTL_MS) or DEFAULT_CACHE_TTL_MS,
+            channel=url.option("cache_channel") or DEFAULT_CHANNEL,
+            prefix=(url.option("cache_prefix") or "").encode(),
+            node_id=url.option("node_id") or None,
+        )
+    elif any(url.option(n) for n in ("cache_ttl", "cache_channel", "cache_prefix", "node_id")):
+        raise BadURLError(f"cache options need local_cache=ENTRIES in {url.redacted()}")
+    return settings
+
+
+def _db(url: StoreURL) -> int:
+    path = url.path.strip("/") if url.scheme != "unix" else ""
+    text = url.option("db") or path or "0"
+    if path and url.option("db") and path != url.option("db"):
+        raise BadURLError(f"two database numbers in {url.redacted()}")
+    if not text.isdigit():
+        raise BadURLError(f"database {text!r} in {url.redacted()} is not a number")
+    return int(text)
+
+
+def _seeds(url: StoreURL) -> list[tuple[str, int]]:
+    # The netloc may list several seeds (h1:p1,h2:p2); read them from the raw text, since a
+    # single parsed host/port cannot hold them.  ?seeds= adds more.
+    netloc = urlsplit(url.raw).netloc.rpartition("@")[2]
+    texts = [t for t in netloc.split(",") if t]
+    texts += [t for t in (url.option("seeds") or "").split(",") if t]
+    if not texts:
+        raise BadURLError(f"{url.redacted()} names no cluster node (e.g. {url.scheme}://127.0.0.1:7000)")
+    seeds = []
+    for text in texts:
+        host, sep, port = unquote(text).rpartition(":")
+        if not sep:
+            host, port = port, "6379"
+        host = host.strip("[]")
+        if not host or not port.isdigit():
+            raise BadURLError(f"cluster seed {text!r} in {url.redacted()} is not HOST:PORT")
+        seeds.append((host, int(port)))
+    return seeds
