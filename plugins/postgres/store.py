@@ -1,0 +1,383 @@
+"""``postgres://`` / ``postgresql://``: one table of a PostgreSQL database, through asyncpg.
+
+One connection per store, opened on first use and guarded by an asyncio lock.  Measured on
+loopback, a pool's acquire/release (and its reset query on release) cost more than the query
+itself; one connection also keeps the prepared statements of the hot paths alive.  A connection
+that breaks is dropped and the next call reconnects; the failed call raises, never retries a write.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Iterable, Sequence
+from typing import Any, Self
+
+import asyncpg
+
+from kvctl.errors import BadURLError, CorruptError, KvctlError, UnsupportedError, UsageError
+from kvctl.hlc import HLC
+from kvctl.store import (
+    AsyncStoreBase,
+    Capabilities,
+    Page,
+    Record,
+    StoreURL,
+    deadline_ms,
+    key_cursor,
+    now_ms,
+    prefix_end,
+)
+
+from .errors import CONNECTION_LOST, DRIVER_ERRORS, translate, translated
+from .settings import Settings, parse_settings
+from .sql import REQUIRED_COLUMNS, SCHEMA_VERSION, SETUP_LOCK_ID, STAGE_TABLE, Statements
+
+# Batches of this many records or more go through COPY into a temporary table and one merge;
+# smaller ones through a single unnest() upsert.  Measured crossover on loopback: ~2,000 rows of
+# 100-byte values (bench/postgres_RESULTS.md).
+COPY_MIN_ROWS = 2000
+# ... and so does any batch this big, which keeps a single Bind message far from the server's
+# 1 GiB message limit.
+COPY_MIN_BYTES = 16 * 1024 * 1024
+# get_many/delete_many send keys as one array; very long lists go in chunks of this size.
+ARRAY_CHUNK = 50_000
+PURGE_EVERY_S = 60.0
+PURGE_ROWS = 10_000
+
+# The largest key the primary-key btree takes whatever its bytes: 2,704-byte index rows on 8 KiB
+# pages (1/3 of a page) minus the 8-byte tuple header and 4-byte bytea header.  Longer keys are
+# refused before anything is sent (a compressible longer key would fit, a random one would not).
+MAX_KEY = 2692
+# bytea holds up to 1 GiB; keep room for the key and the protocol message around the value.
+MAX_VALUE = (1 << 30) - 64 * 1024
+MAX_VERSION = (1 << 63) - 1
+
+
+class PostgresStore(AsyncStoreBase):
+    name = "postgres"
+    description = "A table in PostgreSQL (asyncpg): bytea keys in order, TTLs, versions, atomic batches."
+    capabilities = Capabilities(
+        persistent=True,
+        ttl=True,
+        ordered_scan=True,
+        versions=True,
+        atomic_batch=True,
+        max_key_size=MAX_KEY,
+        max_value_size=MAX_VALUE,
+        durability="the server's commit (WAL flushed per commit unless synchronous_commit/fsync are off)",
+        blocking_io=False,
+    )
+
+    def __init__(self, url: StoreURL, settings: Settings) -> None:
+        self.url = url
+        self._settings = settings
+        self._sql = Statements(settings.qualified_table, settings.qualified_meta)
+        self._where = url.redacted()
+        self._con: asyncpg.Connection | None = None
+        self._lock = asyncio.Lock()
+        self._clock = HLC()
+        self._prepared: dict[str, Any] = {}
+        self._next_purge = 0.0  # monotonic time; the first write of a process purges
+        self._closed = False
+
+    @classmethod
+    def from_url(cls, url: StoreURL) -> Self:
+        return cls(url, parse_settings(url))
+
+    # -- connection ------------------------------------------------------------------------
+    async def _connection(self) -> asyncpg.Connection:
+        """The open connection (call with the lock held); connects and sets up on first use."""
+        con = self._con
+        if con is not None and not con.is_closed():
+            return con
+        if self._closed:
+            raise UnsupportedError(f"{self._where}: the store was closed")
+        self._con = None
+        self._prepared.clear()
+        s = self._settings
+        with translated(self._where, "connect"):
+            try:
+                con = await asyncpg.connect(
+                    s.dsn, timeout=s.connect_timeout_s, command_timeout=s.command_timeout_s
+                )
+            except (ValueError, TypeError) as exc:  # asyncpg's verdict on a DSN option
+                raise BadURLError(f"{self._where}: {exc}") from exc
+        try:
+            with translated(self._where, "open the table"):
+                await self._open_table(con)
+        except BaseException:
+            con.terminate()
+            raise
+        self._con = con
+        return con
+
+    async def _open_table(self, con: asyncpg.Connection) -> None:
+        sql, name = self._sql, self._settings.display_name
+        try:
+            recorded, newest = await con.fetchrow(sql.probe, name)
+        except (asyncpg.UndefinedTableError, asyncpg.UndefinedColumnError):
+            recorded = None
+        if recorded is None:  # first use of this table (or of kvctl in this schema)
+            recorded = await self._create(con)
+            newest = await con.fetchval(f"SELECT max(version) FROM {sql.t}")
+        if recorded != SCHEMA_VERSION:
+            raise UnsupportedError(
+                f"{self._where}: table {name} has kvctl schema version {recorded}; this kvctl knows "
+                f"version {SCHEMA_VERSION}", hint="upgrade kvctl",
+            )
+        self._clock.observe(newest)
+
+    async def _create(self, con: asyncpg.Connection) -> int:
+        sql, name = self._sql, self._settings.display_name
+        async with con.transaction():
+            await con.execute("SELECT pg_advisory_xact_lock($1)", SETUP_LOCK_ID)
+            await con.execute(sql.create_meta)
+            exists = await con.fetchval("SELECT to_regclass($1) IS NOT NULL", sql.t)
+            if not exists:
+                for stmt in sql.create_table:
+                    await con.execute(stmt)
+            else:
+                columns = dict(await con.fetch(sql.columns, sql.t))
+                wrong = {c: t for c, t in REQUIRED_COLUMNS.items() if columns.get(c) != t}
+                if wrong:
+                    have = ", ".join(f"{c} {t}" for c, t in columns.items())
+                    raise CorruptError(
+                        f"{self._where}: table {name} exists but is not a kvctl table "
+                        f"(has {have}; needs key bytea, value bytea, expires_at bigint, version bigint)"
+                    )
+            await con.execute(sql.record_schema, name, SCHEMA_VERSION)
+            version: int = await con.fetchval(sql.schema_version, name)
+        return version
+
+    async def _stmt(self, con: asyncpg.Connection, text: str) -> Any:
+        """A prepared statement of the hot paths, kept for the connection's life."""
+        ps = self._prepared.get(text)
+        if ps is None:
+            ps = self._prepared[text] = await con.prepare(text)
+        return ps
+
+    def _drop_connection(self) -> None:
+        """Forget a connection in an unknown state; the next call reconnects."""
+        con, self._con = self._con, None
+        if con is not None:
+            con.terminate()
+
+    async def close(self) -> None:
+        self._closed = True
+        con, self._con = self._con, None
+        if con is not None and not con.is_closed():
+            try:
+                await con.close(timeout=5)
+            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError):
+                con.terminate()
+
+    # -- reads -----------------------------------------------------------------------------
+    async def get(self, key: bytes) -> Record | None:
+        async with _Use(self, "get") as con:
+            row = await (await self._stmt(con, self._sql.get_one)).fetchrow(key, now_ms())
+        return None if row is None else Record(key, row[0], row[1], row[2])
+
+    async def get_many(self, keys: Sequence[bytes]) -> list[Record | None]:
+        if not keys:
+            return []
+        found: dict[bytes, Record] = {}
+        for start in range(0, len(keys), ARRAY_CHUNK):
+            chunk = list(keys[start:start + ARRAY_CHUNK])
+            rows = await self._fetch(self._sql.get_many, "get_many", chunk, now_ms(), prepared=True)
+            for k, v, e, ver in rows:
+                found[k] = Record(k, v, e, ver)
+        return [found.get(k) for k in keys]
+
+    async def scan(
+        self,
+        prefix: bytes = b"",
+        *,
+        start_after: bytes | None = None,
+        cursor: str | None = None,
+        batch_size: int = 1000,
+        keys_only: bool = False,
+    ) -> AsyncIterator[Page]:
+        after = self._start_key(prefix, start_after, cursor)
+        end = prefix_end(prefix)
+        lower, exclusive = (prefix, False) if after is None else (after, True)
+        batch_size = max(1, batch_size)
+        while True:
+            text = self._sql.scan(keys_only=keys_only, exclusive=exclusive, bounded=end is not None)
+            args: list[Any] = [now_ms(), lower, batch_size] + ([end] if end is not None else [])
+            # The lock is taken per page, not across the yield: the caller may write in between.
+            rows = await self._fetch(text, "scan", *args)
+            if not rows:
+                return
+            if keys_only:
+                records = [Record(k, b"", e, ver) for k, e, ver in rows]
+            else:
+                records = [Record(k, v, e, ver) for k, v, e, ver in rows]
+            lower, exclusive = records[-1].key, True
+            yield Page(records, key_cursor(lower))
+            if len(records) < batch_size:
+                return
+
+    async def count(self, prefix: bytes = b"") -> int:
+        end = prefix_end(prefix) if prefix else None
+        args: list[Any] = [now_ms(), prefix] + ([end] if end is not None else [])
+        rows = await self._fetch(self._sql.count(bounded=end is not None), "count", *args)
+        return int(rows[0][0])
+
+    async def stats(self) -> dict[str, Any]:
+        rows = await self._fetch(self._sql.stats, "stats", now_ms())
+        live, expired, size, server = rows[0]
+        return {
+            "keys": int(live),
+            "expired_not_purged": int(expired),
+            "table": self._settings.display_name,
+            "table_bytes": int(size),
+            "server_version": server,
+            "schema_version": SCHEMA_VERSION,
+        }
+
+    async def _fetch(self, text: str, action: str, *args: Any, prepared: bool = False) -> list[Any]:
+        async with _Use(self, action) as con:
+            if prepared:
+                return list(await (await self._stmt(con, text)).fetch(*args))
+            return list(await con.fetch(text, *args))
+
+    # -- writes ----------------------------------------------------------------------------
+    async def set(self, key: bytes, value: bytes, *, ttl_ms: int | None = None) -> None:
+        self._check(key, value)
+        await self._write_one(key, value, deadline_ms(ttl_ms), None)
+
+    async def _write_one(self, key: bytes, value: bytes, expires: int | None, version: int | None) -> None:
+        async with _Use(self, "set", writing=True) as con:
+            if version is None:  # taken after connecting: opening seeds the clock from the table
+                version = self._clock.now()
+            await self._maybe_purge(con)
+            await (await self._stmt(con, self._sql.upsert_one)).fetch(key, value, expires, version)
+
+    async def set_many(self, records: Iterable[Record]) -> None:
+        # Check every record before anything is sent: all or nothing.
+        latest: dict[bytes, Record] = {}
+        size = 0
+        check = self._check
+        for rec in records:
+            check(rec.key, rec.value)
+            if rec.version is not None and not 0 <= rec.version <= MAX_VERSION:
+                raise UsageError(f"{self._where}: version {rec.version} of key {rec.key[:40]!r} is "
+                                 "outside 0..2**63-1 (a bigint column)")
+            latest[rec.key] = rec  # the last write of a key in a batch wins
+            size += len(rec.key) + len(rec.value)
+        if not latest:
+            return
+        if len(latest) == 1:
+            (rec,) = latest.values()
+            if rec.version is not None:
+                self._clock.observe(rec.version)
+            await self._write_one(rec.key, rec.value, rec.expires_at_ms, rec.version)
+            return
+        async with _Use(self, "set_many", writing=True) as con:
+            # Versions are assigned after connecting, which seeds the clock from the table.  Rows
+            # go in key order: concurrent batches then lock keys in one order and cannot deadlock.
+            rows = self._versioned(latest)
+            await self._maybe_purge(con)
+            if len(rows) >= COPY_MIN_ROWS or size >= COPY_MIN_BYTES:
+                await self._copy_merge(con, rows)
+            else:
+                columns = [list(c) for c in zip(*rows, strict=True)]
+                await (await self._stmt(con, self._sql.upsert_arrays)).fetch(*columns)
+
+    def _versioned(self, latest: dict[bytes, Record]) -> list[tuple[bytes, bytes, int | None, int]]:
+        """Rows in key order, keeping given versions (observed) and taking new ones for the rest."""
+        clock = self._clock
+        for rec in latest.values():
+            if rec.version is not None:
+                clock.observe(rec.version)
+        rows = []
+        for key in sorted(latest):
+            rec = latest[key]
+            version = rec.version if rec.version is not None else clock.now()
+            rows.append((key, rec.value, rec.expires_at_ms, version))
+        return rows
+
+    async def _copy_merge(self, con: asyncpg.Connection, rows: list[tuple[bytes, bytes, int | None, int]]) -> None:
+        """COPY (binary) into a temporary table, then one INSERT ... ON CONFLICT, in one transaction."""
+        async with con.transaction():
+            await con.execute(self._sql.create_stage)
+            await con.copy_records_to_table(STAGE_TABLE, records=rows, schema_name="pg_temp")
+            await con.execute(self._sql.merge_stage)
+
+    async def _maybe_purge(self, con: asyncpg.Connection) -> None:
+        """Delete a bounded number of expired rows, at most once a minute (reads filter them anyway)."""
+        clock = time.monotonic()
+        if clock < self._next_purge:
+            return
+        self._next_purge = clock + PURGE_EVERY_S
+        await (await self._stmt(con, self._sql.purge)).fetch(now_ms(), PURGE_ROWS)
+
+    async def delete(self, key: bytes) -> bool:
+        rows = await self._write_fetch(self._sql.delete_one, "delete", key)
+        return bool(rows) and (rows[0][0] is None or rows[0][0] > now_ms())
+
+    async def delete_many(self, keys: Sequence[bytes]) -> int:
+        if not keys:
+            return 0
+        if len(keys) <= ARRAY_CHUNK:
+            rows = await self._write_fetch(self._sql.delete_many, "delete_many", list(keys), now_ms())
+            return int(rows[0][0])
+        # Long lists: one transaction, so the deletion stays all-or-nothing.
+        async with _Use(self, "delete_many", writing=True) as con:
+            removed = 0
+            async with con.transaction():
+                for start in range(0, len(keys), ARRAY_CHUNK):
+                    chunk = list(keys[start:start + ARRAY_CHUNK])
+                    removed += await con.fetchval(self._sql.delete_many, chunk, now_ms())
+            return removed
+
+    async def _write_fetch(self, text: str, action: str, *args: Any) -> list[Any]:
+        async with _Use(self, action, writing=True) as con:
+            return list(await (await self._stmt(con, text)).fetch(*args))
+
+    async def clear(self) -> int:
+        lock, count, truncate = self._sql.clear
+        async with _Use(self, "clear", writing=True) as con:
+            async with con.transaction():
+                await con.execute(lock)
+                removed = int(await con.fetchval(count, now_ms()))
+                await con.execute(truncate)
+            return removed
+
+
+class _Use:
+    """``async with _Use(store, action) as con``: the lock, the connection, translated errors.
+
+    A class rather than @asynccontextmanager: this wraps every call, and the hot paths are one
+    loopback round trip (~30 µs), so its own cost matters.
+    """
+
+    __slots__ = ("action", "store", "writing")
+
+    def __init__(self, store: PostgresStore, action: str, *, writing: bool = False) -> None:
+        self.store = store
+        self.action = action
+        self.writing = writing
+
+    async def __aenter__(self) -> asyncpg.Connection:
+        store = self.store
+        await store._lock.acquire()
+        try:
+            return await store._connection()
+        except BaseException:
+            store._lock.release()
+            raise
+
+    async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
+        store = self.store
+        try:
+            if exc is None or isinstance(exc, KvctlError):
+                return
+            if not isinstance(exc, Exception) or isinstance(exc, CONNECTION_LOST):
+                # Cancelled or cut off mid-command: the connection's state is unknown.
+                store._drop_connection()
+            if isinstance(exc, DRIVER_ERRORS):
+                raise translate(exc, store._where, self.action, writing=self.writing) from exc
+        finally:
+            store._lock.release()
