@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from kvctl_plugins.cookie import CookieStore
@@ -84,7 +85,7 @@ openssl kdf -keylen 32 -kdfopt digest:SHA256 -kdfopt "pass:$SECRET" -kdfopt salt
     -kdfopt iter:100000 PBKDF2 | tr -d ':\n' | tr 'A-F' 'a-f'
 """
 
-SESSION_JSON = {
+SESSION_JSON: dict[str, Any] = {
     "session_id": "5f0c3f9e-3c41-4bd9-9d0e-1c2a0f6b2a11",
     "created_at": "2025-01-02T03:04:05.123456789Z",
     "data": {"user_id": 42, "name": "alice", "admin": False, "roles": ["a", "b"], "note": "x\u00e9"},
