@@ -1,0 +1,58 @@
+"""The Redis backends on the real servers started by tests/services.sh: the conformance suite on a
+standalone server (TCP and unix socket) and on a 3-master Redis Cluster, each also with the
+local cache switched on.
+
+Every run works under its own key namespace (pid + random suffix), so concurrent runs against
+one server never collide; the suite's clear() removes only that namespace.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import pytest
+
+from kvctl.testing import StoreConformance
+from tests.conftest import service_url
+
+pytestmark = pytest.mark.server
+
+RUN = f"kvctl-test-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+def with_options(url: str, **options: object) -> str:
+    extra = "&".join(f"{k}={v}" for k, v in options.items())
+    return url + ("&" if "?" in url else "?") + extra
+
+
+class TestRedisConformance(StoreConformance):
+    @pytest.fixture
+    def store_url(self) -> str:
+        return with_options(service_url("KVCTL_TEST_REDIS_URL"), namespace=f"{RUN}:plain:")
+
+
+class TestRedisCachedConformance(StoreConformance):
+    @pytest.fixture
+    def store_url(self) -> str:
+        return with_options(service_url("KVCTL_TEST_REDIS_URL"), namespace=f"{RUN}:cached:",
+                            local_cache=1000, cache_channel=f"{RUN}:invalidate")
+
+
+class TestRedisUnixConformance(StoreConformance):
+    @pytest.fixture
+    def store_url(self) -> str:
+        return with_options(service_url("KVCTL_TEST_REDIS_UNIX_URL"), namespace=f"{RUN}:unix:")
+
+
+class TestRedisClusterConformance(StoreConformance):
+    @pytest.fixture
+    def store_url(self) -> str:
+        return with_options(service_url("KVCTL_TEST_REDIS_CLUSTER_URL"), namespace=f"{RUN}:cluster:")
+
+
+class TestRedisClusterCachedConformance(StoreConformance):
+    @pytest.fixture
+    def store_url(self) -> str:
+        return with_options(service_url("KVCTL_TEST_REDIS_CLUSTER_URL"), namespace=f"{RUN}:ccached:",
+                            local_cache=1000, cache_channel=f"{RUN}:cinvalidate")
