@@ -1,0 +1,767 @@
+"""``file:///path/to/dir``: a durable, log-structured store in one directory (Bitcask-like).
+
+Writes append checksummed frames to the newest segment file; an in-memory key directory, rebuilt
+by replaying the segments on open, serves reads from memory (values up to ``inline_max``) or by
+one positioned read.  Deletes append tombstones.  Compaction rewrites the live records into one
+new segment and swaps it in atomically while reads and writes go on.  One writer per directory
+(``LOCK``); ``?readonly=true`` opens a consistent snapshot without the lock.  The durability
+policy is ``?fsync=always|batch|never`` (see :mod:`.options`).
+"""
+
+from __future__ import annotations
+
+import bisect
+import contextlib
+import logging
+import os
+import threading
+import time
+import warnings
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, NoReturn, Self
+
+from kvctl.errors import CorruptError, KvctlError, StoreIOError, UnsupportedError, UsageError
+from kvctl.hlc import HLC, make_version
+from kvctl.store import (
+    Capabilities,
+    Page,
+    Record,
+    StoreBase,
+    StoreURL,
+    check_limits,
+    key_cursor,
+    now_ms,
+    prefix_end,
+)
+
+from .compact import CompactionAborted, write_compacted
+from .format import (
+    FRAME_END,
+    FRAME_HEADER_SIZE,
+    FRAME_TARGET,
+    MAX_KEY_SIZE,
+    MAX_VALUE_SIZE,
+    REC_EXPIRES,
+    REC_TOMBSTONE,
+    RECORD_HEADER,
+    RECORD_HEADER_SIZE,
+    SEG_HEADER_SIZE,
+    SEG_REPLACES_EARLIER,
+    TMP_SUFFIX,
+    decode_segment_header,
+    encode_frame,
+    encode_single,
+    parse_segment_name,
+    segment_name,
+)
+from .index import Entry, KeyIndex, Ref, load_frames
+from .lock import DirLock
+from .log import GroupCommit, Segment, fsync_dir, scan_segment
+from .options import FileOptions
+
+log = logging.getLogger("kvctl.file")
+
+_STEP = make_version(0, 1)  # one tick of the HLC counter: versions within one batch
+_SINGLE_VALUE_AT = FRAME_HEADER_SIZE + RECORD_HEADER_SIZE  # value offset in a one-record frame, less the key
+_MAX_IOV = 512
+
+
+class RecoveryWarning(UserWarning):
+    """A file store found damage on open and recovered (reported once, also in ``stats()``)."""
+
+
+class _ClosedMap(dict):  # type: ignore[type-arg]
+    """Stands in for the key directory after close(), so the lock-free read path fails loudly."""
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        raise StoreIOError("the file store is closed")
+
+
+_CLOSED = _ClosedMap()
+
+
+class FileStore(StoreBase):
+    name = "file"
+    description = "Append-only log of checksummed records in a directory; in-memory index, compaction."
+    capabilities = Capabilities(
+        persistent=True, ttl=True, ordered_scan=True, versions=True, atomic_batch=True,
+        max_key_size=MAX_KEY_SIZE, max_value_size=MAX_VALUE_SIZE,
+        durability="fsync=batch (default): each batch call fsynced before returning, single writes "
+                   "within 10 ms; ?fsync=always|never",
+        blocking_io=True,
+    )
+
+    def __init__(self, directory: str, options: FileOptions | None = None, url: StoreURL | None = None) -> None:
+        self.url = url
+        self._opts = opts = options or FileOptions()
+        self._dir = os.path.abspath(directory)
+        self._where = url.redacted() if url is not None else f"file://{self._dir}"
+        self._lock = threading.Lock()
+        self._index = KeyIndex()
+        self._map: dict[bytes, Entry] = self._index.map
+        self._inline_max = opts.inline_max
+        self._segs: dict[int, Segment] = {}
+        self._active: Segment | None = None
+        self._total = 0  # bytes of every segment file
+        self._clock = HLC()
+        self._epoch = 0  # bumped by clear(): a compaction that started before it must not swap in
+        self._closed = False
+        self._broken: str | None = None
+        self._dirlock: DirLock | None = None
+        self._group = GroupCommit(opts.batch_ms / 1000, self._group_sync) \
+            if opts.fsync == "batch" and not opts.readonly else None
+        self._compacting = False
+        self._compact_thread: threading.Thread | None = None
+        self._compactions = 0
+        self._last_compaction: dict[str, Any] = {}
+        self._recovered_tail = 0
+        self._repaired = 0
+        self._unread_tail = 0
+        self._damage: list[str] = []
+        if opts.readonly and opts.repair:
+            raise UsageError(f"{self._where}: repair needs a writer; drop readonly=true")
+        self._open()
+
+    @classmethod
+    def from_url(cls, url: StoreURL) -> Self:
+        return cls(url.local_path(), FileOptions.from_url(url), url)
+
+    # == open and recovery =====================================================================
+    def _open(self) -> None:
+        opts = self._opts
+        try:
+            if os.path.exists(self._dir) and not os.path.isdir(self._dir):
+                raise CorruptError(f"{self._where}: {self._dir} is a file, not a file-store directory")
+            if opts.readonly:
+                if not os.path.isdir(self._dir):
+                    raise StoreIOError(f"{self._where}: no file store at {self._dir}")
+            else:
+                os.makedirs(self._dir, exist_ok=True)
+                self._dirlock = DirLock(self._dir, self._where)
+            for attempt in range(10):
+                try:
+                    self._load()
+                    break
+                except FileNotFoundError:
+                    # A reader raced a writer's compaction, which deleted a segment it had listed:
+                    # list again (the writer's files are always a consistent set).
+                    self._reset_loaded()
+                    if not opts.readonly or attempt == 9:
+                        raise
+        except KvctlError:
+            self._abandon()
+            raise
+        except OSError as exc:
+            self._abandon()
+            raise StoreIOError(f"{self._where}: cannot open: {exc.strerror or exc}") from None
+        if self._repaired and not opts.readonly:
+            self.compact()  # rewrite the damaged segments so the next open is clean
+
+    def _reset_loaded(self) -> None:
+        for seg in self._segs.values():
+            seg.close()
+        self._segs.clear()
+        self._index.clear()
+
+    def _abandon(self) -> None:
+        self._reset_loaded()
+        if self._dirlock is not None:
+            self._dirlock.release()
+            self._dirlock = None
+        self._closed = True
+        self._map = _CLOSED
+
+    def _load(self) -> None:
+        writer = not self._opts.readonly
+        names = os.listdir(self._dir)
+        if writer:
+            for name in names:
+                if name.endswith(TMP_SUFFIX):  # a segment or compaction that never got renamed in
+                    os.unlink(os.path.join(self._dir, name))
+        ids = sorted(i for i in map(parse_segment_name, names) if i is not None)
+        start = 0
+        for pos, seg_id in enumerate(ids):
+            header = self._read_header(seg_id)
+            if header[1] & SEG_REPLACES_EARLIER:
+                start = pos
+        if writer and start:
+            for seg_id in ids[:start]:  # left over by a compaction or clear() that crashed after its commit
+                os.unlink(os.path.join(self._dir, segment_name(seg_id)))
+            fsync_dir(self._dir)
+        ids = ids[start:]
+        max_version = 0
+        for pos, seg_id in enumerate(ids):
+            is_last = pos == len(ids) - 1
+            path = os.path.join(self._dir, segment_name(seg_id))
+            seg, data = Segment.open(path, writable=writer and is_last)
+            self._segs[seg_id] = seg
+            scan = scan_segment(data, path, is_last=is_last, repair=self._opts.repair)
+            version = load_frames(data, scan.frames, seg_id, self._index, self._inline_max, path)
+            max_version = max(max_version, version, seg.floor)
+            for hole_start, hole_end, why in scan.skipped:
+                self._repaired += hole_end - hole_start
+                self._report(f"{path}: skipped {hole_end - hole_start} damaged bytes at offset "
+                             f"{hole_start} ({why}) as asked by repair=true")
+            if scan.tail_bytes:
+                if writer:
+                    seg.truncate(scan.valid_end)
+                    seg.sync()
+                    self._recovered_tail += scan.tail_bytes
+                    self._report(f"{path}: dropped a torn or corrupt tail of {scan.tail_bytes} bytes at "
+                                 f"offset {scan.valid_end} ({scan.tail_reason}); the records before it are kept")
+                else:
+                    self._unread_tail = scan.tail_bytes  # a writer may be appending right now
+        if writer and not self._segs:
+            seg = Segment.create(self._dir, 1, 0, 0)
+            self._segs[seg.id] = seg
+        if self._segs:
+            self._active = self._segs[max(self._segs)]
+        self._total = sum(s.size for s in self._segs.values())
+        self._index.finish_load(now_ms())
+        self._clock.observe(max_version)
+
+    def _read_header(self, seg_id: int) -> tuple[int, int, int]:
+        path = os.path.join(self._dir, segment_name(seg_id))
+        with open(path, "rb") as f:
+            header = decode_segment_header(f.read(SEG_HEADER_SIZE))
+        if header is None or header[0] != seg_id:
+            raise CorruptError(f"{path}: not a kvctl file-store segment (bad header at offset 0)")
+        return header
+
+    def _report(self, message: str) -> None:
+        self._damage.append(message)
+        warnings.warn(f"{self._where}: {message}", RecoveryWarning, stacklevel=4)
+
+    # == reads ================================================================================
+    def get(self, key: bytes) -> Record | None:
+        rec = self._map.get(key)
+        if rec.__class__ is Record:  # the warm path: the value is in memory
+            exp = rec.expires_at_ms  # type: ignore[union-attr]
+            if exp is None or exp > now_ms():
+                return rec  # type: ignore[return-value]
+            return None
+        if rec is None:
+            return None
+        return self._read_ref(key)
+
+    def get_many(self, keys: Sequence[bytes]) -> list[Record | None]:
+        m = self._map
+        now = 0
+        out: list[Record | None] = []
+        append = out.append
+        for key in keys:
+            rec = m.get(key)
+            if rec.__class__ is Record:
+                exp = rec.expires_at_ms  # type: ignore[union-attr]
+                if exp is not None:
+                    now = now or now_ms()
+                    if exp <= now:
+                        rec = None
+            elif rec is not None:
+                rec = self._read_ref(key)
+            append(rec)  # type: ignore[arg-type]
+        return out
+
+    def _read_ref(self, key: bytes) -> Record | None:
+        """Resolve an on-disk value; under the lock, so a compaction cannot swap files midway."""
+        with self._lock:
+            self._check_open()
+            entry = self._map.get(key)
+            if entry is None:
+                return None
+            exp = entry.expires_at_ms
+            if exp is not None and exp <= now_ms():
+                return None
+            return self._resolve(key, entry)
+
+    def _resolve(self, key: bytes, entry: Entry) -> Record:
+        if entry.__class__ is Record:
+            return entry  # type: ignore[return-value]
+        ref: Ref = entry  # type: ignore[assignment]
+        seg = self._segs[ref.seg]
+        try:
+            value = seg.pread(ref.offset, ref.vlen)
+        except OSError as exc:
+            raise StoreIOError(f"{self._where}: read of {seg.path} failed: {exc.strerror}") from None
+        if len(value) != ref.vlen:
+            raise CorruptError(f"{seg.path}: value at offset {ref.offset} is cut short (file truncated?)")
+        return Record(key, value, ref.expires_at_ms, ref.version)
+
+    def scan(
+        self,
+        prefix: bytes = b"",
+        *,
+        start_after: bytes | None = None,
+        cursor: str | None = None,
+        batch_size: int = 1000,
+        keys_only: bool = False,
+    ) -> Iterator[Page]:
+        after = self._start_key(prefix, start_after, cursor)
+        end = prefix_end(prefix)
+        batch_size = max(1, batch_size)
+        while True:
+            batch: list[Record] = []
+            with self._lock:  # one page at a time, so writers interleave between pages
+                self._check_open()
+                keys = self._index.sorted_keys()
+                m = self._map
+                i = bisect.bisect_right(keys, after) if after is not None else bisect.bisect_left(keys, prefix)
+                stop = len(keys) if end is None else bisect.bisect_left(keys, end, i)
+                now = now_ms()
+                while i < stop and len(batch) < batch_size:
+                    key = keys[i]
+                    i += 1
+                    entry = m.get(key)
+                    if entry is None:
+                        continue  # deleted, not purged from the sorted list yet
+                    exp = entry.expires_at_ms
+                    if exp is not None and exp <= now:
+                        continue
+                    if keys_only:
+                        batch.append(Record(key, b"", exp, entry.version))
+                    else:
+                        batch.append(self._resolve(key, entry))
+            if not batch:
+                return
+            after = batch[-1].key
+            yield Page(batch, key_cursor(after))
+            if len(batch) < batch_size:
+                return
+
+    def count(self, prefix: bytes = b"") -> int:
+        with self._lock:
+            self._check_open()
+            m = self._map
+            now = now_ms()
+            if not prefix:
+                if not self._index.expiring:
+                    return len(m)
+                return sum(1 for e in m.values() if e.expires_at_ms is None or e.expires_at_ms > now)
+            keys = self._index.sorted_keys()
+            end = prefix_end(prefix)
+            i = bisect.bisect_left(keys, prefix)
+            stop = len(keys) if end is None else bisect.bisect_left(keys, end, i)
+            total = 0
+            for key in keys[i:stop]:
+                entry = m.get(key)
+                if entry is not None and (entry.expires_at_ms is None or entry.expires_at_ms > now):
+                    total += 1
+            return total
+
+    # == writes ===============================================================================
+    def set(self, key: bytes, value: bytes, *, ttl_ms: int | None = None) -> None:
+        klen = len(key)
+        vlen = len(value)
+        if klen > MAX_KEY_SIZE or vlen > MAX_VALUE_SIZE:
+            check_limits(self.capabilities, self.name, key, value)
+        expires = None if ttl_ms is None else now_ms() + ttl_ms
+        with self._lock:
+            seg = self._writable()
+            version = self._clock.now()
+            frame = encode_single(key, value, 0 if expires is None else REC_EXPIRES, expires or 0, version)
+            start = self._append(seg, [frame])
+            self._commit(single=True)
+            entry: Entry
+            if vlen <= self._inline_max:
+                entry = Record(key, value, expires, version)
+            else:
+                entry = Ref(seg.id, start + _SINGLE_VALUE_AT + klen, vlen, expires, version)
+            self._index.put(key, entry, RECORD_HEADER_SIZE + klen + vlen)
+            self._maybe_compact()
+
+    def set_many(self, records: Iterable[Record]) -> None:
+        recs = records if isinstance(records, list) else list(records)
+        if not recs:
+            return
+        with self._lock:
+            seg = self._writable()
+            entries, frames, refs = self._encode_batch(recs)
+            start = self._append(seg, frames)
+            self._commit(single=False)
+            for i, offset in refs:  # values over inline_max stay on disk: point at them
+                rec = entries[i]
+                entries[i] = Ref(seg.id, start + offset, len(rec.value), rec.expires_at_ms, rec.version)
+            put = self._index.put
+            for rec, entry in zip(recs, entries, strict=True):
+                put(rec.key, entry, RECORD_HEADER_SIZE + len(rec.key) + len(rec.value))
+            self._maybe_compact()
+
+    def _encode_batch(self, recs: list[Record]) -> tuple[list[Any], list[bytes], list[tuple[int, int]]]:
+        """Versions, limits and frames for a batch; raises before anything is written."""
+        pack = RECORD_HEADER.pack
+        inline_max = self._inline_max
+        entries: list[Any] = []
+        frames: list[bytes] = []
+        refs: list[tuple[int, int]] = []  # (entry index, value offset from the batch start)
+        parts: list[bytes] = []
+        written = psize = count = 0
+        next_version = 0
+        max_given = 0
+        for rec in recs:
+            if psize >= FRAME_TARGET:  # cut before a record, so the last frame is never empty
+                frames.extend(encode_frame(b"".join(parts), count, 0))
+                written += FRAME_HEADER_SIZE + psize
+                parts, psize, count = [], 0, 0
+            key = rec.key
+            value = rec.value
+            klen = len(key)
+            vlen = len(value)
+            if klen > MAX_KEY_SIZE or vlen > MAX_VALUE_SIZE:
+                check_limits(self.capabilities, self.name, key, value)
+            if rec.kind is not None:
+                raise UnsupportedError(f"the file backend holds bytes values only, not a {rec.kind} ({key!r})")
+            version = rec.version
+            expires = rec.expires_at_ms
+            if version is None:
+                # One HLC reading per batch, then counter ticks: the same ordering as calling
+                # now() per record, at a fraction of the cost (observed back into the clock below).
+                if not next_version:
+                    next_version = self._clock.now()
+                version = next_version
+                next_version += _STEP
+                rec = Record(key, value, expires, version)
+            elif version > max_given:
+                max_given = version
+            parts.append(pack(klen, vlen, 0 if expires is None else REC_EXPIRES, expires or 0, version))
+            parts.append(key)
+            parts.append(value)
+            if vlen > inline_max:
+                refs.append((len(entries), written + FRAME_HEADER_SIZE + psize + RECORD_HEADER_SIZE + klen))
+            entries.append(rec)
+            psize += RECORD_HEADER_SIZE + klen + vlen
+            count += 1
+        frames.extend(encode_frame(b"".join(parts), count, FRAME_END))
+        if next_version:
+            self._clock.observe(next_version - _STEP)
+        self._clock.observe(max_given or None)
+        return entries, frames, refs
+
+    def delete(self, key: bytes) -> bool:
+        return self._delete((key,), single=True) == 1
+
+    def delete_many(self, keys: Sequence[bytes]) -> int:
+        return self._delete(keys, single=False)
+
+    def _delete(self, keys: Sequence[bytes], *, single: bool) -> int:
+        with self._lock:
+            seg = self._writable()
+            m = self._map
+            targets = [k for k in dict.fromkeys(keys) if k in m]
+            if not targets:
+                return 0
+            now = now_ms()
+            live = 0
+            for key in targets:
+                exp = m[key].expires_at_ms
+                live += exp is None or exp > now
+            version = self._clock.now()
+            if len(targets) == 1:
+                frames = [encode_single(targets[0], b"", REC_TOMBSTONE, 0, version)]
+            else:
+                frames = self._encode_tombstones(targets, version)
+            self._append(seg, frames)
+            self._commit(single=single)
+            for key in targets:
+                self._index.remove(key)
+            self._maybe_compact()
+            return live
+
+    def _encode_tombstones(self, keys: list[bytes], version: int) -> list[bytes]:
+        pack = RECORD_HEADER.pack
+        frames: list[bytes] = []
+        parts: list[bytes] = []
+        psize = count = 0
+        for key in keys:
+            if psize >= FRAME_TARGET:
+                frames.extend(encode_frame(b"".join(parts), count, 0))
+                parts, psize, count = [], 0, 0
+            parts.append(pack(len(key), 0, REC_TOMBSTONE, 0, version))
+            parts.append(key)
+            version += _STEP
+            psize += RECORD_HEADER_SIZE + len(key)
+            count += 1
+        frames.extend(encode_frame(b"".join(parts), count, FRAME_END))
+        self._clock.observe(version - _STEP)
+        return frames
+
+    def clear(self) -> int:
+        with self._lock:
+            self._writable(rotate=False)
+            active = self._active
+            assert active is not None
+            removed = self._live_count()
+            if not self._map and len(self._segs) == 1 and active.size == SEG_HEADER_SIZE:
+                return 0
+            # One new segment that replaces every earlier one: creating it is the atomic commit,
+            # so a crash leaves either the old data or an empty store, never a mix.
+            self._epoch += 1
+            try:
+                seg = Segment.create(self._dir, active.id + 1, SEG_REPLACES_EARLIER, self._clock.now())
+            except OSError as exc:
+                raise StoreIOError(f"{self._where}: clear failed: {exc.strerror}") from None
+            old = list(self._segs.values())
+            self._segs = {seg.id: seg}
+            self._active = seg
+            self._total = seg.size
+            self._index.clear()
+            if self._group is not None:
+                self._group.clear()
+            for s in old:
+                s.close()
+        self._unlink_segments(old)
+        return removed
+
+    def _live_count(self) -> int:
+        m = self._map
+        if not self._index.expiring:
+            return len(m)
+        now = now_ms()
+        return sum(1 for e in m.values() if e.expires_at_ms is None or e.expires_at_ms > now)
+
+    # -- the write path's pieces (all under self._lock) -----------------------------------
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreIOError(f"{self._where}: the store is closed")
+
+    def _writable(self, rotate: bool = True) -> Segment:
+        self._check_open()
+        if self._opts.readonly:
+            raise UnsupportedError(f"{self._where} was opened read-only (readonly=true)")
+        if self._broken:
+            raise StoreIOError(f"{self._where}: {self._broken}; reopen the store")
+        active = self._active
+        assert active is not None
+        if rotate and active.size >= self._opts.segment_size:
+            active = self._rotate()
+        return active
+
+    def _rotate(self) -> Segment:
+        """Seal the active segment and start the next one."""
+        old = self._active
+        assert old is not None
+        try:
+            if self._opts.fsync != "never":
+                old.sync()
+            seg = Segment.create(self._dir, old.id + 1, 0, self._clock.now())
+        except OSError as exc:
+            raise StoreIOError(f"{self._where}: cannot start a new segment: {exc.strerror}") from None
+        self._segs[seg.id] = seg
+        self._active = seg
+        self._total += seg.size
+        if self._group is not None:
+            self._group.clear()
+        return seg
+
+    def _append(self, seg: Segment, chunks: list[bytes]) -> int:
+        start = seg.size
+        try:
+            for i in range(0, len(chunks), _MAX_IOV):
+                seg.append(chunks[i:i + _MAX_IOV])
+        except OSError as exc:
+            self._undo(seg, start, exc)
+        self._total += seg.size - start
+        return start
+
+    def _undo(self, seg: Segment, start: int, exc: OSError) -> NoReturn:
+        """A failed append must not leave a partial batch in the middle of the log."""
+        try:
+            seg.truncate(start)
+        except OSError:
+            self._broken = f"a failed write could not be rolled back ({exc.strerror})"
+        raise StoreIOError(f"{self._where}: write to {seg.path} failed: {exc.strerror}") from None
+
+    def _commit(self, *, single: bool) -> None:
+        mode = self._opts.fsync
+        if mode == "never":
+            return
+        if mode == "batch" and single:
+            assert self._group is not None
+            self._group.mark()
+            return
+        active = self._active
+        assert active is not None
+        try:
+            active.sync()
+        except OSError as exc:
+            # After a failed fsync the page cache state is unknown: refuse further writes.
+            self._broken = f"fsync failed ({exc.strerror})"
+            raise StoreIOError(f"{self._where}: fsync of {active.path} failed: {exc.strerror}") from None
+        if self._group is not None:
+            self._group.clear()
+
+    def _group_sync(self) -> None:
+        with self._lock:
+            if self._closed or self._broken or self._active is None:
+                return
+            try:
+                self._active.sync()
+            except OSError as exc:
+                self._broken = f"fsync failed ({exc.strerror})"
+                log.error("%s: group-commit fsync failed: %s", self._where, exc.strerror)
+
+    # == compaction ===========================================================================
+    def garbage(self) -> tuple[int, float]:
+        """Bytes on disk that are not live records, and their share of the files."""
+        garbage = max(0, self._total - self._index.live_bytes)
+        return garbage, (garbage / self._total if self._total else 0.0)
+
+    def _maybe_compact(self) -> None:
+        ratio = self._opts.compact_ratio
+        if not ratio or self._compacting:
+            return
+        garbage = self._total - self._index.live_bytes
+        if garbage >= self._opts.compact_min and garbage >= ratio * self._total:
+            self._compacting = True
+            thread = threading.Thread(target=self._background_compact, name="kvctl-file-compact", daemon=True)
+            self._compact_thread = thread
+            thread.start()
+
+    def _background_compact(self) -> None:
+        try:
+            self._run_compaction()
+        except CompactionAborted:
+            pass
+        except (KvctlError, OSError) as exc:
+            self._last_compaction = {"error": str(exc)}
+            log.warning("%s: background compaction failed: %s", self._where, exc)
+
+    def compact(self) -> dict[str, Any]:
+        """Compact now, in this thread (after any background compaction finishes).
+
+        Reads and writes from other threads go on meanwhile.  Returns a summary.
+        """
+        while True:
+            thread = self._compact_thread
+            if thread is not None:
+                thread.join()
+            with self._lock:
+                self._writable(rotate=False)
+                if not self._compacting:
+                    self._compacting = True
+                    break
+            time.sleep(0.01)  # another thread's explicit compact() is running
+        try:
+            return self._run_compaction()
+        except CompactionAborted:
+            return {"aborted": True}
+
+    def _run_compaction(self) -> dict[str, Any]:
+        """Seal, snapshot, write the compacted segment off-lock, then swap it in.
+
+        The caller has set ``_compacting``; this clears it.
+        """
+        try:
+            with self._lock:
+                self._check_open()
+                # Seal the active segment: every sealed segment is covered, writes go on in the new one.
+                target = self._rotate().id - 1
+                replaced = [i for i in self._segs if i <= target]
+                keys = list(self._map)
+                entries = list(self._map.values())
+                floor = self._clock.now()
+                epoch = self._epoch
+                before = sum(self._segs[i].size for i in replaced)
+
+            def read_ref(ref: Ref) -> bytes:
+                with self._lock:
+                    if self._epoch != epoch or self._closed:
+                        raise CompactionAborted
+                    return self._segs[ref.seg].pread(ref.offset, ref.vlen)
+
+            def cancelled() -> bool:
+                return self._epoch != epoch or self._closed
+
+            out = write_compacted(self._dir, target, floor, keys, entries, now_ms(), read_ref, cancelled)
+            del keys, entries
+            path = os.path.join(self._dir, segment_name(target))
+            with self._lock:
+                if cancelled():
+                    os.unlink(out.tmp_path)
+                    raise CompactionAborted
+                # The commit point: the rename makes the new segment, which replaces every earlier
+                # one, visible in one step; the directory sync makes that durable.
+                os.rename(out.tmp_path, path)
+                fsync_dir(self._dir)
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+                for key, old_ref, new_ref in out.moved:
+                    self._index.replace_if_same(key, old_ref, new_ref)
+                for key, old_entry in out.expired:
+                    self._index.replace_if_same(key, old_entry, None)
+                old = [self._segs.pop(i) for i in replaced]
+                self._segs[target] = Segment(path, target, fd, out.size, SEG_REPLACES_EARLIER, floor)
+                self._segs = dict(sorted(self._segs.items()))
+                self._total += out.size - before
+                for seg in old:
+                    seg.close()
+                self._compactions += 1
+                summary = {"segments_replaced": len(replaced), "bytes_before": before,
+                           "bytes_after": out.size, "records": out.records}
+                self._last_compaction = summary
+            self._unlink_segments([s for s in old if s.id != target])
+            return summary
+        finally:
+            with self._lock:
+                self._compacting = False
+
+    def _unlink_segments(self, segments: list[Segment]) -> None:
+        """Delete obsolete segment files (already replaced: a crash here only leaves leftovers)."""
+        for seg in segments:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(seg.path)
+        if segments:
+            fsync_dir(self._dir)
+
+    # == admin ================================================================================
+    def stats(self) -> dict[str, Any]:
+        with self._lock:
+            self._check_open()
+            garbage, ratio = self.garbage()
+            return {
+                "keys": self._live_count(),
+                "live_bytes": self._index.live_bytes,
+                "file_bytes": self._total,
+                "garbage_bytes": garbage,
+                "garbage_ratio": round(ratio, 4),
+                "segments": len(self._segs),
+                "segment_files": {s.name: s.size for s in self._segs.values()},
+                "values_on_disk": sum(1 for e in self._map.values() if e.__class__ is not Record),
+                "fsync": self._opts.fsync,
+                "batch_ms": self._opts.batch_ms if self._opts.fsync == "batch" else None,
+                "readonly": self._opts.readonly,
+                "compactions": self._compactions,
+                "compacting": self._compacting,
+                "last_compaction": dict(self._last_compaction),
+                "recovered_tail_bytes": self._recovered_tail,
+                "repaired_bytes": self._repaired,
+                "unread_tail_bytes": self._unread_tail,
+                "damage": list(self._damage),
+                "path": self._dir,
+            }
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True  # stops writers and any running compaction
+        thread = self._compact_thread
+        if thread is not None:
+            thread.join()
+        if self._group is not None:
+            self._group.stop()
+        with self._lock:
+            try:
+                if self._opts.fsync != "never" and not self._opts.readonly and self._active is not None \
+                        and not self._broken:
+                    self._active.sync()
+            except OSError as exc:
+                log.error("%s: final fsync failed: %s", self._where, exc.strerror)
+            finally:
+                for seg in self._segs.values():
+                    seg.close()
+                self._segs.clear()
+                self._index.clear()
+                self._map = _CLOSED
+                if self._dirlock is not None:
+                    self._dirlock.release()
+                    self._dirlock = None
+
