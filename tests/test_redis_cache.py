@@ -21,10 +21,10 @@ from urllib.parse import urlsplit
 
 import pytest
 import redis as redispy
+from kvctl_plugins.redis.cache import LocalCache, parse_message
 
 from kvctl.registry import open_url
 from kvctl.store import Record
-from kvctl_plugins.redis.cache import LocalCache, parse_message
 from tests.conftest import service_url
 
 pytestmark = pytest.mark.server
@@ -131,8 +131,7 @@ def test_killed_subscriber_clears_the_cache_and_reconnects() -> None:
     base = service_url("KVCTL_TEST_REDIS_URL")
     url = cached_url(base, "kill")
     peer = Peer(url)
-    port = urlsplit(base).port
-    client = redispy.Redis(host="127.0.0.1", port=port)
+    client = redispy.Redis(host="127.0.0.1", port=urlsplit(base).port or 6379)
     try:
         peer("set", "k", "v1")
         assert peer("get", "k") == "v1"
@@ -158,7 +157,7 @@ def test_wire_format_is_sessions() -> None:
     base = service_url("KVCTL_TEST_REDIS_URL")
     channel = f"{RUN}:wire"
     url = base + f"?local_cache=10&cache_channel={channel}&cache_prefix=session:&node_id=kvctl-1"
-    client = redispy.Redis(host="127.0.0.1", port=urlsplit(base).port)
+    client = redispy.Redis(host="127.0.0.1", port=urlsplit(base).port or 6379)
     listener = client.pubsub()
     listener.subscribe(channel)
     assert listener.get_message(timeout=2)["type"] == "subscribe"  # type: ignore[index]
@@ -167,7 +166,7 @@ def test_wire_format_is_sessions() -> None:
         store.invalidator.subscribed.wait(5)
         store.set(key, b"{}")
         store.delete(key)
-        messages = []
+        messages: list[dict[str, Any]] = []
         while len(messages) < 2:
             msg = listener.get_message(timeout=2)
             assert msg is not None

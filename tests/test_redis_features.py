@@ -14,11 +14,13 @@ from urllib.parse import urlsplit
 
 import pytest
 import redis as redispy
+from kvctl_plugins.redis.base import escape_glob
+from kvctl_plugins.redis.options import parse
 
 from kvctl.errors import BadURLError, UnsupportedError
 from kvctl.registry import open_url
 from kvctl.store import Record
-from kvctl_plugins.redis.base import escape_glob
+from kvctl.url import StoreURL
 from tests.conftest import service_url
 
 pytestmark = pytest.mark.server
@@ -223,7 +225,8 @@ def test_cache_options_need_local_cache(plain_url: str) -> None:
 
 def test_database_number_from_path_or_option() -> None:
     port = standalone_port()
-    with open_url(f"redis://127.0.0.1:{port}/{SPARE_DB}") as a, open_url(f"redis://127.0.0.1:{port}?db={SPARE_DB}") as b:
+    by_path, by_option = f"redis://127.0.0.1:{port}/{SPARE_DB}", f"redis://127.0.0.1:{port}?db={SPARE_DB}"
+    with open_url(by_path) as a, open_url(by_option) as b:
         a.set(b"dbkey", b"1")
         assert b.get(b"dbkey").value == b"1"  # type: ignore[union-attr]
         a.delete(b"dbkey")
@@ -235,9 +238,6 @@ def test_database_number_from_path_or_option() -> None:
 
 def test_cluster_seeds_in_the_host_list_or_option() -> None:
     url = service_url("KVCTL_TEST_REDIS_CLUSTER_URL")
-    from kvctl.url import StoreURL
-    from kvctl_plugins.redis.options import parse
-
     settings = parse(StoreURL.parse(url), cluster=True)
     assert len(settings.seeds) == 3
     # A dead first seed is fine while another answers.

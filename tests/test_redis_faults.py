@@ -1,0 +1,226 @@
+"""Faults against real Redis servers that each test starts and kills itself (never the shared
+ones): nothing listening, a wrong password, a server dying mid-command, a cluster node going
+away, TLS.  Every failure is one kvctl error naming the redacted URL; no partial write is
+reported as success.
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis as redispy
+
+from kvctl.errors import AuthError, KvctlError, UnavailableError
+from kvctl.registry import open_url
+from kvctl.store import Record
+
+pytestmark = [pytest.mark.server,
+              pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server is not installed "
+                                 "(tests/services.sh start installs it)")]
+
+
+def free_port() -> int:
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port < 55000:  # leave room for a cluster bus port (+10000)
+            return port
+
+
+class Server:
+    """A redis-server of this test's own, in the foreground so its PID is ours to kill."""
+
+    def __init__(self, workdir: Path, *args: str, port: int | None = None, ping: bool = True) -> None:
+        self.port = port or free_port()
+        self.dir = workdir / f"redis-{self.port}"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(self.dir), "--logfile", str(self.dir / "log"), *args],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if ping:
+            self.wait(lambda: self.client().ping())
+
+    def client(self, **kwargs: object) -> redispy.Redis:
+        return redispy.Redis(host="127.0.0.1", port=self.port, socket_timeout=2, **kwargs)  # type: ignore[arg-type]
+
+    @staticmethod
+    def wait(check, timeout: float = 15) -> None:  # type: ignore[no-untyped-def]
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if check():
+                    return
+            except (redispy.RedisError, OSError):
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError("server did not come up")
+            time.sleep(0.05)
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(timeout=10)
+
+
+@pytest.fixture
+def servers(tmp_path: Path) -> Iterator[list[Server]]:
+    started: list[Server] = []
+    yield started
+    for server in started:
+        server.kill()
+
+
+def assert_one_line(exc: KvctlError, url: str, secret: str | None = None) -> None:
+    text = str(exc)
+    assert "\n" not in text and "Traceback" not in text
+    assert url.split("?")[0].split("@")[-1] in text  # names the store
+    if secret:
+        assert secret not in text
+
+
+def test_nothing_listening_is_unavailable() -> None:
+    url = f"redis://user:topsecret@127.0.0.1:{free_port()}/0"
+    with open_url(url) as store, pytest.raises(UnavailableError) as info:
+        store.get(b"k")
+    assert_one_line(info.value, url, "topsecret")
+    assert "***" in str(info.value)
+    assert info.value.exit_code == 69
+
+
+def test_wrong_password_is_an_auth_error(servers: list[Server], tmp_path: Path) -> None:
+    server = Server(tmp_path, "--requirepass", "right-pw", ping=False)
+    servers.append(server)
+    server.wait(lambda: server.client(password="right-pw").ping())
+    for url in (f"redis://:wrong-pw@127.0.0.1:{server.port}/0",
+                f"redis://127.0.0.1:{server.port}/0",  # none given
+                f"redis://bob:wrong-pw@127.0.0.1:{server.port}/0"):
+        with open_url(url) as store, pytest.raises(AuthError) as info:
+            store.set(b"k", b"v")
+        assert_one_line(info.value, url, "wrong-pw")
+        assert info.value.exit_code == 77
+    with open_url(f"redis://:right-pw@127.0.0.1:{server.port}/0") as store:
+        store.set(b"k", b"v")
+        assert store.get(b"k").value == b"v"  # type: ignore[union-attr]
+
+
+def test_acl_user_and_permissions(servers: list[Server], tmp_path: Path) -> None:
+    server = Server(tmp_path)
+    servers.append(server)
+    admin = server.client()
+    admin.acl_setuser("reader", enabled=True, passwords=["+read-pw"], keys=["*"], commands=["+@read", "+@connection"])
+    with open_url(f"redis://reader:read-pw@127.0.0.1:{server.port}/0") as store:
+        assert store.get(b"k") is None
+        with pytest.raises(AuthError, match=r"NOPERM|permission"):
+            store.set(b"k", b"v")
+
+
+def test_server_dying_mid_command_is_reported_not_hidden(servers: list[Server], tmp_path: Path) -> None:
+    server = Server(tmp_path)
+    servers.append(server)
+    url = f"redis://127.0.0.1:{server.port}/0"
+    server.client().execute_command("CLIENT", "PAUSE", "5000", "WRITE")  # writes now hang...
+    outcome: list[BaseException | None] = []
+
+    def write() -> None:
+        try:
+            with open_url(url) as store:
+                store.set_many([Record(b"k%d" % i, b"v") for i in range(1000)])
+            outcome.append(None)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    worker = threading.Thread(target=write)
+    worker.start()
+    time.sleep(0.3)
+    server.kill()  # ...and the server dies while our batch is in flight
+    worker.join(timeout=10)
+    assert len(outcome) == 1 and isinstance(outcome[0], UnavailableError), outcome
+    assert_one_line(outcome[0], url)
+
+
+def test_server_gone_between_calls(servers: list[Server], tmp_path: Path) -> None:
+    server = Server(tmp_path)
+    servers.append(server)
+    url = f"redis://127.0.0.1:{server.port}/0"
+    with open_url(url) as store:
+        store.set(b"k", b"v")
+        server.kill()
+        for call in (lambda: store.get(b"k"), lambda: store.set_many([Record(b"a", b"b")]),
+                     lambda: store.delete_many([b"k"]), lambda: list(store.scan())):
+            with pytest.raises(UnavailableError) as info:
+                call()
+            assert_one_line(info.value, url)
+
+
+def test_cluster_node_going_away(servers: list[Server], tmp_path: Path) -> None:
+    nodes = [Server(tmp_path, "--cluster-enabled", "yes", "--cluster-node-timeout", "1000",
+                    "--cluster-config-file", f"nodes-{i}.conf") for i in range(3)]
+    servers.extend(nodes)
+    addrs = [f"127.0.0.1:{n.port}" for n in nodes]
+    subprocess.run(["redis-cli", "--cluster", "create", *addrs, "--cluster-replicas", "0", "--cluster-yes"],
+                   check=True, capture_output=True, timeout=60)
+    for n in nodes:
+        Server.wait(lambda n=n: b"cluster_state:ok" in n.client().execute_command("CLUSTER", "INFO"))
+    url = f"redis+cluster://{addrs[0]}?seeds={addrs[1]},{addrs[2]}"
+    with open_url(url) as store:
+        keys = [b"key-%d" % i for i in range(200)]
+        store.set_many([Record(k, b"v") for k in keys])
+        assert all(r is not None for r in store.get_many(keys))
+        nodes[2].kill()
+        started = time.monotonic()
+        with pytest.raises(UnavailableError) as info:
+            store.get_many(keys)
+        assert time.monotonic() - started < 30
+        assert_one_line(info.value, url)
+        with pytest.raises(UnavailableError):
+            store.set_many([Record(k, b"w") for k in keys])
+
+
+def test_tls(servers: list[Server], tmp_path: Path) -> None:
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed")
+    certs = tmp_path / "tls"
+    certs.mkdir()
+    subj = ["-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"]
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                    "-keyout", str(certs / "key.pem"), "-out", str(certs / "cert.pem"), *subj],
+                   check=True, capture_output=True)
+    port = free_port()
+    server = Server(tmp_path, "--port", "0", "--tls-port", str(port), "--tls-cert-file", str(certs / "cert.pem"),
+                    "--tls-key-file", str(certs / "key.pem"), "--tls-auth-clients", "no", ping=False)
+    server.port = port
+    servers.append(server)
+    base = f"rediss://127.0.0.1:{port}/0"
+    Server.wait(lambda: redispy.Redis(host="127.0.0.1", port=port, ssl=True, ssl_cert_reqs="none").ping())
+    with open_url(f"{base}?ssl_ca_certs={certs / 'cert.pem'}") as store:
+        store.set(b"tls", b"\x00secure")
+        assert store.get(b"tls").value == b"\x00secure"  # type: ignore[union-attr]
+    with open_url(base) as store, pytest.raises(UnavailableError, match="certificate"):
+        store.get(b"tls")  # a self-signed certificate is refused without its CA
+    plain = f"redis://127.0.0.1:{port}/0"
+    with open_url(plain + "?timeout=2s") as store, pytest.raises(UnavailableError):
+        store.get(b"tls")
+
+
+def test_unix_socket_with_password(servers: list[Server], tmp_path: Path) -> None:
+    sock = tmp_path / "r.sock"
+    server = Server(tmp_path, "--unixsocket", str(sock), "--requirepass", "pw", ping=False)
+    servers.append(server)
+    server.wait(lambda: sock.exists() and server.client(password="pw").ping())
+    with open_url(f"unix://:pw@{sock}?db=2") as store:
+        store.set(b"u", b"v")
+        assert server.client(password="pw", db=2).get(b"u") == b"v"
+    with open_url(f"unix://{sock}?password=bad") as store, pytest.raises(AuthError) as info:
+        store.get(b"u")
+    assert "bad" not in str(info.value).replace("badly", "")
+
