@@ -1,0 +1,355 @@
+"""The RocksDBStore: kvctl records in a RocksDB LSM tree through rocksdict (raw bytes mode)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import shutil
+import tempfile
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import replace
+from functools import partial
+from typing import Any, Self, TypeVar
+
+from rocksdict import (
+    AccessType,
+    DBCompressionType,
+    Env,
+    Options,
+    Rdict,
+    ReadOptions,
+    WriteBatch,
+    WriteOptions,
+)
+
+from kvctl.errors import BadURLError, CorruptError, StoreIOError
+from kvctl.hlc import HLC, MAX_NODE
+from kvctl.store import (
+    Capabilities,
+    Page,
+    Record,
+    StoreBase,
+    StoreURL,
+    key_cursor,
+    now_ms,
+    prefix_end,
+)
+
+from .errors import translate
+from .records import CLOCK_KEY, FORMAT, FORMAT_KEY, META_CF, NODE_KEY, decode, encode
+
+T = TypeVar("T")
+
+COMPRESSION: dict[str, Callable[[], DBCompressionType]] = {
+    "none": DBCompressionType.none, "snappy": DBCompressionType.snappy, "lz4": DBCompressionType.lz4,
+    "lz4hc": DBCompressionType.lz4hc, "zstd": DBCompressionType.zstd, "zlib": DBCompressionType.zlib,
+    "bz2": DBCompressionType.bz2,
+}
+_OPTIONS = {"compression", "sync", "memory", "readonly", "write_buffer_size"}
+
+
+class RocksDBStore(StoreBase):
+    name = "rocksdb"
+    description = "RocksDB LSM tree (rocksdict): ordered scans, TTL and versions in a record header, compression."
+    capabilities = Capabilities(
+        persistent=True, ttl=True, ordered_scan=True, versions=True, atomic_batch=True,
+        durability="WAL per batch, fsync at close (sync=true: fsync every batch)", blocking_io=True,
+    )
+
+    def __init__(self, url: StoreURL, path: str, db: Rdict, *, memory_dir: str | None, readonly: bool,
+                 sync: bool, compression: str) -> None:
+        self.url = url
+        self.where = url.redacted()
+        self.path = path
+        # rocksdict's stubs type keys and values as str | int | float | bytes | bool; in raw mode
+        # they are always bytes, so the handle is typed loosely here and precisely at our API.
+        self._db: Any = db
+        self._memory_dir = memory_dir  # in-memory mode: the scratch dir rocksdict insists on
+        self.readonly = readonly
+        self.sync = sync
+        self.compression = compression
+        if memory_dir is not None:
+            self.capabilities = replace(  # type: ignore[misc]
+                type(self).capabilities, persistent=False, durability="none (in-memory RocksDB env)")
+        self._meta = self._guard(lambda: db.get_column_family_handle(META_CF))
+        self._clock = self._init_clock()
+
+    # -- opening ---------------------------------------------------------------------------
+    @classmethod
+    def from_url(cls, url: StoreURL) -> Self:
+        url.check_options(_OPTIONS)
+        where = url.redacted()
+        memory = url.bool_option("memory", False)
+        readonly = url.bool_option("readonly", False)
+        sync = url.bool_option("sync", False)
+        compression = url.choice_option("compression", tuple(COMPRESSION), "lz4")
+        options = Options(raw_mode=True)
+        options.create_if_missing(not readonly)
+        options.create_missing_column_families(not readonly)
+        options.set_compression_type(COMPRESSION[compression]())
+        options.set_write_buffer_size(url.size_option("write_buffer_size", 64 * 1024 * 1024))
+        memory_dir: str | None = None
+        if memory:
+            if url.path.strip("/") or url.host:
+                raise BadURLError(f"{where}: memory=true takes no path (use rocksdb://?memory=true)")
+            if readonly:
+                raise BadURLError(f"{where}: an in-memory store cannot be read-only")
+            options.set_env(Env.mem_env())
+            # rocksdict writes a small config file into the real directory even with a memory env.
+            memory_dir = tempfile.mkdtemp(prefix="kvctl-rocksdb-mem-")
+            path = memory_dir
+        else:
+            path = url.local_path()
+            parent = os.path.dirname(os.path.abspath(path))
+            if not os.path.isdir(parent):
+                raise StoreIOError(f"{where}: the parent directory {parent} does not exist")
+            if readonly and not os.path.isdir(path):
+                raise StoreIOError(f"{where}: no RocksDB directory at {path} to open read-only")
+        try:
+            access = AccessType.read_only(False) if readonly else AccessType.read_write()
+            families = {META_CF: Options(raw_mode=True)}
+            db = Rdict(path, options, column_families=families, access_type=access)
+        except Exception as exc:
+            if memory_dir is not None:
+                shutil.rmtree(memory_dir, ignore_errors=True)
+            raise translate(exc, where, path) from None
+        write = WriteOptions()
+        write.sync = sync
+        if memory:
+            # Nothing to recover after the process is gone.  (A property at run time; the stubs
+            # declare a method.)
+            setattr(write, "disable_wal", True)  # noqa: B010
+        db.set_write_options(write)
+        try:
+            return cls(url, path, db, memory_dir=memory_dir, readonly=readonly, sync=sync,
+                       compression=compression)
+        except BaseException:
+            _close_quietly(db)
+            raise
+
+    def _init_clock(self) -> HLC:
+        """Check the store is kvctl's (or new), and restore its HLC node id and newest version."""
+        db, meta = self._live_db(), self._meta
+
+        def read() -> tuple[bytes | None, bytes | None, bytes | None, bool]:
+            fmt = self._meta_get(FORMAT_KEY)
+            node = self._meta_get(NODE_KEY)
+            clock = self._meta_get(CLOCK_KEY)
+            it = db.iter(ReadOptions())
+            it.seek_to_first()
+            has_records = it.valid()
+            del it
+            return fmt, node, clock, has_records
+
+        fmt, node, clock, has_records = self._guard(read)
+        if fmt is None and has_records:
+            raise CorruptError(
+                f"{self.where}: {self.path} is a RocksDB database but not a kvctl store "
+                "(no kvctl format marker); kvctl will not reinterpret its values"
+            )
+        if fmt is not None and fmt != FORMAT:
+            raise CorruptError(f"{self.where}: unknown kvctl RocksDB format {fmt[:40]!r}")
+        if node is None:
+            node = bytes([random.randrange(MAX_NODE + 1)])
+            if not self.readonly:
+                batch = WriteBatch(raw_mode=True)
+                batch.put(FORMAT_KEY, FORMAT, meta)
+                batch.put(NODE_KEY, node, meta)
+                self._write(batch)
+        hlc = HLC(node=node[0])
+        if clock is not None:
+            hlc.observe(int.from_bytes(clock, "big"))
+        return hlc
+
+    def _meta_get(self, key: bytes) -> bytes | None:
+        db = self._live_db()
+        family = db.get_column_family(META_CF)
+        try:
+            value = family.get(key)
+        finally:
+            del family  # a column family object keeps the database open: drop it now
+        return value
+
+    # -- plumbing --------------------------------------------------------------------------
+    def _live_db(self) -> Any:
+        if self._db is None:
+            raise StoreIOError(f"{self.where}: the store is closed")
+        return self._db
+
+    def _guard(self, fn: Callable[[], T]) -> T:
+        try:
+            return fn()
+        except Exception as exc:
+            raise translate(exc, self.where, self.path) from None
+
+    def _write(self, batch: WriteBatch) -> None:
+        db = self._live_db()
+        self._guard(lambda: db.write(batch))
+
+    # -- reads -----------------------------------------------------------------------------
+    def get(self, key: bytes) -> Record | None:
+        db = self._live_db()
+        raw = self._guard(lambda: db.get(key))
+        return None if raw is None else decode(key, raw, now_ms())
+
+    def get_many(self, keys: Sequence[bytes]) -> list[Record | None]:
+        if not keys:
+            return []
+        db = self._live_db()
+        keys = list(keys)
+        raws = self._guard(lambda: db.get(keys))
+        now = now_ms()
+        return [None if raw is None else decode(key, raw, now) for key, raw in zip(keys, raws, strict=True)]
+
+    def scan(
+        self,
+        prefix: bytes = b"",
+        *,
+        start_after: bytes | None = None,
+        cursor: str | None = None,
+        batch_size: int = 1000,
+        keys_only: bool = False,
+    ) -> Iterator[Page]:
+        after = self._start_key(prefix, start_after, cursor)
+        end = prefix_end(prefix)
+        start = prefix if after is None else after + b"\x00"  # the smallest key after ``after``
+        while True:
+            batch, exhausted = self._guard(partial(self._page, start, end, batch_size, keys_only))
+            if not batch:
+                return
+            yield Page(batch, key_cursor(batch[-1].key))
+            if exhausted:
+                return
+            start = batch[-1].key + b"\x00"
+
+    def _page(self, start: bytes, end: bytes | None, size: int, keys_only: bool) -> tuple[list[Record], bool]:
+        """Up to ``size`` live records from ``start``; a fresh iterator per page sees every write
+        made between pages.  Expired records met on the way are deleted (they are garbage)."""
+        db = self._live_db()
+        read = ReadOptions()
+        if end is not None:
+            read.set_iterate_upper_bound(end)
+        now = now_ms()
+        batch: list[Record] = []
+        expired: list[bytes] = []
+        exhausted = True
+        items = db.items(from_key=start, read_opt=read)
+        for key, raw in items:
+            rec = decode(key, raw, now, keys_only)
+            if rec is None:
+                expired.append(key)
+                continue
+            batch.append(rec)
+            if len(batch) >= size:
+                exhausted = False
+                break
+        del items
+        if expired and not self.readonly:
+            purge = WriteBatch(raw_mode=True)
+            for key in expired:
+                purge.delete(key)
+            db.write(purge)
+        return batch, exhausted
+
+    def count(self, prefix: bytes = b"") -> int:
+        return sum(len(p.records) for p in self.scan(prefix, keys_only=True, batch_size=10_000))
+
+    # -- writes ----------------------------------------------------------------------------
+    def set_many(self, records: Iterable[Record]) -> None:
+        batch = WriteBatch(raw_mode=True)
+        clock = self._clock
+        newest = 0
+        for rec in records:  # everything is checked and encoded before anything is written
+            self._check(rec.key, rec.value)
+            if rec.version is None:
+                version = clock.now()
+            else:
+                version = rec.version
+                clock.observe(version)
+            newest = max(newest, version)
+            batch.put(rec.key, encode(rec, version))
+        if not len(batch):
+            return
+        batch.put(CLOCK_KEY, newest.to_bytes(8, "big"), self._meta)
+        self._write(batch)  # one atomic WriteBatch
+
+    def delete_many(self, keys: Sequence[bytes]) -> int:
+        if not keys:
+            return 0
+        unique = list(dict.fromkeys(keys))
+        db = self._live_db()
+        raws = self._guard(lambda: db.get(unique))
+        now = now_ms()
+        batch = WriteBatch(raw_mode=True)
+        live = 0
+        for key, raw in zip(unique, raws, strict=True):
+            if raw is not None:  # expired ones are deleted too (garbage) but not counted
+                batch.delete(key)
+                live += decode(key, raw, now, keys_only=True) is not None
+        if len(batch):
+            self._write(batch)
+        return live
+
+    def clear(self) -> int:
+        db = self._live_db()
+        removed = self.count()
+
+        def wipe() -> None:
+            it = db.iter(ReadOptions())
+            it.seek_to_first()
+            first = it.key() if it.valid() else None
+            it.seek_to_last()
+            last = it.key() if it.valid() else None
+            del it
+            if first is not None and last is not None:
+                batch = WriteBatch(raw_mode=True)
+                batch.delete_range(first, last + b"\x00")  # one range tombstone for everything
+                db.write(batch)
+        self._guard(wipe)
+        return removed
+
+    # -- admin -----------------------------------------------------------------------------
+    def stats(self) -> dict[str, Any]:
+        db = self._live_db()
+
+        def prop(name: str) -> int | None:
+            return self._guard(lambda: db.property_int_value(name))
+        return {
+            "keys": self.count(),
+            "estimated_keys": prop("rocksdb.estimate-num-keys"),
+            "live_data_bytes": prop("rocksdb.estimate-live-data-size"),
+            "sst_bytes": prop("rocksdb.total-sst-files-size"),
+            "memtable_bytes": prop("rocksdb.cur-size-all-mem-tables"),
+            "compression": self.compression,
+            "path": None if self._memory_dir else self.path,
+            "in_memory": self._memory_dir is not None,
+        }
+
+    def compact(self) -> None:
+        """Compact the whole key range (drops deleted and overwritten versions from disk)."""
+        db = self._live_db()
+        self._guard(lambda: db.compact_range(None, None))
+
+    def close(self) -> None:
+        db, self._db = self._db, None
+        if db is None:
+            return
+        del self._meta  # column family handles keep the database (and its lock) alive
+        try:
+            if self._memory_dir is None:
+                if not self.readonly:
+                    self._guard(lambda: db.flush_wal(True))
+                self._guard(db.close)
+            else:
+                _close_quietly(db)
+        finally:
+            if self._memory_dir is not None:
+                shutil.rmtree(self._memory_dir, ignore_errors=True)
+
+
+def _close_quietly(db: Rdict) -> None:
+    # An in-memory env cannot sync a WAL, and rocksdict's close tries to: the data goes anyway.
+    with contextlib.suppress(Exception):
+        db.close()
+
