@@ -1,0 +1,260 @@
+"""`kvctl export` / `kvctl import`: human-readable dumps (JSON lines or CSV), exact round trip.
+
+JSON lines: one object per record::
+
+    {"key": "user:1", "value": "Ada", "expires_at_ms": 1767225600000, "version": 7466...}
+    {"key_b64": "AP8=", "value_b64": "3q2+7w==", "expires_at_ms": null}
+
+A key or value that is valid UTF-8 is written as text under ``key``/``value``; any other bytes
+as base64 under ``key_b64``/``value_b64`` (:func:`kvctl.codec.json_bytes`).  ``expires_at_ms``
+is absolute (ms since the epoch, null for none); ``version`` appears when the store keeps
+versions; ``kind`` marks a typed value whose ``value`` is the store's opaque dump payload.
+
+CSV: a header row ``key,key_b64,value,value_b64,expires_at_ms,version,kind`` and one row per
+record, with the same rule (one of ``key``/``key_b64`` is filled; an empty ``value`` with an
+empty ``value_b64`` is the empty value).
+
+Import reads either back in batches through the same writer as migrate (conflict policy,
+expiry, TTL support and limits), skipping records whose expiry has passed.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import csv
+import io
+import json
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO, Literal
+
+from kvctl.codec import from_json_bytes, json_bytes
+from kvctl.errors import CorruptError, IncompleteError, StoreIOError, UsageError
+from kvctl.store import AsyncStore, Page, Record, now_ms
+
+from .keyfilter import KeyFilter
+from .pipeline import pump
+from .storeops import dump_many, has_typed_values, show_key
+from .transfer import BatchWriter, Counts, Policy, Problems, check_policy
+
+Format = Literal["jsonl", "csv"]
+CSV_COLUMNS = ["key", "key_b64", "value", "value_b64", "expires_at_ms", "version", "kind"]
+
+
+def guess_format(name: str, explicit: str | None) -> Format:
+    if explicit is not None:
+        if explicit not in ("jsonl", "csv"):
+            raise UsageError(f"unknown format {explicit!r} (use jsonl or csv)")
+        return explicit  # type: ignore[return-value]
+    return "csv" if name.lower().endswith(".csv") else "jsonl"
+
+
+@dataclass
+class ExportSummary:
+    store: str
+    records: int = 0
+    expired: int = 0
+    incomplete: int = 0
+    problems: Problems = field(default_factory=Problems)
+    counts: Counts | None = None  # import
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"store": self.store, "records": self.records, "expired": self.expired,
+                               "incomplete": self.incomplete, "seconds": round(self.seconds, 3)}
+        if self.counts is not None:
+            out.update(self.counts.to_dict())
+        out["incomplete_keys"] = [[show_key(k), kind] for k, kind in self.problems.incomplete]
+        out["failed_keys"] = [[show_key(k), why] for k, why in self.problems.failed]
+        return out
+
+    def check(self) -> None:
+        if self.incomplete:
+            key, kind = self.problems.incomplete[0]
+            raise IncompleteError(f"{self.incomplete} typed key(s) could not be carried "
+                                  f"(first: {show_key(key)!r}, a {kind})")
+        if self.counts is not None and self.counts.failed:
+            key, why = self.problems.failed[0]
+            raise IncompleteError(f"{self.counts.failed} record(s) failed (first: {show_key(key)!r}: {why})")
+
+
+# -- export ------------------------------------------------------------------------------------
+def _write(out: BinaryIO, data: bytes) -> None:
+    try:
+        if data:
+            out.write(data)
+        else:
+            out.flush()
+    except BrokenPipeError:
+        raise  # the reader went away (`kvctl export | head`): the cli stops quietly
+    except OSError as exc:
+        raise StoreIOError(f"cannot write the export: {exc.strerror}") from None
+
+
+def _json_line(rec: Record) -> str:
+    obj: dict[str, Any] = {}
+    json_bytes(obj, "key", rec.key)
+    json_bytes(obj, "value", rec.value)
+    obj["expires_at_ms"] = rec.expires_at_ms
+    if rec.version is not None:
+        obj["version"] = rec.version
+    if rec.kind is not None:
+        obj["kind"] = rec.kind
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+
+
+def _pair(data: bytes) -> tuple[str, str]:
+    try:
+        return data.decode("utf-8"), ""
+    except UnicodeDecodeError:
+        return "", base64.b64encode(data).decode("ascii")
+
+
+def _csv_rows(records: list[Record]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    for rec in records:
+        k, kb = _pair(rec.key)
+        v, vb = _pair(rec.value)
+        if not rec.key:
+            kb = ""  # an empty key: both columns empty
+        w.writerow([k, kb, v, vb, "" if rec.expires_at_ms is None else rec.expires_at_ms,
+                    "" if rec.version is None else rec.version, rec.kind or ""])
+    return buf.getvalue()
+
+
+async def export_to(store: AsyncStore, out: BinaryIO, fmt: Format, *, key_filter: KeyFilter | None = None,
+                    batch_size: int = 5000) -> ExportSummary:
+    from .storeops import describe
+
+    kf = key_filter or KeyFilter()
+    summary = ExportSummary(describe(store))
+    typed_ok = has_typed_values(store)
+    t0 = time.perf_counter()
+    if fmt == "csv":
+        out.write((",".join(CSV_COLUMNS) + "\n").encode())
+
+    async def pages() -> AsyncIterator[Page]:
+        prefix = kf.scan_prefix
+        if prefix is not None:
+            async for page in store.scan(prefix, batch_size=batch_size):
+                yield page
+
+    async def consume(page: Page) -> None:
+        now = now_ms()
+        records = []
+        typed = []
+        for rec in kf.keep(page.records):
+            if rec.expires_at_ms is not None and rec.expires_at_ms <= now:
+                summary.expired += 1
+            elif rec.kind is not None:
+                typed.append(rec)
+            else:
+                records.append(rec)
+        if typed:
+            if typed_ok:
+                records.extend(r for r in await dump_many(store, [r.key for r in typed]) if r is not None)
+            else:
+                summary.incomplete += len(typed)
+                for r in typed:
+                    summary.problems.note_incomplete(r.key, r.kind or "?")
+        if not records:
+            return
+        summary.records += len(records)
+        text = _csv_rows(records) if fmt == "csv" else "\n".join(map(_json_line, records)) + "\n"
+        _write(out, text.encode("utf-8"))
+
+    await pump(pages(), consume, depth=4)
+    _write(out, b"")
+    summary.seconds = time.perf_counter() - t0
+    return summary
+
+
+# -- import ------------------------------------------------------------------------------------
+def _int_or_none(value: Any, what: str) -> int | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool):
+        raise ValueError(f"{what} must be an integer")
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{what} must be an integer, not {value!r}") from None
+
+
+def _from_json(line: bytes) -> Record:
+    obj = json.loads(line)
+    if not isinstance(obj, dict):
+        raise ValueError("not a JSON object")
+    key = from_json_bytes(obj, "key")
+    if key is None:
+        raise ValueError("no key or key_b64 field")
+    value = from_json_bytes(obj, "value")
+    kind = obj.get("kind")
+    if kind is not None and not isinstance(kind, str):
+        raise ValueError("kind must be a string")
+    return Record(key, value if value is not None else b"", _int_or_none(obj.get("expires_at_ms"), "expires_at_ms"),
+                  _int_or_none(obj.get("version"), "version"), kind)
+
+
+def _b64(text: str) -> bytes:
+    return base64.b64decode(text, validate=True)
+
+
+def _from_csv(row: dict[str, str]) -> Record:
+    key = _b64(row["key_b64"]) if row.get("key_b64") else (row.get("key") or "").encode("utf-8")
+    value = _b64(row["value_b64"]) if row.get("value_b64") else (row.get("value") or "").encode("utf-8")
+    return Record(key, value, _int_or_none(row.get("expires_at_ms"), "expires_at_ms"),
+                  _int_or_none(row.get("version"), "version"), row.get("kind") or None)
+
+
+def read_records(inp: BinaryIO, fmt: Format, name: str) -> Iterator[Record]:
+    """Parse a dump; a malformed line raises :class:`CorruptError` naming the line."""
+    where = [0]  # the line being parsed, for the error message
+    try:
+        if fmt == "csv":
+            reader = csv.DictReader(io.TextIOWrapper(inp, encoding="utf-8", newline=""))
+            missing = {"key", "value"} - set(reader.fieldnames or [])
+            if missing:
+                raise CorruptError(f"{name}: not a kvctl CSV export (no {', '.join(sorted(missing))} column)")
+            for row in reader:
+                where[0] = reader.line_num
+                yield _from_csv(row)
+        else:
+            for line in inp:
+                where[0] += 1
+                if line.strip():
+                    yield _from_json(line)
+    except (ValueError, KeyError, binascii.Error, UsageError, UnicodeDecodeError, csv.Error) as exc:
+        raise CorruptError(f"{name}: line {where[0]}: {exc}") from None
+
+
+async def import_from(store: AsyncStore, inp: BinaryIO, fmt: Format, name: str, *,
+                      policy: Policy = "overwrite", batch_size: int = 5000, drop_ttl: bool = False,
+                      key_filter: KeyFilter | None = None, dry_run: bool = False) -> ExportSummary:
+    from .storeops import describe
+
+    kf = key_filter or KeyFilter()
+    check_policy(policy, True, store)  # a dump carries the versions it was exported with
+    writer = BatchWriter(store, policy=policy, drop_ttl=drop_ttl, dry_run=dry_run,
+                         typed_ok=has_typed_values(store))
+    t0 = time.perf_counter()
+
+    async def pages() -> AsyncIterator[Page]:
+        batch: list[Record] = []
+        for rec in read_records(inp, fmt, name):
+            if kf.matches(rec.key):
+                batch.append(rec)
+                if len(batch) >= batch_size:
+                    yield Page(batch, None)
+                    batch = []
+        if batch:
+            yield Page(batch, None)
+
+    await pump(pages(), lambda page: writer.write(page.records), depth=2)
+    summary = ExportSummary(describe(store), records=writer.counts.read, expired=writer.counts.expired,
+                            incomplete=writer.counts.incomplete, problems=writer.problems,
+                            counts=writer.counts, seconds=time.perf_counter() - t0)
+    return summary

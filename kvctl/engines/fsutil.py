@@ -1,0 +1,69 @@
+"""Crash-safe file replacement: write a temporary file, fsync it, rename it, fsync the directory.
+
+Checkpoints and snapshots use this so that a reader only ever sees the old file or the complete
+new one, never a torn write, even after a power loss.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import BinaryIO
+
+from kvctl.errors import StoreIOError
+
+
+def fsync_dir(directory: Path) -> None:
+    """Make a rename in ``directory`` durable (a no-op where directories cannot be opened)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some filesystems refuse fsync on a directory; the rename is still atomic
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def atomic_writer(path: Path, mode: int = 0o644) -> Iterator[BinaryIO]:
+    """Yield a binary file that replaces ``path`` atomically when the block exits normally.
+
+    On an exception the temporary file is removed and ``path`` is left untouched.
+    """
+    directory = path.parent if str(path.parent) else Path(".")
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise StoreIOError(f"cannot create a file in {directory}: {exc.strerror}") from None
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "wb") as fh:
+            yield fh
+            try:
+                fh.flush()
+                os.fsync(fh.fileno())
+            except OSError as exc:
+                raise StoreIOError(f"cannot write {path}: {exc.strerror}") from None
+        try:
+            os.replace(tmp, path)
+        except OSError as exc:
+            raise StoreIOError(f"cannot rename into {path}: {exc.strerror}") from None
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    fsync_dir(directory)
+
+
+def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
+    try:
+        with atomic_writer(path, mode) as fh:
+            fh.write(data)
+    except OSError as exc:
+        raise StoreIOError(f"cannot write {path}: {exc.strerror}") from None

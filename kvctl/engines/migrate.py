@@ -1,0 +1,361 @@
+"""`kvctl migrate`: copy every (matching) key from one store to another, resumably and verifiably.
+
+The flow of one run::
+
+    run(src_url, dst_url, plan)                     one event loop (asyncio.run)
+      open both stores (registry.open_url + adapt.to_async)
+      reader task: SRC.scan pages  ->  bounded queue  ->  writer: BatchWriter -> DST.set_many
+                                                          every N batches: checkpoint (atomic)
+      after a complete, error-free copy: --delete-extra (bounded by --max-delete), --verify
+      -> Summary (the cli renders it; this module never prints)
+
+Memory is bounded by ``queue_depth`` pages of ``batch_size`` records whatever the key count.
+``--workers N`` runs this same engine in N processes on disjoint slices of the keyspace (see
+:mod:`kvctl.engines.parallel`); each slice has its own checkpoint.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import contextlib
+import time
+import zlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from operator import attrgetter
+from pathlib import Path
+from typing import Any
+
+from kvctl.codec import json_bytes
+from kvctl.errors import DifferenceError, IncompleteError, UsageError
+from kvctl.store import AsyncStore, Page
+
+from . import checkpoint
+from .diff import DiffOptions, DiffResult, compare, extra_keys
+from .keyfilter import KeyFilter
+from .pipeline import pump
+from .storeops import describe, has_typed_values, open_async, show_key
+from .transfer import BatchWriter, Counts, Policy, Problems, check_policy
+
+_key = attrgetter("key")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything the user chose; the fields marked (*) decide the checkpoint fingerprint."""
+
+    prefix: bytes = b""  # (*)
+    glob: bytes | None = None  # (*)
+    on_conflict: Policy = "overwrite"  # (*)
+    drop_ttl: bool = False  # (*)
+    dry_run: bool = False
+    delete_extra: bool = False
+    max_delete: int = 1000
+    resume: bool = False
+    verify: bool = False
+    batch_size: int = 5000
+    queue_depth: int = 4
+    checkpoint_every: int = 10  # batches between checkpoints
+    checkpoint_path: Path | None = None
+    expiry_tolerance_ms: int = 2000
+    estimate_total: bool = False  # count the source for a progress total (costs a keys-only scan)
+    workers: int = 1
+    # a worker's slice of the keyspace (*): keys in (after, upto], or crc32(key) % n == i
+    key_range: tuple[bytes | None, bytes | None] | None = None
+    hash_slice: tuple[int, int] | None = None
+
+    @property
+    def key_filter(self) -> KeyFilter:
+        return KeyFilter(self.prefix, self.glob)
+
+    def fingerprint(self, src_url: str, dst_url: str) -> str:
+        rng = None if self.key_range is None else [None if b is None else b.hex() for b in self.key_range]
+        return checkpoint.fingerprint(
+            src=src_url, dst=dst_url, prefix=self.prefix.hex(),
+            glob=None if self.glob is None else self.glob.hex(), policy=self.on_conflict,
+            drop_ttl=self.drop_ttl, range=rng, slice=self.hash_slice,
+        )
+
+
+@dataclass
+class Progress:
+    phase: str  # "copy", "delete-extra", "verify"
+    counts: Counts
+    total: int | None  # estimated keys to read, when known
+    elapsed: float
+
+
+class Reporter:
+    """What the engine tells the cli while it runs; the defaults ignore everything."""
+
+    def progress(self, event: Progress) -> None:
+        pass
+
+    def note(self, message: str) -> None:
+        pass
+
+
+@dataclass
+class Summary:
+    src: str
+    dst: str
+    dry_run: bool = False
+    counts: Counts = field(default_factory=Counts)
+    problems: Problems = field(default_factory=Problems)
+    seconds: float = 0.0  # the whole command, with --delete-extra and --verify
+    copy_seconds: float = 0.0
+    processed_this_run: int = 0
+    resumed: bool = False
+    workers: int = 1
+    extra_found: int | None = None  # keys only in DST (with --delete-extra)
+    deleted: int = 0
+    delete_refused: str | None = None
+    verify: DiffResult | None = None
+    checkpoint: str | None = None
+
+    @property
+    def keys_per_s(self) -> float:
+        return self.processed_this_run / self.copy_seconds if self.copy_seconds > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        def named(items: list[tuple[bytes, str]], what: str) -> list[dict[str, Any]]:
+            out = []
+            for key, why in items:
+                obj: dict[str, Any] = {}
+                json_bytes(obj, "key", key)
+                obj[what] = why
+                out.append(obj)
+            return out
+
+        return {
+            "src": self.src, "dst": self.dst, "dry_run": self.dry_run, **self.counts.to_dict(),
+            "seconds": round(self.seconds, 3), "copy_seconds": round(self.copy_seconds, 3),
+            "keys_per_s": round(self.keys_per_s, 1),
+            "resumed": self.resumed, "workers": self.workers,
+            "extra_found": self.extra_found, "deleted": self.deleted,
+            "delete_refused": self.delete_refused,
+            "verify": None if self.verify is None else self.verify.to_dict(),
+            "incomplete_keys": named(self.problems.incomplete, "kind"),
+            "failed_keys": named(self.problems.failed, "reason"),
+        }
+
+    def check(self) -> None:
+        """Raise the error the exit status must report, if any (after the summary is shown)."""
+        if self.dry_run:
+            return
+        c = self.counts
+        if c.incomplete or c.failed:
+            parts = []
+            if c.incomplete:
+                first = self.problems.incomplete[0]
+                parts.append(f"{c.incomplete} typed key(s) the destination cannot hold "
+                             f"(first: {show_key(first[0])!r}, a {first[1]})")
+            if c.failed:
+                first_f = self.problems.failed[0]
+                parts.append(f"{c.failed} key(s) failed (first: {show_key(first_f[0])!r}: {first_f[1]})")
+            raise IncompleteError(f"copy incomplete: {'; '.join(parts)}")
+        if self.delete_refused:
+            raise IncompleteError(f"extra keys left in {self.dst}: {self.delete_refused}")
+        if self.verify is not None and not self.verify.equal:
+            raise DifferenceError(f"verify failed: {self.verify.summary_line()}")
+
+
+def run(src_url: str, dst_url: str, plan: Plan, reporter: Reporter | None = None) -> Summary:
+    """Run a migrate in its own event loop (the command's only one)."""
+    return asyncio.run(migrate_urls(src_url, dst_url, plan, reporter or Reporter()))
+
+
+async def migrate_urls(src_url: str, dst_url: str, plan: Plan, reporter: Reporter) -> Summary:
+    if src_url == dst_url:
+        raise UsageError("source and destination are the same store")
+    src = open_async(src_url)
+    try:
+        dst = open_async(dst_url)
+        try:
+            return await migrate(src, dst, plan, reporter, plan.fingerprint(src_url, dst_url))
+        finally:
+            await dst.close()
+    finally:
+        await src.close()
+
+
+async def migrate(src: AsyncStore, dst: AsyncStore, plan: Plan, reporter: Reporter, fp: str) -> Summary:
+    kf = plan.key_filter
+    check_policy(plan.on_conflict, src.capabilities.versions, dst)
+    summary = Summary(describe(src), describe(dst), dry_run=plan.dry_run, workers=plan.workers)
+    cp_path = plan.checkpoint_path or checkpoint.default_path(fp)
+    cp: checkpoint.Checkpoint | None = None
+    if not plan.dry_run:
+        summary.checkpoint = str(cp_path)
+        found = checkpoint.load(cp_path, fp)
+        if plan.resume:
+            cp = found
+            if cp is None:
+                reporter.note("no checkpoint of this migrate to resume: starting from the beginning")
+        elif found is not None:
+            reporter.note("a checkpoint of an interrupted run of this migrate exists; starting over "
+                          "(use --resume to continue it)")
+    if cp is None:
+        cp = checkpoint.Checkpoint(fp, summary.src, summary.dst, started_at_ms=time.time_ns() // 1_000_000)
+    else:
+        summary.resumed = True
+    writer = BatchWriter(
+        dst, policy=plan.on_conflict, source=src, drop_ttl=plan.drop_ttl, dry_run=plan.dry_run,
+        typed_ok=has_typed_values(src) and has_typed_values(dst),
+    )
+    writer.counts = Counts.from_dict(cp.counts)
+    t0 = time.perf_counter()
+    read_before = writer.counts.read
+    if not cp.done:
+        await _copy(src, writer, kf, plan, cp, cp_path, reporter, t0)
+    summary.counts, summary.problems = writer.counts, writer.problems
+    summary.processed_this_run = writer.counts.read - read_before
+    summary.copy_seconds = time.perf_counter() - t0
+    await finish(src, dst, plan, summary, reporter, t0)
+    summary.seconds = time.perf_counter() - t0
+    if not plan.dry_run:
+        checkpoint.remove(cp_path)
+    return summary
+
+
+async def finish(src: AsyncStore, dst: AsyncStore, plan: Plan, summary: Summary,
+                 reporter: Reporter, t0: float) -> None:
+    """The steps after a complete copy: --delete-extra, then --verify."""
+    if plan.delete_extra:
+        await _delete_extra(src, dst, plan, summary, reporter, t0)
+    if plan.verify and not plan.dry_run:
+        reporter.progress(Progress("verify", summary.counts, None, time.perf_counter() - t0))
+        summary.verify = await compare(src, dst, _diff_options(plan, dst))
+
+
+def _diff_options(plan: Plan, dst: AsyncStore) -> DiffOptions:
+    return DiffOptions(
+        filter=plan.key_filter, batch_size=plan.batch_size, expiry_tolerance_ms=plan.expiry_tolerance_ms,
+        ignore_expiry=plan.drop_ttl and not dst.capabilities.ttl,
+    )
+
+
+async def _copy(src: AsyncStore, writer: BatchWriter, kf: KeyFilter, plan: Plan,
+                cp: checkpoint.Checkpoint, cp_path: Path, reporter: Reporter, t0: float) -> None:
+    total: list[int | None] = [None]
+    counter = _start_estimate(src, kf, plan, total)
+    since = 0
+
+    async def consume(page: Page) -> None:
+        nonlocal since
+        records = kf.keep(page.records)
+        if records:
+            await writer.write(records)
+        if page.cursor is not None:
+            cp.cursor = page.cursor  # every record up to this cursor is now in the destination
+        cp.counts = writer.counts.to_dict()
+        since += 1
+        if since >= plan.checkpoint_every and not plan.dry_run:
+            cp.save(cp_path)
+            since = 0
+        reporter.progress(Progress("copy", writer.counts, total[0], time.perf_counter() - t0))
+
+    try:
+        await pump(source_pages(src, kf, plan, cp.cursor), consume, plan.queue_depth)
+    except BaseException:
+        if not plan.dry_run:
+            with contextlib.suppress(Exception):  # never hide the original error
+                cp.save(cp_path)
+        raise
+    finally:
+        if counter is not None:
+            counter.cancel()
+    cp.done = True
+    cp.counts = writer.counts.to_dict()
+    if not plan.dry_run and (plan.delete_extra or plan.verify):
+        cp.save(cp_path)  # a crash from here on resumes with the post-copy steps only
+
+
+def _start_estimate(src: AsyncStore, kf: KeyFilter, plan: Plan,
+                    total: list[int | None]) -> asyncio.Task[None] | None:
+    """Count the source in the background for the progress bar's total and ETA."""
+    prefix = kf.scan_prefix
+    if not plan.estimate_total or prefix is None or kf.needs_match or plan.key_range or plan.hash_slice:
+        return None
+
+    async def count() -> None:
+        with contextlib.suppress(Exception):  # an estimate is optional
+            total[0] = await src.count(prefix)
+
+    return asyncio.get_running_loop().create_task(count())
+
+
+async def source_pages(src: AsyncStore, kf: KeyFilter, plan: Plan, cursor: str | None) -> AsyncIterator[Page]:
+    """The source's pages for this plan: the whole filter, a key range, or a hash slice."""
+    prefix = kf.scan_prefix
+    if prefix is None:
+        return
+    bs = plan.batch_size
+    if plan.hash_slice is not None:
+        index, n = plan.hash_slice
+        async for page in src.scan(prefix, cursor=cursor, batch_size=bs, keys_only=True):
+            mine = [r.key for r in kf.keep(page.records) if zlib.crc32(r.key) % n == index]
+            found = await src.get_many(mine) if mine else []
+            yield Page([r for r in found if r is not None], page.cursor)
+        return
+    if plan.key_range is not None:
+        after, upto = plan.key_range
+        start_after = after if cursor is None else None
+        async for page in src.scan(prefix, start_after=start_after, cursor=cursor, batch_size=bs):
+            recs = page.records
+            if upto is not None and recs and recs[-1].key > upto:
+                yield Page(recs[: bisect.bisect_right(recs, upto, key=_key)], page.cursor)
+                return
+            yield page
+        return
+    async for page in src.scan(prefix, cursor=cursor, batch_size=bs):
+        yield page
+
+
+async def _delete_extra(src: AsyncStore, dst: AsyncStore, plan: Plan, summary: Summary,
+                        reporter: Reporter, t0: float) -> None:
+    """Make DST mirror SRC under the filter, only after a complete copy, never past --max-delete."""
+    c = summary.counts
+    if c.failed or c.incomplete:
+        summary.delete_refused = "the copy was incomplete, so nothing was deleted"
+        return
+    reporter.progress(Progress("delete-extra", c, None, time.perf_counter() - t0))
+    opts = _diff_options(plan, dst)
+    found = 0
+    async for keys in extra_keys(src, dst, opts):  # first pass: count only, delete nothing
+        found += len(keys)
+        if found > plan.max_delete:
+            break
+    summary.extra_found = found
+    if found == 0:
+        return
+    if c.read == 0:
+        summary.delete_refused = (f"the source has no keys under the filter; refusing to delete "
+                                  f"{found}{'+' if found > plan.max_delete else ''} destination keys")
+        return
+    if found > plan.max_delete:
+        summary.delete_refused = (f"more than {plan.max_delete} extra keys (--max-delete); nothing was "
+                                  "deleted")
+        return
+    if plan.dry_run:
+        return
+    budget = plan.max_delete
+    while budget > 0:  # repeat until a pass finds nothing: deleting during a scan may skip keys
+        deleted_this_pass = 0
+        async for keys in extra_keys(src, dst, opts):
+            take = keys[:budget]
+            summary.deleted += await dst.delete_many(take)
+            deleted_this_pass += len(take)
+            budget -= len(take)
+            if budget <= 0:
+                break
+        if deleted_this_pass == 0:
+            break
+
+
+def read_checkpoint(plan: Plan, src_url: str, dst_url: str) -> checkpoint.Checkpoint | None:
+    """The checkpoint --resume would continue from (for the cli and the worker coordinator)."""
+    fp = plan.fingerprint(src_url, dst_url)
+    return checkpoint.load(plan.checkpoint_path or checkpoint.default_path(fp), fp)
+

@@ -1,0 +1,87 @@
+"""Reader/writer over a bounded queue: the engines' way of overlapping source and destination I/O.
+
+A reader task pulls items (scan pages) from an async iterator into an ``asyncio.Queue`` of at most
+``depth`` items; the caller's consumer drains it.  Memory is bounded by ``depth`` pages whatever
+the key count.  A failure on either side stops both: a reader error is re-raised in the consumer
+loop, and a consumer error (or a cancellation, e.g. Ctrl-C) cancels the reader.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+
+
+class _End:
+    __slots__ = ("exc",)
+
+    def __init__(self, exc: BaseException | None) -> None:
+        self.exc = exc
+
+
+class Prefetch(Generic[T]):
+    """Read ahead of the consumer: ``await next()`` returns the next item or None at the end."""
+
+    def __init__(self, source: AsyncIterator[T], depth: int = 4) -> None:
+        self._source = source
+        self._queue: asyncio.Queue[T | _End] = asyncio.Queue(max(1, depth))
+        self._task: asyncio.Task[None] | None = None
+        self._done = False
+
+    async def _read(self) -> None:
+        try:
+            async for item in self._source:
+                await self._queue.put(item)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # handed to the consumer, which re-raises it
+            await self._queue.put(_End(exc))
+            return
+        finally:
+            aclose = getattr(self._source, "aclose", None)
+            if aclose is not None:
+                with contextlib.suppress(Exception):
+                    await aclose()
+        await self._queue.put(_End(None))
+
+    def start(self) -> Prefetch[T]:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._read())
+        return self
+
+    async def next(self) -> T | None:
+        if self._done:
+            return None
+        self.start()
+        item = await self._queue.get()
+        if isinstance(item, _End):
+            self._done = True
+            if item.exc is not None:
+                raise item.exc
+            return None
+        return item
+
+    async def close(self) -> None:
+        task, self._task = self._task, None
+        self._done = True
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def __aenter__(self) -> Prefetch[T]:
+        return self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+async def pump(source: AsyncIterator[T], consume: Callable[[T], Awaitable[None]], depth: int = 4) -> None:
+    """Feed every item of ``source`` to ``consume`` in order, reading up to ``depth`` items ahead."""
+    async with Prefetch(source, depth) as ahead:
+        while (item := await ahead.next()) is not None:
+            await consume(item)

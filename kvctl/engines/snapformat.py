@@ -1,0 +1,376 @@
+"""The kvctl snapshot file format, version 1 (specified in SNAPSHOT_FORMAT.md beside this file).
+
+    header   magic "\\x89KVS\\r\\n\\x1a\\n" | u16 version | u16 flags | u32 meta length | meta JSON | u32 crc32
+    block*   24-byte frame (tag 'B', codec, count, raw and stored lengths, payload crc32, frame crc32)
+             then the stored (compressed) payload: length-prefixed records, each with its own crc32
+    trailer  tag 'T' | u64 records | u64 blocks | u64 own offset | blake2b-256 of all bytes before
+             the hash | end magic "KVS-END\\n"
+
+All integers are little-endian.  Writing is streaming (one block in memory, compressed on a
+helper thread while the next block is encoded); reading is streaming too.  Every check failure
+raises :class:`SnapshotCorrupt` naming the file offset of the structure that failed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import struct
+import zlib
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO
+
+from kvctl.errors import CorruptError, UnsupportedError
+from kvctl.store import Record
+
+MAGIC = b"\x89KVS\r\n\x1a\n"
+END_MAGIC = b"KVS-END\n"
+FORMAT_VERSION = 1
+
+HEAD = struct.Struct("<8sHHI")  # magic, version, flags, meta length
+U32 = struct.Struct("<I")
+FRAME = struct.Struct("<BBHIIII")  # tag, codec, reserved, count, raw_len, stored_len, payload crc32
+FRAME_SIZE = FRAME.size + 4  # + crc32 of the frame
+TRAILER_HEAD = struct.Struct("<B3sQQQ")  # tag, reserved, records, blocks, own offset
+TRAILER_SIZE = TRAILER_HEAD.size + 32 + len(END_MAGIC)
+REC = struct.Struct("<IBBIqQ")  # body length, type, flags, key length, expires_at_ms, version
+CRC = U32
+
+TAG_BLOCK = 0x42  # "B"
+TAG_TRAILER = 0x54  # "T"
+CODECS = {"none": 0, "zlib": 1, "zstd": 2}
+CODEC_NAMES = {v: k for k, v in CODECS.items()}
+# record types
+PUT, TOMBSTONE, TYPED = 0, 1, 2
+F_EXPIRY, F_VERSION = 1, 2
+BLOCK_RAW_TARGET = 1 << 20  # bytes of encoded records per block before it is compressed
+
+
+class SnapshotCorrupt(CorruptError):
+    """A snapshot failed a check; ``offset`` is the file offset of the structure that failed."""
+
+    def __init__(self, path: str, offset: int, what: str) -> None:
+        super().__init__(f"{path}: {what} at offset {offset}")
+        self.offset = offset
+        self.what = what
+
+
+def zstd_available() -> bool:
+    try:
+        import zstandard  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def default_codec() -> str:
+    return "zstd" if zstd_available() else "zlib"
+
+
+def _compressor(codec: str) -> Any:
+    if codec == "zstd":
+        import zstandard
+
+        return zstandard.ZstdCompressor(level=1).compress
+    if codec == "zlib":
+        return lambda data: zlib.compress(data, 1)
+    return None
+
+
+def _decompressor(codec: int, path: str, offset: int) -> Any:
+    if codec == 1:
+        return zlib.decompress
+    if codec == 2:
+        try:
+            import zstandard
+        except ImportError:
+            raise UnsupportedError(f"{path} holds zstd-compressed blocks: install the zstandard package "
+                                   "to read it") from None
+        d = zstandard.ZstdDecompressor()
+        return lambda data: d.decompress(data)
+    if codec == 0:
+        return bytes
+    raise SnapshotCorrupt(path, offset, f"unknown block codec {codec}")
+
+
+# -- writing -----------------------------------------------------------------------------------
+class SnapshotWriter:
+    """Streams records into a snapshot file object (the caller makes the file atomic)."""
+
+    def __init__(self, fh: BinaryIO, meta: dict[str, Any], codec: str = "zstd",
+                 block_size: int = BLOCK_RAW_TARGET) -> None:
+        if codec not in CODECS:
+            raise UnsupportedError(f"unknown compression {codec!r} (use {', '.join(CODECS)})")
+        self._fh = fh
+        self._hash = hashlib.blake2b(digest_size=32)
+        self._offset = 0
+        self._codec = codec
+        self._compress = _compressor(codec)
+        self._block_size = block_size
+        self._buf = bytearray()
+        self._buf_count = 0
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="kvctl-snapshot") if self._compress else None
+        self._pending: Future[tuple[int, bytes]] | None = None
+        self._pending_meta: tuple[int, int] = (0, 0)
+        self.records = 0
+        self.blocks = 0
+        self.raw_bytes = 0
+        meta = {**meta, "codec": codec, "record_checksum": "crc32", "file_hash": "blake2b-256"}
+        body = json.dumps(meta, sort_keys=True, separators=(",", ":")).encode("utf-8")
+        head = HEAD.pack(MAGIC, FORMAT_VERSION, 0, len(body)) + body
+        self._write(head + U32.pack(zlib.crc32(head)))
+
+    def _write(self, data: bytes) -> None:
+        self._fh.write(data)
+        self._hash.update(data)
+        self._offset += len(data)
+
+    def add(self, records: list[Record], *, tombstones: bool = False) -> None:
+        """Append records (types PUT, or TYPED when ``Record.kind`` is set)."""
+        buf = self._buf
+        pack = REC.pack
+        pack_crc = CRC.pack
+        crc32 = zlib.crc32
+        for rec in records:
+            key, value, exp, ver, kind = rec.key, rec.value, rec.expires_at_ms, rec.version, rec.kind
+            flags = (exp is not None) | ((ver is not None) << 1)
+            if kind is None:
+                head = pack(22 + len(key) + len(value), PUT, flags, len(key), exp or 0, ver or 0)
+                crc = crc32(value, crc32(key, crc32(head)))
+                buf += head
+                buf += key
+            else:
+                k = kind.encode("ascii")
+                head = pack(23 + len(key) + len(k) + len(value), TYPED, flags, len(key), exp or 0, ver or 0)
+                mid = key + bytes((len(k),)) + k
+                crc = crc32(value, crc32(mid, crc32(head)))
+                buf += head
+                buf += mid
+            buf += value
+            buf += pack_crc(crc)
+        self._buf_count += len(records)
+        if len(buf) >= self._block_size:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self._buf_count:
+            return
+        raw = bytes(self._buf)
+        count = self._buf_count
+        self._buf.clear()
+        self._buf_count = 0
+        self._drain()
+        if self._pool is not None:
+            self._pending = self._pool.submit(self._pack, raw)
+            self._pending_meta = (count, len(raw))
+        else:
+            self._emit(0, raw, count, len(raw))
+
+    def _pack(self, raw: bytes) -> tuple[int, bytes]:
+        stored = self._compress(raw)
+        if len(stored) >= len(raw):  # incompressible: store as is
+            return 0, raw
+        return CODECS[self._codec], stored
+
+    def _drain(self) -> None:
+        if self._pending is not None:
+            codec, stored = self._pending.result()
+            self._pending = None
+            count, raw_len = self._pending_meta
+            self._emit(codec, stored, count, raw_len)
+
+    def _emit(self, codec: int, stored: bytes, count: int, raw_len: int) -> None:
+        frame = FRAME.pack(TAG_BLOCK, codec, 0, count, raw_len, len(stored), zlib.crc32(stored))
+        self._write(frame + U32.pack(zlib.crc32(frame)))
+        self._write(stored)
+        self.records += count
+        self.blocks += 1
+        self.raw_bytes += raw_len
+
+    def finish(self) -> int:
+        """Write the last block and the trailer; returns the file size."""
+        try:
+            self._flush()
+            self._drain()
+        finally:
+            if self._pool is not None:
+                self._pool.shutdown()
+        head = TRAILER_HEAD.pack(TAG_TRAILER, b"\0\0\0", self.records, self.blocks, self._offset)
+        self._hash.update(head)
+        digest = self._hash.digest()
+        self._fh.write(head + digest + END_MAGIC)
+        self._offset += len(head) + len(digest) + len(END_MAGIC)
+        return self._offset
+
+    def abort(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
+
+
+# -- reading -----------------------------------------------------------------------------------
+@dataclass
+class Header:
+    version: int
+    meta: dict[str, Any]
+    size: int  # bytes up to the first block
+
+
+@dataclass
+class Block:
+    index: int
+    offset: int  # file offset of the frame
+    codec: int
+    count: int
+    raw_len: int
+    stored: bytes
+
+
+@dataclass
+class Trailer:
+    offset: int
+    records: int
+    blocks: int
+    digest: bytes
+
+
+@dataclass
+class Decoded:
+    records: list[Record] = field(default_factory=list)  # PUT and TYPED records
+    tombstones: list[tuple[bytes, int | None]] = field(default_factory=list)  # reserved (incremental)
+
+
+class SnapshotReader:
+    """Reads and checks a snapshot front to back.
+
+    ``header`` is read on construction; iterate ``blocks()`` (frame and payload checksums are
+    checked, the whole-file hash is accumulated), then the trailer is checked when the
+    iteration ends.  ``decode(block)`` decompresses one block and checks every record.
+    """
+
+    def __init__(self, fh: BinaryIO, name: str) -> None:
+        self._fh = fh
+        self.name = name
+        self._hash = hashlib.blake2b(digest_size=32)
+        self._offset = 0
+        self.header = self._read_header()
+        self.trailer: Trailer | None = None
+
+    def _read(self, n: int, what: str) -> bytes:
+        data = self._fh.read(n)
+        if len(data) != n:
+            raise SnapshotCorrupt(self.name, self._offset + len(data),
+                                  f"truncated: the file ends inside {what}")
+        self._hash.update(data)
+        self._offset += n
+        return data
+
+    def _read_header(self) -> Header:
+        head = self._read(HEAD.size, "the header")
+        magic, version, flags, meta_len = HEAD.unpack(head)
+        if magic != MAGIC:
+            raise SnapshotCorrupt(self.name, 0, "not a kvctl snapshot (bad magic)")
+        if version != FORMAT_VERSION:
+            raise UnsupportedError(f"{self.name} is snapshot format version {version}; this kvctl reads "
+                                   f"version {FORMAT_VERSION}")
+        if meta_len > 1 << 24:
+            raise SnapshotCorrupt(self.name, 12, "implausible header length")
+        body = self._read(meta_len, "the header")
+        (crc,) = U32.unpack(self._read(4, "the header"))
+        if crc != zlib.crc32(head + body) or flags != 0:
+            raise SnapshotCorrupt(self.name, 0, "header checksum mismatch")
+        try:
+            meta = json.loads(body)
+        except ValueError:
+            raise SnapshotCorrupt(self.name, HEAD.size, "header metadata is not JSON") from None
+        return Header(version, meta, self._offset)
+
+    def blocks(self) -> Iterator[Block]:
+        index = 0
+        framed = 0  # records the frames announce; the trailer must agree
+        while True:
+            offset = self._offset
+            tag = self._read(1, "a block frame or the trailer")
+            if tag[0] == TAG_TRAILER:
+                self._read_trailer(offset, tag, index, framed)
+                return
+            if tag[0] != TAG_BLOCK:
+                raise SnapshotCorrupt(self.name, offset, f"expected a block or the trailer, found byte {tag[0]}")
+            frame = tag + self._read(FRAME_SIZE - 1, f"block {index}'s frame")
+            _, codec, reserved, count, raw_len, stored_len, payload_crc = FRAME.unpack_from(frame)
+            if U32.unpack_from(frame, FRAME.size)[0] != zlib.crc32(frame[: FRAME.size]) or reserved:
+                raise SnapshotCorrupt(self.name, offset, f"block {index}: frame checksum mismatch")
+            stored = self._read(stored_len, f"block {index}")
+            if zlib.crc32(stored) != payload_crc:
+                raise SnapshotCorrupt(self.name, offset, f"block {index}: payload checksum mismatch")
+            yield Block(index, offset, codec, count, raw_len, stored)
+            framed += count
+            index += 1
+
+    def _read_trailer(self, offset: int, tag: bytes, blocks_seen: int, framed: int) -> None:
+        rest = self._fh.read(TRAILER_SIZE - 1)
+        data = tag + rest
+        if len(data) != TRAILER_SIZE:
+            raise SnapshotCorrupt(self.name, offset, "truncated: the trailer is incomplete")
+        head = data[: TRAILER_HEAD.size]
+        self._hash.update(head[1:])  # the tag byte is already hashed
+        _, _, records, blocks, own_offset = TRAILER_HEAD.unpack(head)
+        digest = data[TRAILER_HEAD.size: TRAILER_HEAD.size + 32]
+        if data[-len(END_MAGIC):] != END_MAGIC:
+            raise SnapshotCorrupt(self.name, offset, "trailer: bad end marker")
+        if own_offset != offset or blocks != blocks_seen:
+            raise SnapshotCorrupt(self.name, offset, f"trailer: says {blocks} blocks at offset {own_offset}, "
+                                  f"found {blocks_seen} blocks and the trailer at {offset}")
+        if records != framed:
+            raise SnapshotCorrupt(self.name, offset, f"trailer: says {records} records, the blocks hold {framed}")
+        if self._hash.digest() != digest:
+            raise SnapshotCorrupt(self.name, offset, "trailer: whole-file hash mismatch")
+        if self._fh.read(1):
+            raise SnapshotCorrupt(self.name, offset + TRAILER_SIZE, "unexpected bytes after the trailer")
+        self.trailer = Trailer(offset, records, blocks, digest)
+
+    def decode(self, block: Block) -> Decoded:
+        """The block's records, each checked against its crc32."""
+        raw = _decompressor(block.codec, self.name, block.offset)(block.stored) if block.codec else block.stored
+        if len(raw) != block.raw_len:
+            raise SnapshotCorrupt(self.name, block.offset, f"block {block.index}: decompressed to "
+                                  f"{len(raw)} bytes, expected {block.raw_len}")
+        out = Decoded()
+        records = out.records
+        unpack = REC.unpack_from
+        crc_at = CRC.unpack_from
+        crc32 = zlib.crc32
+        pos, end_all, n = 0, len(raw), 0
+        try:
+            while pos < end_all:
+                body_len, typ, flags, klen, exp, ver = unpack(raw, pos)
+                end = pos + 4 + body_len
+                if end + 4 > end_all or klen > body_len - 22:
+                    raise ValueError("record length out of bounds")
+                if crc32(raw[pos:end]) != crc_at(raw, end)[0]:
+                    raise ValueError("record checksum mismatch")
+                kstart = pos + 26
+                key = raw[kstart: kstart + klen]
+                e = exp if flags & F_EXPIRY else None
+                v = ver if flags & F_VERSION else None
+                if typ == PUT:
+                    records.append(Record(key, raw[kstart + klen: end], e, v))
+                elif typ == TYPED:
+                    kl = raw[kstart + klen]
+                    kind = raw[kstart + klen + 1: kstart + klen + 1 + kl].decode("ascii")
+                    records.append(Record(key, raw[kstart + klen + 1 + kl: end], e, v, kind))
+                elif typ == TOMBSTONE:
+                    out.tombstones.append((key, v))
+                else:
+                    raise ValueError(f"unknown record type {typ}")
+                pos = end + 4
+                n += 1
+        except (ValueError, struct.error, IndexError, UnicodeDecodeError) as exc:
+            raise SnapshotCorrupt(self.name, block.offset, f"block {block.index}, record {n} (byte {pos} "
+                                  f"of the decompressed block): {exc}") from None
+        if n != block.count:
+            raise SnapshotCorrupt(self.name, block.offset,
+                                  f"block {block.index}: holds {n} records, its frame says {block.count}")
+        return out
+

@@ -1,0 +1,72 @@
+"""Opening stores for the engines, and the optional typed-value calls (``dump_many``/``restore_many``).
+
+Engines work on the async form of the protocol inside one event loop per command.  The typed
+calls are optional protocol members (declared by ``Capabilities.typed_values``); a sync store
+adapted by :mod:`kvctl.adapt` keeps them on the wrapped store, so they are reached here through
+the adapter's worker thread (the adapter forwards only the core protocol).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Sequence
+from typing import Any
+
+from kvctl.adapt import AsyncAdapter, to_async
+from kvctl.codec import show
+from kvctl.errors import UnsupportedError
+from kvctl.registry import open_url
+from kvctl.store import AsyncStore, Record
+
+
+def open_async(url: str) -> AsyncStore:
+    return to_async(open_url(url))
+
+
+def describe(store: Any) -> str:
+    """The store's redacted URL (or its backend name), for messages and summaries."""
+    url = getattr(store, "url", None)
+    return url.redacted() if url is not None else str(getattr(store, "name", "store"))
+
+
+def show_key(key: bytes) -> str:
+    """A key for a one-line message: text with backslash escapes for non-UTF-8 bytes."""
+    text = show(key, "text")
+    return text if len(text) <= 200 else text[:200] + "..."
+
+
+def _typed_call(store: Any, name: str) -> tuple[Any, Any] | None:
+    fn = getattr(store, name, None)
+    if callable(fn):
+        return None, fn
+    if isinstance(store, AsyncAdapter):
+        inner_fn = getattr(store.inner, name, None)
+        if callable(inner_fn):
+            return store, inner_fn
+    return None
+
+
+def has_typed_values(store: Any) -> bool:
+    """True when the store declares typed values and offers both dump_many and restore_many."""
+    return bool(store.capabilities.typed_values) and all(
+        _typed_call(store, n) is not None for n in ("dump_many", "restore_many")
+    )
+
+
+async def _invoke(store: Any, name: str, arg: Any) -> Any:
+    call = _typed_call(store, name)
+    if call is None:
+        raise UnsupportedError(f"{describe(store)} offers no {name}")
+    adapter, fn = call
+    if adapter is not None:
+        return await adapter._call(fn, arg)  # the adapter's single driver thread
+    result = fn(arg)
+    return await result if inspect.isawaitable(result) else result
+
+
+async def dump_many(store: Any, keys: Sequence[bytes]) -> list[Record | None]:
+    return list(await _invoke(store, "dump_many", list(keys)))
+
+
+async def restore_many(store: Any, records: Sequence[Record]) -> None:
+    await _invoke(store, "restore_many", list(records))

@@ -1,0 +1,248 @@
+"""Writing batches of records into a destination: the shared back half of migrate, import, restore.
+
+:class:`BatchWriter` takes one batch of source records at a time and applies, in order:
+
+1. expiry: records whose absolute expiry has passed are skipped and counted;
+2. typed values (``Record.kind``): copied with ``dump_many``/``restore_many`` when both sides
+   declare ``typed_values``, otherwise reported by name and counted as *incomplete*;
+3. TTLs: a destination without the ``ttl`` capability refuses a record with an expiry
+   (:class:`UnsupportedError`) unless ``drop_ttl`` is set, which writes it without one;
+4. size limits the destination declares: an oversize record is reported and counted as *failed*
+   (the rest of the batch is still written);
+5. the conflict policy (``overwrite``, ``skip``, ``newer``, ``fail``): every policy but
+   ``overwrite`` reads the batch's keys from the destination with one ``get_many``;
+6. one ``set_many`` (and one ``restore_many`` for typed records), unless this is a dry run.
+
+Per-record work is kept to one pass over the batch with a handful of attribute reads, because
+this loop runs for every key a migrate moves.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal, get_args
+
+from kvctl.errors import ConflictError, UnsupportedError
+from kvctl.store import AsyncStore, Record, now_ms
+
+from .storeops import describe, dump_many, restore_many, show_key
+
+Policy = Literal["overwrite", "skip", "newer", "fail"]
+POLICIES: tuple[str, ...] = get_args(Policy)
+MAX_NAMED = 1000  # keys named in a summary per kind of problem; the counts stay exact
+
+
+@dataclass
+class Counts:
+    """What happened to the records an engine read.  Checkpoints persist exactly these fields."""
+
+    read: int = 0  # records read from the source that matched the filters
+    copied: int = 0  # written (or, in a dry run, that would be written)
+    skipped: int = 0  # left alone by the conflict policy
+    expired: int = 0  # already expired when about to be written
+    failed: int = 0  # over a destination limit
+    incomplete: int = 0  # typed values the destination cannot hold
+    ttl_dropped: int = 0  # written without their expiry (--drop-ttl)
+    bytes: int = 0  # key + value bytes written (or that would be)
+
+    def add(self, other: Counts) -> None:
+        for name, value in asdict(other).items():
+            setattr(self, name, getattr(self, name) + value)
+
+    def to_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Counts:
+        return cls(**{k: int(v) for k, v in data.items() if k in cls.__dataclass_fields__})
+
+
+@dataclass
+class Problems:
+    """Keys that were not copied, by name (bounded), with the reason."""
+
+    incomplete: list[tuple[bytes, str]] = field(default_factory=list)  # (key, kind)
+    failed: list[tuple[bytes, str]] = field(default_factory=list)  # (key, reason)
+
+    def note_incomplete(self, key: bytes, kind: str) -> None:
+        if len(self.incomplete) < MAX_NAMED:
+            self.incomplete.append((key, kind))
+
+    def note_failed(self, key: bytes, reason: str) -> None:
+        if len(self.failed) < MAX_NAMED:
+            self.failed.append((key, reason))
+
+    def extend(self, other: Problems) -> None:
+        self.incomplete.extend(other.incomplete[: MAX_NAMED - len(self.incomplete)])
+        self.failed.extend(other.failed[: MAX_NAMED - len(self.failed)])
+
+
+def check_policy(policy: str, src_versions: bool, dst: AsyncStore) -> None:
+    """Refuse a policy the two sides cannot honour, before anything is written."""
+    if policy not in POLICIES:
+        raise UnsupportedError(f"unknown conflict policy {policy!r} (use one of {', '.join(POLICIES)})")
+    if policy == "newer" and not (src_versions and dst.capabilities.versions):
+        side = "the source" if not src_versions else describe(dst)
+        raise UnsupportedError(
+            f"--on-conflict newer compares versions, but {side} does not keep versions",
+            hint="use overwrite, skip or fail",
+        )
+
+
+class BatchWriter:
+    """Applies expiry, typed values, TTL support, limits and the conflict policy, then writes."""
+
+    def __init__(
+        self,
+        dst: AsyncStore,
+        *,
+        policy: Policy = "overwrite",
+        source: AsyncStore | None = None,
+        typed_ok: bool = False,
+        drop_ttl: bool = False,
+        dry_run: bool = False,
+        unversioned_wins: bool = True,
+    ) -> None:
+        self.dst = dst
+        self.policy = policy
+        self.source = source  # where dump_many reads typed values from (None: records carry them)
+        self.typed_ok = typed_ok
+        self.drop_ttl = drop_ttl
+        self.dry_run = dry_run
+        self.unversioned_wins = unversioned_wins
+        caps = dst.capabilities
+        self._dst_ttl = caps.ttl
+        self._max_key = caps.max_key_size
+        self._max_value = caps.max_value_size
+        self.counts = Counts()
+        self.problems = Problems()
+
+    async def write(self, records: list[Record]) -> None:
+        """Process one batch (already filtered by key)."""
+        counts = self.counts
+        counts.read += len(records)
+        now = now_ms()
+        plain: list[Record] = []
+        typed: list[Record] = []
+        has_ttl = False
+        expired = 0
+        append = plain.append
+        for rec in records:
+            if rec.kind is not None:
+                typed.append(rec)
+                continue
+            exp = rec.expires_at_ms
+            if exp is not None:
+                if exp <= now:
+                    expired += 1
+                    continue
+                has_ttl = True
+            append(rec)
+        counts.expired += expired
+        if typed:
+            dumped = await self._typed(typed, now)
+            for rec in dumped:
+                has_ttl = has_ttl or rec.expires_at_ms is not None
+        else:
+            dumped = []
+        if has_ttl and not self._dst_ttl:
+            plain, dumped = self._without_ttl(plain), self._without_ttl(dumped)
+        if self._max_key is not None or self._max_value is not None:
+            plain = self._within_limits(plain)
+        if self.policy != "overwrite" and (plain or dumped):
+            plain, dumped = await self._resolve(plain, dumped)
+        if not self.dry_run:
+            if plain:
+                await self.dst.set_many(plain)
+            if dumped:
+                await restore_many(self.dst, dumped)
+        counts.copied += len(plain) + len(dumped)
+        size = 0
+        for rec in plain:
+            size += len(rec.key) + len(rec.value)
+        for rec in dumped:
+            size += len(rec.key) + len(rec.value)
+        counts.bytes += size
+
+    async def _typed(self, typed: list[Record], now: int) -> list[Record]:
+        """Typed records ready to restore; the rest reported as incomplete."""
+        if not self.typed_ok:
+            self.counts.incomplete += len(typed)
+            for rec in typed:
+                self.problems.note_incomplete(rec.key, rec.kind or "?")
+            return []
+        if self.source is not None:
+            fetched = await dump_many(self.source, [r.key for r in typed])
+            # a None is a key deleted since the scan: nothing to copy
+            ready = [r for r in fetched if r is not None]
+        else:
+            ready = typed  # records from a snapshot or an export already carry the dump
+        live = [r for r in ready if r.expires_at_ms is None or r.expires_at_ms > now]
+        self.counts.expired += len(ready) - len(live)
+        return live
+
+    def _without_ttl(self, records: list[Record]) -> list[Record]:
+        if not records:
+            return records
+        if not self.drop_ttl:
+            for rec in records:
+                if rec.expires_at_ms is not None:
+                    raise UnsupportedError(
+                        f"key {show_key(rec.key)!r} has an expiry but {describe(self.dst)} "
+                        "cannot store expiries",
+                        hint="add --drop-ttl to copy such keys without their expiry",
+                    )
+        out = []
+        for rec in records:
+            if rec.expires_at_ms is not None:
+                self.counts.ttl_dropped += 1
+                rec = Record(rec.key, rec.value, None, rec.version, rec.kind)
+            out.append(rec)
+        return out
+
+    def _within_limits(self, records: list[Record]) -> list[Record]:
+        max_key = self._max_key if self._max_key is not None else float("inf")
+        max_value = self._max_value if self._max_value is not None else float("inf")
+        out = []
+        for rec in records:
+            if len(rec.key) > max_key:
+                self.counts.failed += 1
+                self.problems.note_failed(rec.key, f"key of {len(rec.key)} bytes over the limit {max_key}")
+            elif len(rec.value) > max_value:
+                self.counts.failed += 1
+                self.problems.note_failed(
+                    rec.key, f"value of {len(rec.value)} bytes over the limit {max_value}")
+            else:
+                out.append(rec)
+        return out
+
+    async def _resolve(self, plain: list[Record], dumped: list[Record]) -> tuple[list[Record], list[Record]]:
+        """Apply skip/newer/fail against what the destination holds now."""
+        candidates = plain + dumped
+        existing = await self.dst.get_many([r.key for r in candidates])
+        keep: set[int] = set()
+        for i, (rec, old) in enumerate(zip(candidates, existing, strict=True)):
+            if old is None:
+                keep.add(i)
+            elif self.policy == "fail":
+                if self.dry_run:  # report what a real run would stop at, and keep counting
+                    self.counts.failed += 1
+                    self.problems.note_failed(rec.key, "already exists (--on-conflict fail)")
+                    continue
+                raise ConflictError(
+                    f"key {show_key(rec.key)!r} already exists in {describe(self.dst)} (--on-conflict fail)"
+                )
+            elif self.policy == "newer":
+                if rec.version is None or old.version is None:
+                    if self.unversioned_wins:
+                        keep.add(i)
+                elif rec.version > old.version:
+                    keep.add(i)
+            # skip: an existing key is left alone
+        if self.policy != "fail":
+            self.counts.skipped += len(candidates) - len(keep)
+        n = len(plain)
+        return (
+            [r for i, r in enumerate(plain) if i in keep],
+            [r for i, r in enumerate(dumped, n) if i in keep],
+        )
