@@ -68,6 +68,7 @@ def writer(directory: str, seed: int, kill_point: str | None) -> None:
         _install_kill_point(kill_point)
     print("READY", flush=True)
     n = 0
+    op: dict[str, object]
     while True:
         n += 1
         tag = f"{seed}.{n}"
