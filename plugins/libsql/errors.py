@@ -1,0 +1,103 @@
+"""libsql-client (and aiohttp, sqlite3 underneath it) exceptions -> kvctl's error tree.
+
+libsql-client reports SQLite failures as ``LibsqlError`` with the SQLite error name as its code
+(``SQLITE_BUSY``, ``SQLITE_NOTADB`` ...) for local files and the server's codes for remote ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+from collections.abc import Iterator
+
+import aiohttp
+from libsql_client import LibsqlError
+
+from kvctl.errors import (
+    AuthError,
+    BadURLError,
+    CorruptError,
+    KvctlError,
+    LimitError,
+    LockedError,
+    StoreIOError,
+    TimeoutError_,
+    UnavailableError,
+)
+
+DRIVER_ERRORS = (LibsqlError, sqlite3.Error, aiohttp.ClientError, OSError, asyncio.TimeoutError)
+
+_BY_CODE: dict[str, type[KvctlError]] = {
+    "SQLITE_NOTADB": CorruptError,
+    "SQLITE_CORRUPT": CorruptError,
+    "SQLITE_BUSY": LockedError,
+    "SQLITE_LOCKED": LockedError,
+    "SQLITE_TOOBIG": LimitError,
+    "SQLITE_AUTH": AuthError,
+    "SQLITE_PERM": AuthError,
+    "CLIENT_CLOSED": StoreIOError,
+    "HRANA_WEBSOCKET_ERROR": UnavailableError,
+    "HRANA_PROTO_ERROR": UnavailableError,
+}
+
+
+def _one_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+def translate(exc: BaseException, where: str, action: str, *, writing: bool = False) -> KvctlError:
+    detail = _one_line(exc)
+    outcome = " (the batch is one transaction: applied entirely or not at all)" if writing else ""
+    if isinstance(exc, KvctlError):
+        return exc
+    if isinstance(exc, aiohttp.WSServerHandshakeError | aiohttp.ClientResponseError):
+        if exc.status in (401, 403):
+            return AuthError(f"{where}: the server refused the auth token (HTTP {exc.status})")
+        return UnavailableError(f"{where}: the server answered HTTP {exc.status} while trying to {action}")
+    if isinstance(exc, asyncio.TimeoutError):
+        return TimeoutError_(f"{where}: timed out while trying to {action}{outcome}")
+    if isinstance(exc, aiohttp.ClientError):
+        return UnavailableError(f"{where}: cannot reach the server while trying to {action}: {detail}{outcome}")
+    if isinstance(exc, LibsqlError):
+        code = exc.code or ""
+        explanation = exc.explanation
+        if code.startswith("URL_"):
+            return BadURLError(f"{where}: {explanation}")
+        if code == "SERVER_ERROR" and ("401" in explanation or "403" in explanation):
+            return AuthError(f"{where}: the server refused the auth token ({explanation})")
+        if "AUTH" in code:
+            return AuthError(f"{where}: {explanation} ({code})")
+        kind = _BY_CODE.get(code)
+        if kind is CorruptError:
+            return CorruptError(f"{where}: not a usable database: {explanation} ({code})")
+        if kind is LockedError:
+            return LockedError(f"{where}: the database is locked by another writer ({code}){outcome}",
+                               hint="raise ?timeout= or retry")
+        if kind is not None:
+            return kind(f"{where}: {action} failed: {explanation} ({code}){outcome}")
+        if code == "SQLITE_CANTOPEN":
+            return StoreIOError(f"{where}: cannot open the database file: {explanation}")
+        if code == "SERVER_ERROR":
+            return UnavailableError(f"{where}: {explanation}{outcome}")
+        return StoreIOError(f"{where}: {action} failed: {explanation} ({code}){outcome}")
+    if isinstance(exc, sqlite3.Error):
+        name = getattr(exc, "sqlite_errorname", "")
+        if name == "SQLITE_NOTADB":
+            return CorruptError(f"{where}: not a database: {detail}")
+        return StoreIOError(f"{where}: {action} failed: {detail}")
+    if isinstance(exc, OSError):
+        return UnavailableError(f"{where}: cannot reach the server while trying to {action}: {detail}{outcome}")
+    return StoreIOError(f"{where}: {action} failed: {type(exc).__name__}: {detail}{outcome}")
+
+
+@contextlib.contextmanager
+def translated(where: str, action: str, *, writing: bool = False) -> Iterator[None]:
+    """Re-raise any driver exception inside the block as a kvctl error (the driver's as cause)."""
+    try:
+        yield
+    except KvctlError:
+        raise
+    except DRIVER_ERRORS as exc:
+        raise translate(exc, where, action, writing=writing) from exc
