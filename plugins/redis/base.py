@@ -18,7 +18,7 @@ from kvctl.store import Capabilities, Page, Record, StoreBase, StoreURL, now_ms
 
 from . import scripts
 from .cache import DELETED, INVALIDATED, Invalidator, LocalCache
-from .errors import translating
+from .errors import DRIVER_ERRORS, translate, translating
 from .options import RedisSettings
 
 MAX_STRING = 512 * 1024 * 1024  # Redis's proto-max-bulk-len default: the largest key or value
@@ -96,23 +96,32 @@ class RedisStoreBase(StoreBase):
     def _records(self, keys: Sequence[bytes]) -> list[Record | None]:
         """Read from Redis; ``keys`` are store keys (no namespace)."""
         ns = self.ns
-        with translating(self.where):
+        try:
             replies = self._fetch([ns + k for k in keys] if ns else list(keys))
+        except DRIVER_ERRORS as exc:
+            raise translate(exc, self.where) from None
         now = now_ms()
         relative = self.relative_ttl
         out: list[Record | None] = []
-        for key, (value, exp_reply) in zip(keys, replies, strict=True):
-            if value is None or exp_reply == -2:
-                out.append(None)
+        append = out.append
+        for key, (value, exp) in zip(keys, replies, strict=True):
+            # exp: PEXPIRETIME's absolute ms (PTTL's relative ms before 7.0); -1 none, -2 missing
+            if value is None or exp == -2:
+                append(None)
                 continue
-            exp = expiry(exp_reply, now, relative)
-            if exp is not None and exp <= now:
-                out.append(None)
-            elif isinstance(value, bytes):
-                out.append(Record(key, value, exp))
+            if exp < 0:
+                exp = None
+            else:
+                if relative:
+                    exp += now
+                if exp <= now:
+                    append(None)
+                    continue
+            if value.__class__ is bytes:
+                append(Record(key, value, exp))
             else:  # another Redis type: reported, never dropped
                 kind = value[0].decode() if isinstance(value[0], bytes) else str(value[0])
-                out.append(Record(key, b"", exp, kind=kind))
+                append(Record(key, b"", exp, kind=kind))
         return out
 
     def get(self, key: bytes) -> Record | None:
@@ -159,16 +168,20 @@ class RedisStoreBase(StoreBase):
         ns = self.ns
         if ns:
             batch = [Record(ns + r.key, r.value, r.expires_at_ms) for r in batch]
-        with translating(self.where):
+        try:
             self._write(batch, publish)
+        except DRIVER_ERRORS as exc:
+            raise translate(exc, self.where) from None
 
     def delete_many(self, keys: Sequence[bytes]) -> int:
         if not keys:
             return 0
         publish = self._invalidate(DELETED, keys)
         ns = self.ns
-        with translating(self.where):
+        try:
             return self._unlink([ns + k for k in keys] if ns else list(keys), publish)
+        except DRIVER_ERRORS as exc:
+            raise translate(exc, self.where) from None
 
     def _invalidate(self, kind: str, keys: Sequence[bytes]) -> Commands:
         """Evict ``keys`` here and return the PUBLISH commands that evict them elsewhere."""

@@ -61,6 +61,10 @@ def translate(exc: BaseException, where: str) -> KvctlError:
     return StoreIOError(f"{where} failed: {reason}")
 
 
+# What the driver raises; hot paths catch this tuple directly (a @contextmanager costs ~1 µs).
+DRIVER_ERRORS = (rx.RedisError, rx.RedisClusterException, OSError)
+
+
 @contextmanager
 def translating(where: str) -> Iterator[None]:
     """Re-raise any driver exception as the matching kvctl error (one line, no traceback)."""
@@ -68,5 +72,5 @@ def translating(where: str) -> Iterator[None]:
         yield
     except KvctlError:
         raise
-    except (rx.RedisError, rx.RedisClusterException, OSError) as exc:
+    except DRIVER_ERRORS as exc:
         raise translate(exc, where) from None

@@ -1,0 +1,320 @@
+"""kvctl's Redis backends against raw redis-py, side by side in one run.
+
+    python bench/redis_bench.py [--cpu N] [--out bench/redis_RESULTS.md] [--quick]
+
+Starts its own servers (a standalone redis-server and a 3-master cluster, never the test
+services), pins them and this process to one CPU with taskset (reference section 6: loopback
+round trips cost 18 µs on one core, ~76 µs across cores, so unpinned figures are noise), then
+times each operation through kvctl and through the fastest raw redis-py call for the same work,
+alternating the two in rounds so drift hits both alike.  Figures are medians over rounds of the
+mean time per operation (µs); values are 100 random bytes; keys ``key-<i>``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import hiredis
+import redis
+from redis.cluster import ClusterNode, RedisCluster
+
+from kvctl.registry import open_url
+from kvctl.store import Record
+
+VALUE = os.urandom(100)
+BATCH = 1000
+
+
+def free_port() -> int:
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port < 55000:
+            return port
+
+
+class Servers:
+    def __init__(self, cpu: int) -> None:
+        self.cpu = cpu
+        self.dir = Path(tempfile.mkdtemp(prefix="kvctl-redis-bench-"))
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def start(self, *args: str) -> int:
+        port = free_port()
+        workdir = self.dir / str(port)
+        workdir.mkdir()
+        self.procs.append(subprocess.Popen(
+            ["taskset", "-c", str(self.cpu), "redis-server", "--port", str(port), "--bind", "127.0.0.1",
+             "--save", "", "--appendonly", "no", "--dir", str(workdir), "--logfile", str(workdir / "log"), *args],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        client = redis.Redis(port=port)
+        for _ in range(200):
+            try:
+                client.ping()
+                return port
+            except redis.ConnectionError:
+                time.sleep(0.05)
+        raise SystemExit(f"redis-server on port {port} did not start")
+
+    def cluster(self) -> list[int]:
+        ports = [self.start("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf") for _ in range(3)]
+        subprocess.run(["redis-cli", "--cluster", "create", *[f"127.0.0.1:{p}" for p in ports],
+                        "--cluster-replicas", "0", "--cluster-yes"], check=True, capture_output=True)
+        for port in ports:
+            client = redis.Redis(port=port)
+            while b"cluster_state:ok" not in client.execute_command("CLUSTER", "INFO"):
+                time.sleep(0.05)
+        return ports
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            proc.send_signal(signal.SIGTERM)
+        for proc in self.procs:
+            proc.wait(timeout=10)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def timed(fn: Callable[[], Any], ops: int, loops: int) -> float:
+    """Mean µs per operation over ``loops`` calls of ``fn`` (each doing ``ops`` operations)."""
+    start = time.perf_counter_ns()
+    for _ in range(loops):
+        fn()
+    return (time.perf_counter_ns() - start) / loops / ops / 1000
+
+
+def compare(pairs: dict[str, tuple[Callable[[], Any], int]], loops: int, rounds: int) -> dict[str, float]:
+    """Median µs/op of each function, the functions interleaved round by round."""
+    for fn, _ in pairs.values():  # warm up: connections, scripts, caches
+        for _ in range(max(3, loops // 10)):
+            fn()
+    samples: dict[str, list[float]] = {name: [] for name in pairs}
+    for _ in range(rounds):
+        for name, (fn, ops) in pairs.items():
+            samples[name].append(timed(fn, ops, loops))
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def standalone(port: int, quick: bool) -> list[tuple[str, str, float, str, float, str]]:
+    rounds = 5 if quick else 11
+    raw = redis.Redis(port=port)
+    store = open_url(f"redis://127.0.0.1:{port}/0")
+    keys = [b"key-%d" % i for i in range(BATCH)]
+    raw.mset({k: VALUE for k in keys})
+    records = [Record(k, VALUE) for k in keys]
+    deadline = int(time.time() * 1000) + 3_600_000
+    timed_records = [Record(k, VALUE, deadline) for k in keys]
+
+    def raw_pipe_get() -> Any:
+        p = raw.pipeline(transaction=False)
+        for k in keys:
+            p.get(k)
+        return p.execute()
+
+    def raw_pipe_get_exp() -> Any:
+        p = raw.pipeline(transaction=False)
+        for k in keys:
+            p.get(k)
+            p.pexpiretime(k)
+        return p.execute()
+
+    def raw_pipe_set() -> Any:
+        p = raw.pipeline(transaction=False)
+        for k in keys:
+            p.set(k, VALUE)
+        return p.execute()
+
+    def raw_pipe_set_pxat() -> Any:
+        p = raw.pipeline(transaction=False)
+        for k in keys:
+            p.set(k, VALUE, pxat=deadline)
+        return p.execute()
+
+    mapping = {k: VALUE for k in keys}
+    single = compare({
+        "kvctl get": (lambda: store.get(b"key-1"), 1), "raw GET": (lambda: raw.get(b"key-1"), 1),
+        "kvctl set": (lambda: store.set(b"key-1", VALUE), 1), "raw SET": (lambda: raw.set(b"key-1", VALUE), 1),
+    }, loops=500 if quick else 2000, rounds=rounds)
+    batch = compare({
+        "kvctl get_many": (lambda: store.get_many(keys), BATCH),
+        "raw MGET": (lambda: raw.mget(keys), BATCH),
+        "raw pipeline GET": (raw_pipe_get, BATCH),
+        "raw pipeline GET+PEXPIRETIME": (raw_pipe_get_exp, BATCH),
+        "kvctl set_many": (lambda: store.set_many(records), BATCH),
+        "raw MSET": (lambda: raw.mset(mapping), BATCH),
+        "raw pipeline SET": (raw_pipe_set, BATCH),
+        "kvctl set_many with expiry": (lambda: store.set_many(timed_records), BATCH),
+        "raw pipeline SET PXAT": (raw_pipe_set_pxat, BATCH),
+    }, loops=5 if quick else 20, rounds=rounds)
+    store.close()
+
+    cached = open_url(f"redis://127.0.0.1:{port}/0?local_cache=10000&cache_ttl=30s")
+    cached.invalidator.subscribed.wait(5)
+    cached.get(b"key-1")
+    local: dict[str, Any] = {}
+    hit = compare({"kvctl get, local cache hit": (lambda: cached.get(b"key-1"), 1),
+                   "dict lookup": (lambda: local.get(b"key-1"), 1)},
+                  loops=20_000 if quick else 200_000, rounds=rounds)
+    assert cached.cache is not None and cached.cache.hits > 0
+    cached.close()
+    return [
+        ("single get (100 B)", "kvctl get", single["kvctl get"], "raw GET", single["raw GET"], "≤ 1.15×"),
+        ("single set (100 B)", "kvctl set", single["kvctl set"], "raw SET", single["raw SET"], "≤ 1.15×"),
+        ("batch get 1,000 (value + expiry)", "kvctl get_many", batch["kvctl get_many"],
+         "raw pipeline GET+PEXPIRETIME", batch["raw pipeline GET+PEXPIRETIME"], "≤ 1.25×"),
+        ("batch get 1,000", "kvctl get_many", batch["kvctl get_many"], "raw pipeline GET",
+         batch["raw pipeline GET"], "≤ 1.25×"),
+        ("batch get 1,000 (MGET: values only)", "kvctl get_many", batch["kvctl get_many"], "raw MGET",
+         batch["raw MGET"], "≤ 1.25× (see note)"),
+        ("batch set 1,000", "kvctl set_many", batch["kvctl set_many"], "raw pipeline SET",
+         batch["raw pipeline SET"], "≤ 1.25×"),
+        ("batch set 1,000 (MSET)", "kvctl set_many", batch["kvctl set_many"], "raw MSET", batch["raw MSET"],
+         "≤ 1.25×"),
+        ("batch set 1,000 with expiry", "kvctl set_many", batch["kvctl set_many with expiry"],
+         "raw pipeline SET PXAT", batch["raw pipeline SET PXAT"], "≤ 1.25×"),
+        ("local cache hit", "kvctl get (hit)", hit["kvctl get, local cache hit"], "dict.get",
+         hit["dict lookup"], "< 2 µs"),
+    ]
+
+
+def cluster(ports: list[int], quick: bool) -> list[tuple[str, str, float, str, float, str]]:
+    rounds = 5 if quick else 9
+    rc = RedisCluster(startup_nodes=[ClusterNode("127.0.0.1", p) for p in ports])
+    seeds = ",".join(f"127.0.0.1:{p}" for p in ports[1:])
+    store = open_url(f"redis+cluster://127.0.0.1:{ports[0]}?seeds={seeds}")
+    keys = [b"key-%d" % i for i in range(BATCH)]
+    records = [Record(k, VALUE) for k in keys]
+    store.set_many(records)
+
+    def raw_pipe_get() -> Any:
+        p = rc.pipeline()
+        for k in keys:
+            p.get(k)
+        return p.execute()
+
+    def raw_pipe_set() -> Any:
+        p = rc.pipeline()
+        for k in keys:
+            p.set(k, VALUE)
+        return p.execute()
+
+    single = compare({
+        "kvctl get": (lambda: store.get(b"key-1"), 1), "raw GET": (lambda: rc.get(b"key-1"), 1),
+        "kvctl set": (lambda: store.set(b"key-1", VALUE), 1), "raw SET": (lambda: rc.set(b"key-1", VALUE), 1),
+    }, loops=300 if quick else 1000, rounds=rounds)
+    batch = compare({
+        "kvctl get_many": (lambda: store.get_many(keys), BATCH),
+        "raw cluster pipeline GET": (raw_pipe_get, BATCH),
+        "raw mget_nonatomic": (lambda: rc.mget_nonatomic(keys), BATCH),
+        "kvctl set_many": (lambda: store.set_many(records), BATCH),
+        "raw cluster pipeline SET": (raw_pipe_set, BATCH),
+    }, loops=3 if quick else 8, rounds=rounds)
+    store.close()
+    rc.close()
+    return [
+        ("cluster single get", "kvctl get", single["kvctl get"], "raw RedisCluster.get", single["raw GET"],
+         "≤ 1.15×"),
+        ("cluster single set", "kvctl set", single["kvctl set"], "raw RedisCluster.set", single["raw SET"],
+         "≤ 1.15×"),
+        ("cluster batch get 1,000", "kvctl get_many", batch["kvctl get_many"], "raw cluster pipeline GET",
+         batch["raw cluster pipeline GET"], "≤ 1.25×"),
+        ("cluster batch get 1,000", "kvctl get_many", batch["kvctl get_many"], "raw mget_nonatomic",
+         batch["raw mget_nonatomic"], "≤ 1.25×"),
+        ("cluster batch set 1,000", "kvctl set_many", batch["kvctl set_many"], "raw cluster pipeline SET",
+         batch["raw cluster pipeline SET"], "≤ 1.25×"),
+    ]
+
+
+def verdict(kvctl_us: float, raw_us: float, target: str) -> str:
+    if target.startswith("<"):
+        return "met" if kvctl_us < float(target.split()[1]) else "MISSED"
+    limit = float(target.split()[1].rstrip("×"))
+    return "met" if kvctl_us <= raw_us * limit else "MISSED"
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "?"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cpu", type=int, default=0, help="the one CPU for this process and the servers")
+    parser.add_argument("--out", default=str(Path(__file__).with_name("redis_RESULTS.md")))
+    parser.add_argument("--quick", action="store_true", help="fewer rounds (a smoke run)")
+    args = parser.parse_args()
+    os.sched_setaffinity(0, {args.cpu})
+    servers = Servers(args.cpu)
+    try:
+        port = servers.start()
+        version = redis.Redis(port=port).info()["redis_version"]
+        rows = standalone(port, args.quick)
+        rows += cluster(servers.cluster(), args.quick)
+    finally:
+        servers.stop()
+
+    command = "python " + " ".join(["bench/redis_bench.py", *sys.argv[1:]])
+    lines = [
+        "# Redis backends: kvctl vs raw redis-py",
+        "",
+        "Generated by:",
+        "",
+        f"    {command}",
+        "",
+        f"Machine: {cpu_model()}, {os.cpu_count()} CPUs; client and every server pinned to CPU {args.cpu} "
+        f"(taskset). Python {platform.python_version()}, redis-py {redis.__version__}, hiredis "
+        f"{hiredis.__version__}, Redis {version} (no persistence: `--save '' --appendonly no`). "
+        f"One run, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
+        "",
+        "Workload: keys `key-<i>`, 100-byte random values; single ops on one key; batches of 1,000 keys. "
+        "Each figure is the median over alternating rounds of the mean µs per key; kvctl and raw "
+        "calls run interleaved in the same process against the same server.",
+        "",
+        "| operation | kvctl | µs/key | raw redis-py | µs/key | ratio | target | |",
+        "|---|---|---:|---|---:|---:|---|---|",
+    ]
+    for what, ours, ours_us, theirs, theirs_us, target in rows:
+        lines.append(f"| {what} | {ours} | {ours_us:.3f} | {theirs} | {theirs_us:.3f} | "
+                     f"{ours_us / theirs_us:.2f}× | {target} | {verdict(ours_us, theirs_us, target)} |")
+    lines += [
+        "",
+        "Notes:",
+        "- kvctl's `get`/`get_many` return each key's absolute expiry too (`PEXPIRETIME`), which a raw "
+        "`GET`/`MGET` does not: the like-for-like raw call is the pipeline of GET+PEXPIRETIME. MGET "
+        "alone is shown for honesty; kvctl pays one Lua loop of PEXPIRETIME on the server "
+        "(~0.7 µs/key) beside its MGET, and on one pinned core the server's time adds to the client's.",
+        "- kvctl's hot paths write commands to a pooled redis-py connection and read the replies "
+        "directly, skipping redis-py's per-command bookkeeping; that is why a kvctl get (GET + "
+        "PEXPIRETIME in one round trip) can beat a raw `Redis.get`.",
+        "- `set_many` sends records without expiry as MSET and the others as one Lua script of "
+        "`SET .. PXAT`, in MULTI/EXEC when there are several commands (the batch is atomic).",
+        "- Cluster batches go to each master as one Lua script over its keys (allow-cross-slot-keys); "
+        "all three servers share the one pinned CPU here, so the nodes do not work in parallel.",
+        "- Seed figures (Session, illustrative, no benchmark behind them): Redis read ~1–5 ms, "
+        "clustered read hit ~0.01 ms (10 µs). The local cache hit above is measured through "
+        "`store.get` with the invalidation subscriber running.",
+    ]
+    Path(args.out).write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
