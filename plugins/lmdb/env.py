@@ -3,8 +3,8 @@
 LMDB allows one open handle per environment per process (a second one would release the first
 one's locks when closed), so stores of one directory in one process share a :class:`SharedEnv`,
 reference-counted.  Records live in a named database (``?db=``, default ``kvctl``); the named
-database ``kvctl.meta`` holds the format version and, per data database, the highest version
-ever written (the HLC seed, read on open and inside every write transaction).
+database ``kvctl.meta`` holds the format version and, per data database, a high-water mark of
+the versions written ahead of the wall clock (the HLC seed; see ``LMDBStore._take_versions``).
 
 The map grows instead of failing: a write transaction that meets ``MapFullError`` is aborted,
 the map size doubled and the whole transaction retried, so a batch is never half-applied.
@@ -73,7 +73,7 @@ class SharedEnv:
     users: int = 0
     dbs: dict[bytes, Any] = field(default_factory=dict)
     # Write transactions (and map growth, which needs none active) are serialized in-process.
-    write_lock: threading.RLock = field(default_factory=threading.RLock)
+    write_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def grow(self) -> None:
         """Double the map; the caller holds ``write_lock`` and no transaction of its own."""

@@ -8,10 +8,12 @@ Every LMDB value kvctl writes is a 16-byte header followed by the value bytes::
     offset 16  ...      the value
 
 ``Record`` is a frozen, slotted dataclass: its generated ``__init__`` sets every field through
-``object.__setattr__``, about 0.6 µs a record, which is more than an LMDB read (0.4 µs).
-Filling the slots through their member descriptors builds the very same object (same class, equal,
-hashable) in about half the time.  The shortcut is taken only while ``Record`` has exactly the
-fields it was written for and no ``__post_init__``; otherwise the real constructor is used.
+``object.__setattr__``, about 0.6 µs a record, which is more than an LMDB read (0.4 µs) and a
+fifth of a SQLite one.  :func:`make_record` fills an instance of a plain twin class with the same
+slots (fast attribute stores) and then makes it a ``Record`` by assigning ``__class__``, which
+Python allows between classes of identical layout: the result is a genuine ``Record`` (same
+class, equal, hashable, frozen) for about 0.16 µs.  The shortcut is checked once at import
+against the real constructor; if ``Record`` ever changes shape, the real constructor is used.
 """
 
 from __future__ import annotations
@@ -35,28 +37,31 @@ def stored_expiry(expires_at_ms: int | None) -> int:
         return 0
     return expires_at_ms if expires_at_ms > 0 else 1
 
+
 _EXPECTED = ("key", "value", "expires_at_ms", "version", "kind")
 
 MakeRecord = Callable[[bytes, bytes, "int | None", "int | None"], Record]
 
 
-def _descriptor_maker() -> MakeRecord:
-    new = object.__new__
-    slots: dict[str, Any] = dict(vars(Record))  # the member descriptors of the slots
-    set_key = slots["key"].__set__
-    set_value = slots["value"].__set__
-    set_expiry = slots["expires_at_ms"].__set__
-    set_version = slots["version"].__set__
-    set_kind = slots["kind"].__set__
+class _Twin:
+    """Same slots as Record, no frozen ``__setattr__``: filled, then re-classed as a Record."""
+
+    __slots__ = _EXPECTED
+
+
+def _twin_maker() -> MakeRecord:
+    twin = _Twin
+    record = Record
 
     def make_record(key: bytes, value: bytes, expires_at_ms: int | None, version: int | None) -> Record:
-        rec = new(Record)
-        set_key(rec, key)
-        set_value(rec, value)
-        set_expiry(rec, expires_at_ms)
-        set_version(rec, version)
-        set_kind(rec, None)
-        return rec
+        rec: Any = twin()
+        rec.key = key
+        rec.value = value
+        rec.expires_at_ms = expires_at_ms
+        rec.version = version
+        rec.kind = None
+        rec.__class__ = record
+        return rec  # type: ignore[no-any-return]
 
     return make_record
 
@@ -69,12 +74,16 @@ def _constructor_maker() -> MakeRecord:
 
 
 def _pick() -> MakeRecord:
-    same_shape = (
-        tuple(f.name for f in fields(Record)) == _EXPECTED
-        and tuple(getattr(Record, "__slots__", ())) == _EXPECTED
-        and not hasattr(Record, "__post_init__")
-    )
-    return _descriptor_maker() if same_shape else _constructor_maker()
+    if tuple(f.name for f in fields(Record)) != _EXPECTED or hasattr(Record, "__post_init__"):
+        return _constructor_maker()
+    fast = _twin_maker()
+    try:
+        probe = fast(b"k", b"v", 1, 2)
+    except TypeError:  # layouts differ: __class__ assignment refused
+        return _constructor_maker()
+    if type(probe) is not Record or probe != Record(b"k", b"v", 1, 2):
+        return _constructor_maker()
+    return fast
 
 
 make_record: MakeRecord = _pick()

@@ -2,22 +2,23 @@
 
 Reads take a read transaction each (a batch takes one for the whole batch); writes take one
 write transaction per call, so ``set_many``/``delete_many`` are all or nothing.  Versions are
-assigned inside the write transaction after folding in the highest version on disk, which makes
-them grow across restarts and across processes writing the same environment.
+assigned inside the write transaction after folding in the high-water mark on disk, so they
+grow across restarts even when a version from elsewhere was ahead of the local clock.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from operator import attrgetter
+from itertools import repeat
+from operator import add, attrgetter
 from struct import error as StructError
 from typing import Any, Self, TypeVar
 
 import lmdb
 
 from kvctl.errors import AuthError, CorruptError, LimitError, StoreIOError, UsageError
-from kvctl.hlc import HLC, NODE_BITS
+from kvctl.hlc import COUNTER_BITS, HLC, NODE_BITS
 from kvctl.store import Capabilities, Page, Record, StoreBase, StoreURL, key_cursor, now_ms, prefix_end
 
 from .env import MAX_GROWTHS, META_DB, Options, SharedEnv, acquire, parse_options, release
@@ -35,8 +36,11 @@ SWEEP_EVERY = 10_000  # records written between sweeps for expired records
 SWEEP_BATCH = 1_000  # records a sweep examines
 NOTED_MAX = 1_024  # expired keys remembered from reads, deleted by the next write
 _VERSION_STEP = 1 << NODE_BITS  # one HLC counter tick
+_LOW_BITS = NODE_BITS + COUNTER_BITS  # version >> _LOW_BITS = its physical ms (kvctl.hlc)
 _keys = attrgetter("key")
 _values = attrgetter("value")
+_versions = attrgetter("version")
+_expiries = attrgetter("expires_at_ms")
 
 
 class LMDBStore(StoreBase):
@@ -60,12 +64,17 @@ class LMDBStore(StoreBase):
         self.url = url
         self._where = url.redacted()
         self._hwm_key = b"hwm:" + opts.db
+        self._ttl_key = b"ttl:" + opts.db  # present once any record with an expiry was written
         self._clock = HLC()
         self._noted: list[bytes] = []
         self._countdown = SWEEP_EVERY
         self._sweep_from: bytes | None = None
         self._closed = False
-        self._clock.observe(self._read(self._stored_hwm))
+        self._hwm_seen = self._read(self._stored_hwm)
+        self._ttl_seen = self._read(lambda txn: txn.get(self._ttl_key, db=self._meta) is not None)
+        self._clock.observe(self._hwm_seen)
+        self._maybe_ahead = True  # until a write finds the clock is not ahead of the wall
+        self._readonly = opts.readonly
 
     @classmethod
     def from_url(cls, url: StoreURL) -> Self:
@@ -104,54 +113,91 @@ class LMDBStore(StoreBase):
                 raise self._fail(exc) from None
         raise StoreIOError(f"{self._where}: the LMDB map keeps changing size under this reader")
 
-    def _write(self, work: Callable[[Any], T]) -> T:
-        """Run ``work`` in one write transaction, growing the map and retrying it when full."""
-        if self._opts.readonly:
+    def _write(self, work: Callable[..., T], *args: Any) -> T:
+        """Run ``work(txn, *args)`` in one write transaction, growing the map and retrying it when full."""
+        if self._readonly:
             raise AuthError(f"{self._where}: the store is open read-only (readonly=true)")
         shared = self._shared
         with shared.write_lock:
+            # What this store believes is on disk; an aborted attempt must not change it.
+            hwm_seen, ttl_seen = self._hwm_seen, self._ttl_seen
             for _ in range(MAX_GROWTHS):
                 try:
                     with self._env.begin(write=True, db=self._db) as txn:
-                        result = work(txn)
+                        result = work(txn, *args)
                         if self._noted or self._countdown <= 0:
                             self._housekeeping(txn)
                         return result
                 except lmdb.MapFullError:
+                    self._hwm_seen, self._ttl_seen = hwm_seen, ttl_seen
                     try:
                         shared.grow()
                     except lmdb.Error as exc:
                         raise self._fail(exc) from None
                 except lmdb.MapResizedError:
+                    self._hwm_seen, self._ttl_seen = hwm_seen, ttl_seen
                     shared.adopt_size()
-                except lmdb.Error as exc:
-                    raise self._fail(exc) from None
+                except BaseException as exc:
+                    self._hwm_seen, self._ttl_seen = hwm_seen, ttl_seen
+                    if isinstance(exc, lmdb.Error):
+                        raise self._fail(exc) from None
+                    raise
         raise StoreIOError(f"{self._where}: the LMDB map could not grow enough for this write")
 
-    def _stored_hwm(self, txn: Any) -> int | None:
+    def _stored_hwm(self, txn: Any) -> int:
         raw = txn.get(self._hwm_key, db=self._meta)
-        return None if raw is None else int.from_bytes(raw, "big")
+        return 0 if raw is None else int.from_bytes(raw, "big")
 
     def _take_versions(self, txn: Any, n: int, given_max: int | None) -> int:
-        """The first of ``n`` consecutive HLC versions, past every version on disk."""
+        """The first of ``n`` consecutive HLC versions, past every version on disk.
+
+        The high-water mark on disk is read in every write transaction, so versions another
+        process wrote ahead of the wall clock are observed.  It is written only while versions
+        may run ahead of the wall clock (after observing a version from elsewhere, or a batch
+        that can overflow the HLC counter): any other version is below what the clock gives
+        after a restart anyway, and skipping that write saves a third of a small commit.
+        """
         clock = self._clock
-        clock.observe(self._stored_hwm(txn))
-        first = clock.now()
-        last = first + (n - 1) * _VERSION_STEP
-        clock.observe(last)
+        raw = txn.get(self._hwm_key, db=self._meta)
+        if raw is not None and (stored := int.from_bytes(raw, "big")) > self._hwm_seen:
+            self._hwm_seen = stored
+            clock.observe(stored)
+            self._maybe_ahead = True
+        first = last = clock.now()
+        if n > 1:
+            last = first + (n - 1) * _VERSION_STEP
+            clock.observe(last)
+            self._maybe_ahead = True
         if given_max is not None and given_max > last:
             clock.observe(given_max)
             last = given_max
-        txn.put(self._hwm_key, last.to_bytes(8, "big"), db=self._meta)
+            self._maybe_ahead = True
+        if self._maybe_ahead:
+            self._mark_high_water(txn, last)
         return first
 
-    def _check_batch(self, batch: list[Record]) -> None:
-        key_lengths = list(map(len, map(_keys, batch)))
-        if (
-            min(key_lengths) == 0 or max(key_lengths) > MAX_KEY
-            or max(map(len, map(_values, batch))) > MAX_VALUE
-        ):
+    def _mark_high_water(self, txn: Any, last: int) -> None:
+        if last >> _LOW_BITS <= now_ms():
+            # ``last`` is the clock's state, and it is not ahead of the wall clock: nothing the
+            # clock gives from here on is, until it observes something again.
+            self._maybe_ahead = False
+        elif last > self._hwm_seen:
+            txn.put(self._hwm_key, last.to_bytes(8, "big"), db=self._meta)
+            self._hwm_seen = last
+
+    def _check_values(self, batch: list[Record]) -> None:
+        """Values over the limit are refused before the transaction starts.
+
+        Keys are checked by LMDB itself as they are put (an empty or over-long key fails the
+        put, which aborts the whole transaction); :meth:`_check_keys` then names the culprit.
+        """
+        if max(map(len, map(_values, batch))) > MAX_VALUE:
             for rec in batch:
+                self._check_record(rec.key, rec.value)
+
+    def _check_keys(self, batch: list[Record]) -> None:
+        for rec in batch:
+            if not rec.key or len(rec.key) > MAX_KEY:
                 self._check_record(rec.key, rec.value)
 
     def _check_record(self, key: bytes, value: bytes) -> None:
@@ -183,7 +229,7 @@ class LMDBStore(StoreBase):
         def fetch(txn: Any) -> list[bytes | None]:
             get = txn.get
             try:
-                return [get(k) for k in keys]
+                return list(map(get, keys))
             except lmdb.BadValsizeError:  # an empty or over-long key: it cannot be stored
                 return [get(k) if 0 < len(k) <= MAX_KEY else None for k in keys]
 
@@ -215,27 +261,55 @@ class LMDBStore(StoreBase):
     def set(self, key: bytes, value: bytes, *, ttl_ms: int | None = None) -> None:
         if not key or len(key) > MAX_KEY or len(value) > MAX_VALUE:
             self._check_record(key, value)
-        expiry = 0 if ttl_ms is None else stored_expiry(now_ms() + ttl_ms)
-
-        def work(txn: Any) -> None:
-            txn.put(key, pack_header(expiry, self._take_versions(txn, 1, None)) + value)
-
         self._countdown -= 1
-        self._write(work)
+        self._write(self._put_one, key, value, 0 if ttl_ms is None else stored_expiry(now_ms() + ttl_ms))
+
+    def _put_one(self, txn: Any, key: bytes, value: bytes, expiry: int) -> None:
+        if expiry and not self._ttl_seen:
+            self._mark_ttl(txn)
+        txn.put(key, pack_header(expiry, self._take_versions(txn, 1, None)) + value)
+
+    def _mark_ttl(self, txn: Any) -> None:
+        """Record that this database holds expiring records, which turns the sweeps on."""
+        txn.put(self._ttl_key, b"1", db=self._meta)
+        self._ttl_seen = True
 
     def set_many(self, records: Iterable[Record]) -> None:
         batch = records if isinstance(records, list) else list(records)
         n = len(batch)
         if not n:
             return
-        self._check_batch(batch)
-        given = [r.version for r in batch if r.version is not None]
-        given_max = max(given) if given else None
-        if given and (min(given) < 0 or given_max > MAX_VERSION):  # type: ignore[operator]
-            raise LimitError(f"{self._where}: a record version is outside 0..2**63-1")
+        self._check_values(batch)
+        versions = list(map(_versions, batch))
+        plain = versions.count(None) == n and list(map(_expiries, batch)).count(None) == n
+        given_max = None
+        if not plain:
+            given = [v for v in versions if v is not None]
+            if given:
+                given_max = max(given)
+                if min(given) < 0 or given_max > MAX_VERSION:
+                    raise LimitError(f"{self._where}: a record version is outside 0..2**63-1")
+        self._countdown -= n
+        try:
+            self._write(self._put_batch, batch, plain, given_max)
+        except LimitError:
+            self._check_keys(batch)  # the transaction was aborted: say which key
+            raise
 
-        def work(txn: Any) -> None:
-            first = self._take_versions(txn, n, given_max)
+    def _put_batch(self, txn: Any, batch: list[Record], plain: bool, given_max: int | None) -> None:
+        n = len(batch)
+        first = self._take_versions(txn, n, given_max)
+        versions = range(first, first + n * _VERSION_STEP, _VERSION_STEP)
+        if plain:
+            # No expiries, no versions given (the common bulk load): the items are built by
+            # C-level map/zip, no Python bytecode per record.  pack(0, v) is v's 16-byte form.
+            headers = map(int.to_bytes, versions, repeat(HEADER_SIZE))
+            items: Iterable[tuple[bytes, bytes]] = zip(
+                map(_keys, batch), map(add, headers, map(_values, batch)), strict=True
+            )
+        else:
+            if not self._ttl_seen and list(map(_expiries, batch)).count(None) != n:
+                self._mark_ttl(txn)
             items = [
                 (
                     r.key,
@@ -244,12 +318,9 @@ class LMDBStore(StoreBase):
                         v if r.version is None else r.version,
                     ) + r.value,
                 )
-                for r, v in zip(batch, range(first, first + n * _VERSION_STEP, _VERSION_STEP), strict=True)
+                for r, v in zip(batch, versions, strict=True)
             ]
-            txn.cursor().putmulti(items)
-
-        self._countdown -= n
-        self._write(work)
+        txn.cursor().putmulti(items)
 
     def delete(self, key: bytes) -> bool:
         return self.delete_many((key,)) == 1
@@ -284,6 +355,8 @@ class LMDBStore(StoreBase):
         if self._countdown > 0:
             return
         self._countdown = SWEEP_EVERY
+        if not self._ttl_seen:
+            return
         cursor = txn.cursor()
         found = cursor.set_range(self._sweep_from) if self._sweep_from else cursor.first()
         expired: list[bytes] = []

@@ -13,6 +13,7 @@ import contextlib
 import os
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
+from itertools import starmap
 from operator import attrgetter
 from typing import Any, Self
 
@@ -42,7 +43,7 @@ _values = attrgetter("value")
 
 def _in_size(n: int) -> int:
     """Round an IN-list length up so only a few dozen distinct statements get prepared."""
-    return n if n <= 16 else (n + 15) & ~15
+    return n if n <= 16 else (n + 7) & ~7
 
 
 class SQLiteStore(StoreBase):
@@ -108,15 +109,17 @@ class SQLiteStore(StoreBase):
             return None
         return make_record(key, row[0], expires, row[2])
 
-    def _select_in(self, keys: Sequence[bytes]) -> list[Any]:
+    def _select_in(self, keys: Sequence[bytes], now: int) -> list[Any]:
         size = _in_size(len(keys))
         sql = self._in_sql.get(size)
         if sql is None:
             marks = ",".join("?" * size)
-            sql = f"SELECT key, value, expires_at, version FROM {self._table} WHERE key IN ({marks})"
+            sql = (f"SELECT key, value, expires_at, version FROM {self._table} "
+                   f"WHERE key IN ({marks}) AND {self._sql_live}")
             self._in_sql[size] = sql
-        params = list(keys)
+        params: list[Any] = list(keys)
         params.extend([keys[-1]] * (size - len(keys)))  # pad with a repeated key: same result
+        params.append(now)
         return self._conn.execute(sql, params).fetchall()
 
     def get_many(self, keys: Sequence[bytes]) -> list[Record | None]:
@@ -125,33 +128,21 @@ class SQLiteStore(StoreBase):
             return [self.get(keys[0])] if n else []
         chunk = self._chunk
         conn = self._conn
+        now = now_ms()
         try:
             if n <= chunk:
-                rows = self._select_in(keys)
+                rows = self._select_in(keys, now)
             else:  # several statements: one read transaction makes them one snapshot
                 conn.execute("BEGIN")
                 rows = []
                 for i in range(0, n, chunk):
-                    rows += self._select_in(keys[i:i + chunk])
+                    rows += self._select_in(keys[i:i + chunk], now)
                 conn.execute("COMMIT")
         except sqlite3.Error as exc:
             raise self._fail(exc) from None
-        found = {row[0]: row for row in rows}
-        now = now_ms()
-        out: list[Record | None] = []
-        append = out.append
-        for key in keys:
-            row = found.get(key)
-            if row is None:
-                append(None)
-                continue
-            expires = row[2]
-            if expires is not None and expires <= now:
-                self._purge_countdown = 0
-                append(None)
-            else:
-                append(make_record(key, row[1], expires, row[3]))
-        return out
+        # Expired rows were filtered by the query; the rest become Records in C-driven loops.
+        found = {rec.key: rec for rec in starmap(make_record, rows)}
+        return list(map(found.get, keys))
 
     # -- writes ------------------------------------------------------------------------------
     def set(self, key: bytes, value: bytes, *, ttl_ms: int | None = None) -> None:

@@ -1,0 +1,319 @@
+"""kvctl's embedded backends (memory, sqlite, lmdb) side by side with their raw drivers, in one run.
+
+Workload (GridKV's harness shape): keys ``key-<i>``, one random 100-byte value.  *get* reads
+``key-(i mod 1000)`` from 1,000 pre-filled keys; *set* writes always-new keys; the batch rows do
+the same 1,000 keys at a time (``get_many`` / ``set_many``).  kvctl stores are opened with
+``kvctl.registry.open_url`` and called directly (sync API).  Each raw baseline does the same
+work with the same schema, pragmas, transaction pattern and sync mode, in its fastest idiom:
+
+* memory: a dict (``d[k]``, ``d[k] = v``, list comprehension / ``dict.update`` for batches);
+* sqlite: stdlib sqlite3 on a file made by the plugin (same table, indexes, WAL,
+  synchronous=NORMAL), the plugin's own SQL text: point SELECT, autocommit UPSERT, one
+  ``IN (...)`` SELECT per batch, ``BEGIN IMMEDIATE`` + ``executemany`` UPSERT + ``COMMIT``;
+* lmdb: py-lmdb on an environment with the same map size, named database and sync mode: one
+  read transaction per get (``env.begin(db=db).get(k)``), one write transaction per set, one
+  transaction per batch (``txn.get`` loop; ``cursor.putmulti``).
+
+Every figure is the median over ``--repeats`` rounds of the time per operation; kvctl and raw
+calls alternate inside each round so machine drift hits both alike.  Usage::
+
+    python bench/embedded_bench.py [--repeats 15] [--cpu 0] [--output bench/embedded_RESULTS.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import platform
+import shlex
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import lmdb
+
+from kvctl.registry import open_url
+from kvctl.store import Record
+
+VALUE = os.urandom(100)
+PREFILL = 1000
+BATCH = 1000
+KEYS = [b"key-%d" % i for i in range(PREFILL)]
+
+Step = Callable[[int], object]  # one timed call; the argument is the round (fresh keys for sets)
+
+
+@dataclass
+class Case:
+    backend: str
+    operation: str
+    durability: str
+    ops: int  # operations per timed call
+    kvctl: Step
+    raw: Step
+    target: float
+    raw_idiom: str
+    kvctl_us: float = 0.0
+    raw_us: float = 0.0
+
+    @property
+    def ratio(self) -> float:
+        return self.kvctl_us / self.raw_us
+
+
+def fresh(tag: str, rounds: int, n: int) -> list[list[bytes]]:
+    """Never-written keys for every round of a set workload (built before timing)."""
+    return [[b"%s-%d-%d" % (tag.encode(), r, i) for i in range(n)] for r in range(rounds)]
+
+
+def gets(n: int) -> list[bytes]:
+    return [KEYS[i % PREFILL] for i in range(n)]
+
+
+# -- memory ------------------------------------------------------------------------------------
+def memory_cases(rounds: int) -> list[Case]:
+    store = open_url("memory://")
+    store.set_many([Record(k, VALUE) for k in KEYS])
+    d = {k: VALUE for k in KEYS}
+    keys = gets(20_000)
+    new_kv, new_raw = fresh("mk", rounds, 20_000), fresh("mr", rounds, 20_000)
+    batch_kv = [[Record(k, VALUE) for k in ks[:BATCH]] for ks in fresh("mbk", rounds, BATCH)]
+    batch_raw = [{k: VALUE for k in ks} for ks in fresh("mbr", rounds, BATCH)]
+
+    def kv_get(_: int) -> None:
+        g = store.get
+        for k in keys:
+            g(k)
+
+    def raw_get(_: int) -> None:
+        for k in keys:
+            d[k]
+
+    def kv_set(r: int) -> None:
+        s = store.set
+        for k in new_kv[r]:
+            s(k, VALUE)
+
+    def raw_set(r: int) -> None:
+        for k in new_raw[r]:
+            d[k] = VALUE
+
+    mem = "none (process memory)"
+    return [
+        Case("memory", "get", "-", len(keys), kv_get, raw_get, 6.0, "d[k]"),
+        Case("memory", "set", mem, 20_000, kv_set, raw_set, 6.0, "d[k] = v"),
+        Case("memory", "get_many 1000", "-", BATCH, lambda r: store.get_many(KEYS),
+             lambda r: [d.get(k) for k in KEYS], 1.25, "[d.get(k) for k in keys]"),
+        Case("memory", "set_many 1000", mem, BATCH, lambda r: store.set_many(batch_kv[r]),
+             lambda r: d.update(batch_raw[r]), 1.25, "d.update(batch)"),
+    ]
+
+
+# -- sqlite ------------------------------------------------------------------------------------
+def sqlite_cases(rounds: int, workdir: str) -> list[Case]:
+    store = open_url(f"sqlite://{workdir}/kvctl.db")
+    store.set_many([Record(k, VALUE) for k in KEYS])
+    # The raw file gets its schema from the plugin, then is used through bare sqlite3.
+    open_url(f"sqlite://{workdir}/raw.db").close()
+    conn = sqlite3.connect(f"{workdir}/raw.db", isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("PRAGMA busy_timeout=30000")
+    # The plugin's own statements, so both sides run the same SQL.
+    store.get_many(KEYS)
+    get_sql, put_sql, in_sql = store._sql_get, store._sql_put, store._in_sql[BATCH]
+    version = 1 << 50
+    conn.execute("BEGIN IMMEDIATE")
+    conn.executemany(put_sql, [(k, VALUE, None, version) for k in KEYS])
+    conn.execute("COMMIT")
+    keys = gets(5_000)
+    n_set = 2_000
+    new_kv, new_raw = fresh("sk", rounds, n_set), fresh("sr", rounds, n_set)
+    batch_kv = [[Record(k, VALUE) for k in ks] for ks in fresh("sbk", rounds, BATCH)]
+    batch_raw = [[(k, VALUE, None, version + i) for i, k in enumerate(ks)] for ks in fresh("sbr", rounds, BATCH)]
+
+    def kv_get(_: int) -> None:
+        g = store.get
+        for k in keys:
+            g(k)
+
+    def raw_get(_: int) -> None:
+        ex = conn.execute
+        for k in keys:
+            ex(get_sql, (k,)).fetchone()
+
+    def kv_set(r: int) -> None:
+        s = store.set
+        for k in new_kv[r]:
+            s(k, VALUE)
+
+    def raw_set(r: int) -> None:
+        ex = conn.execute
+        v = version
+        for k in new_raw[r]:
+            v += 1
+            ex(put_sql, (k, VALUE, None, v))
+
+    def raw_get_many(_: int) -> None:
+        conn.execute(in_sql, [*KEYS, int(time.time() * 1000)]).fetchall()
+
+    def raw_set_many(r: int) -> None:
+        conn.execute("BEGIN IMMEDIATE")
+        conn.executemany(put_sql, batch_raw[r])
+        conn.execute("COMMIT")
+
+    wal = "WAL, synchronous=NORMAL (no fsync per commit)"
+    return [
+        Case("sqlite", "get", "-", len(keys), kv_get, raw_get, 1.25, "execute(SELECT ... key=?).fetchone()"),
+        Case("sqlite", "set", wal, n_set, kv_set, raw_set, 1.25, "execute(UPSERT), autocommit"),
+        Case("sqlite", "get_many 1000", "-", BATCH, lambda r: store.get_many(KEYS), raw_get_many, 1.25,
+             "execute(SELECT ... IN (1000 ?) AND live).fetchall()"),
+        Case("sqlite", "set_many 1000", wal, BATCH, lambda r: store.set_many(batch_kv[r]), raw_set_many, 1.25,
+             "BEGIN IMMEDIATE; executemany(UPSERT); COMMIT"),
+    ]
+
+
+# -- lmdb --------------------------------------------------------------------------------------
+def lmdb_cases(rounds: int, workdir: str) -> list[Case]:
+    return lmdb_mode_cases(rounds, workdir, sync=False) + lmdb_mode_cases(rounds, workdir, sync=True)
+
+
+def lmdb_mode_cases(rounds: int, workdir: str, *, sync: bool) -> list[Case]:
+    mode = "sync" if sync else "nosync"
+    store = open_url(f"lmdb://{workdir}/kvctl-{mode}?sync={str(sync).lower()}")
+    store.set_many([Record(k, VALUE) for k in KEYS])
+    env = lmdb.open(f"{workdir}/raw-{mode}", map_size=1 << 30, max_dbs=8, sync=sync, metasync=sync)
+    db = env.open_db(b"kvctl")
+    with env.begin(write=True, db=db) as txn:
+        txn.cursor().putmulti([(k, VALUE) for k in KEYS])
+    n_set = 200 if sync else 2_000
+    new_kv, new_raw = fresh(f"lk{mode}", rounds, n_set), fresh(f"lr{mode}", rounds, n_set)
+    batch_kv = [[Record(k, VALUE) for k in ks] for ks in fresh(f"lbk{mode}", rounds, BATCH)]
+    batch_raw = [[(k, VALUE) for k in ks] for ks in fresh(f"lbr{mode}", rounds, BATCH)]
+    durability = "fsync per commit (sync=true)" if sync else "no fsync (sync=false)"
+    keys = gets(10_000)
+
+    def kv_get(_: int) -> None:
+        g = store.get
+        for k in keys:
+            g(k)
+
+    def raw_get(_: int) -> None:
+        begin = env.begin
+        for k in keys:
+            begin(db=db).get(k)
+
+    def raw_get_many(_: int) -> None:
+        with env.begin(db=db) as txn:
+            g = txn.get
+            [g(k) for k in KEYS]
+
+    def kv_set(r: int) -> None:
+        s = store.set
+        for k in new_kv[r]:
+            s(k, VALUE)
+
+    def raw_set(r: int) -> None:
+        begin = env.begin
+        for k in new_raw[r]:
+            with begin(write=True, db=db) as txn:
+                txn.put(k, VALUE)
+
+    def raw_set_many(r: int) -> None:
+        with env.begin(write=True, db=db) as txn:
+            txn.cursor().putmulti(batch_raw[r])
+
+    reads = [] if sync else [  # reads do not depend on the sync mode
+        Case("lmdb", "get", "-", len(keys), kv_get, raw_get, 1.5, "env.begin(db=db).get(k)"),
+        Case("lmdb", "get_many 1000", "-", BATCH, lambda r: store.get_many(KEYS), raw_get_many, 1.25,
+             "one read txn, txn.get loop"),
+    ]
+    return [
+        *reads,
+        Case("lmdb", "set", durability, n_set, kv_set, raw_set, 1.5, "one write txn per put"),
+        Case("lmdb", "set_many 1000", durability, BATCH, lambda r: store.set_many(batch_kv[r]), raw_set_many,
+             1.25, "one write txn, cursor.putmulti"),
+    ]
+
+
+# -- running and reporting ---------------------------------------------------------------------
+def run(cases: list[Case], rounds: int) -> None:
+    for case in cases:
+        case.kvctl(rounds)  # warm-up round: statement caches, page cache, branch predictors
+        case.raw(rounds)
+        kv_times: list[float] = []
+        raw_times: list[float] = []
+        for r in range(rounds):
+            for step, times in ((case.kvctl, kv_times), (case.raw, raw_times))[:: 1 if r % 2 else -1]:
+                gc.collect()
+                t0 = time.perf_counter()
+                step(r)
+                times.append(time.perf_counter() - t0)
+        case.kvctl_us = statistics.median(kv_times) / case.ops * 1e6
+        case.raw_us = statistics.median(raw_times) / case.ops * 1e6
+        print(f"  {case.backend:7} {case.operation:14} kvctl {case.kvctl_us:8.3f} µs  raw {case.raw_us:8.3f} µs"
+              f"  x{case.ratio:.2f}", file=sys.stderr)
+
+
+def report(cases: list[Case], command: str, rounds: int) -> str:
+    lines = [
+        "# Embedded backends: kvctl vs the raw driver",
+        "",
+        f"Command: `{command}`",
+        "",
+        f"Generated {datetime.now(UTC):%Y-%m-%d %H:%M UTC} on {platform.machine()}, {os.cpu_count()} CPUs, "
+        f"Python {platform.python_version()}, SQLite {sqlite3.sqlite_version}, py-lmdb {lmdb.__version__} "
+        f"(LMDB {'.'.join(map(str, lmdb.version()))}).  Medians of {rounds} rounds, µs per operation, "
+        "100-byte values, keys `key-<i>`; gets read 1,000 pre-filled keys, sets write new keys.  "
+        "kvctl and raw alternate within each round.  Figures drift ~1.4x between runs on this "
+        "machine kind: compare the ratio, which is taken inside one run.",
+        "",
+        "| backend | operation | durability | kvctl µs/op | raw µs/op | kvctl/raw | target | met | raw idiom |",
+        "|---|---|---|---:|---:|---:|---:|:-:|---|",
+    ]
+    for c in cases:
+        met = "yes" if c.ratio <= c.target else "**no**"
+        lines.append(
+            f"| {c.backend} | {c.operation} | {c.durability} | {c.kvctl_us:.3f} | {c.raw_us:.3f} | "
+            f"{c.ratio:.2f}x | <= {c.target:g}x | {met} | {c.raw_idiom} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeats", type=int, default=15, help="rounds per case (default 15)")
+    parser.add_argument("--cpu", type=int, default=None, help="pin the process to this CPU")
+    parser.add_argument("--only", choices=("memory", "sqlite", "lmdb"), action="append",
+                        help="run only these backends (repeatable)")
+    parser.add_argument("--output", default=None, help="also write the markdown table here")
+    args = parser.parse_args(argv)
+    if args.cpu is not None:
+        os.sched_setaffinity(0, {args.cpu})
+    command = shlex.join(["python", "bench/embedded_bench.py", *(sys.argv[1:] if argv is None else argv)])
+    only = set(args.only or ("memory", "sqlite", "lmdb"))
+    with tempfile.TemporaryDirectory(prefix="kvctl-bench-") as workdir:
+        cases: list[Case] = []
+        if "memory" in only:
+            cases += memory_cases(args.repeats + 1)
+        if "sqlite" in only:
+            cases += sqlite_cases(args.repeats + 1, workdir)
+        if "lmdb" in only:
+            cases += lmdb_cases(args.repeats + 1, workdir)
+        run(cases, args.repeats)
+    text = report(cases, command, args.repeats)
+    print(text)
+    if args.output:
+        with open(args.output, "w") as out:
+            out.write(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
