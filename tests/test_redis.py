@@ -10,15 +10,28 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Iterator
 
 import pytest
 
+from kvctl.registry import open_url
 from kvctl.testing import StoreConformance
 from tests.conftest import service_url
 
 pytestmark = pytest.mark.server
 
 RUN = f"kvctl-test-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def remove_leftovers() -> Iterator[None]:
+    """The suite clears a store before each test, not after: remove this run's keys at the end."""
+    yield
+    for var in ("KVCTL_TEST_REDIS_URL", "KVCTL_TEST_REDIS_CLUSTER_URL"):
+        url = os.environ.get(var)
+        if url:
+            with open_url(with_options(url, namespace=RUN)) as store:
+                store.clear()
 
 
 def with_options(url: str, **options: object) -> str:
