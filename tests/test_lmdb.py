@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import struct
 import subprocess
@@ -13,6 +14,7 @@ from pathlib import Path
 import lmdb
 import pytest
 
+from kvctl.adapt import to_async
 from kvctl.errors import AuthError, BadURLError, CorruptError, LimitError, StoreIOError, UsageError
 from kvctl.hlc import make_version
 from kvctl.registry import open_url
@@ -268,3 +270,16 @@ def test_two_processes_write_one_environment(env_dir: str, tmp_path: Path) -> No
         shared = store.get_many([b"shared-%d" % j for j in range(50)])
         assert all(r is not None and r.value in (b"p0", b"p1") for r in shared)
         assert store.count() == 2 * 135 + 50
+
+
+def test_async_adapter_runs_it_on_a_worker_thread(env_dir: str) -> None:
+    async def main() -> list[bytes]:
+        store = to_async(open_url(f"lmdb://{env_dir}"))
+        try:
+            await store.set_many([Record(b"a%d" % i, b"v") for i in range(10)])
+            assert (await store.get(b"a3")).value == b"v"  # type: ignore[union-attr]
+            return [r.key async for page in store.scan(b"a", batch_size=4) for r in page.records]
+        finally:
+            await store.close()
+
+    assert asyncio.run(main()) == [b"a%d" % i for i in range(10)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sqlite3
 import subprocess
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from kvctl.adapt import to_async
 from kvctl.errors import AuthError, BadURLError, CorruptError, LimitError, LockedError, StoreIOError, UsageError
 from kvctl.hlc import make_version, physical_ms
 from kvctl.registry import open_url
@@ -248,3 +250,16 @@ def test_two_processes_write_one_file(db: str, tmp_path: Path) -> None:
         assert store.count() == 2 * 135 + 50
     with sqlite3.connect(db) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_async_adapter_runs_it_on_a_worker_thread(db: str) -> None:
+    async def main() -> list[bytes]:
+        store = to_async(open_url(f"sqlite://{db}"))
+        try:
+            await store.set_many([Record(b"a%d" % i, b"v") for i in range(10)])
+            assert (await store.get(b"a3")).value == b"v"  # type: ignore[union-attr]
+            return [r.key async for page in store.scan(b"a", batch_size=4) for r in page.records]
+        finally:
+            await store.close()
+
+    assert asyncio.run(main()) == [b"a%d" % i for i in range(10)]

