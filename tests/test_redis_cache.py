@@ -112,9 +112,10 @@ def test_a_write_in_one_process_evicts_the_other(peers: tuple[Peer, Peer]) -> No
     a, b = peers
     assert a.node_id != b.node_id
     a("set", "k", "v1")
-    assert b("get", "k") == "v1"  # a miss, now cached
-    assert b("get", "k") == "v1"  # a hit
-    assert b("stats")["cache_hits"] == 1
+    assert b("get", "k") == "v1"  # a miss, now cached...
+    # ...unless a's invalidation of its own write reached b during that read: then b rightly
+    # declined to cache what it read, and the next read caches it.
+    wait_for(lambda: b("get", "k") == "v1" and b("stats")["cache_hits"] >= 1)
     a("set", "k", "v2")
     took = wait_for(lambda: b("get", "k") == "v2")
     assert took < BOUND_S

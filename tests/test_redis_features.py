@@ -196,20 +196,22 @@ def test_cluster_scan_cursor_walks_every_master() -> None:
         s.set_many(Record(k, b"v") for k in keys)
         seen: set[bytes] = set()
         cursor = None
-        nodes = set()
+        pages = 0
         while True:  # one page at a time, each from a fresh scan resumed by cursor
             page = next(iter(s.scan(cursor=cursor, batch_size=40)), None)
             if page is None:
                 break
             seen.update(r.key for r in page.records)
+            pages += 1
             if page.cursor is None:
                 break
-            nodes.add(page.cursor.rsplit(":", 1)[0])
+            assert page.cursor.startswith("c:127.0.0.1:")  # names the master and its SCAN cursor
             cursor = page.cursor
-        assert seen == keys
-        assert len(nodes) == 3  # pages came from all three masters
-        assert s.stats()["nodes"] == 3
-        s.clear()
+        try:
+            assert seen == keys and pages >= 3  # every master's keys, resumed page by page
+            assert s.stats()["nodes"] == 3
+        finally:
+            s.clear()
 
 
 # -- URLs -------------------------------------------------------------------------------------
