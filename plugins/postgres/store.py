@@ -16,7 +16,7 @@ from typing import Any, Self
 import asyncpg
 
 from kvctl.errors import BadURLError, CorruptError, KvctlError, UnsupportedError, UsageError
-from kvctl.hlc import HLC
+from kvctl.hlc import HLC, NODE_BITS
 from kvctl.store import (
     AsyncStoreBase,
     Capabilities,
@@ -30,6 +30,7 @@ from kvctl.store import (
 )
 
 from .errors import CONNECTION_LOST, DRIVER_ERRORS, translate, translated
+from .records import make_record
 from .settings import Settings, parse_settings
 from .sql import REQUIRED_COLUMNS, SCHEMA_VERSION, SETUP_LOCK_ID, STAGE_TABLE, Statements
 
@@ -52,6 +53,7 @@ MAX_KEY = 2692
 # bytea holds up to 1 GiB; keep room for the key and the protocol message around the value.
 MAX_VALUE = (1 << 30) - 64 * 1024
 MAX_VERSION = (1 << 63) - 1
+VERSION_STEP = 1 << NODE_BITS  # one tick of the HLC counter
 
 
 class PostgresStore(AsyncStoreBase):
@@ -176,17 +178,18 @@ class PostgresStore(AsyncStoreBase):
     async def get(self, key: bytes) -> Record | None:
         async with _Use(self, "get") as con:
             row = await (await self._stmt(con, self._sql.get_one)).fetchrow(key, now_ms())
-        return None if row is None else Record(key, row[0], row[1], row[2])
+        return None if row is None else make_record(key, row[0], row[1], row[2])
 
     async def get_many(self, keys: Sequence[bytes]) -> list[Record | None]:
         if not keys:
             return []
         found: dict[bytes, Record] = {}
+        make = make_record
         for start in range(0, len(keys), ARRAY_CHUNK):
             chunk = list(keys[start:start + ARRAY_CHUNK])
             rows = await self._fetch(self._sql.get_many, "get_many", chunk, now_ms(), prepared=True)
             for k, v, e, ver in rows:
-                found[k] = Record(k, v, e, ver)
+                found[k] = make(k, v, e, ver)
         return [found.get(k) for k in keys]
 
     async def scan(
@@ -209,10 +212,11 @@ class PostgresStore(AsyncStoreBase):
             rows = await self._fetch(text, "scan", *args)
             if not rows:
                 return
+            make = make_record
             if keys_only:
-                records = [Record(k, b"", e, ver) for k, e, ver in rows]
+                records = [make(k, b"", e, ver) for k, e, ver in rows]
             else:
-                records = [Record(k, v, e, ver) for k, v, e, ver in rows]
+                records = [make(k, v, e, ver) for k, v, e, ver in rows]
             lower, exclusive = records[-1].key, True
             yield Page(records, key_cursor(lower))
             if len(records) < batch_size:
@@ -255,48 +259,56 @@ class PostgresStore(AsyncStoreBase):
             await (await self._stmt(con, self._sql.upsert_one)).fetch(key, value, expires, version)
 
     async def set_many(self, records: Iterable[Record]) -> None:
-        # Check every record before anything is sent: all or nothing.
-        latest: dict[bytes, Record] = {}
-        size = 0
-        check = self._check
-        for rec in records:
-            check(rec.key, rec.value)
-            if rec.version is not None and not 0 <= rec.version <= MAX_VERSION:
-                raise UsageError(f"{self._where}: version {rec.version} of key {rec.key[:40]!r} is "
-                                 "outside 0..2**63-1 (a bigint column)")
-            latest[rec.key] = rec  # the last write of a key in a batch wins
-            size += len(rec.key) + len(rec.value)
-        if not latest:
+        batch = records if isinstance(records, list) else list(records)
+        if not batch:
             return
+        self._check_batch(batch)  # every check before anything is sent: all or nothing
+        latest = {rec.key: rec for rec in batch}  # the last write of a key in a batch wins
         if len(latest) == 1:
             (rec,) = latest.values()
             if rec.version is not None:
                 self._clock.observe(rec.version)
             await self._write_one(rec.key, rec.value, rec.expires_at_ms, rec.version)
             return
+        # Key order: concurrent batches then lock rows in one order and cannot deadlock.
+        keys = sorted(latest)
+        ordered = [latest[k] for k in keys]
+        values = [r.value for r in ordered]
+        expires = [r.expires_at_ms for r in ordered]
+        given = [r.version for r in ordered]
+        big = len(keys) >= COPY_MIN_ROWS or sum(map(len, values)) >= COPY_MIN_BYTES
         async with _Use(self, "set_many", writing=True) as con:
-            # Versions are assigned after connecting, which seeds the clock from the table.  Rows
-            # go in key order: concurrent batches then lock keys in one order and cannot deadlock.
-            rows = self._versioned(latest)
+            versions = self._assign_versions(given)  # after connecting: opening seeds the clock
             await self._maybe_purge(con)
-            if len(rows) >= COPY_MIN_ROWS or size >= COPY_MIN_BYTES:
-                await self._copy_merge(con, rows)
+            if big:
+                await self._copy_merge(con, list(zip(keys, values, expires, versions, strict=True)))
             else:
-                columns = [list(c) for c in zip(*rows, strict=True)]
-                await (await self._stmt(con, self._sql.upsert_arrays)).fetch(*columns)
+                await (await self._stmt(con, self._sql.upsert_arrays)).fetch(keys, values, expires, versions)
 
-    def _versioned(self, latest: dict[bytes, Record]) -> list[tuple[bytes, bytes, int | None, int]]:
-        """Rows in key order, keeping given versions (observed) and taking new ones for the rest."""
+    def _check_batch(self, batch: list[Record]) -> None:
+        """Limits and version ranges of a whole batch, at C speed unless something is wrong."""
+        if max(map(len, (r.key for r in batch))) > MAX_KEY or max(map(len, (r.value for r in batch))) > MAX_VALUE:
+            for rec in batch:
+                self._check(rec.key, rec.value)  # raises LimitError naming the first culprit
+        given = [r.version for r in batch if r.version is not None]
+        if given and (min(given) < 0 or max(given) > MAX_VERSION):
+            bad = next(r for r in batch if r.version is not None and not 0 <= r.version <= MAX_VERSION)
+            raise UsageError(f"{self._where}: version {bad.version} of key {bad.key[:40]!r} is "
+                             "outside 0..2**63-1 (a bigint column)")
+
+    def _assign_versions(self, given: list[int | None]) -> list[int]:
+        """Keep given versions (observed into the clock); give the others consecutive HLC ticks."""
         clock = self._clock
-        for rec in latest.values():
-            if rec.version is not None:
-                clock.observe(rec.version)
-        rows = []
-        for key in sorted(latest):
-            rec = latest[key]
-            version = rec.version if rec.version is not None else clock.now()
-            rows.append((key, rec.value, rec.expires_at_ms, version))
-        return rows
+        known = [v for v in given if v is not None]
+        if known:
+            clock.observe(max(known))
+        missing = len(given) - len(known)
+        if not missing:
+            return known
+        first = clock.now()
+        clock.observe(first + (missing - 1) * VERSION_STEP)  # the range is taken: later now() is above it
+        fresh = iter(range(first, first + missing * VERSION_STEP, VERSION_STEP))
+        return [next(fresh) if v is None else v for v in given]
 
     async def _copy_merge(self, con: asyncpg.Connection, rows: list[tuple[bytes, bytes, int | None, int]]) -> None:
         """COPY (binary) into a temporary table, then one INSERT ... ON CONFLICT, in one transaction."""

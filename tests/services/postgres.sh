@@ -12,6 +12,11 @@
 # kvctl_password_auth over TCP, which must give a real scram-sha-256 password: the fault tests
 # create a member to check that a wrong password is reported as an authentication error.
 #
+# The server runs with fsync=off and synchronous_commit=off: a test server's durability does not
+# matter and every commit would otherwise wait for a flush.  KVCTL_POSTGRES_SERVER_OPTIONS replaces
+# those options (set it to "" for PostgreSQL's defaults, as bench/postgres_bench.py does).
+# A restart reuses the previous port when it is free, so the URL stays the same.
+#
 # stop: SIGINT (PostgreSQL's "fast" shutdown) to the recorded postmaster PID, then waits for it.
 set -euo pipefail
 
@@ -55,7 +60,19 @@ find_bindir() {
 }
 
 free_port() {
-  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+  # The previous port if it is still free, else any free one.
+  python3 - "$(cat "$portfile" 2>/dev/null || echo 0)" <<'PY'
+import socket, sys
+for wanted in (int(sys.argv[1]), 0):
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server does
+        try:
+            s.bind(("127.0.0.1", wanted))
+        except OSError:
+            continue
+        print(s.getsockname()[1])
+        break
+PY
 }
 
 print_url() {
@@ -90,9 +107,10 @@ start() {
     [ "$(id -u)" = 0 ] && chown postgres: "$hba"
   fi
   port="$(free_port)"
-  log "starting on 127.0.0.1:$port (socket dir $sock)"
+  local options="${KVCTL_POSTGRES_SERVER_OPTIONS--c fsync=off -c synchronous_commit=off}"
+  log "starting on 127.0.0.1:$port (socket dir $sock) ${options:+with $options}"
   as_pg "$bin/pg_ctl" -w -t 60 -D "$data" -l "$logfile" \
-    -o "-p $port -c listen_addresses=127.0.0.1 -k $sock" start >&2 || {
+    -o "-p $port -c listen_addresses=127.0.0.1 -k $sock $options" start >&2 || {
       tail -n 20 "$logfile" >&2 2>/dev/null || true
       exit 1
     }
@@ -124,7 +142,7 @@ stop() {
       exit 1
     fi
   fi
-  rm -f "$pidfile" "$portfile"
+  rm -f "$pidfile"
   log "stopped (pid $pid)"
 }
 
