@@ -269,3 +269,22 @@ def test_relative_path_and_stats(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
                  "recovered_tail_bytes", "fsync", "compactions"):
         assert name in stats
     assert stats["keys"] == 1 and stats["path"] == str(tmp_path / "rel" / "db")
+
+
+def test_accounting_after_reopen_matches_the_running_store(tmp_path: Path) -> None:
+    url = f"file://{tmp_path}/db?fsync=never&inline_max=64&segment_size=32KiB&compact_ratio=0"
+    rng = random.Random(5)
+    with open_url(url) as store:
+        for i in range(2000):
+            key = b"k%03d" % rng.randrange(400)
+            if i % 5 == 0:
+                store.delete(key)
+            elif i % 7 == 0:
+                store.set(key, b"t" * rng.randrange(200), ttl_ms=3_600_000)
+            else:
+                store.set_many([Record(key, b"v" * rng.randrange(200))])
+        running = store.stats()
+    with open_url(url) as store:
+        reopened = store.stats()
+    for name in ("keys", "live_bytes", "file_bytes", "garbage_bytes", "values_on_disk", "segments"):
+        assert reopened[name] == running[name], name

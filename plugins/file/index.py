@@ -16,7 +16,6 @@ from __future__ import annotations
 import bisect
 import dataclasses
 import gc
-import operator
 from collections.abc import Iterable
 
 from kvctl.errors import CorruptError
@@ -35,7 +34,8 @@ _SET_KEY = _SLOT_SET.pop("key")
 _SET_VALUE = _SLOT_SET.pop("value")
 _SET_EXPIRES = _SLOT_SET.pop("expires_at_ms")
 _SET_VERSION = _SLOT_SET.pop("version")
-_SET_DEFAULTS = tuple(
+_SET_KIND = _SLOT_SET.pop("kind")
+_SET_OTHERS = tuple(  # (setter, default) of fields added to Record later, if any
     (setter, f.default) for f in dataclasses.fields(Record) if (setter := _SLOT_SET.get(f.name)) is not None
 )
 
@@ -54,8 +54,6 @@ class Ref:
 
 
 Entry = Record | Ref
-_get_expires = operator.attrgetter("expires_at_ms")
-_get_value = operator.attrgetter("value")
 
 
 def value_len(entry: Entry) -> int:
@@ -72,6 +70,7 @@ class KeyIndex:
         self._sorted: list[bytes] | None = None  # None: rebuild from ``map`` when first needed
         self._pending: list[bytes] = []
         self._dead: set[bytes] = set()
+        self.expiry_candidates: list[bytes] = []  # during replay: keys written with an expiry
 
     # -- writes ------------------------------------------------------------------------------
     def put(self, key: bytes, entry: Entry, size: int) -> None:
@@ -120,6 +119,7 @@ class KeyIndex:
         self._sorted = None
         self._pending.clear()
         self._dead.clear()
+        self.expiry_candidates = []
 
     # -- ordered access ----------------------------------------------------------------------
     def sorted_keys(self) -> list[bytes]:
@@ -146,23 +146,18 @@ class KeyIndex:
         return keys
 
     def finish_load(self, now: int) -> None:
-        """After replay: drop entries that expired while the store was closed, count the rest.
-
-        Written with map/attrgetter so the passes over a million entries run at C speed.
-        """
+        """After replay: drop entries that expired while the store was closed, count the rest."""
         m = self.map
-        expiries = list(map(_get_expires, m.values()))
-        expiring = len(expiries) - expiries.count(None)
-        if expiring:
-            expired = [k for k, e in m.items() if e.expires_at_ms is not None and e.expires_at_ms <= now]
-            for key in expired:
-                del m[key]
-            expiring -= len(expired)
-        try:
-            value_bytes = sum(map(len, map(_get_value, m.values())))
-        except AttributeError:  # some values are on disk (Ref)
-            value_bytes = sum(map(value_len, m.values()))
-        self.live_bytes = value_bytes + sum(map(len, m)) + RECORD_HEADER_SIZE * len(m)
+        expiring = 0
+        for key in set(self.expiry_candidates):
+            entry = m.get(key)
+            if entry is None or entry.expires_at_ms is None:
+                continue
+            if entry.expires_at_ms <= now:
+                self.remove(key)
+            else:
+                expiring += 1
+        self.expiry_candidates = []
         self.expiring = expiring
         self._sorted = None
 
@@ -170,19 +165,23 @@ class KeyIndex:
 def load_frames(
     data: bytes, frames: Iterable[tuple[int, int]], seg_id: int, index: KeyIndex, inline_max: int, path: str
 ) -> int:
-    """Replay the records of committed frames into ``index.map``; return the largest version seen.
+    """Replay the records of committed frames into ``index``; return the largest version seen.
 
-    The hot loop of open: one struct unpack, two slices, one object and one dict operation per
-    record, with the cyclic GC paused (it would otherwise rescan the growing heap again and
-    again).  The counters are recomputed once by :meth:`KeyIndex.finish_load`.
+    The hot loop of open: one struct unpack, two slices, one object and two dict operations per
+    record, with the cyclic GC paused (it would otherwise rescan the growing heap again and again).
+    ``live_bytes`` is kept up to date here; expiries are settled by :meth:`KeyIndex.finish_load`.
     """
     m = index.map
     unpack = RECORD_HEADER.unpack_from
+    get = m.get
     pop = m.pop
     hsize = RECORD_HEADER_SIZE
     new = Record.__new__
-    set_key, set_value, set_expires, set_version = _SET_KEY, _SET_VALUE, _SET_EXPIRES, _SET_VERSION
-    defaults = _SET_DEFAULTS
+    set_key, set_value, set_expires, set_version, set_kind = _SET_KEY, _SET_VALUE, _SET_EXPIRES, _SET_VERSION, \
+        _SET_KIND
+    others = _SET_OTHERS
+    candidates = index.expiry_candidates
+    live = 0  # record bytes added minus record bytes superseded or deleted
     max_version = 0
     gc_was_on = gc.isenabled()
     gc.disable()
@@ -198,21 +197,33 @@ def load_frames(
                 if version > max_version:
                     max_version = version
                 if flags & REC_TOMBSTONE:
-                    pop(key, None)
-                elif vlen <= inline_max:
-                    rec = new(Record)
-                    set_key(rec, key)
-                    set_value(rec, data[vpos:pos])
-                    set_expires(rec, expires if flags & REC_EXPIRES else None)
-                    set_version(rec, version)
-                    for setter, default in defaults:
-                        setter(rec, default)
-                    m[key] = rec
+                    old = pop(key, None)
                 else:
-                    m[key] = Ref(seg_id, vpos, vlen, expires if flags & REC_EXPIRES else None, version)
+                    old = get(key)
+                    live += hsize + klen + vlen
+                    if flags & REC_EXPIRES:
+                        candidates.append(key)
+                    else:
+                        expires = None
+                    if vlen <= inline_max:
+                        rec = new(Record)
+                        set_key(rec, key)
+                        set_value(rec, data[vpos:pos])
+                        set_expires(rec, expires)
+                        set_version(rec, version)
+                        set_kind(rec, None)
+                        if others:
+                            for setter, default in others:
+                                setter(rec, default)
+                        m[key] = rec
+                    else:
+                        m[key] = Ref(seg_id, vpos, vlen, expires, version)
+                if old is not None:
+                    live -= hsize + klen + (len(old.value) if old.__class__ is Record else old.vlen)  # type: ignore[union-attr]
             if pos != frame_end:
                 raise CorruptError(f"{path}: records overrun their frame at offset {frame_start}")
     finally:
         if gc_was_on:
             gc.enable()
+        index.live_bytes += live
     return max_version

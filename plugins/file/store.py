@@ -47,17 +47,15 @@ from .format import (
     RECORD_HEADER_SIZE,
     SEG_HEADER_SIZE,
     SEG_REPLACES_EARLIER,
-    TMP_SUFFIX,
-    decode_segment_header,
     encode_frame,
     encode_single,
-    parse_segment_name,
     segment_name,
 )
-from .index import Entry, KeyIndex, Ref, load_frames
+from .index import Entry, KeyIndex, Ref
 from .lock import DirLock
-from .log import GroupCommit, Segment, fsync_dir, scan_segment
+from .log import GroupCommit, Segment, fsync_dir
 from .options import FileOptions
+from .recovery import load_directory
 
 log = logging.getLogger("kvctl.file")
 
@@ -140,12 +138,13 @@ class FileStore(StoreBase):
                 self._dirlock = DirLock(self._dir, self._where)
             for attempt in range(10):
                 try:
-                    self._load()
+                    loaded = load_directory(self._dir, self._index, writer=not opts.readonly,
+                                            repair=opts.repair, inline_max=self._inline_max,
+                                            report=self._report)
                     break
                 except FileNotFoundError:
                     # A reader raced a writer's compaction, which deleted a segment it had listed:
                     # list again (the writer's files are always a consistent set).
-                    self._reset_loaded()
                     if not opts.readonly or attempt == 9:
                         raise
         except KvctlError:
@@ -154,83 +153,27 @@ class FileStore(StoreBase):
         except OSError as exc:
             self._abandon()
             raise StoreIOError(f"{self._where}: cannot open: {exc.strerror or exc}") from None
+        self._segs = loaded.segments
+        self._active = self._segs[max(self._segs)] if self._segs else None
+        self._total = sum(s.size for s in self._segs.values())
+        self._recovered_tail = loaded.recovered_tail
+        self._repaired = loaded.repaired
+        self._unread_tail = loaded.unread_tail
+        self._index.finish_load(now_ms())
+        self._clock.observe(loaded.max_version)
         if self._repaired and not opts.readonly:
             self.compact()  # rewrite the damaged segments so the next open is clean
 
-    def _reset_loaded(self) -> None:
-        for seg in self._segs.values():
-            seg.close()
-        self._segs.clear()
-        self._index.clear()
-
     def _abandon(self) -> None:
-        self._reset_loaded()
         if self._dirlock is not None:
             self._dirlock.release()
             self._dirlock = None
         self._closed = True
         self._map = _CLOSED
 
-    def _load(self) -> None:
-        writer = not self._opts.readonly
-        names = os.listdir(self._dir)
-        if writer:
-            for name in names:
-                if name.endswith(TMP_SUFFIX):  # a segment or compaction that never got renamed in
-                    os.unlink(os.path.join(self._dir, name))
-        ids = sorted(i for i in map(parse_segment_name, names) if i is not None)
-        start = 0
-        for pos, seg_id in enumerate(ids):
-            header = self._read_header(seg_id)
-            if header[1] & SEG_REPLACES_EARLIER:
-                start = pos
-        if writer and start:
-            for seg_id in ids[:start]:  # left over by a compaction or clear() that crashed after its commit
-                os.unlink(os.path.join(self._dir, segment_name(seg_id)))
-            fsync_dir(self._dir)
-        ids = ids[start:]
-        max_version = 0
-        for pos, seg_id in enumerate(ids):
-            is_last = pos == len(ids) - 1
-            path = os.path.join(self._dir, segment_name(seg_id))
-            seg, data = Segment.open(path, writable=writer and is_last)
-            self._segs[seg_id] = seg
-            scan = scan_segment(data, path, is_last=is_last, repair=self._opts.repair)
-            version = load_frames(data, scan.frames, seg_id, self._index, self._inline_max, path)
-            max_version = max(max_version, version, seg.floor)
-            for hole_start, hole_end, why in scan.skipped:
-                self._repaired += hole_end - hole_start
-                self._report(f"{path}: skipped {hole_end - hole_start} damaged bytes at offset "
-                             f"{hole_start} ({why}) as asked by repair=true")
-            if scan.tail_bytes:
-                if writer:
-                    seg.truncate(scan.valid_end)
-                    seg.sync()
-                    self._recovered_tail += scan.tail_bytes
-                    self._report(f"{path}: dropped a torn or corrupt tail of {scan.tail_bytes} bytes at "
-                                 f"offset {scan.valid_end} ({scan.tail_reason}); the records before it are kept")
-                else:
-                    self._unread_tail = scan.tail_bytes  # a writer may be appending right now
-        if writer and not self._segs:
-            seg = Segment.create(self._dir, 1, 0, 0)
-            self._segs[seg.id] = seg
-        if self._segs:
-            self._active = self._segs[max(self._segs)]
-        self._total = sum(s.size for s in self._segs.values())
-        self._index.finish_load(now_ms())
-        self._clock.observe(max_version)
-
-    def _read_header(self, seg_id: int) -> tuple[int, int, int]:
-        path = os.path.join(self._dir, segment_name(seg_id))
-        with open(path, "rb") as f:
-            header = decode_segment_header(f.read(SEG_HEADER_SIZE))
-        if header is None or header[0] != seg_id:
-            raise CorruptError(f"{path}: not a kvctl file-store segment (bad header at offset 0)")
-        return header
-
     def _report(self, message: str) -> None:
         self._damage.append(message)
-        warnings.warn(f"{self._where}: {message}", RecoveryWarning, stacklevel=4)
+        warnings.warn(f"{self._where}: {message}", RecoveryWarning, stacklevel=6)
 
     # == reads ================================================================================
     def get(self, key: bytes) -> Record | None:
