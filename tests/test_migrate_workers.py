@@ -1,0 +1,153 @@
+"""`migrate --workers N`: key-range and hash-slice splits cover every key exactly once; a killed
+parallel run resumes to the same end result."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from test_migrate_support import DictStore, all_families, diff_urls, fresh_url, state_dir, subprocess_env, write
+
+from kvctl.adapt import to_async
+from kvctl.engines.migrate import Plan, source_pages
+from kvctl.engines.parallel import key_range_split, ranges_from
+from kvctl.engines.parallel import run as run_parallel
+from kvctl.errors import UsageError
+from kvctl.registry import open_url
+from kvctl.store import Capabilities, Record
+
+__all__ = ["state_dir"]
+
+SHAPES = {
+    "decimal": [b"key-%06d" % i for i in range(3000)],
+    "prefixed": [b"user:%d" % i for i in range(500)] + [b"session:%x" % i for i in range(2500)],
+    "binary": [bytes([i % 256, (i * 7) % 256, i // 256]) for i in range(3000)],
+    "tiny": [b"a", b"b"],
+    "nested": [b"p", b"p\x00", b"p\xff", b"p\xff\xff", b"pa", b"pz" * 40],
+}
+
+
+async def _covered(store: DictStore, plan: Plan) -> list[bytes]:
+    return [r.key async for page in source_pages(store, plan.key_filter, plan, None) for r in page.records]
+
+
+@pytest.mark.parametrize("shape", sorted(SHAPES))
+@pytest.mark.parametrize("workers", [2, 3, 8])
+def test_key_ranges_cover_every_key_exactly_once(shape: str, workers: int) -> None:
+    store = DictStore()
+    store.data = {k: Record(k, b"v") for k in SHAPES[shape]}
+
+    async def work() -> list[list[bytes]]:
+        bounds = await key_range_split(store, b"", workers)
+        assert bounds == sorted(bounds) and len(bounds) <= workers - 1
+        return [await _covered(store, Plan(batch_size=97, key_range=r)) for r in ranges_from(bounds)]
+
+    parts = asyncio.run(work())
+    seen = [k for part in parts for k in part]
+    assert sorted(seen) == sorted(SHAPES[shape]) and len(seen) == len(set(seen))
+    if shape == "decimal" and workers <= 3:
+        assert min(len(p) for p in parts) > len(seen) / workers / 2  # roughly balanced
+
+
+def test_key_ranges_respect_a_prefix() -> None:
+    store = DictStore()
+    store.data = {k: Record(k, b"v") for k in SHAPES["prefixed"]}
+
+    async def work() -> list[bytes]:
+        bounds = await key_range_split(store, b"user:", 4)
+        assert all(b.startswith(b"user:") for b in bounds)
+        out: list[bytes] = []
+        for r in ranges_from(bounds):
+            out += await _covered(store, Plan(prefix=b"user:", key_range=r))
+        return out
+
+    assert sorted(asyncio.run(work())) == sorted(k for k in SHAPES["prefixed"] if k.startswith(b"user:"))
+
+
+def test_hash_slices_of_an_unordered_store_cover_every_key_exactly_once() -> None:
+    store = to_async(open_url("outside://slices"))  # no ordered_scan: index cursors
+    keys = [b"h%d" % i for i in range(1000)]
+
+    async def work() -> list[bytes]:
+        await store.set_many([Record(k, k) for k in keys])
+        out: list[bytes] = []
+        for i in range(3):
+            out += await _covered(store, Plan(batch_size=64, hash_slice=(i, 3)))  # type: ignore[arg-type]
+        return out
+
+    seen = asyncio.run(work())
+    assert sorted(seen) == sorted(keys) and len(seen) == len(set(seen))
+
+
+def test_stores_private_to_a_process_are_refused(state_dir: Path) -> None:
+    with pytest.raises(UsageError, match="other processes"):
+        run_parallel("memory://w-a", "memory://w-b", Plan(workers=2))
+
+
+def _local_pair(tmp: Path) -> tuple[str, str]:
+    available = all_families()
+    for a, b in [("sqlite", "lmdb"), ("sqlite", "sqlite"), ("lmdb", "sqlite")]:
+        if a in available and b in available:
+            return fresh_url(a, tmp), fresh_url(b, tmp)
+    pytest.skip("needs two persistent local families (sqlite, lmdb)")
+
+
+def test_workers_copy_everything_and_verify(tmp_path: Path, state_dir: Path) -> None:
+    src, dst = _local_pair(tmp_path)
+    write(src, [Record(b"key:%05d" % i, b"v%d" % i) for i in range(5000)] + [Record(b"\xff\x00", b"b")])
+    write(dst, [Record(b"key:00001", b"stale")])
+    summary = run_parallel(src, dst, Plan(workers=3, batch_size=500, verify=True))
+    summary.check()
+    assert summary.counts.copied == 5001 and summary.workers == 3
+    assert summary.verify is not None and summary.verify.equal
+
+
+@pytest.mark.slow
+def test_a_killed_parallel_run_resumes(tmp_path: Path) -> None:
+    src, dst = _local_pair(tmp_path)
+    n = 40_000
+    write(src, [Record(b"key:%06d" % i, b"%d" % i * 10) for i in range(n)])
+    write(dst, [])
+    cp = tmp_path / "cp.json"
+    cmd = [sys.executable, "-m", "kvctl", "migrate", src, dst, "--workers", "3", "--batch-size", "200",
+           "--checkpoint-every", "1", "--checkpoint", str(cp), "--resume", "--no-progress", "--json"]
+    env = subprocess_env(tmp_path)
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:
+        if any(p.name.startswith("cp.json.w") for p in tmp_path.iterdir()):
+            break
+        time.sleep(0.005)
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)  # the coordinator and every worker at once
+    proc.communicate(timeout=60)
+    done = subprocess.run(cmd, env=env, capture_output=True, timeout=180)
+    assert done.returncode == 0, done.stderr.decode()
+    summary = json.loads(done.stdout)
+    assert summary["read"] == n and summary["copied"] == n
+    assert diff_urls(src, dst, ignore_expiry=False).equal
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith("cp.json")]
+
+
+def test_progress_totals_across_workers_use_checkpointed_counts(tmp_path: Path, state_dir: Path) -> None:
+    src, dst = _local_pair(tmp_path)
+    write(src, [Record(b"k%04d" % i, b"v") for i in range(300)])
+    write(dst, [])
+    events: list[int] = []
+
+    from kvctl.engines.migrate import Progress, Reporter
+
+    class Collect(Reporter):
+        def progress(self, event: Progress) -> None:
+            events.append(event.counts.read)
+
+    summary = run_parallel(src, dst, Plan(workers=2, batch_size=50), Collect())
+    assert summary.counts.read == 300 and events and events[-1] == 300
+    assert Capabilities().persistent is False  # memory-like stores stay refused by default
