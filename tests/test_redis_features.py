@@ -254,3 +254,32 @@ def test_password_never_shown(plain_url: str) -> None:
     s = open_url(plain_url.replace("redis://", "redis://user:sekret@"))
     assert "sekret" not in repr(s)
     s.close()
+
+
+# -- big batches go as several commands, still whole ----------------------------------------------
+@pytest.mark.parametrize("var", ["KVCTL_TEST_REDIS_URL", "KVCTL_TEST_REDIS_CLUSTER_URL"])
+def test_batches_larger_than_one_command(var: str) -> None:
+    url = service_url(var)
+    deadline = int(time.time() * 1000) + 3_600_000
+    records = [Record(b"big%05d" % i, b"v%d" % i, deadline if i % 3 == 0 else None) for i in range(2500)]
+    with open_url(url + ("&" if "?" in url else "?") + f"namespace={RUN}:big:") as s:
+        try:
+            s.set_many(records)
+            got = s.get_many([r.key for r in records])
+            assert [(g.value, g.expires_at_ms) for g in got if g] == [(r.value, r.expires_at_ms) for r in records]
+            assert s.count() == 2500
+            assert s.delete_many([r.key for r in records] + [b"absent"]) == 2500
+        finally:
+            s.clear()
+
+
+def test_ranges_split_by_count_and_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
+    from kvctl_plugins.redis import base
+
+    keys = [b"k%d" % i for i in range(2500)]
+    assert base.ranges(keys) == [(0, 1000), (1000, 2000), (2000, 2500)]
+    monkeypatch.setattr(base, "SLICE_BYTES", 100)
+    values = [b"x" * 40] * 5
+    assert base.ranges(keys[:5], values) == [(0, 2), (2, 4), (4, 5)]
+    assert base.ranges([b"k"], [b"x" * 1000]) == [(0, 1)]  # one oversized record still goes alone
+    assert base.interleave([1, 2], [3, 4]) == [1, 3, 2, 4]

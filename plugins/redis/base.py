@@ -22,6 +22,8 @@ from .errors import DRIVER_ERRORS, translate, translating
 from .options import RedisSettings
 
 MAX_STRING = 512 * 1024 * 1024  # Redis's proto-max-bulk-len default: the largest key or value
+SLICE_KEYS = 1000
+SLICE_BYTES = 64 * 1024 * 1024
 _GLOB = frozenset(b"*?[]\\")
 
 # The commands one Redis node runs for one slice of a batch, and its replies.
@@ -66,7 +68,9 @@ class RedisStoreBase(StoreBase):
         """For each key: (value bytes | [type] | None, expiry reply)."""
         raise NotImplementedError
 
-    def _write(self, records: list[Record], publish: Commands) -> None:
+    def _write(self, keys: list[bytes], values: list[bytes], expiries: list[int | None],
+               publish: Commands) -> None:
+        """Write the records given as three parallel lists (expiries absolute, None: none)."""
         raise NotImplementedError
 
     def _unlink(self, keys: list[bytes], publish: Commands) -> int:
@@ -161,15 +165,17 @@ class RedisStoreBase(StoreBase):
         batch = records if isinstance(records, list) else list(records)
         if not batch:
             return
-        for record in batch:  # all limits checked before anything is written
-            self._check(record.key, record.value)
+        caps = self.capabilities
+        max_key, max_value = caps.max_key_size or MAX_STRING, caps.max_value_size or MAX_STRING
+        for r in batch:  # all limits checked before anything is written
+            if len(r.key) > max_key or len(r.value) > max_value:
+                self._check(r.key, r.value)
         keys = [r.key for r in batch]
         publish = self._invalidate(INVALIDATED, keys)
         ns = self.ns
-        if ns:
-            batch = [Record(ns + r.key, r.value, r.expires_at_ms) for r in batch]
         try:
-            self._write(batch, publish)
+            self._write([ns + k for k in keys] if ns else keys, [r.value for r in batch],
+                        [r.expires_at_ms for r in batch], publish)
         except DRIVER_ERRORS as exc:
             raise translate(exc, self.where) from None
 
@@ -327,6 +333,36 @@ class RedisStoreBase(StoreBase):
     def close(self) -> None:
         if self.invalidator is not None:
             self.invalidator.close()
+
+
+def ranges(keys: list[bytes], values: list[bytes] | None = None) -> list[tuple[int, int]]:
+    """Consecutive index ranges of at most SLICE_KEYS items and about SLICE_BYTES each.
+
+    Redis holds a whole command in memory before running it, and one huge command (or script)
+    stalls every other client, so big batches are sent as several commands.
+    """
+    n = len(keys)
+    total = sum(map(len, keys)) + (sum(map(len, values)) if values is not None else 0)
+    if n <= SLICE_KEYS and total <= SLICE_BYTES:
+        return [(0, n)] if n else []
+    out: list[tuple[int, int]] = []
+    start, size = 0, 0
+    for i in range(n):
+        item = len(keys[i]) + (len(values[i]) if values is not None else 0)
+        if i > start and (i - start >= SLICE_KEYS or size + item > SLICE_BYTES):
+            out.append((start, i))
+            start, size = i, 0
+        size += item
+    out.append((start, n))
+    return out
+
+
+def interleave(a: list[Any], b: list[Any]) -> list[Any]:
+    """[a0, b0, a1, b1, ...] (MSET arguments, script arguments), without a Python loop."""
+    out: list[Any] = [None] * (2 * len(a))
+    out[0::2] = a
+    out[1::2] = b
+    return out
 
 
 def raise_first_error(replies: Iterable[Any]) -> None:

@@ -25,11 +25,11 @@ from redis.cluster import ClusterNode, RedisCluster
 from redis.crc import key_slot
 from redis.exceptions import ResponseError
 
-from kvctl.store import Capabilities, Record, StoreURL
+from kvctl.store import Capabilities, StoreURL
 
 from . import options, scripts
-from .base import MAX_STRING, Commands, RedisStoreBase, raise_first_error
-from .store import client_kwargs, slices
+from .base import MAX_STRING, Commands, RedisStoreBase, interleave, raise_first_error, ranges
+from .store import client_kwargs
 
 READ = {False: scripts.Script(scripts.READ % "PEXPIRETIME"),
         True: scripts.Script(scripts.READ.split("\n", 1)[1] % "PTTL")}
@@ -200,7 +200,7 @@ class RedisClusterStore(RedisStoreBase):
     def _fetch(self, keys: list[bytes]) -> list[tuple[Any, Any]]:
         def build(part: list[bytes]) -> Commands:
             script = READ[self.relative_ttl]
-            return [script.call(s, cluster=True) for s in slices(part, len)]
+            return [script.call(part[a:b], cluster=True) for a, b in ranges(part)]
 
         def parse(part: list[bytes], replies: list[Any]) -> list[Any]:
             flat = [x for r in replies for x in r]
@@ -221,44 +221,43 @@ class RedisClusterStore(RedisStoreBase):
         return out
 
     # -- writes ------------------------------------------------------------------------------
-    def _write(self, records: list[Record], publish: Commands) -> None:
-        by_key = {r.key: r for r in records}  # the last record of a key wins, as in a pipeline
-        keys = list(by_key)
+    def _write(self, keys: list[bytes], values: list[bytes], expiries: list[int | None],
+               publish: Commands) -> None:
+        # The last record of a key wins, as in a pipeline.
+        by_key = {k: (v, e) for k, v, e in zip(keys, values, expiries, strict=True)}
 
         def build(part: list[bytes]) -> Commands:
             script = WRITE[self.relative_ttl]
-            out = []
-            for s in slices(part, lambda k: len(k) + len(by_key[k].value)):
-                args = [x for k in s for x in (by_key[k].value, by_key[k].expires_at_ms or 0)]
-                out.append(script.call(s, args, cluster=True))
-            return out
+            pairs = [by_key[k] for k in part]
+            vals = [p[0] for p in pairs]
+            exps = [p[1] or 0 for p in pairs]
+            return [script.call(part[a:b], interleave(vals[a:b], exps[a:b]), cluster=True)
+                    for a, b in ranges(part, vals)]
 
         def slowly(part: list[bytes]) -> list[Any]:
             commands: Commands = []
             for k in part:
-                r = by_key[k]
-                commands.append((b"SET", k, r.value) if r.expires_at_ms is None
-                                else (b"SET", k, r.value, b"PXAT", r.expires_at_ms))
+                value, exp = by_key[k]
+                commands.append((b"SET", k, value) if exp is None else (b"SET", k, value, b"PXAT", exp))
             replies = self._pipeline(commands)
             raise_first_error(replies)
             return replies
 
-        self._per_node(keys, build, lambda part, replies: [None] * len(part), slowly, WRITE[self.relative_ttl])
+        self._per_node(list(by_key), build, lambda part, replies: [None] * len(part), slowly,
+                       WRITE[self.relative_ttl])
         self._publish(publish)
 
     def _unlink(self, keys: list[bytes], publish: Commands) -> int:
         unique = list(dict.fromkeys(keys))
 
         def build(part: list[bytes]) -> Commands:
-            return [DELETE.call(s, cluster=True) for s in slices(part, len)]
+            return [DELETE.call(part[a:b], cluster=True) for a, b in ranges(part)]
 
         def parse(part: list[bytes], replies: list[Any]) -> list[Any]:
             # Per-slice counts; spread as one count on the first key of each slice.
             out: list[int] = [0] * len(part)
-            at = 0
-            for s, n in zip(slices(part, len), replies, strict=True):
-                out[at] = int(n)
-                at += len(s)
+            for (a, _), n in zip(ranges(part), replies, strict=True):
+                out[a] = int(n)
             return out
 
         def slowly(part: list[bytes]) -> list[Any]:

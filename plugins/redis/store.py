@@ -19,36 +19,14 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from kvctl.store import Capabilities, Record, StoreURL, now_ms
+from kvctl.store import Capabilities, StoreURL, now_ms
 
 from . import options, scripts
-from .base import MAX_STRING, Commands, RedisStoreBase, raise_first_error
-
-# MSET and script arguments are sent in slices: Redis holds a whole command in memory before it
-# runs it, and one huge command would also stall every other client.
-_SLICE_KEYS = 1000
-_SLICE_BYTES = 64 * 1024 * 1024
+from .base import MAX_STRING, Commands, RedisStoreBase, interleave, raise_first_error, ranges
 
 EXPIRY = {False: scripts.Script(scripts.EXPIRY % "PEXPIRETIME"),
           True: scripts.Script(scripts.EXPIRY.split("\n", 1)[1] % "PTTL")}
 WRITE = {False: scripts.Script(scripts.WRITE), True: scripts.Script(scripts.WRITE.split("\n", 1)[1])}
-
-
-def slices(items: list[Any], size_of: Any) -> list[list[Any]]:
-    """Consecutive slices of at most _SLICE_KEYS items and about _SLICE_BYTES."""
-    out: list[list[Any]] = []
-    current: list[Any] = []
-    size = 0
-    for item in items:
-        n = size_of(item)
-        if current and (len(current) >= _SLICE_KEYS or size + n > _SLICE_BYTES):
-            out.append(current)
-            current, size = [], 0
-        current.append(item)
-        size += n
-    if current:
-        out.append(current)
-    return out
 
 
 def client_kwargs(settings: options.RedisSettings) -> dict[str, Any]:
@@ -112,7 +90,8 @@ class RedisStore(RedisStoreBase):
             raise_first_error([exp])
             return [(value, exp)]
         out: list[tuple[Any, Any]] = []
-        for part in slices(keys, len):
+        for a, b in ranges(keys):
+            part = keys[a:b]
             values, exps = self._run_script(
                 EXPIRY, lambda s, part=part: [(b"MGET", *part), s.call(part, cluster=False)])
             raise_first_error([values, exps])
@@ -127,36 +106,43 @@ class RedisStore(RedisStoreBase):
         return out
 
     # -- writes ------------------------------------------------------------------------------
-    def _write(self, records: list[Record], publish: Commands) -> None:
-        now = now_ms()
-        plain = [r for r in records if r.expires_at_ms is None]
-        timed = [r for r in records if r.expires_at_ms is not None]
-        if len(records) == 1 and not publish:  # the single-key path: one plain SET
-            r = records[0]
-            if r.expires_at_ms is None:
-                reply = self._run([(b"SET", r.key, r.value)])
+    def _write(self, keys: list[bytes], values: list[bytes], expiries: list[int | None],
+               publish: Commands) -> None:
+        if len(keys) == 1 and not publish:  # the single-key path: one plain SET
+            key, value, exp = keys[0], values[0], expiries[0]
+            if exp is None:
+                command: tuple[Any, ...] = (b"SET", key, value)
             else:
-                ttl = r.expires_at_ms - now
-                reply = self._run([(b"SET", r.key, r.value, b"PX", ttl) if ttl > 0 else (b"UNLINK", r.key)])
-            raise_first_error(reply)
+                ttl = exp - now_ms()
+                command = (b"SET", key, value, b"PX", ttl) if ttl > 0 else (b"UNLINK", key)
+            raise_first_error(self._run([command]))
             return
+        timed = [i for i, e in enumerate(expiries) if e is not None]
+        if timed and len(timed) < len(keys):
+            plain = [i for i, e in enumerate(expiries) if e is None]
+            plain_keys, plain_values = [keys[i] for i in plain], [values[i] for i in plain]
+            keys, values = [keys[i] for i in timed], [values[i] for i in timed]
+            expiries = [expiries[i] for i in timed]
+        elif timed:
+            plain_keys, plain_values = [], []
+        else:
+            plain_keys, plain_values, keys = keys, values, []
 
         def commands(script: scripts.Script) -> Commands:
             cmds: Commands = []
-            for part in slices(plain, lambda r: len(r.key) + len(r.value)):
-                cmds.append((b"MSET", *[x for r in part for x in (r.key, r.value)]))
-            for part in slices(timed, lambda r: len(r.key) + len(r.value)):
-                args = [x for r in part for x in (r.value, r.expires_at_ms)]
-                cmds.append(script.call([r.key for r in part], args, cluster=False, inline=True))
-            if len(cmds) > 1 or (cmds and publish):
+            for a, b in ranges(plain_keys, plain_values):
+                cmds.append((b"MSET", *interleave(plain_keys[a:b], plain_values[a:b])))
+            for a, b in ranges(keys, values):
+                args = interleave(values[a:b], expiries[a:b])
+                cmds.append(script.call(keys[a:b], args, cluster=False, inline=True))
+            if len(cmds) > 1 or publish:
                 cmds = [(b"MULTI",), *cmds, *publish, (b"EXEC",)]
             return cmds
 
-        replies = self._run_script(WRITE, commands)
-        raise_first_error(replies)
+        raise_first_error(self._run_script(WRITE, commands))
 
     def _unlink(self, keys: list[bytes], publish: Commands) -> int:
-        parts = slices(keys, len)
+        parts = [keys[a:b] for a, b in ranges(keys)]
         if len(parts) == 1 and not publish:
             reply = self._run([(b"UNLINK", *keys)])
             raise_first_error(reply)
@@ -182,7 +168,8 @@ class RedisStore(RedisStoreBase):
     def _dump(self, keys: list[bytes]) -> list[tuple[Any, Any, Any]]:
         exp_cmd = b"PTTL" if self.relative_ttl else b"PEXPIRETIME"
         out: list[tuple[Any, Any, Any]] = []
-        for part in slices(keys, len):
+        for a, b in ranges(keys):
+            part = keys[a:b]
             replies = self._run([c for k in part for c in ((b"DUMP", k), (exp_cmd, k), (b"TYPE", k))])
             if any(scripts.is_unknown_pexpiretime(r) for r in replies):
                 self.relative_ttl = True
