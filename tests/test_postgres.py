@@ -7,6 +7,7 @@ against one server do not collide; the tables are dropped at the end.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import os
 import uuid
@@ -18,7 +19,7 @@ import pytest
 from kvctl_plugins.postgres.settings import quote_ident
 
 from kvctl.adapt import to_sync
-from kvctl.errors import BadURLError, CorruptError, LimitError, StoreIOError, UsageError
+from kvctl.errors import BadURLError, LimitError, StoreIOError, UnavailableError, UsageError
 from kvctl.registry import open_url
 from kvctl.store import Record, Store, StoreURL
 from kvctl.testing import StoreConformance, open_sync
@@ -248,6 +249,26 @@ def test_schema_version_is_recorded(store: Store, pg_url: str) -> None:
     assert _run(meta()) == 1
 
 
+def test_newer_schema_version_is_refused(store: Store, pg_url: str) -> None:
+    store.set(b"k", b"v")
+    table = url_of(store).options["table"]
+
+    async def bump() -> None:
+        con = await asyncpg.connect(pg_url)
+        try:
+            await con.execute("UPDATE kvctl_meta SET schema_version = 2 WHERE table_name = $1", table)
+        finally:
+            await con.close()
+
+    _run(bump())
+    later = open_sync(url_of(store).raw)
+    try:
+        with pytest.raises(UsageError, match="schema version 2"):
+            later.get(b"k")
+    finally:
+        later.close()
+
+
 def test_foreign_table_is_refused(pg_url: str) -> None:
     name = f"{PREFIX}_foreign"
 
@@ -261,7 +282,7 @@ def test_foreign_table_is_refused(pg_url: str) -> None:
     _run(make())
     s = open_sync(f"{pg_url}?table={name}")
     try:
-        with pytest.raises(CorruptError, match="not a kvctl table"):
+        with pytest.raises(UsageError, match="not a kvctl table"):
             s.get(b"k")
     finally:
         s.close()
@@ -289,6 +310,37 @@ def test_sslmode_prefer_and_disable_connect(pg_url: str) -> None:
             assert s.get(b"k").value == mode.encode()  # type: ignore[union-attr]
         finally:
             s.close()
+
+
+def test_sslmode_require_reaches_the_driver(pg_url: str) -> None:
+    # The test server has no TLS: require must fail (cleanly), which shows the mode is applied.
+    url = table_url(pg_url, "ssl", sslmode="require")
+    s = open_sync(url)
+    try:
+        with pytest.raises(UnavailableError, match="SSL"):
+            s.get(b"k")
+    finally:
+        s.close()
+
+
+def test_concurrent_first_use_of_one_table(pg_url: str) -> None:
+    # Several processes' first use of a new table at once: the setup is serialized, none fails.
+    url = table_url(pg_url, "race")
+
+    def first_use(i: int) -> None:
+        s = open_sync(url)
+        try:
+            s.set(b"k%d" % i, b"v")
+        finally:
+            s.close()
+
+    with concurrent.futures.ThreadPoolExecutor(6) as pool:
+        list(pool.map(first_use, range(6)))
+    s = open_sync(url)
+    try:
+        assert s.count() == 6
+    finally:
+        s.close()
 
 
 @pytest.mark.parametrize("bad", ["table=", "nosuch=1", "sslmode=bogus", "table=" + "x" * 64,

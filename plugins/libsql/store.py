@@ -21,7 +21,7 @@ from typing import Any, Self
 import libsql_client
 from libsql_client import Statement
 
-from kvctl.errors import StoreIOError, UnsupportedError, UsageError
+from kvctl.errors import StoreIOError, UsageError
 from kvctl.hlc import HLC
 from kvctl.store import (
     AsyncStoreBase,
@@ -102,7 +102,7 @@ class LibSQLStore(AsyncStoreBase):
             if self._client is not None:
                 return self._client
             if self._closed:
-                raise UnsupportedError(f"{self._where}: the store was closed")
+                raise UsageError(f"{self._where}: the store was closed")
             target = self._target
             if target.local_path is not None:
                 _preflight(target.local_path, self._where)

@@ -15,7 +15,7 @@ from typing import Any, Self
 
 import asyncpg
 
-from kvctl.errors import BadURLError, CorruptError, KvctlError, UnsupportedError, UsageError
+from kvctl.errors import BadURLError, KvctlError, UsageError
 from kvctl.hlc import HLC, NODE_BITS
 from kvctl.store import (
     AsyncStoreBase,
@@ -94,7 +94,7 @@ class PostgresStore(AsyncStoreBase):
         if con is not None and not con.is_closed():
             return con
         if self._closed:
-            raise UnsupportedError(f"{self._where}: the store was closed")
+            raise UsageError(f"{self._where}: the store was closed")
         self._con = None
         self._prepared.clear()
         s = self._settings
@@ -124,7 +124,7 @@ class PostgresStore(AsyncStoreBase):
             recorded = await self._create(con)
             newest = await con.fetchval(f"SELECT max(version) FROM {sql.t}")
         if recorded != SCHEMA_VERSION:
-            raise UnsupportedError(
+            raise UsageError(
                 f"{self._where}: table {name} has kvctl schema version {recorded}; this kvctl knows "
                 f"version {SCHEMA_VERSION}", hint="upgrade kvctl",
             )
@@ -144,9 +144,9 @@ class PostgresStore(AsyncStoreBase):
                 wrong = {c: t for c, t in REQUIRED_COLUMNS.items() if columns.get(c) != t}
                 if wrong:
                     have = ", ".join(f"{c} {t}" for c, t in columns.items())
-                    raise CorruptError(
-                        f"{self._where}: table {name} exists but is not a kvctl table "
-                        f"(has {have}; needs key bytea, value bytea, expires_at bigint, version bigint)"
+                    raise UsageError(
+                        f"{self._where}: table {name} is not a kvctl table (has {have}; needs key bytea, "
+                        "value bytea, expires_at bigint, version bigint)", hint="pick another table with ?table=NAME",
                     )
             await con.execute(sql.record_schema, name, SCHEMA_VERSION)
             version: int = await con.fetchval(sql.schema_version, name)
