@@ -40,6 +40,19 @@ _SET_OTHERS = tuple(  # (setter, default) of fields added to Record later, if an
 )
 
 
+def new_record(key: bytes, value: bytes, expires_at_ms: int | None, version: int | None) -> Record:
+    """``Record(key, value, expires_at_ms, version)``, about twice as fast (see above)."""
+    rec = Record.__new__(Record)
+    _SET_KEY(rec, key)
+    _SET_VALUE(rec, value)
+    _SET_EXPIRES(rec, expires_at_ms)
+    _SET_VERSION(rec, version)
+    _SET_KIND(rec, None)
+    for setter, default in _SET_OTHERS:
+        setter(rec, default)
+    return rec
+
+
 class Ref:
     """A live value kept on disk: ``vlen`` bytes at ``offset`` of segment ``seg``."""
 
@@ -91,6 +104,32 @@ class KeyIndex:
                 self.expiring -= 1
         if entry.expires_at_ms is not None:
             self.expiring += 1
+
+    def put_many(self, keys: list[bytes], entries: list[Entry]) -> None:
+        """:meth:`put` for a batch, in one loop (the hot path of set_many)."""
+        m = self.map
+        get = m.get
+        hsize = RECORD_HEADER_SIZE
+        tracking = self._sorted is not None
+        live = expiring = 0
+        for key, entry in zip(keys, entries, strict=True):
+            old = get(key)
+            m[key] = entry
+            live += hsize + len(key) + (len(entry.value) if entry.__class__ is Record else entry.vlen)  # type: ignore[union-attr]
+            if entry.expires_at_ms is not None:
+                expiring += 1
+            if old is None:
+                if tracking:
+                    if key in self._dead:
+                        self._dead.discard(key)
+                    else:
+                        self._pending.append(key)
+            else:
+                live -= hsize + len(key) + (len(old.value) if old.__class__ is Record else old.vlen)  # type: ignore[union-attr]
+                if old.expires_at_ms is not None:
+                    expiring -= 1
+        self.live_bytes += live
+        self.expiring += expiring
 
     def remove(self, key: bytes) -> Entry | None:
         old = self.map.pop(key, None)

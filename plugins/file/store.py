@@ -21,7 +21,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, NoReturn, Self
 
 from kvctl.errors import CorruptError, KvctlError, StoreIOError, UnsupportedError, UsageError
-from kvctl.hlc import HLC, make_version
+from kvctl.hlc import HLC
 from kvctl.store import (
     Capabilities,
     Page,
@@ -34,20 +34,17 @@ from kvctl.store import (
     prefix_end,
 )
 
+from .batch import encode_records, encode_tombstones
 from .compact import CompactionAborted, write_compacted
 from .format import (
-    FRAME_END,
     FRAME_HEADER_SIZE,
-    FRAME_TARGET,
     MAX_KEY_SIZE,
     MAX_VALUE_SIZE,
     REC_EXPIRES,
     REC_TOMBSTONE,
-    RECORD_HEADER,
     RECORD_HEADER_SIZE,
     SEG_HEADER_SIZE,
     SEG_REPLACES_EARLIER,
-    encode_frame,
     encode_single,
     segment_name,
 )
@@ -59,7 +56,6 @@ from .recovery import load_directory
 
 log = logging.getLogger("kvctl.file")
 
-_STEP = make_version(0, 1)  # one tick of the HLC counter: versions within one batch
 _SINGLE_VALUE_AT = FRAME_HEADER_SIZE + RECORD_HEADER_SIZE  # value offset in a one-record frame, less the key
 _MAX_IOV = 512
 
@@ -318,66 +314,12 @@ class FileStore(StoreBase):
             return
         with self._lock:
             seg = self._writable()
-            entries, frames, refs = self._encode_batch(recs)
-            start = self._append(seg, frames)
+            batch = encode_records(recs, self._clock, self._inline_max, self.capabilities, self.name)
+            start = self._append(seg, batch.chunks)
             self._commit(single=False)
-            for i, offset in refs:  # values over inline_max stay on disk: point at them
-                rec = entries[i]
-                entries[i] = Ref(seg.id, start + offset, len(rec.value), rec.expires_at_ms, rec.version)
-            put = self._index.put
-            for rec, entry in zip(recs, entries, strict=True):
-                put(rec.key, entry, RECORD_HEADER_SIZE + len(rec.key) + len(rec.value))
+            batch.place(seg.id, start)
+            self._index.put_many(batch.keys, batch.entries)
             self._maybe_compact()
-
-    def _encode_batch(self, recs: list[Record]) -> tuple[list[Any], list[bytes], list[tuple[int, int]]]:
-        """Versions, limits and frames for a batch; raises before anything is written."""
-        pack = RECORD_HEADER.pack
-        inline_max = self._inline_max
-        entries: list[Any] = []
-        frames: list[bytes] = []
-        refs: list[tuple[int, int]] = []  # (entry index, value offset from the batch start)
-        parts: list[bytes] = []
-        written = psize = count = 0
-        next_version = 0
-        max_given = 0
-        for rec in recs:
-            if psize >= FRAME_TARGET:  # cut before a record, so the last frame is never empty
-                frames.extend(encode_frame(b"".join(parts), count, 0))
-                written += FRAME_HEADER_SIZE + psize
-                parts, psize, count = [], 0, 0
-            key = rec.key
-            value = rec.value
-            klen = len(key)
-            vlen = len(value)
-            if klen > MAX_KEY_SIZE or vlen > MAX_VALUE_SIZE:
-                check_limits(self.capabilities, self.name, key, value)
-            if rec.kind is not None:
-                raise UnsupportedError(f"the file backend holds bytes values only, not a {rec.kind} ({key!r})")
-            version = rec.version
-            expires = rec.expires_at_ms
-            if version is None:
-                # One HLC reading per batch, then counter ticks: the same ordering as calling
-                # now() per record, at a fraction of the cost (observed back into the clock below).
-                if not next_version:
-                    next_version = self._clock.now()
-                version = next_version
-                next_version += _STEP
-                rec = Record(key, value, expires, version)
-            elif version > max_given:
-                max_given = version
-            parts.append(pack(klen, vlen, 0 if expires is None else REC_EXPIRES, expires or 0, version))
-            parts.append(key)
-            parts.append(value)
-            if vlen > inline_max:
-                refs.append((len(entries), written + FRAME_HEADER_SIZE + psize + RECORD_HEADER_SIZE + klen))
-            entries.append(rec)
-            psize += RECORD_HEADER_SIZE + klen + vlen
-            count += 1
-        frames.extend(encode_frame(b"".join(parts), count, FRAME_END))
-        if next_version:
-            self._clock.observe(next_version - _STEP)
-        self._clock.observe(max_given or None)
-        return entries, frames, refs
 
     def delete(self, key: bytes) -> bool:
         return self._delete((key,), single=True) == 1
@@ -397,35 +339,16 @@ class FileStore(StoreBase):
             for key in targets:
                 exp = m[key].expires_at_ms
                 live += exp is None or exp > now
-            version = self._clock.now()
             if len(targets) == 1:
-                frames = [encode_single(targets[0], b"", REC_TOMBSTONE, 0, version)]
+                frames = [encode_single(targets[0], b"", REC_TOMBSTONE, 0, self._clock.now())]
             else:
-                frames = self._encode_tombstones(targets, version)
+                frames = encode_tombstones(targets, self._clock)
             self._append(seg, frames)
             self._commit(single=single)
             for key in targets:
                 self._index.remove(key)
             self._maybe_compact()
             return live
-
-    def _encode_tombstones(self, keys: list[bytes], version: int) -> list[bytes]:
-        pack = RECORD_HEADER.pack
-        frames: list[bytes] = []
-        parts: list[bytes] = []
-        psize = count = 0
-        for key in keys:
-            if psize >= FRAME_TARGET:
-                frames.extend(encode_frame(b"".join(parts), count, 0))
-                parts, psize, count = [], 0, 0
-            parts.append(pack(len(key), 0, REC_TOMBSTONE, 0, version))
-            parts.append(key)
-            version += _STEP
-            psize += RECORD_HEADER_SIZE + len(key)
-            count += 1
-        frames.extend(encode_frame(b"".join(parts), count, FRAME_END))
-        self._clock.observe(version - _STEP)
-        return frames
 
     def clear(self) -> int:
         with self._lock:
