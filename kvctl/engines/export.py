@@ -36,7 +36,7 @@ from kvctl.store import AsyncStore, Page, Record, now_ms
 
 from .keyfilter import KeyFilter
 from .pipeline import pump
-from .storeops import dump_many, has_typed_values, show_key
+from .storeops import has_typed_values, show_key, with_dumps
 from .transfer import BatchWriter, Counts, Policy, Problems, check_policy
 
 Format = Literal["jsonl", "csv"]
@@ -144,22 +144,16 @@ async def export_to(store: AsyncStore, out: BinaryIO, fmt: Format, *, key_filter
 
     async def consume(page: Page) -> None:
         now = now_ms()
-        records = []
-        typed = []
+        records: list[Record] = []
         for rec in kf.keep(page.records):
             if rec.expires_at_ms is not None and rec.expires_at_ms <= now:
                 summary.expired += 1
-            elif rec.kind is not None:
-                typed.append(rec)
             else:
                 records.append(rec)
-        if typed:
-            if typed_ok:
-                records.extend(r for r in await dump_many(store, [r.key for r in typed]) if r is not None)
-            else:
-                summary.incomplete += len(typed)
-                for r in typed:
-                    summary.problems.note_incomplete(r.key, r.kind or "?")
+        if any(r.kind is not None for r in records):
+            if not typed_ok:
+                summary.incomplete += sum(r.kind is not None for r in records)
+            records = await with_dumps(store, records, typed_ok, summary.problems)
         if not records:
             return
         summary.records += len(records)
@@ -215,6 +209,7 @@ def read_records(inp: BinaryIO, fmt: Format, name: str) -> Iterator[Record]:
     where = [0]  # the line being parsed, for the error message
     try:
         if fmt == "csv":
+            csv.field_size_limit(2**31 - 1)  # values can be large; the default caps a field at 128 KiB
             reader = csv.DictReader(io.TextIOWrapper(inp, encoding="utf-8", newline=""))
             missing = {"key", "value"} - set(reader.fieldnames or [])
             if missing:

@@ -127,12 +127,14 @@ class SnapshotWriter:
         self._hash.update(data)
         self._offset += len(data)
 
-    def add(self, records: list[Record], *, tombstones: bool = False) -> None:
-        """Append records (types PUT, or TYPED when ``Record.kind`` is set)."""
+    def add(self, records: list[Record]) -> None:
+        """Append records (type PUT, or TYPED when ``Record.kind`` is set)."""
         buf = self._buf
         pack = REC.pack
         pack_crc = CRC.pack
         crc32 = zlib.crc32
+        limit = self._block_size
+        count = self._buf_count
         for rec in records:
             key, value, exp, ver, kind = rec.key, rec.value, rec.expires_at_ms, rec.version, rec.kind
             flags = (exp is not None) | ((ver is not None) << 1)
@@ -150,9 +152,12 @@ class SnapshotWriter:
                 buf += mid
             buf += value
             buf += pack_crc(crc)
-        self._buf_count += len(records)
-        if len(buf) >= self._block_size:
-            self._flush()
+            count += 1
+            if len(buf) >= limit:  # blocks stay near the target size whatever the batch size
+                self._buf_count = count
+                self._flush()
+                count = 0
+        self._buf_count = count
 
     def _flush(self) -> None:
         if not self._buf_count:
@@ -271,19 +276,27 @@ class SnapshotReader:
         magic, version, flags, meta_len = HEAD.unpack(head)
         if magic != MAGIC:
             raise SnapshotCorrupt(self.name, 0, "not a kvctl snapshot (bad magic)")
+        if meta_len > 1 << 24:
+            raise SnapshotCorrupt(self.name, 0, "header checksum mismatch (implausible header length)")
+        try:
+            body = self._read(meta_len, "the header")
+            (crc,) = U32.unpack(self._read(4, "the header"))
+        except SnapshotCorrupt:  # a damaged length is as likely as a short file: name the header
+            raise SnapshotCorrupt(self.name, 0, "header damaged or truncated (the file ends inside it)") from None
+        if crc != zlib.crc32(head + body):
+            raise SnapshotCorrupt(self.name, 0, "header checksum mismatch")
+        # only a header that passed its checksum is interpreted
         if version != FORMAT_VERSION:
             raise UnsupportedError(f"{self.name} is snapshot format version {version}; this kvctl reads "
                                    f"version {FORMAT_VERSION}")
-        if meta_len > 1 << 24:
-            raise SnapshotCorrupt(self.name, 12, "implausible header length")
-        body = self._read(meta_len, "the header")
-        (crc,) = U32.unpack(self._read(4, "the header"))
-        if crc != zlib.crc32(head + body) or flags != 0:
-            raise SnapshotCorrupt(self.name, 0, "header checksum mismatch")
+        if flags != 0:
+            raise UnsupportedError(f"{self.name} uses header flags {flags:#x} this kvctl does not know")
         try:
             meta = json.loads(body)
         except ValueError:
             raise SnapshotCorrupt(self.name, HEAD.size, "header metadata is not JSON") from None
+        if not isinstance(meta, dict):
+            raise SnapshotCorrupt(self.name, HEAD.size, "header metadata is not a JSON object")
         return Header(version, meta, self._offset)
 
     def blocks(self) -> Iterator[Block]:

@@ -35,12 +35,13 @@ from .fsutil import atomic_writer
 from .keyfilter import KeyFilter
 from .pipeline import Prefetch, pump
 from .snapformat import (
+    BLOCK_RAW_TARGET,
     SnapshotCorrupt,
     SnapshotReader,
     SnapshotWriter,
     default_codec,
 )
-from .storeops import describe, dump_many, has_typed_values, open_async
+from .storeops import describe, has_typed_values, open_async, with_dumps
 from .transfer import BatchWriter, Counts, Problems
 
 
@@ -79,9 +80,9 @@ class SnapshotSummary:
 
 # -- create ------------------------------------------------------------------------------------
 def create(url: str, path: Path, *, key_filter: KeyFilter | None = None, batch_size: int = 5000,
-           codec: str | None = None) -> SnapshotSummary:
-    return asyncio.run(_with_store(url, lambda s: create_from(s, path, key_filter=key_filter,
-                                                              batch_size=batch_size, codec=codec)))
+           codec: str | None = None, block_size: int = BLOCK_RAW_TARGET) -> SnapshotSummary:
+    return asyncio.run(_with_store(url, lambda s: create_from(
+        s, path, key_filter=key_filter, batch_size=batch_size, codec=codec, block_size=block_size)))
 
 
 async def _with_store(url: str, work: Any) -> Any:
@@ -93,7 +94,8 @@ async def _with_store(url: str, work: Any) -> Any:
 
 
 async def create_from(store: AsyncStore, path: Path, *, key_filter: KeyFilter | None = None,
-                      batch_size: int = 5000, codec: str | None = None) -> SnapshotSummary:
+                      batch_size: int = 5000, codec: str | None = None,
+                      block_size: int = BLOCK_RAW_TARGET) -> SnapshotSummary:
     kf = key_filter or KeyFilter()
     caps = store.capabilities
     summary = SnapshotSummary(str(path), describe(store))
@@ -113,7 +115,7 @@ async def create_from(store: AsyncStore, path: Path, *, key_filter: KeyFilter | 
     t0 = time.perf_counter()
     try:
         with atomic_writer(path) as fh:
-            writer = SnapshotWriter(fh, meta, codec or default_codec())
+            writer = SnapshotWriter(fh, meta, codec or default_codec(), block_size)
             try:
                 await _write_records(store, kf, batch_size, writer, summary, typed_ok)
                 summary.size = writer.finish()
@@ -149,24 +151,15 @@ async def _write_records(store: AsyncStore, kf: KeyFilter, batch_size: int, writ
 
 async def _typed_and_live(store: AsyncStore, records: list[Record], now: int,
                           summary: SnapshotSummary, typed_ok: bool) -> list[Record]:
-    out: list[Record] = []
-    typed: list[Record] = []
+    live = []
     for r in records:
         if r.expires_at_ms is not None and r.expires_at_ms <= now:
             summary.expired += 1
-        elif r.kind is not None:
-            typed.append(r)
         else:
-            out.append(r)
-    if typed and typed_ok:
-        dumped = await dump_many(store, [r.key for r in typed])
-        out.extend(r for r in dumped if r is not None)
-        out.sort(key=lambda r: r.key)  # keep key order for readers that rely on "ordered"
-    else:
-        for r in typed:
-            summary.incomplete += 1
-            summary.problems.note_incomplete(r.key, r.kind or "?")
-    return out
+            live.append(r)
+    if not typed_ok:
+        summary.incomplete += sum(r.kind is not None for r in live)
+    return await with_dumps(store, live, typed_ok, summary.problems)
 
 
 # -- verify ------------------------------------------------------------------------------------

@@ -70,3 +70,25 @@ async def dump_many(store: Any, keys: Sequence[bytes]) -> list[Record | None]:
 
 async def restore_many(store: Any, records: Sequence[Record]) -> None:
     await _invoke(store, "restore_many", list(records))
+
+
+async def with_dumps(store: Any, records: list[Record], typed_ok: bool, problems: Any) -> list[Record]:
+    """``records`` with each typed value replaced by its dump, in the same order.
+
+    Without ``typed_ok`` (or when a key vanished since the scan) typed records are dropped, and
+    the dropped ones reported through ``problems.note_incomplete(key, kind)``.
+    """
+    typed = [r for r in records if r.kind is not None]
+    dumps: dict[bytes, Record] = {}
+    if typed_ok:
+        dumps = {r.key: r for r in await dump_many(store, [r.key for r in typed]) if r is not None}
+    else:
+        for r in typed:
+            problems.note_incomplete(r.key, r.kind or "?")
+    out = []
+    for r in records:
+        if r.kind is None:
+            out.append(r)
+        elif r.key in dumps:
+            out.append(dumps[r.key])
+    return out
