@@ -288,3 +288,26 @@ def test_accounting_after_reopen_matches_the_running_store(tmp_path: Path) -> No
         reopened = store.stats()
     for name in ("keys", "live_bytes", "file_bytes", "garbage_bytes", "values_on_disk", "segments"):
         assert reopened[name] == running[name], name
+
+
+def test_failed_compaction_leaves_the_store_as_it_was(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    from kvctl_plugins.file import compact as file_compact
+
+    def no_space(fd: int, chunks: list[bytes]) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    url = f"file://{tmp_path}/db?compact_ratio=0"
+    with open_url(url) as store:
+        store.set_many([Record(b"k%d" % i, b"v" * 50) for i in range(100)])
+        store.delete_many([b"k%d" % i for i in range(50)])
+        monkeypatch.setattr(file_compact, "write_all", no_space)
+        with pytest.raises(StoreIOError, match="compaction failed"):
+            store.compact()
+        monkeypatch.undo()
+        assert store.count() == 50
+        store.set(b"after", b"failure")
+        assert not list((tmp_path / "db").glob("*.tmp"))
+    with open_url(url) as store:
+        assert store.count() == 51 and store.get(b"k60").value == b"v" * 50

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import struct
 import zlib
-from collections.abc import Iterator
 
 SEGMENT_SUFFIX = ".log"
 TMP_SUFFIX = ".tmp"
@@ -146,19 +145,3 @@ def find_next_frame(buf: bytes, start: int) -> int | None:
         except FrameDamage:
             pos = buf.find(FRAME_MAGIC, pos + 1)
     return None
-
-
-def iter_records(buf: bytes, start: int, end: int) -> Iterator[tuple[int, bytes, int, int, int, int, int]]:
-    """``(record offset, key, value offset, value length, flags, expires, version)`` per record.
-
-    The loader has its own inlined copy of this loop (it is the hot path of open); this one
-    serves compaction and tests.
-    """
-    unpack = RECORD_HEADER.unpack_from
-    pos = start
-    while pos < end:
-        klen, vlen, flags, expires, version = unpack(buf, pos)
-        kpos = pos + RECORD_HEADER_SIZE
-        vpos = kpos + klen
-        yield pos, buf[kpos:vpos], vpos, vlen, flags, expires, version
-        pos = vpos + vlen

@@ -510,6 +510,9 @@ class FileStore(StoreBase):
             return self._run_compaction()
         except CompactionAborted:
             return {"aborted": True}
+        except OSError as exc:
+            raise StoreIOError(f"{self._where}: compaction failed: {exc.strerror or exc}; "
+                               "the store is unchanged") from None
 
     def _run_compaction(self) -> dict[str, Any]:
         """Seal, snapshot, write the compacted segment off-lock, then swap it in.
