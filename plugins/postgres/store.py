@@ -183,14 +183,14 @@ class PostgresStore(AsyncStoreBase):
     async def get_many(self, keys: Sequence[bytes]) -> list[Record | None]:
         if not keys:
             return []
-        found: dict[bytes, Record] = {}
         make = make_record
+        out: list[Record | None] = []
         for start in range(0, len(keys), ARRAY_CHUNK):
-            chunk = list(keys[start:start + ARRAY_CHUNK])
+            chunk = keys[start:start + ARRAY_CHUNK]
             rows = await self._fetch(self._sql.get_many, "get_many", chunk, now_ms(), prepared=True)
-            for k, v, e, ver in rows:
-                found[k] = make(k, v, e, ver)
-        return [found.get(k) for k in keys]
+            # Rows come back in request order; value is NOT NULL, so None marks a missing key.
+            out += [None if v is None else make(k, v, e, ver) for k, v, e, ver in rows]
+        return out
 
     async def scan(
         self,
