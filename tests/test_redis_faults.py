@@ -162,7 +162,7 @@ def test_server_gone_between_calls(servers: list[Server], tmp_path: Path) -> Non
             assert_one_line(info.value, url)
 
 
-def test_cluster_node_going_away(servers: list[Server], tmp_path: Path) -> None:
+def start_cluster(tmp_path: Path, servers: list[Server]) -> list[Server]:
     nodes = [Server(tmp_path, "--cluster-enabled", "yes", "--cluster-node-timeout", "1000",
                     "--cluster-config-file", f"nodes-{i}.conf") for i in range(3)]
     servers.extend(nodes)
@@ -171,7 +171,61 @@ def test_cluster_node_going_away(servers: list[Server], tmp_path: Path) -> None:
                    check=True, capture_output=True, timeout=60)
     for n in nodes:
         Server.wait(lambda n=n: b"cluster_state:ok" in n.client().execute_command("CLUSTER", "INFO"))
-    url = f"redis+cluster://{addrs[0]}?seeds={addrs[1]},{addrs[2]}"
+    return nodes
+
+
+def cluster_url(nodes: list[Server]) -> str:
+    return f"redis+cluster://127.0.0.1:{nodes[0].port}?seeds=127.0.0.1:{nodes[1].port},127.0.0.1:{nodes[2].port}"
+
+
+def test_cluster_moved_ask_and_lost_scripts(servers: list[Server], tmp_path: Path) -> None:
+    nodes = start_cluster(tmp_path, servers)
+    url = cluster_url(nodes)
+    with open_url(url) as store:
+        keys = [b"{t}a", b"{t}b", b"{t}c"] + [b"key-%d" % i for i in range(100)]
+        store.set_many([Record(k, k) for k in keys])
+        assert [r.value for r in store.get_many(keys)] == keys  # type: ignore[union-attr]
+        # Scripts flushed (a restart, a failover): NOSCRIPT, load, go on.
+        for n in nodes:
+            n.client().script_flush()
+        assert [r.value for r in store.get_many(keys)] == keys  # type: ignore[union-attr]
+
+        # ASK: slot of {t} half-way through a migration to another node; the store's map is stale.
+        slot = int(nodes[0].client().execute_command("CLUSTER", "KEYSLOT", "{t}"))
+        ids = {n.port: n.client().execute_command("CLUSTER", "MYID").decode() for n in nodes}
+        owner = next(n for n in nodes if any(
+            a <= slot <= b for a, b, *_ in n.client().execute_command("CLUSTER", "SLOTS")
+            if int(_[0][1]) == n.port))
+        target = next(n for n in nodes if n is not owner)
+        target.client().execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", ids[owner.port])
+        owner.client().execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", ids[target.port])
+        owner.client().execute_command("MIGRATE", "127.0.0.1", target.port, "", 0, 5000, "KEYS", "{t}a")
+        slow_path: list[int] = []
+        pipeline = store._pipeline
+
+        def counting(commands: list) -> list:  # type: ignore[type-arg]
+            slow_path.append(len(commands))
+            return pipeline(commands)
+
+        store._pipeline = counting
+        assert [r.value for r in store.get_many(keys)] == keys  # type: ignore[union-attr]
+        assert slow_path  # the node refused the script; redis-py's pipeline followed the ASK
+        store.set_many([Record(b"{t}a", b"new-a"), Record(b"{t}b", b"new-b")])
+        assert store.get(b"{t}a").value == b"new-a"  # type: ignore[union-attr]
+
+        # MOVED: finish the migration; the store still routes {t} to the old owner.
+        owner.client().execute_command("MIGRATE", "127.0.0.1", target.port, "", 0, 5000, "KEYS", "{t}b", "{t}c")
+        for n in nodes:
+            n.client().execute_command("CLUSTER", "SETSLOT", slot, "NODE", ids[target.port])
+        assert [r.value for r in store.get_many([b"{t}a", b"{t}b", b"{t}c"])] == [  # type: ignore[union-attr]
+            b"new-a", b"new-b", b"{t}c"]
+        assert store.delete_many([b"{t}a", b"{t}b", b"nope"]) == 2
+        assert store.count() == len(keys) - 2
+
+
+def test_cluster_node_going_away(servers: list[Server], tmp_path: Path) -> None:
+    nodes = start_cluster(tmp_path, servers)
+    url = cluster_url(nodes)
     with open_url(url) as store:
         keys = [b"key-%d" % i for i in range(200)]
         store.set_many([Record(k, b"v") for k in keys])
@@ -184,6 +238,19 @@ def test_cluster_node_going_away(servers: list[Server], tmp_path: Path) -> None:
         assert_one_line(info.value, url)
         with pytest.raises(UnavailableError):
             store.set_many([Record(k, b"w") for k in keys])
+
+
+def test_lost_scripts_standalone(servers: list[Server], tmp_path: Path) -> None:
+    server = Server(tmp_path)
+    servers.append(server)
+    deadline = int(time.time() * 1000) + 60_000
+    with open_url(f"redis://127.0.0.1:{server.port}/0") as store:
+        store.set_many([Record(b"a", b"1", deadline), Record(b"b", b"2")])
+        server.client().script_flush()
+        assert [r.expires_at_ms for r in store.get_many([b"a", b"b"])] == [deadline, None]  # type: ignore[union-attr]
+        server.client().script_flush()
+        store.set_many([Record(b"c", b"3", deadline), Record(b"d", b"4")])  # EVAL inside MULTI: no NOSCRIPT
+        assert store.count() == 4
 
 
 def test_tls(servers: list[Server], tmp_path: Path) -> None:

@@ -35,8 +35,9 @@ READ = {False: scripts.Script(scripts.READ % "PEXPIRETIME"),
         True: scripts.Script(scripts.READ.split("\n", 1)[1] % "PTTL")}
 WRITE = {False: scripts.Script(scripts.WRITE), True: scripts.Script(scripts.WRITE.split("\n", 1)[1])}
 # Checks every key is local before unlinking any, so a moved slot never leaves half a delete.
-DELETE = scripts.Script(scripts.DELETE.replace(
-    "local removed = 0", "for i = 1, n do redis.call('EXISTS', kt[ko + i]) end\nlocal removed = 0"))
+_DELETE = scripts.DELETE.replace(
+    "local removed = 0", "for i = 1, n do redis.call('EXISTS', kt[ko + i]) end\nlocal removed = 0")
+DELETE = {False: scripts.Script(_DELETE), True: scripts.Script(_DELETE.split("\n", 1)[1])}
 _REDIRECTS = ("MOVED", "ASK", "TRYAGAIN", "CLUSTERDOWN")
 
 
@@ -147,7 +148,7 @@ class RedisClusterStore(RedisStoreBase):
         build: Callable[[list[bytes]], Commands],
         parse: Callable[[list[bytes], list[Any]], list[Any]],
         fallback: Callable[[list[bytes]], list[Any]],
-        script: scripts.Script | None = None,
+        script_of: dict[bool, scripts.Script] | None = None,
     ) -> list[Any]:
         """Run ``build(slice)`` on the node of each slice of ``keys``; results in key order."""
         results: list[Any] = [None] * len(keys)
@@ -172,7 +173,11 @@ class RedisClusterStore(RedisStoreBase):
                 if not errors:
                     for i, value in zip(idx, parse([keys[i] for i in idx], replies[name]), strict=True):
                         results[i] = value
-                elif script is not None and any(scripts.is_noscript(e) for e in errors):
+                elif any(scripts.is_old_server(e) for e in errors) and not self.relative_ttl:
+                    self.relative_ttl = True  # build() picks the pre-7.0 scripts from now on
+                    again[name] = idx
+                elif script_of is not None and any(scripts.is_noscript(e) for e in errors):
+                    script = script_of[self.relative_ttl]
                     scripts.run(self._pool(name), [(b"SCRIPT", b"LOAD", script.text)])
                     again[name] = idx
                 elif any(_is_redirect(e) for e in errors):
@@ -206,7 +211,7 @@ class RedisClusterStore(RedisStoreBase):
             flat = [x for r in replies for x in r]
             return list(zip(flat[0::2], flat[1::2], strict=True))
 
-        return self._per_node(keys, build, parse, self._fetch_slowly, READ[self.relative_ttl])
+        return self._per_node(keys, build, parse, self._fetch_slowly, READ)
 
     def _fetch_slowly(self, keys: list[bytes]) -> list[tuple[Any, Any]]:
         exp = b"PTTL" if self.relative_ttl else b"PEXPIRETIME"
@@ -243,15 +248,15 @@ class RedisClusterStore(RedisStoreBase):
             raise_first_error(replies)
             return replies
 
-        self._per_node(list(by_key), build, lambda part, replies: [None] * len(part), slowly,
-                       WRITE[self.relative_ttl])
+        self._per_node(list(by_key), build, lambda part, replies: [None] * len(part), slowly, WRITE)
         self._publish(publish)
 
     def _unlink(self, keys: list[bytes], publish: Commands) -> int:
         unique = list(dict.fromkeys(keys))
 
         def build(part: list[bytes]) -> Commands:
-            return [DELETE.call(part[a:b], cluster=True) for a, b in ranges(part)]
+            script = DELETE[self.relative_ttl]
+            return [script.call(part[a:b], cluster=True) for a, b in ranges(part)]
 
         def parse(part: list[bytes], replies: list[Any]) -> list[Any]:
             # Per-slice counts; spread as one count on the first key of each slice.

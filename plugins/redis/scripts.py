@@ -125,3 +125,8 @@ def is_noscript(reply: Any) -> bool:
 def is_unknown_pexpiretime(reply: Any) -> bool:
     text = str(reply).lower()
     return isinstance(reply, ResponseError) and "unknown" in text and "pexpiretime" in text
+
+
+def is_old_server(reply: Any) -> bool:
+    """A server older than 7.0: no PEXPIRETIME, no ``#!lua`` flags line (untested here: 7.0 only)."""
+    return is_unknown_pexpiretime(reply) or (isinstance(reply, ResponseError) and "near '#'" in str(reply))

@@ -66,8 +66,7 @@ class RedisStore(RedisStoreBase):
             script = script_of[self.relative_ttl]
             replies = self._run(commands_of(script))
             flat = [x for r in replies for x in (r if isinstance(r, list) else [r])]
-            if any(scripts.is_unknown_pexpiretime(r) or "shebang" in str(r).lower()
-                   for r in flat if isinstance(r, redis.ResponseError)):
+            if any(scripts.is_old_server(r) for r in flat):
                 self.relative_ttl = True
                 continue
             if any(scripts.is_noscript(r) for r in flat):
