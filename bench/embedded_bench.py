@@ -15,9 +15,10 @@ work with the same schema, pragmas, transaction pattern and sync mode, in its fa
   transaction per batch (``txn.get`` loop; ``cursor.putmulti``).
 
 Every figure is the median over ``--repeats`` rounds of the time per operation; kvctl and raw
-calls alternate inside each round so machine drift hits both alike.  Usage::
+calls run back to back inside each round, and each round sweeps every case, so machine drift
+and bursts of load from elsewhere hit both sides alike.  Usage::
 
-    python bench/embedded_bench.py [--repeats 15] [--cpu 0] [--output bench/embedded_RESULTS.md]
+    python bench/embedded_bench.py [--repeats 21] [--cpu 0] [--only sqlite] [--output FILE]
 """
 
 from __future__ import annotations
@@ -35,9 +36,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from struct import Struct
 
 import lmdb
+from kvctl_plugins.lmdb.records import make_record  # the record builder both plugins use
 
+from kvctl.hlc import HLC
 from kvctl.registry import open_url
 from kvctl.store import Record
 
@@ -252,24 +256,60 @@ def lmdb_mode_cases(rounds: int, workdir: str, *, sync: bool) -> list[Case]:
 
 # -- running and reporting ---------------------------------------------------------------------
 def run(cases: list[Case], rounds: int) -> None:
+    """Round r times every case once, kvctl and raw back to back (order flipped every round).
+
+    Rounds sweep across all cases, so a burst of load from elsewhere on the machine spoils one
+    round of many cases rather than every round of one case; the median then discards it.
+    """
     for case in cases:
         case.kvctl(rounds)  # warm-up round: statement caches, page cache, branch predictors
         case.raw(rounds)
-        kv_times: list[float] = []
-        raw_times: list[float] = []
-        for r in range(rounds):
-            for step, times in ((case.kvctl, kv_times), (case.raw, raw_times))[:: 1 if r % 2 else -1]:
+    times: dict[int, tuple[list[float], list[float]]] = {id(c): ([], []) for c in cases}
+    for r in range(rounds):
+        for case in cases:
+            kv_times, raw_times = times[id(case)]
+            pairs = ((case.kvctl, kv_times), (case.raw, raw_times))
+            for step, out in pairs if r % 2 else pairs[::-1]:
                 gc.collect()
                 t0 = time.perf_counter()
                 step(r)
-                times.append(time.perf_counter() - t0)
+                out.append(time.perf_counter() - t0)
+    for case in cases:
+        kv_times, raw_times = times[id(case)]
         case.kvctl_us = statistics.median(kv_times) / case.ops * 1e6
         case.raw_us = statistics.median(raw_times) / case.ops * 1e6
         print(f"  {case.backend:7} {case.operation:14} kvctl {case.kvctl_us:8.3f} µs  raw {case.raw_us:8.3f} µs"
               f"  x{case.ratio:.2f}", file=sys.stderr)
 
 
-def report(cases: list[Case], command: str, rounds: int) -> str:
+def fixed_costs() -> list[tuple[str, float]]:
+    """Per-record costs no plugin can avoid today, timed in this run (µs, median of 7)."""
+    header = Struct(">QQ")
+    clock = HLC()
+    framed = header.pack(0, 1 << 50) + VALUE
+    version = 1 << 50
+    probes: list[tuple[str, Callable[[], object]]] = [
+        ("`Record(k, v, None, ver)`: the frozen dataclass constructor", lambda: Record(b"k", VALUE, None, version)),
+        ("`make_record(k, v, None, ver)`: the plugins' cheaper equivalent", lambda: make_record(b"k", VALUE, None, 1)),
+        ("`HLC.now()`: one version", clock.now),
+        ("LMDB header decode: `unpack_from` + `raw[16:]`", lambda: (header.unpack_from(framed), framed[16:])),
+        ("LMDB header encode: `pack(exp, ver) + value`", lambda: header.pack(0, version) + VALUE),
+    ]
+    out = []
+    for label, fn in probes:
+        n = 200_000
+        runs = []
+        for _ in range(7):
+            t0 = time.perf_counter()
+            for _ in range(n):
+                fn()
+            runs.append(time.perf_counter() - t0)
+        out.append((label, statistics.median(runs) / n * 1e6))
+    return out
+
+
+def report(cases: list[Case], command: str, rounds: int, load: tuple[float, float],
+           costs: list[tuple[str, float]]) -> str:
     lines = [
         "# Embedded backends: kvctl vs the raw driver",
         "",
@@ -279,8 +319,9 @@ def report(cases: list[Case], command: str, rounds: int) -> str:
         f"Python {platform.python_version()}, SQLite {sqlite3.sqlite_version}, py-lmdb {lmdb.__version__} "
         f"(LMDB {'.'.join(map(str, lmdb.version()))}).  Medians of {rounds} rounds, µs per operation, "
         "100-byte values, keys `key-<i>`; gets read 1,000 pre-filled keys, sets write new keys.  "
-        "kvctl and raw alternate within each round.  Figures drift ~1.4x between runs on this "
-        "machine kind: compare the ratio, which is taken inside one run.",
+        "Each round runs every case once, kvctl and raw back to back in alternating order.  Figures "
+        "drift ~1.4x between runs on this machine kind: compare the ratio, which is taken inside one run.  "
+        f"Load average (1 min) at start / end: {load[0]:.2f} / {load[1]:.2f}.",
         "",
         "| backend | operation | durability | kvctl µs/op | raw µs/op | kvctl/raw | target | met | raw idiom |",
         "|---|---|---|---:|---:|---:|---:|:-:|---|",
@@ -291,12 +332,20 @@ def report(cases: list[Case], command: str, rounds: int) -> str:
             f"| {c.backend} | {c.operation} | {c.durability} | {c.kvctl_us:.3f} | {c.raw_us:.3f} | "
             f"{c.ratio:.2f}x | <= {c.target:g}x | {met} | {c.raw_idiom} |"
         )
+    lines += [
+        "",
+        "Per-record costs inside the kvctl figures, timed in this run (µs, including a Python call):",
+        "",
+        "| cost | µs |",
+        "|---|---:|",
+        *(f"| {label} | {us:.3f} |" for label, us in costs),
+    ]
     return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--repeats", type=int, default=15, help="rounds per case (default 15)")
+    parser.add_argument("--repeats", type=int, default=21, help="rounds per case (default 21)")
     parser.add_argument("--cpu", type=int, default=None, help="pin the process to this CPU")
     parser.add_argument("--only", choices=("memory", "sqlite", "lmdb"), action="append",
                         help="run only these backends (repeatable)")
@@ -306,6 +355,7 @@ def main(argv: list[str] | None = None) -> int:
         os.sched_setaffinity(0, {args.cpu})
     command = shlex.join(["python", "bench/embedded_bench.py", *(sys.argv[1:] if argv is None else argv)])
     only = set(args.only or ("memory", "sqlite", "lmdb"))
+    load_start = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="kvctl-bench-") as workdir:
         cases: list[Case] = []
         if "memory" in only:
@@ -315,7 +365,8 @@ def main(argv: list[str] | None = None) -> int:
         if "lmdb" in only:
             cases += lmdb_cases(args.repeats + 1, workdir)
         run(cases, args.repeats)
-    text = report(cases, command, args.repeats)
+        costs = fixed_costs()
+    text = report(cases, command, args.repeats, (load_start, os.getloadavg()[0]), costs)
     print(text)
     if args.output:
         with open(args.output, "w") as out:
