@@ -343,8 +343,12 @@ class SnapshotReader:
             raise SnapshotCorrupt(self.name, offset + TRAILER_SIZE, "unexpected bytes after the trailer")
         self.trailer = Trailer(offset, records, blocks, digest)
 
-    def decode(self, block: Block) -> Decoded:
-        """The block's records, each checked against its crc32."""
+    def decode(self, block: Block, *, check: bool = True) -> Decoded:
+        """The block's records, each checked against its crc32.
+
+        ``check=False`` skips the per-record checksums: for a reader that has just verified the
+        whole-file hash (and still checks every block's payload checksum as it reads).
+        """
         raw = _decompressor(block.codec, self.name, block.offset)(block.stored) if block.codec else block.stored
         if len(raw) != block.raw_len:
             raise SnapshotCorrupt(self.name, block.offset, f"block {block.index}: decompressed to "
@@ -361,7 +365,7 @@ class SnapshotReader:
                 end = pos + 4 + body_len
                 if end + 4 > end_all or klen > body_len - 22:
                     raise ValueError("record length out of bounds")
-                if crc32(raw[pos:end]) != crc_at(raw, end)[0]:
+                if check and crc32(raw[pos:end]) != crc_at(raw, end)[0]:
                     raise ValueError("record checksum mismatch")
                 kstart = pos + 26
                 key = raw[kstart: kstart + klen]

@@ -20,6 +20,7 @@ this loop runs for every key a migrate moves.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from operator import attrgetter
 from typing import Any, Literal, get_args
 
 from kvctl.errors import ConflictError, UnsupportedError
@@ -29,6 +30,10 @@ from .storeops import describe, dump_many, restore_many, show_key
 
 Policy = Literal["overwrite", "skip", "newer", "fail"]
 POLICIES: tuple[str, ...] = get_args(Policy)
+_kind = attrgetter("kind")
+_expiry = attrgetter("expires_at_ms")
+_key = attrgetter("key")
+_value = attrgetter("value")
 MAX_NAMED = 1000  # keys named in a summary per kind of problem; the counts stay exact
 
 
@@ -120,31 +125,26 @@ class BatchWriter:
     async def write(self, records: list[Record]) -> None:
         """Process one batch (already filtered by key)."""
         counts = self.counts
-        counts.read += len(records)
+        n = len(records)
+        counts.read += n
         now = now_ms()
-        plain: list[Record] = []
-        typed: list[Record] = []
-        has_ttl = False
-        expired = 0
-        append = plain.append
-        for rec in records:
-            if rec.kind is not None:
-                typed.append(rec)
-                continue
-            exp = rec.expires_at_ms
-            if exp is not None:
-                if exp <= now:
-                    expired += 1
-                    continue
-                has_ttl = True
-            append(rec)
-        counts.expired += expired
-        if typed:
-            dumped = await self._typed(typed, now)
-            for rec in dumped:
-                has_ttl = has_ttl or rec.expires_at_ms is not None
+        # Whole-batch checks with C-level passes (map/count/sum); the per-record Python loops
+        # below only run for the batches that need them.
+        kinds = list(map(_kind, records))
+        if kinds.count(None) == n:
+            plain, typed = records, []
         else:
-            dumped = []
+            plain = [r for r, k in zip(records, kinds, strict=True) if k is None]
+            typed = [r for r, k in zip(records, kinds, strict=True) if k is not None]
+        exps = [e for e in map(_expiry, plain) if e is not None]
+        has_ttl = bool(exps)
+        if has_ttl and min(exps) <= now:
+            live = [r for r in plain if r.expires_at_ms is None or r.expires_at_ms > now]
+            counts.expired += len(plain) - len(live)
+            plain = live
+        dumped = await self._typed(typed, now) if typed else []
+        if dumped and not has_ttl:
+            has_ttl = any(r.expires_at_ms is not None for r in dumped)
         if has_ttl and not self._dst_ttl:
             plain, dumped = self._without_ttl(plain), self._without_ttl(dumped)
         if self._max_key is not None or self._max_value is not None:
@@ -157,12 +157,8 @@ class BatchWriter:
             if dumped:
                 await restore_many(self.dst, dumped)
         counts.copied += len(plain) + len(dumped)
-        size = 0
-        for rec in plain:
-            size += len(rec.key) + len(rec.value)
-        for rec in dumped:
-            size += len(rec.key) + len(rec.value)
-        counts.bytes += size
+        counts.bytes += (sum(map(len, map(_key, plain))) + sum(map(len, map(_value, plain)))
+                         + sum(len(r.key) + len(r.value) for r in dumped))
 
     async def _typed(self, typed: list[Record], now: int) -> list[Record]:
         """Typed records ready to restore; the rest reported as incomplete."""
