@@ -1,0 +1,160 @@
+"""Load passes: N concurrent clients, for the throughput-versus-clients curve.
+
+Network backends get N asyncio tasks sharing one store (its driver's connection pool), each op
+timed into preallocated arrays for tail latency under load.  Embedded backends get N processes
+(the GIL would serialize threads), each with its own connection, started together on a barrier.
+Every plan is built before the clock starts; a pass runs for ``--duration`` seconds, or exactly
+``--ops`` ops per client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from array import array
+from typing import Any
+
+from kvctl.bench.kernels import Plan, run_async, run_async_timed
+from kvctl.bench.latency import preallocated, summarize
+from kvctl.bench.workloads import Bench, Ctx
+
+CHUNK = 500                 # ops between deadline checks
+MAX_PLANNED_OPS = 400_000   # per client, when sizing a duration-bound pass from the single-client mean
+
+
+def planned_ops(ops: int | None, duration: float, mean_s: float | None) -> int:
+    if ops:
+        return ops
+    if not mean_s or mean_s <= 0:
+        return 20_000
+    return max(CHUNK, min(MAX_PLANNED_OPS, int(duration / mean_s * 1.2) + CHUNK))
+
+
+def _chunks(plan: Plan) -> list[Plan]:
+    """Split a plan into CHUNK-op pieces (one deadline check per piece)."""
+    out = []
+    n = len(plan)
+    for i in range(0, n, CHUNK):
+        out.append(Plan(plan.keys[i:i + CHUNK], only=plan.only,
+                        codes=plan.codes[i:i + CHUNK] if plan.codes else b"",
+                        args=plan.args[i:i + CHUNK] if plan.args is not None else None,
+                        ttl_ms=plan.ttl_ms))
+    return out
+
+
+# -- network: asyncio tasks -----------------------------------------------------------------------
+
+async def _client_task(store: Any, chunks: list[Plan], value: bytes, deadline: float | None,
+                       record: bool) -> tuple[int, float, list[array]]:
+    done = 0
+    lats: list[array] = []
+    t0 = time.perf_counter()
+    for chunk in chunks:
+        if record:
+            lat = preallocated(len(chunk))
+            await run_async_timed(store, chunk, value, lat)
+            lats.append(lat)
+        else:
+            await run_async(store, chunk, value)
+        done += len(chunk)
+        if deadline is not None and time.perf_counter() >= deadline:
+            break
+    return done, time.perf_counter() - t0, lats
+
+
+async def _async_pass(store: Any, plans: list[list[Plan]], value: bytes, duration: float | None
+                      ) -> dict[str, Any]:
+    deadline = None if duration is None else time.perf_counter() + duration
+    t0 = time.perf_counter()
+    results = await asyncio.gather(*(_client_task(store, chunks, value, deadline, True) for chunks in plans))
+    wall = time.perf_counter() - t0
+    ops = sum(r[0] for r in results)
+    out: dict[str, Any] = {"clients": len(plans), "ops": ops, "ops_per_s": ops / wall if wall else 0.0}
+    out.update(summarize(lat for r in results for lat in r[2]))
+    return out
+
+
+def network_pass(ctx: Ctx, bench: Bench, clients: int, ops: int | None, duration: float,
+                 mean_s: float | None) -> dict[str, Any]:
+    per_client = planned_ops(ops, duration, mean_s)
+    plans = [_chunks(bench.plan(ctx, per_client)) for _ in range(clients)]
+    limit = None if ops else duration
+    target = ctx.target
+    if target.is_async:
+        return dict(target.run_coroutine(_async_pass(target.store, plans, ctx.value, limit)))
+
+    # a sync network store: a fresh connection behind the async adapter, on a fresh loop
+    from kvctl.adapt import to_async
+    from kvctl.registry import open_url
+
+    async def main() -> dict[str, Any]:
+        async with to_async(open_url(ctx.url)) as store:  # type: ignore[attr-defined]
+            return await _async_pass(store, plans, ctx.value, limit)
+
+    return asyncio.run(main())
+
+
+# -- embedded: processes --------------------------------------------------------------------------
+
+def _child(job_path: str, workload: str, bench_name: str, per_client: int, duration: float | None,
+           barrier: Any, results: Any) -> None:
+    from kvctl.bench.job import Job
+    from kvctl.bench.runner import open_ctx
+    from kvctl.bench.workloads import get
+
+    job = Job.load(job_path)
+    bench = get(workload).bench(bench_name)
+    ctx = open_ctx(job, None)
+    try:
+        if bench.setup is not None:
+            bench.setup(ctx)
+        chunks = _chunks(bench.plan(ctx, per_client))
+        barrier.wait()
+        deadline = None if duration is None else time.perf_counter() + duration
+        done, busy = 0, 0.0
+        for chunk in chunks:
+            busy += ctx.target.time_plan(chunk, ctx.value)
+            done += len(chunk)
+            if deadline is not None and time.perf_counter() >= deadline:
+                break
+        results.put((done, busy, None))
+    except Exception as exc:
+        results.put((0, 0.0, f"{type(exc).__name__}: {exc}"))
+        barrier.abort()
+    finally:
+        ctx.close()
+        ctx.target.close()
+
+
+def process_pass(job_path: str, workload: str, bench: Bench, clients: int, ops: int | None,
+                 duration: float, mean_s: float | None) -> dict[str, Any]:
+    import multiprocessing
+
+    mp = multiprocessing.get_context("spawn")
+    barrier = mp.Barrier(clients + 1)
+    results = mp.Queue()
+    per_client = planned_ops(ops, duration, mean_s)
+    procs = [mp.Process(target=_child, args=(job_path, workload, bench.name, per_client,
+                                             None if ops else duration, barrier, results))
+             for _ in range(clients)]
+    for p in procs:
+        p.start()
+    error = None
+    try:
+        barrier.wait(timeout=120)
+    except Exception:
+        error = "a client process failed to start"
+    rates, total = 0.0, 0
+    for _ in procs:
+        done, busy, err = results.get(timeout=600)
+        error = error or err
+        total += done
+        rates += done / busy if busy else 0.0
+    for p in procs:
+        p.join(timeout=60)
+    if error:
+        from kvctl.errors import KvctlError
+
+        raise KvctlError(error)
+    # each client's rate over its own busy time, summed: the aggregate while all ran together
+    return {"clients": clients, "ops": total, "ops_per_s": rates}

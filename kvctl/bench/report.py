@@ -1,0 +1,502 @@
+"""Turn a :class:`~kvctl.bench.results.Run` into tables and charts, then into text.
+
+Building and rendering are separate: :func:`tables` and :func:`charts` make format-free
+:class:`Table` and :class:`Chart` objects (each table carries the parameters line printed beside
+it); the renderers write them as rich tables, Markdown, CSV, Mermaid ``xychart-beta`` charts (the
+form of the chart in Session's document) or one self-contained HTML page with inline-SVG bars.
+``json`` is the saved run itself (pyperf-compatible).
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import io
+from dataclasses import dataclass, field
+from typing import Any
+
+from kvctl.bench import seeds, workloads, ycsb
+from kvctl.bench.results import EMPTY, REFERENCE, Row, Run, fmt_float
+from kvctl.errors import UsageError
+
+FORMATS = ("rich", "markdown", "csv", "json", "mermaid", "html")
+_EXTENSIONS = {".md": "markdown", ".markdown": "markdown", ".csv": "csv", ".json": "json", ".mmd": "mermaid",
+               ".mermaid": "mermaid", ".html": "html", ".htm": "html", ".txt": "rich"}
+_PCT = ("p50", "p95", "p99", "p99.9")
+
+
+@dataclass
+class Table:
+    title: str
+    columns: list[str]
+    rows: list[list[str]]
+    params: str = ""               # the parameters printed beside the results
+    notes: list[str] = field(default_factory=list)
+    key: str = ""                  # machine name (workload.name, "alloc", "seeds" ...)
+
+
+@dataclass
+class Chart:
+    title: str
+    unit: str
+    labels: list[str]
+    values: list[float]
+    key: str = ""
+
+
+def format_for(path: str, explicit: str | None) -> str:
+    if explicit:
+        return explicit
+    import os
+
+    ext = os.path.splitext(path)[1].lower()
+    return _EXTENSIONS.get(ext, "json")
+
+
+def check_format(name: str) -> str:
+    if name not in FORMATS:
+        raise UsageError(f"unknown format {name!r} (known: {', '.join(FORMATS)})")
+    return name
+
+
+# -- building ---------------------------------------------------------------------------------------
+
+def _scale(unit: str) -> tuple[float, str]:
+    return (1e3, "ms") if unit == "ms" else (1e6, "µs")
+
+
+def _mean_sd(row: Row, factor: float) -> str:
+    mean, sd = row.mean, row.stdev
+    if mean is None:
+        return "-"
+    text = fmt_float(mean * factor)
+    return f"{text} ± {fmt_float(sd * factor, 2)}" if sd is not None else text
+
+
+def _ops(row: Row) -> str:
+    ops = row.ops_per_s
+    if ops is None:
+        return "-"
+    return f"{ops:,.0f}" if ops >= 100 else f"{ops:.3g}"
+
+
+def _pct_cells(row: Row, factor_from_us: float) -> list[str]:
+    pct = row.percentiles()
+    return [fmt_float(pct[k] * factor_from_us) if k in pct else "-" for k in _PCT]
+
+
+def _unit_word(row: Row) -> str:
+    return {"op": "op", "record": "record", "txn": "txn", "pair": "pair"}.get(row.unit, row.unit)
+
+
+def _run_params(run: Run) -> str:
+    p = run.info.get("params", {})
+    m = run.machine()
+    parts = []
+    if p:
+        parts.append(f"values {p.get('value_size')} B, {p.get('keys')} pre-filled keys, seed {p.get('seed')}")
+        parts.append(f"pyperf {p.get('processes')} processes x {p.get('values')} values "
+                     f"(min {p.get('min_time')} s each)")
+    parts.append(f"Python {m.get('python', '?')} on {m.get('cpu_model', '?')} x{m.get('cpu_count', '?')} "
+                 f"({m.get('arch', '?')}), CPU pinning {m.get('cpu_pinning', 'none')}")
+    return "; ".join(parts)
+
+
+def _backend_rows(run: Run) -> dict[str, dict[str, Any]]:
+    return {b.get("label", ""): b for b in run.info.get("backends", [])}
+
+
+def overview(run: Run) -> list[Table]:
+    info = run.info
+    m = run.machine()
+    rows = [["command", info.get("command", "-")], ["created", info.get("created", "-")],
+            ["machine", f"{m.get('cpu_model', '?')} x{m.get('cpu_count', '?')}, {m.get('platform', '?')}"],
+            ["python", f"{m.get('python', '?')} ({m.get('implementation', '?')})"],
+            ["CPU pinning", str(m.get("cpu_pinning", "none"))],
+            ["load average at start", str(m.get("load_avg_1min", "-"))],
+            ["run took", f"{info.get('duration_s', '-')} s"]]
+    empty = run.row(EMPTY)
+    if empty is not None and empty.mean is not None:
+        rows.append(["harness cost per op (empty op)", f"{empty.mean * 1e6:.3f} µs"])
+    empty_async = run.row(EMPTY + "-async")
+    if empty_async is not None and empty_async.mean is not None:
+        rows.append(["harness cost per op, async (empty await)", f"{empty_async.mean * 1e6:.3f} µs"])
+    ref = run.row(REFERENCE)
+    if ref is not None and ref.mean is not None:
+        rows.append(["reference (bare dict, GridKV Mixed plan)", f"{ref.mean * 1e6:.3f} µs/op"])
+    tables = [Table("Run", ["", ""], rows, key="run")]
+    backends = info.get("backends", [])
+    if backends:
+        brow = [[b.get("label", ""), b.get("url", ""), "embedded" if b.get("embedded") else "network",
+                 b.get("durability", "") or "-", b.get("drivers", "") or "-",
+                 b.get("status", "") + (f": {b.get('reason')}" if b.get("reason") else "")] for b in backends]
+        tables.append(Table("Backends", ["backend", "URL", "kind", "durability", "drivers", "status"], brow,
+                            key="backends"))
+    return tables
+
+
+def workload_tables(run: Run) -> list[Table]:
+    rows = [r for r in run.rows() if r.workload in workloads.WORKLOADS]
+    params = _run_params(run)
+    distribution = run.info.get("params", {}).get("distribution")
+    tables: list[Table] = []
+    for w in workloads.WORKLOADS.values():
+        wrows = [r for r in rows if r.workload == w.name]
+        if not wrows:
+            continue
+        factor, unit = _scale(w.time_unit)
+        has_pct = any(r.percentiles() for r in wrows)
+        cols = ["backend", "bench"]
+        if w.name == "ycsb":
+            cols.append("distribution")
+        if w.throughput:
+            cols.append("ops/s")
+        cols.append(f"mean {unit} ± sd")
+        if has_pct:
+            cols += [f"{k} {unit}" for k in _PCT]
+        cols.append("per")
+        body: list[list[str]] = []
+        order = {b.name: i for i, b in enumerate(w.benches)}
+        notes: list[str] = []
+        for r in sorted(wrows, key=lambda r: (r.backend, order.get(r.bench, 99))):
+            cells = [r.backend, r.bench]
+            if w.name == "ycsb":
+                core = ycsb.WORKLOADS.get(r.bench)
+                cells.append(distribution or (core.distribution if core else "-"))
+            if not r.ok:
+                width = len(cols) - len(cells)
+                cells += [f"{r.status}: {r.reason}"] + [""] * (width - 1)
+                body.append(cells)
+                continue
+            if w.throughput:
+                cells.append(_ops(r))
+            cells.append(_mean_sd(r, factor))
+            if has_pct:
+                cells += _pct_cells(r, factor / 1e6)
+            cells.append(_unit_word(r))
+            body.append(cells)
+            note = r.get("note")
+            if note:
+                notes.append(f"{r.backend} {r.bench}: {note}")
+        pct_note = ("percentiles: every op timed on its own (network backends, and latency tables); "
+                    "the mean ± sd is pyperf's over batch means")
+        desc = f"{w.source}. {w.description}. {params}"
+        tables.append(Table(w.title, cols, body, params=desc, notes=([pct_note] if has_pct else []) + notes,
+                            key=w.name))
+        if w.alloc:
+            alloc_rows = [[r.backend, r.bench, fmt_float(r.get("bytes_per_op"), 4),
+                           fmt_float(r.get("allocs_per_op"), 4)]
+                          for r in sorted(wrows, key=lambda r: (r.backend, order.get(r.bench, 99)))
+                          if r.ok and r.get("allocs_per_op") is not None]
+            if alloc_rows:
+                n = next((r.get("alloc_ops") for r in wrows if r.get("alloc_ops")), "?")
+                tables.append(Table(
+                    f"{w.title}: allocations per op", ["backend", "bench", "bytes/op", "allocs/op"], alloc_rows,
+                    params=f"memray, cumulative: tracked {n} and {2 * n if isinstance(n, int) else '2N'} ops, "
+                           "difference / N, minus the same plan on the empty store; allocation records "
+                           "counted (Python allocators and malloc), GC paused", key=f"{w.name}-alloc"))
+    return tables
+
+
+def load_table(run: Run) -> list[Table]:
+    body = []
+    for r in run.rows():
+        for point in r.load_curve() if r.ok else []:
+            body.append([r.backend, f"{r.workload} {r.bench}", str(point.get("clients")),
+                         f"{point.get('ops_per_s', 0):,.0f}", fmt_float(point.get("p50")),
+                         fmt_float(point.get("p99")), fmt_float(point.get("p99.9"))])
+    if not body:
+        return []
+    p = run.info.get("params", {})
+    shape = f"{p.get('ops')} ops per client" if p.get("ops") else f"{p.get('duration')} s per point"
+    return [Table("Throughput versus clients", ["backend", "bench", "clients", "ops/s", "p50 µs", "p99 µs",
+                                                 "p99.9 µs"], body,
+                  params=f"network backends: asyncio tasks sharing one store; embedded backends: one process "
+                         f"per client; {shape}", key="load")]
+
+
+def _seed_kvctl_figure(fig: seeds.SeedFigure, rows: list[Row]) -> str:
+    parts = []
+    for bench in fig.benches:
+        r = next((x for x in rows if x.bench == bench), None)
+        if r is None or not r.ok:
+            continue
+        label = f"{bench} " if len(fig.benches) > 1 else ""
+        if fig.measure == "alloc":
+            b, a = r.get("bytes_per_op"), r.get("allocs_per_op")
+            if a is not None:
+                parts.append(f"{label}{fmt_float(b, 4)} B/op, {fmt_float(a, 4)} allocs/op")
+        elif fig.measure == "ops":
+            parts.append(f"{label}{_ops(r)} {r.unit}s/s ({fmt_float(r.mean * 1e3 if r.mean else None)} ms)")
+        else:
+            mean = r.mean or 0.0
+            text = f"{fmt_float(mean * 1e6)} µs" if mean < 1e-3 else f"{fmt_float(mean * 1e3)} ms"
+            pct = r.percentiles()
+            if "p99" in pct:
+                text += f" (p99 {fmt_float(pct['p99'])} µs)"
+            parts.append(f"{label}{text}")
+    return "; ".join(parts)
+
+
+def seed_table(run: Run) -> list[Table]:
+    rows = run.rows()
+    families = {b.get("label"): b.get("family") for b in run.info.get("backends", [])}
+    ran = {r.workload for r in rows if r.ok}
+    body: list[list[str]] = []
+    footnotes: dict[str, int] = {}
+
+    def mark(text: str) -> str:
+        footnotes.setdefault(text, len(footnotes) + 1)
+        return f"[{footnotes[text]}]"
+
+    for fig in seeds.FIGURES:
+        if fig.workload not in ran:
+            continue
+        published = f"{fig.figure} ({fig.hardware})" if fig.hardware != seeds.NOT_STATED else fig.figure
+        matched = False
+        for backend in sorted({r.backend for r in rows if r.workload == fig.workload}):
+            if families.get(backend) not in fig.families:
+                continue
+            mine = [r for r in rows if r.workload == fig.workload and r.backend == backend]
+            text = _seed_kvctl_figure(fig, mine)
+            if text:
+                matched = True
+                body.append([fig.seed, f"{fig.table}: {fig.row}", published, backend, text, mark(fig.caveat)])
+        if not matched:
+            wanted = " or ".join(fig.families) if fig.families else "no kvctl equivalent"
+            body.append([fig.seed, f"{fig.table}: {fig.row}", published, "-",
+                         f"not measured in this run ({wanted})", mark(fig.caveat)])
+    if not body:
+        return []
+    m = run.machine()
+    notes = [f"[{n}] {text}" for text, n in footnotes.items()]
+    return [Table("Seed figures beside kvctl's", ["seed", "figure", "published", "kvctl backend",
+                                                  "kvctl, this machine", "caveat"], body,
+                  params=f"kvctl figures measured in this run on {m.get('cpu_model', '?')} x{m.get('cpu_count', '?')}, "
+                         f"Python {m.get('python', '?')}; seed figures as published, with their hardware where "
+                         "the seed states it", notes=notes, key="seeds")]
+
+
+def problem_table(run: Run) -> list[Table]:
+    body = [[e.get("backend", ""), e.get("name", ""), e.get("status", "error"), e.get("reason", "")]
+            for e in run.info.get("errors", [])]
+    body += [["", "", "warning", w] for w in run.info.get("warnings", [])]
+    if not body:
+        return []
+    return [Table("Problems", ["backend", "bench", "status", "reason"], body, key="problems")]
+
+
+def tables(run: Run) -> list[Table]:
+    return overview(run) + workload_tables(run) + load_table(run) + seed_table(run) + problem_table(run)
+
+
+def charts(run: Run) -> list[Chart]:
+    out = []
+    rows = [r for r in run.rows() if r.ok]
+    for w in workloads.WORKLOADS.values():
+        factor, unit = _scale(w.time_unit)
+        for b in w.benches:
+            mine = sorted((r for r in rows if r.workload == w.name and r.bench == b.name), key=lambda r: r.backend)
+            if not mine:
+                continue
+            out.append(Chart(f"{w.title} {b.title}: {unit} per {mine[0].unit} (lower is better)", unit,
+                             [r.backend for r in mine], [(r.mean or 0.0) * factor for r in mine],
+                             key=f"{w.name}.{b.name}"))
+    return out
+
+
+# -- rendering --------------------------------------------------------------------------------------
+
+def render(run: Run, fmt: str, extra: list[Table] | None = None) -> str:
+    fmt = check_format(fmt)
+    all_tables = tables(run) + (extra or [])
+    if fmt == "json":
+        return run.dumps()
+    if fmt == "markdown":
+        return markdown(all_tables, charts(run))
+    if fmt == "csv":
+        return to_csv(run)
+    if fmt == "mermaid":
+        return mermaid(charts(run))
+    if fmt == "html":
+        return to_html(all_tables, charts(run))
+    return plain(all_tables)
+
+
+def rich_print(tables_: list[Table], console: Any) -> None:
+    from rich import box
+    from rich.table import Table as RichTable
+
+    for t in tables_:
+        rt = RichTable(title=t.title, title_justify="left", box=box.SIMPLE_HEAD,
+                       show_header=any(t.columns), caption=_caption(t), caption_justify="left")
+        for i, col in enumerate(t.columns):
+            rt.add_column(col, no_wrap=i < 2, overflow="fold")
+        for row in t.rows:
+            rt.add_row(*row)
+        console.print(rt)
+
+
+def _caption(t: Table) -> str | None:
+    lines = ([t.params] if t.params else []) + t.notes
+    return "\n".join(lines) if lines else None
+
+
+def plain(tables_: list[Table]) -> str:
+    """The rich rendering captured as text (for -o FILE.txt and tests)."""
+    from rich.console import Console
+
+    console = Console(file=io.StringIO(), width=160, color_system=None, highlight=False)
+    rich_print(tables_, console)
+    return console.file.getvalue()  # type: ignore[attr-defined]
+
+
+def _md_cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def markdown(tables_: list[Table], charts_: list[Chart]) -> str:
+    out = ["# kvctl bench results", ""]
+    by_key: dict[str, list[Chart]] = {}
+    for c in charts_:
+        by_key.setdefault(c.key.partition(".")[0], []).append(c)
+    for t in tables_:
+        out += [f"## {t.title}", ""]
+        if t.params:
+            out += [f"*{_md_cell(t.params)}*", ""]
+        if any(t.columns):
+            out.append("| " + " | ".join(_md_cell(c) for c in t.columns) + " |")
+        else:
+            out.append("| | |")
+        out.append("|" + "---|" * len(t.columns))
+        for row in t.rows:
+            out.append("| " + " | ".join(_md_cell(c) for c in row) + " |")
+        out.append("")
+        for n in t.notes:
+            out += [f"- {_md_cell(n)}"]
+        if t.notes:
+            out.append("")
+        if t.key in by_key:
+            out += ["<details><summary>charts</summary>", ""]
+            for c in by_key.pop(t.key):
+                out += ["```mermaid", _mermaid_chart(c), "```", ""]
+            out += ["</details>", ""]
+    return "\n".join(out).rstrip() + "\n"
+
+
+def _mermaid_label(text: str) -> str:
+    return '"' + text.replace('"', "'") + '"'
+
+
+def _mermaid_chart(c: Chart) -> str:
+    top = max(c.values) * 1.15 if c.values and max(c.values) > 0 else 1.0
+    return "\n".join([
+        "xychart-beta",
+        f"    title {_mermaid_label(c.title)}",
+        "    x-axis [" + ", ".join(_mermaid_label(lbl) for lbl in c.labels) + "]",
+        f"    y-axis {_mermaid_label(c.unit)} 0 --> {float(f'{top:.3g}')}",
+        "    bar [" + ", ".join(f"{float(f'{v:.4g}')}" for v in c.values) + "]",
+    ])
+
+
+def mermaid(charts_: list[Chart]) -> str:
+    out = []
+    for c in charts_:
+        out += [f"%% {c.key}", "```mermaid", _mermaid_chart(c), "```", ""]
+    return "\n".join(out)
+
+
+CSV_COLUMNS = ["name", "workload", "bench", "backend", "status", "reason", "unit", "mean_s", "stdev_s", "ops_per_s",
+               "p50_us", "p95_us", "p99_us", "p99.9_us", "max_us", "allocs_per_op", "bytes_per_op", "values",
+               "durability", "drivers", "value_size", "keys", "network", "clients_curve"]
+
+
+def to_csv(run: Run) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for r in run.rows():
+        pct = r.percentiles()
+        writer.writerow([
+            r.name, r.workload, r.bench, r.backend, r.status, r.reason, r.unit if r.ok else "",
+            _num(r.mean), _num(r.stdev), _num(r.ops_per_s),
+            *[_num(pct.get(k)) for k in ("p50", "p95", "p99", "p99.9", "max")],
+            _num(r.get("allocs_per_op")), _num(r.get("bytes_per_op")), len(r.values),
+            r.get("durability") or "", r.get("drivers") or "", r.get("value_size") or "", r.get("keys") or "",
+            r.get("network") if r.get("network") is not None else "", r.meta.get("kvctl_load", ""),
+        ])
+    return buffer.getvalue()
+
+
+def _num(v: Any) -> str:
+    return "" if v is None else repr(float(v))
+
+
+# -- HTML ---------------------------------------------------------------------------------------------
+
+_CSS = """
+body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1200px;
+padding:0 1rem;color:#1d2330}
+h1{font-size:1.6rem}h2{font-size:1.2rem;margin-top:2.2rem;border-bottom:1px solid #dde;padding-bottom:.2rem}
+table{border-collapse:collapse;margin:.6rem 0;font-size:13px}th,td{padding:.25rem .6rem;border-bottom:1px solid #eef;
+text-align:left;vertical-align:top}th{background:#f4f5fa}td.num{text-align:right;font-variant-numeric:tabular-nums}
+p.params{color:#556;font-size:12.5px;max-width:1100px}ul.notes{color:#556;font-size:12.5px}
+.charts{display:flex;flex-wrap:wrap;gap:1rem}.chart{border:1px solid #e6e8f0;border-radius:6px;padding:.5rem}
+svg text{font:12px system-ui,sans-serif;fill:#1d2330}
+"""
+
+
+def _svg_bars(c: Chart) -> str:
+    """A horizontal bar chart: one bar per backend, value printed at the end of the bar."""
+    bar_h, gap, label_w, bar_w, pad = 18, 6, 130, 300, 70
+    height = len(c.labels) * (bar_h + gap) + 34
+    width = label_w + bar_w + pad
+    top = max(c.values) if c.values and max(c.values) > 0 else 1.0
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" '
+             f'aria-label="{html.escape(c.title)}">',
+             f'<text x="0" y="14" font-weight="600">{html.escape(c.title)}</text>']
+    palette = ("#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3", "#8c8c8c")
+    for i, (label, value) in enumerate(zip(c.labels, c.values, strict=True)):
+        y = 26 + i * (bar_h + gap)
+        w = max(1.0, bar_w * value / top)
+        parts.append(f'<text x="{label_w - 6}" y="{y + 13}" text-anchor="end">{html.escape(label)}</text>')
+        tip = f"{html.escape(label)}: {value:.4g} {html.escape(c.unit)}"
+        parts.append(f'<rect x="{label_w}" y="{y}" width="{w:.1f}" height="{bar_h}" rx="2" '
+                     f'fill="{palette[i % len(palette)]}"><title>{tip}</title></rect>')
+        parts.append(f'<text x="{label_w + w + 4:.1f}" y="{y + 13}">{value:.3g} {html.escape(c.unit)}</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _is_num(text: str) -> bool:
+    t = text.replace(",", "").replace("±", "").replace(" ", "").replace(".", "", 1)
+    return bool(t) and (t.isdigit() or t.replace(".", "").replace("e-", "").replace("e+", "").isdigit())
+
+
+def to_html(tables_: list[Table], charts_: list[Chart]) -> str:
+    by_key: dict[str, list[Chart]] = {}
+    for c in charts_:
+        by_key.setdefault(c.key.partition(".")[0], []).append(c)
+    out = ["<!doctype html>", '<html lang="en"><head><meta charset="utf-8">',
+           "<title>kvctl bench results</title>", f"<style>{_CSS}</style></head><body>",
+           "<h1>kvctl bench results</h1>"]
+    for t in tables_:
+        out.append(f"<h2>{html.escape(t.title)}</h2>")
+        if t.key in by_key:
+            out.append('<div class="charts">')
+            out += [f'<div class="chart">{_svg_bars(c)}</div>' for c in by_key.pop(t.key)]
+            out.append("</div>")
+        if t.params:
+            out.append(f'<p class="params">{html.escape(t.params)}</p>')
+        out.append("<table>")
+        if any(t.columns):
+            out.append("<tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in t.columns) + "</tr>")
+        for row in t.rows:
+            out.append("<tr>" + "".join(
+                f'<td class="num">{html.escape(c)}</td>' if _is_num(c) else f"<td>{html.escape(c)}</td>"
+                for c in row) + "</tr>")
+        out.append("</table>")
+        if t.notes:
+            out.append('<ul class="notes">' + "".join(f"<li>{html.escape(n)}</li>" for n in t.notes) + "</ul>")
+    out.append("</body></html>")
+    return "\n".join(out) + "\n"

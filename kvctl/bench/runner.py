@@ -1,0 +1,259 @@
+"""The job process and its pyperf workers: ``python -m kvctl.bench.runner --kvctl-job JOB.json``.
+
+Run by the parent (``kvctl bench``) once per job, this module is pyperf's *manager*: it builds
+one ``pyperf.Runner`` with an explicit argument list (never the CLI's own argv) and
+``program_args`` pointing back here, so pyperf spawns this same module as its *workers* (with
+``--worker`` and the job file).  Workers open the store lazily, inside the worker, on the first
+call of a bench's time function, then time plans with ``bench_time_func``; async stores run on
+one persistent loop (see :mod:`kvctl.bench.target`).
+
+After pyperf has finished, the manager runs the passes pyperf cannot do: per-op latency
+percentiles, load passes with N clients, and the memray allocation counts; it attaches them to
+each benchmark as ``kvctl_*`` metadata and writes a pyperf-compatible suite for the parent.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import sys
+import traceback
+from typing import Any
+
+from kvctl.bench.job import BenchSpec, Job
+from kvctl.bench.workloads import Bench, Ctx, get, make_value
+
+CHUNK_OPS = 200_000  # a time function builds its plan in pieces of at most this many ops
+PASS_BUDGET_S = 2.0  # latency and allocation passes shrink their op count to about this long
+
+
+def _harness_store(kind: str) -> Any:
+    from kvctl.bench import kernels
+
+    return {"null": kernels.NullStore, "null-async": kernels.AsyncNullStore, "dict": kernels.DictStore}[kind]()
+
+
+def open_ctx(job: Job, store_kind: str | None, url: str | None = None) -> Ctx:
+    """A context on the job's store (opened here, in this process) or on a harness store."""
+    from kvctl.bench.target import Target
+
+    url = url or job.url
+    target = Target(_harness_store(store_kind)) if store_kind else Target.open(url)
+    return Ctx(target=target, params=job.params, url=url, value=make_value(job.params),
+               prefix=job.params.prefix.encode())
+
+
+class TimeFunc:
+    """pyperf's time function for one bench: set up on first call, then time plans of ``loops``."""
+
+    def __init__(self, job: Job, spec: BenchSpec, index: int) -> None:
+        self.job, self.spec, self.index = job, spec, index
+        self.bench: Bench = get(spec.workload).bench(spec.bench)
+        self.ctx: Ctx | None = None
+
+    def __call__(self, loops: int) -> float:
+        try:
+            if self.ctx is None:
+                self.ctx = open_ctx(self.job, self.spec.store)
+                if self.bench.setup is not None:
+                    self.bench.setup(self.ctx)
+            ctx = self.ctx
+            total = 0.0
+            for start in range(0, loops, CHUNK_OPS):
+                plan = self.bench.plan(ctx, min(CHUNK_OPS, loops - start))
+                total += ctx.target.time_plan(plan, ctx.value)
+            return total
+        except Exception as exc:
+            # the manager only learns "worker failed": leave it the one-line reason
+            with open(self.job.error_path(self.index), "w") as fh:
+                fh.write(one_line(exc))
+            raise
+
+
+def one_line(exc: BaseException) -> str:
+    from kvctl.errors import KvctlError
+
+    text = str(exc) if isinstance(exc, KvctlError) else f"{type(exc).__name__}: {exc}"
+    return " ".join(text.split())[:500]
+
+
+def _metadata(job: Job, spec: BenchSpec, bench: Bench) -> dict[str, Any]:
+    meta = dict(job.metadata)
+    meta.update({"kvctl_workload": spec.workload, "kvctl_bench": spec.bench, "kvctl_unit": bench.unit})
+    meta.update(spec.metadata)
+    return {k: v for k, v in meta.items() if v not in (None, "")}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        job_path = argv[argv.index("--kvctl-job") + 1]
+    except (ValueError, IndexError):
+        sys.stderr.write("usage: python -m kvctl.bench.runner --kvctl-job JOB.json\n")
+        return 2
+    job = Job.load(job_path)
+    worker = "--worker" in argv
+
+    import pyperf
+
+    runner = pyperf.Runner(program_args=("-m", "kvctl.bench.runner", "--kvctl-job", job_path))
+    runner.argparser.add_argument("--kvctl-job")
+    # the manager's argument list is explicit; workers get pyperf's own worker options
+    runner.parse_args(argv if worker else [*job.params.pyperf_args(), "--quiet", "--kvctl-job", job_path])
+
+    done: list[tuple[BenchSpec, Bench, Any]] = []
+    errors: list[dict[str, str]] = []
+    for index, spec in enumerate(job.benches):
+        bench = get(spec.workload).bench(spec.bench)
+        func = TimeFunc(job, spec, index)
+        try:
+            result = runner.bench_time_func(spec.name, func, inner_loops=bench.inner,
+                                            metadata=_metadata(job, spec, bench))
+        except (Exception, SystemExit) as exc:
+            if worker:
+                raise
+            # pyperf counts worker tasks only on success: keep the next bench's task id right
+            runner._worker_task += 1
+            errors.append({"name": spec.name, "workload": spec.workload, "bench": spec.bench,
+                           "reason": _worker_reason(job, index, exc)})
+            continue
+        if not worker and result is not None:
+            done.append((spec, bench, result))
+    if worker:
+        return 0
+    errors += _extra_passes(job, job_path, done)
+    _write(job, [b for _, _, b in done], errors)
+    return 0
+
+
+def _worker_reason(job: Job, index: int, exc: BaseException) -> str:
+    path = job.error_path(index)
+    try:
+        with open(path) as fh:
+            return fh.read().strip() or one_line(exc)
+    except OSError:
+        return one_line(exc)
+    finally:
+        if os.path.exists(path):
+            os.unlink(path)
+
+
+def _extra_passes(job: Job, job_path: str, done: list[tuple[BenchSpec, Bench, Any]]) -> list[dict[str, str]]:
+    """Latency percentiles, load passes and allocations, in this (manager) process."""
+    if job.kind != "store" or not done:
+        return []
+    workload = get(done[0][0].workload)
+    params = job.params
+    want_latency = job.network or workload.percentiles
+    want_load = bool(params.clients)
+    want_alloc = workload.alloc
+    if not (want_latency or want_load or want_alloc):
+        return []
+    errors: list[dict[str, str]] = []
+    ctx = actx = empty = None
+    try:
+        if want_latency or want_load:
+            ctx = open_ctx(job, None)
+        if want_alloc:
+            from kvctl.bench.alloc import ID_BASE
+
+            actx = open_ctx(job, None, url=job.alloc_url)
+            empty = open_ctx(job, "null-async" if actx.target.is_async else "null")
+            actx.next_id = empty.next_id = ID_BASE
+    except Exception as exc:
+        _close(ctx, actx, empty)
+        return [{"name": spec.name, "workload": spec.workload, "bench": spec.bench,
+                 "reason": f"latency/allocation passes: {one_line(exc)}"} for spec, _, _ in done]
+    set_up: set[Any] = set()
+    try:
+        for spec, bench, result in done:
+            meta: dict[str, Any] = {}
+            try:
+                if ctx is not None:
+                    if bench.setup is not None and bench.setup not in set_up:
+                        bench.setup(ctx)
+                        set_up.add(bench.setup)
+                    # seconds per plan step (pyperf's values are per inner op: a batch is `inner` ops)
+                    step_s = result.mean() * max(1, bench.inner) if result.get_nvalue() else None
+                    if want_latency:
+                        from kvctl.bench.latency import budgeted, latency_pass
+
+                        count = budgeted(params.latency_count(), bool(params.ops), step_s, PASS_BUDGET_S)
+                        pct = latency_pass(ctx, bench, count)
+                        meta.update({f"kvctl_{k}_us": round(v, 3) for k, v in pct.items() if k != "count"})
+                        meta["kvctl_latency_ops"] = int(pct.get("count", 0))
+                    if want_load:
+                        meta["kvctl_load"] = json.dumps(_load_curve(job, job_path, ctx, spec, bench, result),
+                                                        separators=(",", ":"))
+                if actx is not None and empty is not None:
+                    from kvctl.bench.alloc import measure, ops_for
+
+                    if bench.setup is not None:
+                        bench.setup(actx)
+                        bench.setup(empty)
+                    step = result.mean() * max(1, bench.inner) if result.get_nvalue() else None
+                    n = ops_for(params.alloc_ops, step, PASS_BUDGET_S)
+                    allocs = measure(actx, bench, n, empty)
+                    meta["kvctl_allocs_per_op"] = allocs.allocs_per_op
+                    meta["kvctl_bytes_per_op"] = allocs.bytes_per_op
+                    meta["kvctl_alloc_ops"] = n
+            except Exception as exc:
+                if os.environ.get("KVCTL_BENCH_DEBUG"):
+                    traceback.print_exc()
+                errors.append({"name": spec.name, "workload": spec.workload, "bench": spec.bench,
+                               "reason": f"extra pass failed: {one_line(exc)}", "partial": "1"})
+            notes = [n for c in (ctx, actx) if c is not None for n in c.notes]
+            if notes:
+                meta["kvctl_note"] = "; ".join(dict.fromkeys(notes))
+            if meta:
+                result.update_metadata(meta)
+    finally:
+        _close(ctx, actx, empty)
+    return errors
+
+
+def _close(*ctxs: Ctx | None) -> None:
+    for c in ctxs:
+        if c is not None:
+            try:
+                c.close()
+                c.target.close()
+            except Exception:
+                pass
+
+
+def _load_curve(job: Job, job_path: str, ctx: Ctx, spec: BenchSpec, bench: Bench, result: Any
+                ) -> list[dict[str, Any]]:
+    from kvctl.bench import load
+
+    params = job.params
+    mean_s = result.mean() * max(1, bench.inner) if result.get_nvalue() else None  # per plan step
+    curve = []
+    for clients in params.clients:
+        if job.network:
+            point = load.network_pass(ctx, bench, clients, params.ops, params.duration, mean_s)
+        else:
+            point = load.process_pass(job_path, spec.workload, bench, clients, params.ops,
+                                      params.duration, mean_s)
+        point["ops_per_s"] *= bench.inner
+        curve.append({k: (round(v, 3) if isinstance(v, float) else v) for k, v in point.items()})
+    return curve
+
+
+def _write(job: Job, benchmarks: list[Any], errors: list[dict[str, str]]) -> None:
+    suite_json = None
+    if benchmarks:
+        import pyperf
+
+        buffer = io.StringIO()
+        pyperf.BenchmarkSuite(benchmarks).dump(buffer)
+        suite_json = json.loads(buffer.getvalue())
+    tmp = job.out + ".tmp"
+    with open(tmp, "w") as fh:
+        json.dump({"suite": suite_json, "errors": errors}, fh)
+    os.replace(tmp, job.out)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

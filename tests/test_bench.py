@@ -1,0 +1,319 @@
+"""`kvctl bench`: real runs on the memory backend with tiny pyperf settings, the reports, the
+gate's verdicts on synthetic result files, and the stability of the allocation counts.
+
+Timing targets are met in benchmarks (bench/startup_bench.py, `kvctl bench --quick`), never
+asserted here: these tests check what is measured and how it is reported.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kvctl.bench import gate, report, workloads, ycsb
+from kvctl.bench.params import FORMAT_VERSION, Params
+from kvctl.bench.results import Run
+from kvctl.store import Capabilities
+
+pyperf = pytest.importorskip("pyperf")
+pytest.importorskip("memray")
+
+# the smallest pyperf effort that still goes through calibration and a worker
+TINY = ["--processes", "1", "--values", "2", "--min-time", "0.005"]
+
+
+def kvctl(*args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "kvctl", "bench", *args], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Run, subprocess.CompletedProcess[str], Path]:
+    """One real run of every workload on memory, plus an unreachable server, through the CLI."""
+    out = tmp_path_factory.mktemp("bench") / "run.json"
+    proc = kvctl("memory://bench-test", "redis://127.0.0.1:1/0", "-w", "all", *TINY, "--keys", "200",
+                 "--ops", "300", "--clients", "2", "--duration", "0.2s", "-o", str(out))
+    assert proc.returncode == 0, proc.stderr
+    return Run.load(str(out)), proc, out
+
+
+def _row(run: Run, name: str) -> Any:
+    row = run.row(name)
+    assert row is not None, [r.name for r in run.rows()]
+    return row
+
+
+# -- real runs ---------------------------------------------------------------------------------------
+
+def test_every_workload_measured_on_memory(full_run: tuple[Run, Any, Path]) -> None:
+    run, _, _ = full_run
+    for w in workloads.WORKLOADS.values():
+        for b in w.benches:
+            row = _row(run, f"{w.name}.{b.name}@memory")
+            assert row.mean > 0 and len(row.values) >= 2
+            assert row.get("value_size") == 100 and row.get("keys") == 200
+            assert row.get("durability") and row.get("drivers")
+
+
+def test_results_record_params_machine_and_harness(full_run: tuple[Run, Any, Path]) -> None:
+    run, _, _ = full_run
+    assert run.format == FORMAT_VERSION
+    machine = run.machine()
+    assert machine["python"] and machine["cpu_count"] >= 1 and "cpu_pinning" in machine
+    assert _row(run, "harness.empty").mean > 0
+    assert _row(run, "harness.reference").mean > 0
+    assert run.info["params"]["clients"] == [2]
+
+
+def test_allocations_and_percentiles_are_attached(full_run: tuple[Run, Any, Path]) -> None:
+    run, _, _ = full_run
+    get = _row(run, "gridkv.get@memory")
+    assert get.get("allocs_per_op") == 0  # a dict lookup returning the stored record allocates nothing
+    assert _row(run, "gridkv.set@memory").get("allocs_per_op") > 1
+    session = _row(run, "session.read@memory")  # latency tables time every op on every backend
+    assert {"p50", "p95", "p99"} <= set(session.percentiles())
+    curve = _row(run, "gridkv.mixed@memory").load_curve()
+    assert curve and curve[0]["clients"] == 2 and curve[0]["ops_per_s"] > 0
+
+
+def test_unreachable_server_rows_say_so_and_the_rest_runs(full_run: tuple[Run, Any, Path]) -> None:
+    run, proc, _ = full_run
+    dead = [r for r in run.rows() if r.backend == "redis"]
+    assert dead and all(r.status == "unreachable" and "127.0.0.1:1" in r.reason for r in dead)
+    assert "unreachable" in proc.stderr
+
+
+def test_saved_run_is_read_by_pyperf(full_run: tuple[Run, Any, Path], tmp_path: Path) -> None:
+    _, _, path = full_run
+    stats = subprocess.run([sys.executable, "-m", "pyperf", "stats", str(path)], capture_output=True, text=True)
+    assert stats.returncode == 0 and "gridkv.set@memory" in stats.stdout
+    compare = subprocess.run([sys.executable, "-m", "pyperf", "compare_to", str(path), str(path)],
+                             capture_output=True, text=True)
+    assert compare.returncode == 0, compare.stderr
+
+
+def test_report_formats(full_run: tuple[Run, Any, Path], tmp_path: Path) -> None:
+    run, _, path = full_run
+    md = report.render(run, "markdown")
+    assert "## GridKV" in md and "| backend | bench |" in md and "Seed figures" in md and "```mermaid" in md
+    rows = list(csv.DictReader(io.StringIO(report.render(run, "csv"))))
+    assert {r["name"] for r in rows} >= {"gridkv.set@memory", "ycsb.e@memory"}
+    assert any(r["status"] == "unreachable" for r in rows)
+    mermaid = report.render(run, "mermaid")
+    assert mermaid.count("xychart-beta") >= 10 and "bar [" in mermaid
+    page = report.render(run, "html")
+    assert page.startswith("<!doctype html>") and "<svg" in page
+    assert "<script" not in page and "src=" not in page and "<link" not in page  # self-contained
+    assert json.loads(report.render(run, "json"))["kvctl"]["format"] == FORMAT_VERSION
+    text = report.render(run, "rich")
+    assert "allocations per op" in text and "Throughput versus clients" in text
+    # --from renders a saved run without running anything
+    out = tmp_path / "report.html"
+    proc = kvctl("--from", str(path), "-o", str(out), "-q")
+    assert proc.returncode == 0, proc.stderr
+    assert out.read_text().count("<svg") >= 10
+
+
+def test_quick_gridkv_with_cli_output_to_stdout() -> None:
+    proc = kvctl("memory://q", "--quick", *TINY, "--format", "csv", "-q")
+    assert proc.returncode == 0, proc.stderr
+    names = {r["name"] for r in csv.DictReader(io.StringIO(proc.stdout))}
+    assert names >= {"gridkv.set@memory", "gridkv.get@memory", "gridkv.mixed@memory", "harness.empty"}
+    assert not any(n.startswith("session.") for n in names)  # --quick: the GridKV tables only
+
+
+# -- bad input -----------------------------------------------------------------------------------------
+
+def test_unknown_workload_is_a_one_line_usage_error() -> None:
+    proc = kvctl("memory://x", "--workload", "nope")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0 and "unknown workload 'nope'" in proc.stderr
+    assert "gridkv" in proc.stderr
+
+
+def test_unknown_format_and_bad_baseline() -> None:
+    assert kvctl("--from", "x.json", "--format", "pdf").returncode == 2
+    proc = kvctl("memory://x", "--baseline", "/nonexistent/base.json")
+    assert proc.returncode == 2 and "cannot read" in proc.stderr
+
+
+def test_missing_capability_is_skipped_with_the_reason() -> None:
+    caps = Capabilities(ttl=True, atomic_batch=False, ordered_scan=False)
+    runnable, skipped = workloads.RUV_SWARM.split(caps, "toy")
+    assert [b.name for b in runnable] == ["insert", "query", "batch-insert"]
+    assert [(b.name, reason) for b, reason in skipped] == [
+        ("transaction", "the toy backend does not declare atomic batch")]
+    _, skipped = workloads.YCSB.split(caps, "toy")
+    assert [b.name for b, _ in skipped] == ["e"] and "ordered scan" in skipped[0][1]
+
+
+# -- allocation counts ---------------------------------------------------------------------------------
+
+def test_allocation_counts_are_stable() -> None:
+    from kvctl.bench.alloc import ID_BASE, measure
+    from kvctl.bench.job import Job
+    from kvctl.bench.runner import open_ctx
+
+    def once(name: str) -> dict[str, tuple[float, float]]:
+        job = Job(label="m", url=f"memory://alloc-{name}", params=Params(), benches=[], out="")
+        ctx, empty = open_ctx(job, None), open_ctx(job, "null")
+        ctx.next_id = empty.next_id = ID_BASE
+        out = {}
+        for bench in workloads.GRIDKV.benches:
+            if bench.setup is not None:
+                bench.setup(ctx)
+                bench.setup(empty)
+            a = measure(ctx, bench, 2000, empty)
+            out[bench.name] = (a.allocs_per_op, a.bytes_per_op)
+        return out
+
+    first, second = once("a"), once("b")
+    assert first["get"] == second["get"] == (0.0, 0.0)
+    for name in ("set", "mixed"):
+        (a1, b1), (a2, b2) = first[name], second[name]
+        assert a1 > 0 and abs(a1 - a2) <= 0.02 * a1, (first, second)
+        assert abs(b1 - b2) <= 0.02 * b1, (first, second)
+
+
+# -- the gate on synthetic result files ----------------------------------------------------------------
+
+MACHINE = {"arch": "x86_64", "cpu_model": "Test CPU", "cpu_count": 2, "python": "3.11.7",
+           "implementation": "cpython", "platform": "Linux", "cpu_pinning": "none"}
+
+
+def _bench(name: str, values: list[float], **meta: Any) -> Any:
+    metadata = {"name": name, "loops": 1000, "kvctl_workload": name.partition(".")[0],
+                "kvctl_bench": name.partition(".")[2].partition("@")[0], "kvctl_backend": "memory", **meta}
+    runs = [pyperf.Run([v], warmups=None, metadata=metadata, collect_metadata=False) for v in values]
+    return pyperf.Benchmark(runs)
+
+
+def _run(tmp: Path, name: str, ref: float, set_values: list[float], allocs: float, size: float,
+         machine: dict[str, Any] | None = None, fmt: int = FORMAT_VERSION) -> Path:
+    suite = pyperf.BenchmarkSuite([
+        _bench("harness.reference", [ref * (1 + 0.01 * i) for i in range(6)], kvctl_workload="harness"),
+        _bench("gridkv.set@memory", set_values, kvctl_allocs_per_op=allocs, kvctl_bytes_per_op=size),
+        _bench("gridkv.get@memory", [ref * 0.5 * (1 + 0.01 * i) for i in range(6)],
+               kvctl_allocs_per_op=0.0, kvctl_bytes_per_op=0.0),
+    ])
+    path = tmp / f"{name}.json"
+    Run(suite, {"format": fmt, "machine": machine or MACHINE}).save(str(path))
+    return path
+
+
+def _values(mean: float) -> list[float]:
+    return [mean * (1 + 0.01 * i) for i in range(6)]
+
+
+def _verdict(result: gate.Result, name: str = "gridkv.set@memory") -> gate.Verdict:
+    return next(v for v in result.verdicts if v.name == name)
+
+
+def test_gate_identical_runs_pass(tmp_path: Path) -> None:
+    base = _run(tmp_path, "base", 1e-7, _values(2e-6), 12.0, 680.0)
+    new = _run(tmp_path, "new", 1e-7, _values(2e-6), 12.0, 680.0)
+    result = gate.compare(Run.load(str(new)), Run.load(str(base)))
+    assert not result.failed and not result.warnings
+    v = _verdict(result)
+    assert (v.time, v.allocs) == ("not significant", "same")
+    assert kvctl("--from", str(new), "--baseline", str(base), "-q").returncode == 0
+
+
+def test_gate_fails_on_more_allocations_even_in_allocs_mode(tmp_path: Path) -> None:
+    base = _run(tmp_path, "base", 1e-7, _values(2e-6), 12.0, 680.0)
+    new = _run(tmp_path, "new", 1e-7, _values(2e-6), 12.5, 680.0)  # +4% allocs/op
+    result = gate.compare(Run.load(str(new)), Run.load(str(base)), gate.Options(fail_on="allocs"))
+    assert result.failed and _verdict(result).allocs == "more"
+    proc = kvctl("--from", str(new), "--baseline", str(base), "--fail-on", "allocs", "-q")
+    assert proc.returncode == 1 and "gate failed" in proc.stderr and "gridkv.set@memory" in proc.stderr
+    # within the tolerance: 1% more bytes
+    new2 = _run(tmp_path, "new2", 1e-7, _values(2e-6), 12.0, 686.0)
+    assert not gate.compare(Run.load(str(new2)), Run.load(str(base))).failed
+
+
+def test_gate_time_slower_significant_and_large_fails_only_in_all_mode(tmp_path: Path) -> None:
+    base = _run(tmp_path, "base", 1e-7, _values(2e-6), 12.0, 680.0)
+    new = _run(tmp_path, "new", 1e-7, _values(2.6e-6), 12.0, 680.0)  # 30% slower, same reference
+    result = gate.compare(Run.load(str(new)), Run.load(str(base)))
+    v = _verdict(result)
+    assert v.time == "slower" and v.change == pytest.approx(0.3, abs=0.01) and v.p < 0.05
+    assert result.failed
+    assert not gate.compare(Run.load(str(new)), Run.load(str(base)), gate.Options(fail_on="allocs")).failed
+    assert kvctl("--from", str(new), "--baseline", str(base), "-q").returncode == 1
+
+
+def test_gate_times_are_ratios_to_the_runs_reference(tmp_path: Path) -> None:
+    base = _run(tmp_path, "base", 1e-7, _values(2e-6), 12.0, 680.0)
+    busy = _run(tmp_path, "busy", 1.4e-7, _values(2.8e-6), 12.0, 680.0)  # whole machine 1.4x slower
+    v = _verdict(gate.compare(Run.load(str(busy)), Run.load(str(base))))
+    assert v.time == "not significant" and abs(v.change) < 0.02
+
+
+def test_gate_faster_and_small_changes(tmp_path: Path) -> None:
+    base = _run(tmp_path, "base", 1e-7, _values(2e-6), 12.0, 680.0)
+    faster = _run(tmp_path, "fast", 1e-7, _values(1.5e-6), 11.0, 600.0)
+    result = gate.compare(Run.load(str(faster)), Run.load(str(base)))
+    assert not result.failed
+    assert (_verdict(result).time, _verdict(result).allocs) == ("faster", "fewer")
+    small = _run(tmp_path, "small", 1e-7, _values(2.1e-6), 12.0, 680.0)  # +5%: significant, too small
+    v = _verdict(gate.compare(Run.load(str(small)), Run.load(str(base))))
+    assert v.p < 0.05 and v.time == "not significant"
+    table = gate.compare(Run.load(str(small)), Run.load(str(base))).table()
+    assert table.columns[3] == "time" and any(row[0] == "gridkv.set@memory" for row in table.rows)
+
+
+def test_gate_other_machine_or_format_warns(tmp_path: Path) -> None:
+    base = _run(tmp_path, "base", 1e-7, _values(2e-6), 12.0, 680.0,
+                machine={**MACHINE, "cpu_model": "Other CPU", "cpu_count": 64})
+    new = _run(tmp_path, "new", 1e-7, _values(2e-6), 14.0, 680.0)
+    result = gate.compare(Run.load(str(new)), Run.load(str(base)))
+    assert any("another machine" in w for w in result.warnings)
+    assert result.failed  # allocation counts still compare: same interpreter
+    old = _run(tmp_path, "old", 1e-7, _values(2e-6), 12.0, 680.0, fmt=FORMAT_VERSION + 99)
+    result = gate.compare(Run.load(str(new)), Run.load(str(old)))
+    assert any("format" in w for w in result.warnings) and not result.failed
+    assert _verdict(result).allocs == "n/a"
+    proc = kvctl("--from", str(new), "--baseline", str(old), "-q")
+    assert proc.returncode == 0 and "warning" in proc.stderr and "format" in proc.stderr
+
+
+def test_mann_whitney_matches_reference_values() -> None:
+    # two-sided p-values as computed by scipy.stats.mannwhitneyu
+    assert gate.mann_whitney_u([1, 2, 3], [4, 5, 6])[1] == pytest.approx(0.1)
+    assert gate.mann_whitney_u([1, 2, 3, 4, 5, 6], [7, 8, 9, 10, 11, 12])[1] == pytest.approx(0.0021645, rel=1e-3)
+    assert gate.mann_whitney_u([1, 1, 2, 3, 3, 3], [2, 2, 4, 5, 5, 6])[1] == pytest.approx(0.0869826, rel=1e-4)
+
+
+# -- YCSB ----------------------------------------------------------------------------------------------
+
+def test_ycsb_plans_are_seeded_and_skewed() -> None:
+    a = ycsb.Generator("a", 1000, 42, b"", insert_base=10**9).plan(5000)
+    b = ycsb.Generator("a", 1000, 42, b"", insert_base=10**9).plan(5000)
+    assert a.keys == b.keys and a.codes == b.codes
+    reads = a.codes.count(bytes([0]))
+    assert 2300 < reads < 2700  # 50/50 read/update
+    counts: dict[bytes, int] = {}
+    for k in a.keys:
+        counts[k] = counts.get(k, 0) + 1
+    top = sorted(counts.values(), reverse=True)
+    assert top[0] > 5 * (5000 / 1000)  # zipfian: the hottest key far above the uniform share
+    assert all(k.startswith(b"user") for k in a.keys)
+    d = ycsb.Generator("d", 1000, 1, b"p:", insert_base=10**9)
+    plan = d.plan(2000)
+    assert len(d.inserted) > 50 and all(k.startswith(b"p:user") for k in plan.keys)
+    e = ycsb.Generator("e", 1000, 1, b"", insert_base=10**9).plan(100)
+    assert e.args is not None and all(1 <= n <= 100 for _, n in e.args)
+    uniform = ycsb.Generator("c", 1000, 1, b"", insert_base=0, distribution="uniform").plan(5000)
+    assert max(uniform.keys.count(k) for k in set(uniform.keys)) < 25
+
+
+def test_params_give_pyperf_an_explicit_argument_list() -> None:
+    args = Params.quick_defaults(affinity="1").pyperf_args()
+    assert args[:2] == ["--processes", "2"] and "--affinity=1" in args
