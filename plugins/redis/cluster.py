@@ -70,6 +70,7 @@ class RedisClusterStore(RedisStoreBase):
     def __init__(self, url: StoreURL, settings: options.RedisSettings) -> None:
         self._rc: RedisCluster | None = None
         self._slots: list[str] = []
+        self._pools: dict[str, Any] = {}
         super().__init__(url, settings)
 
     @classmethod
@@ -91,6 +92,7 @@ class RedisClusterStore(RedisStoreBase):
 
     def _load_slots(self) -> None:
         assert self._rc is not None
+        self._pools = {}
         table = [""] * 16384
         for slot, nodes in self._rc.nodes_manager.slots_cache.items():
             if nodes:
@@ -102,10 +104,13 @@ class RedisClusterStore(RedisStoreBase):
         self._load_slots()
 
     def _pool(self, name: str) -> Any:
-        node = self.rc.get_node(node_name=name)
-        if node is None:
-            raise redis.ConnectionError(f"node {name} is no longer part of the cluster")
-        return self.rc.get_redis_connection(node).connection_pool
+        pool = self._pools.get(name)
+        if pool is None:
+            node = self.rc.get_node(node_name=name)
+            if node is None:
+                raise redis.ConnectionError(f"node {name} is no longer part of the cluster")
+            pool = self._pools[name] = self.rc.get_redis_connection(node).connection_pool
+        return pool
 
     def _primaries(self) -> list[tuple[str, Any]]:
         names = sorted(n.name for n in self.rc.get_primaries())
@@ -203,6 +208,18 @@ class RedisClusterStore(RedisStoreBase):
 
     # -- reads -------------------------------------------------------------------------------
     def _fetch(self, keys: list[bytes]) -> list[tuple[Any, Any]]:
+        if len(keys) == 1 and not self.relative_ttl:
+            # One key: plain GET + PEXPIRETIME on its node, cheaper than a script.  Anything odd
+            # (another type, a redirection, a dead connection) takes the general path below.
+            key = keys[0]
+            name = next(iter(self._route(keys)))
+            try:
+                value, exp = self._exec({name: [(b"GET", key), (b"PEXPIRETIME", key)]})[name]
+            except (redis.ConnectionError, redis.TimeoutError):
+                value = exp = None
+            if not isinstance(value, ResponseError) and isinstance(exp, int):
+                return [(value, exp)]
+
         def build(part: list[bytes]) -> Commands:
             script = READ[self.relative_ttl]
             return [script.call(part[a:b], cluster=True) for a, b in ranges(part)]
