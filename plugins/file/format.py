@@ -18,7 +18,9 @@ A frame is the unit of checksumming and of atomicity: one ``set_many``/``delete_
 one or more frames and only the last carries ``FRAME_END``, so a crash in the middle of a batch
 leaves complete-but-uncommitted frames at the tail, which recovery drops with the torn bytes.
 Records stay in write order inside a segment and segments in id order, which is what a change
-feed (changes since a segment/offset cursor) will read later.
+feed will read: a cursor can be (segment id, version floor, offset), the floor telling a segment
+from the compacted file that later replaced it under the same id (then the cursor is a gap).
+Compaction keeps the newest record per key, in no particular order, and drops tombstones.
 
 Segment flag ``SEG_REPLACES_EARLIER`` marks a segment written by compaction or ``clear()``: every
 segment with a smaller id is obsolete once it exists (it is created under a temporary name and
