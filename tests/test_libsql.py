@@ -86,6 +86,18 @@ def test_local_url_mapping(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     assert relative.local_path == f"{tmp_path}/data/rel.db" and not relative.remote
 
 
+def test_relative_path_round_trip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
+    s = open_sync("libsql:data/rel.db")
+    try:
+        s.set(b"k", b"v")
+        assert s.get(b"k").value == b"v"  # type: ignore[union-attr]
+    finally:
+        s.close()
+    assert (tmp_path / "data" / "rel.db").exists()
+
+
 def test_token_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MY_TURSO_TOKEN", "from-env")
     target = parse_target(StoreURL.parse("libsql://db.example?authToken_env=MY_TURSO_TOKEN"))
