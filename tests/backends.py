@@ -34,6 +34,19 @@ FACTORIES: dict[str, Callable[[Path], str]] = {
     "redis+cluster": lambda tmp: service_url("KVCTL_TEST_REDIS_CLUSTER_URL"),
     "postgres": lambda tmp: _with_option(service_url("KVCTL_TEST_POSTGRES_URL"), f"table=t_{_unique()}"),
     "libsql": lambda tmp: f"libsql://{tmp / ('b' + _unique() + '.db')}",
+    # cookie: the secret comes from a file written beside the store (never from the URL itself)
+    "cookie": lambda tmp: (
+        lambda secret: (
+            tmp.mkdir(parents=True, exist_ok=True),  # type: ignore[func-returns-value]
+            secret.write_text("kvctl engine-test cookie secret, 32+ bytes"),
+            f"cookie://{tmp / ('c' + _unique() + '.txt')}?secret_file={secret}",
+        )[-1]
+    )(tmp / ("cookie-secret-" + _unique())),
+    "cache": lambda tmp: f"cache://c{_unique()}?max_bytes=64MiB",  # named: shared by every open
+    "rocksdb": lambda tmp: f"rocksdb://{tmp / ('r' + _unique())}",
+    "shard": lambda tmp: (
+        f"shard://?child=memory%3A%2F%2Fsa{_unique()}&weight=1&child=memory%3A%2F%2Fsb{_unique()}&weight=2"
+    ),
 }
 
 
