@@ -89,6 +89,19 @@ def bench_set_many(url: str, batches: int) -> float:
     return result
 
 
+def bench_scan(url: str, keys: int, repeats: int) -> float:
+    store = open_url(url)
+    for b in range(0, keys, 1000):
+        store.set_many([Record(b"key-%d" % i, VALUE) for i in range(b, min(keys, b + 1000))])
+
+    def run(_: int) -> int:
+        return sum(len(p.records) for p in store.scan(batch_size=1000))
+
+    result = median_us(run, repeats)
+    store.close()
+    return result
+
+
 def bench_raw_sqlite_set(path: str, ops: int, repeats: int) -> float:
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")
@@ -244,6 +257,13 @@ def main() -> None:
                  ("", "**file backend, fsync=batch**", file_batch,
                   f"{lmdb_sync / file_batch:.2f}x lmdb's speed (target >= 1x); one fdatasync per 1,000"),
                  ("", "file backend, fsync=never", file_batch_never, "")]
+
+        print("scan ...", file=sys.stderr)
+        scan_keys = 20_000 if args.quick else 100_000
+        mem_scan = bench_scan("memory://", scan_keys, 5)
+        file_scan = bench_scan(f"file://{path('scan')}?fsync=never", scan_keys, 5)
+        rows += [(f"scan of {scan_keys:,} keys, pages of 1,000", "memory backend", mem_scan, ""),
+                 ("", "file backend", file_scan, f"{file_scan / mem_scan:.2f}x memory")]
 
         print(f"open of {open_keys:,} keys ...", file=sys.stderr)
         opened = bench_open(f"file://{path('open')}?fsync=never", open_keys, 3)

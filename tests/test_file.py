@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from kvctl_plugins.file import log as file_log
 
-from kvctl.errors import BadURLError, StoreIOError, UnsupportedError
+from kvctl.errors import BadURLError, StoreIOError, UnsupportedError, UsageError
 from kvctl.registry import open_url
 from kvctl.store import Record
 from kvctl.testing import StoreConformance
@@ -255,10 +255,12 @@ def test_closed_store_and_readonly_misuse(tmp_path: Path) -> None:
         open_url(f"file://{tmp_path}/missing?readonly=true")
 
 
-def test_typed_values_are_refused_before_writing(tmp_path: Path) -> None:
+def test_unstorable_records_are_refused_before_writing(tmp_path: Path) -> None:
     with open_url(f"file://{tmp_path}/db") as store:
         with pytest.raises(UnsupportedError):
             store.set_many([Record(b"ok", b"v"), Record(b"h", b"", kind="hash")])
+        with pytest.raises(UsageError, match="64 bits"):
+            store.set_many([Record(b"ok", b"v"), Record(b"neg", b"", None, -5)])
         assert store.get(b"ok") is None
 
 

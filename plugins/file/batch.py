@@ -8,9 +8,10 @@ as one ``now()`` per record would at a fraction of the cost.
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass, field
 
-from kvctl.errors import UnsupportedError
+from kvctl.errors import UnsupportedError, UsageError
 from kvctl.hlc import HLC, make_version
 from kvctl.store import Capabilities, Record, check_limits
 
@@ -84,7 +85,11 @@ def encode_records(recs: list[Record], clock: HLC, inline_max: int, caps: Capabi
             rec = new_record(key, value, expires, version)
         elif version > max_given:
             max_given = version
-        add(pack(klen, vlen, 0 if expires is None else REC_EXPIRES, expires or 0, version))
+        try:
+            add(pack(klen, vlen, 0 if expires is None else REC_EXPIRES, expires or 0, version))
+        except struct.error:
+            raise UsageError(f"record {key!r}: version {version} or expiry {expires} does not fit "
+                             "64 bits (versions are unsigned)") from None
         add(key)
         add(value)
         if vlen > inline_max:

@@ -14,6 +14,7 @@ import bisect
 import contextlib
 import logging
 import os
+import struct
 import threading
 import time
 import warnings
@@ -297,7 +298,10 @@ class FileStore(StoreBase):
         with self._lock:
             seg = self._writable()
             version = self._clock.now()
-            frame = encode_single(key, value, 0 if expires is None else REC_EXPIRES, expires or 0, version)
+            try:
+                frame = encode_single(key, value, 0 if expires is None else REC_EXPIRES, expires or 0, version)
+            except struct.error:
+                raise UsageError(f"{self._where}: ttl_ms={ttl_ms} is out of range") from None
             start = self._append(seg, [frame])
             self._commit(single=True)
             entry: Entry
