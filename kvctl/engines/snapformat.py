@@ -133,25 +133,22 @@ class SnapshotWriter:
         pack = REC.pack
         pack_crc = CRC.pack
         crc32 = zlib.crc32
+        join = b"".join
         limit = self._block_size
         count = self._buf_count
         for rec in records:
             key, value, exp, ver, kind = rec.key, rec.value, rec.expires_at_ms, rec.version, rec.kind
             flags = (exp is not None) | ((ver is not None) << 1)
+            # one join and one crc32 per record: measurably cheaper than hashing the parts
             if kind is None:
-                head = pack(22 + len(key) + len(value), PUT, flags, len(key), exp or 0, ver or 0)
-                crc = crc32(value, crc32(key, crc32(head)))
-                buf += head
-                buf += key
+                data = join((pack(22 + len(key) + len(value), PUT, flags, len(key), exp or 0, ver or 0),
+                             key, value))
             else:
                 k = kind.encode("ascii")
-                head = pack(23 + len(key) + len(k) + len(value), TYPED, flags, len(key), exp or 0, ver or 0)
-                mid = key + bytes((len(k),)) + k
-                crc = crc32(value, crc32(mid, crc32(head)))
-                buf += head
-                buf += mid
-            buf += value
-            buf += pack_crc(crc)
+                data = join((pack(23 + len(key) + len(k) + len(value), TYPED, flags, len(key), exp or 0,
+                                  ver or 0), key, bytes((len(k),)), k, value))
+            buf += data
+            buf += pack_crc(crc32(data))
             count += 1
             if len(buf) >= limit:  # blocks stay near the target size whatever the batch size
                 self._buf_count = count

@@ -23,6 +23,7 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from operator import attrgetter
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -43,6 +44,9 @@ from .snapformat import (
 )
 from .storeops import describe, has_typed_values, open_async, with_dumps
 from .transfer import BatchWriter, Counts, Problems
+
+_kind = attrgetter("kind")
+_expiry = attrgetter("expires_at_ms")
 
 
 @dataclass
@@ -141,8 +145,9 @@ async def _write_records(store: AsyncStore, kf: KeyFilter, batch_size: int, writ
     async def consume(page: Page) -> None:
         records = kf.keep(page.records)
         now = now_ms()
-        if any(r.kind is not None or (r.expires_at_ms is not None and r.expires_at_ms <= now)
-               for r in records):
+        # C-level passes decide whether this batch needs the per-record loop at all
+        exps = [e for e in map(_expiry, records) if e is not None]
+        if list(map(_kind, records)).count(None) != len(records) or (exps and min(exps) <= now):
             records = await _typed_and_live(store, records, now, summary, typed_ok)
         writer.add(records)
 

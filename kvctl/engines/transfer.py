@@ -197,6 +197,11 @@ class BatchWriter:
         return out
 
     def _within_limits(self, records: list[Record]) -> list[Record]:
+        if not records:
+            return records
+        if (self._max_key is None or max(map(len, map(_key, records))) <= self._max_key) and (
+                self._max_value is None or max(map(len, map(_value, records))) <= self._max_value):
+            return records  # the usual case, decided by two C-level passes
         max_key = self._max_key if self._max_key is not None else float("inf")
         max_value = self._max_value if self._max_value is not None else float("inf")
         out = []
