@@ -214,22 +214,49 @@ async function appUpgrade(name, version) {
     r.onblocked = () => ok("blocked");
   });
 }
+async function appServiceWorker(scope) {
+  const reg = await navigator.serviceWorker.register("/sw.js", {scope});
+  const worker = reg.installing || reg.waiting || reg.active;
+  if (worker.state !== "activated") {
+    await new Promise((ok) => worker.addEventListener("statechange", () => {
+      if (worker.state === "activated") ok();
+    }));
+  }
+  return worker.state;
+}
 window.appReady = seed();
 </script>
+"""
+
+# The site's service worker answers every navigation in its scope with its own page.
+SERVICE_WORKER_JS = r"""
+self.addEventListener("install", () => self.skipWaiting());
+self.addEventListener("activate", (e) => e.waitUntil(self.clients.claim()));
+self.addEventListener("fetch", (e) => {
+  if (e.request.mode === "navigate") {
+    e.respondWith(new Response("<title>service worker</title><script>document.title = 'site code ran'</script>",
+                               {headers: {"Content-Type": "text/html"}}));
+  }
+});
 """
 
 
 class _AppHandler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
-        if self.path.split("?", 1)[0] in ("/", "/app.html"):
-            body = APP_HTML.encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "text/html; charset=utf-8")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+        path = self.path.split("?", 1)[0]
+        if path in ("/", "/app.html"):
+            self._send(APP_HTML.encode(), "text/html; charset=utf-8")
+        elif path == "/sw.js":
+            self._send(SERVICE_WORKER_JS.encode(), "text/javascript")
         else:
             self.send_error(404)
+
+    def _send(self, body: bytes, content_type: str) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
 
     def log_message(self, format: str, *args: Any) -> None:  # keep test output clean
         pass

@@ -277,6 +277,18 @@ def test_kvctl_never_blocks_an_upgrade(open_store: Any, app: AppTab) -> None:
     assert store.get(b"k").value == b"v"  # still readable after the application's upgrade  # type: ignore[union-attr]
 
 
+def test_no_site_code_runs_in_kvctls_tab(url_of: Any, app: AppTab) -> None:
+    """Even a service worker that answers every navigation of the origin is bypassed."""
+    assert app.evaluate("appServiceWorker('/__kvctl__')") == "activated"
+    store = open_sync(url_of("kv"))
+    try:
+        assert store.count() == len(APP_KV)
+        title = store._run(store.inner._tab.evaluate("document.title"))  # type: ignore[attr-defined]
+        assert title == "kvctl"
+    finally:
+        store.close()
+
+
 def test_works_when_the_site_is_down(browser: Browser) -> None:
     url = browser.url(OFFLINE_ORIGIN, "offline", "kv", create="true")
     store = open_sync(url)

@@ -37,6 +37,7 @@ from __future__ import annotations
 import base64
 import math
 import re
+from binascii import a2b_base64
 from typing import Any
 
 TAG = 0xFF
@@ -77,14 +78,14 @@ def parse_number(text: str) -> float:
 # -- key -> bytes ----------------------------------------------------------------------------
 def to_bytes(wire: WireKey) -> bytes:
     """The kvctl bytes key of an IndexedDB key given in wire form."""
-    kind, payload = wire[0], wire[1]
+    kind, payload = wire
     if kind == "s":
         try:
-            return payload.encode("utf-8")
+            return payload.encode("utf-8")  # type: ignore[no-any-return]
         except UnicodeEncodeError:  # a lone surrogate
             return b"\xffs" + _wtf8(payload)
     if kind == "b":
-        raw = base64.b64decode(payload)
+        raw = a2b_base64(payload)
         return raw if _plain_binary(raw) else b"\xffb" + raw
     if kind == "n":
         return b"\xffn" + number_text(parse_number(payload)).encode()

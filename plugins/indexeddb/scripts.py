@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import base64
 import json
+from binascii import a2b_base64
 from typing import Any
 
 # Value write modes (the ``values`` URL option).
@@ -154,6 +155,37 @@ function inlineKey(st, value) {
   return Array.isArray(kp) ? kp.map((p) => pathValue(value, p)) : pathValue(value, kp);
 }
 
+// One page of a scan.  Encoding stops once ``budget`` characters are used (big values), and
+// the answer says so: the caller resumes after the last key returned.
+async function readPage(a) {
+  let keys, raw = null;
+  await withStore(a, "readonly", (st) => {
+    const q = range(a.range);
+    if (a.keysOnly) {
+      req(st.getAllKeys(q, a.count)).then((k) => { keys = k; });
+    } else if (typeof st.getAllRecords === "function") {
+      req(st.getAllRecords({query: q, count: a.count})).then((rs) => {
+        keys = rs.map((r) => r.key);
+        raw = rs.map((r) => r.value);
+      });
+    } else {
+      req(st.getAllKeys(q, a.count)).then((k) => { keys = k; });
+      req(st.getAll(q, a.count)).then((vs) => { raw = vs; });
+    }
+  });
+  if (raw === null) return [keys.map(keyOut), null, false];
+  const values = [], blobs = [];
+  let used = 0;
+  for (let i = 0; i < raw.length && used <= a.budget; i++) {
+    const v = valueOut(raw[i], i, blobs);
+    values.push(v);
+    used += v ? v[1].length : raw[i].size * 1.34;
+  }
+  if (blobs.length) await blobsIn(values, blobs);
+  return [keys.slice(0, values.length).map(keyOut), values, values.length < raw.length];
+}
+let ahead = null;  // {sig, page}: the scan page read ahead
+
 // Batches too big for one DevTools message arrive in parts and are applied in one transaction.
 const staged = new Map();
 function takeStaged(a, items) {
@@ -164,34 +196,24 @@ function takeStaged(a, items) {
 }
 
 const api = {
-  // One page of a scan.  Encoding stops once ``budget`` characters are used (big values), and
-  // the answer says so: the caller resumes after the last key returned.
+  // A scan page.  While Python decodes it, the next page (after its last key) is already
+  // being read: the two overlap.  Any write through kvctl drops the page read ahead.
   async read(a) {
-    let keys, raw = null;
-    await withStore(a, "readonly", (st) => {
-      const q = range(a.range);
-      if (a.keysOnly) {
-        req(st.getAllKeys(q, a.count)).then((k) => { keys = k; });
-      } else if (typeof st.getAllRecords === "function") {
-        req(st.getAllRecords({query: q, count: a.count})).then((rs) => {
-          keys = rs.map((r) => r.key);
-          raw = rs.map((r) => r.value);
-        });
-      } else {
-        req(st.getAllKeys(q, a.count)).then((k) => { keys = k; });
-        req(st.getAll(q, a.count)).then((vs) => { raw = vs; });
-      }
-    });
-    if (raw === null) return [keys.map(keyOut), null, false];
-    const values = [], blobs = [];
-    let used = 0;
-    for (let i = 0; i < raw.length && used <= a.budget; i++) {
-      const v = valueOut(raw[i], i, blobs);
-      values.push(v);
-      used += v ? v[1].length : raw[i].size * 1.34;
+    const sig = (x) => JSON.stringify([x.db, x.store, x.range, x.count, x.keysOnly, x.budget]);
+    let page = null;
+    if (ahead !== null && ahead.sig === sig(a)) {
+      try { page = await ahead.page; } catch (_) { page = null; }
     }
-    if (blobs.length) await blobsIn(values, blobs);
-    return [keys.slice(0, values.length).map(keyOut), values, values.length < raw.length];
+    ahead = null;
+    if (page === null) page = await readPage(a);
+    const [keys, , truncated] = page;
+    if (a.readAhead && keys.length > 0 && (keys.length === a.count || truncated)) {
+      const next = {...a, range: [keys[keys.length - 1], a.range ? a.range[1] : null, true, true]};
+      const p = readPage(next);
+      p.catch(() => {});
+      ahead = {sig: sig(next), page: p};
+    }
+    return page;
   },
   // Values of ``keys`` in order (null: absent); answers a prefix of them when over ``budget``.
   async get(a) {
@@ -230,6 +252,7 @@ const api = {
     return staged.delete(a.id);
   },
   async put(a) {
+    ahead = null;
     const records = takeStaged(a, a.records);
     return withStore(a, "readwrite", (st) => {
       const inline = st.keyPath !== null;
@@ -263,6 +286,7 @@ const api = {
     });
   },
   async delete(a) {
+    ahead = null;
     const keys = takeStaged(a, a.keys);
     let n = 0;
     await withStore(a, "readwrite", (st) => {
@@ -276,6 +300,7 @@ const api = {
     return n;
   },
   async clear(a) {
+    ahead = null;
     return withStore(a, "readwrite", (st) => {
       const c = st.count();
       st.clear();
@@ -296,6 +321,7 @@ const api = {
   },
   // Create the database and/or the object store (the ``create`` URL option): a deliberate upgrade.
   async ensure(a) {
+    ahead = null;
     let db;
     try { db = await openDb(a.db); } catch (e) { if (e.name !== "NoDatabase") throw e; }
     let version = 1;
@@ -344,9 +370,9 @@ def call_expression(name: str, args: dict[str, Any]) -> str:
 
 def value_from_wire(wire: list[Any]) -> bytes:
     """The bytes kvctl shows for a value read from IndexedDB."""
-    kind, payload = wire[0], wire[1]
+    kind, payload = wire
     if kind == "b":
-        return base64.b64decode(payload)
+        return a2b_base64(payload)
     # Strings, JSON text and String() fallbacks are text; a lone surrogate (JS strings are
     # UTF-16) has no UTF-8 form and is kept in WTF-8 rather than dropped.
     return str(payload).encode("utf-8", "surrogatepass")

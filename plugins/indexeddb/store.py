@@ -306,16 +306,19 @@ class IndexedDBStore(AsyncStoreBase):
             lower, upper = segments[index]
             while True:
                 span = [after or lower, upper, after is not None, True] if (after or lower or upper) else None
-                keys, values, truncated = await self._call(
-                    "read", {"range": span, "count": batch_size, "keysOnly": keys_only, "budget": READ_BUDGET})
+                keys, values, truncated = await self._call("read", {
+                    "range": span, "count": batch_size, "keysOnly": keys_only, "budget": READ_BUDGET,
+                    "readAhead": True})
                 if not keys:
                     break
                 after = keys[-1]
-                page = []
-                for i, wire in enumerate(keys):
-                    key = wirekeys.to_bytes(wire)
-                    if key.startswith(prefix):
-                        page.append(Record(key, b"" if keys_only else value_from_wire(values[i])))
+                to_bytes = wirekeys.to_bytes
+                if keys_only:
+                    page = [Record(k) for k in map(to_bytes, keys)]
+                else:
+                    page = list(map(Record, map(to_bytes, keys), map(value_from_wire, values)))
+                if prefix:
+                    page = [r for r in page if r.key.startswith(prefix)]
                 if page:
                     yield Page(page, _cursor(index, after))
                 if len(keys) < batch_size and not truncated:

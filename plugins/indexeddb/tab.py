@@ -79,7 +79,7 @@ class Tab:
         async def paused(params: dict[str, Any]) -> None:
             # Answer the navigation with an empty page; refuse anything else the tab might fetch.
             with contextlib.suppress(Exception):
-                if params["request"]["url"].split("#", 1)[0] == document_url:
+                if params.get("resourceType") == "Document":
                     await self.send("Fetch.fulfillRequest", {
                         "requestId": params["requestId"], "responseCode": 200, "body": EMPTY_PAGE,
                         "responseHeaders": [{"name": "Content-Type", "value": "text/html; charset=utf-8"},
