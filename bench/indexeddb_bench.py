@@ -154,6 +154,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                                           "upperOpen": False}
                 got = await tab.send("IndexedDB.requestData", params, timeout=120)
                 entries = got["objectStoreDataEntries"]
+                # Values come back as remote objects in Chromium's "indexeddb" object group.
+                await tab.send("Runtime.releaseObjectGroup", {"objectGroup": "indexeddb"})
                 seen += len(entries)
                 if not got["hasMore"] or not entries:
                     break

@@ -214,6 +214,17 @@ async function appUpgrade(name, version) {
     r.onblocked = () => ok("blocked");
   });
 }
+// An application that keeps a connection open and ignores "versionchange" (blocks upgrades).
+const held = {};
+function appHold(name) {
+  return new Promise((ok, bad) => {
+    const r = indexedDB.open(name, 1);
+    r.onupgradeneeded = () => r.result.createObjectStore("a");
+    r.onsuccess = () => { held[name] = r.result; ok("held"); };
+    r.onerror = () => bad(r.error);
+  });
+}
+function appRelease(name) { held[name].close(); delete held[name]; return "released"; }
 async function appServiceWorker(scope) {
   const reg = await navigator.serviceWorker.register("/sw.js", {scope});
   const worker = reg.installing || reg.waiting || reg.active;

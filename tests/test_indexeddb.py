@@ -21,7 +21,15 @@ from typing import Any
 import pytest
 from browser import OFFLINE_ORIGIN, AppTab, Browser, fresh_indexeddb_url, shared_app, shared_browser
 
-from kvctl.errors import BadURLError, LimitError, UnavailableError, UnsupportedError, UsageError
+from kvctl.errors import (
+    BadURLError,
+    ConflictError,
+    LimitError,
+    LockedError,
+    UnavailableError,
+    UnsupportedError,
+    UsageError,
+)
 from kvctl.store import Record, Store
 from kvctl.testing import StoreConformance, open_sync
 
@@ -204,6 +212,9 @@ def test_in_line_keys_take_json_objects_and_refuse_a_wrong_key(open_store: Any, 
         agents.set_many([Record(b"a4", b'{"id":"a4","name":"delta"}'), Record(b"a5", b'{"id":"other"}')])
     with pytest.raises(UsageError):
         agents.set(b"a6", b"\xff binary")
+    with pytest.raises(ConflictError):  # the application's unique index on "name"
+        agents.set(b"a7", b'{"id":"a7","name":"alpha"}')
+    assert agents.get(b"a7") is None
     assert agents.get(b"a4") is None
     assert agents.delete(b"a3") is True
     assert [k for k, _ in app.dump("agents")] == [["string", "a1"], ["string", "a2"]]
@@ -287,6 +298,17 @@ def test_no_site_code_runs_in_kvctls_tab(url_of: Any, app: AppTab) -> None:
         assert title == "kvctl"
     finally:
         store.close()
+
+
+def test_a_blocked_upgrade_is_a_locked_error_and_changes_nothing(open_store: Any, app: AppTab) -> None:
+    assert app.evaluate("appHold('held')") == "held"
+    with pytest.raises(LockedError, match="blocked"):
+        open_store("new", "held", create="true").set(b"k", b"v")
+    assert app.evaluate("appRelease('held')") == "released"
+    # The upgrade kvctl gave up on runs now, and is aborted: no new store, same version.
+    version = "new Promise(ok => { const r = indexedDB.open('held'); r.onsuccess = () => { " \
+              "const d = r.result; ok([d.version, Array.from(d.objectStoreNames)]); d.close(); }; })"
+    assert app.evaluate(version) == [1, ["a"]]
 
 
 def test_works_when_the_site_is_down(browser: Browser) -> None:

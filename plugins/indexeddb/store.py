@@ -74,7 +74,6 @@ class IndexedDBStore(AsyncStoreBase):
         persistent=True, ttl=False, ordered_scan=False, versions=False, atomic_batch=True,
         max_key_size=MAX_KEY, max_value_size=MAX_VALUE,
         durability="the browser's IndexedDB commit (hint: ?durability=default|strict|relaxed)",
-        blocking_io=True,
     )
 
     def __init__(self, url: StoreURL, where: Location, *, values: str, create: bool, durability: str | None,
@@ -110,7 +109,8 @@ class IndexedDBStore(AsyncStoreBase):
 
     # -- the tab -----------------------------------------------------------------------------
     @property
-    def _names(self) -> dict[str, Any]:
+    def _target(self) -> dict[str, Any]:
+        """The arguments naming this store in every helper call."""
         return {"db": self.where.database, "store": self.where.store, "durability": self.durability}
 
     async def _open(self) -> Tab:
@@ -148,9 +148,9 @@ class IndexedDBStore(AsyncStoreBase):
             tab = await self._open()
             try:
                 if not self._checked and self.create:
-                    await tab.call("ensure", self._names)
+                    await tab.call("ensure", self._target)
                 self._checked = True
-                return await tab.call(name, {**self._names, **args})
+                return await tab.call(name, {**self._target, **args})
             except BaseException as exc:
                 if attempt == 1 and _tab_went_away(tab, exc, name):
                     continue  # kvctl's tab was closed or crashed: once more in a new tab
