@@ -81,15 +81,19 @@ class DiffResult:
     def summary_line(self) -> str:
         if self.equal:
             return f"{self.a} and {self.b} are equal ({self.same} keys)"
-        return (f"{self.a} and {self.b} differ: {self.missing} missing from B, {self.extra} extra in B, "
-                f"{self.differing} differing ({self.same} equal)")
+        return f"{self.a} and {self.b} differ: {self.counts_line()}"
+
+    def counts_line(self) -> str:
+        """The differences without the URLs (error messages end up scrubbed of URL options)."""
+        return (f"{self.missing} missing from B, {self.extra} extra in B, {self.differing} differing "
+                f"({self.same} equal)")
 
     def check(self) -> None:
         """Raise :class:`DifferenceError` (exit 1) unless the stores are equal."""
         if not self.equal:
             first = next((v[0] for v in self.samples.values() if v), None)
             hint = f"first: {show_key(first)!r}" if first is not None else None
-            raise DifferenceError(self.summary_line(), hint=hint)
+            raise DifferenceError(f"the stores differ: {self.counts_line()}", hint=hint)
 
 
 class _Tally:

@@ -156,9 +156,9 @@ class Summary:
                 parts.append(f"{c.failed} key(s) failed (first: {show_key(first_f[0])!r}: {first_f[1]})")
             raise IncompleteError(f"copy incomplete: {'; '.join(parts)}")
         if self.delete_refused:
-            raise IncompleteError(f"extra keys left in {self.dst}: {self.delete_refused}")
+            raise IncompleteError(f"extra keys left in the destination: {self.delete_refused}")
         if self.verify is not None and not self.verify.equal:
-            raise DifferenceError(f"verify failed: {self.verify.summary_line()}")
+            raise DifferenceError(f"verify failed: {self.verify.counts_line()}")
 
 
 def run(src_url: str, dst_url: str, plan: Plan, reporter: Reporter | None = None) -> Summary:

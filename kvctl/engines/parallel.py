@@ -145,8 +145,8 @@ async def _coordinate(src_url: str, dst_url: str, plan: Plan, reporter: Reporter
         for store in (src, dst):
             caps = store.capabilities
             if not (caps.persistent or caps.multi_node):
-                raise UsageError(f"--workers needs stores that other processes can open; {describe(store)} "
-                                 "is private to one process", hint="use --workers 1")
+                raise UsageError(f"--workers needs stores that other processes can open; the {store.name} "
+                                 "backend keeps its data inside one process", hint="use --workers 1")
         check_policy(plan.on_conflict, src.capabilities.versions, dst)
         fp = checkpoint.fingerprint(parent=plan.fingerprint(src_url, dst_url), workers=plan.workers,
                                     ordered=src.capabilities.ordered_scan)

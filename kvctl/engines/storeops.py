@@ -56,7 +56,7 @@ def has_typed_values(store: Any) -> bool:
 async def _invoke(store: Any, name: str, arg: Any) -> Any:
     call = _typed_call(store, name)
     if call is None:
-        raise UnsupportedError(f"{describe(store)} offers no {name}")
+        raise UnsupportedError(f"the {store.name} backend offers no {name}")
     adapter, fn = call
     if adapter is not None:
         return await adapter._call(fn, arg)  # the adapter's single driver thread

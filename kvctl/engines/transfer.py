@@ -26,7 +26,7 @@ from typing import Any, Literal, get_args
 from kvctl.errors import ConflictError, UnsupportedError
 from kvctl.store import AsyncStore, Record, now_ms
 
-from .storeops import describe, dump_many, restore_many, show_key
+from .storeops import dump_many, restore_many, show_key
 
 Policy = Literal["overwrite", "skip", "newer", "fail"]
 POLICIES: tuple[str, ...] = get_args(Policy)
@@ -87,7 +87,7 @@ def check_policy(policy: str, src_versions: bool, dst: AsyncStore) -> None:
     if policy not in POLICIES:
         raise UnsupportedError(f"unknown conflict policy {policy!r} (use one of {', '.join(POLICIES)})")
     if policy == "newer" and not (src_versions and dst.capabilities.versions):
-        side = "the source" if not src_versions else describe(dst)
+        side = "the source" if not src_versions else f"the {dst.name} backend"
         raise UnsupportedError(
             f"--on-conflict newer compares versions, but {side} does not keep versions",
             hint="use overwrite, skip or fail",
@@ -184,7 +184,7 @@ class BatchWriter:
             for rec in records:
                 if rec.expires_at_ms is not None:
                     raise UnsupportedError(
-                        f"key {show_key(rec.key)!r} has an expiry but {describe(self.dst)} "
+                        f"key {show_key(rec.key)!r} has an expiry but the {self.dst.name} backend "
                         "cannot store expiries",
                         hint="add --drop-ttl to copy such keys without their expiry",
                     )
@@ -231,7 +231,7 @@ class BatchWriter:
                     self.problems.note_failed(rec.key, "already exists (--on-conflict fail)")
                     continue
                 raise ConflictError(
-                    f"key {show_key(rec.key)!r} already exists in {describe(self.dst)} (--on-conflict fail)"
+                    f"key {show_key(rec.key)!r} already exists in the destination (--on-conflict fail)"
                 )
             elif self.policy == "newer":
                 if rec.version is None or old.version is None:
