@@ -117,7 +117,7 @@ def test_tier_writes_through_and_reads_through(tmp_path: Path) -> None:
     assert all(r is not None and r.value == b"v" * 100 for r in got)
     assert store.get(b"k0001").version == child.get(b"k0001").version  # type: ignore[union-attr]
     stats = store.stats()
-    assert stats["keys"] == 500 and stats["cache"]["misses"] > 0 and stats["store"]["keys"] == 500
+    assert stats["keys"] == 500 and stats["cache.misses"] > 0 and stats["store.keys"] == 500
     assert store.delete(b"k0001") is True and child.get(b"k0001") is None and store.get(b"k0001") is None
     child.close()
     store.close()

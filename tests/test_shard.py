@@ -79,9 +79,8 @@ def test_shares_follow_weights_and_nothing_is_dropped() -> None:
     assert abs(owners["a"] / 20_000 - 0.3) < 0.015 and abs(owners["b"] / 20_000 - 0.7) < 0.015
     store.set_many(Record(b"k%05d" % i, b"v") for i in range(2000))
     stats = store.stats()
-    rows = {r["id"]: r for r in stats["children"]}
-    assert rows["a"]["weight_share"] == 0.3 and abs(rows["a"]["share"] - 0.3) < 0.05
-    assert rows["a"]["misplaced"] == 0 and stats["keys"] == 2001
+    assert stats["a.weight_share"] == 0.3 and abs(stats["a.share"] - 0.3) < 0.05
+    assert stats["a.misplaced"] == 0 and stats["b.misplaced"] == 0 and stats["keys"] == 2001
 
 
 def test_ids_not_positions_place_keys() -> None:

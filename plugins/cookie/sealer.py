@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import gzip
 import hashlib
 import hmac
 import json
@@ -47,8 +46,9 @@ def b64decode(text: str | bytes) -> bytes:
     """Strict decode of either alphabet, padding optional: stray characters are an error."""
     raw = text.encode("ascii", "strict") if isinstance(text, str) else text
     raw = raw.translate(_TO_STD)
-    raw += b"=" * (-len(raw) % 4)
-    return base64.b64decode(raw, validate=True)
+    if len(raw) % 4:
+        raw += b"=" * (-len(raw) % 4)
+    return binascii.a2b_base64(raw, strict_mode=True)
 
 
 def derive_key(secret: bytes, *, kdf: bool, salt: str = KDF_SALT, iterations: int = KDF_ITERATIONS) -> bytes:
@@ -69,19 +69,20 @@ class Sealer:
     def __init__(self, secret: bytes, key: bytes, *, gzip_on_write: str = "auto",
                  accept_sha1: bool = False) -> None:
         self._secret = secret
-        self._key = key
+        self._aes = algorithms.AES(key)  # validated once; a Cipher per token needs only the IV
         self.gzip_on_write = gzip_on_write  # "auto" (when smaller), "always" or "never"
         self.accept_sha1 = accept_sha1  # Session's digest_fallback: verify legacy HMAC-SHA1 tokens
 
     # -- writing ---------------------------------------------------------------------------
     def seal(self, plain: bytes, *, iv: bytes | None = None) -> str:
         if self.gzip_on_write != "never" and (self.gzip_on_write == "always" or len(plain) > GZIP_WORTH):
-            packed = gzip.compress(plain, compresslevel=6, mtime=0)
+            packer = zlib.compressobj(6, zlib.DEFLATED, 31)  # 31: a gzip container (magic 1f 8b)
+            packed = packer.compress(plain) + packer.flush()
             if self.gzip_on_write == "always" or len(packed) < len(plain):
                 plain = packed
         iv = os.urandom(BLOCK) if iv is None else iv
         pad = BLOCK - len(plain) % BLOCK
-        encryptor = Cipher(algorithms.AES(self._key), modes.CBC(iv)).encryptor()
+        encryptor = Cipher(self._aes, modes.CBC(iv)).encryptor()
         blob = encryptor.update(plain + bytes([pad]) * pad) + encryptor.finalize() + iv
         data = b64encode(blob)
         digest = b64encode(hmac.digest(self._secret, data.encode("ascii"), "sha256"))
@@ -101,8 +102,8 @@ class Sealer:
         plain = self._decrypt(blob[:-BLOCK], blob[-BLOCK:])
         if plain[:2] == GZIP_MAGIC:
             try:
-                plain = gzip.decompress(plain)
-            except (OSError, EOFError, zlib.error):
+                plain = zlib.decompress(plain, 47)  # 47: gzip or zlib header, detected
+            except zlib.error:
                 raise CorruptError("the cookie's gzip-compressed session is damaged") from None
         return plain
 
@@ -119,7 +120,7 @@ class Sealer:
         raise AuthError("the cookie's signature does not verify: wrong secret, or the cookie was altered")
 
     def _decrypt(self, ciphertext: bytes, iv: bytes) -> bytes:
-        decryptor = Cipher(algorithms.AES(self._key), modes.CBC(iv)).decryptor()
+        decryptor = Cipher(self._aes, modes.CBC(iv)).decryptor()
         padded = decryptor.update(ciphertext) + decryptor.finalize()
         pad = padded[-1]
         # Constant-time comparison of the padding bytes; the signature already proved authenticity.

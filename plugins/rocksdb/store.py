@@ -23,7 +23,7 @@ from rocksdict import (
     WriteOptions,
 )
 
-from kvctl.errors import BadURLError, CorruptError, StoreIOError
+from kvctl.errors import BadURLError, CorruptError, KvctlError, StoreIOError
 from kvctl.hlc import HLC, MAX_NODE
 from kvctl.store import (
     Capabilities,
@@ -177,6 +177,11 @@ class RocksDBStore(StoreBase):
             raise StoreIOError(f"{self.where}: the store is closed")
         return self._db
 
+    def _failed(self, exc: Exception) -> KvctlError:
+        if self._db is None:
+            return StoreIOError(f"{self.where}: the store is closed")
+        return translate(exc, self.where, self.path)
+
     def _guard(self, fn: Callable[[], T]) -> T:
         try:
             return fn()
@@ -189,16 +194,20 @@ class RocksDBStore(StoreBase):
 
     # -- reads -----------------------------------------------------------------------------
     def get(self, key: bytes) -> Record | None:
-        db = self._live_db()
-        raw = self._guard(lambda: db.get(key))
+        try:
+            raw = self._db.get(key)
+        except Exception as exc:  # the hot path calls rocksdict directly, no closure
+            raise self._failed(exc) from None
         return None if raw is None else decode(key, raw, now_ms())
 
     def get_many(self, keys: Sequence[bytes]) -> list[Record | None]:
         if not keys:
             return []
-        db = self._live_db()
-        keys = list(keys)
-        raws = self._guard(lambda: db.get(keys))
+        keys = keys if isinstance(keys, list) else list(keys)
+        try:
+            raws = self._db.get(keys)  # one multi-get
+        except Exception as exc:  # the hot path calls rocksdict directly, no closure
+            raise self._failed(exc) from None
         now = now_ms()
         return [None if raw is None else decode(key, raw, now) for key, raw in zip(keys, raws, strict=True)]
 

@@ -256,19 +256,20 @@ class ShardStore(StoreBase):
 
     # -- admin -----------------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
+        """Totals, then per child (flat ``<id>.<stat>`` names): keys held, share of the keys beside
+        the share of the weight, and keys not on their owner (counted up to 100,000 keys in all)."""
         counts = [child.count() for child in self.children]
         total = sum(counts)
         weight_total = sum(s.weight for s in self.specs)
         misplaced = self._misplaced() if total <= MISPLACED_SCAN_LIMIT else None
-        rows = []
+        out: dict[str, Any] = {"keys": total, "children": len(self.children)}
         for i, (spec, n) in enumerate(zip(self.specs, counts, strict=True)):
-            rows.append({
-                "id": spec.id, "url": spec.where, "weight": spec.weight,
-                "weight_share": round(spec.weight / weight_total, 4),
-                "keys": n, "share": round(n / total, 4) if total else None,
-                "misplaced": None if misplaced is None else misplaced[i],
-            })
-        out: dict[str, Any] = {"keys": total, "children": rows}
+            out[f"{spec.id}.url"] = spec.where
+            out[f"{spec.id}.weight"] = spec.weight
+            out[f"{spec.id}.weight_share"] = round(spec.weight / weight_total, 4)
+            out[f"{spec.id}.keys"] = n
+            out[f"{spec.id}.share"] = round(n / total, 4) if total else None
+            out[f"{spec.id}.misplaced"] = None if misplaced is None else misplaced[i]
         if misplaced is not None and any(misplaced):
             out["hint"] = f"{sum(misplaced)} keys are not on their owner: run a rebalance"
         return out
