@@ -91,18 +91,6 @@ class TestIndexedDBConformance(_Conformance):
         return str(url_of("conformance"))
 
 
-class TestIndexedDBCreatedConformance(_Conformance):
-    """A store kvctl created itself (create=true) on an origin whose server does not exist."""
-
-    @pytest.fixture(scope="class")
-    def created_url(self, browser: Browser) -> str:
-        return fresh_indexeddb_url()
-
-    @pytest.fixture
-    def store_url(self, created_url: str) -> str:
-        return created_url
-
-
 # -- the application's data through kvctl ---------------------------------------------------------
 APP_KV = {
     b"greeting": b"hello",
@@ -312,9 +300,10 @@ def test_a_blocked_upgrade_is_a_locked_error_and_changes_nothing(open_store: Any
 
 
 def test_works_when_the_site_is_down(browser: Browser) -> None:
-    url = browser.url(OFFLINE_ORIGIN, "offline", "kv", create="true")
-    store = open_sync(url)
+    """A fresh store (as the engine tests get them) on an origin with no server at all."""
+    store = open_sync(fresh_indexeddb_url())
     try:
+        assert store.count() == 0
         store.set(b"k", b"v")
         assert store.get(b"k").value == b"v"  # type: ignore[union-attr]
         stats = store.stats()
