@@ -27,8 +27,6 @@ from kvctl.errors import LimitError, UnavailableError
 from kvctl.registry import load, open_url
 from kvctl.store import AsyncStoreBase, Capabilities, Page, Record, Store, key_cursor, now_ms
 
-os.environ.setdefault("KVCTL_COOKIE_SECRET", "correct horse battery staple, 40 bytes!!")
-
 
 def _unique() -> str:
     return uuid.uuid4().hex[:10]
@@ -37,8 +35,6 @@ def _unique() -> str:
 # Families tests/backends.py has no factory for (yet); a missing one is skipped, never guessed.
 EXTRA_FACTORIES: dict[str, Callable[[Path], str]] = {
     "outside": lambda tmp: f"outside://o{_unique()}",
-    "rocksdb": lambda tmp: f"rocksdb://{tmp / ('r' + _unique())}",
-    "cookie": lambda tmp: f"cookie://{tmp / ('c' + _unique() + '.txt')}",
 }
 # Shared servers: a private namespace per store, so clear() removes only this test's keys.
 NAMESPACE_OPTION = {"redis": "namespace", "redis+cluster": "namespace"}
