@@ -262,6 +262,8 @@ async def _copy(src: AsyncStore, writer: BatchWriter, kf: KeyFilter, plan: Plan,
         if not plan.dry_run:
             with contextlib.suppress(Exception):  # never hide the original error
                 cp.save(cp_path)
+                reporter.note(f"stopped after {writer.counts.read:,} keys; progress saved: rerun with --resume "
+                              "to continue")
         raise
     finally:
         if counter is not None:
