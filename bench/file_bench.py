@@ -24,6 +24,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from typing import NamedTuple
 
 import lmdb
 
@@ -33,17 +34,33 @@ from kvctl.store import Record
 VALUE = os.urandom(100)
 
 
-def median_us(fn: Callable[[int], int], repeats: int) -> float:
+class Timing(NamedTuple):
+    """Median µs per operation: elapsed, and CPU time of this process (user + system).
+
+    On a machine shared with other work the elapsed figures stretch; the CPU figures much less.
+    Waiting for fsync is elapsed time only.
+    """
+
+    wall: float
+    cpu: float
+
+    def ratio(self, other: Timing) -> str:
+        return f"{self.wall / other.wall:.2f}x (CPU {self.cpu / other.cpu:.2f}x)"
+
+
+def median_us(fn: Callable[[int], int], repeats: int) -> Timing:
     """``fn(r)`` runs repeat ``r`` and returns how many operations it did."""
-    times = []
+    walls, cpus = [], []
     for r in range(repeats):
         t0 = time.perf_counter()
+        c0 = time.process_time()
         n = fn(r)
-        times.append((time.perf_counter() - t0) / n * 1e6)
-    return statistics.median(times)
+        cpus.append((time.process_time() - c0) / n * 1e6)
+        walls.append((time.perf_counter() - t0) / n * 1e6)
+    return Timing(statistics.median(walls), statistics.median(cpus))
 
 
-def bench_get(url: str, ops: int, repeats: int) -> float:
+def bench_get(url: str, ops: int, repeats: int) -> Timing:
     store = open_url(url)
     store.set_many([Record(b"key-%d" % i, VALUE) for i in range(1000)])
     keys = [b"key-%d" % (i % 1000) for i in range(ops)]
@@ -61,7 +78,7 @@ def bench_get(url: str, ops: int, repeats: int) -> float:
     return result
 
 
-def bench_set(url: str, ops: int, repeats: int) -> float:
+def bench_set(url: str, ops: int, repeats: int) -> Timing:
     store = open_url(url)
     set_ = store.set
 
@@ -76,7 +93,7 @@ def bench_set(url: str, ops: int, repeats: int) -> float:
     return result
 
 
-def bench_set_many(url: str, batches: int) -> float:
+def bench_set_many(url: str, batches: int) -> Timing:
     store = open_url(url)
     ready = [[Record(b"key-%d" % (b * 1000 + i), VALUE) for i in range(1000)] for b in range(batches)]
 
@@ -89,7 +106,7 @@ def bench_set_many(url: str, batches: int) -> float:
     return result
 
 
-def bench_scan(url: str, keys: int, repeats: int) -> float:
+def bench_scan(url: str, keys: int, repeats: int) -> Timing:
     store = open_url(url)
     for b in range(0, keys, 1000):
         store.set_many([Record(b"key-%d" % i, VALUE) for i in range(b, min(keys, b + 1000))])
@@ -102,7 +119,7 @@ def bench_scan(url: str, keys: int, repeats: int) -> float:
     return result
 
 
-def bench_raw_sqlite_set(path: str, ops: int, repeats: int) -> float:
+def bench_raw_sqlite_set(path: str, ops: int, repeats: int) -> Timing:
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
@@ -120,7 +137,7 @@ def bench_raw_sqlite_set(path: str, ops: int, repeats: int) -> float:
     return result
 
 
-def bench_raw_lmdb_batched_sync(path: str, batches: int) -> float:
+def bench_raw_lmdb_batched_sync(path: str, batches: int) -> Timing:
     env = lmdb.open(path, map_size=1 << 32, sync=True)
 
     def run(r: int) -> int:
@@ -134,7 +151,7 @@ def bench_raw_lmdb_batched_sync(path: str, batches: int) -> float:
     return result
 
 
-def bench_dict_get(ops: int, repeats: int) -> float:
+def bench_dict_get(ops: int, repeats: int) -> Timing:
     d = {b"key-%d" % i: VALUE for i in range(1000)}
     keys = [b"key-%d" % (i % 1000) for i in range(ops)]
     get = d.get
@@ -219,8 +236,9 @@ def main() -> None:
     batches = 15 if args.quick else 41
     open_keys = 100_000 if args.quick else 1_000_000
 
+    load_start = os.getloadavg()[0]
     tmp = tempfile.mkdtemp(prefix="kvctl-file-bench-", dir=os.environ.get("BENCH_DIR", "."))
-    rows: list[tuple[str, str, float, str]] = []
+    rows: list[tuple[str, str, Timing, str]] = []
     try:
         def path(name: str) -> str:
             return os.path.join(tmp, name)
@@ -231,7 +249,7 @@ def main() -> None:
         file_get = bench_get(f"file://{path('get')}", ops, repeats)
         rows += [("get, warm, 1,000 keys", "dict.get (raw)", dict_get, ""),
                  ("", "memory backend", mem_get, ""),
-                 ("", "**file backend**", file_get, f"{file_get / mem_get:.2f}x memory (target <= 1.5x)")]
+                 ("", "**file backend**", file_get, f"{file_get.ratio(mem_get)} memory's time (target <= 1.5x)")]
 
         print("set ...", file=sys.stderr)
         file_never = bench_set(f"file://{path('set-never')}?fsync=never", set_ops, set_repeats)
@@ -244,7 +262,7 @@ def main() -> None:
                  ("", "sqlite backend (WAL, synchronous=NORMAL)", sqlite_set, "commit per set, no fsync"),
                  ("", "raw sqlite3 (WAL, synchronous=NORMAL)", raw_sqlite, "autocommit, no fsync"),
                  ("", "**file backend, fsync=never**", file_never,
-                  f"{sqlite_set / file_never:.1f}x faster than the sqlite backend (target >= 3x)"),
+                  f"{sqlite_set.ratio(file_never)} faster than the sqlite backend (target >= 3x)"),
                  ("", "file backend, fsync=batch (default)", file_batch1, "group commit within 10 ms"),
                  ("", "file backend, fsync=always", file_always, "fdatasync per set")]
 
@@ -255,7 +273,7 @@ def main() -> None:
         rows += [("set_many of 1,000 new keys", "raw py-lmdb, sync=True, 1,000 puts per txn", lmdb_sync,
                   "one durable commit per 1,000"),
                  ("", "**file backend, fsync=batch**", file_batch,
-                  f"{lmdb_sync / file_batch:.2f}x lmdb's speed (target >= 1x); one fdatasync per 1,000"),
+                  f"{lmdb_sync.ratio(file_batch)} lmdb's speed (target >= 1x); one fdatasync per 1,000"),
                  ("", "file backend, fsync=never", file_batch_never, "")]
 
         print("scan ...", file=sys.stderr)
@@ -263,7 +281,7 @@ def main() -> None:
         mem_scan = bench_scan("memory://", scan_keys, 5)
         file_scan = bench_scan(f"file://{path('scan')}?fsync=never", scan_keys, 5)
         rows += [(f"scan of {scan_keys:,} keys, pages of 1,000", "memory backend", mem_scan, ""),
-                 ("", "file backend", file_scan, f"{file_scan / mem_scan:.2f}x memory")]
+                 ("", "file backend", file_scan, f"{file_scan.ratio(mem_scan)} memory's time")]
 
         print(f"open of {open_keys:,} keys ...", file=sys.stderr)
         opened = bench_open(f"file://{path('open')}?fsync=never", open_keys, 3)
@@ -281,14 +299,16 @@ def main() -> None:
         "",
         f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
         f"{platform.system()} {platform.release()}; one run, single-threaded, files on the working "
-        f"directory's filesystem. Load average at the end: {os.getloadavg()[0]:.1f} "
-        "(other work shares the machine: compare figures within this run only). "
-        "Medians of repeats; µs per key. 100-byte random values.",
+        f"directory's filesystem. Load average (1 min) at the start {load_start:.1f}, at the end "
+        f"{os.getloadavg()[0]:.1f}: other work shares the machine, so compare figures within this run "
+        "only; the CPU column (this process's user + system time) is the less disturbed one, but "
+        "time spent waiting for fsync shows only in the elapsed column. "
+        "Medians of repeats; µs per key; 100-byte random values. Ratios: elapsed (CPU).",
         "",
-        "| workload | store | µs/key | note |",
-        "|---|---|---:|---|",
+        "| workload | store | elapsed µs/key | CPU µs/key | note |",
+        "|---|---|---:|---:|---|",
     ]
-    lines += [f"| {w} | {s} | {v:.3f} | {n} |" for w, s, v, n in rows]
+    lines += [f"| {w} | {s} | {v.wall:.3f} | {v.cpu:.3f} | {n} |" for w, s, v, n in rows]
     lines += [
         "",
         f"**Open** of {opened['keys']:,} keys of 100 bytes ({files / 1e6:.0f} MB of segments, written by "

@@ -13,7 +13,7 @@ from kvctl_plugins.file import log as file_log
 
 from kvctl.errors import BadURLError, StoreIOError, UnsupportedError, UsageError
 from kvctl.registry import open_url
-from kvctl.store import Record
+from kvctl.store import Record, now_ms
 from kvctl.testing import StoreConformance
 
 
@@ -286,9 +286,14 @@ def test_accounting_after_reopen_matches_the_running_store(tmp_path: Path) -> No
                 store.delete(key)
             elif i % 7 == 0:
                 store.set(key, b"t" * rng.randrange(200), ttl_ms=3_600_000)
+            elif i % 11 == 0:  # repeats and overwrites within one batch, some with expiries
+                other = b"k%03d" % rng.randrange(400)
+                store.set_many([Record(key, b"a"), Record(other, b"b" * 100, now_ms() + 3_600_000),
+                                Record(key, b"c" * rng.randrange(200)), Record(other, b"d")])
             else:
                 store.set_many([Record(key, b"v" * rng.randrange(200))])
         running = store.stats()
+        assert running["live_bytes"] == sum(23 + len(r.key) + len(r.value) for p in store.scan() for r in p.records)
     with open_url(url) as store:
         reopened = store.stats()
     for name in ("keys", "live_bytes", "file_bytes", "garbage_bytes", "values_on_disk", "segments"):

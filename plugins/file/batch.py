@@ -27,7 +27,7 @@ from .format import (
     RECORD_HEADER_SIZE,
     encode_frame,
 )
-from .index import Entry, Ref, new_record
+from .index import SET_EXPIRES, SET_KEY, SET_KIND, SET_OTHERS, SET_VALUE, SET_VERSION, Entry, Ref
 
 STEP = make_version(0, 1)  # one tick of the HLC counter
 
@@ -37,6 +37,8 @@ class EncodedBatch:
     chunks: list[bytes]  # frame headers and payloads, in write order
     keys: list[bytes]
     entries: list[Entry]  # what the key directory will hold for each key (Records until placed)
+    record_bytes: int  # the records' bytes (headers, keys, values), for the live-bytes count
+    expiring: int  # records with an expiry
     on_disk: list[tuple[int, int]] = field(default_factory=list)  # (entry index, value offset in the batch)
 
     def place(self, seg_id: int, start: int) -> None:
@@ -50,23 +52,32 @@ class EncodedBatch:
 
 def encode_records(recs: list[Record], clock: HLC, inline_max: int, caps: Capabilities,
                    backend: str) -> EncodedBatch:
+    """The hot loop of set_many: about 0.6 µs of CPU per record."""
     pack = RECORD_HEADER.pack
     hsize = RECORD_HEADER_SIZE
+    new = Record.__new__
+    set_key, set_value, set_expires, set_version, set_kind = SET_KEY, SET_VALUE, SET_EXPIRES, SET_VERSION, SET_KIND
+    others = SET_OTHERS
     chunks: list[bytes] = []
     keys: list[bytes] = []
     entries: list[Entry] = []
+    add_key = keys.append
+    add_entry = entries.append
     on_disk: list[tuple[int, int]] = []
     parts: list[bytes] = []
     add = parts.append
-    written = psize = count = 0
-    next_version = max_given = 0
+    first_version = next_version = clock.now()
+    max_given = 0
+    written = psize = total = frame_start = expiring = 0
     for rec in recs:
         if psize >= FRAME_TARGET:  # cut before a record, so the last frame is never empty
-            chunks.extend(encode_frame(b"".join(parts), count, 0))
+            chunks.extend(encode_frame(b"".join(parts), len(entries) - frame_start, 0))
             written += FRAME_HEADER_SIZE + psize
+            total += psize
             parts = []
             add = parts.append
-            psize = count = 0
+            psize = 0
+            frame_start = len(entries)
         key = rec.key
         value = rec.value
         klen = len(key)
@@ -78,15 +89,26 @@ def encode_records(recs: list[Record], clock: HLC, inline_max: int, caps: Capabi
         version = rec.version
         expires = rec.expires_at_ms
         if version is None:
-            if not next_version:
-                next_version = clock.now()
             version = next_version
             next_version += STEP
-            rec = new_record(key, value, expires, version)
+            rec = new(Record)  # Record(key, value, expires, version), twice as fast (see index.py)
+            set_key(rec, key)
+            set_value(rec, value)
+            set_expires(rec, expires)
+            set_version(rec, version)
+            set_kind(rec, None)
+            if others:
+                for setter, default in others:
+                    setter(rec, default)
         elif version > max_given:
             max_given = version
+        if expires is None:
+            flags = 0
+        else:
+            flags = REC_EXPIRES
+            expiring += 1
         try:
-            add(pack(klen, vlen, 0 if expires is None else REC_EXPIRES, expires or 0, version))
+            add(pack(klen, vlen, flags, expires or 0, version))
         except struct.error:
             raise UsageError(f"record {key!r}: version {version} or expiry {expires} does not fit "
                              "64 bits (versions are unsigned)") from None
@@ -94,16 +116,15 @@ def encode_records(recs: list[Record], clock: HLC, inline_max: int, caps: Capabi
         add(value)
         if vlen > inline_max:
             on_disk.append((len(entries), written + FRAME_HEADER_SIZE + psize + hsize + klen))
-        keys.append(key)
-        entries.append(rec)
+        add_key(key)
+        add_entry(rec)
         psize += hsize + klen + vlen
-        count += 1
-    chunks.extend(encode_frame(b"".join(parts), count, FRAME_END))
-    if next_version:
+    chunks.extend(encode_frame(b"".join(parts), len(entries) - frame_start, FRAME_END))
+    if next_version != first_version:
         clock.observe(next_version - STEP)
     if max_given:
         clock.observe(max_given)
-    return EncodedBatch(chunks, keys, entries, on_disk)
+    return EncodedBatch(chunks, keys, entries, total + psize, expiring, on_disk)
 
 
 def encode_tombstones(keys: list[bytes], clock: HLC) -> list[bytes]:

@@ -322,7 +322,7 @@ class FileStore(StoreBase):
             start = self._append(seg, batch.chunks)
             self._commit(single=False)
             batch.place(seg.id, start)
-            self._index.put_many(batch.keys, batch.entries)
+            self._index.put_many(batch.keys, batch.entries, batch.record_bytes, batch.expiring)
             self._maybe_compact()
 
     def delete(self, key: bytes) -> bool:
