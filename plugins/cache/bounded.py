@@ -3,16 +3,17 @@ policy, the one GridKV's Ristretto row describes).
 
 Why not ``theine``: its policy (W-TinyLFU in Rust) bounds the number of entries, not their size
 (``TlfuCore(size)`` takes an entry count and ``set`` takes no cost), and its ``Cache.get`` costs
-~1.1 µs against ~0.12 µs for kvctl's memory backend, far outside the 2x the cache must stay
+~1.1 µs against ~0.1 µs for kvctl's memory backend, far outside the 2x the cache must stay
 within.  bench/seedbackends_bench.py measures both policies, and a plain LRU, on the same zipfian
 workload at the same byte budget (see bench/seedbackends_RESULTS.md).
 
-* **Frequency.** Every access adds the key's hash to a counter table; the table ages (every count
-  halves, ones drop out) after ``10 x`` as many accesses as the cache holds entries, so old
-  popularity fades, and also when it grows past ``8 x`` the entry count, which bounds its memory.
-* **Reads are buffered.** A hit only appends the key's hash to a list; the list is folded into the
-  table (``Counter.update``, in C) every 64 hits and before every admission decision.  The hit
-  path is a dict lookup, an expiry test and a list append.
+* **Frequency.** A resident entry counts its own accesses (one integer in the entry, so a hit is
+  a dict lookup, an expiry test and ``entry.freq += 1``: nothing else).  Keys not in the cache are
+  counted in a table by key hash, bumped on every miss and write.  When a key is admitted its
+  count moves from the table into the entry, and back when it leaves, so popularity survives
+  eviction.  Counts age (every count halves) after ``10 x`` as many misses and writes as the cache
+  holds entries, so old popularity fades, and the table also ages when it grows past ``8 x`` the
+  entry count, which bounds its memory.
 * **Admission and eviction.** A new entry that does not fit is admitted only if, for each victim
   needed to make room, it is more frequent than the least frequent of 5 entries sampled at random
   (expired entries are taken first).  Victims are evicted only when the whole admission
@@ -25,14 +26,12 @@ from __future__ import annotations
 
 import bisect
 import random
-from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
 from kvctl.store import Record, now_ms
 
 ENTRY_OVERHEAD = 384  # bytes: Record + entry + dict slot + sample slot + two bytes headers (CPython 3.11)
-READ_BUFFER = 64
 SAMPLES = 5
 AGE_FACTOR = 10
 MAX_FREQ_FACTOR = 8
@@ -40,14 +39,17 @@ MIN_TABLE = 1024
 
 
 class _Entry:
-    __slots__ = ("cost", "deadline", "hash", "record", "slot")
+    __slots__ = ("base", "cost", "deadline", "freq", "hash", "record", "slot")
 
-    def __init__(self, record: Record, key_hash: int, cost: int, slot: int, deadline: int | None) -> None:
+    def __init__(self, record: Record, key_hash: int, cost: int, slot: int, deadline: int | None,
+                 freq: int) -> None:
         self.record = record
         self.hash = key_hash
         self.cost = cost
         self.slot = slot
         self.deadline = deadline
+        self.freq = freq  # accesses (aged), the policy's measure of this entry
+        self.base = freq  # freq when hits were last banked: freq - base = hits since
 
 
 class BoundedCache:
@@ -60,11 +62,10 @@ class BoundedCache:
         self._map: dict[bytes, _Entry] = {}
         self._slots: list[bytes] = []  # resident keys, for O(1) random sampling
         self._sorted: list[bytes] | None = None  # lazily rebuilt key order, for scans
-        self._freq: Counter[int] = Counter()
-        self._reads: list[int] = []
-        self._accesses = 0  # folded into the table since it last aged
+        self._freq: dict[int, int] = {}  # counts of keys not in the cache, by key hash
+        self._events = 0  # misses and writes since counts last aged
+        self._banked_hits = 0  # hits of entries gone, or counted before an ageing
         self.used = 0
-        self.hits = 0
         self.misses = 0
         self.evictions = 0
         self.rejections = 0
@@ -76,35 +77,34 @@ class BoundedCache:
         if entry is not None:
             deadline = entry.deadline
             if deadline is None or deadline > now_ms():
-                reads = self._reads
-                reads.append(entry.hash)
-                if len(reads) >= READ_BUFFER:
-                    self._drain()
+                entry.freq += 1
                 return entry.record
             self._expire(key)
         self.misses += 1
-        self._count(hash(key))
+        self._note(hash(key))
         return None
 
-    def _drain(self) -> None:
-        reads = self._reads
-        if reads:
-            self._freq.update(reads)
-            self.hits += len(reads)
-            self._accesses += len(reads)
-            reads.clear()
-            self._maybe_age()
-
-    def _count(self, key_hash: int) -> None:
-        self._freq[key_hash] += 1
-        self._accesses += 1
-        self._maybe_age()
-
-    def _maybe_age(self) -> None:
+    # -- frequency -------------------------------------------------------------------------
+    def _note(self, key_hash: int) -> None:
+        """Count an access to a key that is not in the cache."""
+        freq = self._freq
+        freq[key_hash] = freq.get(key_hash, 0) + 1
+        self._events += 1
         size = max(len(self._map), MIN_TABLE)
-        if self._accesses >= AGE_FACTOR * size or len(self._freq) > MAX_FREQ_FACTOR * size:
-            self._freq = Counter({h: c >> 1 for h, c in self._freq.items() if c > 1})
-            self._accesses = 0
+        if self._events >= AGE_FACTOR * size or len(freq) > MAX_FREQ_FACTOR * size:
+            self._age()
+
+    def _age(self) -> None:
+        self._freq = {h: c >> 1 for h, c in self._freq.items() if c > 1}
+        for entry in self._map.values():
+            self._banked_hits += entry.freq - entry.base
+            entry.freq >>= 1
+            entry.base = entry.freq
+        self._events = 0
+
+    @property
+    def hits(self) -> int:
+        return self._banked_hits + sum(e.freq - e.base for e in self._map.values())
 
     # -- writes ----------------------------------------------------------------------------
     def put(self, record: Record) -> bool:
@@ -116,32 +116,34 @@ class BoundedCache:
             fresh_until = now_ms() + self.max_age_ms
             deadline = fresh_until if deadline is None else min(deadline, fresh_until)
         entry = self._map.get(key)
-        key_hash = entry.hash if entry is not None else hash(key)
-        self._count(key_hash)
         if cost > self.max_bytes:
             if entry is not None:
                 self.remove(key)
             self.rejections += 1
             return False
         if entry is not None:  # an update: accepted, others make room if it grew
+            entry.freq += 1  # an access, not a hit
+            entry.base += 1
             need = self.used - entry.cost + cost - self.max_bytes
             if need > 0:
-                victims = self._choose_victims(need, None, exclude=key)
-                for victim in victims or ():
+                for victim in self._choose_victims(need, None, exclude=key) or ():
                     self._evict(victim)
             self.used += cost - entry.cost
             entry.record, entry.cost, entry.deadline = record, cost, deadline
             return True
+        key_hash = hash(key)
+        self._note(key_hash)
+        incoming = self._freq.get(key_hash, 0)
         need = self.used + cost - self.max_bytes
         if need > 0:
-            self._drain()
-            victims = self._choose_victims(need, self._freq.get(key_hash, 0), exclude=None)
+            victims = self._choose_victims(need, incoming, exclude=None)
             if victims is None:
                 self.rejections += 1
                 return False
             for victim in victims:
                 self._evict(victim)
-        self._map[key] = _Entry(record, key_hash, cost, len(self._slots), deadline)
+        self._freq.pop(key_hash, None)  # the count lives in the entry while it is resident
+        self._map[key] = _Entry(record, key_hash, cost, len(self._slots), deadline, incoming)
         self._slots.append(key)
         self._sorted = None
         self.used += cost
@@ -149,10 +151,10 @@ class BoundedCache:
 
     def _choose_victims(self, need: int, incoming: int | None, exclude: bytes | None) -> list[bytes] | None:
         """Keys whose eviction frees ``need`` bytes, each the least frequent of a random sample
-        and no more frequent than ``incoming`` (None: no admission test); None to reject."""
+        and less frequent than ``incoming`` (None: no admission test); None to reject."""
         chosen: dict[bytes, None] = {}
         freed = 0
-        slots, entries, freq = self._slots, self._map, self._freq
+        slots, entries = self._slots, self._map
         now = now_ms()
         while freed < need:
             if len(slots) - len(chosen) - (exclude is not None) <= 0:
@@ -170,12 +172,11 @@ class BoundedCache:
                 if entry.deadline is not None and entry.deadline <= now:
                     best, best_score = key, -1  # expired: the best victim there is
                     break
-                score = freq.get(entry.hash, 0)
-                if best is None or score < best_score:
-                    best, best_score = key, score
+                if best is None or entry.freq < best_score:
+                    best, best_score = key, entry.freq
             if best is None:  # the sample kept hitting chosen keys: take any other
                 best = next(k for k in slots if k not in chosen and k != exclude)
-                best_score = freq.get(entries[best].hash, 0)
+                best_score = entries[best].freq
             if incoming is not None and best_score >= incoming:  # ties keep the resident (as Caffeine)
                 return None
             chosen[best] = None
@@ -204,13 +205,15 @@ class BoundedCache:
             self._map[last].slot = entry.slot
         self.used -= entry.cost
         self._sorted = None
+        self._banked_hits += entry.freq - entry.base
+        if entry.freq:
+            self._freq[entry.hash] = entry.freq  # popularity outlives the entry
         return True
 
     def clear(self) -> None:
-        self._map.clear()
-        self._slots.clear()
+        for key in list(self._map):
+            self.remove(key)
         self._sorted = None
-        self.used = 0
 
     # -- reads for scans and counts ----------------------------------------------------------
     def peek(self, key: bytes) -> Record | None:
@@ -238,15 +241,15 @@ class BoundedCache:
         return sum(1 for e in self._map.values() if e.deadline is None or e.deadline > now)
 
     def stats(self) -> dict[str, Any]:
-        self._drain()
-        lookups = self.hits + self.misses
+        hits = self.hits
+        lookups = hits + self.misses
         return {
             "entries": len(self._map),
             "bytes": self.used,
             "max_bytes": self.max_bytes,
-            "hits": self.hits,
+            "hits": hits,
             "misses": self.misses,
-            "hit_rate": round(self.hits / lookups, 4) if lookups else None,
+            "hit_rate": round(hits / lookups, 4) if lookups else None,
             "evictions": self.evictions,
             "rejected": self.rejections,
             "expired": self.expirations,
