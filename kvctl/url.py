@@ -66,7 +66,8 @@ class StoreURL:
             )
         try:
             parts = urlsplit(text)
-            port = parts.port
+            # several hosts (redis+cluster://h1:p1,h2:p2): no single port; plugins read ``hosts()``
+            port = None if "," in parts.netloc.rpartition("@")[2] else parts.port
         except ValueError as exc:
             raise BadURLError(f"malformed store URL {redact(text)!r}: {exc}") from None
         options: dict[str, str] = {}
@@ -82,6 +83,20 @@ class StoreURL:
             path=unquote(parts.path),
             options=options,
         )
+
+    def hosts(self) -> list[tuple[str, int | None]]:
+        """Every ``host[:port]`` of the URL's netloc, for URLs that name several (seed lists)."""
+        netloc = urlsplit(self.raw).netloc.rpartition("@")[2]
+        out: list[tuple[str, int | None]] = []
+        for item in filter(None, netloc.split(",")):
+            host, sep, port = item.rpartition(":") if not item.endswith("]") else (item, "", "")
+            if not sep:
+                host, port = item, ""
+            try:
+                out.append((host.strip("[]"), int(port) if port else None))
+            except ValueError:
+                raise BadURLError(f"malformed host {item!r} in {self.redacted()}") from None
+        return out
 
     # -- options -----------------------------------------------------------------------------
     def option(self, name: str, default: str | None = None) -> str | None:

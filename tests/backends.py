@@ -30,8 +30,9 @@ FACTORIES: dict[str, Callable[[Path], str]] = {
     "sqlite": lambda tmp: f"sqlite://{tmp / ('s' + _unique() + '.db')}",
     "lmdb": lambda tmp: f"lmdb://{tmp / ('l' + _unique())}",
     "file": lambda tmp: f"file://{tmp / ('f' + _unique())}",
-    "redis": lambda tmp: service_url("KVCTL_TEST_REDIS_URL"),
-    "redis+cluster": lambda tmp: service_url("KVCTL_TEST_REDIS_CLUSTER_URL"),
+    # a namespace per store: clear() then removes only that store's keys, never a shared database
+    "redis": lambda tmp: _with_option(service_url("KVCTL_TEST_REDIS_URL"), f"namespace=t{_unique()}:"),
+    "redis+cluster": lambda tmp: _with_option(service_url("KVCTL_TEST_REDIS_CLUSTER_URL"), f"namespace=t{_unique()}:"),
     "postgres": lambda tmp: _with_option(service_url("KVCTL_TEST_POSTGRES_URL"), f"table=t_{_unique()}"),
     "libsql": lambda tmp: f"libsql://{tmp / ('b' + _unique() + '.db')}",
     # cookie: the secret comes from a file written beside the store (never from the URL itself)

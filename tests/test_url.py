@@ -58,3 +58,11 @@ def test_units() -> None:
         parse_duration_ms("soon")
     with pytest.raises(BadURLError):
         parse_size("big")
+
+
+def test_several_hosts() -> None:
+    url = StoreURL.parse("redis+cluster://:pw@10.0.0.1:7000,10.0.0.2:7001,[::1]:7002/?x=1")
+    assert url.port is None
+    assert url.hosts() == [("10.0.0.1", 7000), ("10.0.0.2", 7001), ("::1", 7002)]
+    assert url.redacted() == "redis+cluster://:***@10.0.0.1:7000,10.0.0.2:7001,[::1]:7002/?x=1"
+    assert StoreURL.parse("redis://h:6379/0").hosts() == [("h", 6379)]
