@@ -156,6 +156,10 @@ def test_legacy_data_digest_form_is_read(tmp_path: Path) -> None:
     data, digest = json.loads(base64.urlsafe_b64decode(store.token() or ""))
     (tmp_path / "b.txt").write_text(f"session={data}--{digest}; Path=/; HttpOnly")
     assert open_sync(f"cookie://{tmp_path / 'b.txt'}").get(b"k").value == b"v"  # type: ignore[union-attr]
+    (tmp_path / "c.txt").write_text(f"{data}--{digest}")
+    assert open_sync(f"cookie://{tmp_path / 'c.txt'}").get(b"k").value == b"v"  # type: ignore[union-attr]
+    (tmp_path / "d.txt").write_text(f"_app_session={store.token()}; Secure")  # another cookie name
+    assert open_sync(f"cookie://{tmp_path / 'd.txt'}").get(b"k").value == b"v"  # type: ignore[union-attr]
 
 
 # -- rejection --------------------------------------------------------------------------------------

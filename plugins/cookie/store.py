@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import sys
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
@@ -28,6 +29,7 @@ DEFAULT_TIMEOUT_MS = 3_600_000  # Session's default session timeout
 # can fit far past that, but not past deflate's ~1000:1 ratio over the ~2 KiB left.
 MAX_ITEM_PLAIN = 2048
 MAX_ITEM = 64 * 1024
+_COOKIE_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+")  # RFC 6265 token characters
 _OPTIONS = {"name", "kdf", "kdf_salt", "kdf_iterations", "gzip", "digest_fallback", "secret_env",
             "secret_file", "timeout", "sliding", "include_expired"}
 
@@ -331,10 +333,12 @@ def _read_secret(url: StoreURL) -> bytes:
 
 
 def _cookie_value(text: str, name: str) -> str | None:
-    """The token in a file: a bare value, or a copied ``name=value; Path=/...`` line."""
-    text = text.strip()
-    if not text:
-        return None
+    """The token in a file: a bare value, or a copied ``name=value; Path=/...`` line (any name)."""
+    text = text.strip().split(";", 1)[0].strip()
     if text.startswith(name + "="):
-        text = text[len(name) + 1:]
-    return text.split(";", 1)[0].strip() or None
+        return text[len(name) + 1:].strip() or None
+    prefix, sep, rest = text.partition("=")
+    # Base64 has "=" only as trailing padding, followed by nothing, "=" or the legacy "--digest".
+    if sep and _COOKIE_NAME.fullmatch(prefix) and rest and rest[0] not in "=-":
+        text = rest.strip()
+    return text or None
