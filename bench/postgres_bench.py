@@ -252,7 +252,8 @@ def report(cases: list[Case], extra: Case, design: tuple[Case, dict[int, Case]],
         f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
         f"asyncpg {asyncpg.__version__}, PostgreSQL {info['server']} (private instance from "
         f"tests/services/postgres.sh), fsync={info['fsync']}, synchronous_commit={info['synchronous_commit']}. "
-        f"Client and server pinned to CPU {args.cpu}; loopback TCP. One run: medians over {rounds} rounds "
+        f"Client and server pinned to CPU {args.cpu}; loopback TCP; 1-minute load average {info['load']} "
+        f"(the machine is shared). One run: medians over {rounds} rounds "
         f"({rounds * 2} for single sets) of the mean µs per operation, kvctl and raw alternating in "
         "each round. 100-byte values, "
         "keys `key-<i>`, 1,000 pre-filled keys; writes are upserts of existing keys, each call "
@@ -322,6 +323,7 @@ def main() -> None:
         raise SystemExit("taskset (util-linux) is needed to pin client and server")
     os.sched_setaffinity(0, {args.cpu})
     rounds, scale = (3, 0.1) if args.quick else (15, 1.0)
+    load_before = os.getloadavg()[0]
     server = Server(args.cpu)
     try:
         url = server.start()
@@ -330,6 +332,7 @@ def main() -> None:
         design = asyncio.run(design_choices(url, rounds, scale))
     finally:
         server.stop()
+    info["load"] = f"{load_before:.1f} before, {os.getloadavg()[0]:.1f} after"
     text = report(cases, extra, design, info, args, rounds)
     print(text)
     if args.out:
