@@ -266,21 +266,24 @@ class RocksDBStore(StoreBase):
 
     # -- writes ----------------------------------------------------------------------------
     def set_many(self, records: Iterable[Record]) -> None:
-        batch = WriteBatch(raw_mode=True)
-        clock = self._clock
-        newest = 0
-        for rec in records:  # everything is checked and encoded before anything is written
-            self._check(rec.key, rec.value)
-            if rec.version is None:
-                version = clock.now()
-            else:
-                version = rec.version
-                clock.observe(version)
-            newest = max(newest, version)
-            batch.put(rec.key, encode(rec, version))
-        if not len(batch):
+        records = records if isinstance(records, list) else list(records)
+        if not records:
             return
-        batch.put(CLOCK_KEY, newest.to_bytes(8, "big"), self._meta)
+        check, clock = self._check, self._clock
+        newest = 0
+        for rec in records:  # everything is checked before anything is encoded or written
+            check(rec.key, rec.value)
+            if rec.version is not None:
+                clock.observe(rec.version)
+                newest = max(newest, rec.version)
+        # One version for the whole batch: it is one atomic write, like a transaction's commit
+        # timestamp (and one clock reading instead of one per record).
+        stamp = clock.now() if any(rec.version is None for rec in records) else 0
+        batch = WriteBatch(raw_mode=True)
+        put = batch.put
+        for rec in records:
+            put(rec.key, encode(rec, stamp if rec.version is None else rec.version))
+        batch.put(CLOCK_KEY, max(newest, stamp).to_bytes(8, "big"), self._meta)
         self._write(batch)  # one atomic WriteBatch
 
     def delete_many(self, keys: Sequence[bytes]) -> int:
