@@ -8,15 +8,18 @@ non-string keys as remote object references (``returnByValue`` turns an ArrayBuf
 * keys: see :mod:`.keys` (``["s", text]``, ``["n", "42"]``, ``["b", base64]``, ...);
 * values read: ``["s", text]`` (a string), ``["b", base64]`` (ArrayBuffer, any typed array or
   DataView, or a Blob/File: its bytes), ``["j", json]`` (anything else: objects, arrays,
-  numbers, booleans, null, dates... as JSON text), ``["u", text]`` (a cyclic object JSON cannot
-  hold: its ``String()``);
+  numbers, booleans, null, dates... as JSON text; inside them BigInts become strings, Maps
+  objects, Sets arrays and binary data base64 strings), ``["u", text]`` (a cyclic object JSON
+  cannot hold: its ``String()``);
 * values written: ``["s", text]`` or ``["b", base64]`` (see :func:`value_to_wire`).
 
 Each helper call opens the database *without a version* (so it can never create a database or
 trigger an upgrade; an ``upgradeneeded`` means "no such database" and is aborted), runs one
 transaction, closes the connection and answers one JSON string: ``{"ok": result}`` or
 ``{"error": [name, message]}``.  The helper catches everything, so no exception object is ever
-left in DevTools' object registry.
+left in DevTools' object registry.  A scan page is one ``getAllRecords`` over a key range
+(``getAllKeys`` + ``getAll`` in one transaction where that is missing), faster than a cursor;
+the next page is read ahead while Python decodes this one.
 """
 
 from __future__ import annotations
