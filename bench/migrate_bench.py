@@ -147,6 +147,19 @@ def child_rss_snapshot(root: str, n: int, batch: int) -> dict[str, Any]:
     return {"rss_before_mb": before, "peak_rss_mb": _peak_rss_mb()}
 
 
+def child_workers(root: str, n: int, batch: int, workers: int) -> dict[str, Any]:
+    """sqlite -> lmdb (no sync) with --workers N (key-range split: both are ordered)."""
+    from kvctl.engines import migrate
+    from kvctl.engines.parallel import run as run_parallel
+
+    dst = f"lmdb://{root}/dst-{workers}?sync=false"
+    plan = migrate.Plan(batch_size=batch, workers=workers, checkpoint_path=Path(root) / f"cp-{workers}.json")
+    t0 = time.perf_counter()
+    s = (run_parallel if workers > 1 else migrate.run)(f"sqlite://{root}/src.db", dst, plan)
+    assert s.counts.copied == n
+    return {"keys_s": n / (time.perf_counter() - t0)}
+
+
 def child_fill(url: str, n: int, batch: int, ttl_ms: int | None = None) -> dict[str, Any]:
     _fill(url, n, batch, ttl_ms)
     return {}
@@ -181,7 +194,7 @@ def child_servers(src: str, dst: str, n: int, batch: int, ttl: bool) -> dict[str
 
 
 CHILDREN = {f.__name__: f for f in [child_memory_to, child_snapshot_lmdb, child_rss_migrate,
-                                     child_rss_snapshot, child_fill, child_servers]}
+                                     child_rss_snapshot, child_fill, child_servers, child_workers]}
 
 
 # -- the parent --------------------------------------------------------------------------------
@@ -301,6 +314,19 @@ def main() -> None:
             lines += ["", "Peak resident memory of the process doing only the copy (the stores are filled by "
                       "another process). Flat: memory is bounded by a few batches in the pipeline and one "
                       "snapshot block, whatever the key count.", ""]
+
+        if {"sqlite", "lmdb"} <= have:
+            d = tmp / "workers"
+            d.mkdir()
+            wn = opts.rss_keys * 3
+            run_child("child_fill", f"sqlite://{d}/src.db", wn, batch)
+            lines += ["## --workers (sqlite -> lmdb, no sync)", "", "| workers | keys/s |", "|---|---|"]
+            for w in (1, 2, 4):
+                r = run_child("child_workers", str(d), wn, batch, w)
+                lines.append(f"| {w} | {fmt_rate(r['keys_s'])} |")
+            lines += ["", f"{wn:,} keys, split by key range (both sides are ordered); wall time including "
+                      f"process start-up. {os.cpu_count()} CPUs on this machine.", ""]
+            shutil.rmtree(d, ignore_errors=True)
 
         env = services()
         redis_url, pg_url = env.get("KVCTL_TEST_REDIS_URL"), env.get("KVCTL_TEST_POSTGRES_URL")

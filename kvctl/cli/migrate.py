@@ -152,7 +152,7 @@ def migrate(
     checkpoint: Annotated[Path | None, typer.Option(
         "--checkpoint", help="Checkpoint file (default: one per plan in the state directory).")] = None,
     checkpoint_every: Annotated[int, typer.Option(
-        "--checkpoint-every", min=1, help="Batches between checkpoints.")] = 10,
+        "--checkpoint-every", min=1, help="Batches between checkpoints (at most one a second).")] = 10,
     expiry_tolerance: ToleranceOpt = "2s",
     as_json: JsonOpt = False,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bar.")] = False,

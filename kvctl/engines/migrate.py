@@ -56,7 +56,8 @@ class Plan:
     verify: bool = False
     batch_size: int = 5000
     queue_depth: int = 4
-    checkpoint_every: int = 10  # batches between checkpoints
+    checkpoint_every: int = 10  # batches between checkpoints ...
+    checkpoint_interval: float = 1.0  # ... and at least this many seconds (each costs two fsyncs)
     checkpoint_path: Path | None = None
     expiry_tolerance_ms: int = 2000
     estimate_total: bool = False  # count the source for a progress total (costs a keys-only scan)
@@ -241,9 +242,10 @@ async def _copy(src: AsyncStore, writer: BatchWriter, kf: KeyFilter, plan: Plan,
     total: list[int | None] = [None]
     counter = _start_estimate(src, kf, plan, total)
     since = 0
+    last_save = float("-inf")  # the first checkpoint is written as soon as N batches are in
 
     async def consume(page: Page) -> None:
-        nonlocal since
+        nonlocal since, last_save
         records = kf.keep(page.records)
         if records:
             await writer.write(records)
@@ -252,8 +254,10 @@ async def _copy(src: AsyncStore, writer: BatchWriter, kf: KeyFilter, plan: Plan,
         cp.counts = writer.counts.to_dict()
         since += 1
         if since >= plan.checkpoint_every and not plan.dry_run:
-            cp.save(cp_path)
-            since = 0
+            now = time.monotonic()
+            if now - last_save >= plan.checkpoint_interval:
+                cp.save(cp_path)
+                since, last_save = 0, now
         reporter.progress(Progress("copy", writer.counts, total[0], time.perf_counter() - t0))
 
     try:
