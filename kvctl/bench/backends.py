@@ -206,8 +206,9 @@ def _describe(backend: Backend, cls: Any) -> None:
         backend.label = backend.family
 
 
-def resolve(args: list[str], scratch: Path) -> list[Backend]:
-    """Backends for the URLs given (``[NAME=]URL``); no URL: every registered embedded backend."""
+def resolve(args: list[str], scratch: Path, *, embedded: bool = False) -> list[Backend]:
+    """Backends for the URLs given (``[NAME=]URL``), after every registered embedded backend when
+    ``embedded`` is set or no URL is given."""
     if not args:
         return default_embedded(scratch)
     from kvctl.url import StoreURL
@@ -232,6 +233,8 @@ def resolve(args: list[str], scratch: Path) -> list[Backend]:
             _describe_unloaded(backend, parsed.scheme)
             backend.status, backend.reason = "error", f"{type(exc).__name__}: {_one_line(exc)}"
         backends.append(backend)
+    if embedded:
+        backends = default_embedded(scratch) + backends
     _unique_labels(backends)
     return backends
 

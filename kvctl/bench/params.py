@@ -19,6 +19,7 @@ class Params:
     ops: int | None = None         # ops per latency pass / per client in a load pass
     duration: float = 2.0          # seconds per load pass when ``ops`` is not given
     clients: list[int] = field(default_factory=list)  # load passes (empty: single client only)
+    load_workloads: list[str] = field(default_factory=list)  # workloads given load passes (empty: all)
     distribution: str | None = None  # YCSB request distribution override
     quick: bool = False
     # pyperf effort

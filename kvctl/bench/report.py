@@ -178,9 +178,13 @@ def workload_tables(run: Run) -> list[Table]:
             note = r.get("note")
             if note:
                 notes.append(f"{r.backend} {r.bench}: {note}")
+            per = r.get("latency_per")
+            if per and per != "op" and r.percentiles():
+                notes.append(f"{r.bench}: percentiles per {per}")
         pct_note = ("percentiles: every op timed on its own (network backends, and latency tables); "
                     "the mean ± sd is pyperf's over batch means")
         desc = f"{w.source}. {w.description}. {params}"
+        notes = list(dict.fromkeys(notes))
         tables.append(Table(w.title, cols, body, params=desc, notes=([pct_note] if has_pct else []) + notes,
                             key=w.name))
         if w.alloc:
@@ -243,6 +247,7 @@ def seed_table(run: Run) -> list[Table]:
     families = {b.get("label"): b.get("family") for b in run.info.get("backends", [])}
     ran = {r.workload for r in rows if r.ok}
     body: list[list[str]] = []
+    missing: list[str] = []
     footnotes: dict[str, int] = {}
 
     def mark(text: str) -> str:
@@ -264,12 +269,13 @@ def seed_table(run: Run) -> list[Table]:
                 body.append([fig.seed, f"{fig.table}: {fig.row}", published, backend, text, mark(fig.caveat)])
         if not matched:
             wanted = " or ".join(fig.families) if fig.families else "no kvctl equivalent"
-            body.append([fig.seed, f"{fig.table}: {fig.row}", published, "-",
-                         f"not measured in this run ({wanted})", mark(fig.caveat)])
+            missing.append(f"{fig.seed} {fig.table}: {fig.row} ({wanted})")
     if not body:
         return []
     m = run.machine()
     notes = [f"[{n}] {text}" for text, n in footnotes.items()]
+    if missing:
+        notes.append("no backend of this run to set beside: " + "; ".join(missing))
     return [Table("Seed figures beside kvctl's", ["seed", "figure", "published", "kvctl backend",
                                                   "kvctl, this machine", "caveat"], body,
                   params=f"kvctl figures measured in this run on {m.get('cpu_model', '?')} x{m.get('cpu_count', '?')}, "

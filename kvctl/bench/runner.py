@@ -94,6 +94,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     job = Job.load(job_path)
     worker = "--worker" in argv
+    if job.kind == "harness":
+        _write(job, harness(job), [])
+        return 0
 
     import pyperf
 
@@ -127,6 +130,35 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def harness(job: Job) -> list[Any]:
+    """The harness's own figures, timed in this process (no workers: nothing here needs isolating).
+
+    Each bench's plan runs on a harness store (empty or bare dict) with pyperf's recipe: loops
+    doubled until a value lasts ``min_time``, one warm-up value, then ``processes x values``
+    values; stored as pyperf benchmarks so every tool reads them like the others.
+    """
+    import pyperf
+
+    params = job.params
+    out = []
+    for spec in job.benches:
+        bench = get(spec.workload).bench(spec.bench)
+        func = TimeFunc(job, spec, 0)
+        loops = 1
+        while True:
+            raw = func(loops)
+            if raw >= params.min_time or loops >= 1 << 26:
+                break
+            loops *= 2
+        warmups = [(loops, func(loops) / loops) for _ in range(max(1, params.warmups))]
+        values = [func(loops) / loops for _ in range(params.processes * params.values)]
+        meta = {**_metadata(job, spec, bench), "name": spec.name, "loops": loops, "kvctl_in_process": 1}
+        out.append(pyperf.Benchmark([pyperf.Run(values, warmups=warmups, metadata=meta)]))
+        if func.ctx is not None:
+            func.ctx.target.close()
+    return out
+
+
 def _worker_reason(job: Job, index: int, exc: BaseException) -> str:
     path = job.error_path(index)
     try:
@@ -146,7 +178,7 @@ def _extra_passes(job: Job, job_path: str, done: list[tuple[BenchSpec, Bench, An
     workload = get(done[0][0].workload)
     params = job.params
     want_latency = job.network or workload.percentiles
-    want_load = bool(params.clients)
+    want_load = bool(params.clients) and (not params.load_workloads or workload.name in params.load_workloads)
     want_alloc = workload.alloc
     if not (want_latency or want_load or want_alloc):
         return []
@@ -169,13 +201,20 @@ def _extra_passes(job: Job, job_path: str, done: list[tuple[BenchSpec, Bench, An
     try:
         for spec, bench, result in done:
             meta: dict[str, Any] = {}
-            try:
-                if ctx is not None:
+            # seconds per plan step (pyperf's values are per inner op: a batch is `inner` ops)
+            step_s = result.mean() * max(1, bench.inner) if result.get_nvalue() else None
+
+            def failed(what: str, exc: Exception, spec: BenchSpec = spec) -> None:
+                if os.environ.get("KVCTL_BENCH_DEBUG"):
+                    traceback.print_exc()
+                errors.append({"name": spec.name, "workload": spec.workload, "bench": spec.bench,
+                               "reason": f"{what} failed: {one_line(exc)}", "partial": "1"})
+
+            if ctx is not None:
+                try:
                     if bench.setup is not None and bench.setup not in set_up:
                         bench.setup(ctx)
                         set_up.add(bench.setup)
-                    # seconds per plan step (pyperf's values are per inner op: a batch is `inner` ops)
-                    step_s = result.mean() * max(1, bench.inner) if result.get_nvalue() else None
                     if want_latency:
                         from kvctl.bench.latency import budgeted, latency_pass
 
@@ -183,26 +222,29 @@ def _extra_passes(job: Job, job_path: str, done: list[tuple[BenchSpec, Bench, An
                         pct = latency_pass(ctx, bench, count)
                         meta.update({f"kvctl_{k}_us": round(v, 3) for k, v in pct.items() if k != "count"})
                         meta["kvctl_latency_ops"] = int(pct.get("count", 0))
-                    if want_load:
-                        meta["kvctl_load"] = json.dumps(_load_curve(job, job_path, ctx, spec, bench, result),
-                                                        separators=(",", ":"))
-                if actx is not None and empty is not None:
+                        meta["kvctl_latency_per"] = bench.latency_per
+                except Exception as exc:
+                    failed("the latency pass", exc)
+                if want_load:
+                    try:
+                        curve = _load_curve(job, job_path, ctx, spec, bench, step_s)
+                        meta["kvctl_load"] = json.dumps(curve, separators=(",", ":"))
+                    except Exception as exc:
+                        failed("the load pass", exc)
+            if actx is not None and empty is not None:
+                try:
                     from kvctl.bench.alloc import measure, ops_for
 
                     if bench.setup is not None:
                         bench.setup(actx)
                         bench.setup(empty)
-                    step = result.mean() * max(1, bench.inner) if result.get_nvalue() else None
-                    n = ops_for(params.alloc_ops, step, PASS_BUDGET_S)
+                    n = ops_for(params.alloc_ops, step_s, PASS_BUDGET_S)
                     allocs = measure(actx, bench, n, empty)
                     meta["kvctl_allocs_per_op"] = allocs.allocs_per_op
                     meta["kvctl_bytes_per_op"] = allocs.bytes_per_op
                     meta["kvctl_alloc_ops"] = n
-            except Exception as exc:
-                if os.environ.get("KVCTL_BENCH_DEBUG"):
-                    traceback.print_exc()
-                errors.append({"name": spec.name, "workload": spec.workload, "bench": spec.bench,
-                               "reason": f"extra pass failed: {one_line(exc)}", "partial": "1"})
+                except Exception as exc:
+                    failed("the allocation pass", exc)
             notes = [n for c in (ctx, actx) if c is not None for n in c.notes]
             if notes:
                 meta["kvctl_note"] = "; ".join(dict.fromkeys(notes))
@@ -223,12 +265,11 @@ def _close(*ctxs: Ctx | None) -> None:
                 pass
 
 
-def _load_curve(job: Job, job_path: str, ctx: Ctx, spec: BenchSpec, bench: Bench, result: Any
+def _load_curve(job: Job, job_path: str, ctx: Ctx, spec: BenchSpec, bench: Bench, mean_s: float | None
                 ) -> list[dict[str, Any]]:
     from kvctl.bench import load
 
     params = job.params
-    mean_s = result.mean() * max(1, bench.inner) if result.get_nvalue() else None  # per plan step
     curve = []
     for clients in params.clients:
         if job.network:

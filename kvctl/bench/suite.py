@@ -38,6 +38,7 @@ class Spec:
     workloads: list[Workload]
     params: Params
     keep: bool = False                              # keep bench keys in the stores given
+    embedded: bool = False                          # also every embedded backend, besides the URLs
     argv: list[str] = field(default_factory=list)   # the command, for the record
 
 
@@ -141,7 +142,7 @@ def run(spec: Spec, progress: Progress | None = None) -> Run:
     scratch = backends_mod.scratch_dir()
     try:
         say("probing backends ...")
-        found = backends_mod.resolve(spec.urls, scratch)
+        found = backends_mod.resolve(spec.urls, scratch, embedded=spec.embedded)
         for b in found:
             if b.status != "ok":
                 say(f"  {b.label}: {b.status}: {b.reason}")

@@ -106,6 +106,7 @@ class Bench:
     needs: tuple[str, ...] = ()    # Capabilities flags this bench requires
     inner: int = 1                 # operations per plan step (pyperf inner_loops)
     unit: str = "op"               # what one value is the time of: op, record, txn, pair
+    latency_per: str = "op"        # what one per-op latency sample is the time of
 
 
 @dataclass(frozen=True)
@@ -270,7 +271,8 @@ RUV_SWARM = Workload(
     benches=(
         Bench("insert", "Insert", _swarm_insert),
         Bench("query", "Query", _swarm_query, _swarm_prefill),
-        Bench("batch-insert", "Batch insert", _swarm_batch, inner=BATCH_RECORDS, unit="record"),
+        Bench("batch-insert", "Batch insert", _swarm_batch, inner=BATCH_RECORDS, unit="record",
+              latency_per=f"set_many call of {BATCH_RECORDS} records"),
         Bench("transaction", "Transaction", _swarm_transaction, needs=("atomic_batch",), unit="txn"),
     ),
     time_unit="ms",
@@ -306,7 +308,8 @@ GORKFLOW = Workload(
     benches=(
         Bench("write", "Write", _gork_write),
         Bench("read", "Read", _gork_read, _gork_prefill),
-        Bench("create+get", "Create + get", _gork_create_get, inner=1, unit="pair"),
+        Bench("create+get", "Create + get", _gork_create_get, inner=1, unit="pair",
+              latency_per="single op (a pair is a set then a get)"),
     ),
     time_unit="ms", throughput=False, percentiles=True,
 )

@@ -66,7 +66,7 @@ def _suite_file(path: Path) -> dict[str, Any]:
     suite = data.get("suite", data)
     known = {"urls", "workloads", "quick", "value_size", "keys", "ops", "duration", "clients", "distribution",
              "seed", "processes", "values", "min_time", "pin", "fail_on", "tolerance", "min_effect",
-             "description", "alloc_ops"}
+             "description", "alloc_ops", "embedded", "load_workloads"}
     unknown = sorted(set(suite) - known)
     if unknown:
         raise UsageError(f"suite file {path}: unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
@@ -123,6 +123,11 @@ def bench(
                                                "line wins).", show_default=False)] = None,
     from_: Annotated[Path | None, typer.Option("--from", help="Report on (or gate) a saved run instead of "
                                                "running.", show_default=False)] = None,
+    embedded: Annotated[bool, typer.Option("--embedded", help="Also every embedded backend (the default when "
+                                           "no URL is given).")] = False,
+    load_workloads: Annotated[str | None, typer.Option("--load-workloads", help="Only these workloads get the "
+                                                       "--clients load passes (default: all).",
+                                                       show_default=False)] = None,
     keep: Annotated[bool, typer.Option("--keep", help="Keep the keys written into the stores given.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress lines on stderr.")] = False,
 ) -> None:
@@ -169,6 +174,10 @@ def bench(
         cl = pick(clients, "clients")
         if cl is not None:
             overrides["clients"] = _clients(",".join(map(str, cl)) if isinstance(cl, list) else str(cl))
+        lw = pick(load_workloads, "load_workloads")
+        if lw is not None:
+            names = lw if isinstance(lw, list) else str(lw).split(",")
+            overrides["load_workloads"] = [workloads.get(n.strip().lower()).name for n in names if n.strip()]
         affinity = pick(pin, "pin")
         if affinity is not None:
             overrides["affinity"] = str(affinity)
@@ -185,6 +194,7 @@ def bench(
         STATE.seen_urls.extend(targets)  # so any message scrubs their secrets
         progress = None if quiet else info
         run = run_suite(Spec(urls=targets, workloads=chosen, params=params, keep=keep,
+                             embedded=bool(pick(embedded or None, "embedded", False)),
                              argv=_argv_for_record()), progress)
 
     gate_result = gate_mod.compare(run, base_run, options) if base_run is not None else None
