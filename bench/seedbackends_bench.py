@@ -16,10 +16,11 @@
   in the same bytes, and theine (W-TinyLFU, bounded in entries: given the entry count that fills
   the same bytes), with uniform 100-byte values and with values of 50 B - 4 KiB (log-uniform).
 
-Timings are medians over ``--repeats`` rounds; every round runs every case back to back, so drift
-and load from elsewhere hit all sides alike.  Usage::
+Timings are medians over ``--repeats`` rounds; every round runs every case of a table once, back
+to back, and one sample is short (1,000 gets, 20 cookie round trips, one batch), so drift and
+bursts of load from other processes hit all sides of a comparison alike.  Usage::
 
-    python bench/seedbackends_bench.py [--repeats 15] [--ops 500000] [--output FILE]
+    python bench/seedbackends_bench.py [--repeats 101] [--ops 500000] [--output FILE]
 """
 
 from __future__ import annotations
@@ -79,7 +80,7 @@ def bench_cache(repeats: int) -> list[list[str]]:
     cache = open_url("cache://?max_bytes=64MiB")
     for store in (memory, cache):
         store.set_many(Record(k, VALUE) for k in KEYS)
-    loop = KEYS * 20
+    loop = KEYS
 
     def gets(store: Any) -> Callable[[int], float]:
         get = store.get
@@ -215,13 +216,13 @@ def bench_cookie(repeats: int, work: str) -> tuple[list[list[str]], int]:
         token = sealer.seal(plain)
 
         def encode(r: int, s: Sealer = sealer) -> float:
-            return per_op(lambda: [s.seal(plain) for _ in range(200)], 200)
+            return per_op(lambda: [s.seal(plain) for _ in range(20)], 20)
 
         def decode(r: int, s: Sealer = sealer, t: str = token) -> float:
-            return per_op(lambda: [SessionDoc.from_json(s.open(t)) for _ in range(200)], 200)
+            return per_op(lambda: [SessionDoc.from_json(s.open(t)) for _ in range(20)], 20)
 
         def both(r: int, s: Sealer = sealer) -> float:
-            return per_op(lambda: [SessionDoc.from_json(s.open(s.seal(plain))) for _ in range(200)], 200)
+            return per_op(lambda: [SessionDoc.from_json(s.open(s.seal(plain))) for _ in range(20)], 20)
 
         m = medians({"encode": encode, "decode": decode, "both": both}, repeats)
         rows.append([label, f"{len(token):,}", f"{m['encode']:.1f}", f"{m['decode']:.1f}", f"{m['both']:.1f}",
@@ -229,9 +230,9 @@ def bench_cookie(repeats: int, work: str) -> tuple[list[list[str]], int]:
     counter = itertools.count()
 
     def store_set(r: int) -> float:
-        return per_op(lambda: [store.set(b"field_00", b"v%d" % next(counter)) for _ in range(20)], 20)
+        return per_op(lambda: [store.set(b"field_00", b"v%d" % next(counter)) for _ in range(5)], 5)
 
-    m = medians({"set": store_set}, repeats)
+    m = medians({"set": store_set}, max(5, repeats // 10))
     rows.append(["store.set (seal + atomic file rewrite with fsync)", "", "", "", f"{m['set']:.1f}", "", ""])
     store.close()
     return rows, data_bytes
@@ -318,7 +319,7 @@ def table(header: list[str], rows: list[list[str]], align: list[str]) -> list[st
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--repeats", type=int, default=101)
     parser.add_argument("--ops", type=int, default=500_000, help="zipf trace length")
     parser.add_argument("--output", default=None)
     args = parser.parse_args()
