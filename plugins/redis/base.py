@@ -1,15 +1,18 @@
-"""What the standalone and the cluster Redis stores share: keys, records, scans, the local cache.
+"""What the standalone and the cluster Redis stores share: keys, records, scans, the local cache,
+the change feed.
 
 A subclass supplies the server side through a few primitives working on *full* Redis keys (the
 namespace already prepended): ``_fetch``, ``_write``, ``_unlink``, ``_scan_targets``, ``_flush``,
-``_dump``, ``_restore`` and ``_info``.  Everything a user sees (namespace stripping, expiry
-filtering, cache hits and invalidations, scan pages and cursors) is done once, here.
+``_dump``, ``_restore``, ``_info`` and ``_on_nodes``.  Everything a user sees (namespace
+stripping, expiry filtering, cache hits and invalidations, scan pages and cursors, the feed of
+feed.py) is done once, here.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from redis.exceptions import ResponseError
 
@@ -20,6 +23,9 @@ from . import scripts
 from .cache import DELETED, INVALIDATED, Invalidator, LocalCache
 from .errors import DRIVER_ERRORS, translate, translating
 from .options import RedisSettings
+
+if TYPE_CHECKING:
+    from .feed import NotifyFeed
 
 MAX_STRING = 512 * 1024 * 1024  # Redis's proto-max-bulk-len default: the largest key or value
 SLICE_KEYS = 1000
@@ -62,6 +68,12 @@ class RedisStoreBase(StoreBase):
         if settings.cache is not None:
             self.cache = LocalCache(settings.cache.entries, settings.cache.ttl_ms)
             self.invalidator = Invalidator(settings.cache, self.cache, self.ns, self._subscriber_client)
+        self.feed: NotifyFeed | None = None
+        if settings.feed:
+            from .feed import NotifyFeed  # only stores that ask for a feed pay for it
+
+            self.feed = NotifyFeed(self, settings.feed_buffer, settings.connection.get("socket_timeout") or 60.0)
+            self.capabilities = dataclasses.replace(type(self).capabilities, change_feed=True)  # type: ignore[misc]
 
     # -- primitives a subclass supplies (full keys) ------------------------------------------
     def _fetch(self, keys: list[bytes]) -> list[tuple[Any, Any]]:
@@ -95,6 +107,28 @@ class RedisStoreBase(StoreBase):
 
     def _subscriber_client(self) -> Any:
         raise NotImplementedError
+
+    def _on_nodes(self, batches: dict[str, Commands]) -> dict[str, list[Any]]:
+        """Run each node's commands (nodes named as by ``_scan_targets``); errors are returned."""
+        raise NotImplementedError
+
+    # -- what the change feed needs from the server side (see feed.py) ------------------------
+    def _feed_nodes(self) -> list[tuple[str, Any]]:
+        """(name, connection pool) of every node whose notifications the feed must hear."""
+        return self._scan_targets()
+
+    def _feed_publish(self, tokens: dict[str, tuple[bytes, int]]) -> dict[str, Any]:
+        """PUBLISH each node's (channel, token) on that node; the receiver counts by node."""
+        replies = self._on_nodes({node: [(b"PUBLISH", channel, token)] for node, (channel, token) in tokens.items()})
+        return {node: reply[0] for node, reply in replies.items()}
+
+    def _feed_moved(self, nodes: list[str]) -> str | None:
+        """Why a subscription to ``nodes`` no longer hears every change (None: it does)."""
+        return None
+
+    def _key_on(self, node: str, stem: bytes) -> bytes:
+        """A full key starting with ``stem`` that lives on ``node``."""
+        return stem
 
     # -- reads -------------------------------------------------------------------------------
     def _records(self, keys: Sequence[bytes]) -> list[Record | None]:
@@ -264,6 +298,26 @@ class RedisStoreBase(StoreBase):
     def count(self, prefix: bytes = b"") -> int:
         return sum(len(p.records) for p in self.scan(prefix, keys_only=True, batch_size=5000))
 
+    # -- change feed (?feed=notify) -----------------------------------------------------------
+    def _require_feed(self) -> NotifyFeed:
+        if self.feed is None:
+            raise UnsupportedError(
+                f"the {self.name} backend offers a change feed only with ?feed=notify (keyspace "
+                f"notifications) in the URL: {self.where}")
+        return self.feed
+
+    def feed_cursor(self) -> str:
+        """The position after the newest change; starts the notification subscription."""
+        feed = self._require_feed()
+        with translating(self.where):
+            return feed.cursor()
+
+    def changes(self, cursor: str | None, *, batch_size: int = 1000) -> Iterator[Page]:
+        """Keys notified after ``cursor`` with their current value (see feed.py)."""
+        feed = self._require_feed()
+        with translating(self.where):
+            yield from feed.changes(cursor, batch_size)
+
     # -- administration ----------------------------------------------------------------------
     def clear(self) -> int:
         publish: Commands = []
@@ -294,6 +348,8 @@ class RedisStoreBase(StoreBase):
         if self.cache is not None and self.invalidator is not None:
             out.update(self.cache.stats())
             out.update(self.invalidator.stats())
+        if self.feed is not None:
+            out.update(self.feed.stats())
         return out
 
     # -- Redis types: DUMP / RESTORE for the migrate engine -----------------------------------
@@ -331,6 +387,8 @@ class RedisStoreBase(StoreBase):
             self._restore(commands + publish)
 
     def close(self) -> None:
+        if self.feed is not None:
+            self.feed.close()
         if self.invalidator is not None:
             self.invalidator.close()
 

@@ -309,6 +309,37 @@ class RedisClusterStore(RedisStoreBase):
         self._publish(publish)
         return sum(int(r[-1][0]) for r in replies.values())
 
+    def _on_nodes(self, batches: dict[str, Commands]) -> dict[str, list[Any]]:
+        return self._exec(batches)
+
+    def _feed_moved(self, nodes: list[str]) -> str | None:
+        # Notifications are node-local: a master the subscription does not cover (a failover, a
+        # node added and given slots) would change keys unheard.  One CLUSTER SLOTS per barrier
+        # tells; the slot map is then reloaded so the next subscription covers the new masters.
+        ask = nodes[0] if nodes else self._primaries()[0][0]
+        reply = self._exec({ask: [(b"CLUSTER", b"SLOTS")]})[ask][0]
+        raise_first_error([reply])
+        default_host = ask.rsplit(":", 1)[0]
+        masters = set()
+        for entry in reply:
+            host, port = entry[2][0], entry[2][1]
+            host = host.decode() if isinstance(host, bytes) else str(host)
+            masters.add(f"{host or default_host}:{port}")
+        if masters == set(nodes):
+            return None
+        self._refresh()
+        return (f"the cluster's masters changed (now {', '.join(sorted(masters))}; the subscription "
+                f"covered {', '.join(sorted(nodes))}): changes on a new master went unheard")
+
+    def _key_on(self, node: str, stem: bytes) -> bytes:
+        if not self._slots:
+            self._load_slots() if self._rc is not None else self.rc
+        for i in range(1_000_000):
+            key = stem + b":%d" % i
+            if self._slots[key_slot(key)] == node:
+                return key
+        raise redis.exceptions.SlotNotCoveredError(f"node {node} serves no slot")
+
     def _info(self) -> list[dict[str, Any]]:
         infos = []
         for name, pool in self._primaries():

@@ -9,15 +9,17 @@
 Options (all optional): ``namespace`` (a key prefix this store lives under, hidden from its keys),
 ``timeout`` / ``connect_timeout`` (durations), ``client_name``, ``db``, ``username``/``password``
 (for unix sockets), TLS ``ssl_ca_certs``, ``ssl_certfile``, ``ssl_keyfile``, ``ssl_cert_reqs``
-(none|optional|required), ``ssl_check_hostname``; and the local cache: ``local_cache`` (entries,
-0 = off), ``cache_ttl``, ``cache_channel``, ``cache_prefix``, ``node_id`` (see cache.py).
+(none|optional|required), ``ssl_check_hostname``; the local cache: ``local_cache`` (entries,
+0 = off), ``cache_ttl``, ``cache_channel``, ``cache_prefix``, ``node_id`` (see cache.py); and the
+change feed: ``feed`` (``off`` or ``notify``: keyspace notifications, see feed.py) and
+``feed_buffer`` (notifications kept for readers, default 1,000,000).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote
 
 from kvctl.errors import BadURLError
 from kvctl.url import StoreURL
@@ -25,12 +27,14 @@ from kvctl.url import StoreURL
 # Session's ("Clustered Redis") defaults: 10,000 entries, 30 s from write, this channel.
 DEFAULT_CHANNEL = "session:cluster:invalidate"
 DEFAULT_CACHE_TTL_MS = 30_000
+DEFAULT_FEED_BUFFER = 1_000_000
 
 CONNECTION_OPTIONS = {
     "timeout", "connect_timeout", "client_name", "db", "username", "password",
     "ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_cert_reqs", "ssl_check_hostname",
 }
-STORE_OPTIONS = {"namespace", "local_cache", "cache_ttl", "cache_channel", "cache_prefix", "node_id"}
+STORE_OPTIONS = {"namespace", "local_cache", "cache_ttl", "cache_channel", "cache_prefix", "node_id",
+                 "feed", "feed_buffer"}
 CLUSTER_OPTIONS = {"seeds"}
 
 
@@ -51,6 +55,9 @@ class RedisSettings:
     namespace: bytes = b""
     cache: CacheSettings | None = None
     seeds: list[tuple[str, int]] = field(default_factory=list)
+    db: int = 0
+    feed: bool = False  # ?feed=notify: a change feed from keyspace notifications
+    feed_buffer: int = DEFAULT_FEED_BUFFER
 
 
 def parse(url: StoreURL, *, cluster: bool) -> RedisSettings:
@@ -84,13 +91,13 @@ def parse(url: StoreURL, *, cluster: bool) -> RedisSettings:
         if not url.path:
             raise BadURLError(f"{url.redacted()} names no socket path (e.g. unix:///run/redis/redis.sock)")
         conn["unix_socket_path"] = url.path
-        conn["db"] = _db(url)
+        conn["db"] = settings.db = _db(url)
     else:
         if not url.host:
             raise BadURLError(f"{url.redacted()} names no host (e.g. {url.scheme}://127.0.0.1:6379/0)")
         conn["host"] = url.host
         conn["port"] = url.port or 6379
-        conn["db"] = _db(url)
+        conn["db"] = settings.db = _db(url)
 
     settings.namespace = (url.option("namespace") or "").encode()
     entries = url.int_option("local_cache", 0)
@@ -106,6 +113,12 @@ def parse(url: StoreURL, *, cluster: bool) -> RedisSettings:
         )
     elif any(url.option(n) for n in ("cache_ttl", "cache_channel", "cache_prefix", "node_id")):
         raise BadURLError(f"cache options need local_cache=ENTRIES in {url.redacted()}")
+    settings.feed = url.choice_option("feed", ("off", "notify"), "off") == "notify"
+    settings.feed_buffer = url.int_option("feed_buffer", DEFAULT_FEED_BUFFER)
+    if settings.feed_buffer < 1:
+        raise BadURLError(f"feed_buffer must be a positive number of notifications in {url.redacted()}")
+    if url.option("feed_buffer") and not settings.feed:
+        raise BadURLError(f"feed_buffer needs feed=notify in {url.redacted()}")
     return settings
 
 
@@ -120,20 +133,16 @@ def _db(url: StoreURL) -> int:
 
 
 def _seeds(url: StoreURL) -> list[tuple[str, int]]:
-    # The netloc may list several seeds (h1:p1,h2:p2); read them from the raw text, since a
-    # single parsed host/port cannot hold them.  ?seeds= adds more.
-    netloc = urlsplit(url.raw).netloc.rpartition("@")[2]
-    texts = [t for t in netloc.split(",") if t]
-    texts += [t for t in (url.option("seeds") or "").split(",") if t]
-    if not texts:
-        raise BadURLError(f"{url.redacted()} names no cluster node (e.g. {url.scheme}://127.0.0.1:7000)")
-    seeds = []
-    for text in texts:
+    """The seed nodes: the URL's host list (``h1:p1,h2:p2``) and then ``?seeds=``; port 6379 if none."""
+    found = list(url.hosts())
+    for text in filter(None, (url.option("seeds") or "").split(",")):
         host, sep, port = unquote(text).rpartition(":")
-        if not sep:
-            host, port = port, "6379"
-        host = host.strip("[]")
-        if not host or not port.isdigit():
+        if not sep or host.endswith(":"):  # no port, or a bare IPv6 address
+            host, port = unquote(text), ""
+        if not port.isdigit() and port:
             raise BadURLError(f"cluster seed {text!r} in {url.redacted()} is not HOST:PORT")
-        seeds.append((host, int(port)))
+        found.append((host.strip("[]"), int(port) if port else None))
+    seeds = [(host, port or 6379) for host, port in found if host]
+    if len(seeds) < len(found) or not seeds:
+        raise BadURLError(f"{url.redacted()} names no cluster node (e.g. {url.scheme}://127.0.0.1:7000)")
     return seeds

@@ -159,6 +159,13 @@ class RedisStore(RedisStoreBase):
         raise_first_error(replies)
         return int(replies[-1][0])
 
+    def _on_nodes(self, batches: dict[str, Commands]) -> dict[str, list[Any]]:
+        return {name: self._run(commands) for name, commands in batches.items()}
+
+    def _feed_nodes(self) -> list[tuple[str, Any]]:
+        conn = self.settings.connection
+        return [(conn.get("unix_socket_path") or f"{conn['host']}:{conn['port']}", self.pool)]
+
     def _info(self) -> list[dict[str, Any]]:
         info: dict[str, Any] = self.client.info()
         info["dbsize"] = self.client.dbsize()
