@@ -6,14 +6,12 @@ import random
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import replace
 from typing import Any, Self
-from urllib.parse import quote
 
 from kvctl.adapt import to_sync
 from kvctl.errors import BadURLError
 from kvctl.hlc import HLC, MAX_NODE
 from kvctl.registry import open_url
 from kvctl.store import Capabilities, Page, Record, Store, StoreBase, StoreURL, key_cursor, prefix_end
-from kvctl.url import redact
 
 from .bounded import SAMPLES, BoundedCache
 
@@ -54,20 +52,19 @@ class CacheStore(StoreBase):
         url.check_options(_OPTIONS)
         max_bytes = url.size_option("max_bytes", DEFAULT_MAX_BYTES)
         if max_bytes <= 0:
-            raise BadURLError(f"max_bytes must be positive in {url.redacted()}")
+            raise BadURLError("the cache option max_bytes must be positive")
         max_age = url.duration_option_ms("max_age", None)
         samples = url.int_option("samples", SAMPLES)
         if samples < 1:
-            raise BadURLError(f"samples must be at least 1 in {url.redacted()}")
+            raise BadURLError("the cache option samples must be at least 1")
         backend = url.option("backend")
         name = (url.host or "") + url.path.rstrip("/")
         if backend:
             if name:
                 raise BadURLError("a cache tier takes no name: cache://?max_bytes=...&backend=URL")
             child = to_sync(open_url(backend))
-            # Messages name the tier with its store's URL redacted (a password must not leak
-            # through the percent-encoded backend option).
-            where = f"cache://?max_bytes={max_bytes}&backend={quote(redact(backend), safe='')}"
+            # Named by backend, never by URL: the backend option may hold a password.
+            where = f"cache over {child.name}"
             return cls(url, BoundedCache(max_bytes, max_age_ms=max_age, samples=samples), child, where)
         if max_age is not None:
             raise BadURLError("max_age bounds how stale a tier's copies get; it needs backend=URL "
@@ -80,7 +77,7 @@ class CacheStore(StoreBase):
                 raise BadURLError(f"cache://{name} is already open with max_bytes={cache.max_bytes}")
         else:
             cache = BoundedCache(max_bytes, samples=samples)
-        return cls(url, cache, None, url.redacted())
+        return cls(url, cache, None, f"cache {name}" if name else "cache")
 
     def __repr__(self) -> str:
         return f"<CacheStore {self.where}>"

@@ -46,7 +46,8 @@ class CookieStore(StoreBase):
     def __init__(self, url: StoreURL, path: str, sealer: Sealer, *, cookie_name: str, timeout_ms: int,
                  sliding: bool, include_expired: bool) -> None:
         self.url = url
-        self.where = url.redacted()  # how messages name this store
+        # How messages name this store: never the URL, whose options the CLI scrubs to the end.
+        self.where = "cookie (stdin/stdout)" if path == "-" else f"cookie {path}"
         self.path = path
         self.sealer = sealer
         self.cookie_name = cookie_name
@@ -69,7 +70,7 @@ class CookieStore(StoreBase):
     def from_url(cls, url: StoreURL) -> Self:
         if "secret" in url.options or url.password:
             raise BadURLError(
-                f"{url.redacted()}: a cookie secret never goes in the URL; set ${SECRET_ENV}, "
+                f"a cookie secret never goes in the URL; set ${SECRET_ENV}, "
                 "or name a variable (secret_env=NAME) or a file (secret_file=PATH)"
             )
         url.check_options(_OPTIONS)
@@ -78,7 +79,7 @@ class CookieStore(StoreBase):
         kdf = url.choice_option("kdf", ("none", "pbkdf2"), "none") == "pbkdf2"
         iterations = url.int_option("kdf_iterations", KDF_ITERATIONS)
         if iterations < 1:
-            raise BadURLError(f"kdf_iterations must be positive in {url.redacted()}")
+            raise BadURLError("the cookie option kdf_iterations must be positive")
         key = derive_key(secret, kdf=kdf, salt=url.option("kdf_salt") or KDF_SALT, iterations=iterations)
         sealer = Sealer(secret, key, gzip_on_write=url.choice_option("gzip", ("auto", "always", "never"), "auto"),
                         accept_sha1=url.bool_option("digest_fallback", False))
@@ -315,7 +316,7 @@ def _read_secret(url: StoreURL) -> bytes:
             with open(os.path.expanduser(secret_file), "rb") as fh:
                 raw = fh.read()
         except OSError as exc:
-            raise UsageError(f"cannot read the cookie secret file named in {url.redacted()}: {exc.strerror}") from None
+            raise UsageError(f"cannot read the cookie secret file (secret_file=): {exc.strerror}") from None
         secret = raw[:-1] if raw.endswith(b"\n") else raw
         secret = secret[:-1] if secret.endswith(b"\r") else secret
         where = "the secret file"
@@ -326,7 +327,7 @@ def _read_secret(url: StoreURL) -> bytes:
         where = f"${var}"
     if not secret:
         raise UsageError(
-            f"{url.redacted()}: no cookie secret in {where} "
+            f"no cookie secret in {where} "
             f"(set ${SECRET_ENV}, or secret_env=NAME / secret_file=PATH in the URL)"
         )
     return secret

@@ -60,7 +60,7 @@ class RocksDBStore(StoreBase):
     def __init__(self, url: StoreURL, path: str, db: Rdict, *, memory_dir: str | None, readonly: bool,
                  sync: bool, compression: str) -> None:
         self.url = url
-        self.where = url.redacted()
+        self.where = "rocksdb"  # messages name the path; never the URL (the CLI scrubs options)
         self.path = path
         # rocksdict's stubs type keys and values as str | int | float | bytes | bool; in raw mode
         # they are always bytes, so the handle is typed loosely here and precisely at our API.
@@ -79,7 +79,7 @@ class RocksDBStore(StoreBase):
     @classmethod
     def from_url(cls, url: StoreURL) -> Self:
         url.check_options(_OPTIONS)
-        where = url.redacted()
+        where = "rocksdb"
         memory = url.bool_option("memory", False)
         readonly = url.bool_option("readonly", False)
         sync = url.bool_option("sync", False)
@@ -149,7 +149,7 @@ class RocksDBStore(StoreBase):
                 "(no kvctl format marker); kvctl will not reinterpret its values"
             )
         if fmt is not None and fmt != FORMAT:
-            raise CorruptError(f"{self.where}: unknown kvctl RocksDB format {fmt[:40]!r}")
+            raise CorruptError(f"{self.where}: {self.path} has an unknown kvctl RocksDB format {fmt[:40]!r}")
         if node is None:
             node = bytes([random.randrange(MAX_NODE + 1)])
             if not self.readonly:

@@ -36,7 +36,7 @@ class ChildSpec:
 
 
 def parse_children(url: StoreURL) -> list[ChildSpec]:
-    where = url.redacted()
+    where = "the shard URL"  # never the URL itself: child URLs inside may hold passwords
     pairs = parse_qsl(urlsplit(url.raw).query, keep_blank_values=True)
     raw: list[dict[str, str]] = []
     for name, value in pairs:
