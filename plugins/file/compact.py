@@ -1,12 +1,15 @@
 """Compaction: write the live records of a snapshot into one new segment, off the store's lock.
 
-The store (see ``store.FileStore._compact``) does the steps that need its lock: it seals the
-active segment (so every sealed segment is covered and writes go on into a fresh one), takes a
-snapshot of the key directory, and afterwards swaps the result in.  This module does the long
-part between them: it writes ``<id>.log.compact.tmp`` with the ``SEG_REPLACES_EARLIER`` flag,
-fsyncs it, and reports where each on-disk value moved.  Until the store renames it over the last
-sealed segment nothing on disk has changed, so a crash at any point of this module leaves the old
-segments, and a leftover ``.tmp`` file that the next open deletes.
+The store (see ``store.FileStore._run_compaction``) does the steps that need its lock: it picks
+the segments to replace (all of them, after sealing the active one, or for automatic compaction
+those behind the change feed's retained tail), takes a snapshot of the key directory, and
+afterwards swaps the result in.  This module does the long part between them: it writes
+``<id>.log.compact.tmp`` with the ``SEG_REPLACES_EARLIER`` flag, fsyncs it, and reports where each
+on-disk value moved.  Tombstones younger than the store's ``tombstone_retention`` are written too
+(after the live records), so a deletion stays known to last-writer-wins replication across
+compactions and reopens; older ones are purged here.  Until the store renames it over the last
+replaced segment nothing on disk has changed, so a crash at any point of this module leaves the
+old segments, and a leftover ``.tmp`` file that the next open deletes.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from .format import (
     FRAME_HEADER_SIZE,
     FRAME_TARGET,
     REC_EXPIRES,
+    REC_TOMBSTONE,
     RECORD_HEADER,
     RECORD_HEADER_SIZE,
     SEG_HEADER_SIZE,
@@ -47,7 +51,7 @@ class CompactedSegment:
     seg_id: int
     tmp_path: str
     size: int
-    records: int = 0
+    records: int = 0  # live records and tombstones written
     moved: list[tuple[bytes, Ref, Ref]] = field(default_factory=list)  # (key, old ref, new ref)
     expired: list[tuple[bytes, Entry]] = field(default_factory=list)  # dropped: expired at snapshot
 
@@ -61,8 +65,14 @@ def write_compacted(
     now: int,
     read_ref: Callable[[Ref], bytes],
     cancelled: Callable[[], bool],
+    tombstones: Sequence[tuple[bytes, int]] = (),
 ) -> CompactedSegment:
     """Write the live entries of a snapshot as segment ``seg_id`` under a temporary name.
+
+    ``tombstones`` (key, version) are the deletions to keep (the caller picked them).  Segments
+    with an id above ``seg_id`` stay: an on-disk value in one of them is not copied (its record is
+    replayed after this segment anyway); a value in memory cannot tell where it came from and
+    is copied, which replay tolerates (the later copy of the same record wins).
 
     ``read_ref`` fetches an on-disk value from the old segments (under the store's lock; it raises
     CompactionAborted when the store changed underneath); ``cancelled`` is polled once per frame.
@@ -82,6 +92,8 @@ def write_compacted(
             if expires is not None and expires <= now:
                 out.expired.append((key, entry))
                 continue
+            if entry.__class__ is not Record and entry.seg > seg_id:  # type: ignore[union-attr]
+                continue  # its record is in a newer segment the compaction keeps (feed retention)
             if entry.__class__ is Record:
                 value = entry.value  # type: ignore[union-attr]
             else:
@@ -92,6 +104,16 @@ def write_compacted(
             parts.append(key)
             parts.append(value)
             psize += RECORD_HEADER_SIZE + len(key) + len(value)
+            count += 1
+            if psize >= FRAME_TARGET:
+                _flush(fd, out, parts, count, refs)
+                parts, refs, psize, count = [], [], 0, 0
+                if cancelled():
+                    raise CompactionAborted
+        for key, version in tombstones:
+            parts.append(pack(len(key), 0, REC_TOMBSTONE, 0, version))
+            parts.append(key)
+            psize += RECORD_HEADER_SIZE + len(key)
             count += 1
             if psize >= FRAME_TARGET:
                 _flush(fd, out, parts, count, refs)

@@ -17,10 +17,13 @@ Each segment starts with a fixed header, then holds frames back to back::
 A frame is the unit of checksumming and of atomicity: one ``set_many``/``delete_many`` call writes
 one or more frames and only the last carries ``FRAME_END``, so a crash in the middle of a batch
 leaves complete-but-uncommitted frames at the tail, which recovery drops with the torn bytes.
-Records stay in write order inside a segment and segments in id order, which is what a change
-feed will read: a cursor can be (segment id, version floor, offset), the floor telling a segment
-from the compacted file that later replaced it under the same id (then the cursor is a gap).
-Compaction keeps the newest record per key, in no particular order, and drops tombstones.
+Records stay in write order inside a segment and segments in id order, which is what the change
+feed reads (:mod:`.feed`): a cursor is (segment id, version floor, frame offset, records to skip),
+the floor telling a segment from the compacted file that later replaced it under the same id
+(then the cursor is a gap).  Compaction keeps the newest record per key, in no particular order,
+and the tombstones younger than the store's ``tombstone_retention``; automatic compaction leaves
+the newest ``feed_retention`` bytes of segments alone so the feed keeps covering them.
+The store's identity (random store id and HLC node id) is in the ``META`` file (:mod:`.meta`).
 
 Segment flag ``SEG_REPLACES_EARLIER`` marks a segment written by compaction or ``clear()``: every
 segment with a smaller id is obsolete once it exists (it is created under a temporary name and

@@ -9,6 +9,11 @@ The sorted list is maintained incrementally instead of being re-sorted after eve
 keys wait in ``pending`` and are merged on the next scan (a few by ``insort``, many by one
 Timsort pass, which merges two sorted runs in linear time); deleted keys stay in the list,
 remembered in ``dead``, and scans skip them until they are a sizeable fraction and get purged.
+
+Deleted keys are also remembered in ``tombs`` (key -> tombstone version) for last-writer-wins
+replication, in a dict of their own so ``get`` never looks at them.  Writes do not touch it:
+an entry whose key was written again since is stale but harmless (the live record is newer and
+is consulted first), and it is dropped on the next load, purge or compaction.
 """
 
 from __future__ import annotations
@@ -71,6 +76,8 @@ class KeyIndex:
         self._pending: list[bytes] = []
         self._dead: set[bytes] = set()
         self.expiry_candidates: list[bytes] = []  # during replay: keys written with an expiry
+        self.tombs: dict[bytes, int] = {}  # deleted key -> tombstone version (may be stale, see above)
+        self.tomb_bytes = 0  # record bytes the entries of ``tombs`` take as tombstones on disk
 
     # -- writes ------------------------------------------------------------------------------
     def put(self, key: bytes, entry: Entry, size: int) -> None:
@@ -136,6 +143,21 @@ class KeyIndex:
                 self._dead.add(key)
         return old
 
+    def add_tomb(self, key: bytes, version: int) -> None:
+        tombs = self.tombs
+        if key not in tombs:
+            self.tomb_bytes += RECORD_HEADER_SIZE + len(key)
+        tombs[key] = version
+
+    def purge_tombs(self, horizon_version: int) -> int:
+        """Forget tombstones older than ``horizon_version`` and those of keys written since."""
+        m = self.map
+        stale = [k for k, v in self.tombs.items() if v < horizon_version or k in m]
+        for key in stale:
+            del self.tombs[key]
+            self.tomb_bytes -= RECORD_HEADER_SIZE + len(key)
+        return len(stale)
+
     def replace_if_same(self, key: bytes, old: Entry, new: Entry | None) -> bool:
         """Swap ``old`` for ``new`` (None: drop it) unless a writer changed the key meanwhile."""
         if self.map.get(key) is not old:
@@ -154,6 +176,8 @@ class KeyIndex:
         self._pending.clear()
         self._dead.clear()
         self.expiry_candidates = []
+        self.tombs.clear()
+        self.tomb_bytes = 0
 
     # -- ordered access ----------------------------------------------------------------------
     def sorted_keys(self) -> list[bytes]:
@@ -179,8 +203,9 @@ class KeyIndex:
             dead.clear()
         return keys
 
-    def finish_load(self, now: int) -> None:
-        """After replay: drop entries that expired while the store was closed, count the rest."""
+    def finish_load(self, now: int, tomb_horizon_version: int) -> None:
+        """After replay: drop entries that expired while the store was closed, count the rest,
+        and forget tombstones past their retention or superseded by a later write."""
         m = self.map
         expiring = 0
         for key in set(self.expiry_candidates):
@@ -194,6 +219,8 @@ class KeyIndex:
         self.expiry_candidates = []
         self.expiring = expiring
         self._sorted = None
+        self.tomb_bytes = sum(RECORD_HEADER_SIZE + len(k) for k in self.tombs)
+        self.purge_tombs(tomb_horizon_version)
 
 
 def load_frames(
@@ -215,6 +242,7 @@ def load_frames(
         SET_KIND
     others = SET_OTHERS
     candidates = index.expiry_candidates
+    tombs = index.tombs
     live = 0  # record bytes added minus record bytes superseded or deleted
     max_version = 0
     gc_was_on = gc.isenabled()
@@ -232,6 +260,7 @@ def load_frames(
                     max_version = version
                 if flags & REC_TOMBSTONE:
                     old = pop(key, None)
+                    tombs[key] = version  # tomb_bytes is settled by finish_load
                 else:
                     old = get(key)
                     live += hsize + klen + vlen

@@ -228,6 +228,11 @@ class GroupCommit:
                 self._thread.start()
             self._cond.notify()
 
+    @property
+    def dirty(self) -> bool:
+        """Writes are waiting for the window's fsync."""
+        return self._dirty
+
     def clear(self) -> None:
         """The caller just synced everything."""
         self._dirty = False

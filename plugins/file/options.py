@@ -11,7 +11,9 @@ FSYNC_MODES = ("always", "batch", "never")
 DEFAULT_FSYNC = "batch"
 DEFAULT_BATCH_MS = 10
 
-KNOWN = {"fsync", "batch_ms", "segment_size", "compact_ratio", "compact_min", "inline_max", "readonly", "repair"}
+KNOWN = {"fsync", "batch_ms", "segment_size", "compact_ratio", "compact_min", "inline_max", "readonly", "repair",
+         "feed_retention", "tombstone_retention"}
+WEEK_MS = 7 * 86_400_000
 
 
 @dataclass(frozen=True)
@@ -23,6 +25,11 @@ class FileOptions:
       fdatasync'ed before it returns, one fsync for the whole batch; single-key set/delete are
       group-committed, fsynced together within ``batch_ms`` (default 10 ms), and ``close()`` syncs.
     - ``never``: written to the OS before returning (survives a process crash, not a power loss).
+
+    ``?feed_retention=SIZE`` (default: the segment size) is how much of the newest log automatic
+    compaction leaves alone, so the change feed still covers it: sealed segments are kept while
+    the log after them is smaller than this.  ``?tombstone_retention=7d`` is how long a deletion
+    is remembered (in memory and through compactions) for last-writer-wins replication.
     """
 
     fsync: str = DEFAULT_FSYNC
@@ -33,6 +40,12 @@ class FileOptions:
     inline_max: int = 4096  # values up to this size are kept in memory; larger ones are read from disk
     readonly: bool = False
     repair: bool = False
+    feed_retention: int | None = None  # None: segment_size
+    tombstone_retention_ms: int = WEEK_MS
+
+    @property
+    def feed_retention_bytes(self) -> int:
+        return self.segment_size if self.feed_retention is None else self.feed_retention
 
     @classmethod
     def from_url(cls, url: StoreURL) -> FileOptions:
@@ -58,4 +71,6 @@ class FileOptions:
             inline_max=url.size_option("inline_max", cls.inline_max),
             readonly=url.bool_option("readonly", False),
             repair=url.bool_option("repair", False),
+            feed_retention=url.size_option("feed_retention", -1) if url.option("feed_retention") else None,
+            tombstone_retention_ms=url.duration_option_ms("tombstone_retention", WEEK_MS) or 0,
         )

@@ -6,6 +6,12 @@ one positioned read.  Deletes append tombstones.  Compaction rewrites the live r
 new segment and swaps it in atomically while reads and writes go on.  One writer per directory
 (``LOCK``); ``?readonly=true`` opens a consistent snapshot without the lock.  The durability
 policy is ``?fsync=always|batch|never`` (see :mod:`.options`).
+
+Replication: the log is the change feed (see :mod:`.feed`); automatic compaction leaves the
+newest ``?feed_retention=`` bytes of it alone, an explicit :meth:`FileStore.compact` compacts
+everything.  Deletions are remembered for ``?tombstone_retention=`` (default 7 days), in memory
+and through compactions, so :meth:`FileStore.apply_many` (last-writer-wins) never lets a stale
+write resurrect a deleted key.  The HLC node id is random per store, kept in ``META``.
 """
 
 from __future__ import annotations
@@ -22,8 +28,9 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, NoReturn, Self
 
 from kvctl.errors import CorruptError, KvctlError, StoreIOError, UnsupportedError, UsageError
-from kvctl.hlc import HLC
+from kvctl.hlc import HLC, make_version
 from kvctl.store import (
+    TOMBSTONE,
     Capabilities,
     Page,
     Record,
@@ -31,12 +38,14 @@ from kvctl.store import (
     StoreURL,
     check_limits,
     key_cursor,
+    newer,
     now_ms,
     prefix_end,
 )
 
-from .batch import encode_records, encode_tombstones
+from .batch import encode_records, encode_tombstones, tombstone_versions
 from .compact import CompactionAborted, write_compacted
+from .feed import FeedPos, parse_cursor, read_page
 from .format import (
     FRAME_HEADER_SIZE,
     MAX_KEY_SIZE,
@@ -52,6 +61,7 @@ from .format import (
 from .index import Entry, KeyIndex, Ref
 from .lock import DirLock
 from .log import GroupCommit, Segment, fsync_dir
+from .meta import StoreMeta, load_meta
 from .options import FileOptions
 from .recovery import load_directory
 
@@ -79,7 +89,7 @@ class FileStore(StoreBase):
     name = "file"
     description = "Append-only log of checksummed records in a directory; in-memory index, compaction."
     capabilities = Capabilities(
-        persistent=True, ttl=True, ordered_scan=True, versions=True, atomic_batch=True,
+        persistent=True, ttl=True, ordered_scan=True, versions=True, atomic_batch=True, change_feed=True,
         max_key_size=MAX_KEY_SIZE, max_value_size=MAX_VALUE_SIZE,
         durability="fsync=batch (default): each batch call fsynced before returning, single writes "
                    "within 10 ms; ?fsync=always|never",
@@ -94,6 +104,11 @@ class FileStore(StoreBase):
         self._lock = threading.Lock()
         self._index = KeyIndex()
         self._map: dict[bytes, Entry] = self._index.map
+        self._tombs = self._index.tombs
+        self._meta = StoreMeta("0" * 16, 0)
+        self._reader_end: tuple[int, int] | None = None  # readonly: (last segment, its committed end)
+        self._tomb_purge_at = 1024  # purge expired tombstones from memory when there are this many
+        self._compact_recheck_at = 0  # automatic compaction found too little to reclaim below this size
         self._inline_max = opts.inline_max
         self._segs: dict[int, Segment] = {}
         self._active: Segment | None = None
@@ -133,6 +148,8 @@ class FileStore(StoreBase):
             else:
                 os.makedirs(self._dir, exist_ok=True)
                 self._dirlock = DirLock(self._dir, self._where)
+            self._meta = load_meta(self._dir, writer=not opts.readonly, report=self._report)
+            self._clock = HLC(node=self._meta.node)
             for attempt in range(10):
                 try:
                     loaded = load_directory(self._dir, self._index, writer=not opts.readonly,
@@ -156,7 +173,9 @@ class FileStore(StoreBase):
         self._recovered_tail = loaded.recovered_tail
         self._repaired = loaded.repaired
         self._unread_tail = loaded.unread_tail
-        self._index.finish_load(now_ms())
+        if opts.readonly and self._active is not None:
+            self._reader_end = (self._active.id, self._active.size - loaded.unread_tail)
+        self._index.finish_load(now_ms(), self._tomb_horizon())
         self._clock.observe(loaded.max_version)
         if self._repaired and not opts.readonly:
             self.compact()  # rewrite the damaged segments so the next open is clean
@@ -343,14 +362,18 @@ class FileStore(StoreBase):
             for key in targets:
                 exp = m[key].expires_at_ms
                 live += exp is None or exp > now
+            versions = tombstone_versions(len(targets), self._clock)
             if len(targets) == 1:
-                frames = [encode_single(targets[0], b"", REC_TOMBSTONE, 0, self._clock.now())]
+                frames = [encode_single(targets[0], b"", REC_TOMBSTONE, 0, versions[0])]
             else:
-                frames = encode_tombstones(targets, self._clock)
+                frames = encode_tombstones(targets, versions)
             self._append(seg, frames)
             self._commit(single=single)
-            for key in targets:
-                self._index.remove(key)
+            index = self._index
+            for key, version in zip(targets, versions, strict=True):
+                index.remove(key)
+                index.add_tomb(key, version)
+            self._after_deletes()
             self._maybe_compact()
             return live
 
@@ -363,10 +386,17 @@ class FileStore(StoreBase):
             if not self._map and len(self._segs) == 1 and active.size == SEG_HEADER_SIZE:
                 return 0
             # One new segment that replaces every earlier one: creating it is the atomic commit,
-            # so a crash leaves either the old data or an empty store, never a mix.
+            # so a crash leaves either the old data or an empty store, never a mix.  It holds a
+            # tombstone for every key it removes (and the retained older ones): clear() is a
+            # delete of everything, which replication must not undo with stale writes.
+            horizon = self._tomb_horizon()
+            keys = list(self._map)
+            tombs = list(zip(keys, tombstone_versions(len(keys), self._clock) if keys else [], strict=True))
+            tombs += [(k, v) for k, v in self._tombs.items() if v >= horizon and k not in self._map]
+            body = b"".join(encode_tombstones([k for k, _ in tombs], [v for _, v in tombs])) if tombs else b""
             self._epoch += 1
             try:
-                seg = Segment.create(self._dir, active.id + 1, SEG_REPLACES_EARLIER, self._clock.now())
+                seg = Segment.create(self._dir, active.id + 1, SEG_REPLACES_EARLIER, self._clock.now(), body)
             except OSError as exc:
                 raise StoreIOError(f"{self._where}: clear failed: {exc.strerror}") from None
             old = list(self._segs.values())
@@ -374,12 +404,160 @@ class FileStore(StoreBase):
             self._active = seg
             self._total = seg.size
             self._index.clear()
+            for key, version in tombs:
+                self._index.add_tomb(key, version)
             if self._group is not None:
                 self._group.clear()
             for s in old:
                 s.close()
         self._unlink_segments(old)
         return removed
+
+    # == replication: last-writer-wins apply and the change feed ==================================
+    def apply_many(self, records: Iterable[Record]) -> int:
+        """Last-writer-wins apply (see kvctl.store): each change takes effect only when it is newer
+        (:func:`kvctl.store.newer`) than the key's record or retained tombstone.
+
+        The winners are written as one batch (all or nothing, fsynced per the policy); every
+        version seen is observed into the clock.  Returns how many changes took effect.
+        """
+        recs = records if isinstance(records, list) else list(records)
+        if not recs:
+            return 0
+        with self._lock:
+            seg = self._writable()
+            winners, applied, seen = self._pick_winners(recs)
+            self._clock.observe(seen or None)
+            if not winners:
+                return applied
+            upserts = [r for r in winners.values() if r.kind != TOMBSTONE]
+            deletes = [r for r in winners.values() if r.kind == TOMBSTONE]
+            chunks: list[bytes] = []
+            batch = None
+            if upserts:
+                batch = encode_records(upserts, self._clock, self._inline_max, self.capabilities, self.name,
+                                       final=not deletes)
+                chunks = batch.chunks
+            del_versions = [r.version if r.version is not None else self._clock.now() for r in deletes]
+            if deletes:
+                chunks = chunks + encode_tombstones([r.key for r in deletes], del_versions)
+            start = self._append(seg, chunks)
+            self._commit(single=False)
+            index = self._index
+            if batch is not None:
+                batch.place(seg.id, start)
+                index.put_many(batch.keys, batch.entries, batch.record_bytes, batch.expiring)
+            for rec, version in zip(deletes, del_versions, strict=True):
+                index.remove(rec.key)
+                index.add_tomb(rec.key, version)
+            if deletes:
+                self._after_deletes()
+            self._maybe_compact()
+            return applied
+
+    def _pick_winners(self, recs: list[Record]) -> tuple[dict[bytes, Record], int, int]:
+        """The final change per key that wins, how many changes took effect, the largest version.
+
+        Checks limits and kinds first, so a bad record fails the call before anything is written.
+        """
+        m = self._map
+        tombs = self._tombs
+        winners: dict[bytes, Record] = {}
+        applied = 0
+        seen = 0
+        for rec in recs:
+            key = rec.key
+            version = rec.version
+            if rec.kind == TOMBSTONE:
+                check_limits(self.capabilities, self.name, key, b"")
+                if rec.value or rec.expires_at_ms is not None:
+                    rec = Record(key, b"", None, version, TOMBSTONE)
+            elif rec.kind is not None:
+                raise UnsupportedError(f"the {self.name} backend holds bytes values only, not a {rec.kind} ({key!r})")
+            else:
+                check_limits(self.capabilities, self.name, key, rec.value)
+            if version is not None and version > seen:
+                seen = version
+            current = winners.get(key)
+            if current is None:
+                entry = m.get(key)
+                if entry is not None:
+                    if version is not None and entry.version is not None and version != entry.version:
+                        # versions decide: the content is not needed (no read of an on-disk value)
+                        current = Record(key, b"", entry.expires_at_ms, entry.version)
+                    else:
+                        current = self._resolve(key, entry)
+                elif tombs:
+                    tomb = tombs.get(key)
+                    if tomb is not None:
+                        current = Record(key, b"", None, tomb, TOMBSTONE)
+            if newer(rec, current):
+                winners[key] = rec
+                applied += 1
+        return winners, applied, seen
+
+    def feed_cursor(self) -> str:
+        """The position just after the newest change."""
+        with self._lock:
+            self._check_open()
+            active = self._active
+            assert active is not None
+            return FeedPos(active.id, active.floor, self._committed_end(active)).cursor(self._meta.store_id)
+
+    def changes(self, cursor: str | None, *, batch_size: int = 1000) -> Iterator[Page]:
+        """Every change after ``cursor``, read from the log in commit order (see :mod:`.feed`).
+
+        ``None`` starts at the oldest change the log still holds (after a compaction: the live
+        records and retained tombstones it kept, then everything after).
+        """
+        batch_size = max(1, batch_size)
+        if cursor is None:
+            with self._lock:
+                self._check_open()
+                first = self._segs[min(self._segs)]
+                pos = FeedPos(first.id, first.floor, SEG_HEADER_SIZE)
+        else:
+            pos = parse_cursor(cursor, self._meta.store_id, self._where)
+        while True:
+            with self._lock:
+                self._check_open()
+                self._sync_group()
+                records, pos = read_page(self._segs, self._committed_end, pos, batch_size, self._where)
+            if not records:
+                return
+            yield Page(records, pos.cursor(self._meta.store_id))
+            if len(records) < batch_size:
+                return
+
+    def _committed_end(self, seg: Segment) -> int:
+        """Where the last whole batch of ``seg`` ends: its size for a writer (batches are appended
+        under the lock), the end of what was committed at open for a reader."""
+        end = self._reader_end
+        if end is not None and end[0] == seg.id:
+            return end[1]
+        return seg.size
+
+    def _sync_group(self) -> None:
+        """Make pending group-commit writes durable before the feed hands them out: a change a
+        replica has seen must not be lost to a power loss here (fsync=never promises nothing)."""
+        group = self._group
+        if group is not None and group.dirty and self._active is not None and not self._broken:
+            try:
+                self._active.sync()
+            except OSError as exc:
+                self._broken = f"fsync failed ({exc.strerror})"
+                raise StoreIOError(f"{self._where}: fsync of {self._active.path} failed: {exc.strerror}") from None
+            group.clear()
+
+    def _tomb_horizon(self) -> int:
+        """Tombstones with a smaller version are past ``tombstone_retention``."""
+        return make_version(max(0, now_ms() - self._opts.tombstone_retention_ms))
+
+    def _after_deletes(self) -> None:
+        """Forget expired tombstones in memory now and then (amortised: when their number doubled)."""
+        if len(self._tombs) >= self._tomb_purge_at:
+            self._index.purge_tombs(self._tomb_horizon())
+            self._tomb_purge_at = max(1024, 2 * len(self._tombs))
 
     def _live_count(self) -> int:
         m = self._map
@@ -480,15 +658,45 @@ class FileStore(StoreBase):
         if not ratio or self._compacting:
             return
         garbage = self._total - self._index.live_bytes
-        if garbage >= self._opts.compact_min and garbage >= ratio * self._total:
-            self._compacting = True
-            thread = threading.Thread(target=self._background_compact, name="kvctl-file-compact", daemon=True)
-            self._compact_thread = thread
-            thread.start()
+        if garbage < self._opts.compact_min or garbage < ratio * self._total:
+            return
+        if self._total < self._compact_recheck_at:
+            return
+        # Only the segments behind the feed's retained tail are compacted, and retained
+        # tombstones are rewritten: count what compaction would surely reclaim (a lower bound,
+        # so a compaction never leaves enough behind to trigger itself again).
+        target = self._compaction_target()
+        compactable = sum(seg.size for i, seg in self._segs.items() if i <= target) if target is not None else 0
+        reclaimable = compactable - self._index.live_bytes - self._index.tomb_bytes
+        if reclaimable < self._opts.compact_min:
+            self._compact_recheck_at = self._total + max(64 * 1024, self._opts.compact_min // 8)
+            return
+        self._compacting = True
+        thread = threading.Thread(target=self._background_compact, name="kvctl-file-compact", daemon=True)
+        self._compact_thread = thread
+        thread.start()
+
+    def _compaction_target(self) -> int | None:
+        """The newest sealed segment automatic compaction may replace, or None.
+
+        The feed keeps the newest log: a sealed segment is retained while the segments after it
+        (the active one included) hold fewer than ``feed_retention`` bytes.
+        """
+        active = self._active
+        assert active is not None
+        keep = self._opts.feed_retention_bytes
+        after = active.size
+        for seg_id in sorted(self._segs, reverse=True):
+            if seg_id == active.id:
+                continue
+            if after >= keep:
+                return seg_id
+            after += self._segs[seg_id].size
+        return None
 
     def _background_compact(self) -> None:
         try:
-            self._run_compaction()
+            self._run_compaction(keep_feed=True)
         except CompactionAborted:
             pass
         except (KvctlError, OSError) as exc:
@@ -498,7 +706,10 @@ class FileStore(StoreBase):
     def compact(self) -> dict[str, Any]:
         """Compact now, in this thread (after any background compaction finishes).
 
-        Reads and writes from other threads go on meanwhile.  Returns a summary.
+        Everything up to the newest write is compacted, so change-feed cursors taken before the
+        call become gaps (a sync then compares the stores once); automatic compaction leaves the
+        newest ``feed_retention`` bytes alone.  Reads and writes from other threads go on
+        meanwhile.  Returns a summary.
         """
         while True:
             thread = self._compact_thread
@@ -518,19 +729,30 @@ class FileStore(StoreBase):
             raise StoreIOError(f"{self._where}: compaction failed: {exc.strerror or exc}; "
                                "the store is unchanged") from None
 
-    def _run_compaction(self) -> dict[str, Any]:
+    def _run_compaction(self, keep_feed: bool = False) -> dict[str, Any]:
         """Seal, snapshot, write the compacted segment off-lock, then swap it in.
 
-        The caller has set ``_compacting``; this clears it.
+        ``keep_feed``: replace only the segments behind the feed's retained tail (automatic
+        compaction); otherwise seal the active segment and replace every segment.  The caller has
+        set ``_compacting``; this clears it.
         """
         try:
             with self._lock:
                 self._check_open()
-                # Seal the active segment: every sealed segment is covered, writes go on in the new one.
-                target = self._rotate().id - 1
+                if keep_feed:
+                    found = self._compaction_target()
+                    if found is None:
+                        raise CompactionAborted
+                    target = found
+                else:
+                    # Seal the active segment: every sealed segment is covered, writes go on in the new one.
+                    target = self._rotate().id - 1
                 replaced = [i for i in self._segs if i <= target]
                 keys = list(self._map)
                 entries = list(self._map.values())
+                horizon = self._tomb_horizon()
+                m = self._map
+                tombstones = [(k, v) for k, v in self._tombs.items() if v >= horizon and k not in m]
                 floor = self._clock.now()
                 epoch = self._epoch
                 before = sum(self._segs[i].size for i in replaced)
@@ -544,7 +766,8 @@ class FileStore(StoreBase):
             def cancelled() -> bool:
                 return self._epoch != epoch or self._closed
 
-            out = write_compacted(self._dir, target, floor, keys, entries, now_ms(), read_ref, cancelled)
+            out = write_compacted(self._dir, target, floor, keys, entries, now_ms(), read_ref, cancelled,
+                                  tombstones)
             del keys, entries
             path = os.path.join(self._dir, segment_name(target))
             with self._lock:
@@ -560,6 +783,8 @@ class FileStore(StoreBase):
                     self._index.replace_if_same(key, old_ref, new_ref)
                 for key, old_entry in out.expired:
                     self._index.replace_if_same(key, old_entry, None)
+                self._index.purge_tombs(horizon)  # what the new segment no longer holds
+                self._compact_recheck_at = 0
                 old = [self._segs.pop(i) for i in replaced]
                 self._segs[target] = Segment(path, target, fd, out.size, SEG_REPLACES_EARLIER, floor)
                 self._segs = dict(sorted(self._segs.items()))
@@ -568,7 +793,8 @@ class FileStore(StoreBase):
                     seg.close()
                 self._compactions += 1
                 summary = {"segments_replaced": len(replaced), "bytes_before": before,
-                           "bytes_after": out.size, "records": out.records}
+                           "bytes_after": out.size, "records": out.records - len(tombstones),
+                           "tombstones_kept": len(tombstones)}
                 self._last_compaction = summary
             self._unlink_segments([s for s in old if s.id != target])
             return summary
@@ -608,6 +834,10 @@ class FileStore(StoreBase):
                 "repaired_bytes": self._repaired,
                 "unread_tail_bytes": self._unread_tail,
                 "damage": list(self._damage),
+                "tombstones": sum(1 for k in self._tombs if k not in self._map),
+                "tombstone_retention_ms": self._opts.tombstone_retention_ms,
+                "feed_retention_bytes": self._opts.feed_retention_bytes,
+                "node_id": self._meta.node,
                 "path": self._dir,
             }
 
