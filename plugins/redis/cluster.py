@@ -316,6 +316,8 @@ class RedisClusterStore(RedisStoreBase):
         # Notifications are node-local: a master the subscription does not cover (a failover, a
         # node added and given slots) would change keys unheard.  One CLUSTER SLOTS per barrier
         # tells; the slot map is then reloaded so the next subscription covers the new masters.
+        # A node whose view lags may miss a new master for a moment: a later barrier sees it,
+        # and the gap then makes the sync engine compare everything, so nothing stays lost.
         ask = nodes[0] if nodes else self._primaries()[0][0]
         reply = self._exec({ask: [(b"CLUSTER", b"SLOTS")]})[ask][0]
         raise_first_error([reply])
@@ -325,11 +327,14 @@ class RedisClusterStore(RedisStoreBase):
             host, port = entry[2][0], entry[2][1]
             host = host.decode() if isinstance(host, bytes) else str(host)
             masters.add(f"{host or default_host}:{port}")
-        if masters == set(nodes):
+        # Only a master the subscription lacks loses changes: one that stopped being a master
+        # (a node's view lagging behind, a demoted master) hands its slots to another master.
+        unheard = masters - set(nodes)
+        if not unheard:
             return None
         self._refresh()
-        return (f"the cluster's masters changed (now {', '.join(sorted(masters))}; the subscription "
-                f"covered {', '.join(sorted(nodes))}): changes on a new master went unheard")
+        return (f"the cluster's masters changed ({', '.join(sorted(unheard))} now serve slots; the "
+                f"subscription covered {', '.join(sorted(nodes))}): changes there went unheard")
 
     def _key_on(self, node: str, stem: bytes) -> bytes:
         if not self._slots:
