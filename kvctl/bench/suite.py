@@ -25,6 +25,7 @@ from kvctl.bench.job import BenchSpec, Job
 from kvctl.bench.params import FORMAT_VERSION, Params
 from kvctl.bench.results import EMPTY, REFERENCE, Run, machine_info
 from kvctl.bench.workloads import Workload
+from kvctl.url import redact
 
 USER_STORE_PREFIX = "kvctl-bench:"  # keys a run writes in a store it did not create (removed after)
 JOB_TIMEOUT_S = 3600
@@ -134,40 +135,54 @@ def _last_line(text: str) -> str:
     return lines[-1][:300] if lines else ""
 
 
+def _run_jobs(jobs: list[Job], scratch: Path, benchmarks: list[Any], errors: list[dict[str, str]],
+              say: Progress) -> None:
+    import pyperf
+
+    for i, job in enumerate(jobs, 1):
+        t0 = time.monotonic()
+        what = "harness" if job.kind == "harness" else f"{job.benches[0].workload} on {job.label}"
+        say(f"[{i}/{len(jobs)}] {what}: {', '.join(s.bench for s in job.benches)}")
+        suites, errs, stderr = run_job(job, scratch / f"job{i}.json")
+        for suite_json in suites:
+            benchmarks.extend(pyperf.BenchmarkSuite._json_load(job.out, suite_json))
+        for e in errs:
+            e["reason"] = redact(str(e.get("reason", "")))
+            e.setdefault("backend", job.label)
+            e.setdefault("status", "error")
+            errors.append(e)
+            say(f"  {e['name']}: {e['reason']}")
+        if os.environ.get("KVCTL_BENCH_DEBUG") and stderr.strip():
+            sys.stderr.write(stderr)
+        say(f"  done in {time.monotonic() - t0:.1f} s")
+
+
 def run(spec: Spec, progress: Progress | None = None) -> Run:
     import pyperf
 
     say = progress or (lambda _msg: None)
     started = time.monotonic()
     scratch = backends_mod.scratch_dir()
+    benchmarks: list[Any] = []
+    errors: list[dict[str, str]] = []
     try:
         say("probing backends ...")
         found = backends_mod.resolve(spec.urls, scratch, embedded=spec.embedded)
         for b in found:
+            b.reason = redact(b.reason)
             if b.status != "ok":
                 say(f"  {b.label}: {b.status}: {b.reason}")
         jobs, skipped = plan_jobs(found, spec.workloads, spec.params, scratch)
         jobs.insert(0, harness_job(spec.params, any(b.is_async for b in found if b.status == "ok"),
                                    str(scratch / "harness.out.json")))
-        benchmarks: list[Any] = []
-        errors: list[dict[str, str]] = []
-        for i, job in enumerate(jobs, 1):
-            t0 = time.monotonic()
-            what = "harness" if job.kind == "harness" else f"{job.benches[0].workload} on {job.label}"
-            say(f"[{i}/{len(jobs)}] {what}: {', '.join(s.bench for s in job.benches)}")
-            suites, errs, stderr = run_job(job, scratch / f"job{i}.json")
-            for suite_json in suites:
-                benchmarks.extend(pyperf.BenchmarkSuite._json_load(job.out, suite_json))
-            for e in errs:
-                e.setdefault("backend", job.label)
-                e.setdefault("status", "error")
-                errors.append(e)
-                say(f"  {e['name']}: {e['reason']}")
-            if os.environ.get("KVCTL_BENCH_DEBUG") and stderr.strip():
-                sys.stderr.write(stderr)
-            say(f"  done in {time.monotonic() - t0:.1f} s")
-        problems = [] if spec.keep else backends_mod.cleanup(found, USER_STORE_PREFIX if not spec.params.prefix
-                                                             else spec.params.prefix)
+        try:
+            _run_jobs(jobs, scratch, benchmarks, errors, say)
+        except KeyboardInterrupt:
+            if not spec.keep and any(b.fresh_dir is None and b.status == "ok" for b in found):
+                say(f"interrupted: keys under {USER_STORE_PREFIX!r} may be left in the stores given")
+            raise
+        prefix = spec.params.prefix or USER_STORE_PREFIX
+        problems = [] if spec.keep else backends_mod.cleanup(found, prefix)
         for p in problems:
             say(f"  warning: {p}")
     finally:

@@ -80,13 +80,13 @@ def bench(
         "--workload", "-w", help="gridkv, session, ruv-swarm, gorkflow, ycsb or all (repeat or comma-separate).",
         show_default=False)] = None,
     quick: Annotated[bool, typer.Option("--quick", help="A short run of the GridKV tables (CI, smoke).")] = False,
-    value_size: Annotated[int | None, typer.Option("--value-size", min=0, help="Bytes per value [100].",
+    value_size: Annotated[int | None, typer.Option("--value-size", min=0, help="Bytes per value (default 100).",
                                                    show_default=False)] = None,
-    keys: Annotated[int | None, typer.Option("--keys", min=1, help="Pre-filled keys / YCSB records [1000].",
+    keys: Annotated[int | None, typer.Option("--keys", min=1, help="Pre-filled keys / YCSB records (default 1000).",
                                              show_default=False)] = None,
     ops: Annotated[int | None, typer.Option("--ops", min=1, help="Ops per latency pass and per client in load "
                                             "passes (default: by duration).", show_default=False)] = None,
-    duration: Annotated[str | None, typer.Option("--duration", help="Length of each load pass [2s].",
+    duration: Annotated[str | None, typer.Option("--duration", help="Length of each load pass (default 2s).",
                                                  show_default=False)] = None,
     clients: Annotated[str | None, typer.Option("--clients", help="Concurrent clients for load passes: N or a "
                                                 "curve like 1,2,4,8 (tasks for servers, processes for embedded).",
@@ -94,7 +94,7 @@ def bench(
     distribution: Annotated[str | None, typer.Option("--distribution", help="YCSB request distribution for every "
                                                      "core workload: zipfian, uniform, latest.",
                                                      show_default=False)] = None,
-    seed: Annotated[int | None, typer.Option("--seed", help="Seed of every random choice [42].",
+    seed: Annotated[int | None, typer.Option("--seed", help="Seed of every random choice (default 42).",
                                              show_default=False)] = None,
     processes: Annotated[int | None, typer.Option("--processes", min=1, help="pyperf worker processes per bench.",
                                                   show_default=False)] = None,
@@ -113,12 +113,12 @@ def bench(
     baseline: Annotated[Path | None, typer.Option("--baseline", help="Compare with this saved run; exit 1 on a "
                                                   "regression.", show_default=False)] = None,
     fail_on: Annotated[str | None, typer.Option("--fail-on", help="What fails the gate: all (allocations and "
-                                                "significant slowdowns), allocs, none [all].",
+                                                "significant slowdowns), allocs, none (default all).",
                                                 show_default=False)] = None,
     tolerance: Annotated[str | None, typer.Option("--tolerance", help="Allowed rise of allocs/op and bytes/op "
-                                                  "[2%].", show_default=False)] = None,
+                                                  "(default 2%).", show_default=False)] = None,
     min_effect: Annotated[str | None, typer.Option("--min-effect", help="Smallest time change that can fail "
-                                                   "[10%].", show_default=False)] = None,
+                                                   "(default 10%).", show_default=False)] = None,
     suite: Annotated[Path | None, typer.Option("--suite", help="A TOML file of these options (the command "
                                                "line wins).", show_default=False)] = None,
     from_: Annotated[Path | None, typer.Option("--from", help="Report on (or gate) a saved run instead of "
@@ -136,7 +136,7 @@ def bench(
     from kvctl.bench import report, workloads
     from kvctl.bench.params import Params
     from kvctl.bench.results import Run
-    from kvctl.cli.context import STATE
+    from kvctl.cli.context import STATE, scrub
     from kvctl.cli.output import console, info, warn
     from kvctl.errors import UsageError
     from kvctl.url import parse_duration_ms
@@ -192,7 +192,7 @@ def bench(
         from kvctl.bench.suite import run as run_suite
 
         STATE.seen_urls.extend(targets)  # so any message scrubs their secrets
-        progress = None if quiet else info
+        progress = None if quiet else (lambda message: info(scrub(message)))
         run = run_suite(Spec(urls=targets, workloads=chosen, params=params, keep=keep,
                              embedded=bool(pick(embedded or None, "embedded", False)),
                              argv=_argv_for_record()), progress)
