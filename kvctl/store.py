@@ -21,6 +21,9 @@ Optional methods, offered by a store that declares the matching capability:
     the order it was made, upserts as records and deletions as tombstones
     (``kind == TOMBSTONE``), each with its version; ``Page.cursor`` resumes after the page.
     Raises :class:`~kvctl.errors.FeedGapError` when the feed no longer covers ``cursor``.
+``rebalance`` (composite stores)
+    ``rebalance(*, dry_run=False)`` moves keys to the child that owns them after a placement
+    change and returns a report with ``as_dict()``; ``kvctl rebalance`` calls it.
 ``versions``
     ``apply_many(records) -> int``: last-writer-wins apply for replication.  Each record (or
     tombstone) takes effect only if its version is newer than what the store holds for that key,

@@ -179,7 +179,8 @@ _USERINFO = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)(?P<user>[^:@/]
 
 
 def redact(text: str) -> str:
-    """Hide passwords in userinfo and secret-looking query options.  Safe on non-URLs."""
+    """Hide passwords in userinfo and secret-looking query options, also inside URLs that are
+    themselves option values (``cache://?backend=redis%3A%2F%2F%3Apw%40h``).  Safe on non-URLs."""
     out = _USERINFO.sub(lambda m: f"{m.group('scheme')}{m.group('user')}:{REDACTED}@", text)
     if "?" in out:
         base, query = out.split("?", 1)
@@ -188,6 +189,11 @@ def redact(text: str) -> str:
             name, sep, value = piece.partition("=")
             if sep and value and _SECRET_OPTION.search(name) and not name.endswith("_env"):
                 value = REDACTED
+            elif sep and "://" in unquote(value):
+                inner = unquote(value)
+                hidden = redact(inner)
+                if hidden != inner:
+                    value = quote(hidden, safe="")
             pieces.append(f"{name}{sep}{value}")
         out = f"{base}?{'&'.join(pieces)}"
     return out

@@ -66,3 +66,13 @@ def test_several_hosts() -> None:
     assert url.hosts() == [("10.0.0.1", 7000), ("10.0.0.2", 7001), ("::1", 7002)]
     assert url.redacted() == "redis+cluster://:***@10.0.0.1:7000,10.0.0.2:7001,[::1]:7002/?x=1"
     assert StoreURL.parse("redis://h:6379/0").hosts() == [("h", 6379)]
+
+
+def test_urls_nested_in_options_are_redacted() -> None:
+    from urllib.parse import quote
+
+    child = "redis://:topsecret@h:6379/0?authToken=tok"
+    outer = f"cache://?max_bytes=1MiB&backend={quote(child, safe='')}&child={child}"
+    shown = redact(outer)
+    assert "topsecret" not in shown and "tok" not in shown.replace("authToken", "")
+    assert "max_bytes=1MiB" in shown

@@ -47,6 +47,31 @@ def ping(
           f"max {max(times):.3f} ms ({count} round trips)")
 
 
+def rebalance(
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Count what would move; change nothing.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Move keys to the child store that owns them after weights changed (shard stores).
+
+    Only keys whose owner changed move; each is copied before it is removed, so an interrupted
+    run leaves a duplicate, never a loss, and running again finishes the job.
+    """
+    from kvctl.errors import UnsupportedError
+
+    with open_store() as store:
+        if not hasattr(store, "rebalance"):
+            raise UnsupportedError(f"the {store.name} backend places no keys: nothing to rebalance")
+        report = store.rebalance(dry_run=dry_run).as_dict()
+    if as_json:
+        json_doc(report)
+        return
+    verb = "would move" if dry_run else "moved"
+    print(f"examined {report['examined']}, {verb} {report['moved']}, "
+          f"dropped {report['stale_dropped']} stale copies")
+    for route, n in sorted(report.get("moves", {}).items()):
+        print(f"  {route}: {n}")
+
+
 def plugin_rows() -> list[dict[str, Any]]:
     """One entry per backend class, with every scheme that reaches it and any load error."""
     from kvctl.errors import PluginLoadError
@@ -114,3 +139,4 @@ def register(app: typer.Typer) -> None:
     app.command("stats")(stats)
     app.command("ping")(ping)
     app.command("plugins")(plugins)
+    app.command("rebalance")(rebalance)
