@@ -44,6 +44,14 @@ class Chart:
     key: str = ""
 
 
+@dataclass
+class Curve:
+    """Throughput versus clients for one bench: one line per backend."""
+
+    title: str
+    series: dict[str, list[tuple[int, float]]]
+
+
 def format_for(path: str, explicit: str | None) -> str:
     if explicit:
         return explicit
@@ -311,6 +319,15 @@ def charts(run: Run) -> list[Chart]:
     return out
 
 
+def curves(run: Run) -> list[Curve]:
+    by_bench: dict[str, dict[str, list[tuple[int, float]]]] = {}
+    for r in run.rows():
+        points = [(int(p.get("clients", 0)), float(p.get("ops_per_s", 0.0))) for p in r.load_curve()] if r.ok else []
+        if points:
+            by_bench.setdefault(f"{r.workload} {r.bench}", {})[r.backend] = sorted(points)
+    return [Curve(f"{name}: ops/s versus clients", series) for name, series in sorted(by_bench.items())]
+
+
 # -- rendering --------------------------------------------------------------------------------------
 
 def render(run: Run, fmt: str, extra: list[Table] | None = None) -> str:
@@ -325,7 +342,7 @@ def render(run: Run, fmt: str, extra: list[Table] | None = None) -> str:
     if fmt == "mermaid":
         return mermaid(charts(run))
     if fmt == "html":
-        return to_html(all_tables, charts(run))
+        return to_html(all_tables, charts(run), curves(run))
     return plain(all_tables)
 
 
@@ -337,7 +354,10 @@ def rich_print(tables_: list[Table], console: Any) -> None:
         rt = RichTable(title=t.title, title_justify="left", box=box.SIMPLE_HEAD,
                        show_header=any(t.columns), caption=_caption(t), caption_justify="left")
         for i, col in enumerate(t.columns):
-            rt.add_column(col, no_wrap=i < 2, overflow="fold")
+            widest = max([len(col)] + [len(row[i]) for row in t.rows if i < len(row)])
+            # the first columns name the row: keep them whole; long texts fold
+            key = i == 0 or (i == 1 and len(t.columns) > 2)
+            rt.add_column(col, no_wrap=key, overflow="fold", min_width=min(widest, 42) if key else None)
         for row in t.rows:
             rt.add_row(*row)
         console.print(rt)
@@ -474,15 +494,56 @@ def _svg_bars(c: Chart) -> str:
     return "".join(parts)
 
 
+def _svg_curve(c: Curve) -> str:
+    """Lines of ops/s against client counts (log2 x axis), one colour per backend, with a legend."""
+    width, height, left, bottom, top_pad, legend_w = 520, 260, 70, 30, 26, 130
+    plot_w, plot_h = width - left - legend_w - 10, height - bottom - top_pad
+    xs = sorted({x for pts in c.series.values() for x, _ in pts})
+    ymax = max((y for pts in c.series.values() for _, y in pts), default=1.0) or 1.0
+    import math
+
+    lo, hi = math.log2(min(xs)), math.log2(max(xs))
+
+    def px(x: int) -> float:
+        return left + (0.5 if hi == lo else (math.log2(x) - lo) / (hi - lo)) * plot_w
+
+    def py(y: float) -> float:
+        return top_pad + plot_h - y / ymax * plot_h
+
+    palette = ("#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3", "#8c8c8c")
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" '
+             f'aria-label="{html.escape(c.title)}">',
+             f'<text x="0" y="14" font-weight="600">{html.escape(c.title)}</text>',
+             f'<line x1="{left}" y1="{top_pad + plot_h}" x2="{left + plot_w}" y2="{top_pad + plot_h}" stroke="#889"/>',
+             f'<line x1="{left}" y1="{top_pad}" x2="{left}" y2="{top_pad + plot_h}" stroke="#889"/>',
+             f'<text x="{left - 4}" y="{top_pad + 10}" text-anchor="end">{ymax:,.0f}</text>',
+             f'<text x="{left - 4}" y="{top_pad + plot_h}" text-anchor="end">0</text>']
+    for x in xs:
+        parts.append(f'<text x="{px(x):.1f}" y="{height - 10}" text-anchor="middle">{x}</text>')
+    for i, (name, pts) in enumerate(sorted(c.series.items())):
+        colour = palette[i % len(palette)]
+        coords = " ".join(f"{px(x):.1f},{py(y):.1f}" for x, y in pts)
+        parts.append(f'<polyline points="{coords}" fill="none" stroke="{colour}" stroke-width="2"/>')
+        parts += [f'<circle cx="{px(x):.1f}" cy="{py(y):.1f}" r="3" fill="{colour}"><title>{html.escape(name)}: '
+                  f'{x} clients, {y:,.0f} ops/s</title></circle>' for x, y in pts]
+        ly = top_pad + 14 * i
+        parts.append(f'<rect x="{width - legend_w}" y="{ly}" width="10" height="10" fill="{colour}"/>')
+        parts.append(f'<text x="{width - legend_w + 14}" y="{ly + 9}">{html.escape(name)}</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
 def _is_num(text: str) -> bool:
     t = text.replace(",", "").replace("±", "").replace(" ", "").replace(".", "", 1)
     return bool(t) and (t.isdigit() or t.replace(".", "").replace("e-", "").replace("e+", "").isdigit())
 
 
-def to_html(tables_: list[Table], charts_: list[Chart]) -> str:
-    by_key: dict[str, list[Chart]] = {}
+def to_html(tables_: list[Table], charts_: list[Chart], curves_: list[Curve] | None = None) -> str:
+    by_key: dict[str, list[str]] = {}
     for c in charts_:
-        by_key.setdefault(c.key.partition(".")[0], []).append(c)
+        by_key.setdefault(c.key.partition(".")[0], []).append(_svg_bars(c))
+    for curve in curves_ or []:
+        by_key.setdefault("load", []).append(_svg_curve(curve))
     out = ["<!doctype html>", '<html lang="en"><head><meta charset="utf-8">',
            "<title>kvctl bench results</title>", f"<style>{_CSS}</style></head><body>",
            "<h1>kvctl bench results</h1>"]
@@ -490,7 +551,7 @@ def to_html(tables_: list[Table], charts_: list[Chart]) -> str:
         out.append(f"<h2>{html.escape(t.title)}</h2>")
         if t.key in by_key:
             out.append('<div class="charts">')
-            out += [f'<div class="chart">{_svg_bars(c)}</div>' for c in by_key.pop(t.key)]
+            out += [f'<div class="chart">{svg}</div>' for svg in by_key.pop(t.key)]
             out.append("</div>")
         if t.params:
             out.append(f'<p class="params">{html.escape(t.params)}</p>')

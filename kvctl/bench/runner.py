@@ -26,6 +26,7 @@ from kvctl.bench.workloads import Bench, Ctx, get, make_value
 
 CHUNK_OPS = 200_000  # a time function builds its plan in pieces of at most this many ops
 PASS_BUDGET_S = 2.0  # latency and allocation passes shrink their op count to about this long
+QUICK_BUDGET_S = 0.75
 
 
 def _harness_store(kind: str) -> Any:
@@ -197,6 +198,7 @@ def _extra_passes(job: Job, job_path: str, done: list[tuple[BenchSpec, Bench, An
         _close(ctx, actx, empty)
         return [{"name": spec.name, "workload": spec.workload, "bench": spec.bench,
                  "reason": f"latency/allocation passes: {one_line(exc)}"} for spec, _, _ in done]
+    budget = QUICK_BUDGET_S if params.quick else PASS_BUDGET_S
     set_up: set[Any] = set()
     try:
         for spec, bench, result in done:
@@ -218,7 +220,7 @@ def _extra_passes(job: Job, job_path: str, done: list[tuple[BenchSpec, Bench, An
                     if want_latency:
                         from kvctl.bench.latency import budgeted, latency_pass
 
-                        count = budgeted(params.latency_count(), bool(params.ops), step_s, PASS_BUDGET_S)
+                        count = budgeted(params.latency_count(), bool(params.ops), step_s, budget)
                         pct = latency_pass(ctx, bench, count)
                         meta.update({f"kvctl_{k}_us": round(v, 3) for k, v in pct.items() if k != "count"})
                         meta["kvctl_latency_ops"] = int(pct.get("count", 0))
@@ -238,7 +240,7 @@ def _extra_passes(job: Job, job_path: str, done: list[tuple[BenchSpec, Bench, An
                     if bench.setup is not None:
                         bench.setup(actx)
                         bench.setup(empty)
-                    n = ops_for(params.alloc_ops, step_s, PASS_BUDGET_S)
+                    n = ops_for(params.alloc_ops, step_s, budget)
                     allocs = measure(actx, bench, n, empty)
                     meta["kvctl_allocs_per_op"] = allocs.allocs_per_op
                     meta["kvctl_bytes_per_op"] = allocs.bytes_per_op

@@ -129,7 +129,8 @@ def bench(
                                                        "--clients load passes (default: all).",
                                                        show_default=False)] = None,
     keep: Annotated[bool, typer.Option("--keep", help="Keep the keys written into the stores given.")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress lines on stderr.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress lines; with -o, no tables either.")
+                     ] = False,
 ) -> None:
     """Benchmark stores (pyperf), report, and gate against a baseline."""
     from kvctl.bench import gate as gate_mod
@@ -211,7 +212,7 @@ def bench(
         sys.stdout.write(report.render(run, fmt, extra if fmt in ("markdown", "html") else None))
         if gate_result is not None and fmt not in ("markdown", "html"):
             report.rich_print([gate_result.table()], console(stderr=True))
-    else:
+    elif not (quiet and output):
         report.rich_print(report.tables(run) + extra, console(width=None if sys.stdout.isatty() else 160))
     if gate_result is not None:
         for w in gate_result.warnings:
