@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 import asyncpg
 import pytest
 from kvctl_plugins.postgres.settings import quote_ident
+from kvctl_plugins.postgres.store import COPY_MIN_ROWS
 
 from kvctl.adapt import to_sync
 from kvctl.errors import BadURLError, LimitError, StoreIOError, UnavailableError, UsageError
@@ -123,17 +124,17 @@ def test_long_key_is_refused_before_writing_and_the_limit_is_real(store: Store, 
 
 
 def test_batches_large_and_small_paths(store: Store) -> None:
-    # 1 row: single upsert; 10: one unnest() statement; 5,000: COPY + merge.
-    for n in (1, 10, 5000):
+    # 1 row: single upsert; 10: one unnest() statement; COPY_MIN_ROWS: COPY + merge.
+    for n in (1, 10, COPY_MIN_ROWS):
         records = [Record(b"p%05d" % i, b"v%d" % (i * n)) for i in range(n)]
         store.set_many(records)
         got = store.get_many([r.key for r in records])
         assert [g.value for g in got] == [r.value for r in records]  # type: ignore[union-attr]
-    assert store.count() == 5000
+    assert store.count() == COPY_MIN_ROWS
 
 
 def test_duplicate_keys_in_one_batch_last_wins(store: Store) -> None:
-    for n in (3, 3000):
+    for n in (3, COPY_MIN_ROWS):
         records = [Record(b"dup", b"first")] + [Record(b"x%d" % i, b"") for i in range(n)]
         store.set_many([*records, Record(b"dup", b"last")])
         assert store.get(b"dup").value == b"last"  # type: ignore[union-attr]
@@ -153,7 +154,7 @@ def test_batch_refused_by_the_server_writes_nothing(store: Store, pg_url: str) -
             await con.close()
 
     _run(constrain())
-    for n in (5, 3000):
+    for n in (5, COPY_MIN_ROWS):
         batch = [Record(b"new%d" % i, b"v") for i in range(n)] + [Record(b"keep", b"bad")]
         with pytest.raises(StoreIOError, match="no_bad"):
             store.set_many(batch)

@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 import asyncpg
 import pytest
 from kvctl_plugins.postgres.settings import quote_ident
+from kvctl_plugins.postgres.store import COPY_MIN_ROWS
 
 from kvctl.errors import AuthError, KvctlError, TimeoutError_, UnavailableError
 from kvctl.store import Record
@@ -272,7 +273,7 @@ def _write_blocked_then_cut(
         return result.result(timeout=30)
 
 
-@pytest.mark.parametrize("rows", [10, 3000], ids=["unnest", "copy"])
+@pytest.mark.parametrize("rows", [10, COPY_MIN_ROWS], ids=["unnest", "copy"])
 def test_backend_killed_mid_batch_applies_nothing(pg_url: str, rows: int) -> None:
     app = f"{PREFIX}_mid{rows}"
     table = f"{PREFIX}_mid{rows}"

@@ -35,9 +35,10 @@ from .settings import Settings, parse_settings
 from .sql import REQUIRED_COLUMNS, SCHEMA_VERSION, SETUP_LOCK_ID, STAGE_TABLE, Statements
 
 # Batches of this many records or more go through COPY into a temporary table and one merge;
-# smaller ones through a single unnest() upsert.  Measured crossover on loopback: ~2,000 rows of
-# 100-byte values (bench/postgres_RESULTS.md).
-COPY_MIN_ROWS = 2000
+# smaller ones through a single unnest() upsert.  Measured on loopback with 100-byte values
+# (bench/postgres_RESULTS.md): the two are within ~10% of each other from 2,000 to 5,000 rows,
+# the order varying with machine load, and COPY wins clearly from 10,000 rows.
+COPY_MIN_ROWS = 5000
 # ... and so does any batch this big, which keeps a single Bind message far from the server's
 # 1 GiB message limit.
 COPY_MIN_BYTES = 16 * 1024 * 1024
