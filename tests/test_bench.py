@@ -247,7 +247,8 @@ def test_gate_time_slower_significant_and_large_fails_only_in_all_mode(tmp_path:
     new = _run(tmp_path, "new", 1e-7, _values(2.6e-6), 12.0, 680.0)  # 30% slower, same reference
     result = gate.compare(Run.load(str(new)), Run.load(str(base)))
     v = _verdict(result)
-    assert v.time == "slower" and v.change == pytest.approx(0.3, abs=0.01) and v.p < 0.05
+    assert v.time == "slower" and v.change == pytest.approx(0.3, abs=0.01)
+    assert v.p is not None and v.p < 0.05
     assert result.failed
     assert not gate.compare(Run.load(str(new)), Run.load(str(base)), gate.Options(fail_on="allocs")).failed
     assert kvctl("--from", str(new), "--baseline", str(base), "-q").returncode == 1
@@ -257,7 +258,7 @@ def test_gate_times_are_ratios_to_the_runs_reference(tmp_path: Path) -> None:
     base = _run(tmp_path, "base", 1e-7, _values(2e-6), 12.0, 680.0)
     busy = _run(tmp_path, "busy", 1.4e-7, _values(2.8e-6), 12.0, 680.0)  # whole machine 1.4x slower
     v = _verdict(gate.compare(Run.load(str(busy)), Run.load(str(base))))
-    assert v.time == "not significant" and abs(v.change) < 0.02
+    assert v.time == "not significant" and v.change is not None and abs(v.change) < 0.02
 
 
 def test_gate_faster_and_small_changes(tmp_path: Path) -> None:
@@ -268,7 +269,7 @@ def test_gate_faster_and_small_changes(tmp_path: Path) -> None:
     assert (_verdict(result).time, _verdict(result).allocs) == ("faster", "fewer")
     small = _run(tmp_path, "small", 1e-7, _values(2.1e-6), 12.0, 680.0)  # +5%: significant, too small
     v = _verdict(gate.compare(Run.load(str(small)), Run.load(str(base))))
-    assert v.p < 0.05 and v.time == "not significant"
+    assert v.p is not None and v.p < 0.05 and v.time == "not significant"
     table = gate.compare(Run.load(str(small)), Run.load(str(base))).table()
     assert table.columns[3] == "time" and any(row[0] == "gridkv.set@memory" for row in table.rows)
 
