@@ -85,10 +85,8 @@ start() {
     print_url
     return
   fi
-  local bin port user pid
+  local bin port pid
   bin="$(find_bindir)"
-  user="$(id -un)"
-  [ "$(id -u)" = 0 ] && user=postgres
   mkdir -p "$base" "$sock"
   if [ "$(id -u)" = 0 ]; then
     chown postgres: "$base" "$sock"
@@ -104,7 +102,7 @@ start() {
     local hba="$data/pg_hba.conf"
     { echo "host all +$password_group 127.0.0.1/32 scram-sha-256"; cat "$hba"; } > "$hba.new"
     mv "$hba.new" "$hba"
-    [ "$(id -u)" = 0 ] && chown postgres: "$hba"
+    if [ "$(id -u)" = 0 ]; then chown postgres: "$hba"; fi
   fi
   port="$(free_port)"
   local options="${KVCTL_POSTGRES_SERVER_OPTIONS--c fsync=off -c synchronous_commit=off}"
