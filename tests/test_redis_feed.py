@@ -344,6 +344,24 @@ def test_unreadable_config_is_probed(servers: list[Server], tmp_path: Path) -> N
         store.feed_cursor()
 
 
+def test_flushes_are_a_gap(servers: list[Server], tmp_path: Path) -> None:
+    server = Server(tmp_path)
+    servers.append(server)
+    raw = redispy.Redis(port=server.port)
+    with open_url(server.url()) as store:
+        for flush in (lambda: raw.flushall(), lambda: raw.swapdb(0, 1), lambda: store.clear(),
+                      lambda: redispy.Redis(port=server.port, db=3).flushdb()):
+            cursor = store.feed_cursor()
+            store.set(b"k", b"v")
+            flush()  # empties a database and notifies no key
+            with pytest.raises(FeedGapError, match="FLUSHDB, FLUSHALL or SWAPDB"):
+                changed(store, cursor)
+        cursor = store.feed_cursor()
+        store.set(b"k", b"v")
+        assert [r.key for r in changed(store, cursor)] == [b"k"]
+    raw.close()
+
+
 def test_server_restart_is_a_gap(servers: list[Server], tmp_path: Path) -> None:
     server = Server(tmp_path)
     servers.append(server)

@@ -117,11 +117,6 @@ class RedisStoreBase(StoreBase):
         """(name, connection pool) of every node whose notifications the feed must hear."""
         return self._scan_targets()
 
-    def _feed_publish(self, tokens: dict[str, tuple[bytes, int]]) -> dict[str, Any]:
-        """PUBLISH each node's (channel, token) on that node; the receiver counts by node."""
-        replies = self._on_nodes({node: [(b"PUBLISH", channel, token)] for node, (channel, token) in tokens.items()})
-        return {node: reply[0] for node, reply in replies.items()}
-
     def _feed_moved(self, nodes: list[str]) -> str | None:
         """Why a subscription to ``nodes`` no longer hears every change (None: it does)."""
         return None

@@ -13,15 +13,18 @@ feed is a live subscription held by this process:
   Notifications carry no values, so the feed says which keys changed, not through which values.
 * Whatever can lose notifications ends the subscription: its connection dropping (a restart, a
   network fault, ``CLIENT KILL``), the cluster's masters changing, a buffer overflowing past a
-  cursor.  A cursor of an ended subscription, of another process, or behind the buffer raises
-  FeedGapError saying why; the sync engine then compares both stores instead (announced).
+  cursor, and FLUSHDB, FLUSHALL or SWAPDB, which empty a database without notifying a key (seen
+  in INFO commandstats, server-wide: a flush of another database also counts, costing one
+  needless comparison rather than a loss).  A cursor of an ended subscription, of another
+  process, or behind the buffer raises FeedGapError saying why; the sync engine then compares
+  both stores instead (announced).
 
 Knowing that the notifications of every acknowledged write have arrived: before it reads, the
 store PUBLISHes a token, on each node, on a channel only its own subscriber connection listens
 to.  Redis queues a write's notification when the write runs and delivers one client's messages
 in order, so once the reader has seen the token, every write acknowledged before the PUBLISH is
 in the buffer.  PUBLISH's receiver count also tells at once that the server dropped the
-subscriber.
+subscriber, and the same round trip reads the flush counters.
 
 The server must send keyspace (K) or keyevent (E) notifications of the generic, string, expired
 and evicted classes (``g$xe``).  The store adds what is missing with CONFIG SET; where CONFIG is
@@ -32,6 +35,7 @@ checks with a probe key that notifications arrive.
 from __future__ import annotations
 
 import contextlib
+import re
 import secrets
 import threading
 import time
@@ -87,6 +91,18 @@ def _config_value(reply: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+_FLUSH_STATS = re.compile(rb"^cmdstat_(?:flushdb|flushall|swapdb):calls=(\d+)", re.MULTILINE)
+
+
+def flush_count(info: Any) -> int | None:
+    """Calls of FLUSHDB, FLUSHALL and SWAPDB in an INFO commandstats reply (None: no reply)."""
+    if isinstance(info, str):
+        info = info.encode()
+    if not isinstance(info, bytes):
+        return None  # INFO refused (an ACL): flushes by other clients go unnoticed
+    return sum(int(n) for n in _FLUSH_STATS.findall(info))
+
+
 def pattern_of(mode: str, db: int, namespace: bytes) -> tuple[bytes, int]:
     """The PSUBSCRIBE pattern and the length of the channel prefix to cut off its channels."""
     if mode == KEYSPACE:
@@ -124,6 +140,7 @@ class Subscription:
         self.threads: list[threading.Thread] = []
         self.probes: set[bytes] = set()
         self.probed: set[bytes] = set()
+        self.flushes: dict[str, int | None] = {}  # node -> flush commands counted at the start
         self.started = time.time()
 
     @property
@@ -226,18 +243,25 @@ class Subscription:
         if self.failure is not None:
             raise FeedGapError(f"{self.where}: change feed {self.id} ended: {self.failure}")
 
-    def barrier(self, publish: Callable[[dict[str, tuple[bytes, int]]], dict[str, Any]], timeout: float) -> int:
+    def barrier(self, on_nodes: Callable[[dict[str, Commands]], dict[str, list[Any]]], timeout: float) -> int:
         """The number of the newest event once every write acknowledged before this call has
-        been notified (see the module docstring)."""
+        been notified (see the module docstring).  The same round trip reads each node's count
+        of FLUSHDB, FLUSHALL and SWAPDB, which empty a database without notifying any key."""
         with self.cond:
             self.check()
             self.counter += 1
             token = self.counter
-        counts = publish({node: (self.channel(node), token) for node in self.conns})
-        for node, count in counts.items():
+        replies = on_nodes({node: [(b"PUBLISH", self.channel(node), token), (b"INFO", b"commandstats")]
+                            for node in self.conns})
+        for node, (count, info) in replies.items():
             if not isinstance(count, int) or count < 1:
                 self.fail(f"the server no longer has the subscriber connection to {node} "
                           f"(PUBLISH reached {count!r} clients); notifications were lost")
+            flushes = flush_count(info)
+            before = self.flushes.setdefault(node, flushes)
+            if flushes != before:
+                self.fail(f"FLUSHDB, FLUSHALL or SWAPDB ran on {node} (on this or another database): "
+                          "Redis notifies no key they remove")
         with self.cond:
             done = self.cond.wait_for(
                 lambda: self.failure is not None or all(self.tokens.get(n, 0) >= token for n in self.conns),
@@ -401,7 +425,7 @@ class NotifyFeed:
         lost = self.host._feed_moved(sub.nodes)
         if lost:
             sub.fail(lost)
-        return sub.barrier(self.host._feed_publish, self.timeout_s)
+        return sub.barrier(self.host._on_nodes, self.timeout_s)
 
     # -- reading ---------------------------------------------------------------------------
     def changes(self, cursor: str | None, batch_size: int) -> Iterator[Page]:
