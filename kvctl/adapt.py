@@ -127,6 +127,7 @@ class SyncAdapter:
         self.capabilities = store.capabilities
         self.url = getattr(store, "url", None)
         self._runner = asyncio.Runner()
+        self._closed = False
 
     def _run(self, coro: Any) -> Any:
         return self._runner.run(coro)
@@ -178,6 +179,9 @@ class SyncAdapter:
         return self._run(self.inner.clear())
 
     def close(self) -> None:
+        if self._closed:  # closing twice is harmless, as for a file
+            return
+        self._closed = True
         try:
             self._run(self.inner.close())
         finally:

@@ -178,10 +178,23 @@ def _with_url(parse, value: str, url: StoreURL):  # type: ignore[no-untyped-def]
 _USERINFO = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)(?P<user>[^:@/]*):(?P<pw>[^@/]*)@")
 
 
+# A URL inside a message: scheme://, then up to whitespace or a closing quote or bracket.
+_URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://[^\s'\"<>)\]]*")
+
+
 def redact(text: str) -> str:
-    """Hide passwords in userinfo and secret-looking query options, also inside URLs that are
-    themselves option values (``cache://?backend=redis%3A%2F%2F%3Apw%40h``).  Safe on non-URLs."""
-    out = _USERINFO.sub(lambda m: f"{m.group('scheme')}{m.group('user')}:{REDACTED}@", text)
+    """Hide passwords in userinfo and secret-looking query options of every URL in ``text``,
+    also inside URLs that are themselves option values (``cache://?backend=redis%3A%2F%2F...``)."""
+    def one(match: re.Match[str]) -> str:
+        url = match.group()
+        core = url.rstrip(".,:;!?")  # punctuation after a URL in prose is not part of it
+        return _redact_url(core) + url[len(core):]
+
+    return _URL_IN_TEXT.sub(one, text)
+
+
+def _redact_url(url: str) -> str:
+    out = _USERINFO.sub(lambda m: f"{m.group('scheme')}{m.group('user')}:{REDACTED}@", url)
     if "?" in out:
         base, query = out.split("?", 1)
         pieces = []
@@ -191,7 +204,7 @@ def redact(text: str) -> str:
                 value = REDACTED
             elif sep and "://" in unquote(value):
                 inner = unquote(value)
-                hidden = redact(inner)
+                hidden = _redact_url(inner)
                 if hidden != inner:
                     value = quote(hidden, safe="")
             pieces.append(f"{name}{sep}{value}")

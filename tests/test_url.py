@@ -76,3 +76,18 @@ def test_urls_nested_in_options_are_redacted() -> None:
     shown = redact(outer)
     assert "topsecret" not in shown and "tok" not in shown.replace("authToken", "")
     assert "max_bytes=1MiB" in shown
+
+
+def test_urls_inside_messages_are_redacted_and_the_message_kept() -> None:
+    msg = "cannot reach libsql://h.turso.io?authToken=abc.def: connection refused (try 'redis://:pw@h/0')"
+    assert redact(msg) == ("cannot reach libsql://h.turso.io?authToken=***: connection refused "
+                           "(try 'redis://:***@h/0')")
+
+
+def test_sync_adapter_closes_once() -> None:
+    from kvctl.adapt import SyncAdapter
+    from kvctl.store import AsyncStoreBase
+
+    store = SyncAdapter(AsyncStoreBase())
+    store.close()
+    store.close()
