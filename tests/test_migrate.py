@@ -337,3 +337,21 @@ def test_urls_are_opened_through_the_registry(state_dir: Path) -> None:
     s = run_urls("memory://reg-src", "memory://reg-dst", Plan(batch_size=7, verify=True))
     assert s.counts.copied == 50 and s.verify is not None and s.verify.equal
     assert s.src == "memory://reg-src" and s.keys_per_s > 0
+
+
+def test_a_real_backend_refusing_oversize_keys_gets_the_rest(state_dir: Path, tmp_path: Path) -> None:
+    from test_migrate_support import all_families, caps_of, fresh_url, read_all, write
+
+    family = next((f for f in ("lmdb", "postgres", "file") if f in all_families()), None)
+    if family is None:
+        pytest.skip("no backend with a small key limit is installed")
+    limit = caps_of(family).max_key_size
+    assert limit is not None
+    src, dst = "memory://limits-src", fresh_url(family, tmp_path)
+    write(src, [Record(b"ok%d" % i, b"v") for i in range(5)] + [Record(b"k" * (limit + 1), b"too long")])
+    write(dst, [])
+    s = run_urls(src, dst, Plan(batch_size=100))
+    assert s.counts.copied == 5 and s.counts.failed == 1 and s.problems.failed[0][0] == b"k" * (limit + 1)
+    assert set(read_all(dst)) == {b"ok%d" % i for i in range(5)}
+    with pytest.raises(IncompleteError):
+        s.check()

@@ -25,7 +25,7 @@ from kvctl.engines.diff import DiffOptions, DiffResult, compare
 from kvctl.engines.storeops import open_async
 from kvctl.errors import LimitError, UnavailableError
 from kvctl.registry import load, open_url
-from kvctl.store import AsyncStoreBase, Capabilities, Page, Record, Store, key_cursor, now_ms
+from kvctl.store import AsyncStoreBase, Capabilities, Page, Record, Store, check_limits, key_cursor, now_ms
 
 
 def _unique() -> str:
@@ -202,8 +202,11 @@ class DictStore(AsyncStoreBase):
         return [self._view(self._live(self.data.get(k))) for k in keys]
 
     async def set_many(self, records: Iterable[Record]) -> None:
+        batch = list(records)
+        for rec in batch:  # limits first, as every backend must: nothing written on a LimitError
+            check_limits(self.capabilities, self.name, rec.key, rec.value)
         self.set_calls += 1
-        for rec in records:
+        for rec in batch:
             self.data[rec.key] = rec
 
     async def delete_many(self, keys: Sequence[bytes]) -> int:

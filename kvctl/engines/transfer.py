@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 from operator import attrgetter
 from typing import Any, Literal, get_args
 
-from kvctl.errors import ConflictError, UnsupportedError
+from kvctl.errors import ConflictError, LimitError, UnsupportedError
 from kvctl.store import AsyncStore, Record, now_ms
 
 from .storeops import dump_many, restore_many, show_key
@@ -147,13 +147,24 @@ class BatchWriter:
             has_ttl = any(r.expires_at_ms is not None for r in dumped)
         if has_ttl and not self._dst_ttl:
             plain, dumped = self._without_ttl(plain), self._without_ttl(dumped)
-        if self._max_key is not None or self._max_value is not None:
-            plain = self._within_limits(plain)
+        if self.dry_run and (self._max_key is not None or self._max_value is not None):
+            plain = self._within_limits(plain)  # a real run finds these when the backend refuses
         if self.policy != "overwrite" and (plain or dumped):
             plain, dumped = await self._resolve(plain, dumped)
         if not self.dry_run:
             if plain:
-                await self.dst.set_many(plain)
+                try:
+                    await self.dst.set_many(plain)
+                except LimitError:
+                    # Backends check limits before writing anything: set the oversize records
+                    # aside (reported by name) and write the rest.  Checking every batch up
+                    # front would cost two passes over every record for a rare case.
+                    within = self._within_limits(plain)
+                    if len(within) == len(plain):
+                        raise  # a limit the backend does not declare: nothing to set aside
+                    plain = within
+                    if plain:
+                        await self.dst.set_many(plain)
             if dumped:
                 await restore_many(self.dst, dumped)
         counts.copied += len(plain) + len(dumped)
