@@ -229,13 +229,17 @@ async def restore_into(path: Path, store: AsyncStore, *, replace: bool = False, 
                              typed_ok=has_typed_values(store), unversioned_wins=True)
 
         async def pages() -> AsyncIterator[Page]:
+            pending: list[Record] = []  # blocks are ~1 MiB: gather them into batch_size writes
             for block in reader.blocks():  # payload checksums are checked again as we go
                 decoded = reader.decode(block, check=False)  # the whole-file hash was just verified
                 if decoded.tombstones:
                     raise SnapshotCorrupt(str(path), block.offset, "tombstones in a full snapshot")
-                recs = decoded.records
-                for i in range(0, len(recs), batch_size):
-                    yield Page(recs[i: i + batch_size], None)
+                pending += decoded.records
+                while len(pending) >= batch_size:
+                    yield Page(pending[:batch_size], None)
+                    pending = pending[batch_size:]
+            if pending:
+                yield Page(pending, None)
 
         await pump(pages(), lambda page: writer.write(page.records), depth=2)
     summary.counts, summary.problems = writer.counts, writer.problems
