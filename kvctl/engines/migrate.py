@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from kvctl.codec import json_bytes
-from kvctl.errors import DifferenceError, IncompleteError, UsageError
+from kvctl.errors import DifferenceError, IncompleteError, KvctlError, UsageError
 from kvctl.store import AsyncStore, Page
 
 from . import checkpoint
@@ -262,12 +262,16 @@ async def _copy(src: AsyncStore, writer: BatchWriter, kf: KeyFilter, plan: Plan,
 
     try:
         await pump(source_pages(src, kf, plan, cp.cursor), consume, plan.queue_depth)
-    except BaseException:
+    except BaseException as exc:
         if not plan.dry_run:
             with contextlib.suppress(Exception):  # never hide the original error
                 cp.save(cp_path)
-                reporter.note(f"stopped after {writer.counts.read:,} keys; progress saved: rerun with --resume "
-                              "to continue")
+                if isinstance(exc, KvctlError):
+                    if exc.hint is None:  # errors stay one line: the advice goes in the hint
+                        exc.hint = "progress saved: rerun with --resume to continue"
+                else:  # Ctrl-C, a cancellation
+                    reporter.note(f"stopped after {writer.counts.read:,} keys; progress saved: rerun with "
+                                  "--resume to continue")
         raise
     finally:
         if counter is not None:
