@@ -95,6 +95,18 @@ def test_page_may_end_inside_a_frame_and_resume_there(tmp_path: Path) -> None:
         assert [r.key for r in first.records + rest] == [b"k%04d" % i for i in range(2500)]
 
 
+def test_pages_of_big_values_are_bounded_in_bytes(tmp_path: Path) -> None:
+    from kvctl_plugins.file import feed
+
+    with open_url(f"file://{tmp_path}/db?inline_max=0") as store:
+        start = store.feed_cursor()
+        store.set_many([Record(b"big%d" % i, bytes([i]) * 3_000_000) for i in range(12)])
+        pages = list(store.changes(start, batch_size=1000))
+        assert len(pages) > 1 and all(sum(len(r.value) for r in p.records) <= feed.PAGE_BYTES + 3_000_000
+                                      for p in pages)
+        assert [r.key for p in pages for r in p.records] == [b"big%d" % i for i in range(12)]
+
+
 def test_feed_survives_reopen_and_carries_expiry(tmp_path: Path) -> None:
     url = f"file://{tmp_path}/db"
     deadline = now_ms() + 3_600_000

@@ -38,6 +38,8 @@ from .log import Segment
 PREFIX = "f:"
 # Bytes read per positioned read: a page of ~1,000 small changes in one or two reads.
 READ_WINDOW = 256 * 1024
+# A page also ends once it holds this many bytes of frames (big values: bounded memory per page).
+PAGE_BYTES = 16 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +117,8 @@ def read_page(
     records: list[Record] = []
     offset, skip = pos.offset, pos.skip
     verified = False  # no frame decoded yet: damage there means the cursor is not a frame start
-    while len(records) < batch_size:
+    page_bytes = 0
+    while len(records) < batch_size and page_bytes < PAGE_BYTES:
         if offset >= end:
             later = [i for i in segs if i > seg.id]
             if not later:
@@ -130,7 +133,7 @@ def read_page(
         if need > len(buf):  # a frame larger than the window: read exactly it
             buf = _pread(seg, offset, need, where)
         pos_in = 0
-        while pos_in < len(buf) and len(records) < batch_size:
+        while pos_in < len(buf) and len(records) < batch_size and page_bytes < PAGE_BYTES:
             if len(buf) - pos_in < FRAME_HEADER_SIZE or \
                     frame_length(buf[pos_in:pos_in + FRAME_HEADER_SIZE]) > len(buf) - pos_in:
                 break  # the next frame continues past this window: read it on the next round
@@ -148,6 +151,7 @@ def read_page(
             if skip + len(take) < len(changes):  # the page ends inside this frame
                 return records, FeedPos(seg.id, seg.floor, offset + pos_in, skip + len(take))
             skip = 0
+            page_bytes += frame_end - pos_in
             pos_in = frame_end
         offset += pos_in
     # At the end of a sealed segment: point at the next one, so that compacting the sealed one

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -42,7 +41,7 @@ def load_meta(directory: str, *, writer: bool, report: Callable[[str], None]) ->
                "become feed gaps)" if writer else f"{path}: unreadable store identity")
     if not writer:  # a reader never writes: an anonymous identity for this open only
         return StoreMeta("0" * 16, 0)
-    meta = StoreMeta(secrets.token_hex(8), secrets.randbelow(MAX_NODE + 1))
+    meta = StoreMeta(os.urandom(8).hex(), os.urandom(1)[0] % (MAX_NODE + 1))
     _write(directory, path, meta)
     return meta
 

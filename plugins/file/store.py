@@ -501,7 +501,8 @@ class FileStore(StoreBase):
         with self._lock:
             self._check_open()
             active = self._active
-            assert active is not None
+            if active is None:  # a reader of a directory with no segment yet
+                return FeedPos(0, 0, SEG_HEADER_SIZE).cursor(self._meta.store_id)
             return FeedPos(active.id, active.floor, self._committed_end(active)).cursor(self._meta.store_id)
 
     def changes(self, cursor: str | None, *, batch_size: int = 1000) -> Iterator[Page]:
@@ -511,13 +512,15 @@ class FileStore(StoreBase):
         records and retained tombstones it kept, then everything after).
         """
         batch_size = max(1, batch_size)
-        if cursor is None:
-            with self._lock:
-                self._check_open()
+        with self._lock:
+            self._check_open()
+            if not self._segs:  # a reader of a directory with no segment yet
+                return
+            if cursor is None:
                 first = self._segs[min(self._segs)]
                 pos = FeedPos(first.id, first.floor, SEG_HEADER_SIZE)
-        else:
-            pos = parse_cursor(cursor, self._meta.store_id, self._where)
+            else:
+                pos = parse_cursor(cursor, self._meta.store_id, self._where)
         while True:
             with self._lock:
                 self._check_open()
@@ -526,8 +529,6 @@ class FileStore(StoreBase):
             if not records:
                 return
             yield Page(records, pos.cursor(self._meta.store_id))
-            if len(records) < batch_size:
-                return
 
     def _committed_end(self, seg: Segment) -> int:
         """Where the last whole batch of ``seg`` ends: its size for a writer (batches are appended

@@ -1,0 +1,251 @@
+"""Incremental ``kvctl sync`` after 1,000 changes in a store of 1,000,000 keys (issue 8's target).
+
+    python bench/sync_bench.py [--keys N] [--rounds R] [--write bench/sync_RESULTS.md]
+
+Two stores of N keys (100-byte random values) are brought in sync by a first ``kvctl sync`` (a
+diff pass: that is the setup, timed once).  Each round then makes 1,000 changes at the source
+(700 overwrites, 300 deletes of random existing keys, one call each, as an application would)
+and times the incremental sync three ways:
+
+- *engine*: ``SyncEngine.run_once()`` on the two stores already open in this process: the sync
+  work itself (read the feed from the saved cursor, last-writer-wins apply, save the cursor);
+- *CLI, end to end*: ``python -m kvctl sync SRC DST --json`` as a subprocess, wall clock: Python
+  start-up, imports, opening both stores (each replays its log into the in-memory index), the
+  sync, closing; the JSON's ``seconds`` is the sync part of that run;
+- *open*: one store's open (log replay) alone, for reading the CLI figure.
+
+For scale, one forced full comparison (``--full``: what a run without a feed costs) is timed
+on the same stores.  Every pair whose backend declares ``change_feed`` is measured: file->file
+always, sqlite->sqlite when the sqlite backend has a feed in this tree (checked at run time).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kvctl.adapt import to_async
+from kvctl.engines.sync import SyncEngine, SyncPlan
+from kvctl.registry import open_url
+from kvctl.store import Record
+
+CHANGES = 1000
+UPDATES = 700
+
+
+@dataclass
+class PairResult:
+    pair: str
+    keys: int
+    load_s: float = 0.0
+    first_sync_s: float = 0.0
+    first_mode: str = ""
+    open_s: list[float] = field(default_factory=list)
+    engine_s: list[float] = field(default_factory=list)
+    engine_modes: list[str] = field(default_factory=list)
+    applied: list[int] = field(default_factory=list)
+    cli_wall_s: list[float] = field(default_factory=list)
+    cli_sync_s: list[float] = field(default_factory=list)
+    cli_modes: list[str] = field(default_factory=list)
+    full_s: float = 0.0
+    converged: bool = False
+    note: str = ""
+
+
+def fill(url: str, keys: int) -> float:
+    started = time.perf_counter()
+    rng = random.Random(1)
+    with open_url(url) as store:
+        for start in range(0, keys, 10_000):
+            stop = min(keys, start + 10_000)
+            store.set_many([Record(b"key-%08d" % i, rng.randbytes(100)) for i in range(start, stop)])
+    return time.perf_counter() - started
+
+
+def make_changes(url: str, keys: int, seed: int) -> None:
+    rng = random.Random(seed)
+    with open_url(url) as store:
+        for n in range(CHANGES):
+            key = b"key-%08d" % rng.randrange(keys)
+            if n < UPDATES:
+                store.set(key, rng.randbytes(100))
+            else:
+                store.delete(key)
+
+
+async def engine_run(plan: SyncPlan, src: Any, dst: Any) -> tuple[float, Any]:
+    started = time.perf_counter()
+    result = await SyncEngine(plan, src, dst).run_once()
+    return time.perf_counter() - started, result
+
+
+def engine_once(plan: SyncPlan, src_url: str, dst_url: str, opened: list[float]) -> tuple[float, Any]:
+    """Open both stores (timed apart), then time only the engine's run."""
+    t0 = time.perf_counter()
+    src = open_url(src_url)
+    opened.append(time.perf_counter() - t0)
+    dst = open_url(dst_url)
+    try:
+        return asyncio.run(engine_run(plan, to_async(src), to_async(dst)))
+    finally:
+        src.close()
+        dst.close()
+
+
+def cli_once(env: dict[str, str], src_url: str, dst_url: str, *extra: str) -> tuple[float, dict[str, Any]]:
+    started = time.perf_counter()
+    out = subprocess.run([sys.executable, "-m", "kvctl", "sync", src_url, dst_url, "--json", *extra],
+                         env=env, capture_output=True, text=True, timeout=600)
+    wall = time.perf_counter() - started
+    if out.returncode != 0:
+        raise SystemExit(f"kvctl sync failed ({out.returncode}): {out.stderr[-2000:]}")
+    return wall, json.loads(out.stdout)
+
+
+def scan_equal(a: str, b: str) -> bool:
+    with open_url(a) as x, open_url(b) as y:
+        return all(p.records == q.records for p, q in zip(x.scan(batch_size=10_000), y.scan(batch_size=10_000),
+                                                           strict=True))
+
+
+def bench_pair(scheme: str, root: Path, keys: int, rounds: int) -> PairResult:
+    def url(name: str) -> str:
+        return f"file://{root / name}" if scheme == "file" else f"sqlite://{root / (name + '.db')}"
+
+    src_url, dst_url = url("src"), url("dst")
+    res = PairResult(f"{scheme} -> {scheme}", keys)
+    state = root / "state"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KVCTL_")}
+    env["XDG_STATE_HOME"] = str(state)
+    plan = SyncPlan(src_url, dst_url, state / "kvctl")  # the CLI's state directory: one pair state
+    print(f"[{res.pair}] filling {keys:,} keys", file=sys.stderr)
+    res.load_s = fill(src_url, keys)
+    print(f"[{res.pair}] first sync (diff pass)", file=sys.stderr)
+    res.first_sync_s, first = engine_once(plan, src_url, dst_url, [])
+    res.first_mode = first.mode
+    for r in range(rounds):
+        make_changes(src_url, keys, 100 + r)
+        seconds, result = engine_once(plan, src_url, dst_url, res.open_s)
+        res.engine_s.append(seconds)
+        res.engine_modes.append(result.mode)
+        res.applied.append(result.applied_to_dst)
+        print(f"[{res.pair}] round {r + 1}: engine {seconds * 1000:.1f} ms ({result.mode}, "
+              f"{result.applied_to_dst} applied)", file=sys.stderr)
+    for r in range(rounds):
+        make_changes(src_url, keys, 200 + r)
+        wall, doc = cli_once(env, src_url, dst_url)
+        res.cli_wall_s.append(wall)
+        res.cli_sync_s.append(doc["seconds"])
+        res.cli_modes.append(doc["mode"])
+        print(f"[{res.pair}] round {r + 1}: CLI {wall:.2f} s wall, sync {doc['seconds'] * 1000:.1f} ms "
+              f"({doc['mode']})", file=sys.stderr)
+    plan_full = SyncPlan(src_url, dst_url, state / "kvctl", force_full=True)
+    res.full_s, _ = engine_once(plan_full, src_url, dst_url, [])
+    res.converged = scan_equal(src_url, dst_url)
+    return res
+
+
+def ms(values: list[float]) -> str:
+    return f"{statistics.median(values) * 1000:.1f}" if values else "-"
+
+
+def render(results: list[PairResult], notes: list[str], command: str, started: float) -> str:
+    load = os.getloadavg()[0]
+    lines = [
+        "# sync benchmark: incremental sync after 1,000 changes",
+        "",
+        "```",
+        command,
+        "```",
+        "",
+        f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
+        f"Linux {platform.release()}; one run; files in a temporary directory; load average (1 min) at "
+        f"the end {load:.1f}. Stores use their default durability (file: fsync=batch, every batch call "
+        "fsynced). Each round: 1,000 changes at the source (700 overwrites, 300 deletes, one call "
+        "each), then one incremental sync. Medians over the rounds.",
+        "",
+        "| pair | keys | engine: sync work (ms) | CLI end to end (s) | of which sync (ms) | "
+        "open one store (s) | modes | full comparison, for scale (s) | converged |",
+        "|---|---:|---:|---:|---:|---:|---|---:|---|",
+    ]
+    for r in results:
+        modes = sorted(set(r.engine_modes + r.cli_modes))
+        lines.append(
+            f"| {r.pair} | {r.keys:,} | {ms(r.engine_s)} | {statistics.median(r.cli_wall_s):.2f} | "
+            f"{ms(r.cli_sync_s)} | {statistics.median(r.open_s):.2f} | {', '.join(modes)} | {r.full_s:.1f} | "
+            f"{'yes' if r.converged else 'NO'} |")
+    lines.append("")
+    for r in results:
+        lines += [
+            f"**{r.pair}**: setup: filling the source took {r.load_s:.1f} s and the first sync "
+            f"({r.first_mode} pass, copying every key) {r.first_sync_s:.1f} s. Engine runs (ms): "
+            f"{', '.join(f'{s * 1000:.1f}' for s in r.engine_s)}; changes applied per run: "
+            f"{', '.join(map(str, r.applied))} (fewer than 1,000 when random keys repeat, or a delete "
+            f"hit a key deleted before). CLI runs, wall (s): {', '.join(f'{s:.2f}' for s in r.cli_wall_s)}.",
+            "",
+        ]
+    lines += [
+        "What the 1 s target covers: the sync work (engine column, and the CLI's own `seconds`) is "
+        "reading the changes from the source's feed from the saved cursor, applying them last-writer-"
+        "wins at the destination in one fsynced batch per page, and saving the cursor; it does not "
+        "rescan the million keys. The CLI's end-to-end time also pays Python start-up and opening "
+        "both stores: a file store replays its log into the in-memory key directory on open (the "
+        "open column, once per store), which grows with the number of keys, not with the changes.",
+        "",
+    ]
+    lines += notes
+    lines.append(f"Total benchmark time: {time.monotonic() - started:.0f} s.")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--keys", type=int, default=1_000_000)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--write", help="write the Markdown report here")
+    args = parser.parse_args()
+    started = time.monotonic()
+    command = "python bench/sync_bench.py" + "".join(f" {a}" for a in sys.argv[1:])
+    results: list[PairResult] = []
+    notes: list[str] = []
+    root = Path(tempfile.mkdtemp(prefix="kvctl-sync-bench-", dir=os.getcwd()))
+    try:
+        for scheme in ("file", "sqlite"):
+            probe_dir = root / f"probe-{scheme}"
+            probe_dir.mkdir()
+            probe = open_url(f"file://{probe_dir}/p" if scheme == "file" else f"sqlite://{probe_dir}/p.db")
+            has_feed = probe.capabilities.change_feed
+            probe.close()
+            if not has_feed:
+                notes.append(f"{scheme} -> {scheme}: not measured: the {scheme} backend declares no change "
+                             "feed in this tree (checked at run time), so its sync would be a full "
+                             "comparison every time.")
+                notes.append("")
+                continue
+            pair_root = root / scheme
+            pair_root.mkdir()
+            results.append(bench_pair(scheme, pair_root, args.keys, args.rounds))
+            shutil.rmtree(pair_root, ignore_errors=True)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    report = render(results, notes, command, started)
+    print(report)
+    if args.write:
+        Path(args.write).write_text(report)
+
+
+if __name__ == "__main__":
+    main()
