@@ -101,6 +101,10 @@ def test_map_grows_instead_of_failing(env_dir: str) -> None:
         assert [g.value for g in store.get_many([r.key for r in big])] == [r.value for r in big]  # type: ignore[union-attr]
         assert len(store.get(b"huge").value) == 5 << 20  # type: ignore[union-attr]
         assert store.count() == 2001
+    with open_url(f"lmdb://{env_dir}2?map_size=64KiB&sync=false") as fresh:  # single sets grow it too
+        for i in range(300):
+            fresh.set(b"s%03d" % i, bytes([i % 256]) * 4096)
+        assert fresh.count() == 300 and fresh.get(b"s299").value == bytes([299 % 256]) * 4096  # type: ignore[union-attr]
 
 
 def test_map_grown_by_another_process_is_adopted(env_dir: str) -> None:
