@@ -20,7 +20,7 @@ import shutil
 import sys
 import threading
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +45,6 @@ class Backend:
     is_async: bool = False
     status: str = "ok"             # ok | unreachable | error
     reason: str = ""
-    notes: list[str] = field(default_factory=list)
 
     @property
     def network(self) -> bool:

@@ -22,8 +22,6 @@ from kvctl.store import Capabilities, Page, Record
 
 # Op codes (one byte each in Plan.codes).
 GET, SET, DELETE, SCAN, RMW, SET_MANY, SET_TTL = range(7)
-OP_NAMES = {GET: "read", SET: "write", DELETE: "delete", SCAN: "scan", RMW: "read-modify-write",
-            SET_MANY: "batch", SET_TTL: "write"}
 
 
 @dataclass(slots=True)
