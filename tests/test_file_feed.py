@@ -354,6 +354,42 @@ def test_readonly_reader_serves_the_feed_of_its_snapshot(tmp_path: Path) -> None
             changes(writer, end)
 
 
+WRITER = """
+import sys
+from kvctl.registry import open_url
+from kvctl.store import Record
+import time
+store = open_url(sys.argv[1])
+print("READY", flush=True)
+for n in range(1, 80):
+    store.set_many([Record(b"t%06d-%02d" % (n, i), b"x" * 22_000) for i in range(50)])  # 2 frames
+    time.sleep(0.01)
+time.sleep(60)
+"""
+
+
+def test_readonly_reader_in_another_process_never_sees_part_of_a_batch(tmp_path: Path) -> None:
+    url = f"file://{tmp_path}/db?fsync=never&compact_ratio=0&segment_size=4MiB"
+    proc = subprocess.Popen([sys.executable, "-c", WRITER, url], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "READY"
+        cursor = None
+        seen: dict[bytes, int] = {}
+        for _ in range(15):
+            with open_url(url + "&readonly=true") as reader:  # a new snapshot each time
+                for page in reader.changes(cursor, batch_size=37):
+                    for rec in page.records:
+                        tag = rec.key.split(b"-")[0]
+                        seen[tag] = seen.get(tag, 0) + 1
+                cursor = reader.feed_cursor()  # the next reader goes on from here
+            time.sleep(0.03)
+        assert len(seen) > 3
+        assert set(seen.values()) == {50}, {t: c for t, c in seen.items() if c != 50}
+    finally:
+        proc.kill()
+        proc.wait()
+
+
 # == crash: SIGKILL inside apply_many ===========================================================
 APPLY_KEYS = 400
 

@@ -12,6 +12,12 @@ A cursor is served when its segment is still there with the same floor and the o
 frame start within the committed log; otherwise the feed no longer covers it (compaction or
 ``clear()`` removed its segment, or the store lost a tail it had delivered, e.g. a power loss
 under ``fsync=never``) and :class:`~kvctl.errors.FeedGapError` sends the sync engine to a diff.
+
+Only committed changes are served: a writer appends each batch whole under its lock (and syncs
+pending group-committed writes before handing them out), and a ``?readonly=true`` reader, which
+may run in another process next to the writer, serves the log of the snapshot it opened: up to
+the last complete batch it found, never a batch the writer is still appending.  A reader's
+cursors are positions of the same log, so the next reader (or the writer) goes on from them.
 """
 
 from __future__ import annotations
