@@ -113,7 +113,7 @@ def test_feed_is_an_option() -> None:
 def test_writes_deletes_and_expiries_are_listed_once_per_page() -> None:
     with open_url(feed_url("kinds")) as store:
         start = store.feed_cursor()
-        store.set_many([Record(b"a", b"1"), Record(b"b", b"2"), Record(b"t", b"3", int(time.time() * 1000) + 300)])
+        store.set_many([Record(b"a", b"1"), Record(b"b", b"2"), Record(b"t", b"3", int(time.time() * 1000) + 60_000)])
         for i in range(5):
             store.set(b"a", b"v%d" % i)
         store.delete(b"b")
@@ -122,7 +122,10 @@ def test_writes_deletes_and_expiries_are_listed_once_per_page() -> None:
             (b"t", b"3", None), (b"a", b"v4", None), (b"b", b"", TOMBSTONE)]
         assert records[0].expires_at_ms is not None and records[1].expires_at_ms is None
         end = store.feed_cursor()
-        time.sleep(0.35)
+        raw = redispy.Redis.from_url(service_url("KVCTL_TEST_REDIS_URL"))
+        raw.pexpire(f"{RUN}:kinds:t", 1)
+        raw.close()
+        time.sleep(0.01)
         assert store.get(b"t") is None  # the read expires the key: Redis notifies "expired"
         assert [(r.key, r.kind) for r in changed(store, end)] == [(b"t", TOMBSTONE)]
         store.clear()
