@@ -158,15 +158,9 @@ def random_writes(rng: random.Random, store: Store, raw: redispy.Redis, namespac
                 else raw.delete(namespace + key)
 
 
-# Redis keeps no versions, so its changes carry none.  The engine (kvctl/engines/sync.py) applies
-# them last-writer-wins, and a change without a version never beats a destination record with
-# one: a versioned destination (memory once it has deleted a key itself, SQLite from its first
-# write) stops taking the source's updates.  Reported with a proposed engine change: versionless
-# changes written as plain writes and deletes (as migrate's unversioned_wins does).
-ENGINE_NEEDS_UNVERSIONED_WINS = pytest.mark.xfail(
-    reason="sync engine: a versionless change never replaces a versioned destination record", strict=False)
-VERSIONED_DESTINATIONS = [pytest.param("memory", marks=ENGINE_NEEDS_UNVERSIONED_WINS),
-                          pytest.param("sqlite", marks=ENGINE_NEEDS_UNVERSIONED_WINS)]
+# Redis keeps no versions, so its changes carry none: the engine writes them as the source's
+# current state, even over a versioned destination record (memory, SQLite).
+VERSIONED_DESTINATIONS = ["memory", "sqlite"]
 
 
 def dst_url_of(kind: str, tmp_path: Path) -> str:

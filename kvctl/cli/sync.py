@@ -17,7 +17,7 @@ def sync(
     two_way: Annotated[bool, typer.Option("--two-way", help="Exchange changes both ways; conflicts: last writer wins.")]
     = False,
     watch: Annotated[bool, typer.Option("--watch", "-w", help="Keep following the source until Ctrl-C.")] = False,
-    interval: Annotated[str, typer.Option("--interval", help="With --watch: time between runs.")] = "50ms",
+    interval: Annotated[str, typer.Option("--interval", help="With --watch: time between runs.")] = "10ms",
     full: Annotated[bool, typer.Option("--full", help="Ignore the saved cursor: compare both stores.")] = False,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Changes applied per batch.")] = 1000,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
@@ -42,6 +42,13 @@ def sync(
         return
     result = asyncio.run(_once(plan))
     _report(result, as_json)
+    if result.skipped_typed:
+        from kvctl.errors import IncompleteError
+
+        raise IncompleteError(
+            f"{len(result.skipped_typed)} keys hold values of a type the other store cannot hold "
+            f"(e.g. {result.skipped_typed[0]!r}); they were not copied"
+        )
 
 
 async def _once(plan: Any) -> Any:
@@ -62,12 +69,12 @@ async def _watch(plan: Any, interval_s: float, as_json: bool) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    totals = {"runs": 0, "applied": 0, "max_lag_ms": 0}
+    totals: dict[str, Any] = {"runs": 0, "applied": 0, "max_lag_ms": None}
     src, dst = to_async(open_url(plan.src_url)), to_async(open_url(plan.dst_url))
 
     def lag(event: str, data: dict[str, Any]) -> None:
-        if data.get("lag_ms") is not None:
-            totals["max_lag_ms"] = max(totals["max_lag_ms"], data["lag_ms"])
+        if data.get("lag_ms") is not None:  # known only for versioned changes (HLC time)
+            totals["max_lag_ms"] = max(totals["max_lag_ms"] or 0, data["lag_ms"])
 
     def on_result(result: Any) -> None:
         totals["runs"] += 1
@@ -76,7 +83,7 @@ async def _watch(plan: Any, interval_s: float, as_json: bool) -> None:
             sys.stderr.write(f"\nkvctl: notice: {result.fallback}\n")
         if sys.stderr.isatty():
             sys.stderr.write(f"\rwatching: {totals['runs']} runs, {totals['applied']} changes applied, "
-                             f"max lag {totals['max_lag_ms']} ms   ")
+                             f"max lag {_ms(totals['max_lag_ms'])}   ")
             sys.stderr.flush()
 
     try:
@@ -88,7 +95,11 @@ async def _watch(plan: Any, interval_s: float, as_json: bool) -> None:
         json_doc(totals)
     else:
         info(f"\nstopped after {totals['runs']} runs: {totals['applied']} changes applied, "
-             f"max lag {totals['max_lag_ms']} ms")
+             f"max lag {_ms(totals['max_lag_ms'])}")
+
+
+def _ms(value: int | None) -> str:
+    return "n/a (unversioned source)" if value is None else f"{value} ms"
 
 
 def _report(result: Any, as_json: bool) -> None:
@@ -100,7 +111,8 @@ def _report(result: Any, as_json: bool) -> None:
     print(f"{result.mode} sync: {result.applied_to_dst} applied to destination"
           + (f", {result.applied_to_src} to source" if result.applied_to_src else "")
           + f", {result.deleted} deleted, {result.stale_skipped} stale skipped, "
-          f"{len(result.conflicts)} conflicts, {result.seconds:.2f}s")
+          f"{len(result.conflicts)} conflicts, {result.seconds:.2f}s"
+          + (f", {len(result.skipped_typed)} typed keys NOT copied" if result.skipped_typed else ""))
     for c in result.conflicts[:20]:
         print(f"  conflict {c.key!r}: {c.winner} wins (src v{c.src_version}, dst v{c.dst_version})")
     if len(result.conflicts) > 20:

@@ -66,6 +66,8 @@ class SyncResult:
     deleted: int = 0
     kept_at_dst: int = 0  # destination-only keys newer than the previous run (one-way)
     conflicts: list[Conflict] = field(default_factory=list)
+    # keys of non-bytes types (Redis hashes...) the other side cannot hold: reported, not dropped
+    skipped_typed: list[bytes] = field(default_factory=list)
     src_cursor: str | None = None
     dst_cursor: str | None = None
     seconds: float = 0.0
@@ -77,6 +79,7 @@ class SyncResult:
             {"key": c.key.hex(), "winner": c.winner, "src_version": c.src_version, "dst_version": c.dst_version}
             for c in self.conflicts
         ]
+        out["skipped_typed"] = [k.hex() for k in self.skipped_typed]
         return out
 
 
@@ -100,13 +103,16 @@ def load_state(path: Path) -> dict[str, Any]:
     return state if state.get("format") == STATE_VERSION else {}
 
 
-def save_state(path: Path, state: dict[str, Any]) -> None:
+def save_state(path: Path, state: dict[str, Any], *, durable: bool = True) -> None:
+    """Atomic (rename) always; fsynced when ``durable``.  A cursor lost to a power cut only
+    replays changes, which last-writer-wins makes harmless, so mid-run saves skip the fsync."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp{os.getpid()}")
     with open(tmp, "w") as fh:
         json.dump({**state, "format": STATE_VERSION}, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
+        if durable:
+            fh.flush()
+            os.fsync(fh.fileno())
     os.replace(tmp, path)
 
 
@@ -116,6 +122,19 @@ async def apply_lww(store: AsyncStore, changes: list[Record]) -> tuple[int, int]
     if not changes:
         return 0, 0
     changes = _latest_per_key(changes)
+    plain = [c for c in changes if c.version is None]
+    if plain:
+        # A change without a version (a Redis source) carries no order to compare: it is the
+        # source's current state, written as it is, like migrate's overwrite.
+        upserts = [c for c in plain if c.kind != TOMBSTONE]
+        if upserts:
+            await store.set_many(upserts)
+        gone = [c.key for c in plain if c.kind == TOMBSTONE]
+        if gone:
+            await store.delete_many(gone)
+        versioned = [c for c in changes if c.version is not None]
+        applied, stale = await apply_lww(store, versioned) if versioned else (0, 0)
+        return applied + len(plain), stale
     if hasattr(store, "apply_many"):
         applied = await store.apply_many(changes)
         return applied, len(changes) - applied
@@ -137,6 +156,10 @@ def _latest_per_key(changes: Iterable[Record]) -> list[Record]:
         if newer(change, latest.get(change.key)):
             latest[change.key] = change
     return list(latest.values())
+
+
+def _differs(a: Record, b: Record) -> bool:
+    return (a.value, a.expires_at_ms, a.kind) != (b.value, b.expires_at_ms, b.kind)
 
 
 def _unversioned(rec: Record) -> Record:
@@ -170,14 +193,32 @@ class SyncEngine:
         self.path = state_path(plan.state_dir, plan.src_url, plan.dst_url, plan.two_way)
         self.state = {} if plan.force_full else load_state(self.path)
         for side, store in (("source", src), ("destination", dst)):
-            if plan.two_way and not store.capabilities.change_feed:
-                raise UnsupportedError(
-                    f"two-way sync needs a change feed on both stores; the {side} ({store.name}) has none"
-                )
+            for need in ("change_feed", "versions") if plan.two_way else ():
+                if not getattr(store.capabilities, need):
+                    raise UnsupportedError(
+                        f"two-way sync needs {need.replace('_', ' ')}s on both stores; "
+                        f"the {side} ({store.name}) has none"
+                    )
 
-    def _save(self, **changes: Any) -> None:
+    def _save(self, durable: bool = False, **changes: Any) -> None:
         self.state.update(changes, src=redact(self.plan.src_url), dst=redact(self.plan.dst_url))
-        save_state(self.path, self.state)
+        save_state(self.path, self.state, durable=durable)
+
+    async def _send(self, records: list[Record], source: AsyncStore, target: AsyncStore,
+                    result: SyncResult) -> tuple[int, int]:
+        """Apply ``records`` from ``source`` to ``target``; typed values go by dump/restore."""
+        typed = [r for r in records if r.kind not in (None, TOMBSTONE)]
+        restored = 0
+        if typed:
+            records = [r for r in records if r.kind in (None, TOMBSTONE)]
+            if source.capabilities.typed_values and target.capabilities.typed_values:
+                dumps = [d for d in await source.dump_many([r.key for r in typed]) if d is not None]  # type: ignore[attr-defined]
+                await target.restore_many(dumps)  # type: ignore[attr-defined]
+                restored = len(dumps)
+            else:
+                result.skipped_typed.extend(r.key for r in typed)
+        applied, stale = await apply_lww(target, records)
+        return applied + restored, stale
 
     async def run_once(self) -> SyncResult:
         started = time.monotonic()
@@ -199,15 +240,15 @@ class SyncEngine:
         result.src_cursor = self.state.get("src_cursor")
         result.dst_cursor = self.state.get("dst_cursor")
         result.seconds = time.monotonic() - started
-        result.converged = True
-        self._save(last_run_ms=now_ms())
+        result.converged = not result.skipped_typed
+        self._save(durable=True, last_run_ms=now_ms())
         return result
 
     # one-way, from the source's feed
     async def _one_way_feed(self, result: SyncResult, cursor: str) -> None:
         result.mode = "feed"
         async for records, next_cursor in _pending(self.src, cursor, self.plan.batch_size):
-            applied, stale = await apply_lww(self.dst, records)
+            applied, stale = await self._send(records, self.src, self.dst, result)
             result.applied_to_dst += applied
             result.stale_skipped += stale
             self._save(src_cursor=next_cursor)
@@ -242,13 +283,13 @@ class SyncEngine:
                         continue  # the destination's change wins and goes back to the source below
                     del dst_pending[rec.key]
                 to_dst.append(rec)
-            applied, stale = await apply_lww(self.dst, to_dst)
+            applied, stale = await self._send(to_dst, self.src, self.dst, result)
             self._sent.extend(to_dst)
             result.applied_to_dst += applied
             result.stale_skipped += stale
             src_end = next_cursor
         to_src = list(dst_pending.values())
-        applied, stale = await apply_lww(self.src, to_src)
+        applied, stale = await self._send(to_src, self.dst, self.src, result)
         result.applied_to_src += applied
         result.stale_skipped += stale
         # What we just wrote comes back through each feed; step over those echoes so the next
@@ -272,15 +313,15 @@ class SyncEngine:
             theirs = await self.dst.get_many([r.key for r in records])
             to_dst, to_src = [], []
             for mine, other in zip(records, theirs, strict=True):
-                if other is None or newer(mine, other):
+                if other is None or newer(mine, other) or (mine.version is None and _differs(mine, other)):
                     to_dst.append(mine)
                 elif self.plan.two_way and newer(other, mine):
                     to_src.append(other)
-            applied, stale = await apply_lww(self.dst, to_dst)
+            applied, stale = await self._send(to_dst, self.src, self.dst, result)
             result.applied_to_dst += applied
             result.stale_skipped += stale
             if to_src:
-                result.applied_to_src += (await apply_lww(self.src, to_src))[0]
+                result.applied_to_src += (await self._send(to_src, self.dst, self.src, result))[0]
             self.progress("compared", {"keys": seen_in_src})
         # Keys only the destination has.  One that existed before the previous run came through
         # the source, which has deleted it since: delete it.  A newer one was written at the
@@ -298,7 +339,7 @@ class SyncEngine:
             if gone:
                 result.deleted += await self.dst.delete_many([r.key for r in gone])
             if fresh and self.plan.two_way:
-                result.applied_to_src += (await apply_lww(self.src, fresh))[0]
+                result.applied_to_src += (await self._send(fresh, self.dst, self.src, result))[0]
             elif fresh:
                 result.kept_at_dst += len(fresh)
         self._save(src_cursor=src_cursor, dst_cursor=dst_cursor)
