@@ -190,9 +190,7 @@ def test_updates_deletes_and_recreations_reach_the_destination(tmp_path: Path, d
 
 
 @pytest.mark.parametrize(("seed", "dst_kind"), [(0, "redis"), (1, "redis"), (2, "redis"),
-                                                  *[pytest.param(s, k.values[0], marks=k.marks)
-                                                    for s, k in ((3, VERSIONED_DESTINATIONS[0]),
-                                                                 (4, VERSIONED_DESTINATIONS[1]))]])
+                                                  (3, VERSIONED_DESTINATIONS[0]), (4, VERSIONED_DESTINATIONS[1])])
 def test_random_changes_synced_at_random_moments_converge(tmp_path: Path, seed: int, dst_kind: str) -> None:
     rng = random.Random(seed)
     p = Pair(redis_url("src"), dst_url_of(dst_kind, tmp_path), tmp_path / "state")
