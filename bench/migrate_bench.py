@@ -80,6 +80,10 @@ def child_memory_to(dst: str, n: int, batch: int) -> dict[str, Any]:
     src.set_many(records)
     next(iter(src.scan(batch_size=1)))  # build the memory store's sorted index outside the timing
     t0 = time.perf_counter()
+    scanned = sum(len(p.records) for p in src.scan(batch_size=batch))
+    scan_s = time.perf_counter() - t0
+    assert scanned == n
+    t0 = time.perf_counter()
     summary = migrate.run("memory://bench-src", dst + "/a" if "?" not in dst else dst.replace("?", "/a?"),
                           migrate.Plan(batch_size=batch, checkpoint_path=Path(tempfile.mkdtemp()) / "cp.json"))
     engine_s = time.perf_counter() - t0
@@ -91,7 +95,8 @@ def child_memory_to(dst: str, n: int, batch: int) -> dict[str, Any]:
         store.set_many(records[i:i + batch])
     store.close()
     raw_s = time.perf_counter() - t0
-    return {"engine_keys_s": n / engine_s, "raw_keys_s": n / raw_s, "engine_s": engine_s, "raw_s": raw_s}
+    return {"engine_keys_s": n / engine_s, "raw_keys_s": n / raw_s, "scan_keys_s": n / scan_s,
+            "seq_keys_s": n / (scan_s + raw_s)}
 
 
 def child_snapshot_lmdb(root: str, n: int, batch: int) -> dict[str, Any]:
@@ -173,6 +178,12 @@ def child_servers(src: str, dst: str, n: int, batch: int, ttl: bool) -> dict[str
     from kvctl.registry import open_url
 
     _fill(src, n, batch, 3_600_000 if ttl else None)
+    src_store = to_sync(open_url(src))
+    t0 = time.perf_counter()
+    scanned = sum(len(p.records) for p in src_store.scan(batch_size=batch))
+    scan_s = time.perf_counter() - t0
+    src_store.close()
+    assert scanned == n
     store = to_sync(open_url(dst))
     store.clear()
     store.close()
@@ -192,7 +203,7 @@ def child_servers(src: str, dst: str, n: int, batch: int, ttl: bool) -> dict[str
     src_store = to_sync(open_url(src))
     src_store.clear()
     src_store.close()
-    return {"engine_keys_s": n / engine_s, "raw_keys_s": n / raw_s}
+    return {"engine_keys_s": n / engine_s, "raw_keys_s": n / raw_s, "scan_keys_s": n / scan_s}
 
 
 CHILDREN = {f.__name__: f for f in [child_memory_to, child_snapshot_lmdb, child_rss_migrate,
@@ -263,23 +274,27 @@ def main() -> None:
     try:
         lines += ["## migrate from memory:// (keys/s)", "",
                   "| destination (durability) | kvctl migrate | raw `set_many` of the destination, same batches | "
-                  "migrate / raw | reference bulk load |", "|---|---|---|---|---|"]
+                  "raw scan of the source | raw scan then set_many, back to back | migrate / raw set_many | "
+                  "reference bulk load |", "|---|---|---|---|---|---|---|"]
         for fam, url, mode in [("lmdb", "lmdb://{}", "fsync per commit (default)"),
                                ("lmdb", "lmdb://{}?sync=false", "no sync"),
                                ("file", "file://{}", "fsync per batch (default)"),
                                ("file", "file://{}?fsync=never", "no sync")]:
             if fam not in have:
-                lines.append(f"| {fam} ({mode}) | not installed | | | |")
+                lines.append(f"| {fam} ({mode}) | not installed | | | | | |")
                 continue
             d = tmp / f"{fam}-{len(lines)}"
             d.mkdir()
             r = run_child("child_memory_to", url.format(d), n, batch)
             lines.append(f"| {fam} ({mode}) | **{fmt_rate(r['engine_keys_s'])}** | {fmt_rate(r['raw_keys_s'])} | "
+                         f"{fmt_rate(r['scan_keys_s'])} | {fmt_rate(r['seq_keys_s'])} | "
                          f"{r['engine_keys_s'] / r['raw_keys_s']:.2f} | {fmt_rate(REF[fam]) if fam in REF else '-'} |")
             shutil.rmtree(d, ignore_errors=True)
-        lines += ["", f"{n:,} keys. Target: at least 500,000 keys/s. The source side (the memory plugin's scan) "
-                  "and the destination's own `set_many` bound the copy; the engine's share is the gap between "
-                  "the two columns.", ""]
+        lines += ["", f"{n:,} keys. Target: at least 500,000 keys/s. A copy can be no faster than the slower of "
+                  "the source's scan and the destination's `set_many`; on 2 CPUs shared by the two sides' Python "
+                  "code it is bounded by their sum (the back-to-back column, no engine at all). The engine adds "
+                  "the batch checks, the bounded queue, a worker thread for the blocking side and checkpoints.",
+                  ""]
 
         if "lmdb" in have:
             d = tmp / "snap"
@@ -339,14 +354,20 @@ def main() -> None:
             ns = f"namespace=kvctl-bench-{os.getpid()}:"
             r_url = redis_url + ("&" if "?" in redis_url else "?") + ns
             p_url = pg_url + ("&" if "?" in pg_url else "?") + f"table=bench_{os.getpid()}"
-            lines += ["| direction | TTL | kvctl migrate | raw `set_many` of the destination | reference bulk load "
-                      "of the destination |", "|---|---|---|---|---|"]
+            lines += ["| direction | TTL | kvctl migrate | raw scan of the source | raw `set_many` of the destination "
+                      "| reference bulk load of the destination |", "|---|---|---|---|---|---|"]
             for src, dst, dname in [(r_url, p_url, "postgres"), (p_url, r_url, "redis")]:
                 for ttl in (False, True):
-                    r = run_child("child_servers", src, dst, opts.server_keys, batch, ttl)
                     label = "Redis -> PostgreSQL" if dname == "postgres" else "PostgreSQL -> Redis"
+                    try:
+                        r = run_child("child_servers", src, dst, opts.server_keys, batch, ttl)
+                    except RuntimeError as exc:  # a backend being changed by someone else: say so
+                        last = str(exc).strip().splitlines()[-1]
+                        lines.append(f"| {label} | {'1 h' if ttl else 'none'} | failed: {last} | | | |")
+                        continue
                     lines.append(f"| {label} | {'1 h on every key' if ttl else 'none'} | "
-                                 f"**{fmt_rate(r['engine_keys_s'])}** | {fmt_rate(r['raw_keys_s'])} | "
+                                 f"**{fmt_rate(r['engine_keys_s'])}** | {fmt_rate(r['scan_keys_s'])} | "
+                                 f"{fmt_rate(r['raw_keys_s'])} | "
                                  f"{fmt_rate(REF[dname])} |")
             lines += ["", f"{opts.server_keys:,} keys, servers on loopback on this machine. Targets: 150,000 keys/s "
                       "without TTLs, 100,000 with a TTL on every key.", ""]
