@@ -355,3 +355,15 @@ def test_a_real_backend_refusing_oversize_keys_gets_the_rest(state_dir: Path, tm
     assert set(read_all(dst)) == {b"ok%d" % i for i in range(5)}
     with pytest.raises(IncompleteError):
         s.check()
+
+
+def test_keys_reported_before_an_interruption_are_still_named_after_resume(state_dir: Path) -> None:
+    src = DictStore(typed_caps())
+    src.data = {b"a": Record(b"a", b"1"), b"h": Record(b"h", b"dump", None, None, "hash"),
+                b"s": Record(b"s", b"2"), b"t": Record(b"t", b"3")}
+    with pytest.raises(UnavailableError):
+        run(src, FailingStore(fail_at=2), Plan(batch_size=2, checkpoint_every=1))
+    s = run(src, DictStore(), Plan(batch_size=2, resume=True))
+    assert s.resumed and s.counts.incomplete == 1 and s.problems.incomplete == [(b"h", "hash")]
+    with pytest.raises(IncompleteError, match="'h'"):
+        s.check()

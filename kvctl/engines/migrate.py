@@ -149,12 +149,13 @@ class Summary:
         if c.incomplete or c.failed:
             parts = []
             if c.incomplete:
-                first = self.problems.incomplete[0]
-                parts.append(f"{c.incomplete} typed key(s) the destination cannot hold "
-                             f"(first: {show_key(first[0])!r}, a {first[1]})")
+                first = self.problems.incomplete[:1]
+                parts.append(f"{c.incomplete} typed key(s) the destination cannot hold" + (
+                    f" (first: {show_key(first[0][0])!r}, a {first[0][1]})" if first else ""))
             if c.failed:
-                first_f = self.problems.failed[0]
-                parts.append(f"{c.failed} key(s) failed (first: {show_key(first_f[0])!r}: {first_f[1]})")
+                first_f = self.problems.failed[:1]
+                parts.append(f"{c.failed} key(s) failed" + (
+                    f" (first: {show_key(first_f[0][0])!r}: {first_f[0][1]})" if first_f else ""))
             raise IncompleteError(f"copy incomplete: {'; '.join(parts)}")
         if self.delete_refused:
             raise IncompleteError(f"extra keys left in the destination: {self.delete_refused}")
@@ -206,6 +207,7 @@ async def migrate(src: AsyncStore, dst: AsyncStore, plan: Plan, reporter: Report
         typed_ok=has_typed_values(src) and has_typed_values(dst),
     )
     writer.counts = Counts.from_dict(cp.counts)
+    writer.problems = Problems.from_dict(cp.extra.get("problems", {}))
     t0 = time.perf_counter()
     read_before = writer.counts.read
     if not cp.done:
@@ -252,6 +254,8 @@ async def _copy(src: AsyncStore, writer: BatchWriter, kf: KeyFilter, plan: Plan,
         if page.cursor is not None:
             cp.cursor = page.cursor  # every record up to this cursor is now in the destination
         cp.counts = writer.counts.to_dict()
+        if writer.problems.incomplete or writer.problems.failed:
+            cp.extra["problems"] = writer.problems.to_dict()
         since += 1
         if since >= plan.checkpoint_every and not plan.dry_run:
             now = time.monotonic()

@@ -77,6 +77,15 @@ class Problems:
         if len(self.failed) < MAX_NAMED:
             self.failed.append((key, reason))
 
+    def to_dict(self) -> dict[str, list[list[str]]]:
+        return {"incomplete": [[k.hex(), why] for k, why in self.incomplete],
+                "failed": [[k.hex(), why] for k, why in self.failed]}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Problems:
+        return cls([(bytes.fromhex(k), why) for k, why in data.get("incomplete", [])],
+                   [(bytes.fromhex(k), why) for k, why in data.get("failed", [])])
+
     def extend(self, other: Problems) -> None:
         self.incomplete.extend(other.incomplete[: MAX_NAMED - len(self.incomplete)])
         self.failed.extend(other.failed[: MAX_NAMED - len(self.failed)])
