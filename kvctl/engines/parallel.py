@@ -265,10 +265,10 @@ def _run_workers(src_url: str, dst_url: str, plan: Plan, cp: checkpoint.Checkpoi
         raise exc
     counts = Counts()
     problems = Problems()
-    for done in finished.values():
+    for done in finished.values():  # this run's workers and those a resumed run skipped
         counts.add(Counts.from_dict(done["counts"]))
+        problems.extend(Problems.from_dict(done.get("problems", {})))
     for s in results.values():
-        problems.extend(s.problems)
         summary.processed_this_run += s.processed_this_run
     summary.counts, summary.problems = counts, problems
 
@@ -280,7 +280,7 @@ def _handle(kind: str, index: int, payload: Any, live: dict[int, Counts], result
     elif kind == "done":
         results[index] = payload
         live.pop(index, None)
-        finished[str(index)] = {"counts": payload.counts.to_dict()}
+        finished[str(index)] = {"counts": payload.counts.to_dict(), "problems": payload.problems.to_dict()}
     elif kind == "error":
         cls_name, message, code = payload
         return index, cls_name, message, code
