@@ -2,12 +2,25 @@
 
 ``postgresql://user:pw@host:5432/db?sslmode=require&table=sessions`` and unix sockets
 (``postgresql:///db?host=/run/postgresql``) are standard libpq DSNs; kvctl's options (``table``,
-``schema``, ``connect_timeout``, ``command_timeout``) are taken out before the rest is handed to
-asyncpg, which would otherwise send unknown query options to the server as settings.
+``schema``, ``connect_timeout``, ``command_timeout``, ``feed``, ``feed_retention``,
+``tombstone_retention``) are taken out before the rest is handed to asyncpg, which would otherwise
+send unknown query options to the server as settings.
+
+The change feed's options:
+
+``feed=true|false``
+    Turn the table's change feed on or off (DDL: the change table and the triggers are created or
+    dropped).  Left out: the table keeps the mode it has; a new table gets a feed.
+``feed_retention=1000000`` or ``feed_retention=7d``
+    How much of the feed to keep: a bare integer is a number of changes, anything with a time
+    unit an age.  Older changes are purged by writers; a sync cursor older than that is a gap.
+``tombstone_retention=7d``
+    How long a deleted key's tombstone is kept for last-writer-wins replication.
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 from kvctl.errors import BadURLError
@@ -21,16 +34,37 @@ DRIVER_OPTIONS = {
     "ssl_min_protocol_version", "ssl_max_protocol_version", "target_session_attrs",
     "krbsrvname", "gsslib", "application_name",
 }
-KVCTL_OPTIONS = {"table", "schema", "connect_timeout", "command_timeout"}
+KVCTL_OPTIONS = {"table", "schema", "connect_timeout", "command_timeout", "feed", "feed_retention",
+                 "tombstone_retention"}
 SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 
 DEFAULT_TABLE = "kv"
 MAX_IDENTIFIER_BYTES = 63  # NAMEDATALEN - 1: longer names are silently truncated by the server
+# Retention defaults.  The feed keeps a number of changes by default, so its size is bounded
+# whatever the write rate (~1M rows of key, value and 40 bytes of bookkeeping); tombstones keep a
+# week, long enough for every replica that syncs weekly to hear of a delete.
+DEFAULT_FEED_RETENTION_CHANGES = 1_000_000
+DEFAULT_TOMBSTONE_RETENTION_MS = 7 * 86_400_000
 
 
 def quote_ident(name: str) -> str:
     """A safely quoted SQL identifier: any text, embedded quotes doubled."""
     return '"' + name.replace('"', '""') + '"'
+
+
+def derived_name(table: str, suffix: str) -> str:
+    """The name of an object kept beside ``table`` (``<table>__changes``...), within 63 bytes.
+
+    A long table name is cut (on a character boundary) and given a hash of the full name, so two
+    long names sharing a prefix still get different objects.
+    """
+    name = table + suffix
+    if len(name.encode()) <= MAX_IDENTIFIER_BYTES:
+        return name
+    tag = "_" + hashlib.sha1(table.encode()).hexdigest()[:8]
+    room = MAX_IDENTIFIER_BYTES - len((tag + suffix).encode())
+    head = table.encode()[:room].decode(errors="ignore")
+    return head + tag + suffix
 
 
 def _identifier(url: StoreURL, option: str, value: str) -> str:
@@ -53,6 +87,10 @@ class Settings:
     schema: str | None  # unquoted schema name, None: the connection's search_path
     connect_timeout_s: float
     command_timeout_s: float | None
+    feed: bool | None = None  # None: keep the table's mode (a new table gets a feed)
+    feed_retention_changes: int | None = DEFAULT_FEED_RETENTION_CHANGES  # one of these two is set
+    feed_retention_ms: int | None = None
+    tombstone_retention_ms: int = DEFAULT_TOMBSTONE_RETENTION_MS
 
     @property
     def qualified_table(self) -> str:
@@ -62,6 +100,10 @@ class Settings:
     @property
     def qualified_meta(self) -> str:
         return self._qualify("kvctl_meta")
+
+    def qualified(self, suffix: str) -> str:
+        """The quoted, schema-qualified name of the object ``<table><suffix>``."""
+        return self._qualify(derived_name(self.table, suffix))
 
     @property
     def display_name(self) -> str:
@@ -81,6 +123,17 @@ def parse_settings(url: StoreURL) -> Settings:
     schema = _identifier(url, "schema", schema_opt) if schema_opt is not None else None
     connect_ms = url.duration_option_ms("connect_timeout", 10_000)
     command_ms = url.duration_option_ms("command_timeout", None)
+    feed = url.bool_option("feed", True) if url.option("feed") else None
+    retention = url.option("feed_retention") or ""
+    changes: int | None = DEFAULT_FEED_RETENTION_CHANGES
+    age_ms: int | None = None
+    if retention.strip().isdigit():
+        changes = int(retention)
+        if changes < 1:
+            raise BadURLError(f"option feed_retention=0 in {url.redacted()} would keep no feed (use feed=false)")
+    elif retention:
+        changes, age_ms = None, url.duration_option_ms("feed_retention", None)
+    tombstones = url.duration_option_ms("tombstone_retention", DEFAULT_TOMBSTONE_RETENTION_MS)
     dsn = url.without_options(*KVCTL_OPTIONS)
     # asyncpg accepts postgres:// and postgresql:// only; the kvctl scheme is one of those.
     return Settings(
@@ -89,4 +142,8 @@ def parse_settings(url: StoreURL) -> Settings:
         schema=schema,
         connect_timeout_s=(connect_ms or 10_000) / 1000,
         command_timeout_s=None if command_ms is None else command_ms / 1000,
+        feed=feed,
+        feed_retention_changes=changes,
+        feed_retention_ms=age_ms,
+        tombstone_retention_ms=tombstones or 0,
     )

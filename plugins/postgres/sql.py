@@ -1,80 +1,90 @@
-"""The SQL text of the postgres backend, for one (already quoted) table.
+"""The SQL text of the postgres backend's own reads and writes, for one (already quoted) table.
 
-Layout, schema version 1 (recorded in ``kvctl_meta`` beside the table, for later migrations)::
+Layout, schema version 2 (recorded in ``kvctl_meta`` beside the table; version 1 tables are
+upgraded in place on open, see :mod:`.schema`)::
 
-    key bytea PRIMARY KEY, value bytea NOT NULL, expires_at bigint NULL (ms since the epoch),
-    version bigint NOT NULL (an HLC, see kvctl.hlc)
-    index on version        (seeds the clock on open; "changed since" queries for sync)
-    partial index on expires_at WHERE expires_at IS NOT NULL   (cheap purges of expired rows)
+    <table>           key bytea PRIMARY KEY, value bytea NOT NULL, expires_at bigint NULL (ms
+                      since the epoch), version bigint NOT NULL (an HLC, see kvctl.hlc)
+                      index on version; partial index on expires_at WHERE expires_at IS NOT NULL
+    <table>__tombs    key bytea PRIMARY KEY, version bigint NOT NULL; index on version
+                      the newest deletion of each deleted key, kept ?tombstone_retention=
+    <table>__changes  the change feed (only while the feed is on; see :mod:`.feedsql`)
 
 Every read filters ``expires_at IS NULL OR expires_at > $now`` so an expired row is never
 returned, whether or not it has been purged yet.  Prefix scans are ranges on the bytea key
 (``key >= prefix AND key < prefix_end(prefix)``): bytea compares bytewise like Python bytes, and a
 range never over-matches the way LIKE does on ``%`` and ``_``.
+
+kvctl's writes record their own changes and tombstones in the same statement (data-modifying
+CTEs), so each write stays one statement and one round trip.  They also keep versions per key
+monotonic: a version kvctl assigns (as opposed to one a caller gives) is raised above the key's
+current version and its tombstone (``bump``), so a write never loses, at a replica, to what it
+replaced, even when the previous writer's clock ran ahead of this one.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-SCHEMA_VERSION = 1
-# One advisory lock serializes kvctl's table creation across processes (CREATE TABLE IF NOT
-# EXISTS alone can still fail when two sessions race on the same name).
+SCHEMA_VERSION = 2
+# One advisory lock serializes kvctl's table creation and upgrades across processes (CREATE TABLE
+# IF NOT EXISTS alone can still fail when two sessions race on the same name).
 SETUP_LOCK_ID = 0x6B76_6374_6C01  # "kvctl\x01"
 
 _LIVE = "(expires_at IS NULL OR expires_at > {now})"
-_UPSERT_TAIL = (
-    " ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, "
-    "expires_at = EXCLUDED.expires_at, version = EXCLUDED.version"
-)
 REQUIRED_COLUMNS = {"key": "bytea", "value": "bytea", "expires_at": "bigint", "version": "bigint"}
 STAGE_TABLE = "kvctl_stage"
+APPLY_STAGE_TABLE = "kvctl_apply_stage"
+TOMBS_SUFFIX = "__tombs"
+CHANGES_SUFFIX = "__changes"
+
+# The arrays a batch reads, with each row's place in the call ``n`` (the feed lists a batch's
+# changes in call order, while rows are sent and written in key order, so concurrent batches
+# lock rows in one order and cannot deadlock).
+_UNNEST = ("unnest($1::bytea[], $2::bytea[], $3::bigint[], $4::bigint[], $5::bigint[]) "
+           "AS i(key, value, expires_at, version, n)")
+_UNNEST_APPLY = ("unnest($1::bytea[], $2::bytea[], $3::bigint[], $4::bigint[], $5::boolean[], $6::boolean[], "
+                 "$7::bigint[]) AS i(key, value, expires_at, version, dead, versionless, n)")
 
 
 def live(now_param: str) -> str:
     return _LIVE.format(now=now_param)
 
 
+def bump(expr: str, node: int) -> str:
+    """SQL for the first version of node ``node`` above ``expr``: the next tick of the HLC counter."""
+    return f"((({expr}) | 255) + 1) | {node}"
+
+
 @dataclass(frozen=True)
 class Statements:
-    """Every statement for table ``t`` (quoted, maybe schema-qualified) and its meta table."""
+    """Every statement of table ``t`` (quoted, maybe schema-qualified), its tombstones and feed.
+
+    ``feed``: the table has a change feed, so writes also insert into ``changes``.  ``node``: the
+    table's HLC node id (versions assigned here carry it).
+    """
 
     t: str
     meta: str
+    tombs: str
+    changes: str
+    node: int = 0
+    feed: bool = False
 
     # -- opening -----------------------------------------------------------------------------
     @property
     def probe(self) -> str:
-        """One round trip on open: the recorded schema version and the newest version."""
-        return (f"SELECT (SELECT schema_version FROM {self.meta} WHERE table_name = $1), "
-                f"(SELECT max(version) FROM {self.t})")
-
-    @property
-    def create_meta(self) -> str:
-        return (f"CREATE TABLE IF NOT EXISTS {self.meta} (table_name text PRIMARY KEY, "
-                "schema_version integer NOT NULL, created_at timestamptz NOT NULL DEFAULT now())")
-
-    @property
-    def create_table(self) -> list[str]:
-        # Index names are left to the server: derived names could pass the 63-byte limit.
-        return [
-            f"CREATE TABLE {self.t} (key bytea PRIMARY KEY, value bytea NOT NULL, "
-            "expires_at bigint, version bigint NOT NULL)",
-            f"CREATE INDEX ON {self.t} (version)",
-            f"CREATE INDEX ON {self.t} (expires_at) WHERE expires_at IS NOT NULL",
-        ]
+        """One round trip on open: what kvctl_meta records, the newest versions and the server's
+        clock; it also marks this session as the feed's own writer (see feedsql.SESSION_SETTING),
+        so the triggers leave kvctl's writes to the statements below."""
+        return (f"SELECT m.schema_version, m.node_id, m.feed, m.feed_id, "
+                f"set_config('kvctl.session', coalesce(CASE WHEN m.feed THEN m.feed_id END, ''), false), "
+                f"(SELECT max(version) FROM {self.t}), (SELECT max(version) FROM {self.tombs}), "
+                "(extract(epoch FROM clock_timestamp()) * 1000)::bigint "
+                f"FROM (SELECT 1) AS one LEFT JOIN {self.meta} m ON m.table_name = $1")
 
     columns = ("SELECT attname::text, format_type(atttypid, atttypmod) FROM pg_attribute "
                "WHERE attrelid = $1::regclass AND attnum > 0 AND NOT attisdropped")
-
-    @property
-    def record_schema(self) -> str:
-        return (f"INSERT INTO {self.meta} (table_name, schema_version) VALUES ($1, $2) "
-                "ON CONFLICT (table_name) DO NOTHING")
-
-    @property
-    def schema_version(self) -> str:
-        return f"SELECT schema_version FROM {self.meta} WHERE table_name = $1"
 
     # -- reads -------------------------------------------------------------------------------
     @property
@@ -106,53 +116,155 @@ class Statements:
     @property
     def stats(self) -> str:
         return (f"SELECT count(*) FILTER (WHERE {live('$1')}), count(*) FILTER (WHERE NOT {live('$1')}), "
-                f"pg_total_relation_size('{self.t_literal}'::regclass), "
+                f"pg_total_relation_size('{self.literal(self.t)}'::regclass), "
+                f"(SELECT count(*) FROM {self.tombs}), "
                 "current_setting('server_version') FROM " + self.t)
 
-    @property
-    def t_literal(self) -> str:
-        """The quoted table name as an SQL string literal (for ::regclass)."""
-        return self.t.replace("'", "''")
+    @staticmethod
+    def literal(name: str) -> str:
+        """A quoted name as an SQL string literal (for ::regclass)."""
+        return name.replace("'", "''")
 
     # -- writes ------------------------------------------------------------------------------
-    @property
-    def upsert_one(self) -> str:
-        return (f"INSERT INTO {self.t} (key, value, expires_at, version) VALUES ($1, $2, $3, $4)"
-                + _UPSERT_TAIL)
+    def _record(self, rows: str, order: str = "") -> str:
+        """The CTE that lists upserted ``rows`` in the feed (nothing without a feed)."""
+        if not self.feed:
+            return ""
+        return (f", ch AS (INSERT INTO {self.changes} (key, value, expires_at, version) "
+                f"SELECT up.key, up.value, up.expires_at, up.version FROM {rows}{order})")
 
-    @property
-    def upsert_arrays(self) -> str:
-        # One statement for a whole batch: measured faster than executemany from 2 rows up.
-        return (f"INSERT INTO {self.t} (key, value, expires_at, version) "
-                "SELECT * FROM unnest($1::bytea[], $2::bytea[], $3::bigint[], $4::bigint[])"
-                + _UPSERT_TAIL)
+    def _upsert_tail(self, assigned: bool) -> str:
+        version = f"GREATEST(EXCLUDED.version, {bump('cur.version', self.node)})" if assigned else "EXCLUDED.version"
+        return (" ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, expires_at = EXCLUDED.expires_at, "
+                f"version = {version} RETURNING key, value, expires_at, version")
+
+    def upsert_one(self, *, assigned: bool) -> str:
+        """$1 key, $2 value, $3 expiry, $4 version; returns the version written.
+
+        ``assigned``: $4 came from this store's clock, and is raised above the key's current
+        version and tombstone; otherwise it is the caller's and is kept exactly.
+        """
+        version = (f"GREATEST($4::bigint, (SELECT {bump('tb.version', self.node)} FROM {self.tombs} tb "
+                   "WHERE tb.key = $1))") if assigned else "$4"
+        insert = (f"INSERT INTO {self.t} AS cur (key, value, expires_at, version) VALUES ($1, $2, $3, {version})"
+                  + self._upsert_tail(assigned))
+        return f"WITH up AS ({insert}){self._record('up')} SELECT version FROM up"
+
+    def upsert_batch(self, *, assigned: bool, staged: bool) -> str:
+        """A whole batch in one statement, from arrays ($1..$5) or the staged temporary table.
+
+        Returns the largest version written (the caller's clock observes it).
+        """
+        source = f"pg_temp.{STAGE_TABLE} AS i" if staged else _UNNEST
+        if assigned:
+            src = (f"SELECT i.key, i.value, i.expires_at, GREATEST(i.version, {bump('tb.version', self.node)}) "
+                   f"AS version, i.n FROM {source} LEFT JOIN {self.tombs} tb ON tb.key = i.key")
+        else:
+            src = f"SELECT i.key, i.value, i.expires_at, i.version, i.n FROM {source}"
+        insert = (f"INSERT INTO {self.t} AS cur (key, value, expires_at, version) "
+                  "SELECT key, value, expires_at, version FROM src ORDER BY key" + self._upsert_tail(assigned))
+        record = self._record("up JOIN src ON src.key = up.key", " ORDER BY src.n")
+        return f"WITH src AS ({src}), up AS ({insert}){record} SELECT max(version) FROM up"
 
     create_stage = (f"CREATE TEMP TABLE {STAGE_TABLE} (key bytea, value bytea, expires_at bigint, "
-                    "version bigint) ON COMMIT DROP")
+                    "version bigint, n bigint) ON COMMIT DROP")
+    create_apply_stage = (f"CREATE TEMP TABLE {APPLY_STAGE_TABLE} (key bytea, value bytea, expires_at bigint, "
+                          "version bigint, dead boolean, versionless boolean, n bigint) ON COMMIT DROP")
+
+    def _bury(self, dead: str) -> str:
+        """CTEs that keep a tombstone for each deleted (key, version) of CTE ``dead``, and list
+        the deletion in the feed."""
+        tomb = (f", tomb AS (INSERT INTO {self.tombs} AS tb (key, version) SELECT key, version FROM {dead} "
+                "ON CONFLICT (key) DO UPDATE SET version = GREATEST(tb.version, EXCLUDED.version))")
+        if self.feed:
+            tomb += (f", ch AS (INSERT INTO {self.changes} (key, version, deleted) "
+                     f"SELECT key, version, true FROM {dead})")
+        return tomb
+
+    def delete(self, *, one: bool) -> str:
+        """$1 the key (one) or keys, $2 the tombstone version from this store's clock, $3 now.
+
+        Returns how many live keys were removed and the largest tombstone version.  A tombstone's
+        version is raised above the deleted row's version, like an assigned write's.
+        """
+        where = "key = $1" if one else "key = ANY($1::bytea[])"
+        return (f"WITH gone AS (DELETE FROM {self.t} WHERE {where} RETURNING key, expires_at, version), "
+                f"dead AS (SELECT key, expires_at, GREATEST($2::bigint, {bump('version', self.node)}) AS version "
+                f"FROM gone){self._bury('dead')} "
+                f"SELECT count(*) FILTER (WHERE {live('$3')}), max(version) FROM dead")
+
+    def apply(self, *, staged: bool) -> str:
+        """Last-writer-wins apply of a batch (distinct keys), upserts and tombstones together.
+
+        Arrays $1 keys, $2 values, $3 expiries, $4 versions, $5 dead (a tombstone), $6
+        versionless (the record had no version: it only fills a key with no row and no
+        tombstone; $4 then holds one from this store's clock), $7 the place in the call, or the
+        staged temporary table.
+        Each change is compared, like kvctl.store.newer, with the key's row, or its tombstone when
+        there is no row; the upsert re-checks against the row it locks, the delete against the
+        row it deletes, so a concurrent write in between is still compared.  Returns how many
+        changes took effect.
+        """
+        source = f"pg_temp.{APPLY_STAGE_TABLE} AS i" if staged else _UNNEST_APPLY
+        newer_than_row = ("(i.version > c.version OR (i.version = c.version AND NOT i.dead AND "
+                          "(i.value > c.value OR (i.value = c.value AND "
+                          "coalesce(i.expires_at, 0) > coalesce(c.expires_at, 0)))))")
+        wins = (f"CASE WHEN i.versionless THEN c.key IS NULL AND tb.key IS NULL "
+                f"WHEN c.key IS NOT NULL THEN {newer_than_row} "
+                "WHEN tb.key IS NOT NULL THEN i.version > tb.version OR (i.version = tb.version AND NOT i.dead) "
+                "ELSE true END")
+        win = (f"SELECT i.key, i.value, i.expires_at, i.version, i.dead, i.n, c.key IS NOT NULL AS had_row "
+               f"FROM {source} LEFT JOIN {self.t} c ON c.key = i.key "
+               f"LEFT JOIN {self.tombs} tb ON tb.key = i.key WHERE {wins}")
+        recheck = ("EXCLUDED.version > cur.version OR (EXCLUDED.version = cur.version AND "
+                   "(EXCLUDED.value > cur.value OR (EXCLUDED.value = cur.value AND "
+                   "coalesce(EXCLUDED.expires_at, 0) > coalesce(cur.expires_at, 0))))")
+        up = (f"INSERT INTO {self.t} AS cur (key, value, expires_at, version) "
+              "SELECT key, value, expires_at, version FROM win WHERE NOT dead ORDER BY key "
+              "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, expires_at = EXCLUDED.expires_at, "
+              f"version = EXCLUDED.version WHERE {recheck} RETURNING key")
+        gone = (f"DELETE FROM {self.t} AS d USING win WHERE win.dead AND win.had_row AND d.key = win.key "
+                "AND win.version > d.version RETURNING d.key")
+        dead = ("SELECT key, version FROM win WHERE dead AND "
+                "(NOT had_row OR key IN (SELECT key FROM gone))")
+        sql = (f"WITH win AS ({win}), up AS ({up}), gone AS ({gone}), dead AS ({dead}), "
+               "done AS (SELECT key FROM up UNION ALL SELECT key FROM dead)")
+        sql += (f", tomb AS (INSERT INTO {self.tombs} AS tb (key, version) SELECT key, version FROM dead "
+                "ON CONFLICT (key) DO UPDATE SET version = EXCLUDED.version WHERE EXCLUDED.version > tb.version)")
+        if self.feed:
+            sql += (f", ch AS (INSERT INTO {self.changes} (key, value, expires_at, version, deleted) "
+                    "SELECT w.key, CASE WHEN w.dead THEN NULL ELSE w.value END, "
+                    "CASE WHEN w.dead THEN NULL ELSE w.expires_at END, w.version, w.dead "
+                    "FROM win w JOIN done ON done.key = w.key ORDER BY w.n)")
+        return sql + " SELECT count(*) FROM done"
 
     @property
-    def merge_stage(self) -> str:
-        return (f"INSERT INTO {self.t} (key, value, expires_at, version) "
-                f"SELECT key, value, expires_at, version FROM pg_temp.{STAGE_TABLE}" + _UPSERT_TAIL)
+    def purge_expired(self) -> str:
+        """Remove up to $2 rows expired by $1 (bounded so one purge never stalls a write for long).
+
+        Each leaves a tombstone with its version: a stale copy of the key arriving later by
+        replication must not bring it back.  Not a change of the feed: every replica hides the
+        row at the same expiry.
+        """
+        return (f"WITH gone AS (DELETE FROM {self.t} WHERE ctid = ANY(ARRAY(SELECT ctid FROM {self.t} "
+                "WHERE expires_at <= $1 LIMIT $2)) RETURNING key, version), "
+                f"tomb AS (INSERT INTO {self.tombs} AS tb (key, version) SELECT key, version FROM gone "
+                "ON CONFLICT (key) DO UPDATE SET version = GREATEST(tb.version, EXCLUDED.version)) "
+                "SELECT count(*) FROM gone")
 
     @property
-    def delete_one(self) -> str:
-        return f"DELETE FROM {self.t} WHERE key = $1 RETURNING expires_at"
-
-    @property
-    def delete_many(self) -> str:
-        return (f"WITH gone AS (DELETE FROM {self.t} WHERE key = ANY($1::bytea[]) RETURNING expires_at) "
-                f"SELECT count(*) FROM gone WHERE {live('$2')}")
-
-    @property
-    def purge(self) -> str:
-        """Remove up to $2 expired rows (bounded so one purge never stalls a write for long)."""
-        return (f"DELETE FROM {self.t} WHERE ctid = ANY(ARRAY(SELECT ctid FROM {self.t} "
-                "WHERE expires_at <= $1 LIMIT $2))")
+    def purge_tombstones(self) -> str:
+        """Remove up to $2 tombstones whose version was taken before $1 (a version)."""
+        return (f"WITH gone AS (DELETE FROM {self.tombs} WHERE ctid = ANY(ARRAY(SELECT ctid FROM {self.tombs} "
+                "WHERE version < $1 LIMIT $2)) RETURNING 1) SELECT count(*) FROM gone")
 
     @property
     def clear(self) -> list[str]:
-        """Count the live rows, then truncate, under a lock so nothing slips in between."""
+        """Count the live rows, bury every row ($2: the tombstone version), then truncate, under a
+        lock so nothing slips in between."""
+        bury = (f"WITH dead AS (SELECT key, GREATEST($1::bigint, {bump('version', self.node)}) AS version "
+                f"FROM {self.t}){self._bury('dead')} SELECT max(version) FROM dead")
         return [f"LOCK TABLE {self.t} IN ACCESS EXCLUSIVE MODE",
                 f"SELECT count(*) FROM {self.t} WHERE {live('$1')}",
+                bury,
                 f"TRUNCATE {self.t}"]

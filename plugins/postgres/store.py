@@ -4,20 +4,26 @@ One connection per store, opened on first use and guarded by an asyncio lock.  M
 loopback, a pool's acquire/release (and its reset query on release) cost more than the query
 itself; one connection also keeps the prepared statements of the hot paths alive.  A connection
 that breaks is dropped and the next call reconnects; the failed call raises, never retries a write.
+
+Replication (issue 8): the table keeps tombstones of deleted keys and, unless ``?feed=false``, a
+change feed that also records writes made by other programs (see :mod:`.feedsql`);
+``apply_many`` is last-writer-wins in one statement per batch.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any, Self
 
 import asyncpg
 
-from kvctl.errors import BadURLError, KvctlError, UsageError
-from kvctl.hlc import HLC, NODE_BITS
+from kvctl.errors import BadURLError, FeedGapError, KvctlError, UnsupportedError, UsageError
+from kvctl.hlc import HLC, NODE_BITS, make_version
 from kvctl.store import (
+    TOMBSTONE,
     AsyncStoreBase,
     Capabilities,
     Page,
@@ -25,17 +31,20 @@ from kvctl.store import (
     StoreURL,
     deadline_ms,
     key_cursor,
+    newer,
     now_ms,
     prefix_end,
 )
 
 from .errors import CONNECTION_LOST, DRIVER_ERRORS, translate, translated
+from .feed import make_cursor, parse_cursor
 from .records import make_record
+from .schema import Layout, needs_setup, refuse_newer, set_up
 from .settings import Settings, parse_settings
-from .sql import REQUIRED_COLUMNS, SCHEMA_VERSION, SETUP_LOCK_ID, STAGE_TABLE, Statements
+from .sql import APPLY_STAGE_TABLE, SCHEMA_VERSION, STAGE_TABLE
 
 # Batches of this many records or more go through COPY into a temporary table and one merge;
-# smaller ones through a single unnest() upsert.  Measured on loopback with 100-byte values
+# smaller ones through a single unnest() statement.  Measured on loopback with 100-byte values
 # (bench/postgres_RESULTS.md): the two are within ~10% of each other from 2,000 to 5,000 rows,
 # the order varying with machine load, and COPY wins clearly from 10,000 rows.
 COPY_MIN_ROWS = 5000
@@ -44,6 +53,10 @@ COPY_MIN_ROWS = 5000
 COPY_MIN_BYTES = 16 * 1024 * 1024
 # get_many/delete_many send keys as one array; very long lists go in chunks of this size.
 ARRAY_CHUNK = 50_000
+# Housekeeping (expired rows, old tombstones, the feed beyond its retention) runs on a write at
+# most once a minute, or sooner when this store has written enough changes since the last run
+# that the feed would otherwise outgrow its retention; each statement removes a bounded number
+# of rows, enough to keep pace with this store's own writes.
 PURGE_EVERY_S = 60.0
 PURGE_ROWS = 10_000
 
@@ -71,13 +84,15 @@ class _Hot:
 
 class PostgresStore(AsyncStoreBase):
     name = "postgres"
-    description = "A table in PostgreSQL (asyncpg): bytea keys in order, TTLs, versions, atomic batches."
+    description = ("A table in PostgreSQL (asyncpg): bytea keys in order, TTLs, versions, atomic batches, "
+                   "a change feed that also records other programs' writes.")
     capabilities = Capabilities(
         persistent=True,
         ttl=True,
         ordered_scan=True,
         versions=True,
         atomic_batch=True,
+        change_feed=True,
         max_key_size=MAX_KEY,
         max_value_size=MAX_VALUE,
         durability="the server's commit (WAL flushed per commit unless synchronous_commit/fsync are off)",
@@ -87,19 +102,35 @@ class PostgresStore(AsyncStoreBase):
     def __init__(self, url: StoreURL, settings: Settings) -> None:
         self.url = url
         self._settings = settings
-        self._sql = Statements(settings.qualified_table, settings.qualified_meta)
+        if settings.feed is False:
+            # Known before connecting (engines read capabilities first); a table whose feed was
+            # turned off by another client is found out on open, and its cursors are gaps.
+            self.capabilities = dataclasses.replace(type(self).capabilities, change_feed=False)  # type: ignore[misc]
+        self._layout = Layout.of(settings)
+        self._sql = self._layout.statements()
+        self._feed_sql = self._layout.feed_statements()
         self._where = url.redacted()
         self._con: asyncpg.Connection | None = None
         self._hot: _Hot | None = None
         self._lock = asyncio.Lock()
-        self._clock = HLC()
+        self._clock: HLC | None = None  # made on open, with the table's node id
         self._prepared: dict[str, Any] = {}
         self._next_purge = 0.0  # monotonic time; the first write of a process purges
+        self._written = 0  # changes written since the last purge
         self._closed = False
 
     @classmethod
     def from_url(cls, url: StoreURL) -> Self:
         return cls(url, parse_settings(url))
+
+    @property
+    def feed_on(self) -> bool:
+        """Whether the table had a change feed when this store last opened it."""
+        return self._sql.feed
+
+    @property
+    def node_id(self) -> int | None:
+        return None if self._clock is None else self._clock.node
 
     # -- connection ------------------------------------------------------------------------
     async def _connection(self) -> asyncpg.Connection:
@@ -123,8 +154,8 @@ class PostgresStore(AsyncStoreBase):
             with translated(self._where, "open the table"):
                 await self._open_table(con)
                 sql = self._sql
-                hot = _Hot(con, await con.prepare(sql.get_one), await con.prepare(sql.upsert_one),
-                           await con.prepare(sql.delete_one))
+                hot = _Hot(con, await con.prepare(sql.get_one), await con.prepare(sql.upsert_one(assigned=True)),
+                           await con.prepare(sql.delete(one=True)))
         except BaseException:
             con.terminate()
             raise
@@ -152,42 +183,29 @@ class PostgresStore(AsyncStoreBase):
         return exc
 
     async def _open_table(self, con: asyncpg.Connection) -> None:
-        sql, name = self._sql, self._settings.display_name
-        try:
-            recorded, newest = await con.fetchrow(sql.probe, name)
-        except (asyncpg.UndefinedTableError, asyncpg.UndefinedColumnError):
-            recorded = None
-        if recorded is None:  # first use of this table (or of kvctl in this schema)
-            recorded = await self._create(con)
-            newest = await con.fetchval(f"SELECT max(version) FROM {sql.t}")
-        if recorded != SCHEMA_VERSION:
-            raise UsageError(
-                f"{self._where}: table {name} has kvctl schema version {recorded}; this kvctl knows "
-                f"version {SCHEMA_VERSION}", hint="upgrade kvctl",
-            )
-        self._clock.observe(newest)
+        """Probe the table in one round trip; create, upgrade or switch its feed when needed.
 
-    async def _create(self, con: asyncpg.Connection) -> int:
-        sql, name = self._sql, self._settings.display_name
-        async with con.transaction():
-            await con.execute("SELECT pg_advisory_xact_lock($1)", SETUP_LOCK_ID)
-            await con.execute(sql.create_meta)
-            exists = await con.fetchval("SELECT to_regclass($1) IS NOT NULL", sql.t)
-            if not exists:
-                for stmt in sql.create_table:
-                    await con.execute(stmt)
-            else:
-                columns = dict(await con.fetch(sql.columns, sql.t))
-                wrong = {c: t for c, t in REQUIRED_COLUMNS.items() if columns.get(c) != t}
-                if wrong:
-                    have = ", ".join(f"{c} {t}" for c, t in columns.items())
-                    raise UsageError(
-                        f"{self._where}: table {name} is not a kvctl table (has {have}; needs key bytea, "
-                        "value bytea, expires_at bigint, version bigint)", hint="pick another table with ?table=NAME",
-                    )
-            await con.execute(sql.record_schema, name, SCHEMA_VERSION)
-            version: int = await con.fetchval(sql.schema_version, name)
-        return version
+        The probe also marks the session as the feed's own writer, so the triggers skip it.
+        """
+        layout, wanted = self._layout, self._settings.feed
+        probe = layout.statements().probe
+        try:
+            row = await con.fetchrow(probe, layout.display_name)
+        except (asyncpg.UndefinedTableError, asyncpg.UndefinedColumnError):
+            row = None
+        if needs_setup(row, wanted):
+            await set_up(con, layout, wanted, self._where)
+            row = await con.fetchrow(probe, layout.display_name)
+        assert row is not None
+        refuse_newer(row["schema_version"], self._where, layout.display_name)
+        node, feed = int(row["node_id"]), bool(row["feed"])
+        if self._clock is None:
+            self._clock = HLC(node)
+        # Seed the clock from the table (versions keep growing across restarts), and from the
+        # server's clock, which stamps other programs' writes: kvctl's next versions start above.
+        for seen in (row[5], row[6], make_version(int(row[7]))):
+            self._clock.observe(seen)
+        self._sql = layout.statements(node, feed)
 
     async def _stmt(self, con: asyncpg.Connection, text: str) -> Any:
         """A prepared statement of the hot paths, kept for the connection's life."""
@@ -210,6 +228,12 @@ class PostgresStore(AsyncStoreBase):
                 await con.close(timeout=5)
             except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError):
                 con.terminate()
+
+    @property
+    def _hlc(self) -> HLC:
+        clock = self._clock
+        assert clock is not None, "the clock is made when the table is opened"
+        return clock
 
     # -- reads -----------------------------------------------------------------------------
     async def get(self, key: bytes) -> Record | None:
@@ -276,15 +300,21 @@ class PostgresStore(AsyncStoreBase):
 
     async def stats(self) -> dict[str, Any]:
         rows = await self._fetch(self._sql.stats, "stats", now_ms())
-        live, expired, size, server = rows[0]
-        return {
+        live, expired, size, tombstones, server = rows[0]
+        out = {
             "keys": int(live),
             "expired_not_purged": int(expired),
+            "tombstones": int(tombstones),
             "table": self._settings.display_name,
             "table_bytes": int(size),
             "server_version": server,
             "schema_version": SCHEMA_VERSION,
+            "node_id": self.node_id,
+            "feed": self._sql.feed,
         }
+        if self._sql.feed:
+            out["feed_changes"] = int((await self._fetch(self._feed_sql.feed_stats, "stats"))[0][0])
+        return out
 
     async def _fetch(self, text: str, action: str, *args: Any, prepared: bool = False) -> list[Any]:
         async with _Use(self, action) as con:
@@ -300,12 +330,15 @@ class PostgresStore(AsyncStoreBase):
     async def _write_one(self, key: bytes, value: bytes, expires: int | None, version: int | None) -> None:
         async with self._lock:  # written out like get(), for the same reason
             hot = await self._hot_path()
-            if version is None:  # taken after connecting: opening seeds the clock from the table
-                version = self._clock.now()
             try:
-                if time.monotonic() >= self._next_purge:
-                    await self._maybe_purge(hot.con)
-                await hot.upsert_one.fetchval(key, value, expires, version)
+                await self._purge(hot.con)
+                if version is None:  # taken after connecting: opening seeds the clock from the table
+                    written = await hot.upsert_one.fetchval(key, value, expires, self._hlc.now())
+                else:
+                    stmt = await self._stmt(hot.con, self._sql.upsert_one(assigned=False))
+                    written = await stmt.fetchval(key, value, expires, version)
+                self._hlc.observe(written)  # may have been raised above the key's previous version
+                self._written += 1
             except BaseException as exc:
                 failure = self._failed(exc, "set", True)
                 if failure is exc:
@@ -320,24 +353,41 @@ class PostgresStore(AsyncStoreBase):
         latest = {rec.key: rec for rec in batch}  # the last write of a key in a batch wins
         if len(latest) == 1:
             (rec,) = latest.values()
-            if rec.version is not None:
-                self._clock.observe(rec.version)
             await self._write_one(rec.key, rec.value, rec.expires_at_ms, rec.version)
             return
-        # Key order: concurrent batches then lock rows in one order and cannot deadlock.
-        keys = sorted(latest)
-        ordered = [latest[k] for k in keys]
-        values = [r.value for r in ordered]
-        expires = [r.expires_at_ms for r in ordered]
-        given = [r.version for r in ordered]
-        big = len(keys) >= COPY_MIN_ROWS or sum(map(len, values)) >= COPY_MIN_BYTES
+        # Versions in call order (the feed lists the batch in that order), rows in key order:
+        # concurrent batches then lock rows in one order and cannot deadlock.
+        calls = list(latest.values())
         async with _Use(self, "set_many", writing=True) as con:
-            versions = self._assign_versions(given)  # after connecting: opening seeds the clock
-            await self._maybe_purge(con)
-            if big:
-                await self._copy_merge(con, list(zip(keys, values, expires, versions, strict=True)))
-            else:
-                await (await self._stmt(con, self._sql.upsert_arrays)).fetch(keys, values, expires, versions)
+            versions = self._assign_versions([r.version for r in calls])  # after connecting: opening seeds the clock
+            given = {r.key for r in calls if r.version is not None}
+            rows = sorted(((r.key, r.value, r.expires_at_ms, v, n)
+                           for n, (r, v) in enumerate(zip(calls, versions, strict=True), 1)))
+            await self._purge(con)
+            parts = [(False, [row for row in rows if row[0] in given]),
+                     (True, [row for row in rows if row[0] not in given])]
+            parts = [(assigned, part) for assigned, part in parts if part]
+            if len(parts) == 1:  # the usual case: one statement
+                await self._upsert_rows(con, *parts[0])
+            else:  # given and assigned versions mixed: two statements, one transaction
+                async with con.transaction():
+                    for assigned, part in parts:
+                        await self._upsert_rows(con, assigned, part)
+            self._written += len(rows)
+
+    async def _upsert_rows(self, con: asyncpg.Connection, assigned: bool,
+                           rows: list[tuple[bytes, bytes, int | None, int, int]]) -> None:
+        big = len(rows) >= COPY_MIN_ROWS or sum(len(r[1]) for r in rows) >= COPY_MIN_BYTES
+        if big:
+            # COPY (binary) into a temporary table, then one merging statement, in one transaction.
+            async with con.transaction():
+                await con.execute(self._sql.create_stage)
+                await con.copy_records_to_table(STAGE_TABLE, records=rows, schema_name="pg_temp")
+                written = await con.fetchval(self._sql.upsert_batch(assigned=assigned, staged=True))
+        else:
+            stmt = await self._stmt(con, self._sql.upsert_batch(assigned=assigned, staged=False))
+            written = await stmt.fetchval(*zip(*rows, strict=True))
+        self._hlc.observe(written)
 
     def _check_batch(self, batch: list[Record]) -> None:
         """Limits and version ranges of a whole batch, at C speed unless something is wrong."""
@@ -352,7 +402,7 @@ class PostgresStore(AsyncStoreBase):
 
     def _assign_versions(self, given: list[int | None]) -> list[int]:
         """Keep given versions (observed into the clock); give the others consecutive HLC ticks."""
-        clock = self._clock
+        clock = self._hlc
         known = [v for v in given if v is not None]
         if known:
             clock.observe(max(known))
@@ -364,54 +414,165 @@ class PostgresStore(AsyncStoreBase):
         fresh = iter(range(first, first + missing * VERSION_STEP, VERSION_STEP))
         return [next(fresh) if v is None else v for v in given]
 
-    async def _copy_merge(self, con: asyncpg.Connection, rows: list[tuple[bytes, bytes, int | None, int]]) -> None:
-        """COPY (binary) into a temporary table, then one INSERT ... ON CONFLICT, in one transaction."""
-        async with con.transaction():
-            await con.execute(self._sql.create_stage)
-            await con.copy_records_to_table(STAGE_TABLE, records=rows, schema_name="pg_temp")
-            await con.execute(self._sql.merge_stage)
-
-    async def _maybe_purge(self, con: asyncpg.Connection) -> None:
-        """Delete a bounded number of expired rows, at most once a minute (reads filter them anyway)."""
+    async def _purge(self, con: asyncpg.Connection) -> None:
+        """Housekeeping when due (see PURGE_EVERY_S): expired rows, old tombstones, the feed."""
         clock = time.monotonic()
-        if clock < self._next_purge:
+        if clock < self._next_purge and self._written < PURGE_ROWS // 2:
             return
         self._next_purge = clock + PURGE_EVERY_S
-        await (await self._stmt(con, self._sql.purge)).fetch(now_ms(), PURGE_ROWS)
+        limit = max(PURGE_ROWS, 2 * self._written)
+        self._written = 0
+        await self._purge_now(con, limit)
+
+    async def _purge_now(self, con: asyncpg.Connection, limit: int) -> dict[str, int]:
+        s, sql = self._settings, self._sql
+        removed = {"expired": 0, "tombstones": 0, "changes": 0}
+        removed["expired"] = int(await (await self._stmt(con, sql.purge_expired)).fetchval(now_ms(), limit))
+        horizon = make_version(max(0, now_ms() - s.tombstone_retention_ms))
+        removed["tombstones"] = int(await (await self._stmt(con, sql.purge_tombstones)).fetchval(horizon, limit))
+        if sql.feed:
+            by_age = s.feed_retention_ms is not None
+            keep = s.feed_retention_ms if by_age else s.feed_retention_changes
+            stmt = await self._stmt(con, self._feed_sql.purge(by_age=by_age))
+            removed["changes"] = int(await stmt.fetchval(self._layout.display_name, limit, keep))
+        return removed
+
+    async def purge(self, limit: int = PURGE_ROWS) -> dict[str, int]:
+        """Run the housekeeping now (it otherwise runs on writes): how many expired rows, old
+        tombstones and changes beyond the feed's retention were removed."""
+        async with _Use(self, "purge", writing=True) as con:
+            return await self._purge_now(con, limit)
 
     async def delete(self, key: bytes) -> bool:
-        async with _Use(self, "delete", writing=True):
+        async with _Use(self, "delete", writing=True) as con:
             hot = await self._hot_path()
-            rows = await hot.delete_one.fetch(key)
-        return bool(rows) and (rows[0][0] is None or rows[0][0] > now_ms())
+            await self._purge(con)
+            live, version = await hot.delete_one.fetchrow(key, self._hlc.now(), now_ms())
+            self._hlc.observe(version)
+            self._written += 1
+        return bool(live)
 
     async def delete_many(self, keys: Sequence[bytes]) -> int:
         if not keys:
             return 0
-        if len(keys) <= ARRAY_CHUNK:
-            rows = await self._write_fetch(self._sql.delete_many, "delete_many", list(keys), now_ms())
-            return int(rows[0][0])
-        # Long lists: one transaction, so the deletion stays all-or-nothing.
+        stmt_text = self._sql.delete(one=False)
         async with _Use(self, "delete_many", writing=True) as con:
-            removed = 0
-            async with con.transaction():
-                for start in range(0, len(keys), ARRAY_CHUNK):
-                    chunk = list(keys[start:start + ARRAY_CHUNK])
-                    removed += await con.fetchval(self._sql.delete_many, chunk, now_ms())
-            return removed
-
-    async def _write_fetch(self, text: str, action: str, *args: Any) -> list[Any]:
-        async with _Use(self, action, writing=True) as con:
-            return list(await (await self._stmt(con, text)).fetch(*args))
+            await self._purge(con)
+            stmt = await self._stmt(con, stmt_text)
+            version = self._hlc.now()  # one tombstone version per call, raised per key above its row
+            if len(keys) <= ARRAY_CHUNK:
+                live, newest = await stmt.fetchrow(list(keys), version, now_ms())
+            else:  # long lists: one transaction, so the deletion stays all-or-nothing
+                live, newest = 0, None
+                async with con.transaction():
+                    for start in range(0, len(keys), ARRAY_CHUNK):
+                        n, top = await stmt.fetchrow(list(keys[start:start + ARRAY_CHUNK]), version, now_ms())
+                        live, newest = live + n, max(newest or 0, top or 0)
+            self._hlc.observe(newest)
+            self._written += len(keys)
+            return int(live)
 
     async def clear(self) -> int:
-        lock, count, truncate = self._sql.clear
+        lock, count, bury, truncate = self._sql.clear
         async with _Use(self, "clear", writing=True) as con:
             async with con.transaction():
                 await con.execute(lock)
                 removed = int(await con.fetchval(count, now_ms()))
+                self._hlc.observe(await con.fetchval(bury, self._hlc.now()))
                 await con.execute(truncate)
             return removed
+
+    # -- replication -----------------------------------------------------------------------
+    async def apply_many(self, records: Iterable[Record]) -> int:
+        """Last-writer-wins apply (see kvctl.store): the replication write path.
+
+        One statement (or COPY plus one statement, in one transaction) per call: every change is
+        compared with the key's row or tombstone on the server and the winners written, with
+        their tombstones and feed entries.  Returns how many changes took effect.
+        """
+        latest: dict[bytes, Record] = {}
+        for rec in records:
+            if rec.kind == TOMBSTONE:
+                self._check(rec.key, b"")
+            elif rec.kind is not None:
+                raise UnsupportedError(f"the {self.name} backend holds bytes values only, not a {rec.kind} "
+                                       f"({rec.key[:40]!r})")
+            if newer(rec, latest.get(rec.key)):  # several changes of a key: only the newest can win
+                latest[rec.key] = rec
+        if not latest:
+            return 0
+        batch = list(latest.values())
+        self._check_batch([r for r in batch if r.kind != TOMBSTONE] or batch)
+        async with _Use(self, "apply_many", writing=True) as con:
+            versions = self._assign_versions([r.version for r in batch])
+            rows = [(r.key, b"" if r.kind == TOMBSTONE else r.value,
+                     None if r.kind == TOMBSTONE else r.expires_at_ms, v, r.kind == TOMBSTONE, r.version is None, n)
+                    for n, (r, v) in enumerate(zip(batch, versions, strict=True), 1)]
+            await self._purge(con)
+            big = len(rows) >= COPY_MIN_ROWS or sum(len(r[1]) for r in rows) >= COPY_MIN_BYTES
+            if big:
+                async with con.transaction():
+                    await con.execute(self._sql.create_apply_stage)
+                    await con.copy_records_to_table(APPLY_STAGE_TABLE, records=rows, schema_name="pg_temp")
+                    applied = await con.fetchval(self._sql.apply(staged=True))
+            else:
+                stmt = await self._stmt(con, self._sql.apply(staged=False))
+                applied = await stmt.fetchval(*zip(*rows, strict=True))
+            self._written += int(applied)
+            return int(applied)
+
+    def _check_feed(self, rows: list[Any], cursor: str | None, feed_id: str | None, txid: int, seq: int) -> str:
+        """The feed id, after checking that the feed still covers position (txid, seq)."""
+        name = self._layout.display_name
+        if not rows:
+            raise FeedGapError(f"{self._where}: table {name} has no kvctl metadata (dropped?)")
+        head = rows[0]
+        if not head["feed"]:
+            raise FeedGapError(f"{self._where}: table {name} has no change feed",
+                               hint="open it once with ?feed=true to turn the feed on")
+        if feed_id is not None and feed_id != head["feed_id"]:
+            raise FeedGapError(f"{self._where}: cursor {cursor} is not of this table's change feed "
+                               "(another table's, or from before the feed was turned off and on)")
+        if (txid, seq) < (int(head["feed_floor_txid"]), int(head["feed_floor_seq"])):
+            raise FeedGapError(f"{self._where}: the change feed of {name} was purged past cursor {cursor} "
+                               "(see ?feed_retention=)")
+        return str(head["feed_id"])
+
+    async def feed_cursor(self) -> str:
+        """The position after every finished transaction's changes (see :mod:`.feedsql`)."""
+        rows = await self._fetch(self._feed_sql.horizon, "read the change feed", self._layout.display_name)
+        if not rows or not rows[0]["feed"]:
+            return make_cursor(None, 0, 0)
+        return make_cursor(rows[0]["feed_id"], int(rows[0][4]), 0)
+
+    async def changes(self, cursor: str | None, *, batch_size: int = 1000) -> AsyncIterator[Page]:
+        """Every change after ``cursor``, a page per query (see :mod:`.feedsql` for the order)."""
+        feed_id: str | None = None
+        txid = seq = 0
+        if cursor is not None:
+            feed_id, txid, seq = parse_cursor(cursor, self._where)
+        batch_size = max(1, batch_size)
+        name = self._layout.display_name
+        # The feed's state first (the page query names the change table, absent without a feed).
+        self._check_feed(await self._fetch(self._feed_sql.horizon, "read the change feed", name),
+                         cursor, feed_id, txid, seq)
+        while True:
+            rows = await self._fetch(self._feed_sql.page, "read the change feed", name, txid, seq, batch_size)
+            feed_id = self._check_feed(rows, cursor, feed_id, txid, seq)
+            records: list[Record] = []
+            for row in rows:
+                if row["txid"] is None:
+                    break
+                if row["deleted"]:
+                    records.append(Record(row["key"], b"", None, row["version"], TOMBSTONE))
+                else:
+                    records.append(make_record(row["key"], row["value"], row["expires_at"], row["version"]))
+            if not records:
+                return
+            txid, seq = int(rows[len(records) - 1]["txid"]), int(rows[len(records) - 1]["seq"])
+            yield Page(records, make_cursor(feed_id, txid, seq))
+            if len(records) < batch_size:
+                return
 
 
 class _Use:
