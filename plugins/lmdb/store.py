@@ -51,7 +51,8 @@ class LMDBStore(StoreBase):
         max_key_size=MAX_KEY, max_value_size=MAX_VALUE,
         durability=(
             "fsync on every commit (sync=true, the default): a commit survives power loss; "
-            "?sync=false skips it: a system crash may lose the last commits"
+            "?sync=false skips it: a process crash loses nothing, a system crash may lose the last "
+            "commits (or, on a filesystem that reorders writes, damage the file: LMDB's MDB_NOSYNC)"
         ),
     )
 
