@@ -22,6 +22,7 @@ NODE_BITS = 8
 COUNTER_BITS = 13
 _LOW_BITS = NODE_BITS + COUNTER_BITS
 _COUNTER_MAX = (1 << COUNTER_BITS) - 1
+_time_ns = time.time_ns
 MAX_NODE = (1 << NODE_BITS) - 1
 
 
@@ -46,19 +47,21 @@ class HLC:
         self._ms = 0
         self._counter = 0
         self._lock = threading.Lock()
-        self._wall = wall_ms or (lambda: time.time_ns() // 1_000_000)
+        self._wall = wall_ms  # None: the system clock, read inline (this is on every write's path)
 
     def now(self) -> int:
         """A version greater than every version this clock has issued or observed."""
         with self._lock:
-            wall = self._wall()
+            wall = _time_ns() // 1_000_000 if self._wall is None else self._wall()
             if wall > self._ms:
-                self._ms, self._counter = wall, 0
+                self._ms = wall
+                self._counter = 0
             elif self._counter < _COUNTER_MAX:
                 self._counter += 1
             else:
-                self._ms, self._counter = self._ms + 1, 0
-            return make_version(self._ms, self._counter, self.node)
+                self._ms += 1
+                self._counter = 0
+            return (self._ms << _LOW_BITS) | (self._counter << NODE_BITS) | self.node
 
     def observe(self, version: int | None) -> None:
         """Make every later ``now()`` greater than ``version``."""
