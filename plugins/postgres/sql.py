@@ -171,26 +171,34 @@ class Statements:
     create_apply_stage = (f"CREATE TEMP TABLE {APPLY_STAGE_TABLE} (key bytea, value bytea, expires_at bigint, "
                           "version bigint, dead boolean, versionless boolean, n bigint) ON COMMIT DROP")
 
-    def _bury(self, dead: str) -> str:
+    def _bury(self, dead: str, order: str = "") -> str:
         """CTEs that keep a tombstone for each deleted (key, version) of CTE ``dead``, and list
         the deletion in the feed."""
         tomb = (f", tomb AS (INSERT INTO {self.tombs} AS tb (key, version) SELECT key, version FROM {dead} "
                 "ON CONFLICT (key) DO UPDATE SET version = GREATEST(tb.version, EXCLUDED.version))")
         if self.feed:
             tomb += (f", ch AS (INSERT INTO {self.changes} (key, version, deleted) "
-                     f"SELECT key, version, true FROM {dead})")
+                     f"SELECT key, version, true FROM {dead}{order})")
         return tomb
 
     def delete(self, *, one: bool) -> str:
-        """$1 the key (one) or keys, $2 the tombstone version from this store's clock, $3 now.
+        """$1 the key (one) or the distinct keys in call order, $2 the tombstone version from this
+        store's clock, $3 now.
 
         Returns how many live keys were removed and the largest tombstone version.  A tombstone's
-        version is raised above the deleted row's version, like an assigned write's.
+        version is raised above the deleted row's version, like an assigned write's.  The feed
+        lists a batch's deletions in call order.
         """
-        where = "key = $1" if one else "key = ANY($1::bytea[])"
-        return (f"WITH gone AS (DELETE FROM {self.t} WHERE {where} RETURNING key, expires_at, version), "
-                f"dead AS (SELECT key, expires_at, GREATEST($2::bigint, {bump('version', self.node)}) AS version "
-                f"FROM gone){self._bury('dead')} "
+        if one:
+            gone = f"DELETE FROM {self.t} WHERE key = $1 RETURNING key, expires_at, version"
+            dead = f"SELECT key, expires_at, GREATEST($2::bigint, {bump('version', self.node)}) AS version FROM gone"
+            order = ""
+        else:
+            gone = f"DELETE FROM {self.t} WHERE key = ANY($1::bytea[]) RETURNING key, expires_at, version"
+            dead = (f"SELECT g.key, g.expires_at, GREATEST($2::bigint, {bump('g.version', self.node)}) AS version, "
+                    "w.n FROM gone g JOIN unnest($1::bytea[]) WITH ORDINALITY AS w(key, n) ON w.key = g.key")
+            order = " ORDER BY n"
+        return (f"WITH gone AS ({gone}), dead AS ({dead}){self._bury('dead', order)} "
                 f"SELECT count(*) FILTER (WHERE {live('$3')}), max(version) FROM dead")
 
     def apply(self, *, staged: bool) -> str:

@@ -455,18 +455,19 @@ class PostgresStore(AsyncStoreBase):
     async def delete_many(self, keys: Sequence[bytes]) -> int:
         if not keys:
             return 0
+        keys = list(dict.fromkeys(keys))  # distinct, in call order (the feed's order)
         stmt_text = self._sql.delete(one=False)
         async with _Use(self, "delete_many", writing=True) as con:
             await self._purge(con)
             stmt = await self._stmt(con, stmt_text)
             version = self._hlc.now()  # one tombstone version per call, raised per key above its row
             if len(keys) <= ARRAY_CHUNK:
-                live, newest = await stmt.fetchrow(list(keys), version, now_ms())
+                live, newest = await stmt.fetchrow(keys, version, now_ms())
             else:  # long lists: one transaction, so the deletion stays all-or-nothing
                 live, newest = 0, None
                 async with con.transaction():
                     for start in range(0, len(keys), ARRAY_CHUNK):
-                        n, top = await stmt.fetchrow(list(keys[start:start + ARRAY_CHUNK]), version, now_ms())
+                        n, top = await stmt.fetchrow(keys[start:start + ARRAY_CHUNK], version, now_ms())
                         live, newest = live + n, max(newest or 0, top or 0)
             self._hlc.observe(newest)
             self._written += len(keys)
