@@ -159,6 +159,7 @@ def test_page_reads_what_kvctl_writes(open_store: Any, app: AppTab) -> None:
     store.clear()
     store.set_many([
         Record(b"text", "héllo ✓".encode()),
+        Record(b"bom", "\ufeffbom".encode()),
         Record(b"bin", b"\x00\xff"),
         Record(b"empty", b""),
         Record(b"\xffn5", b"five"),
@@ -172,6 +173,7 @@ def test_page_reads_what_kvctl_writes(open_store: Any, app: AppTab) -> None:
         [["number", "5"], ["string", "five"]],
         [["Date", 0], ["string", "epoch"]],
         [["string", "bin"], ["Uint8Array", [0, 255]]],
+        [["string", "bom"], ["string", "\ufeffbom"]],
         [["string", "empty"], ["string", ""]],
         [["string", "text"], ["string", "héllo ✓"]],
         [["ArrayBuffer", [97, 98]], ["string", "utf-8 binary key"]],

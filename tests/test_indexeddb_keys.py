@@ -9,7 +9,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from kvctl_plugins.indexeddb import keys
-from kvctl_plugins.indexeddb.scripts import value_from_wire, value_to_wire
+from kvctl_plugins.indexeddb.scripts import pack, value_from_wire, value_kind
 from kvctl_plugins.indexeddb.store import _after_strings_with, _segments, _text_prefix
 
 from kvctl.testing import ADVERSARIAL_KEYS
@@ -66,10 +66,12 @@ def test_documented_forms() -> None:
 
 
 def test_values_wire() -> None:
-    assert value_to_wire("é".encode(), "auto") == ["s", "é"]
-    assert value_to_wire(b"\xff", "auto") == ["b", "/w=="]
-    assert value_to_wire(b"abc", "bytes") == ["b", "YWJj"]
-    assert value_to_wire(b"{}", "json") == ["s", "{}"]
+    assert value_kind("é".encode(), "auto") == "s"
+    assert value_kind(b"\xff", "auto") == "b"
+    assert value_kind(b"abc", "bytes") == "b"
+    assert value_kind(b"{}", "json") == "s"
+    assert pack([["s", "a"], ["s", "b"]], ["s", "b"], [b"xy", b"\xff"]) == {
+        "keys": [["s", "a"], ["s", "b"]], "kinds": "sb", "lens": [2, 1], "blob": "eHn/"}
     assert value_from_wire(["j", '{"a":1}']) == b'{"a":1}'
     assert value_from_wire(["s", "a\ud800"]) == b"a\xed\xa0\x80"
 

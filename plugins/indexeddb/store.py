@@ -21,7 +21,7 @@ import base64
 import contextlib
 import json
 import uuid
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from typing import Any, Self
 
 from kvctl.errors import (
@@ -41,7 +41,7 @@ from . import keys as wirekeys
 from .cdp import CDPClosed, CDPError
 from .listing import list_stores
 from .location import Location, parse_location
-from .scripts import AUTO, JSON_MODE, VALUE_MODES, value_from_wire, value_to_wire
+from .scripts import AUTO, JSON_MODE, VALUE_MODES, pack, value_from_wire, value_kind
 from .tab import ScriptError, Tab
 
 MiB = 1024 * 1024
@@ -186,7 +186,8 @@ class IndexedDBStore(AsyncStoreBase):
         return StoreIOError(f"IndexedDB failed on {where}: {type(exc).__name__}: {_one_line(exc)}")
 
     # -- batches -------------------------------------------------------------------------------
-    async def _send_in_parts(self, name: str, field: str, items: list[Any], weights: list[int]) -> Any:
+    async def _send_in_parts(self, name: str, items: list[Any], weights: list[int],
+                             encode: Callable[[list[Any]], dict[str, Any]]) -> Any:
         """Send ``items`` as one helper call, staging parts first when over one message's budget.
 
         The browser keeps staged parts in the tab and applies them all in the final call's
@@ -200,13 +201,14 @@ class IndexedDBStore(AsyncStoreBase):
                 size = 0
             parts[-1].append(item)
             size += weight
+        json_mode = self.values == JSON_MODE
         if len(parts) == 1:
-            return await self._call(name, {field: items, "json": self.values == JSON_MODE})
+            return await self._call(name, {**encode(items), "json": json_mode})
         stage = uuid.uuid4().hex
         try:
             for part in parts[:-1]:
-                await self._call("stage", {"id": stage, "items": part})
-            return await self._call(name, {field: parts[-1], "staged": stage, "json": self.values == JSON_MODE})
+                await self._call("stage", {"id": stage, **encode(part)})
+            return await self._call(name, {**encode(parts[-1]), "staged": stage, "json": json_mode})
         except BaseException:
             if self._tab is not None and self._tab.usable:
                 with contextlib.suppress(Exception):  # the original error matters more
@@ -235,21 +237,22 @@ class IndexedDBStore(AsyncStoreBase):
 
     async def set_many(self, records: Iterable[Record]) -> None:
         items, weights = [], []
+        mode, from_bytes = self.values, wirekeys.from_bytes
         for rec in records:  # every check before anything is sent
             if rec.expires_at_ms is not None:
                 raise _no_ttl()
             self._check(rec.key, rec.value)
-            value = value_to_wire(rec.value, self.values)
-            items.append([wirekeys.from_bytes(rec.key), value])
-            weights.append(len(value[1]) + 2 * len(rec.key) + 32)
+            items.append((from_bytes(rec.key), value_kind(rec.value, mode), rec.value))
+            weights.append(len(rec.value) * 4 // 3 + 2 * len(rec.key) + 16)
         if items:
-            await self._send_in_parts("put", "records", items, weights)
+            await self._send_in_parts("put", items, weights, _pack_records)
 
     async def delete_many(self, keys: Sequence[bytes]) -> int:
         if not keys:
             return 0
         wire = [wirekeys.from_bytes(k) for k in keys]
-        return int(await self._send_in_parts("delete", "keys", wire, [2 * len(k) + 32 for k in keys]))
+        return int(await self._send_in_parts("delete", wire, [2 * len(k) + 32 for k in keys],
+                                             lambda part: {"keys": part}))
 
     async def clear(self) -> int:
         return int(await self._call("clear", {}))
@@ -346,6 +349,11 @@ class IndexedDBStore(AsyncStoreBase):
         tab, self._tab = self._tab, None
         if tab is not None:
             await tab.close()
+
+
+def _pack_records(part: list[tuple[Any, str, bytes]]) -> dict[str, Any]:
+    keys, kinds, values = zip(*part, strict=True)
+    return {"batch": pack(list(keys), list(kinds), list(values))}
 
 
 # -- scan segments and cursors -------------------------------------------------------------------
