@@ -27,6 +27,7 @@ import json
 import os
 import platform
 import random
+import resource
 import shutil
 import statistics
 import subprocess
@@ -55,11 +56,14 @@ class PairResult:
     first_mode: str = ""
     open_s: list[float] = field(default_factory=list)
     engine_s: list[float] = field(default_factory=list)
+    engine_cpu_s: list[float] = field(default_factory=list)
     engine_modes: list[str] = field(default_factory=list)
     applied: list[int] = field(default_factory=list)
     cli_wall_s: list[float] = field(default_factory=list)
+    cli_cpu_s: list[float] = field(default_factory=list)
     cli_sync_s: list[float] = field(default_factory=list)
     cli_modes: list[str] = field(default_factory=list)
+    startup_s: list[float] = field(default_factory=list)
     full_s: float = 0.0
     converged: bool = False
     note: str = ""
@@ -86,13 +90,14 @@ def make_changes(url: str, keys: int, seed: int) -> None:
                 store.delete(key)
 
 
-async def engine_run(plan: SyncPlan, src: Any, dst: Any) -> tuple[float, Any]:
+async def engine_run(plan: SyncPlan, src: Any, dst: Any) -> tuple[float, float, Any]:
     started = time.perf_counter()
+    cpu = time.process_time()  # the whole process: the adapter's worker thread included
     result = await SyncEngine(plan, src, dst).run_once()
-    return time.perf_counter() - started, result
+    return time.perf_counter() - started, time.process_time() - cpu, result
 
 
-def engine_once(plan: SyncPlan, src_url: str, dst_url: str, opened: list[float]) -> tuple[float, Any]:
+def engine_once(plan: SyncPlan, src_url: str, dst_url: str, opened: list[float]) -> tuple[float, float, Any]:
     """Open both stores (timed apart), then time only the engine's run."""
     t0 = time.perf_counter()
     src = open_url(src_url)
@@ -105,14 +110,31 @@ def engine_once(plan: SyncPlan, src_url: str, dst_url: str, opened: list[float])
         dst.close()
 
 
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def cli_once(env: dict[str, str], src_url: str, dst_url: str, *extra: str) -> tuple[float, dict[str, Any]]:
     started = time.perf_counter()
+    cpu = children_cpu()
     out = subprocess.run([sys.executable, "-m", "kvctl", "sync", src_url, dst_url, "--json", *extra],
                          env=env, capture_output=True, text=True, timeout=600)
     wall = time.perf_counter() - started
+    out_cpu = children_cpu() - cpu
     if out.returncode != 0:
         raise SystemExit(f"kvctl sync failed ({out.returncode}): {out.stderr[-2000:]}")
-    return wall, json.loads(out.stdout)
+    doc = json.loads(out.stdout)
+    doc["cpu_s"] = out_cpu
+    return wall, doc
+
+
+def startup_once(env: dict[str, str]) -> float:
+    """Python start-up plus the imports a sync run makes, without opening any store."""
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "import kvctl.cli.app, kvctl.engines.sync, kvctl.adapt, "
+                    "kvctl_plugins.file"], env=env, check=True, timeout=120)
+    return time.perf_counter() - started
 
 
 def scan_equal(a: str, b: str) -> bool:
@@ -134,12 +156,13 @@ def bench_pair(scheme: str, root: Path, keys: int, rounds: int) -> PairResult:
     print(f"[{res.pair}] filling {keys:,} keys", file=sys.stderr)
     res.load_s = fill(src_url, keys)
     print(f"[{res.pair}] first sync (diff pass)", file=sys.stderr)
-    res.first_sync_s, first = engine_once(plan, src_url, dst_url, [])
+    res.first_sync_s, _, first = engine_once(plan, src_url, dst_url, [])
     res.first_mode = first.mode
     for r in range(rounds):
         make_changes(src_url, keys, 100 + r)
-        seconds, result = engine_once(plan, src_url, dst_url, res.open_s)
+        seconds, cpu, result = engine_once(plan, src_url, dst_url, res.open_s)
         res.engine_s.append(seconds)
+        res.engine_cpu_s.append(cpu)
         res.engine_modes.append(result.mode)
         res.applied.append(result.applied_to_dst)
         print(f"[{res.pair}] round {r + 1}: engine {seconds * 1000:.1f} ms ({result.mode}, "
@@ -148,12 +171,14 @@ def bench_pair(scheme: str, root: Path, keys: int, rounds: int) -> PairResult:
         make_changes(src_url, keys, 200 + r)
         wall, doc = cli_once(env, src_url, dst_url)
         res.cli_wall_s.append(wall)
+        res.cli_cpu_s.append(doc["cpu_s"])
         res.cli_sync_s.append(doc["seconds"])
         res.cli_modes.append(doc["mode"])
+        res.startup_s.append(startup_once(env))
         print(f"[{res.pair}] round {r + 1}: CLI {wall:.2f} s wall, sync {doc['seconds'] * 1000:.1f} ms "
               f"({doc['mode']})", file=sys.stderr)
     plan_full = SyncPlan(src_url, dst_url, state / "kvctl", force_full=True)
-    res.full_s, _ = engine_once(plan_full, src_url, dst_url, [])
+    res.full_s, _, _ = engine_once(plan_full, src_url, dst_url, [])
     res.converged = scan_equal(src_url, dst_url)
     return res
 
@@ -173,19 +198,23 @@ def render(results: list[PairResult], notes: list[str], command: str, started: f
         "",
         f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
         f"Linux {platform.release()}; one run; files in a temporary directory; load average (1 min) at "
-        f"the end {load:.1f}. Stores use their default durability (file: fsync=batch, every batch call "
+        f"the end {load:.1f} (other work shares the machine: elapsed times stretch, the CPU figures "
+        f"much less). Stores use their default durability (file: fsync=batch, every batch call "
         "fsynced). Each round: 1,000 changes at the source (700 overwrites, 300 deletes, one call "
         "each), then one incremental sync. Medians over the rounds.",
         "",
-        "| pair | keys | engine: sync work (ms) | CLI end to end (s) | of which sync (ms) | "
-        "open one store (s) | modes | full comparison, for scale (s) | converged |",
-        "|---|---:|---:|---:|---:|---:|---|---:|---|",
+        "| pair | keys | engine: sync work, elapsed (CPU) ms | CLI end to end, elapsed (CPU) s | "
+        "of which sync (ms) | open one store (s) | start-up + imports (s) | modes | "
+        "full comparison, for scale (s) | converged |",
+        "|---|---:|---:|---:|---:|---:|---:|---|---:|---|",
     ]
     for r in results:
         modes = sorted(set(r.engine_modes + r.cli_modes))
         lines.append(
-            f"| {r.pair} | {r.keys:,} | {ms(r.engine_s)} | {statistics.median(r.cli_wall_s):.2f} | "
-            f"{ms(r.cli_sync_s)} | {statistics.median(r.open_s):.2f} | {', '.join(modes)} | {r.full_s:.1f} | "
+            f"| {r.pair} | {r.keys:,} | {ms(r.engine_s)} ({ms(r.engine_cpu_s)}) | "
+            f"{statistics.median(r.cli_wall_s):.2f} ({statistics.median(r.cli_cpu_s):.2f}) | "
+            f"{ms(r.cli_sync_s)} | {statistics.median(r.open_s):.2f} | {statistics.median(r.startup_s):.2f} | "
+            f"{', '.join(modes)} | {r.full_s:.1f} | "
             f"{'yes' if r.converged else 'NO'} |")
     lines.append("")
     for r in results:
@@ -201,9 +230,12 @@ def render(results: list[PairResult], notes: list[str], command: str, started: f
         "What the 1 s target covers: the sync work (engine column, and the CLI's own `seconds`) is "
         "reading the changes from the source's feed from the saved cursor, applying them last-writer-"
         "wins at the destination in one fsynced batch per page, and saving the cursor; it does not "
-        "rescan the million keys. The CLI's end-to-end time also pays Python start-up and opening "
-        "both stores: a file store replays its log into the in-memory key directory on open (the "
-        "open column, once per store), which grows with the number of keys, not with the changes.",
+        "rescan the million keys. The CLI's end-to-end time also pays Python start-up and imports "
+        "(measured apart, in a process that opens no store) and opening both stores, one after the "
+        "other: a file store replays its log into the in-memory key directory on open (the open "
+        "column, once per store), which grows with the number of keys, not with the changes; "
+        "roughly, CLI = start-up + 2 x open + sync + close. The 1 s target is met by the sync work; "
+        "the end-to-end command is not under 1 s at this size, because of the two opens.",
         "",
     ]
     lines += notes
