@@ -1,0 +1,328 @@
+"""``kvctl sync`` from PostgreSQL's change feed, on the server started by tests/services.sh.
+
+Random interleaved writes, overwrites, deletes and expiries, by kvctl and by other programs with
+plain SQL, synced at random moments, converge: postgres to postgres, to SQLite and to memory,
+one-way and two-way.  Also: a feed purged past the saved cursor falls back to a diff (announced)
+and converges; a stale delete never removes a newer value; the CLI's second run reads the feed;
+SIGKILL during a sync, then sync again, converges.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+from kvctl_plugins.postgres.settings import quote_ident
+
+from kvctl.engines.sync import SyncPlan, SyncResult, state_path, sync
+from kvctl.store import Record, Store, now_ms
+from kvctl.testing import open_sync
+from tests.conftest import service_url
+
+pytestmark = pytest.mark.server
+
+PREFIX = f"kvctl_s{os.getpid()}_{uuid.uuid4().hex[:6]}"
+
+
+@pytest.fixture(scope="module")
+def pg_url() -> Iterator[str]:
+    url = service_url("KVCTL_TEST_POSTGRES_URL")
+    yield url
+
+    async def drop() -> None:
+        con = await asyncpg.connect(url)
+        try:
+            for (name,) in await con.fetch("SELECT tablename FROM pg_tables WHERE tablename LIKE $1", PREFIX + "%"):
+                await con.execute(f"DROP TABLE IF EXISTS {quote_ident(name)} CASCADE")
+            for (name,) in await con.fetch("SELECT proname FROM pg_proc WHERE proname LIKE $1", PREFIX + "%"):
+                await con.execute(f"DROP FUNCTION IF EXISTS {quote_ident(name)}() CASCADE")
+            await con.execute("DELETE FROM kvctl_meta WHERE table_name LIKE $1", PREFIX + "%")
+        finally:
+            await con.close()
+
+    asyncio.run(drop())
+
+
+def pg_table(base: str, **options: str) -> tuple[str, str]:
+    """A new table's URL and name."""
+    name = f"{PREFIX}_{uuid.uuid4().hex[:8]}"
+    extra = "".join(f"&{k}={v}" for k, v in options.items())
+    return f"{base}?table={name}{extra}", name
+
+
+def run(plan: SyncPlan) -> SyncResult:
+    return asyncio.run(sync(plan))
+
+
+async def _raw(url: str, *statements: tuple[str, tuple[Any, ...]]) -> None:
+    con = await asyncpg.connect(url)
+    try:
+        for text, args in statements:
+            await con.execute(text, *args)
+    finally:
+        await con.close()
+
+
+def wait_for_feed(pg_url: str, timeout_s: float = 30.0) -> None:
+    """Wait until every transaction begun so far has ended: the feed then serves every change
+    made so far (it holds back behind older running transactions, see plugins/postgres/feedsql.py;
+    other tests may share this server)."""
+    async def wait() -> None:
+        con = await asyncpg.connect(pg_url)
+        try:
+            target = await con.fetchval("SELECT pg_snapshot_xmax(pg_current_snapshot())")
+            deadline = time.monotonic() + timeout_s
+            while await con.fetchval("SELECT pg_snapshot_xmin(pg_current_snapshot())") < target:
+                assert time.monotonic() < deadline, "a transaction on the test server stays open"
+                await asyncio.sleep(0.01)
+        finally:
+            await con.close()
+
+    asyncio.run(wait())
+
+
+def contents(store: Store) -> dict[bytes, tuple[bytes, int | None, int | None]]:
+    """Every live record with its expiry and version (versions too: the same writes arrived),
+    leaving out what expires within a moment (the two sides are read one after the other)."""
+    soon = now_ms() + 2000
+    return {r.key: (r.value, r.expires_at_ms, r.version) for p in store.scan() for r in p.records
+            if r.expires_at_ms is None or r.expires_at_ms > soon}
+
+
+def scribble(store: Store, pg_url: str, table: str | None, rng: random.Random, n: int, keys: int = 60) -> None:
+    """Random writes through kvctl, and (when ``table`` is given) plain SQL by another program."""
+    sql: list[tuple[str, tuple[Any, ...]]] = []
+    t = quote_ident(table) if table else ""
+    for _ in range(n):
+        key = b"k%03d" % rng.randrange(keys)
+        roll = rng.random()
+        if table and roll < 0.2:
+            kind = rng.randrange(4)
+            if kind == 0:
+                sql.append((f"INSERT INTO {t} (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE "
+                            "SET value = EXCLUDED.value", (key, rng.randbytes(rng.randint(0, 30)))))
+            elif kind == 1:
+                sql.append((f"UPDATE {t} SET value = value || 'x'::bytea WHERE key = $1", (key,)))
+            elif kind == 2:
+                sql.append((f"DELETE FROM {t} WHERE key = $1", (key,)))
+            else:
+                sql.append((f"UPDATE {t} SET expires_at = $2 WHERE key = $1", (key, now_ms() + 60_000)))
+            continue
+        if sql:  # keep the order of kvctl's and the other program's writes
+            asyncio.run(_raw(pg_url, *sql))
+            sql = []
+        if roll < 0.55:
+            store.set(key, rng.randbytes(rng.randint(0, 40)))
+        elif roll < 0.65:
+            store.set(key, b"short-lived", ttl_ms=rng.choice([1, 60_000]))
+        elif roll < 0.85:
+            store.delete(key)
+        else:
+            store.set_many([Record(key, b"batch"), Record(key + b"x", rng.randbytes(300))])
+    if sql:
+        asyncio.run(_raw(pg_url, *sql))
+
+
+def dst_url(kind: str, pg_url: str, tmp_path: Path) -> tuple[str, str | None]:
+    if kind == "postgres":
+        return pg_table(pg_url)
+    if kind == "sqlite":
+        return f"sqlite://{tmp_path}/dst.db", None
+    return f"memory://{PREFIX}-{uuid.uuid4().hex[:8]}", None
+
+
+@pytest.mark.parametrize("dst_kind", ["postgres", "sqlite", "memory"])
+@pytest.mark.parametrize("seed", range(2))
+def test_random_writes_converge_through_the_feed(pg_url: str, tmp_path: Path, dst_kind: str, seed: int) -> None:
+    src_url, src_table = pg_table(pg_url)
+    dst, _ = dst_url(dst_kind, pg_url, tmp_path)
+    plan = SyncPlan(src_url, dst, tmp_path / "state")
+    rng = random.Random(seed)
+    src = open_sync(src_url)
+    src.clear()
+    keep_dst = open_sync(dst) if dst_kind == "memory" else None  # a named memory store lives while open
+    modes = []
+    try:
+        for _ in range(6):
+            scribble(src, pg_url, src_table, rng, rng.randint(0, 120))
+            result = run(plan)
+            modes.append(result.mode)
+            assert result.converged and result.fallback is None
+        wait_for_feed(pg_url)
+        final = run(plan)
+        assert final.mode == "feed"
+        assert modes[0] == "diff" and modes[1:] == ["feed"] * 5
+        with open_sync(dst) as other:
+            assert contents(src) == contents(other)
+    finally:
+        src.close()
+        if keep_dst is not None:
+            keep_dst.close()
+
+
+def test_two_way_between_postgres_tables(pg_url: str, tmp_path: Path) -> None:
+    (a, a_table), (b, b_table) = pg_table(pg_url), pg_table(pg_url)
+    plan = SyncPlan(a, b, tmp_path / "state", two_way=True)
+    left, right = open_sync(a), open_sync(b)
+    try:
+        left.set_many([Record(b"x", b"1"), Record(b"y", b"2")])
+        run(plan)
+        rng = random.Random(5)
+        for _ in range(4):
+            scribble(left, pg_url, a_table, rng, 40, keys=30)
+            scribble(right, pg_url, b_table, rng, 40, keys=30)
+            wait_for_feed(pg_url)
+            result = run(plan)
+            assert result.mode == "feed" and result.converged
+        left.set(b"shared", b"left")
+        wait_for_feed(pg_url)
+        run(plan)
+        left.delete(b"shared")
+        time.sleep(0.005)
+        right.set(b"shared", b"right, later")
+        wait_for_feed(pg_url)
+        result = run(plan)
+        assert {c.key: c.winner for c in result.conflicts}.get(b"shared") == "dst"
+        assert contents(left) == contents(right)
+        assert left.get(b"shared").value == b"right, later"  # type: ignore[union-attr]
+        wait_for_feed(pg_url)
+        again = run(plan)
+        assert (again.applied_to_dst, again.applied_to_src) == (0, 0)
+    finally:
+        left.close()
+        right.close()
+
+
+def test_feed_purged_past_the_cursor_falls_back_to_a_diff(pg_url: str, tmp_path: Path) -> None:
+    src_url, _ = pg_table(pg_url, feed_retention="5")
+    dst, _ = pg_table(pg_url)
+    plan = SyncPlan(src_url, dst, tmp_path / "state")
+    src = open_sync(src_url)
+    try:
+        src.set_many([Record(b"k%d" % i, b"v") for i in range(50)])
+        run(plan)
+        for i in range(20):
+            src.set(b"k%d" % i, b"changed")
+        src.delete(b"k30")
+        wait_for_feed(pg_url)  # the feed is purged among finished transactions only
+        src._run(src.inner.purge())  # type: ignore[attr-defined]  # what a later write would do
+        result = run(plan)
+        assert result.mode == "diff" and "purged past" in (result.fallback or "")
+        with open_sync(dst) as other:
+            assert contents(src) == contents(other)
+        src.set(b"k40", b"again")
+        wait_for_feed(pg_url)
+        assert run(plan).mode == "feed"
+        with open_sync(dst) as other:
+            assert other.get(b"k40").value == b"again"  # type: ignore[union-attr]
+    finally:
+        src.close()
+
+
+def test_a_stale_replayed_delete_does_not_remove_a_newer_value(pg_url: str, tmp_path: Path) -> None:
+    (a, a_table), (b, _) = pg_table(pg_url), pg_table(pg_url)
+    plan = SyncPlan(a, b, tmp_path / "state")
+    run(plan)
+    src, dst = open_sync(a), open_sync(b)
+    try:
+        src.set(b"k", b"v1")
+        asyncio.run(_raw(pg_url, (f"DELETE FROM {quote_ident(a_table)} WHERE key = $1", (b"k",))))  # by SQL
+        time.sleep(0.005)
+        dst.set(b"k", b"written later at the destination")
+        wait_for_feed(pg_url)
+        result = run(plan)
+        assert result.stale_skipped >= 1
+        assert dst.get(b"k").value == b"written later at the destination"  # type: ignore[union-attr]
+    finally:
+        src.close()
+        dst.close()
+
+
+# == the CLI in separate processes ===============================================================
+def cli_env(tmp_path: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KVCTL_")}
+    env.update(XDG_STATE_HOME=str(tmp_path / "state"), XDG_CONFIG_HOME=str(tmp_path / "config"),
+               XDG_DATA_HOME=str(tmp_path / "data"), HOME=str(tmp_path))
+    return env
+
+
+def kvctl(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "kvctl", *args], env=env, capture_output=True, text=True,
+                          timeout=180)
+
+
+def sync_json(env: dict[str, str], a: str, b: str, *extra: str) -> dict[str, Any]:
+    out = kvctl(env, "sync", a, b, "--json", *extra)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)  # type: ignore[no-any-return]
+
+
+def test_cli_second_sync_reads_the_feed(pg_url: str, tmp_path: Path) -> None:
+    env = cli_env(tmp_path)
+    (a, a_table), (b, _) = pg_table(pg_url), pg_table(pg_url)
+    with open_sync(a) as src:
+        src.set_many([Record(b"k%04d" % i, b"v%d" % i) for i in range(2000)])
+    first = sync_json(env, a, b)
+    assert (first["mode"], first["applied_to_dst"], first["converged"]) == ("diff", 2000, True)
+    with open_sync(a) as src:
+        src.set(b"k0001", b"changed")
+        src.delete_many([b"k0002", b"k0003"])
+    asyncio.run(_raw(pg_url, (f"UPDATE {quote_ident(a_table)} SET value = 'by sql' WHERE key = $1", (b"k0004",))))
+    wait_for_feed(pg_url)
+    second = sync_json(env, a, b)
+    assert (second["mode"], second["fallback"], second["applied_to_dst"]) == ("feed", None, 4)
+    assert kvctl(env, "diff", a, b).returncode == 0
+    wait_for_feed(pg_url)
+    assert sync_json(env, a, b)["applied_to_dst"] == 0
+
+
+def test_cli_sigkill_during_sync_then_sync_again_converges(pg_url: str, tmp_path: Path) -> None:
+    env = cli_env(tmp_path)
+    (a, _), (b, _) = pg_table(pg_url), pg_table(pg_url)
+    with open_sync(a) as src:
+        src.set_many([Record(b"k%05d" % i, b"base") for i in range(3000)])
+    sync_json(env, a, b)
+    with open_sync(a) as src:  # 20,000 changes: many pages of 20
+        rng = random.Random(3)
+        for round_ in range(20):
+            src.set_many([Record(b"k%05d" % rng.randrange(4000), b"r%d" % round_ * rng.randint(1, 9))
+                          for _ in range(900)])
+            src.delete_many([b"k%05d" % rng.randrange(4000) for _ in range(100)])
+    wait_for_feed(pg_url)
+    state = state_path(tmp_path / "state" / "kvctl", a, b, False)
+    before = state.stat().st_mtime_ns
+    proc = subprocess.Popen([sys.executable, "-m", "kvctl", "sync", a, b, "--batch-size", "20"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while state.stat().st_mtime_ns == before:  # the first pages were applied and saved
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()  # type: ignore[union-attr]
+            time.sleep(0.002)
+        time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    assert kvctl(env, "diff", a, b).returncode == 1  # killed half-way: not converged yet
+    resumed = sync_json(env, a, b)
+    assert resumed["mode"] == "feed" and resumed["converged"]
+    assert kvctl(env, "diff", a, b).returncode == 0
+    with open_sync(a) as src, open_sync(b) as dst:
+        assert contents(src) == contents(dst)  # versions too: every change applied once, as written
+    wait_for_feed(pg_url)
+    assert sync_json(env, a, b)["applied_to_dst"] == 0
