@@ -207,3 +207,17 @@ def test_an_interrupted_run_resumes_without_changing_the_result(pair: tuple[str,
     resumed = run(plan)
     assert resumed.mode == "feed"
     assert contents(a) == contents(b)
+
+
+def test_two_way_first_run_echoes_are_not_conflicts(pair: tuple[str, str, Path]) -> None:
+    a, b, state = pair
+    left, right = open_url(a), open_url(b)
+    left.set_many([Record(b"x", b"1"), Record(b"y", b"2")])
+    right.set(b"z", b"3")
+    plan = SyncPlan(a, b, state, two_way=True)
+    first = run(plan)
+    assert first.mode == "diff"
+    left.delete(b"x")
+    second = run(plan)
+    assert second.conflicts == [] and contents(a) == contents(b)
+    assert set(contents(a)) == {b"y", b"z"}

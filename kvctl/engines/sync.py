@@ -191,6 +191,7 @@ class SyncEngine:
         self.dst = dst
         self.progress = progress or (lambda event, data: None)
         self.path = state_path(plan.state_dir, plan.src_url, plan.dst_url, plan.two_way)
+        self._sent: dict[int, set[tuple[bytes, int | None]]] = {id(src): set(), id(dst): set()}
         self.state = {} if plan.force_full else load_state(self.path)
         for side, store in (("source", src), ("destination", dst)):
             for need in ("change_feed", "versions") if plan.two_way else ():
@@ -218,6 +219,8 @@ class SyncEngine:
             else:
                 result.skipped_typed.extend(r.key for r in typed)
         applied, stale = await apply_lww(target, records)
+        if self.plan.two_way:  # remembered so their echoes in the target's feed can be stepped over
+            self._sent[id(target)].update((r.key, r.version) for r in records)
         return applied + restored, stale
 
     async def run_once(self) -> SyncResult:
@@ -263,7 +266,6 @@ class SyncEngine:
         # The destination's pending changes are held in memory, keyed by key (bounded by what
         # changed since the last run); the source's are streamed against them.
         dst_pending: dict[bytes, Record] = {}
-        self._sent: list[Record] = []
         dst_end = dst_cursor
         async for records, next_cursor in _pending(self.dst, dst_cursor, self.plan.batch_size):
             for rec in _latest_per_key(records):
@@ -284,7 +286,6 @@ class SyncEngine:
                     del dst_pending[rec.key]
                 to_dst.append(rec)
             applied, stale = await self._send(to_dst, self.src, self.dst, result)
-            self._sent.extend(to_dst)
             result.applied_to_dst += applied
             result.stale_skipped += stale
             src_end = next_cursor
@@ -292,12 +293,16 @@ class SyncEngine:
         applied, stale = await self._send(to_src, self.dst, self.src, result)
         result.applied_to_src += applied
         result.stale_skipped += stale
-        # What we just wrote comes back through each feed; step over those echoes so the next
-        # run does not report them as changes (any that remain are no-ops under last-writer-wins).
-        sent_to_dst = {(r.key, r.version) for r in self._sent}
-        src_end = await _skip_echoes(self.src, src_end, {(r.key, r.version) for r in to_src}, self.plan.batch_size)
-        dst_end = await _skip_echoes(self.dst, dst_end, sent_to_dst, self.plan.batch_size)
-        self._save(src_cursor=src_end, dst_cursor=dst_end)
+        await self._save_past_echoes(src_end, dst_end)
+
+    async def _save_past_echoes(self, src_cursor: str | None, dst_cursor: str | None) -> None:
+        """Save both cursors, stepped over the echoes of what this run wrote to each side, so
+        the next run does not report our own writes as changes (any left are no-ops)."""
+        if src_cursor is not None and self.plan.two_way:
+            src_cursor = await _skip_echoes(self.src, src_cursor, self._sent[id(self.src)], self.plan.batch_size)
+        if dst_cursor is not None:
+            dst_cursor = await _skip_echoes(self.dst, dst_cursor, self._sent[id(self.dst)], self.plan.batch_size)
+        self._save(src_cursor=src_cursor, dst_cursor=dst_cursor)
 
     # full comparison, used for first runs and as the fallback
     async def _diff_pass(self, result: SyncResult) -> None:
@@ -342,7 +347,7 @@ class SyncEngine:
                 result.applied_to_src += (await self._send(fresh, self.dst, self.src, result))[0]
             elif fresh:
                 result.kept_at_dst += len(fresh)
-        self._save(src_cursor=src_cursor, dst_cursor=dst_cursor)
+        await self._save_past_echoes(src_cursor, dst_cursor)
 
     async def watch(self, interval_s: float, stop: asyncio.Event, on_result: Callable[[SyncResult], None]) -> None:
         """Follow the source until ``stop`` is set, one incremental run per interval."""
