@@ -3,10 +3,14 @@
 Options (query string): ``table`` (default ``kv``; several tables may share a file),
 ``timeout`` (busy timeout, default ``30s``), ``synchronous`` (``normal`` default, ``full``,
 ``extra``, ``off``), ``journal_mode`` (``wal`` default, ``delete``, ``truncate``, ``persist``),
-``readonly`` (``true`` opens the file read-only and never creates it).
+``readonly`` (``true`` opens the file read-only and never creates it), and for replication
+``feed`` (``true`` for a new table), ``feed_retention`` (``100000`` changes, or a duration such
+as ``7d``) and ``tombstone_retention`` (``7d``): see :mod:`kvctl_plugins.sqlite.options`.
 
 The file is created when missing; its directory is not (a mistyped path must not grow a tree).
-Layout and pragmas: :mod:`kvctl_plugins.sqlite.schema`; behaviour: :mod:`kvctl_plugins.sqlite.store`.
+Layout, pragmas and the schema upgrade: :mod:`kvctl_plugins.sqlite.schema`; tombstones, change
+feed and the triggers that capture other programs' writes: :mod:`kvctl_plugins.sqlite.triggers`;
+behaviour: :mod:`kvctl_plugins.sqlite.store`.
 """
 
 from .store import SQLiteStore

@@ -1,4 +1,4 @@
-"""Opening a kvctl SQLite database: URL options, pre-flight checks, pragmas, the table.
+"""Opening a kvctl SQLite database: pre-flight checks, pragmas, the table and its side objects.
 
 The table (one per ``?table=``, default ``kv``)::
 
@@ -7,12 +7,23 @@ The table (one per ``?table=``, default ``kv``)::
         key        BLOB NOT NULL UNIQUE,  -- the unique index serves lookups and ordered range scans
         value      BLOB NOT NULL,
         expires_at INTEGER,               -- absolute ms since the epoch; NULL = no expiry
-        version    INTEGER NOT NULL       -- HLC version (kvctl.hlc)
+        version    INTEGER                -- HLC version (kvctl.hlc); written NULL, a trigger stamps one
     );
     CREATE INDEX kv_expiry  ON kv(expires_at) WHERE expires_at IS NOT NULL;  -- purging expired rows
-    CREATE INDEX kv_version ON kv(version);  -- O(log n) HLC seed on open; "changed since" queries
+    CREATE INDEX kv_version ON kv(version);  -- O(log n) HLC seed on open and trigger stamps
 
-``PRAGMA user_version`` holds the schema version (:data:`SCHEMA_VERSION`) for later migrations.
+plus its tombstones, change feed, triggers and ``kvctl_meta`` row (:mod:`.triggers`).
+
+``PRAGMA user_version`` holds the file's schema version, :data:`SCHEMA_VERSION`.  Version 1 (kvctl
+before change feeds) had the table alone, with ``version NOT NULL``.  The first read-write open
+of a version 1 file upgrades every kvctl table in it, in one ``BEGIN IMMEDIATE`` transaction: each
+table is rebuilt to let ``version`` be written NULL (SQLite cannot drop a NOT NULL constraint in
+place; rows keep their ids, the table's other indexes and triggers are re-created), given its
+tombstones, node id, feed and triggers; then ``user_version`` becomes 2.  A failure rolls all of it
+back.  A read-only open of a version 1 file reads it as it is (no feed).  Older kvctl refuses a
+version 2 file ("newer than this kvctl"); a process of it that had the file open before the
+upgrade goes on working, its writes captured by the triggers like any other program's.
+
 An open that fails leaves existing files as they were: every check that can refuse a file runs
 before anything is written to it.
 """
@@ -20,50 +31,29 @@ before anything is written to it.
 from __future__ import annotations
 
 import os
-import re
+import secrets
 import sqlite3
 from dataclasses import dataclass
 from urllib.parse import quote
 
-from kvctl.errors import AuthError, BadURLError, StoreIOError, UsageError
-from kvctl.url import StoreURL
+from kvctl.errors import AuthError, StoreIOError, UsageError
+from kvctl.hlc import MAX_NODE
 
 from .errors import translate
+from .options import META_TABLE, RESERVED_SUFFIXES, Options
+from .triggers import TableSQL
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 COLUMNS = ("id", "key", "value", "expires_at", "version")
-OPTIONS = {"table", "timeout", "synchronous", "journal_mode", "readonly"}
-DEFAULT_TIMEOUT_MS = 30_000  # ruv-swarm's busy_timeout
-_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 
 
 @dataclass(frozen=True)
-class Options:
-    path: str
-    table: str
-    timeout_ms: int
-    synchronous: str
-    journal_mode: str
-    readonly: bool
+class TableState:
+    """What the file records about the store's table."""
 
-
-def parse_options(url: StoreURL) -> Options:
-    url.check_options(OPTIONS)
-    path = url.local_path()
-    if path == ":memory:" or path.startswith("file:"):
-        raise BadURLError(f"{url.redacted()} must name a database file (use memory:// for a scratch store)")
-    table = url.option("table", "kv") or "kv"
-    if not _IDENTIFIER.match(table) or table.lower().startswith("sqlite_"):
-        raise BadURLError(f"option table={table!r} in {url.redacted()} is not a plain table name")
-    timeout_ms = url.duration_option_ms("timeout", DEFAULT_TIMEOUT_MS)
-    return Options(
-        path=path,
-        table=table,
-        timeout_ms=DEFAULT_TIMEOUT_MS if timeout_ms is None else timeout_ms,
-        synchronous=url.choice_option("synchronous", ("off", "normal", "full", "extra"), "normal"),
-        journal_mode=url.choice_option("journal_mode", ("wal", "delete", "truncate", "persist"), "wal"),
-        readonly=url.bool_option("readonly", False),
-    )
+    node: int  # HLC node id (0 for a read-only version 1 file)
+    feed_id: str | None  # the change feed's id; None: no feed
+    tombs: bool  # the tombstone table exists (False only for a read-only version 1 file)
 
 
 def preflight(opts: Options, where: str) -> None:
@@ -85,8 +75,8 @@ def preflight(opts: Options, where: str) -> None:
         raise StoreIOError(f"{where}: {path} does not exist (and readonly=true will not create it)")
 
 
-def connect(opts: Options, where: str) -> sqlite3.Connection:
-    """An open, checked connection with the pragmas set and the table present."""
+def connect(opts: Options, where: str) -> tuple[sqlite3.Connection, TableState]:
+    """An open, checked connection with the pragmas set and the table (version 2) present."""
     preflight(opts, where)
     mode = "ro" if opts.readonly else "rwc"
     uri = f"file:{quote(opts.path, safe='/')}?mode={mode}"
@@ -100,39 +90,87 @@ def connect(opts: Options, where: str) -> sqlite3.Connection:
     except sqlite3.Error as exc:
         raise translate(exc, where, opts.path) from None
     try:
-        _prepare(conn, opts, where)
+        state = _prepare(conn, opts, where)
     except BaseException as exc:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
         conn.close()
         if isinstance(exc, sqlite3.Error):
             raise translate(exc, where, opts.path) from None
         raise
-    return conn
+    return conn, state
 
 
-def _prepare(conn: sqlite3.Connection, opts: Options, where: str) -> None:
+def _prepare(conn: sqlite3.Connection, opts: Options, where: str) -> TableState:
     # Reading the schema is the first access to the file: a file that is not a database fails
     # here (SQLITE_NOTADB -> CorruptError) before anything could be written to it.
-    user_version = conn.execute("PRAGMA user_version").fetchone()[0]
-    if user_version > SCHEMA_VERSION:
-        raise UsageError(
-            f"{where}: {opts.path} has schema version {user_version}, newer than this kvctl's "
-            f"{SCHEMA_VERSION}", hint="upgrade kvctl",
-        )
+    user_version = _user_version(conn, opts, where)
     exists = _check_table(conn, opts.table, where)
     if not opts.readonly:
         mode = conn.execute(f"PRAGMA journal_mode={opts.journal_mode}").fetchone()[0]
         if str(mode).lower() != opts.journal_mode:
             raise StoreIOError(f"{where}: cannot switch {opts.path} to journal_mode={opts.journal_mode} ({mode})")
     conn.execute(f"PRAGMA synchronous={opts.synchronous}")
-    if exists:
-        return
+    state = read_state(conn, opts.table) if user_version == SCHEMA_VERSION and exists else None
     if opts.readonly:
-        raise UsageError(f"{where}: {opts.path} has no table {opts.table}", hint="open it once without readonly")
-    _create_table(conn, opts.table)
+        if not exists:
+            raise UsageError(f"{where}: {opts.path} has no table {opts.table}", hint="open it once without readonly")
+        return state or TableState(node=0, feed_id=None, tombs=_has_table(conn, opts.table + "__tombs"))
+    if state is not None and (opts.feed is None or opts.feed == (state.feed_id is not None)):
+        return state  # the usual open: nothing to create, upgrade or switch, no write lock taken
+    # Something to create, upgrade or switch: one immediate transaction, every check made again
+    # inside it (another process may have done it meanwhile).
+    conn.execute("BEGIN IMMEDIATE")
+    user_version = _user_version(conn, opts, where)
+    conn.execute(TableSQL.create_meta)
+    if user_version < SCHEMA_VERSION:
+        for table in _kvctl_tables(conn):
+            if read_state(conn, table) is None:
+                _adopt(conn, table, feed=True if table != opts.table or opts.feed is None else opts.feed)
+    if not _check_table(conn, opts.table, where):
+        _create(conn, opts.table, feed=True if opts.feed is None else opts.feed)
+    elif read_state(conn, opts.table) is None:
+        _adopt(conn, opts.table, feed=True if opts.feed is None else opts.feed)
+    state = read_state(conn, opts.table)
+    assert state is not None
+    if opts.feed is not None and opts.feed != (state.feed_id is not None):
+        switch_feed(conn, opts.table, state.node, on=opts.feed)
+        state = read_state(conn, opts.table)
+        assert state is not None
+    conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+    conn.execute("COMMIT")
+    return state
+
+
+def _user_version(conn: sqlite3.Connection, opts: Options, where: str) -> int:
+    user_version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+    if user_version > SCHEMA_VERSION:
+        raise UsageError(
+            f"{where}: {opts.path} has schema version {user_version}, newer than this kvctl's "
+            f"{SCHEMA_VERSION}", hint="upgrade kvctl",
+        )
+    return user_version
+
+
+def read_state(conn: sqlite3.Connection, table: str) -> TableState | None:
+    """The table's ``kvctl_meta`` row, or None when the file has none for it (not yet version 2)."""
+    if not _has_table(conn, META_TABLE):
+        return None
+    row = conn.execute(f"SELECT node_id, feed_id FROM {META_TABLE} WHERE table_name = ?", (table,)).fetchone()
+    return None if row is None else TableState(node=int(row[0]), feed_id=row[1], tombs=True)
+
+
+def _has_table(conn: sqlite3.Connection, name: str) -> bool:
+    return conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)).fetchone() is not None
+
+
+def _columns(conn: sqlite3.Connection, table: str) -> list[tuple[str, bool]]:
+    """(name, NOT NULL) of each column of ``table``."""
+    return [(row[1], bool(row[3])) for row in conn.execute(f'PRAGMA table_info("{table}")')]
 
 
 def _check_table(conn: sqlite3.Connection, table: str, where: str) -> bool:
-    cols = tuple(row[1] for row in conn.execute(f'PRAGMA table_info("{table}")'))
+    cols = tuple(name for name, _ in _columns(conn, table))
     if not cols:
         return False
     if cols != COLUMNS:
@@ -143,22 +181,77 @@ def _check_table(conn: sqlite3.Connection, table: str, where: str) -> bool:
     return True
 
 
-def _create_table(conn: sqlite3.Connection, table: str) -> None:
-    conn.execute("BEGIN IMMEDIATE")
+def _kvctl_tables(conn: sqlite3.Connection) -> list[str]:
+    """Every table of the file shaped like a kvctl store table (the ones a version 1 file holds)."""
+    names = [row[0] for row in conn.execute(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite^_%' ESCAPE '^'")]
+    return [name for name in names
+            if name != META_TABLE and not name.endswith(RESERVED_SUFFIXES)
+            and tuple(col for col, _ in _columns(conn, name)) == COLUMNS]
+
+
+def _create(conn: sqlite3.Connection, table: str, *, feed: bool) -> None:
+    sql = TableSQL(table)
+    conn.execute(sql.create_table())
+    for stmt in sql.create_indexes:
+        conn.execute(stmt)
+    _add_side_objects(conn, table, feed=feed)
+
+
+def _adopt(conn: sqlite3.Connection, table: str, *, feed: bool) -> None:
+    """Make an existing kvctl table (version 1, or made by hand) a version 2 one."""
+    if dict(_columns(conn, table)).get("version"):
+        _rebuild(conn, table)
+    for stmt in TableSQL(table).create_indexes:  # a hand-made table may lack them
+        conn.execute(stmt)
+    _add_side_objects(conn, table, feed=feed)
+
+
+def _rebuild(conn: sqlite3.Connection, table: str) -> None:
+    """Copy ``table`` into version 2's definition (``version`` nullable) and put it in its place,
+    the documented way to change a column constraint SQLite's ALTER TABLE cannot (lang_altertable
+    "other kinds of table schema changes"), inside the caller's transaction."""
+    sql = TableSQL(table)
+    ours = {f"{table}_expiry", f"{table}_version"}
+    others = [stmt for name, stmt in conn.execute(
+        "SELECT name, sql FROM sqlite_master WHERE tbl_name = ? AND type IN ('index', 'trigger') "
+        "AND sql IS NOT NULL", (table,))
+        if name not in ours and not name.startswith(f"{table}__kvctl_")]
+    temp = table + "__kvctl_rebuild"
+    conn.execute(sql.create_table(temp))
+    conn.execute(f'INSERT INTO "{temp}"(id, key, value, expires_at, version) '
+                 f'SELECT id, key, value, expires_at, version FROM "{table}"')
+    conn.execute(f'DROP TABLE "{table}"')
+    # legacy rename: leave the rest of the schema (a user's views naming the table) as it is
+    conn.execute("PRAGMA legacy_alter_table=ON")
     try:
-        conn.execute(
-            f'CREATE TABLE IF NOT EXISTS "{table}" ('
-            "id INTEGER PRIMARY KEY, key BLOB NOT NULL UNIQUE, value BLOB NOT NULL, "
-            "expires_at INTEGER, version INTEGER NOT NULL)"
-        )
-        conn.execute(
-            f'CREATE INDEX IF NOT EXISTS "{table}_expiry" ON "{table}"(expires_at) '
-            "WHERE expires_at IS NOT NULL"
-        )
-        conn.execute(f'CREATE INDEX IF NOT EXISTS "{table}_version" ON "{table}"(version)')
-        if conn.execute("PRAGMA user_version").fetchone()[0] == 0:
-            conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
+        conn.execute(f'ALTER TABLE "{temp}" RENAME TO "{table}"')
+    finally:
+        conn.execute("PRAGMA legacy_alter_table=OFF")
+    for stmt in sql.create_indexes + others:
+        conn.execute(stmt)
+
+
+def _add_side_objects(conn: sqlite3.Connection, table: str, *, feed: bool) -> None:
+    node = secrets.randbelow(MAX_NODE + 1)  # differs between stores: same-millisecond writes differ
+    sql = TableSQL(table, node)
+    for stmt in sql.create_tombs:
+        conn.execute(stmt.replace("CREATE TABLE", "CREATE TABLE IF NOT EXISTS", 1)
+                     .replace("CREATE INDEX", "CREATE INDEX IF NOT EXISTS", 1))
+    conn.execute(f"INSERT INTO {META_TABLE}(table_name, node_id) VALUES (?, ?)", (table, node))
+    switch_feed(conn, table, node, on=feed)
+
+
+def switch_feed(conn: sqlite3.Connection, table: str, node: int, *, on: bool) -> None:
+    """Turn the table's change feed on (a new, empty change table with a new id: every older
+    cursor becomes a gap) or off (the change table dropped), and lay the matching triggers."""
+    sql = TableSQL(table, node)
+    for stmt in sql.drop_triggers:
+        conn.execute(stmt)
+    conn.execute(f"DROP TABLE IF EXISTS {sql.changes}")
+    if on:
+        conn.execute(sql.create_changes)
+    conn.execute(f"UPDATE {META_TABLE} SET feed_id = ?, feed_floor = 0 WHERE table_name = ?",
+                 (secrets.token_hex(8) if on else None, table))
+    for stmt in sql.create_triggers(feed=on):
+        conn.execute(stmt)

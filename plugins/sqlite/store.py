@@ -1,5 +1,9 @@
 """The SQLite store: one table of (key, value, expiry, version) rows, see :mod:`.schema`.
 
+Replication (issue 8): deletions leave tombstones, ``apply_many`` is last-writer-wins against a
+row or a tombstone (:mod:`.replicate`), and with the feed on (the default) ``changes`` lists every
+write in commit order, kvctl's and other programs' alike (:mod:`.triggers`, :mod:`.feed`).
+
 Hot paths are kept to one sqlite3 call each: the driver caches prepared statements by SQL text,
 so single-key calls cost one statement plus the Record.  Batches are one statement per chunk
 (``IN (...)`` for reads) or one ``executemany`` inside a ``BEGIN IMMEDIATE`` transaction (writes),
@@ -10,6 +14,7 @@ the busy timeout for the lock instead of failing).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
@@ -17,9 +22,10 @@ from itertools import starmap
 from operator import attrgetter
 from typing import Any, Self
 
-from kvctl.errors import UsageError
-from kvctl.hlc import HLC, NODE_BITS
+from kvctl.errors import UnsupportedError, UsageError
+from kvctl.hlc import HLC, NODE_BITS, make_version
 from kvctl.store import (
+    TOMBSTONE,
     Capabilities,
     Page,
     Record,
@@ -30,13 +36,19 @@ from kvctl.store import (
     prefix_end,
 )
 
+from . import feed
 from .errors import SQLITE_BUSY, SQLITE_LOCKED, translate
+from .options import Options, parse_options
 from .records import make_record
-from .schema import Options, connect, parse_options
+from .replicate import Applier
+from .schema import TableState, connect
+from .triggers import TableSQL
 
 MAX_LENGTH = 1_000_000_000  # SQLite's default SQLITE_MAX_LENGTH: the largest BLOB (and row)
 PURGE_EVERY = 10_000  # rows written between opportunistic purges of expired rows
-PURGE_LIMIT = 10_000  # expired rows removed per purge, so one write never pays for a huge backlog
+PURGE_LIMIT = 10_000  # rows removed per purge and table, so one write never pays for a huge backlog
+# Feed changes removed per purge: more than are written between purges, so the feed keeps up.
+FEED_PURGE_LIMIT = 2 * PURGE_EVERY
 _VERSION_STEP = 1 << NODE_BITS  # one HLC counter tick
 _values = attrgetter("value")
 _key_of = attrgetter("key")
@@ -52,35 +64,42 @@ class SQLiteStore(StoreBase):
     description = "SQLite file (stdlib sqlite3): WAL, ordered scans, TTLs, versions, multi-process."
     capabilities = Capabilities(
         persistent=True, ttl=True, ordered_scan=True, versions=True, atomic_batch=True,
-        max_value_size=MAX_LENGTH,
+        change_feed=True, max_value_size=MAX_LENGTH,
         durability=(
             "WAL with synchronous=NORMAL: a commit survives a process crash, a power loss may "
             "roll back the last commits but never corrupts; ?synchronous=full fsyncs every commit"
         ),
     )
 
-    def __init__(self, conn: sqlite3.Connection, opts: Options, url: StoreURL) -> None:
+    def __init__(self, conn: sqlite3.Connection, state: TableState, opts: Options, url: StoreURL) -> None:
         self._conn = conn
         self._opts = opts
         self.url = url
         self._where = url.redacted()
-        t = f'"{opts.table}"'
-        self._table = t
+        self._state = state
+        sql = self._sqlt = TableSQL(opts.table, state.node)
+        t = self._table = sql.t
+        if state.feed_id is None:  # this table's feed is off (?feed=false), or a read-only v1 file
+            self.capabilities = dataclasses.replace(type(self).capabilities, change_feed=False)  # type: ignore[misc]
         self._sql_get = f"SELECT value, expires_at, version FROM {t} WHERE key = ?"
-        self._sql_put = (
-            f"INSERT INTO {t}(key, value, expires_at, version) VALUES (?, ?, ?, ?) "
-            "ON CONFLICT(key) DO UPDATE SET value = excluded.value, "
-            "expires_at = excluded.expires_at, version = excluded.version"
-        )
+        # _sql_put keeps the version it is given; _sql_put_new raises kvctl's clock above the key's
+        # current version and tombstone (see TableSQL.put_new)
+        self._sql_put = sql.put_given
+        self._sql_put_new = sql.put_new(state.tombs)
         self._sql_delete = f"DELETE FROM {t} WHERE key = ? AND (expires_at IS NULL OR expires_at > ?)"
         self._sql_live = "(expires_at IS NULL OR expires_at > ?)"
         self._many_sql: dict[int, str] = {}
         # Keys per statement: room is left for the padding (_in_size) and the time parameter.
         self._chunk = max(1, min(1000, conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) - 9))
-        self._clock = HLC()
+        self._feed = feed.Feed(conn, sql, self._where)
+        self._applier = Applier(sql, self._chunk)
+        self._clock = HLC(state.node)
         self._purge_countdown = PURGE_EVERY
         try:
+            # the newest version on record, deleted ones included: later versions are above it
             self._clock.observe(conn.execute(f"SELECT MAX(version) FROM {t}").fetchone()[0])
+            if state.tombs:
+                self._clock.observe(conn.execute(f"SELECT MAX(version) FROM {sql.tombs}").fetchone()[0])
         except sqlite3.Error as exc:
             conn.close()
             raise translate(exc, self._where, opts.path) from None
@@ -88,7 +107,8 @@ class SQLiteStore(StoreBase):
     @classmethod
     def from_url(cls, url: StoreURL) -> Self:
         opts = parse_options(url)
-        return cls(connect(opts, url.redacted()), opts, url)
+        conn, state = connect(opts, url.redacted())
+        return cls(conn, state, opts, url)
 
     def _fail(self, exc: sqlite3.Error) -> Exception:
         with contextlib.suppress(sqlite3.Error):  # (a closed connection raises here too)
@@ -160,12 +180,10 @@ class SQLiteStore(StoreBase):
             self._check(key, value)
         expires = None if ttl_ms is None else now_ms() + ttl_ms
         try:
-            self._conn.execute(self._sql_put, (key, value, expires, self._clock.now()))
+            self._conn.execute(self._sql_put_new, (key, value, expires, self._clock.now()))
         except sqlite3.Error as exc:
             raise self._fail(exc) from None
-        self._purge_countdown -= 1
-        if self._purge_countdown <= 0:
-            self._purge()
+        self._count_writes(1)
 
     def set_many(self, records: Iterable[Record]) -> None:
         batch = records if isinstance(records, list) else list(records)
@@ -180,37 +198,83 @@ class SQLiteStore(StoreBase):
         first = self._clock.now()
         last = first + (n - 1) * _VERSION_STEP
         self._clock.observe(last)
-        rows = [
-            (r.key, r.value, r.expires_at_ms, v if r.version is None else r.version)
-            for r, v in zip(batch, range(first, last + 1, _VERSION_STEP), strict=True)
-        ]
         given = [r.version for r in batch if r.version is not None]
-        if given:
+        runs: list[tuple[str, list[tuple[Any, ...]]]]
+        if not given:
+            runs = [(self._sql_put_new, [(r.key, r.value, r.expires_at_ms, v)
+                                         for r, v in zip(batch, range(first, last + 1, _VERSION_STEP), strict=True)])]
+        elif len(given) == n:
             self._clock.observe(max(given))
-        self._write_many(self._sql_put, rows)
-        self._purge_countdown -= n
-        if self._purge_countdown <= 0:
-            self._purge()
+            runs = [(self._sql_put, [(r.key, r.value, r.expires_at_ms, r.version) for r in batch])]
+        else:  # both kinds: runs of each, in call order, in one transaction
+            self._clock.observe(max(given))
+            runs = []
+            for r, v in zip(batch, range(first, last + 1, _VERSION_STEP), strict=True):
+                sql = self._sql_put_new if r.version is None else self._sql_put
+                if not runs or runs[-1][0] != sql:
+                    runs.append((sql, []))
+                runs[-1][1].append((r.key, r.value, r.expires_at_ms, v if r.version is None else r.version))
+        self._write_runs(runs)
+        self._count_writes(n)
 
     def delete(self, key: bytes) -> bool:
+        # The delete trigger leaves the tombstone (and logs it): see .triggers.
         try:
             cur = self._conn.execute(self._sql_delete, (key, now_ms()))
         except sqlite3.Error as exc:
             raise self._fail(exc) from None
+        self._count_writes(1)
         return cur.rowcount == 1
 
     def delete_many(self, keys: Sequence[bytes]) -> int:
         if not keys:
             return 0
         now = now_ms()
-        return self._write_many(self._sql_delete, [(k, now) for k in keys])
+        removed = self._write_runs([(self._sql_delete, [(k, now) for k in keys])])
+        self._count_writes(len(keys))
+        return removed
 
-    def _write_many(self, sql: str, rows: list[tuple[Any, ...]]) -> int:
-        """``executemany`` in one immediate transaction: all rows or none; the number changed."""
+    def apply_many(self, records: Iterable[Record]) -> int:
+        """Last-writer-wins apply (see kvctl.store and :mod:`.replicate`), in one immediate
+        transaction: the lookups and the writes see no other writer in between."""
+        batch = records if isinstance(records, list) else list(records)
+        if not batch:
+            return 0
+        for rec in batch:
+            if rec.kind not in (None, TOMBSTONE):
+                raise UnsupportedError(f"{self._where}: cannot hold a {rec.kind} value (key {rec.key!r})")
+            if len(rec.value) > MAX_LENGTH:
+                self._check(rec.key, rec.value)
+        if not self._state.tombs:
+            raise UnsupportedError(f"{self._where}: a read-only version 1 file keeps no tombstones")
+        # a change without a version (not from a versioned feed) is versioned here, like set_many
+        batch = [r if r.version is not None else Record(r.key, r.value, r.expires_at_ms, self._clock.now(), r.kind)
+                 for r in batch]
         conn = self._conn
         try:
             conn.execute("BEGIN IMMEDIATE")
-            changed = conn.executemany(sql, rows).rowcount
+            applied, written = self._applier.apply(conn, batch, self._sql_put)
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise self._fail(exc) from None
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        if written:
+            self._clock.observe(max(r.version for r in written if r.version is not None))
+        self._count_writes(len(written))
+        return applied
+
+    def _write_runs(self, runs: list[tuple[str, list[tuple[Any, ...]]]]) -> int:
+        """``executemany`` of each (statement, rows) in one immediate transaction: all rows or
+        none; the number of rows changed (not counting the triggers' writes)."""
+        conn = self._conn
+        changed = 0
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for sql, rows in runs:
+                changed += conn.executemany(sql, rows).rowcount
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
             raise self._fail(exc) from None
@@ -220,20 +284,59 @@ class SQLiteStore(StoreBase):
             raise
         return changed
 
+    def _count_writes(self, n: int) -> None:
+        self._purge_countdown -= n
+        if self._purge_countdown <= 0:
+            self._purge()
+
     def _purge(self) -> None:
-        """Delete a bounded number of expired rows; skipped quietly if another writer is busy."""
+        """Housekeeping every PURGE_EVERY rows written, a bounded amount each time, in one
+        transaction: expired rows (their tombstones keep the row's version), tombstones past
+        ?tombstone_retention=, changes past ?feed_retention=.  Skipped quietly if another writer
+        holds the lock beyond the busy timeout (the next purge catches up)."""
         self._purge_countdown = PURGE_EVERY
-        t = self._table
+        t, sql, opts = self._table, self._sqlt, self._opts
+        conn = self._conn
+        now = now_ms()
         try:
-            self._conn.execute(
-                f"DELETE FROM {t} WHERE rowid IN "
-                f"(SELECT rowid FROM {t} WHERE expires_at <= ? LIMIT {PURGE_LIMIT})",
-                (now_ms(),),
-            )
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute(f"DELETE FROM {t} WHERE rowid IN "
+                         f"(SELECT rowid FROM {t} WHERE expires_at <= ? LIMIT {PURGE_LIMIT})", (now,))
+            if self._state.tombs:
+                horizon = make_version(max(0, now - opts.tombstone_retention_ms))
+                conn.execute(f"DELETE FROM {sql.tombs} WHERE key IN "
+                             f"(SELECT key FROM {sql.tombs} WHERE version < ? LIMIT {PURGE_LIMIT})", (horizon,))
+            feed.purge(conn, sql, keep_changes=opts.feed_retention_changes, keep_ms=opts.feed_retention_ms,
+                       now=now, limit=FEED_PURGE_LIMIT)
+            conn.execute("COMMIT")
         except sqlite3.OperationalError as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
             code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
             if code not in (SQLITE_BUSY, SQLITE_LOCKED):
                 raise self._fail(exc) from None
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+    # -- change feed -------------------------------------------------------------------------
+    def feed_cursor(self) -> str:
+        try:
+            return self._feed.cursor()
+        except sqlite3.Error as exc:
+            raise self._fail(exc) from None
+
+    def changes(self, cursor: str | None, *, batch_size: int = 1000) -> Iterator[Page]:
+        pages = self._feed.pages(cursor, batch_size)
+        while True:
+            try:
+                page = next(pages)
+            except StopIteration:
+                return
+            except sqlite3.Error as exc:
+                raise self._fail(exc) from None
+            yield page
 
     # -- scans -------------------------------------------------------------------------------
     def scan(
@@ -311,6 +414,7 @@ class SQLiteStore(StoreBase):
                 "journal_mode": pragma("journal_mode"),
                 "synchronous": self._opts.synchronous,
                 "schema_version": pragma("user_version"),
+                **self._replication_stats(),
             }
         except sqlite3.Error as exc:
             raise self._fail(exc) from None
@@ -323,6 +427,22 @@ class SQLiteStore(StoreBase):
             **facts,
             "sqlite_version": sqlite3.sqlite_version,
         }
+
+    def _replication_stats(self) -> dict[str, Any]:
+        sql, conn = self._sqlt, self._conn
+        if not self._state.tombs:
+            return {"feed": "off (read-only schema version 1 file)"}
+        facts: dict[str, Any] = {
+            "node_id": self._state.node,
+            "tombstones": conn.execute(f"SELECT count(*) FROM {sql.tombs}").fetchone()[0],
+        }
+        if self.capabilities.change_feed:
+            first, last, n = conn.execute(f"SELECT min(seq), max(seq), count(*) FROM {sql.changes}").fetchone()
+            facts["feed"] = f"changes {first}..{last}" if n else "on (empty)"
+            facts["feed_changes"] = n
+        else:
+            facts["feed"] = "off"
+        return facts
 
     def close(self) -> None:
         try:

@@ -1,0 +1,136 @@
+"""Reading and trimming a table's change feed (``<table>__changes``, filled by :mod:`.triggers`).
+
+A cursor is ``s:<table>:<feed id>:<seq>``: the position just after change ``seq`` of that feed.
+The feed id is random per feed (a new one each time the feed is turned on), so a cursor from a
+recreated file or from before the feed was switched off and on is a gap, not a silent skip; a
+cursor naming another table is a gap too.  ``changes`` pages ``WHERE seq > ? ORDER BY seq``,
+each page in its own read transaction together with the feed's floor (the highest purged seq):
+a cursor below the floor, or beyond the newest change ever made, raises FeedGapError.
+
+Retention is applied by kvctl's writers (:func:`purge`), a bounded number of changes at a time.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from typing import Any
+
+from kvctl.errors import FeedGapError, UnsupportedError, UsageError
+from kvctl.store import TOMBSTONE, Page, Record
+
+from .options import META_TABLE
+from .records import make_record
+from .triggers import TableSQL
+
+
+def format_cursor(table: str, feed_id: str, seq: int) -> str:
+    return f"s:{table}:{feed_id}:{seq}"
+
+
+def parse_cursor(cursor: str | None, table: str, where: str) -> tuple[str | None, int]:
+    """(feed id, seq) of a cursor of ``table``'s feed; None: from the beginning."""
+    if cursor is None:
+        return None, 0
+    parts = cursor.split(":")
+    if len(parts) != 4 or parts[0] != "s" or not parts[3].isdigit():
+        raise UsageError(f"{where}: not a sqlite change-feed cursor: {cursor!r}")
+    if parts[1] != table:
+        raise FeedGapError(f"{where}: cursor {cursor} is of table {parts[1]}, not {table}")
+    return parts[2], int(parts[3])
+
+
+class Feed:
+    """The change feed of one table, read through the store's connection."""
+
+    def __init__(self, conn: sqlite3.Connection, sql: TableSQL, where: str) -> None:
+        self._conn = conn
+        self._sql = sql
+        self._where = where
+        self._head = (f"SELECT feed_id, feed_floor, (SELECT seq FROM sqlite_sequence WHERE name = ?) "
+                      f"FROM {META_TABLE} WHERE table_name = ?")
+        self._page = (f"SELECT seq, key, value, expires_at, version, deleted FROM {sql.changes} "
+                      "WHERE seq > ? ORDER BY seq LIMIT ?")
+
+    def _state(self) -> tuple[str | None, int, int]:
+        """(feed id, floor, last seq) as the current read transaction sees them."""
+        row = self._conn.execute(self._head, (self._sql.changes_name, self._sql.table)).fetchone()
+        if row is None:
+            return None, 0, 0
+        return row[0], int(row[1]), int(row[2] or 0)
+
+    def cursor(self) -> str:
+        feed_id, _, last = self._state()
+        if feed_id is None:
+            raise UnsupportedError(f"{self._where}: the change feed of table {self._sql.table} is off "
+                                   "(open it with ?feed=true)")
+        return format_cursor(self._sql.table, feed_id, last)
+
+    def pages(self, cursor: str | None, batch_size: int) -> Iterator[Page]:
+        if batch_size < 1:
+            raise UsageError(f"batch size must be at least 1, not {batch_size}")
+        table = self._sql.table
+        want_id, seq = parse_cursor(cursor, table, self._where)
+        conn = self._conn
+        while True:
+            # One read transaction per page: the floor and the rows are one snapshot, so a purge
+            # that committed before the page is seen in the floor, never as a silent hole.
+            conn.execute("BEGIN")
+            try:
+                feed_id, floor, last = self._state()
+                rows = conn.execute(self._page, (seq, batch_size)).fetchall() if feed_id is not None else []
+            finally:
+                conn.execute("COMMIT")
+            self._check(cursor, want_id, seq, feed_id, floor, last)
+            if not rows:
+                return
+            seq = rows[-1][0]
+            yield Page([_record(row) for row in rows], format_cursor(table, feed_id, seq))  # type: ignore[arg-type]
+            if len(rows) < batch_size:
+                return
+
+    def _check(self, cursor: str | None, want_id: str | None, seq: int, feed_id: str | None, floor: int,
+               last: int) -> None:
+        where, table = self._where, self._sql.table
+        if feed_id is None:
+            raise FeedGapError(f"{where}: the change feed of table {table} is off")
+        if want_id is not None and want_id != feed_id:
+            raise FeedGapError(f"{where}: cursor {cursor} is of another feed (the file was recreated, or "
+                               "the feed switched off and on since)")
+        if seq < floor:
+            raise FeedGapError(f"{where}: the change feed of table {table} starts after change {floor}; "
+                               f"cursor {cursor} is older (raise ?feed_retention=)")
+        if seq > last:
+            raise FeedGapError(f"{where}: cursor {cursor} is beyond the newest change ({last}) of table {table}")
+
+
+def _record(row: Any) -> Record:
+    if row[5]:
+        return Record(row[1], b"", None, row[4], TOMBSTONE)
+    return make_record(row[1], row[2], row[3], row[4])
+
+
+def purge(conn: sqlite3.Connection, sql: TableSQL, *, keep_changes: int | None, keep_ms: int | None,
+          now: int, limit: int) -> int:
+    """Delete up to ``limit`` changes past retention from the head of the feed and raise its
+    floor; inside the caller's write transaction.  Returns how many were deleted."""
+    row = conn.execute(f"SELECT feed_id, feed_floor FROM {META_TABLE} WHERE table_name = ?", (sql.table,)).fetchone()
+    if row is None or row[0] is None:
+        return 0
+    floor = int(row[1])
+    if keep_changes is not None:
+        last = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = ?", (sql.changes_name,)).fetchone()
+        upto: int | None = min((int(last[0]) if last else 0) - keep_changes, floor + limit)
+    else:
+        assert keep_ms is not None
+        # the head of the feed up to its first change young enough to keep
+        upto = conn.execute(
+            f"WITH head AS (SELECT seq, changed_at FROM {sql.changes} WHERE seq > ?1 ORDER BY seq LIMIT ?2) "
+            "SELECT coalesce((SELECT min(seq) FROM head WHERE changed_at >= ?3) - 1, (SELECT max(seq) FROM head))",
+            (floor, limit, now - keep_ms),
+        ).fetchone()[0]
+    if upto is None or upto <= floor:
+        return 0
+    deleted = conn.execute(f"DELETE FROM {sql.changes} WHERE seq <= ?", (upto,)).rowcount
+    conn.execute(f"UPDATE {META_TABLE} SET feed_floor = ? WHERE table_name = ?", (upto, sql.table))
+    return int(deleted)

@@ -1,0 +1,90 @@
+"""The ``sqlite://`` URL's options, parsed and checked before anything touches the file.
+
+``table`` (default ``kv``), ``timeout`` (busy timeout, ``30s``), ``synchronous`` (``normal``),
+``journal_mode`` (``wal``), ``readonly`` (``false``), and the replication options:
+
+``feed=true|false``
+    The table's change feed: a change table filled by triggers (see :mod:`.triggers`).  Left out,
+    an existing table keeps the mode it has and a new table gets a feed.  ``false`` drops the change
+    table and its triggers (tombstones are still kept, so the store stays a correct replication
+    destination); ``true`` creates them again with a new feed id, so every older cursor is a gap.
+``feed_retention=100000`` or ``feed_retention=7d``
+    How much of the feed to keep: a bare integer is a number of changes, anything with a time unit
+    an age.  Older changes are purged by kvctl's writes (lazily, a bounded amount at a time); a
+    cursor older than what is kept is a feed gap.
+``tombstone_retention=7d``
+    How long a deleted key's tombstone is kept, so that last-writer-wins replication does not
+    resurrect a key deleted less than that long ago.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from kvctl.errors import BadURLError
+from kvctl.url import StoreURL
+
+OPTIONS = {"table", "timeout", "synchronous", "journal_mode", "readonly", "feed", "feed_retention",
+           "tombstone_retention"}
+DEFAULT_TIMEOUT_MS = 30_000  # ruv-swarm's busy_timeout
+# The feed keeps a number of changes by default, so its size stays bounded whatever the write
+# rate: 100,000 changes of 100-byte values are ~15 MB beside the data.  A sync that falls further
+# behind than that pays for one key-ordered comparison instead (announced), never for a wrong result.
+DEFAULT_FEED_RETENTION_CHANGES = 100_000
+DEFAULT_TOMBSTONE_RETENTION_MS = 7 * 86_400_000
+# Suffixes of the objects kept beside a table; a store table may not end with one of them.
+RESERVED_SUFFIXES = ("__changes", "__tombs", "__kvctl_rebuild")
+META_TABLE = "kvctl_meta"
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+
+
+@dataclass(frozen=True)
+class Options:
+    path: str
+    table: str
+    timeout_ms: int
+    synchronous: str
+    journal_mode: str
+    readonly: bool
+    feed: bool | None = None  # None: keep the table's mode (a new table gets a feed)
+    feed_retention_changes: int | None = DEFAULT_FEED_RETENTION_CHANGES  # exactly one of these two
+    feed_retention_ms: int | None = None
+    tombstone_retention_ms: int = DEFAULT_TOMBSTONE_RETENTION_MS
+
+
+def parse_options(url: StoreURL) -> Options:
+    url.check_options(OPTIONS)
+    path = url.local_path()
+    if path == ":memory:" or path.startswith("file:"):
+        raise BadURLError(f"{url.redacted()} must name a database file (use memory:// for a scratch store)")
+    table = url.option("table", "kv") or "kv"
+    lowered = table.lower()
+    if (not _IDENTIFIER.match(table) or lowered.startswith("sqlite_") or lowered == META_TABLE
+            or lowered.endswith(RESERVED_SUFFIXES)):
+        raise BadURLError(f"option table={table!r} in {url.redacted()} is not a plain table name "
+                          f"(nor may it be {META_TABLE} or end with {', '.join(RESERVED_SUFFIXES)})")
+    timeout_ms = url.duration_option_ms("timeout", DEFAULT_TIMEOUT_MS)
+    feed = url.bool_option("feed", True) if url.option("feed") else None
+    retention = (url.option("feed_retention") or "").strip()
+    changes: int | None = DEFAULT_FEED_RETENTION_CHANGES
+    age_ms: int | None = None
+    if retention.isdigit():
+        changes = int(retention)
+        if changes < 1:
+            raise BadURLError(f"option feed_retention=0 in {url.redacted()} would keep no feed (use feed=false)")
+    elif retention:
+        changes, age_ms = None, url.duration_option_ms("feed_retention", None)
+    tombstones = url.duration_option_ms("tombstone_retention", DEFAULT_TOMBSTONE_RETENTION_MS)
+    return Options(
+        path=path,
+        table=table,
+        timeout_ms=DEFAULT_TIMEOUT_MS if timeout_ms is None else timeout_ms,
+        synchronous=url.choice_option("synchronous", ("off", "normal", "full", "extra"), "normal"),
+        journal_mode=url.choice_option("journal_mode", ("wal", "delete", "truncate", "persist"), "wal"),
+        readonly=url.bool_option("readonly", False),
+        feed=feed,
+        feed_retention_changes=changes,
+        feed_retention_ms=age_ms,
+        tombstone_retention_ms=DEFAULT_TOMBSTONE_RETENTION_MS if tombstones is None else tombstones,
+    )

@@ -1,0 +1,197 @@
+"""The SQL of schema version 2's objects beside a store table: tombstones, the change feed, triggers.
+
+Beside table ``t`` (one per ``?table=``)::
+
+    t__tombs    key BLOB PRIMARY KEY, version INTEGER NOT NULL   (WITHOUT ROWID; index on version)
+                the newest deletion of each deleted key, kept ?tombstone_retention=
+    t__changes  seq INTEGER PRIMARY KEY AUTOINCREMENT, key, value, expires_at, version,
+                deleted (0/1), changed_at (ms since the epoch; for ?feed_retention=<duration>)
+                only while the feed is on
+    kvctl_meta  one row per store table: its HLC node id, its feed id (NULL: feed off) and the
+                feed's floor (the highest purged seq: a cursor below it is a gap)
+
+Everything that keeps them right is a trigger on ``t``, so writes made by other programs with
+plain SQL (the ``sqlite3`` shell, Python's ``sqlite3``, an ORM) keep the same guarantees as
+kvctl's own, and kvctl's writes stay single statements:
+
+* A row written without a version (an ``INSERT`` leaving ``version`` NULL, an ``UPDATE`` that
+  changes the value, expiry or key but leaves the version as it was) is stamped with one in
+  kvctl.hlc's bit layout from SQLite's clock, ``(epoch ms << 21) | node``, raised above every
+  version in the table and its tombstones (an HLC observing the newest version it can see, one
+  index probe each), so the write wins everywhere it replicates to.
+* A deleted row (``DELETE``, or an ``UPDATE`` moving it to another key) leaves a tombstone whose
+  version is stamped the same way; a purge of an *expired* row keeps the row's own version, since
+  an expiry is not a new write and must not beat a later write at another replica.  An insert
+  removes its key's tombstone.
+* With the feed on, every upsert of ``t`` and every new or newer tombstone is appended to
+  ``t__changes``.  ``seq`` is taken inside the writing transaction and SQLite has one writer at a
+  time, so ``seq`` order is commit order and a reader paging ``seq > cursor`` never skips a change.
+
+Known limit: ``INSERT OR REPLACE`` by another program deletes the replaced row without firing
+delete triggers (unless that connection enables ``recursive_triggers``); its new row is still
+stamped above every version in the table, so nothing is lost, but the old key's deletion is not
+a change of its own (the new row replaces it in the feed anyway).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from kvctl.hlc import COUNTER_BITS, NODE_BITS
+
+from .options import META_TABLE
+
+_LOW = NODE_BITS + COUNTER_BITS
+# SQLite's clock in epoch milliseconds: julianday('now') is fixed for one statement and works in
+# every SQLite version another program may bring (unixepoch('subsec') needs 3.42); round() undoes
+# the float conversion's error, so the result is the exact millisecond.
+NOW_MS = "CAST(round((julianday('now') - 2440587.5) * 86400000) AS INTEGER)"
+TRIGGER_SUFFIXES = ("insert", "stamp_insert", "update", "stamp_update", "delete", "tomb_insert", "tomb_update")
+
+
+def bump(expr: str, node: int) -> str:
+    """The first version of node ``node`` above ``expr``: the next tick of the HLC counter."""
+    return f"((({expr}) | 255) + 1) | {node}"
+
+
+def quote(name: str) -> str:
+    return f'"{name}"'
+
+
+@dataclass(frozen=True)
+class TableSQL:
+    """DDL and statements of one store table's side objects (``table`` unquoted)."""
+
+    table: str
+    node: int = 0
+
+    @property
+    def t(self) -> str:
+        return quote(self.table)
+
+    @property
+    def tombs(self) -> str:
+        return quote(self.table + "__tombs")
+
+    @property
+    def changes(self) -> str:
+        return quote(self.table + "__changes")
+
+    @property
+    def changes_name(self) -> str:
+        return self.table + "__changes"
+
+    def trigger(self, suffix: str) -> str:
+        return quote(f"{self.table}__kvctl_{suffix}")
+
+    # -- the table itself ----------------------------------------------------------------------
+    def create_table(self, name: str | None = None) -> str:
+        """Version 2's table: as version 1's, but ``version`` may be written NULL (and is then
+        stamped by a trigger) so other programs can insert rows without knowing about versions."""
+        return (f"CREATE TABLE {quote(name or self.table)} (id INTEGER PRIMARY KEY, key BLOB NOT NULL UNIQUE, "
+                "value BLOB NOT NULL, expires_at INTEGER, version INTEGER)")
+
+    @property
+    def create_indexes(self) -> list[str]:
+        return [
+            f"CREATE INDEX IF NOT EXISTS {quote(self.table + '_expiry')} ON {self.t}(expires_at) "
+            "WHERE expires_at IS NOT NULL",
+            f"CREATE INDEX IF NOT EXISTS {quote(self.table + '_version')} ON {self.t}(version)",
+        ]
+
+    # -- side tables ----------------------------------------------------------------------------
+    create_meta = (f"CREATE TABLE IF NOT EXISTS {META_TABLE} (table_name TEXT PRIMARY KEY, "
+                   "node_id INTEGER NOT NULL, feed_id TEXT, feed_floor INTEGER NOT NULL DEFAULT 0)")
+
+    @property
+    def create_tombs(self) -> list[str]:
+        return [f"CREATE TABLE {self.tombs} (key BLOB PRIMARY KEY, version INTEGER NOT NULL) WITHOUT ROWID",
+                f"CREATE INDEX {quote(self.table + '__tombs_version')} ON {self.tombs}(version)"]
+
+    @property
+    def create_changes(self) -> str:
+        return (f"CREATE TABLE {self.changes} (seq INTEGER PRIMARY KEY AUTOINCREMENT, key BLOB NOT NULL, "
+                "value BLOB, expires_at INTEGER, version INTEGER, deleted INTEGER NOT NULL DEFAULT 0, "
+                f"changed_at INTEGER NOT NULL DEFAULT ({NOW_MS}))")
+
+    # -- triggers -------------------------------------------------------------------------------
+    def _stamp(self, *also: str) -> str:
+        """SQL for a fresh version: SQLite's clock, raised above every version in the table and its
+        tombstones and above ``also`` (an HLC that observed the newest version on record)."""
+        newest = [f"coalesce((SELECT max(version) FROM {self.t}), 0)",
+                  f"coalesce((SELECT max(version) FROM {self.tombs}), 0)", *(f"coalesce({e}, 0)" for e in also)]
+        return f"max(({NOW_MS} << {_LOW}) | {self.node}, {bump('max(' + ', '.join(newest) + ')', self.node)})"
+
+    def create_triggers(self, *, feed: bool) -> list[str]:
+        """Every trigger of the table, for a table with (``feed``) or without a change feed."""
+        t, tombs, changes = self.t, self.tombs, self.changes
+        log_new = (f"INSERT INTO {changes}(key, value, expires_at, version) "
+                   "VALUES (NEW.key, NEW.value, NEW.expires_at, NEW.version);" if feed else "")
+        # A write with a version of its own that changes only what a version covers: nothing to stamp.
+        changed_content = "(NEW.value IS NOT OLD.value OR NEW.expires_at IS NOT OLD.expires_at)"
+        needs_stamp = (f"NEW.key IS NOT OLD.key OR NEW.version IS NULL OR "
+                       f"(NEW.version IS OLD.version AND {changed_content})")
+        bury_old_key = (f"INSERT INTO {tombs}(key, version) SELECT OLD.key, {self._stamp('OLD.version')} "
+                        "WHERE NEW.key IS NOT OLD.key ON CONFLICT(key) DO UPDATE SET version = excluded.version "
+                        f"WHERE excluded.version > {tombs}.version;")
+        # the nested UPDATE fires the plain "update" trigger (a different trigger, so whatever the
+        # connection's recursive_triggers), which logs the stamped row
+        stamp_row = (f"UPDATE {t} SET version = {self._stamp('OLD.version')} WHERE id = NEW.id "
+                     "AND (NEW.version IS NULL OR NEW.version IS OLD.version);")
+        log_moved = (f"INSERT INTO {changes}(key, value, expires_at, version) SELECT NEW.key, NEW.value, "
+                     "NEW.expires_at, NEW.version WHERE NEW.version IS NOT NULL AND NEW.version IS NOT OLD.version;"
+                     if feed else "")
+        # An expired row's deletion keeps the row's version (see the module docstring).  A newer
+        # tombstone already there was written by apply_many just before deleting the row: kept.
+        expired = f"OLD.expires_at <= {NOW_MS} AND OLD.version IS NOT NULL"
+        bury = (f"INSERT INTO {tombs}(key, version) VALUES (OLD.key, CASE WHEN {expired} THEN OLD.version "
+                f"ELSE {self._stamp('OLD.version')} END) ON CONFLICT(key) DO UPDATE SET version = excluded.version "
+                f"WHERE {tombs}.version <= coalesce(OLD.version, 0);")
+        triggers = [
+            f"CREATE TRIGGER {self.trigger('insert')} AFTER INSERT ON {t} WHEN NEW.version IS NOT NULL BEGIN "
+            f"DELETE FROM {tombs} WHERE key = NEW.key; {log_new} END",
+            f"CREATE TRIGGER {self.trigger('stamp_insert')} AFTER INSERT ON {t} WHEN NEW.version IS NULL BEGIN "
+            f"UPDATE {t} SET version = {self._stamp()} WHERE id = NEW.id; "
+            f"DELETE FROM {tombs} WHERE key = NEW.key; END",
+            f"CREATE TRIGGER {self.trigger('stamp_update')} AFTER UPDATE ON {t} WHEN {needs_stamp} BEGIN "
+            f"{bury_old_key} {stamp_row} {log_moved} DELETE FROM {tombs} WHERE key = NEW.key; END",
+            f"CREATE TRIGGER {self.trigger('delete')} AFTER DELETE ON {t} BEGIN {bury} END",
+        ]
+        if feed:
+            triggers += [
+                # kvctl's own updates land here: same key, a new version
+                f"CREATE TRIGGER {self.trigger('update')} AFTER UPDATE ON {t} WHEN NEW.key IS OLD.key "
+                f"AND NEW.version IS NOT NULL AND NEW.version IS NOT OLD.version BEGIN {log_new} END",
+                f"CREATE TRIGGER {self.trigger('tomb_insert')} AFTER INSERT ON {tombs} BEGIN "
+                f"INSERT INTO {changes}(key, version, deleted) VALUES (NEW.key, NEW.version, 1); END",
+                f"CREATE TRIGGER {self.trigger('tomb_update')} AFTER UPDATE ON {tombs} "
+                f"WHEN NEW.version IS NOT OLD.version BEGIN "
+                f"INSERT INTO {changes}(key, version, deleted) VALUES (NEW.key, NEW.version, 1); END",
+            ]
+        return triggers
+
+    @property
+    def drop_triggers(self) -> list[str]:
+        return [f"DROP TRIGGER IF EXISTS {self.trigger(s)}" for s in TRIGGER_SUFFIXES]
+
+    # -- kvctl's writes -------------------------------------------------------------------------
+    @property
+    def put_given(self) -> str:
+        """Upsert with the caller's version, kept exactly (set_many with versions, apply_many)."""
+        return (f"INSERT INTO {self.t}(key, value, expires_at, version) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT(key) DO UPDATE SET value = excluded.value, "
+                "expires_at = excluded.expires_at, version = excluded.version")
+
+    def put_new(self, tombs: bool) -> str:
+        """Upsert with a version from kvctl's clock, raised above the key's current version and
+        its tombstone when another writer's clock got there first (another process, a replica
+        whose clock runs ahead): a key's versions only grow, so a write never loses, at a replica,
+        to what it replaced.  ``tombs``: the tombstone table exists (not in a read-only v1 file)."""
+        t, node = self.t, self.node
+        value = "?4"
+        if tombs:
+            value = f"max(?4, coalesce((SELECT {bump('version', node)} FROM {self.tombs} WHERE key = ?1), 0))"
+        return (f"INSERT INTO {t}(key, value, expires_at, version) VALUES (?1, ?2, ?3, {value}) "
+                "ON CONFLICT(key) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at, "
+                f"version = CASE WHEN excluded.version > {t}.version THEN excluded.version "
+                f"ELSE {bump(t + '.version', node)} END")
