@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import replace
 from typing import Any, Self
 
 from kvctl.adapt import to_sync
@@ -40,7 +40,7 @@ class CacheStore(StoreBase):
             # A tier is what its store is (persistence, TTLs, order, limits); it adds speed.
             # The optional replication and typed-value calls are not passed through (they would
             # bypass the cache), so those capabilities are not claimed.
-            self.capabilities = replace(  # type: ignore[misc]
+            self.capabilities = dataclasses.replace(  # type: ignore[misc]
                 child.capabilities, change_feed=False, typed_values=False,
                 durability=f"{child.capabilities.durability or '?'} (through a write-through cache)")
         else:
@@ -156,7 +156,7 @@ class CacheStore(StoreBase):
             if caps.versions:
                 # Versions are assigned here, so the cached copy is exactly what the store keeps.
                 if rec.version is None:
-                    rec = replace(rec, version=self._clock.now())
+                    rec = rec._replace(version=self._clock.now())
                 else:
                     self._clock.observe(rec.version)
             prepared.append(rec)

@@ -19,31 +19,15 @@ is consulted first), and it is dropped on the next load, purge or compaction.
 from __future__ import annotations
 
 import bisect
-import dataclasses
 import gc
 from collections.abc import Iterable
 
 from kvctl.errors import CorruptError
-from kvctl.store import Record
+from kvctl.store import Record, new_record
 
 from .format import FRAME_HEADER_SIZE, REC_EXPIRES, REC_TOMBSTONE, RECORD_HEADER, RECORD_HEADER_SIZE
 
 _INSORT_MAX = 32  # up to this many pending keys, insert one by one; beyond, merge by sorting
-
-# Open and set_many build one Record per key.  A frozen dataclass's __init__ sets each field
-# through object.__setattr__, which made it the largest cost of replay (~0.6 µs of ~1.2 µs per
-# key), so those two hot loops fill the slots directly through their descriptors.  Fields they
-# do not know (a later addition to Record) get their declared defaults.
-_SLOT_SET = {f.name: Record.__dict__[f.name].__set__ for f in dataclasses.fields(Record)}
-SET_KEY = _SLOT_SET.pop("key")
-SET_VALUE = _SLOT_SET.pop("value")
-SET_EXPIRES = _SLOT_SET.pop("expires_at_ms")
-SET_VERSION = _SLOT_SET.pop("version")
-SET_KIND = _SLOT_SET.pop("kind")
-SET_OTHERS = tuple(  # (setter, default) of fields added to Record later, if any
-    (setter, f.default) for f in dataclasses.fields(Record) if (setter := _SLOT_SET.get(f.name)) is not None
-)
-
 
 class Ref:
     """A live value kept on disk: ``vlen`` bytes at ``offset`` of segment ``seg``."""
@@ -237,10 +221,7 @@ def load_frames(
     get = m.get
     pop = m.pop
     hsize = RECORD_HEADER_SIZE
-    new = Record.__new__
-    set_key, set_value, set_expires, set_version, set_kind = SET_KEY, SET_VALUE, SET_EXPIRES, SET_VERSION, \
-        SET_KIND
-    others = SET_OTHERS
+    new = new_record
     candidates = index.expiry_candidates
     tombs = index.tombs
     live = 0  # record bytes added minus record bytes superseded or deleted
@@ -269,16 +250,7 @@ def load_frames(
                     else:
                         expires = None
                     if vlen <= inline_max:
-                        rec = new(Record)
-                        set_key(rec, key)
-                        set_value(rec, data[vpos:pos])
-                        set_expires(rec, expires)
-                        set_version(rec, version)
-                        set_kind(rec, None)
-                        if others:
-                            for setter, default in others:
-                                setter(rec, default)
-                        m[key] = rec
+                        m[key] = new((key, data[vpos:pos], expires, version, None))
                     else:
                         m[key] = Ref(seg_id, vpos, vlen, expires, version)
                 if old is not None:

@@ -10,13 +10,10 @@ are stored as given, so RocksDB's bytewise comparator orders them as kvctl's sca
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import fields
 from struct import Struct
-from typing import Any
 
 from kvctl.errors import CorruptError
-from kvctl.store import Record
+from kvctl.store import Record, record_of
 
 HEADER = Struct(">QQ")
 HEADER_SIZE = HEADER.size
@@ -46,32 +43,7 @@ def encode(rec: Record, version: int) -> bytes:
 # as a RocksDB point read.  An instance of a class with the same slots, filled with plain stores
 # and then given Record as its class (allowed between identical layouts), is a genuine Record for
 # a third of that.  The shortcut is checked against the real constructor once, at import.
-_SLOTS = ("key", "value", "expires_at_ms", "version", "kind")
-
-
-class _SameLayout:
-    __slots__ = _SLOTS
-
-
-def _fast_record(key: bytes, value: bytes, expires_at_ms: int | None, version: int | None) -> Record:
-    rec: Any = _SameLayout()
-    rec.key, rec.value, rec.expires_at_ms, rec.version, rec.kind = key, value, expires_at_ms, version, None
-    rec.__class__ = Record
-    return rec  # type: ignore[no-any-return]
-
-
-def _choose_builder() -> Callable[[bytes, bytes, int | None, int | None], Record]:
-    if tuple(f.name for f in fields(Record)) == _SLOTS and getattr(Record, "__slots__", None) == _SLOTS:
-        try:
-            probe = _fast_record(b"k", b"v", 1, 2)
-            if type(probe) is Record and probe == Record(b"k", b"v", 1, 2):
-                return _fast_record
-        except TypeError:
-            pass
-    return Record
-
-
-make_record = _choose_builder()
+make_record = record_of
 
 
 def decode(key: bytes, raw: bytes, now: int, keys_only: bool = False) -> Record | None:

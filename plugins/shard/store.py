@@ -5,7 +5,7 @@ from __future__ import annotations
 import heapq
 import random
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Self
 
 from kvctl.adapt import to_sync
@@ -189,7 +189,7 @@ class ShardStore(StoreBase):
                 caps.require("ttl", self.name)
             if caps.versions:  # one clock for all children, so copies compare across them
                 if rec.version is None:
-                    rec = replace(rec, version=self._clock.now())
+                    rec = rec._replace(version=self._clock.now())
                 else:
                     self._clock.observe(rec.version)
             prepared.append(rec)
