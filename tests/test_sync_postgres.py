@@ -75,24 +75,6 @@ async def _raw(url: str, *statements: tuple[str, tuple[Any, ...]]) -> None:
         await con.close()
 
 
-def wait_for_feed(pg_url: str, timeout_s: float = 30.0) -> None:
-    """Wait until every transaction begun so far has ended: the feed then serves every change
-    made so far (it holds back behind older running transactions, see plugins/postgres/feedsql.py;
-    other tests may share this server)."""
-    async def wait() -> None:
-        con = await asyncpg.connect(pg_url)
-        try:
-            target = await con.fetchval("SELECT pg_snapshot_xmax(pg_current_snapshot())")
-            deadline = time.monotonic() + timeout_s
-            while await con.fetchval("SELECT pg_snapshot_xmin(pg_current_snapshot())") < target:
-                assert time.monotonic() < deadline, "a transaction on the test server stays open"
-                await asyncio.sleep(0.01)
-        finally:
-            await con.close()
-
-    asyncio.run(wait())
-
-
 def contents(store: Store) -> dict[bytes, tuple[bytes, int | None, int | None]]:
     """Every live record with its expiry and version (versions too: the same writes arrived),
     leaving out what expires within a moment (the two sides are read one after the other)."""
@@ -160,7 +142,6 @@ def test_random_writes_converge_through_the_feed(pg_url: str, tmp_path: Path, ds
             result = run(plan)
             modes.append(result.mode)
             assert result.converged and result.fallback is None
-        wait_for_feed(pg_url)
         final = run(plan)
         assert final.mode == "feed"
         assert modes[0] == "diff" and modes[1:] == ["feed"] * 5
@@ -183,21 +164,17 @@ def test_two_way_between_postgres_tables(pg_url: str, tmp_path: Path) -> None:
         for _ in range(4):
             scribble(left, pg_url, a_table, rng, 40, keys=30)
             scribble(right, pg_url, b_table, rng, 40, keys=30)
-            wait_for_feed(pg_url)
             result = run(plan)
             assert result.mode == "feed" and result.converged
         left.set(b"shared", b"left")
-        wait_for_feed(pg_url)
         run(plan)
         left.delete(b"shared")
         time.sleep(0.005)
         right.set(b"shared", b"right, later")
-        wait_for_feed(pg_url)
         result = run(plan)
         assert {c.key: c.winner for c in result.conflicts}.get(b"shared") == "dst"
         assert contents(left) == contents(right)
         assert left.get(b"shared").value == b"right, later"  # type: ignore[union-attr]
-        wait_for_feed(pg_url)
         again = run(plan)
         assert (again.applied_to_dst, again.applied_to_src) == (0, 0)
     finally:
@@ -216,14 +193,12 @@ def test_feed_purged_past_the_cursor_falls_back_to_a_diff(pg_url: str, tmp_path:
         for i in range(20):
             src.set(b"k%d" % i, b"changed")
         src.delete(b"k30")
-        wait_for_feed(pg_url)  # the feed is purged among finished transactions only
         src._run(src.inner.purge())  # type: ignore[attr-defined]  # what a later write would do
         result = run(plan)
         assert result.mode == "diff" and "purged past" in (result.fallback or "")
         with open_sync(dst) as other:
             assert contents(src) == contents(other)
         src.set(b"k40", b"again")
-        wait_for_feed(pg_url)
         assert run(plan).mode == "feed"
         with open_sync(dst) as other:
             assert other.get(b"k40").value == b"again"  # type: ignore[union-attr]
@@ -241,7 +216,6 @@ def test_a_stale_replayed_delete_does_not_remove_a_newer_value(pg_url: str, tmp_
         asyncio.run(_raw(pg_url, (f"DELETE FROM {quote_ident(a_table)} WHERE key = $1", (b"k",))))  # by SQL
         time.sleep(0.005)
         dst.set(b"k", b"written later at the destination")
-        wait_for_feed(pg_url)
         result = run(plan)
         assert result.stale_skipped >= 1
         assert dst.get(b"k").value == b"written later at the destination"  # type: ignore[union-attr]
@@ -280,11 +254,9 @@ def test_cli_second_sync_reads_the_feed(pg_url: str, tmp_path: Path) -> None:
         src.set(b"k0001", b"changed")
         src.delete_many([b"k0002", b"k0003"])
     asyncio.run(_raw(pg_url, (f"UPDATE {quote_ident(a_table)} SET value = 'by sql' WHERE key = $1", (b"k0004",))))
-    wait_for_feed(pg_url)
     second = sync_json(env, a, b)
     assert (second["mode"], second["fallback"], second["applied_to_dst"]) == ("feed", None, 4)
     assert kvctl(env, "diff", a, b).returncode == 0
-    wait_for_feed(pg_url)
     assert sync_json(env, a, b)["applied_to_dst"] == 0
 
 
@@ -300,7 +272,6 @@ def test_cli_sigkill_during_sync_then_sync_again_converges(pg_url: str, tmp_path
             src.set_many([Record(b"k%05d" % rng.randrange(4000), b"r%d" % round_ * rng.randint(1, 9))
                           for _ in range(900)])
             src.delete_many([b"k%05d" % rng.randrange(4000) for _ in range(100)])
-    wait_for_feed(pg_url)
     state = state_path(tmp_path / "state" / "kvctl", a, b, False)
     before = state.stat().st_mtime_ns
     proc = subprocess.Popen([sys.executable, "-m", "kvctl", "sync", a, b, "--batch-size", "20"], env=env,
@@ -324,5 +295,4 @@ def test_cli_sigkill_during_sync_then_sync_again_converges(pg_url: str, tmp_path
     assert kvctl(env, "diff", a, b).returncode == 0
     with open_sync(a) as src, open_sync(b) as dst:
         assert contents(src) == contents(dst)  # versions too: every change applied once, as written
-    wait_for_feed(pg_url)
     assert sync_json(env, a, b)["applied_to_dst"] == 0

@@ -20,7 +20,16 @@ import asyncpg
 from kvctl.errors import UsageError
 from kvctl.hlc import MAX_NODE
 
-from .feedsql import CAPTURE_FN_SUFFIX, META_COLUMNS, STAMP_FN_SUFFIX, FeedStatements, new_feed_id
+from .feedsql import (
+    CAPTURE_FN_SUFFIX,
+    META_COLUMNS,
+    REGISTER_FN_SUFFIX,
+    RENAME_FN_SUFFIX,
+    SEQUENCE_SUFFIX,
+    STAMP_FN_SUFFIX,
+    FeedStatements,
+    new_feed_id,
+)
 from .settings import Settings
 from .sql import CHANGES_SUFFIX, REQUIRED_COLUMNS, SCHEMA_VERSION, SETUP_LOCK_ID, TOMBS_SUFFIX, Statements
 
@@ -35,6 +44,9 @@ class Layout:
     changes: str
     stamp_fn: str
     capture_fn: str
+    rename_fn: str
+    register_fn: str
+    sequence: str
     display_name: str  # the unquoted (schema.)table, as recorded in kvctl_meta
 
     @classmethod
@@ -46,6 +58,9 @@ class Layout:
             changes=settings.qualified(CHANGES_SUFFIX),
             stamp_fn=settings.qualified(STAMP_FN_SUFFIX),
             capture_fn=settings.qualified(CAPTURE_FN_SUFFIX),
+            rename_fn=settings.qualified(RENAME_FN_SUFFIX),
+            register_fn=settings.qualified(REGISTER_FN_SUFFIX),
+            sequence=settings.qualified(SEQUENCE_SUFFIX),
             display_name=settings.display_name,
         )
 
@@ -53,7 +68,8 @@ class Layout:
         return Statements(self.t, self.meta, self.tombs, self.changes, node, feed)
 
     def feed_statements(self) -> FeedStatements:
-        return FeedStatements(self.t, self.meta, self.tombs, self.changes, self.stamp_fn, self.capture_fn)
+        return FeedStatements(self.t, self.meta, self.tombs, self.changes, self.stamp_fn, self.capture_fn,
+                              self.rename_fn, self.register_fn, self.sequence)
 
 
 def create_table(t: str) -> list[str]:

@@ -38,6 +38,7 @@ from kvctl.store import (
 
 from .errors import CONNECTION_LOST, DRIVER_ERRORS, translate, translated
 from .feed import make_cursor, parse_cursor
+from .feedsql import horizon, lock_class
 from .records import make_record
 from .schema import Layout, needs_setup, refuse_newer, set_up
 from .settings import Settings, parse_settings
@@ -59,6 +60,7 @@ ARRAY_CHUNK = 50_000
 # of rows, enough to keep pace with this store's own writes.
 PURGE_EVERY_S = 60.0
 PURGE_ROWS = 10_000
+PURGE_MAX_ROWS = 100_000  # per statement: a purge must not hold a transaction (and the feed) for long
 
 # The largest key the primary-key btree takes whatever its bytes: 2,704-byte index rows on 8 KiB
 # pages (1/3 of a page) minus the 8-byte tuple header and 4-byte bytea header.  Longer keys are
@@ -420,7 +422,7 @@ class PostgresStore(AsyncStoreBase):
         if clock < self._next_purge and self._written < PURGE_ROWS // 2:
             return
         self._next_purge = clock + PURGE_EVERY_S
-        limit = max(PURGE_ROWS, 2 * self._written)
+        limit = min(PURGE_MAX_ROWS, max(PURGE_ROWS, 2 * self._written))
         self._written = 0
         await self._purge_now(con, limit)
 
@@ -522,47 +524,58 @@ class PostgresStore(AsyncStoreBase):
             self._written += int(applied)
             return int(applied)
 
-    def _check_feed(self, rows: list[Any], cursor: str | None, feed_id: str | None, txid: int, seq: int) -> str:
-        """The feed id, after checking that the feed still covers position (txid, seq)."""
+    def _check_feed(self, head: Any, cursor: str | None, feed_id: str | None, seq: int) -> str:
+        """The feed id, after checking that the feed still covers position ``seq``."""
         name = self._layout.display_name
-        if not rows:
+        if head is None:
             raise FeedGapError(f"{self._where}: table {name} has no kvctl metadata (dropped?)")
-        head = rows[0]
         if not head["feed"]:
             raise FeedGapError(f"{self._where}: table {name} has no change feed",
                                hint="open it once with ?feed=true to turn the feed on")
         if feed_id is not None and feed_id != head["feed_id"]:
             raise FeedGapError(f"{self._where}: cursor {cursor} is not of this table's change feed "
                                "(another table's, or from before the feed was turned off and on)")
-        if (txid, seq) < (int(head["feed_floor_txid"]), int(head["feed_floor_seq"])):
+        if seq < int(head["feed_floor_seq"]):
             raise FeedGapError(f"{self._where}: the change feed of {name} was purged past cursor {cursor} "
                                "(see ?feed_retention=)")
         return str(head["feed_id"])
 
+    async def _horizon(self) -> tuple[Any, int | None]:
+        """The feed's state and the last seq every writer has finished with (see :mod:`.feedsql`):
+        three statements, in this order, the rows then being read in a fourth."""
+        fs = self._feed_sql
+        rows = await self._fetch(fs.state, "read the change feed", self._layout.display_name)
+        head = rows[0] if rows else None
+        if head is None or not head["feed"]:
+            return head, None
+        open_writers = await self._fetch(fs.registrations, "read the change feed",
+                                         lock_class(head["feed_id"]) % (1 << 32))
+        return head, horizon(int(head[3]), [int(r[0]) for r in open_writers])
+
     async def feed_cursor(self) -> str:
-        """The position after every finished transaction's changes (see :mod:`.feedsql`)."""
-        rows = await self._fetch(self._feed_sql.horizon, "read the change feed", self._layout.display_name)
-        if not rows or not rows[0]["feed"]:
-            return make_cursor(None, 0, 0)
-        return make_cursor(rows[0]["feed_id"], int(rows[0][4]), 0)
+        """The position after every change of every transaction that has ended."""
+        head, last = await self._horizon()
+        if head is None or last is None:
+            return make_cursor(None, 0)
+        return make_cursor(head["feed_id"], last)
 
     async def changes(self, cursor: str | None, *, batch_size: int = 1000) -> AsyncIterator[Page]:
         """Every change after ``cursor``, a page per query (see :mod:`.feedsql` for the order)."""
         feed_id: str | None = None
-        txid = seq = 0
+        seq = 0
         if cursor is not None:
-            feed_id, txid, seq = parse_cursor(cursor, self._where)
+            feed_id, seq = parse_cursor(cursor, self._where)
         batch_size = max(1, batch_size)
         name = self._layout.display_name
-        # The feed's state first (the page query names the change table, absent without a feed).
-        self._check_feed(await self._fetch(self._feed_sql.horizon, "read the change feed", name),
-                         cursor, feed_id, txid, seq)
-        while True:
-            rows = await self._fetch(self._feed_sql.page, "read the change feed", name, txid, seq, batch_size)
-            feed_id = self._check_feed(rows, cursor, feed_id, txid, seq)
+        head, last = await self._horizon()
+        feed_id = self._check_feed(head, cursor, feed_id, seq)
+        assert last is not None
+        while seq < last:
+            rows = await self._fetch(self._feed_sql.page, "read the change feed", name, seq, last, batch_size)
+            feed_id = self._check_feed(rows[0] if rows else None, cursor, feed_id, seq)
             records: list[Record] = []
             for row in rows:
-                if row["txid"] is None:
+                if row["seq"] is None:
                     break
                 if row["deleted"]:
                     records.append(Record(row["key"], b"", None, row["version"], TOMBSTONE))
@@ -570,8 +583,8 @@ class PostgresStore(AsyncStoreBase):
                     records.append(make_record(row["key"], row["value"], row["expires_at"], row["version"]))
             if not records:
                 return
-            txid, seq = int(rows[len(records) - 1]["txid"]), int(rows[len(records) - 1]["seq"])
-            yield Page(records, make_cursor(feed_id, txid, seq))
+            seq = int(rows[len(records) - 1]["seq"])
+            yield Page(records, make_cursor(feed_id, seq))
             if len(records) < batch_size:
                 return
 
