@@ -235,20 +235,22 @@ def _rebuild(conn: sqlite3.Connection, table: str) -> None:
 def _add_side_objects(conn: sqlite3.Connection, table: str, *, feed: bool) -> None:
     node = secrets.randbelow(MAX_NODE + 1)  # differs between stores: same-millisecond writes differ
     sql = TableSQL(table, node)
-    for stmt in sql.create_tombs:
-        conn.execute(stmt.replace("CREATE TABLE", "CREATE TABLE IF NOT EXISTS", 1)
-                     .replace("CREATE INDEX", "CREATE INDEX IF NOT EXISTS", 1))
+    for stmt in sql.create_tombs:  # a table of that name already there fails the open (rolled back)
+        conn.execute(stmt)
     conn.execute(f"INSERT INTO {META_TABLE}(table_name, node_id) VALUES (?, ?)", (table, node))
-    switch_feed(conn, table, node, on=feed)
+    switch_feed(conn, table, node, on=feed, fresh=True)
 
 
-def switch_feed(conn: sqlite3.Connection, table: str, node: int, *, on: bool) -> None:
+def switch_feed(conn: sqlite3.Connection, table: str, node: int, *, on: bool, fresh: bool = False) -> None:
     """Turn the table's change feed on (a new, empty change table with a new id: every older
-    cursor becomes a gap) or off (the change table dropped), and lay the matching triggers."""
+    cursor becomes a gap) or off (the change table dropped), and lay the matching triggers.
+    ``fresh``: the table is new to kvctl_meta, so a change table of that name is not ours (the
+    CREATE fails on it rather than dropping someone's table)."""
     sql = TableSQL(table, node)
     for stmt in sql.drop_triggers:
         conn.execute(stmt)
-    conn.execute(f"DROP TABLE IF EXISTS {sql.changes}")
+    if not fresh:
+        conn.execute(f"DROP TABLE IF EXISTS {sql.changes}")
     if on:
         conn.execute(sql.create_changes)
     conn.execute(f"UPDATE {META_TABLE} SET feed_id = ?, feed_floor = 0 WHERE table_name = ?",
