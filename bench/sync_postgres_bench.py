@@ -1,9 +1,12 @@
 """PostgreSQL change feed: incremental sync time and what the feed costs writers, in one run.
 
-    python bench/sync_postgres_bench.py [--url URL] [--keys N] [--rounds R] [--write FILE] [--quick]
+    python bench/sync_postgres_bench.py [--url URL] [--keys N] [--rounds R] [--durable] [--write FILE] [--quick]
 
 Uses the server of tests/services.sh (``KVCTL_TEST_POSTGRES_URL``, or ``--url``); its tables are
-created with a unique prefix and dropped at the end.
+created with a unique prefix and dropped at the end.  That server runs with fsync=off and
+synchronous_commit=off, which shows the feed's own cost; ``--durable`` repeats the write-path
+measurements on a private server with PostgreSQL's default durability (every commit waits for a
+WAL flush), started and stopped with tests/services/postgres.sh in a temporary directory.
 
 1. **Incremental sync.**  A source table of ``--keys`` keys (100-byte values) is copied to a
    second table by a first ``kvctl sync`` run (a diff pass); then each round makes 1,000 changes
@@ -42,6 +45,7 @@ from kvctl.registry import open_url
 from kvctl.store import Record
 
 HERE = Path(__file__).resolve().parent
+SERVICE = HERE.parent / "tests" / "services" / "postgres.sh"
 ENV_FILE = Path(os.environ.get("KVCTL_SERVICES_DIR", "/tmp/kvctl-services")) / "env"
 VALUE = os.urandom(100)
 PREFIX = f"bench_syncpg_{os.getpid()}_{uuid.uuid4().hex[:4]}"
@@ -212,7 +216,29 @@ async def interleave(variants: dict[str, Call], calls: int, per_call: int) -> di
     return {name: statistics.median(s) for name, s in samples.items()}
 
 
-async def bench_writes(base: str, quick: bool, lines: list[str]) -> None:
+class DurableServer:
+    """A private PostgreSQL with the server's default durability (the test services turn fsync off)."""
+
+    def __init__(self) -> None:
+        self.dir = tempfile.mkdtemp(prefix="kvctl-syncpg-bench-", dir="/tmp")
+        os.chmod(self.dir, 0o755)  # the postgres user must reach its data directory
+        self.env = {**os.environ, "KVCTL_SERVICES_DIR": self.dir, "KVCTL_POSTGRES_SERVER_OPTIONS": ""}
+
+    def start(self) -> str:
+        out = subprocess.run(["bash", str(SERVICE), "start"], env=self.env, capture_output=True, text=True,
+                             check=False)
+        if out.returncode != 0:
+            raise SystemExit(f"could not start PostgreSQL:\n{out.stderr}")
+        return out.stdout.strip().split("=", 1)[1]
+
+    def stop(self) -> None:
+        import shutil
+
+        subprocess.run(["bash", str(SERVICE), "stop"], env=self.env, capture_output=True, check=False)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+async def bench_writes(base: str, quick: bool, lines: list[str], *, title: str = "") -> None:
     names = {"off": f"{PREFIX}_nofeed", "stmt": f"{PREFIX}_feed", "row": f"{PREFIX}_rowfeed"}
     stores = {"off": open_url(table_url(base, names["off"], feed="false")),
               "stmt": open_url(table_url(base, names["stmt"])),
@@ -262,7 +288,7 @@ async def bench_writes(base: str, quick: bool, lines: list[str]) -> None:
     # Purge what the rounds wrote into the change tables now and then? No: each call is timed
     # against a growing change table, as a writer between purges would be.
     lines += [
-        "## Write-path overhead of the feed",
+        f"## Write-path overhead of the feed{title}",
         "",
         f"Upserts of 1,000 existing keys with 100-byte values, one statement (one commit) per call; "
         f"{single_calls:,} single-key calls and {batch_calls} batch calls per variant, interleaved. "
@@ -311,6 +337,8 @@ async def main() -> None:
     parser.add_argument("--url", default=None, help="a PostgreSQL URL (default: the test services' server)")
     parser.add_argument("--keys", type=int, default=1_000_000)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--durable", action="store_true",
+                        help="also measure the write path on a private server with default durability")
     parser.add_argument("--write", type=Path, default=None, help="write the results (markdown) here")
     parser.add_argument("--quick", action="store_true", help="100,000 keys, 2 rounds, fewer write calls")
     args = parser.parse_args()
@@ -326,6 +354,14 @@ async def main() -> None:
     finally:
         await drop_all(base)
     facts = await server_facts(base)
+    if args.durable:
+        server = DurableServer()
+        try:
+            durable = server.start()
+            await bench_writes(durable, args.quick, lines,
+                               title=f" with default durability ({await server_facts(durable)}, private server)")
+        finally:
+            server.stop()
     head = [
         "# PostgreSQL change feed: incremental sync and write-path overhead",
         "",
@@ -342,7 +378,7 @@ async def main() -> None:
     ]
     tail = [
         "What the figures say: an incremental sync reads the changes since its cursor with one "
-        "index range scan of the change table's primary key (txid, seq), pages of 1,000, and applies "
+        "index range scan of the change table's primary key (seq), pages of 1,000, and applies "
         "each page with one last-writer-wins statement at the destination, so its cost follows the "
         "number of changes, not the number of keys. The feed costs kvctl's own writes one more row "
         "insert per change (the change table's heap and primary key) in the same statement; other "

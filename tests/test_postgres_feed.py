@@ -244,7 +244,7 @@ def test_a_transaction_committing_late_is_not_skipped(store: Store, pg_url: str,
             start = await store.inner.feed_cursor()  # type: ignore[attr-defined]
             tx = early.transaction()
             await tx.start()
-            await early.execute(f"INSERT INTO {t} (key, value) VALUES ('\\x01', 'early')")  # the lower txid
+            await early.execute(f"INSERT INTO {t} (key, value) VALUES ('\\x01', 'early')")  # the lower seq
             await late.execute(f"INSERT INTO {t} (key, value) VALUES ('\\x02', 'late')")  # commits first
             seen = [r.key async for p in store.inner.changes(start) for r in p.records]  # type: ignore[attr-defined]
             cursor = await store.inner.feed_cursor()  # type: ignore[attr-defined]
@@ -413,6 +413,14 @@ def test_cursors_of_other_feeds_are_gaps_and_junk_is_refused(store: Store, pg_ur
             feed(store, junk)
 
 
+def test_a_cursor_past_the_end_of_a_reset_feed_is_a_gap(store: Store, pg_url: str, table: str) -> None:
+    store.set_many([Record(b"a", b"1"), Record(b"b", b"2")])
+    cursor = store.feed_cursor()  # type: ignore[attr-defined]
+    sql(pg_url, f"TRUNCATE {quote_ident(derived_name(table, '__changes'))} RESTART IDENTITY")  # by hand
+    with pytest.raises(FeedGapError, match="past the end"):
+        feed(store, cursor)
+
+
 def test_feed_retention_by_count_purges_and_old_cursors_are_gaps(pg_url: str, table: str) -> None:
     s = open_sync(table_url(pg_url, table, feed_retention="10"))
     try:
@@ -498,10 +506,12 @@ def test_apply_many_mixed_batch_in_the_feed_and_counted(store: Store) -> None:
         Record(b"d", b"", None, base + 1, TOMBSTONE),  # delete of an unknown key: kept as a tombstone
         Record(b"e", b"no version"),  # versionless: fills an empty key
         Record(b"b", b"no version"),  # ... but never replaces a versioned one
+        Record(b"f", b"junk", 123, base, TOMBSTONE),  # a tombstone's value and expiry mean nothing
     ]
-    assert store.apply_many(batch) == 4  # type: ignore[attr-defined]
+    assert store.apply_many(batch) == 5  # type: ignore[attr-defined]
     assert summary(feed(store, start)) == [(b"a", TOMBSTONE, b""), (b"c", None, b"newest"),
-                                           (b"d", TOMBSTONE, b""), (b"e", None, b"no version")]
+                                           (b"d", TOMBSTONE, b""), (b"e", None, b"no version"),
+                                           (b"f", TOMBSTONE, b"")]
     assert store.apply_many([Record(b"d", b"late", None, base)]) == 0  # type: ignore[attr-defined]
     assert [g and g.value for g in store.get_many([b"a", b"b", b"c", b"d", b"e"])] == [
         None, b"1", b"newest", None, b"no version"]

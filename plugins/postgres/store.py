@@ -496,7 +496,8 @@ class PostgresStore(AsyncStoreBase):
         latest: dict[bytes, Record] = {}
         for rec in records:
             if rec.kind == TOMBSTONE:
-                self._check(rec.key, b"")
+                if rec.value or rec.expires_at_ms is not None:
+                    rec = Record(rec.key, b"", None, rec.version, TOMBSTONE)
             elif rec.kind is not None:
                 raise UnsupportedError(f"the {self.name} backend holds bytes values only, not a {rec.kind} "
                                        f"({rec.key[:40]!r})")
@@ -505,7 +506,7 @@ class PostgresStore(AsyncStoreBase):
         if not latest:
             return 0
         batch = list(latest.values())
-        self._check_batch([r for r in batch if r.kind != TOMBSTONE] or batch)
+        self._check_batch(batch)  # every check before anything is sent: all or nothing
         async with _Use(self, "apply_many", writing=True) as con:
             versions = self._assign_versions([r.version for r in batch])
             rows = [(r.key, b"" if r.kind == TOMBSTONE else r.value,
@@ -570,6 +571,8 @@ class PostgresStore(AsyncStoreBase):
         head, last = await self._horizon()
         feed_id = self._check_feed(head, cursor, feed_id, seq)
         assert last is not None
+        if seq > int(head[3]):  # the sequence went back: its table was emptied with RESTART IDENTITY
+            raise FeedGapError(f"{self._where}: cursor {cursor} is past the end of the change feed of {name}")
         while seq < last:
             rows = await self._fetch(self._feed_sql.page, "read the change feed", name, seq, last, batch_size)
             feed_id = self._check_feed(rows[0] if rows else None, cursor, feed_id, seq)
