@@ -314,6 +314,20 @@ def test_works_when_the_site_is_down(browser: Browser) -> None:
         store.close()
 
 
+def test_a_reloaded_or_moved_tab_recovers(open_store: Any) -> None:
+    store = open_store("kv")
+    assert store.count() == len(APP_KV)
+    tab = store.inner._tab  # type: ignore[attr-defined]
+    with contextlib.suppress(Exception):  # the reply may be lost in the navigation
+        store._run(tab.evaluate("location.reload()"))  # type: ignore[attr-defined]
+    assert store.count() == len(APP_KV)  # the helper is installed again, in the same tab
+    assert store.inner._tab is tab  # type: ignore[attr-defined]
+    with contextlib.suppress(Exception):
+        store._run(tab.evaluate("location.href = 'http://elsewhere.invalid/'"))  # type: ignore[attr-defined]
+    assert store.count() == len(APP_KV)  # a new tab on the right origin
+    assert store.inner._tab is not tab  # type: ignore[attr-defined]
+
+
 def test_a_closed_tab_is_reopened(open_store: Any, app: AppTab) -> None:
     store = open_store("kv")
     assert store.count() == len(APP_KV)

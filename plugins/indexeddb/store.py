@@ -433,8 +433,12 @@ _IDEMPOTENT = {"read", "get", "count", "info", "put", "ensure"}
 
 
 def _tab_went_away(tab: Tab, exc: BaseException, name: str) -> bool:
-    if isinstance(exc, CDPError):  # the browser no longer knows the session: the call never ran
-        return "session" in exc.message.lower() and "not found" in exc.message.lower()
+    if isinstance(exc, CDPError):
+        text = exc.message.lower()
+        if "session" in text and "not found" in text:  # the browser no longer knows it: nothing ran
+            return True
+        # The page navigated (reloaded) under the call: it may have run, or been cut short.
+        return "navigated or closed" in text and name in _IDEMPOTENT
     return isinstance(exc, CDPClosed) and tab.broken is not None and name in _IDEMPOTENT
 
 

@@ -15,7 +15,7 @@ import contextlib
 import json
 from typing import Any
 
-from .cdp import CDPError, Connection, browser_ws_url
+from .cdp import CDPClosed, CDPError, Connection, browser_ws_url
 from .scripts import HELPER, call_expression
 
 EMPTY_PAGE = base64.b64encode(b"<!doctype html><meta charset=utf-8><title>kvctl</title>").decode()
@@ -108,12 +108,15 @@ class Tab:
             raise ScriptError("NavigationError", f"cannot open {document_url}: {nav['errorText']}")
         await asyncio.wait_for(loaded, self.timeout)
         self.conn.on(sid, "Page.loadEventFired", None)
-        # Network events are not needed any more; Fetch stays on so nothing leaves the tab.
-        await self.send("Network.disable")
         await self.send("Page.disable")
+        # Network stays enabled (it holds the service-worker bypass) and so does Fetch: should the
+        # tab ever load again, still nothing leaves it and no site code runs.
+        await self._install()
+
+    async def _install(self) -> None:
         origin = await self.evaluate("location.origin")
         if origin != self.origin:
-            raise ScriptError("NavigationError", f"the tab landed on {origin!r}, not {self.origin!r}")
+            raise ScriptError("NavigationError", f"the tab is on {origin!r}, not {self.origin!r}")
         await self.evaluate(HELPER)
 
     async def evaluate(self, expression: str, timeout: float | None = None) -> Any:
@@ -137,10 +140,15 @@ class Tab:
         try:
             text = await self.evaluate(expression, timeout)
         except ScriptError as exc:
-            # Nothing ran: the page lost the helper (reloaded by someone); install it again.
+            # Nothing ran: the page lost the helper (reloaded by someone); install it again,
+            # unless the tab is no longer on the origin: then it is of no use.
             if exc.name != "ReferenceError" or "__kvctl" not in exc.message:
                 raise
-            await self.evaluate(HELPER)
+            try:
+                await self._install()
+            except ScriptError as lost:
+                self._lost(lost.message)
+                raise CDPClosed(f"kvctl's tab was taken elsewhere: {lost.message}") from None
             text = await self.evaluate(expression, timeout)
         if not isinstance(text, str):
             raise ScriptError("ProtocolError", f"the helper answered {type(text).__name__}, not JSON text")
