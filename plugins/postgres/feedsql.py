@@ -43,6 +43,9 @@ simpler bound, ``pg_snapshot_xmin``, was measured holding every feed back behind
 transaction in the whole cluster.)  Between concurrent transactions the order is their change
 rows' ``seq`` order; replication applies by version (last writer wins), for which the order of
 changes to different keys does not matter and a key's changes keep their version order.
+The feed is read from the primary: a hot standby sees neither the primary's open writers in
+``pg_locks`` nor an exact sequence value, so there it is refused as a feed gap (the sync engine
+then compares the stores, and says so).
 """
 
 from __future__ import annotations
@@ -242,8 +245,8 @@ END"""
     def state(self) -> str:
         """The feed's state ($1 table) and, read first, the sequence's last value."""
         return ("SELECT feed, feed_id, feed_floor_seq, "
-                f"CASE WHEN feed THEN coalesce(pg_sequence_last_value(to_regclass('{self.literal_sequence}')), 0) END "
-                f"FROM {self.meta} WHERE table_name = $1")
+                f"CASE WHEN feed THEN coalesce(pg_sequence_last_value(to_regclass('{self.literal_sequence}')), 0) END, "
+                f"pg_is_in_recovery() FROM {self.meta} WHERE table_name = $1")
 
     @property
     def literal_sequence(self) -> str:

@@ -547,14 +547,17 @@ class PostgresStore(AsyncStoreBase):
         fs = self._feed_sql
         rows = await self._fetch(fs.state, "read the change feed", self._layout.display_name)
         head = rows[0] if rows else None
-        if head is None or not head["feed"]:
+        if head is None or not head["feed"] or head[4]:  # no feed, or a standby (see .feedsql)
             return head, None
         open_writers = await self._fetch(fs.registrations, "read the change feed",
                                          lock_class(head["feed_id"]) % (1 << 32))
         return head, horizon(int(head[3]), [int(r[0]) for r in open_writers])
 
     async def feed_cursor(self) -> str:
-        """The position after every change of every transaction that has ended."""
+        """The position after every change of every transaction that has ended.
+
+        Without a feed to read (none, or a standby), a cursor that ``changes()`` reports as a gap.
+        """
         head, last = await self._horizon()
         if head is None or last is None:
             return make_cursor(None, 0)
@@ -570,7 +573,9 @@ class PostgresStore(AsyncStoreBase):
         name = self._layout.display_name
         head, last = await self._horizon()
         feed_id = self._check_feed(head, cursor, feed_id, seq)
-        assert last is not None
+        if last is None:  # a feed, but on a standby
+            raise FeedGapError(f"{self._where}: this server is a standby; the change feed of {name} "
+                               "can only be read from the primary", hint="point the sync source at the primary")
         if seq > int(head[3]):  # the sequence went back: its table was emptied with RESTART IDENTITY
             raise FeedGapError(f"{self._where}: cursor {cursor} is past the end of the change feed of {name}")
         while seq < last:
