@@ -19,6 +19,7 @@ from typing import Any
 
 import asyncpg
 import pytest
+from kvctl_plugins.postgres.feedsql import horizon
 from kvctl_plugins.postgres.settings import derived_name, quote_ident
 
 from kvctl.errors import FeedGapError, LimitError, UsageError
@@ -334,6 +335,17 @@ def test_concurrent_writers_and_a_reader_lose_nothing(pg_url: str, table: str) -
         assert sorted(delivered) == sorted(k for k, _ in committed)  # nothing skipped, nothing rolled back
     finally:
         owner.close()
+
+
+def test_horizon_from_32_bit_registrations() -> None:
+    two32 = 1 << 32
+    assert horizon(100, []) == 100
+    assert horizon(100, [40, 90]) == 40
+    assert horizon(100, [100, 130]) == 100  # registered after the last value was read: no bound
+    big = 5 * two32 + 7  # registrations keep the low 32 bits of L
+    assert horizon(big, [(big - 3) % two32]) == big - 3
+    assert horizon(big, [(big + 2) % two32]) == big
+    assert horizon(two32 + 1, [two32 - 5]) == two32 - 5  # across a wrap of the low bits
 
 
 def test_a_transaction_rolled_back_to_a_savepoint_still_holds_later_changes(store: Store, pg_url: str,

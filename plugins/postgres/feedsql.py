@@ -86,10 +86,17 @@ def lock_class(feed_id: str) -> int:
 
 def horizon(last_value: int, registered: list[int]) -> int:
     """The last seq every writer has finished with: the sequence's last value ``last_value``
-    (read first), bounded by each open writer's registration (its L modulo 2**32, read after)."""
+    (read first), bounded by each open writer's registration (its L modulo 2**32, read after).
+
+    A registration holds only L's low 32 bits; L is taken as the value with those bits nearest
+    ``last_value`` (open writers are never 2**31 changes apart).  A writer that registered after
+    ``last_value`` was read has L at or above it and bounds nothing.
+    """
     bound = last_value
     for low in registered:
-        bound = min(bound, last_value - (last_value - low) % _2_32)
+        ahead = (low - last_value) % _2_32
+        if ahead >= 1 << 31:  # below last_value
+            bound = min(bound, last_value + ahead - _2_32)
     return bound
 
 
