@@ -60,7 +60,7 @@ ARRAY_CHUNK = 50_000
 # of rows, enough to keep pace with this store's own writes.
 PURGE_EVERY_S = 60.0
 PURGE_ROWS = 10_000
-PURGE_MAX_ROWS = 100_000  # per statement: a purge must not hold a transaction (and the feed) for long
+PURGE_MAX_ROWS = 100_000  # per statement: a purge runs inside a write call and must stay short
 
 # The largest key the primary-key btree takes whatever its bytes: 2,704-byte index rows on 8 KiB
 # pages (1/3 of a page) minus the 8-byte tuple header and 4-byte bytea header.  Longer keys are
