@@ -47,8 +47,10 @@ class Applier:
         state: dict[bytes, Record] = {}
         rows: set[bytes] = set()
         for i in range(0, len(keys), self._chunk):
-            part = keys[i:i + self._chunk]
-            for key, value, expires, version, tomb in conn.execute(self._lookup_sql(len(part)), part):
+            part: list[Any] = list(keys[i:i + self._chunk])
+            size = len(part) if len(part) <= 16 else (len(part) + 7) & ~7  # a few dozen statements at most
+            part.extend([None] * (size - len(part)))  # NULL matches no key: the padding finds nothing
+            for key, value, expires, version, tomb in conn.execute(self._lookup_sql(size), part):
                 if value is not None:
                     state[key] = make_record(key, value, expires, version)
                     rows.add(key)
