@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from kvctl.errors import AuthError, FeedGapError, LimitError, UnsupportedError, UsageError
+from kvctl.errors import AuthError, BadURLError, FeedGapError, LimitError, UnsupportedError, UsageError
 from kvctl.hlc import make_version, physical_ms
 from kvctl.registry import open_url
 from kvctl.store import TOMBSTONE, Record, Store, now_ms
@@ -227,16 +227,36 @@ def test_feed_retention_by_count_purges_and_old_cursors_are_gaps(db: str) -> Non
         assert [r.key for r in changes(store, near_end)] == [b"b%05d" % i for i in range(5900, 6000)]
 
 
+def test_a_purge_between_two_pages_is_a_gap_not_a_hole(db: str) -> None:
+    with open_url(f"sqlite://{db}?feed_retention=100") as store:
+        start = store.feed_cursor()  # type: ignore[attr-defined]
+        store.set_many([Record(b"a%05d" % i, b"v") for i in range(50)])
+        pages = store.changes(start, batch_size=10)  # type: ignore[attr-defined]
+        assert len(next(pages).records) == 10
+        with open_url(f"sqlite://{db}?feed_retention=100") as writer:  # another writer purges meanwhile
+            writer.set_many([Record(b"b%05d" % i, b"v") for i in range(10_000)])
+        with pytest.raises(FeedGapError):
+            next(pages)
+
+
+@pytest.mark.parametrize("query", ["table=kv__changes", "table=x__tombs", "table=kvctl_meta", "feed=maybe",
+                                   "feed_retention=0", "feed_retention=soon", "tombstone_retention=soon"])
+def test_bad_replication_options_are_refused(db: str, query: str) -> None:
+    with pytest.raises(BadURLError):
+        open_url(f"sqlite://{db}?{query}")
+    assert not os.path.exists(db)
+
+
 def test_feed_retention_by_age(db: str) -> None:
-    with open_url(f"sqlite://{db}?feed_retention=200ms") as store:
+    with open_url(f"sqlite://{db}?feed_retention=1s") as store:
         start = store.feed_cursor()  # type: ignore[attr-defined]
         store.set_many([Record(b"old%05d" % i, b"v") for i in range(100)])
-        time.sleep(0.3)
+        time.sleep(1.2)
         after_old = store.feed_cursor()  # type: ignore[attr-defined]
         store.set_many([Record(b"new%05d" % i, b"v") for i in range(10_000)])  # the purge comes due
         with pytest.raises(FeedGapError):
             list(store.changes(start))  # type: ignore[attr-defined]
-        assert len(changes(store, after_old)) == 10_000  # younger than 200 ms: kept
+        assert len(changes(store, after_old)) == 10_000  # younger than a second: kept
 
 
 def test_tombstones_are_kept_for_their_retention_then_purged(db: str) -> None:
@@ -352,6 +372,7 @@ def test_feed_off_and_on_again(db: str) -> None:
             off.feed_cursor()  # type: ignore[attr-defined]
     with open_url(f"sqlite://{db}") as kept:  # no option: the mode stays off
         assert not kept.capabilities.change_feed
+        assert kept.stats()["feed"] == "off" and kept.stats()["tombstones"] == 1
     with open_url(f"sqlite://{db}?feed=true") as on:
         assert on.capabilities.change_feed
         with pytest.raises(FeedGapError, match="another feed"):
@@ -427,6 +448,7 @@ def test_upgrade_from_version_1_in_place(db: str) -> None:
     before = {t: dump(db, t) for t in v1_rows}
     with open_url(f"sqlite://{db}?readonly=true") as ro:  # read-only: read as it is, no feed
         assert ro.get(b"a").value == b"1" and not ro.capabilities.change_feed  # type: ignore[union-attr]
+        assert ro.stats()["schema_version"] == 1 and ro.stats()["feed"].startswith("off")
     assert other_program(db, "PRAGMA user_version") == [(1,)]
     with open_url(f"sqlite://{db}") as store:
         assert store.stats()["schema_version"] == 2
