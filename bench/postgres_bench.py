@@ -1,4 +1,7 @@
-"""kvctl's postgres backend against raw asyncpg, side by side in one run.
+"""The kvctl store is opened with ``?feed=false``: raw asyncpg keeps no change feed, so this compares
+like with like (bench/sync_postgres_bench.py measures the feed's write cost).
+
+kvctl's postgres backend against raw asyncpg, side by side in one run.
 
     python bench/postgres_bench.py [--cpu N] [--out bench/postgres_RESULTS.md] [--quick]
 
@@ -118,7 +121,7 @@ class Case:
 
 
 async def kvctl_vs_raw(url: str, scale: float) -> tuple[list[Case], dict[str, str]]:
-    store = open_url(f"{url}?table={TABLE}")
+    store = open_url(f"{url}?table={TABLE}&feed=false")
     await store.set_many([Record(b"key-%d" % i, VALUE) for i in range(BATCH)])  # creates the table
     raw = await asyncpg.connect(url)
     info = {
@@ -177,7 +180,7 @@ async def kvctl_vs_raw(url: str, scale: float) -> tuple[list[Case], dict[str, st
 
 def through_to_sync(url: str, scale: float) -> Case:
     """The CLI's path: the async store through kvctl.adapt.to_sync (one event loop, run per call)."""
-    store = to_sync(open_url(f"{url}?table={TABLE}"))
+    store = to_sync(open_url(f"{url}?table={TABLE}&feed=false"))
     runner = asyncio.Runner()
     raw = runner.run(asyncpg.connect(url))
     stmt = runner.run(raw.prepare(f'SELECT value, expires_at, version FROM "{TABLE}" WHERE key = $1 '

@@ -212,7 +212,7 @@ def test_stats(store: Store) -> None:
     stats = store.stats()
     assert stats["keys"] == 20 and stats["table_bytes"] > 0
     assert stats["server_version"].startswith("15") or stats["server_version"][0].isdigit()
-    assert stats["schema_version"] == 1
+    assert stats["schema_version"] == 2
 
 
 def test_table_name_is_quoted_safely(pg_url: str) -> None:
@@ -247,7 +247,7 @@ def test_schema_version_is_recorded(store: Store, pg_url: str) -> None:
             await con.close()
 
     store.set(b"k", b"v")
-    assert _run(meta()) == 1
+    assert _run(meta()) == 2
 
 
 def test_newer_schema_version_is_refused(store: Store, pg_url: str) -> None:
@@ -257,14 +257,14 @@ def test_newer_schema_version_is_refused(store: Store, pg_url: str) -> None:
     async def bump() -> None:
         con = await asyncpg.connect(pg_url)
         try:
-            await con.execute("UPDATE kvctl_meta SET schema_version = 2 WHERE table_name = $1", table)
+            await con.execute("UPDATE kvctl_meta SET schema_version = 3 WHERE table_name = $1", table)
         finally:
             await con.close()
 
     _run(bump())
     later = open_sync(url_of(store).raw)
     try:
-        with pytest.raises(UsageError, match="schema version 2"):
+        with pytest.raises(UsageError, match="schema version 3"):
             later.get(b"k")
     finally:
         later.close()
