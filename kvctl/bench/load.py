@@ -10,6 +10,7 @@ Every plan is built before the clock starts; a pass runs for ``--duration`` seco
 from __future__ import annotations
 
 import asyncio
+import queue
 import time
 from array import array
 from typing import Any
@@ -98,14 +99,17 @@ def network_pass(ctx: Ctx, bench: Bench, clients: int, ops: int | None, duration
 
 def _child(job_path: str, workload: str, bench_name: str, per_client: int, duration: float | None,
            barrier: Any, results: Any) -> None:
-    from kvctl.bench.job import Job
-    from kvctl.bench.runner import open_ctx
-    from kvctl.bench.workloads import get
-
-    job = Job.load(job_path)
-    bench = get(workload).bench(bench_name)
-    ctx = open_ctx(job, None)
+    """One embedded client: its own connection; always reports, even when it cannot open the store
+    (a backend that locks its files against a second process fails here, and says why)."""
+    ctx = None
     try:
+        from kvctl.bench.job import Job
+        from kvctl.bench.runner import open_ctx
+        from kvctl.bench.workloads import get
+
+        job = Job.load(job_path)
+        bench = get(workload).bench(bench_name)
+        ctx = open_ctx(job, None)
         if bench.setup is not None:
             bench.setup(ctx)
         chunks = _chunks(bench.plan(ctx, per_client))
@@ -118,12 +122,20 @@ def _child(job_path: str, workload: str, bench_name: str, per_client: int, durat
             if deadline is not None and time.perf_counter() >= deadline:
                 break
         results.put((done, busy, None))
-    except Exception as exc:
-        results.put((0, 0.0, f"{type(exc).__name__}: {exc}"))
+    except BaseException as exc:
+        results.put((0, 0.0, _reason(exc)))
         barrier.abort()
     finally:
-        ctx.close()
-        ctx.target.close()
+        if ctx is not None:
+            ctx.close()
+            ctx.target.close()
+
+
+def _reason(exc: BaseException) -> str:
+    from kvctl.errors import KvctlError
+
+    text = str(exc) if isinstance(exc, KvctlError) else f"{type(exc).__name__}: {exc}"
+    return " ".join(text.split())[:300]
 
 
 def process_pass(job_path: str, workload: str, bench: Bench, clients: int, ops: int | None,
@@ -139,22 +151,36 @@ def process_pass(job_path: str, workload: str, bench: Bench, clients: int, ops: 
              for _ in range(clients)]
     for p in procs:
         p.start()
-    error = None
+    error = None  # the first client's reason wins: it says why (e.g. the store is locked)
+    started = True
     try:
         barrier.wait(timeout=120)
     except Exception:
-        error = "a client process failed to start"
+        started = False
     rates, total = 0.0, 0
-    for _ in procs:
-        done, busy, err = results.get(timeout=600)
+    pending = clients
+    limit = time.monotonic() + (duration or 0) + 600
+    while pending and time.monotonic() < limit:
+        try:
+            done, busy, err = results.get(timeout=1.0)
+        except queue.Empty:
+            if not any(p.is_alive() for p in procs) and results.empty():
+                error = error or "a client process died without a result"
+                break
+            continue
+        pending -= 1
         error = error or err
         total += done
         rates += done / busy if busy else 0.0
     for p in procs:
-        p.join(timeout=60)
-    if error:
+        p.join(timeout=10)
+        if p.is_alive():
+            p.terminate()  # our own client process, stuck: end it so the run goes on
+            p.join(timeout=10)
+    if error or pending or not started:
         from kvctl.errors import KvctlError
 
-        raise KvctlError(error)
+        reason = error or ("a client process could not start" if not started else "no result in time")
+        raise KvctlError(f"{clients} client process{'es' if clients != 1 else ''}: {reason}")
     # each client's rate over its own busy time, summed: the aggregate while all ran together
     return {"clients": clients, "ops": total, "ops_per_s": rates}

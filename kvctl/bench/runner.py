@@ -185,13 +185,16 @@ def _extra_passes(job: Job, job_path: str, done: list[tuple[BenchSpec, Bench, An
         return []
     errors: list[dict[str, str]] = []
     ctx = actx = empty = None
+    separate = bool(job.alloc_url) and job.alloc_url != job.url
     try:
-        if want_latency or want_load:
+        if want_latency or want_load or (want_alloc and not separate):
             ctx = open_ctx(job, None)
         if want_alloc:
             from kvctl.bench.alloc import ID_BASE
 
-            actx = open_ctx(job, None, url=job.alloc_url)
+            # one connection per store: a backend locking its files allows no second one
+            actx = open_ctx(job, None, url=job.alloc_url) if separate else ctx
+            assert actx is not None
             empty = open_ctx(job, "null-async" if actx.target.is_async else "null")
             actx.next_id = empty.next_id = ID_BASE
     except Exception as exc:
@@ -229,8 +232,11 @@ def _extra_passes(job: Job, job_path: str, done: list[tuple[BenchSpec, Bench, An
                     failed("the latency pass", exc)
                 if want_load:
                     try:
-                        curve = _load_curve(job, job_path, ctx, spec, bench, step_s)
-                        meta["kvctl_load"] = json.dumps(curve, separators=(",", ":"))
+                        curve, failure = _load_curve(job, job_path, ctx, spec, bench, step_s)
+                        if curve:
+                            meta["kvctl_load"] = json.dumps(curve, separators=(",", ":"))
+                        if failure is not None:
+                            failed("the load pass", failure)
                     except Exception as exc:
                         failed("the load pass", exc)
             if actx is not None and empty is not None:
@@ -247,7 +253,7 @@ def _extra_passes(job: Job, job_path: str, done: list[tuple[BenchSpec, Bench, An
                     meta["kvctl_alloc_ops"] = n
                 except Exception as exc:
                     failed("the allocation pass", exc)
-            notes = [n for c in (ctx, actx) if c is not None for n in c.notes]
+            notes = [n for c in _distinct(ctx, actx) for n in c.notes]
             if notes:
                 meta["kvctl_note"] = "; ".join(dict.fromkeys(notes))
             if meta:
@@ -257,8 +263,17 @@ def _extra_passes(job: Job, job_path: str, done: list[tuple[BenchSpec, Bench, An
     return errors
 
 
-def _close(*ctxs: Ctx | None) -> None:
+def _distinct(*ctxs: Ctx | None) -> list[Ctx]:
+    """The contexts, each once (the same one may serve two passes)."""
+    out: list[Ctx] = []
     for c in ctxs:
+        if c is not None and all(c is not o for o in out):
+            out.append(c)
+    return out
+
+
+def _close(*ctxs: Ctx | None) -> None:
+    for c in _distinct(*ctxs):
         if c is not None:
             try:
                 c.close()
@@ -268,20 +283,34 @@ def _close(*ctxs: Ctx | None) -> None:
 
 
 def _load_curve(job: Job, job_path: str, ctx: Ctx, spec: BenchSpec, bench: Bench, mean_s: float | None
-                ) -> list[dict[str, Any]]:
+                ) -> tuple[list[dict[str, Any]], Exception | None]:
+    """The curve's points, up to the first client count that fails (and that failure)."""
     from kvctl.bench import load
+    from kvctl.bench.target import Target
 
     params = job.params
     curve = []
-    for clients in params.clients:
-        if job.network:
-            point = load.network_pass(ctx, bench, clients, params.ops, params.duration, mean_s)
-        else:
-            point = load.process_pass(job_path, spec.workload, bench, clients, params.ops,
-                                      params.duration, mean_s)
-        point["ops_per_s"] *= bench.inner
-        curve.append({k: (round(v, 3) if isinstance(v, float) else v) for k, v in point.items()})
-    return curve
+    if not job.network:
+        # the client processes need the store to themselves (some backends lock their files)
+        ctx.target.close()
+    failure: Exception | None = None
+    try:
+        for clients in params.clients:
+            try:
+                if job.network:
+                    point = load.network_pass(ctx, bench, clients, params.ops, params.duration, mean_s)
+                else:
+                    point = load.process_pass(job_path, spec.workload, bench, clients, params.ops,
+                                              params.duration, mean_s)
+            except Exception as exc:
+                failure = exc
+                break
+            point["ops_per_s"] *= bench.inner
+            curve.append({k: (round(v, 3) if isinstance(v, float) else v) for k, v in point.items()})
+    finally:
+        if not job.network:
+            ctx.target = Target.open(ctx.url)
+    return curve, failure
 
 
 def _write(job: Job, benchmarks: list[Any], errors: list[dict[str, str]]) -> None:
