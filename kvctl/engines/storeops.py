@@ -1,9 +1,8 @@
 """Opening stores for the engines, and the optional typed-value calls (``dump_many``/``restore_many``).
 
 Engines work on the async form of the protocol inside one event loop per command.  The typed
-calls are optional protocol members (declared by ``Capabilities.typed_values``); a sync store
-adapted by :mod:`kvctl.adapt` keeps them on the wrapped store, so they are reached here through
-the adapter's worker thread (the adapter forwards only the core protocol).
+calls are optional protocol members (declared by ``Capabilities.typed_values``), forwarded by
+:mod:`kvctl.adapt` when the wrapped store has them.
 """
 
 from __future__ import annotations
@@ -12,7 +11,7 @@ import inspect
 from collections.abc import Sequence
 from typing import Any
 
-from kvctl.adapt import AsyncAdapter, to_async
+from kvctl.adapt import to_async
 from kvctl.codec import show
 from kvctl.errors import UnsupportedError
 from kvctl.registry import open_url
@@ -35,31 +34,17 @@ def show_key(key: bytes) -> str:
     return text if len(text) <= 200 else text[:200] + "..."
 
 
-def _typed_call(store: Any, name: str) -> tuple[Any, Any] | None:
-    fn = getattr(store, name, None)
-    if callable(fn):
-        return None, fn
-    if isinstance(store, AsyncAdapter):
-        inner_fn = getattr(store.inner, name, None)
-        if callable(inner_fn):
-            return store, inner_fn
-    return None
-
-
 def has_typed_values(store: Any) -> bool:
     """True when the store declares typed values and offers both dump_many and restore_many."""
     return bool(store.capabilities.typed_values) and all(
-        _typed_call(store, n) is not None for n in ("dump_many", "restore_many")
+        callable(getattr(store, n, None)) for n in ("dump_many", "restore_many")
     )
 
 
 async def _invoke(store: Any, name: str, arg: Any) -> Any:
-    call = _typed_call(store, name)
-    if call is None:
+    fn = getattr(store, name, None)
+    if not callable(fn):
         raise UnsupportedError(f"the {store.name} backend offers no {name}")
-    adapter, fn = call
-    if adapter is not None:
-        return await adapter._call(fn, arg)  # the adapter's single driver thread
     result = fn(arg)
     return await result if inspect.isawaitable(result) else result
 
