@@ -7,6 +7,9 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 PY="${PYTHON:-python3}"
+# tools installed below (lint-imports, kvctl) come from this interpreter's environment
+PATH="$("$PY" -c 'import os, sys; print(os.path.dirname(sys.executable))'):$PATH"
+export PATH
 
 echo "== installing kvctl with its test dependencies"
 "$PY" -m pip install --quiet --disable-pip-version-check -e '.[test]' -e tests/outside_plugin
