@@ -259,6 +259,20 @@ def test_feed_retention_by_age(db: str) -> None:
         assert len(changes(store, after_old)) == 10_000  # younger than a second: kept
 
 
+def test_a_purge_keeps_the_newest_change_so_seq_never_restarts(db: str) -> None:
+    with open_url(f"sqlite://{db}?feed_retention=1ms") as store:
+        store.set_many([Record(b"a%05d" % i, b"v") for i in range(9_999)])
+        time.sleep(0.01)
+        end = store.feed_cursor()  # type: ignore[attr-defined]
+        store.set(b"last", b"v")  # the 10,000th write: a purge of everything older than 1 ms
+        assert store.stats()["feed_changes"] == 1
+        store.set(b"again", b"v")
+        got = [(r.key, int(p.cursor.rsplit(":", 1)[1])) for p in store.changes(end, batch_size=1)  # type: ignore[attr-defined]
+               for r in p.records]
+        first = int(end.rsplit(":", 1)[1])
+        assert got == [(b"last", first + 1), (b"again", first + 2)]
+
+
 def test_tombstones_are_kept_for_their_retention_then_purged(db: str) -> None:
     with open_url(f"sqlite://{db}?tombstone_retention=1h") as store:
         store.set_many([Record(b"d%05d" % i, b"v") for i in range(10)])

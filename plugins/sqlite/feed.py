@@ -47,17 +47,17 @@ class Feed:
         self._conn = conn
         self._sql = sql
         self._where = where
-        self._head = (f"SELECT feed_id, feed_floor, (SELECT seq FROM sqlite_sequence WHERE name = ?) "
-                      f"FROM {META_TABLE} WHERE table_name = ?")
+        self._head = f"SELECT feed_id, feed_floor FROM {META_TABLE} WHERE table_name = ?"
+        self._last = f"SELECT max(seq) FROM {sql.changes}"
         self._page = (f"SELECT seq, key, value, expires_at, version, deleted FROM {sql.changes} "
                       "WHERE seq > ? ORDER BY seq LIMIT ?")
 
     def _state(self) -> tuple[str | None, int, int]:
         """(feed id, floor, last seq) as the current read transaction sees them."""
-        row = self._conn.execute(self._head, (self._sql.changes_name, self._sql.table)).fetchone()
-        if row is None:
+        row = self._conn.execute(self._head, (self._sql.table,)).fetchone()
+        if row is None or row[0] is None:  # no feed (and no change table)
             return None, 0, 0
-        return row[0], int(row[1]), int(row[2] or 0)
+        return row[0], int(row[1]), int(self._conn.execute(self._last).fetchone()[0] or 0)
 
     def cursor(self) -> str:
         feed_id, _, last = self._state()
@@ -113,14 +113,15 @@ def _record(row: Any) -> Record:
 def purge(conn: sqlite3.Connection, sql: TableSQL, *, keep_changes: int | None, keep_ms: int | None,
           now: int, limit: int) -> int:
     """Delete up to ``limit`` changes past retention from the head of the feed and raise its
-    floor; inside the caller's write transaction.  Returns how many were deleted."""
+    floor; inside the caller's write transaction.  Returns how many were deleted.  The newest
+    change is always kept: the next one's ``seq`` is the newest's plus one, never a reused one."""
     row = conn.execute(f"SELECT feed_id, feed_floor FROM {META_TABLE} WHERE table_name = ?", (sql.table,)).fetchone()
     if row is None or row[0] is None:
         return 0
     floor = int(row[1])
+    last = int(conn.execute(f"SELECT max(seq) FROM {sql.changes}").fetchone()[0] or 0)
     if keep_changes is not None:
-        last = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = ?", (sql.changes_name,)).fetchone()
-        upto: int | None = min((int(last[0]) if last else 0) - keep_changes, floor + limit)
+        upto: int | None = min(last - max(1, keep_changes), floor + limit)
     else:
         assert keep_ms is not None
         # the head of the feed up to its first change young enough to keep
@@ -129,6 +130,7 @@ def purge(conn: sqlite3.Connection, sql: TableSQL, *, keep_changes: int | None, 
             "SELECT coalesce((SELECT min(seq) FROM head WHERE changed_at >= ?3) - 1, (SELECT max(seq) FROM head))",
             (floor, limit, now - keep_ms),
         ).fetchone()[0]
+        upto = None if upto is None else min(upto, last - 1)
     if upto is None or upto <= floor:
         return 0
     deleted = conn.execute(f"DELETE FROM {sql.changes} WHERE seq <= ?", (upto,)).rowcount

@@ -4,8 +4,8 @@ Beside table ``t`` (one per ``?table=``)::
 
     t__tombs    key BLOB PRIMARY KEY, version INTEGER NOT NULL   (WITHOUT ROWID; index on version)
                 the newest deletion of each deleted key, kept ?tombstone_retention=
-    t__changes  seq INTEGER PRIMARY KEY AUTOINCREMENT, key, value, expires_at, version,
-                deleted (0/1), changed_at (ms since the epoch; for ?feed_retention=<duration>)
+    t__changes  seq INTEGER PRIMARY KEY, key, value, expires_at, version, deleted (0/1),
+                changed_at (ms since the epoch; for ?feed_retention=<duration>)
                 only while the feed is on
     kvctl_meta  one row per store table: its HLC node id, its feed id (NULL: feed off) and the
                 feed's floor (the highest purged seq: a cursor below it is a gap)
@@ -26,11 +26,18 @@ kvctl's own, and kvctl's writes stay single statements:
 * With the feed on, every upsert of ``t`` and every new or newer tombstone is appended to
   ``t__changes``.  ``seq`` is taken inside the writing transaction and SQLite has one writer at a
   time, so ``seq`` order is commit order and a reader paging ``seq > cursor`` never skips a change.
+  ``seq`` is a plain integer primary key (SQLite gives each new row the largest ``seq`` plus one)
+  and the purge never removes the newest change, so ``seq`` only grows and is never reused: the
+  guarantee AUTOINCREMENT gives, without its extra write of ``sqlite_sequence`` on every insert,
+  which measured about half of the feed's cost on a single write (bench/sync_sqlite_RESULTS.md).
 
-Known limit: ``INSERT OR REPLACE`` by another program deletes the replaced row without firing
-delete triggers (unless that connection enables ``recursive_triggers``); its new row is still
-stamped above every version in the table, so nothing is lost, but the old key's deletion is not
-a change of its own (the new row replaces it in the feed anyway).
+Known limit: ``INSERT OR REPLACE`` by another program removes the row it replaces without firing
+delete triggers (SQLite fires them for REPLACE only under ``recursive_triggers``), so the replaced
+row leaves no tombstone and its version is not seen by the stamp.  Replacing a key's row is still
+a change of that key (stamped from the clock when written without a version, which is right unless
+the replaced version was ahead of this machine's clock); replacing by ``id`` with another key
+removes the old key unseen.  Other programs should upsert (``INSERT ... ON CONFLICT(key) DO
+UPDATE``), update or delete, as kvctl does.
 """
 
 from __future__ import annotations
@@ -77,10 +84,6 @@ class TableSQL:
     def changes(self) -> str:
         return quote(self.table + "__changes")
 
-    @property
-    def changes_name(self) -> str:
-        return self.table + "__changes"
-
     def trigger(self, suffix: str) -> str:
         return quote(f"{self.table}__kvctl_{suffix}")
 
@@ -110,7 +113,7 @@ class TableSQL:
 
     @property
     def create_changes(self) -> str:
-        return (f"CREATE TABLE {self.changes} (seq INTEGER PRIMARY KEY AUTOINCREMENT, key BLOB NOT NULL, "
+        return (f"CREATE TABLE {self.changes} (seq INTEGER PRIMARY KEY, key BLOB NOT NULL, "
                 "value BLOB, expires_at INTEGER, version INTEGER, deleted INTEGER NOT NULL DEFAULT 0, "
                 f"changed_at INTEGER NOT NULL DEFAULT ({NOW_MS}))")
 
