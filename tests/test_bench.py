@@ -322,3 +322,15 @@ def test_ycsb_plans_are_seeded_and_skewed() -> None:
 def test_params_give_pyperf_an_explicit_argument_list() -> None:
     args = Params.quick_defaults(affinity="1").pyperf_args()
     assert args[:2] == ["--processes", "2"] and "--affinity=1" in args
+
+
+def test_client_processes_that_cannot_open_the_store_report_why(tmp_path: Path) -> None:
+    from kvctl.bench import load
+    from kvctl.bench.job import Job
+    from kvctl.errors import KvctlError
+
+    job = Job(label="x", url=f"sqlite://{tmp_path}/missing-dir/sub/x.db?nonsense=1", params=Params(),
+              benches=[], out=str(tmp_path / "out.json"))
+    job.save(str(tmp_path / "job.json"))
+    with pytest.raises(KvctlError, match=r"2 client processes: .*nonsense"):
+        load.process_pass(str(tmp_path / "job.json"), "gridkv", workloads.GRIDKV.bench("get"), 2, 100, 0.1, None)
