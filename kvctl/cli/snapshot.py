@@ -1,6 +1,8 @@
 """`kvctl snapshot create|verify|restore|inspect`: point-in-time files of a store.
 
-The file format is specified in kvctl/engines/SNAPSHOT_FORMAT.md.
+Full snapshots hold every key; incremental ones (``create --since``) the changes after a
+change-feed cursor; ``restore`` applies a chain of them.  The file format is specified in
+kvctl/engines/SNAPSHOT_FORMAT.md.
 """
 
 from __future__ import annotations
@@ -12,11 +14,12 @@ import typer
 
 from kvctl.cli.context import STATE, resolve_url
 from kvctl.cli.migrate import BatchOpt, GlobOpt, JsonOpt, PrefixOpt, human_bytes, key_filter
-from kvctl.cli.output import json_doc, table, warn
+from kvctl.cli.output import info, json_doc, table, warn
 from kvctl.codec import show
 
 snapshot_app = typer.Typer(
-    help="Self-describing, checksummed snapshot files: create, verify, restore, inspect.",
+    help="Self-describing, checksummed snapshot files, full or incremental: create, verify, restore, "
+         "inspect.",
     no_args_is_help=True,
 )
 
@@ -28,6 +31,9 @@ UrlArg = Annotated[str | None, typer.Argument(help="Store (URL or profile); defa
 def create(
     output: Annotated[Path, typer.Option("--output", "-o", help="The snapshot file to write.")],
     url: UrlArg = None,
+    since: Annotated[str | None, typer.Option(
+        "--since", help="Write an incremental snapshot: the changes after this change-feed cursor, or "
+                        "after the end of this snapshot file (FILE.kvs).", show_default=False)] = None,
     prefix: PrefixOpt = "",
     glob: GlobOpt = None,
     compression: Annotated[str | None, typer.Option(
@@ -35,20 +41,33 @@ def create(
     batch_size: BatchOpt = 5000,
     as_json: JsonOpt = False,
 ) -> None:
-    """Write every key (under a prefix/glob) to a snapshot file, atomically.
+    """Write a snapshot file atomically: every key (under a prefix/glob), or with --since the changes.
 
-    Exit 8 when typed values (e.g. Redis hashes) could not be dumped; the file is still written.
+    A full snapshot of a store with a change feed records the feed's position (its end cursor),
+    so `create --since FULL.kvs` can continue from it, and `--since LAST.kvs` from each
+    incremental in turn.  An incremental snapshot holds upserts and deletions (tombstones), each
+    with its version; it covers the keys of the snapshot it continues.
+
+    Exit 4 when the store has no change feed (--since); 9 when the feed no longer reaches the
+    cursor (take a new full snapshot); 8 when typed values (e.g. Redis hashes) could not be
+    dumped (the file is still written).
     """
     from kvctl.engines import snapshot
 
     summary = snapshot.create(resolve_url(url or STATE.url), output, key_filter=key_filter(prefix, glob),
-                              batch_size=batch_size, codec=compression)
+                              batch_size=batch_size, codec=compression, since=since)
     if as_json:
         json_doc(summary.to_dict())
     else:
-        print(f"wrote {output}: {summary.records:,} records from {summary.store}, "
-              f"{human_bytes(summary.size)} ({human_bytes(summary.raw_bytes)} uncompressed) "
-              f"in {summary.seconds:.2f} s" + (f", {summary.expired} expired skipped" if summary.expired else ""))
+        size = f"{human_bytes(summary.size)} ({human_bytes(summary.raw_bytes)} uncompressed)"
+        if summary.kind == "incremental":
+            print(f"wrote {output}: incremental, {summary.upserts:,} upserts and {summary.tombstones:,} "
+                  f"tombstones from {summary.store} (changes after {summary.base_cursor} up to "
+                  f"{summary.end_cursor}), {size} in {summary.seconds:.2f} s")
+        else:
+            print(f"wrote {output}: {summary.records:,} records from {summary.store}, {size} "
+                  f"in {summary.seconds:.2f} s" + (f", {summary.expired} expired skipped" if summary.expired else "")
+                  + (f"; change-feed position {summary.end_cursor}" if summary.end_cursor else ""))
         for key, kind in summary.problems.incomplete[:100]:
             warn(f"not in the snapshot: {show(key, STATE.key_encoding)!r} is a {kind}")
     summary.check()
@@ -61,46 +80,80 @@ def verify(
         "--quick", help="Check framing and the whole-file hash only (no decompression).")] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Check every record and the trailer.  Exit 0 when sound, 65 naming the first bad offset."""
+    """Check every record and the trailer; show kind, cursors, counts of upserts and tombstones.
+
+    Exit 0 when sound, 65 naming the first bad offset."""
     from kvctl.engines import snapshot
 
     summary = snapshot.verify(file, records=not quick)
     if as_json:
         json_doc({"ok": True, **summary.to_dict()})
+    elif summary.kind == "incremental":
+        counts = ("" if summary.upserts is None else
+                  f"{summary.upserts:,} upserts and {summary.tombstones:,} tombstones, ")
+        print(f"ok: {file}: incremental (changes after {summary.base_cursor} up to {summary.end_cursor}), "
+              f"{counts}{summary.records:,} records in {summary.blocks:,} blocks, {human_bytes(summary.size)}, "
+              "checksums and whole-file hash verified")
     else:
-        print(f"ok: {file}: {summary.records:,} records in {summary.blocks:,} blocks, "
-              f"{human_bytes(summary.size)}, checksums and whole-file hash verified")
+        print(f"ok: {file}: {summary.kind}, {summary.records:,} records in {summary.blocks:,} blocks, "
+              f"{human_bytes(summary.size)}, checksums and whole-file hash verified"
+              + (f"; change-feed position {summary.end_cursor}" if summary.end_cursor else ""))
 
 
 @snapshot_app.command("restore")
 def restore(
-    file: FileArg,
-    url: UrlArg = None,
+    targets: Annotated[list[str], typer.Argument(
+        help="Snapshot files in chain order, then the store (URL or profile; default: --url).",
+        metavar="FILE... [URL]", show_default=False)],
     replace: Annotated[bool, typer.Option(
-        "--replace", help="Make the store exactly the snapshot (deletes other keys under its filter).")] = False,
+        "--replace", help="Make the store exactly the full snapshot (deletes other keys under its filter) "
+                          "before the incrementals are applied.")] = False,
     drop_ttl: Annotated[bool, typer.Option(
         "--drop-ttl", help="Restore expiring keys without expiry into a backend without TTLs.")] = False,
     batch_size: BatchOpt = 5000,
     as_json: JsonOpt = False,
 ) -> None:
-    """Restore a verified snapshot: merge by version (newer wins), or --replace.
+    """Restore a snapshot or a chain: a full snapshot then incrementals, in order.
 
-    A record without a version on either side is taken from the snapshot.  A file that fails
-    verification is refused before anything is written (exit 65).
+    Incrementals alone are applied onto a store that already holds the state they continue from.
+
+    The last argument is the store unless it is an existing file.  Every file is verified and
+    the chain checked before anything is written: each incremental must start at the cursor the
+    previous file ends at (a hole or a wrong order is refused, exit 2; a damaged file, exit 65).
+    The full snapshot is merged by version (newer wins; a record without a version on either
+    side is taken from the snapshot), or with --replace becomes the store's content under its
+    filter.  Incrementals apply last-writer-wins: upserts and deletions take effect only when
+    newer than what the store holds.  --replace needs a full snapshot first.
     """
     from kvctl.engines import snapshot
 
-    summary = snapshot.restore(file, resolve_url(url or STATE.url), replace=replace, batch_size=batch_size,
+    if len(targets) > 1 and not Path(targets[-1]).is_file():
+        files, url = [Path(t) for t in targets[:-1]], targets[-1]
+    else:
+        files, url = [Path(t) for t in targets], None
+    summary = snapshot.restore(files, resolve_url(url or STATE.url), replace=replace, batch_size=batch_size,
                                drop_ttl=drop_ttl)
     if as_json:
         json_doc(summary.to_dict())
     else:
-        c = summary.counts
-        assert c is not None
-        print(f"restored {c.copied:,} records into {summary.store} from {file} ({c.skipped:,} kept as newer, "
-              f"{c.expired:,} expired, {c.incomplete:,} incomplete) in {summary.seconds:.2f} s")
+        for step in summary.steps:
+            if step.kind == "full":
+                print(f"restored {step.applied:,} records into {summary.store} from {step.path} ({step.stale:,} "
+                      f"kept as newer, {step.expired:,} expired, {step.incomplete:,} incomplete)")
+            else:
+                print(f"applied {step.path} to {summary.store}: {step.records - step.tombstones:,} upserts and "
+                      f"{step.tombstones:,} tombstones read, {step.applied:,} took effect, {step.stale:,} older "
+                      f"than the store's, {step.expired:,} expired" + (
+                          f", {step.incomplete:,} incomplete" if step.incomplete else ""))
+        print(f"done in {summary.seconds:.2f} s" + (
+            f"; the store is at change-feed position {summary.end_cursor} of the source"
+            if summary.end_cursor else ""))
+        for note in summary.notes:
+            info(note)
         for key, kind in summary.problems.incomplete[:100]:
             warn(f"not restored: {show(key, STATE.key_encoding)!r} is a {kind}")
+        for key, why in summary.problems.failed[:100]:
+            warn(f"not restored: {show(key, STATE.key_encoding)!r}: {why}")
     summary.check()
 
 
@@ -112,7 +165,9 @@ def inspect(
         "--prefix-len", min=1, help="Group keys by their first N bytes (default: up to ':' or '/').")] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Show a snapshot's header, counts, sizes and key prefix histogram (reads the whole file)."""
+    """Show a snapshot's header, kind, cursors, counts, sizes and key prefix histogram.
+
+    Reads the whole file; upserts and tombstones (deletions, in incrementals) are counted apart."""
     from kvctl.engines import snapshot
 
     result = snapshot.inspect(file, top=top, prefix_len=prefix_len)
@@ -122,10 +177,12 @@ def inspect(
     h = result.header
     rows: list[list[Any]] = [
         ["source", h.get("source")], ["backend", h.get("backend")], ["kind", h.get("kind")],
+        ["base cursor", h.get("base_cursor")], ["end cursor", h.get("end_cursor")],
         ["created", _when(h.get("created_at_ms"))], ["writer", h.get("writer")],
         ["codec", ", ".join(f"{k} x{v}" for k, v in result.codecs.items()) or h.get("codec")],
         ["size", f"{human_bytes(result.size)} ({human_bytes(result.raw_bytes)} uncompressed)"],
-        ["blocks", result.blocks], ["records", result.records], ["typed", result.typed],
+        ["blocks", result.blocks], ["upserts", result.records], ["tombstones", result.tombstones],
+        ["typed", result.typed],
         ["with expiry", f"{result.with_expiry} ({result.expired_now} expired now)"],
         ["with version", result.with_version],
         ["key bytes", human_bytes(result.key_bytes)], ["value bytes", human_bytes(result.value_bytes)],

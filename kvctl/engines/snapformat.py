@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import struct
+import tempfile
 import zlib
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -23,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
 from kvctl.errors import CorruptError, UnsupportedError
+from kvctl.store import TOMBSTONE as TOMBSTONE_KIND
 from kvctl.store import Record
 
 MAGIC = b"\x89KVS\r\n\x1a\n"
@@ -42,7 +44,7 @@ TAG_BLOCK = 0x42  # "B"
 TAG_TRAILER = 0x54  # "T"
 CODECS = {"none": 0, "zlib": 1, "zstd": 2}
 CODEC_NAMES = {v: k for k, v in CODECS.items()}
-# record types
+# record types (a TOMBSTONE record is a Record whose kind is kvctl.store.TOMBSTONE)
 PUT, TOMBSTONE, TYPED = 0, 1, 2
 F_EXPIRY, F_VERSION = 1, 2
 BLOCK_RAW_TARGET = 1 << 20  # bytes of encoded records per block before it is compressed
@@ -97,10 +99,16 @@ def _decompressor(codec: int, path: str, offset: int) -> Any:
 
 # -- writing -----------------------------------------------------------------------------------
 class SnapshotWriter:
-    """Streams records into a snapshot file object (the caller makes the file atomic)."""
+    """Streams records into a snapshot file object (the caller makes the file atomic).
+
+    With ``defer_header`` the blocks go to an anonymous spool file (in ``spool_dir``) and the
+    header is written by :meth:`finish`, which may add to the meta what is known only at the
+    end (an incremental snapshot's ``end_cursor``); the spool is then copied after it.
+    """
 
     def __init__(self, fh: BinaryIO, meta: dict[str, Any], codec: str = "zstd",
-                 block_size: int = BLOCK_RAW_TARGET) -> None:
+                 block_size: int = BLOCK_RAW_TARGET, *, defer_header: bool = False,
+                 spool_dir: str | None = None) -> None:
         if codec not in CODECS:
             raise UnsupportedError(f"unknown compression {codec!r} (use {', '.join(CODECS)})")
         self._fh = fh
@@ -117,7 +125,14 @@ class SnapshotWriter:
         self.records = 0
         self.blocks = 0
         self.raw_bytes = 0
-        meta = {**meta, "codec": codec, "record_checksum": "crc32", "file_hash": "blake2b-256"}
+        self._meta = {**meta, "codec": codec, "record_checksum": "crc32", "file_hash": "blake2b-256"}
+        # unlinked at once by the OS: a crash leaves no spool behind
+        self._spool: BinaryIO | None = (  # closed by finish() or abort()
+            tempfile.TemporaryFile(dir=spool_dir) if defer_header else None)  # noqa: SIM115
+        if self._spool is None:
+            self._write_header(self._meta)
+
+    def _write_header(self, meta: dict[str, Any]) -> None:
         body = json.dumps(meta, sort_keys=True, separators=(",", ":")).encode("utf-8")
         head = HEAD.pack(MAGIC, FORMAT_VERSION, 0, len(body)) + body
         self._write(head + U32.pack(zlib.crc32(head)))
@@ -128,7 +143,8 @@ class SnapshotWriter:
         self._offset += len(data)
 
     def add(self, records: list[Record]) -> None:
-        """Append records (type PUT, or TYPED when ``Record.kind`` is set)."""
+        """Append records: type PUT, TOMBSTONE when ``Record.kind`` is kvctl.store.TOMBSTONE (key
+        and version only), else TYPED when ``Record.kind`` is set."""
         buf = self._buf
         pack = REC.pack
         pack_crc = CRC.pack
@@ -143,6 +159,8 @@ class SnapshotWriter:
             if kind is None:
                 data = join((pack(22 + len(key) + len(value), PUT, flags, len(key), exp or 0, ver or 0),
                              key, value))
+            elif kind == TOMBSTONE_KIND:
+                data = join((pack(22 + len(key), TOMBSTONE, flags & F_VERSION, len(key), 0, ver or 0), key))
             else:
                 k = kind.encode("ascii")
                 data = join((pack(23 + len(key) + len(k) + len(value), TYPED, flags, len(key), exp or 0,
@@ -185,20 +203,33 @@ class SnapshotWriter:
 
     def _emit(self, codec: int, stored: bytes, count: int, raw_len: int) -> None:
         frame = FRAME.pack(TAG_BLOCK, codec, 0, count, raw_len, len(stored), zlib.crc32(stored))
-        self._write(frame + U32.pack(zlib.crc32(frame)))
-        self._write(stored)
+        put = self._write if self._spool is None else self._spool.write
+        put(frame + U32.pack(zlib.crc32(frame)))
+        put(stored)
         self.records += count
         self.blocks += 1
         self.raw_bytes += raw_len
 
-    def finish(self) -> int:
-        """Write the last block and the trailer; returns the file size."""
+    def finish(self, meta_update: dict[str, Any] | None = None) -> int:
+        """Write the last block and the trailer; returns the file size.
+
+        ``meta_update`` (deferred header only) is merged into the meta before the header is written.
+        """
         try:
             self._flush()
             self._drain()
         finally:
             if self._pool is not None:
                 self._pool.shutdown()
+        if self._spool is not None:
+            self._write_header({**self._meta, **(meta_update or {})})
+            self._spool.seek(0)
+            while chunk := self._spool.read(1 << 20):
+                self._write(chunk)
+            self._spool.close()
+            self._spool = None
+        elif meta_update:
+            raise ValueError("the header is already written: create the writer with defer_header=True")
         head = TRAILER_HEAD.pack(TAG_TRAILER, b"\0\0\0", self.records, self.blocks, self._offset)
         self._hash.update(head)
         digest = self._hash.digest()
@@ -209,6 +240,9 @@ class SnapshotWriter:
     def abort(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(cancel_futures=True)
+        if self._spool is not None:
+            self._spool.close()
+            self._spool = None
 
 
 # -- reading -----------------------------------------------------------------------------------
@@ -239,8 +273,9 @@ class Trailer:
 
 @dataclass
 class Decoded:
-    records: list[Record] = field(default_factory=list)  # PUT and TYPED records
-    tombstones: list[tuple[bytes, int | None]] = field(default_factory=list)  # reserved (incremental)
+    # every record in file order; a tombstone is Record(key, b"", None, version, kvctl.store.TOMBSTONE)
+    records: list[Record] = field(default_factory=list)
+    tombstones: int = 0  # how many of ``records`` are tombstones (only incremental snapshots hold any)
 
 
 class SnapshotReader:
@@ -375,7 +410,10 @@ class SnapshotReader:
                     kind = raw[kstart + klen + 1: kstart + klen + 1 + kl].decode("ascii")
                     records.append(Record(key, raw[kstart + klen + 1 + kl: end], e, v, kind))
                 elif typ == TOMBSTONE:
-                    out.tombstones.append((key, v))
+                    if flags & F_EXPIRY or end != kstart + klen:
+                        raise ValueError("a tombstone with an expiry or a value")
+                    records.append(Record(key, b"", None, v, TOMBSTONE_KIND))
+                    out.tombstones += 1
                 else:
                     raise ValueError(f"unknown record type {typ}")
                 pos = end + 4
