@@ -375,6 +375,12 @@ def render(command: str, commit: str, variants: list[Variant], over_keys: int, o
         f"{v.load_s / over_keys * 1e6:.1f}" for v in variants) + " |" * len(variants))
     lines.append("")
     lines += [
+        "Read the CPU ratios: elapsed times on this shared machine swing by more than the differences "
+        "measured (a variant can even come out faster than v1). The feed is on by default all the "
+        "same: issue 8 wants writes by other programs in the feed, and only triggers that exist when "
+        "those programs write can capture them; `?feed=false` is for stores that are never a sync source "
+        "(it keeps tombstones, so such a store is still a correct sync destination).",
+        "",
         "What the triggers do on kvctl's own writes: an insert deletes the key's tombstone (one probe "
         "of a usually empty index) and, with the feed, appends the row to the change table; an update "
         "of an existing key appends it (no trigger at all with feed=false: the stamping trigger's WHEN "

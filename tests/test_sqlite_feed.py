@@ -111,6 +111,16 @@ def test_plain_sql_writes_are_in_the_feed_with_stamped_versions(store: Store, db
                                                                         versions[(b"mine", b"kvctl")])]) == 0
 
 
+def test_insert_or_replace_of_a_key_is_a_change_with_a_newer_version(store: Store, db: str) -> None:
+    store.set(b"k", b"kvctl")
+    before = store.get(b"k").version  # type: ignore[union-attr]
+    start = store.feed_cursor()  # type: ignore[attr-defined]
+    other_program(db, "INSERT OR REPLACE INTO kv(key, value) VALUES (x'6b', x'7265706c61636564')")
+    got = changes(store, start)
+    assert [(r.key, r.value) for r in got] == [(b"k", b"replaced")]
+    assert got[0].version > before  # type: ignore[operator]
+
+
 @pytest.mark.skipif(shutil.which("sqlite3") is None, reason="no sqlite3 shell")
 def test_sqlite3_shell_writes_are_in_the_feed(store: Store, db: str) -> None:
     start = store.feed_cursor()  # type: ignore[attr-defined]
