@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+from browser import fresh_indexeddb_url
 from conftest import service_url
 
 from kvctl.errors import PluginLoadError
@@ -35,6 +36,8 @@ FACTORIES: dict[str, Callable[[Path], str]] = {
     "redis+cluster": lambda tmp: _with_option(service_url("KVCTL_TEST_REDIS_CLUSTER_URL"), f"namespace=t{_unique()}:"),
     "postgres": lambda tmp: _with_option(service_url("KVCTL_TEST_POSTGRES_URL"), f"table=t_{_unique()}"),
     "libsql": lambda tmp: f"libsql://{tmp / ('b' + _unique() + '.db')}",
+    "indexeddb": lambda tmp: fresh_indexeddb_url(),
+    "outside": lambda tmp: f"outside://o{_unique()}",  # tests/outside_plugin, installed by tests/run.sh
     # cookie: the secret comes from a file written beside the store (never from the URL itself)
     "cookie": lambda tmp: (
         lambda secret: (

@@ -14,6 +14,9 @@ export PATH
 echo "== installing kvctl with its test dependencies"
 "$PY" -m pip install --quiet --disable-pip-version-check -e '.[test]' -e tests/outside_plugin
 
+echo "== browser for the indexeddb backend (Debian's chromium)"
+command -v chromium >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
 echo "== starting servers"
 bash tests/services.sh start
 trap 'bash tests/services.sh stop >/dev/null 2>&1 || true' EXIT

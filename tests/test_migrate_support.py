@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,25 +32,9 @@ def _unique() -> str:
     return uuid.uuid4().hex[:10]
 
 
-# Families tests/backends.py has no factory for (yet); a missing one is skipped, never guessed.
-EXTRA_FACTORIES: dict[str, Callable[[Path], str]] = {
-    "outside": lambda tmp: f"outside://o{_unique()}",
-}
-# Shared servers: a private namespace per store, so clear() removes only this test's keys.
-NAMESPACE_OPTION = {"redis": "namespace", "redis+cluster": "namespace"}
-
-
 def fresh_url(family: str, tmp: Path) -> str:
-    if family in FACTORIES:
-        url = url_for(family, tmp)
-    elif family in EXTRA_FACTORIES:
-        url = EXTRA_FACTORIES[family](tmp)
-    else:
-        pytest.skip(f"tests/backends.py has no URL factory for {family}")
-    option = NAMESPACE_OPTION.get(family)
-    if option:
-        url += ("&" if "?" in url else "?") + f"{option}=kvctl-engine-{_unique()}:"
-    return url
+    """A URL of an empty store of ``family`` (a family without a factory fails the test)."""
+    return url_for(family, tmp)
 
 
 def all_families() -> list[str]:
