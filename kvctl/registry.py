@@ -59,10 +59,28 @@ def _load_target(target: str, scheme: str) -> Any:
         module = __import__(module_name, fromlist=["_"])
         return getattr(module, attr) if attr else module
     except Exception as exc:  # a broken plugin must never take the CLI down
+        hint = "see `kvctl plugins`"
+        if isinstance(exc, ModuleNotFoundError) and exc.name:
+            hint = _install_hint(scheme, exc.name.partition(".")[0])
         raise PluginLoadError(
-            f"the {scheme} backend ({target}) could not be loaded: {type(exc).__name__}: {exc}",
-            hint="is its driver installed? see `kvctl plugins`",
+            f"the {scheme} backend ({target}) could not be loaded: {type(exc).__name__}: {exc}", hint=hint
         ) from exc
+
+
+def _install_hint(scheme: str, module: str) -> str:
+    """Which extra of the plugin's distribution installs ``module`` (by its requirement names)."""
+    info = schemes().get(scheme.lower())
+    wanted = module.replace("_", "-").lower()
+    try:
+        requires = md.requires(info.distribution) if info else None
+    except md.PackageNotFoundError:
+        requires = None
+    for req in requires or ():
+        name = req.split(";")[0].split("[")[0].split(">")[0].split("=")[0].split("<")[0].strip().lower()
+        extra = req.partition("extra ==")[2].strip().strip("'\"")
+        if extra and extra != "all" and name.replace("_", "-") == wanted:
+            return f"install its driver: pip install '{info.distribution}[{extra}]'"  # type: ignore[union-attr]
+    return f"install the Python module {module!r}"
 
 
 def open_url(url: str | StoreURL) -> Any:

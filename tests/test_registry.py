@@ -89,3 +89,11 @@ def test_help_imports_no_driver() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_a_missing_driver_names_the_extra_that_installs_it() -> None:
+    from kvctl.registry import _install_hint
+
+    assert _install_hint("redis", "redis") == "install its driver: pip install 'kvctl[redis]'"
+    assert _install_hint("postgres", "asyncpg") == "install its driver: pip install 'kvctl[postgres]'"
+    assert _install_hint("broken", "kvctl_nonexistent_driver") == "install the Python module 'kvctl_nonexistent_driver'"
