@@ -28,8 +28,8 @@ kvctl's own, and kvctl's writes stay single statements:
   time, so ``seq`` order is commit order and a reader paging ``seq > cursor`` never skips a change.
   ``seq`` is a plain integer primary key (SQLite gives each new row the largest ``seq`` plus one)
   and the purge never removes the newest change, so ``seq`` only grows and is never reused: the
-  guarantee AUTOINCREMENT gives, without its write of ``sqlite_sequence`` on every insert, which
-  measured as half again the feed's own CPU cost on a write (bench/sync_sqlite_RESULTS.md).
+  guarantee AUTOINCREMENT gives, without its write of ``sqlite_sequence`` on every insert (up to
+  about a fifth more CPU per write in bench/sync_sqlite_RESULTS.md).
 
 Known limit: ``INSERT OR REPLACE`` by another program removes the row it replaces without firing
 delete triggers (SQLite fires them for REPLACE only under ``recursive_triggers``), so the replaced
