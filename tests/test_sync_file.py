@@ -4,18 +4,14 @@ the CLI in separate processes (the second run reads the feed; SIGKILL mid-sync, 
 from __future__ import annotations
 
 import asyncio
-import json
-import os
 import random
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
+from sync_support import cli_env, kvctl, sigkill_mid_sync, sync_json
 
-from kvctl.engines.sync import SyncPlan, state_path, sync
+from kvctl.engines.sync import SyncPlan, sync
 from kvctl.registry import open_url
 from kvctl.store import Record
 
@@ -123,24 +119,6 @@ def test_a_stale_replayed_delete_does_not_remove_a_newer_value(tmp_path: Path) -
 
 
 # == the CLI in separate processes ===============================================================
-def cli_env(tmp_path: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KVCTL_")}
-    env.update(XDG_STATE_HOME=str(tmp_path / "state"), XDG_CONFIG_HOME=str(tmp_path / "config"),
-               XDG_DATA_HOME=str(tmp_path / "data"), HOME=str(tmp_path))
-    return env
-
-
-def kvctl(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "kvctl", *args], env=env, capture_output=True, text=True,
-                          timeout=120)
-
-
-def sync_json(env: dict[str, str], a: str, b: str, *extra: str) -> dict:  # type: ignore[type-arg]
-    out = kvctl(env, "sync", a, b, "--json", *extra)
-    assert out.returncode == 0, out.stderr
-    return json.loads(out.stdout)  # type: ignore[no-any-return]
-
-
 def test_cli_second_sync_reads_the_feed(tmp_path: Path) -> None:
     env = cli_env(tmp_path)
     a, b = f"file://{tmp_path}/a", f"file://{tmp_path}/b"
@@ -170,23 +148,7 @@ def test_cli_sigkill_during_sync_then_sync_again_converges(tmp_path: Path) -> No
             src.set_many([Record(b"k%05d" % rng.randrange(6000), b"r%d" % round_ * rng.randint(1, 9))
                           for _ in range(900)])
             src.delete_many([b"k%05d" % rng.randrange(6000) for _ in range(100)])
-    state = state_path(tmp_path / "state" / "kvctl", a, b, False)
-    before = state.stat().st_mtime_ns
-    proc = subprocess.Popen([sys.executable, "-m", "kvctl", "sync", a, b, "--batch-size", "20"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + 60
-        while state.stat().st_mtime_ns == before:  # the first pages were applied and saved
-            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()  # type: ignore[union-attr]
-            time.sleep(0.002)
-        time.sleep(0.05)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == -signal.SIGKILL
+    sigkill_mid_sync(env, tmp_path, a, b)
     assert kvctl(env, "diff", a, b).returncode == 1  # killed half-way: not converged yet
     resumed = sync_json(env, a, b)
     assert resumed["mode"] == "feed" and resumed["converged"]
