@@ -187,7 +187,7 @@ def inspect(
         ["with version", result.with_version],
         ["key bytes", human_bytes(result.key_bytes)], ["value bytes", human_bytes(result.value_bytes)],
     ]
-    table(str(file), ["field", "value"], rows)
+    table(str(file), ["field", "value"], rows, wide=True)  # long URLs and cursors: 120 columns in a pipe
     hist: list[list[Any]] = [[p, n] for p, n in result.histogram]
     if result.other_prefixes:
         hist.append(["(other)", result.other_prefixes])

@@ -309,8 +309,8 @@ async def _write_changes(store: AsyncStore, kf: KeyFilter, since: str, batch_siz
             if page.cursor is not None:
                 end = page.cursor
     except FeedGapError as gap:
-        raise FeedGapError(f"cannot write an incremental snapshot of {describe(store)} after cursor {since}: "
-                           f"{gap.message}",
+        raise FeedGapError(f"no incremental snapshot after cursor {since}: the change feed of {describe(store)} "
+                           f"no longer covers it ({gap.message})",
                            hint="take a new full snapshot (kvctl snapshot create URL -o FILE) and continue "
                                 "the chain from it") from None
     return end
