@@ -295,24 +295,39 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split())[:300]
 
 
-def cleanup(backends: list[Backend], prefix: str) -> list[str]:
-    """Delete the keys a run wrote under ``prefix`` in stores it did not create; problems listed."""
+CLEANUP_TIMEOUT_S = 180.0
+
+
+def _delete_prefix(url: str, prefix: bytes) -> int:
+    """Delete every key under ``prefix``: one full scan collecting the keys, then deletes in
+    batches (never under a live scan), repeated until a scan finds nothing."""
     from kvctl.adapt import to_sync
     from kvctl.registry import open_url
 
+    removed = 0
+    with to_sync(open_url(url)) as store:
+        while True:
+            keys = [r.key for page in store.scan(prefix, keys_only=True, batch_size=1000) for r in page.records]
+            if not keys:
+                return removed
+            for i in range(0, len(keys), 1000):
+                removed += store.delete_many(keys[i:i + 1000])
+
+
+def cleanup(backends: list[Backend], prefix: str) -> list[str]:
+    """Delete the keys a run wrote under ``prefix`` in stores it did not create; problems listed."""
     problems = []
+    done: set[str] = set()
     for b in backends:
-        if b.fresh_dir is not None or b.status != "ok" or not prefix:
+        if b.fresh_dir is not None or b.status != "ok" or not prefix or b.url in done:
             continue
+        done.add(b.url)
         try:
-            with to_sync(open_url(b.url)) as store:
-                while True:  # one page at a time, restarting: never delete under a live scan
-                    page = next(iter(store.scan(prefix.encode(), keys_only=True, batch_size=1000)), None)
-                    if page is None or not page.records:
-                        break
-                    store.delete_many([r.key for r in page.records])
+            _run_with_timeout(lambda u=b.url: _delete_prefix(u, prefix.encode()),  # type: ignore[misc]
+                              CLEANUP_TIMEOUT_S)
         except Exception as exc:
-            problems.append(f"{b.label}: could not remove the bench keys under {prefix!r}: {_one_line(exc)}")
+            problems.append(f"{b.label}: the bench keys under {prefix!r} may be left in {b.redacted}: "
+                            f"{_one_line(exc)}")
     return problems
 
 

@@ -48,8 +48,9 @@ class Params:
         return cls(**known)
 
     def pyperf_args(self) -> list[str]:
+        # a worker stuck on a server that stopped answering is ended, and its bench reported
         args = ["--processes", str(self.processes), "--values", str(self.values),
-                "--warmups", str(self.warmups), "--min-time", str(self.min_time)]
+                "--warmups", str(self.warmups), "--min-time", str(self.min_time), "--timeout", "600"]
         if self.affinity:
             args.append(f"--affinity={self.affinity}")
         return args

@@ -28,7 +28,7 @@ from kvctl.bench.workloads import Workload
 from kvctl.url import redact
 
 USER_STORE_PREFIX = "kvctl-bench:"  # keys a run writes in a store it did not create (removed after)
-JOB_TIMEOUT_S = 3600
+JOB_TIMEOUT_S = 1800
 
 Progress = Callable[[str], None]
 
@@ -157,7 +157,9 @@ def _run_jobs(jobs: list[Job], scratch: Path, benchmarks: list[Any], errors: lis
         say(f"  done in {time.monotonic() - t0:.1f} s")
 
 
-def run(spec: Spec, progress: Progress | None = None) -> Run:
+def execute(spec: Spec, progress: Progress | None = None) -> tuple[Run, list[Backend]]:
+    """Run every job; the keys written in the stores given are still there (see :func:`cleanup`),
+    so the caller can save the results first."""
     import pyperf
 
     say = progress or (lambda _msg: None)
@@ -179,12 +181,9 @@ def run(spec: Spec, progress: Progress | None = None) -> Run:
             _run_jobs(jobs, scratch, benchmarks, errors, say)
         except KeyboardInterrupt:
             if not spec.keep and any(b.fresh_dir is None and b.status == "ok" for b in found):
-                say(f"interrupted: keys under {USER_STORE_PREFIX!r} may be left in the stores given")
+                say(f"interrupted: keys under {spec.params.prefix or USER_STORE_PREFIX!r} may be left "
+                    "in the stores given")
             raise
-        prefix = spec.params.prefix or USER_STORE_PREFIX
-        problems = [] if spec.keep else backends_mod.cleanup(found, prefix)
-        for p in problems:
-            say(f"  warning: {p}")
     finally:
         backends_mod.remove_scratch(scratch)
     info = {
@@ -198,7 +197,24 @@ def run(spec: Spec, progress: Progress | None = None) -> Run:
         "backends": [b.to_json() for b in found],
         "skipped": [s for s in skipped if s.get("status") == "skipped"],
         "errors": [s for s in skipped if s.get("status") != "skipped"] + errors,
-        "warnings": problems,
+        "warnings": [],
     }
     suite = pyperf.BenchmarkSuite(benchmarks) if benchmarks else None
-    return Run(suite, info)
+    return Run(suite, info), found
+
+
+def cleanup(spec: Spec, found: list[Backend], progress: Progress | None = None) -> list[str]:
+    """Remove the keys the run wrote in the stores given (not in its own scratch stores)."""
+    if spec.keep:
+        return []
+    problems = backends_mod.cleanup(found, spec.params.prefix or USER_STORE_PREFIX)
+    for p in problems:
+        (progress or (lambda _msg: None))(f"warning: {p}")
+    return problems
+
+
+def run(spec: Spec, progress: Progress | None = None) -> Run:
+    """Execute and clean up; problems cleaning up are recorded as warnings of the run."""
+    result, found = execute(spec, progress)
+    result.info["warnings"] = cleanup(spec, found, progress)
+    return result

@@ -72,11 +72,19 @@ class Ctx:
     def peer(self) -> Target:
         """A second connection to the same store (a second client: its own local cache, if any).
 
-        A store whose second instance does not share data (an unnamed memory store) falls back
-        to the first connection, with a note in the results.
+        A store whose second instance does not share data (an unnamed memory store), or that
+        allows one connection per process (files locked by the first), falls back to the first
+        connection, with a note in the results.
         """
         if self._peer is None:
-            peer = Target.open(self.url)
+            from kvctl.errors import KvctlError
+
+            try:
+                peer = Target.open(self.url)
+            except KvctlError as exc:
+                self.notes.append(f"a second connection cannot be opened ({exc}): read-miss uses one connection")
+                self._peer = self.target
+                return self.target
             probe = self.prefix + b"kvctl-bench-peer-probe"
             peer.call("set", probe, b"1")
             if self.target.call("get", probe) is None:

@@ -189,14 +189,13 @@ def bench(
                 raise UsageError(f"--distribution {overrides['distribution']!r}: use one of {', '.join(DISTRIBUTIONS)}")
         params = Params.quick_defaults(**overrides) if is_quick else Params(**overrides)
         targets = list(urls or conf.get("urls", []))
-        from kvctl.bench.suite import Spec
-        from kvctl.bench.suite import run as run_suite
+        from kvctl.bench.suite import Spec, cleanup, execute
 
         STATE.seen_urls.extend(targets)  # so any message scrubs their secrets
         progress = None if quiet else (lambda message: info(scrub(message)))
-        run = run_suite(Spec(urls=targets, workloads=chosen, params=params, keep=keep,
-                             embedded=bool(pick(embedded or None, "embedded", False)),
-                             argv=_argv_for_record()), progress)
+        spec = Spec(urls=targets, workloads=chosen, params=params, keep=keep,
+                    embedded=bool(pick(embedded or None, "embedded", False)), argv=_argv_for_record())
+        run, found = execute(spec, progress)
 
     gate_result = gate_mod.compare(run, base_run, options) if base_run is not None else None
     extra = [gate_result.table()] if gate_result is not None else []
@@ -208,6 +207,10 @@ def bench(
         path.write_text(text)
         if not quiet:
             info(f"wrote {path} ({kind})")
+    if from_ is None:
+        # the results are saved first: a slow or failing cleanup must not lose them
+        for problem in cleanup(spec, found):
+            warn(problem)
     if fmt is not None and not output:
         sys.stdout.write(report.render(run, fmt, extra if fmt in ("markdown", "html") else None))
         if gate_result is not None and fmt not in ("markdown", "html"):
