@@ -221,27 +221,24 @@ async def create_from(store: AsyncStore, path: Path, *, key_filter: KeyFilter | 
         "capabilities": {"ttl": caps.ttl, "versions": caps.versions, "typed_values": caps.typed_values},
         "writer": f"kvctl {__version__}",
     }
+    if not incremental and has_feed(store):
+        # the position before the scan: a change made during it is in the next increment as well
+        summary.end_cursor = meta["end_cursor"] = await store.feed_cursor()  # type: ignore[attr-defined]
     t0 = time.perf_counter()
     try:
         with atomic_writer(path) as fh:
-            if incremental:
-                writer = SnapshotWriter(fh, meta, codec or default_codec(), block_size, defer_header=True,
-                                        spool_dir=str(path.parent))
-            else:
-                # the position before the scan: whatever changes during it, the next increment replays
-                summary.end_cursor = meta["end_cursor"] = (
-                    await store.feed_cursor() if has_feed(store) else None)  # type: ignore[attr-defined]
-                writer = SnapshotWriter(fh, meta, codec or default_codec(), block_size)
+            # an incremental's end cursor is known at the end: its header is written last
+            writer = SnapshotWriter(fh, meta, codec or default_codec(), block_size, defer_header=incremental,
+                                    spool_dir=str(path.parent))
             try:
-                if incremental:
-                    assert since is not None
+                if since is None:
+                    await _write_records(store, kf, batch_size, writer, summary, typed_ok)
+                    summary.size = writer.finish()
+                else:
                     summary.end_cursor = await _write_changes(store, kf, since, batch_size, writer, summary,
                                                               typed_ok)
                     summary.size = writer.finish({"end_cursor": summary.end_cursor, "changes": {
                         "upserts": summary.upserts, "tombstones": summary.tombstones}})
-                else:
-                    await _write_records(store, kf, batch_size, writer, summary, typed_ok)
-                    summary.size = writer.finish()
             except BaseException:
                 writer.abort()
                 raise
