@@ -18,6 +18,7 @@ HELP = (
     "profile, else an embedded SQLite store in your data directory (no server needed).\n\n"
     "Exit codes: 0 ok; 1 key not found or stores differ; 2 usage or bad URL; 3 plugin failed to load; "
     "4 unsupported by the backend; 5 over a size limit; 6 conflict; 7 locked; 8 incomplete copy; "
+    "9 change feed gap; "
     "65 corrupt data; 69 server unavailable; 70 internal error; 74 I/O error; 77 auth failed; "
     "130 interrupted."
 )
