@@ -28,6 +28,7 @@ from kvctl.store import (
     newer,
     now_ms,
     prefix_end,
+    record_of,
 )
 
 _WEEK_MS = 7 * 86_400_000
@@ -88,14 +89,14 @@ class MemoryStore(StoreBase):
 
     # -- writes ------------------------------------------------------------------------------
     def set(self, key: bytes, value: bytes, *, ttl_ms: int | None = None) -> None:
-        self._put(Record(key, value, None if ttl_ms is None else now_ms() + ttl_ms, self._clock.now()))
+        self._put(record_of(key, value, None if ttl_ms is None else now_ms() + ttl_ms, self._clock.now()))
 
     def set_many(self, records: Iterable[Record]) -> None:
         prepared = []
         for rec in records:
             check_limits(self.capabilities, self.name, rec.key, rec.value)
             if rec.version is None:
-                rec = Record(rec.key, rec.value, rec.expires_at_ms, self._clock.now())
+                rec = record_of(rec.key, rec.value, rec.expires_at_ms, self._clock.now())
             else:
                 self._clock.observe(rec.version)
             prepared.append(rec)
