@@ -321,7 +321,7 @@ def test_ycsb_plans_are_seeded_and_skewed() -> None:
 
 def test_params_give_pyperf_an_explicit_argument_list() -> None:
     args = Params.quick_defaults(affinity="1").pyperf_args()
-    assert args[:2] == ["--processes", "2"] and "--affinity=1" in args
+    assert args[:2] == ["--processes", "1"] and "--affinity=1" in args
 
 
 def test_client_processes_that_cannot_open_the_store_report_why(tmp_path: Path) -> None:

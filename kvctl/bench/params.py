@@ -34,7 +34,9 @@ class Params:
 
     @classmethod
     def quick_defaults(cls, **overrides: Any) -> Params:
-        base: dict[str, Any] = dict(quick=True, processes=2, values=3, warmups=1, min_time=0.05, alloc_ops=1000,
+        # one worker process of 5 values per bench (plus pyperf's calibration run): a smoke test
+        # and the CI gate, where times are informative and allocations are what is compared
+        base: dict[str, Any] = dict(quick=True, processes=1, values=5, warmups=1, min_time=0.02, alloc_ops=1000,
                     latency_ops=1000, duration=1.0)
         base.update(overrides)
         return cls(**base)
