@@ -75,24 +75,25 @@ def _modules(run: str, argv: list[str], env: dict[str, str], tmp: Path) -> set[s
     return {m.partition(".")[0] for m in json.loads(out.read_text())}
 
 
-def _importtime(argv: list[str], env: dict[str, str], top: int = 12) -> list[tuple[int, str]]:
+def _importtime(argv: list[str], env: dict[str, str], top: int = 12, runs: int = 5) -> list[tuple[int, str]]:
+    """Top-level imports by cumulative microseconds, the median of ``runs`` runs of -X importtime."""
     code = f"import sys; sys.argv = {argv!r}\nfrom kvctl.cli.app import main\nmain()\n"
-    proc = subprocess.run([sys.executable, "-X", "importtime", "-c", code], env=env, capture_output=True,
-                          text=True, check=False)
-    rows = []
-    for line in proc.stderr.splitlines():  # "import time:  self_us | cumulative_us | indented.name"
-        if not line.startswith("import time:") or "cumulative" in line:
-            continue
-        parts = line.split("|")
-        if len(parts) != 3:
-            continue
-        try:
-            rows.append((int(parts[1].strip()), parts[2].rstrip()))
-        except ValueError:
-            continue
-    # only top-level packages (depth 1 of the indentation), most expensive first
-    top_level = [(us, n.strip()) for us, n in rows if len(n) - len(n.lstrip()) <= 2]
-    return sorted(top_level, reverse=True)[:top]
+    samples: dict[str, list[int]] = {}
+    for _ in range(runs):
+        proc = subprocess.run([sys.executable, "-X", "importtime", "-c", code], env=env, capture_output=True,
+                              text=True, check=False)
+        for line in proc.stderr.splitlines():  # "import time:  self_us | cumulative_us | indented.name"
+            if not line.startswith("import time:") or "cumulative" in line:
+                continue
+            parts = line.split("|")
+            if len(parts) != 3 or len(parts[2]) - len(parts[2].lstrip()) > 2:
+                continue  # only imports made at the top level (not nested in another import)
+            try:
+                samples.setdefault(parts[2].strip(), []).append(int(parts[1].strip()))
+            except ValueError:
+                continue
+    medians = [(int(statistics.median(v)), name) for name, v in samples.items()]
+    return sorted(medians, reverse=True)[:top]
 
 
 def main() -> int:
