@@ -29,3 +29,6 @@ lint-imports
 
 echo "== tests"
 "$PY" -m pytest "$@"
+
+echo "== performance gate: allocations per op fail the run, times are reported (bench/suite-ci.toml)"
+kvctl bench --suite bench/suite-ci.toml --baseline bench/baseline-ci.json
