@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite from a fresh clone: install what the tests need, start the real servers
 # (Redis, Redis Cluster, PostgreSQL: tests/services.sh), check lint, types and the architecture,
-# run every test, then the CI performance gate.  `.ci/run` calls exactly this.
+# run the CI performance gate, then every test (pytest's summary is the last line).  `.ci/run` calls exactly this.
 #   bash tests/run.sh              everything
 #   bash tests/run.sh -k sqlite    extra arguments go to pytest
 set -euo pipefail
@@ -27,8 +27,8 @@ echo "== ruff, mypy, import contracts"
 "$PY" -m mypy
 lint-imports
 
-echo "== tests"
-"$PY" -m pytest "$@"
-
 echo "== performance gate: allocations per op fail the run, times are reported (bench/suite-ci.toml)"
 kvctl bench --suite bench/suite-ci.toml --baseline bench/baseline-ci.json
+
+echo "== tests"
+"$PY" -m pytest "$@"
