@@ -293,3 +293,17 @@ def test_terminal_mode_reads_stdin_and_prints_new_cookie(tmp_path: Path) -> None
                           text=True, check=True, env={**os.environ, "KVCTL_COOKIE_SECRET": SECRET})
     (tmp_path / "new.txt").write_text(done.stdout)
     assert open_sync(f"cookie://{tmp_path / 'new.txt'}").get(b"user").value == b"bob"  # type: ignore[union-attr]
+
+
+def test_legacy_form_whose_data_contains_the_separator(tmp_path: Path) -> None:
+    # URL-safe base64 data can contain "--"; the digest after the real separator is 32 bytes
+    for attempt in range(3000):  # each token holds "--" with ~1.5% chance: found after ~70
+        store = open_sync(f"cookie://{tmp_path / f'a{attempt}.txt'}")
+        store.set(b"k", b"v%d" % attempt)
+        data, digest = json.loads(base64.urlsafe_b64decode(store.token() or ""))
+        if "--" in data:
+            break
+    else:
+        pytest.fail("no random IV produced '--' in 3000 tries")  # (0.985 ** 3000: never)
+    (tmp_path / "b.txt").write_text(f"{data}--{digest}")
+    assert open_sync(f"cookie://{tmp_path / 'b.txt'}").get(b"k").value == b"v%d" % attempt  # type: ignore[union-attr]

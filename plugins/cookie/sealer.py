@@ -143,9 +143,17 @@ def split_token(token: str) -> tuple[str, str]:
         pair = None
     if isinstance(pair, list) and len(pair) == 2 and all(isinstance(p, str) for p in pair):
         return pair[0], pair[1]
-    data, sep, digest = token.partition("--")
-    if sep and data and digest:
-        return data, digest
+    # URL-safe base64 data may itself contain "--": the separator is the one followed by a digest
+    # that decodes to an HMAC-SHA256 (32 bytes)
+    at = token.rfind("--")
+    while at > 0:
+        data, digest = token[:at], token[at + 2:]
+        try:
+            if len(b64decode(digest)) == 32:
+                return data, digest
+        except (binascii.Error, ValueError):
+            pass
+        at = token.rfind("--", 0, at)
     raise CorruptError(
         f"not a Session cookie ({len(token)} characters): expected base64 of [data, digest] "
         "or data--digest (truncated or damaged?)"
