@@ -344,3 +344,14 @@ def test_server_stopped_mid_batch(private_server: tuple[str, dict[str, str]]) ->
         assert again.count() == 0
     finally:
         again.close()
+
+
+def test_a_broken_protocol_state_is_a_lost_connection() -> None:
+    # seen when the server stops mid-COPY: asyncpg's state machine breaks instead of raising a
+    # connection error; it must read as unavailable (exit 69), not as an internal error
+    import asyncpg
+    from kvctl_plugins.postgres.errors import translate
+
+    err = translate(asyncpg.InternalClientError("cannot switch to state 12; another operation (2) is in progress"),
+                    "postgresql://u@h/db", "write", writing=True)
+    assert isinstance(err, UnavailableError) and "applied entirely or not at all" in str(err)

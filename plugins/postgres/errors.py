@@ -35,11 +35,13 @@ CONNECTION_LOST = (
     OSError,
     TimeoutError,
     asyncio.IncompleteReadError,
+    # the protocol's state machine broke (e.g. the server vanished mid-COPY): the connection is unusable
+    asyncpg.InternalClientError,
 )
 
 # Everything the driver (and the transport under it) raises; translated at the boundary.
-DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError,
-                 asyncio.IncompleteReadError, ValueError)
+DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError, OSError,
+                 TimeoutError, asyncio.IncompleteReadError, ValueError)
 
 
 def _one_line(exc: BaseException) -> str:
