@@ -106,33 +106,38 @@ def plugins(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")]
     if as_json:
         json_doc(rows)
         return
-    columns = ["Backend", "Schemes"] + [label for _, label in _CAPABILITY_COLUMNS] + ["Max key", "Max value"]
+    columns = ["Backend"] + [label for _, label in _CAPABILITY_COLUMNS] + ["Max key", "Max value"]
     out = []
     for r in rows:
         caps = r["capabilities"]
-        head = [r["name"], " ".join(r["schemes"])]
+        head = [r["name"]]
         if caps is None:
-            out.append([*head, "[red]✗ error[/red]"] + [""] * (len(columns) - 3))
+            out.append([*head, "[red]✗ error[/red]"] + [""] * (len(columns) - 2))
         else:
             out.append(head + [caps[k] for k, _ in _CAPABILITY_COLUMNS]
                        + [_size(caps["max_key_size"]), _size(caps["max_value_size"])])
     table("kvctl backends (✓ yes, · no)", columns, out, wide=True)
     for r in rows:
-        version = f"{r['distribution']} {r['version']}"
+        where = f"{', '.join(s + '://' for s in r['schemes'])} ({r['distribution']} {r['version']})"
         if r["error"]:
-            print(f"{r['name']} ({version}): {r['error']}")
+            print(f"{r['name']}: {where}: {r['error']}")
         else:
             durability = r["capabilities"]["durability"] or "-"
-            print(f"{r['name']} ({version}): {r['description']} Durability: {durability}.")
+            print(f"{r['name']}: {where}: {r['description']} Durability: {durability}.")
 
 
 def _size(n: int | None) -> str:
     if n is None:
         return "-"
     for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= size and n % size == 0:
+            return f"{n // size} {unit}"
+    if n < 100 * 1024:
+        return f"{n:,} B"
+    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
         if n >= size:
-            return f"{n / size:g} {unit}"
-    return f"{n} B"
+            return f"{n / size:.1f} {unit}"
+    return f"{n:,} B"
 
 
 def register(app: typer.Typer) -> None:

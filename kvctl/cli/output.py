@@ -20,7 +20,7 @@ def table(title: str | None, columns: list[str], rows: list[list[Any]], *, wide:
 
     t = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD)
     for i, col in enumerate(columns):
-        t.add_column(col, no_wrap=i < 2)
+        t.add_column(col, no_wrap=i == 0)
     for row in rows:
         t.add_row(*[_cell(v) for v in row])
     width = 120 if wide and not sys.stdout.isatty() else None
