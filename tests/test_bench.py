@@ -334,3 +334,18 @@ def test_client_processes_that_cannot_open_the_store_report_why(tmp_path: Path) 
     job.save(str(tmp_path / "job.json"))
     with pytest.raises(KvctlError, match=r"2 client processes: .*nonsense"):
         load.process_pass(str(tmp_path / "job.json"), "gridkv", workloads.GRIDKV.bench("get"), 2, 100, 0.1, None)
+
+
+def test_saved_run_round_trips_gzip_and_keeps_partial_failures_out_of_rows(tmp_path: Path) -> None:
+    path = _run(tmp_path, "base", 1e-7, _values(2e-6), 12.0, 680.0)
+    run = Run.load(str(path))
+    run.info["errors"] = [{"name": "gridkv.set@memory", "workload": "gridkv", "bench": "set", "backend": "memory",
+                           "status": "error", "reason": "the load pass failed: x", "partial": "1"}]
+    gz = tmp_path / "run.json.gz"
+    run.save(str(gz))
+    again = Run.load(str(gz))
+    rows = [r for r in again.rows() if r.name == "gridkv.set@memory"]
+    assert len(rows) == 1 and rows[0].ok  # the bench's row; its failed extra pass is a problem, listed apart
+    assert "the load pass failed" in report.render(again, "markdown")
+    stats = subprocess.run([sys.executable, "-m", "pyperf", "stats", str(gz)], capture_output=True, text=True)
+    assert stats.returncode == 0, stats.stderr

@@ -121,9 +121,12 @@ def _child(job_path: str, workload: str, bench_name: str, per_client: int, durat
             done += len(chunk)
             if deadline is not None and time.perf_counter() >= deadline:
                 break
-        results.put((done, busy, None))
+        results.put((done, busy, None, False))
     except BaseException as exc:
-        results.put((0, 0.0, _reason(exc)))
+        import threading
+
+        # a client that failed says why; the others only see the barrier break (not a reason)
+        results.put((0, 0.0, _reason(exc), not isinstance(exc, threading.BrokenBarrierError)))
         barrier.abort()
     finally:
         if ctx is not None:
@@ -151,7 +154,6 @@ def process_pass(job_path: str, workload: str, bench: Bench, clients: int, ops: 
              for _ in range(clients)]
     for p in procs:
         p.start()
-    error = None  # the first client's reason wins: it says why (e.g. the store is locked)
     started = True
     try:
         barrier.wait(timeout=120)
@@ -159,17 +161,22 @@ def process_pass(job_path: str, workload: str, bench: Bench, clients: int, ops: 
         started = False
     rates, total = 0.0, 0
     pending = clients
+    reasons: list[str] = []   # why clients failed (the first is reported)
+    broken = not started      # some client only saw the start barrier break
+    died = False
     limit = time.monotonic() + (duration or 0) + 600
     while pending and time.monotonic() < limit:
         try:
-            done, busy, err = results.get(timeout=1.0)
+            done, busy, reason, real = results.get(timeout=1.0)
         except queue.Empty:
             if not any(p.is_alive() for p in procs) and results.empty():
-                error = error or "a client process died without a result"
+                died = True
                 break
             continue
         pending -= 1
-        error = error or err
+        if reason and real:
+            reasons.append(reason)
+        broken = broken or bool(reason and not real)
         total += done
         rates += done / busy if busy else 0.0
     for p in procs:
@@ -177,10 +184,11 @@ def process_pass(job_path: str, workload: str, bench: Bench, clients: int, ops: 
         if p.is_alive():
             p.terminate()  # our own client process, stuck: end it so the run goes on
             p.join(timeout=10)
-    if error or pending or not started:
+    if reasons or broken or died or pending:
         from kvctl.errors import KvctlError
 
-        reason = error or ("a client process could not start" if not started else "no result in time")
-        raise KvctlError(f"{clients} client process{'es' if clients != 1 else ''}: {reason}")
+        why = (reasons[0] if reasons else "the clients did not all start" if broken
+               else "a client process died without a result" if died else "no result in time")
+        raise KvctlError(f"{clients} client process{'es' if clients != 1 else ''}: {why}")
     # each client's rate over its own busy time, summed: the aggregate while all ran together
     return {"clients": clients, "ops": total, "ops_per_s": rates}

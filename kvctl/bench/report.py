@@ -57,7 +57,8 @@ def format_for(path: str, explicit: str | None) -> str:
         return explicit
     import os
 
-    ext = os.path.splitext(path)[1].lower()
+    base = path[:-3] if path.lower().endswith(".gz") else path
+    ext = os.path.splitext(base)[1].lower()
     return _EXTENSIONS.get(ext, "json")
 
 
@@ -185,7 +186,7 @@ def workload_tables(run: Run) -> list[Table]:
             body.append(cells)
             note = r.get("note")
             if note:
-                notes.append(f"{r.backend} {r.bench}: {note}")
+                notes.append(f"{r.backend}: {note}")
             per = r.get("latency_per")
             if per and per != "op" and r.percentiles():
                 notes.append(f"{r.bench}: percentiles per {per}")

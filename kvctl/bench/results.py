@@ -97,10 +97,12 @@ class Run:
         return json.dumps(self.to_json(), sort_keys=True, separators=(",", ":")) + "\n"
 
     def save(self, path: str) -> None:
+        """Write the run (gzip-compressed when the name ends in .gz, as pyperf also reads)."""
+        import gzip
         import os
 
         tmp = f"{path}.tmp"
-        with open(tmp, "w") as fh:
+        with (gzip.open(tmp, "wt", encoding="utf-8") if path.endswith(".gz") else open(tmp, "w")) as fh:
             fh.write(self.dumps())
         os.replace(tmp, path)
 
@@ -122,8 +124,10 @@ class Run:
 
     @classmethod
     def load(cls, path: str) -> Run:
+        import gzip
+
         try:
-            with open(path) as fh:
+            with (gzip.open(path, "rt", encoding="utf-8") if path.endswith(".gz") else open(path)) as fh:
                 data = json.load(fh)
         except OSError as exc:
             raise UsageError(f"cannot read {path}: {exc.strerror}") from None
@@ -151,6 +155,8 @@ class Run:
                             backend=str(meta.get("kvctl_backend", "")), values=list(b.get_values()),
                             meta=meta))
         for entry in self.info.get("skipped", []) + self.info.get("errors", []):
+            if entry.get("partial"):
+                continue  # a pass after pyperf failed: the row exists; the problem is listed apart
             rows.append(Row(name=entry.get("name", ""), workload=entry.get("workload", ""),
                             bench=entry.get("bench", ""), backend=entry.get("backend", ""),
                             status=entry.get("status", "error"), reason=entry.get("reason", "")))

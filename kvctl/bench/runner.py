@@ -206,6 +206,7 @@ def _extra_passes(job: Job, job_path: str, done: list[tuple[BenchSpec, Bench, An
     try:
         for spec, bench, result in done:
             meta: dict[str, Any] = {}
+            seen_notes = {id(c): len(c.notes) for c in _distinct(ctx, actx)}  # this bench's notes only
             # seconds per plan step (pyperf's values are per inner op: a batch is `inner` ops)
             step_s = result.mean() * max(1, bench.inner) if result.get_nvalue() else None
 
@@ -253,7 +254,7 @@ def _extra_passes(job: Job, job_path: str, done: list[tuple[BenchSpec, Bench, An
                     meta["kvctl_alloc_ops"] = n
                 except Exception as exc:
                     failed("the allocation pass", exc)
-            notes = [n for c in _distinct(ctx, actx) for n in c.notes]
+            notes = [n for c in _distinct(ctx, actx) for n in c.notes[seen_notes.get(id(c), 0):]]
             if notes:
                 meta["kvctl_note"] = "; ".join(dict.fromkeys(notes))
             if meta:

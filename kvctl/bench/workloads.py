@@ -82,7 +82,8 @@ class Ctx:
             try:
                 peer = Target.open(self.url)
             except KvctlError as exc:
-                self.notes.append(f"a second connection cannot be opened ({exc}): read-miss uses one connection")
+                self.notes.append(f"one connection per process ({exc.__class__.__name__}): "
+                                  "read-miss reads through the writer's connection")
                 self._peer = self.target
                 return self.target
             probe = self.prefix + b"kvctl-bench-peer-probe"

@@ -202,9 +202,11 @@ def bench(
 
     for path in output or []:
         kind = report.format_for(str(path), fmt if len(output or []) == 1 else None)
-        text = report.render(run, kind, extra if kind in ("markdown", "html", "rich") else None)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
+        if kind == "json":
+            run.save(str(path))  # .json.gz: compressed, as pyperf reads too
+        else:
+            path.write_text(report.render(run, kind, extra if kind in ("markdown", "html", "rich") else None))
         if not quiet:
             info(f"wrote {path} ({kind})")
     if from_ is None:
