@@ -8,7 +8,7 @@
 # and stopped again after), on every workload, with a throughput-versus-clients curve for the
 # GridKV tables; a Redis URL also runs with the local cache on (the Session table's hit/miss).
 # The run is saved as bench/results.json.gz (a pyperf suite: `python -m pyperf stats` reads it) and
-# rendered into bench/RESULTS.md; `kvctl bench --from bench/results.json -o report.html` draws it.
+# rendered into bench/RESULTS.md; `kvctl bench --from bench/results.json.gz -o report.html` draws it.
 # Extra arguments go to `kvctl bench` (e.g. --processes 6, --pin 1).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."

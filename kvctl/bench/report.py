@@ -266,7 +266,7 @@ def seed_table(run: Run) -> list[Table]:
     for fig in seeds.FIGURES:
         if fig.workload not in ran:
             continue
-        published = f"{fig.figure} ({fig.hardware})" if fig.hardware != seeds.NOT_STATED else fig.figure
+        published = f"{fig.figure} on {fig.hardware}" if fig.hardware != seeds.NOT_STATED else fig.figure
         matched = False
         for backend in sorted({r.backend for r in rows if r.workload == fig.workload}):
             if families.get(backend) not in fig.families:

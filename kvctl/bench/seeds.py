@@ -25,7 +25,7 @@ SWARM_EVENT_CAVEAT = ("the only figure with code: 30,000 sequential single-row i
                       "transaction (kvctl: insert)")
 SWARM_MEMORY_EVENT_CAVEAT = ("dominated by deliberate sleeps in ruv-swarm's memory backend benchmark "
                              "(kvctl: insert)")
-M2_MAX = "MacBook Pro M2 Max, 32 GB (stated)"
+M2_MAX = "MacBook Pro M2 Max, 32 GB"
 NOT_STATED = "not stated"
 
 
