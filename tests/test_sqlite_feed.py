@@ -1,4 +1,4 @@
-"""The sqlite backend's schema version 2: change feed, tombstones, apply_many, upgrade from v1.
+"""The sqlite backend's schema (version 3): change feed, tombstones, apply_many, upgrades from v1 and v2.
 
 Writes "by other programs" are plain SQL through Python's sqlite3 module on a connection of its
 own, and through the sqlite3 shell, never through kvctl.
@@ -119,6 +119,22 @@ def test_insert_or_replace_of_a_key_is_a_change_with_a_newer_version(store: Stor
     got = changes(store, start)
     assert [(r.key, r.value) for r in got] == [(b"k", b"replaced")]
     assert got[0].version > before  # type: ignore[operator]
+
+
+@pytest.mark.parametrize("ahead_ms", [0, HOUR_MS])
+def test_insert_or_replace_beats_the_replaced_version_even_ahead_of_the_clock(
+        store: Store, db: str, ahead_ms: int) -> None:
+    """REPLACE removes the row without a delete trigger: the version it replaced must still be
+    beaten (the same millisecond as the write it replaces, or a replica's clock an hour ahead)."""
+    replaced = make_version(now_ms() + ahead_ms)
+    store.apply_many([Record(b"k", b"kvctl", None, replaced)])  # type: ignore[attr-defined]
+    other_program(db, "INSERT OR REPLACE INTO kv(key, value) VALUES (x'6b', x'7265706c61636564')")
+    got = store.get(b"k")
+    assert got is not None and got.value == b"replaced"
+    assert got.version > replaced  # type: ignore[operator]
+    # a replica holding the replaced record takes the replacement (last writer wins)
+    assert store.apply_many([Record(b"k", b"kvctl", None, replaced)]) == 0  # type: ignore[attr-defined]
+    assert store.get(b"k").value == b"replaced"  # type: ignore[union-attr]
 
 
 @pytest.mark.skipif(shutil.which("sqlite3") is None, reason="no sqlite3 shell")
@@ -475,7 +491,7 @@ def test_upgrade_from_version_1_in_place(db: str) -> None:
         assert ro.stats()["schema_version"] == 1 and ro.stats()["feed"].startswith("off")
     assert other_program(db, "PRAGMA user_version") == [(1,)]
     with open_url(f"sqlite://{db}") as store:
-        assert store.stats()["schema_version"] == 2
+        assert store.stats()["schema_version"] == 3
         assert {t: dump(db, t) for t in v1_rows} == before  # same rows, same ids, same versions
         start = store.feed_cursor()  # type: ignore[attr-defined]
         store.set(b"c", b"3")
@@ -497,6 +513,44 @@ def test_upgrade_from_version_1_in_place(db: str) -> None:
     with open_url(f"sqlite://{db}?table=other") as other:
         other.set(b"y", b"10")
         assert other.get(b"y").version > 300  # type: ignore[union-attr,operator]
+
+
+def load_v2_file(path: str) -> None:
+    """A real schema version 2 file (tests/sqlite_schema_v2.sql, written by kvctl before version 3)."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.executescript((Path(__file__).parent / "sqlite_schema_v2.sql").read_text())
+    conn.execute("PRAGMA journal_mode=wal")
+    conn.close()
+
+
+def test_upgrade_from_version_2_keeps_rows_feeds_and_cursors(db: str) -> None:
+    load_v2_file(db)
+    meta = "SELECT table_name, node_id, feed_id, feed_floor FROM kvctl_meta ORDER BY 1"
+    meta_before = other_program(db, meta)
+    rows_before = {t: dump(db, t) for t in ("kv", "quiet")}
+    tombs_before = other_program(db, "SELECT key, version FROM kv__tombs")
+    with open_url(f"sqlite://{db}?readonly=true") as ro:  # read-only: read as it is, its feed too
+        assert ro.stats()["schema_version"] == 2 and ro.capabilities.change_feed
+        old_cursor = "s:kv:" + ro.feed_cursor().split(":")[2] + ":0"  # type: ignore[attr-defined]
+        assert [(r.key, r.kind) for r in changes(ro, old_cursor)] == [(b"a", None), (b"b", None), (b"b", TOMBSTONE)]
+    assert other_program(db, "PRAGMA user_version") == [(2,)]
+    with open_url(f"sqlite://{db}") as store:
+        assert store.stats()["schema_version"] == 3
+        # the feed (its id, its floor, its changes) went through: a cursor from before still reads
+        assert [(r.key, r.kind) for r in changes(store, old_cursor)] == [(b"a", None), (b"b", None), (b"b", TOMBSTONE)]
+        other_program(db, "INSERT OR REPLACE INTO kv(key, value) VALUES (x'61', x'32')")
+        assert store.get(b"a").version > rows_before["kv"][0][4]  # type: ignore[union-attr,operator]
+    assert other_program(db, meta) == meta_before
+    assert dump(db, "quiet") == rows_before["quiet"]
+    assert other_program(db, "SELECT key, version FROM kv__tombs") == tombs_before
+    triggers = {r[0] for r in other_program(db, "SELECT name FROM sqlite_master WHERE type = 'trigger'")}
+    assert {"kv__kvctl_replace", "quiet__kvctl_replace"} <= triggers
+    assert "quiet__changes" not in {r[0] for r in other_program(db, "SELECT name FROM sqlite_master")}
+    with open_url(f"sqlite://{db}?table=quiet") as quiet:  # its feed stayed off, its triggers work
+        assert not quiet.capabilities.change_feed
+        other_program(db, "INSERT OR REPLACE INTO quiet(key, value) VALUES (x'61', x'33')")
+        assert quiet.get(b"a").version > rows_before["quiet"][0][4]  # type: ignore[union-attr,operator]
+    assert other_program(db, "PRAGMA integrity_check") == [("ok",)]
 
 
 def test_a_failed_upgrade_leaves_the_version_1_file_as_it_was(db: str) -> None:

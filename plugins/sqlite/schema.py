@@ -24,6 +24,11 @@ back.  A read-only open of a version 1 file reads it as it is (no feed).  Older 
 version 2 file ("newer than this kvctl"); a process of it that had the file open before the
 upgrade goes on working, its writes captured by the triggers like any other program's.
 
+Version 3 adds ``kvctl_meta.replaced_version`` and a trigger that keeps it (so a REPLACE by
+another program always gets a newer version, :mod:`.triggers`).  The first read-write open of a
+version 2 file adds the column and lays every table's triggers again, feeds kept as they are,
+in one ``BEGIN IMMEDIATE`` transaction.  A read-only open reads a version 2 file as it is.
+
 An open that fails leaves existing files as they were: every check that can refuse a file runs
 before anything is written to it.
 """
@@ -43,7 +48,7 @@ from .errors import translate
 from .options import META_TABLE, RESERVED_SUFFIXES, Options
 from .triggers import TableSQL
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 COLUMNS = ("id", "key", "value", "expires_at", "version")
 
 
@@ -76,7 +81,7 @@ def preflight(opts: Options, where: str) -> None:
 
 
 def connect(opts: Options, where: str) -> tuple[sqlite3.Connection, TableState]:
-    """An open, checked connection with the pragmas set and the table (version 2) present."""
+    """An open, checked connection with the pragmas set and the table (current schema version) present."""
     preflight(opts, where)
     mode = "ro" if opts.readonly else "rwc"
     uri = f"file:{quote(opts.path, safe='/')}?mode={mode}"
@@ -111,18 +116,21 @@ def _prepare(conn: sqlite3.Connection, opts: Options, where: str) -> TableState:
         if str(mode).lower() != opts.journal_mode:
             raise StoreIOError(f"{where}: cannot switch {opts.path} to journal_mode={opts.journal_mode} ({mode})")
     conn.execute(f"PRAGMA synchronous={opts.synchronous}")
-    state = read_state(conn, opts.table) if user_version == SCHEMA_VERSION and exists else None
+    state = read_state(conn, opts.table) if user_version >= 2 and exists else None
     if opts.readonly:
         if not exists:
             raise UsageError(f"{where}: {opts.path} has no table {opts.table}", hint="open it once without readonly")
         return state or TableState(node=0, feed_id=None, tombs=_has_table(conn, opts.table + "__tombs"))
-    if state is not None and (opts.feed is None or opts.feed == (state.feed_id is not None)):
+    if (user_version == SCHEMA_VERSION and state is not None
+            and (opts.feed is None or opts.feed == (state.feed_id is not None))):
         return state  # the usual open: nothing to create, upgrade or switch, no write lock taken
     # Something to create, upgrade or switch: one immediate transaction, every check made again
     # inside it (another process may have done it meanwhile).
     conn.execute("BEGIN IMMEDIATE")
     user_version = _user_version(conn, opts, where)
     conn.execute(TableSQL.create_meta)
+    if user_version == 2:
+        _upgrade_from_2(conn)
     if user_version < SCHEMA_VERSION:
         for table in _kvctl_tables(conn):
             if read_state(conn, table) is None:
@@ -142,6 +150,16 @@ def _prepare(conn: sqlite3.Connection, opts: Options, where: str) -> TableState:
     return state
 
 
+def _upgrade_from_2(conn: sqlite3.Connection) -> None:
+    """Version 2 -> 3, inside the caller's transaction: the new meta column, every table's triggers
+    laid again (the feed, its id and its floor untouched)."""
+    conn.execute(TableSQL.add_replaced_version)
+    for table, node, feed_id in conn.execute(f"SELECT table_name, node_id, feed_id FROM {META_TABLE}").fetchall():
+        sql = TableSQL(table, int(node))
+        for stmt in sql.drop_triggers + sql.create_triggers(feed=feed_id is not None):
+            conn.execute(stmt)
+
+
 def _user_version(conn: sqlite3.Connection, opts: Options, where: str) -> int:
     user_version = int(conn.execute("PRAGMA user_version").fetchone()[0])
     if user_version > SCHEMA_VERSION:
@@ -153,7 +171,7 @@ def _user_version(conn: sqlite3.Connection, opts: Options, where: str) -> int:
 
 
 def read_state(conn: sqlite3.Connection, table: str) -> TableState | None:
-    """The table's ``kvctl_meta`` row, or None when the file has none for it (not yet version 2)."""
+    """The table's ``kvctl_meta`` row, or None when the file has none for it (a version 1 file)."""
     if not _has_table(conn, META_TABLE):
         return None
     row = conn.execute(f"SELECT node_id, feed_id FROM {META_TABLE} WHERE table_name = ?", (table,)).fetchone()

@@ -1,4 +1,4 @@
-"""The SQL of schema version 2's objects beside a store table: tombstones, the change feed, triggers.
+"""The SQL of the objects beside a store table: tombstones, the change feed, triggers.
 
 Beside table ``t`` (one per ``?table=``)::
 
@@ -7,8 +7,9 @@ Beside table ``t`` (one per ``?table=``)::
     t__changes  seq INTEGER PRIMARY KEY, key, value, expires_at, version, deleted (0/1),
                 changed_at (ms since the epoch; for ?feed_retention=<duration>)
                 only while the feed is on
-    kvctl_meta  one row per store table: its HLC node id, its feed id (NULL: feed off) and the
-                feed's floor (the highest purged seq: a cursor below it is a gap)
+    kvctl_meta  one row per store table: its HLC node id, its feed id (NULL: feed off), the
+                feed's floor (the highest purged seq: a cursor below it is a gap) and
+                replaced_version (the newest version a REPLACE removed unseen, see below)
 
 Everything that keeps them right is a trigger on ``t``, so writes made by other programs with
 plain SQL (the ``sqlite3`` shell, Python's ``sqlite3``, an ORM) keep the same guarantees as
@@ -31,13 +32,14 @@ kvctl's own, and kvctl's writes stay single statements:
   guarantee AUTOINCREMENT gives, without its write of ``sqlite_sequence`` on every insert (up to
   about a fifth more CPU per write in bench/sync_sqlite_RESULTS.md).
 
-Known limit: ``INSERT OR REPLACE`` by another program removes the row it replaces without firing
-delete triggers (SQLite fires them for REPLACE only under ``recursive_triggers``), so the replaced
-row leaves no tombstone and its version is not seen by the stamp.  Replacing a key's row is still
-a change of that key (stamped from the clock when written without a version, which is right unless
-the replaced version was ahead of this machine's clock); replacing by ``id`` with another key
-removes the old key unseen.  Other programs should upsert (``INSERT ... ON CONFLICT(key) DO
-UPDATE``), update or delete, as kvctl does.
+``INSERT OR REPLACE`` by another program removes the row it replaces without firing delete
+triggers (SQLite fires them for REPLACE only under ``recursive_triggers``).  A ``BEFORE INSERT``
+trigger on rows written without a version therefore records the version of the row the insert
+may replace in ``kvctl_meta.replaced_version``, and every stamp is raised above it: a REPLACE of a
+key is a change of that key with a newer version, even within the millisecond of the write it
+replaces (schema version 3; version 2 stamped from the clock alone and could tie).  Known limit:
+replacing by ``id`` with another key removes the old key unseen (no tombstone).  Other programs
+should upsert (``INSERT ... ON CONFLICT(key) DO UPDATE``), update or delete, as kvctl does.
 """
 
 from __future__ import annotations
@@ -53,7 +55,8 @@ _LOW = NODE_BITS + COUNTER_BITS
 # every SQLite version another program may bring (unixepoch('subsec') needs 3.42); round() undoes
 # the float conversion's error, so the result is the exact millisecond.
 NOW_MS = "CAST(round((julianday('now') - 2440587.5) * 86400000) AS INTEGER)"
-TRIGGER_SUFFIXES = ("insert", "stamp_insert", "update", "stamp_update", "delete", "tomb_insert", "tomb_update")
+TRIGGER_SUFFIXES = ("replace", "insert", "stamp_insert", "update", "stamp_update", "delete",
+                    "tomb_insert", "tomb_update")
 
 
 def bump(expr: str, node: int) -> str:
@@ -104,7 +107,10 @@ class TableSQL:
 
     # -- side tables ----------------------------------------------------------------------------
     create_meta = (f"CREATE TABLE IF NOT EXISTS {META_TABLE} (table_name TEXT PRIMARY KEY, "
-                   "node_id INTEGER NOT NULL, feed_id TEXT, feed_floor INTEGER NOT NULL DEFAULT 0)")
+                   "node_id INTEGER NOT NULL, feed_id TEXT, feed_floor INTEGER NOT NULL DEFAULT 0, "
+                   "replaced_version INTEGER NOT NULL DEFAULT 0)")
+    # schema version 2 -> 3: the column create_meta has since version 3
+    add_replaced_version = f"ALTER TABLE {META_TABLE} ADD COLUMN replaced_version INTEGER NOT NULL DEFAULT 0"
 
     @property
     def create_tombs(self) -> list[str]:
@@ -120,9 +126,12 @@ class TableSQL:
     # -- triggers -------------------------------------------------------------------------------
     def _stamp(self, *also: str) -> str:
         """SQL for a fresh version: SQLite's clock, raised above every version in the table and its
-        tombstones and above ``also`` (an HLC that observed the newest version on record)."""
+        tombstones, above the newest version a REPLACE removed and above ``also`` (an HLC that
+        observed the newest version on record)."""
         newest = [f"coalesce((SELECT max(version) FROM {self.t}), 0)",
-                  f"coalesce((SELECT max(version) FROM {self.tombs}), 0)", *(f"coalesce({e}, 0)" for e in also)]
+                  f"coalesce((SELECT max(version) FROM {self.tombs}), 0)",
+                  f"coalesce((SELECT replaced_version FROM {META_TABLE} WHERE table_name = '{self.table}'), 0)",
+                  *(f"coalesce({e}, 0)" for e in also)]
         return f"max(({NOW_MS} << {_LOW}) | {self.node}, {bump('max(' + ', '.join(newest) + ')', self.node)})"
 
     def create_triggers(self, *, feed: bool) -> list[str]:
@@ -150,7 +159,12 @@ class TableSQL:
         bury = (f"INSERT INTO {tombs}(key, version) VALUES (OLD.key, CASE WHEN {expired} THEN OLD.version "
                 f"ELSE {self._stamp('OLD.version')} END) ON CONFLICT(key) DO UPDATE SET version = excluded.version "
                 f"WHERE {tombs}.version <= coalesce(OLD.version, 0);")
+        # the row an unversioned insert may REPLACE goes without a delete trigger: keep its version
+        current = f"(SELECT version FROM {t} WHERE key = NEW.key)"
         triggers = [
+            f"CREATE TRIGGER {self.trigger('replace')} BEFORE INSERT ON {t} WHEN NEW.version IS NULL BEGIN "
+            f"UPDATE {META_TABLE} SET replaced_version = {current} WHERE table_name = '{self.table}' "
+            f"AND {current} > replaced_version; END",
             f"CREATE TRIGGER {self.trigger('insert')} AFTER INSERT ON {t} WHEN NEW.version IS NOT NULL BEGIN "
             f"DELETE FROM {tombs} WHERE key = NEW.key; {log_new} END",
             f"CREATE TRIGGER {self.trigger('stamp_insert')} AFTER INSERT ON {t} WHEN NEW.version IS NULL BEGIN "
