@@ -133,12 +133,12 @@ def test_tier_failed_write_leaves_no_stale_copy(tmp_path: Path) -> None:
 
 def test_tier_max_age_refetches(tmp_path: Path) -> None:
     child_url = "memory://cache-max-age-test"
-    store = open_sync(tier(child_url, "1MiB", "&max_age=50ms"))
+    store = open_sync(tier(child_url, "1MiB", "&max_age=400ms"))  # wide: a loaded machine pauses
     store.set(b"k", b"v1")
     other = _open_sync(child_url)
     other.set(b"k", b"v2")  # another writer behind the cache's back
     assert store.get(b"k").value == b"v1"  # type: ignore[union-attr]
-    time.sleep(0.1)
+    time.sleep(0.45)
     assert store.get(b"k").value == b"v2"  # type: ignore[union-attr]
 
 
