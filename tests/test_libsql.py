@@ -13,6 +13,9 @@ import asyncio
 import contextlib
 import http.server
 import sqlite3
+import subprocess
+import sys
+import textwrap
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -300,6 +303,63 @@ def test_locked_file_waits_then_reports(tmp_path: Path) -> None:
         assert s.get(b"k").value == b"v3"  # type: ignore[union-attr]
     finally:
         s.close()
+
+
+def test_processes_sharing_a_file_wait_for_each_other(tmp_path: Path) -> None:
+    """libsql-client opens a connection per call with SQLite's busy timeout at 0: four processes
+    writing and reading one file at once must all succeed, waiting rather than failing busy."""
+    url = f"libsql://{tmp_path / 'shared.db'}"
+    open_sync(url).close()
+    script = textwrap.dedent("""
+        import sys
+        from kvctl.store import Record
+        from kvctl.testing import open_sync
+        store = open_sync(sys.argv[1])
+        me = sys.argv[2].encode()
+        for i in range(300):
+            store.set(me + b"-%d" % i, b"v" * 100)
+            assert store.get(me + b"-%d" % i).value == b"v" * 100
+        store.set_many([Record(me + b"-batch-%d" % i, b"b") for i in range(50)])
+    """)
+    procs = [subprocess.Popen([sys.executable, "-c", script, url, f"p{i}"], stderr=subprocess.PIPE)
+             for i in range(4)]
+    for proc in procs:
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err.decode()
+    store = open_sync(url)
+    try:
+        assert store.count() == 4 * 350
+    finally:
+        store.close()
+
+
+def test_a_file_of_the_sqlite_backend_reads_and_writes_as_it_is(tmp_path: Path) -> None:
+    """sqlite:// upgrades a file to its newer layout (same columns, plus triggers, tombstones and a
+    feed); libsql:// keeps using it, and the triggers record its writes in the feed."""
+    path = tmp_path / "shared.db"
+    s = open_sync(f"libsql://{path}")
+    try:
+        s.set(b"from-libsql", b"1")
+    finally:
+        s.close()
+    native = open_sync(f"sqlite://{path}")
+    try:
+        cursor = native.feed_cursor()  # type: ignore[attr-defined]
+        schema = native.stats()["schema_version"]
+        assert schema >= 2 and native.get(b"from-libsql").value == b"1"  # type: ignore[union-attr]
+        s = open_sync(f"libsql://{path}")
+        try:
+            assert s.stats()["schema_version"] == schema
+            s.set(b"again", b"2")
+            assert s.delete(b"from-libsql")
+            assert s.get(b"again").value == b"2"  # type: ignore[union-attr]
+        finally:
+            s.close()
+        got = [(r.key, r.kind) for p in native.changes(cursor) for r in p.records]  # type: ignore[attr-defined]
+        assert got == [(b"again", None), (b"from-libsql", "tombstone")]
+        assert native.get(b"from-libsql") is None
+    finally:
+        native.close()
 
 
 def test_stats(store: Store) -> None:

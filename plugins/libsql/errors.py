@@ -31,8 +31,6 @@ DRIVER_ERRORS = (LibsqlError, sqlite3.Error, aiohttp.ClientError, OSError, async
 _BY_CODE: dict[str, type[KvctlError]] = {
     "SQLITE_NOTADB": CorruptError,
     "SQLITE_CORRUPT": CorruptError,
-    "SQLITE_BUSY": LockedError,
-    "SQLITE_LOCKED": LockedError,
     "SQLITE_TOOBIG": LimitError,
     "SQLITE_AUTH": AuthError,
     "SQLITE_PERM": AuthError,
@@ -40,6 +38,11 @@ _BY_CODE: dict[str, type[KvctlError]] = {
     "HRANA_WEBSOCKET_ERROR": UnavailableError,
     "HRANA_PROTO_ERROR": UnavailableError,
 }
+
+
+def is_busy(exc: LibsqlError) -> bool:
+    """SQLITE_BUSY or SQLITE_LOCKED, any extended form (``SQLITE_BUSY_RECOVERY``, ``_SNAPSHOT`` ...)."""
+    return (exc.code or "").startswith(("SQLITE_BUSY", "SQLITE_LOCKED"))
 
 
 def _one_line(exc: BaseException) -> str:
@@ -69,7 +72,7 @@ def translate(exc: BaseException, where: str, action: str, *, writing: bool = Fa
             return AuthError(f"{where}: the server refused the auth token ({explanation})")
         if "AUTH" in code:
             return AuthError(f"{where}: {explanation} ({code})")
-        kind = _BY_CODE.get(code)
+        kind = LockedError if is_busy(exc) else _BY_CODE.get(code)
         if kind is CorruptError:
             return CorruptError(f"{where}: not a usable database: {explanation} ({code})")
         if kind is LockedError:

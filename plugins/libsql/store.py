@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import time
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from typing import Any, Self
 
 import libsql_client
-from libsql_client import Statement
+from libsql_client import LibsqlError, Statement
 
 from kvctl.errors import StoreIOError, UsageError
 from kvctl.hlc import HLC
@@ -35,10 +36,14 @@ from kvctl.store import (
     prefix_end,
 )
 
-from .errors import translated
+from .errors import is_busy, translated
 from .target import Target, parse_target
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 1  # what this backend writes into a file it creates
+# Versions 2 and 3 are the sqlite backend's (tombstones, change feed, triggers beside the same
+# table columns).  Its triggers stamp, log and bury rows written by any program, so this backend
+# reads and writes such a file as it is, without upgrading it; a newer layout is refused.
+NEWEST_READABLE = 3
 COLUMNS = ("id", "key", "value", "expires_at", "version")
 MAX_LENGTH = 1_000_000_000  # SQLite's default SQLITE_MAX_LENGTH: the largest row
 MAX_KEY = 64 * 1024
@@ -121,12 +126,12 @@ class LibSQLStore(AsyncStoreBase):
         t, target = self._t, self._target
         with translated(self._where, "open"):
             # The first read of the schema: a file that is not a database fails here.
-            info, cols = await self._call(client.batch(
+            info, cols = await self._call(lambda: client.batch(
                 [Statement("PRAGMA user_version"), Statement(f"PRAGMA table_info({t})")]))
             version = int(info.rows[0][0]) if info.rows else 0
-            if version > SCHEMA_VERSION:
+            if version > NEWEST_READABLE:
                 raise UsageError(f"{self._where}: the database has kvctl schema version {version}, "
-                                 f"newer than this kvctl's {SCHEMA_VERSION}", hint="upgrade kvctl")
+                                 f"newer than this kvctl's {NEWEST_READABLE}", hint="upgrade kvctl")
             columns = tuple(str(row[1]) for row in cols.rows)
             if columns and columns != COLUMNS:
                 raise UsageError(f"{self._where}: table {target.table} is not a kvctl table "
@@ -143,29 +148,45 @@ class LibSQLStore(AsyncStoreBase):
                 ]
                 if version == 0:
                     create.append(f"PRAGMA user_version = {SCHEMA_VERSION}")
-                await self._call(client.batch([*self._write_prefix, *map(Statement, create)]))
-            newest = await self._call(client.execute(f"SELECT max(version) FROM {t}"))
+                await self._call(lambda: client.batch([*self._write_prefix, *map(Statement, create)]))
+            newest = await self._call(lambda: client.execute(f"SELECT max(version) FROM {t}"))
             if newest.rows and newest.rows[0][0] is not None:
                 self._clock.observe(int(newest.rows[0][0]))
 
-    async def _call(self, coro: Any) -> Any:
-        """Await a client call; remote calls are bounded by ?timeout= (local ones use busy_timeout)."""
-        if not self._target.remote:
-            return await coro
-        async with asyncio.timeout(self._target.timeout_ms / 1000):
-            return await coro
+    async def _call(self, call: Callable[[], Awaitable[Any]]) -> Any:
+        """Run one client call.  Remote calls are bounded by ?timeout=.  Local ones are retried
+        while the file is busy, for up to ?timeout=: libsql-client opens a connection per call with
+        SQLite's busy timeout at 0, and a batch loads the schema inside its own ``BEGIN``, so when
+        another process commits in between, SQLite refuses the write lock at once (a stale read
+        snapshot) without ever waiting.  A call that failed busy changed nothing (a batch is rolled
+        back whole), so running it again is safe."""
+        target = self._target
+        if target.remote:
+            async with asyncio.timeout(target.timeout_ms / 1000):
+                return await call()
+        deadline = time.monotonic() + target.timeout_ms / 1000
+        pause = 0.0005
+        while True:
+            try:
+                return await call()
+            except LibsqlError as exc:
+                if not is_busy(exc) or time.monotonic() + pause > deadline:
+                    raise
+            # jittered, growing pauses: processes that collided do not collide again in step
+            await asyncio.sleep(pause * (0.5 + random.random()))
+            pause = min(pause * 2, 0.05)
 
     async def _execute(self, action: str, sql: str, args: list[Any]) -> Any:
         client = self._client or await self._open()
         with translated(self._where, action):
-            return await self._call(client.execute(sql, args))
+            return await self._call(lambda: client.execute(sql, args))
 
     async def _batch(self, action: str, stmts: list[Statement], *, writing: bool) -> list[Any]:
         client = self._client or await self._open()
         if writing:
             stmts = [*self._write_prefix, *self._maybe_purge(), *stmts]
         with translated(self._where, action, writing=writing):
-            results: list[Any] = await self._call(client.batch(stmts))
+            results: list[Any] = await self._call(lambda: client.batch(stmts))
         return results  # writers' leading pragma/purge results included: callers index from the end
 
     def _maybe_purge(self) -> list[Statement]:
@@ -257,13 +278,14 @@ class LibSQLStore(AsyncStoreBase):
             Statement(f"SELECT count(*) FROM {self._t} WHERE {_LIVE}", [now]),
             Statement(f"SELECT count(*) FROM {self._t} WHERE NOT {_LIVE}", [now]),
             Statement("SELECT sqlite_version()"),
+            Statement("PRAGMA user_version"),
         ], writing=False)
         out: dict[str, Any] = {
             "keys": int(results[0].rows[0][0]),
             "expired_not_purged": int(results[1].rows[0][0]),
             "table": self._target.table,
             "sqlite_version": results[2].rows[0][0],
-            "schema_version": SCHEMA_VERSION,
+            "schema_version": int(results[3].rows[0][0]),
             "location": "remote" if self._target.remote else "local file",
         }
         path = self._target.local_path
