@@ -14,6 +14,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -324,8 +325,21 @@ def test_a_reloaded_or_moved_tab_recovers(open_store: Any) -> None:
     assert store.inner._tab is tab  # type: ignore[attr-defined]
     with contextlib.suppress(Exception):
         store._run(tab.evaluate("location.href = 'http://elsewhere.invalid/'"))  # type: ignore[attr-defined]
+    # setting location.href only starts the navigation: wait until the tab has left the origin
+    deadline = time.monotonic() + 30
+    while _origin_of(store, tab) == tab.origin:
+        assert time.monotonic() < deadline, "the tab never navigated away"
+        time.sleep(0.02)
     assert store.count() == len(APP_KV)  # a new tab on the right origin
     assert store.inner._tab is not tab  # type: ignore[attr-defined]
+
+
+def _origin_of(store: Any, tab: Any) -> str | None:
+    """The tab's current origin, None while it cannot answer (mid-navigation)."""
+    try:
+        return store._run(tab.evaluate("location.origin"))  # type: ignore[no-any-return]
+    except Exception:
+        return None
 
 
 def test_a_closed_tab_is_reopened(open_store: Any, app: AppTab) -> None:
