@@ -299,8 +299,10 @@ def fixed_costs() -> list[tuple[str, float]]:
     framed = header.pack(0, 1 << 50) + VALUE
     version = 1 << 50
     probes: list[tuple[str, Callable[[], object]]] = [
-        ("`Record(k, v, None, ver)`: the frozen dataclass constructor", lambda: Record(b"k", VALUE, None, version)),
-        ("`make_record(k, v, None, ver)`: the plugins' cheaper equivalent", lambda: make_record(b"k", VALUE, None, 1)),
+        ("`Record(k, v, None, ver)`: the named-tuple constructor",
+         lambda: Record(b"k", VALUE, None, version)),
+        ("`make_record(k, v, None, ver)`: `kvctl.store.record_of`, the builder plugins use",
+         lambda: make_record(b"k", VALUE, None, 1)),
         ("`HLC.now()`: one version", clock.now),
         ("LMDB header decode: `unpack_from` + `raw[16:]`", lambda: (header.unpack_from(framed), framed[16:])),
         ("LMDB header encode: `pack(exp, ver) + value`", lambda: header.pack(0, version) + VALUE),
