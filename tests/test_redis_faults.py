@@ -176,6 +176,43 @@ def start_cluster(tmp_path: Path, servers: list[Server]) -> list[Server]:
     return nodes
 
 
+def test_tls_cluster(servers: list[Server], tmp_path: Path) -> None:
+    """rediss+cluster:// against a real 3-master cluster that speaks TLS only, its bus included."""
+    certs = make_cert(tmp_path)
+    cert = str(certs / "cert.pem")
+    tls = ["--tls-cert-file", cert, "--tls-key-file", str(certs / "key.pem"), "--tls-ca-cert-file", cert,
+           "--tls-auth-clients", "no", "--tls-cluster", "yes"]
+    nodes = []
+    for i in range(3):
+        port = free_port()
+        node = Server(tmp_path, "--port", "0", "--tls-port", str(port), *tls, "--cluster-enabled", "yes",
+                      "--cluster-node-timeout", "1000", "--cluster-config-file", f"nodes-{i}.conf", ping=False)
+        node.port = port
+        nodes.append(node)
+        servers.append(node)
+
+    def client(node: Server) -> redispy.Redis:
+        return redispy.Redis(host="127.0.0.1", port=node.port, ssl=True, ssl_ca_certs=cert, socket_timeout=2)
+
+    for n in nodes:
+        Server.wait(lambda n=n: client(n).ping())
+    addrs = [f"127.0.0.1:{n.port}" for n in nodes]
+    subprocess.run(["redis-cli", "--tls", "--cacert", cert, "--cluster", "create", *addrs,
+                    "--cluster-replicas", "0", "--cluster-yes"], check=True, capture_output=True, timeout=60)
+    for n in nodes:
+        Server.wait(lambda n=n: b"cluster_state:ok" in client(n).execute_command("CLUSTER", "INFO"))
+    base = f"rediss+cluster://{addrs[0]}?seeds={addrs[1]},{addrs[2]}"
+    records = [Record(b"tls-%d" % i, b"\x00secure-%d" % i) for i in range(200)]
+    with open_url(f"{base}&ssl_ca_certs={cert}") as store:
+        store.set_many(records)
+        assert [r.value for r in store.get_many([r.key for r in records])] == [r.value for r in records]  # type: ignore[union-attr]
+        assert store.count() == len(records)
+        assert sorted(r.key for p in store.scan() for r in p.records) == sorted(r.key for r in records)
+    assert all(client(n).dbsize() > 0 for n in nodes)  # the keys went to every master, over TLS
+    with open_url(base) as store, pytest.raises(UnavailableError, match="certificate"):
+        store.get(b"tls-0")  # a self-signed certificate is refused without its CA
+
+
 def cluster_url(nodes: list[Server]) -> str:
     return f"redis+cluster://127.0.0.1:{nodes[0].port}?seeds=127.0.0.1:{nodes[1].port},127.0.0.1:{nodes[2].port}"
 
@@ -255,7 +292,8 @@ def test_lost_scripts_standalone(servers: list[Server], tmp_path: Path) -> None:
         assert store.count() == 4
 
 
-def test_tls(servers: list[Server], tmp_path: Path) -> None:
+def make_cert(tmp_path: Path) -> Path:
+    """A self-signed certificate for 127.0.0.1: ``cert.pem`` and ``key.pem`` in the returned directory."""
     if shutil.which("openssl") is None:
         pytest.skip("openssl is not installed")
     certs = tmp_path / "tls"
@@ -264,6 +302,11 @@ def test_tls(servers: list[Server], tmp_path: Path) -> None:
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
                     "-keyout", str(certs / "key.pem"), "-out", str(certs / "cert.pem"), *subj],
                    check=True, capture_output=True)
+    return certs
+
+
+def test_tls(servers: list[Server], tmp_path: Path) -> None:
+    certs = make_cert(tmp_path)
     port = free_port()
     server = Server(tmp_path, "--port", "0", "--tls-port", str(port), "--tls-cert-file", str(certs / "cert.pem"),
                     "--tls-key-file", str(certs / "key.pem"), "--tls-auth-clients", "no", ping=False)
