@@ -60,6 +60,7 @@ __all__ = [
     "new_record",
     "newer",
     "now_ms",
+    "page_size",
     "parse_key_cursor",
     "prefix_end",
     "record_of",
@@ -195,6 +196,12 @@ def prefix_end(prefix: bytes) -> bytes | None:
     if not stripped:
         return None
     return stripped[:-1] + bytes([stripped[-1] + 1])
+
+
+def page_size(batch_size: int) -> int:
+    """The records per page a scan or change feed serves: ``batch_size``, and 1 for anything
+    below 1 (one rule for every backend; a page of 0 would never make progress)."""
+    return batch_size if batch_size > 0 else 1
 
 
 def key_cursor(key: bytes) -> str:

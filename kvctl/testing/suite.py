@@ -160,6 +160,15 @@ class StoreConformance:
                 seen[rec.key] = rec.value
         assert seen == records
 
+    def test_scan_batch_size_below_one_is_one(self, store: Store) -> None:
+        """One rule on every backend: a batch size under 1 is taken as 1, never an error or a
+        loop that returns nothing."""
+        store.set_many(Record(b"z%d" % i, b"v") for i in range(3))
+        for size in (0, -5):
+            pages = list(store.scan(b"z", batch_size=size))
+            assert sorted(r.key for p in pages for r in p.records) == [b"z0", b"z1", b"z2"]
+            assert all(len(p.records) <= 1 for p in pages) or not store.capabilities.ordered_scan
+
     def test_scan_keys_only(self, store: Store) -> None:
         store.set(b"k1", b"value")
         recs = [r for p in store.scan(keys_only=True) for r in p.records]
@@ -250,6 +259,13 @@ class StoreConformance:
             # the last change listed for a key is its current state
             last = {r.key: (r.kind, r.value) for r in changes}
             assert last == {b"f1": (None, b"c"), b"f2": (TOMBSTONE, b"")}
+
+    def test_change_feed_batch_size_below_one_is_one(self, store: Store) -> None:
+        self.needs(store, "change_feed")
+        start = store.feed_cursor()  # type: ignore[attr-defined]
+        store.set_many([Record(b"c1", b"a"), Record(b"c2", b"b")])
+        pages = list(store.changes(start, batch_size=0))  # type: ignore[attr-defined]
+        assert {r.key for p in pages for r in p.records} >= {b"c1", b"c2"}
 
     def test_change_feed_resumes_from_page_cursor(self, store: Store) -> None:
         self.needs(store, "change_feed")

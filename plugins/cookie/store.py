@@ -12,7 +12,7 @@ from dataclasses import replace
 from typing import Any, Self
 
 from kvctl.errors import BadURLError, KvctlError, LimitError, StoreIOError, UnsupportedError, UsageError
-from kvctl.store import Capabilities, Page, Record, StoreBase, StoreURL, key_cursor, now_ms, prefix_end
+from kvctl.store import Capabilities, Page, Record, StoreBase, StoreURL, key_cursor, now_ms, page_size, prefix_end
 
 from .sealer import KDF_ITERATIONS, KDF_SALT, Sealer, derive_key
 from .session import SessionDoc, json_to_value, key_to_name, name_to_key, value_to_json
@@ -167,6 +167,7 @@ class CookieStore(StoreBase):
         values = self._visible()
         keys = sorted(k for k in values if k.startswith(prefix) and (after is None or k > after)
                       and (end is None or k < end))
+        batch_size = page_size(batch_size)
         for i in range(0, len(keys), batch_size):
             chunk = keys[i:i + batch_size]
             records = [Record(k, b"" if keys_only else values[k]) for k in chunk]

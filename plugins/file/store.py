@@ -40,6 +40,7 @@ from kvctl.store import (
     key_cursor,
     newer,
     now_ms,
+    page_size,
     prefix_end,
 )
 
@@ -257,7 +258,7 @@ class FileStore(StoreBase):
     ) -> Iterator[Page]:
         after = self._start_key(prefix, start_after, cursor)
         end = prefix_end(prefix)
-        batch_size = max(1, batch_size)
+        batch_size = page_size(batch_size)
         while True:
             batch: list[Record] = []
             with self._lock:  # one page at a time, so writers interleave between pages
@@ -511,7 +512,7 @@ class FileStore(StoreBase):
         ``None`` starts at the oldest change the log still holds (after a compaction: the live
         records and retained tombstones it kept, then everything after).
         """
-        batch_size = max(1, batch_size)
+        batch_size = page_size(batch_size)
         with self._lock:
             self._check_open()
             if not self._segs:  # a reader of a directory with no segment yet

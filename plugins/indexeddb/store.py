@@ -35,7 +35,7 @@ from kvctl.errors import (
     UnsupportedError,
     UsageError,
 )
-from kvctl.store import AsyncStoreBase, Capabilities, Page, Record, StoreURL
+from kvctl.store import AsyncStoreBase, Capabilities, Page, Record, StoreURL, page_size
 
 from . import keys as wirekeys
 from .cdp import CDPClosed, CDPError
@@ -299,7 +299,7 @@ class IndexedDBStore(AsyncStoreBase):
             )
         if self.where.store is None:
             return self._scan_listing(prefix, cursor, batch_size, keys_only)
-        return self._scan(prefix, cursor, max(1, batch_size), keys_only)
+        return self._scan(prefix, cursor, page_size(batch_size), keys_only)
 
     async def _scan(self, prefix: bytes, cursor: str | None, batch_size: int,
                     keys_only: bool) -> AsyncIterator[Page]:
@@ -339,7 +339,8 @@ class IndexedDBStore(AsyncStoreBase):
                             keys_only: bool) -> AsyncIterator[Page]:
         records = sorted((r for r in await self._listing() if r.key.startswith(prefix)), key=lambda r: r.key)
         start = _parse_cursor(cursor, len(records))[0] if cursor else 0
-        for i in range(start, len(records), max(1, batch_size)):
+        batch_size = page_size(batch_size)
+        for i in range(start, len(records), batch_size):
             page = records[i:i + batch_size]
             if keys_only:
                 page = [Record(r.key) for r in page]

@@ -33,6 +33,7 @@ from kvctl.store import (
     deadline_ms,
     key_cursor,
     now_ms,
+    page_size,
     prefix_end,
 )
 
@@ -247,7 +248,7 @@ class LibSQLStore(AsyncStoreBase):
         lower, inclusive = (prefix, True) if after is None else (after, False)
         cols = "key, expires_at, version" if keys_only else "key, value, expires_at, version"
         upper = " AND key < ?" if end is not None else ""
-        batch_size = max(1, batch_size)
+        batch_size = page_size(batch_size)
         while True:
             op = ">=" if inclusive else ">"
             sql = f"SELECT {cols} FROM {self._t} WHERE key {op} ?{upper} AND {_LIVE} ORDER BY key LIMIT ?"

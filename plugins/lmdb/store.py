@@ -19,7 +19,7 @@ import lmdb
 
 from kvctl.errors import AuthError, CorruptError, LimitError, StoreIOError, UsageError
 from kvctl.hlc import COUNTER_BITS, HLC, NODE_BITS
-from kvctl.store import Capabilities, Page, Record, StoreBase, StoreURL, key_cursor, now_ms, prefix_end
+from kvctl.store import Capabilities, Page, Record, StoreBase, StoreURL, key_cursor, now_ms, page_size, prefix_end
 
 from .env import MAX_GROWTHS, META_DB, Options, SharedEnv, acquire, parse_options, release
 from .errors import translate
@@ -452,8 +452,7 @@ class LMDBStore(StoreBase):
         batch_size: int = 1000,
         keys_only: bool = False,
     ) -> Iterator[Page]:
-        if batch_size < 1:
-            raise UsageError(f"batch size must be at least 1, not {batch_size}")
+        batch_size = page_size(batch_size)
         after = self._start_key(prefix, start_after, cursor)
         end = prefix_end(prefix)
         while True:

@@ -27,6 +27,7 @@ from kvctl.store import (
     key_cursor,
     newer,
     now_ms,
+    page_size,
     prefix_end,
     record_of,
 )
@@ -166,6 +167,7 @@ class MemoryStore(StoreBase):
     def changes(self, cursor: str | None, *, batch_size: int = 1000) -> Iterator[Page]:
         seq = _parse_seq(cursor)
         state = self._state
+        batch_size = page_size(batch_size)
         if seq < state.base:
             raise FeedGapError(
                 f"{self!r}: the change feed starts after change {state.base}; cursor {cursor} is older "
@@ -197,6 +199,7 @@ class MemoryStore(StoreBase):
     ) -> Iterator[Page]:
         after = self._start_key(prefix, start_after, cursor)
         end = prefix_end(prefix)
+        batch_size = page_size(batch_size)
         while True:
             keys = self._keys()
             i = bisect.bisect_right(keys, after) if after is not None else bisect.bisect_left(keys, prefix)

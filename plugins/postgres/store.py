@@ -33,6 +33,7 @@ from kvctl.store import (
     key_cursor,
     newer,
     now_ms,
+    page_size,
     prefix_end,
 )
 
@@ -276,7 +277,7 @@ class PostgresStore(AsyncStoreBase):
         after = self._start_key(prefix, start_after, cursor)
         end = prefix_end(prefix)
         lower, exclusive = (prefix, False) if after is None else (after, True)
-        batch_size = max(1, batch_size)
+        batch_size = page_size(batch_size)
         while True:
             text = self._sql.scan(keys_only=keys_only, exclusive=exclusive, bounded=end is not None)
             args: list[Any] = [now_ms(), lower, batch_size] + ([end] if end is not None else [])
@@ -569,7 +570,7 @@ class PostgresStore(AsyncStoreBase):
         seq = 0
         if cursor is not None:
             feed_id, seq = parse_cursor(cursor, self._where)
-        batch_size = max(1, batch_size)
+        batch_size = page_size(batch_size)
         name = self._layout.display_name
         head, last = await self._horizon()
         feed_id = self._check_feed(head, cursor, feed_id, seq)

@@ -46,7 +46,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from kvctl.errors import FeedGapError, KvctlError, UnsupportedError, UsageError
-from kvctl.store import TOMBSTONE, Page, Record
+from kvctl.store import TOMBSTONE, Page, Record, page_size
 
 from .base import escape_glob
 
@@ -438,7 +438,7 @@ class NotifyFeed:
             raise
         if seq > end:
             raise FeedGapError(f"{self.host.where}: cursor {cursor} is ahead of change feed {sub_id}")
-        batch_size = max(1, batch_size)
+        batch_size = page_size(batch_size)
         while seq < end:
             try:
                 keys = sub.slice(seq, min(end, seq + batch_size))

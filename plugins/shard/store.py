@@ -12,7 +12,7 @@ from kvctl.adapt import to_sync
 from kvctl.errors import BadURLError, UsageError
 from kvctl.hlc import HLC, MAX_NODE
 from kvctl.registry import open_url
-from kvctl.store import Capabilities, Page, Record, Store, StoreBase, StoreURL, key_cursor, newer
+from kvctl.store import Capabilities, Page, Record, Store, StoreBase, StoreURL, key_cursor, newer, page_size
 
 from .placement import Placement
 from .spec import OPTIONS, ChildSpec, ResolvingGuard, parse_children
@@ -121,6 +121,7 @@ class ShardStore(StoreBase):
         batch_size: int = 1000,
         keys_only: bool = False,
     ) -> Iterator[Page]:
+        batch_size = page_size(batch_size)
         if len(self.children) == 1:
             yield from self.children[0].scan(prefix, start_after=start_after, cursor=cursor,
                                              batch_size=batch_size, keys_only=keys_only)

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from kvctl.errors import FeedGapError, UnsupportedError, UsageError
-from kvctl.store import TOMBSTONE, Page, Record
+from kvctl.store import TOMBSTONE, Page, Record, page_size
 
 from .options import META_TABLE
 from .records import make_record
@@ -67,8 +67,7 @@ class Feed:
         return format_cursor(self._sql.table, feed_id, last)
 
     def pages(self, cursor: str | None, batch_size: int) -> Iterator[Page]:
-        if batch_size < 1:
-            raise UsageError(f"batch size must be at least 1, not {batch_size}")
+        batch_size = page_size(batch_size)
         table = self._sql.table
         want_id, seq = parse_cursor(cursor, table, self._where)
         conn = self._conn

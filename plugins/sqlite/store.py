@@ -22,7 +22,7 @@ from itertools import starmap
 from operator import attrgetter
 from typing import Any, Self
 
-from kvctl.errors import UnsupportedError, UsageError
+from kvctl.errors import UnsupportedError
 from kvctl.hlc import HLC, NODE_BITS, make_version
 from kvctl.store import (
     TOMBSTONE,
@@ -33,6 +33,7 @@ from kvctl.store import (
     StoreURL,
     key_cursor,
     now_ms,
+    page_size,
     prefix_end,
 )
 
@@ -348,8 +349,7 @@ class SQLiteStore(StoreBase):
         batch_size: int = 1000,
         keys_only: bool = False,
     ) -> Iterator[Page]:
-        if batch_size < 1:
-            raise UsageError(f"batch size must be at least 1, not {batch_size}")
+        batch_size = page_size(batch_size)
         after = self._start_key(prefix, start_after, cursor)
         end = prefix_end(prefix)
         value = "X''" if keys_only else "value"

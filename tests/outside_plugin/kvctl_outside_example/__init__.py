@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Self
 
-from kvctl.store import Capabilities, Page, Record, StoreBase, StoreURL, is_live
+from kvctl.store import Capabilities, Page, Record, StoreBase, StoreURL, is_live, page_size
 
 _DATA: dict[str, dict[bytes, Record]] = {}
 
@@ -44,6 +44,7 @@ class OutsideStore(StoreBase):
              batch_size: int = 1000, keys_only: bool = False) -> Iterator[Page]:
         live = [r for k, r in self._data.items() if k.startswith(prefix) and is_live(r)]
         start = int(cursor) if cursor else 0
+        batch_size = page_size(batch_size)
         for i in range(start, len(live), batch_size):
             batch = live[i:i + batch_size]
             yield Page([Record(r.key, b"", r.expires_at_ms) if keys_only else r for r in batch],
