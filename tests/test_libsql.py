@@ -307,16 +307,18 @@ def test_locked_file_waits_then_reports(tmp_path: Path) -> None:
 
 def test_processes_sharing_a_file_wait_for_each_other(tmp_path: Path) -> None:
     """libsql-client opens a connection per call with SQLite's busy timeout at 0: four processes
-    writing and reading one file at once must all succeed, waiting rather than failing busy."""
+    opening, writing and reading one file at once must all succeed, waiting rather than failing
+    busy."""
     url = f"libsql://{tmp_path / 'shared.db'}"
     open_sync(url).close()
     script = textwrap.dedent("""
         import sys
         from kvctl.store import Record
         from kvctl.testing import open_sync
-        store = open_sync(sys.argv[1])
         me = sys.argv[2].encode()
         for i in range(300):
+            if i % 25 == 0:  # opening runs statements too: reopen now and then
+                store = open_sync(sys.argv[1])
             store.set(me + b"-%d" % i, b"v" * 100)
             assert store.get(me + b"-%d" % i).value == b"v" * 100
         store.set_many([Record(me + b"-batch-%d" % i, b"b") for i in range(50)])

@@ -113,7 +113,8 @@ class LibSQLStore(AsyncStoreBase):
             if target.local_path is not None:
                 _preflight(target.local_path, self._where)
             with translated(self._where, "connect"):
-                client = libsql_client.create_client(target.client_url, auth_token=target.auth_token)
+                # for a local file this already runs a statement (SELECT 1), which may find it busy
+                client = await self._call(lambda: _create_client(target))
             try:
                 await self._prepare(client)
             except BaseException:
@@ -138,7 +139,7 @@ class LibSQLStore(AsyncStoreBase):
                 raise UsageError(f"{self._where}: table {target.table} is not a kvctl table "
                                  f"(columns {', '.join(columns)})", hint="pick another table with ?table=NAME")
             if target.journal_mode is not None:
-                await client.execute(f"PRAGMA journal_mode = {target.journal_mode}")
+                await self._call(lambda: client.execute(f"PRAGMA journal_mode = {target.journal_mode}"))
             if not columns:
                 create = [
                     f"CREATE TABLE IF NOT EXISTS {t} (id INTEGER PRIMARY KEY, key BLOB NOT NULL UNIQUE, "
@@ -351,6 +352,10 @@ class LibSQLStore(AsyncStoreBase):
             Statement(f"DELETE FROM {self._t}"),
         ], writing=True)
         return int(results[-2].rows[0][0])
+
+
+async def _create_client(target: Target) -> libsql_client.Client:
+    return libsql_client.create_client(target.client_url, auth_token=target.auth_token)
 
 
 def _preflight(path: str, where: str) -> None:
