@@ -27,6 +27,9 @@ code below.  Messages never contain secrets: URLs are redacted before they are p
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable, Iterator
+
 
 class KvctlError(Exception):
     """Base of every error kvctl raises on purpose."""
@@ -117,6 +120,35 @@ class AuthError(KvctlError):
 
 EXIT_INTERRUPTED = 130
 
+
+def one_line(what: BaseException | str, *, limit: int = 300, first_line: bool = False) -> str:
+    """``what`` as one line for an error message: runs of whitespace (newlines included) become
+    one space, an exception without text is named by its type, and the text is cut at ``limit``
+    characters.  ``first_line``: keep only the first line (drivers that append multi-line
+    details, such as an SQL statement, to their message)."""
+    text = str(what).strip()
+    if first_line:
+        text = text.split("\n", 1)[0]
+    text = " ".join(text.split())
+    if not text and isinstance(what, BaseException):
+        text = type(what).__name__
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+@contextlib.contextmanager
+def translating(driver_errors: tuple[type[BaseException], ...],
+                translate: Callable[[BaseException], KvctlError]) -> Iterator[None]:
+    """Re-raise a driver exception raised inside the block as the kvctl error ``translate``
+    makes of it (the driver's exception kept as its cause); kvctl errors pass through.  Plugins
+    wrap this at their boundary; hot paths may catch ``driver_errors`` directly instead (a
+    context manager costs about a microsecond)."""
+    try:
+        yield
+    except KvctlError:
+        raise
+    except driver_errors as exc:
+        raise translate(exc) from exc
+
 __all__ = [
     "EXIT_INTERRUPTED",
     "AuthError",
@@ -137,4 +169,6 @@ __all__ = [
     "UnknownSchemeError",
     "UnsupportedError",
     "UsageError",
+    "one_line",
+    "translating",
 ]

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kvctl.errors import KvctlError, PluginLoadError, UsageError
+from kvctl.errors import KvctlError, PluginLoadError, UsageError, one_line
 
 PROBE_TIMEOUT_S = 10.0
 _LABEL = re.compile(r"^[A-Za-z0-9_.+-]+$")
@@ -227,10 +227,10 @@ def resolve(args: list[str], scratch: Path, *, embedded: bool = False) -> list[B
             raise
         except KvctlError as exc:
             _describe_unloaded(backend, parsed.scheme)
-            backend.status, backend.reason = "unreachable", _one_line(exc)
+            backend.status, backend.reason = "unreachable", one_line(exc)
         except Exception as exc:
             _describe_unloaded(backend, parsed.scheme)
-            backend.status, backend.reason = "error", f"{type(exc).__name__}: {_one_line(exc)}"
+            backend.status, backend.reason = "error", f"{type(exc).__name__}: {one_line(exc)}"
         backends.append(backend)
     if embedded:
         backends = default_embedded(scratch) + backends
@@ -275,7 +275,7 @@ def default_embedded(scratch: Path) -> list[Backend]:
             _, backend.is_async, backend.drivers = _run_with_timeout(
                 lambda u=backend.url: _open_and_touch(u, True), PROBE_TIMEOUT_S)  # type: ignore[misc]
         except Exception as exc:
-            backend.status, backend.reason = "error", _one_line(exc)
+            backend.status, backend.reason = "error", one_line(exc)
         found.append(backend)
     found.sort(key=lambda b: b.label)
     _unique_labels(found)
@@ -289,10 +289,6 @@ def _unique_labels(backends: list[Backend]) -> None:
         seen[b.label] = n
         if n > 1:
             b.label = f"{b.label}#{n}"
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split())[:300]
 
 
 CLEANUP_TIMEOUT_S = 180.0
@@ -327,7 +323,7 @@ def cleanup(backends: list[Backend], prefix: str) -> list[str]:
                               CLEANUP_TIMEOUT_S)
         except Exception as exc:
             problems.append(f"{b.label}: the bench keys under {prefix!r} may be left in {b.redacted}: "
-                            f"{_one_line(exc)}")
+                            f"{one_line(exc)}")
     return problems
 
 

@@ -23,6 +23,7 @@ from typing import Any
 
 from kvctl.bench.job import BenchSpec, Job
 from kvctl.bench.workloads import Bench, Ctx, get, make_value
+from kvctl.errors import KvctlError, one_line
 
 CHUNK_OPS = 200_000  # a time function builds its plan in pieces of at most this many ops
 PASS_BUDGET_S = 2.0  # latency and allocation passes shrink their op count to about this long
@@ -68,15 +69,13 @@ class TimeFunc:
         except Exception as exc:
             # the manager only learns "worker failed": leave it the one-line reason
             with open(self.job.error_path(self.index), "w") as fh:
-                fh.write(one_line(exc))
+                fh.write(describe(exc))
             raise
 
 
-def one_line(exc: BaseException) -> str:
-    from kvctl.errors import KvctlError
-
-    text = str(exc) if isinstance(exc, KvctlError) else f"{type(exc).__name__}: {exc}"
-    return " ".join(text.split())[:500]
+def describe(exc: BaseException) -> str:
+    """A failure on one line: a kvctl error's message, or any other exception with its type."""
+    return one_line(exc if isinstance(exc, KvctlError) else f"{type(exc).__name__}: {exc}", limit=500)
 
 
 def _metadata(job: Job, spec: BenchSpec, bench: Bench) -> dict[str, Any]:
@@ -164,9 +163,9 @@ def _worker_reason(job: Job, index: int, exc: BaseException) -> str:
     path = job.error_path(index)
     try:
         with open(path) as fh:
-            return fh.read().strip() or one_line(exc)
+            return fh.read().strip() or describe(exc)
     except OSError:
-        return one_line(exc)
+        return describe(exc)
     finally:
         if os.path.exists(path):
             os.unlink(path)
@@ -200,7 +199,7 @@ def _extra_passes(job: Job, job_path: str, done: list[tuple[BenchSpec, Bench, An
     except Exception as exc:
         _close(ctx, actx, empty)
         return [{"name": spec.name, "workload": spec.workload, "bench": spec.bench,
-                 "reason": f"latency/allocation passes: {one_line(exc)}"} for spec, _, _ in done]
+                 "reason": f"latency/allocation passes: {describe(exc)}"} for spec, _, _ in done]
     budget = QUICK_BUDGET_S if params.quick else PASS_BUDGET_S
     set_up: set[Any] = set()
     try:
@@ -214,7 +213,7 @@ def _extra_passes(job: Job, job_path: str, done: list[tuple[BenchSpec, Bench, An
                 if os.environ.get("KVCTL_BENCH_DEBUG"):
                     traceback.print_exc()
                 errors.append({"name": spec.name, "workload": spec.workload, "bench": spec.bench,
-                               "reason": f"{what} failed: {one_line(exc)}", "partial": "1"})
+                               "reason": f"{what} failed: {describe(exc)}", "partial": "1"})
 
             if ctx is not None:
                 try:

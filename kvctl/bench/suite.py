@@ -25,6 +25,7 @@ from kvctl.bench.job import BenchSpec, Job
 from kvctl.bench.params import FORMAT_VERSION, Params
 from kvctl.bench.results import EMPTY, REFERENCE, Run, machine_info
 from kvctl.bench.workloads import Workload
+from kvctl.errors import one_line
 from kvctl.url import redact
 
 USER_STORE_PREFIX = "kvctl-bench:"  # keys a run writes in a store it did not create (removed after)
@@ -46,16 +47,12 @@ class Spec:
 def _bench_metadata(backend: Backend, params: Params) -> dict[str, Any]:
     return {
         "kvctl_format": FORMAT_VERSION, "kvctl_backend": backend.label, "kvctl_family": backend.family,
-        "kvctl_url": backend.redacted, "kvctl_durability": _one_line(backend.durability),
+        "kvctl_url": backend.redacted, "kvctl_durability": one_line(backend.durability) or "-",
         "kvctl_drivers": backend.drivers or "none", "kvctl_network": int(backend.network),
         "kvctl_async": int(backend.is_async), "kvctl_value_size": params.value_size,
         "kvctl_keys": params.keys, "kvctl_seed": params.seed, "kvctl_clients": 1,
         "kvctl_cpu_pinning": params.affinity or "none",
     }
-
-
-def _one_line(text: str) -> str:
-    return " ".join(text.split()) or "-"
 
 
 def harness_job(params: Params, any_async: bool, out: str) -> Job:

@@ -34,6 +34,7 @@ from kvctl.errors import (
     UnavailableError,
     UnsupportedError,
     UsageError,
+    one_line,
 )
 from kvctl.store import AsyncStoreBase, Capabilities, Page, Record, StoreURL, page_size
 
@@ -130,7 +131,7 @@ class IndexedDBStore(AsyncStoreBase):
             except (OSError, CDPClosed) as exc:
                 raise UnavailableError(
                     f"cannot reach Chromium's DevTools at {w.host}:{w.port} for {self._shown}: "
-                    f"{_one_line(exc)}",
+                    f"{one_line(exc)}",
                     hint="start Chromium with --remote-debugging-port=PORT and a --user-data-dir",
                 ) from None
             except BaseException as exc:
@@ -164,11 +165,11 @@ class IndexedDBStore(AsyncStoreBase):
         if isinstance(exc, asyncio.TimeoutError | TimeoutError):
             return TimeoutError_(f"Chromium did not answer within {self.timeout:g} s for {where}")
         if isinstance(exc, CDPClosed | ConnectionError):
-            return UnavailableError(f"lost the DevTools connection to {where}: {_one_line(exc)}")
+            return UnavailableError(f"lost the DevTools connection to {where}: {one_line(exc)}")
         if isinstance(exc, CDPError):
             return StoreIOError(f"DevTools refused {exc.method} on {where}: {exc.message}")
         if isinstance(exc, ScriptError):
-            msg = _one_line(exc.message)
+            msg = one_line(exc.message)
             if exc.name in ("NoDatabase", "NoStore"):
                 return UsageError(f"{msg} in {self.where.origin} ({where})",
                                   hint="kvctl never creates one unless the URL says create=true")
@@ -183,7 +184,7 @@ class IndexedDBStore(AsyncStoreBase):
             if exc.name in ("DataError", "DataCloneError", "TypeError"):
                 return UsageError(f"{msg} ({where})")
             return StoreIOError(f"IndexedDB failed on {where}: {exc.name}: {msg}")
-        return StoreIOError(f"IndexedDB failed on {where}: {type(exc).__name__}: {_one_line(exc)}")
+        return StoreIOError(f"IndexedDB failed on {where}: {type(exc).__name__}: {one_line(exc)}")
 
     # -- batches -------------------------------------------------------------------------------
     async def _send_in_parts(self, name: str, items: list[Any], weights: list[int],
@@ -443,6 +444,3 @@ def _tab_went_away(tab: Tab, exc: BaseException, name: str) -> bool:
     return isinstance(exc, CDPClosed) and tab.broken is not None and name in _IDEMPOTENT
 
 
-def _one_line(exc: BaseException | str) -> str:
-    text = str(exc) or type(exc).__name__
-    return " ".join(text.split())

@@ -7,9 +7,8 @@ libsql-client reports SQLite failures as ``LibsqlError`` with the SQLite error n
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import sqlite3
-from collections.abc import Iterator
+from contextlib import AbstractContextManager
 
 import aiohttp
 from libsql_client import LibsqlError
@@ -24,6 +23,8 @@ from kvctl.errors import (
     StoreIOError,
     TimeoutError_,
     UnavailableError,
+    one_line,
+    translating,
 )
 
 DRIVER_ERRORS = (LibsqlError, sqlite3.Error, aiohttp.ClientError, OSError, asyncio.TimeoutError)
@@ -45,13 +46,8 @@ def is_busy(exc: LibsqlError) -> bool:
     return (exc.code or "").startswith(("SQLITE_BUSY", "SQLITE_LOCKED"))
 
 
-def _one_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__
-
-
 def translate(exc: BaseException, where: str, action: str, *, writing: bool = False) -> KvctlError:
-    detail = _one_line(exc)
+    detail = one_line(exc, first_line=True)
     outcome = " (the batch is one transaction: applied entirely or not at all)" if writing else ""
     if isinstance(exc, KvctlError):
         return exc
@@ -95,12 +91,6 @@ def translate(exc: BaseException, where: str, action: str, *, writing: bool = Fa
     return StoreIOError(f"{where}: {action} failed: {type(exc).__name__}: {detail}{outcome}")
 
 
-@contextlib.contextmanager
-def translated(where: str, action: str, *, writing: bool = False) -> Iterator[None]:
+def translated(where: str, action: str, *, writing: bool = False) -> AbstractContextManager[None]:
     """Re-raise any driver exception inside the block as a kvctl error (the driver's as cause)."""
-    try:
-        yield
-    except KvctlError:
-        raise
-    except DRIVER_ERRORS as exc:
-        raise translate(exc, where, action, writing=writing) from exc
+    return translating(DRIVER_ERRORS, lambda exc: translate(exc, where, action, writing=writing))

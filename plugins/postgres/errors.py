@@ -7,9 +7,8 @@ Every message is one line, names the store by its redacted URL and never echoes 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ssl
-from collections.abc import Iterator
+from contextlib import AbstractContextManager
 
 import asyncpg
 import asyncpg.exceptions as pgerr
@@ -22,6 +21,8 @@ from kvctl.errors import (
     StoreIOError,
     TimeoutError_,
     UnavailableError,
+    one_line,
+    translating,
 )
 
 # Errors after which the connection cannot be used again: the store drops it and reconnects on
@@ -44,18 +45,13 @@ DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.Internal
                  TimeoutError, asyncio.IncompleteReadError, ValueError)
 
 
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
-
-
 def translate(exc: BaseException, where: str, action: str, *, writing: bool = False) -> KvctlError:
     """The kvctl error for a driver exception raised while doing ``action`` on ``where``.
 
     ``writing``: the call was a write, so a lost connection says what became of the batch: every
     write here is one statement or one transaction, so it was applied entirely or not at all.
     """
-    detail = _one_line(exc)
+    detail = one_line(exc, first_line=True)
     outcome = " (the write is atomic: applied entirely or not at all)" if writing else ""
     if isinstance(exc, KvctlError):
         return exc
@@ -95,12 +91,6 @@ def translate(exc: BaseException, where: str, action: str, *, writing: bool = Fa
     return StoreIOError(f"{where}: {action} failed: {type(exc).__name__}: {detail}{outcome}")
 
 
-@contextlib.contextmanager
-def translated(where: str, action: str, *, writing: bool = False) -> Iterator[None]:
-    """Re-raise any driver exception inside the block as a kvctl error (the driver error stays as __cause__)."""
-    try:
-        yield
-    except KvctlError:
-        raise
-    except DRIVER_ERRORS as exc:
-        raise translate(exc, where, action, writing=writing) from exc
+def translated(where: str, action: str, *, writing: bool = False) -> AbstractContextManager[None]:
+    """Re-raise any driver exception inside the block as a kvctl error (the driver's as cause)."""
+    return translating(DRIVER_ERRORS, lambda exc: translate(exc, where, action, writing=writing))

@@ -6,8 +6,7 @@ host and port at most, never a password, so they are safe to append.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 
 import redis.exceptions as rx
 
@@ -19,19 +18,16 @@ from kvctl.errors import (
     TimeoutError_,
     UnavailableError,
     UsageError,
+    one_line,
 )
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= 300 else text[:297] + "..."
+from kvctl.errors import translating as _translating
 
 
 def translate(exc: BaseException, where: str) -> KvctlError:
     """The kvctl error for a redis-py (or socket) exception; ``where`` is the redacted URL."""
     if isinstance(exc, KvctlError):
         return exc
-    reason = _one_line(exc)
+    reason = one_line(exc)
     lowered = reason.lower()
     if isinstance(exc, rx.AuthenticationError | rx.AuthorizationError | rx.NoPermissionError
                   | rx.AuthenticationWrongNumberOfArgsError) or lowered.startswith(("wrongpass", "noauth")):
@@ -65,12 +61,6 @@ def translate(exc: BaseException, where: str) -> KvctlError:
 DRIVER_ERRORS = (rx.RedisError, rx.RedisClusterException, OSError)
 
 
-@contextmanager
-def translating(where: str) -> Iterator[None]:
+def translating(where: str) -> AbstractContextManager[None]:
     """Re-raise any driver exception as the matching kvctl error (one line, no traceback)."""
-    try:
-        yield
-    except KvctlError:
-        raise
-    except DRIVER_ERRORS as exc:
-        raise translate(exc, where) from None
+    return _translating(DRIVER_ERRORS, lambda exc: translate(exc, where))

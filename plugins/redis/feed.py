@@ -45,7 +45,7 @@ from typing import Any
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from kvctl.errors import FeedGapError, KvctlError, UnsupportedError, UsageError
+from kvctl.errors import FeedGapError, KvctlError, UnsupportedError, UsageError, one_line
 from kvctl.store import TOMBSTONE, Page, Record, page_size
 
 from .base import escape_glob
@@ -58,11 +58,6 @@ KEYSPACE, KEYEVENT = "keyspace", "keyevent"
 IGNORED_EVENTS = frozenset({b"keymiss", b"new"})
 
 Commands = list[tuple[Any, ...]]
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= 200 else text[:197] + "..."
 
 
 # -- notify-keyspace-events --------------------------------------------------------------------
@@ -206,7 +201,7 @@ class Subscription:
                         self.tokens[node] = int(msg[2])
                         cond.notify_all()
         except BaseException as exc:  # whatever ends the reader ends the feed
-            self.fail(f"the subscriber connection to {node} dropped ({_one_line(exc)}); "
+            self.fail(f"the subscriber connection to {node} dropped ({one_line(exc, limit=200)}); "
                       "notifications sent since then are lost")
         finally:
             with contextlib.suppress(Exception):
@@ -396,7 +391,7 @@ class NotifyFeed:
                 raise UnsupportedError(
                     f"{where}: keyspace notifications are not enabled on {name} "
                     f"(notify-keyspace-events={flags[name]!r}) and CONFIG SET was refused "
-                    f"({_one_line(reply)}); the change feed needs K (or E) and {REQUIRED_CLASSES}: "
+                    f"({one_line(reply, limit=200)}); the change feed needs K (or E) and {REQUIRED_CLASSES}: "
                     f"set notify-keyspace-events {with_required(flags[name])!r} on the server, "
                     "or drop ?feed=notify")
         return modes
