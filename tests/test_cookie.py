@@ -27,13 +27,22 @@ def _secret(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("KVCTL_COOKIE_SECRET", SECRET)
 
 
+# 500 batch records compress to 3.9-4.0 KiB of cookie (an AES block more or less, with the
+# session's timestamps): at the 4 KiB limit by a few bytes either way, so the batch tests use 300.
+COOKIE_BATCH = 300
+
+
 class TestCookieConformance(StoreConformance):
+    batch_records = COOKIE_BATCH
+
     @pytest.fixture
     def store_url(self, tmp_path: Path) -> str:
         return f"cookie://{tmp_path / 'token.txt'}"
 
 
 class TestCookieGzipKdfConformance(StoreConformance):
+    batch_records = COOKIE_BATCH
+
     @pytest.fixture
     def store_url(self, tmp_path: Path) -> str:
         return f"cookie://{tmp_path / 'token.txt'}?gzip=always&kdf=pbkdf2&kdf_iterations=1000"
