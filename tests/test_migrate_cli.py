@@ -4,8 +4,11 @@ the output, real subprocesses for exit codes, binary pipes and secret redaction.
 from __future__ import annotations
 
 import json
+import os
+import stat
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -157,3 +160,40 @@ def test_subprocess_malformed_import_names_the_line(env: dict[str, str], tmp_pat
     dst = local("sqlite", tmp_path)
     out = kv(env, "import", "-", dst, input=b'{"key": "a", "value": "1"}\n\n{"key": 5}\n')
     assert out.returncode == 65 and b"line 3" in out.stderr
+
+
+# -- -o never destroys what it names: a FIFO, a device, a symlink --------------------------------
+def test_export_into_a_fifo_writes_through_it(env: dict[str, str], tmp_path: Path) -> None:
+    src = f"sqlite://{tmp_path}/fifo-src.db"
+    assert kv(env, "-u", src, "set", "a", "1").returncode == 0
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    got: list[bytes] = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()), daemon=True)
+    reader.start()
+    proc = kv(env, "export", src, "-o", str(fifo), "--format", "jsonl")
+    reader.join(timeout=30)
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert stat.S_ISFIFO(fifo.lstat().st_mode)  # still a FIFO, not a file put in its place
+    assert got, "nothing came through the FIFO"
+    assert [json.loads(line)["key"] for line in got[0].splitlines()] == ["a"]
+
+
+def test_export_and_snapshot_through_a_symlink_replace_its_target(env: dict[str, str], tmp_path: Path) -> None:
+    src = f"sqlite://{tmp_path}/link-src.db"
+    assert kv(env, "-u", src, "set", "a", "1").returncode == 0
+    for args, name in ((["export", src, "--format", "jsonl"], "out.jsonl"), (["snapshot", "create", src], "s.kvs")):
+        target = tmp_path / f"target-{name}"
+        target.write_bytes(b"old")
+        link = tmp_path / name
+        link.symlink_to(target)
+        proc = kv(env, *args, "-o", str(link))
+        assert proc.returncode == 0, proc.stderr.decode()
+        assert link.is_symlink() and target.read_bytes() != b"old"
+
+
+def test_export_into_a_directory_is_a_clear_error(env: dict[str, str], tmp_path: Path) -> None:
+    src = f"sqlite://{tmp_path}/dir-src.db"
+    assert kv(env, "-u", src, "set", "a", "1").returncode == 0
+    proc = kv(env, "export", src, "-o", str(tmp_path))
+    assert proc.returncode == 74 and b"directory" in proc.stderr and b"Traceback" not in proc.stderr

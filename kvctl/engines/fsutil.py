@@ -34,8 +34,18 @@ def fsync_dir(directory: Path) -> None:
 def atomic_writer(path: Path, mode: int = 0o644) -> Iterator[BinaryIO]:
     """Yield a binary file that replaces ``path`` atomically when the block exits normally.
 
-    On an exception the temporary file is removed and ``path`` is left untouched.
+    On an exception the temporary file is removed and ``path`` is left untouched.  A symlink is
+    followed (its target is replaced; the link stays).  A path that exists and is not a regular
+    file (a FIFO, ``/dev/null``, a terminal) is written in place: replacing it would destroy it.
     """
+    path = Path(os.path.realpath(path))
+    try:
+        special = path.exists() and not path.is_file()
+    except OSError:
+        special = False
+    if special:
+        yield from _write_in_place(path)
+        return
     directory = path.parent if str(path.parent) else Path(".")
     try:
         directory.mkdir(parents=True, exist_ok=True)
@@ -59,6 +69,21 @@ def atomic_writer(path: Path, mode: int = 0o644) -> Iterator[BinaryIO]:
         Path(tmp).unlink(missing_ok=True)
         raise
     fsync_dir(directory)
+
+
+def _write_in_place(path: Path) -> Iterator[BinaryIO]:
+    if path.is_dir():
+        raise StoreIOError(f"cannot write {path}: it is a directory")
+    try:
+        fh = open(path, "wb")  # noqa: SIM115 - closed below, after the caller's block
+    except OSError as exc:
+        raise StoreIOError(f"cannot write {path}: {exc.strerror}") from None
+    with fh:
+        yield fh
+        try:
+            fh.flush()
+        except OSError as exc:
+            raise StoreIOError(f"cannot write {path}: {exc.strerror}") from None
 
 
 def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
