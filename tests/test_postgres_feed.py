@@ -699,3 +699,32 @@ def test_long_table_name_gets_distinct_derived_names(pg_url: str) -> None:
         finally:
             s.close()
     assert len({derived_name(n, "__changes") for n in names}) == 2
+
+
+# -- the first write of a process ----------------------------------------------------------------
+@pytest.mark.parametrize("first", ["delete_many", "clear"])
+def test_a_deletion_as_a_fresh_stores_first_call_is_in_the_feed(pg_url: str, first: str) -> None:
+    """The write statements depend on the feed flag and node id found when the table is opened: a
+    delete_many or clear that was a process's first call used to be built before that, and left
+    the feed without its tombstones (sync then missed the deletes and said it had converged)."""
+    url = f"{pg_url}?table={new_table()}"
+    store = open_sync(url)
+    try:
+        store.set_many([Record(b"k%d" % i, b"v") for i in range(4)])
+        cursor = store.feed_cursor()  # type: ignore[attr-defined]
+        node = store.stats()["node_id"]
+    finally:
+        store.close()
+    fresh = open_sync(url)  # a new store, as a new `kvctl del` process opens one
+    try:
+        if first == "delete_many":
+            assert fresh.delete_many([b"k1", b"k2"]) == 2
+            deleted = [b"k1", b"k2"]
+        else:
+            assert fresh.clear() == 4
+            deleted = [b"k0", b"k1", b"k2", b"k3"]
+        got = [r for p in fresh.changes(cursor) for r in p.records]  # type: ignore[attr-defined]
+        assert sorted(r.key for r in got) == deleted and {r.kind for r in got} == {TOMBSTONE}
+        assert all(r.version is not None and r.version & 0xFF == node for r in got)  # the table's node id
+    finally:
+        fresh.close()

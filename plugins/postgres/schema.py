@@ -64,7 +64,8 @@ class Layout:
             display_name=settings.display_name,
         )
 
-    def statements(self, node: int = 0, feed: bool = False) -> Statements:
+    def statements(self, node: int | None = None, feed: bool = False) -> Statements:
+        """The table's statements; ``node`` None (the table not opened yet): reads only."""
         return Statements(self.t, self.meta, self.tombs, self.changes, node, feed)
 
     def feed_statements(self) -> FeedStatements:

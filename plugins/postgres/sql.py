@@ -61,15 +61,26 @@ class Statements:
     """Every statement of table ``t`` (quoted, maybe schema-qualified), its tombstones and feed.
 
     ``feed``: the table has a change feed, so writes also insert into ``changes``.  ``node``: the
-    table's HLC node id (versions assigned here carry it).
+    table's HLC node id (versions assigned here carry it); None before the table is opened, when
+    only reads can be built: a write built then would lack the feed and the node id.
     """
 
     t: str
     meta: str
     tombs: str
     changes: str
-    node: int = 0
+    node_id: int | None = None
     feed: bool = False
+
+    @property
+    def node(self) -> int:
+        self._check_opened()
+        assert self.node_id is not None
+        return self.node_id
+
+    def _check_opened(self) -> None:
+        if self.node_id is None:
+            raise AssertionError("a write statement built before the table was opened")
 
     # -- opening -----------------------------------------------------------------------------
     @property
@@ -128,6 +139,7 @@ class Statements:
     # -- writes ------------------------------------------------------------------------------
     def _record(self, rows: str, order: str = "") -> str:
         """The CTE that lists upserted ``rows`` in the feed (nothing without a feed)."""
+        self._check_opened()
         if not self.feed:
             return ""
         return (f", ch AS (INSERT INTO {self.changes} (key, value, expires_at, version) "
@@ -174,6 +186,7 @@ class Statements:
     def _bury(self, dead: str, order: str = "") -> str:
         """CTEs that keep a tombstone for each deleted (key, version) of CTE ``dead``, and list
         the deletion in the feed."""
+        self._check_opened()
         tomb = (f", tomb AS (INSERT INTO {self.tombs} AS tb (key, version) SELECT key, version FROM {dead} "
                 "ON CONFLICT (key) DO UPDATE SET version = GREATEST(tb.version, EXCLUDED.version))")
         if self.feed:

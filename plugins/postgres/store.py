@@ -459,10 +459,10 @@ class PostgresStore(AsyncStoreBase):
         if not keys:
             return 0
         keys = list(dict.fromkeys(keys))  # distinct, in call order (the feed's order)
-        stmt_text = self._sql.delete(one=False)
         async with _Use(self, "delete_many", writing=True) as con:
             await self._purge(con)
-            stmt = await self._stmt(con, stmt_text)
+            # built once connected: opening the table sets the feed flag and node id it depends on
+            stmt = await self._stmt(con, self._sql.delete(one=False))
             version = self._hlc.now()  # one tombstone version per call, raised per key above its row
             if len(keys) <= ARRAY_CHUNK:
                 live, newest = await stmt.fetchrow(keys, version, now_ms())
@@ -477,8 +477,8 @@ class PostgresStore(AsyncStoreBase):
             return int(live)
 
     async def clear(self) -> int:
-        lock, count, bury, truncate = self._sql.clear
         async with _Use(self, "clear", writing=True) as con:
+            lock, count, bury, truncate = self._sql.clear  # after opening, like delete_many
             async with con.transaction():
                 await con.execute(lock)
                 removed = int(await con.fetchval(count, now_ms()))
