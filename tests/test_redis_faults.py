@@ -115,6 +115,17 @@ def test_wrong_password_is_an_auth_error(servers: list[Server], tmp_path: Path) 
         assert store.get(b"k").value == b"v"  # type: ignore[union-attr]
 
 
+def test_wrong_password_on_a_cluster_is_an_auth_error(servers: list[Server], tmp_path: Path) -> None:
+    """redis-py wraps the cluster's WRONGPASS in a RedisClusterException ("cannot be connected"):
+    still a wrong password, exit 77, not an unreachable server."""
+    nodes = start_cluster(tmp_path, servers)
+    url = cluster_url(nodes).replace("redis+cluster://", "redis+cluster://bob:wrong-pw@")
+    with open_url(url) as store, pytest.raises(AuthError) as info:
+        store.get(b"k")
+    assert_one_line(info.value, url, "wrong-pw")
+    assert info.value.exit_code == 77
+
+
 def test_acl_user_and_permissions(servers: list[Server], tmp_path: Path) -> None:
     server = Server(tmp_path)
     servers.append(server)

@@ -30,7 +30,8 @@ def translate(exc: BaseException, where: str) -> KvctlError:
     reason = one_line(exc)
     lowered = reason.lower()
     if isinstance(exc, rx.AuthenticationError | rx.AuthorizationError | rx.NoPermissionError
-                  | rx.AuthenticationWrongNumberOfArgsError) or lowered.startswith(("wrongpass", "noauth")):
+                  | rx.AuthenticationWrongNumberOfArgsError) or lowered.startswith(("wrongpass", "noauth")) \
+            or "invalid username-password pair" in lowered:  # a cluster wraps WRONGPASS in its own exception
         return AuthError(f"authentication failed for {where}: {reason}",
                          hint="check the username and password in the URL")
     if isinstance(exc, rx.TimeoutError | TimeoutError):
