@@ -1,14 +1,17 @@
-"""The sync engine on in-process stores: convergence, last-writer-wins, skew, gaps, resumption."""
+"""The sync engine on in-process stores: convergence, last-writer-wins, skew, gaps, resumption;
+and how `kvctl sync` names the keys it reports."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import time
 import uuid
 from pathlib import Path
 
 import pytest
+from sync_support import cli_env, kvctl
 
 from kvctl.adapt import to_async, to_sync
 from kvctl.engines.sync import SyncEngine, SyncPlan, sync
@@ -221,3 +224,43 @@ def test_two_way_first_run_echoes_are_not_conflicts(pair: tuple[str, str, Path])
     second = run(plan)
     assert second.conflicts == [] and contents(a) == contents(b)
     assert set(contents(a)) == {b"y", b"z"}
+
+
+def test_conflicting_and_typed_keys_are_shown_like_every_other_key() -> None:
+    from kvctl.engines.sync import Conflict, SyncResult
+
+    result = SyncResult(conflicts=[Conflict(b"ee", "dst", 1, 2), Conflict(b"\xff\x00", "src", 4, 3)],
+                        skipped_typed=[b"h:1", b"\xfe"])
+    doc = result.to_json()
+    assert doc["conflicts"] == [{"key": "ee", "winner": "dst", "src_version": 1, "dst_version": 2},
+                                {"key_b64": "/wA=", "winner": "src", "src_version": 4, "dst_version": 3}]
+    assert doc["skipped_typed"] == [{"key": "h:1"}, {"key_b64": "/g=="}]
+
+
+def test_cli_two_way_conflicts_name_keys_as_scan_does(tmp_path: Path) -> None:
+    env = cli_env(tmp_path)
+    a, b = f"file://{tmp_path / 'ta'}", f"file://{tmp_path / 'tb'}"
+
+    def conflict_on(key: str, *enc: str) -> None:
+        assert kvctl(env, *enc, "-u", a, "set", key, "from A").returncode == 0
+        time.sleep(0.05)
+        assert kvctl(env, *enc, "-u", b, "set", key, "from B, later").returncode == 0
+
+    assert kvctl(env, "-u", a, "set", "x", "1").returncode == 0
+    assert kvctl(env, "sync", "--two-way", a, b).returncode == 0
+    conflict_on("ee")
+    out = kvctl(env, "sync", "--two-way", a, b, "--json")
+    assert out.returncode == 0, out.stderr
+    assert [(c.get("key"), c["winner"]) for c in json.loads(out.stdout)["conflicts"]] == [("ee", "dst")]
+    conflict_on("ff", "--keys", "hex")  # one byte, 0xff: not UTF-8
+    out = kvctl(env, "sync", "--two-way", a, b, "--json")
+    assert [(c.get("key_b64"), c["winner"]) for c in json.loads(out.stdout)["conflicts"]] == [("/w==", "dst")]
+    conflict_on("ee")
+    text = kvctl(env, "sync", "--two-way", a, b)
+    assert text.returncode == 0 and "\n  conflict ee: dst wins (src v" in text.stdout
+    assert "b'" not in text.stdout
+    conflict_on("ff", "--keys", "hex")
+    shown = kvctl(env, "--keys", "hex", "sync", "--two-way", a, b).stdout
+    assert "\n  conflict ff: dst wins" in shown
+    scanned = kvctl(env, "--keys", "hex", "-u", a, "scan", "--keys-only").stdout
+    assert "ff\n" in scanned  # the same display as scan's

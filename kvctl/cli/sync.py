@@ -7,8 +7,9 @@ from typing import Annotated, Any
 
 import typer
 
-from kvctl.cli.context import resolve_url
+from kvctl.cli.context import STATE, resolve_url
 from kvctl.cli.output import info, json_doc
+from kvctl.codec import show
 
 
 def sync(
@@ -47,7 +48,7 @@ def sync(
 
         raise IncompleteError(
             f"{len(result.skipped_typed)} keys hold values of a type the other store cannot hold "
-            f"(e.g. {result.skipped_typed[0]!r}); they were not copied"
+            f"(e.g. {show(result.skipped_typed[0], STATE.key_encoding)!r}); they were not copied"
         )
 
 
@@ -114,7 +115,8 @@ def _report(result: Any, as_json: bool) -> None:
           f"{len(result.conflicts)} conflicts, {result.seconds:.2f}s"
           + (f", {len(result.skipped_typed)} typed keys NOT copied" if result.skipped_typed else ""))
     for c in result.conflicts[:20]:
-        print(f"  conflict {c.key!r}: {c.winner} wins (src v{c.src_version}, dst v{c.dst_version})")
+        print(f"  conflict {show(c.key, STATE.key_encoding)}: {c.winner} wins "
+              f"(src v{c.src_version}, dst v{c.dst_version})")
     if len(result.conflicts) > 20:
         print(f"  ... {len(result.conflicts) - 20} more (see --json)")
 
