@@ -134,8 +134,22 @@ def is_live(record: Record, now: int | None = None) -> bool:
 
 
 def deadline_ms(ttl_ms: int | None) -> int | None:
-    """Absolute expiry for a relative TTL."""
-    return None if ttl_ms is None else now_ms() + ttl_ms
+    """Absolute expiry for a relative TTL.
+
+    An expiry is at most 2**42 - 1 ms after the epoch (2109-05-15): the millisecond field of
+    kvctl's versions (:mod:`kvctl.hlc`), which every backend's expiry fits (a signed 64-bit
+    column, LMDB's and RocksDB's headers, Redis's PEXPIREAT).  A TTL reaching further, or a
+    deadline before the epoch, is a :class:`~kvctl.errors.UsageError` (exit 2) on every backend.
+    """
+    if ttl_ms is None:
+        return None
+    deadline = now_ms() + ttl_ms
+    if not 0 <= deadline <= 4_398_046_511_103:  # (1 << 42) - 1
+        from kvctl.errors import UsageError
+
+        raise UsageError("TTL out of range", hint="an expiry must fall between 1970 and 2109-05-15: kvctl keeps "
+                         "expiry times as 42-bit milliseconds since the epoch, the time field of its versions")
+    return deadline
 
 
 @dataclass(frozen=True, slots=True)

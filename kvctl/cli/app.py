@@ -10,6 +10,7 @@ import typer
 from kvctl import __version__
 from kvctl.cli import admin, config_cmd, data, engines
 from kvctl.cli.context import STATE, scrub
+from kvctl.cli.output import EXIT_BROKEN_PIPE, OutputError, discard_stdout, guard_stdout, show_warning
 from kvctl.codec import KeyEncoding, ValueEncoding
 
 HELP = (
@@ -20,7 +21,7 @@ HELP = (
     "4 unsupported by the backend; 5 over a size limit; 6 conflict; 7 locked; 8 incomplete copy; "
     "9 change feed gap; "
     "65 corrupt data; 69 server unavailable; 70 internal error; 74 I/O error; 77 auth failed; "
-    "130 interrupted."
+    "130 interrupted; 141 the reader of stdout went away (kvctl ... | head)."
 )
 
 app = typer.Typer(
@@ -58,7 +59,8 @@ def options(
         "--keys", help="How keys are typed and shown.")] = "text",
     values: Annotated[ValueEncoding, typer.Option(
         "--values", help="How values are typed and shown (raw: the exact bytes).")] = "raw",
-    debug: Annotated[bool, typer.Option("--debug", help="Show a traceback on errors.")] = False,
+    debug: Annotated[bool, typer.Option(
+        "--debug", help="Show a traceback on errors (before the command: kvctl --debug get K).")] = False,
     version: Annotated[bool, typer.Option(
         "--version", callback=_version, is_eager=True, help="Print the version and exit.")] = False,
 ) -> None:
@@ -70,40 +72,70 @@ for _module in (data, admin, config_cmd, engines):
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Run the CLI: every failure becomes one line on stderr and a documented exit code."""
+    """Run the CLI: every failure becomes one line on stderr and a documented exit code.
+
+    Set up once, here: every Python warning prints as one ``kvctl: warning:`` line, and every
+    write to standard output goes through one guard, so a full disk is exit 74 and a reader that
+    went away (``kvctl scan | head``) a quiet 141, whichever command was writing.
+    """
+    import warnings
+
+    warnings.showwarning = show_warning
+    stdout = guard_stdout()
+    try:
+        code = _run(argv)
+        try:
+            sys.stdout.flush()  # what is still buffered fails here, not in the interpreter's exit flush
+        except OutputError as exc:
+            code = _output_failed(exc, code)
+    finally:
+        sys.stdout = stdout
+    sys.exit(code)
+
+
+def _run(argv: list[str] | None) -> int:
     from kvctl.errors import EXIT_INTERRUPTED, KvctlError
 
-    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
     try:
         result = app(args=argv, prog_name="kvctl", standalone_mode=False)
-        code = result if isinstance(result, int) else 0
+        return result if isinstance(result, int) else 0
     except typer.Exit as exc:
-        code = exc.exit_code
+        return exc.exit_code
     except (KeyboardInterrupt, typer.Abort):
         sys.stderr.write("kvctl: interrupted\n")
-        code = EXIT_INTERRUPTED
+        return EXIT_INTERRUPTED
     except typer.TyperException as exc:  # usage errors: typer prints usage and the problem
         exc.show()  # type: ignore[attr-defined]
-        code = getattr(exc, "exit_code", 2)
+        return getattr(exc, "exit_code", 2)
+    except OutputError as exc:
+        return _output_failed(exc, 0)
     except KvctlError as exc:
-        if debug:
-            import traceback
-
-            traceback.print_exc()
+        _traceback()
         sys.stderr.write(f"kvctl: error: {scrub(str(exc))}\n")
-        code = exc.exit_code
-    except BrokenPipeError:
-        import os
-
-        # the reader went away (`kvctl scan | head`): stop quietly, as a shell tool does
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        code = 141
+        return exc.exit_code
     except Exception as exc:
-        if debug:
-            import traceback
-
-            traceback.print_exc()
+        _traceback()
         sys.stderr.write(f"kvctl: internal error: {type(exc).__name__}: {scrub(str(exc))} "
-                         "(run with --debug for a traceback)\n")
-        code = 70
-    sys.exit(code)
+                         f"({DEBUG_HINT})\n")
+        return 70
+
+
+DEBUG_HINT = 'run it again as "kvctl --debug COMMAND ..." for a traceback'
+
+
+def _traceback() -> None:
+    if STATE.debug:
+        import traceback
+
+        traceback.print_exc()
+
+
+def _output_failed(exc: OutputError, code: int) -> int:
+    """Standard output failed: stop writing to it; a reader that went away is a quiet 141."""
+    discard_stdout(sys.stdout)
+    if code != 0:  # the command had already failed, and said so
+        return code
+    if exc.broken_pipe:
+        return EXIT_BROKEN_PIPE
+    sys.stderr.write(f"kvctl: error: {exc}\n")
+    return exc.exit_code

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import errno
+import os
+import stat
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from kvctl.url import StoreURL, redact
@@ -35,6 +39,40 @@ def open_store(url_or_profile: str | None = None) -> Any:
     from kvctl.registry import open_url
 
     return to_sync(open_url(resolve_url(url_or_profile or STATE.url)))
+
+
+def input_file(path: Path) -> Path:
+    """An input file named on the command line, checked before the command acts on it.
+
+    The rule for every such file: one that cannot be opened (missing, a directory, no
+    permission) is a usage error, exit 2, "cannot read PATH: why"; a failure while reading one
+    that opened is an I/O error, exit 74."""
+    from kvctl.errors import UsageError
+
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror}") from None
+    if stat.S_ISDIR(mode):
+        raise UsageError(f"cannot read {path}: {os.strerror(errno.EISDIR)}")
+    if not os.access(path, os.R_OK):
+        raise UsageError(f"cannot read {path}: {os.strerror(errno.EACCES)}")
+    return path
+
+
+def read_input_file(path: Path) -> bytes:
+    """The bytes of an input file named on the command line (the rule of :func:`input_file`)."""
+    from kvctl.errors import StoreIOError, UsageError
+
+    try:
+        fh = open(path, "rb")  # noqa: SIM115 - only the open's own error is "cannot read" (exit 2)
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror}") from None
+    with fh:
+        try:
+            return fh.read()
+        except OSError as exc:
+            raise StoreIOError(f"error reading {path}: {exc.strerror}") from None
 
 
 def scrub(message: str) -> str:

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from kvctl.cli.context import STATE, open_store, store_name
+from kvctl.cli.context import STATE, open_store, read_input_file, store_name
 from kvctl.cli.output import json_line
 from kvctl.codec import decode_arg, decode_input, json_bytes, show
 from kvctl.errors import NotFoundError, UnsupportedError, UsageError
@@ -60,20 +60,12 @@ def set_(
     ] = None,
 ) -> None:
     """Set KEY to VALUE, to a file's contents (--file) or to stdin."""
-    from kvctl.url import parse_duration_ms
-
     k = _key(key)
-    ttl_ms = parse_duration_ms(ttl) if ttl is not None else None
-    if ttl_ms is not None and ttl_ms <= 0:
-        raise UsageError("--ttl must be positive")
+    ttl_ms = _ttl(ttl) if ttl is not None else None
     if file is not None and value not in (None, "-"):
         raise UsageError("give either VALUE or --file, not both")
     if file is not None:
-        try:
-            data = file.read_bytes()
-        except OSError as exc:
-            raise UsageError(f"cannot read {file}: {exc.strerror}") from None
-        v = decode_input(data, STATE.value_encoding)
+        v = decode_input(read_input_file(file), STATE.value_encoding)
     elif value is None or value == "-":
         if sys.stdin is None or sys.stdin.isatty():
             raise UsageError("no value: give VALUE, --file FILE, or pipe the value on stdin")
@@ -82,6 +74,22 @@ def set_(
         v = decode_arg(value, "text" if STATE.value_encoding == "raw" else STATE.value_encoding, "value")
     with open_store() as store:
         store.set(k, v, ttl_ms=ttl_ms)
+
+
+def _ttl(text: str) -> int:
+    """--ttl as milliseconds, checked here the same for every backend: positive, and an expiry
+    kvctl can keep (:func:`kvctl.store.deadline_ms`: before 2109-05-15)."""
+    from kvctl.store import deadline_ms
+    from kvctl.url import parse_duration_ms
+
+    ttl_ms = parse_duration_ms(text)
+    if ttl_ms <= 0:
+        raise UsageError("--ttl must be positive")
+    try:
+        deadline_ms(ttl_ms)
+    except UsageError as exc:
+        raise UsageError(f"--ttl {text} is out of range", hint=exc.hint) from None
+    return ttl_ms
 
 
 def delete(keys: Annotated[list[str], typer.Argument(help="Keys to delete.")]) -> None:

@@ -1,10 +1,24 @@
-"""Terminal output.  rich is imported only when something is rendered."""
+"""Terminal output.  rich is imported only when something is rendered.
+
+The CLI entry point (:func:`kvctl.cli.app.main`) routes every write to standard output through
+:func:`guard_stdout`, so a full disk or a reader that went away is one :class:`OutputError`
+wherever the write happened, and every Python warning through :func:`show_warning`, so it
+prints as one ``kvctl: warning: ...`` line.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import io
 import json
+import os
 import sys
 from typing import Any
+
+from kvctl.errors import KvctlError
+
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: what a shell reports for a writer whose reader went away
 
 
 def console(stderr: bool = False, width: int | None = None) -> Any:
@@ -51,3 +65,88 @@ def warn(message: str) -> None:
 
 def info(message: str) -> None:
     sys.stderr.write(f"{message}\n")
+
+
+class OutputError(KvctlError):
+    """Writing to standard output failed (exit 74; a reader that went away: 141, quietly).
+
+    Not an ``OSError``, so click's own broken-pipe handling (which exits 1) never sees it."""
+
+    exit_code = 74
+
+    def __init__(self, exc: OSError) -> None:
+        super().__init__(f"cannot write to standard output: {exc.strerror or exc}")
+        self.broken_pipe = exc.errno == errno.EPIPE
+
+
+class _WholeWriter(io.RawIOBase):
+    """Standard output's file descriptor, written whole or not at all.
+
+    Python's own stdout returns short counts silently (a large write cut by a full disk or a
+    closing pipe is dropped without an error); this one writes every byte or raises."""
+
+    def __init__(self, fd: int) -> None:
+        super().__init__()
+        self._fd = fd
+
+    def writable(self) -> bool:
+        return True
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def isatty(self) -> bool:
+        return os.isatty(self._fd)
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data).cast("B")
+        done = 0
+        try:
+            while done < len(view):
+                done += os.write(self._fd, view[done:])
+        except OSError as exc:
+            raise OutputError(exc) from exc
+        return done
+
+
+def guard_stdout() -> Any:
+    """Make ``sys.stdout`` (text and ``.buffer``) write whole or raise :class:`OutputError`;
+    returns the stream it replaced.  A stream without a descriptor (an in-process capture) is
+    left as it is; a closed stdout (``None``) becomes one whose writes fail (exit 74)."""
+    old: Any = sys.stdout
+    if old is None:
+        fd, encoding, errors, line_buffering, write_through = 1, "utf-8", "strict", False, False
+    else:
+        try:
+            fd = old.fileno()
+        except (AttributeError, OSError, ValueError):
+            return old
+        old.flush()
+        encoding, errors = old.encoding, old.errors
+        line_buffering, write_through = bool(old.line_buffering), bool(getattr(old, "write_through", False))
+    sys.stdout = io.TextIOWrapper(io.BufferedWriter(_WholeWriter(fd)), encoding=encoding, errors=errors,
+                                  line_buffering=line_buffering, write_through=write_through)
+    return old
+
+
+def discard_stdout(stream: Any) -> None:
+    """Point ``stream``'s file descriptor at /dev/null after a failed write, so what is still
+    buffered is flushed harmlessly (also by the interpreter at exit: no "Exception ignored")."""
+    try:
+        fd = stream.fileno()
+        null = os.open(os.devnull, os.O_WRONLY)
+    except (OSError, ValueError):  # no descriptor (an in-process capture): nothing to point
+        return
+    try:
+        os.dup2(null, fd)
+    finally:
+        os.close(null)
+
+
+def show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                 file: Any = None, line: str | None = None) -> None:
+    """``warnings.showwarning`` for the CLI: one ``kvctl: warning: <message>`` line, secrets scrubbed."""
+    from kvctl.cli.context import scrub
+
+    with contextlib.suppress(OSError, ValueError):  # stderr gone: a warning must never become the failure
+        warn(scrub(" ".join(str(message).split())))

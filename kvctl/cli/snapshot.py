@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
-from kvctl.cli.context import STATE, resolve_url
+from kvctl.cli.context import STATE, input_file, resolve_url
 from kvctl.cli.migrate import BatchOpt, GlobOpt, JsonOpt, PrefixOpt, human_bytes, key_filter
 from kvctl.cli.output import info, json_doc, table, warn
 from kvctl.codec import show
@@ -54,6 +54,8 @@ def create(
     """
     from kvctl.engines import snapshot
 
+    if since is not None and Path(since).suffix == ".kvs":  # a snapshot file to continue, not a cursor
+        input_file(Path(since))
     summary = snapshot.create(resolve_url(url or STATE.url), output, key_filter=key_filter(prefix, glob),
                               batch_size=batch_size, codec=compression, since=since)
     if as_json:
@@ -85,7 +87,7 @@ def verify(
     Exit 0 when sound, 65 naming the first bad offset."""
     from kvctl.engines import snapshot
 
-    summary = snapshot.verify(file, records=not quick)
+    summary = snapshot.verify(input_file(file), records=not quick)
     if as_json:
         json_doc({"ok": True, **summary.to_dict()})
     elif summary.kind == "incremental":
@@ -131,6 +133,8 @@ def restore(
         files, url = [Path(t) for t in targets[:-1]], targets[-1]
     else:
         files, url = [Path(t) for t in targets], None
+    for f in files:
+        input_file(f)
     summary = snapshot.restore(files, resolve_url(url or STATE.url), replace=replace, batch_size=batch_size,
                                drop_ttl=drop_ttl)
     if as_json:
@@ -170,7 +174,7 @@ def inspect(
     Reads the whole file; upserts and tombstones (deletions, in incrementals) are counted apart."""
     from kvctl.engines import snapshot
 
-    result = snapshot.inspect(file, top=top, prefix_len=prefix_len)
+    result = snapshot.inspect(input_file(file), top=top, prefix_len=prefix_len)
     if as_json:
         json_doc(result.to_dict())
         return
