@@ -40,7 +40,7 @@ from dataclasses import dataclass, fields
 from functools import partial
 from typing import Any, ClassVar, NamedTuple, Protocol, Self, runtime_checkable
 
-from kvctl.errors import LimitError, UnsupportedError
+from kvctl.errors import LimitError, UnsupportedError, UsageError
 from kvctl.url import StoreURL
 
 __all__ = [
@@ -145,8 +145,6 @@ def deadline_ms(ttl_ms: int | None) -> int | None:
         return None
     deadline = now_ms() + ttl_ms
     if not 0 <= deadline <= 4_398_046_511_103:  # (1 << 42) - 1
-        from kvctl.errors import UsageError
-
         raise UsageError("TTL out of range", hint="an expiry must fall between 1970 and 2109-05-15: kvctl keeps "
                          "expiry times as 42-bit milliseconds since the epoch, the time field of its versions")
     return deadline

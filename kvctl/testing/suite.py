@@ -226,6 +226,13 @@ class StoreConformance:
         rec = store.get(b"k")
         assert rec is not None and rec.value == b"v2" and rec.expires_at_ms is None
 
+    def test_ttl_beyond_2109_is_a_usage_error(self, store: Store) -> None:
+        """Expiries are 42-bit milliseconds (kvctl.store.deadline_ms): one error on every backend."""
+        self.needs(store, "ttl")
+        with pytest.raises(UsageError):
+            store.set(b"far", b"v", ttl_ms=1 << 50)
+        assert store.get(b"far") is None
+
     def test_ttl_unsupported_is_an_error(self, store: Store) -> None:
         if store.capabilities.ttl:
             pytest.skip(f"{store.name} supports TTLs")

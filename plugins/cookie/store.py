@@ -12,7 +12,18 @@ from dataclasses import replace
 from typing import Any, Self
 
 from kvctl.errors import BadURLError, KvctlError, LimitError, StoreIOError, UnsupportedError, UsageError
-from kvctl.store import Capabilities, Page, Record, StoreBase, StoreURL, key_cursor, now_ms, page_size, prefix_end
+from kvctl.store import (
+    Capabilities,
+    Page,
+    Record,
+    StoreBase,
+    StoreURL,
+    deadline_ms,
+    key_cursor,
+    now_ms,
+    page_size,
+    prefix_end,
+)
 
 from .sealer import KDF_ITERATIONS, KDF_SALT, Sealer, derive_key
 from .session import SessionDoc, json_to_value, key_to_name, name_to_key, value_to_json
@@ -178,7 +189,7 @@ class CookieStore(StoreBase):
 
     # -- writes ----------------------------------------------------------------------------
     def set(self, key: bytes, value: bytes, *, ttl_ms: int | None = None) -> None:
-        self.set_many([Record(key, value, None if ttl_ms is None else now_ms() + ttl_ms)])
+        self.set_many([Record(key, value, deadline_ms(ttl_ms))])
 
     def set_many(self, records: Iterable[Record]) -> None:
         records = list(records)

@@ -37,6 +37,7 @@ from kvctl.store import (
     StoreBase,
     StoreURL,
     check_limits,
+    deadline_ms,
     key_cursor,
     newer,
     now_ms,
@@ -314,7 +315,7 @@ class FileStore(StoreBase):
         vlen = len(value)
         if klen > MAX_KEY_SIZE or vlen > MAX_VALUE_SIZE:
             check_limits(self.capabilities, self.name, key, value)
-        expires = None if ttl_ms is None else now_ms() + ttl_ms
+        expires = deadline_ms(ttl_ms)
         with self._lock:
             seg = self._writable()
             version = self._clock.now()

@@ -19,7 +19,18 @@ import lmdb
 
 from kvctl.errors import AuthError, CorruptError, LimitError, StoreIOError, UsageError
 from kvctl.hlc import COUNTER_BITS, HLC, NODE_BITS
-from kvctl.store import Capabilities, Page, Record, StoreBase, StoreURL, key_cursor, now_ms, page_size, prefix_end
+from kvctl.store import (
+    Capabilities,
+    Page,
+    Record,
+    StoreBase,
+    StoreURL,
+    deadline_ms,
+    key_cursor,
+    now_ms,
+    page_size,
+    prefix_end,
+)
 
 from .env import MAX_GROWTHS, META_DB, Options, SharedEnv, acquire, parse_options, release
 from .errors import translate
@@ -285,7 +296,7 @@ class LMDBStore(StoreBase):
             self._check_record(key, value)
         self._countdown -= 1
         if ttl_ms is not None or self._maybe_ahead or self._noted or self._countdown <= 0 or self._readonly:
-            self._write(self._put_one, key, value, 0 if ttl_ms is None else stored_expiry(now_ms() + ttl_ms))
+            self._write(self._put_one, key, value, 0 if ttl_ms is None else stored_expiry(deadline_ms(ttl_ms)))
             return
         # The common case, without _write's bookkeeping (nothing here changes what this store
         # believes is on disk): a commit without fsync is ~4 µs, so every call on it shows.

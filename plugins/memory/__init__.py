@@ -24,6 +24,7 @@ from kvctl.store import (
     StoreBase,
     StoreURL,
     check_limits,
+    deadline_ms,
     key_cursor,
     newer,
     now_ms,
@@ -90,7 +91,7 @@ class MemoryStore(StoreBase):
 
     # -- writes ------------------------------------------------------------------------------
     def set(self, key: bytes, value: bytes, *, ttl_ms: int | None = None) -> None:
-        self._put(record_of(key, value, None if ttl_ms is None else now_ms() + ttl_ms, self._clock.now()))
+        self._put(record_of(key, value, deadline_ms(ttl_ms), self._clock.now()))
 
     def set_many(self, records: Iterable[Record]) -> None:
         prepared = []

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from redis.exceptions import ResponseError
 
 from kvctl.errors import UnsupportedError, UsageError
-from kvctl.store import Capabilities, Page, Record, StoreBase, StoreURL, now_ms
+from kvctl.store import Capabilities, Page, Record, StoreBase, StoreURL, deadline_ms, now_ms
 
 from . import scripts
 from .cache import DELETED, INVALIDATED, Invalidator, LocalCache
@@ -188,7 +188,7 @@ class RedisStoreBase(StoreBase):
 
     # -- writes ------------------------------------------------------------------------------
     def set(self, key: bytes, value: bytes, *, ttl_ms: int | None = None) -> None:
-        self.set_many([Record(key, value, None if ttl_ms is None else now_ms() + ttl_ms)])
+        self.set_many([Record(key, value, deadline_ms(ttl_ms))])
 
     def set_many(self, records: Iterable[Record]) -> None:
         batch = records if isinstance(records, list) else list(records)

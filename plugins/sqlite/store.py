@@ -31,6 +31,7 @@ from kvctl.store import (
     Record,
     StoreBase,
     StoreURL,
+    deadline_ms,
     key_cursor,
     now_ms,
     page_size,
@@ -179,7 +180,7 @@ class SQLiteStore(StoreBase):
     def set(self, key: bytes, value: bytes, *, ttl_ms: int | None = None) -> None:
         if len(value) > MAX_LENGTH:
             self._check(key, value)
-        expires = None if ttl_ms is None else now_ms() + ttl_ms
+        expires = deadline_ms(ttl_ms)
         try:
             self._conn.execute(self._sql_put_new, (key, value, expires, self._clock.now()))
         except sqlite3.Error as exc:
