@@ -44,6 +44,8 @@ from kvctl.errors import LimitError, UnsupportedError, UsageError
 from kvctl.url import StoreURL
 
 __all__ = [
+    "MAX_EXPIRY_MS",
+    "MAX_VERSION",
     "TOMBSTONE",
     "AsyncStore",
     "AsyncStoreBase",
@@ -133,6 +135,10 @@ def is_live(record: Record, now: int | None = None) -> bool:
     return exp is None or exp > (now_ms() if now is None else now)
 
 
+MAX_EXPIRY_MS = (1 << 42) - 1  # 2109-05-15: the millisecond field of kvctl's versions
+MAX_VERSION = (1 << 63) - 1  # a signed 64-bit column
+
+
 def deadline_ms(ttl_ms: int | None) -> int | None:
     """Absolute expiry for a relative TTL.
 
@@ -144,7 +150,7 @@ def deadline_ms(ttl_ms: int | None) -> int | None:
     if ttl_ms is None:
         return None
     deadline = now_ms() + ttl_ms
-    if not 0 <= deadline <= 4_398_046_511_103:  # (1 << 42) - 1
+    if not 0 <= deadline <= MAX_EXPIRY_MS:
         raise UsageError("TTL out of range", hint="an expiry must fall between 1970 and 2109-05-15: kvctl keeps "
                          "expiry times as 42-bit milliseconds since the epoch, the time field of its versions")
     return deadline

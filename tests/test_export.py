@@ -147,6 +147,9 @@ def test_typed_values_travel_as_dumps() -> None:
     (b'{"key": "a", "expires_at_ms": "soon"}\n', 1),
     (b'{"key_b64": "***"}\n', 1),
     (b'[1, 2]\n', 1),
+    (b'{"key": "a"}\n{"key": "b", "expires_at_ms": 100000000000000000000}\n', 2),  # past 2109
+    (b'{"key": "a", "expires_at_ms": -5}\n', 1),
+    (b'{"key": "a", "version": 9223372036854775808}\n', 1),  # over a signed 64-bit column
 ])
 def test_malformed_jsonl_names_the_line(data: bytes, line: int) -> None:
     with pytest.raises(CorruptError, match=f"line {line}:"):

@@ -32,7 +32,7 @@ from typing import Any, BinaryIO, Literal
 
 from kvctl.codec import from_json_bytes, json_bytes
 from kvctl.errors import CorruptError, IncompleteError, StoreIOError, UsageError
-from kvctl.store import AsyncStore, Page, Record, now_ms
+from kvctl.store import MAX_EXPIRY_MS, MAX_VERSION, AsyncStore, Page, Record, now_ms
 
 from .keyfilter import KeyFilter
 from .pipeline import pump
@@ -167,15 +167,18 @@ async def export_to(store: AsyncStore, out: BinaryIO, fmt: Format, *, key_filter
 
 
 # -- import ------------------------------------------------------------------------------------
-def _int_or_none(value: Any, what: str) -> int | None:
+def _int_or_none(value: Any, what: str, top: int) -> int | None:
     if value is None or value == "":
         return None
     if isinstance(value, bool):
         raise ValueError(f"{what} must be an integer")
     try:
-        return int(value)
+        number = int(value)
     except (TypeError, ValueError):
         raise ValueError(f"{what} must be an integer, not {value!r}") from None
+    if not 0 <= number <= top:
+        raise ValueError(f"{what} {number} is outside 0..{top}")
+    return number
 
 
 def _from_json(line: bytes) -> Record:
@@ -189,8 +192,9 @@ def _from_json(line: bytes) -> Record:
     kind = obj.get("kind")
     if kind is not None and not isinstance(kind, str):
         raise ValueError("kind must be a string")
-    return Record(key, value if value is not None else b"", _int_or_none(obj.get("expires_at_ms"), "expires_at_ms"),
-                  _int_or_none(obj.get("version"), "version"), kind)
+    return Record(key, value if value is not None else b"",
+                  _int_or_none(obj.get("expires_at_ms"), "expires_at_ms", MAX_EXPIRY_MS),
+                  _int_or_none(obj.get("version"), "version", MAX_VERSION), kind)
 
 
 def _b64(text: str) -> bytes:
@@ -200,8 +204,8 @@ def _b64(text: str) -> bytes:
 def _from_csv(row: dict[str, str]) -> Record:
     key = _b64(row["key_b64"]) if row.get("key_b64") else (row.get("key") or "").encode("utf-8")
     value = _b64(row["value_b64"]) if row.get("value_b64") else (row.get("value") or "").encode("utf-8")
-    return Record(key, value, _int_or_none(row.get("expires_at_ms"), "expires_at_ms"),
-                  _int_or_none(row.get("version"), "version"), row.get("kind") or None)
+    return Record(key, value, _int_or_none(row.get("expires_at_ms"), "expires_at_ms", MAX_EXPIRY_MS),
+                  _int_or_none(row.get("version"), "version", MAX_VERSION), row.get("kind") or None)
 
 
 def read_records(inp: BinaryIO, fmt: Format, name: str) -> Iterator[Record]:

@@ -25,6 +25,7 @@ from libsql_client import LibsqlError, Statement
 from kvctl.errors import StoreIOError, UsageError
 from kvctl.hlc import HLC
 from kvctl.store import (
+    MAX_VERSION,
     AsyncStoreBase,
     Capabilities,
     Page,
@@ -49,7 +50,6 @@ COLUMNS = ("id", "key", "value", "expires_at", "version")
 MAX_LENGTH = 1_000_000_000  # SQLite's default SQLITE_MAX_LENGTH: the largest row
 MAX_KEY = 64 * 1024
 MAX_VALUE = MAX_LENGTH - MAX_KEY - 1024  # key + value + row header must stay under MAX_LENGTH
-MAX_VERSION = (1 << 63) - 1
 # Statements stay under 999 bound variables (the limit of SQLite before 3.32 and of some servers).
 ROWS_PER_INSERT = 200  # x4 variables; measured 1.6x faster per row than one statement per row
 KEYS_PER_SELECT = 500

@@ -20,6 +20,7 @@ import lmdb
 from kvctl.errors import AuthError, CorruptError, LimitError, StoreIOError, UsageError
 from kvctl.hlc import COUNTER_BITS, HLC, NODE_BITS
 from kvctl.store import (
+    MAX_VERSION,
     Capabilities,
     Page,
     Record,
@@ -42,7 +43,6 @@ MAX_KEY = 511  # LMDB's compiled-in MDB_MAXKEYSIZE (env.max_key_size()); checked
 # copies the value once to put the header in front, and a single record should not force the
 # map (and the reader's address space) to grow by several GiB.
 MAX_VALUE = (1 << 30) - HEADER_SIZE
-MAX_VERSION = (1 << 63) - 1
 SWEEP_EVERY = 10_000  # records written between sweeps for expired records
 SWEEP_BATCH = 1_000  # records a sweep examines
 NOTED_MAX = 1_024  # expired keys remembered from reads, deleted by the next write

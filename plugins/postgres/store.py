@@ -23,6 +23,7 @@ import asyncpg
 from kvctl.errors import BadURLError, FeedGapError, KvctlError, UnsupportedError, UsageError
 from kvctl.hlc import HLC, NODE_BITS, make_version
 from kvctl.store import (
+    MAX_VERSION,
     TOMBSTONE,
     AsyncStoreBase,
     Capabilities,
@@ -69,7 +70,6 @@ PURGE_MAX_ROWS = 100_000  # per statement: a purge runs inside a write call and 
 MAX_KEY = 2692
 # bytea holds up to 1 GiB; keep room for the key and the protocol message around the value.
 MAX_VALUE = (1 << 30) - 64 * 1024
-MAX_VERSION = (1 << 63) - 1
 VERSION_STEP = 1 << NODE_BITS  # one tick of the HLC counter
 
 
