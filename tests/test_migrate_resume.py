@@ -86,3 +86,47 @@ def test_sigkill_at_random_points_then_resume_converges(src_family: str, dst_fam
     result = diff_urls(src, dst, ignore_expiry=False)
     assert result.equal, (seed, kills, result.to_dict())
     assert os.environ.get("XDG_STATE_HOME") != env["XDG_STATE_HOME"]
+
+
+def _interrupt_mid_copy(cmd: list[str], env: dict[str, str], cp: Path, sig: signal.Signals,
+                        settle: float = 0.05) -> subprocess.CompletedProcess[bytes]:
+    """Run ``cmd`` in its own process group; once it has saved a checkpoint, let it copy a little
+    further, then send ``sig`` to the whole group, as a terminal's Ctrl-C does."""
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        assert _wait_for_new_checkpoint(proc, cp, 0, limit=60), "the copy ended before it could be interrupted"
+        time.sleep(settle)  # batches written past the checkpoint (the next one is a second away)
+        os.killpg(proc.pid, sig)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["ctrl-c", "kill"])
+def test_an_interrupted_fail_migrate_resumes_to_the_end(sig: signal.Signals, tmp_path: Path) -> None:
+    """--on-conflict fail: the keys the interrupted run wrote after its last checkpoint are its
+    own, not conflicts, so --resume finishes (it used to stop at the first of them, every time)."""
+    available = all_families()
+    if "sqlite" not in available:
+        pytest.skip("sqlite is not installed")
+    n = 50_000
+    src, dst = fresh_url("sqlite", tmp_path), fresh_url("sqlite", tmp_path)
+    write(src, [Record(b"key:%06d" % i, b"value %d" % i) for i in range(n)])
+    write(dst, [])
+    cp = tmp_path / "cp.json"
+    cmd = [sys.executable, "-m", "kvctl", "migrate", src, dst, "--batch-size", "500", "--checkpoint-every", "1",
+           "--checkpoint", str(cp), "--on-conflict", "fail", "--no-progress", "--json"]
+    env = subprocess_env(tmp_path)
+    stopped = _interrupt_mid_copy(cmd, env, cp, sig)
+    assert stopped.returncode == (130 if sig == signal.SIGINT else -signal.SIGKILL), stopped.stderr.decode()
+    assert b"Traceback" not in stopped.stderr
+    assert cp.exists()
+    done = subprocess.run([*cmd, "--resume"], env=env, capture_output=True, timeout=120)
+    assert done.returncode == 0, done.stderr.decode()
+    summary = json.loads(done.stdout)
+    assert summary["resumed"] and summary["read"] == n and summary["copied"] == n, summary
+    assert not cp.exists()
+    assert diff_urls(src, dst, ignore_expiry=False).equal

@@ -142,7 +142,9 @@ def migrate(
         "--delete-extra", help="After a complete, error-free copy, delete DST keys SRC lacks.")] = False,
     max_delete: Annotated[int, typer.Option(
         "--max-delete", min=0, help="Never delete more than this many keys (else delete none).")] = 1000,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run from its checkpoint.")] = False,
+    resume: Annotated[bool, typer.Option("--resume", help=(
+        "Continue an interrupted run from its checkpoint (keys it had already copied are not conflicts)."))
+    ] = False,
     verify: Annotated[bool, typer.Option("--verify", help="Diff both sides afterwards; exit 0 only if equal.")] = False,
     drop_ttl: Annotated[bool, typer.Option(
         "--drop-ttl", help="Copy keys with an expiry into a backend without TTLs, without the expiry.")] = False,
@@ -163,7 +165,7 @@ def migrate(
     when both sides support them, otherwise reported by name (exit 8).  Exit codes: 0 done;
     1 --verify found differences; 4 unsupported (e.g. a TTL key into a backend without TTLs,
     use --drop-ttl); 6 --on-conflict fail met an existing key; 8 incomplete copy or
-    --delete-extra refused.
+    --delete-extra refused; 130 interrupted (progress saved: rerun with --resume).
     """
     from kvctl.engines import migrate as engine
 

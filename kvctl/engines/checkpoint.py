@@ -6,9 +6,10 @@ conflict policy, TTL handling, the worker's slice of the keyspace).  ``--resume`
 up a checkpoint with the same fingerprint, so a resumed run cannot continue a different plan.
 The file holds the scan cursor of the last batch fully written to the destination and the
 counts up to that batch, so a resumed run ends with the same data and the same totals as an
-uninterrupted one (batches after the cursor are written again, which every policy tolerates:
-writing a record twice yields the same record).  URLs inside are redacted; the fingerprint is a
-one-way hash, so no password reaches the state directory.
+uninterrupted one.  Batches after the cursor are read and written again: the interrupted run may
+have written some of them already, which the migrate engine recognises as its own writes, not
+as conflicts (:class:`kvctl.engines.migrate.ResumeWriter`).  URLs inside are redacted; the
+fingerprint is a one-way hash, so no password reaches the state directory.
 """
 
 from __future__ import annotations

@@ -12,6 +12,10 @@ The flow of one run::
 Memory is bounded by ``queue_depth`` pages of ``batch_size`` records whatever the key count.
 ``--workers N`` runs this same engine in N processes on disjoint slices of the keyspace (see
 :mod:`kvctl.engines.parallel`); each slice has its own checkpoint.
+
+``--resume`` continues after the checkpoint's cursor.  The interrupted run may have written past
+that cursor before it stopped; :class:`ResumeWriter` tells those writes (the destination holds
+exactly the source record) from real conflicts, so a resumed run ends as an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -29,13 +33,13 @@ from typing import Any
 
 from kvctl.codec import json_bytes
 from kvctl.errors import DifferenceError, IncompleteError, KvctlError, UsageError
-from kvctl.store import AsyncStore, Page
+from kvctl.store import AsyncStore, Page, Record, now_ms
 
 from . import checkpoint
 from .diff import DiffOptions, DiffResult, compare, extra_keys
 from .keyfilter import KeyFilter
 from .pipeline import pump
-from .storeops import describe, has_typed_values, open_async, show_key
+from .storeops import describe, dump_many, has_typed_values, open_async, show_key
 from .transfer import BatchWriter, Counts, Policy, Problems, check_policy
 
 _key = attrgetter("key")
@@ -65,6 +69,9 @@ class Plan:
     # a worker's slice of the keyspace (*): keys in (after, upto], or crc32(key) % n == i
     key_range: tuple[bytes | None, bytes | None] | None = None
     hash_slice: tuple[int, int] | None = None
+    # a worker's: keep the checkpoint of a finished copy (done) for the coordinator to remove once
+    # it has recorded the slice as finished, so a lost "done" never makes a resume start over
+    keep_checkpoint: bool = False
 
     @property
     def key_filter(self) -> KeyFilter:
@@ -211,13 +218,15 @@ async def migrate(src: AsyncStore, dst: AsyncStore, plan: Plan, reporter: Report
     t0 = time.perf_counter()
     read_before = writer.counts.read
     if not cp.done:
-        await _copy(src, writer, kf, plan, cp, cp_path, reporter, t0)
+        resuming = summary.resumed and plan.on_conflict != "overwrite" and not plan.dry_run
+        batches = ResumeWriter(src, dst, writer, plan) if resuming else writer
+        await _copy(src, batches, kf, plan, cp, cp_path, reporter, t0)
     summary.counts, summary.problems = writer.counts, writer.problems
     summary.processed_this_run = writer.counts.read - read_before
     summary.copy_seconds = time.perf_counter() - t0
     await finish(src, dst, plan, summary, reporter, t0)
     summary.seconds = time.perf_counter() - t0
-    if not plan.dry_run:
+    if not plan.dry_run and not plan.keep_checkpoint:
         checkpoint.remove(cp_path)
     return summary
 
@@ -239,7 +248,7 @@ def _diff_options(plan: Plan, dst: AsyncStore) -> DiffOptions:
     )
 
 
-async def _copy(src: AsyncStore, writer: BatchWriter, kf: KeyFilter, plan: Plan,
+async def _copy(src: AsyncStore, writer: BatchWriter | ResumeWriter, kf: KeyFilter, plan: Plan,
                 cp: checkpoint.Checkpoint, cp_path: Path, reporter: Reporter, t0: float) -> None:
     total: list[int | None] = [None]
     counter = _start_estimate(src, kf, plan, total)
@@ -273,17 +282,104 @@ async def _copy(src: AsyncStore, writer: BatchWriter, kf: KeyFilter, plan: Plan,
                 if isinstance(exc, KvctlError):
                     if exc.hint is None:  # errors stay one line: the advice goes in the hint
                         exc.hint = "progress saved: rerun with --resume to continue"
-                else:  # Ctrl-C, a cancellation
-                    reporter.note(f"stopped after {writer.counts.read:,} keys; progress saved: rerun with "
-                                  "--resume to continue")
+                else:  # Ctrl-C, a cancellation: count what the checkpoint holds, not the batch in flight
+                    reporter.note(f"stopped after {cp.counts.get('read', 0):,} keys; progress saved: rerun "
+                                  "with --resume to continue")
         raise
     finally:
         if counter is not None:
             counter.cancel()
     cp.done = True
     cp.counts = writer.counts.to_dict()
-    if not plan.dry_run and (plan.delete_extra or plan.verify):
+    if not plan.dry_run and (plan.delete_extra or plan.verify or plan.keep_checkpoint):
         cp.save(cp_path)  # a crash from here on resumes with the post-copy steps only
+
+
+class ResumeWriter:
+    """The batches of a resumed run under ``skip``, ``newer`` or ``fail``: its own earlier writes
+    are not conflicts.
+
+    A checkpoint is saved every few batches, so the run that saved it may have written batches
+    after its cursor before it stopped: all of the batch in flight on a Ctrl-C, up to a second of
+    batches on a kill, part of a batch on a lost server (a batch need not be atomic).  A resumed
+    run reads those records again and finds them in the destination.  Under ``overwrite`` that is
+    harmless; under ``fail`` it would stop at the first of them on every resume, and ``skip`` and
+    ``newer`` would count them as skipped rather than copied.
+
+    So while it replays, a destination record with the source record's content (the same value,
+    or for a typed value the same dump; the same expiry within ``expiry_tolerance_ms``, or any
+    expiry where ``--drop-ttl`` writes none; the same version where both sides keep one) counts
+    as this migrate's own write: it is written again (writing a record twice yields the same
+    record) and counted as copied.  Any other content is a conflict as in an uninterrupted run.
+    Writes are sequential, one batch at a time, so the replay ends with the first batch the
+    destination holds none of: past it, an identical key is not this migrate's and the policy
+    applies to it as usual.
+    """
+
+    def __init__(self, src: AsyncStore, dst: AsyncStore, writer: BatchWriter, plan: Plan) -> None:
+        self.src = src
+        self.dst = dst
+        self.writer = writer
+        self.replaying = True
+        self.tolerance_ms = plan.expiry_tolerance_ms
+        self.ignore_expiry = plan.drop_ttl and not dst.capabilities.ttl
+        self.typed_ok = writer.typed_ok
+        # the same pipeline as ``writer`` (expiry, TTLs, limits, typed values) and the same
+        # totals, without the conflict check
+        self.again = BatchWriter(dst, policy="overwrite", source=writer.source, typed_ok=writer.typed_ok,
+                                 drop_ttl=writer.drop_ttl, dry_run=writer.dry_run)
+        self.again.counts, self.again.problems = writer.counts, writer.problems
+
+    @property
+    def counts(self) -> Counts:
+        return self.writer.counts
+
+    @property
+    def problems(self) -> Problems:
+        return self.writer.problems
+
+    async def write(self, records: list[Record]) -> None:
+        if not self.replaying or not records:
+            await self.writer.write(records)
+            return
+        held = await self.dst.get_many([r.key for r in records])
+        live_after = now_ms() + self.tolerance_ms
+        ours: list[Record] = []
+        rest: list[Record] = []
+        typed: list[tuple[Record, Record]] = []
+        absent_live = False
+        for rec, old in zip(records, held, strict=True):
+            if old is None:
+                rest.append(rec)
+                absent_live = absent_live or rec.expires_at_ms is None or rec.expires_at_ms > live_after
+            elif rec.kind is not None and self.typed_ok and rec.kind == old.kind:
+                typed.append((rec, old))  # compared by their dumps below
+            elif self.same(rec, old):
+                ours.append(rec)
+            else:
+                rest.append(rec)
+        if typed:
+            keys = [r.key for r, _ in typed]
+            mine, theirs = await dump_many(self.src, keys), await dump_many(self.dst, keys)
+            for (rec, _), a, b in zip(typed, mine, theirs, strict=True):
+                (ours if a is not None and b is not None and self.same(a, b) else rest).append(rec)
+        if absent_live and all(old is None for old in held):
+            self.replaying = False  # the destination holds none of this batch: past the replay
+        if ours:
+            await self.again.write(ours)
+        if rest:
+            await self.writer.write(rest)
+
+    def same(self, rec: Record, old: Record) -> bool:
+        """Does the destination hold exactly what writing ``rec`` would leave there?"""
+        if rec.kind != old.kind or rec.value != old.value:
+            return False
+        if rec.version is not None and old.version is not None and rec.version != old.version:
+            return False
+        a, b = rec.expires_at_ms, old.expires_at_ms
+        if a == b or self.ignore_expiry:
+            return True
+        return a is not None and b is not None and abs(a - b) <= self.tolerance_ms
 
 
 def _start_estimate(src: AsyncStore, kf: KeyFilter, plan: Plan,
@@ -368,8 +464,12 @@ async def _delete_extra(src: AsyncStore, dst: AsyncStore, plan: Plan, summary: S
             break
 
 
+def checkpoint_file(plan: Plan, src_url: str, dst_url: str) -> Path:
+    """Where a run of this plan keeps its checkpoint."""
+    return plan.checkpoint_path or checkpoint.default_path(plan.fingerprint(src_url, dst_url))
+
+
 def read_checkpoint(plan: Plan, src_url: str, dst_url: str) -> checkpoint.Checkpoint | None:
     """The checkpoint --resume would continue from (for the cli and the worker coordinator)."""
-    fp = plan.fingerprint(src_url, dst_url)
-    return checkpoint.load(plan.checkpoint_path or checkpoint.default_path(fp), fp)
+    return checkpoint.load(checkpoint_file(plan, src_url, dst_url), plan.fingerprint(src_url, dst_url))
 
