@@ -151,3 +151,146 @@ def test_progress_totals_across_workers_use_checkpointed_counts(tmp_path: Path, 
     summary = run_parallel(src, dst, Plan(workers=2, batch_size=50), Collect())
     assert summary.counts.read == 300 and events and events[-1] == 300
     assert Capabilities().persistent is False  # memory-like stores stay refused by default
+
+
+# -- signals, failures and dead processes: real processes, every wait bounded --------------------
+def _worker_pids(coordinator: int) -> list[int]:
+    """The coordinator's worker processes (Linux /proc), not the resource tracker."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            cmdline = (entry / "cmdline").read_bytes()
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == coordinator and b"spawn_main" in cmdline:
+            pids.append(int(entry.name))
+    return pids
+
+
+def _start_parallel(cmd: list[str], env: dict[str, str], cp: Path, workers: int) -> subprocess.Popen[bytes]:
+    """Start ``cmd`` in its own process group and return once every worker has saved a checkpoint."""
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    deadline = time.monotonic() + 60
+    seen: set[str] = set()  # a worker that finished has removed its own by now
+    while len(seen) < workers:
+        seen.update(p.name for p in cp.parent.iterdir() if p.name.startswith(cp.name + ".w"))
+        if proc.poll() is not None or time.monotonic() > deadline:
+            _, err = proc.communicate(timeout=60)
+            raise AssertionError(f"no worker checkpoints (exit {proc.returncode}): {err.decode()}")
+        time.sleep(0.005)
+    return proc
+
+
+def _finish(proc: subprocess.Popen[bytes], timeout: float = 60) -> tuple[int, str]:
+    """Wait for the command and every worker (they share its stderr); kill the group if they hang."""
+    try:
+        _, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise AssertionError("hung: killed after a generous timeout") from None
+    return proc.returncode, err.decode()
+
+
+def _one_line_each(stderr: str) -> None:
+    assert "Traceback" not in stderr, stderr
+    assert all(line.startswith("kvctl: ") for line in stderr.splitlines() if line), stderr
+
+
+N_PARALLEL = 100_000  # about a second per worker: both are still copying when the test acts
+
+
+def _key(i: int) -> bytes:
+    """Keys whose first byte is spread evenly, so that a key-range split gives workers equal shares."""
+    return b"%x:%06d" % (i % 16, i)
+
+
+def _parallel_case(tmp_path: Path, n: int = N_PARALLEL) -> tuple[str, str, Path, list[str], dict[str, str]]:
+    src, dst = _local_pair(tmp_path)
+    write(src, [Record(_key(i), b"%d" % i * 10) for i in range(n)])
+    write(dst, [])
+    cp = tmp_path / "cp.json"
+    cmd = [sys.executable, "-m", "kvctl", "migrate", src, dst, "--workers", "2", "--batch-size", "500",
+           "--checkpoint-every", "1", "--checkpoint", str(cp), "--on-conflict", "fail", "--no-progress", "--json"]
+    return src, dst, cp, cmd, subprocess_env(tmp_path)
+
+
+def _resume_converges(src: str, dst: str, cp: Path, cmd: list[str], env: dict[str, str],
+                      n: int = N_PARALLEL) -> None:
+    proc = subprocess.Popen([*cmd, "--resume"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise AssertionError("--resume hung") from None
+    assert proc.returncode == 0, err.decode()
+    _one_line_each(err.decode())
+    summary = json.loads(out)
+    assert summary["resumed"] and summary["read"] == n and summary["copied"] == n, summary
+    assert diff_urls(src, dst, ignore_expiry=False).equal
+    assert not [p for p in cp.parent.iterdir() if p.name.startswith(cp.name)]
+
+
+def test_ctrl_c_stops_every_worker_in_one_line_and_resume_finishes(tmp_path: Path) -> None:
+    src, dst, cp, cmd, env = _parallel_case(tmp_path)
+    proc = _start_parallel(cmd, env, cp, 2)
+    os.killpg(proc.pid, signal.SIGINT)  # as a terminal's Ctrl-C: the coordinator and every worker
+    code, err = _finish(proc)
+    assert code == 130, err
+    _one_line_each(err)
+    assert "progress saved" in err
+    _resume_converges(src, dst, cp, cmd, env)
+
+
+def test_a_second_ctrl_c_stops_at_once_and_resume_finishes(tmp_path: Path) -> None:
+    src, dst, cp, cmd, env = _parallel_case(tmp_path)
+    proc = _start_parallel(cmd, env, cp, 2)
+    os.killpg(proc.pid, signal.SIGINT)
+    time.sleep(0.02)  # not an assertion: only so that the two are not merged into one pending signal
+    os.killpg(proc.pid, signal.SIGINT)
+    code, err = _finish(proc)
+    # if the second one lands as the interpreter exits, it ends with SIGINT: a shell shows 130 too
+    assert code in (130, -signal.SIGINT), err
+    _one_line_each(err)
+    _resume_converges(src, dst, cp, cmd, env)
+
+
+def test_a_worker_that_fails_stops_the_others_in_one_line(tmp_path: Path) -> None:
+    _, dst, _, cmd, env = _parallel_case(tmp_path)
+    write(dst, [Record(_key(i), b"someone else's") for i in (5_000, 5_011)])  # one in each half
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    code, err = _finish(proc)
+    assert code == 6, err
+    _one_line_each(err)
+    assert err.count("already exists") == 1 and err.count("--resume") == 1, err  # one hint, not two
+    proc = subprocess.Popen([*cmd, "--resume"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            start_new_session=True)
+    code, err = _finish(proc)  # a real conflict stays one, resumed or not
+    assert code == 6 and "already exists" in err, err
+    _one_line_each(err)
+
+
+def test_a_killed_worker_is_reported_in_one_line_and_resume_finishes(tmp_path: Path) -> None:
+    src, dst, cp, cmd, env = _parallel_case(tmp_path)
+    proc = _start_parallel(cmd, env, cp, 2)
+    pids = _worker_pids(proc.pid)
+    assert pids
+    os.kill(pids[0], signal.SIGKILL)  # e.g. the kernel's OOM killer
+    code, err = _finish(proc)
+    assert code == 70, err
+    _one_line_each(err)
+    assert "killed by SIGKILL" in err
+    _resume_converges(src, dst, cp, cmd, env)
+
+
+def test_workers_stop_by_themselves_when_the_coordinator_dies(tmp_path: Path) -> None:
+    src, dst, cp, cmd, env = _parallel_case(tmp_path)
+    proc = _start_parallel(cmd, env, cp, 2)
+    proc.kill()  # the coordinator alone: its workers are orphaned
+    _finish(proc)  # returns once the workers, which share its stderr, have exited too: never a hang
+    _resume_converges(src, dst, cp, cmd, env)

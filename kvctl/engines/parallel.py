@@ -16,9 +16,20 @@ How the keyspace is split (by capability, never by backend):
   Store protocol does not have yet.
 
 Resume: the coordinator writes a checkpoint holding the split and which workers finished; each
-worker checkpoints its own slice (its fingerprint includes the slice).  ``--resume`` reuses the
-saved split, skips finished workers and resumes the others.  ``--delete-extra`` and ``--verify``
+worker checkpoints its own slice (its fingerprint includes the slice) and keeps it, marked done,
+until the coordinator has recorded the slice as finished.  ``--resume`` reuses the saved split,
+skips finished workers and resumes the others.  ``--delete-extra`` and ``--verify``
 run in the coordinator after every worker finished without error.
+
+Processes: each worker has two pipes of its own to the coordinator, never a queue shared with
+the others (a process that dies holding a shared queue's lock, or half-way through a message,
+would block every other writer for good).  Its results pipe carries progress, notes and its one
+outcome (done, error or stopped); the coordinator reads every results pipe until every worker
+has exited, so no worker ever blocks writing.  The coordinator closing a worker's control pipe,
+or dying, asks the worker to stop: it cancels its copy, which saves its checkpoint.  Workers
+ignore SIGINT from their first instruction on: Ctrl-C reaches the whole process group, and only
+the coordinator acts on it (it asks every worker to stop, waits for each to save, then exits
+130; a second Ctrl-C, or a worker not gone within ``STOP_GRACE_S``, kills them).
 
 Stores must be reachable from other processes: a source or destination that is neither
 ``persistent`` nor ``multi_node`` (e.g. ``memory://``) is refused.
@@ -29,11 +40,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import multiprocessing as mp
-import os
-import queue
 import signal
+import threading
 import time
 from dataclasses import replace
+from multiprocessing.connection import Connection, wait
+from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
@@ -41,13 +53,14 @@ from kvctl.errors import KvctlError, UsageError
 from kvctl.store import AsyncStore
 
 from . import checkpoint
-from .migrate import Plan, Progress, Reporter, Summary, finish
+from .migrate import Plan, Progress, Reporter, Summary, checkpoint_file, finish, migrate_urls, read_checkpoint
 from .storeops import describe, open_async
 from .transfer import Counts, Problems, check_policy
 
 TARGET_PREFIXES_PER_WORKER = 8
 PROBE_BUDGET = 512
 _FAR = b"\xff" * 64  # appended to a prefix: past (nearly) every key that starts with it
+STOP_GRACE_S = 30.0  # a worker asked to stop is killed if it has not exited by then
 
 
 # -- splitting ---------------------------------------------------------------------------------
@@ -136,10 +149,14 @@ def run(src_url: str, dst_url: str, plan: Plan, reporter: Reporter | None = None
     reporter = reporter or Reporter()
     if src_url == dst_url:
         raise UsageError("source and destination are the same store")
-    return asyncio.run(_coordinate(src_url, dst_url, plan, reporter))
+    try:
+        return asyncio.run(_coordinate(src_url, dst_url, plan, reporter))
+    except asyncio.CancelledError:  # asyncio.run turns a Ctrl-C into KeyboardInterrupt; be sure of it
+        raise KeyboardInterrupt from None
 
 
 async def _coordinate(src_url: str, dst_url: str, plan: Plan, reporter: Reporter) -> Summary:
+    reporter = _Once(reporter)  # the workers' notes are often the same: say each once
     src, dst = open_async(src_url), open_async(dst_url)
     try:
         for store in (src, dst):
@@ -151,24 +168,44 @@ async def _coordinate(src_url: str, dst_url: str, plan: Plan, reporter: Reporter
         fp = checkpoint.fingerprint(parent=plan.fingerprint(src_url, dst_url), workers=plan.workers,
                                     ordered=src.capabilities.ordered_scan)
         cp_path = plan.checkpoint_path or checkpoint.default_path(fp)
-        cp = checkpoint.load(cp_path, fp) if plan.resume and not plan.dry_run else None
+        found = None if plan.dry_run else checkpoint.load(cp_path, fp)
+        cp = found if plan.resume else None
         summary = Summary(describe(src), describe(dst), dry_run=plan.dry_run, workers=plan.workers,
                           checkpoint=None if plan.dry_run else str(cp_path), resumed=cp is not None)
         if cp is None:
+            if plan.resume and not plan.dry_run:
+                reporter.note("no checkpoint of this migrate to resume: starting from the beginning")
+            elif found is not None:
+                reporter.note("a checkpoint of an interrupted run of this migrate exists; starting over "
+                              "(use --resume to continue it)")
+            plan = replace(plan, resume=False)  # a new split: no worker resumes an older one's slice
             cp = checkpoint.Checkpoint(fp, summary.src, summary.dst, started_at_ms=time.time_ns() // 1_000_000)
             cp.extra = {"slices": await _slices(src, plan), "finished": {}}
             if not plan.dry_run:
                 cp.save(cp_path)
-        elif plan.resume:
+        else:
             reporter.note(f"resuming {len(cp.extra['slices']) - len(cp.extra['finished'])} unfinished worker(s)")
         t0 = time.perf_counter()
-        await asyncio.get_running_loop().run_in_executor(
-            None, _run_workers, src_url, dst_url, plan, cp, cp_path, reporter, t0, summary)
+        crew = _Crew(src_url, dst_url, plan, cp, cp_path, reporter, t0)
+        work = asyncio.get_running_loop().run_in_executor(None, crew.run)
+        while not work.done():
+            try:
+                await asyncio.shield(work)  # raises a worker's error
+            except asyncio.CancelledError:
+                # Ctrl-C: the workers save their checkpoints and exit; a second one stops them now
+                (crew.hurry if crew.stop.is_set() else crew.stop).set()
+        work.result()
+        if crew.stop.is_set():
+            if not plan.dry_run:
+                reporter.note(f"stopped after {crew.saved().read:,} keys; progress saved: rerun with --resume "
+                              "to continue")
+            raise asyncio.CancelledError
+        crew.collect(summary)
         summary.copy_seconds = time.perf_counter() - t0
         await finish(src, dst, plan, summary, reporter, t0)
         summary.seconds = time.perf_counter() - t0
         if not plan.dry_run:
-            checkpoint.remove(cp_path)  # each worker removed its own when it finished
+            checkpoint.remove(cp_path)
         return summary
     finally:
         await src.close()
@@ -193,7 +230,8 @@ def _worker_plan(plan: Plan, spec: dict[str, Any], index: int) -> Plan:
     else:
         hash_slice = (int(spec["hash"][0]), int(spec["hash"][1]))
     return replace(plan, key_range=key_range, hash_slice=hash_slice, delete_extra=False, verify=False,
-                   workers=1, estimate_total=False, checkpoint_path=_worker_cp(plan, index))
+                   workers=1, estimate_total=False, checkpoint_path=_worker_cp(plan, index),
+                   keep_checkpoint=True)
 
 
 def _worker_cp(plan: Plan, index: int) -> Path | None:
@@ -201,137 +239,285 @@ def _worker_cp(plan: Plan, index: int) -> Path | None:
         f"{plan.checkpoint_path.name}.w{index}")
 
 
-def _run_workers(src_url: str, dst_url: str, plan: Plan, cp: checkpoint.Checkpoint, cp_path: Path,
-                 reporter: Reporter, t0: float, summary: Summary) -> None:
-    """Start one process per unfinished slice, relay progress, collect results (blocking)."""
-    ctx = mp.get_context("spawn")  # a clean interpreter: no inherited event loop, threads or connections
-    events: Any = ctx.Queue()
-    slices: list[dict[str, Any]] = cp.extra["slices"]
-    finished: dict[str, Any] = cp.extra["finished"]
-    procs: dict[int, Any] = {}
-    live: dict[int, Counts] = {}
-    for i, spec in enumerate(slices):
-        if str(i) in finished:
-            continue
-        wplan = _worker_plan(plan, spec, i)
-        p = ctx.Process(target=worker_main, args=(i, src_url, dst_url, wplan, events), daemon=True,
-                        name=f"kvctl-migrate-{i}")
-        p.start()
-        procs[i] = p
-        live[i] = Counts()
-    results: dict[int, Summary] = {}
-    error: tuple[int, str, str, int] | None = None
-    try:
-        while len(results) < len(procs) and error is None:
+class _Worker:
+    """One worker process and the coordinator's ends of its two pipes."""
+
+    def __init__(self, index: int, proc: BaseProcess, results: Connection, control: Connection,
+                 plan: Plan) -> None:
+        self.index = index
+        self.proc = proc
+        self.results: Connection | None = results  # worker -> coordinator; None once at its end
+        self.control: Connection | None = control  # coordinator -> worker; closing it means "stop"
+        self.plan = plan
+        self.outcome: str | None = None  # "done", "error" or "stopped", as the worker reported it
+        self.killed = False
+
+    @property
+    def over(self) -> bool:
+        return self.results is None and self.proc.exitcode is not None
+
+    def ask_to_stop(self) -> None:
+        if self.control is not None:
+            self.control.close()
+            self.control = None
+
+
+class _Crew:
+    """Runs one process per unfinished slice, relays their progress and collects their results.
+
+    Its :meth:`run` blocks (the coordinator calls it on a thread) until every worker process has
+    exited, reading every worker's pipe all along so that no worker ever blocks writing to it.
+    ``stop`` (Ctrl-C) asks each worker to save its checkpoint and exit; ``hurry`` (a second
+    Ctrl-C), or a worker still running ``STOP_GRACE_S`` after being asked, is killed: it resumes
+    from its last checkpoint.  A worker that fails makes the others stop too.
+    """
+
+    def __init__(self, src_url: str, dst_url: str, plan: Plan, cp: checkpoint.Checkpoint, cp_path: Path,
+                 reporter: Reporter, t0: float) -> None:
+        self.src_url, self.dst_url, self.plan = src_url, dst_url, plan
+        self.cp, self.cp_path = cp, cp_path
+        self.reporter, self.t0 = reporter, t0
+        self.stop = threading.Event()
+        self.hurry = threading.Event()
+        self.workers: dict[int, _Worker] = {}
+        self.live: dict[int, Counts] = {}
+        self.results: dict[int, int] = {}  # keys each worker processed in this run
+        self.error: tuple[int, str, str, str | None, int] | None = None
+
+    @property
+    def finished(self) -> dict[str, Any]:
+        return self.cp.extra["finished"]  # type: ignore[no-any-return]
+
+    def run(self) -> None:
+        ctx = mp.get_context("spawn")  # a clean interpreter: no inherited event loop, threads or connections
+        try:
+            for i, spec in enumerate(self.cp.extra["slices"]):
+                if str(i) not in self.finished and not self.stop.is_set():
+                    self.workers[i] = self._start(ctx, i, _worker_plan(self.plan, spec, i))
+            self._supervise()
+        finally:
+            for w in self.workers.values():  # only after an unexpected error here: never leave one behind
+                w.ask_to_stop()
+                if w.proc.exitcode is None:
+                    w.proc.kill()
+                w.proc.join()
+                if w.results is not None:
+                    w.results.close()
+        if self.error is not None:  # it came before any Ctrl-C
+            index, cls_name, message, hint, code = self.error
+            from kvctl import errors
+
+            cls = getattr(errors, cls_name, None)
+            if not (isinstance(cls, type) and issubclass(cls, KvctlError)):
+                cls = KvctlError
+            exc = cls(f"worker {index}: {message}", hint=hint or "rerun with --resume to continue")
+            exc.exit_code = code
+            raise exc
+
+    def _start(self, ctx: Any, index: int, wplan: Plan) -> _Worker:
+        results_r, results_w = ctx.Pipe(duplex=False)
+        control_r, control_w = ctx.Pipe(duplex=False)
+        proc = ctx.Process(target=worker_main, args=(self.src_url, self.dst_url, wplan, control_r, results_w),
+                           daemon=True, name=f"kvctl-migrate-{index}")
+        # The worker starts with SIGINT blocked (a thread's signal mask survives fork and exec),
+        # then ignores it: a Ctrl-C reaches the whole process group, and only the coordinator
+        # acts on it, so no worker dies half-way through importing or writing to its pipe.
+        if hasattr(signal, "pthread_sigmask"):  # POSIX
+            blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
             try:
-                kind, index, payload = events.get(timeout=0.2)
-            except queue.Empty:
-                dead = [i for i, p in procs.items() if i not in results and p.exitcode is not None]
-                if dead:
-                    # drain what it may have sent just before exiting
-                    with contextlib.suppress(queue.Empty):
-                        while True:
-                            kind, index, payload = events.get(timeout=0.2)
-                            _handle(kind, index, payload, live, results, finished)
-                    still = [i for i in dead if i not in results]
-                    if still and error is None:
-                        i = still[0]
-                        error = (i, "KvctlError", f"worker {i} died (exit code {procs[i].exitcode})", 70)
-                continue
-            err = _handle(kind, index, payload, live, results, finished)
-            if err is not None:
-                error = err
-            elif kind == "done" and not plan.dry_run:
-                cp.save(cp_path)  # this worker's slice is complete: a resume skips it
-            total = Counts()
-            for c in live.values():
-                total.add(c)
-            for done in finished.values():
+                proc.start()
+            finally:
+                signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+        else:
+            proc.start()
+        results_w.close()  # the worker holds the only write end: its exit is this pipe's end
+        control_r.close()
+        self.live[index] = Counts()
+        return _Worker(index, proc, results_r, control_w, wplan)
+
+    def _supervise(self) -> None:
+        asked_at: float | None = None
+        while not all(w.over for w in self.workers.values()):
+            if asked_at is None and (self.stop.is_set() or self.error is not None):
+                asked_at = time.monotonic()
+                for w in self.workers.values():
+                    w.ask_to_stop()
+            if asked_at is not None and (self.hurry.is_set() or time.monotonic() - asked_at > STOP_GRACE_S):
+                for w in self.workers.values():
+                    if w.proc.exitcode is None:
+                        w.killed = True
+                        w.proc.kill()
+            waitables: list[Any] = [w.results for w in self.workers.values() if w.results is not None]
+            waitables += [w.proc.sentinel for w in self.workers.values() if w.proc.exitcode is None]
+            ready = set(wait(waitables, timeout=0.2))
+            for w in self.workers.values():
+                if w.results is not None and w.results in ready:
+                    self._read(w)
+                if w.over and w.outcome is None and not w.killed and self.error is None:
+                    self.error = (w.index, "KvctlError", f"its process ended without a result ({_how(w.proc)})",
+                                  None, 70)
+                    w.outcome = "error"
+            self.reporter.progress(Progress("copy", self.total(), None, time.perf_counter() - self.t0))
+        if self.error is None and not self.stop.is_set():
+            for w in self.workers.values():  # nobody asked it to stop: anything but "done" is a failure
+                if w.outcome != "done":
+                    self.error = (w.index, "KvctlError", "it stopped before the end of its slice", None, 70)
+                    break
+
+    def _read(self, w: _Worker) -> None:
+        """Everything the worker's pipe holds now; at its end, close it."""
+        while w.results is not None:
+            try:
+                msg = w.results.recv()
+            except (EOFError, OSError):  # the worker exited (a message cut short by a kill is dropped)
+                w.results.close()
+                w.results = None
+                return
+            self._handle(w, msg)
+            if not w.results.poll():
+                return
+
+    def _handle(self, w: _Worker, msg: tuple[str, Any]) -> None:
+        kind, payload = msg
+        i = w.index
+        if kind == "progress":
+            self.live[i] = Counts.from_dict(payload)
+        elif kind == "note":
+            self.reporter.note(str(payload))
+        elif kind == "done":
+            w.outcome = kind
+            self.live.pop(i, None)
+            self.results[i] = payload["processed"]
+            self.finished[str(i)] = {"counts": payload["counts"], "problems": payload["problems"]}
+            if not self.plan.dry_run:
+                self.cp.save(self.cp_path)  # this worker's slice is complete: a resume skips it
+                checkpoint.remove(checkpoint_file(w.plan, self.src_url, self.dst_url))
+        elif kind == "stopped":
+            w.outcome = kind
+            self.live[i] = Counts.from_dict(payload)
+        elif kind == "error":
+            w.outcome = kind
+            if self.error is None and not self.stop.is_set():  # after a Ctrl-C, the interruption is the news
+                cls_name, message, hint, code = payload
+                self.error = (i, str(cls_name), str(message), hint, int(code))
+
+    def total(self) -> Counts:
+        total = Counts()
+        for c in self.live.values():
+            total.add(c)
+        for done in self.finished.values():
+            total.add(Counts.from_dict(done["counts"]))
+        return total
+
+    def saved(self) -> Counts:
+        """What the checkpoints hold, once every worker has exited: what a resume starts from."""
+        total = Counts()
+        for i, spec in enumerate(self.cp.extra["slices"]):
+            done = self.finished.get(str(i))
+            if done is not None:
                 total.add(Counts.from_dict(done["counts"]))
-            reporter.progress(Progress("copy", total, None, time.perf_counter() - t0))
-    finally:
-        if error is not None:
-            _stop(procs)
-        _join_all(procs, events)
-    if error is not None:
-        index, cls_name, message, code = error
-        from kvctl import errors
+                continue
+            with contextlib.suppress(KvctlError):  # unreadable: the resume will say so
+                wcp = read_checkpoint(_worker_plan(self.plan, spec, i), self.src_url, self.dst_url)
+                if wcp is not None:
+                    total.add(Counts.from_dict(wcp.counts))
+        return total
 
-        cls = getattr(errors, cls_name, None)
-        if not (isinstance(cls, type) and issubclass(cls, KvctlError)):
-            cls = KvctlError
-        exc = cls(f"worker {index}: {message}", hint="rerun with --resume to continue")
-        exc.exit_code = code
-        raise exc
-    counts = Counts()
-    problems = Problems()
-    for done in finished.values():  # this run's workers and those a resumed run skipped
-        counts.add(Counts.from_dict(done["counts"]))
-        problems.extend(Problems.from_dict(done.get("problems", {})))
-    for s in results.values():
-        summary.processed_this_run += s.processed_this_run
-    summary.counts, summary.problems = counts, problems
+    def collect(self, summary: Summary) -> None:
+        """The totals of every slice: this run's workers and those a resumed run skipped."""
+        counts = Counts()
+        problems = Problems()
+        for done in self.finished.values():
+            counts.add(Counts.from_dict(done["counts"]))
+            problems.extend(Problems.from_dict(done.get("problems", {})))
+        summary.processed_this_run += sum(self.results.values())
+        summary.counts, summary.problems = counts, problems
+        if not self.plan.dry_run:  # normally already gone, each removed as its worker finished
+            for i, spec in enumerate(self.cp.extra["slices"]):
+                checkpoint.remove(checkpoint_file(_worker_plan(self.plan, spec, i), self.src_url, self.dst_url))
 
 
-def _handle(kind: str, index: int, payload: Any, live: dict[int, Counts], results: dict[int, Summary],
-            finished: dict[str, Any]) -> tuple[int, str, str, int] | None:
-    if kind == "progress":
-        live[index] = Counts.from_dict(payload)
-    elif kind == "done":
-        results[index] = payload
-        live.pop(index, None)
-        finished[str(index)] = {"counts": payload.counts.to_dict(), "problems": payload.problems.to_dict()}
-    elif kind == "error":
-        cls_name, message, code = payload
-        return index, cls_name, message, code
-    return None
+class _Once(Reporter):
+    """Passes progress on, and each distinct note once."""
+
+    def __init__(self, inner: Reporter) -> None:
+        self.inner = inner
+        self.said: set[str] = set()
+
+    def progress(self, event: Progress) -> None:
+        self.inner.progress(event)
+
+    def note(self, message: str) -> None:
+        if message not in self.said:
+            self.said.add(message)
+            self.inner.note(message)
 
 
-def _join_all(procs: dict[int, Any], events: Any) -> None:
-    """Wait for every worker, draining the queue so none blocks flushing its last messages."""
-    while any(p.exitcode is None for p in procs.values()):
-        with contextlib.suppress(queue.Empty):
-            while True:
-                events.get_nowait()
-        for p in procs.values():
-            p.join(0.05)
-
-
-def _stop(procs: dict[int, Any]) -> None:
-    """Ask running workers to stop the way Ctrl-C does, so each saves its checkpoint."""
-    for p in procs.values():
-        if p.exitcode is None and p.pid is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(p.pid, signal.SIGINT)
+def _how(proc: BaseProcess) -> str:
+    code = proc.exitcode
+    if code is not None and code < 0:
+        with contextlib.suppress(ValueError):
+            return f"killed by {signal.Signals(-code).name}"
+    return f"exit code {code}"
 
 
 # -- a worker process --------------------------------------------------------------------------
-class _QueueReporter(Reporter):
-    def __init__(self, index: int, events: Any) -> None:
-        self.index = index
-        self.events = events
+class _PipeReporter(Reporter):
+    def __init__(self, results: Connection) -> None:
+        self.results = results
+        self.stopping = False  # once asked to stop, the coordinator says what happened
+        self.counts = Counts()  # the engine's, as of its last progress event
         self._last = 0.0
 
+    def send(self, message: tuple[str, Any]) -> None:
+        with contextlib.suppress(OSError):  # the coordinator is gone: the control pipe stops us too
+            self.results.send(message)
+
     def progress(self, event: Progress) -> None:
+        self.counts = event.counts
         now = time.monotonic()
         if now - self._last >= 0.2:
             self._last = now
-            self.events.put(("progress", self.index, event.counts.to_dict()))
+            self.send(("progress", event.counts.to_dict()))
+
+    def note(self, message: str) -> None:
+        if not self.stopping:
+            self.send(("note", message))
 
 
-def worker_main(index: int, src_url: str, dst_url: str, plan: Plan, events: Any) -> None:
-    from .migrate import run as run_one
-
+def worker_main(src_url: str, dst_url: str, plan: Plan, control: Connection, results: Connection) -> None:
+    """Copy one slice; report ("done" | "error" | "stopped", ...) on ``results``, never a traceback."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the coordinator's (see _Crew._start)
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    reporter = _PipeReporter(results)
     try:
-        summary = run_one(src_url, dst_url, plan, _QueueReporter(index, events))
-    except KeyboardInterrupt:
-        events.put(("error", index, ("Interrupted", "interrupted", 130)))
-        return
+        summary = asyncio.run(_work(src_url, dst_url, plan, control, reporter))
+    except asyncio.CancelledError:  # asked to stop; the engine saved the checkpoint
+        reporter.send(("stopped", reporter.counts.to_dict()))
     except KvctlError as exc:
-        events.put(("error", index, (type(exc).__name__, str(exc), exc.exit_code)))
-        return
-    except Exception as exc:  # reported, never swallowed
-        events.put(("error", index, (type(exc).__name__, f"{type(exc).__name__}: {exc}", 70)))
-        return
-    events.put(("done", index, summary))
+        reporter.send(("error", (type(exc).__name__, exc.message, exc.hint, exc.exit_code)))
+    except BaseException as exc:  # reported, never swallowed, never a traceback
+        reporter.send(("error", (type(exc).__name__, f"{type(exc).__name__}: {exc}", None, 70)))
+    else:
+        reporter.send(("done", {"counts": summary.counts.to_dict(), "problems": summary.problems.to_dict(),
+                                "processed": summary.processed_this_run}))
+    finally:
+        results.close()
 
+
+async def _work(src_url: str, dst_url: str, plan: Plan, control: Connection, reporter: _PipeReporter) -> Summary:
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+
+    def watch() -> None:
+        """Cancel the copy when the coordinator closes the control pipe, or exits, or dies."""
+        with contextlib.suppress(EOFError, OSError):
+            control.recv_bytes()
+        reporter.stopping = True
+        with contextlib.suppress(RuntimeError):  # the loop is already closed: nothing to stop
+            loop.call_soon_threadsafe(task.cancel)
+
+    threading.Thread(target=watch, name="kvctl-migrate-control", daemon=True).start()
+    return await migrate_urls(src_url, dst_url, plan, reporter)
