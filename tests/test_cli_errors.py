@@ -208,6 +208,7 @@ def test_an_input_file_that_cannot_be_opened_is_a_usage_error(env: dict[str, str
                  ["snapshot", "verify", str(missing)], ["snapshot", "verify", str(tmp_path)],
                  ["snapshot", "inspect", str(missing)], ["snapshot", "restore", str(missing)],
                  ["snapshot", "restore", str(missing), url],
-                 ["snapshot", "create", url, "--since", str(missing), "-o", str(tmp_path / "out.kvs")]):
+                 ["snapshot", "create", url, "--since", str(missing), "-o", str(tmp_path / "out.kvs")],
+                 ["import", str(tmp_path / "missing.jsonl"), url]):
         one_error_line(kv(env, "-u", url, *args), 2, "cannot read ")
     assert not (tmp_path / "out.kvs").exists()

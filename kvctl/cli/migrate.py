@@ -29,6 +29,8 @@ PrefixOpt = Annotated[str, typer.Option(
 GlobOpt = Annotated[str | None, typer.Option(
     "--glob", "-g", help="Only keys matching this shell pattern (* ? [...]), e.g. 'user:*:name'.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")]
+DRY_RUN_HELP = ("Count what would happen; write no records (a missing embedded destination, such as a "
+                "SQLite file, is still created empty).")
 BatchOpt = Annotated[int, typer.Option("--batch-size", min=1, help="Records per batch (memory is a few batches).")]
 FormatOpt = Annotated[str | None, typer.Option(
     "--format", "-f", help="jsonl or csv (default: csv for a .csv file name, else jsonl).")]
@@ -137,7 +139,7 @@ def migrate(
     on_conflict: Annotated[Conflict, typer.Option(
         "--on-conflict", help="For keys DST already holds: overwrite, skip, newer (version wins), fail.")
     ] = "overwrite",
-    dry_run: Annotated[bool, typer.Option("--dry-run", "-n", help="Count what would happen; write nothing.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", "-n", help=DRY_RUN_HELP)] = False,
     delete_extra: Annotated[bool, typer.Option(
         "--delete-extra", help="After a complete, error-free copy, delete DST keys SRC lacks.")] = False,
     max_delete: Annotated[int, typer.Option(
@@ -333,7 +335,7 @@ def import_(
     drop_ttl: Annotated[bool, typer.Option("--drop-ttl", help="Import expiring keys without expiry.")] = False,
     prefix: PrefixOpt = "",
     glob: GlobOpt = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", "-n", help="Parse and count; write nothing.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", "-n", help="Parse and count. " + DRY_RUN_HELP)] = False,
     batch_size: BatchOpt = 5000,
     as_json: JsonOpt = False,
 ) -> None:
@@ -342,7 +344,7 @@ def import_(
 
     from kvctl.engines.export import guess_format, import_from
     from kvctl.engines.storeops import open_async
-    from kvctl.errors import StoreIOError
+    from kvctl.errors import UsageError
 
     store_url = resolve_url(url or STATE.url)
     kind = guess_format(input, fmt)
@@ -361,8 +363,8 @@ def import_(
     else:
         try:
             fh = open(input, "rb")  # noqa: SIM115 - only the open's own error means "cannot read"
-        except OSError as exc:
-            raise StoreIOError(f"cannot read {input}: {exc.strerror}") from None
+        except OSError as exc:  # the CLI's rule for an input file (kvctl.cli.context.input_file)
+            raise UsageError(f"cannot read {input}: {exc.strerror}") from None
         with fh:
             summary = asyncio.run(work(fh, input))
     if as_json:
