@@ -56,6 +56,22 @@ def test_key_ranges_cover_every_key_exactly_once(shape: str, workers: int) -> No
         assert min(len(p) for p in parts) > len(seen) / workers / 2  # roughly balanced
 
 
+@pytest.mark.parametrize("workers", [2, 4])
+def test_key_ranges_are_balanced_when_a_level_is_expanded_halfway(workers: int) -> None:
+    """key:000000..key:099999 expands to key:000..key:009 plus key:01..key:09: counted one each,
+    those split 9%/91%; weighted by the share of keys each covers, evenly."""
+    store = DictStore()
+    store.data = {k: Record(k, b"v") for k in (b"key:%06d" % i for i in range(100_000))}
+
+    async def work() -> list[int]:
+        bounds = await key_range_split(store, b"", workers)
+        return [len(await _covered(store, Plan(batch_size=5000, key_range=r))) for r in ranges_from(bounds)]
+
+    sizes = asyncio.run(work())
+    assert len(sizes) == workers and sum(sizes) == 100_000
+    assert max(sizes) <= 1.5 * 100_000 / workers, sizes
+
+
 def test_key_ranges_respect_a_prefix() -> None:
     store = DictStore()
     store.data = {k: Record(k, b"v") for k in SHAPES["prefixed"]}

@@ -105,23 +105,30 @@ class _Prober:
 
 async def key_range_split(store: AsyncStore, prefix: bytes, n: int,
                           budget: int = PROBE_BUDGET) -> list[bytes]:
-    """Up to ``n - 1`` increasing boundaries splitting the keys under ``prefix`` into n ranges."""
+    """Up to ``n - 1`` increasing boundaries splitting the keys under ``prefix`` into n ranges.
+
+    The key tree is expanded breadth-first, one byte at a time, until there are enough prefixes
+    or the probe budget is spent.  Each prefix carries its estimated share of the keys (its
+    parent's share divided among the parent's populated children), and the bounds cut the
+    cumulative share evenly: prefixes of different depths (a level expanded halfway) weigh what
+    they cover, not one each.
+    """
     prober = _Prober(store, budget)
-    leaves = [prefix]
+    leaves: list[tuple[bytes, float]] = [(prefix, 1.0)]
     target = n * TARGET_PREFIXES_PER_WORKER
     while len(leaves) < target:
-        expanded: list[bytes] = []
+        expanded: list[tuple[bytes, float]] = []
         grew = False
-        for i, node in enumerate(leaves):
+        for i, (node, share) in enumerate(leaves):
             kids = await prober.children(node)
             if kids is None:  # out of probes: keep the rest as they are
                 expanded.extend(leaves[i:])
                 break
             if kids:
                 grew = grew or len(kids) > 1 or kids[0] != node
-                expanded.extend(kids)
+                expanded.extend((kid, share / len(kids)) for kid in kids)
             else:
-                expanded.append(node)  # a key with nothing after it: a leaf
+                expanded.append((node, share))  # a key with nothing after it: a leaf
             if len(expanded) + len(leaves) - i - 1 >= target:
                 expanded.extend(leaves[i + 1:])
                 break
@@ -132,9 +139,14 @@ async def key_range_split(store: AsyncStore, prefix: bytes, n: int,
     if len(leaves) < 2:
         return []
     groups = min(n, len(leaves))
-    bounds = []
-    for g in range(1, groups):
-        bounds.append(leaves[g * len(leaves) // groups])
+    bounds: list[bytes] = []
+    total = sum(share for _, share in leaves)
+    seen = 0.0
+    for node, share in leaves:
+        # a bound at the first prefix that starts past the next equal share of the keys
+        if seen >= total * (len(bounds) + 1) / groups and len(bounds) < groups - 1:
+            bounds.append(node)
+        seen += share
     return sorted(set(bounds))
 
 
