@@ -1,4 +1,4 @@
-"""Shared test set-up: the server URLs started by tests/services.sh.
+"""Shared test set-up: the server URLs started by tests/services.sh, and SIGINT.
 
 When KVCTL_SERVICES=required (the README's test command sets it), a test that needs a server
 fails if that server's URL is missing; otherwise such a test is skipped with the reason.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import signal
 from pathlib import Path
 
 import pytest
@@ -27,6 +28,13 @@ def _load_services_env() -> None:
 
 
 _load_services_env()
+
+# A suite started in the background by a shell without job control (`cmd &` in a script, some CI
+# runners) inherits SIGINT ignored, and every kvctl it starts would too (an ignored signal stays
+# ignored across exec): the Ctrl-C tests would then watch kvctl not stop.  A handler, unlike
+# SIG_IGN, is reset to the default at exec, so the children see Ctrl-C as a terminal delivers it.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def service_url(var: str) -> str:
