@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import ctypes
 import json
 import os
 import shutil
@@ -63,6 +64,13 @@ def require_chromium() -> str:
     pytest.skip(message)
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: Linux sends it SIGTERM when the test process dies, so a test run
+    that is killed (no atexit, no fixture teardown) leaves no browser behind."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
+
+
 class Browser:
     """A headless Chromium in its own process group, with a throw-away profile."""
 
@@ -74,6 +82,7 @@ class Browser:
             [executable, *CHROMIUM_FLAGS, f"--user-data-dir={self.profile}", "--remote-debugging-port=0",
              "about:blank"],
             stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
         try:
             self.port = self._wait_for_port(startup_timeout)
