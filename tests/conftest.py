@@ -37,6 +37,15 @@ if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    """A clean user environment for a kvctl subprocess: XDG dirs in tmp, no KVCTL_* variables."""
+    e = {k: v for k, v in os.environ.items() if not k.startswith("KVCTL_")}
+    e.update(XDG_DATA_HOME=str(tmp_path / "data"), XDG_CONFIG_HOME=str(tmp_path / "config"),
+             XDG_STATE_HOME=str(tmp_path / "state"), HOME=str(tmp_path))
+    return e
+
+
 def service_url(var: str) -> str:
     """The URL a services script exported as ``var``; fail or skip when it is absent."""
     url = os.environ.get(var)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import stat
 import subprocess
 import sys
@@ -13,15 +12,6 @@ import pytest
 from typer.testing import CliRunner
 
 from kvctl.cli.app import app
-
-
-@pytest.fixture
-def env(tmp_path: Path) -> dict[str, str]:
-    """A clean user environment: XDG dirs in tmp, no KVCTL_URL."""
-    e = {k: v for k, v in os.environ.items() if not k.startswith("KVCTL_")}
-    e.update(XDG_DATA_HOME=str(tmp_path / "data"), XDG_CONFIG_HOME=str(tmp_path / "config"),
-             XDG_STATE_HOME=str(tmp_path / "state"), HOME=str(tmp_path))
-    return e
 
 
 def kv(env: dict[str, str], *args: str, input: bytes | None = None) -> subprocess.CompletedProcess[bytes]:

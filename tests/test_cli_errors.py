@@ -26,17 +26,7 @@ from backends import FACTORIES, families
 
 from kvctl.errors import UsageError
 from kvctl.registry import open_url
-from kvctl.store import Record, deadline_ms, now_ms
-
-MAX_EXPIRY_MS = (1 << 42) - 1  # the 42-bit millisecond field of kvctl's versions: 2109-05-15
-
-
-@pytest.fixture
-def env(tmp_path: Path) -> dict[str, str]:
-    e = {k: v for k, v in os.environ.items() if not k.startswith("KVCTL_")}
-    e.update(XDG_DATA_HOME=str(tmp_path / "data"), XDG_CONFIG_HOME=str(tmp_path / "config"),
-             XDG_STATE_HOME=str(tmp_path / "state"), HOME=str(tmp_path))
-    return e
+from kvctl.store import MAX_EXPIRY_MS, Record, deadline_ms, now_ms
 
 
 def kv(env: dict[str, str], *args: str, **kwargs: Any) -> subprocess.CompletedProcess[bytes]:
