@@ -7,7 +7,7 @@ import os
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from kvctl.url import StoreURL, redact
 
@@ -60,15 +60,22 @@ def input_file(path: Path) -> Path:
     return path
 
 
-def read_input_file(path: Path) -> bytes:
-    """The bytes of an input file named on the command line (the rule of :func:`input_file`)."""
-    from kvctl.errors import StoreIOError, UsageError
+def open_input_file(path: Path) -> BinaryIO:
+    """An input file named on the command line, opened for reading (the rule of
+    :func:`input_file`: failing to open it is a usage error, exit 2)."""
+    from kvctl.errors import UsageError
 
     try:
-        fh = open(path, "rb")  # noqa: SIM115 - only the open's own error is "cannot read" (exit 2)
+        return open(path, "rb")
     except OSError as exc:
         raise UsageError(f"cannot read {path}: {exc.strerror}") from None
-    with fh:
+
+
+def read_input_file(path: Path) -> bytes:
+    """The bytes of an input file named on the command line (the rule of :func:`input_file`)."""
+    from kvctl.errors import StoreIOError
+
+    with open_input_file(path) as fh:
         try:
             return fh.read()
         except OSError as exc:

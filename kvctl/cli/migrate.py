@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any, BinaryIO, Literal
 
 import typer
 
-from kvctl.cli.context import STATE, resolve_url
+from kvctl.cli.context import STATE, open_input_file, resolve_url
 from kvctl.cli.output import info, json_doc, warn
 from kvctl.codec import decode_arg, show
 
@@ -344,7 +344,6 @@ def import_(
 
     from kvctl.engines.export import guess_format, import_from
     from kvctl.engines.storeops import open_async
-    from kvctl.errors import UsageError
 
     store_url = resolve_url(url or STATE.url)
     kind = guess_format(input, fmt)
@@ -361,11 +360,7 @@ def import_(
     if input == "-":
         summary = asyncio.run(work(sys.stdin.buffer, "stdin"))
     else:
-        try:
-            fh = open(input, "rb")  # noqa: SIM115 - only the open's own error means "cannot read"
-        except OSError as exc:  # the CLI's rule for an input file (kvctl.cli.context.input_file)
-            raise UsageError(f"cannot read {input}: {exc.strerror}") from None
-        with fh:
+        with open_input_file(Path(input)) as fh:
             summary = asyncio.run(work(fh, input))
     if as_json:
         json_doc(summary.to_dict())
