@@ -140,10 +140,14 @@ class _Tally:
             return "kind"
         if ra.kind is None and ra.value != rb.value:
             return "value"
-        ea, eb = ra.expires_at_ms, rb.expires_at_ms
-        if ea != eb and not self.ignore_expiry and (ea is None or eb is None or abs(ea - eb) > self.tol):
+        if not self.ignore_expiry and not same_expiry(ra.expires_at_ms, rb.expires_at_ms, self.tol):
             return "expiry"
         return None
+
+
+def same_expiry(a: int | None, b: int | None, tolerance_ms: int) -> bool:
+    """Two absolute expiries are the same: both none, or both set within ``tolerance_ms``."""
+    return a == b or (a is not None and b is not None and abs(a - b) <= tolerance_ms)
 
 
 async def _pages(store: AsyncStore, kf: KeyFilter, batch_size: int, keys_only: bool) -> AsyncIterator[Page]:

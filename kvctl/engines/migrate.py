@@ -36,7 +36,7 @@ from kvctl.errors import DifferenceError, IncompleteError, KvctlError, UsageErro
 from kvctl.store import AsyncStore, Page, Record, now_ms
 
 from . import checkpoint
-from .diff import DiffOptions, DiffResult, compare, extra_keys
+from .diff import DiffOptions, DiffResult, compare, extra_keys, same_expiry
 from .keyfilter import KeyFilter
 from .pipeline import pump
 from .storeops import describe, dump_many, has_typed_values, open_async, show_key
@@ -376,10 +376,7 @@ class ResumeWriter:
             return False
         if rec.version is not None and old.version is not None and rec.version != old.version:
             return False
-        a, b = rec.expires_at_ms, old.expires_at_ms
-        if a == b or self.ignore_expiry:
-            return True
-        return a is not None and b is not None and abs(a - b) <= self.tolerance_ms
+        return self.ignore_expiry or same_expiry(rec.expires_at_ms, old.expires_at_ms, self.tolerance_ms)
 
 
 def _start_estimate(src: AsyncStore, kf: KeyFilter, plan: Plan,
