@@ -6,9 +6,11 @@ How the keyspace is split (by capability, never by backend):
   branch with a few hundred one-key probes (``scan(prefix, start_after=x, batch_size=1)``):
   starting at the prefix, it lists the distinct next bytes of each populated prefix and expands
   breadth-first until it has about 8 populated prefixes per worker, then gives each worker a
-  contiguous run of them.  Worker i copies keys in ``(boundary[i-1], boundary[i]]``; the ranges
-  cover the whole key line whatever the boundaries are, so balance is approximate (it assumes
-  populated prefixes hold similar numbers of keys) but coverage is exact.
+  contiguous run of them holding an equal estimated share of the keys (a prefix's share is its
+  parent's divided among the parent's populated children).  Worker i copies keys in
+  ``(boundary[i-1], boundary[i]]``; the ranges cover the whole key line whatever the boundaries
+  are, so balance is approximate (it assumes siblings hold similar numbers of keys) but coverage
+  is exact.
 * **other sources**: by hash slice.  Every worker scans the source keys-only and copies the keys
   with ``crc32(key) % N == i``, fetching their values with ``get_many``.  Keys cross the wire N
   times, values and writes once, so this scales when writing (or value transfer) is the
