@@ -57,6 +57,13 @@ def json_bytes(out: dict[str, Any], name: str, data: bytes) -> None:
         out[f"{name}_b64"] = base64.b64encode(data).decode("ascii")
 
 
+def json_key(key: bytes) -> dict[str, Any]:
+    """A key as kvctl's JSON shows one: ``{"key": text}``, or ``{"key_b64": ...}`` when not UTF-8."""
+    obj: dict[str, Any] = {}
+    json_bytes(obj, "key", key)
+    return obj
+
+
 def from_json_bytes(obj: dict[str, Any], name: str) -> bytes | None:
     if name in obj:
         value = obj[name]

@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from kvctl.codec import json_bytes
+from kvctl.codec import json_key
 from kvctl.errors import DifferenceError, KvctlError
 from kvctl.store import AsyncStore, Page, Record, now_ms
 
@@ -63,12 +63,7 @@ class DiffResult:
 
     def to_dict(self) -> dict[str, Any]:
         def named(keys: list[bytes]) -> list[dict[str, Any]]:
-            out: list[dict[str, Any]] = []
-            for key in keys:
-                obj: dict[str, Any] = {}
-                json_bytes(obj, "key", key)
-                out.append(obj)
-            return out
+            return [json_key(key) for key in keys]
 
         return {
             "a": self.a, "b": self.b, "equal": self.equal, "method": self.method,

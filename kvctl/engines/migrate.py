@@ -31,7 +31,7 @@ from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
-from kvctl.codec import json_bytes
+from kvctl.codec import json_key
 from kvctl.errors import DifferenceError, IncompleteError, KvctlError, UsageError
 from kvctl.store import AsyncStore, Page, Record, now_ms
 
@@ -128,13 +128,7 @@ class Summary:
 
     def to_dict(self) -> dict[str, Any]:
         def named(items: list[tuple[bytes, str]], what: str) -> list[dict[str, Any]]:
-            out = []
-            for key, why in items:
-                obj: dict[str, Any] = {}
-                json_bytes(obj, "key", key)
-                obj[what] = why
-                out.append(obj)
-            return out
+            return [{**json_key(key), what: why} for key, why in items]
 
         return {
             "src": self.src, "dst": self.dst, "dry_run": self.dry_run, **self.counts.to_dict(),

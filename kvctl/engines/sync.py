@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from kvctl.adapt import to_async
-from kvctl.codec import json_bytes
+from kvctl.codec import json_key
 from kvctl.errors import FeedGapError, UnsupportedError
 from kvctl.hlc import physical_ms
 from kvctl.registry import open_url
@@ -78,17 +78,11 @@ class SyncResult:
         """Keys as everywhere else in kvctl's JSON: ``key`` when UTF-8, else ``key_b64``."""
         out = asdict(self)
         out["conflicts"] = [
-            {**_json_key(c.key), "winner": c.winner, "src_version": c.src_version, "dst_version": c.dst_version}
+            {**json_key(c.key), "winner": c.winner, "src_version": c.src_version, "dst_version": c.dst_version}
             for c in self.conflicts
         ]
-        out["skipped_typed"] = [_json_key(k) for k in self.skipped_typed]
+        out["skipped_typed"] = [json_key(k) for k in self.skipped_typed]
         return out
-
-
-def _json_key(key: bytes) -> dict[str, Any]:
-    obj: dict[str, Any] = {}
-    json_bytes(obj, "key", key)
-    return obj
 
 
 Progress = Callable[[str, dict[str, Any]], None]
