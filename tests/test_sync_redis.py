@@ -214,15 +214,7 @@ def test_random_changes_synced_at_random_moments_converge(tmp_path: Path, seed: 
         p.close()
 
 
-# -- the CLI, end to end -------------------------------------------------------------------------
-@pytest.fixture
-def env(tmp_path: Path) -> dict[str, str]:
-    e = {k: v for k, v in os.environ.items() if not k.startswith("KVCTL_")}
-    e.update(XDG_DATA_HOME=str(tmp_path / "data"), XDG_CONFIG_HOME=str(tmp_path / "config"),
-             XDG_STATE_HOME=str(tmp_path / "state"), HOME=str(tmp_path))
-    return e
-
-
+# -- the CLI, end to end (``env``: conftest's clean environment) -----------------------------------
 def test_cli_watch_follows_and_separate_runs_announce_the_fallback(env: dict[str, str]) -> None:
     src_url, dst_url = redis_url("src"), redis_url("dst", feed=False)
     src, dst = open_url(src_url), open_url(dst_url)
