@@ -7,6 +7,8 @@ code below.  Messages never contain secrets: URLs are redacted before they are p
     KvctlError                      exit 70  (anything not more specific)
     ├── UsageError                  exit 2   bad arguments or options
     │   ├── BadURLError             exit 2   malformed store URL, unknown profile
+    │   ├── NoSuchStoreError        exit 2   a read on a store that does not exist (nothing created)
+    │   ├── ForeignStoreError       exit 2   a database kvctl did not create (nothing altered)
     │   └── UnknownSchemeError      exit 2   no installed plugin for the URL's scheme
     ├── PluginLoadError             exit 3   a plugin is registered but cannot be imported
     ├── NotFoundError               exit 1   a key does not exist (``get``, ``ttl``)
@@ -55,6 +57,16 @@ class BadURLError(UsageError):
 
 class UnknownSchemeError(UsageError):
     pass
+
+
+class NoSuchStoreError(UsageError):
+    """A command that only reads named a store that does not exist; nothing was created."""
+
+
+class ForeignStoreError(UsageError):
+    """The URL names a database that holds other programs' tables and none of kvctl's.
+
+    kvctl never alters such a database on a read, nor on a write without ``?create=true``."""
 
 
 class PluginLoadError(KvctlError):
@@ -157,10 +169,12 @@ __all__ = [
     "CorruptError",
     "DifferenceError",
     "FeedGapError",
+    "ForeignStoreError",
     "IncompleteError",
     "KvctlError",
     "LimitError",
     "LockedError",
+    "NoSuchStoreError",
     "NotFoundError",
     "PluginLoadError",
     "StoreIOError",

@@ -83,8 +83,12 @@ def _install_hint(scheme: str, module: str) -> str:
     return f"install the Python module {module!r}"
 
 
-def open_url(url: str | StoreURL) -> Any:
-    """Build a store (sync or async form, unopened connections are lazy) from a URL."""
+def open_url(url: str | StoreURL, *, access: str = "write") -> Any:
+    """Build a store (sync or async form, unopened connections are lazy) from a URL.
+
+    ``access="read"`` promises the store will only be read: the plugin then creates and alters
+    nothing, and a missing store is :class:`~kvctl.errors.NoSuchStoreError` (see
+    :attr:`StoreURL.access`)."""
     parsed = url if isinstance(url, StoreURL) else StoreURL.parse(url)
     cls = load(parsed.scheme)
-    return cls.from_url(parsed)
+    return cls.from_url(parsed.for_access(access))

@@ -9,7 +9,7 @@ message kvctl prints uses that form.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from urllib.parse import parse_qsl, quote, unquote, urlsplit, urlunsplit
 
 from kvctl.errors import BadURLError
@@ -56,6 +56,11 @@ class StoreURL:
     port: int | None
     path: str
     options: dict[str, str] = field(default_factory=dict)
+    # What the command that opens the store will do with it; not part of the URL text.  "read":
+    # the command only reads, so the plugin must create, alter and upgrade nothing (no file,
+    # directory, table, trigger, pragma or journal mode) and raise NoSuchStoreError for a store
+    # that does not exist.  "write" (the default) may create a missing store.
+    access: str = "write"
 
     @classmethod
     def parse(cls, text: str) -> StoreURL:
@@ -83,6 +88,17 @@ class StoreURL:
             path=unquote(parts.path),
             options=options,
         )
+
+    @property
+    def reads_only(self) -> bool:
+        """True when the command that opens this store only reads it (see ``access``)."""
+        return self.access == "read"
+
+    def for_access(self, access: str) -> StoreURL:
+        """This URL opened for ``access`` ("read" or "write")."""
+        if access not in ("read", "write"):
+            raise ValueError(f"access must be 'read' or 'write', not {access!r}")
+        return self if access == self.access else replace(self, access=access)
 
     def hosts(self) -> list[tuple[str, int | None]]:
         """Every ``host[:port]`` of the URL's netloc, for URLs that name several (seed lists)."""

@@ -21,7 +21,7 @@ _CAPABILITY_COLUMNS = [
 
 def stats(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
     """Show the store's statistics (keys, sizes, backend specifics)."""
-    with open_store() as store:
+    with open_store(access="read") as store:
         data = store.stats()
         name = store_name(store)
     if as_json:
@@ -35,7 +35,7 @@ def ping(
 ) -> None:
     """Round-trip latency to the store (min/avg/max of single gets), like redis-cli --latency."""
     probe = b"kvctl:ping:" + os.urandom(4).hex().encode()
-    with open_store() as store:
+    with open_store(access="read") as store:
         store.get(probe)  # connect first; the first round trip includes the handshake
         times = []
         for _ in range(count):

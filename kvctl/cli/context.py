@@ -33,12 +33,15 @@ def resolve_url(url_or_profile: str | None) -> str:
     return url
 
 
-def open_store(url_or_profile: str | None = None) -> Any:
-    """The chosen store, in its sync form (one event loop for the command if it is async)."""
+def open_store(url_or_profile: str | None = None, *, access: str = "write") -> Any:
+    """The chosen store, in its sync form (one event loop for the command if it is async).
+
+    Commands that only read pass ``access="read"``: the store is then neither created nor
+    altered (:attr:`kvctl.url.StoreURL.access`)."""
     from kvctl.adapt import to_sync
     from kvctl.registry import open_url
 
-    return to_sync(open_url(resolve_url(url_or_profile or STATE.url)))
+    return to_sync(open_url(resolve_url(url_or_profile or STATE.url), access=access))
 
 
 def input_file(path: Path) -> Path:

@@ -31,7 +31,7 @@ def get(key: KeyArg) -> None:
     A missing key exits with status 1 and a message on stderr.
     """
     k = _key(key)
-    with open_store() as store:
+    with open_store(access="read") as store:
         rec = store.get(k)
         if rec is None:
             raise _missing(k, store)
@@ -110,7 +110,7 @@ def scan(
     """List keys (and values) under a prefix, in key order where the backend keeps one."""
     p = _key(prefix) if prefix else b""
     shown = 0
-    with open_store() as store:
+    with open_store(access="read") as store:
         for page in store.scan(p, batch_size=batch_size, keys_only=keys_only):
             for rec in page.records:
                 if limit is not None and shown >= limit:
@@ -138,7 +138,7 @@ def scan(
 def count(prefix: PrefixOpt = "") -> None:
     """Print the number of live keys (under a prefix)."""
     p = _key(prefix) if prefix else b""
-    with open_store() as store:
+    with open_store(access="read") as store:
         print(store.count(p))
 
 
@@ -150,7 +150,7 @@ def ttl(
     from kvctl.store import now_ms
 
     k = _key(key)
-    with open_store() as store:
+    with open_store(access="read") as store:
         rec = store.get(k)
         if rec is None:
             raise _missing(k, store)

@@ -263,9 +263,9 @@ def diff(
                        ignore_expiry=ignore_expiry)
 
     async def work() -> Any:
-        sa = open_async(a_url)
+        sa = open_async(a_url, access="read")
         try:
-            sb = open_async(b_url)
+            sb = open_async(b_url, access="read")
             try:
                 return await compare(sa, sb, opts)
             finally:
@@ -308,7 +308,7 @@ def export(
     kf = key_filter(prefix, glob)
 
     async def work(out: BinaryIO) -> Any:
-        store = open_async(store_url)
+        store = open_async(store_url, access="read")
         try:
             return await export_to(store, out, kind, key_filter=kf, batch_size=batch_size)
         finally:

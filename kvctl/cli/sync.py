@@ -71,7 +71,8 @@ async def _watch(plan: Any, interval_s: float, as_json: bool) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     totals: dict[str, Any] = {"runs": 0, "applied": 0, "max_lag_ms": None}
-    src, dst = to_async(open_url(plan.src_url)), to_async(open_url(plan.dst_url))
+    src = to_async(open_url(plan.src_url, access="write" if plan.two_way else "read"))
+    dst = to_async(open_url(plan.dst_url))
 
     def lag(event: str, data: dict[str, Any]) -> None:
         if data.get("lag_ms") is not None:  # known only for versioned changes (HLC time)

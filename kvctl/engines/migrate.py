@@ -172,7 +172,7 @@ def run(src_url: str, dst_url: str, plan: Plan, reporter: Reporter | None = None
 async def migrate_urls(src_url: str, dst_url: str, plan: Plan, reporter: Reporter) -> Summary:
     if src_url == dst_url:
         raise UsageError("source and destination are the same store")
-    src = open_async(src_url)
+    src = open_async(src_url, access="read")
     try:
         dst = open_async(dst_url)
         try:

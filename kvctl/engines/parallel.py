@@ -171,7 +171,7 @@ def run(src_url: str, dst_url: str, plan: Plan, reporter: Reporter | None = None
 
 async def _coordinate(src_url: str, dst_url: str, plan: Plan, reporter: Reporter) -> Summary:
     reporter = _Once(reporter)  # the workers' notes are often the same: say each once
-    src, dst = open_async(src_url), open_async(dst_url)
+    src, dst = open_async(src_url, access="read"), open_async(dst_url)
     try:
         for store in (src, dst):
             caps = store.capabilities

@@ -167,7 +167,7 @@ def create(url: str, path: Path, *, key_filter: KeyFilter | None = None, batch_s
     if since is not None:
         after = since_of(since)
         cursor, key_filter = after.cursor, _continued_filter(key_filter, after)
-    return asyncio.run(_with_store(url, lambda s: create_from(
+    return asyncio.run(_with_store(url, "read", lambda s: create_from(
         s, path, key_filter=key_filter, batch_size=batch_size, codec=codec, block_size=block_size,
         since=cursor)))
 
@@ -183,8 +183,8 @@ def _continued_filter(given: KeyFilter | None, after: Since) -> KeyFilter | None
     return given
 
 
-async def _with_store(url: str, work: Any) -> Any:
-    store = open_async(url)
+async def _with_store(url: str, access: str, work: Any) -> Any:
+    store = open_async(url, access=access)
     try:
         return await work(store)
     finally:
@@ -472,7 +472,7 @@ def restore(paths: Path | Sequence[Path], url: str, *, replace: bool = False, ba
             drop_ttl: bool = False) -> SnapshotSummary:
     """Restore one snapshot or a chain into the store at ``url`` (checked before it is opened)."""
     files = survey([paths] if isinstance(paths, Path | str) else list(paths))
-    return asyncio.run(_with_store(url, lambda s: _restore_chain(
+    return asyncio.run(_with_store(url, "write", lambda s: _restore_chain(
         files, s, replace=replace, batch_size=batch_size, drop_ttl=drop_ttl)))
 
 

@@ -18,8 +18,9 @@ from kvctl.registry import open_url
 from kvctl.store import AsyncStore, Record
 
 
-def open_async(url: str) -> AsyncStore:
-    return to_async(open_url(url))
+def open_async(url: str, *, access: str = "write") -> AsyncStore:
+    """The store at ``url`` in its async form; ``access="read"`` when the engine only reads it."""
+    return to_async(open_url(url, access=access))
 
 
 def describe(store: Any) -> str:

@@ -62,7 +62,7 @@ class CacheStore(StoreBase):
         if backend:
             if name:
                 raise BadURLError("a cache tier takes no name: cache://?max_bytes=...&backend=URL")
-            child = to_sync(open_url(backend))
+            child = to_sync(open_url(backend, access=url.access))
             # Named by backend, never by URL: the backend option may hold a password.
             where = f"cache over {child.name}"
             return cls(url, BoundedCache(max_bytes, max_age_ms=max_age, samples=samples), child, where)

@@ -63,7 +63,7 @@ class ShardStore(StoreBase):
         try:
             for spec in specs:
                 with ResolvingGuard([spec.profile or ""]):
-                    children.append(to_sync(open_url(spec.url)))
+                    children.append(to_sync(open_url(spec.url, access=url.access)))
         except BaseException:
             for child in children:
                 child.close()
