@@ -142,12 +142,14 @@ def test_subprocess_export_import_binary_pipe(env: dict[str, str], tmp_path: Pat
 
 def test_subprocess_export_csv_file_round_trip(env: dict[str, str], tmp_path: Path) -> None:
     src, dst = local("sqlite", tmp_path), local("sqlite", tmp_path)
-    write(src, [Record(b"a,b\"c\n", b"x,y"), Record(b"\xff", b"\x00"), Record("ü".encode(), b"")])
+    write(src, [Record(b"a,b\"c\n", b"x,y"), Record(b"\xff", b"\x00"), Record("ü".encode(), b""),
+                Record(b"k", b"abc\rdef"), Record(b"b:\r", b"\r")])  # a bare CR is quoted
     path = tmp_path / "dump.csv"
     assert kv(env, "export", src, "-o", str(path)).returncode == 0
     assert path.read_text().splitlines()[0] == "key,key_b64,value,value_b64,expires_at_ms,version,kind"
     assert kv(env, "import", str(path), dst).returncode == 0
     assert diff_urls(src, dst, ignore_expiry=False).equal
+    assert set(read_all(dst)) == set(read_all(src))  # no key invented from half a value
 
 
 def test_subprocess_secrets_are_redacted(env: dict[str, str]) -> None:
