@@ -50,6 +50,13 @@ def show(data: bytes, encoding: str) -> str:
     return data.decode("utf-8", "backslashreplace")
 
 
+def show_key(key: bytes, encoding: str = "text") -> str:
+    """A key for a one-line message, in ``encoding``, cut at 200 characters: a key can be far
+    longer than a message should be."""
+    text = show(key, encoding)
+    return text if len(text) <= 200 else text[:200] + "..."
+
+
 def json_bytes(out: dict[str, Any], name: str, data: bytes) -> None:
     try:
         out[name] = data.decode("utf-8")

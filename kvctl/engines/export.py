@@ -34,13 +34,13 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Literal
 
-from kvctl.codec import from_json_bytes, json_bytes
-from kvctl.errors import CorruptError, IncompleteError, StoreIOError, UsageError
+from kvctl.codec import from_json_bytes, json_bytes, show_key
+from kvctl.errors import CorruptError, StoreIOError, UsageError
 from kvctl.store import MAX_EXPIRY_MS, MAX_VERSION, AsyncStore, Page, Record, now_ms
 
 from .keyfilter import KeyFilter
 from .pipeline import pump
-from .storeops import has_typed_values, show_key, with_dumps
+from .storeops import has_typed_values, with_dumps
 from .transfer import BatchWriter, Counts, Policy, Problems, check_policy
 
 Format = Literal["jsonl", "csv"]
@@ -75,13 +75,8 @@ class ExportSummary:
         return out
 
     def check(self) -> None:
-        if self.incomplete:
-            key, kind = self.problems.incomplete[0]
-            raise IncompleteError(f"{self.incomplete} typed key(s) could not be carried "
-                                  f"(first: {show_key(key)!r}, a {kind})")
-        if self.counts is not None and self.counts.failed:
-            key, why = self.problems.failed[0]
-            raise IncompleteError(f"{self.counts.failed} record(s) failed (first: {show_key(key)!r}: {why})")
+        self.problems.check("export" if self.counts is None else "import", self.incomplete,
+                            0 if self.counts is None else self.counts.failed)
 
 
 # -- export ------------------------------------------------------------------------------------

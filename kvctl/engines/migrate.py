@@ -39,7 +39,7 @@ from . import checkpoint
 from .diff import DiffOptions, DiffResult, compare, extra_keys, same_expiry
 from .keyfilter import KeyFilter
 from .pipeline import pump
-from .storeops import describe, dump_many, has_typed_values, open_async, show_key
+from .storeops import describe, dump_many, has_typed_values, open_async
 from .transfer import BatchWriter, Counts, Policy, Problems, check_policy
 
 _key = attrgetter("key")
@@ -146,18 +146,7 @@ class Summary:
         """Raise the error the exit status must report, if any (after the summary is shown)."""
         if self.dry_run:
             return
-        c = self.counts
-        if c.incomplete or c.failed:
-            parts = []
-            if c.incomplete:
-                first = self.problems.incomplete[:1]
-                parts.append(f"{c.incomplete} typed key(s) the destination cannot hold" + (
-                    f" (first: {show_key(first[0][0])!r}, a {first[0][1]})" if first else ""))
-            if c.failed:
-                first_f = self.problems.failed[:1]
-                parts.append(f"{c.failed} key(s) failed" + (
-                    f" (first: {show_key(first_f[0][0])!r}: {first_f[0][1]})" if first_f else ""))
-            raise IncompleteError(f"copy incomplete: {'; '.join(parts)}")
+        self.problems.check("copy", self.counts.incomplete, self.counts.failed)
         if self.delete_refused:
             raise IncompleteError(f"extra keys left in the destination: {self.delete_refused}")
         if self.verify is not None and not self.verify.equal:

@@ -44,8 +44,8 @@ from typing import Any, BinaryIO
 
 from kvctl import __version__
 from kvctl.codec import show
-from kvctl.errors import FeedGapError, IncompleteError, LimitError, StoreIOError, UnsupportedError, UsageError
-from kvctl.store import TOMBSTONE, AsyncStore, Page, Record, check_limits, now_ms
+from kvctl.errors import FeedGapError, StoreIOError, UnsupportedError, UsageError
+from kvctl.store import TOMBSTONE, AsyncStore, Page, Record, now_ms
 
 from .fsutil import atomic_writer
 from .keyfilter import KeyFilter
@@ -59,7 +59,7 @@ from .snapformat import (
 )
 from .storeops import describe, has_typed_values, open_async, restore_many, with_dumps
 from .sync import apply_lww
-from .transfer import BatchWriter, Counts, Problems
+from .transfer import BatchWriter, Counts, Problems, store_what_fits, within_limits
 
 _kind = attrgetter("kind")
 _expiry = attrgetter("expires_at_ms")
@@ -126,10 +126,8 @@ class SnapshotSummary:
         return out
 
     def check(self) -> None:
-        if self.incomplete:
-            key, kind = self.problems.incomplete[0]
-            raise IncompleteError(f"{self.incomplete} typed key(s) could not be carried "
-                                  f"(first: {show(key, 'text')!r}, a {kind})")
+        self.problems.check("snapshot" if self.counts is None else "restore", self.incomplete,
+                            0 if self.counts is None else self.counts.failed)
 
 
 # -- create ------------------------------------------------------------------------------------
@@ -604,6 +602,16 @@ async def _apply_changes(store: AsyncStore, changes: list[Record], step: Step, p
                 rec = rec._replace(expires_at_ms=None)
         ready.append(rec)
     step.records += len(changes)
+
+    def refuse(rec: Record, reason: str) -> None:
+        step.failed += 1
+        problems.note_failed(rec.key, reason)
+
+    async def apply(part: list[Record]) -> None:
+        applied, stale = await apply_lww(store, part)
+        step.applied += applied
+        step.stale += stale
+
     # Typed values travel by restore_many, outside last-writer-wins (as in sync); runs keep the
     # file order between them and the changes around them.
     for typed, run in groupby(ready, key=_is_typed):
@@ -617,27 +625,7 @@ async def _apply_changes(store: AsyncStore, changes: list[Record], step: Step, p
                 for rec in batch:
                     problems.note_incomplete(rec.key, rec.kind or "?")
             continue
-        batch = _within_limits(store, batch, step, problems)
-        applied, stale = await apply_lww(store, batch)
-        step.applied += applied
-        step.stale += stale
-
-
-def _within_limits(store: AsyncStore, records: list[Record], step: Step, problems: Problems) -> list[Record]:
-    """The records the store can hold; the others reported by name and counted as failed."""
-    caps = store.capabilities
-    if caps.max_key_size is None and caps.max_value_size is None:
-        return records
-    out = []
-    for rec in records:
-        try:
-            check_limits(caps, store.name, rec.key, rec.value)
-        except LimitError as exc:
-            step.failed += 1
-            problems.note_failed(rec.key, exc.message)
-            continue
-        out.append(rec)
-    return out
+        await store_what_fits(apply, within_limits(store, batch, refuse), refuse)
 
 
 def meta_filter(meta: dict[str, Any]) -> KeyFilter:
