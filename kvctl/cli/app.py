@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from types import FrameType
 from typing import Annotated
 
 import typer
@@ -78,10 +79,26 @@ def main(argv: list[str] | None = None) -> None:
     write to standard output goes through one guard, so a full disk is exit 74 and a reader that
     went away (``kvctl scan | head``) a quiet 141, whichever command was writing.
     """
+    import signal
     import warnings
+
+    from kvctl.errors import EXIT_INTERRUPTED
 
     warnings.showwarning = show_warning
     stdout = guard_stdout()
+    terminated: list[int] = []
+
+    def on_sigterm(signum: int, frame: FrameType | None) -> None:
+        # SIGTERM stops a command as Ctrl-C does, so it saves its progress and says what it
+        # wrote: hand it to whatever handles SIGINT now (asyncio.run installs its own).
+        terminated.append(signum)
+        handler = signal.getsignal(signal.SIGINT)
+        if callable(handler):
+            handler(signal.SIGINT, frame)
+        else:  # SIGINT ignored (a background job): still stop
+            raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
     try:
         code = _run(argv)
         try:
@@ -89,7 +106,10 @@ def main(argv: list[str] | None = None) -> None:
         except OutputError as exc:
             code = _output_failed(exc, code)
     finally:
+        signal.signal(signal.SIGTERM, previous)
         sys.stdout = stdout
+    if terminated and code == EXIT_INTERRUPTED:
+        code = 128 + signal.SIGTERM  # 143: what a caller expects of a process it sent SIGTERM
     sys.exit(code)
 
 

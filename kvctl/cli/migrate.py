@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any, BinaryIO, Literal
 import typer
 
 from kvctl.cli.context import STATE, open_input_file, resolve_url
-from kvctl.cli.output import info, json_doc, warn
+from kvctl.cli.output import info, json_doc, note, warn
 from kvctl.codec import decode_arg, show_key
 
 if TYPE_CHECKING:
@@ -110,7 +110,7 @@ class ProgressBar:
         if self._progress is not None:
             self._progress.console.print(f"kvctl: {message}")
         else:
-            info(f"kvctl: {message}")
+            note(message)
 
 
 def _reporter(bar: ProgressBar) -> Any:
@@ -336,10 +336,17 @@ def import_(
     prefix: PrefixOpt = "",
     glob: GlobOpt = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", "-n", help="Parse and count. " + DRY_RUN_HELP)] = False,
+    from_line: Annotated[int, typer.Option(
+        "--from-line", min=1, help="Write only the records from this line on (an interrupted import says "
+        "where to resume); earlier lines are still read and checked.")] = 1,
     batch_size: BatchOpt = 5000,
     as_json: JsonOpt = False,
 ) -> None:
-    """Read an export back into a store, in batches (records already expired are skipped)."""
+    """Read an export back into a store, in batches (records already expired are skipped).
+
+    A malformed line stops the import (exit 65, naming the line).  A stopped import (an error,
+    Ctrl-C, SIGTERM) says how many records it wrote and the --from-line to resume from.
+    """
     import asyncio
 
     from kvctl.engines.export import guess_format, import_from
@@ -353,7 +360,8 @@ def import_(
         store = open_async(store_url)
         try:
             return await import_from(store, inp, kind, name, policy=on_conflict, batch_size=batch_size,
-                                     drop_ttl=drop_ttl, key_filter=kf, dry_run=dry_run)
+                                     drop_ttl=drop_ttl, key_filter=kf, dry_run=dry_run, from_line=from_line,
+                                     note=note)
         finally:
             await store.close()
 

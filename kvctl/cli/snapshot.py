@@ -14,7 +14,7 @@ import typer
 
 from kvctl.cli.context import STATE, input_file, resolve_url
 from kvctl.cli.migrate import BatchOpt, GlobOpt, JsonOpt, PrefixOpt, human_bytes, key_filter
-from kvctl.cli.output import info, json_doc, table, warn
+from kvctl.cli.output import info, json_doc, note, table, warn
 from kvctl.codec import show_key
 
 snapshot_app = typer.Typer(
@@ -137,7 +137,7 @@ def restore(
     for f in files:
         input_file(f)
     summary = snapshot.restore(files, resolve_url(url or STATE.url), replace=replace, batch_size=batch_size,
-                               drop_ttl=drop_ttl)
+                               drop_ttl=drop_ttl, note=note)
     if as_json:
         json_doc(summary.to_dict())
     else:
@@ -153,8 +153,8 @@ def restore(
         print(f"done in {summary.seconds:.2f} s" + (
             f"; the store is at change-feed position {summary.end_cursor} of the source"
             if summary.end_cursor else ""))
-        for note in summary.notes:
-            info(note)
+        for text in summary.notes:
+            info(text)
         for key, kind in summary.problems.incomplete[:100]:
             warn(f"not restored: {show_key(key, STATE.key_encoding)!r} is a {kind}")
         for key, why in summary.problems.failed[:100]:

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from kvctl.cli.context import STATE, resolve_url
-from kvctl.cli.output import info, json_doc
+from kvctl.cli.output import info, json_doc, note
 from kvctl.codec import show
 
 
@@ -55,7 +55,7 @@ def sync(
 async def _once(plan: Any) -> Any:
     from kvctl.engines.sync import sync as run
 
-    return await run(plan)
+    return await run(plan, note=note)
 
 
 async def _watch(plan: Any, interval_s: float, as_json: bool) -> None:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import csv
 import io
 import json
@@ -38,6 +39,7 @@ from kvctl.codec import from_json_bytes, json_bytes, show_key
 from kvctl.errors import CorruptError, StoreIOError, UsageError
 from kvctl.store import MAX_EXPIRY_MS, MAX_VERSION, AsyncStore, Page, Record, now_ms
 
+from . import stopped
 from .keyfilter import KeyFilter
 from .pipeline import pump
 from .storeops import has_typed_values, with_dumps
@@ -287,7 +289,14 @@ def read_records(inp: BinaryIO, fmt: Format, name: str) -> Iterator[Record]:
 
 async def import_from(store: AsyncStore, inp: BinaryIO, fmt: Format, name: str, *,
                       policy: Policy = "overwrite", batch_size: int = 5000, drop_ttl: bool = False,
-                      key_filter: KeyFilter | None = None, dry_run: bool = False) -> ExportSummary:
+                      key_filter: KeyFilter | None = None, dry_run: bool = False, from_line: int = 1,
+                      note: stopped.Note | None = None) -> ExportSummary:
+    """Write the dump's records into ``store`` in batches, in file order.
+
+    ``from_line``: records starting before this line are read and checked but not written (how
+    a stopped import resumes).  A stop says how many records are written and the line to resume
+    from (:mod:`.stopped`): every record before it is in the store.
+    """
     from .storeops import describe
 
     kf = key_filter or KeyFilter()
@@ -295,19 +304,32 @@ async def import_from(store: AsyncStore, inp: BinaryIO, fmt: Format, name: str, 
     writer = BatchWriter(store, policy=policy, drop_ttl=drop_ttl, dry_run=dry_run,
                          typed_ok=has_typed_values(store))
     t0 = time.perf_counter()
+    done_through = [from_line - 1]  # the last line of the last batch written
 
     async def pages() -> AsyncIterator[Page]:
         batch: list[Record] = []
-        for rec in read_records(inp, fmt, name):
-            if kf.matches(rec.key):
+        for line, rec in numbered_records(inp, fmt, name):
+            if line >= from_line and kf.matches(rec.key):
                 batch.append(rec)
                 if len(batch) >= batch_size:
-                    yield Page(batch, None)
+                    yield Page(batch, str(line))
                     batch = []
         if batch:
-            yield Page(batch, None)
+            yield Page(batch, str(line))
 
-    await pump(pages(), lambda page: writer.write(page.records), depth=2)
+    async def consume(page: Page) -> None:
+        await writer.write(page.records)
+        done_through[0] = int(page.cursor or 0)
+
+    def status() -> str:
+        # a batch in flight may land too: resuming writes it again, which changes nothing
+        if done_through[0] < 1:
+            return "before the first batch was written; rerun the import"
+        return (f"with every record through line {done_through[0]:,} of {name} done, "
+                f"{writer.counts.copied:,} written; resume with --from-line {done_through[0] + 1}")
+
+    with contextlib.nullcontext() if dry_run else stopped.saying(status, note or (lambda _: None)):
+        await pump(pages(), consume, depth=2)
     summary = ExportSummary(describe(store), records=writer.counts.read, expired=writer.counts.expired,
                             incomplete=writer.counts.incomplete, problems=writer.problems,
                             counts=writer.counts, seconds=time.perf_counter() - t0)

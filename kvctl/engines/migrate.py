@@ -32,10 +32,10 @@ from pathlib import Path
 from typing import Any
 
 from kvctl.codec import json_key
-from kvctl.errors import DifferenceError, IncompleteError, KvctlError, UsageError
+from kvctl.errors import DifferenceError, IncompleteError, UsageError
 from kvctl.store import AsyncStore, Page, Record, now_ms
 
-from . import checkpoint
+from . import checkpoint, stopped
 from .diff import DiffOptions, DiffResult, compare, extra_keys, same_expiry
 from .keyfilter import KeyFilter
 from .pipeline import pump
@@ -256,19 +256,19 @@ async def _copy(src: AsyncStore, writer: BatchWriter | ResumeWriter, kf: KeyFilt
                 since, last_save = 0, now
         reporter.progress(Progress("copy", writer.counts, total[0], time.perf_counter() - t0))
 
+    # the count is what the checkpoint holds, not the batch in flight
+    said = contextlib.nullcontext() if plan.dry_run else stopped.saying(
+        lambda: f"after {cp.counts.get('read', 0):,} keys; progress saved: rerun with --resume to continue",
+        reporter.note)
     try:
-        await pump(source_pages(src, kf, plan, cp.cursor), consume, plan.queue_depth)
-    except BaseException as exc:
-        if not plan.dry_run:
-            with contextlib.suppress(Exception):  # never hide the original error
-                cp.save(cp_path)
-                if isinstance(exc, KvctlError):
-                    if exc.hint is None:  # errors stay one line: the advice goes in the hint
-                        exc.hint = "progress saved: rerun with --resume to continue"
-                else:  # Ctrl-C, a cancellation: count what the checkpoint holds, not the batch in flight
-                    reporter.note(f"stopped after {cp.counts.get('read', 0):,} keys; progress saved: rerun "
-                                  "with --resume to continue")
-        raise
+        with said:
+            try:
+                await pump(source_pages(src, kf, plan, cp.cursor), consume, plan.queue_depth)
+            except BaseException:
+                if not plan.dry_run:
+                    with contextlib.suppress(Exception):  # never hide the original error
+                        cp.save(cp_path)
+                raise
     finally:
         if counter is not None:
             counter.cancel()

@@ -47,6 +47,7 @@ from kvctl.codec import show
 from kvctl.errors import FeedGapError, StoreIOError, UnsupportedError, UsageError
 from kvctl.store import TOMBSTONE, AsyncStore, Page, Record, now_ms
 
+from . import stopped
 from .fsutil import atomic_writer
 from .keyfilter import KeyFilter
 from .pipeline import Prefetch, pump
@@ -467,21 +468,26 @@ def _order_hint(files: list[ChainFile]) -> str | None:
 
 # -- restore -----------------------------------------------------------------------------------
 def restore(paths: Path | Sequence[Path], url: str, *, replace: bool = False, batch_size: int = 5000,
-            drop_ttl: bool = False) -> SnapshotSummary:
-    """Restore one snapshot or a chain into the store at ``url`` (checked before it is opened)."""
+            drop_ttl: bool = False, note: stopped.Note | None = None) -> SnapshotSummary:
+    """Restore one snapshot or a chain into the store at ``url`` (checked before it is opened).
+
+    A restore that stops part-way says how many records it wrote (:mod:`.stopped`): in the
+    error's hint, or through ``note`` on an interruption."""
     files = survey([paths] if isinstance(paths, Path | str) else list(paths))
     return asyncio.run(_with_store(url, "write", lambda s: _restore_chain(
-        files, s, replace=replace, batch_size=batch_size, drop_ttl=drop_ttl)))
+        files, s, replace=replace, batch_size=batch_size, drop_ttl=drop_ttl, note=note)))
 
 
 async def restore_into(paths: Path | Sequence[Path], store: AsyncStore, *, replace: bool = False,
-                       batch_size: int = 5000, drop_ttl: bool = False) -> SnapshotSummary:
+                       batch_size: int = 5000, drop_ttl: bool = False,
+                       note: stopped.Note | None = None) -> SnapshotSummary:
     files = survey([paths] if isinstance(paths, Path | str) else list(paths))
-    return await _restore_chain(files, store, replace=replace, batch_size=batch_size, drop_ttl=drop_ttl)
+    return await _restore_chain(files, store, replace=replace, batch_size=batch_size, drop_ttl=drop_ttl,
+                                note=note)
 
 
 async def _restore_chain(files: list[ChainFile], store: AsyncStore, *, replace: bool, batch_size: int,
-                         drop_ttl: bool) -> SnapshotSummary:
+                         drop_ttl: bool, note: stopped.Note | None = None) -> SnapshotSummary:
     t0 = time.perf_counter()
     if replace and files[0].kind != FULL:
         raise UsageError("--replace needs a full snapshot first in the chain: an incremental snapshot holds "
@@ -498,18 +504,27 @@ async def _restore_chain(files: list[ChainFile], store: AsyncStore, *, replace: 
     if files[0].kind == INCREMENTAL:
         summary.notes.append(f"{files[0].path} was applied to the store as it was: it continues from cursor "
                              f"{files[0].base}, which kvctl cannot check the store had reached")
-    for f in files:
-        assert f.checked is not None
-        step = Step(str(f.path), f.kind, f.base, f.end)
-        summary.blocks += f.checked.blocks
-        summary.size += f.checked.size
-        if f.kind == FULL:
-            await _restore_full(f, store, step, summary, replace=replace, batch_size=batch_size,
-                                drop_ttl=drop_ttl)
-        else:
-            await _apply_incremental(f, store, step, summary.problems, batch_size=batch_size)
-        summary.steps.append(step)
-        _add_step(summary, step)
+    steps: list[Step] = []  # the one being applied last: its counts grow batch by batch
+
+    def status() -> str:
+        done = sum(s.applied for s in steps)
+        where = f" in {steps[-1].path}" if len(files) > 1 and steps else ""
+        return f"after {done:,} records written{where}; rerun the same restore to finish"
+
+    with stopped.saying(status, note or (lambda _: None)):
+        for f in files:
+            assert f.checked is not None
+            step = Step(str(f.path), f.kind, f.base, f.end)
+            steps.append(step)
+            summary.blocks += f.checked.blocks
+            summary.size += f.checked.size
+            if f.kind == FULL:
+                await _restore_full(f, store, step, summary, replace=replace, batch_size=batch_size,
+                                    drop_ttl=drop_ttl)
+            else:
+                await _apply_incremental(f, store, step, summary.problems, batch_size=batch_size)
+            summary.steps.append(step)
+            _add_step(summary, step)
     summary.seconds = time.perf_counter() - t0
     return summary
 
@@ -556,7 +571,11 @@ async def _restore_full(f: ChainFile, store: AsyncStore, step: Step, summary: Sn
             if pending:
                 yield Page(pending, None)
 
-        await pump(pages(), lambda page: writer.write(page.records), depth=2)
+        async def consume(page: Page) -> None:
+            await writer.write(page.records)
+            step.applied = writer.counts.copied  # what a stop reports
+
+        await pump(pages(), consume, depth=2)
     c = writer.counts
     step.records, step.applied, step.stale, step.expired = c.read, c.copied, c.skipped, c.expired
     step.incomplete, step.failed, step.ttl_dropped = c.incomplete, c.failed, c.ttl_dropped

@@ -46,6 +46,8 @@ from kvctl.registry import open_url
 from kvctl.store import TOMBSTONE, AsyncStore, Record, newer, now_ms
 from kvctl.url import redact
 
+from . import stopped
+
 STATE_VERSION = 1
 
 
@@ -187,11 +189,13 @@ class SyncPlan:
 class SyncEngine:
     """One sync run (or a watch loop) between two open stores."""
 
-    def __init__(self, plan: SyncPlan, src: AsyncStore, dst: AsyncStore, progress: Progress | None = None) -> None:
+    def __init__(self, plan: SyncPlan, src: AsyncStore, dst: AsyncStore, progress: Progress | None = None,
+                 note: stopped.Note | None = None) -> None:
         self.plan = plan
         self.src = src
         self.dst = dst
         self.progress = progress or (lambda event, data: None)
+        self.note = note or (lambda message: None)  # says what a run that stops part-way applied
         self.path = state_path(plan.state_dir, plan.src_url, plan.dst_url, plan.two_way)
         self._sent: dict[int, set[tuple[bytes, int | None]]] = {id(src): set(), id(dst): set()}
         self.state = {} if plan.force_full else load_state(self.path)
@@ -230,18 +234,22 @@ class SyncEngine:
         result = SyncResult()
         src_feed = self.src.capabilities.change_feed
         cursor = self.state.get("src_cursor")
-        if cursor is not None and src_feed:
-            try:
-                await (self._two_way_feed(result) if self.plan.two_way else self._one_way_feed(result, cursor))
-            except FeedGapError as gap:
-                result.fallback = f"change feed gap: {gap}"
+        # A rerun sends nothing twice: a feed run saves its cursor after every page, and a
+        # comparison finds what was applied already equal.
+        with stopped.saying(lambda: f"after {result.applied_to_dst + result.applied_to_src:,} changes applied; "
+                            "rerun the sync to finish", self.note):
+            if cursor is not None and src_feed:
+                try:
+                    await (self._two_way_feed(result) if self.plan.two_way else self._one_way_feed(result, cursor))
+                except FeedGapError as gap:
+                    result.fallback = f"change feed gap: {gap}"
+                    await self._diff_pass(result)
+            else:
+                if not src_feed:
+                    result.fallback = f"the source ({self.src.name}) has no change feed: comparing both stores"
+                elif self.state:
+                    result.fallback = "no saved cursor for this pair: comparing both stores"
                 await self._diff_pass(result)
-        else:
-            if not src_feed:
-                result.fallback = f"the source ({self.src.name}) has no change feed: comparing both stores"
-            elif self.state:
-                result.fallback = "no saved cursor for this pair: comparing both stores"
-            await self._diff_pass(result)
         result.src_cursor = self.state.get("src_cursor")
         result.dst_cursor = self.state.get("dst_cursor")
         result.seconds = time.monotonic() - started
@@ -381,12 +389,12 @@ def _lag(records: list[Record]) -> int | None:
     return max(0, now_ms() - physical_ms(max(versions))) if versions else None
 
 
-async def sync(plan: SyncPlan, progress: Progress | None = None) -> SyncResult:
+async def sync(plan: SyncPlan, progress: Progress | None = None, note: stopped.Note | None = None) -> SyncResult:
     """Open both stores, run one sync, close them."""
     src = to_async(open_url(plan.src_url, access="write" if plan.two_way else "read"))
     dst = to_async(open_url(plan.dst_url))
     try:
-        return await SyncEngine(plan, src, dst, progress).run_once()
+        return await SyncEngine(plan, src, dst, progress, note).run_once()
     finally:
         await src.close()
         await dst.close()
