@@ -159,6 +159,7 @@ def test_typed_values_travel_as_dumps() -> None:
     (b'{"key": "a", "key_b64": "YQ==", "value": "v"}\n', 1),
     (b'{"key": "a", "value": "v", "value_b64": "dg=="}\n', 1),
     (b'{"key": "a", "value": "v", "expires_at": 1}\n', 1),  # a misspelt field is not ignored
+    (b'{"key": "a", "value": "v"}\n{"key": "b", "value": "v", "key": "c"}\n', 2),  # json keeps the last
 ])
 def test_malformed_jsonl_names_the_line(data: bytes, line: int) -> None:
     with pytest.raises(CorruptError, match=f"line {line}:"):

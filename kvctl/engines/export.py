@@ -207,10 +207,22 @@ def _record(obj: dict[str, Any]) -> Record:
                   _int_field(obj.get("version"), "version", MAX_VERSION), kind)
 
 
+def _unique_names(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        names = [name for name, _ in pairs]
+        raise ValueError(f"field {next(n for n in names if names.count(n) > 1)!r} is given twice")
+    return obj
+
+
 def _from_json(line: bytes) -> Record:
     obj = json.loads(line)
     if not isinstance(obj, dict):
         raise ValueError("not a JSON object")
+    if line.count(b'":') > len(obj):
+        # perhaps a field given twice, which json.loads settles silently by keeping the last:
+        # look closer (rarely: the cheap count also sees '":' inside a string)
+        json.loads(line, object_pairs_hook=_unique_names)
     return _record(obj)
 
 
