@@ -59,8 +59,8 @@ from .snapformat import (
     default_codec,
 )
 from .storeops import describe, has_typed_values, open_async, restore_many, with_dumps
-from .sync import apply_lww
-from .transfer import BatchWriter, Counts, Problems, store_what_fits, within_limits
+from .sync import apply_storable
+from .transfer import BatchWriter, Counts, Problems
 
 _kind = attrgetter("kind")
 _expiry = attrgetter("expires_at_ms")
@@ -626,11 +626,6 @@ async def _apply_changes(store: AsyncStore, changes: list[Record], step: Step, p
         step.failed += 1
         problems.note_failed(rec.key, reason)
 
-    async def apply(part: list[Record]) -> None:
-        applied, stale = await apply_lww(store, part)
-        step.applied += applied
-        step.stale += stale
-
     # Typed values travel by restore_many, outside last-writer-wins (as in sync); runs keep the
     # file order between them and the changes around them.
     for typed, run in groupby(ready, key=_is_typed):
@@ -644,7 +639,9 @@ async def _apply_changes(store: AsyncStore, changes: list[Record], step: Step, p
                 for rec in batch:
                     problems.note_incomplete(rec.key, rec.kind or "?")
             continue
-        await store_what_fits(apply, within_limits(store, batch, refuse), refuse)
+        applied, stale = await apply_storable(store, batch, refuse)
+        step.applied += applied
+        step.stale += stale
 
 
 def meta_filter(meta: dict[str, Any]) -> KeyFilter:

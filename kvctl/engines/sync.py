@@ -47,6 +47,7 @@ from kvctl.store import TOMBSTONE, AsyncStore, Record, newer, now_ms
 from kvctl.url import redact
 
 from . import stopped
+from .transfer import Refuse, store_what_fits, within_limits
 
 STATE_VERSION = 1
 
@@ -71,6 +72,8 @@ class SyncResult:
     conflicts: list[Conflict] = field(default_factory=list)
     # keys of non-bytes types (Redis hashes...) the other side cannot hold: reported, not dropped
     skipped_typed: list[bytes] = field(default_factory=list)
+    # records the receiving store refused (over a limit, an empty key in LMDB): (key, reason)
+    failed: list[tuple[bytes, str]] = field(default_factory=list)
     src_cursor: str | None = None
     dst_cursor: str | None = None
     seconds: float = 0.0
@@ -84,6 +87,7 @@ class SyncResult:
             for c in self.conflicts
         ]
         out["skipped_typed"] = [json_key(k) for k in self.skipped_typed]
+        out["failed"] = [{**json_key(k), "reason": why} for k, why in self.failed]
         return out
 
 
@@ -152,6 +156,20 @@ async def apply_lww(store: AsyncStore, changes: list[Record]) -> tuple[int, int]
     if deletes:
         await store.delete_many(deletes)
     return len(winners), len(changes) - len(winners)
+
+
+async def apply_storable(store: AsyncStore, changes: list[Record], refuse: Refuse) -> tuple[int, int]:
+    """:func:`apply_lww`, with the records ``store`` cannot hold set aside through ``refuse`` (the
+    rule migrate, import and restore follow: :func:`~kvctl.engines.transfer.store_what_fits`)."""
+    totals = [0, 0]
+
+    async def apply(part: list[Record]) -> None:
+        applied, stale = await apply_lww(store, part)
+        totals[0] += applied
+        totals[1] += stale
+
+    await store_what_fits(apply, within_limits(store, changes, refuse), refuse)
+    return totals[0], totals[1]
 
 
 def _latest_per_key(changes: Iterable[Record]) -> list[Record]:
@@ -224,7 +242,8 @@ class SyncEngine:
                 restored = len(dumps)
             else:
                 result.skipped_typed.extend(r.key for r in typed)
-        applied, stale = await apply_lww(target, records)
+        applied, stale = await apply_storable(target, records,
+                                              lambda rec, why: result.failed.append((rec.key, why)))
         if self.plan.two_way:  # remembered so their echoes in the target's feed can be stepped over
             self._sent[id(target)].update((r.key, r.version) for r in records)
         return applied + restored, stale
@@ -253,7 +272,7 @@ class SyncEngine:
         result.src_cursor = self.state.get("src_cursor")
         result.dst_cursor = self.state.get("dst_cursor")
         result.seconds = time.monotonic() - started
-        result.converged = not result.skipped_typed
+        result.converged = not result.skipped_typed and not result.failed
         self._save(durable=True, last_run_ms=now_ms())
         return result
 
