@@ -167,7 +167,7 @@ def migrate(
     when both sides support them, otherwise reported by name (exit 8).  Exit codes: 0 done;
     1 --verify found differences; 4 unsupported (e.g. a TTL key into a backend without TTLs,
     use --drop-ttl); 6 --on-conflict fail met an existing key; 8 incomplete copy or
-    --delete-extra refused; 130 interrupted (progress saved: rerun with --resume).
+    --delete-extra refused; 130 interrupted, 143 by SIGTERM (progress saved: rerun with --resume).
     """
     from kvctl.engines import migrate as engine
 
