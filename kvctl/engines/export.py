@@ -317,6 +317,8 @@ async def import_from(store: AsyncStore, inp: BinaryIO, fmt: Format, name: str, 
                          typed_ok=has_typed_values(store))
     t0 = time.perf_counter()
     done_through = [from_line - 1]  # the last line of the last batch written
+    # each page's cursor is the line of its last record: once the page is written, every record
+    # up to that line is in the store
 
     async def pages() -> AsyncIterator[Page]:
         batch: list[Record] = []
@@ -340,7 +342,7 @@ async def import_from(store: AsyncStore, inp: BinaryIO, fmt: Format, name: str, 
         return (f"with every record through line {done_through[0]:,} of {name} done, "
                 f"{writer.counts.copied:,} written; resume with --from-line {done_through[0] + 1}")
 
-    with contextlib.nullcontext() if dry_run else stopped.saying(status, note or (lambda _: None)):
+    with contextlib.nullcontext() if dry_run else stopped.saying(status, note):
         await pump(pages(), consume, depth=2)
     summary = ExportSummary(describe(store), records=writer.counts.read, expired=writer.counts.expired,
                             incomplete=writer.counts.incomplete, problems=writer.problems,

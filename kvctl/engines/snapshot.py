@@ -511,7 +511,7 @@ async def _restore_chain(files: list[ChainFile], store: AsyncStore, *, replace: 
         where = f" in {steps[-1].path}" if len(files) > 1 and steps else ""
         return f"after {done:,} records written{where}; rerun the same restore to finish"
 
-    with stopped.saying(status, note or (lambda _: None)):
+    with stopped.saying(status, note):
         for f in files:
             assert f.checked is not None
             step = Step(str(f.path), f.kind, f.base, f.end)

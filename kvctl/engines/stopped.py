@@ -20,10 +20,10 @@ Note = Callable[[str], None]
 
 
 @contextlib.contextmanager
-def saying(status: Callable[[], str], note: Note) -> Iterator[None]:
+def saying(status: Callable[[], str], note: Note | None) -> Iterator[None]:
     """On a failure inside the block, add "stopped <status>" to the error's hint; on an
-    interruption, note it.  ``status`` is called only then, so it reads the counts at the stop:
-    e.g. ``after 5,000 records written; rerun ...``."""
+    interruption, tell ``note`` (None: tell no one).  ``status`` is called only then, so it
+    reads the counts at the stop: e.g. ``after 5,000 records written; rerun ...``."""
     try:
         yield
     except KvctlError as exc:
@@ -32,6 +32,7 @@ def saying(status: Callable[[], str], note: Note) -> Iterator[None]:
         raise
     except (Exception, KeyboardInterrupt, asyncio.CancelledError):
         # an interruption, or an internal error the cli reports on its own line
-        with contextlib.suppress(Exception):  # never hide the original
-            note(f"stopped {status()}")
+        if note is not None:
+            with contextlib.suppress(Exception):  # never hide the original
+                note(f"stopped {status()}")
         raise

@@ -213,7 +213,7 @@ class SyncEngine:
         self.src = src
         self.dst = dst
         self.progress = progress or (lambda event, data: None)
-        self.note = note or (lambda message: None)  # says what a run that stops part-way applied
+        self.note = note  # told what a run that stops part-way applied
         self.path = state_path(plan.state_dir, plan.src_url, plan.dst_url, plan.two_way)
         self._sent: dict[int, set[tuple[bytes, int | None]]] = {id(src): set(), id(dst): set()}
         self.state = {} if plan.force_full else load_state(self.path)

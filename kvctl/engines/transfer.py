@@ -141,7 +141,7 @@ async def store_what_fits(write: Callable[[list[Record]], Awaitable[object]], re
     the batch is halved until the refused records stand alone; they go to ``refuse`` and the rest
     is written.  This relies on the store contract that a refused write changes nothing.  When
     many records in a row are refused alone the cause is not theirs (a server out of memory):
-    the error is raised, and the copy stops as before.  Returns the records written.
+    the error is raised and the copy stops.  Returns the records written.
     """
     written: list[Record] = []
     refused: list[tuple[Record, str]] = []
