@@ -50,6 +50,13 @@ def show(data: bytes, encoding: str) -> str:
     return data.decode("utf-8", "backslashreplace")
 
 
+def show_key(key: bytes, encoding: str = "text") -> str:
+    """A key for a one-line message, in ``encoding``, cut at 200 characters: a key can be far
+    longer than a message should be."""
+    text = show(key, encoding)
+    return text if len(text) <= 200 else text[:200] + "..."
+
+
 def json_bytes(out: dict[str, Any], name: str, data: bytes) -> None:
     try:
         out[name] = data.decode("utf-8")
@@ -65,6 +72,10 @@ def json_key(key: bytes) -> dict[str, Any]:
 
 
 def from_json_bytes(obj: dict[str, Any], name: str) -> bytes | None:
+    """The bytes field ``name`` of kvctl's JSON: ``name`` (UTF-8 text) or ``name_b64``; None when
+    neither is there.  Both at once is ambiguous and refused, never resolved by a silent choice."""
+    if name in obj and f"{name}_b64" in obj:
+        raise UsageError(f"both {name} and {name}_b64 are given")
     if name in obj:
         value = obj[name]
         if not isinstance(value, str):
@@ -73,6 +84,6 @@ def from_json_bytes(obj: dict[str, Any], name: str) -> bytes | None:
     if f"{name}_b64" in obj:
         try:
             return base64.b64decode(obj[f"{name}_b64"], validate=True)
-        except (binascii.Error, TypeError):
+        except (binascii.Error, TypeError, ValueError):
             raise UsageError(f"field {name}_b64 is not valid base64") from None
     return None

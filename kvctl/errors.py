@@ -25,6 +25,7 @@ code below.  Messages never contain secrets: URLs are redacted before they are p
     │   └── TimeoutError_           exit 69  an operation timed out
     └── AuthError                   exit 77  wrong password, token or permission
     (Ctrl-C)                        exit 130
+    (SIGTERM, handled as Ctrl-C)    exit 143
 """
 
 from __future__ import annotations
@@ -131,6 +132,7 @@ class AuthError(KvctlError):
 
 
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143  # 128 + SIGTERM: what a caller expects of a process it sent SIGTERM
 
 
 def one_line(what: BaseException | str, *, limit: int = 300, first_line: bool = False) -> str:
@@ -163,6 +165,7 @@ def translating(driver_errors: tuple[type[BaseException], ...],
 
 __all__ = [
     "EXIT_INTERRUPTED",
+    "EXIT_TERMINATED",
     "AuthError",
     "BadURLError",
     "ConflictError",

@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from test_migrate_support import (
     DictStore,
     all_families,
@@ -26,7 +28,7 @@ from kvctl.engines.export import export_to, guess_format, import_from
 from kvctl.engines.keyfilter import KeyFilter
 from kvctl.engines.storeops import open_async
 from kvctl.errors import CorruptError, IncompleteError, UnsupportedError
-from kvctl.store import Capabilities, Record, now_ms
+from kvctl.store import MAX_EXPIRY_MS, MAX_VERSION, Capabilities, Record, now_ms
 
 
 def export_bytes(store: Any, fmt: str = "jsonl", **kw: Any) -> bytes:
@@ -142,18 +144,91 @@ def test_typed_values_travel_as_dumps() -> None:
 
 
 @pytest.mark.parametrize(("data", "line"), [
-    (b'{"key": "a"}\nnot json\n', 2),
+    (b'{"key": "a", "value": ""}\nnot json\n', 2),
     (b'{"value": "no key"}\n', 1),
     (b'{"key": "a", "expires_at_ms": "soon"}\n', 1),
     (b'{"key_b64": "***"}\n', 1),
     (b'[1, 2]\n', 1),
-    (b'{"key": "a"}\n{"key": "b", "expires_at_ms": 100000000000000000000}\n', 2),  # past 2109
+    (b'{"key": "a", "value": ""}\n{"key": "b", "value": "", "expires_at_ms": 100000000000000000000}\n', 2),
     (b'{"key": "a", "expires_at_ms": -5}\n', 1),
     (b'{"key": "a", "version": 9223372036854775808}\n', 1),  # over a signed 64-bit column
+    (b'{"key": "a", "value": ""}\n{"key": "b"}\n', 2),  # no value: not the empty value
+    (b'{"key": "a", "value": "v", "expires_at_ms": 1.5}\n', 1),
+    (b'{"key": "a", "value": "v", "version": "7"}\n', 1),
+    (b'{"key": "a", "value": "v", "version": true}\n', 1),
+    (b'{"key": "a", "key_b64": "YQ==", "value": "v"}\n', 1),
+    (b'{"key": "a", "value": "v", "value_b64": "dg=="}\n', 1),
+    (b'{"key": "a", "value": "v", "expires_at": 1}\n', 1),  # a misspelt field is not ignored
+    (b'{"key": "a", "value": "v"}\n{"key": "b", "value": "v", "key": "c"}\n', 2),  # json keeps the last
 ])
 def test_malformed_jsonl_names_the_line(data: bytes, line: int) -> None:
     with pytest.raises(CorruptError, match=f"line {line}:"):
         import_bytes(DictStore(), data)
+
+
+@pytest.mark.parametrize(("data", "line", "why"), [
+    (b'key,value\n"unterminated,1\n', 2, "not closed"),
+    (b'key,value\nok,1\n"unterminated,1\nb,2\n', 3, "not closed"),
+    (b'key,value\na\n', 2, "1 fields where the header has 2"),
+    (b'key,value\na,1,extra,fields\n', 2, "4 fields"),
+    (b'key,value\nok,1\n"multi\nline",2,x\n', 3, "3 fields"),
+    (b'key,value,version\na,v,1.5\n', 2, "version must be an integer"),
+    (b'key,value,expires_at_ms\na,v, 7\n', 2, "expires_at_ms must be an integer"),
+    (b'key,value,version\na,v,1_0\n', 2, "version must be an integer"),
+    (b'key,key_b64,value,value_b64\na,YQ==,v,\n', 2, "both key and key_b64"),
+    (b'key,key_b64,value,value_b64\na,,v,dg==\n', 2, "both value and value_b64"),
+    (b'key,value\na,"x"y\n', 2, "expected after"),
+    (b'key,value,value_b64\na,,***\n', 2, "base64"),
+])
+def test_malformed_csv_names_the_line(data: bytes, line: int, why: str) -> None:
+    dst = DictStore()
+    with pytest.raises(CorruptError, match=f"line {line}: .*{why}"):
+        import_bytes(dst, data, "csv")
+
+
+@pytest.mark.parametrize("header", [b"key,value,colour", b"key,key,value", b"key,expires_at_ms"])
+def test_csv_header_must_name_known_columns(header: bytes) -> None:
+    with pytest.raises(CorruptError, match="not a kvctl CSV export"):
+        import_bytes(DictStore(), header + b"\n", "csv")
+
+
+@pytest.mark.parametrize(("fmt", "data"), [
+    ("csv", b"\xef\xbb\xbfkey,value\na,1\n"),  # Excel's "CSV UTF-8"
+    ("jsonl", b'\xef\xbb\xbf{"key": "a", "value": "1"}\n'),
+])
+def test_a_byte_order_mark_is_not_data(fmt: str, data: bytes) -> None:
+    dst = DictStore()
+    import_bytes(dst, data, fmt).check()
+    assert dst.data == {b"a": Record(b"a", b"1")}
+
+
+def test_csv_quotes_a_bare_carriage_return() -> None:
+    store = DictStore()
+    t = now_ms() + 60_000
+    store.data = {b"k": Record(b"k", b"abc\rdef", None, 5), b"b:\r": Record(b"b:\r", b"x", t, 6),
+                  b"k2": Record(b"k2", b"fine", None, 7)}
+    data = export_bytes(store, "csv")
+    assert b'"abc\rdef"' in data and b'"b:\r"' in data and b"\nk2,,fine,,,7,\n" in data
+    back = DictStore()
+    import_bytes(back, data, "csv").check()
+    assert back.data == store.data
+
+
+_bytes = st.binary(max_size=40) | st.sampled_from([b"", b"\r", b"\n", b"\r\n", b"\x00", b'"', b",", b"\xff\xfe",
+                                                   b'a,"b"\r\nc', "ключ:🔑".encode(), b"\xef\xbb\xbf"])
+_records = st.dictionaries(
+    _bytes, st.tuples(_bytes, st.none() | st.integers(now_ms() + 3_600_000, MAX_EXPIRY_MS),
+                      st.none() | st.integers(0, MAX_VERSION)), max_size=12)
+
+
+@settings(max_examples=300, deadline=None)
+@given(records=_records, fmt=st.sampled_from(["jsonl", "csv"]))
+def test_any_bytes_round_trip_exactly(records: dict[bytes, tuple[bytes, int | None, int | None]], fmt: str) -> None:
+    store = DictStore()
+    store.data = {k: Record(k, v, exp, ver) for k, (v, exp, ver) in records.items()}
+    back = DictStore()
+    import_bytes(back, export_bytes(store, fmt), fmt, batch_size=3).check()
+    assert back.data == store.data
 
 
 def test_malformed_csv_is_refused() -> None:

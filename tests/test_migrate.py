@@ -18,6 +18,7 @@ from kvctl.errors import (
     ConflictError,
     DifferenceError,
     IncompleteError,
+    LimitError,
     UnavailableError,
     UnsupportedError,
     UsageError,
@@ -355,6 +356,64 @@ def test_a_real_backend_refusing_oversize_keys_gets_the_rest(state_dir: Path, tm
     assert set(read_all(dst)) == {b"ok%d" % i for i in range(5)}
     with pytest.raises(IncompleteError):
         s.check()
+
+
+class RefusingStore(DictStore):
+    """Refuses, with a LimitError no capability declares, every write holding one of ``refused``
+    (as LMDB refuses an empty key), or every write at all (as a server out of memory does)."""
+
+    def __init__(self, refused: set[bytes] | None = None, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.refused = refused
+
+    async def set_many(self, records: Any) -> None:
+        batch = list(records)
+        if self.refused is None or any(r.key in self.refused for r in batch):
+            raise LimitError("dicttest cannot store this")
+        await super().set_many(batch)
+
+
+def test_a_record_refused_by_an_undeclared_limit_is_set_aside(state_dir: Path) -> None:
+    src = filled(40)
+    bad = {b"k03", b"k17", b"k18", b"k39"}
+    dst = RefusingStore(bad)
+    s = run(src, dst, Plan(batch_size=25))
+    assert set(dst.data) == set(src.data) - bad
+    assert s.counts.copied == 36 and s.counts.failed == 4 and s.counts.read == 40
+    assert sorted(k for k, _ in s.problems.failed) == sorted(bad)
+    assert all(why == "dicttest cannot store this" for _, why in s.problems.failed)
+    with pytest.raises(IncompleteError, match="4 key"):
+        s.check()
+
+
+def test_a_refusal_of_everything_stops_the_copy(state_dir: Path) -> None:
+    dst = RefusingStore()  # out of memory: no record is to blame, so none is listed as one
+    with pytest.raises(LimitError, match="cannot store"):
+        run(filled(100), dst, Plan(batch_size=50))
+    assert not dst.data
+
+
+@pytest.mark.parametrize("family", ["lmdb", "postgres", "file", "sqlite"])
+def test_unstorable_keys_are_skipped_and_listed_on_every_backend(family: str, state_dir: Path,
+                                                                 tmp_path: Path) -> None:
+    from test_migrate_support import all_families, fresh_url, read_all, write
+
+    if family not in all_families():
+        pytest.skip(f"{family} is not installed")
+    src, dst = f"memory://unstorable-{family}", fresh_url(family, tmp_path)
+    keys = [b"", b"a" * 512, b"b" * 2700, b"k" * 70_000] + [b"ok%d" % i for i in range(5)]
+    write(src, [Record(k, b"v") for k in keys])
+    write(dst, [])
+    s = run_urls(src, dst, Plan(batch_size=100))
+    held = set(read_all(dst))
+    failed = {k for k, _ in s.problems.failed}
+    assert {b"ok%d" % i for i in range(5)} <= held and held | failed == set(keys) and not held & failed
+    assert s.counts.copied == len(held) and s.counts.failed == len(failed)
+    if family == "lmdb":
+        assert failed == {b"", b"a" * 512, b"b" * 2700, b"k" * 70_000}
+    if failed:
+        with pytest.raises(IncompleteError):
+            s.check()
 
 
 def test_keys_reported_before_an_interruption_are_still_named_after_resume(state_dir: Path) -> None:

@@ -142,12 +142,14 @@ def test_subprocess_export_import_binary_pipe(env: dict[str, str], tmp_path: Pat
 
 def test_subprocess_export_csv_file_round_trip(env: dict[str, str], tmp_path: Path) -> None:
     src, dst = local("sqlite", tmp_path), local("sqlite", tmp_path)
-    write(src, [Record(b"a,b\"c\n", b"x,y"), Record(b"\xff", b"\x00"), Record("ü".encode(), b"")])
+    write(src, [Record(b"a,b\"c\n", b"x,y"), Record(b"\xff", b"\x00"), Record("ü".encode(), b""),
+                Record(b"k", b"abc\rdef"), Record(b"b:\r", b"\r")])  # a bare CR is quoted
     path = tmp_path / "dump.csv"
     assert kv(env, "export", src, "-o", str(path)).returncode == 0
     assert path.read_text().splitlines()[0] == "key,key_b64,value,value_b64,expires_at_ms,version,kind"
     assert kv(env, "import", str(path), dst).returncode == 0
     assert diff_urls(src, dst, ignore_expiry=False).equal
+    assert set(read_all(dst)) == set(read_all(src))  # no key invented from half a value
 
 
 def test_subprocess_secrets_are_redacted(env: dict[str, str]) -> None:
@@ -197,3 +199,16 @@ def test_export_into_a_directory_is_a_clear_error(env: dict[str, str], tmp_path:
     assert kv(env, "-u", src, "set", "a", "1").returncode == 0
     proc = kv(env, "export", src, "-o", str(tmp_path))
     assert proc.returncode == 74 and b"directory" in proc.stderr and b"Traceback" not in proc.stderr
+
+
+def test_subprocess_unstorable_keys_are_listed_short(env: dict[str, str], tmp_path: Path) -> None:
+    src, dst = local("sqlite", tmp_path), local("lmdb", tmp_path)
+    write(src, [Record(b"", b"empty key"), Record(b"k" * 70_000, b"v"), Record(b"ok", b"v")])
+    out = kv(env, "migrate", src, dst, "--no-progress")
+    assert out.returncode == 8, out.stderr
+    lines = out.stderr.decode().splitlines()
+    assert len(lines) == 3 and all(len(line) < 400 for line in lines), lines  # a 70 kB key is cut
+    assert lines[0].startswith("kvctl: warning: not copied: 'kkkk") and "...'" in lines[0]
+    assert lines[1].startswith("kvctl: warning: not copied: '': ") and "empty key" in lines[1]
+    assert lines[2].startswith("kvctl: error: copy incomplete: 2 key(s) failed")
+    assert set(read_all(dst)) == {b"ok"}

@@ -484,3 +484,17 @@ def test_records_over_the_destination_limits_are_named(tmp_path: Path) -> None:
     dst = _Limited()
     r = asyncio.run(snapshot.restore_into(path, dst))
     assert set(dst.data) == {b"small"} and r.steps[0].failed == 1 and r.problems.failed[0][0] == b"big"
+
+
+def test_a_key_the_destination_refuses_is_named_not_fatal(tmp_path: Path) -> None:
+    src = FeedDictStore(Capabilities(ttl=True, ordered_scan=True, versions=True, change_feed=True))
+    src.write(Record(b"", b"empty key", None, 1))  # LMDB refuses an empty key; no capability says so
+    src.write(Record(b"ok", b"1", None, 2))
+    path = tmp_path / "inc.kvs"
+    asyncio.run(snapshot.create_from(src, path, since="d:0"))
+    dst = f"lmdb://{tmp_path / 'dst'}"
+    r = snapshot.restore(path, dst)
+    assert contents(dst) == {b"ok": (b"1", None, 2)}
+    assert r.steps[0].failed == 1 and r.problems.failed[0][0] == b"" and r.steps[0].applied == 1
+    with pytest.raises(IncompleteError):
+        r.check()

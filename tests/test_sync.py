@@ -264,3 +264,16 @@ def test_cli_two_way_conflicts_name_keys_as_scan_does(tmp_path: Path) -> None:
     assert "\n  conflict ff: dst wins" in shown
     scanned = kvctl(env, "--keys", "hex", "-u", a, "scan", "--keys-only").stdout
     assert "ff\n" in scanned  # the same display as scan's
+
+
+def test_keys_the_destination_cannot_hold_are_listed_not_fatal(tmp_path: Path) -> None:
+    src, dst = f"sqlite://{tmp_path / 'src.db'}", f"lmdb://{tmp_path / 'dst'}"
+    with open_url(src) as store:
+        store.set_many([Record(b"", b"empty key"), Record(b"k" * 70_000, b"long key"), Record(b"ok", b"1")])
+    out = kvctl(cli_env(tmp_path), "sync", src, dst)
+    assert out.returncode == 8, out.stderr
+    lines = out.stderr.splitlines()
+    assert len(lines) == 3 and all(len(line) < 400 for line in lines), lines
+    assert lines[-1].startswith("kvctl: error: 2 key(s) failed (first: ")
+    assert "2 keys NOT copied" in out.stdout
+    assert set(contents(dst)) == {b"ok"}

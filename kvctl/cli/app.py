@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from types import FrameType
 from typing import Annotated
 
 import typer
@@ -21,7 +22,7 @@ HELP = (
     "4 unsupported by the backend; 5 over a size limit; 6 conflict; 7 locked; 8 incomplete copy; "
     "9 change feed gap; "
     "65 corrupt data; 69 server unavailable; 70 internal error; 74 I/O error; 77 auth failed; "
-    "130 interrupted; 141 the reader of stdout went away (kvctl ... | head)."
+    "130 interrupted (143 by SIGTERM); 141 the reader of stdout went away (kvctl ... | head)."
 )
 
 app = typer.Typer(
@@ -76,12 +77,29 @@ def main(argv: list[str] | None = None) -> None:
 
     Set up once, here: every Python warning prints as one ``kvctl: warning:`` line, and every
     write to standard output goes through one guard, so a full disk is exit 74 and a reader that
-    went away (``kvctl scan | head``) a quiet 141, whichever command was writing.
+    went away (``kvctl scan | head``) a quiet 141, whichever command was writing.  SIGTERM stops
+    a command as Ctrl-C does (engines save progress and say what they wrote), then exits 143.
     """
+    import signal
     import warnings
+
+    from kvctl.errors import EXIT_INTERRUPTED, EXIT_TERMINATED
 
     warnings.showwarning = show_warning
     stdout = guard_stdout()
+    terminated: list[int] = []
+
+    def on_sigterm(signum: int, frame: FrameType | None) -> None:
+        # SIGTERM stops a command as Ctrl-C does, so it saves its progress and says what it
+        # wrote: hand it to whatever handles SIGINT now (asyncio.run installs its own).
+        terminated.append(signum)
+        handler = signal.getsignal(signal.SIGINT)
+        if callable(handler):
+            handler(signal.SIGINT, frame)
+        else:  # SIGINT ignored (a background job): still stop
+            raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
     try:
         code = _run(argv)
         try:
@@ -89,7 +107,10 @@ def main(argv: list[str] | None = None) -> None:
         except OutputError as exc:
             code = _output_failed(exc, code)
     finally:
+        signal.signal(signal.SIGTERM, previous)
         sys.stdout = stdout
+    if terminated and code == EXIT_INTERRUPTED:
+        code = EXIT_TERMINATED
     sys.exit(code)
 
 

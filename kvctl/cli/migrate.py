@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Annotated, Any, BinaryIO, Literal
 import typer
 
 from kvctl.cli.context import STATE, open_input_file, resolve_url
-from kvctl.cli.output import info, json_doc, warn
-from kvctl.codec import decode_arg, show
+from kvctl.cli.output import info, json_doc, note, warn
+from kvctl.codec import decode_arg, show_key
 
 if TYPE_CHECKING:
     from kvctl.engines.keyfilter import KeyFilter
@@ -110,7 +110,7 @@ class ProgressBar:
         if self._progress is not None:
             self._progress.console.print(f"kvctl: {message}")
         else:
-            info(f"kvctl: {message}")
+            note(message)
 
 
 def _reporter(bar: ProgressBar) -> Any:
@@ -167,7 +167,7 @@ def migrate(
     when both sides support them, otherwise reported by name (exit 8).  Exit codes: 0 done;
     1 --verify found differences; 4 unsupported (e.g. a TTL key into a backend without TTLs,
     use --drop-ttl); 6 --on-conflict fail met an existing key; 8 incomplete copy or
-    --delete-extra refused; 130 interrupted (progress saved: rerun with --resume).
+    --delete-extra refused; 130 interrupted, 143 by SIGTERM (progress saved: rerun with --resume).
     """
     from kvctl.engines import migrate as engine
 
@@ -225,9 +225,9 @@ def render_migrate(summary: Summary, plan: Plan, as_json: bool) -> None:
         lines.append(f"  verify: {summary.verify.summary_line()}")
     print("\n".join(lines))
     for key, kind in summary.problems.incomplete[:100]:
-        warn(f"not copied: {show(key, STATE.key_encoding)!r} is a {kind}")
+        warn(f"not copied: {show_key(key, STATE.key_encoding)!r} is a {kind}")
     for key, why in summary.problems.failed[:100]:
-        warn(f"not copied: {show(key, STATE.key_encoding)!r}: {why}")
+        warn(f"not copied: {show_key(key, STATE.key_encoding)!r}: {why}")
     more = c.incomplete + c.failed - min(100, len(summary.problems.incomplete)) - min(100, len(summary.problems.failed))
     if more > 0:
         warn(f"... and {more:,} more (see --json)")
@@ -281,7 +281,7 @@ def diff(
         labels = {"missing": "missing from B", "extra": "extra in B", "differing": "differing"}
         for kind, keys in result.samples.items():
             if keys:
-                shown = ", ".join(repr(show(k, STATE.key_encoding)) for k in keys)
+                shown = ", ".join(repr(show_key(k, STATE.key_encoding)) for k in keys)
                 print(f"  {labels[kind]}: {shown}")
         if result.differing:
             print("  differences: " + ", ".join(f"{n} {r}" for r, n in result.reasons.items() if n))
@@ -336,10 +336,17 @@ def import_(
     prefix: PrefixOpt = "",
     glob: GlobOpt = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", "-n", help="Parse and count. " + DRY_RUN_HELP)] = False,
+    from_line: Annotated[int, typer.Option(
+        "--from-line", min=1, help="Write only the records from this line on (an interrupted import says "
+        "where to resume); earlier lines are still read and checked.")] = 1,
     batch_size: BatchOpt = 5000,
     as_json: JsonOpt = False,
 ) -> None:
-    """Read an export back into a store, in batches (records already expired are skipped)."""
+    """Read an export back into a store, in batches (records already expired are skipped).
+
+    A malformed line stops the import (exit 65, naming the line).  A stopped import (an error,
+    Ctrl-C, SIGTERM) says how many records it wrote and the --from-line to resume from.
+    """
     import asyncio
 
     from kvctl.engines.export import guess_format, import_from
@@ -353,7 +360,8 @@ def import_(
         store = open_async(store_url)
         try:
             return await import_from(store, inp, kind, name, policy=on_conflict, batch_size=batch_size,
-                                     drop_ttl=drop_ttl, key_filter=kf, dry_run=dry_run)
+                                     drop_ttl=drop_ttl, key_filter=kf, dry_run=dry_run, from_line=from_line,
+                                     note=note)
         finally:
             await store.close()
 

@@ -63,6 +63,11 @@ def warn(message: str) -> None:
     sys.stderr.write(f"kvctl: warning: {message}\n")
 
 
+def note(message: str) -> None:
+    """A notice that is neither a warning nor an error, e.g. what an interrupted command wrote."""
+    sys.stderr.write(f"kvctl: {message}\n")
+
+
 def info(message: str) -> None:
     sys.stderr.write(f"{message}\n")
 

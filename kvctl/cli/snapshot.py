@@ -14,8 +14,8 @@ import typer
 
 from kvctl.cli.context import STATE, input_file, resolve_url
 from kvctl.cli.migrate import BatchOpt, GlobOpt, JsonOpt, PrefixOpt, human_bytes, key_filter
-from kvctl.cli.output import info, json_doc, table, warn
-from kvctl.codec import show
+from kvctl.cli.output import info, json_doc, note, table, warn
+from kvctl.codec import show_key
 
 snapshot_app = typer.Typer(
     help="Self-describing, checksummed snapshot files, full or incremental: create, verify, restore, "
@@ -71,7 +71,7 @@ def create(
                   f"in {summary.seconds:.2f} s" + (f", {summary.expired} expired skipped" if summary.expired else "")
                   + (f"; change-feed position {summary.end_cursor}" if summary.end_cursor else ""))
         for key, kind in summary.problems.incomplete[:100]:
-            warn(f"not in the snapshot: {show(key, STATE.key_encoding)!r} is a {kind}")
+            warn(f"not in the snapshot: {show_key(key, STATE.key_encoding)!r} is a {kind}")
     summary.check()
 
 
@@ -125,7 +125,8 @@ def restore(
     The full snapshot is merged by version (newer wins; a record without a version on either
     side is taken from the snapshot), or with --replace becomes the store's content under its
     filter.  Incrementals apply last-writer-wins: upserts and deletions take effect only when
-    newer than what the store holds.  --replace needs a full snapshot first.
+    newer than what the store holds.  --replace needs a full snapshot first.  Records the store
+    cannot hold (over a size limit, an empty key in LMDB) are listed and skipped: exit 8.
     """
     from kvctl.engines import snapshot
 
@@ -136,7 +137,7 @@ def restore(
     for f in files:
         input_file(f)
     summary = snapshot.restore(files, resolve_url(url or STATE.url), replace=replace, batch_size=batch_size,
-                               drop_ttl=drop_ttl)
+                               drop_ttl=drop_ttl, note=note)
     if as_json:
         json_doc(summary.to_dict())
     else:
@@ -152,12 +153,12 @@ def restore(
         print(f"done in {summary.seconds:.2f} s" + (
             f"; the store is at change-feed position {summary.end_cursor} of the source"
             if summary.end_cursor else ""))
-        for note in summary.notes:
-            info(note)
+        for text in summary.notes:
+            info(text)
         for key, kind in summary.problems.incomplete[:100]:
-            warn(f"not restored: {show(key, STATE.key_encoding)!r} is a {kind}")
+            warn(f"not restored: {show_key(key, STATE.key_encoding)!r} is a {kind}")
         for key, why in summary.problems.failed[:100]:
-            warn(f"not restored: {show(key, STATE.key_encoding)!r}: {why}")
+            warn(f"not restored: {show_key(key, STATE.key_encoding)!r}: {why}")
     summary.check()
 
 

@@ -8,8 +8,8 @@ from typing import Annotated, Any
 import typer
 
 from kvctl.cli.context import STATE, resolve_url
-from kvctl.cli.output import info, json_doc
-from kvctl.codec import show
+from kvctl.cli.output import info, json_doc, note, warn
+from kvctl.codec import show_key
 
 
 def sync(
@@ -48,14 +48,20 @@ def sync(
 
         raise IncompleteError(
             f"{len(result.skipped_typed)} keys hold values of a type the other store cannot hold "
-            f"(e.g. {show(result.skipped_typed[0], STATE.key_encoding)!r}); they were not copied"
+            f"(e.g. {show_key(result.skipped_typed[0], STATE.key_encoding)!r}); they were not copied"
         )
+    if result.failed:
+        from kvctl.errors import IncompleteError
+
+        key, why = result.failed[0]
+        raise IncompleteError(f"{len(result.failed)} key(s) failed (first: {show_key(key, STATE.key_encoding)!r}: "
+                              f"{why}); they were not copied")
 
 
 async def _once(plan: Any) -> Any:
     from kvctl.engines.sync import sync as run
 
-    return await run(plan)
+    return await run(plan, note=note)
 
 
 async def _watch(plan: Any, interval_s: float, as_json: bool) -> None:
@@ -114,12 +120,15 @@ def _report(result: Any, as_json: bool) -> None:
           + (f", {result.applied_to_src} to source" if result.applied_to_src else "")
           + f", {result.deleted} deleted, {result.stale_skipped} stale skipped, "
           f"{len(result.conflicts)} conflicts, {result.seconds:.2f}s"
-          + (f", {len(result.skipped_typed)} typed keys NOT copied" if result.skipped_typed else ""))
+          + (f", {len(result.skipped_typed)} typed keys NOT copied" if result.skipped_typed else "")
+          + (f", {len(result.failed)} keys NOT copied (refused by the store)" if result.failed else ""))
     for c in result.conflicts[:20]:
-        print(f"  conflict {show(c.key, STATE.key_encoding)}: {c.winner} wins "
+        print(f"  conflict {show_key(c.key, STATE.key_encoding)}: {c.winner} wins "
               f"(src v{c.src_version}, dst v{c.dst_version})")
     if len(result.conflicts) > 20:
         print(f"  ... {len(result.conflicts) - 20} more (see --json)")
+    for key, why in result.failed[:100]:
+        warn(f"not copied: {show_key(key, STATE.key_encoding)!r}: {why}")
 
 
 def register(app: typer.Typer) -> None:

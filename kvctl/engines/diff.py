@@ -22,13 +22,13 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from kvctl.codec import json_key
+from kvctl.codec import json_key, show_key
 from kvctl.errors import DifferenceError, KvctlError
 from kvctl.store import AsyncStore, Page, Record, now_ms
 
 from .keyfilter import KeyFilter
 from .pipeline import Prefetch
-from .storeops import describe, show_key
+from .storeops import describe
 
 KINDS = ("missing", "extra", "differing")
 

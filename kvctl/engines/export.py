@@ -12,31 +12,37 @@ versions; ``kind`` marks a typed value whose ``value`` is the store's opaque dum
 
 CSV: a header row ``key,key_b64,value,value_b64,expires_at_ms,version,kind`` and one row per
 record, with the same rule (one of ``key``/``key_b64`` is filled; an empty ``value`` with an
-empty ``value_b64`` is the empty value).
+empty ``value_b64`` is the empty value).  A field holding a comma, quote, LF or CR is quoted.
 
 Import reads either back in batches through the same writer as migrate (conflict policy,
-expiry, TTL support and limits), skipping records whose expiry has passed.
+expiry, TTL support and limits), skipping records whose expiry has passed.  It is strict: a
+record with a missing or unknown field, both ``x`` and ``x_b64``, an expiry or version that is
+not an integer, a ragged CSV row or an unclosed quote stops the import (CorruptError, naming the
+line).  A UTF-8 byte-order mark opening the file is ignored.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import csv
 import io
 import json
+import re
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Literal
 
-from kvctl.codec import from_json_bytes, json_bytes
-from kvctl.errors import CorruptError, IncompleteError, StoreIOError, UsageError
+from kvctl.codec import from_json_bytes, json_bytes, show_key
+from kvctl.errors import CorruptError, StoreIOError, UsageError
 from kvctl.store import MAX_EXPIRY_MS, MAX_VERSION, AsyncStore, Page, Record, now_ms
 
+from . import stopped
 from .keyfilter import KeyFilter
 from .pipeline import pump
-from .storeops import has_typed_values, show_key, with_dumps
+from .storeops import has_typed_values, with_dumps
 from .transfer import BatchWriter, Counts, Policy, Problems, check_policy
 
 Format = Literal["jsonl", "csv"]
@@ -71,13 +77,8 @@ class ExportSummary:
         return out
 
     def check(self) -> None:
-        if self.incomplete:
-            key, kind = self.problems.incomplete[0]
-            raise IncompleteError(f"{self.incomplete} typed key(s) could not be carried "
-                                  f"(first: {show_key(key)!r}, a {kind})")
-        if self.counts is not None and self.counts.failed:
-            key, why = self.problems.failed[0]
-            raise IncompleteError(f"{self.counts.failed} record(s) failed (first: {show_key(key)!r}: {why})")
+        self.problems.check("export" if self.counts is None else "import", self.incomplete,
+                            0 if self.counts is None else self.counts.failed)
 
 
 # -- export ------------------------------------------------------------------------------------
@@ -114,14 +115,18 @@ def _pair(data: bytes) -> tuple[str, str]:
 
 def _csv_rows(records: list[Record]) -> str:
     buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
+    plain = csv.writer(buf, lineterminator="\n")
+    # QUOTE_MINIMAL quotes a field holding the line terminator but not a bare CR, which every CSV
+    # reader (ours included) also takes for the end of a record: such a row is quoted whole.
+    quoted = csv.writer(buf, lineterminator="\n", quoting=csv.QUOTE_ALL)
     for rec in records:
         k, kb = _pair(rec.key)
         v, vb = _pair(rec.value)
         if not rec.key:
             kb = ""  # an empty key: both columns empty
-        w.writerow([k, kb, v, vb, "" if rec.expires_at_ms is None else rec.expires_at_ms,
-                    "" if rec.version is None else rec.version, rec.kind or ""])
+        (quoted if "\r" in k or "\r" in v else plain).writerow(
+            [k, kb, v, vb, "" if rec.expires_at_ms is None else rec.expires_at_ms,
+             "" if rec.version is None else rec.version, rec.kind or ""])
     return buf.getvalue()
 
 
@@ -167,72 +172,143 @@ async def export_to(store: AsyncStore, out: BinaryIO, fmt: Format, *, key_filter
 
 
 # -- import ------------------------------------------------------------------------------------
-def _int_or_none(value: Any, what: str, top: int) -> int | None:
-    if value is None or value == "":
+# Import is strict: a dump is read back exactly or refused with the line number (CorruptError),
+# never guessed at.  JSON lines and CSV share these rules, so either format accepts the same records.
+FIELDS = frozenset(CSV_COLUMNS)
+BOM = b"\xef\xbb\xbf"  # a UTF-8 byte-order mark (Excel writes one) opening a file is not data
+_DIGITS = re.compile(r"[0-9]+")
+
+
+def _int_field(value: Any, what: str, top: int) -> int | None:
+    if value is None:
         return None
-    if isinstance(value, bool):
-        raise ValueError(f"{what} must be an integer")
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{what} must be an integer, not {value!r}") from None
-    if not 0 <= number <= top:
-        raise ValueError(f"{what} {number} is outside 0..{top}")
-    return number
+    if type(value) is not int:  # bool is an int subclass, and 1.5 or "7" are not integers here
+        raise ValueError(f"{what} must be an integer, not {value!r}")
+    if not 0 <= value <= top:
+        raise ValueError(f"{what} {value} is outside 0..{top}")
+    return value
+
+
+def _record(obj: dict[str, Any]) -> Record:
+    """A record from its fields (JSON names; a CSV row is mapped to them first)."""
+    unknown = obj.keys() - FIELDS
+    if unknown:
+        raise ValueError(f"unknown field {sorted(unknown)[0]!r} (fields: {', '.join(CSV_COLUMNS)})")
+    key = from_json_bytes(obj, "key")
+    if key is None:
+        raise ValueError("no key or key_b64 field")
+    value = from_json_bytes(obj, "value")
+    if value is None:
+        raise ValueError("no value or value_b64 field")
+    kind = obj.get("kind")
+    if kind is not None and not isinstance(kind, str):
+        raise ValueError("kind must be a string")
+    return Record(key, value, _int_field(obj.get("expires_at_ms"), "expires_at_ms", MAX_EXPIRY_MS),
+                  _int_field(obj.get("version"), "version", MAX_VERSION), kind)
+
+
+def _unique_names(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        names = [name for name, _ in pairs]
+        raise ValueError(f"field {next(n for n in names if names.count(n) > 1)!r} is given twice")
+    return obj
 
 
 def _from_json(line: bytes) -> Record:
     obj = json.loads(line)
     if not isinstance(obj, dict):
         raise ValueError("not a JSON object")
-    key = from_json_bytes(obj, "key")
-    if key is None:
-        raise ValueError("no key or key_b64 field")
-    value = from_json_bytes(obj, "value")
-    kind = obj.get("kind")
-    if kind is not None and not isinstance(kind, str):
-        raise ValueError("kind must be a string")
-    return Record(key, value if value is not None else b"",
-                  _int_or_none(obj.get("expires_at_ms"), "expires_at_ms", MAX_EXPIRY_MS),
-                  _int_or_none(obj.get("version"), "version", MAX_VERSION), kind)
+    if line.count(b'":') > len(obj):
+        # perhaps a field given twice, which json.loads settles silently by keeping the last:
+        # look closer (rarely: the cheap count also sees '":' inside a string)
+        json.loads(line, object_pairs_hook=_unique_names)
+    return _record(obj)
 
 
-def _b64(text: str) -> bytes:
-    return base64.b64decode(text, validate=True)
+def _csv_cell(name: str, cell: str, row: dict[str, str]) -> Any:
+    """A CSV cell as the JSON field it stands for; None: the field is absent from this record."""
+    if name in ("expires_at_ms", "version"):
+        if cell == "":
+            return None
+        return int(cell) if _DIGITS.fullmatch(cell) else cell  # anything else is refused as not an integer
+    if name == "kind" or name.endswith("_b64"):
+        return cell or None
+    # ``key``/``value``: empty is the empty string, unless the base64 column is filled instead
+    return None if cell == "" and row.get(f"{name}_b64") else cell
 
 
-def _from_csv(row: dict[str, str]) -> Record:
-    key = _b64(row["key_b64"]) if row.get("key_b64") else (row.get("key") or "").encode("utf-8")
-    value = _b64(row["value_b64"]) if row.get("value_b64") else (row.get("value") or "").encode("utf-8")
-    return Record(key, value, _int_or_none(row.get("expires_at_ms"), "expires_at_ms", MAX_EXPIRY_MS),
-                  _int_or_none(row.get("version"), "version", MAX_VERSION), row.get("kind") or None)
+def _csv_header(header: list[str], name: str) -> list[str]:
+    unknown = [c for c in header if c not in FIELDS]
+    missing = [f for f in ("key", "value") if f not in header and f"{f}_b64" not in header]
+    if unknown or missing or len(set(header)) != len(header):
+        why = (f"unknown column {unknown[0]!r}" if unknown else f"no {missing[0]} column" if missing
+               else "a column appears twice")
+        raise CorruptError(f"{name}: not a kvctl CSV export ({why}; columns: {', '.join(CSV_COLUMNS)})")
+    return header
 
 
-def read_records(inp: BinaryIO, fmt: Format, name: str) -> Iterator[Record]:
-    """Parse a dump; a malformed line raises :class:`CorruptError` naming the line."""
+def _csv_records(inp: BinaryIO, name: str, where: list[int]) -> Iterator[tuple[int, Record]]:
+    csv.field_size_limit(2**31 - 1)  # values can be large; the default caps a field at 128 KiB
+    # strict: a quote inside an unquoted field, or text after a closing quote, is an error
+    reader = csv.reader(io.TextIOWrapper(inp, encoding="utf-8-sig", newline=""), strict=True)
+    try:
+        header = _csv_header(next(reader), name)
+    except StopIteration:
+        return  # an empty file holds no records
+    while True:
+        where[0] = reader.line_num + 1  # a record may span lines: name the one it starts on
+        try:
+            cells = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            if "end of data" in str(exc):
+                raise ValueError("a quoted field is not closed before the end of the file") from None
+            raise
+        if not cells:
+            continue  # a blank line
+        if len(cells) != len(header):
+            raise ValueError(f"{len(cells)} fields where the header has {len(header)}")
+        row = dict(zip(header, cells, strict=True))
+        obj = {c: v for c in header if (v := _csv_cell(c, row[c], row)) is not None}
+        yield where[0], _record(obj)
+
+
+def _json_records(inp: BinaryIO, where: list[int]) -> Iterator[tuple[int, Record]]:
+    for line in inp:
+        where[0] += 1
+        if where[0] == 1 and line.startswith(BOM):
+            line = line[len(BOM):]
+        if line.strip():
+            yield where[0], _from_json(line)
+
+
+def numbered_records(inp: BinaryIO, fmt: Format, name: str) -> Iterator[tuple[int, Record]]:
+    """Parse a dump into (line, record); a malformed line raises :class:`CorruptError` naming it."""
     where = [0]  # the line being parsed, for the error message
     try:
-        if fmt == "csv":
-            csv.field_size_limit(2**31 - 1)  # values can be large; the default caps a field at 128 KiB
-            reader = csv.DictReader(io.TextIOWrapper(inp, encoding="utf-8", newline=""))
-            missing = {"key", "value"} - set(reader.fieldnames or [])
-            if missing:
-                raise CorruptError(f"{name}: not a kvctl CSV export (no {', '.join(sorted(missing))} column)")
-            for row in reader:
-                where[0] = reader.line_num
-                yield _from_csv(row)
-        else:
-            for line in inp:
-                where[0] += 1
-                if line.strip():
-                    yield _from_json(line)
+        yield from _csv_records(inp, name, where) if fmt == "csv" else _json_records(inp, where)
     except (ValueError, KeyError, binascii.Error, UsageError, UnicodeDecodeError, csv.Error) as exc:
         raise CorruptError(f"{name}: line {where[0]}: {exc}") from None
 
 
+def read_records(inp: BinaryIO, fmt: Format, name: str) -> Iterator[Record]:
+    """Parse a dump; a malformed line raises :class:`CorruptError` naming the line."""
+    for _, rec in numbered_records(inp, fmt, name):
+        yield rec
+
+
 async def import_from(store: AsyncStore, inp: BinaryIO, fmt: Format, name: str, *,
                       policy: Policy = "overwrite", batch_size: int = 5000, drop_ttl: bool = False,
-                      key_filter: KeyFilter | None = None, dry_run: bool = False) -> ExportSummary:
+                      key_filter: KeyFilter | None = None, dry_run: bool = False, from_line: int = 1,
+                      note: stopped.Note | None = None) -> ExportSummary:
+    """Write the dump's records into ``store`` in batches, in file order.
+
+    ``from_line``: records starting before this line are read and checked but not written (how
+    a stopped import resumes).  A stop says how many records are written and the line to resume
+    from (:mod:`.stopped`): every record before it is in the store.
+    """
     from .storeops import describe
 
     kf = key_filter or KeyFilter()
@@ -240,19 +316,34 @@ async def import_from(store: AsyncStore, inp: BinaryIO, fmt: Format, name: str, 
     writer = BatchWriter(store, policy=policy, drop_ttl=drop_ttl, dry_run=dry_run,
                          typed_ok=has_typed_values(store))
     t0 = time.perf_counter()
+    done_through = [from_line - 1]  # the last line of the last batch written
+    # each page's cursor is the line of its last record: once the page is written, every record
+    # up to that line is in the store
 
     async def pages() -> AsyncIterator[Page]:
         batch: list[Record] = []
-        for rec in read_records(inp, fmt, name):
-            if kf.matches(rec.key):
+        for line, rec in numbered_records(inp, fmt, name):
+            if line >= from_line and kf.matches(rec.key):
                 batch.append(rec)
                 if len(batch) >= batch_size:
-                    yield Page(batch, None)
+                    yield Page(batch, str(line))
                     batch = []
         if batch:
-            yield Page(batch, None)
+            yield Page(batch, str(line))
 
-    await pump(pages(), lambda page: writer.write(page.records), depth=2)
+    async def consume(page: Page) -> None:
+        await writer.write(page.records)
+        done_through[0] = int(page.cursor or 0)
+
+    def status() -> str:
+        # a batch in flight may land too: resuming writes it again, which changes nothing
+        if done_through[0] < 1:
+            return "before the first batch was written; rerun the import"
+        return (f"with every record through line {done_through[0]:,} of {name} done, "
+                f"{writer.counts.copied:,} written; resume with --from-line {done_through[0] + 1}")
+
+    with contextlib.nullcontext() if dry_run else stopped.saying(status, note):
+        await pump(pages(), consume, depth=2)
     summary = ExportSummary(describe(store), records=writer.counts.read, expired=writer.counts.expired,
                             incomplete=writer.counts.incomplete, problems=writer.problems,
                             counts=writer.counts, seconds=time.perf_counter() - t0)

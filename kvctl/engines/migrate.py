@@ -32,14 +32,14 @@ from pathlib import Path
 from typing import Any
 
 from kvctl.codec import json_key
-from kvctl.errors import DifferenceError, IncompleteError, KvctlError, UsageError
+from kvctl.errors import DifferenceError, IncompleteError, UsageError
 from kvctl.store import AsyncStore, Page, Record, now_ms
 
-from . import checkpoint
+from . import checkpoint, stopped
 from .diff import DiffOptions, DiffResult, compare, extra_keys, same_expiry
 from .keyfilter import KeyFilter
 from .pipeline import pump
-from .storeops import describe, dump_many, has_typed_values, open_async, show_key
+from .storeops import describe, dump_many, has_typed_values, open_async
 from .transfer import BatchWriter, Counts, Policy, Problems, check_policy
 
 _key = attrgetter("key")
@@ -146,18 +146,7 @@ class Summary:
         """Raise the error the exit status must report, if any (after the summary is shown)."""
         if self.dry_run:
             return
-        c = self.counts
-        if c.incomplete or c.failed:
-            parts = []
-            if c.incomplete:
-                first = self.problems.incomplete[:1]
-                parts.append(f"{c.incomplete} typed key(s) the destination cannot hold" + (
-                    f" (first: {show_key(first[0][0])!r}, a {first[0][1]})" if first else ""))
-            if c.failed:
-                first_f = self.problems.failed[:1]
-                parts.append(f"{c.failed} key(s) failed" + (
-                    f" (first: {show_key(first_f[0][0])!r}: {first_f[0][1]})" if first_f else ""))
-            raise IncompleteError(f"copy incomplete: {'; '.join(parts)}")
+        self.problems.check("copy", self.counts.incomplete, self.counts.failed)
         if self.delete_refused:
             raise IncompleteError(f"extra keys left in the destination: {self.delete_refused}")
         if self.verify is not None and not self.verify.equal:
@@ -267,19 +256,19 @@ async def _copy(src: AsyncStore, writer: BatchWriter | ResumeWriter, kf: KeyFilt
                 since, last_save = 0, now
         reporter.progress(Progress("copy", writer.counts, total[0], time.perf_counter() - t0))
 
+    # the count is what the checkpoint holds, not the batch in flight
+    said = contextlib.nullcontext() if plan.dry_run else stopped.saying(
+        lambda: f"after {cp.counts.get('read', 0):,} keys; progress saved: rerun with --resume to continue",
+        reporter.note)
     try:
-        await pump(source_pages(src, kf, plan, cp.cursor), consume, plan.queue_depth)
-    except BaseException as exc:
-        if not plan.dry_run:
-            with contextlib.suppress(Exception):  # never hide the original error
-                cp.save(cp_path)
-                if isinstance(exc, KvctlError):
-                    if exc.hint is None:  # errors stay one line: the advice goes in the hint
-                        exc.hint = "progress saved: rerun with --resume to continue"
-                else:  # Ctrl-C, a cancellation: count what the checkpoint holds, not the batch in flight
-                    reporter.note(f"stopped after {cp.counts.get('read', 0):,} keys; progress saved: rerun "
-                                  "with --resume to continue")
-        raise
+        with said:
+            try:
+                await pump(source_pages(src, kf, plan, cp.cursor), consume, plan.queue_depth)
+            except BaseException:
+                if not plan.dry_run:
+                    with contextlib.suppress(Exception):  # never hide the original error
+                        cp.save(cp_path)
+                raise
     finally:
         if counter is not None:
             counter.cancel()

@@ -44,9 +44,10 @@ from typing import Any, BinaryIO
 
 from kvctl import __version__
 from kvctl.codec import show
-from kvctl.errors import FeedGapError, IncompleteError, LimitError, StoreIOError, UnsupportedError, UsageError
-from kvctl.store import TOMBSTONE, AsyncStore, Page, Record, check_limits, now_ms
+from kvctl.errors import FeedGapError, StoreIOError, UnsupportedError, UsageError
+from kvctl.store import TOMBSTONE, AsyncStore, Page, Record, now_ms
 
+from . import stopped
 from .fsutil import atomic_writer
 from .keyfilter import KeyFilter
 from .pipeline import Prefetch, pump
@@ -58,7 +59,7 @@ from .snapformat import (
     default_codec,
 )
 from .storeops import describe, has_typed_values, open_async, restore_many, with_dumps
-from .sync import apply_lww
+from .sync import apply_storable
 from .transfer import BatchWriter, Counts, Problems
 
 _kind = attrgetter("kind")
@@ -126,10 +127,8 @@ class SnapshotSummary:
         return out
 
     def check(self) -> None:
-        if self.incomplete:
-            key, kind = self.problems.incomplete[0]
-            raise IncompleteError(f"{self.incomplete} typed key(s) could not be carried "
-                                  f"(first: {show(key, 'text')!r}, a {kind})")
+        self.problems.check("snapshot" if self.counts is None else "restore", self.incomplete,
+                            0 if self.counts is None else self.counts.failed)
 
 
 # -- create ------------------------------------------------------------------------------------
@@ -469,21 +468,26 @@ def _order_hint(files: list[ChainFile]) -> str | None:
 
 # -- restore -----------------------------------------------------------------------------------
 def restore(paths: Path | Sequence[Path], url: str, *, replace: bool = False, batch_size: int = 5000,
-            drop_ttl: bool = False) -> SnapshotSummary:
-    """Restore one snapshot or a chain into the store at ``url`` (checked before it is opened)."""
+            drop_ttl: bool = False, note: stopped.Note | None = None) -> SnapshotSummary:
+    """Restore one snapshot or a chain into the store at ``url`` (checked before it is opened).
+
+    A restore that stops part-way says how many records it wrote (:mod:`.stopped`): in the
+    error's hint, or through ``note`` on an interruption."""
     files = survey([paths] if isinstance(paths, Path | str) else list(paths))
     return asyncio.run(_with_store(url, "write", lambda s: _restore_chain(
-        files, s, replace=replace, batch_size=batch_size, drop_ttl=drop_ttl)))
+        files, s, replace=replace, batch_size=batch_size, drop_ttl=drop_ttl, note=note)))
 
 
 async def restore_into(paths: Path | Sequence[Path], store: AsyncStore, *, replace: bool = False,
-                       batch_size: int = 5000, drop_ttl: bool = False) -> SnapshotSummary:
+                       batch_size: int = 5000, drop_ttl: bool = False,
+                       note: stopped.Note | None = None) -> SnapshotSummary:
     files = survey([paths] if isinstance(paths, Path | str) else list(paths))
-    return await _restore_chain(files, store, replace=replace, batch_size=batch_size, drop_ttl=drop_ttl)
+    return await _restore_chain(files, store, replace=replace, batch_size=batch_size, drop_ttl=drop_ttl,
+                                note=note)
 
 
 async def _restore_chain(files: list[ChainFile], store: AsyncStore, *, replace: bool, batch_size: int,
-                         drop_ttl: bool) -> SnapshotSummary:
+                         drop_ttl: bool, note: stopped.Note | None = None) -> SnapshotSummary:
     t0 = time.perf_counter()
     if replace and files[0].kind != FULL:
         raise UsageError("--replace needs a full snapshot first in the chain: an incremental snapshot holds "
@@ -500,18 +504,27 @@ async def _restore_chain(files: list[ChainFile], store: AsyncStore, *, replace: 
     if files[0].kind == INCREMENTAL:
         summary.notes.append(f"{files[0].path} was applied to the store as it was: it continues from cursor "
                              f"{files[0].base}, which kvctl cannot check the store had reached")
-    for f in files:
-        assert f.checked is not None
-        step = Step(str(f.path), f.kind, f.base, f.end)
-        summary.blocks += f.checked.blocks
-        summary.size += f.checked.size
-        if f.kind == FULL:
-            await _restore_full(f, store, step, summary, replace=replace, batch_size=batch_size,
-                                drop_ttl=drop_ttl)
-        else:
-            await _apply_incremental(f, store, step, summary.problems, batch_size=batch_size)
-        summary.steps.append(step)
-        _add_step(summary, step)
+    steps: list[Step] = []  # the one being applied last: its counts grow batch by batch
+
+    def status() -> str:
+        done = sum(s.applied for s in steps)
+        where = f" in {steps[-1].path}" if len(files) > 1 and steps else ""
+        return f"after {done:,} records written{where}; rerun the same restore to finish"
+
+    with stopped.saying(status, note):
+        for f in files:
+            assert f.checked is not None
+            step = Step(str(f.path), f.kind, f.base, f.end)
+            steps.append(step)
+            summary.blocks += f.checked.blocks
+            summary.size += f.checked.size
+            if f.kind == FULL:
+                await _restore_full(f, store, step, summary, replace=replace, batch_size=batch_size,
+                                    drop_ttl=drop_ttl)
+            else:
+                await _apply_incremental(f, store, step, summary.problems, batch_size=batch_size)
+            summary.steps.append(step)
+            _add_step(summary, step)
     summary.seconds = time.perf_counter() - t0
     return summary
 
@@ -558,7 +571,11 @@ async def _restore_full(f: ChainFile, store: AsyncStore, step: Step, summary: Sn
             if pending:
                 yield Page(pending, None)
 
-        await pump(pages(), lambda page: writer.write(page.records), depth=2)
+        async def consume(page: Page) -> None:
+            await writer.write(page.records)
+            step.applied = writer.counts.copied  # what a stop reports
+
+        await pump(pages(), consume, depth=2)
     c = writer.counts
     step.records, step.applied, step.stale, step.expired = c.read, c.copied, c.skipped, c.expired
     step.incomplete, step.failed, step.ttl_dropped = c.incomplete, c.failed, c.ttl_dropped
@@ -604,6 +621,11 @@ async def _apply_changes(store: AsyncStore, changes: list[Record], step: Step, p
                 rec = rec._replace(expires_at_ms=None)
         ready.append(rec)
     step.records += len(changes)
+
+    def refuse(rec: Record, reason: str) -> None:
+        step.failed += 1
+        problems.note_failed(rec.key, reason)
+
     # Typed values travel by restore_many, outside last-writer-wins (as in sync); runs keep the
     # file order between them and the changes around them.
     for typed, run in groupby(ready, key=_is_typed):
@@ -617,27 +639,9 @@ async def _apply_changes(store: AsyncStore, changes: list[Record], step: Step, p
                 for rec in batch:
                     problems.note_incomplete(rec.key, rec.kind or "?")
             continue
-        batch = _within_limits(store, batch, step, problems)
-        applied, stale = await apply_lww(store, batch)
+        applied, stale = await apply_storable(store, batch, refuse)
         step.applied += applied
         step.stale += stale
-
-
-def _within_limits(store: AsyncStore, records: list[Record], step: Step, problems: Problems) -> list[Record]:
-    """The records the store can hold; the others reported by name and counted as failed."""
-    caps = store.capabilities
-    if caps.max_key_size is None and caps.max_value_size is None:
-        return records
-    out = []
-    for rec in records:
-        try:
-            check_limits(caps, store.name, rec.key, rec.value)
-        except LimitError as exc:
-            step.failed += 1
-            problems.note_failed(rec.key, exc.message)
-            continue
-        out.append(rec)
-    return out
 
 
 def meta_filter(meta: dict[str, Any]) -> KeyFilter:

@@ -12,7 +12,6 @@ from collections.abc import Sequence
 from typing import Any
 
 from kvctl.adapt import to_async
-from kvctl.codec import show
 from kvctl.errors import UnsupportedError
 from kvctl.registry import open_url
 from kvctl.store import AsyncStore, Record
@@ -27,12 +26,6 @@ def describe(store: Any) -> str:
     """The store's redacted URL (or its backend name), for messages and summaries."""
     url = getattr(store, "url", None)
     return url.redacted() if url is not None else str(getattr(store, "name", "store"))
-
-
-def show_key(key: bytes) -> str:
-    """A key for a one-line message: text with backslash escapes for non-UTF-8 bytes."""
-    text = show(key, "text")
-    return text if len(text) <= 200 else text[:200] + "..."
 
 
 def has_typed_values(store: Any) -> bool:

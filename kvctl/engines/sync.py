@@ -46,6 +46,9 @@ from kvctl.registry import open_url
 from kvctl.store import TOMBSTONE, AsyncStore, Record, newer, now_ms
 from kvctl.url import redact
 
+from . import stopped
+from .transfer import Refuse, store_what_fits, within_limits
+
 STATE_VERSION = 1
 
 
@@ -69,6 +72,8 @@ class SyncResult:
     conflicts: list[Conflict] = field(default_factory=list)
     # keys of non-bytes types (Redis hashes...) the other side cannot hold: reported, not dropped
     skipped_typed: list[bytes] = field(default_factory=list)
+    # records the receiving store refused (over a limit, an empty key in LMDB): (key, reason)
+    failed: list[tuple[bytes, str]] = field(default_factory=list)
     src_cursor: str | None = None
     dst_cursor: str | None = None
     seconds: float = 0.0
@@ -82,6 +87,7 @@ class SyncResult:
             for c in self.conflicts
         ]
         out["skipped_typed"] = [json_key(k) for k in self.skipped_typed]
+        out["failed"] = [{**json_key(k), "reason": why} for k, why in self.failed]
         return out
 
 
@@ -152,6 +158,20 @@ async def apply_lww(store: AsyncStore, changes: list[Record]) -> tuple[int, int]
     return len(winners), len(changes) - len(winners)
 
 
+async def apply_storable(store: AsyncStore, changes: list[Record], refuse: Refuse) -> tuple[int, int]:
+    """:func:`apply_lww`, with the records ``store`` cannot hold set aside through ``refuse`` (the
+    rule migrate, import and restore follow: :func:`~kvctl.engines.transfer.store_what_fits`)."""
+    totals = [0, 0]
+
+    async def apply(part: list[Record]) -> None:
+        applied, stale = await apply_lww(store, part)
+        totals[0] += applied
+        totals[1] += stale
+
+    await store_what_fits(apply, within_limits(store, changes, refuse), refuse)
+    return totals[0], totals[1]
+
+
 def _latest_per_key(changes: Iterable[Record]) -> list[Record]:
     latest: dict[bytes, Record] = {}
     for change in changes:
@@ -187,11 +207,13 @@ class SyncPlan:
 class SyncEngine:
     """One sync run (or a watch loop) between two open stores."""
 
-    def __init__(self, plan: SyncPlan, src: AsyncStore, dst: AsyncStore, progress: Progress | None = None) -> None:
+    def __init__(self, plan: SyncPlan, src: AsyncStore, dst: AsyncStore, progress: Progress | None = None,
+                 note: stopped.Note | None = None) -> None:
         self.plan = plan
         self.src = src
         self.dst = dst
         self.progress = progress or (lambda event, data: None)
+        self.note = note  # told what a run that stops part-way applied
         self.path = state_path(plan.state_dir, plan.src_url, plan.dst_url, plan.two_way)
         self._sent: dict[int, set[tuple[bytes, int | None]]] = {id(src): set(), id(dst): set()}
         self.state = {} if plan.force_full else load_state(self.path)
@@ -220,7 +242,8 @@ class SyncEngine:
                 restored = len(dumps)
             else:
                 result.skipped_typed.extend(r.key for r in typed)
-        applied, stale = await apply_lww(target, records)
+        applied, stale = await apply_storable(target, records,
+                                              lambda rec, why: result.failed.append((rec.key, why)))
         if self.plan.two_way:  # remembered so their echoes in the target's feed can be stepped over
             self._sent[id(target)].update((r.key, r.version) for r in records)
         return applied + restored, stale
@@ -230,22 +253,26 @@ class SyncEngine:
         result = SyncResult()
         src_feed = self.src.capabilities.change_feed
         cursor = self.state.get("src_cursor")
-        if cursor is not None and src_feed:
-            try:
-                await (self._two_way_feed(result) if self.plan.two_way else self._one_way_feed(result, cursor))
-            except FeedGapError as gap:
-                result.fallback = f"change feed gap: {gap}"
+        # A rerun sends nothing twice: a feed run saves its cursor after every page, and a
+        # comparison finds what was applied already equal.
+        with stopped.saying(lambda: f"after {result.applied_to_dst + result.applied_to_src:,} changes applied; "
+                            "rerun the sync to finish", self.note):
+            if cursor is not None and src_feed:
+                try:
+                    await (self._two_way_feed(result) if self.plan.two_way else self._one_way_feed(result, cursor))
+                except FeedGapError as gap:
+                    result.fallback = f"change feed gap: {gap}"
+                    await self._diff_pass(result)
+            else:
+                if not src_feed:
+                    result.fallback = f"the source ({self.src.name}) has no change feed: comparing both stores"
+                elif self.state:
+                    result.fallback = "no saved cursor for this pair: comparing both stores"
                 await self._diff_pass(result)
-        else:
-            if not src_feed:
-                result.fallback = f"the source ({self.src.name}) has no change feed: comparing both stores"
-            elif self.state:
-                result.fallback = "no saved cursor for this pair: comparing both stores"
-            await self._diff_pass(result)
         result.src_cursor = self.state.get("src_cursor")
         result.dst_cursor = self.state.get("dst_cursor")
         result.seconds = time.monotonic() - started
-        result.converged = not result.skipped_typed
+        result.converged = not result.skipped_typed and not result.failed
         self._save(durable=True, last_run_ms=now_ms())
         return result
 
@@ -381,12 +408,12 @@ def _lag(records: list[Record]) -> int | None:
     return max(0, now_ms() - physical_ms(max(versions))) if versions else None
 
 
-async def sync(plan: SyncPlan, progress: Progress | None = None) -> SyncResult:
+async def sync(plan: SyncPlan, progress: Progress | None = None, note: stopped.Note | None = None) -> SyncResult:
     """Open both stores, run one sync, close them."""
     src = to_async(open_url(plan.src_url, access="write" if plan.two_way else "read"))
     dst = to_async(open_url(plan.dst_url))
     try:
-        return await SyncEngine(plan, src, dst, progress).run_once()
+        return await SyncEngine(plan, src, dst, progress, note).run_once()
     finally:
         await src.close()
         await dst.close()

@@ -7,8 +7,9 @@
    declare ``typed_values``, otherwise reported by name and counted as *incomplete*;
 3. TTLs: a destination without the ``ttl`` capability refuses a record with an expiry
    (:class:`UnsupportedError`) unless ``drop_ttl`` is set, which writes it without one;
-4. size limits the destination declares: an oversize record is reported and counted as *failed*
-   (the rest of the batch is still written);
+4. records the destination cannot store: over a size limit it declares, or refused one by one
+   (:class:`LimitError`, e.g. an empty key in LMDB): reported by name and counted as *failed*,
+   the rest of the batch still written (:func:`store_what_fits`, the one rule for every backend);
 5. the conflict policy (``overwrite``, ``skip``, ``newer``, ``fail``): every policy but
    ``overwrite`` reads the batch's keys from the destination with one ``get_many``;
 6. one ``set_many`` (and one ``restore_many`` for typed records), unless this is a dry run.
@@ -19,14 +20,16 @@ this loop runs for every key a migrate moves.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from operator import attrgetter
 from typing import Any, Literal, get_args
 
-from kvctl.errors import ConflictError, LimitError, UnsupportedError
-from kvctl.store import AsyncStore, Record, now_ms
+from kvctl.codec import show_key
+from kvctl.errors import ConflictError, IncompleteError, LimitError, UnsupportedError
+from kvctl.store import AsyncStore, Record, check_limits, now_ms
 
-from .storeops import dump_many, restore_many, show_key
+from .storeops import dump_many, restore_many
 
 Policy = Literal["overwrite", "skip", "newer", "fail"]
 POLICIES: tuple[str, ...] = get_args(Policy)
@@ -89,6 +92,84 @@ class Problems:
     def extend(self, other: Problems) -> None:
         self.incomplete.extend(other.incomplete[: MAX_NAMED - len(self.incomplete)])
         self.failed.extend(other.failed[: MAX_NAMED - len(self.failed)])
+
+    def check(self, what: str, incomplete: int, failed: int) -> None:
+        """Raise :class:`IncompleteError` (exit 8) when records were left behind, naming the first
+        of each kind: the one rule for migrate, import, export and restore (``what``: "copy"...)."""
+        parts = []
+        if incomplete:
+            first = self.incomplete[:1]
+            parts.append(f"{incomplete} typed key(s) could not be carried" + (
+                f" (first: {show_key(first[0][0])!r}, a {first[0][1]})" if first else ""))
+        if failed:
+            first_f = self.failed[:1]
+            parts.append(f"{failed} key(s) failed" + (
+                f" (first: {show_key(first_f[0][0])!r}: {first_f[0][1]})" if first_f else ""))
+        if parts:
+            raise IncompleteError(f"{what} incomplete: {'; '.join(parts)}")
+
+
+Refuse = Callable[[Record, str], None]  # told of each record set aside, with the reason
+MAX_REFUSED_IN_A_ROW = 16  # single records refused in a row before the refusal is not theirs
+
+
+def within_limits(dst: AsyncStore, records: list[Record], refuse: Refuse) -> list[Record]:
+    """The records within the size limits ``dst`` declares; the others go to ``refuse``."""
+    caps = dst.capabilities
+    max_key, max_value = caps.max_key_size, caps.max_value_size
+    if not records:
+        return records
+    if (max_key is None or max(map(len, map(_key, records))) <= max_key) and (
+            max_value is None or max(map(len, map(_value, records))) <= max_value):
+        return records  # the usual case, decided by two C-level passes
+    out = []
+    for rec in records:
+        try:
+            check_limits(caps, dst.name, rec.key, rec.value)
+        except LimitError as exc:
+            refuse(rec, exc.message)
+        else:
+            out.append(rec)
+    return out
+
+
+async def store_what_fits(write: Callable[[list[Record]], Awaitable[object]], records: list[Record],
+                          refuse: Refuse) -> list[Record]:
+    """Write ``records`` with ``write``, setting aside each record the store refuses alone.
+
+    A :class:`LimitError` can name a limit no capability declares (LMDB refuses an empty key), so
+    the batch is halved until the refused records stand alone; they go to ``refuse`` and the rest
+    is written.  This relies on the store contract that a refused write changes nothing.  When
+    many records in a row are refused alone the cause is not theirs (a server out of memory):
+    the error is raised and the copy stops.  Returns the records written.
+    """
+    written: list[Record] = []
+    refused: list[tuple[Record, str]] = []
+    in_a_row = 0
+
+    async def attempt(part: list[Record]) -> None:
+        nonlocal in_a_row
+        try:
+            await write(part)
+        except LimitError as exc:
+            if len(part) > 1:
+                half = len(part) // 2
+                await attempt(part[:half])
+                await attempt(part[half:])
+                return
+            in_a_row += 1
+            if in_a_row >= MAX_REFUSED_IN_A_ROW:
+                raise
+            refused.append((part[0], exc.message))
+        else:
+            in_a_row = 0
+            written.extend(part)
+
+    if records:
+        await attempt(records)
+    for rec, reason in refused:  # counted once the batch is settled, so a raise counts none
+        refuse(rec, reason)
+    return written
 
 
 def check_policy(policy: str, src_versions: bool, dst: AsyncStore) -> None:
@@ -165,15 +246,10 @@ class BatchWriter:
                 try:
                     await self.dst.set_many(plain)
                 except LimitError:
-                    # Backends check limits before writing anything: set the oversize records
+                    # Backends check limits before writing anything: set the unstorable records
                     # aside (reported by name) and write the rest.  Checking every batch up
                     # front would cost two passes over every record for a rare case.
-                    within = self._within_limits(plain)
-                    if len(within) == len(plain):
-                        raise  # a limit the backend does not declare: nothing to set aside
-                    plain = within
-                    if plain:
-                        await self.dst.set_many(plain)
+                    plain = await store_what_fits(self.dst.set_many, self._within_limits(plain), self._refuse)
             if dumped:
                 await restore_many(self.dst, dumped)
         counts.copied += len(plain) + len(dumped)
@@ -217,25 +293,11 @@ class BatchWriter:
         return out
 
     def _within_limits(self, records: list[Record]) -> list[Record]:
-        if not records:
-            return records
-        if (self._max_key is None or max(map(len, map(_key, records))) <= self._max_key) and (
-                self._max_value is None or max(map(len, map(_value, records))) <= self._max_value):
-            return records  # the usual case, decided by two C-level passes
-        max_key = self._max_key if self._max_key is not None else float("inf")
-        max_value = self._max_value if self._max_value is not None else float("inf")
-        out = []
-        for rec in records:
-            if len(rec.key) > max_key:
-                self.counts.failed += 1
-                self.problems.note_failed(rec.key, f"key of {len(rec.key)} bytes over the limit {max_key}")
-            elif len(rec.value) > max_value:
-                self.counts.failed += 1
-                self.problems.note_failed(
-                    rec.key, f"value of {len(rec.value)} bytes over the limit {max_value}")
-            else:
-                out.append(rec)
-        return out
+        return within_limits(self.dst, records, self._refuse)
+
+    def _refuse(self, rec: Record, reason: str) -> None:
+        self.counts.failed += 1
+        self.problems.note_failed(rec.key, reason)
 
     async def _resolve(self, plain: list[Record], dumped: list[Record]) -> tuple[list[Record], list[Record]]:
         """Apply skip/newer/fail against what the destination holds now."""
