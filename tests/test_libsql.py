@@ -71,6 +71,8 @@ def store(tmp_path: Path) -> Iterator[Store]:
 @pytest.mark.parametrize(("url", "client_url", "token"), [
     ("libsql://my-db.turso.io?authToken=tok123", "libsql://my-db.turso.io", "tok123"),
     ("libsql://127.0.0.1:8080?tls=0", "libsql://127.0.0.1:8080?tls=0", None),
+    ("libsql://127.0.0.1:8080?tls=false", "libsql://127.0.0.1:8080?tls=0", None),
+    ("libsql://127.0.0.1:8080?tls=Yes", "libsql://127.0.0.1:8080?tls=1", None),
     ("libsql+wss://my-db.turso.io?authToken=t", "wss://my-db.turso.io", "t"),
     ("libsql+https://my-db.turso.io:443/?authToken=t", "https://my-db.turso.io:443", "t"),
     ("libsql+https://[::1]:8443", "https://[::1]:8443", None),
