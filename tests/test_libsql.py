@@ -1,7 +1,7 @@
 """The libsql backend: local files for real; remote URLs mapped, refused and unreachable.
 
-No libSQL server (sqld) can be had on these machines, so remote reads and writes are untested
-here.  What is tested for remote URLs: the mapping to libsql-client URLs and auth tokens, that
+Remote reads and writes against a real libSQL server (sqld) are in tests/test_libsql_remote.py.
+What is tested here for remote URLs: the mapping to libsql-client URLs and auth tokens, that
 tokens never appear in messages, that an unreachable server is a clean UnavailableError, and that
 an HTTP endpoint refusing the token (a plain local HTTP responder, not a libSQL server) is an
 AuthError for libsql+https.
