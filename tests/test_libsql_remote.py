@@ -15,6 +15,7 @@ import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -110,3 +111,15 @@ def test_cli_set_get_scan_ttl_and_migrate_verify(env: dict[str, str], tmp_path: 
         assert session is not None and session.expires_at_ms is not None
     finally:
         copy.close()
+
+
+@pytest.mark.parametrize("scheme", ["libsql", "libsql+wss", "libsql+https"])
+def test_tls_url_to_a_plain_server_says_tls_failed(scheme: str, env: dict[str, str]) -> None:
+    """sqld serves without TLS by default; a TLS URL (libsql:// without ?tls=0) must say so."""
+    plain = urlsplit(server_url())
+    url = f"{scheme}://{plain.netloc}?table={fresh_table()}"
+    result = kvctl("-u", url, "get", "k", env=env)
+    message = result.stderr.decode()
+    assert result.returncode == 69
+    assert message.count("\n") == 1 and message.startswith("kvctl: error:")
+    assert "TLS handshake failed" in message and "tls=0" in message
