@@ -123,3 +123,17 @@ def test_tls_url_to_a_plain_server_says_tls_failed(scheme: str, env: dict[str, s
     assert result.returncode == 69
     assert message.count("\n") == 1 and message.startswith("kvctl: error:")
     assert "TLS handshake failed" in message and "tls=0" in message
+
+
+def test_bench_counts_the_server_as_a_network_backend(tmp_path: Path) -> None:
+    """libsql also opens local files (an embedded scheme); a URL naming its server is measured as a
+    network backend (asyncio clients, per-op tail latencies), as bench/make_results.sh's
+    libsql-remote row is."""
+    from kvctl.bench.backends import resolve
+
+    local = f"libsql://{tmp_path}/bench.db"
+    found = resolve([f"libsql-remote={table_url(server_url(), fresh_table())}", local], tmp_path)
+    remote, file = found
+    assert remote.label == "libsql-remote" and remote.status == "ok", remote.reason
+    assert remote.network and not remote.embedded
+    assert file.status == "ok" and file.embedded
