@@ -11,6 +11,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -19,7 +20,7 @@ from pathlib import Path
 import pytest
 import redis as redispy
 
-from kvctl.errors import AuthError, KvctlError, UnavailableError
+from kvctl.errors import AuthError, KvctlError, LimitError, UnavailableError
 from kvctl.registry import open_url
 from kvctl.store import Record
 
@@ -347,3 +348,47 @@ def test_unix_socket_with_password(servers: list[Server], tmp_path: Path) -> Non
         store.get(b"u")
     assert "bad" not in str(info.value).replace("badly", "")
 
+
+
+# -- strings over the server's proto-max-bulk-len ------------------------------------------------
+def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "kvctl", *args], capture_output=True, text=True, env=env,
+                          timeout=120)
+
+
+@pytest.mark.parametrize("config", ["readable", "renamed"])
+def test_value_over_the_servers_bulk_limit_is_a_limit_error(
+        servers: list[Server], tmp_path: Path, env: dict[str, str], config: str) -> None:
+    """Redis answers an over-long string with "invalid bulk length" and drops the connection
+    (the client sees a reset): reported as LimitError (exit 5) naming the key and its size, and
+    the limit when CONFIG GET may read it; nothing of the batch is written."""
+    extra = ["--rename-command", "CONFIG", ""] if config == "renamed" else []
+    server = Server(tmp_path, "--proto-max-bulk-len", "1mb", *extra)
+    servers.append(server)
+    url = f"redis://127.0.0.1:{server.port}/0"
+    big = os.urandom(2_000_000)
+    limit = "of 1,048,576 bytes" if config == "readable" else "(it closed the connection)"
+    with open_url(url) as store:
+        with pytest.raises(LimitError) as info:
+            store.set(b"big2m", big)
+        assert_one_line(info.value, url)
+        assert "'big2m'" in str(info.value) and "2,000,000 bytes" in str(info.value) and limit in str(info.value)
+        assert info.value.exit_code == 5
+        with pytest.raises(LimitError, match="big2m"):
+            store.set_many([Record(b"small", b"v"), Record(b"big2m", big, None)])
+        store.set(b"fits", os.urandom(1_000_000))  # under the limit: written, on a working connection
+    client = server.client()
+    assert client.exists(b"big2m", b"small") == 0 and len(client.get(b"fits") or b"") == 1_000_000
+
+    source = tmp_path / "src.db"
+    with open_url(f"sqlite://{source}") as src:
+        src.set_many([Record(b"a-small", b"v"), Record(b"z-big", os.urandom(3_000_000))])
+    blob = tmp_path / "blob.bin"
+    blob.write_bytes(big)
+    for args, named in ((["-u", url, "set", "cli-big", "--file", str(blob)], "'cli-big' is 2,000,000 bytes"),
+                        (["migrate", f"sqlite://{source}", url, "--no-progress"], "'z-big' is 3,000,000 bytes")):
+        proc = _cli(*args, env=env)
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode == 5, proc.stderr
+        assert len(lines) == 1 and lines[0].startswith("kvctl: error: ")
+        assert named in lines[0] and limit in lines[0]
