@@ -137,3 +137,17 @@ def test_bench_counts_the_server_as_a_network_backend(tmp_path: Path) -> None:
     assert remote.label == "libsql-remote" and remote.status == "ok", remote.reason
     assert remote.network and not remote.embedded
     assert file.status == "ok" and file.embedded
+
+
+@pytest.mark.parametrize("size", [6_000_000, 10_000_000])
+def test_value_over_the_servers_length_limit_is_a_limit_error(size: int, env: dict[str, str], tmp_path: Path) -> None:
+    """sqld refuses a string or blob over its length limit (about 5 MB here): as the row itself
+    (SQLITE_TOOBIG) or already as an argument (ARGS_INVALID); both are exit 5, nothing written."""
+    url = table_url(server_url(), fresh_table())
+    blob = tmp_path / "big.bin"
+    blob.write_bytes(os.urandom(size))
+    result = kvctl("-u", url, "set", "big", "--file", str(blob), env=env)
+    lines = result.stderr.decode().strip().splitlines()
+    assert result.returncode == 5, result.stderr
+    assert len(lines) == 1 and lines[0].startswith("kvctl: error: ") and "too big" in lines[0]
+    assert kvctl("-u", url, "count", env=env).stdout.strip() == b"0"

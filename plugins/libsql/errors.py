@@ -73,6 +73,8 @@ def translate(exc: BaseException, where: str, action: str, *, writing: bool = Fa
         if "AUTH" in code:
             return AuthError(f"{where}: {explanation} ({code})")
         kind = LockedError if is_busy(exc) else _BY_CODE.get(code)
+        if code == "ARGS_INVALID" and "too big" in explanation:
+            kind = LimitError  # sqld refuses an argument over its length limit before running anything
         if kind is CorruptError:
             return CorruptError(f"{where}: not a usable database: {explanation} ({code})")
         if kind is LockedError:
