@@ -111,6 +111,9 @@ def test_wrong_password_is_an_auth_error(servers: list[Server], tmp_path: Path) 
             store.set(b"k", b"v")
         assert_one_line(info.value, url, "wrong-pw")
         assert info.value.exit_code == 77
+        # none given: said so in a few words, not the server's HELLO text
+        assert ("requires a password (NOAUTH)" in str(info.value)) == ("wrong-pw" not in url)
+        assert "HELLO" not in str(info.value)
     with open_url(f"redis://:right-pw@127.0.0.1:{server.port}/0") as store:
         store.set(b"k", b"v")
         assert store.get(b"k").value == b"v"  # type: ignore[union-attr]
