@@ -339,6 +339,22 @@ def test_tls(servers: list[Server], tmp_path: Path) -> None:
         store.get(b"tls")
 
 
+@pytest.mark.parametrize("scheme", ["rediss", "rediss+cluster"])
+def test_tls_url_to_a_plain_server_fails_fast(servers: list[Server], tmp_path: Path, scheme: str) -> None:
+    """A plain server never answers a TLS handshake; rather than time out after connect_timeout,
+    kvctl finds it speaking plain Redis and says the handshake failed."""
+    server = Server(tmp_path, "--requirepass", "pw", ping=False)  # a password: the probe needs none
+    servers.append(server)
+    server.wait(lambda: server.client(password="pw").ping())
+    url = f"{scheme}://:pw@127.0.0.1:{server.port}?connect_timeout=20s"
+    started = time.monotonic()
+    with open_url(url) as store, pytest.raises(UnavailableError, match="TLS handshake failed") as info:
+        store.get(b"k")
+    assert time.monotonic() - started < 10  # the probe, not the 20 s connect timeout
+    assert_one_line(info.value, url, "pw@")
+    assert "plain Redis" in str(info.value) and info.value.exit_code == 69
+
+
 def test_unix_socket_with_password(servers: list[Server], tmp_path: Path) -> None:
     sock = tmp_path / "r.sock"
     server = Server(tmp_path, "--unixsocket", str(sock), "--requirepass", "pw", ping=False)
