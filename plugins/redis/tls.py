@@ -77,4 +77,6 @@ def client(kwargs: dict[str, Any]) -> redis.Redis:
     if not kwargs.get("ssl"):
         return redis.Redis(**kwargs)
     pool_kwargs = {k: v for k, v in kwargs.items() if k != "ssl"}
-    return redis.Redis.from_pool(redis.ConnectionPool(connection_class=TLSConnection, **pool_kwargs))
+    client = redis.Redis(connection_pool=redis.ConnectionPool(connection_class=TLSConnection, **pool_kwargs))
+    client.auto_close_connection_pool = True  # the client owns this pool, as when redis-py builds it
+    return client
