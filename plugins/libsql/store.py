@@ -39,6 +39,7 @@ from kvctl.store import (
 )
 
 from .errors import is_busy, translated
+from .remote import hello_answered
 from .target import Target, parse_target
 
 SCHEMA_VERSION = 1  # what this backend writes into a file it creates
@@ -357,29 +358,11 @@ class LibSQLStore(AsyncStoreBase):
 async def _create_client(target: Target) -> libsql_client.Client:
     client = libsql_client.create_client(target.client_url, auth_token=target.auth_token)
     try:
-        await _hello_answered(getattr(client, "_conn", None))
+        await hello_answered(client)
     except BaseException:
         await client.close()
         raise
     return client
-
-
-async def _hello_answered(conn: Any) -> None:
-    """Wait for the server's answer to a WebSocket connection's hello (the token), and raise a
-    refusal.  The first requests otherwise follow the hello unanswered: a server refusing it
-    closes the socket, and a request written meanwhile fails as "closing transport" instead of
-    saying why.  libsql-client marks the handshake finished before it records a refusal (while
-    closing the socket), so a socket found closed means: wait for that record.  Costs one round
-    trip at opening; an HTTP client (no ``wait_connected``) has nothing to wait for."""
-    wait_connected = getattr(conn, "wait_connected", None)
-    if wait_connected is None:
-        return
-    await wait_connected()
-    socket, receiving = getattr(conn, "_socket", None), getattr(conn, "_receive_task", None)
-    if socket is not None and socket.closed and receiving is not None:
-        await asyncio.wait([receiving])
-        if conn.exception is not None:
-            raise conn.exception
 
 
 def _preflight(path: str, where: str) -> None:
