@@ -93,6 +93,17 @@ def test_unreachable_server_rows_say_so_and_the_rest_runs(full_run: tuple[Run, A
     assert last.startswith("kvctl: error: ") and "benchmark(s) failed" in last and "127.0.0.1:1" in last
 
 
+def test_only_benchmarks_not_measured_fail_the_run() -> None:
+    """A failed extra pass (latency, load, allocations) leaves the benchmark's row: not a failure."""
+    from kvctl.cli.bench import _raise_if_failed
+    from kvctl.errors import IncompleteError
+
+    partial = {"name": "gridkv.get@x", "reason": "the load pass failed: boom", "partial": "1"}
+    _raise_if_failed([partial])
+    with pytest.raises(IncompleteError, match=r"1 benchmark\(s\) failed: gridkv.set@x; first reason: worker died"):
+        _raise_if_failed([partial, {"name": "gridkv.set@x", "reason": "worker died"}])
+
+
 def test_workers_start_isolated_from_the_current_directory(tmp_path: Path) -> None:
     """Started beside a folder named kvctl (the parent of a clone), the job and worker processes
     still import the installed kvctl: the current directory is not on their sys.path."""

@@ -23,8 +23,8 @@ Results print as rich tables; -o FILE saves them (.json: a pyperf suite that `py
 stats/compare_to` read, .md, .csv, .html, .mmd).  --baseline FILE compares with a saved run and
 exits with status 1 on a regression (allocations beyond --tolerance; times, as ratios to the
 run's own reference, when significant and beyond --min-effect).  A run in which a benchmark
-failed (a server unreachable, a worker that died) exits with status 8 after saving and printing
-what it has; the rows say why.
+could not be measured (a server unreachable, a worker that died) exits with status 8 after saving
+and printing what it has; the rows say why.
 """
 
 
@@ -233,9 +233,12 @@ def bench(
 
 
 def _raise_if_failed(errors: list[dict[str, Any]]) -> None:
-    """A run with failed benchmarks must not look like success to a script that only saves it."""
+    """A run with failed benchmarks must not look like success to a script that only saves it.
+    A benchmark measured whose extra pass failed (latency, load, allocations: "partial") has its
+    row, with the failure noted: that alone is not a failed run."""
     from kvctl.errors import IncompleteError
 
+    errors = [e for e in errors if not e.get("partial")]
     if not errors:
         return
     names = list(dict.fromkeys(e.get("name") or e.get("backend") or "?" for e in errors))
