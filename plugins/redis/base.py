@@ -226,9 +226,10 @@ class RedisStoreBase(StoreBase):
             self._bulk_asked = True
             try:
                 replies = self._on_nodes({name: [limits.CONFIG_GET] for name, _ in self._scan_targets()})
-                found_limits = [limits.parse_limit(r[0]) for r in replies.values()]
-                if found_limits and None not in found_limits:
-                    self._bulk_limit = min(found_limits)  # type: ignore[type-var]
+                read = [limits.parse_limit(r[0]) for r in replies.values()]
+                numbers = [n for n in read if n is not None]
+                if numbers and len(numbers) == len(read):  # every node's, or none
+                    self._bulk_limit = min(numbers)
             except DRIVER_ERRORS:
                 pass  # the write that follows reports the server's state
         if self._bulk_limit is not None and found[1] > self._bulk_limit:
