@@ -47,7 +47,6 @@ def is_busy(exc: LibsqlError) -> bool:
 
 
 def translate(exc: BaseException, where: str, action: str, *, writing: bool = False) -> KvctlError:
-    exc = _reason(exc)
     detail = one_line(exc, first_line=True)
     outcome = " (the batch is one transaction: applied entirely or not at all)" if writing else ""
     if isinstance(exc, KvctlError):
@@ -96,17 +95,6 @@ def translate(exc: BaseException, where: str, action: str, *, writing: bool = Fa
     if isinstance(exc, OSError):
         return UnavailableError(f"{where}: cannot reach the server while trying to {action}: {detail}{outcome}")
     return StoreIOError(f"{where}: {action} failed: {type(exc).__name__}: {detail}{outcome}")
-
-
-def _reason(exc: BaseException) -> BaseException:
-    """The server's own error behind a failure to close the socket after it: libsql-client closes
-    the WebSocket when the server answers with an error (a refused token, say), and when the
-    server has already closed it, that close fails and hides the answer ("Cannot write to
-    closing transport", raised while handling the server's error)."""
-    context = exc.__context__
-    if isinstance(exc, aiohttp.ClientConnectionResetError) and isinstance(context, LibsqlError):
-        return context
-    return exc
 
 
 def translated(where: str, action: str, *, writing: bool = False) -> AbstractContextManager[None]:
