@@ -4,7 +4,8 @@
 #   bash bench/make_results.sh
 #
 # Measures every embedded backend (a fresh store per job in a temporary directory) and every
-# server the test services script runs (tests/services.sh: started here when it is not running,
+# server the test services script runs (Redis, Redis Cluster, PostgreSQL, libSQL's sqld as
+# "libsql-remote"; tests/services.sh: started here when it is not running,
 # and stopped again after), on every workload, with a throughput-versus-clients curve for the
 # GridKV tables; a Redis URL also runs with the local cache on (the Session table's hit/miss).
 # The run is saved as bench/results.json.gz (a pyperf suite: `python -m pyperf stats` reads it) and
@@ -26,6 +27,8 @@ source "$services_dir/env"
 urls=()
 for var in $(compgen -v KVCTL_TEST_ | grep '_URL$' | sort); do
   label="$(echo "${var#KVCTL_TEST_}" | sed 's/_URL$//' | tr 'A-Z_' 'a-z-')"
+  # libsql also runs embedded (a local file, row "libsql"): its server's row is "libsql-remote"
+  if [ "$label" = libsql ]; then label=libsql-remote; fi
   urls+=("$label=${!var}")
 done
 if [ -n "${KVCTL_TEST_REDIS_URL:-}" ]; then

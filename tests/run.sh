@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite from a fresh clone: install what the tests need, start the real servers
-# (Redis, Redis Cluster, PostgreSQL: tests/services.sh), check lint, types and the architecture,
+# (Redis, Redis Cluster, PostgreSQL, libSQL: tests/services.sh), check lint, types and the architecture,
 # run the CI performance gate, then every test (pytest's summary is the last line).  `.ci/run` calls exactly this.
 #   bash tests/run.sh              everything
 #   bash tests/run.sh -k sqlite    extra arguments go to pytest

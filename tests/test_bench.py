@@ -40,7 +40,7 @@ def full_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Run, subprocess.
     out = tmp_path_factory.mktemp("bench") / "run.json"
     proc = kvctl("memory://bench-test", "redis://127.0.0.1:1/0", "-w", "all", *TINY, "--keys", "200",
                  "--ops", "300", "--clients", "2", "--duration", "0.2s", "-o", str(out))
-    assert proc.returncode == 0, proc.stderr
+    assert proc.returncode == 8, proc.stderr  # the unreachable server's benchmarks failed
     return Run.load(str(out)), proc, out
 
 
@@ -88,6 +88,36 @@ def test_unreachable_server_rows_say_so_and_the_rest_runs(full_run: tuple[Run, A
     dead = [r for r in run.rows() if r.backend == "redis"]
     assert dead and all(r.status == "unreachable" and "127.0.0.1:1" in r.reason for r in dead)
     assert "unreachable" in proc.stderr
+    # saved and printed, then a non-zero exit: a script that only keeps the file sees the failure
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("kvctl: error: ") and "benchmark(s) failed" in last and "127.0.0.1:1" in last
+
+
+def test_only_benchmarks_not_measured_fail_the_run() -> None:
+    """A failed extra pass (latency, load, allocations) leaves the benchmark's row: not a failure."""
+    from kvctl.cli.bench import _raise_if_failed
+    from kvctl.errors import IncompleteError
+
+    partial = {"name": "gridkv.get@x", "reason": "the load pass failed: boom", "partial": "1"}
+    _raise_if_failed([partial])
+    with pytest.raises(IncompleteError, match=r"1 benchmark\(s\) failed: gridkv.set@x; first reason: worker died"):
+        _raise_if_failed([partial, {"name": "gridkv.set@x", "reason": "worker died"}])
+
+
+def test_workers_start_isolated_from_the_current_directory(tmp_path: Path) -> None:
+    """Started beside a folder named kvctl (the parent of a clone), the job and worker processes
+    still import the installed kvctl: the current directory is not on their sys.path."""
+    clone = tmp_path / "kvctl"
+    (clone / "bench").mkdir(parents=True)
+    (clone / "bench" / "redis_bench.py").write_text("raise SystemExit('the clone was imported')\n")
+    out = tmp_path / "run.json"
+    script = Path(sys.executable).with_name("kvctl")  # the console script, as a user runs it
+    proc = subprocess.run([str(script), "bench", "memory://cwd", "-w", "gridkv", *TINY, "-q", "-o", str(out)],
+                          capture_output=True, text=True, timeout=240, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    run = Run.load(str(out))
+    assert not run.info["errors"]
+    assert _row(run, "gridkv.get@memory").mean > 0 and _row(run, "harness.empty").mean > 0
 
 
 def test_saved_run_is_read_by_pyperf(full_run: tuple[Run, Any, Path], tmp_path: Path) -> None:

@@ -1,7 +1,7 @@
 """The libsql backend: local files for real; remote URLs mapped, refused and unreachable.
 
-No libSQL server (sqld) can be had on these machines, so remote reads and writes are untested
-here.  What is tested for remote URLs: the mapping to libsql-client URLs and auth tokens, that
+Remote reads and writes against a real libSQL server (sqld) are in tests/test_libsql_remote.py.
+What is tested here for remote URLs: the mapping to libsql-client URLs and auth tokens, that
 tokens never appear in messages, that an unreachable server is a clean UnavailableError, and that
 an HTTP endpoint refusing the token (a plain local HTTP responder, not a libSQL server) is an
 AuthError for libsql+https.
@@ -71,6 +71,8 @@ def store(tmp_path: Path) -> Iterator[Store]:
 @pytest.mark.parametrize(("url", "client_url", "token"), [
     ("libsql://my-db.turso.io?authToken=tok123", "libsql://my-db.turso.io", "tok123"),
     ("libsql://127.0.0.1:8080?tls=0", "libsql://127.0.0.1:8080?tls=0", None),
+    ("libsql://127.0.0.1:8080?tls=false", "libsql://127.0.0.1:8080?tls=0", None),
+    ("libsql://127.0.0.1:8080?tls=Yes", "libsql://127.0.0.1:8080?tls=1", None),
     ("libsql+wss://my-db.turso.io?authToken=t", "wss://my-db.turso.io", "t"),
     ("libsql+https://my-db.turso.io:443/?authToken=t", "https://my-db.turso.io:443", "t"),
     ("libsql+https://[::1]:8443", "https://[::1]:8443", None),

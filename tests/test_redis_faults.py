@@ -11,6 +11,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -19,7 +20,7 @@ from pathlib import Path
 import pytest
 import redis as redispy
 
-from kvctl.errors import AuthError, KvctlError, UnavailableError
+from kvctl.errors import AuthError, KvctlError, LimitError, UnavailableError
 from kvctl.registry import open_url
 from kvctl.store import Record
 
@@ -110,6 +111,9 @@ def test_wrong_password_is_an_auth_error(servers: list[Server], tmp_path: Path) 
             store.set(b"k", b"v")
         assert_one_line(info.value, url, "wrong-pw")
         assert info.value.exit_code == 77
+        # none given: said so in a few words, not the server's HELLO text
+        assert ("requires a password (NOAUTH)" in str(info.value)) == ("wrong-pw" not in url)
+        assert "HELLO" not in str(info.value)
     with open_url(f"redis://:right-pw@127.0.0.1:{server.port}/0") as store:
         store.set(b"k", b"v")
         assert store.get(b"k").value == b"v"  # type: ignore[union-attr]
@@ -335,6 +339,22 @@ def test_tls(servers: list[Server], tmp_path: Path) -> None:
         store.get(b"tls")
 
 
+@pytest.mark.parametrize("scheme", ["rediss", "rediss+cluster"])
+def test_tls_url_to_a_plain_server_fails_fast(servers: list[Server], tmp_path: Path, scheme: str) -> None:
+    """A plain server never answers a TLS handshake; rather than time out after connect_timeout,
+    kvctl finds it speaking plain Redis and says the handshake failed."""
+    server = Server(tmp_path, "--requirepass", "pw", ping=False)  # a password: the probe needs none
+    servers.append(server)
+    server.wait(lambda: server.client(password="pw").ping())
+    url = f"{scheme}://:pw@127.0.0.1:{server.port}?connect_timeout=20s"
+    started = time.monotonic()
+    with open_url(url) as store, pytest.raises(UnavailableError, match="TLS handshake failed") as info:
+        store.get(b"k")
+    assert time.monotonic() - started < 10  # the probe, not the 20 s connect timeout
+    assert_one_line(info.value, url, "pw@")
+    assert "plain Redis" in str(info.value) and info.value.exit_code == 69
+
+
 def test_unix_socket_with_password(servers: list[Server], tmp_path: Path) -> None:
     sock = tmp_path / "r.sock"
     server = Server(tmp_path, "--unixsocket", str(sock), "--requirepass", "pw", ping=False)
@@ -347,3 +367,47 @@ def test_unix_socket_with_password(servers: list[Server], tmp_path: Path) -> Non
         store.get(b"u")
     assert "bad" not in str(info.value).replace("badly", "")
 
+
+
+# -- strings over the server's proto-max-bulk-len ------------------------------------------------
+def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "kvctl", *args], capture_output=True, text=True, env=env,
+                          timeout=120)
+
+
+@pytest.mark.parametrize("config", ["readable", "renamed"])
+def test_value_over_the_servers_bulk_limit_is_a_limit_error(
+        servers: list[Server], tmp_path: Path, env: dict[str, str], config: str) -> None:
+    """Redis answers an over-long string with "invalid bulk length" and drops the connection
+    (the client sees a reset): reported as LimitError (exit 5) naming the key and its size, and
+    the limit when CONFIG GET may read it; nothing of the batch is written."""
+    extra = ["--rename-command", "CONFIG", ""] if config == "renamed" else []
+    server = Server(tmp_path, "--proto-max-bulk-len", "1mb", *extra)
+    servers.append(server)
+    url = f"redis://127.0.0.1:{server.port}/0"
+    big = os.urandom(2_000_000)
+    limit = "of 1,048,576 bytes" if config == "readable" else "(it closed the connection)"
+    with open_url(url) as store:
+        with pytest.raises(LimitError) as info:
+            store.set(b"big2m", big)
+        assert_one_line(info.value, url)
+        assert "'big2m'" in str(info.value) and "2,000,000 bytes" in str(info.value) and limit in str(info.value)
+        assert info.value.exit_code == 5
+        with pytest.raises(LimitError, match="big2m"):
+            store.set_many([Record(b"small", b"v"), Record(b"big2m", big, None)])
+        store.set(b"fits", os.urandom(1_000_000))  # under the limit: written, on a working connection
+    client = server.client()
+    assert client.exists(b"big2m", b"small") == 0 and len(client.get(b"fits") or b"") == 1_000_000
+
+    source = tmp_path / "src.db"
+    with open_url(f"sqlite://{source}") as src:
+        src.set_many([Record(b"a-small", b"v"), Record(b"z-big", os.urandom(3_000_000))])
+    blob = tmp_path / "blob.bin"
+    blob.write_bytes(big)
+    for args, named in ((["-u", url, "set", "cli-big", "--file", str(blob)], "'cli-big' is 2,000,000 bytes"),
+                        (["migrate", f"sqlite://{source}", url, "--no-progress"], "'z-big' is 3,000,000 bytes")):
+        proc = _cli(*args, env=env)
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode == 5, proc.stderr
+        assert len(lines) == 1 and lines[0].startswith("kvctl: error: ")
+        assert named in lines[0] and limit in lines[0]

@@ -3,9 +3,10 @@
 Nothing here names a backend.  A backend is *embedded* (in-process, no server) when its
 capabilities say so (``Capabilities.embedded`` when the core has it), when it declares itself
 not persistent, or when opening its scheme on a path in a scratch directory works and creates
-that path (a file or a directory: an embedded database).  Embedded backends get a fresh store
-per job in a temporary directory; the others are *network* backends: their clients are asyncio
-tasks and their per-op tail latencies are recorded.
+that path (a file or a directory: an embedded database), and a URL given names a local path
+rather than a server (``libsql://HOST:PORT`` is a server, ``libsql:///path.db`` a file).
+Embedded backends get a fresh store per job in a temporary directory; the others are *network*
+backends: their clients are asyncio tasks and their per-op tail latencies are recorded.
 
 Each URL is probed once before any job runs (a read, with a time limit): an unreachable server's
 rows say so and the rest of the run goes on.  The probe also notes which driver distributions
@@ -195,6 +196,18 @@ def _classify(cls: Any, scheme: str, scratch: Path, cache: dict[str, bool]) -> b
     return created
 
 
+def _names_local_store(url: Any) -> bool:
+    """Does this URL of an embedded scheme open a local store?  A scheme may reach a server too
+    (``libsql://HOST:PORT``): a URL with an authority is local only when the path it names
+    (``x://rel/dir`` is a relative path) exists after the probe has opened it."""
+    if url.host is None:
+        return True
+    try:
+        return Path(url.local_path()).exists()
+    except KvctlError:
+        return False
+
+
 def _describe(backend: Backend, cls: Any) -> None:
     caps = getattr(cls, "capabilities", None)
     backend.capabilities = caps
@@ -222,7 +235,7 @@ def resolve(args: list[str], scratch: Path, *, embedded: bool = False) -> list[B
             cls, backend.is_async, backend.drivers = _run_with_timeout(
                 lambda u=url: _open_and_touch(u, False), PROBE_TIMEOUT_S)  # type: ignore[misc]
             _describe(backend, cls)
-            backend.embedded = _classify(cls, parsed.scheme, scratch, cache)
+            backend.embedded = _classify(cls, parsed.scheme, scratch, cache) and _names_local_store(parsed)
         except (UsageError, PluginLoadError):
             raise
         except KvctlError as exc:

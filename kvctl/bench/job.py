@@ -8,10 +8,22 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from kvctl.bench.params import Params
+
+RUNNER = "kvctl.bench.runner"
+
+
+def python_args(module: str = RUNNER) -> list[str]:
+    """Interpreter arguments that run ``module`` in a child process (the job process, its pyperf
+    workers) importing what this process imports.  ``-P``: no current directory on sys.path, where a
+    folder named ``kvctl`` (the parent of a clone) would shadow the installed package; ``-s`` when
+    this process runs without the user site, so the child does not pick up other copies there.
+    The load pass's client processes inherit these flags through multiprocessing."""
+    return ["-P", *(["-s"] if sys.flags.no_user_site else []), "-m", module]
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""The job process and its pyperf workers: ``python -m kvctl.bench.runner --kvctl-job JOB.json``.
+"""The job process and its pyperf workers: ``python -P -m kvctl.bench.runner --kvctl-job JOB.json``.
 
 Run by the parent (``kvctl bench``) once per job, this module is pyperf's *manager*: it builds
 one ``pyperf.Runner`` with an explicit argument list (never the CLI's own argv) and
@@ -21,7 +21,7 @@ import sys
 import traceback
 from typing import Any
 
-from kvctl.bench.job import BenchSpec, Job
+from kvctl.bench.job import BenchSpec, Job, python_args
 from kvctl.bench.workloads import Bench, Ctx, get, make_value
 from kvctl.errors import KvctlError, one_line
 
@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import pyperf
 
-    runner = pyperf.Runner(program_args=("-m", "kvctl.bench.runner", "--kvctl-job", job_path))
+    runner = pyperf.Runner(program_args=(*python_args(), "--kvctl-job", job_path))
     runner.argparser.add_argument("--kvctl-job")
     # the manager's argument list is explicit; workers get pyperf's own worker options
     runner.parse_args(argv if worker else [*job.params.pyperf_args(), "--quiet", "--kvctl-job", job_path])

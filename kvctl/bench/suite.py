@@ -1,7 +1,7 @@
 """Run a bench: probe the backends, plan the jobs, run each job process, gather one :class:`Run`.
 
 Each job (the harness, then one backend x one workload) runs in its own process
-(``python -m kvctl.bench.runner``), which is pyperf's manager and spawns pyperf's workers: a
+(``python -P -m kvctl.bench.runner``), which is pyperf's manager and spawns pyperf's workers: a
 crash, a hung server or a failed worker costs that job's rows only.  Jobs run one after the
 other: two benchmarks sharing two cores would measure each other.
 """
@@ -21,7 +21,7 @@ from typing import Any
 
 from kvctl.bench import backends as backends_mod
 from kvctl.bench.backends import Backend
-from kvctl.bench.job import BenchSpec, Job
+from kvctl.bench.job import BenchSpec, Job, python_args
 from kvctl.bench.params import FORMAT_VERSION, Params
 from kvctl.bench.results import EMPTY, REFERENCE, Run, machine_info
 from kvctl.bench.workloads import Workload
@@ -104,7 +104,7 @@ def run_job(job: Job, path: Path) -> tuple[list[dict[str, Any]], list[dict[str, 
     """Run one job process; (pyperf suite JSON list, errors, captured stderr tail)."""
     job.save(str(path))
     try:
-        proc = subprocess.run([sys.executable, "-m", "kvctl.bench.runner", "--kvctl-job", str(path)],
+        proc = subprocess.run([sys.executable, *python_args(), "--kvctl-job", str(path)],
                               capture_output=True, text=True, timeout=JOB_TIMEOUT_S)
         stderr = proc.stderr
         failed = proc.returncode != 0

@@ -22,7 +22,9 @@ ycsb; --quick runs the GridKV tables with short pyperf settings.
 Results print as rich tables; -o FILE saves them (.json: a pyperf suite that `python -m pyperf
 stats/compare_to` read, .md, .csv, .html, .mmd).  --baseline FILE compares with a saved run and
 exits with status 1 on a regression (allocations beyond --tolerance; times, as ratios to the
-run's own reference, when significant and beyond --min-effect).
+run's own reference, when significant and beyond --min-effect).  A run in which a benchmark
+could not be measured (a server unreachable, a worker that died) exits with status 8 after saving
+and printing what it has; the rows say why.
 """
 
 
@@ -226,6 +228,23 @@ def bench(
             failed = [v.name for v in gate_result.verdicts if v.failures]
             sys.stderr.write(f"kvctl: bench gate failed: {len(failed)} regression(s): {', '.join(failed)}\n")
             raise typer.Exit(1)
+    if from_ is None:
+        _raise_if_failed(run.info.get("errors", []))
+
+
+def _raise_if_failed(errors: list[dict[str, Any]]) -> None:
+    """A run with failed benchmarks must not look like success to a script that only saves it.
+    A benchmark measured whose extra pass failed (latency, load, allocations: "partial") has its
+    row, with the failure noted: that alone is not a failed run."""
+    from kvctl.errors import IncompleteError
+
+    errors = [e for e in errors if not e.get("partial")]
+    if not errors:
+        return
+    names = list(dict.fromkeys(e.get("name") or e.get("backend") or "?" for e in errors))
+    shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+    raise IncompleteError(f"{len(names)} benchmark(s) failed: {shown}; first reason: "
+                          f"{errors[0].get('reason') or 'unknown'}")
 
 
 def _argv_for_record() -> list[str]:

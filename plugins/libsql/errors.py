@@ -57,6 +57,10 @@ def translate(exc: BaseException, where: str, action: str, *, writing: bool = Fa
         return UnavailableError(f"{where}: the server answered HTTP {exc.status} while trying to {action}")
     if isinstance(exc, asyncio.TimeoutError):
         return TimeoutError_(f"{where}: timed out while trying to {action}{outcome}")
+    if isinstance(exc, aiohttp.ClientSSLError):
+        # the usual cause: a server without TLS (sqld's default) reached through a TLS URL
+        return UnavailableError(f"{where}: TLS handshake failed while trying to {action}: {detail}",
+                                hint="for a server without TLS use libsql://HOST:PORT?tls=0")
     if isinstance(exc, aiohttp.ClientError):
         return UnavailableError(f"{where}: cannot reach the server while trying to {action}: {detail}{outcome}")
     if isinstance(exc, LibsqlError):
@@ -69,6 +73,8 @@ def translate(exc: BaseException, where: str, action: str, *, writing: bool = Fa
         if "AUTH" in code:
             return AuthError(f"{where}: {explanation} ({code})")
         kind = LockedError if is_busy(exc) else _BY_CODE.get(code)
+        if code == "ARGS_INVALID" and "too big" in explanation:
+            kind = LimitError  # sqld refuses an argument over its length limit before running anything
         if kind is CorruptError:
             return CorruptError(f"{where}: not a usable database: {explanation} ({code})")
         if kind is LockedError:

@@ -39,6 +39,7 @@ from kvctl.store import (
 )
 
 from .errors import is_busy, translated
+from .remote import hello_answered
 from .target import Target, parse_target
 
 SCHEMA_VERSION = 1  # what this backend writes into a file it creates
@@ -355,7 +356,13 @@ class LibSQLStore(AsyncStoreBase):
 
 
 async def _create_client(target: Target) -> libsql_client.Client:
-    return libsql_client.create_client(target.client_url, auth_token=target.auth_token)
+    client = libsql_client.create_client(target.client_url, auth_token=target.auth_token)
+    try:
+        await hello_answered(client)
+    except BaseException:
+        await client.close()
+        raise
+    return client
 
 
 def _preflight(path: str, where: str) -> None:

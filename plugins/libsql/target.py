@@ -3,7 +3,8 @@
     libsql:///abs/path.db              local file   -> libsql-client file:/abs/path.db
     libsql:relative/path.db            local file   -> file:/cwd/relative/path.db
     libsql://HOST[:PORT]?authToken=T   remote       -> libsql://HOST (WebSocket over TLS; ?tls=0
-                                                       with an explicit port: plain ws://)
+                                                       (or false/no/off) with an explicit port:
+                                                       plain ws://)
     libsql+wss://HOST[:PORT]           remote       -> wss://HOST (Hrana over WebSocket)
     libsql+https://HOST[:PORT]         remote       -> https://HOST (Hrana over HTTP)
 
@@ -86,16 +87,14 @@ def _remote(url: StoreURL, table: str, timeout_ms: int) -> Target:
     host = f"[{url.host}]" if ":" in url.host else url.host
     authority = host if url.port is None else f"{host}:{url.port}"
     path = url.path if url.path not in ("", "/") else ""
-    tls = url.option("tls")
     query = ""
-    if tls is not None:
-        if tls not in ("0", "1"):
-            raise BadURLError(f"option tls={tls!r} in {url.redacted()} must be 0 or 1")
+    if url.option("tls"):
+        tls = url.bool_option("tls", True)
         if url.scheme != "libsql":
             raise BadURLError(f"{url.redacted()}: tls= applies to libsql:// URLs only (the scheme says TLS)")
-        if tls == "0" and url.port is None:
+        if not tls and url.port is None:
             raise BadURLError(f"{url.redacted()}: tls=0 needs an explicit port")
-        query = f"?tls={tls}"
+        query = f"?tls={int(tls)}"  # libsql-client reads exactly 0 or 1
     client_url = f"{_REMOTE_SCHEMES[url.scheme]}://{authority}{path}{query}"
     return Target(
         client_url=client_url,

@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from redis.exceptions import ResponseError
 
-from kvctl.errors import UnsupportedError, UsageError
+from kvctl.errors import KvctlError, UnsupportedError, UsageError
 from kvctl.store import Capabilities, Page, Record, StoreBase, StoreURL, deadline_ms, now_ms
 
-from . import scripts
+from . import limits, scripts
 from .cache import DELETED, INVALIDATED, Invalidator, LocalCache
 from .errors import DRIVER_ERRORS, translate, translating
 from .options import RedisSettings
@@ -63,6 +63,8 @@ class RedisStoreBase(StoreBase):
         self.settings = settings
         self.ns = settings.namespace
         self.relative_ttl = False  # True on servers older than 7.0 (no PEXPIRETIME)
+        self._bulk_limit: int | None = None  # the server's proto-max-bulk-len, once asked (limits.py)
+        self._bulk_asked = False
         self.cache: LocalCache | None = None
         self.invalidator: Invalidator | None = None
         if settings.cache is not None:
@@ -195,10 +197,16 @@ class RedisStoreBase(StoreBase):
         if not batch:
             return
         caps = self.capabilities
-        max_key, max_value = caps.max_key_size or MAX_STRING, caps.max_value_size or MAX_STRING
-        for r in batch:  # all limits checked before anything is written
+        # the declared limits, and the server's for strings over limits.FLOOR: all checked before
+        # anything is written; batches of smaller records pay one comparison per record
+        max_key = min(caps.max_key_size or MAX_STRING, limits.FLOOR)
+        max_value = min(caps.max_value_size or MAX_STRING, limits.FLOOR)
+        big = False
+        for r in batch:
             if len(r.key) > max_key or len(r.value) > max_value:
                 self._check(r.key, r.value)
+                big = True
+        biggest = self._check_bulk(batch) if big else None
         keys = [r.key for r in batch]
         publish = self._invalidate(INVALIDATED, keys)
         ns = self.ns
@@ -206,7 +214,38 @@ class RedisStoreBase(StoreBase):
             self._write([ns + k for k in keys] if ns else keys, [r.value for r in batch],
                         [r.expires_at_ms for r in batch], publish)
         except DRIVER_ERRORS as exc:
-            raise translate(exc, self.where) from None
+            raise self._write_error(exc, biggest) from None
+
+    def _check_bulk(self, records: list[Record]) -> tuple[Record, int] | None:
+        """Refuse a record over the server's proto-max-bulk-len; return the biggest one over
+        limits.FLOOR (None: none), for recognising a refusal when the limit cannot be read."""
+        found = limits.biggest(records)
+        if found is None:
+            return None
+        if not self._bulk_asked:
+            self._bulk_asked = True
+            try:
+                replies = self._on_nodes({name: [limits.CONFIG_GET] for name, _ in self._scan_targets()})
+                read = [limits.parse_limit(r[0]) for r in replies.values()]
+                numbers = [n for n in read if n is not None]
+                if numbers and len(numbers) == len(read):  # every node's, or none
+                    self._bulk_limit = min(numbers)
+            except DRIVER_ERRORS:
+                pass  # the write that follows reports the server's state
+        if self._bulk_limit is not None and found[1] > self._bulk_limit:
+            raise limits.over(self.where, found[0], found[1], self._bulk_limit, before=True)
+        return found
+
+    def _write_error(self, exc: BaseException, biggest: tuple[Record, int] | None) -> KvctlError:
+        """The kvctl error for a failed write: a LimitError when the server refused an over-long
+        string (see limits.refused_for_size), else the driver error translated."""
+        if biggest is not None and limits.refused_for_size(exc, self._ping):
+            return limits.over(self.where, biggest[0], biggest[1], self._bulk_limit)
+        return translate(exc, self.where)
+
+    def _ping(self) -> None:
+        for replies in self._on_nodes({name: [(b"PING",)] for name, _ in self._scan_targets()}).values():
+            raise_first_error(replies)
 
     def delete_many(self, keys: Sequence[bytes]) -> int:
         if not keys:
@@ -373,13 +412,16 @@ class RedisStoreBase(StoreBase):
             return
         for record in batch:
             self._check(record.key, record.value)
+        biggest = self._check_bulk(batch)
         publish = self._invalidate(INVALIDATED, [r.key for r in batch])
         ns = self.ns
         commands: Commands = [
             (b"RESTORE", ns + r.key, r.expires_at_ms or 0, r.value, b"REPLACE", b"ABSTTL") for r in batch
         ]
-        with translating(self.where):
+        try:
             self._restore(commands + publish)
+        except DRIVER_ERRORS as exc:
+            raise self._write_error(exc, biggest) from None
 
     def close(self) -> None:
         if self.feed is not None:

@@ -27,7 +27,7 @@ from redis.exceptions import ResponseError
 
 from kvctl.store import Capabilities, StoreURL
 
-from . import options, scripts
+from . import options, scripts, tls
 from .base import MAX_STRING, Commands, RedisStoreBase, interleave, raise_first_error, ranges
 from .store import client_kwargs
 
@@ -84,6 +84,8 @@ class RedisClusterStore(RedisStoreBase):
         if self._rc is None:
             kwargs = dict(self.settings.connection)
             kwargs.pop("db", None)
+            if kwargs.get("ssl"):
+                kwargs["connection_class"] = tls.TLSConnection
             self._rc = RedisCluster(
                 startup_nodes=[ClusterNode(h, p) for h, p in self.settings.seeds],
                 require_full_coverage=True, **kwargs)
@@ -392,7 +394,7 @@ class RedisClusterStore(RedisStoreBase):
         attempt = self.invalidator.reconnects if self.invalidator is not None else 0
         host, port = candidates[attempt % len(candidates)].rsplit(":", 1)
         kwargs = {k: v for k, v in client_kwargs(self.settings).items() if k != "db"}
-        return redis.Redis(host=host, port=int(port), health_check_interval=10, **kwargs)
+        return tls.client({**kwargs, "host": host, "port": int(port), "health_check_interval": 10})
 
     def close(self) -> None:
         super().close()

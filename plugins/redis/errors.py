@@ -22,6 +22,10 @@ from kvctl.errors import (
 )
 from kvctl.errors import translating as _translating
 
+# What a server requiring a password answers a client that gave none: NOAUTH to a command (RESP2),
+# or its long HELLO refusal (RESP3); a cluster wraps either in its own exception.
+_NO_PASSWORD = ("noauth", "authentication required", "hello must be called with the client already authenticated")
+
 
 def translate(exc: BaseException, where: str) -> KvctlError:
     """The kvctl error for a redis-py (or socket) exception; ``where`` is the redacted URL."""
@@ -29,6 +33,10 @@ def translate(exc: BaseException, where: str) -> KvctlError:
         return exc
     reason = one_line(exc)
     lowered = reason.lower()
+    if any(text in lowered for text in _NO_PASSWORD):
+        return AuthError(f"authentication failed for {where}: the server requires a password (NOAUTH)",
+                         hint="give it in the URL: redis://[USER]:PASSWORD@HOST:PORT/DB, or ?password= "
+                              "for unix://")
     if isinstance(exc, rx.AuthenticationError | rx.AuthorizationError | rx.NoPermissionError
                   | rx.AuthenticationWrongNumberOfArgsError) or lowered.startswith(("wrongpass", "noauth")) \
             or "invalid username-password pair" in lowered:  # a cluster wraps WRONGPASS in its own exception

@@ -21,7 +21,7 @@ from redis.retry import Retry
 
 from kvctl.store import Capabilities, StoreURL, now_ms
 
-from . import options, scripts
+from . import options, scripts, tls
 from .base import MAX_STRING, Commands, RedisStoreBase, interleave, raise_first_error, ranges
 
 EXPIRY = {False: scripts.Script(scripts.EXPIRY % "PEXPIRETIME"),
@@ -45,7 +45,7 @@ class RedisStore(RedisStoreBase):
     )
 
     def __init__(self, url: StoreURL, settings: options.RedisSettings) -> None:
-        self.client = redis.Redis(**client_kwargs(settings))
+        self.client = tls.client(client_kwargs(settings))
         self.pool = self.client.connection_pool
         super().__init__(url, settings)
 
@@ -54,7 +54,7 @@ class RedisStore(RedisStoreBase):
         return cls(url, options.parse(url, cluster=False))
 
     def _subscriber_client(self) -> Any:
-        return redis.Redis(**client_kwargs(self.settings), health_check_interval=10)
+        return tls.client({**client_kwargs(self.settings), "health_check_interval": 10})
 
     def _run(self, commands: Commands) -> list[Any]:
         return scripts.run(self.pool, commands)
