@@ -6,25 +6,22 @@ import errno
 
 import lmdb
 
-from kvctl.errors import AuthError, CorruptError, KvctlError, LimitError, LockedError, StoreIOError
+from kvctl.errors import CorruptError, KvctlError, LimitError, LockedError, StoreIOError, errno_in, filesystem_error
 
 _CORRUPT = (
     lmdb.InvalidError, lmdb.CorruptedError, lmdb.VersionMismatchError, lmdb.PageNotFoundError,
     lmdb.BadChecksumError, lmdb.IncompatibleError, lmdb.PanicError,
 )
+# A write refused because the environment is on a read-only medium: reads still work there.
+READONLY_HINT = "commands that only read can use it; add ?readonly=true to open it read-only"
 
 
 def _errno(exc: BaseException) -> int | None:
-    # py-lmdb raises plain lmdb.Error for OS errors, with the C error text ("Permission denied").
-    if isinstance(exc, OSError):
+    # py-lmdb raises plain lmdb.Error for OS errors, with the C error text ("Permission denied");
+    # creating the directory raises OSError.
+    if isinstance(exc, OSError) and exc.errno is not None:
         return exc.errno
-    text = str(exc)
-    for code, name in ((errno.EACCES, "Permission denied"), (errno.EPERM, "Operation not permitted"),
-                       (errno.ENOSPC, "No space left"), (errno.ENOTDIR, "Not a directory"),
-                       (errno.EROFS, "Read-only file system"), (errno.ENOENT, "No such file")):
-        if name in text:
-            return code
-    return None
+    return errno_in(str(exc))
 
 
 def translate(exc: BaseException, where: str, path: str) -> KvctlError:
@@ -40,10 +37,10 @@ def translate(exc: BaseException, where: str, path: str) -> KvctlError:
     if isinstance(exc, lmdb.MapFullError):
         return StoreIOError(f"{where}: the LMDB map is full and could not grow ({detail})")
     code = _errno(exc)
-    if code in (errno.EACCES, errno.EPERM):
-        return AuthError(f"{where}: permission denied on {path} ({detail})")
-    if isinstance(exc, lmdb.ReadonlyError) or code == errno.EROFS:
-        return AuthError(f"{where}: {path} is read-only ({detail})")
-    if code == errno.ENOSPC:
-        return StoreIOError(f"{where}: no space left for {path} ({detail})")
+    failed = getattr(exc, "filename", None) or path
+    found = filesystem_error(where, code, failed, hint=READONLY_HINT if code == errno.EROFS else None)
+    if found is not None:
+        return found
+    if isinstance(exc, lmdb.ReadonlyError):
+        return StoreIOError(f"{where}: {path} is open read-only ({detail})")
     return StoreIOError(f"{where}: {detail}")
