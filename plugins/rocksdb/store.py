@@ -23,7 +23,7 @@ from rocksdict import (
     WriteOptions,
 )
 
-from kvctl.errors import BadURLError, CorruptError, KvctlError, StoreIOError
+from kvctl.errors import BadURLError, CorruptError, ForeignStoreError, KvctlError, NoSuchStoreError, StoreIOError
 from kvctl.hlc import HLC, MAX_NODE
 from kvctl.store import (
     Capabilities,
@@ -60,7 +60,7 @@ class RocksDBStore(StoreBase):
     def __init__(self, url: StoreURL, path: str, db: Rdict, *, memory_dir: str | None, readonly: bool,
                  sync: bool, compression: str) -> None:
         self.url = url
-        self.where = "rocksdb"  # messages name the path; never the URL (the CLI scrubs options)
+        self.where = url.redacted()
         self.path = path
         # rocksdict's stubs type keys and values as str | int | float | bytes | bool; in raw mode
         # they are always bytes, so the handle is typed loosely here and precisely at our API.
@@ -79,9 +79,11 @@ class RocksDBStore(StoreBase):
     @classmethod
     def from_url(cls, url: StoreURL) -> Self:
         url.check_options(_OPTIONS)
-        where = "rocksdb"
+        where = url.redacted()
         memory = url.bool_option("memory", False)
-        readonly = url.bool_option("readonly", False)
+        # A command that only reads opens the database read-only in RocksDB itself, like
+        # ?readonly=true: nothing is created, flushed, compacted or purged.
+        readonly = url.bool_option("readonly", False) or (url.reads_only and not memory)
         sync = url.bool_option("sync", False)
         compression = url.choice_option("compression", tuple(COMPRESSION), "lz4")
         options = Options(raw_mode=True)
@@ -104,8 +106,11 @@ class RocksDBStore(StoreBase):
             parent = os.path.dirname(os.path.abspath(path))
             if not os.path.isdir(parent):
                 raise StoreIOError(f"{where}: the parent directory {parent} does not exist")
-            if readonly and not os.path.isdir(path):
-                raise StoreIOError(f"{where}: no RocksDB directory at {path} to open read-only")
+            exists = os.path.isfile(os.path.join(path, "CURRENT"))
+            if readonly and not exists:
+                raise NoSuchStoreError(f"{where}: no RocksDB store at {path} (nothing created)")
+            if exists:
+                _check_ours(path, where)
         try:
             access = AccessType.read_only(False) if readonly else AccessType.read_write()
             families = {META_CF: Options(raw_mode=True)}
@@ -144,7 +149,7 @@ class RocksDBStore(StoreBase):
 
         fmt, node, clock, has_records = self._guard(read)
         if fmt is None and has_records:
-            raise CorruptError(
+            raise ForeignStoreError(
                 f"{self.where}: {self.path} is a RocksDB database but not a kvctl store "
                 "(no kvctl format marker); kvctl will not reinterpret its values"
             )
@@ -358,6 +363,20 @@ class RocksDBStore(StoreBase):
         finally:
             if self._memory_dir is not None:
                 shutil.rmtree(self._memory_dir, ignore_errors=True)
+
+
+def _check_ours(path: str, where: str) -> None:
+    """Refuse a RocksDB database kvctl did not create before opening it: opening it for writing
+    would add kvctl's column family to it."""
+    try:
+        families = Rdict.list_cf(path, Options(raw_mode=True))
+    except Exception as exc:
+        raise translate(exc, where, path) from None
+    if META_CF not in families:
+        raise ForeignStoreError(
+            f"{where}: {path} is a RocksDB database but not a kvctl store (no {META_CF} column "
+            "family); nothing was changed"
+        )
 
 
 def _close_quietly(db: Rdict) -> None:
