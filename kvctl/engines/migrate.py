@@ -172,15 +172,8 @@ def run(src_url: str, dst_url: str, plan: Plan, reporter: Reporter | None = None
 async def migrate_urls(src_url: str, dst_url: str, plan: Plan, reporter: Reporter) -> Summary:
     if src_url == dst_url:
         raise UsageError("source and destination are the same store")
-    src = open_async(src_url, access="read")
-    try:
-        dst = open_async(dst_url)
-        try:
-            return await migrate(src, dst, plan, reporter, plan.fingerprint(src_url, dst_url))
-        finally:
-            await dst.close()
-    finally:
-        await src.close()
+    async with open_async(src_url, access="read") as src, open_async(dst_url) as dst:
+        return await migrate(src, dst, plan, reporter, plan.fingerprint(src_url, dst_url))
 
 
 async def migrate(src: AsyncStore, dst: AsyncStore, plan: Plan, reporter: Reporter, fp: str) -> Summary:

@@ -383,10 +383,6 @@ def _lag(records: list[Record]) -> int | None:
 
 async def sync(plan: SyncPlan, progress: Progress | None = None) -> SyncResult:
     """Open both stores, run one sync, close them."""
-    src = to_async(open_url(plan.src_url, access="write" if plan.two_way else "read"))
-    dst = to_async(open_url(plan.dst_url))
-    try:
+    async with (to_async(open_url(plan.src_url, access="write" if plan.two_way else "read")) as src,
+                to_async(open_url(plan.dst_url)) as dst):
         return await SyncEngine(plan, src, dst, progress).run_once()
-    finally:
-        await src.close()
-        await dst.close()
