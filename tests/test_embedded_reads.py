@@ -26,12 +26,14 @@ def kvctl(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
                           timeout=120)
 
 
-def tree(root: Path) -> dict[str, bytes | None]:
-    """Every path under ``root`` with its bytes (None for directories and runtime files)."""
-    found: dict[str, bytes | None] = {}
+def tree(root: Path) -> dict[str, tuple[bytes, int] | None]:
+    """Every path under ``root`` with its bytes and modification time (None for directories and
+    runtime files): a file rewritten with the same bytes is a change too."""
+    found: dict[str, tuple[bytes, int] | None] = {}
     for path in sorted(root.rglob("*")):
         rel = str(path.relative_to(root))
-        found[rel] = None if path.is_dir() or path.name in RUNTIME_FILES else path.read_bytes()
+        plain = not path.is_dir() and path.name not in RUNTIME_FILES
+        found[rel] = (path.read_bytes(), path.stat().st_mtime_ns) if plain else None
     return found
 
 

@@ -47,6 +47,7 @@ COMPRESSION: dict[str, Callable[[], DBCompressionType]] = {
     "bz2": DBCompressionType.bz2,
 }
 _OPTIONS = {"compression", "sync", "memory", "readonly", "write_buffer_size"}
+CONFIG_FILE = "rocksdict-config.json"  # rocksdict's own, written by every open
 
 
 class RocksDBStore(StoreBase):
@@ -58,7 +59,7 @@ class RocksDBStore(StoreBase):
     )
 
     def __init__(self, url: StoreURL, path: str, db: Rdict, *, memory_dir: str | None, readonly: bool,
-                 sync: bool, compression: str) -> None:
+                 sync: bool, compression: str, view_dir: str | None = None) -> None:
         self.url = url
         self.where = url.redacted()
         self.path = path
@@ -66,6 +67,7 @@ class RocksDBStore(StoreBase):
         # they are always bytes, so the handle is typed loosely here and precisely at our API.
         self._db: Any = db
         self._memory_dir = memory_dir  # in-memory mode: the scratch dir rocksdict insists on
+        self._view_dir = view_dir  # read-only: the directory of links RocksDB opened (_read_view)
         self.readonly = readonly
         self.sync = sync
         self.compression = compression
@@ -103,21 +105,23 @@ class RocksDBStore(StoreBase):
             path = memory_dir
         else:
             path = url.local_path()
-            parent = os.path.dirname(os.path.abspath(path))
-            if not os.path.isdir(parent):
-                raise StoreIOError(f"{where}: the parent directory {parent} does not exist")
             exists = os.path.isfile(os.path.join(path, "CURRENT"))
             if readonly and not exists:
                 raise NoSuchStoreError(f"{where}: no RocksDB store at {path} (nothing created)")
+            parent = os.path.dirname(os.path.abspath(path))
+            if not os.path.isdir(parent):
+                raise StoreIOError(f"{where}: the parent directory {parent} does not exist")
             if exists:
                 _check_ours(path, where)
+        view_dir = _read_view(path, where) if readonly else None
         try:
             access = AccessType.read_only(False) if readonly else AccessType.read_write()
             families = {META_CF: Options(raw_mode=True)}
-            db = Rdict(path, options, column_families=families, access_type=access)
+            db = Rdict(view_dir or path, options, column_families=families, access_type=access)
         except Exception as exc:
-            if memory_dir is not None:
-                shutil.rmtree(memory_dir, ignore_errors=True)
+            for scratch in (memory_dir, view_dir):
+                if scratch is not None:
+                    shutil.rmtree(scratch, ignore_errors=True)
             raise translate(exc, where, path) from None
         write = WriteOptions()
         write.sync = sync
@@ -127,10 +131,12 @@ class RocksDBStore(StoreBase):
             setattr(write, "disable_wal", True)  # noqa: B010
         db.set_write_options(write)
         try:
-            return cls(url, path, db, memory_dir=memory_dir, readonly=readonly, sync=sync,
-                       compression=compression)
+            return cls(url, path, db, memory_dir=memory_dir, view_dir=view_dir, readonly=readonly,
+                       sync=sync, compression=compression)
         except BaseException:
             _close_quietly(db)
+            if view_dir is not None:
+                shutil.rmtree(view_dir, ignore_errors=True)
             raise
 
     def _init_clock(self) -> HLC:
@@ -361,8 +367,27 @@ class RocksDBStore(StoreBase):
             else:
                 _close_quietly(db)
         finally:
-            if self._memory_dir is not None:
-                shutil.rmtree(self._memory_dir, ignore_errors=True)
+            for scratch in (self._memory_dir, self._view_dir):
+                if scratch is not None:
+                    shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _read_view(path: str, where: str) -> str:
+    """A private directory of symbolic links to the database's files, for a read-only open.
+
+    rocksdict writes its ``rocksdict-config.json`` into the directory it opens, read-only or
+    not, which would change the store on a read and fails on a read-only medium.  RocksDB opened
+    read-only only reads (CURRENT, the MANIFEST, tables, WALs replayed into memory), so it can
+    open the links; rocksdict's file lands in the private directory, removed on close."""
+    view = tempfile.mkdtemp(prefix="kvctl-rocksdb-ro-")
+    try:
+        for name in os.listdir(path):
+            if name != CONFIG_FILE:
+                os.symlink(os.path.join(os.path.abspath(path), name), os.path.join(view, name))
+    except OSError as exc:
+        shutil.rmtree(view, ignore_errors=True)
+        raise translate(exc, where, path) from None
+    return view
 
 
 def _check_ours(path: str, where: str) -> None:
