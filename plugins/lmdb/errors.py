@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import os
 
 import lmdb
 
@@ -16,12 +17,29 @@ _CORRUPT = (
 READONLY_HINT = "commands that only read can use it; add ?readonly=true to open it read-only"
 
 
-def _errno(exc: BaseException) -> int | None:
+# Free space under which an EIO from a write is taken for a full disk (see _errno).
+NEARLY_FULL = 1 << 20
+
+
+def _errno(exc: BaseException, path: str) -> int | None:
     # py-lmdb raises plain lmdb.Error for OS errors, with the C error text ("Permission denied");
     # creating the directory raises OSError.
     if isinstance(exc, OSError) and exc.errno is not None:
         return exc.errno
-    return errno_in(str(exc))
+    code = errno_in(str(exc))
+    if code is None and "Input/output error" in str(exc) and _free_bytes(path) < NEARLY_FULL:
+        # LMDB reports a short write as EIO, not ENOSPC (mdb_page_flush: "TODO: Use which
+        # error code?"), and a write that fills the disk is a short write.
+        code = errno.ENOSPC
+    return code
+
+
+def _free_bytes(path: str) -> int:
+    try:
+        fs = os.statvfs(path)
+    except OSError:
+        return NEARLY_FULL
+    return fs.f_bavail * fs.f_frsize
 
 
 def translate(exc: BaseException, where: str, path: str) -> KvctlError:
@@ -36,7 +54,7 @@ def translate(exc: BaseException, where: str, path: str) -> KvctlError:
         return LimitError(f"{where}: a key is empty or over LMDB's key size limit ({detail})")
     if isinstance(exc, lmdb.MapFullError):
         return StoreIOError(f"{where}: the LMDB map is full and could not grow ({detail})")
-    code = _errno(exc)
+    code = _errno(exc, path)
     failed = getattr(exc, "filename", None) or path
     found = filesystem_error(where, code, failed, hint=READONLY_HINT if code == errno.EROFS else None)
     if found is not None:
