@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kvctl.errors import BadURLError, CorruptError, StoreIOError, UsageError
+from kvctl.errors import BadURLError, CorruptError, StoreIOError, UsageError, filesystem
 from kvctl.url import StoreURL, redact
 
 
@@ -132,8 +132,11 @@ def validate_profile_name(name: str) -> None:
         raise UsageError(f"invalid profile name {name!r}: no ':', '/' or spaces")
 
 
-def resolve(url_or_profile: str | None) -> str:
-    """The URL a command should use (see the module docstring for the order)."""
+def resolve(url_or_profile: str | None, *, access: str = "write") -> str:
+    """The URL a command should use (see the module docstring for the order).
+
+    The embedded default store's directory is created for a command that writes
+    (``access="write"``); one that only reads creates nothing."""
     chosen = url_or_profile or os.environ.get("KVCTL_URL")
     if chosen:
         if is_url(chosen):
@@ -142,8 +145,10 @@ def resolve(url_or_profile: str | None) -> str:
     config = load()
     if config.default:
         return config.profile_url(config.default)
-    path = data_dir()
-    path.mkdir(parents=True, exist_ok=True)
+    if access == "write":
+        path = data_dir()
+        with filesystem(f"cannot create the default store's directory {path}"):
+            path.mkdir(parents=True, exist_ok=True)
     return default_store_url()
 
 

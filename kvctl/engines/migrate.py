@@ -37,6 +37,7 @@ from kvctl.store import AsyncStore, Page, Record, now_ms
 
 from . import checkpoint
 from .diff import DiffOptions, DiffResult, compare, extra_keys, same_expiry
+from .fsutil import writable_dir
 from .keyfilter import KeyFilter
 from .pipeline import pump
 from .storeops import describe, dump_many, has_typed_values, open_async, show_key
@@ -184,6 +185,9 @@ async def migrate(src: AsyncStore, dst: AsyncStore, plan: Plan, reporter: Report
     cp: checkpoint.Checkpoint | None = None
     if not plan.dry_run:
         summary.checkpoint = str(cp_path)
+        # A run that cannot save its progress could not resume, and its messages would promise
+        # that it can: refuse before copying.
+        writable_dir(cp_path.parent, "the migrate checkpoint")
         found = checkpoint.load(cp_path, fp)
         if plan.resume:
             cp = found
