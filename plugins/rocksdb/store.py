@@ -68,6 +68,7 @@ class RocksDBStore(StoreBase):
         self._db: Any = db
         self._memory_dir = memory_dir  # in-memory mode: the scratch dir rocksdict insists on
         self._view_dir = view_dir  # read-only: the directory of links RocksDB opened (_read_view)
+        self._write_failure: KvctlError | None = None  # the first write that failed (see _write)
         self.readonly = readonly
         self.sync = sync
         self.compression = compression
@@ -201,7 +202,14 @@ class RocksDBStore(StoreBase):
 
     def _write(self, batch: WriteBatch) -> None:
         db = self._live_db()
-        self._guard(lambda: db.write(batch))
+        try:
+            db.write(batch)
+        except Exception as exc:
+            failure = self._failed(exc)
+            # RocksDB stops writing after an I/O error and answers every later write (and the log
+            # flush at close) with "Writer has previous error": remember what it was.
+            self._write_failure = self._write_failure or failure
+            raise failure from None
 
     # -- reads -----------------------------------------------------------------------------
     def get(self, key: bytes) -> Record | None:
@@ -361,8 +369,14 @@ class RocksDBStore(StoreBase):
         del self._meta  # column family handles keep the database (and its lock) alive
         try:
             if self._memory_dir is None:
-                if not self.readonly:
-                    self._guard(lambda: db.flush_wal(True))
+                try:
+                    if not self.readonly:
+                        self._guard(lambda: db.flush_wal(True))
+                except KvctlError as failed:
+                    _close_quietly(db)
+                    first = self._write_failure  # the flush only repeats it: report that one
+                    raise (type(first)(first.message, hint="its write-ahead log could not be flushed at close")
+                           if first is not None else failed) from None
                 self._guard(db.close)
             else:
                 _close_quietly(db)
