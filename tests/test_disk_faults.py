@@ -7,6 +7,7 @@ skipping it, so these faults are never silently untested.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import subprocess
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from kvctl.errors import StoreIOError
+from kvctl.errors import AuthError, StoreIOError, errno_in, filesystem, filesystem_error
 from kvctl.registry import open_url
 from kvctl.store import Record
 
@@ -150,3 +151,22 @@ def test_a_full_disk_in_process(family: str, tmpfs: Path) -> None:
     mount("-o", "remount,size=64m", str(tmpfs))
     with open_url(url, access="read") as again:
         assert again.get(b"small") is not None
+
+
+# -- the shared wording ---------------------------------------------------------------------------
+def test_filesystem_error_is_one_wording_for_every_backend(tmp_path: Path) -> None:
+    full = filesystem_error("file:///d", errno.ENOSPC, "/d/000001.log")
+    assert isinstance(full, StoreIOError) and full.exit_code == 74
+    assert str(full) == "file:///d: disk full (/d/000001.log: No space left on device)"
+    read_only_fs = filesystem_error("sqlite:///x.db", errno.EROFS, "/x.db", hint="h")
+    assert isinstance(read_only_fs, StoreIOError)
+    assert str(read_only_fs) == "sqlite:///x.db: read-only filesystem (/x.db: Read-only file system) (h)"
+    denied = filesystem_error("lmdb:///e", errno.EACCES)
+    assert isinstance(denied, AuthError) and str(denied) == "lmdb:///e: permission denied (Permission denied)"
+    assert filesystem_error("x", errno.EIO, "/p") is None and filesystem_error("x", None) is None
+    assert errno_in("IO error: No space left on device: While appending to file: /d/1.log") == errno.ENOSPC
+    assert errno_in("Invalid argument: Column family not found") is None
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(StoreIOError) as caught, filesystem(f"cannot write state in {tmp_path}"):
+        (tmp_path / "file" / "below").mkdir()
+    assert str(caught.value) == f"cannot write state in {tmp_path}: Not a directory ({tmp_path}/file/below)"
