@@ -97,6 +97,16 @@ def test_a_read_open_refuses_a_missing_store_in_process(family: str, tmp_path: P
     assert [p.name for p in tmp_path.iterdir()] == ["empty"] and list((tmp_path / "empty").iterdir()) == []
 
 
+def test_a_bare_copy_of_data_mdb_is_read_without_adding_lock_mdb(tmp_path: Path, env: dict[str, str]) -> None:
+    filled(f"lmdb://{tmp_path / 'env'}")
+    (tmp_path / "copy").mkdir()
+    shutil.copy(tmp_path / "env" / "data.mdb", tmp_path / "copy" / "data.mdb")
+    before = tree(tmp_path / "copy")
+    proc = kvctl(env, "-u", f"lmdb://{tmp_path / 'copy'}", "count")
+    assert (proc.returncode, proc.stdout) == (0, "50\n"), proc.stderr
+    assert tree(tmp_path / "copy") == before and sorted(os.listdir(tmp_path / "copy")) == ["data.mdb"]
+
+
 def test_a_read_then_a_write_of_one_lmdb_environment_in_one_process(tmp_path: Path) -> None:
     """migrate between two databases of one environment: the source opens it read-only, the
     destination needs it writable; the shared handle is reopened and the reader keeps working."""

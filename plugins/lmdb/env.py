@@ -215,16 +215,21 @@ def _drop(shared: SharedEnv) -> None:
 
 
 def _open_env(opts: Options, where: str) -> Any:
+    # A read-only open of a directory without lock.mdb (a bare copy of data.mdb) would create
+    # one; no LMDB process is using such a directory (each creates the file), so it is read
+    # without the reader table instead of adding a file to the store.
+    lock = not opts.readonly or os.path.exists(os.path.join(opts.path, "lock.mdb"))
     try:
         env = lmdb.open(
             opts.path, map_size=opts.map_size, subdir=True, readonly=opts.readonly,
             create=not opts.readonly, max_dbs=opts.max_dbs, max_readers=opts.max_readers,
-            sync=opts.sync, metasync=opts.sync, lock=True,
+            sync=opts.sync, metasync=opts.sync, lock=lock,
         )
     except (lmdb.Error, OSError) as exc:  # py-lmdb creates the directory with os.mkdir
         raise translate(exc, where, opts.path) from None
-    with contextlib.suppress(lmdb.Error):
-        env.reader_check()  # free reader slots left by crashed processes
+    if lock:
+        with contextlib.suppress(lmdb.Error):
+            env.reader_check()  # free reader slots left by crashed processes
     return env
 
 

@@ -391,12 +391,13 @@ def _read_view(path: str, where: str) -> str:
 
     rocksdict writes its ``rocksdict-config.json`` into the directory it opens, read-only or
     not, which would change the store on a read and fails on a read-only medium.  RocksDB opened
-    read-only only reads (CURRENT, the MANIFEST, tables, WALs replayed into memory), so it can
-    open the links; rocksdict's file lands in the private directory, removed on close."""
+    read-only only reads (CURRENT, the MANIFEST, OPTIONS, tables, WALs replayed into memory), so
+    it can open the links; rocksdict's file lands in the private directory, removed on close.
+    The lock and the info logs are not linked: nothing a read does may reach them."""
     view = tempfile.mkdtemp(prefix="kvctl-rocksdb-ro-")
     try:
         for name in os.listdir(path):
-            if name != CONFIG_FILE:
+            if name not in (CONFIG_FILE, "LOCK") and not name.startswith("LOG"):
                 os.symlink(os.path.join(os.path.abspath(path), name), os.path.join(view, name))
     except OSError as exc:
         shutil.rmtree(view, ignore_errors=True)
