@@ -13,9 +13,10 @@ A command that only reads (``url.reads_only``) opens the environment read-only a
 level (``MDB_RDONLY``), like ``?readonly=true``: a missing directory, ``data.mdb`` or kvctl
 database is :class:`~kvctl.errors.NoSuchStoreError` and nothing is created.  (``lock.mdb`` is
 LMDB's reader table, shared memory that every read transaction writes its slot into by design;
-it is not part of the store, and on a read-only medium LMDB reads without it.)  When a store of
-the same directory is then opened for writing in the same process (``migrate`` between two
-databases of one environment), the shared handle is reopened writable and its stores rebound.
+it is not part of the store.  On a read-only medium LMDB reads without it, and a directory
+that has none is read without one rather than given one.)  When a store of the same directory
+is then opened for writing in the same process (``migrate`` between two databases of one
+environment), the shared handle is reopened writable and its stores rebound.
 """
 
 from __future__ import annotations
@@ -151,7 +152,9 @@ def _check_writable_fs(path: str, where: str, hint: str | None) -> None:
     except OSError:
         return
     if readonly:
-        raise filesystem_error(where, errno.EROFS, path, hint=hint) or AssertionError
+        failure = filesystem_error(where, errno.EROFS, path, hint=hint)
+        assert failure is not None  # EROFS is one of the codes it words
+        raise failure
 
 
 def acquire(opts: Options, where: str) -> SharedEnv:
