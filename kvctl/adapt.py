@@ -13,7 +13,7 @@ import inspect
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
-from kvctl.store import AsyncStore, Page, Record, Store
+from kvctl.store import AsyncStore, Page, Record, Store, closing_after
 
 T = TypeVar("T")
 
@@ -112,7 +112,8 @@ class AsyncAdapter:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        await self.close()
+        with closing_after(exc[1]):
+            await self.close()
 
 
 class SyncAdapter:
@@ -191,7 +192,8 @@ class SyncAdapter:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.close()
+        with closing_after(exc[1]):
+            self.close()
 
 
 def to_async(store: Store | AsyncStore) -> AsyncStore:

@@ -27,8 +27,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kvctl.errors import BadURLError, CorruptError, StoreIOError, UsageError
+from kvctl.errors import BadURLError, CorruptError, NoSuchStoreError, StoreIOError, UsageError, filesystem
 from kvctl.url import StoreURL, redact
+
+DEFAULT_STORE = "default.db"  # the embedded default store's file, in data_dir()
 
 
 def _xdg(var: str, fallback: str) -> Path:
@@ -51,7 +53,7 @@ def state_dir() -> Path:
 
 
 def default_store_url() -> str:
-    return f"sqlite://{data_dir() / 'default.db'}"
+    return f"sqlite://{data_dir() / DEFAULT_STORE}"
 
 
 @dataclass
@@ -132,8 +134,8 @@ def validate_profile_name(name: str) -> None:
         raise UsageError(f"invalid profile name {name!r}: no ':', '/' or spaces")
 
 
-def resolve(url_or_profile: str | None) -> str:
-    """The URL a command should use (see the module docstring for the order)."""
+def choose(url_or_profile: str | None) -> str:
+    """The URL a command should use (see the module docstring for the order); changes nothing."""
     chosen = url_or_profile or os.environ.get("KVCTL_URL")
     if chosen:
         if is_url(chosen):
@@ -142,9 +144,26 @@ def resolve(url_or_profile: str | None) -> str:
     config = load()
     if config.default:
         return config.profile_url(config.default)
-    path = data_dir()
-    path.mkdir(parents=True, exist_ok=True)
     return default_store_url()
+
+
+def resolve(url_or_profile: str | None, *, access: str = "write") -> str:
+    """:func:`choose`, made ready for a command that will ``access`` the store.
+
+    The embedded default store's directory is created for a command that writes; for one that
+    only reads, a default store not written yet is :class:`NoSuchStoreError` and nothing is
+    created (any other URL is the plugin's to check)."""
+    url = choose(url_or_profile)
+    if url != default_store_url():
+        return url
+    path = data_dir()
+    if access == "write":
+        with filesystem(f"cannot create the default store's directory {path}"):
+            path.mkdir(parents=True, exist_ok=True)
+    elif not (path / DEFAULT_STORE).exists():
+        raise NoSuchStoreError(f"the default store {path / DEFAULT_STORE} does not exist yet (nothing created)",
+                               hint="the first command that writes creates it")
+    return url
 
 
 def describe(url: str) -> str:

@@ -31,6 +31,8 @@ code below.  Messages never contain secrets: URLs are redacted before they are p
 from __future__ import annotations
 
 import contextlib
+import errno
+import os
 from collections.abc import Callable, Iterator
 
 
@@ -163,6 +165,61 @@ def translating(driver_errors: tuple[type[BaseException], ...],
     except driver_errors as exc:
         raise translate(exc) from exc
 
+
+# The filesystem failures every backend words the same way: (what happened, error class).
+_FILESYSTEM: dict[int, tuple[str, type[KvctlError]]] = {
+    errno.ENOSPC: ("disk full", StoreIOError),
+    errno.EDQUOT: ("disk quota exceeded", StoreIOError),
+    errno.EROFS: ("read-only filesystem", StoreIOError),
+    errno.EACCES: ("permission denied", AuthError),
+    errno.EPERM: ("permission denied", AuthError),
+}
+
+
+def filesystem_error(where: str, code: int | None, path: str | os.PathLike[str] | None = None, *,
+                     hint: str | None = None) -> KvctlError | None:
+    """The one message for a full disk, a read-only filesystem or a denied permission, or None
+    when ``code`` (an errno) is none of those and the caller keeps its own wording.
+
+    ``where`` names the store (its redacted URL) or the file kvctl was writing; ``path`` the
+    file or directory that failed, when it says more than ``where``.  A full disk or read-only
+    filesystem is :class:`StoreIOError` (exit 74), a permission :class:`AuthError` (exit 77),
+    on every backend: ``f"{where}: disk full ({path})"``.  Plugins whose driver reports only
+    text (no errno) map the text to the errno first (:func:`errno_in`).
+    """
+    if code is None or (known := _FILESYSTEM.get(code)) is None:
+        return None
+    what, cls = known
+    detail = f" ({os.fspath(path)}: {os.strerror(code)})" if path else f" ({os.strerror(code)})"
+    return cls(f"{where}: {what}{detail}", hint=hint)
+
+
+def errno_in(text: str) -> int | None:
+    """The errno of a filesystem failure named in a driver's message text (drivers such as
+    LMDB's and RocksDB's report ``strerror`` text, not the number), or None."""
+    lowered = text.lower()
+    for code in (*_FILESYSTEM, errno.ENOTDIR, errno.ENOENT):
+        if os.strerror(code).lower() in lowered:
+            return code
+    return None
+
+
+@contextlib.contextmanager
+def filesystem(where: str, path: str | os.PathLike[str] | None = None) -> Iterator[None]:
+    """Re-raise an ``OSError`` from the block as one line: :func:`filesystem_error`'s wording for
+    a full disk, read-only filesystem or permission, else :class:`StoreIOError` with the OS's
+    reason.  For kvctl's own files and directories (state, default store, checkpoints)."""
+    try:
+        yield
+    except KvctlError:
+        raise
+    except OSError as exc:
+        failed = exc.filename or path
+        raise (filesystem_error(where, exc.errno, failed)
+               or StoreIOError(f"{where}: {one_line(exc.strerror or exc)}"
+                               + (f" ({os.fspath(failed)})" if failed else ""))) from exc
+
+
 __all__ = [
     "EXIT_INTERRUPTED",
     "EXIT_TERMINATED",
@@ -186,6 +243,9 @@ __all__ = [
     "UnknownSchemeError",
     "UnsupportedError",
     "UsageError",
+    "errno_in",
+    "filesystem",
+    "filesystem_error",
     "one_line",
     "translating",
 ]

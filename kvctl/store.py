@@ -34,6 +34,7 @@ Optional methods, offered by a store that declares the matching capability:
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, fields
@@ -385,7 +386,20 @@ class StoreBase(_Common):
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.close()
+        with closing_after(exc[1]):
+            self.close()
+
+
+@contextlib.contextmanager
+def closing_after(failure: object) -> Iterator[None]:
+    """Around a store's ``close`` when a ``with`` block ends.  When the block failed, a failure
+    to close is dropped: it is usually the same fault again (a WAL flush after the disk filled
+    up: "Writer has previous error") and would replace the error that says what went wrong."""
+    try:
+        yield
+    except Exception:
+        if failure is None:
+            raise
 
 
 class AsyncStoreBase(_Common):
@@ -448,5 +462,6 @@ class AsyncStoreBase(_Common):
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        await self.close()
+        with closing_after(exc[1]):
+            await self.close()
 

@@ -19,6 +19,19 @@ def kv(env: dict[str, str], *args: str, input: bytes | None = None) -> subproces
                           capture_output=True, timeout=60)
 
 
+def test_a_read_of_the_default_store_before_any_write_creates_nothing(env: dict[str, str],
+                                                                     tmp_path: Path) -> None:
+    for args in (["get", "k"], ["count"], ["scan"], ["export"]):
+        out = kv(env, *args)
+        assert out.returncode == 2 and out.stdout == b"", args
+        assert out.stderr == (f"kvctl: error: the default store {tmp_path}/data/kvctl/default.db does not exist "
+                              "yet (nothing created) (the first command that writes creates it)\n").encode()
+    assert not (tmp_path / "data").exists()
+    shown = kv(env, "config", "show").stdout.decode()
+    assert shown == f"sqlite://{tmp_path}/data/kvctl/default.db (from embedded default)\n"
+    assert not (tmp_path / "data").exists()
+
+
 def test_embedded_default_works_with_no_setup(env: dict[str, str], tmp_path: Path) -> None:
     assert kv(env, "set", "greeting", "hello").returncode == 0
     out = kv(env, "get", "greeting")
@@ -53,6 +66,7 @@ def test_value_from_file(env: dict[str, str], tmp_path: Path) -> None:
 
 
 def test_missing_key_is_exit_1_with_one_line(env: dict[str, str]) -> None:
+    assert kv(env, "set", "other", "v").returncode == 0  # the default store exists once written
     out = kv(env, "get", "nope")
     assert out.returncode == 1 and out.stdout == b""
     assert out.stderr.count(b"\n") == 1 and b"not found" in out.stderr

@@ -15,7 +15,16 @@ import lmdb
 import pytest
 
 from kvctl.adapt import to_async
-from kvctl.errors import AuthError, BadURLError, CorruptError, LimitError, StoreIOError, UsageError
+from kvctl.errors import (
+    AuthError,
+    BadURLError,
+    CorruptError,
+    ForeignStoreError,
+    LimitError,
+    NoSuchStoreError,
+    StoreIOError,
+    UsageError,
+)
 from kvctl.hlc import make_version
 from kvctl.registry import open_url
 from kvctl.store import Record, now_ms
@@ -176,7 +185,7 @@ def test_two_stores_share_one_environment(env_dir: str) -> None:
 
 
 def test_readonly(env_dir: str) -> None:
-    with pytest.raises(StoreIOError):
+    with pytest.raises(NoSuchStoreError, match="nothing created"):
         open_url(f"lmdb://{env_dir}?readonly=true")
     assert not os.path.exists(env_dir)
     with open_url(f"lmdb://{env_dir}") as store:
@@ -187,7 +196,7 @@ def test_readonly(env_dir: str) -> None:
             ro.set(b"k", b"w")
         with pytest.raises(UsageError):  # the same directory, writable, in the same process
             open_url(f"lmdb://{env_dir}")
-    with pytest.raises(UsageError, match="no database"):
+    with pytest.raises(NoSuchStoreError, match="no kvctl database other"):
         open_url(f"lmdb://{env_dir}?readonly=true&db=other")
 
 
@@ -220,7 +229,7 @@ def test_environment_of_another_program_is_untouched(env_dir: str) -> None:
     with env.begin(write=True) as txn:
         txn.put(b"their", b"data")
     env.close()
-    with pytest.raises(CorruptError, match="did not create"):
+    with pytest.raises(ForeignStoreError, match="did not create"):
         open_url(f"lmdb://{env_dir}")
     env = lmdb.open(env_dir)
     with env.begin() as txn:

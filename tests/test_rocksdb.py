@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from kvctl_plugins.rocksdb import RocksDBStore
 
-from kvctl.errors import BadURLError, CorruptError, LockedError, StoreIOError
+from kvctl.errors import BadURLError, CorruptError, ForeignStoreError, LockedError, StoreIOError
+from kvctl.registry import open_url
 from kvctl.store import Record
 from kvctl.testing import StoreConformance
 from kvctl.testing import open_sync as _open_sync
@@ -127,8 +128,11 @@ def test_not_a_rocksdb_or_not_kvctls(tmp_path: Path) -> None:
     foreign = Rdict(str(tmp_path / "foreign"), options)
     foreign[b"k"] = b"v"
     foreign.close()
-    with pytest.raises(CorruptError, match="not a kvctl store"):
-        open_sync(f"rocksdb://{tmp_path / 'foreign'}")
+    before = Rdict.list_cf(str(tmp_path / "foreign"), Options(raw_mode=True))
+    for access in ("write", "read"):
+        with pytest.raises(ForeignStoreError, match="not a kvctl store"):
+            open_url(f"rocksdb://{tmp_path / 'foreign'}", access=access)
+    assert Rdict.list_cf(str(tmp_path / "foreign"), Options(raw_mode=True)) == before == ["default"]
     with pytest.raises(StoreIOError, match="parent directory"):
         open_sync(f"rocksdb://{tmp_path / 'missing' / 'db'}")
 

@@ -97,7 +97,7 @@ def show() -> None:
         source = "default profile"
     else:
         source = "embedded default"
-    print(f"{cfg.describe(cfg.resolve(STATE.url))} (from {source})")
+    print(f"{cfg.describe(cfg.choose(STATE.url))} (from {source})")
 
 
 def register(root: typer.Typer) -> None:

@@ -171,7 +171,7 @@ def migrate(
     """
     from kvctl.engines import migrate as engine
 
-    src_url, dst_url = resolve_url(src), resolve_url(dst)
+    src_url, dst_url = resolve_url(src, access="read"), resolve_url(dst)
     kf = key_filter(prefix, glob)
     progress = show_progress(no_progress)
     plan = engine.Plan(
@@ -257,7 +257,7 @@ def diff(
     from kvctl.engines.diff import DiffOptions, compare
     from kvctl.engines.storeops import open_async
 
-    a_url, b_url = resolve_url(a), resolve_url(b)
+    a_url, b_url = resolve_url(a, access="read"), resolve_url(b, access="read")
     opts = DiffOptions(filter=key_filter(prefix, glob), batch_size=batch_size, sample=sample,
                        expiry_tolerance_ms=duration_ms(expiry_tolerance, "--expiry-tolerance"),
                        ignore_expiry=ignore_expiry)
@@ -303,7 +303,7 @@ def export(
     from kvctl.engines.export import export_to, guess_format
     from kvctl.engines.storeops import open_async
 
-    store_url = resolve_url(url or STATE.url)
+    store_url = resolve_url(url or STATE.url, access="read")
     kind = guess_format(output, fmt)
     kf = key_filter(prefix, glob)
 

@@ -56,7 +56,7 @@ def create(
 
     if since is not None and Path(since).suffix == ".kvs":  # a snapshot file to continue, not a cursor
         input_file(Path(since))
-    summary = snapshot.create(resolve_url(url or STATE.url), output, key_filter=key_filter(prefix, glob),
+    summary = snapshot.create(resolve_url(url or STATE.url, access="read"), output, key_filter=key_filter(prefix, glob),
                               batch_size=batch_size, codec=compression, since=since)
     if as_json:
         json_doc(summary.to_dict())

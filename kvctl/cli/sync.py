@@ -36,8 +36,8 @@ def sync(
     from kvctl.engines.sync import SyncPlan
     from kvctl.url import parse_duration_ms
 
-    plan = SyncPlan(resolve_url(src), resolve_url(dst), state_dir(), two_way=two_way,
-                    batch_size=batch_size, force_full=full)
+    plan = SyncPlan(resolve_url(src, access="write" if two_way else "read"), resolve_url(dst), state_dir(),
+                    two_way=two_way, batch_size=batch_size, force_full=full)
     if watch:
         asyncio.run(_watch(plan, parse_duration_ms(interval) / 1000, as_json))
         return
@@ -68,17 +68,13 @@ async def _watch(plan: Any, interval_s: float, as_json: bool) -> None:
     import asyncio
     import signal
 
-    from kvctl.adapt import to_async
-    from kvctl.engines.sync import SyncEngine
-    from kvctl.registry import open_url
+    from kvctl.engines.sync import SyncEngine, opened
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     totals: dict[str, Any] = {"runs": 0, "applied": 0, "max_lag_ms": None}
-    src = to_async(open_url(plan.src_url, access="write" if plan.two_way else "read"))
-    dst = to_async(open_url(plan.dst_url))
 
     def lag(event: str, data: dict[str, Any]) -> None:
         if data.get("lag_ms") is not None:  # known only for versioned changes (HLC time)
@@ -94,11 +90,8 @@ async def _watch(plan: Any, interval_s: float, as_json: bool) -> None:
                              f"max lag {_ms(totals['max_lag_ms'])}   ")
             sys.stderr.flush()
 
-    try:
+    async with opened(plan) as (src, dst):
         await SyncEngine(plan, src, dst, lag).watch(interval_s, stop, on_result)
-    finally:
-        await src.close()
-        await dst.close()
     if as_json:
         json_doc(totals)
     else:

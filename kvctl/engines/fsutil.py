@@ -13,7 +13,19 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
-from kvctl.errors import StoreIOError
+from kvctl.errors import StoreIOError, filesystem
+
+
+def writable_dir(directory: Path, what: str) -> None:
+    """Create ``directory`` if needed and prove a file can be created in it, before a command
+    changes anything it could not then record (a sync's cursors, a migrate's checkpoint): a
+    read-only or full filesystem, or a denied permission, is one line naming ``what`` and the
+    directory (exit 74, or 77 for a permission)."""
+    with filesystem(f"cannot write {what} in {directory}"):
+        directory.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=directory, prefix=".probe-")
+        os.close(fd)
+        os.unlink(probe)
 
 
 def fsync_dir(directory: Path) -> None:

@@ -37,6 +37,7 @@ from kvctl.store import AsyncStore, Page, Record, now_ms
 
 from . import checkpoint, stopped
 from .diff import DiffOptions, DiffResult, compare, extra_keys, same_expiry
+from .fsutil import writable_dir
 from .keyfilter import KeyFilter
 from .pipeline import pump
 from .storeops import describe, dump_many, has_typed_values, open_async
@@ -161,15 +162,8 @@ def run(src_url: str, dst_url: str, plan: Plan, reporter: Reporter | None = None
 async def migrate_urls(src_url: str, dst_url: str, plan: Plan, reporter: Reporter) -> Summary:
     if src_url == dst_url:
         raise UsageError("source and destination are the same store")
-    src = open_async(src_url, access="read")
-    try:
-        dst = open_async(dst_url)
-        try:
-            return await migrate(src, dst, plan, reporter, plan.fingerprint(src_url, dst_url))
-        finally:
-            await dst.close()
-    finally:
-        await src.close()
+    async with open_async(src_url, access="read") as src, open_async(dst_url) as dst:
+        return await migrate(src, dst, plan, reporter, plan.fingerprint(src_url, dst_url))
 
 
 async def migrate(src: AsyncStore, dst: AsyncStore, plan: Plan, reporter: Reporter, fp: str) -> Summary:
@@ -180,6 +174,9 @@ async def migrate(src: AsyncStore, dst: AsyncStore, plan: Plan, reporter: Report
     cp: checkpoint.Checkpoint | None = None
     if not plan.dry_run:
         summary.checkpoint = str(cp_path)
+        # A run that cannot save its progress could not resume, and its messages would promise
+        # that it can: refuse before copying.
+        writable_dir(cp_path.parent, "the migrate checkpoint")
         found = checkpoint.load(cp_path, fp)
         if plan.resume:
             cp = found

@@ -40,13 +40,14 @@ from typing import Any
 
 from kvctl.adapt import to_async
 from kvctl.codec import json_key
-from kvctl.errors import FeedGapError, UnsupportedError
+from kvctl.errors import FeedGapError, UnsupportedError, filesystem
 from kvctl.hlc import physical_ms
 from kvctl.registry import open_url
 from kvctl.store import TOMBSTONE, AsyncStore, Record, newer, now_ms
 from kvctl.url import redact
 
 from . import stopped
+from .fsutil import writable_dir
 from .transfer import Refuse, store_what_fits, within_limits
 
 STATE_VERSION = 1
@@ -114,14 +115,19 @@ def load_state(path: Path) -> dict[str, Any]:
 def save_state(path: Path, state: dict[str, Any], *, durable: bool = True) -> None:
     """Atomic (rename) always; fsynced when ``durable``.  A cursor lost to a power cut only
     replays changes, which last-writer-wins makes harmless, so mid-run saves skip the fsync."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp{os.getpid()}")
-    with open(tmp, "w") as fh:
-        json.dump({**state, "format": STATE_VERSION}, fh)
-        if durable:
-            fh.flush()
-            os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        with filesystem(f"cannot save the sync state in {path.parent}"):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(tmp, "w") as fh:
+                json.dump({**state, "format": STATE_VERSION}, fh)
+                if durable:
+                    fh.flush()
+                    os.fsync(fh.fileno())
+            os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 # -- applying changes ------------------------------------------------------------------------
@@ -203,6 +209,9 @@ class SyncPlan:
     batch_size: int = 1000
     force_full: bool = False
 
+    def state_file(self) -> Path:
+        return state_path(self.state_dir, self.src_url, self.dst_url, self.two_way)
+
 
 class SyncEngine:
     """One sync run (or a watch loop) between two open stores."""
@@ -214,7 +223,7 @@ class SyncEngine:
         self.dst = dst
         self.progress = progress or (lambda event, data: None)
         self.note = note  # told what a run that stops part-way applied
-        self.path = state_path(plan.state_dir, plan.src_url, plan.dst_url, plan.two_way)
+        self.path = plan.state_file()
         self._sent: dict[int, set[tuple[bytes, int | None]]] = {id(src): set(), id(dst): set()}
         self.state = {} if plan.force_full else load_state(self.path)
         for side, store in (("source", src), ("destination", dst)):
@@ -408,12 +417,20 @@ def _lag(records: list[Record]) -> int | None:
     return max(0, now_ms() - physical_ms(max(versions))) if versions else None
 
 
+@contextlib.asynccontextmanager
+async def opened(plan: SyncPlan) -> AsyncIterator[tuple[AsyncStore, AsyncStore]]:
+    """Both stores of ``plan`` (the source read-only for a one-way sync), closed at the end.
+
+    The state directory is checked first: cursors that cannot be saved would make every run a
+    full pass and lose the record of what the last run saw, so an unwritable one is refused
+    before either store is opened or anything applied."""
+    writable_dir(plan.state_file().parent, "the sync state")
+    async with (to_async(open_url(plan.src_url, access="write" if plan.two_way else "read")) as src,
+                to_async(open_url(plan.dst_url)) as dst):
+        yield src, dst
+
+
 async def sync(plan: SyncPlan, progress: Progress | None = None, note: stopped.Note | None = None) -> SyncResult:
     """Open both stores, run one sync, close them."""
-    src = to_async(open_url(plan.src_url, access="write" if plan.two_way else "read"))
-    dst = to_async(open_url(plan.dst_url))
-    try:
+    async with opened(plan) as (src, dst):
         return await SyncEngine(plan, src, dst, progress, note).run_once()
-    finally:
-        await src.close()
-        await dst.close()

@@ -7,7 +7,9 @@ on a system crash for speed), ``readonly``, ``db`` (named database for the recor
 
 Each stored value is a 16-byte header (8-byte big-endian expiry in ms, 0 = none; 8-byte
 big-endian version) followed by the value: see :mod:`kvctl_plugins.lmdb.records`.  The directory
-is created when missing, its parent is not.  Environment handling: :mod:`kvctl_plugins.lmdb.env`;
+is created when missing by a command that writes, its parent is not; a command that only reads
+opens it read-only and creates nothing.  A ``data.mdb`` shorter than its meta pages say is
+refused (:mod:`kvctl_plugins.lmdb.datafile`).  Environment handling: :mod:`kvctl_plugins.lmdb.env`;
 behaviour: :mod:`kvctl_plugins.lmdb.store`.
 """
 

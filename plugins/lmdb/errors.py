@@ -3,28 +3,43 @@
 from __future__ import annotations
 
 import errno
+import os
 
 import lmdb
 
-from kvctl.errors import AuthError, CorruptError, KvctlError, LimitError, LockedError, StoreIOError
+from kvctl.errors import CorruptError, KvctlError, LimitError, LockedError, StoreIOError, errno_in, filesystem_error
 
 _CORRUPT = (
     lmdb.InvalidError, lmdb.CorruptedError, lmdb.VersionMismatchError, lmdb.PageNotFoundError,
     lmdb.BadChecksumError, lmdb.IncompatibleError, lmdb.PanicError,
 )
+# A write refused because the environment is on a read-only medium: reads still work there.
+READONLY_HINT = "commands that only read can use it; add ?readonly=true to open it read-only"
 
 
-def _errno(exc: BaseException) -> int | None:
-    # py-lmdb raises plain lmdb.Error for OS errors, with the C error text ("Permission denied").
-    if isinstance(exc, OSError):
+# Free space under which an EIO from a write is taken for a full disk (see _errno).
+NEARLY_FULL = 1 << 20
+
+
+def _errno(exc: BaseException, path: str) -> int | None:
+    # py-lmdb raises plain lmdb.Error for OS errors, with the C error text ("Permission denied");
+    # creating the directory raises OSError.
+    if isinstance(exc, OSError) and exc.errno is not None:
         return exc.errno
-    text = str(exc)
-    for code, name in ((errno.EACCES, "Permission denied"), (errno.EPERM, "Operation not permitted"),
-                       (errno.ENOSPC, "No space left"), (errno.ENOTDIR, "Not a directory"),
-                       (errno.EROFS, "Read-only file system"), (errno.ENOENT, "No such file")):
-        if name in text:
-            return code
-    return None
+    code = errno_in(str(exc))
+    if code is None and "Input/output error" in str(exc) and _free_bytes(path) < NEARLY_FULL:
+        # LMDB reports a short write as EIO, not ENOSPC (mdb_page_flush: "TODO: Use which
+        # error code?"), and a write that fills the disk is a short write.
+        code = errno.ENOSPC
+    return code
+
+
+def _free_bytes(path: str) -> int:
+    try:
+        fs = os.statvfs(path)
+    except OSError:
+        return NEARLY_FULL
+    return fs.f_bavail * fs.f_frsize
 
 
 def translate(exc: BaseException, where: str, path: str) -> KvctlError:
@@ -39,11 +54,11 @@ def translate(exc: BaseException, where: str, path: str) -> KvctlError:
         return LimitError(f"{where}: a key is empty or over LMDB's key size limit ({detail})")
     if isinstance(exc, lmdb.MapFullError):
         return StoreIOError(f"{where}: the LMDB map is full and could not grow ({detail})")
-    code = _errno(exc)
-    if code in (errno.EACCES, errno.EPERM):
-        return AuthError(f"{where}: permission denied on {path} ({detail})")
-    if isinstance(exc, lmdb.ReadonlyError) or code == errno.EROFS:
-        return AuthError(f"{where}: {path} is read-only ({detail})")
-    if code == errno.ENOSPC:
-        return StoreIOError(f"{where}: no space left for {path} ({detail})")
+    code = _errno(exc, path)
+    failed = getattr(exc, "filename", None) or path
+    found = filesystem_error(where, code, failed, hint=READONLY_HINT if code == errno.EROFS else None)
+    if found is not None:
+        return found
+    if isinstance(exc, lmdb.ReadonlyError):
+        return StoreIOError(f"{where}: {path} is open read-only ({detail})")
     return StoreIOError(f"{where}: {detail}")

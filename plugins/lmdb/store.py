@@ -69,10 +69,9 @@ class LMDBStore(StoreBase):
 
     def __init__(self, shared: SharedEnv, opts: Options, url: StoreURL) -> None:
         self._shared = shared
-        self._env = shared.env
-        self._db = shared.dbs[opts.db]
-        self._meta = shared.dbs[META_DB]
         self._opts = opts
+        self.rebind()
+        shared.stores.add(self)
         self.url = url
         self._where = url.redacted()
         self._hwm_key = b"hwm:" + opts.db
@@ -104,6 +103,12 @@ class LMDBStore(StoreBase):
             raise
 
     # -- plumbing ----------------------------------------------------------------------------
+    def rebind(self) -> None:
+        """Take the shared handle's environment and databases (again, after it was reopened)."""
+        self._env = self._shared.env
+        self._db = self._shared.dbs[self._opts.db]
+        self._meta = self._shared.dbs[META_DB]
+
     def _fail(self, exc: BaseException) -> Exception:
         return translate(exc, self._where, self._opts.path)
 
@@ -132,6 +137,7 @@ class LMDBStore(StoreBase):
         costs ~4 µs, and this wrapper runs on every write.
         """
         if self._readonly:
+            # Reached only with ?readonly=true: commands that only read never write.
             raise AuthError(f"{self._where}: the store is open read-only (readonly=true)")
         with self._shared.write_lock:
             # What this store believes is on disk; an aborted attempt must not change it.
@@ -540,6 +546,7 @@ class LMDBStore(StoreBase):
     def close(self) -> None:
         if not self._closed:
             self._closed = True
+            self._shared.stores.discard(self)
             release(self._shared)
 
 

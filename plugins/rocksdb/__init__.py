@@ -13,8 +13,10 @@ last sync; ``true``: fsync every batch), ``readonly``, ``write_buffer_size`` (me
 ``64MiB``), ``memory=true`` (``rocksdb://?memory=true``: RocksDB's in-memory environment,
 private to the store and gone when it closes; not persistent).
 
-The directory is created when missing (its parent must exist).  A RocksDB database that kvctl
-did not create is refused rather than misread (kvctl marks its own in a ``kvctl`` column family).
+The directory is created when missing by a command that writes (its parent must exist); a
+command that only reads opens the database read-only and creates nothing.  A RocksDB database
+that kvctl did not create is refused, never altered or misread (kvctl marks its own with a
+``kvctl`` column family).
 """
 
 from .store import RocksDBStore

@@ -1,12 +1,14 @@
 """rocksdict exceptions -> kvctl errors.
 
 rocksdict raises plain ``Exception`` carrying RocksDB's status text ("IO error: ...",
-"Corruption: ...", "Invalid argument: ..."), so the translation reads that text.
+"Corruption: ...", "Invalid argument: ..."), so the translation reads that text; a full disk,
+read-only filesystem or denied permission gets kvctl's one wording for them
+(:func:`kvctl.errors.filesystem_error`).
 """
 
 from __future__ import annotations
 
-from kvctl.errors import AuthError, CorruptError, KvctlError, LockedError, StoreIOError
+from kvctl.errors import CorruptError, KvctlError, LockedError, StoreIOError, errno_in, filesystem_error
 
 
 def translate(exc: BaseException, where: str, path: str) -> KvctlError:
@@ -19,10 +21,9 @@ def translate(exc: BaseException, where: str, path: str) -> KvctlError:
         return LockedError(f"{where}: the RocksDB directory {path} is open in another process or store ({detail})")
     if lowered.startswith("corruption") or "file exists" in lowered or "not a directory" in lowered:
         return CorruptError(f"{where}: {path} is not a usable RocksDB directory ({detail})")
-    if "permission denied" in lowered or "operation not permitted" in lowered:
-        return AuthError(f"{where}: permission denied on {path} ({detail})")
-    if "read only" in lowered or "read-only" in lowered or "not supported in read only" in lowered:
-        return AuthError(f"{where}: {path} is opened read-only ({detail})")
-    if "no space left" in lowered:
-        return StoreIOError(f"{where}: no space left for {path} ({detail})")
+    found = filesystem_error(where, errno_in(detail), path)
+    if found is not None:
+        return found
+    if "not supported in read only" in lowered:
+        return StoreIOError(f"{where}: {path} is open read-only ({detail})")
     return StoreIOError(f"{where}: {detail}")

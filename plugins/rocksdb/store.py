@@ -23,7 +23,7 @@ from rocksdict import (
     WriteOptions,
 )
 
-from kvctl.errors import BadURLError, CorruptError, KvctlError, StoreIOError
+from kvctl.errors import BadURLError, CorruptError, ForeignStoreError, KvctlError, NoSuchStoreError, StoreIOError
 from kvctl.hlc import HLC, MAX_NODE
 from kvctl.store import (
     Capabilities,
@@ -47,6 +47,7 @@ COMPRESSION: dict[str, Callable[[], DBCompressionType]] = {
     "bz2": DBCompressionType.bz2,
 }
 _OPTIONS = {"compression", "sync", "memory", "readonly", "write_buffer_size"}
+CONFIG_FILE = "rocksdict-config.json"  # rocksdict's own, written by every open
 
 
 class RocksDBStore(StoreBase):
@@ -58,14 +59,16 @@ class RocksDBStore(StoreBase):
     )
 
     def __init__(self, url: StoreURL, path: str, db: Rdict, *, memory_dir: str | None, readonly: bool,
-                 sync: bool, compression: str) -> None:
+                 sync: bool, compression: str, view_dir: str | None = None) -> None:
         self.url = url
-        self.where = "rocksdb"  # messages name the path; never the URL (the CLI scrubs options)
+        self.where = url.redacted()
         self.path = path
         # rocksdict's stubs type keys and values as str | int | float | bytes | bool; in raw mode
         # they are always bytes, so the handle is typed loosely here and precisely at our API.
         self._db: Any = db
         self._memory_dir = memory_dir  # in-memory mode: the scratch dir rocksdict insists on
+        self._view_dir = view_dir  # read-only: the directory of links RocksDB opened (_read_view)
+        self._write_failure: KvctlError | None = None  # the first write that failed (see _write)
         self.readonly = readonly
         self.sync = sync
         self.compression = compression
@@ -79,9 +82,11 @@ class RocksDBStore(StoreBase):
     @classmethod
     def from_url(cls, url: StoreURL) -> Self:
         url.check_options(_OPTIONS)
-        where = "rocksdb"
+        where = url.redacted()
         memory = url.bool_option("memory", False)
-        readonly = url.bool_option("readonly", False)
+        # A command that only reads opens the database read-only in RocksDB itself, like
+        # ?readonly=true: nothing is created, flushed, compacted or purged.
+        readonly = url.bool_option("readonly", False) or (url.reads_only and not memory)
         sync = url.bool_option("sync", False)
         compression = url.choice_option("compression", tuple(COMPRESSION), "lz4")
         options = Options(raw_mode=True)
@@ -101,18 +106,23 @@ class RocksDBStore(StoreBase):
             path = memory_dir
         else:
             path = url.local_path()
+            exists = os.path.isfile(os.path.join(path, "CURRENT"))
+            if readonly and not exists:
+                raise NoSuchStoreError(f"{where}: no RocksDB store at {path} (nothing created)")
             parent = os.path.dirname(os.path.abspath(path))
             if not os.path.isdir(parent):
                 raise StoreIOError(f"{where}: the parent directory {parent} does not exist")
-            if readonly and not os.path.isdir(path):
-                raise StoreIOError(f"{where}: no RocksDB directory at {path} to open read-only")
+            if exists:
+                _check_ours(path, where)
+        view_dir = _read_view(path, where) if readonly else None
         try:
             access = AccessType.read_only(False) if readonly else AccessType.read_write()
             families = {META_CF: Options(raw_mode=True)}
-            db = Rdict(path, options, column_families=families, access_type=access)
+            db = Rdict(view_dir or path, options, column_families=families, access_type=access)
         except Exception as exc:
-            if memory_dir is not None:
-                shutil.rmtree(memory_dir, ignore_errors=True)
+            for scratch in (memory_dir, view_dir):
+                if scratch is not None:
+                    shutil.rmtree(scratch, ignore_errors=True)
             raise translate(exc, where, path) from None
         write = WriteOptions()
         write.sync = sync
@@ -122,10 +132,12 @@ class RocksDBStore(StoreBase):
             setattr(write, "disable_wal", True)  # noqa: B010
         db.set_write_options(write)
         try:
-            return cls(url, path, db, memory_dir=memory_dir, readonly=readonly, sync=sync,
-                       compression=compression)
+            return cls(url, path, db, memory_dir=memory_dir, view_dir=view_dir, readonly=readonly,
+                       sync=sync, compression=compression)
         except BaseException:
             _close_quietly(db)
+            if view_dir is not None:
+                shutil.rmtree(view_dir, ignore_errors=True)
             raise
 
     def _init_clock(self) -> HLC:
@@ -144,7 +156,7 @@ class RocksDBStore(StoreBase):
 
         fmt, node, clock, has_records = self._guard(read)
         if fmt is None and has_records:
-            raise CorruptError(
+            raise ForeignStoreError(
                 f"{self.where}: {self.path} is a RocksDB database but not a kvctl store "
                 "(no kvctl format marker); kvctl will not reinterpret its values"
             )
@@ -190,7 +202,14 @@ class RocksDBStore(StoreBase):
 
     def _write(self, batch: WriteBatch) -> None:
         db = self._live_db()
-        self._guard(lambda: db.write(batch))
+        try:
+            db.write(batch)
+        except Exception as exc:
+            failure = self._failed(exc)
+            # RocksDB stops writing after an I/O error and answers every later write (and the log
+            # flush at close) with "Writer has previous error": remember what it was.
+            self._write_failure = self._write_failure or failure
+            raise failure from None
 
     # -- reads -----------------------------------------------------------------------------
     def get(self, key: bytes) -> Record | None:
@@ -350,14 +369,54 @@ class RocksDBStore(StoreBase):
         del self._meta  # column family handles keep the database (and its lock) alive
         try:
             if self._memory_dir is None:
-                if not self.readonly:
-                    self._guard(lambda: db.flush_wal(True))
+                try:
+                    if not self.readonly:
+                        self._guard(lambda: db.flush_wal(True))
+                except KvctlError as failed:
+                    _close_quietly(db)
+                    first = self._write_failure  # the flush only repeats it: report that one
+                    raise (type(first)(first.message, hint="its write-ahead log could not be flushed at close")
+                           if first is not None else failed) from None
                 self._guard(db.close)
             else:
                 _close_quietly(db)
         finally:
-            if self._memory_dir is not None:
-                shutil.rmtree(self._memory_dir, ignore_errors=True)
+            for scratch in (self._memory_dir, self._view_dir):
+                if scratch is not None:
+                    shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _read_view(path: str, where: str) -> str:
+    """A private directory of symbolic links to the database's files, for a read-only open.
+
+    rocksdict writes its ``rocksdict-config.json`` into the directory it opens, read-only or
+    not, which would change the store on a read and fails on a read-only medium.  RocksDB opened
+    read-only only reads (CURRENT, the MANIFEST, OPTIONS, tables, WALs replayed into memory), so
+    it can open the links; rocksdict's file lands in the private directory, removed on close.
+    The lock and the info logs are not linked: nothing a read does may reach them."""
+    view = tempfile.mkdtemp(prefix="kvctl-rocksdb-ro-")
+    try:
+        for name in os.listdir(path):
+            if name not in (CONFIG_FILE, "LOCK") and not name.startswith("LOG"):
+                os.symlink(os.path.join(os.path.abspath(path), name), os.path.join(view, name))
+    except OSError as exc:
+        shutil.rmtree(view, ignore_errors=True)
+        raise translate(exc, where, path) from None
+    return view
+
+
+def _check_ours(path: str, where: str) -> None:
+    """Refuse a RocksDB database kvctl did not create before opening it: opening it for writing
+    would add kvctl's column family to it."""
+    try:
+        families = Rdict.list_cf(path, Options(raw_mode=True))
+    except Exception as exc:
+        raise translate(exc, where, path) from None
+    if META_CF not in families:
+        raise ForeignStoreError(
+            f"{where}: {path} is a RocksDB database but not a kvctl store (no {META_CF} column "
+            "family); nothing was changed"
+        )
 
 
 def _close_quietly(db: Rdict) -> None:
