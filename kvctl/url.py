@@ -159,7 +159,12 @@ class StoreURL:
             raise BadURLError(f"unknown option(s) {', '.join(unknown)} in {self.redacted()} (known: {allowed})")
 
     def local_path(self) -> str:
-        """The filesystem path of a file URL: ``x:///abs``, ``x://relative`` or ``x:relative``."""
+        """The filesystem path of a file URL: ``x:///abs``, ``x:////abs``, ``x://relative`` or
+        ``x:relative``.
+
+        ``x:////abs`` is how SQLAlchemy spells an absolute path (``sqlite:////var/app.db``), and
+        what ``x:///$DIR/f`` gives for an absolute ``$DIR``: any run of leading slashes is one, the
+        same absolute path, for every path-based backend alike."""
         rest = self.raw[len(self.scheme) + 1:].split("?", 1)[0]
         if rest.startswith("//"):
             rest = rest[2:]
@@ -167,6 +172,8 @@ class StoreURL:
             if rest.startswith("localhost/"):
                 rest = rest[len("localhost"):]
         path = unquote(rest)
+        if path.startswith("//"):
+            path = "/" + path.lstrip("/")
         if not path:
             raise BadURLError(f"{self.redacted()} names no path (e.g. {self.scheme}:///var/lib/app.db)")
         return path

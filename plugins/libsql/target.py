@@ -63,8 +63,6 @@ def parse_target(url: StoreURL) -> Target:
 def _local(url: StoreURL, table: str, timeout_ms: int) -> Target:
     url.check_options(LOCAL_OPTIONS)
     path = url.local_path()
-    if path.startswith("//"):
-        raise BadURLError(f"{url.redacted()}: a file path has one leading slash (libsql:///abs/path.db)")
     # libsql-client reads the path out of a file: URL without decoding it, so '?' and '#' cannot
     # be carried; everything else is passed through byte for byte.
     if "?" in path or "#" in path:
