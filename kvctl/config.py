@@ -51,7 +51,9 @@ def state_dir() -> Path:
 
 
 def default_store_url() -> str:
-    return f"sqlite://{data_dir() / 'default.db'}"
+    """The embedded default store.  ``embedded=true``: its directory is made by the first write,
+    and a read before that reads an empty store, creating nothing (see the sqlite plugin)."""
+    return f"sqlite://{data_dir() / 'default.db'}?embedded=true"
 
 
 @dataclass
@@ -142,8 +144,6 @@ def resolve(url_or_profile: str | None) -> str:
     config = load()
     if config.default:
         return config.profile_url(config.default)
-    path = data_dir()
-    path.mkdir(parents=True, exist_ok=True)
     return default_store_url()
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field, replace
-from urllib.parse import parse_qsl, quote, unquote, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 from kvctl.errors import BadURLError
 
@@ -179,10 +179,12 @@ class StoreURL:
         return path
 
     def without_options(self, *names: str) -> str:
-        parts = urlsplit(self.raw)
-        kept = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k not in names]
+        """The URL's text without the options ``names`` (the rest of the text kept as written:
+        urlunsplit would turn ``sqlite:///abs`` into ``sqlite:/abs``)."""
+        base, _, query = self.raw.partition("?")
+        kept = [(k, v) for k, v in parse_qsl(query, keep_blank_values=True) if k not in names]
         query = "&".join(f"{quote(k, safe='')}={quote(v, safe='')}" for k, v in kept)
-        return urlunsplit(parts._replace(query=query))
+        return f"{base}?{query}" if query else base
 
     def redacted(self) -> str:
         return redact(self.raw)

@@ -35,14 +35,16 @@ before anything is written to it.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import secrets
 import sqlite3
 from dataclasses import dataclass
 from urllib.parse import quote
 
-from kvctl.errors import AuthError, StoreIOError, UsageError
+from kvctl.errors import AuthError, NoSuchStoreError, StoreIOError, UsageError
 from kvctl.hlc import MAX_NODE
+from kvctl.store import StoreURL, foreign_store_error
 
 from .errors import translate
 from .options import META_TABLE, RESERVED_SUFFIXES, Options
@@ -61,30 +63,82 @@ class TableState:
     tombs: bool  # the tombstone table exists (False only for a read-only version 1 file)
 
 
-def preflight(opts: Options, where: str) -> None:
-    """Refuse paths SQLite would mishandle, with a clear message, before touching anything.
+def preflight(opts: Options, where: str) -> bool:
+    """Refuse paths SQLite would mishandle, with a clear message, before touching anything;
+    True when the database file exists.
 
     A missing parent directory is refused rather than created: a typo in a path must not
-    silently grow a directory tree (the database file itself is created, as SQLite does).
+    silently grow a directory tree (the database file itself is created by a write, as SQLite
+    does).  Only the embedded default store's directory is created, by its first write.  A read
+    of a missing file is NoSuchStoreError and creates nothing.
     """
     path = opts.path
     if os.path.isdir(path):
         raise StoreIOError(f"{where}: {path} is a directory, not a database file")
-    parent = os.path.dirname(path) or "."
-    if not os.path.isdir(parent):
-        raise StoreIOError(f"{where}: directory {parent} does not exist", hint="create it first")
     if os.path.exists(path):
         if not os.access(path, os.R_OK):
             raise AuthError(f"{where}: permission denied reading {path}")
-    elif opts.readonly:
+        return True
+    if opts.embedded and not opts.readonly:
+        if opts.writes:
+            _make_parent(path, where)
+        return False  # a read of the embedded store before its first write: empty (see connect)
+    if opts.reads_only:
+        raise NoSuchStoreError(f"no such store: {where} ({path} does not exist; nothing was created)")
+    if opts.readonly:
         raise StoreIOError(f"{where}: {path} does not exist (and readonly=true will not create it)")
+    parent = os.path.dirname(path) or "."
+    if not os.path.isdir(parent):
+        raise StoreIOError(f"{where}: directory {parent} does not exist", hint="create it first")
+    return False
 
 
-def connect(opts: Options, where: str) -> tuple[sqlite3.Connection, TableState]:
-    """An open, checked connection with the pragmas set and the table (current schema version) present."""
-    preflight(opts, where)
-    mode = "ro" if opts.readonly else "rwc"
-    uri = f"file:{quote(opts.path, safe='/')}?mode={mode}"
+def _make_parent(path: str, where: str) -> None:
+    parent = os.path.dirname(path) or "."
+    try:
+        os.makedirs(parent, exist_ok=True)
+    except OSError as exc:
+        raise StoreIOError(f"{where}: cannot create directory {parent} ({exc.strerror})") from None
+
+
+def _open_mode(opts: Options, exists: bool) -> str:
+    """The URI parameters to open the file with.
+
+    A write opens ``rwc``.  Anything else opens ``ro``, with one exception: a WAL-mode file whose
+    ``-wal``/``-shm`` siblings are absent (its last writer closed cleanly).  A read-only
+    connection has to create those two files to read it and, not being allowed to write, cannot
+    remove them again; a read-write connection (kept from writing by ``query_only``, see
+    :func:`connect`) is what removes them on close, as the last connection of the file.  So
+    the file is opened ``rw`` then, when it is writable, and a read leaves the directory as it
+    found it."""
+    if opts.writes:
+        return "mode=rwc"
+    if not exists:
+        return "mode=memory"  # the embedded default store before its first write: an empty store
+    path = opts.path
+    if (_is_wal(path) and not os.path.exists(path + "-wal") and not os.path.exists(path + "-shm")
+            and os.access(path, os.W_OK) and os.access(os.path.dirname(path) or ".", os.W_OK)):
+        return "mode=rw"
+    return "mode=ro"
+
+
+def _is_wal(path: str) -> bool:
+    """The database header says WAL (file format version numbers at offsets 18 and 19 are 2)."""
+    try:
+        with open(path, "rb") as fh:
+            header = fh.read(20)
+    except OSError:
+        return False
+    return header[:16] == b"SQLite format 3\x00" and header[18:20] == b"\x02\x02"
+
+
+def connect(opts: Options, url: StoreURL) -> tuple[sqlite3.Connection, TableState]:
+    """An open, checked connection with the pragmas set and the table (current schema version)
+    present; or, when the command only reads (or ?readonly=true), the file as it is, unchanged."""
+    where = url.redacted()
+    exists = preflight(opts, where)
+    mode = _open_mode(opts, exists)
+    uri = f"file:{quote(opts.path if mode != 'mode=memory' else 'kvctl-empty', safe='/')}?{mode}"
     try:
         # isolation_level=None: we issue BEGIN IMMEDIATE / COMMIT ourselves.  One worker thread
         # of kvctl.adapt may call the store, hence check_same_thread=False.
@@ -95,7 +149,15 @@ def connect(opts: Options, where: str) -> tuple[sqlite3.Connection, TableState]:
     except sqlite3.Error as exc:
         raise translate(exc, where, opts.path) from None
     try:
-        state = _prepare(conn, opts, where)
+        if mode == "mode=memory":  # an empty store in memory, laid out as a new file would be
+            state = _prepare(conn, dataclasses.replace(opts, readonly=False, reads_only=False), url,
+                             in_memory=True)
+        else:
+            if not opts.writes:  # the mode=rw case of _open_mode: SQLite refuses every write
+                conn.execute("PRAGMA query_only = ON")
+            state = _prepare(conn, opts, url)
+        if not opts.writes:
+            conn.execute("PRAGMA query_only = ON")
     except BaseException as exc:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
@@ -106,21 +168,30 @@ def connect(opts: Options, where: str) -> tuple[sqlite3.Connection, TableState]:
     return conn, state
 
 
-def _prepare(conn: sqlite3.Connection, opts: Options, where: str) -> TableState:
+def _prepare(conn: sqlite3.Connection, opts: Options, url: StoreURL, *, in_memory: bool = False) -> TableState:
+    where = url.redacted()
     # Reading the schema is the first access to the file: a file that is not a database fails
     # here (SQLITE_NOTADB -> CorruptError) before anything could be written to it.
     user_version = _user_version(conn, opts, where)
     exists = _check_table(conn, opts.table, where)
-    if not opts.readonly:
+    if not exists and not (opts.writes and opts.create):
+        foreign = _foreign_tables(conn)
+        if foreign:
+            raise foreign_store_error(url, foreign)
+    if not opts.writes:
+        if not exists:
+            raise NoSuchStoreError(
+                f"no such store: {where} ({opts.path} has no kvctl table {opts.table}; nothing was created)",
+                hint="open it once without readonly" if opts.readonly and not opts.reads_only else None)
+        # read as it is: an older schema version too (no feed in a version 1 file)
+        return read_state(conn, opts.table) or TableState(
+            node=0, feed_id=None, tombs=_has_table(conn, opts.table + "__tombs"))
+    if not in_memory:
         mode = conn.execute(f"PRAGMA journal_mode={opts.journal_mode}").fetchone()[0]
         if str(mode).lower() != opts.journal_mode:
             raise StoreIOError(f"{where}: cannot switch {opts.path} to journal_mode={opts.journal_mode} ({mode})")
-    conn.execute(f"PRAGMA synchronous={opts.synchronous}")
+        conn.execute(f"PRAGMA synchronous={opts.synchronous}")
     state = read_state(conn, opts.table) if user_version >= 2 and exists else None
-    if opts.readonly:
-        if not exists:
-            raise UsageError(f"{where}: {opts.path} has no table {opts.table}", hint="open it once without readonly")
-        return state or TableState(node=0, feed_id=None, tombs=_has_table(conn, opts.table + "__tombs"))
     if (user_version == SCHEMA_VERSION and state is not None
             and (opts.feed is None or opts.feed == (state.feed_id is not None))):
         return state  # the usual open: nothing to create, upgrade or switch, no write lock taken
@@ -199,10 +270,25 @@ def _check_table(conn: sqlite3.Connection, table: str, where: str) -> bool:
     return True
 
 
+def _user_tables(conn: sqlite3.Connection) -> list[str]:
+    """Every table of the file but SQLite's own, in the order they were created."""
+    return [row[0] for row in conn.execute(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite^_%' ESCAPE '^' "
+        "ORDER BY rowid")]
+
+
+def _foreign_tables(conn: sqlite3.Connection) -> list[str]:
+    """The file's tables when it holds tables and none of kvctl's (no ``kvctl_meta``, no table shaped
+    like a store table): a database another program made, which kvctl must not change."""
+    names = _user_tables(conn)
+    if META_TABLE in names or _kvctl_tables(conn):
+        return []
+    return names
+
+
 def _kvctl_tables(conn: sqlite3.Connection) -> list[str]:
     """Every table of the file shaped like a kvctl store table (the ones a version 1 file holds)."""
-    names = [row[0] for row in conn.execute(
-        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite^_%' ESCAPE '^'")]
+    names = _user_tables(conn)
     return [name for name in names
             if name != META_TABLE and not name.endswith(RESERVED_SUFFIXES)
             and tuple(col for col, _ in _columns(conn, name)) == COLUMNS]

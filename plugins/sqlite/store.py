@@ -109,7 +109,7 @@ class SQLiteStore(StoreBase):
     @classmethod
     def from_url(cls, url: StoreURL) -> Self:
         opts = parse_options(url)
-        conn, state = connect(opts, url.redacted())
+        conn, state = connect(opts, url)
         return cls(conn, state, opts, url)
 
     def _fail(self, exc: sqlite3.Error) -> Exception:
