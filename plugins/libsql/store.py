@@ -22,7 +22,7 @@ from typing import Any, Self
 import libsql_client
 from libsql_client import LibsqlError, Statement
 
-from kvctl.errors import StoreIOError, UsageError
+from kvctl.errors import NoSuchStoreError, StoreIOError, UsageError
 from kvctl.hlc import HLC
 from kvctl.store import (
     MAX_VERSION,
@@ -32,6 +32,7 @@ from kvctl.store import (
     Record,
     StoreURL,
     deadline_ms,
+    foreign_store_error,
     key_cursor,
     now_ms,
     page_size,
@@ -56,6 +57,11 @@ KEYS_PER_SELECT = 500
 PURGE_EVERY_S = 60.0
 PURGE_ROWS = 10_000
 _LIVE = "(expires_at IS NULL OR expires_at > ?)"
+META_TABLE = "kvctl_meta"  # the sqlite backend's (schema version 2 and later)
+# Every table but SQLite's own, with its columns: is the database one kvctl made?
+_TABLES = ("SELECT m.name, (SELECT group_concat(p.name, ',') FROM pragma_table_info(m.name) AS p) "
+           "FROM sqlite_master AS m WHERE m.type = 'table' AND m.name NOT LIKE 'sqlite^_%' ESCAPE '^' "
+           "ORDER BY m.rowid")
 
 
 class LibSQLStore(AsyncStoreBase):
@@ -97,7 +103,10 @@ class LibSQLStore(AsyncStoreBase):
 
     @classmethod
     def from_url(cls, url: StoreURL) -> Self:
-        return cls(url, parse_target(url))
+        target = parse_target(url)
+        if target.local_path is not None:  # checked now, not at the first call: nothing is started on a typo
+            _preflight(target.local_path, url.redacted(), reads_only=url.reads_only)
+        return cls(url, target)
 
     # -- opening ---------------------------------------------------------------------------
     async def _open(self) -> libsql_client.Client:
@@ -111,7 +120,7 @@ class LibSQLStore(AsyncStoreBase):
                 raise UsageError(f"{self._where}: the store was closed")
             target = self._target
             if target.local_path is not None:
-                _preflight(target.local_path, self._where)
+                _preflight(target.local_path, self._where, reads_only=self.url.reads_only)
             with translated(self._where, "connect"):
                 # for a local file this already runs a statement (SELECT 1), which may find it busy
                 client = await self._call(lambda: _create_client(target))
@@ -124,7 +133,12 @@ class LibSQLStore(AsyncStoreBase):
             return client
 
     async def _prepare(self, client: libsql_client.Client) -> None:
-        """Check the file or server, create the table if needed, seed the clock."""
+        """Check the file or server, create the table if needed, seed the clock.
+
+        A command that only reads creates and switches nothing (libsql-client has no read-only
+        open, so this rests on issuing no write): a missing table is NoSuchStoreError.  A database
+        holding other programs' tables and none of kvctl's is ForeignStoreError, for a write too
+        unless ``?create=true``."""
         t, target = self._t, self._target
         with translated(self._where, "open"):
             # The first read of the schema: a file that is not a database fails here.
@@ -138,7 +152,9 @@ class LibSQLStore(AsyncStoreBase):
             if columns and columns != COLUMNS:
                 raise UsageError(f"{self._where}: table {target.table} is not a kvctl table "
                                  f"(columns {', '.join(columns)})", hint="pick another table with ?table=NAME")
-            if target.journal_mode is not None:
+            if not columns:
+                await self._refuse_missing(client)
+            if target.journal_mode is not None and not self.url.reads_only:
                 await self._call(lambda: client.execute(f"PRAGMA journal_mode = {target.journal_mode}"))
             if not columns:
                 create = [
@@ -154,6 +170,17 @@ class LibSQLStore(AsyncStoreBase):
             newest = await self._call(lambda: client.execute(f"SELECT max(version) FROM {t}"))
             if newest.rows and newest.rows[0][0] is not None:
                 self._clock.observe(int(newest.rows[0][0]))
+
+    async def _refuse_missing(self, client: libsql_client.Client) -> None:
+        """The store's table is missing: refuse what may not create it (see :meth:`_prepare`)."""
+        rs = await self._call(lambda: client.execute(_TABLES))
+        tables = [(str(name), str(cols or "")) for name, cols in rs.rows]
+        kvctl_made = any(name == META_TABLE or tuple(cols.split(",")) == COLUMNS for name, cols in tables)
+        if tables and not kvctl_made and not (self._target.create and not self.url.reads_only):
+            raise foreign_store_error(self.url, [name for name, _ in tables])
+        if self.url.reads_only:
+            raise NoSuchStoreError(f"no such store: {self._where} (no table {self._target.table}; "
+                                   "nothing was created)")
 
     async def _call(self, call: Callable[[], Awaitable[Any]]) -> Any:
         """Run one client call.  Remote calls are bounded by ?timeout=.  Local ones are retried
@@ -358,10 +385,13 @@ async def _create_client(target: Target) -> libsql_client.Client:
     return libsql_client.create_client(target.client_url, auth_token=target.auth_token)
 
 
-def _preflight(path: str, where: str) -> None:
-    """Refuse what SQLite would mishandle, before touching anything (the file itself is created)."""
+def _preflight(path: str, where: str, *, reads_only: bool) -> None:
+    """Refuse what SQLite would mishandle, before touching anything (the file itself is created
+    by a write; a read of a missing file is NoSuchStoreError and creates nothing)."""
     if os.path.isdir(path):
         raise StoreIOError(f"{where}: {path} is a directory, not a database file")
+    if reads_only and not os.path.exists(path):
+        raise NoSuchStoreError(f"no such store: {where} ({path} does not exist; nothing was created)")
     parent = os.path.dirname(path) or "."
     if not os.path.isdir(parent):
         raise StoreIOError(f"{where}: directory {parent} does not exist", hint="create it first")
