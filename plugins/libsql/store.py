@@ -84,6 +84,7 @@ class LibSQLStore(AsyncStoreBase):
 
     def __init__(self, url: StoreURL, target: Target) -> None:
         self.url = url
+        self._url = url  # typed: StoreBase.url may be None
         self._target = target
         self._where = url.redacted()
         self._client: libsql_client.Client | None = None
@@ -120,7 +121,7 @@ class LibSQLStore(AsyncStoreBase):
                 raise UsageError(f"{self._where}: the store was closed")
             target = self._target
             if target.local_path is not None:
-                _preflight(target.local_path, self._where, reads_only=self.url.reads_only)
+                _preflight(target.local_path, self._where, reads_only=self._url.reads_only)
             with translated(self._where, "connect"):
                 # for a local file this already runs a statement (SELECT 1), which may find it busy
                 client = await self._call(lambda: _create_client(target))
@@ -154,7 +155,7 @@ class LibSQLStore(AsyncStoreBase):
                                  f"(columns {', '.join(columns)})", hint="pick another table with ?table=NAME")
             if not columns:
                 await self._refuse_missing(client)
-            if target.journal_mode is not None and not self.url.reads_only:
+            if target.journal_mode is not None and not self._url.reads_only:
                 await self._call(lambda: client.execute(f"PRAGMA journal_mode = {target.journal_mode}"))
             if not columns:
                 create = [
@@ -176,9 +177,9 @@ class LibSQLStore(AsyncStoreBase):
         rs = await self._call(lambda: client.execute(_TABLES))
         tables = [(str(name), str(cols or "")) for name, cols in rs.rows]
         kvctl_made = any(name == META_TABLE or tuple(cols.split(",")) == COLUMNS for name, cols in tables)
-        if tables and not kvctl_made and not (self._target.create and not self.url.reads_only):
-            raise foreign_store_error(self.url, [name for name, _ in tables])
-        if self.url.reads_only:
+        if tables and not kvctl_made and not (self._target.create and not self._url.reads_only):
+            raise foreign_store_error(self._url, [name for name, _ in tables])
+        if self._url.reads_only:
             raise NoSuchStoreError(f"no such store: {self._where} (no table {self._target.table}; "
                                    "nothing was created)")
 
