@@ -43,10 +43,10 @@ from .errors import is_busy, translated
 from .target import Target, parse_target
 
 SCHEMA_VERSION = 1  # what this backend writes into a file it creates
-# Versions 2 and 3 are the sqlite backend's (tombstones, change feed, triggers beside the same
+# Versions 2 to 4 are the sqlite backend's (tombstones, change feed, triggers beside the same
 # table columns).  Its triggers stamp, log and bury rows written by any program, so this backend
 # reads and writes such a file as it is, without upgrading it; a newer layout is refused.
-NEWEST_READABLE = 3
+NEWEST_READABLE = 4
 COLUMNS = ("id", "key", "value", "expires_at", "version")
 MAX_LENGTH = 1_000_000_000  # SQLite's default SQLITE_MAX_LENGTH: the largest row
 MAX_KEY = 64 * 1024
@@ -94,7 +94,7 @@ class LibSQLStore(AsyncStoreBase):
         self._closed = False
         t = f'"{target.table}"'
         self._t = t
-        self._get_one = f"SELECT value, expires_at, version FROM {t} WHERE key = ? AND {_LIVE}"
+        self._get_one = f"SELECT CAST(value AS BLOB), expires_at, version FROM {t} WHERE key = ? AND {_LIVE}"
         self._upsert_tail = (" ON CONFLICT(key) DO UPDATE SET value = excluded.value, "
                              "expires_at = excluded.expires_at, version = excluded.version")
         self._purge = (f"DELETE FROM {t} WHERE id IN (SELECT id FROM {t} "
@@ -251,7 +251,8 @@ class LibSQLStore(AsyncStoreBase):
             chunk = list(keys[start:start + KEYS_PER_SELECT])
             marks = ",".join("?" * len(chunk))
             stmts.append(Statement(
-                f"SELECT key, value, expires_at, version FROM {self._t} WHERE key IN ({marks}) AND {_LIVE}",
+                f"SELECT key, CAST(value AS BLOB), expires_at, version FROM {self._t} "
+                f"WHERE key IN ({marks}) AND {_LIVE}",
                 [*chunk, now]))
         if len(stmts) == 1:
             results = [await self._execute("get_many", stmts[0].sql, stmts[0].args)]  # type: ignore[arg-type]
@@ -275,7 +276,7 @@ class LibSQLStore(AsyncStoreBase):
         after = self._start_key(prefix, start_after, cursor)
         end = prefix_end(prefix)
         lower, inclusive = (prefix, True) if after is None else (after, False)
-        cols = "key, expires_at, version" if keys_only else "key, value, expires_at, version"
+        cols = "key, expires_at, version" if keys_only else "key, CAST(value AS BLOB), expires_at, version"
         upper = " AND key < ?" if end is not None else ""
         batch_size = page_size(batch_size)
         while True:

@@ -29,6 +29,15 @@ another program always gets a newer version, :mod:`.triggers`).  The first read-
 version 2 file adds the column and lays every table's triggers again, feeds kept as they are,
 in one ``BEGIN IMMEDIATE`` transaction.  A read-only open reads a version 2 file as it is.
 
+Version 4 adds a trigger that stores another program's TEXT (or number) key or value as its
+bytes (``coerce`` in :mod:`.triggers`): SQLite compares TEXT ``'a'`` and BLOB ``x'61'`` as
+different values, so a ``sqlite3`` shell insert of ``'user:1'`` would otherwise be a second row
+beside kvctl's ``user:1``, outside the BLOB key range kvctl scans.  The first read-write open of
+a version 2 or 3 file rewrites such rows as BLOBs (a key present in both forms keeps the newer
+row) and lays the triggers again, in the same transaction.  Reads cast every value to BLOB, so a
+TEXT value written by an ``UPDATE`` reads as its bytes.  A read-only open of an older file reads
+it as it is: rows with a TEXT key stay out of its key range until a write upgrades the file.
+
 An open that fails leaves existing files as they were: every check that can refuse a file runs
 before anything is written to it.
 """
@@ -50,7 +59,7 @@ from .errors import translate
 from .options import META_TABLE, RESERVED_SUFFIXES, Options
 from .triggers import TableSQL
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 COLUMNS = ("id", "key", "value", "expires_at", "version")
 
 
@@ -200,8 +209,8 @@ def _prepare(conn: sqlite3.Connection, opts: Options, url: StoreURL, *, in_memor
     conn.execute("BEGIN IMMEDIATE")
     user_version = _user_version(conn, opts, where)
     conn.execute(TableSQL.create_meta)
-    if user_version == 2:
-        _upgrade_from_2(conn)
+    if user_version in (2, 3):
+        _upgrade_from(conn, user_version)
     if user_version < SCHEMA_VERSION:
         for table in _kvctl_tables(conn):
             if read_state(conn, table) is None:
@@ -221,13 +230,15 @@ def _prepare(conn: sqlite3.Connection, opts: Options, url: StoreURL, *, in_memor
     return state
 
 
-def _upgrade_from_2(conn: sqlite3.Connection) -> None:
-    """Version 2 -> 3, inside the caller's transaction: the new meta column, every table's triggers
-    laid again (the feed, its id and its floor untouched)."""
-    conn.execute(TableSQL.add_replaced_version)
+def _upgrade_from(conn: sqlite3.Connection, user_version: int) -> None:
+    """Version 2 or 3 -> 4, inside the caller's transaction: version 3's meta column (from 2),
+    every table's rows normalised to BLOBs and its triggers laid again (the feed, its id and its
+    floor untouched)."""
+    if user_version == 2:
+        conn.execute(TableSQL.add_replaced_version)
     for table, node, feed_id in conn.execute(f"SELECT table_name, node_id, feed_id FROM {META_TABLE}").fetchall():
         sql = TableSQL(table, int(node))
-        for stmt in sql.drop_triggers + sql.create_triggers(feed=feed_id is not None):
+        for stmt in sql.drop_triggers + sql.normalise + sql.create_triggers(feed=feed_id is not None):
             conn.execute(stmt)
 
 
@@ -303,9 +314,11 @@ def _create(conn: sqlite3.Connection, table: str, *, feed: bool) -> None:
 
 
 def _adopt(conn: sqlite3.Connection, table: str, *, feed: bool) -> None:
-    """Make an existing kvctl table (version 1, or made by hand) a version 2 one."""
+    """Make an existing kvctl table (version 1, or made by hand) a current one."""
     if dict(_columns(conn, table)).get("version"):
         _rebuild(conn, table)
+    for stmt in TableSQL(table).normalise:  # before any trigger of ours is on the table
+        conn.execute(stmt)
     for stmt in TableSQL(table).create_indexes:  # a hand-made table may lack them
         conn.execute(stmt)
     _add_side_objects(conn, table, feed=feed)

@@ -52,6 +52,9 @@ PURGE_LIMIT = 10_000  # rows removed per purge and table, so one write never pay
 # Feed changes removed per purge: more than are written between purges, so the feed keeps up.
 FEED_PURGE_LIMIT = 2 * PURGE_EVERY
 _VERSION_STEP = 1 << NODE_BITS  # one HLC counter tick
+# Values are read as BLOBs: another program's UPDATE may have left a TEXT (or number) value,
+# which reads as its bytes (UTF-8 text) instead of a str.
+VALUE = "CAST(value AS BLOB)"
 _values = attrgetter("value")
 _key_of = attrgetter("key")
 
@@ -83,7 +86,7 @@ class SQLiteStore(StoreBase):
         t = self._table = sql.t
         if state.feed_id is None:  # this table's feed is off (?feed=false), or a read-only v1 file
             self.capabilities = dataclasses.replace(type(self).capabilities, change_feed=False)  # type: ignore[misc]
-        self._sql_get = f"SELECT value, expires_at, version FROM {t} WHERE key = ?"
+        self._sql_get = f"SELECT {VALUE}, expires_at, version FROM {t} WHERE key = ?"
         # _sql_put keeps the version it is given; _sql_put_new raises kvctl's clock above the key's
         # current version and tombstone (see TableSQL.put_new)
         self._sql_put = sql.put_given
@@ -143,7 +146,7 @@ class SQLiteStore(StoreBase):
         sql = self._many_sql.get(size)
         if sql is None:
             values = ",".join(["(?)"] * size)
-            sql = (f"WITH q(k) AS (VALUES {values}) SELECT key, value, expires_at, version "
+            sql = (f"WITH q(k) AS (VALUES {values}) SELECT key, {VALUE}, expires_at, version "
                    f"FROM q CROSS JOIN {self._table} ON key = q.k WHERE {self._sql_live}")
             self._many_sql[size] = sql
         params: list[Any] = list(keys)
@@ -353,7 +356,7 @@ class SQLiteStore(StoreBase):
         batch_size = page_size(batch_size)
         after = self._start_key(prefix, start_after, cursor)
         end = prefix_end(prefix)
-        value = "X''" if keys_only else "value"
+        value = "X''" if keys_only else VALUE
         upper = "" if end is None else " AND key < ?"
         select = f"SELECT key, {value}, expires_at, version FROM {self._table} WHERE key "
         tail = f"{upper} AND {self._sql_live} ORDER BY key LIMIT ?"
