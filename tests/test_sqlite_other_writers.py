@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from kvctl.registry import open_url
+from kvctl.store import Record
 
 
 def kv(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[bytes]:
@@ -108,3 +109,58 @@ def test_non_blob_values_read_as_their_text(value_sql: str, tmp_path: Path) -> N
         assert store.get(b"k").value == text  # type: ignore[union-attr]
         assert [r.value for page in store.scan() for r in page.records] == [text]
         assert [r.value for r in store.get_many([b"k", b"k"])] == [text, text]  # type: ignore[union-attr]
+
+
+def older_file_with_other_keys(db: Path) -> dict[bytes, bytes]:
+    """A version 3 file (no coerce trigger) where the sqlite3 shell wrote TEXT and number keys,
+    one of them also present as kvctl's BLOB; what every read must see."""
+    with open_url(f"sqlite://{db}") as store:
+        store.set_many([Record(b"b%03d" % i, b"blob %d" % i) for i in range(0, 40, 2)])
+        store.set(b"twin", b"kvctl, older")
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute('DROP TRIGGER "kv__kvctl_coerce"')
+    conn.execute("PRAGMA user_version = 3")
+    conn.close()
+    texts = ", ".join(f"('b{i:03d}', 'text {i}')" for i in range(1, 40, 2))
+    shell(db, f"INSERT INTO kv(key, value) VALUES {texts}, ('twin', 'shell, newer'), (7, 'seven'), "
+              "(12, 'twelve'), ('ключ', 'значение')")
+    expected = {b"b%03d" % i: (b"blob %d" if i % 2 == 0 else b"text %d") % i for i in range(40)}
+    expected.update({b"twin": b"shell, newer", b"7": b"seven", b"12": b"twelve",
+                     "ключ".encode(): "значение".encode()})
+    return dict(sorted(expected.items()))
+
+
+def test_reads_of_an_older_file_see_other_programs_keys_in_byte_order(tmp_path: Path) -> None:
+    db = tmp_path / "old.db"
+    expected = older_file_with_other_keys(db)
+    before = db.read_bytes()
+    with open_url(f"sqlite://{db}", access="read") as store:
+        for batch in (1, 3, 1000):
+            pages = list(store.scan(batch_size=batch))
+            assert [(r.key, r.value) for p in pages for r in p.records] == list(expected.items())
+            assert all(len(p.records) <= batch for p in pages)
+        # a page cursor resumes where the page ended, whatever the key's type
+        first = next(store.scan(batch_size=5))
+        rest = [r.key for p in store.scan(cursor=first.cursor) for r in p.records]
+        assert [r.key for r in first.records] + rest == list(expected)
+        assert [r.key for p in store.scan(b"b01") for r in p.records] == [b"b%03d" % i for i in range(10, 20)]
+        assert store.count() == len(expected) and store.count(b"b01") == 10
+        assert store.get(b"twin").value == b"shell, newer"  # type: ignore[union-attr]
+        assert store.get(b"7").value == b"seven"  # type: ignore[union-attr]
+        assert [r and r.value for r in store.get_many([b"b001", b"b002", b"nope"])] == [b"text 1", b"blob 2", None]
+    assert db.read_bytes() == before
+
+
+def test_cli_reads_of_an_older_file_see_other_programs_keys(env: dict[str, str], tmp_path: Path) -> None:
+    db = tmp_path / "old.db"
+    expected = older_file_with_other_keys(db)
+    url = f"sqlite://{db}"
+    assert kv(env, "-u", url, "count").stdout.strip() == str(len(expected)).encode()
+    assert kv(env, "-u", url, "get", "b001").stdout == b"text 1"
+    out = tmp_path / "out.jsonl"
+    assert kv(env, "export", url, "-o", str(out)).returncode == 0
+    assert [json.loads(line)["key"].encode() for line in out.read_text().splitlines()] == list(expected)
+    copy = f"sqlite://{tmp_path / 'copy.db'}"
+    done = kv(env, "migrate", url, copy, "--no-progress", "--verify")
+    assert done.returncode == 0, done.stderr
+    assert kv(env, "diff", url, copy).returncode == 0

@@ -36,7 +36,7 @@ beside kvctl's ``user:1``, outside the BLOB key range kvctl scans.  The first re
 a version 2 or 3 file rewrites such rows as BLOBs (a key present in both forms keeps the newer
 row) and lays the triggers again, in the same transaction.  Reads cast every value to BLOB, so a
 TEXT value written by an ``UPDATE`` reads as its bytes.  A read-only open of an older file reads
-it as it is: rows with a TEXT key stay out of its key range until a write upgrades the file.
+it as it is, its TEXT and number keys as their bytes, in byte order (:mod:`.mixed`).
 
 An open that fails leaves existing files as they were: every check that can refuse a file runs
 before anything is written to it.

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import itertools
 import os
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
@@ -38,7 +39,7 @@ from kvctl.store import (
     prefix_end,
 )
 
-from . import feed
+from . import feed, mixed
 from .errors import SQLITE_BUSY, SQLITE_LOCKED, translate
 from .options import Options, parse_options
 from .records import make_record
@@ -101,6 +102,8 @@ class SQLiteStore(StoreBase):
         self._clock = HLC(state.node)
         self._purge_countdown = PURGE_EVERY
         try:
+            # keys that are not BLOBs: only in an older file another program wrote to, read as it is
+            self._mixed = mixed.has_other_keys(conn, t)
             # the newest version on record, deleted ones included: later versions are above it
             self._clock.observe(conn.execute(f"SELECT MAX(version) FROM {t}").fetchone()[0])
             if state.tombs:
@@ -124,7 +127,12 @@ class SQLiteStore(StoreBase):
     # -- reads -------------------------------------------------------------------------------
     def get(self, key: bytes) -> Record | None:
         try:
-            row = self._conn.execute(self._sql_get, (key,)).fetchone()
+            row: tuple[Any, ...] | None
+            if self._mixed:
+                found = mixed.get(self._conn, self._table, VALUE, key)
+                row = None if found is None else found[1:]
+            else:
+                row = self._conn.execute(self._sql_get, (key,)).fetchone()
         except sqlite3.Error as exc:
             raise self._fail(exc) from None
         if row is None:
@@ -156,8 +164,8 @@ class SQLiteStore(StoreBase):
 
     def get_many(self, keys: Sequence[bytes]) -> list[Record | None]:
         n = len(keys)
-        if n <= 1:
-            return [self.get(keys[0])] if n else []
+        if n <= 1 or self._mixed:
+            return [self.get(key) for key in keys]
         chunk = self._chunk
         conn = self._conn
         now = now_ms()
@@ -357,6 +365,9 @@ class SQLiteStore(StoreBase):
         after = self._start_key(prefix, start_after, cursor)
         end = prefix_end(prefix)
         value = "X''" if keys_only else VALUE
+        if self._mixed:
+            yield from self._scan_mixed(prefix if after is None else after, after is None, end, value, batch_size)
+            return
         upper = "" if end is None else " AND key < ?"
         select = f"SELECT key, {value}, expires_at, version FROM {self._table} WHERE key "
         tail = f"{upper} AND {self._sql_live} ORDER BY key LIMIT ?"
@@ -377,7 +388,24 @@ class SQLiteStore(StoreBase):
             if len(rows) < batch_size:
                 return
 
+    def _scan_mixed(self, lower: bytes, inclusive: bool, end: bytes | None, value: str,
+                    batch_size: int) -> Iterator[Page]:
+        """scan() over a table with keys that are not BLOBs (see :mod:`.mixed`)."""
+        records = mixed.rows(self._conn, self._table, value, lower, inclusive, end, batch_size)
+        while True:
+            try:
+                page = list(itertools.islice(records, batch_size))
+            except sqlite3.Error as exc:
+                raise self._fail(exc) from None
+            if not page:
+                return
+            yield Page(page, key_cursor(page[-1].key))
+            if len(page) < batch_size:
+                return
+
     def count(self, prefix: bytes = b"") -> int:
+        if self._mixed:  # keys of several types: counted as the scan sees them, one per key
+            return sum(len(page.records) for page in self.scan(prefix, keys_only=True, batch_size=10_000))
         end = prefix_end(prefix)
         sql = f"SELECT count(*) FROM {self._table} WHERE key >= ?"
         params: list[Any] = [prefix]
