@@ -11,6 +11,7 @@ import hashlib
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -144,3 +145,29 @@ def test_reads_of_the_embedded_default_store_create_nothing(env: dict[str, str],
     assert kv(env, "set", "x", "1").returncode == 0  # the first write makes it, directory and all
     assert kv(env, "get", "x").stdout == b"1"
     assert (tmp_path / "data" / "kvctl" / "default.db").exists()
+
+
+@pytest.fixture
+def media(tmp_path: Path) -> Iterator[Path]:
+    """A small tmpfs, to be remounted read-only as a CD or a read-only snapshot mount is."""
+    mount = tmp_path / "media"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=5m", "tmpfs", str(mount)], check=True)
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_a_store_on_read_only_media_is_readable(media: Path, env: dict[str, str], tmp_path: Path) -> None:
+    wal, rollback = f"sqlite://{media}/wal.db", f"sqlite://{media}/rollback.db"
+    assert kv(env, "-u", wal, "set", "k", "v").returncode == 0
+    assert kv(env, "-u", f"{rollback}?journal_mode=delete", "set", "k", "v").returncode == 0
+    subprocess.run(["mount", "-o", "remount,ro", str(media)], check=True)
+    listing = sorted(p.name for p in media.iterdir())
+    for url in (wal, f"{wal}?readonly=true", rollback, f"{rollback}?readonly=true"):
+        done = kv(env, "-u", url, "get", "k")
+        assert (done.returncode, done.stdout) == (0, b"v"), (url, done.stderr)
+    done = kv(env, "snapshot", "create", wal, "-o", str(tmp_path / "ro.kvs"))
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in media.iterdir()) == listing

@@ -113,20 +113,26 @@ def _make_parent(path: str, where: str) -> None:
 def _open_mode(opts: Options, exists: bool) -> str:
     """The URI parameters to open the file with.
 
-    A write opens ``rwc``.  Anything else opens ``ro``, with one exception: a WAL-mode file whose
-    ``-wal``/``-shm`` siblings are absent (its last writer closed cleanly).  A read-only
-    connection has to create those two files to read it and, not being allowed to write, cannot
-    remove them again; a read-write connection (kept from writing by ``query_only``, see
-    :func:`connect`) is what removes them on close, as the last connection of the file.  So
-    the file is opened ``rw`` then, when it is writable, and a read leaves the directory as it
-    found it."""
+    A write opens ``rwc``.  Anything else opens ``ro``, with two exceptions for a WAL-mode file
+    without a ``-wal`` (its last writer closed cleanly).  A read-only connection has to create
+    ``-wal`` and ``-shm`` to read it and, not being allowed to write, cannot remove them again;
+    a read-write connection (kept from writing by ``query_only``, see :func:`connect`) is what
+    removes them on close, as the last connection of the file.  So the file is opened ``rw``
+    then, when it is writable, and a read leaves the directory as it found it; on read-only
+    media it is opened ``immutable``."""
     if opts.writes:
         return "mode=rwc"
     if not exists:
         return "mode=memory"  # the embedded default store before its first write: an empty store
     path = opts.path
-    if (_is_wal(path) and not os.path.exists(path + "-wal") and not os.path.exists(path + "-shm")
-            and os.access(path, os.W_OK) and os.access(os.path.dirname(path) or ".", os.W_OK)):
+    if not _is_wal(path) or os.path.exists(path + "-wal"):
+        return "mode=ro"
+    if not os.access(os.path.dirname(path) or ".", os.W_OK):
+        # Read-only media: a WAL reader cannot create the -shm it needs.  With no -wal, every
+        # commit is in the file and no writer can be at work on a directory nobody may write
+        # to, so the file is read as immutable (no locks, no -shm).
+        return "mode=ro&immutable=1"
+    if not os.path.exists(path + "-shm") and os.access(path, os.W_OK):
         return "mode=rw"
     return "mode=ro"
 
