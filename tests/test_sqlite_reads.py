@@ -115,6 +115,12 @@ def test_a_database_of_other_tables_is_refused_and_left_as_it_was(
             assert f"{table} ({url}?table={table})" in line
         assert ("create=true" in line) == (args[2] in ("set", "del")), args
         assert state(db) == before, f"{args} changed the application's database"
+    # one of its tables named outright: refused as well, honestly, nothing changed
+    for args in (["get", "x"], ["set", "x", "y"]):
+        done = kv(env, "-u", f"{url}?table=workflow_state", *args)
+        assert done.returncode == 2 and b"table workflow_state is not a kvctl table" in done.stderr
+        assert b"cannot map other programs' tables yet" in done.stderr and done.stderr.count(b"\n") == 1
+    assert state(db) == before
     with sqlite3.connect(db) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
 

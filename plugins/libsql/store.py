@@ -22,7 +22,7 @@ from typing import Any, Self
 import libsql_client
 from libsql_client import LibsqlError, Statement
 
-from kvctl.errors import NoSuchStoreError, StoreIOError, UsageError
+from kvctl.errors import ForeignStoreError, NoSuchStoreError, StoreIOError, UsageError
 from kvctl.hlc import HLC
 from kvctl.store import (
     MAX_VERSION,
@@ -151,8 +151,10 @@ class LibSQLStore(AsyncStoreBase):
                                  f"newer than this kvctl's {NEWEST_READABLE}", hint="upgrade kvctl")
             columns = tuple(str(row[1]) for row in cols.rows)
             if columns and columns != COLUMNS:
-                raise UsageError(f"{self._where}: table {target.table} is not a kvctl table "
-                                 f"(columns {', '.join(columns)})", hint="pick another table with ?table=NAME")
+                raise ForeignStoreError(
+                    f"{self._where}: table {target.table} is not a kvctl table (columns {', '.join(columns)}); "
+                    "nothing was changed",
+                    hint="kvctl cannot map other programs' tables yet; pick another table with ?table=NAME")
             if not columns:
                 await self._refuse_missing(client)
             if target.journal_mode is not None and not self._url.reads_only:

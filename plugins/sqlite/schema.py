@@ -51,7 +51,7 @@ import sqlite3
 from dataclasses import dataclass
 from urllib.parse import quote
 
-from kvctl.errors import AuthError, NoSuchStoreError, StoreIOError, UsageError
+from kvctl.errors import AuthError, ForeignStoreError, NoSuchStoreError, StoreIOError, UsageError
 from kvctl.hlc import MAX_NODE
 from kvctl.store import StoreURL, foreign_store_error
 
@@ -280,9 +280,9 @@ def _check_table(conn: sqlite3.Connection, table: str, where: str) -> bool:
     if not cols:
         return False
     if cols != COLUMNS:
-        raise UsageError(
-            f"{where}: table {table} is not a kvctl table (columns {', '.join(cols)})",
-            hint="pick another table with ?table=NAME",
+        raise ForeignStoreError(
+            f"{where}: table {table} is not a kvctl table (columns {', '.join(cols)}); nothing was changed",
+            hint="kvctl cannot map other programs' tables yet; pick another table with ?table=NAME",
         )
     return True
 
