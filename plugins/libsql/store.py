@@ -8,6 +8,10 @@ are Hrana requests over WebSocket or HTTP and are genuinely asynchronous.
 The table layout is the sqlite backend's (a rowid table with a unique key index, expiry and
 version columns, ``PRAGMA user_version`` = 1), so a file written by either backend reads with the
 other.  Writes are one ``batch()``: a transaction, all or nothing, locally and remotely.
+
+A command that only reads creates, switches and upgrades nothing (a missing local file or table
+is ``NoSuchStoreError``); a database of other programs' tables is ``ForeignStoreError`` unless a
+write gives ``?create=true`` (local files).
 """
 
 from __future__ import annotations
