@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kvctl.errors import BadURLError, CorruptError, NoSuchStoreError, StoreIOError, UsageError, filesystem
+from kvctl.errors import BadURLError, CorruptError, StoreIOError, UsageError, filesystem
 from kvctl.url import StoreURL, redact
 
 DEFAULT_STORE = "default.db"  # the embedded default store's file, in data_dir()
@@ -53,7 +53,9 @@ def state_dir() -> Path:
 
 
 def default_store_url() -> str:
-    return f"sqlite://{data_dir() / DEFAULT_STORE}"
+    """The embedded default store.  ``embedded=true``: its directory is made by the first write,
+    and a read before that reads an empty store, creating nothing (see the sqlite plugin)."""
+    return f"sqlite://{data_dir() / DEFAULT_STORE}?embedded=true"
 
 
 @dataclass
@@ -150,19 +152,16 @@ def choose(url_or_profile: str | None) -> str:
 def resolve(url_or_profile: str | None, *, access: str = "write") -> str:
     """:func:`choose`, made ready for a command that will ``access`` the store.
 
-    The embedded default store's directory is created for a command that writes; for one that
-    only reads, a default store not written yet is :class:`NoSuchStoreError` and nothing is
-    created (any other URL is the plugin's to check)."""
+    The embedded default store's directory is created for a command that writes; a command
+    that only reads creates nothing, and reads a default store not written yet as an empty one
+    (the sqlite plugin's ``embedded=true``): it is kvctl's own store, not a mistyped path.  Any
+    other URL is the plugin's to check."""
     url = choose(url_or_profile)
-    if url != default_store_url():
+    if url != default_store_url() or access != "write":
         return url
     path = data_dir()
-    if access == "write":
-        with filesystem(f"cannot create the default store's directory {path}"):
-            path.mkdir(parents=True, exist_ok=True)
-    elif not (path / DEFAULT_STORE).exists():
-        raise NoSuchStoreError(f"the default store {path / DEFAULT_STORE} does not exist yet (nothing created)",
-                               hint="the first command that writes creates it")
+    with filesystem(f"cannot create the default store's directory {path}"):
+        path.mkdir(parents=True, exist_ok=True)
     return url
 
 

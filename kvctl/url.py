@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field, replace
-from urllib.parse import parse_qsl, quote, unquote, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 from kvctl.errors import BadURLError
 
@@ -159,7 +159,12 @@ class StoreURL:
             raise BadURLError(f"unknown option(s) {', '.join(unknown)} in {self.redacted()} (known: {allowed})")
 
     def local_path(self) -> str:
-        """The filesystem path of a file URL: ``x:///abs``, ``x://relative`` or ``x:relative``."""
+        """The filesystem path of a file URL: ``x:///abs``, ``x:////abs``, ``x://relative`` or
+        ``x:relative``.
+
+        ``x:////abs`` is how SQLAlchemy spells an absolute path (``sqlite:////var/app.db``), and
+        what ``x:///$DIR/f`` gives for an absolute ``$DIR``: any run of leading slashes is one, the
+        same absolute path, for every path-based backend alike."""
         rest = self.raw[len(self.scheme) + 1:].split("?", 1)[0]
         if rest.startswith("//"):
             rest = rest[2:]
@@ -167,15 +172,19 @@ class StoreURL:
             if rest.startswith("localhost/"):
                 rest = rest[len("localhost"):]
         path = unquote(rest)
+        if path.startswith("//"):
+            path = "/" + path.lstrip("/")
         if not path:
             raise BadURLError(f"{self.redacted()} names no path (e.g. {self.scheme}:///var/lib/app.db)")
         return path
 
     def without_options(self, *names: str) -> str:
-        parts = urlsplit(self.raw)
-        kept = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k not in names]
+        """The URL's text without the options ``names`` (the rest of the text kept as written:
+        urlunsplit would turn ``sqlite:///abs`` into ``sqlite:/abs``)."""
+        base, _, query = self.raw.partition("?")
+        kept = [(k, v) for k, v in parse_qsl(query, keep_blank_values=True) if k not in names]
         query = "&".join(f"{quote(k, safe='')}={quote(v, safe='')}" for k, v in kept)
-        return urlunsplit(parts._replace(query=query))
+        return f"{base}?{query}" if query else base
 
     def redacted(self) -> str:
         return redact(self.raw)

@@ -16,6 +16,7 @@ echo "== installing kvctl with its test dependencies"
 
 echo "== browser for the indexeddb backend (Debian's chromium)"
 command -v chromium >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+command -v sqlite3 >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq sqlite3 >/dev/null; }  # the other-program writer in tests/test_sqlite_other_writers.py
 
 echo "== starting servers"
 bash tests/services.sh start

@@ -15,7 +15,16 @@ from pathlib import Path
 import pytest
 
 from kvctl.adapt import to_async
-from kvctl.errors import AuthError, BadURLError, CorruptError, LimitError, LockedError, StoreIOError, UsageError
+from kvctl.errors import (
+    AuthError,
+    BadURLError,
+    CorruptError,
+    ForeignStoreError,
+    LimitError,
+    LockedError,
+    StoreIOError,
+    UsageError,
+)
 from kvctl.hlc import make_version, physical_ms
 from kvctl.registry import open_url
 from kvctl.store import Record, now_ms
@@ -46,7 +55,7 @@ def test_relative_path_and_pragmas(tmp_path: Path, monkeypatch: pytest.MonkeyPat
         store.set(b"k", b"v")
         stats = store.stats()
         assert stats["journal_mode"] == "wal" and stats["synchronous"] == "full"
-        assert stats["schema_version"] == 3 and stats["keys"] == 1
+        assert stats["schema_version"] == 4 and stats["keys"] == 1
         assert stats["path"] == str(tmp_path / "sub" / "rel.db") and stats["file_bytes"] > 0
     assert rows(str(tmp_path / "sub" / "rel.db"))[0][:2] == (b"k", b"v")
 
@@ -106,8 +115,13 @@ def test_foreign_table_is_left_alone(db: str) -> None:
         open_url(f"sqlite://{db}")
     with sqlite3.connect(db) as conn:
         assert conn.execute("SELECT * FROM kv").fetchall() == [("x", 1)]
-    with open_url(f"sqlite://{db}?table=kvctl") as store:  # another table in the same file is fine
+    # another table beside an application's tables: only when asked for (nothing is changed before)
+    with pytest.raises(ForeignStoreError, match=r"none of kvctl's: kv \(sqlite://.*\?table=kv\)"):
+        open_url(f"sqlite://{db}?table=kvctl")
+    with open_url(f"sqlite://{db}?table=kvctl&create=true") as store:
         store.set(b"k", b"v")
+    with open_url(f"sqlite://{db}?table=kvctl") as store:  # now a file kvctl has written to
+        assert store.get(b"k").value == b"v"  # type: ignore[union-attr]
 
 
 def test_newer_schema_is_refused(db: str) -> None:

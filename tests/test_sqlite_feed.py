@@ -491,7 +491,7 @@ def test_upgrade_from_version_1_in_place(db: str) -> None:
         assert ro.stats()["schema_version"] == 1 and ro.stats()["feed"].startswith("off")
     assert other_program(db, "PRAGMA user_version") == [(1,)]
     with open_url(f"sqlite://{db}") as store:
-        assert store.stats()["schema_version"] == 3
+        assert store.stats()["schema_version"] == 4
         assert {t: dump(db, t) for t in v1_rows} == before  # same rows, same ids, same versions
         start = store.feed_cursor()  # type: ignore[attr-defined]
         store.set(b"c", b"3")
@@ -535,7 +535,7 @@ def test_upgrade_from_version_2_keeps_rows_feeds_and_cursors(db: str) -> None:
         assert [(r.key, r.kind) for r in changes(ro, old_cursor)] == [(b"a", None), (b"b", None), (b"b", TOMBSTONE)]
     assert other_program(db, "PRAGMA user_version") == [(2,)]
     with open_url(f"sqlite://{db}") as store:
-        assert store.stats()["schema_version"] == 3
+        assert store.stats()["schema_version"] == 4
         # the feed (its id, its floor, its changes) went through: a cursor from before still reads
         assert [(r.key, r.kind) for r in changes(store, old_cursor)] == [(b"a", None), (b"b", None), (b"b", TOMBSTONE)]
         other_program(db, "INSERT OR REPLACE INTO kv(key, value) VALUES (x'61', x'32')")

@@ -59,9 +59,12 @@ def scribble(url: str, db: str, rng: random.Random, n: int, keys: int = 60) -> N
 
 
 def sqlite_url(tmp_path: Path, name: str, **options: str) -> tuple[str, str]:
+    """A new, empty store (created: a sync source is opened for reading, which creates nothing)."""
     db = str(tmp_path / f"{name}.db")
     query = "&".join(f"{k}={v}" for k, v in options.items())
-    return f"sqlite://{db}" + (f"?{query}" if query else ""), db
+    url = f"sqlite://{db}" + (f"?{query}" if query else "")
+    open_url(url).close()
+    return url, db
 
 
 @pytest.mark.parametrize("seed", range(3))

@@ -1,5 +1,9 @@
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from kvctl.errors import BadURLError
@@ -34,7 +38,9 @@ def test_parse_parts_and_options() -> None:
 @pytest.mark.parametrize(
     ("raw", "path"),
     [("sqlite:///abs/x.db", "/abs/x.db"), ("sqlite://rel/x.db", "rel/x.db"), ("sqlite:rel.db", "rel.db"),
-     ("lmdb:///d%20ir?map_size=1GiB", "/d ir")],
+     ("lmdb:///d%20ir?map_size=1GiB", "/d ir"),
+     # SQLAlchemy's four slashes (and sqlite:///$DIR/f with an absolute $DIR): the same absolute path
+     ("sqlite:////abs/x.db", "/abs/x.db"), ("lmdb://///abs/d", "/abs/d"), ("file:////abs/d?x=1", "/abs/d")],
 )
 def test_local_path(raw: str, path: str) -> None:
     assert StoreURL.parse(raw).local_path() == path
@@ -91,3 +97,17 @@ def test_sync_adapter_closes_once() -> None:
     store = SyncAdapter(AsyncStoreBase())
     store.close()
     store.close()
+
+
+@pytest.mark.parametrize("scheme", ["sqlite", "libsql", "lmdb", "file", "rocksdb"])
+def test_four_slashes_name_the_absolute_path_on_every_path_backend(
+        scheme: str, env: dict[str, str], tmp_path: Path) -> None:
+    """``sqlite:////abs/path`` as SQLAlchemy users write it (and as ``sqlite:///$DIR/x`` expands)."""
+    target = tmp_path / "store"
+    url = f"{scheme}:///{target}"  # tmp_path is absolute: four slashes
+    assert url.startswith(f"{scheme}:////")
+    for args in (["set", "k", "v"], ["get", "k"]):
+        done = subprocess.run([sys.executable, "-m", "kvctl", "-u", url, *args], env=env, capture_output=True)
+        assert done.returncode == 0, done.stderr
+    assert done.stdout == b"v"
+    assert target.exists()

@@ -8,6 +8,10 @@ are Hrana requests over WebSocket or HTTP and are genuinely asynchronous.
 The table layout is the sqlite backend's (a rowid table with a unique key index, expiry and
 version columns, ``PRAGMA user_version`` = 1), so a file written by either backend reads with the
 other.  Writes are one ``batch()``: a transaction, all or nothing, locally and remotely.
+
+A command that only reads creates, switches and upgrades nothing (a missing local file or table
+is ``NoSuchStoreError``); a database of other programs' tables is ``ForeignStoreError`` unless a
+write gives ``?create=true`` (local files).
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from typing import Any, Self
 import libsql_client
 from libsql_client import LibsqlError, Statement
 
-from kvctl.errors import StoreIOError, UsageError
+from kvctl.errors import ForeignStoreError, NoSuchStoreError, StoreIOError, UsageError
 from kvctl.hlc import HLC
 from kvctl.store import (
     MAX_VERSION,
@@ -32,6 +36,7 @@ from kvctl.store import (
     Record,
     StoreURL,
     deadline_ms,
+    foreign_store_error,
     key_cursor,
     now_ms,
     page_size,
@@ -43,10 +48,10 @@ from .remote import hello_answered
 from .target import Target, parse_target
 
 SCHEMA_VERSION = 1  # what this backend writes into a file it creates
-# Versions 2 and 3 are the sqlite backend's (tombstones, change feed, triggers beside the same
+# Versions 2 to 4 are the sqlite backend's (tombstones, change feed, triggers beside the same
 # table columns).  Its triggers stamp, log and bury rows written by any program, so this backend
 # reads and writes such a file as it is, without upgrading it; a newer layout is refused.
-NEWEST_READABLE = 3
+NEWEST_READABLE = 4
 COLUMNS = ("id", "key", "value", "expires_at", "version")
 MAX_LENGTH = 1_000_000_000  # SQLite's default SQLITE_MAX_LENGTH: the largest row
 MAX_KEY = 64 * 1024
@@ -57,6 +62,11 @@ KEYS_PER_SELECT = 500
 PURGE_EVERY_S = 60.0
 PURGE_ROWS = 10_000
 _LIVE = "(expires_at IS NULL OR expires_at > ?)"
+META_TABLE = "kvctl_meta"  # the sqlite backend's (schema version 2 and later)
+# Every table but SQLite's own, with its columns: is the database one kvctl made?
+_TABLES = ("SELECT m.name, (SELECT group_concat(p.name, ',') FROM pragma_table_info(m.name) AS p) "
+           "FROM sqlite_master AS m WHERE m.type = 'table' AND m.name NOT LIKE 'sqlite^_%' ESCAPE '^' "
+           "ORDER BY m.rowid")
 
 
 class LibSQLStore(AsyncStoreBase):
@@ -79,6 +89,7 @@ class LibSQLStore(AsyncStoreBase):
 
     def __init__(self, url: StoreURL, target: Target) -> None:
         self.url = url
+        self._url = url  # typed: StoreBase.url may be None
         self._target = target
         self._where = url.redacted()
         self._client: libsql_client.Client | None = None
@@ -88,7 +99,7 @@ class LibSQLStore(AsyncStoreBase):
         self._closed = False
         t = f'"{target.table}"'
         self._t = t
-        self._get_one = f"SELECT value, expires_at, version FROM {t} WHERE key = ? AND {_LIVE}"
+        self._get_one = f"SELECT CAST(value AS BLOB), expires_at, version FROM {t} WHERE key = ? AND {_LIVE}"
         self._upsert_tail = (" ON CONFLICT(key) DO UPDATE SET value = excluded.value, "
                              "expires_at = excluded.expires_at, version = excluded.version")
         self._purge = (f"DELETE FROM {t} WHERE id IN (SELECT id FROM {t} "
@@ -98,7 +109,10 @@ class LibSQLStore(AsyncStoreBase):
 
     @classmethod
     def from_url(cls, url: StoreURL) -> Self:
-        return cls(url, parse_target(url))
+        target = parse_target(url)
+        if target.local_path is not None:  # checked now, not at the first call: nothing is started on a typo
+            _preflight(target.local_path, url.redacted(), reads_only=url.reads_only)
+        return cls(url, target)
 
     # -- opening ---------------------------------------------------------------------------
     async def _open(self) -> libsql_client.Client:
@@ -112,7 +126,7 @@ class LibSQLStore(AsyncStoreBase):
                 raise UsageError(f"{self._where}: the store was closed")
             target = self._target
             if target.local_path is not None:
-                _preflight(target.local_path, self._where)
+                _preflight(target.local_path, self._where, reads_only=self._url.reads_only)
             with translated(self._where, "connect"):
                 # for a local file this already runs a statement (SELECT 1), which may find it busy
                 client = await self._call(lambda: _create_client(target))
@@ -125,7 +139,12 @@ class LibSQLStore(AsyncStoreBase):
             return client
 
     async def _prepare(self, client: libsql_client.Client) -> None:
-        """Check the file or server, create the table if needed, seed the clock."""
+        """Check the file or server, create the table if needed, seed the clock.
+
+        A command that only reads creates and switches nothing (libsql-client has no read-only
+        open, so this rests on issuing no write): a missing table is NoSuchStoreError.  A database
+        holding other programs' tables and none of kvctl's is ForeignStoreError, for a write too
+        unless ``?create=true``."""
         t, target = self._t, self._target
         with translated(self._where, "open"):
             # The first read of the schema: a file that is not a database fails here.
@@ -137,9 +156,13 @@ class LibSQLStore(AsyncStoreBase):
                                  f"newer than this kvctl's {NEWEST_READABLE}", hint="upgrade kvctl")
             columns = tuple(str(row[1]) for row in cols.rows)
             if columns and columns != COLUMNS:
-                raise UsageError(f"{self._where}: table {target.table} is not a kvctl table "
-                                 f"(columns {', '.join(columns)})", hint="pick another table with ?table=NAME")
-            if target.journal_mode is not None:
+                raise ForeignStoreError(
+                    f"{self._where}: table {target.table} is not a kvctl table (columns {', '.join(columns)}); "
+                    "nothing was changed",
+                    hint="kvctl cannot map other programs' tables yet; pick another table with ?table=NAME")
+            if not columns:
+                await self._refuse_missing(client)
+            if target.journal_mode is not None and not self._url.reads_only:
                 await self._call(lambda: client.execute(f"PRAGMA journal_mode = {target.journal_mode}"))
             if not columns:
                 create = [
@@ -155,6 +178,17 @@ class LibSQLStore(AsyncStoreBase):
             newest = await self._call(lambda: client.execute(f"SELECT max(version) FROM {t}"))
             if newest.rows and newest.rows[0][0] is not None:
                 self._clock.observe(int(newest.rows[0][0]))
+
+    async def _refuse_missing(self, client: libsql_client.Client) -> None:
+        """The store's table is missing: refuse what may not create it (see :meth:`_prepare`)."""
+        rs = await self._call(lambda: client.execute(_TABLES))
+        tables = [(str(name), str(cols or "")) for name, cols in rs.rows]
+        kvctl_made = any(name == META_TABLE or tuple(cols.split(",")) == COLUMNS for name, cols in tables)
+        if tables and not kvctl_made and not (self._target.create and not self._url.reads_only):
+            raise foreign_store_error(self._url, [name for name, _ in tables])
+        if self._url.reads_only:
+            raise NoSuchStoreError(f"no such store: {self._where} (no table {self._target.table}; "
+                                   "nothing was created)")
 
     async def _call(self, call: Callable[[], Awaitable[Any]]) -> Any:
         """Run one client call.  Remote calls are bounded by ?timeout=.  Local ones are retried
@@ -224,7 +258,8 @@ class LibSQLStore(AsyncStoreBase):
             chunk = list(keys[start:start + KEYS_PER_SELECT])
             marks = ",".join("?" * len(chunk))
             stmts.append(Statement(
-                f"SELECT key, value, expires_at, version FROM {self._t} WHERE key IN ({marks}) AND {_LIVE}",
+                f"SELECT key, CAST(value AS BLOB), expires_at, version FROM {self._t} "
+                f"WHERE key IN ({marks}) AND {_LIVE}",
                 [*chunk, now]))
         if len(stmts) == 1:
             results = [await self._execute("get_many", stmts[0].sql, stmts[0].args)]  # type: ignore[arg-type]
@@ -248,7 +283,7 @@ class LibSQLStore(AsyncStoreBase):
         after = self._start_key(prefix, start_after, cursor)
         end = prefix_end(prefix)
         lower, inclusive = (prefix, True) if after is None else (after, False)
-        cols = "key, expires_at, version" if keys_only else "key, value, expires_at, version"
+        cols = "key, expires_at, version" if keys_only else "key, CAST(value AS BLOB), expires_at, version"
         upper = " AND key < ?" if end is not None else ""
         batch_size = page_size(batch_size)
         while True:
@@ -365,10 +400,13 @@ async def _create_client(target: Target) -> libsql_client.Client:
     return client
 
 
-def _preflight(path: str, where: str) -> None:
-    """Refuse what SQLite would mishandle, before touching anything (the file itself is created)."""
+def _preflight(path: str, where: str, *, reads_only: bool) -> None:
+    """Refuse what SQLite would mishandle, before touching anything (the file itself is created
+    by a write; a read of a missing file is NoSuchStoreError and creates nothing)."""
     if os.path.isdir(path):
         raise StoreIOError(f"{where}: {path} is a directory, not a database file")
+    if reads_only and not os.path.exists(path):
+        raise NoSuchStoreError(f"no such store: {where} ({path} does not exist; nothing was created)")
     parent = os.path.dirname(path) or "."
     if not os.path.isdir(parent):
         raise StoreIOError(f"{where}: directory {parent} does not exist", hint="create it first")

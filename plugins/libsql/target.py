@@ -24,7 +24,7 @@ from kvctl.errors import BadURLError, UsageError
 from kvctl.url import StoreURL
 
 COMMON_OPTIONS = {"table", "timeout"}
-LOCAL_OPTIONS = COMMON_OPTIONS | {"journal_mode"}
+LOCAL_OPTIONS = COMMON_OPTIONS | {"journal_mode", "create"}
 REMOTE_OPTIONS = COMMON_OPTIONS | {"authToken", "authToken_env", "tls"}
 JOURNAL_MODES = ("wal", "delete", "truncate", "persist")
 DEFAULT_TIMEOUT_MS = 30_000
@@ -40,6 +40,7 @@ class Target:
     table: str
     timeout_ms: int  # busy timeout for local writes; request timeout for remote calls
     journal_mode: str | None  # local only
+    create: bool = False  # ?create=true: a write may add kvctl's table beside other programs' tables
 
     @property
     def remote(self) -> bool:
@@ -64,8 +65,6 @@ def parse_target(url: StoreURL) -> Target:
 def _local(url: StoreURL, table: str, timeout_ms: int) -> Target:
     url.check_options(LOCAL_OPTIONS)
     path = url.local_path()
-    if path.startswith("//"):
-        raise BadURLError(f"{url.redacted()}: a file path has one leading slash (libsql:///abs/path.db)")
     # libsql-client reads the path out of a file: URL without decoding it, so '?' and '#' cannot
     # be carried; everything else is passed through byte for byte.
     if "?" in path or "#" in path:
@@ -78,6 +77,7 @@ def _local(url: StoreURL, table: str, timeout_ms: int) -> Target:
         table=table,
         timeout_ms=timeout_ms,
         journal_mode=url.choice_option("journal_mode", JOURNAL_MODES, "wal"),
+        create=url.bool_option("create", False),
     )
 
 

@@ -49,8 +49,9 @@ class Feed:
         self._where = where
         self._head = f"SELECT feed_id, feed_floor FROM {META_TABLE} WHERE table_name = ?"
         self._last = f"SELECT max(seq) FROM {sql.changes}"
-        self._page = (f"SELECT seq, key, value, expires_at, version, deleted FROM {sql.changes} "
-                      "WHERE seq > ? ORDER BY seq LIMIT ?")
+        # keys and values as BLOBs: an older file may have logged another program's TEXT
+        self._page = (f"SELECT seq, CAST(key AS BLOB), CAST(value AS BLOB), expires_at, version, deleted "
+                      f"FROM {sql.changes} WHERE seq > ? ORDER BY seq LIMIT ?")
 
     def _state(self) -> tuple[str | None, int, int]:
         """(feed id, floor, last seq) as the current read transaction sees them."""

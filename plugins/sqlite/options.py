@@ -1,7 +1,16 @@
 """The ``sqlite://`` URL's options, parsed and checked before anything touches the file.
 
 ``table`` (default ``kv``), ``timeout`` (busy timeout, ``30s``), ``synchronous`` (``normal``),
-``journal_mode`` (``wal``), ``readonly`` (``false``), and the replication options:
+``journal_mode`` (``wal``), ``readonly`` (``false``), and:
+
+``create=true``
+    Lets a write add kvctl's table to a database that holds other programs' tables and none of
+    kvctl's (without it such a database is refused, and a read never changes it).
+``embedded=true``
+    Marks kvctl's embedded default store (``config.default_store_url``): its directory is created
+    by the first write, and a read before any write reads an empty store without creating anything.
+
+The replication options:
 
 ``feed=true|false``
     The table's change feed: a change table filled by triggers (see :mod:`.triggers`).  Left out,
@@ -26,7 +35,7 @@ from kvctl.errors import BadURLError
 from kvctl.url import StoreURL
 
 OPTIONS = {"table", "timeout", "synchronous", "journal_mode", "readonly", "feed", "feed_retention",
-           "tombstone_retention"}
+           "tombstone_retention", "create", "embedded"}
 DEFAULT_TIMEOUT_MS = 30_000  # ruv-swarm's busy_timeout
 # The feed keeps a number of changes by default, so its size stays bounded whatever the write
 # rate: 100,000 changes of 100-byte values are ~15 MB beside the data.  A sync that falls further
@@ -46,11 +55,19 @@ class Options:
     timeout_ms: int
     synchronous: str
     journal_mode: str
-    readonly: bool
+    readonly: bool  # ?readonly=true
     feed: bool | None = None  # None: keep the table's mode (a new table gets a feed)
     feed_retention_changes: int | None = DEFAULT_FEED_RETENTION_CHANGES  # exactly one of these two
     feed_retention_ms: int | None = None
     tombstone_retention_ms: int = DEFAULT_TOMBSTONE_RETENTION_MS
+    reads_only: bool = False  # the command only reads (StoreURL.reads_only)
+    create: bool = False  # ?create=true: a write may add kvctl's table beside other programs' tables
+    embedded: bool = False  # ?embedded=true: kvctl's embedded default store
+
+    @property
+    def writes(self) -> bool:
+        """False when nothing may be created, altered or written: ?readonly=true or a read."""
+        return not (self.readonly or self.reads_only)
 
 
 def parse_options(url: StoreURL) -> Options:
@@ -87,4 +104,7 @@ def parse_options(url: StoreURL) -> Options:
         feed_retention_changes=changes,
         feed_retention_ms=age_ms,
         tombstone_retention_ms=DEFAULT_TOMBSTONE_RETENTION_MS if tombstones is None else tombstones,
+        reads_only=url.reads_only,
+        create=url.bool_option("create", False),
+        embedded=url.bool_option("embedded", False),
     )

@@ -37,8 +37,8 @@ class Applier:
         if sql is None:
             t, tombs = self._sql.t, self._sql.tombs
             values = ",".join(["(?)"] * n)
-            sql = (f"WITH q(k) AS (VALUES {values}) SELECT q.k, t.value, t.expires_at, t.version, tb.version "
-                   f"FROM q LEFT JOIN {t} t ON t.key = q.k LEFT JOIN {tombs} tb ON tb.key = q.k")
+            sql = (f"WITH q(k) AS (VALUES {values}) SELECT q.k, CAST(t.value AS BLOB), t.expires_at, t.version, "
+                   f"tb.version FROM q LEFT JOIN {t} t ON t.key = q.k LEFT JOIN {tombs} tb ON tb.key = q.k")
             self._lookup[n] = sql
         return sql
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import itertools
 import os
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
@@ -38,7 +39,7 @@ from kvctl.store import (
     prefix_end,
 )
 
-from . import feed
+from . import feed, mixed
 from .errors import SQLITE_BUSY, SQLITE_LOCKED, translate
 from .options import Options, parse_options
 from .records import make_record
@@ -52,6 +53,9 @@ PURGE_LIMIT = 10_000  # rows removed per purge and table, so one write never pay
 # Feed changes removed per purge: more than are written between purges, so the feed keeps up.
 FEED_PURGE_LIMIT = 2 * PURGE_EVERY
 _VERSION_STEP = 1 << NODE_BITS  # one HLC counter tick
+# Values are read as BLOBs: another program's UPDATE may have left a TEXT (or number) value,
+# which reads as its bytes (UTF-8 text) instead of a str.
+VALUE = "CAST(value AS BLOB)"
 _values = attrgetter("value")
 _key_of = attrgetter("key")
 
@@ -83,7 +87,7 @@ class SQLiteStore(StoreBase):
         t = self._table = sql.t
         if state.feed_id is None:  # this table's feed is off (?feed=false), or a read-only v1 file
             self.capabilities = dataclasses.replace(type(self).capabilities, change_feed=False)  # type: ignore[misc]
-        self._sql_get = f"SELECT value, expires_at, version FROM {t} WHERE key = ?"
+        self._sql_get = f"SELECT {VALUE}, expires_at, version FROM {t} WHERE key = ?"
         # _sql_put keeps the version it is given; _sql_put_new raises kvctl's clock above the key's
         # current version and tombstone (see TableSQL.put_new)
         self._sql_put = sql.put_given
@@ -98,6 +102,8 @@ class SQLiteStore(StoreBase):
         self._clock = HLC(state.node)
         self._purge_countdown = PURGE_EVERY
         try:
+            # keys that are not BLOBs: only in an older file another program wrote to, read as it is
+            self._mixed = mixed.has_other_keys(conn, t)
             # the newest version on record, deleted ones included: later versions are above it
             self._clock.observe(conn.execute(f"SELECT MAX(version) FROM {t}").fetchone()[0])
             if state.tombs:
@@ -109,7 +115,7 @@ class SQLiteStore(StoreBase):
     @classmethod
     def from_url(cls, url: StoreURL) -> Self:
         opts = parse_options(url)
-        conn, state = connect(opts, url.redacted())
+        conn, state = connect(opts, url)
         return cls(conn, state, opts, url)
 
     def _fail(self, exc: sqlite3.Error) -> Exception:
@@ -121,7 +127,12 @@ class SQLiteStore(StoreBase):
     # -- reads -------------------------------------------------------------------------------
     def get(self, key: bytes) -> Record | None:
         try:
-            row = self._conn.execute(self._sql_get, (key,)).fetchone()
+            row: tuple[Any, ...] | None
+            if self._mixed:
+                found = mixed.get(self._conn, self._table, VALUE, key)
+                row = None if found is None else found[1:]
+            else:
+                row = self._conn.execute(self._sql_get, (key,)).fetchone()
         except sqlite3.Error as exc:
             raise self._fail(exc) from None
         if row is None:
@@ -143,7 +154,7 @@ class SQLiteStore(StoreBase):
         sql = self._many_sql.get(size)
         if sql is None:
             values = ",".join(["(?)"] * size)
-            sql = (f"WITH q(k) AS (VALUES {values}) SELECT key, value, expires_at, version "
+            sql = (f"WITH q(k) AS (VALUES {values}) SELECT key, {VALUE}, expires_at, version "
                    f"FROM q CROSS JOIN {self._table} ON key = q.k WHERE {self._sql_live}")
             self._many_sql[size] = sql
         params: list[Any] = list(keys)
@@ -153,8 +164,8 @@ class SQLiteStore(StoreBase):
 
     def get_many(self, keys: Sequence[bytes]) -> list[Record | None]:
         n = len(keys)
-        if n <= 1:
-            return [self.get(keys[0])] if n else []
+        if n <= 1 or self._mixed:
+            return [self.get(key) for key in keys]
         chunk = self._chunk
         conn = self._conn
         now = now_ms()
@@ -353,7 +364,10 @@ class SQLiteStore(StoreBase):
         batch_size = page_size(batch_size)
         after = self._start_key(prefix, start_after, cursor)
         end = prefix_end(prefix)
-        value = "X''" if keys_only else "value"
+        value = "X''" if keys_only else VALUE
+        if self._mixed:
+            yield from self._scan_mixed(prefix if after is None else after, after is None, end, value, batch_size)
+            return
         upper = "" if end is None else " AND key < ?"
         select = f"SELECT key, {value}, expires_at, version FROM {self._table} WHERE key "
         tail = f"{upper} AND {self._sql_live} ORDER BY key LIMIT ?"
@@ -374,7 +388,24 @@ class SQLiteStore(StoreBase):
             if len(rows) < batch_size:
                 return
 
+    def _scan_mixed(self, lower: bytes, inclusive: bool, end: bytes | None, value: str,
+                    batch_size: int) -> Iterator[Page]:
+        """scan() over a table with keys that are not BLOBs (see :mod:`.mixed`)."""
+        records = mixed.rows(self._conn, self._table, value, lower, inclusive, end, batch_size)
+        while True:
+            try:
+                page = list(itertools.islice(records, batch_size))
+            except sqlite3.Error as exc:
+                raise self._fail(exc) from None
+            if not page:
+                return
+            yield Page(page, key_cursor(page[-1].key))
+            if len(page) < batch_size:
+                return
+
     def count(self, prefix: bytes = b"") -> int:
+        if self._mixed:  # keys of several types: counted as the scan sees them, one per key
+            return sum(len(page.records) for page in self.scan(prefix, keys_only=True, batch_size=10_000))
         end = prefix_end(prefix)
         sql = f"SELECT count(*) FROM {self._table} WHERE key >= ?"
         params: list[Any] = [prefix]

@@ -55,7 +55,7 @@ _LOW = NODE_BITS + COUNTER_BITS
 # every SQLite version another program may bring (unixepoch('subsec') needs 3.42); round() undoes
 # the float conversion's error, so the result is the exact millisecond.
 NOW_MS = "CAST(round((julianday('now') - 2440587.5) * 86400000) AS INTEGER)"
-TRIGGER_SUFFIXES = ("replace", "insert", "stamp_insert", "update", "stamp_update", "delete",
+TRIGGER_SUFFIXES = ("coerce", "replace", "insert", "stamp_insert", "update", "stamp_update", "delete",
                     "tomb_insert", "tomb_update")
 
 
@@ -162,6 +162,15 @@ class TableSQL:
         # the row an unversioned insert may REPLACE goes without a delete trigger: keep its version
         current = f"(SELECT version FROM {t} WHERE key = NEW.key)"
         triggers = [
+            # Another program's TEXT (or number) key or value is stored as its bytes: the row is
+            # upserted again as BLOBs and the original insert dropped.  SQLite compares TEXT 'a' and
+            # BLOB x'61' as different, so without this a TEXT key would be a second row beside
+            # kvctl's, out of kvctl's byte-ordered key range.
+            f"CREATE TRIGGER {self.trigger('coerce')} BEFORE INSERT ON {t} WHEN typeof(NEW.key) <> 'blob' "
+            f"OR typeof(NEW.value) <> 'blob' BEGIN INSERT INTO {t}(key, value, expires_at, version) "
+            "VALUES (CAST(NEW.key AS BLOB), CAST(NEW.value AS BLOB), NEW.expires_at, NEW.version) "
+            "ON CONFLICT(key) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at, "
+            "version = excluded.version; SELECT RAISE(IGNORE); END",
             f"CREATE TRIGGER {self.trigger('replace')} BEFORE INSERT ON {t} WHEN NEW.version IS NULL BEGIN "
             f"UPDATE {META_TABLE} SET replaced_version = {current} WHERE table_name = '{self.table}' "
             f"AND {current} > replaced_version; END",
@@ -190,6 +199,22 @@ class TableSQL:
     @property
     def drop_triggers(self) -> list[str]:
         return [f"DROP TRIGGER IF EXISTS {self.trigger(s)}" for s in TRIGGER_SUFFIXES]
+
+    @property
+    def normalise(self) -> list[str]:
+        """Rows other programs wrote with a TEXT (or number) key or value, rewritten as their bytes
+        (run with the triggers dropped: a change of type is no new write).  A key present in both
+        forms keeps the newer row."""
+        t = self.t
+        foreign = f"{t}.key < X''"  # every non-BLOB key sorts before every BLOB: one index range
+        twin = f"(SELECT b.id FROM {t} AS b WHERE b.key = CAST({t}.key AS BLOB))"
+        return [
+            f"DELETE FROM {t} WHERE id IN (SELECT b.id FROM {t} AS f JOIN {t} AS b ON b.key = CAST(f.key AS BLOB) "
+            "WHERE f.key < X'' AND coalesce(f.version, 0) > coalesce(b.version, 0))",
+            f"DELETE FROM {t} WHERE {foreign} AND {twin} IS NOT NULL",
+            f"UPDATE OR REPLACE {t} SET key = CAST(key AS BLOB) WHERE {foreign}",
+            f"UPDATE {t} SET value = CAST(value AS BLOB) WHERE typeof(value) <> 'blob'",
+        ]
 
     # -- kvctl's writes -------------------------------------------------------------------------
     @property
