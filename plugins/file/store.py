@@ -130,8 +130,6 @@ class FileStore(StoreBase):
         self._repaired = 0
         self._unread_tail = 0
         self._damage: list[str] = []
-        if opts.readonly and opts.repair:
-            raise UsageError(f"{self._where}: repair needs a writer; drop readonly=true")
         self._open()
 
     @classmethod
