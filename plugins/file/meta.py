@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from kvctl.hlc import MAX_NODE
 
+from .format import parse_segment_name
 from .log import fsync_dir
 
 META_NAME = "META"
@@ -28,6 +29,16 @@ META_FORMAT = 1
 class StoreMeta:
     store_id: str  # 16 hex digits
     node: int
+
+
+def is_store(directory: str) -> bool:
+    """``directory`` holds a file store: its ``META`` or a segment (a reader needs one of them;
+    an empty or unrelated directory is no store, and a read must not pass it off as an empty one)."""
+    try:
+        names = os.listdir(directory)
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    return META_NAME in names or any(parse_segment_name(n) is not None for n in names)
 
 
 def load_meta(directory: str, *, writer: bool, report: Callable[[str], None]) -> StoreMeta:

@@ -30,6 +30,9 @@ class FileOptions:
     compaction leaves alone, so the change feed still covers it: sealed segments are kept while
     the log after them is smaller than this.  ``?tombstone_retention=7d`` is how long a deletion
     is remembered (in memory and through compactions) for last-writer-wins replication.
+
+    ``readonly``: open a consistent snapshot without the writer's lock and change nothing; also
+    set for every command that only reads (:attr:`StoreURL.reads_only`).
     """
 
     fsync: str = DEFAULT_FSYNC
@@ -69,7 +72,7 @@ class FileOptions:
             compact_ratio=ratio,
             compact_min=url.size_option("compact_min", cls.compact_min),
             inline_max=url.size_option("inline_max", cls.inline_max),
-            readonly=url.bool_option("readonly", False),
+            readonly=url.bool_option("readonly", False) or url.reads_only,
             repair=url.bool_option("repair", False),
             feed_retention=url.size_option("feed_retention", -1) if url.option("feed_retention") else None,
             tombstone_retention_ms=url.duration_option_ms("tombstone_retention", WEEK_MS) or 0,

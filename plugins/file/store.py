@@ -4,8 +4,9 @@ Writes append checksummed frames to the newest segment file; an in-memory key di
 by replaying the segments on open, serves reads from memory (values up to ``inline_max``) or by
 one positioned read.  Deletes append tombstones.  Compaction rewrites the live records into one
 new segment and swaps it in atomically while reads and writes go on.  One writer per directory
-(``LOCK``); ``?readonly=true`` opens a consistent snapshot without the lock.  The durability
-policy is ``?fsync=always|batch|never`` (see :mod:`.options`).
+(``LOCK``); ``?readonly=true``, and every command that only reads, opens a consistent snapshot
+without the lock and creates, cuts or rewrites nothing (a missing store is NoSuchStoreError).
+The durability policy is ``?fsync=always|batch|never`` (see :mod:`.options`).
 
 Replication: the log is the change feed (see :mod:`.feed`); automatic compaction leaves the
 newest ``?feed_retention=`` bytes of it alone, an explicit :meth:`FileStore.compact` compacts
@@ -27,7 +28,7 @@ import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, NoReturn, Self
 
-from kvctl.errors import CorruptError, KvctlError, StoreIOError, UnsupportedError, UsageError
+from kvctl.errors import CorruptError, KvctlError, NoSuchStoreError, StoreIOError, UnsupportedError, UsageError
 from kvctl.hlc import HLC, make_version
 from kvctl.store import (
     TOMBSTONE,
@@ -63,7 +64,7 @@ from .format import (
 from .index import Entry, KeyIndex, Ref
 from .lock import DirLock
 from .log import GroupCommit, Segment, fsync_dir
-from .meta import StoreMeta, load_meta
+from .meta import StoreMeta, is_store, load_meta
 from .options import FileOptions
 from .recovery import load_directory
 
@@ -143,8 +144,8 @@ class FileStore(StoreBase):
             if os.path.exists(self._dir) and not os.path.isdir(self._dir):
                 raise CorruptError(f"{self._where}: {self._dir} is a file, not a file-store directory")
             if opts.readonly:
-                if not os.path.isdir(self._dir):
-                    raise StoreIOError(f"{self._where}: no file store at {self._dir}")
+                if not is_store(self._dir):
+                    raise NoSuchStoreError(f"no such store: {self._where} (nothing was created)")
             else:
                 os.makedirs(self._dir, exist_ok=True)
                 self._dirlock = DirLock(self._dir, self._where)
@@ -575,7 +576,7 @@ class FileStore(StoreBase):
     def _writable(self, rotate: bool = True) -> Segment:
         self._check_open()
         if self._opts.readonly:
-            raise UnsupportedError(f"{self._where} was opened read-only (readonly=true)")
+            raise UnsupportedError(f"{self._where} was opened read-only (readonly=true, or a command that only reads)")
         if self._broken:
             raise StoreIOError(f"{self._where}: {self._broken}; reopen the store")
         active = self._active

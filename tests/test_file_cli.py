@@ -1,0 +1,139 @@
+"""The file backend through the real ``kvctl`` CLI: commands that only read change nothing (a
+damaged, torn, missing or locked store)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kvctl.registry import open_url
+from kvctl.store import Record
+
+# Every command that only reads, as (arguments before the URL, arguments after it); "-u" puts
+# the URL in the global option.
+READS = {
+    "count": (["-u", "{url}", "count"], []),
+    "get": (["-u", "{url}", "get", "first-key"], []),
+    "scan": (["-u", "{url}", "scan"], []),
+    "export": (["export", "{url}"], ["-o", "{out}/e.jsonl"]),
+    "snapshot create": (["snapshot", "create", "{url}"], ["-o", "{out}/s.kvs"]),
+}
+
+
+def kv(env: dict[str, str], *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "kvctl", *args], env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def read(env: dict[str, str], command: str, url: str, out: Path) -> subprocess.CompletedProcess[str]:
+    before, after = READS[command]
+    args = [a.format(url=url, out=out) for a in before + after]
+    return kv(env, *args)
+
+
+def fingerprint(directory: Path) -> dict[str, Any]:
+    """Every entry under ``directory`` with its bytes' hash: what a read must leave as it is."""
+    if not directory.exists():
+        return {}
+    return {str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir"
+            for p in sorted(directory.rglob("*"))}
+
+
+def make_store(directory: Path) -> Path:
+    """A store with one single write then one 300-record batch (one frame, as import writes it)."""
+    with open_url(f"file://{directory}") as store:
+        store.set(b"first-key", b"hello")
+        store.set_many([Record(b"k:%05d" % i, b"v" * 100) for i in range(300)])
+    (seg,) = sorted(directory.glob("*.log"))
+    return seg
+
+
+def flip(path: Path, offset: int) -> None:
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        byte = f.read(1)
+        f.seek(offset)
+        f.write(bytes([byte[0] ^ 1]))
+
+
+def one_line(proc: subprocess.CompletedProcess[str], kind: str) -> str:
+    """The one ``kvctl: <kind>:`` line of stderr (export and snapshot also print a summary there)."""
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("kvctl: ")]
+    assert len(lines) == 1 and lines[0].startswith(f"kvctl: {kind}: "), proc.stderr
+    assert "Traceback" not in proc.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize("command", list(READS))
+def test_a_read_of_a_damaged_last_batch_is_exit_65_and_changes_nothing(
+        command: str, tmp_path: Path, env: dict[str, str]) -> None:
+    store = tmp_path / "fs"
+    seg = make_store(store)
+    flip(seg, seg.stat().st_size - 3000)  # inside the last (and only) batch frame
+    before = fingerprint(store)
+    proc = read(env, command, f"file://{store}", tmp_path)
+    assert proc.returncode == 65, proc.stderr
+    line = one_line(proc, "error")
+    assert str(seg) in line and "corrupt record at offset" in line and "?repair=true" in line
+    assert fingerprint(store) == before
+
+
+@pytest.mark.parametrize("command", list(READS))
+def test_a_read_of_a_torn_tail_reads_the_rest_warns_and_changes_nothing(
+        command: str, tmp_path: Path, env: dict[str, str]) -> None:
+    store = tmp_path / "fs"
+    seg = make_store(store)
+    size = seg.stat().st_size
+    os.truncate(seg, size - 10)  # the batch's frame runs past the end: a write a crash cut short
+    before = fingerprint(store)
+    proc = read(env, command, f"file://{store}", tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    line = one_line(proc, "warning")
+    assert "did not read" in line and "the file is unchanged" in line
+    assert fingerprint(store) == before
+    if command == "count":
+        assert proc.stdout.strip() == "1"
+
+
+def test_a_writer_still_cuts_a_torn_tail(tmp_path: Path, env: dict[str, str]) -> None:
+    store = tmp_path / "fs"
+    seg = make_store(store)
+    os.truncate(seg, seg.stat().st_size - 10)
+    proc = kv(env, "-u", f"file://{store}", "set", "after", "crash")
+    assert proc.returncode == 0 and "dropped a torn or corrupt tail" in one_line(proc, "warning")
+    proc = kv(env, "-u", f"file://{store}", "count")
+    assert (proc.returncode, proc.stdout.strip(), proc.stderr) == (0, "2", "")
+
+
+@pytest.mark.parametrize("command", list(READS))
+@pytest.mark.parametrize("place", ["missing", "empty directory", "missing parent"])
+def test_a_read_of_a_missing_store_is_exit_2_and_creates_nothing(
+        command: str, place: str, tmp_path: Path, env: dict[str, str]) -> None:
+    target = tmp_path / "typo" / "fs" if place == "missing parent" else tmp_path / "fs"
+    if place == "empty directory":
+        target.mkdir()
+    before = fingerprint(tmp_path)
+    proc = read(env, command, f"file://{target}", tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert one_line(proc, "error") == f"kvctl: error: no such store: file://{target} (nothing was created)"
+    assert fingerprint(tmp_path) == before
+
+
+@pytest.mark.parametrize("command", list(READS))
+def test_reads_work_beside_a_writer_that_holds_the_lock(command: str, tmp_path: Path, env: dict[str, str]) -> None:
+    store = tmp_path / "fs"
+    make_store(store)
+    with open_url(f"file://{store}") as writer:  # this process holds the lock meanwhile
+        writer.set(b"while-locked", b"yes")
+        proc = read(env, command, f"file://{store}", tmp_path)
+    assert proc.returncode == 0 and "kvctl:" not in proc.stderr, proc.stderr
+    if command == "count":
+        assert proc.stdout.strip() == "302"
+    if command == "get":
+        assert proc.stdout.strip() == "hello"
