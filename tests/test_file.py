@@ -234,7 +234,7 @@ def test_values_over_inline_max_are_read_from_disk(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("query", ["nope=1", "fsync=sometimes", "compact_ratio=2", "compact_ratio=x",
-                                   "segment_size=lots", "readonly=maybe"])
+                                   "segment_size=lots", "readonly=maybe", "timeout=soon"])
 def test_bad_options_are_refused(tmp_path: Path, query: str) -> None:
     with pytest.raises(BadURLError):
         open_url(f"file://{tmp_path}/db?{query}")

@@ -1,5 +1,6 @@
 """The file backend through the real ``kvctl`` CLI: commands that only read change nothing (a
-damaged, torn, missing or locked store)."""
+damaged, torn, missing or locked store), concurrent writers wait their turn, a full disk is one
+clear line."""
 
 from __future__ import annotations
 
@@ -137,3 +138,35 @@ def test_reads_work_beside_a_writer_that_holds_the_lock(command: str, tmp_path: 
         assert proc.stdout.strip() == "302"
     if command == "get":
         assert proc.stdout.strip() == "hello"
+
+
+WRITER = r"""
+import subprocess, sys
+url, me, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+for i in range(n):
+    proc = subprocess.run([sys.executable, "-m", "kvctl", "-u", url, "set", f"w{me}:{i}", f"v{i}"],
+                          capture_output=True, text=True)
+    if proc.returncode:
+        print(f"set w{me}:{i} failed with {proc.returncode}: {proc.stderr}", flush=True)
+"""
+
+
+def test_concurrent_cli_writers_wait_their_turn_and_every_write_lands(tmp_path: Path, env: dict[str, str]) -> None:
+    url = f"file://{tmp_path / 'fs'}"
+    writers, each = 4, 12
+    procs = [subprocess.Popen([sys.executable, "-c", WRITER, url, str(w), str(each)], env=env,
+                              stdout=subprocess.PIPE, text=True) for w in range(writers)]
+    failures = "".join(p.communicate(timeout=600)[0] for p in procs)
+    assert failures == ""
+    with open_url(url, access="read") as store:
+        data = {r.key: r.value for page in store.scan() for r in page.records}
+    assert data == {b"w%d:%d" % (w, i): b"v%d" % i for w in range(writers) for i in range(each)}
+
+
+def test_a_writer_gives_up_after_timeout_saying_how_long_it_waited(tmp_path: Path, env: dict[str, str]) -> None:
+    store = tmp_path / "fs"
+    with open_url(f"file://{store}"):
+        proc = kv(env, "-u", f"file://{store}?timeout=400ms", "set", "k", "v")
+    assert proc.returncode == 7
+    line = one_line(proc, "error")
+    assert f"store is locked by PID {os.getpid()}; waited 0.4 s for it" in line and "?timeout=" in line

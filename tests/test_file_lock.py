@@ -1,10 +1,12 @@
-"""Two processes on one file store: one writer at a time (flock on LOCK, which names the PID);
-read-only opens work beside the writer and see whole batches only, even during compaction."""
+"""Two processes on one file store: one writer at a time (flock on LOCK, which names the PID), a
+second one waits for up to ?timeout=; read-only opens work beside the writer and see whole batches
+only, even during compaction."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -47,8 +49,8 @@ def test_second_writer_is_refused_with_the_owner_pid(tmp_path: Path) -> None:
     url = f"file://{tmp_path}/db"
     child = start_child(url, "hold")
     try:
-        with pytest.raises(LockedError, match=f"store is locked by PID {child.pid}$|locked by PID {child.pid} "):
-            open_url(url)
+        with pytest.raises(LockedError, match=f"store is locked by PID {child.pid}; waited 0.[0-9] s"):
+            open_url(url + "?timeout=300ms")
         with open_url(url + "?readonly=true") as reader:  # readers need no lock
             assert reader.get(b"hello").value == b"from the child"  # type: ignore[union-attr]
             with pytest.raises(UnsupportedError, match="read-only"):
@@ -100,3 +102,21 @@ def test_readers_see_whole_batches_while_a_writer_writes_and_compacts(tmp_path: 
     finally:
         child.kill()
         child.wait(timeout=30)
+
+
+def test_a_writer_waits_for_the_lock_and_gets_it_when_the_owner_closes(tmp_path: Path) -> None:
+    url = f"file://{tmp_path}/db"
+    child = start_child(url, "hold")
+    assert child.stdin is not None
+    started = time.monotonic()
+    release = threading.Timer(0.5, lambda: (child.stdin.write("done\n"), child.stdin.flush()))  # type: ignore[union-attr]
+    release.start()
+    try:
+        with open_url(url + "?timeout=20s") as store:  # waits for the child instead of failing
+            waited = time.monotonic() - started
+            store.set(b"second", b"writer")
+            assert store.get(b"hello") is not None
+    finally:
+        release.join()
+        child.wait(timeout=30)
+    assert 0.4 < waited < 15

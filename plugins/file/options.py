@@ -12,8 +12,10 @@ DEFAULT_FSYNC = "batch"
 DEFAULT_BATCH_MS = 10
 
 KNOWN = {"fsync", "batch_ms", "segment_size", "compact_ratio", "compact_min", "inline_max", "readonly", "repair",
-         "feed_retention", "tombstone_retention"}
+         "feed_retention", "tombstone_retention", "timeout"}
 WEEK_MS = 7 * 86_400_000
+# How long a writer waits for another process's lock: the sqlite and libsql backends' busy timeout.
+DEFAULT_TIMEOUT_MS = 30_000
 
 
 @dataclass(frozen=True)
@@ -32,7 +34,8 @@ class FileOptions:
     is remembered (in memory and through compactions) for last-writer-wins replication.
 
     ``readonly``: open a consistent snapshot without the writer's lock and change nothing; also
-    set for every command that only reads (:attr:`StoreURL.reads_only`).
+    set for every command that only reads (:attr:`StoreURL.reads_only`).  ``?timeout=30s`` is how
+    long a writer waits for the lock another writer holds.
     """
 
     fsync: str = DEFAULT_FSYNC
@@ -45,6 +48,7 @@ class FileOptions:
     repair: bool = False
     feed_retention: int | None = None  # None: segment_size
     tombstone_retention_ms: int = WEEK_MS
+    timeout_ms: int = DEFAULT_TIMEOUT_MS
 
     @property
     def feed_retention_bytes(self) -> int:
@@ -76,4 +80,5 @@ class FileOptions:
             repair=url.bool_option("repair", False),
             feed_retention=url.size_option("feed_retention", -1) if url.option("feed_retention") else None,
             tombstone_retention_ms=url.duration_option_ms("tombstone_retention", WEEK_MS) or 0,
+            timeout_ms=url.duration_option_ms("timeout", DEFAULT_TIMEOUT_MS) or 0,
         )

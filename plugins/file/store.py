@@ -148,7 +148,7 @@ class FileStore(StoreBase):
                     raise NoSuchStoreError(f"no such store: {self._where} (nothing was created)")
             else:
                 os.makedirs(self._dir, exist_ok=True)
-                self._dirlock = DirLock(self._dir, self._where)
+                self._dirlock = DirLock(self._dir, self._where, opts.timeout_ms / 1000)
             self._meta = load_meta(self._dir, writer=not opts.readonly, report=self._report)
             self._clock = HLC(node=self._meta.node)
             for attempt in range(10):
