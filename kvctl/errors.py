@@ -30,6 +30,7 @@ code below.  Messages never contain secrets: URLs are redacted before they are p
 from __future__ import annotations
 
 import contextlib
+import errno
 from collections.abc import Callable, Iterator
 
 
@@ -147,6 +148,21 @@ def one_line(what: BaseException | str, *, limit: int = 300, first_line: bool = 
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """``exc`` says the file system has no space left (or the user's quota is used up)."""
+    return isinstance(exc, OSError) and exc.errno in _NO_SPACE
+
+
+def disk_full(where: str, detail: str, outcome: str) -> StoreIOError:
+    """The one wording of a store write that found no space left: ``where`` is the store's
+    redacted URL, ``detail`` what failed, ``outcome`` what the failed call left committed, so
+    the user knows what to free and what to run again."""
+    return StoreIOError(f"disk full writing {where}: {detail}; {outcome}")
+
+
 @contextlib.contextmanager
 def translating(driver_errors: tuple[type[BaseException], ...],
                 translate: Callable[[BaseException], KvctlError]) -> Iterator[None]:
@@ -183,6 +199,8 @@ __all__ = [
     "UnknownSchemeError",
     "UnsupportedError",
     "UsageError",
+    "disk_full",
+    "is_disk_full",
     "one_line",
     "translating",
 ]

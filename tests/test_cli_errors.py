@@ -61,8 +61,8 @@ def test_a_ttl_past_2109_is_a_usage_error_on_every_backend(family: str, env: dic
     url = FACTORIES[family](tmp_path)
     proc = kv(env, "-u", url, "set", "h", "v", "--ttl", "9999999999999d")
     one_error_line(proc, 2, "--ttl 9999999999999d is out of range", "2109-05-15", "42-bit")
-    if family != "memory":  # nothing was written
-        assert kv(env, "-u", url, "get", "h").returncode == 1
+    if family != "memory":  # nothing was written: the key is missing (1), or the store is (2)
+        assert kv(env, "-u", url, "get", "h").returncode in (1, 2)
 
 
 def test_a_long_ttl_within_the_range_is_kept(env: dict[str, str], tmp_path: Path) -> None:
@@ -151,7 +151,7 @@ def test_a_recovery_warning_is_one_kvctl_line(env: dict[str, str], tmp_path: Pat
     proc = kv(env, "-u", url, "count")
     err = proc.stderr.decode()
     assert proc.returncode == 0 and proc.stdout == b"0\n"
-    assert err.count("\n") == 1 and err.startswith("kvctl: warning: ") and "torn or corrupt tail" in err, err
+    assert err.count("\n") == 1 and err.startswith("kvctl: warning: ") and "torn tail" in err, err
     assert "RecoveryWarning" not in err and ".py:" not in err
 
 

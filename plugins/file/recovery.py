@@ -44,7 +44,7 @@ _REREADS = 3  # how often a reader reads a changing newest segment again before 
 class Loaded:
     segments: dict[int, Segment] = field(default_factory=dict)  # in id order; the last one is active
     max_version: int = 0  # the largest version or version floor seen: the clock starts past it
-    recovered_tail: int = 0  # torn or corrupt tail bytes cut off
+    recovered_tail: int = 0  # torn tail bytes cut off
     repaired: int = 0  # damaged bytes skipped on request (repair=true)
     unread_tail: int = 0  # reader only: bytes after the last committed frame, left alone
 
@@ -111,7 +111,7 @@ def _load(directory: str, index: KeyIndex, loaded: Loaded, *, writer: bool, repa
                 seg.truncate(scan.valid_end)
                 seg.sync()
                 loaded.recovered_tail += scan.tail_bytes
-                report(f"{path}: dropped a torn or corrupt tail of {scan.tail_bytes} bytes at offset "
+                report(f"{path}: dropped a torn tail of {scan.tail_bytes} bytes at offset "
                        f"{scan.valid_end} ({scan.tail_reason}); the records before it are kept")
             else:
                 loaded.unread_tail = scan.tail_bytes

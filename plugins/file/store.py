@@ -28,7 +28,16 @@ import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, NoReturn, Self
 
-from kvctl.errors import CorruptError, KvctlError, NoSuchStoreError, StoreIOError, UnsupportedError, UsageError
+from kvctl.errors import (
+    CorruptError,
+    KvctlError,
+    NoSuchStoreError,
+    StoreIOError,
+    UnsupportedError,
+    UsageError,
+    disk_full,
+    is_disk_full,
+)
 from kvctl.hlc import HLC, make_version
 from kvctl.store import (
     TOMBSTONE,
@@ -72,6 +81,10 @@ log = logging.getLogger("kvctl.file")
 
 _SINGLE_VALUE_AT = FRAME_HEADER_SIZE + RECORD_HEADER_SIZE  # value offset in a one-record frame, less the key
 _MAX_IOV = 512
+# What a failed write call left behind, as its error says it.
+_NOTHING_WRITTEN = "this write was rolled back; everything written before it is committed"
+_NOT_DURABLE = "this write may not be durable and the store takes no more writes until it is reopened; " \
+               "everything written before it is committed"
 
 
 class RecoveryWarning(UserWarning):
@@ -167,7 +180,7 @@ class FileStore(StoreBase):
             raise
         except OSError as exc:
             self._abandon()
-            raise StoreIOError(f"{self._where}: cannot open: {exc.strerror or exc}") from None
+            raise self._write_error(exc, "opening the store", "no record was written") from None
         self._segs = loaded.segments
         self._active = self._segs[max(self._segs)] if self._segs else None
         self._total = sum(s.size for s in self._segs.values())
@@ -399,7 +412,7 @@ class FileStore(StoreBase):
             try:
                 seg = Segment.create(self._dir, active.id + 1, SEG_REPLACES_EARLIER, self._clock.now(), body)
             except OSError as exc:
-                raise StoreIOError(f"{self._where}: clear failed: {exc.strerror}") from None
+                raise self._write_error(exc, "clear", "nothing was cleared") from None
             old = list(self._segs.values())
             self._segs = {seg.id: seg}
             self._active = seg
@@ -548,7 +561,7 @@ class FileStore(StoreBase):
                 self._active.sync()
             except OSError as exc:
                 self._broken = f"fsync failed ({exc.strerror})"
-                raise StoreIOError(f"{self._where}: fsync of {self._active.path} failed: {exc.strerror}") from None
+                raise self._write_error(exc, f"fsync of {self._active.path}", _NOT_DURABLE) from None
             group.clear()
 
     def _tomb_horizon(self) -> int:
@@ -594,7 +607,7 @@ class FileStore(StoreBase):
                 old.sync()
             seg = Segment.create(self._dir, old.id + 1, 0, self._clock.now())
         except OSError as exc:
-            raise StoreIOError(f"{self._where}: cannot start a new segment: {exc.strerror}") from None
+            raise self._write_error(exc, "starting a new segment", _NOTHING_WRITTEN) from None
         self._segs[seg.id] = seg
         self._active = seg
         self._total += seg.size
@@ -614,11 +627,20 @@ class FileStore(StoreBase):
 
     def _undo(self, seg: Segment, start: int, exc: OSError) -> NoReturn:
         """A failed append must not leave a partial batch in the middle of the log."""
+        outcome = _NOTHING_WRITTEN
         try:
             seg.truncate(start)
         except OSError:
             self._broken = f"a failed write could not be rolled back ({exc.strerror})"
-        raise StoreIOError(f"{self._where}: write to {seg.path} failed: {exc.strerror}") from None
+            outcome = "this write could not be rolled back: reopen the store, which drops it; " \
+                      "everything written before it is committed"
+        raise self._write_error(exc, f"write to {seg.path}", outcome) from None
+
+    def _write_error(self, exc: OSError, doing: str, outcome: str) -> StoreIOError:
+        """A failed write, saying what it left committed; a full disk in kvctl's one wording."""
+        if is_disk_full(exc):
+            return disk_full(self._where, f"{doing} failed ({exc.strerror})", outcome)
+        return StoreIOError(f"{self._where}: {doing} failed: {exc.strerror or exc}; {outcome}")
 
     def _commit(self, *, single: bool) -> None:
         mode = self._opts.fsync
@@ -635,7 +657,7 @@ class FileStore(StoreBase):
         except OSError as exc:
             # After a failed fsync the page cache state is unknown: refuse further writes.
             self._broken = f"fsync failed ({exc.strerror})"
-            raise StoreIOError(f"{self._where}: fsync of {active.path} failed: {exc.strerror}") from None
+            raise self._write_error(exc, f"fsync of {active.path}", _NOT_DURABLE) from None
         if self._group is not None:
             self._group.clear()
 
@@ -728,8 +750,7 @@ class FileStore(StoreBase):
         except CompactionAborted:
             return {"aborted": True}
         except OSError as exc:
-            raise StoreIOError(f"{self._where}: compaction failed: {exc.strerror or exc}; "
-                               "the store is unchanged") from None
+            raise self._write_error(exc, "compaction", "the store is unchanged") from None
 
     def _run_compaction(self, keep_feed: bool = False) -> dict[str, Any]:
         """Seal, snapshot, write the compacted segment off-lock, then swap it in.
