@@ -214,3 +214,20 @@ def test_a_full_disk_is_one_line_naming_the_store_and_what_was_committed(tmp_pat
     assert (results / "size").read_text().strip() == "same"  # no partial batch left in the log
     assert (results / "get.rc").read_text().strip() == "0" and (results / "get.out").read_text() == "hello"
     assert (results / "get.err").read_text() == ""
+
+
+def test_a_writer_does_not_turn_somebody_elses_directory_into_a_store(tmp_path: Path, env: dict[str, str]) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "notes.txt").write_text("mine")
+    before = fingerprint(home)
+    proc = kv(env, "-u", f"file://{home}", "set", "k", "v")
+    assert proc.returncode == 2
+    line = one_line(proc, "error")
+    assert f"{home} holds other files and no file store; nothing was altered" in line and "?create=true" in line
+    assert fingerprint(home) == before
+    proc = kv(env, "-u", f"file://{home}?create=true", "set", "k", "v")  # asked for
+    assert proc.returncode == 0, proc.stderr
+    proc = kv(env, "-u", f"file://{home}", "get", "k")  # now it holds a store, which opens as usual
+    assert (proc.returncode, proc.stdout) == (0, "v")
+    assert kv(env, "-u", f"file://{home}", "set", "k2", "v").returncode == 0

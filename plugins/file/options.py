@@ -12,7 +12,7 @@ DEFAULT_FSYNC = "batch"
 DEFAULT_BATCH_MS = 10
 
 KNOWN = {"fsync", "batch_ms", "segment_size", "compact_ratio", "compact_min", "inline_max", "readonly", "repair",
-         "feed_retention", "tombstone_retention", "timeout"}
+         "feed_retention", "tombstone_retention", "timeout", "create"}
 WEEK_MS = 7 * 86_400_000
 # How long a writer waits for another process's lock: the sqlite and libsql backends' busy timeout.
 DEFAULT_TIMEOUT_MS = 30_000
@@ -35,7 +35,9 @@ class FileOptions:
 
     ``readonly``: open a consistent snapshot without the writer's lock and change nothing; also
     set for every command that only reads (:attr:`StoreURL.reads_only`).  ``?timeout=30s`` is how
-    long a writer waits for the lock another writer holds.
+    long a writer waits for the lock another writer holds.  ``?create=true`` lets a writer make a
+    store in a directory that already holds other files (refused by default: a mistyped path
+    must not turn somebody's directory into a store).
     """
 
     fsync: str = DEFAULT_FSYNC
@@ -49,6 +51,7 @@ class FileOptions:
     feed_retention: int | None = None  # None: segment_size
     tombstone_retention_ms: int = WEEK_MS
     timeout_ms: int = DEFAULT_TIMEOUT_MS
+    create: bool = False
 
     @property
     def feed_retention_bytes(self) -> int:
@@ -81,4 +84,5 @@ class FileOptions:
             feed_retention=url.size_option("feed_retention", -1) if url.option("feed_retention") else None,
             tombstone_retention_ms=url.duration_option_ms("tombstone_retention", WEEK_MS) or 0,
             timeout_ms=url.duration_option_ms("timeout", DEFAULT_TIMEOUT_MS) or 0,
+            create=url.bool_option("create", False),
         )

@@ -30,6 +30,7 @@ from typing import Any, NoReturn, Self
 
 from kvctl.errors import (
     CorruptError,
+    ForeignStoreError,
     KvctlError,
     NoSuchStoreError,
     StoreIOError,
@@ -73,7 +74,7 @@ from .format import (
 from .index import Entry, KeyIndex, Ref
 from .lock import DirLock
 from .log import GroupCommit, Segment, fsync_dir
-from .meta import StoreMeta, is_store, load_meta
+from .meta import StoreMeta, holds_other_files, is_store, load_meta
 from .options import FileOptions
 from .recovery import load_directory
 
@@ -161,6 +162,10 @@ class FileStore(StoreBase):
                     raise NoSuchStoreError(f"no such store: {self._where} (nothing was created)")
             else:
                 os.makedirs(self._dir, exist_ok=True)
+                if not opts.create and holds_other_files(self._dir):
+                    raise ForeignStoreError(
+                        f"{self._where}: {self._dir} holds other files and no file store; nothing was altered",
+                        hint="name a new or empty directory, or add ?create=true to make a store beside them")
                 self._dirlock = DirLock(self._dir, self._where, opts.timeout_ms / 1000)
             self._meta = load_meta(self._dir, writer=not opts.readonly, report=self._report)
             self._clock = HLC(node=self._meta.node)
