@@ -185,7 +185,8 @@ class FileStore(StoreBase):
             raise
         except OSError as exc:
             self._abandon()
-            raise self._write_error(exc, "opening the store", "no record was written") from None
+            raise self._write_error(exc, "opening the store",
+                                    "nothing was changed" if opts.readonly else "no record was written") from None
         self._segs = loaded.segments
         self._active = self._segs[max(self._segs)] if self._segs else None
         self._total = sum(s.size for s in self._segs.values())
