@@ -231,3 +231,15 @@ def test_a_writer_does_not_turn_somebody_elses_directory_into_a_store(tmp_path: 
     proc = kv(env, "-u", f"file://{home}", "get", "k")  # now it holds a store, which opens as usual
     assert (proc.returncode, proc.stdout) == (0, "v")
     assert kv(env, "-u", f"file://{home}", "set", "k2", "v").returncode == 0
+
+
+def test_migrate_workers_read_a_file_source_but_refuse_a_file_destination(tmp_path: Path, env: dict[str, str]) -> None:
+    src = tmp_path / "src"
+    make_store(src)
+    proc = kv(env, "migrate", f"file://{src}", f"sqlite://{tmp_path / 'dst.db'}", "--workers", "2", "--no-progress")
+    assert proc.returncode == 0, proc.stderr  # readers take no lock: every worker reads the source
+    proc = kv(env, "migrate", f"file://{src}", f"file://{tmp_path / 'dst'}", "--workers", "2", "--no-progress",
+              timeout=20)  # at once, not after a worker waited for the lock
+    assert proc.returncode == 2
+    assert "--workers needs a destination several processes can write at once; the file backend takes one " \
+           "writer at a time (use --workers 1)" in one_line(proc, "error")
