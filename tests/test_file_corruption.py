@@ -92,6 +92,17 @@ def test_a_flipped_bit_in_the_last_committed_batch_is_corruption_not_a_torn_tail
     assert len(reported) == 1 and f"offset {start}" in reported[0]
 
 
+def test_a_length_flipped_past_the_end_in_the_middle_is_corruption_not_a_torn_tail(tmp_path: Path) -> None:
+    offsets = fill(tmp_path, 50)
+    seg = only_segment(tmp_path)
+    flip(seg, offsets[20] + 11)  # the payload length's high byte: the frame now "runs past the end"
+    before = seg.read_bytes()
+    for options in ("", "readonly=true"):
+        with pytest.raises(CorruptError, match=f"offset {offsets[20]} .*valid records follow at offset {offsets[21]}"):
+            open_url(url(tmp_path, options))
+        assert seg.read_bytes() == before  # the 29 records after it were not cut off as a torn tail
+
+
 def test_repair_in_a_read_skips_the_damage_for_that_read_only(tmp_path: Path) -> None:
     start, _ = last_batch(tmp_path)
     seg = only_segment(tmp_path)

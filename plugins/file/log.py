@@ -161,12 +161,12 @@ class SegmentScan:
 def scan_segment(data: bytes, path: str, *, is_last: bool, repair: bool) -> SegmentScan:
     """Walk the frames of a segment and decide what is committed.
 
-    A frame cut by the end of the newest segment (:attr:`.format.FrameDamage.torn`) is a torn
-    tail: the scan reports it and the caller keeps the valid prefix.  Any other damage -- a frame
-    that lies wholly inside the file and fails its checksum, even the very last one, or damage in
-    an older segment -- is corruption: a CorruptError naming the file and the offset, unless
-    ``repair`` asks to skip the damaged bytes (reported in ``skipped``) and keep every valid frame
-    after them.
+    A frame cut by the end of the newest segment (:attr:`.format.FrameDamage.torn`), with no
+    valid frame after it, is a torn tail: the scan reports it and the caller keeps the valid
+    prefix.  Any other damage -- a frame that lies wholly inside the file and fails its checksum,
+    even the very last one, or damage in an older segment -- is corruption: a CorruptError naming
+    the file and the offset, unless ``repair`` asks to skip the damaged bytes (reported in
+    ``skipped``) and keep every valid frame after them.
     """
     scan = SegmentScan()
     frames = scan.frames
@@ -177,10 +177,10 @@ def scan_segment(data: bytes, path: str, *, is_last: bool, repair: bool) -> Segm
         try:
             end, _count, flags = check_frame(data, pos)
         except FrameDamage as damage:
-            if damage.torn and is_last:
-                scan.tail_reason = damage.reason
-                break
             resume = find_next_frame(data, pos + 1)
+            if damage.torn and is_last and resume is None:  # (a length flipped to point past the end
+                scan.tail_reason = damage.reason            # of the file looks torn: valid frames follow)
+                break
             if not repair:
                 raise _corrupt(path, pos, damage.reason, resume, is_last) from None
             hole_end = resume if resume is not None else size
