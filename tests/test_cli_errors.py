@@ -174,7 +174,7 @@ def test_any_warning_prints_as_one_line_with_secrets_scrubbed(capsys: pytest.Cap
 
 # -- --debug -------------------------------------------------------------------------------------------
 BOOM = ("import sys, kvctl.registry as r\n"
-        "def boom(url): raise RuntimeError('boom')\n"
+        "def boom(url, **options): raise RuntimeError('boom')\n"
         "r.open_url = boom\n"
         "from kvctl.cli.app import main\n"
         "main(sys.argv[1:])\n")
