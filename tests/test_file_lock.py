@@ -4,6 +4,9 @@ only, even during compaction."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import subprocess
 import sys
 import threading
@@ -120,3 +123,34 @@ def test_a_writer_waits_for_the_lock_and_gets_it_when_the_owner_closes(tmp_path:
         release.join()
         child.wait(timeout=30)
     assert 0.4 < waited < 15
+
+
+def test_an_interrupted_wait_for_the_lock_leaves_no_descriptor_behind(tmp_path: Path) -> None:
+    url = f"file://{tmp_path}/db"
+    child = start_child(url, "hold")
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.3)
+        with pytest.raises(KeyboardInterrupt):
+            open_url(url + "?timeout=20s")  # Ctrl-C while it waits for the child's lock
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+        assert child.stdin is not None
+        child.stdin.write("done\n")
+        child.stdin.close()
+        child.wait(timeout=30)
+    assert str(tmp_path / "db" / "LOCK") not in open_files()
+
+
+def open_files() -> list[str]:
+    """What this process's descriptors point at."""
+    found = []
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):  # (the descriptor of the listing itself is gone by now)
+            found.append(os.readlink(f"/proc/self/fd/{fd}"))
+    return found

@@ -42,6 +42,9 @@ class DirLock:
         except OSError as exc:
             self._close()
             raise StoreIOError(f"{where}: cannot lock the store: {exc.strerror}") from None
+        except BaseException:  # Ctrl-C while waiting: no descriptor left behind
+            self._close()
+            raise
         if waited is not None:
             owner = self._read_owner()
             self._close()
