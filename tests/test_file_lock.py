@@ -17,6 +17,7 @@ import pytest
 
 from kvctl.errors import LockedError, UnsupportedError
 from kvctl.registry import open_url
+from kvctl.store import Record
 
 # The other process: open as writer, write, say READY, then either wait for a line on stdin or
 # keep rewriting ten keys as one batch (all ten carry the same round number), compacting now and then.
@@ -154,3 +155,25 @@ def open_files() -> list[str]:
         with contextlib.suppress(OSError):  # (the descriptor of the listing itself is gone by now)
             found.append(os.readlink(f"/proc/self/fd/{fd}"))
     return found
+
+
+def test_an_open_interrupted_during_replay_releases_the_lock(tmp_path: Path) -> None:
+    url = f"file://{tmp_path}/db?fsync=never"
+    with open_url(url) as store:  # enough records that replaying them takes a while
+        store.set_many([Record(b"k%07d" % i, b"v" * 20) for i in range(200_000)])
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.15)
+        with pytest.raises(KeyboardInterrupt):
+            open_url(url)
+            time.sleep(5)  # (only if the replay was faster than the timer: then this is interrupted)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    assert str(tmp_path / "db" / "LOCK") not in open_files()
+    with open_url(url + "&timeout=0") as store:  # not "locked by this process"
+        assert store.count() == 200_000

@@ -188,6 +188,9 @@ class FileStore(StoreBase):
             self._abandon()
             raise self._write_error(exc, "opening the store",
                                     "nothing was changed" if opts.readonly else "no record was written") from None
+        except BaseException:  # Ctrl-C during a long replay: the lock must not stay held
+            self._abandon()
+            raise
         self._segs = loaded.segments
         self._active = self._segs[max(self._segs)] if self._segs else None
         self._total = sum(s.size for s in self._segs.values())
