@@ -199,6 +199,9 @@ class Capabilities:
     multi_node: bool = False
     change_feed: bool = False
     typed_values: bool = False  # holds non-string values (e.g. Redis hashes) copied by dump/restore
+    # One process writes at a time (a lock file; others wait or are refused): parallel writers
+    # into it, such as migrate --workers, cannot work.
+    one_writer: bool = False
     max_key_size: int | None = None
     max_value_size: int | None = None
     durability: str = ""  # e.g. "fsync per commit", "none (in memory)"

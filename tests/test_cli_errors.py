@@ -152,7 +152,7 @@ def test_a_recovery_warning_is_one_kvctl_line(env: dict[str, str], tmp_path: Pat
     proc = kv(env, "-u", url, "count")
     err = proc.stderr.decode()
     assert proc.returncode == 0 and proc.stdout == b"0\n"
-    assert err.count("\n") == 1 and err.startswith("kvctl: warning: ") and "torn or corrupt tail" in err, err
+    assert err.count("\n") == 1 and err.startswith("kvctl: warning: ") and "torn tail" in err, err
     assert "RecoveryWarning" not in err and ".py:" not in err
 
 

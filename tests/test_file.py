@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from kvctl_plugins.file import log as file_log
 
-from kvctl.errors import BadURLError, StoreIOError, UnsupportedError, UsageError
+from kvctl.errors import BadURLError, NoSuchStoreError, StoreIOError, UnsupportedError, UsageError
 from kvctl.registry import open_url
 from kvctl.store import Record, now_ms
 from kvctl.testing import StoreConformance
@@ -234,7 +234,7 @@ def test_values_over_inline_max_are_read_from_disk(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("query", ["nope=1", "fsync=sometimes", "compact_ratio=2", "compact_ratio=x",
-                                   "segment_size=lots", "readonly=maybe"])
+                                   "segment_size=lots", "readonly=maybe", "timeout=soon"])
 def test_bad_options_are_refused(tmp_path: Path, query: str) -> None:
     with pytest.raises(BadURLError):
         open_url(f"file://{tmp_path}/db?{query}")
@@ -256,8 +256,9 @@ def test_closed_store_and_readonly_misuse(tmp_path: Path) -> None:
         store.get(b"k")
     with pytest.raises(StoreIOError, match="closed"):
         store.set(b"k", b"v")
-    with pytest.raises(StoreIOError, match="no file store"):
+    with pytest.raises(NoSuchStoreError, match=r"no such store: .*missing.* \(nothing was created\)"):
         open_url(f"file://{tmp_path}/missing?readonly=true")
+    assert not (tmp_path / "missing").exists()
 
 
 def test_unstorable_records_are_refused_before_writing(tmp_path: Path) -> None:

@@ -1,5 +1,6 @@
-"""Damage to the file backend's log: a torn or corrupt tail is cut off and reported once; damage
-with valid records after it is an error naming the file and offset (until ?repair=true)."""
+"""Damage to the file backend's log: a torn tail (a frame cut by the end of the file) is cut off by
+a writer and reported once; a frame wholly inside the file that fails its checksum -- the last one
+too -- is an error naming the file and offset (until ?repair=true).  Readers change nothing."""
 
 from __future__ import annotations
 
@@ -56,20 +57,86 @@ def expected(n: int, skip: set[int] = frozenset()) -> dict[bytes, bytes]:  # typ
     return {b"key-%03d" % i: b"value-%03d" % i for i in range(n) if i not in skip}
 
 
-@pytest.mark.parametrize("where", ["payload", "frame header", "crc"])
-def test_corrupt_last_record_is_cut_and_reported_once(tmp_path: Path, where: str) -> None:
+def last_batch(directory: Path, n: int = 200) -> tuple[int, int]:
+    """One single set, then one ``n``-record batch as one frame (what an import writes).
+
+    Returns where the batch's frame starts and the file's size."""
+    with open_url(url(directory)) as store:
+        store.set(b"first-key", b"hello")
+        start = only_segment(directory).stat().st_size
+        store.set_many([Record(b"k:%05d" % i, b"v" * 100) for i in range(n)])
+    return start, only_segment(directory).stat().st_size
+
+
+# Where a flip lands in the last frame: in a value, in the frame header's payload length, count
+# or flags, in its checksum, in the last byte of the file.
+PLACES = {"payload": 5000, "length": 8, "length past the end": 11, "count": 12, "flags": 16, "crc": 5,
+          "last byte": -1}
+
+
+@pytest.mark.parametrize("where", list(PLACES))
+def test_a_flipped_bit_in_the_last_committed_batch_is_corruption_not_a_torn_tail(tmp_path: Path, where: str) -> None:
+    start, size = last_batch(tmp_path)
+    seg = only_segment(tmp_path)
+    place = PLACES[where]
+    flip(seg, start + place if place >= 0 else size + place)
+    before = seg.read_bytes()
+    for options in ("", "readonly=true"):
+        with pytest.raises(CorruptError) as err:
+            open_url(url(tmp_path, options))
+        message = str(err.value)
+        assert str(seg) in message and f"offset {start}" in message and "?repair=true" in message, message
+        assert seg.read_bytes() == before  # nothing was dropped or truncated, by a writer either
+    data, stats, reported = reopen(tmp_path, "repair=true")  # asked for: the batch is skipped
+    assert data == {b"first-key": b"hello"} and stats["repaired_bytes"] == size - start
+    assert len(reported) == 1 and f"offset {start}" in reported[0]
+
+
+def test_a_length_flipped_past_the_end_in_the_middle_is_corruption_not_a_torn_tail(tmp_path: Path) -> None:
     offsets = fill(tmp_path, 50)
     seg = only_segment(tmp_path)
-    size = seg.stat().st_size
-    last = offsets[-1]
-    flip(seg, {"payload": size - 2, "frame header": last + 9, "crc": last + 5}[where])
-    data, stats, reported = reopen(tmp_path)
-    assert data == expected(49)
-    assert stats["recovered_tail_bytes"] == size - last
-    assert len(reported) == 1 and str(seg) in reported[0] and f"offset {last}" in reported[0]
-    assert seg.stat().st_size == last  # the tail was truncated
-    data, stats, reported = reopen(tmp_path)  # reported once: the next open is clean
-    assert data == expected(49) and stats["recovered_tail_bytes"] == 0 and reported == []
+    flip(seg, offsets[20] + 11)  # the payload length's high byte: the frame now "runs past the end"
+    before = seg.read_bytes()
+    for options in ("", "readonly=true"):
+        with pytest.raises(CorruptError, match=f"offset {offsets[20]} .*valid records follow at offset {offsets[21]}"):
+            open_url(url(tmp_path, options))
+        assert seg.read_bytes() == before  # the 29 records after it were not cut off as a torn tail
+
+
+def test_repair_in_a_read_skips_the_damage_for_that_read_only(tmp_path: Path) -> None:
+    start, _ = last_batch(tmp_path)
+    seg = only_segment(tmp_path)
+    flip(seg, start + 100)
+    before = seg.read_bytes()
+    data, stats, reported = reopen(tmp_path, "readonly=true&repair=true")
+    assert data == {b"first-key": b"hello"} and stats["repaired_bytes"] > 0
+    assert len(reported) == 1 and "the file is unchanged" in reported[0]
+    assert seg.read_bytes() == before
+    with pytest.raises(CorruptError):  # still damaged: only a writer's repair rewrites the log
+        open_url(url(tmp_path))
+
+
+def test_a_flipped_bit_in_the_last_single_write_is_corruption(tmp_path: Path) -> None:
+    offsets = fill(tmp_path, 50)
+    seg = only_segment(tmp_path)
+    flip(seg, seg.stat().st_size - 2)
+    with pytest.raises(CorruptError, match=f"offset {offsets[-1]} \\(checksum mismatch\\)"):
+        open_url(url(tmp_path))
+
+
+@pytest.mark.parametrize("cut", [1, 7, FRAME_HEADER_SIZE - 1, FRAME_HEADER_SIZE + 3])
+def test_a_reader_leaves_a_torn_tail_alone_and_says_so(tmp_path: Path, cut: int) -> None:
+    offsets = fill(tmp_path, 30)
+    seg = only_segment(tmp_path)
+    os.truncate(seg, offsets[-1] + cut)
+    before = seg.read_bytes()
+    data, stats, reported = reopen(tmp_path, "readonly=true")
+    assert data == expected(29) and stats["unread_tail_bytes"] == cut
+    assert len(reported) == 1 and f"did not read {cut} bytes at offset {offsets[-1]}" in reported[0]
+    assert seg.read_bytes() == before
+    data, stats, reported = reopen(tmp_path)  # a writer cuts it, once
+    assert data == expected(29) and stats["recovered_tail_bytes"] == cut and len(reported) == 1
+    assert seg.stat().st_size == offsets[-1]
 
 
 @pytest.mark.parametrize("cut", [1, 7, FRAME_HEADER_SIZE - 1, FRAME_HEADER_SIZE + 3])

@@ -105,6 +105,8 @@ def test_two_way_between_file_stores(tmp_path: Path) -> None:
 def test_a_stale_replayed_delete_does_not_remove_a_newer_value(tmp_path: Path) -> None:
     a, b = f"file://{tmp_path}/a", f"file://{tmp_path}/b"
     plan = SyncPlan(a, b, tmp_path / "state")
+    with open_url(a):  # a one-way sync only reads its source, so the source must exist
+        pass
     run(plan)
     with open_url(a) as src:
         src.set(b"k", b"v1")

@@ -178,6 +178,9 @@ async def _coordinate(src_url: str, dst_url: str, plan: Plan, reporter: Reporter
             if not (caps.persistent or caps.multi_node):
                 raise UsageError(f"--workers needs stores that other processes can open; the {store.name} "
                                  "backend keeps its data inside one process", hint="use --workers 1")
+        if dst.capabilities.one_writer:
+            raise UsageError(f"--workers needs a destination several processes can write at once; the {dst.name} "
+                             "backend takes one writer at a time", hint="use --workers 1")
         check_policy(plan.on_conflict, src.capabilities.versions, dst)
         fp = checkpoint.fingerprint(parent=plan.fingerprint(src_url, dst_url), workers=plan.workers,
                                     ordered=src.capabilities.ordered_scan)

@@ -112,35 +112,67 @@ def encode_single(key: bytes, value: bytes, rec_flags: int, expires: int, versio
 
 
 class FrameDamage(Exception):
-    """A frame that does not check out; ``offset`` is where it starts in its segment."""
+    """A frame that does not check out; ``offset`` is where it starts in its segment.
 
-    def __init__(self, offset: int, reason: str) -> None:
+    ``torn``: the frame was cut by the end of the file (a write that never finished), as opposed
+    to a frame that lies wholly inside the file and is damaged.
+    """
+
+    def __init__(self, offset: int, reason: str, *, torn: bool = False) -> None:
         super().__init__(reason)
         self.offset = offset
         self.reason = reason
+        self.torn = torn
 
 
 def check_frame(buf: bytes | memoryview, pos: int) -> tuple[int, int, int]:
-    """Validate the frame at ``pos``: ``(payload end, count, flags)`` or raise FrameDamage."""
+    """Validate the frame at ``pos``: ``(payload end, count, flags)`` or raise FrameDamage.
+
+    Only a frame cut by the end of ``buf`` is ``torn``: a header cut short, a declared length
+    that runs past the end, or zeros up to the end (space a file system allocated for a write
+    that never reached the disk).  A frame that lies wholly inside ``buf`` and fails its
+    checksum is damage, wherever it is: a bit flip in a committed batch must not pass for a crash.
+    """
     size = len(buf)
-    if size - pos < FRAME_HEADER_SIZE:
-        raise FrameDamage(pos, f"truncated frame header ({size - pos} of {FRAME_HEADER_SIZE} bytes)")
+    rest = size - pos
+    if rest < FRAME_HEADER_SIZE:
+        head = bytes(buf[pos : pos + len(FRAME_MAGIC)])
+        torn = FRAME_MAGIC.startswith(head) or _zeros_to_end(buf, pos)
+        raise FrameDamage(pos, f"truncated frame header ({rest} of {FRAME_HEADER_SIZE} bytes)", torn=torn)
     magic, crc, plen, count, flags = FRAME_HEADER.unpack_from(buf, pos)
     if magic != FRAME_MAGIC:
-        raise FrameDamage(pos, "no frame starts here (bad magic)")
+        zeros = _zeros_to_end(buf, pos)
+        raise FrameDamage(pos, "zeros up to the end of the file" if zeros else "no frame starts here (bad magic)",
+                          torn=zeros)
     end = pos + FRAME_HEADER_SIZE + plen
     if end > size:
-        raise FrameDamage(pos, f"frame of {plen} bytes runs past the end of the file")
+        # A flipped bit in the length field of a complete last frame also points past the end:
+        # the bytes that are there then check out with the length they really have.
+        whole = _crc_with_length(buf, pos, rest - FRAME_HEADER_SIZE) == crc
+        raise FrameDamage(pos, "damaged frame length" if whole else
+                          f"frame of {plen} bytes runs past the end of the file", torn=not whole)
     if zlib.crc32(memoryview(buf)[pos + 8 : end]) != crc:
         raise FrameDamage(pos, "checksum mismatch")
     return end, count, flags
 
 
+def _zeros_to_end(buf: bytes | memoryview, pos: int) -> bool:
+    data = buf if isinstance(buf, bytes) else bytes(buf)
+    return data.count(0, pos) == len(data) - pos
+
+
+def _crc_with_length(buf: bytes | memoryview, pos: int, plen: int) -> int:
+    """The checksum the frame at ``pos`` would have if its payload were ``plen`` bytes."""
+    view = memoryview(buf)
+    tail = _U32.pack(plen) + bytes(view[pos + 12 : pos + FRAME_HEADER_SIZE])
+    return zlib.crc32(view[pos + FRAME_HEADER_SIZE : pos + FRAME_HEADER_SIZE + plen], zlib.crc32(tail))
+
+
 def find_next_frame(buf: bytes, start: int) -> int | None:
     """The offset of the first valid frame at or after ``start``, searching byte by byte.
 
-    Used only after damage, to tell a torn tail (nothing valid follows) from corruption in the
-    middle (valid frames follow and must not be dropped silently).
+    Used only after damage: to say in the error whether valid records follow it, and where a
+    repair resumes.
     """
     pos = buf.find(FRAME_MAGIC, start)
     while pos != -1:

@@ -99,6 +99,12 @@ class Segment:
             os.close(fd)
             raise
 
+    def reread(self) -> bytes:
+        """Read the whole segment again (a reader whose view met a writer at work)."""
+        data = _pread_all(self.fd, os.fstat(self.fd).st_size, 0)
+        self.size = len(data)
+        return data
+
     def append(self, chunks: list[bytes]) -> int:
         """Append and return the offset the chunks start at."""
         start = self.size
@@ -155,10 +161,12 @@ class SegmentScan:
 def scan_segment(data: bytes, path: str, *, is_last: bool, repair: bool) -> SegmentScan:
     """Walk the frames of a segment and decide what is committed.
 
-    Damage with no valid frame after it, in the newest segment, is a torn tail: the scan reports
-    it and the caller keeps the valid prefix.  Damage followed by valid frames, or in an older
-    segment, is corruption: a CorruptError naming the file and the offset, unless ``repair`` asks to
-    skip the damaged bytes (reported in ``skipped``) and keep every valid frame after them.
+    A frame cut by the end of the newest segment (:attr:`.format.FrameDamage.torn`), with no
+    valid frame after it, is a torn tail: the scan reports it and the caller keeps the valid
+    prefix.  Any other damage -- a frame that lies wholly inside the file and fails its checksum,
+    even the very last one, or damage in an older segment -- is corruption: a CorruptError naming
+    the file and the offset, unless ``repair`` asks to skip the damaged bytes (reported in
+    ``skipped``) and keep every valid frame after them.
     """
     scan = SegmentScan()
     frames = scan.frames
@@ -170,16 +178,11 @@ def scan_segment(data: bytes, path: str, *, is_last: bool, repair: bool) -> Segm
             end, _count, flags = check_frame(data, pos)
         except FrameDamage as damage:
             resume = find_next_frame(data, pos + 1)
-            if resume is None and is_last:
-                scan.tail_reason = damage.reason
+            if damage.torn and is_last and resume is None:  # (a length flipped to point past the end
+                scan.tail_reason = damage.reason            # of the file looks torn: valid frames follow)
                 break
             if not repair:
-                follows = f"; valid records follow at offset {resume}" if resume is not None else \
-                    "; later segments follow"
-                raise CorruptError(
-                    f"{path}: corrupt record at offset {pos} ({damage.reason}){follows}",
-                    hint="nothing was changed; reopen with ?repair=true to skip the damaged bytes",
-                ) from None
+                raise _corrupt(path, pos, damage.reason, resume, is_last) from None
             hole_end = resume if resume is not None else size
             scan.skipped.append((pos, hole_end, damage.reason))
             pending.clear()  # a batch cut by damage is not committed
@@ -196,11 +199,21 @@ def scan_segment(data: bytes, path: str, *, is_last: bool, repair: bool) -> Segm
     scan.valid_end = pending_start
     scan.tail_bytes = size - pending_start
     if scan.tail_bytes and not is_last and not repair:
-        raise CorruptError(
-            f"{path}: corrupt record at offset {pending_start} ({scan.tail_reason}); later segments follow",
-            hint="nothing was changed; reopen with ?repair=true to skip the damaged bytes",
-        )
+        raise _corrupt(path, pending_start, scan.tail_reason, None, is_last)
     return scan
+
+
+def _corrupt(path: str, offset: int, reason: str, resume: int | None, is_last: bool) -> CorruptError:
+    if resume is not None:
+        follows = f"; valid records follow at offset {resume}"
+    else:
+        follows = "" if is_last else "; later segments follow"
+    return CorruptError(f"{path}: corrupt record at offset {offset} ({reason}){follows}", hint=REPAIR_HINT)
+
+
+# What a CorruptError from the scan tells the user to do (a read with repair=true skips the
+# damage for that read only; a writer with repair=true also rewrites the log without it).
+REPAIR_HINT = "nothing was changed; reopen with ?repair=true to skip the damaged bytes"
 
 
 class GroupCommit:

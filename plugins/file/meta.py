@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 from kvctl.hlc import MAX_NODE
 
+from .format import TMP_SUFFIX, parse_segment_name
+from .lock import LOCK_NAME
 from .log import fsync_dir
 
 META_NAME = "META"
@@ -28,6 +30,25 @@ META_FORMAT = 1
 class StoreMeta:
     store_id: str  # 16 hex digits
     node: int
+
+
+def is_store(directory: str) -> bool:
+    """``directory`` holds a file store: its ``META`` or a segment (a reader needs one of them;
+    an empty or unrelated directory is no store, and a read must not pass it off as an empty one)."""
+    try:
+        names = os.listdir(directory)
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    return META_NAME in names or any(parse_segment_name(n) is not None for n in names)
+
+
+def holds_other_files(directory: str) -> bool:
+    """``directory`` holds no file store but other files: somebody else's directory, which a
+    writer must not turn into a store unasked.  What a writer's first open leaves before its
+    ``META`` (the lock, temporary files) does not count."""
+    if is_store(directory):
+        return False
+    return any(n != LOCK_NAME and not n.endswith(TMP_SUFFIX) for n in os.listdir(directory))
 
 
 def load_meta(directory: str, *, writer: bool, report: Callable[[str], None]) -> StoreMeta:

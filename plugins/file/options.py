@@ -12,8 +12,10 @@ DEFAULT_FSYNC = "batch"
 DEFAULT_BATCH_MS = 10
 
 KNOWN = {"fsync", "batch_ms", "segment_size", "compact_ratio", "compact_min", "inline_max", "readonly", "repair",
-         "feed_retention", "tombstone_retention"}
+         "feed_retention", "tombstone_retention", "timeout", "create"}
 WEEK_MS = 7 * 86_400_000
+# How long a writer waits for another process's lock: the sqlite and libsql backends' busy timeout.
+DEFAULT_TIMEOUT_MS = 30_000
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,12 @@ class FileOptions:
     compaction leaves alone, so the change feed still covers it: sealed segments are kept while
     the log after them is smaller than this.  ``?tombstone_retention=7d`` is how long a deletion
     is remembered (in memory and through compactions) for last-writer-wins replication.
+
+    ``readonly``: open a consistent snapshot without the writer's lock and change nothing; also
+    set for every command that only reads (:attr:`StoreURL.reads_only`).  ``?timeout=30s`` is how
+    long a writer waits for the lock another writer holds.  ``?create=true`` lets a writer make a
+    store in a directory that already holds other files (refused by default: a mistyped path
+    must not turn somebody's directory into a store).
     """
 
     fsync: str = DEFAULT_FSYNC
@@ -42,6 +50,8 @@ class FileOptions:
     repair: bool = False
     feed_retention: int | None = None  # None: segment_size
     tombstone_retention_ms: int = WEEK_MS
+    timeout_ms: int = DEFAULT_TIMEOUT_MS
+    create: bool = False
 
     @property
     def feed_retention_bytes(self) -> int:
@@ -69,8 +79,10 @@ class FileOptions:
             compact_ratio=ratio,
             compact_min=url.size_option("compact_min", cls.compact_min),
             inline_max=url.size_option("inline_max", cls.inline_max),
-            readonly=url.bool_option("readonly", False),
+            readonly=url.bool_option("readonly", False) or url.reads_only,
             repair=url.bool_option("repair", False),
             feed_retention=url.size_option("feed_retention", -1) if url.option("feed_retention") else None,
             tombstone_retention_ms=url.duration_option_ms("tombstone_retention", WEEK_MS) or 0,
+            timeout_ms=url.duration_option_ms("timeout", DEFAULT_TIMEOUT_MS) or 0,
+            create=url.bool_option("create", False),
         )

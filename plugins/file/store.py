@@ -4,8 +4,9 @@ Writes append checksummed frames to the newest segment file; an in-memory key di
 by replaying the segments on open, serves reads from memory (values up to ``inline_max``) or by
 one positioned read.  Deletes append tombstones.  Compaction rewrites the live records into one
 new segment and swaps it in atomically while reads and writes go on.  One writer per directory
-(``LOCK``); ``?readonly=true`` opens a consistent snapshot without the lock.  The durability
-policy is ``?fsync=always|batch|never`` (see :mod:`.options`).
+(``LOCK``); ``?readonly=true``, and every command that only reads, opens a consistent snapshot
+without the lock and creates, cuts or rewrites nothing (a missing store is NoSuchStoreError).
+The durability policy is ``?fsync=always|batch|never`` (see :mod:`.options`).
 
 Replication: the log is the change feed (see :mod:`.feed`); automatic compaction leaves the
 newest ``?feed_retention=`` bytes of it alone, an explicit :meth:`FileStore.compact` compacts
@@ -27,7 +28,16 @@ import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, NoReturn, Self
 
-from kvctl.errors import CorruptError, KvctlError, StoreIOError, UnsupportedError, UsageError
+from kvctl.errors import (
+    CorruptError,
+    ForeignStoreError,
+    KvctlError,
+    NoSuchStoreError,
+    StoreIOError,
+    UnsupportedError,
+    UsageError,
+    filesystem_error,
+)
 from kvctl.hlc import HLC, make_version
 from kvctl.store import (
     TOMBSTONE,
@@ -63,7 +73,7 @@ from .format import (
 from .index import Entry, KeyIndex, Ref
 from .lock import DirLock
 from .log import GroupCommit, Segment, fsync_dir
-from .meta import StoreMeta, load_meta
+from .meta import StoreMeta, holds_other_files, is_store, load_meta
 from .options import FileOptions
 from .recovery import load_directory
 
@@ -71,6 +81,10 @@ log = logging.getLogger("kvctl.file")
 
 _SINGLE_VALUE_AT = FRAME_HEADER_SIZE + RECORD_HEADER_SIZE  # value offset in a one-record frame, less the key
 _MAX_IOV = 512
+# What a failed write call left behind, as its error says it.
+_NOTHING_WRITTEN = "this write was rolled back; everything written before it is committed"
+_NOT_DURABLE = "this write may not be durable and the store takes no more writes until it is reopened; " \
+               "everything written before it is committed"
 
 
 class RecoveryWarning(UserWarning):
@@ -92,6 +106,7 @@ class FileStore(StoreBase):
     description = "Append-only log of checksummed records in a directory; in-memory index, compaction."
     capabilities = Capabilities(
         persistent=True, ttl=True, ordered_scan=True, versions=True, atomic_batch=True, change_feed=True,
+        one_writer=True,
         max_key_size=MAX_KEY_SIZE, max_value_size=MAX_VALUE_SIZE,
         durability="fsync=batch (default): each batch call fsynced before returning, single writes "
                    "within 10 ms; ?fsync=always|never",
@@ -130,8 +145,6 @@ class FileStore(StoreBase):
         self._repaired = 0
         self._unread_tail = 0
         self._damage: list[str] = []
-        if opts.readonly and opts.repair:
-            raise UsageError(f"{self._where}: repair needs a writer; drop readonly=true")
         self._open()
 
     @classmethod
@@ -145,11 +158,15 @@ class FileStore(StoreBase):
             if os.path.exists(self._dir) and not os.path.isdir(self._dir):
                 raise CorruptError(f"{self._where}: {self._dir} is a file, not a file-store directory")
             if opts.readonly:
-                if not os.path.isdir(self._dir):
-                    raise StoreIOError(f"{self._where}: no file store at {self._dir}")
+                if not is_store(self._dir):
+                    raise NoSuchStoreError(f"no such store: {self._where} (nothing was created)")
             else:
                 os.makedirs(self._dir, exist_ok=True)
-                self._dirlock = DirLock(self._dir, self._where)
+                if not opts.create and holds_other_files(self._dir):
+                    raise ForeignStoreError(
+                        f"{self._where}: {self._dir} holds other files and no file store; nothing was altered",
+                        hint="name a new or empty directory, or add ?create=true to make a store beside them")
+                self._dirlock = DirLock(self._dir, self._where, opts.timeout_ms / 1000)
             self._meta = load_meta(self._dir, writer=not opts.readonly, report=self._report)
             self._clock = HLC(node=self._meta.node)
             for attempt in range(10):
@@ -168,7 +185,11 @@ class FileStore(StoreBase):
             raise
         except OSError as exc:
             self._abandon()
-            raise StoreIOError(f"{self._where}: cannot open: {exc.strerror or exc}") from None
+            raise self._write_error(exc, "opening the store",
+                                    "nothing was changed" if opts.readonly else "no record was written") from None
+        except BaseException:  # Ctrl-C during a long replay: the lock must not stay held
+            self._abandon()
+            raise
         self._segs = loaded.segments
         self._active = self._segs[max(self._segs)] if self._segs else None
         self._total = sum(s.size for s in self._segs.values())
@@ -400,7 +421,7 @@ class FileStore(StoreBase):
             try:
                 seg = Segment.create(self._dir, active.id + 1, SEG_REPLACES_EARLIER, self._clock.now(), body)
             except OSError as exc:
-                raise StoreIOError(f"{self._where}: clear failed: {exc.strerror}") from None
+                raise self._write_error(exc, "clear", "nothing was cleared") from None
             old = list(self._segs.values())
             self._segs = {seg.id: seg}
             self._active = seg
@@ -549,7 +570,7 @@ class FileStore(StoreBase):
                 self._active.sync()
             except OSError as exc:
                 self._broken = f"fsync failed ({exc.strerror})"
-                raise StoreIOError(f"{self._where}: fsync of {self._active.path} failed: {exc.strerror}") from None
+                raise self._write_error(exc, f"fsync of {self._active.path}", _NOT_DURABLE) from None
             group.clear()
 
     def _tomb_horizon(self) -> int:
@@ -577,7 +598,7 @@ class FileStore(StoreBase):
     def _writable(self, rotate: bool = True) -> Segment:
         self._check_open()
         if self._opts.readonly:
-            raise UnsupportedError(f"{self._where} was opened read-only (readonly=true)")
+            raise UnsupportedError(f"{self._where} was opened read-only (readonly=true, or a command that only reads)")
         if self._broken:
             raise StoreIOError(f"{self._where}: {self._broken}; reopen the store")
         active = self._active
@@ -595,7 +616,7 @@ class FileStore(StoreBase):
                 old.sync()
             seg = Segment.create(self._dir, old.id + 1, 0, self._clock.now())
         except OSError as exc:
-            raise StoreIOError(f"{self._where}: cannot start a new segment: {exc.strerror}") from None
+            raise self._write_error(exc, "starting a new segment", _NOTHING_WRITTEN) from None
         self._segs[seg.id] = seg
         self._active = seg
         self._total += seg.size
@@ -615,11 +636,22 @@ class FileStore(StoreBase):
 
     def _undo(self, seg: Segment, start: int, exc: OSError) -> NoReturn:
         """A failed append must not leave a partial batch in the middle of the log."""
+        outcome = _NOTHING_WRITTEN
         try:
             seg.truncate(start)
         except OSError:
             self._broken = f"a failed write could not be rolled back ({exc.strerror})"
-        raise StoreIOError(f"{self._where}: write to {seg.path} failed: {exc.strerror}") from None
+            outcome = "this write could not be rolled back: reopen the store, which drops it; " \
+                      "everything written before it is committed"
+        raise self._write_error(exc, f"write to {seg.path}", outcome) from None
+
+    def _write_error(self, exc: OSError, doing: str, outcome: str) -> StoreIOError:
+        """A failed write, saying what it left committed; a full disk or read-only filesystem in
+        kvctl's one wording (:func:`kvctl.errors.filesystem_error`)."""
+        shared = filesystem_error(self._where, exc.errno, exc.filename or self._dir, hint=f"{doing}: {outcome}")
+        if isinstance(shared, StoreIOError):
+            return shared
+        return StoreIOError(f"{self._where}: {doing} failed: {exc.strerror or exc}; {outcome}")
 
     def _commit(self, *, single: bool) -> None:
         mode = self._opts.fsync
@@ -636,7 +668,7 @@ class FileStore(StoreBase):
         except OSError as exc:
             # After a failed fsync the page cache state is unknown: refuse further writes.
             self._broken = f"fsync failed ({exc.strerror})"
-            raise StoreIOError(f"{self._where}: fsync of {active.path} failed: {exc.strerror}") from None
+            raise self._write_error(exc, f"fsync of {active.path}", _NOT_DURABLE) from None
         if self._group is not None:
             self._group.clear()
 
@@ -729,8 +761,7 @@ class FileStore(StoreBase):
         except CompactionAborted:
             return {"aborted": True}
         except OSError as exc:
-            raise StoreIOError(f"{self._where}: compaction failed: {exc.strerror or exc}; "
-                               "the store is unchanged") from None
+            raise self._write_error(exc, "compaction", "the store is unchanged") from None
 
     def _run_compaction(self, keep_feed: bool = False) -> dict[str, Any]:
         """Seal, snapshot, write the compacted segment off-lock, then swap it in.
