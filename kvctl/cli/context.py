@@ -26,9 +26,10 @@ STATE = State()
 
 
 def resolve_url(url_or_profile: str | None) -> str:
+    """The URL of a store named on the command line; ``None`` (not given): the --url option's."""
     from kvctl import config
 
-    url = config.resolve(url_or_profile)
+    url = config.resolve(url_or_profile if url_or_profile is not None else STATE.url)
     STATE.seen_urls.append(url)
     return url
 
@@ -41,7 +42,7 @@ def open_store(url_or_profile: str | None = None, *, access: str = "write") -> A
     from kvctl.adapt import to_sync
     from kvctl.registry import open_url
 
-    return to_sync(open_url(resolve_url(url_or_profile or STATE.url), access=access))
+    return to_sync(open_url(resolve_url(url_or_profile), access=access))
 
 
 def input_file(path: Path) -> Path:

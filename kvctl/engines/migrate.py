@@ -32,14 +32,14 @@ from pathlib import Path
 from typing import Any
 
 from kvctl.codec import json_key
-from kvctl.errors import DifferenceError, IncompleteError, KvctlError, UsageError
+from kvctl.errors import DifferenceError, IncompleteError, KvctlError
 from kvctl.store import AsyncStore, Page, Record, now_ms
 
 from . import checkpoint
 from .diff import DiffOptions, DiffResult, compare, extra_keys, same_expiry
 from .keyfilter import KeyFilter
 from .pipeline import pump
-from .storeops import describe, dump_many, has_typed_values, open_async, show_key
+from .storeops import describe, dump_many, has_typed_values, open_async, refuse_same_store, show_key
 from .transfer import BatchWriter, Counts, Policy, Problems, check_policy
 
 _key = attrgetter("key")
@@ -170,8 +170,7 @@ def run(src_url: str, dst_url: str, plan: Plan, reporter: Reporter | None = None
 
 
 async def migrate_urls(src_url: str, dst_url: str, plan: Plan, reporter: Reporter) -> Summary:
-    if src_url == dst_url:
-        raise UsageError("source and destination are the same store")
+    refuse_same_store(src_url, dst_url)
     src = open_async(src_url, access="read")
     try:
         dst = open_async(dst_url)

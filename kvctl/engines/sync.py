@@ -46,6 +46,8 @@ from kvctl.registry import open_url
 from kvctl.store import TOMBSTONE, AsyncStore, Record, newer, now_ms
 from kvctl.url import redact
 
+from .storeops import refuse_same_store
+
 STATE_VERSION = 1
 
 
@@ -182,6 +184,9 @@ class SyncPlan:
     two_way: bool = False
     batch_size: int = 1000
     force_full: bool = False
+
+    def __post_init__(self) -> None:
+        refuse_same_store(self.src_url, self.dst_url)
 
 
 class SyncEngine:

@@ -154,3 +154,12 @@ def parse_settings(url: StoreURL) -> Settings:
         create=url.bool_option("create", False),
     )
 
+
+def table_identity(url: StoreURL, settings: Settings) -> str:
+    """``host:port/database/schema.table`` of a URL, with libpq's defaults filled in; a schema left
+    to the search path is ``?`` (it may or may not be the one named elsewhere)."""
+    host = (url.option("host") or url.host or "localhost").lower()
+    port = url.option("port") or str(url.port or 5432)
+    user = url.option("user") or url.username or ""
+    database = url.option("dbname") or url.option("database") or url.path.lstrip("/") or user
+    return f"{host}:{port}/{database}/{settings.schema or '?'}.{settings.table}"

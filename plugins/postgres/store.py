@@ -45,7 +45,7 @@ from .feed import make_cursor, parse_cursor
 from .feedsql import horizon, lock_class
 from .records import make_record
 from .schema import Layout, check_columns, needs_setup, refuse_newer, set_up
-from .settings import Settings, parse_settings
+from .settings import Settings, parse_settings, table_identity
 from .sql import APPLY_STAGE_TABLE, SCHEMA_VERSION, STAGE_TABLE
 
 # Batches of this many records or more go through COPY into a temporary table and one merge;
@@ -132,6 +132,12 @@ class PostgresStore(AsyncStoreBase):
     @classmethod
     def from_url(cls, url: StoreURL) -> Self:
         return cls(url, parse_settings(url))
+
+    @classmethod
+    def identity(cls, url: StoreURL) -> str:
+        """The table a URL names (server, database, schema, table), whatever its other options:
+        what tells two URLs of one table apart from two tables (see kvctl.registry.store_identity)."""
+        return table_identity(url, parse_settings(url))
 
     @property
     def feed_on(self) -> bool:
