@@ -8,8 +8,8 @@ from typing import Annotated, Any
 import typer
 
 from kvctl.cli.context import STATE, resolve_url
-from kvctl.cli.output import info, json_doc
-from kvctl.codec import show
+from kvctl.cli.output import info, json_doc, warn
+from kvctl.codec import json_key, show
 
 
 def sync(
@@ -43,12 +43,18 @@ def sync(
         return
     result = asyncio.run(_once(plan))
     _report(result, as_json)
-    if result.skipped_typed:
+    refuse_uncopied(result.skipped_typed)
+
+
+def refuse_uncopied(keys: list[bytes]) -> None:
+    """Exit 8 (IncompleteError) when keys of a type the other store cannot hold were left behind."""
+    if keys:
         from kvctl.errors import IncompleteError
 
         raise IncompleteError(
-            f"{len(result.skipped_typed)} keys hold values of a type the other store cannot hold "
-            f"(e.g. {show(result.skipped_typed[0], STATE.key_encoding)!r}); they were not copied"
+            f"{len(keys)} key{'s' if len(keys) != 1 else ''} hold{'' if len(keys) != 1 else 's'} values of a "
+            f"type the other store cannot hold (e.g. {show(keys[0], STATE.key_encoding)!r}); "
+            f"{'they were' if len(keys) != 1 else 'it was'} not copied"
         )
 
 
@@ -70,7 +76,10 @@ async def _watch(plan: Any, interval_s: float, as_json: bool) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    totals: dict[str, Any] = {"runs": 0, "applied": 0, "max_lag_ms": None}
+    totals: dict[str, Any] = {"runs": 0, "applied": 0, "deleted": 0, "max_lag_ms": None}
+    # Keys of a type the destination cannot hold: each is warned about once (a comparison pass
+    # meets it again on every run), and the watch then ends with exit 8 like a single sync.
+    uncopied: dict[bytes, None] = {}
     src = to_async(open_url(plan.src_url, access="write" if plan.two_way else "read"))
     dst = to_async(open_url(plan.dst_url))
 
@@ -81,10 +90,17 @@ async def _watch(plan: Any, interval_s: float, as_json: bool) -> None:
     def on_result(result: Any) -> None:
         totals["runs"] += 1
         totals["applied"] += result.applied_to_dst + result.applied_to_src
+        totals["deleted"] += result.deleted
         if result.fallback:
             sys.stderr.write(f"\nkvctl: notice: {result.fallback}\n")
+        for key in result.skipped_typed:
+            if key not in uncopied:
+                uncopied[key] = None
+                sys.stderr.write("\n" if sys.stderr.isatty() else "")
+                warn(f"not copied: {show(key, STATE.key_encoding)!r} holds a value of a type the destination "
+                     "cannot hold")
         if sys.stderr.isatty():
-            sys.stderr.write(f"\rwatching: {totals['runs']} runs, {totals['applied']} changes applied, "
+            sys.stderr.write(f"\rwatching: {totals['runs']} runs, {_counts(totals)}, "
                              f"max lag {_ms(totals['max_lag_ms'])}   ")
             sys.stderr.flush()
 
@@ -94,10 +110,15 @@ async def _watch(plan: Any, interval_s: float, as_json: bool) -> None:
         await src.close()
         await dst.close()
     if as_json:
-        json_doc(totals)
+        json_doc({**totals, "skipped_typed": [json_key(k) for k in uncopied]})
     else:
-        info(f"\nstopped after {totals['runs']} runs: {totals['applied']} changes applied, "
-             f"max lag {_ms(totals['max_lag_ms'])}")
+        info(f"\nstopped after {totals['runs']} runs: {_counts(totals)}, max lag {_ms(totals['max_lag_ms'])}"
+             + (f", {len(uncopied)} typed keys NOT copied" if uncopied else ""))
+    refuse_uncopied(list(uncopied))
+
+
+def _counts(totals: dict[str, Any]) -> str:
+    return f"{totals['applied']} applied, {totals['deleted']} deleted"
 
 
 def _ms(value: int | None) -> str:

@@ -618,9 +618,9 @@ async def _apply_changes(store: AsyncStore, changes: list[Record], step: Step, p
                     problems.note_incomplete(rec.key, rec.kind or "?")
             continue
         batch = _within_limits(store, batch, step, problems)
-        applied, stale = await apply_lww(store, batch)
-        step.applied += applied
-        step.stale += stale
+        done = await apply_lww(store, batch)
+        step.applied += done.written + done.deleted
+        step.stale += done.stale
 
 
 def _within_limits(store: AsyncStore, records: list[Record], step: Step, problems: Problems) -> list[Record]:
