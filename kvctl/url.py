@@ -205,11 +205,12 @@ class StoreURL:
                 where = os.path.realpath(self.local_path())
             except BadURLError:
                 where = ""
-        else:
-            user = f"{self.username}@" if self.username else ""
-            port = f":{self.port}" if self.port is not None else ""
-            where = f"//{user}{(self.host or netloc).lower()}{port}{posixpath.normpath(self.path or '/')}"
-        return where + "?" + "&".join(f"{k}={v}" for k, v in sorted(self.options.items()))
+        else:  # the whole host list (redis+cluster://h1:p1,h2:p2); who logs in does not change the store
+            hosts = netloc.rpartition("@")[2].lower()
+            where = f"//{hosts}{posixpath.normpath(self.path or '/')}"
+        pairs = parse_qsl(parts.query, keep_blank_values=True)
+        # in any order, unless an option repeats (shard's child=, weight=): then their order counts
+        return where + "?" + "&".join(f"{k}={v}" for k, v in (pairs if self.repeated else sorted(pairs)))
 
     def without_options(self, *names: str) -> str:
         parts = urlsplit(self.raw)

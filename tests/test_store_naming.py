@@ -87,6 +87,11 @@ def test_store_identity_resolves_paths_and_keeps_what_names_a_store(tmp_path: Pa
     assert store_identity(f"sqlite://{tmp_path}/f.db") != store_identity(f"sqlite://{tmp_path}/f.db?table=t")
     assert store_identity("redis://Host:6379/0") == store_identity("redis://host:6379/0")
     assert store_identity("redis://host:6379/0") != store_identity("redis://host:6379/1")
+    assert store_identity("redis://u:secret@host:6379/0") == store_identity("redis://:other@Host:6379/0")
+    assert store_identity("redis+cluster://h:1,h:2") != store_identity("redis+cluster://h:3,h:4")
+    assert (store_identity("shard://?child=memory://a&child=memory://b")
+            != store_identity("shard://?child=memory://a&child=memory://c"))
+    assert store_identity("redis://h/0?timeout=1&namespace=a") == store_identity("redis://h/0?namespace=a&timeout=1")
 
 
 # -- snapshot restore: the store argument -----------------------------------------------------------
