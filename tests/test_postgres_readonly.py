@@ -127,6 +127,7 @@ def read_commands(url: str, tmp: Path, env: dict[str, str]) -> list[list[str]]:
         ["diff", url, other],
         ["diff", other, url],
         ["migrate", url, other, "--no-progress"],
+        ["sync", url, other],
     ]
 
 
@@ -140,7 +141,8 @@ def test_reads_of_a_database_of_another_program_change_nothing(gorkflow: str, en
             proc = kv(env, *args)
             assert proc.returncode == 2, (args, proc.stderr)
             assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("kvctl: error: "), proc.stderr
-            assert "none of kvctl's" in proc.stderr and "cannot map other programs' tables yet" in proc.stderr
+            assert "holds 4 tables, none of kvctl's" in proc.stderr
+            assert "cannot map other programs' tables yet" in proc.stderr
             assert all(table in proc.stderr for table in GORKFLOW_TABLES)
             assert f"?table={GORKFLOW_TABLES[0]}" in proc.stderr
             assert catalog(gorkflow) == before, args
@@ -244,3 +246,23 @@ def test_a_version_1_table_is_read_without_an_upgrade(kvctl_db: str, env: dict[s
     assert kv(env, "-u", url, "count").stdout == "1\n"
     assert kv(env, "-u", url, "stats").returncode == 0
     assert catalog(kvctl_db) == before
+
+
+def test_a_store_opened_to_read_refuses_writes_before_sending_them(kvctl_db: str, env: dict[str, str]) -> None:
+    from kvctl.adapt import to_sync
+    from kvctl.errors import UsageError
+    from kvctl.registry import open_url
+
+    url = f"{kvctl_db}?table=guarded"
+    assert kv(env, "-u", url, "set", "k", "v").returncode == 0
+    before = catalog(kvctl_db)
+    store = to_sync(open_url(url, access="read"))
+    try:
+        assert store.get(b"k").value == b"v"
+        for write in (lambda: store.set(b"k", b"w"), lambda: store.delete(b"k"), store.clear):
+            with pytest.raises(UsageError, match="opened to read only"):
+                write()
+    finally:
+        store.close()
+    assert catalog(kvctl_db) == before
+    assert kv(env, "-u", url, "get", "k").stdout == "v"

@@ -75,8 +75,8 @@ def refuse_foreign(found: Survey, url: StoreURL, where: str) -> None:
         listed += f" and {more} more"
     count = len(found.tables)
     raise ForeignStoreError(
-        f"{where}: {found.where} holds {count} table{'s' if count != 1 else ''} of another program and "
-        f"none of kvctl's: {listed}; nothing was changed",
+        f"{where}: {found.where} holds {count} table{'s' if count != 1 else ''}, none of kvctl's: {listed}; "
+        "nothing was changed",
         hint="kvctl cannot map other programs' tables yet; to add kvctl's own table beside them, "
              "write with ?create=true",
     )

@@ -376,7 +376,13 @@ class PostgresStore(AsyncStoreBase):
         self._check(key, value)
         await self._write_one(key, value, deadline_ms(ttl_ms), None)
 
+    def _check_writable(self) -> None:
+        """A store opened to read has no write statements: say so rather than fail inside."""
+        if self.url.reads_only:
+            raise UsageError(f"{self._where}: opened to read only; a write needs the store opened for writing")
+
     async def _write_one(self, key: bytes, value: bytes, expires: int | None, version: int | None) -> None:
+        self._check_writable()
         async with self._lock:  # written out like get(), for the same reason
             hot = await self._hot_path()
             try:
@@ -661,6 +667,8 @@ class _Use:
 
     async def __aenter__(self) -> asyncpg.Connection:
         store = self.store
+        if self.writing:
+            store._check_writable()
         await store._lock.acquire()
         try:
             return await store._connection()
