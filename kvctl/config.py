@@ -137,8 +137,19 @@ def validate_profile_name(name: str) -> None:
 
 
 def choose(url_or_profile: str | None) -> str:
-    """The URL a command should use (see the module docstring for the order); changes nothing."""
-    chosen = url_or_profile or os.environ.get("KVCTL_URL")
+    """The URL a command should use (see the module docstring for the order); changes nothing.
+
+    ``None`` means "not given".  An empty URL or ``$KVCTL_URL`` set but empty is refused, never
+    taken as "not given": it is what an unset shell variable expands to, and falling back to the
+    default store would read or write the wrong data without a word."""
+    chosen: str | None = url_or_profile
+    if chosen is not None:
+        if not chosen.strip():
+            raise BadURLError("empty store URL (an unset shell variable?)")
+    else:
+        chosen = os.environ.get("KVCTL_URL")
+        if chosen is not None and not chosen.strip():
+            raise BadURLError("empty store URL in $KVCTL_URL (unset it to use the default store)")
     if chosen:
         if is_url(chosen):
             return chosen

@@ -91,4 +91,14 @@ def open_url(url: str | StoreURL, *, access: str = "write") -> Any:
     :attr:`StoreURL.access`)."""
     parsed = url if isinstance(url, StoreURL) else StoreURL.parse(url)
     cls = load(parsed.scheme)
+    parsed.check_repeats(getattr(cls, "list_options", frozenset()))
     return cls.from_url(parsed.for_access(access))
+
+
+def store_identity(url: str | StoreURL) -> tuple[str, str]:
+    """What names the store ``url`` opens: its plugin, and the plugin's ``identity(url)`` when it
+    defines one, else :meth:`StoreURL.identity` (a resolved path, or a normalized address)."""
+    parsed = url if isinstance(url, StoreURL) else StoreURL.parse(url)
+    cls = load(parsed.scheme)
+    own = getattr(cls, "identity", None)
+    return f"{cls.__module__}.{cls.__qualname__}", own(parsed) if callable(own) else parsed.identity()

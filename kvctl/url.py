@@ -8,6 +8,8 @@ message kvctl prints uses that form.
 
 from __future__ import annotations
 
+import os
+import posixpath
 import re
 from dataclasses import dataclass, field, replace
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
@@ -61,9 +63,14 @@ class StoreURL:
     # directory, table, trigger, pragma or journal mode) and raise NoSuchStoreError for a store
     # that does not exist.  "write" (the default) may create a missing store.
     access: str = "write"
+    # Options the text gives more than once.  Only a plugin that declares list options (e.g.
+    # shard's child=) reads them; for every other option a repeat is refused (check_repeats).
+    repeated: tuple[str, ...] = ()
 
     @classmethod
     def parse(cls, text: str) -> StoreURL:
+        if not text.strip():
+            raise BadURLError("empty store URL (an unset shell variable?)")
         match = _SCHEME.match(text)
         if not match:
             raise BadURLError(
@@ -76,8 +83,11 @@ class StoreURL:
         except ValueError as exc:
             raise BadURLError(f"malformed store URL {redact(text)!r}: {exc}") from None
         options: dict[str, str] = {}
+        repeated: list[str] = []
         for name, value in parse_qsl(parts.query, keep_blank_values=True):
-            options[name] = value
+            if name in options and name not in repeated:
+                repeated.append(name)
+            options.setdefault(name, value)
         return cls(
             raw=text,
             scheme=match.group(1).lower(),
@@ -87,6 +97,7 @@ class StoreURL:
             port=port,
             path=unquote(parts.path),
             options=options,
+            repeated=tuple(repeated),
         )
 
     @property
@@ -151,6 +162,13 @@ class StoreURL:
             raise BadURLError(f"option {name}={value!r} in {self.redacted()} must be one of {', '.join(choices)}")
         return value
 
+    def check_repeats(self, list_options: frozenset[str] = frozenset()) -> None:
+        """Refuse an option given twice (``?table=kv&table=other``): which one was meant is a
+        guess, so no value is taken.  ``list_options`` are the plugin's own repeatable ones."""
+        twice = [name for name in self.repeated if name not in list_options]
+        if twice:
+            raise BadURLError(f"option {twice[0]} is given more than once in {self.redacted()}")
+
     def check_options(self, known: set[str]) -> None:
         """Refuse options a plugin does not understand: a typo must not be silently ignored."""
         unknown = sorted(set(self.options) - known)
@@ -177,6 +195,29 @@ class StoreURL:
         if not path:
             raise BadURLError(f"{self.redacted()} names no path (e.g. {self.scheme}:///var/lib/app.db)")
         return path
+
+    def identity(self) -> str:
+        """What store this URL names, for telling two URLs of one store apart from two stores.
+
+        A URL without a host (``x:///abs``, ``x:rel``, ``x://localhost/abs``) names a filesystem
+        path: it is resolved (``..``, symlinks, the working directory), so two spellings of one
+        file compare equal.  Otherwise the host is compared without case and the path normalized.
+        Options are kept (``?table=a`` and ``?table=b`` may be two stores in one file); a plugin
+        that knows better defines ``identity(url)`` itself (see :func:`kvctl.registry.store_identity`).
+        """
+        parts = urlsplit(self.raw)
+        netloc = parts.netloc
+        if not netloc or netloc == "localhost" or not self.raw[len(self.scheme) + 1:].startswith("//"):
+            try:
+                where = os.path.realpath(self.local_path())
+            except BadURLError:
+                where = ""
+        else:  # the whole host list (redis+cluster://h1:p1,h2:p2); who logs in does not change the store
+            hosts = netloc.rpartition("@")[2].lower()
+            where = f"//{hosts}{posixpath.normpath(self.path or '/')}"
+        pairs = parse_qsl(parts.query, keep_blank_values=True)
+        # in any order, unless an option repeats (shard's child=, weight=): then their order counts
+        return where + "?" + "&".join(f"{k}={v}" for k, v in (pairs if self.repeated else sorted(pairs)))
 
     def without_options(self, *names: str) -> str:
         """The URL's text without the options ``names`` (the rest of the text kept as written:

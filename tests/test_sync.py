@@ -44,7 +44,7 @@ def test_first_run_copies_then_only_changes_move(pair: tuple[str, str, Path]) ->
     src.set(b"k001", b"changed")
     src.delete(b"k002")
     second = run(SyncPlan(a, b, state))
-    assert (second.mode, second.applied_to_dst, second.fallback) == ("feed", 2, None)
+    assert (second.mode, second.applied_to_dst, second.deleted, second.fallback) == ("feed", 1, 1, None)
     assert contents(a) == contents(b)
     assert run(SyncPlan(a, b, state)).applied_to_dst == 0
 

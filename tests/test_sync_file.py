@@ -132,7 +132,7 @@ def test_cli_second_sync_reads_the_feed(tmp_path: Path) -> None:
         src.set(b"k0001", b"changed")
         src.delete_many([b"k0002", b"k0003"])
     second = sync_json(env, a, b)
-    assert (second["mode"], second["fallback"], second["applied_to_dst"]) == ("feed", None, 3)
+    assert (second["mode"], second["fallback"], second["applied_to_dst"], second["deleted"]) == ("feed", None, 1, 2)
     assert kvctl(env, "diff", a, b).returncode == 0
     third = sync_json(env, a, b)
     assert (third["mode"], third["applied_to_dst"]) == ("feed", 0)
@@ -158,3 +158,22 @@ def test_cli_sigkill_during_sync_then_sync_again_converges(tmp_path: Path) -> No
     assert diff.returncode == 0, diff.stdout
     assert contents(a) == contents(b)  # versions too: every change applied once, as written
     assert sync_json(env, a, b)["applied_to_dst"] == 0
+
+
+def test_cli_summaries_count_the_deletes_they_propagate(tmp_path: Path) -> None:
+    env = cli_env(tmp_path)
+    a, b = f"file://{tmp_path}/a", f"file://{tmp_path}/b"
+    for key in ("k1", "k2"):
+        assert kvctl(env, "-u", a, "set", key, "v").returncode == 0
+    first = kvctl(env, "sync", a, b)
+    assert first.stdout.startswith("diff sync: 2 applied to destination, 0 deleted,"), first.stdout
+    assert kvctl(env, "-u", a, "del", "k1").returncode == 0
+    second = kvctl(env, "sync", a, b)
+    assert second.stdout.startswith("feed sync: 0 applied to destination, 1 deleted,"), second.stdout
+    assert kvctl(env, "-u", b, "get", "k1").returncode == 1
+    # both ways: a delete on either side is counted once, where it was applied
+    assert kvctl(env, "sync", "--two-way", a, b).returncode == 0
+    assert kvctl(env, "-u", b, "del", "k2").returncode == 0
+    both = sync_json(env, a, b, "--two-way")
+    assert (both["deleted"], both["applied_to_dst"], both["applied_to_src"]) == (1, 0, 0), both
+    assert kvctl(env, "-u", a, "get", "k2").returncode == 1

@@ -94,7 +94,7 @@ def test_one_process_follows_the_feed_after_its_first_run(pair: Pair) -> None:
     pair.src.delete(b"k002")
     pair.src.set(b"new", b"1", ttl_ms=60_000)
     second = pair.sync()
-    assert (second.mode, second.fallback, second.applied_to_dst) == ("feed", None, 3)
+    assert (second.mode, second.fallback, second.applied_to_dst, second.deleted) == ("feed", None, 2, 1)
     assert contents(pair.src) == contents(pair.dst)
     third = pair.sync()
     assert (third.mode, third.applied_to_dst) == ("feed", 0)
@@ -242,7 +242,8 @@ def test_cli_watch_follows_and_separate_runs_announce_the_fallback(env: dict[str
             watch.send_signal(signal.SIGINT)
             out, err = watch.communicate(timeout=20)
         assert watch.returncode == 0, err
-        assert json.loads(out)["applied"] >= 5  # before (fallback), live0..2, the delete
+        totals = json.loads(out)
+        assert totals["applied"] >= 4 and totals["deleted"] >= 1  # before (fallback), live0..2; the delete
         # its first run found the other process's cursor (announced); then the feed all along
         assert err.count(b"notice") == 1 and b"notice: change feed gap" in err and b"another process" in err
         assert contents(src) == contents(dst)
@@ -251,3 +252,45 @@ def test_cli_watch_follows_and_separate_runs_announce_the_fallback(env: dict[str
         dst.clear()
         src.close()
         dst.close()
+
+
+def test_cli_watch_warns_of_each_typed_key_and_ends_with_exit_8(env: dict[str, str], tmp_path: Path) -> None:
+    src_url = redis_url("typed")
+    namespace = src_url.split("namespace=")[1].split("&")[0]
+    dst_url = f"sqlite://{tmp_path / 'watch.db'}"
+    raw = redispy.Redis.from_url(service_url("KVCTL_TEST_REDIS_URL"))
+    src = open_url(src_url)
+    try:
+        src.set(b"plain", b"1")
+        watch = subprocess.Popen([sys.executable, "-m", "kvctl", "sync", src_url, dst_url, "--watch",
+                                  "--interval", "20ms"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            dst = open_url(dst_url, access="read")
+            deadline = time.monotonic() + 20
+            while dst.get(b"plain") is None:  # the first run (a comparison) has copied it
+                assert watch.poll() is None, watch.communicate()
+                assert time.monotonic() < deadline, "the watch did not start"
+                time.sleep(0.05)
+            raw.hset(f"{namespace}h", "f", "v")
+            src.set(b"after", b"2")
+            src.delete(b"plain")
+            while dst.get(b"after") is None or dst.get(b"plain") is not None:
+                assert watch.poll() is None, watch.communicate()
+                assert time.monotonic() < deadline, "the watch did not copy the writes"
+                time.sleep(0.05)
+            dst.close()
+            raw.hset(f"{namespace}h", "g", "w")  # changed again: still one warning for the key
+            time.sleep(0.3)
+        finally:
+            watch.send_signal(signal.SIGINT)
+            _out, err = watch.communicate(timeout=20)
+        text = err.decode()
+        assert watch.returncode == 8, text
+        assert text.count("kvctl: warning: not copied: 'h'") == 1, text
+        assert "1 deleted" in text and "1 typed keys NOT copied" in text
+        assert text.rstrip().splitlines()[-1].startswith("kvctl: error: 1 key holds values of a type"), text
+        assert "Traceback" not in text
+    finally:
+        src.clear()
+        src.close()
+        raw.close()

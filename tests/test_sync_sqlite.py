@@ -162,7 +162,7 @@ def test_cli_second_sync_reads_the_feed(tmp_path: Path) -> None:
     with sqlite3.connect(a_db) as other:  # another program's write is synced too
         other.execute("UPDATE kv SET value = x'00' WHERE key = CAST('k0004' AS BLOB)")
     second = sync_json(env, a, b)
-    assert (second["mode"], second["fallback"], second["applied_to_dst"]) == ("feed", None, 4)
+    assert (second["mode"], second["fallback"], second["applied_to_dst"], second["deleted"]) == ("feed", None, 2, 2)
     assert kvctl(env, "diff", a, b).returncode == 0
     third = sync_json(env, a, b)
     assert (third["mode"], third["applied_to_dst"]) == ("feed", 0)

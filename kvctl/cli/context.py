@@ -26,11 +26,12 @@ STATE = State()
 
 
 def resolve_url(url_or_profile: str | None, *, access: str = "write") -> str:
-    """The URL to use (:func:`kvctl.config.resolve`); ``access="read"`` for a store the command
-    only reads, so that resolving it creates nothing."""
+    """The URL of a store named on the command line (:func:`kvctl.config.resolve`); ``None`` (not
+    given): the --url option's.  ``access="read"`` for a store the command only reads, so that
+    resolving it creates nothing."""
     from kvctl import config
 
-    url = config.resolve(url_or_profile, access=access)
+    url = config.resolve(url_or_profile if url_or_profile is not None else STATE.url, access=access)
     STATE.seen_urls.append(url)
     return url
 
@@ -43,7 +44,7 @@ def open_store(url_or_profile: str | None = None, *, access: str = "write") -> A
     from kvctl.adapt import to_sync
     from kvctl.registry import open_url
 
-    return to_sync(open_url(resolve_url(url_or_profile or STATE.url, access=access), access=access))
+    return to_sync(open_url(resolve_url(url_or_profile, access=access), access=access))
 
 
 def input_file(path: Path) -> Path:

@@ -303,7 +303,7 @@ def export(
     from kvctl.engines.export import export_to, guess_format
     from kvctl.engines.storeops import open_async
 
-    store_url = resolve_url(url or STATE.url, access="read")
+    store_url = resolve_url(url, access="read")
     kind = guess_format(output, fmt)
     kf = key_filter(prefix, glob)
 
@@ -352,7 +352,7 @@ def import_(
     from kvctl.engines.export import guess_format, import_from
     from kvctl.engines.storeops import open_async
 
-    store_url = resolve_url(url or STATE.url)
+    store_url = resolve_url(url)
     kind = guess_format(input, fmt)
     kf = key_filter(prefix, glob)
 

@@ -7,6 +7,7 @@ kvctl/engines/SNAPSHOT_FORMAT.md.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -16,6 +17,7 @@ from kvctl.cli.context import STATE, input_file, resolve_url
 from kvctl.cli.migrate import BatchOpt, GlobOpt, JsonOpt, PrefixOpt, human_bytes, key_filter
 from kvctl.cli.output import info, json_doc, note, table, warn
 from kvctl.codec import show_key
+from kvctl.errors import UsageError
 
 snapshot_app = typer.Typer(
     help="Self-describing, checksummed snapshot files, full or incremental: create, verify, restore, "
@@ -56,7 +58,7 @@ def create(
 
     if since is not None and Path(since).suffix == ".kvs":  # a snapshot file to continue, not a cursor
         input_file(Path(since))
-    summary = snapshot.create(resolve_url(url or STATE.url, access="read"), output, key_filter=key_filter(prefix, glob),
+    summary = snapshot.create(resolve_url(url, access="read"), output, key_filter=key_filter(prefix, glob),
                               batch_size=batch_size, codec=compression, since=since)
     if as_json:
         json_doc(summary.to_dict())
@@ -102,6 +104,24 @@ def verify(
               + (f"; change-feed position {summary.end_cursor}" if summary.end_cursor else ""))
 
 
+def restore_target(targets: list[str]) -> str | None:
+    """The store a restore writes to: the last of several arguments when it is a URL or a
+    profile; else (None) the store chosen with --url, $KVCTL_URL or a default profile.  Without
+    one, the last argument was meant as the store (or the store was forgotten): refused, never
+    the embedded default store, and a mistyped name is "no such file or profile"."""
+    from kvctl import config
+
+    last = targets[-1]
+    profiles = config.load(warn=False)
+    if len(targets) > 1 and (config.is_url(last) or last in profiles.profiles):
+        return last
+    if STATE.url is not None or "KVCTL_URL" in os.environ or profiles.default is not None:
+        return None
+    if len(targets) > 1 and not Path(last).exists():
+        raise UsageError(f"no such file or profile: {last}")
+    raise UsageError("name the store to restore into: kvctl snapshot restore FILE... URL (or -u URL)")
+
+
 @snapshot_app.command("restore")
 def restore(
     targets: Annotated[list[str], typer.Argument(
@@ -119,7 +139,8 @@ def restore(
 
     Incrementals alone are applied onto a store that already holds the state they continue from.
 
-    The last argument is the store unless it is an existing file.  Every file is verified and
+    The last argument is the store (a URL or a profile), else the store is the one of --url,
+    $KVCTL_URL or the default profile (never the embedded default).  Every file is verified and
     the chain checked before anything is written: each incremental must start at the cursor the
     previous file ends at (a hole or a wrong order is refused, exit 2; a damaged file, exit 65).
     The full snapshot is merged by version (newer wins; a record without a version on either
@@ -130,13 +151,11 @@ def restore(
     """
     from kvctl.engines import snapshot
 
-    if len(targets) > 1 and not Path(targets[-1]).is_file():
-        files, url = [Path(t) for t in targets[:-1]], targets[-1]
-    else:
-        files, url = [Path(t) for t in targets], None
+    url = restore_target(targets)
+    files = [Path(t) for t in (targets if url is None else targets[:-1])]
     for f in files:
         input_file(f)
-    summary = snapshot.restore(files, resolve_url(url or STATE.url), replace=replace, batch_size=batch_size,
+    summary = snapshot.restore(files, resolve_url(url), replace=replace, batch_size=batch_size,
                                drop_ttl=drop_ttl, note=note)
     if as_json:
         json_doc(summary.to_dict())

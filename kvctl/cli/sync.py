@@ -9,7 +9,7 @@ import typer
 
 from kvctl.cli.context import STATE, resolve_url
 from kvctl.cli.output import info, json_doc, note, warn
-from kvctl.codec import show_key
+from kvctl.codec import json_key, show_key
 
 
 def sync(
@@ -43,18 +43,29 @@ def sync(
         return
     result = asyncio.run(_once(plan))
     _report(result, as_json)
-    if result.skipped_typed:
+    refuse_uncopied(result.skipped_typed)
+    refuse_failed(result.failed)
+
+
+def refuse_uncopied(keys: list[bytes]) -> None:
+    """Exit 8 (IncompleteError) when keys of a type the other store cannot hold were left behind."""
+    if keys:
         from kvctl.errors import IncompleteError
 
         raise IncompleteError(
-            f"{len(result.skipped_typed)} keys hold values of a type the other store cannot hold "
-            f"(e.g. {show_key(result.skipped_typed[0], STATE.key_encoding)!r}); they were not copied"
+            f"{len(keys)} key{'s' if len(keys) != 1 else ''} hold{'' if len(keys) != 1 else 's'} values of a "
+            f"type the other store cannot hold (e.g. {show_key(keys[0], STATE.key_encoding)!r}); "
+            f"{'they were' if len(keys) != 1 else 'it was'} not copied"
         )
-    if result.failed:
+
+
+def refuse_failed(failed: list[tuple[bytes, str]]) -> None:
+    """Exit 8 (IncompleteError) when keys the destination refused (over a limit) were left behind."""
+    if failed:
         from kvctl.errors import IncompleteError
 
-        key, why = result.failed[0]
-        raise IncompleteError(f"{len(result.failed)} key(s) failed (first: {show_key(key, STATE.key_encoding)!r}: "
+        key, why = failed[0]
+        raise IncompleteError(f"{len(failed)} key(s) failed (first: {show_key(key, STATE.key_encoding)!r}: "
                               f"{why}); they were not copied")
 
 
@@ -74,7 +85,10 @@ async def _watch(plan: Any, interval_s: float, as_json: bool) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    totals: dict[str, Any] = {"runs": 0, "applied": 0, "max_lag_ms": None}
+    totals: dict[str, Any] = {"runs": 0, "applied": 0, "deleted": 0, "max_lag_ms": None}
+    # Keys of a type the destination cannot hold: each is warned about once (a comparison pass
+    # meets it again on every run), and the watch then ends with exit 8 like a single sync.
+    uncopied: dict[bytes, None] = {}
 
     def lag(event: str, data: dict[str, Any]) -> None:
         if data.get("lag_ms") is not None:  # known only for versioned changes (HLC time)
@@ -83,20 +97,32 @@ async def _watch(plan: Any, interval_s: float, as_json: bool) -> None:
     def on_result(result: Any) -> None:
         totals["runs"] += 1
         totals["applied"] += result.applied_to_dst + result.applied_to_src
+        totals["deleted"] += result.deleted
         if result.fallback:
             sys.stderr.write(f"\nkvctl: notice: {result.fallback}\n")
+        for key in result.skipped_typed:
+            if key not in uncopied:
+                uncopied[key] = None
+                sys.stderr.write("\n" if sys.stderr.isatty() else "")
+                warn(f"not copied: {show_key(key, STATE.key_encoding)!r} holds a value of a type the destination "
+                     "cannot hold")
         if sys.stderr.isatty():
-            sys.stderr.write(f"\rwatching: {totals['runs']} runs, {totals['applied']} changes applied, "
+            sys.stderr.write(f"\rwatching: {totals['runs']} runs, {_counts(totals)}, "
                              f"max lag {_ms(totals['max_lag_ms'])}   ")
             sys.stderr.flush()
 
     async with opened(plan) as (src, dst):
         await SyncEngine(plan, src, dst, lag).watch(interval_s, stop, on_result)
     if as_json:
-        json_doc(totals)
+        json_doc({**totals, "skipped_typed": [json_key(k) for k in uncopied]})
     else:
-        info(f"\nstopped after {totals['runs']} runs: {totals['applied']} changes applied, "
-             f"max lag {_ms(totals['max_lag_ms'])}")
+        info(f"\nstopped after {totals['runs']} runs: {_counts(totals)}, max lag {_ms(totals['max_lag_ms'])}"
+             + (f", {len(uncopied)} typed keys NOT copied" if uncopied else ""))
+    refuse_uncopied(list(uncopied))
+
+
+def _counts(totals: dict[str, Any]) -> str:
+    return f"{totals['applied']} applied, {totals['deleted']} deleted"
 
 
 def _ms(value: int | None) -> str:

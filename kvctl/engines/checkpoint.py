@@ -54,7 +54,7 @@ class Checkpoint:
     def save(self, path: Path) -> None:
         self.updated_at_ms = time.time_ns() // 1_000_000
         doc = {"format": FORMAT, **asdict(self)}
-        write_atomic(path, json.dumps(doc, indent=1).encode("utf-8"), mode=0o600)
+        write_atomic(path, json.dumps(doc, indent=1).encode("utf-8"), mode=0o600, make_directory=True)
 
 
 def load(path: Path, fp: str) -> Checkpoint | None:

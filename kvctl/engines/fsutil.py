@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
-from kvctl.errors import StoreIOError, filesystem
+from kvctl.errors import StoreIOError, UsageError, filesystem
 
 
 def writable_dir(directory: Path, what: str) -> None:
@@ -43,12 +43,16 @@ def fsync_dir(directory: Path) -> None:
 
 
 @contextmanager
-def atomic_writer(path: Path, mode: int = 0o644) -> Iterator[BinaryIO]:
+def atomic_writer(path: Path, mode: int = 0o644, *, make_directory: bool = False) -> Iterator[BinaryIO]:
     """Yield a binary file that replaces ``path`` atomically when the block exits normally.
 
     On an exception the temporary file is removed and ``path`` is left untouched.  A symlink is
     followed (its target is replaced; the link stays).  A path that exists and is not a regular
     file (a FIFO, ``/dev/null``, a terminal) is written in place: replacing it would destroy it.
+
+    The directory must exist (a usage error, exit 2, otherwise): a file named on the command
+    line with a mistyped directory must not grow a tree.  ``make_directory``: kvctl's own files
+    (checkpoints), whose directories it owns, create it.
     """
     path = Path(os.path.realpath(path))
     try:
@@ -59,8 +63,11 @@ def atomic_writer(path: Path, mode: int = 0o644) -> Iterator[BinaryIO]:
         yield from _write_in_place(path)
         return
     directory = path.parent if str(path.parent) else Path(".")
+    if not make_directory and not directory.is_dir():
+        raise UsageError(f"cannot write {path}: no such directory {directory}")
     try:
-        directory.mkdir(parents=True, exist_ok=True)
+        if make_directory:
+            directory.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
     except OSError as exc:
         raise StoreIOError(f"cannot create a file in {directory}: {exc.strerror}") from None
@@ -98,9 +105,9 @@ def _write_in_place(path: Path) -> Iterator[BinaryIO]:
             raise StoreIOError(f"cannot write {path}: {exc.strerror}") from None
 
 
-def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
+def write_atomic(path: Path, data: bytes, mode: int = 0o644, *, make_directory: bool = False) -> None:
     try:
-        with atomic_writer(path, mode) as fh:
+        with atomic_writer(path, mode, make_directory=make_directory) as fh:
             fh.write(data)
     except OSError as exc:
         raise StoreIOError(f"cannot write {path}: {exc.strerror}") from None

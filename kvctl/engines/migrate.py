@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from kvctl.codec import json_key
-from kvctl.errors import DifferenceError, IncompleteError, UsageError
+from kvctl.errors import DifferenceError, IncompleteError
 from kvctl.store import AsyncStore, Page, Record, now_ms
 
 from . import checkpoint, stopped
@@ -40,7 +40,7 @@ from .diff import DiffOptions, DiffResult, compare, extra_keys, same_expiry
 from .fsutil import writable_dir
 from .keyfilter import KeyFilter
 from .pipeline import pump
-from .storeops import describe, dump_many, has_typed_values, open_async
+from .storeops import describe, dump_many, has_typed_values, open_async, refuse_same_store
 from .transfer import BatchWriter, Counts, Policy, Problems, check_policy
 
 _key = attrgetter("key")
@@ -160,8 +160,7 @@ def run(src_url: str, dst_url: str, plan: Plan, reporter: Reporter | None = None
 
 
 async def migrate_urls(src_url: str, dst_url: str, plan: Plan, reporter: Reporter) -> Summary:
-    if src_url == dst_url:
-        raise UsageError("source and destination are the same store")
+    refuse_same_store(src_url, dst_url)
     async with open_async(src_url, access="read") as src, open_async(dst_url) as dst:
         return await migrate(src, dst, plan, reporter, plan.fingerprint(src_url, dst_url))
 

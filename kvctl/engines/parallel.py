@@ -56,7 +56,7 @@ from kvctl.store import AsyncStore
 
 from . import checkpoint
 from .migrate import Plan, Progress, Reporter, Summary, checkpoint_file, finish, migrate_urls, read_checkpoint
-from .storeops import describe, open_async
+from .storeops import describe, open_async, refuse_same_store
 from .transfer import Counts, Problems, check_policy
 
 TARGET_PREFIXES_PER_WORKER = 8
@@ -161,8 +161,7 @@ def ranges_from(bounds: list[bytes]) -> list[tuple[bytes | None, bytes | None]]:
 # -- the coordinator ---------------------------------------------------------------------------
 def run(src_url: str, dst_url: str, plan: Plan, reporter: Reporter | None = None) -> Summary:
     reporter = reporter or Reporter()
-    if src_url == dst_url:
-        raise UsageError("source and destination are the same store")
+    refuse_same_store(src_url, dst_url)
     try:
         return asyncio.run(_coordinate(src_url, dst_url, plan, reporter))
     except asyncio.CancelledError:  # asyncio.run turns a Ctrl-C into KeyboardInterrupt; be sure of it

@@ -639,9 +639,9 @@ async def _apply_changes(store: AsyncStore, changes: list[Record], step: Step, p
                 for rec in batch:
                     problems.note_incomplete(rec.key, rec.kind or "?")
             continue
-        applied, stale = await apply_storable(store, batch, refuse)
-        step.applied += applied
-        step.stale += stale
+        done = await apply_storable(store, batch, refuse)
+        step.applied += done.written + done.deleted
+        step.stale += done.stale
 
 
 def meta_filter(meta: dict[str, Any]) -> KeyFilter:

@@ -12,14 +12,22 @@ from collections.abc import Sequence
 from typing import Any
 
 from kvctl.adapt import to_async
-from kvctl.errors import UnsupportedError
-from kvctl.registry import open_url
+from kvctl.errors import UnsupportedError, UsageError
+from kvctl.registry import open_url, store_identity
 from kvctl.store import AsyncStore, Record
 
 
 def open_async(url: str, *, access: str = "write") -> AsyncStore:
     """The store at ``url`` in its async form; ``access="read"`` when the engine only reads it."""
     return to_async(open_url(url, access=access))
+
+
+def refuse_same_store(src_url: str, dst_url: str) -> None:
+    """Every command that copies from one store into another refuses one store named twice
+    (two spellings of a path, a symlink, two profiles of one URL): it would read what it writes."""
+    if store_identity(src_url) == store_identity(dst_url):
+        raise UsageError("source and destination are the same store"
+                         + ("" if src_url == dst_url else " (two names of one store)"))
 
 
 def describe(store: Any) -> str:

@@ -48,6 +48,7 @@ from kvctl.url import redact
 
 from . import stopped
 from .fsutil import writable_dir
+from .storeops import refuse_same_store
 from .transfer import Refuse, store_what_fits, within_limits
 
 STATE_VERSION = 1
@@ -131,10 +132,23 @@ def save_state(path: Path, state: dict[str, Any], *, durable: bool = True) -> No
 
 
 # -- applying changes ------------------------------------------------------------------------
-async def apply_lww(store: AsyncStore, changes: list[Record]) -> tuple[int, int]:
-    """Apply upserts and tombstones last-writer-wins; returns (applied, stale skipped)."""
+@dataclass(frozen=True)
+class Applied:
+    """What applying a batch of changes did: upserts and deletions that took effect, and changes
+    skipped as older than what the store holds."""
+
+    written: int = 0
+    deleted: int = 0
+    stale: int = 0
+
+    def __add__(self, other: Applied) -> Applied:
+        return Applied(self.written + other.written, self.deleted + other.deleted, self.stale + other.stale)
+
+
+async def apply_lww(store: AsyncStore, changes: list[Record]) -> Applied:
+    """Apply upserts and tombstones last-writer-wins."""
     if not changes:
-        return 0, 0
+        return Applied()
     changes = _latest_per_key(changes)
     plain = [c for c in changes if c.version is None]
     if plain:
@@ -144,14 +158,18 @@ async def apply_lww(store: AsyncStore, changes: list[Record]) -> tuple[int, int]
         if upserts:
             await store.set_many(upserts)
         gone = [c.key for c in plain if c.kind == TOMBSTONE]
-        if gone:
-            await store.delete_many(gone)
+        deleted = await store.delete_many(gone) if gone else 0
         versioned = [c for c in changes if c.version is not None]
-        applied, stale = await apply_lww(store, versioned) if versioned else (0, 0)
-        return applied + len(plain), stale
+        done = Applied(len(upserts), deleted)  # a delete of an absent key is no change, and not stale
+        return done + await apply_lww(store, versioned) if versioned else done
+    upserts = [c for c in changes if c.kind != TOMBSTONE]
+    tombstones = [c for c in changes if c.kind == TOMBSTONE]
     if hasattr(store, "apply_many"):
-        applied = await store.apply_many(changes)
-        return applied, len(changes) - applied
+        # Upserts and deletions in two calls, to count each: every key appears once in the batch,
+        # so their order does not matter, and a run cut between them is replayed harmlessly.
+        written = await store.apply_many(upserts) if upserts else 0
+        deleted = await store.apply_many(tombstones) if tombstones else 0
+        return Applied(written, deleted, len(changes) - written - deleted)
     # A store without apply_many: compare versions ourselves, then write the winners.
     current = await store.get_many([c.key for c in changes])
     winners = [c for c, cur in zip(changes, current, strict=True) if newer(c, cur)]
@@ -161,21 +179,20 @@ async def apply_lww(store: AsyncStore, changes: list[Record]) -> tuple[int, int]
         await store.set_many(upserts if store.capabilities.versions else [_unversioned(c) for c in upserts])
     if deletes:
         await store.delete_many(deletes)
-    return len(winners), len(changes) - len(winners)
+    return Applied(len(upserts), len(deletes), len(changes) - len(winners))
 
 
-async def apply_storable(store: AsyncStore, changes: list[Record], refuse: Refuse) -> tuple[int, int]:
+async def apply_storable(store: AsyncStore, changes: list[Record], refuse: Refuse) -> Applied:
     """:func:`apply_lww`, with the records ``store`` cannot hold set aside through ``refuse`` (the
     rule migrate, import and restore follow: :func:`~kvctl.engines.transfer.store_what_fits`)."""
-    totals = [0, 0]
+    total = Applied()
 
     async def apply(part: list[Record]) -> None:
-        applied, stale = await apply_lww(store, part)
-        totals[0] += applied
-        totals[1] += stale
+        nonlocal total
+        total = total + await apply_lww(store, part)
 
     await store_what_fits(apply, within_limits(store, changes, refuse), refuse)
-    return totals[0], totals[1]
+    return total
 
 
 def _latest_per_key(changes: Iterable[Record]) -> list[Record]:
@@ -212,6 +229,9 @@ class SyncPlan:
     def state_file(self) -> Path:
         return state_path(self.state_dir, self.src_url, self.dst_url, self.two_way)
 
+    def __post_init__(self) -> None:
+        refuse_same_store(self.src_url, self.dst_url)
+
 
 class SyncEngine:
     """One sync run (or a watch loop) between two open stores."""
@@ -239,7 +259,7 @@ class SyncEngine:
         save_state(self.path, self.state, durable=durable)
 
     async def _send(self, records: list[Record], source: AsyncStore, target: AsyncStore,
-                    result: SyncResult) -> tuple[int, int]:
+                    result: SyncResult) -> Applied:
         """Apply ``records`` from ``source`` to ``target``; typed values go by dump/restore."""
         typed = [r for r in records if r.kind not in (None, TOMBSTONE)]
         restored = 0
@@ -251,11 +271,12 @@ class SyncEngine:
                 restored = len(dumps)
             else:
                 result.skipped_typed.extend(r.key for r in typed)
-        applied, stale = await apply_storable(target, records,
-                                              lambda rec, why: result.failed.append((rec.key, why)))
+        done = await apply_storable(target, records, lambda rec, why: result.failed.append((rec.key, why)))
         if self.plan.two_way:  # remembered so their echoes in the target's feed can be stepped over
             self._sent[id(target)].update((r.key, r.version) for r in records)
-        return applied + restored, stale
+        result.deleted += done.deleted
+        result.stale_skipped += done.stale
+        return Applied(done.written + restored, done.deleted, done.stale)
 
     async def run_once(self) -> SyncResult:
         started = time.monotonic()
@@ -289,11 +310,11 @@ class SyncEngine:
     async def _one_way_feed(self, result: SyncResult, cursor: str) -> None:
         result.mode = "feed"
         async for records, next_cursor in _pending(self.src, cursor, self.plan.batch_size):
-            applied, stale = await self._send(records, self.src, self.dst, result)
-            result.applied_to_dst += applied
-            result.stale_skipped += stale
+            done = await self._send(records, self.src, self.dst, result)
+            result.applied_to_dst += done.written
             self._save(src_cursor=next_cursor)
-            self.progress("applied", {"changes": len(records), "applied": applied, "lag_ms": _lag(records)})
+            self.progress("applied", {"changes": len(records), "applied": done.written + done.deleted,
+                                      "lag_ms": _lag(records)})
 
     # two-way, from both feeds
     async def _two_way_feed(self, result: SyncResult) -> None:
@@ -323,14 +344,10 @@ class SyncEngine:
                         continue  # the destination's change wins and goes back to the source below
                     del dst_pending[rec.key]
                 to_dst.append(rec)
-            applied, stale = await self._send(to_dst, self.src, self.dst, result)
-            result.applied_to_dst += applied
-            result.stale_skipped += stale
+            result.applied_to_dst += (await self._send(to_dst, self.src, self.dst, result)).written
             src_end = next_cursor
         to_src = list(dst_pending.values())
-        applied, stale = await self._send(to_src, self.dst, self.src, result)
-        result.applied_to_src += applied
-        result.stale_skipped += stale
+        result.applied_to_src += (await self._send(to_src, self.dst, self.src, result)).written
         await self._save_past_echoes(src_end, dst_end)
 
     async def _save_past_echoes(self, src_cursor: str | None, dst_cursor: str | None) -> None:
@@ -360,11 +377,9 @@ class SyncEngine:
                     to_dst.append(mine)
                 elif self.plan.two_way and newer(other, mine):
                     to_src.append(other)
-            applied, stale = await self._send(to_dst, self.src, self.dst, result)
-            result.applied_to_dst += applied
-            result.stale_skipped += stale
+            result.applied_to_dst += (await self._send(to_dst, self.src, self.dst, result)).written
             if to_src:
-                result.applied_to_src += (await self._send(to_src, self.dst, self.src, result))[0]
+                result.applied_to_src += (await self._send(to_src, self.dst, self.src, result)).written
             self.progress("compared", {"keys": seen_in_src})
         # Keys only the destination has.  One that existed before the previous run came through
         # the source, which has deleted it since: delete it.  A newer one was written at the
@@ -382,7 +397,7 @@ class SyncEngine:
             if gone:
                 result.deleted += await self.dst.delete_many([r.key for r in gone])
             if fresh and self.plan.two_way:
-                result.applied_to_src += (await self._send(fresh, self.dst, self.src, result))[0]
+                result.applied_to_src += (await self._send(fresh, self.dst, self.src, result)).written
             elif fresh:
                 result.kept_at_dst += len(fresh)
         await self._save_past_echoes(src_cursor, dst_cursor)

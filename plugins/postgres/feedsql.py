@@ -248,12 +248,20 @@ END"""
                 + [f"DROP FUNCTION IF EXISTS {fn}()" for fn in functions])
 
     # -- reading the feed -----------------------------------------------------------------------
-    @property
-    def state(self) -> str:
-        """The feed's state ($1 table) and, read first, the sequence's last value."""
-        return ("SELECT feed, feed_id, feed_floor_seq, "
-                f"CASE WHEN feed THEN coalesce(pg_sequence_last_value(to_regclass('{self.literal_sequence}')), 0) END, "
-                f"pg_is_in_recovery() FROM {self.meta} WHERE table_name = $1")
+    def state(self, *, sequence_readable: bool = True) -> str:
+        """The feed's state ($1 table) and, read first, the last seq taken.
+
+        ``sequence_readable`` False (a role with SELECT on the tables only, which may not read
+        the sequence): the largest seq in the change table instead.  That bound serves no less
+        safely: a transaction still open with a seq below it registered before taking that seq,
+        so the registrations read next hold the horizon below it.
+        """
+        if sequence_readable:
+            last = f"coalesce(pg_sequence_last_value(to_regclass('{self.literal_sequence}')), 0)"
+        else:
+            last = f"(SELECT coalesce(max(c.seq), m.feed_floor_seq, 0) FROM {self.changes} c)"
+        return (f"SELECT feed, feed_id, feed_floor_seq, CASE WHEN feed THEN {last} END, "
+                f"pg_is_in_recovery() FROM {self.meta} m WHERE table_name = $1")
 
     @property
     def literal_sequence(self) -> str:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from kvctl.errors import UsageError
+from kvctl.errors import ForeignStoreError, UsageError
 from kvctl.hlc import MAX_NODE
 
 from .feedsql import (
@@ -64,9 +64,9 @@ class Layout:
             display_name=settings.display_name,
         )
 
-    def statements(self, node: int | None = None, feed: bool = False) -> Statements:
-        """The table's statements; ``node`` None (the table not opened yet): reads only."""
-        return Statements(self.t, self.meta, self.tombs, self.changes, node, feed)
+    def statements(self, node: int | None = None, feed: bool = False, tombstones: bool = True) -> Statements:
+        """The table's statements; ``node`` None (not opened yet, or opened to read): reads only."""
+        return Statements(self.t, self.meta, self.tombs, self.changes, node, feed, tombstones)
 
     def feed_statements(self) -> FeedStatements:
         return FeedStatements(self.t, self.meta, self.tombs, self.changes, self.stamp_fn, self.capture_fn,
@@ -122,7 +122,7 @@ async def set_up(con: asyncpg.Connection, layout: Layout, wanted_feed: bool | No
             for stmt in create_table(layout.t):
                 await con.execute(stmt)
         else:
-            await _check_columns(con, layout.t, where, name)
+            await check_columns(con, layout.t, where, name)
         if not await _exists(con, layout.tombs):
             for stmt in fs.create_tombs:
                 await con.execute(stmt)
@@ -146,12 +146,14 @@ async def _exists(con: asyncpg.Connection, qualified: str) -> bool:
     return bool(await con.fetchval("SELECT to_regclass($1) IS NOT NULL", qualified))
 
 
-async def _check_columns(con: asyncpg.Connection, t: str, where: str, name: str) -> None:
+async def check_columns(con: asyncpg.Connection, t: str, where: str, name: str) -> None:
+    """ForeignStoreError unless table ``t`` has kvctl's columns (reads pg_attribute only)."""
     columns = dict(await con.fetch(Statements.columns, t))
     wrong = {c: kind for c, kind in REQUIRED_COLUMNS.items() if columns.get(c) != kind}
     if wrong:
         have = ", ".join(f"{c} {kind}" for c, kind in columns.items())
-        raise UsageError(
+        raise ForeignStoreError(
             f"{where}: table {name} is not a kvctl table (has {have}; needs key bytea, "
-            "value bytea, expires_at bigint, version bigint)", hint="pick another table with ?table=NAME",
+            "value bytea, expires_at bigint, version bigint)",
+            hint="kvctl cannot map other programs' tables yet; pick a kvctl table with ?table=NAME",
         )

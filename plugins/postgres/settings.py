@@ -3,7 +3,7 @@
 ``postgresql://user:pw@host:5432/db?sslmode=require&table=sessions`` and unix sockets
 (``postgresql:///db?host=/run/postgresql``) are standard libpq DSNs; kvctl's options (``table``,
 ``schema``, ``connect_timeout``, ``command_timeout``, ``feed``, ``feed_retention``,
-``tombstone_retention``) are taken out before the rest is handed to asyncpg, which would otherwise
+``tombstone_retention``, ``create``) are taken out before the rest is handed to asyncpg, which would otherwise
 send unknown query options to the server as settings.
 
 The change feed's options:
@@ -16,6 +16,10 @@ The change feed's options:
     unit an age.  Older changes are purged by writers; a sync cursor older than that is a gap.
 ``tombstone_retention=7d``
     How long a deleted key's tombstone is kept for last-writer-wins replication.
+
+``create=true``
+    Let a write add kvctl's table to a database (schema) that holds other programs' tables and
+    none of kvctl's; without it such a database is refused, and a read never creates anything.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ DRIVER_OPTIONS = {
     "krbsrvname", "gsslib", "application_name",
 }
 KVCTL_OPTIONS = {"table", "schema", "connect_timeout", "command_timeout", "feed", "feed_retention",
-                 "tombstone_retention"}
+                 "tombstone_retention", "create"}
 SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 
 DEFAULT_TABLE = "kv"
@@ -91,6 +95,7 @@ class Settings:
     feed_retention_changes: int | None = DEFAULT_FEED_RETENTION_CHANGES  # one of these two is set
     feed_retention_ms: int | None = None
     tombstone_retention_ms: int = DEFAULT_TOMBSTONE_RETENTION_MS
+    create: bool = False  # a write may add kvctl's table to a schema that holds only other programs' tables
 
     @property
     def qualified_table(self) -> str:
@@ -146,4 +151,15 @@ def parse_settings(url: StoreURL) -> Settings:
         feed_retention_changes=changes,
         feed_retention_ms=age_ms,
         tombstone_retention_ms=tombstones or 0,
+        create=url.bool_option("create", False),
     )
+
+
+def table_identity(url: StoreURL, settings: Settings) -> str:
+    """``host:port/database/schema.table`` of a URL, with libpq's defaults filled in; a schema left
+    to the search path is ``?`` (it may or may not be the one named elsewhere)."""
+    host = (url.option("host") or url.host or "localhost").lower()
+    port = url.option("port") or str(url.port or 5432)
+    user = url.option("user") or url.username or ""
+    database = url.option("dbname") or url.option("database") or url.path.lstrip("/") or user
+    return f"{host}:{port}/{database}/{settings.schema or '?'}.{settings.table}"

@@ -71,6 +71,7 @@ class Statements:
     changes: str
     node_id: int | None = None
     feed: bool = False
+    tombstones: bool = True  # False: a version-1 table opened for reading (never upgraded by a read)
 
     @property
     def node(self) -> int:
@@ -128,7 +129,7 @@ class Statements:
     def stats(self) -> str:
         return (f"SELECT count(*) FILTER (WHERE {live('$1')}), count(*) FILTER (WHERE NOT {live('$1')}), "
                 f"pg_total_relation_size('{self.literal(self.t)}'::regclass), "
-                f"(SELECT count(*) FROM {self.tombs}), "
+                + (f"(SELECT count(*) FROM {self.tombs}), " if self.tombstones else "0, ") +
                 "current_setting('server_version') FROM " + self.t)
 
     @staticmethod

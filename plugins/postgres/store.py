@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import time
 from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any, Self
@@ -38,12 +39,13 @@ from kvctl.store import (
     prefix_end,
 )
 
+from .catalog import refuse_foreign, refuse_missing, survey
 from .errors import CONNECTION_LOST, DRIVER_ERRORS, translate, translated
 from .feed import make_cursor, parse_cursor
 from .feedsql import horizon, lock_class
 from .records import make_record
-from .schema import Layout, needs_setup, refuse_newer, set_up
-from .settings import Settings, parse_settings
+from .schema import Layout, check_columns, needs_setup, refuse_newer, set_up
+from .settings import Settings, parse_settings, table_identity
 from .sql import APPLY_STAGE_TABLE, SCHEMA_VERSION, STAGE_TABLE
 
 # Batches of this many records or more go through COPY into a temporary table and one merge;
@@ -74,11 +76,12 @@ VERSION_STEP = 1 << NODE_BITS  # one tick of the HLC counter
 
 
 class _Hot:
-    """The open connection and the prepared statements of the single-key paths."""
+    """The open connection and the prepared statements of the single-key paths (the writes are
+    None on a store opened to read)."""
 
     __slots__ = ("con", "delete_one", "get_one", "upsert_one")
 
-    def __init__(self, con: asyncpg.Connection, get_one: Any, upsert_one: Any, delete_one: Any) -> None:
+    def __init__(self, con: asyncpg.Connection, get_one: Any, upsert_one: Any = None, delete_one: Any = None) -> None:
         self.con = con
         self.get_one = get_one
         self.upsert_one = upsert_one
@@ -102,6 +105,8 @@ class PostgresStore(AsyncStoreBase):
         blocking_io=False,
     )
 
+    url: StoreURL  # always set: the store is made from its URL
+
     def __init__(self, url: StoreURL, settings: Settings) -> None:
         self.url = url
         self._settings = settings
@@ -117,6 +122,8 @@ class PostgresStore(AsyncStoreBase):
         self._hot: _Hot | None = None
         self._lock = asyncio.Lock()
         self._clock: HLC | None = None  # made on open, with the table's node id
+        self._schema_version = SCHEMA_VERSION  # what kvctl_meta records, read on open
+        self._sequence_readable = True  # see FeedStatements.state
         self._prepared: dict[str, Any] = {}
         self._next_purge = 0.0  # monotonic time; the first write of a process purges
         self._written = 0  # changes written since the last purge
@@ -125,6 +132,12 @@ class PostgresStore(AsyncStoreBase):
     @classmethod
     def from_url(cls, url: StoreURL) -> Self:
         return cls(url, parse_settings(url))
+
+    @classmethod
+    def identity(cls, url: StoreURL) -> str:
+        """The table a URL names (server, database, schema, table), whatever its other options:
+        what tells two URLs of one table apart from two tables (see kvctl.registry.store_identity)."""
+        return table_identity(url, parse_settings(url))
 
     @property
     def feed_on(self) -> bool:
@@ -155,10 +168,12 @@ class PostgresStore(AsyncStoreBase):
                 raise BadURLError(f"{self._where}: {exc}") from exc
         try:
             with translated(self._where, "open the table"):
-                await self._open_table(con)
-                sql = self._sql
-                hot = _Hot(con, await con.prepare(sql.get_one), await con.prepare(sql.upsert_one(assigned=True)),
-                           await con.prepare(sql.delete(one=True)))
+                sql = await self._open_table(con)
+                if self.url.reads_only:
+                    hot = _Hot(con, await con.prepare(sql.get_one))
+                else:
+                    hot = _Hot(con, await con.prepare(sql.get_one), await con.prepare(sql.upsert_one(assigned=True)),
+                               await con.prepare(sql.delete(one=True)))
         except BaseException:
             con.terminate()
             raise
@@ -185,11 +200,15 @@ class PostgresStore(AsyncStoreBase):
             return translate(exc, self._where, action, writing=writing)
         return exc
 
-    async def _open_table(self, con: asyncpg.Connection) -> None:
+    async def _open_table(self, con: asyncpg.Connection) -> Any:
         """Probe the table in one round trip; create, upgrade or switch its feed when needed.
 
         The probe also marks the session as the feed's own writer, so the triggers skip it.
+        A store opened to read goes to :meth:`_open_to_read` instead, which changes nothing.
+        Returns the table's statements.
         """
+        if self.url.reads_only:
+            return await self._open_to_read(con)
         layout, wanted = self._layout, self._settings.feed
         probe = layout.statements().probe
         try:
@@ -197,10 +216,13 @@ class PostgresStore(AsyncStoreBase):
         except (asyncpg.UndefinedTableError, asyncpg.UndefinedColumnError):
             row = None
         if needs_setup(row, wanted):
+            if row is None and not self._settings.create:  # the table or kvctl's metadata is missing
+                refuse_foreign(await survey(con, layout, self._settings.schema), self.url, self._where)
             await set_up(con, layout, wanted, self._where)
             row = await con.fetchrow(probe, layout.display_name)
         assert row is not None
         refuse_newer(row["schema_version"], self._where, layout.display_name)
+        self._schema_version = int(row["schema_version"])
         node, feed = int(row["node_id"]), bool(row["feed"])
         if self._clock is None:
             self._clock = HLC(node)
@@ -209,6 +231,29 @@ class PostgresStore(AsyncStoreBase):
         for seen in (row[5], row[6], make_version(int(row[7]))):
             self._clock.observe(seen)
         self._sql = layout.statements(node, feed)
+        return self._sql
+
+    async def _open_to_read(self, con: asyncpg.Connection) -> Any:
+        """Open the table for a command that only reads: nothing is created, altered or upgraded
+        (see :mod:`.catalog`), and nothing is read beyond the table and kvctl_meta, so a role
+        with SELECT on kvctl's tables can read.  A version-1 table is read as it is."""
+        layout = self._layout
+        found = await survey(con, layout, self._settings.schema)
+        refuse_foreign(found, self.url, self._where)
+        refuse_missing(found, layout.display_name, self._where)
+        meta: dict[str, Any] = {}
+        if found.meta_readable:
+            text = await con.fetchval(f"SELECT to_jsonb(m)::text FROM {layout.meta} m WHERE m.table_name = $1",
+                                      layout.display_name)
+            meta = json.loads(text) if text else {}
+        if not meta:  # a table kvctl_meta does not list (or this role cannot see it): its columns decide
+            await check_columns(con, layout.t, self._where, layout.display_name)
+        recorded = meta.get("schema_version")
+        refuse_newer(recorded, self._where, layout.display_name)
+        self._schema_version = int(recorded or 0) or SCHEMA_VERSION
+        self._sequence_readable = found.sequence_readable
+        self._sql = layout.statements(None, bool(meta.get("feed")), tombstones=found.has_tombs)
+        return self._sql
 
     async def _stmt(self, con: asyncpg.Connection, text: str) -> Any:
         """A prepared statement of the hot paths, kept for the connection's life."""
@@ -302,7 +347,8 @@ class PostgresStore(AsyncStoreBase):
         return int(rows[0][0])
 
     async def stats(self) -> dict[str, Any]:
-        rows = await self._fetch(self._sql.stats, "stats", now_ms())
+        async with _Use(self, "stats") as con:  # built once open: a version-1 table read as it is has no tombstones
+            rows = await con.fetch(self._sql.stats, now_ms())
         live, expired, size, tombstones, server = rows[0]
         out = {
             "keys": int(live),
@@ -311,7 +357,7 @@ class PostgresStore(AsyncStoreBase):
             "table": self._settings.display_name,
             "table_bytes": int(size),
             "server_version": server,
-            "schema_version": SCHEMA_VERSION,
+            "schema_version": self._schema_version,
             "node_id": self.node_id,
             "feed": self._sql.feed,
         }
@@ -330,7 +376,13 @@ class PostgresStore(AsyncStoreBase):
         self._check(key, value)
         await self._write_one(key, value, deadline_ms(ttl_ms), None)
 
+    def _check_writable(self) -> None:
+        """A store opened to read has no write statements: say so rather than fail inside."""
+        if self.url.reads_only:
+            raise UsageError(f"{self._where}: opened to read only; a write needs the store opened for writing")
+
     async def _write_one(self, key: bytes, value: bytes, expires: int | None, version: int | None) -> None:
+        self._check_writable()
         async with self._lock:  # written out like get(), for the same reason
             hot = await self._hot_path()
             try:
@@ -546,7 +598,8 @@ class PostgresStore(AsyncStoreBase):
         """The feed's state and the last seq every writer has finished with (see :mod:`.feedsql`):
         three statements, in this order, the rows then being read in a fourth."""
         fs = self._feed_sql
-        rows = await self._fetch(fs.state, "read the change feed", self._layout.display_name)
+        async with _Use(self, "read the change feed") as con:  # opened first: it tells which query reads the feed
+            rows = await con.fetch(fs.state(sequence_readable=self._sequence_readable), self._layout.display_name)
         head = rows[0] if rows else None
         if head is None or not head["feed"] or head[4]:  # no feed, or a standby (see .feedsql)
             return head, None
@@ -614,6 +667,8 @@ class _Use:
 
     async def __aenter__(self) -> asyncpg.Connection:
         store = self.store
+        if self.writing:
+            store._check_writable()
         await store._lock.acquire()
         try:
             return await store._connection()

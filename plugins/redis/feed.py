@@ -27,7 +27,9 @@ in the buffer.  PUBLISH's receiver count also tells at once that the server drop
 subscriber, and the same round trip reads the flush counters.
 
 The server must send keyspace (K) or keyevent (E) notifications of the generic, string, expired
-and evicted classes (``g$xe``).  The store adds what is missing with CONFIG SET; where CONFIG is
+and evicted classes (``g$xe``); the typed classes (``lshzt``) make writes to hashes, lists, sets,
+sorted sets and streams seen too, so a sync reports such keys rather than missing them.  The
+store adds what is missing with CONFIG SET; where CONFIG is
 refused it uses what is configured, and where even CONFIG GET is refused (managed services) it
 checks with a probe key that notifications arrive.
 """
@@ -52,6 +54,9 @@ from .base import escape_glob
 
 TAG = "rn"  # cursors: rn:<subscription id>:<sequence number>
 REQUIRED_CLASSES = "g$xe"  # generic (del, expire, rename...), strings, expired, evicted
+# Lists, sets, hashes, sorted sets, streams: asked for too where CONFIG SET is allowed, so a write
+# to a typed key is seen and reported (a sync that cannot copy it says so) instead of missed.
+TYPED_CLASSES = "lshzt"
 _ALL_CLASSES = "g$lshzxetd"  # what the flag A stands for
 KEYSPACE, KEYEVENT = "keyspace", "keyevent"
 # Not changes: a read that missed, and key creation (always followed by the write's own event).
@@ -74,9 +79,9 @@ def usable_mode(flags: str) -> str | None:
 
 
 def with_required(flags: str) -> str:
-    """``flags`` plus K and the missing required classes: what CONFIG SET asks for."""
+    """``flags`` plus K and the missing required and typed classes: what CONFIG SET asks for."""
     have = classes(flags)
-    return flags + "".join(c for c in "K" + REQUIRED_CLASSES if c not in have)
+    return flags + "".join(c for c in "K" + REQUIRED_CLASSES + TYPED_CLASSES if c not in have)
 
 
 def _config_value(reply: Any) -> str:
@@ -374,7 +379,7 @@ class NotifyFeed:
                 modes[name] = None  # CONFIG refused (a managed service): probe
                 continue
             flags[name] = _config_value(reply)
-            if usable_mode(flags[name]) == KEYSPACE:
+            if usable_mode(flags[name]) == KEYSPACE and set(TYPED_CLASSES) <= classes(flags[name]):
                 modes[name] = KEYSPACE
         wanted = {name: with_required(f) for name, f in flags.items() if name not in modes}
         if not wanted:

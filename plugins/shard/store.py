@@ -37,6 +37,7 @@ class RebalanceReport:
 
 class ShardStore(StoreBase):
     name = "shard"
+    list_options = frozenset({"child", "weight", "name"})  # one of each per child (see .spec)
     description = ("Child stores with weights; keys placed by weighted rendezvous hashing: "
                    "shard://?child=URL&weight=3&child=URL&weight=7")
     # The real capabilities are those all children share (computed per store); these are what a

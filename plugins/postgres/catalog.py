@@ -1,0 +1,96 @@
+"""What the database holds before kvctl touches it, and the refusals that protect it.
+
+Two rules (the store contract, :attr:`kvctl.url.StoreURL.access`):
+
+* a command that only reads creates, alters and upgrades nothing: a missing kvctl table is
+  :class:`~kvctl.errors.NoSuchStoreError`;
+* a schema that holds tables but none of kvctl's (no ``kvctl_meta``) belongs to another program:
+  :class:`~kvctl.errors.ForeignStoreError`, for a read, and for a write unless ``?create=true``.
+
+Everything here reads the system catalogs and ``to_regclass``, which need no privilege on the
+tables themselves, so the verdict is the same for a read-only role.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import quote
+
+import asyncpg
+
+from kvctl.errors import ForeignStoreError, NoSuchStoreError
+from kvctl.url import StoreURL
+
+from .schema import Layout
+
+# Relations a user would call tables (ordinary, partitioned, foreign, views, materialized views).
+_TABLE_KINDS = "('r', 'p', 'f', 'v', 'm')"
+# A refusal names this many tables, then says how many more there are.
+LISTED_TABLES = 12
+
+# $1 the table, $2 kvctl_meta, $3 the tombstone table, $4 the sequence (all quoted, maybe
+# schema-qualified), $5 the schema named by ?schema= (NULL: the connection's current schema).
+_SURVEY = f"""
+SELECT to_regclass($1) IS NOT NULL, to_regclass($2) IS NOT NULL, to_regclass($3) IS NOT NULL,
+       coalesce(has_table_privilege(to_regclass($2), 'SELECT'), false),
+       coalesce(has_sequence_privilege(to_regclass($4), 'SELECT, USAGE'), false),
+       current_database(), s.name,
+       ARRAY(SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE n.nspname = s.name AND c.relkind IN {_TABLE_KINDS} ORDER BY c.relname)
+FROM (SELECT coalesce($5::text, current_schema())::text AS name) AS s
+"""
+
+
+@dataclass(frozen=True)
+class Survey:
+    """What one catalog query found about the table and the schema it lives in."""
+
+    has_table: bool
+    has_meta: bool
+    has_tombs: bool
+    meta_readable: bool  # this role may SELECT kvctl_meta
+    sequence_readable: bool  # this role may read the change feed's sequence
+    database: str
+    schema: str | None
+    tables: list[str]  # every table-like relation of the schema, sorted
+
+    @property
+    def where(self) -> str:
+        return f"database {self.database}" + (f", schema {self.schema}" if self.schema else "")
+
+
+async def survey(con: asyncpg.Connection, layout: Layout, schema: str | None) -> Survey:
+    row = await con.fetchrow(_SURVEY, layout.t, layout.meta, layout.tombs, layout.sequence, schema)
+    return Survey(bool(row[0]), bool(row[1]), bool(row[2]), bool(row[3]), bool(row[4]),
+                  str(row[5]), row[6], list(row[7]))
+
+
+def refuse_foreign(found: Survey, url: StoreURL, where: str) -> None:
+    """ForeignStoreError when the schema holds tables and none of them is kvctl's."""
+    if found.has_meta or not found.tables:
+        return
+    listed = ", ".join(f"{name} ({_table_url(url, name)})" for name in found.tables[:LISTED_TABLES])
+    more = len(found.tables) - LISTED_TABLES
+    if more > 0:
+        listed += f" and {more} more"
+    count = len(found.tables)
+    raise ForeignStoreError(
+        f"{where}: {found.where} holds {count} table{'s' if count != 1 else ''}, none of kvctl's: {listed}; "
+        "nothing was changed",
+        hint="kvctl cannot map other programs' tables yet; to add kvctl's own table beside them, "
+             "write with ?create=true",
+    )
+
+
+def refuse_missing(found: Survey, name: str, where: str) -> None:
+    """NoSuchStoreError for a read of a table that does not exist (nothing is created)."""
+    if not found.has_table:
+        raise NoSuchStoreError(f"{where}: no table {name} in {found.where}; nothing was created",
+                               hint="a write command creates it")
+
+
+def _table_url(url: StoreURL, name: str) -> str:
+    """``url`` naming table ``name`` instead, redacted (a hint: kvctl cannot read it yet)."""
+    base = StoreURL.parse(url.without_options("table", "create"))
+    query = "&" if "?" in base.raw else "?"
+    return StoreURL.parse(f"{base.raw}{query}table={quote(name, safe='')}").redacted()
