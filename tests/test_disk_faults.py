@@ -92,9 +92,8 @@ def test_the_default_store_under_a_read_only_data_home(tmpfs: Path, env: dict[st
     err = one_line(kvctl(env, "set", "hello", "v"), 74)
     assert err == (f"kvctl: error: cannot create the default store's directory {tmpfs}/data/kvctl: "
                    f"read-only filesystem ({tmpfs}/data: Read-only file system)\n")
-    err = one_line(kvctl(env, "get", "hello"), 2)  # a read does not try to create the directory
-    assert err == (f"kvctl: error: the default store {tmpfs}/data/kvctl/default.db does not exist yet "
-                   "(nothing created) (the first command that writes creates it)\n")
+    err = one_line(kvctl(env, "get", "hello"), 1)  # a read does not try to create the directory
+    assert err.startswith(f"kvctl: error: key 'hello' not found in sqlite://{tmpfs}/data/kvctl/default.db")
 
 
 def test_sync_with_a_read_only_state_home_applies_nothing(tmpfs: Path, env: dict[str, str],
@@ -126,8 +125,9 @@ def test_a_full_disk_is_one_line_and_the_copy_resumes(family: str, tmpfs: Path, 
     url = f"{family}://{tmpfs / 'st'}"
     args = ["migrate", src, url, "--no-progress", "--batch-size", "500"]
     err = one_line(kvctl(env, *args), 74)
-    assert err == (f"kvctl: error: {url}: disk full ({tmpfs}/st: No space left on device) "
-                   "(progress saved: rerun with --resume to continue)\n")
+    assert re.fullmatch(rf"kvctl: error: {re.escape(url)}: disk full \({re.escape(str(tmpfs))}/st: No space left on "
+                        r"device\) \(stopped after [\d,]+ keys; progress saved: rerun with --resume to continue\)\n",
+                        err), err
     mount("-o", "remount,size=64m", str(tmpfs))
     resumed = kvctl(env, *args, "--resume")
     assert resumed.returncode == 0, resumed.stderr
