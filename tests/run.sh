@@ -16,6 +16,8 @@ echo "== installing kvctl with its test dependencies"
 
 echo "== browser for the indexeddb backend (Debian's chromium)"
 command -v chromium >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+echo "== valgrind: the performance gate counts instructions per op under callgrind"
+command -v valgrind >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind >/dev/null; }
 
 echo "== starting servers"
 bash tests/services.sh start

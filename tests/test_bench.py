@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -81,6 +82,36 @@ def test_allocations_and_percentiles_are_attached(full_run: tuple[Run, Any, Path
     assert {"p50", "p95", "p99"} <= set(session.percentiles())
     curve = _row(run, "gridkv.mixed@memory").load_curve()
     assert curve and curve[0]["clients"] == 2 and curve[0]["ops_per_s"] > 0
+
+
+def test_instructions_per_op_are_counted_saved_and_shown(full_run: tuple[Run, Any, Path]) -> None:
+    run, _, _ = full_run
+    assert shutil.which("valgrind"), "valgrind is needed (tests/run.sh installs it)"
+    assert run.info["instructions"]["tool"].startswith("valgrind")
+    counts = {b: _row(run, f"gridkv.{b}@memory").get("instr_per_op") for b in ("set", "get", "mixed")}
+    # a get is a dict lookup and an expiry check; a set builds a Record, an HLC version, a log entry
+    assert 100 < counts["get"] < counts["mixed"] < counts["set"], counts
+    assert _row(run, "gridkv.set@memory").get("instr_ops") == Params().instr_ops
+    text = report.render(run, "rich")
+    assert "instructions/op" in text and "callgrind" in text
+    rows = {r["name"]: r for r in csv.DictReader(io.StringIO(report.render(run, "csv")))}
+    assert float(rows["gridkv.set@memory"]["instr_per_op"]) == counts["set"]
+
+
+def test_instruction_counts_repeat_run_after_run(tmp_path: Path) -> None:
+    from kvctl.bench import instr
+    from kvctl.bench.job import BenchSpec, Job
+
+    names = [f"gridkv.{b}@memory" for b in ("set", "get", "mixed")]
+    job = Job(label="memory", url="memory://instr-repeat", params=Params(), out=str(tmp_path / "out.json"),
+              benches=[BenchSpec(n, "gridkv", n.partition(".")[2].partition("@")[0]) for n in names])
+    job.save(str(tmp_path / "job.json"))
+    first, problems = instr.measure_job(str(tmp_path / "job.json"), names, 400)
+    second, _ = instr.measure_job(str(tmp_path / "job.json"), names, 400)
+    assert not problems and set(first) == set(names)
+    assert first["gridkv.get@memory"] == second["gridkv.get@memory"]  # nothing in a get depends on time
+    for name in names:  # sets read the clock (HLC): a few instructions per op at most
+        assert abs(first[name] - second[name]) <= 0.005 * first[name], (first, second)
 
 
 def test_unreachable_server_rows_say_so_and_the_rest_runs(full_run: tuple[Run, Any, Path]) -> None:

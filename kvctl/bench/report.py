@@ -197,18 +197,35 @@ def workload_tables(run: Run) -> list[Table]:
         tables.append(Table(w.title, cols, body, params=desc, notes=([pct_note] if has_pct else []) + notes,
                             key=w.name))
         if w.alloc:
-            alloc_rows = [[r.backend, r.bench, fmt_float(r.get("bytes_per_op"), 4),
-                           fmt_float(r.get("allocs_per_op"), 4)]
-                          for r in sorted(wrows, key=lambda r: (r.backend, order.get(r.bench, 99)))
-                          if r.ok and r.get("allocs_per_op") is not None]
-            if alloc_rows:
-                n = next((r.get("alloc_ops") for r in wrows if r.get("alloc_ops")), "?")
-                tables.append(Table(
-                    f"{w.title}: allocations per op", ["backend", "bench", "bytes/op", "allocs/op"], alloc_rows,
-                    params=f"memray, cumulative: tracked {n} and {2 * n if isinstance(n, int) else '2N'} ops, "
-                           "difference / N, minus the same plan on the empty store; allocation records "
-                           "counted (Python allocators and malloc), GC paused", key=f"{w.name}-alloc"))
+            counted = _counts_table(run, w, sorted(wrows, key=lambda r: (r.backend, order.get(r.bench, 99))),
+                                    factor, unit)
+            if counted is not None:
+                tables.append(counted)
     return tables
+
+
+def _counts_table(run: Run, w: workloads.Workload, rows: list[Row], factor: float, unit: str) -> Table | None:
+    """Time, instructions and allocations per op side by side: the figures the gate compares."""
+    body = [[r.backend, r.bench, _mean_sd(r, factor), fmt_float(r.get("instr_per_op"), 4),
+             fmt_float(r.get("allocs_per_op"), 4), fmt_float(r.get("bytes_per_op"), 4)]
+            for r in rows if r.ok and (r.get("allocs_per_op") is not None or r.get("instr_per_op") is not None)]
+    if not body:
+        return None
+    n = next((r.get("alloc_ops") for r in rows if r.get("alloc_ops")), "?")
+    ni = next((r.get("instr_ops") for r in rows if r.get("instr_ops")), None)
+    counter = run.info.get("instructions") or {}
+    if ni is not None:
+        instr = (f"instructions: {counter.get('tool', 'valgrind callgrind')}, N = {ni} and {2 * ni} ops "
+                 "(PYTHONHASHSEED=0, GC paused), difference / N, minus the same plan on the empty store")
+    else:
+        instr = f"instructions: not counted ({counter.get('missing', 'no count in this run')})"
+    return Table(
+        f"{w.title}: time, instructions and allocations per op",
+        ["backend", "bench", f"mean {unit} ± sd", "instructions/op", "allocs/op", "bytes/op"], body,
+        params=f"{instr}; allocations: memray, cumulative, N = {n} and "
+               f"{2 * n if isinstance(n, int) else '2N'} ops, difference / N, minus the same plan on the "
+               "empty store; allocation records counted (Python allocators and malloc), GC paused",
+        key=f"{w.name}-alloc")
 
 
 def load_table(run: Run) -> list[Table]:
@@ -434,8 +451,8 @@ def mermaid(charts_: list[Chart]) -> str:
 
 
 CSV_COLUMNS = ["name", "workload", "bench", "backend", "status", "reason", "unit", "mean_s", "stdev_s", "ops_per_s",
-               "p50_us", "p95_us", "p99_us", "p99.9_us", "max_us", "allocs_per_op", "bytes_per_op", "values",
-               "durability", "drivers", "value_size", "keys", "network", "clients_curve"]
+               "p50_us", "p95_us", "p99_us", "p99.9_us", "max_us", "instr_per_op", "allocs_per_op", "bytes_per_op",
+               "values", "durability", "drivers", "value_size", "keys", "network", "clients_curve"]
 
 
 def to_csv(run: Run) -> str:
@@ -448,7 +465,7 @@ def to_csv(run: Run) -> str:
             r.name, r.workload, r.bench, r.backend, r.status, r.reason, r.unit if r.ok else "",
             _num(r.mean), _num(r.stdev), _num(r.ops_per_s),
             *[_num(pct.get(k)) for k in ("p50", "p95", "p99", "p99.9", "max")],
-            _num(r.get("allocs_per_op")), _num(r.get("bytes_per_op")), len(r.values),
+            _num(r.get("instr_per_op")), _num(r.get("allocs_per_op")), _num(r.get("bytes_per_op")), len(r.values),
             r.get("durability") or "", r.get("drivers") or "", r.get("value_size") or "", r.get("keys") or "",
             r.get("network") if r.get("network") is not None else "", r.meta.get("kvctl_load", ""),
         ])
