@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -96,6 +97,19 @@ def test_instructions_per_op_are_counted_saved_and_shown(full_run: tuple[Run, An
     assert "instructions/op" in text and "callgrind" in text
     rows = {r["name"]: r for r in csv.DictReader(io.StringIO(report.render(run, "csv")))}
     assert float(rows["gridkv.set@memory"]["instr_per_op"]) == counts["set"]
+
+
+def test_run_without_valgrind_records_why_and_the_gate_says_so(tmp_path: Path) -> None:
+    out = tmp_path / "run.json"
+    env = {**os.environ, "PATH": os.path.dirname(sys.executable)}  # this interpreter, no valgrind
+    proc = subprocess.run([sys.executable, "-m", "kvctl", "bench", "memory://no-valgrind", "--quick", *TINY,
+                           "-o", str(out), "-q"], capture_output=True, text=True, timeout=240, env=env)
+    assert proc.returncode == 0, proc.stderr
+    run = Run.load(str(out))
+    assert run.info["instructions"] == {"missing": "valgrind is not installed"}
+    assert _row(run, "gridkv.set@memory").get("instr_per_op") is None
+    assert _row(run, "gridkv.set@memory").get("allocs_per_op") > 1
+    assert "instructions: not counted (valgrind is not installed)" in report.render(run, "rich")
 
 
 def test_instruction_counts_repeat_run_after_run(tmp_path: Path) -> None:
@@ -230,15 +244,23 @@ def _bench(name: str, values: list[float], **meta: Any) -> Any:
 
 
 def _run(tmp: Path, name: str, ref: float, set_values: list[float], allocs: float, size: float,
-         machine: dict[str, Any] | None = None, fmt: int = FORMAT_VERSION) -> Path:
-    suite = pyperf.BenchmarkSuite([
+         machine: dict[str, Any] | None = None, fmt: int = FORMAT_VERSION, *, instr: float | None = None,
+         get: bool = True, params: dict[str, Any] | None = None, **info: Any) -> Path:
+    counted = {} if instr is None else {"kvctl_instr_per_op": instr, "kvctl_instr_ops": 1000}
+    benches = [
         _bench("harness.reference", [ref * (1 + 0.01 * i) for i in range(6)], kvctl_workload="harness"),
-        _bench("gridkv.set@memory", set_values, kvctl_allocs_per_op=allocs, kvctl_bytes_per_op=size),
-        _bench("gridkv.get@memory", [ref * 0.5 * (1 + 0.01 * i) for i in range(6)],
-               kvctl_allocs_per_op=0.0, kvctl_bytes_per_op=0.0),
-    ])
+        _bench("gridkv.set@memory", set_values, kvctl_allocs_per_op=allocs, kvctl_bytes_per_op=size,
+               kvctl_alloc_ops=4000, **counted),
+    ]
+    if get:
+        benches.append(_bench("gridkv.get@memory", [ref * 0.5 * (1 + 0.01 * i) for i in range(6)],
+                              kvctl_allocs_per_op=0.0, kvctl_bytes_per_op=0.0, kvctl_alloc_ops=4000,
+                              **({} if instr is None else {"kvctl_instr_per_op": 500.0, "kvctl_instr_ops": 1000})))
     path = tmp / f"{name}.json"
-    Run(suite, {"format": fmt, "machine": machine or MACHINE}).save(str(path))
+    data = {"format": fmt, "machine": machine or MACHINE, **info}
+    if params is not None:
+        data["params"] = params
+    Run(pyperf.BenchmarkSuite(benches), data).save(str(path))
     return path
 
 
@@ -276,16 +298,20 @@ def test_gate_fails_on_more_allocations_even_in_allocs_mode(tmp_path: Path) -> N
     assert result.failed and "bytes/op" in _verdict(result).failures[0]
 
 
-def test_gate_time_slower_significant_and_large_fails_only_in_all_mode(tmp_path: Path) -> None:
+def test_gate_time_slower_is_reported_and_fails_only_on_request(tmp_path: Path) -> None:
     base = _run(tmp_path, "base", 1e-7, _values(2e-6), 12.0, 680.0)
     new = _run(tmp_path, "new", 1e-7, _values(2.6e-6), 12.0, 680.0)  # 30% slower, same reference
     result = gate.compare(Run.load(str(new)), Run.load(str(base)))
     v = _verdict(result)
     assert v.time == "slower" and v.change == pytest.approx(0.3, abs=0.01)
     assert v.p is not None and v.p < 0.05
-    assert result.failed
-    assert not gate.compare(Run.load(str(new)), Run.load(str(base)), gate.Options(fail_on="allocs")).failed
-    assert kvctl("--from", str(new), "--baseline", str(base), "-q").returncode == 1
+    assert not result.failed  # time on a shared machine is reported, not gated, by default
+    assert gate.compare(Run.load(str(new)), Run.load(str(base)), gate.Options(fail_on="all")).failed
+    assert gate.compare(Run.load(str(new)), Run.load(str(base)), gate.Options(fail_on="time")).failed
+    assert kvctl("--from", str(new), "--baseline", str(base), "-q").returncode == 0
+    assert kvctl("--from", str(new), "--baseline", str(base), "--fail-on", "allocs,time", "-q").returncode == 1
+    proc = kvctl("--from", str(new), "--baseline", str(base), "--fail-on", "speed", "-q")
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "--fail-on 'speed'" in proc.stderr
 
 
 def test_gate_times_are_ratios_to_the_runs_reference(tmp_path: Path) -> None:
@@ -305,7 +331,8 @@ def test_gate_faster_and_small_changes(tmp_path: Path) -> None:
     v = _verdict(gate.compare(Run.load(str(small)), Run.load(str(base))))
     assert v.p is not None and v.p < 0.05 and v.time == "not significant"
     table = gate.compare(Run.load(str(small)), Run.load(str(base))).table()
-    assert table.columns[3] == "time" and any(row[0] == "gridkv.set@memory" for row in table.rows)
+    assert "time" in table.columns and "instructions/op" in table.columns
+    assert any(row[0] == "gridkv.set@memory" for row in table.rows)
 
 
 def test_gate_other_machine_or_format_warns(tmp_path: Path) -> None:
@@ -321,6 +348,94 @@ def test_gate_other_machine_or_format_warns(tmp_path: Path) -> None:
     assert _verdict(result).allocs == "n/a"
     proc = kvctl("--from", str(new), "--baseline", str(old), "-q")
     assert proc.returncode == 0 and "warning" in proc.stderr and "format" in proc.stderr
+
+
+def test_gate_fails_on_more_instructions_per_op(tmp_path: Path) -> None:
+    base = _run(tmp_path, "base", 1e-7, _values(2e-6), 12.0, 680.0, instr=10_000.0)
+    same = _run(tmp_path, "same", 1.5e-7, _values(3e-6), 12.0, 680.0, instr=10_150.0)  # +1.5%: within 2%
+    result = gate.compare(Run.load(str(same)), Run.load(str(base)))
+    assert not result.failed and _verdict(result).instr == "same"
+    more = _run(tmp_path, "more", 1e-7, _values(2e-6), 12.0, 680.0, instr=10_300.0)  # +3%, same time, allocs
+    result = gate.compare(Run.load(str(more)), Run.load(str(base)))
+    v = _verdict(result)
+    assert result.failed and v.instr == "more" and "instructions/op" in v.failures[0] and "+3.0%" in v.failures[0]
+    assert _verdict(result, "gridkv.get@memory").failures == []
+    proc = kvctl("--from", str(more), "--baseline", str(base), "-q")
+    assert proc.returncode == 1 and "gridkv.set@memory" in proc.stderr
+    assert kvctl("--from", str(more), "--baseline", str(base), "--instr-tolerance", "5%", "-q").returncode == 0
+    assert kvctl("--from", str(more), "--baseline", str(base), "--fail-on", "allocs", "-q").returncode == 0
+    fewer = _run(tmp_path, "fewer", 1e-7, _values(2e-6), 12.0, 680.0, instr=9_000.0)
+    result = gate.compare(Run.load(str(fewer)), Run.load(str(base)))
+    assert not result.failed and _verdict(result).instr == "fewer"
+
+
+def test_gate_without_valgrind_warns_once_and_gates_on_allocations_not_time(tmp_path: Path) -> None:
+    base = _run(tmp_path, "base", 1e-7, _values(2e-6), 12.0, 680.0, instr=10_000.0)
+    missing = {"instructions": {"missing": "valgrind is not installed"}}
+    slow = _run(tmp_path, "slow", 1e-7, _values(3e-6), 12.0, 680.0, **missing)  # 50% slower: still no failure
+    result = gate.compare(Run.load(str(slow)), Run.load(str(base)))
+    assert not result.failed and _verdict(result).time == "slower"
+    assert [w for w in result.warnings if "valgrind" in w] == [
+        "valgrind is not installed: instructions/op not counted; the gate compares allocations "
+        "(times fail only with --fail-on time)"]
+    proc = kvctl("--from", str(slow), "--baseline", str(base), "-q")
+    assert proc.returncode == 0 and proc.stderr.count("valgrind is not installed") == 1
+    allocs = _run(tmp_path, "allocs", 1e-7, _values(2e-6), 13.0, 680.0, **missing)
+    result = gate.compare(Run.load(str(allocs)), Run.load(str(base)))
+    assert result.failed and _verdict(result).allocs == "more" and _verdict(result).instr == "n/a"
+    # the other way round: a baseline made without valgrind says so too
+    old = _run(tmp_path, "old", 1e-7, _values(2e-6), 12.0, 680.0)
+    counted = _run(tmp_path, "counted", 1e-7, _values(2e-6), 12.0, 680.0, instr=10_000.0)
+    result = gate.compare(Run.load(str(counted)), Run.load(str(old)))
+    assert not result.failed and any("baseline has no instructions/op" in w for w in result.warnings)
+
+
+def test_gate_allocation_slack_stays_under_one_object_per_op(tmp_path: Path) -> None:
+    base = _run(tmp_path, "base", 1e-7, _values(2e-6), 516.0, 60_000.0)  # 2% would allow +10 objects
+    new = _run(tmp_path, "new", 1e-7, _values(2e-6), 517.0, 60_040.0)
+    result = gate.compare(Run.load(str(new)), Run.load(str(base)))
+    assert result.failed and "allocs/op 516 → 517" in _verdict(result).failures[0]
+
+
+def test_gate_fails_when_a_baseline_row_is_missing(tmp_path: Path) -> None:
+    base = _run(tmp_path, "base", 1e-7, _values(2e-6), 12.0, 680.0)
+    new = _run(tmp_path, "new", 1e-7, _values(2e-6), 12.0, 680.0, get=False)
+    result = gate.compare(Run.load(str(new)), Run.load(str(base)))
+    assert result.failed and "not in this run" in _verdict(result, "gridkv.get@memory").failures[0]
+    proc = kvctl("--from", str(new), "--baseline", str(base), "-q")
+    assert proc.returncode == 1 and "gridkv.get@memory" in proc.stderr.splitlines()[-1]
+    result = gate.compare(Run.load(str(new)), Run.load(str(base)), gate.Options(allow_missing=True))
+    assert not result.failed and any("gridkv.get@memory: in the baseline, not in this run" in w
+                                     for w in result.warnings)
+    assert kvctl("--from", str(new), "--baseline", str(base), "--allow-missing", "-q").returncode == 0
+
+
+def test_gate_fails_when_a_benchmark_or_one_of_its_passes_errors(tmp_path: Path) -> None:
+    base = _run(tmp_path, "base", 1e-7, _values(2e-6), 12.0, 680.0, get=False)
+    failed = {"name": "gridkv.get@memory", "workload": "gridkv", "bench": "get", "backend": "memory",
+              "status": "error", "reason": "RuntimeError: boom"}
+    new = _run(tmp_path, "new", 1e-7, _values(2e-6), 12.0, 680.0, get=False, errors=[failed])
+    result = gate.compare(Run.load(str(new)), Run.load(str(base)))  # not in the baseline, and it errors
+    assert result.failed and "boom" in _verdict(result, "gridkv.get@memory").failures[0]
+    partial = {**failed, "name": "gridkv.set@memory", "bench": "set", "partial": "1",
+               "reason": "the instruction count failed: valgrind exited with status 1"}
+    new = _run(tmp_path, "partial", 1e-7, _values(2e-6), 12.0, 680.0, get=False, errors=[partial])
+    result = gate.compare(Run.load(str(new)), Run.load(str(base)))
+    assert result.failed and "instruction count failed" in _verdict(result).failures[0]
+
+
+def test_gate_fails_when_the_parameters_differ(tmp_path: Path) -> None:
+    params = Params.quick_defaults(alloc_ops=4000).to_json()
+    base = _run(tmp_path, "base", 1e-7, _values(2e-6), 12.0, 680.0, params=params)
+    same = _run(tmp_path, "same", 1e-7, _values(2e-6), 12.0, 680.0, params={**params, "processes": 6})
+    assert not gate.compare(Run.load(str(same)), Run.load(str(base))).failed  # pyperf's effort only
+    other = _run(tmp_path, "other", 1e-7, _values(2e-6), 12.0, 680.0,
+                 params={**params, "value_size": 1000, "keys": 5000})
+    result = gate.compare(Run.load(str(other)), Run.load(str(base)))
+    assert result.failed and "value_size 100 in the baseline, 1000 in this run" in result.errors[0]
+    assert "keys 1000 in the baseline, 5000 in this run" in result.errors[0]
+    proc = kvctl("--from", str(other), "--baseline", str(base), "-q")
+    assert proc.returncode == 1 and "parameters differ" in proc.stderr.splitlines()[-1]
 
 
 def test_mann_whitney_matches_reference_values() -> None:
