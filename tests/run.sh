@@ -12,7 +12,7 @@ PATH="$("$PY" -c 'import os, sys; print(os.path.dirname(sys.executable))'):$PATH
 export PATH
 
 echo "== installing kvctl with its test dependencies"
-"$PY" -m pip install --quiet --disable-pip-version-check -e '.[test]' -e tests/outside_plugin
+"$PY" -m pip install --quiet --disable-pip-version-check -e '.[test]' -e tests/outside_plugin -e tests/bench_plugin
 
 echo "== browser for the indexeddb backend (Debian's chromium)"
 command -v chromium >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }

@@ -112,6 +112,21 @@ def test_run_without_valgrind_records_why_and_the_gate_says_so(tmp_path: Path) -
     assert "instructions: not counted (valgrind is not installed)" in report.render(run, "rich")
 
 
+def test_gate_catches_a_free_list_tuple_through_instructions(tmp_path: Path) -> None:
+    """One extra 2-tuple per op (tests/bench_plugin): CPython reuses it from a free list, so the
+    allocation count cannot see it; the instruction count does, and the gate fails."""
+    base, new = tmp_path / "base.json", tmp_path / "new.json"
+    proc = kvctl("ci=probe://gate-tuple", "--quick", *TINY, "-o", str(base), "-q")
+    assert proc.returncode == 0, proc.stderr
+    proc = kvctl("ci=probe://gate-tuple?tuple=1", "--quick", *TINY, "--baseline", str(base), "-o", str(new), "-q")
+    assert proc.returncode == 1, proc.stderr
+    assert "gridkv.get@ci" in proc.stderr.splitlines()[-1]
+    result = gate.compare(Run.load(str(new)), Run.load(str(base)))
+    get = _verdict(result, "gridkv.get@ci")
+    assert get.instr == "more" and get.allocs == "same" and get.allocs_new == 0
+    assert get.instr_base is not None and get.instr_new is not None and get.instr_new > 1.05 * get.instr_base
+
+
 def test_instruction_counts_repeat_run_after_run(tmp_path: Path) -> None:
     from kvctl.bench import instr
     from kvctl.bench.job import BenchSpec, Job
