@@ -181,6 +181,31 @@ def test_report_formats(full_run: tuple[Run, Any, Path], tmp_path: Path) -> None
     assert out.read_text().count("<svg") >= 10
 
 
+def test_markdown_is_escaped_and_mermaid_files_hold_one_raw_diagram_each(
+        full_run: tuple[Run, Any, Path], tmp_path: Path) -> None:
+    _, _, path = full_run
+    md = tmp_path / "r.md"
+    assert kvctl("--from", str(path), "-o", str(md), "-o", str(tmp_path / "r.mmd"), "-q").returncode == 0
+    text = md.read_text()
+    assert "key-&lt;i&gt;" in text and "key-<i>" not in text  # `<i>` would italicise the rest of the page
+    files = sorted(tmp_path.glob("r-*.mmd"))
+    assert len(files) >= 10 and not (tmp_path / "r.mmd").exists()
+    for f in files:
+        chart = f.read_text()
+        assert chart.startswith("xychart-beta\n") and chart.count("xychart-beta") == 1 and "```" not in chart
+        bars = next(line for line in chart.splitlines() if line.strip().startswith("bar ["))
+        assert "e-" not in bars and "e+" not in bars, bars  # xychart-beta reads no exponent notation
+    assert report._plain_number(6.835e-05, 4) == "0.00006835" and report._plain_number(1180.0, 3) == "1180"
+
+
+def test_unstable_results_carry_pyperf_s_warning(tmp_path: Path) -> None:
+    shaky = _run(tmp_path, "shaky", 1e-7, [1e-6, 2e-6, 1e-6, 2.5e-6, 1e-6, 1e-6], 12.0, 680.0)
+    text = report.render(Run.load(str(shaky)), "markdown")
+    assert "(unstable)" in text and "gridkv.set@memory may be unstable: the standard deviation" in text
+    steady = _run(tmp_path, "steady", 1e-7, _values(2e-6), 12.0, 680.0)
+    assert "gridkv.set@memory may be unstable" not in report.render(Run.load(str(steady)), "markdown")
+
+
 def test_quick_gridkv_with_cli_output_to_stdout() -> None:
     proc = kvctl("memory://q", "--quick", *TINY, "--format", "csv", "-q")
     assert proc.returncode == 0, proc.stderr

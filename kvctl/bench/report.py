@@ -13,6 +13,8 @@ import csv
 import html
 import io
 from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 from kvctl.bench import seeds, workloads, ycsb
@@ -144,8 +146,26 @@ def overview(run: Run) -> list[Table]:
     return tables
 
 
+def instability(run: Run) -> dict[str, list[str]]:
+    """pyperf's own "the benchmark result may be unstable" warnings, by benchmark name (what
+    ``python -m pyperf check`` prints), so the tables never show a shaky ``mean ± sd`` bare.
+    pyperf's "not enough samples" is left out: it says what the table's "N processes x M
+    values" already says, on nearly every row of a short run."""
+    try:
+        from pyperf._cli import format_checks
+    except ImportError:  # pyperf's layout changed: the tables go without these notes
+        return {}
+    out = {}
+    for bench in run.benchmarks():
+        lines = [ln[2:] for ln in format_checks(bench) if ln.startswith("* ") and "Not enough samples" not in ln]
+        if lines:
+            out[bench.get_name()] = lines
+    return out
+
+
 def workload_tables(run: Run) -> list[Table]:
     rows = [r for r in run.rows() if r.workload in workloads.WORKLOADS]
+    unstable = instability(run)
     params = _run_params(run)
     distribution = run.info.get("params", {}).get("distribution")
     tables: list[Table] = []
@@ -187,6 +207,9 @@ def workload_tables(run: Run) -> list[Table]:
             note = r.get("note")
             if note:
                 notes.append(f"{r.backend}: {note}")
+            if r.name in unstable:
+                cells[cols.index(f"mean {unit} ± sd")] += " (unstable)"
+                notes.append(f"pyperf: {r.name} may be unstable: {'; '.join(unstable[r.name])}")
             per = r.get("latency_per")
             if per and per != "op" and r.percentiles():
                 notes.append(f"{r.bench}: percentiles per {per}")
@@ -396,6 +419,8 @@ def plain(tables_: list[Table]) -> str:
 
 
 def _md_cell(text: str) -> str:
+    # "<" and "&" would start HTML in a renderer that passes it through: `key-<i>` italicises the page
+    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
     return text.replace("|", "\\|").replace("\n", " ")
 
 
@@ -405,7 +430,7 @@ def markdown(tables_: list[Table], charts_: list[Chart]) -> str:
     for c in charts_:
         by_key.setdefault(c.key.partition(".")[0], []).append(c)
     for t in tables_:
-        out += [f"## {t.title}", ""]
+        out += [f"## {_md_cell(t.title)}", ""]
         if t.params:
             out += [f"*{_md_cell(t.params)}*", ""]
         if any(t.columns):
@@ -432,22 +457,37 @@ def _mermaid_label(text: str) -> str:
     return '"' + text.replace('"', "'") + '"'
 
 
+def _plain_number(value: float, digits: int) -> str:
+    """``value`` to ``digits`` significant digits, never in exponent notation (xychart-beta reads
+    no ``6.835e-05``)."""
+    text = format(Decimal(f"{value:.{digits}g}"), "f")
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
 def _mermaid_chart(c: Chart) -> str:
     top = max(c.values) * 1.15 if c.values and max(c.values) > 0 else 1.0
     return "\n".join([
         "xychart-beta",
         f"    title {_mermaid_label(c.title)}",
         "    x-axis [" + ", ".join(_mermaid_label(lbl) for lbl in c.labels) + "]",
-        f"    y-axis {_mermaid_label(c.unit)} 0 --> {float(f'{top:.3g}')}",
-        "    bar [" + ", ".join(f"{float(f'{v:.4g}')}" for v in c.values) + "]",
+        f"    y-axis {_mermaid_label(c.unit)} 0 --> {_plain_number(top, 3)}",
+        "    bar [" + ", ".join(_plain_number(v, 4) for v in c.values) + "]",
     ])
 
 
 def mermaid(charts_: list[Chart]) -> str:
-    out = []
-    for c in charts_:
-        out += [f"%% {c.key}", "```mermaid", _mermaid_chart(c), "```", ""]
-    return "\n".join(out)
+    """Every chart as a raw diagram, one after the other (stdout); files get one each."""
+    return "\n\n".join(f"%% {c.key}\n{_mermaid_chart(c)}" for c in charts_) + "\n"
+
+
+def mermaid_files(run: Run, path: Path) -> list[tuple[Path, str]]:
+    """One raw Mermaid diagram per file (a .mmd file holds one diagram): ``path`` itself for a
+    single chart, else ``STEM-WORKLOAD-BENCH.mmd`` beside it for each."""
+    all_charts = charts(run)
+    if len(all_charts) == 1:
+        return [(path, _mermaid_chart(all_charts[0]) + "\n")]
+    return [(path.with_name(f"{path.stem}-{c.key.replace('.', '-')}{path.suffix}"), _mermaid_chart(c) + "\n")
+            for c in all_charts]
 
 
 CSV_COLUMNS = ["name", "workload", "bench", "backend", "status", "reason", "unit", "mean_s", "stdev_s", "ops_per_s",

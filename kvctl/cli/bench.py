@@ -214,6 +214,12 @@ def bench(
         path.parent.mkdir(parents=True, exist_ok=True)
         if kind == "json":
             run.save(str(path))  # .json.gz: compressed, as pyperf reads too
+        elif kind == "mermaid":
+            files = report.mermaid_files(run, path)
+            for chart_path, text in files:
+                chart_path.write_text(text)
+            if not quiet and files != [] and files[0][0] != path:
+                info(f"{path}: one diagram per file: {', '.join(p.name for p, _ in files)}")
         else:
             path.write_text(report.render(run, kind, extra if kind in ("markdown", "html", "rich") else None))
         if not quiet:
