@@ -103,8 +103,8 @@ class Result:
 
     def failure_summary(self) -> str:
         """One line: what failed."""
-        names = [v.name for v in self.verdicts if v.failures]
-        parts = [f"{len(names)} benchmark(s): {', '.join(names)}"] if names else []
+        failed = [f"{v.name} ({v.failures[0]})" for v in self.verdicts if v.failures]
+        parts = [f"{len(failed)} benchmark(s): {'; '.join(failed)}"] if failed else []
         return "; ".join(self.errors + parts)
 
     def table(self) -> Table:
@@ -228,6 +228,7 @@ def compare(new: Run, base: Run, options: Options | None = None) -> Result:
     base_rows = [b for b in base.rows() if b.ok and not b.name.startswith("harness.")]
     compare_instr = compare_counts and _instructions_comparable(new, base_rows, new_rows, warnings)
     verdicts: dict[str, Verdict] = {}
+    missing = 0
     for b in base_rows:
         n = new_rows.get(b.name)
         v = verdicts[b.name] = Verdict(b.name)
@@ -236,8 +237,8 @@ def compare(new: Run, base: Run, options: Options | None = None) -> Result:
                 warnings.append(f"{b.name}: in the baseline, not in this run")
                 del verdicts[b.name]
             else:
-                v.failures.append("in the baseline, not in this run (a plugin that no longer loads? "
-                                  "--allow-missing to accept)")
+                v.failures.append("in the baseline, not in this run")
+                missing += 1
             continue
         if not n.ok:
             v.time = v.allocs = v.instr = n.status
@@ -248,6 +249,9 @@ def compare(new: Run, base: Run, options: Options | None = None) -> Result:
             if compare_instr:
                 _compare_instr(v, n, b, o)
             _compare_allocs(v, n, b, o)
+    if missing:
+        warnings.append(f"{missing} baseline benchmark(s) missing from this run fail the gate (a plugin that no "
+                        "longer loads, a workload left out?); --allow-missing accepts that")
     for n in new_rows.values():
         if n.name.startswith("harness.") or n.name in verdicts:
             continue
