@@ -215,11 +215,12 @@ def bench(
         if kind == "json":
             run.save(str(path))  # .json.gz: compressed, as pyperf reads too
         elif kind == "mermaid":
-            files = report.mermaid_files(run, path)
+            files = report.mermaid_files(run, path)  # a .mmd file holds one diagram
             for chart_path, text in files:
                 chart_path.write_text(text)
-            if not quiet and files != [] and files[0][0] != path:
-                info(f"{path}: one diagram per file: {', '.join(p.name for p, _ in files)}")
+            if not quiet:
+                info(f"wrote {', '.join(str(p) for p, _ in files) or 'no chart'} (mermaid, one diagram per file)")
+            continue
         else:
             path.write_text(report.render(run, kind, extra if kind in ("markdown", "html", "rich") else None))
         if not quiet:
