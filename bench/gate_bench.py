@@ -41,6 +41,7 @@ SUITE = "bench/suite-ci.toml"
 BASELINE = "bench/baseline-ci.json"
 BENCHES = ("set", "get", "mixed")
 LEVELS = (0.01, 0.02, 0.05, 0.25)
+TOLERANCES = (0.005, 0.01, 0.02, 0.05)
 LABEL = "ci"  # probe runs name their rows gridkv.*@ci whatever the URL's options
 
 
@@ -55,6 +56,7 @@ class GateRun:
     wall_s: float
     load: float
     path: Path
+    base: Path
     message: str
     instr: dict[str, float | None] = field(default_factory=dict)
     allocs: dict[str, float | None] = field(default_factory=dict)
@@ -73,7 +75,7 @@ def gate_run(what: str, path: Path, args: list[str], base: Path) -> GateRun:
                           capture_output=True, text=True)
     wall = time.monotonic() - t0
     lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("kvctl:")]
-    out = GateRun(what, proc.returncode, wall, load, path, lines[-1] if lines else "")
+    out = GateRun(what, proc.returncode, wall, load, path, base, lines[-1] if lines else "")
     if not path.exists():
         return out
     run, baseline = Run.load(str(path)), Run.load(str(base))
@@ -100,6 +102,17 @@ def make_run(path: Path, args: list[str]) -> dict[str, float]:
     if any(v is None for v in counts.values()):
         sys.exit("gate_bench: no instructions/op in the run (is valgrind installed?)")
     return counts
+
+
+def caught(run: GateRun, tolerance: float) -> bool:
+    """Would the instruction gate alone have failed this saved run at ``tolerance``?"""
+    from kvctl.bench import gate
+    from kvctl.bench.results import Run
+
+    if not run.path.exists():
+        return False
+    options = gate.Options(instr_tolerance=tolerance, fail_on="instructions")
+    return gate.compare(Run.load(str(run.path)), Run.load(str(run.base)), options).failed
 
 
 def esc(text: str) -> str:
@@ -202,8 +215,9 @@ def _report(args: argparse.Namespace, command: str, started: dt.datetime, idle: 
              "(bench/suite-ci.toml); times are reported, not gated.", "",
              "## False alarms on unchanged code", "",
              f"`kvctl bench --suite {SUITE} --baseline {BASELINE}` (what tests/run.sh runs), {args.runs} runs "
-             f"in a row, then {args.hog_runs} beside a CPU hog (`python -c 'while 1: pass'`).  \"Time gate\": "
-             "the same saved runs judged with `--fail-on time` (offline, `kvctl.bench.gate.compare`).", ""]
+             f"in a row, then {args.hog_runs} beside a CPU hog (`python -c 'while 1: pass'`, as niced as the "
+             "gate).  \"Time gate\": the same saved runs judged with `--fail-on time` (offline, "
+             "`kvctl.bench.gate.compare`).", ""]
     rows = []
     for what, runs in (("unchanged", idle), ("unchanged + CPU hog", hog_runs)):
         if not runs:
@@ -238,7 +252,7 @@ def _report(args: argparse.Namespace, command: str, started: dt.datetime, idle: 
     head += ["allocation gate saw it", "gate failed (exit 1)"]
     rows = []
     for name, options, _level, runs in detect:
-        row: list[Any] = [name, f"`{options}`"]
+        row: list[Any] = [name, options]
         for b in BENCHES:
             name_b = f"gridkv.{b}@{LABEL}"
             changes = [(r.instr[b] or 0) / base[b] - 1 for r in runs if r.instr.get(b) is not None]
@@ -249,7 +263,18 @@ def _report(args: argparse.Namespace, command: str, started: dt.datetime, idle: 
         rows.append(row)
     lines += table(head, rows)
     lines += ["The gate fails a bench when its instructions/op rise by more than 2% (`--instr-tolerance`), "
-              "or its allocs/op by more than 0.5 (one whole object per op always fails).", ""]
+              "or its allocs/op by more than 0.5 (one whole object per op always fails).", "",
+              "## Other instruction tolerances (the same saved runs, judged offline)", "",
+              "Runs the instruction comparison alone would fail at each `--instr-tolerance`: false alarms "
+              "on the unchanged runs, detections of each injected variant.", ""]
+    head = ["--instr-tolerance", f"false alarms ({len(idle) + len(hog_runs)} unchanged runs)"]
+    head += [name for name, _options, _level, _runs in detect]
+    rows = []
+    for tolerance in TOLERANCES:
+        row = [f"{tolerance:.1%}", f"{sum(caught(r, tolerance) for r in idle + hog_runs)}"]
+        row += [f"{sum(caught(r, tolerance) for r in runs)}/{len(runs)}" for _n, _o, _l, runs in detect]
+        rows.append(row)
+    lines += table(head, rows)
     return lines
 
 

@@ -2,7 +2,7 @@
 
 What fails (``fail_on``; default ``instructions,allocs``): the deterministic measures only.
 
-* Instructions per op (valgrind, :mod:`kvctl.bench.instr`) repeat within ~0.2% run after run,
+* Instructions per op (valgrind, :mod:`kvctl.bench.instr`) repeat within ~0.5% run after run,
   whatever the machine's load: a rise beyond the tolerance (default 2%) is more CPU work per op.
 * Allocations (``allocs/op``, ``bytes/op``, :mod:`kvctl.bench.alloc`): a rise beyond a tight
   tolerance (default 2%) is a regression.  Absolute floors (0.5 allocs/op, 32 bytes/op) absorb

@@ -18,7 +18,8 @@ decide dict probing), ``python -P`` (the current directory is not on ``sys.path`
 collector paused inside the windows, new-key ids from a fixed base, a fresh store (or fixed
 keys under the run's prefix), and N fixed by the parameters (never by timing).  What remains
 variable is what depends on the clock (an HLC counter that passes CPython's small-int cache, a
-branch on "same millisecond"): a few instructions per op, far under the gate's tolerance.
+branch on "same millisecond"): tens of instructions per set, under 0.5%, far under the gate's
+tolerance (bench/gate_RESULTS.md).
 
 What it counts: user-space instructions of the client process (kvctl, the plugin, its driver,
 the interpreter), not the kernel (system calls, fsync) and not a server's work.
