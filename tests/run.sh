@@ -12,11 +12,12 @@ PATH="$("$PY" -c 'import os, sys; print(os.path.dirname(sys.executable))'):$PATH
 export PATH
 
 echo "== installing kvctl with its test dependencies"
-"$PY" -m pip install --quiet --disable-pip-version-check -e '.[test]' -e tests/outside_plugin
+"$PY" -m pip install --quiet --disable-pip-version-check -e '.[test]' -e tests/outside_plugin -e tests/bench_plugin
 
-echo "== browser for the indexeddb backend (Debian's chromium)"
+echo "== browser for the indexeddb backend (Debian's chromium); valgrind for the performance gate"
 command -v chromium >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 command -v sqlite3 >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq sqlite3 >/dev/null; }  # the other-program writer in tests/test_sqlite_other_writers.py
+command -v valgrind >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind >/dev/null; }
 
 echo "== starting servers"
 bash tests/services.sh start
@@ -28,7 +29,7 @@ echo "== ruff, mypy, import contracts"
 "$PY" -m mypy
 lint-imports
 
-echo "== performance gate: allocations per op fail the run, times are reported (bench/suite-ci.toml)"
+echo "== performance gate: instructions and allocations per op fail the run, times are reported (bench/suite-ci.toml)"
 kvctl bench --suite bench/suite-ci.toml --baseline bench/baseline-ci.json
 
 echo "== tests"

@@ -10,6 +10,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -39,7 +41,8 @@ def full_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Run, subprocess.
     """One real run of every workload on memory, plus an unreachable server, through the CLI."""
     out = tmp_path_factory.mktemp("bench") / "run.json"
     proc = kvctl("memory://bench-test", "redis://127.0.0.1:1/0", "-w", "all", *TINY, "--keys", "200",
-                 "--ops", "300", "--clients", "2", "--duration", "0.2s", "-o", str(out))
+                 "--ops", "300", "--clients", "2", "--duration", "0.2s", "-o", str(out),
+                 timeout=600)  # every workload, plus the instruction count under valgrind, on a shared machine
     assert proc.returncode == 8, proc.stderr  # the unreachable server's benchmarks failed
     return Run.load(str(out)), proc, out
 
@@ -81,6 +84,64 @@ def test_allocations_and_percentiles_are_attached(full_run: tuple[Run, Any, Path
     assert {"p50", "p95", "p99"} <= set(session.percentiles())
     curve = _row(run, "gridkv.mixed@memory").load_curve()
     assert curve and curve[0]["clients"] == 2 and curve[0]["ops_per_s"] > 0
+
+
+def test_instructions_per_op_are_counted_saved_and_shown(full_run: tuple[Run, Any, Path]) -> None:
+    run, _, _ = full_run
+    assert shutil.which("valgrind"), "valgrind is needed (tests/run.sh installs it)"
+    assert run.info["instructions"]["tool"].startswith("valgrind")
+    counts = {b: _row(run, f"gridkv.{b}@memory").get("instr_per_op") for b in ("set", "get", "mixed")}
+    # a get is a dict lookup and an expiry check; a set builds a Record, an HLC version, a log entry
+    assert 100 < counts["get"] < counts["mixed"] < counts["set"], counts
+    assert _row(run, "gridkv.set@memory").get("instr_ops") == Params().instr_ops
+    text = report.render(run, "rich")
+    assert "instructions/op" in text and "callgrind" in text
+    rows = {r["name"]: r for r in csv.DictReader(io.StringIO(report.render(run, "csv")))}
+    assert float(rows["gridkv.set@memory"]["instr_per_op"]) == counts["set"]
+
+
+def test_run_without_valgrind_records_why_and_the_gate_says_so(tmp_path: Path) -> None:
+    out = tmp_path / "run.json"
+    env = {**os.environ, "PATH": os.path.dirname(sys.executable)}  # this interpreter, no valgrind
+    proc = subprocess.run([sys.executable, "-m", "kvctl", "bench", "memory://no-valgrind", "--quick", *TINY,
+                           "-o", str(out), "-q"], capture_output=True, text=True, timeout=240, env=env)
+    assert proc.returncode == 0, proc.stderr
+    run = Run.load(str(out))
+    assert run.info["instructions"] == {"missing": "valgrind is not installed"}
+    assert _row(run, "gridkv.set@memory").get("instr_per_op") is None
+    assert _row(run, "gridkv.set@memory").get("allocs_per_op") > 1
+    assert "instructions: not counted (valgrind is not installed)" in report.render(run, "rich")
+
+
+def test_gate_catches_a_free_list_tuple_through_instructions(tmp_path: Path) -> None:
+    """One extra 2-tuple per op (tests/bench_plugin): CPython reuses it from a free list, so the
+    allocation count cannot see it; the instruction count does, and the gate fails."""
+    base, new = tmp_path / "base.json", tmp_path / "new.json"
+    proc = kvctl("ci=probe://gate-tuple", "--quick", *TINY, "-o", str(base), "-q")
+    assert proc.returncode == 0, proc.stderr
+    proc = kvctl("ci=probe://gate-tuple?tuple=1", "--quick", *TINY, "--baseline", str(base), "-o", str(new), "-q")
+    assert proc.returncode == 1, proc.stderr
+    assert "gridkv.get@ci" in proc.stderr.splitlines()[-1]
+    result = gate.compare(Run.load(str(new)), Run.load(str(base)))
+    get = _verdict(result, "gridkv.get@ci")
+    assert get.instr == "more" and get.allocs == "same" and get.allocs_new == 0
+    assert get.instr_base is not None and get.instr_new is not None and get.instr_new > 1.05 * get.instr_base
+
+
+def test_instruction_counts_repeat_run_after_run(tmp_path: Path) -> None:
+    from kvctl.bench import instr
+    from kvctl.bench.job import BenchSpec, Job
+
+    names = [f"gridkv.{b}@memory" for b in ("set", "get", "mixed")]
+    job = Job(label="memory", url="memory://instr-repeat", params=Params(), out=str(tmp_path / "out.json"),
+              benches=[BenchSpec(n, "gridkv", n.partition(".")[2].partition("@")[0]) for n in names])
+    job.save(str(tmp_path / "job.json"))
+    first, problems = instr.measure_job(str(tmp_path / "job.json"), names, 400)
+    second, _ = instr.measure_job(str(tmp_path / "job.json"), names, 400)
+    assert not problems and set(first) == set(names)
+    assert first["gridkv.get@memory"] == second["gridkv.get@memory"]  # nothing in a get depends on time
+    for name in names:  # sets read the clock (HLC): tens of instructions per op at most
+        assert abs(first[name] - second[name]) <= 0.01 * first[name], (first, second)  # tolerance: 2%
 
 
 def test_unreachable_server_rows_say_so_and_the_rest_runs(full_run: tuple[Run, Any, Path]) -> None:
@@ -149,6 +210,31 @@ def test_report_formats(full_run: tuple[Run, Any, Path], tmp_path: Path) -> None
     proc = kvctl("--from", str(path), "-o", str(out), "-q")
     assert proc.returncode == 0, proc.stderr
     assert out.read_text().count("<svg") >= 10
+
+
+def test_markdown_is_escaped_and_mermaid_files_hold_one_raw_diagram_each(
+        full_run: tuple[Run, Any, Path], tmp_path: Path) -> None:
+    _, _, path = full_run
+    md = tmp_path / "r.md"
+    assert kvctl("--from", str(path), "-o", str(md), "-o", str(tmp_path / "r.mmd"), "-q").returncode == 0
+    text = md.read_text()
+    assert "key-&lt;i&gt;" in text and "key-<i>" not in text  # `<i>` would italicise the rest of the page
+    files = sorted(tmp_path.glob("r-*.mmd"))
+    assert len(files) >= 10 and not (tmp_path / "r.mmd").exists()
+    for f in files:
+        chart = f.read_text()
+        assert chart.startswith("xychart-beta\n") and chart.count("xychart-beta") == 1 and "```" not in chart
+        bars = next(line for line in chart.splitlines() if line.strip().startswith("bar ["))
+        assert "e-" not in bars and "e+" not in bars, bars  # xychart-beta reads no exponent notation
+    assert report._plain_number(6.835e-05, 4) == "0.00006835" and report._plain_number(1180.0, 3) == "1180"
+
+
+def test_unstable_results_carry_pyperf_s_warning(tmp_path: Path) -> None:
+    shaky = _run(tmp_path, "shaky", 1e-7, [1e-6, 2e-6, 1e-6, 2.5e-6, 1e-6, 1e-6], 12.0, 680.0)
+    text = report.render(Run.load(str(shaky)), "markdown")
+    assert "(unstable)" in text and "gridkv.set@memory may be unstable: the standard deviation" in text
+    steady = _run(tmp_path, "steady", 1e-7, _values(2e-6), 12.0, 680.0)
+    assert "gridkv.set@memory may be unstable" not in report.render(Run.load(str(steady)), "markdown")
 
 
 def test_quick_gridkv_with_cli_output_to_stdout() -> None:
@@ -229,15 +315,23 @@ def _bench(name: str, values: list[float], **meta: Any) -> Any:
 
 
 def _run(tmp: Path, name: str, ref: float, set_values: list[float], allocs: float, size: float,
-         machine: dict[str, Any] | None = None, fmt: int = FORMAT_VERSION) -> Path:
-    suite = pyperf.BenchmarkSuite([
+         machine: dict[str, Any] | None = None, fmt: int = FORMAT_VERSION, *, instr: float | None = None,
+         get: bool = True, params: dict[str, Any] | None = None, **info: Any) -> Path:
+    counted = {} if instr is None else {"kvctl_instr_per_op": instr, "kvctl_instr_ops": 1000}
+    benches = [
         _bench("harness.reference", [ref * (1 + 0.01 * i) for i in range(6)], kvctl_workload="harness"),
-        _bench("gridkv.set@memory", set_values, kvctl_allocs_per_op=allocs, kvctl_bytes_per_op=size),
-        _bench("gridkv.get@memory", [ref * 0.5 * (1 + 0.01 * i) for i in range(6)],
-               kvctl_allocs_per_op=0.0, kvctl_bytes_per_op=0.0),
-    ])
+        _bench("gridkv.set@memory", set_values, kvctl_allocs_per_op=allocs, kvctl_bytes_per_op=size,
+               kvctl_alloc_ops=4000, **counted),
+    ]
+    if get:
+        benches.append(_bench("gridkv.get@memory", [ref * 0.5 * (1 + 0.01 * i) for i in range(6)],
+                              kvctl_allocs_per_op=0.0, kvctl_bytes_per_op=0.0, kvctl_alloc_ops=4000,
+                              **({} if instr is None else {"kvctl_instr_per_op": 500.0, "kvctl_instr_ops": 1000})))
     path = tmp / f"{name}.json"
-    Run(suite, {"format": fmt, "machine": machine or MACHINE}).save(str(path))
+    data = {"format": fmt, "machine": machine or MACHINE, **info}
+    if params is not None:
+        data["params"] = params
+    Run(pyperf.BenchmarkSuite(benches), data).save(str(path))
     return path
 
 
@@ -275,16 +369,20 @@ def test_gate_fails_on_more_allocations_even_in_allocs_mode(tmp_path: Path) -> N
     assert result.failed and "bytes/op" in _verdict(result).failures[0]
 
 
-def test_gate_time_slower_significant_and_large_fails_only_in_all_mode(tmp_path: Path) -> None:
+def test_gate_time_slower_is_reported_and_fails_only_on_request(tmp_path: Path) -> None:
     base = _run(tmp_path, "base", 1e-7, _values(2e-6), 12.0, 680.0)
     new = _run(tmp_path, "new", 1e-7, _values(2.6e-6), 12.0, 680.0)  # 30% slower, same reference
     result = gate.compare(Run.load(str(new)), Run.load(str(base)))
     v = _verdict(result)
     assert v.time == "slower" and v.change == pytest.approx(0.3, abs=0.01)
     assert v.p is not None and v.p < 0.05
-    assert result.failed
-    assert not gate.compare(Run.load(str(new)), Run.load(str(base)), gate.Options(fail_on="allocs")).failed
-    assert kvctl("--from", str(new), "--baseline", str(base), "-q").returncode == 1
+    assert not result.failed  # time on a shared machine is reported, not gated, by default
+    assert gate.compare(Run.load(str(new)), Run.load(str(base)), gate.Options(fail_on="all")).failed
+    assert gate.compare(Run.load(str(new)), Run.load(str(base)), gate.Options(fail_on="time")).failed
+    assert kvctl("--from", str(new), "--baseline", str(base), "-q").returncode == 0
+    assert kvctl("--from", str(new), "--baseline", str(base), "--fail-on", "allocs,time", "-q").returncode == 1
+    proc = kvctl("--from", str(new), "--baseline", str(base), "--fail-on", "speed", "-q")
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "--fail-on 'speed'" in proc.stderr
 
 
 def test_gate_times_are_ratios_to_the_runs_reference(tmp_path: Path) -> None:
@@ -304,7 +402,8 @@ def test_gate_faster_and_small_changes(tmp_path: Path) -> None:
     v = _verdict(gate.compare(Run.load(str(small)), Run.load(str(base))))
     assert v.p is not None and v.p < 0.05 and v.time == "not significant"
     table = gate.compare(Run.load(str(small)), Run.load(str(base))).table()
-    assert table.columns[3] == "time" and any(row[0] == "gridkv.set@memory" for row in table.rows)
+    assert "time" in table.columns and "instructions/op" in table.columns
+    assert any(row[0] == "gridkv.set@memory" for row in table.rows)
 
 
 def test_gate_other_machine_or_format_warns(tmp_path: Path) -> None:
@@ -320,6 +419,94 @@ def test_gate_other_machine_or_format_warns(tmp_path: Path) -> None:
     assert _verdict(result).allocs == "n/a"
     proc = kvctl("--from", str(new), "--baseline", str(old), "-q")
     assert proc.returncode == 0 and "warning" in proc.stderr and "format" in proc.stderr
+
+
+def test_gate_fails_on_more_instructions_per_op(tmp_path: Path) -> None:
+    base = _run(tmp_path, "base", 1e-7, _values(2e-6), 12.0, 680.0, instr=10_000.0)
+    same = _run(tmp_path, "same", 1.5e-7, _values(3e-6), 12.0, 680.0, instr=10_150.0)  # +1.5%: within 2%
+    result = gate.compare(Run.load(str(same)), Run.load(str(base)))
+    assert not result.failed and _verdict(result).instr == "same"
+    more = _run(tmp_path, "more", 1e-7, _values(2e-6), 12.0, 680.0, instr=10_300.0)  # +3%, same time, allocs
+    result = gate.compare(Run.load(str(more)), Run.load(str(base)))
+    v = _verdict(result)
+    assert result.failed and v.instr == "more" and "instructions/op" in v.failures[0] and "+3.0%" in v.failures[0]
+    assert _verdict(result, "gridkv.get@memory").failures == []
+    proc = kvctl("--from", str(more), "--baseline", str(base), "-q")
+    assert proc.returncode == 1 and "gridkv.set@memory" in proc.stderr
+    assert kvctl("--from", str(more), "--baseline", str(base), "--instr-tolerance", "5%", "-q").returncode == 0
+    assert kvctl("--from", str(more), "--baseline", str(base), "--fail-on", "allocs", "-q").returncode == 0
+    fewer = _run(tmp_path, "fewer", 1e-7, _values(2e-6), 12.0, 680.0, instr=9_000.0)
+    result = gate.compare(Run.load(str(fewer)), Run.load(str(base)))
+    assert not result.failed and _verdict(result).instr == "fewer"
+
+
+def test_gate_without_valgrind_warns_once_and_gates_on_allocations_not_time(tmp_path: Path) -> None:
+    base = _run(tmp_path, "base", 1e-7, _values(2e-6), 12.0, 680.0, instr=10_000.0)
+    missing = {"instructions": {"missing": "valgrind is not installed"}}
+    slow = _run(tmp_path, "slow", 1e-7, _values(3e-6), 12.0, 680.0, **missing)  # 50% slower: still no failure
+    result = gate.compare(Run.load(str(slow)), Run.load(str(base)))
+    assert not result.failed and _verdict(result).time == "slower"
+    assert [w for w in result.warnings if "valgrind" in w] == [
+        "valgrind is not installed: instructions/op not counted; the gate compares allocations "
+        "(times fail only with --fail-on time)"]
+    proc = kvctl("--from", str(slow), "--baseline", str(base), "-q")
+    assert proc.returncode == 0 and proc.stderr.count("valgrind is not installed") == 1
+    allocs = _run(tmp_path, "allocs", 1e-7, _values(2e-6), 13.0, 680.0, **missing)
+    result = gate.compare(Run.load(str(allocs)), Run.load(str(base)))
+    assert result.failed and _verdict(result).allocs == "more" and _verdict(result).instr == "n/a"
+    # the other way round: a baseline made without valgrind says so too
+    old = _run(tmp_path, "old", 1e-7, _values(2e-6), 12.0, 680.0)
+    counted = _run(tmp_path, "counted", 1e-7, _values(2e-6), 12.0, 680.0, instr=10_000.0)
+    result = gate.compare(Run.load(str(counted)), Run.load(str(old)))
+    assert not result.failed and any("baseline has no instructions/op" in w for w in result.warnings)
+
+
+def test_gate_allocation_slack_stays_under_one_object_per_op(tmp_path: Path) -> None:
+    base = _run(tmp_path, "base", 1e-7, _values(2e-6), 516.0, 60_000.0)  # 2% would allow +10 objects
+    new = _run(tmp_path, "new", 1e-7, _values(2e-6), 517.0, 60_040.0)
+    result = gate.compare(Run.load(str(new)), Run.load(str(base)))
+    assert result.failed and "allocs/op 516 → 517" in _verdict(result).failures[0]
+
+
+def test_gate_fails_when_a_baseline_row_is_missing(tmp_path: Path) -> None:
+    base = _run(tmp_path, "base", 1e-7, _values(2e-6), 12.0, 680.0)
+    new = _run(tmp_path, "new", 1e-7, _values(2e-6), 12.0, 680.0, get=False)
+    result = gate.compare(Run.load(str(new)), Run.load(str(base)))
+    assert result.failed and "not in this run" in _verdict(result, "gridkv.get@memory").failures[0]
+    proc = kvctl("--from", str(new), "--baseline", str(base), "-q")
+    assert proc.returncode == 1 and "gridkv.get@memory" in proc.stderr.splitlines()[-1]
+    result = gate.compare(Run.load(str(new)), Run.load(str(base)), gate.Options(allow_missing=True))
+    assert not result.failed and any("gridkv.get@memory: in the baseline, not in this run" in w
+                                     for w in result.warnings)
+    assert kvctl("--from", str(new), "--baseline", str(base), "--allow-missing", "-q").returncode == 0
+
+
+def test_gate_fails_when_a_benchmark_or_one_of_its_passes_errors(tmp_path: Path) -> None:
+    base = _run(tmp_path, "base", 1e-7, _values(2e-6), 12.0, 680.0, get=False)
+    failed = {"name": "gridkv.get@memory", "workload": "gridkv", "bench": "get", "backend": "memory",
+              "status": "error", "reason": "RuntimeError: boom"}
+    new = _run(tmp_path, "new", 1e-7, _values(2e-6), 12.0, 680.0, get=False, errors=[failed])
+    result = gate.compare(Run.load(str(new)), Run.load(str(base)))  # not in the baseline, and it errors
+    assert result.failed and "boom" in _verdict(result, "gridkv.get@memory").failures[0]
+    partial = {**failed, "name": "gridkv.set@memory", "bench": "set", "partial": "1",
+               "reason": "the instruction count failed: valgrind exited with status 1"}
+    new = _run(tmp_path, "partial", 1e-7, _values(2e-6), 12.0, 680.0, get=False, errors=[partial])
+    result = gate.compare(Run.load(str(new)), Run.load(str(base)))
+    assert result.failed and "instruction count failed" in _verdict(result).failures[0]
+
+
+def test_gate_fails_when_the_parameters_differ(tmp_path: Path) -> None:
+    params = Params.quick_defaults(alloc_ops=4000).to_json()
+    base = _run(tmp_path, "base", 1e-7, _values(2e-6), 12.0, 680.0, params=params)
+    same = _run(tmp_path, "same", 1e-7, _values(2e-6), 12.0, 680.0, params={**params, "processes": 6})
+    assert not gate.compare(Run.load(str(same)), Run.load(str(base))).failed  # pyperf's effort only
+    other = _run(tmp_path, "other", 1e-7, _values(2e-6), 12.0, 680.0,
+                 params={**params, "value_size": 1000, "keys": 5000})
+    result = gate.compare(Run.load(str(other)), Run.load(str(base)))
+    assert result.failed and "value_size 100 in the baseline, 1000 in this run" in result.errors[0]
+    assert "keys 1000 in the baseline, 5000 in this run" in result.errors[0]
+    proc = kvctl("--from", str(other), "--baseline", str(base), "-q")
+    assert proc.returncode == 1 and "parameters differ" in proc.stderr.splitlines()[-1]
 
 
 def test_mann_whitney_matches_reference_values() -> None:

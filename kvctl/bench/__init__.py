@@ -9,7 +9,8 @@ How a run flows (the parent is the CLI process; nothing here names a backend)::
                    ├─ pyperf workers   this same module: open the store, time plans (kernels)
                    ├─ latency.py       per-op percentiles (network backends, latency tables)
                    ├─ load.py          --clients: asyncio tasks or processes
-                   └─ alloc.py         memray allocations per op (GridKV)
+                   ├─ alloc.py         memray allocations per op (GridKV)
+                   └─ instr.py         instructions per op under valgrind (GridKV), in its own process
     results.Run ── report.py (rich, markdown, csv, json, mermaid, html), gate.py (baseline)
 
 ``workloads.py`` and ``ycsb.py`` say *what* is measured; ``kernels.py`` and ``target.py`` are

@@ -1,4 +1,8 @@
-"""Allocations per operation with memray, the way Go's ``-benchmem`` counts them (cumulative).
+"""Allocations per operation with memray: allocator calls, cumulative (like Go's ``-benchmem``).
+
+Unlike Go, what is counted is calls into CPython's allocators and malloc: an object CPython
+serves from one of its free lists (a 2-tuple, a float, an empty dict, a frame) is never seen
+here.  Such a regression shows in the instruction count (:mod:`kvctl.bench.instr`) instead.
 
 Method (reference, section 7): warm up; track N ops and then 2N ops with memray tracing the
 Python allocators as well as malloc and friends; the difference divided by N removes every

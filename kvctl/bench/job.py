@@ -44,6 +44,7 @@ class Job:
     out: str                       # where the job process writes its result
     network: bool = False
     alloc_url: str | None = None   # a fresh store for the allocation pass (None: the job's URL)
+    instr_url: str | None = None   # a fresh store for the instruction count (None: the job's URL)
     kind: str = "store"            # "store" or "harness"
     metadata: dict[str, Any] = field(default_factory=dict)  # kvctl_* for every bench of the job
 

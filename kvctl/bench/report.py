@@ -13,6 +13,8 @@ import csv
 import html
 import io
 from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 from kvctl.bench import seeds, workloads, ycsb
@@ -144,8 +146,26 @@ def overview(run: Run) -> list[Table]:
     return tables
 
 
+def instability(run: Run) -> dict[str, list[str]]:
+    """pyperf's own "the benchmark result may be unstable" warnings, by benchmark name (what
+    ``python -m pyperf check`` prints), so the tables never show a shaky ``mean ± sd`` bare.
+    pyperf's "not enough samples" is left out: it says what the table's "N processes x M
+    values" already says, on nearly every row of a short run."""
+    try:
+        from pyperf._cli import format_checks
+    except ImportError:  # pyperf's layout changed: the tables go without these notes
+        return {}
+    out = {}
+    for bench in run.benchmarks():
+        lines = [ln[2:] for ln in format_checks(bench) if ln.startswith("* ") and "Not enough samples" not in ln]
+        if lines:
+            out[bench.get_name()] = lines
+    return out
+
+
 def workload_tables(run: Run) -> list[Table]:
     rows = [r for r in run.rows() if r.workload in workloads.WORKLOADS]
+    unstable = instability(run)
     params = _run_params(run)
     distribution = run.info.get("params", {}).get("distribution")
     tables: list[Table] = []
@@ -187,6 +207,9 @@ def workload_tables(run: Run) -> list[Table]:
             note = r.get("note")
             if note:
                 notes.append(f"{r.backend}: {note}")
+            if r.name in unstable:
+                cells[cols.index(f"mean {unit} ± sd")] += " (unstable)"
+                notes.append(f"pyperf: {r.name} may be unstable: {'; '.join(unstable[r.name])}")
             per = r.get("latency_per")
             if per and per != "op" and r.percentiles():
                 notes.append(f"{r.bench}: percentiles per {per}")
@@ -197,18 +220,35 @@ def workload_tables(run: Run) -> list[Table]:
         tables.append(Table(w.title, cols, body, params=desc, notes=([pct_note] if has_pct else []) + notes,
                             key=w.name))
         if w.alloc:
-            alloc_rows = [[r.backend, r.bench, fmt_float(r.get("bytes_per_op"), 4),
-                           fmt_float(r.get("allocs_per_op"), 4)]
-                          for r in sorted(wrows, key=lambda r: (r.backend, order.get(r.bench, 99)))
-                          if r.ok and r.get("allocs_per_op") is not None]
-            if alloc_rows:
-                n = next((r.get("alloc_ops") for r in wrows if r.get("alloc_ops")), "?")
-                tables.append(Table(
-                    f"{w.title}: allocations per op", ["backend", "bench", "bytes/op", "allocs/op"], alloc_rows,
-                    params=f"memray, cumulative: tracked {n} and {2 * n if isinstance(n, int) else '2N'} ops, "
-                           "difference / N, minus the same plan on the empty store; allocation records "
-                           "counted (Python allocators and malloc), GC paused", key=f"{w.name}-alloc"))
+            counted = _counts_table(run, w, sorted(wrows, key=lambda r: (r.backend, order.get(r.bench, 99))),
+                                    factor, unit)
+            if counted is not None:
+                tables.append(counted)
     return tables
+
+
+def _counts_table(run: Run, w: workloads.Workload, rows: list[Row], factor: float, unit: str) -> Table | None:
+    """Time, instructions and allocations per op side by side: the figures the gate compares."""
+    body = [[r.backend, r.bench, _mean_sd(r, factor), fmt_float(r.get("instr_per_op"), 4),
+             fmt_float(r.get("allocs_per_op"), 4), fmt_float(r.get("bytes_per_op"), 4)]
+            for r in rows if r.ok and (r.get("allocs_per_op") is not None or r.get("instr_per_op") is not None)]
+    if not body:
+        return None
+    n = next((r.get("alloc_ops") for r in rows if r.get("alloc_ops")), "?")
+    ni = next((r.get("instr_ops") for r in rows if r.get("instr_ops")), None)
+    counter = run.info.get("instructions") or {}
+    if ni is not None:
+        instr = (f"instructions: {counter.get('tool', 'valgrind callgrind')}, N = {ni} and {2 * ni} ops "
+                 "(PYTHONHASHSEED=0, GC paused), difference / N, minus the same plan on the empty store")
+    else:
+        instr = f"instructions: not counted ({counter.get('missing', 'no count in this run')})"
+    return Table(
+        f"{w.title}: time, instructions and allocations per op",
+        ["backend", "bench", f"mean {unit} ± sd", "instructions/op", "allocs/op", "bytes/op"], body,
+        params=f"{instr}; allocations: memray, cumulative, N = {n} and "
+               f"{2 * n if isinstance(n, int) else '2N'} ops, difference / N, minus the same plan on the "
+               "empty store; allocation records counted (Python allocators and malloc), GC paused",
+        key=f"{w.name}-alloc")
 
 
 def load_table(run: Run) -> list[Table]:
@@ -379,6 +419,8 @@ def plain(tables_: list[Table]) -> str:
 
 
 def _md_cell(text: str) -> str:
+    # "<" and "&" would start HTML in a renderer that passes it through: `key-<i>` italicises the page
+    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
     return text.replace("|", "\\|").replace("\n", " ")
 
 
@@ -388,7 +430,7 @@ def markdown(tables_: list[Table], charts_: list[Chart]) -> str:
     for c in charts_:
         by_key.setdefault(c.key.partition(".")[0], []).append(c)
     for t in tables_:
-        out += [f"## {t.title}", ""]
+        out += [f"## {_md_cell(t.title)}", ""]
         if t.params:
             out += [f"*{_md_cell(t.params)}*", ""]
         if any(t.columns):
@@ -415,27 +457,42 @@ def _mermaid_label(text: str) -> str:
     return '"' + text.replace('"', "'") + '"'
 
 
+def _plain_number(value: float, digits: int) -> str:
+    """``value`` to ``digits`` significant digits, never in exponent notation (xychart-beta reads
+    no ``6.835e-05``)."""
+    text = format(Decimal(f"{value:.{digits}g}"), "f")
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
 def _mermaid_chart(c: Chart) -> str:
     top = max(c.values) * 1.15 if c.values and max(c.values) > 0 else 1.0
     return "\n".join([
         "xychart-beta",
         f"    title {_mermaid_label(c.title)}",
         "    x-axis [" + ", ".join(_mermaid_label(lbl) for lbl in c.labels) + "]",
-        f"    y-axis {_mermaid_label(c.unit)} 0 --> {float(f'{top:.3g}')}",
-        "    bar [" + ", ".join(f"{float(f'{v:.4g}')}" for v in c.values) + "]",
+        f"    y-axis {_mermaid_label(c.unit)} 0 --> {_plain_number(top, 3)}",
+        "    bar [" + ", ".join(_plain_number(v, 4) for v in c.values) + "]",
     ])
 
 
 def mermaid(charts_: list[Chart]) -> str:
-    out = []
-    for c in charts_:
-        out += [f"%% {c.key}", "```mermaid", _mermaid_chart(c), "```", ""]
-    return "\n".join(out)
+    """Every chart as a raw diagram, one after the other (stdout); files get one each."""
+    return "\n\n".join(f"%% {c.key}\n{_mermaid_chart(c)}" for c in charts_) + "\n"
+
+
+def mermaid_files(run: Run, path: Path) -> list[tuple[Path, str]]:
+    """One raw Mermaid diagram per file (a .mmd file holds one diagram): ``path`` itself for a
+    single chart, else ``STEM-WORKLOAD-BENCH.mmd`` beside it for each."""
+    all_charts = charts(run)
+    if len(all_charts) == 1:
+        return [(path, _mermaid_chart(all_charts[0]) + "\n")]
+    return [(path.with_name(f"{path.stem}-{c.key.replace('.', '-')}{path.suffix}"), _mermaid_chart(c) + "\n")
+            for c in all_charts]
 
 
 CSV_COLUMNS = ["name", "workload", "bench", "backend", "status", "reason", "unit", "mean_s", "stdev_s", "ops_per_s",
-               "p50_us", "p95_us", "p99_us", "p99.9_us", "max_us", "allocs_per_op", "bytes_per_op", "values",
-               "durability", "drivers", "value_size", "keys", "network", "clients_curve"]
+               "p50_us", "p95_us", "p99_us", "p99.9_us", "max_us", "instr_per_op", "allocs_per_op", "bytes_per_op",
+               "values", "durability", "drivers", "value_size", "keys", "network", "clients_curve"]
 
 
 def to_csv(run: Run) -> str:
@@ -448,7 +505,7 @@ def to_csv(run: Run) -> str:
             r.name, r.workload, r.bench, r.backend, r.status, r.reason, r.unit if r.ok else "",
             _num(r.mean), _num(r.stdev), _num(r.ops_per_s),
             *[_num(pct.get(k)) for k in ("p50", "p95", "p99", "p99.9", "max")],
-            _num(r.get("allocs_per_op")), _num(r.get("bytes_per_op")), len(r.values),
+            _num(r.get("instr_per_op")), _num(r.get("allocs_per_op")), _num(r.get("bytes_per_op")), len(r.values),
             r.get("durability") or "", r.get("drivers") or "", r.get("value_size") or "", r.get("keys") or "",
             r.get("network") if r.get("network") is not None else "", r.meta.get("kvctl_load", ""),
         ])

@@ -260,6 +260,27 @@ def _extra_passes(job: Job, job_path: str, done: list[tuple[BenchSpec, Bench, An
                 result.update_metadata(meta)
     finally:
         _close(ctx, actx, empty)
+    if want_alloc:
+        # after every store of this process is closed: the counting process opens its own
+        errors += _instructions(job_path, params.instr_ops, done)
+    return errors
+
+
+def _instructions(job_path: str, n: int, done: list[tuple[BenchSpec, Bench, Any]]) -> list[dict[str, str]]:
+    """Instructions per op under valgrind (see :mod:`kvctl.bench.instr`), as metadata."""
+    from kvctl.bench import instr
+
+    try:
+        counts, problems = instr.measure_job(job_path, [spec.name for spec, _, _ in done], n)
+    except Exception as exc:
+        counts, problems = {}, {spec.name: describe(exc) for spec, _, _ in done}
+    errors = []
+    for spec, _, result in done:
+        if spec.name in counts:
+            result.update_metadata({"kvctl_instr_per_op": counts[spec.name], "kvctl_instr_ops": n})
+        elif spec.name in problems:
+            errors.append({"name": spec.name, "workload": spec.workload, "bench": spec.bench,
+                           "reason": f"the instruction count failed: {problems[spec.name]}", "partial": "1"})
     return errors
 
 

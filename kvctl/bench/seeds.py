@@ -14,7 +14,9 @@ GRIDKV_CAVEAT = ("no public code produces this table; the closest harness is sin
                  "API (key-<i>, one random 100-byte value); its latency column is 1/throughput; which op "
                  "(Set/Get/Mixed) the one figure is is not stated: kvctl shows all three")
 GRIDKV_ALLOC_CAVEAT = ("Go -benchmem figures (cumulative bytes and allocations per op, not live memory); kvctl "
-                       "counts the same way with memray, per op of Set / Get / Mixed")
+                       "counts allocator calls with memray, per op of Set / Get / Mixed: objects CPython reuses "
+                       "from its free lists (tuples, floats, small dicts) are not counted, where Go counts "
+                       "every heap allocation")
 SESSION_CAVEAT = "illustrative figures: the Session project has no benchmark behind them"
 SESSION_CACHE_CAVEAT = (SESSION_CAVEAT + "; a hit differs from a miss only when the Redis URL enables the local "
                         "cache (the seed's clustered store: local LRU + pub/sub invalidation)")

@@ -95,6 +95,7 @@ def plan_jobs(backends: list[Backend], workloads: list[Workload], params: Params
                          for b in runnable],
                 out=str(workdir / f"job{n}.out.json"), network=backend.network,
                 alloc_url=backend.job_url(f"{workload.name}-alloc") if backend.fresh_dir else None,
+                instr_url=backend.job_url(f"{workload.name}-instr") if backend.fresh_dir else None,
                 metadata=_bench_metadata(backend, job_params),
             ))
     return jobs, skipped
@@ -196,6 +197,10 @@ def execute(spec: Spec, progress: Progress | None = None) -> tuple[Run, list[Bac
         "errors": [s for s in skipped if s.get("status") != "skipped"] + errors,
         "warnings": [],
     }
+    if any(w.alloc for w in spec.workloads):
+        from kvctl.bench import instr
+
+        info["instructions"] = instr.tool()  # what counted them, or why nothing did (the gate says so)
     suite = pyperf.BenchmarkSuite(benchmarks) if benchmarks else None
     return Run(suite, info), found
 

@@ -21,8 +21,11 @@ ycsb; --quick runs the GridKV tables with short pyperf settings.
 
 Results print as rich tables; -o FILE saves them (.json: a pyperf suite that `python -m pyperf
 stats/compare_to` read, .md, .csv, .html, .mmd).  --baseline FILE compares with a saved run and
-exits with status 1 on a regression (allocations beyond --tolerance; times, as ratios to the
-run's own reference, when significant and beyond --min-effect).  A run in which a benchmark
+exits with status 1 on a regression: instructions per op (valgrind) beyond --instr-tolerance,
+allocations beyond --tolerance; times (ratios to the run's own reference, significant and beyond
+--min-effect) only with --fail-on time.  It also fails on a baseline row missing from the run
+(unless --allow-missing), on a benchmark that errors, and on parameters that differ from the
+baseline's.  A run in which a benchmark
 could not be measured (a server unreachable, a worker that died) exits with status 8 after saving
 and printing what it has; the rows say why.
 """
@@ -68,7 +71,8 @@ def _suite_file(path: Path) -> dict[str, Any]:
     suite = data.get("suite", data)
     known = {"urls", "workloads", "quick", "value_size", "keys", "ops", "duration", "clients", "distribution",
              "seed", "processes", "values", "min_time", "pin", "fail_on", "tolerance", "min_effect",
-             "description", "alloc_ops", "embedded", "load_workloads"}
+             "description", "alloc_ops", "instr_ops", "instr_tolerance", "allow_missing", "embedded",
+             "load_workloads"}
     unknown = sorted(set(suite) - known)
     if unknown:
         raise UsageError(f"suite file {path}: unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
@@ -114,11 +118,15 @@ def bench(
         show_default=False)] = None,
     baseline: Annotated[Path | None, typer.Option("--baseline", help="Compare with this saved run; exit 1 on a "
                                                   "regression.", show_default=False)] = None,
-    fail_on: Annotated[str | None, typer.Option("--fail-on", help="What fails the gate: all (allocations and "
-                                                "significant slowdowns), allocs, none (default all).",
+    fail_on: Annotated[str | None, typer.Option("--fail-on", help="What fails the gate: a list of instructions, "
+                                                "allocs, time; or all, none (default instructions,allocs).",
                                                 show_default=False)] = None,
     tolerance: Annotated[str | None, typer.Option("--tolerance", help="Allowed rise of allocs/op and bytes/op "
                                                   "(default 2%).", show_default=False)] = None,
+    instr_tolerance: Annotated[str | None, typer.Option("--instr-tolerance", help="Allowed rise of "
+                                                        "instructions/op (default 2%).", show_default=False)] = None,
+    allow_missing: Annotated[bool, typer.Option("--allow-missing", help="A baseline benchmark missing from the "
+                                                "run warns instead of failing the gate.")] = False,
     min_effect: Annotated[str | None, typer.Option("--min-effect", help="Smallest time change that can fail "
                                                    "(default 10%).", show_default=False)] = None,
     suite: Annotated[Path | None, typer.Option("--suite", help="A TOML file of these options (the command "
@@ -151,12 +159,13 @@ def bench(
 
     if fmt is not None:
         report.check_format(fmt)
-    fail = pick(fail_on, "fail_on", "all")
-    if fail not in gate_mod.FAIL_ON:
-        raise UsageError(f"--fail-on {fail!r}: use one of {', '.join(gate_mod.FAIL_ON)}")
+    fail = str(pick(fail_on, "fail_on", gate_mod.DEFAULT_FAIL_ON))
+    gate_mod.parse_fail_on(fail)  # a bad value fails before a long run
     options = gate_mod.Options(tolerance=_percent(str(pick(tolerance, "tolerance", "2%")), "--tolerance"),
+                               instr_tolerance=_percent(str(pick(instr_tolerance, "instr_tolerance", "2%")),
+                                                        "--instr-tolerance"),
                                min_effect=_percent(str(pick(min_effect, "min_effect", "10%")), "--min-effect"),
-                               fail_on=fail)
+                               fail_on=fail, allow_missing=bool(pick(allow_missing or None, "allow_missing", False)))
     base_run = Run.load(str(baseline)) if baseline else None  # a bad baseline fails before a long run
 
     if from_ is not None:
@@ -167,7 +176,7 @@ def bench(
         overrides: dict[str, Any] = {}
         for name, value in (("value_size", value_size), ("keys", keys), ("ops", ops), ("seed", seed),
                             ("processes", processes), ("values", values), ("min_time", min_time),
-                            ("distribution", distribution), ("alloc_ops", None)):
+                            ("distribution", distribution), ("alloc_ops", None), ("instr_ops", None)):
             v = pick(value, name)
             if v is not None:
                 overrides[name] = v
@@ -207,6 +216,13 @@ def bench(
         path.parent.mkdir(parents=True, exist_ok=True)
         if kind == "json":
             run.save(str(path))  # .json.gz: compressed, as pyperf reads too
+        elif kind == "mermaid":
+            files = report.mermaid_files(run, path)  # a .mmd file holds one diagram
+            for chart_path, text in files:
+                chart_path.write_text(text)
+            if not quiet:
+                info(f"wrote {', '.join(str(p) for p, _ in files) or 'no chart'} (mermaid, one diagram per file)")
+            continue
         else:
             path.write_text(report.render(run, kind, extra if kind in ("markdown", "html", "rich") else None))
         if not quiet:
@@ -225,8 +241,7 @@ def bench(
         for w in gate_result.warnings:
             warn(w)
         if gate_result.failed:
-            failed = [v.name for v in gate_result.verdicts if v.failures]
-            sys.stderr.write(f"kvctl: bench gate failed: {len(failed)} regression(s): {', '.join(failed)}\n")
+            sys.stderr.write(f"kvctl: bench gate failed: {scrub(gate_result.failure_summary())}\n")
             raise typer.Exit(1)
     if from_ is None:
         _raise_if_failed(run.info.get("errors", []))

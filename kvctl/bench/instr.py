@@ -1,0 +1,186 @@
+"""Instructions per operation, counted by valgrind: the gate's deterministic CPU measure.
+
+Time on a shared two-core machine moves by 1.4x and more between runs; the number of machine
+instructions an operation executes does not depend on load, so a rise of it beyond a small
+tolerance is a regression in kvctl's (or the plugin's, or its driver's) CPU work.
+
+Method: after pyperf has timed a job, one process runs under callgrind
+(``valgrind --tool=callgrind --dump-before=getppid``).  Callgrind writes its counters to a new
+file every time the process enters libc's ``getppid``, which this module calls (``os.getppid``)
+as a marker and which nothing else here calls, so the run is cut into windows.  For each bench:
+the store is set up, a warm-up plan runs, the plans are built, then four windows run N ops and
+2N ops on the store, then the same plans on the harness's empty store; instructions per op are
+``((2N window - N window) - (the same on the empty store)) / N``: every fixed cost (start-up,
+imports, the set-up, the loop's own cost, the marker) cancels.
+
+Pinned, so the same code gives the same count: ``PYTHONHASHSEED=0`` (str and bytes hashes
+decide dict probing), ``python -P`` (the current directory is not on ``sys.path``), the garbage
+collector paused inside the windows, new-key ids from a fixed base, a fresh store (or fixed
+keys under the run's prefix), and N fixed by the parameters (never by timing).  What remains
+variable is what depends on the clock (an HLC counter that passes CPython's small-int cache, a
+branch on "same millisecond"): tens of instructions per set, under 0.5%, far under the gate's
+tolerance (bench/gate_RESULTS.md).
+
+What it counts: user-space instructions of the client process (kvctl, the plugin, its driver,
+the interpreter), not the kernel (system calls, fsync) and not a server's work.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+MARK_FUNCTION = "getppid"    # the C function whose entry cuts callgrind's windows
+ID_BASE = 2 * 10**15         # new-key ids of this pass: as long as the allocation pass's, not the same keys
+PINNED_ENV = {"PYTHONHASHSEED": "0"}
+TIMEOUT_S = 1200
+WINDOWS = 4                  # N on the store, 2N on the store, N and 2N on the empty store
+
+
+def valgrind() -> str | None:
+    """The valgrind executable, or None when it is not installed."""
+    return shutil.which("valgrind")
+
+
+def tool() -> dict[str, str]:
+    """What the run used to count instructions, for the record (``{"missing": why}`` without it)."""
+    path = valgrind()
+    if path is None:
+        return {"missing": "valgrind is not installed"}
+    try:
+        version = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=30).stdout.strip()
+    except (OSError, subprocess.SubprocessError) as exc:
+        return {"missing": f"valgrind does not run: {exc}"}
+    return {"tool": f"{version or 'valgrind'} callgrind"}
+
+
+def command(valgrind_path: str, out_file: str, args: list[str]) -> list[str]:
+    """The command that runs this module's counting process under callgrind."""
+    return [valgrind_path, "--tool=callgrind", "-q", f"--dump-before={MARK_FUNCTION}",
+            f"--callgrind-out-file={out_file}", "--dump-instr=no", "--dump-line=no",
+            sys.executable, "-P", "-m", "kvctl.bench.instr", *args]
+
+
+def read_total(path: Path) -> int:
+    """The instructions (Ir) of one callgrind dump."""
+    with open(path) as fh:
+        for line in fh:
+            if line.startswith(("summary:", "totals:")):
+                return int(line.split()[1])
+    raise ValueError(f"{path.name} has no summary line")
+
+
+def measure_job(job_path: str, names: list[str], n: int) -> tuple[dict[str, float], dict[str, str]]:
+    """Instructions per op of each named bench of the job (per unit: ops / ``inner``), and the
+    one-line reason for each bench that could not be counted."""
+    path = valgrind()
+    if path is None:
+        return {}, {}  # the run records that valgrind is missing once; the gate says so
+    with tempfile.TemporaryDirectory(prefix="kvctl-instr-") as tmp:
+        out_file = Path(tmp) / "callgrind.out"
+        plan_file = Path(tmp) / "windows.json"
+        env = {**os.environ, **PINNED_ENV}
+        try:
+            proc = subprocess.run(command(path, str(out_file), [job_path, str(n), str(plan_file), *names]),
+                                  capture_output=True, text=True, timeout=TIMEOUT_S, env=env,
+                                  stdin=subprocess.DEVNULL)
+        except subprocess.TimeoutExpired:
+            return {}, dict.fromkeys(names, f"no result within {TIMEOUT_S} s under valgrind")
+        try:
+            done = json.loads(plan_file.read_text())
+        except (OSError, ValueError):
+            lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
+            reason = lines[-1].strip() if lines else f"valgrind exited with status {proc.returncode}"
+            return {}, dict.fromkeys(names, reason[:300])
+        dumps = sorted(out_file.parent.glob(out_file.name + ".*"))
+        errors: dict[str, str] = dict(done["errors"])
+        if len(dumps) != done["marks"]:
+            # something in a window called the marker too: the windows cannot be told apart
+            return {}, dict.fromkeys(names, f"{len(dumps)} callgrind windows for {done['marks']} marks "
+                                            f"(the store calls {MARK_FUNCTION}?)")
+        counts: dict[str, float] = {}
+        for name, (first, inner) in done["windows"].items():
+            small, large, empty_small, empty_large = (read_total(Path(f"{out_file}.{first + i}"))
+                                                      for i in range(WINDOWS))
+            counts[name] = round(((large - small) - (empty_large - empty_small)) / n / max(1, inner), 1)
+        return counts, errors
+
+
+def _count(job_path: str, n: int, plan_file: str, names: list[str]) -> None:
+    """Inside valgrind: run the windows of each bench, record which dump files they are."""
+    from kvctl.bench.job import Job
+    from kvctl.bench.runner import describe, open_ctx
+    from kvctl.bench.workloads import get
+
+    job = Job.load(job_path)
+    specs = {s.name: s for s in job.benches}
+    windows: dict[str, tuple[int, int]] = {}
+    errors: dict[str, str] = {}
+    marks = 0
+
+    def mark() -> None:
+        nonlocal marks
+        os.getppid()  # callgrind dumps its counters on entering getppid (see the module docstring)
+        marks += 1
+
+    ctx = open_ctx(job, None, url=job.instr_url or job.url)
+    empty = open_ctx(job, "null-async" if ctx.target.is_async else "null")
+    ctx.next_id = empty.next_id = ID_BASE
+    value = ctx.value
+    try:
+        for name in names:
+            spec = specs[name]
+            bench = get(spec.workload).bench(spec.bench)
+            try:
+                if bench.setup is not None:
+                    bench.setup(ctx)
+                    bench.setup(empty)
+                ctx.target.run_plan(bench.plan(ctx, n), value)      # warm-up: specialised bytecode, caches
+                empty.target.run_plan(bench.plan(empty, n), value)
+                runs = [(ctx, bench.plan(ctx, n)), (ctx, bench.plan(ctx, 2 * n)),
+                        (empty, bench.plan(empty, n)), (empty, bench.plan(empty, 2 * n))]
+                gc.collect()
+                gc.disable()
+                try:
+                    mark()
+                    first = marks + 1  # dump k holds what ran between marks k-1 and k
+                    for c, plan in runs:
+                        c.target.run_plan(plan, value)
+                        mark()
+                finally:
+                    gc.enable()
+                windows[name] = (first, max(1, bench.inner))
+            except Exception as exc:
+                errors[name] = describe(exc)
+    finally:
+        for c in (ctx, empty):
+            try:
+                c.close()
+                c.target.close()
+            except Exception:
+                pass
+    with open(plan_file, "w") as fh:
+        json.dump({"windows": windows, "errors": errors, "marks": marks}, fh)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if len(args) < 3:
+        sys.stderr.write("usage: valgrind --tool=callgrind ... python -P -m kvctl.bench.instr JOB.json N OUT.json "
+                         "BENCH...\n")
+        return 2
+    job_path, n, plan_file, *names = args
+    _count(job_path, int(n), plan_file, names)
+    return 0
+
+
+__all__ = ["ID_BASE", "MARK_FUNCTION", "command", "measure_job", "tool", "valgrind"]
+
+if __name__ == "__main__":
+    sys.exit(main())
