@@ -25,9 +25,8 @@ exits with status 1 on a regression: instructions per op (valgrind) beyond --ins
 allocations beyond --tolerance; times (ratios to the run's own reference, significant and beyond
 --min-effect) only with --fail-on time.  It also fails on a baseline row missing from the run
 (unless --allow-missing), on a benchmark that errors, and on parameters that differ from the
-baseline's.  A run in which a benchmark
-could not be measured (a server unreachable, a worker that died) exits with status 8 after saving
-and printing what it has; the rows say why.
+baseline's.  A run in which a benchmark could not be measured (a server unreachable, a worker
+that died) exits with status 8 after saving and printing what it has; the rows say why.
 """
 
 
