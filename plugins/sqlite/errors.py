@@ -7,6 +7,8 @@ failure.  Messages name the store by its redacted URL and stay on one line.
 
 from __future__ import annotations
 
+import errno
+import os
 import sqlite3
 
 from kvctl.errors import (
@@ -16,6 +18,7 @@ from kvctl.errors import (
     LimitError,
     LockedError,
     StoreIOError,
+    filesystem_error,
 )
 
 # Primary result codes (sqlite3.h); the sqlite3 module exports them only from Python 3.11.
@@ -46,6 +49,9 @@ def translate(exc: sqlite3.Error, where: str, path: str) -> KvctlError:
         )
     if primary in (SQLITE_PERM, SQLITE_AUTH):
         return AuthError(f"{where}: permission denied ({detail})")
+    if primary in (SQLITE_READONLY, SQLITE_CANTOPEN, SQLITE_IOERR) and _on_read_only_filesystem(path):
+        return filesystem_error(where, errno.EROFS, path, hint="commands that only read can use it") \
+            or StoreIOError(f"{where}: {detail}")
     if primary == SQLITE_READONLY:
         return AuthError(
             f"{where}: {path} cannot be written ({detail})",
@@ -54,7 +60,19 @@ def translate(exc: sqlite3.Error, where: str, path: str) -> KvctlError:
     if primary == SQLITE_TOOBIG:
         return LimitError(f"{where}: a record is over SQLite's size limit ({detail})")
     if primary == SQLITE_FULL:
-        return StoreIOError(f"{where}: the disk or database is full ({detail})")
+        return filesystem_error(where, errno.ENOSPC, path) or StoreIOError(f"{where}: {detail}")
     if primary == SQLITE_CANTOPEN:
         return StoreIOError(f"{where}: cannot open {path} ({detail})")
     return StoreIOError(f"{where}: {detail}")
+
+
+def _on_read_only_filesystem(path: str) -> bool:
+    """Is the file (or, before it exists, its nearest existing directory) on a read-only mount?
+    SQLite reports that only as "readonly database" or "unable to open", with no errno."""
+    probe = os.path.abspath(path)
+    while not os.path.exists(probe) and os.path.dirname(probe) != probe:
+        probe = os.path.dirname(probe)
+    try:
+        return bool(os.statvfs(probe).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
