@@ -89,7 +89,7 @@ def test_scan_count_del(env: dict[str, str]) -> None:
         (["-u", "memory://?bogus=1", "get", "k"], 2, b"unknown option"),
         (["-u", "broken://", "get", "k"], 3, b"could not be loaded"),
         (["--keys", "hex", "get", "zz"], 2, b"not valid hex"),
-        (["get"], 2, b"Missing argument"),
+        (["get"], 2, b"missing KEY"),
     ],
 )
 def test_bad_input_is_one_clear_line(env: dict[str, str], args: list[str], code: int, message: bytes) -> None:

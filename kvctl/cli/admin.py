@@ -10,6 +10,7 @@ import typer
 
 from kvctl.cli.context import open_store, store_name
 from kvctl.cli.output import json_doc, table
+from kvctl.cli.usage import examples
 
 # Columns of the `kvctl plugins` table, in the spirit of the seed documents' comparison tables.
 _CAPABILITY_COLUMNS = [
@@ -48,7 +49,7 @@ def ping(
 
 
 def rebalance(
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Count what would move; change nothing.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", "-n", help="Count what would move; change nothing.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Move keys to the child store that owns them after weights changed (shard stores).
@@ -141,7 +142,19 @@ def _size(n: int | None) -> str:
 
 
 def register(app: typer.Typer) -> None:
-    app.command("stats")(stats)
-    app.command("ping")(ping)
-    app.command("plugins")(plugins)
-    app.command("rebalance")(rebalance)
+    app.command("stats", epilog=examples(
+        "kvctl stats",
+        "kvctl -u redis://localhost:6379/0 stats --json",
+    ))(stats)
+    app.command("ping", epilog=examples(
+        "kvctl -u redis://localhost:6379/0 ping",
+        "kvctl -u postgresql://app@db/app ping -c 100",
+    ))(ping)
+    app.command("plugins", epilog=examples(
+        "kvctl plugins",
+        "kvctl plugins --json | jq '.[].schemes'",
+    ))(plugins)
+    app.command("rebalance", epilog=examples(
+        "kvctl -u my-shards rebalance --dry-run   # count what would move",
+        "kvctl -u my-shards rebalance",
+    ))(rebalance)

@@ -8,10 +8,12 @@ import typer
 
 from kvctl import config as cfg
 from kvctl.cli.output import json_doc, table
+from kvctl.cli.usage import examples
 from kvctl.url import StoreURL
 
-app = typer.Typer(help="Manage profiles: named store URLs kept in the config file (mode 0600).",
-                  no_args_is_help=True)
+app = typer.Typer(help="Manage profiles: named store URLs kept in the config file (mode 0600).", rich_markup_mode=None,
+                  no_args_is_help=True, epilog=examples("kvctl config set prod redis://db:6379/0 --default",
+                                                        "kvctl config list"))
 
 
 def complete_profile(incomplete: str) -> list[str]:
@@ -25,7 +27,10 @@ def complete_profile(incomplete: str) -> list[str]:
 NameArg = Annotated[str, typer.Argument(help="Profile name.", autocompletion=complete_profile)]
 
 
-@app.command("list")
+@app.command("list", epilog=examples(
+    "kvctl config list",
+    "kvctl config list --json",
+))
 def list_(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
     """List profiles (passwords redacted)."""
     conf = cfg.load()
@@ -39,7 +44,10 @@ def list_(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] =
         table(str(conf.path), ["name", "url", "default"], [[r["name"], r["url"], r["default"]] for r in rows])
 
 
-@app.command("set")
+@app.command("set", epilog=examples(
+    "kvctl config set prod redis://:secret@db:6379/0 --default",
+    "kvctl config set local sqlite:///data/app.db",
+))
 def set_(
     name: NameArg,
     url: Annotated[str, typer.Argument(help="The store URL.")],
@@ -56,7 +64,10 @@ def set_(
     print(f"profile {name} = {cfg.describe(url)}" + (" (default)" if default else ""))
 
 
-@app.command("remove")
+@app.command("remove", epilog=examples(
+    "kvctl config remove staging",
+    "kvctl config list                        # what is left",
+))
 def remove(name: NameArg) -> None:
     """Remove a profile."""
     conf = cfg.load()
@@ -67,7 +78,10 @@ def remove(name: NameArg) -> None:
     cfg.save(conf)
 
 
-@app.command("default")
+@app.command("default", epilog=examples(
+    "kvctl config default prod",
+    "kvctl config show                        # which store commands now use",
+))
 def default(name: NameArg) -> None:
     """Make a profile the default store."""
     conf = cfg.load()
@@ -76,13 +90,19 @@ def default(name: NameArg) -> None:
     cfg.save(conf)
 
 
-@app.command("path")
+@app.command("path", epilog=examples(
+    "kvctl config path",
+    "$EDITOR \"$(kvctl config path | sed -n 's/^config: //p')\"",
+))
 def path() -> None:
     """Print the config file's path and the data and state directories."""
     print(f"config: {cfg.config_path()}\ndata:   {cfg.data_dir()}\nstate:  {cfg.state_dir()}")
 
 
-@app.command("show")
+@app.command("show", epilog=examples(
+    "kvctl config show",
+    "kvctl -u prod config show",
+))
 def show() -> None:
     """Show which store a command would use now, and why."""
     import os

@@ -18,6 +18,8 @@ class State:
     key_encoding: str = "text"
     value_encoding: str = "raw"
     debug: bool = False
+    quiet: bool = False  # -q/--quiet: no progress, no informational lines
+    json: bool = False  # --json was given: results and errors go to stdout as JSON
     # every URL resolved during this command, so secrets in them can be scrubbed from any message
     seen_urls: list[str] = field(default_factory=list)
 

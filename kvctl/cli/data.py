@@ -10,6 +10,7 @@ import typer
 
 from kvctl.cli.context import STATE, open_store, read_input_file, store_name
 from kvctl.cli.output import json_line
+from kvctl.cli.usage import examples
 from kvctl.codec import decode_arg, decode_input, json_bytes, show
 from kvctl.errors import NotFoundError, UnsupportedError, UsageError
 
@@ -54,7 +55,7 @@ def set_(
     value: Annotated[
         str | None, typer.Argument(help="The value; omitted or '-' reads stdin (binary-safe).")
     ] = None,
-    file: Annotated[Path | None, typer.Option("--file", "-f", help="Read the value from this file.")] = None,
+    file: Annotated[Path | None, typer.Option("--file", help="Read the value from this file.")] = None,
     ttl: Annotated[
         str | None, typer.Option("--ttl", "-t", help="Expire after this long: 500ms, 30s, 5m, 2h, 7d.")
     ] = None,
@@ -102,7 +103,7 @@ def delete(keys: Annotated[list[str], typer.Argument(help="Keys to delete.")]) -
 
 def scan(
     prefix: PrefixOpt = "",
-    limit: Annotated[int | None, typer.Option("--limit", "-n", min=0, help="Stop after N keys.")] = None,
+    limit: Annotated[int | None, typer.Option("--limit", min=0, help="Stop after N keys.")] = None,
     keys_only: Annotated[bool, typer.Option("--keys-only", "-k", help="Print keys only.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="JSON lines (binary-safe, see README).")] = False,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Keys fetched per round trip.")] = 1000,
@@ -162,9 +163,30 @@ def ttl(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("get")(get)
-    app.command("set")(set_)
-    app.command("del")(delete)
-    app.command("scan")(scan)
-    app.command("count")(count)
-    app.command("ttl")(ttl)
+    app.command("get", epilog=examples(
+        "kvctl get greeting",
+        "kvctl -u redis://localhost:6379/0 get session:42 > session.bin",
+        "kvctl --values hex get blob              # the value as hex",
+    ))(get)
+    app.command("set", epilog=examples(
+        "kvctl set greeting hello",
+        "kvctl set session:42 --ttl 30m < session.bin",
+        "kvctl set config:app --file app.json",
+    ))(set_)
+    app.command("del", epilog=examples(
+        "kvctl del greeting",
+        "kvctl del session:1 session:2            # prints how many existed",
+    ))(delete)
+    app.command("scan", epilog=examples(
+        "kvctl scan --prefix user: --limit 20",
+        "kvctl scan --keys-only | wc -l",
+        "kvctl --keys hex scan --json | jq .      # exact bytes, one JSON object a line",
+    ))(scan)
+    app.command("count", epilog=examples(
+        "kvctl count",
+        "kvctl -u sqlite:///var/lib/app.db count --prefix user:",
+    ))(count)
+    app.command("ttl", epilog=examples(
+        "kvctl ttl session:42                     # 1799.532s, or none",
+        "kvctl ttl --ms session:42",
+    ))(ttl)

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Annotated, Any, BinaryIO, Literal
 import typer
 
 from kvctl.cli.context import STATE, open_input_file, resolve_url
-from kvctl.cli.output import info, json_doc, note, warn
+from kvctl.cli.output import QuietOpt, info, json_doc, note, warn
+from kvctl.cli.usage import examples
 from kvctl.codec import decode_arg, show_key
 
 if TYPE_CHECKING:
@@ -127,7 +128,7 @@ def _reporter(bar: ProgressBar) -> Any:
 
 
 def show_progress(no_progress: bool) -> bool:
-    return not no_progress and sys.stderr.isatty()
+    return not no_progress and not STATE.quiet and sys.stderr.isatty()
 
 
 # -- migrate -----------------------------------------------------------------------------------
@@ -160,6 +161,7 @@ def migrate(
     expiry_tolerance: ToleranceOpt = "2s",
     as_json: JsonOpt = False,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bar.")] = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Copy every key from SRC to DST: streaming, resumable, with expiries and versions.
 
@@ -246,6 +248,7 @@ def diff(
     ignore_expiry: Annotated[bool, typer.Option("--ignore-expiry", help="Compare values only.")] = False,
     batch_size: BatchOpt = 5000,
     as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Compare two stores: keys missing from B, extra in B, and differing values or expiries.
 
@@ -296,6 +299,7 @@ def export(
     prefix: PrefixOpt = "",
     glob: GlobOpt = None,
     batch_size: BatchOpt = 5000,
+    quiet: QuietOpt = False,
 ) -> None:
     """Write every key as JSON lines (or CSV): binary-safe, with absolute expiry and version."""
     import asyncio
@@ -341,6 +345,7 @@ def import_(
         "where to resume); earlier lines are still read and checked.")] = 1,
     batch_size: BatchOpt = 5000,
     as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Read an export back into a store, in batches (records already expired are skipped).
 
@@ -382,7 +387,22 @@ def import_(
 
 def register(app: typer.Typer) -> None:
     """Add this group's commands to the root app."""
-    app.command("migrate")(migrate)
-    app.command("diff")(diff)
-    app.command("export")(export)
-    app.command("import")(import_)
+    app.command("migrate", epilog=examples(
+        "kvctl migrate sqlite:///data/app.db redis://localhost:6379/0",
+        "kvctl migrate old new --prefix user: --dry-run     # count what would be copied",
+        "kvctl migrate old new --resume --verify            # continue a stopped run, then compare",
+    ))(migrate)
+    app.command("diff", epilog=examples(
+        "kvctl diff sqlite:///data/app.db redis://localhost:6379/0",
+        "kvctl diff old new --prefix user: --json",
+    ))(diff)
+    app.command("export", epilog=examples(
+        "kvctl export -o backup.jsonl",
+        "kvctl export redis://localhost:6379/0 --prefix user: -o users.csv",
+        "kvctl export | gzip > backup.jsonl.gz",
+    ))(export)
+    app.command("import", epilog=examples(
+        "kvctl import backup.jsonl",
+        "kvctl import users.csv sqlite:///data/app.db --on-conflict skip",
+        "gunzip -c backup.jsonl.gz | kvctl import - --dry-run",
+    ))(import_)

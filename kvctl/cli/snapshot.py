@@ -14,20 +14,27 @@ import typer
 
 from kvctl.cli.context import STATE, input_file, resolve_url
 from kvctl.cli.migrate import BatchOpt, GlobOpt, JsonOpt, PrefixOpt, human_bytes, key_filter
-from kvctl.cli.output import info, json_doc, note, table, warn
+from kvctl.cli.output import QuietOpt, info, json_doc, note, table, warn
+from kvctl.cli.usage import examples
 from kvctl.codec import show_key
 
 snapshot_app = typer.Typer(
     help="Self-describing, checksummed snapshot files, full or incremental: create, verify, restore, "
          "inspect.",
     no_args_is_help=True,
+    rich_markup_mode=None,
+    epilog=examples("kvctl snapshot create -o full.kvs", "kvctl snapshot restore full.kvs sqlite:///data/copy.db"),
 )
 
 FileArg = Annotated[Path, typer.Argument(help="The snapshot file.")]
 UrlArg = Annotated[str | None, typer.Argument(help="Store (URL or profile); default: --url.")]
 
 
-@snapshot_app.command("create")
+@snapshot_app.command("create", epilog=examples(
+    "kvctl snapshot create -o full.kvs",
+    "kvctl snapshot create redis://localhost:6379/0 -o users.kvs --prefix user:",
+    "kvctl snapshot create -o inc1.kvs --since full.kvs   # changes since full.kvs",
+))
 def create(
     output: Annotated[Path, typer.Option("--output", "-o", help="The snapshot file to write.")],
     url: UrlArg = None,
@@ -40,6 +47,7 @@ def create(
         "--compression", help="zstd (default when installed), zlib or none.")] = None,
     batch_size: BatchOpt = 5000,
     as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Write a snapshot file atomically: every key (under a prefix/glob), or with --since the changes.
 
@@ -75,7 +83,10 @@ def create(
     summary.check()
 
 
-@snapshot_app.command("verify")
+@snapshot_app.command("verify", epilog=examples(
+    "kvctl snapshot verify full.kvs",
+    "kvctl snapshot verify --quick full.kvs",
+))
 def verify(
     file: FileArg,
     quick: Annotated[bool, typer.Option(
@@ -102,7 +113,10 @@ def verify(
               + (f"; change-feed position {summary.end_cursor}" if summary.end_cursor else ""))
 
 
-@snapshot_app.command("restore")
+@snapshot_app.command("restore", epilog=examples(
+    "kvctl snapshot restore full.kvs sqlite:///data/restored.db",
+    "kvctl snapshot restore full.kvs inc1.kvs inc2.kvs prod --replace",
+))
 def restore(
     targets: Annotated[list[str], typer.Argument(
         help="Snapshot files in chain order, then the store (URL or profile; default: --url).",
@@ -114,6 +128,7 @@ def restore(
         "--drop-ttl", help="Restore expiring keys without expiry into a backend without TTLs.")] = False,
     batch_size: BatchOpt = 5000,
     as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Restore a snapshot or a chain: a full snapshot then incrementals, in order.
 
@@ -162,7 +177,10 @@ def restore(
     summary.check()
 
 
-@snapshot_app.command("inspect")
+@snapshot_app.command("inspect", epilog=examples(
+    "kvctl snapshot inspect full.kvs",
+    "kvctl snapshot inspect full.kvs --top 50 --json",
+))
 def inspect(
     file: FileArg,
     top: Annotated[int, typer.Option("--top", min=1, help="Prefixes in the histogram.")] = 20,

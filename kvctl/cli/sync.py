@@ -8,7 +8,8 @@ from typing import Annotated, Any
 import typer
 
 from kvctl.cli.context import STATE, resolve_url
-from kvctl.cli.output import info, json_doc, note, warn
+from kvctl.cli.output import QuietOpt, info, json_doc, note, warn
+from kvctl.cli.usage import examples
 from kvctl.codec import show_key
 
 
@@ -17,11 +18,12 @@ def sync(
     dst: Annotated[str, typer.Argument(help="Destination store URL or profile.")],
     two_way: Annotated[bool, typer.Option("--two-way", help="Exchange changes both ways; conflicts: last writer wins.")]
     = False,
-    watch: Annotated[bool, typer.Option("--watch", "-w", help="Keep following the source until Ctrl-C.")] = False,
+    watch: Annotated[bool, typer.Option("--watch", help="Keep following the source until Ctrl-C.")] = False,
     interval: Annotated[str, typer.Option("--interval", help="With --watch: time between runs.")] = "10ms",
     full: Annotated[bool, typer.Option("--full", help="Ignore the saved cursor: compare both stores.")] = False,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Changes applied per batch.")] = 1000,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Replicate changes from SRC to DST since the last sync of this pair.
 
@@ -89,7 +91,7 @@ async def _watch(plan: Any, interval_s: float, as_json: bool) -> None:
         totals["applied"] += result.applied_to_dst + result.applied_to_src
         if result.fallback:
             sys.stderr.write(f"\nkvctl: notice: {result.fallback}\n")
-        if sys.stderr.isatty():
+        if sys.stderr.isatty() and not STATE.quiet:
             sys.stderr.write(f"\rwatching: {totals['runs']} runs, {totals['applied']} changes applied, "
                              f"max lag {_ms(totals['max_lag_ms'])}   ")
             sys.stderr.flush()
@@ -132,4 +134,8 @@ def _report(result: Any, as_json: bool) -> None:
 
 
 def register(app: typer.Typer) -> None:
-    app.command("sync")(sync)
+    app.command("sync", epilog=examples(
+        "kvctl sync sqlite:///data/app.db redis://localhost:6379/0",
+        "kvctl sync primary replica --watch --interval 1s",
+        "kvctl sync laptop server --two-way --json",
+    ))(sync)
