@@ -11,7 +11,7 @@ import typer
 from kvctl.cli.context import STATE, open_store, read_input_file, store_name
 from kvctl.cli.output import json_line
 from kvctl.cli.usage import examples
-from kvctl.codec import decode_arg, decode_input, json_bytes, show
+from kvctl.codec import decode_arg, decode_input, json_bytes, show, show_key
 from kvctl.errors import NotFoundError, UnsupportedError, UsageError
 
 KeyArg = Annotated[str, typer.Argument(help="The key (in the --keys encoding; text by default).")]
@@ -23,7 +23,7 @@ def _key(text: str) -> bytes:
 
 
 def _missing(key: bytes, store: object) -> NotFoundError:
-    return NotFoundError(f"key {show(key, STATE.key_encoding)!r} not found in {store_name(store)}")
+    return NotFoundError(f"key {show_key(key, STATE.key_encoding)} not found in {store_name(store)}")
 
 
 def get(key: KeyArg) -> None:
@@ -38,7 +38,7 @@ def get(key: KeyArg) -> None:
             raise _missing(k, store)
     if rec.kind is not None:
         raise UnsupportedError(
-            f"key {show(k, STATE.key_encoding)!r} holds a {rec.kind}, not a string value"
+            f"key {show_key(k, STATE.key_encoding)} holds a {rec.kind}, not a string value"
         )
     out = sys.stdout.buffer
     if STATE.value_encoding == "raw":

@@ -227,9 +227,9 @@ def render_migrate(summary: Summary, plan: Plan, as_json: bool) -> None:
         lines.append(f"  verify: {summary.verify.summary_line()}")
     print("\n".join(lines))
     for key, kind in summary.problems.incomplete[:100]:
-        warn(f"not copied: {show_key(key, STATE.key_encoding)!r} is a {kind}")
+        warn(f"not copied: {show_key(key, STATE.key_encoding)} is a {kind}")
     for key, why in summary.problems.failed[:100]:
-        warn(f"not copied: {show_key(key, STATE.key_encoding)!r}: {why}")
+        warn(f"not copied: {show_key(key, STATE.key_encoding)}: {why}")
     more = c.incomplete + c.failed - min(100, len(summary.problems.incomplete)) - min(100, len(summary.problems.failed))
     if more > 0:
         warn(f"... and {more:,} more (see --json)")
@@ -284,7 +284,7 @@ def diff(
         labels = {"missing": "missing from B", "extra": "extra in B", "differing": "differing"}
         for kind, keys in result.samples.items():
             if keys:
-                shown = ", ".join(repr(show_key(k, STATE.key_encoding)) for k in keys)
+                shown = ", ".join(show_key(k, STATE.key_encoding) for k in keys)
                 print(f"  {labels[kind]}: {shown}")
         if result.differing:
             print("  differences: " + ", ".join(f"{n} {r}" for r, n in result.reasons.items() if n))

@@ -79,7 +79,7 @@ def create(
                   f"in {summary.seconds:.2f} s" + (f", {summary.expired} expired skipped" if summary.expired else "")
                   + (f"; change-feed position {summary.end_cursor}" if summary.end_cursor else ""))
         for key, kind in summary.problems.incomplete[:100]:
-            warn(f"not in the snapshot: {show_key(key, STATE.key_encoding)!r} is a {kind}")
+            warn(f"not in the snapshot: {show_key(key, STATE.key_encoding)} is a {kind}")
     summary.check()
 
 
@@ -171,9 +171,9 @@ def restore(
         for text in summary.notes:
             info(text)
         for key, kind in summary.problems.incomplete[:100]:
-            warn(f"not restored: {show_key(key, STATE.key_encoding)!r} is a {kind}")
+            warn(f"not restored: {show_key(key, STATE.key_encoding)} is a {kind}")
         for key, why in summary.problems.failed[:100]:
-            warn(f"not restored: {show_key(key, STATE.key_encoding)!r}: {why}")
+            warn(f"not restored: {show_key(key, STATE.key_encoding)}: {why}")
     summary.check()
 
 

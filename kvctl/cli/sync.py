@@ -50,13 +50,13 @@ def sync(
 
         raise IncompleteError(
             f"{len(result.skipped_typed)} keys hold values of a type the other store cannot hold "
-            f"(e.g. {show_key(result.skipped_typed[0], STATE.key_encoding)!r}); they were not copied"
+            f"(e.g. {show_key(result.skipped_typed[0], STATE.key_encoding)}); they were not copied"
         )
     if result.failed:
         from kvctl.errors import IncompleteError
 
         key, why = result.failed[0]
-        raise IncompleteError(f"{len(result.failed)} key(s) failed (first: {show_key(key, STATE.key_encoding)!r}: "
+        raise IncompleteError(f"{len(result.failed)} key(s) failed (first: {show_key(key, STATE.key_encoding)}: "
                               f"{why}); they were not copied")
 
 
@@ -130,7 +130,7 @@ def _report(result: Any, as_json: bool) -> None:
     if len(result.conflicts) > 20:
         print(f"  ... {len(result.conflicts) - 20} more (see --json)")
     for key, why in result.failed[:100]:
-        warn(f"not copied: {show_key(key, STATE.key_encoding)!r}: {why}")
+        warn(f"not copied: {show_key(key, STATE.key_encoding)}: {why}")
 
 
 def register(app: typer.Typer) -> None:

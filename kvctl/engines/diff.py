@@ -87,7 +87,7 @@ class DiffResult:
         """Raise :class:`DifferenceError` (exit 1) unless the stores are equal."""
         if not self.equal:
             first = next((v[0] for v in self.samples.values() if v), None)
-            hint = f"first: {show_key(first)!r}" if first is not None else None
+            hint = f"first: {show_key(first)}" if first is not None else None
             raise DifferenceError(f"the stores differ: {self.counts_line()}", hint=hint)
 
 
@@ -173,8 +173,8 @@ class _Records:
             self.buf, self.i = self.kf.keep(page.records), 0
         rec = self.buf[self.i]
         if self.last is not None and rec.key <= self.last:
-            raise KvctlError(f"{self.name} declares ordered scans but returned {show_key(rec.key)!r} "
-                             f"after {show_key(self.last)!r}")
+            raise KvctlError(f"{self.name} declares ordered scans but returned {show_key(rec.key)} "
+                             f"after {show_key(self.last)}")
         return rec
 
     def advance(self) -> None:
