@@ -87,7 +87,7 @@ def test_one_meaning_per_short_option() -> None:
         (["scan", "--lim", "3"], "unknown option --lim (did you mean --limit?)"),
         (["nosuch"], "unknown command 'nosuch' (see 'kvctl --help')"),
         (["snapshot", "nosuch"], "unknown command 'nosuch' (see 'kvctl snapshot --help')"),
-        (["get", "a", "b"], "unexpected argument(s): b"),
+        (["ttl", "a", "b"], "unexpected argument(s): b"),
         (["scan", "--limit"], "--limit needs a value"),
         (["snapshot", "create"], "missing --output"),
         (["set", "k", "v", "--ttl", "5M"], "ambiguous duration '5M'"),

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from kvctl.cli.context import open_store, store_name
-from kvctl.cli.output import json_doc, table
+from kvctl.cli.output import JsonOpt, json_doc, table
 from kvctl.cli.usage import examples
 
 # Columns of the `kvctl plugins` table, in the spirit of the seed documents' comparison tables.
@@ -20,7 +20,7 @@ _CAPABILITY_COLUMNS = [
 ]
 
 
-def stats(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+def stats(as_json: JsonOpt = False) -> None:
     """Show the store's statistics (keys, sizes, backend specifics)."""
     with open_store(access="read") as store:
         data = store.stats()
@@ -33,6 +33,7 @@ def stats(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] =
 
 def ping(
     count: Annotated[int, typer.Option("--count", "-c", min=1, help="Round trips to time.")] = 10,
+    as_json: JsonOpt = False,
 ) -> None:
     """Round-trip latency to the store (min/avg/max of single gets), like redis-cli --latency."""
     probe = b"kvctl:ping:" + os.urandom(4).hex().encode()
@@ -44,13 +45,17 @@ def ping(
             store.get(probe)
             times.append((time.perf_counter_ns() - t0) / 1e6)
         name = store_name(store)
+    if as_json:
+        json_doc({"store": name, "round_trips": count, "min_ms": round(min(times), 3),
+                  "avg_ms": round(sum(times) / len(times), 3), "max_ms": round(max(times), 3)})
+        return
     print(f"{name}: min {min(times):.3f} ms, avg {sum(times) / len(times):.3f} ms, "
           f"max {max(times):.3f} ms ({count} round trips)")
 
 
 def rebalance(
     dry_run: Annotated[bool, typer.Option("--dry-run", "-n", help="Count what would move; change nothing.")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Move keys to the child store that owns them after weights changed (shard stores).
 
@@ -101,7 +106,7 @@ def plugin_rows() -> list[dict[str, Any]]:
     return list(by_target.values())
 
 
-def plugins(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+def plugins(as_json: JsonOpt = False) -> None:
     """List installed backends: schemes, version, capabilities, durability, and any load error."""
     rows = plugin_rows()
     if as_json:

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from kvctl import __version__
-from kvctl.cli import admin, config_cmd, data, engines
+from kvctl.cli import admin, config_cmd, data, engines, keys
 from kvctl.cli.context import STATE, scrub
 from kvctl.cli.output import (
     EXIT_BROKEN_PIPE,
@@ -83,7 +83,7 @@ def options(
     STATE.url, STATE.key_encoding, STATE.value_encoding, STATE.debug = url, keys, values, debug
 
 
-for _module in (data, admin, config_cmd, engines):
+for _module in (data, keys, admin, config_cmd, engines):
     _module.register(app)
 
 
@@ -135,6 +135,7 @@ def _run(argv: list[str] | None) -> int:
     from kvctl.errors import EXIT_INTERRUPTED, KvctlError
 
     args = sys.argv[1:] if argv is None else argv
+    STATE.quiet = STATE.json_result = False  # per command (tests run several in one process)
     STATE.json = "--json" in args[:args.index("--")] if "--" in args else "--json" in args
     command = typer.main.get_command(app)
     polish(command)

@@ -131,6 +131,7 @@ def bench(
                                                        "--clients load passes (default: all).",
                                                        show_default=False)] = None,
     keep: Annotated[bool, typer.Option("--keep", help="Keep the keys written into the stores given.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="The same as --format json.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress lines; with -o, no tables either.")
                      ] = False,
 ) -> None:
@@ -149,6 +150,10 @@ def bench(
     def pick(value: Any, name: str, default: Any = None) -> Any:
         return value if value is not None else conf.get(name, default)
 
+    if as_json:
+        if fmt not in (None, "json"):
+            raise UsageError(f"give --json or --format {fmt}, not both")
+        fmt = "json"
     if fmt is not None:
         report.check_format(fmt)
     fail = pick(fail_on, "fail_on", "all")

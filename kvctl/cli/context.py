@@ -20,6 +20,7 @@ class State:
     debug: bool = False
     quiet: bool = False  # -q/--quiet: no progress, no informational lines
     json: bool = False  # --json was given: results and errors go to stdout as JSON
+    json_result: bool = False  # the command's JSON result is on stdout
     # every URL resolved during this command, so secrets in them can be scrubbed from any message
     seen_urls: list[str] = field(default_factory=list)
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any, BinaryIO, Literal
 import typer
 
 from kvctl.cli.context import STATE, open_input_file, resolve_url
-from kvctl.cli.output import QuietOpt, info, json_doc, note, warn
+from kvctl.cli.output import JsonOpt, QuietOpt, info, json_doc, note, warn
 from kvctl.cli.usage import examples
 from kvctl.codec import decode_arg, show_key
 
@@ -29,7 +29,6 @@ PrefixOpt = Annotated[str, typer.Option(
     "--prefix", "-p", help="Only keys starting with this prefix (in the --keys encoding).")]
 GlobOpt = Annotated[str | None, typer.Option(
     "--glob", "-g", help="Only keys matching this shell pattern (* ? [...]), e.g. 'user:*:name'.")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")]
 DRY_RUN_HELP = ("Count what would happen; write no records (a missing embedded destination, such as a "
                 "SQLite file, is still created empty).")
 BatchOpt = Annotated[int, typer.Option("--batch-size", min=1, help="Records per batch (memory is a few batches).")]
@@ -299,6 +298,9 @@ def export(
     prefix: PrefixOpt = "",
     glob: GlobOpt = None,
     batch_size: BatchOpt = 5000,
+    as_json: Annotated[bool, typer.Option(
+        "--json", help="Print the summary as JSON on stdout (with -o FILE: stdout carries the export "
+        "otherwise).")] = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Write every key as JSON lines (or CSV): binary-safe, with absolute expiry and version."""
@@ -307,6 +309,10 @@ def export(
     from kvctl.engines.export import export_to, guess_format
     from kvctl.engines.storeops import open_async
 
+    if as_json and output == "-":
+        from kvctl.errors import UsageError
+
+        raise UsageError("--json needs -o FILE: without it, stdout carries the export")
     store_url = resolve_url(url or STATE.url)
     kind = guess_format(output, fmt)
     kf = key_filter(prefix, glob)
@@ -325,6 +331,8 @@ def export(
 
         with atomic_writer(Path(output)) as fh:  # the file appears only when the export is complete
             summary = asyncio.run(work(fh))
+        if as_json:
+            json_doc(summary.to_dict())
         info(f"exported {summary.records:,} records from {summary.store} to {output} "
              f"({summary.expired} expired skipped)")
     summary.check()

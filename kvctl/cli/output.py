@@ -55,11 +55,23 @@ def _cell(value: Any) -> str:
 
 
 def json_line(obj: Any) -> None:
+    """One JSON object on one line (a stream of them: scan, get of several keys)."""
     sys.stdout.write(json.dumps(obj, separators=(",", ":"), default=str) + "\n")
 
 
 def json_doc(obj: Any) -> None:
+    """A command's one JSON result.  An error after it adds no second document to stdout (see
+    :func:`fail`): the result already says what happened, and stdout stays one JSON value."""
+    from kvctl.cli.context import STATE
+
     sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
+    STATE.json_result = True
+
+
+# --json, one meaning for every command: the result as JSON on stdout, and a failure as one
+# {"error": {...}} object there too (besides the stderr line).
+JsonOpt = Annotated[bool, typer.Option(
+    "--json", help='Print the result as JSON; a failure prints {"error": {"code", "kind", "message"}}.')]
 
 
 def fail(code: int, kind: str, message: str, *, prefix: str = "kvctl: error: ") -> int:
@@ -69,7 +81,7 @@ def fail(code: int, kind: str, message: str, *, prefix: str = "kvctl: error: ") 
     from kvctl.cli.context import STATE
 
     sys.stderr.write(f"{prefix}{message}\n")
-    if STATE.json:
+    if STATE.json and not STATE.json_result:
         with contextlib.suppress(OSError, ValueError, OutputError):  # stdout gone: stderr said it
             json_line({"error": {"code": code, "kind": kind, "message": message}})
     return code
@@ -78,7 +90,7 @@ def fail(code: int, kind: str, message: str, *, prefix: str = "kvctl: error: ") 
 def error_kind(exc: BaseException) -> str:
     """The ``kind`` of an error in JSON: its class in snake case (NotFoundError: not_found)."""
     name = type(exc).__name__.rstrip("_").removesuffix("Error") or "error"
-    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+    return re.sub(r"(?<=[a-z])(?=[A-Z])", "_", name).lower()
 
 
 def warn(message: str) -> None:

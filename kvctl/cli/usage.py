@@ -41,7 +41,8 @@ def _param_name(param: Any) -> str:
 
 
 def _argument_name(param: Any) -> str:
-    return str(param.metavar or param.name or "argument").upper()
+    """An argument's name without the usage line's decoration (``[KEY]...`` is KEY)."""
+    return re.sub(r"[\[\].]", "", str(param.metavar or param.name or "argument")).upper()
 
 
 def describe(exc: Any) -> str:
