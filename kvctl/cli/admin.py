@@ -102,8 +102,17 @@ def plugin_rows() -> list[dict[str, Any]]:
             entry["name"] = entry["schemes"][0]
             entry["description"] = ""
             entry["capabilities"] = None
-            entry["error"] = str(exc)
+            entry["error"] = _load_problem(exc)
     return list(by_target.values())
+
+
+def _load_problem(exc: Exception) -> str:
+    """Why a backend did not load: a driver that is not installed is a state of the install, said
+    as what to run ("not installed: pip install 'kvctl[redis]'"); anything else is an error."""
+    if isinstance(exc.__cause__, ModuleNotFoundError):
+        hint = getattr(exc, "hint", None) or ""
+        return "not installed: " + hint.removeprefix("install its driver: ")
+    return f"error: {exc}"
 
 
 def plugins(as_json: JsonOpt = False) -> None:
@@ -118,7 +127,8 @@ def plugins(as_json: JsonOpt = False) -> None:
         caps = r["capabilities"]
         head = [r["name"]]
         if caps is None:
-            out.append([*head, "[red]✗ error[/red]"] + [""] * (len(columns) - 2))
+            state = "not installed" if r["error"].startswith("not installed") else "[red]✗ error[/red]"
+            out.append([*head, state] + [""] * (len(columns) - 2))
         else:
             out.append(head + [caps[k] for k, _ in _CAPABILITY_COLUMNS]
                        + [_size(caps["max_key_size"]), _size(caps["max_value_size"])])
@@ -132,18 +142,25 @@ def plugins(as_json: JsonOpt = False) -> None:
             print(f"{r['name']}: {where}: {r['description']} Durability: {durability}.")
 
 
+_BINARY = (("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10))
+_DECIMAL = (("TB", 10**12), ("GB", 10**9), ("MB", 10**6), ("kB", 10**3))
+
+
 def _size(n: int | None) -> str:
+    """A byte limit as people write one: in the largest unit it reaches, whole when exact
+    (``1 GiB``, ``1 GB``, ``512 MiB``), else to one decimal (``1.5 GiB``, and ``1.0 GiB`` for a
+    byte short of it: never ``1024.0 MiB`` or ``1048512 KiB``); small odd limits in bytes
+    (``2,692 B``)."""
     if n is None:
         return "-"
-    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if n >= size and n % size == 0:
+    for unit, size in _DECIMAL:  # 10**9 is "1 GB", not "953.7 MiB"
+        if n >= size and n % size == 0 and n // size < 1000:
             return f"{n // size} {unit}"
-    if n < 100 * 1024:
+    reached = [(u, z) for u, z in _BINARY if round(n / z, 1) >= 1]
+    if not reached or (n % reached[0][1] and n < 100 * 1024):
         return f"{n:,} B"
-    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if n >= size:
-            return f"{n / size:.1f} {unit}"
-    return f"{n:,} B"
+    unit, size = reached[0]
+    return f"{n // size} {unit}" if n % size == 0 else f"{n / size:.1f} {unit}"
 
 
 def register(app: typer.Typer) -> None:
