@@ -77,18 +77,18 @@ class ProgressBar:
 
     def __enter__(self) -> ProgressBar:
         if self.enabled:
-            from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+            from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 
             from kvctl.cli.output import console
 
             self._progress = Progress(
-                TextColumn("{task.description}"), BarColumn(),
-                TextColumn("{task.completed:,.0f} keys"), TextColumn("{task.fields[size]}"),
+                TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
+                TextColumn("{task.fields[count]}"), TextColumn("{task.fields[size]}"),
                 TextColumn("{task.fields[rate]}"), TimeRemainingColumn(),
                 console=console(stderr=True), transient=True,
             )
             self._progress.start()
-            self._task = self._progress.add_task("copy", total=None, size="", rate="")
+            self._task = self._progress.add_task("copy", total=None, count="", size="", rate="")
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -103,7 +103,9 @@ class ProgressBar:
             return  # rich redraws at 10 Hz; skip work between redraws
         self._phase, self._last = phase, now
         rate = f"{done / elapsed:,.0f} keys/s" if elapsed > 0 else ""
-        self._progress.update(self._task, description=phase, completed=done, total=total,
+        total = max(total, done) if total is not None else None  # an estimate can fall short
+        count = f"{done:,}/{total:,} keys" if total is not None else f"{done:,} keys"
+        self._progress.update(self._task, description=phase, completed=done, total=total, count=count,
                               size=human_bytes(size), rate=rate)
 
     def note(self, message: str) -> None:
@@ -317,20 +319,22 @@ def export(
     kind = guess_format(output, fmt)
     kf = key_filter(prefix, glob)
 
-    async def work(out: BinaryIO) -> Any:
+    async def work(out: BinaryIO, bar: ProgressBar) -> Any:
         store = open_async(store_url, access="read")
         try:
-            return await export_to(store, out, kind, key_filter=kf, batch_size=batch_size)
+            return await export_to(store, out, kind, key_filter=kf, batch_size=batch_size,
+                                   reporter=_reporter(bar) if bar.enabled else None)
         finally:
             await store.close()
 
-    if output == "-":
-        summary = asyncio.run(work(sys.stdout.buffer))
-    else:
-        from kvctl.engines.fsutil import atomic_writer
+    with ProgressBar(show_progress(False)) as bar:
+        if output == "-":
+            summary = asyncio.run(work(sys.stdout.buffer, bar))
+        else:
+            from kvctl.engines.fsutil import atomic_writer
 
-        with atomic_writer(Path(output)) as fh:  # the file appears only when the export is complete
-            summary = asyncio.run(work(fh))
+            with atomic_writer(Path(output)) as fh:  # the file appears only when the export is complete
+                summary = asyncio.run(work(fh, bar))
         if as_json:
             json_doc(summary.to_dict())
         info(f"exported {summary.records:,} records from {summary.store} to {output} "
@@ -369,20 +373,21 @@ def import_(
     kind = guess_format(input, fmt)
     kf = key_filter(prefix, glob)
 
-    async def work(inp: BinaryIO, name: str) -> Any:
+    async def work(inp: BinaryIO, name: str, bar: ProgressBar) -> Any:
         store = open_async(store_url)
         try:
             return await import_from(store, inp, kind, name, policy=on_conflict, batch_size=batch_size,
                                      drop_ttl=drop_ttl, key_filter=kf, dry_run=dry_run, from_line=from_line,
-                                     note=note)
+                                     note=bar.note, reporter=_reporter(bar) if bar.enabled else None)
         finally:
             await store.close()
 
-    if input == "-":
-        summary = asyncio.run(work(sys.stdin.buffer, "stdin"))
-    else:
-        with open_input_file(Path(input)) as fh:
-            summary = asyncio.run(work(fh, input))
+    with ProgressBar(show_progress(False)) as bar:
+        if input == "-":
+            summary = asyncio.run(work(sys.stdin.buffer, "stdin", bar))
+        else:
+            with open_input_file(Path(input)) as fh:
+                summary = asyncio.run(work(fh, input, bar))
     if as_json:
         json_doc(summary.to_dict())
     else:
