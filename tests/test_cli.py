@@ -190,3 +190,11 @@ def test_scan_text_output_is_one_safe_unambiguous_line_per_key(env: dict[str, st
     assert sorted(kv(with_keys, "--keys", "hex", "scan", "--keys-only").stdout.split()) == sorted(
         k.hex().encode() for k in keys if k)
     assert len(kv(with_keys, "scan", "--json").stdout.splitlines()) == len(keys)
+
+
+def test_a_write_to_a_store_that_ends_with_the_process_says_so(env: dict[str, str]) -> None:
+    out = kv(env, "-u", "memory://", "set", "k", "v")
+    assert out.returncode == 0
+    assert out.stderr == (b"kvctl: warning: memory:// is not persistent: what this command writes is gone "
+                          b"when kvctl exits\n")
+    assert kv(env, "-u", "memory://", "count").stderr == b""  # a read says nothing

@@ -44,7 +44,14 @@ def open_store(url_or_profile: str | None = None, *, access: str = "write") -> A
     from kvctl.adapt import to_sync
     from kvctl.registry import open_url
 
-    return to_sync(open_url(resolve_url(url_or_profile or STATE.url), access=access))
+    url = resolve_url(url_or_profile or STATE.url)
+    store = to_sync(open_url(url, access=access))
+    if access == "write" and not store.capabilities.persistent:
+        from kvctl.cli.output import warn
+
+        # a store that lives in this process ends with it: say so rather than lose writes silently
+        warn(f"{store_name(store)} is not persistent: what this command writes is gone when kvctl exits")
+    return store
 
 
 def input_file(path: Path) -> Path:
