@@ -32,3 +32,9 @@ def test_a_missing_driver_is_not_installed_not_an_error(env: dict[str, str]) -> 
     rows = json.loads(subprocess.run([*run, "--json"], env=env, capture_output=True, text=True, timeout=60).stdout)
     [broken] = [r for r in rows if r["name"] == "broken"]
     assert broken["error"].startswith("not installed: ")
+
+
+def test_ping_counts_in_words(env: dict[str, str]) -> None:
+    one = subprocess.run([sys.executable, "-m", "kvctl", "-u", "memory://", "ping", "-c", "1"], env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert one.returncode == 0 and one.stdout.endswith("(1 round trip)\n")

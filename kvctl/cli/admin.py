@@ -50,7 +50,7 @@ def ping(
                   "avg_ms": round(sum(times) / len(times), 3), "max_ms": round(max(times), 3)})
         return
     print(f"{name}: min {min(times):.3f} ms, avg {sum(times) / len(times):.3f} ms, "
-          f"max {max(times):.3f} ms ({count} round trips)")
+          f"max {max(times):.3f} ms ({count} round trip{'s' if count != 1 else ''})")
 
 
 def rebalance(
