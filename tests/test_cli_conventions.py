@@ -91,6 +91,10 @@ def test_one_meaning_per_short_option() -> None:
         (["scan", "--limit"], "--limit needs a value"),
         (["snapshot", "create"], "missing --output"),
         (["set", "k", "v", "--ttl", "5M"], "ambiguous duration '5M'"),
+        (["nosuch2", "x"], "unknown command 'nosuch2'"),
+        (["expire", "k"], "unknown command 'expire' (did you mean 'export'?)"),
+        (["snapshot", "create", "-o", "x.kvs", "-u", "memory://"],
+         "-u is a global option: give it before the command (kvctl -u ... snapshot create ...)"),
     ],
 )
 def test_usage_errors_are_one_line_in_kvctls_words(args: list[str], message: str,

@@ -50,7 +50,12 @@ def describe(exc: Any) -> str:
     from typer._click import exceptions as click_exc
 
     message = str(getattr(exc, "message", "") or exc)
-    if isinstance(exc, click_exc.NoSuchOption):
+    ctx = getattr(exc, "ctx", None)
+    if isinstance(exc, click_exc.NoSuchOption) and ctx is not None and _is_global(ctx, exc.option_name):
+        sub = ctx.command_path.partition(" ")[2]
+        option = exc.option_name
+        text = f"{option} is a global option: give it before the command (kvctl {option} ... {sub} ...)"
+    elif isinstance(exc, click_exc.NoSuchOption):
         text = f"unknown option {exc.option_name}"
         if exc.possibilities:
             text += f" (did you mean {' or '.join(sorted(exc.possibilities))}?)"
@@ -61,15 +66,22 @@ def describe(exc: Any) -> str:
         text = f"{where}: {reword(message)}"
     elif isinstance(exc, click_exc.BadOptionUsage) and "requires an argument" in message:
         text = f"{exc.option_name} needs a value"
-    elif match := re.match(r"No such command '(.*)'", message):
+    elif match := re.match(r"No such command '([^']*)'\.?(?: Did you mean '([^']*)'\?)?", message):
         text = f"unknown command {match.group(1)!r}"
+        text += f" (did you mean {match.group(2)!r}?)" if match.group(2) else ""
     elif match := re.match(r"Got unexpected extra argument(?:\(s\)|s)? \((.*)\)", message):
         text = f"unexpected argument(s): {match.group(1)}"
     else:
         text = reword(message)
-    ctx = getattr(exc, "ctx", None)
     command = ctx.command_path if ctx is not None else "kvctl"
     return f"{text} (see '{command} --help')"
+
+
+def _is_global(ctx: Any, option: str) -> bool:
+    """True when ``option`` belongs to kvctl itself (``-u``, ``--keys``) and was given after a
+    command, where click does not look for it."""
+    root = ctx.find_root()
+    return root is not ctx and any(option in getattr(p, "opts", []) for p in root.command.params)
 
 
 def polish(command: Any) -> None:
