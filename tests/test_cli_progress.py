@@ -47,13 +47,17 @@ def dump(tmp_path: Path) -> Path:
     return path
 
 
-def test_import_and_export_show_progress_on_a_terminal_only(env: dict[str, str], tmp_path: Path,
+def test_import_export_and_diff_show_progress_on_a_terminal_only(env: dict[str, str], tmp_path: Path,
                                                             dump: Path) -> None:
     url = f"sqlite://{tmp_path / 'p.db'}"
     code, shown = on_a_terminal(env, "-u", url, "import", str(dump), "--batch-size", "500")
     assert code == 0 and "import" in shown and "keys/s" in shown, shown[-500:]
     code, shown = on_a_terminal(env, "-u", url, "export", "-o", str(tmp_path / "out.jsonl"), "--batch-size", "500")
     assert code == 0 and "/60,000 keys" in shown and "%" in shown, shown[-500:]
+    other = f"sqlite://{tmp_path / 'o.db'}"
+    assert on_a_terminal(env, "-u", other, "import", str(dump), "-q") == (0, "")
+    code, shown = on_a_terminal(env, "diff", url, other, "--batch-size", "500")
+    assert code == 0 and "diff" in shown and "/60,000 keys" in shown, shown[-500:]
     code, shown = on_a_terminal(env, "-u", url, "export", "-q", "-o", str(tmp_path / "q.jsonl"))
     assert (code, shown) == (0, "")  # --quiet: nothing at all
     piped = subprocess.run([sys.executable, "-m", "kvctl", "-u", url, "export", "-o", str(tmp_path / "p.jsonl")],

@@ -266,18 +266,19 @@ def diff(
                        expiry_tolerance_ms=duration_ms(expiry_tolerance, "--expiry-tolerance"),
                        ignore_expiry=ignore_expiry)
 
-    async def work() -> Any:
+    async def work(bar: ProgressBar) -> Any:
         sa = open_async(a_url, access="read")
         try:
             sb = open_async(b_url, access="read")
             try:
-                return await compare(sa, sb, opts)
+                return await compare(sa, sb, opts, reporter=_reporter(bar) if bar.enabled else None)
             finally:
                 await sb.close()
         finally:
             await sa.close()
 
-    result = asyncio.run(work())
+    with ProgressBar(show_progress(False)) as bar:
+        result = asyncio.run(work(bar))
     if as_json:
         json_doc(result.to_dict())
     else:
