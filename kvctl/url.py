@@ -26,15 +26,28 @@ _SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1000, "kib": 1024, "m": 1024**2, 
                "mib": 1024**2, "g": 1024**3, "gb": 1000**3, "gib": 1024**3, "t": 1024**4, "tib": 1024**4}
 _TIME_UNITS = {"ms": 1, "s": 1000, "": 1000, "m": 60_000, "min": 60_000, "h": 3_600_000, "d": 86_400_000}
 _NUMBER_UNIT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*$")
+_DURATION = re.compile(r"^\s*(?:\d+(?:\.\d+)?\s*[A-Za-z]*\s*)+$")  # one or more NUMBER UNIT parts
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*([A-Za-z]*)")
 
 
 def parse_duration_ms(text: str) -> int:
-    """``500ms``, ``30s``, ``2h``, ``1.5m``, ``7d``; a bare number is seconds."""
-    match = _NUMBER_UNIT.match(text)
-    unit = match.group(2).lower() if match else None
-    if match is None or unit not in _TIME_UNITS:
-        raise BadURLError(f"not a duration: {text!r} (use e.g. 500ms, 30s, 5m, 2h, 7d)")
-    return int(float(match.group(1)) * _TIME_UNITS[unit])
+    """``500ms``, ``30s``, ``2h``, ``1.5m``, ``7d``, ``1h30m``; a bare number is seconds.
+
+    Units are case-insensitive except ``M``: it reads as months to some and as minutes to others,
+    so it is refused rather than guessed (``m`` and ``min`` are minutes)."""
+    parts = _DURATION_PART.findall(text) if _DURATION.match(text) else []
+    if not parts:
+        raise BadURLError(f"not a duration: {text!r} (use e.g. 500ms, 30s, 5m, 2h, 1h30m, 7d)")
+    total = 0.0
+    for number, unit in parts:
+        if unit == "M":
+            raise BadURLError(f"ambiguous duration {text!r}: M could mean months or minutes "
+                              "(write m or min for minutes, d for days)")
+        if unit.lower() not in _TIME_UNITS or (not unit and len(parts) > 1):
+            # a bare number inside a compound ("1h30") has no unit anyone agrees on
+            raise BadURLError(f"not a duration: {text!r} (use e.g. 500ms, 30s, 5m, 2h, 1h30m, 7d)")
+        total += float(number) * _TIME_UNITS[unit.lower()]
+    return int(total)
 
 
 def parse_size(text: str) -> int:

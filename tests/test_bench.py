@@ -40,7 +40,7 @@ def kvctl(*args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
 def full_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Run, subprocess.CompletedProcess[str], Path]:
     """One real run of every workload on memory, plus an unreachable server, through the CLI."""
     out = tmp_path_factory.mktemp("bench") / "run.json"
-    proc = kvctl("memory://bench-test", "redis://127.0.0.1:1/0", "-w", "all", *TINY, "--keys", "200",
+    proc = kvctl("memory://bench-test", "redis://127.0.0.1:1/0", "--workload", "all", *TINY, "--keys", "200",
                  "--ops", "300", "--clients", "2", "--duration", "0.2s", "-o", str(out),
                  timeout=600)  # every workload, plus the instruction count under valgrind, on a shared machine
     assert proc.returncode == 8, proc.stderr  # the unreachable server's benchmarks failed

@@ -105,7 +105,7 @@ def test_scan_count_del(env: dict[str, str]) -> None:
         (["-u", "memory://?bogus=1", "get", "k"], 2, b"unknown option"),
         (["-u", "broken://", "get", "k"], 3, b"could not be loaded"),
         (["--keys", "hex", "get", "zz"], 2, b"not valid hex"),
-        (["get"], 2, b"Missing argument"),
+        (["get"], 2, b"missing KEY"),
     ],
 )
 def test_bad_input_is_one_clear_line(env: dict[str, str], args: list[str], code: int, message: bytes) -> None:
@@ -189,3 +189,28 @@ def test_rebalance_moves_only_keys_whose_owner_changed(env: dict[str, str], tmp_
     assert kv(env, "-u", after, "count").stdout == b"200\n"
     no = kv(env, "rebalance")
     assert no.returncode == 4 and b"nothing to rebalance" in no.stderr
+
+
+def test_scan_text_output_is_one_safe_unambiguous_line_per_key(env: dict[str, str]) -> None:
+    keys = [b"a\\x80", b"a\x80", b"b:\n", b"\x1b[2J", b"tab\there", b"plain", b'q"uote', b"\xff\xfe", b""]
+    with_keys = {**env, "KVCTL_URL": f"sqlite://{env['HOME']}/amb.db"}
+    for key in keys:
+        assert kv(with_keys, "--keys", "hex", "set", key.hex(), "v").returncode == 0
+    out = kv(with_keys, "scan", "--keys-only").stdout
+    lines = out.decode().splitlines()
+    assert len(lines) == len(keys) == len(set(lines))  # one line each, no two alike
+    assert not any(ch < " " for line in lines for ch in line)  # no control byte reaches the terminal
+    assert {"plain", r'"a\\x80"', r'"a\x80"', r'"b:\n"', r'"\x1b[2J"', r'"tab\there"', r'"q\"uote"',
+            r'"\xff\xfe"', '""'} == set(lines)
+    # --keys hex and --json stay exact
+    assert sorted(kv(with_keys, "--keys", "hex", "scan", "--keys-only").stdout.split()) == sorted(
+        k.hex().encode() for k in keys if k)
+    assert len(kv(with_keys, "scan", "--json").stdout.splitlines()) == len(keys)
+
+
+def test_a_write_to_a_store_that_ends_with_the_process_says_so(env: dict[str, str]) -> None:
+    out = kv(env, "-u", "memory://", "set", "k", "v")
+    assert out.returncode == 0
+    assert out.stderr == (b"kvctl: warning: memory:// is not persistent: what this command writes is gone "
+                          b"when kvctl exits\n")
+    assert kv(env, "-u", "memory://", "count").stderr == b""  # a read says nothing

@@ -194,7 +194,7 @@ def test_the_internal_error_hint_says_where_debug_goes_and_that_works(env: dict[
 def test_an_input_file_that_cannot_be_opened_is_a_usage_error(env: dict[str, str], tmp_path: Path) -> None:
     missing = tmp_path / "missing.kvs"
     url = f"file://{tmp_path / 'store'}"
-    for args in (["set", "k", "-f", str(tmp_path / "missing")], ["set", "k", "-f", str(tmp_path)],
+    for args in (["set", "k", "--file", str(tmp_path / "missing")], ["set", "k", "--file", str(tmp_path)],
                  ["snapshot", "verify", str(missing)], ["snapshot", "verify", str(tmp_path)],
                  ["snapshot", "inspect", str(missing)], ["snapshot", "restore", str(missing)],
                  ["snapshot", "restore", str(missing), url],

@@ -77,7 +77,7 @@ def test_plugins_listing_survives_a_broken_plugin() -> None:
     assert rows["memory"]["capabilities"]["ttl"] is True
     assert rows["outside"]["version"] == "1.2.3"
     text = subprocess.run([sys.executable, "-m", "kvctl", "plugins"], capture_output=True, text=True, check=True)
-    assert "memory" in text.stdout and "load" in text.stdout
+    assert "memory" in text.stdout and "broken: broken:// (kvctl-outside-example 1.2.3): not installed" in text.stdout
 
 
 def test_help_imports_no_driver() -> None:

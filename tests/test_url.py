@@ -66,6 +66,15 @@ def test_units() -> None:
         parse_size("big")
 
 
+def test_compound_durations_and_no_guessing_of_capital_m() -> None:
+    assert parse_duration_ms("1h30m") == 5_400_000
+    assert parse_duration_ms("1h 30m 15s") == 5_415_000
+    assert parse_duration_ms("5min") == parse_duration_ms("5m") == 300_000
+    for text in ("5M", "1h30", "1h-30m", "m"):
+        with pytest.raises(BadURLError, match="ambiguous" if "M" in text else "not a duration"):
+            parse_duration_ms(text)
+
+
 def test_several_hosts() -> None:
     url = StoreURL.parse("redis+cluster://:pw@10.0.0.1:7000,10.0.0.2:7001,[::1]:7002/?x=1")
     assert url.port is None

@@ -9,7 +9,8 @@ from typing import Annotated, Any
 import typer
 
 from kvctl.cli.context import open_store, store_name
-from kvctl.cli.output import json_doc, table
+from kvctl.cli.output import JsonOpt, json_doc, table
+from kvctl.cli.usage import examples
 
 # Columns of the `kvctl plugins` table, in the spirit of the seed documents' comparison tables.
 _CAPABILITY_COLUMNS = [
@@ -19,7 +20,7 @@ _CAPABILITY_COLUMNS = [
 ]
 
 
-def stats(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+def stats(as_json: JsonOpt = False) -> None:
     """Show the store's statistics (keys, sizes, backend specifics)."""
     with open_store(access="read") as store:
         data = store.stats()
@@ -32,6 +33,7 @@ def stats(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] =
 
 def ping(
     count: Annotated[int, typer.Option("--count", "-c", min=1, help="Round trips to time.")] = 10,
+    as_json: JsonOpt = False,
 ) -> None:
     """Round-trip latency to the store (min/avg/max of single gets), like redis-cli --latency."""
     probe = b"kvctl:ping:" + os.urandom(4).hex().encode()
@@ -43,13 +45,17 @@ def ping(
             store.get(probe)
             times.append((time.perf_counter_ns() - t0) / 1e6)
         name = store_name(store)
+    if as_json:
+        json_doc({"store": name, "round_trips": count, "min_ms": round(min(times), 3),
+                  "avg_ms": round(sum(times) / len(times), 3), "max_ms": round(max(times), 3)})
+        return
     print(f"{name}: min {min(times):.3f} ms, avg {sum(times) / len(times):.3f} ms, "
-          f"max {max(times):.3f} ms ({count} round trips)")
+          f"max {max(times):.3f} ms ({count} round trip{'s' if count != 1 else ''})")
 
 
 def rebalance(
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Count what would move; change nothing.")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", "-n", help="Count what would move; change nothing.")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Move keys to the child store that owns them after weights changed (shard stores).
 
@@ -96,11 +102,20 @@ def plugin_rows() -> list[dict[str, Any]]:
             entry["name"] = entry["schemes"][0]
             entry["description"] = ""
             entry["capabilities"] = None
-            entry["error"] = str(exc)
+            entry["error"] = _load_problem(exc)
     return list(by_target.values())
 
 
-def plugins(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+def _load_problem(exc: Exception) -> str:
+    """Why a backend did not load: a driver that is not installed is a state of the install, said
+    as what to run ("not installed: pip install 'kvctl[redis]'"); anything else is an error."""
+    if isinstance(exc.__cause__, ModuleNotFoundError):
+        hint = getattr(exc, "hint", None) or ""
+        return "not installed: " + hint.removeprefix("install its driver: ")
+    return f"error: {exc}"
+
+
+def plugins(as_json: JsonOpt = False) -> None:
     """List installed backends: schemes, version, capabilities, durability, and any load error."""
     rows = plugin_rows()
     if as_json:
@@ -112,7 +127,8 @@ def plugins(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")]
         caps = r["capabilities"]
         head = [r["name"]]
         if caps is None:
-            out.append([*head, "[red]✗ error[/red]"] + [""] * (len(columns) - 2))
+            state = "not installed" if r["error"].startswith("not installed") else "[red]✗ error[/red]"
+            out.append([*head, state] + [""] * (len(columns) - 2))
         else:
             out.append(head + [caps[k] for k, _ in _CAPABILITY_COLUMNS]
                        + [_size(caps["max_key_size"]), _size(caps["max_value_size"])])
@@ -126,22 +142,41 @@ def plugins(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")]
             print(f"{r['name']}: {where}: {r['description']} Durability: {durability}.")
 
 
+_BINARY = (("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10))
+_DECIMAL = (("TB", 10**12), ("GB", 10**9), ("MB", 10**6), ("kB", 10**3))
+
+
 def _size(n: int | None) -> str:
+    """A byte limit as people write one: in the largest unit it reaches, whole when exact
+    (``1 GiB``, ``1 GB``, ``512 MiB``), else to one decimal (``1.5 GiB``, and ``1.0 GiB`` for a
+    byte short of it: never ``1024.0 MiB`` or ``1048512 KiB``); small odd limits in bytes
+    (``2,692 B``)."""
     if n is None:
         return "-"
-    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if n >= size and n % size == 0:
+    for unit, size in _DECIMAL:  # 10**9 is "1 GB", not "953.7 MiB"
+        if n >= size and n % size == 0 and n // size < 1000:
             return f"{n // size} {unit}"
-    if n < 100 * 1024:
+    reached = [(u, z) for u, z in _BINARY if round(n / z, 1) >= 1]
+    if not reached or (n % reached[0][1] and n < 100 * 1024):
         return f"{n:,} B"
-    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if n >= size:
-            return f"{n / size:.1f} {unit}"
-    return f"{n:,} B"
+    unit, size = reached[0]
+    return f"{n // size} {unit}" if n % size == 0 else f"{n / size:.1f} {unit}"
 
 
 def register(app: typer.Typer) -> None:
-    app.command("stats")(stats)
-    app.command("ping")(ping)
-    app.command("plugins")(plugins)
-    app.command("rebalance")(rebalance)
+    app.command("stats", epilog=examples(
+        "kvctl stats",
+        "kvctl -u redis://localhost:6379/0 stats --json",
+    ))(stats)
+    app.command("ping", epilog=examples(
+        "kvctl -u redis://localhost:6379/0 ping",
+        "kvctl -u postgresql://app@db/app ping -c 100",
+    ))(ping)
+    app.command("plugins", epilog=examples(
+        "kvctl plugins",
+        "kvctl plugins --json | jq '.[].schemes'",
+    ))(plugins)
+    app.command("rebalance", epilog=examples(
+        "kvctl -u my-shards rebalance --dry-run   # count what would move",
+        "kvctl -u my-shards rebalance",
+    ))(rebalance)

@@ -9,9 +9,18 @@ from typing import Annotated
 import typer
 
 from kvctl import __version__
-from kvctl.cli import admin, config_cmd, data, engines
+from kvctl.cli import admin, config_cmd, data, engines, keys
 from kvctl.cli.context import STATE, scrub
-from kvctl.cli.output import EXIT_BROKEN_PIPE, OutputError, discard_stdout, guard_stdout, show_warning
+from kvctl.cli.output import (
+    EXIT_BROKEN_PIPE,
+    OutputError,
+    discard_stdout,
+    error_kind,
+    fail,
+    guard_stdout,
+    show_warning,
+)
+from kvctl.cli.usage import describe, examples, polish
 from kvctl.codec import KeyEncoding, ValueEncoding
 
 HELP = (
@@ -29,6 +38,12 @@ app = typer.Typer(
     name="kvctl",
     help=HELP,
     no_args_is_help=True,
+    epilog=examples(
+        "kvctl set greeting hello && kvctl get greeting",
+        "kvctl -u redis://localhost:6379/0 scan --prefix user: --limit 20",
+        "kvctl migrate sqlite:///data/app.db redis://localhost:6379/0",
+    ),
+    rich_markup_mode=None,  # plain help, as git and gh print it: flags shown as flags
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
@@ -63,12 +78,12 @@ def options(
     debug: Annotated[bool, typer.Option(
         "--debug", help="Show a traceback on errors (before the command: kvctl --debug get K).")] = False,
     version: Annotated[bool, typer.Option(
-        "--version", callback=_version, is_eager=True, help="Print the version and exit.")] = False,
+        "--version", "-V", callback=_version, is_eager=True, help="Print the version and exit.")] = False,
 ) -> None:
     STATE.url, STATE.key_encoding, STATE.value_encoding, STATE.debug = url, keys, values, debug
 
 
-for _module in (data, admin, config_cmd, engines):
+for _module in (data, keys, admin, config_cmd, engines):
     _module.register(app)
 
 
@@ -115,30 +130,36 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _run(argv: list[str] | None) -> int:
+    from typer._click.exceptions import NoArgsIsHelpError
+
     from kvctl.errors import EXIT_INTERRUPTED, KvctlError
 
+    args = sys.argv[1:] if argv is None else argv
+    STATE.quiet = STATE.json_result = False  # per command (tests run several in one process)
+    STATE.json = "--json" in args[:args.index("--")] if "--" in args else "--json" in args
+    command = typer.main.get_command(app)
+    polish(command)
     try:
-        result = app(args=argv, prog_name="kvctl", standalone_mode=False)
+        result = command(args=args, prog_name="kvctl", standalone_mode=False)
         return result if isinstance(result, int) else 0
     except typer.Exit as exc:
         return exc.exit_code
+    except NoArgsIsHelpError as exc:  # `kvctl` or `kvctl snapshot` alone: help, as gh and kubectl do
+        sys.stdout.write(exc.ctx.get_help() + "\n")
+        return 0
     except (KeyboardInterrupt, typer.Abort):
-        sys.stderr.write("kvctl: interrupted\n")
-        return EXIT_INTERRUPTED
-    except typer.TyperException as exc:  # usage errors: typer prints usage and the problem
-        exc.show()  # type: ignore[attr-defined]
-        return getattr(exc, "exit_code", 2)
+        return fail(EXIT_INTERRUPTED, "interrupted", "interrupted", prefix="kvctl: ")
+    except typer.TyperException as exc:  # click's usage errors, in kvctl's words
+        return fail(getattr(exc, "exit_code", 2), "usage", describe(exc))
     except OutputError as exc:
         return _output_failed(exc, 0)
     except KvctlError as exc:
         _traceback()
-        sys.stderr.write(f"kvctl: error: {scrub(str(exc))}\n")
-        return exc.exit_code
+        return fail(exc.exit_code, error_kind(exc), scrub(str(exc)))
     except Exception as exc:
         _traceback()
-        sys.stderr.write(f"kvctl: internal error: {type(exc).__name__}: {scrub(str(exc))} "
-                         f"({DEBUG_HINT})\n")
-        return 70
+        return fail(70, "internal", f"{type(exc).__name__}: {scrub(str(exc))} ({DEBUG_HINT})",
+                    prefix="kvctl: internal error: ")
 
 
 DEBUG_HINT = 'run it again as "kvctl --debug COMMAND ..." for a traceback'

@@ -12,6 +12,8 @@ from typing import Annotated, Any
 
 import typer
 
+from kvctl.cli.usage import examples
+
 HELP = """Benchmark stores with pyperf on the workloads of the seed documents.
 
 With no URL, every registered embedded backend is measured on a fresh store in a temporary
@@ -82,7 +84,7 @@ def bench(
     urls: Annotated[list[str] | None, typer.Argument(
         help="Store URLs, optionally NAME=URL; none: every embedded backend.", show_default=False)] = None,
     workload: Annotated[list[str] | None, typer.Option(
-        "--workload", "-w", help="gridkv, session, ruv-swarm, gorkflow, ycsb or all (repeat or comma-separate).",
+        "--workload", help="gridkv, session, ruv-swarm, gorkflow, ycsb or all (repeat or comma-separate).",
         show_default=False)] = None,
     quick: Annotated[bool, typer.Option("--quick", help="A short run of the GridKV tables (CI, smoke).")] = False,
     value_size: Annotated[int | None, typer.Option("--value-size", min=0, help="Bytes per value (default 100).",
@@ -138,6 +140,7 @@ def bench(
                                                        "--clients load passes (default: all).",
                                                        show_default=False)] = None,
     keep: Annotated[bool, typer.Option("--keep", help="Keep the keys written into the stores given.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="The same as --format json.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress lines; with -o, no tables either.")
                      ] = False,
 ) -> None:
@@ -156,6 +159,10 @@ def bench(
     def pick(value: Any, name: str, default: Any = None) -> Any:
         return value if value is not None else conf.get(name, default)
 
+    if as_json:
+        if fmt not in (None, "json"):
+            raise UsageError(f"give --json or --format {fmt}, not both")
+        fmt = "json"
     if fmt is not None:
         report.check_format(fmt)
     fail = str(pick(fail_on, "fail_on", gate_mod.DEFAULT_FAIL_ON))
@@ -273,4 +280,8 @@ def _argv_for_record() -> list[str]:
 
 def register(app: typer.Typer) -> None:
     """Add this group's commands to the root app."""
-    app.command("bench", help=HELP)(bench)
+    app.command("bench", help=HELP, epilog=examples(
+        "kvctl bench --quick                      # every embedded backend, short",
+        "kvctl bench redis://localhost:6379/0 --workload ycsb --clients 1,4,16",
+        "kvctl bench --quick -o run.json --baseline main.json",
+    ))(bench)

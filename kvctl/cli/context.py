@@ -18,6 +18,9 @@ class State:
     key_encoding: str = "text"
     value_encoding: str = "raw"
     debug: bool = False
+    quiet: bool = False  # -q/--quiet: no progress, no informational lines
+    json: bool = False  # --json was given: results and errors go to stdout as JSON
+    json_result: bool = False  # the command's JSON result is on stdout
     # every URL resolved during this command, so secrets in them can be scrubbed from any message
     seen_urls: list[str] = field(default_factory=list)
 
@@ -44,7 +47,14 @@ def open_store(url_or_profile: str | None = None, *, access: str = "write") -> A
     from kvctl.adapt import to_sync
     from kvctl.registry import open_url
 
-    return to_sync(open_url(resolve_url(url_or_profile, access=access), access=access))
+    url = resolve_url(url_or_profile, access=access)
+    store = to_sync(open_url(url, access=access))
+    if access == "write" and not store.capabilities.persistent:
+        from kvctl.cli.output import warn
+
+        # a store that lives in this process ends with it: say so rather than lose writes silently
+        warn(f"{store_name(store)} is not persistent: what this command writes is gone when kvctl exits")
+    return store
 
 
 def input_file(path: Path) -> Path:

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Annotated, Any, BinaryIO, Literal
 import typer
 
 from kvctl.cli.context import STATE, open_input_file, resolve_url
-from kvctl.cli.output import info, json_doc, note, warn
+from kvctl.cli.output import JsonOpt, QuietOpt, info, json_doc, note, warn
+from kvctl.cli.usage import examples
 from kvctl.codec import decode_arg, show_key
 
 if TYPE_CHECKING:
@@ -28,7 +29,6 @@ PrefixOpt = Annotated[str, typer.Option(
     "--prefix", "-p", help="Only keys starting with this prefix (in the --keys encoding).")]
 GlobOpt = Annotated[str | None, typer.Option(
     "--glob", "-g", help="Only keys matching this shell pattern (* ? [...]), e.g. 'user:*:name'.")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")]
 DRY_RUN_HELP = ("Count what would happen; write no records (a missing embedded destination, such as a "
                 "SQLite file, is still created empty).")
 BatchOpt = Annotated[int, typer.Option("--batch-size", min=1, help="Records per batch (memory is a few batches).")]
@@ -77,18 +77,18 @@ class ProgressBar:
 
     def __enter__(self) -> ProgressBar:
         if self.enabled:
-            from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+            from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 
             from kvctl.cli.output import console
 
             self._progress = Progress(
-                TextColumn("{task.description}"), BarColumn(),
-                TextColumn("{task.completed:,.0f} keys"), TextColumn("{task.fields[size]}"),
+                TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
+                TextColumn("{task.fields[count]}"), TextColumn("{task.fields[size]}"),
                 TextColumn("{task.fields[rate]}"), TimeRemainingColumn(),
                 console=console(stderr=True), transient=True,
             )
             self._progress.start()
-            self._task = self._progress.add_task("copy", total=None, size="", rate="")
+            self._task = self._progress.add_task("copy", total=None, count="", size="", rate="")
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -103,7 +103,9 @@ class ProgressBar:
             return  # rich redraws at 10 Hz; skip work between redraws
         self._phase, self._last = phase, now
         rate = f"{done / elapsed:,.0f} keys/s" if elapsed > 0 else ""
-        self._progress.update(self._task, description=phase, completed=done, total=total,
+        total = max(total, done) if total is not None else None  # an estimate can fall short
+        count = f"{done:,}/{total:,} keys" if total is not None else f"{done:,} keys"
+        self._progress.update(self._task, description=phase, completed=done, total=total, count=count,
                               size=human_bytes(size), rate=rate)
 
     def note(self, message: str) -> None:
@@ -127,7 +129,7 @@ def _reporter(bar: ProgressBar) -> Any:
 
 
 def show_progress(no_progress: bool) -> bool:
-    return not no_progress and sys.stderr.isatty()
+    return not no_progress and not STATE.quiet and sys.stderr.isatty()
 
 
 # -- migrate -----------------------------------------------------------------------------------
@@ -160,6 +162,7 @@ def migrate(
     expiry_tolerance: ToleranceOpt = "2s",
     as_json: JsonOpt = False,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bar.")] = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Copy every key from SRC to DST: streaming, resumable, with expiries and versions.
 
@@ -225,9 +228,9 @@ def render_migrate(summary: Summary, plan: Plan, as_json: bool) -> None:
         lines.append(f"  verify: {summary.verify.summary_line()}")
     print("\n".join(lines))
     for key, kind in summary.problems.incomplete[:100]:
-        warn(f"not copied: {show_key(key, STATE.key_encoding)!r} is a {kind}")
+        warn(f"not copied: {show_key(key, STATE.key_encoding)} is a {kind}")
     for key, why in summary.problems.failed[:100]:
-        warn(f"not copied: {show_key(key, STATE.key_encoding)!r}: {why}")
+        warn(f"not copied: {show_key(key, STATE.key_encoding)}: {why}")
     more = c.incomplete + c.failed - min(100, len(summary.problems.incomplete)) - min(100, len(summary.problems.failed))
     if more > 0:
         warn(f"... and {more:,} more (see --json)")
@@ -246,6 +249,7 @@ def diff(
     ignore_expiry: Annotated[bool, typer.Option("--ignore-expiry", help="Compare values only.")] = False,
     batch_size: BatchOpt = 5000,
     as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Compare two stores: keys missing from B, extra in B, and differing values or expiries.
 
@@ -262,18 +266,19 @@ def diff(
                        expiry_tolerance_ms=duration_ms(expiry_tolerance, "--expiry-tolerance"),
                        ignore_expiry=ignore_expiry)
 
-    async def work() -> Any:
+    async def work(bar: ProgressBar) -> Any:
         sa = open_async(a_url, access="read")
         try:
             sb = open_async(b_url, access="read")
             try:
-                return await compare(sa, sb, opts)
+                return await compare(sa, sb, opts, reporter=_reporter(bar) if bar.enabled else None)
             finally:
                 await sb.close()
         finally:
             await sa.close()
 
-    result = asyncio.run(work())
+    with ProgressBar(show_progress(False)) as bar:
+        result = asyncio.run(work(bar))
     if as_json:
         json_doc(result.to_dict())
     else:
@@ -281,7 +286,7 @@ def diff(
         labels = {"missing": "missing from B", "extra": "extra in B", "differing": "differing"}
         for kind, keys in result.samples.items():
             if keys:
-                shown = ", ".join(repr(show_key(k, STATE.key_encoding)) for k in keys)
+                shown = ", ".join(show_key(k, STATE.key_encoding) for k in keys)
                 print(f"  {labels[kind]}: {shown}")
         if result.differing:
             print("  differences: " + ", ".join(f"{n} {r}" for r, n in result.reasons.items() if n))
@@ -296,6 +301,10 @@ def export(
     prefix: PrefixOpt = "",
     glob: GlobOpt = None,
     batch_size: BatchOpt = 5000,
+    as_json: Annotated[bool, typer.Option(
+        "--json", help="Print the summary as JSON on stdout (with -o FILE: stdout carries the export "
+        "otherwise).")] = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Write every key as JSON lines (or CSV): binary-safe, with absolute expiry and version."""
     import asyncio
@@ -303,24 +312,32 @@ def export(
     from kvctl.engines.export import export_to, guess_format
     from kvctl.engines.storeops import open_async
 
+    if as_json and output == "-":
+        from kvctl.errors import UsageError
+
+        raise UsageError("--json needs -o FILE: without it, stdout carries the export")
     store_url = resolve_url(url, access="read")
     kind = guess_format(output, fmt)
     kf = key_filter(prefix, glob)
 
-    async def work(out: BinaryIO) -> Any:
+    async def work(out: BinaryIO, bar: ProgressBar) -> Any:
         store = open_async(store_url, access="read")
         try:
-            return await export_to(store, out, kind, key_filter=kf, batch_size=batch_size)
+            return await export_to(store, out, kind, key_filter=kf, batch_size=batch_size,
+                                   reporter=_reporter(bar) if bar.enabled else None)
         finally:
             await store.close()
 
-    if output == "-":
-        summary = asyncio.run(work(sys.stdout.buffer))
-    else:
-        from kvctl.engines.fsutil import atomic_writer
+    with ProgressBar(show_progress(False)) as bar:
+        if output == "-":
+            summary = asyncio.run(work(sys.stdout.buffer, bar))
+        else:
+            from kvctl.engines.fsutil import atomic_writer
 
-        with atomic_writer(Path(output)) as fh:  # the file appears only when the export is complete
-            summary = asyncio.run(work(fh))
+            with atomic_writer(Path(output)) as fh:  # the file appears only when the export is complete
+                summary = asyncio.run(work(fh, bar))
+        if as_json:
+            json_doc(summary.to_dict())
         info(f"exported {summary.records:,} records from {summary.store} to {output} "
              f"({summary.expired} expired skipped)")
     summary.check()
@@ -341,6 +358,7 @@ def import_(
         "where to resume); earlier lines are still read and checked.")] = 1,
     batch_size: BatchOpt = 5000,
     as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Read an export back into a store, in batches (records already expired are skipped).
 
@@ -356,20 +374,21 @@ def import_(
     kind = guess_format(input, fmt)
     kf = key_filter(prefix, glob)
 
-    async def work(inp: BinaryIO, name: str) -> Any:
+    async def work(inp: BinaryIO, name: str, bar: ProgressBar) -> Any:
         store = open_async(store_url)
         try:
             return await import_from(store, inp, kind, name, policy=on_conflict, batch_size=batch_size,
                                      drop_ttl=drop_ttl, key_filter=kf, dry_run=dry_run, from_line=from_line,
-                                     note=note)
+                                     note=bar.note, reporter=_reporter(bar) if bar.enabled else None)
         finally:
             await store.close()
 
-    if input == "-":
-        summary = asyncio.run(work(sys.stdin.buffer, "stdin"))
-    else:
-        with open_input_file(Path(input)) as fh:
-            summary = asyncio.run(work(fh, input))
+    with ProgressBar(show_progress(False)) as bar:
+        if input == "-":
+            summary = asyncio.run(work(sys.stdin.buffer, "stdin", bar))
+        else:
+            with open_input_file(Path(input)) as fh:
+                summary = asyncio.run(work(fh, input, bar))
     if as_json:
         json_doc(summary.to_dict())
     else:
@@ -382,7 +401,22 @@ def import_(
 
 def register(app: typer.Typer) -> None:
     """Add this group's commands to the root app."""
-    app.command("migrate")(migrate)
-    app.command("diff")(diff)
-    app.command("export")(export)
-    app.command("import")(import_)
+    app.command("migrate", epilog=examples(
+        "kvctl migrate sqlite:///data/app.db redis://localhost:6379/0",
+        "kvctl migrate old new --prefix user: --dry-run     # count what would be copied",
+        "kvctl migrate old new --resume --verify            # continue a stopped run, then compare",
+    ))(migrate)
+    app.command("diff", epilog=examples(
+        "kvctl diff sqlite:///data/app.db redis://localhost:6379/0",
+        "kvctl diff old new --prefix user: --json",
+    ))(diff)
+    app.command("export", epilog=examples(
+        "kvctl export -o backup.jsonl",
+        "kvctl export redis://localhost:6379/0 --prefix user: -o users.csv",
+        "kvctl export | gzip > backup.jsonl.gz",
+    ))(export)
+    app.command("import", epilog=examples(
+        "kvctl import backup.jsonl",
+        "kvctl import users.csv sqlite:///data/app.db --on-conflict skip",
+        "gunzip -c backup.jsonl.gz | kvctl import - --dry-run",
+    ))(import_)

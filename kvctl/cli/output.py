@@ -13,8 +13,11 @@ import errno
 import io
 import json
 import os
+import re
 import sys
-from typing import Any
+from typing import Annotated, Any
+
+import typer
 
 from kvctl.errors import KvctlError
 
@@ -52,11 +55,42 @@ def _cell(value: Any) -> str:
 
 
 def json_line(obj: Any) -> None:
+    """One JSON object on one line (a stream of them: scan, get of several keys)."""
     sys.stdout.write(json.dumps(obj, separators=(",", ":"), default=str) + "\n")
 
 
 def json_doc(obj: Any) -> None:
+    """A command's one JSON result.  An error after it adds no second document to stdout (see
+    :func:`fail`): the result already says what happened, and stdout stays one JSON value."""
+    from kvctl.cli.context import STATE
+
     sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
+    STATE.json_result = True
+
+
+# --json, one meaning for every command: the result as JSON on stdout, and a failure as one
+# {"error": {...}} object there too (besides the stderr line).
+JsonOpt = Annotated[bool, typer.Option(
+    "--json", help='Print the result as JSON; a failure prints {"error": {"code", "kind", "message"}}.')]
+
+
+def fail(code: int, kind: str, message: str, *, prefix: str = "kvctl: error: ") -> int:
+    """Report a failure: one line on stderr and, under ``--json``, also one JSON object on stdout
+    (``{"error": {"code", "kind", "message"}}``) so a script reading stdout can branch on it.
+    Returns ``code``, the exit status."""
+    from kvctl.cli.context import STATE
+
+    sys.stderr.write(f"{prefix}{message}\n")
+    if STATE.json and not STATE.json_result:
+        with contextlib.suppress(OSError, ValueError, OutputError):  # stdout gone: stderr said it
+            json_line({"error": {"code": code, "kind": kind, "message": message}})
+    return code
+
+
+def error_kind(exc: BaseException) -> str:
+    """The ``kind`` of an error in JSON: its class in snake case (NotFoundError: not_found)."""
+    name = type(exc).__name__.rstrip("_").removesuffix("Error") or "error"
+    return re.sub(r"(?<=[a-z])(?=[A-Z])", "_", name).lower()
 
 
 def warn(message: str) -> None:
@@ -69,7 +103,25 @@ def note(message: str) -> None:
 
 
 def info(message: str) -> None:
-    sys.stderr.write(f"{message}\n")
+    """A line about what a command did, on stderr; none under --quiet."""
+    from kvctl.cli.context import STATE
+
+    if not STATE.quiet:
+        sys.stderr.write(f"{message}\n")
+
+
+def _set_quiet(value: bool) -> bool:
+    from kvctl.cli.context import STATE
+
+    STATE.quiet = STATE.quiet or value
+    return value
+
+
+# -q/--quiet, one meaning for every command that has it: no progress and no informational lines
+# on stderr; results on stdout, warnings and errors stay.
+QuietOpt = Annotated[bool, typer.Option(
+    "--quiet", "-q", callback=_set_quiet, help="No progress and no informational lines (warnings and "
+    "errors still print).")]
 
 
 class OutputError(KvctlError):

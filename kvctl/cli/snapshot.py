@@ -15,7 +15,8 @@ import typer
 
 from kvctl.cli.context import STATE, input_file, resolve_url
 from kvctl.cli.migrate import BatchOpt, GlobOpt, JsonOpt, PrefixOpt, human_bytes, key_filter
-from kvctl.cli.output import info, json_doc, note, table, warn
+from kvctl.cli.output import QuietOpt, info, json_doc, note, table, warn
+from kvctl.cli.usage import examples
 from kvctl.codec import show_key
 from kvctl.errors import UsageError
 
@@ -23,13 +24,19 @@ snapshot_app = typer.Typer(
     help="Self-describing, checksummed snapshot files, full or incremental: create, verify, restore, "
          "inspect.",
     no_args_is_help=True,
+    rich_markup_mode=None,
+    epilog=examples("kvctl snapshot create -o full.kvs", "kvctl snapshot restore full.kvs sqlite:///data/copy.db"),
 )
 
 FileArg = Annotated[Path, typer.Argument(help="The snapshot file.")]
 UrlArg = Annotated[str | None, typer.Argument(help="Store (URL or profile); default: --url.")]
 
 
-@snapshot_app.command("create")
+@snapshot_app.command("create", epilog=examples(
+    "kvctl snapshot create -o full.kvs",
+    "kvctl snapshot create redis://localhost:6379/0 -o users.kvs --prefix user:",
+    "kvctl snapshot create -o inc1.kvs --since full.kvs   # changes since full.kvs",
+))
 def create(
     output: Annotated[Path, typer.Option("--output", "-o", help="The snapshot file to write.")],
     url: UrlArg = None,
@@ -42,6 +49,7 @@ def create(
         "--compression", help="zstd (default when installed), zlib or none.")] = None,
     batch_size: BatchOpt = 5000,
     as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Write a snapshot file atomically: every key (under a prefix/glob), or with --since the changes.
 
@@ -73,11 +81,14 @@ def create(
                   f"in {summary.seconds:.2f} s" + (f", {summary.expired} expired skipped" if summary.expired else "")
                   + (f"; change-feed position {summary.end_cursor}" if summary.end_cursor else ""))
         for key, kind in summary.problems.incomplete[:100]:
-            warn(f"not in the snapshot: {show_key(key, STATE.key_encoding)!r} is a {kind}")
+            warn(f"not in the snapshot: {show_key(key, STATE.key_encoding)} is a {kind}")
     summary.check()
 
 
-@snapshot_app.command("verify")
+@snapshot_app.command("verify", epilog=examples(
+    "kvctl snapshot verify full.kvs",
+    "kvctl snapshot verify --quick full.kvs",
+))
 def verify(
     file: FileArg,
     quick: Annotated[bool, typer.Option(
@@ -122,7 +133,10 @@ def restore_target(targets: list[str]) -> str | None:
     raise UsageError("name the store to restore into: kvctl snapshot restore FILE... URL (or -u URL)")
 
 
-@snapshot_app.command("restore")
+@snapshot_app.command("restore", epilog=examples(
+    "kvctl snapshot restore full.kvs sqlite:///data/restored.db",
+    "kvctl snapshot restore full.kvs inc1.kvs inc2.kvs prod --replace",
+))
 def restore(
     targets: Annotated[list[str], typer.Argument(
         help="Snapshot files in chain order, then the store (URL or profile; default: --url).",
@@ -134,6 +148,7 @@ def restore(
         "--drop-ttl", help="Restore expiring keys without expiry into a backend without TTLs.")] = False,
     batch_size: BatchOpt = 5000,
     as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Restore a snapshot or a chain: a full snapshot then incrementals, in order.
 
@@ -175,13 +190,16 @@ def restore(
         for text in summary.notes:
             info(text)
         for key, kind in summary.problems.incomplete[:100]:
-            warn(f"not restored: {show_key(key, STATE.key_encoding)!r} is a {kind}")
+            warn(f"not restored: {show_key(key, STATE.key_encoding)} is a {kind}")
         for key, why in summary.problems.failed[:100]:
-            warn(f"not restored: {show_key(key, STATE.key_encoding)!r}: {why}")
+            warn(f"not restored: {show_key(key, STATE.key_encoding)}: {why}")
     summary.check()
 
 
-@snapshot_app.command("inspect")
+@snapshot_app.command("inspect", epilog=examples(
+    "kvctl snapshot inspect full.kvs",
+    "kvctl snapshot inspect full.kvs --top 50 --json",
+))
 def inspect(
     file: FileArg,
     top: Annotated[int, typer.Option("--top", min=1, help="Prefixes in the histogram.")] = 20,

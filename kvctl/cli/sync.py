@@ -8,7 +8,8 @@ from typing import Annotated, Any
 import typer
 
 from kvctl.cli.context import STATE, resolve_url
-from kvctl.cli.output import info, json_doc, note, warn
+from kvctl.cli.output import QuietOpt, info, json_doc, note, warn
+from kvctl.cli.usage import examples
 from kvctl.codec import json_key, show_key
 
 
@@ -17,11 +18,12 @@ def sync(
     dst: Annotated[str, typer.Argument(help="Destination store URL or profile.")],
     two_way: Annotated[bool, typer.Option("--two-way", help="Exchange changes both ways; conflicts: last writer wins.")]
     = False,
-    watch: Annotated[bool, typer.Option("--watch", "-w", help="Keep following the source until Ctrl-C.")] = False,
+    watch: Annotated[bool, typer.Option("--watch", help="Keep following the source until Ctrl-C.")] = False,
     interval: Annotated[str, typer.Option("--interval", help="With --watch: time between runs.")] = "10ms",
     full: Annotated[bool, typer.Option("--full", help="Ignore the saved cursor: compare both stores.")] = False,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Changes applied per batch.")] = 1000,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Replicate changes from SRC to DST since the last sync of this pair.
 
@@ -54,7 +56,7 @@ def refuse_uncopied(keys: list[bytes]) -> None:
 
         raise IncompleteError(
             f"{len(keys)} key{'s' if len(keys) != 1 else ''} hold{'' if len(keys) != 1 else 's'} values of a "
-            f"type the other store cannot hold (e.g. {show_key(keys[0], STATE.key_encoding)!r}); "
+            f"type the other store cannot hold (e.g. {show_key(keys[0], STATE.key_encoding)}); "
             f"{'they were' if len(keys) != 1 else 'it was'} not copied"
         )
 
@@ -65,7 +67,7 @@ def refuse_failed(failed: list[tuple[bytes, str]]) -> None:
         from kvctl.errors import IncompleteError
 
         key, why = failed[0]
-        raise IncompleteError(f"{len(failed)} key(s) failed (first: {show_key(key, STATE.key_encoding)!r}: "
+        raise IncompleteError(f"{len(failed)} key(s) failed (first: {show_key(key, STATE.key_encoding)}: "
                               f"{why}); they were not copied")
 
 
@@ -104,9 +106,9 @@ async def _watch(plan: Any, interval_s: float, as_json: bool) -> None:
             if key not in uncopied:
                 uncopied[key] = None
                 sys.stderr.write("\n" if sys.stderr.isatty() else "")
-                warn(f"not copied: {show_key(key, STATE.key_encoding)!r} holds a value of a type the destination "
+                warn(f"not copied: {show_key(key, STATE.key_encoding)} holds a value of a type the destination "
                      "cannot hold")
-        if sys.stderr.isatty():
+        if sys.stderr.isatty() and not STATE.quiet:
             sys.stderr.write(f"\rwatching: {totals['runs']} runs, {_counts(totals)}, "
                              f"max lag {_ms(totals['max_lag_ms'])}   ")
             sys.stderr.flush()
@@ -147,8 +149,12 @@ def _report(result: Any, as_json: bool) -> None:
     if len(result.conflicts) > 20:
         print(f"  ... {len(result.conflicts) - 20} more (see --json)")
     for key, why in result.failed[:100]:
-        warn(f"not copied: {show_key(key, STATE.key_encoding)!r}: {why}")
+        warn(f"not copied: {show_key(key, STATE.key_encoding)}: {why}")
 
 
 def register(app: typer.Typer) -> None:
-    app.command("sync")(sync)
+    app.command("sync", epilog=examples(
+        "kvctl sync sqlite:///data/app.db redis://localhost:6379/0",
+        "kvctl sync primary replica --watch --interval 1s",
+        "kvctl sync laptop server --two-way --json",
+    ))(sync)

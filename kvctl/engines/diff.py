@@ -18,9 +18,9 @@ store may stamp its own.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kvctl.codec import json_key, show_key
 from kvctl.errors import DifferenceError, KvctlError
@@ -29,6 +29,9 @@ from kvctl.store import AsyncStore, Page, Record, now_ms
 from .keyfilter import KeyFilter
 from .pipeline import Prefetch
 from .storeops import describe
+
+if TYPE_CHECKING:
+    from .migrate import Reporter
 
 KINDS = ("missing", "extra", "differing")
 
@@ -87,18 +90,19 @@ class DiffResult:
         """Raise :class:`DifferenceError` (exit 1) unless the stores are equal."""
         if not self.equal:
             first = next((v[0] for v in self.samples.values() if v), None)
-            hint = f"first: {show_key(first)!r}" if first is not None else None
+            hint = f"first: {show_key(first)}" if first is not None else None
             raise DifferenceError(f"the stores differ: {self.counts_line()}", hint=hint)
 
 
 class _Tally:
     """Counts and samples differences as they are found."""
 
-    def __init__(self, result: DiffResult, opts: DiffOptions) -> None:
+    def __init__(self, result: DiffResult, opts: DiffOptions, tick: Callable[[int], None] | None = None) -> None:
         self.r = result
         self.sample = opts.sample
         self.tol = opts.expiry_tolerance_ms
         self.ignore_expiry = opts.ignore_expiry
+        self.tick = tick  # told the count of keys compared, every 1,000 (a progress bar)
 
     def _note(self, kind: str, key: bytes) -> None:
         samples = self.r.samples[kind]
@@ -111,6 +115,8 @@ class _Tally:
 
     def only_a(self, rec: Record) -> None:
         self.r.compared += 1
+        if self.tick is not None and self.r.compared % 1000 == 0:
+            self.tick(self.r.compared)
         if not self.expiring(rec):
             self.r.missing += 1
             self._note("missing", rec.key)
@@ -122,6 +128,8 @@ class _Tally:
 
     def both(self, ra: Record, rb: Record) -> None:
         self.r.compared += 1
+        if self.tick is not None and self.r.compared % 1000 == 0:
+            self.tick(self.r.compared)
         reason = self.reason(ra, rb)
         if reason is None:
             self.r.same += 1
@@ -173,8 +181,8 @@ class _Records:
             self.buf, self.i = self.kf.keep(page.records), 0
         rec = self.buf[self.i]
         if self.last is not None and rec.key <= self.last:
-            raise KvctlError(f"{self.name} declares ordered scans but returned {show_key(rec.key)!r} "
-                             f"after {show_key(self.last)!r}")
+            raise KvctlError(f"{self.name} declares ordered scans but returned {show_key(rec.key)} "
+                             f"after {show_key(self.last)}")
         return rec
 
     def advance(self) -> None:
@@ -206,18 +214,34 @@ def both_ordered(a: AsyncStore, b: AsyncStore) -> bool:
     return bool(a.capabilities.ordered_scan and b.capabilities.ordered_scan)
 
 
-async def compare(a: AsyncStore, b: AsyncStore, opts: DiffOptions | None = None) -> DiffResult:
-    """Compare the (filtered) contents of ``a`` and ``b``."""
+async def compare(a: AsyncStore, b: AsyncStore, opts: DiffOptions | None = None,
+                  reporter: Reporter | None = None) -> DiffResult:
+    """Compare the (filtered) contents of ``a`` and ``b``.  ``reporter``: progress events (phase
+    "diff": keys of A compared, out of A's key count once it is known)."""
+    from .migrate import Progress, start_count
+    from .transfer import Counts
+
     opts = opts or DiffOptions()
     result = DiffResult(describe(a), describe(b))
-    tally = _Tally(result, opts)
     t0 = time.perf_counter()
-    if both_ordered(a, b):
-        result.method = "merge"
-        await merge_join(_Records(a, opts, False), _Records(b, opts, False), tally)
-    else:
-        result.method = "lookup"
-        await _lookup(a, b, opts, tally)
+    total: list[int | None] = [None]
+    counter = start_count(a, opts.filter, total) if reporter is not None else None
+
+    def tick(compared: int) -> None:
+        if reporter is not None:
+            reporter.progress(Progress("diff", Counts(read=compared), total[0], time.perf_counter() - t0))
+
+    tally = _Tally(result, opts, tick if reporter is not None else None)
+    try:
+        if both_ordered(a, b):
+            result.method = "merge"
+            await merge_join(_Records(a, opts, False), _Records(b, opts, False), tally)
+        else:
+            result.method = "lookup"
+            await _lookup(a, b, opts, tally)
+    finally:
+        if counter is not None:
+            counter.cancel()
     result.seconds = time.perf_counter() - t0
     return result
 

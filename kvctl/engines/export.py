@@ -33,7 +33,7 @@ import re
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO, Literal
+from typing import TYPE_CHECKING, Any, BinaryIO, Literal
 
 from kvctl.codec import from_json_bytes, json_bytes, show_key
 from kvctl.errors import CorruptError, StoreIOError, UsageError
@@ -44,6 +44,9 @@ from .keyfilter import KeyFilter
 from .pipeline import pump
 from .storeops import has_typed_values, with_dumps
 from .transfer import BatchWriter, Counts, Policy, Problems, check_policy
+
+if TYPE_CHECKING:
+    from .migrate import Reporter
 
 Format = Literal["jsonl", "csv"]
 CSV_COLUMNS = ["key", "key_b64", "value", "value_b64", "expires_at_ms", "version", "kind"]
@@ -131,10 +134,16 @@ def _csv_rows(records: list[Record]) -> str:
 
 
 async def export_to(store: AsyncStore, out: BinaryIO, fmt: Format, *, key_filter: KeyFilter | None = None,
-                    batch_size: int = 5000) -> ExportSummary:
+                    batch_size: int = 5000, reporter: Reporter | None = None) -> ExportSummary:
+    """Write the records under ``key_filter`` to ``out``.  ``reporter``: progress events after each
+    batch (phase "export"), with the store's key count as the total once it is known."""
+    from .migrate import Progress, start_count
     from .storeops import describe
 
     kf = key_filter or KeyFilter()
+    done = Counts()
+    total: list[int | None] = [None]
+    counter = start_count(store, kf, total) if reporter is not None else None
     summary = ExportSummary(describe(store))
     typed_ok = has_typed_values(store)
     t0 = time.perf_counter()
@@ -163,9 +172,17 @@ async def export_to(store: AsyncStore, out: BinaryIO, fmt: Format, *, key_filter
             return
         summary.records += len(records)
         text = _csv_rows(records) if fmt == "csv" else "\n".join(map(_json_line, records)) + "\n"
-        _write(out, text.encode("utf-8"))
+        data = text.encode("utf-8")
+        _write(out, data)
+        if reporter is not None:
+            done.read, done.bytes = summary.records, done.bytes + len(data)
+            reporter.progress(Progress("export", done, total[0], time.perf_counter() - t0))
 
-    await pump(pages(), consume, depth=4)
+    try:
+        await pump(pages(), consume, depth=4)
+    finally:
+        if counter is not None:
+            counter.cancel()
     _write(out, b"")
     summary.seconds = time.perf_counter() - t0
     return summary
@@ -302,12 +319,14 @@ def read_records(inp: BinaryIO, fmt: Format, name: str) -> Iterator[Record]:
 async def import_from(store: AsyncStore, inp: BinaryIO, fmt: Format, name: str, *,
                       policy: Policy = "overwrite", batch_size: int = 5000, drop_ttl: bool = False,
                       key_filter: KeyFilter | None = None, dry_run: bool = False, from_line: int = 1,
-                      note: stopped.Note | None = None) -> ExportSummary:
+                      note: stopped.Note | None = None,
+                      reporter: Reporter | None = None) -> ExportSummary:
     """Write the dump's records into ``store`` in batches, in file order.
 
     ``from_line``: records starting before this line are read and checked but not written (how
     a stopped import resumes).  A stop says how many records are written and the line to resume
-    from (:mod:`.stopped`): every record before it is in the store.
+    from (:mod:`.stopped`): every record before it is in the store.  ``reporter``: progress
+    events after each batch (phase "import").
     """
     from .storeops import describe
 
@@ -334,6 +353,10 @@ async def import_from(store: AsyncStore, inp: BinaryIO, fmt: Format, name: str, 
     async def consume(page: Page) -> None:
         await writer.write(page.records)
         done_through[0] = int(page.cursor or 0)
+        if reporter is not None:
+            from .migrate import Progress
+
+            reporter.progress(Progress("import", writer.counts, None, time.perf_counter() - t0))
 
     def status() -> str:
         # a batch in flight may land too: resuming writes it again, which changes nothing

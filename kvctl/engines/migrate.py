@@ -361,13 +361,21 @@ class ResumeWriter:
 def _start_estimate(src: AsyncStore, kf: KeyFilter, plan: Plan,
                     total: list[int | None]) -> asyncio.Task[None] | None:
     """Count the source in the background for the progress bar's total and ETA."""
+    if not plan.estimate_total or plan.key_range or plan.hash_slice:
+        return None
+    return start_count(src, kf, total)
+
+
+def start_count(store: AsyncStore, kf: KeyFilter, total: list[int | None]) -> asyncio.Task[None] | None:
+    """Count the keys under ``kf`` in the background into ``total[0]``, for a progress bar's
+    total, %, and ETA; nothing when a glob would make counting a scan of its own."""
     prefix = kf.scan_prefix
-    if not plan.estimate_total or prefix is None or kf.needs_match or plan.key_range or plan.hash_slice:
+    if prefix is None or kf.needs_match:
         return None
 
     async def count() -> None:
         with contextlib.suppress(Exception):  # an estimate is optional
-            total[0] = await src.count(prefix)
+            total[0] = await store.count(prefix)
 
     return asyncio.get_running_loop().create_task(count())
 

@@ -100,11 +100,11 @@ class Problems:
         if incomplete:
             first = self.incomplete[:1]
             parts.append(f"{incomplete} typed key(s) could not be carried" + (
-                f" (first: {show_key(first[0][0])!r}, a {first[0][1]})" if first else ""))
+                f" (first: {show_key(first[0][0])}, a {first[0][1]})" if first else ""))
         if failed:
             first_f = self.failed[:1]
             parts.append(f"{failed} key(s) failed" + (
-                f" (first: {show_key(first_f[0][0])!r}: {first_f[0][1]})" if first_f else ""))
+                f" (first: {show_key(first_f[0][0])}: {first_f[0][1]})" if first_f else ""))
         if parts:
             raise IncompleteError(f"{what} incomplete: {'; '.join(parts)}")
 
@@ -280,7 +280,7 @@ class BatchWriter:
             for rec in records:
                 if rec.expires_at_ms is not None:
                     raise UnsupportedError(
-                        f"key {show_key(rec.key)!r} has an expiry but the {self.dst.name} backend "
+                        f"key {show_key(rec.key)} has an expiry but the {self.dst.name} backend "
                         "cannot store expiries",
                         hint="add --drop-ttl to copy such keys without their expiry",
                     )
@@ -313,7 +313,7 @@ class BatchWriter:
                     self.problems.note_failed(rec.key, "already exists (--on-conflict fail)")
                     continue
                 raise ConflictError(
-                    f"key {show_key(rec.key)!r} already exists in the destination (--on-conflict fail)"
+                    f"key {show_key(rec.key)} already exists in the destination (--on-conflict fail)"
                 )
             elif self.policy == "newer":
                 if rec.version is None or old.version is None:

@@ -8,7 +8,9 @@
 
 Options (all optional): ``namespace`` (a key prefix this store lives under, hidden from its keys),
 ``timeout`` / ``connect_timeout`` (durations), ``client_name``, ``db``, ``username``/``password``
-(for unix sockets), TLS ``ssl_ca_certs``, ``ssl_certfile``, ``ssl_keyfile``, ``ssl_cert_reqs``
+(for unix sockets), ``password_env`` (the name of an environment variable holding the password,
+which then stays out of the URL, ``ps`` and shell history; without any password, redis-cli's
+``REDISCLI_AUTH`` is used when it is set), TLS ``ssl_ca_certs``, ``ssl_certfile``, ``ssl_keyfile``, ``ssl_cert_reqs``
 (none|optional|required), ``ssl_check_hostname``; the local cache: ``local_cache`` (entries,
 0 = off), ``cache_ttl``, ``cache_channel``, ``cache_prefix``, ``node_id`` (see cache.py); and the
 change feed: ``feed`` (``off`` or ``notify``: keyspace notifications, see feed.py) and
@@ -30,7 +32,7 @@ DEFAULT_CACHE_TTL_MS = 30_000
 DEFAULT_FEED_BUFFER = 1_000_000
 
 CONNECTION_OPTIONS = {
-    "timeout", "connect_timeout", "client_name", "db", "username", "password",
+    "timeout", "connect_timeout", "client_name", "db", "username", "password", "password_env",
     "ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_cert_reqs", "ssl_check_hostname",
 }
 STORE_OPTIONS = {"namespace", "local_cache", "cache_ttl", "cache_channel", "cache_prefix", "node_id",
@@ -60,6 +62,24 @@ class RedisSettings:
     feed_buffer: int = DEFAULT_FEED_BUFFER
 
 
+def _password(url: StoreURL) -> str | None:
+    """The password: in the URL, else ``?password=``, else the variable ``?password_env=`` names,
+    else ``$REDISCLI_AUTH`` (as redis-cli reads it), else none."""
+    import os
+
+    if url.password is not None:
+        return url.password
+    if url.option("password") is not None:
+        return url.option("password")
+    name = url.option("password_env")
+    if name:
+        if name not in os.environ:
+            raise BadURLError(f"password_env={name}: the environment variable {name} is not set "
+                              f"(in {url.redacted()})")
+        return os.environ[name]
+    return os.environ.get("REDISCLI_AUTH") or None
+
+
 def parse(url: StoreURL, *, cluster: bool) -> RedisSettings:
     url.check_options(CONNECTION_OPTIONS | STORE_OPTIONS | (CLUSTER_OPTIONS if cluster else set()))
     settings = RedisSettings()
@@ -69,7 +89,7 @@ def parse(url: StoreURL, *, cluster: bool) -> RedisSettings:
     timeout = url.duration_option_ms("timeout", 60_000)
     conn["socket_timeout"] = None if not timeout else timeout / 1000
     conn["username"] = url.username or url.option("username") or None
-    conn["password"] = url.password if url.password is not None else url.option("password")
+    conn["password"] = _password(url)
     if url.option("client_name"):
         conn["client_name"] = url.option("client_name")
     tls = url.scheme.startswith("rediss")

@@ -1,0 +1,65 @@
+"""Progress on long commands: one rich progress line on a terminal (done/total and % when the
+store can count, rate, ETA), nothing on a pipe or under --quiet.  The terminal is a real pty."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+
+def on_a_terminal(env: dict[str, str], *args: str) -> tuple[int, str]:
+    """Run kvctl with stderr on a pseudo-terminal; (exit code, what the terminal showed)."""
+    master, slave = os.openpty()
+    shown: list[bytes] = []
+
+    def drain() -> None:  # keep the pty from filling up while the command runs
+        while True:
+            try:
+                data = os.read(master, 65536)
+            except OSError:
+                return
+            if not data:
+                return
+            shown.append(data)
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    proc = subprocess.run([sys.executable, "-m", "kvctl", *args], env={**env, "COLUMNS": "160"},
+                          stdout=subprocess.DEVNULL, stderr=slave, stdin=subprocess.DEVNULL, timeout=120)
+    os.close(slave)
+    reader.join(10)
+    os.close(master)
+    return proc.returncode, b"".join(shown).decode("utf-8", "replace")
+
+
+@pytest.fixture
+def dump(tmp_path: Path) -> Path:
+    path = tmp_path / "in.jsonl"
+    with path.open("w") as fh:
+        for i in range(60_000):
+            fh.write(json.dumps({"key": f"k:{i:08d}", "value": "x" * 100}) + "\n")
+    return path
+
+
+def test_import_export_and_diff_show_progress_on_a_terminal_only(env: dict[str, str], tmp_path: Path,
+                                                            dump: Path) -> None:
+    url = f"sqlite://{tmp_path / 'p.db'}"
+    code, shown = on_a_terminal(env, "-u", url, "import", str(dump), "--batch-size", "500")
+    assert code == 0 and "import" in shown and "keys/s" in shown, shown[-500:]
+    code, shown = on_a_terminal(env, "-u", url, "export", "-o", str(tmp_path / "out.jsonl"), "--batch-size", "500")
+    assert code == 0 and "/60,000 keys" in shown and "%" in shown, shown[-500:]
+    other = f"sqlite://{tmp_path / 'o.db'}"
+    assert on_a_terminal(env, "-u", other, "import", str(dump), "-q") == (0, "")
+    code, shown = on_a_terminal(env, "diff", url, other, "--batch-size", "500")
+    assert code == 0 and "diff" in shown and "/60,000 keys" in shown, shown[-500:]
+    code, shown = on_a_terminal(env, "-u", url, "export", "-q", "-o", str(tmp_path / "q.jsonl"))
+    assert (code, shown) == (0, "")  # --quiet: nothing at all
+    piped = subprocess.run([sys.executable, "-m", "kvctl", "-u", url, "export", "-o", str(tmp_path / "p.jsonl")],
+                           env=env, capture_output=True, text=True, timeout=120)
+    assert piped.returncode == 0 and piped.stderr.count("\n") == 1 and "keys/s" not in piped.stderr
