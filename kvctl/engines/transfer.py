@@ -130,6 +130,8 @@ class BatchWriter:
         self._max_value = caps.max_value_size
         self.counts = Counts()
         self.problems = Problems()
+        # the optional set_newer_many of a store that keeps versions (see kvctl.store)
+        self._set_newer_many = getattr(dst, "set_newer_many", None) if caps.versions else None
 
     async def write(self, records: list[Record]) -> None:
         """Process one batch (already filtered by key)."""
@@ -158,20 +160,31 @@ class BatchWriter:
             plain, dumped = self._without_ttl(plain), self._without_ttl(dumped)
         if self.dry_run and (self._max_key is not None or self._max_value is not None):
             plain = self._within_limits(plain)  # a real run finds these when the backend refuses
-        if self.policy != "overwrite" and (plain or dumped):
+        # --on-conflict newer decided by the destination itself, in the write (one round trip,
+        # no rows read back), where it offers that; typed values still go through _resolve.
+        on_server = (self.policy == "newer" and not dumped and not self.dry_run
+                     and self._set_newer_many is not None)
+        if self.policy != "overwrite" and (plain or dumped) and not on_server:
             plain, dumped = await self._resolve(plain, dumped)
+        if on_server:
+            if plain:
+                newer_many = self._set_newer_many
+                assert newer_many is not None
+                try:
+                    written, size = await newer_many(plain)
+                except LimitError as exc:
+                    plain = self._set_aside(plain, exc)
+                    written, size = await newer_many(plain) if plain else (0, 0)
+                counts.skipped += len(plain) - written
+                counts.copied += written
+                counts.bytes += size
+            return
         if not self.dry_run:
             if plain:
                 try:
                     await self.dst.set_many(plain)
-                except LimitError:
-                    # Backends check limits before writing anything: set the oversize records
-                    # aside (reported by name) and write the rest.  Checking every batch up
-                    # front would cost two passes over every record for a rare case.
-                    within = self._within_limits(plain)
-                    if len(within) == len(plain):
-                        raise  # a limit the backend does not declare: nothing to set aside
-                    plain = within
+                except LimitError as exc:
+                    plain = self._set_aside(plain, exc)
                     if plain:
                         await self.dst.set_many(plain)
             if dumped:
@@ -179,6 +192,16 @@ class BatchWriter:
         counts.copied += len(plain) + len(dumped)
         counts.bytes += (sum(map(len, map(_key, plain))) + sum(map(len, map(_value, plain)))
                          + sum(len(r.key) + len(r.value) for r in dumped))
+
+    def _set_aside(self, plain: list[Record], refused: LimitError) -> list[Record]:
+        """The records within the destination's limits, after it refused the batch: the others
+        are reported by name and counted as failed.  Backends check limits before writing
+        anything, and checking every batch up front would cost two passes over every record for
+        a rare case."""
+        within = self._within_limits(plain)
+        if len(within) == len(plain):
+            raise refused  # a limit the backend does not declare: nothing to set aside
+        return within
 
     async def _typed(self, typed: list[Record], now: int) -> list[Record]:
         """Typed records ready to restore; the rest reported as incomplete."""
