@@ -19,7 +19,7 @@ T = TypeVar("T")
 
 # Optional protocol methods (see kvctl.store), forwarded only when the wrapped store has them,
 # so ``hasattr(adapted, "apply_many")`` tells the truth.
-OPTIONAL_CALLS = ("feed_cursor", "apply_many", "dump_many", "restore_many", "rebalance")
+OPTIONAL_CALLS = ("feed_cursor", "apply_many", "set_newer_many", "dump_many", "restore_many", "rebalance")
 OPTIONAL_ITERATORS = ("changes",)
 
 

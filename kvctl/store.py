@@ -30,6 +30,11 @@ Optional methods, offered by a store that declares the matching capability:
     counting a retained tombstone; returns how many took effect.  Stores that keep tombstones
     make a stale upsert after a newer delete a no-op.  For a store without ``apply_many`` the
     engines compare versions from ``get_many`` with :func:`newer` and write the winners.
+    ``set_newer_many(records) -> (written, bytes)``, optional beside it: ``--on-conflict newer``
+    decided by the store in the write itself -- each record is written unless the store holds
+    its key live at an equal or higher version (a record without a version is always written);
+    returns how many were written and their key and value bytes.  Without it the engines read
+    the keys with ``get_many`` and compare.
 """
 
 from __future__ import annotations

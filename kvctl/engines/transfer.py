@@ -211,6 +211,8 @@ class BatchWriter:
         self._max_value = caps.max_value_size
         self.counts = Counts()
         self.problems = Problems()
+        # the optional set_newer_many of a store that keeps versions (see kvctl.store)
+        self._set_newer_many = getattr(dst, "set_newer_many", None) if caps.versions else None
 
     async def write(self, records: list[Record]) -> None:
         """Process one batch (already filtered by key)."""
@@ -239,8 +241,31 @@ class BatchWriter:
             plain, dumped = self._without_ttl(plain), self._without_ttl(dumped)
         if self.dry_run and (self._max_key is not None or self._max_value is not None):
             plain = self._within_limits(plain)  # a real run finds these when the backend refuses
-        if self.policy != "overwrite" and (plain or dumped):
+        # --on-conflict newer decided by the destination itself, in the write (one round trip,
+        # no rows read back), where it offers that; typed values still go through _resolve.
+        on_server = (self.policy == "newer" and not dumped and not self.dry_run
+                     and self._set_newer_many is not None)
+        if self.policy != "overwrite" and (plain or dumped) and not on_server:
             plain, dumped = await self._resolve(plain, dumped)
+        if on_server:
+            newer_many = self._set_newer_many
+            assert newer_many is not None
+            done = [0, 0]  # written, bytes
+
+            async def write_newer(part: list[Record]) -> None:
+                written, size = await newer_many(part)
+                done[0] += written
+                done[1] += size
+
+            if plain:
+                try:
+                    await write_newer(plain)
+                except LimitError:  # nothing was written: the same rule as below
+                    plain = await store_what_fits(write_newer, self._within_limits(plain), self._refuse)
+            counts.skipped += len(plain) - done[0]
+            counts.copied += done[0]
+            counts.bytes += done[1]
+            return
         if not self.dry_run:
             if plain:
                 try:

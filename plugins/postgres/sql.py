@@ -31,7 +31,7 @@ SCHEMA_VERSION = 2
 # IF NOT EXISTS alone can still fail when two sessions race on the same name).
 SETUP_LOCK_ID = 0x6B76_6374_6C01  # "kvctl\x01"
 
-_LIVE = "(expires_at IS NULL OR expires_at > {now})"
+_LIVE = "({row}expires_at IS NULL OR {row}expires_at > {now})"
 REQUIRED_COLUMNS = {"key": "bytea", "value": "bytea", "expires_at": "bigint", "version": "bigint"}
 STAGE_TABLE = "kvctl_stage"
 APPLY_STAGE_TABLE = "kvctl_apply_stage"
@@ -47,8 +47,9 @@ _UNNEST_APPLY = ("unnest($1::bytea[], $2::bytea[], $3::bigint[], $4::bigint[], $
                  "$7::bigint[]) AS i(key, value, expires_at, version, dead, versionless, n)")
 
 
-def live(now_param: str) -> str:
-    return _LIVE.format(now=now_param)
+def live(now_param: str, row: str = "") -> str:
+    """The row (``row``: its alias in a join) has not expired by ``now_param``."""
+    return _LIVE.format(now=now_param, row=f"{row}." if row else "")
 
 
 def bump(expr: str, node: int) -> str:
@@ -146,10 +147,10 @@ class Statements:
         return (f", ch AS (INSERT INTO {self.changes} (key, value, expires_at, version) "
                 f"SELECT up.key, up.value, up.expires_at, up.version FROM {rows}{order})")
 
-    def _upsert_tail(self, assigned: bool) -> str:
+    def _upsert_tail(self, assigned: bool, only_if: str = "") -> str:
         version = f"GREATEST(EXCLUDED.version, {bump('cur.version', self.node)})" if assigned else "EXCLUDED.version"
         return (" ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, expires_at = EXCLUDED.expires_at, "
-                f"version = {version} RETURNING key, value, expires_at, version")
+                f"version = {version}{only_if} RETURNING key, value, expires_at, version")
 
     def upsert_one(self, *, assigned: bool) -> str:
         """$1 key, $2 value, $3 expiry, $4 version; returns the version written.
@@ -163,26 +164,74 @@ class Statements:
                   + self._upsert_tail(assigned))
         return f"WITH up AS ({insert}){self._record('up')} SELECT version FROM up"
 
-    def upsert_batch(self, *, assigned: bool, staged: bool) -> str:
+    def upsert_batch(self, *, assigned: bool, staged: bool, newer: bool = False) -> str:
         """A whole batch in one statement, from arrays ($1..$5) or the staged temporary table.
 
-        Returns the largest version written (the caller's clock observes it).
+        ``newer`` (given versions only): a key whose live row holds an equal or higher version
+        is left alone -- ``--on-conflict newer`` decided on the server, where each key is one
+        index probe instead of a round trip of its row; $6 (staged: $1) is now.  Returns how many
+        rows were written, their key and value bytes, and the largest version written (the
+        caller's clock observes it).
         """
         source = f"pg_temp.{STAGE_TABLE} AS i" if staged else _UNNEST
+        only_if = ""
+        # The key's tombstone and row are looked up by scalar subqueries, one index probe per
+        # staged row: a join let the planner hash the whole table for every batch (a staged
+        # table has no statistics), which made a batch cost as much as the table's size.
         if assigned:
-            src = (f"SELECT i.key, i.value, i.expires_at, GREATEST(i.version, {bump('tb.version', self.node)}) "
-                   f"AS version, i.n FROM {source} LEFT JOIN {self.tombs} tb ON tb.key = i.key")
+            assert not newer, "a version this store assigns is newer than any it holds"
+            src = (f"SELECT i.key, i.value, i.expires_at, GREATEST(i.version, (SELECT {bump('tb.version', self.node)} "
+                   f"FROM {self.tombs} tb WHERE tb.key = i.key)) AS version, i.n FROM {source}")
+        elif newer:
+            now = "$1" if staged else "$6"
+            # Skips the keys the table already holds at this version (the usual case on a re-run)
+            # without writing anything; the condition on the update re-checks the row it locks,
+            # should another writer have changed it in between.
+            held = f"(SELECT c.version FROM {self.t} c WHERE c.key = i.key AND {live(now, 'c')})"
+            src = (f"SELECT i.key, i.value, i.expires_at, i.version, i.n FROM {source} "
+                   f"WHERE i.version > coalesce({held}, -1)")
+            only_if = f" WHERE EXCLUDED.version > cur.version OR NOT {live(now, 'cur')}"
         else:
             src = f"SELECT i.key, i.value, i.expires_at, i.version, i.n FROM {source}"
         insert = (f"INSERT INTO {self.t} AS cur (key, value, expires_at, version) "
-                  "SELECT key, value, expires_at, version FROM src ORDER BY key" + self._upsert_tail(assigned))
+                  "SELECT key, value, expires_at, version FROM src ORDER BY key" + self._upsert_tail(assigned, only_if))
         record = self._record("up JOIN src ON src.key = up.key", " ORDER BY src.n")
-        return f"WITH src AS ({src}), up AS ({insert}){record} SELECT max(version) FROM up"
+        return (f"WITH src AS ({src}), up AS ({insert}){record} SELECT count(*), "
+                "coalesce(sum(octet_length(key) + octet_length(value)), 0), max(version) FROM up")
 
     create_stage = (f"CREATE TEMP TABLE {STAGE_TABLE} (key bytea, value bytea, expires_at bigint, "
                     "version bigint, n bigint) ON COMMIT DROP")
     create_apply_stage = (f"CREATE TEMP TABLE {APPLY_STAGE_TABLE} (key bytea, value bytea, expires_at bigint, "
                           "version bigint, dead boolean, versionless boolean, n bigint) ON COMMIT DROP")
+
+    # -- bulk loads into unused key ranges (see store.PostgresStore._load_directly) ----------------
+    @property
+    def range_taken(self) -> str:
+        """Whether any row or tombstone lies in the key range $1..$2 (inclusive): one index probe each."""
+        return (f"SELECT EXISTS (SELECT 1 FROM {self.t} WHERE key >= $1 AND key <= $2), "
+                f"EXISTS (SELECT 1 FROM {self.tombs} WHERE key >= $1 AND key <= $2)")
+
+    @property
+    def tombs_in_range(self) -> str:
+        return f"SELECT EXISTS (SELECT 1 FROM {self.tombs} WHERE key >= $1 AND key <= $2)"
+
+    @property
+    def record_bulk(self) -> str:
+        """One feed row standing for a whole bulk load ($1 key, $2 value: see feed.bulk_marker).
+
+        A deletion with a value, which no other change has; at version 0, so a reader that does
+        not know the form applies it as a tombstone that loses to every write."""
+        self._check_opened()
+        return f"INSERT INTO {self.changes} (key, value, version, deleted) VALUES ($1, $2, 0, true)"
+
+    def bulk_rows(self, *, first: bool) -> str:
+        """A page of the rows a bulk load wrote that nothing has replaced since: $1 the lower key
+        (inclusive on the first page, then the last key served), $2 the highest key, $3..$4 the
+        load's versions, $5 the page size."""
+        lower = "key >= $1" if first else "key > $1"
+        return (f"SELECT key, value, expires_at, version FROM {self.t} WHERE {lower} AND key <= $2 "
+                "AND version >= $3 AND version <= $4 ORDER BY key LIMIT $5")
+
 
     def _bury(self, dead: str, order: str = "") -> str:
         """CTEs that keep a tombstone for each deleted (key, version) of CTE ``dead``, and list

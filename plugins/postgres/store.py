@@ -17,6 +17,8 @@ import dataclasses
 import json
 import time
 from collections.abc import AsyncIterator, Iterable, Sequence
+from itertools import count
+from operator import attrgetter, itemgetter
 from typing import Any, Self
 
 import asyncpg
@@ -41,7 +43,7 @@ from kvctl.store import (
 
 from .catalog import refuse_foreign, refuse_missing, survey
 from .errors import CONNECTION_LOST, DRIVER_ERRORS, translate, translated
-from .feed import make_cursor, parse_cursor
+from .feed import bulk_marker, make_cursor, parse_bulk_marker, parse_cursor
 from .feedsql import horizon, lock_class
 from .records import make_record
 from .schema import Layout, check_columns, needs_setup, refuse_newer, set_up
@@ -73,6 +75,8 @@ MAX_KEY = 2692
 # bytea holds up to 1 GiB; keep room for the key and the protocol message around the value.
 MAX_VALUE = (1 << 30) - 64 * 1024
 VERSION_STEP = 1 << NODE_BITS  # one tick of the HLC counter
+_key, _value, _expiry, _version = (attrgetter(f) for f in ("key", "value", "expires_at_ms", "version"))
+_columns = itemgetter(0, 1, 2, 3)  # a batch row's table columns (without its place in the call)
 
 
 class _Hot:
@@ -405,44 +409,107 @@ class PostgresStore(AsyncStoreBase):
         if not batch:
             return
         self._check_batch(batch)  # every check before anything is sent: all or nothing
-        latest = {rec.key: rec for rec in batch}  # the last write of a key in a batch wins
+        latest = dict(zip(map(_key, batch), batch, strict=True))  # the last write of a key in a batch wins
         if len(latest) == 1:
             (rec,) = latest.values()
             await self._write_one(rec.key, rec.value, rec.expires_at_ms, rec.version)
             return
+        await self._write_batch(list(latest.values()), newer=False)
+
+    async def set_newer_many(self, records: Iterable[Record]) -> tuple[int, int]:
+        """``set_many`` of the records whose key this table does not hold live at an equal or
+        higher version (a record without a version is always written); the comparison is made
+        on the server, in the same statement as the write.  Returns how many records were
+        written and their key and value bytes.  The last record of a key in the batch stands
+        for the key."""
+        batch = records if isinstance(records, list) else list(records)
+        if not batch:
+            return 0, 0
+        self._check_batch(batch)
+        return await self._write_batch(list(dict(zip(map(_key, batch), batch, strict=True)).values()), newer=True)
+
+    async def _write_batch(self, calls: list[Record], *, newer: bool) -> tuple[int, int]:
+        """Write distinct keys; how many were written and their bytes (see set_newer_many)."""
         # Versions in call order (the feed lists the batch in that order), rows in key order:
-        # concurrent batches then lock rows in one order and cannot deadlock.
-        calls = list(latest.values())
+        # concurrent batches then lock rows in one order and cannot deadlock.  Rows are built
+        # and sorted by C-level passes (zip/map/sort): a bulk load spends most of its client
+        # time here otherwise.
         async with _Use(self, "set_many", writing=True) as con:
-            versions = self._assign_versions([r.version for r in calls])  # after connecting: opening seeds the clock
-            given = {r.key for r in calls if r.version is not None}
-            rows = sorted(((r.key, r.value, r.expires_at_ms, v, n)
-                           for n, (r, v) in enumerate(zip(calls, versions, strict=True), 1)))
+            given = list(map(_version, calls))
+            versions = self._assign_versions(given)  # after connecting: opening seeds the clock
+            rows = sorted(zip(map(_key, calls), map(_value, calls), map(_expiry, calls), versions, count(1)))
             await self._purge(con)
-            parts = [(False, [row for row in rows if row[0] in given]),
-                     (True, [row for row in rows if row[0] not in given])]
-            parts = [(assigned, part) for assigned, part in parts if part]
+            unversioned = given.count(None)
+            if unversioned in (0, len(given)):  # the usual case: all given, or all assigned here
+                parts = [(unversioned > 0, rows)]
+            else:
+                keep = {r.key for r in calls if r.version is not None}
+                parts = [(False, [row for row in rows if row[0] in keep]),
+                         (True, [row for row in rows if row[0] not in keep])]
             if len(parts) == 1:  # the usual case: one statement
-                await self._upsert_rows(con, *parts[0])
+                written, size = await self._upsert_rows(con, *parts[0], newer=newer)
             else:  # given and assigned versions mixed: two statements, one transaction
+                written = size = 0
                 async with con.transaction():
                     for assigned, part in parts:
-                        await self._upsert_rows(con, assigned, part)
-            self._written += len(rows)
+                        n, b = await self._upsert_rows(con, assigned, part, newer=newer)
+                        written, size = written + n, size + b
+            self._written += written
+            return written, size
 
     async def _upsert_rows(self, con: asyncpg.Connection, assigned: bool,
-                           rows: list[tuple[bytes, bytes, int | None, int, int]]) -> None:
+                           rows: list[tuple[bytes, bytes, int | None, int, int]], *,
+                           newer: bool) -> tuple[int, int]:
+        """One statement (big batches: COPY and one statement) for rows all with given or all
+        with assigned versions; how many were written and their bytes."""
         big = len(rows) >= COPY_MIN_ROWS or sum(len(r[1]) for r in rows) >= COPY_MIN_BYTES
+        if big and await self._load_directly(con, assigned, rows):
+            return len(rows), sum(len(r[0]) + len(r[1]) for r in rows)
+        newer = newer and not assigned  # a version assigned here is above every one the table holds
+        text = self._sql.upsert_batch(assigned=assigned, staged=big, newer=newer)
+        now = [now_ms()] if newer else []
         if big:
             # COPY (binary) into a temporary table, then one merging statement, in one transaction.
             async with con.transaction():
                 await con.execute(self._sql.create_stage)
                 await con.copy_records_to_table(STAGE_TABLE, records=rows, schema_name="pg_temp")
-                written = await con.fetchval(self._sql.upsert_batch(assigned=assigned, staged=True))
+                written, size, top = await con.fetchrow(text, *now)
         else:
-            stmt = await self._stmt(con, self._sql.upsert_batch(assigned=assigned, staged=False))
-            written = await stmt.fetchval(*zip(*rows, strict=True))
-        self._hlc.observe(written)
+            stmt = await self._stmt(con, text)
+            written, size, top = await stmt.fetchrow(*zip(*rows, strict=True), *now)
+        self._hlc.observe(top)
+        return int(written), int(size)
+
+    async def _load_directly(self, con: asyncpg.Connection, assigned: bool,
+                             rows: list[tuple[bytes, bytes, int | None, int, int]]) -> bool:
+        """COPY a batch (distinct keys, in key order) straight into the table when its key range
+        holds no row yet -- a new or emptied table, the next range of a migrate -- with one feed
+        row for the whole batch (see feed.bulk_marker).  False, having written nothing, when the
+        range is in use: the caller then merges through the staging table.
+
+        Straight rows are exactly what the merge would write: no key had a row to update, and a
+        version this store assigns needs raising only above a tombstone, which the range must not
+        hold either.  A key another session writes meanwhile makes the COPY fail on the primary
+        key, or its tombstone shows in the check after it; the batch then goes the merge's way.
+        """
+        sql, first, last = self._sql, rows[0][0], rows[-1][0]
+        row_there, tomb_there = await con.fetchrow(sql.range_taken, first, last)
+        if row_there or (assigned and tomb_there):
+            return False
+        versions = [r[3] for r in rows]
+        try:
+            async with con.transaction():
+                await con.copy_records_to_table(
+                    self._settings.table, schema_name=self._settings.schema,
+                    columns=["key", "value", "expires_at", "version"], records=map(_columns, rows))
+                if assigned and await con.fetchval(sql.tombs_in_range, first, last):
+                    raise _RangeTaken
+                if sql.feed:
+                    await con.execute(sql.record_bulk, *bulk_marker(first, last, min(versions), max(versions)))
+        except (_RangeTaken, asyncpg.UniqueViolationError):
+            return False
+        self._hlc.observe(max(versions))
+        return True
 
     def _check_batch(self, batch: list[Record]) -> None:
         """Limits and version ranges of a whole batch, at C speed unless something is wrong."""
@@ -466,8 +533,11 @@ class PostgresStore(AsyncStoreBase):
             return known
         first = clock.now()
         clock.observe(first + (missing - 1) * VERSION_STEP)  # the range is taken: later now() is above it
-        fresh = iter(range(first, first + missing * VERSION_STEP, VERSION_STEP))
-        return [next(fresh) if v is None else v for v in given]
+        fresh = range(first, first + missing * VERSION_STEP, VERSION_STEP)
+        if not known:
+            return list(fresh)
+        ticks = iter(fresh)
+        return [next(ticks) if v is None else v for v in given]
 
     async def _purge(self, con: asyncpg.Connection) -> None:
         """Housekeeping when due (see PURGE_EVERY_S): expired rows, old tombstones, the feed."""
@@ -636,19 +706,50 @@ class PostgresStore(AsyncStoreBase):
             rows = await self._fetch(self._feed_sql.page, "read the change feed", name, seq, last, batch_size)
             feed_id = self._check_feed(rows[0] if rows else None, cursor, feed_id, seq)
             records: list[Record] = []
+            bulk = None
             for row in rows:
                 if row["seq"] is None:
                     break
                 if row["deleted"]:
+                    if row["value"] is not None:  # a bulk load: served on a page of its own
+                        bulk = row
+                        break
                     records.append(Record(row["key"], b"", None, row["version"], TOMBSTONE))
                 else:
                     records.append(make_record(row["key"], row["value"], row["expires_at"], row["version"]))
-            if not records:
+            if records:
+                seq = int(rows[len(records) - 1]["seq"])
+                yield Page(records, make_cursor(feed_id, seq))
+                if bulk is None and len(records) < batch_size:
+                    return
+                continue
+            if bulk is None:
                 return
-            seq = int(rows[len(records) - 1]["seq"])
-            yield Page(records, make_cursor(feed_id, seq))
-            if len(records) < batch_size:
+            async for loaded, done in self._bulk_load(bulk["key"], bulk["value"], batch_size):
+                # Pages before a load's last resume at the load's start: served again, they change
+                # nothing (last writer wins), and the pages stay bounded whatever the load's size.
+                yield Page(loaded, make_cursor(feed_id, int(bulk["seq"]) if done else seq))
+            seq = int(bulk["seq"])
+
+    async def _bulk_load(self, key: bytes, marker: bytes, batch_size: int) -> AsyncIterator[tuple[list[Record], bool]]:
+        """The rows of a bulk load's feed row (see feed.bulk_marker), a page at a time, each with
+        whether it is the last; a load whose rows were all replaced since gives nothing."""
+        lower, upper, low, high = parse_bulk_marker(key, marker)
+        first = True
+        while True:
+            rows = await self._fetch(self._sql.bulk_rows(first=first), "read the change feed",
+                                     lower, upper, low, high, batch_size + 1)
+            more = len(rows) > batch_size
+            records = [make_record(k, v, e, ver) for k, v, e, ver in rows[:batch_size]]
+            if records:
+                yield records, not more
+            if not more:
                 return
+            lower, first = records[-1].key, False
+
+
+class _RangeTaken(Exception):
+    """A direct load found its key range in use after all: roll it back and merge instead."""
 
 
 class _Use:

@@ -208,6 +208,12 @@ class RedisStoreBase(StoreBase):
                 big = True
         biggest = self._check_bulk(batch) if big else None
         keys = [r.key for r in batch]
+        latest = dict(zip(keys, batch, strict=True))
+        if len(latest) < len(batch):
+            # A key written twice: keep its last record only, as set_many promises.  The write
+            # sends records without an expiry and those with one in separate commands, so the
+            # last record of a key would otherwise depend on which command ran last.
+            batch, keys = list(latest.values()), list(latest)
         publish = self._invalidate(INVALIDATED, keys)
         ns = self.ns
         try:
@@ -437,9 +443,11 @@ def ranges(keys: list[bytes], values: list[bytes] | None = None) -> list[tuple[i
     stalls every other client, so big batches are sent as several commands.
     """
     n = len(keys)
-    total = sum(map(len, keys)) + (sum(map(len, values)) if values is not None else 0)
-    if n <= SLICE_KEYS and total <= SLICE_BYTES:
-        return [(0, n)] if n else []
+    if not n:
+        return []
+    largest = max(map(len, keys)) + (max(map(len, values)) if values is not None else 0)
+    if largest * SLICE_KEYS <= SLICE_BYTES:  # the usual case: no slice can reach the byte bound
+        return [(start, min(start + SLICE_KEYS, n)) for start in range(0, n, SLICE_KEYS)]
     out: list[tuple[int, int]] = []
     start, size = 0, 0
     for i in range(n):

@@ -17,6 +17,7 @@ import hashlib
 from collections.abc import Sequence
 from typing import Any
 
+import hiredis
 from redis.connection import ConnectionPool
 from redis.exceptions import NoScriptError, ResponseError
 
@@ -105,7 +106,13 @@ def run(pool: ConnectionPool, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
 
 
 def send(conn: Any, commands: Sequence[tuple[Any, ...]]) -> None:
-    conn.send_packed_command(conn.pack_commands(commands), check_health=False)
+    """Write ``commands`` (arguments bytes or int) in one send.
+
+    Packed by hiredis in C: redis-py's ``pack_commands`` runs its encoder in Python for every
+    argument, which measured ~4x the cost per record of a bulk MSET (the largest share of the
+    client's time on a bulk write into Redis).
+    """
+    conn.send_packed_command([b"".join(map(hiredis.pack_command, commands))], check_health=False)
 
 
 def receive(conn: Any, count: int) -> list[Any]:

@@ -1,0 +1,428 @@
+"""Bulk data movement: kvctl against the tool a user would pick instead, on the same data, in one run.
+
+The data set is made once: N keys ``key:%08d`` with 100-byte values (random letters), as JSON
+lines (kvctl's export format), as CSV for ``psql \\copy``, as Redis SET commands for
+``redis-cli --pipe``, in a SQLite store, in a snapshot and in an ``mdb_dump`` file.  Then each
+row runs kvctl and its peer back to back, every round, into a fresh destination each time, as
+separate processes timed from start to exit (start-up included: what a user waits for), with
+each process's peak RSS (``wait4``).  The table reports medians over the rounds and the
+kvctl / peer ratio of the medians (below 1: kvctl is faster).
+
+Rows (the peers are Debian's ``postgresql-client``, ``pgloader``, ``redis-tools``, ``sqlite3``
+and ``lmdb-utils``):
+
+* import JSON lines -> PostgreSQL, new table  |  ``psql \\copy`` of the same rows as CSV into a
+  table with the same columns and indexes
+* migrate Redis -> PostgreSQL  |  a hand-written script (below: redis-py SCAN + pipelined MGET ->
+  asyncpg ``copy_records_to_table``, one transaction; it carries no TTLs and no versions)
+* migrate SQLite -> PostgreSQL  |  ``pgloader``
+* snapshot restore -> PostgreSQL  |  ``pg_restore`` of ``pg_dump -Fc -t`` of the peer's table
+* import JSON lines -> Redis  |  ``redis-cli --pipe`` of the SET commands
+* snapshot create of Redis  |  ``redis-cli --rdb`` (the whole server; ``repl-diskless-sync-delay``
+  set to 0 for the run and put back after)
+* migrate SQLite -> SQLite (new file)  |  ``sqlite3 src.db .dump | sqlite3 new.db``
+* snapshot restore -> LMDB  |  ``mdb_load`` of an ``mdb_dump -a`` of the same store
+
+The servers are those of tests/services.sh (``/tmp/kvctl-services/env``); PostgreSQL work goes
+into a database of its own, created for the run and dropped after; Redis keys live under a
+prefix of the run's own, removed after.
+
+Usage::
+
+    python bench/bulk_bench.py [--keys 1000000] [--rounds 3] [--output bench/bulk_RESULTS.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import random
+import shlex
+import shutil
+import statistics
+import string
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from migrate_bench import fmt_rate, services  # noqa: E402  (bench/ is not a package)
+
+VALUE_BYTES = 100
+TIME = "/usr/bin/time"  # GNU time (Debian's ``time``), for each process's peak RSS
+PEER_TABLE = "peer_kv"
+
+
+# -- the hand-written peer of "migrate Redis -> PostgreSQL" -------------------------------------
+async def _redis_to_pg(redis_url: str, prefix: str, pg_url: str, table: str) -> None:
+    import asyncpg
+    import redis
+
+    r = redis.Redis.from_url(redis_url)
+    con = await asyncpg.connect(pg_url)
+    try:
+        await con.execute(f"CREATE TABLE {table} (key bytea PRIMARY KEY, value bytea NOT NULL)")
+        async with con.transaction():
+            cursor = 0
+            while True:
+                cursor, keys = r.scan(cursor, match=prefix + "*", count=5000)
+                if keys:
+                    values = r.mget(keys)
+                    await con.copy_records_to_table(
+                        table, records=[(k, v) for k, v in zip(keys, values, strict=True) if v is not None])
+                if cursor == 0:
+                    break
+    finally:
+        await con.close()
+        r.close()
+
+
+def child_redis_to_pg(redis_url: str, prefix: str, pg_url: str, table: str) -> None:
+    asyncio.run(_redis_to_pg(redis_url, prefix, pg_url, table))
+
+
+CHILDREN: dict[str, Callable[..., None]] = {"redis_to_pg": child_redis_to_pg}
+
+
+# -- timing one process ----------------------------------------------------------------------
+@dataclass
+class Run:
+    seconds: float
+    rss_mb: float
+
+
+def timed(cmd: list[str] | str, *, stdin: Path | None = None) -> Run:
+    """Run ``cmd`` (a string: through bash, for pipes) to its exit: wall time, and the peak RSS
+    of it and its children as GNU time reports it (a process forked from this one would carry
+    this process's RSS as its floor)."""
+    args = ["bash", "-c", cmd] if isinstance(cmd, str) else cmd
+    with tempfile.TemporaryFile() as err, open(stdin or os.devnull, "rb") as inp, \
+            tempfile.NamedTemporaryFile("r") as rss:
+        t0 = time.perf_counter()
+        done = subprocess.run([TIME, "-f", "%M", "-o", rss.name, *args], stdin=inp, stdout=subprocess.DEVNULL,
+                              stderr=err, check=False)
+        seconds = time.perf_counter() - t0
+        if done.returncode != 0:
+            err.seek(0)
+            raise RuntimeError(f"{cmd!r} exited {done.returncode}: {err.read().decode(errors='replace')[-2000:]}")
+        return Run(seconds, int(rss.read().split()[-1]) / 1024)
+
+
+@dataclass
+class Row:
+    path: str
+    peer: str
+    kvctl_durability: str
+    peer_durability: str
+    kvctl_cmd: str = ""
+    peer_cmd: str = ""
+    kvctl: list[Run] = field(default_factory=list)
+    peers: list[Run] = field(default_factory=list)
+    error: str | None = None
+
+
+def median(runs: list[Run]) -> Run:
+    return Run(statistics.median(r.seconds for r in runs), max(r.rss_mb for r in runs))
+
+
+# -- the data set ------------------------------------------------------------------------------
+def make_data(d: Path, n: int, prefix: str) -> None:
+    """data.jsonl, data.csv (psql) and set.resp (redis-cli --pipe, keys under ``prefix``)."""
+    rng = random.Random(12)
+    letters = (string.ascii_letters + string.digits).encode()
+    with open(d / "data.jsonl", "wb") as js, open(d / "data.csv", "wb") as csv, open(d / "set.resp", "wb") as resp:
+        for i in range(n):
+            key = b"key:%08d" % i
+            value = bytes(rng.choices(letters, k=VALUE_BYTES))
+            js.write(b'{"key":"%s","value":"%s","expires_at_ms":null}\n' % (key, value))
+            csv.write(b"\\x%s,\\x%s\n" % (key.hex().encode(), value.hex().encode()))
+            full = prefix.encode() + key
+            resp.write(b"*3\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n" % (len(full), full, len(value), value))
+
+
+def with_db(url: str, db: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, "/" + db, parts.query, ""))
+
+
+def redis_cli_args(url: str) -> list[str]:
+    parts = urlsplit(url)
+    db = (parts.path or "/0").strip("/") or "0"
+    return ["redis-cli", "-h", parts.hostname or "127.0.0.1", "-p", str(parts.port or 6379), "-n", db]
+
+
+class Bench:
+    def __init__(self, n: int, rounds: int, tmp: Path) -> None:
+        env = services()
+        self.n, self.rounds, self.tmp = n, rounds, tmp
+        self.redis = env["KVCTL_TEST_REDIS_URL"]
+        self.pg_admin = env["KVCTL_TEST_POSTGRES_URL"]
+        self.db = f"kvctl_bulk_{os.getpid()}"
+        self.pg = with_db(self.pg_admin, self.db)
+        self.prefix = f"kvctl-bulk-{os.getpid()}:"
+        self.kvctl = [sys.executable, "-m", "kvctl"]
+
+    # -- helpers ------------------------------------------------------------------------------
+    def psql(self, sql: str, url: str | None = None) -> None:
+        subprocess.run(["psql", url or self.pg, "-qX", "-v", "ON_ERROR_STOP=1", "-c", sql], check=True,
+                       capture_output=True)
+
+    def drop_kvctl_table(self, table: str) -> None:
+        self.psql(f"DROP TABLE IF EXISTS {table}, {table}__tombs, {table}__changes CASCADE; "
+                  f"DROP FUNCTION IF EXISTS {table}__kv_stamp, {table}__kv_capture, {table}__kv_rename, "
+                  f"{table}__kv_register CASCADE; "
+                  f"DO $$ BEGIN IF to_regclass('kvctl_meta') IS NOT NULL THEN "
+                  f"DELETE FROM kvctl_meta WHERE table_name = '{table}'; END IF; END $$")
+
+    def peer_table(self) -> None:
+        self.psql(f"DROP TABLE IF EXISTS {PEER_TABLE}; CREATE TABLE {PEER_TABLE} (key bytea PRIMARY KEY, "
+                  "value bytea NOT NULL, expires_at bigint, version bigint); "
+                  f"CREATE INDEX ON {PEER_TABLE} (version); "
+                  f"CREATE INDEX ON {PEER_TABLE} (expires_at) WHERE expires_at IS NOT NULL")
+
+    def redis_clear(self, prefix: str) -> None:
+        import redis
+
+        r = redis.Redis.from_url(self.redis)
+        try:
+            batch = []
+            for key in r.scan_iter(match=prefix + "*", count=5000):
+                batch.append(key)
+                if len(batch) >= 5000:
+                    r.unlink(*batch)
+                    batch = []
+            if batch:
+                r.unlink(*batch)
+        finally:
+            r.close()
+
+    def rm(self, *paths: Path) -> None:
+        for p in paths:
+            if p.is_dir():
+                shutil.rmtree(p)
+            elif p.exists():
+                p.unlink()
+            for extra in (Path(f"{p}-wal"), Path(f"{p}-shm"), Path(f"{p}-journal")):
+                if extra.exists():
+                    extra.unlink()
+
+    def rm_and_mkdir(self, path: Path) -> None:
+        self.rm(path)
+        path.mkdir()
+
+    def measure(self, row: Row, kvctl: tuple[Callable[[], None], list[str] | str],
+                peer: tuple[Callable[[], None], list[str] | str], stdin: Path | None = None) -> Row:
+        (kprep, kcmd), (pprep, pcmd) = kvctl, peer
+        row.kvctl_cmd = kcmd if isinstance(kcmd, str) else shlex.join(kcmd)
+        row.peer_cmd = pcmd if isinstance(pcmd, str) else shlex.join(pcmd)
+        try:
+            sides = [(kprep, kcmd, row.kvctl, None), (pprep, pcmd, row.peers, stdin)]
+            for i in range(self.rounds):
+                # who goes first alternates, so a drift in the machine's load hits both sides alike
+                for prep, cmd, runs, inp in sides if i % 2 == 0 else sides[::-1]:
+                    prep()
+                    runs.append(timed(cmd, stdin=inp))
+                print(f"  {row.path}: round {i + 1}: kvctl {row.kvctl[-1].seconds:.2f} s, "
+                      f"peer {row.peers[-1].seconds:.2f} s", file=sys.stderr)
+        except RuntimeError as exc:
+            row.error = str(exc).strip().splitlines()[-1][:300]
+        return row
+
+    # -- set-up once --------------------------------------------------------------------------
+    def setup(self) -> None:
+        t = self.tmp
+        print(f"making {self.n:,} keys in {t}", file=sys.stderr)
+        make_data(t, self.n, self.prefix)
+        self.psql(f"CREATE DATABASE {self.db}", self.pg_admin)
+        with open(t / "set.resp", "rb") as commands:
+            subprocess.run([*redis_cli_args(self.redis), "--pipe"], stdin=commands, check=True, capture_output=True)
+        src = f"sqlite://{t}/src.db"
+        subprocess.run([*self.kvctl, "-u", src, "import", str(t / "data.jsonl")], check=True, capture_output=True)
+        subprocess.run([*self.kvctl, "snapshot", "create", src, "-o", str(t / "src.kvs")], check=True,
+                       capture_output=True)
+        subprocess.run([*self.kvctl, "snapshot", "restore", str(t / "src.kvs"), f"lmdb://{t}/lmdb-src"], check=True,
+                       capture_output=True)
+        subprocess.run(["mdb_dump", "-a", "-f", str(t / "lmdb.dump"), str(t / "lmdb-src")], check=True)
+        self.peer_table()
+        subprocess.run(["psql", self.pg, "-qX", "-c",
+                        f"\\copy {PEER_TABLE} (key, value) FROM '{t}/data.csv' WITH (FORMAT csv)"],
+                       check=True, capture_output=True)
+        subprocess.run(["pg_dump", "-Fc", "-t", PEER_TABLE, "-f", str(t / "peer.dump"), self.pg], check=True)
+
+    def teardown(self) -> None:
+        subprocess.run(["psql", self.pg_admin, "-qX", "-c", f"DROP DATABASE IF EXISTS {self.db} WITH (FORCE)"],
+                       capture_output=True)
+        for prefix in (self.prefix, "b" + self.prefix, "c" + self.prefix):
+            self.redis_clear(prefix)
+
+    # -- the rows -----------------------------------------------------------------------------
+    def rows(self) -> list[Row]:
+        t, kv, pg = self.tmp, self.kvctl, self.pg
+        table = "kv_bulk"
+        pg_dst = f"{pg}?table={table}"
+        pg_sync = "synchronous_commit on (the server's default): a WAL flush per commit"
+        out: list[Row] = []
+
+        def new_table() -> None:
+            self.drop_kvctl_table(table)
+
+        out.append(self.measure(
+            Row("import JSON lines -> PostgreSQL (new table)", "psql \\copy (CSV)",
+                f"{pg_sync}; a commit per batch of 5,000; change feed on", f"{pg_sync}; one commit"),
+            (new_table, [*kv, "-u", pg_dst, "import", str(t / "data.jsonl")]),
+            (self.peer_table, ["psql", pg, "-qX", "-c",
+                               f"\\copy {PEER_TABLE} (key, value) FROM '{t}/data.csv' WITH (FORMAT csv)"])))
+
+        redis_src = f"{self.redis}?namespace={self.prefix}"
+
+        def peer_drop() -> None:
+            self.psql(f"DROP TABLE IF EXISTS {PEER_TABLE}_r")
+
+        out.append(self.measure(
+            Row("migrate Redis -> PostgreSQL", "redis-py SCAN + MGET -> asyncpg COPY script (no TTLs)",
+                f"{pg_sync}; a commit per batch; TTLs and versions carried", f"{pg_sync}; one commit"),
+            (new_table, [*kv, "migrate", redis_src, pg_dst]),
+            (peer_drop, [sys.executable, __file__, "--child", "redis_to_pg",
+                         json.dumps([self.redis, self.prefix, pg, f"{PEER_TABLE}_r"])])))
+
+        load = t / "pgloader.load"
+        load.write_text(f"LOAD DATABASE FROM sqlite://{t}/src.db INTO {pg}\n"
+                        "WITH include drop, create tables, create indexes, reset sequences\n"
+                        "INCLUDING ONLY TABLE NAMES LIKE 'kv';\n")
+
+        def pgloader_prep() -> None:
+            self.psql("DROP TABLE IF EXISTS kv")
+
+        out.append(self.measure(
+            Row("migrate SQLite -> PostgreSQL", "pgloader", f"{pg_sync}; a commit per batch",
+                f"{pg_sync}; pgloader's batches"),
+            (new_table, [*kv, "migrate", f"sqlite://{t}/src.db", pg_dst]),
+            (pgloader_prep, ["pgloader", "--quiet", str(load)])))
+
+        out.append(self.measure(
+            Row("snapshot restore -> PostgreSQL (new table)", "pg_restore of pg_dump -Fc -t",
+                f"{pg_sync}; a commit per batch; the file verified first", f"{pg_sync}; one COPY"),
+            (new_table, [*kv, "snapshot", "restore", str(t / "src.kvs"), pg_dst]),
+            (lambda: self.psql(f"DROP TABLE IF EXISTS {PEER_TABLE}"),
+             ["pg_restore", "-d", pg, str(t / "peer.dump")])))
+
+        redis_dst = f"{self.redis}?namespace=b{self.prefix}"
+        redis_persist = "the server's (tests/services.sh: no RDB/AOF)"
+        out.append(self.measure(
+            Row("import JSON lines -> Redis", "redis-cli --pipe", redis_persist, redis_persist),
+            (lambda: self.redis_clear("b" + self.prefix), [*kv, "-u", redis_dst, "import", str(t / "data.jsonl")]),
+            (lambda: self.redis_clear(self.prefix), [*redis_cli_args(self.redis), "--pipe"]),
+            stdin=t / "set.resp"))
+
+        out.append(self.measure(
+            Row("snapshot restore -> Redis", "redis-cli --pipe", redis_persist, redis_persist),
+            (lambda: self.redis_clear("b" + self.prefix), [*kv, "snapshot", "restore", str(t / "src.kvs"), redis_dst]),
+            (lambda: self.redis_clear(self.prefix), [*redis_cli_args(self.redis), "--pipe"]),
+            stdin=t / "set.resp"))
+
+        old_delay = self.redis_config("repl-diskless-sync-delay")
+        self.redis_config("repl-diskless-sync-delay", "0")
+        try:
+            out.append(self.measure(
+                Row("snapshot create of Redis", "redis-cli --rdb (the whole server)",
+                    "the file fsynced on close", "written as received"),
+                (lambda: self.rm(t / "redis.kvs"), [*kv, "snapshot", "create", redis_src, "-o", str(t / "redis.kvs")]),
+                (lambda: self.rm(t / "redis.rdb"), [*redis_cli_args(self.redis), "--rdb", str(t / "redis.rdb")])))
+        finally:
+            self.redis_config("repl-diskless-sync-delay", old_delay)
+
+        out.append(self.measure(
+            Row("migrate SQLite -> SQLite (new file)", "sqlite3 src.db .dump \\| sqlite3 new.db",
+                "kvctl's sqlite default (WAL, synchronous per its docs)", "sqlite3's default (rollback journal, FULL)"),
+            (lambda: self.rm(t / "dst.db"), [*kv, "migrate", f"sqlite://{t}/src.db", f"sqlite://{t}/dst.db"]),
+            (lambda: self.rm(t / "peer.db"), f"sqlite3 {t}/src.db .dump | sqlite3 {t}/peer.db")))
+
+        out.append(self.measure(
+            Row("snapshot restore -> LMDB", "mdb_load", "fsync per commit (lmdb default); the file verified first",
+                "one commit, fsynced"),
+            (lambda: self.rm(t / "lmdb-dst"), [*kv, "snapshot", "restore", str(t / "src.kvs"), f"lmdb://{t}/lmdb-dst"]),
+            (lambda: self.rm_and_mkdir(t / "lmdb-peer"),
+             ["mdb_load", "-f", str(t / "lmdb.dump"), str(t / "lmdb-peer")])))
+        return out
+
+    def redis_config(self, name: str, value: str | None = None) -> str:
+        import redis
+
+        r = redis.Redis.from_url(self.redis)
+        try:
+            if value is None:
+                return str(r.config_get(name).get(name, "5"))
+            r.config_set(name, value)
+            return value
+        finally:
+            r.close()
+
+
+def report(rows: list[Row], n: int, rounds: int, argv: list[str], load: tuple[float, float]) -> str:
+    lines = [
+        "# bulk data movement: kvctl against the peer tools", "",
+        "```", "python " + shlex.join(["bench/bulk_bench.py", *argv]), "```", "",
+        f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}; load average "
+        f"{load[0]:.1f} at the start, {load[1]:.1f} at the end. {n:,} keys `key:%08d`, values of {VALUE_BYTES} "
+        f"bytes; {rounds} rounds, each side a fresh destination every round, wall time from process start to "
+        "exit (start-up included); peak RSS of the client process and its children (the servers' memory is "
+        "not counted).", "",
+        "| path | peer | kvctl (median s) | peer (median s) | kvctl / peer | kvctl keys/s | kvctl peak RSS | "
+        "peer peak RSS |", "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        if r.error or not r.kvctl or not r.peers:
+            lines.append(f"| {r.path} | {r.peer} | failed: {r.error} | | | | | |")
+            continue
+        k, p = median(r.kvctl), median(r.peers)
+        lines.append(f"| {r.path} | {r.peer} | {k.seconds:.2f} | {p.seconds:.2f} | **{k.seconds / p.seconds:.2f}** | "
+                     f"{fmt_rate(n / k.seconds)} | {k.rss_mb:.0f} MiB | {p.rss_mb:.0f} MiB |")
+    lines += ["", "## durability and commands", ""]
+    for r in rows:
+        lines += [f"**{r.path}**", "", f"- kvctl: {r.kvctl_durability}", f"  `{r.kvctl_cmd}`",
+                  f"- {r.peer}: {r.peer_durability}", f"  `{r.peer_cmd}`", ""]
+    lines += ["## about these figures", "",
+              "Every figure is a median of whole-process runs on a shared 2-CPU machine: compare the two columns of "
+              "a row (measured back to back, round after round), not rows of different runs. `redis-cli --rdb` "
+              "transfers the whole server (every database and every other client's keys), kvctl's snapshot only "
+              "its namespace. The PostgreSQL peers write a table without kvctl's change feed, tombstones or "
+              "versions.", ""]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--keys", type=int, default=1_000_000)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--output", type=Path, default=HERE / "bulk_RESULTS.md")
+    ap.add_argument("--child")
+    ap.add_argument("args", nargs="?")
+    opts = ap.parse_args()
+    if opts.child:
+        CHILDREN[opts.child](*json.loads(opts.args))
+        return
+    tmp = Path(tempfile.mkdtemp(prefix="kvctl-bulk-bench-"))
+    bench = Bench(opts.keys, opts.rounds, tmp)
+    start = os.getloadavg()[0]
+    try:
+        bench.setup()
+        rows = bench.rows()
+    finally:
+        bench.teardown()
+        shutil.rmtree(tmp, ignore_errors=True)
+    text = report(rows, opts.keys, opts.rounds, sys.argv[1:], (start, os.getloadavg()[0]))
+    opts.output.write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
