@@ -142,7 +142,7 @@ def test_create_true_adds_kvctl_table_beside_other_tables(scheme: str, env: dict
 def test_reads_of_the_embedded_default_store_create_nothing(env: dict[str, str], tmp_path: Path) -> None:
     """On a fresh machine the default store reads as empty: ``get`` is not found, ``count`` is 0."""
     done = kv(env, "get", "x")
-    assert done.returncode == 1 and b"key 'x' not found" in done.stderr
+    assert done.returncode == 1 and b"key x not found" in done.stderr
     done = kv(env, "count")
     assert (done.returncode, done.stdout.strip()) == (0, b"0")
     assert kv(env, "scan").stdout == b""
