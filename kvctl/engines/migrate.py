@@ -25,7 +25,7 @@ import bisect
 import contextlib
 import time
 import zlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from operator import attrgetter
 from pathlib import Path
@@ -72,6 +72,9 @@ class Plan:
     # a worker's: keep the checkpoint of a finished copy (done) for the coordinator to remove once
     # it has recorded the slice as finished, so a lost "done" never makes a resume start over
     keep_checkpoint: bool = False
+    # called before every checkpoint write; an executor's slice uses it to publish the cursor
+    # where a retry on another host finds it, and to stop a stale attempt by raising
+    before_checkpoint: Callable[[checkpoint.Checkpoint], None] | None = field(default=None, compare=False)
 
     @property
     def key_filter(self) -> KeyFilter:
@@ -252,7 +255,7 @@ async def _copy(src: AsyncStore, writer: BatchWriter | ResumeWriter, kf: KeyFilt
         if since >= plan.checkpoint_every and not plan.dry_run:
             now = time.monotonic()
             if now - last_save >= plan.checkpoint_interval:
-                cp.save(cp_path)
+                _save(cp, cp_path, plan)
                 since, last_save = 0, now
         reporter.progress(Progress("copy", writer.counts, total[0], time.perf_counter() - t0))
 
@@ -267,7 +270,7 @@ async def _copy(src: AsyncStore, writer: BatchWriter | ResumeWriter, kf: KeyFilt
             except BaseException:
                 if not plan.dry_run:
                     with contextlib.suppress(Exception):  # never hide the original error
-                        cp.save(cp_path)
+                        _save(cp, cp_path, plan)
                 raise
     finally:
         if counter is not None:
@@ -275,7 +278,13 @@ async def _copy(src: AsyncStore, writer: BatchWriter | ResumeWriter, kf: KeyFilt
     cp.done = True
     cp.counts = writer.counts.to_dict()
     if not plan.dry_run and (plan.delete_extra or plan.verify or plan.keep_checkpoint):
-        cp.save(cp_path)  # a crash from here on resumes with the post-copy steps only
+        _save(cp, cp_path, plan)  # a crash from here on resumes with the post-copy steps only
+
+
+def _save(cp: checkpoint.Checkpoint, cp_path: Path, plan: Plan) -> None:
+    if plan.before_checkpoint is not None:
+        plan.before_checkpoint(cp)
+    cp.save(cp_path)
 
 
 class ResumeWriter:
