@@ -174,6 +174,9 @@ class Capabilities:
     versions: bool = False
     atomic_batch: bool = False
     multi_node: bool = False
+    # its data is a path on the host that opens it (a file, a directory): a process on another
+    # host opens a different store, so remote executors refuse it unless the path is shared
+    host_local: bool = False
     change_feed: bool = False
     typed_values: bool = False  # holds non-string values (e.g. Redis hashes) copied by dump/restore
     max_key_size: int | None = None

@@ -36,6 +36,15 @@ FormatOpt = Annotated[str | None, typer.Option(
     "--format", "-f", help="jsonl or csv (default: csv for a .csv file name, else jsonl).")]
 ToleranceOpt = Annotated[str, typer.Option(
     "--expiry-tolerance", help="Expiries this close count as equal (backends round TTLs).")]
+ExecutorOpt = Annotated[str, typer.Option(
+    "--executor", envvar="KVCTL_EXECUTOR", help=(
+        "Where the slices run: local (this machine's --workers processes), dask://local (a Dask "
+        "cluster of --workers processes here), dask://HOST:PORT or dask+tls://HOST:PORT (a Dask "
+        "scheduler; needs kvctl[dask] on every worker)."))]
+SlicesOpt = Annotated[int | None, typer.Option(
+    "--slices", min=1, max=100_000, help="Slices of the keyspace on an executor (default: 8 per worker).")]
+SharedFsOpt = Annotated[bool, typer.Option(
+    "--shared-fs", help="A file store's path is the same shared filesystem on every executor worker.")]
 
 
 def key_filter(prefix: str, glob: str | None) -> KeyFilter:
@@ -160,6 +169,9 @@ def migrate(
     expiry_tolerance: ToleranceOpt = "2s",
     as_json: JsonOpt = False,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bar.")] = False,
+    executor: ExecutorOpt = "local",
+    slices: SlicesOpt = None,
+    shared_fs: SharedFsOpt = False,
 ) -> None:
     """Copy every key from SRC to DST: streaming, resumable, with expiries and versions.
 
@@ -170,7 +182,9 @@ def migrate(
     --delete-extra refused; 130 interrupted, 143 by SIGTERM (progress saved: rerun with --resume).
     """
     from kvctl.engines import migrate as engine
+    from kvctl.engines.executor import parse_executor
 
+    spec = parse_executor(executor)
     src_url, dst_url = resolve_url(src), resolve_url(dst)
     kf = key_filter(prefix, glob)
     progress = show_progress(no_progress)
@@ -182,7 +196,12 @@ def migrate(
         estimate_total=progress, workers=workers,
     )
     with ProgressBar(progress) as bar:
-        if workers > 1:
+        if spec.kind == "dask":
+            from kvctl.engines import distributed
+
+            summary = distributed.run(src, dst, src_url, dst_url, plan, spec, slices=slices, shared_fs=shared_fs,
+                                      reporter=_reporter(bar))
+        elif workers > 1:
             from kvctl.engines.parallel import run as run_parallel
 
             summary = run_parallel(src_url, dst_url, plan, _reporter(bar))

@@ -92,6 +92,7 @@ class FileStore(StoreBase):
     description = "Append-only log of checksummed records in a directory; in-memory index, compaction."
     capabilities = Capabilities(
         persistent=True, ttl=True, ordered_scan=True, versions=True, atomic_batch=True, change_feed=True,
+        host_local=True,
         max_key_size=MAX_KEY_SIZE, max_value_size=MAX_VALUE_SIZE,
         durability="fsync=batch (default): each batch call fsynced before returning, single writes "
                    "within 10 ms; ?fsync=always|never",
