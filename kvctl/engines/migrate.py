@@ -136,7 +136,7 @@ class Summary:
         return {
             "src": self.src, "dst": self.dst, "dry_run": self.dry_run, **self.counts.to_dict(),
             "seconds": round(self.seconds, 3), "copy_seconds": round(self.copy_seconds, 3),
-            "keys_per_s": round(self.keys_per_s, 1),
+            "keys_per_s": round(self.keys_per_s, 1), "processed": self.processed_this_run,
             "resumed": self.resumed, "workers": self.workers,
             "extra_found": self.extra_found, "deleted": self.deleted,
             "delete_refused": self.delete_refused,
