@@ -256,3 +256,40 @@ def test_a_stale_attempt_stops_at_its_next_checkpoint(tmp_path: Path, cluster: A
     res = fut.result(timeout=60)
     assert res["outcome"] == "stale"
     assert var.get()["owner"] == "newer-attempt"  # the stale attempt wrote nothing after that
+
+
+# -- diff --------------------------------------------------------------------------------------
+def _differences(dst: str) -> None:
+    """``dst``: the source's keys but two, one value changed, one key added."""
+    from kvctl.adapt import to_sync
+    from kvctl.registry import open_url
+
+    write(dst, [Record(_key(i), b"value-%d" % i) for i in range(N) if i not in (7, 4000)])
+    store = to_sync(open_url(dst))
+    try:
+        store.set_many([Record(_key(100), b"changed"), Record(b"zz-extra", b"x")])
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("pair", ["ordered", "hash"])
+def test_diff_on_the_cluster_finds_what_a_local_diff_finds(tmp_path: Path, cluster: Any, pair: str) -> None:
+    src, _, dst = _pair(tmp_path, n=N)
+    if pair == "hash":  # Redis scans in no order: hash slices, each looked up both ways
+        dst = f"{service_url('KVCTL_TEST_REDIS_URL')}?namespace=dd{os.getpid()}{time.monotonic_ns()}:"
+    _differences(dst)
+    env = subprocess_env(tmp_path)
+    try:
+        base = [sys.executable, "-m", "kvctl", "diff", src, dst, "--json", "--sample", "5"]
+        local = subprocess.run(base, env=env, capture_output=True, timeout=120)
+        on_cluster = subprocess.run([*base, "--executor", _address(cluster), "--shared-fs", "--slices", "8"],
+                                    env=env, capture_output=True, timeout=120)
+    finally:
+        write(dst, [])
+    assert local.returncode == on_cluster.returncode == 1, on_cluster.stderr.decode()
+    got, want = json.loads(on_cluster.stdout), json.loads(local.stdout)
+    for doc in (got, want):
+        doc.pop("seconds")
+        doc["samples"] = {k: sorted(json.dumps(x) for x in v) for k, v in doc["samples"].items()}
+    assert got == want
+    assert got["missing"] == 2 and got["extra"] == 1 and got["differing"] == 1

@@ -265,6 +265,11 @@ def diff(
     ignore_expiry: Annotated[bool, typer.Option("--ignore-expiry", help="Compare values only.")] = False,
     batch_size: BatchOpt = 5000,
     as_json: JsonOpt = False,
+    executor: ExecutorOpt = "local",
+    workers: Annotated[int, typer.Option("--workers", "-w", min=1, max=64,
+                                         help="Worker processes of --executor dask://local.")] = 1,
+    slices: SlicesOpt = None,
+    shared_fs: SharedFsOpt = False,
 ) -> None:
     """Compare two stores: keys missing from B, extra in B, and differing values or expiries.
 
@@ -274,6 +279,7 @@ def diff(
     import asyncio
 
     from kvctl.engines.diff import DiffOptions, compare
+    from kvctl.engines.executor import parse_executor
     from kvctl.engines.storeops import open_async
 
     a_url, b_url = resolve_url(a), resolve_url(b)
@@ -292,7 +298,14 @@ def diff(
         finally:
             await sa.close()
 
-    result = asyncio.run(work())
+    spec = parse_executor(executor)
+    if spec.kind == "dask":
+        from kvctl.engines import distributed_diff
+
+        result = distributed_diff.run(a, b, a_url, b_url, opts, spec, workers=workers, slices=slices,
+                                      shared_fs=shared_fs, reporter=_reporter(ProgressBar(False)))
+    else:
+        result = asyncio.run(work())
     if as_json:
         json_doc(result.to_dict())
     else:

@@ -41,10 +41,10 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from kvctl.errors import KvctlError, UnavailableError, UsageError
 
@@ -55,6 +55,7 @@ from .parallel import _Once, collect, prepare, slice_plan
 from .storeops import open_async
 from .transfer import Counts
 
+T = TypeVar("T")
 RESUBMITS = 2  # the driver's own retries of a slice whose worker kept dying, after Dask's
 SLICES_PER_WORKER = 8
 STOP_GRACE_S = 30.0
@@ -300,20 +301,25 @@ class _Driver:
         return total
 
     def _raise(self) -> None:
-        from kvctl import errors
+        raise_failed(self.errors, len(self.cp.extra["slices"]), self.reporter,
+                     "the other slices are done or saved: rerun with --resume to continue")
 
-        for i, (_, message, _, _) in sorted(self.errors.items()):
-            self.reporter.note(f"slice {i} failed: {message}")
-        first = min(self.errors)
-        cls_name, message, hint, code = self.errors[first]
-        cls = getattr(errors, cls_name, None)
-        if not (isinstance(cls, type) and issubclass(cls, KvctlError)):
-            cls = KvctlError
-        n = len(self.errors)
-        exc = cls(f"{n} of {len(self.cp.extra['slices'])} slice(s) failed; slice {first}: {message}",
-                  hint=hint or "the other slices are done or saved: rerun with --resume to continue")
-        exc.exit_code = code
-        raise exc
+
+def raise_failed(errors: dict[int, tuple[str, str, str | None, int]], total: int, reporter: Reporter,
+                 hint: str) -> None:
+    """List every failed slice, then raise the first one's error (its class and exit code)."""
+    from kvctl import errors as tree
+
+    for i, (_, message, _, _) in sorted(errors.items()):
+        reporter.note(f"slice {i} failed: {message}")
+    first = min(errors)
+    cls_name, message, own_hint, code = errors[first]
+    cls = getattr(tree, cls_name, None)
+    if not (isinstance(cls, type) and issubclass(cls, KvctlError)):
+        cls = KvctlError
+    exc = cls(f"{len(errors)} of {total} slice(s) failed; slice {first}: {message}", hint=own_hint or hint)
+    exc.exit_code = code
+    raise exc
 
 
 def _var(run_id: str, i: int) -> str:
@@ -411,13 +417,17 @@ def run_slice(src_ref: str, dst_ref: str, plan: Plan, spec: dict[str, Any], inde
 
 
 async def _work(src_url: str, dst_url: str, plan: Plan, stop: Any, reporter: Reporter) -> Summary:
+    return await stoppable(migrate_urls(src_url, dst_url, plan, reporter), stop)
+
+
+async def stoppable(work: Coroutine[Any, Any, T], stop: Any) -> T:
+    """Run ``work``, cancelling it (which saves a copy's checkpoint) when the driver sets ``stop``."""
     loop = asyncio.get_running_loop()
     task = asyncio.current_task()
     assert task is not None
     over = threading.Event()
 
     def watch() -> None:
-        """Cancel the copy (which saves its checkpoint) when the driver sets the stop event."""
         while not over.is_set():
             with contextlib.suppress(Exception):  # a lost scheduler: go on; the fence stops a stale copy
                 if stop.wait(timeout=0.5):
@@ -427,7 +437,7 @@ async def _work(src_url: str, dst_url: str, plan: Plan, stop: Any, reporter: Rep
 
     threading.Thread(target=watch, name="kvctl-slice-stop", daemon=True).start()
     try:
-        return await migrate_urls(src_url, dst_url, plan, reporter)
+        return await work
     finally:
         over.set()
 

@@ -21,13 +21,10 @@ exactly the source record) from real conflicts, so a resumed run ends as an unin
 from __future__ import annotations
 
 import asyncio
-import bisect
 import contextlib
 import time
-import zlib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
@@ -39,10 +36,9 @@ from . import checkpoint, stopped
 from .diff import DiffOptions, DiffResult, compare, extra_keys, same_expiry
 from .keyfilter import KeyFilter
 from .pipeline import pump
+from .slices import Slice, slice_pages
 from .storeops import describe, dump_many, has_typed_values, open_async
 from .transfer import BatchWriter, Counts, Policy, Problems, check_policy
-
-_key = attrgetter("key")
 
 
 @dataclass(frozen=True)
@@ -387,28 +383,7 @@ def _start_estimate(src: AsyncStore, kf: KeyFilter, plan: Plan,
 
 async def source_pages(src: AsyncStore, kf: KeyFilter, plan: Plan, cursor: str | None) -> AsyncIterator[Page]:
     """The source's pages for this plan: the whole filter, a key range, or a hash slice."""
-    prefix = kf.scan_prefix
-    if prefix is None:
-        return
-    bs = plan.batch_size
-    if plan.hash_slice is not None:
-        index, n = plan.hash_slice
-        async for page in src.scan(prefix, cursor=cursor, batch_size=bs, keys_only=True):
-            mine = [r.key for r in kf.keep(page.records) if zlib.crc32(r.key) % n == index]
-            found = await src.get_many(mine) if mine else []
-            yield Page([r for r in found if r is not None], page.cursor)
-        return
-    if plan.key_range is not None:
-        after, upto = plan.key_range
-        start_after = after if cursor is None else None
-        async for page in src.scan(prefix, start_after=start_after, cursor=cursor, batch_size=bs):
-            recs = page.records
-            if upto is not None and recs and recs[-1].key > upto:
-                yield Page(recs[: bisect.bisect_right(recs, upto, key=_key)], page.cursor)
-                return
-            yield page
-        return
-    async for page in src.scan(prefix, cursor=cursor, batch_size=bs):
+    async for page in slice_pages(src, kf, Slice(plan.key_range, plan.hash_slice), plan.batch_size, cursor):
         yield page
 
 

@@ -56,6 +56,7 @@ from kvctl.store import AsyncStore
 
 from . import checkpoint
 from .migrate import Plan, Progress, Reporter, Summary, checkpoint_file, finish, migrate_urls, read_checkpoint
+from .slices import slice_of
 from .storeops import describe, open_async
 from .transfer import Counts, Problems, check_policy
 
@@ -248,10 +249,11 @@ def collect(cp: checkpoint.Checkpoint, summary: Summary) -> None:
     summary.counts, summary.problems = counts, problems
 
 
-async def plan_slices(src: AsyncStore, plan: Plan, n: int) -> list[dict[str, Any]]:
-    """About ``n`` slices of the source under the plan's filter, as small JSON values."""
+async def plan_slices(src: AsyncStore, plan: Plan, n: int, ordered: bool | None = None) -> list[dict[str, Any]]:
+    """About ``n`` slices of the source under the plan's filter, as small JSON values: key ranges
+    when the source (or, for ``ordered``, every store the slices are read from) scans in order."""
     prefix = plan.key_filter.scan_prefix
-    if src.capabilities.ordered_scan:
+    if src.capabilities.ordered_scan if ordered is None else ordered:
         bounds = await key_range_split(src, prefix or b"", n) if prefix is not None else []
         return [{"range": [None if a is None else a.hex(), None if b is None else b.hex()]}
                 for a, b in ranges_from(bounds)]
@@ -259,14 +261,9 @@ async def plan_slices(src: AsyncStore, plan: Plan, n: int) -> list[dict[str, Any
 
 
 def slice_plan(plan: Plan, spec: dict[str, Any], index: int) -> Plan:
-    key_range = None
-    hash_slice = None
-    if "range" in spec:
-        a, b = spec["range"]
-        key_range = (None if a is None else bytes.fromhex(a), None if b is None else bytes.fromhex(b))
-    else:
-        hash_slice = (int(spec["hash"][0]), int(spec["hash"][1]))
-    return replace(plan, key_range=key_range, hash_slice=hash_slice, delete_extra=False, verify=False,
+    """The plan of one slice's copy: its part of the keyspace, its own checkpoint, kept when done."""
+    part = slice_of(spec)
+    return replace(plan, key_range=part.key_range, hash_slice=part.hash_slice, delete_extra=False, verify=False,
                    workers=1, estimate_total=False, checkpoint_path=_worker_cp(plan, index),
                    keep_checkpoint=True)
 
