@@ -172,6 +172,12 @@ def migrate(
     executor: ExecutorOpt = "local",
     slices: SlicesOpt = None,
     shared_fs: SharedFsOpt = False,
+    plan_out: Annotated[Path | None, typer.Option(
+        "--plan-out", help="Only split the source into --slices slices and write them to this plan file.")] = None,
+    plan_file: Annotated[Path | None, typer.Option(
+        "--plan", help="Copy one slice (--slice) of a plan file written by --plan-out.")] = None,
+    one_slice: Annotated[str | None, typer.Option(
+        "--slice", help="K/N: copy slice K (from 0) of the N in --plan, e.g. $JOB_COMPLETION_INDEX/16.")] = None,
 ) -> None:
     """Copy every key from SRC to DST: streaming, resumable, with expiries and versions.
 
@@ -195,8 +201,23 @@ def migrate(
         checkpoint_every=checkpoint_every, expiry_tolerance_ms=duration_ms(expiry_tolerance, "--expiry-tolerance"),
         estimate_total=progress, workers=workers,
     )
+    if plan_out is not None:
+        from kvctl.engines.planfile import write_plan
+
+        count = write_plan(src_url, dst_url, plan, slices or 8 * workers, plan_out)
+        info(f"wrote a plan of {count} slices to {plan_out}: copy each with --plan {plan_out} --slice K/{count} "
+             f"(K from 0 to {count - 1})")
+        return
+    if (plan_file is None) != (one_slice is None):
+        from kvctl.errors import UsageError
+
+        raise UsageError("--plan and --slice go together")
     with ProgressBar(progress) as bar:
-        if spec.kind == "dask":
+        if plan_file is not None and one_slice is not None:
+            from kvctl.engines.planfile import run_slice
+
+            summary = run_slice(src_url, dst_url, plan, plan_file, one_slice, _reporter(bar))
+        elif spec.kind == "dask":
             from kvctl.engines import distributed
 
             summary = distributed.run(src, dst, src_url, dst_url, plan, spec, slices=slices, shared_fs=shared_fs,
