@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from test_migrate_support import diff_urls, subprocess_env, write
@@ -61,3 +62,39 @@ def test_a_plan_is_refused_for_other_options_and_bad_slices(tmp_path: Path) -> N
         assert done.returncode == 2 and message in err and "Traceback" not in err, (args, err)
     garbage = _kvctl(env, src, dst, "--plan", str(tmp_path / "src.db"), "--slice", "0/2")
     assert garbage.returncode == 65 and "not a readable plan file" in garbage.stderr.decode()
+
+
+def test_a_redis_cluster_is_split_once_per_master_and_each_key_read_once(tmp_path: Path) -> None:
+    import asyncio
+
+    from conftest import service_url
+
+    from kvctl.engines.migrate import Plan, source_pages
+    from kvctl.engines.parallel import plan_slices, slice_plan
+    from kvctl.engines.storeops import open_async
+
+    url = f"{service_url('KVCTL_TEST_REDIS_CLUSTER_URL')}&namespace=part{time.monotonic_ns()}:"
+    keys = {b"c%04d" % i for i in range(2000)}
+    write(url, [Record(k, b"v") for k in keys])
+
+    async def split_and_read() -> tuple[list[dict[str, object]], list[list[bytes]]]:
+        store = open_async(url, access="read")
+        try:
+            plan = Plan(batch_size=300)
+            slices = await plan_slices(store, plan, 16)
+            parts = []
+            for i, spec in enumerate(slices):
+                one = slice_plan(plan, spec, i)
+                parts.append([r.key async for page in source_pages(store, one.key_filter, one, None)
+                              for r in page.records])
+            return slices, parts
+        finally:
+            await store.close()
+
+    try:
+        slices, parts = asyncio.run(split_and_read())
+    finally:
+        write(url, [])
+    assert len(slices) == 3 and all("partition" in s for s in slices)  # the 3 masters, not 16 scans
+    seen = [k for part in parts for k in part]
+    assert sorted(seen) == sorted(keys) and all(parts)

@@ -78,7 +78,7 @@ async def _split(a_url: str, b_url: str, opts: DiffOptions, spec: ExecutorSpec, 
         check_reachable(a, spec, shared_fs, "store A")
         check_reachable(b, spec, shared_fs, "store B")
         plan = Plan(prefix=opts.filter.prefix, glob=opts.filter.glob)
-        return (describe(a), describe(b)), await plan_slices(a, plan, n, ordered=both_ordered(a, b))
+        return (describe(a), describe(b)), await plan_slices(a, plan, n, ordered=both_ordered(a, b), partitions=False)
     finally:
         await a.close()
         await b.close()

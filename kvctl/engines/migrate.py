@@ -65,6 +65,7 @@ class Plan:
     # a worker's slice of the keyspace (*): keys in (after, upto], or crc32(key) % n == i
     key_range: tuple[bytes | None, bytes | None] | None = None
     hash_slice: tuple[int, int] | None = None
+    partition: str | None = None  # (*) one part of a partitioned source (Store.partitions)
     # a worker's: keep the checkpoint of a finished copy (done) for the coordinator to remove once
     # it has recorded the slice as finished, so a lost "done" never makes a resume start over
     keep_checkpoint: bool = False
@@ -82,6 +83,7 @@ class Plan:
             src=src_url, dst=dst_url, prefix=self.prefix.hex(),
             glob=None if self.glob is None else self.glob.hex(), policy=self.on_conflict,
             drop_ttl=self.drop_ttl, range=rng, slice=self.hash_slice,
+            **({"partition": self.partition} if self.partition is not None else {}),
         )
 
 
@@ -371,7 +373,8 @@ def _start_estimate(src: AsyncStore, kf: KeyFilter, plan: Plan,
                     total: list[int | None]) -> asyncio.Task[None] | None:
     """Count the source in the background for the progress bar's total and ETA."""
     prefix = kf.scan_prefix
-    if not plan.estimate_total or prefix is None or kf.needs_match or plan.key_range or plan.hash_slice:
+    if not plan.estimate_total or prefix is None or kf.needs_match or plan.key_range or plan.hash_slice \
+            or plan.partition:
         return None
 
     async def count() -> None:
@@ -383,7 +386,8 @@ def _start_estimate(src: AsyncStore, kf: KeyFilter, plan: Plan,
 
 async def source_pages(src: AsyncStore, kf: KeyFilter, plan: Plan, cursor: str | None) -> AsyncIterator[Page]:
     """The source's pages for this plan: the whole filter, a key range, or a hash slice."""
-    async for page in slice_pages(src, kf, Slice(plan.key_range, plan.hash_slice), plan.batch_size, cursor):
+    part = Slice(plan.key_range, plan.hash_slice, plan.partition)
+    async for page in slice_pages(src, kf, part, plan.batch_size, cursor):
         yield page
 
 

@@ -249,10 +249,16 @@ def collect(cp: checkpoint.Checkpoint, summary: Summary) -> None:
     summary.counts, summary.problems = counts, problems
 
 
-async def plan_slices(src: AsyncStore, plan: Plan, n: int, ordered: bool | None = None) -> list[dict[str, Any]]:
-    """About ``n`` slices of the source under the plan's filter, as small JSON values: key ranges
-    when the source (or, for ``ordered``, every store the slices are read from) scans in order."""
+async def plan_slices(src: AsyncStore, plan: Plan, n: int, ordered: bool | None = None,
+                      partitions: bool = True) -> list[dict[str, Any]]:
+    """About ``n`` slices of the source under the plan's filter, as small JSON values: the parts
+    of a partitioned source (each read once, however many slices were asked for); key ranges when
+    the source (or, for ``ordered``, every store the slices are read from) scans in order; hash
+    slices otherwise (``n`` keys-only scans of the source)."""
     prefix = plan.key_filter.scan_prefix
+    if partitions and src.capabilities.partitioned and prefix is not None:
+        partitioned: Any = src  # partitions is an optional method of the protocol
+        return [{"partition": p} for p in await partitioned.partitions(prefix)]
     if src.capabilities.ordered_scan if ordered is None else ordered:
         bounds = await key_range_split(src, prefix or b"", n) if prefix is not None else []
         return [{"range": [None if a is None else a.hex(), None if b is None else b.hex()]}
@@ -263,7 +269,8 @@ async def plan_slices(src: AsyncStore, plan: Plan, n: int, ordered: bool | None 
 def slice_plan(plan: Plan, spec: dict[str, Any], index: int) -> Plan:
     """The plan of one slice's copy: its part of the keyspace, its own checkpoint, kept when done."""
     part = slice_of(spec)
-    return replace(plan, key_range=part.key_range, hash_slice=part.hash_slice, delete_extra=False, verify=False,
+    return replace(plan, key_range=part.key_range, hash_slice=part.hash_slice, partition=part.partition,
+                   delete_extra=False, verify=False,
                    workers=1, estimate_total=False, checkpoint_path=_worker_cp(plan, index),
                    keep_checkpoint=True)
 

@@ -1,7 +1,8 @@
 """One slice of a store's keyspace as pages: the scan that every executor's slice runs.
 
-A slice is a key range ``(after, upto]`` (ordered stores: each page is cut at ``upto`` and the
-scan stops there) or a hash slice ``crc32(key) % n == i`` (other stores: a keys-only scan of the
+A slice is one of a partitioned store's parts (``partitions()``, e.g. a Redis Cluster master:
+read once, by one reader), a key range ``(after, upto]`` (ordered stores: each page is cut at
+``upto`` and the scan stops there) or a hash slice ``crc32(key) % n == i`` (other stores: a keys-only scan of the
 whole filter, keeping this slice's keys and reading their records with ``get_many``, so keys
 cross the wire n times and values once).  Migrate and diff share it.
 """
@@ -26,10 +27,14 @@ _key = attrgetter("key")
 class Slice:
     key_range: tuple[bytes | None, bytes | None] | None = None
     hash_slice: tuple[int, int] | None = None
+    partition: str | None = None
 
 
 def slice_of(spec: dict[str, Any]) -> Slice:
-    """A slice from its JSON form in a split: ``{"range": [after_hex, upto_hex]}`` or ``{"hash": [i, n]}``."""
+    """A slice from its JSON form in a split: ``{"range": [after_hex, upto_hex]}``, ``{"hash": [i, n]}``
+    or ``{"partition": name}``."""
+    if "partition" in spec:
+        return Slice(partition=str(spec["partition"]))
     if "range" in spec:
         a, b = spec["range"]
         return Slice(key_range=(None if a is None else bytes.fromhex(a), None if b is None else bytes.fromhex(b)))
@@ -41,6 +46,12 @@ async def slice_pages(store: AsyncStore, kf: KeyFilter, part: Slice, batch_size:
     """The store's pages under ``kf`` restricted to ``part`` (the whole filter when empty)."""
     prefix = kf.scan_prefix
     if prefix is None:
+        return
+    if part.partition is not None:
+        partitioned: Any = store  # scan_partition is an optional method of the protocol
+        async for page in partitioned.scan_partition(part.partition, prefix, cursor=cursor, batch_size=batch_size,
+                                               keys_only=keys_only):
+            yield page
         return
     if part.hash_slice is not None:
         index, n = part.hash_slice
