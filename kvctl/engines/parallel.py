@@ -214,7 +214,8 @@ async def prepare(src: AsyncStore, dst: AsyncStore, src_url: str, dst_url: str, 
         caps = store.capabilities
         if not (caps.persistent or caps.multi_node):
             raise UsageError(f"{option} needs stores that other processes can open; the {store.name} "
-                             "backend keeps its data inside one process", hint="use --workers 1")
+                             "backend keeps its data inside one process",
+                             hint="use --workers 1" if option == "--workers" else "use --executor local")
     check_policy(plan.on_conflict, src.capabilities.versions, dst)
     fp = checkpoint.fingerprint(parent=plan.fingerprint(src_url, dst_url), workers=slices,
                                 ordered=src.capabilities.ordered_scan, **fingerprint)
