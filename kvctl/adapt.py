@@ -19,8 +19,9 @@ T = TypeVar("T")
 
 # Optional protocol methods (see kvctl.store), forwarded only when the wrapped store has them,
 # so ``hasattr(adapted, "apply_many")`` tells the truth.
-OPTIONAL_CALLS = ("feed_cursor", "apply_many", "set_newer_many", "dump_many", "restore_many", "rebalance")
-OPTIONAL_ITERATORS = ("changes",)
+OPTIONAL_CALLS = ("feed_cursor", "apply_many", "set_newer_many", "dump_many", "restore_many", "rebalance",
+                  "partitions")
+OPTIONAL_ITERATORS = ("changes", "scan_partition")
 
 
 def is_async(store: object) -> bool:

@@ -24,6 +24,12 @@ Optional methods, offered by a store that declares the matching capability:
 ``rebalance`` (composite stores)
     ``rebalance(*, dry_run=False)`` moves keys to the child that owns them after a placement
     change and returns a report with ``as_dict()``; ``kvctl rebalance`` calls it.
+``partitioned``
+    ``partitions(prefix) -> list[str]``: names of disjoint parts that together hold every key
+    (Redis Cluster: its masters), so executors read each part once, not the whole store per
+    slice.  ``scan_partition(partition, prefix, *, cursor=None, batch_size=1000,
+    keys_only=False) -> Iterator[Page]``: ``scan`` of one part; its cursors resume within it.
+    A part that no longer exists raises :class:`~kvctl.errors.UnavailableError` (re-plan).
 ``versions``
     ``apply_many(records) -> int``: last-writer-wins apply for replication.  Each record (or
     tombstone) takes effect only if its version is newer than what the store holds for that key,
@@ -202,6 +208,10 @@ class Capabilities:
     versions: bool = False
     atomic_batch: bool = False
     multi_node: bool = False
+    # its data is a path on the host that opens it (a file, a directory): a process on another
+    # host opens a different store, so remote executors refuse it unless the path is shared
+    host_local: bool = False
+    partitioned: bool = False  # offers partitions() and scan_partition() (see the module docstring)
     change_feed: bool = False
     typed_values: bool = False  # holds non-string values (e.g. Redis hashes) copied by dump/restore
     # One process writes at a time (a lock file; others wait or are refused): parallel writers

@@ -36,6 +36,15 @@ FormatOpt = Annotated[str | None, typer.Option(
     "--format", "-f", help="jsonl or csv (default: csv for a .csv file name, else jsonl).")]
 ToleranceOpt = Annotated[str, typer.Option(
     "--expiry-tolerance", help="Expiries this close count as equal (backends round TTLs).")]
+ExecutorOpt = Annotated[str, typer.Option(
+    "--executor", envvar="KVCTL_EXECUTOR", help=(
+        "Where the slices run: local (this machine's --workers processes), dask://local (a Dask "
+        "cluster of --workers processes here), dask://HOST:PORT or dask+tls://HOST:PORT (a Dask "
+        "scheduler; needs kvctl[dask] on every worker)."))]
+SlicesOpt = Annotated[int | None, typer.Option(
+    "--slices", min=1, max=100_000, help="Slices of the keyspace on an executor (default: 8 per worker).")]
+SharedFsOpt = Annotated[bool, typer.Option(
+    "--shared-fs", help="A file store's path is the same shared filesystem on every executor worker.")]
 
 
 def key_filter(prefix: str, glob: str | None) -> KeyFilter:
@@ -163,6 +172,15 @@ def migrate(
     as_json: JsonOpt = False,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bar.")] = False,
     quiet: QuietOpt = False,
+    executor: ExecutorOpt = "local",
+    slices: SlicesOpt = None,
+    shared_fs: SharedFsOpt = False,
+    plan_out: Annotated[Path | None, typer.Option(
+        "--plan-out", help="Only split the source into --slices slices and write them to this plan file.")] = None,
+    plan_file: Annotated[Path | None, typer.Option(
+        "--plan", help="Copy one slice (--slice) of a plan file written by --plan-out.")] = None,
+    one_slice: Annotated[str | None, typer.Option(
+        "--slice", help="K/N: copy slice K (from 0) of the N in --plan, e.g. $JOB_COMPLETION_INDEX/16.")] = None,
 ) -> None:
     """Copy every key from SRC to DST: streaming, resumable, with expiries and versions.
 
@@ -173,7 +191,9 @@ def migrate(
     --delete-extra refused; 130 interrupted, 143 by SIGTERM (progress saved: rerun with --resume).
     """
     from kvctl.engines import migrate as engine
+    from kvctl.engines.executor import parse_executor
 
+    spec = parse_executor(executor)
     src_url, dst_url = resolve_url(src, access="read"), resolve_url(dst)
     kf = key_filter(prefix, glob)
     progress = show_progress(no_progress)
@@ -184,8 +204,28 @@ def migrate(
         checkpoint_every=checkpoint_every, expiry_tolerance_ms=duration_ms(expiry_tolerance, "--expiry-tolerance"),
         estimate_total=progress, workers=workers,
     )
+    if plan_out is not None:
+        from kvctl.engines.planfile import write_plan
+
+        count = write_plan(src_url, dst_url, plan, slices or 8 * workers, plan_out)
+        info(f"wrote a plan of {count} slices to {plan_out}: copy each with --plan {plan_out} --slice K/{count} "
+             f"(K from 0 to {count - 1})")
+        return
+    if (plan_file is None) != (one_slice is None):
+        from kvctl.errors import UsageError
+
+        raise UsageError("--plan and --slice go together")
     with ProgressBar(progress) as bar:
-        if workers > 1:
+        if plan_file is not None and one_slice is not None:
+            from kvctl.engines.planfile import run_slice
+
+            summary = run_slice(src_url, dst_url, plan, plan_file, one_slice, _reporter(bar))
+        elif spec.kind == "dask":
+            from kvctl.engines import distributed
+
+            summary = distributed.run(src, dst, src_url, dst_url, plan, spec, slices=slices, shared_fs=shared_fs,
+                                      reporter=_reporter(bar))
+        elif workers > 1:
             from kvctl.engines.parallel import run as run_parallel
 
             summary = run_parallel(src_url, dst_url, plan, _reporter(bar))
@@ -250,6 +290,11 @@ def diff(
     batch_size: BatchOpt = 5000,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
+    executor: ExecutorOpt = "local",
+    workers: Annotated[int, typer.Option("--workers", "-w", min=1, max=64,
+                                         help="Worker processes of --executor dask://local.")] = 1,
+    slices: SlicesOpt = None,
+    shared_fs: SharedFsOpt = False,
 ) -> None:
     """Compare two stores: keys missing from B, extra in B, and differing values or expiries.
 
@@ -259,6 +304,7 @@ def diff(
     import asyncio
 
     from kvctl.engines.diff import DiffOptions, compare
+    from kvctl.engines.executor import parse_executor
     from kvctl.engines.storeops import open_async
 
     a_url, b_url = resolve_url(a, access="read"), resolve_url(b, access="read")
@@ -277,8 +323,15 @@ def diff(
         finally:
             await sa.close()
 
+    spec = parse_executor(executor)
     with ProgressBar(show_progress(False)) as bar:
-        result = asyncio.run(work(bar))
+        if spec.kind == "dask":
+            from kvctl.engines import distributed_diff
+
+            result = distributed_diff.run(a, b, a_url, b_url, opts, spec, workers=workers, slices=slices,
+                                          shared_fs=shared_fs, reporter=_reporter(bar) if bar.enabled else None)
+        else:
+            result = asyncio.run(work(bar))
     if as_json:
         json_doc(result.to_dict())
     else:

@@ -28,6 +28,7 @@ from kvctl.store import AsyncStore, Page, Record, now_ms
 
 from .keyfilter import KeyFilter
 from .pipeline import Prefetch
+from .slices import Slice, slice_pages
 from .storeops import describe
 
 if TYPE_CHECKING:
@@ -44,6 +45,7 @@ class DiffOptions:
     ignore_expiry: bool = False
     sample: int = 10  # keys named per kind of difference
     depth: int = 2  # pages read ahead per side
+    part: Slice = field(default_factory=Slice)  # an executor's slice of the keyspace, on both sides
 
 
 @dataclass
@@ -80,6 +82,16 @@ class DiffResult:
         if self.equal:
             return f"{self.a} and {self.b} are equal ({self.same} keys)"
         return f"{self.a} and {self.b} differ: {self.counts_line()}"
+
+    def absorb(self, other: DiffResult, sample: int) -> None:
+        """Add another slice's result to this one (samples: the first ``sample`` of each kind)."""
+        self.method = self.method or other.method
+        for name in ("compared", "same", "missing", "extra", "differing"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        for reason, n in other.reasons.items():
+            self.reasons[reason] = self.reasons.get(reason, 0) + n
+        for kind, keys in other.samples.items():
+            self.samples[kind] = (self.samples[kind] + keys)[:sample]
 
     def counts_line(self) -> str:
         """The differences without the URLs (error messages end up scrubbed of URL options)."""
@@ -153,11 +165,8 @@ def same_expiry(a: int | None, b: int | None, tolerance_ms: int) -> bool:
     return a == b or (a is not None and b is not None and abs(a - b) <= tolerance_ms)
 
 
-async def _pages(store: AsyncStore, kf: KeyFilter, batch_size: int, keys_only: bool) -> AsyncIterator[Page]:
-    prefix = kf.scan_prefix
-    if prefix is None:
-        return
-    async for page in store.scan(prefix, batch_size=batch_size, keys_only=keys_only):
+async def _pages(store: AsyncStore, opts: DiffOptions, keys_only: bool) -> AsyncIterator[Page]:
+    async for page in slice_pages(store, opts.filter, opts.part, opts.batch_size, keys_only=keys_only):
         yield page
 
 
@@ -167,7 +176,7 @@ class _Records:
     def __init__(self, store: AsyncStore, opts: DiffOptions, keys_only: bool) -> None:
         self.name = describe(store)
         self.kf = opts.filter
-        self.ahead: Prefetch[Page] = Prefetch(_pages(store, opts.filter, opts.batch_size, keys_only),
+        self.ahead: Prefetch[Page] = Prefetch(_pages(store, opts, keys_only),
                                               opts.depth)
         self.buf: list[Record] = []
         self.i = 0
@@ -248,7 +257,7 @@ async def compare(a: AsyncStore, b: AsyncStore, opts: DiffOptions | None = None,
 
 async def _lookup(a: AsyncStore, b: AsyncStore, opts: DiffOptions, tally: _Tally) -> None:
     kf = opts.filter
-    async with Prefetch(_pages(a, kf, opts.batch_size, False), opts.depth) as pages:
+    async with Prefetch(_pages(a, opts, False), opts.depth) as pages:
         while (page := await pages.next()) is not None:
             recs = kf.keep(page.records)
             if not recs:
@@ -267,7 +276,7 @@ async def _lookup(a: AsyncStore, b: AsyncStore, opts: DiffOptions, tally: _Tally
 async def _extras_lookup(a: AsyncStore, b: AsyncStore, opts: DiffOptions,
                          records: bool = False) -> AsyncIterator[list[Record]]:
     kf = opts.filter
-    async with Prefetch(_pages(b, kf, opts.batch_size, True), opts.depth) as pages:
+    async with Prefetch(_pages(b, opts, True), opts.depth) as pages:
         while (page := await pages.next()) is not None:
             recs = kf.keep(page.records)
             if not recs:

@@ -21,13 +21,10 @@ exactly the source record) from real conflicts, so a resumed run ends as an unin
 from __future__ import annotations
 
 import asyncio
-import bisect
 import contextlib
 import time
-import zlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
@@ -40,10 +37,9 @@ from .diff import DiffOptions, DiffResult, compare, extra_keys, same_expiry
 from .fsutil import writable_dir
 from .keyfilter import KeyFilter
 from .pipeline import pump
+from .slices import Slice, slice_pages
 from .storeops import describe, dump_many, has_typed_values, open_async, refuse_same_store
 from .transfer import BatchWriter, Counts, Policy, Problems, check_policy
-
-_key = attrgetter("key")
 
 
 @dataclass(frozen=True)
@@ -70,9 +66,13 @@ class Plan:
     # a worker's slice of the keyspace (*): keys in (after, upto], or crc32(key) % n == i
     key_range: tuple[bytes | None, bytes | None] | None = None
     hash_slice: tuple[int, int] | None = None
+    partition: str | None = None  # (*) one part of a partitioned source (Store.partitions)
     # a worker's: keep the checkpoint of a finished copy (done) for the coordinator to remove once
     # it has recorded the slice as finished, so a lost "done" never makes a resume start over
     keep_checkpoint: bool = False
+    # called before every checkpoint write; an executor's slice uses it to publish the cursor
+    # where a retry on another host finds it, and to stop a stale attempt by raising
+    before_checkpoint: Callable[[checkpoint.Checkpoint], None] | None = field(default=None, compare=False)
 
     @property
     def key_filter(self) -> KeyFilter:
@@ -84,6 +84,7 @@ class Plan:
             src=src_url, dst=dst_url, prefix=self.prefix.hex(),
             glob=None if self.glob is None else self.glob.hex(), policy=self.on_conflict,
             drop_ttl=self.drop_ttl, range=rng, slice=self.hash_slice,
+            **({"partition": self.partition} if self.partition is not None else {}),
         )
 
 
@@ -134,7 +135,7 @@ class Summary:
         return {
             "src": self.src, "dst": self.dst, "dry_run": self.dry_run, **self.counts.to_dict(),
             "seconds": round(self.seconds, 3), "copy_seconds": round(self.copy_seconds, 3),
-            "keys_per_s": round(self.keys_per_s, 1),
+            "keys_per_s": round(self.keys_per_s, 1), "processed": self.processed_this_run,
             "resumed": self.resumed, "workers": self.workers,
             "extra_found": self.extra_found, "deleted": self.deleted,
             "delete_refused": self.delete_refused,
@@ -248,7 +249,7 @@ async def _copy(src: AsyncStore, writer: BatchWriter | ResumeWriter, kf: KeyFilt
         if since >= plan.checkpoint_every and not plan.dry_run:
             now = time.monotonic()
             if now - last_save >= plan.checkpoint_interval:
-                cp.save(cp_path)
+                _save(cp, cp_path, plan)
                 since, last_save = 0, now
         reporter.progress(Progress("copy", writer.counts, total[0], time.perf_counter() - t0))
 
@@ -263,7 +264,7 @@ async def _copy(src: AsyncStore, writer: BatchWriter | ResumeWriter, kf: KeyFilt
             except BaseException:
                 if not plan.dry_run:
                     with contextlib.suppress(Exception):  # never hide the original error
-                        cp.save(cp_path)
+                        _save(cp, cp_path, plan)
                 raise
     finally:
         if counter is not None:
@@ -271,7 +272,13 @@ async def _copy(src: AsyncStore, writer: BatchWriter | ResumeWriter, kf: KeyFilt
     cp.done = True
     cp.counts = writer.counts.to_dict()
     if not plan.dry_run and (plan.delete_extra or plan.verify or plan.keep_checkpoint):
-        cp.save(cp_path)  # a crash from here on resumes with the post-copy steps only
+        _save(cp, cp_path, plan)  # a crash from here on resumes with the post-copy steps only
+
+
+def _save(cp: checkpoint.Checkpoint, cp_path: Path, plan: Plan) -> None:
+    if plan.before_checkpoint is not None:
+        plan.before_checkpoint(cp)
+    cp.save(cp_path)
 
 
 class ResumeWriter:
@@ -361,7 +368,7 @@ class ResumeWriter:
 def _start_estimate(src: AsyncStore, kf: KeyFilter, plan: Plan,
                     total: list[int | None]) -> asyncio.Task[None] | None:
     """Count the source in the background for the progress bar's total and ETA."""
-    if not plan.estimate_total or plan.key_range or plan.hash_slice:
+    if not plan.estimate_total or plan.key_range or plan.hash_slice or plan.partition:
         return None
     return start_count(src, kf, total)
 
@@ -382,28 +389,8 @@ def start_count(store: AsyncStore, kf: KeyFilter, total: list[int | None]) -> as
 
 async def source_pages(src: AsyncStore, kf: KeyFilter, plan: Plan, cursor: str | None) -> AsyncIterator[Page]:
     """The source's pages for this plan: the whole filter, a key range, or a hash slice."""
-    prefix = kf.scan_prefix
-    if prefix is None:
-        return
-    bs = plan.batch_size
-    if plan.hash_slice is not None:
-        index, n = plan.hash_slice
-        async for page in src.scan(prefix, cursor=cursor, batch_size=bs, keys_only=True):
-            mine = [r.key for r in kf.keep(page.records) if zlib.crc32(r.key) % n == index]
-            found = await src.get_many(mine) if mine else []
-            yield Page([r for r in found if r is not None], page.cursor)
-        return
-    if plan.key_range is not None:
-        after, upto = plan.key_range
-        start_after = after if cursor is None else None
-        async for page in src.scan(prefix, start_after=start_after, cursor=cursor, batch_size=bs):
-            recs = page.records
-            if upto is not None and recs and recs[-1].key > upto:
-                yield Page(recs[: bisect.bisect_right(recs, upto, key=_key)], page.cursor)
-                return
-            yield page
-        return
-    async for page in src.scan(prefix, cursor=cursor, batch_size=bs):
+    part = Slice(plan.key_range, plan.hash_slice, plan.partition)
+    async for page in slice_pages(src, kf, part, plan.batch_size, cursor):
         yield page
 
 

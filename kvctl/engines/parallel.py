@@ -56,6 +56,7 @@ from kvctl.store import AsyncStore
 
 from . import checkpoint
 from .migrate import Plan, Progress, Reporter, Summary, checkpoint_file, finish, migrate_urls, read_checkpoint
+from .slices import slice_of
 from .storeops import describe, open_async, refuse_same_store
 from .transfer import Counts, Problems, check_policy
 
@@ -172,35 +173,8 @@ async def _coordinate(src_url: str, dst_url: str, plan: Plan, reporter: Reporter
     reporter = _Once(reporter)  # the workers' notes are often the same: say each once
     src, dst = open_async(src_url, access="read"), open_async(dst_url)
     try:
-        for store in (src, dst):
-            caps = store.capabilities
-            if not (caps.persistent or caps.multi_node):
-                raise UsageError(f"--workers needs stores that other processes can open; the {store.name} "
-                                 "backend keeps its data inside one process", hint="use --workers 1")
-        if dst.capabilities.one_writer:
-            raise UsageError(f"--workers needs a destination several processes can write at once; the {dst.name} "
-                             "backend takes one writer at a time", hint="use --workers 1")
-        check_policy(plan.on_conflict, src.capabilities.versions, dst)
-        fp = checkpoint.fingerprint(parent=plan.fingerprint(src_url, dst_url), workers=plan.workers,
-                                    ordered=src.capabilities.ordered_scan)
-        cp_path = plan.checkpoint_path or checkpoint.default_path(fp)
-        found = None if plan.dry_run else checkpoint.load(cp_path, fp)
-        cp = found if plan.resume else None
-        summary = Summary(describe(src), describe(dst), dry_run=plan.dry_run, workers=plan.workers,
-                          checkpoint=None if plan.dry_run else str(cp_path), resumed=cp is not None)
-        if cp is None:
-            if plan.resume and not plan.dry_run:
-                reporter.note("no checkpoint of this migrate to resume: starting from the beginning")
-            elif found is not None:
-                reporter.note("a checkpoint of an interrupted run of this migrate exists; starting over "
-                              "(use --resume to continue it)")
-            plan = replace(plan, resume=False)  # a new split: no worker resumes an older one's slice
-            cp = checkpoint.Checkpoint(fp, summary.src, summary.dst, started_at_ms=time.time_ns() // 1_000_000)
-            cp.extra = {"slices": await _slices(src, plan), "finished": {}}
-            if not plan.dry_run:
-                cp.save(cp_path)
-        else:
-            reporter.note(f"resuming {len(cp.extra['slices']) - len(cp.extra['finished'])} unfinished worker(s)")
+        cp, cp_path, summary, plan = await prepare(src, dst, src_url, dst_url, plan, reporter, plan.workers,
+                                                   option="--workers")
         t0 = time.perf_counter()
         crew = _Crew(src_url, dst_url, plan, cp, cp_path, reporter, t0)
         work = asyncio.get_running_loop().run_in_executor(None, crew.run)
@@ -216,7 +190,9 @@ async def _coordinate(src_url: str, dst_url: str, plan: Plan, reporter: Reporter
                 reporter.note(f"stopped after {crew.saved().read:,} keys; progress saved: rerun with --resume "
                               "to continue")
             raise asyncio.CancelledError
-        crew.collect(summary)
+        collect(cp, summary)
+        summary.processed_this_run += sum(crew.results.values())
+        crew.remove_slice_checkpoints()
         summary.copy_seconds = time.perf_counter() - t0
         await finish(src, dst, plan, summary, reporter, t0)
         summary.seconds = time.perf_counter() - t0
@@ -228,24 +204,77 @@ async def _coordinate(src_url: str, dst_url: str, plan: Plan, reporter: Reporter
         await dst.close()
 
 
-async def _slices(src: AsyncStore, plan: Plan) -> list[dict[str, Any]]:
+async def prepare(src: AsyncStore, dst: AsyncStore, src_url: str, dst_url: str, plan: Plan, reporter: Reporter,
+                  slices: int, option: str, **fingerprint: Any,
+                  ) -> tuple[checkpoint.Checkpoint, Path, Summary, Plan]:
+    """Check both stores, then load (``--resume``) or make the coordinator checkpoint: the split
+    into ``slices`` slices and the slices finished so far.  Shared by every executor."""
+    for store in (src, dst):
+        caps = store.capabilities
+        if not (caps.persistent or caps.multi_node):
+            raise UsageError(f"{option} needs stores that other processes can open; the {store.name} "
+                             "backend keeps its data inside one process",
+                             hint="use --workers 1" if option == "--workers" else "use --executor local")
+    if dst.capabilities.one_writer:
+        raise UsageError(f"{option} needs a destination several processes can write at once; the {dst.name} "
+                         "backend takes one writer at a time",
+                         hint="use --workers 1" if option == "--workers" else "use --executor local")
+    check_policy(plan.on_conflict, src.capabilities.versions, dst)
+    fp = checkpoint.fingerprint(parent=plan.fingerprint(src_url, dst_url), workers=slices,
+                                ordered=src.capabilities.ordered_scan, **fingerprint)
+    cp_path = plan.checkpoint_path or checkpoint.default_path(fp)
+    found = None if plan.dry_run else checkpoint.load(cp_path, fp)
+    cp = found if plan.resume else None
+    summary = Summary(describe(src), describe(dst), dry_run=plan.dry_run, workers=plan.workers,
+                      checkpoint=None if plan.dry_run else str(cp_path), resumed=cp is not None)
+    if cp is None:
+        if plan.resume and not plan.dry_run:
+            reporter.note("no checkpoint of this migrate to resume: starting from the beginning")
+        elif found is not None:
+            reporter.note("a checkpoint of an interrupted run of this migrate exists; starting over "
+                          "(use --resume to continue it)")
+        plan = replace(plan, resume=False)  # a new split: no worker resumes an older one's slice
+        cp = checkpoint.Checkpoint(fp, summary.src, summary.dst, started_at_ms=time.time_ns() // 1_000_000)
+        cp.extra = {"slices": await plan_slices(src, plan, slices), "finished": {}}
+        if not plan.dry_run:
+            cp.save(cp_path)
+    else:
+        reporter.note(f"resuming {len(cp.extra['slices']) - len(cp.extra['finished'])} unfinished slice(s)")
+    return cp, cp_path, summary, plan
+
+
+def collect(cp: checkpoint.Checkpoint, summary: Summary) -> None:
+    """The totals of every finished slice, those of this run and those a resumed run skipped."""
+    counts = Counts()
+    problems = Problems()
+    for done in cp.extra["finished"].values():
+        counts.add(Counts.from_dict(done["counts"]))
+        problems.extend(Problems.from_dict(done.get("problems", {})))
+    summary.counts, summary.problems = counts, problems
+
+
+async def plan_slices(src: AsyncStore, plan: Plan, n: int, ordered: bool | None = None,
+                      partitions: bool = True) -> list[dict[str, Any]]:
+    """About ``n`` slices of the source under the plan's filter, as small JSON values: the parts
+    of a partitioned source (each read once, however many slices were asked for); key ranges when
+    the source (or, for ``ordered``, every store the slices are read from) scans in order; hash
+    slices otherwise (``n`` keys-only scans of the source)."""
     prefix = plan.key_filter.scan_prefix
-    if src.capabilities.ordered_scan:
-        bounds = await key_range_split(src, prefix or b"", plan.workers) if prefix is not None else []
+    if partitions and src.capabilities.partitioned and prefix is not None:
+        partitioned: Any = src  # partitions is an optional method of the protocol
+        return [{"partition": p} for p in await partitioned.partitions(prefix)]
+    if src.capabilities.ordered_scan if ordered is None else ordered:
+        bounds = await key_range_split(src, prefix or b"", n) if prefix is not None else []
         return [{"range": [None if a is None else a.hex(), None if b is None else b.hex()]}
                 for a, b in ranges_from(bounds)]
-    return [{"hash": [i, plan.workers]} for i in range(plan.workers)]
+    return [{"hash": [i, n]} for i in range(n)]
 
 
-def _worker_plan(plan: Plan, spec: dict[str, Any], index: int) -> Plan:
-    key_range = None
-    hash_slice = None
-    if "range" in spec:
-        a, b = spec["range"]
-        key_range = (None if a is None else bytes.fromhex(a), None if b is None else bytes.fromhex(b))
-    else:
-        hash_slice = (int(spec["hash"][0]), int(spec["hash"][1]))
-    return replace(plan, key_range=key_range, hash_slice=hash_slice, delete_extra=False, verify=False,
+def slice_plan(plan: Plan, spec: dict[str, Any], index: int) -> Plan:
+    """The plan of one slice's copy: its part of the keyspace, its own checkpoint, kept when done."""
+    part = slice_of(spec)
+    return replace(plan, key_range=part.key_range, hash_slice=part.hash_slice, partition=part.partition,
+                   delete_extra=False, verify=False,
                    workers=1, estimate_total=False, checkpoint_path=_worker_cp(plan, index),
                    keep_checkpoint=True)
 
@@ -309,7 +338,7 @@ class _Crew:
         try:
             for i, spec in enumerate(self.cp.extra["slices"]):
                 if str(i) not in self.finished and not self.stop.is_set():
-                    self.workers[i] = self._start(ctx, i, _worker_plan(self.plan, spec, i))
+                    self.workers[i] = self._start(ctx, i, slice_plan(self.plan, spec, i))
             self._supervise()
         finally:
             for w in self.workers.values():  # only after an unexpected error here: never leave one behind
@@ -434,23 +463,16 @@ class _Crew:
                 total.add(Counts.from_dict(done["counts"]))
                 continue
             with contextlib.suppress(KvctlError):  # unreadable: the resume will say so
-                wcp = read_checkpoint(_worker_plan(self.plan, spec, i), self.src_url, self.dst_url)
+                wcp = read_checkpoint(slice_plan(self.plan, spec, i), self.src_url, self.dst_url)
                 if wcp is not None:
                     total.add(Counts.from_dict(wcp.counts))
         return total
 
-    def collect(self, summary: Summary) -> None:
-        """The totals of every slice: this run's workers and those a resumed run skipped."""
-        counts = Counts()
-        problems = Problems()
-        for done in self.finished.values():
-            counts.add(Counts.from_dict(done["counts"]))
-            problems.extend(Problems.from_dict(done.get("problems", {})))
-        summary.processed_this_run += sum(self.results.values())
-        summary.counts, summary.problems = counts, problems
-        if not self.plan.dry_run:  # normally already gone, each removed as its worker finished
+    def remove_slice_checkpoints(self) -> None:
+        """Normally already gone, each removed as its worker finished."""
+        if not self.plan.dry_run:
             for i, spec in enumerate(self.cp.extra["slices"]):
-                checkpoint.remove(checkpoint_file(_worker_plan(self.plan, spec, i), self.src_url, self.dst_url))
+                checkpoint.remove(checkpoint_file(slice_plan(self.plan, spec, i), self.src_url, self.dst_url))
 
 
 class _Once(Reporter):

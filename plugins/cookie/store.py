@@ -49,7 +49,7 @@ class CookieStore(StoreBase):
     name = "cookie"
     description = "One signed+encrypted Session cookie (AES-256-CBC + HMAC-SHA256) in a file or on stdin/stdout."
     capabilities = Capabilities(
-        persistent=True, ordered_scan=True, atomic_batch=True,
+        persistent=True, ordered_scan=True, atomic_batch=True, host_local=True,
         max_key_size=MAX_ITEM, max_value_size=MAX_ITEM,
         durability="fsync per write (file rewritten atomically)", blocking_io=True,
     )

@@ -107,6 +107,7 @@ class FileStore(StoreBase):
     capabilities = Capabilities(
         persistent=True, ttl=True, ordered_scan=True, versions=True, atomic_batch=True, change_feed=True,
         one_writer=True,
+        host_local=True,
         max_key_size=MAX_KEY_SIZE, max_value_size=MAX_VALUE_SIZE,
         durability="fsync=batch (default): each batch call fsynced before returning, single writes "
                    "within 10 ms; ?fsync=always|never",

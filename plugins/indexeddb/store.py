@@ -72,7 +72,7 @@ class IndexedDBStore(AsyncStoreBase):
         "Keys: strings as UTF-8, other key types in a reversible tagged form (\\xff...)."
     )
     capabilities = Capabilities(
-        persistent=True, ttl=False, ordered_scan=False, versions=False, atomic_batch=True,
+        persistent=True, ttl=False, ordered_scan=False, versions=False, atomic_batch=True, host_local=True,
         max_key_size=MAX_KEY, max_value_size=MAX_VALUE,
         durability="the browser's IndexedDB commit (hint: ?durability=default|strict|relaxed)",
     )

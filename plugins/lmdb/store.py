@@ -58,7 +58,7 @@ class LMDBStore(StoreBase):
     name = "lmdb"
     description = "LMDB directory (py-lmdb): memory-mapped B+tree, ordered scans, TTLs, versions, multi-process."
     capabilities = Capabilities(
-        persistent=True, ttl=True, ordered_scan=True, versions=True, atomic_batch=True,
+        persistent=True, ttl=True, ordered_scan=True, versions=True, atomic_batch=True, host_local=True,
         max_key_size=MAX_KEY, max_value_size=MAX_VALUE,
         durability=(
             "fsync on every commit (sync=true, the default): a commit survives power loss; "

@@ -284,11 +284,16 @@ class RedisStoreBase(StoreBase):
             raise UnsupportedError(
                 f"the {self.name} backend scans in no key order, so it cannot resume after a key: "
                 "resume with the page cursor instead")
+        with translating(self.where):
+            targets = self._scan_targets()
+        yield from self._scan_nodes(targets, prefix, cursor, batch_size, keys_only)
+
+    def _scan_nodes(self, targets: list[tuple[str, Any]], prefix: bytes, cursor: str | None, batch_size: int,
+                    keys_only: bool) -> Iterator[Page]:
+        """SCAN ``targets`` one after the other; page cursors name the node and its cursor."""
         full = self.ns + prefix
         match = escape_glob(full)
         count = max(batch_size, 100)
-        with translating(self.where):
-            targets = self._scan_targets()
         names = [name for name, _ in targets]
         node, redis_cursor = self._parse_cursor(cursor, names)
         pending: list[bytes] = []

@@ -17,7 +17,7 @@ the scan cursor names the node and its SCAN cursor.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, Self
 
 import redis
@@ -25,10 +25,12 @@ from redis.cluster import ClusterNode, RedisCluster
 from redis.crc import key_slot
 from redis.exceptions import ResponseError
 
-from kvctl.store import Capabilities, StoreURL
+from kvctl.errors import UnavailableError
+from kvctl.store import Capabilities, Page, StoreURL
 
 from . import options, scripts, tls
 from .base import MAX_STRING, Commands, RedisStoreBase, interleave, raise_first_error, ranges
+from .errors import translating
 from .store import client_kwargs
 
 READ = {False: scripts.Script(scripts.READ % "PEXPIRETIME"),
@@ -63,7 +65,7 @@ class RedisClusterStore(RedisStoreBase):
     capabilities = Capabilities(
         persistent=True, ttl=True, ordered_scan=False, versions=False, atomic_batch=False,
         multi_node=True, typed_values=True, max_key_size=MAX_STRING, max_value_size=MAX_STRING,
-        durability="the servers' (RDB/AOF as configured; none if both are off)",
+        durability="the servers' (RDB/AOF as configured; none if both are off)", partitioned=True,
     )
     cluster = True
 
@@ -301,6 +303,20 @@ class RedisClusterStore(RedisStoreBase):
     # -- administration ----------------------------------------------------------------------
     def _scan_targets(self) -> list[tuple[str, Any]]:
         return self._primaries()
+
+    # -- partitions: one per master, so parallel readers scan each master once ---------------
+    def partitions(self, prefix: bytes = b"") -> list[str]:
+        with translating(self.where):
+            return [name for name, _ in self._primaries()]
+
+    def scan_partition(self, partition: str, prefix: bytes = b"", *, cursor: str | None = None,
+                       batch_size: int = 1000, keys_only: bool = False) -> Iterator[Page]:
+        with translating(self.where):
+            targets = [t for t in self._primaries() if t[0] == partition]
+        if not targets:  # resharded or failed over since the plan: its cursors mean nothing now
+            raise UnavailableError(f"{partition} is no longer a master of {self.where}",
+                                   hint="the cluster changed: start the copy again to re-plan it")
+        yield from self._scan_nodes(targets, prefix, cursor, batch_size, keys_only)
 
     def _flush(self, publish: Commands) -> int:
         batches: dict[str, Commands] = {name: [(b"MULTI",), (b"DBSIZE",), (b"FLUSHDB",), (b"EXEC",)]

@@ -54,7 +54,7 @@ class RocksDBStore(StoreBase):
     name = "rocksdb"
     description = "RocksDB LSM tree (rocksdict): ordered scans, TTL and versions in a record header, compression."
     capabilities = Capabilities(
-        persistent=True, ttl=True, ordered_scan=True, versions=True, atomic_batch=True,
+        persistent=True, ttl=True, ordered_scan=True, versions=True, atomic_batch=True, host_local=True,
         durability="WAL per batch, fsync at close (sync=true: fsync every batch)", blocking_io=True,
     )
 

@@ -310,6 +310,7 @@ def _shared_capabilities(specs: list[ChildSpec], children: list[Store]) -> Capab
         versions=all(c.versions for c in caps),
         atomic_batch=len(caps) == 1 and caps[0].atomic_batch,
         multi_node=any(c.multi_node for c in caps),
+        host_local=any(c.host_local for c in caps),
         max_key_size=smallest([c.max_key_size for c in caps]),
         max_value_size=smallest([c.max_value_size for c in caps]),
         durability="; ".join(f"{s.id}: {c.durability or '?'}" for s, c in zip(specs, caps, strict=True)),
