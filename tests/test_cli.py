@@ -23,7 +23,7 @@ def test_a_read_of_the_default_store_before_any_write_creates_nothing(env: dict[
                                                                      tmp_path: Path) -> None:
     # kvctl's own default store is not a mistyped path: before its first write it reads as empty
     got = kv(env, "get", "k")
-    assert got.returncode == 1 and got.stderr.startswith(b"kvctl: error: key 'k' not found in sqlite://")
+    assert got.returncode == 1 and got.stderr.startswith(b"kvctl: error: key k not found in sqlite://")
     assert kv(env, "count").stdout == b"0\n"
     assert kv(env, "scan").stdout == b""
     exported = kv(env, "export")
