@@ -173,7 +173,7 @@ def test_workers_start_isolated_from_the_current_directory(tmp_path: Path) -> No
     (clone / "bench" / "redis_bench.py").write_text("raise SystemExit('the clone was imported')\n")
     out = tmp_path / "run.json"
     script = Path(sys.executable).with_name("kvctl")  # the console script, as a user runs it
-    proc = subprocess.run([str(script), "bench", "memory://cwd", "-w", "gridkv", *TINY, "-q", "-o", str(out)],
+    proc = subprocess.run([str(script), "bench", "memory://cwd", "--workload", "gridkv", *TINY, "-q", "-o", str(out)],
                           capture_output=True, text=True, timeout=240, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     run = Run.load(str(out))
