@@ -80,7 +80,7 @@ def test_an_interrupted_import_says_where_to_resume(env: dict[str, str], big: Pa
     lines = err.splitlines()
     assert len(lines) == 1, err
     m = re.fullmatch(rf"kvctl: stopped with every record through line ([\d,]+) of {re.escape(str(big))} done, "
-                     r"([\d,]+) written; resume with --from-line (\d+)", lines[0])
+                     r"at least ([\d,]+) written; resume with --from-line (\d+)", lines[0])
     assert m is not None, lines[0]
     through, written, resume = (int(g.replace(",", "")) for g in m.groups())
     assert resume == through + 1 and written == through and 0 < through < N
@@ -99,7 +99,7 @@ def test_a_bad_line_after_committed_batches_says_what_was_written(env: dict[str,
     out = kv(env, "import", str(path), url, "--batch-size", "1000")
     assert out.returncode == 65
     assert out.stderr == (f"kvctl: error: {path}: line 7000: Expecting value: line 1 column 1 (char 0) (stopped "
-                          f"with every record through line 6,000 of {path} done, 6,000 written; resume with "
+                          f"with every record through line 6,000 of {path} done, at least 6,000 written; resume with "
                           "--from-line 6001)\n")
     assert count(url) == 6_000
     path.write_bytes(dump_lines(12_000))  # the line fixed
@@ -113,7 +113,7 @@ def test_a_server_gone_mid_import_says_what_was_written() -> None:
     with pytest.raises(UnavailableError) as info:
         asyncio.run(import_from(dst, io.BytesIO(dump_lines(100)), "jsonl", "in.jsonl", batch_size=10))
     assert str(info.value) == ("dicttest went away (stopped with every record through line 20 of in.jsonl done, "
-                               "20 written; resume with --from-line 21)")
+                               "at least 20 written; resume with --from-line 21)")
     assert len(dst.data) == 20
 
 
@@ -130,7 +130,7 @@ def test_an_interrupted_restore_says_what_was_written(env: dict[str, str], big: 
     rc, err = stop_once_written(env, signal.SIGTERM, url, "snapshot", "restore", str(snap), url,
                                 "--batch-size", "1000")
     assert rc == 143, err
-    m = re.fullmatch(r"kvctl: stopped after ([\d,]+) records written; rerun the same restore to finish\n", err)
+    m = re.fullmatch(r"kvctl: stopped after at least ([\d,]+) records written; rerun the same restore to finish\n", err)
     assert m is not None, err
     assert 0 < int(m.group(1).replace(",", "")) <= count(url) < N
     assert kv(env, "snapshot", "restore", str(snap), url).returncode == 0
@@ -142,7 +142,8 @@ def test_a_server_gone_mid_restore_says_what_was_written(tmp_path: Path) -> None
     src.data = {b"k%03d" % i: Record(b"k%03d" % i, b"v") for i in range(50)}
     path = tmp_path / "s.kvs"
     asyncio.run(snapshot.create_from(src, path))
-    with pytest.raises(UnavailableError, match=r"went away \(stopped after 20 records written; rerun the same "):
+    with pytest.raises(UnavailableError,
+                       match=r"went away \(stopped after at least 20 records written; rerun the same "):
         asyncio.run(snapshot.restore_into(path, FailingStore(fail_at=3), batch_size=10))
 
 
@@ -151,7 +152,7 @@ def test_an_interrupted_sync_says_what_was_applied(env: dict[str, str], big: Pat
     assert kv(env, "import", str(big), src).returncode == 0
     rc, err = stop_once_written(env, signal.SIGINT, dst, "sync", src, dst, "--batch-size", "1000")
     assert rc == 130, err
-    m = re.fullmatch(r"kvctl: stopped after ([\d,]+) changes applied; rerun the sync to finish\n", err)
+    m = re.fullmatch(r"kvctl: stopped after at least ([\d,]+) changes applied; rerun the sync to finish\n", err)
     assert m is not None, err
     assert kv(env, "sync", src, dst).returncode == 0
     assert count(dst) == N

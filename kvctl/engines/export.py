@@ -363,7 +363,7 @@ async def import_from(store: AsyncStore, inp: BinaryIO, fmt: Format, name: str, 
         if done_through[0] < 1:
             return "before the first batch was written; rerun the import"
         return (f"with every record through line {done_through[0]:,} of {name} done, "
-                f"{writer.counts.copied:,} written; resume with --from-line {done_through[0] + 1}")
+                f"at least {writer.counts.copied:,} written; resume with --from-line {done_through[0] + 1}")
 
     with contextlib.nullcontext() if dry_run else stopped.saying(status, note):
         await pump(pages(), consume, depth=2)

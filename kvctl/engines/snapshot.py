@@ -509,7 +509,7 @@ async def _restore_chain(files: list[ChainFile], store: AsyncStore, *, replace: 
     def status() -> str:
         done = sum(s.applied for s in steps)
         where = f" in {steps[-1].path}" if len(files) > 1 and steps else ""
-        return f"after {done:,} records written{where}; rerun the same restore to finish"
+        return f"after at least {done:,} records written{where}; rerun the same restore to finish"
 
     with stopped.saying(status, note):
         for f in files:

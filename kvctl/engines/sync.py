@@ -285,8 +285,11 @@ class SyncEngine:
         cursor = self.state.get("src_cursor")
         # A rerun sends nothing twice: a feed run saves its cursor after every page, and a
         # comparison finds what was applied already equal.
-        with stopped.saying(lambda: f"after {result.applied_to_dst + result.applied_to_src:,} changes applied; "
-                            "rerun the sync to finish", self.note):
+        def status() -> str:
+            return (f"after at least {result.applied_to_dst + result.applied_to_src:,} changes applied; "
+                    "rerun the sync to finish")
+
+        with stopped.saying(status, self.note):
             if cursor is not None and src_feed:
                 try:
                     await (self._two_way_feed(result) if self.plan.two_way else self._one_way_feed(result, cursor))

@@ -15,7 +15,7 @@ import os
 import threading
 import time
 
-from kvctl.errors import LockedError, StoreIOError
+from kvctl.errors import LockedError, StoreIOError, filesystem_error
 
 LOCK_NAME = "LOCK"
 _FIRST_WAIT_S = 0.001
@@ -35,7 +35,8 @@ class DirLock:
             self._fd: int | None = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
             st = os.fstat(self._fd)
         except OSError as exc:
-            raise StoreIOError(f"{where}: cannot open lock file: {exc.strerror}") from None
+            raise filesystem_error(where, exc.errno, self.path) \
+                or StoreIOError(f"{where}: cannot open lock file: {exc.strerror}") from None
         self._id = (st.st_dev, st.st_ino)
         try:
             waited = self._acquire(timeout_s)

@@ -7,6 +7,7 @@ libsql-client reports SQLite failures as ``LibsqlError`` with the SQLite error n
 from __future__ import annotations
 
 import asyncio
+import errno
 import sqlite3
 from contextlib import AbstractContextManager
 
@@ -23,6 +24,7 @@ from kvctl.errors import (
     StoreIOError,
     TimeoutError_,
     UnavailableError,
+    filesystem_error,
     one_line,
     translating,
 )
@@ -72,6 +74,10 @@ def translate(exc: BaseException, where: str, action: str, *, writing: bool = Fa
             return AuthError(f"{where}: the server refused the auth token ({explanation})")
         if "AUTH" in code:
             return AuthError(f"{where}: {explanation} ({code})")
+        if code.startswith("SQLITE_FULL"):  # the shared wording of a full disk (the server's, when remote)
+            full = filesystem_error(where, errno.ENOSPC, hint=f"{action} failed{outcome}")
+            if full is not None:
+                return full
         kind = LockedError if is_busy(exc) else _BY_CODE.get(code)
         if code == "ARGS_INVALID" and "too big" in explanation:
             kind = LimitError  # sqld refuses an argument over its length limit before running anything
