@@ -180,7 +180,7 @@ mount -t tmpfs -o size=256k none "$1" || exit 99
 kv() { python -m kvctl "$@"; }
 kv -u "file://$1/fs" set first hello || exit 98
 size=$(stat -c %s "$1"/fs/*.log)
-kv -u "file://$1/fs" set big -f "$2" 2> "$3/set.err"; echo $? > "$3/set.rc"
+kv -u "file://$1/fs" set big --file "$2" 2> "$3/set.err"; echo $? > "$3/set.rc"
 kv import "$4" "file://$1/fs" 2> "$3/import.err"; echo $? > "$3/import.rc"
 [ "$(stat -c %s "$1"/fs/*.log)" = "$size" ] && echo same > "$3/size"
 kv -u "file://$1/fs" get first > "$3/get.out" 2> "$3/get.err"; echo $? > "$3/get.rc"
