@@ -38,6 +38,7 @@ FACTORIES: dict[str, Callable[[Path], str]] = {
     "libsql": lambda tmp: f"libsql://{tmp / ('b' + _unique() + '.db')}",
     "indexeddb": lambda tmp: fresh_indexeddb_url(),
     "outside": lambda tmp: f"outside://o{_unique()}",  # tests/outside_plugin, installed by tests/run.sh
+    "probe": lambda tmp: f"probe://p{_unique()}",  # tests/bench_plugin (the gate's probe), installed by tests/run.sh
     # tests/outside_plugin's latency wrapper (for executor tests), here with no delay around SQLite
     "slow": lambda tmp: f"slow://?delay_ms=0&of=sqlite://{tmp / ('w' + _unique() + '.db')}",
     # cookie: the secret comes from a file written beside the store (never from the URL itself)
