@@ -93,7 +93,7 @@ def test_the_default_store_under_a_read_only_data_home(tmpfs: Path, env: dict[st
     assert err == (f"kvctl: error: cannot create the default store's directory {tmpfs}/data/kvctl: "
                    f"read-only filesystem ({tmpfs}/data: Read-only file system)\n")
     err = one_line(kvctl(env, "get", "hello"), 1)  # a read does not try to create the directory
-    assert err.startswith(f"kvctl: error: key 'hello' not found in sqlite://{tmpfs}/data/kvctl/default.db")
+    assert err.startswith(f"kvctl: error: key hello not found in sqlite://{tmpfs}/data/kvctl/default.db")
 
 
 def test_sync_with_a_read_only_state_home_applies_nothing(tmpfs: Path, env: dict[str, str],
