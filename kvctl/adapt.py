@@ -28,6 +28,21 @@ def is_async(store: object) -> bool:
     return inspect.iscoroutinefunction(getattr(store, "get_many", None))
 
 
+def _drop_late_thread_results(loop: Any, context: dict[str, Any]) -> None:
+    """The loop's exception handler while a sync store's calls run on a worker thread.
+
+    When Ctrl-C cancels a call whose thread is just finishing, CPython's future chaining may
+    still try to hand the thread's result to the cancelled asyncio future and log
+    ``InvalidStateError`` with a traceback.  Nothing is lost (the command is stopping and says
+    what it wrote), so that one report is dropped; every other goes to the default handler."""
+    import asyncio
+
+    if isinstance(context.get("exception"), asyncio.InvalidStateError) and "_chain_future" in repr(
+            context.get("handle")):
+        return
+    loop.default_exception_handler(context)
+
+
 class AsyncAdapter:
     """An :class:`AsyncStore` view of a sync store."""
 
@@ -48,6 +63,8 @@ class AsyncAdapter:
         import asyncio
 
         loop = asyncio.get_running_loop()
+        if loop.get_exception_handler() is None:
+            loop.set_exception_handler(_drop_late_thread_results)
         return await loop.run_in_executor(self._pool, lambda: fn(*args, **kwargs))
 
     def __getattr__(self, name: str) -> Any:

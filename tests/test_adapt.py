@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from kvctl.adapt import AsyncAdapter, SyncAdapter, is_async, to_async, to_sync
 from kvctl.registry import open_url
 from kvctl.store import AsyncStoreBase, Page, Record
@@ -75,3 +77,28 @@ def test_optional_methods_are_forwarded_only_when_present() -> None:
     assert asyncio.run(work()) == [b"x"]
     back = to_sync(LoopCheckingStore())
     assert not hasattr(back, "changes")
+
+
+def test_a_late_thread_result_for_a_cancelled_call_is_not_reported(caplog: pytest.LogCaptureFixture) -> None:
+    """Ctrl-C can cancel a call whose worker thread is just finishing; CPython then logs an
+    InvalidStateError from its future chaining.  The adapter's handler drops exactly that."""
+    import concurrent.futures
+
+    from kvctl.adapt import _drop_late_thread_results
+
+    loop = asyncio.new_event_loop()
+    try:
+        outer: asyncio.Future[int] = loop.create_future()
+        outer.set_result(1)  # already done, as the cancelled future is when the thread's result arrives
+        inner: concurrent.futures.Future[int] = concurrent.futures.Future()
+        inner.set_result(2)
+        chained = asyncio.futures._chain_future  # type: ignore[attr-defined]
+        handle = asyncio.Handle(chained, (outer, inner), loop)
+        with caplog.at_level("ERROR", logger="asyncio"):
+            _drop_late_thread_results(loop, {"message": "Exception in callback", "handle": handle,
+                                             "exception": asyncio.InvalidStateError("invalid state")})
+            assert caplog.records == []
+            _drop_late_thread_results(loop, {"message": "something else", "exception": ValueError("real")})
+        assert [r.getMessage() for r in caplog.records] == ["something else"]
+    finally:
+        loop.close()
