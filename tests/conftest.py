@@ -46,6 +46,28 @@ def env(tmp_path: Path) -> dict[str, str]:
     return e
 
 
+def drop_postgres_objects(url: str, prefix: str) -> None:
+    """Drop every table and function a PostgreSQL test module made under ``prefix`` (kvctl's
+    feed tables, trigger functions and ``kvctl_meta`` rows included): the shared server outlives it."""
+    import asyncio
+
+    import asyncpg
+    from kvctl_plugins.postgres.settings import quote_ident
+
+    async def drop() -> None:
+        con = await asyncpg.connect(url)
+        try:
+            for (name,) in await con.fetch("SELECT tablename FROM pg_tables WHERE tablename LIKE $1", prefix + "%"):
+                await con.execute(f"DROP TABLE IF EXISTS {quote_ident(name)} CASCADE")
+            for (name,) in await con.fetch("SELECT proname FROM pg_proc WHERE proname LIKE $1", prefix + "%"):
+                await con.execute(f"DROP FUNCTION IF EXISTS {quote_ident(name)}() CASCADE")
+            await con.execute("DELETE FROM kvctl_meta WHERE table_name LIKE $1", prefix + "%")
+        finally:
+            await con.close()
+
+    asyncio.run(drop())
+
+
 def service_url(var: str) -> str:
     """The URL a services script exported as ``var``; fail or skip when it is absent."""
     url = os.environ.get(var)

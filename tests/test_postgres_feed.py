@@ -26,7 +26,7 @@ from kvctl.errors import FeedGapError, LimitError, UsageError
 from kvctl.hlc import make_version, physical_ms
 from kvctl.store import TOMBSTONE, Record, Store, now_ms
 from kvctl.testing import StoreConformance, open_sync
-from tests.conftest import service_url
+from tests.conftest import drop_postgres_objects, service_url
 
 pytestmark = pytest.mark.server
 
@@ -59,19 +59,7 @@ def sql(url: str, *statements: str | tuple[str, tuple[Any, ...]]) -> list[Any]:
 def pg_url() -> Iterator[str]:
     url = service_url("KVCTL_TEST_POSTGRES_URL")
     yield url
-
-    async def drop() -> None:
-        con = await asyncpg.connect(url)
-        try:
-            for (name,) in await con.fetch("SELECT tablename FROM pg_tables WHERE tablename LIKE $1", PREFIX + "%"):
-                await con.execute(f"DROP TABLE IF EXISTS {quote_ident(name)} CASCADE")
-            for (name,) in await con.fetch("SELECT proname FROM pg_proc WHERE proname LIKE $1", PREFIX + "%"):
-                await con.execute(f"DROP FUNCTION IF EXISTS {quote_ident(name)}() CASCADE")
-            await con.execute("DELETE FROM kvctl_meta WHERE table_name LIKE $1", PREFIX + "%")
-        finally:
-            await con.close()
-
-    _run(drop())
+    drop_postgres_objects(url, PREFIX)
 
 
 def new_table() -> str:

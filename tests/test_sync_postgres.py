@@ -26,7 +26,7 @@ from sync_support import cli_env, kvctl, sigkill_mid_sync, sync_json
 from kvctl.engines.sync import SyncPlan, SyncResult, sync
 from kvctl.store import Record, Store, now_ms
 from kvctl.testing import open_sync
-from tests.conftest import service_url
+from tests.conftest import drop_postgres_objects, service_url
 
 pytestmark = pytest.mark.server
 
@@ -37,19 +37,7 @@ PREFIX = f"kvctl_s{os.getpid()}_{uuid.uuid4().hex[:6]}"
 def pg_url() -> Iterator[str]:
     url = service_url("KVCTL_TEST_POSTGRES_URL")
     yield url
-
-    async def drop() -> None:
-        con = await asyncpg.connect(url)
-        try:
-            for (name,) in await con.fetch("SELECT tablename FROM pg_tables WHERE tablename LIKE $1", PREFIX + "%"):
-                await con.execute(f"DROP TABLE IF EXISTS {quote_ident(name)} CASCADE")
-            for (name,) in await con.fetch("SELECT proname FROM pg_proc WHERE proname LIKE $1", PREFIX + "%"):
-                await con.execute(f"DROP FUNCTION IF EXISTS {quote_ident(name)}() CASCADE")
-            await con.execute("DELETE FROM kvctl_meta WHERE table_name LIKE $1", PREFIX + "%")
-        finally:
-            await con.close()
-
-    asyncio.run(drop())
+    drop_postgres_objects(url, PREFIX)
 
 
 def pg_table(base: str, **options: str) -> tuple[str, str]:
