@@ -8,6 +8,7 @@ Redis to Redis and Redis to memory and SQLite.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -24,6 +25,7 @@ import redis as redispy
 
 from kvctl.adapt import to_async
 from kvctl.engines.sync import SyncEngine, SyncPlan, SyncResult, sync
+from kvctl.errors import NoSuchStoreError
 from kvctl.registry import open_url
 from kvctl.store import Record, Store, now_ms
 from tests.conftest import service_url
@@ -266,11 +268,16 @@ def test_cli_watch_warns_of_each_typed_key_and_ends_with_exit_8(env: dict[str, s
                                   "--interval", "20ms"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         try:
             deadline = time.monotonic() + 20
-            while not (tmp_path / "watch.db").exists():  # the watch's first write creates it
+            # The watch's first write creates the file and then its table: a read in between is
+            # correctly refused as "no such store", so wait for the store, not just the file.
+            dst = None
+            while dst is None:
                 assert watch.poll() is None, watch.communicate()
                 assert time.monotonic() < deadline, "the watch did not start"
-                time.sleep(0.05)
-            dst = open_url(dst_url, access="read")
+                with contextlib.suppress(NoSuchStoreError):
+                    dst = open_url(dst_url, access="read") if (tmp_path / "watch.db").exists() else None
+                if dst is None:
+                    time.sleep(0.05)
             while dst.get(b"plain") is None:  # the first run (a comparison) has copied it
                 assert watch.poll() is None, watch.communicate()
                 assert time.monotonic() < deadline, "the watch did not start"
