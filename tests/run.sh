@@ -29,8 +29,8 @@ echo "== ruff, mypy, import contracts"
 "$PY" -m mypy
 lint-imports
 
-echo "== performance gate: instructions and allocations per op fail the run, times are reported (bench/suite-ci.toml)"
-kvctl bench --suite bench/suite-ci.toml --baseline bench/baseline-ci.json
+echo "== performance gate: instructions and allocations per op fail the run, times are reported (bench/ci/suite-ci.toml)"
+kvctl bench --suite bench/ci/suite-ci.toml --baseline bench/ci/baseline-ci.json
 
 echo "== tests"
 "$PY" -m pytest "$@"
