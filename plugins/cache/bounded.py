@@ -6,7 +6,7 @@ Why not ``theine``: its policy (W-TinyLFU in Rust) bounds the number of entries,
 ~0.9-1.1 µs, about 15x a get of kvctl's memory backend, where this cache must stay within 2x.
 bench/seedbackends_bench.py measures both policies and a plain LRU on the same zipfian workloads
 at the same byte budget: this one is 4-9 points above the LRU and within 2 points of theine
-(bench/seedbackends_RESULTS.md).
+(bench/results/seedbackends_RESULTS.md).
 
 * **Frequency.** A resident entry counts its own accesses (one integer in the entry, so a hit is
   a dict lookup, an expiry test and ``entry.freq += 1``: nothing else).  Keys not in the cache are

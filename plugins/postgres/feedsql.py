@@ -18,7 +18,7 @@ kvctl -- are recorded by triggers on the table:
   ``BEFORE TRUNCATE`` record the changes and the tombstones; an ``UPDATE`` that changes a key
   (rare) records the old key's deletion from a per-row trigger that fires only then.
   Statement-level capture measured faster than per-row triggers for multi-row statements
-  (bench/sync_postgres_RESULTS.md).
+  (bench/results/sync_postgres_RESULTS.md).
 
 The triggers skip kvctl's own sessions: a kvctl connection sets the custom setting
 ``kvctl.session`` to the feed's id, and every trigger has ``WHEN (current_setting('kvctl.session',

@@ -30,7 +30,7 @@ kvctl's own, and kvctl's writes stay single statements:
   ``seq`` is a plain integer primary key (SQLite gives each new row the largest ``seq`` plus one)
   and the purge never removes the newest change, so ``seq`` only grows and is never reused: the
   guarantee AUTOINCREMENT gives, without its write of ``sqlite_sequence`` on every insert (up to
-  about a fifth more CPU per write in bench/sync_sqlite_RESULTS.md).
+  about a fifth more CPU per write in bench/results/sync_sqlite_RESULTS.md).
 
 ``INSERT OR REPLACE`` by another program removes the row it replaces without firing delete
 triggers (SQLite fires them for REPLACE only under ``recursive_triggers``).  A ``BEFORE INSERT``
