@@ -50,7 +50,7 @@ AsyncStep = Callable[[int], Awaitable[object]]
 def parser(doc: str | None, *, raw: bool = False) -> argparse.ArgumentParser:
     """The script's parser: its docstring's first line (all of it with ``raw``) and ``--write FILE``."""
     text = doc or ""
-    ap = argparse.ArgumentParser(description=text if raw else text.strip().split("\n")[0],
+    ap = argparse.ArgumentParser(description=text if raw else " ".join(text.strip().split("\n\n")[0].split()),
                                  formatter_class=argparse.RawDescriptionHelpFormatter if raw
                                  else argparse.HelpFormatter)
     ap.add_argument("--write", type=Path, metavar="FILE",
@@ -138,7 +138,7 @@ def interleave(groups: Mapping[str, Step] | Sequence[Mapping[str, Step]], rounds
     report beside the elapsed time (``time.process_time``, ``time.thread_time``), if any.
     """
     steps = _flat(groups)
-    for name, step in steps.items():
+    for step in steps.values():
         for w in range(warmup):
             step(rounds + w)
     out = {name: Samples() for name in steps}
@@ -160,7 +160,7 @@ async def interleave_async(groups: Mapping[str, AsyncStep] | Sequence[Mapping[st
                            alternate: bool = True) -> dict[str, Samples]:
     """``interleave`` for coroutine functions, on the running event loop (elapsed time only)."""
     steps = _flat(groups)
-    for name, step in steps.items():
+    for step in steps.values():
         for w in range(warmup):
             await step(rounds + w)
     out = {name: Samples() for name in steps}
@@ -301,6 +301,37 @@ class Report:
         return text
 
 
-__all__ = ["BENCH", "REPO", "RESULTS", "Lap", "Proc", "Report", "Samples", "command", "fmt_rate", "interleave",
-           "interleave_async", "lap", "load", "machine", "parser", "peak_rss_mb", "pyperf_us", "ratio",
-           "run_process", "services_env", "table"]
+# -- the change workload the sync and snapshot scripts share ------------------------------------
+CHANGES = 1000  # per round: 700 overwrites, then 300 deletes of random existing keys, one call each
+UPDATES = 700
+
+
+def fill(store: Any, keys: int) -> None:
+    """``keys`` keys ``key-%08d`` with 100 random bytes each (seeded: every run writes the same),
+    ``set_many`` of 10,000 at a time, on an open sync store."""
+    import random
+
+    from kvctl.store import Record
+
+    rng = random.Random(1)
+    for start in range(0, keys, 10_000):
+        store.set_many([Record(b"key-%08d" % i, rng.randbytes(100)) for i in range(start, min(keys, start + 10_000))])
+
+
+def change(store: Any, rng: Any, keys: int) -> None:
+    """One round of changes at the source, as an application makes them: a call per change."""
+    for i in range(CHANGES):
+        key = b"key-%08d" % rng.randrange(keys)
+        if i < UPDATES:
+            store.set(key, rng.randbytes(100))
+        else:
+            store.delete(key)
+
+
+def same_records(a: str, b: str) -> bool:
+    """Whether two sync stores hold the same records (values, expiries, versions), page by page."""
+    from kvctl.registry import open_url
+
+    with open_url(a) as x, open_url(b) as y:
+        return all(p.records == q.records for p, q in zip(x.scan(batch_size=10_000), y.scan(batch_size=10_000),
+                                                           strict=True))

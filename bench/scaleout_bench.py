@@ -17,7 +17,7 @@ peak RSS (``ru_maxrss`` of the child) shows that records never pass through it.
 
 Needs ``pip install -e '.[dask]' -e tests/outside_plugin``.  Usage::
 
-    python bench/scaleout_bench.py [--keys 40000] [--delay-ms 100] [--output bench/scaleout_RESULTS.md]
+    python bench/scaleout_bench.py [--keys 40000] [--delay-ms 100] [--write bench/results/scaleout_RESULTS.md]
 """
 
 from __future__ import annotations
@@ -26,14 +26,12 @@ import argparse
 import importlib
 import json
 import os
-import platform
-import shlex
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
+
+from _harness import Report, parser, run_process
 
 TARGETS = {1: 0.9, 2: 1.8, 4: 3.4, 8: 6.0}
 
@@ -54,15 +52,8 @@ def fill(url: str, n: int) -> None:
 
 def run_driver(args: list[str], env: dict[str, str]) -> tuple[dict[str, Any], int]:
     """Run a kvctl migrate child; its JSON summary and its own peak RSS in kB (``wait4``)."""
-    out, err = Path(env["KVCTL_BENCH_OUT"]), Path(env["KVCTL_BENCH_OUT"] + ".err")
-    with out.open("wb") as fo, err.open("wb") as fe:
-        proc = subprocess.Popen([sys.executable, "-m", "kvctl", "migrate", *args, "--json", "--no-progress"],
-                                env=env, stdout=fo, stderr=fe)
-        _, status, usage = os.wait4(proc.pid, 0)
-        proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        raise SystemExit(f"kvctl failed ({proc.returncode}): {err.read_text()}")
-    return json.loads(out.read_bytes()), usage.ru_maxrss
+    proc = run_process([sys.executable, "-m", "kvctl", "migrate", *args, "--json", "--no-progress"], env=env)
+    return json.loads(proc.stdout), round(proc.rss_mb * 1024)
 
 
 def on_cluster(workers: int, args: list[str], env: dict[str, str]) -> tuple[dict[str, Any], int]:
@@ -76,20 +67,20 @@ def on_cluster(workers: int, args: list[str], env: dict[str, str]) -> tuple[dict
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = parser(__doc__)
     ap.add_argument("--keys", type=int, default=40_000)
     ap.add_argument("--delay-ms", type=int, default=100)
     ap.add_argument("--batch", type=int, default=500)
     ap.add_argument("--slices", type=int, default=32)
     ap.add_argument("--workers", default="1,2,4,8")
     ap.add_argument("--rss-keys", default="1000000")
-    ap.add_argument("--output", type=Path, default=Path("bench/scaleout_RESULTS.md"))
     opts = ap.parse_args()
+    report = Report("scale-out benchmark: migrate --executor dask")
     import logging
 
     logging.getLogger("distributed").setLevel(logging.ERROR)
     tmp = Path(tempfile.mkdtemp(prefix="kvctl-scaleout-"))
-    env = {**os.environ, "XDG_STATE_HOME": str(tmp / "state"), "KVCTL_BENCH_OUT": str(tmp / "out.json")}
+    env = {**os.environ, "XDG_STATE_HOME": str(tmp / "state")}
     src = f"sqlite://{tmp / 'src.db'}"
     fill(src, opts.keys)
     slow = f"slow://?delay_ms={opts.delay_ms}&of={src}"
@@ -117,21 +108,13 @@ def main() -> None:
         assert summary["copied"] == n, summary
         mem.append((n, summary["copy_seconds"], rss))
         print(f"{n:,} keys: driver peak RSS {rss / 1024:.0f} MB", flush=True)
-    write(opts, rows, mem, one or 1.0)
+    report.add(*render(opts, rows, mem, one or 1.0)).finish(opts.write)
 
 
-def write(opts: argparse.Namespace, rows: list[tuple[str, int, float, float, int]],
-          mem: list[tuple[int, float, int]], one: float) -> None:
-    cmd = "python bench/scaleout_bench.py " + shlex.join(sys.argv[1:])
+def render(opts: argparse.Namespace, rows: list[tuple[str, int, float, float, int]],
+           mem: list[tuple[int, float, int]], one: float) -> list[str]:
     lines = [
-        "# scale-out benchmark: migrate --executor dask",
-        "",
-        "```",
-        cmd.strip(),
-        "```",
-        "",
-        f"Machine: {platform.machine()}, {os.cpu_count()} CPUs shared with other jobs, Python "
-        f"{platform.python_version()}, load average at the end {os.getloadavg()[0]:.1f}. One run per figure.",
+        "One run per figure.",
         "",
         f"## Latency-bound copy: {opts.keys:,} keys, source pages of {opts.batch} behind a {opts.delay_ms} ms "
         f"delay, {opts.slices} slices",
@@ -156,12 +139,8 @@ def write(opts: argparse.Namespace, rows: list[tuple[str, int, float, float, int
         "|---|---|---|",
     ]
     lines += [f"| {n:,} | {secs:.1f} | {rss / 1024:.0f} MB |" for n, secs, rss in mem]
-    lines.append("")
-    opts.output.write_text("\n".join(lines))
-    print(f"wrote {opts.output}")
+    return lines
 
 
 if __name__ == "__main__":
-    t0 = time.time()
     main()
-    print(f"{time.time() - t0:.0f} s")

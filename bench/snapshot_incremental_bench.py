@@ -1,6 +1,7 @@
 """Incremental snapshots after 1,000 changes in a file store of 1,000,000 keys.
 
-    python bench/snapshot_incremental_bench.py [--keys N] [--rounds R] [--write bench/snapshot_incremental_RESULTS.md]
+    python bench/snapshot_incremental_bench.py [--keys N] [--rounds R]
+        [--write bench/results/snapshot_incremental_RESULTS.md]
 
 A file store of N keys (100-byte random values) gets a full snapshot, restored into a second
 file store (setup, timed once).  Each round then makes 1,000 changes at the source (700
@@ -27,42 +28,20 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import random
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+from _harness import Report, change, fill, lap, parser, run_process
+
 from kvctl.adapt import to_async
 from kvctl.engines import snapshot
 from kvctl.registry import open_url
-from kvctl.store import Record
-
-CHANGES = 1000
-UPDATES = 700
-
-
-def fill(store: Any, keys: int) -> float:
-    started = time.perf_counter()
-    rng = random.Random(1)
-    for start in range(0, keys, 10_000):
-        stop = min(keys, start + 10_000)
-        store.set_many([Record(b"key-%08d" % i, rng.randbytes(100)) for i in range(start, stop)])
-    return time.perf_counter() - started
-
-
-def change(store: Any, rng: random.Random, keys: int) -> None:
-    for i in range(CHANGES):
-        key = b"key-%08d" % rng.randrange(keys)
-        if i < UPDATES:
-            store.set(key, rng.randbytes(100))
-        else:
-            store.delete(key)
 
 
 def ms(values: list[float]) -> str:
@@ -74,18 +53,17 @@ def contents(store: Any) -> dict[bytes, tuple[bytes, int | None, int | None]]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--keys", type=int, default=1_000_000)
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--write", type=Path)
-    args = parser.parse_args()
-    t_all = time.perf_counter()
+    ap = parser(__doc__)
+    ap.add_argument("--keys", type=int, default=1_000_000)
+    ap.add_argument("--rounds", type=int, default=5)
+    args = ap.parse_args()
+    report = Report(f"Incremental snapshot benchmark: 1,000 changes after {args.keys:,} keys (file store)")
     root = Path(tempfile.mkdtemp(prefix="kvctl-snapinc-"))
     out: dict[str, Any] = {"keys": args.keys}
     try:
         src_url, dst_url, twin_url = (f"file://{root}/{n}" for n in ("src", "dst", "twin"))
         src, dst, twin = open_url(src_url), open_url(dst_url), open_url(twin_url)
-        out["fill_s"] = fill(src, args.keys)
+        out["fill_s"] = lap(lambda: fill(src, args.keys)).wall
         asrc, adst = to_async(src), to_async(dst)
         full = root / "full.kvs"
         t0 = time.perf_counter()
@@ -124,52 +102,31 @@ def main() -> None:
             store.close()
         cli = root / "cli.kvs"
         env = {**os.environ, "XDG_STATE_HOME": str(root / "state")}
-        t0 = time.perf_counter()
-        run = subprocess.run([sys.executable, "-m", "kvctl", "snapshot", "create", src_url, "--since", str(previous),
-                              "-o", str(cli), "--json"], env=env, capture_output=True, text=True, check=True)
-        out["cli_create_wall_s"] = time.perf_counter() - t0
+        run = run_process([sys.executable, "-m", "kvctl", "snapshot", "create", src_url, "--since", str(previous),
+                           "-o", str(cli), "--json"], env=env)
+        out["cli_create_wall_s"] = run.seconds
         out["cli_create_s"] = json.loads(run.stdout)["seconds"]
-        t0 = time.perf_counter()
-        run = subprocess.run([sys.executable, "-m", "kvctl", "snapshot", "restore", str(cli), dst_url, "--json"],
-                             env=env, capture_output=True, text=True, check=True)
-        out["cli_restore_wall_s"] = time.perf_counter() - t0
+        run = run_process([sys.executable, "-m", "kvctl", "snapshot", "restore", str(cli), dst_url, "--json"],
+                          env=env)
+        out["cli_restore_wall_s"] = run.seconds
         out["cli_restore_s"] = json.loads(run.stdout)["seconds"]
-        t0 = time.perf_counter()
-        subprocess.run([sys.executable, "-c", "import kvctl.cli.app"], env=env, check=True)
-        out["startup_s"] = time.perf_counter() - t0
+        out["startup_s"] = run_process([sys.executable, "-c", "import kvctl.cli.app"], env=env, capture=False).seconds
         with open_url(src_url) as s, open_url(dst_url) as d:
             out["equal"] = contents(s) == contents(d)
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    out["total_s"] = time.perf_counter() - t_all
-    report = render(out, args)
-    print(report)
-    if args.write:
-        args.write.write_text(report)
+    report.add(render(out, args)).finish(args.write)
 
 
 def render(o: dict[str, Any], args: argparse.Namespace) -> str:
     r = o["rounds"]
-    cmd = "python bench/snapshot_incremental_bench.py"
-    cmd += f" --keys {args.keys}" if args.keys != 1_000_000 else ""
-    cmd += f" --rounds {args.rounds}" if args.rounds != 5 else ""
-    cmd += f" --write {args.write}" if args.write else ""
-    machine = (f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
-               f"Linux {platform.release()}")
     create_row = (f"| incremental create (`--since` the previous file) | {ms(r['create'])} | {ms(r['feed'])} "
                   "| the source's own `changes(cursor)`, read into a list |")
     restore_row = (f"| incremental restore (verify, chain check, last-writer-wins apply) | {ms(r['restore'])} "
                    f"| {ms(r['apply'])} | one `apply_many` of the same changes on a twin store |")
     runs_create = ", ".join(f"{v * 1000:.1f}" for v in r["create"])
     runs_restore = ", ".join(f"{v * 1000:.1f}" for v in r["restore"])
-    return f"""# Incremental snapshot benchmark: 1,000 changes after {o['keys']:,} keys (file store)
-
-```
-{cmd}
-```
-
-Machine: {machine}; one run; files in a temporary directory; load average (1 min) at the end
-{os.getloadavg()[0]:.1f} (other work shares the machine). File stores with their default durability
+    return f"""One run; files in a temporary directory. File stores with their default durability
 (fsync=batch). Each round: 1,000 changes at the source (700 overwrites, 300 deletes, one call each),
 then the timings below, both stores open in this process. Medians over {args.rounds} rounds.
 
@@ -194,8 +151,6 @@ with the keys, not with the changes).
 
 Destination equal to the source after every round and the CLI round (values, expiries, versions):
 {'yes' if o['equal'] else 'NO'}.
-
-Total benchmark time: {o['total_s']:.0f} s.
 """
 
 

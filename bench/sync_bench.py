@@ -1,6 +1,6 @@
 """Incremental ``kvctl sync`` after 1,000 changes in a store of 1,000,000 keys (issue 8's target).
 
-    python bench/sync_bench.py [--keys N] [--rounds R] [--write bench/sync_RESULTS.md]
+    python bench/sync_bench.py [--keys N] [--rounds R] [--write bench/results/sync_RESULTS.md]
 
 Two stores of N keys (100-byte random values) are brought in sync by a first ``kvctl sync`` (a
 diff pass: that is the setup, timed once).  Each round then makes 1,000 changes at the source
@@ -21,16 +21,12 @@ always, sqlite->sqlite when the sqlite backend has a feed in this tree (checked 
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import os
-import platform
 import random
-import resource
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -38,13 +34,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from _harness import Report, change, fill, lap, parser, run_process, same_records
+
 from kvctl.adapt import to_async
 from kvctl.engines.sync import SyncEngine, SyncPlan
 from kvctl.registry import open_url
-from kvctl.store import Record
-
-CHANGES = 1000
-UPDATES = 700
 
 
 @dataclass
@@ -69,25 +63,17 @@ class PairResult:
     note: str = ""
 
 
-def fill(url: str, keys: int) -> float:
-    started = time.perf_counter()
-    rng = random.Random(1)
-    with open_url(url) as store:
-        for start in range(0, keys, 10_000):
-            stop = min(keys, start + 10_000)
-            store.set_many([Record(b"key-%08d" % i, rng.randbytes(100)) for i in range(start, stop)])
-    return time.perf_counter() - started
+def fill_url(url: str, keys: int) -> float:
+    def run() -> None:
+        with open_url(url) as store:
+            fill(store, keys)
+
+    return lap(run).wall
 
 
 def make_changes(url: str, keys: int, seed: int) -> None:
-    rng = random.Random(seed)
     with open_url(url) as store:
-        for n in range(CHANGES):
-            key = b"key-%08d" % rng.randrange(keys)
-            if n < UPDATES:
-                store.set(key, rng.randbytes(100))
-            else:
-                store.delete(key)
+        change(store, random.Random(seed), keys)
 
 
 async def engine_run(plan: SyncPlan, src: Any, dst: Any) -> tuple[float, float, Any]:
@@ -110,37 +96,17 @@ def engine_once(plan: SyncPlan, src_url: str, dst_url: str, opened: list[float])
         dst.close()
 
 
-def children_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
 def cli_once(env: dict[str, str], src_url: str, dst_url: str, *extra: str) -> tuple[float, dict[str, Any]]:
-    started = time.perf_counter()
-    cpu = children_cpu()
-    out = subprocess.run([sys.executable, "-m", "kvctl", "sync", src_url, dst_url, "--json", *extra],
-                         env=env, capture_output=True, text=True, timeout=600)
-    wall = time.perf_counter() - started
-    out_cpu = children_cpu() - cpu
-    if out.returncode != 0:
-        raise SystemExit(f"kvctl sync failed ({out.returncode}): {out.stderr[-2000:]}")
-    doc = json.loads(out.stdout)
-    doc["cpu_s"] = out_cpu
-    return wall, doc
+    proc = run_process([sys.executable, "-m", "kvctl", "sync", src_url, dst_url, "--json", *extra], env=env)
+    doc = json.loads(proc.stdout)
+    doc["cpu_s"] = proc.cpu
+    return proc.seconds, doc
 
 
 def startup_once(env: dict[str, str]) -> float:
     """Python start-up plus the imports a sync run makes, without opening any store."""
-    started = time.perf_counter()
-    subprocess.run([sys.executable, "-c", "import kvctl.cli.app, kvctl.engines.sync, kvctl.adapt, "
-                    "kvctl_plugins.file"], env=env, check=True, timeout=120)
-    return time.perf_counter() - started
-
-
-def scan_equal(a: str, b: str) -> bool:
-    with open_url(a) as x, open_url(b) as y:
-        return all(p.records == q.records for p, q in zip(x.scan(batch_size=10_000), y.scan(batch_size=10_000),
-                                                           strict=True))
+    return run_process([sys.executable, "-c", "import kvctl.cli.app, kvctl.engines.sync, kvctl.adapt, "
+                        "kvctl_plugins.file"], env=env, capture=False).seconds
 
 
 def bench_pair(scheme: str, root: Path, keys: int, rounds: int) -> PairResult:
@@ -154,7 +120,7 @@ def bench_pair(scheme: str, root: Path, keys: int, rounds: int) -> PairResult:
     env["XDG_STATE_HOME"] = str(state)
     plan = SyncPlan(src_url, dst_url, state / "kvctl")  # the CLI's state directory: one pair state
     print(f"[{res.pair}] filling {keys:,} keys", file=sys.stderr)
-    res.load_s = fill(src_url, keys)
+    res.load_s = fill_url(src_url, keys)
     print(f"[{res.pair}] first sync (diff pass)", file=sys.stderr)
     res.first_sync_s, _, first = engine_once(plan, src_url, dst_url, [])
     res.first_mode = first.mode
@@ -179,7 +145,7 @@ def bench_pair(scheme: str, root: Path, keys: int, rounds: int) -> PairResult:
               f"({doc['mode']})", file=sys.stderr)
     plan_full = SyncPlan(src_url, dst_url, state / "kvctl", force_full=True)
     res.full_s, _, _ = engine_once(plan_full, src_url, dst_url, [])
-    res.converged = scan_equal(src_url, dst_url)
+    res.converged = same_records(src_url, dst_url)
     return res
 
 
@@ -187,19 +153,10 @@ def ms(values: list[float]) -> str:
     return f"{statistics.median(values) * 1000:.1f}" if values else "-"
 
 
-def render(results: list[PairResult], notes: list[str], command: str, started: float) -> str:
-    load = os.getloadavg()[0]
+def render(results: list[PairResult], notes: list[str]) -> list[str]:
     lines = [
-        "# sync benchmark: incremental sync after 1,000 changes",
-        "",
-        "```",
-        command,
-        "```",
-        "",
-        f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
-        f"Linux {platform.release()}; one run; files in a temporary directory; load average (1 min) at "
-        f"the end {load:.1f} (other work shares the machine: elapsed times stretch, the CPU figures "
-        f"much less). Stores use their default durability (file: fsync=batch, every batch call "
+        "One run; files in a temporary directory; elapsed times stretch with the machine's load, the CPU "
+        "figures much less. Stores use their default durability (file: fsync=batch, every batch call "
         "fsynced). Each round: 1,000 changes at the source (700 overwrites, 300 deletes, one call "
         "each), then one incremental sync. Medians over the rounds.",
         "",
@@ -238,19 +195,15 @@ def render(results: list[PairResult], notes: list[str], command: str, started: f
         "the end-to-end command is not under 1 s at this size, because of the two opens.",
         "",
     ]
-    lines += notes
-    lines.append(f"Total benchmark time: {time.monotonic() - started:.0f} s.")
-    return "\n".join(lines) + "\n"
+    return lines + notes
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--keys", type=int, default=1_000_000)
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--write", help="write the Markdown report here")
-    args = parser.parse_args()
-    started = time.monotonic()
-    command = "python bench/sync_bench.py" + "".join(f" {a}" for a in sys.argv[1:])
+    ap = parser(__doc__)
+    ap.add_argument("--keys", type=int, default=1_000_000)
+    ap.add_argument("--rounds", type=int, default=5)
+    args = ap.parse_args()
+    report = Report("sync benchmark: incremental sync after 1,000 changes")
     results: list[PairResult] = []
     notes: list[str] = []
     root = Path(tempfile.mkdtemp(prefix="kvctl-sync-bench-", dir=os.getcwd()))
@@ -273,10 +226,7 @@ def main() -> None:
             shutil.rmtree(pair_root, ignore_errors=True)
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    report = render(results, notes, command, started)
-    print(report)
-    if args.write:
-        Path(args.write).write_text(report)
+    report.add(*render(results, notes)).finish(args.write)
 
 
 if __name__ == "__main__":
