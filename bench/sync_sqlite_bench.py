@@ -1,7 +1,8 @@
 """SQLite change feed (issue 8): incremental sync of 1,000 changes in 1,000,000 keys, and what
 the triggers cost on writes.
 
-    python bench/sync_sqlite_bench.py [--keys N] [--rounds R] [--overhead-keys M] [--write FILE]
+    python bench/sync_sqlite_bench.py [--keys N] [--rounds R] [--overhead-keys M]
+        [--write bench/results/sync_sqlite_RESULTS.md]
 
 **Sync.**  Two SQLite stores of N keys (100-byte random values) are brought in sync by a first
 sync (a diff pass: setup, timed once).  Each round makes 1,000 changes at the source (700
@@ -25,15 +26,13 @@ is rebuilt inside one transaction): timed once.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import importlib
 import json
 import os
-import platform
 import random
-import resource
 import shutil
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -44,16 +43,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from _harness import REPO, Report, change, fill, lap, parser, run_process, same_records
+
 from kvctl.adapt import to_async
 from kvctl.engines.sync import SyncEngine, SyncPlan
 from kvctl.registry import open_url
 from kvctl.store import Record, Store
 from kvctl.url import StoreURL
 
-CHANGES = 1000
-UPDATES = 700
 VALUE_SIZE = 100
-REPO = Path(__file__).resolve().parent.parent
 
 
 # -- the version 1 plugin, from git -------------------------------------------------------------
@@ -140,10 +138,9 @@ def one_round(v: Variant, r: int, rng: random.Random) -> None:
         ("delete, existing key", len(doomed), lambda: [s.delete(k) for k in doomed]),
     ]
     for op, n, fn in runs:
-        c0, t0 = time.process_time(), time.perf_counter()
-        fn()
-        v.figures.setdefault(op, []).append((time.perf_counter() - t0) / n * 1e6)
-        v.cpu.setdefault(op, []).append((time.process_time() - c0) / n * 1e6)
+        took = lap(fn)
+        v.figures.setdefault(op, []).append(took.wall / n * 1e6)
+        v.cpu.setdefault(op, []).append(took.cpu / n * 1e6)
     dead = set(doomed)
     v.keys = [k for k in v.keys if k not in dead]
 
@@ -182,24 +179,17 @@ class SyncFigures:
     feed_rows: int = 0
 
 
-def fill(url: str, keys: int) -> float:
-    rng = random.Random(1)
-    started = time.perf_counter()
-    with open_url(url) as store:
-        for start in range(0, keys, 10_000):
-            store.set_many([Record(b"key-%08d" % i, value(rng)) for i in range(start, min(keys, start + 10_000))])
-    return time.perf_counter() - started
+def fill_url(url: str, keys: int) -> float:
+    def run() -> None:
+        with open_url(url) as store:
+            fill(store, keys)
+
+    return lap(run).wall
 
 
 def make_changes(url: str, keys: int, seed: int) -> None:
-    rng = random.Random(seed)
     with open_url(url) as store:
-        for n in range(CHANGES):
-            key = b"key-%08d" % rng.randrange(keys)
-            if n < UPDATES:
-                store.set(key, value(rng))
-            else:
-                store.delete(key)
+        change(store, random.Random(seed), keys)
 
 
 def engine_once(plan: SyncPlan, opened: list[float]) -> tuple[float, float, Any]:
@@ -217,33 +207,16 @@ def engine_once(plan: SyncPlan, opened: list[float]) -> tuple[float, float, Any]
         dst.close()
 
 
-def children_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
 def cli_once(env: dict[str, str], plan: SyncPlan, *extra: str) -> tuple[float, float, dict[str, Any]]:
-    cpu0, started = children_cpu(), time.perf_counter()
-    out = subprocess.run([sys.executable, "-m", "kvctl", "sync", plan.src_url, plan.dst_url, "--json", *extra],
-                         env=env, capture_output=True, text=True, timeout=900)
-    wall, cpu = time.perf_counter() - started, children_cpu() - cpu0
-    if out.returncode != 0:
-        raise SystemExit(f"kvctl sync failed ({out.returncode}): {out.stderr[-2000:]}")
-    return wall, cpu, json.loads(out.stdout)
+    proc = run_process([sys.executable, "-m", "kvctl", "sync", plan.src_url, plan.dst_url, "--json", *extra],
+                       env=env)
+    return proc.seconds, proc.cpu, json.loads(proc.stdout)
 
 
 def startup_once(env: dict[str, str]) -> float:
     """Python start-up plus the imports a sync run makes, without opening any store."""
-    started = time.perf_counter()
-    subprocess.run([sys.executable, "-c", "import kvctl.cli.app, kvctl.engines.sync, kvctl.adapt, "
-                    "kvctl_plugins.sqlite"], env=env, check=True, timeout=120)
-    return time.perf_counter() - started
-
-
-def scan_equal(a: str, b: str) -> bool:
-    with open_url(a) as x, open_url(b) as y:
-        return all(p.records == q.records for p, q in zip(x.scan(batch_size=10_000), y.scan(batch_size=10_000),
-                                                           strict=True))
+    return run_process([sys.executable, "-c", "import kvctl.cli.app, kvctl.engines.sync, kvctl.adapt, "
+                        "kvctl_plugins.sqlite"], env=env, capture=False).seconds
 
 
 def bench_sync(root: Path, keys: int, rounds: int) -> SyncFigures:
@@ -253,7 +226,7 @@ def bench_sync(root: Path, keys: int, rounds: int) -> SyncFigures:
     env["XDG_STATE_HOME"] = str(root / "state")
     plan = SyncPlan(src_url, dst_url, root / "state" / "kvctl")  # the CLI's state directory: one pair state
     print(f"[sync] filling {keys:,} keys", file=sys.stderr)
-    res.load_s = fill(src_url, keys)
+    res.load_s = fill_url(src_url, keys)
     print(f"[sync] first sync (diff pass) in {res.load_s:.1f} s", file=sys.stderr)
     res.first_s, _, first = engine_once(plan, [])
     res.first_mode = first.mode
@@ -277,7 +250,7 @@ def bench_sync(root: Path, keys: int, rounds: int) -> SyncFigures:
         print(f"[sync] round {r + 1}: CLI {wall:.2f} s wall, sync {doc['seconds'] * 1000:.1f} ms ({doc['mode']})",
               file=sys.stderr)
     res.full_s, _, _ = engine_once(SyncPlan(src_url, dst_url, root / "state" / "kvctl", force_full=True), [])
-    res.converged = scan_equal(src_url, dst_url)
+    res.converged = same_records(src_url, dst_url)
     with open_url(src_url) as src:
         stats = src.stats()
         res.src_bytes = stats["file_bytes"] + stats["wal_bytes"]
@@ -305,20 +278,12 @@ def med(values: list[float], scale: float = 1.0, digits: int = 1) -> str:
     return f"{statistics.median(values) * scale:.{digits}f}" if values else "-"
 
 
-def render(command: str, commit: str, variants: list[Variant], over_keys: int, over_rounds: int,
-           sync: SyncFigures, upgrade: tuple[float, float] | None, started: float) -> str:
+def render(commit: str, variants: list[Variant], over_keys: int, over_rounds: int,
+           sync: SyncFigures, upgrade: tuple[float, float] | None) -> list[str]:
     lines = [
-        "# SQLite change feed: incremental sync and trigger overhead",
-        "",
-        "```",
-        command,
-        "```",
-        "",
-        f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
-        f"SQLite {__import__('sqlite3').sqlite_version}, Linux {platform.release()}; one run; files in a "
-        f"temporary directory on the local disk; WAL, synchronous=NORMAL (kvctl's default: a commit is "
-        f"not fsynced, a checkpoint is). Load average (1 min) at the end: {os.getloadavg()[0]:.1f} "
-        "(other work shares the machine: elapsed times stretch; CPU figures are given where they help).",
+        "One run; files in a temporary directory on the local disk; WAL, synchronous=NORMAL (kvctl's "
+        "default: a commit is not fsynced, a checkpoint is). Elapsed times stretch with the machine's "
+        "load; CPU figures are given where they help.",
         "",
         f"## Incremental sync: 1,000 changes in {sync.keys:,} keys, sqlite -> sqlite",
         "",
@@ -399,21 +364,19 @@ def render(command: str, commit: str, variants: list[Variant], over_keys: int, o
             f"side tables and triggers inside one transaction, took {upgrade[1]:.1f} s. It happens once per file.",
             "",
         ]
-    lines.append(f"Total benchmark time: {time.monotonic() - started:.0f} s.")
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--keys", type=int, default=1_000_000)
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--overhead-keys", type=int, default=100_000)
-    parser.add_argument("--overhead-rounds", type=int, default=11)
-    parser.add_argument("--no-upgrade", action="store_true", help="skip timing the v1 upgrade")
-    parser.add_argument("--write", help="write the Markdown report here")
-    args = parser.parse_args()
-    started = time.monotonic()
-    command = "python bench/sync_sqlite_bench.py" + "".join(f" {a}" for a in sys.argv[1:])
+    ap = parser(__doc__)
+    ap.add_argument("--keys", type=int, default=1_000_000)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--overhead-keys", type=int, default=100_000)
+    ap.add_argument("--overhead-rounds", type=int, default=11)
+    ap.add_argument("--no-upgrade", action="store_true", help="skip timing the v1 upgrade")
+    args = ap.parse_args()
+    report = Report("SQLite change feed: incremental sync and trigger overhead",
+                    facts=f", SQLite {sqlite3.sqlite_version}")
     root = Path(tempfile.mkdtemp(prefix="kvctl-sqlite-sync-bench-"))
     try:
         v1_class, commit = load_v1(root)
@@ -426,12 +389,10 @@ def main() -> None:
         overhead(variants, args.overhead_keys, args.overhead_rounds)
         sync = bench_sync(root, args.keys, args.rounds)
         upgrade = None if args.no_upgrade else bench_upgrade(v1_class, root, args.keys)
-        report = render(command, commit, variants, args.overhead_keys, args.overhead_rounds, sync, upgrade, started)
+        report.add(*render(commit, variants, args.overhead_keys, args.overhead_rounds, sync, upgrade))
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    if args.write:
-        Path(args.write).write_text(report)
-    print(report)
+    report.finish(args.write)
 
 
 if __name__ == "__main__":
