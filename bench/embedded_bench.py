@@ -18,28 +18,24 @@ Every figure is the median over ``--repeats`` rounds of the time per operation; 
 calls run back to back inside each round, and each round sweeps every case, so machine drift
 and bursts of load from elsewhere hit both sides alike.  Usage::
 
-    python bench/embedded_bench.py [--repeats 21] [--cpu 0] [--nice -10] [--only sqlite] [--output FILE]
+    python bench/embedded_bench.py [--repeats 21] [--cpu 0] [--nice -10] [--only sqlite]
+        [--write bench/results/embedded_RESULTS.md]
 """
 
 from __future__ import annotations
 
-import argparse
-import gc
 import itertools
 import os
-import platform
-import shlex
 import sqlite3
-import statistics
 import sys
 import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from struct import Struct
 
 import lmdb
+from _harness import Report, command, interleave, parser, pyperf_us
 from kvctl_plugins.lmdb.records import make_record  # the record builder both plugins use
 
 from kvctl.hlc import HLC
@@ -264,36 +260,25 @@ def lmdb_mode_cases(rounds: int, workdir: str, *, sync: bool) -> list[Case]:
 
 # -- running and reporting ---------------------------------------------------------------------
 def run(cases: list[Case], rounds: int) -> None:
-    """Round r times every case once, kvctl and raw back to back (order flipped every round).
+    """Round r times every case once, kvctl and raw back to back (order flipped every round),
+    after one warm-up round (statement caches, page cache, branch predictors).
 
     Rounds sweep across all cases, so a burst of load from elsewhere on the machine spoils one
     round of many cases rather than every round of one case; the median then discards it.
     """
-    for case in cases:
-        case.kvctl(rounds)  # warm-up round: statement caches, page cache, branch predictors
-        case.raw(rounds)
-    times: dict[int, tuple[list[float], list[float]]] = {id(c): ([], []) for c in cases}
-    for r in range(rounds):
-        for case in cases:
-            kv_times, raw_times = times[id(case)]
-            pairs = ((case.kvctl, kv_times), (case.raw, raw_times))
-            for step, out in pairs if r % 2 else pairs[::-1]:
-                gc.collect()
-                t0 = time.perf_counter()
-                step(r)
-                out.append(time.perf_counter() - t0)
-    for case in cases:
-        kv_times, raw_times = times[id(case)]
-        case.kvctl_us = statistics.median(kv_times) / case.ops * 1e6
-        case.raw_us = statistics.median(raw_times) / case.ops * 1e6
-        case.kvctl_min_us = min(kv_times) / case.ops * 1e6
-        case.raw_min_us = min(raw_times) / case.ops * 1e6
+    groups = [{f"{i} raw": case.raw, f"{i} kvctl": case.kvctl} for i, case in enumerate(cases)]
+    ops = {f"{i} {side}": case.ops for i, case in enumerate(cases) for side in ("raw", "kvctl")}
+    times = interleave(groups, rounds, per_call=ops, warmup=1, collect=True)
+    for i, case in enumerate(cases):
+        kv, raw = times[f"{i} kvctl"], times[f"{i} raw"]
+        case.kvctl_us, case.raw_us = kv.median(), raw.median()
+        case.kvctl_min_us, case.raw_min_us = kv.fastest(), raw.fastest()
         print(f"  {case.backend:7} {case.operation:14} kvctl {case.kvctl_us:8.3f} µs  raw {case.raw_us:8.3f} µs"
               f"  x{case.ratio:.2f}", file=sys.stderr)
 
 
 def fixed_costs() -> list[tuple[str, float]]:
-    """Per-record costs no plugin can avoid today, timed in this run (µs, median of 7)."""
+    """Per-record costs no plugin can avoid today, timed in this run (µs, pyperf's median of 7)."""
     header = Struct(">QQ")
     clock = HLC()
     framed = header.pack(0, 1 << 50) + VALUE
@@ -307,34 +292,17 @@ def fixed_costs() -> list[tuple[str, float]]:
         ("LMDB header decode: `unpack_from` + `raw[16:]`", lambda: (header.unpack_from(framed), framed[16:])),
         ("LMDB header encode: `pack(exp, ver) + value`", lambda: header.pack(0, version) + VALUE),
     ]
-    out = []
-    for label, fn in probes:
-        n = 200_000
-        runs = []
-        for _ in range(7):
-            t0 = time.perf_counter()
-            for _ in range(n):
-                fn()
-            runs.append(time.perf_counter() - t0)
-        out.append((label, statistics.median(runs) / n * 1e6))
-    return out
+    return [(label, pyperf_us(f"cost {i}", fn, loops=200_000)) for i, (label, fn) in enumerate(probes)]
 
 
-def report(cases: list[Case], command: str, rounds: int, load: tuple[float, float],
-           costs: list[tuple[str, float]]) -> str:
+def render(cases: list[Case], rounds: int, costs: list[tuple[str, float]]) -> list[str]:
     lines = [
-        "# Embedded backends: kvctl vs the raw driver",
-        "",
-        f"Command: `{command}`",
-        "",
-        f"Generated {datetime.now(UTC):%Y-%m-%d %H:%M UTC} on {platform.machine()}, {os.cpu_count()} CPUs, "
-        f"Python {platform.python_version()}, SQLite {sqlite3.sqlite_version}, py-lmdb {lmdb.__version__} "
-        f"(LMDB {'.'.join(map(str, lmdb.version()))}).  Medians of {rounds} rounds, µs per operation, "
+        f"Medians of {rounds} rounds, µs per operation, "
         "100-byte values, keys `key-<i>`; gets read 1,000 pre-filled keys, sets write new keys.  "
         "Each round runs every case once, kvctl and raw back to back in alternating order.  Figures "
         "drift ~1.4x between runs on this machine kind: compare the ratio, which is taken inside one run.  "
-        f"Load average (1 min) at start / end: {load[0]:.2f} / {load[1]:.2f}; other work shared the "
-        "machine, so the ratio of the fastest rounds is shown too (load only ever adds time).",
+        "Other work shared the machine, so the ratio of the fastest rounds is shown too (load only ever "
+        "adds time).",
         "",
         "| backend | operation | durability | kvctl µs/op | raw µs/op | kvctl/raw | target | met "
         "| kvctl/raw of fastest rounds | raw idiom |",
@@ -366,26 +334,26 @@ def report(cases: list[Case], command: str, rounds: int, load: tuple[float, floa
         "* fsync rows are dominated by the disk flush and swing with other I/O on the machine; the "
         "memory rows measure the memory plugin, which this benchmark only reports.",
     ]
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--repeats", type=int, default=21, help="rounds per case (default 21)")
-    parser.add_argument("--cpu", type=int, default=None, help="pin the process to this CPU")
-    parser.add_argument("--nice", type=int, default=None,
-                        help="change the process priority (e.g. -10 as root: fewer preemptions on a busy machine)")
-    parser.add_argument("--only", choices=("memory", "sqlite", "lmdb"), action="append",
-                        help="run only these backends (repeatable)")
-    parser.add_argument("--output", default=None, help="also write the markdown table here")
-    args = parser.parse_args(argv)
+    ap = parser(__doc__)
+    ap.add_argument("--repeats", type=int, default=21, help="rounds per case (default 21)")
+    ap.add_argument("--cpu", type=int, default=None, help="pin the process to this CPU")
+    ap.add_argument("--nice", type=int, default=None,
+                    help="change the process priority (e.g. -10 as root: fewer preemptions on a busy machine)")
+    ap.add_argument("--only", choices=("memory", "sqlite", "lmdb"), action="append",
+                    help="run only these backends (repeatable)")
+    args = ap.parse_args(argv)
     if args.cpu is not None:
         os.sched_setaffinity(0, {args.cpu})
     if args.nice is not None:
         os.nice(args.nice)
-    command = shlex.join(["python", "bench/embedded_bench.py", *(sys.argv[1:] if argv is None else argv)])
+    report = Report("Embedded backends: kvctl vs the raw driver", cmd=command(argv),
+                    facts=f", SQLite {sqlite3.sqlite_version}, py-lmdb {lmdb.__version__} "
+                          f"(LMDB {'.'.join(map(str, lmdb.version()))})")
     only = set(args.only or ("memory", "sqlite", "lmdb"))
-    load_start = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="kvctl-bench-") as workdir:
         cases: list[Case] = []
         if "memory" in only:
@@ -396,11 +364,7 @@ def main(argv: list[str] | None = None) -> int:
             cases += lmdb_cases(args.repeats + 1, workdir)
         run(cases, args.repeats)
         costs = fixed_costs()
-    text = report(cases, command, args.repeats, (load_start, os.getloadavg()[0]), costs)
-    print(text)
-    if args.output:
-        with open(args.output, "w") as out:
-            out.write(text)
+    report.add(*render(cases, args.repeats, costs)).finish(args.write)
     return 0
 
 

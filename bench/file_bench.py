@@ -1,6 +1,6 @@
 """Benchmark of the ``file`` backend, side by side with the stores its targets name, in one run.
 
-    python bench/file_bench.py [--quick] [--write bench/file_RESULTS.md]
+    python bench/file_bench.py [--quick] [--write bench/results/file_RESULTS.md]
 
 Workload (GridKV's harness, see shared/reference section 2): keys ``key-<i>``, one random 100-byte
 value; *get* reads ``key-(i mod 1000)`` from 1,000 pre-filled keys on a warm store; *set* writes
@@ -12,10 +12,8 @@ process, which also reports its resident-memory growth per key.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import platform
 import shutil
 import sqlite3
 import statistics
@@ -27,6 +25,7 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 import lmdb
+from _harness import Report, interleave, parser
 
 from kvctl.registry import open_url
 from kvctl.store import Record
@@ -48,16 +47,10 @@ class Timing(NamedTuple):
         return f"{self.wall / other.wall:.2f}x (CPU {self.cpu / other.cpu:.2f}x)"
 
 
-def median_us(fn: Callable[[int], int], repeats: int) -> Timing:
-    """``fn(r)`` runs repeat ``r`` and returns how many operations it did."""
-    walls, cpus = [], []
-    for r in range(repeats):
-        t0 = time.perf_counter()
-        c0 = time.process_time()
-        n = fn(r)
-        cpus.append((time.process_time() - c0) / n * 1e6)
-        walls.append((time.perf_counter() - t0) / n * 1e6)
-    return Timing(statistics.median(walls), statistics.median(cpus))
+def median_us(fn: Callable[[int], object], repeats: int, ops: int) -> Timing:
+    """``fn(r)`` runs repeat ``r``, ``ops`` operations."""
+    samples = interleave({"": fn}, repeats, per_call=ops, cpu=time.process_time)[""]
+    return Timing(samples.median(), samples.cpu_median())
 
 
 def bench_get(url: str, ops: int, repeats: int) -> Timing:
@@ -73,7 +66,7 @@ def bench_get(url: str, ops: int, repeats: int) -> Timing:
             get(key)
         return ops
 
-    result = median_us(run, repeats)
+    result = median_us(run, repeats, ops)
     store.close()
     return result
 
@@ -88,7 +81,7 @@ def bench_set(url: str, ops: int, repeats: int) -> Timing:
             set_(b"key-%d" % i, VALUE)
         return ops
 
-    result = median_us(run, repeats)
+    result = median_us(run, repeats, ops)
     store.close()
     return result
 
@@ -101,7 +94,7 @@ def bench_set_many(url: str, batches: int) -> Timing:
         store.set_many(ready[r])
         return 1000
 
-    result = median_us(run, batches)
+    result = median_us(run, batches, 1000)
     store.close()
     return result
 
@@ -114,7 +107,7 @@ def bench_scan(url: str, keys: int, repeats: int) -> Timing:
     def run(_: int) -> int:
         return sum(len(p.records) for p in store.scan(batch_size=1000))
 
-    result = median_us(run, repeats)
+    result = median_us(run, repeats, keys)
     store.close()
     return result
 
@@ -132,7 +125,7 @@ def bench_raw_sqlite_set(path: str, ops: int, repeats: int) -> Timing:
             conn.execute(sql, (b"key-%d" % i, VALUE))
         return ops
 
-    result = median_us(run, repeats)
+    result = median_us(run, repeats, ops)
     conn.close()
     return result
 
@@ -146,7 +139,7 @@ def bench_raw_lmdb_batched_sync(path: str, batches: int) -> Timing:
                 txn.put(b"key-%d" % i, VALUE)
         return 1000
 
-    result = median_us(run, batches)
+    result = median_us(run, batches, 1000)
     env.close()
     return result
 
@@ -161,7 +154,7 @@ def bench_dict_get(ops: int, repeats: int) -> Timing:
             get(key)
         return ops
 
-    return median_us(run, repeats)
+    return median_us(run, repeats, ops)
 
 
 _OPEN_CHILD = r"""
@@ -227,16 +220,15 @@ print((rss() - before) / n)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer operations and 100k keys for open")
-    parser.add_argument("--write", metavar="FILE", help="write the markdown report here")
-    args = parser.parse_args()
+    ap = parser(__doc__)
+    ap.add_argument("--quick", action="store_true", help="fewer operations and 100k keys for open")
+    args = ap.parse_args()
+    report = Report("file backend benchmark")
     ops, repeats = (20_000, 7) if args.quick else (100_000, 15)
     set_ops, set_repeats = (2_000, 7) if args.quick else (10_000, 15)
     batches = 15 if args.quick else 41
     open_keys = 100_000 if args.quick else 1_000_000
 
-    load_start = os.getloadavg()[0]
     tmp = tempfile.mkdtemp(prefix="kvctl-file-bench-", dir=os.environ.get("BENCH_DIR", "."))
     rows: list[tuple[str, str, Timing, str]] = []
     try:
@@ -291,17 +283,8 @@ def main() -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
     lines = [
-        "# file backend benchmark",
-        "",
-        "```",
-        " ".join(["python bench/file_bench.py", *sys.argv[1:]]),
-        "```",
-        "",
-        f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
-        f"{platform.system()} {platform.release()}; one run, single-threaded, files on the working "
-        f"directory's filesystem. Load average (1 min) at the start {load_start:.1f}, at the end "
-        f"{os.getloadavg()[0]:.1f}: other work shares the machine, so compare figures within this run "
-        "only; the CPU column (this process's user + system time) is the less disturbed one, but "
+        "One run, single-threaded, files on the working directory's filesystem: compare figures within "
+        "this run only; the CPU column (this process's user + system time) is the less disturbed one, but "
         "time spent waiting for fsync shows only in the elapsed column. "
         "Medians of repeats; µs per key; 100-byte random values. Ratios: elapsed (CPU).",
         "",
@@ -321,11 +304,7 @@ def main() -> None:
         f"**{opened['bytes_per_key']:.0f} bytes** for the file backend (values up to inline_max=4 KiB "
         f"are kept in memory) vs {mem_per_key:.0f} bytes for the memory backend holding the same data.",
     ]
-    report = "\n".join(lines) + "\n"
-    print(report)
-    if args.write:
-        with open(args.write, "w") as f:
-            f.write(report)
+    report.add(*lines).finish(args.write)
 
 
 if __name__ == "__main__":
