@@ -20,31 +20,26 @@ Timings are medians over ``--repeats`` rounds; every round runs every case of a 
 to back, and one sample is short (1,000 gets, 20 cookie round trips, one batch), so drift and
 bursts of load from other processes hit all sides of a comparison alike.  Usage::
 
-    python bench/seedbackends_bench.py [--repeats 101] [--ops 500000] [--output FILE]
+    python bench/seedbackends_bench.py [--repeats 101] [--ops 500000] [--write bench/results/seedbackends_RESULTS.md]
 """
 
 from __future__ import annotations
 
-import argparse
 import gc
 import itertools
 import os
-import platform
 import random
-import shlex
 import shutil
-import statistics
 import sys
 import tempfile
-import time
 from collections import OrderedDict
 from collections.abc import Callable
-from datetime import UTC, datetime
 from importlib.metadata import version
 from typing import Any
 
 import lmdb
 import rocksdict
+from _harness import Report, interleave, parser, table
 from kvctl_plugins.cache.bounded import ENTRY_OVERHEAD, BoundedCache
 from kvctl_plugins.cookie.sealer import Sealer, derive_key
 from kvctl_plugins.cookie.session import SessionDoc
@@ -59,19 +54,14 @@ KEYS = [b"key-%d" % i for i in range(N)]
 SECRET = b"benchmark secret of at least 32 bytes!!"
 
 
-def per_op(fn: Callable[[], Any], ops: int) -> float:
-    """µs per operation of one call of ``fn`` doing ``ops`` operations."""
-    start = time.perf_counter_ns()
-    fn()
-    return (time.perf_counter_ns() - start) / ops / 1000
+Case = tuple[Callable[[int], object], int]  # a step (its argument: the round) and the operations it does
 
 
-def medians(cases: dict[str, Callable[[int], float]], repeats: int) -> dict[str, float]:
-    samples: dict[str, list[float]] = {name: [] for name in cases}
-    for r in range(repeats):
-        for name, case in cases.items():
-            samples[name].append(case(r))
-    return {name: statistics.median(v) for name, v in samples.items()}
+def medians(cases: dict[str, Case], repeats: int) -> dict[str, float]:
+    """µs per operation, the median over ``repeats`` rounds; each round calls every case once, in order."""
+    times = interleave({name: step for name, (step, _) in cases.items()}, repeats,
+                       per_call={name: ops for name, (_, ops) in cases.items()}, alternate=False)
+    return {name: samples.median() for name, samples in times.items()}
 
 
 # -- cache hit vs memory get ------------------------------------------------------------------------
@@ -82,24 +72,21 @@ def bench_cache(repeats: int) -> list[list[str]]:
         store.set_many(Record(k, VALUE) for k in KEYS)
     loop = KEYS
 
-    def gets(store: Any) -> Callable[[int], float]:
+    def gets(store: Any) -> Case:
         get = store.get
-        return lambda r: per_op(lambda: [get(k) for k in loop], len(loop))
+        return (lambda r: [get(k) for k in loop]), len(loop)
 
-    def batch(store: Any) -> Callable[[int], float]:
-        return lambda r: per_op(lambda: store.get_many(KEYS), N)
+    def batch(store: Any) -> Case:
+        return (lambda r: store.get_many(KEYS)), N
 
     th: Theine[bytes, Record] = Theine(10_000)
     for k in KEYS:
         th.set(k, Record(k, VALUE))
 
-    def theine_gets(r: int) -> float:
-        get = th.get
-        return per_op(lambda: [get(k) for k in loop], len(loop))
-
+    get = th.get
     m = medians({"memory get": gets(memory), "cache get (hit)": gets(cache),
                  "memory get_many": batch(memory), "cache get_many (hits)": batch(cache),
-                 "theine get": theine_gets}, repeats)
+                 "theine get": ((lambda r: [get(k) for k in loop]), len(loop))}, repeats)
     assert cache.stats()["hit_rate"] == 1.0
     return [
         ["get", f"{m['memory get']:.3f}", f"{m['cache get (hit)']:.3f}",
@@ -137,54 +124,40 @@ def bench_rocksdb(repeats: int, work: str) -> list[list[str]]:
     def fresh(r: int, tag: bytes) -> list[bytes]:
         return [b"%s-%d-%d" % (tag, r, i) for i in range(N)]
 
-    def kv_set_many(store: Any, tag: bytes) -> Callable[[int], float]:
-        return lambda r: per_op(lambda: store.set_many([Record(k, VALUE) for k in fresh(r, tag)]), N)
+    def kv_set_many(store: Any, tag: bytes) -> Case:
+        return (lambda r: store.set_many([Record(k, VALUE) for k in fresh(r, tag)])), N
 
-    def raw_rocks_set_many(r: int) -> float:
-        def go() -> None:
-            wb = rocksdict.WriteBatch(raw_mode=True)
-            for k in fresh(r, b"rr"):
-                wb.put(k, VALUE)
-            raw_rocks.write(wb)
-        return per_op(go, N)
+    def raw_rocks_set_many(r: int) -> None:
+        wb = rocksdict.WriteBatch(raw_mode=True)
+        for k in fresh(r, b"rr"):
+            wb.put(k, VALUE)
+        raw_rocks.write(wb)
 
-    def raw_lmdb_set_many(r: int) -> float:
-        def go() -> None:
-            with env.begin(write=True, db=raw_db) as txn:
-                txn.cursor().putmulti([(k, VALUE) for k in fresh(r, b"rl")])
-        return per_op(go, N)
+    def raw_lmdb_set_many(r: int) -> None:
+        with env.begin(write=True, db=raw_db) as txn:
+            txn.cursor().putmulti([(k, VALUE) for k in fresh(r, b"rl")])
 
-    def kv_get(store: Any) -> Callable[[int], float]:
+    def kv_get(store: Any) -> Case:
         get = store.get
-        return lambda r: per_op(lambda: [get(k) for k in KEYS], N)
+        return (lambda r: [get(k) for k in KEYS]), N
 
-    def kv_get_many(store: Any) -> Callable[[int], float]:
-        return lambda r: per_op(lambda: store.get_many(KEYS), N)
+    def kv_get_many(store: Any) -> Case:
+        return (lambda r: store.get_many(KEYS)), N
 
-    def raw_rocks_get(r: int) -> float:
-        get = raw_rocks.get
-        return per_op(lambda: [get(k) for k in KEYS], N)
+    rocks_get = raw_rocks.get
 
-    def raw_rocks_get_many(r: int) -> float:
-        return per_op(lambda: raw_rocks.get(KEYS), N)
-
-    def raw_lmdb_get(r: int) -> float:
-        return per_op(lambda: [env.begin(db=raw_db).get(k) for k in KEYS], N)
-
-    def raw_lmdb_get_many(r: int) -> float:
-        def go() -> None:
-            with env.begin(db=raw_db) as txn:
-                get = txn.get
-                [get(k) for k in KEYS]
-        return per_op(go, N)
+    def raw_lmdb_get_many(r: int) -> None:
+        with env.begin(db=raw_db) as txn:
+            get = txn.get
+            [get(k) for k in KEYS]
 
     m = medians({
-        "rocksdb set_many": kv_set_many(kv_rocks, b"kr"), "raw rocksdb set_many": raw_rocks_set_many,
-        "lmdb set_many": kv_set_many(kv_lmdb, b"kl"), "raw lmdb set_many": raw_lmdb_set_many,
-        "rocksdb get": kv_get(kv_rocks), "raw rocksdb get": raw_rocks_get,
-        "lmdb get": kv_get(kv_lmdb), "raw lmdb get": raw_lmdb_get,
-        "rocksdb get_many": kv_get_many(kv_rocks), "raw rocksdb get_many": raw_rocks_get_many,
-        "lmdb get_many": kv_get_many(kv_lmdb), "raw lmdb get_many": raw_lmdb_get_many,
+        "rocksdb set_many": kv_set_many(kv_rocks, b"kr"), "raw rocksdb set_many": (raw_rocks_set_many, N),
+        "lmdb set_many": kv_set_many(kv_lmdb, b"kl"), "raw lmdb set_many": (raw_lmdb_set_many, N),
+        "rocksdb get": kv_get(kv_rocks), "raw rocksdb get": ((lambda r: [rocks_get(k) for k in KEYS]), N),
+        "lmdb get": kv_get(kv_lmdb), "raw lmdb get": ((lambda r: [env.begin(db=raw_db).get(k) for k in KEYS]), N),
+        "rocksdb get_many": kv_get_many(kv_rocks), "raw rocksdb get_many": ((lambda r: raw_rocks.get(KEYS)), N),
+        "lmdb get_many": kv_get_many(kv_lmdb), "raw lmdb get_many": (raw_lmdb_get_many, N),
     }, repeats)
     kv_rocks.close()
     kv_lmdb.close()
@@ -215,24 +188,24 @@ def bench_cookie(repeats: int, work: str) -> tuple[list[list[str]], int]:
         sealer = Sealer(SECRET, derive_key(SECRET, kdf=kdf), gzip_on_write=gzip_mode)
         token = sealer.seal(plain)
 
-        def encode(r: int, s: Sealer = sealer) -> float:
-            return per_op(lambda: [s.seal(plain) for _ in range(20)], 20)
+        def encode(r: int, s: Sealer = sealer) -> object:
+            return [s.seal(plain) for _ in range(20)]
 
-        def decode(r: int, s: Sealer = sealer, t: str = token) -> float:
-            return per_op(lambda: [SessionDoc.from_json(s.open(t)) for _ in range(20)], 20)
+        def decode(r: int, s: Sealer = sealer, t: str = token) -> object:
+            return [SessionDoc.from_json(s.open(t)) for _ in range(20)]
 
-        def both(r: int, s: Sealer = sealer) -> float:
-            return per_op(lambda: [SessionDoc.from_json(s.open(s.seal(plain))) for _ in range(20)], 20)
+        def both(r: int, s: Sealer = sealer) -> object:
+            return [SessionDoc.from_json(s.open(s.seal(plain))) for _ in range(20)]
 
-        m = medians({"encode": encode, "decode": decode, "both": both}, repeats)
+        m = medians({"encode": (encode, 20), "decode": (decode, 20), "both": (both, 20)}, repeats)
         rows.append([label, f"{len(token):,}", f"{m['encode']:.1f}", f"{m['decode']:.1f}", f"{m['both']:.1f}",
                      "< 100", "yes" if m["both"] < 100 else "**no**"])
     counter = itertools.count()
 
-    def store_set(r: int) -> float:
-        return per_op(lambda: [store.set(b"field_00", b"v%d" % next(counter)) for _ in range(5)], 5)
+    def store_set(r: int) -> object:
+        return [store.set(b"field_00", b"v%d" % next(counter)) for _ in range(5)]
 
-    m = medians({"set": store_set}, max(5, repeats // 10))
+    m = medians({"set": (store_set, 5)}, max(5, repeats // 10))
     rows.append(["store.set (seal + atomic file rewrite with fsync)", "", "", "", f"{m['set']:.1f}", "", ""])
     store.close()
     return rows, data_bytes
@@ -311,19 +284,13 @@ def bench_zipf(ops: int, keys: int = 100_000) -> list[list[str]]:
 
 
 # -- report -----------------------------------------------------------------------------------------
-def table(header: list[str], rows: list[list[str]], align: list[str]) -> list[str]:
-    out = ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]
-    out += ["| " + " | ".join(r) + " |" for r in rows]
-    return out
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--repeats", type=int, default=101)
-    parser.add_argument("--ops", type=int, default=500_000, help="zipf trace length")
-    parser.add_argument("--output", default=None)
-    args = parser.parse_args()
-    command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
+    ap = parser(__doc__)
+    ap.add_argument("--repeats", type=int, default=101)
+    ap.add_argument("--ops", type=int, default=500_000, help="zipf trace length")
+    args = ap.parse_args()
+    report = Report("Seed backends (issue 7): cache, rocksdb, cookie",
+                    facts=f", rocksdict {version('rocksdict')}, theine {version('theine')}, py-lmdb {lmdb.__version__}")
     work = tempfile.mkdtemp(prefix="kvctl-seedbench-")
     gc.disable()
     try:
@@ -340,14 +307,7 @@ def main() -> None:
         gc.enable()
         shutil.rmtree(work, ignore_errors=True)
 
-    when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     lines = [
-        "# Seed backends (issue 7): cache, rocksdb, cookie",
-        "",
-        f"Command: `{command}`",
-        "",
-        f"Generated {when} on {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
-        f"rocksdict {version('rocksdict')}, theine {version('theine')}, py-lmdb {lmdb.__version__}.  "
         f"Timings are medians of {args.repeats} rounds in µs per operation (per key for batch calls); "
         "all cases of a table alternate within each round.  The machine drifts ~1.4x between runs: "
         "compare within a table.",
@@ -396,11 +356,7 @@ def main() -> None:
                ["---:", "---", "---", "---:", "---:", "---:", "---"]),
         "",
     ]
-    text = "\n".join(lines)
-    if args.output:
-        with open(args.output, "w") as fh:
-            fh.write(text)
-    print(text)
+    report.add(*lines).finish(args.write)
 
 
 if __name__ == "__main__":
