@@ -1,6 +1,6 @@
 """kvctl's Redis backends against raw redis-py, side by side in one run.
 
-    python bench/redis_bench.py [--cpu N] [--out bench/redis_RESULTS.md] [--quick]
+    python bench/redis_bench.py [--cpu N] [--quick] [--write bench/results/redis_RESULTS.md]
 
 Starts its own servers (a standalone redis-server and a 3-master cluster, never the test
 services), pins them and this process to one CPU with taskset (reference section 6: loopback
@@ -12,15 +12,12 @@ mean time per operation (µs), ratios medians of per-round ratios; values are 10
 
 from __future__ import annotations
 
-import argparse
 import os
-import platform
 import shutil
 import signal
 import socket
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -29,6 +26,7 @@ from typing import Any
 
 import hiredis
 import redis
+from _harness import Report, Samples, interleave, parser, ratio
 from redis.cluster import ClusterNode, RedisCluster
 
 from kvctl.registry import open_url
@@ -88,38 +86,16 @@ class Servers:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-CPU: dict[str, list[float]] = {}  # client CPU µs/op per round, beside the wall-clock figures
+def compare(pairs: dict[str, tuple[Callable[[int], Any], int]], loops: int, rounds: int) -> dict[str, Samples]:
+    """µs/op of each function in each round (the mean of ``loops`` calls), with this thread's
+    CPU time beside it; the functions interleaved round by round, after a warm-up (connections,
+    scripts, caches)."""
+    return interleave({name: fn for name, (fn, _) in pairs.items()}, rounds,
+                      per_call={name: ops for name, (_, ops) in pairs.items()}, repeat=loops,
+                      warmup=max(3, loops // 10), alternate=False, cpu=time.thread_time)
 
 
-def timed(fn: Callable[[], Any], ops: int, loops: int) -> tuple[float, float]:
-    """Mean wall-clock and client-CPU µs per operation over ``loops`` calls of ``fn``."""
-    cpu = time.thread_time_ns()
-    start = time.perf_counter_ns()
-    for _ in range(loops):
-        fn()
-    wall = (time.perf_counter_ns() - start) / loops / ops / 1000
-    return wall, (time.thread_time_ns() - cpu) / loops / ops / 1000
-
-
-def compare(pairs: dict[str, tuple[Callable[[], Any], int]], loops: int, rounds: int) -> dict[str, list[float]]:
-    """µs/op of each function in each round, the functions interleaved round by round."""
-    for fn, _ in pairs.values():  # warm up: connections, scripts, caches
-        for _ in range(max(3, loops // 10)):
-            fn()
-    samples: dict[str, list[float]] = {name: [] for name in pairs}
-    for _ in range(rounds):
-        for name, (fn, ops) in pairs.items():
-            wall, cpu = timed(fn, ops, loops)
-            samples[name].append(wall)
-            CPU.setdefault(f"{id(samples[name])}", []).append(cpu)
-    return samples
-
-
-def cpu_of(samples: list[float]) -> list[float]:
-    return CPU[f"{id(samples)}"]
-
-
-Row = tuple[str, str, list[float], str, list[float], str]
+Row = tuple[str, str, Samples, str, Samples, str]
 
 
 def standalone(port: int, quick: bool) -> list[Row]:
@@ -135,26 +111,26 @@ def standalone(port: int, quick: bool) -> list[Row]:
     timed_keys = [b"ttl-key-%d" % i for i in range(BATCH)]
     timed_records = [Record(k, VALUE, deadline) for k in timed_keys]
 
-    def raw_pipe_get() -> Any:
+    def raw_pipe_get(_: int) -> Any:
         p = raw.pipeline(transaction=False)
         for k in keys:
             p.get(k)
         return p.execute()
 
-    def raw_pipe_get_exp() -> Any:
+    def raw_pipe_get_exp(_: int) -> Any:
         p = raw.pipeline(transaction=False)
         for k in keys:
             p.get(k)
             p.pexpiretime(k)  # type: ignore[arg-type]
         return p.execute()
 
-    def raw_pipe_set() -> Any:
+    def raw_pipe_set(_: int) -> Any:
         p = raw.pipeline(transaction=False)
         for k in keys:
             p.set(k, VALUE)
         return p.execute()
 
-    def raw_pipe_set_pxat() -> Any:
+    def raw_pipe_set_pxat(_: int) -> Any:
         p = raw.pipeline(transaction=False)
         for k in timed_keys:
             p.set(k, VALUE, pxat=deadline)
@@ -162,19 +138,19 @@ def standalone(port: int, quick: bool) -> list[Row]:
 
     mapping = {k: VALUE for k in keys}
     single = compare({
-        "kvctl get": (lambda: store.get(b"key-1"), 1), "raw GET": (lambda: raw.get(b"key-1"), 1),
-        "kvctl set": (lambda: store.set(b"key-1", VALUE), 1), "raw SET": (lambda: raw.set(b"key-1", VALUE), 1),
+        "kvctl get": (lambda _: store.get(b"key-1"), 1), "raw GET": (lambda _: raw.get(b"key-1"), 1),
+        "kvctl set": (lambda _: store.set(b"key-1", VALUE), 1), "raw SET": (lambda _: raw.set(b"key-1", VALUE), 1),
     }, loops=200 if quick else 400, rounds=rounds)
     batch = compare({
-        "kvctl get_many": (lambda: store.get_many(keys), BATCH),
-        "raw MGET": (lambda: raw.mget(keys), BATCH),
+        "kvctl get_many": (lambda _: store.get_many(keys), BATCH),
+        "raw MGET": (lambda _: raw.mget(keys), BATCH),
         "raw pipeline GET": (raw_pipe_get, BATCH),
         "raw pipeline GET+PEXPIRETIME": (raw_pipe_get_exp, BATCH),
-        "kvctl set_many": (lambda: store.set_many(records), BATCH),
-        "raw MSET": (lambda: raw.mset(mapping), BATCH),
+        "kvctl set_many": (lambda _: store.set_many(records), BATCH),
+        "raw MSET": (lambda _: raw.mset(mapping), BATCH),
         "raw pipeline SET": (raw_pipe_set, BATCH),
-        "kvctl set_many with expiry": (lambda: store.set_many(timed_records), BATCH),
-        "Record() x1000": (lambda: [Record(k, VALUE, None) for k in keys], BATCH),
+        "kvctl set_many with expiry": (lambda _: store.set_many(timed_records), BATCH),
+        "Record() x1000": (lambda _: [Record(k, VALUE, None) for k in keys], BATCH),
         "raw pipeline SET PXAT": (raw_pipe_set_pxat, BATCH),
     }, loops=3 if quick else 5, rounds=rounds)
     store.close()
@@ -183,8 +159,8 @@ def standalone(port: int, quick: bool) -> list[Row]:
     cached.invalidator.subscribed.wait(5)
     cached.get(b"key-1")
     local: dict[bytes, Any] = {}
-    hit = compare({"kvctl get, local cache hit": (lambda: cached.get(b"key-1"), 1),
-                   "dict lookup": (lambda: local.get(b"key-1"), 1)},
+    hit = compare({"kvctl get, local cache hit": (lambda _: cached.get(b"key-1"), 1),
+                   "dict lookup": (lambda _: local.get(b"key-1"), 1)},
                   loops=20_000 if quick else 50_000, rounds=rounds)
     assert cached.cache is not None and cached.cache.hits > 0
     cached.close()
@@ -219,27 +195,27 @@ def cluster(ports: list[int], quick: bool) -> list[Row]:
     records = [Record(k, VALUE) for k in keys]
     store.set_many(records)
 
-    def raw_pipe_get() -> Any:
+    def raw_pipe_get(_: int) -> Any:
         p = rc.pipeline()
         for k in keys:
             p.get(k)
         return p.execute()
 
-    def raw_pipe_set() -> Any:
+    def raw_pipe_set(_: int) -> Any:
         p = rc.pipeline()
         for k in keys:
             p.set(k, VALUE)
         return p.execute()
 
     single = compare({
-        "kvctl get": (lambda: store.get(b"key-1"), 1), "raw GET": (lambda: rc.get(b"key-1"), 1),
-        "kvctl set": (lambda: store.set(b"key-1", VALUE), 1), "raw SET": (lambda: rc.set(b"key-1", VALUE), 1),
+        "kvctl get": (lambda _: store.get(b"key-1"), 1), "raw GET": (lambda _: rc.get(b"key-1"), 1),
+        "kvctl set": (lambda _: store.set(b"key-1", VALUE), 1), "raw SET": (lambda _: rc.set(b"key-1", VALUE), 1),
     }, loops=200 if quick else 300, rounds=rounds)
     batch = compare({
-        "kvctl get_many": (lambda: store.get_many(keys), BATCH),
+        "kvctl get_many": (lambda _: store.get_many(keys), BATCH),
         "raw cluster pipeline GET": (raw_pipe_get, BATCH),
-        "raw mget_nonatomic": (lambda: rc.mget_nonatomic(keys), BATCH),
-        "kvctl set_many": (lambda: store.set_many(records), BATCH),
+        "raw mget_nonatomic": (lambda _: rc.mget_nonatomic(keys), BATCH),
+        "kvctl set_many": (lambda _: store.set_many(records), BATCH),
         "raw cluster pipeline SET": (raw_pipe_set, BATCH),
     }, loops=2 if quick else 3, rounds=rounds)
     store.close()
@@ -267,23 +243,14 @@ def verdict(kvctl_us: float, ratio: float, target: str) -> str:
     return "met" if ratio <= limit else "MISSED"
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "?"
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cpu", type=int, default=0, help="the one CPU for this process and the servers")
-    parser.add_argument("--out", default=str(Path(__file__).with_name("redis_RESULTS.md")))
-    parser.add_argument("--quick", action="store_true", help="fewer rounds (a smoke run)")
-    args = parser.parse_args()
+    ap = parser(__doc__)
+    ap.add_argument("--cpu", type=int, default=0, help="the one CPU for this process and the servers")
+    ap.add_argument("--quick", action="store_true", help="fewer rounds (a smoke run)")
+    args = ap.parse_args()
     os.sched_setaffinity(0, {args.cpu})
+    report = Report("Redis backends: kvctl vs raw redis-py",
+                    facts=f", redis-py {redis.__version__}, hiredis {hiredis.__version__}")
     servers = Servers(args.cpu)
     try:
         port = servers.start()
@@ -293,18 +260,9 @@ def main() -> None:
     finally:
         servers.stop()
 
-    command = "python " + " ".join(["bench/redis_bench.py", *sys.argv[1:]])
     lines = [
-        "# Redis backends: kvctl vs raw redis-py",
-        "",
-        "Generated by:",
-        "",
-        f"    {command}",
-        "",
-        f"Machine: {cpu_model()}, {os.cpu_count()} CPUs; client and every server pinned to CPU {args.cpu} "
-        f"(taskset). Python {platform.python_version()}, redis-py {redis.__version__}, hiredis "
-        f"{hiredis.__version__}, Redis {version} (no persistence: `--save '' --appendonly no`). "
-        f"One run, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
+        f"Client and every server pinned to CPU {args.cpu} (taskset); Redis {version} (no persistence: "
+        "`--save '' --appendonly no`). One run.",
         "",
         "Workload: keys `key-<i>`, 100-byte random values; single ops on one key; batches of 1,000 keys. "
         "kvctl and raw calls run interleaved in short rounds in the same process against the same "
@@ -315,21 +273,18 @@ def main() -> None:
         "|---|---|---:|---|---:|---:|---|---|---:|",
     ]
     for what, ours, ours_samples, theirs, theirs_samples, target in rows:
-        ours_us, theirs_us = statistics.median(ours_samples), statistics.median(theirs_samples)
-        # The ratio of each round's pair, then the median: contention on a shared machine hits
-        # both calls of a round alike, so this is steadier than a ratio of medians.
-        ratio = statistics.median(a / b for a, b in zip(ours_samples, theirs_samples, strict=True))
+        ours_us, theirs_us = ours_samples.median(), theirs_samples.median()
+        paired = ratio(ours_samples, theirs_samples)
         cpu_ratio = statistics.median(
-            a / b for a, b in zip(cpu_of(ours_samples), cpu_of(theirs_samples), strict=True) if b > 0)
+            a / b for a, b in zip(ours_samples.cpu, theirs_samples.cpu, strict=True) if b > 0)
         lines.append(f"| {what} | {ours} | {ours_us:.3f} | {theirs} | {theirs_us:.3f} | "
-                     f"{ratio:.2f}× | {target} | {verdict(ours_us, ratio, target)} | {cpu_ratio:.2f}× |")
+                     f"{paired:.2f}× | {target} | {verdict(ours_us, paired, target)} | {cpu_ratio:.2f}× |")
     lines += [
         "",
         "Notes:",
         "- The verdict is on wall-clock time. \"client CPU ratio\" compares only this process's CPU "
         "time (`time.thread_time`): kvctl's own overhead, free of the server's work and of the "
-        f"scheduling noise of a shared machine (load average {os.getloadavg()[0]:.1f} on "
-        f"{os.cpu_count()} CPUs at the end of this run).",
+        "scheduling noise of a shared machine.",
         "- kvctl's `get`/`get_many` return each key's absolute expiry too (`PEXPIRETIME`), which a raw "
         "`GET`/`MGET` does not: the like-for-like raw call is the pipeline of GET+PEXPIRETIME. MGET "
         "alone is shown for honesty; kvctl pays one Lua loop of PEXPIRETIME on the server "
@@ -348,8 +303,7 @@ def main() -> None:
         "clustered read hit ~0.01 ms (10 µs). The local cache hit above is measured through "
         "`store.get` with the invalidation subscriber running.",
     ]
-    Path(args.out).write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    report.add(*lines).finish(args.write)
 
 
 if __name__ == "__main__":
