@@ -225,6 +225,30 @@ def run_process(cmd: Sequence[str], *, env: Mapping[str, str] | None = None, che
     return done
 
 
+@contextlib.contextmanager
+def private_postgres(cpu: int | None = None) -> Iterator[str]:
+    """A PostgreSQL of this run's own with the server's default durability (fsync on, every
+    commit waits for its WAL flush; the test services turn that off), started by
+    tests/services/postgres.sh in a temporary directory, under ``taskset -c cpu`` when given
+    (the postmaster and every backend it forks then run there); its URL.  Stopped and removed after."""
+    import shutil
+
+    service = REPO / "tests" / "services" / "postgres.sh"
+    home = tempfile.mkdtemp(prefix="kvctl-pg-bench-", dir="/tmp")
+    os.chmod(home, 0o755)  # the postgres user must reach its data directory
+    env = {**os.environ, "KVCTL_SERVICES_DIR": home, "KVCTL_POSTGRES_SERVER_OPTIONS": ""}
+    pin = [] if cpu is None else ["taskset", "-c", str(cpu)]
+    try:
+        out = subprocess.run([*pin, "bash", str(service), "start"], env=env, capture_output=True, text=True,
+                             check=False)
+        if out.returncode != 0:
+            raise SystemExit(f"could not start PostgreSQL:\n{out.stderr}")
+        yield out.stdout.strip().split("=", 1)[1]
+    finally:
+        subprocess.run(["bash", str(service), "stop"], env=env, capture_output=True, check=False)
+        shutil.rmtree(home, ignore_errors=True)
+
+
 def peak_rss_mb() -> float:
     """This process's peak resident memory so far."""
     import resource

@@ -1,9 +1,9 @@
-"""The kvctl store is opened with ``?feed=false``: raw asyncpg keeps no change feed, so this compares
+"""kvctl's postgres backend against raw asyncpg, side by side in one run.
+
+    python bench/postgres_bench.py [--cpu N] [--quick] [--write bench/results/postgres_RESULTS.md]
+
+The kvctl store is opened with ``?feed=false``: raw asyncpg keeps no change feed, so this compares
 like with like (bench/sync_postgres_bench.py measures the feed's write cost).
-
-kvctl's postgres backend against raw asyncpg, side by side in one run.
-
-    python bench/postgres_bench.py [--cpu N] [--out bench/postgres_RESULTS.md] [--quick]
 
 Starts a private PostgreSQL with tests/services/postgres.sh (in a temporary services directory,
 never the test services) under ``taskset -c N``, so the postmaster and every backend it forks run
@@ -20,58 +20,26 @@ commit waits for a WAL flush.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import functools
 import os
-import platform
 import shutil
-import statistics
-import subprocess
-import sys
-import tempfile
-import time
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 import asyncpg
+from _harness import Report, Samples, interleave, interleave_async, parser, private_postgres
 
 from kvctl.adapt import to_sync
 from kvctl.registry import open_url
 from kvctl.store import Record
 
-HERE = Path(__file__).resolve().parent
-SERVICE = HERE.parent / "tests" / "services" / "postgres.sh"
 VALUE = os.urandom(100)
 BATCH = 1000
 TABLE = "bench_kv"
 UPSERT_TAIL = (" ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, "
                "expires_at = EXCLUDED.expires_at, version = EXCLUDED.version")
 
-AsyncCall = Callable[[], Awaitable[Any]]
-
-
-class Server:
-    """A private PostgreSQL pinned to one CPU, started and stopped with the services script."""
-
-    def __init__(self, cpu: int) -> None:
-        self.dir = tempfile.mkdtemp(prefix="kvctl-pg-bench-", dir="/tmp")
-        os.chmod(self.dir, 0o755)  # the postgres user must reach its data directory
-        # PostgreSQL's default durability (the test services turn fsync off).
-        self.env = {**os.environ, "KVCTL_SERVICES_DIR": self.dir, "KVCTL_POSTGRES_SERVER_OPTIONS": ""}
-        self.cpu = cpu
-
-    def start(self) -> str:
-        out = subprocess.run(["taskset", "-c", str(self.cpu), "bash", str(SERVICE), "start"],
-                             env=self.env, capture_output=True, text=True, check=False)
-        if out.returncode != 0:
-            raise SystemExit(f"could not start PostgreSQL:\n{out.stderr}")
-        return out.stdout.strip().split("=", 1)[1]
-
-    def stop(self) -> None:
-        subprocess.run(["bash", str(SERVICE), "stop"], env=self.env, capture_output=True, check=False)
-        shutil.rmtree(self.dir, ignore_errors=True)
+AsyncCall = Callable[[int], Awaitable[Any]]  # the argument (the call's number) is not used
 
 
 class Case:
@@ -79,44 +47,20 @@ class Case:
 
     def __init__(self, name: str, calls: int, keys_per_call: int, target: float = 0.0) -> None:
         self.name, self.calls, self.keys, self.target = name, calls, keys_per_call, target
-        self.samples: dict[str, list[float]] = {}
+        self.samples: dict[str, Samples] = {}
 
     def median(self, label: str) -> float:
-        return statistics.median(self.samples[label])
+        return self.samples[label].median()
 
     async def measure(self, variants: dict[str, AsyncCall], warmup: int = 3) -> Case:
-        labels, fns = list(variants), list(variants.values())
-        for fn in fns:  # prepared statements, caches, the first purge
-            for _ in range(warmup):
-                await fn()
-        samples: list[list[float]] = [[] for _ in fns]
-        clock = time.perf_counter_ns
-        order = list(range(len(fns)))
-        for _ in range(self.calls):
-            for i in order:
-                start = clock()
-                await fns[i]()
-                samples[i].append((clock() - start) / 1000 / self.keys)
-            order.reverse()  # neither variant always runs right after the other
-        self.samples = dict(zip(labels, samples, strict=True))
+        """Warm up (prepared statements, caches, the first purge), then call the variants in turn,
+        in an order that reverses every call: neither always runs right after the other."""
+        self.samples = await interleave_async(variants, self.calls, per_call=self.keys, warmup=warmup)
         return self
 
-    def measure_sync(self, variants: dict[str, Callable[[], Any]], warmup: int = 3) -> Case:
+    def measure_sync(self, variants: dict[str, Callable[[int], Any]], warmup: int = 3) -> Case:
         """The same, for plain calls (each may run its own event loop)."""
-        labels, fns = list(variants), list(variants.values())
-        for fn in fns:
-            for _ in range(warmup):
-                fn()
-        samples: list[list[float]] = [[] for _ in fns]
-        clock = time.perf_counter_ns
-        order = list(range(len(fns)))
-        for _ in range(self.calls):
-            for i in order:
-                start = clock()
-                fns[i]()
-                samples[i].append((clock() - start) / 1000 / self.keys)
-            order.reverse()
-        self.samples = dict(zip(labels, samples, strict=True))
+        self.samples = interleave(variants, self.calls, per_call=self.keys, warmup=warmup)
         return self
 
 
@@ -144,7 +88,7 @@ async def kvctl_vs_raw(url: str, scale: float) -> tuple[list[Case], dict[str, st
     def next_key() -> bytes:
         return keys[next(turn) % BATCH]
 
-    async def raw_copy_merge() -> None:
+    async def raw_copy_merge(_: int) -> None:
         async with raw.transaction():
             await raw.execute("CREATE TEMP TABLE stage (key bytea, value bytea, expires_at bigint, "
                               "version bigint) ON COMMIT DROP")
@@ -156,20 +100,20 @@ async def kvctl_vs_raw(url: str, scale: float) -> tuple[list[Case], dict[str, st
 
     cases = [
         await Case("get (single key)", n(20000), 1, 1.15).measure({
-            "kvctl": lambda: store.get(next_key()),
-            "asyncpg prepared": lambda: get_one.fetchrow(next_key(), 0),
+            "kvctl": lambda _: store.get(next_key()),
+            "asyncpg prepared": lambda _: get_one.fetchrow(next_key(), 0),
         }),
         await Case("set (single key, upsert, one commit)", n(2000), 1, 1.15).measure({
-            "kvctl": lambda: store.set(next_key(), VALUE),
-            "asyncpg prepared": lambda: upsert.fetchval(next_key(), VALUE, None, 1 << 50),
+            "kvctl": lambda _: store.set(next_key(), VALUE),
+            "asyncpg prepared": lambda _: upsert.fetchval(next_key(), VALUE, None, 1 << 50),
         }),
         await Case("get_many 1,000 keys (per key)", n(400), BATCH, 1.25).measure({
-            "kvctl": lambda: store.get_many(keys),
-            "asyncpg ANY($1) prepared": lambda: get_any.fetch(keys, 0),
+            "kvctl": lambda _: store.get_many(keys),
+            "asyncpg ANY($1) prepared": lambda _: get_any.fetch(keys, 0),
         }),
         await Case("set_many 1,000 keys (per key, one transaction)", n(150), BATCH, 1.25).measure({
-            "kvctl": lambda: store.set_many(records),
-            "asyncpg executemany": lambda: raw.executemany(upsert_sql, rows),
+            "kvctl": lambda _: store.set_many(records),
+            "asyncpg executemany": lambda _: raw.executemany(upsert_sql, rows),
             "asyncpg COPY + merge": raw_copy_merge,
         }),
     ]
@@ -186,8 +130,8 @@ def through_to_sync(url: str, scale: float) -> Case:
     stmt = runner.run(raw.prepare(f'SELECT value, expires_at, version FROM "{TABLE}" WHERE key = $1 '
                                   "AND (expires_at IS NULL OR expires_at > $2)"))
     case = Case("get (single key)", max(5, int(10000 * scale)), 1).measure_sync({
-        "kvctl to_sync": lambda: store.get(b"key-1"),
-        "asyncpg + Runner.run": lambda: runner.run(stmt.fetchrow(b"key-1", 0)),
+        "kvctl to_sync": lambda _: store.get(b"key-1"),
+        "asyncpg + Runner.run": lambda _: runner.run(stmt.fetchrow(b"key-1", 0)),
     })
     store.close()
     runner.run(raw.close())
@@ -212,8 +156,8 @@ async def design_choices(url: str, scale: float) -> tuple[Case, list[Case]]:
     query = f"SELECT value, expires_at, version FROM {t} WHERE key = $1"
     stmt = await raw.prepare(query)
     connection = await Case("get (single key)", max(5, int(10000 * scale)), 1).measure({
-        "one connection, prepared": lambda: stmt.fetchrow(b"key-1"),
-        "asyncpg pool (min=max=1)": lambda: pool.fetchrow(query, b"key-1"),
+        "one connection, prepared": lambda _: stmt.fetchrow(b"key-1"),
+        "asyncpg pool (min=max=1)": lambda _: pool.fetchrow(query, b"key-1"),
     })
     await pool.close()
     upsert = f"INSERT INTO {t} (key, value, expires_at, version) VALUES ($1, $2, $3, $4)" + UPSERT_TAIL
@@ -224,7 +168,7 @@ async def design_choices(url: str, scale: float) -> tuple[Case, list[Case]]:
         rows = [(b"key-%d" % i, VALUE, None, 1 << 50) for i in range(size)]
         columns = [list(c) for c in zip(*rows, strict=True)]
 
-        async def copy_merge(rows: list[tuple[bytes, bytes, None, int]] = rows) -> None:
+        async def copy_merge(_: int, rows: list[tuple[bytes, bytes, None, int]] = rows) -> None:
             async with raw.transaction():
                 await raw.execute("CREATE TEMP TABLE stage (key bytea, value bytea, expires_at bigint, "
                                   "version bigint) ON COMMIT DROP")
@@ -234,8 +178,8 @@ async def design_choices(url: str, scale: float) -> tuple[Case, list[Case]]:
 
         calls = max(5, int(min(200, 100_000 // size) * scale))
         sweep.append(await Case(f"{size:,} rows", calls, size).measure({
-            "unnest() upsert": functools.partial(raw.execute, arrays, *columns),
-            "executemany": functools.partial(raw.executemany, upsert, rows),
+            "unnest() upsert": lambda _, columns=columns: raw.execute(arrays, *columns),
+            "executemany": lambda _, rows=rows: raw.executemany(upsert, rows),
             "COPY + merge": copy_merge,
         }, warmup=1))
     await raw.execute(f"DROP TABLE {t}")
@@ -243,19 +187,12 @@ async def design_choices(url: str, scale: float) -> tuple[Case, list[Case]]:
     return connection, sweep
 
 
-def report(cases: list[Case], cli: Case, design: tuple[Case, list[Case]], info: dict[str, str],
-           args: argparse.Namespace) -> str:
-    command = "python bench/postgres_bench.py " + " ".join(sys.argv[1:])
+def render(cases: list[Case], cli: Case, design: tuple[Case, list[Case]], info: dict[str, str],
+           cpu: int) -> list[str]:
     lines = [
-        f"Command: `{command.strip()}`",
-        "",
-        "# PostgreSQL backend vs raw asyncpg",
-        "",
-        f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
-        f"asyncpg {asyncpg.__version__}, PostgreSQL {info['server']} (private instance from "
+        f"PostgreSQL {info['server']} (private instance from "
         f"tests/services/postgres.sh), fsync={info['fsync']}, synchronous_commit={info['synchronous_commit']}. "
-        f"Client and server pinned to CPU {args.cpu}; loopback TCP; 1-minute load average {info['load']} "
-        "(the machine is shared with other work). One run. Variants interleaved call by call; each "
+        f"Client and server pinned to CPU {cpu}; loopback TCP. One run. Variants interleaved call by call; each "
         "figure is the median per-call time divided by the keys per call. 100-byte values, keys "
         "`key-<i>`, 1,000 pre-filled keys; writes are upserts of existing keys, each call one commit "
         "(so single sets are dominated by the WAL flush).",
@@ -310,33 +247,24 @@ def report(cases: list[Case], cli: Case, design: tuple[Case, list[Case]], info: 
     for case in sweep:
         cells = " | ".join(f"{case.median(label):.2f}" for label in ("unnest() upsert", "executemany", "COPY + merge"))
         lines.append(f"| {case.name} | {case.calls:,} | {cells} |")
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cpu", type=int, default=0, help="the CPU for client and server (default 0)")
-    parser.add_argument("--out", default=None, help="write the Markdown report here")
-    parser.add_argument("--quick", action="store_true", help="a short smoke run (fewer calls)")
-    args = parser.parse_args()
+    ap = parser(__doc__)
+    ap.add_argument("--cpu", type=int, default=0, help="the CPU for client and server (default 0)")
+    ap.add_argument("--quick", action="store_true", help="a short smoke run (fewer calls)")
+    args = ap.parse_args()
     if shutil.which("taskset") is None:
         raise SystemExit("taskset (util-linux) is needed to pin client and server")
     os.sched_setaffinity(0, {args.cpu})
     scale = 0.05 if args.quick else 1.0
-    load_before = os.getloadavg()[0]
-    server = Server(args.cpu)
-    try:
-        url = server.start()
+    report = Report("PostgreSQL backend vs raw asyncpg", facts=f", asyncpg {asyncpg.__version__}")
+    with private_postgres(args.cpu) as url:
         cases, info = asyncio.run(kvctl_vs_raw(url, scale))
         cli = through_to_sync(url, scale)
         design = asyncio.run(design_choices(url, scale))
-    finally:
-        server.stop()
-    info["load"] = f"{load_before:.1f} before, {os.getloadavg()[0]:.1f} after"
-    text = report(cases, cli, design, info, args)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text)
+    report.add(*render(cases, cli, design, info, args.cpu)).finish(args.write)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """PostgreSQL change feed: incremental sync time and what the feed costs writers, in one run.
 
-    python bench/sync_postgres_bench.py [--url URL] [--keys N] [--rounds R] [--durable] [--write FILE] [--quick]
+    python bench/sync_postgres_bench.py [--url URL] [--keys N] [--rounds R] [--durable] [--quick]
+        [--write bench/results/sync_postgres_RESULTS.md]
 
 Uses the server of tests/services.sh (``KVCTL_TEST_POSTGRES_URL``, or ``--url``); its tables are
 created with a unique prefix and dropped at the end.  That server runs with fsync=off and
@@ -24,12 +25,11 @@ WAL flush), started and stopped with tests/services/postgres.sh in a temporary d
 
 from __future__ import annotations
 
-import argparse
 import asyncio
+import json
 import os
-import platform
+import random
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -39,24 +39,18 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+from _harness import Report, interleave_async, parser, private_postgres, run_process, services_env
 
 from kvctl.engines.sync import SyncPlan, sync
 from kvctl.registry import open_url
 from kvctl.store import Record
 
-HERE = Path(__file__).resolve().parent
-SERVICE = HERE.parent / "tests" / "services" / "postgres.sh"
-ENV_FILE = Path(os.environ.get("KVCTL_SERVICES_DIR", "/tmp/kvctl-services")) / "env"
 VALUE = os.urandom(100)
 PREFIX = f"bench_syncpg_{os.getpid()}_{uuid.uuid4().hex[:4]}"
 
 
 def default_url() -> str:
-    url = os.environ.get("KVCTL_TEST_POSTGRES_URL")
-    if not url and ENV_FILE.exists():
-        for line in ENV_FILE.read_text().splitlines():
-            if "KVCTL_TEST_POSTGRES_URL=" in line:
-                url = line.split("=", 1)[1].strip()
+    url = services_env().get("KVCTL_TEST_POSTGRES_URL")
     if not url:
         raise SystemExit("no server: start one with tests/services.sh start, or pass --url")
     return url
@@ -88,8 +82,6 @@ async def load(url: str, keys: int) -> float:
 
 async def change(url: str, keys: int, round_: int) -> None:
     """1,000 changes, one call each: 700 overwrites and 300 deletes of random existing keys."""
-    import random
-
     rng = random.Random(round_)
     store = open_url(url)
     try:
@@ -104,16 +96,9 @@ async def change(url: str, keys: int, round_: int) -> None:
 
 
 def cli_sync(src: str, dst: str, state: Path) -> tuple[float, dict[str, Any]]:
-    import json
-
     env = {**os.environ, "XDG_STATE_HOME": str(state)}
-    started = time.perf_counter()
-    out = subprocess.run([sys.executable, "-m", "kvctl", "sync", src, dst, "--json"], env=env,
-                         capture_output=True, text=True, check=False)
-    wall = time.perf_counter() - started
-    if out.returncode != 0:
-        raise SystemExit(f"kvctl sync failed: {out.stderr}")
-    return wall, json.loads(out.stdout)
+    out = run_process([sys.executable, "-m", "kvctl", "sync", src, dst, "--json"], env=env)
+    return out.seconds, json.loads(out.stdout)
 
 
 async def bench_sync(base: str, keys: int, rounds: int, lines: list[str]) -> None:
@@ -201,41 +186,13 @@ async def swap_to_row_triggers(con: asyncpg.Connection, table: str) -> None:
                       f"FOR EACH ROW {condition} EXECUTE FUNCTION {fn}()")
 
 
-Call = Callable[[], Awaitable[Any]]
+Call = Callable[[int], Awaitable[Any]]  # the argument (the call's number) is not used
 
 
 async def interleave(variants: dict[str, Call], calls: int, per_call: int) -> dict[str, float]:
-    """Median µs per key of each variant, called in turn (order alternating each round)."""
-    samples: dict[str, list[float]] = {name: [] for name in variants}
-    names = list(variants)
-    for i in range(calls):
-        for name in names if i % 2 == 0 else reversed(names):
-            started = time.perf_counter()
-            await variants[name]()
-            samples[name].append((time.perf_counter() - started) / per_call * 1e6)
-    return {name: statistics.median(s) for name, s in samples.items()}
-
-
-class DurableServer:
-    """A private PostgreSQL with the server's default durability (the test services turn fsync off)."""
-
-    def __init__(self) -> None:
-        self.dir = tempfile.mkdtemp(prefix="kvctl-syncpg-bench-", dir="/tmp")
-        os.chmod(self.dir, 0o755)  # the postgres user must reach its data directory
-        self.env = {**os.environ, "KVCTL_SERVICES_DIR": self.dir, "KVCTL_POSTGRES_SERVER_OPTIONS": ""}
-
-    def start(self) -> str:
-        out = subprocess.run(["bash", str(SERVICE), "start"], env=self.env, capture_output=True, text=True,
-                             check=False)
-        if out.returncode != 0:
-            raise SystemExit(f"could not start PostgreSQL:\n{out.stderr}")
-        return out.stdout.strip().split("=", 1)[1]
-
-    def stop(self) -> None:
-        import shutil
-
-        subprocess.run(["bash", str(SERVICE), "stop"], env=self.env, capture_output=True, check=False)
-        shutil.rmtree(self.dir, ignore_errors=True)
+    """Median µs per key of each variant, called in turn (order alternating each call)."""
+    samples = await interleave_async(variants, calls, per_call=per_call)
+    return {name: s.median() for name, s in samples.items()}
 
 
 async def bench_writes(base: str, quick: bool, lines: list[str], *, title: str = "") -> None:
@@ -265,16 +222,16 @@ async def bench_writes(base: str, quick: bool, lines: list[str], *, title: str =
     counter = iter(range(10**9))
 
     def one(v: str) -> Call:
-        return lambda: stores[v].set(keys[next(counter) % 1000], VALUE)
+        return lambda _: stores[v].set(keys[next(counter) % 1000], VALUE)
 
     def many(v: str) -> Call:
-        return lambda: stores[v].set_many(batch)
+        return lambda _: stores[v].set_many(batch)
 
     def raw1(v: str) -> Call:
-        return lambda: raw_one[v].fetch(keys[next(counter) % 1000], VALUE)
+        return lambda _: raw_one[v].fetch(keys[next(counter) % 1000], VALUE)
 
     def rawn(v: str) -> Call:
-        return lambda: raw_many[v].fetch(keys, values)
+        return lambda _: raw_many[v].fetch(keys, values)
 
     single_calls, batch_calls = (300, 30) if quick else (3000, 200)
     labels = {"off": "feed=false (no feed)", "stmt": "feed on, as shipped (statement-level capture)",
@@ -333,20 +290,18 @@ async def server_facts(base: str) -> str:
 
 
 async def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--url", default=None, help="a PostgreSQL URL (default: the test services' server)")
-    parser.add_argument("--keys", type=int, default=1_000_000)
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--durable", action="store_true",
-                        help="also measure the write path on a private server with default durability")
-    parser.add_argument("--write", type=Path, default=None, help="write the results (markdown) here")
-    parser.add_argument("--quick", action="store_true", help="100,000 keys, 2 rounds, fewer write calls")
-    args = parser.parse_args()
+    ap = parser(__doc__)
+    ap.add_argument("--url", default=None, help="a PostgreSQL URL (default: the test services' server)")
+    ap.add_argument("--keys", type=int, default=1_000_000)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--durable", action="store_true",
+                    help="also measure the write path on a private server with default durability")
+    ap.add_argument("--quick", action="store_true", help="100,000 keys, 2 rounds, fewer write calls")
+    args = ap.parse_args()
     base = (args.url or default_url()).split("?", 1)[0]
     keys, rounds = (100_000, 2) if args.quick else (args.keys, args.rounds)
-    command = "python bench/sync_postgres_bench.py " + " ".join(sys.argv[1:])
-    started = time.perf_counter()
-    load_before = os.getloadavg()[0]
+    report = Report("PostgreSQL change feed: incremental sync and write-path overhead",
+                    facts=f", asyncpg {asyncpg.__version__}")
     lines: list[str] = []
     try:
         await bench_sync(base, keys, rounds, lines)
@@ -355,25 +310,13 @@ async def main() -> None:
         await drop_all(base)
     facts = await server_facts(base)
     if args.durable:
-        server = DurableServer()
-        try:
-            durable = server.start()
+        with private_postgres() as durable:
             await bench_writes(durable, args.quick, lines,
                                title=f" with default durability ({await server_facts(durable)}, private server)")
-        finally:
-            server.stop()
     head = [
-        "# PostgreSQL change feed: incremental sync and write-path overhead",
-        "",
-        "```",
-        command.strip(),
-        "```",
-        "",
-        f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
-        f"asyncpg {asyncpg.__version__}; {facts} (the server of tests/services.sh: commits do not wait "
+        f"{facts} (the server of tests/services.sh: commits do not wait "
         f"for a flush, so the figures show the feed's CPU and I/O-volume cost, not fsync latency); "
-        f"loopback TCP; one run; 1-minute load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} "
-        "after (the machine is shared with other work).",
+        "loopback TCP; one run.",
         "",
     ]
     tail = [
@@ -383,13 +326,8 @@ async def main() -> None:
         "number of changes, not the number of keys. The feed costs kvctl's own writes one more row "
         "insert per change (the change table's heap and primary key) in the same statement; other "
         "programs' writes additionally pay the per-row version trigger and the capture trigger.",
-        "",
-        f"Total benchmark time: {time.perf_counter() - started:.0f} s.",
     ]
-    text = "\n".join(head + lines + tail) + "\n"
-    print(text)
-    if args.write:
-        args.write.write_text(text)
+    report.add(*head, *lines, *tail).finish(args.write)
 
 
 if __name__ == "__main__":
