@@ -35,8 +35,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from kvctl.bench.results import machine_info
-
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 RESULTS = BENCH / "results"
@@ -271,7 +269,9 @@ def services_env() -> dict[str, str]:
 
 # -- the report ---------------------------------------------------------------------------------
 def machine(extra: str = "") -> str:
-    """One line of machine facts (the same ones ``kvctl bench`` records), the load average now."""
+    """One line of machine facts (the same ones ``kvctl bench`` records)."""
+    from kvctl.bench.results import machine_info  # here: a child process measuring its RSS imports none of it
+
     m = machine_info(None)
     pinned = "" if m["cpu_pinning"] == "none" else f", this process pinned to CPU {m['cpu_pinning']}"
     return (f"Machine: {m['cpu_model']} ({m['arch']}), {m['cpu_count']} CPUs{pinned}, {m['platform']}, "

@@ -18,18 +18,14 @@ scenario runs in its own child process (so its peak RSS is its own), once:
 
 Usage::
 
-    python bench/migrate_bench.py [--keys 1000000] [--batch 10000] [--output bench/migrate_RESULTS.md]
+    python bench/migrate_bench.py [--keys 1000000] [--batch 10000] [--write bench/results/migrate_RESULTS.md]
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import os
-import platform
-import resource
-import shlex
 import shutil
 import subprocess
 import sys
@@ -38,7 +34,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).resolve().parent
+from _harness import Report, fmt_rate, parser, peak_rss_mb
+from _harness import services_env as services  # bench/bulk_bench.py imports fmt_rate and services from here
+
 REF = {"lmdb": 800_000, "sqlite": 264_000, "postgres": 419_000, "redis": 528_000}  # reference section 6
 
 
@@ -63,10 +61,6 @@ def _fill(url: str, n: int, batch: int, ttl_ms: int | None = None) -> None:
         for k in range(0, len(recs), batch):
             store.set_many(recs[k:k + batch])
     store.close()
-
-
-def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def child_memory_to(dst: str, n: int, batch: int) -> dict[str, Any]:
@@ -136,22 +130,22 @@ def child_rss_migrate(root: str, n: int, batch: int) -> dict[str, Any]:
     from kvctl.engines import migrate
 
     src, dst = f"sqlite://{root}/src.db", f"sqlite://{root}/dst.db"
-    before = _peak_rss_mb()
+    before = peak_rss_mb()
     t0 = time.perf_counter()
     s = migrate.run(src, dst, migrate.Plan(batch_size=batch, checkpoint_path=Path(root) / "cp.json"))
     assert s.counts.copied == n
-    return {"seconds": time.perf_counter() - t0, "rss_before_mb": before, "peak_rss_mb": _peak_rss_mb()}
+    return {"seconds": time.perf_counter() - t0, "rss_before_mb": before, "peak_rss_mb": peak_rss_mb()}
 
 
 def child_rss_snapshot(root: str, n: int, batch: int) -> dict[str, Any]:
     from kvctl.engines import snapshot
 
-    before = _peak_rss_mb()
+    before = peak_rss_mb()
     path = Path(root) / "s.kvs"
     snapshot.create(f"sqlite://{root}/src.db", path, batch_size=batch)
     r = snapshot.restore(path, f"sqlite://{root}/restored.db", batch_size=batch)
     assert r.counts is not None and r.counts.copied == n
-    return {"rss_before_mb": before, "peak_rss_mb": _peak_rss_mb()}
+    return {"rss_before_mb": before, "peak_rss_mb": peak_rss_mb()}
 
 
 def child_workers(root: str, n: int, batch: int, workers: int) -> dict[str, Any]:
@@ -237,29 +231,12 @@ def families() -> set[str]:
     return names
 
 
-def services() -> dict[str, str]:
-    env = {}
-    path = Path(os.environ.get("KVCTL_SERVICES_DIR", "/tmp/kvctl-services")) / "env"
-    if path.exists():
-        for line in path.read_text().splitlines():
-            parts = shlex.split(line)
-            if len(parts) == 2 and parts[0] == "export" and "=" in parts[1]:
-                k, _, v = parts[1].partition("=")
-                env[k] = v
-    return {k: os.environ.get(k, v) for k, v in env.items()}
-
-
-def fmt_rate(x: float) -> str:
-    return f"{x:,.0f}"
-
-
 def main() -> None:
-    ap = argparse.ArgumentParser()
+    ap = parser(__doc__)
     ap.add_argument("--keys", type=int, default=1_000_000)
     ap.add_argument("--batch", type=int, default=10_000)
     ap.add_argument("--rss-keys", type=int, default=100_000, help="N for the memory check (N and 10 N)")
     ap.add_argument("--server-keys", type=int, default=200_000)
-    ap.add_argument("--output", type=Path, default=HERE / "migrate_RESULTS.md")
     ap.add_argument("--child")
     ap.add_argument("args", nargs="?")
     opts = ap.parse_args()
@@ -269,11 +246,9 @@ def main() -> None:
 
     n, batch = opts.keys, opts.batch
     have = families()
+    report = Report("migrate and snapshot benchmark")
     lines = [
-        "# migrate and snapshot benchmark", "",
-        "```", "python " + " ".join(shlex.quote(a) for a in ["bench/migrate_bench.py", *sys.argv[1:]]), "```", "",
-        f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
-        f"load average at start {os.getloadavg()[0]:.1f}. One run per figure; keys of 16 bytes, values of "
+        f"One run per figure; keys of 16 bytes, values of "
         f"100 random bytes, batches of {batch:,}. Each scenario ran in its own process.", "",
     ]
     tmp = Path(tempfile.mkdtemp(prefix="kvctl-migrate-bench-"))
@@ -388,12 +363,11 @@ def main() -> None:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     lines += ["## about these figures", "",
-              f"Load average at the end: {os.getloadavg()[0]:.1f}. This 2-CPU machine is shared with other "
+              "This 2-CPU machine is shared with other "
               "test and benchmark runs, and single runs of the same scenario have moved by up to 2x between "
               "runs; compare the columns of one row (measured in the same process, back to back) rather than "
               "rows of different runs. Durability is stated per row.", ""]
-    opts.output.write_text("\n".join(lines))
-    print("\n".join(lines))
+    report.add(*lines).finish(opts.write)
 
 
 if __name__ == "__main__":
