@@ -31,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -206,8 +207,9 @@ def child_servers(src: str, dst: str, n: int, batch: int, ttl: bool) -> dict[str
             "seq_keys_s": n / seq_s}
 
 
-CHILDREN = {f.__name__: f for f in [child_memory_to, child_snapshot_lmdb, child_rss_migrate,
-                                     child_rss_snapshot, child_fill, child_servers, child_workers]}
+_CHILDREN: list[Callable[..., dict[str, Any]]] = [child_memory_to, child_snapshot_lmdb, child_rss_migrate,
+                                                  child_rss_snapshot, child_fill, child_servers, child_workers]
+CHILDREN = {f.__name__: f for f in _CHILDREN}
 
 
 # -- the parent --------------------------------------------------------------------------------

@@ -176,10 +176,16 @@ async def design_choices(url: str, scale: float) -> tuple[Case, list[Case]]:
                 await raw.execute(f"INSERT INTO {t} SELECT key, value, expires_at, version FROM stage"
                                   + UPSERT_TAIL)
 
+        def unnest(_: int, columns: list[list[Any]] = columns) -> Awaitable[Any]:
+            return raw.execute(arrays, *columns)
+
+        def many(_: int, rows: list[tuple[bytes, bytes, None, int]] = rows) -> Awaitable[Any]:
+            return raw.executemany(upsert, rows)
+
         calls = max(5, int(min(200, 100_000 // size) * scale))
         sweep.append(await Case(f"{size:,} rows", calls, size).measure({
-            "unnest() upsert": lambda _, columns=columns: raw.execute(arrays, *columns),
-            "executemany": lambda _, rows=rows: raw.executemany(upsert, rows),
+            "unnest() upsert": unnest,
+            "executemany": many,
             "COPY + merge": copy_merge,
         }, warmup=1))
     await raw.execute(f"DROP TABLE {t}")
