@@ -37,7 +37,6 @@ from typing import Any
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
-RESULTS = BENCH / "results"
 SERVICES_ENV = Path(os.environ.get("KVCTL_SERVICES_DIR", "/tmp/kvctl-services")) / "env"
 
 Step = Callable[[int], object]  # one timed call; the argument is the round (fresh keys for writes)
@@ -46,7 +45,8 @@ AsyncStep = Callable[[int], Awaitable[object]]
 
 # -- the command line ---------------------------------------------------------------------------
 def parser(doc: str | None, *, raw: bool = False) -> argparse.ArgumentParser:
-    """The script's parser: its docstring's first line (all of it with ``raw``) and ``--write FILE``."""
+    """The script's parser: its docstring's first paragraph (all of it with ``raw``) as description,
+    and the one output flag of every script, ``--write FILE``."""
     text = doc or ""
     ap = argparse.ArgumentParser(description=text if raw else " ".join(text.strip().split("\n\n")[0].split()),
                                  formatter_class=argparse.RawDescriptionHelpFormatter if raw
@@ -57,7 +57,8 @@ def parser(doc: str | None, *, raw: bool = False) -> argparse.ArgumentParser:
 
 
 def command(argv: Sequence[str] | None = None, *, prefix: Sequence[str] = ()) -> str:
-    """The command that ran the calling script, as a user types it from the repository root."""
+    """The command that ran the calling script, as a user types it from the repository root
+    (``argv``: the arguments when ``main`` was given its own; ``prefix``: e.g. ``nice -n 10``)."""
     script = Path(sys.argv[0]).resolve()
     shown = script.relative_to(REPO) if script.is_relative_to(REPO) else script
     args = sys.argv[1:] if argv is None else list(argv)
