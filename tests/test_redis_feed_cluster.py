@@ -144,7 +144,8 @@ def free_port() -> int:
             return port
 
 
-def wait(check, timeout: float = 15) -> None:  # type: ignore[no-untyped-def]
+def wait(check, timeout: float = 60) -> None:  # type: ignore[no-untyped-def]
+    # Generous: on a loaded 2-core CI runner a fresh redis-server can take many seconds to answer.
     deadline = time.monotonic() + timeout
     while True:
         try:
