@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from kvctl.engines.snapshot import create, restore
-from kvctl.store import Record, StoreURL
 from kvctl_plugins.lmdb import LMDBStore
 from kvctl_plugins.lmdb.bulk import ascending
+
+from kvctl.engines.snapshot import create, restore
+from kvctl.store import Record, StoreURL
 
 
 def open_lmdb(path: Path) -> LMDBStore:
