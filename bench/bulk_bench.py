@@ -29,7 +29,8 @@ prefix of the run's own, removed after.
 
 Usage::
 
-    python bench/bulk_bench.py [--keys 1000000] [--rounds 3] [--output bench/bulk_RESULTS.md]
+    python bench/bulk_bench.py [--keys 1000000] [--rounds 3] [--rows json-pg,restore-pg,...]
+                               [--output bench/bulk_RESULTS.md]
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ import platform
 import random
 import shlex
 import shutil
+import signal
 import statistics
 import string
 import subprocess
@@ -168,12 +170,15 @@ class Bench:
         self.pg_admin = env["KVCTL_TEST_POSTGRES_URL"]
         self.db = f"kvctl_bulk_{os.getpid()}"
         self.pg = with_db(self.pg_admin, self.db)
+        # the peers' tables live in a database of their own: kvctl refuses to add its table beside
+        # tables it does not know (unless told ?create=true), as a user's first run would find
+        self.peer_pg = with_db(self.pg_admin, self.db + "_peer")
         self.prefix = f"kvctl-bulk-{os.getpid()}:"
         self.kvctl = [sys.executable, "-m", "kvctl"]
 
     # -- helpers ------------------------------------------------------------------------------
     def psql(self, sql: str, url: str | None = None) -> None:
-        subprocess.run(["psql", url or self.pg, "-qX", "-v", "ON_ERROR_STOP=1", "-c", sql], check=True,
+        subprocess.run(["psql", url or self.peer_pg, "-qX", "-v", "ON_ERROR_STOP=1", "-c", sql], check=True,
                        capture_output=True)
 
     def drop_kvctl_table(self, table: str) -> None:
@@ -181,7 +186,7 @@ class Bench:
                   f"DROP FUNCTION IF EXISTS {table}__kv_stamp, {table}__kv_capture, {table}__kv_rename, "
                   f"{table}__kv_register CASCADE; "
                   f"DO $$ BEGIN IF to_regclass('kvctl_meta') IS NOT NULL THEN "
-                  f"DELETE FROM kvctl_meta WHERE table_name = '{table}'; END IF; END $$")
+                  f"DELETE FROM kvctl_meta WHERE table_name = '{table}'; END IF; END $$", self.pg)
 
     def peer_table(self) -> None:
         self.psql(f"DROP TABLE IF EXISTS {PEER_TABLE}; CREATE TABLE {PEER_TABLE} (key bytea PRIMARY KEY, "
@@ -243,6 +248,7 @@ class Bench:
         print(f"making {self.n:,} keys in {t}", file=sys.stderr)
         make_data(t, self.n, self.prefix)
         self.psql(f"CREATE DATABASE {self.db}", self.pg_admin)
+        self.psql(f"CREATE DATABASE {self.db}_peer", self.pg_admin)
         with open(t / "set.resp", "rb") as commands:
             subprocess.run([*redis_cli_args(self.redis), "--pipe"], stdin=commands, check=True, capture_output=True)
         src = f"sqlite://{t}/src.db"
@@ -253,106 +259,138 @@ class Bench:
                        capture_output=True)
         subprocess.run(["mdb_dump", "-a", "-f", str(t / "lmdb.dump"), str(t / "lmdb-src")], check=True)
         self.peer_table()
-        subprocess.run(["psql", self.pg, "-qX", "-c",
+        subprocess.run(["psql", self.peer_pg, "-qX", "-c",
                         f"\\copy {PEER_TABLE} (key, value) FROM '{t}/data.csv' WITH (FORMAT csv)"],
                        check=True, capture_output=True)
-        subprocess.run(["pg_dump", "-Fc", "-t", PEER_TABLE, "-f", str(t / "peer.dump"), self.pg], check=True)
+        subprocess.run(["pg_dump", "-Fc", "-t", PEER_TABLE, "-f", str(t / "peer.dump"), self.peer_pg], check=True)
 
     def teardown(self) -> None:
-        subprocess.run(["psql", self.pg_admin, "-qX", "-c", f"DROP DATABASE IF EXISTS {self.db} WITH (FORCE)"],
-                       capture_output=True)
+        for db in (self.db, self.db + "_peer"):
+            subprocess.run(["psql", self.pg_admin, "-qX", "-c", f"DROP DATABASE IF EXISTS {db} WITH (FORCE)"],
+                           capture_output=True)
         for prefix in (self.prefix, "b" + self.prefix, "c" + self.prefix):
             self.redis_clear(prefix)
 
     # -- the rows -----------------------------------------------------------------------------
-    def rows(self) -> list[Row]:
-        t, kv, pg = self.tmp, self.kvctl, self.pg
-        table = "kv_bulk"
-        pg_dst = f"{pg}?table={table}"
-        pg_sync = "synchronous_commit on (the server's default): a WAL flush per commit"
-        out: list[Row] = []
+    # One method per row, listed in ROWS below (id -> method): a row is added by adding a method
+    # and a line to the table, and --rows picks some of them by id.
+    TABLE = "kv_bulk"
+    PG_SYNC = "synchronous_commit on (the server's default): a WAL flush per commit"
+    REDIS_PERSIST = "the server's (tests/services.sh: no RDB/AOF)"
 
-        def new_table() -> None:
-            self.drop_kvctl_table(table)
+    @property
+    def pg_dst(self) -> str:
+        return f"{self.pg}?table={self.TABLE}"
 
-        out.append(self.measure(
+    @property
+    def redis_src(self) -> str:
+        return f"{self.redis}?namespace={self.prefix}"
+
+    @property
+    def redis_dst(self) -> str:
+        return f"{self.redis}?namespace=b{self.prefix}"
+
+    def new_table(self) -> None:
+        self.drop_kvctl_table(self.TABLE)
+
+    def row_json_pg(self) -> Row:
+        t, pg = self.tmp, self.peer_pg
+        return self.measure(
             Row("import JSON lines -> PostgreSQL (new table)", "psql \\copy (CSV)",
-                f"{pg_sync}; a commit per batch of 5,000; change feed on", f"{pg_sync}; one commit"),
-            (new_table, [*kv, "-u", pg_dst, "import", str(t / "data.jsonl")]),
+                f"{self.PG_SYNC}; one transaction per batch of 5,000 JSON lines; change feed on",
+                f"{self.PG_SYNC}; one commit"),
+            (self.new_table, [*self.kvctl, "-u", self.pg_dst, "import", str(t / "data.jsonl")]),
             (self.peer_table, ["psql", pg, "-qX", "-c",
-                               f"\\copy {PEER_TABLE} (key, value) FROM '{t}/data.csv' WITH (FORMAT csv)"])))
+                               f"\\copy {PEER_TABLE} (key, value) FROM '{t}/data.csv' WITH (FORMAT csv)"]))
 
-        redis_src = f"{self.redis}?namespace={self.prefix}"
-
+    def row_redis_pg(self) -> Row:
         def peer_drop() -> None:
             self.psql(f"DROP TABLE IF EXISTS {PEER_TABLE}_r")
 
-        out.append(self.measure(
+        return self.measure(
             Row("migrate Redis -> PostgreSQL", "redis-py SCAN + MGET -> asyncpg COPY script (no TTLs)",
-                f"{pg_sync}; a commit per batch; TTLs and versions carried", f"{pg_sync}; one commit"),
-            (new_table, [*kv, "migrate", redis_src, pg_dst]),
+                f"{self.PG_SYNC}; a commit per batch; TTLs and versions carried", f"{self.PG_SYNC}; one commit"),
+            (self.new_table, [*self.kvctl, "migrate", self.redis_src, self.pg_dst]),
             (peer_drop, [sys.executable, __file__, "--child", "redis_to_pg",
-                         json.dumps([self.redis, self.prefix, pg, f"{PEER_TABLE}_r"])])))
+                         json.dumps([self.redis, self.prefix, self.peer_pg, f"{PEER_TABLE}_r"])]))
 
+    def row_sqlite_pg(self) -> Row:
+        t = self.tmp
         load = t / "pgloader.load"
-        load.write_text(f"LOAD DATABASE FROM sqlite://{t}/src.db INTO {pg}\n"
+        load.write_text(f"LOAD DATABASE FROM sqlite://{t}/src.db INTO {self.peer_pg}\n"
                         "WITH include drop, create tables, create indexes, reset sequences\n"
                         "INCLUDING ONLY TABLE NAMES LIKE 'kv';\n")
 
         def pgloader_prep() -> None:
             self.psql("DROP TABLE IF EXISTS kv")
 
-        out.append(self.measure(
-            Row("migrate SQLite -> PostgreSQL", "pgloader", f"{pg_sync}; a commit per batch",
-                f"{pg_sync}; pgloader's batches"),
-            (new_table, [*kv, "migrate", f"sqlite://{t}/src.db", pg_dst]),
-            (pgloader_prep, ["pgloader", "--quiet", str(load)])))
+        return self.measure(
+            Row("migrate SQLite -> PostgreSQL", "pgloader", f"{self.PG_SYNC}; a commit per batch",
+                f"{self.PG_SYNC}; pgloader's batches"),
+            (self.new_table, [*self.kvctl, "migrate", f"sqlite://{t}/src.db", self.pg_dst]),
+            (pgloader_prep, ["pgloader", "--quiet", str(load)]))
 
-        out.append(self.measure(
+    def row_restore_pg(self) -> Row:
+        t = self.tmp
+        return self.measure(
             Row("snapshot restore -> PostgreSQL (new table)", "pg_restore of pg_dump -Fc -t",
-                f"{pg_sync}; a commit per batch; the file verified first", f"{pg_sync}; one COPY"),
-            (new_table, [*kv, "snapshot", "restore", str(t / "src.kvs"), pg_dst]),
+                f"{self.PG_SYNC}; a commit per batch; the file verified first", f"{self.PG_SYNC}; one COPY"),
+            (self.new_table, [*self.kvctl, "snapshot", "restore", str(t / "src.kvs"), self.pg_dst]),
             (lambda: self.psql(f"DROP TABLE IF EXISTS {PEER_TABLE}"),
-             ["pg_restore", "-d", pg, str(t / "peer.dump")])))
+             ["pg_restore", "-d", self.peer_pg, str(t / "peer.dump")]))
 
-        redis_dst = f"{self.redis}?namespace=b{self.prefix}"
-        redis_persist = "the server's (tests/services.sh: no RDB/AOF)"
-        out.append(self.measure(
-            Row("import JSON lines -> Redis", "redis-cli --pipe", redis_persist, redis_persist),
-            (lambda: self.redis_clear("b" + self.prefix), [*kv, "-u", redis_dst, "import", str(t / "data.jsonl")]),
+    def row_json_redis(self) -> Row:
+        t = self.tmp
+        return self.measure(
+            Row("import JSON lines -> Redis", "redis-cli --pipe", self.REDIS_PERSIST, self.REDIS_PERSIST),
+            (lambda: self.redis_clear("b" + self.prefix),
+             [*self.kvctl, "-u", self.redis_dst, "import", str(t / "data.jsonl")]),
             (lambda: self.redis_clear(self.prefix), [*redis_cli_args(self.redis), "--pipe"]),
-            stdin=t / "set.resp"))
+            stdin=t / "set.resp")
 
-        out.append(self.measure(
-            Row("snapshot restore -> Redis", "redis-cli --pipe", redis_persist, redis_persist),
-            (lambda: self.redis_clear("b" + self.prefix), [*kv, "snapshot", "restore", str(t / "src.kvs"), redis_dst]),
+    def row_restore_redis(self) -> Row:
+        t = self.tmp
+        return self.measure(
+            Row("snapshot restore -> Redis", "redis-cli --pipe", self.REDIS_PERSIST, self.REDIS_PERSIST),
+            (lambda: self.redis_clear("b" + self.prefix),
+             [*self.kvctl, "snapshot", "restore", str(t / "src.kvs"), self.redis_dst]),
             (lambda: self.redis_clear(self.prefix), [*redis_cli_args(self.redis), "--pipe"]),
-            stdin=t / "set.resp"))
+            stdin=t / "set.resp")
 
+    def row_snapshot_redis(self) -> Row:
+        t = self.tmp
         old_delay = self.redis_config("repl-diskless-sync-delay")
         self.redis_config("repl-diskless-sync-delay", "0")
         try:
-            out.append(self.measure(
+            return self.measure(
                 Row("snapshot create of Redis", "redis-cli --rdb (the whole server)",
                     "the file fsynced on close", "written as received"),
-                (lambda: self.rm(t / "redis.kvs"), [*kv, "snapshot", "create", redis_src, "-o", str(t / "redis.kvs")]),
-                (lambda: self.rm(t / "redis.rdb"), [*redis_cli_args(self.redis), "--rdb", str(t / "redis.rdb")])))
+                (lambda: self.rm(t / "redis.kvs"),
+                 [*self.kvctl, "snapshot", "create", self.redis_src, "-o", str(t / "redis.kvs")]),
+                (lambda: self.rm(t / "redis.rdb"), [*redis_cli_args(self.redis), "--rdb", str(t / "redis.rdb")]))
         finally:
             self.redis_config("repl-diskless-sync-delay", old_delay)
 
-        out.append(self.measure(
+    def row_sqlite_sqlite(self) -> Row:
+        t = self.tmp
+        return self.measure(
             Row("migrate SQLite -> SQLite (new file)", "sqlite3 src.db .dump \\| sqlite3 new.db",
                 "kvctl's sqlite default (WAL, synchronous per its docs)", "sqlite3's default (rollback journal, FULL)"),
-            (lambda: self.rm(t / "dst.db"), [*kv, "migrate", f"sqlite://{t}/src.db", f"sqlite://{t}/dst.db"]),
-            (lambda: self.rm(t / "peer.db"), f"sqlite3 {t}/src.db .dump | sqlite3 {t}/peer.db")))
+            (lambda: self.rm(t / "dst.db"), [*self.kvctl, "migrate", f"sqlite://{t}/src.db", f"sqlite://{t}/dst.db"]),
+            (lambda: self.rm(t / "peer.db"), f"sqlite3 {t}/src.db .dump | sqlite3 {t}/peer.db"))
 
-        out.append(self.measure(
+    def row_restore_lmdb(self) -> Row:
+        t = self.tmp
+        return self.measure(
             Row("snapshot restore -> LMDB", "mdb_load", "fsync per commit (lmdb default); the file verified first",
                 "one commit, fsynced"),
-            (lambda: self.rm(t / "lmdb-dst"), [*kv, "snapshot", "restore", str(t / "src.kvs"), f"lmdb://{t}/lmdb-dst"]),
+            (lambda: self.rm(t / "lmdb-dst"),
+             [*self.kvctl, "snapshot", "restore", str(t / "src.kvs"), f"lmdb://{t}/lmdb-dst"]),
             (lambda: self.rm_and_mkdir(t / "lmdb-peer"),
-             ["mdb_load", "-f", str(t / "lmdb.dump"), str(t / "lmdb-peer")])))
-        return out
+             ["mdb_load", "-f", str(t / "lmdb.dump"), str(t / "lmdb-peer")]))
+
+    def rows(self, only: list[str]) -> list[Row]:
+        return [ROWS[name](self) for name in only]
 
     def redis_config(self, name: str, value: str | None = None) -> str:
         import redis
@@ -365,6 +403,20 @@ class Bench:
             return value
         finally:
             r.close()
+
+
+# The rows, in the order of the report: id (for --rows) -> the method that measures it.
+ROWS: dict[str, Callable[[Bench], Row]] = {
+    "json-pg": Bench.row_json_pg,
+    "redis-pg": Bench.row_redis_pg,
+    "sqlite-pg": Bench.row_sqlite_pg,
+    "restore-pg": Bench.row_restore_pg,
+    "json-redis": Bench.row_json_redis,
+    "restore-redis": Bench.row_restore_redis,
+    "snapshot-redis": Bench.row_snapshot_redis,
+    "sqlite-sqlite": Bench.row_sqlite_sqlite,
+    "restore-lmdb": Bench.row_restore_lmdb,
+}
 
 
 def report(rows: list[Row], n: int, rounds: int, argv: list[str], load: tuple[float, float]) -> str:
@@ -404,18 +456,26 @@ def main() -> None:
     ap.add_argument("--keys", type=int, default=1_000_000)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--output", type=Path, default=HERE / "bulk_RESULTS.md")
+    ap.add_argument("--rows", default=",".join(ROWS),
+                    help=f"the rows to run, by id, comma-separated (default all: {','.join(ROWS)})")
     ap.add_argument("--child")
     ap.add_argument("args", nargs="?")
     opts = ap.parse_args()
     if opts.child:
         CHILDREN[opts.child](*json.loads(opts.args))
         return
+    only = [r.strip() for r in opts.rows.split(",") if r.strip()]
+    unknown = [r for r in only if r not in ROWS]
+    if unknown:
+        ap.error(f"unknown row {unknown[0]!r} (rows: {', '.join(ROWS)})")
+    # a kill (timeout, kill PID) still drops the run's database and Redis keys
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     tmp = Path(tempfile.mkdtemp(prefix="kvctl-bulk-bench-"))
     bench = Bench(opts.keys, opts.rounds, tmp)
     start = os.getloadavg()[0]
     try:
         bench.setup()
-        rows = bench.rows()
+        rows = bench.rows(only)
     finally:
         bench.teardown()
         shutil.rmtree(tmp, ignore_errors=True)

@@ -31,7 +31,7 @@ import io
 import json
 import re
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, BinaryIO, Literal
 
@@ -40,6 +40,7 @@ from kvctl.errors import CorruptError, StoreIOError, UsageError
 from kvctl.store import MAX_EXPIRY_MS, MAX_VERSION, AsyncStore, Page, Record, now_ms
 
 from . import stopped
+from .jsonbatch import plain_records
 from .keyfilter import KeyFilter
 from .pipeline import pump
 from .storeops import has_typed_values, with_dumps
@@ -194,6 +195,7 @@ async def export_to(store: AsyncStore, out: BinaryIO, fmt: Format, *, key_filter
 FIELDS = frozenset(CSV_COLUMNS)
 BOM = b"\xef\xbb\xbf"  # a UTF-8 byte-order mark (Excel writes one) opening a file is not data
 _DIGITS = re.compile(r"[0-9]+")
+RUN_BYTES = 1 << 20  # JSON lines are read and parsed in runs of about this size
 
 
 def _int_field(value: Any, what: str, top: int) -> int | None:
@@ -292,22 +294,55 @@ def _csv_records(inp: BinaryIO, name: str, where: list[int]) -> Iterator[tuple[i
         yield where[0], _record(obj)
 
 
-def _json_records(inp: BinaryIO, where: list[int]) -> Iterator[tuple[int, Record]]:
-    for line in inp:
-        where[0] += 1
-        if where[0] == 1 and line.startswith(BOM):
-            line = line[len(BOM):]
-        if line.strip():
-            yield where[0], _from_json(line)
+def _json_records(inp: BinaryIO, where: list[int]) -> Iterator[tuple[Sequence[int], list[Record]]]:
+    """Runs of (line numbers, records): a run of plain records parsed as a whole
+    (:mod:`.jsonbatch`), any other run line by line, which words every error exactly."""
+    while True:
+        lines = inp.readlines(RUN_BYTES)
+        if not lines:
+            return
+        start = where[0] + 1
+        if start == 1 and lines[0].startswith(BOM):
+            lines[0] = lines[0][len(BOM):]
+        records = plain_records(lines)
+        if records is not None:
+            where[0] += len(lines)
+            yield range(start, where[0] + 1), records
+            continue
+        numbers: list[int] = []
+        records = []
+        try:
+            for line in lines:
+                where[0] += 1
+                if line.strip():
+                    records.append(_from_json(line))
+                    numbers.append(where[0])
+        except Exception:
+            if records:  # the records before a bad line are imported, as when read one by one
+                yield numbers, records
+            raise
+        yield numbers, records
+
+
+def _single(rows: Iterator[tuple[int, Record]]) -> Iterator[tuple[Sequence[int], list[Record]]]:
+    for line, rec in rows:
+        yield (line,), [rec]
+
+
+def numbered_runs(inp: BinaryIO, fmt: Format, name: str) -> Iterator[tuple[Sequence[int], list[Record]]]:
+    """Parse a dump into runs of (line numbers, records), one line number per record; a malformed
+    line raises :class:`CorruptError` naming it."""
+    where = [0]  # the line being parsed, for the error message
+    try:
+        yield from _single(_csv_records(inp, name, where)) if fmt == "csv" else _json_records(inp, where)
+    except (ValueError, KeyError, binascii.Error, UsageError, UnicodeDecodeError, csv.Error) as exc:
+        raise CorruptError(f"{name}: line {where[0]}: {exc}") from None
 
 
 def numbered_records(inp: BinaryIO, fmt: Format, name: str) -> Iterator[tuple[int, Record]]:
     """Parse a dump into (line, record); a malformed line raises :class:`CorruptError` naming it."""
-    where = [0]  # the line being parsed, for the error message
-    try:
-        yield from _csv_records(inp, name, where) if fmt == "csv" else _json_records(inp, where)
-    except (ValueError, KeyError, binascii.Error, UsageError, UnicodeDecodeError, csv.Error) as exc:
-        raise CorruptError(f"{name}: line {where[0]}: {exc}") from None
+    for numbers, records in numbered_runs(inp, fmt, name):
+        yield from zip(numbers, records, strict=True)
 
 
 def read_records(inp: BinaryIO, fmt: Format, name: str) -> Iterator[Record]:
@@ -340,15 +375,25 @@ async def import_from(store: AsyncStore, inp: BinaryIO, fmt: Format, name: str, 
     # up to that line is in the store
 
     async def pages() -> AsyncIterator[Page]:
-        batch: list[Record] = []
-        for line, rec in numbered_records(inp, fmt, name):
-            if line >= from_line and kf.matches(rec.key):
-                batch.append(rec)
-                if len(batch) >= batch_size:
-                    yield Page(batch, str(line))
-                    batch = []
-        if batch:
-            yield Page(batch, str(line))
+        filtering = bool(kf.prefix) or kf.glob is not None
+        pending: list[Record] = []
+        lines: list[int] = []  # the line of each pending record
+        last = 0  # the last line read
+        for numbers, records in numbered_runs(inp, fmt, name):
+            last = numbers[-1] if numbers else last
+            if numbers and numbers[0] < from_line:
+                kept = [(n, r) for n, r in zip(numbers, records, strict=True) if n >= from_line]
+                numbers, records = [n for n, _ in kept], [r for _, r in kept]
+            if filtering:
+                kept = [(n, r) for n, r in zip(numbers, records, strict=True) if kf.matches(r.key)]
+                numbers, records = [n for n, _ in kept], [r for _, r in kept]
+            pending += records
+            lines += numbers
+            while len(pending) >= batch_size:
+                yield Page(pending[:batch_size], str(lines[batch_size - 1]))
+                del pending[:batch_size], lines[:batch_size]
+        if pending:
+            yield Page(pending, str(last))
 
     async def consume(page: Page) -> None:
         await writer.write(page.records)

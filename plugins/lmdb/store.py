@@ -33,6 +33,7 @@ from kvctl.store import (
     prefix_end,
 )
 
+from .bulk import newer_only, put_all
 from .env import MAX_GROWTHS, META_DB, Options, SharedEnv, acquire, parse_options, release
 from .errors import translate
 from .records import HEADER_SIZE, make_record, pack_header, stored_expiry, unpack_header
@@ -330,9 +331,23 @@ class LMDBStore(StoreBase):
 
     def set_many(self, records: Iterable[Record]) -> None:
         batch = records if isinstance(records, list) else list(records)
+        if batch:
+            self._set_batch(batch, newer=False)
+
+    def set_newer_many(self, records: Iterable[Record]) -> tuple[int, int]:
+        """``set_many`` of the records whose key this database does not hold live at an equal or
+        higher version (a record without a version is always written), decided in the write
+        transaction (see .bulk.newer_only).  The last record of a key in the batch stands for
+        the key.  Returns how many records were written and their key and value bytes."""
+        batch = records if isinstance(records, list) else list(records)
+        if not batch:
+            return 0, 0
+        written = self._set_batch(list(dict(zip(map(_keys, batch), batch, strict=True)).values()), newer=True)
+        return len(written), sum(map(len, map(_keys, written))) + sum(map(len, map(_values, written)))
+
+    def _set_batch(self, batch: list[Record], *, newer: bool) -> list[Record]:
+        """Write ``batch`` (with ``newer``: its records newer than the stored ones); what was written."""
         n = len(batch)
-        if not n:
-            return
         self._check_values(batch)
         versions = list(map(_versions, batch))
         plain = versions.count(None) == n and list(map(_expiries, batch)).count(None) == n
@@ -345,12 +360,17 @@ class LMDBStore(StoreBase):
                     raise LimitError(f"{self._where}: a record version is outside 0..2**63-1")
         self._countdown -= n
         try:
-            self._write(self._put_batch, batch, plain, given_max)
+            return self._write(self._put_batch, batch, plain, given_max, newer)
         except LimitError:
             self._check_keys(batch)  # the transaction was aborted: say which key
             raise
 
-    def _put_batch(self, txn: Any, batch: list[Record], plain: bool, given_max: int | None) -> None:
+    def _put_batch(self, txn: Any, batch: list[Record], plain: bool, given_max: int | None,
+                   newer: bool = False) -> list[Record]:
+        if newer:
+            batch = newer_only(txn, batch, now_ms())
+            if not batch:
+                return batch
         n = len(batch)
         first = self._take_versions(txn, n, given_max)
         versions = range(first, first + n * _VERSION_STEP, _VERSION_STEP)
@@ -374,7 +394,8 @@ class LMDBStore(StoreBase):
                 )
                 for r, v in zip(batch, versions, strict=True)
             ]
-        txn.cursor().putmulti(items)
+        put_all(txn, list(map(_keys, batch)), items)
+        return batch
 
     def delete(self, key: bytes) -> bool:
         return self.delete_many((key,)) == 1
