@@ -32,7 +32,7 @@ from .use import Use
 
 # Batches of this many records or more go through COPY into a temporary table and one merge;
 # smaller ones through a single unnest() statement.  Measured on loopback with 100-byte values
-# (bench/postgres_RESULTS.md): the two are within ~10% of each other from 2,000 to 5,000 rows,
+# (bench/results/postgres_RESULTS.md): the two are within ~10% of each other from 2,000 to 5,000 rows,
 # the order varying with machine load, and COPY wins clearly from 10,000 rows.
 COPY_MIN_ROWS = 5000
 # ... and so does any batch this big, which keeps a single Bind message far from the server's
