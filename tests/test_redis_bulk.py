@@ -12,7 +12,7 @@ import os
 import uuid
 
 import pytest
-from kvctl_plugins.redis.base import SLICE_BYTES, SLICE_KEYS, ranges
+from kvctl_plugins.redis.commands import SLICE_BYTES, SLICE_KEYS, ranges
 
 from kvctl.store import Record, now_ms
 from kvctl.testing import open_sync

@@ -29,7 +29,8 @@ from kvctl.errors import UnavailableError
 from kvctl.store import Capabilities, Page, StoreURL
 
 from . import options, scripts, tls
-from .base import MAX_STRING, Commands, RedisStoreBase, interleave, raise_first_error, ranges
+from .base import MAX_STRING, RedisStoreBase
+from .commands import Commands, interleave, raise_first_error, ranges
 from .errors import translating
 from .store import client_kwargs
 

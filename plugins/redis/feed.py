@@ -50,7 +50,7 @@ from redis.retry import Retry
 from kvctl.errors import FeedGapError, KvctlError, UnsupportedError, UsageError, one_line
 from kvctl.store import TOMBSTONE, Page, Record, page_size
 
-from .base import escape_glob
+from .commands import escape_glob
 
 TAG = "rn"  # cursors: rn:<subscription id>:<sequence number>
 REQUIRED_CLASSES = "g$xe"  # generic (del, expire, rename...), strings, expired, evicted

@@ -22,7 +22,8 @@ from redis.retry import Retry
 from kvctl.store import Capabilities, StoreURL, now_ms
 
 from . import options, scripts, tls
-from .base import MAX_STRING, Commands, RedisStoreBase, interleave, raise_first_error, ranges
+from .base import MAX_STRING, RedisStoreBase
+from .commands import Commands, interleave, raise_first_error, ranges
 
 EXPIRY = {False: scripts.Script(scripts.EXPIRY % "PEXPIRETIME"),
           True: scripts.Script(scripts.EXPIRY.split("\n", 1)[1] % "PTTL")}
