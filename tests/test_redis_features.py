@@ -283,3 +283,16 @@ def test_ranges_split_by_count_and_bytes(monkeypatch: pytest.MonkeyPatch) -> Non
     assert commands.ranges(keys[:5], values) == [(0, 2), (2, 4), (4, 5)]
     assert commands.ranges([b"k"], [b"x" * 1000]) == [(0, 1)]  # one oversized record still goes alone
     assert commands.interleave([1, 2], [3, 4]) == [1, 3, 2, 4]
+
+
+def test_errors_in_finds_errors_at_any_depth() -> None:
+    from kvctl_plugins.redis.commands import errors_in, raise_first_error
+    from redis.exceptions import NoScriptError, ResponseError
+
+    plain = [[b"v", None, 3], b"OK", 1, None]
+    assert errors_in(plain) == []
+    raise_first_error(plain)
+    first, second = ResponseError("MOVED 1 127.0.0.1:1"), NoScriptError("NOSCRIPT")
+    assert errors_in([b"OK", [b"v", [1, first]], second]) == [first, second]
+    with pytest.raises(ResponseError, match="MOVED"):
+        raise_first_error([[b"QUEUED"], [[first]]])
