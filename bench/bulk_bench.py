@@ -51,6 +51,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 HERE = Path(__file__).resolve().parent
@@ -160,6 +161,44 @@ def redis_cli_args(url: str) -> list[str]:
     return ["redis-cli", "-h", parts.hostname or "127.0.0.1", "-p", str(parts.port or 6379), "-n", db]
 
 
+# -- Redis Cluster: the peer's input split by node ---------------------------------------------
+def cluster_masters(cluster_url: str) -> list[tuple[str, int, list[tuple[int, int]]]]:
+    """(host, port, slot ranges) of every master, from CLUSTER SLOTS on the URL's first node."""
+    import redis
+
+    first = urlsplit(cluster_url).netloc.split(",")[0]
+    host, _, port = first.rpartition(":")
+    r = redis.Redis(host=host, port=int(port))
+    try:
+        masters: dict[tuple[str, int], list[tuple[int, int]]] = {}
+        for start, end, node, *_ in r.execute_command("CLUSTER SLOTS"):
+            h = node[0].decode() if isinstance(node[0], bytes) else str(node[0])
+            masters.setdefault((h, int(node[1])), []).append((int(start), int(end)))
+    finally:
+        r.close()
+    return [(h, p, ranges) for (h, p), ranges in sorted(masters.items())]
+
+
+def split_by_node(resp: Path, masters: list[tuple[str, int, list[tuple[int, int]]]], out: list[Path]) -> None:
+    """Copy the ``SET key value`` commands of ``resp`` (as make_data writes them) into one file per
+    master, by the key's hash slot: what a user feeding ``redis-cli --pipe`` a cluster must do."""
+    from redis.crc import key_slot
+
+    owner = [0] * 16384
+    for i, (_, _, ranges) in enumerate(masters):
+        for start, end in ranges:
+            owner[start:end + 1] = [i] * (end - start + 1)
+    files = [open(p, "wb") for p in out]  # noqa: SIM115 (closed below)
+    try:
+        with open(resp, "rb") as inp:
+            for head in inp:  # *3, $3, SET, $len, key, $len, value: one line each
+                command = [head, *(next(inp) for _ in range(6))]
+                files[owner[key_slot(command[4][:-2])]].write(b"".join(command))
+    finally:
+        for f in files:
+            f.close()
+
+
 class Bench:
     def __init__(self, n: int, rounds: int, tmp: Path) -> None:
         env = services()
@@ -170,6 +209,8 @@ class Bench:
         self.pg = with_db(self.pg_admin, self.db)
         self.prefix = f"kvctl-bulk-{os.getpid()}:"
         self.kvctl = [sys.executable, "-m", "kvctl"]
+        self.cluster = env.get("KVCTL_TEST_REDIS_CLUSTER_URL", "")
+        self.redis_only = False
 
     # -- helpers ------------------------------------------------------------------------------
     def psql(self, sql: str, url: str | None = None) -> None:
@@ -249,6 +290,10 @@ class Bench:
         subprocess.run([*self.kvctl, "-u", src, "import", str(t / "data.jsonl")], check=True, capture_output=True)
         subprocess.run([*self.kvctl, "snapshot", "create", src, "-o", str(t / "src.kvs")], check=True,
                        capture_output=True)
+        if self.cluster:
+            self.setup_cluster()
+        if self.redis_only:
+            return
         subprocess.run([*self.kvctl, "snapshot", "restore", str(t / "src.kvs"), f"lmdb://{t}/lmdb-src"], check=True,
                        capture_output=True)
         subprocess.run(["mdb_dump", "-a", "-f", str(t / "lmdb.dump"), str(t / "lmdb-src")], check=True)
@@ -263,6 +308,9 @@ class Bench:
                        capture_output=True)
         for prefix in (self.prefix, "b" + self.prefix, "c" + self.prefix):
             self.redis_clear(prefix)
+        if self.cluster:
+            for prefix in (self.prefix, "b" + self.prefix):
+                self.cluster_clear(prefix)
 
     # -- the rows -----------------------------------------------------------------------------
     def rows(self) -> list[Row]:
@@ -315,6 +363,28 @@ class Bench:
             (lambda: self.psql(f"DROP TABLE IF EXISTS {PEER_TABLE}"),
              ["pg_restore", "-d", pg, str(t / "peer.dump")])))
 
+        out += self.redis_rows()
+
+        out.append(self.measure(
+            Row("migrate SQLite -> SQLite (new file)", "sqlite3 src.db .dump \\| sqlite3 new.db",
+                "kvctl's sqlite default (WAL, synchronous per its docs)", "sqlite3's default (rollback journal, FULL)"),
+            (lambda: self.rm(t / "dst.db"), [*kv, "migrate", f"sqlite://{t}/src.db", f"sqlite://{t}/dst.db"]),
+            (lambda: self.rm(t / "peer.db"), f"sqlite3 {t}/src.db .dump | sqlite3 {t}/peer.db")))
+
+        out.append(self.measure(
+            Row("snapshot restore -> LMDB", "mdb_load", "fsync per commit (lmdb default); the file verified first",
+                "one commit, fsynced"),
+            (lambda: self.rm(t / "lmdb-dst"), [*kv, "snapshot", "restore", str(t / "src.kvs"), f"lmdb://{t}/lmdb-dst"]),
+            (lambda: self.rm_and_mkdir(t / "lmdb-peer"),
+             ["mdb_load", "-f", str(t / "lmdb.dump"), str(t / "lmdb-peer")])))
+        return out
+
+    def redis_rows(self) -> list[Row]:
+        """import, snapshot restore and snapshot create on the standalone Redis server, then the
+        same three on the 3-master cluster of tests/services.sh."""
+        t, kv = self.tmp, self.kvctl
+        redis_src = f"{self.redis}?namespace={self.prefix}"
+        out: list[Row] = []
         redis_dst = f"{self.redis}?namespace=b{self.prefix}"
         redis_persist = "the server's (tests/services.sh: no RDB/AOF)"
         out.append(self.measure(
@@ -340,18 +410,92 @@ class Bench:
         finally:
             self.redis_config("repl-diskless-sync-delay", old_delay)
 
-        out.append(self.measure(
-            Row("migrate SQLite -> SQLite (new file)", "sqlite3 src.db .dump \\| sqlite3 new.db",
-                "kvctl's sqlite default (WAL, synchronous per its docs)", "sqlite3's default (rollback journal, FULL)"),
-            (lambda: self.rm(t / "dst.db"), [*kv, "migrate", f"sqlite://{t}/src.db", f"sqlite://{t}/dst.db"]),
-            (lambda: self.rm(t / "peer.db"), f"sqlite3 {t}/src.db .dump | sqlite3 {t}/peer.db")))
+        if self.cluster:
+            out += self.cluster_rows()
+        return out
 
+    # -- Redis Cluster rows -------------------------------------------------------------------
+    def setup_cluster(self) -> None:
+        self.masters = cluster_masters(self.cluster)
+        self.node_files = [self.tmp / f"set-{port}.resp" for _, port, _ in self.masters]
+        split_by_node(self.tmp / "set.resp", self.masters, self.node_files)
+        subprocess.run(["bash", "-c", self.cluster_pipe()], check=True, capture_output=True)
+
+    def cluster_pipe(self) -> str:
+        """The peer of a bulk load into the cluster: one ``redis-cli --pipe`` per master, at once."""
+        runs = [f"redis-cli -h {h} -p {p} --pipe < {shlex.quote(str(f))} > /dev/null & pids+=($!)"
+                for (h, p, _), f in zip(self.masters, self.node_files, strict=True)]
+        return "pids=(); " + "; ".join(runs) + '; for p in "${pids[@]}"; do wait "$p" || exit 1; done'
+
+    def cluster_rdb(self) -> str:
+        """The peer of a snapshot of the cluster: ``redis-cli --rdb`` of every master, at once."""
+        runs = [f"redis-cli -h {h} -p {p} --rdb {shlex.quote(str(self.tmp / f'cluster-{p}.rdb'))} > /dev/null & "
+                "pids+=($!)" for h, p, _ in self.masters]
+        return "pids=(); " + "; ".join(runs) + '; for p in "${pids[@]}"; do wait "$p" || exit 1; done'
+
+    def cluster_clear(self, prefix: str) -> None:
+        import redis
+
+        for host, port, _ in self.masters:
+            r = redis.Redis(host=host, port=port)
+            try:
+                batch = []
+                for key in r.scan_iter(match=prefix + "*", count=5000):
+                    batch.append(key)
+                    if len(batch) >= 5000:
+                        self._unlink_each(r, batch)
+                        batch = []
+                self._unlink_each(r, batch)
+            finally:
+                r.close()
+
+    @staticmethod
+    def _unlink_each(r: Any, keys: list[bytes]) -> None:
+        pipe = r.pipeline(transaction=False)  # keys of several slots: one UNLINK each
+        for key in keys:
+            pipe.unlink(key)
+        pipe.execute()
+
+    def cluster_config(self, name: str, values: list[str] | None = None) -> list[str]:
+        """``name`` on every master; with ``values``, first set to them (one per master)."""
+        import redis
+
+        out = []
+        for i, (host, port, _) in enumerate(self.masters):
+            r = redis.Redis(host=host, port=port)
+            try:
+                if values is not None:
+                    r.config_set(name, values[i])
+                out.append(str(r.config_get(name).get(name, "5")))
+            finally:
+                r.close()
+        return out
+
+    def cluster_rows(self) -> list[Row]:
+        t, kv = self.tmp, self.kvctl
+        sep = "&" if "?" in self.cluster else "?"
+        src = f"{self.cluster}{sep}namespace={self.prefix}"
+        dst = f"{self.cluster}{sep}namespace=b{self.prefix}"
+        persist = "the servers' (tests/services.sh: no RDB/AOF)"
+        peer = "redis-cli --pipe, one per master at once"
+        out = [self.measure(
+            Row("import JSON lines -> Redis Cluster (3 masters)", peer, persist, persist),
+            (lambda: self.cluster_clear("b" + self.prefix), [*kv, "-u", dst, "import", str(t / "data.jsonl")]),
+            (lambda: self.cluster_clear(self.prefix), self.cluster_pipe()))]
         out.append(self.measure(
-            Row("snapshot restore -> LMDB", "mdb_load", "fsync per commit (lmdb default); the file verified first",
-                "one commit, fsynced"),
-            (lambda: self.rm(t / "lmdb-dst"), [*kv, "snapshot", "restore", str(t / "src.kvs"), f"lmdb://{t}/lmdb-dst"]),
-            (lambda: self.rm_and_mkdir(t / "lmdb-peer"),
-             ["mdb_load", "-f", str(t / "lmdb.dump"), str(t / "lmdb-peer")])))
+            Row("snapshot restore -> Redis Cluster (3 masters)", peer, persist, persist),
+            (lambda: self.cluster_clear("b" + self.prefix), [*kv, "snapshot", "restore", str(t / "src.kvs"), dst]),
+            (lambda: self.cluster_clear(self.prefix), self.cluster_pipe())))
+        old_delays = self.cluster_config("repl-diskless-sync-delay")
+        self.cluster_config("repl-diskless-sync-delay", ["0"] * len(self.masters))
+        try:
+            out.append(self.measure(
+                Row("snapshot create of Redis Cluster (3 masters)", "redis-cli --rdb of every master at once "
+                    "(the whole servers)", "the file fsynced on close", "written as received"),
+                (lambda: self.rm(t / "cluster.kvs"), [*kv, "snapshot", "create", src, "-o", str(t / "cluster.kvs")]),
+                (lambda: self.rm(*(t / f"cluster-{p}.rdb" for _, p, _ in self.masters)), self.cluster_rdb())))
+        finally:
+            self.cluster_config("repl-diskless-sync-delay", old_delays)
         return out
 
     def redis_config(self, name: str, value: str | None = None) -> str:
@@ -404,6 +548,7 @@ def main() -> None:
     ap.add_argument("--keys", type=int, default=1_000_000)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--output", type=Path, default=HERE / "bulk_RESULTS.md")
+    ap.add_argument("--only", choices=["redis"], help="only the Redis rows (standalone and cluster)")
     ap.add_argument("--child")
     ap.add_argument("args", nargs="?")
     opts = ap.parse_args()
@@ -412,10 +557,11 @@ def main() -> None:
         return
     tmp = Path(tempfile.mkdtemp(prefix="kvctl-bulk-bench-"))
     bench = Bench(opts.keys, opts.rounds, tmp)
+    bench.redis_only = opts.only == "redis"
     start = os.getloadavg()[0]
     try:
         bench.setup()
-        rows = bench.rows()
+        rows = bench.redis_rows() if bench.redis_only else bench.rows()
     finally:
         bench.teardown()
         shutil.rmtree(tmp, ignore_errors=True)
