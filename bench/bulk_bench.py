@@ -53,6 +53,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 HERE = Path(__file__).resolve().parent
@@ -162,6 +163,44 @@ def redis_cli_args(url: str) -> list[str]:
     return ["redis-cli", "-h", parts.hostname or "127.0.0.1", "-p", str(parts.port or 6379), "-n", db]
 
 
+# -- Redis Cluster: the peer's input split by node ---------------------------------------------
+def cluster_masters(cluster_url: str) -> list[tuple[str, int, list[tuple[int, int]]]]:
+    """(host, port, slot ranges) of every master, from CLUSTER SLOTS on the URL's first node."""
+    import redis
+
+    first = urlsplit(cluster_url).netloc.split(",")[0]
+    host, _, port = first.rpartition(":")
+    r = redis.Redis(host=host, port=int(port))
+    try:
+        masters: dict[tuple[str, int], list[tuple[int, int]]] = {}
+        for start, end, node, *_ in r.execute_command("CLUSTER SLOTS"):
+            h = node[0].decode() if isinstance(node[0], bytes) else str(node[0])
+            masters.setdefault((h, int(node[1])), []).append((int(start), int(end)))
+    finally:
+        r.close()
+    return [(h, p, ranges) for (h, p), ranges in sorted(masters.items())]
+
+
+def split_by_node(resp: Path, masters: list[tuple[str, int, list[tuple[int, int]]]], out: list[Path]) -> None:
+    """Copy the ``SET key value`` commands of ``resp`` (as make_data writes them) into one file per
+    master, by the key's hash slot: what a user feeding ``redis-cli --pipe`` a cluster must do."""
+    from redis.crc import key_slot
+
+    owner = [0] * 16384
+    for i, (_, _, ranges) in enumerate(masters):
+        for start, end in ranges:
+            owner[start:end + 1] = [i] * (end - start + 1)
+    files = [open(p, "wb") for p in out]  # noqa: SIM115 (closed below)
+    try:
+        with open(resp, "rb") as inp:
+            for head in inp:  # *3, $3, SET, $len, key, $len, value: one line each
+                command = [head, *(next(inp) for _ in range(6))]
+                files[owner[key_slot(command[4][:-2])]].write(b"".join(command))
+    finally:
+        for f in files:
+            f.close()
+
+
 class Bench:
     def __init__(self, n: int, rounds: int, tmp: Path) -> None:
         env = services()
@@ -175,6 +214,8 @@ class Bench:
         self.peer_pg = with_db(self.pg_admin, self.db + "_peer")
         self.prefix = f"kvctl-bulk-{os.getpid()}:"
         self.kvctl = [sys.executable, "-m", "kvctl"]
+        self.cluster = env.get("KVCTL_TEST_REDIS_CLUSTER_URL", "")
+        self.masters: list[tuple[str, int, list[tuple[int, int]]]] = []
 
     # -- helpers ------------------------------------------------------------------------------
     def psql(self, sql: str, url: str | None = None) -> None:
@@ -243,7 +284,7 @@ class Bench:
         return row
 
     # -- set-up once --------------------------------------------------------------------------
-    def setup(self) -> None:
+    def setup(self, only: list[str]) -> None:
         t = self.tmp
         print(f"making {self.n:,} keys in {t}", file=sys.stderr)
         make_data(t, self.n, self.prefix)
@@ -255,6 +296,10 @@ class Bench:
         subprocess.run([*self.kvctl, "-u", src, "import", str(t / "data.jsonl")], check=True, capture_output=True)
         subprocess.run([*self.kvctl, "snapshot", "create", src, "-o", str(t / "src.kvs")], check=True,
                        capture_output=True)
+        if any(name.endswith("-cluster") for name in only):
+            if not self.cluster:
+                raise SystemExit("the cluster rows need KVCTL_TEST_REDIS_CLUSTER_URL (tests/services.sh start)")
+            self.setup_cluster()
         subprocess.run([*self.kvctl, "snapshot", "restore", str(t / "src.kvs"), f"lmdb://{t}/lmdb-src"], check=True,
                        capture_output=True)
         subprocess.run(["mdb_dump", "-a", "-f", str(t / "lmdb.dump"), str(t / "lmdb-src")], check=True)
@@ -270,6 +315,9 @@ class Bench:
                            capture_output=True)
         for prefix in (self.prefix, "b" + self.prefix, "c" + self.prefix):
             self.redis_clear(prefix)
+        if self.masters:
+            for prefix in (self.prefix, "b" + self.prefix):
+                self.cluster_clear(prefix)
 
     # -- the rows -----------------------------------------------------------------------------
     # One method per row, listed in ROWS below (id -> method): a row is added by adding a method
@@ -389,6 +437,101 @@ class Bench:
             (lambda: self.rm_and_mkdir(t / "lmdb-peer"),
              ["mdb_load", "-f", str(t / "lmdb.dump"), str(t / "lmdb-peer")]))
 
+    # -- Redis Cluster rows -------------------------------------------------------------------
+    def setup_cluster(self) -> None:
+        self.masters = cluster_masters(self.cluster)
+        self.node_files = [self.tmp / f"set-{port}.resp" for _, port, _ in self.masters]
+        split_by_node(self.tmp / "set.resp", self.masters, self.node_files)
+        subprocess.run(["bash", "-c", self.cluster_pipe()], check=True, capture_output=True)
+
+    def cluster_pipe(self) -> str:
+        """The peer of a bulk load into the cluster: one ``redis-cli --pipe`` per master, at once."""
+        runs = [f"redis-cli -h {h} -p {p} --pipe < {shlex.quote(str(f))} > /dev/null & pids+=($!)"
+                for (h, p, _), f in zip(self.masters, self.node_files, strict=True)]
+        return "pids=(); " + "; ".join(runs) + '; for p in "${pids[@]}"; do wait "$p" || exit 1; done'
+
+    def cluster_rdb(self) -> str:
+        """The peer of a snapshot of the cluster: ``redis-cli --rdb`` of every master, at once."""
+        runs = [f"redis-cli -h {h} -p {p} --rdb {shlex.quote(str(self.tmp / f'cluster-{p}.rdb'))} > /dev/null & "
+                "pids+=($!)" for h, p, _ in self.masters]
+        return "pids=(); " + "; ".join(runs) + '; for p in "${pids[@]}"; do wait "$p" || exit 1; done'
+
+    def cluster_clear(self, prefix: str) -> None:
+        import redis
+
+        for host, port, _ in self.masters:
+            r = redis.Redis(host=host, port=port)
+            try:
+                batch = []
+                for key in r.scan_iter(match=prefix + "*", count=5000):
+                    batch.append(key)
+                    if len(batch) >= 5000:
+                        self._unlink_each(r, batch)
+                        batch = []
+                self._unlink_each(r, batch)
+            finally:
+                r.close()
+
+    @staticmethod
+    def _unlink_each(r: Any, keys: list[bytes]) -> None:
+        pipe = r.pipeline(transaction=False)  # keys of several slots: one UNLINK each
+        for key in keys:
+            pipe.unlink(key)
+        pipe.execute()
+
+    def cluster_config(self, name: str, values: list[str] | None = None) -> list[str]:
+        """``name`` on every master; with ``values``, first set to them (one per master)."""
+        import redis
+
+        out = []
+        for i, (host, port, _) in enumerate(self.masters):
+            r = redis.Redis(host=host, port=port)
+            try:
+                if values is not None:
+                    r.config_set(name, values[i])
+                out.append(str(r.config_get(name).get(name, "5")))
+            finally:
+                r.close()
+        return out
+
+    def cluster_urls(self) -> tuple[str, str]:
+        sep = "&" if "?" in self.cluster else "?"
+        return f"{self.cluster}{sep}namespace={self.prefix}", f"{self.cluster}{sep}namespace=b{self.prefix}"
+
+    CLUSTER_PERSIST = "the servers' (tests/services.sh: no RDB/AOF)"
+    CLUSTER_PEER = "redis-cli --pipe, one per master at once"
+
+    def row_json_cluster(self) -> Row:
+        t, (_src, dst) = self.tmp, self.cluster_urls()
+        return self.measure(
+            Row("import JSON lines -> Redis Cluster (3 masters)", self.CLUSTER_PEER, self.CLUSTER_PERSIST,
+                self.CLUSTER_PERSIST),
+            (lambda: self.cluster_clear("b" + self.prefix), [*self.kvctl, "-u", dst, "import", str(t / "data.jsonl")]),
+            (lambda: self.cluster_clear(self.prefix), self.cluster_pipe()))
+
+    def row_restore_cluster(self) -> Row:
+        t, (_src, dst) = self.tmp, self.cluster_urls()
+        return self.measure(
+            Row("snapshot restore -> Redis Cluster (3 masters)", self.CLUSTER_PEER, self.CLUSTER_PERSIST,
+                self.CLUSTER_PERSIST),
+            (lambda: self.cluster_clear("b" + self.prefix),
+             [*self.kvctl, "snapshot", "restore", str(t / "src.kvs"), dst]),
+            (lambda: self.cluster_clear(self.prefix), self.cluster_pipe()))
+
+    def row_snapshot_cluster(self) -> Row:
+        t, (src, _dst) = self.tmp, self.cluster_urls()
+        old_delays = self.cluster_config("repl-diskless-sync-delay")
+        self.cluster_config("repl-diskless-sync-delay", ["0"] * len(self.masters))
+        try:
+            return self.measure(
+                Row("snapshot create of Redis Cluster (3 masters)", "redis-cli --rdb of every master at once "
+                    "(the whole servers)", "the file fsynced on close", "written as received"),
+                (lambda: self.rm(t / "cluster.kvs"),
+                 [*self.kvctl, "snapshot", "create", src, "-o", str(t / "cluster.kvs")]),
+                (lambda: self.rm(*(t / f"cluster-{p}.rdb" for _, p, _ in self.masters)), self.cluster_rdb()))
+        finally:
+            self.cluster_config("repl-diskless-sync-delay", old_delays)
+
     def rows(self, only: list[str]) -> list[Row]:
         return [ROWS[name](self) for name in only]
 
@@ -416,6 +559,9 @@ ROWS: dict[str, Callable[[Bench], Row]] = {
     "snapshot-redis": Bench.row_snapshot_redis,
     "sqlite-sqlite": Bench.row_sqlite_sqlite,
     "restore-lmdb": Bench.row_restore_lmdb,
+    "json-cluster": Bench.row_json_cluster,
+    "restore-cluster": Bench.row_restore_cluster,
+    "snapshot-cluster": Bench.row_snapshot_cluster,
 }
 
 
@@ -458,6 +604,7 @@ def main() -> None:
     ap.add_argument("--output", type=Path, default=HERE / "bulk_RESULTS.md")
     ap.add_argument("--rows", default=",".join(ROWS),
                     help=f"the rows to run, by id, comma-separated (default all: {','.join(ROWS)})")
+    ap.add_argument("--only", choices=["redis"], help="only the Redis rows (standalone and cluster)")
     ap.add_argument("--child")
     ap.add_argument("args", nargs="?")
     opts = ap.parse_args()
@@ -465,6 +612,8 @@ def main() -> None:
         CHILDREN[opts.child](*json.loads(opts.args))
         return
     only = [r.strip() for r in opts.rows.split(",") if r.strip()]
+    if opts.only == "redis":  # the Redis rows, standalone and cluster
+        only = [name for name in ROWS if "redis" in name or "cluster" in name]
     unknown = [r for r in only if r not in ROWS]
     if unknown:
         ap.error(f"unknown row {unknown[0]!r} (rows: {', '.join(ROWS)})")
@@ -474,7 +623,7 @@ def main() -> None:
     bench = Bench(opts.keys, opts.rounds, tmp)
     start = os.getloadavg()[0]
     try:
-        bench.setup()
+        bench.setup(only)
         rows = bench.rows(only)
     finally:
         bench.teardown()

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import os
 import uuid
+from urllib.parse import urlsplit
 
 import pytest
-from kvctl_plugins.redis.base import SLICE_BYTES, SLICE_KEYS, ranges
+import redis
+from kvctl_plugins.redis.commands import SLICE_BYTES, SLICE_KEYS, ranges
+from redis.cluster import RedisCluster
 
 from kvctl.store import Record, now_ms
 from kvctl.testing import open_sync
@@ -67,5 +70,32 @@ def test_the_last_record_of_a_key_in_a_batch_wins_with_or_without_an_expiry(kind
             store.set_many([Record(b"a", b"first", later), Record(b"b", b"first"), Record(b"a", b"second"),
                             Record(b"b", b"second", later)])
             assert store.get_many([b"a", b"b"]) == [Record(b"a", b"second"), Record(b"b", b"second", later)]
+        finally:
+            store.clear()
+
+
+@pytest.mark.server
+@pytest.mark.parametrize("kind", ["standalone", "cluster"])
+def test_a_bulk_scan_reads_every_record_exactly(kind: str) -> None:
+    """The scan pages a snapshot reads: values, absolute expiries and a key of another type, with
+    the replies of several slices per page checked for errors in bulk."""
+    base = service_url("KVCTL_TEST_REDIS_URL" if kind == "standalone" else "KVCTL_TEST_REDIS_CLUSTER_URL")
+    ns = f"bulk-{uuid.uuid4().hex[:8]}:"
+    url = f"{base}{'&' if '?' in base else '?'}namespace={ns}"
+    later = now_ms() + HOUR_MS
+    records = [Record(b"key:\x00\xff%06d" % i, os.urandom(1 + i % 200), later + i if i % 3 == 0 else None)
+               for i in range(3 * SLICE_KEYS + 5)]
+    with open_sync(url) as store:
+        try:
+            store.set_many(records)
+            host, _, port = urlsplit(base).netloc.split(",")[0].rpartition(":")
+            client = (redis.Redis(host=host, port=int(port)) if kind == "standalone"
+                      else RedisCluster(host=host, port=int(port)))
+            try:
+                client.hset(ns + "a-hash", "f", "v")
+            finally:
+                client.close()
+            got = [r for page in store.scan(batch_size=2 * SLICE_KEYS) for r in page.records]
+            assert sorted(got) == sorted([*records, Record(b"a-hash", b"", None, kind="hash")])
         finally:
             store.clear()

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 import pytest
 import redis as redispy
-from kvctl_plugins.redis.base import escape_glob
+from kvctl_plugins.redis.commands import escape_glob
 from kvctl_plugins.redis.options import parse
 
 from kvctl.errors import BadURLError, UnsupportedError
@@ -274,12 +274,25 @@ def test_batches_larger_than_one_command(var: str) -> None:
 
 
 def test_ranges_split_by_count_and_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
-    from kvctl_plugins.redis import base
+    from kvctl_plugins.redis import commands
 
     keys = [b"k%d" % i for i in range(2500)]
-    assert base.ranges(keys) == [(0, 1000), (1000, 2000), (2000, 2500)]
-    monkeypatch.setattr(base, "SLICE_BYTES", 100)
+    assert commands.ranges(keys) == [(0, 1000), (1000, 2000), (2000, 2500)]
+    monkeypatch.setattr(commands, "SLICE_BYTES", 100)
     values = [b"x" * 40] * 5
-    assert base.ranges(keys[:5], values) == [(0, 2), (2, 4), (4, 5)]
-    assert base.ranges([b"k"], [b"x" * 1000]) == [(0, 1)]  # one oversized record still goes alone
-    assert base.interleave([1, 2], [3, 4]) == [1, 3, 2, 4]
+    assert commands.ranges(keys[:5], values) == [(0, 2), (2, 4), (4, 5)]
+    assert commands.ranges([b"k"], [b"x" * 1000]) == [(0, 1)]  # one oversized record still goes alone
+    assert commands.interleave([1, 2], [3, 4]) == [1, 3, 2, 4]
+
+
+def test_errors_in_finds_errors_at_any_depth() -> None:
+    from kvctl_plugins.redis.commands import errors_in, raise_first_error
+    from redis.exceptions import NoScriptError, ResponseError
+
+    plain = [[b"v", None, 3], b"OK", 1, None]
+    assert errors_in(plain) == []
+    raise_first_error(plain)
+    first, second = ResponseError("MOVED 1 127.0.0.1:1"), NoScriptError("NOSCRIPT")
+    assert errors_in([b"OK", [b"v", [1, first]], second]) == [first, second]
+    with pytest.raises(ResponseError, match="MOVED"):
+        raise_first_error([[b"QUEUED"], [[first]]])

@@ -14,13 +14,12 @@ import dataclasses
 from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from redis.exceptions import ResponseError
-
 from kvctl.errors import KvctlError, UnsupportedError, UsageError
 from kvctl.store import Capabilities, Page, Record, StoreBase, StoreURL, deadline_ms, now_ms
 
 from . import limits, scripts
 from .cache import DELETED, INVALIDATED, Invalidator, LocalCache
+from .commands import Commands, escape_glob, expiry, raise_first_error
 from .errors import DRIVER_ERRORS, translate, translating
 from .options import RedisSettings
 
@@ -28,29 +27,6 @@ if TYPE_CHECKING:
     from .feed import NotifyFeed
 
 MAX_STRING = 512 * 1024 * 1024  # Redis's proto-max-bulk-len default: the largest key or value
-SLICE_KEYS = 1000
-SLICE_BYTES = 64 * 1024 * 1024
-_GLOB = frozenset(b"*?[]\\")
-
-# The commands one Redis node runs for one slice of a batch, and its replies.
-Commands = list[tuple[Any, ...]]
-
-
-def escape_glob(prefix: bytes) -> bytes:
-    """A MATCH pattern for keys starting with ``prefix``: every glob character escaped."""
-    out = bytearray()
-    for byte in prefix:
-        if byte in _GLOB:
-            out.append(0x5C)  # backslash
-        out.append(byte)
-    return bytes(out) + b"*"
-
-
-def expiry(reply: Any, now: int, relative: bool) -> int | None:
-    """The absolute expiry from a PEXPIRETIME (or PTTL, when ``relative``) reply; None: none."""
-    if not isinstance(reply, int) or reply < 0:
-        return None
-    return now + reply if relative else reply
 
 
 class RedisStoreBase(StoreBase):
@@ -439,43 +415,3 @@ class RedisStoreBase(StoreBase):
             self.feed.close()
         if self.invalidator is not None:
             self.invalidator.close()
-
-
-def ranges(keys: list[bytes], values: list[bytes] | None = None) -> list[tuple[int, int]]:
-    """Consecutive index ranges of at most SLICE_KEYS items and about SLICE_BYTES each.
-
-    Redis holds a whole command in memory before running it, and one huge command (or script)
-    stalls every other client, so big batches are sent as several commands.
-    """
-    n = len(keys)
-    if not n:
-        return []
-    largest = max(map(len, keys)) + (max(map(len, values)) if values is not None else 0)
-    if largest * SLICE_KEYS <= SLICE_BYTES:  # the usual case: no slice can reach the byte bound
-        return [(start, min(start + SLICE_KEYS, n)) for start in range(0, n, SLICE_KEYS)]
-    out: list[tuple[int, int]] = []
-    start, size = 0, 0
-    for i in range(n):
-        item = len(keys[i]) + (len(values[i]) if values is not None else 0)
-        if i > start and (i - start >= SLICE_KEYS or size + item > SLICE_BYTES):
-            out.append((start, i))
-            start, size = i, 0
-        size += item
-    out.append((start, n))
-    return out
-
-
-def interleave(a: list[Any], b: list[Any]) -> list[Any]:
-    """[a0, b0, a1, b1, ...] (MSET arguments, script arguments), without a Python loop."""
-    out: list[Any] = [None] * (2 * len(a))
-    out[0::2] = a
-    out[1::2] = b
-    return out
-
-
-def raise_first_error(replies: Iterable[Any]) -> None:
-    for reply in replies:
-        if isinstance(reply, ResponseError):
-            raise reply
-        if isinstance(reply, list):
-            raise_first_error(reply)

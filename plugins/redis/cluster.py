@@ -29,7 +29,8 @@ from kvctl.errors import UnavailableError
 from kvctl.store import Capabilities, Page, StoreURL
 
 from . import options, scripts, tls
-from .base import MAX_STRING, Commands, RedisStoreBase, interleave, raise_first_error, ranges
+from .base import MAX_STRING, RedisStoreBase
+from .commands import Commands, errors_in, interleave, raise_first_error, ranges
 from .errors import translating
 from .store import client_kwargs
 
@@ -46,16 +47,6 @@ _REDIRECTS = ("MOVED", "ASK", "TRYAGAIN", "CLUSTERDOWN")
 def _is_redirect(reply: Any) -> bool:
     text = str(reply)
     return isinstance(reply, ResponseError) and (text.startswith(_REDIRECTS) or "non local key" in text)
-
-
-def _errors(replies: list[Any]) -> list[ResponseError]:
-    found: list[ResponseError] = []
-    for reply in replies:
-        if isinstance(reply, ResponseError):
-            found.append(reply)
-        elif isinstance(reply, list):
-            found.extend(_errors(reply))
-    return found
 
 
 class RedisClusterStore(RedisStoreBase):
@@ -178,7 +169,7 @@ class RedisClusterStore(RedisStoreBase):
             again: dict[str, list[int]] = {}
             moved: list[int] = []
             for name, idx in todo.items():
-                errors = _errors(replies[name])
+                errors = errors_in(replies[name])
                 if not errors:
                     for i, value in zip(idx, parse([keys[i] for i in idx], replies[name]), strict=True):
                         results[i] = value

@@ -22,7 +22,8 @@ from redis.retry import Retry
 from kvctl.store import Capabilities, StoreURL, now_ms
 
 from . import options, scripts, tls
-from .base import MAX_STRING, Commands, RedisStoreBase, interleave, raise_first_error, ranges
+from .base import MAX_STRING, RedisStoreBase
+from .commands import Commands, errors_in, interleave, raise_first_error, ranges
 
 EXPIRY = {False: scripts.Script(scripts.EXPIRY % "PEXPIRETIME"),
           True: scripts.Script(scripts.EXPIRY.split("\n", 1)[1] % "PTTL")}
@@ -65,11 +66,11 @@ class RedisStore(RedisStoreBase):
         for _ in range(3):
             script = script_of[self.relative_ttl]
             replies = self._run(commands_of(script))
-            flat = [x for r in replies for x in (r if isinstance(r, list) else [r])]
-            if any(scripts.is_old_server(r) for r in flat):
+            errors = errors_in(replies)
+            if any(scripts.is_old_server(r) for r in errors):
                 self.relative_ttl = True
                 continue
-            if any(scripts.is_noscript(r) for r in flat):
+            if any(scripts.is_noscript(r) for r in errors):
                 self._run([(b"SCRIPT", b"LOAD", script.text)])
                 continue
             return replies
