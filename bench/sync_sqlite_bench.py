@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from kvctl.adapt import to_async
-from kvctl.engines.sync import SyncEngine, SyncPlan
+from kvctl.engines.replicate import SyncEngine, SyncPlan
 from kvctl.registry import open_url
 from kvctl.store import Record, Store
 from kvctl.url import StoreURL
@@ -235,7 +235,7 @@ def cli_once(env: dict[str, str], plan: SyncPlan, *extra: str) -> tuple[float, f
 def startup_once(env: dict[str, str]) -> float:
     """Python start-up plus the imports a sync run makes, without opening any store."""
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-c", "import kvctl.cli.app, kvctl.engines.sync, kvctl.adapt, "
+    subprocess.run([sys.executable, "-c", "import kvctl.cli.app, kvctl.engines.replicate, kvctl.adapt, "
                     "kvctl_plugins.sqlite"], env=env, check=True, timeout=120)
     return time.perf_counter() - started
 

@@ -1,4 +1,4 @@
-"""Commands over a set of keys: scan, count, del (single keys: :mod:`kvctl.cli.data`)."""
+"""Commands over a set of keys: scan, count, del (single keys: :mod:`kvctl.cli.keys`)."""
 
 from __future__ import annotations
 

@@ -191,7 +191,7 @@ def migrate(
     --delete-extra refused; 130 interrupted, 143 by SIGTERM (progress saved: rerun with --resume).
     """
     from kvctl.engines import migrate as engine
-    from kvctl.engines.executor import parse_executor
+    from kvctl.engines.distributed.executor import parse_executor
 
     spec = parse_executor(executor)
     src_url, dst_url = resolve_url(src, access="read"), resolve_url(dst)
@@ -205,7 +205,7 @@ def migrate(
         estimate_total=progress, workers=workers,
     )
     if plan_out is not None:
-        from kvctl.engines.planfile import write_plan
+        from kvctl.engines.migrate.planfile import write_plan
 
         count = write_plan(src_url, dst_url, plan, slices or 8 * workers, plan_out)
         info(f"wrote a plan of {count} slices to {plan_out}: copy each with --plan {plan_out} --slice K/{count} "
@@ -217,16 +217,16 @@ def migrate(
         raise UsageError("--plan and --slice go together")
     with ProgressBar(progress) as bar:
         if plan_file is not None and one_slice is not None:
-            from kvctl.engines.planfile import run_slice
+            from kvctl.engines.migrate.planfile import run_slice
 
             summary = run_slice(src_url, dst_url, plan, plan_file, one_slice, _reporter(bar))
         elif spec.kind == "dask":
-            from kvctl.engines import distributed
+            from kvctl.engines.distributed import migrate as distributed
 
             summary = distributed.run(src, dst, src_url, dst_url, plan, spec, slices=slices, shared_fs=shared_fs,
                                       reporter=_reporter(bar))
         elif workers > 1:
-            from kvctl.engines.parallel import run as run_parallel
+            from kvctl.engines.migrate.parallel import run as run_parallel
 
             summary = run_parallel(src_url, dst_url, plan, _reporter(bar))
         else:
@@ -303,9 +303,9 @@ def diff(
     """
     import asyncio
 
+    from kvctl.engines._stores import open_async
     from kvctl.engines.diff import DiffOptions, compare
-    from kvctl.engines.executor import parse_executor
-    from kvctl.engines.storeops import open_async
+    from kvctl.engines.distributed.executor import parse_executor
 
     a_url, b_url = resolve_url(a, access="read"), resolve_url(b, access="read")
     opts = DiffOptions(filter=key_filter(prefix, glob), batch_size=batch_size, sample=sample,
@@ -326,7 +326,7 @@ def diff(
     spec = parse_executor(executor)
     with ProgressBar(show_progress(False)) as bar:
         if spec.kind == "dask":
-            from kvctl.engines import distributed_diff
+            from kvctl.engines.distributed import diff as distributed_diff
 
             result = distributed_diff.run(a, b, a_url, b_url, opts, spec, workers=workers, slices=slices,
                                           shared_fs=shared_fs, reporter=_reporter(bar) if bar.enabled else None)
@@ -362,8 +362,8 @@ def export(
     """Write every key as JSON lines (or CSV): binary-safe, with absolute expiry and version."""
     import asyncio
 
-    from kvctl.engines.export import export_to, guess_format
-    from kvctl.engines.storeops import open_async
+    from kvctl.engines._stores import open_async
+    from kvctl.engines.dump import export_to, guess_format
 
     if as_json and output == "-":
         from kvctl.errors import UsageError
@@ -385,7 +385,7 @@ def export(
         if output == "-":
             summary = asyncio.run(work(sys.stdout.buffer, bar))
         else:
-            from kvctl.engines.fsutil import atomic_writer
+            from kvctl.engines._files import atomic_writer
 
             with atomic_writer(Path(output)) as fh:  # the file appears only when the export is complete
                 summary = asyncio.run(work(fh, bar))
@@ -420,8 +420,8 @@ def import_(
     """
     import asyncio
 
-    from kvctl.engines.export import guess_format, import_from
-    from kvctl.engines.storeops import open_async
+    from kvctl.engines._stores import open_async
+    from kvctl.engines.dump import guess_format, import_from
 
     store_url = resolve_url(url)
     kind = guess_format(input, fmt)

@@ -2,7 +2,7 @@
 
 Full snapshots hold every key; incremental ones (``create --since``) the changes after a
 change-feed cursor; ``restore`` applies a chain of them.  The file format is specified in
-kvctl/engines/SNAPSHOT_FORMAT.md.
+kvctl/engines/snapshot/FORMAT.md.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""`kvctl sync SRC DST`: incremental replication (see kvctl.engines.sync)."""
+"""`kvctl sync SRC DST`: incremental replication (see kvctl.engines.replicate)."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ def sync(
     import asyncio
 
     from kvctl.config import state_dir
-    from kvctl.engines.sync import SyncPlan
+    from kvctl.engines.replicate import SyncPlan
     from kvctl.url import parse_duration_ms
 
     plan = SyncPlan(resolve_url(src, access="write" if two_way else "read"), resolve_url(dst), state_dir(),
@@ -72,7 +72,7 @@ def refuse_failed(failed: list[tuple[bytes, str]]) -> None:
 
 
 async def _once(plan: Any) -> Any:
-    from kvctl.engines.sync import sync as run
+    from kvctl.engines.replicate import sync as run
 
     return await run(plan, note=note)
 
@@ -81,7 +81,7 @@ async def _watch(plan: Any, interval_s: float, as_json: bool) -> None:
     import asyncio
     import signal
 
-    from kvctl.engines.sync import SyncEngine, opened
+    from kvctl.engines.replicate import SyncEngine, opened
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -29,7 +29,7 @@ from kvctl.codec import show_key
 from kvctl.errors import ConflictError, IncompleteError, LimitError, UnsupportedError
 from kvctl.store import AsyncStore, Record, check_limits, now_ms
 
-from .storeops import dump_many, restore_many
+from ._stores import dump_many, restore_many
 
 Policy = Literal["overwrite", "skip", "newer", "fail"]
 POLICIES: tuple[str, ...] = get_args(Policy)

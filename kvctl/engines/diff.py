@@ -26,10 +26,10 @@ from kvctl.codec import json_key, show_key
 from kvctl.errors import DifferenceError, KvctlError
 from kvctl.store import AsyncStore, Page, Record, now_ms
 
+from ._pipeline import Prefetch
+from ._slices import Slice, slice_pages
+from ._stores import describe
 from .keyfilter import KeyFilter
-from .pipeline import Prefetch
-from .slices import Slice, slice_pages
-from .storeops import describe
 
 if TYPE_CHECKING:
     from .migrate import Reporter
@@ -227,8 +227,8 @@ async def compare(a: AsyncStore, b: AsyncStore, opts: DiffOptions | None = None,
                   reporter: Reporter | None = None) -> DiffResult:
     """Compare the (filtered) contents of ``a`` and ``b``.  ``reporter``: progress events (phase
     "diff": keys of A compared, out of A's key count once it is known)."""
+    from ._batches import Counts
     from .migrate import Progress, start_count
-    from .transfer import Counts
 
     opts = opts or DiffOptions()
     result = DiffResult(describe(a), describe(b))

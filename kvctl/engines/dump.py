@@ -39,11 +39,11 @@ from kvctl.codec import from_json_bytes, json_bytes, show_key
 from kvctl.errors import CorruptError, StoreIOError, UsageError
 from kvctl.store import MAX_EXPIRY_MS, MAX_VERSION, AsyncStore, Page, Record, now_ms
 
-from . import stopped
+from . import _stopped as stopped
+from ._batches import BatchWriter, Counts, Policy, Problems, check_policy
+from ._pipeline import pump
+from ._stores import has_typed_values, with_dumps
 from .keyfilter import KeyFilter
-from .pipeline import pump
-from .storeops import has_typed_values, with_dumps
-from .transfer import BatchWriter, Counts, Policy, Problems, check_policy
 
 if TYPE_CHECKING:
     from .migrate import Reporter
@@ -137,8 +137,8 @@ async def export_to(store: AsyncStore, out: BinaryIO, fmt: Format, *, key_filter
                     batch_size: int = 5000, reporter: Reporter | None = None) -> ExportSummary:
     """Write the records under ``key_filter`` to ``out``.  ``reporter``: progress events after each
     batch (phase "export"), with the store's key count as the total once it is known."""
+    from ._stores import describe
     from .migrate import Progress, start_count
-    from .storeops import describe
 
     kf = key_filter or KeyFilter()
     done = Counts()
@@ -325,10 +325,10 @@ async def import_from(store: AsyncStore, inp: BinaryIO, fmt: Format, name: str, 
 
     ``from_line``: records starting before this line are read and checked but not written (how
     a stopped import resumes).  A stop says how many records are written and the line to resume
-    from (:mod:`.stopped`): every record before it is in the store.  ``reporter``: progress
+    from (:mod:`._stopped`): every record before it is in the store.  ``reporter``: progress
     events after each batch (phase "import").
     """
-    from .storeops import describe
+    from ._stores import describe
 
     kf = key_filter or KeyFilter()
     check_policy(policy, True, store)  # a dump carries the versions it was exported with

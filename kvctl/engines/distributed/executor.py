@@ -1,5 +1,5 @@
 """Where the slices of a migrate or diff run: ``--executor local`` (this machine's process pool,
-:mod:`kvctl.engines.parallel`) or a Dask cluster (:mod:`kvctl.engines.distributed`).
+:mod:`kvctl.engines.migrate.parallel`) or a Dask cluster (:mod:`kvctl.engines.distributed`).
 
 This module holds what every executor shares and needs no engine installed: parsing the
 ``--executor`` value, and the rules for what a store reference may be when workers open it

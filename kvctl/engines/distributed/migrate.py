@@ -1,7 +1,7 @@
 """`kvctl migrate --executor dask://...`: the migrate engine in Dask tasks, one per slice.
 
 The driver (this process) splits the source exactly as ``--workers`` does
-(:func:`kvctl.engines.parallel.prepare`), but into many more slices than workers so a slow or
+(:func:`kvctl.engines.migrate.parallel.prepare`), but into many more slices than workers so a slow or
 dead worker does not hold the run, and submits one task per unfinished slice.  Records never
 pass through the driver or the scheduler: a task opens both stores itself, from a profile name
 or a URL without secrets, and returns a small summary.
@@ -48,12 +48,12 @@ from typing import Any, TypeVar
 
 from kvctl.errors import KvctlError, UnavailableError, UsageError
 
-from . import checkpoint
+from .._batches import Counts
+from .._stores import open_async
+from ..migrate import checkpoint
+from ..migrate.copy import Plan, Progress, Reporter, Summary, finish, migrate_urls
+from ..migrate.parallel import _Once, collect, prepare, slice_plan
 from .executor import ExecutorSpec, check_reachable, task_ref
-from .migrate import Plan, Progress, Reporter, Summary, finish, migrate_urls
-from .parallel import _Once, collect, prepare, slice_plan
-from .storeops import open_async
-from .transfer import Counts
 
 T = TypeVar("T")
 RESUBMITS = 2  # the driver's own retries of a slice whose worker kept dying, after Dask's

@@ -23,7 +23,7 @@ from typing import Any
 
 from kvctl.errors import CorruptError, StoreIOError
 
-from .fsutil import write_atomic
+from .._files import write_atomic
 
 FORMAT = 1
 

@@ -11,7 +11,7 @@ The flow of one run::
 
 Memory is bounded by ``queue_depth`` pages of ``batch_size`` records whatever the key count.
 ``--workers N`` runs this same engine in N processes on disjoint slices of the keyspace (see
-:mod:`kvctl.engines.parallel`); each slice has its own checkpoint.
+:mod:`kvctl.engines.migrate.parallel`); each slice has its own checkpoint.
 
 ``--resume`` continues after the checkpoint's cursor.  The interrupted run may have written past
 that cursor before it stopped; :class:`ResumeWriter` tells those writes (the destination holds
@@ -32,14 +32,15 @@ from kvctl.codec import json_key
 from kvctl.errors import DifferenceError, IncompleteError
 from kvctl.store import AsyncStore, Page, Record, now_ms
 
-from . import checkpoint, stopped
-from .diff import DiffOptions, DiffResult, compare, extra_keys, same_expiry
-from .fsutil import writable_dir
-from .keyfilter import KeyFilter
-from .pipeline import pump
-from .slices import Slice, slice_pages
-from .storeops import describe, dump_many, has_typed_values, open_async, refuse_same_store
-from .transfer import BatchWriter, Counts, Policy, Problems, check_policy
+from .. import _stopped as stopped
+from .._batches import BatchWriter, Counts, Policy, Problems, check_policy
+from .._files import writable_dir
+from .._pipeline import pump
+from .._slices import Slice, slice_pages
+from .._stores import describe, dump_many, has_typed_values, open_async, refuse_same_store
+from ..diff import DiffOptions, DiffResult, compare, extra_keys, same_expiry
+from ..keyfilter import KeyFilter
+from . import checkpoint
 
 
 @dataclass(frozen=True)

@@ -54,11 +54,11 @@ from typing import Any
 from kvctl.errors import KvctlError, UsageError
 from kvctl.store import AsyncStore
 
+from .._batches import Counts, Problems, check_policy
+from .._slices import slice_of
+from .._stores import describe, open_async, refuse_same_store
 from . import checkpoint
-from .migrate import Plan, Progress, Reporter, Summary, checkpoint_file, finish, migrate_urls, read_checkpoint
-from .slices import slice_of
-from .storeops import describe, open_async, refuse_same_store
-from .transfer import Counts, Problems, check_policy
+from .copy import Plan, Progress, Reporter, Summary, checkpoint_file, finish, migrate_urls, read_checkpoint
 
 TARGET_PREFIXES_PER_WORKER = 8
 PROBE_BUDGET = 512

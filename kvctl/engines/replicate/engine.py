@@ -46,10 +46,10 @@ from kvctl.registry import open_url
 from kvctl.store import TOMBSTONE, AsyncStore, Record, newer, now_ms
 from kvctl.url import redact
 
-from . import stopped
-from .fsutil import writable_dir
-from .storeops import refuse_same_store
-from .transfer import Refuse, store_what_fits, within_limits
+from .. import _stopped as stopped
+from .._batches import Refuse, store_what_fits, within_limits
+from .._files import writable_dir
+from .._stores import refuse_same_store
 
 STATE_VERSION = 1
 
@@ -184,7 +184,7 @@ async def apply_lww(store: AsyncStore, changes: list[Record]) -> Applied:
 
 async def apply_storable(store: AsyncStore, changes: list[Record], refuse: Refuse) -> Applied:
     """:func:`apply_lww`, with the records ``store`` cannot hold set aside through ``refuse`` (the
-    rule migrate, import and restore follow: :func:`~kvctl.engines.transfer.store_what_fits`)."""
+    rule migrate, import and restore follow: :func:`~kvctl.engines._batches.store_what_fits`)."""
     total = Applied()
 
     async def apply(part: list[Record]) -> None:

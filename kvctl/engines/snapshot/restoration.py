@@ -1,4 +1,4 @@
-"""`kvctl snapshot create|verify|restore|inspect` over the format in :mod:`.snapformat`.
+"""`kvctl snapshot create|verify|restore|inspect` over the format in :mod:`.format`.
 
 * **create** (full) scans the store (read ahead on its own task) and streams records into a
   temporary file next to the target, which is fsynced, renamed over the target, and its directory
@@ -22,7 +22,7 @@
   snapshot record replaces the stored one when it is newer, or when either side has no version
   (a snapshot is an explicit request to bring these keys back) — or, with ``--replace``, first
   removes every key under the snapshot's filter.  Incrementals are applied last-writer-wins
-  (:func:`kvctl.engines.sync.apply_lww`, the sync engine's write path): a change takes effect only
+  (:func:`kvctl.engines.replicate.apply_lww`, the sync engine's write path): a change takes effect only
   when it is newer than what the store holds, so a stale upsert never beats a newer delete where
   the store keeps tombstones.  ``--replace`` applies to the full snapshot only; a chain without
   one is refused with it (an incremental holds changes, not a whole store).  Records already
@@ -47,20 +47,20 @@ from kvctl.codec import show
 from kvctl.errors import FeedGapError, StoreIOError, UnsupportedError, UsageError
 from kvctl.store import TOMBSTONE, AsyncStore, Page, Record, now_ms
 
-from . import stopped
-from .fsutil import atomic_writer
-from .keyfilter import KeyFilter
-from .pipeline import Prefetch, pump
-from .snapformat import (
+from .. import _stopped as stopped
+from .._batches import BatchWriter, Counts, Problems
+from .._files import atomic_writer
+from .._pipeline import Prefetch, pump
+from .._stores import describe, has_typed_values, open_async, restore_many, with_dumps
+from ..keyfilter import KeyFilter
+from ..replicate.engine import apply_storable
+from .format import (
     BLOCK_RAW_TARGET,
     SnapshotCorrupt,
     SnapshotReader,
     SnapshotWriter,
     default_codec,
 )
-from .storeops import describe, has_typed_values, open_async, restore_many, with_dumps
-from .sync import apply_storable
-from .transfer import BatchWriter, Counts, Problems
 
 _kind = attrgetter("kind")
 _expiry = attrgetter("expires_at_ms")
@@ -471,7 +471,7 @@ def restore(paths: Path | Sequence[Path], url: str, *, replace: bool = False, ba
             drop_ttl: bool = False, note: stopped.Note | None = None) -> SnapshotSummary:
     """Restore one snapshot or a chain into the store at ``url`` (checked before it is opened).
 
-    A restore that stops part-way says how many records it wrote (:mod:`.stopped`): in the
+    A restore that stops part-way says how many records it wrote (:mod:`.._stopped`): in the
     error's hint, or through ``note`` on an interruption."""
     files = survey([paths] if isinstance(paths, Path | str) else list(paths))
     return asyncio.run(_with_store(url, "write", lambda s: _restore_chain(
@@ -725,7 +725,7 @@ def printable(data: bytes) -> str:
 
 
 def inspect(path: Path, *, top: int = 20, delimiters: bytes = b":/", prefix_len: int | None = None) -> Inspection:
-    from .snapformat import CODEC_NAMES
+    from .format import CODEC_NAMES
 
     counts: Counter[bytes] = Counter()
     other = 0
