@@ -27,3 +27,5 @@ s/\bkvctl\/engines\/SNAPSHOT_FORMAT\.md\b/kvctl\/engines\/snapshot\/FORMAT.md/g
 s/\bkvctl\.cli\.config_cmd\b/kvctl.cli.config/g
 s/\bkvctl\.cli\.data\b/kvctl.cli.keys/g
 s/\bkvctl\.cli\.engines\b/kvctl.cli.app/g
+# SyncResult offers to_dict(), as every engine result does (it was to_json()).
+s/\bresult\.to_json\(\)/result.to_dict()/g

@@ -231,7 +231,7 @@ def test_conflicting_and_typed_keys_are_shown_like_every_other_key() -> None:
 
     result = SyncResult(conflicts=[Conflict(b"ee", "dst", 1, 2), Conflict(b"\xff\x00", "src", 4, 3)],
                         skipped_typed=[b"h:1", b"\xfe"])
-    doc = result.to_json()
+    doc = result.to_dict()
     assert doc["conflicts"] == [{"key": "ee", "winner": "dst", "src_version": 1, "dst_version": 2},
                                 {"key_b64": "/wA=", "winner": "src", "src_version": 4, "dst_version": 3}]
     assert doc["skipped_typed"] == [{"key": "h:1"}, {"key_b64": "/g=="}]

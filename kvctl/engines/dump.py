@@ -23,6 +23,7 @@ line).  A UTF-8 byte-order mark opening the file is ignored.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import contextlib
@@ -33,20 +34,20 @@ import re
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, BinaryIO, Literal
+from pathlib import Path
+from typing import Any, BinaryIO, Literal
 
 from kvctl.codec import from_json_bytes, json_bytes, show_key
 from kvctl.errors import CorruptError, StoreIOError, UsageError
 from kvctl.store import MAX_EXPIRY_MS, MAX_VERSION, AsyncStore, Page, Record, now_ms
 
 from . import _stopped as stopped
-from ._batches import BatchWriter, Counts, Policy, Problems, check_policy
+from ._batches import BatchWriter, Policy, check_policy
+from ._files import atomic_writer
 from ._pipeline import pump
-from ._stores import has_typed_values, with_dumps
+from ._stores import describe, has_typed_values, open_async, start_count, with_dumps
 from .keyfilter import KeyFilter
-
-if TYPE_CHECKING:
-    from .migrate import Reporter
+from .reporting import Counts, Problems, Progress, Reporter
 
 Format = Literal["jsonl", "csv"]
 CSV_COLUMNS = ["key", "key_b64", "value", "value_b64", "expires_at_ms", "version", "kind"]
@@ -61,7 +62,7 @@ def guess_format(name: str, explicit: str | None) -> Format:
 
 
 @dataclass
-class ExportSummary:
+class DumpSummary:
     store: str
     records: int = 0
     expired: int = 0
@@ -82,6 +83,50 @@ class ExportSummary:
     def check(self) -> None:
         self.problems.check("export" if self.counts is None else "import", self.incomplete,
                             0 if self.counts is None else self.counts.failed)
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    fmt: Format = "jsonl"
+    key_filter: KeyFilter = field(default_factory=KeyFilter)
+    batch_size: int = 5000
+
+
+@dataclass(frozen=True)
+class ImportOptions:
+    fmt: Format = "jsonl"
+    policy: Policy = "overwrite"
+    batch_size: int = 5000
+    drop_ttl: bool = False
+    key_filter: KeyFilter = field(default_factory=KeyFilter)
+    dry_run: bool = False
+    from_line: int = 1  # write only the records from this line on (a stopped import's resume)
+
+
+def export(url: str, out: BinaryIO | Path, opts: ExportOptions, reporter: Reporter | None = None) -> DumpSummary:
+    """Export the store at ``url`` (only read) to ``out``: a stream, or a file that appears only
+    once the export is complete.  Owns the command's only event loop."""
+    async def work(fh: BinaryIO) -> DumpSummary:
+        async with open_async(url, access="read") as store:
+            return await export_to(store, fh, opts.fmt, key_filter=opts.key_filter, batch_size=opts.batch_size,
+                                   reporter=reporter)
+
+    if isinstance(out, Path):
+        with atomic_writer(out) as fh:
+            return asyncio.run(work(fh))
+    return asyncio.run(work(out))
+
+
+def import_(url: str, inp: BinaryIO, name: str, opts: ImportOptions, reporter: Reporter | None = None) -> DumpSummary:
+    """Import the dump ``inp`` (called ``name`` in messages) into the store at ``url``.  Owns the
+    command's only event loop."""
+    async def work() -> DumpSummary:
+        async with open_async(url) as store:
+            return await import_from(store, inp, opts.fmt, name, policy=opts.policy, batch_size=opts.batch_size,
+                                     drop_ttl=opts.drop_ttl, key_filter=opts.key_filter, dry_run=opts.dry_run,
+                                     from_line=opts.from_line, reporter=reporter)
+
+    return asyncio.run(work())
 
 
 # -- export ------------------------------------------------------------------------------------
@@ -134,17 +179,14 @@ def _csv_rows(records: list[Record]) -> str:
 
 
 async def export_to(store: AsyncStore, out: BinaryIO, fmt: Format, *, key_filter: KeyFilter | None = None,
-                    batch_size: int = 5000, reporter: Reporter | None = None) -> ExportSummary:
+                    batch_size: int = 5000, reporter: Reporter | None = None) -> DumpSummary:
     """Write the records under ``key_filter`` to ``out``.  ``reporter``: progress events after each
     batch (phase "export"), with the store's key count as the total once it is known."""
-    from ._stores import describe
-    from .migrate import Progress, start_count
-
     kf = key_filter or KeyFilter()
     done = Counts()
     total: list[int | None] = [None]
     counter = start_count(store, kf, total) if reporter is not None else None
-    summary = ExportSummary(describe(store))
+    summary = DumpSummary(describe(store))
     typed_ok = has_typed_values(store)
     t0 = time.perf_counter()
     if fmt == "csv":
@@ -319,17 +361,14 @@ def read_records(inp: BinaryIO, fmt: Format, name: str) -> Iterator[Record]:
 async def import_from(store: AsyncStore, inp: BinaryIO, fmt: Format, name: str, *,
                       policy: Policy = "overwrite", batch_size: int = 5000, drop_ttl: bool = False,
                       key_filter: KeyFilter | None = None, dry_run: bool = False, from_line: int = 1,
-                      note: stopped.Note | None = None,
-                      reporter: Reporter | None = None) -> ExportSummary:
+                      reporter: Reporter | None = None) -> DumpSummary:
     """Write the dump's records into ``store`` in batches, in file order.
 
     ``from_line``: records starting before this line are read and checked but not written (how
     a stopped import resumes).  A stop says how many records are written and the line to resume
-    from (:mod:`._stopped`): every record before it is in the store.  ``reporter``: progress
-    events after each batch (phase "import").
+    from (:mod:`._stopped`; an interruption tells ``reporter.note``): every record before it is
+    in the store.  ``reporter``: progress events after each batch (phase "import").
     """
-    from ._stores import describe
-
     kf = key_filter or KeyFilter()
     check_policy(policy, True, store)  # a dump carries the versions it was exported with
     writer = BatchWriter(store, policy=policy, drop_ttl=drop_ttl, dry_run=dry_run,
@@ -354,8 +393,6 @@ async def import_from(store: AsyncStore, inp: BinaryIO, fmt: Format, name: str, 
         await writer.write(page.records)
         done_through[0] = int(page.cursor or 0)
         if reporter is not None:
-            from .migrate import Progress
-
             reporter.progress(Progress("import", writer.counts, None, time.perf_counter() - t0))
 
     def status() -> str:
@@ -365,9 +402,10 @@ async def import_from(store: AsyncStore, inp: BinaryIO, fmt: Format, name: str, 
         return (f"with every record through line {done_through[0]:,} of {name} done, "
                 f"at least {writer.counts.copied:,} written; resume with --from-line {done_through[0] + 1}")
 
+    note = reporter.note if reporter is not None else None
     with contextlib.nullcontext() if dry_run else stopped.saying(status, note):
         await pump(pages(), consume, depth=2)
-    summary = ExportSummary(describe(store), records=writer.counts.read, expired=writer.counts.expired,
+    summary = DumpSummary(describe(store), records=writer.counts.read, expired=writer.counts.expired,
                             incomplete=writer.counts.incomplete, problems=writer.problems,
                             counts=writer.counts, seconds=time.perf_counter() - t0)
     return summary
