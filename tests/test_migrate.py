@@ -9,11 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kvctl.engines.reporting import Reporter
 from test_migrate_support import DictStore, FailingStore, state_dir, typed_caps
 
 from kvctl.engines.migrate import Plan, Summary, checkpoint, migrate
 from kvctl.engines.migrate import run as run_urls
+from kvctl.engines.reporting import Reporter
 from kvctl.errors import (
     ConflictError,
     DifferenceError,

@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kvctl.engines.reporting import Progress, Reporter
 from test_migrate_support import DictStore, state_dir, typed_caps
 
 from kvctl.engines.migrate import Plan, Summary, checkpoint, migrate
+from kvctl.engines.reporting import Progress, Reporter
 from kvctl.errors import ConflictError, UnavailableError
 from kvctl.store import Record, now_ms
 

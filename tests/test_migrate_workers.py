@@ -13,12 +13,12 @@ import time
 from pathlib import Path
 
 import pytest
-from kvctl.engines.migrate.split import key_range_split, ranges_from
 from test_migrate_support import DictStore, all_families, diff_urls, fresh_url, state_dir, subprocess_env, write
 
 from kvctl.adapt import to_async
 from kvctl.engines.migrate import Plan, source_pages
 from kvctl.engines.migrate.parallel import run as run_parallel
+from kvctl.engines.migrate.split import key_range_split, ranges_from
 from kvctl.errors import UsageError
 from kvctl.registry import open_url
 from kvctl.store import Capabilities, Record
