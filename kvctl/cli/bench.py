@@ -9,11 +9,16 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from kvctl.cli.usage import examples
+
+if TYPE_CHECKING:
+    from kvctl.bench.gate import Result as GateResult
+    from kvctl.bench.params import Choices
+    from kvctl.bench.results import Run
 
 HELP = """Benchmark stores with pyperf on the workloads of the seed documents.
 
@@ -165,8 +170,8 @@ def bench(
         _raise_if_failed(run.info.get("errors", []))
 
 
-def _execute(choices: Any, urls: list[str] | None, workload: list[str] | None, given: dict[str, Any], *,
-             quick: bool, embedded: bool, keep: bool, quiet: bool) -> tuple[Any, Callable[[], None]]:
+def _execute(choices: Choices, urls: list[str] | None, workload: list[str] | None, given: dict[str, Any], *,
+             quick: bool, embedded: bool, keep: bool, quiet: bool) -> tuple[Run, Callable[[], None]]:
     """Run the benchmarks; the run, and how to remove what they wrote."""
     from kvctl.bench import workloads
     from kvctl.bench.suite import Spec, cleanup, execute
@@ -190,7 +195,7 @@ def _execute(choices: Any, urls: list[str] | None, workload: list[str] | None, g
     return run, clean
 
 
-def _save(run: Any, outputs: list[Path], fmt: str | None, extra: list[Any], quiet: bool) -> None:
+def _save(run: Run, outputs: list[Path], fmt: str | None, extra: list[Any], quiet: bool) -> None:
     """Write the run to every -o FILE, in the format its name (or --format, for one file) says."""
     from kvctl.bench import report
     from kvctl.cli.output import info
@@ -213,7 +218,8 @@ def _save(run: Any, outputs: list[Path], fmt: str | None, extra: list[Any], quie
             info(f"wrote {path} ({kind})")
 
 
-def _show(run: Any, fmt: str | None, extra: list[Any], gate_result: Any, *, shown: bool, to_stdout: bool) -> None:
+def _show(run: Run, fmt: str | None, extra: list[Any], gate_result: GateResult | None, *, shown: bool,
+          to_stdout: bool) -> None:
     """The run on stdout: in --format, else as rich tables (unless --quiet with -o)."""
     from kvctl.bench import report
     from kvctl.cli.output import console
@@ -227,7 +233,7 @@ def _show(run: Any, fmt: str | None, extra: list[Any], gate_result: Any, *, show
         report.rich_print(report.tables(run) + extra, console(width=None if sys.stdout.isatty() else 160))
 
 
-def _gate(gate_result: Any) -> None:
+def _gate(gate_result: GateResult) -> None:
     """The gate's warnings; exit 1 when it failed."""
     from kvctl.cli.context import scrub
     from kvctl.cli.output import warn
