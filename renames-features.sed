@@ -1,5 +1,6 @@
 # kvctl issue 15 part 2 (features, not layers): module renames in kvctl/engines and kvctl/cli.
 # Apply with: sed -i -E -f renames-features.sed $(git ls-files 'tests/*.py' 'bench/*.py')
+# then: ruff check --fix --select I tests bench   (the new import lines sort as first-party)
 # Specific lines first (names that moved between modules), then whole modules.
 s/^from kvctl\.engines\.parallel import key_range_split, ranges_from$/from kvctl.engines.migrate.split import key_range_split, ranges_from/
 s/^( *)from kvctl\.engines\.parallel import plan_slices, slice_plan$/\1from kvctl.engines.migrate.split import plan_slices, slice_plan/
