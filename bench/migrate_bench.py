@@ -120,7 +120,7 @@ def child_snapshot_lmdb(root: str, n: int, batch: int) -> dict[str, Any]:
 
 
 def _header_codec(path: Path) -> str:
-    from kvctl.engines.snapformat import SnapshotReader
+    from kvctl.engines.snapshot.format import SnapshotReader
 
     with open(path, "rb") as fh:
         return json.dumps(SnapshotReader(fh, str(path)).header.meta["codec"])
@@ -152,7 +152,7 @@ def child_rss_snapshot(root: str, n: int, batch: int) -> dict[str, Any]:
 def child_workers(root: str, n: int, batch: int, workers: int) -> dict[str, Any]:
     """sqlite -> lmdb (no sync) with --workers N (key-range split: both are ordered)."""
     from kvctl.engines import migrate
-    from kvctl.engines.parallel import run as run_parallel
+    from kvctl.engines.migrate.parallel import run as run_parallel
 
     dst = f"lmdb://{root}/dst-{workers}?sync=false"
     plan = migrate.Plan(batch_size=batch, workers=workers, checkpoint_path=Path(root) / f"cp-{workers}.json")

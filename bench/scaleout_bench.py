@@ -61,7 +61,7 @@ def on_cluster(workers: int, args: list[str], env: dict[str, str]) -> tuple[dict
 
     with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
                       dashboard_address=None) as cluster, Client(cluster) as client:
-        client.run(importlib.import_module, "kvctl.engines.distributed")  # warm: imports are not the copy
+        client.run(importlib.import_module, "kvctl.engines.distributed.migrate")  # warm: imports are not the copy
         address = client.scheduler.address.removeprefix("tcp://")
         return run_driver([*args, "--executor", f"dask://{address}", "--shared-fs"], env)
 

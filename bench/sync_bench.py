@@ -37,7 +37,7 @@ from typing import Any
 from _harness import Report, change, fill, lap, parser, run_process, same_records
 
 from kvctl.adapt import to_async
-from kvctl.engines.sync import SyncEngine, SyncPlan
+from kvctl.engines.replicate import SyncEngine, SyncPlan
 from kvctl.registry import open_url
 
 
@@ -105,7 +105,7 @@ def cli_once(env: dict[str, str], src_url: str, dst_url: str, *extra: str) -> tu
 
 def startup_once(env: dict[str, str]) -> float:
     """Python start-up plus the imports a sync run makes, without opening any store."""
-    return run_process([sys.executable, "-c", "import kvctl.cli.app, kvctl.engines.sync, kvctl.adapt, "
+    return run_process([sys.executable, "-c", "import kvctl.cli.app, kvctl.engines.replicate, kvctl.adapt, "
                         "kvctl_plugins.file"], env=env, capture=False).seconds
 
 

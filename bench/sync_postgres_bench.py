@@ -12,7 +12,7 @@ WAL flush), started and stopped with tests/services/postgres.sh in a temporary d
 1. **Incremental sync.**  A source table of ``--keys`` keys (100-byte values) is copied to a
    second table by a first ``kvctl sync`` run (a diff pass); then each round makes 1,000 changes
    at the source (700 overwrites, 300 deletes, one call each) and times one incremental sync
-   through the engine (kvctl.engines.sync.sync: opening both stores, reading the feed from the
+   through the engine (kvctl.engines.replicate.sync: opening both stores, reading the feed from the
    saved cursor, applying last-writer-wins, saving the cursor) and, once, through the CLI.
 2. **Write-path overhead.**  The same upserts (of 1,000 existing keys, 100-byte values, one
    statement per call) on three tables: ``?feed=false`` (no change table, no triggers), the
@@ -41,7 +41,7 @@ from typing import Any
 import asyncpg
 from _harness import Report, interleave_async, parser, private_postgres, run_process, services_env
 
-from kvctl.engines.sync import SyncPlan, sync
+from kvctl.engines.replicate import SyncPlan, sync
 from kvctl.registry import open_url
 from kvctl.store import Record
 

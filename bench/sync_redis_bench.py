@@ -109,7 +109,7 @@ def sampler(url: str, prefix: bytes, total: Any, report: Any) -> None:
 async def kvctl_watch(src_url: str, dst_url: str, interval_s: float, ready: threading.Event,
                       stop_flag: threading.Event, state_dir: Path) -> dict[str, Any]:
     from kvctl.adapt import to_async
-    from kvctl.engines.sync import SyncEngine, SyncPlan
+    from kvctl.engines.replicate import SyncEngine, SyncPlan
     from kvctl.registry import open_url
 
     src, dst = to_async(open_url(src_url)), to_async(open_url(dst_url))

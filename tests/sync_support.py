@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from kvctl.engines.sync import state_path
+from kvctl.engines.replicate import state_path
 
 
 def cli_env(tmp_path: Path) -> dict[str, str]:

@@ -19,8 +19,8 @@ import pytest
 from conftest import service_url
 from test_migrate_support import diff_urls, state_dir, subprocess_env, write
 
-from kvctl.engines import distributed as dask_engine
-from kvctl.engines.executor import ExecutorSpec, parse_executor
+from kvctl.engines.distributed import migrate as dask_engine
+from kvctl.engines.distributed.executor import ExecutorSpec, parse_executor
 from kvctl.engines.migrate import Plan
 from kvctl.errors import UsageError
 from kvctl.store import Record

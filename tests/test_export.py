@@ -24,9 +24,9 @@ from test_migrate_support import (
     write,
 )
 
-from kvctl.engines.export import export_to, guess_format, import_from
+from kvctl.engines._stores import open_async
+from kvctl.engines.dump import export_to, guess_format, import_from
 from kvctl.engines.keyfilter import KeyFilter
-from kvctl.engines.storeops import open_async
 from kvctl.errors import CorruptError, IncompleteError, UnsupportedError
 from kvctl.store import MAX_EXPIRY_MS, MAX_VERSION, Capabilities, Record, now_ms
 

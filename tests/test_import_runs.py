@@ -1,4 +1,4 @@
-"""JSON-lines import parses runs of plain lines as a whole (kvctl.engines.jsonbatch): the records,
+"""JSON-lines import parses runs of plain lines as a whole (kvctl.engines.dump.jsonbatch): the records,
 the refusals, their wording and their line numbers are exactly those of the line-by-line path."""
 
 from __future__ import annotations
@@ -13,8 +13,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_migrate_support import DictStore
 
-from kvctl.engines.export import _from_json, import_from, numbered_records
-from kvctl.engines.jsonbatch import plain_records
+from kvctl.engines.dump import import_from, numbered_records
+from kvctl.engines.dump.format import _from_json
+from kvctl.engines.dump.jsonbatch import plain_records
 from kvctl.errors import CorruptError
 from kvctl.store import MAX_VERSION
 

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 from test_migrate_support import DictStore, FailingStore, state_dir, typed_caps
 
-from kvctl.engines import checkpoint
-from kvctl.engines.migrate import Plan, Reporter, Summary, migrate
+from kvctl.engines.migrate import Plan, Summary, checkpoint, migrate
 from kvctl.engines.migrate import run as run_urls
+from kvctl.engines.reporting import Reporter
 from kvctl.errors import (
     ConflictError,
     DifferenceError,

@@ -69,9 +69,9 @@ def test_a_redis_cluster_is_split_once_per_master_and_each_key_read_once(tmp_pat
 
     from conftest import service_url
 
+    from kvctl.engines._stores import open_async
     from kvctl.engines.migrate import Plan, source_pages
-    from kvctl.engines.parallel import plan_slices, slice_plan
-    from kvctl.engines.storeops import open_async
+    from kvctl.engines.migrate.split import plan_slices, slice_plan
 
     url = f"{service_url('KVCTL_TEST_REDIS_CLUSTER_URL')}&namespace=part{time.monotonic_ns()}:"
     keys = {b"c%04d" % i for i in range(2000)}

@@ -13,8 +13,8 @@ from conftest import service_url
 from test_migrate_support import diff_urls, fresh_url, read_all, state_dir
 
 from kvctl.engines import migrate, snapshot
-from kvctl.engines.export import export_to, import_from
-from kvctl.engines.storeops import open_async
+from kvctl.engines._stores import open_async
+from kvctl.engines.dump import export_to, import_from
 from kvctl.errors import IncompleteError
 from kvctl.store import now_ms
 

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 from test_migrate_support import DictStore, state_dir, typed_caps
 
-from kvctl.engines import checkpoint
-from kvctl.engines.migrate import Plan, Progress, Reporter, Summary, migrate
+from kvctl.engines.migrate import Plan, Summary, checkpoint, migrate
+from kvctl.engines.reporting import Progress, Reporter
 from kvctl.errors import ConflictError, UnavailableError
 from kvctl.store import Record, now_ms
 

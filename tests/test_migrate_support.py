@@ -21,8 +21,8 @@ import pytest
 from backends import FACTORIES, families, url_for
 
 from kvctl.adapt import to_sync
+from kvctl.engines._stores import open_async
 from kvctl.engines.diff import DiffOptions, DiffResult, compare
-from kvctl.engines.storeops import open_async
 from kvctl.errors import LimitError, UnavailableError
 from kvctl.registry import load, open_url
 from kvctl.store import AsyncStoreBase, Capabilities, Page, Record, Store, check_limits, key_cursor, now_ms

@@ -17,8 +17,8 @@ from test_migrate_support import DictStore, all_families, diff_urls, fresh_url, 
 
 from kvctl.adapt import to_async
 from kvctl.engines.migrate import Plan, source_pages
-from kvctl.engines.parallel import key_range_split, ranges_from
-from kvctl.engines.parallel import run as run_parallel
+from kvctl.engines.migrate.parallel import run as run_parallel
+from kvctl.engines.migrate.split import key_range_split, ranges_from
 from kvctl.errors import UsageError
 from kvctl.registry import open_url
 from kvctl.store import Capabilities, Record
@@ -158,7 +158,7 @@ def test_progress_totals_across_workers_use_checkpointed_counts(tmp_path: Path, 
     write(dst, [])
     events: list[int] = []
 
-    from kvctl.engines.migrate import Progress, Reporter
+    from kvctl.engines.reporting import Progress, Reporter
 
     class Collect(Reporter):
         def progress(self, event: Progress) -> None:

@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from kvctl.cli.app import app
 from kvctl.engines import snapshot
 from kvctl.engines.keyfilter import KeyFilter
-from kvctl.engines.snapformat import (
+from kvctl.engines.snapshot.format import (
     END_MAGIC,
     FRAME_SIZE,
     MAGIC,

@@ -20,7 +20,7 @@ from test_migrate_support import DictStore, typed_caps
 from kvctl.adapt import to_async
 from kvctl.engines import snapshot
 from kvctl.engines.keyfilter import KeyFilter
-from kvctl.engines.snapformat import SnapshotCorrupt, SnapshotReader, SnapshotWriter
+from kvctl.engines.snapshot.format import SnapshotCorrupt, SnapshotReader, SnapshotWriter
 from kvctl.errors import (
     CorruptError,
     FeedGapError,

@@ -19,7 +19,7 @@ from test_migrate_support import DictStore, FailingStore, read_all, subprocess_e
 
 from kvctl.adapt import to_sync
 from kvctl.engines import snapshot
-from kvctl.engines.export import import_from
+from kvctl.engines.dump import import_from
 from kvctl.errors import CorruptError, UnavailableError
 from kvctl.registry import open_url
 from kvctl.store import Record

@@ -14,7 +14,7 @@ import pytest
 from sync_support import cli_env, kvctl
 
 from kvctl.adapt import to_async, to_sync
-from kvctl.engines.sync import SyncEngine, SyncPlan, sync
+from kvctl.engines.replicate import SyncEngine, SyncPlan, sync
 from kvctl.errors import UnsupportedError
 from kvctl.registry import open_url
 from kvctl.store import TOMBSTONE, Record
@@ -227,11 +227,11 @@ def test_two_way_first_run_echoes_are_not_conflicts(pair: tuple[str, str, Path])
 
 
 def test_conflicting_and_typed_keys_are_shown_like_every_other_key() -> None:
-    from kvctl.engines.sync import Conflict, SyncResult
+    from kvctl.engines.replicate import Conflict, SyncResult
 
     result = SyncResult(conflicts=[Conflict(b"ee", "dst", 1, 2), Conflict(b"\xff\x00", "src", 4, 3)],
                         skipped_typed=[b"h:1", b"\xfe"])
-    doc = result.to_json()
+    doc = result.to_dict()
     assert doc["conflicts"] == [{"key": "ee", "winner": "dst", "src_version": 1, "dst_version": 2},
                                 {"key_b64": "/wA=", "winner": "src", "src_version": 4, "dst_version": 3}]
     assert doc["skipped_typed"] == [{"key": "h:1"}, {"key_b64": "/g=="}]

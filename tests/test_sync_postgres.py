@@ -23,7 +23,7 @@ import pytest
 from kvctl_plugins.postgres.settings import quote_ident
 from sync_support import cli_env, kvctl, sigkill_mid_sync, sync_json
 
-from kvctl.engines.sync import SyncPlan, SyncResult, sync
+from kvctl.engines.replicate import SyncPlan, SyncResult, sync
 from kvctl.store import Record, Store, now_ms
 from kvctl.testing import open_sync
 from tests.conftest import drop_postgres_objects, service_url

@@ -24,7 +24,7 @@ import pytest
 import redis as redispy
 
 from kvctl.adapt import to_async
-from kvctl.engines.sync import SyncEngine, SyncPlan, SyncResult, sync
+from kvctl.engines.replicate import SyncEngine, SyncPlan, SyncResult, sync
 from kvctl.errors import NoSuchStoreError
 from kvctl.registry import open_url
 from kvctl.store import Record, Store, now_ms

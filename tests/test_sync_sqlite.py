@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from sync_support import cli_env, kvctl, sigkill_mid_sync, sync_json
 
-from kvctl.engines.sync import SyncPlan, sync
+from kvctl.engines.replicate import SyncPlan, sync
 from kvctl.registry import open_url
 from kvctl.store import Record, now_ms
 

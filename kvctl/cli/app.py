@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from kvctl import __version__
-from kvctl.cli import admin, config_cmd, data, engines, keys
+from kvctl.cli import admin, bench, config, diff, dump, keys, migrate, snapshot, sync
 from kvctl.cli.context import STATE, scrub
 from kvctl.cli.output import (
     EXIT_BROKEN_PIPE,
@@ -56,7 +56,7 @@ def _version(value: bool) -> None:
 
 
 def _complete_url(incomplete: str) -> list[str]:
-    names = config_cmd.complete_profile(incomplete)
+    names = config.complete_profile(incomplete)
     try:
         from kvctl.registry import schemes
 
@@ -83,7 +83,10 @@ def options(
     STATE.url, STATE.key_encoding, STATE.value_encoding, STATE.debug = url, keys, values, debug
 
 
-for _module in (data, keys, admin, config_cmd, engines):
+# One module per command group, in the order `kvctl --help` lists them; each imports its engine
+# inside the command, so `kvctl --help` imports none.
+COMMAND_GROUPS = (keys, admin, config, migrate, diff, dump, snapshot, bench, sync)
+for _module in COMMAND_GROUPS:
     _module.register(app)
 
 

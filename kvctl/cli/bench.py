@@ -7,12 +7,18 @@ stays fast.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from kvctl.cli.usage import examples
+
+if TYPE_CHECKING:
+    from kvctl.bench.gate import Result as GateResult
+    from kvctl.bench.params import Choices
+    from kvctl.bench.results import Run
 
 HELP = """Benchmark stores with pyperf on the workloads of the seed documents.
 
@@ -32,193 +38,170 @@ that died) exits with status 8 after saving and printing what it has; the rows s
 """
 
 
-def _percent(text: str, name: str) -> float:
-    from kvctl.errors import UsageError
-
-    raw = text.strip()
-    try:
-        value = float(raw[:-1]) / 100 if raw.endswith("%") else float(raw)
-    except ValueError:
-        raise UsageError(f"{name} {text!r} is not a fraction (use e.g. 2% or 0.02)") from None
-    if not 0 <= value < 10:
-        raise UsageError(f"{name} {text!r} is out of range")
-    return value
-
-
-def _clients(text: str) -> list[int]:
-    from kvctl.errors import UsageError
-
-    try:
-        values = [int(p) for p in text.replace(" ", "").split(",") if p]
-    except ValueError:
-        raise UsageError(f"--clients {text!r}: expected a number or a list like 1,2,4,8") from None
-    if not values or any(v < 1 or v > 1024 for v in values):
-        raise UsageError(f"--clients {text!r}: each count must be between 1 and 1024")
-    return [] if values == [1] else values
-
-
-def _suite_file(path: Path) -> dict[str, Any]:
-    import tomllib
-
-    from kvctl.errors import UsageError
-
-    try:
-        with open(path, "rb") as fh:
-            data = tomllib.load(fh)
-    except OSError as exc:
-        raise UsageError(f"cannot read suite file {path}: {exc.strerror}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise UsageError(f"suite file {path} is not valid TOML: {exc}") from None
-    suite = data.get("suite", data)
-    known = {"urls", "workloads", "quick", "value_size", "keys", "ops", "duration", "clients", "distribution",
-             "seed", "processes", "values", "min_time", "pin", "fail_on", "tolerance", "min_effect",
-             "description", "alloc_ops", "instr_ops", "instr_tolerance", "allow_missing", "embedded",
-             "load_workloads"}
-    unknown = sorted(set(suite) - known)
-    if unknown:
-        raise UsageError(f"suite file {path}: unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
-    return dict(suite)
+UrlsArg = Annotated[list[str] | None, typer.Argument(
+    help="Store URLs, optionally NAME=URL; none: every embedded backend.", show_default=False)]
+WorkloadOpt = Annotated[list[str] | None, typer.Option(
+    "--workload", help="gridkv, session, ruv-swarm, gorkflow, ycsb or all (repeat or comma-separate).",
+    show_default=False)]
+QuickOpt = Annotated[bool, typer.Option("--quick", help="A short run of the GridKV tables (CI, smoke).")]
+ValueSizeOpt = Annotated[int | None, typer.Option("--value-size", min=0, help="Bytes per value (default 100).",
+                                               show_default=False)]
+KeysOpt = Annotated[int | None, typer.Option("--keys", min=1, help="Pre-filled keys / YCSB records (default 1000).",
+                                         show_default=False)]
+OpsOpt = Annotated[int | None, typer.Option("--ops", min=1, help="Ops per latency pass and per client in load "
+                                        "passes (default: by duration).", show_default=False)]
+DurationOpt = Annotated[str | None, typer.Option("--duration", help="Length of each load pass (default 2s).",
+                                             show_default=False)]
+ClientsOpt = Annotated[str | None, typer.Option("--clients", help="Concurrent clients for load passes: N or a "
+                                            "curve like 1,2,4,8 (tasks for servers, processes for embedded).",
+                                            show_default=False)]
+DistributionOpt = Annotated[str | None, typer.Option("--distribution", help="YCSB request distribution for every "
+                                                 "core workload: zipfian, uniform, latest.",
+                                                 show_default=False)]
+SeedOpt = Annotated[int | None, typer.Option("--seed", help="Seed of every random choice (default 42).",
+                                         show_default=False)]
+ProcessesOpt = Annotated[int | None, typer.Option("--processes", min=1, help="pyperf worker processes per bench.",
+                                              show_default=False)]
+ValuesOpt = Annotated[int | None, typer.Option("--values", min=1, help="pyperf values per worker.",
+                                           show_default=False)]
+MinTimeOpt = Annotated[float | None, typer.Option("--min-time", min=0.001, help="pyperf seconds per value.",
+                                               show_default=False)]
+PinOpt = Annotated[str | None, typer.Option("--pin", help="Pin pyperf workers to these CPUs (e.g. 1 or 0-1).",
+                                        show_default=False)]
+OutputOpt = Annotated[list[Path] | None, typer.Option(
+    "--output", "-o", help="Save the run: .json (pyperf), .md, .csv, .html, .mmd, .txt; repeatable.",
+    show_default=False)]
+FormatOpt = Annotated[str | None, typer.Option(
+    "--format", "-f", help="markdown, csv, json, mermaid or html: for stdout, or for -o FILE.",
+    show_default=False)]
+BaselineOpt = Annotated[Path | None, typer.Option("--baseline", help="Compare with this saved run; exit 1 on a "
+                                              "regression.", show_default=False)]
+FailOnOpt = Annotated[str | None, typer.Option("--fail-on", help="What fails the gate: a list of instructions, "
+                                            "allocs, time; or all, none (default instructions,allocs).",
+                                            show_default=False)]
+ToleranceOpt = Annotated[str | None, typer.Option("--tolerance", help="Allowed rise of allocs/op and bytes/op "
+                                              "(default 2%).", show_default=False)]
+InstrToleranceOpt = Annotated[str | None, typer.Option("--instr-tolerance", help="Allowed rise of "
+                                                    "instructions/op (default 2%).", show_default=False)]
+AllowMissingOpt = Annotated[bool, typer.Option("--allow-missing", help="A baseline benchmark missing from the "
+                                            "run warns instead of failing the gate.")]
+MinEffectOpt = Annotated[str | None, typer.Option("--min-effect", help="Smallest time change that can fail "
+                                               "(default 10%).", show_default=False)]
+SuiteOpt = Annotated[Path | None, typer.Option("--suite", help="A TOML file of these options (the command "
+                                           "line wins).", show_default=False)]
+FromOpt = Annotated[Path | None, typer.Option("--from", help="Report on (or gate) a saved run instead of "
+                                           "running.", show_default=False)]
+EmbeddedOpt = Annotated[bool, typer.Option("--embedded", help="Also every embedded backend (the default when "
+                                       "no URL is given).")]
+LoadWorkloadsOpt = Annotated[str | None, typer.Option("--load-workloads", help="Only these workloads get the "
+                                                   "--clients load passes (default: all).",
+                                                   show_default=False)]
+KeepOpt = Annotated[bool, typer.Option("--keep", help="Keep the keys written into the stores given.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="The same as --format json.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress lines; with -o, no tables either.")
+                 ]
 
 
 def bench(
-    urls: Annotated[list[str] | None, typer.Argument(
-        help="Store URLs, optionally NAME=URL; none: every embedded backend.", show_default=False)] = None,
-    workload: Annotated[list[str] | None, typer.Option(
-        "--workload", help="gridkv, session, ruv-swarm, gorkflow, ycsb or all (repeat or comma-separate).",
-        show_default=False)] = None,
-    quick: Annotated[bool, typer.Option("--quick", help="A short run of the GridKV tables (CI, smoke).")] = False,
-    value_size: Annotated[int | None, typer.Option("--value-size", min=0, help="Bytes per value (default 100).",
-                                                   show_default=False)] = None,
-    keys: Annotated[int | None, typer.Option("--keys", min=1, help="Pre-filled keys / YCSB records (default 1000).",
-                                             show_default=False)] = None,
-    ops: Annotated[int | None, typer.Option("--ops", min=1, help="Ops per latency pass and per client in load "
-                                            "passes (default: by duration).", show_default=False)] = None,
-    duration: Annotated[str | None, typer.Option("--duration", help="Length of each load pass (default 2s).",
-                                                 show_default=False)] = None,
-    clients: Annotated[str | None, typer.Option("--clients", help="Concurrent clients for load passes: N or a "
-                                                "curve like 1,2,4,8 (tasks for servers, processes for embedded).",
-                                                show_default=False)] = None,
-    distribution: Annotated[str | None, typer.Option("--distribution", help="YCSB request distribution for every "
-                                                     "core workload: zipfian, uniform, latest.",
-                                                     show_default=False)] = None,
-    seed: Annotated[int | None, typer.Option("--seed", help="Seed of every random choice (default 42).",
-                                             show_default=False)] = None,
-    processes: Annotated[int | None, typer.Option("--processes", min=1, help="pyperf worker processes per bench.",
-                                                  show_default=False)] = None,
-    values: Annotated[int | None, typer.Option("--values", min=1, help="pyperf values per worker.",
-                                               show_default=False)] = None,
-    min_time: Annotated[float | None, typer.Option("--min-time", min=0.001, help="pyperf seconds per value.",
-                                                   show_default=False)] = None,
-    pin: Annotated[str | None, typer.Option("--pin", help="Pin pyperf workers to these CPUs (e.g. 1 or 0-1).",
-                                            show_default=False)] = None,
-    output: Annotated[list[Path] | None, typer.Option(
-        "--output", "-o", help="Save the run: .json (pyperf), .md, .csv, .html, .mmd, .txt; repeatable.",
-        show_default=False)] = None,
-    fmt: Annotated[str | None, typer.Option(
-        "--format", "-f", help="markdown, csv, json, mermaid or html: for stdout, or for -o FILE.",
-        show_default=False)] = None,
-    baseline: Annotated[Path | None, typer.Option("--baseline", help="Compare with this saved run; exit 1 on a "
-                                                  "regression.", show_default=False)] = None,
-    fail_on: Annotated[str | None, typer.Option("--fail-on", help="What fails the gate: a list of instructions, "
-                                                "allocs, time; or all, none (default instructions,allocs).",
-                                                show_default=False)] = None,
-    tolerance: Annotated[str | None, typer.Option("--tolerance", help="Allowed rise of allocs/op and bytes/op "
-                                                  "(default 2%).", show_default=False)] = None,
-    instr_tolerance: Annotated[str | None, typer.Option("--instr-tolerance", help="Allowed rise of "
-                                                        "instructions/op (default 2%).", show_default=False)] = None,
-    allow_missing: Annotated[bool, typer.Option("--allow-missing", help="A baseline benchmark missing from the "
-                                                "run warns instead of failing the gate.")] = False,
-    min_effect: Annotated[str | None, typer.Option("--min-effect", help="Smallest time change that can fail "
-                                                   "(default 10%).", show_default=False)] = None,
-    suite: Annotated[Path | None, typer.Option("--suite", help="A TOML file of these options (the command "
-                                               "line wins).", show_default=False)] = None,
-    from_: Annotated[Path | None, typer.Option("--from", help="Report on (or gate) a saved run instead of "
-                                               "running.", show_default=False)] = None,
-    embedded: Annotated[bool, typer.Option("--embedded", help="Also every embedded backend (the default when "
-                                           "no URL is given).")] = False,
-    load_workloads: Annotated[str | None, typer.Option("--load-workloads", help="Only these workloads get the "
-                                                       "--clients load passes (default: all).",
-                                                       show_default=False)] = None,
-    keep: Annotated[bool, typer.Option("--keep", help="Keep the keys written into the stores given.")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="The same as --format json.")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress lines; with -o, no tables either.")
-                     ] = False,
+    urls: UrlsArg = None,
+    workload: WorkloadOpt = None,
+    quick: QuickOpt = False,
+    value_size: ValueSizeOpt = None,
+    keys: KeysOpt = None,
+    ops: OpsOpt = None,
+    duration: DurationOpt = None,
+    clients: ClientsOpt = None,
+    distribution: DistributionOpt = None,
+    seed: SeedOpt = None,
+    processes: ProcessesOpt = None,
+    values: ValuesOpt = None,
+    min_time: MinTimeOpt = None,
+    pin: PinOpt = None,
+    output: OutputOpt = None,
+    fmt: FormatOpt = None,
+    baseline: BaselineOpt = None,
+    fail_on: FailOnOpt = None,
+    tolerance: ToleranceOpt = None,
+    instr_tolerance: InstrToleranceOpt = None,
+    allow_missing: AllowMissingOpt = False,
+    min_effect: MinEffectOpt = None,
+    suite: SuiteOpt = None,
+    from_: FromOpt = None,
+    embedded: EmbeddedOpt = False,
+    load_workloads: LoadWorkloadsOpt = None,
+    keep: KeepOpt = False,
+    as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Benchmark stores (pyperf), report, and gate against a baseline."""
     from kvctl.bench import gate as gate_mod
-    from kvctl.bench import report, workloads
-    from kvctl.bench.params import Params
+    from kvctl.bench import report
+    from kvctl.bench.params import Choices, read_suite
     from kvctl.bench.results import Run
-    from kvctl.cli.context import STATE, scrub
-    from kvctl.cli.output import console, info, warn
     from kvctl.errors import UsageError
-    from kvctl.url import parse_duration_ms
 
-    conf = _suite_file(suite) if suite else {}
-
-    def pick(value: Any, name: str, default: Any = None) -> Any:
-        return value if value is not None else conf.get(name, default)
-
+    choices = Choices(read_suite(suite) if suite else {})
     if as_json:
         if fmt not in (None, "json"):
             raise UsageError(f"give --json or --format {fmt}, not both")
         fmt = "json"
     if fmt is not None:
         report.check_format(fmt)
-    fail = str(pick(fail_on, "fail_on", gate_mod.DEFAULT_FAIL_ON))
-    gate_mod.parse_fail_on(fail)  # a bad value fails before a long run
-    options = gate_mod.Options(tolerance=_percent(str(pick(tolerance, "tolerance", "2%")), "--tolerance"),
-                               instr_tolerance=_percent(str(pick(instr_tolerance, "instr_tolerance", "2%")),
-                                                        "--instr-tolerance"),
-                               min_effect=_percent(str(pick(min_effect, "min_effect", "10%")), "--min-effect"),
-                               fail_on=fail, allow_missing=bool(pick(allow_missing or None, "allow_missing", False)))
+    options = choices.gate(fail_on=fail_on, tolerance=tolerance, instr_tolerance=instr_tolerance,
+                           min_effect=min_effect, allow_missing=allow_missing)
     base_run = Run.load(str(baseline)) if baseline else None  # a bad baseline fails before a long run
-
     if from_ is not None:
-        run = Run.load(str(from_))
+        run, cleanup = Run.load(str(from_)), None
     else:
-        is_quick = bool(pick(quick or None, "quick", False))
-        chosen = workloads.resolve(list(workload or conf.get("workloads", [])), quick=is_quick)
-        overrides: dict[str, Any] = {}
-        for name, value in (("value_size", value_size), ("keys", keys), ("ops", ops), ("seed", seed),
-                            ("processes", processes), ("values", values), ("min_time", min_time),
-                            ("distribution", distribution), ("alloc_ops", None), ("instr_ops", None)):
-            v = pick(value, name)
-            if v is not None:
-                overrides[name] = v
-        dur = pick(duration, "duration")
-        if dur is not None:
-            overrides["duration"] = parse_duration_ms(str(dur)) / 1000.0
-        cl = pick(clients, "clients")
-        if cl is not None:
-            overrides["clients"] = _clients(",".join(map(str, cl)) if isinstance(cl, list) else str(cl))
-        lw = pick(load_workloads, "load_workloads")
-        if lw is not None:
-            names = lw if isinstance(lw, list) else str(lw).split(",")
-            overrides["load_workloads"] = [workloads.get(n.strip().lower()).name for n in names if n.strip()]
-        affinity = pick(pin, "pin")
-        if affinity is not None:
-            overrides["affinity"] = str(affinity)
-        if overrides.get("distribution") is not None:
-            from kvctl.bench.ycsb import DISTRIBUTIONS
-
-            if overrides["distribution"] not in DISTRIBUTIONS:
-                raise UsageError(f"--distribution {overrides['distribution']!r}: use one of {', '.join(DISTRIBUTIONS)}")
-        params = Params.quick_defaults(**overrides) if is_quick else Params(**overrides)
-        targets = list(urls or conf.get("urls", []))
-        from kvctl.bench.suite import Spec, cleanup, execute
-
-        STATE.seen_urls.extend(targets)  # so any message scrubs their secrets
-        progress = None if quiet else (lambda message: info(scrub(message)))
-        spec = Spec(urls=targets, workloads=chosen, params=params, keep=keep,
-                    embedded=bool(pick(embedded or None, "embedded", False)), argv=_argv_for_record())
-        run, found = execute(spec, progress)
-
+        given = {"value_size": value_size, "keys": keys, "ops": ops, "seed": seed, "processes": processes,
+                 "values": values, "min_time": min_time, "distribution": distribution, "duration": duration,
+                 "clients": clients, "load_workloads": load_workloads, "pin": pin}
+        run, cleanup = _execute(choices, urls, workload, given, quick=quick, embedded=embedded, keep=keep,
+                                quiet=quiet)
     gate_result = gate_mod.compare(run, base_run, options) if base_run is not None else None
     extra = [gate_result.table()] if gate_result is not None else []
+    _save(run, output or [], fmt, extra, quiet)
+    if cleanup is not None:
+        cleanup()  # the results are saved first: a slow or failing cleanup must not lose them
+    _show(run, fmt, extra, gate_result, shown=not (quiet and output), to_stdout=fmt is not None and not output)
+    if gate_result is not None:
+        _gate(gate_result)
+    if from_ is None:
+        _raise_if_failed(run.info.get("errors", []))
 
-    for path in output or []:
-        kind = report.format_for(str(path), fmt if len(output or []) == 1 else None)
+
+def _execute(choices: Choices, urls: list[str] | None, workload: list[str] | None, given: dict[str, Any], *,
+             quick: bool, embedded: bool, keep: bool, quiet: bool) -> tuple[Run, Callable[[], None]]:
+    """Run the benchmarks; the run, and how to remove what they wrote."""
+    from kvctl.bench import workloads
+    from kvctl.bench.suite import Spec, cleanup, execute
+    from kvctl.cli.context import STATE, scrub
+    from kvctl.cli.output import info, warn
+
+    is_quick = choices.flag(quick, "quick")
+    chosen = workloads.resolve(list(workload or choices.suite.get("workloads", [])), quick=is_quick)
+    params = choices.params(given, quick=is_quick)
+    targets = list(urls or choices.suite.get("urls", []))
+    STATE.seen_urls.extend(targets)  # so any message scrubs their secrets
+    progress = None if quiet else (lambda message: info(scrub(message)))
+    spec = Spec(urls=targets, workloads=chosen, params=params, keep=keep,
+                embedded=choices.flag(embedded, "embedded"), argv=_argv_for_record())
+    run, found = execute(spec, progress)
+
+    def clean() -> None:
+        for problem in cleanup(spec, found):
+            warn(problem)
+
+    return run, clean
+
+
+def _save(run: Run, outputs: list[Path], fmt: str | None, extra: list[Any], quiet: bool) -> None:
+    """Write the run to every -o FILE, in the format its name (or --format, for one file) says."""
+    from kvctl.bench import report
+    from kvctl.cli.output import info
+
+    for path in outputs:
+        kind = report.format_for(str(path), fmt if len(outputs) == 1 else None)
         path.parent.mkdir(parents=True, exist_ok=True)
         if kind == "json":
             run.save(str(path))  # .json.gz: compressed, as pyperf reads too
@@ -233,24 +216,33 @@ def bench(
             path.write_text(report.render(run, kind, extra if kind in ("markdown", "html", "rich") else None))
         if not quiet:
             info(f"wrote {path} ({kind})")
-    if from_ is None:
-        # the results are saved first: a slow or failing cleanup must not lose them
-        for problem in cleanup(spec, found):
-            warn(problem)
-    if fmt is not None and not output:
+
+
+def _show(run: Run, fmt: str | None, extra: list[Any], gate_result: GateResult | None, *, shown: bool,
+          to_stdout: bool) -> None:
+    """The run on stdout: in --format, else as rich tables (unless --quiet with -o)."""
+    from kvctl.bench import report
+    from kvctl.cli.output import console
+
+    if to_stdout:
+        assert fmt is not None
         sys.stdout.write(report.render(run, fmt, extra if fmt in ("markdown", "html") else None))
         if gate_result is not None and fmt not in ("markdown", "html"):
             report.rich_print([gate_result.table()], console(stderr=True))
-    elif not (quiet and output):
+    elif shown:
         report.rich_print(report.tables(run) + extra, console(width=None if sys.stdout.isatty() else 160))
-    if gate_result is not None:
-        for w in gate_result.warnings:
-            warn(w)
-        if gate_result.failed:
-            sys.stderr.write(f"kvctl: bench gate failed: {scrub(gate_result.failure_summary())}\n")
-            raise typer.Exit(1)
-    if from_ is None:
-        _raise_if_failed(run.info.get("errors", []))
+
+
+def _gate(gate_result: GateResult) -> None:
+    """The gate's warnings; exit 1 when it failed."""
+    from kvctl.cli.context import scrub
+    from kvctl.cli.output import warn
+
+    for w in gate_result.warnings:
+        warn(w)
+    if gate_result.failed:
+        sys.stderr.write(f"kvctl: bench gate failed: {scrub(gate_result.failure_summary())}\n")
+        raise typer.Exit(1)
 
 
 def _raise_if_failed(errors: list[dict[str, Any]]) -> None:

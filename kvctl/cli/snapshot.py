@@ -2,7 +2,7 @@
 
 Full snapshots hold every key; incremental ones (``create --since``) the changes after a
 change-feed cursor; ``restore`` applies a chain of them.  The file format is specified in
-kvctl/engines/SNAPSHOT_FORMAT.md.
+kvctl/engines/snapshot/FORMAT.md.
 """
 
 from __future__ import annotations
@@ -14,8 +14,9 @@ from typing import Annotated, Any
 import typer
 
 from kvctl.cli.context import STATE, input_file, resolve_url
-from kvctl.cli.migrate import BatchOpt, GlobOpt, JsonOpt, PrefixOpt, human_bytes, key_filter
-from kvctl.cli.output import QuietOpt, info, json_doc, note, table, warn
+from kvctl.cli.options import BatchOpt, GlobOpt, PrefixOpt, key_filter
+from kvctl.cli.output import JsonOpt, QuietOpt, info, json_doc, table, warn
+from kvctl.cli.progress import ProgressBar, human_bytes
 from kvctl.cli.usage import examples
 from kvctl.codec import show_key
 from kvctl.errors import UsageError
@@ -171,7 +172,7 @@ def restore(
     for f in files:
         input_file(f)
     summary = snapshot.restore(files, resolve_url(url), replace=replace, batch_size=batch_size,
-                               drop_ttl=drop_ttl, note=note)
+                               drop_ttl=drop_ttl, reporter=ProgressBar(False))
     if as_json:
         json_doc(summary.to_dict())
     else:

@@ -1,16 +1,20 @@
-"""`kvctl sync SRC DST`: incremental replication (see kvctl.engines.sync)."""
+"""`kvctl sync SRC DST`: incremental replication (see kvctl.engines.replicate)."""
 
 from __future__ import annotations
 
 import sys
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from kvctl.cli.context import STATE, resolve_url
-from kvctl.cli.output import QuietOpt, info, json_doc, note, warn
+from kvctl.cli.output import QuietOpt, info, json_doc, warn
+from kvctl.cli.progress import ProgressBar
 from kvctl.cli.usage import examples
-from kvctl.codec import json_key, show_key
+from kvctl.codec import show_key
+
+if TYPE_CHECKING:
+    from kvctl.engines.replicate import SyncResult, WatchResult
 
 
 def sync(
@@ -32,110 +36,56 @@ def sync(
     applied only when it is newer than what the other side holds. Exit status 0 only when the
     destination has converged to the reported cursor.
     """
-    import asyncio
-
     from kvctl.config import state_dir
-    from kvctl.engines.sync import SyncPlan
+    from kvctl.engines import replicate
     from kvctl.url import parse_duration_ms
 
-    plan = SyncPlan(resolve_url(src, access="write" if two_way else "read"), resolve_url(dst), state_dir(),
-                    two_way=two_way, batch_size=batch_size, force_full=full)
+    plan = replicate.SyncPlan(resolve_url(src, access="write" if two_way else "read"), resolve_url(dst), state_dir(),
+                              two_way=two_way, batch_size=batch_size, force_full=full)
     if watch:
-        asyncio.run(_watch(plan, parse_duration_ms(interval) / 1000, as_json))
+        totals = replicate.watch(plan, parse_duration_ms(interval) / 1000, on_result=_watching)
+        _report_watch(totals, as_json)
+        totals.check(STATE.key_encoding)
         return
-    result = asyncio.run(_once(plan))
+    result = replicate.run(plan, ProgressBar(False))
     _report(result, as_json)
-    refuse_uncopied(result.skipped_typed)
-    refuse_failed(result.failed)
+    result.check(STATE.key_encoding)
 
 
-def refuse_uncopied(keys: list[bytes]) -> None:
-    """Exit 8 (IncompleteError) when keys of a type the other store cannot hold were left behind."""
-    if keys:
-        from kvctl.errors import IncompleteError
-
-        raise IncompleteError(
-            f"{len(keys)} key{'s' if len(keys) != 1 else ''} hold{'' if len(keys) != 1 else 's'} values of a "
-            f"type the other store cannot hold (e.g. {show_key(keys[0], STATE.key_encoding)}); "
-            f"{'they were' if len(keys) != 1 else 'it was'} not copied"
-        )
-
-
-def refuse_failed(failed: list[tuple[bytes, str]]) -> None:
-    """Exit 8 (IncompleteError) when keys the destination refused (over a limit) were left behind."""
-    if failed:
-        from kvctl.errors import IncompleteError
-
-        key, why = failed[0]
-        raise IncompleteError(f"{len(failed)} key(s) failed (first: {show_key(key, STATE.key_encoding)}: "
-                              f"{why}); they were not copied")
+def _watching(result: SyncResult, totals: WatchResult) -> None:
+    """One run of a watch: its notice, the typed keys it could not copy, the status line."""
+    if result.fallback:
+        sys.stderr.write(f"\nkvctl: notice: {result.fallback}\n")
+    for key in totals.new_uncopied:
+        sys.stderr.write("\n" if sys.stderr.isatty() else "")
+        warn(f"not copied: {show_key(key, STATE.key_encoding)} holds a value of a type the destination "
+             "cannot hold")
+    if sys.stderr.isatty() and not STATE.quiet:
+        sys.stderr.write(f"\rwatching: {totals.runs} runs, {_counts(totals)}, max lag {_ms(totals.max_lag_ms)}   ")
+        sys.stderr.flush()
 
 
-async def _once(plan: Any) -> Any:
-    from kvctl.engines.sync import sync as run
-
-    return await run(plan, note=note)
-
-
-async def _watch(plan: Any, interval_s: float, as_json: bool) -> None:
-    import asyncio
-    import signal
-
-    from kvctl.engines.sync import SyncEngine, opened
-
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    totals: dict[str, Any] = {"runs": 0, "applied": 0, "deleted": 0, "max_lag_ms": None}
-    # Keys of a type the destination cannot hold: each is warned about once (a comparison pass
-    # meets it again on every run), and the watch then ends with exit 8 like a single sync.
-    uncopied: dict[bytes, None] = {}
-
-    def lag(event: str, data: dict[str, Any]) -> None:
-        if data.get("lag_ms") is not None:  # known only for versioned changes (HLC time)
-            totals["max_lag_ms"] = max(totals["max_lag_ms"] or 0, data["lag_ms"])
-
-    def on_result(result: Any) -> None:
-        totals["runs"] += 1
-        totals["applied"] += result.applied_to_dst + result.applied_to_src
-        totals["deleted"] += result.deleted
-        if result.fallback:
-            sys.stderr.write(f"\nkvctl: notice: {result.fallback}\n")
-        for key in result.skipped_typed:
-            if key not in uncopied:
-                uncopied[key] = None
-                sys.stderr.write("\n" if sys.stderr.isatty() else "")
-                warn(f"not copied: {show_key(key, STATE.key_encoding)} holds a value of a type the destination "
-                     "cannot hold")
-        if sys.stderr.isatty() and not STATE.quiet:
-            sys.stderr.write(f"\rwatching: {totals['runs']} runs, {_counts(totals)}, "
-                             f"max lag {_ms(totals['max_lag_ms'])}   ")
-            sys.stderr.flush()
-
-    async with opened(plan) as (src, dst):
-        await SyncEngine(plan, src, dst, lag).watch(interval_s, stop, on_result)
+def _report_watch(totals: WatchResult, as_json: bool) -> None:
     if as_json:
-        json_doc({**totals, "skipped_typed": [json_key(k) for k in uncopied]})
+        json_doc(totals.to_dict())
     else:
-        info(f"\nstopped after {totals['runs']} runs: {_counts(totals)}, max lag {_ms(totals['max_lag_ms'])}"
-             + (f", {len(uncopied)} typed keys NOT copied" if uncopied else ""))
-    refuse_uncopied(list(uncopied))
+        info(f"\nstopped after {totals.runs} runs: {_counts(totals)}, max lag {_ms(totals.max_lag_ms)}"
+             + (f", {len(totals.uncopied)} typed keys NOT copied" if totals.uncopied else ""))
 
 
-def _counts(totals: dict[str, Any]) -> str:
-    return f"{totals['applied']} applied, {totals['deleted']} deleted"
+def _counts(totals: WatchResult) -> str:
+    return f"{totals.applied} applied, {totals.deleted} deleted"
 
 
 def _ms(value: int | None) -> str:
     return "n/a (unversioned source)" if value is None else f"{value} ms"
 
 
-def _report(result: Any, as_json: bool) -> None:
+def _report(result: SyncResult, as_json: bool) -> None:
     if result.fallback:
         sys.stderr.write(f"kvctl: notice: {result.fallback}\n")
     if as_json:
-        json_doc(result.to_json())
+        json_doc(result.to_dict())
         return
     print(f"{result.mode} sync: {result.applied_to_dst} applied to destination"
           + (f", {result.applied_to_src} to source" if result.applied_to_src else "")

@@ -17,6 +17,7 @@ store may stamp its own.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -26,13 +27,15 @@ from kvctl.codec import json_key, show_key
 from kvctl.errors import DifferenceError, KvctlError
 from kvctl.store import AsyncStore, Page, Record, now_ms
 
+from ._pipeline import Prefetch
+from ._slices import Slice, slice_pages
+from ._stores import describe, open_async, start_count
 from .keyfilter import KeyFilter
-from .pipeline import Prefetch
-from .slices import Slice, slice_pages
-from .storeops import describe
+from .reporting import Counts, Progress, Reporter
 
 if TYPE_CHECKING:
-    from .migrate import Reporter
+    from .distributed.executor import Placement
+
 
 KINDS = ("missing", "extra", "differing")
 
@@ -223,13 +226,29 @@ def both_ordered(a: AsyncStore, b: AsyncStore) -> bool:
     return bool(a.capabilities.ordered_scan and b.capabilities.ordered_scan)
 
 
+def run(a_url: str, b_url: str, opts: DiffOptions, reporter: Reporter | None = None,
+        placement: Placement | None = None) -> DiffResult:
+    """Compare the stores at ``a_url`` and ``b_url`` (both only read), here or on the Dask cluster
+    of ``placement``.  Owns the command's only event loop."""
+    if placement is not None and placement.spec.kind == "dask":
+        from .distributed.diff import run as on_dask
+
+        a_ref, b_ref = placement.refs or (a_url, b_url)
+        return on_dask(a_ref, b_ref, a_url, b_url, opts, placement.spec, workers=placement.workers,
+                       slices=placement.slices, shared_fs=placement.shared_fs, reporter=reporter)
+    return asyncio.run(compare_urls(a_url, b_url, opts, reporter))
+
+
+async def compare_urls(a_url: str, b_url: str, opts: DiffOptions, reporter: Reporter | None = None) -> DiffResult:
+    """Open both stores read-only, compare them, close them."""
+    async with open_async(a_url, access="read") as a, open_async(b_url, access="read") as b:
+        return await compare(a, b, opts, reporter)
+
+
 async def compare(a: AsyncStore, b: AsyncStore, opts: DiffOptions | None = None,
                   reporter: Reporter | None = None) -> DiffResult:
     """Compare the (filtered) contents of ``a`` and ``b``.  ``reporter``: progress events (phase
     "diff": keys of A compared, out of A's key count once it is known)."""
-    from .migrate import Progress, start_count
-    from .transfer import Counts
-
     opts = opts or DiffOptions()
     result = DiffResult(describe(a), describe(b))
     t0 = time.perf_counter()

@@ -1,4 +1,4 @@
-"""`kvctl export` / `kvctl import`: human-readable dumps (JSON lines or CSV), exact round trip.
+"""The dump format of `kvctl export` and `kvctl import`: JSON lines or CSV, both ways, exactly.
 
 JSON lines: one object per record::
 
@@ -14,40 +14,27 @@ CSV: a header row ``key,key_b64,value,value_b64,expires_at_ms,version,kind`` and
 record, with the same rule (one of ``key``/``key_b64`` is filled; an empty ``value`` with an
 empty ``value_b64`` is the empty value).  A field holding a comma, quote, LF or CR is quoted.
 
-Import reads either back in batches through the same writer as migrate (conflict policy,
-expiry, TTL support and limits), skipping records whose expiry has passed.  It is strict: a
-record with a missing or unknown field, both ``x`` and ``x_b64``, an expiry or version that is
-not an integer, a ragged CSV row or an unclosed quote stops the import (CorruptError, naming the
-line).  A UTF-8 byte-order mark opening the file is ignored.
+Reading is strict: a record with a missing or unknown field, both ``x`` and ``x_b64``, an expiry
+or version that is not an integer, a ragged CSV row or an unclosed quote is refused
+(CorruptError, naming the line).  A UTF-8 byte-order mark opening the file is ignored.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
 import csv
 import io
 import json
 import re
-import time
-from collections.abc import AsyncIterator, Iterator, Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, BinaryIO, Literal
+from collections.abc import Iterator, Sequence
+from typing import Any, BinaryIO, Literal
 
-from kvctl.codec import from_json_bytes, json_bytes, show_key
+from kvctl.codec import from_json_bytes, json_bytes
 from kvctl.errors import CorruptError, StoreIOError, UsageError
-from kvctl.store import MAX_EXPIRY_MS, MAX_VERSION, AsyncStore, Page, Record, now_ms
+from kvctl.store import MAX_EXPIRY_MS, MAX_VERSION, Record
 
-from . import stopped
 from .jsonbatch import plain_records
-from .keyfilter import KeyFilter
-from .pipeline import pump
-from .storeops import has_typed_values, with_dumps
-from .transfer import BatchWriter, Counts, Policy, Problems, check_policy
-
-if TYPE_CHECKING:
-    from .migrate import Reporter
 
 Format = Literal["jsonl", "csv"]
 CSV_COLUMNS = ["key", "key_b64", "value", "value_b64", "expires_at_ms", "version", "kind"]
@@ -61,32 +48,8 @@ def guess_format(name: str, explicit: str | None) -> Format:
     return "csv" if name.lower().endswith(".csv") else "jsonl"
 
 
-@dataclass
-class ExportSummary:
-    store: str
-    records: int = 0
-    expired: int = 0
-    incomplete: int = 0
-    problems: Problems = field(default_factory=Problems)
-    counts: Counts | None = None  # import
-    seconds: float = 0.0
-
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"store": self.store, "records": self.records, "expired": self.expired,
-                               "incomplete": self.incomplete, "seconds": round(self.seconds, 3)}
-        if self.counts is not None:
-            out.update(self.counts.to_dict())
-        out["incomplete_keys"] = [[show_key(k), kind] for k, kind in self.problems.incomplete]
-        out["failed_keys"] = [[show_key(k), why] for k, why in self.problems.failed]
-        return out
-
-    def check(self) -> None:
-        self.problems.check("export" if self.counts is None else "import", self.incomplete,
-                            0 if self.counts is None else self.counts.failed)
-
-
-# -- export ------------------------------------------------------------------------------------
-def _write(out: BinaryIO, data: bytes) -> None:
+# -- writing -----------------------------------------------------------------------------------
+def write_chunk(out: BinaryIO, data: bytes) -> None:
     try:
         if data:
             out.write(data)
@@ -98,7 +61,7 @@ def _write(out: BinaryIO, data: bytes) -> None:
         raise StoreIOError(f"cannot write the export: {exc.strerror}") from None
 
 
-def _json_line(rec: Record) -> str:
+def json_line(rec: Record) -> str:
     obj: dict[str, Any] = {}
     json_bytes(obj, "key", rec.key)
     json_bytes(obj, "value", rec.value)
@@ -117,7 +80,7 @@ def _pair(data: bytes) -> tuple[str, str]:
         return "", base64.b64encode(data).decode("ascii")
 
 
-def _csv_rows(records: list[Record]) -> str:
+def csv_rows(records: list[Record]) -> str:
     buf = io.StringIO()
     plain = csv.writer(buf, lineterminator="\n")
     # QUOTE_MINIMAL quotes a field holding the line terminator but not a bare CR, which every CSV
@@ -134,62 +97,7 @@ def _csv_rows(records: list[Record]) -> str:
     return buf.getvalue()
 
 
-async def export_to(store: AsyncStore, out: BinaryIO, fmt: Format, *, key_filter: KeyFilter | None = None,
-                    batch_size: int = 5000, reporter: Reporter | None = None) -> ExportSummary:
-    """Write the records under ``key_filter`` to ``out``.  ``reporter``: progress events after each
-    batch (phase "export"), with the store's key count as the total once it is known."""
-    from .migrate import Progress, start_count
-    from .storeops import describe
-
-    kf = key_filter or KeyFilter()
-    done = Counts()
-    total: list[int | None] = [None]
-    counter = start_count(store, kf, total) if reporter is not None else None
-    summary = ExportSummary(describe(store))
-    typed_ok = has_typed_values(store)
-    t0 = time.perf_counter()
-    if fmt == "csv":
-        out.write((",".join(CSV_COLUMNS) + "\n").encode())
-
-    async def pages() -> AsyncIterator[Page]:
-        prefix = kf.scan_prefix
-        if prefix is not None:
-            async for page in store.scan(prefix, batch_size=batch_size):
-                yield page
-
-    async def consume(page: Page) -> None:
-        now = now_ms()
-        records: list[Record] = []
-        for rec in kf.keep(page.records):
-            if rec.expires_at_ms is not None and rec.expires_at_ms <= now:
-                summary.expired += 1
-            else:
-                records.append(rec)
-        if any(r.kind is not None for r in records):
-            if not typed_ok:
-                summary.incomplete += sum(r.kind is not None for r in records)
-            records = await with_dumps(store, records, typed_ok, summary.problems)
-        if not records:
-            return
-        summary.records += len(records)
-        text = _csv_rows(records) if fmt == "csv" else "\n".join(map(_json_line, records)) + "\n"
-        data = text.encode("utf-8")
-        _write(out, data)
-        if reporter is not None:
-            done.read, done.bytes = summary.records, done.bytes + len(data)
-            reporter.progress(Progress("export", done, total[0], time.perf_counter() - t0))
-
-    try:
-        await pump(pages(), consume, depth=4)
-    finally:
-        if counter is not None:
-            counter.cancel()
-    _write(out, b"")
-    summary.seconds = time.perf_counter() - t0
-    return summary
-
-
-# -- import ------------------------------------------------------------------------------------
+# -- reading -----------------------------------------------------------------------------------
 # Import is strict: a dump is read back exactly or refused with the line number (CorruptError),
 # never guessed at.  JSON lines and CSV share these rules, so either format accepts the same records.
 FIELDS = frozenset(CSV_COLUMNS)
@@ -349,70 +257,3 @@ def read_records(inp: BinaryIO, fmt: Format, name: str) -> Iterator[Record]:
     """Parse a dump; a malformed line raises :class:`CorruptError` naming the line."""
     for _, rec in numbered_records(inp, fmt, name):
         yield rec
-
-
-async def import_from(store: AsyncStore, inp: BinaryIO, fmt: Format, name: str, *,
-                      policy: Policy = "overwrite", batch_size: int = 5000, drop_ttl: bool = False,
-                      key_filter: KeyFilter | None = None, dry_run: bool = False, from_line: int = 1,
-                      note: stopped.Note | None = None,
-                      reporter: Reporter | None = None) -> ExportSummary:
-    """Write the dump's records into ``store`` in batches, in file order.
-
-    ``from_line``: records starting before this line are read and checked but not written (how
-    a stopped import resumes).  A stop says how many records are written and the line to resume
-    from (:mod:`.stopped`): every record before it is in the store.  ``reporter``: progress
-    events after each batch (phase "import").
-    """
-    from .storeops import describe
-
-    kf = key_filter or KeyFilter()
-    check_policy(policy, True, store)  # a dump carries the versions it was exported with
-    writer = BatchWriter(store, policy=policy, drop_ttl=drop_ttl, dry_run=dry_run,
-                         typed_ok=has_typed_values(store))
-    t0 = time.perf_counter()
-    done_through = [from_line - 1]  # the last line of the last batch written
-    # each page's cursor is the line of its last record: once the page is written, every record
-    # up to that line is in the store
-
-    async def pages() -> AsyncIterator[Page]:
-        filtering = bool(kf.prefix) or kf.glob is not None
-        pending: list[Record] = []
-        lines: list[int] = []  # the line of each pending record
-        last = 0  # the last line read
-        for numbers, records in numbered_runs(inp, fmt, name):
-            last = numbers[-1] if numbers else last
-            if numbers and numbers[0] < from_line:
-                kept = [(n, r) for n, r in zip(numbers, records, strict=True) if n >= from_line]
-                numbers, records = [n for n, _ in kept], [r for _, r in kept]
-            if filtering:
-                kept = [(n, r) for n, r in zip(numbers, records, strict=True) if kf.matches(r.key)]
-                numbers, records = [n for n, _ in kept], [r for _, r in kept]
-            pending += records
-            lines += numbers
-            while len(pending) >= batch_size:
-                yield Page(pending[:batch_size], str(lines[batch_size - 1]))
-                del pending[:batch_size], lines[:batch_size]
-        if pending:
-            yield Page(pending, str(last))
-
-    async def consume(page: Page) -> None:
-        await writer.write(page.records)
-        done_through[0] = int(page.cursor or 0)
-        if reporter is not None:
-            from .migrate import Progress
-
-            reporter.progress(Progress("import", writer.counts, None, time.perf_counter() - t0))
-
-    def status() -> str:
-        # a batch in flight may land too: resuming writes it again, which changes nothing
-        if done_through[0] < 1:
-            return "before the first batch was written; rerun the import"
-        return (f"with every record through line {done_through[0]:,} of {name} done, "
-                f"at least {writer.counts.copied:,} written; resume with --from-line {done_through[0] + 1}")
-
-    with contextlib.nullcontext() if dry_run else stopped.saying(status, note):
-        await pump(pages(), consume, depth=2)
-    summary = ExportSummary(describe(store), records=writer.counts.read, expired=writer.counts.expired,
-                            incomplete=writer.counts.incomplete, problems=writer.problems,
-                            counts=writer.counts, seconds=time.perf_counter() - t0)
-    return summary

@@ -29,186 +29,30 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import json
-import os
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from kvctl.adapt import to_async
-from kvctl.codec import json_key
-from kvctl.errors import FeedGapError, UnsupportedError, filesystem
+from kvctl.errors import FeedGapError, UnsupportedError
 from kvctl.hlc import physical_ms
 from kvctl.registry import open_url
 from kvctl.store import TOMBSTONE, AsyncStore, Record, newer, now_ms
 from kvctl.url import redact
 
-from . import stopped
-from .fsutil import writable_dir
-from .storeops import refuse_same_store
-from .transfer import Refuse, store_what_fits, within_limits
-
-STATE_VERSION = 1
-
-
-@dataclass
-class Conflict:
-    key: bytes
-    winner: str  # "src" or "dst"
-    src_version: int | None
-    dst_version: int | None
-
-
-@dataclass
-class SyncResult:
-    mode: str = "feed"  # "feed" (incremental) or "diff" (full comparison)
-    fallback: str | None = None  # why a diff pass replaced the feed, when it did
-    applied_to_dst: int = 0
-    applied_to_src: int = 0
-    stale_skipped: int = 0
-    deleted: int = 0
-    kept_at_dst: int = 0  # destination-only keys newer than the previous run (one-way)
-    conflicts: list[Conflict] = field(default_factory=list)
-    # keys of non-bytes types (Redis hashes...) the other side cannot hold: reported, not dropped
-    skipped_typed: list[bytes] = field(default_factory=list)
-    # records the receiving store refused (over a limit, an empty key in LMDB): (key, reason)
-    failed: list[tuple[bytes, str]] = field(default_factory=list)
-    src_cursor: str | None = None
-    dst_cursor: str | None = None
-    seconds: float = 0.0
-    converged: bool = False
-
-    def to_json(self) -> dict[str, Any]:
-        """Keys as everywhere else in kvctl's JSON: ``key`` when UTF-8, else ``key_b64``."""
-        out = asdict(self)
-        out["conflicts"] = [
-            {**json_key(c.key), "winner": c.winner, "src_version": c.src_version, "dst_version": c.dst_version}
-            for c in self.conflicts
-        ]
-        out["skipped_typed"] = [json_key(k) for k in self.skipped_typed]
-        out["failed"] = [{**json_key(k), "reason": why} for k, why in self.failed]
-        return out
-
-
-Progress = Callable[[str, dict[str, Any]], None]
-
-
-# -- pair state ------------------------------------------------------------------------------
-def state_path(state_dir: Path, src_url: str, dst_url: str, two_way: bool) -> Path:
-    """One file per (src, dst, direction); named by a hash so no secret reaches the file name."""
-    digest = hashlib.sha256(f"{src_url}\0{dst_url}\0{two_way}".encode()).hexdigest()[:20]
-    return state_dir / "sync" / f"{digest}.json"
-
-
-def load_state(path: Path) -> dict[str, Any]:
-    try:
-        state = json.loads(path.read_text())
-    except FileNotFoundError:
-        return {}
-    except (OSError, ValueError):
-        return {}  # an unreadable state only costs a full pass; it can never lose data
-    return state if state.get("format") == STATE_VERSION else {}
-
-
-def save_state(path: Path, state: dict[str, Any], *, durable: bool = True) -> None:
-    """Atomic (rename) always; fsynced when ``durable``.  A cursor lost to a power cut only
-    replays changes, which last-writer-wins makes harmless, so mid-run saves skip the fsync."""
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    try:
-        with filesystem(f"cannot save the sync state in {path.parent}"):
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with open(tmp, "w") as fh:
-                json.dump({**state, "format": STATE_VERSION}, fh)
-                if durable:
-                    fh.flush()
-                    os.fsync(fh.fileno())
-            os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-# -- applying changes ------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Applied:
-    """What applying a batch of changes did: upserts and deletions that took effect, and changes
-    skipped as older than what the store holds."""
-
-    written: int = 0
-    deleted: int = 0
-    stale: int = 0
-
-    def __add__(self, other: Applied) -> Applied:
-        return Applied(self.written + other.written, self.deleted + other.deleted, self.stale + other.stale)
-
-
-async def apply_lww(store: AsyncStore, changes: list[Record]) -> Applied:
-    """Apply upserts and tombstones last-writer-wins."""
-    if not changes:
-        return Applied()
-    changes = _latest_per_key(changes)
-    plain = [c for c in changes if c.version is None]
-    if plain:
-        # A change without a version (a Redis source) carries no order to compare: it is the
-        # source's current state, written as it is, like migrate's overwrite.
-        upserts = [c for c in plain if c.kind != TOMBSTONE]
-        if upserts:
-            await store.set_many(upserts)
-        gone = [c.key for c in plain if c.kind == TOMBSTONE]
-        deleted = await store.delete_many(gone) if gone else 0
-        versioned = [c for c in changes if c.version is not None]
-        done = Applied(len(upserts), deleted)  # a delete of an absent key is no change, and not stale
-        return done + await apply_lww(store, versioned) if versioned else done
-    upserts = [c for c in changes if c.kind != TOMBSTONE]
-    tombstones = [c for c in changes if c.kind == TOMBSTONE]
-    if hasattr(store, "apply_many"):
-        # Upserts and deletions in two calls, to count each: every key appears once in the batch,
-        # so their order does not matter, and a run cut between them is replayed harmlessly.
-        written = await store.apply_many(upserts) if upserts else 0
-        deleted = await store.apply_many(tombstones) if tombstones else 0
-        return Applied(written, deleted, len(changes) - written - deleted)
-    # A store without apply_many: compare versions ourselves, then write the winners.
-    current = await store.get_many([c.key for c in changes])
-    winners = [c for c, cur in zip(changes, current, strict=True) if newer(c, cur)]
-    upserts = [c for c in winners if c.kind != TOMBSTONE]
-    deletes = [c.key for c in winners if c.kind == TOMBSTONE]
-    if upserts:
-        await store.set_many(upserts if store.capabilities.versions else [_unversioned(c) for c in upserts])
-    if deletes:
-        await store.delete_many(deletes)
-    return Applied(len(upserts), len(deletes), len(changes) - len(winners))
-
-
-async def apply_storable(store: AsyncStore, changes: list[Record], refuse: Refuse) -> Applied:
-    """:func:`apply_lww`, with the records ``store`` cannot hold set aside through ``refuse`` (the
-    rule migrate, import and restore follow: :func:`~kvctl.engines.transfer.store_what_fits`)."""
-    total = Applied()
-
-    async def apply(part: list[Record]) -> None:
-        nonlocal total
-        total = total + await apply_lww(store, part)
-
-    await store_what_fits(apply, within_limits(store, changes, refuse), refuse)
-    return total
-
-
-def _latest_per_key(changes: Iterable[Record]) -> list[Record]:
-    latest: dict[bytes, Record] = {}
-    for change in changes:
-        if newer(change, latest.get(change.key)):
-            latest[change.key] = change
-    return list(latest.values())
+from .. import _stopped as stopped
+from .._files import writable_dir
+from .._stores import refuse_same_store
+from ..reporting import Counts, Progress, Reporter
+from .apply import Applied, apply_storable, latest_per_key
+from .result import Conflict, SyncResult
+from .state import load_state, save_state, state_path
 
 
 def _differs(a: Record, b: Record) -> bool:
     return (a.value, a.expires_at_ms, a.kind) != (b.value, b.expires_at_ms, b.kind)
-
-
-def _unversioned(rec: Record) -> Record:
-    return Record(rec.key, rec.value, rec.expires_at_ms)
 
 
 async def _pending(store: AsyncStore, cursor: str, batch_size: int) -> AsyncIterator[tuple[list[Record], str]]:
@@ -236,13 +80,14 @@ class SyncPlan:
 class SyncEngine:
     """One sync run (or a watch loop) between two open stores."""
 
-    def __init__(self, plan: SyncPlan, src: AsyncStore, dst: AsyncStore, progress: Progress | None = None,
-                 note: stopped.Note | None = None) -> None:
+    def __init__(self, plan: SyncPlan, src: AsyncStore, dst: AsyncStore,
+                 reporter: Reporter | Callable[[str, dict[str, Any]], None] | None = None) -> None:
         self.plan = plan
         self.src = src
         self.dst = dst
-        self.progress = progress or (lambda event, data: None)
-        self.note = note  # told what a run that stops part-way applied
+        # told of each page applied or compared, and what a run that stops part-way applied
+        self.reporter = reporter if isinstance(reporter, Reporter) else _Callback(reporter)
+        self.started = time.monotonic()
         self.path = plan.state_file()
         self._sent: dict[int, set[tuple[bytes, int | None]]] = {id(src): set(), id(dst): set()}
         self.state = {} if plan.force_full else load_state(self.path)
@@ -289,7 +134,7 @@ class SyncEngine:
             return (f"after at least {result.applied_to_dst + result.applied_to_src:,} changes applied; "
                     "rerun the sync to finish")
 
-        with stopped.saying(status, self.note):
+        with stopped.saying(status, self.reporter.note):
             if cursor is not None and src_feed:
                 try:
                     await (self._two_way_feed(result) if self.plan.two_way else self._one_way_feed(result, cursor))
@@ -316,8 +161,8 @@ class SyncEngine:
             done = await self._send(records, self.src, self.dst, result)
             result.applied_to_dst += done.written
             self._save(src_cursor=next_cursor)
-            self.progress("applied", {"changes": len(records), "applied": done.written + done.deleted,
-                                      "lag_ms": _lag(records)})
+            self.reporter.progress(Progress("sync", Counts(read=len(records), copied=done.written + done.deleted),
+                                            None, time.monotonic() - self.started, _lag(records)))
 
     # two-way, from both feeds
     async def _two_way_feed(self, result: SyncResult) -> None:
@@ -330,14 +175,14 @@ class SyncEngine:
         dst_pending: dict[bytes, Record] = {}
         dst_end = dst_cursor
         async for records, next_cursor in _pending(self.dst, dst_cursor, self.plan.batch_size):
-            for rec in _latest_per_key(records):
+            for rec in latest_per_key(records):
                 if newer(rec, dst_pending.get(rec.key)):
                     dst_pending[rec.key] = rec
             dst_end = next_cursor
         src_end = src_cursor
         async for records, next_cursor in _pending(self.src, src_cursor, self.plan.batch_size):
             to_dst = []
-            for rec in _latest_per_key(records):
+            for rec in latest_per_key(records):
                 theirs = dst_pending.get(rec.key)
                 if theirs is not None:
                     winner = rec if newer(rec, theirs) else theirs
@@ -383,7 +228,8 @@ class SyncEngine:
             result.applied_to_dst += (await self._send(to_dst, self.src, self.dst, result)).written
             if to_src:
                 result.applied_to_src += (await self._send(to_src, self.dst, self.src, result)).written
-            self.progress("compared", {"keys": seen_in_src})
+            self.reporter.progress(Progress("compare", Counts(read=seen_in_src), None,
+                                            time.monotonic() - self.started))
         # Keys only the destination has.  One that existed before the previous run came through
         # the source, which has deleted it since: delete it.  A newer one was written at the
         # destination; nothing proves a newer delete, so it stays (two-way: it goes to the source).
@@ -448,7 +294,18 @@ async def opened(plan: SyncPlan) -> AsyncIterator[tuple[AsyncStore, AsyncStore]]
         yield src, dst
 
 
-async def sync(plan: SyncPlan, progress: Progress | None = None, note: stopped.Note | None = None) -> SyncResult:
+async def sync(plan: SyncPlan, reporter: Reporter | None = None) -> SyncResult:
     """Open both stores, run one sync, close them."""
     async with opened(plan) as (src, dst):
-        return await SyncEngine(plan, src, dst, progress, note).run_once()
+        return await SyncEngine(plan, src, dst, reporter).run_once()
+
+
+class _Callback(Reporter):
+    """A bare ``(phase, data)`` callable, or nothing, as a reporter: the progress hook's older form."""
+
+    def __init__(self, fn: Callable[[str, dict[str, Any]], None] | None) -> None:
+        self.fn = fn
+
+    def progress(self, event: Progress) -> None:
+        if self.fn is not None:
+            self.fn(event.phase, {"counts": event.counts.to_dict(), "lag_ms": event.lag_ms})

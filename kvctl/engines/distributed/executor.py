@@ -1,5 +1,5 @@
 """Where the slices of a migrate or diff run: ``--executor local`` (this machine's process pool,
-:mod:`kvctl.engines.parallel`) or a Dask cluster (:mod:`kvctl.engines.distributed`).
+:mod:`kvctl.engines.migrate.parallel`) or a Dask cluster (:mod:`kvctl.engines.distributed`).
 
 This module holds what every executor shares and needs no engine installed: parsing the
 ``--executor`` value, and the rules for what a store reference may be when workers open it
@@ -9,7 +9,7 @@ shared).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from kvctl.errors import UsageError
 from kvctl.store import AsyncStore
@@ -34,6 +34,17 @@ class ExecutorSpec:
         if self.kind == "local":
             return "local"
         return self.address or "dask://local"
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where the slices of a migrate or diff run, and what its workers open."""
+
+    spec: ExecutorSpec = field(default_factory=lambda: ExecutorSpec("local"))
+    refs: tuple[str, str] | None = None  # the stores as the user named them (profiles stay names)
+    slices: int | None = None  # None: a few per worker
+    shared_fs: bool = False  # a file store's path is the same on every worker
+    workers: int = 1  # processes of a cluster started here (dask://local)
 
 
 def parse_executor(text: str) -> ExecutorSpec:

@@ -1,4 +1,4 @@
-"""The kvctl snapshot file format, version 1 (specified in SNAPSHOT_FORMAT.md beside this file).
+"""The kvctl snapshot file format, version 1 (specified in FORMAT.md beside this file).
 
     header   magic "\\x89KVS\\r\\n\\x1a\\n" | u16 version | u16 flags | u32 meta length | meta JSON | u32 crc32
     block*   24-byte frame (tag 'B', codec, count, raw and stored lengths, payload crc32, frame crc32)

@@ -8,7 +8,7 @@ The file holds the scan cursor of the last batch fully written to the destinatio
 counts up to that batch, so a resumed run ends with the same data and the same totals as an
 uninterrupted one.  Batches after the cursor are read and written again: the interrupted run may
 have written some of them already, which the migrate engine recognises as its own writes, not
-as conflicts (:class:`kvctl.engines.migrate.ResumeWriter`).  URLs inside are redacted; the
+as conflicts (:class:`.resume.ResumeWriter`).  URLs inside are redacted; the
 fingerprint is a one-way hash, so no password reaches the state directory.
 """
 
@@ -23,7 +23,7 @@ from typing import Any
 
 from kvctl.errors import CorruptError, StoreIOError
 
-from .fsutil import write_atomic
+from .._files import write_atomic
 
 FORMAT = 1
 

@@ -7,6 +7,8 @@ calls are optional protocol members (declared by ``Capabilities.typed_values``),
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import inspect
 from collections.abc import Sequence
 from typing import Any
@@ -15,6 +17,8 @@ from kvctl.adapt import to_async
 from kvctl.errors import UnsupportedError, UsageError
 from kvctl.registry import open_url, store_identity
 from kvctl.store import AsyncStore, Record
+
+from .keyfilter import KeyFilter
 
 
 def open_async(url: str, *, access: str = "write") -> AsyncStore:
@@ -79,3 +83,17 @@ async def with_dumps(store: Any, records: list[Record], typed_ok: bool, problems
         elif r.key in dumps:
             out.append(dumps[r.key])
     return out
+
+
+def start_count(store: AsyncStore, kf: KeyFilter, total: list[int | None]) -> asyncio.Task[None] | None:
+    """Count the keys under ``kf`` in the background into ``total[0]``, for a progress bar's
+    total, %, and ETA; nothing when a glob would make counting a scan of its own."""
+    prefix = kf.scan_prefix
+    if prefix is None or kf.needs_match:
+        return None
+
+    async def count() -> None:
+        with contextlib.suppress(Exception):  # an estimate is optional
+            total[0] = await store.count(prefix)
+
+    return asyncio.get_running_loop().create_task(count())

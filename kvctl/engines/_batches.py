@@ -21,15 +21,15 @@ this loop runs for every key a migrate moves.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass, field
 from operator import attrgetter
-from typing import Any, Literal, get_args
+from typing import Literal, get_args
 
 from kvctl.codec import show_key
-from kvctl.errors import ConflictError, IncompleteError, LimitError, UnsupportedError
+from kvctl.errors import ConflictError, LimitError, UnsupportedError
 from kvctl.store import AsyncStore, Record, check_limits, now_ms
 
-from .storeops import dump_many, restore_many
+from ._stores import dump_many, restore_many
+from .reporting import Counts, Problems
 
 Policy = Literal["overwrite", "skip", "newer", "fail"]
 POLICIES: tuple[str, ...] = get_args(Policy)
@@ -37,76 +37,6 @@ _kind = attrgetter("kind")
 _expiry = attrgetter("expires_at_ms")
 _key = attrgetter("key")
 _value = attrgetter("value")
-MAX_NAMED = 1000  # keys named in a summary per kind of problem; the counts stay exact
-
-
-@dataclass
-class Counts:
-    """What happened to the records an engine read.  Checkpoints persist exactly these fields."""
-
-    read: int = 0  # records read from the source that matched the filters
-    copied: int = 0  # written (or, in a dry run, that would be written)
-    skipped: int = 0  # left alone by the conflict policy
-    expired: int = 0  # already expired when about to be written
-    failed: int = 0  # over a destination limit
-    incomplete: int = 0  # typed values the destination cannot hold
-    ttl_dropped: int = 0  # written without their expiry (--drop-ttl)
-    bytes: int = 0  # key + value bytes written (or that would be)
-
-    def add(self, other: Counts) -> None:
-        for name, value in asdict(other).items():
-            setattr(self, name, getattr(self, name) + value)
-
-    def to_dict(self) -> dict[str, int]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Counts:
-        return cls(**{k: int(v) for k, v in data.items() if k in cls.__dataclass_fields__})
-
-
-@dataclass
-class Problems:
-    """Keys that were not copied, by name (bounded), with the reason."""
-
-    incomplete: list[tuple[bytes, str]] = field(default_factory=list)  # (key, kind)
-    failed: list[tuple[bytes, str]] = field(default_factory=list)  # (key, reason)
-
-    def note_incomplete(self, key: bytes, kind: str) -> None:
-        if len(self.incomplete) < MAX_NAMED:
-            self.incomplete.append((key, kind))
-
-    def note_failed(self, key: bytes, reason: str) -> None:
-        if len(self.failed) < MAX_NAMED:
-            self.failed.append((key, reason))
-
-    def to_dict(self) -> dict[str, list[list[str]]]:
-        return {"incomplete": [[k.hex(), why] for k, why in self.incomplete],
-                "failed": [[k.hex(), why] for k, why in self.failed]}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Problems:
-        return cls([(bytes.fromhex(k), why) for k, why in data.get("incomplete", [])],
-                   [(bytes.fromhex(k), why) for k, why in data.get("failed", [])])
-
-    def extend(self, other: Problems) -> None:
-        self.incomplete.extend(other.incomplete[: MAX_NAMED - len(self.incomplete)])
-        self.failed.extend(other.failed[: MAX_NAMED - len(self.failed)])
-
-    def check(self, what: str, incomplete: int, failed: int) -> None:
-        """Raise :class:`IncompleteError` (exit 8) when records were left behind, naming the first
-        of each kind: the one rule for migrate, import, export and restore (``what``: "copy"...)."""
-        parts = []
-        if incomplete:
-            first = self.incomplete[:1]
-            parts.append(f"{incomplete} typed key(s) could not be carried" + (
-                f" (first: {show_key(first[0][0])}, a {first[0][1]})" if first else ""))
-        if failed:
-            first_f = self.failed[:1]
-            parts.append(f"{failed} key(s) failed" + (
-                f" (first: {show_key(first_f[0][0])}: {first_f[0][1]})" if first_f else ""))
-        if parts:
-            raise IncompleteError(f"{what} incomplete: {'; '.join(parts)}")
 
 
 Refuse = Callable[[Record, str], None]  # told of each record set aside, with the reason

@@ -1,7 +1,7 @@
 """Plan files: a migrate's split written once, then run one slice at a time with no engine.
 
 ``kvctl migrate SRC DST --plan-out plan.json --slices 16`` splits the source exactly as an
-executor would (:func:`kvctl.engines.parallel.plan_slices`) and writes the slices;
+executor would (:func:`.split.plan_slices`) and writes the slices;
 ``kvctl migrate SRC DST --plan plan.json --slice K/16`` (K from 0) copies slice K only, so a
 Kubernetes indexed job (``$JOB_COMPLETION_INDEX``) or a Slurm array (``$SLURM_ARRAY_TASK_ID``)
 can run the copy.  Each slice keeps its own checkpoint (its fingerprint names the slice), so a
@@ -19,10 +19,12 @@ from typing import Any
 
 from kvctl.errors import CorruptError, UsageError
 
-from .fsutil import write_atomic
-from .migrate import Plan, Reporter, Summary, migrate_urls
-from .parallel import plan_slices, slice_plan
-from .storeops import describe, open_async
+from .._files import write_atomic
+from .._stores import describe, open_async
+from ..reporting import Reporter
+from .copy import migrate_urls
+from .plan import Plan, Summary
+from .split import plan_slices, slice_plan
 
 FORMAT = 1
 

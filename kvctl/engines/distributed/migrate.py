@@ -1,7 +1,7 @@
 """`kvctl migrate --executor dask://...`: the migrate engine in Dask tasks, one per slice.
 
 The driver (this process) splits the source exactly as ``--workers`` does
-(:func:`kvctl.engines.parallel.prepare`), but into many more slices than workers so a slow or
+(:func:`kvctl.engines.migrate.split.prepare`), but into many more slices than workers so a slow or
 dead worker does not hold the run, and submits one task per unfinished slice.  Records never
 pass through the driver or the scheduler: a task opens both stores itself, from a profile name
 or a URL without secrets, and returns a small summary.
@@ -36,80 +36,31 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import signal
 import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Coroutine, Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-from kvctl.errors import KvctlError, UnavailableError, UsageError
+from kvctl.errors import KvctlError, UsageError
 
-from . import checkpoint
+from .._stores import open_async
+from ..migrate import checkpoint
+from ..migrate.copy import finish, migrate_urls
+from ..migrate.plan import Plan, Summary
+from ..migrate.split import collect, prepare, slice_plan
+from ..reporting import Counts, Once, Progress, Reporter
+from .cluster import RESUBMITS, SLICES_PER_WORKER, _need_dask, connect, raise_failed, stoppable, worker_count
 from .executor import ExecutorSpec, check_reachable, task_ref
-from .migrate import Plan, Progress, Reporter, Summary, finish, migrate_urls
-from .parallel import _Once, collect, prepare, slice_plan
-from .storeops import open_async
-from .transfer import Counts
 
-T = TypeVar("T")
-RESUBMITS = 2  # the driver's own retries of a slice whose worker kept dying, after Dask's
-SLICES_PER_WORKER = 8
 STOP_GRACE_S = 30.0
 EVENT_EVERY_S = 0.5  # a task's progress events, at most
 
 
 class StaleAttempt(KvctlError):
     """A newer attempt of this slice owns it: this one must stop without writing a checkpoint."""
-
-
-def _need_dask() -> Any:
-    try:
-        import distributed
-    except ImportError:
-        raise UsageError("--executor dask needs Dask distributed", hint="pip install 'kvctl[dask]'") from None
-    return distributed
-
-
-@contextlib.contextmanager
-def connect(spec: ExecutorSpec, workers: int) -> Iterator[Any]:
-    """A Dask client: to the scheduler at ``spec.address``, or to a cluster of ``workers``
-    processes started on this machine for the run (loopback only, no dashboard)."""
-    distributed = _need_dask()
-    if spec.address is None:
-        with _sigint_blocked():
-            cluster = distributed.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                                               host="127.0.0.1", dashboard_address=None)
-        with cluster, distributed.Client(cluster) as client:
-            yield client
-        return
-    try:
-        client = distributed.Client(spec.address, timeout=15)
-    except (OSError, TimeoutError) as exc:
-        raise UnavailableError(f"cannot reach the Dask scheduler at {spec.address}: {exc}") from None
-    with client:
-        yield client
-
-
-@contextlib.contextmanager
-def _sigint_blocked() -> Iterator[None]:
-    """Start the cluster's threads, and so its worker processes, with SIGINT blocked: a Ctrl-C
-    reaches the whole process group, and only the driver acts on it (it stops every slice)."""
-    if not hasattr(signal, "pthread_sigmask"):
-        yield
-        return
-    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
-
-
-def worker_count(client: Any) -> int:
-    return max(1, sum(w.get("nthreads", 1) for w in client.scheduler_info()["workers"].values()))
 
 
 # -- the driver --------------------------------------------------------------------------------
@@ -119,7 +70,7 @@ def run(src_ref: str, dst_ref: str, src_url: str, dst_url: str, plan: Plan, spec
     if src_url == dst_url:
         raise UsageError("source and destination are the same store")
     refs = (task_ref(src_ref, src_url), task_ref(dst_ref, dst_url))
-    reporter = _Once(reporter or Reporter())
+    reporter = Once(reporter or Reporter())
     with connect(spec, plan.workers) as client:
         n = slices or SLICES_PER_WORKER * worker_count(client)
         cp, cp_path, summary, plan = asyncio.run(_prepare(src_url, dst_url, plan, spec, shared_fs, reporter, n))
@@ -305,23 +256,6 @@ class _Driver:
                      "the other slices are done or saved: rerun with --resume to continue")
 
 
-def raise_failed(errors: dict[int, tuple[str, str, str | None, int]], total: int, reporter: Reporter,
-                 hint: str) -> None:
-    """List every failed slice, then raise the first one's error (its class and exit code)."""
-    from kvctl import errors as tree
-
-    for i, (_, message, _, _) in sorted(errors.items()):
-        reporter.note(f"slice {i} failed: {message}")
-    first = min(errors)
-    cls_name, message, own_hint, code = errors[first]
-    cls = getattr(tree, cls_name, None)
-    if not (isinstance(cls, type) and issubclass(cls, KvctlError)):
-        cls = KvctlError
-    exc = cls(f"{len(errors)} of {total} slice(s) failed; slice {first}: {message}", hint=own_hint or hint)
-    exc.exit_code = code
-    raise exc
-
-
 def _var(run_id: str, i: int) -> str:
     return f"kvctl-{run_id}-{i}"
 
@@ -418,28 +352,6 @@ def run_slice(src_ref: str, dst_ref: str, plan: Plan, spec: dict[str, Any], inde
 
 async def _work(src_url: str, dst_url: str, plan: Plan, stop: Any, reporter: Reporter) -> Summary:
     return await stoppable(migrate_urls(src_url, dst_url, plan, reporter), stop)
-
-
-async def stoppable(work: Coroutine[Any, Any, T], stop: Any) -> T:
-    """Run ``work``, cancelling it (which saves a copy's checkpoint) when the driver sets ``stop``."""
-    loop = asyncio.get_running_loop()
-    task = asyncio.current_task()
-    assert task is not None
-    over = threading.Event()
-
-    def watch() -> None:
-        while not over.is_set():
-            with contextlib.suppress(Exception):  # a lost scheduler: go on; the fence stops a stale copy
-                if stop.wait(timeout=0.5):
-                    with contextlib.suppress(RuntimeError):
-                        loop.call_soon_threadsafe(task.cancel)
-                    return
-
-    threading.Thread(target=watch, name="kvctl-slice-stop", daemon=True).start()
-    try:
-        return await work
-    finally:
-        over.set()
 
 
 def _cp_doc(cp: checkpoint.Checkpoint) -> dict[str, Any]:

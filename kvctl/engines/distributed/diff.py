@@ -1,6 +1,6 @@
 """`kvctl diff --executor dask://...`: the two stores compared slice by slice in Dask tasks.
 
-The split is migrate's (:func:`kvctl.engines.parallel.plan_slices`): key ranges when both
+The split is migrate's (:func:`kvctl.engines.migrate.split.plan_slices`): key ranges when both
 stores scan in key order (each task merge-joins its range of both), hash slices otherwise (each
 task looks up its share of A in B and of B in A).  Each task opens both stores for reading and
 returns its :class:`~kvctl.engines.diff.DiffResult`, counts and at most ``sample`` keys per kind;
@@ -18,13 +18,14 @@ from typing import Any
 
 from kvctl.errors import KvctlError
 
-from .diff import DiffOptions, DiffResult, both_ordered, compare
-from .distributed import RESUBMITS, SLICES_PER_WORKER, _need_dask, connect, raise_failed, stoppable, worker_count
+from .._slices import slice_of
+from .._stores import describe, open_async
+from ..diff import DiffOptions, DiffResult, both_ordered, compare
+from ..migrate.plan import Plan
+from ..migrate.split import plan_slices
+from ..reporting import Reporter
+from .cluster import RESUBMITS, SLICES_PER_WORKER, _need_dask, connect, raise_failed, stoppable, worker_count
 from .executor import ExecutorSpec, check_reachable, task_ref
-from .migrate import Plan, Reporter
-from .parallel import plan_slices
-from .slices import slice_of
-from .storeops import describe, open_async
 
 
 def run(a_ref: str, b_ref: str, a_url: str, b_url: str, opts: DiffOptions, spec: ExecutorSpec, *, workers: int = 1,

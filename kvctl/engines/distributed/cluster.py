@@ -1,0 +1,105 @@
+"""What every Dask-run engine shares: the client, the worker count, stopping a task, and
+reporting the slices that failed."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import threading
+from collections.abc import Coroutine, Iterator
+from typing import Any, TypeVar
+
+from kvctl.errors import KvctlError, UnavailableError, UsageError
+
+from ..reporting import Reporter
+from .executor import ExecutorSpec
+
+T = TypeVar("T")
+RESUBMITS = 2  # the driver's own retries of a slice whose worker kept dying, after Dask's
+SLICES_PER_WORKER = 8
+
+
+def _need_dask() -> Any:
+    try:
+        import distributed
+    except ImportError:
+        raise UsageError("--executor dask needs Dask distributed", hint="pip install 'kvctl[dask]'") from None
+    return distributed
+
+
+@contextlib.contextmanager
+def connect(spec: ExecutorSpec, workers: int) -> Iterator[Any]:
+    """A Dask client: to the scheduler at ``spec.address``, or to a cluster of ``workers``
+    processes started on this machine for the run (loopback only, no dashboard)."""
+    distributed = _need_dask()
+    if spec.address is None:
+        with _sigint_blocked():
+            cluster = distributed.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                                               host="127.0.0.1", dashboard_address=None)
+        with cluster, distributed.Client(cluster) as client:
+            yield client
+        return
+    try:
+        client = distributed.Client(spec.address, timeout=15)
+    except (OSError, TimeoutError) as exc:
+        raise UnavailableError(f"cannot reach the Dask scheduler at {spec.address}: {exc}") from None
+    with client:
+        yield client
+
+
+@contextlib.contextmanager
+def _sigint_blocked() -> Iterator[None]:
+    """Start the cluster's threads, and so its worker processes, with SIGINT blocked: a Ctrl-C
+    reaches the whole process group, and only the driver acts on it (it stops every slice)."""
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+
+
+def worker_count(client: Any) -> int:
+    return max(1, sum(w.get("nthreads", 1) for w in client.scheduler_info()["workers"].values()))
+
+
+def raise_failed(errors: dict[int, tuple[str, str, str | None, int]], total: int, reporter: Reporter,
+                 hint: str) -> None:
+    """List every failed slice, then raise the first one's error (its class and exit code)."""
+    from kvctl import errors as tree
+
+    for i, (_, message, _, _) in sorted(errors.items()):
+        reporter.note(f"slice {i} failed: {message}")
+    first = min(errors)
+    cls_name, message, own_hint, code = errors[first]
+    cls = getattr(tree, cls_name, None)
+    if not (isinstance(cls, type) and issubclass(cls, KvctlError)):
+        cls = KvctlError
+    exc = cls(f"{len(errors)} of {total} slice(s) failed; slice {first}: {message}", hint=own_hint or hint)
+    exc.exit_code = code
+    raise exc
+
+
+async def stoppable(work: Coroutine[Any, Any, T], stop: Any) -> T:
+    """Run ``work``, cancelling it (which saves a copy's checkpoint) when the driver sets ``stop``."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+    over = threading.Event()
+
+    def watch() -> None:
+        while not over.is_set():
+            with contextlib.suppress(Exception):  # a lost scheduler: go on; the fence stops a stale copy
+                if stop.wait(timeout=0.5):
+                    with contextlib.suppress(RuntimeError):
+                        loop.call_soon_threadsafe(task.cancel)
+                    return
+
+    threading.Thread(target=watch, name="kvctl-slice-stop", daemon=True).start()
+    try:
+        return await work
+    finally:
+        over.set()
