@@ -15,8 +15,8 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-from browser import fresh_indexeddb_url
-from conftest import service_url
+from tests.browser import fresh_indexeddb_url
+from tests.conftest import service_url
 
 from kvctl.errors import PluginLoadError
 from kvctl.registry import load, schemes
@@ -68,7 +68,7 @@ def families() -> list[str]:
         try:
             cls = load(scheme)
         except PluginLoadError:
-            continue  # tests/test_registry.py fails on any registered plugin that does not load
+            continue  # tests/core/test_registry.py fails on any registered plugin that does not load
         names.setdefault(getattr(cls, "name", scheme))
     return list(names)
 
@@ -76,5 +76,5 @@ def families() -> list[str]:
 def url_for(family: str, tmp: Path) -> str:
     factory = FACTORIES.get(family)
     if factory is None:
-        raise AssertionError(f"backend {family!r} is registered but tests/backends.py has no URL factory for it")
+        raise AssertionError(f"backend {family!r} is registered but tests/families.py has no URL factory for it")
     return factory(tmp)

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from backends import FACTORIES, families
+from tests.families import FACTORIES, families
 
 from kvctl.errors import UsageError
 from kvctl.registry import open_url

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_cli_conventions import COMMANDS, command_tree, leaves
+from tests.cli.test_conventions import COMMANDS, command_tree, leaves
 
 from kvctl.cli.app import main
 

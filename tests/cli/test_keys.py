@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_cli_json import documents, in_process
+from tests.cli.test_json import documents, in_process
 
 from kvctl.cli.keys import CONFIRM_ABOVE
 from kvctl.registry import open_url
@@ -48,7 +48,7 @@ def test_scan_glob_and_a_cursor_that_continues_where_limit_stopped(cli: Any, tmp
 def test_scan_cursor_on_an_unordered_backend_skips_no_key(cli: Any, tmp_path: Path) -> None:
     import os
 
-    from conftest import service_url
+    from tests.conftest import service_url
 
     # a database of its own: a SCAN walks the whole database, which other tests fill
     url = service_url("KVCTL_TEST_REDIS_URL").rsplit("/", 1)[0] + "/13"

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from test_migrate_support import DictStore, FailingStore, read_all, subprocess_env
+from tests.engines.support import DictStore, FailingStore, read_all, subprocess_env
 
 from kvctl.adapt import to_sync
 from kvctl.engines import snapshot

@@ -1,6 +1,6 @@
 """Shared helpers for the migrate, diff, export and snapshot tests (this module holds no tests).
 
-* ``fresh_url(family, tmp)``: an empty store of a backend family (tests/backends.py, plus a few
+* ``fresh_url(family, tmp)``: an empty store of a backend family (tests/families.py, plus a few
   families that file has no factory for yet, and a private namespace on shared servers so that
   clearing a store never touches another test's keys);
 * ``dataset(...)``: binary keys, empty and large values, TTLs, sized to what both sides hold;
@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from backends import FACTORIES, families, url_for
+from tests.families import FACTORIES, families, url_for
 
 from kvctl.adapt import to_sync
 from kvctl.engines.diff import DiffOptions, DiffResult, compare

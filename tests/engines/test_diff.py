@@ -7,7 +7,7 @@ import asyncio
 from typing import Any
 
 import pytest
-from test_migrate_support import DictStore
+from tests.engines.support import DictStore
 
 from kvctl.adapt import to_async
 from kvctl.engines.diff import DiffOptions, DiffResult, compare, extra_keys

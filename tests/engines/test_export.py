@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_migrate_support import (
+from tests.engines.support import (
     DictStore,
     all_families,
     caps_of,

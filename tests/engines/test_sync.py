@@ -11,7 +11,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from sync_support import cli_env, kvctl
+from tests.sync_support import cli_env, kvctl
 
 from kvctl.adapt import to_async, to_sync
 from kvctl.engines.sync import SyncEngine, SyncPlan, sync

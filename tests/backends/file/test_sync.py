@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from sync_support import cli_env, kvctl, sigkill_mid_sync, sync_json
+from tests.sync_support import cli_env, kvctl, sigkill_mid_sync, sync_json
 
 from kvctl.engines.sync import SyncPlan, sync
 from kvctl.registry import open_url

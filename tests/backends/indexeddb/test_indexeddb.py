@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from browser import OFFLINE_ORIGIN, AppTab, Browser, fresh_indexeddb_url, shared_app, shared_browser
+from tests.browser import OFFLINE_ORIGIN, AppTab, Browser, fresh_indexeddb_url, shared_app, shared_browser
 
 from kvctl.errors import (
     BadURLError,

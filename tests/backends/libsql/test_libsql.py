@@ -1,6 +1,6 @@
 """The libsql backend: local files for real; remote URLs mapped, refused and unreachable.
 
-Remote reads and writes against a real libSQL server (sqld) are in tests/test_libsql_remote.py.
+Remote reads and writes against a real libSQL server (sqld) are in tests/backends/libsql/test_remote.py.
 What is tested here for remote URLs: the mapping to libsql-client URLs and auth tokens, that
 tokens never appear in messages, that an unreachable server is a clean UnavailableError, and that
 an HTTP endpoint refusing the token (a plain local HTTP responder, not a libSQL server) is an
@@ -48,7 +48,7 @@ class TestLibSQLConformance(StoreConformance):
 
     @pytest.fixture
     def store(self, store_url: str) -> Iterator[Store]:
-        # As in tests/test_postgres.py: SyncAdapter.close() is not idempotent yet, and
+        # As in tests/backends/postgres/test_postgres.py: SyncAdapter.close() is not idempotent yet, and
         # test_reopen_persists closes the store before the suite's fixture does.
         s = open_sync(store_url)
         s.clear()

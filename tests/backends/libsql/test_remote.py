@@ -63,7 +63,7 @@ class TestRemoteConformance(StoreConformance):
 
     @pytest.fixture
     def store(self, store_url: str) -> Iterator[Store]:
-        # As in tests/test_libsql.py: test_reopen_persists closes the store before this does.
+        # As in tests/backends/libsql/test_libsql.py: test_reopen_persists closes the store before this does.
         s = open_sync(store_url)
         s.clear()
         yield s

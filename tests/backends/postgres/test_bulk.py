@@ -27,8 +27,8 @@ import asyncpg
 import pytest
 from kvctl_plugins.postgres.settings import quote_ident
 from kvctl_plugins.postgres.store import COPY_MIN_ROWS
-from sync_support import cli_env, kvctl, sync_json
-from test_migrate_resume import _wait_for_new_checkpoint
+from tests.sync_support import cli_env, kvctl, sync_json
+from tests.engines.migrate.test_resume import _wait_for_new_checkpoint
 
 from kvctl.hlc import make_version
 from kvctl.store import TOMBSTONE, Record, Store, now_ms

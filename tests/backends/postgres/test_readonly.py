@@ -25,7 +25,7 @@ from tests.conftest import service_url
 pytestmark = pytest.mark.server
 
 TAG = f"kvctl_ro{os.getpid()}_{uuid.uuid4().hex[:6]}"
-GORKFLOW_DDL = (Path(__file__).parent / "gorkflow_postgres.sql").read_text()
+GORKFLOW_DDL = (Path(__file__).parent / "gorkflow.sql").read_text()
 GORKFLOW_TABLES = ["step_executions", "step_outputs", "workflow_runs", "workflow_state"]
 
 

@@ -21,7 +21,7 @@ from typing import Any
 import asyncpg
 import pytest
 from kvctl_plugins.postgres.settings import quote_ident
-from sync_support import cli_env, kvctl, sigkill_mid_sync, sync_json
+from tests.sync_support import cli_env, kvctl, sigkill_mid_sync, sync_json
 
 from kvctl.engines.sync import SyncPlan, SyncResult, sync
 from kvctl.store import Record, Store, now_ms

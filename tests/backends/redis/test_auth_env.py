@@ -10,7 +10,7 @@ import sys
 from collections.abc import Iterator
 
 import pytest
-from conftest import service_url
+from tests.conftest import service_url
 
 from kvctl.url import StoreURL
 

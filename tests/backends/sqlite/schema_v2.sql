@@ -1,5 +1,5 @@
 -- A schema version 2 kvctl SQLite file (kvctl 3036aea: tables kv with its feed on, quiet with
--- it off; a, b set, b deleted), as sqlite3's iterdump() wrote it; tests/test_sqlite_feed.py loads it.
+-- it off; a, b set, b deleted), as sqlite3's iterdump() wrote it; tests/backends/sqlite/test_feed.py loads it.
 BEGIN TRANSACTION;
 CREATE TABLE "kv" (id INTEGER PRIMARY KEY, key BLOB NOT NULL UNIQUE, value BLOB NOT NULL, expires_at INTEGER, version INTEGER);
 INSERT INTO "kv" VALUES(1,X'61',X'31',NULL,3765054673218699433);

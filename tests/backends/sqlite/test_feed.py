@@ -516,9 +516,9 @@ def test_upgrade_from_version_1_in_place(db: str) -> None:
 
 
 def load_v2_file(path: str) -> None:
-    """A real schema version 2 file (tests/sqlite_schema_v2.sql, written by kvctl before version 3)."""
+    """A real schema version 2 file (tests/backends/sqlite/schema_v2.sql, written by kvctl before version 3)."""
     conn = sqlite3.connect(path, isolation_level=None)
-    conn.executescript((Path(__file__).parent / "sqlite_schema_v2.sql").read_text())
+    conn.executescript((Path(__file__).parent / "schema_v2.sql").read_text())
     conn.execute("PRAGMA journal_mode=wal")
     conn.close()
 

@@ -12,7 +12,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from test_migrate_support import all_families, diff_urls, fresh_url, read_all, subprocess_env, write
+from tests.engines.support import all_families, diff_urls, fresh_url, read_all, subprocess_env, write
 from typer.testing import CliRunner
 
 from kvctl.cli.app import app

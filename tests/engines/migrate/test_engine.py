@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_migrate_support import DictStore, FailingStore, state_dir, typed_caps
+from tests.engines.support import DictStore, FailingStore, state_dir, typed_caps
 
 from kvctl.engines import checkpoint
 from kvctl.engines.migrate import Plan, Reporter, Summary, migrate
@@ -341,7 +341,7 @@ def test_urls_are_opened_through_the_registry(state_dir: Path) -> None:
 
 
 def test_a_real_backend_refusing_oversize_keys_gets_the_rest(state_dir: Path, tmp_path: Path) -> None:
-    from test_migrate_support import all_families, caps_of, fresh_url, read_all, write
+    from tests.engines.support import all_families, caps_of, fresh_url, read_all, write
 
     family = next((f for f in ("lmdb", "postgres", "file") if f in all_families()), None)
     if family is None:
@@ -396,7 +396,7 @@ def test_a_refusal_of_everything_stops_the_copy(state_dir: Path) -> None:
 @pytest.mark.parametrize("family", ["lmdb", "postgres", "file", "sqlite"])
 def test_unstorable_keys_are_skipped_and_listed_on_every_backend(family: str, state_dir: Path,
                                                                  tmp_path: Path) -> None:
-    from test_migrate_support import all_families, fresh_url, read_all, write
+    from tests.engines.support import all_families, fresh_url, read_all, write
 
     if family not in all_families():
         pytest.skip(f"{family} is not installed")

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import service_url
-from test_migrate_support import diff_urls, state_dir, subprocess_env, write
+from tests.conftest import service_url
+from tests.engines.support import diff_urls, state_dir, subprocess_env, write
 
 from kvctl.engines import distributed as dask_engine
 from kvctl.engines.executor import ExecutorSpec, parse_executor

@@ -1,6 +1,6 @@
 """Every pair of available backend families: migrate, diff, and a snapshot round trip.
 
-The pairs come from ``tests.backends.families()`` at collection time, so a backend that lands
+The pairs come from ``tests.families.families()`` at collection time, so a backend that lands
 (or a server that is started with tests/services.sh) joins the cross product by itself.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from test_migrate_support import all_families, caps_of, dataset, diff_urls, fresh_url, read_all, state_dir, write
+from tests.engines.support import all_families, caps_of, dataset, diff_urls, fresh_url, read_all, state_dir, write
 
 from kvctl.engines import migrate, snapshot
 

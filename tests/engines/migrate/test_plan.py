@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from test_migrate_support import diff_urls, subprocess_env, write
+from tests.engines.support import diff_urls, subprocess_env, write
 
 from kvctl.store import Record
 
@@ -67,7 +67,7 @@ def test_a_plan_is_refused_for_other_options_and_bad_slices(tmp_path: Path) -> N
 def test_a_redis_cluster_is_split_once_per_master_and_each_key_read_once(tmp_path: Path) -> None:
     import asyncio
 
-    from conftest import service_url
+    from tests.conftest import service_url
 
     from kvctl.engines.migrate import Plan, source_pages
     from kvctl.engines.parallel import plan_slices, slice_plan

@@ -9,8 +9,8 @@ import uuid
 from pathlib import Path
 
 import pytest
-from conftest import service_url
-from test_migrate_support import diff_urls, fresh_url, read_all, state_dir
+from tests.conftest import service_url
+from tests.engines.support import diff_urls, fresh_url, read_all, state_dir
 
 from kvctl.engines import migrate, snapshot
 from kvctl.engines.export import export_to, import_from

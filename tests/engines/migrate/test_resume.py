@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
-from test_migrate_support import all_families, diff_urls, fresh_url, subprocess_env, write
+from tests.engines.support import all_families, diff_urls, fresh_url, subprocess_env, write
 
 from kvctl.store import Record, now_ms
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_migrate_support import DictStore, state_dir, typed_caps
+from tests.engines.support import DictStore, state_dir, typed_caps
 
 from kvctl.engines import checkpoint
 from kvctl.engines.migrate import Plan, Progress, Reporter, Summary, migrate

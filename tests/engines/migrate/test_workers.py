@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from test_migrate_support import DictStore, all_families, diff_urls, fresh_url, state_dir, subprocess_env, write
+from tests.engines.support import DictStore, all_families, diff_urls, fresh_url, state_dir, subprocess_env, write
 
 from kvctl.adapt import to_async
 from kvctl.engines.migrate import Plan, source_pages

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_migrate_support import DictStore, typed_caps
+from tests.engines.support import DictStore, typed_caps
 
 from kvctl.adapt import to_async
 from kvctl.engines import snapshot

@@ -14,8 +14,8 @@ import uuid
 from pathlib import Path
 
 import pytest
-from test_migrate_support import subprocess_env
-from test_snapshot_incremental import contents, scribble
+from tests.engines.support import subprocess_env
+from tests.engines.snapshot.test_incremental import contents, scribble
 
 from kvctl.cli.app import main
 from kvctl.registry import open_url

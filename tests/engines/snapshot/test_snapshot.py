@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_migrate_support import DictStore, read_all, subprocess_env, typed_caps
+from tests.engines.support import DictStore, read_all, subprocess_env, typed_caps
 from typer.testing import CliRunner
 
 from kvctl.cli.app import app
