@@ -15,11 +15,10 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.browser import fresh_indexeddb_url
-from tests.conftest import service_url
-
 from kvctl.errors import PluginLoadError
 from kvctl.registry import load, schemes
+from tests.browser import fresh_indexeddb_url
+from tests.conftest import service_url
 
 
 def _unique() -> str:

@@ -12,7 +12,7 @@ from kvctl.adapt import to_sync
 from kvctl.errors import FeedGapError, LimitError, UnsupportedError, UsageError
 from kvctl.registry import open_url
 from kvctl.store import TOMBSTONE, Record, Store
-from kvctl.testing.machine import run_state_machine
+from kvctl.testing.stateful import run_state_machine
 
 # Keys that break naive implementations: glob and LIKE metacharacters, NUL, non-UTF-8, every byte.
 ADVERSARIAL_KEYS: list[bytes] = [

@@ -22,11 +22,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.families import FACTORIES, families
 
 from kvctl.errors import UsageError
 from kvctl.registry import open_url
 from kvctl.store import MAX_EXPIRY_MS, Record, deadline_ms, now_ms
+from tests.families import FACTORIES, families
 
 
 def kv(env: dict[str, str], *args: str, **kwargs: Any) -> subprocess.CompletedProcess[bytes]:

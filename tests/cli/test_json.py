@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.cli.test_conventions import COMMANDS, command_tree, leaves
 
 from kvctl.cli.app import main
+from tests.cli.test_conventions import COMMANDS, command_tree, leaves
 
 
 def in_process(env: dict[str, str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Any:

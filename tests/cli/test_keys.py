@@ -9,11 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.cli.test_json import documents, in_process
 
 from kvctl.cli.keys import CONFIRM_ABOVE
 from kvctl.registry import open_url
 from kvctl.store import Record
+from tests.cli.test_json import documents, in_process
 
 
 @pytest.fixture

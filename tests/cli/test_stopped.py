@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 
 import pytest
-from tests.engines.support import DictStore, FailingStore, read_all, subprocess_env
 
 from kvctl.adapt import to_sync
 from kvctl.engines import snapshot
@@ -23,6 +22,7 @@ from kvctl.engines.export import import_from
 from kvctl.errors import CorruptError, UnavailableError
 from kvctl.registry import open_url
 from kvctl.store import Record
+from tests.engines.support import DictStore, FailingStore, read_all, subprocess_env
 
 N = 200_000  # enough that a signal sent once rows are committed lands mid-import
 

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.families import FACTORIES, families, url_for
 
 from kvctl.adapt import to_sync
 from kvctl.engines.diff import DiffOptions, DiffResult, compare
@@ -26,6 +25,7 @@ from kvctl.engines.storeops import open_async
 from kvctl.errors import LimitError, UnavailableError
 from kvctl.registry import load, open_url
 from kvctl.store import AsyncStoreBase, Capabilities, Page, Record, Store, check_limits, key_cursor, now_ms
+from tests.families import FACTORIES, families, url_for
 
 
 def _unique() -> str:

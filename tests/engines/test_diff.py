@@ -7,7 +7,6 @@ import asyncio
 from typing import Any
 
 import pytest
-from tests.engines.support import DictStore
 
 from kvctl.adapt import to_async
 from kvctl.engines.diff import DiffOptions, DiffResult, compare, extra_keys
@@ -15,6 +14,7 @@ from kvctl.engines.keyfilter import KeyFilter
 from kvctl.errors import DifferenceError, KvctlError
 from kvctl.registry import open_url
 from kvctl.store import Capabilities, Record, now_ms
+from tests.engines.support import DictStore
 
 
 def diff(a: Any, b: Any, **kw: Any) -> DiffResult:

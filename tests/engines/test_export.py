@@ -12,6 +12,12 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from kvctl.engines.export import export_to, guess_format, import_from
+from kvctl.engines.keyfilter import KeyFilter
+from kvctl.engines.storeops import open_async
+from kvctl.errors import CorruptError, IncompleteError, UnsupportedError
+from kvctl.store import MAX_EXPIRY_MS, MAX_VERSION, Capabilities, Record, now_ms
 from tests.engines.support import (
     DictStore,
     all_families,
@@ -23,12 +29,6 @@ from tests.engines.support import (
     typed_caps,
     write,
 )
-
-from kvctl.engines.export import export_to, guess_format, import_from
-from kvctl.engines.keyfilter import KeyFilter
-from kvctl.engines.storeops import open_async
-from kvctl.errors import CorruptError, IncompleteError, UnsupportedError
-from kvctl.store import MAX_EXPIRY_MS, MAX_VERSION, Capabilities, Record, now_ms
 
 
 def export_bytes(store: Any, fmt: str = "jsonl", **kw: Any) -> bytes:

@@ -11,13 +11,13 @@ import uuid
 from pathlib import Path
 
 import pytest
-from tests.sync_support import cli_env, kvctl
 
 from kvctl.adapt import to_async, to_sync
 from kvctl.engines.sync import SyncEngine, SyncPlan, sync
 from kvctl.errors import UnsupportedError
 from kvctl.registry import open_url
 from kvctl.store import TOMBSTONE, Record
+from kvctl.testing.cli import clean_env, run_kvctl
 
 
 def contents(url: str) -> dict[bytes, tuple[bytes, int | None]]:
@@ -238,31 +238,31 @@ def test_conflicting_and_typed_keys_are_shown_like_every_other_key() -> None:
 
 
 def test_cli_two_way_conflicts_name_keys_as_scan_does(tmp_path: Path) -> None:
-    env = cli_env(tmp_path)
+    env = clean_env(tmp_path)
     a, b = f"file://{tmp_path / 'ta'}", f"file://{tmp_path / 'tb'}"
 
     def conflict_on(key: str, *enc: str) -> None:
-        assert kvctl(env, *enc, "-u", a, "set", key, "from A").returncode == 0
+        assert run_kvctl(env, *enc, "-u", a, "set", key, "from A").returncode == 0
         time.sleep(0.05)
-        assert kvctl(env, *enc, "-u", b, "set", key, "from B, later").returncode == 0
+        assert run_kvctl(env, *enc, "-u", b, "set", key, "from B, later").returncode == 0
 
-    assert kvctl(env, "-u", a, "set", "x", "1").returncode == 0
-    assert kvctl(env, "sync", "--two-way", a, b).returncode == 0
+    assert run_kvctl(env, "-u", a, "set", "x", "1").returncode == 0
+    assert run_kvctl(env, "sync", "--two-way", a, b).returncode == 0
     conflict_on("ee")
-    out = kvctl(env, "sync", "--two-way", a, b, "--json")
+    out = run_kvctl(env, "sync", "--two-way", a, b, "--json")
     assert out.returncode == 0, out.stderr
     assert [(c.get("key"), c["winner"]) for c in json.loads(out.stdout)["conflicts"]] == [("ee", "dst")]
     conflict_on("ff", "--keys", "hex")  # one byte, 0xff: not UTF-8
-    out = kvctl(env, "sync", "--two-way", a, b, "--json")
+    out = run_kvctl(env, "sync", "--two-way", a, b, "--json")
     assert [(c.get("key_b64"), c["winner"]) for c in json.loads(out.stdout)["conflicts"]] == [("/w==", "dst")]
     conflict_on("ee")
-    text = kvctl(env, "sync", "--two-way", a, b)
+    text = run_kvctl(env, "sync", "--two-way", a, b)
     assert text.returncode == 0 and "\n  conflict ee: dst wins (src v" in text.stdout
     assert "b'" not in text.stdout
     conflict_on("ff", "--keys", "hex")
-    shown = kvctl(env, "--keys", "hex", "sync", "--two-way", a, b).stdout
+    shown = run_kvctl(env, "--keys", "hex", "sync", "--two-way", a, b).stdout
     assert "\n  conflict ff: dst wins" in shown
-    scanned = kvctl(env, "--keys", "hex", "-u", a, "scan", "--keys-only").stdout
+    scanned = run_kvctl(env, "--keys", "hex", "-u", a, "scan", "--keys-only").stdout
     assert "ff\n" in scanned  # the same display as scan's
 
 
@@ -270,7 +270,7 @@ def test_keys_the_destination_cannot_hold_are_listed_not_fatal(tmp_path: Path) -
     src, dst = f"sqlite://{tmp_path / 'src.db'}", f"lmdb://{tmp_path / 'dst'}"
     with open_url(src) as store:
         store.set_many([Record(b"", b"empty key"), Record(b"k" * 70_000, b"long key"), Record(b"ok", b"1")])
-    out = kvctl(cli_env(tmp_path), "sync", src, dst)
+    out = run_kvctl(clean_env(tmp_path), "sync", src, dst)
     assert out.returncode == 8, out.stderr
     lines = out.stderr.splitlines()
     assert len(lines) == 3 and all(len(line) < 400 for line in lines), lines

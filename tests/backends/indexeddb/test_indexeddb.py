@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.browser import OFFLINE_ORIGIN, AppTab, Browser, fresh_indexeddb_url, shared_app, shared_browser
 
 from kvctl.errors import (
     BadURLError,
@@ -33,6 +32,7 @@ from kvctl.errors import (
 )
 from kvctl.store import Record, Store
 from kvctl.testing import StoreConformance, open_sync
+from tests.browser import OFFLINE_ORIGIN, AppTab, Browser, fresh_indexeddb_url, shared_app, shared_browser
 
 
 @pytest.fixture(scope="session")

@@ -27,13 +27,14 @@ import asyncpg
 import pytest
 from kvctl_plugins.postgres.settings import quote_ident
 from kvctl_plugins.postgres.store import COPY_MIN_ROWS
-from tests.sync_support import cli_env, kvctl, sync_json
-from tests.engines.migrate.test_resume import _wait_for_new_checkpoint
 
 from kvctl.hlc import make_version
 from kvctl.store import TOMBSTONE, Record, Store, now_ms
 from kvctl.testing import open_sync
+from kvctl.testing.cli import clean_env, run_kvctl
+from kvctl.testing.replication import sync_json
 from tests.conftest import drop_postgres_objects, service_url
+from tests.engines.migrate.test_resume import _wait_for_new_checkpoint
 
 pytestmark = pytest.mark.server
 
@@ -181,7 +182,7 @@ def test_assigned_versions_stay_above_tombstones_in_the_range(pg_url: str) -> No
 
 
 def test_sync_from_a_bulk_loaded_table_converges_through_the_feed(pg_url: str, tmp_path: Path) -> None:
-    env = cli_env(tmp_path)
+    env = clean_env(tmp_path)
     (a, _), (b, _) = new_table(pg_url), new_table(pg_url)
     with open_sync(a) as src:
         src.set_many(dataset())
@@ -192,11 +193,11 @@ def test_sync_from_a_bulk_loaded_table_converges_through_the_feed(pg_url: str, t
         src.set(b"key:00000001", b"changed")
     second = sync_json(env, a, b)
     assert (second["mode"], second["fallback"], second["applied_to_dst"]) == ("feed", None, N + 1)
-    assert kvctl(env, "diff", a, b).returncode == 0
+    assert run_kvctl(env, "diff", a, b).returncode == 0
 
 
 def test_import_then_newer_skips_what_the_table_holds_and_writes_what_is_newer(pg_url: str, tmp_path: Path) -> None:
-    env = cli_env(tmp_path)
+    env = clean_env(tmp_path)
     url, _ = new_table(pg_url)
     records = dataset()
     with open_sync(url) as store:
@@ -216,7 +217,7 @@ def test_import_then_newer_skips_what_the_table_holds_and_writes_what_is_newer(p
                                  "expires_at_ms": r.expires_at_ms, "version": version}))
     lines.append(json.dumps({"key": "brand-new", "value": "x"}))
     dump.write_text("\n".join(lines) + "\n")
-    out = kvctl(env, "-u", url, "import", str(dump), "--on-conflict", "newer", "--json")
+    out = run_kvctl(env, "-u", url, "import", str(dump), "--on-conflict", "newer", "--json")
     assert out.returncode == 0, out.stderr
     summary = json.loads(out.stdout)
     assert (summary["copied"], summary["skipped"]) == (4, N - 3), summary
@@ -228,7 +229,7 @@ def test_import_then_newer_skips_what_the_table_holds_and_writes_what_is_newer(p
 
 
 def test_migrate_killed_mid_copy_then_resumed_ends_equal_and_verifies(pg_url: str, tmp_path: Path) -> None:
-    env = cli_env(tmp_path)
+    env = clean_env(tmp_path)
     src = f"sqlite://{tmp_path}/src.db"
     with open_sync(src) as store:
         for start in range(0, 6 * N, N):
@@ -247,4 +248,4 @@ def test_migrate_killed_mid_copy_then_resumed_ends_equal_and_verifies(pg_url: st
     assert done.returncode == 0, done.stderr.decode()
     summary = json.loads(done.stdout)
     assert summary["resumed"] and summary["copied"] == 6 * N, summary
-    assert kvctl(env, "diff", src, dst).returncode == 0
+    assert run_kvctl(env, "diff", src, dst).returncode == 0

@@ -3,8 +3,8 @@
 Random interleaved writes, overwrites, deletes and expiries, by kvctl and by other programs with
 plain SQL, synced at random moments, converge: postgres to postgres, to SQLite and to memory,
 one-way and two-way.  Also: a feed purged past the saved cursor falls back to a diff (announced)
-and converges; a stale delete never removes a newer value; the CLI's second run reads the feed;
-SIGKILL during a sync, then sync again, converges.
+and converges.  What every feed backend promises (the CLI's second run reads the feed, a stale
+delete, SIGKILL then sync again) is kvctl.testing.replication, run in test_replication.py.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from typing import Any
 import asyncpg
 import pytest
 from kvctl_plugins.postgres.settings import quote_ident
-from tests.sync_support import cli_env, kvctl, sigkill_mid_sync, sync_json
 
 from kvctl.engines.sync import SyncPlan, SyncResult, sync
 from kvctl.store import Record, Store, now_ms
@@ -189,62 +188,3 @@ def test_feed_purged_past_the_cursor_falls_back_to_a_diff(pg_url: str, tmp_path:
             assert other.get(b"k40").value == b"again"  # type: ignore[union-attr]
     finally:
         src.close()
-
-
-def test_a_stale_replayed_delete_does_not_remove_a_newer_value(pg_url: str, tmp_path: Path) -> None:
-    (a, a_table), (b, _) = pg_table(pg_url), pg_table(pg_url)
-    plan = SyncPlan(a, b, tmp_path / "state")
-    src, dst = open_sync(a), open_sync(b)
-    try:
-        src.count()  # a write-opened store creates its table; the sync only reads its source
-        run(plan)
-        src.set(b"k", b"v1")
-        asyncio.run(_raw(pg_url, (f"DELETE FROM {quote_ident(a_table)} WHERE key = $1", (b"k",))))  # by SQL
-        time.sleep(0.005)
-        dst.set(b"k", b"written later at the destination")
-        result = run(plan)
-        assert result.stale_skipped >= 1
-        assert dst.get(b"k").value == b"written later at the destination"  # type: ignore[union-attr]
-    finally:
-        src.close()
-        dst.close()
-
-
-# == the CLI in separate processes ===============================================================
-def test_cli_second_sync_reads_the_feed(pg_url: str, tmp_path: Path) -> None:
-    env = cli_env(tmp_path)
-    (a, a_table), (b, _) = pg_table(pg_url), pg_table(pg_url)
-    with open_sync(a) as src:
-        src.set_many([Record(b"k%04d" % i, b"v%d" % i) for i in range(2000)])
-    first = sync_json(env, a, b)
-    assert (first["mode"], first["applied_to_dst"], first["converged"]) == ("diff", 2000, True)
-    with open_sync(a) as src:
-        src.set(b"k0001", b"changed")
-        src.delete_many([b"k0002", b"k0003"])
-    asyncio.run(_raw(pg_url, (f"UPDATE {quote_ident(a_table)} SET value = 'by sql' WHERE key = $1", (b"k0004",))))
-    second = sync_json(env, a, b)
-    assert (second["mode"], second["fallback"], second["applied_to_dst"], second["deleted"]) == ("feed", None, 2, 2)
-    assert kvctl(env, "diff", a, b).returncode == 0
-    assert sync_json(env, a, b)["applied_to_dst"] == 0
-
-
-def test_cli_sigkill_during_sync_then_sync_again_converges(pg_url: str, tmp_path: Path) -> None:
-    env = cli_env(tmp_path)
-    (a, _), (b, _) = pg_table(pg_url), pg_table(pg_url)
-    with open_sync(a) as src:
-        src.set_many([Record(b"k%05d" % i, b"base") for i in range(3000)])
-    sync_json(env, a, b)
-    with open_sync(a) as src:  # 20,000 changes: many pages of 20
-        rng = random.Random(3)
-        for round_ in range(20):
-            src.set_many([Record(b"k%05d" % rng.randrange(4000), b"r%d" % round_ * rng.randint(1, 9))
-                          for _ in range(900)])
-            src.delete_many([b"k%05d" % rng.randrange(4000) for _ in range(100)])
-    sigkill_mid_sync(env, tmp_path, a, b)
-    assert kvctl(env, "diff", a, b).returncode == 1  # killed half-way: not converged yet
-    resumed = sync_json(env, a, b)
-    assert resumed["mode"] == "feed" and resumed["converged"]
-    assert kvctl(env, "diff", a, b).returncode == 0
-    with open_sync(a) as src, open_sync(b) as dst:
-        assert contents(src) == contents(dst)  # versions too: every change applied once, as written
-    assert sync_json(env, a, b)["applied_to_dst"] == 0

@@ -10,9 +10,9 @@ import sys
 from collections.abc import Iterator
 
 import pytest
-from tests.conftest import service_url
 
 from kvctl.url import StoreURL
+from tests.conftest import service_url
 
 PASSWORD = "cli-env-secret-" + str(os.getpid())
 

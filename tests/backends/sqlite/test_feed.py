@@ -152,21 +152,6 @@ def test_sqlite3_shell_writes_are_in_the_feed(store: Store, db: str) -> None:
     assert rec is not None and rec.version == got[0].version
 
 
-def test_kvctl_writes_are_listed_once(store: Store) -> None:
-    start = store.feed_cursor()  # type: ignore[attr-defined]
-    store.set(b"a", b"1")
-    store.set(b"a", b"2", ttl_ms=HOUR_MS)
-    store.set_many([Record(b"b", b"x"), Record(b"a", b"3")])
-    store.delete_many([b"b", b"nope"])
-    store.delete(b"a")
-    got = changes(store, start)
-    assert [(r.key, r.kind, r.value) for r in got] == [
-        (b"a", None, b"1"), (b"a", None, b"2"), (b"b", None, b"x"), (b"a", None, b"3"),
-        (b"b", TOMBSTONE, b""), (b"a", TOMBSTONE, b"")]
-    assert got[1].expires_at_ms is not None and got[0].expires_at_ms is None
-    assert [r.version for r in got] == sorted(r.version for r in got)  # type: ignore[type-var]
-
-
 def test_a_write_after_a_future_version_still_wins(store: Store, db: str) -> None:
     future = make_version(now_ms() + 5 * HOUR_MS, 3)  # a replica whose clock runs five hours ahead
     store.apply_many([Record(b"k", b"from the future", None, future)])  # type: ignore[attr-defined]
@@ -378,13 +363,6 @@ def test_apply_many_refuses_a_bad_batch_before_writing(store: Store) -> None:
     assert store.get(b"a") is None
     with pytest.raises(UnsupportedError):
         store.apply_many([Record(b"h", b"", None, BASE, "hash")])  # type: ignore[attr-defined]
-
-
-def test_apply_many_observes_versions(store: Store) -> None:
-    future = make_version(now_ms() + HOUR_MS)
-    store.apply_many([Record(b"other", b"v", None, future)])  # type: ignore[attr-defined]
-    store.set(b"mine", b"v")
-    assert store.get(b"mine").version > future  # type: ignore[union-attr,operator]
 
 
 def test_readonly_reads_the_feed_and_refuses_apply(db: str) -> None:

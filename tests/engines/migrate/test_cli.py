@@ -12,12 +12,12 @@ import threading
 from pathlib import Path
 
 import pytest
-from tests.engines.support import all_families, diff_urls, fresh_url, read_all, subprocess_env, write
 from typer.testing import CliRunner
 
 from kvctl.cli.app import app
 from kvctl.registry import open_url
 from kvctl.store import Record, now_ms
+from tests.engines.support import all_families, diff_urls, fresh_url, read_all, subprocess_env, write
 
 runner = CliRunner()
 

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.engines.support import DictStore, FailingStore, state_dir, typed_caps
 
 from kvctl.engines import checkpoint
 from kvctl.engines.migrate import Plan, Reporter, Summary, migrate
@@ -25,6 +24,7 @@ from kvctl.errors import (
 )
 from kvctl.registry import open_url
 from kvctl.store import Capabilities, Record, now_ms
+from tests.engines.support import DictStore, FailingStore, state_dir, typed_caps
 
 __all__ = ["state_dir"]
 

@@ -16,14 +16,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.conftest import service_url
-from tests.engines.support import diff_urls, state_dir, subprocess_env, write
 
 from kvctl.engines import distributed as dask_engine
 from kvctl.engines.executor import ExecutorSpec, parse_executor
 from kvctl.engines.migrate import Plan
 from kvctl.errors import UsageError
 from kvctl.store import Record
+from tests.conftest import service_url
+from tests.engines.support import diff_urls, state_dir, subprocess_env, write
 
 distributed = pytest.importorskip("distributed")  # the test extra installs it: CI runs these
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from tests.engines.support import all_families, caps_of, dataset, diff_urls, fresh_url, read_all, state_dir, write
 
 from kvctl.engines import migrate, snapshot
+from tests.engines.support import all_families, caps_of, dataset, diff_urls, fresh_url, read_all, state_dir, write
 
 __all__ = ["state_dir"]
 

@@ -10,9 +10,8 @@ import sys
 import time
 from pathlib import Path
 
-from tests.engines.support import diff_urls, subprocess_env, write
-
 from kvctl.store import Record
+from tests.engines.support import diff_urls, subprocess_env, write
 
 
 def _kvctl(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[bytes]:
@@ -67,11 +66,10 @@ def test_a_plan_is_refused_for_other_options_and_bad_slices(tmp_path: Path) -> N
 def test_a_redis_cluster_is_split_once_per_master_and_each_key_read_once(tmp_path: Path) -> None:
     import asyncio
 
-    from tests.conftest import service_url
-
     from kvctl.engines.migrate import Plan, source_pages
     from kvctl.engines.parallel import plan_slices, slice_plan
     from kvctl.engines.storeops import open_async
+    from tests.conftest import service_url
 
     url = f"{service_url('KVCTL_TEST_REDIS_CLUSTER_URL')}&namespace=part{time.monotonic_ns()}:"
     keys = {b"c%04d" % i for i in range(2000)}

@@ -9,14 +9,14 @@ import uuid
 from pathlib import Path
 
 import pytest
-from tests.conftest import service_url
-from tests.engines.support import diff_urls, fresh_url, read_all, state_dir
 
 from kvctl.engines import migrate, snapshot
 from kvctl.engines.export import export_to, import_from
 from kvctl.engines.storeops import open_async
 from kvctl.errors import IncompleteError
 from kvctl.store import now_ms
+from tests.conftest import service_url
+from tests.engines.support import diff_urls, fresh_url, read_all, state_dir
 
 __all__ = ["state_dir"]
 

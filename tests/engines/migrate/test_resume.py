@@ -16,9 +16,9 @@ import time
 from pathlib import Path
 
 import pytest
-from tests.engines.support import all_families, diff_urls, fresh_url, subprocess_env, write
 
 from kvctl.store import Record, now_ms
+from tests.engines.support import all_families, diff_urls, fresh_url, subprocess_env, write
 
 PAIRS = [("sqlite", "lmdb"), ("file", "sqlite"), ("lmdb", "file")]
 N = 30_000

@@ -12,12 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.engines.support import DictStore, state_dir, typed_caps
 
 from kvctl.engines import checkpoint
 from kvctl.engines.migrate import Plan, Progress, Reporter, Summary, migrate
 from kvctl.errors import ConflictError, UnavailableError
 from kvctl.store import Record, now_ms
+from tests.engines.support import DictStore, state_dir, typed_caps
 
 __all__ = ["state_dir"]
 

@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 import pytest
-from tests.engines.support import DictStore, all_families, diff_urls, fresh_url, state_dir, subprocess_env, write
 
 from kvctl.adapt import to_async
 from kvctl.engines.migrate import Plan, source_pages
@@ -22,6 +21,7 @@ from kvctl.engines.parallel import run as run_parallel
 from kvctl.errors import UsageError
 from kvctl.registry import open_url
 from kvctl.store import Capabilities, Record
+from tests.engines.support import DictStore, all_families, diff_urls, fresh_url, state_dir, subprocess_env, write
 
 __all__ = ["state_dir"]
 

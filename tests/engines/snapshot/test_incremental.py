@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.engines.support import DictStore, typed_caps
 
 from kvctl.adapt import to_async
 from kvctl.engines import snapshot
@@ -31,6 +30,7 @@ from kvctl.errors import (
 )
 from kvctl.registry import open_url
 from kvctl.store import TOMBSTONE, Capabilities, Page, Record, now_ms
+from tests.engines.support import DictStore, typed_caps
 
 Contents = dict[bytes, tuple[bytes, int | None, int | None]]
 

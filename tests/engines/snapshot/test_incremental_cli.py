@@ -14,11 +14,11 @@ import uuid
 from pathlib import Path
 
 import pytest
-from tests.engines.support import subprocess_env
-from tests.engines.snapshot.test_incremental import contents, scribble
 
 from kvctl.cli.app import main
 from kvctl.registry import open_url
+from tests.engines.snapshot.test_incremental import contents, scribble
+from tests.engines.support import subprocess_env
 
 
 def kvctl(tmp: Path, *args: str) -> subprocess.CompletedProcess[str]:

@@ -12,7 +12,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from tests.engines.support import DictStore, read_all, subprocess_env, typed_caps
 from typer.testing import CliRunner
 
 from kvctl.cli.app import app
@@ -30,6 +29,7 @@ from kvctl.engines.snapformat import (
 from kvctl.errors import CorruptError, IncompleteError
 from kvctl.registry import open_url
 from kvctl.store import Record, now_ms
+from tests.engines.support import DictStore, read_all, subprocess_env, typed_caps
 
 CODECS = ["zlib", "none"] + (["zstd"] if zstd_available() else [])
 
