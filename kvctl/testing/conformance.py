@@ -266,7 +266,7 @@ class StoreConformance:
                 (b"f1", None, b"a"), (b"f2", None, b"b"), (b"f1", None, b"c"), (b"f2", TOMBSTONE, b"")]
             versions = [r.version for r in changes[-4:]]
             assert all(v is not None for v in versions)
-            assert versions[3] > versions[1]  # type: ignore[operator]
+            assert versions[3] > versions[1]
         else:
             # an unversioned feed (e.g. notifications) reports each changed key's state when read:
             # the last change listed for a key is its current state
@@ -302,7 +302,7 @@ class StoreConformance:
         if not hasattr(store, "apply_many"):
             pytest.skip(f"{store.name} has no apply_many (engines fall back to get_many)")
         base = 5_000_000_000_000_000_000
-        apply = store.apply_many  # type: ignore[attr-defined]
+        apply = store.apply_many
         assert apply([Record(b"k", b"v2", None, base + 2)]) == 1
         assert apply([Record(b"k", b"v1", None, base + 1)]) == 0  # stale upsert
         assert apply([Record(b"k", b"", None, base + 1, TOMBSTONE)]) == 0  # stale delete

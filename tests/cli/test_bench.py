@@ -442,7 +442,7 @@ def test_gate_fails_on_more_instructions_per_op(tmp_path: Path) -> None:
 
 def test_gate_without_valgrind_warns_once_and_gates_on_allocations_not_time(tmp_path: Path) -> None:
     base = _run(tmp_path, "base", 1e-7, _values(2e-6), 12.0, 680.0, instr=10_000.0)
-    missing = {"instructions": {"missing": "valgrind is not installed"}}
+    missing: dict[str, Any] = {"instructions": {"missing": "valgrind is not installed"}}
     slow = _run(tmp_path, "slow", 1e-7, _values(3e-6), 12.0, 680.0, **missing)  # 50% slower: still no failure
     result = gate.compare(Run.load(str(slow)), Run.load(str(base)))
     assert not result.failed and _verdict(result).time == "slower"

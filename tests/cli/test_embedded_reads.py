@@ -117,7 +117,7 @@ def test_a_read_then_a_write_of_one_lmdb_environment_in_one_process(tmp_path: Pa
             assert not src._shared.readonly and src._shared is dst._shared
             dst.set_many([r for page in src.scan() for r in page.records])
             assert src.count() == dst.count() == 50
-        assert src.get(b"k7").value == b"v7"  # type: ignore[union-attr]
+        assert src.get(b"k7").value == b"v7"
 
 
 # -- a truncated data.mdb --------------------------------------------------------------------------

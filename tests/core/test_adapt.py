@@ -33,19 +33,19 @@ class LoopCheckingStore(AsyncStoreBase):
         self.loops: set[int] = set()
         self.data: dict[bytes, Record] = {}
 
-    async def get_many(self, keys):  # type: ignore[no-untyped-def]
+    async def get_many(self, keys):
         self.loops.add(id(asyncio.get_running_loop()))
         return [self.data.get(k) for k in keys]
 
-    async def set_many(self, records):  # type: ignore[no-untyped-def]
+    async def set_many(self, records):
         self.loops.add(id(asyncio.get_running_loop()))
         for r in records:
             self.data[r.key] = r
 
-    async def delete_many(self, keys):  # type: ignore[no-untyped-def]
+    async def delete_many(self, keys):
         return sum(self.data.pop(k, None) is not None for k in keys)
 
-    async def scan(self, prefix=b"", **kw):  # type: ignore[no-untyped-def,override]
+    async def scan(self, prefix=b"", **kw):
         self.loops.add(id(asyncio.get_running_loop()))
         yield Page(sorted((r for k, r in self.data.items() if k.startswith(prefix)), key=lambda r: r.key), None)
 
@@ -70,7 +70,7 @@ def test_optional_methods_are_forwarded_only_when_present() -> None:
     assert not hasattr(astore, "dump_many")
 
     async def work() -> list[bytes]:
-        start = await astore.feed_cursor()
+        start = await astore.feed_cursor()  # type: ignore[attr-defined]
         await astore.set_many([Record(b"x", b"1")])
         return [r.key async for p in astore.changes(start) for r in p.records]
 

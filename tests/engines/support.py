@@ -48,8 +48,8 @@ def caps_of(family: str) -> Capabilities:
         except Exception:
             continue
         if getattr(cls, "name", scheme) == family:
-            return cls.capabilities  # type: ignore[no-any-return]
-    return load(family).capabilities  # type: ignore[no-any-return]
+            return cls.capabilities
+    return load(family).capabilities
 
 
 def open_clean(url: str) -> Store:

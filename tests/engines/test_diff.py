@@ -117,7 +117,7 @@ def test_binary_keys_in_json_samples() -> None:
 
 def test_an_ordered_store_returning_keys_out_of_order_is_an_error() -> None:
     class Liar(DictStore):
-        async def scan(self, prefix=b"", **kw):  # type: ignore[no-untyped-def,override]
+        async def scan(self, prefix=b"", **kw):
             from kvctl.store import Page
 
             yield Page([Record(b"b", b""), Record(b"a", b"")], None)

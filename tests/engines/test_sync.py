@@ -25,7 +25,7 @@ def contents(url: str) -> dict[bytes, tuple[bytes, int | None]]:
     return {r.key: (r.value, r.expires_at_ms) for p in store.scan() for r in p.records}
 
 
-def run(plan: SyncPlan):  # type: ignore[no-untyped-def]
+def run(plan: SyncPlan):
     return asyncio.run(sync(plan))
 
 
@@ -194,7 +194,7 @@ def test_an_interrupted_run_resumes_without_changing_the_result(pair: tuple[str,
 
     pages = 0
 
-    def crash_after_three(event: str, data: dict) -> None:  # type: ignore[type-arg]
+    def crash_after_three(event: str, data: dict) -> None:
         nonlocal pages
         pages += 1
         if pages == 3:

@@ -52,7 +52,7 @@ def test_bytes_never_exceed_the_bound() -> None:
     for i in range(2000):
         cache.put(Record(b"k%05d" % i, b"x" * (i % 700)))
         assert cache.used <= 50_000
-    assert cache.used == sum(len(k) + len(cache.peek(k).value) + ENTRY_OVERHEAD  # type: ignore[union-attr]
+    assert cache.used == sum(len(k) + len(cache.peek(k).value) + ENTRY_OVERHEAD
                              for k in list(cache._map))
     assert cache.evictions + cache.rejections > 0
 
@@ -128,7 +128,7 @@ def test_tier_failed_write_leaves_no_stale_copy(tmp_path: Path) -> None:
     store.set(b"k", b"old")
     with pytest.raises(UnsupportedError):
         store.set(b"k", b"new", ttl_ms=1000)  # the cookie store has no per-key TTL
-    assert store.get(b"k").value == b"old"  # type: ignore[union-attr]
+    assert store.get(b"k").value == b"old"
 
 
 def test_tier_max_age_refetches(tmp_path: Path) -> None:
@@ -137,9 +137,9 @@ def test_tier_max_age_refetches(tmp_path: Path) -> None:
     store.set(b"k", b"v1")
     other = _open_sync(child_url)
     other.set(b"k", b"v2")  # another writer behind the cache's back
-    assert store.get(b"k").value == b"v1"  # type: ignore[union-attr]
+    assert store.get(b"k").value == b"v1"
     time.sleep(0.45)
-    assert store.get(b"k").value == b"v2"  # type: ignore[union-attr]
+    assert store.get(b"k").value == b"v2"
 
 
 def test_tier_names_itself_redacted_and_checks_options(tmp_path: Path) -> None:

@@ -132,7 +132,7 @@ def test_reads_gzip_and_pbkdf2_cookie_built_by_openssl(tmp_path: Path) -> None:
                 IVHEX="ffeeddccbbaa99887766554433221100")
     (tmp_path / "c.txt").write_text(token)
     store = open_sync(f"cookie://{tmp_path / 'c.txt'}?kdf=pbkdf2")
-    assert store.get(b"user_id").value == b"42"  # type: ignore[union-attr]
+    assert store.get(b"user_id").value == b"42"
     # Without key derivation the signature verifies (same secret) but the AES key differs.
     with pytest.raises(AuthError, match="does not decrypt"):
         open_sync(f"cookie://{tmp_path / 'c.txt'}")
@@ -164,11 +164,11 @@ def test_legacy_data_digest_form_is_read(tmp_path: Path) -> None:
     store.set(b"k", b"v")
     data, digest = json.loads(base64.urlsafe_b64decode(store.token() or ""))
     (tmp_path / "b.txt").write_text(f"session={data}--{digest}; Path=/; HttpOnly")
-    assert open_sync(f"cookie://{tmp_path / 'b.txt'}").get(b"k").value == b"v"  # type: ignore[union-attr]
+    assert open_sync(f"cookie://{tmp_path / 'b.txt'}").get(b"k").value == b"v"
     (tmp_path / "c.txt").write_text(f"{data}--{digest}")
-    assert open_sync(f"cookie://{tmp_path / 'c.txt'}").get(b"k").value == b"v"  # type: ignore[union-attr]
+    assert open_sync(f"cookie://{tmp_path / 'c.txt'}").get(b"k").value == b"v"
     (tmp_path / "d.txt").write_text(f"_app_session={store.token()}; Secure")  # another cookie name
-    assert open_sync(f"cookie://{tmp_path / 'd.txt'}").get(b"k").value == b"v"  # type: ignore[union-attr]
+    assert open_sync(f"cookie://{tmp_path / 'd.txt'}").get(b"k").value == b"v"
 
 
 # -- rejection --------------------------------------------------------------------------------------
@@ -242,7 +242,7 @@ def test_limit_is_enforced_and_nothing_written(tmp_path: Path) -> None:
 def test_gzip_fits_more(tmp_path: Path) -> None:
     store = open_sync(f"cookie://{tmp_path / 'c.txt'}?gzip=always")
     store.set(b"big", b"abc" * 3000)  # 9 kB of text compresses far under the limit
-    assert open_sync(f"cookie://{tmp_path / 'c.txt'}").get(b"big").value == b"abc" * 3000  # type: ignore[union-attr]
+    assert open_sync(f"cookie://{tmp_path / 'c.txt'}").get(b"big").value == b"abc" * 3000
 
 
 def test_ttl_is_refused_and_session_expiry_hides_data(tmp_path: Path) -> None:
@@ -252,7 +252,7 @@ def test_ttl_is_refused_and_session_expiry_hides_data(tmp_path: Path) -> None:
         store.set(b"k", b"v", ttl_ms=1000)
     store.set(b"k", b"v")
     assert store.stats()["expired"] is False
-    doc = store._doc  # type: ignore[attr-defined]
+    doc = store._doc
     doc.set_expiry(1000)  # 1970: long expired
     assert store.get(b"k") is None and store.count() == 0
     stats = store.stats()
@@ -301,7 +301,7 @@ def test_terminal_mode_reads_stdin_and_prints_new_cookie(tmp_path: Path) -> None
     done = subprocess.run([sys.executable, "-c", script], input=source.token(), capture_output=True,
                           text=True, check=True, env={**os.environ, "KVCTL_COOKIE_SECRET": SECRET})
     (tmp_path / "new.txt").write_text(done.stdout)
-    assert open_sync(f"cookie://{tmp_path / 'new.txt'}").get(b"user").value == b"bob"  # type: ignore[union-attr]
+    assert open_sync(f"cookie://{tmp_path / 'new.txt'}").get(b"user").value == b"bob"
 
 
 def test_legacy_form_whose_data_contains_the_separator(tmp_path: Path) -> None:
@@ -315,4 +315,4 @@ def test_legacy_form_whose_data_contains_the_separator(tmp_path: Path) -> None:
     else:
         pytest.fail("no random IV produced '--' in 3000 tries")  # (0.985 ** 3000: never)
     (tmp_path / "b.txt").write_text(f"{data}--{digest}")
-    assert open_sync(f"cookie://{tmp_path / 'b.txt'}").get(b"k").value == b"v%d" % attempt  # type: ignore[union-attr]
+    assert open_sync(f"cookie://{tmp_path / 'b.txt'}").get(b"k").value == b"v%d" % attempt

@@ -44,7 +44,7 @@ def flip(path: Path, offset: int) -> None:
         f.write(bytes([byte[0] ^ 0x5A]))
 
 
-def reopen(directory: Path, options: str = "") -> tuple[dict[bytes, bytes], dict, list[str]]:  # type: ignore[type-arg]
+def reopen(directory: Path, options: str = "") -> tuple[dict[bytes, bytes], dict, list[str]]:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         with open_url(url(directory, options)) as store:

@@ -37,7 +37,7 @@ def _install_kill_point(point: str) -> None:
     real = getattr(os, name)
     calls = 0
 
-    def hooked(*args, **kwargs):  # type: ignore[no-untyped-def]
+    def hooked(*args, **kwargs):
         nonlocal calls
         relevant = name != "rename" or str(args[0]).endswith(".compact.tmp")
         if relevant:
@@ -92,12 +92,12 @@ def writer(directory: str, seed: int, kill_point: str | None) -> None:
             store.delete_many(keys)
         else:
             print("I", json.dumps({"compact": True}), file=out, flush=True)
-            store.compact()  # type: ignore[attr-defined]
+            store.compact()
         print("A", file=out, flush=True)
 
 
 # == the checker ==============================================================================
-def apply(model: dict[str, str], op: dict) -> None:  # type: ignore[type-arg]
+def apply(model: dict[str, str], op: dict) -> None:
     for key, value in op.get("set", {}).items():
         model[key] = value
     for key in op.get("delete", []):

@@ -32,7 +32,7 @@ class TestFileConformanceTinyFeed(StoreConformance):
                 "&compact_ratio=0.3&inline_max=32&fsync=never")
 
 
-def changes(store, cursor, batch_size: int = 1000) -> list[Record]:  # type: ignore[no-untyped-def]
+def changes(store, cursor, batch_size: int = 1000) -> list[Record]:
     return [r for p in store.changes(cursor, batch_size=batch_size) for r in p.records]
 
 
@@ -41,7 +41,7 @@ def summary(recs: list[Record]) -> list[tuple[bytes, bytes | None]]:
     return [(r.key, None if r.kind == TOMBSTONE else r.value) for r in recs]
 
 
-def make_history(store, rng: random.Random, n: int) -> list[tuple[bytes, bytes | None]]:  # type: ignore[no-untyped-def]
+def make_history(store, rng: random.Random, n: int) -> list[tuple[bytes, bytes | None]]:
     """Random writes of every kind; returns the changes they make, in order."""
     out: list[tuple[bytes, bytes | None]] = []
     for i in range(n):

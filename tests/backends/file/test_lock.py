@@ -56,7 +56,7 @@ def test_second_writer_is_refused_with_the_owner_pid(tmp_path: Path) -> None:
         with pytest.raises(LockedError, match=f"store is locked by PID {child.pid}; waited 0.[0-9] s"):
             open_url(url + "?timeout=300ms")
         with open_url(url + "?readonly=true") as reader:  # readers need no lock
-            assert reader.get(b"hello").value == b"from the child"  # type: ignore[union-attr]
+            assert reader.get(b"hello").value == b"from the child"
             with pytest.raises(UnsupportedError, match="read-only"):
                 reader.set(b"k", b"v")
     finally:

@@ -18,7 +18,7 @@ from kvctl.testing.cli import clean_env, run_kvctl
 from kvctl.testing.replication import sync_json
 
 
-def run(plan: SyncPlan):  # type: ignore[no-untyped-def]
+def run(plan: SyncPlan):
     return asyncio.run(sync(plan))
 
 

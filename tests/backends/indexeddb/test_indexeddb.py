@@ -49,7 +49,7 @@ def app(browser: Browser) -> Iterator[AppTab]:
 
 
 @pytest.fixture
-def url_of(browser: Browser, app: AppTab):  # type: ignore[no-untyped-def]
+def url_of(browser: Browser, app: AppTab):
     def make(store: str | None, database: str | None = "appdb", **options: str) -> str:
         return browser.url(shared_app().origin, database, store, **options)
     return make
@@ -318,26 +318,26 @@ def test_works_when_the_site_is_down(browser: Browser) -> None:
 def test_a_reloaded_or_moved_tab_recovers(open_store: Any) -> None:
     store = open_store("kv")
     assert store.count() == len(APP_KV)
-    tab = store.inner._tab  # type: ignore[attr-defined]
+    tab = store.inner._tab
     with contextlib.suppress(Exception):  # the reply may be lost in the navigation
-        store._run(tab.evaluate("location.reload()"))  # type: ignore[attr-defined]
+        store._run(tab.evaluate("location.reload()"))
     assert store.count() == len(APP_KV)  # the helper is installed again, in the same tab
-    assert store.inner._tab is tab  # type: ignore[attr-defined]
+    assert store.inner._tab is tab
     with contextlib.suppress(Exception):
-        store._run(tab.evaluate("location.href = 'http://elsewhere.invalid/'"))  # type: ignore[attr-defined]
+        store._run(tab.evaluate("location.href = 'http://elsewhere.invalid/'"))
     # setting location.href only starts the navigation: wait until the tab has left the origin
     deadline = time.monotonic() + 30
     while _origin_of(store, tab) == tab.origin:
         assert time.monotonic() < deadline, "the tab never navigated away"
         time.sleep(0.02)
     assert store.count() == len(APP_KV)  # a new tab on the right origin
-    assert store.inner._tab is not tab  # type: ignore[attr-defined]
+    assert store.inner._tab is not tab
 
 
 def _origin_of(store: Any, tab: Any) -> str | None:
     """The tab's current origin, None while it cannot answer (mid-navigation)."""
     try:
-        return store._run(tab.evaluate("location.origin"))  # type: ignore[no-any-return]
+        return store._run(tab.evaluate("location.origin"))
     except Exception:
         return None
 
@@ -345,11 +345,11 @@ def _origin_of(store: Any, tab: Any) -> str | None:
 def test_a_closed_tab_is_reopened(open_store: Any, app: AppTab) -> None:
     store = open_store("kv")
     assert store.count() == len(APP_KV)
-    tab = store.inner._tab  # type: ignore[attr-defined]
+    tab = store.inner._tab
     # The application's connection closes kvctl's tab, as a user closing it would.
     app._runner.run(app.conn.send("Target.closeTarget", {"targetId": tab.target_id}))
     assert store.count() == len(APP_KV)  # in a new tab
-    assert not tab.usable and store.inner._tab is not tab  # type: ignore[attr-defined]
+    assert not tab.usable and store.inner._tab is not tab
 
 
 # -- errors --------------------------------------------------------------------------------------

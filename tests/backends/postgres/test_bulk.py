@@ -223,7 +223,7 @@ def test_import_then_newer_skips_what_the_table_holds_and_writes_what_is_newer(p
     assert (summary["copied"], summary["skipped"]) == (4, N - 3), summary
     with open_sync(url) as store:
         held = contents(store)
-    assert held[b"key:00000002"][2] == records[-3].version + (1 << 30)
+    assert held[b"key:00000002"][2] == records[-3].version + (1 << 30)  # type: ignore[operator]
     assert held[b"key:00000005"][2] == records[-6].version  # an older version left alone
     assert held[b"key:00000003"][0] == records[-4].value and held[b"brand-new"][0] == b"x"
 

@@ -38,7 +38,7 @@ HERE = Path(__file__).parent
 PREFIX = f"kvctl_f{os.getpid()}_{uuid.uuid4().hex[:6]}"
 
 
-def _run(coro):  # type: ignore[no-untyped-def]
+def _run(coro):
     return asyncio.run(coro)
 
 

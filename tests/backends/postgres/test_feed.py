@@ -34,7 +34,7 @@ PREFIX = f"kvctl_f{os.getpid()}_{uuid.uuid4().hex[:6]}"
 HOUR_MS = 3_600_000
 
 
-def _run(coro):  # type: ignore[no-untyped-def]
+def _run(coro):
     return asyncio.run(coro)
 
 
@@ -52,7 +52,7 @@ async def _sql(url: str, *statements: str | tuple[str, tuple[Any, ...]]) -> list
 
 
 def sql(url: str, *statements: str | tuple[str, tuple[Any, ...]]) -> list[Any]:
-    return _run(_sql(url, *statements))  # type: ignore[no-any-return]
+    return _run(_sql(url, *statements))
 
 
 @pytest.fixture(scope="module")
@@ -99,11 +99,11 @@ def versions(changes: list[Record]) -> list[int]:
 
 
 def node_of(store: Store) -> int:
-    return store.inner.node_id  # type: ignore[attr-defined,no-any-return]
+    return store.inner.node_id  # type: ignore[attr-defined]
 
 
 def purge(store: Store) -> dict[str, int]:
-    return store._run(store.inner.purge())  # type: ignore[attr-defined,no-any-return]
+    return store._run(store.inner.purge())  # type: ignore[attr-defined]
 
 
 class TestPostgresWithoutFeedConformance(StoreConformance):
@@ -298,12 +298,12 @@ def test_concurrent_writers_and_a_reader_lose_nothing(pg_url: str, table: str) -
         committed: list[tuple[bytes, bytes]] = []
         delivered: list[bytes] = []
         try:
-            cursor = await reader.feed_cursor()  # type: ignore[attr-defined]
+            cursor = await reader.feed_cursor()
             tasks = [asyncio.create_task(writer(w, committed)) for w in range(4)]
             tasks.append(asyncio.create_task(kvctl_writer(committed)))
             while True:
                 done = all(task.done() for task in tasks)
-                async for page in reader.changes(cursor, batch_size=3):  # type: ignore[attr-defined]
+                async for page in reader.changes(cursor, batch_size=3):
                     delivered += [r.key for r in page.records]
                     cursor = page.cursor
                 if done:
@@ -311,7 +311,7 @@ def test_concurrent_writers_and_a_reader_lose_nothing(pg_url: str, table: str) -
                 await asyncio.sleep(0.002)
             for task in tasks:
                 task.result()
-            async for page in reader.changes(cursor):  # type: ignore[attr-defined]
+            async for page in reader.changes(cursor):
                 delivered += [r.key for r in page.records]
             return committed, delivered
         finally:

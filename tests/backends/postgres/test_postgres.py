@@ -31,7 +31,7 @@ pytestmark = pytest.mark.server
 PREFIX = f"kvctl_t{os.getpid()}_{uuid.uuid4().hex[:6]}"
 
 
-def _run(coro):  # type: ignore[no-untyped-def]
+def _run(coro):
     return asyncio.run(coro)
 
 
@@ -54,7 +54,7 @@ def pg_url() -> Iterator[str]:
 
 
 def url_of(store: Store) -> StoreURL:
-    return store.url  # type: ignore[attr-defined,no-any-return]
+    return store.url  # type: ignore[attr-defined]
 
 
 def table_url(base: str, name: str, **options: str) -> str:

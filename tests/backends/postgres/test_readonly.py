@@ -258,7 +258,7 @@ def test_a_store_opened_to_read_refuses_writes_before_sending_them(kvctl_db: str
     before = catalog(kvctl_db)
     store = to_sync(open_url(url, access="read"))
     try:
-        assert store.get(b"k").value == b"v"
+        assert store.get(b"k").value == b"v"  # type: ignore[union-attr]
         for write in (lambda: store.set(b"k", b"w"), lambda: store.delete(b"k"), store.clear):
             with pytest.raises(UsageError, match="opened to read only"):
                 write()

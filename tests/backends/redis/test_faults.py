@@ -57,7 +57,7 @@ class Server:
         return redispy.Redis(host="127.0.0.1", port=self.port, socket_timeout=2, **kwargs)  # type: ignore[arg-type]
 
     @staticmethod
-    def wait(check, timeout: float = 15) -> None:  # type: ignore[no-untyped-def]
+    def wait(check, timeout: float = 15) -> None:
         deadline = time.monotonic() + timeout
         while True:
             try:
@@ -116,7 +116,7 @@ def test_wrong_password_is_an_auth_error(servers: list[Server], tmp_path: Path) 
         assert "HELLO" not in str(info.value)
     with open_url(f"redis://:right-pw@127.0.0.1:{server.port}/0") as store:
         store.set(b"k", b"v")
-        assert store.get(b"k").value == b"v"  # type: ignore[union-attr]
+        assert store.get(b"k").value == b"v"
 
 
 def test_wrong_password_on_a_cluster_is_an_auth_error(servers: list[Server], tmp_path: Path) -> None:
@@ -220,7 +220,7 @@ def test_tls_cluster(servers: list[Server], tmp_path: Path) -> None:
     records = [Record(b"tls-%d" % i, b"\x00secure-%d" % i) for i in range(200)]
     with open_url(f"{base}&ssl_ca_certs={cert}") as store:
         store.set_many(records)
-        assert [r.value for r in store.get_many([r.key for r in records])] == [r.value for r in records]  # type: ignore[union-attr]
+        assert [r.value for r in store.get_many([r.key for r in records])] == [r.value for r in records]
         assert store.count() == len(records)
         assert sorted(r.key for p in store.scan() for r in p.records) == sorted(r.key for r in records)
     assert all(client(n).dbsize() > 0 for n in nodes)  # the keys went to every master, over TLS
@@ -238,11 +238,11 @@ def test_cluster_moved_ask_and_lost_scripts(servers: list[Server], tmp_path: Pat
     with open_url(url) as store:
         keys = [b"{t}a", b"{t}b", b"{t}c"] + [b"key-%d" % i for i in range(100)]
         store.set_many([Record(k, k) for k in keys])
-        assert [r.value for r in store.get_many(keys)] == keys  # type: ignore[union-attr]
+        assert [r.value for r in store.get_many(keys)] == keys
         # Scripts flushed (a restart, a failover): NOSCRIPT, load, go on.
         for n in nodes:
             n.client().script_flush()
-        assert [r.value for r in store.get_many(keys)] == keys  # type: ignore[union-attr]
+        assert [r.value for r in store.get_many(keys)] == keys
 
         # ASK: slot of {t} half-way through a migration to another node; the store's map is stale.
         slot = int(nodes[0].client().execute_command("CLUSTER", "KEYSLOT", "{t}"))
@@ -257,21 +257,21 @@ def test_cluster_moved_ask_and_lost_scripts(servers: list[Server], tmp_path: Pat
         slow_path: list[int] = []
         pipeline = store._pipeline
 
-        def counting(commands: list) -> list:  # type: ignore[type-arg]
+        def counting(commands: list) -> list:
             slow_path.append(len(commands))
             return pipeline(commands)
 
         store._pipeline = counting
-        assert [r.value for r in store.get_many(keys)] == keys  # type: ignore[union-attr]
+        assert [r.value for r in store.get_many(keys)] == keys
         assert slow_path  # the node refused the script; redis-py's pipeline followed the ASK
         store.set_many([Record(b"{t}a", b"new-a"), Record(b"{t}b", b"new-b")])
-        assert store.get(b"{t}a").value == b"new-a"  # type: ignore[union-attr]
+        assert store.get(b"{t}a").value == b"new-a"
 
         # MOVED: finish the migration; the store still routes {t} to the old owner.
         owner.client().execute_command("MIGRATE", "127.0.0.1", target.port, "", 0, 5000, "KEYS", "{t}b", "{t}c")
         for n in nodes:
             n.client().execute_command("CLUSTER", "SETSLOT", slot, "NODE", ids[target.port])
-        assert [r.value for r in store.get_many([b"{t}a", b"{t}b", b"{t}c"])] == [  # type: ignore[union-attr]
+        assert [r.value for r in store.get_many([b"{t}a", b"{t}b", b"{t}c"])] == [
             b"new-a", b"new-b", b"{t}c"]
         assert store.delete_many([b"{t}a", b"{t}b", b"nope"]) == 2
         assert store.count() == len(keys) - 2
@@ -301,7 +301,7 @@ def test_lost_scripts_standalone(servers: list[Server], tmp_path: Path) -> None:
     with open_url(f"redis://127.0.0.1:{server.port}/0") as store:
         store.set_many([Record(b"a", b"1", deadline), Record(b"b", b"2")])
         server.client().script_flush()
-        assert [r.expires_at_ms for r in store.get_many([b"a", b"b"])] == [deadline, None]  # type: ignore[union-attr]
+        assert [r.expires_at_ms for r in store.get_many([b"a", b"b"])] == [deadline, None]
         server.client().script_flush()
         store.set_many([Record(b"c", b"3", deadline), Record(b"d", b"4")])  # EVAL inside MULTI: no NOSCRIPT
         assert store.count() == 4
@@ -331,7 +331,7 @@ def test_tls(servers: list[Server], tmp_path: Path) -> None:
     Server.wait(lambda: redispy.Redis(host="127.0.0.1", port=port, ssl=True, ssl_cert_reqs="none").ping())
     with open_url(f"{base}?ssl_ca_certs={certs / 'cert.pem'}") as store:
         store.set(b"tls", b"\x00secure")
-        assert store.get(b"tls").value == b"\x00secure"  # type: ignore[union-attr]
+        assert store.get(b"tls").value == b"\x00secure"
     with open_url(base) as store, pytest.raises(UnavailableError, match="certificate"):
         store.get(b"tls")  # a self-signed certificate is refused without its CA
     plain = f"redis://127.0.0.1:{port}/0"

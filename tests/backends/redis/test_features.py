@@ -51,7 +51,7 @@ def plain_url() -> str:
 
 
 @pytest.fixture
-def store(plain_url: str) -> Iterator:  # type: ignore[type-arg]
+def store(plain_url: str) -> Iterator:
     s = open_url(f"{plain_url}?namespace={RUN}:")
     s.clear()
     yield s
@@ -60,7 +60,7 @@ def store(plain_url: str) -> Iterator:  # type: ignore[type-arg]
 
 
 @pytest.fixture
-def spare() -> Iterator:  # type: ignore[type-arg]
+def spare() -> Iterator:
     """A store over a whole spare database (no namespace)."""
     s = open_url(f"redis://127.0.0.1:{standalone_port()}/{SPARE_DB}")
     s.clear()
@@ -91,7 +91,7 @@ def test_kvctl_writes_redis_cli_reads_byte_identical(plain_url: str) -> None:
         s.delete(key)
 
 
-def test_namespace_is_a_plain_key_prefix(store, plain_url: str) -> None:  # type: ignore[no-untyped-def]
+def test_namespace_is_a_plain_key_prefix(store, plain_url: str) -> None:
     store.set(b"k", b"v")
     assert raw().get(f"{RUN}:k".encode()) == b"v"
     assert [r.key for p in store.scan() for r in p.records] == [b"k"]
@@ -109,21 +109,21 @@ def make_typed(client: redispy.Redis, prefix: str) -> dict[bytes, str]:
     return {b"h": "hash", b"l": "list", b"s": "set", b"z": "zset", b"x": "stream", b"str": "string"}
 
 
-def test_other_types_are_reported_never_dropped(store) -> None:  # type: ignore[no-untyped-def]
+def test_other_types_are_reported_never_dropped(store) -> None:
     kinds = make_typed(raw(), f"{RUN}:")
     got = {r.key: r for p in store.scan() for r in p.records}
     assert set(got) == set(kinds)
     for key, kind in kinds.items():
         expected = None if kind == "string" else kind
         assert got[key].kind == expected, key
-        assert store.get(key).kind == expected  # type: ignore[union-attr]
+        assert store.get(key).kind == expected
     assert got[b"h"].value == b"" and got[b"h"].expires_at_ms is not None
     assert [r.kind if r else None for r in store.get_many([b"h", b"str", b"nope"])] == ["hash", None, None]
     assert store.count() == len(kinds)
     assert store.capabilities.typed_values
 
 
-def test_dump_and_restore_keep_type_value_and_expiry(store, plain_url: str) -> None:  # type: ignore[no-untyped-def]
+def test_dump_and_restore_keep_type_value_and_expiry(store, plain_url: str) -> None:
     client = raw()
     kinds = make_typed(client, f"{RUN}:")
     dumped = store.dump_many([*kinds, b"missing"])
@@ -143,13 +143,13 @@ def test_dump_and_restore_keep_type_value_and_expiry(store, plain_url: str) -> N
         assert target.clear() == len(kinds) - 1
 
 
-def test_clear_removes_every_type(store) -> None:  # type: ignore[no-untyped-def]
+def test_clear_removes_every_type(store) -> None:
     kinds = make_typed(raw(), f"{RUN}:")
     assert store.clear() == len(kinds)
     assert raw().keys(f"{RUN}:*") == []
 
 
-def test_whole_database_clear_and_stats(spare) -> None:  # type: ignore[no-untyped-def]
+def test_whole_database_clear_and_stats(spare) -> None:
     client = raw(SPARE_DB)
     spare.set_many([Record(b"a%d" % i, b"v") for i in range(20)])
     client.hset("ahash", "f", "v")
@@ -161,15 +161,15 @@ def test_whole_database_clear_and_stats(spare) -> None:  # type: ignore[no-untyp
 
 
 # -- expiry with millisecond precision --------------------------------------------------------
-def test_expiry_is_exact_to_the_millisecond(store) -> None:  # type: ignore[no-untyped-def]
+def test_expiry_is_exact_to_the_millisecond(store) -> None:
     deadline = int(time.time() * 1000) + 123_457
     store.set_many([Record(b"t", b"v", deadline), Record(b"u", b"w")])
-    assert store.get(b"t").expires_at_ms == deadline  # type: ignore[union-attr]
+    assert store.get(b"t").expires_at_ms == deadline
     assert raw().pexpiretime(f"{RUN}:t") == deadline
-    assert [r.expires_at_ms for r in store.get_many([b"t", b"u"])] == [deadline, None]  # type: ignore[union-attr]
+    assert [r.expires_at_ms for r in store.get_many([b"t", b"u"])] == [deadline, None]
 
 
-def test_a_record_already_expired_removes_the_key(store) -> None:  # type: ignore[no-untyped-def]
+def test_a_record_already_expired_removes_the_key(store) -> None:
     store.set(b"gone", b"v")
     store.set_many([Record(b"gone", b"new", int(time.time() * 1000) - 5), Record(b"kept", b"v")])
     assert store.get(b"gone") is None and store.get(b"kept") is not None
@@ -183,7 +183,7 @@ def test_match_pattern_escapes_glob_characters() -> None:
     assert escape_glob(b"") == b"*"
 
 
-def test_scan_cannot_resume_after_a_key(store) -> None:  # type: ignore[no-untyped-def]
+def test_scan_cannot_resume_after_a_key(store) -> None:
     with pytest.raises(UnsupportedError):
         list(store.scan(start_after=b"k"))
 
@@ -230,7 +230,7 @@ def test_database_number_from_path_or_option() -> None:
     by_path, by_option = f"redis://127.0.0.1:{port}/{SPARE_DB}", f"redis://127.0.0.1:{port}?db={SPARE_DB}"
     with open_url(by_path) as a, open_url(by_option) as b:
         a.set(b"dbkey", b"1")
-        assert b.get(b"dbkey").value == b"1"  # type: ignore[union-attr]
+        assert b.get(b"dbkey").value == b"1"
         a.delete(b"dbkey")
     with pytest.raises(BadURLError):
         open_url(f"redis://127.0.0.1:{port}/x")
@@ -246,7 +246,7 @@ def test_cluster_seeds_in_the_host_list_or_option() -> None:
     dead = f"redis+cluster://127.0.0.1:1?seeds={','.join(f'{h}:{p}' for h, p in settings.seeds)}"
     with open_url(dead + f"&namespace={RUN}:seeds:") as s:
         s.set(b"k", b"v")
-        assert s.get(b"k").value == b"v"  # type: ignore[union-attr]
+        assert s.get(b"k").value == b"v"
         s.clear()
 
 

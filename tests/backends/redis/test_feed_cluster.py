@@ -120,7 +120,7 @@ def test_seed_list_in_the_host_part() -> None:
     assert parse(StoreURL.parse(url), cluster=True).seeds == seeds()
     with open_url(url) as store:
         store.set(b"k", b"v")
-        assert store.get(b"k").value == b"v"  # type: ignore[union-attr]
+        assert store.get(b"k").value == b"v"
         assert store.stats()["nodes"] == 3
         store.clear()
     # a dead first seed in the list, a live one given by ?seeds=
@@ -129,7 +129,7 @@ def test_seed_list_in_the_host_part() -> None:
     assert [p for _, p in parse(StoreURL.parse(mixed), cluster=True).seeds] == [1, p1, p2]
     with open_url(mixed) as store:
         store.set(b"k", b"v")
-        assert store.get(b"k").value == b"v"  # type: ignore[union-attr]
+        assert store.get(b"k").value == b"v"
         store.clear()
     assert parse(StoreURL.parse("redis+cluster://a,b:7001"), cluster=True).seeds == [("a", 6379), ("b", 7001)]
 
@@ -144,7 +144,7 @@ def free_port() -> int:
             return port
 
 
-def wait(check, timeout: float = 15) -> None:  # type: ignore[no-untyped-def]
+def wait(check, timeout: float = 15) -> None:
     deadline = time.monotonic() + timeout
     while True:
         try:

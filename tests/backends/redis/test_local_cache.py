@@ -161,7 +161,7 @@ def test_wire_format_is_sessions() -> None:
     client = redispy.Redis(host="127.0.0.1", port=urlsplit(base).port or 6379)
     listener = client.pubsub()
     listener.subscribe(channel)
-    assert listener.get_message(timeout=2)["type"] == "subscribe"  # type: ignore[index]
+    assert listener.get_message(timeout=2)["type"] == "subscribe"
     key = f"session:{RUN}-abc".encode()
     with open_url(url) as store:
         store.invalidator.subscribed.wait(5)

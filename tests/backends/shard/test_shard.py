@@ -59,11 +59,11 @@ class TestShardChainedScanConformance(StoreConformance):
         return shard_url([(a, 1, None), (b, 1, None)], "&fallback=true")
 
     @pytest.fixture
-    def store(self, store_url: str):  # type: ignore[no-untyped-def]
+    def store(self, store_url: str):
         from dataclasses import replace
 
         store = open_sync(store_url)
-        store.capabilities = replace(store.capabilities, ordered_scan=False)  # type: ignore[misc]
+        store.capabilities = replace(store.capabilities, ordered_scan=False)
         store.clear()
         yield store
         store.close()
@@ -144,12 +144,12 @@ def test_newer_write_after_weight_change_wins_over_the_stale_copy() -> None:
     # millisecond have no order but their random HLC node ids, so the test keeps them apart.
     time.sleep(0.005)
     new.set(b"k", b"new")
-    assert new.get(b"k").value == b"new"  # type: ignore[union-attr]
+    assert new.get(b"k").value == b"new"
     assert [(r.key, r.value) for p in new.scan() for r in p.records] == [(b"k", b"new")]
     assert new.count() == 2  # the stale copy is counted until the rebalance (documented)
     report = new.rebalance()
     assert (report.moved, report.stale_dropped) == (0, 1)
-    assert new.count() == 1 and new.get(b"k").value == b"new"  # type: ignore[union-attr]
+    assert new.count() == 1 and new.get(b"k").value == b"new"
     assert new.delete(b"k") is True and new.count() == 0
 
 

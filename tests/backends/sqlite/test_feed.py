@@ -170,7 +170,7 @@ def test_versions_of_one_key_grow_across_writers_sharing_a_node_id(db: str) -> N
     """Two handles (two processes' worth: separate connections and clocks, one node id) writing
     one key in the same millisecond: each write is versioned above the one it replaces."""
     with open_url(f"sqlite://{db}") as one, open_url(f"sqlite://{db}") as two:
-        start = one.feed_cursor()  # type: ignore[attr-defined]
+        start = one.feed_cursor()
         for i in range(200):
             (one if i % 2 else two).set(b"k", b"%d" % i)
             if i % 50 == 0:
@@ -203,46 +203,46 @@ def test_given_versions_are_kept_even_when_lower(store: Store) -> None:
 def test_cursors_of_other_feeds_are_gaps_and_junk_is_refused(db: str, tmp_path: Path) -> None:
     with open_url(f"sqlite://{db}") as a, open_url(f"sqlite://{db}?table=other") as b:
         a.set(b"k", b"v")
-        cursor = a.feed_cursor()  # type: ignore[attr-defined]
+        cursor = a.feed_cursor()
         assert cursor.startswith("s:kv:")
         with pytest.raises(FeedGapError, match="table kv"):
-            list(b.changes(cursor))  # type: ignore[attr-defined]
+            list(b.changes(cursor))
         for junk in ("m:3", "s:kv:abc", "s:kv:x:y", ""):
             with pytest.raises(UsageError):
-                list(a.changes(junk))  # type: ignore[attr-defined]
+                list(a.changes(junk))
         with pytest.raises(FeedGapError, match="beyond"):
-            list(a.changes(cursor[:-1] + "99"))  # type: ignore[attr-defined]
+            list(a.changes(cursor[:-1] + "99"))
     for name in os.listdir(tmp_path):
         os.remove(tmp_path / name)
     with open_url(f"sqlite://{db}") as recreated:  # the same path, a new file: another feed
         recreated.set_many([Record(b"k%d" % i, b"v") for i in range(5)])
         with pytest.raises(FeedGapError, match="another feed"):
-            list(recreated.changes(cursor))  # type: ignore[attr-defined]
-        assert len(changes(recreated, "s:kv:" + recreated.feed_cursor().split(":")[2] + ":0")) == 5  # type: ignore[attr-defined]
+            list(recreated.changes(cursor))
+        assert len(changes(recreated, "s:kv:" + recreated.feed_cursor().split(":")[2] + ":0")) == 5
 
 
 def test_feed_retention_by_count_purges_and_old_cursors_are_gaps(db: str) -> None:
     with open_url(f"sqlite://{db}?feed_retention=100") as store:
-        start = store.feed_cursor()  # type: ignore[attr-defined]
+        start = store.feed_cursor()
         store.set_many([Record(b"a%05d" % i, b"v") for i in range(6000)])
-        middle = store.feed_cursor()  # type: ignore[attr-defined]
+        middle = store.feed_cursor()
         store.set_many([Record(b"b%05d" % i, b"v") for i in range(6000)])  # 12,000 writes: a purge ran
         with pytest.raises(FeedGapError, match="feed_retention"):
-            list(store.changes(start))  # type: ignore[attr-defined]
+            list(store.changes(start))
         with pytest.raises(FeedGapError):
-            list(store.changes(middle))  # type: ignore[attr-defined]
+            list(store.changes(middle))
         stats = store.stats()
         assert stats["feed_changes"] == 100
-        end = store.feed_cursor()  # type: ignore[attr-defined]
+        end = store.feed_cursor()
         near_end = end.rsplit(":", 1)[0] + f":{int(end.rsplit(':', 1)[1]) - 100}"
         assert [r.key for r in changes(store, near_end)] == [b"b%05d" % i for i in range(5900, 6000)]
 
 
 def test_a_purge_between_two_pages_is_a_gap_not_a_hole(db: str) -> None:
     with open_url(f"sqlite://{db}?feed_retention=100") as store:
-        start = store.feed_cursor()  # type: ignore[attr-defined]
+        start = store.feed_cursor()
         store.set_many([Record(b"a%05d" % i, b"v") for i in range(50)])
-        pages = store.changes(start, batch_size=10)  # type: ignore[attr-defined]
+        pages = store.changes(start, batch_size=10)
         assert len(next(pages).records) == 10
         with open_url(f"sqlite://{db}?feed_retention=100") as writer:  # another writer purges meanwhile
             writer.set_many([Record(b"b%05d" % i, b"v") for i in range(10_000)])
@@ -260,13 +260,13 @@ def test_bad_replication_options_are_refused(db: str, query: str) -> None:
 
 def test_feed_retention_by_age(db: str) -> None:
     with open_url(f"sqlite://{db}?feed_retention=1s") as store:
-        start = store.feed_cursor()  # type: ignore[attr-defined]
+        start = store.feed_cursor()
         store.set_many([Record(b"old%05d" % i, b"v") for i in range(100)])
         time.sleep(1.2)
-        after_old = store.feed_cursor()  # type: ignore[attr-defined]
+        after_old = store.feed_cursor()
         store.set_many([Record(b"new%05d" % i, b"v") for i in range(10_000)])  # the purge comes due
         with pytest.raises(FeedGapError):
-            list(store.changes(start))  # type: ignore[attr-defined]
+            list(store.changes(start))
         assert len(changes(store, after_old)) == 10_000  # younger than a second: kept
 
 
@@ -274,11 +274,11 @@ def test_a_purge_keeps_the_newest_change_so_seq_never_restarts(db: str) -> None:
     with open_url(f"sqlite://{db}?feed_retention=1ms") as store:
         store.set_many([Record(b"a%05d" % i, b"v") for i in range(9_999)])
         time.sleep(0.01)
-        end = store.feed_cursor()  # type: ignore[attr-defined]
+        end = store.feed_cursor()
         store.set(b"last", b"v")  # the 10,000th write: a purge of everything older than 1 ms
         assert store.stats()["feed_changes"] == 1
         store.set(b"again", b"v")
-        got = [(r.key, int(p.cursor.rsplit(":", 1)[1])) for p in store.changes(end, batch_size=1)  # type: ignore[attr-defined]
+        got = [(r.key, int(p.cursor.rsplit(":", 1)[1])) for p in store.changes(end, batch_size=1)
                for r in p.records]
         first = int(end.rsplit(":", 1)[1])
         assert got == [(b"last", first + 1), (b"again", first + 2)]
@@ -291,7 +291,7 @@ def test_tombstones_are_kept_for_their_retention_then_purged(db: str) -> None:
         store.set_many([Record(b"x%05d" % i, b"v") for i in range(10_000)])  # a purge: tombstones are young
         assert store.stats()["tombstones"] == 10
         old = make_version(now_ms() - 2 * HOUR_MS)
-        store.apply_many([Record(b"ancient", b"", None, old, TOMBSTONE)])  # type: ignore[attr-defined]
+        store.apply_many([Record(b"ancient", b"", None, old, TOMBSTONE)])
         assert store.stats()["tombstones"] == 11
         store.set_many([Record(b"y%05d" % i, b"v") for i in range(10_000)])
         assert store.stats()["tombstones"] == 10  # the two-hour-old one is past retention
@@ -367,46 +367,46 @@ def test_apply_many_refuses_a_bad_batch_before_writing(store: Store) -> None:
 
 def test_readonly_reads_the_feed_and_refuses_apply(db: str) -> None:
     with open_url(f"sqlite://{db}") as store:
-        start = store.feed_cursor()  # type: ignore[attr-defined]
+        start = store.feed_cursor()
         store.set(b"k", b"v")
     with open_url(f"sqlite://{db}?readonly=true") as ro:
-        assert [r.key for r in changes(ro, start)] == [b"k"]  # type: ignore[arg-type]
+        assert [r.key for r in changes(ro, start)] == [b"k"]
         with pytest.raises(AuthError):
-            ro.apply_many([Record(b"x", b"y", None, BASE)])  # type: ignore[attr-defined]
+            ro.apply_many([Record(b"x", b"y", None, BASE)])
 
 
 # -- the feed switch and the node id -------------------------------------------------------------
 def test_feed_off_and_on_again(db: str) -> None:
     with open_url(f"sqlite://{db}") as store:
         store.set(b"a", b"1")
-        cursor = store.feed_cursor()  # type: ignore[attr-defined]
+        cursor = store.feed_cursor()
     with open_url(f"sqlite://{db}?feed=false") as off:
         assert not off.capabilities.change_feed
         assert other_program(db, "SELECT name FROM sqlite_master WHERE name = 'kv__changes'") == []
         off.set(b"b", b"2")
         off.delete(b"a")  # still leaves a tombstone: a correct replication destination
-        assert off.apply_many([Record(b"a", b"stale", None, 1)]) == 0  # type: ignore[attr-defined]
+        assert off.apply_many([Record(b"a", b"stale", None, 1)]) == 0
         with pytest.raises(UnsupportedError):
-            off.feed_cursor()  # type: ignore[attr-defined]
+            off.feed_cursor()
     with open_url(f"sqlite://{db}") as kept:  # no option: the mode stays off
         assert not kept.capabilities.change_feed
         assert kept.stats()["feed"] == "off" and kept.stats()["tombstones"] == 1
     with open_url(f"sqlite://{db}?feed=true") as on:
         assert on.capabilities.change_feed
         with pytest.raises(FeedGapError, match="another feed"):
-            list(on.changes(cursor))  # type: ignore[attr-defined]
-        fresh = on.feed_cursor()  # type: ignore[attr-defined]
+            list(on.changes(cursor))
+        fresh = on.feed_cursor()
         other_program(db, "INSERT INTO kv(key, value) VALUES (x'63', x'33')")
         assert [r.key for r in changes(on, fresh)] == [b"c"]
-        assert on.get(b"b").value == b"2" and on.get(b"a") is None  # type: ignore[union-attr]
+        assert on.get(b"b").value == b"2" and on.get(b"a") is None
 
 
 def test_another_process_turning_the_feed_off_is_a_gap_for_a_reader(db: str) -> None:
     with open_url(f"sqlite://{db}") as reader:
-        cursor = reader.feed_cursor()  # type: ignore[attr-defined]
+        cursor = reader.feed_cursor()
         open_url(f"sqlite://{db}?feed=false").close()
         with pytest.raises(FeedGapError, match="off"):
-            list(reader.changes(cursor))  # type: ignore[attr-defined]
+            list(reader.changes(cursor))
 
 
 def test_node_id_is_random_per_table_kept_and_marks_versions(tmp_path: Path) -> None:
@@ -415,12 +415,12 @@ def test_node_id_is_random_per_table_kept_and_marks_versions(tmp_path: Path) -> 
         path = str(tmp_path / f"n{i}.db")
         with open_url(f"sqlite://{path}") as store:
             store.set(b"k", b"v")
-            version = store.get(b"k").version  # type: ignore[union-attr]
+            version = store.get(b"k").version
         node = node_of(path)
-        assert version & 0xFF == node  # type: ignore[operator]
+        assert version & 0xFF == node
         with open_url(f"sqlite://{path}") as again:
             again.set(b"k", b"w")
-            assert again.get(b"k").version & 0xFF == node  # type: ignore[union-attr,operator]
+            assert again.get(b"k").version & 0xFF == node
             assert again.stats()["node_id"] == node
         nodes.add(node)
     assert len(nodes) > 1  # six random bytes, all equal: one chance in 256**5
@@ -465,19 +465,19 @@ def test_upgrade_from_version_1_in_place(db: str) -> None:
                   "CREATE TRIGGER kv_audit AFTER INSERT ON kv BEGIN INSERT INTO notes(text) VALUES ('ins'); END")
     before = {t: dump(db, t) for t in v1_rows}
     with open_url(f"sqlite://{db}?readonly=true") as ro:  # read-only: read as it is, no feed
-        assert ro.get(b"a").value == b"1" and not ro.capabilities.change_feed  # type: ignore[union-attr]
+        assert ro.get(b"a").value == b"1" and not ro.capabilities.change_feed
         assert ro.stats()["schema_version"] == 1 and ro.stats()["feed"].startswith("off")
     assert other_program(db, "PRAGMA user_version") == [(1,)]
     with open_url(f"sqlite://{db}") as store:
         assert store.stats()["schema_version"] == 4
         assert {t: dump(db, t) for t in v1_rows} == before  # same rows, same ids, same versions
-        start = store.feed_cursor()  # type: ignore[attr-defined]
+        start = store.feed_cursor()
         store.set(b"c", b"3")
         store.delete(b"a")
         other_program(db, "INSERT INTO kv(key, value) VALUES (x'64', x'34')")
         assert [(r.key, r.kind) for r in changes(store, start)] == [
             (b"c", None), (b"a", TOMBSTONE), (b"d", None)]
-        assert store.get(b"b").version == 200 and store.get(b"c").version > 300  # type: ignore[union-attr,operator]
+        assert store.get(b"b").version == 200 and store.get(b"c").version > 300
     # every kvctl table of the file was upgraded in the same transaction, each with its own meta row
     assert [r[0] for r in other_program(db, "SELECT table_name FROM kvctl_meta ORDER BY 1")] == ["kv", "other"]
     notnull = {row[1]: row[3] for row in other_program(db, 'PRAGMA table_info("other")')}
@@ -490,7 +490,7 @@ def test_upgrade_from_version_1_in_place(db: str) -> None:
     assert other_program(db, "PRAGMA integrity_check") == [("ok",)]
     with open_url(f"sqlite://{db}?table=other") as other:
         other.set(b"y", b"10")
-        assert other.get(b"y").version > 300  # type: ignore[union-attr,operator]
+        assert other.get(b"y").version > 300
 
 
 def load_v2_file(path: str) -> None:
@@ -509,7 +509,7 @@ def test_upgrade_from_version_2_keeps_rows_feeds_and_cursors(db: str) -> None:
     tombs_before = other_program(db, "SELECT key, version FROM kv__tombs")
     with open_url(f"sqlite://{db}?readonly=true") as ro:  # read-only: read as it is, its feed too
         assert ro.stats()["schema_version"] == 2 and ro.capabilities.change_feed
-        old_cursor = "s:kv:" + ro.feed_cursor().split(":")[2] + ":0"  # type: ignore[attr-defined]
+        old_cursor = "s:kv:" + ro.feed_cursor().split(":")[2] + ":0"
         assert [(r.key, r.kind) for r in changes(ro, old_cursor)] == [(b"a", None), (b"b", None), (b"b", TOMBSTONE)]
     assert other_program(db, "PRAGMA user_version") == [(2,)]
     with open_url(f"sqlite://{db}") as store:
@@ -517,7 +517,7 @@ def test_upgrade_from_version_2_keeps_rows_feeds_and_cursors(db: str) -> None:
         # the feed (its id, its floor, its changes) went through: a cursor from before still reads
         assert [(r.key, r.kind) for r in changes(store, old_cursor)] == [(b"a", None), (b"b", None), (b"b", TOMBSTONE)]
         other_program(db, "INSERT OR REPLACE INTO kv(key, value) VALUES (x'61', x'32')")
-        assert store.get(b"a").version > rows_before["kv"][0][4]  # type: ignore[union-attr,operator]
+        assert store.get(b"a").version > rows_before["kv"][0][4]
     assert other_program(db, meta) == meta_before
     assert dump(db, "quiet") == rows_before["quiet"]
     assert other_program(db, "SELECT key, version FROM kv__tombs") == tombs_before
@@ -527,7 +527,7 @@ def test_upgrade_from_version_2_keeps_rows_feeds_and_cursors(db: str) -> None:
     with open_url(f"sqlite://{db}?table=quiet") as quiet:  # its feed stayed off, its triggers work
         assert not quiet.capabilities.change_feed
         other_program(db, "INSERT OR REPLACE INTO quiet(key, value) VALUES (x'61', x'33')")
-        assert quiet.get(b"a").version > rows_before["quiet"][0][4]  # type: ignore[union-attr,operator]
+        assert quiet.get(b"a").version > rows_before["quiet"][0][4]
     assert other_program(db, "PRAGMA integrity_check") == [("ok",)]
 
 
@@ -547,7 +547,7 @@ def test_a_version_1_writer_still_open_during_the_upgrade_is_captured(db: str) -
     old = sqlite3.connect(db, isolation_level=None)  # a version-1 kvctl process, open before
     old.execute(V1_PUT.format(t="kv"), (b"before", b"1", None, 10))
     with open_url(f"sqlite://{db}") as store:
-        start = store.feed_cursor()  # type: ignore[attr-defined]
+        start = store.feed_cursor()
         old.execute(V1_PUT.format(t="kv"), (b"after", b"2", None, 20))
         old.execute(V1_PUT.format(t="kv"), (b"before", b"3", None, 30))
         old.execute('DELETE FROM "kv" WHERE key = ?', (b"after",))
@@ -572,7 +572,7 @@ def test_concurrent_first_opens_create_the_table_once(tmp_path: Path) -> None:
     assert other_program(db, "SELECT count(*) FROM kvctl_meta") == [(1,)]
     with open_url(f"sqlite://{db}") as store:
         assert store.count() == 4
-        assert len(changes(store, "s:kv:" + store.feed_cursor().split(":")[2] + ":0")) == 4  # type: ignore[attr-defined]
+        assert len(changes(store, "s:kv:" + store.feed_cursor().split(":")[2] + ":0")) == 4
 
 
 # -- several processes ---------------------------------------------------------------------------
@@ -653,7 +653,7 @@ def test_two_writers_and_a_feed_reader_in_other_processes_miss_nothing(db: str, 
     import json
 
     with open_url(f"sqlite://{db}") as store:
-        cursor = store.feed_cursor()  # type: ignore[attr-defined]
+        cursor = store.feed_cursor()
     go = tmp_path / "go"
     out = {name: tmp_path / f"{name}.json" for name in ("a", "b", "reader")}
     procs = [

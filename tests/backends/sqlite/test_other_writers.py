@@ -86,7 +86,7 @@ def test_a_write_open_upgrades_an_older_file_keeping_the_newer_of_two_rows(tmp_p
     conn.execute("INSERT INTO kv(key, value) VALUES ('text-only', 'shell')")
     conn.close()
     with open_url(url, access="read") as store:  # a read leaves the old file as it is
-        assert store.get(b"both-new-blob").value == b"kvctl, newer"  # type: ignore[union-attr]
+        assert store.get(b"both-new-blob").value == b"kvctl, newer"
     assert sqlite3.connect(db).execute("PRAGMA user_version").fetchone()[0] == 3
     with open_url(url) as store:
         assert {r.key: r.value for page in store.scan() for r in page.records} == {
@@ -106,9 +106,9 @@ def test_non_blob_values_read_as_their_text(value_sql: str, tmp_path: Path) -> N
         conn.execute(f"UPDATE kv SET value = {value_sql} WHERE key = x'6b'")
     text = value_sql.strip("'").encode()
     with open_url(f"sqlite://{db}", access="read") as store:
-        assert store.get(b"k").value == text  # type: ignore[union-attr]
+        assert store.get(b"k").value == text
         assert [r.value for page in store.scan() for r in page.records] == [text]
-        assert [r.value for r in store.get_many([b"k", b"k"])] == [text, text]  # type: ignore[union-attr]
+        assert [r.value for r in store.get_many([b"k", b"k"])] == [text, text]
 
 
 def older_file_with_other_keys(db: Path) -> dict[bytes, bytes]:
@@ -145,8 +145,8 @@ def test_reads_of_an_older_file_see_other_programs_keys_in_byte_order(tmp_path: 
         assert [r.key for r in first.records] + rest == list(expected)
         assert [r.key for p in store.scan(b"b01") for r in p.records] == [b"b%03d" % i for i in range(10, 20)]
         assert store.count() == len(expected) and store.count(b"b01") == 10
-        assert store.get(b"twin").value == b"shell, newer"  # type: ignore[union-attr]
-        assert store.get(b"7").value == b"seven"  # type: ignore[union-attr]
+        assert store.get(b"twin").value == b"shell, newer"
+        assert store.get(b"7").value == b"seven"
         assert [r and r.value for r in store.get_many([b"b001", b"b002", b"nope"])] == [b"text 1", b"blob 2", None]
     assert db.read_bytes() == before
 

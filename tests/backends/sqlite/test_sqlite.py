@@ -77,7 +77,7 @@ def test_tables_in_one_file_are_independent(db: str) -> None:
     with open_url(f"sqlite://{db}?table=a") as a, open_url(f"sqlite://{db}?table=b") as b:
         a.set(b"k", b"from a")
         b.set(b"k", b"from b")
-        assert a.get(b"k").value == b"from a" and b.get(b"k").value == b"from b"  # type: ignore[union-attr]
+        assert a.get(b"k").value == b"from a" and b.get(b"k").value == b"from b"
         assert a.clear() == 1 and b.count() == 1
 
 
@@ -121,7 +121,7 @@ def test_foreign_table_is_left_alone(db: str) -> None:
     with open_url(f"sqlite://{db}?table=kvctl&create=true") as store:
         store.set(b"k", b"v")
     with open_url(f"sqlite://{db}?table=kvctl") as store:  # now a file kvctl has written to
-        assert store.get(b"k").value == b"v"  # type: ignore[union-attr]
+        assert store.get(b"k").value == b"v"
 
 
 def test_newer_schema_is_refused(db: str) -> None:
@@ -139,7 +139,7 @@ def test_readonly(db: str) -> None:
     with open_url(f"sqlite://{db}") as store:
         store.set(b"k", b"v")
     with open_url(f"sqlite://{db}?readonly=true") as ro:
-        assert ro.get(b"k").value == b"v"  # type: ignore[union-attr]
+        assert ro.get(b"k").value == b"v"
         with pytest.raises(AuthError):
             ro.set(b"k", b"w")
     assert rows(db)[0][1] == b"v"
@@ -166,7 +166,7 @@ def test_failed_batch_is_not_half_applied(db: str) -> None:
         batch = [Record(b"a", b"1"), Record(b"keep", b"new"), Record(b"big", b"x" * 5000), Record(b"z", b"2")]
         with pytest.raises(LimitError):
             store.set_many(batch)
-        assert store.get(b"keep").value == b"old"  # type: ignore[union-attr]
+        assert store.get(b"keep").value == b"old"
         assert store.get_many([b"a", b"big", b"z"]) == [None, None, None]
 
 
@@ -183,15 +183,15 @@ def test_versions_grow_across_reopen(db: str) -> None:
     future = make_version(now_ms() + 86_400_000, 7)  # a version from a clock a day ahead
     with open_url(f"sqlite://{db}") as store:
         store.set(b"a", b"1")
-        v1 = store.get(b"a").version  # type: ignore[union-attr]
+        v1 = store.get(b"a").version
         store.set_many([Record(b"b", b"2", None, future)])
         store.set_many([Record(b"c", b"x"), Record(b"d", b"y")])
         c, d = store.get_many([b"c", b"d"])
-        assert c.version > future and d.version > c.version  # type: ignore[union-attr,operator]
+        assert c.version > future and d.version > c.version
     with open_url(f"sqlite://{db}") as again:  # seeded with MAX(version) on open
         again.set(b"a", b"3")
-        v3 = again.get(b"a").version  # type: ignore[union-attr]
-        assert v3 > d.version > v1  # type: ignore[union-attr,operator]
+        v3 = again.get(b"a").version
+        assert v3 > d.version > v1
         assert physical_ms(v3) >= physical_ms(future)
 
 

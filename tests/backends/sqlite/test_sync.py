@@ -18,7 +18,7 @@ from kvctl.registry import open_url
 from kvctl.store import Record, now_ms
 
 
-def run(plan: SyncPlan):  # type: ignore[no-untyped-def]
+def run(plan: SyncPlan):
     return asyncio.run(sync(plan))
 
 

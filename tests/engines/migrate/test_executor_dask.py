@@ -75,7 +75,7 @@ def _wait_for_cursors(cp: Path, proc: subprocess.Popen[bytes] | None = None, tim
         except (OSError, ValueError):
             doc = {}
         if doc.get("extra", {}).get("cursors"):
-            return doc  # type: ignore[no-any-return]
+            return doc
         time.sleep(0.02)
     raise AssertionError("no slice checkpoint mirrored in time")
 

@@ -34,7 +34,7 @@ def test_pair_migrates_and_round_trips_a_snapshot(src_family: str, dst_family: s
 
     summary = migrate.run(src_url, dst_url, migrate.Plan(batch_size=8, verify=True, drop_ttl=drop_ttl))
     summary.check()
-    assert summary.verify is not None and summary.verify.equal, summary.verify.to_dict()
+    assert summary.verify is not None and summary.verify.equal, summary.verify.to_dict()  # type: ignore[union-attr]
     assert summary.counts.copied == len(records) and summary.counts.expired == 0
 
     copied = read_all(dst_url)

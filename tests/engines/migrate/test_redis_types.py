@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import io
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,7 +25,7 @@ pytestmark = pytest.mark.server
 
 
 @pytest.fixture
-def typed_source() -> str:
+def typed_source() -> Iterator[str]:
     """A namespaced Redis store holding a string, a hash (with a TTL), a list, a set and a zset."""
     import redis
 

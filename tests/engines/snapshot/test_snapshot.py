@@ -84,7 +84,7 @@ def test_source_password_is_redacted_in_the_header(tmp_path: Path) -> None:
     store.data[b"k"] = Record(b"k", b"v")
     from kvctl.url import StoreURL
 
-    store.url = StoreURL.parse("redis://:hunter2@db.example:6379/0")  # type: ignore[attr-defined]
+    store.url = StoreURL.parse("redis://:hunter2@db.example:6379/0")
     path = tmp_path / "pw.kvs"
     asyncio.run(snapshot.create_from(store, path))
     assert b"hunter2" not in path.read_bytes() and b"redis://:***@db.example" in path.read_bytes()
@@ -177,7 +177,7 @@ def test_inspect_counts_and_prefix_histogram(tmp_path: Path) -> None:
 
 def test_a_failed_create_leaves_no_file(tmp_path: Path) -> None:
     class Broken(DictStore):
-        async def scan(self, *a, **kw):  # type: ignore[no-untyped-def,override]
+        async def scan(self, *a, **kw):
             raise CorruptError("broken store")
             yield
 
