@@ -34,16 +34,16 @@ def clean_env(home: Path, **extra: str) -> dict[str, str]:
 
 
 @overload
-def run_kvctl(env: Mapping[str, str] | None, *args: str, input: str | None = None, timeout: float = 180,
+def run_kvctl(env: Mapping[str, str] | None, *args: str, input: str | None = None, timeout: float = 300,
               binary: Literal[False] = False, cwd: Path | str | None = None) -> subprocess.CompletedProcess[str]: ...
 
 
 @overload
-def run_kvctl(env: Mapping[str, str] | None, *args: str, input: bytes | None = None, timeout: float = 180,
+def run_kvctl(env: Mapping[str, str] | None, *args: str, input: bytes | None = None, timeout: float = 300,
               binary: Literal[True], cwd: Path | str | None = None) -> subprocess.CompletedProcess[bytes]: ...
 
 
-def run_kvctl(env: Mapping[str, str] | None, *args: str, input: str | bytes | None = None, timeout: float = 180,
+def run_kvctl(env: Mapping[str, str] | None, *args: str, input: str | bytes | None = None, timeout: float = 300,
               binary: bool = False, cwd: Path | str | None = None) -> subprocess.CompletedProcess[Any]:
     """Run ``kvctl *args`` to its end and return its exit code and output (text unless ``binary``).
 
@@ -77,3 +77,24 @@ def _text(data: str | bytes | None) -> str:
     if data is None:
         return ""
     return data if isinstance(data, str) else data.decode("utf-8", "replace")
+
+
+def read_commands(url: str, other: str, out: Path, key: str = "k") -> list[list[str]]:
+    """Every command that only reads the store at ``url``, as a user types it: what the read intent
+    (``open_url(url, access="read")``) covers, so none may create, change or upgrade that store.
+
+    ``other`` is an existing store to compare with, copy and sync to; ``out`` a directory for the
+    files export and snapshot write; ``key`` the key get and ttl ask for."""
+    return [
+        ["-u", url, "get", key],
+        ["-u", url, "scan"],
+        ["-u", url, "count"],
+        ["-u", url, "ttl", key],
+        ["-u", url, "stats"],
+        ["export", url, "-o", str(out / "out.jsonl")],
+        ["snapshot", "create", url, "-o", str(out / "out.kvs")],
+        ["diff", url, other],
+        ["diff", other, url],
+        ["migrate", url, other, "--no-progress"],
+        ["sync", url, other],
+    ]

@@ -9,8 +9,6 @@ command is checked without being listed here):
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from typing import Any
 
 import pytest
@@ -18,6 +16,7 @@ import typer
 
 from kvctl.cli.app import app, main
 from kvctl.cli.usage import polish
+from kvctl.testing.cli import run_kvctl
 
 
 def command_tree() -> Any:
@@ -41,10 +40,6 @@ def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
         main(list(args))
     out = capsys.readouterr()
     return int(exit_.value.code or 0), out.out, out.err
-
-
-def kv(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "kvctl", *args], capture_output=True, text=True, timeout=60)
 
 
 def test_the_tree_has_every_command() -> None:
@@ -106,13 +101,13 @@ def test_usage_errors_are_one_line_in_kvctls_words(args: list[str], message: str
 
 
 def test_kvctl_alone_prints_help_and_exits_0() -> None:
-    alone = kv()
+    alone = run_kvctl(None, )
     assert alone.returncode == 0 and alone.stdout.startswith("Usage: kvctl") and alone.stderr == ""
-    group = kv("snapshot")
+    group = run_kvctl(None, "snapshot")
     assert group.returncode == 0 and "restore" in group.stdout
 
 
 def test_version_short_and_long() -> None:
     from kvctl import __version__
 
-    assert kv("-V").stdout == kv("--version").stdout == f"kvctl {__version__}\n"
+    assert run_kvctl(None, "-V").stdout == run_kvctl(None, "--version").stdout == f"kvctl {__version__}\n"

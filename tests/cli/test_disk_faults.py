@@ -11,7 +11,6 @@ import errno
 import os
 import re
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,14 +19,10 @@ import pytest
 from kvctl.errors import AuthError, StoreIOError, errno_in, filesystem, filesystem_error
 from kvctl.registry import open_url
 from kvctl.store import Record
+from kvctl.testing.cli import run_kvctl
 
 FAMILIES = ["lmdb", "rocksdb"]
 NAMES = {"lmdb": "LMDB", "rocksdb": "RocksDB"}
-
-
-def kvctl(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "kvctl", *args], env=env, capture_output=True, text=True,
-                          timeout=300)
 
 
 def mount(*args: str) -> None:
@@ -67,11 +62,11 @@ def test_a_store_on_a_read_only_mount(family: str, tmpfs: Path, env: dict[str, s
     with open_url(url) as store:
         store.set_many([Record(b"k%d" % i, b"v") for i in range(50)])
     read_only(tmpfs)
-    count = kvctl(env, "-u", url, "count")  # a read needs no ?readonly=true
+    count = run_kvctl(env, "-u", url, "count")  # a read needs no ?readonly=true
     assert (count.returncode, count.stdout, count.stderr) == (0, "50\n", "")
     hint = " (commands that only read can use it; add ?readonly=true to open it read-only)" \
         if family == "lmdb" else ""
-    err = one_line(kvctl(env, "-u", url, "set", "k", "v"), 74)
+    err = one_line(run_kvctl(env, "-u", url, "set", "k", "v"), 74)
     assert err == f"kvctl: error: {url}: read-only filesystem ({tmpfs}/d/st: Read-only file system){hint}\n"
 
 
@@ -80,19 +75,19 @@ def test_a_new_store_on_a_read_only_mount(family: str, tmpfs: Path, env: dict[st
     (tmpfs / "d").mkdir()
     read_only(tmpfs)
     url = f"{family}://{tmpfs / 'd' / 'new'}"
-    err = one_line(kvctl(env, "-u", url, "set", "k", "v"), 74)
+    err = one_line(run_kvctl(env, "-u", url, "set", "k", "v"), 74)
     assert err.startswith(f"kvctl: error: {url}: read-only filesystem ({tmpfs}/d"), err
-    assert one_line(kvctl(env, "-u", url, "count"), 2) == \
+    assert one_line(run_kvctl(env, "-u", url, "count"), 2) == \
         f"kvctl: error: {url}: no {NAMES[family]} store at {tmpfs}/d/new (nothing created)\n"
 
 
 def test_the_default_store_under_a_read_only_data_home(tmpfs: Path, env: dict[str, str]) -> None:
     read_only(tmpfs)
     env = {**env, "XDG_DATA_HOME": str(tmpfs / "data")}
-    err = one_line(kvctl(env, "set", "hello", "v"), 74)
+    err = one_line(run_kvctl(env, "set", "hello", "v"), 74)
     assert err == (f"kvctl: error: cannot create the default store's directory {tmpfs}/data/kvctl: "
                    f"read-only filesystem ({tmpfs}/data: Read-only file system)\n")
-    err = one_line(kvctl(env, "get", "hello"), 1)  # a read does not try to create the directory
+    err = one_line(run_kvctl(env, "get", "hello"), 1)  # a read does not try to create the directory
     assert err.startswith(f"kvctl: error: key hello not found in sqlite://{tmpfs}/data/kvctl/default.db")
 
 
@@ -105,11 +100,11 @@ def test_sync_with_a_read_only_state_home_applies_nothing(tmpfs: Path, env: dict
     read_only(tmpfs)
     env = {**env, "XDG_STATE_HOME": str(tmpfs / "state")}
     dst = tmp_path / "dst.db"
-    err = one_line(kvctl(env, "sync", src, f"sqlite://{dst}"), 74)
+    err = one_line(run_kvctl(env, "sync", src, f"sqlite://{dst}"), 74)
     assert err == (f"kvctl: error: cannot write the sync state in {tmpfs}/state/kvctl/sync: read-only "
                    f"filesystem ({tmpfs}/state/kvctl: Read-only file system)\n")
     assert not dst.exists()  # checked before either store was opened
-    err = one_line(kvctl(env, "migrate", src, f"sqlite://{dst}", "--no-progress"), 74)
+    err = one_line(run_kvctl(env, "migrate", src, f"sqlite://{dst}", "--no-progress"), 74)
     assert f"cannot write the migrate checkpoint in {tmpfs}/state/kvctl/migrate: read-only filesystem" in err
     with open_url(f"sqlite://{dst}", access="read") as store:
         assert store.count() == 0
@@ -124,14 +119,14 @@ def test_a_full_disk_is_one_line_and_the_copy_resumes(family: str, tmpfs: Path, 
         store.set_many([Record(b"k:%06d" % i, os.urandom(1000)) for i in range(8000)])  # 8 MB
     url = f"{family}://{tmpfs / 'st'}"
     args = ["migrate", src, url, "--no-progress", "--batch-size", "500"]
-    err = one_line(kvctl(env, *args), 74)
+    err = one_line(run_kvctl(env, *args), 74)
     assert re.fullmatch(rf"kvctl: error: {re.escape(url)}: disk full \({re.escape(str(tmpfs))}/st: No space left on "
                         r"device\) \(stopped after [\d,]+ keys; progress saved: rerun with --resume to continue\)\n",
                         err), err
     mount("-o", "remount,size=64m", str(tmpfs))
-    resumed = kvctl(env, *args, "--resume")
+    resumed = run_kvctl(env, *args, "--resume")
     assert resumed.returncode == 0, resumed.stderr
-    assert kvctl(env, "diff", src, url).returncode == 0
+    assert run_kvctl(env, "diff", src, url).returncode == 0
 
 
 @pytest.mark.parametrize("family", FAMILIES)

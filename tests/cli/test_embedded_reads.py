@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,16 +12,12 @@ import pytest
 from kvctl.errors import CorruptError, NoSuchStoreError
 from kvctl.registry import open_url
 from kvctl.store import Record
+from kvctl.testing.cli import read_commands, run_kvctl
 
 FAMILIES = ["lmdb", "rocksdb"]
 # LMDB's reader table: every read transaction writes its slot there by design (shared memory,
 # not store data).  Its name is compared; its bytes are not.
 RUNTIME_FILES = {"lock.mdb"}
-
-
-def kvctl(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "kvctl", *args], env=env, capture_output=True, text=True,
-                          timeout=120)
 
 
 def tree(root: Path) -> dict[str, tuple[bytes, int] | None]:
@@ -35,19 +29,6 @@ def tree(root: Path) -> dict[str, tuple[bytes, int] | None]:
         plain = not path.is_dir() and path.name not in RUNTIME_FILES
         found[rel] = (path.read_bytes(), path.stat().st_mtime_ns) if plain else None
     return found
-
-
-def read_commands(url: str, other: str, out: Path) -> list[list[str]]:
-    """Every command that only reads ``url``."""
-    return [
-        ["-u", url, "get", "k1"],
-        ["-u", url, "scan"],
-        ["-u", url, "count"],
-        ["export", url, "-o", str(out / "e.jsonl")],
-        ["snapshot", "create", url, "-o", str(out / "s.kvs")],
-        ["diff", url, other],
-        ["migrate", url, other, "--no-progress"],
-    ]
 
 
 def filled(url: str) -> str:
@@ -64,8 +45,8 @@ def test_reads_of_a_missing_store_create_nothing(family: str, env: dict[str, str
     out.mkdir()
     other = filled(f"sqlite://{tmp_path / 'other.db'}")
     url = f"{family}://{stores / 'typo'}"
-    for args in read_commands(url, other, out):
-        proc = kvctl(env, *args)
+    for args in read_commands(url, other, out, key="k1"):
+        proc = run_kvctl(env, *args)
         assert proc.returncode == 2, (args, proc.stderr)
         assert proc.stderr == f"kvctl: error: {url}: no {'LMDB' if family == 'lmdb' else 'RocksDB'} store at " \
                               f"{stores / 'typo'} (nothing created)\n", args
@@ -81,11 +62,11 @@ def test_reads_of_an_existing_store_change_nothing(family: str, env: dict[str, s
     out = tmp_path / "out"
     out.mkdir()
     other = filled(f"sqlite://{tmp_path / 'other.db'}")
-    for args in read_commands(url, other, out):
-        proc = kvctl(env, *args)
+    for args in read_commands(url, other, out, key="k1"):
+        proc = run_kvctl(env, *args)
         assert proc.returncode in (0, 1), (args, proc.stderr)  # diff: the stores differ (1)
         assert tree(tmp_path / "store") == before, args
-    assert (out / "e.jsonl").read_text().count("\n") == 50
+    assert (out / "out.jsonl").read_text().count("\n") == 50
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -102,7 +83,7 @@ def test_a_bare_copy_of_data_mdb_is_read_without_adding_lock_mdb(tmp_path: Path,
     (tmp_path / "copy").mkdir()
     shutil.copy(tmp_path / "env" / "data.mdb", tmp_path / "copy" / "data.mdb")
     before = tree(tmp_path / "copy")
-    proc = kvctl(env, "-u", f"lmdb://{tmp_path / 'copy'}", "count")
+    proc = run_kvctl(env, "-u", f"lmdb://{tmp_path / 'copy'}", "count")
     assert (proc.returncode, proc.stdout) == (0, "50\n"), proc.stderr
     assert tree(tmp_path / "copy") == before and sorted(os.listdir(tmp_path / "copy")) == ["data.mdb"]
 
@@ -137,7 +118,7 @@ def test_a_truncated_lmdb_file_is_refused_not_a_bus_error(args: list[str], env: 
                                                           tmp_path: Path) -> None:
     url = truncated_copy(tmp_path, 50_000)
     size = (tmp_path / "lm" / "data.mdb").stat().st_size
-    proc = kvctl(env, *[a.format(url=url, tmp=tmp_path) for a in args])
+    proc = run_kvctl(env, *[a.format(url=url, tmp=tmp_path) for a in args])
     assert proc.returncode == 65, proc.stderr  # was -SIGBUS: "Bus error", no message
     assert proc.stderr == (f"kvctl: error: {url}: truncated LMDB file {tmp_path}/cut/data.mdb: 50000 bytes, "
                            f"but its last page in use ({size // 4096 - 1}) needs {size} bytes "

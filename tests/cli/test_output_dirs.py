@@ -3,28 +3,23 @@ directories of a mistyped path (``export -o``, ``snapshot create -o``)."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-
-def kv(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "kvctl", *args], env=env, capture_output=True, text=True,
-                          timeout=120)
+from kvctl.testing.cli import run_kvctl
 
 
 @pytest.mark.parametrize("command", [["export"], ["snapshot", "create"]])
 def test_a_missing_output_directory_is_refused_and_not_created(command: list[str], env: dict[str, str],
                                                                tmp_path: Path) -> None:
     src = f"sqlite://{tmp_path / 'src.db'}"
-    assert kv(env, "-u", src, "set", "k", "v").returncode == 0
+    assert run_kvctl(env, "-u", src, "set", "k", "v").returncode == 0
     target = tmp_path / "typo" / "deeper" / "out.kvs"
-    proc = kv(env, *command, src, "-o", str(target))
+    proc = run_kvctl(env, *command, src, "-o", str(target))
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr == f"kvctl: error: cannot write {target}: no such directory {target.parent}\n"
     assert not (tmp_path / "typo").exists()
     # into a directory that exists, the file is written
-    assert kv(env, *command, src, "-o", str(tmp_path / "out.kvs")).returncode == 0
+    assert run_kvctl(env, *command, src, "-o", str(tmp_path / "out.kvs")).returncode == 0
     assert (tmp_path / "out.kvs").stat().st_size > 0

@@ -22,14 +22,10 @@ from kvctl.engines.export import import_from
 from kvctl.errors import CorruptError, UnavailableError
 from kvctl.registry import open_url
 from kvctl.store import Record
+from kvctl.testing.cli import run_kvctl
 from tests.engines.support import DictStore, FailingStore, read_all, subprocess_env
 
 N = 200_000  # enough that a signal sent once rows are committed lands mid-import
-
-
-def kv(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "kvctl", *args], env=env, capture_output=True, text=True,
-                          timeout=300)
 
 
 def dump_lines(n: int, bad_at: int | None = None) -> bytes:
@@ -85,7 +81,7 @@ def test_an_interrupted_import_says_where_to_resume(env: dict[str, str], big: Pa
     through, written, resume = (int(g.replace(",", "")) for g in m.groups())
     assert resume == through + 1 and written == through and 0 < through < N
     assert through <= count(url)  # a batch in flight may have landed as well
-    out = kv(env, "import", str(big), url, "--from-line", str(resume))
+    out = run_kvctl(env, "import", str(big), url, "--from-line", str(resume))
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith(f"imported {N - through:,} records")
     got = read_all(url)
@@ -96,14 +92,14 @@ def test_a_bad_line_after_committed_batches_says_what_was_written(env: dict[str,
     path = tmp_path / "bad.jsonl"
     path.write_bytes(dump_lines(12_000, bad_at=7_000))
     url = f"sqlite://{tmp_path / 'bb.db'}"
-    out = kv(env, "import", str(path), url, "--batch-size", "1000")
+    out = run_kvctl(env, "import", str(path), url, "--batch-size", "1000")
     assert out.returncode == 65
     assert out.stderr == (f"kvctl: error: {path}: line 7000: Expecting value: line 1 column 1 (char 0) (stopped "
                           f"with every record through line 6,000 of {path} done, at least 6,000 written; resume with "
                           "--from-line 6001)\n")
     assert count(url) == 6_000
     path.write_bytes(dump_lines(12_000))  # the line fixed
-    out = kv(env, "import", str(path), url, "--from-line", "6001")
+    out = run_kvctl(env, "import", str(path), url, "--from-line", "6001")
     assert out.returncode == 0 and out.stdout.startswith("imported 6,000 records"), out.stderr
     assert count(url) == 12_000
 
@@ -124,8 +120,8 @@ def test_nothing_written_says_rerun() -> None:
 
 def test_an_interrupted_restore_says_what_was_written(env: dict[str, str], big: Path, tmp_path: Path) -> None:
     src, snap = f"sqlite://{tmp_path / 'src.db'}", tmp_path / "full.kvs"
-    assert kv(env, "import", str(big), src).returncode == 0
-    assert kv(env, "snapshot", "create", src, "-o", str(snap)).returncode == 0
+    assert run_kvctl(env, "import", str(big), src).returncode == 0
+    assert run_kvctl(env, "snapshot", "create", src, "-o", str(snap)).returncode == 0
     url = f"sqlite://{tmp_path / 'restored.db'}"
     rc, err = stop_once_written(env, signal.SIGTERM, url, "snapshot", "restore", str(snap), url,
                                 "--batch-size", "1000")
@@ -133,7 +129,7 @@ def test_an_interrupted_restore_says_what_was_written(env: dict[str, str], big: 
     m = re.fullmatch(r"kvctl: stopped after at least ([\d,]+) records written; rerun the same restore to finish\n", err)
     assert m is not None, err
     assert 0 < int(m.group(1).replace(",", "")) <= count(url) < N
-    assert kv(env, "snapshot", "restore", str(snap), url).returncode == 0
+    assert run_kvctl(env, "snapshot", "restore", str(snap), url).returncode == 0
     assert count(url) == N
 
 
@@ -149,23 +145,23 @@ def test_a_server_gone_mid_restore_says_what_was_written(tmp_path: Path) -> None
 
 def test_an_interrupted_sync_says_what_was_applied(env: dict[str, str], big: Path, tmp_path: Path) -> None:
     src, dst = f"sqlite://{tmp_path / 'src.db'}", f"sqlite://{tmp_path / 'dst.db'}"
-    assert kv(env, "import", str(big), src).returncode == 0
+    assert run_kvctl(env, "import", str(big), src).returncode == 0
     rc, err = stop_once_written(env, signal.SIGINT, dst, "sync", src, dst, "--batch-size", "1000")
     assert rc == 130, err
     m = re.fullmatch(r"kvctl: stopped after at least ([\d,]+) changes applied; rerun the sync to finish\n", err)
     assert m is not None, err
-    assert kv(env, "sync", src, dst).returncode == 0
+    assert run_kvctl(env, "sync", src, dst).returncode == 0
     assert count(dst) == N
 
 
 def test_sigterm_stops_a_migrate_like_ctrl_c(env: dict[str, str], big: Path, tmp_path: Path) -> None:
     src, dst = f"sqlite://{tmp_path / 'src.db'}", f"sqlite://{tmp_path / 'dst.db'}"
-    assert kv(env, "import", str(big), src).returncode == 0
+    assert run_kvctl(env, "import", str(big), src).returncode == 0
     rc, err = stop_once_written(env, signal.SIGTERM, dst, "migrate", src, dst, "--batch-size", "500",
                                 "--checkpoint-every", "1", "--no-progress")
     assert rc == 143, err
     assert re.fullmatch(r"kvctl: stopped after [\d,]+ keys; progress saved: rerun with --resume to continue\n",
                         err), err
-    out = kv(env, "migrate", src, dst, "--resume", "--no-progress")
+    out = run_kvctl(env, "migrate", src, dst, "--resume", "--no-progress")
     assert out.returncode == 0, out.stderr
     assert count(dst) == N

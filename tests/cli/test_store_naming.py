@@ -12,12 +12,8 @@ import pytest
 
 from kvctl.errors import BadURLError, UsageError
 from kvctl.registry import open_url
+from kvctl.testing.cli import run_kvctl
 from kvctl.url import StoreURL
-
-
-def kv(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "kvctl", *args], env=env, capture_output=True, text=True,
-                          timeout=120)
 
 
 def refused(proc: subprocess.CompletedProcess[str], *needles: str) -> None:
@@ -32,8 +28,8 @@ def test_an_empty_url_is_refused_never_the_default_store(env: dict[str, str], tm
     other = f"sqlite://{tmp_path / 'other.db'}"
     for args in (["-u", "", "set", "k", "v"], ["-u", " ", "get", "k"], ["export", ""], ["migrate", "", other],
                  ["migrate", other, ""], ["sync", "", other], ["diff", other, ""]):
-        refused(kv(env, *args), "empty store URL")
-    refused(kv({**env, "KVCTL_URL": ""}, "set", "k", "v"), "empty store URL in $KVCTL_URL")
+        refused(run_kvctl(env, *args), "empty store URL")
+    refused(run_kvctl({**env, "KVCTL_URL": ""}, "set", "k", "v"), "empty store URL in $KVCTL_URL")
     assert not (tmp_path / "data").exists()  # the embedded default store was never created
     assert not (tmp_path / "other.db").exists()
     with pytest.raises(BadURLError, match="empty store URL"):
@@ -43,7 +39,8 @@ def test_an_empty_url_is_refused_never_the_default_store(env: dict[str, str], tm
 # -- repeated options -------------------------------------------------------------------------------
 def test_a_repeated_url_option_is_refused_naming_it(env: dict[str, str], tmp_path: Path) -> None:
     db = tmp_path / "f.db"
-    refused(kv(env, "-u", f"sqlite://{db}?table=kv&table=other", "set", "k", "v"), "option table", "more than once")
+    refused(run_kvctl(env, "-u", f"sqlite://{db}?table=kv&table=other", "set", "k", "v"), "option table",
+            "more than once")
     assert not db.exists()
     with pytest.raises(UsageError, match="option timeout is given more than once"):
         open_url("memory://?timeout=1&timeout=2")
@@ -61,23 +58,23 @@ def test_one_store_named_twice_is_refused_by_every_copy(env: dict[str, str], tmp
     (tmp_path / "x").mkdir()
     os.symlink(tmp_path / "x", tmp_path / "link")
     url = f"sqlite://{tmp_path}/x/f.db"
-    assert kv(env, "-u", url, "set", "k", "v").returncode == 0
+    assert run_kvctl(env, "-u", url, "set", "k", "v").returncode == 0
     for other in (url, f"sqlite://{tmp_path}/x/../x/f.db", f"sqlite://{tmp_path}/link/f.db"):
         for args in (["migrate", url, other, "--no-progress"], ["migrate", url, other, "--no-progress", "-w", "2"],
                      ["sync", url, other], ["sync", "--two-way", other, url]):
-            refused(kv(env, *args), "source and destination are the same store")
+            refused(run_kvctl(env, *args), "source and destination are the same store")
     # two profiles of one store
     for name, target in (("a", url), ("b", f"sqlite://{tmp_path}/link/f.db")):
-        assert kv(env, "config", "set", name, target).returncode == 0
-    refused(kv(env, "sync", "a", "b"), "same store")
-    refused(kv(env, "migrate", "a", "b", "--no-progress"), "same store")
-    assert kv(env, "-u", url, "get", "k").stdout == "v"
+        assert run_kvctl(env, "config", "set", name, target).returncode == 0
+    refused(run_kvctl(env, "sync", "a", "b"), "same store")
+    refused(run_kvctl(env, "migrate", "a", "b", "--no-progress"), "same store")
+    assert run_kvctl(env, "-u", url, "get", "k").stdout == "v"
     # a relative spelling of the same file, from its directory
     relative = subprocess.run([sys.executable, "-m", "kvctl", "migrate", url, "sqlite:f.db", "--no-progress"],
                               env=env, capture_output=True, text=True, cwd=tmp_path / "x", timeout=120)
     refused(relative, "same store")
     # two tables of one file are two stores
-    assert kv(env, "migrate", url, f"{url}?table=copy", "--no-progress").returncode == 0
+    assert run_kvctl(env, "migrate", url, f"{url}?table=copy", "--no-progress").returncode == 0
 
 
 def test_store_identity_resolves_paths_and_keeps_what_names_a_store(tmp_path: Path) -> None:
@@ -97,21 +94,21 @@ def test_store_identity_resolves_paths_and_keeps_what_names_a_store(tmp_path: Pa
 # -- snapshot restore: the store argument -----------------------------------------------------------
 def test_a_restore_without_its_store_argument_is_refused(env: dict[str, str], tmp_path: Path) -> None:
     src = f"sqlite://{tmp_path / 'src.db'}"
-    assert kv(env, "-u", src, "set", "k", "v").returncode == 0
+    assert run_kvctl(env, "-u", src, "set", "k", "v").returncode == 0
     full = tmp_path / "full.kvs"
-    assert kv(env, "snapshot", "create", src, "-o", str(full)).returncode == 0
+    assert run_kvctl(env, "snapshot", "create", src, "-o", str(full)).returncode == 0
     more = tmp_path / "more.kvs"
-    assert kv(env, "snapshot", "create", src, "--since", str(full), "-o", str(more)).returncode == 0
-    refused(kv(env, "snapshot", "restore", str(full), str(more)), "name the store to restore into")
-    refused(kv(env, "snapshot", "restore", str(full)), "name the store to restore into")
-    refused(kv(env, "snapshot", "restore", str(full), str(tmp_path / "moer.kvs")),
+    assert run_kvctl(env, "snapshot", "create", src, "--since", str(full), "-o", str(more)).returncode == 0
+    refused(run_kvctl(env, "snapshot", "restore", str(full), str(more)), "name the store to restore into")
+    refused(run_kvctl(env, "snapshot", "restore", str(full)), "name the store to restore into")
+    refused(run_kvctl(env, "snapshot", "restore", str(full), str(tmp_path / "moer.kvs")),
             f"no such file or profile: {tmp_path / 'moer.kvs'}")
     assert not (tmp_path / "data").exists()  # nothing went to the embedded default store
     dst = f"sqlite://{tmp_path / 'dst.db'}"
-    assert kv(env, "snapshot", "restore", str(full), str(more), dst).returncode == 0
-    assert kv(env, "config", "set", "dst2", f"sqlite://{tmp_path / 'dst2.db'}").returncode == 0
-    assert kv(env, "snapshot", "restore", str(full), "dst2").returncode == 0
-    assert kv(env, "-u", "dst2", "get", "k").stdout == "v"
+    assert run_kvctl(env, "snapshot", "restore", str(full), str(more), dst).returncode == 0
+    assert run_kvctl(env, "config", "set", "dst2", f"sqlite://{tmp_path / 'dst2.db'}").returncode == 0
+    assert run_kvctl(env, "snapshot", "restore", str(full), "dst2").returncode == 0
+    assert run_kvctl(env, "-u", "dst2", "get", "k").stdout == "v"
 
 
 @pytest.mark.server
@@ -123,7 +120,7 @@ def test_one_postgres_table_named_twice_is_refused(env: dict[str, str]) -> None:
     scheme, _, rest = url.partition("://")
     other = "postgres" if scheme == "postgresql" else "postgresql"
     for twin in (f"{other}://{rest}?table={table}&connect_timeout=5s", f"{url}?command_timeout=9s&table={table}"):
-        refused(kv(env, "sync", f"{url}?table={table}", twin), "same store")
+        refused(run_kvctl(env, "sync", f"{url}?table={table}", twin), "same store")
     from kvctl.registry import store_identity
 
     assert store_identity(f"{url}?table={table}") != store_identity(f"{url}?table={table}&schema=other")

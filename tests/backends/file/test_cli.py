@@ -16,6 +16,8 @@ import pytest
 
 from kvctl.registry import open_url
 from kvctl.store import Record
+from kvctl.testing.cli import run_kvctl
+from tests.backends.file.test_corruption import flip
 
 # Every command that only reads, as (arguments before the URL, arguments after it); "-u" puts
 # the URL in the global option.
@@ -28,15 +30,10 @@ READS = {
 }
 
 
-def kv(env: dict[str, str], *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "kvctl", *args], env=env, capture_output=True, text=True,
-                          timeout=timeout)
-
-
 def read(env: dict[str, str], command: str, url: str, out: Path) -> subprocess.CompletedProcess[str]:
     before, after = READS[command]
     args = [a.format(url=url, out=out) for a in before + after]
-    return kv(env, *args)
+    return run_kvctl(env, *args)
 
 
 def fingerprint(directory: Path) -> dict[str, Any]:
@@ -54,14 +51,6 @@ def make_store(directory: Path) -> Path:
         store.set_many([Record(b"k:%05d" % i, b"v" * 100) for i in range(300)])
     (seg,) = sorted(directory.glob("*.log"))
     return seg
-
-
-def flip(path: Path, offset: int) -> None:
-    with open(path, "r+b") as f:
-        f.seek(offset)
-        byte = f.read(1)
-        f.seek(offset)
-        f.write(bytes([byte[0] ^ 1]))
 
 
 def one_line(proc: subprocess.CompletedProcess[str], kind: str) -> str:
@@ -107,9 +96,9 @@ def test_a_writer_still_cuts_a_torn_tail(tmp_path: Path, env: dict[str, str]) ->
     store = tmp_path / "fs"
     seg = make_store(store)
     os.truncate(seg, seg.stat().st_size - 10)
-    proc = kv(env, "-u", f"file://{store}", "set", "after", "crash")
+    proc = run_kvctl(env, "-u", f"file://{store}", "set", "after", "crash")
     assert proc.returncode == 0 and "dropped a torn tail" in one_line(proc, "warning")
-    proc = kv(env, "-u", f"file://{store}", "count")
+    proc = run_kvctl(env, "-u", f"file://{store}", "count")
     assert (proc.returncode, proc.stdout.strip(), proc.stderr) == (0, "2", "")
 
 
@@ -167,7 +156,7 @@ def test_concurrent_cli_writers_wait_their_turn_and_every_write_lands(tmp_path: 
 def test_a_writer_gives_up_after_timeout_saying_how_long_it_waited(tmp_path: Path, env: dict[str, str]) -> None:
     store = tmp_path / "fs"
     with open_url(f"file://{store}"):
-        proc = kv(env, "-u", f"file://{store}?timeout=400ms", "set", "k", "v")
+        proc = run_kvctl(env, "-u", f"file://{store}?timeout=400ms", "set", "k", "v")
     assert proc.returncode == 7
     line = one_line(proc, "error")
     assert f"store is locked by PID {os.getpid()}; waited 0.4 s for it" in line and "?timeout=" in line
@@ -177,7 +166,7 @@ def test_a_writer_gives_up_after_timeout_saying_how_long_it_waited(tmp_path: Pat
 # value too large for it, $3 where the results go, $4 an import file too large for it.
 FULL_DISK = r"""
 mount -t tmpfs -o size=256k none "$1" || exit 99
-kv() { python -m kvctl "$@"; }
+run_kvctl() { python -m kvctl "$@"; }
 kv -u "file://$1/fs" set first hello || exit 98
 size=$(stat -c %s "$1"/fs/*.log)
 kv -u "file://$1/fs" set big --file "$2" 2> "$3/set.err"; echo $? > "$3/set.rc"
@@ -222,25 +211,26 @@ def test_a_writer_does_not_turn_somebody_elses_directory_into_a_store(tmp_path: 
     home.mkdir()
     (home / "notes.txt").write_text("mine")
     before = fingerprint(home)
-    proc = kv(env, "-u", f"file://{home}", "set", "k", "v")
+    proc = run_kvctl(env, "-u", f"file://{home}", "set", "k", "v")
     assert proc.returncode == 2
     line = one_line(proc, "error")
     assert f"{home} holds other files and no file store; nothing was altered" in line and "?create=true" in line
     assert fingerprint(home) == before
-    proc = kv(env, "-u", f"file://{home}?create=true", "set", "k", "v")  # asked for
+    proc = run_kvctl(env, "-u", f"file://{home}?create=true", "set", "k", "v")  # asked for
     assert proc.returncode == 0, proc.stderr
-    proc = kv(env, "-u", f"file://{home}", "get", "k")  # now it holds a store, which opens as usual
+    proc = run_kvctl(env, "-u", f"file://{home}", "get", "k")  # now it holds a store, which opens as usual
     assert (proc.returncode, proc.stdout) == (0, "v")
-    assert kv(env, "-u", f"file://{home}", "set", "k2", "v").returncode == 0
+    assert run_kvctl(env, "-u", f"file://{home}", "set", "k2", "v").returncode == 0
 
 
 def test_migrate_workers_read_a_file_source_but_refuse_a_file_destination(tmp_path: Path, env: dict[str, str]) -> None:
     src = tmp_path / "src"
     make_store(src)
-    proc = kv(env, "migrate", f"file://{src}", f"sqlite://{tmp_path / 'dst.db'}", "--workers", "2", "--no-progress")
+    proc = run_kvctl(env, "migrate", f"file://{src}", f"sqlite://{tmp_path / 'dst.db'}", "--workers", "2",
+                     "--no-progress")
     assert proc.returncode == 0, proc.stderr  # readers take no lock: every worker reads the source
-    proc = kv(env, "migrate", f"file://{src}", f"file://{tmp_path / 'dst'}", "--workers", "2", "--no-progress",
-              timeout=20)  # at once, not after a worker waited for the lock
+    proc = run_kvctl(env, "migrate", f"file://{src}", f"file://{tmp_path / 'dst'}", "--workers", "2", "--no-progress",
+                     timeout=20)  # at once, not after a worker waited for the lock
     assert proc.returncode == 2
     assert "--workers needs a destination several processes can write at once; the file backend takes one " \
            "writer at a time (use --workers 1)" in one_line(proc, "error")

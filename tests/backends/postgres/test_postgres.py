@@ -16,7 +16,6 @@ from urllib.parse import urlsplit
 
 import asyncpg
 import pytest
-from kvctl_plugins.postgres.settings import quote_ident
 from kvctl_plugins.postgres.store import COPY_MIN_ROWS
 
 from kvctl.adapt import to_sync
@@ -24,7 +23,7 @@ from kvctl.errors import BadURLError, LimitError, StoreIOError, UnavailableError
 from kvctl.registry import open_url
 from kvctl.store import Record, Store, StoreURL
 from kvctl.testing import StoreConformance, open_sync
-from tests.conftest import SERVICES_DIR, service_url
+from tests.conftest import SERVICES_DIR, drop_postgres_objects, service_url
 
 pytestmark = pytest.mark.server
 
@@ -35,22 +34,11 @@ def _run(coro):
     return asyncio.run(coro)
 
 
-async def _drop_tables(url: str, prefix: str) -> None:
-    con = await asyncpg.connect(url)
-    try:
-        names = await con.fetch("SELECT tablename FROM pg_tables WHERE tablename LIKE $1", prefix + "%")
-        for (name,) in names:
-            await con.execute(f"DROP TABLE IF EXISTS {quote_ident(name)}")
-        await con.execute("DELETE FROM kvctl_meta WHERE table_name LIKE $1", prefix + "%")
-    finally:
-        await con.close()
-
-
 @pytest.fixture(scope="module")
 def pg_url() -> Iterator[str]:
     url = service_url("KVCTL_TEST_POSTGRES_URL")
     yield url
-    _run(_drop_tables(url, PREFIX))
+    drop_postgres_objects(url, PREFIX)
 
 
 def url_of(store: Store) -> StoreURL:

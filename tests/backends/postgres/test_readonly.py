@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +18,8 @@ from typing import Any
 import asyncpg
 import pytest
 
+from kvctl.testing.cli import read_commands as all_read_commands
+from kvctl.testing.cli import run_kvctl
 from tests.conftest import service_url
 
 pytestmark = pytest.mark.server
@@ -107,28 +107,11 @@ def catalog(url: str) -> list[tuple[Any, ...]]:
     return [tuple(r) for r in rows]
 
 
-def kv(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "kvctl", *args], env=env, capture_output=True, text=True,
-                          timeout=120)
-
-
 def read_commands(url: str, tmp: Path, env: dict[str, str]) -> list[list[str]]:
-    """Every command that only reads ``url``, as a user types it (``other``: a store that exists)."""
+    """Every command that only reads ``url`` (kvctl.testing's list), beside an existing SQLite store."""
     other = f"sqlite://{tmp / 'other.db'}"
-    assert kv(env, "-u", other, "set", "other", "1").returncode == 0
-    return [
-        ["-u", url, "get", "k"],
-        ["-u", url, "scan"],
-        ["-u", url, "count"],
-        ["-u", url, "ttl", "k"],
-        ["-u", url, "stats"],
-        ["export", url, "-o", str(tmp / "out.jsonl")],
-        ["snapshot", "create", url, "-o", str(tmp / "out.kvs")],
-        ["diff", url, other],
-        ["diff", other, url],
-        ["migrate", url, other, "--no-progress"],
-        ["sync", url, other],
-    ]
+    assert run_kvctl(env, "-u", other, "set", "other", "1").returncode == 0
+    return all_read_commands(url, other, tmp)
 
 
 def test_reads_of_a_database_of_another_program_change_nothing(gorkflow: str, env: dict[str, str],
@@ -138,7 +121,7 @@ def test_reads_of_a_database_of_another_program_change_nothing(gorkflow: str, en
     # ?create=true is a write's opt-in: a read with it is refused the same
     for url in (gorkflow, f"{gorkflow}?table=workflow_state", f"{gorkflow}?create=true"):
         for args in read_commands(url, tmp_path, env)[:None if url == gorkflow else 3]:
-            proc = kv(env, *args)
+            proc = run_kvctl(env, *args)
             assert proc.returncode == 2, (args, proc.stderr)
             assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("kvctl: error: "), proc.stderr
             assert "holds 4 tables, none of kvctl's" in proc.stderr
@@ -151,30 +134,30 @@ def test_reads_of_a_database_of_another_program_change_nothing(gorkflow: str, en
 def test_a_write_on_a_database_of_another_program_needs_create(gorkflow: str, env: dict[str, str],
                                                                 tmp_path: Path) -> None:
     before = catalog(gorkflow)
-    proc = kv(env, "-u", gorkflow, "set", "k", "v")
+    proc = run_kvctl(env, "-u", gorkflow, "set", "k", "v")
     assert proc.returncode == 2 and "none of kvctl's" in proc.stderr and "?create=true" in proc.stderr
     assert catalog(gorkflow) == before
     source = f"sqlite://{tmp_path / 'src.db'}"
-    assert kv(env, "-u", source, "set", "k", "v").returncode == 0
-    proc = kv(env, "migrate", source, gorkflow, "--no-progress")
+    assert run_kvctl(env, "-u", source, "set", "k", "v").returncode == 0
+    proc = run_kvctl(env, "migrate", source, gorkflow, "--no-progress")
     assert proc.returncode == 2 and "none of kvctl's" in proc.stderr
     assert catalog(gorkflow) == before
     # With the opt-in, kvctl's table goes beside the application's, which keep their rows.
     url = f"{gorkflow}?create=true"
-    assert kv(env, "-u", url, "set", "k", "v").returncode == 0
-    assert kv(env, "-u", gorkflow, "get", "k").stdout == "v"
+    assert run_kvctl(env, "-u", url, "set", "k", "v").returncode == 0
+    assert run_kvctl(env, "-u", gorkflow, "get", "k").stdout == "v"
     assert sql(gorkflow, "SELECT count(*) FROM workflow_state")[0][0] == 1
     # kvctl is now present there: another kvctl table is created on a write as usual
-    assert kv(env, "-u", f"{gorkflow}?table=more", "set", "k", "v").returncode == 0
+    assert run_kvctl(env, "-u", f"{gorkflow}?table=more", "set", "k", "v").returncode == 0
     assert {r[2] for r in before if r[0] == "rel"} < {r[2] for r in catalog(gorkflow) if r[0] == "rel"}
 
 
 def test_reads_of_a_missing_table_change_nothing(kvctl_db: str, env: dict[str, str], tmp_path: Path) -> None:
-    assert kv(env, "-u", f"{kvctl_db}?table=present", "set", "k", "v").returncode == 0  # kvctl is there
+    assert run_kvctl(env, "-u", f"{kvctl_db}?table=present", "set", "k", "v").returncode == 0  # kvctl is there
     for url in (f"{kvctl_db}?table=missing", f"{kvctl_db}?table=missing&schema=nowhere"):
         before = catalog(kvctl_db)
         for args in read_commands(url, tmp_path, env):
-            proc = kv(env, *args)
+            proc = run_kvctl(env, *args)
             assert proc.returncode == 2, (args, proc.stderr)
             assert proc.stderr.count("\n") == 1 and "no table" in proc.stderr and "missing" in proc.stderr
             assert "nothing was created" in proc.stderr
@@ -189,11 +172,11 @@ def test_reads_of_an_empty_database_create_nothing_and_a_write_does(pg_url: str,
     try:
         before = catalog(url)
         for args in read_commands(url, tmp_path, env):
-            proc = kv(env, *args)
+            proc = run_kvctl(env, *args)
             assert proc.returncode == 2 and "no table kv" in proc.stderr, (args, proc.stderr)
         assert catalog(url) == before
-        assert kv(env, "-u", url, "set", "k", "v").returncode == 0
-        assert kv(env, "-u", url, "count").stdout == "1\n"
+        assert run_kvctl(env, "-u", url, "set", "k", "v").returncode == 0
+        assert run_kvctl(env, "-u", url, "count").stdout == "1\n"
     finally:
         sql(pg_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
@@ -202,35 +185,35 @@ def test_reads_of_a_kvctl_table_change_nothing_and_need_select_only(kvctl_db: st
                                                                      tmp_path: Path) -> None:
     url = f"{kvctl_db}?table=fid"
     for key in ("a", "b", "c"):
-        assert kv(env, "-u", url, "set", key, f"value of {key}").returncode == 0
-    assert kv(env, "-u", url, "del", "c").returncode == 0  # a tombstone and a feed entry
+        assert run_kvctl(env, "-u", url, "set", key, f"value of {key}").returncode == 0
+    assert run_kvctl(env, "-u", url, "del", "c").returncode == 0  # a tombstone and a feed entry
     sql(kvctl_db, f'GRANT SELECT ON ALL TABLES IN SCHEMA public TO "{TAG}_ro"',
         f'GRANT SELECT ON fid TO "{TAG}_sel"')
     before = catalog(kvctl_db)
     for args in read_commands(url, tmp_path, env):
-        assert kv(env, *args).returncode in (0, 1), args  # 1: get/ttl of a missing key, diff differs
+        assert run_kvctl(env, *args).returncode in (0, 1), args  # 1: get/ttl of a missing key, diff differs
         assert catalog(kvctl_db) == before, args
     # A role with SELECT on kvctl's tables (not on the feed's sequence) reads everything, and the
     # change feed: the snapshot records a cursor an incremental snapshot then starts from.
     ro = as_role(url, f"{TAG}_ro")
     full = tmp_path / "ro-full.kvs"
-    proc = kv(env, "snapshot", "create", ro, "-o", str(full))
+    proc = run_kvctl(env, "snapshot", "create", ro, "-o", str(full))
     assert proc.returncode == 0, proc.stderr
-    assert kv(env, "-u", url, "set", "d", "later").returncode == 0
-    proc = kv(env, "snapshot", "create", ro, "--since", str(full), "-o", str(tmp_path / "ro-inc.kvs"))
+    assert run_kvctl(env, "-u", url, "set", "d", "later").returncode == 0
+    proc = run_kvctl(env, "snapshot", "create", ro, "--since", str(full), "-o", str(tmp_path / "ro-inc.kvs"))
     assert proc.returncode == 0, proc.stderr
     restored = f"sqlite://{tmp_path / 'restored.db'}"
-    proc = kv(env, "snapshot", "restore", str(full), str(tmp_path / "ro-inc.kvs"), restored)
+    proc = run_kvctl(env, "snapshot", "restore", str(full), str(tmp_path / "ro-inc.kvs"), restored)
     assert proc.returncode == 0, proc.stderr
-    assert kv(env, "-u", restored, "scan", "--keys-only").stdout.split() == ["a", "b", "d"]
+    assert run_kvctl(env, "-u", restored, "scan", "--keys-only").stdout.split() == ["a", "b", "d"]
     for args in (["get", "a"], ["count"], ["scan"], ["stats"]):
-        proc = kv(env, "-u", ro, *args)
+        proc = run_kvctl(env, "-u", ro, *args)
         assert proc.returncode == 0, (args, proc.stderr)
-    assert kv(env, "-u", ro, "get", "a").stdout == "value of a"
+    assert run_kvctl(env, "-u", ro, "get", "a").stdout == "value of a"
     # SELECT on the table alone (not kvctl_meta): its columns show it is kvctl's, and it reads
     sel = as_role(url, f"{TAG}_sel")
-    assert kv(env, "-u", sel, "get", "b").stdout == "value of b"
-    assert kv(env, "-u", sel, "count").stdout == "3\n"
+    assert run_kvctl(env, "-u", sel, "get", "b").stdout == "value of b"
+    assert run_kvctl(env, "-u", sel, "count").stdout == "3\n"
 
 
 def test_a_version_1_table_is_read_without_an_upgrade(kvctl_db: str, env: dict[str, str]) -> None:
@@ -242,9 +225,9 @@ def test_a_version_1_table_is_read_without_an_upgrade(kvctl_db: str, env: dict[s
         "INSERT INTO v1.kvctl_meta (table_name, schema_version) VALUES ('v1.kv', 1)")
     url = f"{kvctl_db}?schema=v1"
     before = catalog(kvctl_db)
-    assert kv(env, "-u", url, "get", "k").stdout == "old"
-    assert kv(env, "-u", url, "count").stdout == "1\n"
-    assert kv(env, "-u", url, "stats").returncode == 0
+    assert run_kvctl(env, "-u", url, "get", "k").stdout == "old"
+    assert run_kvctl(env, "-u", url, "count").stdout == "1\n"
+    assert run_kvctl(env, "-u", url, "stats").returncode == 0
     assert catalog(kvctl_db) == before
 
 
@@ -254,7 +237,7 @@ def test_a_store_opened_to_read_refuses_writes_before_sending_them(kvctl_db: str
     from kvctl.registry import open_url
 
     url = f"{kvctl_db}?table=guarded"
-    assert kv(env, "-u", url, "set", "k", "v").returncode == 0
+    assert run_kvctl(env, "-u", url, "set", "k", "v").returncode == 0
     before = catalog(kvctl_db)
     store = to_sync(open_url(url, access="read"))
     try:
@@ -265,4 +248,4 @@ def test_a_store_opened_to_read_refuses_writes_before_sending_them(kvctl_db: str
     finally:
         store.close()
     assert catalog(kvctl_db) == before
-    assert kv(env, "-u", url, "get", "k").stdout == "v"
+    assert run_kvctl(env, "-u", url, "get", "k").stdout == "v"

@@ -5,12 +5,11 @@ server, with a user of its own (ACL SETUSER), removed afterwards."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from collections.abc import Iterator
 
 import pytest
 
+from kvctl.testing.cli import run_kvctl
 from kvctl.url import StoreURL
 from tests.conftest import service_url
 
@@ -32,19 +31,14 @@ def user_url() -> Iterator[str]:
         admin.close()
 
 
-def kv(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "kvctl", *args], env=env, capture_output=True, text=True,
-                          timeout=60)
-
-
 def test_password_from_the_environment(env: dict[str, str], user_url: str) -> None:
-    assert kv(env, "-u", user_url, "ping", "-c", "1").returncode == 77  # no password anywhere
+    assert run_kvctl(env, "-u", user_url, "ping", "-c", "1").returncode == 77  # no password anywhere
     with_var = {**env, "APP_REDIS_PASSWORD": PASSWORD}
-    ok = kv(with_var, "-u", user_url + "?password_env=APP_REDIS_PASSWORD", "set", "kvctl-cli-env:k", "v")
+    ok = run_kvctl(with_var, "-u", user_url + "?password_env=APP_REDIS_PASSWORD", "set", "kvctl-cli-env:k", "v")
     assert ok.returncode == 0, ok.stderr
-    got = kv({**env, "REDISCLI_AUTH": PASSWORD}, "-u", user_url, "get", "kvctl-cli-env:k")
+    got = run_kvctl({**env, "REDISCLI_AUTH": PASSWORD}, "-u", user_url, "get", "kvctl-cli-env:k")
     assert (got.returncode, got.stdout) == (0, "v"), got.stderr
-    assert kv({**env, "REDISCLI_AUTH": PASSWORD}, "-u", user_url, "del", "kvctl-cli-env:k").stdout == "1\n"
-    unset = kv(env, "-u", user_url + "?password_env=NOT_SET_ANYWHERE", "ping", "-c", "1")
+    assert run_kvctl({**env, "REDISCLI_AUTH": PASSWORD}, "-u", user_url, "del", "kvctl-cli-env:k").stdout == "1\n"
+    unset = run_kvctl(env, "-u", user_url + "?password_env=NOT_SET_ANYWHERE", "ping", "-c", "1")
     assert unset.returncode == 2 and "NOT_SET_ANYWHERE is not set" in unset.stderr
     assert PASSWORD not in unset.stderr

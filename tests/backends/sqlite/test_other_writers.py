@@ -10,17 +10,13 @@ import json
 import shutil
 import sqlite3
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from kvctl.registry import open_url
 from kvctl.store import Record
-
-
-def kv(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run([sys.executable, "-m", "kvctl", *args], env=env, capture_output=True, timeout=120)
+from kvctl.testing.cli import run_kvctl
 
 
 def shell(db: Path, sql: str) -> str:
@@ -32,33 +28,33 @@ def shell(db: Path, sql: str) -> str:
 def test_text_keys_and_values_from_the_sqlite3_shell(env: dict[str, str], tmp_path: Path) -> None:
     db = tmp_path / "app.db"
     url = f"sqlite://{db}"
-    assert kv(env, "-u", url, "set", "a", "1").returncode == 0
+    assert run_kvctl(env, "-u", url, "set", "a", "1", binary=True).returncode == 0
     shell(db, "INSERT INTO kv(key, value) VALUES ('user:1', 'ann')")
     shell(db, "INSERT INTO kv(key, value) VALUES (CAST('user:2' AS BLOB), 'bob')")
     shell(db, "INSERT INTO kv(key, value) VALUES (7, 'seven')")
     assert shell(db, "SELECT count(*) FROM kv").strip() == "4"
 
-    count = kv(env, "-u", url, "count")
+    count = run_kvctl(env, "-u", url, "count", binary=True)
     assert (count.returncode, count.stdout.strip()) == (0, b"4")
     for key, value in (("user:1", b"ann"), ("user:2", b"bob"), ("7", b"seven")):
-        done = kv(env, "-u", url, "get", key)
+        done = run_kvctl(env, "-u", url, "get", key, binary=True)
         assert (done.returncode, done.stdout) == (0, value), done.stderr
-    scan = kv(env, "-u", url, "scan", "--keys-only")
+    scan = run_kvctl(env, "-u", url, "scan", "--keys-only", binary=True)
     assert scan.stdout.split() == [b"7", b"a", b"user:1", b"user:2"]  # byte order
 
     out = tmp_path / "out.jsonl"
-    assert kv(env, "export", url, "-o", str(out)).returncode == 0
+    assert run_kvctl(env, "export", url, "-o", str(out), binary=True).returncode == 0
     exported = {json.loads(line)["key"]: json.loads(line)["value"] for line in out.read_text().splitlines()}
     assert exported == {"a": "1", "user:1": "ann", "user:2": "bob", "7": "seven"}
-    assert kv(env, "snapshot", "create", url, "-o", str(tmp_path / "s.kvs")).returncode == 0
+    assert run_kvctl(env, "snapshot", "create", url, "-o", str(tmp_path / "s.kvs"), binary=True).returncode == 0
     copy = f"sqlite://{tmp_path / 'copy.db'}"
-    done = kv(env, "migrate", url, copy, "--no-progress", "--verify")
+    done = run_kvctl(env, "migrate", url, copy, "--no-progress", "--verify", binary=True)
     assert done.returncode == 0, done.stderr
-    assert kv(env, "diff", url, copy).returncode == 0
-    assert kv(env, "sync", url, f"file://{tmp_path / 'fs'}").returncode == 0
+    assert run_kvctl(env, "diff", url, copy, binary=True).returncode == 0
+    assert run_kvctl(env, "sync", url, f"file://{tmp_path / 'fs'}", binary=True).returncode == 0
 
     # kvctl's write of the same key updates the shell's row: one row per key
-    assert kv(env, "-u", url, "set", "user:1", "changed").returncode == 0
+    assert run_kvctl(env, "-u", url, "set", "user:1", "changed", binary=True).returncode == 0
     rows = shell(db, "SELECT typeof(key), CAST(key AS TEXT), CAST(value AS TEXT) FROM kv ORDER BY key")
     assert rows.splitlines() == ["blob|7|seven", "blob|a|1", "blob|user:1|changed", "blob|user:2|bob"]
     # and the shell's upsert / REPLACE of a key kvctl wrote updates kvctl's row
@@ -67,7 +63,7 @@ def test_text_keys_and_values_from_the_sqlite3_shell(env: dict[str, str], tmp_pa
     shell(db, "UPDATE kv SET value = 'text again' WHERE key = CAST('7' AS BLOB)")
     assert shell(db, "SELECT count(*) FROM kv").strip() == "4"
     for key, value in (("a", b"two"), ("user:2", b"bobby"), ("7", b"text again")):
-        assert kv(env, "-u", url, "get", key).stdout == value
+        assert run_kvctl(env, "-u", url, "get", key, binary=True).stdout == value
 
 
 def test_a_write_open_upgrades_an_older_file_keeping_the_newer_of_two_rows(tmp_path: Path) -> None:
@@ -155,12 +151,12 @@ def test_cli_reads_of_an_older_file_see_other_programs_keys(env: dict[str, str],
     db = tmp_path / "old.db"
     expected = older_file_with_other_keys(db)
     url = f"sqlite://{db}"
-    assert kv(env, "-u", url, "count").stdout.strip() == str(len(expected)).encode()
-    assert kv(env, "-u", url, "get", "b001").stdout == b"text 1"
+    assert run_kvctl(env, "-u", url, "count", binary=True).stdout.strip() == str(len(expected)).encode()
+    assert run_kvctl(env, "-u", url, "get", "b001", binary=True).stdout == b"text 1"
     out = tmp_path / "out.jsonl"
-    assert kv(env, "export", url, "-o", str(out)).returncode == 0
+    assert run_kvctl(env, "export", url, "-o", str(out), binary=True).returncode == 0
     assert [json.loads(line)["key"].encode() for line in out.read_text().splitlines()] == list(expected)
     copy = f"sqlite://{tmp_path / 'copy.db'}"
-    done = kv(env, "migrate", url, copy, "--no-progress", "--verify")
+    done = run_kvctl(env, "migrate", url, copy, "--no-progress", "--verify", binary=True)
     assert done.returncode == 0, done.stderr
-    assert kv(env, "diff", url, copy).returncode == 0
+    assert run_kvctl(env, "diff", url, copy, binary=True).returncode == 0

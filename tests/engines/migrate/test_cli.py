@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 import os
 import stat
-import subprocess
-import sys
 import threading
 from pathlib import Path
 
@@ -17,6 +15,7 @@ from typer.testing import CliRunner
 from kvctl.cli.app import app
 from kvctl.registry import open_url
 from kvctl.store import Record, now_ms
+from kvctl.testing.cli import run_kvctl
 from tests.engines.support import all_families, diff_urls, fresh_url, read_all, subprocess_env, write
 
 runner = CliRunner()
@@ -25,11 +24,6 @@ runner = CliRunner()
 @pytest.fixture
 def env(tmp_path: Path) -> dict[str, str]:
     return subprocess_env(tmp_path)
-
-
-def kv(env: dict[str, str], *args: str, input: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run([sys.executable, "-m", "kvctl", *args], env=env, input=input,
-                          capture_output=True, timeout=120)
 
 
 def local(family: str, tmp: Path) -> str:
@@ -100,27 +94,27 @@ def test_subprocess_migrate_verify_and_exit_codes(env: dict[str, str], tmp_path:
     src, dst = local("sqlite", tmp_path), local("sqlite", tmp_path)
     write(src, [Record(b"k%d" % i, b"v") for i in range(10)] + [Record(b"\x00bin", b"\xff" * 3)])
     write(dst, [Record(b"k1", b"already here")])
-    out = kv(env, "migrate", src, dst, "--on-conflict", "fail")
+    out = run_kvctl(env, "migrate", src, dst, "--on-conflict", "fail", binary=True)
     assert out.returncode == 6 and out.stderr.count(b"\n") == 1 and b"k1" in out.stderr
-    out = kv(env, "migrate", src, dst, "--on-conflict", "skip", "--verify")
+    out = run_kvctl(env, "migrate", src, dst, "--on-conflict", "skip", "--verify", binary=True)
     assert out.returncode == 1 and b"verify" in out.stderr  # skipped k1 differs
-    out = kv(env, "migrate", src, dst, "--verify")
+    out = run_kvctl(env, "migrate", src, dst, "--verify", binary=True)
     assert out.returncode == 0, out.stderr
     write_extra = open_url(dst)
     write_extra.set_many([Record(b"x%d" % i, b"") for i in range(3)])
     write_extra.close()
-    out = kv(env, "migrate", src, dst, "--delete-extra", "--max-delete", "2")
+    out = run_kvctl(env, "migrate", src, dst, "--delete-extra", "--max-delete", "2", binary=True)
     assert out.returncode == 8 and b"max-delete" in out.stderr
-    out = kv(env, "migrate", src, dst, "--delete-extra", "--max-delete", "3", "--verify")
+    out = run_kvctl(env, "migrate", src, dst, "--delete-extra", "--max-delete", "3", "--verify", binary=True)
     assert out.returncode == 0 and b"deleted 3" in out.stdout
 
 
 def test_subprocess_ttl_into_a_backend_without_ttls(env: dict[str, str], tmp_path: Path) -> None:
     src, dst = local("sqlite", tmp_path), local("cookie", tmp_path)
     write(src, [Record(b"a", b"1"), Record(b"t", b"2", now_ms() + 60_000)])
-    out = kv(env, "migrate", src, dst)
+    out = run_kvctl(env, "migrate", src, dst, binary=True)
     assert out.returncode == 4 and b"--drop-ttl" in out.stderr and out.stderr.count(b"\n") == 1
-    out = kv(env, "migrate", src, dst, "--drop-ttl", "--verify", "--json")
+    out = run_kvctl(env, "migrate", src, dst, "--drop-ttl", "--verify", "--json", binary=True)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["ttl_dropped"] == 1
 
@@ -130,9 +124,9 @@ def test_subprocess_export_import_binary_pipe(env: dict[str, str], tmp_path: Pat
     records = [Record(bytes([i, 255 - i]) + b"\n\r", bytes(range(i, 256)), now_ms() + 3_600_000 if i % 3 else None)
                for i in range(40)] + [Record(b"empty", b"")]
     write(src, records)
-    dump = kv(env, "export", src)
+    dump = run_kvctl(env, "export", src, binary=True)
     assert dump.returncode == 0 and dump.stdout.count(b"\n") == len(records)
-    loaded = kv(env, "import", "-", dst, input=dump.stdout)
+    loaded = run_kvctl(env, "import", "-", dst, input=dump.stdout, binary=True)
     assert loaded.returncode == 0, loaded.stderr
     assert diff_urls(src, dst, ignore_expiry=False).equal
     got = read_all(dst)
@@ -145,35 +139,35 @@ def test_subprocess_export_csv_file_round_trip(env: dict[str, str], tmp_path: Pa
     write(src, [Record(b"a,b\"c\n", b"x,y"), Record(b"\xff", b"\x00"), Record("ü".encode(), b""),
                 Record(b"k", b"abc\rdef"), Record(b"b:\r", b"\r")])  # a bare CR is quoted
     path = tmp_path / "dump.csv"
-    assert kv(env, "export", src, "-o", str(path)).returncode == 0
+    assert run_kvctl(env, "export", src, "-o", str(path), binary=True).returncode == 0
     assert path.read_text().splitlines()[0] == "key,key_b64,value,value_b64,expires_at_ms,version,kind"
-    assert kv(env, "import", str(path), dst).returncode == 0
+    assert run_kvctl(env, "import", str(path), dst, binary=True).returncode == 0
     assert diff_urls(src, dst, ignore_expiry=False).equal
     assert set(read_all(dst)) == set(read_all(src))  # no key invented from half a value
 
 
 def test_subprocess_secrets_are_redacted(env: dict[str, str]) -> None:
-    out = kv(env, "migrate", "postgresql://app:hunter2secret@127.0.0.1:1/db", "memory://x")
+    out = run_kvctl(env, "migrate", "postgresql://app:hunter2secret@127.0.0.1:1/db", "memory://x", binary=True)
     assert out.returncode == 69 and b"hunter2secret" not in out.stderr + out.stdout
     assert out.stderr.count(b"\n") == 1
 
 
 def test_subprocess_malformed_import_names_the_line(env: dict[str, str], tmp_path: Path) -> None:
     dst = local("sqlite", tmp_path)
-    out = kv(env, "import", "-", dst, input=b'{"key": "a", "value": "1"}\n\n{"key": 5}\n')
+    out = run_kvctl(env, "import", "-", dst, input=b'{"key": "a", "value": "1"}\n\n{"key": 5}\n', binary=True)
     assert out.returncode == 65 and b"line 3" in out.stderr
 
 
 # -- -o never destroys what it names: a FIFO, a device, a symlink --------------------------------
 def test_export_into_a_fifo_writes_through_it(env: dict[str, str], tmp_path: Path) -> None:
     src = f"sqlite://{tmp_path}/fifo-src.db"
-    assert kv(env, "-u", src, "set", "a", "1").returncode == 0
+    assert run_kvctl(env, "-u", src, "set", "a", "1", binary=True).returncode == 0
     fifo = tmp_path / "pipe"
     os.mkfifo(fifo)
     got: list[bytes] = []
     reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()), daemon=True)
     reader.start()
-    proc = kv(env, "export", src, "-o", str(fifo), "--format", "jsonl")
+    proc = run_kvctl(env, "export", src, "-o", str(fifo), "--format", "jsonl", binary=True)
     reader.join(timeout=30)
     assert proc.returncode == 0, proc.stderr.decode()
     assert stat.S_ISFIFO(fifo.lstat().st_mode)  # still a FIFO, not a file put in its place
@@ -183,28 +177,28 @@ def test_export_into_a_fifo_writes_through_it(env: dict[str, str], tmp_path: Pat
 
 def test_export_and_snapshot_through_a_symlink_replace_its_target(env: dict[str, str], tmp_path: Path) -> None:
     src = f"sqlite://{tmp_path}/link-src.db"
-    assert kv(env, "-u", src, "set", "a", "1").returncode == 0
+    assert run_kvctl(env, "-u", src, "set", "a", "1", binary=True).returncode == 0
     for args, name in ((["export", src, "--format", "jsonl"], "out.jsonl"), (["snapshot", "create", src], "s.kvs")):
         target = tmp_path / f"target-{name}"
         target.write_bytes(b"old")
         link = tmp_path / name
         link.symlink_to(target)
-        proc = kv(env, *args, "-o", str(link))
+        proc = run_kvctl(env, *args, "-o", str(link), binary=True)
         assert proc.returncode == 0, proc.stderr.decode()
         assert link.is_symlink() and target.read_bytes() != b"old"
 
 
 def test_export_into_a_directory_is_a_clear_error(env: dict[str, str], tmp_path: Path) -> None:
     src = f"sqlite://{tmp_path}/dir-src.db"
-    assert kv(env, "-u", src, "set", "a", "1").returncode == 0
-    proc = kv(env, "export", src, "-o", str(tmp_path))
+    assert run_kvctl(env, "-u", src, "set", "a", "1", binary=True).returncode == 0
+    proc = run_kvctl(env, "export", src, "-o", str(tmp_path), binary=True)
     assert proc.returncode == 74 and b"directory" in proc.stderr and b"Traceback" not in proc.stderr
 
 
 def test_subprocess_unstorable_keys_are_listed_short(env: dict[str, str], tmp_path: Path) -> None:
     src, dst = local("sqlite", tmp_path), local("lmdb", tmp_path)
     write(src, [Record(b"", b"empty key"), Record(b"k" * 70_000, b"v"), Record(b"ok", b"v")])
-    out = kv(env, "migrate", src, dst, "--no-progress")
+    out = run_kvctl(env, "migrate", src, dst, "--no-progress", binary=True)
     assert out.returncode == 8, out.stderr
     lines = out.stderr.decode().splitlines()
     assert len(lines) == 3 and all(len(line) < 400 for line in lines), lines  # a 70 kB key is cut
