@@ -74,19 +74,7 @@ def everything(store: Store, prefix: bytes = b"", batch_size: int = 1000) -> dic
 
 
 @pytest.mark.filterwarnings("ignore:coroutine 'IndexedDBStore.close' was never awaited")
-class _Conformance(StoreConformance):
-    @pytest.fixture
-    def store(self, store_url: str) -> Iterator[Store]:
-        # test_reopen_persists closes the store and the suite closes it again; SyncAdapter.close()
-        # is not idempotent yet ("Runner is closed"): tolerate that second close.
-        s = open_sync(store_url)
-        s.clear()
-        yield s
-        with contextlib.suppress(RuntimeError):
-            s.close()
-
-
-class TestIndexedDBConformance(_Conformance):
+class TestIndexedDBConformance(StoreConformance):
     @pytest.fixture
     def store_url(self, url_of: Any) -> str:
         return str(url_of("conformance"))

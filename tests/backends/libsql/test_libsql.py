@@ -10,7 +10,6 @@ AuthError for libsql+https.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import http.server
 import sqlite3
 import subprocess
@@ -45,17 +44,6 @@ class TestLibSQLConformance(StoreConformance):
     @pytest.fixture
     def store_url(self, tmp_path: Path) -> str:
         return f"libsql://{tmp_path}/conf.db"  # libsql:// + /abs/path: no host, a local file
-
-    @pytest.fixture
-    def store(self, store_url: str) -> Iterator[Store]:
-        # As in tests/backends/postgres/test_postgres.py: SyncAdapter.close() is not idempotent yet, and
-        # test_reopen_persists closes the store before the suite's fixture does.
-        s = open_sync(store_url)
-        s.clear()
-        yield s
-        with contextlib.suppress(RuntimeError):
-            s.close()
-
 
 pytestmark = pytest.mark.filterwarnings("ignore:coroutine 'LibSQLStore.close' was never awaited")
 

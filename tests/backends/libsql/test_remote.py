@@ -9,7 +9,6 @@ KVCTL_SERVICES=required.
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
 import os
 import shutil
@@ -27,7 +26,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from kvctl.errors import AuthError
-from kvctl.store import Record, Store
+from kvctl.store import Record
 from kvctl.testing import StoreConformance, open_sync
 from tests.conftest import service_url
 
@@ -60,16 +59,6 @@ class TestRemoteConformance(StoreConformance):
     @pytest.fixture
     def store_url(self) -> str:
         return table_url(server_url(), fresh_table())
-
-    @pytest.fixture
-    def store(self, store_url: str) -> Iterator[Store]:
-        # As in tests/backends/libsql/test_libsql.py: test_reopen_persists closes the store before this does.
-        s = open_sync(store_url)
-        s.clear()
-        yield s
-        with contextlib.suppress(RuntimeError):
-            s.close()
-
 
 @pytest.mark.parametrize("spelling", ["0", "false", "no", "off", "FALSE"])
 def test_plain_connection_accepts_every_boolean_spelling(spelling: str) -> None:

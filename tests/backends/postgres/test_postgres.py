@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import contextlib
 import os
 import uuid
 from collections.abc import Iterator
@@ -55,17 +54,6 @@ class TestPostgresConformance(StoreConformance):
     @pytest.fixture
     def store_url(self, pg_url: str) -> str:
         return table_url(pg_url, "conf")
-
-    @pytest.fixture
-    def store(self, store_url: str) -> Iterator[Store]:
-        # The suite's own fixture closes again after test_reopen_persists closed the store, and
-        # kvctl.adapt.SyncAdapter.close() is not idempotent yet ("Runner is closed"): tolerate that.
-        s = open_sync(store_url)
-        s.clear()
-        yield s
-        with contextlib.suppress(RuntimeError):
-            s.close()
-
 
 @pytest.fixture
 def store(pg_url: str, request: pytest.FixtureRequest) -> Iterator[Store]:
