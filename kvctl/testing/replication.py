@@ -61,6 +61,38 @@ def sync_json(env: dict[str, str], a: str, b: str, *extra: str) -> dict[str, Any
     return json.loads(out.stdout)
 
 
+def scribble(url: str, rng: random.Random, n: int, keys: int = 60, ttls: tuple[int, ...] = (1, 60_000),
+             other: Callable[[str, bytes, bytes | None], None] | None = None) -> None:
+    """``n`` random writes: kvctl's sets, expiries (in one of ``ttls`` ms), deletes and batches, and,
+    given ``other`` (url, key, value or None to delete), a quarter by another program, with kvctl's
+    store closed meanwhile (some backends admit one writer at a time)."""
+    store: Store | None = None
+    try:
+        for _ in range(n):
+            key = b"k%03d" % rng.randrange(keys)
+            roll = rng.random()
+            if other is not None:
+                if roll >= 0.75:
+                    if store is not None:
+                        store.close()
+                        store = None
+                    other(url, key, rng.randbytes(8) if roll < 0.88 else None)
+                    continue
+                roll /= 0.75  # kvctl's own writes keep their shares among themselves
+            store = store or open_sync(url)
+            if roll < 0.45:
+                store.set(key, rng.randbytes(rng.randint(0, 40)))
+            elif roll < 0.55:
+                store.set(key, b"short-lived", ttl_ms=rng.choice(ttls))
+            elif roll < 0.8:
+                store.delete(key)
+            else:
+                store.set_many([Record(key, b"batch"), Record(key + b"x", rng.randbytes(300))])
+    finally:
+        if store is not None:
+            store.close()
+
+
 class _Stores:
     """Fixtures shared by both suites: ``new_url(name)`` makes a new, empty store with a feed."""
 
@@ -205,31 +237,7 @@ class SyncConformance(_Stores):
     sync = staticmethod(sync_json)
 
     def scribble(self, url: str, rng: random.Random, n: int, keys: int = 60) -> None:
-        """``n`` random writes: kvctl's sets, expiries, deletes and batches, and another program's
-        (with kvctl's store closed meanwhile: some backends admit one writer at a time)."""
-        store: Store | None = None
-        try:
-            for _ in range(n):
-                key = b"k%03d" % rng.randrange(keys)
-                roll = rng.random()
-                if roll >= 0.75:
-                    if store is not None:
-                        store.close()
-                        store = None
-                    self.other_program(url, key, rng.randbytes(8) if roll < 0.88 else None)
-                    continue
-                store = store or open_sync(url)
-                if roll < 0.35:
-                    store.set(key, rng.randbytes(rng.randint(0, 40)))
-                elif roll < 0.45:
-                    store.set(key, b"short-lived", ttl_ms=rng.choice([1, 60_000]))
-                elif roll < 0.65:
-                    store.delete(key)
-                else:
-                    store.set_many([Record(key, b"batch"), Record(key + b"x", rng.randbytes(300))])
-        finally:
-            if store is not None:
-                store.close()
+        scribble(url, rng, n, keys, other=self.other_program)
 
     @pytest.mark.parametrize("seed", range(2))
     def test_random_writes_converge(self, pair: tuple[str, str], env: dict[str, str], seed: int) -> None:

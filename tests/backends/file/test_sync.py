@@ -15,32 +15,11 @@ from kvctl.engines.sync import SyncPlan, sync
 from kvctl.registry import open_url
 from kvctl.store import Record
 from kvctl.testing.cli import clean_env, run_kvctl
-from kvctl.testing.replication import sync_json
+from kvctl.testing.replication import contents, scribble, sync_json
 
 
 def run(plan: SyncPlan):
     return asyncio.run(sync(plan))
-
-
-def contents(url: str) -> dict[bytes, tuple[bytes, int | None, int | None]]:
-    """Every live record with its expiry and version (versions must match too: same writes)."""
-    with open_url(url) as store:
-        return {r.key: (r.value, r.expires_at_ms, r.version) for p in store.scan() for r in p.records}
-
-
-def scribble(url: str, rng: random.Random, n: int, keys: int = 80) -> None:
-    with open_url(url) as store:
-        for _ in range(n):
-            key = b"k%03d" % rng.randrange(keys)
-            roll = rng.random()
-            if roll < 0.45:
-                store.set(key, rng.randbytes(rng.randint(0, 40)))
-            elif roll < 0.55:
-                store.set(key, b"short-lived", ttl_ms=rng.choice([1, 60_000]))
-            elif roll < 0.8:
-                store.delete(key)
-            else:
-                store.set_many([Record(key, b"batch"), Record(key + b"x", rng.randbytes(300))])
 
 
 @pytest.mark.parametrize("seed", range(3))
@@ -51,7 +30,7 @@ def test_random_writes_converge_through_the_feed(tmp_path: Path, seed: int) -> N
     rng = random.Random(seed)
     modes = []
     for _ in range(6):
-        scribble(a, rng, rng.randint(0, 150))
+        scribble(a, rng, rng.randint(0, 150), keys=80)
         result = run(plan)
         modes.append(result.mode)
         assert result.converged

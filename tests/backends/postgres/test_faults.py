@@ -30,11 +30,11 @@ from kvctl_plugins.postgres.store import COPY_MIN_ROWS
 from kvctl.errors import AuthError, KvctlError, TimeoutError_, UnavailableError
 from kvctl.store import Record
 from kvctl.testing import open_sync
-from tests.conftest import service_url
+from tests.conftest import drop_postgres_objects, service_url
 
 pytestmark = pytest.mark.server
 
-HERE = Path(__file__).parent
+SERVICES = Path(__file__).parents[2] / "services"  # tests/services
 PREFIX = f"kvctl_f{os.getpid()}_{uuid.uuid4().hex[:6]}"
 
 
@@ -46,18 +46,7 @@ def _run(coro):
 def pg_url() -> Iterator[str]:
     url = service_url("KVCTL_TEST_POSTGRES_URL")
     yield url
-
-    async def drop() -> None:
-        con = await asyncpg.connect(url)
-        try:
-            for (name,) in await con.fetch("SELECT tablename FROM pg_tables WHERE tablename LIKE $1",
-                                           PREFIX + "%"):
-                await con.execute(f"DROP TABLE IF EXISTS {quote_ident(name)}")
-            await con.execute("DELETE FROM kvctl_meta WHERE table_name LIKE $1", PREFIX + "%")
-        finally:
-            await con.close()
-
-    _run(drop())
+    drop_postgres_objects(url, PREFIX)
 
 
 def with_user(url: str, user: str, password: str | None) -> str:
@@ -302,7 +291,7 @@ def private_server() -> Iterator[tuple[str, dict[str, str]]]:
     base = tempfile.mkdtemp(prefix="kvctl-pg-fault-", dir="/tmp")
     os.chmod(base, 0o755)  # the postgres user must reach it
     env = {**os.environ, "KVCTL_SERVICES_DIR": base}
-    script = str(HERE / "services" / "postgres.sh")
+    script = str(SERVICES / "postgres.sh")
     out = subprocess.run(["bash", script, "start"], env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     line = out.stdout.strip()
@@ -317,7 +306,7 @@ def private_server() -> Iterator[tuple[str, dict[str, str]]]:
 
 def test_server_stopped_mid_batch(private_server: tuple[str, dict[str, str]]) -> None:
     url, env = private_server
-    script = str(HERE / "services" / "postgres.sh")
+    script = str(SERVICES / "postgres.sh")
     app = "kvctl_fault_stop"
     table = "kv_stop"
     store_url = f"{url}?table={table}&application_name={app}"

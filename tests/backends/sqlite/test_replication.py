@@ -16,6 +16,21 @@ def sqlite_urls(tmp_path: Path) -> Callable[[str], str]:
     return lambda name: f"sqlite://{tmp_path}/{name}.db"
 
 
+def plain_sql(url: str, key: bytes, value: bytes | None) -> None:
+    """Another program's write (``value`` None: a delete): plain SQL on a connection of its own, no
+    version given, so the triggers stamp one."""
+    other = sqlite3.connect(url.removeprefix("sqlite://"), timeout=30)
+    try:
+        with other:
+            if value is None:
+                other.execute("DELETE FROM kv WHERE key = ?", (key,))
+            else:
+                other.execute("INSERT INTO kv(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE "
+                              "SET value = excluded.value", (key, value))
+    finally:
+        other.close()
+
+
 class TestSQLiteReplication(ReplicationConformance):
     @pytest.fixture
     def new_url(self, tmp_path: Path) -> Callable[[str], str]:
@@ -27,12 +42,4 @@ class TestSQLiteSync(SyncConformance):
     def new_url(self, tmp_path: Path) -> Callable[[str], str]:
         return sqlite_urls(tmp_path)
 
-    def other_program(self, url: str, key: bytes, value: bytes | None) -> None:
-        """Plain SQL on a connection of its own: no version given, the triggers stamp one."""
-        with sqlite3.connect(url.removeprefix("sqlite://"), timeout=30) as other:
-            if value is None:
-                other.execute("DELETE FROM kv WHERE key = ?", (key,))
-            else:
-                other.execute("INSERT INTO kv(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE "
-                              "SET value = excluded.value", (key, value))
-        other.close()
+    other_program = staticmethod(plain_sql)

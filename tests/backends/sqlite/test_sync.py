@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import sqlite3
 import uuid
 from pathlib import Path
 
@@ -15,46 +14,13 @@ import pytest
 
 from kvctl.engines.sync import SyncPlan, sync
 from kvctl.registry import open_url
-from kvctl.store import Record, now_ms
+from kvctl.store import Record
+from kvctl.testing.replication import contents, scribble
+from tests.backends.sqlite.test_replication import plain_sql
 
 
 def run(plan: SyncPlan):
     return asyncio.run(sync(plan))
-
-
-def contents(url: str) -> dict[bytes, tuple[bytes, int | None, int | None]]:
-    """Every live record with its expiry and version (versions must match too: the same writes).
-    Records expiring within the next second are left out: the two sides may be read either side
-    of that moment."""
-    soon = now_ms() + 1000
-    with open_url(url) as store:
-        return {r.key: (r.value, r.expires_at_ms, r.version) for p in store.scan() for r in p.records
-                if r.expires_at_ms is None or r.expires_at_ms > soon}
-
-
-def scribble(url: str, db: str, rng: random.Random, n: int, keys: int = 60) -> None:
-    """``n`` random writes: kvctl's sets, TTLs, deletes and batches, and another program's SQL."""
-    other = sqlite3.connect(db, isolation_level=None, timeout=30)
-    try:
-        with open_url(url) as store:
-            for _ in range(n):
-                key = b"k%03d" % rng.randrange(keys)
-                roll = rng.random()
-                if roll < 0.35:
-                    store.set(key, rng.randbytes(rng.randint(0, 40)))
-                elif roll < 0.45:
-                    store.set(key, b"short-lived", ttl_ms=rng.choice([1, 60_000]))
-                elif roll < 0.65:
-                    store.delete(key)
-                elif roll < 0.75:
-                    store.set_many([Record(key, b"batch"), Record(key + b"x", rng.randbytes(300))])
-                elif roll < 0.88:  # another program: plain SQL, no version
-                    other.execute("INSERT INTO kv(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE "
-                                  "SET value = excluded.value", (key, rng.randbytes(8)))
-                else:
-                    other.execute("DELETE FROM kv WHERE key = ?", (key,))
-    finally:
-        other.close()
 
 
 def sqlite_url(tmp_path: Path, name: str, **options: str) -> tuple[str, str]:
@@ -68,7 +34,7 @@ def sqlite_url(tmp_path: Path, name: str, **options: str) -> tuple[str, str]:
 
 @pytest.mark.parametrize("seed", range(3))
 def test_random_writes_converge_sqlite_to_sqlite_to_memory(tmp_path: Path, seed: int) -> None:
-    a, a_db = sqlite_url(tmp_path, "a")
+    a, _ = sqlite_url(tmp_path, "a")
     b, _ = sqlite_url(tmp_path, "b")
     c = f"memory://c{uuid.uuid4().hex[:8]}"  # a named memory store lives on in this process
     ab, bc, ac = (SyncPlan(a, b, tmp_path / "state"), SyncPlan(b, c, tmp_path / "state"),
@@ -76,7 +42,7 @@ def test_random_writes_converge_sqlite_to_sqlite_to_memory(tmp_path: Path, seed:
     rng = random.Random(seed)
     modes = []
     for _ in range(6):
-        scribble(a, a_db, rng, rng.randint(0, 120))
+        scribble(a, rng, rng.randint(0, 120), other=plain_sql)
         for plan in rng.sample([ab, bc, ac], rng.randint(1, 3)):  # sync at random moments
             result = run(plan)
             modes.append(result.mode)

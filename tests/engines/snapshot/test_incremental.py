@@ -6,6 +6,7 @@ writes anything.  Memory and file stores (both have change feeds), in-process.""
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
 import time
 import uuid
@@ -30,6 +31,7 @@ from kvctl.errors import (
 )
 from kvctl.registry import open_url
 from kvctl.store import TOMBSTONE, Capabilities, Page, Record, now_ms
+from kvctl.testing import replication
 from tests.engines.support import DictStore, typed_caps
 
 Contents = dict[bytes, tuple[bytes, int | None, int | None]]
@@ -49,20 +51,8 @@ def store_url(family: str, tmp: Path, name: str) -> str:
     return f"file://{tmp / name}"
 
 
-def scribble(url: str, rng: random.Random, n: int, keys: int = 60) -> None:
-    """Random sets, overwrites, deletes, batches, and keys that expire at once or in an hour."""
-    with open_url(url) as store:
-        for _ in range(n):
-            key = b"k%03d" % rng.randrange(keys)
-            roll = rng.random()
-            if roll < 0.45:
-                store.set(key, rng.randbytes(rng.randint(0, 40)))
-            elif roll < 0.55:
-                store.set(key, b"short-lived", ttl_ms=rng.choice([1, 3_600_000]))
-            elif roll < 0.8:
-                store.delete(key)
-            else:
-                store.set_many([Record(key, b"batch"), Record(key + b"x", rng.randbytes(300))])
+# random writes whose keys expire at once or in an hour
+scribble = functools.partial(replication.scribble, ttls=(1, 3_600_000))
 
 
 def take_chain(src: str, tmp: Path, rng: random.Random, rounds: int = 3) -> list[Path]:
