@@ -19,7 +19,6 @@ import signal
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +32,6 @@ from kvctl.store import TOMBSTONE, Record, Store, now_ms
 from kvctl.testing import open_sync
 from kvctl.testing.cli import clean_env, run_kvctl
 from kvctl.testing.replication import sync_json
-from tests.conftest import drop_postgres_objects, service_url
 from tests.engines.migrate.test_resume import _wait_for_new_checkpoint
 
 pytestmark = pytest.mark.server
@@ -41,13 +39,6 @@ pytestmark = pytest.mark.server
 PREFIX = f"kvctl_b{os.getpid()}_{uuid.uuid4().hex[:6]}"
 N = COPY_MIN_ROWS + 1000  # one batch big enough for the COPY paths
 HOUR_MS = 3_600_000
-
-
-@pytest.fixture(scope="module")
-def pg_url() -> Iterator[str]:
-    url = service_url("KVCTL_TEST_POSTGRES_URL")
-    yield url
-    drop_postgres_objects(url, PREFIX)
 
 
 def new_table(base: str) -> tuple[str, str]:

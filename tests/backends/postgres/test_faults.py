@@ -30,7 +30,6 @@ from kvctl_plugins.postgres.store import COPY_MIN_ROWS
 from kvctl.errors import AuthError, KvctlError, TimeoutError_, UnavailableError
 from kvctl.store import Record
 from kvctl.testing import open_sync
-from tests.conftest import drop_postgres_objects, service_url
 
 pytestmark = pytest.mark.server
 
@@ -40,13 +39,6 @@ PREFIX = f"kvctl_f{os.getpid()}_{uuid.uuid4().hex[:6]}"
 
 def _run(coro):
     return asyncio.run(coro)
-
-
-@pytest.fixture(scope="module")
-def pg_url() -> Iterator[str]:
-    url = service_url("KVCTL_TEST_POSTGRES_URL")
-    yield url
-    drop_postgres_objects(url, PREFIX)
 
 
 def with_user(url: str, user: str, password: str | None) -> str:

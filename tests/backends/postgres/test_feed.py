@@ -26,7 +26,6 @@ from kvctl.errors import FeedGapError, LimitError, UsageError
 from kvctl.hlc import make_version, physical_ms
 from kvctl.store import TOMBSTONE, Record, Store, now_ms
 from kvctl.testing import StoreConformance, open_sync
-from tests.conftest import drop_postgres_objects, service_url
 
 pytestmark = pytest.mark.server
 
@@ -53,13 +52,6 @@ async def _sql(url: str, *statements: str | tuple[str, tuple[Any, ...]]) -> list
 
 def sql(url: str, *statements: str | tuple[str, tuple[Any, ...]]) -> list[Any]:
     return _run(_sql(url, *statements))
-
-
-@pytest.fixture(scope="module")
-def pg_url() -> Iterator[str]:
-    url = service_url("KVCTL_TEST_POSTGRES_URL")
-    yield url
-    drop_postgres_objects(url, PREFIX)
 
 
 def new_table() -> str:

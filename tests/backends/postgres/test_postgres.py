@@ -22,7 +22,7 @@ from kvctl.errors import BadURLError, LimitError, StoreIOError, UnavailableError
 from kvctl.registry import open_url
 from kvctl.store import Record, Store, StoreURL
 from kvctl.testing import StoreConformance, open_sync
-from tests.conftest import SERVICES_DIR, drop_postgres_objects, service_url
+from tests.conftest import SERVICES_DIR
 
 pytestmark = pytest.mark.server
 
@@ -31,13 +31,6 @@ PREFIX = f"kvctl_t{os.getpid()}_{uuid.uuid4().hex[:6]}"
 
 def _run(coro):
     return asyncio.run(coro)
-
-
-@pytest.fixture(scope="module")
-def pg_url() -> Iterator[str]:
-    url = service_url("KVCTL_TEST_POSTGRES_URL")
-    yield url
-    drop_postgres_objects(url, PREFIX)
 
 
 def url_of(store: Store) -> StoreURL:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from urllib.parse import parse_qs
 
 import asyncpg
@@ -15,18 +15,10 @@ import pytest
 from kvctl_plugins.postgres.settings import quote_ident
 
 from kvctl.testing.replication import ReplicationConformance, SyncConformance
-from tests.conftest import drop_postgres_objects, service_url
 
 pytestmark = pytest.mark.server
 
 PREFIX = f"kvctl_r{os.getpid()}_{uuid.uuid4().hex[:6]}"
-
-
-@pytest.fixture(scope="module")
-def pg_url() -> Iterator[str]:
-    url = service_url("KVCTL_TEST_POSTGRES_URL")
-    yield url
-    drop_postgres_objects(url, PREFIX)
 
 
 def tables(pg_url: str) -> Callable[[str], str]:

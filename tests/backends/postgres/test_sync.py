@@ -14,7 +14,6 @@ import os
 import random
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,18 +24,10 @@ from kvctl_plugins.postgres.settings import quote_ident
 from kvctl.engines.sync import SyncPlan, SyncResult, sync
 from kvctl.store import Record, Store, now_ms
 from kvctl.testing import open_sync
-from tests.conftest import drop_postgres_objects, service_url
 
 pytestmark = pytest.mark.server
 
 PREFIX = f"kvctl_s{os.getpid()}_{uuid.uuid4().hex[:6]}"
-
-
-@pytest.fixture(scope="module")
-def pg_url() -> Iterator[str]:
-    url = service_url("KVCTL_TEST_POSTGRES_URL")
-    yield url
-    drop_postgres_objects(url, PREFIX)
 
 
 def pg_table(base: str, **options: str) -> tuple[str, str]:
