@@ -166,7 +166,7 @@ def test_a_writer_gives_up_after_timeout_saying_how_long_it_waited(tmp_path: Pat
 # value too large for it, $3 where the results go, $4 an import file too large for it.
 FULL_DISK = r"""
 mount -t tmpfs -o size=256k none "$1" || exit 99
-run_kvctl() { python -m kvctl "$@"; }
+kv() { python -m kvctl "$@"; }
 kv -u "file://$1/fs" set first hello || exit 98
 size=$(stat -c %s "$1"/fs/*.log)
 kv -u "file://$1/fs" set big --file "$2" 2> "$3/set.err"; echo $? > "$3/set.rc"
