@@ -192,6 +192,9 @@ class ReplicationConformance(_Stores):
         assert store.apply_many(batch) == 0  # type: ignore[attr-defined]  # replayed: nothing
         assert store.apply_many([Record(b"live", b"back", None, BASE)]) == 0  # type: ignore[attr-defined]
         assert store.apply_many([Record(b"never", b"", None, BASE + 3, TOMBSTONE)]) == 0  # type: ignore[attr-defined]
+        # a tie between a value and a tombstone: the value wins, and the feed lists it
+        assert store.apply_many([Record(b"never", b"born", None, BASE + 3)]) == 1  # type: ignore[attr-defined]
+        assert changes(store, start)[-1] == Record(b"never", b"born", None, BASE + 3)
 
     def test_apply_many_equal_versions_break_ties_by_content(self, store: Store) -> None:
         apply = store.apply_many  # type: ignore[attr-defined]

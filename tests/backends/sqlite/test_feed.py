@@ -1,7 +1,8 @@
 """The sqlite backend's schema (version 3): change feed, tombstones, apply_many, upgrades from v1 and v2.
 
 Writes "by other programs" are plain SQL through Python's sqlite3 module on a connection of its
-own, and through the sqlite3 shell, never through kvctl.
+own, and through the sqlite3 shell, never through kvctl.  What every versioned feed promises (order,
+pages, tombstones, apply_many's rules) is kvctl.testing.replication, run in test_replication.py.
 """
 
 from __future__ import annotations
@@ -319,31 +320,6 @@ def test_clear_lists_every_key_as_deleted(store: Store) -> None:
 
 
 # -- apply_many ----------------------------------------------------------------------------------
-def test_apply_many_mixed_batch_in_the_feed_and_counted(store: Store) -> None:
-    store.set(b"live", b"here")
-    live_version = store.get(b"live").version  # type: ignore[union-attr]
-    start = store.feed_cursor()  # type: ignore[attr-defined]
-    batch = [
-        Record(b"new", b"n", None, BASE + 1),
-        Record(b"live", b"", None, BASE + 2, TOMBSTONE),  # deletes a row
-        Record(b"never", b"", None, BASE + 3, TOMBSTONE),  # a tombstone for a key never seen
-        Record(b"new", b"n2", HOUR_MS + now_ms(), BASE + 4),  # the same key again, newer
-        Record(b"new", b"n-stale", None, BASE + 1),  # and an older one: no effect
-    ]
-    assert store.apply_many(batch) == 4  # type: ignore[attr-defined]
-    got = changes(store, start)
-    assert {(r.key, r.kind, r.version) for r in got} == {
-        (b"new", None, BASE + 4), (b"live", TOMBSTONE, BASE + 2), (b"never", TOMBSTONE, BASE + 3)}
-    rec = store.get(b"new")
-    assert rec is not None and rec.value == b"n2" and rec.expires_at_ms is not None
-    assert store.get(b"live") is None
-    assert store.apply_many(batch) == 0  # type: ignore[attr-defined]  # twice: nothing
-    assert store.apply_many([Record(b"live", b"back", None, live_version)]) == 0  # type: ignore[attr-defined]
-    assert store.apply_many([Record(b"never", b"", None, BASE + 3, TOMBSTONE)]) == 0  # type: ignore[attr-defined]
-    assert store.apply_many([Record(b"never", b"born", None, BASE + 3)]) == 1  # type: ignore[attr-defined]  # tie: a value beats a tombstone
-    assert changes(store, start)[-1] == Record(b"never", b"born", None, BASE + 3)
-
-
 def test_apply_many_equal_versions_break_ties_by_content(store: Store) -> None:
     apply = store.apply_many  # type: ignore[attr-defined]
     assert apply([Record(b"k", b"bbb", None, BASE)]) == 1
