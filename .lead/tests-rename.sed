@@ -1,3 +1,4 @@
+# Apply with: find tests bench README.md \( -name '*.py' -o -name '*.sh' -o -name '*.md' \) -print0 | xargs -0 sed -i -f .lead/tests-rename.sed
 # Imports between test modules after tests/ became a package in folders (apply to tests/**/*.py).
 s/^\( *\)from conftest import/\1from tests.conftest import/
 s/^\( *\)from backends import/\1from tests.families import/
@@ -10,6 +11,12 @@ s/^\( *\)from test_cli_json import/\1from tests.cli.test_json import/
 s/^\( *\)from test_cli_conventions import/\1from tests.cli.test_conventions import/
 s/"sqlite_schema_v2\.sql"/"schema_v2.sql"/
 s/"gorkflow_postgres\.sql"/"gorkflow.sql"/
+s/\bkvctl\.testing\.suite\b/kvctl.testing.conformance/g
+s/\bkvctl\.testing\.machine\b/kvctl.testing.stateful/g
+s#\bkvctl/testing/suite\.py\b#kvctl/testing/conformance.py#g
+s#\bkvctl/testing/machine\.py\b#kvctl/testing/stateful.py#g
+# sync_support is gone: cli_env -> kvctl.testing.cli.clean_env, kvctl(env, ...) -> run_kvctl(env, ...),
+# sync_json / sigkill_mid_sync -> kvctl.testing.replication (fix such imports by hand)
 # Paths named in comments, docs and scripts
 s#\btests/backends\.py\b#tests/families.py#g
 s#\btests/test_adapt\.py\b#tests/core/test_adapt.py#g
