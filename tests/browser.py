@@ -354,7 +354,7 @@ def shared_browser() -> Browser:
         if "browser" not in _shared:
             _shared["browser"] = Browser(executable)
             atexit.register(_shared["browser"].stop)
-        return _shared["browser"]  # type: ignore[no-any-return]
+        return _shared["browser"]
 
 
 def shared_app() -> AppServer:
@@ -362,7 +362,7 @@ def shared_app() -> AppServer:
         if "app" not in _shared:
             _shared["app"] = AppServer()
             atexit.register(_shared["app"].stop)
-        return _shared["app"]  # type: ignore[no-any-return]
+        return _shared["app"]
 
 
 def fresh_indexeddb_url() -> str:

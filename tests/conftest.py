@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from kvctl.testing.cli import clean_env
+
 SERVICES_DIR = Path(os.environ.get("KVCTL_SERVICES_DIR", "/tmp/kvctl-services"))
 
 
@@ -40,10 +42,7 @@ if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
 @pytest.fixture
 def env(tmp_path: Path) -> dict[str, str]:
     """A clean user environment for a kvctl subprocess: XDG dirs in tmp, no KVCTL_* variables."""
-    e = {k: v for k, v in os.environ.items() if not k.startswith("KVCTL_")}
-    e.update(XDG_DATA_HOME=str(tmp_path / "data"), XDG_CONFIG_HOME=str(tmp_path / "config"),
-             XDG_STATE_HOME=str(tmp_path / "state"), HOME=str(tmp_path))
-    return e
+    return clean_env(tmp_path)
 
 
 def drop_postgres_objects(url: str, prefix: str) -> None:

@@ -16,7 +16,7 @@ echo "== installing kvctl with its test dependencies"
 
 echo "== browser for the indexeddb backend (Debian's chromium); valgrind for the performance gate"
 command -v chromium >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
-command -v sqlite3 >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq sqlite3 >/dev/null; }  # the other-program writer in tests/test_sqlite_other_writers.py
+command -v sqlite3 >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq sqlite3 >/dev/null; }  # the other-program writer in tests/backends/sqlite/test_other_writers.py
 command -v valgrind >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind >/dev/null; }
 
 echo "== starting servers"

@@ -95,7 +95,7 @@ def write_compacted(
             if entry.__class__ is not Record and entry.seg > seg_id:  # type: ignore[union-attr]
                 continue  # its record is in a newer segment the compaction keeps (feed retention)
             if entry.__class__ is Record:
-                value = entry.value  # type: ignore[union-attr]
+                value = entry.value
             else:
                 value = read_ref(entry)  # type: ignore[arg-type]
                 refs.append((key, entry, psize + RECORD_HEADER_SIZE + len(key)))  # type: ignore[arg-type]

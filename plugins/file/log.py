@@ -223,7 +223,7 @@ class GroupCommit:
     write.  ``sync_now`` is the store's own sync (under its lock, on the current active segment).
     """
 
-    def __init__(self, interval_s: float, sync_now) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, interval_s: float, sync_now) -> None:
         self._interval = interval_s
         self._sync_now = sync_now
         self._cond = threading.Condition()

@@ -91,7 +91,7 @@ class RecoveryWarning(UserWarning):
     """A file store found damage on open and recovered (reported once, also in ``stats()``)."""
 
 
-class _ClosedMap(dict):  # type: ignore[type-arg]
+class _ClosedMap(dict):
     """Stands in for the key directory after close(), so the lock-free read path fails loudly."""
 
     def get(self, key: Any, default: Any = None) -> Any:
@@ -219,9 +219,9 @@ class FileStore(StoreBase):
     def get(self, key: bytes) -> Record | None:
         rec = self._map.get(key)
         if rec.__class__ is Record:  # the warm path: the value is in memory
-            exp = rec.expires_at_ms  # type: ignore[union-attr]
+            exp = rec.expires_at_ms
             if exp is None or exp > now_ms():
-                return rec  # type: ignore[return-value]
+                return rec
             return None
         if rec is None:
             return None
@@ -235,14 +235,14 @@ class FileStore(StoreBase):
         for key in keys:
             rec = m.get(key)
             if rec.__class__ is Record:
-                exp = rec.expires_at_ms  # type: ignore[union-attr]
+                exp = rec.expires_at_ms
                 if exp is not None:
                     now = now or now_ms()
                     if exp <= now:
                         rec = None
             elif rec is not None:
                 rec = self._read_ref(key)
-            append(rec)  # type: ignore[arg-type]
+            append(rec)
         return out
 
     def _read_ref(self, key: bytes) -> Record | None:
@@ -259,7 +259,7 @@ class FileStore(StoreBase):
 
     def _resolve(self, key: bytes, entry: Entry) -> Record:
         if entry.__class__ is Record:
-            return entry  # type: ignore[return-value]
+            return entry
         ref: Ref = entry  # type: ignore[assignment]
         seg = self._segs[ref.seg]
         try:

@@ -81,7 +81,7 @@ def to_bytes(wire: WireKey) -> bytes:
     kind, payload = wire
     if kind == "s":
         try:
-            return payload.encode("utf-8")  # type: ignore[no-any-return]
+            return payload.encode("utf-8")
         except UnicodeEncodeError:  # a lone surrogate
             return b"\xffs" + _wtf8(payload)
     if kind == "b":

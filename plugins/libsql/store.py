@@ -262,7 +262,7 @@ class LibSQLStore(AsyncStoreBase):
                 f"WHERE key IN ({marks}) AND {_LIVE}",
                 [*chunk, now]))
         if len(stmts) == 1:
-            results = [await self._execute("get_many", stmts[0].sql, stmts[0].args)]  # type: ignore[arg-type]
+            results = [await self._execute("get_many", stmts[0].sql, stmts[0].args)]
         else:  # one transaction: every chunk reads the same snapshot
             results = await self._batch("get_many", stmts, writing=False)
         found = {}

@@ -52,24 +52,24 @@ class ProbeStore(StoreBase):
 
     def get(self, key: bytes) -> Record | None:
         self._work(key, self._get_plan)
-        return self._inner.get(key)  # type: ignore[no-any-return]
+        return self._inner.get(key)
 
     def set(self, key: bytes, value: bytes, *, ttl_ms: int | None = None) -> None:
         self._work(key, self._set_plan)
         self._inner.set(key, value, ttl_ms=ttl_ms)
 
     def get_many(self, keys: Sequence[bytes]) -> list[Record | None]:
-        return self._inner.get_many(keys)  # type: ignore[no-any-return]
+        return self._inner.get_many(keys)
 
     def set_many(self, records: Iterable[Record]) -> None:
         self._inner.set_many(records)
 
     def delete_many(self, keys: Sequence[bytes]) -> int:
-        return self._inner.delete_many(keys)  # type: ignore[no-any-return]
+        return self._inner.delete_many(keys)
 
     def scan(self, prefix: bytes = b"", *, start_after: bytes | None = None, cursor: str | None = None,
              batch_size: int = 1000, keys_only: bool = False) -> Iterator[Page]:
-        return self._inner.scan(prefix, start_after=start_after, cursor=cursor,  # type: ignore[no-any-return]
+        return self._inner.scan(prefix, start_after=start_after, cursor=cursor,
                                 batch_size=batch_size, keys_only=keys_only)
 
     def close(self) -> None:

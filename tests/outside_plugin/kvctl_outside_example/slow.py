@@ -27,7 +27,7 @@ class SlowStore(StoreBase):
         self.inner = inner
         self.delay_s = delay_s
         self.fail_at = fail_at
-        self.capabilities = inner.capabilities
+        self.capabilities = inner.capabilities  # type: ignore[misc]  # the wrapped store's, per instance
 
     @classmethod
     def from_url(cls, url: StoreURL) -> Self:

@@ -1,0 +1,251 @@
+"""PostgreSQL is never altered by a command that only reads, nor a database kvctl did not create.
+
+The catalog of the database (relations, triggers, functions, schemas, kvctl_meta's rows) is
+snapshotted before and after every read command, run as the CLI runs it, on a database that holds
+only another program's tables (Gorkflow's schema) and on a missing kvctl table.  A role with
+SELECT only reads a kvctl table, change feed included.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+
+from kvctl.testing.cli import read_commands as all_read_commands
+from kvctl.testing.cli import run_kvctl
+from tests.conftest import service_url
+
+pytestmark = pytest.mark.server
+
+TAG = f"kvctl_ro{os.getpid()}_{uuid.uuid4().hex[:6]}"
+GORKFLOW_DDL = (Path(__file__).parent / "gorkflow.sql").read_text()
+GORKFLOW_TABLES = ["step_executions", "step_outputs", "workflow_runs", "workflow_state"]
+
+
+def sql(url: str, *statements: str) -> list[Any]:
+    async def run() -> list[Any]:
+        con = await asyncpg.connect(url)
+        try:
+            out: list[Any] = []
+            for statement in statements:
+                if ";" in statement:  # a script (no results)
+                    await con.execute(statement)
+                else:
+                    out = list(await con.fetch(statement))
+            return out
+        finally:
+            await con.close()
+
+    return asyncio.run(run())
+
+
+def on_database(url: str, name: str) -> str:
+    return url.rsplit("/", 1)[0] + "/" + name
+
+
+def as_role(url: str, role: str) -> str:
+    scheme, _, rest = url.partition("://")
+    return f"{scheme}://{role}@{rest.partition('@')[2]}"
+
+
+@pytest.fixture(scope="module")
+def pg_url() -> str:
+    return service_url("KVCTL_TEST_POSTGRES_URL")
+
+
+@pytest.fixture
+def gorkflow(pg_url: str) -> Iterator[str]:
+    """A database holding Gorkflow's tables (and a row in each of two) and nothing of kvctl's."""
+    name = f"{TAG}_gork_{uuid.uuid4().hex[:6]}"
+    sql(pg_url, f'CREATE DATABASE "{name}"')
+    url = on_database(pg_url, name)
+    try:
+        sql(url, GORKFLOW_DDL)
+        yield url
+    finally:
+        sql(pg_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="module")
+def kvctl_db(pg_url: str) -> Iterator[str]:
+    """A database of kvctl's own: a table written by kvctl (feed on), and a read-only role."""
+    name = f"{TAG}_kv"
+    sql(pg_url, f'CREATE DATABASE "{name}"', f'CREATE ROLE "{TAG}_ro" LOGIN', f'CREATE ROLE "{TAG}_sel" LOGIN')
+    url = on_database(pg_url, name)
+    try:
+        yield url
+    finally:
+        sql(pg_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', f'DROP ROLE IF EXISTS "{TAG}_ro"',
+            f'DROP ROLE IF EXISTS "{TAG}_sel"')
+
+
+def catalog(url: str) -> list[tuple[Any, ...]]:
+    """Every user-visible object of the database and kvctl_meta's rows, in a fixed order."""
+    rows = sql(url, """
+        SELECT 'rel', n.nspname, c.relname, c.relkind::text FROM pg_class c
+          JOIN pg_namespace n ON n.oid = c.relnamespace
+          WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%'
+            AND n.nspname NOT LIKE 'pg_temp%'
+        UNION ALL SELECT 'trigger', t.tgrelid::regclass::text, t.tgname, '' FROM pg_trigger t
+          WHERE NOT t.tgisinternal
+        UNION ALL SELECT 'proc', n.nspname, p.proname, '' FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+          WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
+        UNION ALL SELECT 'schema', nspname, '', '' FROM pg_namespace
+        UNION ALL SELECT 'column', attrelid::regclass::text, attname, format_type(atttypid, atttypmod)
+          FROM pg_attribute WHERE attnum > 0 AND attrelid IN (SELECT oid FROM pg_class WHERE relname = 'kvctl_meta')
+        ORDER BY 1, 2, 3, 4""")
+    meta = sql(url, "SELECT to_regclass('kvctl_meta') IS NOT NULL")[0][0]
+    if meta:
+        rows += sql(url, "SELECT to_jsonb(m)::text FROM kvctl_meta m ORDER BY table_name")
+    return [tuple(r) for r in rows]
+
+
+def read_commands(url: str, tmp: Path, env: dict[str, str]) -> list[list[str]]:
+    """Every command that only reads ``url`` (kvctl.testing's list), beside an existing SQLite store."""
+    other = f"sqlite://{tmp / 'other.db'}"
+    assert run_kvctl(env, "-u", other, "set", "other", "1").returncode == 0
+    return all_read_commands(url, other, tmp)
+
+
+def test_reads_of_a_database_of_another_program_change_nothing(gorkflow: str, env: dict[str, str],
+                                                                 tmp_path: Path) -> None:
+    before = catalog(gorkflow)
+    assert any(r[0] == "rel" and r[2] == "workflow_state" for r in before)
+    # ?create=true is a write's opt-in: a read with it is refused the same
+    for url in (gorkflow, f"{gorkflow}?table=workflow_state", f"{gorkflow}?create=true"):
+        for args in read_commands(url, tmp_path, env)[:None if url == gorkflow else 3]:
+            proc = run_kvctl(env, *args)
+            assert proc.returncode == 2, (args, proc.stderr)
+            assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("kvctl: error: "), proc.stderr
+            assert "holds 4 tables, none of kvctl's" in proc.stderr
+            assert "cannot map other programs' tables yet" in proc.stderr
+            assert all(table in proc.stderr for table in GORKFLOW_TABLES)
+            assert f"?table={GORKFLOW_TABLES[0]}" in proc.stderr
+            assert catalog(gorkflow) == before, args
+
+
+def test_a_write_on_a_database_of_another_program_needs_create(gorkflow: str, env: dict[str, str],
+                                                                tmp_path: Path) -> None:
+    before = catalog(gorkflow)
+    proc = run_kvctl(env, "-u", gorkflow, "set", "k", "v")
+    assert proc.returncode == 2 and "none of kvctl's" in proc.stderr and "?create=true" in proc.stderr
+    assert catalog(gorkflow) == before
+    source = f"sqlite://{tmp_path / 'src.db'}"
+    assert run_kvctl(env, "-u", source, "set", "k", "v").returncode == 0
+    proc = run_kvctl(env, "migrate", source, gorkflow, "--no-progress")
+    assert proc.returncode == 2 and "none of kvctl's" in proc.stderr
+    assert catalog(gorkflow) == before
+    # With the opt-in, kvctl's table goes beside the application's, which keep their rows.
+    url = f"{gorkflow}?create=true"
+    assert run_kvctl(env, "-u", url, "set", "k", "v").returncode == 0
+    assert run_kvctl(env, "-u", gorkflow, "get", "k").stdout == "v"
+    assert sql(gorkflow, "SELECT count(*) FROM workflow_state")[0][0] == 1
+    # kvctl is now present there: another kvctl table is created on a write as usual
+    assert run_kvctl(env, "-u", f"{gorkflow}?table=more", "set", "k", "v").returncode == 0
+    assert {r[2] for r in before if r[0] == "rel"} < {r[2] for r in catalog(gorkflow) if r[0] == "rel"}
+
+
+def test_reads_of_a_missing_table_change_nothing(kvctl_db: str, env: dict[str, str], tmp_path: Path) -> None:
+    assert run_kvctl(env, "-u", f"{kvctl_db}?table=present", "set", "k", "v").returncode == 0  # kvctl is there
+    for url in (f"{kvctl_db}?table=missing", f"{kvctl_db}?table=missing&schema=nowhere"):
+        before = catalog(kvctl_db)
+        for args in read_commands(url, tmp_path, env):
+            proc = run_kvctl(env, *args)
+            assert proc.returncode == 2, (args, proc.stderr)
+            assert proc.stderr.count("\n") == 1 and "no table" in proc.stderr and "missing" in proc.stderr
+            assert "nothing was created" in proc.stderr
+            assert catalog(kvctl_db) == before, args
+
+
+def test_reads_of_an_empty_database_create_nothing_and_a_write_does(pg_url: str, env: dict[str, str],
+                                                                      tmp_path: Path) -> None:
+    name = f"{TAG}_empty"
+    sql(pg_url, f'CREATE DATABASE "{name}"')
+    url = on_database(pg_url, name)
+    try:
+        before = catalog(url)
+        for args in read_commands(url, tmp_path, env):
+            proc = run_kvctl(env, *args)
+            assert proc.returncode == 2 and "no table kv" in proc.stderr, (args, proc.stderr)
+        assert catalog(url) == before
+        assert run_kvctl(env, "-u", url, "set", "k", "v").returncode == 0
+        assert run_kvctl(env, "-u", url, "count").stdout == "1\n"
+    finally:
+        sql(pg_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def test_reads_of_a_kvctl_table_change_nothing_and_need_select_only(kvctl_db: str, env: dict[str, str],
+                                                                     tmp_path: Path) -> None:
+    url = f"{kvctl_db}?table=fid"
+    for key in ("a", "b", "c"):
+        assert run_kvctl(env, "-u", url, "set", key, f"value of {key}").returncode == 0
+    assert run_kvctl(env, "-u", url, "del", "c").returncode == 0  # a tombstone and a feed entry
+    sql(kvctl_db, f'GRANT SELECT ON ALL TABLES IN SCHEMA public TO "{TAG}_ro"',
+        f'GRANT SELECT ON fid TO "{TAG}_sel"')
+    before = catalog(kvctl_db)
+    for args in read_commands(url, tmp_path, env):
+        assert run_kvctl(env, *args).returncode in (0, 1), args  # 1: get/ttl of a missing key, diff differs
+        assert catalog(kvctl_db) == before, args
+    # A role with SELECT on kvctl's tables (not on the feed's sequence) reads everything, and the
+    # change feed: the snapshot records a cursor an incremental snapshot then starts from.
+    ro = as_role(url, f"{TAG}_ro")
+    full = tmp_path / "ro-full.kvs"
+    proc = run_kvctl(env, "snapshot", "create", ro, "-o", str(full))
+    assert proc.returncode == 0, proc.stderr
+    assert run_kvctl(env, "-u", url, "set", "d", "later").returncode == 0
+    proc = run_kvctl(env, "snapshot", "create", ro, "--since", str(full), "-o", str(tmp_path / "ro-inc.kvs"))
+    assert proc.returncode == 0, proc.stderr
+    restored = f"sqlite://{tmp_path / 'restored.db'}"
+    proc = run_kvctl(env, "snapshot", "restore", str(full), str(tmp_path / "ro-inc.kvs"), restored)
+    assert proc.returncode == 0, proc.stderr
+    assert run_kvctl(env, "-u", restored, "scan", "--keys-only").stdout.split() == ["a", "b", "d"]
+    for args in (["get", "a"], ["count"], ["scan"], ["stats"]):
+        proc = run_kvctl(env, "-u", ro, *args)
+        assert proc.returncode == 0, (args, proc.stderr)
+    assert run_kvctl(env, "-u", ro, "get", "a").stdout == "value of a"
+    # SELECT on the table alone (not kvctl_meta): its columns show it is kvctl's, and it reads
+    sel = as_role(url, f"{TAG}_sel")
+    assert run_kvctl(env, "-u", sel, "get", "b").stdout == "value of b"
+    assert run_kvctl(env, "-u", sel, "count").stdout == "3\n"
+
+
+def test_a_version_1_table_is_read_without_an_upgrade(kvctl_db: str, env: dict[str, str]) -> None:
+    sql(kvctl_db, 'CREATE SCHEMA v1',
+        "CREATE TABLE v1.kvctl_meta (table_name text PRIMARY KEY, schema_version integer NOT NULL, "
+        "created_at timestamptz NOT NULL DEFAULT now())",
+        "CREATE TABLE v1.kv (key bytea PRIMARY KEY, value bytea NOT NULL, expires_at bigint, version bigint NOT NULL)",
+        "INSERT INTO v1.kv VALUES ('k'::bytea, 'old'::bytea, NULL, 7)",
+        "INSERT INTO v1.kvctl_meta (table_name, schema_version) VALUES ('v1.kv', 1)")
+    url = f"{kvctl_db}?schema=v1"
+    before = catalog(kvctl_db)
+    assert run_kvctl(env, "-u", url, "get", "k").stdout == "old"
+    assert run_kvctl(env, "-u", url, "count").stdout == "1\n"
+    assert run_kvctl(env, "-u", url, "stats").returncode == 0
+    assert catalog(kvctl_db) == before
+
+
+def test_a_store_opened_to_read_refuses_writes_before_sending_them(kvctl_db: str, env: dict[str, str]) -> None:
+    from kvctl.adapt import to_sync
+    from kvctl.errors import UsageError
+    from kvctl.registry import open_url
+
+    url = f"{kvctl_db}?table=guarded"
+    assert run_kvctl(env, "-u", url, "set", "k", "v").returncode == 0
+    before = catalog(kvctl_db)
+    store = to_sync(open_url(url, access="read"))
+    try:
+        assert store.get(b"k").value == b"v"  # type: ignore[union-attr]
+        for write in (lambda: store.set(b"k", b"w"), lambda: store.delete(b"k"), store.clear):
+            with pytest.raises(UsageError, match="opened to read only"):
+                write()
+    finally:
+        store.close()
+    assert catalog(kvctl_db) == before
+    assert run_kvctl(env, "-u", url, "get", "k").stdout == "v"

@@ -1,0 +1,37 @@
+-- A schema version 2 kvctl SQLite file (kvctl 3036aea: tables kv with its feed on, quiet with
+-- it off; a, b set, b deleted), as sqlite3's iterdump() wrote it; tests/backends/sqlite/test_feed.py loads it.
+BEGIN TRANSACTION;
+CREATE TABLE "kv" (id INTEGER PRIMARY KEY, key BLOB NOT NULL UNIQUE, value BLOB NOT NULL, expires_at INTEGER, version INTEGER);
+INSERT INTO "kv" VALUES(1,X'61',X'31',NULL,3765054673218699433);
+CREATE TABLE "kv__changes" (seq INTEGER PRIMARY KEY, key BLOB NOT NULL, value BLOB, expires_at INTEGER, version INTEGER, deleted INTEGER NOT NULL DEFAULT 0, changed_at INTEGER NOT NULL DEFAULT (CAST(round((julianday('now') - 2440587.5) * 86400000) AS INTEGER)));
+INSERT INTO "kv__changes" VALUES(1,X'61',X'31',NULL,3765054673218699433,0,1795317970858);
+INSERT INTO "kv__changes" VALUES(2,X'62',X'32',NULL,3765054673220796585,0,1795317970858);
+INSERT INTO "kv__changes" VALUES(3,X'62',NULL,NULL,3765054673220796841,1,1795317970858);
+CREATE TABLE "kv__tombs" (key BLOB PRIMARY KEY, version INTEGER NOT NULL) WITHOUT ROWID;
+INSERT INTO "kv__tombs" VALUES(X'62',3765054673220796841);
+CREATE TABLE kvctl_meta (table_name TEXT PRIMARY KEY, node_id INTEGER NOT NULL, feed_id TEXT, feed_floor INTEGER NOT NULL DEFAULT 0);
+INSERT INTO "kvctl_meta" VALUES('kv',169,'0f23602f0b97b8db',0);
+INSERT INTO "kvctl_meta" VALUES('quiet',88,NULL,0);
+CREATE TABLE "quiet" (id INTEGER PRIMARY KEY, key BLOB NOT NULL UNIQUE, value BLOB NOT NULL, expires_at INTEGER, version INTEGER);
+INSERT INTO "quiet" VALUES(1,X'61',X'31',NULL,3765054673229185112);
+CREATE TABLE "quiet__tombs" (key BLOB PRIMARY KEY, version INTEGER NOT NULL) WITHOUT ROWID;
+INSERT INTO "quiet__tombs" VALUES(X'62',3765054673231282520);
+CREATE INDEX "kv_expiry" ON "kv"(expires_at) WHERE expires_at IS NOT NULL;
+CREATE INDEX "kv_version" ON "kv"(version);
+CREATE INDEX "kv__tombs_version" ON "kv__tombs"(version);
+CREATE TRIGGER "kv__kvctl_insert" AFTER INSERT ON "kv" WHEN NEW.version IS NOT NULL BEGIN DELETE FROM "kv__tombs" WHERE key = NEW.key; INSERT INTO "kv__changes"(key, value, expires_at, version) VALUES (NEW.key, NEW.value, NEW.expires_at, NEW.version); END;
+CREATE TRIGGER "kv__kvctl_stamp_insert" AFTER INSERT ON "kv" WHEN NEW.version IS NULL BEGIN UPDATE "kv" SET version = max((CAST(round((julianday('now') - 2440587.5) * 86400000) AS INTEGER) << 21) | 169, (((max(coalesce((SELECT max(version) FROM "kv"), 0), coalesce((SELECT max(version) FROM "kv__tombs"), 0))) | 255) + 1) | 169) WHERE id = NEW.id; DELETE FROM "kv__tombs" WHERE key = NEW.key; END;
+CREATE TRIGGER "kv__kvctl_stamp_update" AFTER UPDATE ON "kv" WHEN NEW.key IS NOT OLD.key OR NEW.version IS NULL OR (NEW.version IS OLD.version AND (NEW.value IS NOT OLD.value OR NEW.expires_at IS NOT OLD.expires_at)) BEGIN INSERT INTO "kv__tombs"(key, version) SELECT OLD.key, max((CAST(round((julianday('now') - 2440587.5) * 86400000) AS INTEGER) << 21) | 169, (((max(coalesce((SELECT max(version) FROM "kv"), 0), coalesce((SELECT max(version) FROM "kv__tombs"), 0), coalesce(OLD.version, 0))) | 255) + 1) | 169) WHERE NEW.key IS NOT OLD.key ON CONFLICT(key) DO UPDATE SET version = excluded.version WHERE excluded.version > "kv__tombs".version; UPDATE "kv" SET version = max((CAST(round((julianday('now') - 2440587.5) * 86400000) AS INTEGER) << 21) | 169, (((max(coalesce((SELECT max(version) FROM "kv"), 0), coalesce((SELECT max(version) FROM "kv__tombs"), 0), coalesce(OLD.version, 0))) | 255) + 1) | 169) WHERE id = NEW.id AND (NEW.version IS NULL OR NEW.version IS OLD.version); INSERT INTO "kv__changes"(key, value, expires_at, version) SELECT NEW.key, NEW.value, NEW.expires_at, NEW.version WHERE NEW.version IS NOT NULL AND NEW.version IS NOT OLD.version; DELETE FROM "kv__tombs" WHERE key = NEW.key; END;
+CREATE TRIGGER "kv__kvctl_delete" AFTER DELETE ON "kv" BEGIN INSERT INTO "kv__tombs"(key, version) VALUES (OLD.key, CASE WHEN OLD.expires_at <= CAST(round((julianday('now') - 2440587.5) * 86400000) AS INTEGER) AND OLD.version IS NOT NULL THEN OLD.version ELSE max((CAST(round((julianday('now') - 2440587.5) * 86400000) AS INTEGER) << 21) | 169, (((max(coalesce((SELECT max(version) FROM "kv"), 0), coalesce((SELECT max(version) FROM "kv__tombs"), 0), coalesce(OLD.version, 0))) | 255) + 1) | 169) END) ON CONFLICT(key) DO UPDATE SET version = excluded.version WHERE "kv__tombs".version <= coalesce(OLD.version, 0); END;
+CREATE TRIGGER "kv__kvctl_update" AFTER UPDATE ON "kv" WHEN NEW.key IS OLD.key AND NEW.version IS NOT NULL AND NEW.version IS NOT OLD.version BEGIN INSERT INTO "kv__changes"(key, value, expires_at, version) VALUES (NEW.key, NEW.value, NEW.expires_at, NEW.version); END;
+CREATE TRIGGER "kv__kvctl_tomb_insert" AFTER INSERT ON "kv__tombs" BEGIN INSERT INTO "kv__changes"(key, version, deleted) VALUES (NEW.key, NEW.version, 1); END;
+CREATE TRIGGER "kv__kvctl_tomb_update" AFTER UPDATE ON "kv__tombs" WHEN NEW.version IS NOT OLD.version BEGIN INSERT INTO "kv__changes"(key, version, deleted) VALUES (NEW.key, NEW.version, 1); END;
+CREATE INDEX "quiet_expiry" ON "quiet"(expires_at) WHERE expires_at IS NOT NULL;
+CREATE INDEX "quiet_version" ON "quiet"(version);
+CREATE INDEX "quiet__tombs_version" ON "quiet__tombs"(version);
+CREATE TRIGGER "quiet__kvctl_insert" AFTER INSERT ON "quiet" WHEN NEW.version IS NOT NULL BEGIN DELETE FROM "quiet__tombs" WHERE key = NEW.key;  END;
+CREATE TRIGGER "quiet__kvctl_stamp_insert" AFTER INSERT ON "quiet" WHEN NEW.version IS NULL BEGIN UPDATE "quiet" SET version = max((CAST(round((julianday('now') - 2440587.5) * 86400000) AS INTEGER) << 21) | 88, (((max(coalesce((SELECT max(version) FROM "quiet"), 0), coalesce((SELECT max(version) FROM "quiet__tombs"), 0))) | 255) + 1) | 88) WHERE id = NEW.id; DELETE FROM "quiet__tombs" WHERE key = NEW.key; END;
+CREATE TRIGGER "quiet__kvctl_stamp_update" AFTER UPDATE ON "quiet" WHEN NEW.key IS NOT OLD.key OR NEW.version IS NULL OR (NEW.version IS OLD.version AND (NEW.value IS NOT OLD.value OR NEW.expires_at IS NOT OLD.expires_at)) BEGIN INSERT INTO "quiet__tombs"(key, version) SELECT OLD.key, max((CAST(round((julianday('now') - 2440587.5) * 86400000) AS INTEGER) << 21) | 88, (((max(coalesce((SELECT max(version) FROM "quiet"), 0), coalesce((SELECT max(version) FROM "quiet__tombs"), 0), coalesce(OLD.version, 0))) | 255) + 1) | 88) WHERE NEW.key IS NOT OLD.key ON CONFLICT(key) DO UPDATE SET version = excluded.version WHERE excluded.version > "quiet__tombs".version; UPDATE "quiet" SET version = max((CAST(round((julianday('now') - 2440587.5) * 86400000) AS INTEGER) << 21) | 88, (((max(coalesce((SELECT max(version) FROM "quiet"), 0), coalesce((SELECT max(version) FROM "quiet__tombs"), 0), coalesce(OLD.version, 0))) | 255) + 1) | 88) WHERE id = NEW.id AND (NEW.version IS NULL OR NEW.version IS OLD.version);  DELETE FROM "quiet__tombs" WHERE key = NEW.key; END;
+CREATE TRIGGER "quiet__kvctl_delete" AFTER DELETE ON "quiet" BEGIN INSERT INTO "quiet__tombs"(key, version) VALUES (OLD.key, CASE WHEN OLD.expires_at <= CAST(round((julianday('now') - 2440587.5) * 86400000) AS INTEGER) AND OLD.version IS NOT NULL THEN OLD.version ELSE max((CAST(round((julianday('now') - 2440587.5) * 86400000) AS INTEGER) << 21) | 88, (((max(coalesce((SELECT max(version) FROM "quiet"), 0), coalesce((SELECT max(version) FROM "quiet__tombs"), 0), coalesce(OLD.version, 0))) | 255) + 1) | 88) END) ON CONFLICT(key) DO UPDATE SET version = excluded.version WHERE "quiet__tombs".version <= coalesce(OLD.version, 0); END;
+COMMIT;
+PRAGMA user_version=2;

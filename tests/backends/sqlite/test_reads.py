@@ -1,0 +1,163 @@
+"""A read never changes a SQLite or libSQL file, and a database kvctl did not create is never altered.
+
+Every read command runs through the real CLI on (a) a missing path, (b) a kvctl store and (c) a
+database holding only another program's tables (Gorkflow's SQLite schema); the file's bytes and
+the presence of its ``-wal``/``-shm`` siblings are compared before and after.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from kvctl.testing.cli import read_commands, run_kvctl
+
+# Gorkflow's SQLite/libSQL layout (store/libsql_schema.go, see app-tables.md section 1.1).
+GORKFLOW_DDL = """
+CREATE TABLE IF NOT EXISTS workflow_runs (run_id TEXT PRIMARY KEY, workflow_id TEXT NOT NULL,
+    status TEXT NOT NULL, created_at DATETIME NOT NULL, updated_at DATETIME NOT NULL,
+    resource_id TEXT, data TEXT);
+CREATE TABLE IF NOT EXISTS step_executions (run_id TEXT NOT NULL, step_id TEXT NOT NULL,
+    execution_index INTEGER NOT NULL DEFAULT 0, status TEXT NOT NULL, created_at DATETIME NOT NULL,
+    started_at DATETIME, completed_at DATETIME, error TEXT, data TEXT, PRIMARY KEY (run_id, step_id));
+CREATE TABLE IF NOT EXISTS step_outputs (run_id TEXT NOT NULL, step_id TEXT NOT NULL, output_data BLOB,
+    created_at DATETIME DEFAULT CURRENT_TIMESTAMP, PRIMARY KEY (run_id, step_id));
+CREATE TABLE IF NOT EXISTS workflow_state (run_id TEXT NOT NULL, key TEXT NOT NULL, value BLOB,
+    updated_at DATETIME DEFAULT CURRENT_TIMESTAMP, PRIMARY KEY (run_id, key));
+INSERT INTO workflow_state(run_id, key, value) VALUES ('6f1c2e9a', 'approval', CAST('"yes"' AS BLOB));
+"""
+GORKFLOW_TABLES = ("workflow_runs", "step_executions", "step_outputs", "workflow_state")
+SCHEMES = ("sqlite", "libsql")
+
+
+def state(path: Path) -> tuple[str | None, list[str]]:
+    """The file's digest (None: absent) and which of it and its siblings exist in its directory."""
+    digest = hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else None
+    return digest, sorted(p.name for p in path.parent.iterdir() if p.name.startswith(path.name))
+
+
+def gorkflow_db(path: Path) -> None:
+    conn = sqlite3.connect(path)
+    conn.executescript(GORKFLOW_DDL)
+    conn.close()
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_reads_of_a_missing_file_create_nothing(scheme: str, env: dict[str, str], tmp_path: Path) -> None:
+    for target in (tmp_path / "typo.db", tmp_path / "no" / "such" / "dir.db"):
+        url = f"{scheme}://{target}"
+        for args in read_commands(url, "memory://", tmp_path):
+            done = run_kvctl(env, *args, binary=True)
+            assert done.returncode == 2, (args, done.stderr)
+            assert done.stderr.startswith(b"kvctl: error: no such store: ") and done.stderr.count(b"\n") == 1, \
+                (args, done.stderr)
+            assert b"nothing was created" in done.stderr
+        # sync's own state directory (XDG_STATE_HOME, under tmp_path here) is kvctl's, not the store's
+        assert sorted(p.name for p in tmp_path.iterdir() if p.name != "state") == [], "a read created something"
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_reads_of_a_kvctl_store_change_no_byte(scheme: str, env: dict[str, str], tmp_path: Path) -> None:
+    db = tmp_path / "store.db"
+    url = f"{scheme}://{db}"
+    for args in (["set", "k", "v"], ["set", "other", "w", "--ttl", "1h"]):
+        assert run_kvctl(env, "-u", url, *args, binary=True).returncode == 0
+    before = state(db)
+    assert before[1] == ["store.db"]  # the writer closed cleanly: no -wal/-shm left
+    out = tmp_path / "out"
+    out.mkdir()
+    for args in read_commands(url, "memory://", out):
+        done = run_kvctl(env, *args, binary=True)
+        assert done.returncode in (0, 1), (args, done.stderr)  # diff/migrate --verify-free: 1 = differ
+        assert state(db) == before, f"{args} changed the store"
+    assert run_kvctl(env, "-u", url, "get", "k", binary=True).stdout == b"v"
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_a_database_of_other_tables_is_refused_and_left_as_it_was(
+        scheme: str, env: dict[str, str], tmp_path: Path) -> None:
+    db = tmp_path / "app.db"
+    gorkflow_db(db)
+    url = f"{scheme}://{db}"
+    before = state(db)
+    out = tmp_path / "out"
+    out.mkdir()
+    for args in [*read_commands(url, "memory://", out), ["-u", url, "set", "k", "v"], ["-u", url, "del", "k"]]:
+        done = run_kvctl(env, *args, binary=True)
+        assert done.returncode == 2, (args, done.stderr)
+        line = done.stderr.decode()
+        assert line.startswith(f"kvctl: error: {url} holds other programs' tables and none of kvctl's: ")
+        assert line.count("\n") == 1 and "nothing was changed" in line
+        assert "cannot map other programs' tables yet" in line
+        for table in GORKFLOW_TABLES:
+            assert f"{table} ({url}?table={table})" in line
+        assert ("create=true" in line) == (args[2] in ("set", "del")), args
+        assert state(db) == before, f"{args} changed the application's database"
+    # one of its tables named outright: refused as well, honestly, nothing changed
+    for args in (["get", "x"], ["set", "x", "y"]):
+        done = run_kvctl(env, "-u", f"{url}?table=workflow_state", *args, binary=True)
+        assert done.returncode == 2 and b"table workflow_state is not a kvctl table" in done.stderr
+        assert b"cannot map other programs' tables yet" in done.stderr and done.stderr.count(b"\n") == 1
+    assert state(db) == before
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_create_true_adds_kvctl_table_beside_other_tables(scheme: str, env: dict[str, str], tmp_path: Path) -> None:
+    db = tmp_path / "app.db"
+    gorkflow_db(db)
+    url = f"{scheme}://{db}"
+    # a read creates nothing, even so
+    assert run_kvctl(env, "-u", f"{url}?create=true", "get", "k", binary=True).returncode == 2
+    assert run_kvctl(env, "-u", f"{url}?create=true", "set", "k", "v", binary=True).returncode == 0
+    assert run_kvctl(env, "-u", url, "get", "k", binary=True).stdout == b"v"  # now a kvctl database: plain URLs work
+    with sqlite3.connect(db) as conn:
+        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        assert set(GORKFLOW_TABLES) < tables and "kv" in tables
+        assert conn.execute("SELECT value FROM workflow_state").fetchone()[0] == b'"yes"'
+
+
+def test_reads_of_the_embedded_default_store_create_nothing(env: dict[str, str], tmp_path: Path) -> None:
+    """On a fresh machine the default store reads as empty: ``get`` is not found, ``count`` is 0."""
+    done = run_kvctl(env, "get", "x", binary=True)
+    assert done.returncode == 1 and b"key x not found" in done.stderr
+    done = run_kvctl(env, "count", binary=True)
+    assert (done.returncode, done.stdout.strip()) == (0, b"0")
+    assert run_kvctl(env, "scan", binary=True).stdout == b""
+    assert run_kvctl(env, "export", "-o", str(tmp_path / "e.jsonl"), binary=True).returncode == 0
+    assert not (tmp_path / "data").exists(), "a read created the data directory"
+    assert run_kvctl(env, "set", "x", "1", binary=True).returncode == 0  # the first write makes it, directory and all
+    assert run_kvctl(env, "get", "x", binary=True).stdout == b"1"
+    assert (tmp_path / "data" / "kvctl" / "default.db").exists()
+
+
+@pytest.fixture
+def media(tmp_path: Path) -> Iterator[Path]:
+    """A small tmpfs, to be remounted read-only as a CD or a read-only snapshot mount is."""
+    mount = tmp_path / "media"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=5m", "tmpfs", str(mount)], check=True)
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_a_store_on_read_only_media_is_readable(media: Path, env: dict[str, str], tmp_path: Path) -> None:
+    wal, rollback = f"sqlite://{media}/wal.db", f"sqlite://{media}/rollback.db"
+    assert run_kvctl(env, "-u", wal, "set", "k", "v", binary=True).returncode == 0
+    assert run_kvctl(env, "-u", f"{rollback}?journal_mode=delete", "set", "k", "v", binary=True).returncode == 0
+    subprocess.run(["mount", "-o", "remount,ro", str(media)], check=True)
+    listing = sorted(p.name for p in media.iterdir())
+    for url in (wal, f"{wal}?readonly=true", rollback, f"{rollback}?readonly=true"):
+        done = run_kvctl(env, "-u", url, "get", "k", binary=True)
+        assert (done.returncode, done.stdout) == (0, b"v"), (url, done.stderr)
+    done = run_kvctl(env, "snapshot", "create", wal, "-o", str(tmp_path / "ro.kvs"), binary=True)
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in media.iterdir()) == listing
