@@ -25,8 +25,9 @@ import pytest
 from backends import FACTORIES, families
 
 from kvctl.errors import UsageError
+from kvctl.plugin_kit import deadline_ms
 from kvctl.registry import open_url
-from kvctl.store import MAX_EXPIRY_MS, Record, deadline_ms, now_ms
+from kvctl.store import MAX_EXPIRY_MS, Record, now_ms
 
 
 def kv(env: dict[str, str], *args: str, **kwargs: Any) -> subprocess.CompletedProcess[bytes]:

@@ -24,8 +24,9 @@ from kvctl.adapt import to_sync
 from kvctl.engines.diff import DiffOptions, DiffResult, compare
 from kvctl.engines.storeops import open_async
 from kvctl.errors import LimitError, UnavailableError
+from kvctl.plugin_kit import AsyncStoreBase, check_limits, key_cursor
 from kvctl.registry import load, open_url
-from kvctl.store import AsyncStoreBase, Capabilities, Page, Record, Store, check_limits, key_cursor, now_ms
+from kvctl.store import Capabilities, Page, Record, Store, now_ms
 
 
 def _unique() -> str:

@@ -130,7 +130,7 @@ def _ttl(text: str) -> int:
     """--ttl as milliseconds, checked here the same for every backend: positive, and an expiry
     kvctl can keep (:func:`kvctl.store.deadline_ms`: before 2109-05-15)."""
     from kvctl.cli.migrate import duration_ms
-    from kvctl.store import deadline_ms
+    from kvctl.plugin_kit import deadline_ms
 
     ttl_ms = duration_ms(text, "--ttl")
     if ttl_ms <= 0:

@@ -52,7 +52,7 @@ def scan(
     """
     if cursor is not None and start is not None:
         raise UsageError("give --cursor or --start, not both")
-    from kvctl.store import key_cursor
+    from kvctl.plugin_kit import key_cursor
 
     kf = key_filter(prefix, glob)
     begin, after = _parse_cursor(cursor)

@@ -45,7 +45,7 @@ from typing import Any, BinaryIO
 from kvctl import __version__
 from kvctl.codec import show
 from kvctl.errors import FeedGapError, StoreIOError, UnsupportedError, UsageError
-from kvctl.store import TOMBSTONE, AsyncStore, Page, Record, now_ms
+from kvctl.store import TOMBSTONE, AsyncChangeFeed, AsyncStore, Page, Record, now_ms
 
 from . import stopped
 from .fsutil import atomic_writer
@@ -191,8 +191,7 @@ async def _with_store(url: str, access: str, work: Any) -> Any:
 
 
 def has_feed(store: Any) -> bool:
-    return bool(store.capabilities.change_feed) and all(
-        callable(getattr(store, n, None)) for n in ("feed_cursor", "changes"))
+    return bool(store.capabilities.change_feed) and isinstance(store, AsyncChangeFeed)
 
 
 async def create_from(store: AsyncStore, path: Path, *, key_filter: KeyFilter | None = None,

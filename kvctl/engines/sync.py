@@ -38,12 +38,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kvctl.adapt import to_async
 from kvctl.codec import json_key
 from kvctl.errors import FeedGapError, UnsupportedError, filesystem
 from kvctl.hlc import physical_ms
-from kvctl.registry import open_url
-from kvctl.store import TOMBSTONE, AsyncStore, Record, newer, now_ms
+from kvctl.registry import open_async
+from kvctl.store import TOMBSTONE, AsyncReplicable, AsyncStore, Record, newer, now_ms
 from kvctl.url import redact
 
 from . import stopped
@@ -164,7 +163,7 @@ async def apply_lww(store: AsyncStore, changes: list[Record]) -> Applied:
         return done + await apply_lww(store, versioned) if versioned else done
     upserts = [c for c in changes if c.kind != TOMBSTONE]
     tombstones = [c for c in changes if c.kind == TOMBSTONE]
-    if hasattr(store, "apply_many"):
+    if isinstance(store, AsyncReplicable):
         # Upserts and deletions in two calls, to count each: every key appears once in the batch,
         # so their order does not matter, and a run cut between them is replayed harmlessly.
         written = await store.apply_many(upserts) if upserts else 0
@@ -443,8 +442,8 @@ async def opened(plan: SyncPlan) -> AsyncIterator[tuple[AsyncStore, AsyncStore]]
     full pass and lose the record of what the last run saw, so an unwritable one is refused
     before either store is opened or anything applied."""
     writable_dir(plan.state_file().parent, "the sync state")
-    async with (to_async(open_url(plan.src_url, access="write" if plan.two_way else "read")) as src,
-                to_async(open_url(plan.dst_url)) as dst):
+    async with (open_async(plan.src_url, access="write" if plan.two_way else "read") as src,
+                open_async(plan.dst_url) as dst):
         yield src, dst
 
 

@@ -7,11 +7,11 @@ import random
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Self
 
-from kvctl.adapt import to_sync
 from kvctl.errors import BadURLError
 from kvctl.hlc import HLC, MAX_NODE
-from kvctl.registry import open_url
-from kvctl.store import Capabilities, Page, Record, Store, StoreBase, StoreURL, key_cursor, prefix_end
+from kvctl.plugin_kit import StoreBase, key_cursor, prefix_end
+from kvctl.registry import open_sync
+from kvctl.store import Capabilities, Page, Record, Store, StoreURL
 
 from .bounded import SAMPLES, BoundedCache
 
@@ -62,7 +62,7 @@ class CacheStore(StoreBase):
         if backend:
             if name:
                 raise BadURLError("a cache tier takes no name: cache://?max_bytes=...&backend=URL")
-            child = to_sync(open_url(backend, access=url.access))
+            child = open_sync(backend, access=url.access)
             # Named by backend, never by URL: the backend option may hold a password.
             where = f"cache over {child.name}"
             return cls(url, BoundedCache(max_bytes, max_age_ms=max_age, samples=samples), child, where)

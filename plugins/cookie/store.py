@@ -12,18 +12,8 @@ from dataclasses import replace
 from typing import Any, Self
 
 from kvctl.errors import BadURLError, KvctlError, LimitError, StoreIOError, UnsupportedError, UsageError
-from kvctl.store import (
-    Capabilities,
-    Page,
-    Record,
-    StoreBase,
-    StoreURL,
-    deadline_ms,
-    key_cursor,
-    now_ms,
-    page_size,
-    prefix_end,
-)
+from kvctl.plugin_kit import StoreBase, deadline_ms, key_cursor, page_size, prefix_end
+from kvctl.store import Capabilities, Page, Record, StoreURL, now_ms
 
 from .sealer import KDF_ITERATIONS, KDF_SALT, Sealer, derive_key
 from .session import SessionDoc, json_to_value, key_to_name, name_to_key, value_to_json

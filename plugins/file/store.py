@@ -39,21 +39,8 @@ from kvctl.errors import (
     filesystem_error,
 )
 from kvctl.hlc import HLC, make_version
-from kvctl.store import (
-    TOMBSTONE,
-    Capabilities,
-    Page,
-    Record,
-    StoreBase,
-    StoreURL,
-    check_limits,
-    deadline_ms,
-    key_cursor,
-    newer,
-    now_ms,
-    page_size,
-    prefix_end,
-)
+from kvctl.plugin_kit import StoreBase, check_limits, deadline_ms, key_cursor, page_size, prefix_end
+from kvctl.store import TOMBSTONE, Capabilities, Page, Record, StoreURL, newer, now_ms
 
 from .batch import encode_records, encode_tombstones, tombstone_versions
 from .compact import CompactionAborted, write_compacted

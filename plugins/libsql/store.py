@@ -28,20 +28,8 @@ from libsql_client import LibsqlError, Statement
 
 from kvctl.errors import ForeignStoreError, NoSuchStoreError, StoreIOError, UsageError
 from kvctl.hlc import HLC
-from kvctl.store import (
-    MAX_VERSION,
-    AsyncStoreBase,
-    Capabilities,
-    Page,
-    Record,
-    StoreURL,
-    deadline_ms,
-    foreign_store_error,
-    key_cursor,
-    now_ms,
-    page_size,
-    prefix_end,
-)
+from kvctl.plugin_kit import AsyncStoreBase, deadline_ms, foreign_store_error, key_cursor, page_size, prefix_end
+from kvctl.store import MAX_VERSION, Capabilities, Page, Record, StoreURL, now_ms
 
 from .errors import is_busy, translated
 from .remote import hello_answered

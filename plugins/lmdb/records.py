@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from struct import Struct
 
-from kvctl.store import record_of
+from kvctl.plugin_kit import record_of
 
 HEADER = Struct(">QQ")
 HEADER_SIZE = HEADER.size

@@ -19,19 +19,8 @@ import lmdb
 
 from kvctl.errors import AuthError, CorruptError, LimitError, StoreIOError, UsageError
 from kvctl.hlc import COUNTER_BITS, HLC, NODE_BITS
-from kvctl.store import (
-    MAX_VERSION,
-    Capabilities,
-    Page,
-    Record,
-    StoreBase,
-    StoreURL,
-    deadline_ms,
-    key_cursor,
-    now_ms,
-    page_size,
-    prefix_end,
-)
+from kvctl.plugin_kit import StoreBase, deadline_ms, key_cursor, page_size, prefix_end
+from kvctl.store import MAX_VERSION, Capabilities, Page, Record, StoreURL, now_ms
 
 from .env import MAX_GROWTHS, META_DB, Options, SharedEnv, acquire, parse_options, release
 from .errors import translate

@@ -25,21 +25,8 @@ import asyncpg
 
 from kvctl.errors import BadURLError, FeedGapError, KvctlError, UnsupportedError, UsageError
 from kvctl.hlc import HLC, NODE_BITS, make_version
-from kvctl.store import (
-    MAX_VERSION,
-    TOMBSTONE,
-    AsyncStoreBase,
-    Capabilities,
-    Page,
-    Record,
-    StoreURL,
-    deadline_ms,
-    key_cursor,
-    newer,
-    now_ms,
-    page_size,
-    prefix_end,
-)
+from kvctl.plugin_kit import AsyncStoreBase, deadline_ms, key_cursor, page_size, prefix_end
+from kvctl.store import MAX_VERSION, TOMBSTONE, Capabilities, Page, Record, StoreURL, newer, now_ms
 
 from .catalog import refuse_foreign, refuse_missing, survey
 from .errors import CONNECTION_LOST, DRIVER_ERRORS, translate, translated

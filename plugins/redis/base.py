@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from redis.exceptions import ResponseError
 
 from kvctl.errors import KvctlError, UnsupportedError, UsageError
-from kvctl.store import Capabilities, Page, Record, StoreBase, StoreURL, deadline_ms, now_ms
+from kvctl.plugin_kit import StoreBase, deadline_ms
+from kvctl.store import Capabilities, Page, Record, StoreURL, now_ms
 
 from . import limits, scripts
 from .cache import DELETED, INVALIDATED, Invalidator, LocalCache

@@ -48,7 +48,8 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from kvctl.errors import FeedGapError, KvctlError, UnsupportedError, UsageError, one_line
-from kvctl.store import TOMBSTONE, Page, Record, page_size
+from kvctl.plugin_kit import page_size
+from kvctl.store import TOMBSTONE, Page, Record
 
 from .base import escape_glob
 

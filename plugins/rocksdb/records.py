@@ -13,7 +13,8 @@ from __future__ import annotations
 from struct import Struct
 
 from kvctl.errors import CorruptError
-from kvctl.store import Record, record_of
+from kvctl.plugin_kit import record_of
+from kvctl.store import Record
 
 HEADER = Struct(">QQ")
 HEADER_SIZE = HEADER.size

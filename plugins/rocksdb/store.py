@@ -25,16 +25,8 @@ from rocksdict import (
 
 from kvctl.errors import BadURLError, CorruptError, ForeignStoreError, KvctlError, NoSuchStoreError, StoreIOError
 from kvctl.hlc import HLC, MAX_NODE
-from kvctl.store import (
-    Capabilities,
-    Page,
-    Record,
-    StoreBase,
-    StoreURL,
-    key_cursor,
-    now_ms,
-    prefix_end,
-)
+from kvctl.plugin_kit import StoreBase, key_cursor, prefix_end
+from kvctl.store import Capabilities, Page, Record, StoreURL, now_ms
 
 from .errors import translate
 from .records import CLOCK_KEY, FORMAT, FORMAT_KEY, META_CF, NODE_KEY, decode, encode

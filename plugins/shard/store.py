@@ -8,11 +8,11 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Self
 
-from kvctl.adapt import to_sync
 from kvctl.errors import BadURLError, UsageError
 from kvctl.hlc import HLC, MAX_NODE
-from kvctl.registry import open_url
-from kvctl.store import Capabilities, Page, Record, Store, StoreBase, StoreURL, key_cursor, newer, page_size
+from kvctl.plugin_kit import StoreBase, key_cursor, page_size
+from kvctl.registry import open_sync
+from kvctl.store import Capabilities, Page, Record, Store, StoreURL, newer
 
 from .placement import Placement
 from .spec import OPTIONS, ChildSpec, ResolvingGuard, parse_children
@@ -64,7 +64,7 @@ class ShardStore(StoreBase):
         try:
             for spec in specs:
                 with ResolvingGuard([spec.profile or ""]):
-                    children.append(to_sync(open_url(spec.url, access=url.access)))
+                    children.append(open_sync(spec.url, access=url.access))
         except BaseException:
             for child in children:
                 child.close()

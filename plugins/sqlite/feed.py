@@ -17,7 +17,8 @@ from collections.abc import Iterator
 from typing import Any
 
 from kvctl.errors import FeedGapError, UnsupportedError, UsageError
-from kvctl.store import TOMBSTONE, Page, Record, page_size
+from kvctl.plugin_kit import page_size
+from kvctl.store import TOMBSTONE, Page, Record
 
 from .options import META_TABLE
 from .records import make_record

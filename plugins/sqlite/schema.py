@@ -53,7 +53,8 @@ from urllib.parse import quote
 
 from kvctl.errors import AuthError, ForeignStoreError, NoSuchStoreError, StoreIOError, UsageError
 from kvctl.hlc import MAX_NODE
-from kvctl.store import StoreURL, foreign_store_error
+from kvctl.plugin_kit import foreign_store_error
+from kvctl.store import StoreURL
 
 from .errors import translate
 from .options import META_TABLE, RESERVED_SUFFIXES, Options

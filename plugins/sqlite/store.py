@@ -25,19 +25,8 @@ from typing import Any, Self
 
 from kvctl.errors import UnsupportedError
 from kvctl.hlc import HLC, NODE_BITS, make_version
-from kvctl.store import (
-    TOMBSTONE,
-    Capabilities,
-    Page,
-    Record,
-    StoreBase,
-    StoreURL,
-    deadline_ms,
-    key_cursor,
-    now_ms,
-    page_size,
-    prefix_end,
-)
+from kvctl.plugin_kit import StoreBase, deadline_ms, key_cursor, page_size, prefix_end
+from kvctl.store import TOMBSTONE, Capabilities, Page, Record, StoreURL, now_ms
 
 from . import feed, mixed
 from .errors import SQLITE_BUSY, SQLITE_LOCKED, translate
