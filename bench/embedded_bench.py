@@ -40,9 +40,9 @@ from datetime import UTC, datetime
 from struct import Struct
 
 import lmdb
-from kvctl_plugins.lmdb.records import make_record  # the record builder both plugins use
 
 from kvctl.hlc import HLC
+from kvctl.plugin_kit import record_of as make_record  # the record builder the plugins use
 from kvctl.registry import open_url
 from kvctl.store import Record
 

@@ -1,4 +1,4 @@
-"""The LMDB store: records (header + value, see :mod:`.records`) in one named database.
+"""The LMDB store: records (header + value, see :class:`kvctl.plugin_kit.RecordHeader`) in one named database.
 
 Reads take a read transaction each (a batch takes one for the whole batch); writes take one
 write transaction per call, so ``set_many``/``delete_many`` are all or nothing.  Versions come
@@ -19,18 +19,20 @@ import lmdb
 
 from kvctl.errors import AuthError, CorruptError, LimitError, StoreIOError, UsageError
 from kvctl.hlc import COUNTER_BITS, HLC, NODE_BITS
-from kvctl.plugin_kit import StoreBase, deadline_ms, key_cursor, page_size, prefix_end
+from kvctl.plugin_kit import RecordHeader, ScanRange, StoreBase, deadline_ms, prefix_end, record_of
 from kvctl.store import MAX_VERSION, Capabilities, Page, Record, StoreURL, now_ms
 
 from .env import MAX_GROWTHS, META_DB, Options, SharedEnv, acquire, parse_options, release
 from .errors import translate
-from .records import HEADER_SIZE, make_record, pack_header, stored_expiry, unpack_header
 
 T = TypeVar("T")
 MAX_KEY = 511  # LMDB's compiled-in MDB_MAXKEYSIZE (env.max_key_size()); checked on open
 # LMDB itself takes values up to 4 GiB - 1 (MAXDATASIZE); kvctl caps them at 1 GiB: a write
 # copies the value once to put the header in front, and a single record should not force the
 # map (and the reader's address space) to grow by several GiB.
+HEADER_SIZE = RecordHeader.SIZE
+# bound once: these run per record
+pack_header, unpack_header, stored_expiry = RecordHeader.pack, RecordHeader.unpack, RecordHeader.expiry
 MAX_VALUE = (1 << 30) - HEADER_SIZE
 SWEEP_EVERY = 10_000  # records written between sweeps for expired records
 SWEEP_BATCH = 1_000  # records a sweep examines
@@ -248,7 +250,7 @@ class LMDBStore(StoreBase):
         if expires and expires <= now_ms():
             self._note(key)
             return None
-        return make_record(key, raw[HEADER_SIZE:], expires or None, version)
+        return record_of(key, raw[HEADER_SIZE:], expires or None, version)
 
     def get_many(self, keys: Sequence[bytes]) -> list[Record | None]:
         if not keys:
@@ -275,7 +277,7 @@ class LMDBStore(StoreBase):
                     self._note(key)
                     append(None)
                 else:
-                    append(make_record(key, raw[HEADER_SIZE:], expires or None, version))
+                    append(record_of(key, raw[HEADER_SIZE:], expires or None, version))
         except StructError:
             raise self._corrupt(key) from None
         return out
@@ -444,36 +446,25 @@ class LMDBStore(StoreBase):
             if expires and expires <= now:
                 self._note(key)
                 continue
-            append(make_record(key, b"" if keys_only else vview[HEADER_SIZE:].tobytes(), expires or None, version))
+            append(record_of(key, b"" if keys_only else vview[HEADER_SIZE:].tobytes(), expires or None, version))
             if len(records) >= limit:
                 break
         return records
 
-    def scan(
-        self,
-        prefix: bytes = b"",
-        *,
-        start_after: bytes | None = None,
-        cursor: str | None = None,
-        batch_size: int = 1000,
-        keys_only: bool = False,
-    ) -> Iterator[Page]:
-        batch_size = page_size(batch_size)
-        after = self._start_key(prefix, start_after, cursor)
-        end = prefix_end(prefix)
+    def scan_range(self, span: ScanRange, keys_only: bool) -> Iterator[Page]:
+        start, exclusive = span.lower, not span.inclusive
         while True:
-            start, exclusive = (prefix, False) if after is None else (after, True)
             # One read transaction per page: a paused scan pins no snapshot (LMDB could not
             # reuse pages while it is open) and may resume on another thread.
             records = self._read(
-                lambda txn, s=start, x=exclusive: self._page(txn, s, x, end, batch_size, keys_only),  # type: ignore[misc]
+                lambda txn, s=start, x=exclusive: self._page(txn, s, x, span.end, span.page, keys_only),  # type: ignore[misc]
                 buffers=True,
             )
             if not records:
                 return
-            after = records[-1].key
-            yield Page(records, key_cursor(after))
-            if len(records) < batch_size:
+            start, exclusive = records[-1].key, True
+            yield span.page_of(records)
+            if len(records) < span.page:
                 return
 
     def count(self, prefix: bytes = b"") -> int:
