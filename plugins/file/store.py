@@ -39,7 +39,7 @@ from kvctl.errors import (
     filesystem_error,
 )
 from kvctl.hlc import HLC, make_version
-from kvctl.plugin_kit import StoreBase, check_limits, deadline_ms, key_cursor, page_size, prefix_end
+from kvctl.plugin_kit import ScanRange, StoreBase, check_limits, deadline_ms, page_size, prefix_end
 from kvctl.store import TOMBSTONE, Capabilities, Page, Record, StoreURL, newer, now_ms
 
 from .batch import encode_records, encode_tombstones, tombstone_versions
@@ -257,25 +257,15 @@ class FileStore(StoreBase):
             raise CorruptError(f"{seg.path}: value at offset {ref.offset} is cut short (file truncated?)")
         return Record(key, value, ref.expires_at_ms, ref.version)
 
-    def scan(
-        self,
-        prefix: bytes = b"",
-        *,
-        start_after: bytes | None = None,
-        cursor: str | None = None,
-        batch_size: int = 1000,
-        keys_only: bool = False,
-    ) -> Iterator[Page]:
-        after = self._start_key(prefix, start_after, cursor)
-        end = prefix_end(prefix)
-        batch_size = page_size(batch_size)
+    def scan_range(self, span: ScanRange, keys_only: bool) -> Iterator[Page]:
+        lower, inclusive, end, batch_size = span.lower, span.inclusive, span.end, span.page
         while True:
             batch: list[Record] = []
             with self._lock:  # one page at a time, so writers interleave between pages
                 self._check_open()
                 keys = self._index.sorted_keys()
                 m = self._map
-                i = bisect.bisect_right(keys, after) if after is not None else bisect.bisect_left(keys, prefix)
+                i = bisect.bisect_left(keys, lower) if inclusive else bisect.bisect_right(keys, lower)
                 stop = len(keys) if end is None else bisect.bisect_left(keys, end, i)
                 now = now_ms()
                 while i < stop and len(batch) < batch_size:
@@ -293,8 +283,8 @@ class FileStore(StoreBase):
                         batch.append(self._resolve(key, entry))
             if not batch:
                 return
-            after = batch[-1].key
-            yield Page(batch, key_cursor(after))
+            lower, inclusive = batch[-1].key, False
+            yield span.page_of(batch)
             if len(batch) < batch_size:
                 return
 

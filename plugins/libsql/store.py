@@ -28,7 +28,13 @@ from libsql_client import LibsqlError, Statement
 
 from kvctl.errors import ForeignStoreError, NoSuchStoreError, StoreIOError, UsageError
 from kvctl.hlc import HLC
-from kvctl.plugin_kit import AsyncStoreBase, deadline_ms, foreign_store_error, key_cursor, page_size, prefix_end
+from kvctl.plugin_kit import (
+    AsyncStoreBase,
+    ScanRange,
+    deadline_ms,
+    foreign_store_error,
+    prefix_end,
+)
 from kvctl.store import MAX_VERSION, Capabilities, Page, Record, StoreURL, now_ms
 
 from .errors import is_busy, translated
@@ -259,21 +265,10 @@ class LibSQLStore(AsyncStoreBase):
                 found[key] = Record(key, value, expires, version)
         return [found.get(k) for k in keys]
 
-    async def scan(
-        self,
-        prefix: bytes = b"",
-        *,
-        start_after: bytes | None = None,
-        cursor: str | None = None,
-        batch_size: int = 1000,
-        keys_only: bool = False,
-    ) -> AsyncIterator[Page]:
-        after = self._start_key(prefix, start_after, cursor)
-        end = prefix_end(prefix)
-        lower, inclusive = (prefix, True) if after is None else (after, False)
+    async def scan_range(self, span: ScanRange, keys_only: bool) -> AsyncIterator[Page]:
+        lower, inclusive, end, batch_size = span.lower, span.inclusive, span.end, span.page
         cols = "key, expires_at, version" if keys_only else "key, CAST(value AS BLOB), expires_at, version"
         upper = " AND key < ?" if end is not None else ""
-        batch_size = page_size(batch_size)
         while True:
             op = ">=" if inclusive else ">"
             sql = f"SELECT {cols} FROM {self._t} WHERE key {op} ?{upper} AND {_LIVE} ORDER BY key LIMIT ?"
@@ -286,7 +281,7 @@ class LibSQLStore(AsyncStoreBase):
             if not records:
                 return
             lower, inclusive = records[-1].key, False
-            yield Page(records, key_cursor(lower))
+            yield span.page_of(records)
             if len(records) < batch_size:
                 return
 

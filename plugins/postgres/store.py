@@ -25,14 +25,13 @@ import asyncpg
 
 from kvctl.errors import BadURLError, FeedGapError, KvctlError, UnsupportedError, UsageError
 from kvctl.hlc import HLC, NODE_BITS, make_version
-from kvctl.plugin_kit import AsyncStoreBase, deadline_ms, key_cursor, page_size, prefix_end
+from kvctl.plugin_kit import AsyncStoreBase, ScanRange, deadline_ms, page_size, prefix_end, record_of
 from kvctl.store import MAX_VERSION, TOMBSTONE, Capabilities, Page, Record, StoreURL, newer, now_ms
 
 from .catalog import refuse_foreign, refuse_missing, survey
 from .errors import CONNECTION_LOST, DRIVER_ERRORS, translate, translated
 from .feed import bulk_marker, make_cursor, parse_bulk_marker, parse_cursor
 from .feedsql import horizon, lock_class
-from .records import make_record
 from .schema import Layout, check_columns, needs_setup, refuse_newer, set_up
 from .settings import Settings, parse_settings, table_identity
 from .sql import APPLY_STAGE_TABLE, SCHEMA_VERSION, STAGE_TABLE
@@ -287,12 +286,12 @@ class PostgresStore(AsyncStoreBase):
                 if failure is exc:
                     raise
                 raise failure from exc
-        return None if row is None else make_record(key, row[0], row[1], row[2])
+        return None if row is None else record_of(key, row[0], row[1], row[2])
 
     async def get_many(self, keys: Sequence[bytes]) -> list[Record | None]:
         if not keys:
             return []
-        make = make_record
+        make = record_of
         out: list[Record | None] = []
         for start in range(0, len(keys), ARRAY_CHUNK):
             chunk = keys[start:start + ARRAY_CHUNK]
@@ -301,19 +300,8 @@ class PostgresStore(AsyncStoreBase):
             out += [None if v is None else make(k, v, e, ver) for k, v, e, ver in rows]
         return out
 
-    async def scan(
-        self,
-        prefix: bytes = b"",
-        *,
-        start_after: bytes | None = None,
-        cursor: str | None = None,
-        batch_size: int = 1000,
-        keys_only: bool = False,
-    ) -> AsyncIterator[Page]:
-        after = self._start_key(prefix, start_after, cursor)
-        end = prefix_end(prefix)
-        lower, exclusive = (prefix, False) if after is None else (after, True)
-        batch_size = page_size(batch_size)
+    async def scan_range(self, span: ScanRange, keys_only: bool) -> AsyncIterator[Page]:
+        lower, exclusive, end, batch_size = span.lower, not span.inclusive, span.end, span.page
         while True:
             text = self._sql.scan(keys_only=keys_only, exclusive=exclusive, bounded=end is not None)
             args: list[Any] = [now_ms(), lower, batch_size] + ([end] if end is not None else [])
@@ -321,13 +309,13 @@ class PostgresStore(AsyncStoreBase):
             rows = await self._fetch(text, "scan", *args)
             if not rows:
                 return
-            make = make_record
+            make = record_of
             if keys_only:
                 records = [make(k, b"", e, ver) for k, e, ver in rows]
             else:
                 records = [make(k, v, e, ver) for k, v, e, ver in rows]
             lower, exclusive = records[-1].key, True
-            yield Page(records, key_cursor(lower))
+            yield span.page_of(records)
             if len(records) < batch_size:
                 return
 
@@ -703,7 +691,7 @@ class PostgresStore(AsyncStoreBase):
                         break
                     records.append(Record(row["key"], b"", None, row["version"], TOMBSTONE))
                 else:
-                    records.append(make_record(row["key"], row["value"], row["expires_at"], row["version"]))
+                    records.append(record_of(row["key"], row["value"], row["expires_at"], row["version"]))
             if records:
                 seq = int(rows[len(records) - 1]["seq"])
                 yield Page(records, make_cursor(feed_id, seq))
@@ -727,7 +715,7 @@ class PostgresStore(AsyncStoreBase):
             rows = await self._fetch(self._sql.bulk_rows(first=first), "read the change feed",
                                      lower, upper, low, high, batch_size + 1)
             more = len(rows) > batch_size
-            records = [make_record(k, v, e, ver) for k, v, e, ver in rows[:batch_size]]
+            records = [record_of(k, v, e, ver) for k, v, e, ver in rows[:batch_size]]
             if records:
                 yield records, not more
             if not more:

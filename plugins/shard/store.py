@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import heapq
-import random
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Self
 
 from kvctl.errors import BadURLError, UsageError
-from kvctl.hlc import HLC, MAX_NODE
-from kvctl.plugin_kit import StoreBase, key_cursor, page_size
+from kvctl.plugin_kit import ScanRange, StoreBase, key_cursor, new_clock, page_size
 from kvctl.registry import open_sync
 from kvctl.store import Capabilities, Page, Record, Store, StoreURL, newer
 
@@ -53,7 +51,7 @@ class ShardStore(StoreBase):
         self.placement = Placement([s.id for s in specs], [s.weight for s in specs])
         self.fallback = fallback and len(children) > 1
         self.capabilities = _shared_capabilities(specs, children)  # type: ignore[misc]
-        self._clock = HLC(node=random.randrange(MAX_NODE + 1))
+        self._clock = new_clock()
 
     @classmethod
     def from_url(cls, url: StoreURL) -> Self:
@@ -127,7 +125,7 @@ class ShardStore(StoreBase):
             yield from self.children[0].scan(prefix, start_after=start_after, cursor=cursor,
                                              batch_size=batch_size, keys_only=keys_only)
         elif self.capabilities.ordered_scan:
-            yield from self._merged_scan(prefix, self._start_key(prefix, start_after, cursor),
+            yield from self._merged_scan(prefix, ScanRange.of(prefix, start_after, cursor, batch_size).after,
                                          batch_size, keys_only)
         else:
             yield from self._chained_scan(prefix, cursor, batch_size, keys_only)

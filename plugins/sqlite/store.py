@@ -25,13 +25,12 @@ from typing import Any, Self
 
 from kvctl.errors import UnsupportedError
 from kvctl.hlc import HLC, NODE_BITS, make_version
-from kvctl.plugin_kit import StoreBase, deadline_ms, key_cursor, page_size, prefix_end
+from kvctl.plugin_kit import ScanRange, StoreBase, deadline_ms, key_cursor, prefix_end, record_of
 from kvctl.store import TOMBSTONE, Capabilities, Page, Record, StoreURL, now_ms
 
 from . import feed, mixed
 from .errors import SQLITE_BUSY, SQLITE_LOCKED, translate
 from .options import Options, parse_options
-from .records import make_record
 from .replicate import Applier
 from .schema import TableState, connect
 from .triggers import TableSQL
@@ -130,7 +129,7 @@ class SQLiteStore(StoreBase):
         if expires is not None and expires <= now_ms():
             self._purge_countdown = 0
             return None
-        return make_record(key, row[0], expires, row[2])
+        return record_of(key, row[0], expires, row[2])
 
     def _select_many(self, keys: Sequence[bytes], now: int) -> list[Record]:
         """The live records of ``keys``, in the order of ``keys`` when the plan allows (checked).
@@ -149,7 +148,7 @@ class SQLiteStore(StoreBase):
         params: list[Any] = list(keys)
         params.extend([None] * (size - len(keys)))  # NULL matches no key: the padding adds no rows
         params.append(now)
-        return list(starmap(make_record, self._conn.execute(sql, params).fetchall()))
+        return list(starmap(record_of, self._conn.execute(sql, params).fetchall()))
 
     def get_many(self, keys: Sequence[bytes]) -> list[Record | None]:
         n = len(keys)
@@ -341,39 +340,29 @@ class SQLiteStore(StoreBase):
             yield page
 
     # -- scans -------------------------------------------------------------------------------
-    def scan(
-        self,
-        prefix: bytes = b"",
-        *,
-        start_after: bytes | None = None,
-        cursor: str | None = None,
-        batch_size: int = 1000,
-        keys_only: bool = False,
-    ) -> Iterator[Page]:
-        batch_size = page_size(batch_size)
-        after = self._start_key(prefix, start_after, cursor)
-        end = prefix_end(prefix)
+    def scan_range(self, span: ScanRange, keys_only: bool) -> Iterator[Page]:
+        lower, inclusive, end, batch_size = span.lower, span.inclusive, span.end, span.page
         value = "X''" if keys_only else VALUE
         if self._mixed:
-            yield from self._scan_mixed(prefix if after is None else after, after is None, end, value, batch_size)
+            yield from self._scan_mixed(lower, inclusive, end, value, batch_size)
             return
         upper = "" if end is None else " AND key < ?"
         select = f"SELECT key, {value}, expires_at, version FROM {self._table} WHERE key "
         tail = f"{upper} AND {self._sql_live} ORDER BY key LIMIT ?"
         first_sql, next_sql = f"{select}>= ?{tail}", f"{select}> ?{tail}"
         while True:
-            params: list[Any] = [prefix if after is None else after]
+            params: list[Any] = [lower]
             if end is not None:
                 params.append(end)
             params += (now_ms(), batch_size)
             try:
-                rows = self._conn.execute(first_sql if after is None else next_sql, params).fetchall()
+                rows = self._conn.execute(first_sql if inclusive else next_sql, params).fetchall()
             except sqlite3.Error as exc:
                 raise self._fail(exc) from None
             if not rows:
                 return
-            after = rows[-1][0]
-            yield Page([make_record(k, v, e, ver) for k, v, e, ver in rows], key_cursor(after))
+            lower, inclusive = rows[-1][0], False
+            yield Page([record_of(k, v, e, ver) for k, v, e, ver in rows], key_cursor(lower))
             if len(rows) < batch_size:
                 return
 
@@ -388,7 +377,7 @@ class SQLiteStore(StoreBase):
                 raise self._fail(exc) from None
             if not page:
                 return
-            yield Page(page, key_cursor(page[-1].key))
+            yield ScanRange.page_of(page)
             if len(page) < batch_size:
                 return
 
