@@ -46,10 +46,11 @@ class ReplicationOptions:
     OPTIONS = frozenset({"feed", "feed_retention", "tombstone_retention"})
 
     @classmethod
-    def from_url(cls, url: StoreURL) -> ReplicationOptions:
+    def from_url(cls, url: StoreURL, *, default_changes: int = DEFAULT_FEED_RETENTION_CHANGES) -> ReplicationOptions:
+        """The options in ``url``; a feed keeps ``default_changes`` changes unless told otherwise."""
         feed = url.bool_option("feed", True) if url.option("feed") else None
         retention = (url.option("feed_retention") or "").strip()
-        changes: int | None = DEFAULT_FEED_RETENTION_CHANGES
+        changes: int | None = default_changes
         age_ms: int | None = None
         if retention.isdigit():
             changes = int(retention)
