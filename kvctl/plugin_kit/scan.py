@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 
 from kvctl.errors import UsageError
@@ -76,3 +77,29 @@ class ScanRange:
     def page_of(records: list[Record]) -> Page:
         """A non-empty page whose cursor resumes after its last key."""
         return Page(records, key_cursor(records[-1].key))
+
+    def pages(self, fetch: Callable[[bytes, bool], list[Record]]) -> Iterator[Page]:
+        """The scan's pages: ``fetch(lower, inclusive)`` returns up to :attr:`page` live records
+        in key order from ``lower``; each next page starts right after the last key returned.
+        A short page ends the scan (what another writer adds behind it is not waited for)."""
+        lower, inclusive = self.lower, self.inclusive
+        while True:
+            records = fetch(lower, inclusive)
+            if not records:
+                return
+            yield self.page_of(records)
+            if len(records) < self.page:
+                return
+            lower, inclusive = records[-1].key, False
+
+    async def apages(self, fetch: Callable[[bytes, bool], Awaitable[list[Record]]]) -> AsyncIterator[Page]:
+        """:meth:`pages` for an async ``fetch``."""
+        lower, inclusive = self.lower, self.inclusive
+        while True:
+            records = await fetch(lower, inclusive)
+            if not records:
+                return
+            yield self.page_of(records)
+            if len(records) < self.page:
+                return
+            lower, inclusive = records[-1].key, False

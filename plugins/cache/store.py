@@ -105,15 +105,8 @@ class CacheStore(StoreBase):
                     put(rec)
         return found
 
-    def scan(
-        self,
-        prefix: bytes = b"",
-        *,
-        start_after: bytes | None = None,
-        cursor: str | None = None,
-        batch_size: int = 1000,
-        keys_only: bool = False,
-    ) -> Iterator[Page]:
+    def scan(self, prefix: bytes = b"", *, start_after: bytes | None = None, cursor: str | None = None,
+             batch_size: int = 1000, keys_only: bool = False) -> Iterator[Page]:
         if self.child is not None:  # the store holds everything; scans do not pollute the cache
             yield from self.child.scan(prefix, start_after=start_after, cursor=cursor,
                                        batch_size=batch_size, keys_only=keys_only)

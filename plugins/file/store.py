@@ -258,8 +258,9 @@ class FileStore(StoreBase):
         return Record(key, value, ref.expires_at_ms, ref.version)
 
     def scan_range(self, span: ScanRange, keys_only: bool) -> Iterator[Page]:
-        lower, inclusive, end, batch_size = span.lower, span.inclusive, span.end, span.page
-        while True:
+        end, batch_size = span.end, span.page
+
+        def fetch(lower: bytes, inclusive: bool) -> list[Record]:
             batch: list[Record] = []
             with self._lock:  # one page at a time, so writers interleave between pages
                 self._check_open()
@@ -281,12 +282,9 @@ class FileStore(StoreBase):
                         batch.append(Record(key, b"", exp, entry.version))
                     else:
                         batch.append(self._resolve(key, entry))
-            if not batch:
-                return
-            lower, inclusive = batch[-1].key, False
-            yield span.page_of(batch)
-            if len(batch) < batch_size:
-                return
+            return batch
+
+        return span.pages(fetch)
 
     def count(self, prefix: bytes = b"") -> int:
         with self._lock:

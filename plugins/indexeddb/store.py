@@ -285,15 +285,8 @@ class IndexedDBStore(AsyncStoreBase):
         return stats
 
     # -- scans ---------------------------------------------------------------------------------
-    def scan(
-        self,
-        prefix: bytes = b"",
-        *,
-        start_after: bytes | None = None,
-        cursor: str | None = None,
-        batch_size: int = 1000,
-        keys_only: bool = False,
-    ) -> AsyncIterator[Page]:
+    def scan(self, prefix: bytes = b"", *, start_after: bytes | None = None, cursor: str | None = None,
+             batch_size: int = 1000, keys_only: bool = False) -> AsyncIterator[Page]:
         if start_after is not None:
             raise UnsupportedError(
                 "the indexeddb backend does not support ordered scan (IndexedDB orders keys by type, then "

@@ -265,25 +265,21 @@ class LibSQLStore(AsyncStoreBase):
                 found[key] = Record(key, value, expires, version)
         return [found.get(k) for k in keys]
 
-    async def scan_range(self, span: ScanRange, keys_only: bool) -> AsyncIterator[Page]:
-        lower, inclusive, end, batch_size = span.lower, span.inclusive, span.end, span.page
+    def scan_range(self, span: ScanRange, keys_only: bool) -> AsyncIterator[Page]:
+        end, batch_size = span.end, span.page
         cols = "key, expires_at, version" if keys_only else "key, CAST(value AS BLOB), expires_at, version"
         upper = " AND key < ?" if end is not None else ""
-        while True:
+
+        async def fetch(lower: bytes, inclusive: bool) -> list[Record]:
             op = ">=" if inclusive else ">"
             sql = f"SELECT {cols} FROM {self._t} WHERE key {op} ?{upper} AND {_LIVE} ORDER BY key LIMIT ?"
             args = [lower, *([end] if end is not None else []), now_ms(), batch_size]
             rs = await self._execute("scan", sql, args)
             if keys_only:
-                records = [Record(k, b"", e, v) for k, e, v in rs.rows]
-            else:
-                records = [Record(k, val, e, v) for k, val, e, v in rs.rows]
-            if not records:
-                return
-            lower, inclusive = records[-1].key, False
-            yield span.page_of(records)
-            if len(records) < batch_size:
-                return
+                return [Record(k, b"", e, v) for k, e, v in rs.rows]
+            return [Record(k, val, e, v) for k, val, e, v in rs.rows]
+
+        return span.apages(fetch)
 
     async def count(self, prefix: bytes = b"") -> int:
         end = prefix_end(prefix) if prefix else None

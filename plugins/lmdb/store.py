@@ -452,20 +452,10 @@ class LMDBStore(StoreBase):
         return records
 
     def scan_range(self, span: ScanRange, keys_only: bool) -> Iterator[Page]:
-        start, exclusive = span.lower, not span.inclusive
-        while True:
-            # One read transaction per page: a paused scan pins no snapshot (LMDB could not
-            # reuse pages while it is open) and may resume on another thread.
-            records = self._read(
-                lambda txn, s=start, x=exclusive: self._page(txn, s, x, span.end, span.page, keys_only),  # type: ignore[misc]
-                buffers=True,
-            )
-            if not records:
-                return
-            start, exclusive = records[-1].key, True
-            yield span.page_of(records)
-            if len(records) < span.page:
-                return
+        # One read transaction per page: a paused scan pins no snapshot (LMDB could not reuse
+        # pages while it is open) and may resume on another thread.
+        return span.pages(lambda lower, inclusive: self._read(
+            lambda txn: self._page(txn, lower, not inclusive, span.end, span.page, keys_only), buffers=True))
 
     def count(self, prefix: bytes = b"") -> int:
         end = prefix_end(prefix)

@@ -183,8 +183,9 @@ class MemoryStore(StoreBase):
         return keys
 
     def scan_range(self, span: ScanRange, keys_only: bool) -> Iterator[Page]:
-        lower, inclusive, end, batch_size = span.lower, span.inclusive, span.end, span.page
-        while True:
+        end, batch_size = span.end, span.page
+
+        def fetch(lower: bytes, inclusive: bool) -> list[Record]:
             keys = self._keys()
             i = bisect.bisect_left(keys, lower) if inclusive else bisect.bisect_right(keys, lower)
             now = now_ms()
@@ -198,12 +199,9 @@ class MemoryStore(StoreBase):
                 if rec is None or (rec.expires_at_ms is not None and rec.expires_at_ms <= now):
                     continue
                 batch.append(Record(key, b"", rec.expires_at_ms, rec.version) if keys_only else rec)
-            if not batch:
-                return
-            lower, inclusive = batch[-1].key, False
-            yield span.page_of(batch)
-            if len(batch) < batch_size:
-                return
+            return batch
+
+        return span.pages(fetch)
 
     # -- admin -------------------------------------------------------------------------------
     def count(self, prefix: bytes = b"") -> int:

@@ -300,24 +300,20 @@ class PostgresStore(AsyncStoreBase):
             out += [None if v is None else make(k, v, e, ver) for k, v, e, ver in rows]
         return out
 
-    async def scan_range(self, span: ScanRange, keys_only: bool) -> AsyncIterator[Page]:
-        lower, exclusive, end, batch_size = span.lower, not span.inclusive, span.end, span.page
-        while True:
-            text = self._sql.scan(keys_only=keys_only, exclusive=exclusive, bounded=end is not None)
+    def scan_range(self, span: ScanRange, keys_only: bool) -> AsyncIterator[Page]:
+        end, batch_size = span.end, span.page
+
+        async def fetch(lower: bytes, inclusive: bool) -> list[Record]:
+            text = self._sql.scan(keys_only=keys_only, exclusive=not inclusive, bounded=end is not None)
             args: list[Any] = [now_ms(), lower, batch_size] + ([end] if end is not None else [])
             # The lock is taken per page, not across the yield: the caller may write in between.
             rows = await self._fetch(text, "scan", *args)
-            if not rows:
-                return
             make = record_of
             if keys_only:
-                records = [make(k, b"", e, ver) for k, e, ver in rows]
-            else:
-                records = [make(k, v, e, ver) for k, v, e, ver in rows]
-            lower, exclusive = records[-1].key, True
-            yield span.page_of(records)
-            if len(records) < batch_size:
-                return
+                return [make(k, b"", e, ver) for k, e, ver in rows]
+            return [make(k, v, e, ver) for k, v, e, ver in rows]
+
+        return span.apages(fetch)
 
     async def count(self, prefix: bytes = b"") -> int:
         end = prefix_end(prefix) if prefix else None

@@ -272,15 +272,8 @@ class RedisStoreBase(StoreBase):
         return self.invalidator.messages(kind, keys)
 
     # -- scans -------------------------------------------------------------------------------
-    def scan(
-        self,
-        prefix: bytes = b"",
-        *,
-        start_after: bytes | None = None,
-        cursor: str | None = None,
-        batch_size: int = 1000,
-        keys_only: bool = False,
-    ) -> Iterator[Page]:
+    def scan(self, prefix: bytes = b"", *, start_after: bytes | None = None, cursor: str | None = None,
+             batch_size: int = 1000, keys_only: bool = False) -> Iterator[Page]:
         if start_after is not None:
             raise UnsupportedError(
                 f"the {self.name} backend scans in no key order, so it cannot resume after a key: "

@@ -111,15 +111,8 @@ class ShardStore(StoreBase):
                 if rec is not None and (found[pos] is None or newer(rec, found[pos])):
                     found[pos] = rec
 
-    def scan(
-        self,
-        prefix: bytes = b"",
-        *,
-        start_after: bytes | None = None,
-        cursor: str | None = None,
-        batch_size: int = 1000,
-        keys_only: bool = False,
-    ) -> Iterator[Page]:
+    def scan(self, prefix: bytes = b"", *, start_after: bytes | None = None, cursor: str | None = None,
+             batch_size: int = 1000, keys_only: bool = False) -> Iterator[Page]:
         batch_size = page_size(batch_size)
         if len(self.children) == 1:
             yield from self.children[0].scan(prefix, start_after=start_after, cursor=cursor,

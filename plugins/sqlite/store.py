@@ -25,7 +25,7 @@ from typing import Any, Self
 
 from kvctl.errors import UnsupportedError
 from kvctl.hlc import HLC, NODE_BITS, make_version
-from kvctl.plugin_kit import ScanRange, StoreBase, deadline_ms, key_cursor, prefix_end, record_of
+from kvctl.plugin_kit import ScanRange, StoreBase, deadline_ms, prefix_end, record_of
 from kvctl.store import TOMBSTONE, Capabilities, Page, Record, StoreURL, now_ms
 
 from . import feed, mixed
@@ -350,7 +350,8 @@ class SQLiteStore(StoreBase):
         select = f"SELECT key, {value}, expires_at, version FROM {self._table} WHERE key "
         tail = f"{upper} AND {self._sql_live} ORDER BY key LIMIT ?"
         first_sql, next_sql = f"{select}>= ?{tail}", f"{select}> ?{tail}"
-        while True:
+
+        def fetch(lower: bytes, inclusive: bool) -> list[Record]:
             params: list[Any] = [lower]
             if end is not None:
                 params.append(end)
@@ -359,12 +360,9 @@ class SQLiteStore(StoreBase):
                 rows = self._conn.execute(first_sql if inclusive else next_sql, params).fetchall()
             except sqlite3.Error as exc:
                 raise self._fail(exc) from None
-            if not rows:
-                return
-            lower, inclusive = rows[-1][0], False
-            yield Page([record_of(k, v, e, ver) for k, v, e, ver in rows], key_cursor(lower))
-            if len(rows) < batch_size:
-                return
+            return [record_of(k, v, e, ver) for k, v, e, ver in rows]
+
+        yield from span.pages(fetch)
 
     def _scan_mixed(self, lower: bytes, inclusive: bool, end: bytes | None, value: str,
                     batch_size: int) -> Iterator[Page]:
