@@ -36,9 +36,9 @@ from struct import Struct
 
 import lmdb
 from _harness import Report, command, interleave, parser, pyperf_us
-from kvctl_plugins.lmdb.records import make_record  # the record builder both plugins use
 
 from kvctl.hlc import HLC
+from kvctl.plugin_kit import record_of as make_record  # the record builder the plugins use
 from kvctl.registry import open_url
 from kvctl.store import Record
 

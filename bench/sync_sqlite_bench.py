@@ -149,7 +149,7 @@ def autoincrement_feed(url: str) -> Store:
     """A store whose change table's ``seq`` is AUTOINCREMENT (the design not taken): same columns,
     same triggers; only the ``sqlite_sequence`` bookkeeping differs."""
     store = open_url(url)
-    conn = store._conn  # type: ignore[attr-defined]
+    conn = store._conn
     ddl = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'kv__changes'").fetchone()[0]
     conn.execute('DROP TABLE "kv__changes"')
     conn.execute(ddl.replace("seq INTEGER PRIMARY KEY", "seq INTEGER PRIMARY KEY AUTOINCREMENT", 1))

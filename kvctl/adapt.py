@@ -5,23 +5,34 @@ inline; stores that block on I/O run each batch call on one dedicated worker thr
 keeps driver connections single-threaded, while still letting I/O on the other store of a
 migrate overlap).  ``to_sync`` wraps an async store for the simple CLI commands with one event
 loop (``asyncio.Runner``) for the life of the wrapper: never a loop per operation.
+
+Each optional ability of :mod:`kvctl.store` (:class:`~kvctl.store.ChangeFeed`, ...) has a mixin
+here that forwards its methods; an adapter's class is composed of the mixins of the abilities the
+wrapped store offers, so ``isinstance(adapted, AsyncChangeFeed)`` tells the truth.
 """
 
 from __future__ import annotations
 
 import inspect
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
+from functools import cache
 from typing import Any, TypeVar
 
-from kvctl.store import AsyncStore, Page, Record, Store, closing_after
+from kvctl.plugin_kit import closing_after
+from kvctl.store import (
+    AsyncStore,
+    ChangeFeed,
+    NewerWrites,
+    Page,
+    Partitioned,
+    Rebalancing,
+    Record,
+    Replicable,
+    Store,
+    TypedValues,
+)
 
 T = TypeVar("T")
-
-# Optional protocol methods (see kvctl.store), forwarded only when the wrapped store has them,
-# so ``hasattr(adapted, "apply_many")`` tells the truth.
-OPTIONAL_CALLS = ("feed_cursor", "apply_many", "set_newer_many", "dump_many", "restore_many", "rebalance",
-                  "partitions")
-OPTIONAL_ITERATORS = ("changes", "scan_partition")
 
 
 def is_async(store: object) -> bool:
@@ -44,7 +55,12 @@ def _drop_late_thread_results(loop: Any, context: dict[str, Any]) -> None:
 
 
 class AsyncAdapter:
-    """An :class:`AsyncStore` view of a sync store."""
+    """An :class:`AsyncStore` view of a sync store, with the optional abilities it offers."""
+
+    def __new__(cls, store: Store) -> AsyncAdapter:
+        if cls is AsyncAdapter:
+            cls = _composed(AsyncAdapter, _offered(store))
+        return super().__new__(cls)
 
     def __init__(self, store: Store) -> None:
         from concurrent.futures import ThreadPoolExecutor  # not on the path of simple commands
@@ -66,20 +82,6 @@ class AsyncAdapter:
         if loop.get_exception_handler() is None:
             loop.set_exception_handler(_drop_late_thread_results)
         return await loop.run_in_executor(self._pool, lambda: fn(*args, **kwargs))
-
-    def __getattr__(self, name: str) -> Any:
-        if name in OPTIONAL_CALLS or name in OPTIONAL_ITERATORS:
-            fn = getattr(self.inner, name)  # AttributeError when the store lacks it
-
-            if name in OPTIONAL_ITERATORS:
-                def iterate(*args: Any, **kwargs: Any) -> AsyncIterator[Any]:
-                    return self._iterate(fn(*args, **kwargs))
-                return iterate
-
-            async def call(*args: Any, **kwargs: Any) -> Any:
-                return await self._call(fn, *args, **kwargs)
-            return call
-        raise AttributeError(name)
 
     async def _iterate(self, items: Iterator[T]) -> AsyncIterator[T]:
         done = object()
@@ -135,7 +137,13 @@ class AsyncAdapter:
 
 
 class SyncAdapter:
-    """A :class:`Store` view of an async store, driving it on one private event loop."""
+    """A :class:`Store` view of an async store, driving it on one private event loop, with the
+    optional abilities it offers."""
+
+    def __new__(cls, store: AsyncStore) -> SyncAdapter:
+        if cls is SyncAdapter:
+            cls = _composed(SyncAdapter, _offered(store))
+        return super().__new__(cls)
 
     def __init__(self, store: AsyncStore) -> None:
         import asyncio  # costs ~30 ms: only commands on async stores pay it
@@ -150,14 +158,6 @@ class SyncAdapter:
 
     def _run(self, coro: Any) -> Any:
         return self._runner.run(coro)
-
-    def __getattr__(self, name: str) -> Any:
-        if name in OPTIONAL_CALLS or name in OPTIONAL_ITERATORS:
-            fn = getattr(self.inner, name)
-            if name in OPTIONAL_ITERATORS:
-                return lambda *args, **kwargs: self._iterate(fn(*args, **kwargs))
-            return lambda *args, **kwargs: self._run(fn(*args, **kwargs))
-        raise AttributeError(name)
 
     def _iterate(self, items: AsyncIterator[T]) -> Iterator[T]:
         it = items.__aiter__()
@@ -212,6 +212,137 @@ class SyncAdapter:
     def __exit__(self, *exc: object) -> None:
         with closing_after(exc[1]):
             self.close()
+
+
+# -- the optional abilities, one mixin each ------------------------------------------------------
+
+
+class _AsyncFeed(AsyncAdapter):
+    inner: Any
+
+    async def feed_cursor(self) -> str:
+        return await self._call(self.inner.feed_cursor)
+
+    def changes(self, cursor: str | None, *, batch_size: int = 1000) -> AsyncIterator[Page]:
+        return self._iterate(self.inner.changes(cursor, batch_size=batch_size))
+
+
+class _AsyncReplicable(AsyncAdapter):
+    inner: Any
+
+    async def apply_many(self, records: Iterable[Record]) -> int:
+        return await self._call(self.inner.apply_many, records)
+
+
+class _AsyncNewerWrites(AsyncAdapter):
+    inner: Any
+
+    async def set_newer_many(self, records: Iterable[Record]) -> tuple[int, int]:
+        return await self._call(self.inner.set_newer_many, records)
+
+
+class _AsyncTypedValues(AsyncAdapter):
+    inner: Any
+
+    async def dump_many(self, keys: Sequence[bytes]) -> list[Record | None]:
+        return await self._call(self.inner.dump_many, keys)
+
+    async def restore_many(self, records: Iterable[Record]) -> None:
+        await self._call(self.inner.restore_many, records)
+
+
+class _AsyncPartitioned(AsyncAdapter):
+    inner: Any
+
+    async def partitions(self, prefix: bytes = b"") -> list[str]:
+        return await self._call(self.inner.partitions, prefix)
+
+    def scan_partition(self, partition: str, prefix: bytes = b"", **kwargs: Any) -> AsyncIterator[Page]:
+        return self._iterate(self.inner.scan_partition(partition, prefix, **kwargs))
+
+
+class _AsyncRebalancing(AsyncAdapter):
+    inner: Any
+
+    async def rebalance(self, **kwargs: Any) -> Any:
+        return await self._call(self.inner.rebalance, **kwargs)
+
+
+class _SyncFeed(SyncAdapter):
+    inner: Any
+
+    def feed_cursor(self) -> str:
+        return self._run(self.inner.feed_cursor())
+
+    def changes(self, cursor: str | None, *, batch_size: int = 1000) -> Iterator[Page]:
+        return self._iterate(self.inner.changes(cursor, batch_size=batch_size))
+
+
+class _SyncReplicable(SyncAdapter):
+    inner: Any
+
+    def apply_many(self, records: Iterable[Record]) -> int:
+        return self._run(self.inner.apply_many(records))
+
+
+class _SyncNewerWrites(SyncAdapter):
+    inner: Any
+
+    def set_newer_many(self, records: Iterable[Record]) -> tuple[int, int]:
+        return self._run(self.inner.set_newer_many(records))
+
+
+class _SyncTypedValues(SyncAdapter):
+    inner: Any
+
+    def dump_many(self, keys: Sequence[bytes]) -> list[Record | None]:
+        return self._run(self.inner.dump_many(keys))
+
+    def restore_many(self, records: Iterable[Record]) -> None:
+        self._run(self.inner.restore_many(records))
+
+
+class _SyncPartitioned(SyncAdapter):
+    inner: Any
+
+    def partitions(self, prefix: bytes = b"") -> list[str]:
+        return self._run(self.inner.partitions(prefix))
+
+    def scan_partition(self, partition: str, prefix: bytes = b"", **kwargs: Any) -> Iterator[Page]:
+        return self._iterate(self.inner.scan_partition(partition, prefix, **kwargs))
+
+
+class _SyncRebalancing(SyncAdapter):
+    inner: Any
+
+    def rebalance(self, **kwargs: Any) -> Any:
+        return self._run(self.inner.rebalance(**kwargs))
+
+
+# (ability, async-adapter mixin, sync-adapter mixin); the sync and async forms of an ability have
+# the same method names, so either protocol recognises a store of either form.
+_ABILITIES: tuple[tuple[type, type[AsyncAdapter], type[SyncAdapter]], ...] = (
+    (ChangeFeed, _AsyncFeed, _SyncFeed),
+    (Replicable, _AsyncReplicable, _SyncReplicable),
+    (NewerWrites, _AsyncNewerWrites, _SyncNewerWrites),
+    (TypedValues, _AsyncTypedValues, _SyncTypedValues),
+    (Partitioned, _AsyncPartitioned, _SyncPartitioned),
+    (Rebalancing, _AsyncRebalancing, _SyncRebalancing),
+)
+
+
+def _offered(store: object) -> tuple[int, ...]:
+    return tuple(i for i, (ability, _, _) in enumerate(_ABILITIES) if isinstance(store, ability))
+
+
+@cache
+def _composed(base: type, offered: tuple[int, ...]) -> type:
+    """``base`` with the mixins of the abilities ``offered`` (indexes into ``_ABILITIES``)."""
+    if not offered:
+        return base
+    column = 1 if base is AsyncAdapter else 2
+    mixins = tuple(_ABILITIES[i][column] for i in offered)
+    return type(base.__name__, mixins, {"__module__": __name__, "__qualname__": base.__qualname__})
 
 
 def to_async(store: Store | AsyncStore) -> AsyncStore:

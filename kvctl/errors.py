@@ -22,7 +22,7 @@ code below.  Messages never contain secrets: URLs are redacted before they are p
     ├── CorruptError                exit 65  a file is not what it claims (bad checksum, not a db)
     ├── StoreIOError                exit 74  reading or writing the store failed
     ├── UnavailableError            exit 69  a server is unreachable or went away
-    │   └── TimeoutError_           exit 69  an operation timed out
+    │   └── TimedOutError           exit 69  an operation timed out
     └── AuthError                   exit 77  wrong password, token or permission
     (Ctrl-C)                        exit 130
     (SIGTERM, handled as Ctrl-C)    exit 143
@@ -34,6 +34,36 @@ import contextlib
 import errno
 import os
 from collections.abc import Callable, Iterator
+
+__all__ = [
+    "EXIT_INTERRUPTED",
+    "EXIT_TERMINATED",
+    "AuthError",
+    "BadURLError",
+    "ConflictError",
+    "CorruptError",
+    "DifferenceError",
+    "FeedGapError",
+    "ForeignStoreError",
+    "IncompleteError",
+    "KvctlError",
+    "LimitError",
+    "LockedError",
+    "NoSuchStoreError",
+    "NotFoundError",
+    "PluginLoadError",
+    "StoreIOError",
+    "TimedOutError",
+    "UnavailableError",
+    "UnknownSchemeError",
+    "UnsupportedError",
+    "UsageError",
+    "errno_in",
+    "filesystem",
+    "filesystem_error",
+    "one_line",
+    "translating",
+]
 
 
 class KvctlError(Exception):
@@ -125,8 +155,11 @@ class UnavailableError(KvctlError):
     exit_code = 69
 
 
-class TimeoutError_(UnavailableError):
+class TimedOutError(UnavailableError):
     pass
+
+
+TimeoutError_ = TimedOutError  # the former name, for outside plugins; will be removed
 
 
 class AuthError(KvctlError):
@@ -218,34 +251,3 @@ def filesystem(where: str, path: str | os.PathLike[str] | None = None) -> Iterat
         raise (filesystem_error(where, exc.errno, failed)
                or StoreIOError(f"{where}: {one_line(exc.strerror or exc)}"
                                + (f" ({os.fspath(failed)})" if failed else ""))) from exc
-
-
-__all__ = [
-    "EXIT_INTERRUPTED",
-    "EXIT_TERMINATED",
-    "AuthError",
-    "BadURLError",
-    "ConflictError",
-    "CorruptError",
-    "DifferenceError",
-    "FeedGapError",
-    "ForeignStoreError",
-    "IncompleteError",
-    "KvctlError",
-    "LimitError",
-    "LockedError",
-    "NoSuchStoreError",
-    "NotFoundError",
-    "PluginLoadError",
-    "StoreIOError",
-    "TimeoutError_",
-    "UnavailableError",
-    "UnknownSchemeError",
-    "UnsupportedError",
-    "UsageError",
-    "errno_in",
-    "filesystem",
-    "filesystem_error",
-    "one_line",
-    "translating",
-]

@@ -3,17 +3,26 @@
 Entry-point *names* are read when first needed (cheap: no plugin module is imported); a plugin
 module, and its driver, is imported only when a URL uses its scheme or ``kvctl plugins`` lists it.
 A plugin that fails to import is reported as a load error, never as a crash of the CLI.
+
+:func:`open_sync` and :func:`open_async` are the one way to open a store; :func:`backends` is
+what ``kvctl plugins`` lists.
 """
 
 from __future__ import annotations
 
 import importlib.metadata as md
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from functools import cache
 from typing import Any
 
+from kvctl.adapt import to_async, to_sync
 from kvctl.errors import PluginLoadError, UnknownSchemeError
+from kvctl.store import AsyncStore, Store
 from kvctl.url import StoreURL
+
+__all__ = ["BackendInfo", "PluginInfo", "backends", "load", "open_async", "open_sync", "open_url", "schemes",
+           "store_identity"]
+
 
 GROUP = "kvctl.backends"
 
@@ -31,7 +40,7 @@ def schemes() -> dict[str, PluginInfo]:
     """Every registered scheme.  The first registration of a scheme wins; duplicates are ignored."""
     found: dict[str, PluginInfo] = {}
     for ep in md.entry_points(group=GROUP):
-        if ep.name in found:
+        if ep.name.lower() in found:
             continue
         dist = ep.dist
         found[ep.name.lower()] = PluginInfo(
@@ -84,15 +93,73 @@ def _install_hint(scheme: str, module: str) -> str:
 
 
 def open_url(url: str | StoreURL, *, access: str = "write") -> Any:
-    """Build a store (sync or async form, unopened connections are lazy) from a URL.
+    """Build a store in the form its plugin implements (sync or async; connections open lazily).
 
     ``access="read"`` promises the store will only be read: the plugin then creates and alters
     nothing, and a missing store is :class:`~kvctl.errors.NoSuchStoreError` (see
-    :attr:`StoreURL.access`)."""
+    :attr:`StoreURL.access`).  Most callers want :func:`open_sync` or :func:`open_async`; this
+    untyped form stays for the tests and scripts that check which form a plugin implements."""
     parsed = url if isinstance(url, StoreURL) else StoreURL.parse(url)
     cls = load(parsed.scheme)
     parsed.check_repeats(getattr(cls, "list_options", frozenset()))
     return cls.from_url(parsed.for_access(access))
+
+
+def open_sync(url: str | StoreURL, *, access: str = "write") -> Store:
+    """The store at ``url`` in its sync form (an async store gets one event loop for its life)."""
+    return to_sync(open_url(url, access=access))
+
+
+def open_async(url: str | StoreURL, *, access: str = "write") -> AsyncStore:
+    """The store at ``url`` in its async form (a sync store's blocking calls run on one thread)."""
+    return to_async(open_url(url, access=access))
+
+
+@dataclass(frozen=True)
+class BackendInfo:
+    """One backend class as ``kvctl plugins`` lists it, with every scheme that reaches it.
+    ``capabilities`` is None and ``error`` says why when the plugin does not load."""
+
+    schemes: list[str]
+    target: str
+    distribution: str
+    version: str
+    name: str
+    description: str
+    capabilities: dict[str, Any] | None
+    error: str | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def backends() -> list[BackendInfo]:
+    """Every registered backend, loading each (a load failure is reported in its entry)."""
+    by_target: dict[str, list[PluginInfo]] = {}
+    for info in sorted(schemes().values(), key=lambda i: i.scheme):
+        by_target.setdefault(info.target, []).append(info)
+    found = []
+    for target, infos in by_target.items():
+        first = infos[0]
+        name, description, caps, error = first.scheme, "", None, None
+        try:
+            cls = load(first.scheme)
+            name, description = getattr(cls, "name", first.scheme), getattr(cls, "description", "")
+            caps = cls.capabilities.flags()
+        except PluginLoadError as exc:
+            error = _load_problem(exc)
+        found.append(BackendInfo([i.scheme for i in infos], target, first.distribution, first.version,
+                                 name, description, caps, error))
+    return found
+
+
+def _load_problem(exc: Exception) -> str:
+    """Why a backend did not load: a driver that is not installed is a state of the install, said
+    as what to run ("not installed: pip install 'kvctl[redis]'"); anything else is an error."""
+    if isinstance(exc.__cause__, ModuleNotFoundError):
+        hint = getattr(exc, "hint", None) or ""
+        return "not installed: " + hint.removeprefix("install its driver: ")
+    return f"error: {exc}"
 
 
 def store_identity(url: str | StoreURL) -> tuple[str, str]:

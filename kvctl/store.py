@@ -4,110 +4,63 @@ Keys and values are ``bytes`` end to end.  A :class:`Record` carries an optional
 (milliseconds since the epoch) and an optional version (see :mod:`kvctl.hlc`).  Batch calls
 (``get_many``, ``set_many``, ``delete_many``, ``scan``) are the first-class operations: the
 engines use nothing else, and each backend maps them to its fastest native bulk path.  Single-key
-calls exist for the CLI and default to the batch calls.
+calls exist for the CLI.
 
 A plugin implements either :class:`Store` (sync) or :class:`AsyncStore` (async) with the same
-method names; :mod:`kvctl.adapt` converts between the two once per command.  Subclassing
-:class:`StoreBase` / :class:`AsyncStoreBase` is optional but gives the defaults and helpers.
+method names; :mod:`kvctl.adapt` converts between the two once per command.  What plugins share
+(default implementations, scan ranges, cursors, limits) is in :mod:`kvctl.plugin_kit`.
 
-Optional methods, offered by a store that declares the matching capability:
-
-``typed_values``
-    ``dump_many(keys) -> list[Record | None]`` and ``restore_many(records)``: opaque payloads of
-    non-bytes values (see :class:`Record`).
-``change_feed``
-    ``feed_cursor() -> str``: the position just after the newest change.
-    ``changes(cursor, *, batch_size=1000) -> Iterator[Page]``: every change after ``cursor`` in
-    the order it was made, upserts as records and deletions as tombstones
-    (``kind == TOMBSTONE``), each with its version; ``Page.cursor`` resumes after the page.
-    Raises :class:`~kvctl.errors.FeedGapError` when the feed no longer covers ``cursor``.
-``rebalance`` (composite stores)
-    ``rebalance(*, dry_run=False)`` moves keys to the child that owns them after a placement
-    change and returns a report with ``as_dict()``; ``kvctl rebalance`` calls it.
-``partitioned``
-    ``partitions(prefix) -> list[str]``: names of disjoint parts that together hold every key
-    (Redis Cluster: its masters), so executors read each part once, not the whole store per
-    slice.  ``scan_partition(partition, prefix, *, cursor=None, batch_size=1000,
-    keys_only=False) -> Iterator[Page]``: ``scan`` of one part; its cursors resume within it.
-    A part that no longer exists raises :class:`~kvctl.errors.UnavailableError` (re-plan).
-``versions``
-    ``apply_many(records) -> int``: last-writer-wins apply for replication.  Each record (or
-    tombstone) takes effect only if its version is newer than what the store holds for that key,
-    counting a retained tombstone; returns how many took effect.  Stores that keep tombstones
-    make a stale upsert after a newer delete a no-op.  For a store without ``apply_many`` the
-    engines compare versions from ``get_many`` with :func:`newer` and write the winners.
-    ``set_newer_many(records) -> (written, bytes)``, optional beside it: ``--on-conflict newer``
-    decided by the store in the write itself -- each record is written unless the store holds
-    its key live at an equal or higher version (a record without a version is always written);
-    returns how many were written and their key and value bytes.  Without it the engines read
-    the keys with ``get_many`` and compare.
+Optional abilities are the protocols below :class:`AsyncStore` (:class:`ChangeFeed`,
+:class:`Replicable`, :class:`NewerWrites`, :class:`TypedValues`, :class:`Partitioned`,
+:class:`Rebalancing` and their ``Async`` forms), each offered by a store that declares the
+matching :class:`Capabilities` flag.  Engines test them with ``isinstance``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, fields
-from functools import partial
 from typing import Any, ClassVar, NamedTuple, Protocol, Self, runtime_checkable
 
-from kvctl.errors import ForeignStoreError, LimitError, UnsupportedError, UsageError
-from kvctl.url import StoreURL, redact
+from kvctl.errors import UnsupportedError
+from kvctl.url import StoreURL
 
 __all__ = [
     "MAX_EXPIRY_MS",
     "MAX_VERSION",
     "TOMBSTONE",
+    "AsyncChangeFeed",
+    "AsyncNewerWrites",
+    "AsyncPartitioned",
+    "AsyncRebalancing",
+    "AsyncReplicable",
     "AsyncStore",
-    "AsyncStoreBase",
+    "AsyncTypedValues",
     "Capabilities",
+    "ChangeFeed",
+    "NewerWrites",
     "Page",
+    "Partitioned",
+    "Rebalancing",
     "Record",
+    "Replicable",
     "Store",
-    "StoreBase",
     "StoreURL",
-    "check_limits",
-    "deadline_ms",
-    "foreign_store_error",
+    "TypedValues",
     "is_live",
-    "key_cursor",
-    "new_record",
     "newer",
     "now_ms",
-    "page_size",
-    "parse_key_cursor",
-    "prefix_end",
-    "record_of",
 ]
 
-
 TOMBSTONE = "tombstone"  # Record.kind of a deletion in a change feed or an apply batch
+MAX_EXPIRY_MS = (1 << 42) - 1  # 2109-05-15: the millisecond field of kvctl's versions
+MAX_VERSION = (1 << 63) - 1  # a signed 64-bit column
 
 
 def now_ms() -> int:
+    """The wall clock every expiry is judged by, in milliseconds since the epoch."""
     return time.time_ns() // 1_000_000
-
-
-FOREIGN_TABLES_SHOWN = 8
-
-
-def foreign_store_error(url: StoreURL, tables: Sequence[str], *, option: str = "table") -> ForeignStoreError:
-    """The refusal of a database that holds other programs' tables and none of kvctl's: a plain
-    URL never changes a database kvctl did not create.  Each table is named with the URL that
-    addresses it (``?table=NAME``), so the listing stays useful once kvctl can map other tables."""
-    base = url.without_options(option, "create")
-    glue = "&" if "?" in base else "?"
-    listed = ", ".join(f"{name} ({redact(f'{base}{glue}{option}={name}')})" for name in tables[:FOREIGN_TABLES_SHOWN])
-    if len(tables) > FOREIGN_TABLES_SHOWN:
-        listed += f" and {len(tables) - FOREIGN_TABLES_SHOWN} more"
-    hint = "kvctl cannot map other programs' tables yet"
-    if not url.reads_only:
-        hint += "; add create=true to the URL to keep a kvctl table beside them"
-    return ForeignStoreError(
-        f"{url.redacted()} holds other programs' tables and none of kvctl's: {listed}; nothing was changed",
-        hint=hint,
-    )
 
 
 class Record(NamedTuple):
@@ -115,13 +68,12 @@ class Record(NamedTuple):
 
     ``kind`` is None for a plain bytes value.  A backend that holds other value types (a Redis
     hash, list, set, zset, stream) returns such keys from ``scan``/``get_many`` with ``kind`` set
-    to the type name and ``value`` empty, so nothing is silently dropped; when it declares the
-    ``typed_values`` capability it also offers ``dump_many(keys) -> list[Record | None]`` (values
-    are opaque serialized payloads, ``kind`` kept) and ``restore_many(records)``.
+    to the type name and ``value`` empty, so nothing is silently dropped; :class:`TypedValues`
+    copies them.  In a change feed or an apply batch, ``kind == TOMBSTONE`` is a deletion.
 
-    A named tuple: immutable, hashable and cheap to build (0.35 µs; hot loops that already hold
-    all five fields use :func:`new_record`, 0.17 µs), where a frozen dataclass costs 0.8 µs, more
-    than an LMDB read.  Build it with fields, never compare it with a plain tuple.
+    A named tuple: immutable, hashable and cheaper to build than a frozen dataclass, which
+    matters on the read path of the embedded backends.  Build it with fields, never compare it
+    with a plain tuple.
     """
 
     key: bytes
@@ -129,6 +81,12 @@ class Record(NamedTuple):
     expires_at_ms: int | None = None
     version: int | None = None
     kind: str | None = None
+
+
+def is_live(record: Record, now: int | None = None) -> bool:
+    """False once the record's expiry has passed (at ``now``, default the wall clock)."""
+    exp = record.expires_at_ms
+    return exp is None or exp > (now_ms() if now is None else now)
 
 
 def newer(incoming: Record, current: Record | None) -> bool:
@@ -152,47 +110,9 @@ def _content(rec: Record) -> tuple[bool, bytes, int, str]:
     return (rec.kind != TOMBSTONE, rec.value, rec.expires_at_ms or 0, rec.kind or "")
 
 
-new_record = partial(tuple.__new__, Record)
-"""``new_record((key, value, expires_at_ms, version, kind))``: a Record from exactly five fields,
-at C speed (no defaults, no checks: for rows a backend has just decoded)."""
-
-_tuple_new = tuple.__new__
-
-
-def record_of(key: bytes, value: bytes, expires_at_ms: int | None, version: int | None) -> Record:
-    """A bytes-valued Record from a decoded row, about twice as fast as ``Record(...)``."""
-    return _tuple_new(Record, (key, value, expires_at_ms, version, None))
-
-
-def is_live(record: Record, now: int | None = None) -> bool:
-    exp = record.expires_at_ms
-    return exp is None or exp > (now_ms() if now is None else now)
-
-
-MAX_EXPIRY_MS = (1 << 42) - 1  # 2109-05-15: the millisecond field of kvctl's versions
-MAX_VERSION = (1 << 63) - 1  # a signed 64-bit column
-
-
-def deadline_ms(ttl_ms: int | None) -> int | None:
-    """Absolute expiry for a relative TTL.
-
-    An expiry is at most 2**42 - 1 ms after the epoch (2109-05-15): the millisecond field of
-    kvctl's versions (:mod:`kvctl.hlc`), which every backend's expiry fits (a signed 64-bit
-    column, LMDB's and RocksDB's headers, Redis's PEXPIREAT).  A TTL reaching further, or a
-    deadline before the epoch, is a :class:`~kvctl.errors.UsageError` (exit 2) on every backend.
-    """
-    if ttl_ms is None:
-        return None
-    deadline = now_ms() + ttl_ms
-    if not 0 <= deadline <= MAX_EXPIRY_MS:
-        raise UsageError("TTL out of range", hint="an expiry must fall between 1970 and 2109-05-15: kvctl keeps "
-                         "expiry times as 42-bit milliseconds since the epoch, the time field of its versions")
-    return deadline
-
-
 @dataclass(frozen=True, slots=True)
 class Page:
-    """One batch of a scan.  ``cursor`` resumes the scan right after this page."""
+    """One batch of a scan or a change feed.  ``cursor`` resumes right after this page."""
 
     records: list[Record]
     cursor: str | None
@@ -205,15 +125,15 @@ class Capabilities:
     persistent: bool = False
     ttl: bool = False
     ordered_scan: bool = False
-    versions: bool = False
+    versions: bool = False  # keeps versions; offers Replicable (and may offer NewerWrites)
     atomic_batch: bool = False
     multi_node: bool = False
     # its data is a path on the host that opens it (a file, a directory): a process on another
     # host opens a different store, so remote executors refuse it unless the path is shared
     host_local: bool = False
-    partitioned: bool = False  # offers partitions() and scan_partition() (see the module docstring)
-    change_feed: bool = False
-    typed_values: bool = False  # holds non-string values (e.g. Redis hashes) copied by dump/restore
+    partitioned: bool = False  # offers Partitioned
+    change_feed: bool = False  # offers ChangeFeed
+    typed_values: bool = False  # holds non-string values (e.g. Redis hashes); offers TypedValues
     # One process writes at a time (a lock file; others wait or are refused): parallel writers
     # into it, such as migrate --workers, cannot work.
     one_writer: bool = False
@@ -227,172 +147,51 @@ class Capabilities:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
     def require(self, name: str, backend: str) -> None:
+        """Raise :class:`~kvctl.errors.UnsupportedError` unless the flag ``name`` is set."""
         if not getattr(self, name):
             raise UnsupportedError(f"the {backend} backend does not support {name.replace('_', ' ')}")
 
 
-def check_limits(caps: Capabilities, backend: str, key: bytes, value: bytes) -> None:
-    """Raise :class:`LimitError` before anything is written when a record is over a limit."""
-    if caps.max_key_size is not None and len(key) > caps.max_key_size:
-        raise LimitError(
-            f"key of {len(key)} bytes is over the {backend} limit of {caps.max_key_size} bytes "
-            f"by {len(key) - caps.max_key_size}"
-        )
-    if caps.max_value_size is not None and len(value) > caps.max_value_size:
-        raise LimitError(
-            f"value of {len(value)} bytes is over the {backend} limit of {caps.max_value_size} bytes "
-            f"by {len(value) - caps.max_value_size}"
-        )
-
-
-def prefix_end(prefix: bytes) -> bytes | None:
-    """The smallest key greater than every key starting with ``prefix`` (None: no upper bound).
-
-    Ordered backends scan the range ``[prefix, prefix_end(prefix))``; this is how a prefix scan
-    avoids LIKE/glob patterns, which over-match on ``%``, ``_``, ``*`` and friends.
-    """
-    stripped = prefix.rstrip(b"\xff")
-    if not stripped:
-        return None
-    return stripped[:-1] + bytes([stripped[-1] + 1])
-
-
-def page_size(batch_size: int) -> int:
-    """The records per page a scan or change feed serves: ``batch_size``, and 1 for anything
-    below 1 (one rule for every backend; a page of 0 would never make progress)."""
-    return batch_size if batch_size > 0 else 1
-
-
-def key_cursor(key: bytes) -> str:
-    """The cursor of an ordered scan: the last key returned, hex-encoded."""
-    return "k:" + key.hex()
-
-
-def parse_key_cursor(cursor: str) -> bytes:
-    from kvctl.errors import UsageError
-
-    if not cursor.startswith("k:"):
-        raise UsageError(f"not a cursor of this backend: {cursor!r}")
-    try:
-        return bytes.fromhex(cursor[2:])
-    except ValueError:
-        raise UsageError(f"malformed scan cursor: {cursor!r}") from None
-
-
 @runtime_checkable
 class Store(Protocol):
-    """The synchronous form of the protocol."""
+    """The synchronous form of the protocol.
+
+    Every call may raise a :class:`~kvctl.errors.KvctlError` subclass (never a driver's own
+    exception): :class:`~kvctl.errors.LimitError` for a record over a limit (before anything of
+    the batch is written), :class:`~kvctl.errors.UsageError` for bad arguments such as a foreign
+    cursor, :class:`~kvctl.errors.UnavailableError` and friends for the backend's failures.
+    An expired record is never returned, counted or scanned.
+    """
 
     name: ClassVar[str]
     description: ClassVar[str]
     capabilities: ClassVar[Capabilities]
-
-    @classmethod
-    def from_url(cls, url: StoreURL) -> Self: ...
-
-    def get(self, key: bytes) -> Record | None: ...
-    def get_many(self, keys: Sequence[bytes]) -> list[Record | None]: ...
-    def set(self, key: bytes, value: bytes, *, ttl_ms: int | None = None) -> None: ...
-    def set_many(self, records: Iterable[Record]) -> None: ...
-    def delete(self, key: bytes) -> bool: ...
-    def delete_many(self, keys: Sequence[bytes]) -> int: ...
-    def scan(
-        self,
-        prefix: bytes = b"",
-        *,
-        start_after: bytes | None = None,
-        cursor: str | None = None,
-        batch_size: int = 1000,
-        keys_only: bool = False,
-    ) -> Iterator[Page]: ...
-    def count(self, prefix: bytes = b"") -> int: ...
-    def stats(self) -> dict[str, Any]: ...
-    def clear(self) -> int: ...
-    def close(self) -> None: ...
-    def __enter__(self) -> Self: ...
-    def __exit__(self, *exc: object) -> None: ...
-
-
-@runtime_checkable
-class AsyncStore(Protocol):
-    """The asynchronous form: the same names, awaited; ``scan`` is an async iterator."""
-
-    name: ClassVar[str]
-    description: ClassVar[str]
-    capabilities: ClassVar[Capabilities]
-
-    @classmethod
-    def from_url(cls, url: StoreURL) -> Self: ...
-
-    async def get(self, key: bytes) -> Record | None: ...
-    async def get_many(self, keys: Sequence[bytes]) -> list[Record | None]: ...
-    async def set(self, key: bytes, value: bytes, *, ttl_ms: int | None = None) -> None: ...
-    async def set_many(self, records: Iterable[Record]) -> None: ...
-    async def delete(self, key: bytes) -> bool: ...
-    async def delete_many(self, keys: Sequence[bytes]) -> int: ...
-    def scan(
-        self,
-        prefix: bytes = b"",
-        *,
-        start_after: bytes | None = None,
-        cursor: str | None = None,
-        batch_size: int = 1000,
-        keys_only: bool = False,
-    ) -> AsyncIterator[Page]: ...
-    async def count(self, prefix: bytes = b"") -> int: ...
-    async def stats(self) -> dict[str, Any]: ...
-    async def clear(self) -> int: ...
-    async def close(self) -> None: ...
-    async def __aenter__(self) -> Self: ...
-    async def __aexit__(self, *exc: object) -> None: ...
-
-
-class _Common:
-    name: ClassVar[str] = "?"
-    description: ClassVar[str] = ""
-    capabilities: ClassVar[Capabilities] = Capabilities()
-    url: StoreURL | None = None
-
-    def _check(self, key: bytes, value: bytes) -> None:
-        check_limits(self.capabilities, self.name, key, value)
-
-    def _start_key(self, prefix: bytes, start_after: bytes | None, cursor: str | None) -> bytes | None:
-        """For ordered scans: the key to resume after, from ``start_after`` or a key cursor."""
-        if cursor is not None:
-            start_after = parse_key_cursor(cursor)
-        if start_after is not None and start_after < prefix:
-            return None
-        return start_after
-
-    def __repr__(self) -> str:
-        where = self.url.redacted() if self.url is not None else self.name
-        return f"<{type(self).__name__} {where}>"
-
-
-class StoreBase(_Common):
-    """Defaults for a sync store: single-key calls via batch calls, count/clear via scan."""
 
     @classmethod
     def from_url(cls, url: StoreURL) -> Self:
-        raise NotImplementedError
+        """A store for ``url``; connections may open lazily.  Refuses an unknown option with
+        :class:`~kvctl.errors.BadURLError`; when ``url.reads_only`` it creates and alters nothing
+        and a missing store is :class:`~kvctl.errors.NoSuchStoreError`."""
 
     def get(self, key: bytes) -> Record | None:
-        return self.get_many([key])[0]
+        """The live record of ``key``, or None when it is missing or expired."""
 
     def get_many(self, keys: Sequence[bytes]) -> list[Record | None]:
-        raise NotImplementedError
+        """One entry per key, in the order given; None for a key that is missing or expired."""
 
     def set(self, key: bytes, value: bytes, *, ttl_ms: int | None = None) -> None:
-        self.set_many([Record(key, value, deadline_ms(ttl_ms))])
+        """Write one key, expiring ``ttl_ms`` from now (None: never); a TTL past 2109 is a
+        :class:`~kvctl.errors.UsageError`."""
 
     def set_many(self, records: Iterable[Record]) -> None:
-        raise NotImplementedError
+        """Write every record (value and absolute expiry; the last of a key given twice wins).
+        Limits are checked before anything is written; atomic when ``atomic_batch``."""
 
     def delete(self, key: bytes) -> bool:
-        return self.delete_many([key]) == 1
+        """Delete one key; True when a live key was removed."""
 
     def delete_many(self, keys: Sequence[bytes]) -> int:
-        raise NotImplementedError
+        """Delete the keys; returns how many live keys were removed (missing ones are ignored)."""
 
     def scan(
         self,
@@ -403,69 +202,63 @@ class StoreBase(_Common):
         batch_size: int = 1000,
         keys_only: bool = False,
     ) -> Iterator[Page]:
-        raise NotImplementedError
+        """Every live key starting with ``prefix``, in pages of at most ``batch_size`` (at least 1).
+
+        With ``ordered_scan`` keys come in bytewise order and ``start_after`` resumes after a key;
+        otherwise the order is the backend's and ``start_after`` is
+        :class:`~kvctl.errors.UnsupportedError`.  ``cursor`` (a page's ``Page.cursor``) resumes
+        after that page; a cursor of another backend is a :class:`~kvctl.errors.UsageError`.
+        With ``keys_only`` values are empty.  Writes between pages may or may not be seen.
+        """
 
     def count(self, prefix: bytes = b"") -> int:
-        return sum(len(p.records) for p in self.scan(prefix, keys_only=True))
+        """How many live keys start with ``prefix``."""
 
     def stats(self) -> dict[str, Any]:
-        return {"keys": self.count()}
+        """Backend facts for ``kvctl info`` (JSON-ready); at least ``keys`` where cheap."""
 
     def clear(self) -> int:
-        removed = 0
-        while True:
-            keys = [r.key for p in self.scan(keys_only=True) for r in p.records]
-            if not keys:
-                return removed
-            removed += self.delete_many(keys)
+        """Delete every key; returns how many were removed."""
 
     def close(self) -> None:
-        pass
+        """Release connections and files; later calls are not supported."""
 
-    def __enter__(self) -> Self:
-        return self
+    def __enter__(self) -> Self: ...
 
     def __exit__(self, *exc: object) -> None:
-        with closing_after(exc[1]):
-            self.close()
+        """Close; when the block failed, a failure to close does not replace its error."""
 
 
-@contextlib.contextmanager
-def closing_after(failure: object) -> Iterator[None]:
-    """Around a store's ``close`` when a ``with`` block ends.  When the block failed, a failure
-    to close is dropped: it is usually the same fault again (a WAL flush after the disk filled
-    up: "Writer has previous error") and would replace the error that says what went wrong."""
-    try:
-        yield
-    except Exception:
-        if failure is None:
-            raise
+@runtime_checkable
+class AsyncStore(Protocol):
+    """The asynchronous form: the same names and promises as :class:`Store`, awaited;
+    ``scan`` is an async iterator."""
 
-
-class AsyncStoreBase(_Common):
-    """Defaults for an async store, mirroring :class:`StoreBase`."""
+    name: ClassVar[str]
+    description: ClassVar[str]
+    capabilities: ClassVar[Capabilities]
 
     @classmethod
     def from_url(cls, url: StoreURL) -> Self:
-        raise NotImplementedError
+        """As :meth:`Store.from_url`."""
 
     async def get(self, key: bytes) -> Record | None:
-        return (await self.get_many([key]))[0]
+        """As :meth:`Store.get`."""
 
     async def get_many(self, keys: Sequence[bytes]) -> list[Record | None]:
-        raise NotImplementedError
+        """As :meth:`Store.get_many`: one entry per key, in order, None for missing or expired."""
 
     async def set(self, key: bytes, value: bytes, *, ttl_ms: int | None = None) -> None:
-        await self.set_many([Record(key, value, deadline_ms(ttl_ms))])
+        """As :meth:`Store.set`."""
 
     async def set_many(self, records: Iterable[Record]) -> None:
-        raise NotImplementedError
+        """As :meth:`Store.set_many`."""
 
     async def delete(self, key: bytes) -> bool:
-        return await self.delete_many([key]) == 1
+        """As :meth:`Store.delete`."""
 
     async def delete_many(self, keys: Sequence[bytes]) -> int:
-        raise NotImplementedError
+        """As :meth:`Store.delete_many`: how many live keys were removed."""
 
     def scan(
         self,
@@ -476,32 +269,153 @@ class AsyncStoreBase(_Common):
         batch_size: int = 1000,
         keys_only: bool = False,
     ) -> AsyncIterator[Page]:
-        raise NotImplementedError
+        """As :meth:`Store.scan`."""
 
     async def count(self, prefix: bytes = b"") -> int:
-        total = 0
-        async for page in self.scan(prefix, keys_only=True):
-            total += len(page.records)
-        return total
+        """As :meth:`Store.count`."""
 
     async def stats(self) -> dict[str, Any]:
-        return {"keys": await self.count()}
+        """As :meth:`Store.stats`."""
 
     async def clear(self) -> int:
-        removed = 0
-        while True:
-            keys = [r.key async for p in self.scan(keys_only=True) for r in p.records]
-            if not keys:
-                return removed
-            removed += await self.delete_many(keys)
+        """As :meth:`Store.clear`."""
 
     async def close(self) -> None:
-        pass
+        """As :meth:`Store.close`."""
 
-    async def __aenter__(self) -> Self:
-        return self
+    async def __aenter__(self) -> Self: ...
 
     async def __aexit__(self, *exc: object) -> None:
-        with closing_after(exc[1]):
-            await self.close()
+        """As :meth:`Store.__exit__`."""
 
+
+# -- optional abilities -------------------------------------------------------------------------
+# ``isinstance`` on a runtime-checkable protocol checks that the methods exist, not whether they
+# are awaited: the Async forms are for typing; a store offers the form of its own protocol.
+
+
+@runtime_checkable
+class ChangeFeed(Protocol):
+    """``Capabilities.change_feed``: every change, in the order it was made."""
+
+    def feed_cursor(self) -> str:
+        """The position just after the newest change."""
+
+    def changes(self, cursor: str | None, *, batch_size: int = 1000) -> Iterator[Page]:
+        """Every change after ``cursor``, in order: upserts as records, deletions as tombstones
+        (``kind == TOMBSTONE``), each with its version; ``Page.cursor`` resumes after the page.
+        Raises :class:`~kvctl.errors.FeedGapError` when the feed no longer covers ``cursor``."""
+
+
+@runtime_checkable
+class AsyncChangeFeed(Protocol):
+    """:class:`ChangeFeed`, awaited."""
+
+    async def feed_cursor(self) -> str:
+        """As :meth:`ChangeFeed.feed_cursor`."""
+
+    def changes(self, cursor: str | None, *, batch_size: int = 1000) -> AsyncIterator[Page]:
+        """As :meth:`ChangeFeed.changes`."""
+
+
+@runtime_checkable
+class Replicable(Protocol):
+    """``Capabilities.versions``: last-writer-wins apply for replication."""
+
+    def apply_many(self, records: Iterable[Record]) -> int:
+        """Apply each record or tombstone only if it is :func:`newer` than what the store holds
+        for its key, counting a retained tombstone (so a stale upsert after a newer delete is a
+        no-op); returns how many took effect.  Without it the engines compare versions read
+        with ``get_many`` and write the winners."""
+
+
+@runtime_checkable
+class AsyncReplicable(Protocol):
+    """:class:`Replicable`, awaited."""
+
+    async def apply_many(self, records: Iterable[Record]) -> int:
+        """As :meth:`Replicable.apply_many`."""
+
+
+@runtime_checkable
+class NewerWrites(Protocol):
+    """Beside :class:`Replicable`: ``--on-conflict newer`` decided by the store in the write."""
+
+    def set_newer_many(self, records: Iterable[Record]) -> tuple[int, int]:
+        """Write each record unless the store holds its key live at an equal or higher version
+        (a record without a version is always written); returns how many were written and their
+        key and value bytes.  Without it the engines read the keys and compare."""
+
+
+@runtime_checkable
+class AsyncNewerWrites(Protocol):
+    """:class:`NewerWrites`, awaited."""
+
+    async def set_newer_many(self, records: Iterable[Record]) -> tuple[int, int]:
+        """As :meth:`NewerWrites.set_newer_many`."""
+
+
+@runtime_checkable
+class TypedValues(Protocol):
+    """``Capabilities.typed_values``: copying values that are not bytes (see :class:`Record`)."""
+
+    def dump_many(self, keys: Sequence[bytes]) -> list[Record | None]:
+        """One entry per key, in order: the value as an opaque payload with its ``kind`` kept,
+        or None for a key that is missing or expired."""
+
+    def restore_many(self, records: Iterable[Record]) -> None:
+        """Write records produced by ``dump_many`` (of a store of the same backend family)."""
+
+
+@runtime_checkable
+class AsyncTypedValues(Protocol):
+    """:class:`TypedValues`, awaited."""
+
+    async def dump_many(self, keys: Sequence[bytes]) -> list[Record | None]:
+        """As :meth:`TypedValues.dump_many`."""
+
+    async def restore_many(self, records: Iterable[Record]) -> None:
+        """As :meth:`TypedValues.restore_many`."""
+
+
+@runtime_checkable
+class Partitioned(Protocol):
+    """``Capabilities.partitioned``: disjoint parts (Redis Cluster: its masters), so executors
+    read each part once, not the whole store per slice."""
+
+    def partitions(self, prefix: bytes = b"") -> list[str]:
+        """Names of disjoint parts that together hold every key starting with ``prefix``."""
+
+    def scan_partition(self, partition: str, prefix: bytes = b"", *, cursor: str | None = None,
+                       batch_size: int = 1000, keys_only: bool = False) -> Iterator[Page]:
+        """``scan`` of one part; its cursors resume within it.  A part that no longer exists
+        raises :class:`~kvctl.errors.UnavailableError` (re-plan)."""
+
+
+@runtime_checkable
+class AsyncPartitioned(Protocol):
+    """:class:`Partitioned`, awaited."""
+
+    async def partitions(self, prefix: bytes = b"") -> list[str]:
+        """As :meth:`Partitioned.partitions`."""
+
+    def scan_partition(self, partition: str, prefix: bytes = b"", *, cursor: str | None = None,
+                       batch_size: int = 1000, keys_only: bool = False) -> AsyncIterator[Page]:
+        """As :meth:`Partitioned.scan_partition`."""
+
+
+@runtime_checkable
+class Rebalancing(Protocol):
+    """Composite stores: move keys after a placement change (``kvctl rebalance``)."""
+
+    def rebalance(self, *, dry_run: bool = False) -> Any:
+        """Move every key to the child that owns it (``dry_run``: only count); returns a report
+        with ``as_dict()``."""
+
+
+@runtime_checkable
+class AsyncRebalancing(Protocol):
+    """:class:`Rebalancing`, awaited."""
+
+    async def rebalance(self, *, dry_run: bool = False) -> Any:
+        """As :meth:`Rebalancing.rebalance`."""

@@ -310,11 +310,10 @@ CLEANUP_TIMEOUT_S = 180.0
 def _delete_prefix(url: str, prefix: bytes) -> int:
     """Delete every key under ``prefix``: one full scan collecting the keys, then deletes in
     batches (never under a live scan), repeated until a scan finds nothing."""
-    from kvctl.adapt import to_sync
-    from kvctl.registry import open_url
+    from kvctl.registry import open_sync
 
     removed = 0
-    with to_sync(open_url(url)) as store:
+    with open_sync(url) as store:
         while True:
             keys = [r.key for page in store.scan(prefix, keys_only=True, batch_size=1000) for r in page.records]
             if not keys:

@@ -85,11 +85,10 @@ def network_pass(ctx: Ctx, bench: Bench, clients: int, ops: int | None, duration
         return dict(target.run_coroutine(_async_pass(target.store, plans, ctx.value, limit)))
 
     # a sync network store: a fresh connection behind the async adapter, on a fresh loop
-    from kvctl.adapt import to_async
-    from kvctl.registry import open_url
+    from kvctl.registry import open_async
 
     async def main() -> dict[str, Any]:
-        async with to_async(open_url(ctx.url)) as store:  # type: ignore[attr-defined]
+        async with open_async(ctx.url) as store:  # type: ignore[attr-defined]
             return await _async_pass(store, plans, ctx.value, limit)
 
     return asyncio.run(main())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -63,9 +63,10 @@ def rebalance(
     run leaves a duplicate, never a loss, and running again finishes the job.
     """
     from kvctl.errors import UnsupportedError
+    from kvctl.store import Rebalancing
 
     with open_store() as store:
-        if not hasattr(store, "rebalance"):
+        if not isinstance(store, Rebalancing):
             raise UnsupportedError(f"the {store.name} backend places no keys: nothing to rebalance")
         report = store.rebalance(dry_run=dry_run).as_dict()
     if as_json:
@@ -78,46 +79,11 @@ def rebalance(
         print(f"  {route}: {n}")
 
 
-def plugin_rows() -> list[dict[str, Any]]:
-    """One entry per backend class, with every scheme that reaches it and any load error."""
-    from kvctl.errors import PluginLoadError
-    from kvctl.registry import load, schemes
-
-    by_target: dict[str, dict[str, Any]] = {}
-    for info in sorted(schemes().values(), key=lambda i: i.scheme):
-        entry = by_target.setdefault(info.target, {
-            "schemes": [], "target": info.target,
-            "distribution": info.distribution, "version": info.version,
-        })
-        entry["schemes"].append(info.scheme)
-    for entry in by_target.values():
-        try:
-            cls = load(entry["schemes"][0])
-            caps = cls.capabilities
-            entry["name"] = getattr(cls, "name", entry["schemes"][0])
-            entry["description"] = getattr(cls, "description", "")
-            entry["capabilities"] = caps.flags()
-            entry["error"] = None
-        except PluginLoadError as exc:
-            entry["name"] = entry["schemes"][0]
-            entry["description"] = ""
-            entry["capabilities"] = None
-            entry["error"] = _load_problem(exc)
-    return list(by_target.values())
-
-
-def _load_problem(exc: Exception) -> str:
-    """Why a backend did not load: a driver that is not installed is a state of the install, said
-    as what to run ("not installed: pip install 'kvctl[redis]'"); anything else is an error."""
-    if isinstance(exc.__cause__, ModuleNotFoundError):
-        hint = getattr(exc, "hint", None) or ""
-        return "not installed: " + hint.removeprefix("install its driver: ")
-    return f"error: {exc}"
-
-
 def plugins(as_json: JsonOpt = False) -> None:
     """List installed backends: schemes, version, capabilities, durability, and any load error."""
-    rows = plugin_rows()
+    from kvctl.registry import backends
+
+    rows = [info.as_dict() for info in backends()]
     if as_json:
         json_doc(rows)
         return

@@ -44,11 +44,10 @@ def open_store(url_or_profile: str | None = None, *, access: str = "write") -> A
 
     Commands that only read pass ``access="read"``: the store is then neither created nor
     altered (:attr:`kvctl.url.StoreURL.access`)."""
-    from kvctl.adapt import to_sync
-    from kvctl.registry import open_url
+    from kvctl.registry import open_sync
 
     url = resolve_url(url_or_profile, access=access)
-    store = to_sync(open_url(url, access=access))
+    store = open_sync(url, access=access)
     if access == "write" and not store.capabilities.persistent:
         from kvctl.cli.output import warn
 

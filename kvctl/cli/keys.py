@@ -132,7 +132,7 @@ def _ttl(text: str) -> int:
     """--ttl as milliseconds, checked here the same for every backend: positive, and an expiry
     kvctl can keep (:func:`kvctl.store.deadline_ms`: before 2109-05-15)."""
     from kvctl.cli.options import duration_ms
-    from kvctl.store import deadline_ms
+    from kvctl.plugin_kit import deadline_ms
 
     ttl_ms = duration_ms(text, "--ttl")
     if ttl_ms <= 0:
@@ -202,7 +202,7 @@ def scan(
     """
     if cursor is not None and start is not None:
         raise UsageError("give --cursor or --start, not both")
-    from kvctl.store import key_cursor
+    from kvctl.plugin_kit import key_cursor
 
     kf = key_filter(prefix, glob)
     begin, after = _parse_cursor(cursor)

@@ -26,7 +26,8 @@ from typing import Literal, get_args
 
 from kvctl.codec import show_key
 from kvctl.errors import ConflictError, LimitError, UnsupportedError
-from kvctl.store import AsyncStore, Record, check_limits, now_ms
+from kvctl.plugin_kit import check_limits
+from kvctl.store import AsyncNewerWrites, AsyncStore, Record, now_ms
 
 from ._stores import dump_many, restore_many
 from .reporting import Counts, Problems
@@ -142,7 +143,7 @@ class BatchWriter:
         self.counts = Counts()
         self.problems = Problems()
         # the optional set_newer_many of a store that keeps versions (see kvctl.store)
-        self._set_newer_many = getattr(dst, "set_newer_many", None) if caps.versions else None
+        self._set_newer_many = dst.set_newer_many if caps.versions and isinstance(dst, AsyncNewerWrites) else None
 
     async def write(self, records: list[Record]) -> None:
         """Process one batch (already filtered by key)."""

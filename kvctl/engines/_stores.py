@@ -1,29 +1,26 @@
-"""Opening stores for the engines, and the optional typed-value calls (``dump_many``/``restore_many``).
+"""What engines do with a store beyond the protocol: naming it, refusing one store named twice,
+and the optional typed-value calls (:class:`~kvctl.store.AsyncTypedValues`).
 
-Engines work on the async form of the protocol inside one event loop per command.  The typed
-calls are optional protocol members (declared by ``Capabilities.typed_values``), forwarded by
-:mod:`kvctl.adapt` when the wrapped store has them.
+Engines work on the async form of the protocol inside one event loop per command; they open
+stores with :func:`kvctl.registry.open_async` (re-exported here for the engines that import it
+from this module).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 from collections.abc import Sequence
 from typing import Any
 
-from kvctl.adapt import to_async
 from kvctl.errors import UnsupportedError, UsageError
-from kvctl.registry import open_url, store_identity
-from kvctl.store import AsyncStore, Record
+from kvctl.registry import open_async, store_identity
+from kvctl.store import AsyncStore, AsyncTypedValues, Record
 
 from .keyfilter import KeyFilter
 
-
-def open_async(url: str, *, access: str = "write") -> AsyncStore:
-    """The store at ``url`` in its async form; ``access="read"`` when the engine only reads it."""
-    return to_async(open_url(url, access=access))
+__all__ = ["describe", "dump_many", "has_typed_values", "open_async", "refuse_same_store", "restore_many",
+           "start_count", "with_dumps"]
 
 
 def refuse_same_store(src_url: str, dst_url: str) -> None:
@@ -42,25 +39,21 @@ def describe(store: Any) -> str:
 
 def has_typed_values(store: Any) -> bool:
     """True when the store declares typed values and offers both dump_many and restore_many."""
-    return bool(store.capabilities.typed_values) and all(
-        callable(getattr(store, n, None)) for n in ("dump_many", "restore_many")
-    )
+    return bool(store.capabilities.typed_values) and isinstance(store, AsyncTypedValues)
 
 
-async def _invoke(store: Any, name: str, arg: Any) -> Any:
-    fn = getattr(store, name, None)
-    if not callable(fn):
+def _typed(store: Any, name: str) -> AsyncTypedValues:
+    if not isinstance(store, AsyncTypedValues):
         raise UnsupportedError(f"the {store.name} backend offers no {name}")
-    result = fn(arg)
-    return await result if inspect.isawaitable(result) else result
+    return store
 
 
 async def dump_many(store: Any, keys: Sequence[bytes]) -> list[Record | None]:
-    return list(await _invoke(store, "dump_many", list(keys)))
+    return list(await _typed(store, "dump_many").dump_many(list(keys)))
 
 
 async def restore_many(store: Any, records: Sequence[Record]) -> None:
-    await _invoke(store, "restore_many", list(records))
+    await _typed(store, "restore_many").restore_many(list(records))
 
 
 async def with_dumps(store: Any, records: list[Record], typed_ok: bool, problems: Any) -> list[Record]:

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-import random
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Self
 
-from kvctl.adapt import to_sync
 from kvctl.errors import BadURLError
-from kvctl.hlc import HLC, MAX_NODE
-from kvctl.registry import open_url
-from kvctl.store import Capabilities, Page, Record, Store, StoreBase, StoreURL, key_cursor, prefix_end
+from kvctl.plugin_kit import ScanRange, StoreBase, new_clock
+from kvctl.registry import open_sync
+from kvctl.store import Capabilities, Page, Record, Store, StoreURL
 
 from .bounded import SAMPLES, BoundedCache
 
@@ -35,7 +33,7 @@ class CacheStore(StoreBase):
         self.where = where
         self.cache = cache
         self.child = child
-        self._clock = HLC(node=random.randrange(MAX_NODE + 1))
+        self._clock = new_clock()
         if child is not None:
             # A tier is what its store is (persistence, TTLs, order, limits); it adds speed.
             # The optional replication and typed-value calls are not passed through (they would
@@ -62,7 +60,7 @@ class CacheStore(StoreBase):
         if backend:
             if name:
                 raise BadURLError("a cache tier takes no name: cache://?max_bytes=...&backend=URL")
-            child = to_sync(open_url(backend, access=url.access))
+            child = open_sync(backend, access=url.access)
             # Named by backend, never by URL: the backend option may hold a password.
             where = f"cache over {child.name}"
             return cls(url, BoundedCache(max_bytes, max_age_ms=max_age, samples=samples), child, where)
@@ -107,22 +105,15 @@ class CacheStore(StoreBase):
                     put(rec)
         return found
 
-    def scan(
-        self,
-        prefix: bytes = b"",
-        *,
-        start_after: bytes | None = None,
-        cursor: str | None = None,
-        batch_size: int = 1000,
-        keys_only: bool = False,
-    ) -> Iterator[Page]:
+    def scan(self, prefix: bytes = b"", *, start_after: bytes | None = None, cursor: str | None = None,
+             batch_size: int = 1000, keys_only: bool = False) -> Iterator[Page]:
         if self.child is not None:  # the store holds everything; scans do not pollute the cache
             yield from self.child.scan(prefix, start_after=start_after, cursor=cursor,
                                        batch_size=batch_size, keys_only=keys_only)
             return
-        after = self._start_key(prefix, start_after, cursor)
-        end = prefix_end(prefix)
-        keys = self.cache.keys_from(prefix if after is None else after, after is not None)
+        span = ScanRange.of(prefix, start_after, cursor, batch_size)
+        end = span.end
+        keys = self.cache.keys_from(span.lower, not span.inclusive)
         batch: list[Record] = []
         for key in keys:
             if end is not None and key >= end:
@@ -131,11 +122,11 @@ class CacheStore(StoreBase):
             if rec is None:
                 continue
             batch.append(Record(key, b"", rec.expires_at_ms, rec.version) if keys_only else rec)
-            if len(batch) >= batch_size:
-                yield Page(batch, key_cursor(batch[-1].key))
+            if len(batch) >= span.page:
+                yield span.page_of(batch)
                 batch = []
         if batch:
-            yield Page(batch, key_cursor(batch[-1].key))
+            yield span.page_of(batch)
 
     def count(self, prefix: bytes = b"") -> int:
         if self.child is not None:

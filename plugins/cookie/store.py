@@ -12,18 +12,8 @@ from dataclasses import replace
 from typing import Any, Self
 
 from kvctl.errors import BadURLError, KvctlError, LimitError, StoreIOError, UnsupportedError, UsageError
-from kvctl.store import (
-    Capabilities,
-    Page,
-    Record,
-    StoreBase,
-    StoreURL,
-    deadline_ms,
-    key_cursor,
-    now_ms,
-    page_size,
-    prefix_end,
-)
+from kvctl.plugin_kit import ScanRange, StoreBase, deadline_ms
+from kvctl.store import Capabilities, Page, Record, StoreURL, now_ms
 
 from .sealer import KDF_ITERATIONS, KDF_SALT, Sealer, derive_key
 from .session import SessionDoc, json_to_value, key_to_name, name_to_key, value_to_json
@@ -164,25 +154,13 @@ class CookieStore(StoreBase):
         values = self._visible()
         return [None if (v := values.get(k)) is None else Record(k, v) for k in keys]
 
-    def scan(
-        self,
-        prefix: bytes = b"",
-        *,
-        start_after: bytes | None = None,
-        cursor: str | None = None,
-        batch_size: int = 1000,
-        keys_only: bool = False,
-    ) -> Iterator[Page]:
-        after = self._start_key(prefix, start_after, cursor)
-        end = prefix_end(prefix)
+    def scan_range(self, span: ScanRange, keys_only: bool) -> Iterator[Page]:
+        after, end = span.after, span.end
         values = self._visible()
-        keys = sorted(k for k in values if k.startswith(prefix) and (after is None or k > after)
+        keys = sorted(k for k in values if k.startswith(span.prefix) and (after is None or k > after)
                       and (end is None or k < end))
-        batch_size = page_size(batch_size)
-        for i in range(0, len(keys), batch_size):
-            chunk = keys[i:i + batch_size]
-            records = [Record(k, b"" if keys_only else values[k]) for k in chunk]
-            yield Page(records, key_cursor(chunk[-1]))
+        for i in range(0, len(keys), span.page):
+            yield span.page_of([Record(k, b"" if keys_only else values[k]) for k in keys[i:i + span.page]])
 
     def count(self, prefix: bytes = b"") -> int:
         return sum(1 for k in self._visible() if k.startswith(prefix))

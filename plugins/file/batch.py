@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 
 from kvctl.errors import UnsupportedError, UsageError
 from kvctl.hlc import HLC, make_version
-from kvctl.store import Capabilities, Record, check_limits, new_record
+from kvctl.plugin_kit import check_limits, new_record
+from kvctl.store import Capabilities, Record
 
 from .format import (
     FRAME_END,

@@ -1,6 +1,6 @@
 """Compaction: write the live records of a snapshot into one new segment, off the store's lock.
 
-The store (see ``store.FileStore._run_compaction``) does the steps that need its lock: it picks
+The store (see ``compacting.CompactingStore._run_compaction``) does the steps that need its lock: it picks
 the segments to replace (all of them, after sealing the active one, or for automatic compaction
 those behind the change feed's retained tail), takes a snapshot of the key directory, and
 afterwards swaps the result in.  This module does the long part between them: it writes

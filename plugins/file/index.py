@@ -23,7 +23,8 @@ import gc
 from collections.abc import Iterable
 
 from kvctl.errors import CorruptError
-from kvctl.store import Record, new_record
+from kvctl.plugin_kit import new_record
+from kvctl.store import Record
 
 from .format import FRAME_HEADER_SIZE, REC_EXPIRES, REC_TOMBSTONE, RECORD_HEADER, RECORD_HEADER_SIZE
 

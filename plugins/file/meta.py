@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from kvctl.hlc import MAX_NODE
+from kvctl.plugin_kit import random_node
 
 from .format import TMP_SUFFIX, parse_segment_name
 from .lock import LOCK_NAME
@@ -62,7 +63,7 @@ def load_meta(directory: str, *, writer: bool, report: Callable[[str], None]) ->
                "become feed gaps)" if writer else f"{path}: unreadable store identity")
     if not writer:  # a reader never writes: an anonymous identity for this open only
         return StoreMeta("0" * 16, 0)
-    meta = StoreMeta(os.urandom(8).hex(), os.urandom(1)[0] % (MAX_NODE + 1))
+    meta = StoreMeta(os.urandom(8).hex(), random_node())
     _write(directory, path, meta)
     return meta
 

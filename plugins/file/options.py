@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from kvctl.errors import BadURLError
+from kvctl.plugin_kit import TOMBSTONE_RETENTION_MS, tombstone_retention_ms
 from kvctl.url import StoreURL
 
 FSYNC_MODES = ("always", "batch", "never")
@@ -13,7 +14,6 @@ DEFAULT_BATCH_MS = 10
 
 KNOWN = {"fsync", "batch_ms", "segment_size", "compact_ratio", "compact_min", "inline_max", "readonly", "repair",
          "feed_retention", "tombstone_retention", "timeout", "create"}
-WEEK_MS = 7 * 86_400_000
 # How long a writer waits for another process's lock: the sqlite and libsql backends' busy timeout.
 DEFAULT_TIMEOUT_MS = 30_000
 
@@ -49,7 +49,7 @@ class FileOptions:
     readonly: bool = False
     repair: bool = False
     feed_retention: int | None = None  # None: segment_size
-    tombstone_retention_ms: int = WEEK_MS
+    tombstone_retention_ms: int = TOMBSTONE_RETENTION_MS
     timeout_ms: int = DEFAULT_TIMEOUT_MS
     create: bool = False
 
@@ -82,7 +82,7 @@ class FileOptions:
             readonly=url.bool_option("readonly", False) or url.reads_only,
             repair=url.bool_option("repair", False),
             feed_retention=url.size_option("feed_retention", -1) if url.option("feed_retention") else None,
-            tombstone_retention_ms=url.duration_option_ms("tombstone_retention", WEEK_MS) or 0,
+            tombstone_retention_ms=tombstone_retention_ms(url),
             timeout_ms=url.duration_option_ms("timeout", DEFAULT_TIMEOUT_MS) or 0,
             create=url.bool_option("create", False),
         )

@@ -30,13 +30,14 @@ from kvctl.errors import (
     LimitError,
     LockedError,
     StoreIOError,
-    TimeoutError_,
+    TimedOutError,
     UnavailableError,
     UnsupportedError,
     UsageError,
     one_line,
 )
-from kvctl.store import AsyncStoreBase, Capabilities, Page, Record, StoreURL, page_size
+from kvctl.plugin_kit import AsyncStoreBase, page_size
+from kvctl.store import Capabilities, Page, Record, StoreURL
 
 from . import keys as wirekeys
 from .cdp import CDPClosed, CDPError
@@ -163,7 +164,7 @@ class IndexedDBStore(AsyncStoreBase):
         if isinstance(exc, KvctlError | asyncio.CancelledError | KeyboardInterrupt):
             return exc
         if isinstance(exc, asyncio.TimeoutError | TimeoutError):
-            return TimeoutError_(f"Chromium did not answer within {self.timeout:g} s for {where}")
+            return TimedOutError(f"Chromium did not answer within {self.timeout:g} s for {where}")
         if isinstance(exc, CDPClosed | ConnectionError):
             return UnavailableError(f"lost the DevTools connection to {where}: {one_line(exc)}")
         if isinstance(exc, CDPError):
@@ -284,15 +285,8 @@ class IndexedDBStore(AsyncStoreBase):
         return stats
 
     # -- scans ---------------------------------------------------------------------------------
-    def scan(
-        self,
-        prefix: bytes = b"",
-        *,
-        start_after: bytes | None = None,
-        cursor: str | None = None,
-        batch_size: int = 1000,
-        keys_only: bool = False,
-    ) -> AsyncIterator[Page]:
+    def scan(self, prefix: bytes = b"", *, start_after: bytes | None = None, cursor: str | None = None,
+             batch_size: int = 1000, keys_only: bool = False) -> AsyncIterator[Page]:
         if start_after is not None:
             raise UnsupportedError(
                 "the indexeddb backend does not support ordered scan (IndexedDB orders keys by type, then "

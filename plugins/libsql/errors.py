@@ -22,7 +22,7 @@ from kvctl.errors import (
     LimitError,
     LockedError,
     StoreIOError,
-    TimeoutError_,
+    TimedOutError,
     UnavailableError,
     filesystem_error,
     one_line,
@@ -58,7 +58,7 @@ def translate(exc: BaseException, where: str, action: str, *, writing: bool = Fa
             return AuthError(f"{where}: the server refused the auth token (HTTP {exc.status})")
         return UnavailableError(f"{where}: the server answered HTTP {exc.status} while trying to {action}")
     if isinstance(exc, asyncio.TimeoutError):
-        return TimeoutError_(f"{where}: timed out while trying to {action}{outcome}")
+        return TimedOutError(f"{where}: timed out while trying to {action}{outcome}")
     if isinstance(exc, aiohttp.ClientSSLError):
         # the usual cause: a server without TLS (sqld's default) reached through a TLS URL
         return UnavailableError(f"{where}: TLS handshake failed while trying to {action}: {detail}",

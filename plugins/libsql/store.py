@@ -28,20 +28,14 @@ from libsql_client import LibsqlError, Statement
 
 from kvctl.errors import ForeignStoreError, NoSuchStoreError, StoreIOError, UsageError
 from kvctl.hlc import HLC
-from kvctl.store import (
-    MAX_VERSION,
+from kvctl.plugin_kit import (
     AsyncStoreBase,
-    Capabilities,
-    Page,
-    Record,
-    StoreURL,
+    ScanRange,
     deadline_ms,
     foreign_store_error,
-    key_cursor,
-    now_ms,
-    page_size,
     prefix_end,
 )
+from kvctl.store import MAX_VERSION, Capabilities, Page, Record, StoreURL, now_ms
 
 from .errors import is_busy, translated
 from .remote import hello_answered
@@ -271,36 +265,21 @@ class LibSQLStore(AsyncStoreBase):
                 found[key] = Record(key, value, expires, version)
         return [found.get(k) for k in keys]
 
-    async def scan(
-        self,
-        prefix: bytes = b"",
-        *,
-        start_after: bytes | None = None,
-        cursor: str | None = None,
-        batch_size: int = 1000,
-        keys_only: bool = False,
-    ) -> AsyncIterator[Page]:
-        after = self._start_key(prefix, start_after, cursor)
-        end = prefix_end(prefix)
-        lower, inclusive = (prefix, True) if after is None else (after, False)
+    def scan_range(self, span: ScanRange, keys_only: bool) -> AsyncIterator[Page]:
+        end, batch_size = span.end, span.page
         cols = "key, expires_at, version" if keys_only else "key, CAST(value AS BLOB), expires_at, version"
         upper = " AND key < ?" if end is not None else ""
-        batch_size = page_size(batch_size)
-        while True:
+
+        async def fetch(lower: bytes, inclusive: bool) -> list[Record]:
             op = ">=" if inclusive else ">"
             sql = f"SELECT {cols} FROM {self._t} WHERE key {op} ?{upper} AND {_LIVE} ORDER BY key LIMIT ?"
             args = [lower, *([end] if end is not None else []), now_ms(), batch_size]
             rs = await self._execute("scan", sql, args)
             if keys_only:
-                records = [Record(k, b"", e, v) for k, e, v in rs.rows]
-            else:
-                records = [Record(k, val, e, v) for k, val, e, v in rs.rows]
-            if not records:
-                return
-            lower, inclusive = records[-1].key, False
-            yield Page(records, key_cursor(lower))
-            if len(records) < batch_size:
-                return
+                return [Record(k, b"", e, v) for k, e, v in rs.rows]
+            return [Record(k, val, e, v) for k, val, e, v in rs.rows]
+
+        return span.apages(fetch)
 
     async def count(self, prefix: bytes = b"") -> int:
         end = prefix_end(prefix) if prefix else None

@@ -14,9 +14,10 @@ from operator import attrgetter, lt
 from struct import error as StructError
 from typing import Any
 
+from kvctl.plugin_kit import RecordHeader
 from kvctl.store import Record
 
-from .records import unpack_header
+unpack_header = RecordHeader.unpack
 
 _key = attrgetter("key")
 

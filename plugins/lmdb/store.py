@@ -1,4 +1,4 @@
-"""The LMDB store: records (header + value, see :mod:`.records`) in one named database.
+"""The LMDB store: records (header + value, see :class:`kvctl.plugin_kit.RecordHeader`) in one named database.
 
 Reads take a read transaction each (a batch takes one for the whole batch); writes take one
 write transaction per call, so ``set_many``/``delete_many`` are all or nothing.  Versions come
@@ -9,53 +9,37 @@ when a version from elsewhere was ahead of the local clock.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from itertools import repeat
-from operator import add, attrgetter
+from operator import add
 from struct import error as StructError
-from typing import Any, Self, TypeVar
+from typing import Any, Self
 
 import lmdb
 
-from kvctl.errors import AuthError, CorruptError, LimitError, StoreIOError, UsageError
-from kvctl.hlc import COUNTER_BITS, HLC, NODE_BITS
-from kvctl.store import (
-    MAX_VERSION,
-    Capabilities,
-    Page,
-    Record,
-    StoreBase,
-    StoreURL,
-    deadline_ms,
-    key_cursor,
-    now_ms,
-    page_size,
-    prefix_end,
-)
+from kvctl.errors import LimitError, UsageError
+from kvctl.plugin_kit import ScanRange, deadline_ms, prefix_end, record_of
+from kvctl.store import MAX_VERSION, Capabilities, Page, Record, StoreURL, now_ms
 
 from .bulk import newer_only, put_all
-from .env import MAX_GROWTHS, META_DB, Options, SharedEnv, acquire, parse_options, release
-from .errors import translate
-from .records import HEADER_SIZE, make_record, pack_header, stored_expiry, unpack_header
-
-T = TypeVar("T")
-MAX_KEY = 511  # LMDB's compiled-in MDB_MAXKEYSIZE (env.max_key_size()); checked on open
-# LMDB itself takes values up to 4 GiB - 1 (MAXDATASIZE); kvctl caps them at 1 GiB: a write
-# copies the value once to put the header in front, and a single record should not force the
-# map (and the reader's address space) to grow by several GiB.
-MAX_VALUE = (1 << 30) - HEADER_SIZE
-SWEEP_EVERY = 10_000  # records written between sweeps for expired records
-SWEEP_BATCH = 1_000  # records a sweep examines
-NOTED_MAX = 1_024  # expired keys remembered from reads, deleted by the next write
-_VERSION_STEP = 1 << NODE_BITS  # one HLC counter tick
-_LOW_BITS = NODE_BITS + COUNTER_BITS  # version >> _LOW_BITS = its physical ms (kvctl.hlc)
-_keys = attrgetter("key")
-_values = attrgetter("value")
-_versions = attrgetter("version")
-_expiries = attrgetter("expires_at_ms")
+from .env import acquire, parse_options, release
+from .transactions import (
+    _VERSION_STEP,
+    HEADER_SIZE,
+    MAX_KEY,
+    MAX_VALUE,
+    LMDBBase,
+    _expiries,
+    _keys,
+    _values,
+    _versions,
+    pack_header,
+    stored_expiry,
+    unpack_header,
+)
 
 
-class LMDBStore(StoreBase):
+class LMDBStore(LMDBBase):
     name = "lmdb"
     description = "LMDB directory (py-lmdb): memory-mapped B+tree, ordered scans, TTLs, versions, multi-process."
     capabilities = Capabilities(
@@ -67,26 +51,6 @@ class LMDBStore(StoreBase):
             "commits (or, on a filesystem that reorders writes, damage the file: LMDB's MDB_NOSYNC)"
         ),
     )
-
-    def __init__(self, shared: SharedEnv, opts: Options, url: StoreURL) -> None:
-        self._shared = shared
-        self._opts = opts
-        self.rebind()
-        shared.stores.add(self)
-        self.url = url
-        self._where = url.redacted()
-        self._hwm_key = b"hwm:" + opts.db
-        self._ttl_key = b"ttl:" + opts.db  # present once any record with an expiry was written
-        self._clock = HLC()
-        self._noted: list[bytes] = []
-        self._countdown = SWEEP_EVERY
-        self._sweep_from: bytes | None = None
-        self._closed = False
-        self._hwm_seen = self._read(self._stored_hwm)
-        self._ttl_seen = self._read(lambda txn: txn.get(self._ttl_key, db=self._meta) is not None)
-        self._clock.observe(self._hwm_seen)
-        self._maybe_ahead = True  # until a write finds the clock is not ahead of the wall
-        self._readonly = opts.readonly
 
     @classmethod
     def from_url(cls, url: StoreURL) -> Self:
@@ -103,148 +67,6 @@ class LMDBStore(StoreBase):
             release(shared)
             raise
 
-    # -- plumbing ----------------------------------------------------------------------------
-    def rebind(self) -> None:
-        """Take the shared handle's environment and databases (again, after it was reopened)."""
-        self._env = self._shared.env
-        self._db = self._shared.dbs[self._opts.db]
-        self._meta = self._shared.dbs[META_DB]
-
-    def _fail(self, exc: BaseException) -> Exception:
-        return translate(exc, self._where, self._opts.path)
-
-    def _corrupt(self, key: bytes) -> Exception:
-        return CorruptError(
-            f"{self._where}: the record of key {key[:40]!r} is shorter than kvctl's {HEADER_SIZE}-byte "
-            "header: not a kvctl LMDB database"
-        )
-
-    def _read(self, work: Callable[[Any], T], buffers: bool = False) -> T:
-        """Run ``work`` in a read transaction; adopt a map another process grew, then retry."""
-        for _ in range(2):
-            try:
-                with self._env.begin(db=self._db, buffers=buffers) as txn:
-                    return work(txn)
-            except lmdb.MapResizedError:
-                self._shared.adopt_size()
-            except lmdb.Error as exc:
-                raise self._fail(exc) from None
-        raise StoreIOError(f"{self._where}: the LMDB map keeps changing size under this reader")
-
-    def _write(self, work: Callable[..., T], *args: Any) -> T:
-        """Run ``work(txn, *args)`` in one write transaction, growing the map and retrying it when full.
-
-        The first attempt is kept free of loops and extra calls: a small commit without fsync
-        costs ~4 µs, and this wrapper runs on every write.
-        """
-        if self._readonly:
-            # Reached only with ?readonly=true: commands that only read never write.
-            raise AuthError(f"{self._where}: the store is open read-only (readonly=true)")
-        with self._shared.write_lock:
-            # What this store believes is on disk; an aborted attempt must not change it.
-            hwm_seen = self._hwm_seen
-            ttl_seen = self._ttl_seen
-            try:
-                with self._env.begin(write=True, db=self._db) as txn:
-                    result = work(txn, *args)
-                    if self._noted or self._countdown <= 0:
-                        self._housekeeping(txn)
-                return result
-            except (lmdb.MapFullError, lmdb.MapResizedError) as exc:
-                self._hwm_seen, self._ttl_seen = hwm_seen, ttl_seen
-                return self._write_again(exc, work, args)
-            except BaseException as exc:
-                self._hwm_seen, self._ttl_seen = hwm_seen, ttl_seen
-                if isinstance(exc, lmdb.Error):
-                    raise self._fail(exc) from None
-                raise
-
-    def _write_again(self, first: BaseException, work: Callable[..., T], args: tuple[Any, ...]) -> T:
-        """After a full (or resized) map: adjust the map and retry, with the write lock held."""
-        shared = self._shared
-        exc = first
-        for _ in range(MAX_GROWTHS):
-            try:
-                if isinstance(exc, lmdb.MapFullError):
-                    shared.grow()
-                else:
-                    shared.adopt_size()
-            except lmdb.Error as failed:
-                raise self._fail(failed) from None
-            hwm_seen, ttl_seen = self._hwm_seen, self._ttl_seen
-            try:
-                with self._env.begin(write=True, db=self._db) as txn:
-                    result = work(txn, *args)
-                    if self._noted or self._countdown <= 0:
-                        self._housekeeping(txn)
-                return result
-            except (lmdb.MapFullError, lmdb.MapResizedError) as again:
-                self._hwm_seen, self._ttl_seen = hwm_seen, ttl_seen
-                exc = again
-            except BaseException as other:
-                self._hwm_seen, self._ttl_seen = hwm_seen, ttl_seen
-                if isinstance(other, lmdb.Error):
-                    raise self._fail(other) from None
-                raise
-        raise StoreIOError(f"{self._where}: the LMDB map could not grow enough for this write")
-
-    def _stored_hwm(self, txn: Any) -> int:
-        raw = txn.get(self._hwm_key, db=self._meta)
-        return 0 if raw is None else int.from_bytes(raw, "big")
-
-    def _take_versions(self, txn: Any, n: int, given_max: int | None) -> int:
-        """The first of ``n`` consecutive HLC versions (the clock moves past the last one).
-
-        The clock was seeded on open with the high-water mark on disk.  The mark is written
-        only while versions may run ahead of the wall clock (after a version from elsewhere,
-        or a batch that can overflow the HLC counter): any other version is below what the
-        clock gives after a restart anyway, and skipping that write keeps small commits small.
-        """
-        clock = self._clock
-        first = last = clock.now()
-        if n > 1:
-            last = first + (n - 1) * _VERSION_STEP
-            clock.observe(last)
-            self._maybe_ahead = True
-        if given_max is not None and given_max > last:
-            clock.observe(given_max)
-            last = given_max
-            self._maybe_ahead = True
-        if self._maybe_ahead:
-            self._mark_high_water(txn, last)
-        return first
-
-    def _mark_high_water(self, txn: Any, last: int) -> None:
-        if last >> _LOW_BITS <= now_ms():
-            # ``last`` is the clock's state, and it is not ahead of the wall clock: nothing the
-            # clock gives from here on is, until it observes something again.
-            self._maybe_ahead = False
-        elif last > self._hwm_seen:
-            stored = self._stored_hwm(txn)  # another process may have put a higher mark
-            if last > stored:
-                txn.put(self._hwm_key, last.to_bytes(8, "big"), db=self._meta)
-            self._hwm_seen = max(last, stored)
-
-    def _check_values(self, batch: list[Record]) -> None:
-        """Values over the limit are refused before the transaction starts.
-
-        Keys are checked by LMDB itself as they are put (an empty or over-long key fails the
-        put, which aborts the whole transaction); :meth:`_check_keys` then names the culprit.
-        """
-        if max(map(len, map(_values, batch))) > MAX_VALUE:
-            for rec in batch:
-                self._check_record(rec.key, rec.value)
-
-    def _check_keys(self, batch: list[Record]) -> None:
-        for rec in batch:
-            if not rec.key or len(rec.key) > MAX_KEY:
-                self._check_record(rec.key, rec.value)
-
-    def _check_record(self, key: bytes, value: bytes) -> None:
-        if not key:
-            raise LimitError(f"{self._where}: LMDB cannot store an empty key")
-        self._check(key, value)
-
     # -- reads -------------------------------------------------------------------------------
     def get(self, key: bytes) -> Record | None:
         try:
@@ -260,7 +82,7 @@ class LMDBStore(StoreBase):
         if expires and expires <= now_ms():
             self._note(key)
             return None
-        return make_record(key, raw[HEADER_SIZE:], expires or None, version)
+        return record_of(key, raw[HEADER_SIZE:], expires or None, version)
 
     def get_many(self, keys: Sequence[bytes]) -> list[Record | None]:
         if not keys:
@@ -287,15 +109,10 @@ class LMDBStore(StoreBase):
                     self._note(key)
                     append(None)
                 else:
-                    append(make_record(key, raw[HEADER_SIZE:], expires or None, version))
+                    append(record_of(key, raw[HEADER_SIZE:], expires or None, version))
         except StructError:
             raise self._corrupt(key) from None
         return out
-
-    def _note(self, key: bytes) -> None:
-        """Remember an expired key so the next write transaction deletes it."""
-        if len(self._noted) < NOTED_MAX:
-            self._noted.append(key)
 
     # -- writes ------------------------------------------------------------------------------
     def set(self, key: bytes, value: bytes, *, ttl_ms: int | None = None) -> None:
@@ -419,33 +236,6 @@ class LMDBStore(StoreBase):
 
         return self._write(work)
 
-    def _housekeeping(self, txn: Any) -> None:
-        """Delete expired records noted by reads, and every SWEEP_EVERY writes sweep a slice."""
-        now = now_ms()
-        noted, self._noted = self._noted, []
-        for key in noted:
-            raw = txn.get(key)
-            if raw is not None and len(raw) >= HEADER_SIZE and 0 < unpack_header(raw)[0] <= now:
-                txn.delete(key)
-        if self._countdown > 0:
-            return
-        self._countdown = SWEEP_EVERY
-        if not self._ttl_seen:
-            return
-        cursor = txn.cursor()
-        found = cursor.set_range(self._sweep_from) if self._sweep_from else cursor.first()
-        expired: list[bytes] = []
-        last = None
-        for seen, (key, raw) in enumerate(cursor.iternext()):
-            if seen >= SWEEP_BATCH:
-                break
-            last = key
-            if len(raw) >= HEADER_SIZE and 0 < unpack_header(raw)[0] <= now:
-                expired.append(key)
-        self._sweep_from = last if found and last is not None else None
-        for key in expired:
-            txn.delete(key)
-
     # -- scans -------------------------------------------------------------------------------
     def _position(self, cursor: Any, start: bytes, exclusive: bool) -> bool:
         """Put ``cursor`` on the first key >= start (> start when exclusive)."""
@@ -476,37 +266,16 @@ class LMDBStore(StoreBase):
             if expires and expires <= now:
                 self._note(key)
                 continue
-            append(make_record(key, b"" if keys_only else vview[HEADER_SIZE:].tobytes(), expires or None, version))
+            append(record_of(key, b"" if keys_only else vview[HEADER_SIZE:].tobytes(), expires or None, version))
             if len(records) >= limit:
                 break
         return records
 
-    def scan(
-        self,
-        prefix: bytes = b"",
-        *,
-        start_after: bytes | None = None,
-        cursor: str | None = None,
-        batch_size: int = 1000,
-        keys_only: bool = False,
-    ) -> Iterator[Page]:
-        batch_size = page_size(batch_size)
-        after = self._start_key(prefix, start_after, cursor)
-        end = prefix_end(prefix)
-        while True:
-            start, exclusive = (prefix, False) if after is None else (after, True)
-            # One read transaction per page: a paused scan pins no snapshot (LMDB could not
-            # reuse pages while it is open) and may resume on another thread.
-            records = self._read(
-                lambda txn, s=start, x=exclusive: self._page(txn, s, x, end, batch_size, keys_only),  # type: ignore[misc]
-                buffers=True,
-            )
-            if not records:
-                return
-            after = records[-1].key
-            yield Page(records, key_cursor(after))
-            if len(records) < batch_size:
-                return
+    def scan_range(self, span: ScanRange, keys_only: bool) -> Iterator[Page]:
+        # One read transaction per page: a paused scan pins no snapshot (LMDB could not reuse
+        # pages while it is open) and may resume on another thread.
+        return span.pages(lambda lower, inclusive: self._read(
+            lambda txn: self._page(txn, lower, not inclusive, span.end, span.page, keys_only), buffers=True))
 
     def count(self, prefix: bytes = b"") -> int:
         end = prefix_end(prefix)

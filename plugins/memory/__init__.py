@@ -9,31 +9,24 @@ It keeps per-key versions, a bounded change feed (``?feed_retention=N`` changes,
 from __future__ import annotations
 
 import bisect
-import random
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Self
 
 from kvctl.errors import FeedGapError, UsageError
-from kvctl.hlc import HLC, MAX_NODE, physical_ms
-from kvctl.store import (
-    TOMBSTONE,
-    Capabilities,
-    Page,
-    Record,
+from kvctl.hlc import HLC, physical_ms
+from kvctl.plugin_kit import (
+    TOMBSTONE_RETENTION_MS,
+    ScanRange,
     StoreBase,
-    StoreURL,
     check_limits,
     deadline_ms,
-    key_cursor,
-    newer,
-    now_ms,
+    new_clock,
     page_size,
-    prefix_end,
     record_of,
+    tombstone_retention_ms,
 )
-
-_WEEK_MS = 7 * 86_400_000
+from kvctl.store import TOMBSTONE, Capabilities, Page, Record, StoreURL, newer, now_ms
 
 
 @dataclass
@@ -45,7 +38,7 @@ class _State:
     log: list[Record] = field(default_factory=list)  # changes; log[i] has sequence number base + i + 1
     base: int = 0
     # a random node id per store, so two stores' same-millisecond writes get different versions
-    clock: HLC = field(default_factory=lambda: HLC(node=random.randrange(MAX_NODE + 1)))
+    clock: HLC = field(default_factory=new_clock)
     sorted_keys: list[bytes] | None = None
 
 
@@ -61,7 +54,7 @@ class MemoryStore(StoreBase):
     )
 
     def __init__(self, state: _State | None = None, url: StoreURL | None = None, *,
-                 feed_retention: int = 100_000, tombstone_retention_ms: int = _WEEK_MS) -> None:
+                 feed_retention: int = 100_000, tombstone_retention_ms: int = TOMBSTONE_RETENTION_MS) -> None:
         self._state = state or _State()
         self._data = self._state.data
         self._clock = self._state.clock
@@ -76,7 +69,7 @@ class MemoryStore(StoreBase):
         state = _NAMED.setdefault(name, _State()) if name else None
         return cls(state, url,
                    feed_retention=max(1, url.int_option("feed_retention", 100_000)),
-                   tombstone_retention_ms=url.duration_option_ms("tombstone_retention", _WEEK_MS) or 0)
+                   tombstone_retention_ms=tombstone_retention_ms(url))
 
     # -- reads -------------------------------------------------------------------------------
     def get(self, key: bytes) -> Record | None:
@@ -189,21 +182,12 @@ class MemoryStore(StoreBase):
             keys = self._state.sorted_keys = sorted(self._data)
         return keys
 
-    def scan(
-        self,
-        prefix: bytes = b"",
-        *,
-        start_after: bytes | None = None,
-        cursor: str | None = None,
-        batch_size: int = 1000,
-        keys_only: bool = False,
-    ) -> Iterator[Page]:
-        after = self._start_key(prefix, start_after, cursor)
-        end = prefix_end(prefix)
-        batch_size = page_size(batch_size)
-        while True:
+    def scan_range(self, span: ScanRange, keys_only: bool) -> Iterator[Page]:
+        end, batch_size = span.end, span.page
+
+        def fetch(lower: bytes, inclusive: bool) -> list[Record]:
             keys = self._keys()
-            i = bisect.bisect_right(keys, after) if after is not None else bisect.bisect_left(keys, prefix)
+            i = bisect.bisect_left(keys, lower) if inclusive else bisect.bisect_right(keys, lower)
             now = now_ms()
             batch: list[Record] = []
             while i < len(keys) and len(batch) < batch_size:
@@ -215,12 +199,9 @@ class MemoryStore(StoreBase):
                 if rec is None or (rec.expires_at_ms is not None and rec.expires_at_ms <= now):
                     continue
                 batch.append(Record(key, b"", rec.expires_at_ms, rec.version) if keys_only else rec)
-            if not batch:
-                return
-            after = batch[-1].key
-            yield Page(batch, key_cursor(after))
-            if len(batch) < batch_size:
-                return
+            return batch
+
+        return span.pages(fetch)
 
     # -- admin -------------------------------------------------------------------------------
     def count(self, prefix: bytes = b"") -> int:

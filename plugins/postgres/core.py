@@ -18,11 +18,8 @@ import asyncpg
 
 from kvctl.errors import BadURLError, KvctlError, UsageError
 from kvctl.hlc import HLC, make_version
-from kvctl.store import (
-    AsyncStoreBase,
-    StoreURL,
-    now_ms,
-)
+from kvctl.plugin_kit import AsyncStoreBase
+from kvctl.store import StoreURL, now_ms
 
 from .catalog import refuse_foreign, refuse_missing, survey
 from .errors import CONNECTION_LOST, DRIVER_ERRORS, translate, translated

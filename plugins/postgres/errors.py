@@ -19,7 +19,7 @@ from kvctl.errors import (
     KvctlError,
     LimitError,
     StoreIOError,
-    TimeoutError_,
+    TimedOutError,
     UnavailableError,
     one_line,
     translating,
@@ -66,7 +66,7 @@ def translate(exc: BaseException, where: str, action: str, *, writing: bool = Fa
     if isinstance(exc, pgerr.InvalidSchemaNameError):
         return UnavailableError(f"{where}: {detail}", hint="create the schema, or fix ?schema=")
     if isinstance(exc, pgerr.QueryCanceledError | TimeoutError):
-        return TimeoutError_(f"{where}: timed out while trying to {action}{outcome}")
+        return TimedOutError(f"{where}: timed out while trying to {action}{outcome}")
     if isinstance(exc, pgerr.TooManyConnectionsError):
         return UnavailableError(f"{where}: server refuses connections: {detail}")
     if isinstance(exc, CONNECTION_LOST):

@@ -7,17 +7,12 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from kvctl.errors import FeedGapError
-from kvctl.store import (
-    TOMBSTONE,
-    Page,
-    Record,
-    page_size,
-)
+from kvctl.plugin_kit import page_size, record_of
+from kvctl.store import TOMBSTONE, Page, Record
 
 from .core import PostgresCore
 from .feed import make_cursor, parse_bulk_marker, parse_cursor
 from .feedsql import horizon, lock_class
-from .records import make_record
 from .use import Use
 
 
@@ -92,7 +87,7 @@ class FeedReads(PostgresCore):
                         break
                     records.append(Record(row["key"], b"", None, row["version"], TOMBSTONE))
                 else:
-                    records.append(make_record(row["key"], row["value"], row["expires_at"], row["version"]))
+                    records.append(record_of(row["key"], row["value"], row["expires_at"], row["version"]))
             if records:
                 seq = int(rows[len(records) - 1]["seq"])
                 yield Page(records, make_cursor(feed_id, seq))
@@ -116,7 +111,7 @@ class FeedReads(PostgresCore):
             rows = await self._fetch(self._sql.bulk_rows(first=first), "read the change feed",
                                      lower, upper, low, high, batch_size + 1)
             more = len(rows) > batch_size
-            records = [make_record(k, v, e, ver) for k, v, e, ver in rows[:batch_size]]
+            records = [record_of(k, v, e, ver) for k, v, e, ver in rows[:batch_size]]
             if records:
                 yield records, not more
             if not more:

@@ -12,13 +12,12 @@ it had already opened are recorded by the triggers, like any other program's.
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass
 
 import asyncpg
 
 from kvctl.errors import ForeignStoreError, UsageError
-from kvctl.hlc import MAX_NODE
+from kvctl.plugin_kit import random_node
 
 from .feedsql import (
     CAPTURE_FN_SUFFIX,
@@ -126,7 +125,7 @@ async def set_up(con: asyncpg.Connection, layout: Layout, wanted_feed: bool | No
         if not await _exists(con, layout.tombs):
             for stmt in fs.create_tombs:
                 await con.execute(stmt)
-        node = meta["node_id"] if meta is not None and meta["node_id"] is not None else random.randint(0, MAX_NODE)
+        node = meta["node_id"] if meta is not None and meta["node_id"] is not None else random_node()
         upgraded = recorded == SCHEMA_VERSION
         had_feed = bool(upgraded and meta is not None and meta["feed"]) and await _exists(con, layout.changes)
         feed_id = meta["feed_id"] if had_feed and meta is not None else None

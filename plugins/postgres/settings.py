@@ -28,6 +28,7 @@ import hashlib
 from dataclasses import dataclass
 
 from kvctl.errors import BadURLError
+from kvctl.plugin_kit import TOMBSTONE_RETENTION_MS, ReplicationOptions
 from kvctl.url import StoreURL
 
 # Options asyncpg understands in a DSN (see asyncpg.connect_utils), plus application_name, which
@@ -38,8 +39,7 @@ DRIVER_OPTIONS = {
     "ssl_min_protocol_version", "ssl_max_protocol_version", "target_session_attrs",
     "krbsrvname", "gsslib", "application_name",
 }
-KVCTL_OPTIONS = {"table", "schema", "connect_timeout", "command_timeout", "feed", "feed_retention",
-                 "tombstone_retention", "create"}
+KVCTL_OPTIONS = {"table", "schema", "connect_timeout", "command_timeout", "create", *ReplicationOptions.OPTIONS}
 SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 
 DEFAULT_TABLE = "kv"
@@ -48,7 +48,6 @@ MAX_IDENTIFIER_BYTES = 63  # NAMEDATALEN - 1: longer names are silently truncate
 # whatever the write rate (~1M rows of key, value and 40 bytes of bookkeeping); tombstones keep a
 # week, long enough for every replica that syncs weekly to hear of a delete.
 DEFAULT_FEED_RETENTION_CHANGES = 1_000_000
-DEFAULT_TOMBSTONE_RETENTION_MS = 7 * 86_400_000
 
 
 def quote_ident(name: str) -> str:
@@ -94,7 +93,7 @@ class Settings:
     feed: bool | None = None  # None: keep the table's mode (a new table gets a feed)
     feed_retention_changes: int | None = DEFAULT_FEED_RETENTION_CHANGES  # one of these two is set
     feed_retention_ms: int | None = None
-    tombstone_retention_ms: int = DEFAULT_TOMBSTONE_RETENTION_MS
+    tombstone_retention_ms: int = TOMBSTONE_RETENTION_MS
     create: bool = False  # a write may add kvctl's table to a schema that holds only other programs' tables
 
     @property
@@ -128,17 +127,7 @@ def parse_settings(url: StoreURL) -> Settings:
     schema = _identifier(url, "schema", schema_opt) if schema_opt is not None else None
     connect_ms = url.duration_option_ms("connect_timeout", 10_000)
     command_ms = url.duration_option_ms("command_timeout", None)
-    feed = url.bool_option("feed", True) if url.option("feed") else None
-    retention = url.option("feed_retention") or ""
-    changes: int | None = DEFAULT_FEED_RETENTION_CHANGES
-    age_ms: int | None = None
-    if retention.strip().isdigit():
-        changes = int(retention)
-        if changes < 1:
-            raise BadURLError(f"option feed_retention=0 in {url.redacted()} would keep no feed (use feed=false)")
-    elif retention:
-        changes, age_ms = None, url.duration_option_ms("feed_retention", None)
-    tombstones = url.duration_option_ms("tombstone_retention", DEFAULT_TOMBSTONE_RETENTION_MS)
+    replication = ReplicationOptions.from_url(url, default_changes=DEFAULT_FEED_RETENTION_CHANGES)
     dsn = url.without_options(*KVCTL_OPTIONS)
     # asyncpg accepts postgres:// and postgresql:// only; the kvctl scheme is one of those.
     return Settings(
@@ -147,10 +136,10 @@ def parse_settings(url: StoreURL) -> Settings:
         schema=schema,
         connect_timeout_s=(connect_ms or 10_000) / 1000,
         command_timeout_s=None if command_ms is None else command_ms / 1000,
-        feed=feed,
-        feed_retention_changes=changes,
-        feed_retention_ms=age_ms,
-        tombstone_retention_ms=tombstones or 0,
+        feed=replication.feed,
+        feed_retention_changes=replication.feed_retention_changes,
+        feed_retention_ms=replication.feed_retention_ms,
+        tombstone_retention_ms=replication.tombstone_retention_ms,
         create=url.bool_option("create", False),
     )
 

@@ -15,22 +15,12 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-from kvctl.store import (
-    Capabilities,
-    Page,
-    Record,
-    StoreURL,
-    deadline_ms,
-    key_cursor,
-    now_ms,
-    page_size,
-    prefix_end,
-)
+from kvctl.plugin_kit import ScanRange, deadline_ms, prefix_end, record_of
+from kvctl.store import Capabilities, Page, Record, StoreURL, now_ms
 
 from .bulk import COPY_MIN_BYTES, COPY_MIN_ROWS, BulkWrites
 from .core import MAX_KEY, MAX_VALUE, PURGE_EVERY_S, PURGE_MAX_ROWS, PURGE_ROWS
 from .feedread import FeedReads
-from .records import make_record
 from .use import Use
 
 __all__ = ["COPY_MIN_BYTES", "COPY_MIN_ROWS", "MAX_KEY", "MAX_VALUE", "PURGE_EVERY_S", "PURGE_MAX_ROWS",
@@ -72,12 +62,12 @@ class PostgresStore(BulkWrites, FeedReads):
                 if failure is exc:
                     raise
                 raise failure from exc
-        return None if row is None else make_record(key, row[0], row[1], row[2])
+        return None if row is None else record_of(key, row[0], row[1], row[2])
 
     async def get_many(self, keys: Sequence[bytes]) -> list[Record | None]:
         if not keys:
             return []
-        make = make_record
+        make = record_of
         out: list[Record | None] = []
         for start in range(0, len(keys), ARRAY_CHUNK):
             chunk = keys[start:start + ARRAY_CHUNK]
@@ -86,35 +76,20 @@ class PostgresStore(BulkWrites, FeedReads):
             out += [None if v is None else make(k, v, e, ver) for k, v, e, ver in rows]
         return out
 
-    async def scan(
-        self,
-        prefix: bytes = b"",
-        *,
-        start_after: bytes | None = None,
-        cursor: str | None = None,
-        batch_size: int = 1000,
-        keys_only: bool = False,
-    ) -> AsyncIterator[Page]:
-        after = self._start_key(prefix, start_after, cursor)
-        end = prefix_end(prefix)
-        lower, exclusive = (prefix, False) if after is None else (after, True)
-        batch_size = page_size(batch_size)
-        while True:
-            text = self._sql.scan(keys_only=keys_only, exclusive=exclusive, bounded=end is not None)
+    def scan_range(self, span: ScanRange, keys_only: bool) -> AsyncIterator[Page]:
+        end, batch_size = span.end, span.page
+
+        async def fetch(lower: bytes, inclusive: bool) -> list[Record]:
+            text = self._sql.scan(keys_only=keys_only, exclusive=not inclusive, bounded=end is not None)
             args: list[Any] = [now_ms(), lower, batch_size] + ([end] if end is not None else [])
             # The lock is taken per page, not across the yield: the caller may write in between.
             rows = await self._fetch(text, "scan", *args)
-            if not rows:
-                return
-            make = make_record
+            make = record_of
             if keys_only:
-                records = [make(k, b"", e, ver) for k, e, ver in rows]
-            else:
-                records = [make(k, v, e, ver) for k, v, e, ver in rows]
-            lower, exclusive = records[-1].key, True
-            yield Page(records, key_cursor(lower))
-            if len(records) < batch_size:
-                return
+                return [make(k, b"", e, ver) for k, e, ver in rows]
+            return [make(k, v, e, ver) for k, v, e, ver in rows]
+
+        return span.apages(fetch)
 
     async def count(self, prefix: bytes = b"") -> int:
         end = prefix_end(prefix) if prefix else None

@@ -15,7 +15,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from kvctl.errors import KvctlError, UnsupportedError, UsageError
-from kvctl.store import Capabilities, Page, Record, StoreBase, StoreURL, deadline_ms, now_ms
+from kvctl.plugin_kit import StoreBase, deadline_ms
+from kvctl.store import Capabilities, Page, Record, StoreURL, now_ms
 
 from . import limits, scripts
 from .cache import DELETED, INVALIDATED, Invalidator, LocalCache
@@ -247,15 +248,8 @@ class RedisStoreBase(StoreBase):
         return self.invalidator.messages(kind, keys)
 
     # -- scans -------------------------------------------------------------------------------
-    def scan(
-        self,
-        prefix: bytes = b"",
-        *,
-        start_after: bytes | None = None,
-        cursor: str | None = None,
-        batch_size: int = 1000,
-        keys_only: bool = False,
-    ) -> Iterator[Page]:
+    def scan(self, prefix: bytes = b"", *, start_after: bytes | None = None, cursor: str | None = None,
+             batch_size: int = 1000, keys_only: bool = False) -> Iterator[Page]:
         if start_after is not None:
             raise UnsupportedError(
                 f"the {self.name} backend scans in no key order, so it cannot resume after a key: "

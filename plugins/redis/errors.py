@@ -15,7 +15,7 @@ from kvctl.errors import (
     KvctlError,
     LimitError,
     StoreIOError,
-    TimeoutError_,
+    TimedOutError,
     UnavailableError,
     UsageError,
     one_line,
@@ -43,7 +43,7 @@ def translate(exc: BaseException, where: str) -> KvctlError:
         return AuthError(f"authentication failed for {where}: {reason}",
                          hint="check the username and password in the URL")
     if isinstance(exc, rx.TimeoutError | TimeoutError):
-        return TimeoutError_(f"timed out talking to {where}: {reason}",
+        return TimedOutError(f"timed out talking to {where}: {reason}",
                              hint="raise ?timeout= in the URL if the server is just slow")
     if isinstance(exc, rx.BusyLoadingError):
         return UnavailableError(f"{where} is still loading its dataset: {reason}")

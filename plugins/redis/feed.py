@@ -41,7 +41,8 @@ from collections.abc import Iterator
 from typing import Any
 
 from kvctl.errors import FeedGapError, KvctlError, UnsupportedError, UsageError, one_line
-from kvctl.store import TOMBSTONE, Page, Record, page_size
+from kvctl.plugin_kit import page_size
+from kvctl.store import TOMBSTONE, Page, Record
 
 from .subscription import (
     KEYSPACE,

@@ -2,7 +2,7 @@
 
 GridKV's Badger and BadgerMemory rows and Querator's BadgerDB, through rocksdict in raw bytes
 mode.  Each value carries a 16-byte header (expiry ms, HLC version) before the value bytes:
-see :mod:`kvctl_plugins.rocksdb.records`.  Scans are ordered (an iterator seeks to the prefix or
+see :class:`kvctl.plugin_kit.RecordHeader`.  Scans are ordered (an iterator seeks to the prefix or
 the cursor and stops at ``prefix_end``); batches are one atomic ``WriteBatch``.  Expired records
 are never returned, and the scans that meet them delete them.
 

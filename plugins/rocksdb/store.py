@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import random
 import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -24,20 +23,14 @@ from rocksdict import (
 )
 
 from kvctl.errors import BadURLError, CorruptError, ForeignStoreError, KvctlError, NoSuchStoreError, StoreIOError
-from kvctl.hlc import HLC, MAX_NODE
-from kvctl.store import (
-    Capabilities,
-    Page,
-    Record,
-    StoreBase,
-    StoreURL,
-    key_cursor,
-    now_ms,
-    prefix_end,
-)
+from kvctl.hlc import HLC
+from kvctl.plugin_kit import RecordHeader, ScanRange, StoreBase, new_clock, random_node
+from kvctl.store import Capabilities, Page, Record, StoreURL, now_ms
 
 from .errors import translate
-from .records import CLOCK_KEY, FORMAT, FORMAT_KEY, META_CF, NODE_KEY, decode, encode
+from .meta import CLOCK_KEY, FORMAT, FORMAT_KEY, META_CF, NODE_KEY
+
+decode, encode = RecordHeader.decode, RecordHeader.encode
 
 T = TypeVar("T")
 
@@ -163,16 +156,13 @@ class RocksDBStore(StoreBase):
         if fmt is not None and fmt != FORMAT:
             raise CorruptError(f"{self.where}: {self.path} has an unknown kvctl RocksDB format {fmt[:40]!r}")
         if node is None:
-            node = bytes([random.randrange(MAX_NODE + 1)])
+            node = bytes([random_node()])
             if not self.readonly:
                 batch = WriteBatch(raw_mode=True)
                 batch.put(FORMAT_KEY, FORMAT, meta)
                 batch.put(NODE_KEY, node, meta)
                 self._write(batch)
-        hlc = HLC(node=node[0])
-        if clock is not None:
-            hlc.observe(int.from_bytes(clock, "big"))
-        return hlc
+        return new_clock(node[0], None if clock is None else int.from_bytes(clock, "big"))
 
     def _meta_get(self, key: bytes) -> bytes | None:
         db = self._live_db()
@@ -230,23 +220,14 @@ class RocksDBStore(StoreBase):
         now = now_ms()
         return [None if raw is None else decode(key, raw, now) for key, raw in zip(keys, raws, strict=True)]
 
-    def scan(
-        self,
-        prefix: bytes = b"",
-        *,
-        start_after: bytes | None = None,
-        cursor: str | None = None,
-        batch_size: int = 1000,
-        keys_only: bool = False,
-    ) -> Iterator[Page]:
-        after = self._start_key(prefix, start_after, cursor)
-        end = prefix_end(prefix)
-        start = prefix if after is None else after + b"\x00"  # the smallest key after ``after``
+    def scan_range(self, span: ScanRange, keys_only: bool) -> Iterator[Page]:
+        # the smallest key after ``after``
+        start = span.prefix if span.after is None else span.after + b"\x00"
         while True:
-            batch, exhausted = self._guard(partial(self._page, start, end, batch_size, keys_only))
+            batch, exhausted = self._guard(partial(self._page, start, span.end, span.page, keys_only))
             if not batch:
                 return
-            yield Page(batch, key_cursor(batch[-1].key))
+            yield span.page_of(batch)
             if exhausted:
                 return
             start = batch[-1].key + b"\x00"

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import heapq
-import random
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Self
 
-from kvctl.adapt import to_sync
 from kvctl.errors import BadURLError, UsageError
-from kvctl.hlc import HLC, MAX_NODE
-from kvctl.registry import open_url
-from kvctl.store import Capabilities, Page, Record, Store, StoreBase, StoreURL, key_cursor, newer, page_size
+from kvctl.plugin_kit import ScanRange, StoreBase, key_cursor, new_clock, page_size
+from kvctl.registry import open_sync
+from kvctl.store import Capabilities, Page, Record, Store, StoreURL, newer
 
 from .placement import Placement
 from .spec import OPTIONS, ChildSpec, ResolvingGuard, parse_children
@@ -53,7 +51,7 @@ class ShardStore(StoreBase):
         self.placement = Placement([s.id for s in specs], [s.weight for s in specs])
         self.fallback = fallback and len(children) > 1
         self.capabilities = _shared_capabilities(specs, children)  # type: ignore[misc]
-        self._clock = HLC(node=random.randrange(MAX_NODE + 1))
+        self._clock = new_clock()
 
     @classmethod
     def from_url(cls, url: StoreURL) -> Self:
@@ -64,7 +62,7 @@ class ShardStore(StoreBase):
         try:
             for spec in specs:
                 with ResolvingGuard([spec.profile or ""]):
-                    children.append(to_sync(open_url(spec.url, access=url.access)))
+                    children.append(open_sync(spec.url, access=url.access))
         except BaseException:
             for child in children:
                 child.close()
@@ -113,21 +111,14 @@ class ShardStore(StoreBase):
                 if rec is not None and (found[pos] is None or newer(rec, found[pos])):
                     found[pos] = rec
 
-    def scan(
-        self,
-        prefix: bytes = b"",
-        *,
-        start_after: bytes | None = None,
-        cursor: str | None = None,
-        batch_size: int = 1000,
-        keys_only: bool = False,
-    ) -> Iterator[Page]:
+    def scan(self, prefix: bytes = b"", *, start_after: bytes | None = None, cursor: str | None = None,
+             batch_size: int = 1000, keys_only: bool = False) -> Iterator[Page]:
         batch_size = page_size(batch_size)
         if len(self.children) == 1:
             yield from self.children[0].scan(prefix, start_after=start_after, cursor=cursor,
                                              batch_size=batch_size, keys_only=keys_only)
         elif self.capabilities.ordered_scan:
-            yield from self._merged_scan(prefix, self._start_key(prefix, start_after, cursor),
+            yield from self._merged_scan(prefix, ScanRange.of(prefix, start_after, cursor, batch_size).after,
                                          batch_size, keys_only)
         else:
             yield from self._chained_scan(prefix, cursor, batch_size, keys_only)

@@ -17,10 +17,10 @@ from collections.abc import Iterator
 from typing import Any
 
 from kvctl.errors import FeedGapError, UnsupportedError, UsageError
-from kvctl.store import TOMBSTONE, Page, Record, page_size
+from kvctl.plugin_kit import page_size, record_of
+from kvctl.store import TOMBSTONE, Page, Record
 
 from .options import META_TABLE
-from .records import make_record
 from .triggers import TableSQL
 
 
@@ -107,7 +107,7 @@ class Feed:
 def _record(row: Any) -> Record:
     if row[5]:
         return Record(row[1], b"", None, row[4], TOMBSTONE)
-    return make_record(row[1], row[2], row[3], row[4])
+    return record_of(row[1], row[2], row[3], row[4])
 
 
 def purge(conn: sqlite3.Connection, sql: TableSQL, *, keep_changes: int | None, keep_ms: int | None,

@@ -23,7 +23,8 @@ from collections.abc import Iterator
 from operator import itemgetter
 from typing import Any
 
-from kvctl.store import Record, now_ms, record_of
+from kvctl.plugin_kit import record_of
+from kvctl.store import Record, now_ms
 
 Row = tuple[bytes, Any, int | None, int | None]
 _LIVE = "(expires_at IS NULL OR expires_at > ?3)"

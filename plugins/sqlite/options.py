@@ -32,16 +32,12 @@ import re
 from dataclasses import dataclass
 
 from kvctl.errors import BadURLError
+from kvctl.plugin_kit import DEFAULT_FEED_RETENTION_CHANGES, TOMBSTONE_RETENTION_MS, ReplicationOptions
 from kvctl.url import StoreURL
 
-OPTIONS = {"table", "timeout", "synchronous", "journal_mode", "readonly", "feed", "feed_retention",
-           "tombstone_retention", "create", "embedded"}
+OPTIONS = {"table", "timeout", "synchronous", "journal_mode", "readonly", "create", "embedded",
+           *ReplicationOptions.OPTIONS}
 DEFAULT_TIMEOUT_MS = 30_000  # ruv-swarm's busy_timeout
-# The feed keeps a number of changes by default, so its size stays bounded whatever the write
-# rate: 100,000 changes of 100-byte values are ~15 MB beside the data.  A sync that falls further
-# behind than that pays for one key-ordered comparison instead (announced), never for a wrong result.
-DEFAULT_FEED_RETENTION_CHANGES = 100_000
-DEFAULT_TOMBSTONE_RETENTION_MS = 7 * 86_400_000
 # Suffixes of the objects kept beside a table; a store table may not end with one of them.
 RESERVED_SUFFIXES = ("__changes", "__tombs", "__kvctl_rebuild")
 META_TABLE = "kvctl_meta"
@@ -59,7 +55,7 @@ class Options:
     feed: bool | None = None  # None: keep the table's mode (a new table gets a feed)
     feed_retention_changes: int | None = DEFAULT_FEED_RETENTION_CHANGES  # exactly one of these two
     feed_retention_ms: int | None = None
-    tombstone_retention_ms: int = DEFAULT_TOMBSTONE_RETENTION_MS
+    tombstone_retention_ms: int = TOMBSTONE_RETENTION_MS
     reads_only: bool = False  # the command only reads (StoreURL.reads_only)
     create: bool = False  # ?create=true: a write may add kvctl's table beside other programs' tables
     embedded: bool = False  # ?embedded=true: kvctl's embedded default store
@@ -82,17 +78,7 @@ def parse_options(url: StoreURL) -> Options:
         raise BadURLError(f"option table={table!r} in {url.redacted()} is not a plain table name "
                           f"(nor may it be {META_TABLE} or end with {', '.join(RESERVED_SUFFIXES)})")
     timeout_ms = url.duration_option_ms("timeout", DEFAULT_TIMEOUT_MS)
-    feed = url.bool_option("feed", True) if url.option("feed") else None
-    retention = (url.option("feed_retention") or "").strip()
-    changes: int | None = DEFAULT_FEED_RETENTION_CHANGES
-    age_ms: int | None = None
-    if retention.isdigit():
-        changes = int(retention)
-        if changes < 1:
-            raise BadURLError(f"option feed_retention=0 in {url.redacted()} would keep no feed (use feed=false)")
-    elif retention:
-        changes, age_ms = None, url.duration_option_ms("feed_retention", None)
-    tombstones = url.duration_option_ms("tombstone_retention", DEFAULT_TOMBSTONE_RETENTION_MS)
+    replication = ReplicationOptions.from_url(url)
     return Options(
         path=path,
         table=table,
@@ -100,10 +86,10 @@ def parse_options(url: StoreURL) -> Options:
         synchronous=url.choice_option("synchronous", ("off", "normal", "full", "extra"), "normal"),
         journal_mode=url.choice_option("journal_mode", ("wal", "delete", "truncate", "persist"), "wal"),
         readonly=url.bool_option("readonly", False),
-        feed=feed,
-        feed_retention_changes=changes,
-        feed_retention_ms=age_ms,
-        tombstone_retention_ms=DEFAULT_TOMBSTONE_RETENTION_MS if tombstones is None else tombstones,
+        feed=replication.feed,
+        feed_retention_changes=replication.feed_retention_changes,
+        feed_retention_ms=replication.feed_retention_ms,
+        tombstone_retention_ms=replication.tombstone_retention_ms,
         reads_only=url.reads_only,
         create=url.bool_option("create", False),
         embedded=url.bool_option("embedded", False),

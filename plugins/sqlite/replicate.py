@@ -15,9 +15,9 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
+from kvctl.plugin_kit import record_of
 from kvctl.store import TOMBSTONE, Record, newer
 
-from .records import make_record
 from .triggers import TableSQL
 
 
@@ -52,7 +52,7 @@ class Applier:
             part.extend([None] * (size - len(part)))  # NULL matches no key: the padding finds nothing
             for key, value, expires, version, tomb in conn.execute(self._lookup_sql(size), part):
                 if value is not None:
-                    state[key] = make_record(key, value, expires, version)
+                    state[key] = record_of(key, value, expires, version)
                     rows.add(key)
                 elif tomb is not None:
                     state[key] = Record(key, b"", None, tomb, TOMBSTONE)

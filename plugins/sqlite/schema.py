@@ -52,8 +52,8 @@ from dataclasses import dataclass
 from urllib.parse import quote
 
 from kvctl.errors import AuthError, ForeignStoreError, NoSuchStoreError, StoreIOError, UsageError
-from kvctl.hlc import MAX_NODE
-from kvctl.store import StoreURL, foreign_store_error
+from kvctl.plugin_kit import foreign_store_error, random_node
+from kvctl.store import StoreURL
 
 from .errors import translate
 from .options import META_TABLE, RESERVED_SUFFIXES, Options
@@ -356,7 +356,7 @@ def _rebuild(conn: sqlite3.Connection, table: str) -> None:
 
 
 def _add_side_objects(conn: sqlite3.Connection, table: str, *, feed: bool) -> None:
-    node = secrets.randbelow(MAX_NODE + 1)  # differs between stores: same-millisecond writes differ
+    node = random_node()  # differs between stores: same-millisecond writes differ
     sql = TableSQL(table, node)
     for stmt in sql.create_tombs:  # a table of that name already there fails the open (rolled back)
         conn.execute(stmt)

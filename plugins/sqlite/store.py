@@ -13,59 +13,25 @@ the busy timeout for the lock instead of failing).
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 import itertools
 import os
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from itertools import starmap
-from operator import attrgetter
 from typing import Any, Self
 
 from kvctl.errors import UnsupportedError
-from kvctl.hlc import HLC, NODE_BITS, make_version
-from kvctl.store import (
-    TOMBSTONE,
-    Capabilities,
-    Page,
-    Record,
-    StoreBase,
-    StoreURL,
-    deadline_ms,
-    key_cursor,
-    now_ms,
-    page_size,
-    prefix_end,
-)
+from kvctl.plugin_kit import ScanRange, deadline_ms, prefix_end, record_of
+from kvctl.store import TOMBSTONE, Capabilities, Page, Record, StoreURL, now_ms
 
-from . import feed, mixed
-from .errors import SQLITE_BUSY, SQLITE_LOCKED, translate
-from .options import Options, parse_options
-from .records import make_record
-from .replicate import Applier
-from .schema import TableState, connect
-from .triggers import TableSQL
-
-MAX_LENGTH = 1_000_000_000  # SQLite's default SQLITE_MAX_LENGTH: the largest BLOB (and row)
-PURGE_EVERY = 10_000  # rows written between opportunistic purges of expired rows
-PURGE_LIMIT = 10_000  # rows removed per purge and table, so one write never pays for a huge backlog
-# Feed changes removed per purge: more than are written between purges, so the feed keeps up.
-FEED_PURGE_LIMIT = 2 * PURGE_EVERY
-_VERSION_STEP = 1 << NODE_BITS  # one HLC counter tick
-# Values are read as BLOBs: another program's UPDATE may have left a TEXT (or number) value,
-# which reads as its bytes (UTF-8 text) instead of a str.
-VALUE = "CAST(value AS BLOB)"
-_values = attrgetter("value")
-_key_of = attrgetter("key")
+from . import mixed
+from .connection import _VERSION_STEP, MAX_LENGTH, VALUE, SQLiteBase, _in_size, _key_of, _values
+from .errors import translate
+from .options import parse_options
+from .schema import connect
 
 
-def _in_size(n: int) -> int:
-    """Round an IN-list length up so only a few dozen distinct statements get prepared."""
-    return n if n <= 16 else (n + 7) & ~7
-
-
-class SQLiteStore(StoreBase):
+class SQLiteStore(SQLiteBase):
     name = "sqlite"
     description = "SQLite file (stdlib sqlite3): WAL, ordered scans, TTLs, versions, multi-process."
     capabilities = Capabilities(
@@ -77,52 +43,11 @@ class SQLiteStore(StoreBase):
         ),
     )
 
-    def __init__(self, conn: sqlite3.Connection, state: TableState, opts: Options, url: StoreURL) -> None:
-        self._conn = conn
-        self._opts = opts
-        self.url = url
-        self._where = url.redacted()
-        self._state = state
-        sql = self._sqlt = TableSQL(opts.table, state.node)
-        t = self._table = sql.t
-        if state.feed_id is None:  # this table's feed is off (?feed=false), or a read-only v1 file
-            self.capabilities = dataclasses.replace(type(self).capabilities, change_feed=False)  # type: ignore[misc]
-        self._sql_get = f"SELECT {VALUE}, expires_at, version FROM {t} WHERE key = ?"
-        # _sql_put keeps the version it is given; _sql_put_new raises kvctl's clock above the key's
-        # current version and tombstone (see TableSQL.put_new)
-        self._sql_put = sql.put_given
-        self._sql_put_new = sql.put_new(state.tombs)
-        self._sql_delete = f"DELETE FROM {t} WHERE key = ? AND (expires_at IS NULL OR expires_at > ?)"
-        self._sql_live = "(expires_at IS NULL OR expires_at > ?)"
-        self._many_sql: dict[int, str] = {}
-        # Keys per statement: room is left for the padding (_in_size) and the time parameter.
-        self._chunk = max(1, min(1000, conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) - 9))
-        self._feed = feed.Feed(conn, sql, self._where)
-        self._applier = Applier(sql, self._chunk)
-        self._clock = HLC(state.node)
-        self._purge_countdown = PURGE_EVERY
-        try:
-            # keys that are not BLOBs: only in an older file another program wrote to, read as it is
-            self._mixed = mixed.has_other_keys(conn, t)
-            # the newest version on record, deleted ones included: later versions are above it
-            self._clock.observe(conn.execute(f"SELECT MAX(version) FROM {t}").fetchone()[0])
-            if state.tombs:
-                self._clock.observe(conn.execute(f"SELECT MAX(version) FROM {sql.tombs}").fetchone()[0])
-        except sqlite3.Error as exc:
-            conn.close()
-            raise translate(exc, self._where, opts.path) from None
-
     @classmethod
     def from_url(cls, url: StoreURL) -> Self:
         opts = parse_options(url)
         conn, state = connect(opts, url)
         return cls(conn, state, opts, url)
-
-    def _fail(self, exc: sqlite3.Error) -> Exception:
-        with contextlib.suppress(sqlite3.Error):  # (a closed connection raises here too)
-            if self._conn.in_transaction:
-                self._conn.execute("ROLLBACK")
-        return translate(exc, self._where, self._opts.path)
 
     # -- reads -------------------------------------------------------------------------------
     def get(self, key: bytes) -> Record | None:
@@ -141,7 +66,7 @@ class SQLiteStore(StoreBase):
         if expires is not None and expires <= now_ms():
             self._purge_countdown = 0
             return None
-        return make_record(key, row[0], expires, row[2])
+        return record_of(key, row[0], expires, row[2])
 
     def _select_many(self, keys: Sequence[bytes], now: int) -> list[Record]:
         """The live records of ``keys``, in the order of ``keys`` when the plan allows (checked).
@@ -160,7 +85,7 @@ class SQLiteStore(StoreBase):
         params: list[Any] = list(keys)
         params.extend([None] * (size - len(keys)))  # NULL matches no key: the padding adds no rows
         params.append(now)
-        return list(starmap(make_record, self._conn.execute(sql, params).fetchall()))
+        return list(starmap(record_of, self._conn.execute(sql, params).fetchall()))
 
     def get_many(self, keys: Sequence[bytes]) -> list[Record | None]:
         n = len(keys)
@@ -279,60 +204,6 @@ class SQLiteStore(StoreBase):
         self._count_writes(len(written))
         return applied
 
-    def _write_runs(self, runs: list[tuple[str, list[tuple[Any, ...]]]]) -> int:
-        """``executemany`` of each (statement, rows) in one immediate transaction: all rows or
-        none; the number of rows changed (not counting the triggers' writes)."""
-        conn = self._conn
-        changed = 0
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            for sql, rows in runs:
-                changed += conn.executemany(sql, rows).rowcount
-            conn.execute("COMMIT")
-        except sqlite3.Error as exc:
-            raise self._fail(exc) from None
-        except BaseException:  # Ctrl-C half-way: leave nothing behind
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-        return changed
-
-    def _count_writes(self, n: int) -> None:
-        self._purge_countdown -= n
-        if self._purge_countdown <= 0:
-            self._purge()
-
-    def _purge(self) -> None:
-        """Housekeeping every PURGE_EVERY rows written, a bounded amount each time, in one
-        transaction: expired rows (their tombstones keep the row's version), tombstones past
-        ?tombstone_retention=, changes past ?feed_retention=.  Skipped quietly if another writer
-        holds the lock beyond the busy timeout (the next purge catches up)."""
-        self._purge_countdown = PURGE_EVERY
-        t, sql, opts = self._table, self._sqlt, self._opts
-        conn = self._conn
-        now = now_ms()
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            conn.execute(f"DELETE FROM {t} WHERE rowid IN "
-                         f"(SELECT rowid FROM {t} WHERE expires_at <= ? LIMIT {PURGE_LIMIT})", (now,))
-            if self._state.tombs:
-                horizon = make_version(max(0, now - opts.tombstone_retention_ms))
-                conn.execute(f"DELETE FROM {sql.tombs} WHERE key IN "
-                             f"(SELECT key FROM {sql.tombs} WHERE version < ? LIMIT {PURGE_LIMIT})", (horizon,))
-            feed.purge(conn, sql, keep_changes=opts.feed_retention_changes, keep_ms=opts.feed_retention_ms,
-                       now=now, limit=FEED_PURGE_LIMIT)
-            conn.execute("COMMIT")
-        except sqlite3.OperationalError as exc:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
-            if code not in (SQLITE_BUSY, SQLITE_LOCKED):
-                raise self._fail(exc) from None
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-
     # -- change feed -------------------------------------------------------------------------
     def feed_cursor(self) -> str:
         try:
@@ -352,41 +223,29 @@ class SQLiteStore(StoreBase):
             yield page
 
     # -- scans -------------------------------------------------------------------------------
-    def scan(
-        self,
-        prefix: bytes = b"",
-        *,
-        start_after: bytes | None = None,
-        cursor: str | None = None,
-        batch_size: int = 1000,
-        keys_only: bool = False,
-    ) -> Iterator[Page]:
-        batch_size = page_size(batch_size)
-        after = self._start_key(prefix, start_after, cursor)
-        end = prefix_end(prefix)
+    def scan_range(self, span: ScanRange, keys_only: bool) -> Iterator[Page]:
+        lower, inclusive, end, batch_size = span.lower, span.inclusive, span.end, span.page
         value = "X''" if keys_only else VALUE
         if self._mixed:
-            yield from self._scan_mixed(prefix if after is None else after, after is None, end, value, batch_size)
+            yield from self._scan_mixed(lower, inclusive, end, value, batch_size)
             return
         upper = "" if end is None else " AND key < ?"
         select = f"SELECT key, {value}, expires_at, version FROM {self._table} WHERE key "
         tail = f"{upper} AND {self._sql_live} ORDER BY key LIMIT ?"
         first_sql, next_sql = f"{select}>= ?{tail}", f"{select}> ?{tail}"
-        while True:
-            params: list[Any] = [prefix if after is None else after]
+
+        def fetch(lower: bytes, inclusive: bool) -> list[Record]:
+            params: list[Any] = [lower]
             if end is not None:
                 params.append(end)
             params += (now_ms(), batch_size)
             try:
-                rows = self._conn.execute(first_sql if after is None else next_sql, params).fetchall()
+                rows = self._conn.execute(first_sql if inclusive else next_sql, params).fetchall()
             except sqlite3.Error as exc:
                 raise self._fail(exc) from None
-            if not rows:
-                return
-            after = rows[-1][0]
-            yield Page([make_record(k, v, e, ver) for k, v, e, ver in rows], key_cursor(after))
-            if len(rows) < batch_size:
-                return
+            return [record_of(k, v, e, ver) for k, v, e, ver in rows]
+
+        yield from span.pages(fetch)
 
     def _scan_mixed(self, lower: bytes, inclusive: bool, end: bytes | None, value: str,
                     batch_size: int) -> Iterator[Page]:
@@ -399,7 +258,7 @@ class SQLiteStore(StoreBase):
                 raise self._fail(exc) from None
             if not page:
                 return
-            yield Page(page, key_cursor(page[-1].key))
+            yield ScanRange.page_of(page)
             if len(page) < batch_size:
                 return
 

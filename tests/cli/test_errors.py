@@ -24,8 +24,9 @@ from typing import Any
 import pytest
 
 from kvctl.errors import UsageError
+from kvctl.plugin_kit import deadline_ms
 from kvctl.registry import open_url
-from kvctl.store import MAX_EXPIRY_MS, Record, deadline_ms, now_ms
+from kvctl.store import MAX_EXPIRY_MS, Record, now_ms
 from tests.families import FACTORIES, families
 
 

@@ -7,8 +7,9 @@ import asyncio
 import pytest
 
 from kvctl.adapt import AsyncAdapter, SyncAdapter, is_async, to_async, to_sync
+from kvctl.plugin_kit import AsyncStoreBase
 from kvctl.registry import open_url
-from kvctl.store import AsyncStoreBase, Page, Record
+from kvctl.store import Page, Record
 
 
 def test_sync_store_in_async_engine() -> None:

@@ -101,7 +101,7 @@ def test_urls_inside_messages_are_redacted_and_the_message_kept() -> None:
 
 def test_sync_adapter_closes_once() -> None:
     from kvctl.adapt import SyncAdapter
-    from kvctl.store import AsyncStoreBase
+    from kvctl.plugin_kit import AsyncStoreBase
 
     store = SyncAdapter(AsyncStoreBase())
     store.close()

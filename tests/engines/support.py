@@ -23,8 +23,9 @@ from kvctl.adapt import to_sync
 from kvctl.engines._stores import open_async
 from kvctl.engines.diff import DiffOptions, DiffResult, compare
 from kvctl.errors import LimitError, UnavailableError
+from kvctl.plugin_kit import AsyncStoreBase, ScanRange, check_limits, key_cursor
 from kvctl.registry import load, open_url
-from kvctl.store import AsyncStoreBase, Capabilities, Page, Record, Store, check_limits, key_cursor, now_ms
+from kvctl.store import Capabilities, Page, Record, Store, now_ms
 from tests.families import FACTORIES, families, url_for
 
 
@@ -198,7 +199,7 @@ class DictStore(AsyncStoreBase):
 
     async def scan(self, prefix: bytes = b"", *, start_after: bytes | None = None, cursor: str | None = None,
                    batch_size: int = 1000, keys_only: bool = False) -> Any:
-        after = self._start_key(prefix, start_after, cursor)
+        after = ScanRange.of(prefix, start_after, cursor, batch_size).after
         keys = sorted(k for k in self.data if k.startswith(prefix) and (after is None or k > after))
         for i in range(0, len(keys), batch_size):
             recs = [self._view(self._live(self.data[k])) for k in keys[i:i + batch_size]]

@@ -19,7 +19,8 @@ from typing import Any
 
 import orjson
 
-from kvctl.store import MAX_EXPIRY_MS, MAX_VERSION, Record, new_record
+from kvctl.plugin_kit import new_record
+from kvctl.store import MAX_EXPIRY_MS, MAX_VERSION, Record
 
 # The field sets a plain record may have (every other field, or key_b64/value_b64/kind, goes the
 # exact way); a frozenset per object is cheaper than testing the fields one by one.

@@ -3,7 +3,7 @@
 The flow of one run::
 
     run(src_url, dst_url, plan)                     one event loop (asyncio.run)
-      open both stores (registry.open_url + adapt.to_async)
+      open both stores (registry.open_async)
       reader task: SRC.scan pages  ->  bounded queue  ->  writer: BatchWriter -> DST.set_many
                                                           every N batches: checkpoint (atomic)
       after a complete, error-free copy: --delete-extra (bounded by --max-delete), --verify

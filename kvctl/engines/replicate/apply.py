@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from kvctl.store import TOMBSTONE, AsyncStore, Record, newer
+from kvctl.store import TOMBSTONE, AsyncReplicable, AsyncStore, Record, newer
 
 from .._batches import Refuse, store_what_fits, within_limits
 
@@ -42,7 +42,7 @@ async def apply_lww(store: AsyncStore, changes: list[Record]) -> Applied:
         return done + await apply_lww(store, versioned) if versioned else done
     upserts = [c for c in changes if c.kind != TOMBSTONE]
     tombstones = [c for c in changes if c.kind == TOMBSTONE]
-    if hasattr(store, "apply_many"):
+    if isinstance(store, AsyncReplicable):
         # Upserts and deletions in two calls, to count each: every key appears once in the batch,
         # so their order does not matter, and a run cut between them is replayed harmlessly.
         written = await store.apply_many(upserts) if upserts else 0

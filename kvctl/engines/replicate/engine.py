@@ -35,10 +35,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kvctl.adapt import to_async
 from kvctl.errors import FeedGapError, UnsupportedError
 from kvctl.hlc import physical_ms
-from kvctl.registry import open_url
+from kvctl.registry import open_async
 from kvctl.store import TOMBSTONE, AsyncStore, Record, newer, now_ms
 from kvctl.url import redact
 
@@ -289,8 +288,8 @@ async def opened(plan: SyncPlan) -> AsyncIterator[tuple[AsyncStore, AsyncStore]]
     full pass and lose the record of what the last run saw, so an unwritable one is refused
     before either store is opened or anything applied."""
     writable_dir(plan.state_file().parent, "the sync state")
-    async with (to_async(open_url(plan.src_url, access="write" if plan.two_way else "read")) as src,
-                to_async(open_url(plan.dst_url)) as dst):
+    async with (open_async(plan.src_url, access="write" if plan.two_way else "read") as src,
+                open_async(plan.dst_url) as dst):
         yield src, dst
 
 

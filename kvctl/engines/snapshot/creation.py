@@ -28,7 +28,7 @@ from typing import Any
 
 from kvctl import __version__
 from kvctl.errors import FeedGapError, StoreIOError, UnsupportedError, UsageError
-from kvctl.store import TOMBSTONE, AsyncStore, Page, Record, now_ms
+from kvctl.store import TOMBSTONE, AsyncChangeFeed, AsyncStore, Page, Record, now_ms
 
 from .._files import atomic_writer
 from .._pipeline import pump
@@ -97,8 +97,7 @@ def _continued_filter(given: KeyFilter | None, after: Since) -> KeyFilter | None
 
 
 def has_feed(store: Any) -> bool:
-    return bool(store.capabilities.change_feed) and all(
-        callable(getattr(store, n, None)) for n in ("feed_cursor", "changes"))
+    return bool(store.capabilities.change_feed) and isinstance(store, AsyncChangeFeed)
 
 
 async def create_from(store: AsyncStore, path: Path, *, key_filter: KeyFilter | None = None,

@@ -27,7 +27,7 @@ import pytest
 from kvctl_plugins.postgres.settings import quote_ident
 from kvctl_plugins.postgres.store import COPY_MIN_ROWS
 
-from kvctl.errors import AuthError, KvctlError, TimeoutError_, UnavailableError
+from kvctl.errors import AuthError, KvctlError, TimedOutError, UnavailableError
 from kvctl.store import Record
 from kvctl.testing import open_sync
 
@@ -78,7 +78,7 @@ def test_server_that_never_answers_times_out() -> None:
         store = open_sync(url)
         try:
             started = time.monotonic()
-            with pytest.raises(TimeoutError_) as info:
+            with pytest.raises(TimedOutError) as info:
                 store.get(b"k")
             assert time.monotonic() - started < 5
             assert info.value.exit_code == 69

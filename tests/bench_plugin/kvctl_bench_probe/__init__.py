@@ -14,8 +14,9 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Self
 
 from kvctl.errors import UsageError
+from kvctl.plugin_kit import StoreBase
 from kvctl.registry import open_url
-from kvctl.store import Capabilities, Page, Record, StoreBase, StoreURL
+from kvctl.store import Capabilities, Page, Record, StoreURL
 
 
 class ProbeStore(StoreBase):

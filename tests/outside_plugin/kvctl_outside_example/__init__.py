@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Self
 
-from kvctl.store import Capabilities, Page, Record, StoreBase, StoreURL, is_live, page_size
+from kvctl.plugin_kit import StoreBase, page_size
+from kvctl.store import Capabilities, Page, Record, StoreURL, is_live
 
 _DATA: dict[str, dict[bytes, Record]] = {}
 

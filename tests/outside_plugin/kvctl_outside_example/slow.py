@@ -13,8 +13,9 @@ from typing import Any, Self
 
 from kvctl.adapt import to_sync
 from kvctl.errors import StoreIOError
+from kvctl.plugin_kit import StoreBase
 from kvctl.registry import open_url
-from kvctl.store import Capabilities, Page, Record, StoreBase, StoreURL
+from kvctl.store import Capabilities, Page, Record, StoreURL
 
 
 class SlowStore(StoreBase):
