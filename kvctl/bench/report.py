@@ -210,6 +210,11 @@ def workload_tables(run: Run) -> list[Table]:
             if r.name in unstable:
                 cells[cols.index(f"mean {unit} ± sd")] += " (unstable)"
                 notes.append(f"pyperf: {r.name} may be unstable: {'; '.join(unstable[r.name])}")
+            clock = r.get("clock_p50_us")
+            if clock is not None and r.percentiles():
+                notes.append(f"{r.backend}: the clock's own cost (an empty op timed the same way) p50 "
+                             f"{clock:.3f} µs, p99 {r.get('clock_p99_us') or clock:.3f} µs, resolution "
+                             f"{r.get('clock_res_us') or 0:.3f} µs: percentiles near it are mostly the clock")
             per = r.get("latency_per")
             if per and per != "op" and r.percentiles():
                 notes.append(f"{r.bench}: percentiles per {per}")
