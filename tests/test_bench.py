@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from kvctl.bench import gate, report, workloads, ycsb
+from kvctl.bench import gate, report, report_md, workloads, ycsb
 from kvctl.bench.params import FORMAT_VERSION, Params
 from kvctl.bench.results import Run
 from kvctl.store import Capabilities
@@ -226,7 +226,7 @@ def test_markdown_is_escaped_and_mermaid_files_hold_one_raw_diagram_each(
         assert chart.startswith("xychart-beta\n") and chart.count("xychart-beta") == 1 and "```" not in chart
         bars = next(line for line in chart.splitlines() if line.strip().startswith("bar ["))
         assert "e-" not in bars and "e+" not in bars, bars  # xychart-beta reads no exponent notation
-    assert report._plain_number(6.835e-05, 4) == "0.00006835" and report._plain_number(1180.0, 3) == "1180"
+    assert report_md._plain_number(6.835e-05, 4) == "0.00006835" and report_md._plain_number(1180.0, 3) == "1180"
 
 
 def test_unstable_results_carry_pyperf_s_warning(tmp_path: Path) -> None:
