@@ -229,6 +229,27 @@ def test_markdown_is_escaped_and_mermaid_files_hold_one_raw_diagram_each(
     assert report_md._plain_number(6.835e-05, 4) == "0.00006835" and report_md._plain_number(1180.0, 3) == "1180"
 
 
+def test_html_bars_span_microseconds_to_milliseconds_with_one_colour_per_backend() -> None:
+    import re
+
+    from kvctl.bench.report_html import to_html
+    from kvctl.bench.report_types import Chart, Table
+
+    fast_slow = Chart("Get: µs per op", "µs", ["memory", "postgres"], [0.07, 1328.0], key="gridkv.get")
+    swapped = Chart("Set: µs per op", "µs", ["postgres", "memory"], [1.5, 1.4], key="gridkv.set")
+    page = to_html([Table("GridKV", ["backend"], [["memory"]], key="gridkv")], [fast_slow, swapped])
+    first, second = page.split("<svg")[1:3]
+    assert "(log scale)" in first and "(log scale)" not in second  # 1.07x apart: a linear scale reads fine
+    widths = [float(w) for w in re.findall(r'<rect x="[\d.]+" y="\d+" width="([\d.]+)"', first)]
+    assert len(widths) == 2 and widths[0] > 30  # the 0.07 µs bar is a bar, not a 1-px sliver
+    assert "1.33 ms" in first and "0.07 µs" in first and not re.search(r"\de-\d", first)
+    colours = [re.search(r'memory</text><rect [^>]*fill="(#[0-9a-f]+)"', svg).group(1)  # type: ignore[union-attr]
+               for svg in (first, second)]
+    assert colours[0] == colours[1]  # memory keeps its colour whatever its position
+    width = float(re.search(r'<svg [^>]*width="([\d.]+)"', "<svg" + first).group(1))  # type: ignore[union-attr]
+    assert width > 12 + 7 * len("postgres") + 300 + 7 * len("1.33 ms")  # the longest labels fit
+
+
 def test_unstable_results_carry_pyperf_s_warning(tmp_path: Path) -> None:
     shaky = _run(tmp_path, "shaky", 1e-7, [1e-6, 2e-6, 1e-6, 2.5e-6, 1e-6, 1e-6], 12.0, 680.0)
     text = report.render(Run.load(str(shaky)), "markdown")

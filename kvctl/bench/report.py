@@ -292,7 +292,9 @@ def seed_table(run: Run) -> list[Table]:
             text = _seed_kvctl_figure(fig, mine)
             if text:
                 matched = True
-                body.append([fig.seed, f"{fig.table}: {fig.row}", published, backend, text, mark(fig.caveat)])
+                kind = seeds.PROJECTS.get(fig.seed)
+                body.append([f"{fig.seed} ({kind})" if kind else fig.seed, f"{fig.table}: {fig.row}", published,
+                             backend, text, mark(fig.caveat)])
         if not matched:
             wanted = " or ".join(fig.families) if fig.families else "no kvctl equivalent"
             missing.append(f"{fig.seed} {fig.table}: {fig.row} ({wanted})")
@@ -306,7 +308,8 @@ def seed_table(run: Run) -> list[Table]:
                                                   "kvctl, this machine", "caveat"], body,
                   params=f"kvctl figures measured in this run on {m.get('cpu_model', '?')} x{m.get('cpu_count', '?')}, "
                          f"Python {m.get('python', '?')}; seed figures as published, with their hardware where "
-                         "the seed states it", notes=notes, key="seeds")]
+                         "the seed states it: the seeds are other projects' libraries (Go, Crystal, Rust), so "
+                         "their figures measure their own code, not kvctl's", notes=notes, key="seeds")]
 
 
 def problem_table(run: Run) -> list[Table]:
