@@ -587,10 +587,11 @@ def test_set_and_mixed_keep_the_store_the_same_size(tmp_path: Path) -> None:
 
 
 def test_benches_that_use_up_keys_time_a_sample_and_put_the_store_back(tmp_path: Path) -> None:
-    """Read-miss and delete need an untimed write per op: however many loops pyperf asks for,
-    a value writes at most SAMPLED_OPS keys, and the store ends as it started."""
-    for bench in ("read-miss", "delete"):
-        func = _time_func(tmp_path, f"memory://sampled-{bench}", "session", bench)
+    """Read-miss and delete need an untimed write per op, inserts write new keys: however many
+    loops pyperf asks for, a value writes at most SAMPLED_OPS keys, and the store ends as it started."""
+    for workload, bench in (("session", "read-miss"), ("session", "delete"), ("gorkflow", "write"),
+                            ("gorkflow", "create+get"), ("ruv-swarm", "insert")):
+        func = _time_func(tmp_path, f"memory://sampled-{workload}-{bench}", workload, bench)
         func(10)
         start_id, size = func.ctx.next_id, _stored_keys(func.ctx)
         loops = 20 * workloads.SAMPLED_OPS
