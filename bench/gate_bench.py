@@ -1,6 +1,6 @@
 """The CI performance gate, measured: false alarms on unchanged code, and what it detects.
 
-    nice -n 10 python bench/gate_bench.py [--runs 10] [--hog-runs 10] [--detect-runs 20] \
+    python bench/gate_bench.py [--runs 10] [--hog-runs 10] [--detect-runs 20] \
         [--cost-runs 3] [--parallel 2] [--write bench/gate_RESULTS.md]
 
 Needs valgrind and the probe plugin (tests/bench_plugin, installed by tests/run.sh).
@@ -39,6 +39,7 @@ import time
 import tomllib
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -72,7 +73,6 @@ class GateRun:
 
 
 def gate_run(what: str, path: Path, args: list[str], base: Path, hog: bool = False) -> GateRun:
-    from kvctl.bench import gate
     from kvctl.bench.results import Run
 
     hog_proc = subprocess.Popen([sys.executable, "-c", "while 1: pass"]) if hog else None
@@ -95,12 +95,37 @@ def gate_run(what: str, path: Path, args: list[str], base: Path, hog: bool = Fal
         if r.workload == "gridkv":
             out.instr[r.bench] = r.get("instr_per_op")
             out.allocs[r.bench] = r.get("allocs_per_op")
-    verdicts = gate.compare(run, baseline).verdicts
+    judge(out, run, baseline)
+    return out
+
+
+def suite_options(**changes: Any) -> Any:
+    """The gate's options as the CI suite sets them (tolerances, what fails), with ``changes``."""
+    from kvctl.bench import gate
+
+    suite = tomllib.loads((ROOT / SUITE).read_text())["suite"]
+    options = {"tolerance": float(suite["tolerance"].rstrip("%")) / 100,
+               "instr_tolerance": float(suite["instr_tolerance"].rstrip("%")) / 100,
+               "fail_on": suite["fail_on"], **changes}
+    return gate.Options(**options)
+
+
+def judge(out: GateRun, run: Any, baseline: Any) -> None:
+    """Which benches the suite's gate fails in ``run`` (and what a time gate would have failed)."""
+    from kvctl.bench import gate
+
+    verdicts = gate.compare(run, baseline, suite_options()).verdicts
     out.failed = [v.name for v in verdicts if v.failures]
     out.allocs_more = [v.name for v in verdicts if v.allocs == "more"]
-    out.time_failed = [v.name for v in gate.compare(run, baseline, gate.Options(fail_on="time")).verdicts
+    out.time_failed = [v.name for v in gate.compare(run, baseline, suite_options(fail_on="time")).verdicts
                        if v.failures]
-    return out
+
+
+def timed_gate_run(until: float | None, *args: Any) -> GateRun | None:
+    """``gate_run(*args)``, or None when the time given to the measurement is over."""
+    if until is not None and time.time() > until:
+        return None
+    return gate_run(*args)
 
 
 def make_run(path: Path, args: list[str]) -> dict[str, float]:
@@ -123,7 +148,7 @@ def caught(run: GateRun, tolerance: float) -> bool:
 
     if not run.path.exists():
         return False
-    options = gate.Options(instr_tolerance=tolerance, fail_on="instructions")
+    options = suite_options(instr_tolerance=tolerance, fail_on="instructions")
     return gate.compare(Run.load(str(run.path)), Run.load(str(run.base)), options).failed
 
 
@@ -169,6 +194,8 @@ def main() -> int:
     ap.add_argument("--detect-runs", type=int, default=20, help="gate runs per injected variant")
     ap.add_argument("--cost-runs", type=int, default=3, help="gate runs timed alone at the end")
     ap.add_argument("--parallel", type=int, default=2, help="gate runs at a time")
+    ap.add_argument("--minutes", type=float, help="start no gate run after this many minutes (the report "
+                    "then counts the runs that were made)")
     ap.add_argument("--write", type=Path)
     ap.add_argument("--keep", help="copy the saved runs (and what the report needs) into this folder")
     ap.add_argument("--report-from", type=Path, help="write the report from a --keep folder, measuring nothing")
@@ -182,6 +209,11 @@ def main() -> int:
         for group in state[2:5]:
             for r in group:
                 r.path = args.report_from / r.path.name
+        from kvctl.bench.results import Run
+
+        for r in [r for group in state[2:5] for r in group] + [r for d in state[7] for r in d[3]]:
+            if r.path.exists():
+                judge(r, Run.load(str(r.path)), Run.load(str(r.base)))
         return _write(args, _report(args, *state))
     if shutil.which("valgrind") is None:
         sys.exit("gate_bench: valgrind is not installed")
@@ -191,7 +223,7 @@ def main() -> int:
         sys.exit("gate_bench: the probe plugin is not installed (pip install -e tests/bench_plugin)")
     from kvctl.bench.results import Run
 
-    command = "nice -n 10 python bench/gate_bench.py " + " ".join(sys.argv[1:])
+    command = "python bench/gate_bench.py " + " ".join(sys.argv[1:])
     started = dt.datetime.now(dt.UTC)
     tmp = Path(tempfile.mkdtemp(prefix="kvctl-gate-bench-"))
     suite = ["--suite", SUITE]
@@ -199,29 +231,22 @@ def main() -> int:
     def probe(options: str = "") -> list[str]:
         return [f"{LABEL}=probe://ci{'?' + options if options else ''}", *suite]
 
-    def report(future: Future[GateRun], label: str) -> None:
+    def report(future: Future[GateRun | None], label: str) -> None:
         run = future.result()
+        if run is None:
+            return
         print(f"{label}: rc {run.rc}, {run.wall_s:.1f} s, failed {run.failed or '-'}", flush=True)
 
     try:
+        until = time.time() + args.minutes * 60 if args.minutes else None
         with ThreadPoolExecutor(max(1, args.parallel)) as pool:
-            # 1. false alarms: the CI gate as shipped, unchanged code (hog and plain runs interleaved)
-            unchanged: list[Future[GateRun]] = []
-            for i in range(max(args.runs, args.hog_runs)):
-                for hog, count in ((False, args.runs), (True, args.hog_runs)):
-                    if i < count:
-                        name = "unchanged + CPU hog" if hog else "unchanged"
-                        f = pool.submit(gate_run, name, tmp / f"{'hog' if hog else 'idle'}{i}.json", suite,
-                                        ROOT / BASELINE, hog)
-                        f.add_done_callback(lambda f, n=f"{name} {i + 1}": report(f, n))
-                        unchanged.append(f)
-            # 2. detection on probe://: baseline and calibration here, the variants in the pool
+            # the probe's baseline and calibration first: the variants need them
             base_path = tmp / "probe-base.json"
-            base = make_run(base_path, probe())
-            cal = {}
-            for op in ("get", "set"):
-                one = make_run(tmp / f"probe-calibrate-{op}.json", probe(f"spin_{op}=100"))
-                cal[op] = {b: one[b] - base[b] for b in BENCHES}
+            first = {op: pool.submit(make_run, tmp / f"probe-{op}.json", probe(f"spin_{op}=100" if op else ""))
+                     for op in ("", "get", "set")}
+            base = first[""].result()
+            cal = {op: {b: first[op].result()[b] - base[b] for b in BENCHES} for op in ("get", "set")}
+            shutil.copy(tmp / "probe-.json", base_path)
             print(f"baseline {base}, calibration {cal}", flush=True)
             variants: list[tuple[str, str, dict[str, float] | None]] = []
             for level in LEVELS:
@@ -229,17 +254,27 @@ def main() -> int:
                 variants.append((f"+{level:.0%} CPU work", f"spin_get={spin['get']}&spin_set={spin['set']}",
                                  injected(spin, base, cal)))
             variants.append(("one extra 2-tuple per op", "tuple=1", None))
-            pending = []
-            for name, options, share in variants:
-                futures = []
-                for i in range(args.detect_runs):
-                    f = pool.submit(gate_run, name, tmp / f"{options}-{i}.json", probe(options), base_path)
-                    f.add_done_callback(lambda f, n=f"{name} {i + 1}": report(f, n))
-                    futures.append(f)
-                pending.append((name, options, share, futures))
-            runs_unchanged = [f.result() for f in unchanged]
-            detect = [(name, options, share, [f.result() for f in futures])
-                      for name, options, share, futures in pending]
+            # round after round, one run of every condition each: a run stopped by --minutes leaves
+            # every condition with about the same number of runs
+            unchanged: list[Future[GateRun | None]] = []
+            futures: dict[str, list[Future[GateRun | None]]] = {options: [] for _n, options, _s in variants}
+            for i in range(max(args.runs, args.hog_runs, args.detect_runs)):
+                for hog, count in ((False, args.runs), (True, args.hog_runs)):
+                    if i < count:
+                        name = "unchanged + CPU hog" if hog else "unchanged"
+                        f = pool.submit(timed_gate_run, until, name, tmp / f"{'hog' if hog else 'idle'}{i}.json",
+                                        suite, ROOT / BASELINE, hog)
+                        f.add_done_callback(partial(report, label=f"{name} {i + 1}"))
+                        unchanged.append(f)
+                if i < args.detect_runs:
+                    for name, options, _share in variants:
+                        f = pool.submit(timed_gate_run, until, name, tmp / f"{options}-{i}.json", probe(options),
+                                        base_path)
+                        f.add_done_callback(partial(report, label=f"{name} {i + 1}"))
+                        futures[options].append(f)
+            runs_unchanged = [r for f in unchanged if (r := f.result()) is not None]
+            detect = [(name, options, share, [r for f in futures[options] if (r := f.result()) is not None])
+                      for name, options, share in variants]
         idle = [r for r in runs_unchanged if r.what == "unchanged"]
         hog_runs = [r for r in runs_unchanged if r.what != "unchanged"]
         # 3. the gate's own cost, alone
@@ -251,8 +286,8 @@ def main() -> int:
         if saved is not None:
             shutil.copytree(tmp, saved, dirs_exist_ok=True)
             state = (command, started, idle, hog_runs, cost, base, cal, detect, machine)
-            with open(saved / "state.pickle", "wb") as fh:
-                pickle.dump(state, fh)
+            with open(saved / "state.pickle", "wb") as out:
+                pickle.dump(state, out)
         lines = _report(args, command, started, idle, hog_runs, cost, base, cal, detect, machine)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -334,7 +369,8 @@ def _report(args: argparse.Namespace, command: str, started: dt.datetime, idle: 
     lines += ["## Detection of injected regressions", "",
               "The same suite on `ci=probe://ci?OPTIONS` (tests/bench_plugin: the memory store behind a wrapper; "
               "the wrapper's own cost is in the baseline), against a baseline of `probe://ci` with nothing "
-              f"injected; {args.detect_runs} gate runs per variant.  Baseline instructions/op: "
+              f"injected; up to {args.detect_runs} gate runs per variant (the table counts those made).  "
+              "Baseline instructions/op: "
               + ", ".join(f"{b} {base[b]:,.1f}" for b in BENCHES)
               + ".  Calibration (what 1 loop iteration per get / per set adds to each bench): "
               + "; ".join(f"{b} {cal['get'][b] / 100:,.1f} / {cal['set'][b] / 100:,.1f}" for b in BENCHES)

@@ -253,12 +253,12 @@ def _extra_passes(job: Job, job_path: str, done: list[tuple[BenchSpec, Bench, An
                         failed("the load pass", exc)
             if actx is not None and empty is not None:
                 try:
-                    from kvctl.bench.alloc import measure, ops_for
+                    from kvctl.bench.alloc import cpu_step, measure, ops_for
 
                     if bench.setup is not None:
                         bench.setup(actx)
                         bench.setup(empty)
-                    n = ops_for(params.alloc_ops, step_s, budget)
+                    n = ops_for(params.alloc_ops, cpu_step(actx, bench, params.alloc_ops), budget)
                     allocs = measure(actx, bench, n, empty)
                     meta["kvctl_allocs_per_op"] = allocs.allocs_per_op
                     meta["kvctl_bytes_per_op"] = allocs.bytes_per_op
