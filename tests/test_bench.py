@@ -117,9 +117,11 @@ def test_gate_catches_a_free_list_tuple_through_instructions(tmp_path: Path) -> 
     """One extra 2-tuple per op (tests/bench_plugin): CPython reuses it from a free list, so the
     allocation count cannot see it; the instruction count does, and the gate fails."""
     base, new = tmp_path / "base.json", tmp_path / "new.json"
-    proc = kvctl("ci=probe://gate-tuple", "--quick", *TINY, "-o", str(base), "-q")
+    # each run counts under valgrind: minutes on a loaded machine
+    proc = kvctl("ci=probe://gate-tuple", "--quick", *TINY, "-o", str(base), "-q", timeout=600)
     assert proc.returncode == 0, proc.stderr
-    proc = kvctl("ci=probe://gate-tuple?tuple=1", "--quick", *TINY, "--baseline", str(base), "-o", str(new), "-q")
+    proc = kvctl("ci=probe://gate-tuple?tuple=1", "--quick", *TINY, "--baseline", str(base), "-o", str(new), "-q",
+                 timeout=600)
     assert proc.returncode == 1, proc.stderr
     assert "gridkv.get@ci" in proc.stderr.splitlines()[-1]
     result = gate.compare(Run.load(str(new)), Run.load(str(base)))
