@@ -113,6 +113,7 @@ def test_run_without_valgrind_records_why_and_the_gate_says_so(tmp_path: Path) -
     assert "instructions: not counted (valgrind is not installed)" in report.render(run, "rich")
 
 
+@pytest.mark.timeout(1200)  # valgrind runs: minutes each on a loaded machine
 def test_gate_catches_a_free_list_tuple_through_instructions(tmp_path: Path) -> None:
     """One extra 2-tuple per op (tests/bench_plugin): CPython reuses it from a free list, so the
     allocation count cannot see it; the instruction count does, and the gate fails."""
@@ -130,6 +131,7 @@ def test_gate_catches_a_free_list_tuple_through_instructions(tmp_path: Path) -> 
     assert get.instr_base is not None and get.instr_new is not None and get.instr_new > 1.05 * get.instr_base
 
 
+@pytest.mark.timeout(1200)  # valgrind runs: minutes each on a loaded machine
 def test_instruction_counts_repeat_run_after_run(tmp_path: Path) -> None:
     from kvctl.bench import instr
     from kvctl.bench.job import BenchSpec, Job
