@@ -30,7 +30,7 @@ prefix of the run's own, removed after.
 Usage::
 
     python bench/bulk_bench.py [--keys 1000000] [--rounds 3] [--rows json-pg,restore-pg,...]
-                               [--output bench/bulk_RESULTS.md]
+                               [--write bench/results/bulk_RESULTS.md]
 """
 
 from __future__ import annotations
@@ -601,7 +601,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--keys", type=int, default=1_000_000)
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--output", type=Path, default=HERE / "bulk_RESULTS.md")
+    ap.add_argument("--write", type=Path, default=HERE / "results" / "bulk_RESULTS.md", metavar="FILE")
     ap.add_argument("--rows", default=",".join(ROWS),
                     help=f"the rows to run, by id, comma-separated (default all: {','.join(ROWS)})")
     ap.add_argument("--only", choices=["redis"], help="only the Redis rows (standalone and cluster)")
@@ -629,7 +629,7 @@ def main() -> None:
         bench.teardown()
         shutil.rmtree(tmp, ignore_errors=True)
     text = report(rows, opts.keys, opts.rounds, sys.argv[1:], (start, os.getloadavg()[0]))
-    opts.output.write_text(text)
+    opts.write.write_text(text)
     print(text)
 
 

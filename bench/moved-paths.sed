@@ -8,4 +8,4 @@ s#bench/\(embedded\|file\|indexeddb\|migrate\|postgres\|redis\|scaleout\|seedbac
 s#bench/suite-ci\.toml#bench/ci/suite-ci.toml#g
 s#bench/baseline-ci\.json#bench/ci/baseline-ci.json#g
 # After `git mv bench/bulk_RESULTS.md bench/gate_RESULTS.md bench/results/`, also:
-# s#bench/\(bulk\|gate\)_RESULTS\.md#bench/results/\1_RESULTS.md#g
+s#bench/\(bulk\|bulk_redis\|gate\)_RESULTS\.md#bench/results/\1_RESULTS.md#g

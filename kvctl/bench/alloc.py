@@ -80,15 +80,32 @@ def track(run: Callable[[], None]) -> tuple[int, int]:
 
 
 def ops_for(n: int, step_s: float | None, budget_s: float, floor: int = 50) -> int:
-    """N for a store taking ``step_s`` per op: ``n``, halved until the 4N ops of a measurement
-    (warm-up N, N, 2N) fit in ``budget_s``.  Halving (not dividing) keeps N the same from run to
-    run unless the store's speed changes by about 2x: N must not wander with timing noise, since
-    amortized costs (a table resize, a page split) make the per-op figure depend on N."""
+    """N for a store taking ``step_s`` (CPU seconds, :func:`cpu_step`) per op: ``n``, halved
+    until the 4N ops of a measurement (warm-up N, N, 2N) fit in ``budget_s``.  Halving (not
+    dividing) keeps N the same from run to run unless the store's speed changes by about 2x: N
+    must not wander with timing noise, since amortized costs (a table resize, a page split) make
+    the per-op figure depend on N."""
     if not step_s or step_s <= 0:
         return n
     while n > floor and 4 * n * step_s > budget_s:
         n //= 2
     return max(n, min(floor, n))
+
+
+def cpu_step(ctx: Ctx, bench: Bench, n: int) -> float:
+    """Seconds of this process's CPU per op of ``bench`` (a short probe of at most 200 ops).
+
+    N is chosen from CPU time, not from pyperf's wall-clock mean: on a loaded machine the wall
+    clock stretches several times over, which would halve N in one run and not the next, and
+    counts over another N do not compare.
+    """
+    import time
+
+    plan = bench.plan(ctx, max(1, min(n, 200)))
+    ctx.target.run_plan(plan, ctx.value)  # warm-up: the probe times a warm path
+    start = time.process_time()
+    ctx.target.run_plan(plan, ctx.value)
+    return (time.process_time() - start) / len(plan)
 
 
 def _per_op(ctx: Ctx, bench: Bench, n: int) -> tuple[float, float]:

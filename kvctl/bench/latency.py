@@ -1,13 +1,16 @@
 """Per-op latency: raw nanoseconds into preallocated arrays, percentiles after the run.
 
 pyperf's statistics are over batch means; tail latency needs every op's own time.  The timed
-loop writes ``perf_counter_ns`` differences into an ``array('q')`` allocated before it starts
-(two clock reads cost ~0.4 us, negligible beside a network round trip); sorting and the
-percentiles happen after the run.
+loop writes ``perf_counter_ns`` differences into an ``array('q')`` allocated before it starts;
+sorting and the percentiles happen after the run.  Two clock reads and the loop around them are
+negligible beside a network round trip but not beside a sub-microsecond op, so every pass also
+times the same plan on the harness's empty store: that floor (the clock's own cost and
+resolution included) is recorded beside the percentiles.
 """
 
 from __future__ import annotations
 
+import time
 from array import array
 from collections.abc import Iterable
 
@@ -49,11 +52,23 @@ def budgeted(count: int, exact: bool, mean_s: float | None, budget_s: float, flo
     return max(min(count, floor), min(count, int(budget_s / mean_s)))
 
 
-def latency_pass(ctx: Ctx, bench: Bench, count: int) -> dict[str, float]:
-    """Run ``count`` ops of ``bench`` (after a short warm-up), each timed on its own."""
+def latency_pass(ctx: Ctx, bench: Bench, count: int, empty: Ctx | None = None) -> dict[str, float]:
+    """Run ``count`` ops of ``bench`` (after a short warm-up), each timed on its own.
+
+    With ``empty`` (a context on the harness's empty store), the same plan timed there gives
+    the clock floor: ``clock_p50``/``clock_p99`` in microseconds and the clock's ``clock_res``.
+    """
     warm = bench.plan(ctx, max(1, min(count // 10, 200)))
     ctx.target.run_plan(warm, ctx.value)
     plan = bench.plan(ctx, count)
     lat = preallocated(len(plan))
     ctx.target.latency_plan(plan, ctx.value, lat)
-    return summarize([lat])
+    out = summarize([lat])
+    if empty is not None:
+        floor = preallocated(len(plan))
+        empty.target.latency_plan(plan, empty.value, floor)
+        empty.target.latency_plan(plan, empty.value, floor)  # the second pass: warmed up
+        base = summarize([floor])
+        out.update({f"clock_{k}": v for k, v in base.items() if k in ("p50", "p99")})
+        out["clock_res"] = time.get_clock_info("perf_counter").resolution * 1e6
+    return out

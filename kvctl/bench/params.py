@@ -146,7 +146,7 @@ class Choices:
         gate.parse_fail_on(fail)
         return gate.Options(
             tolerance=fraction(str(self.pick(tolerance, "tolerance", "2%")), "--tolerance"),
-            instr_tolerance=fraction(str(self.pick(instr_tolerance, "instr_tolerance", "2%")), "--instr-tolerance"),
+            instr_tolerance=fraction(str(self.pick(instr_tolerance, "instr_tolerance", "1%")), "--instr-tolerance"),
             min_effect=fraction(str(self.pick(min_effect, "min_effect", "10%")), "--min-effect"),
             fail_on=fail, allow_missing=self.flag(allow_missing, "allow_missing"))
 

@@ -9,15 +9,14 @@ form of the chart in Session's document) or one self-contained HTML page with in
 
 from __future__ import annotations
 
-import csv
-import html
 import io
-from dataclasses import dataclass, field
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 from kvctl.bench import seeds, workloads, ycsb
+from kvctl.bench.report_html import to_html
+from kvctl.bench.report_md import _mermaid_chart, markdown, mermaid, to_csv
+from kvctl.bench.report_types import Chart, Curve, Table
 from kvctl.bench.results import EMPTY, REFERENCE, Row, Run, fmt_float
 from kvctl.errors import UsageError
 
@@ -25,33 +24,6 @@ FORMATS = ("rich", "markdown", "csv", "json", "mermaid", "html")
 _EXTENSIONS = {".md": "markdown", ".markdown": "markdown", ".csv": "csv", ".json": "json", ".mmd": "mermaid",
                ".mermaid": "mermaid", ".html": "html", ".htm": "html", ".txt": "rich"}
 _PCT = ("p50", "p95", "p99", "p99.9")
-
-
-@dataclass
-class Table:
-    title: str
-    columns: list[str]
-    rows: list[list[str]]
-    params: str = ""               # the parameters printed beside the results
-    notes: list[str] = field(default_factory=list)
-    key: str = ""                  # machine name (workload.name, "alloc", "seeds" ...)
-
-
-@dataclass
-class Chart:
-    title: str
-    unit: str
-    labels: list[str]
-    values: list[float]
-    key: str = ""
-
-
-@dataclass
-class Curve:
-    """Throughput versus clients for one bench: one line per backend."""
-
-    title: str
-    series: dict[str, list[tuple[int, float]]]
 
 
 def format_for(path: str, explicit: str | None) -> str:
@@ -210,6 +182,11 @@ def workload_tables(run: Run) -> list[Table]:
             if r.name in unstable:
                 cells[cols.index(f"mean {unit} ± sd")] += " (unstable)"
                 notes.append(f"pyperf: {r.name} may be unstable: {'; '.join(unstable[r.name])}")
+            clock = r.get("clock_p50_us")
+            if clock is not None and r.percentiles():
+                notes.append(f"{r.backend}: the clock's own cost (an empty op timed the same way) p50 "
+                             f"{clock:.3f} µs, p99 {r.get('clock_p99_us') or clock:.3f} µs, resolution "
+                             f"{r.get('clock_res_us') or 0:.3f} µs: percentiles near it are mostly the clock")
             per = r.get("latency_per")
             if per and per != "op" and r.percentiles():
                 notes.append(f"{r.bench}: percentiles per {per}")
@@ -315,7 +292,9 @@ def seed_table(run: Run) -> list[Table]:
             text = _seed_kvctl_figure(fig, mine)
             if text:
                 matched = True
-                body.append([fig.seed, f"{fig.table}: {fig.row}", published, backend, text, mark(fig.caveat)])
+                kind = seeds.PROJECTS.get(fig.seed)
+                body.append([f"{fig.seed} ({kind})" if kind else fig.seed, f"{fig.table}: {fig.row}", published,
+                             backend, text, mark(fig.caveat)])
         if not matched:
             wanted = " or ".join(fig.families) if fig.families else "no kvctl equivalent"
             missing.append(f"{fig.seed} {fig.table}: {fig.row} ({wanted})")
@@ -329,7 +308,8 @@ def seed_table(run: Run) -> list[Table]:
                                                   "kvctl, this machine", "caveat"], body,
                   params=f"kvctl figures measured in this run on {m.get('cpu_model', '?')} x{m.get('cpu_count', '?')}, "
                          f"Python {m.get('python', '?')}; seed figures as published, with their hardware where "
-                         "the seed states it", notes=notes, key="seeds")]
+                         "the seed states it: the seeds are other projects' libraries (Go, Crystal, Rust), so "
+                         "their figures measure their own code, not kvctl's", notes=notes, key="seeds")]
 
 
 def problem_table(run: Run) -> list[Table]:
@@ -418,68 +398,6 @@ def plain(tables_: list[Table]) -> str:
     return console.file.getvalue()  # type: ignore[attr-defined]
 
 
-def _md_cell(text: str) -> str:
-    # "<" and "&" would start HTML in a renderer that passes it through: `key-<i>` italicises the page
-    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-    return text.replace("|", "\\|").replace("\n", " ")
-
-
-def markdown(tables_: list[Table], charts_: list[Chart]) -> str:
-    out = ["# kvctl bench results", ""]
-    by_key: dict[str, list[Chart]] = {}
-    for c in charts_:
-        by_key.setdefault(c.key.partition(".")[0], []).append(c)
-    for t in tables_:
-        out += [f"## {_md_cell(t.title)}", ""]
-        if t.params:
-            out += [f"*{_md_cell(t.params)}*", ""]
-        if any(t.columns):
-            out.append("| " + " | ".join(_md_cell(c) for c in t.columns) + " |")
-        else:
-            out.append("| | |")
-        out.append("|" + "---|" * len(t.columns))
-        for row in t.rows:
-            out.append("| " + " | ".join(_md_cell(c) for c in row) + " |")
-        out.append("")
-        for n in t.notes:
-            out += [f"- {_md_cell(n)}"]
-        if t.notes:
-            out.append("")
-        if t.key in by_key:
-            out += ["<details><summary>charts</summary>", ""]
-            for c in by_key.pop(t.key):
-                out += ["```mermaid", _mermaid_chart(c), "```", ""]
-            out += ["</details>", ""]
-    return "\n".join(out).rstrip() + "\n"
-
-
-def _mermaid_label(text: str) -> str:
-    return '"' + text.replace('"', "'") + '"'
-
-
-def _plain_number(value: float, digits: int) -> str:
-    """``value`` to ``digits`` significant digits, never in exponent notation (xychart-beta reads
-    no ``6.835e-05``)."""
-    text = format(Decimal(f"{value:.{digits}g}"), "f")
-    return text.rstrip("0").rstrip(".") if "." in text else text
-
-
-def _mermaid_chart(c: Chart) -> str:
-    top = max(c.values) * 1.15 if c.values and max(c.values) > 0 else 1.0
-    return "\n".join([
-        "xychart-beta",
-        f"    title {_mermaid_label(c.title)}",
-        "    x-axis [" + ", ".join(_mermaid_label(lbl) for lbl in c.labels) + "]",
-        f"    y-axis {_mermaid_label(c.unit)} 0 --> {_plain_number(top, 3)}",
-        "    bar [" + ", ".join(_plain_number(v, 4) for v in c.values) + "]",
-    ])
-
-
-def mermaid(charts_: list[Chart]) -> str:
-    """Every chart as a raw diagram, one after the other (stdout); files get one each."""
-    return "\n\n".join(f"%% {c.key}\n{_mermaid_chart(c)}" for c in charts_) + "\n"
-
-
 def mermaid_files(run: Run, path: Path) -> list[tuple[Path, str]]:
     """One raw Mermaid diagram per file (a .mmd file holds one diagram): ``path`` itself for a
     single chart, else ``STEM-WORKLOAD-BENCH.mmd`` beside it for each."""
@@ -488,140 +406,3 @@ def mermaid_files(run: Run, path: Path) -> list[tuple[Path, str]]:
         return [(path, _mermaid_chart(all_charts[0]) + "\n")]
     return [(path.with_name(f"{path.stem}-{c.key.replace('.', '-')}{path.suffix}"), _mermaid_chart(c) + "\n")
             for c in all_charts]
-
-
-CSV_COLUMNS = ["name", "workload", "bench", "backend", "status", "reason", "unit", "mean_s", "stdev_s", "ops_per_s",
-               "p50_us", "p95_us", "p99_us", "p99.9_us", "max_us", "instr_per_op", "allocs_per_op", "bytes_per_op",
-               "values", "durability", "drivers", "value_size", "keys", "network", "clients_curve"]
-
-
-def to_csv(run: Run) -> str:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(CSV_COLUMNS)
-    for r in run.rows():
-        pct = r.percentiles()
-        writer.writerow([
-            r.name, r.workload, r.bench, r.backend, r.status, r.reason, r.unit if r.ok else "",
-            _num(r.mean), _num(r.stdev), _num(r.ops_per_s),
-            *[_num(pct.get(k)) for k in ("p50", "p95", "p99", "p99.9", "max")],
-            _num(r.get("instr_per_op")), _num(r.get("allocs_per_op")), _num(r.get("bytes_per_op")), len(r.values),
-            r.get("durability") or "", r.get("drivers") or "", r.get("value_size") or "", r.get("keys") or "",
-            r.get("network") if r.get("network") is not None else "", r.meta.get("kvctl_load", ""),
-        ])
-    return buffer.getvalue()
-
-
-def _num(v: Any) -> str:
-    return "" if v is None else repr(float(v))
-
-
-# -- HTML ---------------------------------------------------------------------------------------------
-
-_CSS = """
-body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1200px;
-padding:0 1rem;color:#1d2330}
-h1{font-size:1.6rem}h2{font-size:1.2rem;margin-top:2.2rem;border-bottom:1px solid #dde;padding-bottom:.2rem}
-table{border-collapse:collapse;margin:.6rem 0;font-size:13px}th,td{padding:.25rem .6rem;border-bottom:1px solid #eef;
-text-align:left;vertical-align:top}th{background:#f4f5fa}td.num{text-align:right;font-variant-numeric:tabular-nums}
-p.params{color:#556;font-size:12.5px;max-width:1100px}ul.notes{color:#556;font-size:12.5px}
-.charts{display:flex;flex-wrap:wrap;gap:1rem}.chart{border:1px solid #e6e8f0;border-radius:6px;padding:.5rem}
-svg text{font:12px system-ui,sans-serif;fill:#1d2330}
-"""
-
-
-def _svg_bars(c: Chart) -> str:
-    """A horizontal bar chart: one bar per backend, value printed at the end of the bar."""
-    bar_h, gap, label_w, bar_w, pad = 18, 6, 130, 300, 70
-    height = len(c.labels) * (bar_h + gap) + 34
-    width = label_w + bar_w + pad
-    top = max(c.values) if c.values and max(c.values) > 0 else 1.0
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" '
-             f'aria-label="{html.escape(c.title)}">',
-             f'<text x="0" y="14" font-weight="600">{html.escape(c.title)}</text>']
-    palette = ("#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3", "#8c8c8c")
-    for i, (label, value) in enumerate(zip(c.labels, c.values, strict=True)):
-        y = 26 + i * (bar_h + gap)
-        w = max(1.0, bar_w * value / top)
-        parts.append(f'<text x="{label_w - 6}" y="{y + 13}" text-anchor="end">{html.escape(label)}</text>')
-        tip = f"{html.escape(label)}: {value:.4g} {html.escape(c.unit)}"
-        parts.append(f'<rect x="{label_w}" y="{y}" width="{w:.1f}" height="{bar_h}" rx="2" '
-                     f'fill="{palette[i % len(palette)]}"><title>{tip}</title></rect>')
-        parts.append(f'<text x="{label_w + w + 4:.1f}" y="{y + 13}">{value:.3g} {html.escape(c.unit)}</text>')
-    parts.append("</svg>")
-    return "".join(parts)
-
-
-def _svg_curve(c: Curve) -> str:
-    """Lines of ops/s against client counts (log2 x axis), one colour per backend, with a legend."""
-    width, height, left, bottom, top_pad, legend_w = 520, 260, 70, 30, 26, 130
-    plot_w, plot_h = width - left - legend_w - 10, height - bottom - top_pad
-    xs = sorted({x for pts in c.series.values() for x, _ in pts})
-    ymax = max((y for pts in c.series.values() for _, y in pts), default=1.0) or 1.0
-    import math
-
-    lo, hi = math.log2(min(xs)), math.log2(max(xs))
-
-    def px(x: int) -> float:
-        return left + (0.5 if hi == lo else (math.log2(x) - lo) / (hi - lo)) * plot_w
-
-    def py(y: float) -> float:
-        return top_pad + plot_h - y / ymax * plot_h
-
-    palette = ("#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3", "#8c8c8c")
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" '
-             f'aria-label="{html.escape(c.title)}">',
-             f'<text x="0" y="14" font-weight="600">{html.escape(c.title)}</text>',
-             f'<line x1="{left}" y1="{top_pad + plot_h}" x2="{left + plot_w}" y2="{top_pad + plot_h}" stroke="#889"/>',
-             f'<line x1="{left}" y1="{top_pad}" x2="{left}" y2="{top_pad + plot_h}" stroke="#889"/>',
-             f'<text x="{left - 4}" y="{top_pad + 10}" text-anchor="end">{ymax:,.0f}</text>',
-             f'<text x="{left - 4}" y="{top_pad + plot_h}" text-anchor="end">0</text>']
-    for x in xs:
-        parts.append(f'<text x="{px(x):.1f}" y="{height - 10}" text-anchor="middle">{x}</text>')
-    for i, (name, pts) in enumerate(sorted(c.series.items())):
-        colour = palette[i % len(palette)]
-        coords = " ".join(f"{px(x):.1f},{py(y):.1f}" for x, y in pts)
-        parts.append(f'<polyline points="{coords}" fill="none" stroke="{colour}" stroke-width="2"/>')
-        parts += [f'<circle cx="{px(x):.1f}" cy="{py(y):.1f}" r="3" fill="{colour}"><title>{html.escape(name)}: '
-                  f'{x} clients, {y:,.0f} ops/s</title></circle>' for x, y in pts]
-        ly = top_pad + 14 * i
-        parts.append(f'<rect x="{width - legend_w}" y="{ly}" width="10" height="10" fill="{colour}"/>')
-        parts.append(f'<text x="{width - legend_w + 14}" y="{ly + 9}">{html.escape(name)}</text>')
-    parts.append("</svg>")
-    return "".join(parts)
-
-
-def _is_num(text: str) -> bool:
-    t = text.replace(",", "").replace("±", "").replace(" ", "").replace(".", "", 1)
-    return bool(t) and (t.isdigit() or t.replace(".", "").replace("e-", "").replace("e+", "").isdigit())
-
-
-def to_html(tables_: list[Table], charts_: list[Chart], curves_: list[Curve] | None = None) -> str:
-    by_key: dict[str, list[str]] = {}
-    for c in charts_:
-        by_key.setdefault(c.key.partition(".")[0], []).append(_svg_bars(c))
-    for curve in curves_ or []:
-        by_key.setdefault("load", []).append(_svg_curve(curve))
-    out = ["<!doctype html>", '<html lang="en"><head><meta charset="utf-8">',
-           "<title>kvctl bench results</title>", f"<style>{_CSS}</style></head><body>",
-           "<h1>kvctl bench results</h1>"]
-    for t in tables_:
-        out.append(f"<h2>{html.escape(t.title)}</h2>")
-        if t.key in by_key:
-            out.append('<div class="charts">')
-            out += [f'<div class="chart">{svg}</div>' for svg in by_key.pop(t.key)]
-            out.append("</div>")
-        if t.params:
-            out.append(f'<p class="params">{html.escape(t.params)}</p>')
-        out.append("<table>")
-        if any(t.columns):
-            out.append("<tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in t.columns) + "</tr>")
-        for row in t.rows:
-            out.append("<tr>" + "".join(
-                f'<td class="num">{html.escape(c)}</td>' if _is_num(c) else f"<td>{html.escape(c)}</td>"
-                for c in row) + "</tr>")
-        out.append("</table>")
-        if t.notes:
-            out.append('<ul class="notes">' + "".join(f"<li>{html.escape(n)}</li>" for n in t.notes) + "</ul>")
-    out.append("</body></html>")
-    return "\n".join(out) + "\n"

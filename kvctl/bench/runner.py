@@ -22,7 +22,7 @@ import traceback
 from typing import Any
 
 from kvctl.bench.job import BenchSpec, Job, python_args
-from kvctl.bench.workloads import Bench, Ctx, get, make_value
+from kvctl.bench.workloads import SAMPLED_OPS, Bench, Ctx, get, make_value
 from kvctl.errors import KvctlError, one_line
 
 CHUNK_OPS = 200_000  # a time function builds its plan in pieces of at most this many ops
@@ -61,10 +61,20 @@ class TimeFunc:
                 if self.bench.setup is not None:
                     self.bench.setup(self.ctx)
             ctx = self.ctx
+            bench = self.bench
+            if bench.sampled and loops > SAMPLED_OPS:
+                # the value is the mean of SAMPLED_OPS ops, scaled to the loops pyperf asked for
+                plan = bench.plan(ctx, SAMPLED_OPS)
+                elapsed = ctx.target.time_plan(plan, ctx.value)
+                if bench.after is not None:
+                    bench.after(ctx, plan)
+                return elapsed * loops / SAMPLED_OPS
             total = 0.0
             for start in range(0, loops, CHUNK_OPS):
-                plan = self.bench.plan(ctx, min(CHUNK_OPS, loops - start))
+                plan = bench.plan(ctx, min(CHUNK_OPS, loops - start))
                 total += ctx.target.time_plan(plan, ctx.value)
+                if bench.after is not None:
+                    bench.after(ctx, plan)
             return total
         except Exception as exc:
             # the manager only learns "worker failed": leave it the one-line reason
@@ -183,7 +193,7 @@ def _extra_passes(job: Job, job_path: str, done: list[tuple[BenchSpec, Bench, An
     if not (want_latency or want_load or want_alloc):
         return []
     errors: list[dict[str, str]] = []
-    ctx = actx = empty = None
+    ctx = actx = empty = floor = None
     separate = bool(job.alloc_url) and job.alloc_url != job.url
     try:
         if want_latency or want_load or (want_alloc and not separate):
@@ -224,7 +234,9 @@ def _extra_passes(job: Job, job_path: str, done: list[tuple[BenchSpec, Bench, An
                         from kvctl.bench.latency import budgeted, latency_pass
 
                         count = budgeted(params.latency_count(), bool(params.ops), step_s, budget)
-                        pct = latency_pass(ctx, bench, count)
+                        if floor is None:
+                            floor = open_ctx(job, "null-async" if ctx.target.is_async else "null")
+                        pct = latency_pass(ctx, bench, count, floor)
                         meta.update({f"kvctl_{k}_us": round(v, 3) for k, v in pct.items() if k != "count"})
                         meta["kvctl_latency_ops"] = int(pct.get("count", 0))
                         meta["kvctl_latency_per"] = bench.latency_per
@@ -241,12 +253,12 @@ def _extra_passes(job: Job, job_path: str, done: list[tuple[BenchSpec, Bench, An
                         failed("the load pass", exc)
             if actx is not None and empty is not None:
                 try:
-                    from kvctl.bench.alloc import measure, ops_for
+                    from kvctl.bench.alloc import cpu_step, measure, ops_for
 
                     if bench.setup is not None:
                         bench.setup(actx)
                         bench.setup(empty)
-                    n = ops_for(params.alloc_ops, step_s, budget)
+                    n = ops_for(params.alloc_ops, cpu_step(actx, bench, params.alloc_ops), budget)
                     allocs = measure(actx, bench, n, empty)
                     meta["kvctl_allocs_per_op"] = allocs.allocs_per_op
                     meta["kvctl_bytes_per_op"] = allocs.bytes_per_op
@@ -259,7 +271,7 @@ def _extra_passes(job: Job, job_path: str, done: list[tuple[BenchSpec, Bench, An
             if meta:
                 result.update_metadata(meta)
     finally:
-        _close(ctx, actx, empty)
+        _close(ctx, actx, empty, floor)
     if want_alloc:
         # after every store of this process is closed: the counting process opens its own
         errors += _instructions(job_path, params.instr_ops, done)

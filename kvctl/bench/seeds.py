@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 GRIDKV_CAVEAT = ("no public code produces this table; the closest harness is single-threaded through the full "
                  "API (key-<i>, one random 100-byte value); its latency column is 1/throughput; which op "
-                 "(Set/Get/Mixed) the one figure is is not stated: kvctl shows all three")
+                 "(Set/Get/Mixed) the one figure is is not stated: kvctl shows all three; its Set writes "
+                 "always-new keys, kvctl's overwrites N keys (a growing store gives every value another state)")
 GRIDKV_ALLOC_CAVEAT = ("Go -benchmem figures (cumulative bytes and allocations per op, not live memory); kvctl "
                        "counts allocator calls with memray, per op of Set / Get / Mixed: objects CPython reuses "
                        "from its free lists (tuples, floats, small dicts) are not counted, where Go counts "
@@ -28,6 +29,9 @@ SWARM_EVENT_CAVEAT = ("the only figure with code: 30,000 sequential single-row i
 SWARM_MEMORY_EVENT_CAVEAT = ("dominated by deliberate sleeps in ruv-swarm's memory backend benchmark "
                              "(kvctl: insert)")
 M2_MAX = "MacBook Pro M2 Max, 32 GB"
+# what each seed is: its figures are of its own code in its own language, not of a kvctl backend
+PROJECTS = {"GridKV": "Go library", "Gorkflow": "Go library", "Session": "Crystal library",
+            "ruv-swarm": "Rust crate"}
 NOT_STATED = "not stated"
 
 

@@ -82,7 +82,7 @@ FailOnOpt = Annotated[str | None, typer.Option("--fail-on", help="What fails the
 ToleranceOpt = Annotated[str | None, typer.Option("--tolerance", help="Allowed rise of allocs/op and bytes/op "
                                               "(default 2%).", show_default=False)]
 InstrToleranceOpt = Annotated[str | None, typer.Option("--instr-tolerance", help="Allowed rise of "
-                                                    "instructions/op (default 2%).", show_default=False)]
+                                                    "instructions/op (default 1%).", show_default=False)]
 AllowMissingOpt = Annotated[bool, typer.Option("--allow-missing", help="A baseline benchmark missing from the "
                                             "run warns instead of failing the gate.")]
 MinEffectOpt = Annotated[str | None, typer.Option("--min-effect", help="Smallest time change that can fail "

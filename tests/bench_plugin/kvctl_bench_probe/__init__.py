@@ -2,7 +2,8 @@
 
 A stand-in for a regression in a store's hot path, used to measure what the bench gate detects.
 ``spin_get`` / ``spin_set``: extra loop iterations per 100 gets / sets, spread evenly over a
-fixed 100-op schedule, so the added work per op can be set far finer than one iteration; every
+fixed 100-op schedule (gets and sets each step through their own, so a mix of both gets exactly
+its share of each), so the added work per op can be set far finer than one iteration; every
 int involved stays in CPython's small-int cache, so nothing is allocated.  ``tuple=1``: one extra
 2-tuple per get and set, which CPython serves from its free list (invisible to allocation
 counting).  With no options the same code runs with nothing injected: the baseline.
@@ -30,7 +31,7 @@ class ProbeStore(StoreBase):
         self.url = url
         self._get_plan, self._set_plan = _schedule(spin_get), _schedule(spin_set)
         self._tuple = tuples
-        self._op = 0
+        self._ops = [0, 0]  # where gets [0] and sets [1] are in their schedules
         self._pair: tuple[bytes, int] | None = None
 
     @classmethod
@@ -40,11 +41,12 @@ class ProbeStore(StoreBase):
         return cls(inner, url, url.int_option("spin_get", 0), url.int_option("spin_set", 0),
                    url.int_option("tuple", 0) == 1)
 
-    def _work(self, key: bytes, plan: bytes) -> None:
-        op = self._op + 1
+    def _work(self, key: bytes, plan: bytes, which: int) -> None:
+        ops = self._ops
+        op = ops[which] + 1
         if op == 100:
             op = 0
-        self._op = op
+        ops[which] = op
         n = plan[op]
         while n:
             n -= 1
@@ -52,11 +54,11 @@ class ProbeStore(StoreBase):
             self._pair = (key, op)
 
     def get(self, key: bytes) -> Record | None:
-        self._work(key, self._get_plan)
+        self._work(key, self._get_plan, 0)
         return self._inner.get(key)
 
     def set(self, key: bytes, value: bytes, *, ttl_ms: int | None = None) -> None:
-        self._work(key, self._set_plan)
+        self._work(key, self._set_plan, 1)
         self._inner.set(key, value, ttl_ms=ttl_ms)
 
     def get_many(self, keys: Sequence[bytes]) -> list[Record | None]:
