@@ -89,7 +89,7 @@ class AsyncAdapter:
             item = await self._call(next, items, done)
             if item is done:
                 return
-            yield item  # type: ignore[misc]
+            yield item
 
     async def get(self, key: bytes) -> Record | None:
         return await self._call(self.inner.get, key)

@@ -40,7 +40,7 @@ class HLC:
 
     __slots__ = ("_counter", "_lock", "_ms", "_wall", "node")
 
-    def __init__(self, node: int = 0, *, wall_ms=None) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, node: int = 0, *, wall_ms=None) -> None:
         if not 0 <= node <= MAX_NODE:
             raise ValueError(f"node id must be in 0..{MAX_NODE}")
         self.node = node

@@ -247,7 +247,7 @@ class StoreURL:
         return f"StoreURL({self.redacted()!r})"
 
 
-def _with_url(parse, value: str, url: StoreURL):  # type: ignore[no-untyped-def]
+def _with_url(parse, value: str, url: StoreURL):
     try:
         return parse(value)
     except BadURLError as exc:

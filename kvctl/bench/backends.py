@@ -233,7 +233,7 @@ def resolve(args: list[str], scratch: Path, *, embedded: bool = False) -> list[B
         backend = Backend(label=label or "", url=url, redacted=parsed.redacted(), scheme=parsed.scheme)
         try:
             cls, backend.is_async, backend.drivers = _run_with_timeout(
-                lambda u=url: _open_and_touch(u, False), PROBE_TIMEOUT_S)  # type: ignore[misc]
+                lambda u=url: _open_and_touch(u, False), PROBE_TIMEOUT_S)
             _describe(backend, cls)
             backend.embedded = _classify(cls, parsed.scheme, scratch, cache) and _names_local_store(parsed)
         except (UsageError, PluginLoadError):
@@ -286,7 +286,7 @@ def default_embedded(scratch: Path) -> list[Backend]:
         backend.redacted = f"{scheme}://<tmp>/{backend.label}-<job>"
         try:
             _, backend.is_async, backend.drivers = _run_with_timeout(
-                lambda u=backend.url: _open_and_touch(u, True), PROBE_TIMEOUT_S)  # type: ignore[misc]
+                lambda u=backend.url: _open_and_touch(u, True), PROBE_TIMEOUT_S)
         except Exception as exc:
             backend.status, backend.reason = "error", one_line(exc)
         found.append(backend)
@@ -331,7 +331,7 @@ def cleanup(backends: list[Backend], prefix: str) -> list[str]:
             continue
         done.add(b.url)
         try:
-            _run_with_timeout(lambda u=b.url: _delete_prefix(u, prefix.encode()),  # type: ignore[misc]
+            _run_with_timeout(lambda u=b.url: _delete_prefix(u, prefix.encode()),
                               CLEANUP_TIMEOUT_S)
         except Exception as exc:
             problems.append(f"{b.label}: the bench keys under {prefix!r} may be left in {b.redacted}: "

@@ -88,7 +88,7 @@ def network_pass(ctx: Ctx, bench: Bench, clients: int, ops: int | None, duration
     from kvctl.registry import open_async
 
     async def main() -> dict[str, Any]:
-        async with open_async(ctx.url) as store:  # type: ignore[attr-defined]
+        async with open_async(ctx.url) as store:
             return await _async_pass(store, plans, ctx.value, limit)
 
     return asyncio.run(main())

@@ -60,7 +60,7 @@ def run(a_ref: str, b_ref: str, a_url: str, b_url: str, opts: DiffOptions, spec:
                     if isinstance(res, DiffResult):
                         result.absorb(res, opts.sample)
                     else:
-                        errors[i] = tuple(res)  # type: ignore[assignment]
+                        errors[i] = tuple(res)
                 time.sleep(0.05)
         except KeyboardInterrupt:
             stop.set()  # every slice stops within a poll; nothing to save

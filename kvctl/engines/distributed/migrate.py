@@ -129,7 +129,7 @@ class _Driver:
 
     @property
     def finished(self) -> dict[str, Any]:
-        return self.cp.extra["finished"]  # type: ignore[no-any-return]
+        return self.cp.extra["finished"]
 
     def run(self) -> None:
         distributed = _need_dask()
@@ -214,7 +214,7 @@ class _Driver:
         elif outcome == "stale" and not stopping:  # an attempt the driver does not know took it over
             return self._submit(i, self.cp.extra["slices"][i])
         elif outcome == "error":
-            self.errors[i] = tuple(res["error"])  # type: ignore[assignment]
+            self.errors[i] = tuple(res["error"])
         return None
 
     def _on_event(self, event: tuple[float, dict[str, Any]]) -> None:
@@ -284,7 +284,7 @@ class _Fence:
             except TimeoutError:  # the driver removed it: the slice finished, this is a recomputation
                 raise StaleAttempt(f"slice {self.index} is already finished") from None
             self.variable.set({"owner": self.owner, "cp": state["cp"]})
-        return state["cp"]  # type: ignore[no-any-return]
+        return state["cp"]
 
     def before_checkpoint(self, cp: checkpoint.Checkpoint) -> None:
         """Fence, then publish: the cursor where a retry finds it and an event the driver mirrors."""
@@ -366,5 +366,5 @@ def _read_doc(path: Path) -> dict[str, Any] | None:
     with contextlib.suppress(OSError, ValueError):
         doc = json.loads(path.read_bytes())
         doc.pop("format", None)
-        return doc  # type: ignore[no-any-return]
+        return doc
     return None

@@ -139,7 +139,7 @@ class _Crew:
 
     @property
     def finished(self) -> dict[str, Any]:
-        return self.cp.extra["finished"]  # type: ignore[no-any-return]
+        return self.cp.extra["finished"]
 
     def run(self) -> None:
         ctx = mp.get_context("spawn")  # a clean interpreter: no inherited event loop, threads or connections

@@ -83,4 +83,4 @@ def _load(path: Path) -> dict[str, Any]:
             raise ValueError("no slices")
     except (ValueError, TypeError, KeyError, AttributeError) as exc:
         raise CorruptError(f"{path} is not a readable plan file ({exc})") from None
-    return doc  # type: ignore[no-any-return]
+    return doc
