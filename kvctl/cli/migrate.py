@@ -9,7 +9,6 @@ import typer
 
 from kvctl.cli.context import STATE, resolve_url
 from kvctl.cli.options import (
-    DRY_RUN_HELP,
     BatchOpt,
     Conflict,
     ExecutorOpt,
@@ -39,7 +38,9 @@ def migrate(
     on_conflict: Annotated[Conflict, typer.Option(
         "--on-conflict", help="For keys DST already holds: overwrite, skip, newer (version wins), fail.")
     ] = "overwrite",
-    dry_run: Annotated[bool, typer.Option("--dry-run", "-n", help=DRY_RUN_HELP)] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", "-n", help=(
+        "Count what would be created, overwritten and deleted (--json: which keys, the first 1,000 of "
+        "each); write nothing: no record, no store, no checkpoint."))] = False,
     delete_extra: Annotated[bool, typer.Option(
         "--delete-extra", help="After a complete, error-free copy, delete DST keys SRC lacks.")] = False,
     max_delete: Annotated[int, typer.Option(
@@ -116,10 +117,12 @@ def render_migrate(summary: Summary, plan: Plan, as_json: bool) -> None:
         return
     c = summary.counts
     verb = "would copy" if summary.dry_run else "copied"
+    split = "" if summary.preview is None else (
+        f", {summary.preview.create.count:,} new, {summary.preview.overwrite.count:,} overwritten")
     lines = [
         f"{summary.src} -> {summary.dst}{' (dry run)' if summary.dry_run else ''}"
         f"{' (resumed)' if summary.resumed else ''}",
-        f"  {verb:<10}{c.copied:>12,}  ({human_bytes(c.bytes)})",
+        f"  {verb:<10}{c.copied:>12,}  ({human_bytes(c.bytes)}{split})",
         f"  {'skipped':<10}{c.skipped:>12,}  (--on-conflict {plan.on_conflict})",
         f"  {'expired':<10}{c.expired:>12,}",
         f"  {'failed':<10}{c.failed:>12,}",

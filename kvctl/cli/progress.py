@@ -38,6 +38,7 @@ class ProgressBar(Reporter):
         self._task: Any = None
         self._phase = ""
         self._last = 0.0
+        self._held: Progress | None = None  # the last event skipped between redraws
 
     def __enter__(self) -> ProgressBar:
         if self.enabled:
@@ -57,6 +58,9 @@ class ProgressBar(Reporter):
 
     def __exit__(self, *exc: object) -> None:
         if self._progress is not None:
+            if self._held is not None:  # the final frame shows the final counts, as the summary does
+                self._draw(self._held)
+                self._progress.refresh()
             self._progress.stop()
 
     @property
@@ -70,8 +74,13 @@ class ProgressBar(Reporter):
             return
         now = time.monotonic()
         if event.phase == self._phase and now - self._last < 0.1:
-            return  # rich redraws at 10 Hz; skip work between redraws
+            self._held = event  # rich redraws at 10 Hz; skip work between redraws
+            return
         self._phase, self._last = event.phase, now
+        self._draw(event)
+
+    def _draw(self, event: Progress) -> None:
+        self._held = None
         done, total, elapsed = event.counts.read, event.total, event.elapsed
         rate = f"{done / elapsed:,.0f} keys/s" if elapsed > 0 else ""
         total = max(total, done) if total is not None else None  # an estimate can fall short

@@ -30,6 +30,7 @@ from kvctl.plugin_kit import check_limits
 from kvctl.store import AsyncNewerWrites, AsyncStore, Record, now_ms
 
 from ._stores import dump_many, restore_many
+from .preview import Preview
 from .reporting import Counts, Problems
 
 Policy = Literal["overwrite", "skip", "newer", "fail"]
@@ -142,6 +143,7 @@ class BatchWriter:
         self._max_value = caps.max_value_size
         self.counts = Counts()
         self.problems = Problems()
+        self.preview: Preview | None = Preview() if dry_run else None  # the keys a dry run would write
         # the optional set_newer_many of a store that keeps versions (see kvctl.store)
         self._set_newer_many = dst.set_newer_many if caps.versions and isinstance(dst, AsyncNewerWrites) else None
 
@@ -208,6 +210,8 @@ class BatchWriter:
                     plain = await store_what_fits(self.dst.set_many, self._within_limits(plain), self._refuse)
             if dumped:
                 await restore_many(self.dst, dumped)
+        elif self.preview is not None:
+            await self.preview.writes(self.dst, [r.key for r in plain] + [r.key for r in dumped])
         counts.copied += len(plain) + len(dumped)
         counts.bytes += (sum(map(len, map(_key, plain))) + sum(map(len, map(_value, plain)))
                          + sum(len(r.key) + len(r.value) for r in dumped))

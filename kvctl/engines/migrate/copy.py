@@ -27,6 +27,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from kvctl.store import AsyncStore, Page
+from kvctl.url import redact
 
 from .. import _stopped as stopped
 from .._batches import BatchWriter, check_policy
@@ -36,6 +37,7 @@ from .._slices import Slice, slice_pages
 from .._stores import describe, has_typed_values, open_async, refuse_same_store, start_count
 from ..diff import DiffOptions, compare, extra_keys
 from ..keyfilter import KeyFilter
+from ..preview import KeyList, open_read_only
 from ..reporting import Counts, Problems, Progress, Reporter
 from . import checkpoint
 from .plan import Plan, Summary
@@ -49,8 +51,14 @@ def run(src_url: str, dst_url: str, plan: Plan, reporter: Reporter | None = None
 
 async def migrate_urls(src_url: str, dst_url: str, plan: Plan, reporter: Reporter) -> Summary:
     refuse_same_store(src_url, dst_url)
-    async with open_async(src_url, access="read") as src, open_async(dst_url) as dst:
-        return await migrate(src, dst, plan, reporter, plan.fingerprint(src_url, dst_url))
+    missing: list[str] = []  # a dry run creates no store: a missing one is compared as empty
+    async with (open_async(src_url, access="read") as src,
+                open_read_only(dst_url, missing) if plan.dry_run else open_async(dst_url) as dst):
+        summary = await migrate(src, dst, plan, reporter, plan.fingerprint(src_url, dst_url))
+    if missing:
+        summary.dst = redact(dst_url)
+        reporter.note(f"{summary.dst} does not exist yet: a real run would create it")
+    return summary
 
 
 async def migrate(src: AsyncStore, dst: AsyncStore, plan: Plan, reporter: Reporter, fp: str) -> Summary:
@@ -88,7 +96,7 @@ async def migrate(src: AsyncStore, dst: AsyncStore, plan: Plan, reporter: Report
         resuming = summary.resumed and plan.on_conflict != "overwrite" and not plan.dry_run
         batches = ResumeWriter(src, dst, writer, plan) if resuming else writer
         await _copy(src, batches, kf, plan, cp, cp_path, reporter, t0)
-    summary.counts, summary.problems = writer.counts, writer.problems
+    summary.counts, summary.problems, summary.preview = writer.counts, writer.problems, writer.preview
     summary.processed_this_run = writer.counts.read - read_before
     summary.copy_seconds = time.perf_counter() - t0
     await finish(src, dst, plan, summary, reporter, t0)
@@ -193,9 +201,11 @@ async def _delete_extra(src: AsyncStore, dst: AsyncStore, plan: Plan, summary: S
     reporter.progress(Progress("delete-extra", c, None, time.perf_counter() - t0))
     opts = _diff_options(plan, dst)
     found = 0
+    extra = KeyList()  # a dry run names them (and counts them all)
     async for keys in extra_keys(src, dst, opts):  # first pass: count only, delete nothing
         found += len(keys)
-        if found > plan.max_delete:
+        extra.add(keys)
+        if found > plan.max_delete and not plan.dry_run:
             break
     summary.extra_found = found
     if found == 0:
@@ -208,6 +218,8 @@ async def _delete_extra(src: AsyncStore, dst: AsyncStore, plan: Plan, summary: S
         summary.delete_refused = (f"more than {plan.max_delete} extra keys (--max-delete); nothing was "
                                   "deleted")
         return
+    if summary.preview is not None:
+        summary.preview.delete = extra
     if plan.dry_run:
         return
     budget = plan.max_delete

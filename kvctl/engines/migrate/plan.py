@@ -13,6 +13,7 @@ from kvctl.errors import DifferenceError, IncompleteError
 from .._batches import Policy
 from ..diff import DiffResult
 from ..keyfilter import KeyFilter
+from ..preview import Preview
 from ..reporting import Counts, Problems
 from . import checkpoint
 
@@ -80,6 +81,7 @@ class Summary:
     delete_refused: str | None = None
     verify: DiffResult | None = None
     checkpoint: str | None = None
+    preview: Preview | None = None  # a dry run: the keys it would create, overwrite and delete
 
     @property
     def keys_per_s(self) -> float:
@@ -99,6 +101,7 @@ class Summary:
             "verify": None if self.verify is None else self.verify.to_dict(),
             "incomplete_keys": named(self.problems.incomplete, "kind"),
             "failed_keys": named(self.problems.failed, "reason"),
+            **({} if self.preview is None else self.preview.to_dict()),
         }
 
     def check(self) -> None:

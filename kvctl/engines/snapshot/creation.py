@@ -32,8 +32,9 @@ from kvctl.store import TOMBSTONE, AsyncChangeFeed, AsyncStore, Page, Record, no
 
 from .._files import atomic_writer
 from .._pipeline import pump
-from .._stores import describe, has_typed_values, open_async, with_dumps
+from .._stores import describe, has_typed_values, open_async, start_count, with_dumps
 from ..keyfilter import KeyFilter
+from ..reporting import Counts, Progress, Reporter
 from .format import BLOCK_RAW_TARGET, SnapshotWriter, default_codec
 from .result import FULL, INCREMENTAL, SnapshotSummary, meta_filter
 from .verification import read_meta
@@ -70,8 +71,9 @@ def since_of(value: str) -> Since:
 
 def create(url: str, path: Path, *, key_filter: KeyFilter | None = None, batch_size: int = 5000,
            codec: str | None = None, block_size: int = BLOCK_RAW_TARGET,
-           since: str | None = None) -> SnapshotSummary:
-    """A full snapshot, or with ``since`` (a cursor or a snapshot file) an incremental one."""
+           since: str | None = None, reporter: Reporter | None = None) -> SnapshotSummary:
+    """A full snapshot, or with ``since`` (a cursor or a snapshot file) an incremental one.
+    ``reporter`` is told of each batch (with the store's key count as the total, for a full one)."""
     cursor = None
     if since is not None:
         after = since_of(since)
@@ -80,7 +82,7 @@ def create(url: str, path: Path, *, key_filter: KeyFilter | None = None, batch_s
     async def work() -> SnapshotSummary:
         async with open_async(url, access="read") as store:
             return await create_from(store, path, key_filter=key_filter, batch_size=batch_size, codec=codec,
-                                     block_size=block_size, since=cursor)
+                                     block_size=block_size, since=cursor, reporter=reporter)
 
     return asyncio.run(work())
 
@@ -102,7 +104,8 @@ def has_feed(store: Any) -> bool:
 
 async def create_from(store: AsyncStore, path: Path, *, key_filter: KeyFilter | None = None,
                       batch_size: int = 5000, codec: str | None = None,
-                      block_size: int = BLOCK_RAW_TARGET, since: str | None = None) -> SnapshotSummary:
+                      block_size: int = BLOCK_RAW_TARGET, since: str | None = None,
+                      reporter: Reporter | None = None) -> SnapshotSummary:
     """Write a snapshot of ``store``: full, or incremental (the changes after cursor ``since``)."""
     kf = key_filter or KeyFilter()
     caps = store.capabilities
@@ -129,6 +132,7 @@ async def create_from(store: AsyncStore, path: Path, *, key_filter: KeyFilter | 
         # the position before the scan: a change made during it is in the next increment as well
         summary.end_cursor = meta["end_cursor"] = await store.feed_cursor()  # type: ignore[attr-defined]
     t0 = time.perf_counter()
+    told = _Told(reporter, t0)
     try:
         with atomic_writer(path) as fh:
             # an incremental's end cursor is known at the end: its header is written last
@@ -136,11 +140,11 @@ async def create_from(store: AsyncStore, path: Path, *, key_filter: KeyFilter | 
                                     spool_dir=str(path.parent))
             try:
                 if since is None:
-                    await _write_records(store, kf, batch_size, writer, summary, typed_ok)
+                    await _write_records(store, kf, batch_size, writer, summary, typed_ok, told)
                     summary.size = writer.finish()
                 else:
                     summary.end_cursor = await _write_changes(store, kf, since, batch_size, writer, summary,
-                                                              typed_ok)
+                                                              typed_ok, told)
                     summary.size = writer.finish({"end_cursor": summary.end_cursor, "changes": {
                         "upserts": summary.upserts, "tombstones": summary.tombstones}})
             except BaseException:
@@ -149,14 +153,34 @@ async def create_from(store: AsyncStore, path: Path, *, key_filter: KeyFilter | 
     except OSError as exc:
         raise StoreIOError(f"cannot write snapshot {path}: {exc.strerror}") from None
     summary.records, summary.blocks, summary.raw_bytes = writer.records, writer.blocks, writer.raw_bytes
+    told(0, writer, summary.expired)  # the last frame: every block written
     if not incremental:
         summary.upserts, summary.tombstones = summary.records, 0
     summary.seconds = time.perf_counter() - t0
     return summary
 
 
+class _Told:
+    """How far a snapshot got, for a progress reporter: records written out of the store's count."""
+
+    def __init__(self, reporter: Reporter | None, t0: float) -> None:
+        self.reporter = reporter
+        self.t0 = t0
+        self.total: list[int | None] = [None]
+        self.done = 0  # records handed to the writer (which counts them only as blocks fill)
+
+    def count(self, store: AsyncStore, kf: KeyFilter) -> asyncio.Task[None] | None:
+        return start_count(store, kf, self.total) if self.reporter is not None else None
+
+    def __call__(self, added: int, writer: SnapshotWriter, expired: int) -> None:
+        self.done += added
+        if self.reporter is not None:
+            counts = Counts(read=self.done + expired, copied=self.done, expired=expired, bytes=writer.raw_bytes)
+            self.reporter.progress(Progress("snapshot", counts, self.total[0], time.perf_counter() - self.t0))
+
+
 async def _write_records(store: AsyncStore, kf: KeyFilter, batch_size: int, writer: SnapshotWriter,
-                         summary: SnapshotSummary, typed_ok: bool) -> None:
+                         summary: SnapshotSummary, typed_ok: bool, told: _Told) -> None:
     prefix = kf.scan_prefix
 
     async def pages() -> AsyncIterator[Page]:
@@ -172,8 +196,14 @@ async def _write_records(store: AsyncStore, kf: KeyFilter, batch_size: int, writ
         if list(map(_kind, records)).count(None) != len(records) or (exps and min(exps) <= now):
             records = await _typed_and_live(store, records, now, summary, typed_ok)
         writer.add(records)
+        told(len(records), writer, summary.expired)
 
-    await pump(pages(), consume, depth=4)
+    counter = told.count(store, kf)
+    try:
+        await pump(pages(), consume, depth=4)
+    finally:
+        if counter is not None:
+            counter.cancel()
 
 
 async def _typed_and_live(store: AsyncStore, records: list[Record], now: int,
@@ -190,7 +220,7 @@ async def _typed_and_live(store: AsyncStore, records: list[Record], now: int,
 
 
 async def _write_changes(store: AsyncStore, kf: KeyFilter, since: str, batch_size: int,
-                         writer: SnapshotWriter, summary: SnapshotSummary, typed_ok: bool) -> str:
+                         writer: SnapshotWriter, summary: SnapshotSummary, typed_ok: bool, told: _Told) -> str:
     """Every change after ``since`` into ``writer``; returns the cursor after the last one read."""
     # Where the feed is now: the end cursor when nothing changed since ``since``.  Read before
     # the changes, so a change committed in between is read below rather than skipped.
@@ -207,6 +237,7 @@ async def _write_changes(store: AsyncStore, kf: KeyFilter, since: str, batch_siz
             writer.add(records)
             summary.tombstones += tombstones
             summary.upserts += len(records) - tombstones
+            told(len(records), writer, 0)
             if page.cursor is not None:
                 end = page.cursor
     except FeedGapError as gap:

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from typing import Any, BinaryIO
 
 from kvctl.errors import StoreIOError, UnsupportedError, UsageError
 
+from ..reporting import Counts, Progress, Reporter
 from .format import SnapshotReader
 from .result import FULL, INCREMENTAL, KINDS, SnapshotSummary, meta_filter
 
@@ -38,13 +40,19 @@ def read_meta(path: Path) -> dict[str, Any]:
         return SnapshotReader(fh, str(path)).header.meta
 
 
-def verify(path: Path, *, records: bool = True) -> SnapshotSummary:
+def estimate(done: int, offset: int, size: int) -> int | None:
+    """A file's record count, estimated from how far into it ``done`` records reached."""
+    return done * size // offset if offset > 0 and done else None
+
+
+def verify(path: Path, *, records: bool = True, reporter: Reporter | None = None) -> SnapshotSummary:
     """Check the whole file; raises :class:`SnapshotCorrupt` naming the first bad offset.
 
     With ``records=False`` only the framing, the payload checksums, the trailer and the
     whole-file hash are checked (no decompression): what ``restore`` does before writing a full
     snapshot.  Upserts and tombstones are counted when records are read (without, a full
-    snapshot has no tombstones, and an incremental's header names its counts).
+    snapshot has no tombstones, and an incremental's header names its counts).  ``reporter`` is
+    told of each block, out of a total estimated from the file's size.
     """
     t0 = time.perf_counter()
     summary = SnapshotSummary(str(path), "")
@@ -55,6 +63,7 @@ def verify(path: Path, *, records: bool = True) -> SnapshotSummary:
         summary.kind = str(meta.get("kind", FULL))
         summary.base_cursor, summary.end_cursor = meta.get("base_cursor"), meta.get("end_cursor")
         tombstones = 0
+        size = os.fstat(fh.fileno()).st_size
         for block in reader.blocks():
             summary.blocks += 1
             summary.raw_bytes += block.raw_len
@@ -66,7 +75,13 @@ def verify(path: Path, *, records: bool = True) -> SnapshotSummary:
                 summary.with_expiry += len(exps) - exps.count(None)
             else:
                 summary.records += block.count
+            if reporter is not None:
+                reporter.progress(Progress("verify", Counts(read=summary.records, bytes=summary.raw_bytes),
+                                           estimate(summary.records, fh.tell(), size), time.perf_counter() - t0))
         summary.size = fh.tell()
+        if reporter is not None:  # the last frame: the trailer is checked, the count exact
+            reporter.progress(Progress("verify", Counts(read=summary.records, bytes=summary.raw_bytes),
+                                       summary.records, time.perf_counter() - t0))
     if records or summary.kind == FULL:
         summary.upserts, summary.tombstones = summary.records - tombstones, tombstones
     else:
