@@ -16,7 +16,7 @@ import typer
 from kvctl.cli.context import STATE, input_file, resolve_url
 from kvctl.cli.options import BatchOpt, GlobOpt, PrefixOpt, key_filter
 from kvctl.cli.output import JsonOpt, QuietOpt, info, json_doc, table, warn
-from kvctl.cli.progress import ProgressBar, human_bytes
+from kvctl.cli.progress import ProgressBar, human_bytes, show_progress
 from kvctl.cli.usage import examples
 from kvctl.codec import show_key
 from kvctl.errors import UsageError
@@ -67,8 +67,9 @@ def create(
 
     if since is not None and Path(since).suffix == ".kvs":  # a snapshot file to continue, not a cursor
         input_file(Path(since))
-    summary = snapshot.create(resolve_url(url, access="read"), output, key_filter=key_filter(prefix, glob),
-                              batch_size=batch_size, codec=compression, since=since)
+    with ProgressBar(show_progress()) as bar:
+        summary = snapshot.create(resolve_url(url, access="read"), output, key_filter=key_filter(prefix, glob),
+                                  batch_size=batch_size, codec=compression, since=since, reporter=bar.reporter)
     if as_json:
         json_doc(summary.to_dict())
     else:
@@ -101,7 +102,8 @@ def verify(
     Exit 0 when sound, 65 naming the first bad offset."""
     from kvctl.engines import snapshot
 
-    summary = snapshot.verify(input_file(file), records=not quick)
+    with ProgressBar(show_progress()) as bar:
+        summary = snapshot.verify(input_file(file), records=not quick, reporter=bar.reporter)
     if as_json:
         json_doc({"ok": True, **summary.to_dict()})
     elif summary.kind == "incremental":
@@ -137,6 +139,7 @@ def restore_target(targets: list[str]) -> str | None:
 @snapshot_app.command("restore", epilog=examples(
     "kvctl snapshot restore full.kvs sqlite:///data/restored.db",
     "kvctl snapshot restore full.kvs inc1.kvs inc2.kvs prod --replace",
+    "kvctl snapshot restore full.kvs prod --replace --dry-run   # what it would delete",
 ))
 def restore(
     targets: Annotated[list[str], typer.Argument(
@@ -147,6 +150,9 @@ def restore(
                           "before the incrementals are applied.")] = False,
     drop_ttl: Annotated[bool, typer.Option(
         "--drop-ttl", help="Restore expiring keys without expiry into a backend without TTLs.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", "-n", help=(
+        "Count the keys the restore would create, overwrite and (--replace) delete (--json: which keys, the "
+        "first 1,000 of each); write nothing, create no store."))] = False,
     batch_size: BatchOpt = 5000,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -171,10 +177,18 @@ def restore(
     files = [Path(t) for t in (targets if url is None else targets[:-1])]
     for f in files:
         input_file(f)
-    summary = snapshot.restore(files, resolve_url(url), replace=replace, batch_size=batch_size,
-                               drop_ttl=drop_ttl, reporter=ProgressBar(False))
+    with ProgressBar(show_progress()) as bar:
+        summary = snapshot.restore(files, resolve_url(url, access="read" if dry_run else "write"), replace=replace,
+                                   batch_size=batch_size, drop_ttl=drop_ttl, reporter=bar, dry_run=dry_run)
     if as_json:
         json_doc(summary.to_dict())
+    elif summary.preview is not None:
+        p = summary.preview
+        print(f"dry run: restoring {summary.path} into {summary.store} would create {p.create.count:,} keys, "
+              f"overwrite {p.overwrite.count:,}" + (f" and delete {p.delete.count:,}" if replace else "")
+              + f" ({summary.counts.skipped if summary.counts else 0:,} kept as newer); nothing was written")
+        for text in summary.notes:
+            info(text)
     else:
         for step in summary.steps:
             if step.kind == "full":

@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import AsyncIterator, Sequence
 from itertools import groupby
@@ -23,32 +24,41 @@ from pathlib import Path
 
 from kvctl.errors import UnsupportedError, UsageError
 from kvctl.store import TOMBSTONE, AsyncStore, Page, Record, now_ms
+from kvctl.url import redact
 
 from .. import _stopped as stopped
 from .._batches import BatchWriter
 from .._pipeline import Prefetch, pump
 from .._stores import describe, has_typed_values, open_async, restore_many
 from ..keyfilter import KeyFilter
-from ..replicate.apply import apply_storable
-from ..reporting import Counts, Problems, Reporter
+from ..preview import KeyList, Preview, open_read_only, preview_lww
+from ..replicate.apply import Applied, apply_storable
+from ..reporting import Counts, Problems, Progress, Reporter
 from .format import SnapshotCorrupt, SnapshotReader
 from .result import FULL, INCREMENTAL, SnapshotSummary, Step, meta_filter
-from .verification import ChainFile, open_file, survey
+from .verification import ChainFile, estimate, open_file, survey
 
 
 def restore(paths: Path | Sequence[Path], url: str, *, replace: bool = False, batch_size: int = 5000,
-            drop_ttl: bool = False, reporter: Reporter | None = None) -> SnapshotSummary:
+            drop_ttl: bool = False, reporter: Reporter | None = None, dry_run: bool = False) -> SnapshotSummary:
     """Restore one snapshot or a chain into the store at ``url`` (checked before it is opened).
 
     A restore that stops part-way says how many records it wrote (:mod:`.._stopped`): in the
-    error's hint, or through ``reporter.note`` on an interruption.  Owns the command's only event
-    loop."""
+    error's hint, or through ``reporter.note`` on an interruption.  ``dry_run``: write nothing
+    (the store is opened to read; a missing one is compared as empty) and report the keys the
+    restore would create, overwrite and delete (``summary.preview``).  Owns the command's only
+    event loop."""
     files = survey([paths] if isinstance(paths, Path | str) else list(paths))
 
     async def work() -> SnapshotSummary:
-        async with open_async(url) as store:
-            return await _restore_chain(files, store, replace=replace, batch_size=batch_size, drop_ttl=drop_ttl,
-                                        reporter=reporter)
+        missing: list[str] = []
+        async with open_read_only(url, missing) if dry_run else open_async(url) as store:
+            summary = await _restore_chain(files, store, replace=replace, batch_size=batch_size,
+                                           drop_ttl=drop_ttl, reporter=reporter, dry_run=dry_run)
+        if missing:
+            summary.store = redact(url)
+            summary.notes.append(f"{summary.store} does not exist yet: a real restore would create it")
+        return summary
 
     return asyncio.run(work())
 
@@ -62,8 +72,10 @@ async def restore_into(paths: Path | Sequence[Path], store: AsyncStore, *, repla
 
 
 async def _restore_chain(files: list[ChainFile], store: AsyncStore, *, replace: bool, batch_size: int,
-                         drop_ttl: bool, reporter: Reporter | None = None) -> SnapshotSummary:
+                         drop_ttl: bool, reporter: Reporter | None = None,
+                         dry_run: bool = False) -> SnapshotSummary:
     t0 = time.perf_counter()
+    told = _Told(reporter, len(files), t0)
     if replace and files[0].kind != FULL:
         raise UsageError("--replace needs a full snapshot first in the chain: an incremental snapshot holds "
                          "changes, not a whole store")
@@ -76,6 +88,11 @@ async def _restore_chain(files: list[ChainFile], store: AsyncStore, *, replace: 
     summary = SnapshotSummary(", ".join(str(f.path) for f in files), describe(store), counts=Counts(),
                               kind=files[0].kind if len(files) == 1 else "chain",
                               base_cursor=files[0].base, end_cursor=files[-1].end, upserts=0, tombstones=0)
+    if dry_run:
+        summary.dry_run, summary.preview = True, Preview()
+        if len(files) > 1:
+            summary.notes.append("dry run: each incremental is compared with the store as it is now, not as "
+                                 "the files before it would leave it")
     if files[0].kind == INCREMENTAL:
         summary.notes.append(f"{files[0].path} was applied to the store as it was: it continues from cursor "
                              f"{files[0].base}, which kvctl cannot check the store had reached")
@@ -86,7 +103,7 @@ async def _restore_chain(files: list[ChainFile], store: AsyncStore, *, replace: 
         where = f" in {steps[-1].path}" if len(files) > 1 and steps else ""
         return f"after at least {done:,} records written{where}; rerun the same restore to finish"
 
-    with stopped.saying(status, reporter.note if reporter is not None else None):
+    with stopped.saying(status, reporter.note if reporter is not None and not dry_run else None):
         for f in files:
             assert f.checked is not None
             step = Step(str(f.path), f.kind, f.base, f.end)
@@ -95,9 +112,10 @@ async def _restore_chain(files: list[ChainFile], store: AsyncStore, *, replace: 
             summary.size += f.checked.size
             if f.kind == FULL:
                 await _restore_full(f, store, step, summary, replace=replace, batch_size=batch_size,
-                                    drop_ttl=drop_ttl)
+                                    drop_ttl=drop_ttl, told=told)
             else:
-                await _apply_incremental(f, store, step, summary.problems, batch_size=batch_size)
+                await _apply_incremental(f, store, step, summary.problems, batch_size=batch_size, told=told,
+                                         preview=summary.preview)
             summary.steps.append(step)
             _add_step(summary, step)
     summary.seconds = time.perf_counter() - t0
@@ -119,19 +137,47 @@ def _add_step(summary: SnapshotSummary, step: Step) -> None:
     summary.upserts += step.records - step.tombstones
 
 
+class _Told:
+    """How far a restore got, for a progress reporter: records of the file being applied, out of
+    an estimate from how far into the file they reach."""
+
+    def __init__(self, reporter: Reporter | None, files: int, t0: float) -> None:
+        self.reporter = reporter
+        self.files = files
+        self.index = 0
+        self.t0 = t0
+
+    def next_file(self) -> None:
+        self.index += 1
+
+    def __call__(self, counts: Counts, offset: int, size: int, last: bool = False) -> None:
+        if self.reporter is None:
+            return
+        phase = "restore" if self.files == 1 else f"restore {self.index}/{self.files}"
+        total = counts.read if last else estimate(counts.read, offset, size)
+        self.reporter.progress(Progress(phase, counts, total, time.perf_counter() - self.t0))
+
+
 async def _restore_full(f: ChainFile, store: AsyncStore, step: Step, summary: SnapshotSummary, *,
-                        replace: bool, batch_size: int, drop_ttl: bool) -> None:
+                        replace: bool, batch_size: int, drop_ttl: bool, told: _Told) -> None:
     meta = f.meta
     kf = meta_filter(meta)
     snapshot_versions = bool(meta.get("capabilities", {}).get("versions"))
     # A merge where either side keeps no versions always lets the snapshot win: skip the reads.
     merge = not replace and snapshot_versions and store.capabilities.versions
-    if replace:
+    dry_run = summary.preview is not None
+    if replace and dry_run:
+        assert summary.preview is not None
+        summary.preview.delete = await _would_remove(store, kf, batch_size, _keys_of(f))
+    elif replace:
         await _remove_filtered(store, kf, batch_size)
     writer = BatchWriter(store, policy="newer" if merge else "overwrite", drop_ttl=drop_ttl,
-                         typed_ok=has_typed_values(store), unversioned_wins=True)
+                         typed_ok=has_typed_values(store), unversioned_wins=True, dry_run=dry_run)
+    told.next_file()
     with open_file(f.path) as fh:
         reader = SnapshotReader(fh, str(f.path))
+        size = os.fstat(fh.fileno()).st_size
+        read_to = [0, 0]  # records decoded, and the file offset they reach
 
         async def pages() -> AsyncIterator[Page]:
             pending: list[Record] = []  # blocks are ~1 MiB: gather them into batch_size writes
@@ -140,6 +186,7 @@ async def _restore_full(f: ChainFile, store: AsyncStore, step: Step, summary: Sn
                 if decoded.tombstones:
                     raise SnapshotCorrupt(str(f.path), block.offset, "tombstones in a full snapshot")
                 pending += decoded.records
+                read_to[:] = [read_to[0] + len(decoded.records), fh.tell()]
                 while len(pending) >= batch_size:
                     yield Page(pending[:batch_size], None)
                     pending = pending[batch_size:]
@@ -149,8 +196,13 @@ async def _restore_full(f: ChainFile, store: AsyncStore, step: Step, summary: Sn
         async def consume(page: Page) -> None:
             await writer.write(page.records)
             step.applied = writer.counts.copied  # what a stop reports
+            # the bytes the reader is ahead by scale the estimate; good enough for an ETA
+            told(writer.counts, fh.tell() * writer.counts.read // max(read_to[0], 1), size)
 
         await pump(pages(), consume, depth=2)
+        told(writer.counts, size, size, last=True)
+    if writer.preview is not None and summary.preview is not None:  # a full snapshot comes first
+        summary.preview.create, summary.preview.overwrite = writer.preview.create, writer.preview.overwrite
     c = writer.counts
     step.records, step.applied, step.stale, step.expired = c.read, c.copied, c.skipped, c.expired
     step.incomplete, step.failed, step.ttl_dropped = c.incomplete, c.failed, c.ttl_dropped
@@ -158,18 +210,28 @@ async def _restore_full(f: ChainFile, store: AsyncStore, step: Step, summary: Sn
 
 
 async def _apply_incremental(f: ChainFile, store: AsyncStore, step: Step, problems: Problems, *,
-                             batch_size: int) -> None:
+                             batch_size: int, told: _Told, preview: Preview | None) -> None:
     typed_ok = has_typed_values(store)
+    told.next_file()
+
+    async def apply(changes: list[Record]) -> None:
+        await _apply_changes(store, changes, step, problems, typed_ok, preview)
+        told(Counts(read=step.records, copied=step.applied, skipped=step.stale, expired=step.expired),
+             fh.tell(), size)
+
     with open_file(f.path) as fh:
         reader = SnapshotReader(fh, str(f.path))
+        size = os.fstat(fh.fileno()).st_size
         pending: list[Record] = []
         for block in reader.blocks():
             pending += reader.decode(block, check=False).records  # every record was just checked
             while len(pending) >= batch_size:
-                await _apply_changes(store, pending[:batch_size], step, problems, typed_ok)
+                await apply(pending[:batch_size])
                 pending = pending[batch_size:]
         if pending:
-            await _apply_changes(store, pending, step, problems, typed_ok)
+            await apply(pending)
+        told(Counts(read=step.records, copied=step.applied, skipped=step.stale, expired=step.expired),
+             size, size, last=True)
 
 
 def _is_typed(rec: Record) -> bool:
@@ -177,7 +239,7 @@ def _is_typed(rec: Record) -> bool:
 
 
 async def _apply_changes(store: AsyncStore, changes: list[Record], step: Step, problems: Problems,
-                         typed_ok: bool) -> None:
+                         typed_ok: bool, preview: Preview | None = None) -> None:
     """One batch of an incremental, last-writer-wins, in file order."""
     now = now_ms()
     ttl_ok = store.capabilities.ttl
@@ -207,16 +269,43 @@ async def _apply_changes(store: AsyncStore, changes: list[Record], step: Step, p
         batch = list(run)
         if typed:
             if typed_ok:
-                await restore_many(store, batch)
+                if preview is not None:
+                    await preview.writes(store, [r.key for r in batch])
+                else:
+                    await restore_many(store, batch)
                 step.applied += len(batch)
             else:
                 step.incomplete += len(batch)
                 for rec in batch:
                     problems.note_incomplete(rec.key, rec.kind or "?")
             continue
-        done = await apply_storable(store, batch, refuse)
+        if preview is not None:
+            done = Applied(*await preview_lww(store, batch, preview))
+        else:
+            done = await apply_storable(store, batch, refuse)
         step.applied += done.written + done.deleted
         step.stale += done.stale
+
+
+def _keys_of(f: ChainFile) -> set[bytes]:
+    """Every key a full snapshot holds (a dry run of --replace: memory is the keys' size)."""
+    keys: set[bytes] = set()
+    with open_file(f.path) as fh:
+        reader = SnapshotReader(fh, str(f.path))
+        for block in reader.blocks():
+            keys.update(r.key for r in reader.decode(block, check=False).records)
+    return keys
+
+
+async def _would_remove(store: AsyncStore, kf: KeyFilter, batch_size: int, kept: set[bytes]) -> KeyList:
+    """The keys under the filter that --replace would delete and the snapshot not bring back."""
+    gone = KeyList()
+    prefix = kf.scan_prefix
+    if prefix is None:
+        return gone
+    async for page in store.scan(prefix, batch_size=batch_size, keys_only=True):
+        gone.add(r.key for r in kf.keep(page.records) if r.key not in kept)
+    return gone
 
 
 async def _remove_filtered(store: AsyncStore, kf: KeyFilter, batch_size: int) -> None:

@@ -9,6 +9,7 @@ from typing import Any
 from kvctl.codec import show
 
 from ..keyfilter import KeyFilter
+from ..preview import Preview
 from ..reporting import Counts, Problems
 
 FULL, INCREMENTAL = "full", "incremental"
@@ -54,6 +55,8 @@ class SnapshotSummary:
     with_expiry: int = 0  # verify with records: how many upserts carry an expiry
     steps: list[Step] = field(default_factory=list)  # restore: one per file
     notes: list[str] = field(default_factory=list)
+    dry_run: bool = False  # restore --dry-run: nothing was written
+    preview: Preview | None = None  # restore --dry-run: the keys it would create, overwrite, delete
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -71,9 +74,13 @@ class SnapshotSummary:
             out["steps"] = [asdict(s) for s in self.steps]
         if self.notes:
             out["notes"] = self.notes
+        if self.preview is not None:
+            out.update(dry_run=True, **self.preview.to_dict())
         return out
 
     def check(self) -> None:
+        if self.dry_run:
+            return
         self.problems.check("snapshot" if self.counts is None else "restore", self.incomplete,
                             0 if self.counts is None else self.counts.failed)
 
