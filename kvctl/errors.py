@@ -52,6 +52,7 @@ __all__ = [
     "NoSuchStoreError",
     "NotFoundError",
     "PluginLoadError",
+    "SettingChangedWarning",
     "StoreIOError",
     "TimedOutError",
     "UnavailableError",
@@ -64,6 +65,12 @@ __all__ = [
     "one_line",
     "translating",
 ]
+
+
+class SettingChangedWarning(UserWarning):
+    """A plugin changed a server setting for the user (e.g. Redis ``notify-keyspace-events`` for a
+    change feed): one notice saying from what to what, and how to revert it.  Plugins never
+    print; the cli shows it as a warning line, and not under ``--quiet``."""
 
 
 class KvctlError(Exception):

@@ -62,3 +62,14 @@ def placement(executor: str, refs: tuple[str, str], *, slices: int | None, share
     from kvctl.engines.distributed.executor import Placement, parse_executor
 
     return Placement(parse_executor(executor), refs, slices=slices, shared_fs=shared_fs, workers=workers)
+
+
+def quiet_setting_notices() -> None:
+    """Under --quiet, no notice that a plugin changed a server setting (it is a warning otherwise:
+    :class:`~kvctl.errors.SettingChangedWarning`)."""
+    import warnings
+
+    from kvctl.errors import SettingChangedWarning
+
+    if STATE.quiet:
+        warnings.simplefilter("ignore", SettingChangedWarning)

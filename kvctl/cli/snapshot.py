@@ -14,7 +14,7 @@ from typing import Annotated, Any
 import typer
 
 from kvctl.cli.context import STATE, input_file, resolve_url
-from kvctl.cli.options import BatchOpt, GlobOpt, PrefixOpt, key_filter
+from kvctl.cli.options import BatchOpt, GlobOpt, PrefixOpt, key_filter, quiet_setting_notices
 from kvctl.cli.output import JsonOpt, QuietOpt, info, json_doc, table, warn
 from kvctl.cli.progress import ProgressBar, human_bytes, show_progress
 from kvctl.cli.usage import examples
@@ -67,6 +67,7 @@ def create(
 
     if since is not None and Path(since).suffix == ".kvs":  # a snapshot file to continue, not a cursor
         input_file(Path(since))
+    quiet_setting_notices()
     with ProgressBar(show_progress()) as bar:
         summary = snapshot.create(resolve_url(url, access="read"), output, key_filter=key_filter(prefix, glob),
                                   batch_size=batch_size, codec=compression, since=since, reporter=bar.reporter)

@@ -8,8 +8,9 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from kvctl.cli.context import STATE, resolve_url
+from kvctl.cli.options import quiet_setting_notices
 from kvctl.cli.output import QuietOpt, info, json_doc, warn
-from kvctl.cli.progress import ProgressBar
+from kvctl.cli.progress import ProgressBar, show_progress
 from kvctl.cli.usage import examples
 from kvctl.codec import show_key
 
@@ -25,6 +26,9 @@ def sync(
     watch: Annotated[bool, typer.Option("--watch", help="Keep following the source until Ctrl-C.")] = False,
     interval: Annotated[str, typer.Option("--interval", help="With --watch: time between runs.")] = "10ms",
     full: Annotated[bool, typer.Option("--full", help="Ignore the saved cursor: compare both stores.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", "-n", help=(
+        "Count what a run would apply each way and delete (--json: which keys, the first 1,000 of each); "
+        "write to neither store, save no cursor, create no state directory."))] = False,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Changes applied per batch.")] = 1000,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
     quiet: QuietOpt = False,
@@ -40,14 +44,22 @@ def sync(
     from kvctl.engines import replicate
     from kvctl.url import parse_duration_ms
 
-    plan = replicate.SyncPlan(resolve_url(src, access="write" if two_way else "read"), resolve_url(dst), state_dir(),
-                              two_way=two_way, batch_size=batch_size, force_full=full)
+    if dry_run and watch:
+        from kvctl.errors import UsageError
+
+        raise UsageError("--dry-run and --watch do not go together: a dry run reports one run")
+    write = "read" if dry_run else "write"
+    plan = replicate.SyncPlan(resolve_url(src, access=write if two_way else "read"), resolve_url(dst, access=write),
+                              state_dir(), two_way=two_way, batch_size=batch_size, force_full=full,
+                              dry_run=dry_run, estimate_total=show_progress())
+    quiet_setting_notices()
     if watch:
         totals = replicate.watch(plan, parse_duration_ms(interval) / 1000, on_result=_watching)
         _report_watch(totals, as_json)
         totals.check(STATE.key_encoding)
         return
-    result = replicate.run(plan, ProgressBar(False))
+    with ProgressBar(show_progress()) as bar:
+        result = replicate.run(plan, bar)
     _report(result, as_json)
     result.check(STATE.key_encoding)
 
@@ -87,10 +99,14 @@ def _report(result: SyncResult, as_json: bool) -> None:
     if as_json:
         json_doc(result.to_dict())
         return
-    print(f"{result.mode} sync: {result.applied_to_dst} applied to destination"
-          + (f", {result.applied_to_src} to source" if result.applied_to_src else "")
-          + f", {result.deleted} deleted, {result.stale_skipped} stale skipped, "
-          f"{len(result.conflicts)} conflicts, {result.seconds:.2f}s"
+    verb = "would apply" if result.dry_run else "applied"
+    print(("dry run: " if result.dry_run else "")
+          + f"{result.mode} sync: {result.applied_to_dst:,} {verb} to destination"
+          + (f", {result.applied_to_src:,} to source" if result.applied_to_src else "")
+          + f", {result.deleted:,} {'would be ' if result.dry_run else ''}deleted, "
+          f"{result.stale_skipped:,} stale skipped"
+          + (f", {result.kept_at_dst:,} kept as newer at the destination" if result.kept_at_dst else "")
+          + f", {_n(len(result.conflicts), 'conflict')}, {result.seconds:.2f}s"
           + (f", {len(result.skipped_typed)} typed keys NOT copied" if result.skipped_typed else "")
           + (f", {len(result.failed)} keys NOT copied (refused by the store)" if result.failed else ""))
     for c in result.conflicts[:20]:
@@ -102,9 +118,14 @@ def _report(result: SyncResult, as_json: bool) -> None:
         warn(f"not copied: {show_key(key, STATE.key_encoding)}: {why}")
 
 
+def _n(count: int, noun: str) -> str:
+    return f"{count:,} {noun}{'' if count == 1 else 's'}"
+
+
 def register(app: typer.Typer) -> None:
     app.command("sync", epilog=examples(
         "kvctl sync sqlite:///data/app.db redis://localhost:6379/0",
         "kvctl sync primary replica --watch --interval 1s",
         "kvctl sync laptop server --two-way --json",
+        "kvctl sync primary replica --dry-run            # what a run would apply and delete",
     ))(sync)

@@ -40,7 +40,7 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any
 
-from kvctl.errors import FeedGapError, KvctlError, UnsupportedError, UsageError, one_line
+from kvctl.errors import FeedGapError, KvctlError, SettingChangedWarning, UnsupportedError, UsageError, one_line
 from kvctl.plugin_kit import page_size
 from kvctl.store import TOMBSTONE, Page, Record
 
@@ -157,6 +157,7 @@ class NotifyFeed:
             reply = set_replies[name][0]
             if not isinstance(reply, Exception):
                 modes[name] = KEYSPACE
+                _changed_notice(where, name, flags[name], wanted[name])
             elif usable_mode(flags[name]) is not None:
                 modes[name] = usable_mode(flags[name])
             else:
@@ -235,3 +236,12 @@ class NotifyFeed:
         if self.sub is not None:
             with contextlib.suppress(KvctlError):
                 self._end(self.sub)
+
+
+def _changed_notice(where: str, node: str, before: str, after: str) -> None:
+    """Say that CONFIG SET changed the server's notify-keyspace-events (the cli shows it)."""
+    import warnings
+
+    warnings.warn(SettingChangedWarning(
+        f"{where}: changed notify-keyspace-events on {node} from {before!r} to {after!r} for the change feed "
+        f"(to revert: redis-cli CONFIG SET notify-keyspace-events {before!r})"), stacklevel=2)

@@ -43,7 +43,9 @@ from kvctl.url import redact
 
 from .. import _stopped as stopped
 from .._files import writable_dir
-from .._stores import refuse_same_store
+from .._stores import refuse_same_store, start_count
+from ..keyfilter import KeyFilter
+from ..preview import open_read_only, preview_lww
 from ..reporting import Counts, Progress, Reporter
 from .apply import Applied, apply_storable, latest_per_key
 from .result import Conflict, SyncResult
@@ -68,6 +70,8 @@ class SyncPlan:
     two_way: bool = False
     batch_size: int = 1000
     force_full: bool = False
+    dry_run: bool = False  # apply nothing, save no state: report what a run would do
+    estimate_total: bool = False  # count the source for a comparison's progress total
 
     def state_file(self) -> Path:
         return state_path(self.state_dir, self.src_url, self.dst_url, self.two_way)
@@ -89,6 +93,8 @@ class SyncEngine:
         self.started = time.monotonic()
         self.path = plan.state_file()
         self._sent: dict[int, set[tuple[bytes, int | None]]] = {id(src): set(), id(dst): set()}
+        self.applied_before = 0  # changes applied by the earlier runs of a watch: what a stop reports
+        self.done = Counts()  # this run so far, for progress
         self.state = {} if plan.force_full else load_state(self.path)
         for side, store in (("source", src), ("destination", dst)):
             for need in ("change_feed", "versions") if plan.two_way else ():
@@ -99,23 +105,39 @@ class SyncEngine:
                     )
 
     def _save(self, durable: bool = False, **changes: Any) -> None:
+        if self.plan.dry_run:
+            return
         self.state.update(changes, src=redact(self.plan.src_url), dst=redact(self.plan.dst_url))
         save_state(self.path, self.state, durable=durable)
+
+    def _told(self, phase: str, read: int, applied: int, total: int | None = None,
+              lag_ms: int | None = None) -> None:
+        self.done.read += read
+        self.done.copied += applied
+        self.reporter.progress(Progress(phase, self.done, total, time.monotonic() - self.started, lag_ms))
 
     async def _send(self, records: list[Record], source: AsyncStore, target: AsyncStore,
                     result: SyncResult) -> Applied:
         """Apply ``records`` from ``source`` to ``target``; typed values go by dump/restore."""
         typed = [r for r in records if r.kind not in (None, TOMBSTONE)]
         restored = 0
+        preview = result.preview_for(target is self.dst) if self.plan.dry_run else None
         if typed:
             records = [r for r in records if r.kind in (None, TOMBSTONE)]
             if source.capabilities.typed_values and target.capabilities.typed_values:
-                dumps = [d for d in await source.dump_many([r.key for r in typed]) if d is not None]  # type: ignore[attr-defined]
-                await target.restore_many(dumps)  # type: ignore[attr-defined]
-                restored = len(dumps)
+                if preview is not None:
+                    await preview.writes(target, [r.key for r in typed])
+                    restored = len(typed)
+                else:
+                    dumps = [d for d in await source.dump_many([r.key for r in typed]) if d is not None]  # type: ignore[attr-defined]
+                    await target.restore_many(dumps)  # type: ignore[attr-defined]
+                    restored = len(dumps)
             else:
                 result.skipped_typed.extend(r.key for r in typed)
-        done = await apply_storable(target, records, lambda rec, why: result.failed.append((rec.key, why)))
+        if preview is not None:
+            done = Applied(*await preview_lww(target, records, preview))
+        else:
+            done = await apply_storable(target, records, lambda rec, why: result.failed.append((rec.key, why)))
         if self.plan.two_way:  # remembered so their echoes in the target's feed can be stepped over
             self._sent[id(target)].update((r.key, r.version) for r in records)
         result.deleted += done.deleted
@@ -123,17 +145,18 @@ class SyncEngine:
         return Applied(done.written + restored, done.deleted, done.stale)
 
     async def run_once(self) -> SyncResult:
-        started = time.monotonic()
-        result = SyncResult()
+        started = self.started = time.monotonic()
+        self.done = Counts()
+        result = SyncResult(dry_run=self.plan.dry_run)
         src_feed = self.src.capabilities.change_feed
         cursor = self.state.get("src_cursor")
         # A rerun sends nothing twice: a feed run saves its cursor after every page, and a
         # comparison finds what was applied already equal.
         def status() -> str:
-            return (f"after at least {result.applied_to_dst + result.applied_to_src:,} changes applied; "
-                    "rerun the sync to finish")
+            applied = self.applied_before + result.applied_to_dst + result.applied_to_src
+            return f"after at least {applied:,} changes applied; rerun the sync to finish"
 
-        with stopped.saying(status, self.reporter.note):
+        with stopped.saying(status, None if self.plan.dry_run else self.reporter.note):
             if cursor is not None and src_feed:
                 try:
                     await (self._two_way_feed(result) if self.plan.two_way else self._one_way_feed(result, cursor))
@@ -160,8 +183,7 @@ class SyncEngine:
             done = await self._send(records, self.src, self.dst, result)
             result.applied_to_dst += done.written
             self._save(src_cursor=next_cursor)
-            self.reporter.progress(Progress("sync", Counts(read=len(records), copied=done.written + done.deleted),
-                                            None, time.monotonic() - self.started, _lag(records)))
+            self._told("sync", len(records), done.written + done.deleted, lag_ms=_lag(records))
 
     # two-way, from both feeds
     async def _two_way_feed(self, result: SyncResult) -> None:
@@ -213,22 +235,13 @@ class SyncEngine:
         dst_cursor = (await self.dst.feed_cursor()  # type: ignore[attr-defined]
                       if self.plan.two_way and self.dst.capabilities.change_feed else None)
         previous_run = self.state.get("last_run_ms")
-        seen_in_src = 0
-        async for page in self.src.scan(batch_size=self.plan.batch_size):
-            records = page.records
-            seen_in_src += len(records)
-            theirs = await self.dst.get_many([r.key for r in records])
-            to_dst, to_src = [], []
-            for mine, other in zip(records, theirs, strict=True):
-                if other is None or newer(mine, other) or (mine.version is None and _differs(mine, other)):
-                    to_dst.append(mine)
-                elif self.plan.two_way and newer(other, mine):
-                    to_src.append(other)
-            result.applied_to_dst += (await self._send(to_dst, self.src, self.dst, result)).written
-            if to_src:
-                result.applied_to_src += (await self._send(to_src, self.dst, self.src, result)).written
-            self.reporter.progress(Progress("compare", Counts(read=seen_in_src), None,
-                                            time.monotonic() - self.started))
+        total: list[int | None] = [None]
+        counter = start_count(self.src, KeyFilter(), total) if self.plan.estimate_total else None
+        try:
+            await self._compare(result, total)
+        finally:
+            if counter is not None:
+                counter.cancel()
         # Keys only the destination has.  One that existed before the previous run came through
         # the source, which has deleted it since: delete it.  A newer one was written at the
         # destination; nothing proves a newer delete, so it stays (two-way: it goes to the source).
@@ -242,7 +255,10 @@ class SyncEngine:
                 older = previous_run is not None and (
                     rec.version is None or physical_ms(rec.version) <= previous_run)
                 (gone if older else fresh).append(rec)
-            if gone:
+            if gone and self.plan.dry_run:
+                result.preview_for(True).delete.add(r.key for r in gone)
+                result.deleted += len(gone)
+            elif gone:
                 result.deleted += await self.dst.delete_many([r.key for r in gone])
             if fresh and self.plan.two_way:
                 result.applied_to_src += (await self._send(fresh, self.dst, self.src, result)).written
@@ -250,10 +266,34 @@ class SyncEngine:
                 result.kept_at_dst += len(fresh)
         await self._save_past_echoes(src_cursor, dst_cursor)
 
+    async def _compare(self, result: SyncResult, total: list[int | None]) -> None:
+        """The source's keys against the destination's: each newer side's value goes across."""
+        async for page in self.src.scan(batch_size=self.plan.batch_size):
+            records = page.records
+            theirs = await self.dst.get_many([r.key for r in records])
+            to_dst, to_src = [], []
+            for mine, other in zip(records, theirs, strict=True):
+                if other is None or newer(mine, other) or (mine.version is None and _differs(mine, other)):
+                    to_dst.append(mine)
+                elif self.plan.two_way and newer(other, mine):
+                    to_src.append(other)
+                elif newer(other, mine) and _differs(mine, other):
+                    result.kept_at_dst += 1  # written at the destination after the source's: kept
+            sent = await self._send(to_dst, self.src, self.dst, result)
+            result.applied_to_dst += sent.written
+            applied = sent.written + sent.deleted
+            if to_src:
+                back = await self._send(to_src, self.dst, self.src, result)
+                result.applied_to_src += back.written
+                applied += back.written
+            self._told("compare", len(records), applied, total[0])
+
     async def watch(self, interval_s: float, stop: asyncio.Event, on_result: Callable[[SyncResult], None]) -> None:
         """Follow the source until ``stop`` is set, one incremental run per interval."""
         while not stop.is_set():
-            on_result(await self.run_once())
+            result = await self.run_once()
+            self.applied_before += result.applied_to_dst + result.applied_to_src
+            on_result(result)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=interval_s)
 
@@ -284,13 +324,21 @@ def _lag(records: list[Record]) -> int | None:
 async def opened(plan: SyncPlan) -> AsyncIterator[tuple[AsyncStore, AsyncStore]]:
     """Both stores of ``plan`` (the source read-only for a one-way sync), closed at the end.
 
-    The state directory is checked first: cursors that cannot be saved would make every run a
-    full pass and lose the record of what the last run saw, so an unwritable one is refused
-    before either store is opened or anything applied."""
-    writable_dir(plan.state_file().parent, "the sync state")
-    async with (open_async(plan.src_url, access="write" if plan.two_way else "read") as src,
-                open_async(plan.dst_url) as dst):
-        yield src, dst
+    The state directory is checked once the source is open (a missing source creates nothing)
+    and before the destination is: cursors that cannot be saved would make every run a full
+    pass and lose the record of what the last run saw, so an unwritable one is refused before
+    anything is applied.  A dry run opens both stores to read (a missing destination is an
+    empty stand-in) and touches no state."""
+    missing: list[str] = []
+    async with open_async(plan.src_url, access="write" if plan.two_way and not plan.dry_run else "read") as src:
+        if plan.dry_run:  # nothing is written: no state directory, no store created
+            async with open_read_only(plan.dst_url, missing) as dst:
+                yield src, dst
+            return
+        # after the source is known to exist: a failing command creates no state directory
+        writable_dir(plan.state_file().parent, "the sync state")
+        async with open_async(plan.dst_url) as dst:
+            yield src, dst
 
 
 async def sync(plan: SyncPlan, reporter: Reporter | None = None) -> SyncResult:

@@ -8,6 +8,8 @@ from typing import Any
 from kvctl.codec import json_key, show_key
 from kvctl.errors import IncompleteError
 
+from ..preview import Preview
+
 
 @dataclass
 class Conflict:
@@ -35,10 +37,28 @@ class SyncResult:
     dst_cursor: str | None = None
     seconds: float = 0.0
     converged: bool = False
+    dry_run: bool = False  # nothing was applied: the counts say what a run would do
+    # a dry run: the keys it would create, overwrite and delete on each side
+    to_dst: Preview | None = None
+    to_src: Preview | None = None
+
+    def preview_for(self, destination: bool) -> Preview:
+        if destination:
+            self.to_dst = self.to_dst or Preview()
+            return self.to_dst
+        self.to_src = self.to_src or Preview()
+        return self.to_src
 
     def to_dict(self) -> dict[str, Any]:
         """Keys as everywhere else in kvctl's JSON: ``key`` when UTF-8, else ``key_b64``."""
         out = asdict(self)
+        out["seconds"] = round(self.seconds, 3)
+        for side in ("to_dst", "to_src"):
+            preview = getattr(self, side)
+            if preview is None:
+                del out[side]
+            else:
+                out[side] = preview.to_dict()
         out["conflicts"] = [
             {**json_key(c.key), "winner": c.winner, "src_version": c.src_version, "dst_version": c.dst_version}
             for c in self.conflicts
@@ -50,6 +70,8 @@ class SyncResult:
     def check(self, key_encoding: str = "text") -> None:
         """Exit 8 when keys were left behind: of a type the other store cannot hold, or refused by
         it (over a limit).  ``key_encoding``: how the error names a key (the cli's --keys)."""
+        if self.dry_run:
+            return
         refuse_uncopied(self.skipped_typed, key_encoding)
         if self.failed:
             key, why = self.failed[0]
