@@ -97,6 +97,7 @@ def verify(
     quick: Annotated[bool, typer.Option(
         "--quick", help="Check framing and the whole-file hash only (no decompression).")] = False,
     as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Check every record and the trailer; show kind, cursors, counts of upserts and tombstones.
 

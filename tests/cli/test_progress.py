@@ -63,3 +63,26 @@ def test_import_export_and_diff_show_progress_on_a_terminal_only(env: dict[str, 
     piped = subprocess.run([sys.executable, "-m", "kvctl", "-u", url, "export", "-o", str(tmp_path / "p.jsonl")],
                            env=env, capture_output=True, text=True, timeout=120)
     assert piped.returncode == 0 and piped.stderr.count("\n") == 1 and "keys/s" not in piped.stderr
+
+
+def test_snapshot_create_verify_restore_and_sync_show_progress(env: dict[str, str], tmp_path: Path,
+                                                                dump: Path) -> None:
+    url = f"sqlite://{tmp_path / 'p.db'}"
+    assert on_a_terminal(env, "-u", url, "import", str(dump), "-q") == (0, "")
+    snap = str(tmp_path / "s.kvs")
+    code, shown = on_a_terminal(env, "snapshot", "create", url, "-o", snap, "--batch-size", "500")
+    assert code == 0 and "snapshot" in shown and "/60,000 keys" in shown and "%" in shown, shown[-500:]
+    code, shown = on_a_terminal(env, "snapshot", "verify", snap)
+    assert code == 0 and "verify" in shown and "60,000/60,000 keys" in shown, shown[-500:]
+    copy = f"sqlite://{tmp_path / 'r.db'}"
+    code, shown = on_a_terminal(env, "snapshot", "restore", snap, copy, "--batch-size", "500")
+    # the last frame shows what the summary says: every record, out of a total that is now exact
+    assert code == 0 and "restore" in shown and "60,000/60,000 keys" in shown, shown[-500:]
+    code, shown = on_a_terminal(env, "sync", url, f"sqlite://{tmp_path / 'y.db'}", "--batch-size", "500")
+    assert code == 0 and "compare" in shown and "/60,000 keys" in shown and "keys/s" in shown, shown[-500:]
+    for args in (("snapshot", "create", url, "-o", str(tmp_path / "q.kvs")), ("snapshot", "verify", snap),
+                 ("snapshot", "restore", snap, copy), ("sync", url, copy)):
+        assert on_a_terminal(env, *args, "-q") == (0, "")  # --quiet: nothing at all
+    piped = subprocess.run([sys.executable, "-m", "kvctl", "snapshot", "verify", snap],
+                           env=env, capture_output=True, text=True, timeout=120)
+    assert piped.returncode == 0 and piped.stderr == ""
