@@ -32,6 +32,7 @@ USER_STORE_PREFIX = "kvctl-bench:"  # keys a run writes in a store it did not cr
 JOB_TIMEOUT_S = 1800
 
 Progress = Callable[[str], None]
+JobsDone = Callable[[int, int], None]  # (jobs finished, jobs in all)
 
 
 @dataclass
@@ -134,10 +135,12 @@ def _last_line(text: str) -> str:
 
 
 def _run_jobs(jobs: list[Job], scratch: Path, benchmarks: list[Any], errors: list[dict[str, str]],
-              say: Progress) -> None:
+              say: Progress, on_job: JobsDone | None = None) -> None:
     import pyperf
 
     for i, job in enumerate(jobs, 1):
+        if on_job is not None:
+            on_job(i - 1, len(jobs))
         t0 = time.monotonic()
         what = "harness" if job.kind == "harness" else f"{job.benches[0].workload} on {job.label}"
         say(f"[{i}/{len(jobs)}] {what}: {', '.join(s.bench for s in job.benches)}")
@@ -153,11 +156,14 @@ def _run_jobs(jobs: list[Job], scratch: Path, benchmarks: list[Any], errors: lis
         if os.environ.get("KVCTL_BENCH_DEBUG") and stderr.strip():
             sys.stderr.write(stderr)
         say(f"  done in {time.monotonic() - t0:.1f} s")
+    if on_job is not None:
+        on_job(len(jobs), len(jobs))
 
 
-def execute(spec: Spec, progress: Progress | None = None) -> tuple[Run, list[Backend]]:
+def execute(spec: Spec, progress: Progress | None = None,
+            on_job: JobsDone | None = None) -> tuple[Run, list[Backend]]:
     """Run every job; the keys written in the stores given are still there (see :func:`cleanup`),
-    so the caller can save the results first."""
+    so the caller can save the results first.  ``on_job(done, total)`` is told as jobs finish."""
     import pyperf
 
     say = progress or (lambda _msg: None)
@@ -176,7 +182,7 @@ def execute(spec: Spec, progress: Progress | None = None) -> tuple[Run, list[Bac
         jobs.insert(0, harness_job(spec.params, any(b.is_async for b in found if b.status == "ok"),
                                    str(scratch / "harness.out.json")))
         try:
-            _run_jobs(jobs, scratch, benchmarks, errors, say)
+            _run_jobs(jobs, scratch, benchmarks, errors, say, on_job)
         except KeyboardInterrupt:
             if not spec.keep and any(b.fresh_dir is None and b.status == "ok" for b in found):
                 say(f"interrupted: keys under {spec.params.prefix or USER_STORE_PREFIX!r} may be left "

@@ -7,6 +7,7 @@ stays fast.
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -176,17 +177,24 @@ def _execute(choices: Choices, urls: list[str] | None, workload: list[str] | Non
     from kvctl.bench import workloads
     from kvctl.bench.suite import Spec, cleanup, execute
     from kvctl.cli.context import STATE, scrub
-    from kvctl.cli.output import info, warn
+    from kvctl.cli.output import warn
+    from kvctl.cli.progress import ProgressBar, show_progress
+    from kvctl.engines.reporting import Counts
+    from kvctl.engines.reporting import Progress as ReportedProgress
 
     is_quick = choices.flag(quick, "quick")
     chosen = workloads.resolve(list(workload or choices.suite.get("workloads", [])), quick=is_quick)
     params = choices.params(given, quick=is_quick)
     targets = list(urls or choices.suite.get("urls", []))
     STATE.seen_urls.extend(targets)  # so any message scrubs their secrets
-    progress = None if quiet else (lambda message: info(scrub(message)))
     spec = Spec(urls=targets, workloads=chosen, params=params, keep=keep,
                 embedded=choices.flag(embedded, "embedded"), argv=_argv_for_record())
-    run, found = execute(spec, progress)
+    started = time.monotonic()
+    with ProgressBar(show_progress(quiet), unit="jobs") as bar:
+        def jobs_done(done: int, total: int) -> None:
+            bar.progress(ReportedProgress("bench", Counts(read=done), total, time.monotonic() - started))
+
+        run, found = execute(spec, None if quiet else (lambda message: bar.say(scrub(message))), jobs_done)
 
     def clean() -> None:
         for problem in cleanup(spec, found):

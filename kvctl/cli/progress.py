@@ -11,7 +11,7 @@ import time
 from typing import Any
 
 from kvctl.cli.context import STATE
-from kvctl.cli.output import note
+from kvctl.cli.output import info, note
 from kvctl.engines.reporting import Progress, Reporter
 
 
@@ -32,8 +32,9 @@ class ProgressBar(Reporter):
     """Renders engine progress events as a rich progress bar on stderr (only when ``enabled``);
     notes are printed either way."""
 
-    def __init__(self, enabled: bool) -> None:
+    def __init__(self, enabled: bool, unit: str = "keys") -> None:
         self.enabled = enabled
+        self.unit = unit  # what the counts count
         self._progress: Any = None
         self._task: Any = None
         self._phase = ""
@@ -82,14 +83,23 @@ class ProgressBar(Reporter):
     def _draw(self, event: Progress) -> None:
         self._held = None
         done, total, elapsed = event.counts.read, event.total, event.elapsed
-        rate = f"{done / elapsed:,.0f} keys/s" if elapsed > 0 else ""
+        unit = self.unit
+        rate = f"{done / elapsed:,.{2 if unit == 'jobs' else 0}f} {unit}/s" if elapsed > 0 else ""
         total = max(total, done) if total is not None else None  # an estimate can fall short
-        count = f"{done:,}/{total:,} keys" if total is not None else f"{done:,} keys"
+        count = f"{done:,}/{total:,} {unit}" if total is not None else f"{done:,} {unit}"
+        size = human_bytes(event.counts.bytes) if event.counts.bytes else ""
         self._progress.update(self._task, description=event.phase, completed=done, total=total, count=count,
-                              size=human_bytes(event.counts.bytes), rate=rate)
+                              size=size, rate=rate)
 
     def note(self, message: str) -> None:
         if self._progress is not None:
-            self._progress.console.print(f"kvctl: {message}")
+            self._progress.console.print(f"kvctl: {message}", markup=False, highlight=False)
         else:
             note(message)
+
+    def say(self, line: str) -> None:
+        """An informational line (none under --quiet), above the bar while it is drawn."""
+        if self._progress is not None:
+            self._progress.console.print(line, markup=False, highlight=False)
+        else:
+            info(line)

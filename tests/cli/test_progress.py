@@ -86,3 +86,12 @@ def test_snapshot_create_verify_restore_and_sync_show_progress(env: dict[str, st
     piped = subprocess.run([sys.executable, "-m", "kvctl", "snapshot", "verify", snap],
                            env=env, capture_output=True, text=True, timeout=120)
     assert piped.returncode == 0 and piped.stderr == ""
+
+
+def test_bench_shows_jobs_done_out_of_all(env: dict[str, str], tmp_path: Path) -> None:
+    pytest.importorskip("pyperf")
+    args = ("bench", "memory://progress", "--workload", "gridkv", "--processes", "1", "--values", "2",
+            "--min-time", "0.005", "-o", str(tmp_path / "run.json"))
+    code, shown = on_a_terminal(env, *args)
+    assert code == 0 and "bench" in shown and "/2 jobs" in shown and "2/2 jobs" in shown, shown[-800:]
+    assert "[1/2] harness" in shown  # its lines still print, above the bar
