@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from kvctl.cli.context import open_store, store_name
 from kvctl.cli.output import JsonOpt, json_doc, table
+from kvctl.cli.progress import ProgressBar, show_progress
 from kvctl.cli.usage import examples
 
 # Columns of the `kvctl plugins` table, in the spirit of the seed documents' comparison tables.
@@ -65,10 +66,10 @@ def rebalance(
     from kvctl.errors import UnsupportedError
     from kvctl.store import Rebalancing
 
-    with open_store() as store:
+    with open_store() as store, ProgressBar(show_progress()) as bar:
         if not isinstance(store, Rebalancing):
             raise UnsupportedError(f"the {store.name} backend places no keys: nothing to rebalance")
-        report = store.rebalance(dry_run=dry_run).as_dict()
+        report = store.rebalance(dry_run=dry_run, **_progress_of(store, bar)).as_dict()
     if as_json:
         json_doc(report)
         return
@@ -77,6 +78,23 @@ def rebalance(
           f"dropped {report['stale_dropped']} stale copies")
     for route, n in sorted(report.get("moves", {}).items()):
         print(f"  {route}: {n}")
+
+
+def _progress_of(store: Any, bar: ProgressBar) -> dict[str, Any]:
+    """``progress=`` for a rebalance that reports the keys it examined (out of the store's count),
+    when a bar is drawn; else nothing."""
+    import inspect
+
+    from kvctl.engines.reporting import Counts, Progress
+
+    if bar.reporter is None or "progress" not in inspect.signature(store.rebalance).parameters:
+        return {}
+    total, t0 = store.count(), time.perf_counter()
+
+    def told(examined: int) -> None:
+        bar.progress(Progress("rebalance", Counts(read=examined), total, time.perf_counter() - t0))
+
+    return {"progress": told}
 
 
 def plugins(as_json: JsonOpt = False) -> None:

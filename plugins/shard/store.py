@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Self
 
@@ -205,12 +205,14 @@ class ShardStore(StoreBase):
         return sum(child.clear() for child in self.children)
 
     # -- rebalancing -----------------------------------------------------------------------
-    def rebalance(self, *, dry_run: bool = False, batch_size: int = 1000) -> RebalanceReport:
+    def rebalance(self, *, dry_run: bool = False, batch_size: int = 1000,
+                  progress: Callable[[int], None] | None = None) -> RebalanceReport:
         """Move every key that is not on its owner (after a weight change) to its owner.
 
         Only keys whose owner changed move; each is copied (value, expiry and version kept) before
         it is deleted from where it was, so a crash leaves a duplicate, never a loss, and running
-        again finishes the job.  An owner already holding a newer copy keeps it.
+        again finishes the job.  An owner already holding a newer copy keeps it.  ``progress`` is
+        told the keys examined so far after each page.
         """
         report = RebalanceReport(dry_run=dry_run)
         for index, child in enumerate(self.children):
@@ -221,6 +223,8 @@ class ShardStore(StoreBase):
                     break
                 report.examined += len(page.records)
                 self._move_page(index, page.records, report, dry_run)
+                if progress is not None:
+                    progress(report.examined)
                 if page.cursor is None:
                     break
                 cursor = page.cursor
