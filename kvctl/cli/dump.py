@@ -70,7 +70,7 @@ def import_(
     """
     from kvctl.engines import dump
 
-    store_url = resolve_url(url)
+    store_url = resolve_url(url, access="read" if dry_run else "write")
     opts = dump.ImportOptions(dump.guess_format(input, fmt), on_conflict, batch_size, drop_ttl,
                               key_filter(prefix, glob), dry_run, from_line)
     with ProgressBar(show_progress()) as bar:

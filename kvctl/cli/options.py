@@ -19,8 +19,8 @@ PrefixOpt = Annotated[str, typer.Option(
     "--prefix", "-p", help="Only keys starting with this prefix (in the --keys encoding).")]
 GlobOpt = Annotated[str | None, typer.Option(
     "--glob", "-g", help="Only keys matching this shell pattern (* ? [...]), e.g. 'user:*:name'.")]
-DRY_RUN_HELP = ("Count what would happen; write no records (a missing embedded destination, such as a "
-                "SQLite file, is still created empty).")
+DRY_RUN_HELP = ("Count what would happen; write nothing (a missing destination is compared as empty, "
+                "not created).")
 BatchOpt = Annotated[int, typer.Option("--batch-size", min=1, help="Records per batch (memory is a few batches).")]
 FormatOpt = Annotated[str | None, typer.Option(
     "--format", "-f", help="jsonl or csv (default: csv for a .csv file name, else jsonl).")]

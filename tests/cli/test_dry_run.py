@@ -69,3 +69,13 @@ def test_a_sync_from_a_missing_source_creates_no_state_directory(env: dict[str, 
     out = run_kvctl(env, "sync", f"sqlite://{tmp_path / 'nope.db'}", f"sqlite://{tmp_path / 'b.db'}")
     assert out.returncode == 2 and "no such store" in out.stderr
     assert not (tmp_path / "state").exists() and not (tmp_path / "b.db").exists()
+
+
+def test_import_dry_run_into_a_missing_store_creates_nothing(env: dict[str, str], tmp_path: Path) -> None:
+    dump = tmp_path / "d.jsonl"
+    dump.write_text('{"key": "a", "value": "1"}\n{"key": "b", "value": "2"}\n')
+    before = sorted(p.name for p in tmp_path.iterdir())
+    out = run_kvctl(env, "-u", f"sqlite://{tmp_path / 'new.db'}", "import", str(dump), "--dry-run")
+    assert out.returncode == 0, out.stderr
+    assert "would import 2 records" in out.stdout and "does not exist yet" in out.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # no new.db, no journal

@@ -17,6 +17,7 @@ from typing import Any, BinaryIO
 
 from kvctl.codec import show_key
 from kvctl.store import AsyncStore, Page, Record, now_ms
+from kvctl.url import redact
 
 from .. import _stopped as stopped
 from .._batches import BatchWriter, Policy, check_policy
@@ -24,6 +25,7 @@ from .._files import atomic_writer
 from .._pipeline import pump
 from .._stores import describe, has_typed_values, open_async, start_count, with_dumps
 from ..keyfilter import KeyFilter
+from ..preview import open_read_only
 from ..reporting import Counts, Problems, Progress, Reporter
 from .format import (
     CSV_COLUMNS,
@@ -101,10 +103,16 @@ def import_(url: str, inp: BinaryIO, name: str, opts: ImportOptions, reporter: R
     """Import the dump ``inp`` (called ``name`` in messages) into the store at ``url``.  Owns the
     command's only event loop."""
     async def work() -> DumpSummary:
-        async with open_async(url) as store:
-            return await import_from(store, inp, opts.fmt, name, policy=opts.policy, batch_size=opts.batch_size,
+        missing: list[str] = []
+        # a dry run writes nothing, so it opens the store to read (a missing one reads as empty)
+        opened = open_read_only(url, missing) if opts.dry_run else open_async(url)
+        async with opened as store:
+            summary = await import_from(store, inp, opts.fmt, name, policy=opts.policy, batch_size=opts.batch_size,
                                      drop_ttl=opts.drop_ttl, key_filter=opts.key_filter, dry_run=opts.dry_run,
                                      from_line=opts.from_line, reporter=reporter)
+        if missing:  # named as the user wrote it, not as the empty stand-in compared with
+            summary.store = f"{redact(url)} (does not exist yet: a real import would create it)"
+        return summary
 
     return asyncio.run(work())
 
