@@ -658,12 +658,8 @@ def test_a_version_1_client_writing_to_an_upgraded_table_is_captured(store: Stor
 def test_newer_schema_version_is_refused(store: Store, pg_url: str, table: str) -> None:
     store.set(b"k", b"v")
     sql(pg_url, ("UPDATE kvctl_meta SET schema_version = 3 WHERE table_name = $1", (table,)))
-    later = open_sync(table_url(pg_url, table))
-    try:
-        with pytest.raises(UsageError, match="schema version 3"):
-            later.get(b"k")
-    finally:
-        later.close()
+    with open_sync(table_url(pg_url, table)) as later, pytest.raises(UsageError, match="schema version 3"):
+        later.get(b"k")
 
 
 def test_long_table_name_gets_distinct_derived_names(pg_url: str) -> None:

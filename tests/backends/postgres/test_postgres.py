@@ -22,6 +22,7 @@ from kvctl.errors import BadURLError, LimitError, StoreIOError, UnavailableError
 from kvctl.registry import open_url
 from kvctl.store import Record, Store, StoreURL
 from kvctl.testing import StoreConformance, open_sync
+from tests.backends.support import versions_seeded_on_reopen
 from tests.conftest import SERVICES_DIR
 
 pytestmark = pytest.mark.server
@@ -142,19 +143,7 @@ def test_version_out_of_range_is_refused_before_writing(store: Store) -> None:
 
 
 def test_versions_seeded_from_table_on_reopen(pg_url: str) -> None:
-    url = table_url(pg_url, "seed")
-    s = open_sync(url)
-    s.clear()
-    future = (1 << 62) + 12345  # far ahead of this machine's clock
-    s.set_many([Record(b"a", b"v", None, future)])
-    s.close()
-    again = open_sync(url)
-    try:
-        again.set(b"b", b"v")
-        version = again.get(b"b").version  # type: ignore[union-attr]
-        assert version is not None and version > future
-    finally:
-        again.close()
+    versions_seeded_on_reopen(table_url(pg_url, "seed"))
 
 
 def test_expired_rows_are_hidden_then_purged(store: Store) -> None:
@@ -231,12 +220,8 @@ def test_newer_schema_version_is_refused(store: Store, pg_url: str) -> None:
             await con.close()
 
     _run(bump())
-    later = open_sync(url_of(store).raw)
-    try:
-        with pytest.raises(UsageError, match="schema version 3"):
-            later.get(b"k")
-    finally:
-        later.close()
+    with open_sync(url_of(store).raw) as later, pytest.raises(UsageError, match="schema version 3"):
+        later.get(b"k")
 
 
 def test_foreign_table_is_refused(pg_url: str) -> None:
@@ -250,12 +235,8 @@ def test_foreign_table_is_refused(pg_url: str) -> None:
             await con.close()
 
     _run(make())
-    s = open_sync(f"{pg_url}?table={name}")
-    try:
-        with pytest.raises(UsageError, match="not a kvctl table"):
-            s.get(b"k")
-    finally:
-        s.close()
+    with open_sync(f"{pg_url}?table={name}") as s, pytest.raises(UsageError, match="not a kvctl table"):
+        s.get(b"k")
 
 
 def test_unix_socket_url(pg_url: str) -> None:
@@ -285,12 +266,8 @@ def test_sslmode_prefer_and_disable_connect(pg_url: str) -> None:
 def test_sslmode_require_reaches_the_driver(pg_url: str) -> None:
     # The test server has no TLS: require must fail (cleanly), which shows the mode is applied.
     url = table_url(pg_url, "ssl", sslmode="require")
-    s = open_sync(url)
-    try:
-        with pytest.raises(UnavailableError, match="SSL"):
-            s.get(b"k")
-    finally:
-        s.close()
+    with open_sync(url) as s, pytest.raises(UnavailableError, match="SSL"):
+        s.get(b"k")
 
 
 def test_concurrent_first_use_of_one_table(pg_url: str) -> None:
