@@ -1,5 +1,6 @@
 """Checks that several backend modules make the same way, beyond what StoreConformance covers:
-processes writing one store at once, the async adapter over a sync store, the version clock."""
+processes writing one store at once, the async adapter over a sync store, the version clock, a
+sync across a gap in the change feed."""
 
 from __future__ import annotations
 
@@ -11,9 +12,11 @@ import time
 from pathlib import Path
 
 from kvctl.adapt import to_async
+from kvctl.engines.replicate import SyncPlan, sync
 from kvctl.registry import open_url
 from kvctl.store import Record
 from kvctl.testing import open_sync
+from kvctl.testing.replication import contents
 
 # Each writer sets 150 keys of its own, deletes every tenth, and overwrites 50 shared keys as it goes.
 WRITER = textwrap.dedent("""
@@ -77,3 +80,15 @@ def versions_seeded_on_reopen(url: str) -> None:
         again.set(b"b", b"v")
         version = again.get(b"b").version  # type: ignore[union-attr]
         assert version is not None and version > future
+
+
+def gap_falls_back_then_feed_resumes(plan: SyncPlan) -> None:
+    """Once the source's feed no longer covers the pair's saved cursor, the next sync is a diff that
+    says so, and after one more write the feed serves the sync again; both converge."""
+    result = asyncio.run(sync(plan))
+    assert result.mode == "diff" and "gap" in (result.fallback or "")
+    assert contents(plan.src_url) == contents(plan.dst_url)
+    with open_url(plan.src_url) as src:
+        src.set(b"after-the-gap", b"v")
+    assert asyncio.run(sync(plan)).mode == "feed"
+    assert contents(plan.src_url) == contents(plan.dst_url)
