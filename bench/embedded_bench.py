@@ -33,9 +33,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from struct import Struct
+from typing import Any
 
 import lmdb
-from _harness import Report, command, interleave, parser, pyperf_us
+from _harness import Report, Step, command, interleave, parser, pyperf_us
 
 from kvctl.hlc import HLC
 from kvctl.plugin_kit import record_of as make_record  # the record builder the plugins use
@@ -47,7 +48,6 @@ PREFILL = 1000
 BATCH = 1000
 KEYS = [b"key-%d" % i for i in range(PREFILL)]
 
-Step = Callable[[int], object]  # one timed call; the argument is the round (fresh keys for sets)
 
 
 @dataclass
@@ -83,6 +83,22 @@ def gets(n: int) -> list[bytes]:
     return [KEYS[i % PREFILL] for i in range(n)]
 
 
+def kvctl_get_set(store: Any, keys: list[bytes], new: list[list[bytes]]) -> tuple[Step, Step]:
+    """kvctl's side of the get and set cases of every backend: one call a key (for set, the round's
+    never-written keys), the bound method looked up once as the raw side does."""
+    def kv_get(_: int) -> None:
+        g = store.get
+        for k in keys:
+            g(k)
+
+    def kv_set(r: int) -> None:
+        s = store.set
+        for k in new[r]:
+            s(k, VALUE)
+
+    return kv_get, kv_set
+
+
 # -- memory ------------------------------------------------------------------------------------
 def memory_cases(rounds: int) -> list[Case]:
     store = open_url("memory://")
@@ -93,19 +109,11 @@ def memory_cases(rounds: int) -> list[Case]:
     batch_kv = [[Record(k, VALUE) for k in ks[:BATCH]] for ks in fresh("mbk", rounds, BATCH)]
     batch_raw = [{k: VALUE for k in ks} for ks in fresh("mbr", rounds, BATCH)]
 
-    def kv_get(_: int) -> None:
-        g = store.get
-        for k in keys:
-            g(k)
+    kv_get, kv_set = kvctl_get_set(store, keys, new_kv)
 
     def raw_get(_: int) -> None:
         for k in keys:
             d[k]
-
-    def kv_set(r: int) -> None:
-        s = store.set
-        for k in new_kv[r]:
-            s(k, VALUE)
 
     def raw_set(r: int) -> None:
         for k in new_raw[r]:
@@ -151,20 +159,12 @@ def sqlite_cases(rounds: int, workdir: str) -> list[Case]:
     batch_kv = [[Record(k, VALUE) for k in ks] for ks in fresh("sbk", rounds, BATCH)]
     batch_raw = [[(k, VALUE, None, next(versions)) for k in ks] for ks in fresh("sbr", rounds, BATCH)]
 
-    def kv_get(_: int) -> None:
-        g = store.get
-        for k in keys:
-            g(k)
+    kv_get, kv_set = kvctl_get_set(store, keys, new_kv)
 
     def raw_get(_: int) -> None:
         ex = conn.execute
         for k in keys:
             ex(get_sql, (k,)).fetchone()
-
-    def kv_set(r: int) -> None:
-        s = store.set
-        for k in new_kv[r]:
-            s(k, VALUE)
 
     def raw_set(r: int) -> None:
         ex = conn.execute
@@ -215,10 +215,7 @@ def lmdb_mode_cases(rounds: int, workdir: str, *, sync: bool) -> list[Case]:
     durability = "fsync per commit (sync=true)" if sync else "no fsync (sync=false)"
     keys = gets(10_000)
 
-    def kv_get(_: int) -> None:
-        g = store.get
-        for k in keys:
-            g(k)
+    kv_get, kv_set = kvctl_get_set(store, keys, new_kv)
 
     def raw_get(_: int) -> None:
         begin = env.begin
@@ -229,11 +226,6 @@ def lmdb_mode_cases(rounds: int, workdir: str, *, sync: bool) -> list[Case]:
         with env.begin(db=db) as txn:
             g = txn.get
             [g(k) for k in KEYS]
-
-    def kv_set(r: int) -> None:
-        s = store.set
-        for k in new_kv[r]:
-            s(k, VALUE)
 
     def raw_set(r: int) -> None:
         begin = env.begin

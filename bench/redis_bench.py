@@ -95,6 +95,14 @@ def compare(pairs: dict[str, tuple[Callable[[int], Any], int]], loops: int, roun
                       warmup=max(3, loops // 10), alternate=False, cpu=time.thread_time)
 
 
+def single_get_set(store: Any, raw: Any, loops: int, rounds: int) -> dict[str, Samples]:
+    """kvctl's get and set of one 100-byte value against the raw client's GET and SET, in turn."""
+    return compare({
+        "kvctl get": (lambda _: store.get(b"key-1"), 1), "raw GET": (lambda _: raw.get(b"key-1"), 1),
+        "kvctl set": (lambda _: store.set(b"key-1", VALUE), 1), "raw SET": (lambda _: raw.set(b"key-1", VALUE), 1),
+    }, loops=loops, rounds=rounds)
+
+
 Row = tuple[str, str, Samples, str, Samples, str]
 
 
@@ -137,10 +145,7 @@ def standalone(port: int, quick: bool) -> list[Row]:
         return p.execute()
 
     mapping = {k: VALUE for k in keys}
-    single = compare({
-        "kvctl get": (lambda _: store.get(b"key-1"), 1), "raw GET": (lambda _: raw.get(b"key-1"), 1),
-        "kvctl set": (lambda _: store.set(b"key-1", VALUE), 1), "raw SET": (lambda _: raw.set(b"key-1", VALUE), 1),
-    }, loops=200 if quick else 400, rounds=rounds)
+    single = single_get_set(store, raw, loops=200 if quick else 400, rounds=rounds)
     batch = compare({
         "kvctl get_many": (lambda _: store.get_many(keys), BATCH),
         "raw MGET": (lambda _: raw.mget(keys), BATCH),
@@ -207,10 +212,7 @@ def cluster(ports: list[int], quick: bool) -> list[Row]:
             p.set(k, VALUE)
         return p.execute()
 
-    single = compare({
-        "kvctl get": (lambda _: store.get(b"key-1"), 1), "raw GET": (lambda _: rc.get(b"key-1"), 1),
-        "kvctl set": (lambda _: store.set(b"key-1", VALUE), 1), "raw SET": (lambda _: rc.set(b"key-1", VALUE), 1),
-    }, loops=200 if quick else 300, rounds=rounds)
+    single = single_get_set(store, rc, loops=200 if quick else 300, rounds=rounds)
     batch = compare({
         "kvctl get_many": (lambda _: store.get_many(keys), BATCH),
         "raw cluster pipeline GET": (raw_pipe_get, BATCH),

@@ -26,10 +26,7 @@ is rebuilt inside one transaction): timed once.
 
 from __future__ import annotations
 
-import asyncio
 import importlib
-import json
-import os
 import random
 import shutil
 import sqlite3
@@ -43,10 +40,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from _harness import REPO, Report, change, fill, lap, parser, run_process, same_records
+from _harness import REPO, Report, lap, parser
+from _sync import SyncFigures, measure_sync
 
-from kvctl.adapt import to_async
-from kvctl.engines.replicate import SyncEngine, SyncPlan
 from kvctl.registry import open_url
 from kvctl.store import Record, Store
 from kvctl.url import StoreURL
@@ -158,99 +154,17 @@ def autoincrement_feed(url: str) -> Store:
 
 # -- sync ---------------------------------------------------------------------------------------
 @dataclass
-class SyncFigures:
-    keys: int
-    load_s: float = 0.0
-    first_s: float = 0.0
-    first_mode: str = ""
-    open_s: list[float] = field(default_factory=list)
-    engine_s: list[float] = field(default_factory=list)
-    engine_cpu_s: list[float] = field(default_factory=list)
-    modes: list[str] = field(default_factory=list)
-    applied: list[int] = field(default_factory=list)
-    cli_wall_s: list[float] = field(default_factory=list)
-    cli_cpu_s: list[float] = field(default_factory=list)
-    cli_sync_s: list[float] = field(default_factory=list)
-    cli_modes: list[str] = field(default_factory=list)
-    startup_s: list[float] = field(default_factory=list)
-    full_s: float = 0.0
-    converged: bool = False
+class SqliteSyncFigures(SyncFigures):
+    """The shared sync figures, plus the source file's size and its feed's length at the end."""
+
     src_bytes: int = 0
     feed_rows: int = 0
 
 
-def fill_url(url: str, keys: int) -> float:
-    def run() -> None:
-        with open_url(url) as store:
-            fill(store, keys)
-
-    return lap(run).wall
-
-
-def make_changes(url: str, keys: int, seed: int) -> None:
-    with open_url(url) as store:
-        change(store, random.Random(seed), keys)
-
-
-def engine_once(plan: SyncPlan, opened: list[float]) -> tuple[float, float, Any]:
-    """Open both stores (the first open timed), then time only the engine's run."""
-    t0 = time.perf_counter()
-    src = open_url(plan.src_url)
-    opened.append(time.perf_counter() - t0)
-    dst = open_url(plan.dst_url)
-    try:
-        cpu0, t1 = time.process_time(), time.perf_counter()
-        result = asyncio.run(SyncEngine(plan, to_async(src), to_async(dst)).run_once())
-        return time.perf_counter() - t1, time.process_time() - cpu0, result
-    finally:
-        src.close()
-        dst.close()
-
-
-def cli_once(env: dict[str, str], plan: SyncPlan, *extra: str) -> tuple[float, float, dict[str, Any]]:
-    proc = run_process([sys.executable, "-m", "kvctl", "sync", plan.src_url, plan.dst_url, "--json", *extra],
-                       env=env)
-    return proc.seconds, proc.cpu, json.loads(proc.stdout)
-
-
-def startup_once(env: dict[str, str]) -> float:
-    """Python start-up plus the imports a sync run makes, without opening any store."""
-    return run_process([sys.executable, "-c", "import kvctl.cli.app, kvctl.engines.replicate, kvctl.adapt, "
-                        "kvctl_plugins.sqlite"], env=env, capture=False).seconds
-
-
-def bench_sync(root: Path, keys: int, rounds: int) -> SyncFigures:
-    res = SyncFigures(keys)
+def bench_sync(root: Path, keys: int, rounds: int) -> SqliteSyncFigures:
+    res = SqliteSyncFigures(keys)
     src_url, dst_url = f"sqlite://{root / 'src.db'}", f"sqlite://{root / 'dst.db'}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KVCTL_")}
-    env["XDG_STATE_HOME"] = str(root / "state")
-    plan = SyncPlan(src_url, dst_url, root / "state" / "kvctl")  # the CLI's state directory: one pair state
-    print(f"[sync] filling {keys:,} keys", file=sys.stderr)
-    res.load_s = fill_url(src_url, keys)
-    print(f"[sync] first sync (diff pass) in {res.load_s:.1f} s", file=sys.stderr)
-    res.first_s, _, first = engine_once(plan, [])
-    res.first_mode = first.mode
-    for r in range(rounds):
-        make_changes(src_url, keys, 100 + r)
-        seconds, cpu, result = engine_once(plan, res.open_s)
-        res.engine_s.append(seconds)
-        res.engine_cpu_s.append(cpu)
-        res.modes.append(result.mode)
-        res.applied.append(result.applied_to_dst)
-        print(f"[sync] round {r + 1}: engine {seconds * 1000:.1f} ms ({result.mode}, "
-              f"{result.applied_to_dst} applied)", file=sys.stderr)
-    for r in range(rounds):
-        make_changes(src_url, keys, 200 + r)
-        wall, cpu, doc = cli_once(env, plan)
-        res.cli_wall_s.append(wall)
-        res.cli_cpu_s.append(cpu)
-        res.cli_sync_s.append(doc["seconds"])
-        res.cli_modes.append(doc["mode"])
-        res.startup_s.append(startup_once(env))
-        print(f"[sync] round {r + 1}: CLI {wall:.2f} s wall, sync {doc['seconds'] * 1000:.1f} ms ({doc['mode']})",
-              file=sys.stderr)
-    res.full_s, _, _ = engine_once(SyncPlan(src_url, dst_url, root / "state" / "kvctl", force_full=True), [])
-    res.converged = same_records(src_url, dst_url)
+    measure_sync(res, src_url, dst_url, root, rounds, "kvctl_plugins.sqlite")
     with open_url(src_url) as src:
         stats = src.stats()
         res.src_bytes = stats["file_bytes"] + stats["wal_bytes"]
@@ -279,7 +193,7 @@ def med(values: list[float], scale: float = 1.0, digits: int = 1) -> str:
 
 
 def render(commit: str, variants: list[Variant], over_keys: int, over_rounds: int,
-           sync: SyncFigures, upgrade: tuple[float, float] | None) -> list[str]:
+           sync: SqliteSyncFigures, upgrade: tuple[float, float] | None) -> list[str]:
     lines = [
         "One run; files in a temporary directory on the local disk; WAL, synchronous=NORMAL (kvctl's "
         "default: a commit is not fsynced, a checkpoint is). Elapsed times stretch with the machine's "

@@ -17,6 +17,7 @@ case "${1:-}" in
     : > "$envfile.new"
     for part in "$here"/services/*.sh; do
       [ -e "$part" ] || continue
+      case "$(basename "$part")" in _*) continue ;; esac  # shared library, not a service
       bash "$part" start >> "$envfile.new"
     done
     mv "$envfile.new" "$envfile"
@@ -25,6 +26,7 @@ case "${1:-}" in
   stop)
     for part in "$here"/services/*.sh; do
       [ -e "$part" ] || continue
+      case "$(basename "$part")" in _*) continue ;; esac  # shared library, not a service
       bash "$part" stop || true
     done
     rm -f "$envfile"

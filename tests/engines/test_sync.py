@@ -18,6 +18,7 @@ from kvctl.errors import UnsupportedError
 from kvctl.registry import open_url
 from kvctl.store import TOMBSTONE, Record
 from kvctl.testing.cli import clean_env, run_kvctl
+from kvctl.testing.replication import scribble
 
 
 def contents(url: str) -> dict[bytes, tuple[bytes, int | None]]:
@@ -53,19 +54,8 @@ def test_first_run_copies_then_only_changes_move(pair: tuple[str, str, Path]) ->
 def test_random_interleavings_converge(pair: tuple[str, str, Path], seed: int) -> None:
     a, b, state = pair
     rng = random.Random(seed)
-    src = open_url(a)
     for _ in range(6):
-        for _ in range(rng.randint(0, 60)):
-            key = b"k%d" % rng.randint(0, 40)
-            action = rng.random()
-            if action < 0.55:
-                src.set(key, rng.randbytes(rng.randint(0, 20)))
-            elif action < 0.7:
-                src.set(key, b"short-lived", ttl_ms=rng.choice([1, 5, 60_000]))
-            elif action < 0.9:
-                src.delete(key)
-            else:
-                src.set_many([Record(key, b"batch"), Record(key + b"x", b"batch")])
+        scribble(a, rng, rng.randint(0, 60), keys=40, ttls=(1, 5, 60_000))
         run(SyncPlan(a, b, state))
     time.sleep(0.01)
     assert contents(a) == contents(b)

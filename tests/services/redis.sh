@@ -21,23 +21,13 @@ single="$base/standalone"
 cluster="$base/cluster"
 nodes=3
 
-log() { echo "redis.sh: $*" >&2; }
-
-# A process counts as gone when it no longer exists or is a zombie (exited daemons are reaped
-# slowly on these machines).
-alive() {
-  local pid="$1" state
-  [ -n "$pid" ] && [ -r "/proc/$pid/status" ] || return 1
-  state="$(awk '/^State:/ {print $2}' "/proc/$pid/status" 2>/dev/null || true)"
-  [ -n "$state" ] && [ "$state" != "Z" ]
-}
+# shellcheck source=tests/services/_lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/_lib.sh"
 
 ensure_installed() {
   if command -v redis-server >/dev/null && command -v redis-cli >/dev/null; then return; fi
   log "redis-server not found: installing Debian's redis-server and redis-tools"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update >&2
-  apt-get install -y --no-install-recommends redis-server redis-tools >&2
+  apt_install redis-server redis-tools
 }
 
 # Free TCP ports on 127.0.0.1 whose cluster bus port (port + 10000) is free as well.
@@ -62,17 +52,6 @@ print(" ".join(map(str, found)))
 EOF
 }
 
-# wait_until SECONDS COMMAND...: retry COMMAND every 0.1 s until it succeeds.
-wait_until() {
-  local tries=$(( $1 * 10 )); shift
-  local i
-  for i in $(seq 1 "$tries"); do
-    if "$@" >/dev/null 2>&1; then return 0; fi
-    sleep 0.1
-  done
-  return 1
-}
-
 pong() { [ "$(redis-cli -h 127.0.0.1 -p "$1" ping 2>/dev/null)" = PONG ]; }
 cluster_ok() { redis-cli -h 127.0.0.1 -p "$1" cluster info 2>/dev/null | grep -q '^cluster_state:ok'; }
 
@@ -85,7 +64,7 @@ start_server() {
     --pidfile "$dir/redis.pid" --logfile "$dir/redis.log" --dir "$dir" "$@" >&2
   if ! wait_until 10 pong "$port"; then
     log "redis-server on port $port did not answer PING; its log:"
-    tail -n 20 "$dir/redis.log" >&2 || true
+    show_log "$dir/redis.log"
     return 1
   fi
   wait_until 5 test -s "$dir/redis.pid"
@@ -152,32 +131,12 @@ start() {
 
 # stop_all [quiet]: SIGTERM every recorded PID, wait for all of them, forget them.
 stop_all() {
-  local f pid i waiting=()
-  for f in $(pidfiles); do
-    pid="$(cat "$f")"
-    if alive "$pid"; then
-      kill -TERM "$pid" 2>/dev/null || true
-      waiting+=("$pid")
-    fi
-    rm -f "$f" "$(dirname "$f")/port"
-  done
-  for pid in ${waiting[@]+"${waiting[@]}"}; do
-    for i in $(seq 1 300); do
-      alive "$pid" || break
-      sleep 0.1
-    done
-    if alive "$pid"; then
-      log "redis-server $pid did not stop within 30 s"
-      exit 1
-    fi
-  done
-  if [ "${1:-}" != quiet ]; then
-    if [ "${#waiting[@]}" = 0 ]; then log "not running"; else log "stopped pids ${waiting[*]}"; fi
-  fi
+  local f files
+  files="$(pidfiles)"
+  for f in $files; do rm -f "$(dirname "$f")/port"; done
+  # shellcheck disable=SC2086  # one PID file a word; the paths hold no spaces
+  stop_pids TERM $files
+  [ "${1:-}" = quiet ] || report_stopped
 }
 
-case "${1:-}" in
-  start) start ;;
-  stop) stop_all ;;
-  *) echo "usage: tests/services/redis.sh start|stop" >&2; exit 2 ;;
-esac
+dispatch start stop_all "${1:-}"

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -126,21 +127,30 @@ def test_a_writer_waits_for_the_lock_and_gets_it_when_the_owner_closes(tmp_path:
     assert 0.4 < waited < 15
 
 
-def test_an_interrupted_wait_for_the_lock_leaves_no_descriptor_behind(tmp_path: Path) -> None:
-    url = f"file://{tmp_path}/db"
-    child = start_child(url, "hold")
-
+@contextlib.contextmanager
+def ctrl_c_after(seconds: float) -> Iterator[None]:
+    """A KeyboardInterrupt in this thread after ``seconds``, as Ctrl-C would raise; the timer and the
+    previous SIGALRM handler are restored on the way out."""
     def interrupt(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 
     previous = signal.signal(signal.SIGALRM, interrupt)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
     try:
-        signal.setitimer(signal.ITIMER_REAL, 0.3)
-        with pytest.raises(KeyboardInterrupt):
-            open_url(url + "?timeout=20s")  # Ctrl-C while it waits for the child's lock
+        yield
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
+
+
+def test_an_interrupted_wait_for_the_lock_leaves_no_descriptor_behind(tmp_path: Path) -> None:
+    url = f"file://{tmp_path}/db"
+    child = start_child(url, "hold")
+
+    try:
+        with ctrl_c_after(0.3), pytest.raises(KeyboardInterrupt):
+            open_url(url + "?timeout=20s")  # Ctrl-C while it waits for the child's lock
+    finally:
         assert child.stdin is not None
         child.stdin.write("done\n")
         child.stdin.close()
@@ -162,18 +172,9 @@ def test_an_open_interrupted_during_replay_releases_the_lock(tmp_path: Path) -> 
     with open_url(url) as store:  # enough records that replaying them takes a while
         store.set_many([Record(b"k%07d" % i, b"v" * 20) for i in range(200_000)])
 
-    def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGALRM, interrupt)
-    try:
-        signal.setitimer(signal.ITIMER_REAL, 0.15)
-        with pytest.raises(KeyboardInterrupt):
-            open_url(url)
-            time.sleep(5)  # (only if the replay was faster than the timer: then this is interrupted)
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
+    with ctrl_c_after(0.15), pytest.raises(KeyboardInterrupt):
+        open_url(url)
+        time.sleep(5)  # (only if the replay was faster than the timer: then this is interrupted)
     assert str(tmp_path / "db" / "LOCK") not in open_files()
     with open_url(url + "&timeout=0") as store:  # not "locked by this process"
         assert store.count() == 200_000

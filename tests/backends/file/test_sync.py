@@ -16,6 +16,7 @@ from kvctl.registry import open_url
 from kvctl.store import Record
 from kvctl.testing.cli import clean_env, run_kvctl
 from kvctl.testing.replication import contents, scribble, sync_json
+from tests.backends.support import gap_falls_back_then_feed_resumes
 
 
 def run(plan: SyncPlan):
@@ -49,13 +50,7 @@ def test_feed_gap_after_compaction_falls_back_to_a_diff(tmp_path: Path) -> None:
         src.delete(b"k1")
         src.set(b"k2", b"changed")
         src.compact()  # passes the saved cursor
-    result = run(plan)
-    assert result.mode == "diff" and "gap" in (result.fallback or "")
-    assert contents(a) == contents(b)
-    with open_url(a) as src:
-        src.set(b"k3", b"again")
-    assert run(plan).mode == "feed"
-    assert contents(a) == contents(b)
+    gap_falls_back_then_feed_resumes(plan)
 
 
 # == the CLI in separate processes ===============================================================

@@ -12,8 +12,6 @@ import contextlib
 import json
 import os
 import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,6 +30,7 @@ from kvctl.errors import (
 )
 from kvctl.store import Record, Store
 from kvctl.testing import StoreConformance, open_sync
+from kvctl.testing.cli import run_kvctl
 from tests.browser import OFFLINE_ORIGIN, AppTab, Browser, fresh_indexeddb_url, shared_app, shared_browser
 
 
@@ -345,12 +344,9 @@ def test_unreachable_devtools_port() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    store = open_sync(f"indexeddb://127.0.0.1:{port}/http%3A%2F%2Fa.test/db/kv?timeout=2s")
-    try:
-        with pytest.raises(UnavailableError, match="cannot reach"):
-            store.get(b"k")
-    finally:
-        store.close()
+    url = f"indexeddb://127.0.0.1:{port}/http%3A%2F%2Fa.test/db/kv?timeout=2s"
+    with open_sync(url) as store, pytest.raises(UnavailableError, match="cannot reach"):
+        store.get(b"k")
 
 
 @pytest.mark.parametrize("url", [
@@ -387,20 +383,16 @@ def test_ttl_is_refused_before_writing(open_store: Any) -> None:
 
 
 # -- migrate to SQLite and back ----------------------------------------------------------------------
-def _kvctl(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "kvctl", *args], capture_output=True, text=True,
-                          env=os.environ | {"NO_COLOR": "1"}, timeout=120, check=False)
-
-
 def test_migrate_to_sqlite_and_back(url_of: Any, open_store: Any, tmp_path: Path) -> None:
     source, back = url_of("kv"), url_of("scratch")
     open_store("scratch").clear()
     sqlite = f"sqlite://{tmp_path / 'copy.db'}"
-    done = _kvctl("migrate", source, sqlite, "--verify")
+    env = os.environ | {"NO_COLOR": "1"}
+    done = run_kvctl(env, "migrate", source, sqlite, "--verify")
     assert done.returncode == 0, done.stderr
-    done = _kvctl("migrate", sqlite, back, "--verify")
+    done = run_kvctl(env, "migrate", sqlite, back, "--verify")
     assert done.returncode == 0, done.stderr
-    done = _kvctl("diff", source, back)
+    done = run_kvctl(env, "diff", source, back)
     assert done.returncode == 0, done.stdout + done.stderr
     assert everything(open_store("scratch")) == APP_KV
     open_store("scratch").clear()

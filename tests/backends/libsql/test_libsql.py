@@ -38,6 +38,7 @@ from kvctl.registry import open_url
 from kvctl.store import Record, Store
 from kvctl.testing import StoreConformance, open_sync
 from kvctl.url import StoreURL
+from tests.backends.support import versions_seeded_on_reopen
 
 
 class TestLibSQLConformance(StoreConformance):
@@ -225,29 +226,14 @@ def test_same_file_as_the_sqlite_layout(tmp_path: Path) -> None:
 
 
 def test_versions_seeded_on_reopen(tmp_path: Path) -> None:
-    url = f"libsql://{tmp_path}/v.db"
-    s = open_sync(url)
-    future = (1 << 62) + 7
-    s.set_many([Record(b"a", b"v", None, future)])
-    s.close()
-    again = open_sync(url)
-    try:
-        again.set(b"b", b"v")
-        version = again.get(b"b").version  # type: ignore[union-attr]
-        assert version is not None and version > future
-    finally:
-        again.close()
+    versions_seeded_on_reopen(f"libsql://{tmp_path}/v.db")
 
 
 def test_not_a_database(tmp_path: Path) -> None:
     path = tmp_path / "junk.db"
     path.write_bytes(b"this is not a database file" * 100)
-    s = open_sync(f"libsql://{path}")
-    try:
-        with pytest.raises(CorruptError):
-            s.get(b"k")
-    finally:
-        s.close()
+    with open_sync(f"libsql://{path}") as s, pytest.raises(CorruptError):
+        s.get(b"k")
     assert path.read_bytes() == b"this is not a database file" * 100
 
 
@@ -264,12 +250,8 @@ def test_foreign_table_is_refused(tmp_path: Path) -> None:
     con.execute("CREATE TABLE kv (a, b)")
     con.commit()
     con.close()
-    s = open_sync(f"libsql://{path}")
-    try:
-        with pytest.raises(UsageError, match="not a kvctl table"):
-            s.get(b"k")
-    finally:
-        s.close()
+    with open_sync(f"libsql://{path}") as s, pytest.raises(UsageError, match="not a kvctl table"):
+        s.get(b"k")
 
 
 def test_locked_file_waits_then_reports(tmp_path: Path) -> None:

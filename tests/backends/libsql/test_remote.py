@@ -14,7 +14,6 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -28,6 +27,7 @@ import pytest
 from kvctl.errors import AuthError
 from kvctl.store import Record
 from kvctl.testing import StoreConformance, open_sync
+from kvctl.testing.cli import run_kvctl
 from tests.conftest import service_url
 
 pytestmark = pytest.mark.server
@@ -46,11 +46,6 @@ def table_url(base: str, table: str) -> str:
 
 def fresh_table() -> str:
     return f"{PREFIX}_{uuid.uuid4().hex[:8]}"
-
-
-def kvctl(*args: str, env: dict[str, str], stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run([sys.executable, "-m", "kvctl", *args], capture_output=True, env=env,
-                          input=stdin, timeout=120)
 
 
 class TestRemoteConformance(StoreConformance):
@@ -86,21 +81,21 @@ def test_remote_stats_and_batches() -> None:
 
 def test_cli_set_get_scan_ttl_and_migrate_verify(env: dict[str, str], tmp_path: Path) -> None:
     url = table_url(server_url(), fresh_table())
-    assert kvctl("-u", url, "set", "greeting", "hello", env=env).returncode == 0
-    assert kvctl("-u", url, "set", "session", "s1", "--ttl", "1h", env=env).returncode == 0
-    got = kvctl("-u", url, "get", "greeting", env=env)
-    assert got.returncode == 0 and got.stdout.rstrip(b"\n") == b"hello"
-    scanned = kvctl("-u", url, "scan", env=env)
+    assert run_kvctl(env, "-u", url, "set", "greeting", "hello").returncode == 0
+    assert run_kvctl(env, "-u", url, "set", "session", "s1", "--ttl", "1h").returncode == 0
+    got = run_kvctl(env, "-u", url, "get", "greeting")
+    assert got.returncode == 0 and got.stdout.rstrip("\n") == "hello"
+    scanned = run_kvctl(env, "-u", url, "scan")
     assert scanned.returncode == 0
-    assert scanned.stdout.decode().splitlines() == ["greeting\thello", "session\ts1"]
-    ttl = kvctl("-u", url, "ttl", "session", env=env)
-    assert ttl.returncode == 0 and 3500 < float(ttl.stdout.decode().strip().rstrip("s")) <= 3600
-    missing = kvctl("-u", url, "get", "nope", env=env)
-    assert missing.returncode == 1 and missing.stderr.decode().startswith("kvctl: error:")
+    assert scanned.stdout.splitlines() == ["greeting\thello", "session\ts1"]
+    ttl = run_kvctl(env, "-u", url, "ttl", "session")
+    assert ttl.returncode == 0 and 3500 < float(ttl.stdout.strip().rstrip("s")) <= 3600
+    missing = run_kvctl(env, "-u", url, "get", "nope")
+    assert missing.returncode == 1 and missing.stderr.startswith("kvctl: error:")
 
     dst = f"sqlite://{tmp_path}/copy.db"
-    migrated = kvctl("migrate", url, dst, "--verify", "--no-progress", env=env)
-    assert migrated.returncode == 0, migrated.stderr.decode()
+    migrated = run_kvctl(env, "migrate", url, dst, "--verify", "--no-progress")
+    assert migrated.returncode == 0, migrated.stderr
     copy = open_sync(dst)
     try:
         assert copy.get(b"greeting").value == b"hello"  # type: ignore[union-attr]
@@ -115,8 +110,8 @@ def test_tls_url_to_a_plain_server_says_tls_failed(scheme: str, env: dict[str, s
     """sqld serves without TLS by default; a TLS URL (libsql:// without ?tls=0) must say so."""
     plain = urlsplit(server_url())
     url = f"{scheme}://{plain.netloc}?table={fresh_table()}"
-    result = kvctl("-u", url, "get", "k", env=env)
-    message = result.stderr.decode()
+    result = run_kvctl(env, "-u", url, "get", "k")
+    message = result.stderr
     assert result.returncode == 69
     assert message.count("\n") == 1 and message.startswith("kvctl: error:")
     assert "TLS handshake failed" in message and "tls=0" in message
@@ -143,11 +138,11 @@ def test_value_over_the_servers_length_limit_is_a_limit_error(size: int, env: di
     url = table_url(server_url(), fresh_table())
     blob = tmp_path / "big.bin"
     blob.write_bytes(os.urandom(size))
-    result = kvctl("-u", url, "set", "big", "--file", str(blob), env=env)
-    lines = result.stderr.decode().strip().splitlines()
+    result = run_kvctl(env, "-u", url, "set", "big", "--file", str(blob))
+    lines = result.stderr.strip().splitlines()
     assert result.returncode == 5, result.stderr
     assert len(lines) == 1 and lines[0].startswith("kvctl: error: ") and "too big" in lines[0]
-    assert kvctl("-u", url, "count", env=env).stdout.strip() == b"0"
+    assert run_kvctl(env, "-u", url, "count").stdout.strip() == "0"
 
 
 # -- a server of this test's own, requiring a token (sqld's JWT auth) ---------------------------
@@ -203,22 +198,18 @@ def test_auth_token_accepted_missing_and_refused(auth_server: tuple[str, Callabl
     good = sign({"a": "rw"})
     env["MY_SQLD_TOKEN"] = good
     for url in (f"{base}&authToken={good}", f"{base}&authToken_env=MY_SQLD_TOKEN"):
-        assert kvctl("-u", url, "set", "k", "v", env=env).returncode == 0
-        got = kvctl("-u", url, "get", "k", env=env)
-        assert got.returncode == 0 and got.stdout.rstrip(b"\n") == b"v"
+        assert run_kvctl(env, "-u", url, "set", "k", "v").returncode == 0
+        got = run_kvctl(env, "-u", url, "get", "k")
+        assert got.returncode == 0 and got.stdout.rstrip("\n") == "v"
     forged = good[:-4] + ("AAAA" if not good.endswith("AAAA") else "BBBB")
     for url, why in ((base, "AUTH_HEADER_NOT_FOUND"), (f"{base}&authToken={forged}", "AUTH_JWT_INVALID")):
-        refused = kvctl("-u", url, "get", "k", env=env)
-        message = refused.stderr.decode()
+        refused = run_kvctl(env, "-u", url, "get", "k")
+        message = refused.stderr
         assert refused.returncode == 77, message
         assert message.count("\n") == 1 and message.startswith("kvctl: error: ") and why in message
         assert good not in message and forged not in message
     # the server closes the socket right after refusing the hello: the refusal is what is reported,
     # never the requests that were written behind the hello (a race, so several times)
     for _ in range(10):
-        store = open_sync(base)
-        try:
-            with pytest.raises(AuthError, match="AUTH_HEADER_NOT_FOUND"):
-                store.get(b"k")
-        finally:
-            store.close()
+        with open_sync(base) as store, pytest.raises(AuthError, match="AUTH_HEADER_NOT_FOUND"):
+            store.get(b"k")

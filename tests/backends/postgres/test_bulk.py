@@ -16,8 +16,6 @@ import base64
 import json
 import os
 import signal
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -30,8 +28,9 @@ from kvctl_plugins.postgres.store import COPY_MIN_ROWS
 from kvctl.hlc import make_version
 from kvctl.store import TOMBSTONE, Record, Store, now_ms
 from kvctl.testing import open_sync
-from kvctl.testing.cli import clean_env, run_kvctl
+from kvctl.testing.cli import clean_env, run_kvctl, start_kvctl
 from kvctl.testing.replication import sync_json
+from tests.backends.postgres.support import sql
 from tests.engines.migrate.test_resume import _wait_for_new_checkpoint
 
 pytestmark = pytest.mark.server
@@ -44,18 +43,6 @@ HOUR_MS = 3_600_000
 def new_table(base: str) -> tuple[str, str]:
     name = f"{PREFIX}_{uuid.uuid4().hex[:8]}"
     return f"{base}?table={name}", name
-
-
-async def _sql(url: str, text: str, *args: Any) -> list[Any]:
-    con = await asyncpg.connect(url)
-    try:
-        return list(await con.fetch(text, *args))
-    finally:
-        await con.close()
-
-
-def sql(url: str, text: str, *args: Any) -> list[Any]:
-    return asyncio.run(_sql(url, text, *args))
 
 
 def feed_rows(url: str, table: str) -> int:
@@ -107,7 +94,7 @@ def test_writes_after_a_load_follow_it_in_the_feed(pg_url: str) -> None:
         store.set_many(records)
         store.set(b"key:00000010", b"changed")
         store.delete(b"key:00000020")
-        asyncio.run(_sql(pg_url, f"UPDATE {quote_ident(table)} SET value = 'by sql' WHERE key = $1", b"key:00000030"))
+        sql(pg_url, (f"UPDATE {quote_ident(table)} SET value = 'by sql' WHERE key = $1", (b"key:00000030",)))
         got = [r for p in served(store, before) for r in p.records]
         final: dict[bytes, Record] = {}
         for rec in got:  # replayed in order, as a replica applies them
@@ -227,16 +214,16 @@ def test_migrate_killed_mid_copy_then_resumed_ends_equal_and_verifies(pg_url: st
             store.set_many(dataset(start=start))
     dst, _ = new_table(pg_url)
     cp = tmp_path / "cp.json"
-    cmd = [sys.executable, "-m", "kvctl", "migrate", src, dst, "--batch-size", str(N), "--checkpoint-every", "1",
+    cmd = ["migrate", src, dst, "--batch-size", str(N), "--checkpoint-every", "1",
            "--checkpoint", str(cp), "--resume", "--no-progress", "--json", "--verify"]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = start_kvctl(env, *cmd)
     try:
         assert _wait_for_new_checkpoint(proc, cp, 0, limit=60), "the copy ended before it could be killed"
         proc.send_signal(signal.SIGKILL)
     finally:
         proc.communicate(timeout=60)
-    done = subprocess.run(cmd, env=env, capture_output=True, timeout=300)
-    assert done.returncode == 0, done.stderr.decode()
+    done = run_kvctl(env, *cmd)
+    assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout)
     assert summary["resumed"] and summary["copied"] == 6 * N, summary
     assert run_kvctl(env, "diff", src, dst).returncode == 0

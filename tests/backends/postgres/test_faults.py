@@ -138,12 +138,8 @@ def test_wrong_password_is_an_auth_error(pg_url: str, password_role: tuple[str, 
 
 def test_no_password_for_a_password_role(pg_url: str, password_role: tuple[str, str, str]) -> None:
     role, _, schema = password_role
-    store = open_sync(with_user(pg_url, role, None) + f"?schema={schema}")
-    try:
-        with pytest.raises(AuthError):
-            store.get(b"k")
-    finally:
-        store.close()
+    with open_sync(with_user(pg_url, role, None) + f"?schema={schema}") as store, pytest.raises(AuthError):
+        store.get(b"k")
 
 
 def test_permission_denied_is_an_auth_error(pg_url: str, password_role: tuple[str, str, str]) -> None:
@@ -162,22 +158,15 @@ def test_permission_denied_is_an_auth_error(pg_url: str, password_role: tuple[st
 
 
 def test_unknown_role_is_an_auth_error(pg_url: str) -> None:
-    store = open_sync(with_user(pg_url, f"{PREFIX}_nobody", None))
-    try:
-        with pytest.raises(AuthError, match="does not exist"):
-            store.get(b"k")
-    finally:
-        store.close()
+    url = with_user(pg_url, f"{PREFIX}_nobody", None)
+    with open_sync(url) as store, pytest.raises(AuthError, match="does not exist"):
+        store.get(b"k")
 
 
 def test_missing_database(pg_url: str) -> None:
     url = pg_url.rsplit("/", 1)[0] + f"/{PREFIX}_nodb"
-    store = open_sync(url)
-    try:
-        with pytest.raises(UnavailableError, match="does not exist"):
-            store.get(b"k")
-    finally:
-        store.close()
+    with open_sync(url) as store, pytest.raises(UnavailableError, match="does not exist"):
+        store.get(b"k")
 
 
 # -- the server process dies ---------------------------------------------------------------------
@@ -311,12 +300,8 @@ def test_server_stopped_mid_batch(private_server: tuple[str, dict[str, str]]) ->
     assert isinstance(exc, UnavailableError), exc
     assert_clean(exc, store_url)
     # Server down: a clean error, not a hang or a traceback.
-    down = open_sync(store_url)
-    try:
-        with pytest.raises(UnavailableError):
-            down.get(b"s0000")
-    finally:
-        down.close()
+    with open_sync(store_url) as down, pytest.raises(UnavailableError):
+        down.get(b"s0000")
     # Up again (same data directory): nothing of the batch is there.
     out = subprocess.run(["bash", script, "start"], env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr

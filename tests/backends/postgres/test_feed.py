@@ -15,7 +15,6 @@ import subprocess
 import time
 import uuid
 from collections.abc import Iterator
-from typing import Any
 
 import asyncpg
 import pytest
@@ -26,6 +25,7 @@ from kvctl.errors import FeedGapError, LimitError, UsageError
 from kvctl.hlc import make_version, physical_ms
 from kvctl.store import TOMBSTONE, Record, Store, now_ms
 from kvctl.testing import StoreConformance, open_sync
+from tests.backends.postgres.support import sql
 
 pytestmark = pytest.mark.server
 
@@ -35,23 +35,6 @@ HOUR_MS = 3_600_000
 
 def _run(coro):
     return asyncio.run(coro)
-
-
-async def _sql(url: str, *statements: str | tuple[str, tuple[Any, ...]]) -> list[Any]:
-    """Run statements on a fresh connection (another program's); the last one's rows."""
-    con = await asyncpg.connect(url)
-    try:
-        rows: list[Any] = []
-        for stmt in statements:
-            text, args = (stmt, ()) if isinstance(stmt, str) else stmt
-            rows = list(await con.fetch(text, *args))
-        return rows
-    finally:
-        await con.close()
-
-
-def sql(url: str, *statements: str | tuple[str, tuple[Any, ...]]) -> list[Any]:
-    return _run(_sql(url, *statements))
 
 
 def new_table() -> str:
@@ -392,12 +375,9 @@ def test_pages_split_inside_one_transaction(store: Store) -> None:
 
 
 def test_cursors_of_other_feeds_are_gaps_and_junk_is_refused(store: Store, pg_url: str) -> None:
-    other = open_sync(table_url(pg_url, new_table()))
-    try:
+    with open_sync(table_url(pg_url, new_table())) as other:
         other.set(b"x", b"y")
         foreign = other.feed_cursor()  # type: ignore[attr-defined]
-    finally:
-        other.close()
     with pytest.raises(FeedGapError, match="not of this table"):
         feed(store, foreign)
     for junk in ("pg:abc", "pg:abc:x", "m:5", "pg::1", "pg:abc:1:2", "pg:abc:-1", "f:1:2:3:4:5"):
@@ -414,8 +394,7 @@ def test_a_cursor_past_the_end_of_a_reset_feed_is_a_gap(store: Store, pg_url: st
 
 
 def test_feed_retention_by_count_purges_and_old_cursors_are_gaps(pg_url: str, table: str) -> None:
-    s = open_sync(table_url(pg_url, table, feed_retention="10"))
-    try:
+    with open_sync(table_url(pg_url, table, feed_retention="10")) as s:
         start = s.feed_cursor()  # type: ignore[attr-defined]
         for i in range(30):
             s.set(b"k%d" % i, b"v")
@@ -427,13 +406,10 @@ def test_feed_retention_by_count_purges_and_old_cursors_are_gaps(pg_url: str, ta
             feed(s, start)
         assert [r.key for r in feed(s, recent)] == [b"last"]
         assert purge(s)["changes"] == 0  # nothing more to do
-    finally:
-        s.close()
 
 
 def test_feed_retention_by_age(pg_url: str, table: str) -> None:
-    s = open_sync(table_url(pg_url, table, feed_retention="200ms"))
-    try:
+    with open_sync(table_url(pg_url, table, feed_retention="200ms")) as s:
         start = s.feed_cursor()  # type: ignore[attr-defined]
         s.set_many([Record(b"old%d" % i, b"v") for i in range(5)])
         assert purge(s)["changes"] == 0  # not old enough yet
@@ -442,27 +418,21 @@ def test_feed_retention_by_age(pg_url: str, table: str) -> None:
         assert purge(s)["changes"] == 5
         with pytest.raises(FeedGapError):
             feed(s, start)
-    finally:
-        s.close()
 
 
 def test_writers_purge_the_feed_on_their_own(pg_url: str, table: str) -> None:
-    s = open_sync(table_url(pg_url, table, feed_retention="100"))
-    try:
+    with open_sync(table_url(pg_url, table, feed_retention="100")) as s:
         start = s.feed_cursor()  # type: ignore[attr-defined]
         for _ in range(3):  # each batch is enough writing to call for a purge on the next write
             s.set_many([Record(b"k%05d" % i, b"v") for i in range(6000)])
         with pytest.raises(FeedGapError):
             feed(s, start)
         assert s.stats()["feed_changes"] <= 6100
-    finally:
-        s.close()
 
 
 # == tombstones and apply_many ================================================================
 def test_tombstones_are_kept_for_their_retention_then_purged(pg_url: str, table: str) -> None:
-    s = open_sync(table_url(pg_url, table, tombstone_retention="300ms"))
-    try:
+    with open_sync(table_url(pg_url, table, tombstone_retention="300ms")) as s:
         s.set(b"k", b"v")
         version = s.get(b"k").version  # type: ignore[union-attr]
         s.delete(b"k")
@@ -473,8 +443,6 @@ def test_tombstones_are_kept_for_their_retention_then_purged(pg_url: str, table:
         assert purge(s)["tombstones"] == 1
         # Past the retention the delete is forgotten: the documented price of bounded tombstones.
         assert s.apply_many([Record(b"k", b"stale", None, version)]) == 1  # type: ignore[attr-defined]
-    finally:
-        s.close()
 
 
 def test_purged_expired_rows_leave_tombstones(store: Store) -> None:
@@ -545,20 +513,14 @@ def test_node_id_is_random_per_table_and_kept(pg_url: str) -> None:
     nodes = []
     for _ in range(6):
         name = new_table()
-        s = open_sync(table_url(pg_url, name))
-        try:
+        with open_sync(table_url(pg_url, name)) as s:
             s.set(b"k", b"v")
             nodes.append(node_of(s))
             assert s.get(b"k").version & 0xFF == nodes[-1]  # type: ignore[union-attr,operator]
             assert sql(pg_url, ("SELECT node_id FROM kvctl_meta WHERE table_name = $1", (name,)))[0][0] == nodes[-1]
-        finally:
-            s.close()
-        again = open_sync(table_url(pg_url, name))
-        try:
+        with open_sync(table_url(pg_url, name)) as again:
             again.set(b"j", b"v")
             assert node_of(again) == nodes[-1]
-        finally:
-            again.close()
     assert len(set(nodes)) > 1  # 6 draws from 256: equal only with probability ~1e-12
 
 
@@ -569,8 +531,7 @@ def test_feed_off_and_on_again(pg_url: str, table: str) -> None:
     before = s.feed_cursor()  # type: ignore[attr-defined]
     s.close()
 
-    off = open_sync(table_url(pg_url, table, feed="false"))
-    try:
+    with open_sync(table_url(pg_url, table, feed="false")) as off:
         assert not off.capabilities.change_feed
         off.set(b"b", b"2")
         sql(pg_url, f"INSERT INTO {t} (key, value, version) VALUES ('\\x63', '3', 1)")  # no triggers now
@@ -581,8 +542,6 @@ def test_feed_off_and_on_again(pg_url: str, table: str) -> None:
             feed(off, before)
         off.delete(b"a")  # tombstones are kept without a feed too
         assert off.apply_many([Record(b"a", b"stale", None, 1)]) == 0  # type: ignore[attr-defined]
-    finally:
-        off.close()
 
     plain = open_sync(table_url(pg_url, table))  # no option: the table keeps its mode
     try:
@@ -592,8 +551,7 @@ def test_feed_off_and_on_again(pg_url: str, table: str) -> None:
     finally:
         plain.close()
 
-    on = open_sync(table_url(pg_url, table, feed="true"))
-    try:
+    with open_sync(table_url(pg_url, table, feed="true")) as on:
         with pytest.raises(FeedGapError, match="not of this table"):
             feed(on, before)  # the old feed's cursor
         start = on.feed_cursor()  # type: ignore[attr-defined]
@@ -601,8 +559,6 @@ def test_feed_off_and_on_again(pg_url: str, table: str) -> None:
         sql(pg_url, f"INSERT INTO {t} (key, value) VALUES ('\\x65', '5')")
         assert summary(feed(on, start)) == [(b"d", None, b"4"), (b"e", None, b"5")]
         assert sorted(r.key for p in on.scan() for r in p.records) == [b"b", b"c", b"d", b"e"]
-    finally:
-        on.close()
 
 
 V1_META = ("CREATE TABLE IF NOT EXISTS kvctl_meta (table_name text PRIMARY KEY, "
@@ -623,8 +579,7 @@ def test_upgrade_from_version_1_in_place(pg_url: str) -> None:
          (5_000_000,)),
         ("INSERT INTO kvctl_meta (table_name, schema_version) VALUES ($1, 1), ($2, 1) "
          "ON CONFLICT (table_name) DO UPDATE SET schema_version = 1", (name, bystander)))
-    s = open_sync(table_url(pg_url, name))
-    try:
+    with open_sync(table_url(pg_url, name)) as s:
         assert s.count() == 100
         assert s.get(b"k7").version == 5_000_007  # type: ignore[union-attr]
         meta = sql(pg_url, ("SELECT schema_version, node_id, feed, feed_id FROM kvctl_meta WHERE table_name = $1",
@@ -637,8 +592,6 @@ def test_upgrade_from_version_1_in_place(pg_url: str) -> None:
         assert summary(feed(s, start)) == [(b"k1", TOMBSTONE, b""), (b"k2", None, b"by sql")]
         assert s.apply_many([Record(b"k1", b"stale", None, 5_000_001)]) == 0  # type: ignore[attr-defined]
         assert s.stats()["schema_version"] == 2
-    finally:
-        s.close()
     assert sql(pg_url, ("SELECT schema_version, node_id FROM kvctl_meta WHERE table_name = $1",
                         (bystander,)))[0] == (1, None)
 
@@ -658,26 +611,19 @@ def test_a_version_1_client_writing_to_an_upgraded_table_is_captured(store: Stor
 def test_newer_schema_version_is_refused(store: Store, pg_url: str, table: str) -> None:
     store.set(b"k", b"v")
     sql(pg_url, ("UPDATE kvctl_meta SET schema_version = 3 WHERE table_name = $1", (table,)))
-    later = open_sync(table_url(pg_url, table))
-    try:
-        with pytest.raises(UsageError, match="schema version 3"):
-            later.get(b"k")
-    finally:
-        later.close()
+    with open_sync(table_url(pg_url, table)) as later, pytest.raises(UsageError, match="schema version 3"):
+        later.get(b"k")
 
 
 def test_long_table_name_gets_distinct_derived_names(pg_url: str) -> None:
     stem = PREFIX + "_" + "x" * (63 - len(PREFIX) - 3)
     names = [stem + "_a", stem + "_b"]  # 63 bytes each, sharing 61
     for name in names:
-        s = open_sync(table_url(pg_url, name))
-        try:
+        with open_sync(table_url(pg_url, name)) as s:
             start = s.feed_cursor()  # type: ignore[attr-defined]
             s.set(b"k", name.encode())
             s.delete(b"k")
             assert summary(feed(s, start)) == [(b"k", None, name.encode()), (b"k", TOMBSTONE, b"")]
-        finally:
-            s.close()
     assert len({derived_name(n, "__changes") for n in names}) == 2
 
 
@@ -688,13 +634,10 @@ def test_a_deletion_as_a_fresh_stores_first_call_is_in_the_feed(pg_url: str, fir
     delete_many or clear that was a process's first call used to be built before that, and left
     the feed without its tombstones (sync then missed the deletes and said it had converged)."""
     url = f"{pg_url}?table={new_table()}"
-    store = open_sync(url)
-    try:
+    with open_sync(url) as store:
         store.set_many([Record(b"k%d" % i, b"v") for i in range(4)])
         cursor = store.feed_cursor()  # type: ignore[attr-defined]
         node = store.stats()["node_id"]
-    finally:
-        store.close()
     fresh = open_sync(url)  # a new store, as a new `kvctl del` process opens one
     try:
         if first == "delete_many":

@@ -22,6 +22,8 @@ from kvctl.errors import BadURLError, LimitError, StoreIOError, UnavailableError
 from kvctl.registry import open_url
 from kvctl.store import Record, Store, StoreURL
 from kvctl.testing import StoreConformance, open_sync
+from tests.backends.postgres.support import sql
+from tests.backends.support import versions_seeded_on_reopen
 from tests.conftest import SERVICES_DIR
 
 pytestmark = pytest.mark.server
@@ -115,14 +117,7 @@ def test_batch_refused_by_the_server_writes_nothing(store: Store, pg_url: str) -
     table = url_of(store).options["table"]
     store.set(b"keep", b"old")
 
-    async def constrain() -> None:
-        con = await asyncpg.connect(pg_url)
-        try:
-            await con.execute(f'ALTER TABLE "{table}" ADD CONSTRAINT no_bad CHECK (value <> \'bad\')')
-        finally:
-            await con.close()
-
-    _run(constrain())
+    sql(pg_url, f'ALTER TABLE "{table}" ADD CONSTRAINT no_bad CHECK (value <> \'bad\')')
     for n in (5, COPY_MIN_ROWS):
         batch = [Record(b"new%d" % i, b"v") for i in range(n)] + [Record(b"keep", b"bad")]
         with pytest.raises(StoreIOError, match="no_bad"):
@@ -142,19 +137,7 @@ def test_version_out_of_range_is_refused_before_writing(store: Store) -> None:
 
 
 def test_versions_seeded_from_table_on_reopen(pg_url: str) -> None:
-    url = table_url(pg_url, "seed")
-    s = open_sync(url)
-    s.clear()
-    future = (1 << 62) + 12345  # far ahead of this machine's clock
-    s.set_many([Record(b"a", b"v", None, future)])
-    s.close()
-    again = open_sync(url)
-    try:
-        again.set(b"b", b"v")
-        version = again.get(b"b").version  # type: ignore[union-attr]
-        assert version is not None and version > future
-    finally:
-        again.close()
+    versions_seeded_on_reopen(table_url(pg_url, "seed"))
 
 
 def test_expired_rows_are_hidden_then_purged(store: Store) -> None:
@@ -188,74 +171,35 @@ def test_table_name_is_quoted_safely(pg_url: str) -> None:
     name = f'{PREFIX}_we"ird; DROP TABLE x--'
     from urllib.parse import quote
 
-    s = open_sync(f"{pg_url}?table={quote(name)}")
-    try:
+    with open_sync(f"{pg_url}?table={quote(name)}") as s:
         s.set(b"k", b"v")
         assert s.get(b"k").value == b"v"  # type: ignore[union-attr]
-    finally:
-        s.close()
 
-    async def exists() -> bool:
-        con = await asyncpg.connect(pg_url)
-        try:
-            return bool(await con.fetchval("SELECT count(*) FROM pg_tables WHERE tablename = $1", name))
-        finally:
-            await con.close()
-
-    assert _run(exists())
+    assert sql(pg_url, ("SELECT count(*) FROM pg_tables WHERE tablename = $1", (name,)))[0][0] == 1
 
 
 def test_schema_version_is_recorded(store: Store, pg_url: str) -> None:
     table = url_of(store).options["table"]
 
-    async def meta() -> int:
-        con = await asyncpg.connect(pg_url)
-        try:
-            return await con.fetchval("SELECT schema_version FROM kvctl_meta WHERE table_name = $1", table)
-        finally:
-            await con.close()
-
     store.set(b"k", b"v")
-    assert _run(meta()) == 2
+    assert sql(pg_url, ("SELECT schema_version FROM kvctl_meta WHERE table_name = $1", (table,)))[0][0] == 2
 
 
 def test_newer_schema_version_is_refused(store: Store, pg_url: str) -> None:
     store.set(b"k", b"v")
     table = url_of(store).options["table"]
 
-    async def bump() -> None:
-        con = await asyncpg.connect(pg_url)
-        try:
-            await con.execute("UPDATE kvctl_meta SET schema_version = 3 WHERE table_name = $1", table)
-        finally:
-            await con.close()
-
-    _run(bump())
-    later = open_sync(url_of(store).raw)
-    try:
-        with pytest.raises(UsageError, match="schema version 3"):
-            later.get(b"k")
-    finally:
-        later.close()
+    sql(pg_url, ("UPDATE kvctl_meta SET schema_version = 3 WHERE table_name = $1", (table,)))
+    with open_sync(url_of(store).raw) as later, pytest.raises(UsageError, match="schema version 3"):
+        later.get(b"k")
 
 
 def test_foreign_table_is_refused(pg_url: str) -> None:
     name = f"{PREFIX}_foreign"
 
-    async def make() -> None:
-        con = await asyncpg.connect(pg_url)
-        try:
-            await con.execute(f'CREATE TABLE "{name}" (id int PRIMARY KEY, payload text)')
-        finally:
-            await con.close()
-
-    _run(make())
-    s = open_sync(f"{pg_url}?table={name}")
-    try:
-        with pytest.raises(UsageError, match="not a kvctl table"):
-            s.get(b"k")
-    finally:
-        s.close()
+    sql(pg_url, f'CREATE TABLE "{name}" (id int PRIMARY KEY, payload text)')
+    with open_sync(f"{pg_url}?table={name}") as s, pytest.raises(UsageError, match="not a kvctl table"):
+        s.get(b"k")
 
 
 def test_unix_socket_url(pg_url: str) -> None:
@@ -263,34 +207,24 @@ def test_unix_socket_url(pg_url: str) -> None:
     sock = SERVICES_DIR / "postgres" / "sock"
     if not (sock / f".s.PGSQL.{port}").exists():
         pytest.fail(f"no socket in {sock}")
-    s = open_sync(f"postgresql:///kvctl_test?host={sock}&port={port}&user=postgres&table={PREFIX}_unix")
-    try:
+    with open_sync(f"postgresql:///kvctl_test?host={sock}&port={port}&user=postgres&table={PREFIX}_unix") as s:
         s.set(b"over", b"socket")
         assert s.get(b"over").value == b"socket"  # type: ignore[union-attr]
-    finally:
-        s.close()
 
 
 def test_sslmode_prefer_and_disable_connect(pg_url: str) -> None:
     # The test server has no TLS: prefer falls back to plain, disable never tries.
     for mode in ("prefer", "disable"):
-        s = open_sync(table_url(pg_url, "ssl", sslmode=mode))
-        try:
+        with open_sync(table_url(pg_url, "ssl", sslmode=mode)) as s:
             s.set(b"k", mode.encode())
             assert s.get(b"k").value == mode.encode()  # type: ignore[union-attr]
-        finally:
-            s.close()
 
 
 def test_sslmode_require_reaches_the_driver(pg_url: str) -> None:
     # The test server has no TLS: require must fail (cleanly), which shows the mode is applied.
     url = table_url(pg_url, "ssl", sslmode="require")
-    s = open_sync(url)
-    try:
-        with pytest.raises(UnavailableError, match="SSL"):
-            s.get(b"k")
-    finally:
-        s.close()
+    with open_sync(url) as s, pytest.raises(UnavailableError, match="SSL"):
+        s.get(b"k")
 
 
 def test_concurrent_first_use_of_one_table(pg_url: str) -> None:
@@ -298,19 +232,13 @@ def test_concurrent_first_use_of_one_table(pg_url: str) -> None:
     url = table_url(pg_url, "race")
 
     def first_use(i: int) -> None:
-        s = open_sync(url)
-        try:
+        with open_sync(url) as s:
             s.set(b"k%d" % i, b"v")
-        finally:
-            s.close()
 
     with concurrent.futures.ThreadPoolExecutor(6) as pool:
         list(pool.map(first_use, range(6)))
-    s = open_sync(url)
-    try:
+    with open_sync(url) as s:
         assert s.count() == 6
-    finally:
-        s.close()
 
 
 @pytest.mark.parametrize("bad", ["table=", "nosuch=1", "sslmode=bogus", "table=" + "x" * 64,

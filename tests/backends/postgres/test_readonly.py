@@ -8,18 +8,17 @@ SELECT only reads a kvctl table, change feed included.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import pytest
 
 from kvctl.testing.cli import read_commands as all_read_commands
 from kvctl.testing.cli import run_kvctl
+from tests.backends.postgres.support import sql
 from tests.conftest import service_url
 
 pytestmark = pytest.mark.server
@@ -27,23 +26,6 @@ pytestmark = pytest.mark.server
 TAG = f"kvctl_ro{os.getpid()}_{uuid.uuid4().hex[:6]}"
 GORKFLOW_DDL = (Path(__file__).parent / "gorkflow.sql").read_text()
 GORKFLOW_TABLES = ["step_executions", "step_outputs", "workflow_runs", "workflow_state"]
-
-
-def sql(url: str, *statements: str) -> list[Any]:
-    async def run() -> list[Any]:
-        con = await asyncpg.connect(url)
-        try:
-            out: list[Any] = []
-            for statement in statements:
-                if ";" in statement:  # a script (no results)
-                    await con.execute(statement)
-                else:
-                    out = list(await con.fetch(statement))
-            return out
-        finally:
-            await con.close()
-
-    return asyncio.run(run())
 
 
 def on_database(url: str, name: str) -> str:

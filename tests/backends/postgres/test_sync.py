@@ -17,13 +17,13 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import pytest
 from kvctl_plugins.postgres.settings import quote_ident
 
 from kvctl.engines.replicate import SyncPlan, SyncResult, sync
 from kvctl.store import Record, Store, now_ms
 from kvctl.testing import open_sync
+from tests.backends.postgres.support import asql
 
 pytestmark = pytest.mark.server
 
@@ -39,15 +39,6 @@ def pg_table(base: str, **options: str) -> tuple[str, str]:
 
 def run(plan: SyncPlan) -> SyncResult:
     return asyncio.run(sync(plan))
-
-
-async def _raw(url: str, *statements: tuple[str, tuple[Any, ...]]) -> None:
-    con = await asyncpg.connect(url)
-    try:
-        for text, args in statements:
-            await con.execute(text, *args)
-    finally:
-        await con.close()
 
 
 def contents(store: Store) -> dict[bytes, tuple[bytes, int | None, int | None]]:
@@ -78,7 +69,7 @@ def scribble(store: Store, pg_url: str, table: str | None, rng: random.Random, n
                 sql.append((f"UPDATE {t} SET expires_at = $2 WHERE key = $1", (key, now_ms() + 60_000)))
             continue
         if sql:  # keep the order of kvctl's and the other program's writes
-            asyncio.run(_raw(pg_url, *sql))
+            asyncio.run(asql(pg_url, *sql))
             sql = []
         if roll < 0.55:
             store.set(key, rng.randbytes(rng.randint(0, 40)))
@@ -89,7 +80,7 @@ def scribble(store: Store, pg_url: str, table: str | None, rng: random.Random, n
         else:
             store.set_many([Record(key, b"batch"), Record(key + b"x", rng.randbytes(300))])
     if sql:
-        asyncio.run(_raw(pg_url, *sql))
+        asyncio.run(asql(pg_url, *sql))
 
 
 def dst_url(kind: str, pg_url: str, tmp_path: Path) -> tuple[str, str | None]:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Iterator
+from typing import NamedTuple
 from urllib.parse import urlsplit
 
 import pytest
@@ -17,11 +19,31 @@ import redis
 from kvctl_plugins.redis.commands import SLICE_BYTES, SLICE_KEYS, ranges
 from redis.cluster import RedisCluster
 
-from kvctl.store import Record, now_ms
+from kvctl.store import Record, Store, now_ms
 from kvctl.testing import open_sync
+from tests.backends.redis.support import with_options
 from tests.conftest import service_url
 
 HOUR_MS = 3_600_000
+
+
+class Spot(NamedTuple):
+    kind: str
+    base: str  # the shared server's URL
+    ns: str
+    store: Store
+
+
+@pytest.fixture(params=["standalone", "cluster"])
+def spot(request: pytest.FixtureRequest) -> Iterator[Spot]:
+    """A namespace of its own on the shared standalone server or cluster, cleared afterwards."""
+    base = service_url("KVCTL_TEST_REDIS_URL" if request.param == "standalone" else "KVCTL_TEST_REDIS_CLUSTER_URL")
+    ns = f"bulk-{uuid.uuid4().hex[:8]}:"
+    with open_sync(with_options(base, namespace=ns)) as store:
+        try:
+            yield Spot(request.param, base, ns, store)
+        finally:
+            store.clear()
 
 
 @pytest.mark.parametrize(("n", "size"), [(0, 1), (1, 1), (SLICE_KEYS, 10), (SLICE_KEYS + 1, 10),
@@ -37,65 +59,43 @@ def test_slices_cover_every_record_once_within_both_bounds(n: int, size: int) ->
 
 
 @pytest.mark.server
-@pytest.mark.parametrize("kind", ["standalone", "cluster"])
-def test_a_batch_of_several_slices_lands_exactly(kind: str) -> None:
-    base = service_url("KVCTL_TEST_REDIS_URL" if kind == "standalone" else "KVCTL_TEST_REDIS_CLUSTER_URL")
-    url = f"{base}{'&' if '?' in base else '?'}namespace=bulk-{uuid.uuid4().hex[:8]}:"
+def test_a_batch_of_several_slices_lands_exactly(spot: Spot) -> None:
     later = now_ms() + HOUR_MS
     records = [Record(b"key:\x00\xff%06d" % i, os.urandom(i % 300), later + i if i % 4 == 0 else None)
                for i in range(5 * SLICE_KEYS + 3)]
-    with open_sync(url) as store:
-        try:
-            store.set_many(records)
-            got = store.get_many([r.key for r in records])
-            assert [(g.key, g.value) if g else None for g in got] == [(r.key, r.value) for r in records]
-            for rec, held in zip(records, got, strict=True):
-                assert held is not None
-                if rec.expires_at_ms is None:
-                    assert held.expires_at_ms is None
-                else:  # absolute to the millisecond (PXAT; PEXPIRETIME reads it back)
-                    assert held.expires_at_ms == rec.expires_at_ms
-        finally:
-            store.clear()
+    spot.store.set_many(records)
+    got = spot.store.get_many([r.key for r in records])
+    assert [(g.key, g.value) if g else None for g in got] == [(r.key, r.value) for r in records]
+    for rec, held in zip(records, got, strict=True):
+        assert held is not None
+        if rec.expires_at_ms is None:
+            assert held.expires_at_ms is None
+        else:  # absolute to the millisecond (PXAT; PEXPIRETIME reads it back)
+            assert held.expires_at_ms == rec.expires_at_ms
 
 
 @pytest.mark.server
-@pytest.mark.parametrize("kind", ["standalone", "cluster"])
-def test_the_last_record_of_a_key_in_a_batch_wins_with_or_without_an_expiry(kind: str) -> None:
-    base = service_url("KVCTL_TEST_REDIS_URL" if kind == "standalone" else "KVCTL_TEST_REDIS_CLUSTER_URL")
-    url = f"{base}{'&' if '?' in base else '?'}namespace=bulk-{uuid.uuid4().hex[:8]}:"
+def test_the_last_record_of_a_key_in_a_batch_wins_with_or_without_an_expiry(spot: Spot) -> None:
     later = now_ms() + HOUR_MS
-    with open_sync(url) as store:
-        try:
-            store.set_many([Record(b"a", b"first", later), Record(b"b", b"first"), Record(b"a", b"second"),
-                            Record(b"b", b"second", later)])
-            assert store.get_many([b"a", b"b"]) == [Record(b"a", b"second"), Record(b"b", b"second", later)]
-        finally:
-            store.clear()
+    spot.store.set_many([Record(b"a", b"first", later), Record(b"b", b"first"), Record(b"a", b"second"),
+                         Record(b"b", b"second", later)])
+    assert spot.store.get_many([b"a", b"b"]) == [Record(b"a", b"second"), Record(b"b", b"second", later)]
 
 
 @pytest.mark.server
-@pytest.mark.parametrize("kind", ["standalone", "cluster"])
-def test_a_bulk_scan_reads_every_record_exactly(kind: str) -> None:
+def test_a_bulk_scan_reads_every_record_exactly(spot: Spot) -> None:
     """The scan pages a snapshot reads: values, absolute expiries and a key of another type, with
     the replies of several slices per page checked for errors in bulk."""
-    base = service_url("KVCTL_TEST_REDIS_URL" if kind == "standalone" else "KVCTL_TEST_REDIS_CLUSTER_URL")
-    ns = f"bulk-{uuid.uuid4().hex[:8]}:"
-    url = f"{base}{'&' if '?' in base else '?'}namespace={ns}"
     later = now_ms() + HOUR_MS
     records = [Record(b"key:\x00\xff%06d" % i, os.urandom(1 + i % 200), later + i if i % 3 == 0 else None)
                for i in range(3 * SLICE_KEYS + 5)]
-    with open_sync(url) as store:
-        try:
-            store.set_many(records)
-            host, _, port = urlsplit(base).netloc.split(",")[0].rpartition(":")
-            client = (redis.Redis(host=host, port=int(port)) if kind == "standalone"
-                      else RedisCluster(host=host, port=int(port)))
-            try:
-                client.hset(ns + "a-hash", "f", "v")
-            finally:
-                client.close()
-            got = [r for page in store.scan(batch_size=2 * SLICE_KEYS) for r in page.records]
-            assert sorted(got) == sorted([*records, Record(b"a-hash", b"", None, kind="hash")])
-        finally:
-            store.clear()
+    spot.store.set_many(records)
+    host, _, port = urlsplit(spot.base).netloc.split(",")[0].rpartition(":")
+    client = (redis.Redis(host=host, port=int(port)) if spot.kind == "standalone"
+              else RedisCluster(host=host, port=int(port)))
+    try:
+        client.hset(spot.ns + "a-hash", "f", "v")
+    finally:
+        client.close()
+    got = [r for page in spot.store.scan(batch_size=2 * SLICE_KEYS) for r in page.records]
+    assert sorted(got) == sorted([*records, Record(b"a-hash", b"", None, kind="hash")])

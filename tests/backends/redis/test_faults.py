@@ -8,13 +8,9 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import socket
 import subprocess
-import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,64 +19,13 @@ import redis as redispy
 from kvctl.errors import AuthError, KvctlError, LimitError, UnavailableError
 from kvctl.registry import open_url
 from kvctl.store import Record
+from kvctl.testing.cli import run_kvctl
+from tests.backends.redis.support import Server, free_port, wait
 
 # Skipped without redis-server, unless the servers are required (then a missing one is a failure).
 _NO_SERVER = shutil.which("redis-server") is None and os.environ.get("KVCTL_SERVICES") != "required"
 pytestmark = [pytest.mark.server,
               pytest.mark.skipif(_NO_SERVER, reason="redis-server is not installed (tests/services.sh installs it)")]
-
-
-def free_port() -> int:
-    while True:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port < 55000:  # leave room for a cluster bus port (+10000)
-            return port
-
-
-class Server:
-    """A redis-server of this test's own, in the foreground so its PID is ours to kill."""
-
-    def __init__(self, workdir: Path, *args: str, port: int | None = None, ping: bool = True) -> None:
-        self.port = port or free_port()
-        self.dir = workdir / f"redis-{self.port}"
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.dir), "--logfile", str(self.dir / "log"), *args],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        if ping:
-            self.wait(lambda: self.client().ping())
-
-    def client(self, **kwargs: object) -> redispy.Redis:
-        return redispy.Redis(host="127.0.0.1", port=self.port, socket_timeout=2, **kwargs)  # type: ignore[arg-type]
-
-    @staticmethod
-    def wait(check, timeout: float = 15) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                if check():
-                    return
-            except (redispy.RedisError, OSError):
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError("server did not come up")
-            time.sleep(0.05)
-
-    def kill(self, sig: int = signal.SIGKILL) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            self.proc.wait(timeout=10)
-
-
-@pytest.fixture
-def servers(tmp_path: Path) -> Iterator[list[Server]]:
-    started: list[Server] = []
-    yield started
-    for server in started:
-        server.kill()
 
 
 def assert_one_line(exc: KvctlError, url: str, secret: str | None = None) -> None:
@@ -103,7 +48,7 @@ def test_nothing_listening_is_unavailable() -> None:
 def test_wrong_password_is_an_auth_error(servers: list[Server], tmp_path: Path) -> None:
     server = Server(tmp_path, "--requirepass", "right-pw", ping=False)
     servers.append(server)
-    server.wait(lambda: server.client(password="right-pw").ping())
+    wait(lambda: server.client(password="right-pw").ping())
     for url in (f"redis://:wrong-pw@127.0.0.1:{server.port}/0",
                 f"redis://127.0.0.1:{server.port}/0",  # none given
                 f"redis://bob:wrong-pw@127.0.0.1:{server.port}/0"):
@@ -187,7 +132,7 @@ def start_cluster(tmp_path: Path, servers: list[Server]) -> list[Server]:
     subprocess.run(["redis-cli", "--cluster", "create", *addrs, "--cluster-replicas", "0", "--cluster-yes"],
                    check=True, capture_output=True, timeout=60)
     for n in nodes:
-        Server.wait(lambda n=n: b"cluster_state:ok" in n.client().execute_command("CLUSTER", "INFO"))
+        wait(lambda n=n: b"cluster_state:ok" in n.client().execute_command("CLUSTER", "INFO"))
     return nodes
 
 
@@ -210,12 +155,12 @@ def test_tls_cluster(servers: list[Server], tmp_path: Path) -> None:
         return redispy.Redis(host="127.0.0.1", port=node.port, ssl=True, ssl_ca_certs=cert, socket_timeout=2)
 
     for n in nodes:
-        Server.wait(lambda n=n: client(n).ping())
+        wait(lambda n=n: client(n).ping())
     addrs = [f"127.0.0.1:{n.port}" for n in nodes]
     subprocess.run(["redis-cli", "--tls", "--cacert", cert, "--cluster", "create", *addrs,
                     "--cluster-replicas", "0", "--cluster-yes"], check=True, capture_output=True, timeout=60)
     for n in nodes:
-        Server.wait(lambda n=n: b"cluster_state:ok" in client(n).execute_command("CLUSTER", "INFO"))
+        wait(lambda n=n: b"cluster_state:ok" in client(n).execute_command("CLUSTER", "INFO"))
     base = f"rediss+cluster://{addrs[0]}?seeds={addrs[1]},{addrs[2]}"
     records = [Record(b"tls-%d" % i, b"\x00secure-%d" % i) for i in range(200)]
     with open_url(f"{base}&ssl_ca_certs={cert}") as store:
@@ -328,7 +273,7 @@ def test_tls(servers: list[Server], tmp_path: Path) -> None:
     server.port = port
     servers.append(server)
     base = f"rediss://127.0.0.1:{port}/0"
-    Server.wait(lambda: redispy.Redis(host="127.0.0.1", port=port, ssl=True, ssl_cert_reqs="none").ping())
+    wait(lambda: redispy.Redis(host="127.0.0.1", port=port, ssl=True, ssl_cert_reqs="none").ping())
     with open_url(f"{base}?ssl_ca_certs={certs / 'cert.pem'}") as store:
         store.set(b"tls", b"\x00secure")
         assert store.get(b"tls").value == b"\x00secure"
@@ -345,7 +290,7 @@ def test_tls_url_to_a_plain_server_fails_fast(servers: list[Server], tmp_path: P
     kvctl finds it speaking plain Redis and says the handshake failed."""
     server = Server(tmp_path, "--requirepass", "pw", ping=False)  # a password: the probe needs none
     servers.append(server)
-    server.wait(lambda: server.client(password="pw").ping())
+    wait(lambda: server.client(password="pw").ping())
     url = f"{scheme}://:pw@127.0.0.1:{server.port}?connect_timeout=20s"
     started = time.monotonic()
     with open_url(url) as store, pytest.raises(UnavailableError, match="TLS handshake failed") as info:
@@ -359,7 +304,7 @@ def test_unix_socket_with_password(servers: list[Server], tmp_path: Path) -> Non
     sock = tmp_path / "r.sock"
     server = Server(tmp_path, "--unixsocket", str(sock), "--requirepass", "pw", ping=False)
     servers.append(server)
-    server.wait(lambda: sock.exists() and server.client(password="pw").ping())
+    wait(lambda: sock.exists() and server.client(password="pw").ping())
     with open_url(f"unix://:pw@{sock}?db=2") as store:
         store.set(b"u", b"v")
         assert server.client(password="pw", db=2).get(b"u") == b"v"
@@ -370,11 +315,6 @@ def test_unix_socket_with_password(servers: list[Server], tmp_path: Path) -> Non
 
 
 # -- strings over the server's proto-max-bulk-len ------------------------------------------------
-def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "kvctl", *args], capture_output=True, text=True, env=env,
-                          timeout=120)
-
-
 @pytest.mark.parametrize("config", ["readable", "renamed"])
 def test_value_over_the_servers_bulk_limit_is_a_limit_error(
         servers: list[Server], tmp_path: Path, env: dict[str, str], config: str) -> None:
@@ -408,7 +348,7 @@ def test_value_over_the_servers_bulk_limit_is_a_limit_error(
     for args, named, code in ((["-u", url, "set", "cli-big", "--file", str(blob)], "'cli-big' is 2,000,000 bytes", 5),
                               (["migrate", f"sqlite://{source}", url, "--no-progress"], "'z-big' is 3,000,000 bytes",
                                8)):
-        proc = _cli(*args, env=env)
+        proc = run_kvctl(env, *args)
         lines = proc.stderr.strip().splitlines()
         assert proc.returncode == code, proc.stderr
         assert lines[-1].startswith("kvctl: error: ") and "Traceback" not in proc.stderr

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -25,16 +23,12 @@ from kvctl.errors import BadURLError, FeedGapError, UnsupportedError, UsageError
 from kvctl.registry import open_url
 from kvctl.store import TOMBSTONE, Record, Store
 from kvctl.testing import StoreConformance
+from tests.backends.redis.support import Server, clear_namespace, with_options
 from tests.conftest import service_url
 
 pytestmark = pytest.mark.server
 
 RUN = f"kvctl-feed-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-
-
-def with_options(url: str, **options: object) -> str:
-    extra = "&".join(f"{k}={v}" for k, v in options.items())
-    return url + ("&" if "?" in url else "?") + extra
 
 
 def feed_url(name: str, **options: object) -> str:
@@ -55,10 +49,7 @@ def kill_subscriber(store: Store, admin: redispy.Redis) -> None:
 @pytest.fixture(scope="module", autouse=True)
 def remove_leftovers() -> Iterator[None]:
     yield
-    url = os.environ.get("KVCTL_TEST_REDIS_URL")
-    if url:
-        with open_url(with_options(url, namespace=RUN)) as store:
-            store.clear()
+    clear_namespace(RUN, "KVCTL_TEST_REDIS_URL")
 
 
 @pytest.fixture
@@ -240,55 +231,16 @@ def test_other_value_types_are_reported_with_their_kind() -> None:
 
 
 # -- the server's settings, on servers of this test's own ---------------------------------------
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Server:
-    """A redis-server in the foreground (its PID is ours), with the given arguments."""
+class NotifyServer(Server):
+    """A server of this test's own, with a URL that turns the feed on."""
 
     def __init__(self, workdir: Path, *args: str, auth: dict[str, str] | None = None) -> None:
         if shutil.which("redis-server") is None:
             pytest.skip("redis-server is not installed (tests/services.sh installs it)")
-        self.port = free_port()
-        self.args = args
-        self.auth = auth or {}
-        self.dir = workdir / f"redis-{self.port}"
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.start()
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.dir), *self.args],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                if redispy.Redis(port=self.port, socket_timeout=1, **self.auth).ping():  # type: ignore[arg-type]
-                    return
-            except redispy.RedisError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.02)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
+        super().__init__(workdir, *args, auth=auth)
 
     def url(self, **options: object) -> str:
         return with_options(f"redis://127.0.0.1:{self.port}/0", feed="notify", **options)
-
-
-@pytest.fixture
-def servers(tmp_path: Path) -> Iterator[list[Server]]:
-    started: list[Server] = []
-    yield started
-    for server in started:
-        server.stop()
 
 
 # The only user may do everything but CONFIG (as on managed services), or but CONFIG SET.
@@ -297,8 +249,8 @@ NO_CONFIG_SET = (*NO_CONFIG[:-1], "-config|set")
 APP = {"username": "app", "password": "pw"}
 
 
-def test_missing_notification_classes_are_added_with_config_set(servers: list[Server], tmp_path: Path) -> None:
-    server = Server(tmp_path, "--notify-keyspace-events", "El")
+def test_missing_notification_classes_are_added_with_config_set(servers: list[NotifyServer], tmp_path: Path) -> None:
+    server = NotifyServer(tmp_path, "--notify-keyspace-events", "El")
     servers.append(server)
     with open_url(server.url()) as store:
         start = store.feed_cursor()
@@ -309,8 +261,8 @@ def test_missing_notification_classes_are_added_with_config_set(servers: list[Se
     assert set("Klg$xe") <= set(flags.replace("A", "g$lshzxetd"))
 
 
-def test_refused_config_without_notifications_is_unsupported(servers: list[Server], tmp_path: Path) -> None:
-    server = Server(tmp_path, *NO_CONFIG_SET, auth=APP)
+def test_refused_config_without_notifications_is_unsupported(servers: list[NotifyServer], tmp_path: Path) -> None:
+    server = NotifyServer(tmp_path, *NO_CONFIG_SET, auth=APP)
     servers.append(server)
     with open_url(server.url().replace("redis://", "redis://app:pw@")) as store:
         with pytest.raises(UnsupportedError, match=r"CONFIG SET was refused.*notify-keyspace-events") as info:
@@ -318,9 +270,9 @@ def test_refused_config_without_notifications_is_unsupported(servers: list[Serve
         assert "pw@" not in str(info.value)
 
 
-def test_refused_config_with_keyevent_notifications_configured(servers: list[Server], tmp_path: Path) -> None:
+def test_refused_config_with_keyevent_notifications_configured(servers: list[NotifyServer], tmp_path: Path) -> None:
     # CONFIG GET is allowed here, CONFIG SET is not, and only keyevent (E) notifications are on.
-    server = Server(tmp_path, "--notify-keyspace-events", "Eg$xe", *NO_CONFIG_SET, auth=APP)
+    server = NotifyServer(tmp_path, "--notify-keyspace-events", "Eg$xe", *NO_CONFIG_SET, auth=APP)
     servers.append(server)
     with open_url(server.url(namespace="ns:").replace("redis://", "redis://app:pw@")) as store:
         start = store.feed_cursor()
@@ -333,9 +285,9 @@ def test_refused_config_with_keyevent_notifications_configured(servers: list[Ser
         assert [(r.key, r.kind) for r in changed(store, start)] == [(b"k", TOMBSTONE)]
 
 
-def test_unreadable_config_is_probed(servers: list[Server], tmp_path: Path) -> None:
-    on = Server(tmp_path, "--notify-keyspace-events", "Kg$xe", *NO_CONFIG, auth=APP)
-    off = Server(tmp_path, *NO_CONFIG, auth=APP)
+def test_unreadable_config_is_probed(servers: list[NotifyServer], tmp_path: Path) -> None:
+    on = NotifyServer(tmp_path, "--notify-keyspace-events", "Kg$xe", *NO_CONFIG, auth=APP)
+    off = NotifyServer(tmp_path, *NO_CONFIG, auth=APP)
     servers.extend([on, off])
     with open_url(on.url(namespace="p:").replace("redis://", "redis://app:pw@")) as store:
         start = store.feed_cursor()
@@ -347,8 +299,8 @@ def test_unreadable_config_is_probed(servers: list[Server], tmp_path: Path) -> N
         store.feed_cursor()
 
 
-def test_flushes_are_a_gap(servers: list[Server], tmp_path: Path) -> None:
-    server = Server(tmp_path)
+def test_flushes_are_a_gap(servers: list[NotifyServer], tmp_path: Path) -> None:
+    server = NotifyServer(tmp_path)
     servers.append(server)
     raw = redispy.Redis(port=server.port)
     with open_url(server.url()) as store:
@@ -365,13 +317,13 @@ def test_flushes_are_a_gap(servers: list[Server], tmp_path: Path) -> None:
     raw.close()
 
 
-def test_server_restart_is_a_gap(servers: list[Server], tmp_path: Path) -> None:
-    server = Server(tmp_path)
+def test_server_restart_is_a_gap(servers: list[NotifyServer], tmp_path: Path) -> None:
+    server = NotifyServer(tmp_path)
     servers.append(server)
     with open_url(server.url(timeout="2s")) as store:
         cursor = store.feed_cursor()
         store.set(b"k", b"v")
-        server.stop()
+        server.kill()
         server.start()  # same port, settings back to the defaults: notifications off
         with pytest.raises(FeedGapError, match=r"dropped|no longer"):
             changed(store, cursor)

@@ -7,12 +7,10 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import subprocess
-import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis as redispy
@@ -23,16 +21,12 @@ from kvctl.registry import open_url
 from kvctl.store import TOMBSTONE, Record, Store
 from kvctl.testing import StoreConformance
 from kvctl.url import StoreURL
+from tests.backends.redis.support import Server, clear_namespace, wait, with_options
 from tests.conftest import service_url
 
 pytestmark = pytest.mark.server
 
 RUN = f"kvctl-cfeed-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-
-
-def with_options(url: str, **options: object) -> str:
-    extra = "&".join(f"{k}={v}" for k, v in options.items())
-    return url + ("&" if "?" in url else "?") + extra
 
 
 def cluster_url(name: str, **options: object) -> str:
@@ -50,10 +44,7 @@ def changed(store: Store, cursor: str, batch_size: int = 1000) -> list[Record]:
 @pytest.fixture(scope="module", autouse=True)
 def remove_leftovers() -> Iterator[None]:
     yield
-    url = os.environ.get("KVCTL_TEST_REDIS_CLUSTER_URL")
-    if url:
-        with open_url(with_options(url, namespace=RUN)) as store:
-            store.clear()
+    clear_namespace(RUN, "KVCTL_TEST_REDIS_CLUSTER_URL")
 
 
 class TestRedisClusterFeedConformance(StoreConformance):
@@ -135,68 +126,37 @@ def test_seed_list_in_the_host_part() -> None:
 
 
 # -- the masters changing, on a cluster of this test's own ----------------------------------------
-def free_port() -> int:
-    while True:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = int(s.getsockname()[1])
-        if port < 55000:  # room for the cluster bus port (+10000)
-            return port
-
-
-def wait(check, timeout: float = 60) -> None:
-    # Generous: on a loaded 2-core CI runner a fresh redis-server can take many seconds to answer.
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if check():
-                return
-        except redispy.RedisError:
-            pass
-        if time.monotonic() > deadline:
-            raise AssertionError("the cluster did not settle")
-        time.sleep(0.05)
+def settled(check: Callable[[], Any]) -> None:
+    wait(check, timeout=60, what="the cluster did not settle")
 
 
 @pytest.fixture
 def own_nodes(tmp_path: Path) -> Iterator[list[tuple[int, redispy.Redis]]]:
     if shutil.which("redis-server") is None:
         pytest.skip("redis-server is not installed (tests/services.sh installs it)")
-    procs: list[subprocess.Popen[bytes]] = []
-    nodes: list[tuple[int, redispy.Redis]] = []
-    for _ in range(2):
-        port = free_port()
-        workdir = tmp_path / str(port)
-        workdir.mkdir()
-        procs.append(subprocess.Popen(
-            ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
-             "--cluster-config-file", str(workdir / "nodes.conf"), "--save", "", "--appendonly", "no",
-             "--dir", str(workdir)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        client = redispy.Redis(port=port, socket_timeout=2, decode_responses=True)
-        wait(client.ping)
-        nodes.append((port, client))
-    yield nodes
-    for proc in procs:
-        proc.kill()
-        proc.wait(timeout=10)
+    started = [Server(tmp_path, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf")
+               for _ in range(2)]
+    yield [(server.port, server.client(decode_responses=True)) for server in started]
+    for server in started:
+        server.kill()
 
 
 def test_masters_changing_is_a_gap(own_nodes: list[tuple[int, redispy.Redis]]) -> None:
     (port_a, a), (port_b, b) = own_nodes
     a.execute_command("CLUSTER", "ADDSLOTSRANGE", 0, 16383)
-    wait(lambda: "cluster_state:ok" in a.execute_command("CLUSTER", "INFO"))
+    settled(lambda: "cluster_state:ok" in a.execute_command("CLUSTER", "INFO"))
     with open_url(f"redis+cluster://127.0.0.1:{port_a}?feed=notify&namespace=n:") as store:
         cursor = store.feed_cursor()
         store.set(b"k", b"v")
         # a second master joins and takes over an (empty) slot
         a.execute_command("CLUSTER", "MEET", "127.0.0.1", port_b)
         b_id = b.execute_command("CLUSTER", "MYID")
-        wait(lambda: b_id in a.execute_command("CLUSTER", "NODES")
+        settled(lambda: b_id in a.execute_command("CLUSTER", "NODES")
              and a.execute_command("CLUSTER", "MYID") in b.execute_command("CLUSTER", "NODES"))
         slot = 16383
         b.execute_command("CLUSTER", "SETSLOT", slot, "NODE", b_id)
         a.execute_command("CLUSTER", "SETSLOT", slot, "NODE", b_id)
-        wait(lambda: any(int(entry[0]) <= slot <= int(entry[1]) and int(entry[2][1]) == port_b
+        settled(lambda: any(int(entry[0]) <= slot <= int(entry[1]) and int(entry[2][1]) == port_b
                          for entry in a.execute_command("CLUSTER", "SLOTS")))
         with pytest.raises(FeedGapError, match="masters changed"):
             changed(store, cursor)

@@ -14,8 +14,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from kvctl.registry import open_url
 from kvctl.testing import StoreConformance
+from tests.backends.redis.support import clear_namespace, with_options
 from tests.conftest import service_url
 
 pytestmark = pytest.mark.server
@@ -27,16 +27,7 @@ RUN = f"kvctl-test-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 def remove_leftovers() -> Iterator[None]:
     """The suite clears a store before each test, not after: remove this run's keys at the end."""
     yield
-    for var in ("KVCTL_TEST_REDIS_URL", "KVCTL_TEST_REDIS_CLUSTER_URL"):
-        url = os.environ.get(var)
-        if url:
-            with open_url(with_options(url, namespace=RUN)) as store:
-                store.clear()
-
-
-def with_options(url: str, **options: object) -> str:
-    extra = "&".join(f"{k}={v}" for k, v in options.items())
-    return url + ("&" if "?" in url else "?") + extra
+    clear_namespace(RUN, "KVCTL_TEST_REDIS_URL", "KVCTL_TEST_REDIS_CLUSTER_URL")
 
 
 class TestRedisConformance(StoreConformance):

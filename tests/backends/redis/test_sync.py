@@ -28,6 +28,7 @@ from kvctl.engines.replicate import SyncEngine, SyncPlan, SyncResult, sync
 from kvctl.errors import NoSuchStoreError
 from kvctl.registry import open_url
 from kvctl.store import Record, Store, now_ms
+from tests.backends.redis.support import clear_namespace
 from tests.conftest import service_url
 
 pytestmark = pytest.mark.server
@@ -57,10 +58,7 @@ def kill_subscriber(store: Store) -> None:
 @pytest.fixture(scope="module", autouse=True)
 def remove_leftovers() -> Iterator[None]:
     yield
-    url = os.environ.get("KVCTL_TEST_REDIS_URL")
-    if url:
-        with open_url(url + ("&" if "?" in url else "?") + f"namespace={RUN}") as store:
-            store.clear()
+    clear_namespace(RUN, "KVCTL_TEST_REDIS_URL")
 
 
 class Pair:

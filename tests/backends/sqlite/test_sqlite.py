@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import sqlite3
-import subprocess
-import sys
-import textwrap
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from kvctl.adapt import to_async
 from kvctl.errors import (
     AuthError,
     BadURLError,
@@ -29,6 +24,7 @@ from kvctl.hlc import make_version, physical_ms
 from kvctl.registry import open_url
 from kvctl.store import Record, now_ms
 from kvctl.testing import StoreConformance
+from tests.backends.support import async_adapter_works, two_processes_write
 
 
 class TestSQLiteConformance(StoreConformance):
@@ -224,56 +220,12 @@ def test_locked_database_times_out(db: str) -> None:
         holder.close()
 
 
-WRITER = textwrap.dedent("""
-    import os, sys, time
-    from kvctl.registry import open_url
-    from kvctl.store import Record
-    url, me, go = sys.argv[1], sys.argv[2].encode(), sys.argv[3]
-    while not os.path.exists(go):
-        time.sleep(0.001)
-    with open_url(url) as store:
-        for i in range(150):
-            store.set(b"%s-%d" % (me, i), b"single")
-            if i % 10 == 0:
-                store.set_many([Record(b"shared-%d" % j, me) for j in range(50)])
-                store.delete_many([b"%s-%d" % (me, i)])
-""")
-
-
-def run_two_writers(url: str, tmp_path: Path) -> None:
-    go = tmp_path / "go"
-    procs = [subprocess.Popen([sys.executable, "-c", WRITER, url, name, str(go)], stderr=subprocess.PIPE)
-             for name in ("p0", "p1")]
-    time.sleep(0.3)  # both are importing and waiting: start them together
-    go.touch()
-    for proc in procs:
-        _, err = proc.communicate(timeout=120)
-        assert proc.returncode == 0, err.decode()
-
-
 def test_two_processes_write_one_file(db: str, tmp_path: Path) -> None:
     url = f"sqlite://{db}?timeout=30s"
-    open_url(url).close()
-    run_two_writers(url, tmp_path)
-    with open_url(url) as store:
-        for me in (b"p0", b"p1"):
-            got = store.get_many([b"%s-%d" % (me, i) for i in range(150)])
-            assert [g is None for g in got] == [i % 10 == 0 for i in range(150)]
-        shared = store.get_many([b"shared-%d" % j for j in range(50)])
-        assert all(r is not None and r.value in (b"p0", b"p1") for r in shared)
-        assert store.count() == 2 * 135 + 50
+    two_processes_write(url, tmp_path)
     with sqlite3.connect(db) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
 
 def test_async_adapter_runs_it_on_a_worker_thread(db: str) -> None:
-    async def main() -> list[bytes]:
-        store = to_async(open_url(f"sqlite://{db}"))
-        try:
-            await store.set_many([Record(b"a%d" % i, b"v") for i in range(10)])
-            assert (await store.get(b"a3")).value == b"v"  # type: ignore[union-attr]
-            return [r.key async for page in store.scan(b"a", batch_size=4) for r in page.records]
-        finally:
-            await store.close()
-
-    assert asyncio.run(main()) == [b"a%d" % i for i in range(10)]
+    async_adapter_works(f"sqlite://{db}")

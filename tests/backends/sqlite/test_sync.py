@@ -17,6 +17,7 @@ from kvctl.registry import open_url
 from kvctl.store import Record
 from kvctl.testing.replication import contents, scribble
 from tests.backends.sqlite.test_replication import plain_sql
+from tests.backends.support import gap_falls_back_then_feed_resumes
 
 
 def run(plan: SyncPlan):
@@ -63,10 +64,4 @@ def test_feed_gap_after_retention_falls_back_to_a_diff(tmp_path: Path) -> None:
     with open_url(a) as src:
         src.delete(b"k00001")
         src.set_many([Record(b"k%05d" % i, b"again") for i in range(12_000)])  # a purge passes the cursor
-    result = run(plan)
-    assert result.mode == "diff" and "gap" in (result.fallback or "")
-    assert contents(a) == contents(b)
-    with open_url(a) as src:
-        src.set(b"k00003", b"then")
-    assert run(plan).mode == "feed"
-    assert contents(a) == contents(b)
+    gap_falls_back_then_feed_resumes(plan)

@@ -8,7 +8,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -22,6 +21,7 @@ from kvctl.engines.distributed.executor import ExecutorSpec, parse_executor
 from kvctl.engines.migrate import Plan
 from kvctl.errors import UsageError
 from kvctl.store import Record
+from kvctl.testing.cli import run_kvctl, start_kvctl
 from tests.conftest import service_url
 from tests.engines.support import diff_urls, state_dir, subprocess_env, write
 
@@ -59,9 +59,21 @@ def _pair(tmp_path: Path, n: int = N, delay_ms: int = 0, fail_at: bytes | None =
 
 
 def _cmd(src: str, dst: str, client: Any, cp: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "kvctl", "migrate", src, dst, "--executor", _address(client), "--shared-fs",
+    """The arguments of a ``kvctl migrate`` on the cluster."""
+    return ["migrate", src, dst, "--executor", _address(client), "--shared-fs",
             "--slices", str(SLICES), "--batch-size", "100", "--checkpoint-every", "1", "--checkpoint", str(cp),
             "--no-progress", "--json", *extra]
+
+
+def _start_slow_run(tmp_path: Path, cluster: Any) -> tuple[str, str, Path, dict[str, str], list[str],
+                                                           subprocess.Popen[bytes]]:
+    """A migrate on the cluster from a slow source, started in its own session (to be killed or
+    interrupted): its source, destination, checkpoint, environment, arguments and process."""
+    src, slow, dst = _pair(tmp_path, delay_ms=40)
+    cp = tmp_path / "cp.json"
+    env = subprocess_env(tmp_path)
+    cmd = _cmd(slow, dst, cluster, cp)
+    return src, dst, cp, env, cmd, start_kvctl(env, *cmd, start_new_session=True)
 
 
 def _wait_for_cursors(cp: Path, proc: subprocess.Popen[bytes] | None = None, timeout: float = 60) -> dict[str, Any]:
@@ -98,10 +110,9 @@ def test_executor_values() -> None:
 
 def test_a_url_with_a_password_never_reaches_the_workers(tmp_path: Path) -> None:
     env = subprocess_env(tmp_path)
-    done = subprocess.run([sys.executable, "-m", "kvctl", "migrate", "redis://u:hunter2@127.0.0.1:1/0",
-                           f"sqlite://{tmp_path / 'd.db'}", "--executor", "dask://127.0.0.1:1"],
-                          env=env, capture_output=True, timeout=60)
-    err = done.stderr.decode()
+    done = run_kvctl(env, "migrate", "redis://u:hunter2@127.0.0.1:1/0", f"sqlite://{tmp_path / 'd.db'}",
+                     "--executor", "dask://127.0.0.1:1")
+    err = done.stderr
     assert done.returncode == 2 and "hunter2" not in err and "name a profile" in err, err
     _one_line_each(err)
 
@@ -110,8 +121,8 @@ def test_a_host_local_store_is_refused_on_remote_workers(tmp_path: Path, cluster
     src, _, dst = _pair(tmp_path, n=10)
     cmd = _cmd(src, dst, cluster, tmp_path / "cp.json")
     cmd.remove("--shared-fs")
-    done = subprocess.run(cmd, env=subprocess_env(tmp_path), capture_output=True, timeout=60)
-    err = done.stderr.decode()
+    done = run_kvctl(subprocess_env(tmp_path), *cmd)
+    err = done.stderr
     assert done.returncode == 2 and "--shared-fs" in err and "sqlite" in err, err
     _one_line_each(err)
     assert not (tmp_path / "cp.json").exists()
@@ -121,9 +132,8 @@ def test_a_host_local_store_is_refused_on_remote_workers(tmp_path: Path, cluster
 def test_migrate_on_the_cluster_copies_every_key(tmp_path: Path, cluster: Any) -> None:
     src, _, dst = _pair(tmp_path)
     cp = tmp_path / "cp.json"
-    done = subprocess.run(_cmd(src, dst, cluster, cp), env=subprocess_env(tmp_path), capture_output=True,
-                          timeout=120)
-    assert done.returncode == 0, done.stderr.decode()
+    done = run_kvctl(subprocess_env(tmp_path), *_cmd(src, dst, cluster, cp))
+    assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout)
     assert summary["copied"] == N and summary["read"] == N and summary["processed"] == N
     assert summary["workers"] == 2
@@ -137,9 +147,8 @@ def test_a_redis_cluster_source_over_hash_slices(tmp_path: Path, cluster: Any) -
     dst = f"sqlite://{tmp_path / 'dst.db'}"
     write(src, [Record(b"r%05d" % i, b"v%d" % i, None) for i in range(3000)])
     try:
-        done = subprocess.run(_cmd(src, dst, cluster, tmp_path / "cp.json"), env=subprocess_env(tmp_path),
-                              capture_output=True, timeout=120)
-        assert done.returncode == 0, done.stderr.decode()
+        done = run_kvctl(subprocess_env(tmp_path), *_cmd(src, dst, cluster, tmp_path / "cp.json"))
+        assert done.returncode == 0, done.stderr
         assert json.loads(done.stdout)["copied"] == 3000
         assert diff_urls(src, dst, ignore_expiry=False).equal
     finally:
@@ -181,8 +190,8 @@ def test_a_slice_that_always_fails_is_listed_and_the_others_finish(tmp_path: Pat
     _, slow, dst = _pair(tmp_path, n=4000, fail_at=_key(1234))
     cp = tmp_path / "cp.json"
     env = subprocess_env(tmp_path)
-    done = subprocess.run(_cmd(slow, dst, cluster, cp), env=env, capture_output=True, timeout=120)
-    err = done.stderr.decode()
+    done = run_kvctl(env, *_cmd(slow, dst, cluster, cp))
+    err = done.stderr
     assert done.returncode == 74, err  # the slice's own error, as a local run would exit
     # the failing key's page is read by its slice, and by the slice before when its last page
     # runs past its range's end: every failed slice is listed, the others finish
@@ -192,23 +201,19 @@ def test_a_slice_that_always_fails_is_listed_and_the_others_finish(tmp_path: Pat
     saved = json.loads(cp.read_bytes())["extra"]
     assert len(saved["finished"]) == SLICES - len(listed)
     # --resume reruns the unfinished slices only (which fail again the same way)
-    again = subprocess.run([*_cmd(slow, dst, cluster, cp), "--resume"], env=env, capture_output=True, timeout=120)
-    err = again.stderr.decode()
+    again = run_kvctl(env, *_cmd(slow, dst, cluster, cp), "--resume")
+    err = again.stderr
     assert again.returncode == 74 and f"resuming {len(listed)} unfinished slice(s)" in err, err
 
 
 def test_a_killed_driver_resumes_from_the_mirrored_checkpoints(tmp_path: Path, cluster: Any) -> None:
-    src, slow, dst = _pair(tmp_path, delay_ms=40)
-    cp = tmp_path / "cp.json"
-    env = subprocess_env(tmp_path)
-    cmd = _cmd(slow, dst, cluster, cp)
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    src, dst, cp, env, cmd, proc = _start_slow_run(tmp_path, cluster)
     doc = _wait_for_cursors(cp, proc)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.communicate(timeout=30)
     mirrored = doc["extra"]["cursors"]
-    done = subprocess.run([*cmd, "--resume"], env=env, capture_output=True, timeout=180)
-    assert done.returncode == 0, done.stderr.decode()
+    done = run_kvctl(env, *cmd, "--resume")
+    assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout)
     assert summary["resumed"] and summary["copied"] == N and summary["read"] == N
     assert summary["processed"] < N  # the mirrored cursors were used
@@ -216,11 +221,7 @@ def test_a_killed_driver_resumes_from_the_mirrored_checkpoints(tmp_path: Path, c
 
 
 def test_ctrl_c_stops_every_slice_then_resume_finishes(tmp_path: Path, cluster: Any) -> None:
-    src, slow, dst = _pair(tmp_path, delay_ms=40)
-    cp = tmp_path / "cp.json"
-    env = subprocess_env(tmp_path)
-    cmd = _cmd(slow, dst, cluster, cp)
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    src, dst, cp, env, cmd, proc = _start_slow_run(tmp_path, cluster)
     _wait_for_cursors(cp, proc)
     asked = time.monotonic()
     proc.send_signal(signal.SIGINT)
@@ -234,8 +235,8 @@ def test_ctrl_c_stops_every_slice_then_resume_finishes(tmp_path: Path, cluster: 
     frozen = diff_urls(src, dst, ignore_expiry=False)
     time.sleep(1.0)
     assert diff_urls(src, dst, ignore_expiry=False).to_dict()["same"] == frozen.to_dict()["same"]
-    done = subprocess.run([*cmd, "--resume"], env=env, capture_output=True, timeout=180)
-    assert done.returncode == 0, done.stderr.decode()
+    done = run_kvctl(env, *cmd, "--resume")
+    assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["copied"] == N
     assert diff_urls(src, dst, ignore_expiry=False).equal
 
@@ -280,13 +281,12 @@ def test_diff_on_the_cluster_finds_what_a_local_diff_finds(tmp_path: Path, clust
     _differences(dst)
     env = subprocess_env(tmp_path)
     try:
-        base = [sys.executable, "-m", "kvctl", "diff", src, dst, "--json", "--sample", "5"]
-        local = subprocess.run(base, env=env, capture_output=True, timeout=120)
-        on_cluster = subprocess.run([*base, "--executor", _address(cluster), "--shared-fs", "--slices", "8"],
-                                    env=env, capture_output=True, timeout=120)
+        base = ["diff", src, dst, "--json", "--sample", "5"]
+        local = run_kvctl(env, *base)
+        on_cluster = run_kvctl(env, *base, "--executor", _address(cluster), "--shared-fs", "--slices", "8")
     finally:
         write(dst, [])
-    assert local.returncode == on_cluster.returncode == 1, on_cluster.stderr.decode()
+    assert local.returncode == on_cluster.returncode == 1, on_cluster.stderr
     got, want = json.loads(on_cluster.stdout), json.loads(local.stdout)
     for doc in (got, want):
         doc.pop("seconds")

@@ -5,18 +5,12 @@ other stores or options, and bad slice numbers are usage errors."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 from kvctl.store import Record
+from kvctl.testing.cli import run_kvctl
 from tests.engines.support import diff_urls, subprocess_env, write
-
-
-def _kvctl(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run([sys.executable, "-m", "kvctl", "migrate", *args], env=env, capture_output=True,
-                          timeout=120)
 
 
 def test_every_slice_of_a_plan_copies_its_share_and_together_everything(tmp_path: Path) -> None:
@@ -25,15 +19,15 @@ def test_every_slice_of_a_plan_copies_its_share_and_together_everything(tmp_path
     write(src, [Record(b"%x:%05d" % (i % 16, i), b"v%d" % i) for i in range(n)])
     env = subprocess_env(tmp_path)
     plan = tmp_path / "plan.json"
-    made = _kvctl(env, src, dst, "--plan-out", str(plan), "--slices", "6")
-    assert made.returncode == 0, made.stderr.decode()
+    made = run_kvctl(env, "migrate", src, dst, "--plan-out", str(plan), "--slices", "6")
+    assert made.returncode == 0, made.stderr
     count = len(json.loads(plan.read_bytes())["slices"])
-    assert 2 <= count <= 6 and f"--slice K/{count}" in made.stderr.decode()
+    assert 2 <= count <= 6 and f"--slice K/{count}" in made.stderr
     assert "src.db" in plan.read_text() and not (tmp_path / "dst.db").exists()  # nothing copied yet
     copied = 0
     for k in range(count):
-        done = _kvctl(env, src, dst, "--plan", str(plan), "--slice", f"{k}/{count}", "--json")
-        assert done.returncode == 0, done.stderr.decode()
+        done = run_kvctl(env, "migrate", src, dst, "--plan", str(plan), "--slice", f"{k}/{count}", "--json")
+        assert done.returncode == 0, done.stderr
         part = json.loads(done.stdout)["copied"]
         assert 0 < part < n
         copied += part
@@ -46,7 +40,7 @@ def test_a_plan_is_refused_for_other_options_and_bad_slices(tmp_path: Path) -> N
     write(src, [Record(b"k%03d" % i, b"v") for i in range(300)])
     env = subprocess_env(tmp_path)
     plan = tmp_path / "plan.json"
-    assert _kvctl(env, src, dst, "--plan-out", str(plan), "--slices", "2").returncode == 0
+    assert run_kvctl(env, "migrate", src, dst, "--plan-out", str(plan), "--slices", "2").returncode == 0
     count = len(json.loads(plan.read_bytes())["slices"])
     cases = {
         ("--prefix", "k1", "--plan", str(plan), "--slice", f"0/{count}"): "a plan for other stores or options",
@@ -56,11 +50,11 @@ def test_a_plan_is_refused_for_other_options_and_bad_slices(tmp_path: Path) -> N
         ("--plan", str(plan), "--slice", f"0/{count}", "--verify"): "need every slice",
     }
     for args, message in cases.items():
-        done = _kvctl(env, src, dst, *args)
-        err = done.stderr.decode()
+        done = run_kvctl(env, "migrate", src, dst, *args)
+        err = done.stderr
         assert done.returncode == 2 and message in err and "Traceback" not in err, (args, err)
-    garbage = _kvctl(env, src, dst, "--plan", str(tmp_path / "src.db"), "--slice", "0/2")
-    assert garbage.returncode == 65 and "not a readable plan file" in garbage.stderr.decode()
+    garbage = run_kvctl(env, "migrate", src, dst, "--plan", str(tmp_path / "src.db"), "--slice", "0/2")
+    assert garbage.returncode == 65 and "not a readable plan file" in garbage.stderr
 
 
 def test_a_redis_cluster_is_split_once_per_master_and_each_key_read_once(tmp_path: Path) -> None:

@@ -11,13 +11,13 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from kvctl.store import Record, now_ms
+from kvctl.testing.cli import run_kvctl, start_kvctl
 from tests.engines.support import all_families, diff_urls, fresh_url, subprocess_env, write
 
 PAIRS = [("sqlite", "lmdb"), ("file", "sqlite"), ("lmdb", "file")]
@@ -61,13 +61,13 @@ def test_sigkill_at_random_points_then_resume_converges(src_family: str, dst_fam
           + [Record(b"\x00\xffbinary", bytes(range(256)))])
     write(dst, [])
     cp = tmp_path / "migrate.checkpoint.json"
-    cmd = [sys.executable, "-m", "kvctl", "migrate", src, dst, "--batch-size", "300", "--checkpoint-every", "1",
+    cmd = ["migrate", src, dst, "--batch-size", "300", "--checkpoint-every", "1",
            "--checkpoint", str(cp), "--resume", "--no-progress", "--json"]
     env = subprocess_env(tmp_path)
     kills = 0
     for _ in range(3):
         before = _mtime(cp)
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        proc = start_kvctl(env, *cmd)
         try:
             if _wait_for_new_checkpoint(proc, cp, before):
                 time.sleep(rng.uniform(0, 0.15))
@@ -76,8 +76,8 @@ def test_sigkill_at_random_points_then_resume_converges(src_family: str, dst_fam
         finally:
             proc.communicate(timeout=60)
     interrupted_mid_copy = cp.exists()  # a kill may also land after the copy finished
-    done = subprocess.run(cmd, env=env, capture_output=True, timeout=120)
-    assert done.returncode == 0, (seed, done.stderr.decode())
+    done = run_kvctl(env, *cmd)
+    assert done.returncode == 0, (seed, done.stderr)
     summary = json.loads(done.stdout)
     # counts survive the kills: every key read exactly once as far as the totals are concerned
     assert summary["read"] == N + 1 and summary["copied"] == N + 1, (seed, summary)
@@ -92,7 +92,7 @@ def _interrupt_mid_copy(cmd: list[str], env: dict[str, str], cp: Path, sig: sign
                         settle: float = 0.05) -> subprocess.CompletedProcess[bytes]:
     """Run ``cmd`` in its own process group; once it has saved a checkpoint, let it copy a little
     further, then send ``sig`` to the whole group, as a terminal's Ctrl-C does."""
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    proc = start_kvctl(env, *cmd, start_new_session=True)
     try:
         assert _wait_for_new_checkpoint(proc, cp, 0, limit=60), "the copy ended before it could be interrupted"
         time.sleep(settle)  # batches written past the checkpoint (the next one is a second away)
@@ -117,15 +117,15 @@ def test_an_interrupted_fail_migrate_resumes_to_the_end(sig: signal.Signals, tmp
     write(src, [Record(b"key:%06d" % i, b"value %d" % i) for i in range(n)])
     write(dst, [])
     cp = tmp_path / "cp.json"
-    cmd = [sys.executable, "-m", "kvctl", "migrate", src, dst, "--batch-size", "500", "--checkpoint-every", "1",
+    cmd = ["migrate", src, dst, "--batch-size", "500", "--checkpoint-every", "1",
            "--checkpoint", str(cp), "--on-conflict", "fail", "--no-progress", "--json"]
     env = subprocess_env(tmp_path)
     stopped = _interrupt_mid_copy(cmd, env, cp, sig)
     assert stopped.returncode == (130 if sig == signal.SIGINT else -signal.SIGKILL), stopped.stderr.decode()
     assert b"Traceback" not in stopped.stderr
     assert cp.exists()
-    done = subprocess.run([*cmd, "--resume"], env=env, capture_output=True, timeout=120)
-    assert done.returncode == 0, done.stderr.decode()
+    done = run_kvctl(env, *cmd, "--resume")
+    assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout)
     assert summary["resumed"] and summary["read"] == n and summary["copied"] == n, summary
     assert not cp.exists()

@@ -8,7 +8,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from kvctl.engines.migrate.split import key_range_split, ranges_from
 from kvctl.errors import UsageError
 from kvctl.registry import open_url
 from kvctl.store import Capabilities, Record
+from kvctl.testing.cli import run_kvctl, start_kvctl
 from tests.engines.support import DictStore, all_families, diff_urls, fresh_url, state_dir, subprocess_env, write
 
 __all__ = ["state_dir"]
@@ -132,10 +132,10 @@ def test_a_killed_parallel_run_resumes(tmp_path: Path) -> None:
     write(src, [Record(b"key:%06d" % i, b"%d" % i * 10) for i in range(n)])
     write(dst, [])
     cp = tmp_path / "cp.json"
-    cmd = [sys.executable, "-m", "kvctl", "migrate", src, dst, "--workers", "3", "--batch-size", "200",
+    cmd = ["migrate", src, dst, "--workers", "3", "--batch-size", "200",
            "--checkpoint-every", "1", "--checkpoint", str(cp), "--resume", "--no-progress", "--json"]
     env = subprocess_env(tmp_path)
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    proc = start_kvctl(env, *cmd, start_new_session=True)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and proc.poll() is None:
         if any(p.name.startswith("cp.json.w") for p in tmp_path.iterdir()):
@@ -144,8 +144,8 @@ def test_a_killed_parallel_run_resumes(tmp_path: Path) -> None:
     if proc.poll() is None:
         os.killpg(proc.pid, signal.SIGKILL)  # the coordinator and every worker at once
     proc.communicate(timeout=60)
-    done = subprocess.run(cmd, env=env, capture_output=True, timeout=180)
-    assert done.returncode == 0, done.stderr.decode()
+    done = run_kvctl(env, *cmd)
+    assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout)
     assert summary["read"] == n and summary["copied"] == n
     assert diff_urls(src, dst, ignore_expiry=False).equal
@@ -188,7 +188,7 @@ def _worker_pids(coordinator: int) -> list[int]:
 
 def _start_parallel(cmd: list[str], env: dict[str, str], cp: Path, workers: int) -> subprocess.Popen[bytes]:
     """Start ``cmd`` in its own process group and return once every worker has saved a checkpoint."""
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    proc = start_kvctl(env, *cmd, start_new_session=True)
     deadline = time.monotonic() + 60
     seen: set[str] = set()  # a worker that finished has removed its own by now
     while len(seen) < workers:
@@ -229,15 +229,14 @@ def _parallel_case(tmp_path: Path, n: int = N_PARALLEL) -> tuple[str, str, Path,
     write(src, [Record(_key(i), b"%d" % i * 10) for i in range(n)])
     write(dst, [])
     cp = tmp_path / "cp.json"
-    cmd = [sys.executable, "-m", "kvctl", "migrate", src, dst, "--workers", "2", "--batch-size", "500",
+    cmd = ["migrate", src, dst, "--workers", "2", "--batch-size", "500",
            "--checkpoint-every", "1", "--checkpoint", str(cp), "--on-conflict", "fail", "--no-progress", "--json"]
     return src, dst, cp, cmd, subprocess_env(tmp_path)
 
 
 def _resume_converges(src: str, dst: str, cp: Path, cmd: list[str], env: dict[str, str],
                       n: int = N_PARALLEL) -> None:
-    proc = subprocess.Popen([*cmd, "--resume"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            start_new_session=True)
+    proc = start_kvctl(env, *cmd, "--resume", start_new_session=True)
     try:
         out, err = proc.communicate(timeout=120)
     except subprocess.TimeoutExpired:
@@ -279,13 +278,12 @@ def test_a_second_ctrl_c_stops_at_once_and_resume_finishes(tmp_path: Path) -> No
 def test_a_worker_that_fails_stops_the_others_in_one_line(tmp_path: Path) -> None:
     _, dst, _, cmd, env = _parallel_case(tmp_path)
     write(dst, [Record(_key(i), b"someone else's") for i in (5_000, 5_011)])  # one in each half
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    proc = start_kvctl(env, *cmd, start_new_session=True)
     code, err = _finish(proc)
     assert code == 6, err
     _one_line_each(err)
     assert err.count("already exists") == 1 and err.count("--resume") == 1, err  # one hint, not two
-    proc = subprocess.Popen([*cmd, "--resume"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            start_new_session=True)
+    proc = start_kvctl(env, *cmd, "--resume", start_new_session=True)
     code, err = _finish(proc)  # a real conflict stays one, resumed or not
     assert code == 6 and "already exists" in err, err
     _one_line_each(err)

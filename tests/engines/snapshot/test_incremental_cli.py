@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import random
 import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -17,13 +16,13 @@ import pytest
 
 from kvctl.cli.app import main
 from kvctl.registry import open_url
+from kvctl.testing.cli import run_kvctl
 from tests.engines.snapshot.test_incremental import contents, scribble
 from tests.engines.support import subprocess_env
 
 
 def kvctl(tmp: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "kvctl", *args], env=subprocess_env(tmp), capture_output=True,
-                          text=True, timeout=120)
+    return run_kvctl(subprocess_env(tmp), *args)
 
 
 def ok(tmp: Path, *args: str) -> dict[str, object]:
