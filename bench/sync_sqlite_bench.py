@@ -76,8 +76,12 @@ def load_v1(root: Path) -> tuple[Any, str]:
         if name.endswith(".py"):
             source = subprocess.run(["git", "show", f"{commit}:{name}"], cwd=REPO, capture_output=True,
                                     text=True, check=True).stdout
-            (pkg / Path(name).name).write_text(source)
-    shutil.copy(REPO / "plugins" / "sqlite" / "records.py", pkg / "records.py")
+            # the helpers v1 took from kvctl.store live in kvctl.plugin_kit now: one module offers both
+            (pkg / Path(name).name).write_text(source.replace("from kvctl.store import", "from ._compat import"))
+    (pkg / "_compat.py").write_text("from kvctl.plugin_kit import *  # noqa: F403\n"
+                                    "from kvctl.plugin_kit import record_of as make_record  # noqa: F401\n"
+                                    "from kvctl.store import *  # noqa: F403\n")
+    (pkg / "records.py").write_text("from ._compat import make_record  # noqa: F401\n")
     sys.path.insert(0, str(pkg.parent))
     module = importlib.import_module("kvctl_sqlite_v1")
     return module.SQLiteStore, commit[:10]
