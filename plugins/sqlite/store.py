@@ -17,11 +17,12 @@ import itertools
 import os
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from itertools import starmap
 from typing import Any, Self
 
 from kvctl.errors import UnsupportedError
-from kvctl.plugin_kit import ScanRange, deadline_ms, prefix_end, record_of
+from kvctl.plugin_kit import LockedKeyAdmin, ScanRange, deadline_ms, prefix_end, record_of
 from kvctl.store import TOMBSTONE, Capabilities, Page, Record, StoreURL, now_ms
 
 from . import mixed
@@ -31,7 +32,7 @@ from .options import parse_options
 from .schema import connect
 
 
-class SQLiteStore(SQLiteBase):
+class SQLiteStore(LockedKeyAdmin, SQLiteBase):
     name = "sqlite"
     description = "SQLite file (stdlib sqlite3): WAL, ordered scans, TTLs, versions, multi-process."
     capabilities = Capabilities(
@@ -203,6 +204,33 @@ class SQLiteStore(SQLiteBase):
             self._clock.observe(max(r.version for r in written if r.version is not None))
         self._count_writes(len(written))
         return applied
+
+    # -- expire and set_if (LockedKeyAdmin): one immediate transaction -------------------------
+    @contextmanager
+    def _admin_lock(self) -> Iterator[None]:
+        conn = self._conn
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            yield
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise self._fail(exc) from None
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        self._count_writes(1)
+
+    def _admin_get(self, key: bytes) -> Record | None:
+        return self.get(key)
+
+    def _admin_put(self, record: Record) -> None:
+        if len(record.value) > MAX_LENGTH:
+            self._check(record.key, record.value)
+        self._conn.execute(self._sql_put_new, (record.key, record.value, record.expires_at_ms, self._clock.now()))
+
+    def _admin_delete(self, key: bytes) -> None:
+        self._conn.execute(self._sql_delete, (key, now_ms()))
 
     # -- change feed -------------------------------------------------------------------------
     def feed_cursor(self) -> str:
