@@ -286,6 +286,12 @@ class RedisClusterStore(RedisStoreBase):
         self._publish(publish)
         return removed
 
+    def _key_command(self, command: tuple[Any, ...], publish: Commands) -> Any:
+        # redis-py's cluster client routes by the command's key and follows MOVED and ASK
+        reply = self.rc.execute_command(command[0].decode(), *command[1:])
+        self._publish(publish)
+        return reply
+
     def _publish(self, publish: Commands) -> None:
         # Cluster pub/sub is broadcast over the cluster bus: any one node will do.
         if publish:

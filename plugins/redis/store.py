@@ -141,6 +141,15 @@ class RedisStore(RedisStoreBase):
 
         raise_first_error(self._run_script(WRITE, commands))
 
+    def _key_command(self, command: tuple[Any, ...], publish: Commands) -> Any:
+        if not publish:
+            replies = self._run([command])
+            raise_first_error(replies)
+            return replies[0]
+        replies = self._run([(b"MULTI",), command, *publish, (b"EXEC",)])
+        raise_first_error(replies)
+        return replies[-1][0]
+
     def _unlink(self, keys: list[bytes], publish: Commands) -> int:
         parts = [keys[a:b] for a, b in ranges(keys)]
         if len(parts) == 1 and not publish:
