@@ -139,6 +139,8 @@ class Capabilities:
     partitioned: bool = False  # offers Partitioned
     change_feed: bool = False  # offers ChangeFeed
     typed_values: bool = False  # holds non-string values (e.g. Redis hashes); offers TypedValues
+    # offers Expiry and ConditionalWrites, atomically (expire, persist, set --nx/--xx/--keep-ttl)
+    conditional_writes: bool = False
     # One process writes at a time (a lock file; others wait or are refused): parallel writers
     # into it, such as migrate --workers, cannot work.
     one_writer: bool = False

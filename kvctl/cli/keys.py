@@ -144,7 +144,7 @@ def set_(
             from kvctl.plugin_kit import deadline_ms
             from kvctl.store import ConditionalWrites, Record
 
-            if not isinstance(store, ConditionalWrites):
+            if not (store.capabilities.conditional_writes and isinstance(store, ConditionalWrites)):
                 flag = "--nx" if nx else "--xx" if xx else "--keep-ttl"
                 raise UnsupportedError(f"the {store.name} backend cannot do set {flag} atomically")
             written = store.set_if(Record(k, v, deadline_ms(ttl_ms)), exists=exists, keep_ttl=keep_ttl)
@@ -235,7 +235,7 @@ def _set_expiry(k: bytes, expires: int | None, as_json: bool) -> None:
         raise UsageError("the expiry is out of range: it must fall before 2109-05-15")
     with open_store() as store:
         name = store_name(store)
-        if not isinstance(store, Expiry):
+        if not (store.capabilities.conditional_writes and isinstance(store, Expiry)):
             raise UnsupportedError(f"the {store.name} backend cannot change an expiry atomically")
         deleting = expires is not None and expires <= now_ms()
         if not store.expire(k, expires):

@@ -53,7 +53,7 @@ class MemoryStore(LockedKeyAdmin, StoreBase):
     name = "memory"
     description = "In-process dict; named stores (memory://NAME) are shared within one process."
     capabilities = Capabilities(
-        ttl=True, ordered_scan=True, versions=True, atomic_batch=True, change_feed=True,
+        ttl=True, ordered_scan=True, versions=True, atomic_batch=True, change_feed=True, conditional_writes=True,
         durability="none (process memory)", blocking_io=False,
     )
 

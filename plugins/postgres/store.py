@@ -40,6 +40,7 @@ class PostgresStore(BulkWrites, FeedReads):
         ordered_scan=True,
         versions=True,
         atomic_batch=True,
+        conditional_writes=True,
         change_feed=True,
         max_key_size=MAX_KEY,
         max_value_size=MAX_VALUE,

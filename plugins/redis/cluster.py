@@ -57,6 +57,7 @@ class RedisClusterStore(RedisStoreBase):
         persistent=True, ttl=True, ordered_scan=False, versions=False, atomic_batch=False,
         multi_node=True, typed_values=True, max_key_size=MAX_STRING, max_value_size=MAX_STRING,
         durability="the servers' (RDB/AOF as configured; none if both are off)", partitioned=True,
+        conditional_writes=True,
     )
     cluster = True
 

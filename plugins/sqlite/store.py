@@ -37,7 +37,7 @@ class SQLiteStore(LockedKeyAdmin, SQLiteBase):
     description = "SQLite file (stdlib sqlite3): WAL, ordered scans, TTLs, versions, multi-process."
     capabilities = Capabilities(
         persistent=True, ttl=True, ordered_scan=True, versions=True, atomic_batch=True,
-        change_feed=True, host_local=True, max_value_size=MAX_LENGTH,
+        change_feed=True, host_local=True, max_value_size=MAX_LENGTH, conditional_writes=True,
         durability=(
             "WAL with synchronous=NORMAL: a commit survives a process crash, a power loss may "
             "roll back the last commits but never corrupts; ?synchronous=full fsyncs every commit"
