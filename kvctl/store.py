@@ -12,9 +12,10 @@ method names; :mod:`kvctl.adapt` converts between the two once per command.  Wha
 
 Optional abilities are the protocols below :class:`AsyncStore` (:class:`ChangeFeed`,
 :class:`Replicable`, :class:`NewerWrites`, :class:`TypedValues`, :class:`Partitioned`,
-:class:`Rebalancing`, :class:`Expiry`, :class:`ConditionalWrites` and their ``Async`` forms), each offered by a store that declares the
-matching :class:`Capabilities` flag where there is one.  Engines and the CLI test them with
-``isinstance``; a store without an ability is refused with :class:`~kvctl.errors.UnsupportedError`.
+:class:`Rebalancing`, :class:`Expiry`, :class:`ConditionalWrites` and their ``Async`` forms),
+each offered by a store that declares the matching :class:`Capabilities` flag where there is
+one.  Engines and the CLI test them with ``isinstance``; a store without an ability is refused
+with :class:`~kvctl.errors.UnsupportedError`.
 """
 
 from __future__ import annotations

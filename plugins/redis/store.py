@@ -41,7 +41,8 @@ class RedisStore(RedisStoreBase):
                    "writes them; other types reported; optional local cache with pub/sub invalidation.")
     capabilities = Capabilities(
         persistent=True, ttl=True, ordered_scan=False, versions=False, atomic_batch=True,
-        multi_node=False, typed_values=True, conditional_writes=True, max_key_size=MAX_STRING, max_value_size=MAX_STRING,
+        multi_node=False, typed_values=True, conditional_writes=True, max_key_size=MAX_STRING,
+        max_value_size=MAX_STRING,
         durability="the server's (RDB/AOF as configured; none if both are off)",
     )
 
