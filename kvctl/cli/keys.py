@@ -199,7 +199,7 @@ def expire(
     duration: Annotated[str | None, typer.Argument(
         help="Expire after this long: 500ms, 30s, 5m, 1h30m, 7d (0 deletes the key).", show_default=False)] = None,
     at: Annotated[str | None, typer.Option(
-        "--at", help="Expire at this time: milliseconds since the epoch, or ISO 8601 (UTC unless it "
+        "--at", metavar="TIME", help="Expire at this time: milliseconds since the epoch, or ISO 8601 (UTC unless it "
         "gives a zone).", show_default=False)] = None,
     as_json: JsonOpt = False,
 ) -> None:
