@@ -73,8 +73,10 @@ class LMDBStore(LMDBBase):
             raw = self._env.begin(db=self._db).get(key)  # the transaction ends with its last reference
         except lmdb.Error:
             raw = self._read(lambda txn: txn.get(key)) if 0 < len(key) <= MAX_KEY else None
-        if raw is None:
-            return None
+        return None if raw is None else self._decoded(key, raw)
+
+    def _decoded(self, key: bytes, raw: bytes) -> Record | None:
+        """The record stored as ``raw``; None when it has expired (noted: the next write deletes it)."""
         try:
             expires, version = unpack_header(raw)
         except StructError:
@@ -268,15 +270,7 @@ class LMDBStore(LMDBBase):
 
     def _live(self, txn: Any, key: bytes) -> Record | None:
         raw = txn.get(key)
-        if raw is None:
-            return None
-        try:
-            expires, version = unpack_header(raw)
-        except StructError:
-            raise self._corrupt(key) from None
-        if expires and expires <= now_ms():
-            return None
-        return record_of(key, raw[HEADER_SIZE:], expires or None, version)
+        return None if raw is None else self._decoded(key, raw)
 
     # -- scans -------------------------------------------------------------------------------
     def _position(self, cursor: Any, start: bytes, exclusive: bool) -> bool:

@@ -189,17 +189,8 @@ class SQLiteStore(LockedKeyAdmin, SQLiteBase):
         # a change without a version (not from a versioned feed) is versioned here, like set_many
         batch = [r if r.version is not None else Record(r.key, r.value, r.expires_at_ms, self._clock.now(), r.kind)
                  for r in batch]
-        conn = self._conn
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            applied, written = self._applier.apply(conn, batch, self._sql_put)
-            conn.execute("COMMIT")
-        except sqlite3.Error as exc:
-            raise self._fail(exc) from None
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
+        with self._immediate():
+            applied, written = self._applier.apply(self._conn, batch, self._sql_put)
         if written:
             self._clock.observe(max(r.version for r in written if r.version is not None))
         self._count_writes(len(written))
@@ -207,7 +198,9 @@ class SQLiteStore(LockedKeyAdmin, SQLiteBase):
 
     # -- expire and set_if (LockedKeyAdmin): one immediate transaction -------------------------
     @contextmanager
-    def _admin_lock(self) -> Iterator[None]:
+    def _immediate(self) -> Iterator[None]:
+        """One immediate transaction: the write lock from the first statement, no other writer
+        in between; rolled back on any failure (Ctrl-C included)."""
         conn = self._conn
         try:
             conn.execute("BEGIN IMMEDIATE")
@@ -219,7 +212,12 @@ class SQLiteStore(LockedKeyAdmin, SQLiteBase):
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
-        self._count_writes(1)
+
+    @contextmanager
+    def _admin_lock(self) -> Iterator[None]:
+        with self._immediate():
+            yield
+        self._count_writes(1)  # after the commit: housekeeping takes its own transaction
 
     def _admin_get(self, key: bytes) -> Record | None:
         return self.get(key)
