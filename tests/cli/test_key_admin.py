@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from kvctl.registry import open_url
-from kvctl.store import now_ms
+from kvctl.store import Record, now_ms
 from tests.cli.test_json import documents, in_process
 
 
@@ -123,3 +123,22 @@ def test_a_backend_that_cannot_is_refused_in_one_line(cli: Any, tmp_path: Path, 
     cli("-u", url, "set", "k", "v")
     code, out, err = cli("-u", url, *args)
     assert code == 4 and out == "" and err.count("\n") == 1 and "cannot" in err, err
+
+
+def test_a_shard_refuses_while_a_copy_sits_off_its_owner() -> None:
+    from kvctl.errors import ConflictError
+    from kvctl.testing import open_sync
+
+    store: Any = open_sync("shard://?child=memory://verbs-s1&weight=1&child=memory://verbs-s2&weight=1")
+    try:
+        owner = store.placement.owner(b"k")
+        store.children[1 - owner].set(b"k", b"stale")  # as a weight change leaves it before rebalance
+        with pytest.raises(ConflictError, match="rebalance"):
+            store.expire(b"k", None)
+        assert store.children[owner].get(b"k") is None
+        store.children[1 - owner].delete(b"k")
+        assert store.set_if(Record(b"k", b"v"), exists=False) is True
+        assert store.children[owner].get(b"k").value == b"v"
+    finally:
+        store.close()
+
