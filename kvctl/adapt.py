@@ -22,6 +22,8 @@ from kvctl.plugin_kit import closing_after
 from kvctl.store import (
     AsyncStore,
     ChangeFeed,
+    ConditionalWrites,
+    Expiry,
     NewerWrites,
     Page,
     Partitioned,
@@ -268,6 +270,20 @@ class _AsyncRebalancing(AsyncAdapter):
         return await self._call(self.inner.rebalance, **kwargs)
 
 
+class _AsyncExpiry(AsyncAdapter):
+    inner: Any
+
+    async def expire(self, key: bytes, expires_at_ms: int | None) -> bool:
+        return await self._call(self.inner.expire, key, expires_at_ms)
+
+
+class _AsyncConditionalWrites(AsyncAdapter):
+    inner: Any
+
+    async def set_if(self, record: Record, *, exists: bool | None = None, keep_ttl: bool = False) -> bool:
+        return await self._call(self.inner.set_if, record, exists=exists, keep_ttl=keep_ttl)
+
+
 class _SyncFeed(SyncAdapter):
     inner: Any
 
@@ -319,6 +335,20 @@ class _SyncRebalancing(SyncAdapter):
         return self._run(self.inner.rebalance(**kwargs))
 
 
+class _SyncExpiry(SyncAdapter):
+    inner: Any
+
+    def expire(self, key: bytes, expires_at_ms: int | None) -> bool:
+        return self._run(self.inner.expire(key, expires_at_ms))
+
+
+class _SyncConditionalWrites(SyncAdapter):
+    inner: Any
+
+    def set_if(self, record: Record, *, exists: bool | None = None, keep_ttl: bool = False) -> bool:
+        return self._run(self.inner.set_if(record, exists=exists, keep_ttl=keep_ttl))
+
+
 # (ability, async-adapter mixin, sync-adapter mixin); the sync and async forms of an ability have
 # the same method names, so either protocol recognises a store of either form.
 _ABILITIES: tuple[tuple[type, type[AsyncAdapter], type[SyncAdapter]], ...] = (
@@ -328,6 +358,8 @@ _ABILITIES: tuple[tuple[type, type[AsyncAdapter], type[SyncAdapter]], ...] = (
     (TypedValues, _AsyncTypedValues, _SyncTypedValues),
     (Partitioned, _AsyncPartitioned, _SyncPartitioned),
     (Rebalancing, _AsyncRebalancing, _SyncRebalancing),
+    (Expiry, _AsyncExpiry, _SyncExpiry),
+    (ConditionalWrites, _AsyncConditionalWrites, _SyncConditionalWrites),
 )
 
 

@@ -12,8 +12,10 @@ method names; :mod:`kvctl.adapt` converts between the two once per command.  Wha
 
 Optional abilities are the protocols below :class:`AsyncStore` (:class:`ChangeFeed`,
 :class:`Replicable`, :class:`NewerWrites`, :class:`TypedValues`, :class:`Partitioned`,
-:class:`Rebalancing` and their ``Async`` forms), each offered by a store that declares the
-matching :class:`Capabilities` flag.  Engines test them with ``isinstance``.
+:class:`Rebalancing`, :class:`Expiry`, :class:`ConditionalWrites` and their ``Async`` forms),
+each offered by a store that declares the matching :class:`Capabilities` flag where there is
+one.  Engines and the CLI test them with ``isinstance``; a store without an ability is refused
+with :class:`~kvctl.errors.UnsupportedError`.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ __all__ = [
     "MAX_VERSION",
     "TOMBSTONE",
     "AsyncChangeFeed",
+    "AsyncConditionalWrites",
+    "AsyncExpiry",
     "AsyncNewerWrites",
     "AsyncPartitioned",
     "AsyncRebalancing",
@@ -39,6 +43,8 @@ __all__ = [
     "AsyncTypedValues",
     "Capabilities",
     "ChangeFeed",
+    "ConditionalWrites",
+    "Expiry",
     "NewerWrites",
     "Page",
     "Partitioned",
@@ -134,6 +140,8 @@ class Capabilities:
     partitioned: bool = False  # offers Partitioned
     change_feed: bool = False  # offers ChangeFeed
     typed_values: bool = False  # holds non-string values (e.g. Redis hashes); offers TypedValues
+    # offers Expiry and ConditionalWrites, atomically (expire, persist, set --nx/--xx/--keep-ttl)
+    conditional_writes: bool = False
     # One process writes at a time (a lock file; others wait or are refused): parallel writers
     # into it, such as migrate --workers, cannot work.
     one_writer: bool = False
@@ -419,3 +427,48 @@ class AsyncRebalancing(Protocol):
 
     async def rebalance(self, *, dry_run: bool = False) -> Any:
         """As :meth:`Rebalancing.rebalance`."""
+
+
+@runtime_checkable
+class Expiry(Protocol):
+    """Changing a key's expiry without touching its value (``kvctl expire``/``persist``).
+
+    Atomic: the existence check and the change are one step of the backend (a native command,
+    one statement, or one write transaction under the store's writer lock), so no other write
+    lands in between and the value is never read and written back."""
+
+    def expire(self, key: bytes, expires_at_ms: int | None) -> bool:
+        """Set the live ``key``'s absolute expiry (None: never expires); False, and nothing
+        written, when the key is missing or expired.  An expiry at or before now deletes the key
+        as ``delete`` does (tombstone and feed entry included) and returns True.  Otherwise it is
+        a write like ``set``: a new version and a change-feed entry."""
+
+
+@runtime_checkable
+class AsyncExpiry(Protocol):
+    """:class:`Expiry`, awaited."""
+
+    async def expire(self, key: bytes, expires_at_ms: int | None) -> bool:
+        """As :meth:`Expiry.expire`."""
+
+
+@runtime_checkable
+class ConditionalWrites(Protocol):
+    """Writes decided by the store on the key's current state (``set --nx/--xx/--keep-ttl``).
+
+    Atomic as :class:`Expiry`: the check and the write are one step of the backend."""
+
+    def set_if(self, record: Record, *, exists: bool | None = None, keep_ttl: bool = False) -> bool:
+        """Write ``record`` (key, value, absolute expiry; its version is ignored) when the key's
+        liveness matches ``exists`` (True: only if live, False: only if missing or expired, None:
+        always); returns whether it was written.  With ``keep_ttl`` the key keeps its current
+        expiry (none when it was missing) and ``record.expires_at_ms`` must be None.  A write is
+        a write like ``set``: a new version and a change-feed entry."""
+
+
+@runtime_checkable
+class AsyncConditionalWrites(Protocol):
+    """:class:`ConditionalWrites`, awaited."""
+
+    async def set_if(self, record: Record, *, exists: bool | None = None, keep_ttl: bool = False) -> bool:
+        """As :meth:`ConditionalWrites.set_if`."""

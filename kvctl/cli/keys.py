@@ -1,4 +1,4 @@
-"""The key commands: get, set, ttl (one key) and scan, count, del (a set of keys)."""
+"""The key commands: get, set, ttl, expire, persist (one key) and scan, count, del (a set of keys)."""
 
 from __future__ import annotations
 
@@ -106,11 +106,24 @@ def set_(
     ttl: Annotated[
         str | None, typer.Option("--ttl", "-t", help="Expire after this long: 500ms, 30s, 5m, 1h30m, 7d.")
     ] = None,
+    nx: Annotated[bool, typer.Option("--nx", help="Only if KEY does not exist (exit 1 if it does).")] = False,
+    xx: Annotated[bool, typer.Option("--xx", help="Only if KEY exists (exit 1 if it does not).")] = False,
+    keep_ttl: Annotated[bool, typer.Option("--keep-ttl", help="Keep KEY's current expiry.")] = False,
     as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
-    """Set KEY to VALUE, to a file's contents (--file) or to stdin."""
+    """Set KEY to VALUE, to a file's contents (--file) or to stdin.
+
+    --nx and --xx write only when KEY is missing or present, checked and written in one atomic
+    step of the backend; a value not written is exit 1, with the reason on stderr (none with -q).
+    --keep-ttl keeps the key's expiry as Redis's SET KEEPTTL does.
+    """
     k = _key(key)
     ttl_ms = _ttl(ttl) if ttl is not None else None
+    if nx and xx:
+        raise UsageError("give --nx or --xx, not both")
+    if keep_ttl and ttl is not None:
+        raise UsageError("give --ttl or --keep-ttl, not both")
     if file is not None and value not in (None, "-"):
         raise UsageError("give either VALUE or --file, not both")
     if file is not None:
@@ -121,11 +134,26 @@ def set_(
         v = decode_input(sys.stdin.buffer.read(), STATE.value_encoding)
     else:
         v = decode_arg(value, "text" if STATE.value_encoding == "raw" else STATE.value_encoding, "value")
+    exists = True if xx else False if nx else None
     with open_store() as store:
-        store.set(k, v, ttl_ms=ttl_ms)
         name = store_name(store)
+        if exists is None and not keep_ttl:
+            store.set(k, v, ttl_ms=ttl_ms)
+            written = True
+        else:
+            from kvctl.plugin_kit import deadline_ms
+            from kvctl.store import ConditionalWrites, Record
+
+            if not (store.capabilities.conditional_writes and isinstance(store, ConditionalWrites)):
+                flag = "--nx" if nx else "--xx" if xx else "--keep-ttl"
+                raise UnsupportedError(f"the {store.name} backend cannot do set {flag} atomically")
+            written = store.set_if(Record(k, v, deadline_ms(ttl_ms)), exists=exists, keep_ttl=keep_ttl)
     if as_json:
-        json_doc({"store": name, **json_key(k), "written": True, "bytes": len(v), "ttl_ms": ttl_ms})
+        json_doc({"store": name, **json_key(k), "written": written, "bytes": len(v), "ttl_ms": ttl_ms})
+    if not written:
+        info(f"not written: key {show_key(k, STATE.key_encoding)} "
+             f"{'already exists' if nx else 'does not exist'} in {name}")
+        raise typer.Exit(1)
 
 
 def _ttl(text: str) -> int:
@@ -164,6 +192,72 @@ def ttl(
         print(-1 if ms else "none")
     else:
         print(left if ms else f"{left / 1000:.3f}s")
+
+
+def expire(
+    key: KeyArg,
+    duration: Annotated[str | None, typer.Argument(
+        help="Expire after this long: 500ms, 30s, 5m, 1h30m, 7d (0 deletes the key).", show_default=False)] = None,
+    at: Annotated[str | None, typer.Option(
+        "--at", metavar="TIME", help="Expire at this time: milliseconds since the epoch, or ISO 8601 (UTC unless it "
+        "gives a zone).", show_default=False)] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Set KEY's expiry without touching its value, as Redis's PEXPIRE/PEXPIREAT do.
+
+    An expiry now or in the past deletes the key.  Exit 1 when KEY does not exist.
+    """
+    from kvctl.store import now_ms
+
+    if (duration is None) == (at is None):
+        raise UsageError("give DURATION or --at TIME (one of them)")
+    if duration is not None:
+        from kvctl.cli.options import duration_ms
+
+        expires = now_ms() + duration_ms(duration, "DURATION")
+    else:
+        expires = _instant_ms(at or "")
+    _set_expiry(_key(key), expires, as_json)
+
+
+def persist(key: KeyArg, as_json: JsonOpt = False) -> None:
+    """Remove KEY's expiry so it never expires, without touching its value (Redis's PERSIST).
+
+    Exit 0 when KEY exists (with or without an expiry before), 1 when it does not.
+    """
+    _set_expiry(_key(key), None, as_json)
+
+
+def _set_expiry(k: bytes, expires: int | None, as_json: bool) -> None:
+    from kvctl.store import MAX_EXPIRY_MS, Expiry, now_ms
+
+    if expires is not None and expires > MAX_EXPIRY_MS:
+        raise UsageError("the expiry is out of range: it must fall before 2109-05-15")
+    with open_store() as store:
+        name = store_name(store)
+        if not (store.capabilities.conditional_writes and isinstance(store, Expiry)):
+            raise UnsupportedError(f"the {store.name} backend cannot change an expiry atomically")
+        deleting = expires is not None and expires <= now_ms()
+        if not store.expire(k, expires):
+            raise NotFoundError(f"key {show_key(k, STATE.key_encoding)} not found in {name}")
+    if as_json:
+        json_doc({"store": name, **json_key(k), "deleted": deleting,
+                  "expires_at_ms": None if deleting else expires})
+
+
+def _instant_ms(text: str) -> int:
+    """--at as milliseconds since the epoch: a whole number of them, or an ISO 8601 time."""
+    from datetime import UTC, datetime
+
+    if text.isdigit():
+        return int(text)
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise UsageError(f"--at {text!r}: not milliseconds since the epoch nor an ISO 8601 time") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return int(when.timestamp() * 1000)
 
 
 # `del --prefix/--glob` asks before deleting more keys than this (refuses without a terminal).
@@ -342,11 +436,22 @@ def register(app: typer.Typer) -> None:
         "kvctl set greeting hello",
         "kvctl set session:42 --ttl 30m < session.bin",
         "kvctl set config:app --file app.json",
+        "kvctl set lock:job1 me --nx --ttl 30s    # exit 1 if someone holds it",
+        "kvctl set session:42 --xx --keep-ttl < session.bin",
     ))(set_)
     app.command("ttl", epilog=examples(
         "kvctl ttl session:42                     # 1799.532s, or none",
         "kvctl ttl --ms session:42",
     ))(ttl)
+    app.command("expire", epilog=examples(
+        "kvctl expire session:42 30m              # exit 1 if the key is missing",
+        "kvctl expire report:2024 --at 2025-01-01T00:00:00Z --json",
+        "kvctl expire tmp:1 0                     # an expiry now deletes the key",
+    ))(expire)
+    app.command("persist", epilog=examples(
+        "kvctl persist session:42                 # never expires now",
+        "kvctl persist session:42 --json",
+    ))(persist)
     app.command("del", epilog=examples(
         "kvctl del greeting session:1             # prints how many existed",
         "kvctl del --prefix tmp: --dry-run        # list what would go",

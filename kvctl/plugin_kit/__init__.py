@@ -8,6 +8,7 @@ subclasses :class:`StoreBase` and implements four batch calls.
 
 from kvctl.plugin_kit.bases import AsyncStoreBase, StoreBase, closing_after
 from kvctl.plugin_kit.foreign import foreign_store_error
+from kvctl.plugin_kit.keyadmin import LockedKeyAdmin, check_conditional, conditional_record
 from kvctl.plugin_kit.records import RecordHeader, check_limits, deadline_ms, new_record, record_of
 from kvctl.plugin_kit.replication import (
     DEFAULT_FEED_RETENTION_CHANGES,
@@ -23,12 +24,15 @@ __all__ = [
     "DEFAULT_FEED_RETENTION_CHANGES",
     "TOMBSTONE_RETENTION_MS",
     "AsyncStoreBase",
+    "LockedKeyAdmin",
     "RecordHeader",
     "ReplicationOptions",
     "ScanRange",
     "StoreBase",
+    "check_conditional",
     "check_limits",
     "closing_after",
+    "conditional_record",
     "deadline_ms",
     "foreign_store_error",
     "key_cursor",

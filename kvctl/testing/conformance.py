@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import pytest
 
 from kvctl.adapt import to_sync
 from kvctl.errors import FeedGapError, LimitError, UnsupportedError, UsageError
 from kvctl.registry import open_url
-from kvctl.store import TOMBSTONE, Record, Store
+from kvctl.store import TOMBSTONE, ConditionalWrites, Expiry, Record, Store, now_ms
 from kvctl.testing.stateful import run_state_machine
 
 # Keys that break naive implementations: glob and LIKE metacharacters, NUL, non-UTF-8, every byte.
@@ -255,6 +255,98 @@ class StoreConformance:
         self.needs(store, "versions")
         store.set_many([Record(b"k", b"v", None, 123456789)])
         assert store.get(b"k").version == 123456789  # type: ignore[union-attr]
+
+    # -- expire, persist and conditional writes ---------------------------------------------
+    def admin(self, store: Store) -> Any:
+        """The store as Expiry and ConditionalWrites, or skip when it declares it cannot."""
+        self.needs(store, "conditional_writes")
+        assert isinstance(store, Expiry) and isinstance(store, ConditionalWrites)
+        return store
+
+    def test_expire_and_persist_keep_the_value(self, store: Store) -> None:
+        s = self.admin(store)
+        key = b"e\x00\xff"
+        store.set(key, b"v")
+        deadline = now_ms() + 3_600_000
+        assert s.expire(key, deadline) is True
+        rec = store.get(key)
+        assert rec is not None and rec.value == b"v" and rec.expires_at_ms == deadline
+        assert s.expire(key, None) is True
+        rec = store.get(key)
+        assert rec is not None and rec.value == b"v" and rec.expires_at_ms is None
+        assert s.expire(key, None) is True  # a key without an expiry exists: persist succeeds
+        assert s.expire(b"missing", deadline) is False and s.expire(b"missing", None) is False
+        assert store.get(b"missing") is None
+
+    def test_expire_in_the_past_deletes(self, store: Store) -> None:
+        s = self.admin(store)
+        store.set(b"k", b"v")
+        assert s.expire(b"k", now_ms() - 1000) is True
+        assert store.get(b"k") is None and store.count() == 0
+        assert s.expire(b"k", None) is False
+
+    def test_expire_does_not_revive_an_expired_key(self, store: Store) -> None:
+        s = self.admin(store)
+        store.set(b"k", b"v", ttl_ms=100)
+        time.sleep(0.3)
+        assert s.expire(b"k", None) is False
+        assert store.get(b"k") is None
+
+    def test_set_if_absent_and_present(self, store: Store) -> None:
+        s = self.admin(store)
+        assert s.set_if(Record(b"k", b"one"), exists=True) is False
+        assert store.get(b"k") is None
+        assert s.set_if(Record(b"k", b"one"), exists=False) is True
+        assert s.set_if(Record(b"k", b"two"), exists=False) is False
+        assert store.get(b"k").value == b"one"  # type: ignore[union-attr]
+        assert s.set_if(Record(b"k", b"three", now_ms() + 60_000), exists=True) is True
+        rec = store.get(b"k")
+        assert rec is not None and rec.value == b"three" and rec.expires_at_ms is not None
+        assert s.set_if(Record(b"k", b"four")) is True
+        assert store.get(b"k").expires_at_ms is None  # type: ignore[union-attr]
+
+    def test_set_if_absent_takes_an_expired_key(self, store: Store) -> None:
+        s = self.admin(store)
+        store.set(b"k", b"old", ttl_ms=100)
+        time.sleep(0.3)
+        assert s.set_if(Record(b"k", b"new"), exists=True) is False
+        assert s.set_if(Record(b"k", b"new"), exists=False) is True
+        rec = store.get(b"k")
+        assert rec is not None and rec.value == b"new" and rec.expires_at_ms is None
+
+    def test_set_if_keep_ttl(self, store: Store) -> None:
+        s = self.admin(store)
+        store.set(b"k", b"v", ttl_ms=3_600_000)
+        before = store.get(b"k").expires_at_ms  # type: ignore[union-attr]
+        assert s.set_if(Record(b"k", b"v2"), keep_ttl=True) is True
+        rec = store.get(b"k")
+        assert rec is not None and rec.value == b"v2" and before is not None
+        assert abs((rec.expires_at_ms or 0) - before) <= 1  # a server keeping seconds may round
+        assert s.set_if(Record(b"new", b"v"), exists=False, keep_ttl=True) is True
+        assert store.get(b"new").expires_at_ms is None  # type: ignore[union-attr]
+        with pytest.raises(UsageError):
+            s.set_if(Record(b"k", b"v3", now_ms() + 1000), keep_ttl=True)
+        assert store.get(b"k").value == b"v2"  # type: ignore[union-attr]
+
+    def test_expire_and_set_if_are_versioned_writes(self, store: Store) -> None:
+        s = self.admin(store)
+        self.needs(store, "versions")
+        store.set(b"k", b"v")
+        v0 = store.get(b"k").version  # type: ignore[union-attr]
+        assert s.expire(b"k", now_ms() + 60_000)
+        v1 = store.get(b"k").version  # type: ignore[union-attr]
+        assert s.set_if(Record(b"k", b"w"), exists=True, keep_ttl=True)
+        v2 = store.get(b"k").version  # type: ignore[union-attr]
+        assert v0 is not None and v1 is not None and v2 is not None and v0 < v1 < v2
+        self.needs(store, "change_feed")
+        start = store.feed_cursor()  # type: ignore[attr-defined]
+        assert s.expire(b"k", None)
+        assert not s.set_if(Record(b"k", b"x"), exists=False)  # not written: not in the feed
+        assert s.expire(b"k", now_ms() - 1)
+        changes = [r for p in store.changes(start) for r in p.records]  # type: ignore[attr-defined]
+        assert [(r.key, r.kind, r.value, r.expires_at_ms) for r in changes] == [
+            (b"k", None, b"w", None), (b"k", TOMBSTONE, b"", None)]
+        assert changes[0].version > v2 and changes[1].version > changes[0].version
 
     # -- replication: change feed and last-writer-wins apply ----------------------------------
     def test_change_feed_lists_upserts_and_tombstones_in_order(self, store: Store) -> None:

@@ -162,6 +162,25 @@ class CacheStore(StoreBase):
         for rec in prepared:
             put(rec)
 
+    # -- expire and set_if: decided by the store behind a tier, the cached copy dropped ----------
+    def expire(self, key: bytes, expires_at_ms: int | None) -> bool:
+        return bool(self._through(key, lambda child: child.expire(key, expires_at_ms)))
+
+    def set_if(self, record: Record, *, exists: bool | None = None, keep_ttl: bool = False) -> bool:
+        self._check(record.key, record.value)
+        return bool(self._through(record.key, lambda child: child.set_if(record, exists=exists, keep_ttl=keep_ttl)))
+
+    def _through(self, key: bytes, call: Any) -> Any:
+        """``call(store)`` on the store behind the tier, which does it atomically; the key's
+        cached copy goes before (so a concurrent read cannot keep it) and after (so it refills
+        from the store)."""
+        self.capabilities.require("conditional_writes", self.child.name if self.child is not None else self.name)
+        self.cache.remove(key)
+        try:
+            return call(self.child)
+        finally:
+            self.cache.remove(key)
+
     def delete_many(self, keys: Sequence[bytes]) -> int:
         if self.child is not None:
             try:

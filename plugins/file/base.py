@@ -65,7 +65,8 @@ class FileStoreBase(StoreBase):
         self._opts = opts = options or FileOptions()
         self._dir = os.path.abspath(directory)
         self._where = url.redacted() if url is not None else f"file://{self._dir}"
-        self._lock = threading.Lock()
+        # reentrant: expire and set_if read and write under it with the ordinary calls
+        self._lock = threading.RLock()
         self._index = KeyIndex()
         self._map: dict[bytes, Entry] = self._index.map
         self._tombs = self._index.tombs

@@ -31,7 +31,7 @@ from kvctl.errors import (
     UsageError,
 )
 from kvctl.hlc import HLC
-from kvctl.plugin_kit import ScanRange, check_limits, deadline_ms, prefix_end
+from kvctl.plugin_kit import LockedKeyAdmin, ScanRange, check_limits, deadline_ms, prefix_end
 from kvctl.store import Capabilities, Page, Record, StoreURL, now_ms
 
 from .base import _CLOSED, _SINGLE_VALUE_AT, RecoveryWarning, log
@@ -57,12 +57,12 @@ from .replicate import ReplicatingStore
 __all__ = ["FileStore", "RecoveryWarning"]
 
 
-class FileStore(ReplicatingStore):
+class FileStore(LockedKeyAdmin, ReplicatingStore):
     name = "file"
     description = "Append-only log of checksummed records in a directory; in-memory index, compaction."
     capabilities = Capabilities(
         persistent=True, ttl=True, ordered_scan=True, versions=True, atomic_batch=True, change_feed=True,
-        one_writer=True,
+        one_writer=True, conditional_writes=True,
         host_local=True,
         max_key_size=MAX_KEY_SIZE, max_value_size=MAX_VALUE_SIZE,
         durability="fsync=batch (default): each batch call fsynced before returning, single writes "
@@ -286,6 +286,19 @@ class FileStore(ReplicatingStore):
             self._after_deletes()
             self._maybe_compact()
             return live
+
+    # -- expire and set_if (LockedKeyAdmin): the ordinary calls under the writer's lock ---------
+    def _admin_lock(self) -> Any:
+        return self._lock
+
+    def _admin_get(self, key: bytes) -> Record | None:
+        return self.get(key)
+
+    def _admin_put(self, record: Record) -> None:
+        self.set_many([record])
+
+    def _admin_delete(self, key: bytes) -> None:
+        self.delete(key)
 
     def clear(self) -> int:
         with self._lock:

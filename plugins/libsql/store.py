@@ -31,6 +31,7 @@ from kvctl.hlc import HLC
 from kvctl.plugin_kit import (
     AsyncStoreBase,
     ScanRange,
+    check_conditional,
     deadline_ms,
     foreign_store_error,
     prefix_end,
@@ -72,6 +73,7 @@ class LibSQLStore(AsyncStoreBase):
         ordered_scan=True,
         versions=True,
         atomic_batch=True,
+        conditional_writes=True,
         max_key_size=MAX_KEY,
         max_value_size=MAX_VALUE,
         durability=(
@@ -359,6 +361,38 @@ class LibSQLStore(AsyncStoreBase):
             stmts.append(Statement(f"DELETE FROM {self._t} WHERE key IN ({marks}) AND {_LIVE}", [*chunk, now]))
         results = await self._batch("delete_many", stmts, writing=True)
         return sum(rs.rows_affected for rs in results[len(results) - len(stmts):])
+
+    # -- expire and set_if: one statement each, the same SQL locally and on a server ------------
+    async def expire(self, key: bytes, expires_at_ms: int | None) -> bool:
+        if expires_at_ms is not None and expires_at_ms <= now_ms():
+            return await self.delete(key)  # as Redis does: an expiry in the past deletes the key
+        await self._open()  # opening seeds the clock
+        return await self._write_one("expire", f"UPDATE {self._t} SET expires_at = ?, version = ? "
+                                     f"WHERE key = ? AND {_LIVE}", [expires_at_ms, self._clock.now(), key, now_ms()])
+
+    async def set_if(self, record: Record, *, exists: bool | None = None, keep_ttl: bool = False) -> bool:
+        check_conditional(record, keep_ttl)
+        self._check(record.key, record.value)
+        await self._open()
+        t, key, value, version, now = self._t, record.key, record.value, self._clock.now(), now_ms()
+        if exists:  # UPDATE only touches a live row; keep_ttl leaves its expiry as it is
+            expiry = "" if keep_ttl else "expires_at = ?, "
+            args = [value, *([] if keep_ttl else [record.expires_at_ms]), version, key, now]
+            return await self._write_one("set", f"UPDATE {t} SET value = ?, {expiry}version = ? "
+                                         f"WHERE key = ? AND {_LIVE}", args)
+        # in an upsert's DO UPDATE, bare column names are the row already there
+        expiry = f"CASE WHEN {_LIVE} THEN expires_at ELSE excluded.expires_at END" if keep_ttl \
+            else "excluded.expires_at"
+        only_if = f" WHERE NOT {_LIVE}" if exists is False else ""
+        args = [key, value, record.expires_at_ms, version, *([now] if keep_ttl else []),
+                *([now] if exists is False else [])]
+        return await self._write_one("set", f"INSERT INTO {t} (key, value, expires_at, version) VALUES (?, ?, ?, ?) "
+                                     f"ON CONFLICT(key) DO UPDATE SET value = excluded.value, expires_at = {expiry}, "
+                                     f"version = excluded.version{only_if}", args)
+
+    async def _write_one(self, action: str, sql: str, args: list[Any]) -> bool:
+        results = await self._batch(action, [Statement(sql, args)], writing=True)
+        return bool(results[-1].rows_affected)
 
     async def clear(self) -> int:
         now = now_ms()

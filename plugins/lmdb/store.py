@@ -18,7 +18,7 @@ from typing import Any, Self
 import lmdb
 
 from kvctl.errors import LimitError, UsageError
-from kvctl.plugin_kit import ScanRange, deadline_ms, prefix_end, record_of
+from kvctl.plugin_kit import ScanRange, check_conditional, conditional_record, deadline_ms, prefix_end, record_of
 from kvctl.store import MAX_VERSION, Capabilities, Page, Record, StoreURL, now_ms
 
 from .bulk import newer_only, put_all
@@ -44,7 +44,7 @@ class LMDBStore(LMDBBase):
     description = "LMDB directory (py-lmdb): memory-mapped B+tree, ordered scans, TTLs, versions, multi-process."
     capabilities = Capabilities(
         persistent=True, ttl=True, ordered_scan=True, versions=True, atomic_batch=True, host_local=True,
-        max_key_size=MAX_KEY, max_value_size=MAX_VALUE,
+        conditional_writes=True, max_key_size=MAX_KEY, max_value_size=MAX_VALUE,
         durability=(
             "fsync on every commit (sync=true, the default): a commit survives power loss; "
             "?sync=false skips it: a process crash loses nothing, a system crash may lose the last "
@@ -73,8 +73,10 @@ class LMDBStore(LMDBBase):
             raw = self._env.begin(db=self._db).get(key)  # the transaction ends with its last reference
         except lmdb.Error:
             raw = self._read(lambda txn: txn.get(key)) if 0 < len(key) <= MAX_KEY else None
-        if raw is None:
-            return None
+        return None if raw is None else self._decoded(key, raw)
+
+    def _decoded(self, key: bytes, raw: bytes) -> Record | None:
+        """The record stored as ``raw``; None when it has expired (noted: the next write deletes it)."""
         try:
             expires, version = unpack_header(raw)
         except StructError:
@@ -235,6 +237,40 @@ class LMDBStore(LMDBBase):
             return live
 
         return self._write(work)
+
+    # -- expire and set_if: a read and a write in one write transaction -----------------------
+    def expire(self, key: bytes, expires_at_ms: int | None) -> bool:
+        if not key or len(key) > MAX_KEY:
+            return False  # cannot be stored, so does not exist
+
+        def work(txn: Any) -> bool:
+            current = self._live(txn, key)
+            if current is None:
+                return False
+            if expires_at_ms is not None and expires_at_ms <= now_ms():
+                txn.pop(key)  # as delete does
+            else:
+                self._put_one(txn, key, current.value, stored_expiry(expires_at_ms))
+            return True
+
+        return self._write(work)
+
+    def set_if(self, record: Record, *, exists: bool | None = None, keep_ttl: bool = False) -> bool:
+        check_conditional(record, keep_ttl)
+        self._check_record(record.key, record.value)
+
+        def work(txn: Any) -> bool:
+            write = conditional_record(self._live(txn, record.key), record, exists, keep_ttl)
+            if write is None:
+                return False
+            self._put_one(txn, write.key, write.value, stored_expiry(write.expires_at_ms))
+            return True
+
+        return self._write(work)
+
+    def _live(self, txn: Any, key: bytes) -> Record | None:
+        raw = txn.get(key)
+        return None if raw is None else self._decoded(key, raw)
 
     # -- scans -------------------------------------------------------------------------------
     def _position(self, cursor: Any, start: bytes, exclusive: bool) -> bool:

@@ -9,6 +9,7 @@ It keeps per-key versions, a bounded change feed (``?feed_retention=N`` changes,
 from __future__ import annotations
 
 import bisect
+import threading
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Self
@@ -17,6 +18,7 @@ from kvctl.errors import FeedGapError, UsageError
 from kvctl.hlc import HLC, physical_ms
 from kvctl.plugin_kit import (
     TOMBSTONE_RETENTION_MS,
+    LockedKeyAdmin,
     ScanRange,
     StoreBase,
     check_limits,
@@ -40,16 +42,18 @@ class _State:
     # a random node id per store, so two stores' same-millisecond writes get different versions
     clock: HLC = field(default_factory=new_clock)
     sorted_keys: list[bytes] | None = None
+    # held by expire and set_if around their read and write (no I/O in between, so it is short)
+    admin_lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 _NAMED: dict[str, _State] = {}
 
 
-class MemoryStore(StoreBase):
+class MemoryStore(LockedKeyAdmin, StoreBase):
     name = "memory"
     description = "In-process dict; named stores (memory://NAME) are shared within one process."
     capabilities = Capabilities(
-        ttl=True, ordered_scan=True, versions=True, atomic_batch=True, change_feed=True,
+        ttl=True, ordered_scan=True, versions=True, atomic_batch=True, change_feed=True, conditional_writes=True,
         durability="none (process memory)", blocking_io=False,
     )
 
@@ -153,6 +157,20 @@ class MemoryStore(StoreBase):
         stale = [k for k, t in self._state.tombstones.items() if physical_ms(t.version or 0) < horizon]
         for key in stale:
             del self._state.tombstones[key]
+
+    # -- expire and set_if (LockedKeyAdmin) ---------------------------------------------------
+    def _admin_lock(self) -> threading.Lock:
+        return self._state.admin_lock
+
+    def _admin_get(self, key: bytes) -> Record | None:
+        return self.get(key)
+
+    def _admin_put(self, record: Record) -> None:
+        check_limits(self.capabilities, self.name, record.key, record.value)
+        self._put(record_of(record.key, record.value, record.expires_at_ms, self._clock.now()))
+
+    def _admin_delete(self, key: bytes) -> None:
+        self.delete(key)
 
     # -- change feed -------------------------------------------------------------------------
     def feed_cursor(self) -> str:

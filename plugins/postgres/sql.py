@@ -164,6 +164,39 @@ class Statements:
                   + self._upsert_tail(assigned))
         return f"WITH up AS ({insert}){self._record('up')} SELECT version FROM up"
 
+    def set_if(self, *, exists: bool | None, keep_ttl: bool) -> str:
+        """$1 key, $2 value, $3 expiry, $4 version from this store's clock, $5 now: the write of
+        ``set --nx`` (``exists`` False), ``--xx`` (True) or a plain set (None) in one statement;
+        ``keep_ttl`` keeps a live row's expiry.  Returns the version written, or no row when the
+        condition failed."""
+        now = "$5::bigint"
+        if exists:  # the row is locked by the UPDATE, so the condition holds for the write
+            expiry = "coalesce($3::bigint, cur.expires_at)" if keep_ttl else "$3"
+            write = (f"UPDATE {self.t} AS cur SET value = $2, expires_at = {expiry}, "
+                     f"version = GREATEST($4::bigint, {bump('cur.version', self.node)}) "
+                     f"WHERE cur.key = $1 AND {live(now, 'cur')} RETURNING key, value, expires_at, version")
+        else:  # inserts, or updates the row under its lock (--nx: only a row that has expired)
+            version = (f"GREATEST($4::bigint, (SELECT {bump('tb.version', self.node)} FROM {self.tombs} tb "
+                       "WHERE tb.key = $1))")
+            expiry = f"CASE WHEN {live(now, 'cur')} THEN cur.expires_at ELSE EXCLUDED.expires_at END" \
+                if keep_ttl else "EXCLUDED.expires_at"
+            only_if = f" WHERE NOT {live(now, 'cur')}" if exists is False else f" WHERE {now} IS NOT NULL"
+            write = (f"INSERT INTO {self.t} AS cur (key, value, expires_at, version) VALUES ($1, $2, $3, {version}) "
+                     f"ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, expires_at = {expiry}, "
+                     f"version = GREATEST(EXCLUDED.version, {bump('cur.version', self.node)}){only_if} "
+                     "RETURNING key, value, expires_at, version")
+        return f"WITH up AS ({write}){self._record('up')} SELECT version FROM up"
+
+    @property
+    def expire(self) -> str:
+        """$1 key, $2 the new expiry (NULL: none, never in the past), $3 version from this
+        store's clock, $4 now: a live row's expiry changed in one statement, value untouched.
+        Returns the version written, or no row when the key is missing or expired."""
+        write = (f"UPDATE {self.t} AS cur SET expires_at = $2::bigint, "
+                 f"version = GREATEST($3::bigint, {bump('cur.version', self.node)}) "
+                 f"WHERE cur.key = $1 AND {live('$4::bigint', 'cur')} RETURNING key, value, expires_at, version")
+        return f"WITH up AS ({write}){self._record('up')} SELECT version FROM up"
+
     def upsert_batch(self, *, assigned: bool, staged: bool, newer: bool = False) -> str:
         """A whole batch in one statement, from arrays ($1..$5) or the staged temporary table.
 

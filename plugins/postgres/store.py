@@ -12,10 +12,10 @@ change feed that also records writes made by other programs (see :mod:`.feedsql`
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
-from kvctl.plugin_kit import ScanRange, deadline_ms, prefix_end, record_of
+from kvctl.plugin_kit import ScanRange, check_conditional, deadline_ms, prefix_end, record_of
 from kvctl.store import Capabilities, Page, Record, StoreURL, now_ms
 
 from .bulk import COPY_MIN_BYTES, COPY_MIN_ROWS, BulkWrites
@@ -40,6 +40,7 @@ class PostgresStore(BulkWrites, FeedReads):
         ordered_scan=True,
         versions=True,
         atomic_batch=True,
+        conditional_writes=True,
         change_feed=True,
         max_key_size=MAX_KEY,
         max_value_size=MAX_VALUE,
@@ -151,6 +152,31 @@ class PostgresStore(BulkWrites, FeedReads):
             self._hlc.observe(newest)
             self._written += len(keys)
             return int(live)
+
+    # -- expire and set_if: one statement each ----------------------------------------------
+    async def expire(self, key: bytes, expires_at_ms: int | None) -> bool:
+        if expires_at_ms is not None and expires_at_ms <= now_ms():
+            return await self.delete(key)  # as Redis does: an expiry in the past deletes the key
+        return await self._write_if("expire", lambda: self._sql.expire, key, expires_at_ms)
+
+    async def set_if(self, record: Record, *, exists: bool | None = None, keep_ttl: bool = False) -> bool:
+        check_conditional(record, keep_ttl)
+        self._check(record.key, record.value)
+        return await self._write_if("set", lambda: self._sql.set_if(exists=exists, keep_ttl=keep_ttl),
+                                    record.key, record.value, record.expires_at_ms)
+
+    async def _write_if(self, action: str, sql: Callable[[], str], *args: Any) -> bool:
+        """Run the statement ``sql()`` (built once connected: it depends on the opened table)
+        with ``args``, a version from this store's clock and now; True when it wrote a row."""
+        self._check_writable()
+        async with Use(self, action, writing=True) as con:
+            await self._purge(con)
+            version = await con.fetchval(sql(), *args, self._hlc.now(), now_ms())
+            if version is None:
+                return False
+            self._hlc.observe(version)
+            self._written += 1
+            return True
 
     async def clear(self) -> int:
         async with Use(self, "clear", writing=True) as con:

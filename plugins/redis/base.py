@@ -15,7 +15,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from kvctl.errors import KvctlError, UnsupportedError, UsageError
-from kvctl.plugin_kit import StoreBase, deadline_ms
+from kvctl.plugin_kit import StoreBase, check_conditional, deadline_ms
 from kvctl.store import Capabilities, Page, Record, StoreURL, now_ms
 
 from . import limits, scripts
@@ -28,6 +28,10 @@ if TYPE_CHECKING:
     from .feed import NotifyFeed
 
 MAX_STRING = 512 * 1024 * 1024  # Redis's proto-max-bulk-len default: the largest key or value
+
+# PERSIST answers 0 both for a missing key and for one without an expiry: the script tells them
+# apart in the same atomic step.
+PERSIST = b"if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('PERSIST', KEYS[1]) return 1 end return 0"
 
 
 class RedisStoreBase(StoreBase):
@@ -65,6 +69,11 @@ class RedisStoreBase(StoreBase):
         raise NotImplementedError
 
     def _unlink(self, keys: list[bytes], publish: Commands) -> int:
+        raise NotImplementedError
+
+    def _key_command(self, command: tuple[Any, ...], publish: Commands) -> Any:
+        """Run one command on the node of its key (the second or, for EVAL, fourth argument),
+        then ``publish``; its reply."""
         raise NotImplementedError
 
     def _scan_targets(self) -> list[tuple[str, Any]]:
@@ -198,6 +207,32 @@ class RedisStoreBase(StoreBase):
                         [r.expires_at_ms for r in batch], publish)
         except DRIVER_ERRORS as exc:
             raise self._write_error(exc, biggest) from None
+
+    # -- expire and set_if: native commands, atomic on the server ------------------------------
+    def expire(self, key: bytes, expires_at_ms: int | None) -> bool:
+        full = self.ns + key
+        command = ((b"EVAL", PERSIST, 1, full) if expires_at_ms is None
+                   else (b"PEXPIREAT", full, expires_at_ms))  # a time in the past deletes the key
+        return self._one_key(key, command)
+
+    def set_if(self, record: Record, *, exists: bool | None = None, keep_ttl: bool = False) -> bool:
+        check_conditional(record, keep_ttl)
+        self._check(record.key, record.value)
+        command: tuple[Any, ...] = (b"SET", self.ns + record.key, record.value)
+        if exists is not None:
+            command += (b"XX",) if exists else (b"NX",)
+        if keep_ttl:
+            command += (b"KEEPTTL",)
+        elif record.expires_at_ms is not None:
+            command += (b"PXAT", max(1, record.expires_at_ms))
+        return self._one_key(record.key, command)
+
+    def _one_key(self, key: bytes, command: tuple[Any, ...]) -> bool:
+        publish = self._invalidate(INVALIDATED, [key])
+        try:
+            return bool(self._key_command(command, publish))
+        except DRIVER_ERRORS as exc:
+            raise translate(exc, self.where) from None
 
     def _check_bulk(self, records: list[Record]) -> tuple[Record, int] | None:
         """Refuse a record over the server's proto-max-bulk-len; return the biggest one over

@@ -57,6 +57,7 @@ class RedisClusterStore(RedisStoreBase):
         persistent=True, ttl=True, ordered_scan=False, versions=False, atomic_batch=False,
         multi_node=True, typed_values=True, max_key_size=MAX_STRING, max_value_size=MAX_STRING,
         durability="the servers' (RDB/AOF as configured; none if both are off)", partitioned=True,
+        conditional_writes=True,
     )
     cluster = True
 
@@ -285,6 +286,12 @@ class RedisClusterStore(RedisStoreBase):
         removed = sum(self._per_node(unique, build, parse, slowly, DELETE))
         self._publish(publish)
         return removed
+
+    def _key_command(self, command: tuple[Any, ...], publish: Commands) -> Any:
+        # redis-py's cluster client routes by the command's key and follows MOVED and ASK
+        reply = self.rc.execute_command(command[0].decode(), *command[1:])
+        self._publish(publish)
+        return reply
 
     def _publish(self, publish: Commands) -> None:
         # Cluster pub/sub is broadcast over the cluster bus: any one node will do.

@@ -41,7 +41,8 @@ class RedisStore(RedisStoreBase):
                    "writes them; other types reported; optional local cache with pub/sub invalidation.")
     capabilities = Capabilities(
         persistent=True, ttl=True, ordered_scan=False, versions=False, atomic_batch=True,
-        multi_node=False, typed_values=True, max_key_size=MAX_STRING, max_value_size=MAX_STRING,
+        multi_node=False, typed_values=True, conditional_writes=True, max_key_size=MAX_STRING,
+        max_value_size=MAX_STRING,
         durability="the server's (RDB/AOF as configured; none if both are off)",
     )
 
@@ -140,6 +141,15 @@ class RedisStore(RedisStoreBase):
             return cmds
 
         raise_first_error(self._run_script(WRITE, commands))
+
+    def _key_command(self, command: tuple[Any, ...], publish: Commands) -> Any:
+        if not publish:
+            replies = self._run([command])
+            raise_first_error(replies)
+            return replies[0]
+        replies = self._run([(b"MULTI",), command, *publish, (b"EXEC",)])
+        raise_first_error(replies)
+        return replies[-1][0]
 
     def _unlink(self, keys: list[bytes], publish: Commands) -> int:
         parts = [keys[a:b] for a, b in ranges(keys)]

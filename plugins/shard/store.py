@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Self
 
-from kvctl.errors import BadURLError, UsageError
+from kvctl.errors import BadURLError, ConflictError, UsageError
 from kvctl.plugin_kit import ScanRange, StoreBase, key_cursor, new_clock, page_size
 from kvctl.registry import open_sync
 from kvctl.store import Capabilities, Page, Record, Store, StoreURL, newer
@@ -204,6 +204,24 @@ class ShardStore(StoreBase):
     def clear(self) -> int:
         return sum(child.clear() for child in self.children)
 
+    # -- expire and set_if: on the child that owns the key, atomically there ------------------
+    def expire(self, key: bytes, expires_at_ms: int | None) -> bool:
+        return bool(self._owner_of(key).expire(key, expires_at_ms))
+
+    def set_if(self, record: Record, *, exists: bool | None = None, keep_ttl: bool = False) -> bool:
+        self._check(record.key, record.value)
+        return bool(self._owner_of(record.key).set_if(record, exists=exists, keep_ttl=keep_ttl))
+
+    def _owner_of(self, key: bytes) -> Any:
+        """The owner child, which decides alone: refused while a copy of the key still sits on
+        another child (weights changed, rebalance not run), which the owner cannot see."""
+        self.capabilities.require("conditional_writes", self.name)
+        owner = self.placement.owner(key)
+        if self.fallback and any(child.get(key) is not None
+                                 for i, child in enumerate(self.children) if i != owner):
+            raise ConflictError(f"key {key[:40]!r} is not on the child that owns it yet: run kvctl rebalance first")
+        return self.children[owner]
+
     # -- rebalancing -----------------------------------------------------------------------
     def rebalance(self, *, dry_run: bool = False, batch_size: int = 1000,
                   progress: Callable[[int], None] | None = None) -> RebalanceReport:
@@ -303,6 +321,7 @@ def _shared_capabilities(specs: list[ChildSpec], children: list[Store]) -> Capab
         ttl=all(c.ttl for c in caps),
         ordered_scan=all(c.ordered_scan for c in caps),
         versions=all(c.versions for c in caps),
+        conditional_writes=all(c.conditional_writes for c in caps),
         atomic_batch=len(caps) == 1 and caps[0].atomic_batch,
         multi_node=any(c.multi_node for c in caps),
         host_local=any(c.host_local for c in caps),

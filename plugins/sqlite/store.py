@@ -17,11 +17,12 @@ import itertools
 import os
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from itertools import starmap
 from typing import Any, Self
 
 from kvctl.errors import UnsupportedError
-from kvctl.plugin_kit import ScanRange, deadline_ms, prefix_end, record_of
+from kvctl.plugin_kit import LockedKeyAdmin, ScanRange, deadline_ms, prefix_end, record_of
 from kvctl.store import TOMBSTONE, Capabilities, Page, Record, StoreURL, now_ms
 
 from . import mixed
@@ -31,12 +32,12 @@ from .options import parse_options
 from .schema import connect
 
 
-class SQLiteStore(SQLiteBase):
+class SQLiteStore(LockedKeyAdmin, SQLiteBase):
     name = "sqlite"
     description = "SQLite file (stdlib sqlite3): WAL, ordered scans, TTLs, versions, multi-process."
     capabilities = Capabilities(
         persistent=True, ttl=True, ordered_scan=True, versions=True, atomic_batch=True,
-        change_feed=True, host_local=True, max_value_size=MAX_LENGTH,
+        change_feed=True, host_local=True, max_value_size=MAX_LENGTH, conditional_writes=True,
         durability=(
             "WAL with synchronous=NORMAL: a commit survives a process crash, a power loss may "
             "roll back the last commits but never corrupts; ?synchronous=full fsyncs every commit"
@@ -188,10 +189,22 @@ class SQLiteStore(SQLiteBase):
         # a change without a version (not from a versioned feed) is versioned here, like set_many
         batch = [r if r.version is not None else Record(r.key, r.value, r.expires_at_ms, self._clock.now(), r.kind)
                  for r in batch]
+        with self._immediate():
+            applied, written = self._applier.apply(self._conn, batch, self._sql_put)
+        if written:
+            self._clock.observe(max(r.version for r in written if r.version is not None))
+        self._count_writes(len(written))
+        return applied
+
+    # -- expire and set_if (LockedKeyAdmin): one immediate transaction -------------------------
+    @contextmanager
+    def _immediate(self) -> Iterator[None]:
+        """One immediate transaction: the write lock from the first statement, no other writer
+        in between; rolled back on any failure (Ctrl-C included)."""
         conn = self._conn
         try:
             conn.execute("BEGIN IMMEDIATE")
-            applied, written = self._applier.apply(conn, batch, self._sql_put)
+            yield
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
             raise self._fail(exc) from None
@@ -199,10 +212,23 @@ class SQLiteStore(SQLiteBase):
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
-        if written:
-            self._clock.observe(max(r.version for r in written if r.version is not None))
-        self._count_writes(len(written))
-        return applied
+
+    @contextmanager
+    def _admin_lock(self) -> Iterator[None]:
+        with self._immediate():
+            yield
+        self._count_writes(1)  # after the commit: housekeeping takes its own transaction
+
+    def _admin_get(self, key: bytes) -> Record | None:
+        return self.get(key)
+
+    def _admin_put(self, record: Record) -> None:
+        if len(record.value) > MAX_LENGTH:
+            self._check(record.key, record.value)
+        self._conn.execute(self._sql_put_new, (record.key, record.value, record.expires_at_ms, self._clock.now()))
+
+    def _admin_delete(self, key: bytes) -> None:
+        self._conn.execute(self._sql_delete, (key, now_ms()))
 
     # -- change feed -------------------------------------------------------------------------
     def feed_cursor(self) -> str:

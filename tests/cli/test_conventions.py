@@ -87,7 +87,7 @@ def test_one_meaning_per_short_option() -> None:
         (["snapshot", "create"], "missing --output"),
         (["set", "k", "v", "--ttl", "5M"], "ambiguous duration '5M'"),
         (["nosuch2", "x"], "unknown command 'nosuch2'"),
-        (["expire", "k"], "unknown command 'expire' (did you mean 'export'?)"),
+        (["imprt", "k"], "unknown command 'imprt' (did you mean 'import'?)"),
         (["snapshot", "create", "-o", "x.kvs", "-u", "memory://"],
          "-u is a global option: give it before the command (kvctl -u ... snapshot create ...)"),
     ],
