@@ -209,13 +209,16 @@ class StoreConformance:
     # -- TTLs ------------------------------------------------------------------------------
     def test_ttl_expiry(self, store: Store) -> None:
         self.needs(store, "ttl")
-        store.set(b"short", b"v", ttl_ms=150)
+        started = time.monotonic()
+        store.set(b"short", b"v", ttl_ms=1000)
         store.set(b"long", b"v", ttl_ms=3_600_000)
         rec = store.get(b"long")
         assert rec is not None and rec.expires_at_ms is not None
         assert 3_500_000 < rec.expires_at_ms - time.time() * 1000 <= 3_600_000
-        assert store.get(b"short") is not None
-        time.sleep(0.4)
+        short = store.get(b"short")
+        # on a loaded machine the calls above may outlast the TTL: only a timely read must see it
+        assert short is not None or time.monotonic() - started >= 0.9
+        time.sleep(max(0.0, started + 1.3 - time.monotonic()))
         assert store.get(b"short") is None
         assert store.get_many([b"short", b"long"])[0] is None
         assert self.all_keys(store) == [b"long"]

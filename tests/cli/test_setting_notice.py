@@ -13,14 +13,18 @@ from kvctl.testing.cli import run_kvctl
 
 redispy = pytest.importorskip("redis")
 
-from tests.backends.redis.test_feed import Server  # noqa: E402  (skipped above without the driver)
+from tests.backends.redis.support import Server, with_options  # noqa: E402  (skipped above without the driver)
 
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[Server]:
     started = Server(tmp_path, "--notify-keyspace-events", "")
     yield started
-    started.stop()
+    started.kill()
+
+
+def _url(server: Server) -> str:
+    return with_options(f"redis://127.0.0.1:{server.port}/0", feed="notify")
 
 
 def _flags(server: Server) -> str:
@@ -30,15 +34,15 @@ def _flags(server: Server) -> str:
 
 def test_turning_on_keyspace_notifications_is_announced(env: dict[str, str], tmp_path: Path,
                                                         server: Server) -> None:
-    quiet = run_kvctl(env, "sync", server.url(), f"sqlite://{tmp_path / 'q.db'}", "-q")
+    quiet = run_kvctl(env, "sync", _url(server), f"sqlite://{tmp_path / 'q.db'}", "-q")
     assert quiet.returncode == 0 and "notify-keyspace-events" not in quiet.stderr, quiet.stderr
     redispy.Redis(port=server.port).config_set("notify-keyspace-events", "")
-    out = run_kvctl(env, "sync", server.url(), f"sqlite://{tmp_path / 'a.db'}")
+    out = run_kvctl(env, "sync", _url(server), f"sqlite://{tmp_path / 'a.db'}")
     assert out.returncode == 0, out.stderr
     lines = [line for line in out.stderr.splitlines() if "notify-keyspace-events" in line]
     assert len(lines) == 1 and lines[0].startswith("kvctl: warning: "), out.stderr
     now = _flags(server)
     assert f"from '' to '{now}'" in lines[0] or "from ''" in lines[0], lines[0]
     assert "to revert: redis-cli CONFIG SET notify-keyspace-events ''" in lines[0]
-    again = run_kvctl(env, "sync", server.url(), f"sqlite://{tmp_path / 'b.db'}")
+    again = run_kvctl(env, "sync", _url(server), f"sqlite://{tmp_path / 'b.db'}")
     assert again.returncode == 0 and "notify-keyspace-events" not in again.stderr  # already set: no change
