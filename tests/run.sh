@@ -20,8 +20,15 @@ command -v sqlite3 >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=no
 command -v valgrind >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind >/dev/null; }
 
 echo "== starting servers"
+# Stop at the end only what this run started: servers a developer already runs (their env file
+# exists) are used and left running.
+services_dir="${KVCTL_SERVICES_DIR:-/tmp/kvctl-services}"
+already_running=false
+if [ -s "$services_dir/env" ]; then already_running=true; fi
 bash tests/services.sh start
-trap 'bash tests/services.sh stop >/dev/null 2>&1 || true' EXIT
+if [ "$already_running" = false ]; then
+    trap 'bash tests/services.sh stop >/dev/null 2>&1 || true' EXIT
+fi
 export KVCTL_SERVICES=required  # a test that needs a server fails, never skips, when one is missing
 
 echo "== ruff, mypy, import contracts"
