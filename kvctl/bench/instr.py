@@ -17,7 +17,8 @@ Pinned, so the same code gives the same count: ``PYTHONHASHSEED=0`` (str and byt
 decide dict probing), ``python -P`` (the current directory is not on ``sys.path``), the garbage
 collector paused inside the windows, new-key ids from a fixed base, a fresh store (or fixed
 keys under the run's prefix), N fixed by the parameters (never by timing), and the wall clock
-of the stores' version stamps (:mod:`kvctl.hlc`): it advances a fixed ``HLC_STEP_NS`` per read.
+of the stores' version stamps (:mod:`kvctl.hlc`): it advances a fixed ``HLC_STEP_NS`` per read,
+from a whole millisecond.
 Under callgrind a write takes about a millisecond, so with the real clock whether a write lands
 in the same millisecond as the last one (the HLC's counter path, a few dozen instructions more)
 depends on the machine's load: GridKV Mixed moved by 2% between an idle and a loaded machine.
@@ -177,14 +178,20 @@ def pin_version_clock() -> None:
     """Make :mod:`kvctl.hlc`'s wall clock advance ``HLC_STEP_NS`` per read, from now on.
 
     A C-level counter, not a Python function, so a version stamp costs what it costs with the
-    real clock; it starts at the real time, so versions already in a store stay older.
+    real clock; it starts at the next whole millisecond of the real time, so versions already in
+    a store stay older.  Whole, not the real time itself: the HLC's counter restarts at every new
+    millisecond and costs an int allocation once it passes 256 (CPython's small-int cache), so
+    where in its millisecond the clock started decided how many writes of a window allocated,
+    and moved GridKV Mixed (200 writes per 1000 ops, less than a millisecond of the fixed step)
+    by up to 1% from one count to the next.
     """
     import itertools
     import time
 
     from kvctl import hlc
 
-    hlc._time_ns = itertools.count(time.time_ns(), HLC_STEP_NS).__next__
+    start = (time.time_ns() // 1_000_000 + 1) * 1_000_000
+    hlc._time_ns = itertools.count(start, HLC_STEP_NS).__next__
 
 
 def main(argv: list[str] | None = None) -> int:
