@@ -231,15 +231,9 @@ def _extra_passes(job: Job, job_path: str, done: list[tuple[BenchSpec, Bench, An
                         bench.setup(ctx)
                         set_up.add(bench.setup)
                     if want_latency:
-                        from kvctl.bench.latency import budgeted, latency_pass
-
-                        count = budgeted(params.latency_count(), bool(params.ops), step_s, budget)
                         if floor is None:
                             floor = open_ctx(job, "null-async" if ctx.target.is_async else "null")
-                        pct = latency_pass(ctx, bench, count, floor)
-                        meta.update({f"kvctl_{k}_us": round(v, 3) for k, v in pct.items() if k != "count"})
-                        meta["kvctl_latency_ops"] = int(pct.get("count", 0))
-                        meta["kvctl_latency_per"] = bench.latency_per
+                        meta.update(_latency_meta(ctx, bench, params, step_s, budget, floor))
                 except Exception as exc:
                     failed("the latency pass", exc)
                 if want_load:
@@ -253,16 +247,7 @@ def _extra_passes(job: Job, job_path: str, done: list[tuple[BenchSpec, Bench, An
                         failed("the load pass", exc)
             if actx is not None and empty is not None:
                 try:
-                    from kvctl.bench.alloc import cpu_step, measure, ops_for
-
-                    if bench.setup is not None:
-                        bench.setup(actx)
-                        bench.setup(empty)
-                    n = ops_for(params.alloc_ops, cpu_step(actx, bench, params.alloc_ops), budget)
-                    allocs = measure(actx, bench, n, empty)
-                    meta["kvctl_allocs_per_op"] = allocs.allocs_per_op
-                    meta["kvctl_bytes_per_op"] = allocs.bytes_per_op
-                    meta["kvctl_alloc_ops"] = n
+                    meta.update(_alloc_meta(actx, empty, bench, params.alloc_ops, budget))
                 except Exception as exc:
                     failed("the allocation pass", exc)
             notes = [n for c in _distinct(ctx, actx) for n in c.notes[seen_notes.get(id(c), 0):]]
@@ -276,6 +261,32 @@ def _extra_passes(job: Job, job_path: str, done: list[tuple[BenchSpec, Bench, An
         # after every store of this process is closed: the counting process opens its own
         errors += _instructions(job_path, params.instr_ops, done)
     return errors
+
+
+def _latency_meta(ctx: Any, bench: Bench, params: Any, step_s: float | None, budget: float,
+                  floor: Any) -> dict[str, Any]:
+    """The latency pass: percentiles of single ops (beside the clock's own cost, ``floor``)."""
+    from kvctl.bench.latency import budgeted, latency_pass
+
+    count = budgeted(params.latency_count(), bool(params.ops), step_s, budget)
+    pct = latency_pass(ctx, bench, count, floor)
+    meta: dict[str, Any] = {f"kvctl_{k}_us": round(v, 3) for k, v in pct.items() if k != "count"}
+    meta["kvctl_latency_ops"] = int(pct.get("count", 0))
+    meta["kvctl_latency_per"] = bench.latency_per
+    return meta
+
+
+def _alloc_meta(actx: Any, empty: Any, bench: Bench, alloc_ops: int, budget: float) -> dict[str, Any]:
+    """The allocation pass: allocations and bytes per op, net of the empty store's."""
+    from kvctl.bench.alloc import cpu_step, measure, ops_for
+
+    if bench.setup is not None:
+        bench.setup(actx)
+        bench.setup(empty)
+    n = ops_for(alloc_ops, cpu_step(actx, bench, alloc_ops), budget)
+    allocs = measure(actx, bench, n, empty)
+    return {"kvctl_allocs_per_op": allocs.allocs_per_op, "kvctl_bytes_per_op": allocs.bytes_per_op,
+            "kvctl_alloc_ops": n}
 
 
 def _instructions(job_path: str, n: int, done: list[tuple[BenchSpec, Bench, Any]]) -> list[dict[str, str]]:
