@@ -6,7 +6,7 @@ keeps driver connections single-threaded, while still letting I/O on the other s
 migrate overlap).  ``to_sync`` wraps an async store for the simple CLI commands with one event
 loop (``asyncio.Runner``) for the life of the wrapper: never a loop per operation.
 
-Each optional ability of :mod:`kvctl.store` (:class:`~kvctl.store.ChangeFeed`, ...) has a mixin
+Each optional ability of :mod:`kvctl.abilities` (:class:`~kvctl.abilities.ChangeFeed`, ...) has a mixin
 here that forwards its methods; an adapter's class is composed of the mixins of the abilities the
 wrapped store offers, so ``isinstance(adapted, AsyncChangeFeed)`` tells the truth.
 """
@@ -18,21 +18,18 @@ from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequenc
 from functools import cache
 from typing import Any, TypeVar
 
-from kvctl.plugin_kit import closing_after
-from kvctl.store import (
-    AsyncStore,
+from kvctl.abilities import (
     ChangeFeed,
     ConditionalWrites,
     Expiry,
     NewerWrites,
-    Page,
     Partitioned,
     Rebalancing,
-    Record,
     Replicable,
-    Store,
     TypedValues,
 )
+from kvctl.plugin_kit import closing_after
+from kvctl.store import AsyncStore, Page, Record, Store
 
 T = TypeVar("T")
 

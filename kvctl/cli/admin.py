@@ -63,8 +63,8 @@ def rebalance(
     Only keys whose owner changed move; each is copied before it is removed, so an interrupted
     run leaves a duplicate, never a loss, and running again finishes the job.
     """
+    from kvctl.abilities import Rebalancing
     from kvctl.errors import UnsupportedError
-    from kvctl.store import Rebalancing
 
     with open_store() as store, ProgressBar(show_progress()) as bar:
         if not isinstance(store, Rebalancing):

@@ -141,8 +141,9 @@ def set_(
             store.set(k, v, ttl_ms=ttl_ms)
             written = True
         else:
+            from kvctl.abilities import ConditionalWrites
             from kvctl.plugin_kit import deadline_ms
-            from kvctl.store import ConditionalWrites, Record
+            from kvctl.store import Record
 
             if not (store.capabilities.conditional_writes and isinstance(store, ConditionalWrites)):
                 flag = "--nx" if nx else "--xx" if xx else "--keep-ttl"
@@ -229,7 +230,8 @@ def persist(key: KeyArg, as_json: JsonOpt = False) -> None:
 
 
 def _set_expiry(k: bytes, expires: int | None, as_json: bool) -> None:
-    from kvctl.store import MAX_EXPIRY_MS, Expiry, now_ms
+    from kvctl.abilities import Expiry
+    from kvctl.store import MAX_EXPIRY_MS, now_ms
 
     if expires is not None and expires > MAX_EXPIRY_MS:
         raise UsageError("the expiry is out of range: it must fall before 2109-05-15")

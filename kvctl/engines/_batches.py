@@ -24,10 +24,11 @@ from collections.abc import Awaitable, Callable
 from operator import attrgetter
 from typing import Literal, get_args
 
+from kvctl.abilities import AsyncNewerWrites
 from kvctl.codec import show_key
 from kvctl.errors import ConflictError, LimitError, UnsupportedError
 from kvctl.plugin_kit import check_limits
-from kvctl.store import AsyncNewerWrites, AsyncStore, Record, now_ms
+from kvctl.store import AsyncStore, Record, now_ms
 
 from ._stores import dump_many, restore_many
 from .preview import Preview

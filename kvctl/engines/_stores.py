@@ -1,5 +1,5 @@
 """What engines do with a store beyond the protocol: naming it, refusing one store named twice,
-and the optional typed-value calls (:class:`~kvctl.store.AsyncTypedValues`).
+and the optional typed-value calls (:class:`~kvctl.abilities.AsyncTypedValues`).
 
 Engines work on the async form of the protocol inside one event loop per command; they open
 stores with :func:`kvctl.registry.open_async` (re-exported here for the engines that import it
@@ -13,9 +13,10 @@ import contextlib
 from collections.abc import Sequence
 from typing import Any
 
+from kvctl.abilities import AsyncTypedValues
 from kvctl.errors import UnsupportedError, UsageError
 from kvctl.registry import open_async, store_identity
-from kvctl.store import AsyncStore, AsyncTypedValues, Record
+from kvctl.store import AsyncStore, Record
 
 from .keyfilter import KeyFilter
 

@@ -1,8 +1,8 @@
 """Expiry and conditional writes for stores that can hold a write lock around a read and a write.
 
 A store with a write transaction (SQLite's ``BEGIN IMMEDIATE``, an LMDB write txn, a file
-store's writer lock, one process's memory) gets :class:`~kvctl.store.Expiry` and
-:class:`~kvctl.store.ConditionalWrites` from :class:`LockedKeyAdmin` by supplying the lock and
+store's writer lock, one process's memory) gets :class:`~kvctl.abilities.Expiry` and
+:class:`~kvctl.abilities.ConditionalWrites` from :class:`LockedKeyAdmin` by supplying the lock and
 three primitives that run inside it; the decisions themselves (:func:`conditional_record`,
 :func:`check_conditional`) are shared with stores that have native commands.
 """

@@ -8,10 +8,11 @@ from typing import Any, ClassVar
 
 import pytest
 
+from kvctl.abilities import ConditionalWrites, Expiry
 from kvctl.adapt import to_sync
 from kvctl.errors import FeedGapError, LimitError, UnsupportedError, UsageError
 from kvctl.registry import open_url
-from kvctl.store import TOMBSTONE, ConditionalWrites, Expiry, Record, Store, now_ms
+from kvctl.store import TOMBSTONE, Record, Store, now_ms
 from kvctl.testing.stateful import run_state_machine
 
 # Keys that break naive implementations: glob and LIKE metacharacters, NUL, non-UTF-8, every byte.

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from kvctl.store import TOMBSTONE, AsyncReplicable, AsyncStore, Record, newer
+from kvctl.abilities import AsyncReplicable
+from kvctl.store import TOMBSTONE, AsyncStore, Record, newer
 
 from .._batches import Refuse, store_what_fits, within_limits
 

@@ -27,8 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from kvctl import __version__
+from kvctl.abilities import AsyncChangeFeed
 from kvctl.errors import FeedGapError, StoreIOError, UnsupportedError, UsageError
-from kvctl.store import TOMBSTONE, AsyncChangeFeed, AsyncStore, Page, Record, now_ms
+from kvctl.store import TOMBSTONE, AsyncStore, Page, Record, now_ms
 
 from .._files import atomic_writer
 from .._pipeline import pump
