@@ -67,7 +67,8 @@ def sync(
 def _watching(result: SyncResult, totals: WatchResult) -> None:
     """One run of a watch: its notice, the typed keys it could not copy, the status line."""
     if result.fallback:
-        sys.stderr.write(f"\nkvctl: notice: {result.fallback}\n")
+        sys.stderr.write("\n")
+        warn(result.fallback)
     for key in totals.new_uncopied:
         sys.stderr.write("\n" if sys.stderr.isatty() else "")
         warn(f"not copied: {show_key(key, STATE.key_encoding)} holds a value of a type the destination "
@@ -95,7 +96,7 @@ def _ms(value: int | None) -> str:
 
 def _report(result: SyncResult, as_json: bool) -> None:
     if result.fallback:
-        sys.stderr.write(f"kvctl: notice: {result.fallback}\n")
+        warn(result.fallback)
     if as_json:
         json_doc(result.to_dict())
         return

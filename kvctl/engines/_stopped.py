@@ -19,6 +19,14 @@ from kvctl.errors import KvctlError
 Note = Callable[[str], None]
 
 
+def resumable(read: int) -> str:
+    """How far a checkpointed copy got and how to go on; before its first key there is nothing
+    saved to resume from, so rerunning it is starting it."""
+    if read == 0:
+        return "before any key was copied; nothing to resume"
+    return f"after {read:,} keys; progress saved: rerun with --resume to continue"
+
+
 @contextlib.contextmanager
 def saying(status: Callable[[], str], note: Note | None) -> Iterator[None]:
     """On a failure inside the block, add "stopped <status>" to the error's hint; on an

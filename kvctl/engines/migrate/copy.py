@@ -150,7 +150,7 @@ async def _copy(src: AsyncStore, writer: BatchWriter | ResumeWriter, kf: KeyFilt
 
     # the count is what the checkpoint holds, not the batch in flight
     said = contextlib.nullcontext() if plan.dry_run else stopped.saying(
-        lambda: f"after {cp.counts.get('read', 0):,} keys; progress saved: rerun with --resume to continue",
+        lambda: stopped.resumable(cp.counts.get("read", 0)),
         reporter.note)
     try:
         with said:
