@@ -12,6 +12,7 @@ from kvctl.cli.context import open_store, store_name
 from kvctl.cli.output import JsonOpt, json_doc, table
 from kvctl.cli.progress import ProgressBar, show_progress
 from kvctl.cli.usage import examples
+from kvctl.engines.reporting import plural
 
 # Columns of the `kvctl plugins` table, in the spirit of the seed documents' comparison tables.
 _CAPABILITY_COLUMNS = [
@@ -96,7 +97,7 @@ def ping(
                   "avg_ms": round(sum(times) / len(times), 3), "max_ms": round(max(times), 3)})
         return
     print(f"{name}: min {min(times):.3f} ms, avg {sum(times) / len(times):.3f} ms, "
-          f"max {max(times):.3f} ms ({count} round trip{'s' if count != 1 else ''})")
+          f"max {max(times):.3f} ms ({plural(count, 'round trip')})")
 
 
 def rebalance(
@@ -119,10 +120,10 @@ def rebalance(
         json_doc(report)
         return
     verb = "would move" if dry_run else "moved"
-    print(f"examined {report['examined']}, {verb} {report['moved']}, "
-          f"dropped {report['stale_dropped']} stale copies")
+    print(f"examined {report['examined']:,}, {verb} {report['moved']:,}, "
+          f"dropped {report['stale_dropped']:,} stale cop{'y' if report['stale_dropped'] == 1 else 'ies'}")
     for route, n in sorted(report.get("moves", {}).items()):
-        print(f"  {route}: {n}")
+        print(f"  {route}: {n:,}")
 
 
 def _progress_of(store: Any, bar: ProgressBar) -> dict[str, Any]:
