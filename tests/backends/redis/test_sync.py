@@ -296,7 +296,7 @@ def test_cli_watch_warns_of_each_typed_key_and_ends_with_exit_8(env: dict[str, s
         text = err.decode()
         assert watch.returncode == 8, text
         assert text.count("kvctl: warning: not copied: h holds") == 1, text
-        assert "1 deleted" in text and "1 typed keys NOT copied" in text
+        assert "1 deleted" in text and "1 typed key NOT copied" in text
         assert text.rstrip().splitlines()[-1].startswith("kvctl: error: 1 key holds values of a type"), text
         assert "Traceback" not in text
     finally:
