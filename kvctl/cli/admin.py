@@ -12,6 +12,7 @@ from kvctl.cli.context import open_store, store_name
 from kvctl.cli.output import JsonOpt, json_doc, table
 from kvctl.cli.progress import ProgressBar, show_progress
 from kvctl.cli.usage import examples
+from kvctl.engines.reporting import plural
 
 # Columns of the `kvctl plugins` table, in the spirit of the seed documents' comparison tables.
 _CAPABILITY_COLUMNS = [
@@ -28,8 +29,53 @@ def stats(as_json: JsonOpt = False) -> None:
         name = store_name(store)
     if as_json:
         json_doc({"store": name, **data})
+        return
+    flat, groups = _grouped(data)
+    table(name, ["stat", "value"], [row for k, v in flat.items() for row in _stat_rows(k, v)])
+    if groups:
+        columns = list(dict.fromkeys(c for g in groups.values() for c in g))
+        table(None, ["", *columns], [[gid, *(_stat_value(c, g.get(c)) for c in columns)]
+                                     for gid, g in groups.items()])
+
+
+def _grouped(data: dict[str, Any]) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """Split flat ``<id>.<stat>`` names (a shard's children) from the rest: when two or more
+    share an id, they read better as one row per id than as rows of dotted names."""
+    ids = [k.rpartition(".")[0] for k in data if "." in k]
+    shared = {i for i in ids if ids.count(i) > 1}
+    flat: dict[str, Any] = {}
+    groups: dict[str, dict[str, Any]] = {}
+    for k, v in data.items():
+        gid, _, stat = k.rpartition(".")
+        if gid in shared:
+            groups.setdefault(gid, {})[stat] = v
+        else:
+            flat[k] = v
+    return flat, groups
+
+
+def _stat_rows(name: str, value: Any) -> list[list[Any]]:
+    """One stat as table rows: a dict or list one row per entry (``file=2.5 MiB``), the stat's
+    name on the first; an empty one ``-``."""
+    if isinstance(value, dict):
+        items = [f"{k}={_stat_value(name if _sized(name) else str(k), v)}" for k, v in value.items()]
+    elif isinstance(value, (list, tuple)):
+        items = [str(_stat_value(name, v)) for v in value]
     else:
-        table(name, ["stat", "value"], [[k, v] for k, v in data.items()])
+        return [[name, _stat_value(name, value)]]
+    return [[name if i == 0 else "", item] for i, item in enumerate(items or ["-"])]
+
+
+def _sized(name: str) -> bool:
+    """Byte counts by the backends' naming: ``*_bytes``, ``bytes_*``, and ``*_files`` (file name
+    to size)."""
+    return name.endswith(("_bytes", "_files")) or name.startswith("bytes_")
+
+
+def _stat_value(name: str, value: Any) -> Any:
+    if isinstance(value, bool) or not isinstance(value, int):
+        return value
+    return _size(value) if _sized(name) else f"{value:,}"
 
 
 def ping(
@@ -51,7 +97,7 @@ def ping(
                   "avg_ms": round(sum(times) / len(times), 3), "max_ms": round(max(times), 3)})
         return
     print(f"{name}: min {min(times):.3f} ms, avg {sum(times) / len(times):.3f} ms, "
-          f"max {max(times):.3f} ms ({count} round trip{'s' if count != 1 else ''})")
+          f"max {max(times):.3f} ms ({plural(count, 'round trip')})")
 
 
 def rebalance(
@@ -74,10 +120,10 @@ def rebalance(
         json_doc(report)
         return
     verb = "would move" if dry_run else "moved"
-    print(f"examined {report['examined']}, {verb} {report['moved']}, "
-          f"dropped {report['stale_dropped']} stale copies")
+    print(f"examined {report['examined']:,}, {verb} {report['moved']:,}, "
+          f"dropped {report['stale_dropped']:,} stale cop{'y' if report['stale_dropped'] == 1 else 'ies'}")
     for route, n in sorted(report.get("moves", {}).items()):
-        print(f"  {route}: {n}")
+        print(f"  {route}: {n:,}")
 
 
 def _progress_of(store: Any, bar: ProgressBar) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from kvctl.cli.output import JsonOpt, QuietOpt, json_doc
 from kvctl.cli.progress import ProgressBar, show_progress
 from kvctl.cli.usage import examples
 from kvctl.codec import show_key
+from kvctl.errors import DifferenceError
 
 if TYPE_CHECKING:
     from kvctl.engines.diff import DiffResult
@@ -47,7 +48,8 @@ def diff(
 ) -> None:
     """Compare two stores: keys missing from B, extra in B, and differing values or expiries.
 
-    Exit 0 when equal, 1 when they differ.  Key-ordered backends are merge-joined in batches;
+    Exit 0 when equal, 1 when they differ (the summary says how; no error line, as with cmp
+    and diff).  Key-ordered backends are merge-joined in batches;
     others are looked up with batched reads.
     """
     from kvctl.engines import diff as engine
@@ -60,7 +62,10 @@ def diff(
     with ProgressBar(show_progress()) as bar:
         result = engine.run(a_url, b_url, opts, bar.reporter, where)
     render_diff(result, as_json)
-    result.check()
+    if not result.equal:
+        # as cmp and diff do: the result (stdout) says how the stores differ, the exit status
+        # that they do; a difference is the answer asked for, not an error
+        raise typer.Exit(DifferenceError.exit_code)
 
 
 def render_diff(result: DiffResult, as_json: bool) -> None:

@@ -14,6 +14,7 @@ from kvctl.cli.options import GlobOpt, PrefixOpt, key_filter
 from kvctl.cli.output import JsonOpt, QuietOpt, info, json_doc, json_line, warn
 from kvctl.cli.usage import examples
 from kvctl.codec import decode_arg, decode_input, json_bytes, json_key, show, show_key
+from kvctl.engines.reporting import plural
 from kvctl.errors import NotFoundError, UnsupportedError, UsageError
 
 if TYPE_CHECKING:
@@ -69,7 +70,7 @@ def get(
         else:
             print(f"{show(k, STATE.key_encoding)}\t{_shown_value(rec)}")
     if missing:
-        raise NotFoundError(f"{missing} of {len(ks)} keys not found in {name}")
+        raise NotFoundError(f"{missing:,} of {plural(len(ks), 'key')} not found in {name}")
 
 
 def _print_one(k: bytes, rec: Record | None, name: str, as_json: bool) -> None:

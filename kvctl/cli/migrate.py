@@ -152,8 +152,6 @@ def render_migrate(summary: Summary, plan: Plan, as_json: bool) -> None:
     more = c.incomplete + c.failed - min(100, len(summary.problems.incomplete)) - min(100, len(summary.problems.failed))
     if more > 0:
         warn(f"... and {more:,} more (see --json)")
-    if summary.delete_refused:
-        warn(f"--delete-extra: {summary.delete_refused}")
 
 
 def register(app: typer.Typer) -> None:

@@ -98,8 +98,9 @@ def warn(message: str) -> None:
 
 
 def note(message: str) -> None:
-    """A notice that is neither a warning nor an error, e.g. what an interrupted command wrote."""
-    sys.stderr.write(f"kvctl: {message}\n")
+    """A notice from an engine (e.g. what an interrupted command wrote): every notice that is not
+    an error is one ``kvctl: warning: ...`` line, so a script greps one prefix."""
+    warn(message)
 
 
 def info(message: str) -> None:

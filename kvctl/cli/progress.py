@@ -93,7 +93,7 @@ class ProgressBar(Reporter):
 
     def note(self, message: str) -> None:
         if self._progress is not None:
-            self._progress.console.print(f"kvctl: {message}", markup=False, highlight=False)
+            self._progress.console.print(f"kvctl: warning: {message}", markup=False, highlight=False)
         else:
             note(message)
 

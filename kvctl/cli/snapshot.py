@@ -221,7 +221,8 @@ def inspect(
     file: FileArg,
     top: Annotated[int, typer.Option("--top", min=1, help="Prefixes in the histogram.")] = 20,
     prefix_len: Annotated[int | None, typer.Option(
-        "--prefix-len", min=1, help="Group keys by their first N bytes (default: up to ':' or '/').")] = None,
+        "--prefix-len", min=1, help="Group keys by their first N bytes (default: up to ':' or '/'; "
+                                    "keys without one count as (no separator)).")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Show a snapshot's header, kind, cursors, counts, sizes and key prefix histogram.

@@ -13,6 +13,7 @@ from kvctl.cli.output import QuietOpt, info, json_doc, warn
 from kvctl.cli.progress import ProgressBar, show_progress
 from kvctl.cli.usage import examples
 from kvctl.codec import show_key
+from kvctl.engines.reporting import plural
 
 if TYPE_CHECKING:
     from kvctl.engines.replicate import SyncResult, WatchResult
@@ -67,13 +68,15 @@ def sync(
 def _watching(result: SyncResult, totals: WatchResult) -> None:
     """One run of a watch: its notice, the typed keys it could not copy, the status line."""
     if result.fallback:
-        sys.stderr.write(f"\nkvctl: notice: {result.fallback}\n")
+        sys.stderr.write("\n")
+        warn(result.fallback)
     for key in totals.new_uncopied:
         sys.stderr.write("\n" if sys.stderr.isatty() else "")
         warn(f"not copied: {show_key(key, STATE.key_encoding)} holds a value of a type the destination "
              "cannot hold")
     if sys.stderr.isatty() and not STATE.quiet:
-        sys.stderr.write(f"\rwatching: {totals.runs} runs, {_counts(totals)}, max lag {_ms(totals.max_lag_ms)}   ")
+        sys.stderr.write(f"\rwatching: {plural(totals.runs, 'run')}, {_counts(totals)}, "
+                         f"max lag {_ms(totals.max_lag_ms)}   ")
         sys.stderr.flush()
 
 
@@ -81,12 +84,12 @@ def _report_watch(totals: WatchResult, as_json: bool) -> None:
     if as_json:
         json_doc(totals.to_dict())
     else:
-        info(f"\nstopped after {totals.runs} runs: {_counts(totals)}, max lag {_ms(totals.max_lag_ms)}"
-             + (f", {len(totals.uncopied)} typed keys NOT copied" if totals.uncopied else ""))
+        info(f"\nstopped after {plural(totals.runs, 'run')}: {_counts(totals)}, max lag {_ms(totals.max_lag_ms)}"
+             + (f", {plural(len(totals.uncopied), 'typed key')} NOT copied" if totals.uncopied else ""))
 
 
 def _counts(totals: WatchResult) -> str:
-    return f"{totals.applied} applied, {totals.deleted} deleted"
+    return f"{totals.applied:,} applied, {totals.deleted:,} deleted"
 
 
 def _ms(value: int | None) -> str:
@@ -95,7 +98,7 @@ def _ms(value: int | None) -> str:
 
 def _report(result: SyncResult, as_json: bool) -> None:
     if result.fallback:
-        sys.stderr.write(f"kvctl: notice: {result.fallback}\n")
+        warn(result.fallback)
     if as_json:
         json_doc(result.to_dict())
         return
@@ -106,20 +109,16 @@ def _report(result: SyncResult, as_json: bool) -> None:
           + f", {result.deleted:,} {'would be ' if result.dry_run else ''}deleted, "
           f"{result.stale_skipped:,} stale skipped"
           + (f", {result.kept_at_dst:,} kept as newer at the destination" if result.kept_at_dst else "")
-          + f", {_n(len(result.conflicts), 'conflict')}, {result.seconds:.2f}s"
-          + (f", {len(result.skipped_typed)} typed keys NOT copied" if result.skipped_typed else "")
-          + (f", {len(result.failed)} keys NOT copied (refused by the store)" if result.failed else ""))
+          + f", {plural(len(result.conflicts), 'conflict')}, {result.seconds:.2f}s"
+          + (f", {plural(len(result.skipped_typed), 'typed key')} NOT copied" if result.skipped_typed else "")
+          + (f", {plural(len(result.failed), 'key')} NOT copied (refused by the store)" if result.failed else ""))
     for c in result.conflicts[:20]:
         print(f"  conflict {show_key(c.key, STATE.key_encoding)}: {c.winner} wins "
               f"(src v{c.src_version}, dst v{c.dst_version})")
     if len(result.conflicts) > 20:
-        print(f"  ... {len(result.conflicts) - 20} more (see --json)")
+        print(f"  ... {len(result.conflicts) - 20:,} more (see --json)")
     for key, why in result.failed[:100]:
         warn(f"not copied: {show_key(key, STATE.key_encoding)}: {why}")
-
-
-def _n(count: int, noun: str) -> str:
-    return f"{count:,} {noun}{'' if count == 1 else 's'}"
 
 
 def register(app: typer.Typer) -> None:

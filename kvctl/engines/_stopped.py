@@ -19,6 +19,15 @@ from kvctl.errors import KvctlError
 Note = Callable[[str], None]
 
 
+def resumable(read: int, *, whole: bool = True) -> str:
+    """How far a checkpointed copy got and how to go on.  A whole run stopped before its first
+    key saved nothing, so rerunning it is starting it; a slice of a parallel run cannot tell, as
+    the other slices may have saved theirs (``whole`` False)."""
+    if read == 0 and whole:
+        return "before any key was copied; nothing to resume"
+    return f"after {read:,} keys; progress saved: rerun with --resume to continue"
+
+
 @contextlib.contextmanager
 def saying(status: Callable[[], str], note: Note | None) -> Iterator[None]:
     """On a failure inside the block, add "stopped <status>" to the error's hint; on an

@@ -31,7 +31,7 @@ from ._pipeline import Prefetch
 from ._slices import Slice, slice_pages
 from ._stores import describe, open_async, start_count
 from .keyfilter import KeyFilter
-from .reporting import Counts, Progress, Reporter
+from .reporting import Counts, Progress, Reporter, plural
 
 if TYPE_CHECKING:
     from .distributed.executor import Placement
@@ -83,7 +83,7 @@ class DiffResult:
 
     def summary_line(self) -> str:
         if self.equal:
-            return f"{self.a} and {self.b} are equal ({self.same} keys)"
+            return f"{self.a} and {self.b} are equal ({plural(self.same, 'key')})"
         return f"{self.a} and {self.b} differ: {self.counts_line()}"
 
     def absorb(self, other: DiffResult, sample: int) -> None:
@@ -98,8 +98,8 @@ class DiffResult:
 
     def counts_line(self) -> str:
         """The differences without the URLs (error messages end up scrubbed of URL options)."""
-        return (f"{self.missing} missing from B, {self.extra} extra in B, {self.differing} differing "
-                f"({self.same} equal)")
+        return (f"{self.missing:,} missing from B, {self.extra:,} extra in B, {self.differing:,} differing "
+                f"({self.same:,} equal)")
 
     def check(self) -> None:
         """Raise :class:`DifferenceError` (exit 1) unless the stores are equal."""

@@ -19,6 +19,11 @@ from typing import Any, Protocol, runtime_checkable
 from kvctl.codec import show_key
 from kvctl.errors import IncompleteError
 
+
+def plural(count: int, noun: str) -> str:
+    """``1 key``, ``2 keys``, ``600,000 keys``: how every count in a message is written."""
+    return f"{count:,} {noun}{'' if count == 1 else 's'}"
+
 MAX_NAMED = 1000  # keys named in a summary per kind of problem; the counts stay exact
 
 
@@ -81,11 +86,11 @@ class Problems:
         parts = []
         if incomplete:
             first = self.incomplete[:1]
-            parts.append(f"{incomplete} typed key(s) could not be carried" + (
+            parts.append(f"{plural(incomplete, 'typed key')} could not be carried" + (
                 f" (first: {show_key(first[0][0])}, a {first[0][1]})" if first else ""))
         if failed:
             first_f = self.failed[:1]
-            parts.append(f"{failed} key(s) failed" + (
+            parts.append(f"{plural(failed, 'key')} failed" + (
                 f" (first: {show_key(first_f[0][0])}: {first_f[0][1]})" if first_f else ""))
         if parts:
             raise IncompleteError(f"{what} incomplete: {'; '.join(parts)}")

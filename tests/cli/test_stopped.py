@@ -75,7 +75,7 @@ def test_an_interrupted_import_says_where_to_resume(env: dict[str, str], big: Pa
     assert rc == code, err
     lines = err.splitlines()
     assert len(lines) == 1, err
-    m = re.fullmatch(rf"kvctl: stopped with every record through line ([\d,]+) of {re.escape(str(big))} done, "
+    m = re.fullmatch(rf"kvctl: warning: stopped with every record through line ([\d,]+) of {re.escape(str(big))} done, "
                      r"at least ([\d,]+) written; resume with --from-line (\d+)", lines[0])
     assert m is not None, lines[0]
     through, written, resume = (int(g.replace(",", "")) for g in m.groups())
@@ -126,7 +126,8 @@ def test_an_interrupted_restore_says_what_was_written(env: dict[str, str], big: 
     rc, err = stop_once_written(env, signal.SIGTERM, url, "snapshot", "restore", str(snap), url,
                                 "--batch-size", "1000")
     assert rc == 143, err
-    m = re.fullmatch(r"kvctl: stopped after at least ([\d,]+) records written; rerun the same restore to finish\n", err)
+    m = re.fullmatch(r"kvctl: warning: stopped after at least ([\d,]+) records written; rerun the same restore "
+                     r"to finish\n", err)
     assert m is not None, err
     assert 0 < int(m.group(1).replace(",", "")) <= count(url) < N
     assert run_kvctl(env, "snapshot", "restore", str(snap), url).returncode == 0
@@ -148,7 +149,8 @@ def test_an_interrupted_sync_says_what_was_applied(env: dict[str, str], big: Pat
     assert run_kvctl(env, "import", str(big), src).returncode == 0
     rc, err = stop_once_written(env, signal.SIGINT, dst, "sync", src, dst, "--batch-size", "1000")
     assert rc == 130, err
-    m = re.fullmatch(r"kvctl: stopped after at least ([\d,]+) changes applied; rerun the sync to finish\n", err)
+    m = re.fullmatch(r"kvctl: warning: stopped after at least ([\d,]+) changes applied; rerun the sync to finish\n",
+                     err)
     assert m is not None, err
     assert run_kvctl(env, "sync", src, dst).returncode == 0
     assert count(dst) == N
@@ -160,7 +162,7 @@ def test_sigterm_stops_a_migrate_like_ctrl_c(env: dict[str, str], big: Path, tmp
     rc, err = stop_once_written(env, signal.SIGTERM, dst, "migrate", src, dst, "--batch-size", "500",
                                 "--checkpoint-every", "1", "--no-progress")
     assert rc == 143, err
-    assert re.fullmatch(r"kvctl: stopped after [\d,]+ keys; progress saved: rerun with --resume to continue\n",
+    assert re.fullmatch(r"kvctl: warning: stopped after [\d,]+ keys; progress saved: rerun with --resume to continue\n",
                         err), err
     out = run_kvctl(env, "migrate", src, dst, "--resume", "--no-progress")
     assert out.returncode == 0, out.stderr

@@ -264,6 +264,6 @@ def test_keys_the_destination_cannot_hold_are_listed_not_fatal(tmp_path: Path) -
     assert out.returncode == 8, out.stderr
     lines = out.stderr.splitlines()
     assert len(lines) == 3 and all(len(line) < 400 for line in lines), lines
-    assert lines[-1].startswith("kvctl: error: 2 key(s) failed (first: ")
+    assert lines[-1].startswith("kvctl: error: 2 keys failed (first: ")
     assert "2 keys NOT copied" in out.stdout
     assert set(contents(dst)) == {b"ok"}

@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 from kvctl.errors import KvctlError, UnavailableError, UsageError
 
-from ..reporting import Reporter
+from ..reporting import Reporter, plural
 from .executor import ExecutorSpec
 
 T = TypeVar("T")
@@ -78,7 +78,7 @@ def raise_failed(errors: dict[int, tuple[str, str, str | None, int]], total: int
     cls = getattr(tree, cls_name, None)
     if not (isinstance(cls, type) and issubclass(cls, KvctlError)):
         cls = KvctlError
-    exc = cls(f"{len(errors)} of {total} slice(s) failed; slice {first}: {message}", hint=own_hint or hint)
+    exc = cls(f"{len(errors)} of {plural(total, 'slice')} failed; slice {first}: {message}", hint=own_hint or hint)
     exc.exit_code = code
     raise exc
 

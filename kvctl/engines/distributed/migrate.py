@@ -46,6 +46,7 @@ from typing import Any
 
 from kvctl.errors import KvctlError, UsageError
 
+from .._stopped import resumable
 from .._stores import open_async
 from ..migrate import checkpoint
 from ..migrate.copy import finish, migrate_urls
@@ -186,8 +187,7 @@ class _Driver:
         if asked_at is not None:
             self._mirror(force=True)
             if not self.plan.dry_run:
-                self.reporter.note(f"stopped after {self.total().read:,} keys; progress saved: rerun with "
-                                   "--resume to continue")
+                self.reporter.note(f"stopped {resumable(self.total().read)}")
             raise KeyboardInterrupt
 
     def _result(self, fut: Any, i: int, stopping: bool) -> Any:

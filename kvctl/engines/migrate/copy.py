@@ -149,8 +149,9 @@ async def _copy(src: AsyncStore, writer: BatchWriter | ResumeWriter, kf: KeyFilt
         reporter.progress(Progress("copy", writer.counts, total[0], time.perf_counter() - t0))
 
     # the count is what the checkpoint holds, not the batch in flight
+    whole = plan.key_range is None and plan.hash_slice is None and plan.partition is None
     said = contextlib.nullcontext() if plan.dry_run else stopped.saying(
-        lambda: f"after {cp.counts.get('read', 0):,} keys; progress saved: rerun with --resume to continue",
+        lambda: stopped.resumable(cp.counts.get("read", 0), whole=whole),
         reporter.note)
     try:
         with said:

@@ -37,6 +37,7 @@ from typing import Any
 
 from kvctl.errors import KvctlError
 
+from .._stopped import resumable
 from .._stores import open_async, refuse_same_store
 from ..reporting import Counts, Once, Progress, Reporter
 from . import checkpoint
@@ -75,8 +76,7 @@ async def _coordinate(src_url: str, dst_url: str, plan: Plan, reporter: Reporter
         work.result()
         if crew.stop.is_set():
             if not plan.dry_run:
-                reporter.note(f"stopped after {crew.saved().read:,} keys; progress saved: rerun with --resume "
-                              "to continue")
+                reporter.note(f"stopped {resumable(crew.saved().read)}")
             raise asyncio.CancelledError
         collect(cp, summary)
         summary.processed_this_run += sum(crew.results.values())

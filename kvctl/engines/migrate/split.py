@@ -37,7 +37,7 @@ from kvctl.store import AsyncStore
 from .._batches import check_policy
 from .._slices import slice_of
 from .._stores import describe
-from ..reporting import Counts, Problems, Reporter
+from ..reporting import Counts, Problems, Reporter, plural
 from . import checkpoint
 from .plan import Plan, Summary
 
@@ -174,7 +174,7 @@ async def prepare(src: AsyncStore, dst: AsyncStore, src_url: str, dst_url: str, 
         if not plan.dry_run:
             cp.save(cp_path)
     else:
-        reporter.note(f"resuming {len(cp.extra['slices']) - len(cp.extra['finished'])} unfinished slice(s)")
+        reporter.note(f"resuming {plural(len(cp.extra['slices']) - len(cp.extra['finished']), 'unfinished slice')}")
     return cp, cp_path, summary, plan
 
 

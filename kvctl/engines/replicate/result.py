@@ -9,6 +9,7 @@ from kvctl.codec import json_key, show_key
 from kvctl.errors import IncompleteError
 
 from ..preview import Preview
+from ..reporting import plural
 
 
 @dataclass
@@ -75,7 +76,7 @@ class SyncResult:
         refuse_uncopied(self.skipped_typed, key_encoding)
         if self.failed:
             key, why = self.failed[0]
-            raise IncompleteError(f"{len(self.failed)} key(s) failed (first: {show_key(key, key_encoding)}: "
+            raise IncompleteError(f"{plural(len(self.failed), 'key')} failed (first: {show_key(key, key_encoding)}: "
                                   f"{why}); they were not copied")
 
 

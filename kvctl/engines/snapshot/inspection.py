@@ -50,13 +50,16 @@ class Inspection:
 MAX_PREFIXES = 10_000  # distinct prefixes tracked; beyond that keys count as "other" (bounded memory)
 
 
-def prefix_of(key: bytes, delimiters: bytes, prefix_len: int | None = None) -> bytes:
+NO_SEPARATOR = "(no separator)"  # the bucket of keys without a delimiter: their first bytes mean nothing
+
+
+def prefix_of(key: bytes, delimiters: bytes, prefix_len: int | None = None) -> bytes | None:
     """The histogram bucket of a key: its first ``prefix_len`` bytes when given, else its first
-    segment up to and including a delimiter (within 32 bytes), else its first 2 bytes."""
+    segment up to and including a delimiter (within 32 bytes), else None (no separator)."""
     if prefix_len is not None:
         return key[:prefix_len]
     cut = min((i for i in (key.find(bytes((d,)), 0, 32) for d in delimiters) if i >= 0), default=-1)
-    return key[: cut + 1] if cut >= 0 else key[:2]
+    return key[: cut + 1] if cut >= 0 else None
 
 
 def printable(data: bytes) -> str:
@@ -67,7 +70,7 @@ def printable(data: bytes) -> str:
 
 
 def inspect(path: Path, *, top: int = 20, delimiters: bytes = b":/", prefix_len: int | None = None) -> Inspection:
-    counts: Counter[bytes] = Counter()
+    counts: Counter[bytes | None] = Counter()
     other = 0
     now = now_ms()
     with open_file(path) as fh:
@@ -96,6 +99,6 @@ def inspect(path: Path, *, top: int = 20, delimiters: bytes = b":/", prefix_len:
                 else:
                     other += 1
         result.size = fh.tell()
-    result.histogram = [(printable(p), n) for p, n in counts.most_common(top)]
+    result.histogram = [(NO_SEPARATOR if p is None else printable(p), n) for p, n in counts.most_common(top)]
     result.other_prefixes = other + sum(counts.values()) - sum(n for _, n in result.histogram)
     return result

@@ -204,5 +204,5 @@ def test_subprocess_unstorable_keys_are_listed_short(env: dict[str, str], tmp_pa
     assert len(lines) == 3 and all(len(line) < 400 for line in lines), lines  # a 70 kB key is cut
     assert lines[0].startswith("kvctl: warning: not copied: kkkk") and "...:" in lines[0]
     assert lines[1].startswith('kvctl: warning: not copied: "": ') and "empty key" in lines[1]
-    assert lines[2].startswith("kvctl: error: copy incomplete: 2 key(s) failed")
+    assert lines[2].startswith("kvctl: error: copy incomplete: 2 keys failed")
     assert set(read_all(dst)) == {b"ok"}

@@ -169,7 +169,7 @@ def test_inspect_counts_and_prefix_histogram(tmp_path: Path) -> None:
     _, path = make(tmp_path, "inspect")
     result = snapshot.inspect(path)
     assert result.records == 303 and result.with_expiry == 60 and result.with_version == 303
-    assert result.histogram[0] == ("user:", 300)
+    assert result.histogram == [("user:", 300), ("(no separator)", 3)]  # "\x00\xff", "empty", "big"
     assert result.size == path.stat().st_size and result.header["kind"] == "full"
     by_two = snapshot.inspect(path, prefix_len=2)
     assert ("us", 300) in by_two.histogram
