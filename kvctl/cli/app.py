@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from kvctl import __version__
-from kvctl.cli import admin, bench, config, diff, dump, keys, migrate, snapshot, sync
+from kvctl.cli import admin, bench, config, diff, dump, expiry, keys, migrate, snapshot, sync
 from kvctl.cli.context import STATE, scrub
 from kvctl.cli.output import (
     EXIT_BROKEN_PIPE,
@@ -85,7 +85,7 @@ def options(
 
 # One module per command group, in the order `kvctl --help` lists them; each imports its engine
 # inside the command, so `kvctl --help` imports none.
-COMMAND_GROUPS = (keys, admin, config, migrate, diff, dump, snapshot, bench, sync)
+COMMAND_GROUPS = (keys, expiry, admin, config, migrate, diff, dump, snapshot, bench, sync)
 for _module in COMMAND_GROUPS:
     _module.register(app)
 

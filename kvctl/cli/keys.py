@@ -1,4 +1,4 @@
-"""The key commands: get, set, ttl, expire, persist (one key) and scan, count, del (a set of keys)."""
+"""The key commands: get, set (one key) and scan, count, del (a set of keys); expiries are in :mod:`.expiry`."""
 
 from __future__ import annotations
 
@@ -23,7 +23,8 @@ if TYPE_CHECKING:
 KeyArg = Annotated[str, typer.Argument(help="The key (in the --keys encoding; text by default).")]
 
 
-def _key(text: str) -> bytes:
+def parse_key(text: str) -> bytes:
+    """A KEY argument as bytes, in the --keys encoding (text by default)."""
     return decode_arg(text, STATE.key_encoding, "key")
 
 
@@ -50,7 +51,7 @@ def get(
     With several keys, one line each: KEY, a tab, the value (shown as scan shows it); a key that
     is missing is named on stderr.  Exit 1 when a key is missing.
     """
-    ks = [_key(k) for k in keys]
+    ks = [parse_key(k) for k in keys]
     with open_store(access="read") as store:
         recs = store.get_many(ks) if len(ks) > 1 else [store.get(ks[0])]
         name = store_name(store)
@@ -119,7 +120,7 @@ def set_(
     step of the backend; a value not written is exit 1, with the reason on stderr (none with -q).
     --keep-ttl keeps the key's expiry as Redis's SET KEEPTTL does.
     """
-    k = _key(key)
+    k = parse_key(key)
     ttl_ms = _ttl(ttl) if ttl is not None else None
     if nx and xx:
         raise UsageError("give --nx or --xx, not both")
@@ -174,95 +175,6 @@ def _ttl(text: str) -> int:
     return ttl_ms
 
 
-def ttl(
-    key: KeyArg,
-    ms: Annotated[bool, typer.Option("--ms", help="Print whole milliseconds (-1: no expiry).")] = False,
-    as_json: JsonOpt = False,
-) -> None:
-    """Print the time KEY has left (e.g. 59.873s), or 'none' when it never expires."""
-    from kvctl.store import now_ms
-
-    k = _key(key)
-    with open_store(access="read") as store:
-        rec = store.get(k)
-        if rec is None:
-            raise NotFoundError(f"key {show_key(k, STATE.key_encoding)} not found in {store_name(store)}")
-    left = None if rec.expires_at_ms is None else max(0, rec.expires_at_ms - now_ms())
-    if as_json:
-        json_doc({**json_key(k), "expires_at_ms": rec.expires_at_ms, "ttl_ms": left})
-    elif left is None:
-        print(-1 if ms else "none")
-    else:
-        print(left if ms else f"{left / 1000:.3f}s")
-
-
-def expire(
-    key: KeyArg,
-    duration: Annotated[str | None, typer.Argument(
-        help="Expire after this long: 500ms, 30s, 5m, 1h30m, 7d (0 deletes the key).", show_default=False)] = None,
-    at: Annotated[str | None, typer.Option(
-        "--at", metavar="TIME", help="Expire at this time: milliseconds since the epoch, or ISO 8601 (UTC unless it "
-        "gives a zone).", show_default=False)] = None,
-    as_json: JsonOpt = False,
-) -> None:
-    """Set KEY's expiry without touching its value, as Redis's PEXPIRE/PEXPIREAT do.
-
-    An expiry now or in the past deletes the key.  Exit 1 when KEY does not exist.
-    """
-    from kvctl.store import now_ms
-
-    if (duration is None) == (at is None):
-        raise UsageError("give DURATION or --at TIME (one of them)")
-    if duration is not None:
-        from kvctl.cli.options import duration_ms
-
-        expires = now_ms() + duration_ms(duration, "DURATION")
-    else:
-        expires = _instant_ms(at or "")
-    _set_expiry(_key(key), expires, as_json)
-
-
-def persist(key: KeyArg, as_json: JsonOpt = False) -> None:
-    """Remove KEY's expiry so it never expires, without touching its value (Redis's PERSIST).
-
-    Exit 0 when KEY exists (with or without an expiry before), 1 when it does not.
-    """
-    _set_expiry(_key(key), None, as_json)
-
-
-def _set_expiry(k: bytes, expires: int | None, as_json: bool) -> None:
-    from kvctl.abilities import Expiry
-    from kvctl.store import MAX_EXPIRY_MS, now_ms
-
-    if expires is not None and expires > MAX_EXPIRY_MS:
-        raise UsageError("the expiry is out of range: it must fall before 2109-05-15")
-    with open_store() as store:
-        name = store_name(store)
-        if not (store.capabilities.conditional_writes and isinstance(store, Expiry)):
-            raise UnsupportedError(f"the {store.name} backend cannot change an expiry atomically")
-        deleting = expires is not None and expires <= now_ms()
-        if not store.expire(k, expires):
-            raise NotFoundError(f"key {show_key(k, STATE.key_encoding)} not found in {name}")
-    if as_json:
-        json_doc({"store": name, **json_key(k), "deleted": deleting,
-                  "expires_at_ms": None if deleting else expires})
-
-
-def _instant_ms(text: str) -> int:
-    """--at as milliseconds since the epoch: a whole number of them, or an ISO 8601 time."""
-    from datetime import UTC, datetime
-
-    if text.isdigit():
-        return int(text)
-    try:
-        when = datetime.fromisoformat(text)
-    except ValueError:
-        raise UsageError(f"--at {text!r}: not milliseconds since the epoch nor an ISO 8601 time") from None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return int(when.timestamp() * 1000)
-
-
 # `del --prefix/--glob` asks before deleting more keys than this (refuses without a terminal).
 CONFIRM_ABOVE = 100
 
@@ -308,7 +220,7 @@ def scan(
         if kf.scan_prefix is None:  # the prefix and the glob exclude each other
             return
         ordered = store.capabilities.ordered_scan
-        pages = store.scan(kf.scan_prefix, start_after=_key(start) if start is not None else None,
+        pages = store.scan(kf.scan_prefix, start_after=parse_key(start) if start is not None else None,
                            cursor=begin, batch_size=batch_size, keys_only=keys_only)
         for page in pages:
             records = kf.keep(page.records)
@@ -358,7 +270,7 @@ def count(
     """Print the number of live keys (under a prefix or a glob; a glob reads the keys)."""
     with open_store(access="read") as store:
         if glob is None:
-            n = store.count(_key(prefix) if prefix else b"")
+            n = store.count(parse_key(prefix) if prefix else b"")
         else:
             n = sum(1 for _ in matching(store, prefix, glob))
         name = store_name(store)
@@ -395,7 +307,7 @@ def delete(
         if by_filter:
             targets = [rec.key for rec in matching(store, prefix, glob)]
         else:
-            wanted = [_key(k) for k in keys or []]
+            wanted = [parse_key(k) for k in keys or []]
             targets = [k for k, rec in zip(wanted, store.get_many(wanted), strict=True) if rec is not None]
         if dry_run:
             _report_dry_run(name, targets, as_json)
@@ -442,19 +354,6 @@ def register(app: typer.Typer) -> None:
         "kvctl set lock:job1 me --nx --ttl 30s    # exit 1 if someone holds it",
         "kvctl set session:42 --xx --keep-ttl < session.bin",
     ))(set_)
-    app.command("ttl", epilog=examples(
-        "kvctl ttl session:42                     # 1799.532s, or none",
-        "kvctl ttl --ms session:42",
-    ))(ttl)
-    app.command("expire", epilog=examples(
-        "kvctl expire session:42 30m              # exit 1 if the key is missing",
-        "kvctl expire report:2024 --at 2025-01-01T00:00:00Z --json",
-        "kvctl expire tmp:1 0                     # an expiry now deletes the key",
-    ))(expire)
-    app.command("persist", epilog=examples(
-        "kvctl persist session:42                 # never expires now",
-        "kvctl persist session:42 --json",
-    ))(persist)
     app.command("del", epilog=examples(
         "kvctl del greeting session:1             # prints how many existed",
         "kvctl del --prefix tmp: --dry-run        # list what would go",
