@@ -104,11 +104,7 @@ class LMDBBase(StoreBase):
             hwm_seen = self._hwm_seen
             ttl_seen = self._ttl_seen
             try:
-                with self._env.begin(write=True, db=self._db) as txn:
-                    result = work(txn, *args)
-                    if self._noted or self._countdown <= 0:
-                        self._housekeeping(txn)
-                return result
+                return self._attempt(work, args)
             except (lmdb.MapFullError, lmdb.MapResizedError) as exc:
                 self._hwm_seen, self._ttl_seen = hwm_seen, ttl_seen
                 return self._write_again(exc, work, args)
@@ -117,6 +113,14 @@ class LMDBBase(StoreBase):
                 if isinstance(exc, lmdb.Error):
                     raise self._fail(exc) from None
                 raise
+
+    def _attempt(self, work: Callable[..., T], args: tuple[Any, ...]) -> T:
+        """One write transaction running ``work`` (and the housekeeping it is due), committed."""
+        with self._env.begin(write=True, db=self._db) as txn:
+            result = work(txn, *args)
+            if self._noted or self._countdown <= 0:
+                self._housekeeping(txn)
+        return result
 
     def _write_again(self, first: BaseException, work: Callable[..., T], args: tuple[Any, ...]) -> T:
         """After a full (or resized) map: adjust the map and retry, with the write lock held."""
@@ -132,11 +136,7 @@ class LMDBBase(StoreBase):
                 raise self._fail(failed) from None
             hwm_seen, ttl_seen = self._hwm_seen, self._ttl_seen
             try:
-                with self._env.begin(write=True, db=self._db) as txn:
-                    result = work(txn, *args)
-                    if self._noted or self._countdown <= 0:
-                        self._housekeeping(txn)
-                return result
+                return self._attempt(work, args)
             except (lmdb.MapFullError, lmdb.MapResizedError) as again:
                 self._hwm_seen, self._ttl_seen = hwm_seen, ttl_seen
                 exc = again
