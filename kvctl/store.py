@@ -126,6 +126,9 @@ class Capabilities:
     # One process writes at a time (a lock file; others wait or are refused): parallel writers
     # into it, such as migrate --workers, cannot work.
     one_writer: bool = False
+    # Its values are JSON documents (a json/jsonb column, several columns read as one object):
+    # diff, --verify and sync compare such values by meaning, not byte for byte.
+    json_values: bool = False
     max_key_size: int | None = None
     max_value_size: int | None = None
     durability: str = ""  # e.g. "fsync per commit", "none (in memory)"
