@@ -13,14 +13,14 @@ from kvctl.plugin_kit import check_limits, page_size
 from kvctl.store import TOMBSTONE, Page, Record, newer
 
 from .batch import encode_records, encode_tombstones
-from .compacting import CompactingStore
 from .feed import FeedPos, parse_cursor, read_page
+from .follow import FollowingStore
 from .format import (
     SEG_HEADER_SIZE,
 )
 
 
-class ReplicatingStore(CompactingStore):
+class ReplicatingStore(FollowingStore):
     """A file store's replication (see the module docstring)."""
 
     # == replication: last-writer-wins apply and the change feed ==================================
@@ -110,6 +110,7 @@ class ReplicatingStore(CompactingStore):
         """The position just after the newest change."""
         with self._lock:
             self._check_open()
+            self._follow()
             active = self._active
             if active is None:  # a reader of a directory with no segment yet
                 return FeedPos(0, 0, SEG_HEADER_SIZE).cursor(self._meta.store_id)
@@ -124,6 +125,7 @@ class ReplicatingStore(CompactingStore):
         batch_size = page_size(batch_size)
         with self._lock:
             self._check_open()
+            self._follow()
             if not self._segs:  # a reader of a directory with no segment yet
                 return
             if cursor is None:

@@ -51,7 +51,6 @@ from .lock import DirLock
 from .log import Segment
 from .meta import holds_other_files, is_store, load_meta
 from .options import FileOptions
-from .recovery import load_directory
 from .replicate import ReplicatingStore
 
 __all__ = ["FileStore", "RecoveryWarning"]
@@ -92,17 +91,7 @@ class FileStore(LockedKeyAdmin, ReplicatingStore):
                 self._dirlock = DirLock(self._dir, self._where, opts.timeout_ms / 1000)
             self._meta = load_meta(self._dir, writer=not opts.readonly, report=self._report)
             self._clock = HLC(node=self._meta.node)
-            for attempt in range(10):
-                try:
-                    loaded = load_directory(self._dir, self._index, writer=not opts.readonly,
-                                            repair=opts.repair, inline_max=self._inline_max,
-                                            report=self._report)
-                    break
-                except FileNotFoundError:
-                    # A reader raced a writer's compaction, which deleted a segment it had listed:
-                    # list again (the writer's files are always a consistent set).
-                    if not opts.readonly or attempt == 9:
-                        raise
+            loaded = self._replay(self._index)
         except KvctlError:
             self._abandon()
             raise
@@ -113,16 +102,7 @@ class FileStore(LockedKeyAdmin, ReplicatingStore):
         except BaseException:  # Ctrl-C during a long replay: the lock must not stay held
             self._abandon()
             raise
-        self._segs = loaded.segments
-        self._active = self._segs[max(self._segs)] if self._segs else None
-        self._total = sum(s.size for s in self._segs.values())
-        self._recovered_tail = loaded.recovered_tail
-        self._repaired = loaded.repaired
-        self._unread_tail = loaded.unread_tail
-        if opts.readonly and self._active is not None:
-            self._reader_end = (self._active.id, self._active.size - loaded.unread_tail)
-        self._index.finish_load(now_ms(), self._tomb_horizon())
-        self._clock.observe(loaded.max_version)
+        self._adopt(self._index, loaded)
         if self._repaired and not opts.readonly:
             self.compact()  # rewrite the damaged segments so the next open is clean
 
