@@ -30,11 +30,11 @@ from typing import Any, ClassVar
 
 import pytest
 
-from kvctl.errors import FeedGapError, UsageError
+from kvctl.errors import FeedGapError, NoSuchStoreError, UsageError
 from kvctl.hlc import make_version
+from kvctl.registry import open_sync
 from kvctl.store import TOMBSTONE, Record, Store, now_ms
-from kvctl.testing.cli import clean_env, run_kvctl, start_kvctl
-from kvctl.testing.conformance import open_sync
+from kvctl.testing.cli import clean_env, interrupt, run_kvctl, start_kvctl
 
 HOUR_MS = 3_600_000
 BASE = 5_000_000_000_000_000_000  # versions far above any clock's: the apply rules alone decide
@@ -254,6 +254,34 @@ class SyncConformance(_Stores):
             modes.append(result["mode"])
         assert modes[0] == "diff" and modes[1:] == ["feed"] * 3, modes
         assert contents(a) == contents(b)
+
+    def test_watch_copies_what_another_program_writes_after_it_started(
+            self, pair: tuple[str, str], env: dict[str, str]) -> None:
+        """A long-lived ``sync --watch`` sees writes made after it opened its source."""
+        a, b = pair
+        self.other_program(a, b"before", b"1")
+        watch = start_kvctl(env, "sync", a, b, "--watch", "--interval", "50ms")
+        try:
+            self._wait_for(watch, b, b"before", b"1")
+            self.other_program(a, b"after", b"\x00\xff")
+            self._wait_for(watch, b, b"after", b"\x00\xff")
+            self.other_program(a, b"before", None)
+            self._wait_for(watch, b, b"before", None)
+        finally:
+            code, _out, err = interrupt(watch)
+        assert code == 0, err
+
+    @staticmethod
+    def _wait_for(watch: subprocess.Popen[Any], url: str, key: bytes, value: bytes | None) -> None:
+        deadline = time.monotonic() + 60
+        while True:
+            with contextlib.suppress(NoSuchStoreError), open_sync(url, access="read") as store:
+                found = store.get(key)
+                if (found.value if found is not None else None) == value:
+                    return
+            assert watch.poll() is None, watch.communicate()
+            assert time.monotonic() < deadline, f"the watch did not copy {key!r} = {value!r}"
+            time.sleep(0.05)
 
     def test_second_sync_reads_the_feed(self, pair: tuple[str, str], env: dict[str, str]) -> None:
         a, b = pair

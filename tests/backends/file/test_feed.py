@@ -338,20 +338,35 @@ def test_damaged_meta_is_replaced_and_old_cursors_become_gaps(tmp_path: Path) ->
             changes(store, cursor)
 
 
-def test_readonly_reader_serves_the_feed_of_its_snapshot(tmp_path: Path) -> None:
-    url = f"file://{tmp_path}/db?segment_size=4KiB"
+def test_readonly_reader_follows_the_writer(tmp_path: Path) -> None:
+    """A long-lived reader (sync --watch's source) sees what a writer commits after its open:
+    appends, sealed and new segments, and a compaction."""
+    url = f"file://{tmp_path}/db?segment_size=4KiB&fsync=never"
     with open_url(url) as writer:
         start = writer.feed_cursor()
-        writer.set_many([Record(b"k%d" % i, b"v" * 100) for i in range(100)])
+        writer.set_many([Record(b"k%03d" % i, b"v" * 100) for i in range(100)])
         with open_url(url + "&readonly=true") as reader:
+            assert [r.key for r in changes(reader, start, 30)] == [b"k%03d" % i for i in range(100)]
+            mid = reader.feed_cursor()
+            assert changes(reader, mid) == []
             writer.set(b"after", b"the reader opened")
-            writer.compact()  # the reader keeps reading the files it opened
-            seen = changes(reader, start, 30)
-            assert [r.key for r in seen] == [b"k%d" % i for i in range(100)]
+            writer.delete(b"k000")
+            writer.set_many([Record(b"n%03d" % i, b"w" * 300, now_ms() + 60_000) for i in range(40)])  # new segments
+            seen = changes(reader, mid, 7)
+            assert summary(seen) == [(b"after", b"the reader opened"), (b"k000", None)] + [
+                (b"n%03d" % i, b"w" * 300) for i in range(40)]
+            assert seen[-1].expires_at_ms is not None
+            assert reader.get(b"after").value == b"the reader opened" and reader.get(b"k000") is None
+            assert reader.count() == 140
             end = reader.feed_cursor()
-        # the reader's cursor is a position of the same log, but compaction passed it
-        with pytest.raises(FeedGapError):
-            changes(writer, end)
+            assert changes(reader, end) == []
+            writer.compact()
+            writer.set(b"last", b"1")
+            # the compaction replaced the segments under the reader; its cursor, at the end of a
+            # sealed segment, still points into the log
+            assert summary(changes(reader, end)) == [(b"last", b"1")]
+            assert reader.get(b"last").value == b"1" and reader.count() == 141
+            assert summary(changes(reader, reader.feed_cursor())) == []
 
 
 WRITER = """
