@@ -155,6 +155,32 @@ def test_a_redis_cluster_source_over_hash_slices(tmp_path: Path, cluster: Any) -
         write(src, [])  # opened clean: the namespace's keys are removed
 
 
+def test_a_redis_cluster_and_a_shard_are_split_by_their_parts(tmp_path: Path, cluster: Any) -> None:
+    """Split by capability: a Redis Cluster into its masters, a shard into its children, each
+    read once by one slice however many slices were asked for."""
+    from urllib.parse import quote
+
+    env = subprocess_env(tmp_path)
+    base = service_url("KVCTL_TEST_REDIS_CLUSTER_URL")
+    redis_plan, shard_plan = tmp_path / "redis.json", tmp_path / "shard.json"
+    dst = f"sqlite://{tmp_path / 'dst.db'}"
+    made = run_kvctl(env, "migrate", f"{base}&namespace=p{os.getpid()}:", dst, "--plan-out", str(redis_plan),
+                     "--slices", "16")
+    assert made.returncode == 0, made.stderr
+    masters = [s["partition"] for s in json.loads(redis_plan.read_text())["slices"]]
+    assert len(masters) == len(set(masters)) >= 2  # one slice per master, not 16 scans of all
+
+    children = [f"sqlite://{tmp_path / f'c{i}.db'}" for i in range(3)]
+    shard = "shard://?" + "&".join(f"child={quote(c, safe='')}&weight=1" for c in children)
+    write(shard, [Record(_key(i), b"v%d" % i) for i in range(3000)])
+    assert run_kvctl(env, "migrate", shard, dst, "--plan-out", str(shard_plan), "--slices", "16").returncode == 0
+    assert json.loads(shard_plan.read_text())["slices"] == [{"partition": p} for p in ("0", "1", "2")]
+    done = run_kvctl(env, *_cmd(shard, dst, cluster, tmp_path / "cp.json"))
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["copied"] == 3000
+    assert diff_urls(shard, dst, ignore_expiry=False).equal
+
+
 def test_a_killed_worker_s_slice_resumes_mid_way(tmp_path: Path, cluster: Any, state_dir: Path) -> None:
     src, slow, dst = _pair(tmp_path, delay_ms=25)
     cp = tmp_path / "cp.json"
