@@ -181,6 +181,29 @@ def test_a_redis_cluster_and_a_shard_are_split_by_their_parts(tmp_path: Path, cl
     assert diff_urls(shard, dst, ignore_expiry=False).equal
 
 
+def test_one_progress_bar_merges_the_slices_with_a_total(tmp_path: Path, cluster: Any) -> None:
+    from kvctl.engines.reporting import Progress, Reporter
+
+    class Seen(Reporter):
+        def __init__(self) -> None:
+            self.events: list[Progress] = []
+
+        def progress(self, event: Progress) -> None:
+            self.events.append(event)
+
+    _, slow, dst = _pair(tmp_path, n=4000, delay_ms=20)
+    seen = Seen()
+    plan = Plan(batch_size=100, estimate_total=True, checkpoint_path=tmp_path / "cp.json")
+    spec = ExecutorSpec("dask", cluster.scheduler.address)
+    summary = dask_engine.run(slow, dst, slow, dst, plan, spec, slices=SLICES, shared_fs=True, reporter=seen)
+    assert summary.counts.copied == 4000
+    copy = [e for e in seen.events if e.phase == "copy"]
+    # the source's count arrives as the total (the bar's % and ETA); the merged count only grows
+    assert any(e.total == 4000 for e in copy), [e.total for e in copy]
+    reads = [e.counts.read for e in copy]
+    assert reads == sorted(reads) and 0 < reads[-1] <= 4000 and len(set(reads)) > 1
+
+
 def test_a_killed_worker_s_slice_resumes_mid_way(tmp_path: Path, cluster: Any, state_dir: Path) -> None:
     src, slow, dst = _pair(tmp_path, delay_ms=25)
     cp = tmp_path / "cp.json"
