@@ -64,7 +64,9 @@ def test_bench_runs_its_load_passes_on_the_workers(tmp_path: Path, cluster: Any)
                  "--executor", address, "-o", str(out), "-q")
     assert done.returncode == 0, done.stderr
     run = Run.load(str(out))
-    curve = run.row("gorkflow.read@redis").load_curve()
+    row = run.row("gorkflow.read@redis")
+    assert row is not None
+    curve = row.load_curve()
     assert [(p["clients"], p["workers"], p["ops"], p["count"]) for p in curve] == [(2, 2, 200, 200)]
     assert run.info["params"]["executor"] == cluster.scheduler.address
 
