@@ -7,7 +7,6 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +18,10 @@ from kvctl.bench.params import Params
 from kvctl.bench.results import Run
 from kvctl.bench.workloads import get
 from tests.conftest import service_url
+from tests.engines.support import dask_cluster
 
-distributed = pytest.importorskip("distributed")
+pytest.importorskip("distributed")
+__all__ = ["dask_cluster"]
 pytest.importorskip("pyperf")
 
 TINY = ["--processes", "1", "--values", "2", "--min-time", "0.005"]
@@ -28,10 +29,8 @@ OPS = 300
 
 
 @pytest.fixture(scope="module")
-def cluster() -> Iterator[Any]:
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                                  dashboard_address=None) as c, distributed.Client(c) as client:
-        yield client
+def cluster(dask_cluster: Any) -> Any:
+    return dask_cluster
 
 
 def kvctl(*args: str) -> subprocess.CompletedProcess[str]:

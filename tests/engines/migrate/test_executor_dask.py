@@ -10,7 +10,6 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,22 +22,19 @@ from kvctl.errors import UsageError
 from kvctl.store import Record
 from kvctl.testing.cli import run_kvctl, start_kvctl
 from tests.conftest import service_url
-from tests.engines.support import diff_urls, state_dir, subprocess_env, write
+from tests.engines.support import dask_cluster, diff_urls, state_dir, subprocess_env, write
 
 distributed = pytest.importorskip("distributed")  # the test extra installs it: CI runs these
 
-__all__ = ["state_dir"]
+__all__ = ["dask_cluster", "state_dir"]
 
 N = 20_000
 SLICES = 8
 
 
 @pytest.fixture(scope="module")
-def cluster() -> Iterator[Any]:
-    """Two single-threaded worker processes on loopback (a killed one is restarted by its nanny)."""
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                                  dashboard_address=None) as c, distributed.Client(c) as client:
-        yield client
+def cluster(dask_cluster: Any) -> Any:
+    return dask_cluster
 
 
 def _address(client: Any) -> str:
