@@ -31,7 +31,7 @@ def planned_ops(ops: int | None, duration: float, mean_s: float | None) -> int:
     return max(CHUNK, min(MAX_PLANNED_OPS, int(duration / mean_s * 1.2) + CHUNK))
 
 
-def _chunks(plan: Plan) -> list[Plan]:
+def chunks(plan: Plan) -> list[Plan]:
     """Split a plan into CHUNK-op pieces (one deadline check per piece)."""
     out = []
     n = len(plan)
@@ -63,22 +63,28 @@ async def _client_task(store: Any, chunks: list[Plan], value: bytes, deadline: f
     return done, time.perf_counter() - t0, lats
 
 
-async def _async_pass(store: Any, plans: list[list[Plan]], value: bytes, duration: float | None
-                      ) -> dict[str, Any]:
+async def async_pass(store: Any, plans: list[list[Plan]], value: bytes, duration: float | None
+                     ) -> tuple[int, float, list[array]]:
+    """Every client's plan at once on one store: the ops done, the wall time, and every op's latency."""
     deadline = None if duration is None else time.perf_counter() + duration
     t0 = time.perf_counter()
-    results = await asyncio.gather(*(_client_task(store, chunks, value, deadline, True) for chunks in plans))
+    results = await asyncio.gather(*(_client_task(store, pieces, value, deadline, True) for pieces in plans))
     wall = time.perf_counter() - t0
-    ops = sum(r[0] for r in results)
+    return sum(r[0] for r in results), wall, [lat for r in results for lat in r[2]]
+
+
+async def _async_pass(store: Any, plans: list[list[Plan]], value: bytes, duration: float | None
+                      ) -> dict[str, Any]:
+    ops, wall, lats = await async_pass(store, plans, value, duration)
     out: dict[str, Any] = {"clients": len(plans), "ops": ops, "ops_per_s": ops / wall if wall else 0.0}
-    out.update(summarize(lat for r in results for lat in r[2]))
+    out.update(summarize(lats))
     return out
 
 
 def network_pass(ctx: Ctx, bench: Bench, clients: int, ops: int | None, duration: float,
                  mean_s: float | None) -> dict[str, Any]:
     per_client = planned_ops(ops, duration, mean_s)
-    plans = [_chunks(bench.plan(ctx, per_client)) for _ in range(clients)]
+    plans = [chunks(bench.plan(ctx, per_client)) for _ in range(clients)]
     limit = None if ops else duration
     target = ctx.target
     if target.is_async:
@@ -111,11 +117,11 @@ def _child(job_path: str, workload: str, bench_name: str, per_client: int, durat
         ctx = open_ctx(job, None)
         if bench.setup is not None:
             bench.setup(ctx)
-        chunks = _chunks(bench.plan(ctx, per_client))
+        pieces = chunks(bench.plan(ctx, per_client))
         barrier.wait()
         deadline = None if duration is None else time.perf_counter() + duration
         done, busy = 0, 0.0
-        for chunk in chunks:
+        for chunk in pieces:
             busy += ctx.target.time_plan(chunk, ctx.value)
             done += len(chunk)
             if deadline is not None and time.perf_counter() >= deadline:

@@ -34,6 +34,8 @@ class Params:
     instr_ops: int = 1000          # N of the instruction count under valgrind (N and 2N ops, never shrunk)
     latency_ops: int = 5000        # ops of the per-op latency pass when ``ops`` is not given
     prefix: str = ""               # key namespace in the store under test
+    executor: str | None = None    # a Dask scheduler (tcp://h:p) that runs the load passes' clients
+    executor_here: bool = False    # ... of a cluster on this machine (a host-local store is reachable)
 
     @classmethod
     def quick_defaults(cls, **overrides: Any) -> Params:

@@ -341,7 +341,13 @@ def _load_curve(job: Job, job_path: str, ctx: Ctx, spec: BenchSpec, bench: Bench
     try:
         for clients in params.clients:
             try:
-                if job.network:
+                if params.executor:
+                    from kvctl.bench.cluster_load import cluster_pass
+
+                    point = cluster_pass(job, spec.workload, bench, clients, params.ops, params.duration, mean_s,
+                                         params.executor, host_local=bool(ctx.capabilities.host_local)
+                                         and not params.executor_here)
+                elif job.network:
                     point = load.network_pass(ctx, bench, clients, params.ops, params.duration, mean_s)
                 else:
                     point = load.process_pass(job_path, spec.workload, bench, clients, params.ops,

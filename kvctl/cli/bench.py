@@ -97,6 +97,11 @@ EmbeddedOpt = Annotated[bool, typer.Option("--embedded", help="Also every embedd
 LoadWorkloadsOpt = Annotated[str | None, typer.Option("--load-workloads", help="Only these workloads get the "
                                                    "--clients load passes (default: all).",
                                                    show_default=False)]
+ExecutorOpt = Annotated[str, typer.Option(
+    "--executor", envvar="KVCTL_EXECUTOR", help=(
+        "Where the load passes' clients run (--clients): local (here), dask://local (a Dask cluster "
+        "started here), dask://HOST:PORT or dask+tls://HOST:PORT (a Dask scheduler's workers, each "
+        "opening the store; latencies of every op are merged).  Single-client passes run here."))]
 KeepOpt = Annotated[bool, typer.Option("--keep", help="Keep the keys written into the stores given.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="The same as --format json.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress lines; with -o, no tables either.")
@@ -131,6 +136,7 @@ def bench(
     embedded: EmbeddedOpt = False,
     load_workloads: LoadWorkloadsOpt = None,
     keep: KeepOpt = False,
+    executor: ExecutorOpt = "local",
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -158,7 +164,7 @@ def bench(
                  "values": values, "min_time": min_time, "distribution": distribution, "duration": duration,
                  "clients": clients, "load_workloads": load_workloads, "pin": pin}
         run, cleanup = _execute(choices, urls, workload, given, quick=quick, embedded=embedded, keep=keep,
-                                quiet=quiet)
+                                quiet=quiet, executor=executor)
     gate_result = gate_mod.compare(run, base_run, options) if base_run is not None else None
     extra = [gate_result.table()] if gate_result is not None else []
     _save(run, output or [], fmt, extra, quiet)
@@ -172,25 +178,42 @@ def bench(
 
 
 def _execute(choices: Choices, urls: list[str] | None, workload: list[str] | None, given: dict[str, Any], *,
-             quick: bool, embedded: bool, keep: bool, quiet: bool) -> tuple[Run, Callable[[], None]]:
+             quick: bool, embedded: bool, keep: bool, quiet: bool, executor: str = "local",
+             ) -> tuple[Run, Callable[[], None]]:
     """Run the benchmarks; the run, and how to remove what they wrote."""
+    import contextlib
+    import dataclasses
+    import os
+
     from kvctl.bench import workloads
     from kvctl.bench.suite import Spec, cleanup, execute
     from kvctl.cli.context import STATE, scrub
     from kvctl.cli.output import warn
     from kvctl.cli.progress import ProgressBar, show_progress
+    from kvctl.engines.distributed.cluster import connect
+    from kvctl.engines.distributed.executor import parse_executor
     from kvctl.engines.reporting import Counts
     from kvctl.engines.reporting import Progress as ReportedProgress
+    from kvctl.errors import UsageError
 
     is_quick = choices.flag(quick, "quick")
     chosen = workloads.resolve(list(workload or choices.suite.get("workloads", [])), quick=is_quick)
     params = choices.params(given, quick=is_quick)
     targets = list(urls or choices.suite.get("urls", []))
     STATE.seen_urls.extend(targets)  # so any message scrubs their secrets
-    spec = Spec(urls=targets, workloads=chosen, params=params, keep=keep,
-                embedded=choices.flag(embedded, "embedded"), argv=_argv_for_record())
+    where = parse_executor(executor)
+    if where.kind != "local" and not params.clients:
+        raise UsageError("--executor runs the load passes' clients on the workers: give --clients too")
     started = time.monotonic()
-    with ProgressBar(show_progress(quiet), unit="jobs") as bar:
+    with (contextlib.nullcontext() if where.kind == "local" else
+          connect(where, min(max(params.clients or [1]), os.cpu_count() or 1)) as cluster,
+          ProgressBar(show_progress(quiet), unit="jobs") as bar):
+        if cluster is not None:
+            params = dataclasses.replace(params, executor=cluster.scheduler.address,
+                                         executor_here=where.address is None)
+        spec = Spec(urls=targets, workloads=chosen, params=params, keep=keep,
+                    embedded=choices.flag(embedded, "embedded"), argv=_argv_for_record())
+
         def jobs_done(done: int, total: int) -> None:
             bar.progress(ReportedProgress("bench", Counts(read=done), total, time.monotonic() - started))
 

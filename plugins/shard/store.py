@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Self
 
-from kvctl.errors import BadURLError, ConflictError, UsageError
+from kvctl.errors import BadURLError, ConflictError, UnavailableError, UsageError
 from kvctl.plugin_kit import ScanRange, StoreBase, key_cursor, new_clock, page_size
 from kvctl.registry import open_sync
 from kvctl.store import Capabilities, Page, Record, Store, StoreURL, newer
@@ -165,6 +165,51 @@ class ShardStore(StoreBase):
                 if page.records:
                     yield Page(page.records, f"s:{index}:{page.cursor or ''}" if page.cursor
                                else f"s:{index + 1}:")
+
+    # -- partitions: each child once (its own parts when it has some), for parallel readers ---
+    def partitions(self, prefix: bytes = b"") -> list[str]:
+        """``"<i>"`` for child i, or ``"<i>:<part>"`` for each part of a partitioned child."""
+        out: list[str] = []
+        for index, child in enumerate(self.children):
+            if child.capabilities.partitioned:
+                out += [f"{index}:{part}" for part in child.partitions(prefix)]  # type: ignore[attr-defined]
+            else:
+                out.append(str(index))
+        return out
+
+    def scan_partition(self, partition: str, prefix: bytes = b"", *, cursor: str | None = None,
+                       batch_size: int = 1000, keys_only: bool = False) -> Iterator[Page]:
+        """One child's keys (or one part of it) as a whole-store scan shows them: a copy left on
+        a child that no longer owns the key (weights changed, rebalance not run) is skipped when
+        its owner holds the key, as :meth:`scan` shows the owner's copy."""
+        position, _, part = partition.partition(":")
+        if not position.isdigit() or int(position) >= len(self.children):
+            raise UnavailableError(f"{partition!r} is not a part of {self.where}",
+                                   hint="the shard's children changed: start the copy again to re-plan it")
+        index = int(position)
+        child: Any = self.children[index]
+        batch_size = page_size(batch_size)
+        pages = (child.scan_partition(part, prefix, cursor=cursor, batch_size=batch_size, keys_only=keys_only)
+                 if part else child.scan(prefix, cursor=cursor, batch_size=batch_size, keys_only=keys_only))
+        for page in pages:
+            yield Page(self._shown_here(index, page.records), page.cursor)
+
+    def _shown_here(self, index: int, records: list[Record]) -> list[Record]:
+        """``records`` of child ``index`` less the misplaced ones a whole-store scan takes from
+        elsewhere: from the owner when it holds the key, else from the first child holding it."""
+        if len(self.children) == 1:
+            return records
+        misplaced = [r.key for r in records if self.placement.owner(r.key) != index]
+        if not misplaced:
+            return records
+        elsewhere: set[bytes] = set()
+        for other, child in enumerate(self.children):
+            if other == index:
+                continue
+            asked = [k for k in misplaced if other == self.placement.owner(k) or other < index]
+            if asked:
+                elsewhere.update(r.key for r in child.get_many(asked) if r is not None)
+        return [r for r in records if r.key not in elsewhere]
 
     def count(self, prefix: bytes = b"") -> int:
         # Each child counts natively.  Until a rebalance, a copy left behind by a weight change
@@ -329,4 +374,5 @@ def _shared_capabilities(specs: list[ChildSpec], children: list[Store]) -> Capab
         max_value_size=smallest([c.max_value_size for c in caps]),
         durability="; ".join(f"{s.id}: {c.durability or '?'}" for s, c in zip(specs, caps, strict=True)),
         blocking_io=any(c.blocking_io for c in caps),
+        partitioned=len(caps) > 1 or caps[0].partitioned,
     )

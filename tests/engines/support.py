@@ -246,3 +246,13 @@ def state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     path = tmp_path / "state"
     monkeypatch.setenv("XDG_STATE_HOME", str(path))
     return path
+
+
+@pytest.fixture(scope="module")
+def dask_cluster() -> Any:
+    """A Dask client of two single-threaded worker processes on loopback (a killed one is
+    restarted by its nanny), for the executor tests."""
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                                  dashboard_address=None) as c, distributed.Client(c) as client:
+        yield client

@@ -47,7 +47,7 @@ from typing import Any
 from kvctl.errors import KvctlError, UsageError
 
 from .._stopped import resumable
-from .._stores import open_async
+from .._stores import open_async, start_count
 from ..migrate import checkpoint
 from ..migrate.copy import finish, migrate_urls
 from ..migrate.plan import Plan, Summary
@@ -78,6 +78,8 @@ def run(src_ref: str, dst_ref: str, src_url: str, dst_url: str, plan: Plan, spec
         summary.workers = worker_count(client)
         t0 = time.perf_counter()
         driver = _Driver(client, refs, plan, cp, cp_path, reporter, t0)
+        if plan.estimate_total:
+            _count_in_background(src_url, plan, driver.estimate)
         driver.run()
     collect(cp, summary)
     summary.processed_this_run = driver.processed
@@ -100,6 +102,25 @@ async def _prepare(src_url: str, dst_url: str, plan: Plan, spec: ExecutorSpec, s
     finally:
         await src.close()
         await dst.close()
+
+
+def _count_in_background(src_url: str, plan: Plan, total: list[int | None]) -> None:
+    """Count the source in a thread of the driver for the progress bar's total and ETA: the
+    slices' own copies do not count (each knows only its part)."""
+    async def count() -> None:
+        src = open_async(src_url, access="read")
+        try:
+            task = start_count(src, plan.key_filter, total)
+            if task is not None:
+                await task
+        finally:
+            await src.close()
+
+    def main() -> None:
+        with contextlib.suppress(Exception):  # an estimate is optional
+            asyncio.run(count())
+
+    threading.Thread(target=main, name="kvctl-count", daemon=True).start()
 
 
 async def _finish(src_url: str, dst_url: str, plan: Plan, summary: Summary, reporter: Reporter,
@@ -126,6 +147,7 @@ class _Driver:
         self.processed = 0
         self.errors: dict[int, tuple[str, str, str | None, int]] = {}
         self.resubmits: dict[int, int] = {}
+        self.estimate: list[int | None] = [None]  # the source's key count, once known
         cp.extra.setdefault("cursors", {})
 
     @property
@@ -176,7 +198,8 @@ class _Driver:
                     if again is not None:
                         pending[again] = i
                 self._mirror()
-                self.reporter.progress(Progress("copy", self.total(), None, time.perf_counter() - self.t0))
+                self.reporter.progress(Progress("copy", self.total(), self.estimate[0],
+                                                time.perf_counter() - self.t0))
                 time.sleep(0.1)
             except KeyboardInterrupt:
                 if asked_at is not None:  # a second Ctrl-C: abandon the tasks (the next attempt fences them)

@@ -11,7 +11,7 @@ from uuid import uuid4
 import pytest
 from kvctl_plugins.shard import ShardStore
 
-from kvctl.errors import BadURLError, UsageError
+from kvctl.errors import BadURLError, UnavailableError, UsageError
 from kvctl.store import Record
 from kvctl.testing import StoreConformance
 from kvctl.testing import open_sync as _open_sync
@@ -200,3 +200,28 @@ def test_redacted_children_in_messages() -> None:
 
     spec = ChildSpec("id", "redis://:hunter2@localhost:6379/0", 1.0)
     assert "hunter2" not in spec.where
+
+
+# -- partitions: each child read once by parallel readers --------------------------------------------
+def test_partitions_show_exactly_what_a_scan_shows() -> None:
+    a, b, c = fresh(3)
+    old = open_sync(shard_url([(a, 1, "a"), (b, 1, "b"), (c, 1, "c")]))
+    old.set_many(Record(b"k%04d" % i, b"old-%d" % i) for i in range(900))
+    # new weights: some keys now belong elsewhere; until a rebalance their copies stay where they
+    # were, and a few get a newer copy on their new owner
+    store = open_sync(shard_url([(a, 1, "a"), (b, 1, "b"), (c, 4, "c")]))
+    moved = [b"k%04d" % i for i in range(900) if store.owner(b"k%04d" % i) != old.owner(b"k%04d" % i)]
+    assert moved
+    time.sleep(0.005)
+    store.set_many(Record(k, b"new") for k in moved[:50])
+    assert store.capabilities.partitioned and store.partitions() == ["0", "1", "2"]
+    whole = [(r.key, r.value) for p in store.scan(batch_size=64) for r in p.records]
+    parts = [(r.key, r.value) for name in store.partitions()
+             for p in store.scan_partition(name, batch_size=64) for r in p.records]
+    assert len(whole) == 900 and sorted(parts) == whole
+    assert sorted(k for name in store.partitions()
+                  for p in store.scan_partition(name, b"k00", keys_only=True) for k in (r.key for r in p.records)
+                  ) == [b"k%04d" % i for i in range(100)]
+    with pytest.raises(UnavailableError):
+        list(store.scan_partition("7"))
+    assert not open_sync(shard_url([(a, 1, None)])).capabilities.partitioned

@@ -10,7 +10,6 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,22 +22,19 @@ from kvctl.errors import UsageError
 from kvctl.store import Record
 from kvctl.testing.cli import run_kvctl, start_kvctl
 from tests.conftest import service_url
-from tests.engines.support import diff_urls, state_dir, subprocess_env, write
+from tests.engines.support import dask_cluster, diff_urls, state_dir, subprocess_env, write
 
 distributed = pytest.importorskip("distributed")  # the test extra installs it: CI runs these
 
-__all__ = ["state_dir"]
+__all__ = ["dask_cluster", "state_dir"]
 
 N = 20_000
 SLICES = 8
 
 
 @pytest.fixture(scope="module")
-def cluster() -> Iterator[Any]:
-    """Two single-threaded worker processes on loopback (a killed one is restarted by its nanny)."""
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                                  dashboard_address=None) as c, distributed.Client(c) as client:
-        yield client
+def cluster(dask_cluster: Any) -> Any:
+    return dask_cluster
 
 
 def _address(client: Any) -> str:
@@ -153,6 +149,55 @@ def test_a_redis_cluster_source_over_hash_slices(tmp_path: Path, cluster: Any) -
         assert diff_urls(src, dst, ignore_expiry=False).equal
     finally:
         write(src, [])  # opened clean: the namespace's keys are removed
+
+
+def test_a_redis_cluster_and_a_shard_are_split_by_their_parts(tmp_path: Path, cluster: Any) -> None:
+    """Split by capability: a Redis Cluster into its masters, a shard into its children, each
+    read once by one slice however many slices were asked for."""
+    from urllib.parse import quote
+
+    env = subprocess_env(tmp_path)
+    base = service_url("KVCTL_TEST_REDIS_CLUSTER_URL")
+    redis_plan, shard_plan = tmp_path / "redis.json", tmp_path / "shard.json"
+    dst = f"sqlite://{tmp_path / 'dst.db'}"
+    made = run_kvctl(env, "migrate", f"{base}&namespace=p{os.getpid()}:", dst, "--plan-out", str(redis_plan),
+                     "--slices", "16")
+    assert made.returncode == 0, made.stderr
+    masters = [s["partition"] for s in json.loads(redis_plan.read_text())["slices"]]
+    assert len(masters) == len(set(masters)) >= 2  # one slice per master, not 16 scans of all
+
+    children = [f"sqlite://{tmp_path / f'c{i}.db'}" for i in range(3)]
+    shard = "shard://?" + "&".join(f"child={quote(c, safe='')}&weight=1" for c in children)
+    write(shard, [Record(_key(i), b"v%d" % i) for i in range(3000)])
+    assert run_kvctl(env, "migrate", shard, dst, "--plan-out", str(shard_plan), "--slices", "16").returncode == 0
+    assert json.loads(shard_plan.read_text())["slices"] == [{"partition": p} for p in ("0", "1", "2")]
+    done = run_kvctl(env, *_cmd(shard, dst, cluster, tmp_path / "cp.json"))
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["copied"] == 3000
+    assert diff_urls(shard, dst, ignore_expiry=False).equal
+
+
+def test_one_progress_bar_merges_the_slices_with_a_total(tmp_path: Path, cluster: Any) -> None:
+    from kvctl.engines.reporting import Progress, Reporter
+
+    class Seen(Reporter):
+        def __init__(self) -> None:
+            self.events: list[Progress] = []
+
+        def progress(self, event: Progress) -> None:
+            self.events.append(event)
+
+    _, slow, dst = _pair(tmp_path, n=4000, delay_ms=20)
+    seen = Seen()
+    plan = Plan(batch_size=100, estimate_total=True, checkpoint_path=tmp_path / "cp.json")
+    spec = ExecutorSpec("dask", cluster.scheduler.address)
+    summary = dask_engine.run(slow, dst, slow, dst, plan, spec, slices=SLICES, shared_fs=True, reporter=seen)
+    assert summary.counts.copied == 4000
+    copy = [e for e in seen.events if e.phase == "copy"]
+    # the source's count arrives as the total (the bar's % and ETA); the merged count only grows
+    assert any(e.total == 4000 for e in copy), [e.total for e in copy]
+    reads = [e.counts.read for e in copy]
+    assert reads == sorted(reads) and 0 < reads[-1] <= 4000 and len(set(reads)) > 1
 
 
 def test_a_killed_worker_s_slice_resumes_mid_way(tmp_path: Path, cluster: Any, state_dir: Path) -> None:
