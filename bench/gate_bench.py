@@ -39,6 +39,7 @@ import sys
 import tempfile
 import time
 import tomllib
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
@@ -242,22 +243,21 @@ def main() -> int:
         until = time.time() + args.minutes * 60 if args.minutes else None
         with ThreadPoolExecutor(max(1, args.parallel)) as pool:
             # the probe's baseline and calibration first: the variants need them
-            base_path = tmp / f"{tag}probe-base.json"
-            regenerated = pool.submit(make_run, Path(BASELINE), suite) if args.regenerate_baseline else None
-            first = {op: pool.submit(make_run, tmp / f"{tag}probe-{op}.json", probe(f"spin_{op}=100" if op else ""))
-                     for op in ("", "get", "set")}
-            if regenerated is not None:
-                print(f"{BASELINE} regenerated: {regenerated.result()}", flush=True)
-            base = first[""].result()
-            cal = {op: {b: first[op].result()[b] - base[b] for b in BENCHES} for op in ("get", "set")}
-            shutil.copy(tmp / f"{tag}probe-.json", base_path)
-            print(f"baseline {base}, calibration {cal}", flush=True)
-            variants: list[tuple[str, str, dict[str, float] | None]] = []
-            for level in LEVELS:
-                spin = spins(level, base, cal)
-                variants.append((f"+{level:.0%} CPU work", f"spin_get={spin['get']}&spin_set={spin['set']}",
-                                 injected(spin, base, cal)))
-            variants.append(("one extra 2-tuple per op", "tuple=1", None))
+            if earlier is not None:
+                # the same conditions as the kept runs, judged against the same probe baseline:
+                # counts drift by a few tenths of a percent between passes, enough to change the spins
+                base, cal = earlier[5], earlier[6]
+                base_path = args.add_to / "probe-base.json"
+                variants: list[tuple[str, str, dict[str, float] | None]] = [
+                    (name, options, share) for name, options, share, _runs in earlier[7]]
+            else:
+                base, cal, base_path = _probe_baseline(pool, tmp, probe, args.regenerate_baseline, suite)
+                variants = []
+                for level in LEVELS:
+                    spin = spins(level, base, cal)
+                    variants.append((f"+{level:.0%} CPU work", f"spin_get={spin['get']}&spin_set={spin['set']}",
+                                     injected(spin, base, cal)))
+                variants.append(("one extra 2-tuple per op", "tuple=1", None))
             # round after round, one run of every condition each: a run stopped by --minutes leaves
             # every condition with about the same number of runs
             unchanged: list[Future[GateRun | None]] = []
@@ -284,8 +284,7 @@ def main() -> int:
         # 3. the gate's own cost, alone
         cost = [gate_run("cost", tmp / f"{tag}cost{i}.json", suite, ROOT / BASELINE) for i in range(args.cost_runs)]
         if earlier is not None:
-            command, started, idle, hog_runs, cost, detect = _added(earlier, command, idle, hog_runs, cost, base,
-                                                                    detect)
+            command, started, idle, hog_runs, cost, detect = _added(earlier, command, idle, hog_runs, cost, detect)
         baseline = Run.load(str(ROOT / BASELINE))
         machine = baseline.machine()
         # the saved runs, to write the report again without measuring (--report-from)
@@ -299,6 +298,23 @@ def main() -> int:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return _write(args, lines)
+
+
+def _probe_baseline(pool: ThreadPoolExecutor, tmp: Path, probe: Callable[[str], list[str]], regenerate: bool,
+                    suite: list[str]) -> tuple[dict[str, float], dict[str, dict[str, float]], Path]:
+    """The probe's instructions/op with nothing injected, what one spin per get / per set adds,
+    and the saved run the variants are judged against."""
+    regenerated = pool.submit(make_run, Path(BASELINE), suite) if regenerate else None
+    first = {op: pool.submit(make_run, tmp / f"probe-{op}.json", probe(f"spin_{op}=100" if op else ""))
+             for op in ("", "get", "set")}
+    if regenerated is not None:
+        print(f"{BASELINE} regenerated: {regenerated.result()}", flush=True)
+    base = first[""].result()
+    cal = {op: {b: first[op].result()[b] - base[b] for b in BENCHES} for op in ("get", "set")}
+    base_path = tmp / "probe-base.json"
+    shutil.copy(tmp / "probe-.json", base_path)
+    print(f"baseline {base}, calibration {cal}", flush=True)
+    return base, cal, base_path
 
 
 def _kept(folder: Path) -> tuple[Any, ...]:
@@ -318,15 +334,10 @@ Detect = list[tuple[str, str, dict[str, float] | None, list[GateRun]]]
 
 
 def _added(earlier: tuple[Any, ...], command: str, idle: list[GateRun], hog_runs: list[GateRun],
-           cost: list[GateRun], base: dict[str, float], detect: Detect) -> tuple[Any, ...]:
-    """The kept runs and this pass's together (``--add-to``).  Instruction counts do not depend on
-    the pass, so the probe's baseline and every variant's options must come out the same."""
-    old_command, started, old_idle, old_hog, old_cost, old_base, _cal, old_detect, _machine = earlier
-    if old_base != base:
-        sys.exit(f"gate_bench: the probe's baseline changed since the kept runs ({old_base} -> {base}): "
-                 "measure them all again")
-    if [d[1] for d in old_detect] != [d[1] for d in detect]:
-        sys.exit("gate_bench: the injected variants differ from the kept runs': measure them all again")
+           cost: list[GateRun], detect: Detect) -> tuple[Any, ...]:
+    """The kept runs and this pass's together (``--add-to``: the same variants, judged against the
+    same probe baseline)."""
+    old_command, started, old_idle, old_hog, old_cost, _base, _cal, old_detect, _machine = earlier
     merged = [(name, options, share, old + new[3])
               for (name, options, share, old), new in zip(old_detect, detect, strict=True)]
     return (f"{old_command}; then {command}", started, old_idle + idle, old_hog + hog_runs, cost or old_cost,
