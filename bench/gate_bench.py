@@ -39,6 +39,7 @@ import sys
 import tempfile
 import time
 import tomllib
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
@@ -203,16 +204,11 @@ def main() -> int:
     ap.add_argument("--write", type=Path)
     ap.add_argument("--keep", help="copy the saved runs (and what the report needs) into this folder")
     ap.add_argument("--report-from", type=Path, help="write the report from a --keep folder, measuring nothing")
+    ap.add_argument("--add-to", type=Path, help="make these runs in addition to those kept in this --keep folder "
+                    "(a run cut short by --minutes), keep them all there and report on them all")
     args = ap.parse_args()
     if args.report_from:
-        with open(args.report_from / "state.pickle", "rb") as fh:
-            state = pickle.load(fh)
-        for _n, _o, _s, runs in state[7]:
-            for r in runs:
-                r.path, r.base = args.report_from / r.path.name, args.report_from / r.base.name
-        for group in state[2:5]:
-            for r in group:
-                r.path = args.report_from / r.path.name
+        state = _kept(args.report_from)
         from kvctl.bench.results import Run
 
         for r in [r for group in state[2:5] for r in group] + [r for d in state[7] for r in d[3]]:
@@ -230,6 +226,8 @@ def main() -> int:
     command = "python bench/gate_bench.py " + " ".join(sys.argv[1:])
     started = dt.datetime.now(dt.UTC)
     tmp = Path(tempfile.mkdtemp(prefix="kvctl-gate-bench-"))
+    earlier = _kept(args.add_to) if args.add_to else None
+    tag = f"add{started:%H%M%S}-" if earlier else ""  # file names of this pass beside the kept ones
     suite = ["--suite", SUITE]
 
     def probe(options: str = "") -> list[str]:
@@ -245,22 +243,21 @@ def main() -> int:
         until = time.time() + args.minutes * 60 if args.minutes else None
         with ThreadPoolExecutor(max(1, args.parallel)) as pool:
             # the probe's baseline and calibration first: the variants need them
-            base_path = tmp / "probe-base.json"
-            regenerated = pool.submit(make_run, Path(BASELINE), suite) if args.regenerate_baseline else None
-            first = {op: pool.submit(make_run, tmp / f"probe-{op}.json", probe(f"spin_{op}=100" if op else ""))
-                     for op in ("", "get", "set")}
-            if regenerated is not None:
-                print(f"{BASELINE} regenerated: {regenerated.result()}", flush=True)
-            base = first[""].result()
-            cal = {op: {b: first[op].result()[b] - base[b] for b in BENCHES} for op in ("get", "set")}
-            shutil.copy(tmp / "probe-.json", base_path)
-            print(f"baseline {base}, calibration {cal}", flush=True)
-            variants: list[tuple[str, str, dict[str, float] | None]] = []
-            for level in LEVELS:
-                spin = spins(level, base, cal)
-                variants.append((f"+{level:.0%} CPU work", f"spin_get={spin['get']}&spin_set={spin['set']}",
-                                 injected(spin, base, cal)))
-            variants.append(("one extra 2-tuple per op", "tuple=1", None))
+            if earlier is not None:
+                # the same conditions as the kept runs, judged against the same probe baseline:
+                # counts drift by a few tenths of a percent between passes, enough to change the spins
+                base, cal = earlier[5], earlier[6]
+                base_path = args.add_to / "probe-base.json"
+                variants: list[tuple[str, str, dict[str, float] | None]] = [
+                    (name, options, share) for name, options, share, _runs in earlier[7]]
+            else:
+                base, cal, base_path = _probe_baseline(pool, tmp, probe, args.regenerate_baseline, suite)
+                variants = []
+                for level in LEVELS:
+                    spin = spins(level, base, cal)
+                    variants.append((f"+{level:.0%} CPU work", f"spin_get={spin['get']}&spin_set={spin['set']}",
+                                     injected(spin, base, cal)))
+                variants.append(("one extra 2-tuple per op", "tuple=1", None))
             # round after round, one run of every condition each: a run stopped by --minutes leaves
             # every condition with about the same number of runs
             unchanged: list[Future[GateRun | None]] = []
@@ -269,13 +266,13 @@ def main() -> int:
                 for hog, count in ((False, args.runs), (True, args.hog_runs)):
                     if i < count:
                         name = "unchanged + CPU hog" if hog else "unchanged"
-                        f = pool.submit(timed_gate_run, until, name, tmp / f"{'hog' if hog else 'idle'}{i}.json",
+                        f = pool.submit(timed_gate_run, until, name, tmp / f"{tag}{'hog' if hog else 'idle'}{i}.json",
                                         suite, ROOT / BASELINE, hog)
                         f.add_done_callback(partial(report, label=f"{name} {i + 1}"))
                         unchanged.append(f)
                 if i < args.detect_runs:
                     for name, options, _share in variants:
-                        f = pool.submit(timed_gate_run, until, name, tmp / f"{options}-{i}.json", probe(options),
+                        f = pool.submit(timed_gate_run, until, name, tmp / f"{tag}{options}-{i}.json", probe(options),
                                         base_path)
                         f.add_done_callback(partial(report, label=f"{name} {i + 1}"))
                         futures[options].append(f)
@@ -285,11 +282,13 @@ def main() -> int:
         idle = [r for r in runs_unchanged if r.what == "unchanged"]
         hog_runs = [r for r in runs_unchanged if r.what != "unchanged"]
         # 3. the gate's own cost, alone
-        cost = [gate_run("cost", tmp / f"cost{i}.json", suite, ROOT / BASELINE) for i in range(args.cost_runs)]
+        cost = [gate_run("cost", tmp / f"{tag}cost{i}.json", suite, ROOT / BASELINE) for i in range(args.cost_runs)]
+        if earlier is not None:
+            command, started, idle, hog_runs, cost, detect = _added(earlier, command, idle, hog_runs, cost, detect)
         baseline = Run.load(str(ROOT / BASELINE))
         machine = baseline.machine()
         # the saved runs, to write the report again without measuring (--report-from)
-        saved = Path(args.keep) if args.keep else None
+        saved = args.add_to or (Path(args.keep) if args.keep else None)
         if saved is not None:
             shutil.copytree(tmp, saved, dirs_exist_ok=True)
             state = (command, started, idle, hog_runs, cost, base, cal, detect, machine)
@@ -299,6 +298,50 @@ def main() -> int:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return _write(args, lines)
+
+
+def _probe_baseline(pool: ThreadPoolExecutor, tmp: Path, probe: Callable[[str], list[str]], regenerate: bool,
+                    suite: list[str]) -> tuple[dict[str, float], dict[str, dict[str, float]], Path]:
+    """The probe's instructions/op with nothing injected, what one spin per get / per set adds,
+    and the saved run the variants are judged against."""
+    regenerated = pool.submit(make_run, Path(BASELINE), suite) if regenerate else None
+    first = {op: pool.submit(make_run, tmp / f"probe-{op}.json", probe(f"spin_{op}=100" if op else ""))
+             for op in ("", "get", "set")}
+    if regenerated is not None:
+        print(f"{BASELINE} regenerated: {regenerated.result()}", flush=True)
+    base = first[""].result()
+    cal = {op: {b: first[op].result()[b] - base[b] for b in BENCHES} for op in ("get", "set")}
+    base_path = tmp / "probe-base.json"
+    shutil.copy(tmp / "probe-.json", base_path)
+    print(f"baseline {base}, calibration {cal}", flush=True)
+    return base, cal, base_path
+
+
+def _kept(folder: Path) -> tuple[Any, ...]:
+    """The state a --keep folder holds, its run files found in that folder."""
+    with open(folder / "state.pickle", "rb") as fh:
+        state = pickle.load(fh)
+    for _n, _o, _s, runs in state[7]:
+        for r in runs:
+            r.path, r.base = folder / r.path.name, folder / r.base.name
+    for group in state[2:5]:
+        for r in group:
+            r.path = folder / r.path.name
+    return tuple(state)
+
+
+Detect = list[tuple[str, str, dict[str, float] | None, list[GateRun]]]
+
+
+def _added(earlier: tuple[Any, ...], command: str, idle: list[GateRun], hog_runs: list[GateRun],
+           cost: list[GateRun], detect: Detect) -> tuple[Any, ...]:
+    """The kept runs and this pass's together (``--add-to``: the same variants, judged against the
+    same probe baseline)."""
+    old_command, started, old_idle, old_hog, old_cost, _base, _cal, old_detect, _machine = earlier
+    merged = [(name, options, share, old + new[3])
+              for (name, options, share, old), new in zip(old_detect, detect, strict=True)]
+    return (f"{old_command}; then {command}", started, old_idle + idle, old_hog + hog_runs, cost or old_cost,
+            merged)
 
 
 def _write(args: argparse.Namespace, lines: list[str]) -> int:
