@@ -4,16 +4,20 @@ resumed migrate's replay and sync; byte for byte otherwise, and for a value that
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 
 import pytest
 
+from kvctl.adapt import to_sync
 from kvctl.engines._compare import same_json, same_value
 from kvctl.engines.diff import DiffOptions, DiffResult, compare
 from kvctl.engines.migrate import Plan, Summary, migrate
 from kvctl.engines.replicate import SyncEngine, SyncPlan, SyncResult
 from kvctl.engines.reporting import Reporter
+from kvctl.registry import open_url
 from kvctl.store import Capabilities, Record
+from kvctl.testing.cli import clean_env, run_kvctl
 from tests.engines.support import DictStore, state_dir
 
 __all__ = ["state_dir"]
@@ -136,3 +140,41 @@ def test_sync_without_json_sends_what_differs_in_bytes(tmp_path: Path) -> None:
     r = sync(store(False, A), dst, tmp_path)
     assert r.applied_to_dst == 2 and {k: r.value for k, r in dst.data.items()} == A
     assert sync(store(False, A), dst, tmp_path / "again").applied_to_dst == 0  # nothing differs now
+
+
+# -- the command line --------------------------------------------------------------------------
+def sqlite_with(tmp: Path, name: str, values: dict[bytes, bytes]) -> str:
+    url = f"sqlite://{tmp / name}"
+    s = to_sync(open_url(url))
+    try:
+        s.set_many([Record(k, v) for k, v in values.items()])
+    finally:
+        s.close()
+    return url
+
+
+def as_json(url: str) -> str:
+    """``url`` declaring JSON values, through tests/outside_plugin's wrapper."""
+    return f"slow://?delay_ms=0&json_values=true&of={url}"
+
+
+def test_cli_exit_codes(tmp_path: Path) -> None:
+    env = clean_env(tmp_path)
+    a = sqlite_with(tmp_path, "a.db", A)
+    same, changed = sqlite_with(tmp_path, "same.db", B_SAME), sqlite_with(tmp_path, "diff.db", B_DIFF)
+    # diff: 0 when equal, 1 when different, whichever side declares JSON
+    for x, y in ((as_json(a), same), (same, as_json(a))):
+        out = run_kvctl(env, "diff", x, y, "--json")
+        assert out.returncode == 0 and json.loads(out.stdout)["same"] == 3, out.stderr
+    assert run_kvctl(env, "diff", a, same).returncode == 1  # neither declares JSON: bytes differ
+    out = run_kvctl(env, "diff", as_json(a), changed, "--json")
+    assert out.returncode == 1 and json.loads(out.stdout)["samples"]["differing"] == [{"key": "other"}]
+    # migrate --verify: 0 when the skipped keys are equal documents, 1 (verify failed) otherwise
+    out = run_kvctl(env, "migrate", a, as_json(same), "--on-conflict", "skip", "--verify", "--no-progress")
+    assert out.returncode == 0, out.stderr
+    out = run_kvctl(env, "migrate", a, as_json(changed), "--on-conflict", "skip", "--verify", "--no-progress")
+    assert out.returncode == 1 and "verify failed" in out.stderr
+    # sync: the destination's equal documents are neither sent nor reported as kept
+    out = run_kvctl(env, "sync", a, as_json(same), "--json")
+    assert out.returncode == 0, out.stderr
+    assert (json.loads(out.stdout)["applied_to_dst"], json.loads(out.stdout)["kept_at_dst"]) == (0, 0)
