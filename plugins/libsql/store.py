@@ -11,7 +11,7 @@ other.  Writes are one ``batch()``: a transaction, all or nothing, locally and r
 
 A command that only reads creates, switches and upgrades nothing (a missing local file or table
 is ``NoSuchStoreError``); a database of other programs' tables is ``ForeignStoreError`` unless a
-write gives ``?create=true`` (local files).
+write gives ``?create=true`` (a local file or a server).
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ from kvctl.plugin_kit import (
 from kvctl.store import MAX_VERSION, Capabilities, Page, Record, StoreURL, now_ms
 
 from .errors import is_busy, translated
+from .localread import ReadOnlyFile, holds_pending_work
 from .remote import hello_answered
 from .target import Target, parse_target
 
@@ -125,7 +126,7 @@ class LibSQLStore(AsyncStoreBase):
                 _preflight(target.local_path, self._where, reads_only=self._url.reads_only)
             with translated(self._where, "connect"):
                 # for a local file this already runs a statement (SELECT 1), which may find it busy
-                client = await self._call(lambda: _create_client(target))
+                client = await self._call(lambda: _create_client(target, self._url.reads_only))
             try:
                 await self._prepare(client)
             except BaseException:
@@ -403,7 +404,11 @@ class LibSQLStore(AsyncStoreBase):
         return int(results[-2].rows[0][0])
 
 
-async def _create_client(target: Target) -> libsql_client.Client:
+async def _create_client(target: Target, reads_only: bool) -> libsql_client.Client:
+    if target.local_path is not None and reads_only and holds_pending_work(target.local_path):
+        client: libsql_client.Client = ReadOnlyFile(target.local_path)
+        await client.execute("SELECT 1")  # opens, as libsql-client's own creation does
+        return client
     client = libsql_client.create_client(target.client_url, auth_token=target.auth_token)
     try:
         await hello_answered(client)

@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from kvctl.errors import BadURLError, UsageError
 from kvctl.url import StoreURL
 
-COMMON_OPTIONS = {"table", "timeout"}
-LOCAL_OPTIONS = COMMON_OPTIONS | {"journal_mode", "create"}
+COMMON_OPTIONS = {"table", "timeout", "create"}
+LOCAL_OPTIONS = COMMON_OPTIONS | {"journal_mode"}
 REMOTE_OPTIONS = COMMON_OPTIONS | {"authToken", "authToken_env", "tls"}
 JOURNAL_MODES = ("wal", "delete", "truncate", "persist")
 DEFAULT_TIMEOUT_MS = 30_000
@@ -103,6 +103,7 @@ def _remote(url: StoreURL, table: str, timeout_ms: int) -> Target:
         table=table,
         timeout_ms=timeout_ms,
         journal_mode=None,
+        create=url.bool_option("create", False),
     )
 
 

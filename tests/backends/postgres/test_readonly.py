@@ -1,8 +1,10 @@
 """PostgreSQL is never altered by a command that only reads, nor a database kvctl did not create.
 
-The catalog of the database (relations, triggers, functions, schemas, kvctl_meta's rows) is
-snapshotted before and after every read command, run as the CLI runs it, on a database that holds
-only another program's tables (Gorkflow's schema) and on a missing kvctl table.  A role with
+The catalog of the database (relations, columns, constraints, indexes, triggers, rules, policies,
+functions, types, schemas, extensions, publications, settings, kvctl_meta's rows, and a digest of
+every table's rows) is snapshotted before and after every read command, run as the CLI runs it,
+on a database that holds only another program's tables (Gorkflow's schema) and on a missing kvctl
+table; and before and after every write command on the former without ``?create=true``.  A role with
 SELECT only reads a kvctl table, change feed included.
 """
 
@@ -17,7 +19,7 @@ from typing import Any
 import pytest
 
 from kvctl.testing.cli import read_commands as all_read_commands
-from kvctl.testing.cli import run_kvctl
+from kvctl.testing.cli import run_kvctl, write_commands, write_inputs
 from tests.backends.postgres.support import sql
 from tests.conftest import service_url
 
@@ -69,23 +71,52 @@ def kvctl_db(pg_url: str) -> Iterator[str]:
 
 
 def catalog(url: str) -> list[tuple[Any, ...]]:
-    """Every user-visible object of the database and kvctl_meta's rows, in a fixed order."""
+    """Every user-visible object of the database, its settings, kvctl_meta's rows and a digest of
+    every user table's rows, in a fixed order."""
     rows = sql(url, """
-        SELECT 'rel', n.nspname, c.relname, c.relkind::text FROM pg_class c
-          JOIN pg_namespace n ON n.oid = c.relnamespace
+        SELECT 'rel', n.nspname, c.relname, c.relkind::text || ' ' || coalesce(c.relacl::text, '')
+          FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
           WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%'
             AND n.nspname NOT LIKE 'pg_temp%'
-        UNION ALL SELECT 'trigger', t.tgrelid::regclass::text, t.tgname, '' FROM pg_trigger t
+        UNION ALL SELECT 'column', a.attrelid::regclass::text, a.attname, format_type(a.atttypid, a.atttypmod)
+                         || coalesce(' default ' || pg_get_expr(d.adbin, d.adrelid), '')
+          FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+          LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+          WHERE a.attnum > 0 AND NOT a.attisdropped
+            AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%'
+        UNION ALL SELECT 'constraint', conrelid::regclass::text, conname, pg_get_constraintdef(oid)
+          FROM pg_constraint WHERE connamespace NOT IN ('pg_catalog'::regnamespace, 'information_schema'::regnamespace)
+        UNION ALL SELECT 'index', i.indexrelid::regclass::text, pg_get_indexdef(i.indexrelid), '' FROM pg_index i
+          JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+          WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%'
+        UNION ALL SELECT 'trigger', t.tgrelid::regclass::text, t.tgname, t.tgenabled::text FROM pg_trigger t
           WHERE NOT t.tgisinternal
-        UNION ALL SELECT 'proc', n.nspname, p.proname, '' FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+        UNION ALL SELECT 'event trigger', evtname, evtevent, '' FROM pg_event_trigger
+        UNION ALL SELECT 'rule', ev_class::regclass::text, rulename, '' FROM pg_rewrite
+          WHERE ev_class NOT IN (SELECT oid FROM pg_class WHERE relnamespace IN
+                                 ('pg_catalog'::regnamespace, 'information_schema'::regnamespace))
+        UNION ALL SELECT 'policy', polrelid::regclass::text, polname, '' FROM pg_policy
+        UNION ALL SELECT 'proc', n.nspname, p.proname, md5(p.prosrc) FROM pg_proc p
+          JOIN pg_namespace n ON n.oid = p.pronamespace
           WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
-        UNION ALL SELECT 'schema', nspname, '', '' FROM pg_namespace
-        UNION ALL SELECT 'column', attrelid::regclass::text, attname, format_type(atttypid, atttypmod)
-          FROM pg_attribute WHERE attnum > 0 AND attrelid IN (SELECT oid FROM pg_class WHERE relname = 'kvctl_meta')
+        UNION ALL SELECT 'type', n.nspname, t.typname, t.typtype::text FROM pg_type t
+          JOIN pg_namespace n ON n.oid = t.typnamespace
+          WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%'
+        UNION ALL SELECT 'schema', nspname, coalesce(nspacl::text, ''), '' FROM pg_namespace
+        UNION ALL SELECT 'extension', extname, extversion, '' FROM pg_extension
+        UNION ALL SELECT 'publication', pubname, '', '' FROM pg_publication
+        UNION ALL SELECT 'setting', coalesce(setrole::regrole::text, ''), array_to_string(setconfig, ','), ''
+          FROM pg_db_role_setting WHERE setdatabase = (SELECT oid FROM pg_database WHERE datname = current_database())
         ORDER BY 1, 2, 3, 4""")
     meta = sql(url, "SELECT to_regclass('kvctl_meta') IS NOT NULL")[0][0]
     if meta:
         rows += sql(url, "SELECT to_jsonb(m)::text FROM kvctl_meta m ORDER BY table_name")
+    for schema, table in sql(url, """SELECT table_schema, table_name FROM information_schema.tables
+                                      WHERE table_type = 'BASE TABLE'
+                                        AND table_schema NOT IN ('pg_catalog', 'information_schema')
+                                      ORDER BY 1, 2"""):
+        rows += sql(url, f'SELECT \'rows\', \'{schema}.{table}\', count(*), md5(string_agg(t::text, \'|\' '
+                         f'ORDER BY t::text)) FROM "{schema}"."{table}" t')
     return [tuple(r) for r in rows]
 
 
@@ -116,14 +147,15 @@ def test_reads_of_a_database_of_another_program_change_nothing(gorkflow: str, en
 def test_a_write_on_a_database_of_another_program_needs_create(gorkflow: str, env: dict[str, str],
                                                                 tmp_path: Path) -> None:
     before = catalog(gorkflow)
-    proc = run_kvctl(env, "-u", gorkflow, "set", "k", "v")
-    assert proc.returncode == 2 and "none of kvctl's" in proc.stderr and "?create=true" in proc.stderr
-    assert catalog(gorkflow) == before
     source = f"sqlite://{tmp_path / 'src.db'}"
     assert run_kvctl(env, "-u", source, "set", "k", "v").returncode == 0
-    proc = run_kvctl(env, "migrate", source, gorkflow, "--no-progress")
-    assert proc.returncode == 2 and "none of kvctl's" in proc.stderr
-    assert catalog(gorkflow) == before
+    write_inputs(env, source, tmp_path)
+    for args in write_commands(gorkflow, source, tmp_path):
+        proc = run_kvctl(env, *args)
+        assert proc.returncode == 2, (args, proc.stderr)
+        assert proc.stderr.count("\n") == 1 and "holds 4 tables, none of kvctl's" in proc.stderr, proc.stderr
+        assert "?create=true" in proc.stderr and f"?table={GORKFLOW_TABLES[0]}" in proc.stderr
+        assert catalog(gorkflow) == before, args
     # With the opt-in, kvctl's table goes beside the application's, which keep their rows.
     url = f"{gorkflow}?create=true"
     assert run_kvctl(env, "-u", url, "set", "k", "v").returncode == 0
@@ -231,3 +263,30 @@ def test_a_store_opened_to_read_refuses_writes_before_sending_them(kvctl_db: str
         store.close()
     assert catalog(kvctl_db) == before
     assert run_kvctl(env, "-u", url, "get", "k").stdout == "v"
+
+
+def test_a_database_whose_tables_live_outside_public_is_refused(pg_url: str, env: dict[str, str],
+                                                                 tmp_path: Path) -> None:
+    """An application that keeps its tables in a schema of its own: the plain URL (schema public,
+    empty) is refused too, naming each table with a URL that has its schema."""
+    name = f"{TAG}_app_{uuid.uuid4().hex[:6]}"
+    sql(pg_url, f'CREATE DATABASE "{name}"')
+    url = on_database(pg_url, name)
+    try:
+        sql(url, "CREATE SCHEMA app; SET search_path TO app;\n" + GORKFLOW_DDL)
+        before = catalog(url)
+        source = f"sqlite://{tmp_path / 'src.db'}"
+        assert run_kvctl(env, "-u", source, "set", "k", "v").returncode == 0
+        write_inputs(env, source, tmp_path)
+        for args in [*read_commands(url, tmp_path, env), *write_commands(url, source, tmp_path)]:
+            proc = run_kvctl(env, *args)
+            assert proc.returncode == 2, (args, proc.stderr)
+            assert proc.stderr.count("\n") == 1 and f"database {name} holds 4 tables, none of kvctl's" in proc.stderr
+            assert all(f"app.{t} ({url}?schema=app&table={t})" in proc.stderr for t in GORKFLOW_TABLES), proc.stderr
+            assert "write with ?create=true" in proc.stderr, args
+            assert catalog(url) == before, args
+        assert run_kvctl(env, "-u", f"{url}?create=true", "set", "k", "v").returncode == 0
+        assert run_kvctl(env, "-u", url, "get", "k").stdout == "v"
+        assert sql(url, "SELECT count(*) FROM app.workflow_state")[0][0] == 1
+    finally:
+        sql(pg_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

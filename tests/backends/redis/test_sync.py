@@ -243,7 +243,8 @@ def test_cli_watch_follows_and_separate_runs_announce_the_fallback(env: dict[str
             out, err = watch.communicate(timeout=20)
         assert watch.returncode == 0, err
         totals = json.loads(out)
-        assert totals["applied"] >= 4 and totals["deleted"] >= 1  # before (fallback), live0..2; the delete
+        # live0..2 and the delete; "before", equal on both sides, is not sent again by the fallback
+        assert totals["applied"] >= 3 and totals["deleted"] >= 1
         # its first run found the other process's cursor (announced); then the feed all along
         assert err.count(b"warning: change feed gap") == 1 and b"another process" in err
         assert contents(src) == contents(dst)

@@ -1,8 +1,9 @@
 """A read never changes a SQLite or libSQL file, and a database kvctl did not create is never altered.
 
 Every read command runs through the real CLI on (a) a missing path, (b) a kvctl store and (c) a
-database holding only another program's tables (Gorkflow's SQLite schema); the file's bytes and
-the presence of its ``-wal``/``-shm`` siblings are compared before and after.
+database holding only another program's tables (Gorkflow's SQLite schema), and so does every
+write command on (c) without ``?create=true``; the file's bytes and the presence of its
+``-wal``/``-shm``/``-journal`` siblings are compared before and after.
 """
 
 from __future__ import annotations
@@ -10,12 +11,13 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from kvctl.testing.cli import read_commands, run_kvctl
+from kvctl.testing.cli import read_commands, run_kvctl, write_commands, write_inputs
 
 # Gorkflow's SQLite/libSQL layout (store/libsql_schema.go, see app-tables.md section 1.1).
 GORKFLOW_DDL = """
@@ -84,10 +86,12 @@ def test_a_database_of_other_tables_is_refused_and_left_as_it_was(
     db = tmp_path / "app.db"
     gorkflow_db(db)
     url = f"{scheme}://{db}"
-    before = state(db)
     out = tmp_path / "out"
     out.mkdir()
-    for args in [*read_commands(url, "memory://", out), ["-u", url, "set", "k", "v"], ["-u", url, "del", "k"]]:
+    source = kvctl_source(env, tmp_path, out)
+    before = state(db)
+    reads, writes = read_commands(url, "memory://", out), write_commands(url, source, out)
+    for args in [*reads, *writes]:
         done = run_kvctl(env, *args, binary=True)
         assert done.returncode == 2, (args, done.stderr)
         line = done.stderr.decode()
@@ -96,7 +100,7 @@ def test_a_database_of_other_tables_is_refused_and_left_as_it_was(
         assert "cannot map other programs' tables yet" in line
         for table in GORKFLOW_TABLES:
             assert f"{table} ({url}?table={table})" in line
-        assert ("create=true" in line) == (args[2] in ("set", "del")), args
+        assert ("create=true" in line) == (args in writes), args
         assert state(db) == before, f"{args} changed the application's database"
     # one of its tables named outright: refused as well, honestly, nothing changed
     for args in (["get", "x"], ["set", "x", "y"]):
@@ -106,6 +110,71 @@ def test_a_database_of_other_tables_is_refused_and_left_as_it_was(
     assert state(db) == before
     with sqlite3.connect(db) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+
+
+def kvctl_source(env: dict[str, str], tmp_path: Path, out: Path) -> str:
+    """A kvctl store to copy, sync, export and snapshot from, and the files made of it."""
+    source = f"sqlite://{tmp_path / 'source.db'}"
+    assert run_kvctl(env, "-u", source, "set", "k", "from the source", binary=True).returncode == 0
+    write_inputs(env, source, out)
+    return source
+
+
+def app_rows(db: Path) -> list[tuple[object, ...]]:
+    with sqlite3.connect(db) as conn:
+        return [(table, *row) for table in GORKFLOW_TABLES
+                for row in conn.execute(f"SELECT * FROM {table} ORDER BY rowid")]
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_every_write_with_create_true_keeps_the_application_tables(
+        scheme: str, env: dict[str, str], tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    source = kvctl_source(env, tmp_path, out)
+    for i in range(len(write_commands("", source, out))):
+        db = tmp_path / f"app{i}.db"
+        gorkflow_db(db)
+        rows = app_rows(db)
+        args = write_commands(f"{scheme}://{db}?create=true", source, out)[i]
+        done = run_kvctl(env, *args, binary=True)
+        missing = args[2:3] in (["expire"], ["persist"], ["del"]) and b"not found" in done.stderr  # exit 1
+        assert done.returncode == 0 or (done.returncode == 1 and missing), (args, done.stderr)
+        assert app_rows(db) == rows, args
+        with sqlite3.connect(db) as conn:
+            assert conn.execute("SELECT count(*) FROM sqlite_master WHERE name = 'kv'").fetchone() == (1,), args
+
+
+def crashed_writer(db: Path, script: str) -> None:
+    """Run ``script`` on ``db`` in WAL mode, without checkpoints, in a process that then dies
+    without closing: the -wal keeps commits the file does not hold yet."""
+    code = (f"import os, sqlite3\nc = sqlite3.connect({str(db)!r}, isolation_level=None)\n"
+            "c.execute('PRAGMA journal_mode = wal')\nc.execute('PRAGMA wal_autocheckpoint = 0')\n"
+            f"c.executescript({script!r})\nos._exit(0)\n")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def with_wal(db: Path) -> tuple[tuple[str | None, list[str]], bytes]:
+    return state(db), (db.parent / f"{db.name}-wal").read_bytes()
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_reads_leave_a_crashed_writers_wal_alone(scheme: str, env: dict[str, str], tmp_path: Path) -> None:
+    """Closing the last connection checkpoints a -wal into the file and deletes it: a read must
+    not be that connection, for an application's database nor for a kvctl store."""
+    out = tmp_path / "out"
+    out.mkdir()
+    app, store = tmp_path / "app.db", tmp_path / "store.db"
+    crashed_writer(app, GORKFLOW_DDL)
+    assert run_kvctl(env, "-u", f"{scheme}://{store}", "set", "k", "v", binary=True).returncode == 0
+    crashed_writer(store, "CREATE TABLE notes (n); INSERT INTO notes VALUES (1);")
+    for db, codes in ((app, (2,)), (store, (0, 1))):
+        before = with_wal(db)
+        assert before[0][1] == [db.name, f"{db.name}-shm", f"{db.name}-wal"] and before[1]
+        for args in read_commands(f"{scheme}://{db}", "memory://", out):
+            done = run_kvctl(env, *args, binary=True)
+            assert done.returncode in codes, (args, done.stderr)
+            assert with_wal(db) == before, f"{args} changed {db.name} or its -wal"
 
 
 @pytest.mark.parametrize("scheme", SCHEMES)
