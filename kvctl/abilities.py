@@ -113,6 +113,12 @@ class TypedValues(Protocol):
     def restore_many(self, records: Iterable[Record]) -> None:
         """Write records produced by ``dump_many`` (of a store of the same backend family)."""
 
+    def json_many(self, keys: Sequence[bytes]) -> list[Record | None]:
+        """One entry per key, in order: a typed value as its JSON document (the shapes of
+        :mod:`kvctl.plugin_kit.typedjson`) in a plain record (``kind`` None) with its expiry; a
+        plain value as ``get_many`` reads it; a value of a type without a JSON shape with its
+        ``kind`` kept and an empty value; None for a key that is missing or expired."""
+
 
 @runtime_checkable
 class AsyncTypedValues(Protocol):
@@ -123,6 +129,9 @@ class AsyncTypedValues(Protocol):
 
     async def restore_many(self, records: Iterable[Record]) -> None:
         """As :meth:`TypedValues.restore_many`."""
+
+    async def json_many(self, keys: Sequence[bytes]) -> list[Record | None]:
+        """As :meth:`TypedValues.json_many`."""
 
 
 @runtime_checkable

@@ -249,6 +249,9 @@ class _AsyncTypedValues(AsyncAdapter):
     async def restore_many(self, records: Iterable[Record]) -> None:
         await self._call(self.inner.restore_many, records)
 
+    async def json_many(self, keys: Sequence[bytes]) -> list[Record | None]:
+        return await self._call(self.inner.json_many, keys)
+
 
 class _AsyncPartitioned(AsyncAdapter):
     inner: Any
@@ -313,6 +316,9 @@ class _SyncTypedValues(SyncAdapter):
 
     def restore_many(self, records: Iterable[Record]) -> None:
         self._run(self.inner.restore_many(records))
+
+    def json_many(self, keys: Sequence[bytes]) -> list[Record | None]:
+        return self._run(self.inner.json_many(keys))
 
 
 class _SyncPartitioned(SyncAdapter):

@@ -15,12 +15,12 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from kvctl.errors import KvctlError, UnsupportedError, UsageError
-from kvctl.plugin_kit import StoreBase, check_conditional, deadline_ms
+from kvctl.plugin_kit import StoreBase, check_conditional, deadline_ms, typedjson
 from kvctl.store import Capabilities, Page, Record, StoreURL, now_ms
 
 from . import limits, scripts
 from .cache import DELETED, INVALIDATED, Invalidator, LocalCache
-from .commands import Commands, escape_glob, expiry, raise_first_error
+from .commands import Commands, escape_glob, expiry, raise_first_error, typed_content
 from .errors import DRIVER_ERRORS, translate, translating
 from .options import RedisSettings
 
@@ -85,6 +85,10 @@ class RedisStoreBase(StoreBase):
 
     def _dump(self, keys: list[bytes]) -> list[tuple[Any, Any, Any]]:
         """For each key: (DUMP reply, expiry reply, TYPE reply)."""
+        raise NotImplementedError
+
+    def _read_typed(self, keys: list[bytes]) -> list[tuple[Any, Any, Any]]:
+        """For each key, read atomically: (TYPE reply, whole content or None, expiry reply)."""
         raise NotImplementedError
 
     def _restore(self, commands: Commands) -> None:
@@ -419,6 +423,29 @@ class RedisStoreBase(StoreBase):
                 continue
             kind_text = kind.decode() if isinstance(kind, bytes) else str(kind)
             out.append(Record(key, payload, exp, kind=kind_text))
+        return out
+
+    def json_many(self, keys: Sequence[bytes]) -> list[Record | None]:
+        """Each key's value with a typed one as its JSON document (kvctl.plugin_kit.typedjson),
+        type, content and expiry read in one atomic step per key."""
+        if not keys:
+            return []
+        ns = self.ns
+        with translating(self.where):
+            replies = self._read_typed([ns + k for k in keys] if ns else list(keys))
+        now = now_ms()
+        out: list[Record | None] = []
+        for key, (kind, content, exp_reply) in zip(keys, replies, strict=True):
+            exp = expiry(exp_reply, now, self.relative_ttl)
+            kind_text = kind.decode() if isinstance(kind, bytes) else str(kind)
+            if kind_text == "none" or exp_reply == -2 or (exp is not None and exp <= now):
+                out.append(None)
+            elif kind_text == "string":
+                out.append(Record(key, content, exp))
+            elif content is None:  # a module's type: no JSON shape, reported as typed
+                out.append(Record(key, b"", exp, kind=kind_text))
+            else:
+                out.append(Record(key, typedjson.document(kind_text, typed_content(kind_text, content)), exp))
         return out
 
     def restore_many(self, records: Iterable[Record]) -> None:

@@ -387,6 +387,24 @@ class RedisClusterStore(RedisStoreBase):
 
         return self._per_node(keys, build, parse, slowly)
 
+    def _read_typed(self, keys: list[bytes]) -> list[tuple[Any, Any, Any]]:
+        def build(part: list[bytes]) -> Commands:
+            script = scripts.TYPED_SCRIPTS[self.relative_ttl]
+            return [script.call(part[a:b], cluster=True) for a, b in ranges(part)]
+
+        def parse(part: list[bytes], replies: list[Any]) -> list[Any]:
+            flat = [x for r in replies for x in r]
+            return list(zip(flat[0::3], flat[1::3], flat[2::3], strict=True))
+
+        def slowly(part: list[bytes]) -> list[Any]:
+            # one key per script, declared in KEYS, so the cluster client routes it to its node
+            text = scripts.TYPED_SCRIPTS[self.relative_ttl].text
+            replies = self._pipeline([(b"EVAL", text, 1, k) for k in part])
+            raise_first_error(replies)
+            return [tuple(r) for r in replies]
+
+        return self._per_node(keys, build, parse, slowly, scripts.TYPED_SCRIPTS)
+
     def _restore(self, commands: Commands) -> None:
         restores = [c for c in commands if c[0] == b"RESTORE"]
         by_key = {c[1]: c for c in restores}

@@ -195,6 +195,16 @@ class RedisStore(RedisStoreBase):
             out.extend(zip(replies[0::3], replies[1::3], replies[2::3], strict=True))
         return out
 
+    def _read_typed(self, keys: list[bytes]) -> list[tuple[Any, Any, Any]]:
+        out: list[tuple[Any, Any, Any]] = []
+        for a, b in ranges(keys):
+            part = keys[a:b]
+            replies = self._run_script(scripts.TYPED_SCRIPTS, lambda s, part=part: [s.call(part, cluster=False)])
+            raise_first_error(replies)
+            flat = replies[0]
+            out.extend(zip(flat[0::3], flat[1::3], flat[2::3], strict=True))
+        return out
+
     def _restore(self, commands: Commands) -> None:
         if len(commands) > 1:
             commands = [(b"MULTI",), *commands, (b"EXEC",)]
