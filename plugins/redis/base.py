@@ -43,6 +43,7 @@ class RedisStoreBase(StoreBase):
         self.where = url.redacted()
         self.settings = settings
         self.ns = settings.namespace
+        self.codec = settings.codec  # ?codec=session: values read and written as Session stores them
         self.relative_ttl = False  # True on servers older than 7.0 (no PEXPIRETIME)
         self._bulk_limit: int | None = None  # the server's proto-max-bulk-len, once asked (limits.py)
         self._bulk_asked = False
@@ -147,7 +148,26 @@ class RedisStoreBase(StoreBase):
             else:  # another Redis type: reported, never dropped
                 kind = value[0].decode() if isinstance(value[0], bytes) else str(value[0])
                 append(Record(key, b"", exp, kind=kind))
-        return out
+        return self._decoded(out) if self.codec is not None else out
+
+    def _decoded(self, records: list[Record | None]) -> list[Record | None]:
+        codec = self.codec
+        assert codec is not None
+        return [r if r is None or r.kind is not None else r._replace(value=codec.decode(r.key, r.value))
+                for r in records]
+
+    def _encoded(self, records: list[Record]) -> list[Record]:
+        """``records`` with their values as the codec stores them, each the way the value it
+        replaces is stored (read first: one round trip)."""
+        codec = self.codec
+        assert codec is not None
+        ns = self.ns
+        try:
+            current = self._fetch([ns + r.key for r in records])
+        except DRIVER_ERRORS as exc:
+            raise translate(exc, self.where) from None
+        return [r._replace(value=codec.encode(r.key, r.value, old if isinstance(old, bytes) else None))
+                for r, (old, _) in zip(records, current, strict=True)]
 
     def get(self, key: bytes) -> Record | None:
         cache = self.cache
@@ -180,12 +200,18 @@ class RedisStoreBase(StoreBase):
 
     # -- writes ------------------------------------------------------------------------------
     def set(self, key: bytes, value: bytes, *, ttl_ms: int | None = None) -> None:
+        if self.codec is not None and ttl_ms is None:
+            # editing one Session value never makes the session immortal: its expiry stays
+            self.set_if(Record(key, value), keep_ttl=True)
+            return
         self.set_many([Record(key, value, deadline_ms(ttl_ms))])
 
     def set_many(self, records: Iterable[Record]) -> None:
         batch = records if isinstance(records, list) else list(records)
         if not batch:
             return
+        if self.codec is not None:
+            batch = self._encoded(batch)
         caps = self.capabilities
         # the declared limits, and the server's for strings over limits.FLOOR: all checked before
         # anything is written; batches of smaller records pay one comparison per record
@@ -221,6 +247,8 @@ class RedisStoreBase(StoreBase):
 
     def set_if(self, record: Record, *, exists: bool | None = None, keep_ttl: bool = False) -> bool:
         check_conditional(record, keep_ttl)
+        if self.codec is not None:
+            record = self._encoded([record])[0]
         self._check(record.key, record.value)
         command: tuple[Any, ...] = (b"SET", self.ns + record.key, record.value)
         if exists is not None:
@@ -441,7 +469,8 @@ class RedisStoreBase(StoreBase):
             if kind_text == "none" or exp_reply == -2 or (exp is not None and exp <= now):
                 out.append(None)
             elif kind_text == "string":
-                out.append(Record(key, content, exp))
+                record = Record(key, content, exp)
+                out.append(self._decoded([record])[0] if self.codec is not None else record)
             elif content is None:  # a module's type: no JSON shape, reported as typed
                 out.append(Record(key, b"", exp, kind=kind_text))
             else:
