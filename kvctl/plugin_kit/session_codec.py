@@ -35,7 +35,8 @@ from kvctl.url import StoreURL
 if TYPE_CHECKING:
     from .sealer import Sealer
 
-__all__ = ["GZIP_MODES", "SECRET_ENV", "SECRET_OPTIONS", "SessionCodec", "open_sealer", "read_secret"]
+__all__ = ["GZIP_MODES", "SECRET_ENV", "SECRET_OPTIONS", "SessionCodec", "open_sealer", "read_secret",
+           "refuse_secret_in_url"]
 
 SECRET_ENV = "KVCTL_COOKIE_SECRET"
 # the options that say where the secret is and how Session derives its keys from it

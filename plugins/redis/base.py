@@ -11,7 +11,7 @@ feed.py) is done once, here.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from kvctl.errors import KvctlError, UnsupportedError, UsageError
@@ -89,7 +89,7 @@ class RedisStoreBase(StoreBase):
         raise NotImplementedError
 
     def _read_typed(self, keys: list[bytes]) -> list[tuple[Any, Any, Any]]:
-        """For each key, read atomically: (TYPE reply, whole content or None, expiry reply)."""
+        """For each key, read atomically: (whole content or None, expiry reply, TYPE reply)."""
         raise NotImplementedError
 
     def _restore(self, commands: Commands) -> None:
@@ -437,44 +437,39 @@ class RedisStoreBase(StoreBase):
     # -- Redis types: DUMP / RESTORE for the migrate engine -----------------------------------
     def dump_many(self, keys: Sequence[bytes]) -> list[Record | None]:
         """DUMP payloads of ``keys`` (any type), with their Redis type as ``kind`` and expiry."""
-        if not keys:
-            return []
-        ns = self.ns
-        with translating(self.where):
-            replies = self._dump([ns + k for k in keys] if ns else list(keys))
-        now = now_ms()
-        out: list[Record | None] = []
-        for key, (payload, exp_reply, kind) in zip(keys, replies, strict=True):
-            exp = expiry(exp_reply, now, self.relative_ttl)
-            if not isinstance(payload, bytes) or exp_reply == -2 or (exp is not None and exp <= now):
-                out.append(None)
-                continue
-            kind_text = kind.decode() if isinstance(kind, bytes) else str(kind)
-            out.append(Record(key, payload, exp, kind=kind_text))
-        return out
+        return self._per_key(keys, self._dump, lambda key, payload, exp, kind: Record(
+            key, payload, exp, kind=kind) if isinstance(payload, bytes) else None)
 
     def json_many(self, keys: Sequence[bytes]) -> list[Record | None]:
         """Each key's value with a typed one as its JSON document (kvctl.plugin_kit.typedjson),
         type, content and expiry read in one atomic step per key."""
+        return self._per_key(keys, self._read_typed, self._json_record)
+
+    def _json_record(self, key: bytes, content: Any, exp: int | None, kind: str) -> Record:
+        if kind == "string":
+            return Record(key, content if self.codec is None else self.codec.decode(key, content), exp)
+        if content is None:  # a module's type: no JSON shape, reported as typed
+            return Record(key, b"", exp, kind=kind)
+        return Record(key, typedjson.document(kind, typed_content(kind, content)), exp)
+
+    def _per_key(self, keys: Sequence[bytes], read: Callable[[list[bytes]], list[tuple[Any, Any, Any]]],
+                 make: Callable[[bytes, Any, int | None, str], Record | None]) -> list[Record | None]:
+        """``read`` (full keys -> (payload, expiry reply, TYPE reply) each) made into records;
+        None for a key that is missing or expired."""
         if not keys:
             return []
         ns = self.ns
         with translating(self.where):
-            replies = self._read_typed([ns + k for k in keys] if ns else list(keys))
+            replies = read([ns + k for k in keys] if ns else list(keys))
         now = now_ms()
         out: list[Record | None] = []
-        for key, (kind, content, exp_reply) in zip(keys, replies, strict=True):
+        for key, (payload, exp_reply, kind) in zip(keys, replies, strict=True):
             exp = expiry(exp_reply, now, self.relative_ttl)
             kind_text = kind.decode() if isinstance(kind, bytes) else str(kind)
             if kind_text == "none" or exp_reply == -2 or (exp is not None and exp <= now):
                 out.append(None)
-            elif kind_text == "string":
-                record = Record(key, content, exp)
-                out.append(self._decoded([record])[0] if self.codec is not None else record)
-            elif content is None:  # a module's type: no JSON shape, reported as typed
-                out.append(Record(key, b"", exp, kind=kind_text))
             else:
-                out.append(Record(key, typedjson.document(kind_text, typed_content(kind_text, content)), exp))
+                out.append(make(key, payload, exp, kind_text))
         return out
 
     def restore_many(self, records: Iterable[Record]) -> None:

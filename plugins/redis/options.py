@@ -28,7 +28,14 @@ from typing import Any
 from urllib.parse import unquote
 
 from kvctl.errors import BadURLError
-from kvctl.plugin_kit.session_codec import GZIP_MODES, SECRET_OPTIONS, SessionCodec, open_sealer, read_secret
+from kvctl.plugin_kit.session_codec import (
+    GZIP_MODES,
+    SECRET_OPTIONS,
+    SessionCodec,
+    open_sealer,
+    read_secret,
+    refuse_secret_in_url,
+)
 from kvctl.url import StoreURL
 
 # Session's ("Clustered Redis") defaults: 10,000 entries, 30 s from write, this channel.
@@ -150,8 +157,9 @@ def parse(url: StoreURL, *, cluster: bool) -> RedisSettings:
 
 
 def _codec(url: StoreURL) -> SessionCodec | None:
+    refuse_secret_in_url(url)
     if url.choice_option("codec", ("none", "session"), "none") == "none":
-        extra = sorted(n for n in ("gzip", "secret", *SECRET_OPTIONS) if url.option(n) is not None)
+        extra = sorted(n for n in ("gzip", *SECRET_OPTIONS) if url.option(n) is not None)
         if extra:
             raise BadURLError(f"{extra[0]} needs codec=session in {url.redacted()}")
         return None
