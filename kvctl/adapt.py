@@ -26,6 +26,7 @@ from kvctl.abilities import (
     Partitioned,
     Rebalancing,
     Replicable,
+    TypedJSON,
     TypedValues,
 )
 from kvctl.plugin_kit import closing_after
@@ -249,6 +250,10 @@ class _AsyncTypedValues(AsyncAdapter):
     async def restore_many(self, records: Iterable[Record]) -> None:
         await self._call(self.inner.restore_many, records)
 
+
+class _AsyncTypedJSON(AsyncAdapter):
+    inner: Any
+
     async def json_many(self, keys: Sequence[bytes]) -> list[Record | None]:
         return await self._call(self.inner.json_many, keys)
 
@@ -317,6 +322,10 @@ class _SyncTypedValues(SyncAdapter):
     def restore_many(self, records: Iterable[Record]) -> None:
         self._run(self.inner.restore_many(records))
 
+
+class _SyncTypedJSON(SyncAdapter):
+    inner: Any
+
     def json_many(self, keys: Sequence[bytes]) -> list[Record | None]:
         return self._run(self.inner.json_many(keys))
 
@@ -359,6 +368,7 @@ _ABILITIES: tuple[tuple[type, type[AsyncAdapter], type[SyncAdapter]], ...] = (
     (Replicable, _AsyncReplicable, _SyncReplicable),
     (NewerWrites, _AsyncNewerWrites, _SyncNewerWrites),
     (TypedValues, _AsyncTypedValues, _SyncTypedValues),
+    (TypedJSON, _AsyncTypedJSON, _SyncTypedJSON),
     (Partitioned, _AsyncPartitioned, _SyncPartitioned),
     (Rebalancing, _AsyncRebalancing, _SyncRebalancing),
     (Expiry, _AsyncExpiry, _SyncExpiry),

@@ -15,7 +15,7 @@ from typing import Annotated, Any
 
 import typer
 
-from kvctl.abilities import TypedValues
+from kvctl.abilities import TypedJSON, TypedValues
 from kvctl.engines.typedjson import Types, replaced, typed_keys
 from kvctl.store import Record
 
@@ -29,6 +29,8 @@ TypesOpt = Annotated[Types, typer.Option(
 def typed_shown(store: Any, records: Sequence[Record | None], types: str) -> list[Record | None]:
     """``records`` with each typed value read again as ``types`` asks (None: it vanished since)."""
     keys = typed_keys(records)
-    if not keys or not isinstance(store, TypedValues):
-        return list(records)
-    return replaced(records, keys, store.json_many(keys) if types == "json" else store.dump_many(keys))
+    if types == "json" and isinstance(store, TypedJSON):
+        return replaced(records, keys, store.json_many(keys)) if keys else list(records)
+    if types == "dump" and isinstance(store, TypedValues):
+        return replaced(records, keys, store.dump_many(keys)) if keys else list(records)
+    return list(records)

@@ -4,7 +4,7 @@ list, set, sorted set, stream) reads as its JSON document, a plain string value.
 Migrate and export read their source through the view, so everything after the read (the batch
 writer, conflict policies, ``--resume``, ``--verify``, ``--delete-extra``) sees plain records and
 a destination without typed values stores the documents as it stores any value.  The rendering is
-the store's own (:meth:`~kvctl.abilities.TypedValues.json_many`); a store without typed values is
+the store's own (:meth:`~kvctl.abilities.TypedJSON.json_many`); a store without typed values is
 read as it is.  A value of a type without a JSON shape stays typed, and is reported as
 incomplete where it cannot be carried.
 """
@@ -15,7 +15,7 @@ import dataclasses
 from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any, Literal, cast, get_args
 
-from kvctl.abilities import AsyncPartitioned, AsyncTypedValues
+from kvctl.abilities import AsyncPartitioned, AsyncTypedJSON
 from kvctl.store import AsyncStore, Page, Record
 
 Types = Literal["dump", "json"]
@@ -35,7 +35,7 @@ def replaced(records: Sequence[Record | None], keys: list[bytes], again: list[Re
     return [r if r is None or r.kind is None else found[r.key] for r in records]
 
 
-async def render(store: AsyncTypedValues, records: Sequence[Record | None]) -> list[Record | None]:
+async def render(store: AsyncTypedJSON, records: Sequence[Record | None]) -> list[Record | None]:
     """``records`` with each typed one replaced by its JSON rendering (None: the key vanished)."""
     keys = typed_keys(records)
     return replaced(records, keys, await store.json_many(keys)) if keys else list(records)
@@ -43,7 +43,7 @@ async def render(store: AsyncTypedValues, records: Sequence[Record | None]) -> l
 
 def json_view(store: AsyncStore, types: str = "json") -> AsyncStore:
     """``store`` read with its typed values as JSON documents (``types`` "json"), else itself."""
-    if types != "json" or not (store.capabilities.typed_values and isinstance(store, AsyncTypedValues)):
+    if types != "json" or not (store.capabilities.typed_values and isinstance(store, AsyncTypedJSON)):
         return store
     view = _PartitionedView(store) if isinstance(store, AsyncPartitioned) else _View(store)
     return cast(AsyncStore, view)

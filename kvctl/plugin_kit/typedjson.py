@@ -1,5 +1,5 @@
 """Typed values (a hash, list, set, sorted set, stream) as one JSON document, the same for every
-backend that holds them (:meth:`kvctl.abilities.TypedValues.json_many`)::
+backend that holds them (:meth:`kvctl.abilities.TypedJSON.json_many`)::
 
     {"type": "hash",   "value": {"field": "value", ...}}                  fields in byte order
     {"type": "list",   "value": ["a", "b", ...]}                           list order

@@ -441,8 +441,8 @@ class RedisStoreBase(StoreBase):
             key, payload, exp, kind=kind) if isinstance(payload, bytes) else None)
 
     def json_many(self, keys: Sequence[bytes]) -> list[Record | None]:
-        """Each key's value with a typed one as its JSON document (kvctl.plugin_kit.typedjson),
-        type, content and expiry read in one atomic step per key."""
+        """TypedJSON: each key's value with a typed one as its JSON document
+        (kvctl.plugin_kit.typedjson), type, content and expiry read in one atomic step per key."""
         return self._per_key(keys, self._read_typed, self._json_record)
 
     def _json_record(self, key: bytes, content: Any, exp: int | None, kind: str) -> Record:
