@@ -3,7 +3,7 @@
 :class:`~kvctl.store.Capabilities` where there is a flag.
 
 :class:`ChangeFeed`, :class:`Replicable` (``apply_many``), :class:`NewerWrites`
-(``set_newer_many``), :class:`TypedValues`, :class:`Partitioned`, :class:`Rebalancing`,
+(``set_newer_many``), :class:`TypedValues` (and :class:`TypedJSON`), :class:`Partitioned`, :class:`Rebalancing`,
 :class:`Expiry` and :class:`ConditionalWrites`, each with an ``Async`` form.  Engines and the CLI
 test them with ``isinstance`` (:mod:`kvctl.adapt` forwards exactly the ones the wrapped store
 has); a store without an ability is refused with :class:`~kvctl.errors.UnsupportedError`.
@@ -24,6 +24,7 @@ __all__ = [
     "AsyncPartitioned",
     "AsyncRebalancing",
     "AsyncReplicable",
+    "AsyncTypedJSON",
     "AsyncTypedValues",
     "ChangeFeed",
     "ConditionalWrites",
@@ -32,6 +33,7 @@ __all__ = [
     "Partitioned",
     "Rebalancing",
     "Replicable",
+    "TypedJSON",
     "TypedValues",
 ]
 
@@ -123,6 +125,25 @@ class AsyncTypedValues(Protocol):
 
     async def restore_many(self, records: Iterable[Record]) -> None:
         """As :meth:`TypedValues.restore_many`."""
+
+
+@runtime_checkable
+class TypedJSON(Protocol):
+    """Beside :class:`TypedValues`: typed values rendered as JSON documents (``--types json``)."""
+
+    def json_many(self, keys: Sequence[bytes]) -> list[Record | None]:
+        """One entry per key, in order: a typed value as its JSON document (the shapes of
+        :mod:`kvctl.plugin_kit.typedjson`) in a plain record (``kind`` None) with its expiry; a
+        plain value as ``get_many`` reads it; a value of a type without a JSON shape with its
+        ``kind`` kept and an empty value; None for a key that is missing or expired."""
+
+
+@runtime_checkable
+class AsyncTypedJSON(Protocol):
+    """:class:`TypedJSON`, awaited."""
+
+    async def json_many(self, keys: Sequence[bytes]) -> list[Record | None]:
+        """As :meth:`TypedJSON.json_many`."""
 
 
 @runtime_checkable

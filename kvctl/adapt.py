@@ -26,6 +26,7 @@ from kvctl.abilities import (
     Partitioned,
     Rebalancing,
     Replicable,
+    TypedJSON,
     TypedValues,
 )
 from kvctl.plugin_kit import closing_after
@@ -250,6 +251,13 @@ class _AsyncTypedValues(AsyncAdapter):
         await self._call(self.inner.restore_many, records)
 
 
+class _AsyncTypedJSON(AsyncAdapter):
+    inner: Any
+
+    async def json_many(self, keys: Sequence[bytes]) -> list[Record | None]:
+        return await self._call(self.inner.json_many, keys)
+
+
 class _AsyncPartitioned(AsyncAdapter):
     inner: Any
 
@@ -315,6 +323,13 @@ class _SyncTypedValues(SyncAdapter):
         self._run(self.inner.restore_many(records))
 
 
+class _SyncTypedJSON(SyncAdapter):
+    inner: Any
+
+    def json_many(self, keys: Sequence[bytes]) -> list[Record | None]:
+        return self._run(self.inner.json_many(keys))
+
+
 class _SyncPartitioned(SyncAdapter):
     inner: Any
 
@@ -353,6 +368,7 @@ _ABILITIES: tuple[tuple[type, type[AsyncAdapter], type[SyncAdapter]], ...] = (
     (Replicable, _AsyncReplicable, _SyncReplicable),
     (NewerWrites, _AsyncNewerWrites, _SyncNewerWrites),
     (TypedValues, _AsyncTypedValues, _SyncTypedValues),
+    (TypedJSON, _AsyncTypedJSON, _SyncTypedJSON),
     (Partitioned, _AsyncPartitioned, _SyncPartitioned),
     (Rebalancing, _AsyncRebalancing, _SyncRebalancing),
     (Expiry, _AsyncExpiry, _SyncExpiry),

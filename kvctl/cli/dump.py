@@ -12,6 +12,7 @@ from kvctl.cli.context import open_input_file, resolve_url
 from kvctl.cli.options import DRY_RUN_HELP, BatchOpt, Conflict, FormatOpt, GlobOpt, PrefixOpt, key_filter
 from kvctl.cli.output import JsonOpt, QuietOpt, info, json_doc
 from kvctl.cli.progress import ProgressBar, show_progress
+from kvctl.cli.typed import TypesOpt
 from kvctl.cli.usage import examples
 
 
@@ -26,8 +27,14 @@ def export(
         "--json", help="Print the summary as JSON on stdout (with -o FILE: stdout carries the export "
         "otherwise).")] = False,
     quiet: QuietOpt = False,
+    types: TypesOpt = "dump",
 ) -> None:
-    """Write every key as JSON lines (or CSV): binary-safe, with absolute expiry and version."""
+    """Write every key as JSON lines (or CSV): binary-safe, with absolute expiry and version.
+
+    A Redis hash, list, set, sorted set or stream is written as its DUMP payload with its kind
+    (--types dump: import restores it into Redis), or as a JSON document, a plain value that any
+    store can import (--types json).
+    """
     from kvctl.engines import dump
 
     if as_json and output == "-":
@@ -35,7 +42,7 @@ def export(
 
         raise UsageError("--json needs -o FILE: without it, stdout carries the export")
     store_url = resolve_url(url, access="read")
-    opts = dump.ExportOptions(dump.guess_format(output, fmt), key_filter(prefix, glob), batch_size)
+    opts = dump.ExportOptions(dump.guess_format(output, fmt), key_filter(prefix, glob), batch_size, types)
     with ProgressBar(show_progress()) as bar:
         # to a file: it appears only when the export is complete
         summary = dump.export(store_url, sys.stdout.buffer if output == "-" else Path(output), opts, bar.reporter)
@@ -96,6 +103,7 @@ def register(app: typer.Typer) -> None:
         "kvctl export -o backup.jsonl",
         "kvctl export redis://localhost:6379/0 --prefix user: -o users.csv",
         "kvctl export | gzip > backup.jsonl.gz",
+        "kvctl export redis://localhost:6379/0 --types json -o readable.jsonl   # hashes etc. as JSON",
     ))(export)
     app.command("import", epilog=examples(
         "kvctl import backup.jsonl",

@@ -12,6 +12,7 @@ import typer
 from kvctl.cli.context import STATE, open_store, read_input_file, store_name
 from kvctl.cli.options import GlobOpt, PrefixOpt, key_filter
 from kvctl.cli.output import JsonOpt, QuietOpt, info, json_doc, json_line, warn
+from kvctl.cli.typed import TypesOpt, typed_shown
 from kvctl.cli.usage import examples
 from kvctl.codec import decode_arg, decode_input, json_bytes, json_key, show, show_key
 from kvctl.engines.reporting import plural
@@ -31,7 +32,7 @@ def parse_key(text: str) -> bytes:
 def record_json(rec: Record, keys_only: bool = False) -> dict[str, Any]:
     """A record as kvctl's JSON shows it, the same for get, scan and every key list."""
     obj: dict[str, Any] = json_key(rec.key)
-    if not keys_only and rec.kind is None:
+    if not keys_only and (rec.kind is None or rec.value):  # a typed value's dump has bytes
         json_bytes(obj, "value", rec.value)
     if rec.kind is not None:
         obj["kind"] = rec.kind
@@ -45,15 +46,19 @@ def get(
     keys: Annotated[list[str], typer.Argument(help="The keys (in the --keys encoding; text by default).",
                                               metavar="KEY...")],
     as_json: JsonOpt = False,
+    types: TypesOpt = "json",
 ) -> None:
     """Print KEY's value: the exact bytes (pipe-safe), or hex/base64 with --values.
 
     With several keys, one line each: KEY, a tab, the value (shown as scan shows it); a key that
-    is missing is named on stderr.  Exit 1 when a key is missing.
+    is missing is named on stderr.  Exit 1 when a key is missing.  A Redis hash, list, set,
+    sorted set or stream prints as a JSON document (--types json), or as its DUMP payload
+    (--types dump).
     """
     ks = [parse_key(k) for k in keys]
     with open_store(access="read") as store:
         recs = store.get_many(ks) if len(ks) > 1 else [store.get(ks[0])]
+        recs = typed_shown(store, recs, types)
         name = store_name(store)
     if len(ks) == 1:
         _print_one(ks[0], recs[0], name, as_json)
@@ -80,8 +85,9 @@ def _print_one(k: bytes, rec: Record | None, name: str, as_json: bool) -> None:
     if as_json:
         json_doc(record_json(rec))
         return
-    if rec.kind is not None:
-        raise UnsupportedError(f"key {show_key(k, STATE.key_encoding)} holds a {rec.kind}, not a string value")
+    if rec.kind is not None and not rec.value:  # a type without a JSON shape
+        raise UnsupportedError(f"key {show_key(k, STATE.key_encoding)} holds a {rec.kind}, which kvctl cannot "
+                               "show as JSON", hint="--types dump prints the store's dump payload")
     out = sys.stdout.buffer
     if STATE.value_encoding == "raw":
         out.write(rec.value)
@@ -94,7 +100,7 @@ def _print_one(k: bytes, rec: Record | None, name: str, as_json: bool) -> None:
 
 def _shown_value(rec: Record) -> str:
     """A value on one line of a listing (get of several keys, scan): never raw bytes."""
-    if rec.kind is not None:
+    if rec.kind is not None and not rec.value:
         return f"({rec.kind})"
     return show(rec.value, "text" if STATE.value_encoding == "raw" else STATE.value_encoding)
 
@@ -202,6 +208,7 @@ def scan(
     as_json: JsonOpt = False,
     batch_size: BatchOpt = 1000,
     quiet: QuietOpt = False,
+    types: TypesOpt = "json",
 ) -> None:
     """List keys (and values) under a prefix or glob, in key order where the backend keeps one.
 
@@ -228,6 +235,8 @@ def scan(
                 keys = [r.key for r in records]
                 records = records[keys.index(after) + 1:] if after in keys else records
                 after = None
+            if not keys_only:
+                records = [r for r in typed_shown(store, records, types) if r is not None]
             for rec in records:
                 if limit is not None and shown >= limit:
                     resume = key_cursor(last) if ordered and last is not None else _page_cursor(begin, last)

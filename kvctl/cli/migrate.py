@@ -23,6 +23,7 @@ from kvctl.cli.options import (
 )
 from kvctl.cli.output import JsonOpt, QuietOpt, info, json_doc, warn
 from kvctl.cli.progress import ProgressBar, human_bytes, show_progress
+from kvctl.cli.typed import TypesOpt
 from kvctl.cli.usage import examples
 from kvctl.codec import show_key
 
@@ -59,6 +60,7 @@ def migrate(
     checkpoint_every: Annotated[int, typer.Option(
         "--checkpoint-every", min=1, help="Batches between checkpoints (at most one a second).")] = 10,
     expiry_tolerance: ToleranceOpt = "2s",
+    types: TypesOpt = "dump",
     as_json: JsonOpt = False,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bar.")] = False,
     quiet: QuietOpt = False,
@@ -75,7 +77,8 @@ def migrate(
     """Copy every key from SRC to DST: streaming, resumable, with expiries and versions.
 
     Keys already expired are skipped and counted.  Typed values (e.g. Redis hashes) are copied
-    when both sides support them, otherwise reported by name (exit 8).  Exit codes: 0 done;
+    by DUMP/RESTORE when both sides support them, otherwise reported by name (exit 8); with
+    --types json every one is copied as its JSON document, a plain value any store holds.  Exit codes: 0 done;
     1 --verify found differences; 4 unsupported (e.g. a TTL key into a backend without TTLs,
     use --drop-ttl); 6 --on-conflict fail met an existing key; 8 incomplete copy or
     --delete-extra refused; 130 interrupted, 143 by SIGTERM (progress saved: rerun with --resume).
@@ -91,7 +94,7 @@ def migrate(
         delete_extra=delete_extra, max_delete=max_delete, resume=resume, verify=verify,
         drop_ttl=drop_ttl, batch_size=batch_size, checkpoint_path=checkpoint,
         checkpoint_every=checkpoint_every, expiry_tolerance_ms=duration_ms(expiry_tolerance, "--expiry-tolerance"),
-        estimate_total=progress, workers=workers,
+        estimate_total=progress, workers=workers, types=types,
     )
     if plan_out is not None:
         count = engine.write_plan(src_url, dst_url, plan, slices or 8 * workers, plan_out)
@@ -160,4 +163,5 @@ def register(app: typer.Typer) -> None:
         "kvctl migrate sqlite:///data/app.db redis://localhost:6379/0",
         "kvctl migrate old new --prefix user: --dry-run     # count what would be copied",
         "kvctl migrate old new --resume --verify            # continue a stopped run, then compare",
+        "kvctl migrate redis://r:6379/0 sqlite:///r.db --types json   # hashes, lists... as JSON values",
     ))(migrate)

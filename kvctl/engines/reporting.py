@@ -18,6 +18,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from kvctl.codec import show_key
 from kvctl.errors import IncompleteError
+from kvctl.plugin_kit import typedjson
 
 
 def plural(count: int, noun: str) -> str:
@@ -93,7 +94,10 @@ class Problems:
             parts.append(f"{plural(failed, 'key')} failed" + (
                 f" (first: {show_key(first_f[0][0])}: {first_f[0][1]})" if first_f else ""))
         if parts:
-            raise IncompleteError(f"{what} incomplete: {'; '.join(parts)}")
+            shaped = any(kind in typedjson.KINDS for _, kind in self.incomplete)
+            raise IncompleteError(f"{what} incomplete: {'; '.join(parts)}", hint=(
+                "--types json carries hashes, lists, sets, sorted sets and streams as JSON documents"
+                if shaped and what in ("copy", "export") else None))
 
 
 @dataclass

@@ -28,8 +28,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from kvctl.errors import CorruptError
-
-from .sealer import b64decode, b64encode
+from kvctl.plugin_kit.sealer import b64decode, b64encode
 
 KEY_ESCAPE = "$b64:"
 VALUE_ESCAPE = "$b64"

@@ -11,18 +11,18 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import replace
 from typing import Any, Self
 
-from kvctl.errors import BadURLError, KvctlError, LimitError, StoreIOError, UnsupportedError, UsageError
+from kvctl.errors import BadURLError, KvctlError, LimitError, StoreIOError, UnsupportedError
 from kvctl.plugin_kit import ScanRange, StoreBase, deadline_ms
+from kvctl.plugin_kit.sealer import Sealer
+from kvctl.plugin_kit.session_codec import SECRET_ENV, SECRET_OPTIONS, open_sealer, read_secret
 from kvctl.store import Capabilities, Page, Record, StoreURL, now_ms
 
-from .sealer import KDF_ITERATIONS, KDF_SALT, Sealer, derive_key
 from .session import SessionDoc, json_to_value, key_to_name, name_to_key, value_to_json
 
 __all__ = ["COOKIE_LIMIT", "CookieStore"]
 
 COOKIE_LIMIT = 4096  # bytes for name + value + attributes, per RFC 6265's minimum browsers honour
 ATTRIBUTE_ALLOWANCE = 100  # Session's allowance for "; Path=/; HttpOnly; Secure; SameSite=..."
-SECRET_ENV = "KVCTL_COOKIE_SECRET"
 DEFAULT_TIMEOUT_MS = 3_600_000  # Session's default session timeout
 # Ceilings for one key or value, refused up front; under them the whole-cookie check decides.
 # Uncompressed, nothing over ~2 KiB fits once the fixed overhead is paid (the session envelope of
@@ -31,8 +31,7 @@ DEFAULT_TIMEOUT_MS = 3_600_000  # Session's default session timeout
 MAX_ITEM_PLAIN = 2048
 MAX_ITEM = 64 * 1024
 _COOKIE_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+")  # RFC 6265 token characters
-_OPTIONS = {"name", "kdf", "kdf_salt", "kdf_iterations", "gzip", "digest_fallback", "secret_env",
-            "secret_file", "timeout", "sliding", "include_expired"}
+_OPTIONS = {"name", "gzip", "timeout", "sliding", "include_expired", *SECRET_OPTIONS}
 
 
 class CookieStore(StoreBase):
@@ -76,14 +75,9 @@ class CookieStore(StoreBase):
             )
         url.check_options(_OPTIONS)
         path = url.local_path()
-        secret = _read_secret(url)
-        kdf = url.choice_option("kdf", ("none", "pbkdf2"), "none") == "pbkdf2"
-        iterations = url.int_option("kdf_iterations", KDF_ITERATIONS)
-        if iterations < 1:
-            raise BadURLError("the cookie option kdf_iterations must be positive")
-        key = derive_key(secret, kdf=kdf, salt=url.option("kdf_salt") or KDF_SALT, iterations=iterations)
-        sealer = Sealer(secret, key, gzip_on_write=url.choice_option("gzip", ("auto", "always", "never"), "auto"),
-                        accept_sha1=url.bool_option("digest_fallback", False))
+        secret = read_secret(url)
+        assert secret is not None  # required: read_secret refuses a missing one
+        sealer = open_sealer(url, secret, gzip_on_write=url.choice_option("gzip", ("auto", "always", "never"), "auto"))
         timeout = url.duration_option_ms("timeout", DEFAULT_TIMEOUT_MS)
         return cls(url, path, sealer, cookie_name=url.option("name") or "session",
                    timeout_ms=timeout or DEFAULT_TIMEOUT_MS, sliding=url.bool_option("sliding", False),
@@ -297,30 +291,6 @@ class CookieStore(StoreBase):
             sys.stdout.write(self.last_token + "\n")
             sys.stdout.flush()
             self._dirty = False
-
-
-def _read_secret(url: StoreURL) -> bytes:
-    secret_file = url.option("secret_file")
-    if secret_file:
-        try:
-            with open(os.path.expanduser(secret_file), "rb") as fh:
-                raw = fh.read()
-        except OSError as exc:
-            raise UsageError(f"cannot read the cookie secret file (secret_file=): {exc.strerror}") from None
-        secret = raw[:-1] if raw.endswith(b"\n") else raw
-        secret = secret[:-1] if secret.endswith(b"\r") else secret
-        where = "the secret file"
-    else:
-        var = url.option("secret_env") or SECRET_ENV
-        value = os.environ.get(var)
-        secret = value.encode("utf-8") if value else b""
-        where = f"${var}"
-    if not secret:
-        raise UsageError(
-            f"no cookie secret in {where} "
-            f"(set ${SECRET_ENV}, or secret_env=NAME / secret_file=PATH in the URL)"
-        )
-    return secret
 
 
 def _cookie_value(text: str, name: str) -> str | None:

@@ -11,16 +11,16 @@ feed.py) is done once, here.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from kvctl.errors import KvctlError, UnsupportedError, UsageError
-from kvctl.plugin_kit import StoreBase, check_conditional, deadline_ms
+from kvctl.plugin_kit import StoreBase, check_conditional, deadline_ms, typedjson
 from kvctl.store import Capabilities, Page, Record, StoreURL, now_ms
 
 from . import limits, scripts
 from .cache import DELETED, INVALIDATED, Invalidator, LocalCache
-from .commands import Commands, escape_glob, expiry, raise_first_error
+from .commands import Commands, escape_glob, expiry, raise_first_error, typed_content
 from .errors import DRIVER_ERRORS, translate, translating
 from .options import RedisSettings
 
@@ -43,6 +43,7 @@ class RedisStoreBase(StoreBase):
         self.where = url.redacted()
         self.settings = settings
         self.ns = settings.namespace
+        self.codec = settings.codec  # ?codec=session: values read and written as Session stores them
         self.relative_ttl = False  # True on servers older than 7.0 (no PEXPIRETIME)
         self._bulk_limit: int | None = None  # the server's proto-max-bulk-len, once asked (limits.py)
         self._bulk_asked = False
@@ -85,6 +86,10 @@ class RedisStoreBase(StoreBase):
 
     def _dump(self, keys: list[bytes]) -> list[tuple[Any, Any, Any]]:
         """For each key: (DUMP reply, expiry reply, TYPE reply)."""
+        raise NotImplementedError
+
+    def _read_typed(self, keys: list[bytes]) -> list[tuple[Any, Any, Any]]:
+        """For each key, read atomically: (whole content or None, expiry reply, TYPE reply)."""
         raise NotImplementedError
 
     def _restore(self, commands: Commands) -> None:
@@ -143,7 +148,26 @@ class RedisStoreBase(StoreBase):
             else:  # another Redis type: reported, never dropped
                 kind = value[0].decode() if isinstance(value[0], bytes) else str(value[0])
                 append(Record(key, b"", exp, kind=kind))
-        return out
+        return self._decoded(out) if self.codec is not None else out
+
+    def _decoded(self, records: list[Record | None]) -> list[Record | None]:
+        codec = self.codec
+        assert codec is not None
+        return [r if r is None or r.kind is not None else r._replace(value=codec.decode(r.key, r.value))
+                for r in records]
+
+    def _encoded(self, records: list[Record]) -> list[Record]:
+        """``records`` with their values as the codec stores them, each the way the value it
+        replaces is stored (read first: one round trip)."""
+        codec = self.codec
+        assert codec is not None
+        ns = self.ns
+        try:
+            current = self._fetch([ns + r.key for r in records])
+        except DRIVER_ERRORS as exc:
+            raise translate(exc, self.where) from None
+        return [r._replace(value=codec.encode(r.key, r.value, old if isinstance(old, bytes) else None))
+                for r, (old, _) in zip(records, current, strict=True)]
 
     def get(self, key: bytes) -> Record | None:
         cache = self.cache
@@ -176,12 +200,18 @@ class RedisStoreBase(StoreBase):
 
     # -- writes ------------------------------------------------------------------------------
     def set(self, key: bytes, value: bytes, *, ttl_ms: int | None = None) -> None:
+        if self.codec is not None and ttl_ms is None:
+            # editing one Session value never makes the session immortal: its expiry stays
+            self.set_if(Record(key, value), keep_ttl=True)
+            return
         self.set_many([Record(key, value, deadline_ms(ttl_ms))])
 
     def set_many(self, records: Iterable[Record]) -> None:
         batch = records if isinstance(records, list) else list(records)
         if not batch:
             return
+        if self.codec is not None:
+            batch = self._encoded(batch)
         caps = self.capabilities
         # the declared limits, and the server's for strings over limits.FLOOR: all checked before
         # anything is written; batches of smaller records pay one comparison per record
@@ -217,6 +247,8 @@ class RedisStoreBase(StoreBase):
 
     def set_if(self, record: Record, *, exists: bool | None = None, keep_ttl: bool = False) -> bool:
         check_conditional(record, keep_ttl)
+        if self.codec is not None:
+            record = self._encoded([record])[0]
         self._check(record.key, record.value)
         command: tuple[Any, ...] = (b"SET", self.ns + record.key, record.value)
         if exists is not None:
@@ -405,20 +437,39 @@ class RedisStoreBase(StoreBase):
     # -- Redis types: DUMP / RESTORE for the migrate engine -----------------------------------
     def dump_many(self, keys: Sequence[bytes]) -> list[Record | None]:
         """DUMP payloads of ``keys`` (any type), with their Redis type as ``kind`` and expiry."""
+        return self._per_key(keys, self._dump, lambda key, payload, exp, kind: Record(
+            key, payload, exp, kind=kind) if isinstance(payload, bytes) else None)
+
+    def json_many(self, keys: Sequence[bytes]) -> list[Record | None]:
+        """TypedJSON: each key's value with a typed one as its JSON document
+        (kvctl.plugin_kit.typedjson), type, content and expiry read in one atomic step per key."""
+        return self._per_key(keys, self._read_typed, self._json_record)
+
+    def _json_record(self, key: bytes, content: Any, exp: int | None, kind: str) -> Record:
+        if kind == "string":
+            return Record(key, content if self.codec is None else self.codec.decode(key, content), exp)
+        if content is None:  # a module's type: no JSON shape, reported as typed
+            return Record(key, b"", exp, kind=kind)
+        return Record(key, typedjson.document(kind, typed_content(kind, content)), exp)
+
+    def _per_key(self, keys: Sequence[bytes], read: Callable[[list[bytes]], list[tuple[Any, Any, Any]]],
+                 make: Callable[[bytes, Any, int | None, str], Record | None]) -> list[Record | None]:
+        """``read`` (full keys -> (payload, expiry reply, TYPE reply) each) made into records;
+        None for a key that is missing or expired."""
         if not keys:
             return []
         ns = self.ns
         with translating(self.where):
-            replies = self._dump([ns + k for k in keys] if ns else list(keys))
+            replies = read([ns + k for k in keys] if ns else list(keys))
         now = now_ms()
         out: list[Record | None] = []
         for key, (payload, exp_reply, kind) in zip(keys, replies, strict=True):
             exp = expiry(exp_reply, now, self.relative_ttl)
-            if not isinstance(payload, bytes) or exp_reply == -2 or (exp is not None and exp <= now):
-                out.append(None)
-                continue
             kind_text = kind.decode() if isinstance(kind, bytes) else str(kind)
-            out.append(Record(key, payload, exp, kind=kind_text))
+            if kind_text == "none" or exp_reply == -2 or (exp is not None and exp <= now):
+                out.append(None)
+            else:
+                out.append(make(key, payload, exp, kind_text))
         return out
 
     def restore_many(self, records: Iterable[Record]) -> None:

@@ -52,7 +52,8 @@ def _is_redirect(reply: Any) -> bool:
 class RedisClusterStore(RedisStoreBase):
     name = "redis+cluster"
     description = ("Redis Cluster (redis+cluster://h1:p1[,h2:p2][?seeds=...]): batches grouped by node, "
-                   "scans every master; optional local cache with pub/sub invalidation.")
+                   "scans every master; other types as JSON (--types json); ?codec=session; optional "
+                   "local cache with pub/sub invalidation.")
     capabilities = Capabilities(
         persistent=True, ttl=True, ordered_scan=False, versions=False, atomic_batch=False,
         multi_node=True, typed_values=True, max_key_size=MAX_STRING, max_value_size=MAX_STRING,
@@ -386,6 +387,24 @@ class RedisClusterStore(RedisStoreBase):
             return parse(part, replies)
 
         return self._per_node(keys, build, parse, slowly)
+
+    def _read_typed(self, keys: list[bytes]) -> list[tuple[Any, Any, Any]]:
+        def build(part: list[bytes]) -> Commands:
+            script = scripts.TYPED_SCRIPTS[self.relative_ttl]
+            return [script.call(part[a:b], cluster=True) for a, b in ranges(part)]
+
+        def parse(part: list[bytes], replies: list[Any]) -> list[Any]:
+            flat = [x for r in replies for x in r]  # type, content, expiry of each key
+            return list(zip(flat[1::3], flat[2::3], flat[0::3], strict=True))
+
+        def slowly(part: list[bytes]) -> list[Any]:
+            # one key per script, declared in KEYS, so the cluster client routes it to its node
+            text = scripts.TYPED_SCRIPTS[self.relative_ttl].text
+            replies = self._pipeline([(b"EVAL", text, 1, k) for k in part])
+            raise_first_error(replies)
+            return [(r[1], r[2], r[0]) for r in replies]
+
+        return self._per_node(keys, build, parse, slowly, scripts.TYPED_SCRIPTS)
 
     def _restore(self, commands: Commands) -> None:
         restores = [c for c in commands if c[0] == b"RESTORE"]

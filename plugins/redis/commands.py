@@ -92,3 +92,16 @@ def raise_first_error(replies: Iterable[Any]) -> None:
     found = errors_in(replies)
     if found:
         raise found[0]
+
+
+def typed_content(kind: str, reply: list[Any]) -> list[Any]:
+    """The content of a typed value as typedjson.document takes it, from the TYPED script's reply
+    (HGETALL, LRANGE, SMEMBERS, ZRANGE WITHSCORES or XRANGE)."""
+    if kind == "hash":
+        return list(zip(reply[0::2], reply[1::2], strict=True))
+    if kind == "zset":
+        return [(m, float(score)) for m, score in zip(reply[0::2], reply[1::2], strict=True)]
+    if kind == "stream":
+        return [(entry_id.decode("ascii"), list(zip(fields[0::2], fields[1::2], strict=True)))
+                for entry_id, fields in reply]
+    return reply

@@ -14,7 +14,11 @@ which then stays out of the URL, ``ps`` and shell history; without any password,
 (none|optional|required), ``ssl_check_hostname``; the local cache: ``local_cache`` (entries,
 0 = off), ``cache_ttl``, ``cache_channel``, ``cache_prefix``, ``node_id`` (see cache.py); and the
 change feed: ``feed`` (``off`` or ``notify``: keyspace notifications, see feed.py) and
-``feed_buffer`` (notifications kept for readers, default 1,000,000).
+``feed_buffer`` (notifications kept for readers, default 1,000,000); and the value codec:
+``codec=session`` (values as the Crystal Session library stores them: read as the session JSON,
+written back the same way; see kvctl.plugin_kit.session_codec) with ``gzip`` (keep|always|never),
+``secret_env`` / ``secret_file`` (else ``$KVCTL_COOKIE_SECRET``; never the secret itself),
+``kdf``, ``kdf_salt``, ``kdf_iterations`` and ``digest_fallback``.
 """
 
 from __future__ import annotations
@@ -24,6 +28,14 @@ from typing import Any
 from urllib.parse import unquote
 
 from kvctl.errors import BadURLError
+from kvctl.plugin_kit.session_codec import (
+    GZIP_MODES,
+    SECRET_OPTIONS,
+    SessionCodec,
+    open_sealer,
+    read_secret,
+    refuse_secret_in_url,
+)
 from kvctl.url import StoreURL
 
 # Session's ("Clustered Redis") defaults: 10,000 entries, 30 s from write, this channel.
@@ -36,7 +48,7 @@ CONNECTION_OPTIONS = {
     "ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_cert_reqs", "ssl_check_hostname",
 }
 STORE_OPTIONS = {"namespace", "local_cache", "cache_ttl", "cache_channel", "cache_prefix", "node_id",
-                 "feed", "feed_buffer"}
+                 "feed", "feed_buffer", "codec", "gzip", "secret", *SECRET_OPTIONS}
 CLUSTER_OPTIONS = {"seeds"}
 
 
@@ -60,6 +72,7 @@ class RedisSettings:
     db: int = 0
     feed: bool = False  # ?feed=notify: a change feed from keyspace notifications
     feed_buffer: int = DEFAULT_FEED_BUFFER
+    codec: SessionCodec | None = None  # ?codec=session
 
 
 def _password(url: StoreURL) -> str | None:
@@ -139,7 +152,20 @@ def parse(url: StoreURL, *, cluster: bool) -> RedisSettings:
         raise BadURLError(f"feed_buffer must be a positive number of notifications in {url.redacted()}")
     if url.option("feed_buffer") and not settings.feed:
         raise BadURLError(f"feed_buffer needs feed=notify in {url.redacted()}")
+    settings.codec = _codec(url)
     return settings
+
+
+def _codec(url: StoreURL) -> SessionCodec | None:
+    refuse_secret_in_url(url)
+    if url.choice_option("codec", ("none", "session"), "none") == "none":
+        extra = sorted(n for n in ("gzip", *SECRET_OPTIONS) if url.option(n) is not None)
+        if extra:
+            raise BadURLError(f"{extra[0]} needs codec=session in {url.redacted()}")
+        return None
+    secret = read_secret(url, required=False)
+    sealer = None if secret is None else open_sealer(url, secret, what="session value")
+    return SessionCodec(sealer, gzip=url.choice_option("gzip", GZIP_MODES, "keep"), where=url.redacted())
 
 
 def _db(url: StoreURL) -> int:

@@ -41,6 +41,29 @@ end
 return out
 """
 
+# For each key, read in one atomic step: its type, its whole content (false for a type without a
+# JSON shape, or a missing key) and its expiry (as READ's).  For json_many (typedjson.py's shapes).
+TYPED = """#!lua flags=no-writes,allow-cross-slot-keys
+""" + _LAYOUT + """
+local out = {}
+for i = 1, n do
+  local k = kt[ko + i]
+  local t = redis.call('TYPE', k).ok
+  local v = false
+  if t == 'string' then v = redis.call('GET', k)
+  elseif t == 'hash' then v = redis.call('HGETALL', k)
+  elseif t == 'list' then v = redis.call('LRANGE', k, 0, -1)
+  elseif t == 'set' then v = redis.call('SMEMBERS', k)
+  elseif t == 'zset' then v = redis.call('ZRANGE', k, 0, -1, 'WITHSCORES')
+  elseif t == 'stream' then v = redis.call('XRANGE', k, '-', '+')
+  end
+  out[3 * i - 2] = t
+  out[3 * i - 1] = v
+  out[3 * i] = redis.call('%s', k)
+end
+return out
+"""
+
 # Only the expiries, to go beside an MGET (which is cheaper than GET in Lua).
 EXPIRY = """#!lua flags=no-writes,allow-cross-slot-keys
 """ + _LAYOUT + """
@@ -86,6 +109,15 @@ class Script:
         if cluster:
             return (*head, 0, len(keys), *keys, *args)
         return (*head, len(keys), *keys, *args)
+
+
+def variants(text: str) -> dict[bool, Script]:
+    """A script with PEXPIRETIME for servers since 7.0 (False) and PTTL, without the flags line,
+    for older ones (True): keyed as ``relative_ttl``."""
+    return {False: Script(text % "PEXPIRETIME"), True: Script(text.split("\n", 1)[1] % "PTTL")}
+
+
+TYPED_SCRIPTS = variants(TYPED)
 
 
 def run(pool: ConnectionPool, commands: Sequence[tuple[Any, ...]]) -> list[Any]:

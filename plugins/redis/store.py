@@ -38,7 +38,8 @@ def client_kwargs(settings: options.RedisSettings) -> dict[str, Any]:
 class RedisStore(RedisStoreBase):
     name = "redis"
     description = ("Redis server (redis://, rediss:// TLS, unix://): plain string keys as any client "
-                   "writes them; other types reported; optional local cache with pub/sub invalidation.")
+                   "writes them; hashes, lists, sets, zsets, streams read as JSON (--types json); "
+                   "?codec=session for Session's values; optional local cache with pub/sub invalidation.")
     capabilities = Capabilities(
         persistent=True, ttl=True, ordered_scan=False, versions=False, atomic_batch=True,
         multi_node=False, typed_values=True, conditional_writes=True, max_key_size=MAX_STRING,
@@ -193,6 +194,16 @@ class RedisStore(RedisStoreBase):
                 return self._dump(keys)
             raise_first_error(replies)
             out.extend(zip(replies[0::3], replies[1::3], replies[2::3], strict=True))
+        return out
+
+    def _read_typed(self, keys: list[bytes]) -> list[tuple[Any, Any, Any]]:
+        out: list[tuple[Any, Any, Any]] = []
+        for a, b in ranges(keys):
+            part = keys[a:b]
+            replies = self._run_script(scripts.TYPED_SCRIPTS, lambda s, part=part: [s.call(part, cluster=False)])
+            raise_first_error(replies)
+            flat = replies[0]  # type, content, expiry of each key
+            out.extend(zip(flat[1::3], flat[2::3], flat[0::3], strict=True))
         return out
 
     def _restore(self, commands: Commands) -> None:

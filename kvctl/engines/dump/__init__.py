@@ -27,6 +27,7 @@ from .._stores import describe, has_typed_values, open_async, start_count, with_
 from ..keyfilter import KeyFilter
 from ..preview import open_read_only
 from ..reporting import Counts, Problems, Progress, Reporter
+from ..typedjson import Types, json_view
 from .format import (
     CSV_COLUMNS,
     Format,
@@ -72,6 +73,7 @@ class ExportOptions:
     fmt: Format = "jsonl"
     key_filter: KeyFilter = field(default_factory=KeyFilter)
     batch_size: int = 5000
+    types: Types = "dump"  # typed values as the store's dump payloads, or as JSON documents
 
 
 @dataclass(frozen=True)
@@ -91,7 +93,7 @@ def export(url: str, out: BinaryIO | Path, opts: ExportOptions, reporter: Report
     async def work(fh: BinaryIO) -> DumpSummary:
         async with open_async(url, access="read") as store:
             return await export_to(store, fh, opts.fmt, key_filter=opts.key_filter, batch_size=opts.batch_size,
-                                   reporter=reporter)
+                                   reporter=reporter, types=opts.types)
 
     if isinstance(out, Path):
         with atomic_writer(out) as fh:
@@ -118,10 +120,13 @@ def import_(url: str, inp: BinaryIO, name: str, opts: ImportOptions, reporter: R
 
 
 async def export_to(store: AsyncStore, out: BinaryIO, fmt: Format, *, key_filter: KeyFilter | None = None,
-                    batch_size: int = 5000, reporter: Reporter | None = None) -> DumpSummary:
+                    batch_size: int = 5000, reporter: Reporter | None = None, types: Types = "dump") -> DumpSummary:
     """Write the records under ``key_filter`` to ``out``.  ``reporter``: progress events after each
-    batch (phase "export"), with the store's key count as the total once it is known."""
+    batch (phase "export"), with the store's key count as the total once it is known.  ``types``:
+    typed values as the store's dump payloads (with their ``kind``), or as JSON documents
+    (plain values, :mod:`..typedjson`)."""
     kf = key_filter or KeyFilter()
+    store = json_view(store, types)
     done = Counts()
     total: list[int | None] = [None]
     counter = start_count(store, kf, total) if reporter is not None else None

@@ -39,6 +39,7 @@ from ..diff import DiffOptions, compare, extra_keys
 from ..keyfilter import KeyFilter
 from ..preview import KeyList, open_read_only
 from ..reporting import Counts, Problems, Progress, Reporter
+from ..typedjson import json_view
 from . import checkpoint
 from .plan import Plan, Summary
 from .resume import ResumeWriter
@@ -62,6 +63,7 @@ async def migrate_urls(src_url: str, dst_url: str, plan: Plan, reporter: Reporte
 
 
 async def migrate(src: AsyncStore, dst: AsyncStore, plan: Plan, reporter: Reporter, fp: str) -> Summary:
+    src = json_view(src, plan.types)
     kf = plan.key_filter
     check_policy(plan.on_conflict, src.capabilities.versions, dst)
     summary = Summary(describe(src), describe(dst), dry_run=plan.dry_run, workers=plan.workers)
@@ -109,6 +111,7 @@ async def migrate(src: AsyncStore, dst: AsyncStore, plan: Plan, reporter: Report
 async def finish(src: AsyncStore, dst: AsyncStore, plan: Plan, summary: Summary,
                  reporter: Reporter, t0: float) -> None:
     """The steps after a complete copy: --delete-extra, then --verify."""
+    src = json_view(src, plan.types)  # compared as it was copied
     if plan.delete_extra:
         await _delete_extra(src, dst, plan, summary, reporter, t0)
     if plan.verify and not plan.dry_run:

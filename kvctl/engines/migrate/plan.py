@@ -15,6 +15,7 @@ from ..diff import DiffResult
 from ..keyfilter import KeyFilter
 from ..preview import Preview
 from ..reporting import Counts, Problems
+from ..typedjson import Types
 from . import checkpoint
 
 
@@ -26,6 +27,9 @@ class Plan:
     glob: bytes | None = None  # (*)
     on_conflict: Policy = "overwrite"  # (*)
     drop_ttl: bool = False  # (*)
+    # (*) "json": typed values are read as their JSON documents (engines.typedjson) and copied as
+    # plain values; "dump": by the stores' own dumps, where both sides hold typed values
+    types: Types = "dump"
     dry_run: bool = False
     delete_extra: bool = False
     max_delete: int = 1000
@@ -61,6 +65,7 @@ class Plan:
             glob=None if self.glob is None else self.glob.hex(), policy=self.on_conflict,
             drop_ttl=self.drop_ttl, range=rng, slice=self.hash_slice,
             **({"partition": self.partition} if self.partition is not None else {}),
+            **({"types": self.types} if self.types != "dump" else {}),
         )
 
 

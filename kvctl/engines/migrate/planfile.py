@@ -63,7 +63,7 @@ def run_slice(src_url: str, dst_url: str, plan: Plan, path: Path, which: str,
     doc = _load(path)
     if doc["fingerprint"] != plan.fingerprint(src_url, dst_url):
         raise UsageError(f"{path} is a plan for other stores or options than this command's",
-                         hint="give the same SRC, DST, --prefix, --glob, --on-conflict and --drop-ttl")
+                         hint="give the same SRC, DST, --prefix, --glob, --on-conflict, --drop-ttl and --types")
     if len(doc["slices"]) != n:
         raise UsageError(f"--slice {which}: {path} has {len(doc['slices'])} slices, not {n}")
     one = replace(slice_plan(plan, doc["slices"][k], k), keep_checkpoint=False)

@@ -1,4 +1,5 @@
-"""Session's signed and encrypted cookie token, byte for byte.
+"""Session's signed and encrypted token, byte for byte: its cookie, and its Redis values when
+``encrypt_redis_data`` is on (the same ``Message::Encryptor``).
 
     plain   = JSON of the session, optionally gzip-compressed (detected on read by its magic bytes)
     blob    = AES-256-CBC(plain, PKCS7 padding) || IV            (a random 16-byte IV, appended)
@@ -12,7 +13,8 @@ padding (as Session writes it) and read with or without it, in either alphabet.
 
 The signature is checked (in constant time) before anything is decrypted, so a tampered token
 never reaches the padding check; a token that verifies but does not decrypt was encrypted under
-another key, which points at a key-derivation setting that differs.
+another key, which points at a key-derivation setting that differs.  Messages name the token as
+the caller says (``what``: "cookie", "session value").
 """
 
 from __future__ import annotations
@@ -67,7 +69,8 @@ class Sealer:
     """Seals session JSON into a token and opens tokens, for one secret and key setting."""
 
     def __init__(self, secret: bytes, key: bytes, *, gzip_on_write: str = "auto",
-                 accept_sha1: bool = False) -> None:
+                 accept_sha1: bool = False, what: str = "cookie") -> None:
+        self.what = what
         self._secret = secret
         self._aes = algorithms.AES(key)  # validated once; a Cipher per token needs only the IV
         self.gzip_on_write = gzip_on_write  # "auto" (when smaller), "always" or "never"
@@ -91,33 +94,31 @@ class Sealer:
     # -- reading ---------------------------------------------------------------------------
     def open(self, token: str) -> bytes:
         """The session JSON inside ``token``; CorruptError or AuthError when it is not genuine."""
-        data, digest = split_token(token)
+        return gunzip_if_gzip(self.unseal(token), f"the {self.what}'s")
+
+    def unseal(self, token: str) -> bytes:
+        """What was sealed in ``token``, still gzip-compressed if it was."""
+        data, digest = split_token(token, self.what)
         self._verify(data, digest)
         try:
             blob = b64decode(data)
         except (binascii.Error, UnicodeEncodeError):
-            raise CorruptError("the cookie's signed data is not base64") from None
+            raise CorruptError(f"the {self.what}'s signed data is not base64") from None
         if len(blob) < 2 * BLOCK or len(blob) % BLOCK:
-            raise CorruptError(f"the cookie's encrypted data is {len(blob)} bytes, not IV plus whole AES blocks")
-        plain = self._decrypt(blob[:-BLOCK], blob[-BLOCK:])
-        if plain[:2] == GZIP_MAGIC:
-            try:
-                plain = zlib.decompress(plain, 47)  # 47: gzip or zlib header, detected
-            except zlib.error:
-                raise CorruptError("the cookie's gzip-compressed session is damaged") from None
-        return plain
+            raise CorruptError(f"the {self.what}'s encrypted data is {len(blob)} bytes, not IV plus whole AES blocks")
+        return self._decrypt(blob[:-BLOCK], blob[-BLOCK:])
 
     def _verify(self, data: str, digest: str) -> None:
         try:
             given = b64decode(digest)
         except (binascii.Error, UnicodeEncodeError):
-            raise CorruptError("the cookie's digest is not base64") from None
+            raise CorruptError(f"the {self.what}'s digest is not base64") from None
         signed = data.encode("utf-8", "surrogatepass")
         if hmac.compare_digest(given, hmac.digest(self._secret, signed, "sha256")):
             return
         if self.accept_sha1 and hmac.compare_digest(given, hmac.digest(self._secret, signed, "sha1")):
             return
-        raise AuthError("the cookie's signature does not verify: wrong secret, or the cookie was altered")
+        raise AuthError(f"the {self.what}'s signature does not verify: wrong secret, or the {self.what} was altered")
 
     def _decrypt(self, ciphertext: bytes, iv: bytes) -> bytes:
         decryptor = Cipher(self._aes, modes.CBC(iv)).decryptor()
@@ -126,17 +127,28 @@ class Sealer:
         # Constant-time comparison of the padding bytes; the signature already proved authenticity.
         if not 1 <= pad <= BLOCK or not hmac.compare_digest(padded[-pad:], bytes([pad]) * pad):
             raise AuthError(
-                "the cookie is signed with this secret but does not decrypt with its key "
+                f"the {self.what} is signed with this secret but does not decrypt with its key "
                 "(a different key-derivation setting? check kdf, kdf_salt, kdf_iterations)"
             )
         return padded[:-pad]
 
 
-def split_token(token: str) -> tuple[str, str]:
+def gunzip_if_gzip(data: bytes, whose: str) -> bytes:
+    """``data`` decompressed when it starts with gzip's magic bytes (as Session reads), else as
+    it is; CorruptError naming ``whose`` data when the gzip stream is damaged."""
+    if data[:2] != GZIP_MAGIC:
+        return data
+    try:
+        return zlib.decompress(data, 47)  # 47: gzip or zlib header, detected
+    except zlib.error:
+        raise CorruptError(f"{whose} gzip-compressed session is damaged") from None
+
+
+def split_token(token: str, what: str = "cookie") -> tuple[str, str]:
     """``[data, digest]`` from the base64 JSON form, or from the legacy ``data--digest`` form."""
     token = token.strip()
     if not token:
-        raise CorruptError("the cookie is empty")
+        raise CorruptError(f"the {what} is empty")
     try:
         pair = json.loads(b64decode(token))
     except (binascii.Error, UnicodeError, ValueError):
@@ -155,6 +167,6 @@ def split_token(token: str) -> tuple[str, str]:
             pass
         at = token.rfind("--", 0, at)
     raise CorruptError(
-        f"not a Session cookie ({len(token)} characters): expected base64 of [data, digest] "
+        f"not a Session {what} ({len(token)} characters): expected base64 of [data, digest] "
         "or data--digest (truncated or damaged?)"
     )
