@@ -41,10 +41,10 @@ import lmdb
 import rocksdict
 from _harness import Report, interleave, parser, table
 from kvctl_plugins.cache.bounded import ENTRY_OVERHEAD, BoundedCache
-from kvctl_plugins.cookie.sealer import Sealer, derive_key
 from kvctl_plugins.cookie.session import SessionDoc
 from theine import Cache as Theine
 
+from kvctl.plugin_kit.sealer import Sealer, derive_key
 from kvctl.registry import open_url
 from kvctl.store import Record, now_ms
 
