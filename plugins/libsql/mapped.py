@@ -179,10 +179,14 @@ class MappedLibSQLStore(AsyncStoreBase):
     # -- writes ------------------------------------------------------------------------------
     async def set_many(self, records: Iterable[Record]) -> None:
         self._mapping.require_write()
-        rows = [self._rows.write_row(rec) for rec in records]  # every check before anything is sent
+        rows = [self._checked(rec) for rec in records]  # every check before anything is sent
         if rows:
             upsert = self._sql.upsert()
             await self._run("set", [Statement(upsert, row) for row in rows], writing=True)
+
+    def _checked(self, rec: Record) -> list[object]:
+        self._check(rec.key, rec.value)
+        return self._rows.write_row(rec)
 
     def _require_delete(self) -> None:
         self._mapping.require_delete()

@@ -194,9 +194,13 @@ class MappedSQLiteStore(StoreBase):
 
     def set_many(self, records: Iterable[Record]) -> None:
         self._mapping.require_write()
-        rows = [self._rows.write_row(rec) for rec in records]  # every check before anything is written
+        rows = [self._checked(rec) for rec in records]  # every check before anything is written
         if rows:
             self._transaction([(self._sql.upsert(), rows)])
+
+    def _checked(self, rec: Record) -> list[object]:
+        self._check(rec.key, rec.value)
+        return self._rows.write_row(rec)
 
     def delete_many(self, keys: Sequence[bytes]) -> int:
         self._mapping.require_delete()
