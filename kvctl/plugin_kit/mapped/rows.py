@@ -140,7 +140,7 @@ class MappedScan:
         if len(fetched) < self._limit:
             self._done = True
         if fetched:
-            self._after = tuple(fetched[-1][:len(self._rows.mapping.key)])
+            self._after = self._rows.keys.bindable(fetched[-1][:len(self._rows.mapping.key)])
         now = now_ms()
         prefix, exact = self._prefix, self._plan.exact
         out = []
