@@ -15,6 +15,7 @@ Each ``fill_*`` returns what the rows must read as through the URLs the operator
 
 from __future__ import annotations
 
+import itertools
 import json
 import sqlite3
 import uuid
@@ -268,7 +269,7 @@ def fill_ruv_swarm(path: Path, agents: int = 3) -> dict[str, dict[bytes, bytes]]
         conn.execute("INSERT INTO events (id, event_type, agent_id, task_id, payload, metadata, timestamp, sequence, "
                      "data) VALUES (?, ?, ?, ?, '{}', '{}', ?, ?, ?)", (eid, "task_assigned", aid, tid, now, i, edata))
         out["events"][eid.encode()] = edata.encode()
-    for a, b in zip(task_ids, task_ids[1:], strict=False):
+    for a, b in itertools.pairwise(task_ids):
         conn.execute("INSERT INTO task_dependencies (task_id, depends_on, created_at) VALUES (?, ?, ?)", (b, a, now))
         out["task_dependencies"][f"{b}/{a}".encode()] = str(now).encode()
     conn.commit()

@@ -100,7 +100,8 @@ class TestGorkflowStateWrites(MappedWriteChecks):
         assert writer.get(key).value == b'"no"'  # type: ignore[union-attr]
         assert writer.delete(key) and writer.get(key) is None and not writer.delete(key)
         with sqlite3.connect(app[0]) as conn:  # nothing but that row changed: other runs' state intact
-            assert conn.execute("SELECT count(*) FROM workflow_state").fetchone()[0] == len(app[1]["workflow_state"]) - 1
+            left = conn.execute("SELECT count(*) FROM workflow_state").fetchone()[0]
+            assert left == len(app[1]["workflow_state"]) - 1
             assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
             names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
         assert not any(n.startswith("kv") for n in names), names
