@@ -36,7 +36,9 @@ from .schema import connect
 
 class SQLiteStore(LockedKeyAdmin, SQLiteBase):
     name = "sqlite"
-    description = "SQLite file (stdlib sqlite3): WAL, ordered scans, TTLs, versions, multi-process."
+    description = ("SQLite file (stdlib sqlite3): WAL, ordered scans, TTLs, versions, multi-process. "
+                   "Mapped mode: ?table=T&key=COLS reads an application's own table (write=true to edit; "
+                   "table=* lists the tables).")
     capabilities = Capabilities(
         persistent=True, ttl=True, ordered_scan=True, versions=True, atomic_batch=True,
         change_feed=True, host_local=True, max_value_size=MAX_LENGTH, conditional_writes=True,
