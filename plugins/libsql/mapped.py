@@ -20,7 +20,7 @@ import libsql_client
 from libsql_client import Statement
 
 from kvctl.errors import NoSuchStoreError, UnsupportedError
-from kvctl.plugin_kit import AsyncStoreBase, parse_key_cursor
+from kvctl.plugin_kit import AsyncStoreBase
 from kvctl.plugin_kit.mapped import (
     ListingStore,
     MappingSpec,
@@ -140,13 +140,8 @@ class MappedLibSQLStore(AsyncStoreBase):
 
     async def scan(self, prefix: bytes = b"", *, start_after: bytes | None = None, cursor: str | None = None,
                    batch_size: int = 1000, keys_only: bool = False) -> AsyncIterator[Page]:
-        if start_after is not None and not self.capabilities.ordered_scan:
-            raise UnsupportedError(f"{self._where}: keys of this mapping do not come in byte order "
-                                   "(start_after needs one text or blob key column)")
-        after = parse_key_cursor(cursor) if cursor is not None else start_after
-        if after is not None and after < prefix:
-            after = None
-        scan = MappedScan(self._rows, self._sql, prefix, after, batch_size, keys_only)
+        scan = MappedScan.start(self._rows, self._sql, prefix, start_after=start_after, cursor=cursor,
+                                batch_size=batch_size, keys_only=keys_only)
         while (query := scan.query()) is not None:
             rs = (await self._run("scan", [Statement(*query)]))[0]
             records = scan.take(_rows(rs))
