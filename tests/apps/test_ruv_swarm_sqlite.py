@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from kvctl.errors import UnsupportedError
+from kvctl.errors import ConflictError, UnsupportedError
 from kvctl.hlc import make_version
 from kvctl.registry import open_sync
 from kvctl.testing.mapped import MappedReadChecks
@@ -99,3 +99,16 @@ def test_libsql_refuses_deletes_it_cannot_cascade(fresh: tuple[Path, dict[str, d
     url = f"libsql://{path}?table=agents&key=id&value=*&json=capabilities,metadata,data&write=cascade"
     with open_sync(url) as agents, pytest.raises(UnsupportedError, match="use a sqlite:// URL"):
         agents.delete(next(iter(rows["agents"])))
+    tasks = f"libsql://{path}?table=tasks&key=id&value=*&json=payload,data&write=true"
+    with open_sync(tasks) as store, pytest.raises(UnsupportedError, match=r"\(agents\) that libsql-client"):
+        store.set(b"t-new", b"{}")
+
+
+def test_foreign_key_violation_is_a_conflict(fresh: tuple[Path, dict[str, dict[bytes, bytes]]]) -> None:
+    path, rows = fresh
+    url = f"sqlite://{path}?table=task_dependencies&key=task_id,depends_on&value=created_at&write=true"
+    task = next(iter(rows["tasks"])).decode()
+    with open_sync(url) as deps, pytest.raises(ConflictError, match="FOREIGN KEY constraint failed"):
+        deps.set(f"{task}/no-such-task".encode(), b"1767225600")
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT count(*) FROM task_dependencies").fetchone()[0] == len(rows["task_dependencies"])
