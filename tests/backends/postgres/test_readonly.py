@@ -12,13 +12,12 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from kvctl.testing.cli import read_commands as all_read_commands
 from kvctl.testing.cli import run_kvctl
-from tests.backends.postgres.support import sql
+from tests.backends.postgres.support import catalog, sql
 from tests.conftest import service_url
 
 pytestmark = pytest.mark.server
@@ -66,27 +65,6 @@ def kvctl_db(pg_url: str) -> Iterator[str]:
     finally:
         sql(pg_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', f'DROP ROLE IF EXISTS "{TAG}_ro"',
             f'DROP ROLE IF EXISTS "{TAG}_sel"')
-
-
-def catalog(url: str) -> list[tuple[Any, ...]]:
-    """Every user-visible object of the database and kvctl_meta's rows, in a fixed order."""
-    rows = sql(url, """
-        SELECT 'rel', n.nspname, c.relname, c.relkind::text FROM pg_class c
-          JOIN pg_namespace n ON n.oid = c.relnamespace
-          WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%'
-            AND n.nspname NOT LIKE 'pg_temp%'
-        UNION ALL SELECT 'trigger', t.tgrelid::regclass::text, t.tgname, '' FROM pg_trigger t
-          WHERE NOT t.tgisinternal
-        UNION ALL SELECT 'proc', n.nspname, p.proname, '' FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
-          WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
-        UNION ALL SELECT 'schema', nspname, '', '' FROM pg_namespace
-        UNION ALL SELECT 'column', attrelid::regclass::text, attname, format_type(atttypid, atttypmod)
-          FROM pg_attribute WHERE attnum > 0 AND attrelid IN (SELECT oid FROM pg_class WHERE relname = 'kvctl_meta')
-        ORDER BY 1, 2, 3, 4""")
-    meta = sql(url, "SELECT to_regclass('kvctl_meta') IS NOT NULL")[0][0]
-    if meta:
-        rows += sql(url, "SELECT to_jsonb(m)::text FROM kvctl_meta m ORDER BY table_name")
-    return [tuple(r) for r in rows]
 
 
 def read_commands(url: str, tmp: Path, env: dict[str, str]) -> list[list[str]]:

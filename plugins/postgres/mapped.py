@@ -1,0 +1,363 @@
+"""A PostgreSQL table of another program read (and, with ``write=true``, written) as a store.
+
+``key=`` on a ``postgresql://`` URL switches to this mode (see :mod:`kvctl.plugin_kit.mapped`
+for the options, the key and value forms and the refusals).  kvctl creates, alters and installs
+nothing here: no kvctl table, no trigger, no function; a store that may not write runs its
+session read-only (``default_transaction_read_only``), so even a bug could not change a row.
+There is no change feed: ``sync`` compares.
+
+The table is described once, when the store is made, because the engines read a store's
+capabilities (ordered scans, JSON values, TTLs) before its first call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+from collections.abc import AsyncIterator, Iterable, Sequence
+from typing import Any, Self
+
+import asyncpg
+import asyncpg.exceptions as pgerr
+from kvctl.plugin_kit.mapped import (
+    DISCOVERY,
+    MAPPED_OPTIONS,
+    KeyCodec,
+    Kind,
+    ListingStore,
+    Mapping,
+    MappingSpec,
+    PrefixPlan,
+    TableInfo,
+    ValueCodec,
+    mapped_capabilities,
+    resolve,
+    table_listing,
+)
+
+from kvctl.errors import BadURLError, ConflictError, LimitError, UnsupportedError, UsageError
+from kvctl.hlc import physical_ms
+from kvctl.plugin_kit import AsyncStoreBase, deadline_ms, key_cursor, page_size, parse_key_cursor
+from kvctl.store import Capabilities, Page, Record, StoreURL, now_ms
+
+from .errors import CONNECTION_LOST, DRIVER_ERRORS, translate, translated
+from .mapped_catalog import describe, list_tables
+from .mapped_sql import Condition, MappedStatements
+from .settings import DRIVER_OPTIONS, Settings, parse_settings, table_identity
+
+# The options a mapped URL takes besides the driver's; the change feed's and create= make no
+# sense on a table kvctl never alters.
+OWN_OPTIONS = {"table", "schema", "connect_timeout", "command_timeout"}
+# Keys sent per statement by get_many and delete_many.
+ARRAY_CHUNK = 10_000
+
+
+def open_mapped(url: StoreURL) -> MappedPostgresStore | ListingStore:
+    """The store of a URL with ``key=`` (a mapped table) or ``table=*`` (the listing of tables)."""
+    url.check_options(DRIVER_OPTIONS | OWN_OPTIONS | MAPPED_OPTIONS)
+    settings = parse_settings(StoreURL.parse(url.without_options(*MAPPED_OPTIONS)).for_access(url.access))
+    if url.option("table") == DISCOVERY:
+        extra = sorted(set(url.options) & (MAPPED_OPTIONS - {"table"}))
+        if extra:
+            raise BadURLError(f"{url.redacted()}: table=* lists the tables; {', '.join(extra)}= needs one table")
+        tables = _describe_now(settings, url.redacted(), None)
+        return ListingStore(url, table_listing(tables, url), "postgres")
+    spec = MappingSpec.from_url(url)
+    found = _describe_now(settings, url.redacted(), settings.qualified_table)
+    mapping = resolve(spec, found[0] if found else None, url.redacted(), writes=not url.reads_only)
+    return MappedPostgresStore(url, settings, mapping)
+
+
+def mapped_identity(url: StoreURL) -> str:
+    """The table a mapped URL names (server, database, schema, table), as for kvctl's tables."""
+    return table_identity(url, parse_settings(StoreURL.parse(url.without_options(*MAPPED_OPTIONS))))
+
+
+def _describe_now(settings: Settings, where: str, qualified: str | None) -> list[TableInfo]:
+    """The catalog, read before the store exists (on a thread of its own: the caller may be
+    inside an event loop).  ``qualified`` None: every table of the schema."""
+
+    async def read() -> list[TableInfo]:
+        with translated(where, "connect"):
+            try:
+                con = await asyncpg.connect(settings.dsn, timeout=settings.connect_timeout_s,
+                                            command_timeout=settings.command_timeout_s)
+            except (ValueError, TypeError) as exc:
+                raise BadURLError(f"{where}: {exc}") from exc
+        try:
+            with translated(where, "read the catalog"):
+                if qualified is None:
+                    return await list_tables(con, settings.schema)
+                info = await describe(con, qualified)
+                return [] if info is None else [info]
+        finally:
+            await con.close()
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, read()).result()
+
+
+class MappedPostgresStore(AsyncStoreBase):
+    name = "postgres"
+    description = "A table of another program in PostgreSQL, mapped by key=/value= columns (no feed)."
+    capabilities = Capabilities(
+        persistent=True,
+        atomic_batch=True,
+        durability="the server's commit (WAL flushed per commit unless synchronous_commit/fsync are off)",
+        blocking_io=False,
+    )
+
+    url: StoreURL
+
+    def __init__(self, url: StoreURL, settings: Settings, mapping: Mapping) -> None:
+        self.url = url
+        self._settings = settings
+        self._mapping = mapping
+        self._where = url.redacted()
+        self.capabilities = mapped_capabilities(type(self).capabilities, mapping)  # type: ignore[misc]
+        self._keys = KeyCodec(mapping.key, mapping.spec.sep)
+        self._values = ValueCodec(mapping)
+        self._sql = MappedStatements(settings.qualified_table, mapping.key, mapping.value,
+                                     mapping.expires, mapping.version)
+        self._writes = mapping.spec.write and not url.reads_only
+        self._con: asyncpg.Connection | None = None
+        self._lock = asyncio.Lock()
+        self._closed = False
+
+    @classmethod
+    def from_url(cls, url: StoreURL) -> Self:
+        store = open_mapped(url)
+        if not isinstance(store, cls):
+            raise UsageError(f"{url.redacted()}: table=* is a listing, not a table")
+        return store
+
+    # -- connection ------------------------------------------------------------------------
+    async def _connection(self) -> asyncpg.Connection:
+        con = self._con
+        if con is not None and not con.is_closed():
+            return con
+        if self._closed:
+            raise UsageError(f"{self._where}: the store was closed")
+        s = self._settings
+        with translated(self._where, "connect"):
+            # Read-only unless this store may write: the server itself refuses any change.
+            con = await asyncpg.connect(s.dsn, timeout=s.connect_timeout_s, command_timeout=s.command_timeout_s,
+                                        server_settings={"default_transaction_read_only":
+                                                         "off" if self._writes else "on"})
+        self._con = con
+        return con
+
+    async def _run(self, action: str, method: str, text: str, *args: Any, writing: bool = False) -> Any:
+        """``con.<method>(text, *args)`` under the lock, with the driver's errors translated."""
+        async with self._lock:
+            con = await self._connection()
+            try:
+                return await getattr(con, method)(text, *args)
+            except BaseException as exc:
+                raise self._failed(exc, action, writing) from exc
+
+    def _failed(self, exc: BaseException, action: str, writing: bool) -> BaseException:
+        if not isinstance(exc, Exception) or isinstance(exc, CONNECTION_LOST):
+            con, self._con = self._con, None
+            if con is not None:
+                con.terminate()
+        if isinstance(exc, pgerr.IntegrityConstraintViolationError):
+            name = getattr(exc, "constraint_name", None) or getattr(exc, "sqlstate", "?")
+            return ConflictError(f"{self._where}: {action} refused by constraint {name}: "
+                                 f"{str(exc).splitlines()[0]}; nothing was written")
+        if isinstance(exc, pgerr.DataError):
+            return LimitError(f"{self._where}: a value does not fit its column during {action}: "
+                              f"{str(exc).splitlines()[0]}; nothing was written")
+        if isinstance(exc, DRIVER_ERRORS):
+            return translate(exc, self._where, action, writing=writing)
+        return exc
+
+    async def close(self) -> None:
+        self._closed = True
+        con, self._con = self._con, None
+        if con is not None and not con.is_closed():
+            try:
+                await con.close(timeout=5)
+            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError):
+                con.terminate()
+
+    # -- rows <-> records --------------------------------------------------------------------
+    @staticmethod
+    def _param(value: object) -> object:
+        """A key component as its parameter: bytes and text as they are, the rest as text."""
+        return value if isinstance(value, bytes | str) else str(value)
+
+    def _record(self, row: Sequence[Any], keys_only: bool) -> Record | None:
+        n = len(self._mapping.key)
+        key = self._keys.encode(row[:n])
+        if key is None:
+            return None  # a NULL key component: the row has no key
+        value = b"" if keys_only else self._values.read(row[n:n + len(self._mapping.value)])
+        return Record(key, value, row[-2], row[-1])
+
+    def _arrays(self, keys: Sequence[bytes]) -> list[list[object]]:
+        """One parameter array per key column, for the keys that name a row."""
+        arrays: list[list[object]] = [[] for _ in self._mapping.key]
+        for key in keys:
+            parts = self._keys.decode(key)
+            if parts is not None:
+                for array, part in zip(arrays, parts, strict=True):
+                    array.append(self._param(part))
+        return arrays
+
+    # -- reads -----------------------------------------------------------------------------
+    async def get(self, key: bytes) -> Record | None:
+        parts = self._keys.decode(key)
+        if parts is None:
+            return None
+        row = await self._run("get", "fetchrow", self._sql.get(), now_ms(), *map(self._param, parts))
+        return None if row is None else self._record(row, False)
+
+    async def get_many(self, keys: Sequence[bytes]) -> list[Record | None]:
+        found: dict[bytes, Record] = {}
+        for start in range(0, len(keys), ARRAY_CHUNK):
+            arrays = self._arrays(keys[start:start + ARRAY_CHUNK])
+            if arrays[0]:
+                for row in await self._run("get_many", "fetch", self._sql.get_many(), now_ms(), *arrays):
+                    rec = self._record(row, False)
+                    if rec is not None:
+                        found[rec.key] = rec
+        return [found.get(k) for k in keys]
+
+    async def scan(self, prefix: bytes = b"", *, start_after: bytes | None = None, cursor: str | None = None,
+                   batch_size: int = 1000, keys_only: bool = False) -> AsyncIterator[Page]:
+        if start_after is not None and not self.capabilities.ordered_scan:
+            raise UnsupportedError(f"{self._where}: a composite or integer key scans in column order, "
+                                   "not byte order: start_after is not supported (use the page cursor)")
+        plan = self._keys.plan(prefix)
+        if plan.empty:
+            return
+        conditions = self._conditions(plan)
+        resume = parse_key_cursor(cursor) if cursor is not None else start_after
+        after: tuple[object, ...] | None = None
+        beyond: bytes | None = None  # a resume point that is no row's key: filtered here
+        if resume is not None and resume >= prefix:
+            after = self._keys.decode(resume)
+            if after is None:
+                conditions.append(self._at_or_below(resume))
+                beyond = resume
+        page = page_size(batch_size)
+        n = len(self._mapping.key)
+        while True:
+            args: list[Any] = [now_ms(), *(self._param(c.value) for c in conditions)]
+            if after is not None:
+                args += [self._param(v) for v in after]
+            text = self._sql.scan(conditions, after is not None, True, keys_only)
+            rows = await self._run("scan", "fetch", text, *args, page)
+            records = [r for r in (self._record(row, keys_only) for row in rows)
+                       if r is not None and r.key.startswith(prefix) and (beyond is None or r.key > beyond)]
+            if rows:
+                # the cursor is the last row read, kept or not: the next page starts after it
+                last = self._keys.encode(rows[-1][:n])
+                if records and last is not None:
+                    yield Page(records, key_cursor(last))
+                after = tuple(rows[-1][:n])
+            if len(rows) < page:
+                return
+
+    @staticmethod
+    def _conditions(plan: PrefixPlan) -> list[Condition]:
+        out = [Condition(i, "=", v) for i, v in enumerate(plan.equal)]
+        at = len(plan.equal)
+        if plan.lower is not None:
+            out.append(Condition(at, ">=", plan.lower))
+        if plan.upper is not None:
+            out.append(Condition(at, "<", plan.upper))
+        return out
+
+    def _at_or_below(self, resume: bytes) -> Condition:
+        """A bound at or below every key after ``resume``, on the one byte-ordered key column."""
+        if self._mapping.key[0].kind is Kind.BLOB:
+            return Condition(0, ">=", resume)
+        try:
+            return Condition(0, ">=", resume.decode())
+        except UnicodeDecodeError as exc:  # its valid start is below it in byte order
+            return Condition(0, ">=", resume[:exc.start].decode())
+
+    async def count(self, prefix: bytes = b"") -> int:
+        plan = self._keys.plan(prefix)
+        if plan.empty:
+            return 0
+        if not plan.exact:  # the conditions select more than the prefix: counted key by key
+            total = 0
+            async for page in self.scan(prefix, keys_only=True, batch_size=10_000):
+                total += len(page.records)
+            return total
+        conditions = self._conditions(plan)
+        args = [now_ms(), *(self._param(c.value) for c in conditions)]
+        return int(await self._run("count", "fetchval", self._sql.count(conditions), *args))
+
+    async def stats(self) -> dict[str, Any]:
+        live, expired, nulls, size = await self._run("stats", "fetchrow", self._sql.stats(), now_ms(),
+                                                     self._settings.qualified_table)
+        server = await self._run("stats", "fetchval", "SHOW server_version")
+        out: dict[str, Any] = {"keys": int(live), "expired": int(expired), "null_values": int(nulls),
+                               "table_bytes": int(size), "server_version": server}
+        out.update(self._mapping.describe())
+        out["scan_order"] = ("byte order of the key" if self.capabilities.ordered_scan
+                             else "column order of the key columns (not byte order)")
+        out["writable_session"] = self._writes
+        return out
+
+    # -- writes ----------------------------------------------------------------------------
+    def _require(self, delete: bool = False) -> None:
+        if delete:
+            self._mapping.require_delete()
+        else:
+            self._mapping.require_write()
+        if self.url.reads_only:
+            raise UsageError(f"{self._where}: opened to read only; a write needs the store opened for writing")
+
+    async def set(self, key: bytes, value: bytes, *, ttl_ms: int | None = None) -> None:
+        await self.set_many([Record(key, value, deadline_ms(ttl_ms))])
+
+    async def set_many(self, records: Iterable[Record]) -> None:
+        self._require()
+        rows = [self._row(rec) for rec in {r.key: r for r in records}.values()]
+        if not rows:
+            return
+        text = self._sql.upsert()
+        async with self._lock:
+            con = await self._connection()
+            try:
+                async with con.transaction():
+                    await con.executemany(text, rows)
+            except BaseException as exc:
+                raise self._failed(exc, "set", True) from exc
+
+    def _row(self, rec: Record) -> list[object]:
+        parts = self._keys.decode(rec.key)
+        if parts is None:
+            cols = ", ".join(c.name for c in self._mapping.key)
+            raise LimitError(f"{self._where}: key {rec.key[:80]!r} does not name a row of ({cols})",
+                             hint=self._key_hint())
+        row = [self._param(p) for p in parts] + self._values.write(rec.key, rec.value)
+        if self._mapping.expires is not None:
+            row.append(rec.expires_at_ms)
+        elif rec.expires_at_ms is not None:
+            raise UnsupportedError(f"{self._where}: the mapping has no expires= column, so a key cannot expire")
+        if self._mapping.version is not None:
+            row.append(physical_ms(rec.version) if rec.version is not None else now_ms())
+        return row
+
+    def _key_hint(self) -> str:
+        if len(self._mapping.key) == 1:
+            return f"the column is {self._mapping.key[0].declared}"
+        sep = self._mapping.spec.sep.decode(errors="replace")
+        return f"a key is its components joined by {sep!r}, every component but the last escaped as %XX"
+
+    async def delete_many(self, keys: Sequence[bytes]) -> int:
+        self._require(delete=True)
+        arrays = self._arrays(list(dict.fromkeys(keys)))
+        if not arrays[0]:
+            return 0
+        return int(await self._run("delete", "fetchval", self._sql.delete_many(), now_ms(), *arrays, writing=True))
+
+    async def clear(self) -> int:
+        self._require(delete=True)
+        return int(await self._run("clear", "fetchval", self._sql.clear(), now_ms(), writing=True))
