@@ -77,8 +77,8 @@ def refuse_foreign(found: Survey, url: StoreURL, where: str) -> None:
     raise ForeignStoreError(
         f"{where}: {found.where} holds {count} table{'s' if count != 1 else ''}, none of kvctl's: {listed}; "
         "nothing was changed",
-        hint="kvctl cannot map other programs' tables yet; to add kvctl's own table beside them, "
-             "write with ?create=true",
+        hint=f"to read one, map it with key= ({_table_url(url, '*')} lists each table with a URL); "
+             "to add kvctl's own table beside them, write with ?create=true",
     )
 
 
@@ -90,7 +90,7 @@ def refuse_missing(found: Survey, name: str, where: str) -> None:
 
 
 def _table_url(url: StoreURL, name: str) -> str:
-    """``url`` naming table ``name`` instead, redacted (a hint: kvctl cannot read it yet)."""
+    """``url`` naming table ``name`` instead, redacted."""
     base = StoreURL.parse(url.without_options("table", "create"))
     query = "&" if "?" in base.raw else "?"
-    return StoreURL.parse(f"{base.raw}{query}table={quote(name, safe='')}").redacted()
+    return StoreURL.parse(f"{base.raw}{query}table={quote(name, safe='*')}").redacted()

@@ -9,6 +9,7 @@ is created: a mapped database is another program's.
 from __future__ import annotations
 
 import asyncpg
+
 from kvctl.plugin_kit.mapped.columns import Column, ForeignRef, Kind, TableInfo
 
 # Relations a user would call tables; only 'r' and 'p' can have the primary key a mapping needs.

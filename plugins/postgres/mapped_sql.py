@@ -85,7 +85,7 @@ class Condition:
 
     index: int
     op: str
-    value: str | bytes
+    value: object  # a key column value as KeyCodec gives it (str, bytes or int)
 
 
 @dataclass(frozen=True)
