@@ -26,6 +26,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, quote
 
 from kvctl.errors import BadURLError, CorruptError, StoreIOError, UsageError, filesystem
 from kvctl.url import StoreURL, redact
@@ -72,7 +73,8 @@ class Config:
         url = profile.get("url")
         if not isinstance(url, str):
             raise BadURLError(f"profile {name!r} in {self.path} has no url")
-        return url
+        return with_profile_options(url, {k: v for k, v in profile.items() if k != "url"},
+                                    f"profile {name!r} in {self.path}")
 
     def to_toml(self) -> dict[str, Any]:
         doc: dict[str, Any] = {}
@@ -80,6 +82,29 @@ class Config:
             doc["default"] = self.default
         doc["profiles"] = self.profiles
         return doc
+
+
+def with_profile_options(url: str, options: dict[str, Any], where: str) -> str:
+    """``url`` with a profile's other keys added as URL options: one code path for both ways of
+    giving an option.  Lists are joined with commas, booleans written ``true``/``false``; an
+    option given both in the URL and as a key is refused (which one was meant is a guess)."""
+    if not options:
+        return url
+    present = {k for k, _ in parse_qsl(url.partition("?")[2], keep_blank_values=True)}
+    parts = []
+    for key, value in options.items():
+        if key in present:
+            raise BadURLError(f"{where} gives option {key} both in its url and as a key")
+        if isinstance(value, bool):
+            text = "true" if value else "false"
+        elif isinstance(value, list) and all(isinstance(v, str | int) for v in value):
+            text = ",".join(map(str, value))
+        elif isinstance(value, str | int | float):
+            text = str(value)
+        else:
+            raise BadURLError(f"{where}: option {key} must be a string, number, boolean or list of strings")
+        parts.append(f"{quote(key, safe='')}={quote(text, safe=',*:')}")
+    return url + ("&" if "?" in url else "?") + "&".join(parts)
 
 
 def load(path: Path | None = None, *, warn: bool = True) -> Config:

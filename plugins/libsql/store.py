@@ -36,6 +36,8 @@ from kvctl.plugin_kit import (
     foreign_store_error,
     prefix_end,
 )
+from kvctl.plugin_kit.mapped import DISCOVERY, is_mapped, suggested_options
+from kvctl.plugin_kit.mapped.sqlite_dialect import CATALOG, table_info
 from kvctl.store import MAX_VERSION, Capabilities, Page, Record, StoreURL, now_ms
 
 from .errors import is_busy, translated
@@ -106,6 +108,12 @@ class LibSQLStore(AsyncStoreBase):
     @classmethod
     def from_url(cls, url: StoreURL) -> Self:
         target = parse_target(url)
+        if is_mapped(url):  # another program's table, or the listing of them: see .mapped
+            from .mapped import MappedLibSQLStore, open_listing
+
+            if url.option("table") == DISCOVERY:
+                return open_listing(url, target)  # type: ignore[return-value]
+            return MappedLibSQLStore.open(url, target)  # type: ignore[return-value]
         if target.local_path is not None:  # checked now, not at the first call: nothing is started on a typo
             _preflight(target.local_path, url.redacted(), reads_only=url.reads_only)
         return cls(url, target)
@@ -125,7 +133,7 @@ class LibSQLStore(AsyncStoreBase):
                 _preflight(target.local_path, self._where, reads_only=self._url.reads_only)
             with translated(self._where, "connect"):
                 # for a local file this already runs a statement (SELECT 1), which may find it busy
-                client = await self._call(lambda: _create_client(target))
+                client = await self._call(lambda: create_client(target))
             try:
                 await self._prepare(client)
             except BaseException:
@@ -155,7 +163,7 @@ class LibSQLStore(AsyncStoreBase):
                 raise ForeignStoreError(
                     f"{self._where}: table {target.table} is not a kvctl table (columns {', '.join(columns)}); "
                     "nothing was changed",
-                    hint="kvctl cannot map other programs' tables yet; pick another table with ?table=NAME")
+                    hint="to read its rows add key=COLUMNS; table=* lists every table with its URL")
             if not columns:
                 await self._refuse_missing(client)
             if target.journal_mode is not None and not self._url.reads_only:
@@ -181,33 +189,20 @@ class LibSQLStore(AsyncStoreBase):
         tables = [(str(name), str(cols or "")) for name, cols in rs.rows]
         kvctl_made = any(name == META_TABLE or tuple(cols.split(",")) == COLUMNS for name, cols in tables)
         if tables and not kvctl_made and not (self._target.create and not self._url.reads_only):
-            raise foreign_store_error(self._url, [name for name, _ in tables])
+            names = [name for name, _ in tables]
+            mapped: dict[str, str | None] = {}
+            for name in names:  # each table with the URL that reads its rows
+                stmts = [Statement(sql, [name]) for sql in CATALOG]
+                results = await self._call(lambda stmts=stmts: client.batch(stmts))  # type: ignore[misc]
+                info = table_info(name, [[tuple(r) for r in rs.rows] for rs in results])
+                mapped[name] = None if info is None else suggested_options(info)
+            raise foreign_store_error(self._url, names, mapped=mapped)
         if self._url.reads_only:
             raise NoSuchStoreError(f"no such store: {self._where} (no table {self._target.table}; "
                                    "nothing was created)")
 
     async def _call(self, call: Callable[[], Awaitable[Any]]) -> Any:
-        """Run one client call.  Remote calls are bounded by ?timeout=.  Local ones are retried
-        while the file is busy, for up to ?timeout=: libsql-client opens a connection per call with
-        SQLite's busy timeout at 0, and a batch loads the schema inside its own ``BEGIN``, so when
-        another process commits in between, SQLite refuses the write lock at once (a stale read
-        snapshot) without ever waiting.  A call that failed busy changed nothing (a batch is rolled
-        back whole), so running it again is safe."""
-        target = self._target
-        if target.remote:
-            async with asyncio.timeout(target.timeout_ms / 1000):
-                return await call()
-        deadline = time.monotonic() + target.timeout_ms / 1000
-        pause = 0.0005
-        while True:
-            try:
-                return await call()
-            except LibsqlError as exc:
-                if not is_busy(exc) or time.monotonic() + pause > deadline:
-                    raise
-            # jittered, growing pauses: processes that collided do not collide again in step
-            await asyncio.sleep(pause * (0.5 + random.random()))
-            pause = min(pause * 2, 0.05)
+        return await call_with_retries(self._target, call)
 
     async def _execute(self, action: str, sql: str, args: list[Any]) -> Any:
         client = self._client or await self._open()
@@ -403,7 +398,30 @@ class LibSQLStore(AsyncStoreBase):
         return int(results[-2].rows[0][0])
 
 
-async def _create_client(target: Target) -> libsql_client.Client:
+async def call_with_retries(target: Target, call: Callable[[], Awaitable[Any]]) -> Any:
+    """Run one client call.  Remote calls are bounded by ?timeout=.  Local ones are retried
+    while the file is busy, for up to ?timeout=: libsql-client opens a connection per call with
+    SQLite's busy timeout at 0, and a batch loads the schema inside its own ``BEGIN``, so when
+    another process commits in between, SQLite refuses the write lock at once (a stale read
+    snapshot) without ever waiting.  A call that failed busy changed nothing (a batch is rolled
+    back whole), so running it again is safe."""
+    if target.remote:
+        async with asyncio.timeout(target.timeout_ms / 1000):
+            return await call()
+    deadline = time.monotonic() + target.timeout_ms / 1000
+    pause = 0.0005
+    while True:
+        try:
+            return await call()
+        except LibsqlError as exc:
+            if not is_busy(exc) or time.monotonic() + pause > deadline:
+                raise
+        # jittered, growing pauses: processes that collided do not collide again in step
+        await asyncio.sleep(pause * (0.5 + random.random()))
+        pause = min(pause * 2, 0.05)
+
+
+async def create_client(target: Target) -> libsql_client.Client:
     client = libsql_client.create_client(target.client_url, auth_token=target.auth_token)
     try:
         await hello_answered(client)

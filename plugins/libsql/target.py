@@ -21,10 +21,12 @@ import re
 from dataclasses import dataclass, field
 
 from kvctl.errors import BadURLError, UsageError
+from kvctl.plugin_kit.mapped import MAPPED_OPTIONS, is_mapped
 from kvctl.url import StoreURL
 
-COMMON_OPTIONS = {"table", "timeout"}
+COMMON_OPTIONS = {"table", "timeout", *MAPPED_OPTIONS}
 LOCAL_OPTIONS = COMMON_OPTIONS | {"journal_mode", "create"}
+MAPPED_LOCAL_OPTIONS = COMMON_OPTIONS  # kvctl's own layout options do not apply to an application's table
 REMOTE_OPTIONS = COMMON_OPTIONS | {"authToken", "authToken_env", "tls"}
 JOURNAL_MODES = ("wal", "delete", "truncate", "persist")
 DEFAULT_TIMEOUT_MS = 30_000
@@ -53,7 +55,7 @@ def parse_target(url: StoreURL) -> Target:
     if url.username is not None or url.password is not None:
         raise BadURLError(f"{url.redacted()}: libsql takes no user or password (use authToken=...)")
     table = url.option("table", "kv") or "kv"
-    if not _IDENTIFIER.match(table) or table.lower().startswith("sqlite_"):
+    if not is_mapped(url) and (not _IDENTIFIER.match(table) or table.lower().startswith("sqlite_")):
         raise BadURLError(f"option table={table!r} in {url.redacted()} is not a plain table name")
     timeout = url.duration_option_ms("timeout", DEFAULT_TIMEOUT_MS)
     timeout_ms = DEFAULT_TIMEOUT_MS if timeout is None else timeout
@@ -63,7 +65,7 @@ def parse_target(url: StoreURL) -> Target:
 
 
 def _local(url: StoreURL, table: str, timeout_ms: int) -> Target:
-    url.check_options(LOCAL_OPTIONS)
+    url.check_options(MAPPED_LOCAL_OPTIONS if is_mapped(url) else LOCAL_OPTIONS)
     path = url.local_path()
     # libsql-client reads the path out of a file: URL without decoding it, so '?' and '#' cannot
     # be carried; everything else is passed through byte for byte.

@@ -6,6 +6,9 @@
 ``create=true``
     Lets a write add kvctl's table to a database that holds other programs' tables and none of
     kvctl's (without it such a database is refused, and a read never changes it).
+``key=``, ``value=``, ``expires=``, ``version=``, ``json=``, ``sep=``, ``write=``, ``table=*``
+    Mapped mode: another program's table read (and with ``write=true`` written) as a store, see
+    :mod:`.mapped` and :mod:`kvctl.plugin_kit.mapped`.
 ``embedded=true``
     Marks kvctl's embedded default store (``config.default_store_url``): its directory is created
     by the first write, and a read before any write reads an empty store without creating anything.
@@ -33,10 +36,13 @@ from dataclasses import dataclass
 
 from kvctl.errors import BadURLError
 from kvctl.plugin_kit import DEFAULT_FEED_RETENTION_CHANGES, TOMBSTONE_RETENTION_MS, ReplicationOptions
+from kvctl.plugin_kit.mapped import MAPPED_OPTIONS, is_mapped
 from kvctl.url import StoreURL
 
 OPTIONS = {"table", "timeout", "synchronous", "journal_mode", "readonly", "create", "embedded",
-           *ReplicationOptions.OPTIONS}
+           *ReplicationOptions.OPTIONS, *MAPPED_OPTIONS}
+# An application's table (key=) or the listing (table=*): kvctl's own layout options do not apply.
+MAPPED_MODE_OPTIONS = {"table", "timeout", "readonly", *MAPPED_OPTIONS}
 DEFAULT_TIMEOUT_MS = 30_000  # ruv-swarm's busy_timeout
 # Suffixes of the objects kept beside a table; a store table may not end with one of them.
 RESERVED_SUFFIXES = ("__changes", "__tombs", "__kvctl_rebuild")
@@ -67,13 +73,14 @@ class Options:
 
 
 def parse_options(url: StoreURL) -> Options:
-    url.check_options(OPTIONS)
+    mapped = is_mapped(url)
+    url.check_options(MAPPED_MODE_OPTIONS if mapped else OPTIONS)
     path = url.local_path()
     if path == ":memory:" or path.startswith("file:"):
         raise BadURLError(f"{url.redacted()} must name a database file (use memory:// for a scratch store)")
     table = url.option("table", "kv") or "kv"
     lowered = table.lower()
-    if (not _IDENTIFIER.match(table) or lowered.startswith("sqlite_") or lowered == META_TABLE
+    if not mapped and (not _IDENTIFIER.match(table) or lowered.startswith("sqlite_") or lowered == META_TABLE
             or lowered.endswith(RESERVED_SUFFIXES)):
         raise BadURLError(f"option table={table!r} in {url.redacted()} is not a plain table name "
                           f"(nor may it be {META_TABLE} or end with {', '.join(RESERVED_SUFFIXES)})")

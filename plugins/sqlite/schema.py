@@ -55,6 +55,7 @@ from kvctl.errors import AuthError, ForeignStoreError, NoSuchStoreError, StoreIO
 from kvctl.plugin_kit import foreign_store_error, random_node
 from kvctl.store import StoreURL
 
+from .catalog import mapping_suggestions
 from .errors import translate
 from .options import META_TABLE, RESERVED_SUFFIXES, Options
 from .triggers import TableSQL
@@ -192,7 +193,7 @@ def _prepare(conn: sqlite3.Connection, opts: Options, url: StoreURL, *, in_memor
     if not exists and not (opts.writes and opts.create):
         foreign = _foreign_tables(conn)
         if foreign:
-            raise foreign_store_error(url, foreign)
+            raise foreign_store_error(url, foreign, mapped=mapping_suggestions(conn, foreign))
     if not opts.writes:
         if not exists:
             raise NoSuchStoreError(
@@ -282,7 +283,7 @@ def _check_table(conn: sqlite3.Connection, table: str, where: str) -> bool:
     if cols != COLUMNS:
         raise ForeignStoreError(
             f"{where}: table {table} is not a kvctl table (columns {', '.join(cols)}); nothing was changed",
-            hint="kvctl cannot map other programs' tables yet; pick another table with ?table=NAME",
+            hint="to read its rows add key=COLUMNS; table=* lists every table with its URL",
         )
     return True
 

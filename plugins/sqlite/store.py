@@ -23,11 +23,13 @@ from typing import Any, Self
 
 from kvctl.errors import UnsupportedError
 from kvctl.plugin_kit import LockedKeyAdmin, ScanRange, deadline_ms, prefix_end, record_of
+from kvctl.plugin_kit.mapped import DISCOVERY, is_mapped
 from kvctl.store import TOMBSTONE, Capabilities, Page, Record, StoreURL, now_ms
 
 from . import mixed
 from .connection import _VERSION_STEP, MAX_LENGTH, VALUE, SQLiteBase, _in_size, _key_of, _values
 from .errors import translate
+from .mapped import MappedSQLiteStore, open_listing
 from .options import parse_options
 from .schema import connect
 
@@ -47,6 +49,10 @@ class SQLiteStore(LockedKeyAdmin, SQLiteBase):
     @classmethod
     def from_url(cls, url: StoreURL) -> Self:
         opts = parse_options(url)
+        if is_mapped(url):  # another program's table, or the listing of them: see .mapped
+            if url.option("table") == DISCOVERY:
+                return open_listing(opts, url)  # type: ignore[return-value]
+            return MappedSQLiteStore.open(opts, url)  # type: ignore[return-value]
         conn, state = connect(opts, url)
         return cls(conn, state, opts, url)
 

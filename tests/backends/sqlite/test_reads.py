@@ -31,7 +31,8 @@ CREATE TABLE IF NOT EXISTS workflow_state (run_id TEXT NOT NULL, key TEXT NOT NU
     updated_at DATETIME DEFAULT CURRENT_TIMESTAMP, PRIMARY KEY (run_id, key));
 INSERT INTO workflow_state(run_id, key, value) VALUES ('6f1c2e9a', 'approval', CAST('"yes"' AS BLOB));
 """
-GORKFLOW_TABLES = ("workflow_runs", "step_executions", "step_outputs", "workflow_state")
+GORKFLOW_KEYS = {"workflow_runs": "run_id", "step_executions": "run_id,step_id", "step_outputs": "run_id,step_id",
+                 "workflow_state": "run_id,key"}
 SCHEMES = ("sqlite", "libsql")
 
 
@@ -93,16 +94,16 @@ def test_a_database_of_other_tables_is_refused_and_left_as_it_was(
         line = done.stderr.decode()
         assert line.startswith(f"kvctl: error: {url} holds other programs' tables and none of kvctl's: ")
         assert line.count("\n") == 1 and "nothing was changed" in line
-        assert "cannot map other programs' tables yet" in line
-        for table in GORKFLOW_TABLES:
-            assert f"{table} ({url}?table={table})" in line
+        assert "each URL reads that table's rows" in line
+        for table, key in GORKFLOW_KEYS.items():
+            assert f"{table} ({url}?table={table}&key={key}&value=*)" in line
         assert ("create=true" in line) == (args[2] in ("set", "del")), args
         assert state(db) == before, f"{args} changed the application's database"
     # one of its tables named outright: refused as well, honestly, nothing changed
     for args in (["get", "x"], ["set", "x", "y"]):
         done = run_kvctl(env, "-u", f"{url}?table=workflow_state", *args, binary=True)
         assert done.returncode == 2 and b"table workflow_state is not a kvctl table" in done.stderr
-        assert b"cannot map other programs' tables yet" in done.stderr and done.stderr.count(b"\n") == 1
+        assert b"add key=COLUMNS" in done.stderr and done.stderr.count(b"\n") == 1
     assert state(db) == before
     with sqlite3.connect(db) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
@@ -119,7 +120,7 @@ def test_create_true_adds_kvctl_table_beside_other_tables(scheme: str, env: dict
     assert run_kvctl(env, "-u", url, "get", "k", binary=True).stdout == b"v"  # now a kvctl database: plain URLs work
     with sqlite3.connect(db) as conn:
         tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        assert set(GORKFLOW_TABLES) < tables and "kv" in tables
+        assert set(GORKFLOW_KEYS) < tables and "kv" in tables
         assert conn.execute("SELECT value FROM workflow_state").fetchone()[0] == b'"yes"'
 
 
