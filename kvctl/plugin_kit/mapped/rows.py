@@ -24,20 +24,24 @@ from .columns import Mapping
 from .keys import KeyCodec, PrefixPlan
 from .values import ValueCodec, read_time_ms, time_param
 
-__all__ = ["MappedRows", "MappedSQL", "MappedScan"]
+__all__ = ["MappedRows", "MappedSQL", "MappedScan", "ScanSQL"]
 
 Query = tuple[str, list[object]]
 
 
-class MappedSQL(Protocol):
+class ScanSQL(Protocol):
+    """What :class:`MappedScan` needs of a dialect: the keyset-paged query."""
+
+    def scan(self, plan: PrefixPlan, after: Sequence[object] | None, limit: int, keys_only: bool) -> Query:
+        """Up to ``limit`` rows matching ``plan`` after the key values ``after``, in key order."""
+
+
+class MappedSQL(ScanSQL, Protocol):
     """The statements of a mapping in one SQL dialect.  Selected columns are always the key
     columns, then the value columns (left out for ``keys_only``), then expires, then version."""
 
     def select_keys(self, count: int, keys_only: bool = False) -> str:
         """The rows of ``count`` keys (parameters: each key's column values, key after key)."""
-
-    def scan(self, plan: PrefixPlan, after: Sequence[object] | None, limit: int, keys_only: bool) -> Query:
-        """Up to ``limit`` rows matching ``plan`` after the key values ``after``, in key order."""
 
     def count(self, plan: PrefixPlan) -> Query:
         """How many rows match ``plan`` (rows with a NULL key column never count)."""
@@ -113,7 +117,7 @@ class MappedScan:
     """One ``scan`` call: keyset pages over the key columns, filtered to live rows whose key
     starts with the prefix (a prefix plan may select more, see :class:`PrefixPlan`)."""
 
-    def __init__(self, rows: MappedRows, sql: MappedSQL, prefix: bytes, after: bytes | None,
+    def __init__(self, rows: MappedRows, sql: ScanSQL, prefix: bytes, after: bytes | None,
                  batch_size: int, keys_only: bool) -> None:
         self._rows = rows
         self._sql = sql
