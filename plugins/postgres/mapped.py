@@ -19,30 +19,26 @@ from typing import Any, Self
 
 import asyncpg
 import asyncpg.exceptions as pgerr
+
+from kvctl.errors import BadURLError, ConflictError, LimitError, UnsupportedError, UsageError
+from kvctl.plugin_kit import AsyncStoreBase, deadline_ms, parse_key_cursor
 from kvctl.plugin_kit.mapped import (
     DISCOVERY,
     MAPPED_OPTIONS,
-    KeyCodec,
-    Kind,
     ListingStore,
     Mapping,
     MappingSpec,
-    PrefixPlan,
     TableInfo,
-    ValueCodec,
     mapped_capabilities,
     resolve,
     table_listing,
 )
-
-from kvctl.errors import BadURLError, ConflictError, LimitError, UnsupportedError, UsageError
-from kvctl.hlc import physical_ms
-from kvctl.plugin_kit import AsyncStoreBase, deadline_ms, key_cursor, page_size, parse_key_cursor
+from kvctl.plugin_kit.mapped.rows import MappedRows, MappedScan
 from kvctl.store import Capabilities, Page, Record, StoreURL, now_ms
 
 from .errors import CONNECTION_LOST, DRIVER_ERRORS, translate, translated
 from .mapped_catalog import describe, list_tables
-from .mapped_sql import Condition, MappedStatements
+from .mapped_sql import MappedStatements, key_arg
 from .settings import DRIVER_OPTIONS, Settings, parse_settings, table_identity
 
 # The options a mapped URL takes besides the driver's; the change feed's and create= make no
@@ -115,8 +111,7 @@ class MappedPostgresStore(AsyncStoreBase):
         self._mapping = mapping
         self._where = url.redacted()
         self.capabilities = mapped_capabilities(type(self).capabilities, mapping)  # type: ignore[misc]
-        self._keys = KeyCodec(mapping.key, mapping.spec.sep)
-        self._values = ValueCodec(mapping)
+        self._rows = MappedRows(mapping)
         self._sql = MappedStatements(settings.qualified_table, mapping.key, mapping.value,
                                      mapping.expires, mapping.version)
         self._writes = mapping.spec.write and not url.reads_only
@@ -181,45 +176,25 @@ class MappedPostgresStore(AsyncStoreBase):
             except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError):
                 con.terminate()
 
-    # -- rows <-> records --------------------------------------------------------------------
-    @staticmethod
-    def _param(value: object) -> object:
-        """A key component as its parameter: bytes and text as they are, the rest as text."""
-        return value if isinstance(value, bytes | str) else str(value)
-
-    def _record(self, row: Sequence[Any], keys_only: bool) -> Record | None:
-        n = len(self._mapping.key)
-        key = self._keys.encode(row[:n])
-        if key is None:
-            return None  # a NULL key component: the row has no key
-        value = b"" if keys_only else self._values.read(row[n:n + len(self._mapping.value)])
-        return Record(key, value, row[-2], row[-1])
-
+    # -- reads -----------------------------------------------------------------------------
     def _arrays(self, keys: Sequence[bytes]) -> list[list[object]]:
         """One parameter array per key column, for the keys that name a row."""
         arrays: list[list[object]] = [[] for _ in self._mapping.key]
         for key in keys:
-            parts = self._keys.decode(key)
+            parts = self._rows.key_values(key)
             if parts is not None:
                 for array, part in zip(arrays, parts, strict=True):
-                    array.append(self._param(part))
+                    array.append(key_arg(part))
         return arrays
-
-    # -- reads -----------------------------------------------------------------------------
-    async def get(self, key: bytes) -> Record | None:
-        parts = self._keys.decode(key)
-        if parts is None:
-            return None
-        row = await self._run("get", "fetchrow", self._sql.get(), now_ms(), *map(self._param, parts))
-        return None if row is None else self._record(row, False)
 
     async def get_many(self, keys: Sequence[bytes]) -> list[Record | None]:
         found: dict[bytes, Record] = {}
         for start in range(0, len(keys), ARRAY_CHUNK):
             arrays = self._arrays(keys[start:start + ARRAY_CHUNK])
             if arrays[0]:
-                for row in await self._run("get_many", "fetch", self._sql.get_many(), now_ms(), *arrays):
-                    rec = self._record(row, False)
+                now = now_ms()
+                for row in await self._run("get_many", "fetch", self._sql.get_many(), now, *arrays):
+                    rec = self._rows.record(row, now)
                     if rec is not None:
                         found[rec.key] = rec
         return [found.get(k) for k in keys]
@@ -227,70 +202,26 @@ class MappedPostgresStore(AsyncStoreBase):
     async def scan(self, prefix: bytes = b"", *, start_after: bytes | None = None, cursor: str | None = None,
                    batch_size: int = 1000, keys_only: bool = False) -> AsyncIterator[Page]:
         if start_after is not None and not self.capabilities.ordered_scan:
-            raise UnsupportedError(f"{self._where}: a composite or integer key scans in column order, "
-                                   "not byte order: start_after is not supported (use the page cursor)")
-        plan = self._keys.plan(prefix)
-        if plan.empty:
-            return
-        conditions = self._conditions(plan)
-        resume = parse_key_cursor(cursor) if cursor is not None else start_after
-        after: tuple[object, ...] | None = None
-        beyond: bytes | None = None  # a resume point that is no row's key: filtered here
-        if resume is not None and resume >= prefix:
-            after = self._keys.decode(resume)
-            if after is None:
-                conditions.append(self._at_or_below(resume))
-                beyond = resume
-        page = page_size(batch_size)
-        n = len(self._mapping.key)
-        while True:
-            args: list[Any] = [now_ms(), *(self._param(c.value) for c in conditions)]
-            if after is not None:
-                args += [self._param(v) for v in after]
-            text = self._sql.scan(conditions, after is not None, True, keys_only)
-            rows = await self._run("scan", "fetch", text, *args, page)
-            records = [r for r in (self._record(row, keys_only) for row in rows)
-                       if r is not None and r.key.startswith(prefix) and (beyond is None or r.key > beyond)]
-            if rows:
-                # the cursor is the last row read, kept or not: the next page starts after it
-                last = self._keys.encode(rows[-1][:n])
-                if records and last is not None:
-                    yield Page(records, key_cursor(last))
-                after = tuple(rows[-1][:n])
-            if len(rows) < page:
-                return
-
-    @staticmethod
-    def _conditions(plan: PrefixPlan) -> list[Condition]:
-        out = [Condition(i, "=", v) for i, v in enumerate(plan.equal)]
-        at = len(plan.equal)
-        if plan.lower is not None:
-            out.append(Condition(at, ">=", plan.lower))
-        if plan.upper is not None:
-            out.append(Condition(at, "<", plan.upper))
-        return out
-
-    def _at_or_below(self, resume: bytes) -> Condition:
-        """A bound at or below every key after ``resume``, on the one byte-ordered key column."""
-        if self._mapping.key[0].kind is Kind.BLOB:
-            return Condition(0, ">=", resume)
-        try:
-            return Condition(0, ">=", resume.decode())
-        except UnicodeDecodeError as exc:  # its valid start is below it in byte order
-            return Condition(0, ">=", resume[:exc.start].decode())
+            raise UnsupportedError(f"{self._where}: keys of this mapping do not come in byte order "
+                                   "(start_after needs one text, blob or uuid key column)")
+        after = parse_key_cursor(cursor) if cursor is not None else start_after
+        if after is not None and after < prefix:
+            after = None
+        scan = MappedScan(self._rows, self._sql, prefix, after, batch_size, keys_only)
+        while (query := scan.query()) is not None:
+            text, params = query
+            records = scan.take(await self._run("scan", "fetch", text, now_ms(), *params))
+            if records:
+                yield scan.page(records)
 
     async def count(self, prefix: bytes = b"") -> int:
-        plan = self._keys.plan(prefix)
+        plan = self._rows.keys.plan(prefix)
         if plan.empty:
             return 0
         if not plan.exact:  # the conditions select more than the prefix: counted key by key
-            total = 0
-            async for page in self.scan(prefix, keys_only=True, batch_size=10_000):
-                total += len(page.records)
-            return total
-        conditions = self._conditions(plan)
-        args = [now_ms(), *(self._param(c.value) for c in conditions)]
-        return int(await self._run("count", "fetchval", self._sql.count(conditions), *args))
+            return await super().count(prefix)
+        text, params = self._sql.count(plan)
+        return int(await self._run("count", "fetchval", text, now_ms(), *params))
 
     async def stats(self) -> dict[str, Any]:
         live, expired, nulls, size = await self._run("stats", "fetchrow", self._sql.stats(), now_ms(),
@@ -318,7 +249,11 @@ class MappedPostgresStore(AsyncStoreBase):
 
     async def set_many(self, records: Iterable[Record]) -> None:
         self._require()
-        rows = [self._row(rec) for rec in {r.key: r for r in records}.values()]
+        n = len(self._mapping.key)
+        rows = []
+        for rec in {r.key: r for r in records}.values():  # every check before anything is written
+            row = self._rows.write_row(rec)
+            rows.append([key_arg(v) for v in row[:n]] + row[n:])
         if not rows:
             return
         text = self._sql.upsert()
@@ -329,27 +264,6 @@ class MappedPostgresStore(AsyncStoreBase):
                     await con.executemany(text, rows)
             except BaseException as exc:
                 raise self._failed(exc, "set", True) from exc
-
-    def _row(self, rec: Record) -> list[object]:
-        parts = self._keys.decode(rec.key)
-        if parts is None:
-            cols = ", ".join(c.name for c in self._mapping.key)
-            raise LimitError(f"{self._where}: key {rec.key[:80]!r} does not name a row of ({cols})",
-                             hint=self._key_hint())
-        row = [self._param(p) for p in parts] + self._values.write(rec.key, rec.value)
-        if self._mapping.expires is not None:
-            row.append(rec.expires_at_ms)
-        elif rec.expires_at_ms is not None:
-            raise UnsupportedError(f"{self._where}: the mapping has no expires= column, so a key cannot expire")
-        if self._mapping.version is not None:
-            row.append(physical_ms(rec.version) if rec.version is not None else now_ms())
-        return row
-
-    def _key_hint(self) -> str:
-        if len(self._mapping.key) == 1:
-            return f"the column is {self._mapping.key[0].declared}"
-        sep = self._mapping.spec.sep.decode(errors="replace")
-        return f"a key is its components joined by {sep!r}, every component but the last escaped as %XX"
 
     async def delete_many(self, keys: Sequence[bytes]) -> int:
         self._require(delete=True)

@@ -6,9 +6,9 @@ column's type, so a uuid or integer key needs no client-side type; text keys com
 ``COLLATE "C"`` (byte order of UTF-8), so ranges and order are those of the key's bytes whatever
 the column's collation. Prefix scans are ranges, never LIKE.
 
-Expiry and version columns are converted to milliseconds since the epoch in SQL; the live-row
-filter compares the column itself with "now" expressed in the column's type and unit, so an index
-on it can be used.
+Expiry and version columns are read and written as their driver values (converted by the kit);
+the live-row filter compares the column itself with "now" expressed in the column's type and
+unit, so an index on it can be used.
 """
 
 from __future__ import annotations
@@ -16,18 +16,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from kvctl.plugin_kit.mapped.columns import Column, Kind, TimeMapping
+from kvctl.plugin_kit.mapped import Column, Kind, PrefixPlan, TimeMapping
 
 from .settings import quote_ident
-
-
-def to_ms(timed: TimeMapping) -> str:
-    """SQL turning the expiry/version column into integer milliseconds since the epoch."""
-    expr = quote_ident(timed.column.name)
-    if timed.column.kind is Kind.TIMESTAMP:
-        return f"floor(extract(epoch FROM {expr}) * 1000)::bigint"
-    return {"s": f"floor({expr} * 1000)::bigint", "ms": f"floor({expr})::bigint",
-            "us": f"floor({expr} / 1000)::bigint", "ns": f"floor({expr} / 1000000)::bigint"}[timed.unit or "ms"]
 
 
 def from_ms(timed: TimeMapping, param: str) -> str:
@@ -79,18 +70,30 @@ def value_param(col: Column, param: str) -> str:
     return f"{param}::{col.declared}"
 
 
-@dataclass(frozen=True)
-class Condition:
-    """One predicate of a key plan on key column ``index``: ``op`` is "=", ">=", "<" or ">"."""
+def key_arg(value: object) -> object:
+    """A key column value (as :class:`~kvctl.plugin_kit.mapped.KeyCodec` gives it) as its
+    parameter: bytes and text as they are, integers as their text (cast by :func:`key_param`)."""
+    return value if isinstance(value, bytes | str) else str(value)
 
-    index: int
-    op: str
-    value: object  # a key column value as KeyCodec gives it (str, bytes or int)
+
+def time_select(timed: TimeMapping) -> str:
+    return quote_ident(timed.column.name)
+
+
+def time_param(timed: TimeMapping, param: str) -> str:
+    """An expires/version parameter as :func:`kvctl.plugin_kit.mapped.time_param` gives it (an
+    aware datetime for timestamps, an integer in the column's unit) cast to the column."""
+    if timed.column.kind is Kind.TIMESTAMP and "without time zone" in timed.column.declared:
+        return f"({param}::timestamptz AT TIME ZONE 'UTC')"
+    return f"{param}::{timed.column.declared}"
 
 
 @dataclass(frozen=True)
 class MappedStatements:
-    """The statements of one mapping of table ``t`` (quoted, maybe schema-qualified)."""
+    """The statements of one mapping of table ``t`` (quoted, maybe schema-qualified), in the
+    shape of :class:`kvctl.plugin_kit.mapped.rows.MappedSQL`: selected columns are the key
+    columns, the value columns (not for keys only), then expires and version when mapped.
+    Every statement that reads takes "now" (ms) as ``$1``: expired rows are left out."""
 
     t: str
     keys: tuple[Column, ...]
@@ -99,22 +102,15 @@ class MappedStatements:
     version: TimeMapping | None = None
 
     # -- pieces ------------------------------------------------------------------------
-    @property
-    def _selected(self) -> str:
-        parts = [key_select(c) for c in self.keys] + [value_select(c) for c in self.values]
-        parts.append(to_ms(self.expires) if self.expires else "NULL::bigint")
-        parts.append(to_ms(self.version) if self.version else "NULL::bigint")
-        return ", ".join(parts)
-
-    @property
-    def _keys_selected(self) -> str:
+    def _select(self, keys_only: bool) -> str:
         parts = [key_select(c) for c in self.keys]
-        parts.append(to_ms(self.expires) if self.expires else "NULL::bigint")
-        parts.append(to_ms(self.version) if self.version else "NULL::bigint")
-        return ", ".join(parts)
+        if not keys_only:
+            parts += [value_select(c) for c in self.values]
+        parts += [time_select(t) for t in (self.expires, self.version) if t is not None]
+        return f"SELECT {', '.join(parts)} FROM {self.t}"
 
     def live(self, param: str) -> str:
-        """The predicate "not expired at ``param`` (ms)"; TRUE without an expiry column."""
+        """The predicate "not expired at ``param`` (ms)"."""
         if self.expires is None:
             return f"({param}::bigint IS NOT NULL)"  # names the parameter: the server needs its type
         q = quote_ident(self.expires.column.name)
@@ -124,21 +120,6 @@ class MappedStatements:
     def order(self) -> str:
         return ", ".join(key_order(c) for c in self.keys)
 
-    def _key_equals(self, first: int) -> str:
-        """``k1 = $first AND k2 = $first+1 ...``."""
-        return " AND ".join(f"{quote_ident(c.name)} = {key_param(c, f'${first + i}')}"
-                            for i, c in enumerate(self.keys))
-
-    # -- reads -------------------------------------------------------------------------
-    def get(self) -> str:
-        """$1 now (ms), $2.. the key components."""
-        return f"SELECT {self._selected} FROM {self.t} WHERE {self._key_equals(2)} AND {self.live('$1')}"
-
-    def get_many(self) -> str:
-        """$1 now, $2.. one array per key column (text[] or bytea[])."""
-        keys, match = self._unnest()
-        return f"SELECT {self._selected} FROM {self.t} JOIN {keys} ON {match} WHERE {self.live('$1')}"
-
     def _unnest(self) -> tuple[str, str]:
         """The keys given as one array per key column from $2 (a row source ``u``), and the
         predicate matching a row to them."""
@@ -147,34 +128,44 @@ class MappedStatements:
         match = " AND ".join(f"{quote_ident(c.name)} = {key_param(c, f'u.u{i}')}" for i, c in enumerate(self.keys))
         return f"unnest({arrays}) AS u({names})", match
 
-    def scan(self, conditions: Sequence[Condition], after: bool, limit: bool, keys_only: bool) -> str:
-        """Rows matching ``conditions`` (params $2..), after the row-value cursor (one param per key
-        column) when ``after``, in key order, at most $LAST rows when ``limit``; $1 is now."""
-        where, n = self._where(conditions, 2)
-        if after:
+    def _where(self, plan: PrefixPlan) -> tuple[list[str], list[object]]:
+        """The conditions of a prefix plan (from ``$2``) and their parameters."""
+        conds: list[str] = []
+        params: list[object] = []
+        for i, value in enumerate(plan.equal):
+            params.append(key_arg(value))
+            conds.append(f"{quote_ident(self.keys[i].name)} = {key_param(self.keys[i], f'${len(params) + 1}')}")
+        at = len(plan.equal)
+        for op, bound in ((">=", plan.lower), ("<", plan.upper)):
+            if bound is not None:
+                params.append(key_arg(bound))
+                conds.append(f"{key_order(self.keys[at])} {op} {key_param(self.keys[at], f'${len(params) + 1}')}")
+        return [*conds, self.live("$1")], params
+
+    # -- reads -------------------------------------------------------------------------
+    def get_many(self) -> str:
+        """$1 now, $2.. one array per key column (text[] or bytea[])."""
+        keys, match = self._unnest()
+        return f"{self._select(False)} JOIN {keys} ON {match} WHERE {self.live('$1')}"
+
+    def scan(self, plan: PrefixPlan, after: Sequence[object] | None, limit: int,
+             keys_only: bool) -> tuple[str, list[object]]:
+        """Up to ``limit`` rows of ``plan`` after the key values ``after``, in key order (its
+        parameters lack the leading "now")."""
+        conds, params = self._where(plan)
+        if after is not None:
+            first = len(params) + 2
             cols = ", ".join(key_order(c) for c in self.keys)
-            params = ", ".join(key_param(c, f"${n + i}") for i, c in enumerate(self.keys))
-            where.append(f"ROW({cols}) > ROW({params})" if len(self.keys) > 1 else f"{cols} > {params}")
-            n += len(self.keys)
-        where.append(self.live("$1"))
-        text = (f"SELECT {self._keys_selected if keys_only else self._selected} FROM {self.t} "
-                f"WHERE {' AND '.join(where)} ORDER BY {self.order}")
-        return text + (f" LIMIT ${n}" if limit else "")
+            marks = ", ".join(key_param(c, f"${first + i}") for i, c in enumerate(self.keys))
+            conds.append(f"ROW({cols}) > ROW({marks})" if len(self.keys) > 1 else f"{cols} > {marks}")
+            params += [key_arg(v) for v in after]
+        params.append(limit)
+        return (f"{self._select(keys_only)} WHERE {' AND '.join(conds)} ORDER BY {self.order} "
+                f"LIMIT ${len(params) + 1}", params)
 
-    def count(self, conditions: Sequence[Condition]) -> str:
-        where, _ = self._where(conditions, 2)
-        where.append(self.live("$1"))
-        return f"SELECT count(*) FROM {self.t} WHERE {' AND '.join(where)}"
-
-    def _where(self, conditions: Sequence[Condition], first: int) -> tuple[list[str], int]:
-        out = []
-        n = first
-        for cond in conditions:
-            col = self.keys[cond.index]
-            lhs = key_order(col) if cond.op != "=" else quote_ident(col.name)
-            out.append(f"{lhs} {cond.op} {key_param(col, f'${n}')}")
-            n += 1
-        return out or ["TRUE"], n
+    def count(self, plan: PrefixPlan) -> tuple[str, list[object]]:
+        conds, params = self._where(plan)
+        return f"SELECT count(*) FROM {self.t} WHERE {' AND '.join(conds)}", params
 
     def stats(self) -> str:
         """$1 now, $2 the table's name: live rows, expired rows, rows whose mapped value is NULL,
@@ -186,30 +177,24 @@ class MappedStatements:
 
     # -- writes ------------------------------------------------------------------------
     def upsert(self) -> str:
-        """$1.. key components, then value columns, then expiry ms, then version ms (when mapped).
+        """Parameters as :meth:`kvctl.plugin_kit.mapped.rows.MappedRows.write_row` gives them
+        (key values through :func:`key_arg`).
 
         ``INSERT … ON CONFLICT (key) DO UPDATE`` of the mapped columns only: columns kvctl does
         not map keep their values on update and take their defaults on insert."""
-        cols: list[str] = []
-        params: list[str] = []
-        n = 1
-        for c in self.keys:
-            cols.append(quote_ident(c.name))
-            params.append(key_param(c, f"${n}"))
-            n += 1
+        cols = [quote_ident(c.name) for c in self.keys]
+        marks = [key_param(c, f"${i + 1}") for i, c in enumerate(self.keys)]
         for c in self.values:
             cols.append(quote_ident(c.name))
-            params.append(value_param(c, f"${n}"))
-            n += 1
+            marks.append(value_param(c, f"${len(marks) + 1}"))
         for timed in (self.expires, self.version):
             if timed is not None:
                 cols.append(quote_ident(timed.column.name))
-                params.append(f"(CASE WHEN ${n}::bigint IS NULL THEN NULL ELSE {from_ms(timed, f'${n}')} END)")
-                n += 1
+                marks.append(time_param(timed, f"${len(marks) + 1}"))
         updated = cols[len(self.keys):]
         conflict = ", ".join(quote_ident(c.name) for c in self.keys)
         action = ("DO UPDATE SET " + ", ".join(f"{c} = excluded.{c}" for c in updated)) if updated else "DO NOTHING"
-        return (f"INSERT INTO {self.t} ({', '.join(cols)}) VALUES ({', '.join(params)}) "
+        return (f"INSERT INTO {self.t} ({', '.join(cols)}) VALUES ({', '.join(marks)}) "
                 f"ON CONFLICT ({conflict}) {action}")
 
     def delete_many(self) -> str:
