@@ -36,6 +36,7 @@ from kvctl.plugin_kit.mapped import (
 from kvctl.plugin_kit.mapped.rows import MappedRows, MappedScan
 from kvctl.store import Capabilities, Page, Record, StoreURL, now_ms
 
+from .core import MAX_KEY, MAX_VALUE
 from .errors import CONNECTION_LOST, DRIVER_ERRORS, translate, translated
 from .mapped_catalog import describe, list_tables
 from .mapped_sql import MappedStatements, key_arg
@@ -99,6 +100,8 @@ class MappedPostgresStore(AsyncStoreBase):
     capabilities = Capabilities(
         persistent=True,
         atomic_batch=True,
+        max_key_size=MAX_KEY,  # a btree index row, as for kvctl's own tables
+        max_value_size=MAX_VALUE,
         durability="the server's commit (WAL flushed per commit unless synchronous_commit/fsync are off)",
         blocking_io=False,
     )
@@ -252,6 +255,7 @@ class MappedPostgresStore(AsyncStoreBase):
         n = len(self._mapping.key)
         rows = []
         for rec in {r.key: r for r in records}.values():  # every check before anything is written
+            self._check(rec.key, rec.value)
             row = self._rows.write_row(rec)
             rows.append([key_arg(v) for v in row[:n]] + row[n:])
         if not rows:
