@@ -57,14 +57,14 @@ class TestMappedPostgresConformance(MappedStoreConformance):
         return f"{app_db}?table={table}&key=k&value=v&expires=exp:ms&version=ver:ms&write=true"
 
 
-def _dump(url: str, tables: list[str]) -> list[Any]:
+def _dump(url: str, tables: tuple[str, ...]) -> list[Any]:
     return [sql(url, f'SELECT to_jsonb(t)::text FROM "{t}" t ORDER BY 1') for t in tables]
 
 
 class _Unchanged:
     """The read part's reader, checked against the catalog and the rows instead of a file."""
 
-    tables: list[str]
+    tables: tuple[str, ...]
 
     @pytest.fixture
     def database(self) -> None:  # the checks below replace the file digest
@@ -82,7 +82,7 @@ class _Unchanged:
 
 
 class TestGorkflowStateReads(_Unchanged, MappedReadChecks):
-    tables = ["workflow_runs", "step_executions", "step_outputs", "workflow_state"]
+    tables = ("workflow_runs", "step_executions", "step_outputs", "workflow_state",)
 
     @pytest.fixture
     def app(self, gorkflow_app: str) -> str:
@@ -99,7 +99,7 @@ class TestGorkflowStateReads(_Unchanged, MappedReadChecks):
 
 
 class TestGorkflowRunsReads(_Unchanged, MappedReadChecks):
-    tables = ["workflow_runs"]
+    tables = ("workflow_runs",)
 
     @pytest.fixture
     def app(self, gorkflow_app: str) -> str:
@@ -115,7 +115,7 @@ class TestGorkflowRunsReads(_Unchanged, MappedReadChecks):
 
 
 class TestQueratorItemsReads(_Unchanged, MappedReadChecks):
-    tables = [QUERATOR_ITEMS, "queues"]
+    tables = (QUERATOR_ITEMS, "queues",)
 
     @pytest.fixture
     def app(self, querator_app: str) -> str:
