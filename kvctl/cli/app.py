@@ -27,6 +27,9 @@ HELP = (
     "kvctl: administer, migrate, snapshot, sync and benchmark key-value stores.\n\n"
     "The store is chosen by --url/-u (a URL or a profile name), else $KVCTL_URL, else the default "
     "profile, else an embedded SQLite store in your data directory (no server needed).\n\n"
+    "An application's own SQL table (sqlite://, libsql://, postgresql://) is read as a store with "
+    "?table=T&key=COLUMNS (mapped mode: read-only unless write=true; ?table=* lists the tables "
+    "with a URL for each).\n\n"
     "Exit codes: 0 ok; 1 key not found or stores differ; 2 usage or bad URL; 3 plugin failed to load; "
     "4 unsupported by the backend; 5 over a size limit; 6 conflict; 7 locked; 8 incomplete copy; "
     "9 change feed gap; "
@@ -42,6 +45,7 @@ app = typer.Typer(
         "kvctl set greeting hello && kvctl get greeting",
         "kvctl -u redis://localhost:6379/0 scan --prefix user: --limit 20",
         "kvctl migrate sqlite:///data/app.db redis://localhost:6379/0",
+        "kvctl -u 'sqlite:///srv/app.db?table=*' scan",
     ),
     rich_markup_mode=None,  # plain help, as git and gh print it: flags shown as flags
     pretty_exceptions_enable=False,

@@ -84,7 +84,8 @@ class MappedReadChecks:
         assert digest(database) == before, "reading a mapped table changed the database"
 
     @staticmethod
-    def scanned(store: Store, prefix: bytes = b"", batch_size: int = 1000, keys_only: bool = False) -> dict[bytes, bytes]:
+    def scanned(store: Store, prefix: bytes = b"", batch_size: int = 1000,
+                keys_only: bool = False) -> dict[bytes, bytes]:
         out: dict[bytes, bytes] = {}
         for page in store.scan(prefix, batch_size=batch_size, keys_only=keys_only):
             for rec in page.records:

@@ -17,6 +17,7 @@ from libsql_client import LibsqlError
 from kvctl.errors import (
     AuthError,
     BadURLError,
+    ConflictError,
     CorruptError,
     KvctlError,
     LimitError,
@@ -79,6 +80,8 @@ def translate(exc: BaseException, where: str, action: str, *, writing: bool = Fa
             if full is not None:
                 return full
         kind = LockedError if is_busy(exc) else _BY_CODE.get(code)
+        if code.startswith("SQLITE_CONSTRAINT"):  # a foreign key, unique or check constraint refused the write
+            kind = ConflictError
         if code == "ARGS_INVALID" and "too big" in explanation:
             kind = LimitError  # sqld refuses an argument over its length limit before running anything
         if kind is CorruptError:
@@ -97,6 +100,8 @@ def translate(exc: BaseException, where: str, action: str, *, writing: bool = Fa
         name = getattr(exc, "sqlite_errorname", "")
         if name == "SQLITE_NOTADB":
             return CorruptError(f"{where}: not a database: {detail}")
+        if isinstance(exc, sqlite3.IntegrityError):
+            return ConflictError(f"{where}: {action} failed: {detail}{outcome}")
         return StoreIOError(f"{where}: {action} failed: {detail}")
     if isinstance(exc, OSError):
         return UnavailableError(f"{where}: cannot reach the server while trying to {action}: {detail}{outcome}")

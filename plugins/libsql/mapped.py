@@ -6,8 +6,9 @@ create it), and only the mapped rows are ever written (``write=true``; one ``bat
 transaction).  The catalog is read when the store is opened, with libsql-client's sync client,
 so the store's capabilities (byte-ordered keys, TTL, versions, JSON values) are known before the
 first call.  libsql-client cannot turn ``PRAGMA foreign_keys`` on for its statements (a local
-client opens a connection per call; a pragma is a no-op inside a batch's transaction), so a
-delete SQLite would cascade is refused even with ``write=cascade``: use ``sqlite://`` for it.
+client opens a connection per call; a pragma is a no-op inside a batch's transaction), so writes
+that foreign keys would check or cascade are refused (writes to a table that has foreign keys,
+deletes from a table others reference, even with ``write=cascade``): use ``sqlite://`` for them.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import libsql_client
 from libsql_client import Statement
 
 from kvctl.errors import NoSuchStoreError, UnsupportedError
-from kvctl.plugin_kit import AsyncStoreBase, parse_key_cursor
+from kvctl.plugin_kit import AsyncStoreBase
 from kvctl.plugin_kit.mapped import (
     ListingStore,
     MappingSpec,
@@ -38,8 +39,6 @@ from .store import KEYS_PER_SELECT, MAX_KEY, MAX_VALUE, call_with_retries, creat
 from .target import Target
 
 __all__ = ["MappedLibSQLStore", "open_listing"]
-
-_CASCADING = ("CASCADE", "SET NULL", "SET DEFAULT")
 
 
 def _rows(rs: Any) -> list[tuple[object, ...]]:
@@ -140,13 +139,8 @@ class MappedLibSQLStore(AsyncStoreBase):
 
     async def scan(self, prefix: bytes = b"", *, start_after: bytes | None = None, cursor: str | None = None,
                    batch_size: int = 1000, keys_only: bool = False) -> AsyncIterator[Page]:
-        if start_after is not None and not self.capabilities.ordered_scan:
-            raise UnsupportedError(f"{self._where}: keys of this mapping do not come in byte order "
-                                   "(start_after needs one text or blob key column)")
-        after = parse_key_cursor(cursor) if cursor is not None else start_after
-        if after is not None and after < prefix:
-            after = None
-        scan = MappedScan(self._rows, self._sql, prefix, after, batch_size, keys_only)
+        scan = MappedScan.start(self._rows, self._sql, prefix, start_after=start_after, cursor=cursor,
+                                batch_size=batch_size, keys_only=keys_only)
         while (query := scan.query()) is not None:
             rs = (await self._run("scan", [Statement(*query)]))[0]
             records = scan.take(_rows(rs))
@@ -179,6 +173,7 @@ class MappedLibSQLStore(AsyncStoreBase):
     # -- writes ------------------------------------------------------------------------------
     async def set_many(self, records: Iterable[Record]) -> None:
         self._mapping.require_write()
+        self._no_foreign_keys("writing to", [r.table for r in self._mapping.table.references])
         rows = [self._checked(rec) for rec in records]  # every check before anything is sent
         if rows:
             upsert = self._sql.upsert()
@@ -190,10 +185,12 @@ class MappedLibSQLStore(AsyncStoreBase):
 
     def _require_delete(self) -> None:
         self._mapping.require_delete()
-        refs = [r.table for r in self._mapping.table.referenced_by if r.on_delete.upper() in _CASCADING]
-        if refs:
-            raise UnsupportedError(f"{self._where}: deleting rows of {self._mapping.table.name} would have to "
-                                   f"cascade to {', '.join(refs)}, which libsql-client cannot enforce "
+        self._no_foreign_keys("deleting rows of", [r.table for r in self._mapping.table.referenced_by])
+
+    def _no_foreign_keys(self, what: str, tables: list[str]) -> None:
+        if tables:
+            raise UnsupportedError(f"{self._where}: {what} {self._mapping.table.name} involves foreign keys "
+                                   f"({', '.join(sorted(set(tables)))}) that libsql-client cannot enforce "
                                    "(no PRAGMA foreign_keys for its statements)",
                                    hint="use a sqlite:// URL for this file")
 

@@ -68,7 +68,9 @@ _TABLES = ("SELECT m.name, (SELECT group_concat(p.name, ',') FROM pragma_table_i
 
 class LibSQLStore(AsyncStoreBase):
     name = "libsql"
-    description = "libSQL (libsql-client): a local file, or sqld/Turso over WebSocket or HTTP with an auth token."
+    description = ("libSQL (libsql-client): a local file, or sqld/Turso over WebSocket or HTTP with an auth token. "
+                   "Mapped mode: ?table=T&key=COLS reads an application's own table (write=true to edit; "
+                   "table=* lists the tables).")
     capabilities = Capabilities(
         persistent=True,
         ttl=True,

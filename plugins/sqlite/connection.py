@@ -21,6 +21,7 @@ from .errors import SQLITE_BUSY, SQLITE_LOCKED, translate
 from .options import Options
 from .replicate import Applier
 from .schema import TableState
+from .transaction import immediate
 from .triggers import TableSQL
 
 MAX_LENGTH = 1_000_000_000  # SQLite's default SQLITE_MAX_LENGTH: the largest BLOB (and row)
@@ -90,17 +91,9 @@ class SQLiteBase(StoreBase):
         none; the number of rows changed (not counting the triggers' writes)."""
         conn = self._conn
         changed = 0
-        try:
-            conn.execute("BEGIN IMMEDIATE")
+        with immediate(conn, self._fail):
             for sql, rows in runs:
                 changed += conn.executemany(sql, rows).rowcount
-            conn.execute("COMMIT")
-        except sqlite3.Error as exc:
-            raise self._fail(exc) from None
-        except BaseException:  # Ctrl-C half-way: leave nothing behind
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
         return changed
 
     def _count_writes(self, n: int) -> None:

@@ -16,8 +16,8 @@ import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Self
 
-from kvctl.errors import ConflictError, NoSuchStoreError, UnsupportedError
-from kvctl.plugin_kit import StoreBase, parse_key_cursor
+from kvctl.errors import ConflictError, NoSuchStoreError
+from kvctl.plugin_kit import StoreBase
 from kvctl.plugin_kit.mapped import (
     ListingStore,
     MappingSpec,
@@ -32,7 +32,8 @@ from kvctl.store import Capabilities, Page, Record, StoreURL, now_ms
 from .catalog import describe, table_names
 from .errors import translate
 from .options import Options, parse_options
-from .schema import _open_mode
+from .schema import _open_mode, file_size
+from .transaction import immediate
 
 __all__ = ["MappedSQLiteStore", "open_listing"]
 
@@ -134,13 +135,8 @@ class MappedSQLiteStore(StoreBase):
 
     def scan(self, prefix: bytes = b"", *, start_after: bytes | None = None, cursor: str | None = None,
              batch_size: int = 1000, keys_only: bool = False) -> Iterator[Page]:
-        if start_after is not None and not self.capabilities.ordered_scan:
-            raise UnsupportedError(f"{self._where}: keys of this mapping do not come in byte order "
-                                   "(start_after needs one text or blob key column)")
-        after = parse_key_cursor(cursor) if cursor is not None else start_after
-        if after is not None and after < prefix:
-            after = None
-        scan = MappedScan(self._rows, self._sql, prefix, after, batch_size, keys_only)
+        scan = MappedScan.start(self._rows, self._sql, prefix, start_after=start_after, cursor=cursor,
+                                batch_size=batch_size, keys_only=keys_only)
         while (query := scan.query()) is not None:
             try:
                 fetched = self._conn.execute(*query).fetchall()
@@ -173,24 +169,15 @@ class MappedSQLiteStore(StoreBase):
         facts: dict[str, Any] = {"keys": self.count(), "rows": rows_total, **self._mapping.describe()}
         if keyless:
             facts["rows_without_key"] = keyless  # a NULL key column (allowed in a rowid table's key)
-        return {**facts, "path": os.path.abspath(self._opts.path), "file_bytes": _size(self._opts.path),
+        return {**facts, "path": os.path.abspath(self._opts.path), "file_bytes": file_size(self._opts.path),
                 "journal_mode": journal.decode() if isinstance(journal, bytes) else journal,
                 "sqlite_version": sqlite3.sqlite_version}
 
     # -- writes ------------------------------------------------------------------------------
     def _transaction(self, work: Iterable[tuple[str, list[list[object]]]]) -> None:
-        conn = self._conn
-        try:
-            conn.execute("BEGIN IMMEDIATE")
+        with immediate(self._conn, self._fail):
             for sql, rows in work:
-                conn.executemany(sql, rows)
-            conn.execute("COMMIT")
-        except sqlite3.Error as exc:
-            raise self._fail(exc) from None
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
+                self._conn.executemany(sql, rows)
 
     def set_many(self, records: Iterable[Record]) -> None:
         self._mapping.require_write()
@@ -222,10 +209,3 @@ class MappedSQLiteStore(StoreBase):
             self._conn.close()
         except sqlite3.Error as exc:
             raise translate(exc, self._where, self._opts.path) from None
-
-
-def _size(path: str) -> int:
-    try:
-        return os.path.getsize(path)
-    except OSError:
-        return 0

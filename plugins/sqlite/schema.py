@@ -103,6 +103,14 @@ def preflight(opts: Options, where: str) -> bool:
     return False
 
 
+def file_size(path: str) -> int:
+    """A file's size in bytes; 0 when it is missing."""
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0
+
+
 def _make_parent(path: str, where: str) -> None:
     parent = os.path.dirname(path) or "."
     try:

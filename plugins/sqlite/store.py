@@ -31,12 +31,15 @@ from .connection import _VERSION_STEP, MAX_LENGTH, VALUE, SQLiteBase, _in_size, 
 from .errors import translate
 from .mapped import MappedSQLiteStore, open_listing
 from .options import parse_options
-from .schema import connect
+from .schema import connect, file_size
+from .transaction import immediate
 
 
 class SQLiteStore(LockedKeyAdmin, SQLiteBase):
     name = "sqlite"
-    description = "SQLite file (stdlib sqlite3): WAL, ordered scans, TTLs, versions, multi-process."
+    description = ("SQLite file (stdlib sqlite3): WAL, ordered scans, TTLs, versions, multi-process. "
+                   "Mapped mode: ?table=T&key=COLS reads an application's own table (write=true to edit; "
+                   "table=* lists the tables).")
     capabilities = Capabilities(
         persistent=True, ttl=True, ordered_scan=True, versions=True, atomic_batch=True,
         change_feed=True, host_local=True, max_value_size=MAX_LENGTH, conditional_writes=True,
@@ -207,17 +210,8 @@ class SQLiteStore(LockedKeyAdmin, SQLiteBase):
     def _immediate(self) -> Iterator[None]:
         """One immediate transaction: the write lock from the first statement, no other writer
         in between; rolled back on any failure (Ctrl-C included)."""
-        conn = self._conn
-        try:
-            conn.execute("BEGIN IMMEDIATE")
+        with immediate(self._conn, self._fail):
             yield
-            conn.execute("COMMIT")
-        except sqlite3.Error as exc:
-            raise self._fail(exc) from None
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
 
     @contextmanager
     def _admin_lock(self) -> Iterator[None]:
@@ -345,8 +339,8 @@ class SQLiteStore(LockedKeyAdmin, SQLiteBase):
             "keys": self.count(),
             "path": os.path.abspath(path),
             "table": self._opts.table,
-            "file_bytes": _size(path),
-            "wal_bytes": _size(path + "-wal"),
+            "file_bytes": file_size(path),
+            "wal_bytes": file_size(path + "-wal"),
             **facts,
             "sqlite_version": sqlite3.sqlite_version,
         }
@@ -372,10 +366,3 @@ class SQLiteStore(LockedKeyAdmin, SQLiteBase):
             self._conn.close()
         except sqlite3.Error as exc:
             raise translate(exc, self._where, self._opts.path) from None
-
-
-def _size(path: str) -> int:
-    try:
-        return os.path.getsize(path)
-    except OSError:
-        return 0

@@ -69,6 +69,8 @@ class TableInfo:
     referenced_by: tuple[ForeignRef, ...] = ()
     is_view: bool = False
     rows: int | None = None  # an estimate, for listings
+    # this table's own foreign keys (ForeignRef.table is the table they point at)
+    references: tuple[ForeignRef, ...] = ()
 
     def column(self, name: str) -> Column | None:
         return next((c for c in self.columns if c.name == name), None)

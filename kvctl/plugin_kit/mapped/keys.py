@@ -90,6 +90,15 @@ class KeyCodec:
                 return None
         return text
 
+    def bindable(self, values: Sequence[object]) -> tuple[object, ...]:
+        """Key values as read from a row, as parameters that compare equal to them (a driver
+        that reads text as bytes gets str back for text columns)."""
+        out = []
+        for col, value in zip(self.columns, values, strict=True):
+            native = None if value is None else self.component_value(col, self.component_bytes(col, value))
+            out.append(value if native is None else native)
+        return tuple(out)
+
     # -- whole keys ----------------------------------------------------------------------
     def encode(self, values: Sequence[object]) -> bytes | None:
         """The key of a row's key values; None when one is NULL (such a row has no key)."""

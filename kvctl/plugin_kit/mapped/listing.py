@@ -103,7 +103,7 @@ class ListingStore(StoreBase):
 
     name = "listing"
     description = "tables of a database (table=*), with a mapping URL for each"
-    capabilities = Capabilities(ordered_scan=True, json_values=True, blocking_io=False)
+    capabilities = Capabilities(persistent=True, ordered_scan=True, json_values=True, blocking_io=False)
 
     def __init__(self, url: StoreURL, records: Sequence[Record], backend: str) -> None:
         self.url = url

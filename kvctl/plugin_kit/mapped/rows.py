@@ -19,7 +19,7 @@ from kvctl.errors import LimitError, UnsupportedError, UsageError
 from kvctl.hlc import make_version, physical_ms
 from kvctl.store import Page, Record, now_ms
 
-from ..scan import key_cursor, page_size
+from ..scan import key_cursor, page_size, parse_key_cursor
 from .columns import Mapping
 from .keys import KeyCodec, PrefixPlan
 from .values import ValueCodec, read_time_ms, time_param
@@ -144,7 +144,7 @@ class MappedScan:
         if len(fetched) < self._limit:
             self._done = True
         if fetched:
-            self._after = tuple(fetched[-1][:len(self._rows.mapping.key)])
+            self._after = self._rows.keys.bindable(fetched[-1][:len(self._rows.mapping.key)])
         now = now_ms()
         prefix, exact = self._prefix, self._plan.exact
         out = []
@@ -153,6 +153,19 @@ class MappedScan:
             if rec is not None and (exact or rec.key.startswith(prefix)):
                 out.append(rec)
         return out
+
+    @classmethod
+    def start(cls, rows: MappedRows, sql: MappedSQL, prefix: bytes, *, start_after: bytes | None,
+              cursor: str | None, batch_size: int, keys_only: bool) -> MappedScan:
+        """The scan of ``Store.scan``'s arguments: a key cursor resumes after its key; ``start_after``
+        needs byte-ordered keys (:class:`~kvctl.errors.UnsupportedError` otherwise)."""
+        if start_after is not None and not rows.mapping.ordered:
+            raise UnsupportedError(f"{rows.mapping.where}: keys of this mapping do not come in byte order "
+                                   "(start_after needs one text or blob key column)")
+        after = parse_key_cursor(cursor) if cursor is not None else start_after
+        if after is not None and after < prefix:
+            after = None
+        return cls(rows, sql, prefix, after, batch_size, keys_only)
 
     @staticmethod
     def page(records: list[Record]) -> Page:

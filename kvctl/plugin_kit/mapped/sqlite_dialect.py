@@ -22,6 +22,7 @@ CATALOG = (
     "FROM pragma_index_list(?1) AS il, pragma_index_xinfo(il.name) AS ii WHERE ii.key ORDER BY il.name, ii.seqno",
     "SELECT m.name, f.id, f.\"from\", f.on_delete FROM sqlite_master AS m, pragma_foreign_key_list(m.name) AS f "
     "WHERE m.type = 'table' AND f.\"table\" = ?1 COLLATE NOCASE ORDER BY m.name, f.id, f.seq",
+    "SELECT \"table\", id, \"from\", on_delete FROM pragma_foreign_key_list(?) ORDER BY id, seq",
 )
 
 
@@ -54,7 +55,7 @@ def _text(v: object) -> str:
 
 def table_info(name: str, results: Sequence[Sequence[Sequence[object]]]) -> TableInfo | None:
     """The table described by the rows of the :data:`CATALOG` statements; None when missing."""
-    master, columns, indexes, refs = results
+    master, columns, indexes, refs, own = results
     if not master:
         return None
     pk_binary: dict[str, bool] = {}
@@ -79,16 +80,21 @@ def table_info(name: str, results: Sequence[Sequence[Sequence[object]]]) -> Tabl
         cols.append(Column(n, sqlite_kind(t), t, bool(int(notnull)) or bool(rowid),  # type: ignore[call-overload]
                            default is not None or bool(rowid), int(hidden) in (2, 3),  # type: ignore[call-overload]
                            pk_binary.get(n, True)))
-    grouped: dict[tuple[str, int], tuple[list[str], str]] = {}
-    for table, fk_id, col, on_delete in refs:
-        entry = grouped.setdefault((_text(table), int(fk_id)), ([], _text(on_delete)))  # type: ignore[call-overload]
-        entry[0].append(_text(col))
     return TableInfo(
         name=name, columns=tuple(cols), primary_key=tuple(c for _, c in sorted(pk)),
         unique=tuple(tuple(v) for v in unique.values()),
-        referenced_by=tuple(ForeignRef(t, tuple(c), d) for (t, _), (c, d) in grouped.items()),
+        referenced_by=_foreign_keys(refs), references=_foreign_keys(own),
         is_view=_text(master[0][0]) == "view",
     )
+
+
+def _foreign_keys(rows: Sequence[Sequence[object]]) -> tuple[ForeignRef, ...]:
+    """Foreign keys from (table, id, column, on_delete) rows, one per id."""
+    grouped: dict[tuple[str, int], tuple[list[str], str]] = {}
+    for table, fk_id, col, on_delete in rows:
+        entry = grouped.setdefault((_text(table), int(fk_id)), ([], _text(on_delete)))  # type: ignore[call-overload]
+        entry[0].append(_text(col))
+    return tuple(ForeignRef(t, tuple(c), d) for (t, _), (c, d) in grouped.items())
 
 
 class SQLiteMappedSQL:
