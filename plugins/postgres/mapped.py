@@ -20,8 +20,8 @@ from typing import Any, Self
 import asyncpg
 import asyncpg.exceptions as pgerr
 
-from kvctl.errors import BadURLError, ConflictError, LimitError, UnsupportedError, UsageError
-from kvctl.plugin_kit import AsyncStoreBase, deadline_ms, parse_key_cursor
+from kvctl.errors import BadURLError, ConflictError, LimitError, UsageError
+from kvctl.plugin_kit import AsyncStoreBase, deadline_ms
 from kvctl.plugin_kit.mapped import (
     DISCOVERY,
     MAPPED_OPTIONS,
@@ -204,13 +204,8 @@ class MappedPostgresStore(AsyncStoreBase):
 
     async def scan(self, prefix: bytes = b"", *, start_after: bytes | None = None, cursor: str | None = None,
                    batch_size: int = 1000, keys_only: bool = False) -> AsyncIterator[Page]:
-        if start_after is not None and not self.capabilities.ordered_scan:
-            raise UnsupportedError(f"{self._where}: keys of this mapping do not come in byte order "
-                                   "(start_after needs one text, blob or uuid key column)")
-        after = parse_key_cursor(cursor) if cursor is not None else start_after
-        if after is not None and after < prefix:
-            after = None
-        scan = MappedScan(self._rows, self._sql, prefix, after, batch_size, keys_only)
+        scan = MappedScan.start(self._rows, self._sql, prefix, start_after=start_after, cursor=cursor,
+                                batch_size=batch_size, keys_only=keys_only)
         while (query := scan.query()) is not None:
             text, params = query
             records = scan.take(await self._run("scan", "fetch", text, now_ms(), *params))

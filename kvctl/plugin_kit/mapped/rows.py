@@ -155,7 +155,7 @@ class MappedScan:
         return out
 
     @classmethod
-    def start(cls, rows: MappedRows, sql: MappedSQL, prefix: bytes, *, start_after: bytes | None,
+    def start(cls, rows: MappedRows, sql: ScanSQL, prefix: bytes, *, start_after: bytes | None,
               cursor: str | None, batch_size: int, keys_only: bool) -> MappedScan:
         """The scan of ``Store.scan``'s arguments: a key cursor resumes after its key; ``start_after``
         needs byte-ordered keys (:class:`~kvctl.errors.UnsupportedError` otherwise)."""

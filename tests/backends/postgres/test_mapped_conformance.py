@@ -82,7 +82,7 @@ class _Unchanged:
 
 
 class TestGorkflowStateReads(_Unchanged, MappedReadChecks):
-    tables = ("workflow_runs", "step_executions", "step_outputs", "workflow_state",)
+    tables = ("workflow_runs", "step_executions", "step_outputs", "workflow_state")
 
     @pytest.fixture
     def app(self, gorkflow_app: str) -> str:
@@ -115,7 +115,7 @@ class TestGorkflowRunsReads(_Unchanged, MappedReadChecks):
 
 
 class TestQueratorItemsReads(_Unchanged, MappedReadChecks):
-    tables = (QUERATOR_ITEMS, "queues",)
+    tables = (QUERATOR_ITEMS, "queues")
 
     @pytest.fixture
     def app(self, querator_app: str) -> str:
