@@ -12,7 +12,8 @@ Expiries are absolute; two are equal within ``expiry_tolerance_ms`` (backends th
 relative durations round them).  A key present on one side only whose expiry falls within the
 tolerance is treated as expiring, not as a difference.  Typed values (``Record.kind``) are
 compared by type only: their payloads are backend-specific.  Versions are not compared: each
-store may stamp its own.
+store may stamp its own.  Values are compared byte for byte, or by meaning when either store
+declares JSON values (:mod:`kvctl.engines._compare`).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from kvctl.codec import json_key, show_key
 from kvctl.errors import DifferenceError, KvctlError
 from kvctl.store import AsyncStore, Page, Record, now_ms
 
+from ._compare import json_sides, same_value
 from ._pipeline import Prefetch
 from ._slices import Slice, slice_pages
 from ._stores import describe, open_async, start_count
@@ -112,8 +114,10 @@ class DiffResult:
 class _Tally:
     """Counts and samples differences as they are found."""
 
-    def __init__(self, result: DiffResult, opts: DiffOptions, tick: Callable[[int], None] | None = None) -> None:
+    def __init__(self, result: DiffResult, opts: DiffOptions, tick: Callable[[int], None] | None = None,
+                 json_values: bool = False) -> None:
         self.r = result
+        self.json_values = json_values  # a side holds JSON documents: values compare by meaning
         self.sample = opts.sample
         self.tol = opts.expiry_tolerance_ms
         self.ignore_expiry = opts.ignore_expiry
@@ -156,7 +160,7 @@ class _Tally:
     def reason(self, ra: Record, rb: Record) -> str | None:
         if ra.kind != rb.kind:
             return "kind"
-        if ra.kind is None and ra.value != rb.value:
+        if ra.kind is None and not same_value(ra.value, rb.value, self.json_values):
             return "value"
         if not self.ignore_expiry and not same_expiry(ra.expires_at_ms, rb.expires_at_ms, self.tol):
             return "expiry"
@@ -259,7 +263,7 @@ async def compare(a: AsyncStore, b: AsyncStore, opts: DiffOptions | None = None,
         if reporter is not None:
             reporter.progress(Progress("diff", Counts(read=compared), total[0], time.perf_counter() - t0))
 
-    tally = _Tally(result, opts, tick if reporter is not None else None)
+    tally = _Tally(result, opts, tick if reporter is not None else None, json_sides(a, b))
     try:
         if both_ordered(a, b):
             result.method = "merge"

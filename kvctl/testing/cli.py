@@ -91,6 +91,7 @@ def read_commands(url: str, other: str, out: Path, key: str = "k") -> list[list[
         ["-u", url, "count"],
         ["-u", url, "ttl", key],
         ["-u", url, "stats"],
+        ["-u", url, "ping", "--count", "1"],
         ["export", url, "-o", str(out / "out.jsonl")],
         ["snapshot", "create", url, "-o", str(out / "out.kvs")],
         ["diff", url, other],
@@ -98,3 +99,31 @@ def read_commands(url: str, other: str, out: Path, key: str = "k") -> list[list[
         ["migrate", url, other, "--no-progress"],
         ["sync", url, other],
     ]
+
+
+def write_commands(url: str, source: str, out: Path, key: str = "k") -> list[list[str]]:
+    """Every command that writes into the store at ``url``, as a user types it: what a database
+    kvctl did not create must refuse without ``?create=true``, changing nothing.
+
+    ``source`` is an existing store to copy and sync from; ``out`` a directory where the export
+    and the snapshot that import and restore read are written first (by
+    :func:`write_inputs`); ``key`` the key set, expire, persist and del name."""
+    return [
+        ["-u", url, "set", key, "v"],
+        ["-u", url, "expire", key, "1h"],
+        ["-u", url, "persist", key],
+        ["-u", url, "del", key],
+        ["import", str(out / "in.jsonl"), url],
+        ["migrate", source, url, "--no-progress"],
+        ["snapshot", "restore", str(out / "in.kvs"), url],
+        ["sync", source, url],
+    ]
+
+
+def write_inputs(env: Mapping[str, str] | None, source: str, out: Path) -> None:
+    """The export and the snapshot of ``source`` that :func:`write_commands` import and restore."""
+    for args in (["export", source, "-o", str(out / "in.jsonl")],
+                 ["snapshot", "create", source, "-o", str(out / "in.kvs")]):
+        done = run_kvctl(env, *args)
+        if done.returncode != 0:
+            raise AssertionError(f"kvctl {' '.join(args)}: {done.stderr}")

@@ -11,7 +11,7 @@ other.  Writes are one ``batch()``: a transaction, all or nothing, locally and r
 
 A command that only reads creates, switches and upgrades nothing (a missing local file or table
 is ``NoSuchStoreError``); a database of other programs' tables is ``ForeignStoreError`` unless a
-write gives ``?create=true`` (local files).
+write gives ``?create=true`` (a local file or a server).
 """
 
 from __future__ import annotations

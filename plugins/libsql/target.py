@@ -24,9 +24,9 @@ from kvctl.errors import BadURLError, UsageError
 from kvctl.plugin_kit.mapped import MAPPED_OPTIONS, is_mapped
 from kvctl.url import StoreURL
 
-COMMON_OPTIONS = {"table", "timeout", *MAPPED_OPTIONS}
-LOCAL_OPTIONS = COMMON_OPTIONS | {"journal_mode", "create"}
-MAPPED_LOCAL_OPTIONS = COMMON_OPTIONS  # kvctl's own layout options do not apply to an application's table
+COMMON_OPTIONS = {"table", "timeout", "create", *MAPPED_OPTIONS}
+LOCAL_OPTIONS = COMMON_OPTIONS | {"journal_mode"}
+MAPPED_LOCAL_OPTIONS = COMMON_OPTIONS - {"create"}  # kvctl's own layout options do not apply to an application's table
 REMOTE_OPTIONS = COMMON_OPTIONS | {"authToken", "authToken_env", "tls"}
 JOURNAL_MODES = ("wal", "delete", "truncate", "persist")
 DEFAULT_TIMEOUT_MS = 30_000
@@ -105,6 +105,7 @@ def _remote(url: StoreURL, table: str, timeout_ms: int) -> Target:
         table=table,
         timeout_ms=timeout_ms,
         journal_mode=None,
+        create=url.bool_option("create", False),
     )
 
 

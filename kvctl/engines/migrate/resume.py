@@ -5,6 +5,7 @@ from __future__ import annotations
 from kvctl.store import AsyncStore, Record, now_ms
 
 from .._batches import BatchWriter
+from .._compare import json_sides, same_value
 from .._stores import dump_many
 from ..diff import same_expiry
 from ..reporting import Counts, Problems
@@ -23,13 +24,13 @@ class ResumeWriter:
     ``newer`` would count them as skipped rather than copied.
 
     So while it replays, a destination record with the source record's content (the same value,
-    or for a typed value the same dump; the same expiry within ``expiry_tolerance_ms``, or any
-    expiry where ``--drop-ttl`` writes none; the same version where both sides keep one) counts
-    as this migrate's own write: it is written again (writing a record twice yields the same
-    record) and counted as copied.  Any other content is a conflict as in an uninterrupted run.
-    Writes are sequential, one batch at a time, so the replay ends with the first batch the
-    destination holds none of: past it, an identical key is not this migrate's and the policy
-    applies to it as usual.
+    by meaning where a side holds JSON documents, or for a typed value the same dump; the same
+    expiry within ``expiry_tolerance_ms``, or any expiry where ``--drop-ttl`` writes none; the
+    same version where both sides keep one) counts as this migrate's own write: it is written
+    again (writing a record twice yields the same record) and counted as copied.  Any other
+    content is a conflict as in an uninterrupted run.  Writes are sequential, one batch at a
+    time, so the replay ends with the first batch the destination holds none of: past it, an
+    identical key is not this migrate's and the policy applies to it as usual.
     """
 
     def __init__(self, src: AsyncStore, dst: AsyncStore, writer: BatchWriter, plan: Plan) -> None:
@@ -40,6 +41,7 @@ class ResumeWriter:
         self.tolerance_ms = plan.expiry_tolerance_ms
         self.ignore_expiry = plan.drop_ttl and not dst.capabilities.ttl
         self.typed_ok = writer.typed_ok
+        self.json_values = json_sides(src, dst)
         # the same pipeline as ``writer`` (expiry, TTLs, limits, typed values) and the same
         # totals, without the conflict check
         self.again = BatchWriter(dst, policy="overwrite", source=writer.source, typed_ok=writer.typed_ok,
@@ -88,7 +90,7 @@ class ResumeWriter:
 
     def same(self, rec: Record, old: Record) -> bool:
         """Does the destination hold exactly what writing ``rec`` would leave there?"""
-        if rec.kind != old.kind or rec.value != old.value:
+        if rec.kind != old.kind or not same_value(rec.value, old.value, self.json_values and rec.kind is None):
             return False
         if rec.version is not None and old.version is not None and rec.version != old.version:
             return False

@@ -82,9 +82,5 @@ def latest_per_key(changes: Iterable[Record]) -> list[Record]:
     return list(latest.values())
 
 
-def _differs(a: Record, b: Record) -> bool:
-    return (a.value, a.expires_at_ms, a.kind) != (b.value, b.expires_at_ms, b.kind)
-
-
 def _unversioned(rec: Record) -> Record:
     return Record(rec.key, rec.value, rec.expires_at_ms)

@@ -42,6 +42,7 @@ from kvctl.store import TOMBSTONE, AsyncStore, Record, newer, now_ms
 from kvctl.url import redact
 
 from .. import _stopped as stopped
+from .._compare import json_sides, same_value
 from .._files import writable_dir
 from .._stores import refuse_same_store, start_count
 from ..keyfilter import KeyFilter
@@ -52,8 +53,10 @@ from .result import Conflict, SyncResult
 from .state import load_state, save_state, state_path
 
 
-def _differs(a: Record, b: Record) -> bool:
-    return (a.value, a.expires_at_ms, a.kind) != (b.value, b.expires_at_ms, b.kind)
+def _differs(a: Record, b: Record, json_values: bool) -> bool:
+    """Do two records hold different content?  Values by meaning where a side holds JSON documents."""
+    return ((a.expires_at_ms, a.kind) != (b.expires_at_ms, b.kind)
+            or not same_value(a.value, b.value, json_values and a.kind is None))
 
 
 async def _pending(store: AsyncStore, cursor: str, batch_size: int) -> AsyncIterator[tuple[list[Record], str]]:
@@ -96,6 +99,7 @@ class SyncEngine:
         self.applied_before = 0  # changes applied by the earlier runs of a watch: what a stop reports
         self.done = Counts()  # this run so far, for progress
         self.state = {} if plan.force_full else load_state(self.path)
+        self.json_values = json_sides(src, dst)  # compare values by meaning
         for side, store in (("source", src), ("destination", dst)):
             for need in ("change_feed", "versions") if plan.two_way else ():
                 if not getattr(store.capabilities, need):
@@ -273,11 +277,15 @@ class SyncEngine:
             theirs = await self.dst.get_many([r.key for r in records])
             to_dst, to_src = [], []
             for mine, other in zip(records, theirs, strict=True):
-                if other is None or newer(mine, other) or (mine.version is None and _differs(mine, other)):
+                if other is None:
+                    to_dst.append(mine)
+                elif mine.version == other.version and not _differs(mine, other, self.json_values):
+                    continue  # the same record on both sides (no versions, or one write): nothing to send
+                elif newer(mine, other) or (mine.version is None and _differs(mine, other, self.json_values)):
                     to_dst.append(mine)
                 elif self.plan.two_way and newer(other, mine):
                     to_src.append(other)
-                elif newer(other, mine) and _differs(mine, other):
+                elif newer(other, mine) and _differs(mine, other, self.json_values):
                     result.kept_at_dst += 1  # written at the destination after the source's: kept
             sent = await self._send(to_dst, self.src, self.dst, result)
             result.applied_to_dst += sent.written

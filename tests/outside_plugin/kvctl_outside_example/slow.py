@@ -1,14 +1,16 @@
-"""``slow://?of=URL&delay_ms=N[&fail_at=HEX]``: another store whose every batch call first
-waits ``delay_ms``, the cost of a far server, for executor tests and the scale-out benchmark.
+"""``slow://?of=URL&delay_ms=N[&fail_at=HEX][&json_values=true]``: another store whose every batch
+call first waits ``delay_ms``, the cost of a far server, for executor tests and the scale-out benchmark.
 
 ``fail_at``: scanning a page that holds this key (hex) raises :class:`StoreIOError`, every time, so the
-slice that holds it always fails.
+slice that holds it always fails.  ``json_values=true``: the store declares its values JSON documents,
+as a mapped json/jsonb column does, so diff, ``--verify`` and sync compare them by meaning.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import replace
 from typing import Any, Self
 
 from kvctl.adapt import to_sync
@@ -32,13 +34,16 @@ class SlowStore(StoreBase):
 
     @classmethod
     def from_url(cls, url: StoreURL) -> Self:
-        url.check_options({"of", "delay_ms", "fail_at"})
+        url.check_options({"of", "delay_ms", "fail_at", "json_values"})
         of = url.option("of")
         if not of:
             raise StoreIOError("slow:// needs ?of=URL")
         fail = url.option("fail_at")
-        return cls(url, to_sync(open_url(of, access=url.access)), url.int_option("delay_ms", 10) / 1000,
-                   None if fail is None else bytes.fromhex(fail))
+        store = cls(url, to_sync(open_url(of, access=url.access)), url.int_option("delay_ms", 10) / 1000,
+                    None if fail is None else bytes.fromhex(fail))
+        if url.bool_option("json_values", False):
+            store.capabilities = replace(store.capabilities, json_values=True)  # type: ignore[misc]
+        return store
 
     def _wait(self) -> None:
         time.sleep(self.delay_s)
