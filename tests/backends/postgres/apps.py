@@ -21,6 +21,7 @@ from tests.backends.postgres.support import sql
 
 HERE = Path(__file__).parent
 GORKFLOW_DDL = (HERE / "gorkflow.sql").read_text()
+GORKFLOW_SCHEMA = GORKFLOW_DDL.split("\nINSERT", 1)[0]  # the tables without gorkflow.sql's two rows
 QUERATOR_DDL = (HERE / "querator.sql").read_text()
 QUERATOR_ITEMS = "items_1buPSdlPil_0"  # queue "orders", partition 0, as Querator names it
 GORKFLOW_TABLES = ["workflow_runs", "step_executions", "step_outputs", "workflow_state"]  # FK order
