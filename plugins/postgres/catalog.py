@@ -13,14 +13,16 @@ tables themselves, so the verdict is the same for a read-only role.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import quote
 
 import asyncpg
 
 from kvctl.errors import ForeignStoreError, NoSuchStoreError
+from kvctl.plugin_kit.mapped import suggested_options
 from kvctl.url import StoreURL
 
+from .mapped_catalog import list_tables
 from .schema import Layout
 
 # Relations a user would call tables (ordinary, partitioned, foreign, views, materialized views).
@@ -53,6 +55,9 @@ class Survey:
     database: str
     schema: str | None
     tables: list[str]  # every table-like relation of the schema, sorted
+    # when the schema holds only other programs' tables: each one's read-only mapping options
+    # (table=…&key=…&value=…), None for a table without a key to map it by
+    mappings: dict[str, str | None] = field(default_factory=dict)
 
     @property
     def where(self) -> str:
@@ -61,15 +66,20 @@ class Survey:
 
 async def survey(con: asyncpg.Connection, layout: Layout, schema: str | None) -> Survey:
     row = await con.fetchrow(_SURVEY, layout.t, layout.meta, layout.tombs, layout.sequence, schema)
+    tables = list(row[7])
+    mappings = {}
+    if tables and not row[1]:  # about to be refused: say how to read each table
+        mappings = {t.name: suggested_options(t) for t in await list_tables(con, schema)}
     return Survey(bool(row[0]), bool(row[1]), bool(row[2]), bool(row[3]), bool(row[4]),
-                  str(row[5]), row[6], list(row[7]))
+                  str(row[5]), row[6], tables, mappings)
 
 
 def refuse_foreign(found: Survey, url: StoreURL, where: str) -> None:
     """ForeignStoreError when the schema holds tables and none of them is kvctl's."""
     if found.has_meta or not found.tables:
         return
-    listed = ", ".join(f"{name} ({_table_url(url, name)})" for name in found.tables[:LISTED_TABLES])
+    listed = ", ".join(f"{name} ({_mapping_url(url, found.mappings.get(name))})"
+                       for name in found.tables[:LISTED_TABLES])
     more = len(found.tables) - LISTED_TABLES
     if more > 0:
         listed += f" and {more} more"
@@ -77,8 +87,8 @@ def refuse_foreign(found: Survey, url: StoreURL, where: str) -> None:
     raise ForeignStoreError(
         f"{where}: {found.where} holds {count} table{'s' if count != 1 else ''}, none of kvctl's: {listed}; "
         "nothing was changed",
-        hint=f"to read one, map it with key= ({_table_url(url, '*')} lists each table with a URL); "
-             "to add kvctl's own table beside them, write with ?create=true",
+        hint=f"each URL reads that table's rows (add write=true to change them; {_table_url(url, '*')} "
+             "describes every table); to add kvctl's own table beside them, write with ?create=true",
     )
 
 
@@ -87,6 +97,14 @@ def refuse_missing(found: Survey, name: str, where: str) -> None:
     if not found.has_table:
         raise NoSuchStoreError(f"{where}: no table {name} in {found.where}; nothing was created",
                                hint="a write command creates it")
+
+
+def _mapping_url(url: StoreURL, options: str | None) -> str:
+    """``url`` with a mapping's options instead of its own, redacted."""
+    if options is None:
+        return "no key to map it by"
+    base = StoreURL.parse(url.without_options("table", "create"))
+    return StoreURL.parse(f"{base.raw}{'&' if '?' in base.raw else '?'}{options}").redacted()
 
 
 def _table_url(url: StoreURL, name: str) -> str:

@@ -87,9 +87,10 @@ def test_reads_of_a_database_of_another_program_change_nothing(gorkflow: str, en
             assert proc.returncode == 2, (args, proc.stderr)
             assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("kvctl: error: "), proc.stderr
             assert "holds 4 tables, none of kvctl's" in proc.stderr
-            assert "map it with key=" in proc.stderr and "table=*" in proc.stderr
+            assert "each URL reads that table" in proc.stderr and "table=*" in proc.stderr
             assert all(table in proc.stderr for table in GORKFLOW_TABLES)
             assert f"?table={GORKFLOW_TABLES[0]}" in proc.stderr
+            assert "?table=workflow_state&key=run_id,key&value=*)" in proc.stderr  # a URL that reads it
             assert catalog(gorkflow) == before, args
 
 
