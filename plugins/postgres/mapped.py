@@ -185,7 +185,7 @@ class MappedPostgresStore(AsyncStoreBase):
         arrays: list[list[object]] = [[] for _ in self._mapping.key]
         for key in keys:
             parts = self._rows.key_values(key)
-            if parts is not None:
+            if parts is not None and not _has_nul(parts):
                 for array, part in zip(arrays, parts, strict=True):
                     array.append(key_arg(part))
         return arrays
@@ -204,6 +204,8 @@ class MappedPostgresStore(AsyncStoreBase):
 
     async def scan(self, prefix: bytes = b"", *, start_after: bytes | None = None, cursor: str | None = None,
                    batch_size: int = 1000, keys_only: bool = False) -> AsyncIterator[Page]:
+        if _has_nul(self._prefix_values(prefix)):
+            return
         scan = MappedScan.start(self._rows, self._sql, prefix, start_after=start_after, cursor=cursor,
                                 batch_size=batch_size, keys_only=keys_only)
         while (query := scan.query()) is not None:
@@ -216,10 +218,16 @@ class MappedPostgresStore(AsyncStoreBase):
         plan = self._rows.keys.plan(prefix)
         if plan.empty:
             return 0
+        if _has_nul(self._prefix_values(prefix)):
+            return 0
         if not plan.exact:  # the conditions select more than the prefix: counted key by key
             return await super().count(prefix)
         text, params = self._sql.count(plan)
         return int(await self._run("count", "fetchval", text, now_ms(), *params))
+
+    def _prefix_values(self, prefix: bytes) -> list[object]:
+        plan = self._rows.keys.plan(prefix)
+        return [*plan.equal, plan.lower]
 
     async def stats(self) -> dict[str, Any]:
         live, expired, nulls, size = await self._run("stats", "fetchrow", self._sql.stats(), now_ms(),
@@ -274,3 +282,8 @@ class MappedPostgresStore(AsyncStoreBase):
     async def clear(self) -> int:
         self._require(delete=True)
         return int(await self._run("clear", "fetchval", self._sql.clear(), now_ms(), writing=True))
+
+
+def _has_nul(values: Iterable[object]) -> bool:
+    """Does a key value hold NUL, which PostgreSQL text cannot (so no row has it)?"""
+    return any(isinstance(v, str) and "\x00" in v for v in values)

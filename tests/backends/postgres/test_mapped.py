@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from kvctl.testing.cli import read_commands, run_kvctl
+from kvctl.testing.conformance import open_sync
 from tests.backends.postgres.apps import QUERATOR_ITEMS, RUNS, database, fill_gorkflow, fill_querator
 from tests.backends.postgres.support import catalog, sql
 from tests.conftest import service_url
@@ -100,6 +101,16 @@ def test_querator_items_are_found_by_discovery_and_scan_in_ksuid_order(querator:
     queues = json.loads(kv(env, "-u", f"{url}?table=queues&key=name&value=*", "get", "orders"))
     assert queues["partition_info"] == [{"partition": 0, "queue": "orders", "read_only": False}]
     assert queues["lease_timeout_ns"] == 60_000_000_000
+
+
+def test_a_key_with_nul_names_no_row_of_a_text_column(querator: tuple[str, list[str]]) -> None:
+    url, ids = querator
+    with open_sync(f"{url}?{ITEMS}") as store:
+        assert store.get(ids[0].encode() + b"\x00") is None
+        assert store.get_many([b"\x00", ids[0].encode()])[0] is None
+        assert list(store.scan(ids[0][:3].encode() + b"\x00")) == []
+        assert store.count(ids[0][:3].encode() + b"\x00") == 0
+        assert store.count(ids[0][:3].encode()) >= 1
 
 
 MAPPED_READS = [STATE, RUNS_JSON, "table=step_outputs&key=run_id,step_id&value=output_data",
