@@ -36,7 +36,9 @@ ARRAY_CHUNK = 50_000
 class PostgresStore(BulkWrites, FeedReads):
     name = "postgres"
     description = ("A table in PostgreSQL (asyncpg): bytea keys in order, TTLs, versions, atomic batches, "
-                   "a change feed that also records other programs' writes.")
+                   "a change feed that also records other programs' writes."
+                   " Mapped mode: ?table=T&key=COLS reads an application's own table (write=true to edit; "
+                   "table=* lists the tables).")
     capabilities = Capabilities(
         persistent=True,
         ttl=True,

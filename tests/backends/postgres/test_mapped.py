@@ -253,3 +253,14 @@ def test_migrate_export_import_snapshot_and_sync_both_ways(scratch: str, env: di
     assert kv(env, "-u", state, "get", f"{RUNS[0]}/approval") == '"synced"'
     kv(env, "sync", state, own)
     kv(env, "diff", state, own)
+
+
+def test_a_toml_profile_holds_the_mapping(gorkflow: str, env: dict[str, str], tmp_path: Path) -> None:
+    config = tmp_path / "config" / "kvctl" / "config.toml"
+    config.parent.mkdir(parents=True, exist_ok=True)
+    config.write_text(f'[profiles.gork-state]\nurl = "{gorkflow}"\ntable = "workflow_state"\n'
+                      'key = ["run_id", "key"]\nvalue = "value"\nversion = "updated_at"\n')
+    config.chmod(0o600)
+    run = RUNS[0]
+    assert kv(env, "-u", "gork-state", "get", f"{run}/approval") == json.dumps("pending")
+    assert kv(env, "-u", "gork-state", "count", "--prefix", f"{run}/").strip() == "4"
