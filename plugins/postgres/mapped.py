@@ -131,19 +131,16 @@ class MappedPostgresStore(AsyncStoreBase):
 
     # -- connection ------------------------------------------------------------------------
     async def _connection(self) -> asyncpg.Connection:
-        con = self._con
-        if con is not None and not con.is_closed():
-            return con
-        if self._closed:
-            raise UsageError(f"{self._where}: the store was closed")
-        s = self._settings
-        with translated(self._where, "connect"):
-            # Read-only unless this store may write: the server itself refuses any change.
-            con = await asyncpg.connect(s.dsn, timeout=s.connect_timeout_s, command_timeout=s.command_timeout_s,
-                                        server_settings={"default_transaction_read_only":
-                                                         "off" if self._writes else "on"})
-        self._con = con
-        return con
+        if self._con is None or self._con.is_closed():
+            if self._closed:
+                raise UsageError(f"{self._where}: the store was closed")
+            s = self._settings
+            with translated(self._where, "connect"):
+                # Read-only unless this store may write: the server itself refuses any change.
+                self._con = await asyncpg.connect(
+                    s.dsn, timeout=s.connect_timeout_s, command_timeout=s.command_timeout_s,
+                    server_settings={"default_transaction_read_only": "off" if self._writes else "on"})
+        return self._con
 
     async def _run(self, action: str, method: str, text: str, *args: Any, writing: bool = False) -> Any:
         """``con.<method>(text, *args)`` under the lock, with the driver's errors translated."""
@@ -208,11 +205,8 @@ class MappedPostgresStore(AsyncStoreBase):
             return
         scan = MappedScan.start(self._rows, self._sql, prefix, start_after=start_after, cursor=cursor,
                                 batch_size=batch_size, keys_only=keys_only)
-        while (query := scan.query()) is not None:
-            text, params = query
-            records = scan.take(await self._run("scan", "fetch", text, now_ms(), *params))
-            if records:
-                yield scan.page(records)
+        async for page in scan.apages(lambda query: self._run("scan", "fetch", query[0], now_ms(), *query[1])):
+            yield page
 
     async def count(self, prefix: bytes = b"") -> int:
         plan = self._rows.keys.plan(prefix)

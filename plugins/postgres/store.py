@@ -15,9 +15,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, Self
 
-from kvctl.plugin_kit.mapped import is_mapped
-
 from kvctl.plugin_kit import ScanRange, check_conditional, deadline_ms, prefix_end, record_of
+from kvctl.plugin_kit.mapped import is_mapped
 from kvctl.store import Capabilities, Page, Record, StoreURL, now_ms
 
 from .bulk import COPY_MIN_BYTES, COPY_MIN_ROWS, BulkWrites

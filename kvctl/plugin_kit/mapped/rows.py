@@ -12,7 +12,7 @@ plugin runs them with its driver, sync or async, and hands the rows back::
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Protocol
 
 from kvctl.errors import LimitError, UnsupportedError, UsageError
@@ -170,3 +170,10 @@ class MappedScan:
     @staticmethod
     def page(records: list[Record]) -> Page:
         return Page(records, key_cursor(records[-1].key))
+
+    async def apages(self, fetch: Callable[[Query], Awaitable[Sequence[Sequence[object]]]]) -> AsyncIterator[Page]:
+        """The scan's pages for an async driver: ``fetch`` runs one query and returns its rows."""
+        while (query := self.query()) is not None:
+            records = self.take(await fetch(query))
+            if records:
+                yield self.page(records)

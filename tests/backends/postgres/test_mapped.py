@@ -15,7 +15,7 @@ import pytest
 
 from kvctl.testing.cli import read_commands, run_kvctl
 from kvctl.testing.conformance import open_sync
-from tests.backends.postgres.apps import QUERATOR_ITEMS, RUNS, database, fill_gorkflow, fill_querator
+from tests.backends.postgres.apps import QUERATOR_ITEMS, RUNS, database, fill_gorkflow
 from tests.backends.postgres.support import catalog, sql
 from tests.conftest import service_url
 
@@ -26,17 +26,14 @@ RUNS_JSON = "table=workflow_runs&key=run_id&value=data&version=updated_at"
 ITEMS = f"table={QUERATOR_ITEMS}&key=id&value=payload"
 
 
-@pytest.fixture(scope="module")
-def gorkflow() -> Iterator[str]:
-    with database(service_url("KVCTL_TEST_POSTGRES_URL"), "gork") as url:
-        fill_gorkflow(url)
-        yield url
+@pytest.fixture
+def gorkflow(gorkflow_app: str) -> str:
+    return gorkflow_app
 
 
-@pytest.fixture(scope="module")
-def querator() -> Iterator[tuple[str, list[str]]]:
-    with database(service_url("KVCTL_TEST_POSTGRES_URL"), "quer") as url:
-        yield url, fill_querator(url)
+@pytest.fixture
+def querator(querator_app: tuple[str, list[str]]) -> tuple[str, list[str]]:
+    return querator_app
 
 
 @pytest.fixture

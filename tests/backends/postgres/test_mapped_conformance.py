@@ -12,14 +12,14 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
 from kvctl.store import Store
 from kvctl.testing.conformance import open_sync
 from kvctl.testing.mapped import MappedReadChecks, MappedStoreConformance, MappedWriteChecks
-from tests.backends.postgres.apps import QUERATOR_ITEMS, RUNS, database, fill_gorkflow, fill_querator
+from tests.backends.postgres.apps import QUERATOR_ITEMS, RUNS, database, fill_gorkflow
 from tests.backends.postgres.support import catalog, sql
 from tests.conftest import service_url
 
@@ -31,20 +31,6 @@ GORKFLOW_STATE = "table=workflow_state&key=run_id,key&value=value&version=update
 @pytest.fixture(scope="module")
 def app_db() -> Iterator[str]:
     with database(service_url("KVCTL_TEST_POSTGRES_URL"), "mconf") as url:
-        yield url
-
-
-@pytest.fixture(scope="module")
-def gorkflow_app() -> Iterator[str]:
-    with database(service_url("KVCTL_TEST_POSTGRES_URL"), "gstate") as url:
-        fill_gorkflow(url)
-        yield url
-
-
-@pytest.fixture(scope="module")
-def querator_app() -> Iterator[str]:
-    with database(service_url("KVCTL_TEST_POSTGRES_URL"), "qitems") as url:
-        fill_querator(url)
         yield url
 
 
@@ -65,6 +51,12 @@ class _Unchanged:
     """The read part's reader, checked against the catalog and the rows instead of a file."""
 
     tables: tuple[str, ...]
+    source: ClassVar[str] = "gorkflow_app"  # the module fixture of the application's database
+
+    @pytest.fixture
+    def app(self, request: pytest.FixtureRequest) -> str:
+        found = request.getfixturevalue(self.source)
+        return found[0] if isinstance(found, tuple) else found
 
     @pytest.fixture
     def database(self) -> None:  # the checks below replace the file digest
@@ -85,10 +77,6 @@ class TestGorkflowStateReads(_Unchanged, MappedReadChecks):
     tables = ("workflow_runs", "step_executions", "step_outputs", "workflow_state")
 
     @pytest.fixture
-    def app(self, gorkflow_app: str) -> str:
-        return gorkflow_app
-
-    @pytest.fixture
     def mapped_url(self, app: str) -> str:
         return f"{app}?{GORKFLOW_STATE}"
 
@@ -102,10 +90,6 @@ class TestGorkflowRunsReads(_Unchanged, MappedReadChecks):
     tables = ("workflow_runs",)
 
     @pytest.fixture
-    def app(self, gorkflow_app: str) -> str:
-        return gorkflow_app
-
-    @pytest.fixture
     def mapped_url(self, app: str) -> str:
         return f"{app}?table=workflow_runs&key=run_id&value=data&version=updated_at"
 
@@ -116,10 +100,7 @@ class TestGorkflowRunsReads(_Unchanged, MappedReadChecks):
 
 class TestQueratorItemsReads(_Unchanged, MappedReadChecks):
     tables = (QUERATOR_ITEMS, "queues")
-
-    @pytest.fixture
-    def app(self, querator_app: str) -> str:
-        return querator_app
+    source = "querator_app"
 
     @pytest.fixture
     def mapped_url(self, app: str) -> str:
