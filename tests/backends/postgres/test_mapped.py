@@ -261,3 +261,56 @@ def test_a_toml_profile_holds_the_mapping(gorkflow: str, env: dict[str, str], tm
     run = RUNS[0]
     assert kv(env, "-u", "gork-state", "get", f"{run}/approval") == json.dumps("pending")
     assert kv(env, "-u", "gork-state", "count", "--prefix", f"{run}/").strip() == "4"
+
+
+@pytest.fixture(scope="module")
+def typed() -> Iterator[str]:
+    """Tables keyed by uuid, by an integer, by (integer, text), by varchar(8) and by a timestamp."""
+    with database(service_url("KVCTL_TEST_POSTGRES_URL"), "typed") as url:
+        sql(url, """
+            CREATE TABLE by_uuid (id uuid PRIMARY KEY, doc jsonb NOT NULL);
+            CREATE TABLE by_int (id bigint PRIMARY KEY, note text);
+            CREATE TABLE by_pair (n integer NOT NULL, name text NOT NULL, v bytea, PRIMARY KEY (n, name));
+            CREATE TABLE by_short (code varchar(8) PRIMARY KEY, v text);
+            CREATE TABLE by_time (at timestamptz PRIMARY KEY, v text);
+            INSERT INTO by_uuid VALUES ('6f1c2e9a-0000-4000-8000-000000000001', '{"b": 1, "a": [true, null]}'),
+                                       ('0a1c2e9a-0000-4000-8000-000000000002', '{}');
+            INSERT INTO by_int VALUES (-5, 'minus'), (7, 'seven'), (70, 'seventy'), (123, NULL);
+            INSERT INTO by_pair VALUES (1, 'a/b', 'x'), (1, 'c', 'y'), (12, 'a', 'z');""")
+        yield url
+
+
+def test_uuid_integer_and_composite_integer_keys(typed: str, env: dict[str, str]) -> None:
+    uuids = f"{typed}?table=by_uuid&key=id&value=doc"
+    assert json.loads(kv(env, "-u", uuids, "get", "6f1c2e9a-0000-4000-8000-000000000001")) == {"a": [True, None], "b": 1}
+    assert kv(env, "-u", uuids, "scan", "--keys-only").split() == ["0a1c2e9a-0000-4000-8000-000000000002",
+                                                                   "6f1c2e9a-0000-4000-8000-000000000001"]
+    assert kv(env, "-u", uuids, "count", "--prefix", "6f").strip() == "1"
+    kv(env, "-u", uuids, "get", "6F1C2E9A-0000-4000-8000-000000000001", code=1)  # only the canonical spelling
+    ints = f"{typed}?table=by_int&key=id&value=note"
+    assert sorted(kv(env, "-u", ints, "scan", "--keys-only").split()) == ["-5", "123", "7", "70"]
+    assert kv(env, "-u", ints, "count", "--prefix", "7").strip() == "2"
+    assert kv(env, "-u", ints, "get", "70") == "seventy"
+    kv(env, "-u", ints, "get", "070", code=1)
+    kv(env, "-u", ints + "&write=true", "set", "8", "eight")
+    kv(env, "-u", ints + "&write=true", "set", "x8", "eight", code=5)
+    assert sql(typed, "SELECT note FROM by_int WHERE id = 8")[0][0] == "eight"
+    pairs = f"{typed}?table=by_pair&key=n,name&value=v"
+    assert kv(env, "-u", pairs, "scan", "--keys-only").split() == ["1/a/b", "1/c", "12/a"]  # the last component as it is
+    assert kv(env, "-u", pairs, "count", "--prefix", "1/").strip() == "2"
+    assert kv(env, "-u", pairs, "count", "--prefix", "1").strip() == "3"
+    assert kv(env, "-u", pairs, "get", "1/a/b") == "x"
+    assert kv(env, "-u", pairs + "&write=true", "del", "12/a").strip().endswith("1")
+
+
+def test_typed_refusals_are_one_line(typed: str, env: dict[str, str]) -> None:
+    before = catalog(typed)
+    assert "timestamp with time zone" in kv(env, "-u", f"{typed}?table=by_time&key=at&value=v", "count", code=2)
+    short = f"{typed}?table=by_short&key=code&value=v&write=true"
+    kv(env, "-u", short, "set", "0123456789", "v", code=5)  # longer than varchar(8)
+    kv(env, "-u", short, "set", "ok", "nul\x01", code=0)
+    assert catalog(typed) != before  # the one row written
+    assert sql(typed, "SELECT count(*) FROM by_short")[0][0] == 1
+    err = kv(env, "-u", f"{typed}?table=by_uuid&key=id&value=doc&write=true", "set",
+             "6f1c2e9a-0000-4000-8000-000000000001", "not json", code=5)
+    assert "is not JSON" in err
