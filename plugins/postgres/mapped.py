@@ -25,6 +25,7 @@ from kvctl.plugin_kit import AsyncStoreBase, deadline_ms
 from kvctl.plugin_kit.mapped import (
     DISCOVERY,
     MAPPED_OPTIONS,
+    Kind,
     ListingStore,
     Mapping,
     MappingSpec,
@@ -45,6 +46,14 @@ from .settings import DRIVER_OPTIONS, Settings, parse_settings, table_identity
 # The options a mapped URL takes besides the driver's; the change feed's and create= make no
 # sense on a table kvctl never alters.
 OWN_OPTIONS = {"table", "schema", "connect_timeout", "command_timeout"}
+# The collation of each named column of a table ($1 its quoted name, $2 the column names).
+_COLLATIONS = """
+SELECT a.attname::text, CASE WHEN co.collname = 'default'
+    THEN (SELECT datcollate::text FROM pg_database WHERE datname = current_database()) ELSE co.collname::text END
+FROM pg_attribute a
+LEFT JOIN pg_collation co ON co.oid = a.attcollation
+WHERE a.attrelid = to_regclass($1) AND a.attname = ANY($2::text[]) ORDER BY a.attnum
+"""
 # Keys sent per statement by get_many and delete_many.
 ARRAY_CHUNK = 10_000
 
@@ -232,6 +241,13 @@ class MappedPostgresStore(AsyncStoreBase):
         out.update(self._mapping.describe())
         out["scan_order"] = ("byte order of the key" if self.capabilities.ordered_scan
                              else "column order of the key columns (not byte order)")
+        text_keys = [c.name for c in self._mapping.key if c.kind is Kind.TEXT]
+        if text_keys:
+            collations = await self._run("stats", "fetch", _COLLATIONS, self._settings.qualified_table, text_keys)
+            other = sorted({c for _, c in collations if c not in ("C", "POSIX")})
+            out["key_collation"] = (", ".join(f"{n} {c}" for n, c in collations) +
+                                    ("" if not other else '; ranges and order use COLLATE "C", which an index '
+                                     "in this collation does not serve (prefix scans read the table)"))
         out["writable_session"] = self._writes
         return out
 

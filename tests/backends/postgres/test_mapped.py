@@ -73,6 +73,7 @@ def test_a_jsonb_column_reads_as_json_and_stats_describe_the_mapping(gorkflow: s
     assert stats["key_columns"] == ["run_id"] and stats["value_columns"] == ["data"]
     assert stats["writable"] is False and stats["version_column"] == "updated_at"
     assert any("workflow_state(run_id) ON DELETE CASCADE" in r for r in stats["referenced_by"])
+    assert stats["key_collation"].startswith("run_id ") and stats["scan_order"] == "byte order of the key"
 
 
 def test_value_star_is_one_json_object_with_rfc3339_times(gorkflow: str, env: dict[str, str]) -> None:
