@@ -29,6 +29,7 @@ from kvctl.plugin_kit.mapped import (
     ListingStore,
     Mapping,
     MappingSpec,
+    PrefixPlan,
     TableInfo,
     mapped_capabilities,
     resolve,
@@ -210,7 +211,7 @@ class MappedPostgresStore(AsyncStoreBase):
 
     async def scan(self, prefix: bytes = b"", *, start_after: bytes | None = None, cursor: str | None = None,
                    batch_size: int = 1000, keys_only: bool = False) -> AsyncIterator[Page]:
-        if _has_nul(self._prefix_values(prefix)):
+        if self._no_row_has(self._rows.keys.plan(prefix)):
             return
         scan = MappedScan.start(self._rows, self._sql, prefix, start_after=start_after, cursor=cursor,
                                 batch_size=batch_size, keys_only=keys_only)
@@ -219,18 +220,17 @@ class MappedPostgresStore(AsyncStoreBase):
 
     async def count(self, prefix: bytes = b"") -> int:
         plan = self._rows.keys.plan(prefix)
-        if plan.empty:
-            return 0
-        if _has_nul(self._prefix_values(prefix)):
+        if plan.empty or self._no_row_has(plan):
             return 0
         if not plan.exact:  # the conditions select more than the prefix: counted key by key
             return await super().count(prefix)
         text, params = self._sql.count(plan)
         return int(await self._run("count", "fetchval", text, now_ms(), *params))
 
-    def _prefix_values(self, prefix: bytes) -> list[object]:
-        plan = self._rows.keys.plan(prefix)
-        return [*plan.equal, plan.lower]
+    @staticmethod
+    def _no_row_has(plan: PrefixPlan) -> bool:
+        """A prefix whose text holds NUL: PostgreSQL text cannot, so no key starts with it."""
+        return _has_nul([*plan.equal, plan.lower])
 
     async def stats(self) -> dict[str, Any]:
         live, expired, nulls, size = await self._run("stats", "fetchrow", self._sql.stats(), now_ms(),
