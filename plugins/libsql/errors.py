@@ -32,6 +32,7 @@ from kvctl.errors import (
 
 DRIVER_ERRORS = (LibsqlError, sqlite3.Error, aiohttp.ClientError, OSError, asyncio.TimeoutError)
 
+_TRIGGER = "SQLITE_CONSTRAINT_TRIGGER"  # a trigger's RAISE(ABORT): the program's own refusal, not a conflict
 _BY_CODE: dict[str, type[KvctlError]] = {
     "SQLITE_NOTADB": CorruptError,
     "SQLITE_CORRUPT": CorruptError,
@@ -80,7 +81,7 @@ def translate(exc: BaseException, where: str, action: str, *, writing: bool = Fa
             if full is not None:
                 return full
         kind = LockedError if is_busy(exc) else _BY_CODE.get(code)
-        if code.startswith("SQLITE_CONSTRAINT"):  # a foreign key, unique or check constraint refused the write
+        if code.startswith("SQLITE_CONSTRAINT") and code != _TRIGGER:  # a foreign key, unique, check... refused it
             kind = ConflictError
         if code == "ARGS_INVALID" and "too big" in explanation:
             kind = LimitError  # sqld refuses an argument over its length limit before running anything
@@ -100,7 +101,7 @@ def translate(exc: BaseException, where: str, action: str, *, writing: bool = Fa
         name = getattr(exc, "sqlite_errorname", "")
         if name == "SQLITE_NOTADB":
             return CorruptError(f"{where}: not a database: {detail}")
-        if isinstance(exc, sqlite3.IntegrityError):
+        if isinstance(exc, sqlite3.IntegrityError) and name != _TRIGGER:
             return ConflictError(f"{where}: {action} failed: {detail}{outcome}")
         return StoreIOError(f"{where}: {action} failed: {detail}")
     if isinstance(exc, OSError):
