@@ -41,6 +41,7 @@ from kvctl.plugin_kit.mapped.sqlite_dialect import CATALOG, table_info
 from kvctl.store import MAX_VERSION, Capabilities, Page, Record, StoreURL, now_ms
 
 from .errors import is_busy, translated
+from .localread import ReadOnlyFile, holds_pending_work
 from .remote import hello_answered
 from .target import Target, parse_target
 
@@ -135,7 +136,7 @@ class LibSQLStore(AsyncStoreBase):
                 _preflight(target.local_path, self._where, reads_only=self._url.reads_only)
             with translated(self._where, "connect"):
                 # for a local file this already runs a statement (SELECT 1), which may find it busy
-                client = await self._call(lambda: create_client(target))
+                client = await self._call(lambda: create_client(target, self._url.reads_only))
             try:
                 await self._prepare(client)
             except BaseException:
@@ -423,7 +424,11 @@ async def call_with_retries(target: Target, call: Callable[[], Awaitable[Any]]) 
         pause = min(pause * 2, 0.05)
 
 
-async def create_client(target: Target) -> libsql_client.Client:
+async def create_client(target: Target, reads_only: bool = False) -> libsql_client.Client:
+    if target.local_path is not None and reads_only and holds_pending_work(target.local_path):
+        client: libsql_client.Client = ReadOnlyFile(target.local_path)
+        await client.execute("SELECT 1")  # opens, as libsql-client's own creation does
+        return client
     client = libsql_client.create_client(target.client_url, auth_token=target.auth_token)
     try:
         await hello_answered(client)

@@ -5,7 +5,9 @@ Two rules (the store contract, :attr:`kvctl.url.StoreURL.access`):
 * a command that only reads creates, alters and upgrades nothing: a missing kvctl table is
   :class:`~kvctl.errors.NoSuchStoreError`;
 * a schema that holds tables but none of kvctl's (no ``kvctl_meta``) belongs to another program:
-  :class:`~kvctl.errors.ForeignStoreError`, for a read, and for a write unless ``?create=true``.
+  :class:`~kvctl.errors.ForeignStoreError`, for a read, and for a write unless ``?create=true``;
+  so does an empty schema of a database whose other schemas hold tables and none of them a
+  ``kvctl_meta`` (an application that keeps its tables out of ``public``).
 
 Everything here reads the system catalogs and ``to_regclass``, which need no privilege on the
 tables themselves, so the verdict is the same for a read-only role.
@@ -38,7 +40,13 @@ SELECT to_regclass($1) IS NOT NULL, to_regclass($2) IS NOT NULL, to_regclass($3)
        coalesce(has_sequence_privilege(to_regclass($4), 'SELECT, USAGE'), false),
        current_database(), s.name,
        ARRAY(SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-             WHERE n.nspname = s.name AND c.relkind IN {_TABLE_KINDS} ORDER BY c.relname)
+             WHERE n.nspname = s.name AND c.relkind IN {_TABLE_KINDS} ORDER BY c.relname),
+       EXISTS (SELECT 1 FROM pg_class c WHERE c.relname = 'kvctl_meta' AND c.relkind = 'r'),
+       ARRAY(SELECT ARRAY[n.nspname::text, c.relname::text] FROM pg_class c
+             JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE n.nspname <> s.name AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+               AND n.nspname NOT LIKE 'pg\\_%' AND c.relkind IN {_TABLE_KINDS}
+             ORDER BY n.nspname, c.relname)
 FROM (SELECT coalesce($5::text, current_schema())::text AS name) AS s
 """
 
@@ -58,6 +66,8 @@ class Survey:
     # when the schema holds only other programs' tables: each one's read-only mapping options
     # (table=…&key=…&value=…), None for a table without a key to map it by
     mappings: dict[str, str | None] = field(default_factory=dict)
+    meta_elsewhere: bool = False  # a kvctl_meta in some schema of the database
+    elsewhere: tuple[tuple[str, str], ...] = ()  # (schema, table) of the database's other schemas
 
     @property
     def where(self) -> str:
@@ -71,21 +81,29 @@ async def survey(con: asyncpg.Connection, layout: Layout, schema: str | None) ->
     if tables and not row[1]:  # about to be refused: say how to read each table
         mappings = {t.name: suggested_options(t) for t in await list_tables(con, schema)}
     return Survey(bool(row[0]), bool(row[1]), bool(row[2]), bool(row[3]), bool(row[4]),
-                  str(row[5]), row[6], tables, mappings)
+                  str(row[5]), row[6], tables, mappings, bool(row[8]), tuple((str(a), str(b)) for a, b in row[9]))
 
 
 def refuse_foreign(found: Survey, url: StoreURL, where: str) -> None:
-    """ForeignStoreError when the schema holds tables and none of them is kvctl's."""
-    if found.has_meta or not found.tables:
+    """ForeignStoreError when the schema holds tables and none of them is kvctl's, or holds none
+    while the database's other schemas do and none of them holds kvctl's."""
+    if found.has_meta:
         return
-    listed = ", ".join(f"{name} ({_mapping_url(url, found.mappings.get(name))})"
-                       for name in found.tables[:LISTED_TABLES])
-    more = len(found.tables) - LISTED_TABLES
+    if found.tables:
+        holder = found.where
+        named = [(name, _mapping_url(url, found.mappings.get(name))) for name in found.tables]
+    elif found.elsewhere and not found.meta_elsewhere:
+        holder = f"database {found.database}"
+        named = [(f"{schema}.{name}", _table_url(url, name, schema)) for schema, name in found.elsewhere]
+    else:
+        return
+    listed = ", ".join(f"{name} ({table_url})" for name, table_url in named[:LISTED_TABLES])
+    more = len(named) - LISTED_TABLES
     if more > 0:
         listed += f" and {more} more"
-    count = len(found.tables)
+    count = len(named)
     raise ForeignStoreError(
-        f"{where}: {found.where} holds {count} table{'s' if count != 1 else ''}, none of kvctl's: {listed}; "
+        f"{where}: {holder} holds {count} table{'s' if count != 1 else ''}, none of kvctl's: {listed}; "
         "nothing was changed",
         hint=f"each URL reads that table's rows (add write=true to change them; {_table_url(url, '*')} "
              "describes every table); to add kvctl's own table beside them, write with ?create=true",
@@ -107,8 +125,9 @@ def _mapping_url(url: StoreURL, options: str | None) -> str:
     return StoreURL.parse(f"{base.raw}{'&' if '?' in base.raw else '?'}{options}").redacted()
 
 
-def _table_url(url: StoreURL, name: str) -> str:
-    """``url`` naming table ``name`` instead, redacted."""
-    base = StoreURL.parse(url.without_options("table", "create"))
+def _table_url(url: StoreURL, name: str, schema: str | None = None) -> str:
+    """``url`` naming table ``name`` (of ``schema``) instead, redacted."""
+    base = StoreURL.parse(url.without_options("table", "create", *(("schema",) if schema else ())))
     query = "&" if "?" in base.raw else "?"
-    return StoreURL.parse(f"{base.raw}{query}table={quote(name, safe='*')}").redacted()
+    where = f"schema={quote(schema, safe='')}&" if schema else ""
+    return StoreURL.parse(f"{base.raw}{query}{where}table={quote(name, safe='*')}").redacted()

@@ -213,3 +213,30 @@ def test_a_store_opened_to_read_refuses_writes_before_sending_them(kvctl_db: str
         store.close()
     assert catalog(kvctl_db) == before
     assert run_kvctl(env, "-u", url, "get", "k").stdout == "v"
+
+
+def test_a_database_whose_tables_live_outside_public_is_refused(pg_url: str, env: dict[str, str],
+                                                                 tmp_path: Path) -> None:
+    """An application that keeps its tables in a schema of its own: the plain URL (schema public,
+    empty) is refused too, naming each table with a URL that has its schema."""
+    name = f"{TAG}_app_{uuid.uuid4().hex[:6]}"
+    sql(pg_url, f'CREATE DATABASE "{name}"')
+    url = on_database(pg_url, name)
+    try:
+        sql(url, "CREATE SCHEMA app; SET search_path TO app;\n" + GORKFLOW_DDL)
+        before = catalog(url)
+        source = f"sqlite://{tmp_path / 'src.db'}"
+        assert run_kvctl(env, "-u", source, "set", "k", "v").returncode == 0
+        write_inputs(env, source, tmp_path)
+        for args in [*read_commands(url, tmp_path, env), *write_commands(url, source, tmp_path)]:
+            proc = run_kvctl(env, *args)
+            assert proc.returncode == 2, (args, proc.stderr)
+            assert proc.stderr.count("\n") == 1 and f"database {name} holds 4 tables, none of kvctl's" in proc.stderr
+            assert all(f"app.{t} ({url}?schema=app&table={t})" in proc.stderr for t in GORKFLOW_TABLES), proc.stderr
+            assert "write with ?create=true" in proc.stderr, args
+            assert catalog(url) == before, args
+        assert run_kvctl(env, "-u", f"{url}?create=true", "set", "k", "v").returncode == 0
+        assert run_kvctl(env, "-u", url, "get", "k").stdout == "v"
+        assert sql(url, "SELECT count(*) FROM app.workflow_state")[0][0] == 1
+    finally:
+        sql(pg_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

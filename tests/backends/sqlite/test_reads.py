@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -144,6 +145,38 @@ def test_every_write_with_create_true_keeps_the_application_tables(
         assert app_rows(db) == rows, args
         with sqlite3.connect(db) as conn:
             assert conn.execute("SELECT count(*) FROM sqlite_master WHERE name = 'kv'").fetchone() == (1,), args
+
+
+def crashed_writer(db: Path, script: str) -> None:
+    """Run ``script`` on ``db`` in WAL mode, without checkpoints, in a process that then dies
+    without closing: the -wal keeps commits the file does not hold yet."""
+    code = (f"import os, sqlite3\nc = sqlite3.connect({str(db)!r}, isolation_level=None)\n"
+            "c.execute('PRAGMA journal_mode = wal')\nc.execute('PRAGMA wal_autocheckpoint = 0')\n"
+            f"c.executescript({script!r})\nos._exit(0)\n")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def with_wal(db: Path) -> tuple[tuple[str | None, list[str]], bytes]:
+    return state(db), (db.parent / f"{db.name}-wal").read_bytes()
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_reads_leave_a_crashed_writers_wal_alone(scheme: str, env: dict[str, str], tmp_path: Path) -> None:
+    """Closing the last connection checkpoints a -wal into the file and deletes it: a read must
+    not be that connection, for an application's database nor for a kvctl store."""
+    out = tmp_path / "out"
+    out.mkdir()
+    app, store = tmp_path / "app.db", tmp_path / "store.db"
+    crashed_writer(app, GORKFLOW_DDL)
+    assert run_kvctl(env, "-u", f"{scheme}://{store}", "set", "k", "v", binary=True).returncode == 0
+    crashed_writer(store, "CREATE TABLE notes (n); INSERT INTO notes VALUES (1);")
+    for db, codes in ((app, (2,)), (store, (0, 1))):
+        before = with_wal(db)
+        assert before[0][1] == [db.name, f"{db.name}-shm", f"{db.name}-wal"] and before[1]
+        for args in read_commands(f"{scheme}://{db}", "memory://", out):
+            done = run_kvctl(env, *args, binary=True)
+            assert done.returncode in codes, (args, done.stderr)
+            assert with_wal(db) == before, f"{args} changed {db.name} or its -wal"
 
 
 @pytest.mark.parametrize("scheme", SCHEMES)
