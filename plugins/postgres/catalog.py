@@ -15,14 +15,16 @@ tables themselves, so the verdict is the same for a read-only role.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import quote
 
 import asyncpg
 
 from kvctl.errors import ForeignStoreError, NoSuchStoreError
+from kvctl.plugin_kit.mapped import suggested_options
 from kvctl.url import StoreURL
 
+from .mapped_catalog import list_tables
 from .schema import Layout
 
 # Relations a user would call tables (ordinary, partitioned, foreign, views, materialized views).
@@ -61,6 +63,9 @@ class Survey:
     database: str
     schema: str | None
     tables: list[str]  # every table-like relation of the schema, sorted
+    # when the schema holds only other programs' tables: each one's read-only mapping options
+    # (table=…&key=…&value=…), None for a table without a key to map it by
+    mappings: dict[str, str | None] = field(default_factory=dict)
     meta_elsewhere: bool = False  # a kvctl_meta in some schema of the database
     elsewhere: tuple[tuple[str, str], ...] = ()  # (schema, table) of the database's other schemas
 
@@ -71,8 +76,12 @@ class Survey:
 
 async def survey(con: asyncpg.Connection, layout: Layout, schema: str | None) -> Survey:
     row = await con.fetchrow(_SURVEY, layout.t, layout.meta, layout.tombs, layout.sequence, schema)
+    tables = list(row[7])
+    mappings = {}
+    if tables and not row[1]:  # about to be refused: say how to read each table
+        mappings = {t.name: suggested_options(t) for t in await list_tables(con, schema)}
     return Survey(bool(row[0]), bool(row[1]), bool(row[2]), bool(row[3]), bool(row[4]),
-                  str(row[5]), row[6], list(row[7]), bool(row[8]), tuple((str(a), str(b)) for a, b in row[9]))
+                  str(row[5]), row[6], tables, mappings, bool(row[8]), tuple((str(a), str(b)) for a, b in row[9]))
 
 
 def refuse_foreign(found: Survey, url: StoreURL, where: str) -> None:
@@ -81,7 +90,8 @@ def refuse_foreign(found: Survey, url: StoreURL, where: str) -> None:
     if found.has_meta:
         return
     if found.tables:
-        holder, named = found.where, [(name, _table_url(url, name)) for name in found.tables]
+        holder = found.where
+        named = [(name, _mapping_url(url, found.mappings.get(name))) for name in found.tables]
     elif found.elsewhere and not found.meta_elsewhere:
         holder = f"database {found.database}"
         named = [(f"{schema}.{name}", _table_url(url, name, schema)) for schema, name in found.elsewhere]
@@ -95,8 +105,8 @@ def refuse_foreign(found: Survey, url: StoreURL, where: str) -> None:
     raise ForeignStoreError(
         f"{where}: {holder} holds {count} table{'s' if count != 1 else ''}, none of kvctl's: {listed}; "
         "nothing was changed",
-        hint="kvctl cannot map other programs' tables yet; to add kvctl's own table beside them, "
-             "write with ?create=true",
+        hint=f"each URL reads that table's rows (add write=true to change them; {_table_url(url, '*')} "
+             "describes every table); to add kvctl's own table beside them, write with ?create=true",
     )
 
 
@@ -107,9 +117,17 @@ def refuse_missing(found: Survey, name: str, where: str) -> None:
                                hint="a write command creates it")
 
 
+def _mapping_url(url: StoreURL, options: str | None) -> str:
+    """``url`` with a mapping's options instead of its own, redacted."""
+    if options is None:
+        return "no key to map it by"
+    base = StoreURL.parse(url.without_options("table", "create"))
+    return StoreURL.parse(f"{base.raw}{'&' if '?' in base.raw else '?'}{options}").redacted()
+
+
 def _table_url(url: StoreURL, name: str, schema: str | None = None) -> str:
-    """``url`` naming table ``name`` (of ``schema``) instead, redacted (a hint: kvctl cannot read it yet)."""
+    """``url`` naming table ``name`` (of ``schema``) instead, redacted."""
     base = StoreURL.parse(url.without_options("table", "create", *(("schema",) if schema else ())))
     query = "&" if "?" in base.raw else "?"
     where = f"schema={quote(schema, safe='')}&" if schema else ""
-    return StoreURL.parse(f"{base.raw}{query}{where}table={quote(name, safe='')}").redacted()
+    return StoreURL.parse(f"{base.raw}{query}{where}table={quote(name, safe='*')}").redacted()

@@ -154,5 +154,5 @@ async def check_columns(con: asyncpg.Connection, t: str, where: str, name: str) 
         raise ForeignStoreError(
             f"{where}: table {name} is not a kvctl table (has {have}; needs key bytea, "
             "value bytea, expires_at bigint, version bigint)",
-            hint="kvctl cannot map other programs' tables yet; pick a kvctl table with ?table=NAME",
+            hint="map it with key=COLUMNS (and value=, write=), or pick a kvctl table with ?table=NAME",
         )

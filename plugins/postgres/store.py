@@ -13,14 +13,16 @@ change feed that also records writes made by other programs (see :mod:`.feedsql`
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Any
+from typing import Any, Self
 
 from kvctl.plugin_kit import ScanRange, check_conditional, deadline_ms, prefix_end, record_of
+from kvctl.plugin_kit.mapped import is_mapped
 from kvctl.store import Capabilities, Page, Record, StoreURL, now_ms
 
 from .bulk import COPY_MIN_BYTES, COPY_MIN_ROWS, BulkWrites
 from .core import MAX_KEY, MAX_VALUE, PURGE_EVERY_S, PURGE_MAX_ROWS, PURGE_ROWS
 from .feedread import FeedReads
+from .mapped import mapped_identity, open_mapped
 from .use import Use
 
 __all__ = ["COPY_MIN_BYTES", "COPY_MIN_ROWS", "MAX_KEY", "MAX_VALUE", "PURGE_EVERY_S", "PURGE_MAX_ROWS",
@@ -33,7 +35,9 @@ ARRAY_CHUNK = 50_000
 class PostgresStore(BulkWrites, FeedReads):
     name = "postgres"
     description = ("A table in PostgreSQL (asyncpg): bytea keys in order, TTLs, versions, atomic batches, "
-                   "a change feed that also records other programs' writes.")
+                   "a change feed that also records other programs' writes."
+                   " Mapped mode: ?table=T&key=COLS reads an application's own table (write=true to edit; "
+                   "table=* lists the tables).")
     capabilities = Capabilities(
         persistent=True,
         ttl=True,
@@ -49,6 +53,16 @@ class PostgresStore(BulkWrites, FeedReads):
     )
 
     url: StoreURL  # always set: the store is made from its URL
+
+    @classmethod
+    def from_url(cls, url: StoreURL) -> Self:
+        if is_mapped(url):  # key= or table=*: another program's table, never altered
+            return open_mapped(url)  # type: ignore[return-value]
+        return super().from_url(url)
+
+    @classmethod
+    def identity(cls, url: StoreURL) -> str:
+        return mapped_identity(url) if is_mapped(url) else super().identity(url)
 
     # -- reads -----------------------------------------------------------------------------
     async def get(self, key: bytes) -> Record | None:

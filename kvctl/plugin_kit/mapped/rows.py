@@ -12,7 +12,7 @@ plugin runs them with its driver, sync or async, and hands the rows back::
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Protocol
 
 from kvctl.errors import LimitError, UnsupportedError, UsageError
@@ -24,20 +24,24 @@ from .columns import Mapping
 from .keys import KeyCodec, PrefixPlan
 from .values import ValueCodec, read_time_ms, time_param
 
-__all__ = ["MappedRows", "MappedSQL", "MappedScan"]
+__all__ = ["MappedRows", "MappedSQL", "MappedScan", "ScanSQL"]
 
 Query = tuple[str, list[object]]
 
 
-class MappedSQL(Protocol):
+class ScanSQL(Protocol):
+    """What :class:`MappedScan` needs of a dialect: the keyset-paged query."""
+
+    def scan(self, plan: PrefixPlan, after: Sequence[object] | None, limit: int, keys_only: bool) -> Query:
+        """Up to ``limit`` rows matching ``plan`` after the key values ``after``, in key order."""
+
+
+class MappedSQL(ScanSQL, Protocol):
     """The statements of a mapping in one SQL dialect.  Selected columns are always the key
     columns, then the value columns (left out for ``keys_only``), then expires, then version."""
 
     def select_keys(self, count: int, keys_only: bool = False) -> str:
         """The rows of ``count`` keys (parameters: each key's column values, key after key)."""
-
-    def scan(self, plan: PrefixPlan, after: Sequence[object] | None, limit: int, keys_only: bool) -> Query:
-        """Up to ``limit`` rows matching ``plan`` after the key values ``after``, in key order."""
 
     def count(self, plan: PrefixPlan) -> Query:
         """How many rows match ``plan`` (rows with a NULL key column never count)."""
@@ -113,7 +117,7 @@ class MappedScan:
     """One ``scan`` call: keyset pages over the key columns, filtered to live rows whose key
     starts with the prefix (a prefix plan may select more, see :class:`PrefixPlan`)."""
 
-    def __init__(self, rows: MappedRows, sql: MappedSQL, prefix: bytes, after: bytes | None,
+    def __init__(self, rows: MappedRows, sql: ScanSQL, prefix: bytes, after: bytes | None,
                  batch_size: int, keys_only: bool) -> None:
         self._rows = rows
         self._sql = sql
@@ -151,7 +155,7 @@ class MappedScan:
         return out
 
     @classmethod
-    def start(cls, rows: MappedRows, sql: MappedSQL, prefix: bytes, *, start_after: bytes | None,
+    def start(cls, rows: MappedRows, sql: ScanSQL, prefix: bytes, *, start_after: bytes | None,
               cursor: str | None, batch_size: int, keys_only: bool) -> MappedScan:
         """The scan of ``Store.scan``'s arguments: a key cursor resumes after its key; ``start_after``
         needs byte-ordered keys (:class:`~kvctl.errors.UnsupportedError` otherwise)."""
@@ -166,3 +170,10 @@ class MappedScan:
     @staticmethod
     def page(records: list[Record]) -> Page:
         return Page(records, key_cursor(records[-1].key))
+
+    async def apages(self, fetch: Callable[[Query], Awaitable[Sequence[Sequence[object]]]]) -> AsyncIterator[Page]:
+        """The scan's pages for an async driver: ``fetch`` runs one query and returns its rows."""
+        while (query := self.query()) is not None:
+            records = self.take(await fetch(query))
+            if records:
+                yield self.page(records)
