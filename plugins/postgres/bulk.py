@@ -22,12 +22,14 @@ from kvctl.store import (
     MAX_VERSION,
     TOMBSTONE,
     Record,
+    StoreURL,
     newer,
     now_ms,
 )
 
 from .core import MAX_KEY, MAX_VALUE, PostgresCore
 from .feed import bulk_marker
+from .settings import Settings
 from .sql import APPLY_STAGE_TABLE, STAGE_TABLE, Statements
 from .use import Use
 
@@ -50,6 +52,11 @@ class BulkWrites(PostgresCore):
     # of its key range (one round trip) and relies on the checks inside its transaction -- the
     # primary key and, for assigned versions, the tombstones -- until one finds the range in use.
     _direct_streak = False
+    _staged: dict[str, asyncpg.Connection]  # staging DDL -> the connection it was run on (see _stage)
+
+    def __init__(self, url: StoreURL, settings: Settings) -> None:
+        super().__init__(url, settings)
+        self._staged = {}
 
     async def set_many(self, records: Iterable[Record]) -> None:
         batch = records if isinstance(records, list) else list(records)
@@ -92,6 +99,10 @@ class BulkWrites(PostgresCore):
             written = size = 0
             async with con.transaction():
                 for assigned, part in parts:
+                    staged = self._staged.get(self._sql.create_stage) is con
+                    if assigned and staged:
+                        # the staging table holds the first part's rows until the commit
+                        await con.execute(f"TRUNCATE pg_temp.{STAGE_TABLE}")
                     n, b = await self._upsert_rows(con, assigned, part, newer=newer)
                     written, size = written + n, size + b
             return written, size
@@ -114,8 +125,8 @@ class BulkWrites(PostgresCore):
         rows = sorted(zip(cols.keys, cols.values, cols.expiries, cols.versions, count(1)))
         if big:
             # COPY (binary) into a temporary table, then one merging statement, in one transaction.
+            await self._stage(con, self._sql.create_stage)
             async with con.transaction():
-                await con.execute(self._sql.create_stage)
                 await con.copy_records_to_table(STAGE_TABLE, records=rows, schema_name="pg_temp")
                 written, size, top = await con.fetchrow(text, *now)
         else:
@@ -168,6 +179,16 @@ class BulkWrites(PostgresCore):
         self._direct_streak = True
         self._hlc.observe(high)
         return True
+
+    async def _stage(self, con: asyncpg.Connection, create: str) -> None:
+        """Make the staging table ``create`` makes, once per connection, emptied at every commit:
+        made anew in every transaction (ON COMMIT DROP), it cost a round trip per batch, and one
+        more for asyncpg to describe it again before each COPY."""
+        if self._staged.get(create) is con:
+            return
+        await con.execute(create.replace("CREATE TEMP TABLE", "CREATE TEMP TABLE IF NOT EXISTS", 1)
+                          .replace("ON COMMIT DROP", "ON COMMIT DELETE ROWS"))
+        self._staged[create] = con
 
     def _check_batch(self, batch: list[Record], cols: _Columns | None = None) -> None:
         """Limits and version ranges of a whole batch, at C speed unless something is wrong."""
@@ -229,8 +250,8 @@ class BulkWrites(PostgresCore):
             await self._purge(con)
             big = len(rows) >= COPY_MIN_ROWS or sum(len(r[1]) for r in rows) >= COPY_MIN_BYTES
             if big:
+                await self._stage(con, self._sql.create_apply_stage)
                 async with con.transaction():
-                    await con.execute(self._sql.create_apply_stage)
                     await con.copy_records_to_table(APPLY_STAGE_TABLE, records=rows, schema_name="pg_temp")
                     applied = await con.fetchval(self._sql.apply(staged=True))
             else:
