@@ -294,7 +294,7 @@ def test_a_feed_reader_concurrent_with_bulk_loads_misses_no_key(pg_url: str) -> 
 
             async def read_once() -> None:
                 nonlocal cursor
-                async for page in reader.changes(cursor, batch_size=700):  # type: ignore[attr-defined]
+                async for page in reader.changes(cursor, batch_size=700):
                     for rec in page.records:
                         seen[rec.key] = rec
                     cursor = page.cursor
