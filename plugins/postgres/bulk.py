@@ -9,7 +9,9 @@ range of a migrate) is copied straight into the table with one feed row for the 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import contextlib
+from collections.abc import Awaitable, Callable, Iterable
+from functools import partial
 from itertools import compress, count, islice
 from operator import attrgetter, lt
 from typing import Any
@@ -159,26 +161,50 @@ class BulkWrites(PostgresCore):
                 return False
         versions = cols.versions
         low, high = min(versions), max(versions)
+        rows = zip(keys, cols.values, cols.expiries, versions, strict=True)
+        # key order: the primary key's B-tree is filled from left to right
+        copy = partial(con.copy_records_to_table, self._settings.table, schema_name=self._settings.schema,
+                       columns=["key", "value", "expires_at", "version"],
+                       records=rows if cols.ascending() else sorted(rows))
         try:
-            async with con.transaction():
-                # key order: the primary key's B-tree is filled from left to right
-                rows = zip(keys, cols.values, cols.expiries, versions, strict=True)
-                await con.copy_records_to_table(
-                    self._settings.table, schema_name=self._settings.schema,
-                    columns=["key", "value", "expires_at", "version"],
-                    records=rows if cols.ascending() else sorted(rows))
-                if sql.feed:
-                    args = bulk_marker(first, last, low, high) + ((first, last) if assigned else ())
-                    if await con.fetchval(_record_bulk(sql, assigned), *args) is None:
+            if not assigned and not con.is_in_transaction():
+                await self._copy_given(con, copy, bulk_marker(first, last, low, high))
+            else:
+                async with con.transaction():
+                    await copy()
+                    if sql.feed:
+                        args = bulk_marker(first, last, low, high) + ((first, last) if assigned else ())
+                        if await con.fetchval(_record_bulk(sql, assigned), *args) is None:
+                            raise _RangeTaken
+                    elif assigned and await con.fetchval(sql.tombs_in_range, first, last):
                         raise _RangeTaken
-                elif assigned and await con.fetchval(sql.tombs_in_range, first, last):
-                    raise _RangeTaken
         except (_RangeTaken, asyncpg.UniqueViolationError):
             self._direct_streak = False
             return False
         self._direct_streak = True
         self._hlc.observe(high)
         return True
+
+    async def _copy_given(self, con: asyncpg.Connection, copy: Callable[[], Awaitable[object]],
+                          marker: tuple[bytes, bytes]) -> None:
+        """A direct load of given versions, no transaction open: with a feed, its row is sent with
+        BEGIN and the COPY is followed by COMMIT (three round trips where a transaction block
+        and a statement for the feed row take four); without one, the COPY is the transaction."""
+        if not self._sql.feed:
+            await copy()
+            return
+        key, value = marker
+        try:
+            # literals (hex digits only), so that the row rides with BEGIN in one simple query
+            await con.execute(f"BEGIN; INSERT INTO {self._sql.changes} (key, value, version, deleted) "
+                              f"VALUES (decode('{key.hex()}', 'hex'), decode('{value.hex()}', 'hex'), 0, true)")
+            await copy()
+        except Exception:
+            if not con.is_closed():
+                with contextlib.suppress(asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+                    await con.execute("ROLLBACK")
+            raise
+        await con.execute("COMMIT")
 
     async def _stage(self, con: asyncpg.Connection, create: str) -> None:
         """Make the staging table ``create`` makes, once per connection, emptied at every commit:

@@ -314,3 +314,16 @@ def test_a_feed_reader_concurrent_with_bulk_loads_misses_no_key(pg_url: str) -> 
     expected = {r.key: r for batch in batches for r in batch}
     assert {k: (r.value, r.expires_at_ms, r.version) for k, r in seen.items()} == {
         k: (r.value, r.expires_at_ms, r.version) for k, r in expected.items()}
+
+
+def test_a_table_without_a_feed_loads_a_big_batch_straight_in_and_merges_a_range_in_use(pg_url: str) -> None:
+    url, table = new_table(pg_url)
+    url += "&feed=false"
+    first, second = dataset(), dataset(start=N // 2)  # the second overlaps the first
+    with open_sync(url) as store:
+        store.set_many(first)
+        store.set_many(second)
+        expected = {r.key: (r.value, r.expires_at_ms, r.version) for r in first}
+        expected.update({r.key: (r.value, r.expires_at_ms, r.version) for r in second})
+        assert contents(store) == expected
+    assert not sql(pg_url, f"SELECT to_regclass('{table}__changes')")[0][0]
