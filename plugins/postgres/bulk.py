@@ -212,8 +212,10 @@ class BulkWrites(PostgresCore):
         more for asyncpg to describe it again before each COPY."""
         if self._staged.get(create) is con:
             return
-        await con.execute(create.replace("CREATE TEMP TABLE", "CREATE TEMP TABLE IF NOT EXISTS", 1)
-                          .replace("ON COMMIT DROP", "ON COMMIT DELETE ROWS"))
+        lasting = (create.replace("CREATE TEMP TABLE", "CREATE TEMP TABLE IF NOT EXISTS", 1)
+                   .replace("ON COMMIT DROP", "ON COMMIT DELETE ROWS"))
+        assert "IF NOT EXISTS" in lasting and "DELETE ROWS" in lasting, create  # a table kept across commits
+        await con.execute(lasting)
         self._staged[create] = con
 
     def _check_batch(self, batch: list[Record], cols: _Columns | None = None) -> None:
