@@ -325,7 +325,17 @@ class Bench:
     # One method per row, listed in ROWS below (id -> method): a row is added by adding a method
     # and a line to the table, and --rows picks some of them by id.
     TABLE = "kv_bulk"
-    PG_SYNC = "synchronous_commit on (the server's default): a WAL flush per commit"
+
+    @property
+    def PG_SYNC(self) -> str:
+        """The durability both PostgreSQL sides get: the server's own settings, read once."""
+        if not hasattr(self, "_pg_sync"):
+            shown = subprocess.run(["psql", self.pg_admin, "-qXAt", "-c", "SHOW synchronous_commit",
+                                    "-c", "SHOW fsync"], check=True, capture_output=True, text=True).stdout.split()
+            commit, fsync = [*shown, "?", "?"][:2]
+            flush = "a WAL flush per commit" if (commit, fsync) == ("on", "on") else "no WAL flush waited for"
+            self._pg_sync = f"the server's synchronous_commit={commit}, fsync={fsync}: {flush}"
+        return self._pg_sync
     REDIS_PERSIST = "the server's (tests/services.sh: no RDB/AOF)"
 
     @property
