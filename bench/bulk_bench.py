@@ -17,6 +17,8 @@ and ``lmdb-utils``):
   asyncpg ``copy_records_to_table``, one transaction; it carries no TTLs and no versions)
 * migrate SQLite -> PostgreSQL  |  ``pgloader``
 * snapshot restore -> PostgreSQL  |  ``pg_restore`` of ``pg_dump -Fc -t`` of the peer's table
+* upsert into a PostgreSQL table that holds the keys (``migrate --on-conflict newer`` from SQLite)  |
+  ``psql``: ``\\copy`` into a temporary table, then one ``INSERT ... ON CONFLICT DO UPDATE``
 * import JSON lines -> Redis  |  ``redis-cli --pipe`` of the SET commands
 * snapshot create of Redis  |  ``redis-cli --rdb`` (the whole server; ``repl-diskless-sync-delay``
   set to 0 for the run and put back after)
@@ -323,7 +325,17 @@ class Bench:
     # One method per row, listed in ROWS below (id -> method): a row is added by adding a method
     # and a line to the table, and --rows picks some of them by id.
     TABLE = "kv_bulk"
-    PG_SYNC = "synchronous_commit on (the server's default): a WAL flush per commit"
+
+    @property
+    def PG_SYNC(self) -> str:
+        """The durability both PostgreSQL sides get: the server's own settings, read once."""
+        if not hasattr(self, "_pg_sync"):
+            shown = subprocess.run(["psql", self.pg_admin, "-qXAt", "-c", "SHOW synchronous_commit",
+                                    "-c", "SHOW fsync"], check=True, capture_output=True, text=True).stdout.split()
+            commit, fsync = [*shown, "?", "?"][:2]
+            flush = "a WAL flush per commit" if (commit, fsync) == ("on", "on") else "no WAL flush waited for"
+            self._pg_sync = f"the server's synchronous_commit={commit}, fsync={fsync}: {flush}"
+        return self._pg_sync
     REDIS_PERSIST = "the server's (tests/services.sh: no RDB/AOF)"
 
     @property
@@ -386,6 +398,32 @@ class Bench:
             (self.new_table, [*self.kvctl, "snapshot", "restore", str(t / "src.kvs"), self.pg_dst]),
             (lambda: self.psql(f"DROP TABLE IF EXISTS {PEER_TABLE}"),
              ["pg_restore", "-d", self.peer_pg, str(t / "peer.dump")]))
+
+    def row_upsert_pg(self) -> Row:
+        t, pg = self.tmp, self.peer_pg
+        copy_csv = f"\\copy {{table}} (key, value) FROM '{t}/data.csv' WITH (FORMAT csv)"
+        src = f"sqlite://{t}/src.db"
+
+        def kvctl_prep() -> None:  # the table holds every key, at the source's versions
+            self.new_table()
+            subprocess.run([*self.kvctl, "migrate", src, self.pg_dst], check=True, capture_output=True)
+
+        def peer_prep() -> None:
+            self.peer_table()
+            subprocess.run(["psql", pg, "-qX", "-c", copy_csv.format(table=PEER_TABLE)], check=True,
+                           capture_output=True)
+
+        upsert = (f"INSERT INTO {PEER_TABLE} SELECT * FROM s ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, "
+                  f"expires_at = EXCLUDED.expires_at, version = EXCLUDED.version "
+                  f"WHERE {PEER_TABLE}.version IS DISTINCT FROM EXCLUDED.version")
+        return self.measure(
+            Row("upsert into a PostgreSQL table holding the keys (--on-conflict newer)",
+                "psql: \\copy into a temporary table, INSERT ... ON CONFLICT DO UPDATE WHERE the version differs",
+                f"{self.PG_SYNC}; a commit per batch; versions compared on the server",
+                f"{self.PG_SYNC}; one commit"),
+            (kvctl_prep, [*self.kvctl, "migrate", "--on-conflict", "newer", src, self.pg_dst]),
+            (peer_prep, ["psql", pg, "-qX", "-v", "ON_ERROR_STOP=1", "-c", f"CREATE TEMP TABLE s (LIKE {PEER_TABLE})",
+                         "-c", copy_csv.format(table="s"), "-c", upsert]))
 
     def row_json_redis(self) -> Row:
         t = self.tmp
@@ -554,6 +592,7 @@ ROWS: dict[str, Callable[[Bench], Row]] = {
     "redis-pg": Bench.row_redis_pg,
     "sqlite-pg": Bench.row_sqlite_pg,
     "restore-pg": Bench.row_restore_pg,
+    "upsert-pg": Bench.row_upsert_pg,
     "json-redis": Bench.row_json_redis,
     "restore-redis": Bench.row_restore_redis,
     "snapshot-redis": Bench.row_snapshot_redis,

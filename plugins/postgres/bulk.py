@@ -9,9 +9,12 @@ range of a migrate) is copied straight into the table with one feed row for the 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from itertools import count
-from operator import attrgetter, itemgetter
+import contextlib
+from collections.abc import Awaitable, Callable, Iterable
+from functools import partial
+from itertools import compress, count, islice
+from operator import attrgetter, lt
+from typing import Any
 
 import asyncpg
 
@@ -21,13 +24,15 @@ from kvctl.store import (
     MAX_VERSION,
     TOMBSTONE,
     Record,
+    StoreURL,
     newer,
     now_ms,
 )
 
 from .core import MAX_KEY, MAX_VALUE, PostgresCore
 from .feed import bulk_marker
-from .sql import APPLY_STAGE_TABLE, STAGE_TABLE
+from .settings import Settings
+from .sql import APPLY_STAGE_TABLE, STAGE_TABLE, Statements
 from .use import Use
 
 # Batches of this many records or more go through COPY into a temporary table and one merge;
@@ -40,23 +45,33 @@ COPY_MIN_ROWS = 5000
 COPY_MIN_BYTES = 16 * 1024 * 1024
 VERSION_STEP = 1 << NODE_BITS  # one tick of the HLC counter
 _key, _value, _expiry, _version = (attrgetter(f) for f in ("key", "value", "expires_at_ms", "version"))
-_columns = itemgetter(0, 1, 2, 3)  # a batch row's table columns (without its place in the call)
 
 
 class BulkWrites(PostgresCore):
     """The batch writes (see the module docstring)."""
 
+    # Whether the last big batch went straight into the table: the next one then skips the probe
+    # of its key range (one round trip) and relies on the checks inside its transaction -- the
+    # primary key and, for assigned versions, the tombstones -- until one finds the range in use.
+    _direct_streak = False
+    _staged: dict[str, asyncpg.Connection]  # staging DDL -> the connection it was run on (see _stage)
+
+    def __init__(self, url: StoreURL, settings: Settings) -> None:
+        super().__init__(url, settings)
+        self._staged = {}
+
     async def set_many(self, records: Iterable[Record]) -> None:
         batch = records if isinstance(records, list) else list(records)
         if not batch:
             return
-        self._check_batch(batch)  # every check before anything is sent: all or nothing
-        latest = dict(zip(map(_key, batch), batch, strict=True))  # the last write of a key in a batch wins
-        if len(latest) == 1:
-            (rec,) = latest.values()
+        cols = _Columns.of(batch)
+        self._check_batch(batch, cols)  # every check before anything is sent: all or nothing
+        cols = cols.distinct(batch)
+        if len(cols.keys) == 1:
+            rec = batch[-1]
             await self._write_one(rec.key, rec.value, rec.expires_at_ms, rec.version)
             return
-        await self._write_batch(list(latest.values()), newer=False)
+        await self._write_batch(cols, newer=False)
 
     async def set_newer_many(self, records: Iterable[Record]) -> tuple[int, int]:
         """``set_many`` of the records whose key this table does not hold live at an equal or
@@ -67,99 +82,152 @@ class BulkWrites(PostgresCore):
         batch = records if isinstance(records, list) else list(records)
         if not batch:
             return 0, 0
-        self._check_batch(batch)
-        return await self._write_batch(list(dict(zip(map(_key, batch), batch, strict=True)).values()), newer=True)
+        cols = _Columns.of(batch)
+        self._check_batch(batch, cols)
+        return await self._write_batch(cols.distinct(batch), newer=True)
 
-    async def _write_batch(self, calls: list[Record], *, newer: bool) -> tuple[int, int]:
+    async def _write_batch(self, cols: _Columns, *, newer: bool) -> tuple[int, int]:
         """Write distinct keys; how many were written and their bytes (see set_newer_many)."""
-        # Versions in call order (the feed lists the batch in that order), rows in key order:
-        # concurrent batches then lock rows in one order and cannot deadlock.  Rows are built
-        # and sorted by C-level passes (zip/map/sort): a bulk load spends most of its client
-        # time here otherwise.
         async with Use(self, "set_many", writing=True) as con:
-            given = list(map(_version, calls))
-            versions = self._assign_versions(given)  # after connecting: opening seeds the clock
-            rows = sorted(zip(map(_key, calls), map(_value, calls), map(_expiry, calls), versions, count(1)))
-            await self._purge(con)
+            given = cols.versions
             unversioned = given.count(None)
+            versions = self._assign_versions(given)  # after connecting: opening seeds the clock
+            await self._purge(con)
             if unversioned in (0, len(given)):  # the usual case: all given, or all assigned here
-                parts = [(unversioned > 0, rows)]
-            else:
-                keep = {r.key for r in calls if r.version is not None}
-                parts = [(False, [row for row in rows if row[0] in keep]),
-                         (True, [row for row in rows if row[0] not in keep])]
-            if len(parts) == 1:  # the usual case: one statement
-                written, size = await self._upsert_rows(con, *parts[0], newer=newer)
-            else:  # given and assigned versions mixed: two statements, one transaction
-                written = size = 0
-                async with con.transaction():
-                    for assigned, part in parts:
-                        n, b = await self._upsert_rows(con, assigned, part, newer=newer)
-                        written, size = written + n, size + b
-            self._written += written
+                return await self._upsert_rows(con, unversioned > 0, cols.with_versions(versions), newer=newer)
+            # given and assigned versions mixed: two statements, one transaction
+            keep = [v is not None for v in given]
+            parts = [(assigned, cols.with_versions(versions).only(keep, not assigned)) for assigned in (False, True)]
+            written = size = 0
+            async with con.transaction():
+                for assigned, part in parts:
+                    staged = self._staged.get(self._sql.create_stage) is con
+                    if assigned and staged:
+                        # the staging table holds the first part's rows until the commit
+                        await con.execute(f"TRUNCATE pg_temp.{STAGE_TABLE}")
+                    n, b = await self._upsert_rows(con, assigned, part, newer=newer)
+                    written, size = written + n, size + b
             return written, size
 
-    async def _upsert_rows(self, con: asyncpg.Connection, assigned: bool,
-                           rows: list[tuple[bytes, bytes, int | None, int, int]], *,
+    async def _upsert_rows(self, con: asyncpg.Connection, assigned: bool, cols: _Columns, *,
                            newer: bool) -> tuple[int, int]:
         """One statement (big batches: COPY and one statement) for rows all with given or all
         with assigned versions; how many were written and their bytes."""
-        big = len(rows) >= COPY_MIN_ROWS or sum(len(r[1]) for r in rows) >= COPY_MIN_BYTES
-        if big and await self._load_directly(con, assigned, rows):
-            return len(rows), sum(len(r[0]) + len(r[1]) for r in rows)
+        big = len(cols.keys) >= COPY_MIN_ROWS or sum(map(len, cols.values)) >= COPY_MIN_BYTES
+        if big and await self._load_directly(con, assigned, cols):
+            # The purge keeps pace with what a write leaves it: one feed row for the whole load,
+            # and the rows that will expire.
+            self._written += 1 + len(cols.expiries) - cols.expiries.count(None)
+            return len(cols.keys), sum(map(len, cols.keys)) + sum(map(len, cols.values))
         newer = newer and not assigned  # a version assigned here is above every one the table holds
         text = self._sql.upsert_batch(assigned=assigned, staged=big, newer=newer)
         now = [now_ms()] if newer else []
+        # Rows in key order (concurrent batches then lock rows in one order and cannot
+        # deadlock), each with its place in the call (the feed lists the batch in that order).
+        rows = sorted(zip(cols.keys, cols.values, cols.expiries, cols.versions, count(1)))
         if big:
             # COPY (binary) into a temporary table, then one merging statement, in one transaction.
+            await self._stage(con, self._sql.create_stage)
             async with con.transaction():
-                await con.execute(self._sql.create_stage)
                 await con.copy_records_to_table(STAGE_TABLE, records=rows, schema_name="pg_temp")
                 written, size, top = await con.fetchrow(text, *now)
         else:
             stmt = await self._stmt(con, text)
             written, size, top = await stmt.fetchrow(*zip(*rows, strict=True), *now)
         self._hlc.observe(top)
+        self._written += int(written)
         return int(written), int(size)
 
-    async def _load_directly(self, con: asyncpg.Connection, assigned: bool,
-                             rows: list[tuple[bytes, bytes, int | None, int, int]]) -> bool:
-        """COPY a batch (distinct keys, in key order) straight into the table when its key range
-        holds no row yet -- a new or emptied table, the next range of a migrate -- with one feed
-        row for the whole batch (see feed.bulk_marker).  False, having written nothing, when the
-        range is in use: the caller then merges through the staging table.
+    async def _load_directly(self, con: asyncpg.Connection, assigned: bool, cols: _Columns) -> bool:
+        """COPY a batch (distinct keys) straight into the table when its key range holds no row
+        yet -- a new or emptied table, the next range of a migrate -- with one feed row for the
+        whole batch (see feed.bulk_marker).  False, having written nothing, when the range is in
+        use: the caller then merges through the staging table.
 
         Straight rows are exactly what the merge would write: no key had a row to update, and a
         version this store assigns needs raising only above a tombstone, which the range must not
         hold either.  A key another session writes meanwhile makes the COPY fail on the primary
         key, or its tombstone shows in the check after it; the batch then goes the merge's way.
+        The range is probed before the COPY only while loads into it have not been going
+        straight in (see _direct_streak): the probe spares a COPY bound to fail, the checks
+        inside the transaction decide.
         """
-        sql, first, last = self._sql, rows[0][0], rows[-1][0]
-        row_there, tomb_there = await con.fetchrow(sql.range_taken, first, last)
-        if row_there or (assigned and tomb_there):
-            return False
-        versions = [r[3] for r in rows]
+        sql = self._sql
+        keys = cols.keys
+        first, last = min(keys), max(keys)
+        if not self._direct_streak:
+            row_there, tomb_there = await con.fetchrow(sql.range_taken, first, last)
+            if row_there or (assigned and tomb_there):
+                return False
+        versions = cols.versions
+        low, high = min(versions), max(versions)
+        rows = zip(keys, cols.values, cols.expiries, versions, strict=True)
+        # key order: the primary key's B-tree is filled from left to right
+        copy = partial(con.copy_records_to_table, self._settings.table, schema_name=self._settings.schema,
+                       columns=["key", "value", "expires_at", "version"],
+                       records=rows if cols.ascending() else sorted(rows))
         try:
-            async with con.transaction():
-                await con.copy_records_to_table(
-                    self._settings.table, schema_name=self._settings.schema,
-                    columns=["key", "value", "expires_at", "version"], records=map(_columns, rows))
-                if assigned and await con.fetchval(sql.tombs_in_range, first, last):
-                    raise _RangeTaken
-                if sql.feed:
-                    await con.execute(sql.record_bulk, *bulk_marker(first, last, min(versions), max(versions)))
+            if not assigned and not con.is_in_transaction():
+                await self._copy_given(con, copy, bulk_marker(first, last, low, high))
+            else:
+                async with con.transaction():
+                    await copy()
+                    if sql.feed:
+                        args = bulk_marker(first, last, low, high) + ((first, last) if assigned else ())
+                        if await con.fetchval(_record_bulk(sql, assigned), *args) is None:
+                            raise _RangeTaken
+                    elif assigned and await con.fetchval(sql.tombs_in_range, first, last):
+                        raise _RangeTaken
         except (_RangeTaken, asyncpg.UniqueViolationError):
+            self._direct_streak = False
             return False
-        self._hlc.observe(max(versions))
+        self._direct_streak = True
+        self._hlc.observe(high)
         return True
 
-    def _check_batch(self, batch: list[Record]) -> None:
+    async def _copy_given(self, con: asyncpg.Connection, copy: Callable[[], Awaitable[object]],
+                          marker: tuple[bytes, bytes]) -> None:
+        """A direct load of given versions, no transaction open: with a feed, its row is sent with
+        BEGIN and the COPY is followed by COMMIT (three round trips where a transaction block
+        and a statement for the feed row take four); without one, the COPY is the transaction."""
+        if not self._sql.feed:
+            await copy()
+            return
+        key, value = marker
+        try:
+            # literals (hex digits only), so that the row rides with BEGIN in one simple query
+            await con.execute(f"BEGIN; INSERT INTO {self._sql.changes} (key, value, version, deleted) "
+                              f"VALUES (decode('{key.hex()}', 'hex'), decode('{value.hex()}', 'hex'), 0, true)")
+            await copy()
+        except Exception:
+            if not con.is_closed():
+                with contextlib.suppress(asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+                    await con.execute("ROLLBACK")
+            raise
+        await con.execute("COMMIT")
+
+    async def _stage(self, con: asyncpg.Connection, create: str) -> None:
+        """Make the staging table ``create`` makes, once per connection, emptied at every commit:
+        made anew in every transaction (ON COMMIT DROP), it cost a round trip per batch, and one
+        more for asyncpg to describe it again before each COPY."""
+        if self._staged.get(create) is con:
+            return
+        lasting = (create.replace("CREATE TEMP TABLE", "CREATE TEMP TABLE IF NOT EXISTS", 1)
+                   .replace("ON COMMIT DROP", "ON COMMIT DELETE ROWS"))
+        assert "IF NOT EXISTS" in lasting and "DELETE ROWS" in lasting, create  # a table kept across commits
+        await con.execute(lasting)
+        self._staged[create] = con
+
+    def _check_batch(self, batch: list[Record], cols: _Columns | None = None) -> None:
         """Limits and version ranges of a whole batch, at C speed unless something is wrong."""
-        if max(map(len, (r.key for r in batch))) > MAX_KEY or max(map(len, (r.value for r in batch))) > MAX_VALUE:
+        cols = cols or _Columns.of(batch)
+        if max(map(len, cols.keys)) > MAX_KEY or max(map(len, cols.values)) > MAX_VALUE:
             for rec in batch:
                 self._check(rec.key, rec.value)  # raises LimitError naming the first culprit
-        given = [r.version for r in batch if r.version is not None]
-        if given and (min(given) < 0 or max(given) > MAX_VERSION):
+        if cols.versions.count(None) == len(batch):
+            return
+        given = [v for v in cols.versions if v is not None]
+        if min(given) < 0 or max(given) > MAX_VERSION:
             bad = next(r for r in batch if r.version is not None and not 0 <= r.version <= MAX_VERSION)
             raise UsageError(f"{self._where}: version {bad.version} of key {bad.key[:40]!r} is "
                              "outside 0..2**63-1 (a bigint column)")
@@ -210,8 +278,8 @@ class BulkWrites(PostgresCore):
             await self._purge(con)
             big = len(rows) >= COPY_MIN_ROWS or sum(len(r[1]) for r in rows) >= COPY_MIN_BYTES
             if big:
+                await self._stage(con, self._sql.create_apply_stage)
                 async with con.transaction():
-                    await con.execute(self._sql.create_apply_stage)
                     await con.copy_records_to_table(APPLY_STAGE_TABLE, records=rows, schema_name="pg_temp")
                     applied = await con.fetchval(self._sql.apply(staged=True))
             else:
@@ -219,6 +287,51 @@ class BulkWrites(PostgresCore):
                 applied = await stmt.fetchval(*zip(*rows, strict=True))
             self._written += int(applied)
             return int(applied)
+
+
+class _Columns:
+    """A batch as columns, in call order: built by C-level passes (map, set, compress), which a
+    bulk load spends most of its client time on otherwise."""
+
+    __slots__ = ("expiries", "keys", "values", "versions")
+
+    def __init__(self, keys: list[bytes], values: list[bytes], expiries: list[int | None],
+                 versions: list[Any]) -> None:
+        self.keys, self.values, self.expiries, self.versions = keys, values, expiries, versions
+
+    @classmethod
+    def of(cls, batch: list[Record]) -> _Columns:
+        return cls(list(map(_key, batch)), list(map(_value, batch)), list(map(_expiry, batch)),
+                   list(map(_version, batch)))
+
+    def distinct(self, batch: list[Record]) -> _Columns:
+        """One entry per key: the last record of a key written twice in the batch stands for it."""
+        if len(set(self.keys)) == len(self.keys):
+            return self
+        return _Columns.of(list(dict(zip(self.keys, batch, strict=True)).values()))
+
+    def with_versions(self, versions: list[int]) -> _Columns:
+        return _Columns(self.keys, self.values, self.expiries, versions)
+
+    def only(self, mask: list[bool], want: bool) -> _Columns:
+        """The entries whose ``mask`` is ``want``."""
+        pick = mask if want else [not m for m in mask]
+        return _Columns(*(list(compress(col, pick)) for col in (self.keys, self.values, self.expiries,
+                                                                   self.versions)))
+
+    def ascending(self) -> bool:
+        keys = self.keys
+        return all(map(lt, keys, islice(keys, 1, None)))
+
+
+def _record_bulk(sql: Statements, assigned: bool) -> str:
+    """The feed row of a bulk load ($1, $2: see feed.bulk_marker), returning 1; for versions
+    assigned here only while the load's key range $3..$4 holds no tombstone (none returned
+    otherwise: the load must merge instead).  One round trip for the check and the row."""
+    if not assigned:
+        return sql.record_bulk + " RETURNING 1"
+    return (f"INSERT INTO {sql.changes} (key, value, version, deleted) SELECT $1, $2, 0, true "
+            f"WHERE NOT EXISTS (SELECT 1 FROM {sql.tombs} WHERE key >= $3 AND key <= $4) RETURNING 1")
 
 
 class _RangeTaken(Exception):

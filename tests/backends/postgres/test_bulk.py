@@ -227,3 +227,103 @@ def test_migrate_killed_mid_copy_then_resumed_ends_equal_and_verifies(pg_url: st
     summary = json.loads(done.stdout)
     assert summary["resumed"] and summary["copied"] == 6 * N, summary
     assert run_kvctl(env, "diff", src, dst).returncode == 0
+
+
+def test_a_big_batch_of_given_and_assigned_versions_into_a_range_in_use_is_merged(pg_url: str) -> None:
+    url, table = new_table(pg_url)
+    records = [r if i % 2 else r._replace(version=None) for i, r in enumerate(dataset())]
+    with open_sync(url) as store:
+        store.set(b"key:00000500", b"there before")
+        before = store.get(b"key:00000500")
+        assert before is not None and before.version is not None
+        store.set_many(records)
+        held = contents(store)
+        assert {k: (v, e) for k, (v, e, _) in held.items()} == {r.key: (r.value, r.expires_at_ms) for r in records}
+        assert all(held[r.key][2] == r.version for r in records if r.version is not None)
+        assigned = [held[r.key][2] for r in records if r.version is None]
+        assert min(assigned) > before.version  # type: ignore[type-var, operator]
+        assert feed_rows(pg_url, table) == 1 + N
+
+
+def test_after_a_direct_load_a_batch_into_a_range_in_use_still_merges(pg_url: str) -> None:
+    url, table = new_table(pg_url)
+    with open_sync(url) as store:
+        store.set_many(dataset(start=2 * N))  # straight in: the next batch skips the range probe
+        store.set(b"key:00000500", b"there before")
+        records = dataset()
+        store.set_many(records)  # its COPY fails on the key above: merged instead
+        held = contents(store)
+        assert {k: v for k, (v, _, _) in held.items() if k < b"key:%08d" % N} == {r.key: r.value for r in records}
+        assert feed_rows(pg_url, table) == 1 + 1 + N
+        store.set_many(dataset(start=3 * N))  # a fresh range after a merge: probed, then straight in
+        assert feed_rows(pg_url, table) == 1 + 1 + N + 1
+
+
+def test_after_a_direct_load_assigned_versions_still_stay_above_tombstones(pg_url: str) -> None:
+    url, table = new_table(pg_url)
+    with open_sync(url) as store:
+        store.set(b"key:%08d" % (N + 10), b"soon gone")
+        store.delete(b"key:%08d" % (N + 10))  # only a tombstone left in the second range
+        store.set_many(dataset(versions=False))  # straight in
+        store.set_many(dataset(versions=False, start=N))  # unprobed: the tombstone check sends it to the merge
+        rows = sql(pg_url, f"SELECT count(*) FROM {quote_ident(table)} t JOIN {quote_ident(table + '__tombs')} tb "
+                           "ON tb.key = t.key WHERE t.version <= tb.version")
+        assert rows[0][0] == 0
+        assert store.count() == 2 * N
+        assert feed_rows(pg_url, table) == 2 + 1 + N  # set, delete, one load, the merge key by key
+
+
+def test_a_feed_reader_concurrent_with_bulk_loads_misses_no_key(pg_url: str) -> None:
+    url, _ = new_table(pg_url)
+    batches = [dataset(start=start) for start in (0, 2 * N, N)]  # the last lands between the others
+    with open_sync(url) as store:
+        store.count()  # creates the table
+        start = store.feed_cursor()  # type: ignore[attr-defined]
+
+    async def race() -> dict[bytes, Record]:
+        from kvctl.registry import open_url
+
+        writer, reader = open_url(url), open_url(url)
+        seen: dict[bytes, Record] = {}
+        cursor = start
+        try:
+            async def write() -> None:
+                for batch in batches:
+                    await writer.set_many(batch)
+                    await asyncio.sleep(0.05)
+
+            async def read_once() -> None:
+                nonlocal cursor
+                async for page in reader.changes(cursor, batch_size=700):
+                    for rec in page.records:
+                        seen[rec.key] = rec
+                    cursor = page.cursor
+
+            loading = asyncio.ensure_future(write())
+            while not loading.done():
+                await read_once()
+                await asyncio.sleep(0.01)
+            await loading
+            await read_once()  # after the last commit
+        finally:
+            await writer.close()
+            await reader.close()
+        return seen
+
+    seen = asyncio.run(race())
+    expected = {r.key: r for batch in batches for r in batch}
+    assert {k: (r.value, r.expires_at_ms, r.version) for k, r in seen.items()} == {
+        k: (r.value, r.expires_at_ms, r.version) for k, r in expected.items()}
+
+
+def test_a_table_without_a_feed_loads_a_big_batch_straight_in_and_merges_a_range_in_use(pg_url: str) -> None:
+    url, table = new_table(pg_url)
+    url += "&feed=false"
+    first, second = dataset(), dataset(start=N // 2)  # the second overlaps the first
+    with open_sync(url) as store:
+        store.set_many(first)
+        store.set_many(second)
+        expected = {r.key: (r.value, r.expires_at_ms, r.version) for r in first}
+        expected.update({r.key: (r.value, r.expires_at_ms, r.version) for r in second})
+        assert contents(store) == expected
+    assert not sql(pg_url, f"SELECT to_regclass('{table}__changes')")[0][0]
