@@ -16,11 +16,16 @@ import binascii
 from typing import Any, Literal, get_args
 
 from kvctl.errors import UsageError
+from kvctl.plugin_kit.display import quote, show, show_key
 
 KeyEncoding = Literal["text", "hex", "base64"]
 ValueEncoding = Literal["raw", "text", "hex", "base64"]
 KEY_ENCODINGS: tuple[str, ...] = get_args(KeyEncoding)
 VALUE_ENCODINGS: tuple[str, ...] = get_args(ValueEncoding)
+
+# show, quote and show_key live in the plugin kit (plugins show keys the same way) and are kept here
+__all__ = ["KEY_ENCODINGS", "VALUE_ENCODINGS", "KeyEncoding", "ValueEncoding", "decode_arg", "decode_input",
+           "from_json_bytes", "json_bytes", "json_key", "quote", "show", "show_key"]
 
 
 def decode_arg(text: str, encoding: str, what: str = "key") -> bytes:
@@ -41,58 +46,6 @@ def decode_input(data: bytes, encoding: str, what: str = "value") -> bytes:
     if encoding in ("raw", "text"):
         return data
     return decode_arg(data.decode("ascii", "replace").strip(), encoding, what)
-
-
-def show(data: bytes, encoding: str) -> str:
-    """Bytes for a person, on one line, in ``encoding``.
-
-    ``text`` prints the bytes as they are when that is safe and unambiguous (UTF-8 text of
-    printable characters, no quote or backslash, no space at either end), else :func:`quote`
-    them, so every key prints on one line, nothing reaches the terminal as a control sequence,
-    and two different keys never print the same (the text ``a\\x80`` is ``"a\\\\x80"``, the
-    byte 0x80 after ``a`` is ``"a\\x80"``)."""
-    if encoding == "hex":
-        return data.hex()
-    if encoding == "base64":
-        return base64.b64encode(data).decode("ascii")
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        return quote(data)
-    if text and text.isprintable() and text.strip() == text and '"' not in text and "\\" not in text:
-        return text
-    return quote(data)
-
-
-_ESCAPES = {ord("\\"): "\\\\", ord('"'): '\\"', ord("\n"): "\\n", ord("\r"): "\\r", ord("\t"): "\\t",
-            7: "\\a", 8: "\\b"}
-
-
-def quote(data: bytes) -> str:
-    """``data`` in double quotes with redis-cli's escapes (``\\n``, ``\\"``, ``\\xHH``...): every
-    byte that is not part of a printable UTF-8 character is escaped, so the result is one line
-    and reads back to exactly ``data``."""
-    out = ['"']
-    text = data.decode("utf-8", "surrogateescape")
-    for ch in text:
-        code = ord(ch)
-        if code in _ESCAPES:
-            out.append(_ESCAPES[code])
-        elif 0xDC80 <= code <= 0xDCFF:  # a byte that is not UTF-8
-            out.append(f"\\x{code - 0xDC00:02x}")
-        elif not ch.isprintable():
-            out.append("".join(f"\\x{b:02x}" for b in ch.encode("utf-8")))
-        else:
-            out.append(ch)
-    out.append('"')
-    return "".join(out)
-
-
-def show_key(key: bytes, encoding: str = "text") -> str:
-    """A key for a message or a list of keys: shown as :func:`show` shows it (as scan prints it),
-    cut at 200 characters: a key can be far longer than a message should be."""
-    text = show(key, encoding)
-    return text if len(text) <= 200 else text[:200] + "..."
 
 
 def json_bytes(out: dict[str, Any], name: str, data: bytes) -> None:

@@ -7,6 +7,7 @@ subclasses :class:`StoreBase` and implements four batch calls.
 """
 
 from kvctl.plugin_kit.bases import AsyncStoreBase, StoreBase, closing_after
+from kvctl.plugin_kit.display import show_key
 from kvctl.plugin_kit.foreign import foreign_store_error
 from kvctl.plugin_kit.keyadmin import LockedKeyAdmin, check_conditional, conditional_record
 from kvctl.plugin_kit.records import RecordHeader, check_limits, deadline_ms, new_record, record_of
@@ -43,5 +44,6 @@ __all__ = [
     "prefix_end",
     "random_node",
     "record_of",
+    "show_key",
     "tombstone_retention_ms",
 ]

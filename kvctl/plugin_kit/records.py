@@ -8,6 +8,8 @@ from struct import Struct
 from kvctl.errors import CorruptError, LimitError, UsageError
 from kvctl.store import MAX_EXPIRY_MS, Capabilities, Record, now_ms
 
+from .display import show_key
+
 __all__ = ["RecordHeader", "check_limits", "deadline_ms", "new_record", "record_of"]
 
 new_record = partial(tuple.__new__, Record)
@@ -85,7 +87,7 @@ class RecordHeader:
     def decode(cls, key: bytes, raw: bytes, now: int, keys_only: bool = False) -> Record | None:
         """The record stored as ``raw``, or None when it has expired."""
         if len(raw) < cls.SIZE:
-            raise CorruptError(f"record {key[:40]!r} is {len(raw)} bytes, shorter than its header")
+            raise CorruptError(f"record {show_key(key)} is {len(raw)} bytes, shorter than its header")
         expires, version = cls.unpack(raw)
         if expires and expires <= now:
             return None

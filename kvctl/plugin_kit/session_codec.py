@@ -32,6 +32,8 @@ from typing import TYPE_CHECKING
 from kvctl.errors import BadURLError, CorruptError, KvctlError, UnsupportedError, UsageError
 from kvctl.url import StoreURL
 
+from .display import show_key
+
 if TYPE_CHECKING:
     from .sealer import Sealer
 
@@ -95,11 +97,6 @@ def open_sealer(url: StoreURL, secret: bytes, *, gzip_on_write: str = "never", w
                   what=what)
 
 
-def _shown(key: bytes) -> str:
-    text = key.decode("utf-8", "backslashreplace")
-    return text if len(text) <= 200 else text[:200] + "..."
-
-
 def _json_object(data: bytes) -> bool:
     try:
         return isinstance(json.loads(data), dict)
@@ -116,7 +113,7 @@ class SessionCodec:
         self.where = where
 
     def _fail(self, key: bytes, what: str) -> str:
-        return f"{self.where}: key {_shown(key)}: {what}"
+        return f"{self.where}: key {show_key(key)}: {what}"
 
     def _unsealed(self, key: bytes, raw: bytes) -> tuple[bytes, bool]:
         """(the bytes inside the value's token, or the value itself; whether it was sealed)."""

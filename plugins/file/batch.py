@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from kvctl.errors import UnsupportedError, UsageError
 from kvctl.hlc import HLC, make_version
-from kvctl.plugin_kit import check_limits, new_record
+from kvctl.plugin_kit import check_limits, new_record, show_key
 from kvctl.store import Capabilities, Record
 
 from .format import (
@@ -87,7 +87,7 @@ def encode_records(recs: list[Record], clock: HLC, inline_max: int, caps: Capabi
         if klen > MAX_KEY_SIZE or vlen > MAX_VALUE_SIZE:
             check_limits(caps, backend, key, value)
         if rec.kind is not None:
-            raise UnsupportedError(f"the {backend} backend holds bytes values only, not a {rec.kind} ({key!r})")
+            raise UnsupportedError(f"the {backend} backend holds bytes values only, not a {rec.kind} ({show_key(key)})")
         version = rec.version
         expires = rec.expires_at_ms
         if version is None:
@@ -104,7 +104,7 @@ def encode_records(recs: list[Record], clock: HLC, inline_max: int, caps: Capabi
         try:
             add(pack(klen, vlen, flags, expires or 0, version))
         except struct.error:
-            raise UsageError(f"record {key!r}: version {version} or expiry {expires} does not fit "
+            raise UsageError(f"record {show_key(key)}: version {version} or expiry {expires} does not fit "
                              "64 bits (versions are unsigned)") from None
         add(key)
         add(value)
@@ -142,7 +142,7 @@ def encode_tombstones(keys: list[bytes], versions: list[int]) -> list[bytes]:
         try:
             parts.append(pack(len(key), 0, REC_TOMBSTONE, 0, version))
         except struct.error:
-            raise UsageError(f"tombstone {key!r}: version {version} does not fit 64 bits") from None
+            raise UsageError(f"tombstone {show_key(key)}: version {version} does not fit 64 bits") from None
         parts.append(key)
         psize += RECORD_HEADER_SIZE + len(key)
         count += 1

@@ -9,7 +9,7 @@ from collections.abc import Iterable, Iterator
 from kvctl.errors import (
     UnsupportedError,
 )
-from kvctl.plugin_kit import check_limits, page_size
+from kvctl.plugin_kit import check_limits, page_size, show_key
 from kvctl.store import TOMBSTONE, Page, Record, newer
 
 from .batch import encode_records, encode_tombstones
@@ -83,7 +83,8 @@ class ReplicatingStore(FollowingStore):
                 if rec.value or rec.expires_at_ms is not None:
                     rec = Record(key, b"", None, version, TOMBSTONE)
             elif rec.kind is not None:
-                raise UnsupportedError(f"the {self.name} backend holds bytes values only, not a {rec.kind} ({key!r})")
+                raise UnsupportedError(
+                    f"the {self.name} backend holds bytes values only, not a {rec.kind} ({show_key(key)})")
             else:
                 check_limits(self.capabilities, self.name, key, rec.value)
             if version is not None and version > seen:

@@ -13,7 +13,7 @@ import lmdb
 
 from kvctl.errors import AuthError, CorruptError, LimitError, StoreIOError
 from kvctl.hlc import COUNTER_BITS, HLC, NODE_BITS
-from kvctl.plugin_kit import RecordHeader, StoreBase
+from kvctl.plugin_kit import RecordHeader, StoreBase, show_key
 from kvctl.store import Record, StoreURL, now_ms
 
 from .env import MAX_GROWTHS, META_DB, Options, SharedEnv
@@ -74,7 +74,7 @@ class LMDBBase(StoreBase):
 
     def _corrupt(self, key: bytes) -> Exception:
         return CorruptError(
-            f"{self._where}: the record of key {key[:40]!r} is shorter than kvctl's {HEADER_SIZE}-byte "
+            f"{self._where}: the record of key {show_key(key)} is shorter than kvctl's {HEADER_SIZE}-byte "
             "header: not a kvctl LMDB database"
         )
 

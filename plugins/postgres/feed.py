@@ -10,6 +10,7 @@ from __future__ import annotations
 import struct
 
 from kvctl.errors import CorruptError, UsageError
+from kvctl.plugin_kit import show_key
 
 PREFIX = "pg:"
 NO_FEED = "none"  # the feed id in a cursor taken while the table had no feed
@@ -51,6 +52,6 @@ def bulk_marker(first_key: bytes, last_key: bytes, low_version: int, high_versio
 def parse_bulk_marker(key: bytes, value: bytes) -> tuple[bytes, bytes, int, int]:
     """(first key, last key, lowest version, highest version) of a bulk load's feed row."""
     if not value.startswith(_BULK_MAGIC):
-        raise CorruptError(f"a change-feed row of key {key[:40]!r} is neither a change nor a bulk load")
+        raise CorruptError(f"a change-feed row of key {show_key(key)} is neither a change nor a bulk load")
     low, high = _VERSIONS.unpack_from(value, len(_BULK_MAGIC))
     return key, value[len(_BULK_MAGIC) + _VERSIONS.size:], low, high

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any, Self
 
 from kvctl.errors import BadURLError, ConflictError, UnavailableError, UsageError
-from kvctl.plugin_kit import ScanRange, StoreBase, key_cursor, new_clock, page_size
+from kvctl.plugin_kit import ScanRange, StoreBase, key_cursor, new_clock, page_size, show_key
 from kvctl.registry import open_sync
 from kvctl.store import Capabilities, Page, Record, Store, StoreURL, newer
 
@@ -264,7 +264,7 @@ class ShardStore(StoreBase):
         owner = self.placement.owner(key)
         if self.fallback and any(child.get(key) is not None
                                  for i, child in enumerate(self.children) if i != owner):
-            raise ConflictError(f"key {key[:40]!r} is not on the child that owns it yet: run kvctl rebalance first")
+            raise ConflictError(f"key {show_key(key)} is not on the child that owns it yet: run kvctl rebalance first")
         return self.children[owner]
 
     # -- rebalancing -----------------------------------------------------------------------

@@ -22,7 +22,7 @@ from itertools import starmap
 from typing import Any, Self
 
 from kvctl.errors import UnsupportedError
-from kvctl.plugin_kit import LockedKeyAdmin, ScanRange, deadline_ms, prefix_end, record_of
+from kvctl.plugin_kit import LockedKeyAdmin, ScanRange, deadline_ms, prefix_end, record_of, show_key
 from kvctl.plugin_kit.mapped import DISCOVERY, is_mapped
 from kvctl.store import TOMBSTONE, Capabilities, Page, Record, StoreURL, now_ms
 
@@ -190,7 +190,7 @@ class SQLiteStore(LockedKeyAdmin, SQLiteBase):
             return 0
         for rec in batch:
             if rec.kind not in (None, TOMBSTONE):
-                raise UnsupportedError(f"{self._where}: cannot hold a {rec.kind} value (key {rec.key!r})")
+                raise UnsupportedError(f"{self._where}: cannot hold a {rec.kind} value (key {show_key(rec.key)})")
             if len(rec.value) > MAX_LENGTH:
                 self._check(rec.key, rec.value)
         if not self._state.tombs:

@@ -17,6 +17,7 @@ from typing import Protocol
 
 from kvctl.errors import LimitError, UnsupportedError, UsageError
 from kvctl.hlc import make_version, physical_ms
+from kvctl.plugin_kit.display import show_key
 from kvctl.store import Page, Record, now_ms
 
 from ..scan import key_cursor, page_size, parse_key_cursor
@@ -100,7 +101,7 @@ class MappedRows:
         key = self.keys.decode(rec.key)
         if key is None:
             cols = ", ".join(c.name for c in m.key)
-            raise LimitError(f"{m.where}: key {rec.key[:80]!r} does not name a row of {m.table.name} "
+            raise LimitError(f"{m.where}: key {show_key(rec.key)} does not name a row of {m.table.name} "
                              f"(key columns {cols}, joined by {m.spec.sep.decode(errors='replace')!r})")
         params = [*key, *self.values.write(rec.key, rec.value)]
         if m.expires is not None:

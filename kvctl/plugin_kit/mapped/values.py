@@ -21,6 +21,7 @@ from decimal import Decimal
 from typing import Any
 
 from kvctl.errors import LimitError
+from kvctl.plugin_kit.display import show_key
 
 from .columns import Column, Kind, Mapping, TimeMapping
 from .times import datetime_of, format_text, integer_of, parse_time_us, rfc3339
@@ -71,7 +72,7 @@ class ValueCodec:
 
     def _unfit(self, key: bytes, column: Column | None, why: str) -> LimitError:
         where = f"column {column.name} of " if column is not None else ""
-        return LimitError(f"{self.where}: the value for {where}key {key[:80]!r} {why}")
+        return LimitError(f"{self.where}: the value for {where}key {show_key(key)} {why}")
 
     def _from_bytes(self, key: bytes, col: Column, value: bytes) -> object:
         kind = col.kind
