@@ -24,17 +24,14 @@ from kvctl.bench.latency import summarize
 from kvctl.bench.load import async_pass, chunks, planned_ops
 from kvctl.bench.workloads import Bench
 from kvctl.errors import KvctlError, UnavailableError, UsageError
+from kvctl.extras import import_extra
 from kvctl.url import redact
 
 START_TIMEOUT_S = 120.0
 
 
 def _distributed() -> Any:
-    try:
-        import distributed
-    except ImportError:
-        raise UsageError("--executor dask needs Dask distributed", hint="pip install 'kvctl[dask]'") from None
-    return distributed
+    return import_extra("distributed", "dask", "--executor dask")
 
 
 _clients: dict[str, Any] = {}

@@ -10,7 +10,8 @@ import threading
 from collections.abc import Coroutine, Iterator
 from typing import Any, TypeVar
 
-from kvctl.errors import KvctlError, UnavailableError, UsageError
+from kvctl.errors import KvctlError, UnavailableError
+from kvctl.extras import import_extra
 
 from ..reporting import Reporter, plural
 from .executor import ExecutorSpec
@@ -21,11 +22,7 @@ SLICES_PER_WORKER = 8
 
 
 def _need_dask() -> Any:
-    try:
-        import distributed
-    except ImportError:
-        raise UsageError("--executor dask needs Dask distributed", hint="pip install 'kvctl[dask]'") from None
-    return distributed
+    return import_extra("distributed", "dask", "--executor dask")
 
 
 @contextlib.contextmanager
