@@ -7,6 +7,7 @@ subclasses :class:`StoreBase` and implements four batch calls.
 """
 
 from kvctl.plugin_kit.bases import AsyncStoreBase, StoreBase, closing_after
+from kvctl.plugin_kit.bulkfeed import bulk_marker, is_bulk_marker, parse_bulk_marker
 from kvctl.plugin_kit.display import show_key
 from kvctl.plugin_kit.foreign import foreign_store_error
 from kvctl.plugin_kit.keyadmin import LockedKeyAdmin, check_conditional, conditional_record
@@ -30,16 +31,19 @@ __all__ = [
     "ReplicationOptions",
     "ScanRange",
     "StoreBase",
+    "bulk_marker",
     "check_conditional",
     "check_limits",
     "closing_after",
     "conditional_record",
     "deadline_ms",
     "foreign_store_error",
+    "is_bulk_marker",
     "key_cursor",
     "new_clock",
     "new_record",
     "page_size",
+    "parse_bulk_marker",
     "parse_key_cursor",
     "prefix_end",
     "random_node",

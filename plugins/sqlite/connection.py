@@ -16,7 +16,7 @@ from kvctl.hlc import HLC, NODE_BITS, make_version
 from kvctl.plugin_kit import StoreBase
 from kvctl.store import StoreURL, now_ms
 
-from . import feed, mixed
+from . import bulk, feed, mixed
 from .errors import SQLITE_BUSY, SQLITE_LOCKED, translate
 from .options import Options
 from .replicate import Applier
@@ -88,10 +88,15 @@ class SQLiteBase(StoreBase):
 
     def _write_runs(self, runs: list[tuple[str, list[tuple[Any, ...]]]]) -> int:
         """``executemany`` of each (statement, rows) in one immediate transaction: all rows or
-        none; the number of rows changed (not counting the triggers' writes)."""
+        none; the number of rows changed (not counting the triggers' writes).  A big batch of
+        puts into an unused key range goes in directly, with one feed entry (see :mod:`.bulk`)."""
         conn = self._conn
         changed = 0
         with immediate(conn, self._fail):
+            if (len(runs) == 1 and len(runs[0][1]) >= bulk.DIRECT_MIN_ROWS and self._state.tombs
+                    and runs[0][0] in (self._sql_put, self._sql_put_new)
+                    and bulk.load_directly(conn, self._sqlt, runs[0][1], feed=self._state.feed_id is not None)):
+                return len(runs[0][1])
             for sql, rows in runs:
                 changed += conn.executemany(sql, rows).rowcount
         return changed

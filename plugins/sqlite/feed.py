@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterator
+from itertools import starmap
 from typing import Any
 
 from kvctl.errors import FeedGapError, UnsupportedError, UsageError
-from kvctl.plugin_kit import page_size, record_of
+from kvctl.plugin_kit import is_bulk_marker, page_size, parse_bulk_marker, record_of
 from kvctl.store import TOMBSTONE, Page, Record
 
 from .options import META_TABLE
@@ -52,6 +53,9 @@ class Feed:
         # keys and values as BLOBs: an older file may have logged another program's TEXT
         self._page = (f"SELECT seq, CAST(key AS BLOB), CAST(value AS BLOB), expires_at, version, deleted "
                       f"FROM {sql.changes} WHERE seq > ? ORDER BY seq LIMIT ?")
+        bulk_rows = (f"SELECT key, CAST(value AS BLOB), expires_at, version FROM {sql.t} "
+                     "WHERE key {} ?1 AND key <= ?2 AND version >= ?3 AND version <= ?4 ORDER BY key LIMIT ?5")
+        self._bulk_first, self._bulk_next = bulk_rows.format(">="), bulk_rows.format(">")
 
     def _state(self) -> tuple[str | None, int, int]:
         """(feed id, floor, last seq) as the current read transaction sees them."""
@@ -84,10 +88,43 @@ class Feed:
             self._check(cursor, want_id, seq, feed_id, floor, last)
             if not rows:
                 return
-            seq = rows[-1][0]
-            yield Page([_record(row) for row in rows], format_cursor(table, feed_id, seq))  # type: ignore[arg-type]
-            if len(rows) < batch_size:
+            assert feed_id is not None
+            records: list[Record] = []
+            bulk = None
+            for row in rows:
+                if row[5] and is_bulk_marker(row[2]):  # a bulk load: served on pages of its own
+                    bulk = row
+                    break
+                records.append(_record(row))
+            if records:
+                seq = rows[len(records) - 1][0]
+                yield Page(records, format_cursor(table, feed_id, seq))
+                if bulk is None and len(rows) < batch_size:
+                    return
+                continue
+            assert bulk is not None
+            for loaded, done in self._bulk_load(bulk[1], bulk[2], batch_size):
+                # Pages before a load's last resume at the load's start: served again, they change
+                # nothing (last writer wins), and the pages stay bounded whatever the load's size.
+                yield Page(loaded, format_cursor(table, feed_id, bulk[0] if done else seq))
+            seq = bulk[0]
+
+    def _bulk_load(self, key: bytes, marker: bytes, batch_size: int) -> Iterator[tuple[list[Record], bool]]:
+        """The rows a bulk load wrote that nothing has replaced since (see
+        :mod:`kvctl.plugin_kit.bulkfeed`), a page at a time, each with whether it is the last;
+        a load whose rows were all replaced since gives nothing."""
+        lower, upper, low, high = parse_bulk_marker(key, marker)
+        first = True
+        while True:
+            rows = self._conn.execute(self._bulk_first if first else self._bulk_next,
+                                      (lower, upper, low, high, batch_size + 1)).fetchall()
+            more = len(rows) > batch_size
+            records = list(starmap(record_of, rows[:batch_size]))
+            if records:
+                yield records, not more
+            if not more:
                 return
+            lower, first = records[-1].key, False
 
     def _check(self, cursor: str | None, want_id: str | None, seq: int, feed_id: str | None, floor: int,
                last: int) -> None:

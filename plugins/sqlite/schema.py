@@ -38,6 +38,10 @@ row) and lays the triggers again, in the same transaction.  Reads cast every val
 TEXT value written by an ``UPDATE`` reads as its bytes.  A read-only open of an older file reads
 it as it is, its TEXT and number keys as their bytes, in byte order (:mod:`.mixed`).
 
+Version 5 changes no table: a big batch into an unused key range may be logged in the feed as
+one bulk-load entry instead of one per key (:mod:`.bulk`), which an older kvctl's feed reader
+would not serve.  The first read-write open of a version 4 file only sets the version number.
+
 An open that fails leaves existing files as they were: every check that can refuse a file runs
 before anything is written to it.
 """
@@ -60,7 +64,7 @@ from .errors import translate
 from .options import META_TABLE, RESERVED_SUFFIXES, Options
 from .triggers import TableSQL
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 COLUMNS = ("id", "key", "value", "expires_at", "version")
 
 

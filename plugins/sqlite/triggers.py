@@ -25,7 +25,8 @@ kvctl's own, and kvctl's writes stay single statements:
   an expiry is not a new write and must not beat a later write at another replica.  An insert
   removes its key's tombstone.
 * With the feed on, every upsert of ``t`` and every new or newer tombstone is appended to
-  ``t__changes``.  ``seq`` is taken inside the writing transaction and SQLite has one writer at a
+  ``t__changes`` (kvctl's own big batches into an unused key range log one bulk-load entry
+  instead, see :mod:`.bulk`).  ``seq`` is taken inside the writing transaction and SQLite has one writer at a
   time, so ``seq`` order is commit order and a reader paging ``seq > cursor`` never skips a change.
   ``seq`` is a plain integer primary key (SQLite gives each new row the largest ``seq`` plus one)
   and the purge never removes the newest change, so ``seq`` only grows and is never reused: the

@@ -90,7 +90,7 @@ def test_a_write_open_upgrades_an_older_file_keeping_the_newer_of_two_rows(tmp_p
     conn = sqlite3.connect(db)
     assert conn.execute("SELECT count(*) FROM kv WHERE typeof(key) <> 'blob' OR typeof(value) <> 'blob'"
                         ).fetchone()[0] == 0
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 4
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 5
 
 
 @pytest.mark.parametrize("value_sql", ["'ann'", "42", "4.5"])

@@ -51,7 +51,7 @@ def test_relative_path_and_pragmas(tmp_path: Path, monkeypatch: pytest.MonkeyPat
         store.set(b"k", b"v")
         stats = store.stats()
         assert stats["journal_mode"] == "wal" and stats["synchronous"] == "full"
-        assert stats["schema_version"] == 4 and stats["keys"] == 1
+        assert stats["schema_version"] == 5 and stats["keys"] == 1
         assert stats["path"] == str(tmp_path / "sub" / "rel.db") and stats["file_bytes"] > 0
     assert rows(str(tmp_path / "sub" / "rel.db"))[0][:2] == (b"k", b"v")
 
