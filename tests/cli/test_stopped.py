@@ -167,3 +167,27 @@ def test_sigterm_stops_a_migrate_like_ctrl_c(env: dict[str, str], big: Path, tmp
     out = run_kvctl(env, "migrate", src, dst, "--resume", "--no-progress")
     assert out.returncode == 0, out.stderr
     assert count(dst) == N
+
+
+def test_an_interrupted_migrate_counts_the_batch_in_flight(env: dict[str, str], big: Path, tmp_path: Path) -> None:
+    """The batch being written when Ctrl-C arrives is finished and counted: the note says exactly
+    what the destination holds, and the checkpoint resumes after it (twice, the second time a resume)."""
+    src, dst = f"sqlite://{tmp_path / 'src.db'}", f"sqlite://{tmp_path / 'dst.db'}"
+    assert run_kvctl(env, "import", str(big), src).returncode == 0
+    held = 0
+    for resume in ([], ["--resume"]):
+        args = ("migrate", src, dst, "--batch-size", "2000", "--no-progress", *resume)
+        proc = subprocess.Popen([sys.executable, "-m", "kvctl", *args], env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 120
+        while count(dst) <= held + 10_000 and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 130, err
+        m = re.fullmatch(r"kvctl: warning: stopped after ([\d,]+) keys; progress saved: rerun with --resume to "
+                         r"continue\n", err)
+        assert m is not None, err
+        held = count(dst)
+        assert int(m[1].replace(",", "")) == held
+    assert 0 < held < N

@@ -151,7 +151,7 @@ async def _copy(src: AsyncStore, writer: BatchWriter | ResumeWriter, kf: KeyFilt
                 since, last_save = 0, now
         reporter.progress(Progress("copy", writer.counts, total[0], time.perf_counter() - t0))
 
-    # the count is what the checkpoint holds, not the batch in flight
+    # the count is what the checkpoint holds: a Ctrl-C lets the batch in flight finish (pump)
     whole = plan.key_range is None and plan.hash_slice is None and plan.partition is None
     said = contextlib.nullcontext() if plan.dry_run else stopped.saying(
         lambda: stopped.resumable(cp.counts.get("read", 0), whole=whole),
