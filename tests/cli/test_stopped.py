@@ -191,3 +191,21 @@ def test_an_interrupted_migrate_counts_the_batch_in_flight(env: dict[str, str], 
         held = count(dst)
         assert int(m[1].replace(",", "")) == held
     assert 0 < held < N
+    # the summary of the run that finishes says what it copied itself, and the total
+    out = run_kvctl(env, "migrate", src, dst, "--resume", "--json", "--no-progress")
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(out.stdout)
+    assert (doc["resumed"], doc["copied"], doc["copied_this_run"]) == (True, N, N - held)
+
+
+def test_a_resumed_parallel_migrate_says_what_this_run_copied(env: dict[str, str], big: Path,
+                                                              tmp_path: Path) -> None:
+    src, dst = f"sqlite://{tmp_path / 'src.db'}", f"sqlite://{tmp_path / 'dst.db'}"
+    assert run_kvctl(env, "import", str(big), src).returncode == 0
+    rc, err = stop_once_written(env, signal.SIGINT, dst, "migrate", src, dst, "--workers", "2",
+                                "--batch-size", "1000", "--no-progress")
+    assert rc == 130, err
+    held = count(dst)
+    out = run_kvctl(env, "migrate", src, dst, "--resume", "--workers", "2", "--no-progress")
+    assert out.returncode == 0, out.stderr
+    assert re.search(rf"^  copied {N - held:>15,}  this run \({N:,} in total, ", out.stdout, re.M), out.stdout

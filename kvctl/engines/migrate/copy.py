@@ -93,7 +93,7 @@ async def migrate(src: AsyncStore, dst: AsyncStore, plan: Plan, reporter: Report
     writer.counts = Counts.from_dict(cp.counts)
     writer.problems = Problems.from_dict(cp.extra.get("problems", {}))
     t0 = time.perf_counter()
-    read_before = writer.counts.read
+    read_before, summary.copied_before = writer.counts.read, writer.counts.copied
     if not cp.done:
         resuming = summary.resumed and plan.on_conflict != "overwrite" and not plan.dry_run
         batches = ResumeWriter(src, dst, writer, plan) if resuming else writer
