@@ -94,7 +94,7 @@ def test_a_bad_line_after_committed_batches_says_what_was_written(env: dict[str,
     url = f"sqlite://{tmp_path / 'bb.db'}"
     out = run_kvctl(env, "import", str(path), url, "--batch-size", "1000")
     assert out.returncode == 65
-    assert out.stderr == (f"kvctl: error: {path}: line 7000: Expecting value: line 1 column 1 (char 0) (stopped "
+    assert out.stderr == (f"kvctl: error: {path}: line 7000: not a JSON line (Expecting value at column 1) (stopped "
                           f"with every record through line 6,000 of {path} done, at least 6,000 written; resume with "
                           "--from-line 6001)\n")
     assert count(url) == 6_000
