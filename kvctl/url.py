@@ -142,6 +142,18 @@ class StoreURL:
     def option(self, name: str, default: str | None = None) -> str | None:
         return self.options.get(name, default)
 
+    def name_option(self, name: str, default: str) -> str:
+        """An option that names something (``table=``): ``default`` when it is absent.  Given
+        empty (``?table=``, often an unset shell variable) it is refused, not read as the
+        default: the user named a table, and which one is a guess."""
+        value = self.options.get(name)
+        if value is None:
+            return default
+        if not value:
+            raise BadURLError(f"option {name}= in {self.redacted()} is empty",
+                              hint=f"name one, or leave the option out for the default, {default}")
+        return value
+
     def int_option(self, name: str, default: int) -> int:
         value = self.options.get(name)
         if value is None or value == "":

@@ -8,9 +8,11 @@ other: two benchmarks sharing two cores would measure each other.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -106,8 +108,7 @@ def run_job(job: Job, path: Path) -> tuple[list[dict[str, Any]], list[dict[str, 
     """Run one job process; (pyperf suite JSON list, errors, captured stderr tail)."""
     job.save(str(path))
     try:
-        proc = subprocess.run([sys.executable, *python_args(), "--kvctl-job", str(path)],
-                              capture_output=True, text=True, timeout=JOB_TIMEOUT_S)
+        proc = _run_group([sys.executable, *python_args(), "--kvctl-job", str(path)], JOB_TIMEOUT_S)
         stderr = proc.stderr
         failed = proc.returncode != 0
     except subprocess.TimeoutExpired as exc:
@@ -127,6 +128,20 @@ def run_job(job: Job, path: Path) -> tuple[list[dict[str, Any]], list[dict[str, 
     if failed and not errors:
         errors = [{"name": "", "workload": "", "bench": "", "reason": _last_line(stderr)}]
     return suites, errors, stderr
+
+
+def _run_group(argv: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
+    """Run a job process in a process group of its own, and end the whole group however this
+    ends (done, timed out, Ctrl-C or SIGTERM here).  The job starts pyperf's workers and valgrind;
+    killing only the job process, as subprocess.run does, would leave them running."""
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          start_new_session=True) as proc:
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        finally:
+            with contextlib.suppress(OSError):  # the group is already empty
+                os.killpg(proc.pid, signal.SIGKILL)
+    return subprocess.CompletedProcess(argv, proc.returncode, out, err)
 
 
 def _last_line(text: str) -> str:

@@ -122,10 +122,13 @@ def render_migrate(summary: Summary, plan: Plan, as_json: bool) -> None:
     verb = "would copy" if summary.dry_run else "copied"
     split = "" if summary.preview is None else (
         f", {summary.preview.create.count:,} new, {summary.preview.overwrite.count:,} overwritten")
+    this_run = summary.copied_this_run
+    copied = (f"{c.copied:>12,}  ({human_bytes(c.bytes)}{split})" if not summary.resumed or this_run is None
+              else f"{this_run:>12,}  this run ({c.copied:,} in total, {human_bytes(c.bytes)})")
     lines = [
         f"{summary.src} -> {summary.dst}{' (dry run)' if summary.dry_run else ''}"
         f"{' (resumed)' if summary.resumed else ''}",
-        f"  {verb:<10}{c.copied:>12,}  ({human_bytes(c.bytes)}{split})",
+        f"  {verb:<10}{copied}",
         f"  {'skipped':<10}{c.skipped:>12,}  (--on-conflict {plan.on_conflict})",
         f"  {'expired':<10}{c.expired:>12,}",
         f"  {'failed':<10}{c.failed:>12,}",

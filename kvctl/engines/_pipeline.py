@@ -101,8 +101,26 @@ def rare_collections() -> Iterator[None]:
 
 
 async def pump(source: AsyncIterator[T], consume: Callable[[T], Awaitable[None]], depth: int = 4) -> None:
-    """Feed every item of ``source`` to ``consume`` in order, reading up to ``depth`` items ahead."""
+    """Feed every item of ``source`` to ``consume`` in order, reading up to ``depth`` items ahead.
+    A cancellation (Ctrl-C) stops it between items: see :func:`to_the_end`."""
     with rare_collections():
         async with Prefetch(source, depth) as ahead:
             while (item := await ahead.next()) is not None:
-                await consume(item)
+                await to_the_end(consume(item))
+
+
+async def to_the_end(step: Awaitable[None]) -> None:
+    """Await ``step`` to its end even if the caller is cancelled meanwhile, then re-raise the
+    cancellation.
+
+    A batch a driver has started to send may still be committed after a cancellation (its
+    thread or the server carries on), so a consumer stopped half-way would count, and checkpoint,
+    one batch less than the destination holds.  Finished, the batch is counted and saved.  A
+    second Ctrl-C still stops at once: asyncio.run raises KeyboardInterrupt for it."""
+    task = asyncio.ensure_future(step)
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):  # the step's own failure is not what stopped us
+            await task
+        raise

@@ -10,6 +10,7 @@ from kvctl.plugin_kit.bases import AsyncStoreBase, StoreBase, closing_after
 from kvctl.plugin_kit.bulkfeed import bulk_marker, is_bulk_marker, parse_bulk_marker
 from kvctl.plugin_kit.display import show_key
 from kvctl.plugin_kit.foreign import foreign_store_error
+from kvctl.plugin_kit.hotjournal import hot_journal_error
 from kvctl.plugin_kit.keyadmin import LockedKeyAdmin, check_conditional, conditional_record
 from kvctl.plugin_kit.records import RecordHeader, check_limits, deadline_ms, new_record, record_of
 from kvctl.plugin_kit.replication import (
@@ -38,6 +39,7 @@ __all__ = [
     "conditional_record",
     "deadline_ms",
     "foreign_store_error",
+    "hot_journal_error",
     "is_bulk_marker",
     "key_cursor",
     "new_clock",

@@ -29,6 +29,7 @@ from kvctl.errors import (
     one_line,
     translating,
 )
+from kvctl.plugin_kit import hot_journal_error
 
 DRIVER_ERRORS = (LibsqlError, sqlite3.Error, aiohttp.ClientError, OSError, asyncio.TimeoutError)
 
@@ -50,7 +51,9 @@ def is_busy(exc: LibsqlError) -> bool:
     return (exc.code or "").startswith(("SQLITE_BUSY", "SQLITE_LOCKED"))
 
 
-def translate(exc: BaseException, where: str, action: str, *, writing: bool = False) -> KvctlError:
+def translate(exc: BaseException, where: str, action: str, *, writing: bool = False,
+              path: str | None = None) -> KvctlError:
+    """The kvctl error for a driver exception; ``path``: the local file, when there is one."""
     detail = one_line(exc, first_line=True)
     outcome = " (the batch is one transaction: applied entirely or not at all)" if writing else ""
     if isinstance(exc, KvctlError):
@@ -70,6 +73,8 @@ def translate(exc: BaseException, where: str, action: str, *, writing: bool = Fa
     if isinstance(exc, LibsqlError):
         code = exc.code or ""
         explanation = exc.explanation
+        if code == "SQLITE_READONLY_ROLLBACK":  # only local files are read read-only (see localread)
+            return hot_journal_error(where, path)
         if code.startswith("URL_"):
             return BadURLError(f"{where}: {explanation}")
         if code == "SERVER_ERROR" and ("401" in explanation or "403" in explanation):
@@ -109,6 +114,7 @@ def translate(exc: BaseException, where: str, action: str, *, writing: bool = Fa
     return StoreIOError(f"{where}: {action} failed: {type(exc).__name__}: {detail}{outcome}")
 
 
-def translated(where: str, action: str, *, writing: bool = False) -> AbstractContextManager[None]:
+def translated(where: str, action: str, *, writing: bool = False,
+               path: str | None = None) -> AbstractContextManager[None]:
     """Re-raise any driver exception inside the block as a kvctl error (the driver's as cause)."""
-    return translating(DRIVER_ERRORS, lambda exc: translate(exc, where, action, writing=writing))
+    return translating(DRIVER_ERRORS, lambda exc: translate(exc, where, action, writing=writing, path=path))

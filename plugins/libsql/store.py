@@ -134,7 +134,7 @@ class LibSQLStore(AsyncStoreBase):
             target = self._target
             if target.local_path is not None:
                 _preflight(target.local_path, self._where, reads_only=self._url.reads_only)
-            with translated(self._where, "connect"):
+            with translated(self._where, "connect", path=target.local_path):
                 # for a local file this already runs a statement (SELECT 1), which may find it busy
                 client = await self._call(lambda: create_client(target, self._url.reads_only))
             try:
@@ -153,7 +153,7 @@ class LibSQLStore(AsyncStoreBase):
         holding other programs' tables and none of kvctl's is ForeignStoreError, for a write too
         unless ``?create=true``."""
         t, target = self._t, self._target
-        with translated(self._where, "open"):
+        with translated(self._where, "open", path=target.local_path):
             # The first read of the schema: a file that is not a database fails here.
             info, cols = await self._call(lambda: client.batch(
                 [Statement("PRAGMA user_version"), Statement(f"PRAGMA table_info({t})")]))

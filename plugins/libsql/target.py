@@ -54,7 +54,7 @@ def parse_target(url: StoreURL) -> Target:
         raise BadURLError(f"{url.redacted()}: not a libsql URL")
     if url.username is not None or url.password is not None:
         raise BadURLError(f"{url.redacted()}: libsql takes no user or password (use authToken=...)")
-    table = url.option("table", "kv") or "kv"
+    table = url.name_option("table", "kv")
     if not is_mapped(url) and (not _IDENTIFIER.match(table) or table.lower().startswith("sqlite_")):
         raise BadURLError(f"option table={table!r} in {url.redacted()} is not a plain table name")
     timeout = url.duration_option_ms("timeout", DEFAULT_TIMEOUT_MS)

@@ -122,7 +122,7 @@ def parse_settings(url: StoreURL) -> Settings:
     sslmode = url.option("sslmode")
     if sslmode is not None and sslmode not in SSLMODES:
         raise BadURLError(f"option sslmode={sslmode!r} in {url.redacted()} must be one of {', '.join(SSLMODES)}")
-    table = _identifier(url, "table", url.option("table", DEFAULT_TABLE) or "")
+    table = _identifier(url, "table", url.name_option("table", DEFAULT_TABLE))
     schema_opt = url.option("schema")
     schema = _identifier(url, "schema", schema_opt) if schema_opt is not None else None
     connect_ms = url.duration_option_ms("connect_timeout", 10_000)

@@ -20,6 +20,7 @@ from kvctl.errors import (
     StoreIOError,
     filesystem_error,
 )
+from kvctl.plugin_kit import hot_journal_error
 
 # Primary result codes (sqlite3.h); the sqlite3 module exports them only from Python 3.11.
 SQLITE_PERM = 3
@@ -33,6 +34,7 @@ SQLITE_CANTOPEN = 14
 SQLITE_TOOBIG = 18
 SQLITE_AUTH = 23
 SQLITE_NOTADB = 26
+SQLITE_READONLY_ROLLBACK = SQLITE_READONLY | 3 << 8  # extended: a hot journal a read cannot roll back
 
 
 def translate(exc: sqlite3.Error, where: str, path: str) -> KvctlError:
@@ -47,6 +49,8 @@ def translate(exc: sqlite3.Error, where: str, path: str) -> KvctlError:
             f"{where}: the database is locked by another connection ({detail})",
             hint="raise ?timeout= or retry when the other writer is done",
         )
+    if code == SQLITE_READONLY_ROLLBACK:
+        return hot_journal_error(where, path)
     if primary in (SQLITE_PERM, SQLITE_AUTH):
         return AuthError(f"{where}: permission denied ({detail})")
     if primary in (SQLITE_READONLY, SQLITE_CANTOPEN, SQLITE_IOERR) and _on_read_only_filesystem(path):

@@ -78,7 +78,7 @@ def parse_options(url: StoreURL) -> Options:
     path = url.local_path()
     if path == ":memory:" or path.startswith("file:"):
         raise BadURLError(f"{url.redacted()} must name a database file (use memory:// for a scratch store)")
-    table = url.option("table", "kv") or "kv"
+    table = url.name_option("table", "kv")
     lowered = table.lower()
     if not mapped and (not _IDENTIFIER.match(table) or lowered.startswith("sqlite_") or lowered == META_TABLE
             or lowered.endswith(RESERVED_SUFFIXES)):

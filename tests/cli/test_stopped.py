@@ -94,7 +94,7 @@ def test_a_bad_line_after_committed_batches_says_what_was_written(env: dict[str,
     url = f"sqlite://{tmp_path / 'bb.db'}"
     out = run_kvctl(env, "import", str(path), url, "--batch-size", "1000")
     assert out.returncode == 65
-    assert out.stderr == (f"kvctl: error: {path}: line 7000: Expecting value: line 1 column 1 (char 0) (stopped "
+    assert out.stderr == (f"kvctl: error: {path}: line 7000: not a JSON line (Expecting value at column 1) (stopped "
                           f"with every record through line 6,000 of {path} done, at least 6,000 written; resume with "
                           "--from-line 6001)\n")
     assert count(url) == 6_000
@@ -167,3 +167,45 @@ def test_sigterm_stops_a_migrate_like_ctrl_c(env: dict[str, str], big: Path, tmp
     out = run_kvctl(env, "migrate", src, dst, "--resume", "--no-progress")
     assert out.returncode == 0, out.stderr
     assert count(dst) == N
+
+
+def test_an_interrupted_migrate_counts_the_batch_in_flight(env: dict[str, str], big: Path, tmp_path: Path) -> None:
+    """The batch being written when Ctrl-C arrives is finished and counted: the note says exactly
+    what the destination holds, and the checkpoint resumes after it (twice, the second time a resume)."""
+    src, dst = f"sqlite://{tmp_path / 'src.db'}", f"sqlite://{tmp_path / 'dst.db'}"
+    assert run_kvctl(env, "import", str(big), src).returncode == 0
+    held = 0
+    for resume in ([], ["--resume"]):
+        args = ("migrate", src, dst, "--batch-size", "2000", "--no-progress", *resume)
+        proc = subprocess.Popen([sys.executable, "-m", "kvctl", *args], env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 120
+        while count(dst) <= held + 10_000 and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 130, err
+        m = re.fullmatch(r"kvctl: warning: stopped after ([\d,]+) keys; progress saved: rerun with --resume to "
+                         r"continue\n", err)
+        assert m is not None, err
+        held = count(dst)
+        assert int(m[1].replace(",", "")) == held
+    assert 0 < held < N
+    # the summary of the run that finishes says what it copied itself, and the total
+    out = run_kvctl(env, "migrate", src, dst, "--resume", "--json", "--no-progress")
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(out.stdout)
+    assert (doc["resumed"], doc["copied"], doc["copied_this_run"]) == (True, N, N - held)
+
+
+def test_a_resumed_parallel_migrate_says_what_this_run_copied(env: dict[str, str], big: Path,
+                                                              tmp_path: Path) -> None:
+    src, dst = f"sqlite://{tmp_path / 'src.db'}", f"sqlite://{tmp_path / 'dst.db'}"
+    assert run_kvctl(env, "import", str(big), src).returncode == 0
+    rc, err = stop_once_written(env, signal.SIGINT, dst, "migrate", src, dst, "--workers", "2",
+                                "--batch-size", "1000", "--no-progress")
+    assert rc == 130, err
+    held = count(dst)
+    out = run_kvctl(env, "migrate", src, dst, "--resume", "--workers", "2", "--no-progress")
+    assert out.returncode == 0, out.stderr
+    assert re.search(rf"^  copied {N - held:>15,}  this run \({N:,} in total, ", out.stdout, re.M), out.stdout

@@ -46,6 +46,35 @@ def test_a_repeated_url_option_is_refused_naming_it(env: dict[str, str], tmp_pat
         open_url("memory://?timeout=1&timeout=2")
 
 
+# -- empty options ---------------------------------------------------------------------------------
+def empty_table_refused(env: dict[str, str], url: str) -> None:
+    """``url`` (which has other options, or none) with ``table=`` empty is refused, for a read and
+    a write, and not read as the default table."""
+    bad = f"{url}{'&' if '?' in url else '?'}table="
+    for args in (["-u", bad, "set", "k", "v"], ["-u", bad, "get", "k"], ["migrate", "memory://", bad]):
+        refused(run_kvctl(env, *args), f"option table= in {bad} is empty (name one, or leave the option out")
+
+
+def test_an_empty_table_option_is_refused_on_every_file_backend_that_takes_one(
+        env: dict[str, str], tmp_path: Path) -> None:
+    db = tmp_path / "f.db"
+    for url in (f"sqlite://{db}", f"sqlite://{db}?create=true", f"libsql://{db}", f"sqlite://{db}?key=id"):
+        empty_table_refused(env, url)
+    assert not db.exists()
+    with pytest.raises(BadURLError, match=r"option table= in x://y\?table= is empty"):
+        StoreURL.parse("x://y?table=").name_option("table", "kv")
+    assert StoreURL.parse("x://y").name_option("table", "kv") == "kv"
+
+
+@pytest.mark.server
+@pytest.mark.parametrize("var", ["KVCTL_TEST_POSTGRES_URL", "KVCTL_TEST_LIBSQL_URL"])
+def test_an_empty_table_option_is_refused_on_every_server_backend_that_takes_one(
+        env: dict[str, str], var: str) -> None:
+    from tests.conftest import service_url
+
+    empty_table_refused(env, service_url(var))
+
+
 def test_a_plugin_s_list_options_may_repeat(tmp_path: Path) -> None:
     url = "shard://?child=memory://a&weight=1&child=memory://b&weight=2"
     with open_url(url) as store:

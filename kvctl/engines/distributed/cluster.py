@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import signal
 import threading
+import warnings
 from collections.abc import Coroutine, Iterator
 from typing import Any, TypeVar
 
@@ -31,9 +32,14 @@ def connect(spec: ExecutorSpec, workers: int) -> Iterator[Any]:
     processes started on this machine for the run (loopback only, no dashboard)."""
     distributed = _need_dask()
     if spec.address is None:
-        with _sigint_blocked():
+        # The scheduler serves HTTP (health, metrics) even without a dashboard, on 8787 unless
+        # told otherwise, and warns when that port is taken: a free port, and Dask's start-up
+        # warnings kept out of kvctl's output (they are about Dask's set-up, not the user's).
+        with _sigint_blocked(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
             cluster = distributed.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                                               host="127.0.0.1", dashboard_address=None)
+                                               host="127.0.0.1", dashboard_address=None,
+                                               scheduler_kwargs={"dashboard_address": "127.0.0.1:0"})
         with cluster, distributed.Client(cluster) as client:
             yield client
         return

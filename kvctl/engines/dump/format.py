@@ -143,7 +143,10 @@ def _unique_names(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 def _from_json(line: bytes) -> Record:
-    obj = json.loads(line)
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise ValueError(_not_json(line, exc)) from None
     if not isinstance(obj, dict):
         raise ValueError("not a JSON object")
     if line.count(b'":') > len(obj):
@@ -151,6 +154,18 @@ def _from_json(line: bytes) -> Record:
         # look closer (rarely: the cheap count also sees '":' inside a string)
         json.loads(line, object_pairs_hook=_unique_names)
     return _record(obj)
+
+
+def _not_json(line: bytes, exc: json.JSONDecodeError) -> str:
+    """Why ``line`` is not a JSON record, in one phrase; CSV given as JSON lines (stdin has no file
+    name to tell it by) is named as such, with the option that reads it."""
+    text = line.decode("utf-8", "replace").strip()
+    if "," in text and not text.startswith(("{", "[", '"')):
+        header = next(csv.reader([text]))
+        what = "a kvctl CSV header" if set(header) <= FIELDS and "key" in header else "CSV"
+        return f"this looks like {what}, not a JSON line: import CSV with -f csv"
+    column = min(exc.pos, len(exc.doc.rstrip("\r\n"))) + 1  # past the end: at the newline, not after it
+    return f"not a JSON line ({exc.msg} at column {column})"
 
 
 def _csv_cell(name: str, cell: str, row: dict[str, str]) -> Any:

@@ -93,7 +93,7 @@ async def migrate(src: AsyncStore, dst: AsyncStore, plan: Plan, reporter: Report
     writer.counts = Counts.from_dict(cp.counts)
     writer.problems = Problems.from_dict(cp.extra.get("problems", {}))
     t0 = time.perf_counter()
-    read_before = writer.counts.read
+    read_before, summary.copied_before = writer.counts.read, writer.counts.copied
     if not cp.done:
         resuming = summary.resumed and plan.on_conflict != "overwrite" and not plan.dry_run
         batches = ResumeWriter(src, dst, writer, plan) if resuming else writer
@@ -151,7 +151,7 @@ async def _copy(src: AsyncStore, writer: BatchWriter | ResumeWriter, kf: KeyFilt
                 since, last_save = 0, now
         reporter.progress(Progress("copy", writer.counts, total[0], time.perf_counter() - t0))
 
-    # the count is what the checkpoint holds, not the batch in flight
+    # the count is what the checkpoint holds: a Ctrl-C lets the batch in flight finish (pump)
     whole = plan.key_range is None and plan.hash_slice is None and plan.partition is None
     said = contextlib.nullcontext() if plan.dry_run else stopped.saying(
         lambda: stopped.resumable(cp.counts.get("read", 0), whole=whole),

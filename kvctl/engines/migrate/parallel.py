@@ -66,6 +66,8 @@ async def _coordinate(src_url: str, dst_url: str, plan: Plan, reporter: Reporter
                                                    option="--workers")
         t0 = time.perf_counter()
         crew = _Crew(src_url, dst_url, plan, cp, cp_path, reporter, t0)
+        if summary.resumed:
+            summary.copied_before = crew.saved().copied
         work = asyncio.get_running_loop().run_in_executor(None, crew.run)
         while not work.done():
             try:

@@ -80,6 +80,8 @@ class Summary:
     copy_seconds: float = 0.0
     processed_this_run: int = 0
     resumed: bool = False
+    # keys the interrupted runs this one resumed had copied (in ``counts``); None: not known
+    copied_before: int | None = 0
     workers: int = 1
     extra_found: int | None = None  # keys only in DST (with --delete-extra)
     deleted: int = 0
@@ -87,6 +89,10 @@ class Summary:
     verify: DiffResult | None = None
     checkpoint: str | None = None
     preview: Preview | None = None  # a dry run: the keys it would create, overwrite and delete
+
+    @property
+    def copied_this_run(self) -> int | None:
+        return None if self.copied_before is None else self.counts.copied - self.copied_before
 
     @property
     def keys_per_s(self) -> float:
@@ -100,6 +106,7 @@ class Summary:
             "src": self.src, "dst": self.dst, "dry_run": self.dry_run, **self.counts.to_dict(),
             "seconds": round(self.seconds, 3), "copy_seconds": round(self.copy_seconds, 3),
             "keys_per_s": round(self.keys_per_s, 1), "processed": self.processed_this_run,
+            "copied_this_run": self.copied_this_run,
             "resumed": self.resumed, "workers": self.workers,
             "extra_found": self.extra_found, "deleted": self.deleted,
             "delete_refused": self.delete_refused,

@@ -17,9 +17,9 @@ class ResumeWriter:
     are not conflicts.
 
     A checkpoint is saved every few batches, so the run that saved it may have written batches
-    after its cursor before it stopped: all of the batch in flight on a Ctrl-C, up to a second of
-    batches on a kill, part of a batch on a lost server (a batch need not be atomic).  A resumed
-    run reads those records again and finds them in the destination.  Under ``overwrite`` that is
+    after its cursor before it stopped: up to a second of batches on a kill, part of a batch on a
+    lost server (a batch need not be atomic); a Ctrl-C finishes and saves the batch in flight.
+    A resumed run reads those records again and finds them in the destination.  Under ``overwrite`` that is
     harmless; under ``fail`` it would stop at the first of them on every resume, and ``skip`` and
     ``newer`` would count them as skipped rather than copied.
 

@@ -161,7 +161,8 @@ async def prepare(src: AsyncStore, dst: AsyncStore, src_url: str, dst_url: str, 
     found = None if plan.dry_run else checkpoint.load(cp_path, fp)
     cp = found if plan.resume else None
     summary = Summary(describe(src), describe(dst), dry_run=plan.dry_run, workers=plan.workers,
-                      checkpoint=None if plan.dry_run else str(cp_path), resumed=cp is not None)
+                      checkpoint=None if plan.dry_run else str(cp_path), resumed=cp is not None,
+                      copied_before=0 if cp is None else None)  # the caller counts its slices' checkpoints
     if cp is None:
         if plan.resume and not plan.dry_run:
             reporter.note("no checkpoint of this migrate to resume: starting from the beginning")

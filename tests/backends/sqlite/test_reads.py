@@ -179,6 +179,43 @@ def test_reads_leave_a_crashed_writers_wal_alone(scheme: str, env: dict[str, str
             assert with_wal(db) == before, f"{args} changed {db.name} or its -wal"
 
 
+def crashed_rollback_writer(db: Path) -> None:
+    """Die in the middle of a rollback-journal transaction that has already overwritten pages of
+    the file: what is left is a hot -journal that the next writer must roll back."""
+    code = (f"import os, sqlite3\nc = sqlite3.connect({str(db)!r}, isolation_level=None)\n"
+            "c.execute('PRAGMA journal_mode = delete')\nc.execute('PRAGMA cache_size = 1')\n"
+            "c.execute('BEGIN IMMEDIATE')\nc.execute(\"UPDATE kv SET value = CAST('lost' AS BLOB)\")\n"
+            "c.execute('CREATE TABLE junk (x)')\n"
+            "c.executemany('INSERT INTO junk VALUES (randomblob(1000))', [()] * 500)\nos._exit(0)\n")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_reads_of_a_file_with_a_hot_journal_say_how_to_recover(
+        scheme: str, env: dict[str, str], tmp_path: Path) -> None:
+    db, journal = tmp_path / "store.db", tmp_path / "store.db-journal"
+    url = f"{scheme}://{db}"
+    assert run_kvctl(env, "-u", f"{url}?journal_mode=delete", "set", "k", "v", binary=True).returncode == 0
+    crashed_rollback_writer(db)
+    before = (db.read_bytes(), journal.read_bytes())
+    out = tmp_path / "out"
+    out.mkdir()
+    for args in read_commands(url, "memory://", out):
+        done = run_kvctl(env, *args, binary=True)
+        assert done.returncode == 74, (args, done.stderr)
+        line = done.stderr.decode()
+        assert line.startswith(f"kvctl: error: {url}: an interrupted write left a hot journal ({journal}), which a "
+                               "writer must roll back before the file can be read; nothing was changed (open it "
+                               f"once for writing, e.g. sqlite3 {db} 'PRAGMA integrity_check'"), args
+        assert line.count("\n") == 1, args
+        assert (db.read_bytes(), journal.read_bytes()) == before, f"{args} changed the file or its journal"
+        assert state(db)[1] == ["store.db", "store.db-journal"]
+    # the advice works: a writer rolls the interrupted transaction back, and reads see the last commit
+    assert run_kvctl(env, "-u", url, "set", "k2", "w", binary=True).returncode == 0
+    assert not journal.exists()
+    assert run_kvctl(env, "-u", url, "get", "k", binary=True).stdout == b"v"
+
+
 @pytest.mark.parametrize("scheme", SCHEMES)
 def test_create_true_adds_kvctl_table_beside_other_tables(scheme: str, env: dict[str, str], tmp_path: Path) -> None:
     db = tmp_path / "app.db"

@@ -158,6 +158,24 @@ def test_subprocess_malformed_import_names_the_line(env: dict[str, str], tmp_pat
     assert out.returncode == 65 and b"line 3" in out.stderr
 
 
+def test_csv_on_stdin_without_format_says_to_add_it(env: dict[str, str], tmp_path: Path) -> None:
+    src, dst = local("sqlite", tmp_path), local("sqlite", tmp_path)
+    write(src, [Record(b"a", b"1"), Record(b"b", b"2")])
+    dump = run_kvctl(env, "export", src, "-f", "csv", binary=True)
+    assert dump.returncode == 0, dump.stderr
+    for data, what in ((dump.stdout, "a kvctl CSV header"), (b"a,1\nb,2\n", "CSV")):
+        out = run_kvctl(env, "import", "-", dst, input=data, binary=True)
+        assert out.returncode == 65, out.stderr
+        assert out.stderr.decode().startswith(f"kvctl: error: stdin: line 1: this looks like {what}, not a JSON "
+                                              "line: import CSV with -f csv (")
+        assert out.stderr.count(b"\n") == 1
+    out = run_kvctl(env, "import", "-", dst, input=b'{"key": "a", "value": "1"}\n{"key": \n', binary=True)
+    assert out.returncode == 65 and out.stderr.startswith(
+        b"kvctl: error: stdin: line 2: not a JSON line (Expecting value at column 9) (")
+    assert run_kvctl(env, "import", "-", dst, "-f", "csv", input=dump.stdout, binary=True).returncode == 0
+    assert read_all(dst) == read_all(src)
+
+
 # -- -o never destroys what it names: a FIFO, a device, a symlink --------------------------------
 def test_export_into_a_fifo_writes_through_it(env: dict[str, str], tmp_path: Path) -> None:
     src = f"sqlite://{tmp_path}/fifo-src.db"
