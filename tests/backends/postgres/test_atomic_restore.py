@@ -1,0 +1,181 @@
+"""A full snapshot restored into a PostgreSQL table that holds no key: one load, checked as it is
+read (``atomic_load``), on the real server started by tests/services.sh.
+
+Checked here: the rows are exact (bytes, expiries, versions) and the change feed serves every
+key; a file damaged near its end leaves the destination exactly as it was -- a new table is not
+created at all, an empty one keeps its rows, feed and metadata; a table holding keys still gets
+the file checked before anything is written and the batches of a merge; and the ability itself
+undoes a failed block, a table it created included, and refuses to go on on a new connection
+after losing the one that carried it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kvctl_plugins.postgres.settings import quote_ident
+from kvctl_plugins.postgres.store import COPY_MIN_ROWS
+
+from kvctl.abilities import AsyncAtomicLoad
+from kvctl.engines import snapshot
+from kvctl.errors import CorruptError, UnavailableError
+from kvctl.hlc import make_version
+from kvctl.registry import open_async, open_url
+from kvctl.store import Record, now_ms
+from kvctl.testing import open_sync
+from kvctl.testing.cli import run_kvctl
+from tests.backends.postgres.support import sql
+
+pytestmark = pytest.mark.server
+
+PREFIX = f"kvctl_ar{os.getpid()}_{uuid.uuid4().hex[:6]}"
+N = 2 * COPY_MIN_ROWS + 700  # several batches, the first ones straight into the table
+
+
+def new_table(base: str) -> tuple[str, str]:
+    name = f"{PREFIX}_{uuid.uuid4().hex[:8]}"
+    return f"{base}?table={name}", name
+
+
+def records(n: int = N) -> list[Record]:
+    later = now_ms() + 3_600_000
+    base = make_version(now_ms() - 60_000)
+    return [Record(b"key:%08d" % i, bytes([i % 256]) * 2 + b"\x00\xff" + os.urandom(30),
+                   later + i if i % 4 == 0 else None, base + (i << 8)) for i in range(n)]
+
+
+def snapshot_of(tmp: Path, recs: list[Record], name: str = "src") -> Path:
+    src = f"memory://{PREFIX}-{name}"
+    store = open_url(src)
+    store.clear()
+    store.set_many(recs)  # the memory store keeps the versions given
+    path = tmp / f"{name}.kvs"
+    snapshot.create(src, path, block_size=64 * 1024).check()
+    return path
+
+
+def damaged_near_end(good: Path) -> Path:
+    data = bytearray(good.read_bytes())
+    data[len(data) - 200] ^= 0x20  # in the last block: every batch before it is written first
+    bad = good.with_name("bad-" + good.name)
+    bad.write_bytes(bytes(data))
+    return bad
+
+
+def catalog(url: str, table: str) -> list[Any]:
+    """What exists of the table: its objects, its kvctl_meta row, and digests of its rows and feed."""
+    names = [table, table + "__tombs", table + "__changes"]
+    out: list[Any] = [sql(url, f"SELECT to_regclass('{quote_ident(n)}') IS NOT NULL")[0][0] for n in names]
+    out.append(sql(url, "SELECT to_regclass('kvctl_meta') IS NOT NULL AND EXISTS "
+                        f"(SELECT 1 FROM kvctl_meta WHERE table_name = '{table}')")[0][0]
+               if sql(url, "SELECT to_regclass('kvctl_meta') IS NOT NULL")[0][0] else False)
+    for n, there in zip(names, out, strict=False):
+        if there:
+            out.append(sql(url, f"SELECT count(*), md5(coalesce(string_agg(t::text, ',' ORDER BY t::text), '')) "
+                                f"FROM {quote_ident(n)} t")[0])
+    return out
+
+
+def contents(url: str) -> dict[bytes, tuple[bytes, int | None, int | None]]:
+    with open_sync(url) as store:
+        return {r.key: (r.value, r.expires_at_ms, r.version) for p in store.scan() for r in p.records}
+
+
+def test_a_restore_into_a_new_table_is_exact_and_the_feed_serves_every_key(pg_url: str, tmp_path: Path) -> None:
+    recs = records()
+    path = snapshot_of(tmp_path, recs)
+    url, _ = new_table(pg_url)
+    summary = snapshot.restore(path, url)
+    assert summary.records == N and summary.blocks > 3 and summary.size == path.stat().st_size
+    assert contents(url) == {r.key: (r.value, r.expires_at_ms, r.version) for r in recs}
+    with open_sync(url) as store:
+        served = [r for p in store.changes(None, batch_size=1000) for r in p.records]  # type: ignore[attr-defined]
+    assert sorted(served) == sorted(recs)
+
+
+def test_a_file_damaged_near_its_end_creates_no_table(pg_url: str, tmp_path: Path) -> None:
+    bad = damaged_near_end(snapshot_of(tmp_path, records()))
+    url, table = new_table(pg_url)
+    before = catalog(pg_url, table)
+    assert before[:3] == [False, False, False]
+    out = run_kvctl(None, "snapshot", "restore", str(bad), url)
+    assert out.returncode == 65, out.stderr
+    assert "offset" in out.stderr and "written nothing" in out.stderr and "Traceback" not in out.stderr
+    assert catalog(pg_url, table) == before
+
+
+def test_a_file_damaged_near_its_end_leaves_an_empty_table_as_it_was(pg_url: str, tmp_path: Path) -> None:
+    good = snapshot_of(tmp_path, records())
+    url, table = new_table(pg_url)
+    with open_sync(url) as store:  # a table with a history: a key written, then deleted
+        store.set(b"gone", b"x")
+        store.delete(b"gone")
+    before = catalog(pg_url, table)
+    with pytest.raises(CorruptError):
+        snapshot.restore(damaged_near_end(good), url)
+    assert catalog(pg_url, table) == before
+    snapshot.restore(good, url)  # the same store works afterwards
+    assert len(contents(url)) == N
+
+
+def test_a_table_holding_keys_is_checked_first_and_merged_as_before(pg_url: str, tmp_path: Path) -> None:
+    recs = records()
+    good = snapshot_of(tmp_path, recs)
+    url, table = new_table(pg_url)
+    with open_sync(url) as store:
+        store.set_many([Record(b"key:%08d" % 1, b"newer", None, make_version(now_ms() + 60_000)),
+                        Record(b"other", b"kept")])
+    before = catalog(pg_url, table)
+    out = run_kvctl(None, "snapshot", "restore", str(damaged_near_end(good)), url)
+    assert out.returncode == 65 and "stopped" not in out.stderr, out.stderr  # refused before any write
+    assert catalog(pg_url, table) == before
+    snapshot.restore(good, url)
+    got = contents(url)
+    assert got[b"key:%08d" % 1][0] == b"newer" and got[b"other"][0] == b"kept"  # a merge by version
+    assert len(got) == N + 1
+
+
+def test_atomic_load_undoes_a_failed_block_and_the_table_it_created(pg_url: str) -> None:
+    url, table = new_table(pg_url)
+    before = catalog(pg_url, table)
+
+    async def work() -> None:
+        async with open_async(url) as store:
+            assert isinstance(store, AsyncAtomicLoad)
+            with pytest.raises(RuntimeError):
+                async with store.atomic_load():
+                    await store.set_many(records(COPY_MIN_ROWS + 10))
+                    await store.set(b"one", b"1")
+                    assert await store.get(b"one") is not None  # reads see the block's writes
+                    raise RuntimeError("stop")
+            assert await asyncio.to_thread(catalog, pg_url, table) == before  # not even the table
+            async with store.atomic_load():  # the store goes on: a new block commits
+                await store.set(b"one", b"1")
+            assert (await store.get(b"one")).value == b"1"  # type: ignore[union-attr]
+
+    asyncio.run(work())
+
+
+def test_a_lost_connection_ends_the_load_and_is_not_replaced(pg_url: str) -> None:
+    url, table = new_table(pg_url)
+    with open_sync(url) as store:
+        store.set(b"before", b"b")
+    before = catalog(pg_url, table)
+
+    async def work() -> None:
+        async with open_async(url) as store:
+            assert isinstance(store, AsyncAtomicLoad)
+            with pytest.raises(UnavailableError):
+                async with store.atomic_load():
+                    await store.set(b"a", b"1")
+                    await store._con.close()  # type: ignore[attr-defined]
+                    await store.set(b"b", b"2")  # would write outside the load on a new connection
+            assert await store.get(b"a") is None
+
+    asyncio.run(work())
+    assert catalog(pg_url, table) == before
