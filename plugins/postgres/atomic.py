@@ -4,8 +4,10 @@
 The store's single connection carries the transaction; the batch writes inside it run as they
 always do, their own transactions becoming savepoints.  A store not connected yet begins it
 while opening its table, before any set-up, so a table created for the load goes away with it
-when the block fails.  A connection lost part-way ends the transaction on the server; the next
-call then fails instead of reconnecting and writing outside it (see PostgresCore._connection).
+when the block fails; such a table gets its secondary indexes at the end of the load, each
+built once over the loaded rows, as pg_restore builds them.  A connection lost part-way ends
+the transaction on the server; the next call then fails instead of reconnecting and writing
+outside it (see PostgresCore._connection).
 """
 
 from __future__ import annotations
@@ -34,13 +36,15 @@ class AtomicLoads(PostgresCore):
             async with Use(self, "begin a load", writing=True) as con:
                 await self._begin_atomic(con)  # a connection already open: no table set-up to include
             yield
-            async with Use(self, "commit a load", writing=True):
+            async with Use(self, "commit a load", writing=True) as con:
+                while self._indexes_later:
+                    await con.execute(self._indexes_later.pop(0))
                 await self._atomic_tx.commit()
         except BaseException:
             await self._abandon_atomic()
             raise
         finally:
-            self._atomic_wanted, self._atomic_tx = False, None
+            self._atomic_wanted, self._atomic_tx, self._indexes_later = False, None, []
 
     async def _abandon_atomic(self) -> None:
         """Roll the load back, then drop the connection: its statements and staging table may

@@ -70,6 +70,7 @@ class PostgresCore(AsyncStoreBase):
         # An atomic load (see .atomic): asked for, and its transaction once begun.
         self._atomic_wanted = False
         self._atomic_tx: Any = None
+        self._indexes_later: list[str] = []  # of a table created inside it, built at its end
         self._next_purge = 0.0  # monotonic time; the first write of a process purges
         self._written = 0  # changes written since the last purge
         self._closed = False
@@ -168,7 +169,9 @@ class PostgresCore(AsyncStoreBase):
         if needs_setup(row, wanted):
             if row is None and not self._settings.create:  # the table or kvctl's metadata is missing
                 refuse_foreign(await survey(con, layout, self._settings.schema), self.url, self._where)
-            await set_up(con, layout, wanted, self._where)
+            # a table created inside an atomic load is seen by no one else until it ends
+            self._indexes_later = await set_up(con, layout, wanted, self._where,
+                                               indexes_later=self._atomic_tx is not None)
             row = await con.fetchrow(probe, layout.display_name)
         assert row is not None
         refuse_newer(row["schema_version"], self._where, layout.display_name)

@@ -1,12 +1,12 @@
 """A full snapshot restored into a PostgreSQL table that holds no key: one load, checked as it is
 read (``atomic_load``), on the real server started by tests/services.sh.
 
-Checked here: the rows are exact (bytes, expiries, versions) and the change feed serves every
-key; a file damaged near its end leaves the destination exactly as it was -- a new table is not
-created at all, an empty one keeps its rows, feed and metadata; a table holding keys still gets
-the file checked before anything is written and the batches of a merge; and the ability itself
-undoes a failed block, a table it created included, and refuses to go on on a new connection
-after losing the one that carried it.
+Checked here: the rows are exact (bytes, expiries, versions), a new table gets all its indexes,
+the change feed serves every key; a file damaged near its end leaves the destination exactly as
+it was -- a new table is not created at all, an empty one keeps its rows, feed and metadata; a
+table holding keys still gets the file checked before anything is written and the batches of a
+merge; and the ability itself undoes a failed block, a table it created included, and refuses
+to go on on a new connection after losing the one that carried it.
 """
 
 from __future__ import annotations
@@ -89,9 +89,13 @@ def contents(url: str) -> dict[bytes, tuple[bytes, int | None, int | None]]:
 def test_a_restore_into_a_new_table_is_exact_and_the_feed_serves_every_key(pg_url: str, tmp_path: Path) -> None:
     recs = records()
     path = snapshot_of(tmp_path, recs)
-    url, _ = new_table(pg_url)
+    url, table = new_table(pg_url)
     summary = snapshot.restore(path, url)
     assert summary.records == N and summary.blocks > 3 and summary.size == path.stat().st_size
+    # the indexes a new table gets, built after the load
+    indexes = sql(pg_url, f"SELECT indexdef FROM pg_indexes WHERE tablename = '{table}'")
+    assert sorted(r[0].split(" USING ")[1] for r in indexes) == [
+        "btree (expires_at) WHERE (expires_at IS NOT NULL)", "btree (key)", "btree (version)"]
     assert contents(url) == {r.key: (r.value, r.expires_at_ms, r.version) for r in recs}
     with open_sync(url) as store:
         served = [r for p in store.changes(None, batch_size=1000) for r in p.records]  # type: ignore[attr-defined]
