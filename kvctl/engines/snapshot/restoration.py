@@ -36,7 +36,7 @@ from kvctl.url import redact
 from .. import _stopped as stopped
 from .._batches import BatchWriter
 from .._pipeline import Prefetch, pump
-from .._stores import describe, has_typed_values, open_async, restore_many
+from .._stores import describe, has_typed_values, holds_nothing, open_async, restore_many
 from ..keyfilter import KeyFilter
 from ..preview import KeyList, Preview, open_read_only, preview_lww
 from ..replicate.apply import Applied, apply_storable
@@ -133,7 +133,7 @@ async def _restore_chain(files: list[ChainFile], store: AsyncStore, *, replace: 
     if files[0].checked is None and len(files) == 1 and not dry_run and isinstance(store, AsyncAtomicLoad):
         async with store.atomic_load():
             # a store in use keeps the usual way: batches committed as they go, no long transaction
-            one_load[0] = await _holds_nothing(store)
+            one_load[0] = await holds_nothing(store)
             if one_load[0]:
                 await apply_all()
     if not one_load[0]:
@@ -141,19 +141,6 @@ async def _restore_chain(files: list[ChainFile], store: AsyncStore, *, replace: 
         await apply_all()
     summary.seconds = time.perf_counter() - t0
     return summary
-
-
-async def _holds_nothing(store: AsyncStore) -> bool:
-    pages = store.scan(b"", batch_size=1, keys_only=True)
-    try:
-        async for page in pages:
-            if page.records:
-                return False
-        return True
-    finally:
-        aclose = getattr(pages, "aclose", None)
-        if aclose is not None:
-            await aclose()
 
 
 def _add_step(summary: SnapshotSummary, step: Step) -> None:

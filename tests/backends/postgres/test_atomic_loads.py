@@ -1,18 +1,28 @@
-"""A full snapshot restored into a PostgreSQL table that holds no key: one load, checked as it is
-read (``atomic_load``), on the real server started by tests/services.sh.
+"""A full snapshot restored, or a dump imported, into a PostgreSQL table that holds no key: one
+load (``atomic_load``), the snapshot checked as it is read; on the real server started by
+tests/services.sh.
 
 Checked here: the rows are exact (bytes, expiries, versions), a new table gets all its indexes,
 the change feed serves every key; a file damaged near its end leaves the destination exactly as
 it was -- a new table is not created at all, an empty one keeps its rows, feed and metadata; a
 table holding keys still gets the file checked before anything is written and the batches of a
 merge; and the ability itself undoes a failed block, a table it created included, and refuses
-to go on on a new connection after losing the one that carried it.
+to go on on a new connection after losing the one that carried it.  An import as one load keeps
+the records before a malformed line (resumable with --from-line), and an interrupted one leaves
+no table behind.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import os
+import re
+import signal
+import subprocess
+import sys
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -182,4 +192,66 @@ def test_a_lost_connection_ends_the_load_and_is_not_replaced(pg_url: str) -> Non
             assert await store.get(b"a") is None
 
     asyncio.run(work())
+    assert catalog(pg_url, table) == before
+
+
+def dump(path: Path, recs: list[Record], bad_at: int | None = None) -> list[Record]:
+    """Write ``recs`` as a JSON-lines dump (line ``bad_at`` malformed); returns them."""
+    with open(path, "w") as fh:
+        for i, r in enumerate(recs, 1):
+            obj = {"key": r.key.decode(), "value_b64": base64.b64encode(r.value).decode(),
+                   "expires_at_ms": r.expires_at_ms, "version": r.version}
+            fh.write("garbage\n" if i == bad_at else json.dumps(obj) + "\n")
+    return recs
+
+
+def test_an_import_into_a_new_table_is_one_load_with_every_index(pg_url: str, tmp_path: Path) -> None:
+    path = tmp_path / "in.jsonl"
+    recs = dump(path, records())
+    url, table = new_table(pg_url)
+    out = run_kvctl(None, "-u", url, "import", str(path))
+    assert out.returncode == 0, out.stderr
+    assert contents(url) == {r.key: (r.value, r.expires_at_ms, r.version) for r in recs}
+    assert len(sql(pg_url, f"SELECT 1 FROM pg_indexes WHERE tablename = '{table}'")) == 3
+    with open_sync(url) as store:
+        served = [r for p in store.changes(None, batch_size=1000) for r in p.records]  # type: ignore[attr-defined]
+    assert sorted(served) == sorted(recs)
+
+
+def test_a_malformed_line_keeps_the_batches_before_it_and_the_import_resumes(pg_url: str, tmp_path: Path) -> None:
+    path = tmp_path / "in.jsonl"
+    bad_at = N - 100  # after two batches of 5,000
+    recs = dump(path, records(), bad_at=bad_at)
+    url, _ = new_table(pg_url)
+    out = run_kvctl(None, "-u", url, "import", str(path))
+    assert out.returncode == 65 and f"line {bad_at}" in out.stderr, out.stderr
+    m = re.search(r"resume with --from-line (\d+)", out.stderr)
+    assert m is not None, out.stderr
+    resume = int(m.group(1))
+    assert len(contents(url)) == resume - 1 == 2 * COPY_MIN_ROWS  # what the message says is there
+    dump(path, recs)  # the line fixed
+    out = run_kvctl(None, "-u", url, "import", str(path), "--from-line", str(resume))
+    assert out.returncode == 0, out.stderr
+    got = contents(url)
+    assert {k: v[0] for k, v in got.items()} == {r.key: r.value for r in recs}
+
+
+def test_an_interrupted_import_into_a_new_table_leaves_no_table(pg_url: str, tmp_path: Path) -> None:
+    path = tmp_path / "big.jsonl"
+    dump(path, records(200_000))
+    url, table = new_table(pg_url)
+    before = catalog(pg_url, table)
+    proc = subprocess.Popen([sys.executable, "-m", "kvctl", "-u", url, "import", str(path)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    # rows of an open load are visible to no one: wait for its transaction to be writing the table
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and time.monotonic() < deadline and not sql(
+            pg_url, "SELECT 1 FROM pg_stat_activity WHERE xact_start IS NOT NULL AND pid <> pg_backend_pid() "
+                    f"AND query LIKE '%{table}%' AND query LIKE 'COPY%'"):
+        time.sleep(0.05)
+    assert proc.poll() is None, "finished before the signal: make the input larger"
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err
+    assert "having written nothing" in err and "--from-line" not in err, err
     assert catalog(pg_url, table) == before
