@@ -24,6 +24,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -154,20 +155,30 @@ def test_a_table_holding_keys_is_checked_first_and_merged_as_before(pg_url: str,
     assert len(got) == N + 1
 
 
+async def fail_inside_load(store: Any, expected: type[BaseException],
+                           body: Callable[[Any], Awaitable[None]]) -> None:
+    """Run ``body(store)`` inside an atomic load, which it makes fail with ``expected``."""
+    assert isinstance(store, AsyncAtomicLoad)
+    with pytest.raises(expected):
+        async with store.atomic_load():
+            await body(store)
+
+
 def test_atomic_load_undoes_a_failed_block_and_the_table_it_created(pg_url: str) -> None:
     url, table = new_table(pg_url)
     before = catalog(pg_url, table)
 
+    async def body(store: Any) -> None:
+        await store.set_many(records(COPY_MIN_ROWS + 10))
+        await store.set(b"one", b"1")
+        assert await store.get(b"one") is not None  # reads see the block's writes
+        raise RuntimeError("stop")
+
     async def work() -> None:
         async with open_async(url) as store:
-            assert isinstance(store, AsyncAtomicLoad)
-            with pytest.raises(RuntimeError):
-                async with store.atomic_load():
-                    await store.set_many(records(COPY_MIN_ROWS + 10))
-                    await store.set(b"one", b"1")
-                    assert await store.get(b"one") is not None  # reads see the block's writes
-                    raise RuntimeError("stop")
+            await fail_inside_load(store, RuntimeError, body)
             assert await asyncio.to_thread(catalog, pg_url, table) == before  # not even the table
+            assert isinstance(store, AsyncAtomicLoad)
             async with store.atomic_load():  # the store goes on: a new block commits
                 await store.set(b"one", b"1")
             assert (await store.get(b"one")).value == b"1"  # type: ignore[union-attr]
@@ -181,14 +192,14 @@ def test_a_lost_connection_ends_the_load_and_is_not_replaced(pg_url: str) -> Non
         store.set(b"before", b"b")
     before = catalog(pg_url, table)
 
+    async def body(store: Any) -> None:
+        await store.set(b"a", b"1")
+        await store._con.close()
+        await store.set(b"b", b"2")  # would write outside the load on a new connection
+
     async def work() -> None:
         async with open_async(url) as store:
-            assert isinstance(store, AsyncAtomicLoad)
-            with pytest.raises(UnavailableError):
-                async with store.atomic_load():
-                    await store.set(b"a", b"1")
-                    await store._con.close()  # type: ignore[attr-defined]
-                    await store.set(b"b", b"2")  # would write outside the load on a new connection
+            await fail_inside_load(store, UnavailableError, body)
             assert await store.get(b"a") is None
 
     asyncio.run(work())
