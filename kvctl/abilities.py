@@ -4,7 +4,8 @@
 
 :class:`ChangeFeed`, :class:`Replicable` (``apply_many``), :class:`NewerWrites`
 (``set_newer_many``), :class:`TypedValues` (and :class:`TypedJSON`), :class:`Partitioned`, :class:`Rebalancing`,
-:class:`Expiry` and :class:`ConditionalWrites`, each with an ``Async`` form.  Engines and the CLI
+:class:`Expiry` and :class:`ConditionalWrites`, each with an ``Async`` form; and
+:class:`AsyncAtomicLoad` (``atomic_load``), in its async form only.  Engines and the CLI
 test them with ``isinstance`` (:mod:`kvctl.adapt` forwards exactly the ones the wrapped store
 has); a store without an ability is refused with :class:`~kvctl.errors.UnsupportedError`.
 """
@@ -12,11 +13,13 @@ has); a store without an ability is refused with :class:`~kvctl.errors.Unsupport
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol, runtime_checkable
 
 from kvctl.store import Page, Record
 
 __all__ = [
+    "AsyncAtomicLoad",
     "AsyncChangeFeed",
     "AsyncConditionalWrites",
     "AsyncExpiry",
@@ -232,3 +235,15 @@ class AsyncConditionalWrites(Protocol):
 
     async def set_if(self, record: Record, *, exists: bool | None = None, keep_ttl: bool = False) -> bool:
         """As :meth:`ConditionalWrites.set_if`."""
+
+
+@runtime_checkable
+class AsyncAtomicLoad(Protocol):
+    """Many batch writes as one: what a bulk load into an empty store uses so that a failure
+    part-way (a source found corrupt at its end, an interruption) leaves the store as it was."""
+
+    def atomic_load(self) -> AbstractAsyncContextManager[None]:
+        """A block inside which every write of this store (``set_many``, ``set_newer_many``,
+        ``delete_many``, ``clear``, ...) takes effect at the block's end, all together, or not at
+        all when the block raises; the structures the store creates on first use (a table, its
+        feed) are part of it.  Reads inside the block see its writes.  Not nested."""

@@ -38,6 +38,20 @@ def describe(store: Any) -> str:
     return url.redacted() if url is not None else str(getattr(store, "name", "store"))
 
 
+async def holds_nothing(store: AsyncStore) -> bool:
+    """True when a scan of the whole store finds no live key (one page of one key)."""
+    pages = store.scan(b"", batch_size=1, keys_only=True)
+    try:
+        async for page in pages:
+            if page.records:
+                return False
+        return True
+    finally:
+        aclose = getattr(pages, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
 def has_typed_values(store: Any) -> bool:
     """True when the store declares typed values and offers both dump_many and restore_many."""
     return bool(store.capabilities.typed_values) and isinstance(store, AsyncTypedValues)

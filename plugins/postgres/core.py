@@ -16,7 +16,7 @@ from typing import Any, Self
 
 import asyncpg
 
-from kvctl.errors import BadURLError, KvctlError, UsageError
+from kvctl.errors import BadURLError, KvctlError, UnavailableError, UsageError
 from kvctl.hlc import HLC, make_version
 from kvctl.plugin_kit import AsyncStoreBase
 from kvctl.store import StoreURL, now_ms
@@ -67,6 +67,10 @@ class PostgresCore(AsyncStoreBase):
         self._schema_version = SCHEMA_VERSION  # what kvctl_meta records, read on open
         self._sequence_readable = True  # see FeedStatements.state
         self._prepared: dict[str, Any] = {}
+        # An atomic load (see .atomic): asked for, and its transaction once begun.
+        self._atomic_wanted = False
+        self._atomic_tx: Any = None
+        self._indexes_later: list[str] = []  # of a table created inside it, built at its end
         self._next_purge = 0.0  # monotonic time; the first write of a process purges
         self._written = 0  # changes written since the last purge
         self._closed = False
@@ -96,6 +100,10 @@ class PostgresCore(AsyncStoreBase):
         con = self._con
         if con is not None and not con.is_closed():
             return con
+        if self._atomic_tx is not None:
+            # its transaction ended with its connection: a new one would write outside it
+            raise UnavailableError(f"{self._where}: the connection was lost during a load; the server rolled "
+                                   "the load back, so none of it was written")
         if self._closed:
             raise UsageError(f"{self._where}: the store was closed")
         self._con = self._hot = None
@@ -157,10 +165,13 @@ class PostgresCore(AsyncStoreBase):
             row = await con.fetchrow(probe, layout.display_name)
         except (asyncpg.UndefinedTableError, asyncpg.UndefinedColumnError):
             row = None
+        await self._begin_atomic(con)  # after the probe, whose error would abort it; before the set-up
         if needs_setup(row, wanted):
             if row is None and not self._settings.create:  # the table or kvctl's metadata is missing
                 refuse_foreign(await survey(con, layout, self._settings.schema), self.url, self._where)
-            await set_up(con, layout, wanted, self._where)
+            # a table created inside an atomic load is seen by no one else until it ends
+            self._indexes_later = await set_up(con, layout, wanted, self._where,
+                                               indexes_later=self._atomic_tx is not None)
             row = await con.fetchrow(probe, layout.display_name)
         assert row is not None
         refuse_newer(row["schema_version"], self._where, layout.display_name)
@@ -174,6 +185,13 @@ class PostgresCore(AsyncStoreBase):
             self._clock.observe(seen)
         self._sql = layout.statements(node, feed)
         return self._sql
+
+    async def _begin_atomic(self, con: asyncpg.Connection) -> None:
+        """Begin the transaction of an atomic load asked for and not begun yet."""
+        if self._atomic_wanted and self._atomic_tx is None:
+            tx = con.transaction()
+            await tx.start()
+            self._atomic_tx = tx
 
     async def _open_to_read(self, con: asyncpg.Connection) -> Any:
         """Open the table for a command that only reads: nothing is created, altered or upgraded

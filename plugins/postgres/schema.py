@@ -100,11 +100,16 @@ def refuse_newer(recorded: int | None, where: str, name: str) -> None:
         )
 
 
-async def set_up(con: asyncpg.Connection, layout: Layout, wanted_feed: bool | None, where: str) -> None:
+async def set_up(con: asyncpg.Connection, layout: Layout, wanted_feed: bool | None, where: str, *,
+                 indexes_later: bool = False) -> list[str]:
     """Create the table or upgrade it to version 2, and put its feed in the wanted mode.
 
     ``wanted_feed`` None keeps a version-2 table's mode; a new or upgraded table gets a feed.
+    ``indexes_later``: a table created here gets its primary key only, and the statements that
+    create its other indexes are returned, for the caller to run in the same transaction after
+    loading it (as pg_restore does: one sorted build each instead of an insertion per row).
     """
+    later: list[str] = []
     fs = layout.feed_statements()
     name = layout.display_name
     async with con.transaction():
@@ -118,8 +123,13 @@ async def set_up(con: asyncpg.Connection, layout: Layout, wanted_feed: bool | No
         recorded = meta["schema_version"] if meta is not None else None
         refuse_newer(recorded, where, name)
         if not await _exists(con, layout.t):
-            for stmt in create_table(layout.t):
-                await con.execute(stmt)
+            table, *indexes = create_table(layout.t)
+            await con.execute(table)
+            if indexes_later:
+                later = indexes
+            else:
+                for stmt in indexes:
+                    await con.execute(stmt)
         else:
             await check_columns(con, layout.t, where, name)
         if not await _exists(con, layout.tombs):
@@ -139,6 +149,7 @@ async def set_up(con: asyncpg.Connection, layout: Layout, wanted_feed: bool | No
                 await con.execute(stmt)
             feed_id = None
         await con.execute(fs.write_meta, name, SCHEMA_VERSION, node, want, feed_id)
+    return later
 
 
 async def _exists(con: asyncpg.Connection, qualified: str) -> bool:

@@ -19,6 +19,7 @@ from kvctl.plugin_kit import ScanRange, check_conditional, deadline_ms, prefix_e
 from kvctl.plugin_kit.mapped import is_mapped
 from kvctl.store import Capabilities, Page, Record, StoreURL, now_ms
 
+from .atomic import AtomicLoads
 from .bulk import COPY_MIN_BYTES, COPY_MIN_ROWS, BulkWrites
 from .core import MAX_KEY, MAX_VALUE, PURGE_EVERY_S, PURGE_MAX_ROWS, PURGE_ROWS
 from .feedread import FeedReads
@@ -32,7 +33,7 @@ __all__ = ["COPY_MIN_BYTES", "COPY_MIN_ROWS", "MAX_KEY", "MAX_VALUE", "PURGE_EVE
 ARRAY_CHUNK = 50_000
 
 
-class PostgresStore(BulkWrites, FeedReads):
+class PostgresStore(AtomicLoads, BulkWrites, FeedReads):
     name = "postgres"
     description = ("A table in PostgreSQL (asyncpg): bytea keys in order, TTLs, versions, atomic batches, "
                    "a change feed that also records other programs' writes."

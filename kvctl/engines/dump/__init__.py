@@ -2,7 +2,10 @@
 
 The format, both ways, is :mod:`.format`.  Import reads a dump back in batches through the same
 writer as migrate (conflict policy, expiry, TTL support and limits), skipping records whose
-expiry has passed; a malformed line stops it (CorruptError, naming the line).
+expiry has passed; a malformed line stops it (CorruptError, naming the line).  Into a store
+that holds no key and offers :class:`~kvctl.abilities.AsyncAtomicLoad`, a whole import from its
+first line is one load: a malformed line still keeps the records before it, any other stop
+(an interruption, a server gone) leaves the store as it was.
 """
 
 from __future__ import annotations
@@ -15,7 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from kvctl.abilities import AsyncAtomicLoad
 from kvctl.codec import show_key
+from kvctl.errors import CorruptError
 from kvctl.store import AsyncStore, Page, Record, now_ms
 from kvctl.url import redact
 
@@ -23,7 +28,7 @@ from .. import _stopped as stopped
 from .._batches import BatchWriter, Policy, check_policy
 from .._files import atomic_writer
 from .._pipeline import pump
-from .._stores import describe, has_typed_values, open_async, start_count, with_dumps
+from .._stores import describe, has_typed_values, holds_nothing, open_async, start_count, with_dumps
 from ..keyfilter import KeyFilter
 from ..preview import open_read_only
 from ..reporting import Counts, Problems, Progress, Reporter
@@ -221,7 +226,11 @@ async def import_from(store: AsyncStore, inp: BinaryIO, fmt: Format, name: str, 
         if reporter is not None:
             reporter.progress(Progress("import", writer.counts, None, time.perf_counter() - t0))
 
+    one_load = [False]  # while True, a stop undoes every write of the import
+
     def status() -> str:
+        if one_load[0]:
+            return "having written nothing: an import into an empty store is undone as a whole; rerun the import"
         # a batch in flight may land too: resuming writes it again, which changes nothing
         if done_through[0] < 1:
             return "before the first batch was written; rerun the import"
@@ -229,8 +238,26 @@ async def import_from(store: AsyncStore, inp: BinaryIO, fmt: Format, name: str, 
                 f"at least {writer.counts.copied:,} written; resume with --from-line {done_through[0] + 1}")
 
     note = reporter.note if reporter is not None else None
-    with contextlib.nullcontext() if dry_run else stopped.saying(status, note):
+    async def load() -> None:
+        if not dry_run and from_line == 1 and isinstance(store, AsyncAtomicLoad):
+            malformed: CorruptError | None = None
+            async with store.atomic_load():
+                # a store in use keeps the usual way: batches committed as they go
+                one_load[0] = await holds_nothing(store)
+                if one_load[0]:
+                    try:
+                        await pump(pages(), consume, depth=2)
+                    except CorruptError as exc:  # the records before a malformed line are kept
+                        malformed = exc
+            if one_load[0]:
+                one_load[0] = False  # committed
+                if malformed is not None:
+                    raise malformed
+                return
         await pump(pages(), consume, depth=2)
+
+    with contextlib.nullcontext() if dry_run else stopped.saying(status, note):
+        await load()
     summary = DumpSummary(describe(store), records=writer.counts.read, expired=writer.counts.expired,
                             incomplete=writer.counts.incomplete, problems=writer.problems,
                             counts=writer.counts, seconds=time.perf_counter() - t0)

@@ -11,6 +11,12 @@
   the store keeps tombstones.  ``--replace`` applies to the full snapshot only; a chain without
   one is refused with it (an incremental holds changes, not a whole store).  Records already
   expired are skipped (full) or applied as deletions at their version (incremental).
+
+A single full snapshot restored into a store that holds no key, where the store offers
+:class:`~kvctl.abilities.AsyncAtomicLoad`, is written as one load and checked as it is read (the
+framing, every payload checksum, the trailer and the whole-file hash, before the load ends): a
+file found corrupt part-way leaves the store as it was, without a first pass over the file.
+Elsewhere every file is checked before anything is written.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from collections.abc import AsyncIterator, Sequence
 from itertools import groupby
 from pathlib import Path
 
+from kvctl.abilities import AsyncAtomicLoad
 from kvctl.errors import UnsupportedError, UsageError
 from kvctl.store import TOMBSTONE, AsyncStore, Page, Record, now_ms
 from kvctl.url import redact
@@ -29,14 +36,14 @@ from kvctl.url import redact
 from .. import _stopped as stopped
 from .._batches import BatchWriter
 from .._pipeline import Prefetch, pump
-from .._stores import describe, has_typed_values, open_async, restore_many
+from .._stores import describe, has_typed_values, holds_nothing, open_async, restore_many
 from ..keyfilter import KeyFilter
 from ..preview import KeyList, Preview, open_read_only, preview_lww
 from ..replicate.apply import Applied, apply_storable
 from ..reporting import Counts, Problems, Progress, Reporter
 from .format import SnapshotCorrupt, SnapshotReader
 from .result import FULL, INCREMENTAL, SnapshotSummary, Step, meta_filter
-from .verification import ChainFile, estimate, open_file, survey
+from .verification import ChainFile, check_rest, estimate, open_file, survey
 
 
 def restore(paths: Path | Sequence[Path], url: str, *, replace: bool = False, batch_size: int = 5000,
@@ -48,7 +55,7 @@ def restore(paths: Path | Sequence[Path], url: str, *, replace: bool = False, ba
     (the store is opened to read; a missing one is compared as empty) and report the keys the
     restore would create, overwrite and delete (``summary.preview``).  Owns the command's only
     event loop."""
-    files = survey([paths] if isinstance(paths, Path | str) else list(paths))
+    files = survey([paths] if isinstance(paths, Path | str) else list(paths), full_later=True)
 
     async def work() -> SnapshotSummary:
         missing: list[str] = []
@@ -66,7 +73,7 @@ def restore(paths: Path | Sequence[Path], url: str, *, replace: bool = False, ba
 async def restore_into(paths: Path | Sequence[Path], store: AsyncStore, *, replace: bool = False,
                        batch_size: int = 5000, drop_ttl: bool = False,
                        reporter: Reporter | None = None) -> SnapshotSummary:
-    files = survey([paths] if isinstance(paths, Path | str) else list(paths))
+    files = survey([paths] if isinstance(paths, Path | str) else list(paths), full_later=True)
     return await _restore_chain(files, store, replace=replace, batch_size=batch_size, drop_ttl=drop_ttl,
                                 reporter=reporter)
 
@@ -97,27 +104,41 @@ async def _restore_chain(files: list[ChainFile], store: AsyncStore, *, replace: 
         summary.notes.append(f"{files[0].path} was applied to the store as it was: it continues from cursor "
                              f"{files[0].base}, which kvctl cannot check the store had reached")
     steps: list[Step] = []  # the one being applied last: its counts grow batch by batch
+    one_load = [False]
 
     def status() -> str:
+        if one_load[0]:
+            return "having written nothing: a restore into an empty store is undone as a whole"
         done = sum(s.applied for s in steps)
         where = f" in {steps[-1].path}" if len(files) > 1 and steps else ""
         return f"after at least {done:,} records written{where}; rerun the same restore to finish"
 
-    with stopped.saying(status, reporter.note if reporter is not None and not dry_run else None):
-        for f in files:
-            assert f.checked is not None
-            step = Step(str(f.path), f.kind, f.base, f.end)
-            steps.append(step)
-            summary.blocks += f.checked.blocks
-            summary.size += f.checked.size
-            if f.kind == FULL:
-                await _restore_full(f, store, step, summary, replace=replace, batch_size=batch_size,
-                                    drop_ttl=drop_ttl, told=told)
-            else:
-                await _apply_incremental(f, store, step, summary.problems, batch_size=batch_size, told=told,
-                                         preview=summary.preview)
-            summary.steps.append(step)
-            _add_step(summary, step)
+    async def apply_all() -> None:
+        with stopped.saying(status, reporter.note if reporter is not None and not dry_run else None):
+            for f in files:
+                step = Step(str(f.path), f.kind, f.base, f.end)
+                steps.append(step)
+                if f.kind == FULL:
+                    await _restore_full(f, store, step, summary, replace=replace, batch_size=batch_size,
+                                        drop_ttl=drop_ttl, told=told)
+                else:
+                    await _apply_incremental(f, store, step, summary.problems, batch_size=batch_size, told=told,
+                                             preview=summary.preview)
+                assert f.checked is not None  # by survey, check_rest or _restore_full
+                summary.blocks += f.checked.blocks
+                summary.size += f.checked.size
+                summary.steps.append(step)
+                _add_step(summary, step)
+
+    if files[0].checked is None and len(files) == 1 and not dry_run and isinstance(store, AsyncAtomicLoad):
+        async with store.atomic_load():
+            # a store in use keeps the usual way: batches committed as they go, no long transaction
+            one_load[0] = await holds_nothing(store)
+            if one_load[0]:
+                await apply_all()
+    if not one_load[0]:
+        check_rest(files)
+        await apply_all()
     summary.seconds = time.perf_counter() - t0
     return summary
 
@@ -178,11 +199,15 @@ async def _restore_full(f: ChainFile, store: AsyncStore, step: Step, summary: Sn
         reader = SnapshotReader(fh, str(f.path))
         size = os.fstat(fh.fileno()).st_size
         read_to = [0, 0]  # records decoded, and the file offset they reach
+        blocks = [0]
 
         async def pages() -> AsyncIterator[Page]:
             pending: list[Record] = []  # blocks are ~1 MiB: gather them into batch_size writes
-            for block in reader.blocks():  # payload checksums are checked again as we go
-                decoded = reader.decode(block, check=False)  # the whole-file hash was just verified
+            # Payload checksums are checked as we go, the trailer and the whole-file hash after the
+            # last block: checked before (see survey), or now, within a load undone if they fail.
+            for block in reader.blocks():
+                decoded = reader.decode(block, check=False)
+                blocks[0] += 1
                 if decoded.tombstones:
                     raise SnapshotCorrupt(str(f.path), block.offset, "tombstones in a full snapshot")
                 pending += decoded.records
@@ -201,6 +226,8 @@ async def _restore_full(f: ChainFile, store: AsyncStore, step: Step, summary: Sn
 
         await pump(pages(), consume, depth=2)
         told(writer.counts, size, size, last=True)
+        if f.checked is None:
+            f.checked = SnapshotSummary(str(f.path), "", records=read_to[0], blocks=blocks[0], size=size)
     if writer.preview is not None and summary.preview is not None:  # a full snapshot comes first
         summary.preview.create, summary.preview.overwrite = writer.preview.create, writer.preview.overwrite
     c = writer.counts

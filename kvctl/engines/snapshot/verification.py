@@ -114,17 +114,27 @@ class ChainFile:
         return self.meta.get("end_cursor")
 
 
-def survey(paths: Sequence[Path]) -> list[ChainFile]:
+def survey(paths: Sequence[Path], *, full_later: bool = False) -> list[ChainFile]:
     """Read and check a chain before anything is written: every header, the chain's links (see
     :func:`check_chain`), then every file (a full one: framing, payload checksums and the hash;
-    an incremental, usually small: every record's checksum too)."""
+    an incremental, usually small: every record's checksum too).  ``full_later``: leave a full
+    snapshot unchecked (``checked`` None) for :func:`check_rest` or a load that checks it as it
+    reads and can undo everything when it fails."""
     if not paths:
         raise UsageError("no snapshot file to restore")
     files = [ChainFile(Path(p), read_meta(Path(p))) for p in paths]
     check_chain(files)
     for f in files:
-        f.checked = verify(f.path, records=f.kind != FULL)
+        if not (full_later and f.kind == FULL):
+            f.checked = verify(f.path, records=f.kind != FULL)
     return files
+
+
+def check_rest(files: list[ChainFile]) -> None:
+    """Check the files :func:`survey` left unchecked."""
+    for f in files:
+        if f.checked is None:
+            f.checked = verify(f.path, records=f.kind != FULL)
 
 
 def check_chain(files: list[ChainFile]) -> None:
