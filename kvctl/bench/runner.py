@@ -22,7 +22,7 @@ import traceback
 from typing import Any
 
 from kvctl.bench.job import BenchSpec, Job, python_args
-from kvctl.bench.workloads import SAMPLED_OPS, Bench, Ctx, get, make_value
+from kvctl.bench.workloads import Bench, Ctx, get, make_value
 from kvctl.errors import KvctlError, one_line
 
 CHUNK_OPS = 200_000  # a time function builds its plan in pieces of at most this many ops
@@ -62,13 +62,13 @@ class TimeFunc:
                     self.bench.setup(self.ctx)
             ctx = self.ctx
             bench = self.bench
-            if bench.sampled and loops > SAMPLED_OPS:
-                # the value is the mean of SAMPLED_OPS ops, scaled to the loops pyperf asked for
-                plan = bench.plan(ctx, SAMPLED_OPS)
+            if bench.sampled and loops > bench.sample:
+                # the value is the mean of a sample of steps, scaled to the loops pyperf asked for
+                plan = bench.plan(ctx, bench.sample)
                 elapsed = ctx.target.time_plan(plan, ctx.value)
                 if bench.after is not None:
                     bench.after(ctx, plan)
-                return elapsed * loops / SAMPLED_OPS
+                return elapsed * loops / bench.sample
             total = 0.0
             for start in range(0, loops, CHUNK_OPS):
                 plan = bench.plan(ctx, min(CHUNK_OPS, loops - start))

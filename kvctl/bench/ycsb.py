@@ -168,6 +168,17 @@ class Generator:
     def load_keys(self) -> list[bytes]:
         return [self.prefix + key_name(i) for i in range(self.records)]
 
+    def mark(self) -> int:
+        """Where the inserts stand now (for :meth:`rewind`)."""
+        return len(self.inserted)
+
+    def rewind(self, mark: int) -> list[bytes]:
+        """Forget the inserts made since ``mark`` (the key space shrinks back) and return their keys,
+        so the caller can delete them: the next plan then starts from the same store."""
+        keys = [self.prefix + key_name(k) for k in self.inserted[mark:]]
+        del self.inserted[mark:]
+        return keys
+
     def plan(self, n: int) -> Plan:
         mix = self.workload.mix
         bounds = [(mix.read, GET), (mix.update, SET), (mix.insert, -1), (mix.scan, SCAN), (mix.rmw, RMW)]
