@@ -395,13 +395,18 @@ def _ycsb_bench(letter: str) -> Bench:
         if inserts:
             ctx.data["ycsb-mark"] = gen.mark()
             return gen.plan(n)
-        # drawing a request costs several times what a fast store's get does: draw a pool once and
-        # go round it, each plan where the last one stopped
+        # drawing a request costs several times what a fast store's get does: the requests drawn
+        # are kept, up to YCSB_POOL_OPS, and each plan goes on where the last one stopped, round
+        # the pool once it is full (a slow store never draws more than it uses)
         pool = ctx.data.get("ycsb-pool")
-        if pool is None:
-            pool = ctx.data["ycsb-pool"] = gen.plan(YCSB_POOL_OPS)
         start = ctx.data.get("ycsb-at", 0)
-        ctx.data["ycsb-at"] = (start + n) % len(pool)
+        want = min(YCSB_POOL_OPS, start + n)
+        if pool is None or len(pool) < want:
+            more = gen.plan(want - (0 if pool is None else len(pool)))
+            pool = more if pool is None else Plan([*pool.keys, *more.keys], codes=pool.codes + more.codes,
+                                                  args=None if pool.args is None else [*pool.args, *(more.args or ())])
+            ctx.data["ycsb-pool"] = pool
+        ctx.data["ycsb-at"] = (start + n) % YCSB_POOL_OPS
         return _slice_round(pool, start, n)
 
     def after(ctx: Ctx, plan: Plan) -> None:

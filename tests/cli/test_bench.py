@@ -620,17 +620,19 @@ def test_ycsb_inserts_are_sampled_and_forgotten_after_each_value(tmp_path: Path)
 
 
 def test_ycsb_read_update_mixes_go_round_one_pool_of_requests(tmp_path: Path) -> None:
-    """A, B, C and F draw their requests once per worker: each plan continues where the last one
-    stopped, wraps round the pool, and the store keeps its records."""
+    """A, B, C and F keep the requests they draw, up to a pool's worth: each plan goes on where the
+    last one stopped, then round the pool, and the store keeps its records."""
     func = _time_func(tmp_path, "memory://ycsb-a", "ycsb", "a")
     func(10)
     bench, ctx = func.bench, func.ctx
-    pool = ctx.data["ycsb-pool"]
-    assert len(pool) == workloads.YCSB_POOL_OPS
+    assert len(ctx.data["ycsb-pool"]) == 10  # a slow store draws no more than it uses
     first = bench.plan(ctx, 5)
-    assert list(first.keys) == list(pool.keys[10:15]) and first.codes == pool.codes[10:15]
-    size = len(pool) + 7
+    fresh = ycsb.Generator("a", 100, ctx.params.seed, b"", insert_base=0).plan(15)
+    assert list(first.keys) == fresh.keys[10:15] and first.codes == fresh.codes[10:15]
+    size = workloads.YCSB_POOL_OPS + 7
     wrapped = bench.plan(ctx, size)
+    pool = ctx.data["ycsb-pool"]
+    assert len(pool) == workloads.YCSB_POOL_OPS and list(pool.keys[:15]) == fresh.keys
     assert list(wrapped.keys) == [pool.keys[(15 + i) % len(pool)] for i in range(size)]
     assert wrapped.codes == bytes(pool.codes[(15 + i) % len(pool)] for i in range(size))
     assert func(3 * workloads.YCSB_POOL_OPS) > 0 and _stored_keys(ctx) == 100
