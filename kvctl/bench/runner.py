@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             if func.calls:  # a worker's own phases (pyperf ran this bench in this process)
                 cost(bench=spec.name, phase="worker", calibrate=any("calibrate" in a for a in argv),
-                     before=cpu_s() - sum(c for _, c in func.calls), calls=func.calls)
+                     before=cpu_s() - sum(c for loops, c in func.calls if loops), calls=func.calls)
             elif not worker:
                 cost(bench=spec.name, phase="pyperf", children=cpu_s(-1) - children, wall=time.monotonic() - t_start)
         if not worker and result is not None:
