@@ -36,6 +36,7 @@ def main() -> None:
     ap = parser(__doc__)
     ap.add_argument("--rounds", type=int, default=1, help="whole runs to make")
     ap.add_argument("--extra", default="", help="more kvctl bench arguments, one string")
+    ap.add_argument("--cost-file", type=Path, help="keep the last round's KVCTL_BENCH_COST records here")
     args = ap.parse_args()
     report = Report("What a full kvctl bench costs", cmd=command())
     rows = []
@@ -51,6 +52,8 @@ def main() -> None:
             proc = run_process(cmd, check=False, env={**os.environ, "KVCTL_BENCH_COST": str(costs)})
             names = _benchmarks(out)
             phases = _phases(costs)
+            if args.cost_file is not None and costs.exists():
+                args.cost_file.write_text(costs.read_text())
         measured = Counter(name.rsplit("@", 1)[-1] for name in names)
         if proc.returncode != 0:
             failed.append(proc.stderr.strip().splitlines()[-1:] or ["(no message)"])
@@ -76,7 +79,7 @@ def main() -> None:
                 for phase in PHASES:
                     grouped[key[i]][phase] += d.get(phase, 0.0)
                     grouped["all"][phase] += d.get(phase, 0.0)
-            report.add(*table([title, *PHASES], [[g, *(f"{grouped[g][p]:.0f}" for p in PHASES)]
+            report.add(*table([title, *PHASES], [[g, *(f"{grouped[g][p]:.1f}" for p in PHASES)]
                                                  for g in sorted(grouped, key=lambda g: (g == "all", g))],
                               ["---", *["---:"] * len(PHASES)]), "")
     report.finish(args.write)
