@@ -18,16 +18,34 @@ import io
 import json
 import os
 import sys
+import time
 import traceback
 from typing import Any
 
 from kvctl.bench.job import BenchSpec, Job, python_args
-from kvctl.bench.workloads import SAMPLED_OPS, Bench, Ctx, get, make_value
+from kvctl.bench.workloads import Bench, Ctx, get, make_value
 from kvctl.errors import KvctlError, one_line
 
+COST_ENV = "KVCTL_BENCH_COST"  # a file: every process appends where its CPU went, one JSON line a phase
 CHUNK_OPS = 200_000  # a time function builds its plan in pieces of at most this many ops
 PASS_BUDGET_S = 2.0  # latency and allocation passes shrink their op count to about this long
 QUICK_BUDGET_S = 0.75
+
+
+def cost(**record: Any) -> None:
+    """Append one phase's CPU seconds to the file named by ``KVCTL_BENCH_COST`` (when set)."""
+    path = os.environ.get(COST_ENV)
+    if path:
+        with open(path, "a") as fh:
+            fh.write(json.dumps({"pid": os.getpid(), **record}) + "\n")
+
+
+def cpu_s(who: int = 0) -> float:
+    """CPU seconds (user + system) of this process (``who`` 0) or of its waited-for children (-1)."""
+    import resource
+
+    use = resource.getrusage(resource.RUSAGE_CHILDREN if who else resource.RUSAGE_SELF)
+    return use.ru_utime + use.ru_stime
 
 
 def _harness_store(kind: str) -> Any:
@@ -53,22 +71,32 @@ class TimeFunc:
         self.job, self.spec, self.index = job, spec, index
         self.bench: Bench = get(spec.workload).bench(spec.bench)
         self.ctx: Ctx | None = None
+        self.calls: list[tuple[int, float]] = []  # (loops, CPU seconds) of each call, for COST_ENV
 
     def __call__(self, loops: int) -> float:
+        t0 = cpu_s()
+        try:
+            return self._time(loops)
+        finally:
+            self.calls.append((loops, cpu_s() - t0))
+
+    def _time(self, loops: int) -> float:
         try:
             if self.ctx is None:
+                t0 = cpu_s()
                 self.ctx = open_ctx(self.job, self.spec.store)
                 if self.bench.setup is not None:
                     self.bench.setup(self.ctx)
+                self.calls.append((0, cpu_s() - t0))  # loops 0: the set-up
             ctx = self.ctx
             bench = self.bench
-            if bench.sampled and loops > SAMPLED_OPS:
-                # the value is the mean of SAMPLED_OPS ops, scaled to the loops pyperf asked for
-                plan = bench.plan(ctx, SAMPLED_OPS)
+            if bench.sampled and loops > bench.sample:
+                # the value is the mean of a sample of steps, scaled to the loops pyperf asked for
+                plan = bench.plan(ctx, bench.sample)
                 elapsed = ctx.target.time_plan(plan, ctx.value)
                 if bench.after is not None:
                     bench.after(ctx, plan)
-                return elapsed * loops / SAMPLED_OPS
+                return elapsed * loops / bench.sample
             total = 0.0
             for start in range(0, loops, CHUNK_OPS):
                 plan = bench.plan(ctx, min(CHUNK_OPS, loops - start))
@@ -96,6 +124,7 @@ def _metadata(job: Job, spec: BenchSpec, bench: Bench) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    started = time.monotonic()
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         job_path = argv[argv.index("--kvctl-job") + 1]
@@ -106,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     worker = "--worker" in argv
     if job.kind == "harness":
         _write(job, harness(job), [])
+        cost(bench="harness", phase="job", self=cpu_s(), children=cpu_s(-1), wall=time.monotonic() - started)
         return 0
 
     import pyperf
@@ -113,13 +143,15 @@ def main(argv: list[str] | None = None) -> int:
     runner = pyperf.Runner(program_args=(*python_args(), "--kvctl-job", job_path))
     runner.argparser.add_argument("--kvctl-job")
     # the manager's argument list is explicit; workers get pyperf's own worker options
-    runner.parse_args(argv if worker else [*job.params.pyperf_args(), "--quiet", "--kvctl-job", job_path])
+    inherit = [f"--inherit-environ={COST_ENV}"] if os.environ.get(COST_ENV) else []
+    runner.parse_args(argv if worker else [*job.params.pyperf_args(), *inherit, "--quiet", "--kvctl-job", job_path])
 
     done: list[tuple[BenchSpec, Bench, Any]] = []
     errors: list[dict[str, str]] = []
     for index, spec in enumerate(job.benches):
         bench = get(spec.workload).bench(spec.bench)
         func = TimeFunc(job, spec, index)
+        children, t_start = cpu_s(-1), time.monotonic()
         try:
             result = runner.bench_time_func(spec.name, func, inner_loops=bench.inner,
                                             metadata=_metadata(job, spec, bench))
@@ -131,12 +163,19 @@ def main(argv: list[str] | None = None) -> int:
             errors.append({"name": spec.name, "workload": spec.workload, "bench": spec.bench,
                            "reason": _worker_reason(job, index, exc)})
             continue
+        finally:
+            if func.calls:  # a worker's own phases (pyperf ran this bench in this process)
+                cost(bench=spec.name, phase="worker", calibrate=any("calibrate" in a for a in argv),
+                     before=cpu_s() - sum(c for loops, c in func.calls if loops), calls=func.calls)
+            elif not worker:
+                cost(bench=spec.name, phase="pyperf", children=cpu_s(-1) - children, wall=time.monotonic() - t_start)
         if not worker and result is not None:
             done.append((spec, bench, result))
     if worker:
         return 0
     errors += _extra_passes(job, job_path, done)
     _write(job, [b for _, _, b in done], errors)
+    cost(bench=job.benches[0].name, phase="job", self=cpu_s(), children=cpu_s(-1), wall=time.monotonic() - started)
     return 0
 
 
@@ -225,6 +264,7 @@ def _extra_passes(job: Job, job_path: str, done: list[tuple[BenchSpec, Bench, An
                 errors.append({"name": spec.name, "workload": spec.workload, "bench": spec.bench,
                                "reason": f"{what} failed: {describe(exc)}", "partial": "1"})
 
+            t0, w0 = cpu_s(), time.monotonic()
             if ctx is not None:
                 try:
                     if bench.setup is not None and bench.setup not in set_up:
@@ -245,11 +285,14 @@ def _extra_passes(job: Job, job_path: str, done: list[tuple[BenchSpec, Bench, An
                             failed("the load pass", failure)
                     except Exception as exc:
                         failed("the load pass", exc)
+            t1, w1 = cpu_s(), time.monotonic()
             if actx is not None and empty is not None:
                 try:
                     meta.update(_alloc_meta(actx, empty, bench, params.alloc_ops, budget))
                 except Exception as exc:
                     failed("the allocation pass", exc)
+            cost(bench=spec.name, phase="passes", latency_load=t1 - t0, alloc=cpu_s() - t1,
+                 latency_wall=w1 - w0, alloc_wall=time.monotonic() - w1)
             notes = [n for c in _distinct(ctx, actx) for n in c.notes[seen_notes.get(id(c), 0):]]
             if notes:
                 meta["kvctl_note"] = "; ".join(dict.fromkeys(notes))
@@ -259,7 +302,10 @@ def _extra_passes(job: Job, job_path: str, done: list[tuple[BenchSpec, Bench, An
         _close(ctx, actx, empty, floor)
     if want_alloc:
         # after every store of this process is closed: the counting process opens its own
+        children, w0 = cpu_s(-1), time.monotonic()
         errors += _instructions(job_path, params.instr_ops, done)
+        cost(bench=done[0][0].name, phase="instr", benches=len(done), children=cpu_s(-1) - children,
+             wall=time.monotonic() - w0)
     return errors
 
 

@@ -3,12 +3,13 @@
 Every bench is a set-up (untimed pre-fill) and a plan builder: ``plan(ctx, n)`` returns ``n``
 operations whose keys, values and op codes are all prepared before the clock starts.  Every value
 of a bench measures the same store state: writes overwrite a fixed key set, and a bench whose ops
-use up what they touch (a first read, a delete) or write new keys is *sampled*: each value times
-at most ``SAMPLED_OPS`` of its ops (on keys written for it untimed, where it needs them), and an
-``after`` step puts the store back, so neither the store nor the untimed work grows with
-pyperf's loop count.  Benches
-name the capabilities they need; a backend without one is skipped with the reason shown, never
-special-cased.  The reference's section 2 says how the seed figures were produced; the
+use up what they touch (a first read, a delete) or write new keys (inserts, batches, YCSB D and
+E) is *sampled*: each value times at most ``SAMPLED_OPS`` of its ops (records, for batches; on
+keys written for it untimed, where it needs them), and an ``after`` step puts the store back, so
+neither the store nor the untimed work grows with pyperf's loop count.  YCSB's other mixes go
+round a pool of requests drawn once per worker (drawing one costs more than a fast store's get).
+Benches name the capabilities they need; a backend without one is skipped with the reason shown,
+never special-cased.  The reference's section 2 says how the seed figures were produced; the
 parameters here follow it (GridKV's harness: keys ``key-<i>``, one random 100-byte value, Get
 over 1,000 pre-filled keys, Mixed = every fifth op a Set).
 """
@@ -33,6 +34,7 @@ BATCH_RECORDS = 100              # ruv-swarm batch insert: records per set_many
 TRANSACTION_RECORDS = 10         # ruv-swarm transaction: records per atomic set_many
 PREFILL_BATCH = 1000
 SAMPLED_OPS = 10_000             # ops a sampled bench times per value (its time is scaled to the loops)
+YCSB_POOL_OPS = 50_000           # requests a worker draws once for a YCSB mix without inserts, then repeats
 
 
 @dataclass
@@ -126,6 +128,7 @@ class Bench:
     # what the timed plan left (see the module docstring)
     sampled: bool = False
     after: Callable[[Ctx, Plan], None] | None = None
+    sample: int = SAMPLED_OPS      # plan steps a sampled value times (batches: SAMPLED_OPS records)
 
 
 @dataclass(frozen=True)
@@ -249,6 +252,13 @@ def _forget_written(ctx: Ctx, plan: Plan) -> None:
     _forget(ctx.target, plan)
 
 
+def _forget_batches(ctx: Ctx, plan: Plan) -> None:
+    """Delete every record a plan of batches wrote (its keys name only each batch's first)."""
+    keys = [r.key for batch in plan.args or () for r in batch]
+    for i in range(0, len(keys), PREFILL_BATCH):
+        ctx.target.call("delete_many", keys[i:i + PREFILL_BATCH])
+
+
 def _session_write(ctx: Ctx, n: int) -> Plan:
     ttl = _session_ttl(ctx)
     return uniform(SET if ttl is None else SET_TTL, ctx.cycle(ctx.data["keys"], n), ttl_ms=ttl)
@@ -317,8 +327,10 @@ RUV_SWARM = Workload(
         Bench("insert", "Insert", _swarm_insert, sampled=True, after=_forget_written),
         Bench("query", "Query", _swarm_query, _swarm_prefill),
         Bench("batch-insert", "Batch insert", _swarm_batch, inner=BATCH_RECORDS, unit="record",
-              latency_per=f"set_many call of {BATCH_RECORDS} records"),
-        Bench("transaction", "Transaction", _swarm_transaction, needs=("atomic_batch",), unit="txn"),
+              latency_per=f"set_many call of {BATCH_RECORDS} records", sampled=True, after=_forget_batches,
+              sample=SAMPLED_OPS // BATCH_RECORDS),
+        Bench("transaction", "Transaction", _swarm_transaction, needs=("atomic_batch",), unit="txn",
+              sampled=True, after=_forget_batches, sample=SAMPLED_OPS // TRANSACTION_RECORDS),
     ),
     time_unit="ms",
 )
@@ -364,6 +376,9 @@ GORKFLOW = Workload(
 # -- YCSB core workloads A-F ------------------------------------------------------------------------
 
 def _ycsb_bench(letter: str) -> Bench:
+    core = ycsb.WORKLOADS[letter]
+    inserts = bool(core.mix.insert)
+
     def generator(ctx: Ctx) -> ycsb.Generator:
         gen = ctx.data.get("ycsb")
         if gen is None:
@@ -376,11 +391,42 @@ def _ycsb_bench(letter: str) -> Bench:
         ctx.prefill(generator(ctx).load_keys())
 
     def plan(ctx: Ctx, n: int) -> Plan:
-        return generator(ctx).plan(n)
+        gen = generator(ctx)
+        if inserts:
+            ctx.data["ycsb-mark"] = gen.mark()
+            return gen.plan(n)
+        # drawing a request costs several times what a fast store's get does: the requests drawn
+        # are kept, up to YCSB_POOL_OPS, and each plan goes on where the last one stopped, round
+        # the pool once it is full (a slow store never draws more than it uses)
+        pool = ctx.data.get("ycsb-pool")
+        start = ctx.data.get("ycsb-at", 0)
+        want = min(YCSB_POOL_OPS, start + n)
+        if pool is None or len(pool) < want:
+            more = gen.plan(want - (0 if pool is None else len(pool)))
+            pool = more if pool is None else Plan([*pool.keys, *more.keys], codes=pool.codes + more.codes,
+                                                  args=None if pool.args is None else [*pool.args, *(more.args or ())])
+            ctx.data["ycsb-pool"] = pool
+        ctx.data["ycsb-at"] = (start + n) % YCSB_POOL_OPS
+        return _slice_round(pool, start, n)
 
-    core = ycsb.WORKLOADS[letter]
+    def after(ctx: Ctx, plan: Plan) -> None:
+        keys = generator(ctx).rewind(ctx.data.pop("ycsb-mark", 0))
+        for i in range(0, len(keys), PREFILL_BATCH):
+            ctx.target.call("delete_many", keys[i:i + PREFILL_BATCH])
+
     needs = ("ordered_scan",) if core.mix.scan else ()
-    return Bench(letter, core.title, plan, setup, needs=needs)
+    # a mix with inserts writes new records: sampled, its inserts deleted and forgotten after each value
+    return Bench(letter, core.title, plan, setup, needs=needs, sampled=inserts, after=after if inserts else None)
+
+
+def _slice_round(pool: Plan, start: int, n: int) -> Plan:
+    """``n`` steps of ``pool`` from ``start``, going round it."""
+    end = start + n
+
+    def take(seq: Any) -> Any:
+        return seq[start:end] if end <= len(seq) else (seq * (end // len(seq) + 1))[start:end]
+
+    return Plan(take(pool.keys), codes=take(pool.codes), args=None if pool.args is None else take(pool.args))
 
 
 YCSB = Workload(

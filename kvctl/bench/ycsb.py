@@ -161,12 +161,26 @@ class Generator:
         # record numbers beyond the loaded ones: this worker's inserts (unique per worker)
         self.inserted: list[int] = []
         self.insert_base = insert_base
+        self._loaded: list[bytes] | None = None  # the loaded records' keys, named once
 
     def _keynum(self, index: int) -> int:
         return index if index < self.records else self.inserted[index - self.records]
 
     def load_keys(self) -> list[bytes]:
-        return [self.prefix + key_name(i) for i in range(self.records)]
+        if self._loaded is None:
+            self._loaded = [self.prefix + key_name(i) for i in range(self.records)]
+        return self._loaded
+
+    def mark(self) -> int:
+        """Where the inserts stand now (for :meth:`rewind`)."""
+        return len(self.inserted)
+
+    def rewind(self, mark: int) -> list[bytes]:
+        """Forget the inserts made since ``mark`` (the key space shrinks back) and return their keys,
+        so the caller can delete them: the next plan then starts from the same store."""
+        keys = [self.prefix + key_name(k) for k in self.inserted[mark:]]
+        del self.inserted[mark:]
+        return keys
 
     def plan(self, n: int) -> Plan:
         mix = self.workload.mix
@@ -178,6 +192,7 @@ class Generator:
                 acc += share
                 cumulative.append((acc, code))
         rnd, prefix = self.rng.random, self.prefix
+        loaded, records = self.load_keys(), self.records
         codes = bytearray(n)
         keys: list[bytes] = []
         args: list[tuple[bytes, int]] | None = [] if mix.scan else None
@@ -197,7 +212,7 @@ class Generator:
             else:
                 index = self.chooser.next(self.records + len(self.inserted))
                 codes[i] = code
-                keys.append(prefix + key_name(self._keynum(index)))
+                keys.append(loaded[index] if index < records else prefix + key_name(self._keynum(index)))
             if args is not None:
                 args.append((scan_prefix, self.scan_lengths.randint(1, MAX_SCAN_LENGTH)))
         return Plan(keys, codes=bytes(codes), args=args)

@@ -595,14 +595,47 @@ def test_benches_that_use_up_keys_time_a_sample_and_put_the_store_back(tmp_path:
     """Read-miss and delete need an untimed write per op, inserts write new keys: however many
     loops pyperf asks for, a value writes at most SAMPLED_OPS keys, and the store ends as it started."""
     for workload, bench in (("session", "read-miss"), ("session", "delete"), ("gorkflow", "write"),
-                            ("gorkflow", "create+get"), ("ruv-swarm", "insert")):
+                            ("gorkflow", "create+get"), ("ruv-swarm", "insert"), ("ruv-swarm", "batch-insert"),
+                            ("ruv-swarm", "transaction")):
         func = _time_func(tmp_path, f"memory://sampled-{workload}-{bench}", workload, bench)
         func(10)
         start_id, size = func.ctx.next_id, _stored_keys(func.ctx)
         loops = 20 * workloads.SAMPLED_OPS
         assert func(loops) > 0
-        assert func.ctx.next_id - start_id == workloads.SAMPLED_OPS  # keys written for this value
+        assert func.ctx.next_id - start_id == workloads.SAMPLED_OPS  # keys (batches: records) written
         assert _stored_keys(func.ctx) == size
+
+
+def test_ycsb_inserts_are_sampled_and_forgotten_after_each_value(tmp_path: Path) -> None:
+    """D and E insert new records: a value times a sample of requests, then deletes its inserts
+    and rewinds the key space, so every value reads and scans the same records."""
+    for letter in ("d", "e"):
+        func = _time_func(tmp_path, f"memory://ycsb-{letter}", "ycsb", letter)
+        func(10)
+        gen = func.ctx.data["ycsb"]
+        size = _stored_keys(func.ctx)
+        assert size == 100 and not gen.inserted
+        assert func(20 * workloads.SAMPLED_OPS) > 0
+        assert _stored_keys(func.ctx) == size and not gen.inserted
+
+
+def test_ycsb_read_update_mixes_go_round_one_pool_of_requests(tmp_path: Path) -> None:
+    """A, B, C and F keep the requests they draw, up to a pool's worth: each plan goes on where the
+    last one stopped, then round the pool, and the store keeps its records."""
+    func = _time_func(tmp_path, "memory://ycsb-a", "ycsb", "a")
+    func(10)
+    bench, ctx = func.bench, func.ctx
+    assert len(ctx.data["ycsb-pool"]) == 10  # a slow store draws no more than it uses
+    first = bench.plan(ctx, 5)
+    fresh = ycsb.Generator("a", 100, ctx.params.seed, b"", insert_base=0).plan(15)
+    assert list(first.keys) == fresh.keys[10:15] and first.codes == fresh.codes[10:15]
+    size = workloads.YCSB_POOL_OPS + 7
+    wrapped = bench.plan(ctx, size)
+    pool = ctx.data["ycsb-pool"]
+    assert len(pool) == workloads.YCSB_POOL_OPS and list(pool.keys[:15]) == fresh.keys
+    assert list(wrapped.keys) == [pool.keys[(15 + i) % len(pool)] for i in range(size)]
+    assert wrapped.codes == bytes(pool.codes[(15 + i) % len(pool)] for i in range(size))
+    assert func(3 * workloads.YCSB_POOL_OPS) > 0 and _stored_keys(ctx) == 100
 
 
 def test_latency_pass_records_the_clock_floor() -> None:
