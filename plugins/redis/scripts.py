@@ -26,23 +26,9 @@ local n, kt, ko, at, ao = #KEYS, KEYS, 0, ARGV, 0
 if n == 0 then n = tonumber(ARGV[1]); kt = ARGV; ko = 1; ao = n + 1 end
 """
 
-# For each key: its string value (or {type} for another type, or false) and its absolute expiry
-# in ms (-1: none, -2: missing).  %s is PEXPIRETIME, or PTTL on servers older than 7.0.
-READ = """#!lua flags=no-writes,allow-cross-slot-keys
-""" + _LAYOUT + """
-local out = {}
-for i = 1, n do
-  local k = kt[ko + i]
-  local v = redis.pcall('GET', k)
-  if type(v) == 'table' and v.err then v = {redis.call('TYPE', k).ok} end
-  out[2 * i - 1] = v
-  out[2 * i] = redis.call('%s', k)
-end
-return out
-"""
-
 # For each key, read in one atomic step: its type, its whole content (false for a type without a
-# JSON shape, or a missing key) and its expiry (as READ's).  For json_many (typedjson.py's shapes).
+# JSON shape, or a missing key) and its expiry in ms (-1: none, -2: missing; absolute from
+# PEXPIRETIME, relative from PTTL before 7.0).  For json_many (typedjson.py's shapes).
 TYPED = """#!lua flags=no-writes,allow-cross-slot-keys
 """ + _LAYOUT + """
 local out = {}
@@ -61,14 +47,6 @@ for i = 1, n do
   out[3 * i - 1] = v
   out[3 * i] = redis.call('%s', k)
 end
-return out
-"""
-
-# Only the expiries, to go beside an MGET (which is cheaper than GET in Lua).
-EXPIRY = """#!lua flags=no-writes,allow-cross-slot-keys
-""" + _LAYOUT + """
-local out = {}
-for i = 1, n do out[i] = redis.call('%s', kt[ko + i]) end
 return out
 """
 
