@@ -3,9 +3,10 @@
 :class:`~kvctl.store.Capabilities` where there is a flag.
 
 :class:`ChangeFeed`, :class:`Replicable` (``apply_many``), :class:`NewerWrites`
-(``set_newer_many``), :class:`TypedValues` (and :class:`TypedJSON`), :class:`Partitioned`, :class:`Rebalancing`,
-:class:`Expiry` and :class:`ConditionalWrites`, each with an ``Async`` form; and
-:class:`AsyncAtomicLoad` (``atomic_load``), in its async form only.  Engines and the CLI
+(``set_newer_many``), :class:`TypedValues` (and :class:`TypedJSON`), :class:`Partitioned` (and
+:class:`SplitPartitioned`), :class:`Rebalancing`, :class:`Expiry` and :class:`ConditionalWrites`,
+each with an ``Async`` form; and :class:`AsyncAtomicLoad` (``atomic_load``), in its async form
+only.  Engines and the CLI
 test them with ``isinstance`` (:mod:`kvctl.adapt` forwards exactly the ones the wrapped store
 has); a store without an ability is refused with :class:`~kvctl.errors.UnsupportedError`.
 """
@@ -27,6 +28,7 @@ __all__ = [
     "AsyncPartitioned",
     "AsyncRebalancing",
     "AsyncReplicable",
+    "AsyncSplitPartitioned",
     "AsyncTypedJSON",
     "AsyncTypedValues",
     "ChangeFeed",
@@ -36,6 +38,7 @@ __all__ = [
     "Partitioned",
     "Rebalancing",
     "Replicable",
+    "SplitPartitioned",
     "TypedJSON",
     "TypedValues",
 ]
@@ -152,7 +155,8 @@ class AsyncTypedJSON(Protocol):
 @runtime_checkable
 class Partitioned(Protocol):
     """``Capabilities.partitioned``: disjoint parts (Redis Cluster: its masters), so executors
-    read each part once, not the whole store per slice."""
+    read each part once, not the whole store per slice; :class:`SplitPartitioned` when the parts
+    can be cut finer."""
 
     def partitions(self, prefix: bytes = b"") -> list[str]:
         """Names of disjoint parts that together hold every key starting with ``prefix``."""
@@ -173,6 +177,27 @@ class AsyncPartitioned(Protocol):
     def scan_partition(self, partition: str, prefix: bytes = b"", *, cursor: str | None = None,
                        batch_size: int = 1000, keys_only: bool = False) -> AsyncIterator[Page]:
         """As :meth:`Partitioned.scan_partition`."""
+
+
+@runtime_checkable
+class SplitPartitioned(Protocol):
+    """Beside :class:`Partitioned`: parts cut as finely as an executor asks (Redis Cluster: slot
+    ranges within one master), so a run has many more slices than workers and a slow or dead
+    worker does not hold it.  A separate ability, so a plugin offering only :class:`Partitioned`
+    keeps working: the engines call :meth:`Partitioned.partitions` for it."""
+
+    def partitions_for(self, prefix: bytes = b"", *, slices: int) -> list[str]:
+        """About ``slices`` disjoint parts (more when the store has more parts it cannot join,
+        fewer when it cannot cut that finely) that together hold every key starting with
+        ``prefix``, each read by :meth:`Partitioned.scan_partition`."""
+
+
+@runtime_checkable
+class AsyncSplitPartitioned(Protocol):
+    """:class:`SplitPartitioned`, awaited."""
+
+    async def partitions_for(self, prefix: bytes = b"", *, slices: int) -> list[str]:
+        """As :meth:`SplitPartitioned.partitions_for`."""
 
 
 @runtime_checkable

@@ -26,6 +26,7 @@ from kvctl.abilities import (
     Partitioned,
     Rebalancing,
     Replicable,
+    SplitPartitioned,
     TypedJSON,
     TypedValues,
 )
@@ -268,6 +269,13 @@ class _AsyncPartitioned(AsyncAdapter):
         return self._iterate(self.inner.scan_partition(partition, prefix, **kwargs))
 
 
+class _AsyncSplitPartitioned(AsyncAdapter):
+    inner: Any
+
+    async def partitions_for(self, prefix: bytes = b"", *, slices: int) -> list[str]:
+        return await self._call(self.inner.partitions_for, prefix, slices=slices)
+
+
 class _AsyncRebalancing(AsyncAdapter):
     inner: Any
 
@@ -340,6 +348,13 @@ class _SyncPartitioned(SyncAdapter):
         return self._iterate(self.inner.scan_partition(partition, prefix, **kwargs))
 
 
+class _SyncSplitPartitioned(SyncAdapter):
+    inner: Any
+
+    def partitions_for(self, prefix: bytes = b"", *, slices: int) -> list[str]:
+        return self._run(self.inner.partitions_for(prefix, slices=slices))
+
+
 class _SyncRebalancing(SyncAdapter):
     inner: Any
 
@@ -370,6 +385,7 @@ _ABILITIES: tuple[tuple[type, type[AsyncAdapter], type[SyncAdapter]], ...] = (
     (TypedValues, _AsyncTypedValues, _SyncTypedValues),
     (TypedJSON, _AsyncTypedJSON, _SyncTypedJSON),
     (Partitioned, _AsyncPartitioned, _SyncPartitioned),
+    (SplitPartitioned, _AsyncSplitPartitioned, _SyncSplitPartitioned),
     (Rebalancing, _AsyncRebalancing, _SyncRebalancing),
     (Expiry, _AsyncExpiry, _SyncExpiry),
     (ConditionalWrites, _AsyncConditionalWrites, _SyncConditionalWrites),

@@ -30,7 +30,7 @@ from redis.exceptions import AskError, ClusterDownError, MovedError, ResponseErr
 from kvctl.errors import UnavailableError
 from kvctl.store import Capabilities, Page, StoreURL
 
-from . import bulk, options, scripts, tls
+from . import bulk, options, scripts, slots, tls
 from .base import MAX_STRING, RedisStoreBase
 from .commands import Commands, errors_in, raise_first_error, ranges
 from .errors import translating
@@ -313,13 +313,20 @@ class RedisClusterStore(RedisStoreBase):
     def _scan_targets(self) -> list[tuple[str, Any]]:
         return self._primaries()
 
-    # -- partitions: one per master, so parallel readers scan each master once ---------------
+    # -- partitions: one per master, or slot ranges (slots.py), each read by one reader ---------
     def partitions(self, prefix: bytes = b"") -> list[str]:
         with translating(self.where):
             return [name for name, _ in self._primaries()]
 
+    def partitions_for(self, prefix: bytes = b"", *, slices: int) -> list[str]:
+        masters = self.partitions(prefix)
+        return masters if slices <= len(masters) else slots.plan(self, slices)
+
     def scan_partition(self, partition: str, prefix: bytes = b"", *, cursor: str | None = None,
                        batch_size: int = 1000, keys_only: bool = False) -> Iterator[Page]:
+        if slots.is_slot_part(partition):
+            yield from slots.scan(self, partition, prefix, cursor, batch_size, keys_only)
+            return
         with translating(self.where):
             targets = [t for t in self._primaries() if t[0] == partition]
         if not targets:  # resharded or failed over since the plan: its cursors mean nothing now

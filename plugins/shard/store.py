@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Self
 
+from kvctl.abilities import SplitPartitioned
 from kvctl.errors import BadURLError, ConflictError, UnavailableError, UsageError
 from kvctl.plugin_kit import ScanRange, StoreBase, key_cursor, new_clock, page_size, show_key
 from kvctl.registry import open_sync
@@ -169,12 +170,22 @@ class ShardStore(StoreBase):
     # -- partitions: each child once (its own parts when it has some), for parallel readers ---
     def partitions(self, prefix: bytes = b"") -> list[str]:
         """``"<i>"`` for child i, or ``"<i>:<part>"`` for each part of a partitioned child."""
+        return self._parts(prefix, None)
+
+    def partitions_for(self, prefix: bytes = b"", *, slices: int) -> list[str]:
+        """As :meth:`partitions`; a child that can cut its parts finer is asked for its share of
+        ``slices``."""
+        return self._parts(prefix, max(1, slices // len(self.children)))
+
+    def _parts(self, prefix: bytes, share: int | None) -> list[str]:
         out: list[str] = []
         for index, child in enumerate(self.children):
-            if child.capabilities.partitioned:
-                out += [f"{index}:{part}" for part in child.partitions(prefix)]  # type: ignore[attr-defined]
-            else:
+            if not child.capabilities.partitioned:
                 out.append(str(index))
+                continue
+            parts = (child.partitions_for(prefix, slices=share) if share and isinstance(child, SplitPartitioned)
+                     else child.partitions(prefix))  # type: ignore[attr-defined]
+            out += [f"{index}:{part}" for part in parts]
         return out
 
     def scan_partition(self, partition: str, prefix: bytes = b"", *, cursor: str | None = None,

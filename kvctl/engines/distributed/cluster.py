@@ -20,6 +20,7 @@ from .executor import ExecutorSpec
 T = TypeVar("T")
 RESUBMITS = 2  # the driver's own retries of a slice whose worker kept dying, after Dask's
 SLICES_PER_WORKER = 8
+TICK_S = 0.1  # the driver's progress and checkpoint mirroring, at most this often
 
 
 def _need_dask() -> Any:
@@ -84,6 +85,25 @@ def raise_failed(errors: dict[int, tuple[str, str, str | None, int]], total: int
     exc = cls(f"{len(errors)} of {plural(total, 'slice')} failed; slice {first}: {message}", hint=own_hint or hint)
     exc.exit_code = code
     raise exc
+
+
+def settle(pending: dict[Any, int], timeout: float) -> None:
+    """Return when one of the ``pending`` futures is done, or after ``timeout``: a finished slice
+    (and, once stopping, the last one) is seen at once, not at the next tick."""
+    with contextlib.suppress(TimeoutError):
+        _need_dask().wait(list(pending), timeout=timeout, return_when="FIRST_COMPLETED")
+
+
+def drop_queued(client: Any, pending: dict[Any, int]) -> None:
+    """Stopping: cancel the slices no worker has started, so the run does not wait for each to be
+    scheduled only to return "stopped".  A slice the scheduler hands out after this sees the
+    stop already set and returns at once; the started ones stop themselves and save."""
+    with contextlib.suppress(Exception):  # a lost scheduler: wait for them as before
+        started = {key for keys in client.processing().values() for key in keys}
+        queued = [fut for fut in pending if fut.key not in started]
+        client.cancel(queued)
+        for fut in queued:
+            del pending[fut]
 
 
 async def stoppable(work: Coroutine[Any, Any, T], stop: Any) -> T:

@@ -24,7 +24,17 @@ from ..diff import DiffOptions, DiffResult, both_ordered, compare
 from ..migrate.plan import Plan
 from ..migrate.split import plan_slices
 from ..reporting import Reporter
-from .cluster import RESUBMITS, SLICES_PER_WORKER, _need_dask, connect, raise_failed, stoppable, worker_count
+from .cluster import (
+    RESUBMITS,
+    SLICES_PER_WORKER,
+    TICK_S,
+    _need_dask,
+    connect,
+    raise_failed,
+    settle,
+    stoppable,
+    worker_count,
+)
 from .executor import ExecutorSpec, check_reachable, task_ref
 
 
@@ -61,7 +71,7 @@ def run(a_ref: str, b_ref: str, a_url: str, b_url: str, opts: DiffOptions, spec:
                         result.absorb(res, opts.sample)
                     else:
                         errors[i] = tuple(res)
-                time.sleep(0.05)
+                settle(futures, TICK_S)
         except KeyboardInterrupt:
             stop.set()  # every slice stops within a poll; nothing to save
             client.cancel(list(futures))

@@ -53,7 +53,18 @@ from ..migrate.copy import finish, migrate_urls
 from ..migrate.plan import Plan, Summary
 from ..migrate.split import collect, prepare, slice_plan
 from ..reporting import Counts, Once, Progress, Reporter
-from .cluster import RESUBMITS, SLICES_PER_WORKER, _need_dask, connect, raise_failed, stoppable, worker_count
+from .cluster import (
+    RESUBMITS,
+    SLICES_PER_WORKER,
+    TICK_S,
+    _need_dask,
+    connect,
+    drop_queued,
+    raise_failed,
+    settle,
+    stoppable,
+    worker_count,
+)
 from .executor import ExecutorSpec, check_reachable, task_ref
 
 STOP_GRACE_S = 30.0
@@ -200,13 +211,14 @@ class _Driver:
                 self._mirror()
                 self.reporter.progress(Progress("copy", self.total(), self.estimate[0],
                                                 time.perf_counter() - self.t0))
-                time.sleep(0.1)
+                settle(pending, TICK_S)
             except KeyboardInterrupt:
                 if asked_at is not None:  # a second Ctrl-C: abandon the tasks (the next attempt fences them)
                     self.client.cancel(list(pending))
                     raise
                 asked_at = time.monotonic()
                 stop.set()
+                drop_queued(self.client, pending)
         if asked_at is not None:
             self._mirror(force=True)
             if not self.plan.dry_run:

@@ -5,7 +5,8 @@
 How the keyspace is split (by capability, never by backend):
 
 * **partitioned sources** (``partitioned``, e.g. Redis Cluster): one slice per part, each read
-  once by one reader.
+  once by one reader; a store that can cut its parts finer (``SplitPartitioned``, e.g. a Redis
+  Cluster's slot ranges) is asked for as many parts as slices.
 * **ordered sources** (``ordered_scan``): by key range.  The coordinator discovers how keys
   branch with a few hundred one-key probes (``scan(prefix, start_after=x, batch_size=1)``):
   starting at the prefix, it lists the distinct next bytes of each populated prefix and expands
@@ -31,6 +32,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from kvctl.abilities import AsyncSplitPartitioned
 from kvctl.errors import UsageError
 from kvctl.store import AsyncStore
 
@@ -192,13 +194,16 @@ def collect(cp: checkpoint.Checkpoint, summary: Summary) -> None:
 async def plan_slices(src: AsyncStore, plan: Plan, n: int, ordered: bool | None = None,
                       partitions: bool = True) -> list[dict[str, Any]]:
     """About ``n`` slices of the source under the plan's filter, as small JSON values: the parts
-    of a partitioned source (each read once, however many slices were asked for); key ranges when
+    of a partitioned source (each read once: about ``n`` when it can cut its parts finer, else
+    its own parts whatever ``n`` is); key ranges when
     the source (or, for ``ordered``, every store the slices are read from) scans in order; hash
     slices otherwise (``n`` keys-only scans of the source)."""
     prefix = plan.key_filter.scan_prefix
     if partitions and src.capabilities.partitioned and prefix is not None:
         partitioned: Any = src  # partitions is an optional method of the protocol
-        return [{"partition": p} for p in await partitioned.partitions(prefix)]
+        parts = (await src.partitions_for(prefix, slices=n) if isinstance(src, AsyncSplitPartitioned)
+                 else await partitioned.partitions(prefix))
+        return [{"partition": p} for p in parts]
     if src.capabilities.ordered_scan if ordered is None else ordered:
         bounds = await key_range_split(src, prefix or b"", n) if prefix is not None else []
         return [{"range": [None if a is None else a.hex(), None if b is None else b.hex()]}

@@ -1,0 +1,132 @@
+"""A Redis Cluster cut into slot ranges (``partitions_for``), on the real cluster of
+tests/services.sh: every key read by exactly one part, with and without a prefix, hash tags, a
+slot bigger than a page or than the in-memory bound, resumed parts, and a slot that moved."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from kvctl_plugins.redis import slots
+from redis.crc import key_slot
+
+from kvctl.errors import UnavailableError, UsageError
+from kvctl.registry import open_sync
+from kvctl.store import Record
+from tests.conftest import service_url
+
+HOT = 300  # keys of one hash tag: one slot
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[tuple[Any, list[Record]]]:
+    """A namespace of its own on the cluster, holding plain keys, keys of many hash tags and a
+    hot slot; removed at the end."""
+    ns = f"slots{os.getpid()}{time.monotonic_ns()}:"
+    store: Any = open_sync(f"{service_url('KVCTL_TEST_REDIS_CLUSTER_URL')}&namespace={ns}")
+    records = ([Record(b"k%05d" % i, b"v%d" % i) for i in range(2000)]
+               + [Record(b"{t%d}:x%d" % (i % 40, i), b"t%d" % i) for i in range(400)]
+               + [Record(b"{hot}:%04d" % i, b"h%d" % i) for i in range(HOT)])
+    store.set_many(records)
+    try:
+        yield store, records
+    finally:
+        store.delete_many([r.key for r in records])
+        store.close()
+
+
+def _read(store: Any, part: str, prefix: bytes = b"", **kw: Any) -> list[Any]:
+    return [p for p in store.scan_partition(part, prefix, **kw)]
+
+
+def _slots_of(part: str) -> list[int]:
+    out: list[int] = []
+    for run in part.partition("/")[2].split(","):
+        a, _, b = run.partition("-")
+        out.extend(range(int(a), int(b) + 1))
+    return out
+
+
+def test_the_parts_cover_every_slot_once_within_one_master(cluster: tuple[Any, list[Record]]) -> None:
+    store, _ = cluster
+    parts = store.partitions_for(slices=32)
+    assert 30 <= len(parts) <= 34, parts
+    covered = Counter(s for part in parts for s in _slots_of(part))
+    assert sorted(covered) == list(range(16384)) and set(covered.values()) == {1}
+    masters = set(store.partitions())
+    assert {p.partition("/")[0] for p in parts} == masters
+    # few slices: one part per master, read by SCAN as before
+    assert sorted(store.partitions_for(slices=len(masters))) == sorted(masters)
+
+
+@pytest.mark.parametrize("batch_size", [100, 1000])
+def test_every_key_is_read_by_exactly_one_part(cluster: tuple[Any, list[Record]], batch_size: int) -> None:
+    store, records = cluster
+    pages = [page for part in store.partitions_for(slices=32) for page in _read(store, part, batch_size=batch_size)]
+    got = [r for page in pages for r in page.records]
+    assert Counter(r.key for r in got) == Counter(r.key for r in records)
+    assert sorted(got) == sorted(records)
+    assert max(len(p.records) for p in pages) <= 2 * batch_size
+
+
+def test_a_prefix_keeps_only_its_keys(cluster: tuple[Any, list[Record]]) -> None:
+    store, records = cluster
+    got = [r.key for part in store.partitions_for(b"{t1", slices=16)
+           for page in _read(store, part, b"{t1", keys_only=True) for r in page.records]
+    want = [r.key for r in records if r.key.startswith(b"{t1")]
+    assert want and Counter(got) == Counter(want)
+
+
+def _part_of(store: Any, key: bytes) -> tuple[str, set[int]]:
+    """The part of 32 holding ``key``, and its slots."""
+    slot = key_slot(store.ns + key)
+    part = next(p for p in store.partitions_for(slices=32) if slot in _slots_of(p))
+    return part, set(_slots_of(part))
+
+
+def test_a_resumed_part_rereads_at_most_one_slot(cluster: tuple[Any, list[Record]]) -> None:
+    store, _ = cluster
+    part, _ = _part_of(store, b"{hot}:0000")
+    pages = _read(store, part, batch_size=50)
+    assert len(pages) > 4
+    for k in range(len(pages) - 1):
+        before = [r.key for p in pages[: k + 1] for r in p.records]
+        resumed = [r.key for p in _read(store, part, cursor=pages[k].cursor, batch_size=50) for r in p.records]
+        assert set(before) | set(resumed) == {r.key for p in pages for r in p.records}
+        again = {key_slot(store.ns + key) for key in set(before) & set(resumed)}
+        assert len(again) <= 1, (k, again)
+
+
+def test_a_slot_past_the_memory_bound_is_read_by_scan(cluster: tuple[Any, list[Record]],
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    store, records = cluster
+    monkeypatch.setattr(slots, "MAX_SLOT_KEYS", HOT // 3)  # the hot slot is now "big"
+    part, its_slots = _part_of(store, b"{hot}:0000")
+    pages = _read(store, part, batch_size=40)
+    got = [r for p in pages for r in p.records]
+    want = [r for r in records if key_slot(store.ns + r.key) in its_slots]
+    assert Counter(r.key for r in got) == Counter(r.key for r in want) and sorted(got) == sorted(want)
+    inside = [p.cursor for p in pages if p.cursor and p.cursor.count(":") == 2]
+    assert inside  # SCAN's pages resume inside the slot
+    cut = next(i for i, p in enumerate(pages) if p.cursor == inside[0])
+    resumed = [r.key for p in _read(store, part, cursor=inside[0], batch_size=40) for r in p.records]
+    before = [r.key for p in pages[: cut + 1] for r in p.records]
+    assert Counter(before + resumed) == Counter(r.key for r in want)
+
+
+def test_a_slot_served_by_another_master_is_unavailable(cluster: tuple[Any, list[Record]]) -> None:
+    store, _ = cluster
+    parts = store.partitions_for(slices=32)
+    a, b = parts[0], next(p for p in parts if p.partition("/")[0] != parts[0].partition("/")[0])
+    stolen = f"{a.partition('/')[0]}/{b.partition('/')[2]}"  # b's slots, read on a's master
+    with pytest.raises(UnavailableError, match="slot moved"):
+        _read(store, stolen)
+    with pytest.raises(UnavailableError, match="no longer a master"):
+        _read(store, "127.0.0.1:1/0-10")
+    for bad in ("slot:x", "slot:99999", "c:node:1"):
+        with pytest.raises(UsageError):
+            _read(store, a, cursor=bad)
