@@ -4,8 +4,9 @@ Run by the parent (``kvctl bench``) once per job, this module is pyperf's *manag
 one ``pyperf.Runner`` with an explicit argument list (never the CLI's own argv) and
 ``program_args`` pointing back here, so pyperf spawns this same module as its *workers* (with
 ``--worker`` and the job file).  Workers open the store lazily, inside the worker, on the first
-call of a bench's time function, then time plans with ``bench_time_func``; async stores run on
-one persistent loop (see :mod:`kvctl.bench.target`).
+call of a bench's time function (a store the run generated: one of the worker's own, see
+:func:`worker_url`), then time plans with ``bench_time_func``; async stores run on one
+persistent loop (see :mod:`kvctl.bench.target`).
 
 After pyperf has finished, the manager runs the passes pyperf cannot do: per-op latency
 percentiles, load passes with N clients, and the memray allocation counts; it attaches them to
