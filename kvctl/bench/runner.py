@@ -4,8 +4,9 @@ Run by the parent (``kvctl bench``) once per job, this module is pyperf's *manag
 one ``pyperf.Runner`` with an explicit argument list (never the CLI's own argv) and
 ``program_args`` pointing back here, so pyperf spawns this same module as its *workers* (with
 ``--worker`` and the job file).  Workers open the store lazily, inside the worker, on the first
-call of a bench's time function, then time plans with ``bench_time_func``; async stores run on
-one persistent loop (see :mod:`kvctl.bench.target`).
+call of a bench's time function (a store the run generated: one of the worker's own, see
+:func:`worker_url`), then time plans with ``bench_time_func``; async stores run on one
+persistent loop (see :mod:`kvctl.bench.target`).
 
 After pyperf has finished, the manager runs the passes pyperf cannot do: per-op latency
 percentiles, load passes with N clients, and the memray allocation counts; it attaches them to
@@ -64,6 +65,39 @@ def open_ctx(job: Job, store_kind: str | None, url: str | None = None) -> Ctx:
                prefix=job.params.prefix.encode())
 
 
+def worker_url(job: Job) -> str:
+    """The store a pyperf worker times.  A store the run generated (an embedded backend on a
+    fresh store in the run's scratch directory: no key prefix) gets one of the worker's own beside
+    it, so every process measures a store in the same state: one store shared by the job's
+    workers holds what each wrote before, which the next one's open reads back (an append-only
+    log replays it all).  A store given by URL is the job's."""
+    if job.params.prefix or job.network or job.kind != "store":
+        return job.url
+    return f"{job.url}-w{os.getpid()}"
+
+
+def remove_worker_store(job: Job, url: str) -> None:
+    """Delete a worker's own store (:func:`worker_url`): its files, only inside the run's
+    scratch directory."""
+    if url == job.url:
+        return
+    import shutil
+    from pathlib import Path
+
+    from kvctl.url import StoreURL
+
+    try:
+        path = Path(StoreURL.parse(url).local_path())
+    except KvctlError:
+        return  # not a path (an in-process store): nothing on disk
+    scratch = Path(job.out).resolve().parent
+    if scratch not in path.resolve().parents:
+        return
+    for p in path.parent.glob(path.name + "*"):
+        if p.name == path.name or p.name[len(path.name)] in "-.":  # x-w12 and x-w12-wal, not x-w123
+            shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+
+
 class TimeFunc:
     """pyperf's time function for one bench: set up on first call, then time plans of ``loops``."""
 
@@ -72,6 +106,13 @@ class TimeFunc:
         self.bench: Bench = get(spec.workload).bench(spec.bench)
         self.ctx: Ctx | None = None
         self.calls: list[tuple[int, float]] = []  # (loops, CPU seconds) of each call, for COST_ENV
+
+    def close(self) -> None:
+        """Close the store (and delete it when it was this worker's own)."""
+        if self.ctx is not None:
+            _close(self.ctx)
+            remove_worker_store(self.job, self.ctx.url)
+            self.ctx = None
 
     def __call__(self, loops: int) -> float:
         t0 = cpu_s()
@@ -84,7 +125,7 @@ class TimeFunc:
         try:
             if self.ctx is None:
                 t0 = cpu_s()
-                self.ctx = open_ctx(self.job, self.spec.store)
+                self.ctx = open_ctx(self.job, self.spec.store, None if self.spec.store else worker_url(self.job))
                 if self.bench.setup is not None:
                     self.bench.setup(self.ctx)
                 self.calls.append((0, cpu_s() - t0))  # loops 0: the set-up
@@ -167,6 +208,7 @@ def main(argv: list[str] | None = None) -> int:
             if func.calls:  # a worker's own phases (pyperf ran this bench in this process)
                 cost(bench=spec.name, phase="worker", calibrate=any("calibrate" in a for a in argv),
                      before=cpu_s() - sum(c for loops, c in func.calls if loops), calls=func.calls)
+                func.close()
             elif not worker:
                 cost(bench=spec.name, phase="pyperf", children=cpu_s(-1) - children, wall=time.monotonic() - t_start)
         if not worker and result is not None:
