@@ -24,6 +24,19 @@ in the same millisecond as the last one (the HLC's counter path, a few dozen ins
 depends on the machine's load: GridKV Mixed moved by 2% between an idle and a loaded machine.
 The fixed step puts writes where they are at native speed (hundreds per millisecond).
 
+The counting process's allocator is pinned too.  What the process did before the windows (the
+environment, the interpreter's and the installation's paths, what ``site`` and entry-point
+discovery imported) decides where its heap blocks lie, and two allocator events cost instructions
+depending on that layout: glibc growing a big block (a store's change log, a list) in place or
+moving it with a user-space copy, and pymalloc's pools filling and emptying at different points.
+The first moved GridKV Mixed by 2.2% between two installations of the same commit;
+``MALLOC_MMAP_THRESHOLD_=4096`` makes glibc serve every block of 4 KiB or more by mmap (and turns off
+its self-adjusting threshold), so such a block grows by ``mremap`` in the kernel, which is not
+counted.  The child also reads a copy of the job under a fixed name in a fixed-length directory
+(``/tmp/kvctl-instr-XXXXXXXX``), so where the job file lies does not shift its heap.  The second
+(pymalloc) remains: the same commit and Python build count within about 0.3% across installations,
+exactly the same in one installation.
+
 What it counts: user-space instructions of the client process (kvctl, the plugin, its driver,
 the interpreter), not the kernel (system calls, fsync) and not a server's work.
 """
@@ -42,8 +55,12 @@ from pathlib import Path
 HLC_STEP_NS = 2_000          # what the pinned version clock advances per read (a native write's time)
 MARK_FUNCTION = "getppid"    # the C function whose entry cuts callgrind's windows
 ID_BASE = 2 * 10**15         # new-key ids of this pass: as long as the allocation pass's, not the same keys
-PINNED_ENV = {"PYTHONHASHSEED": "0"}
+# MALLOC_MMAP_THRESHOLD_: glibc serves every block of 4 KiB or more by mmap, so growing a big list
+# (a store's change log) is an mremap in the kernel, never a copy in user space that happens or not
+# depending on what the process allocated before (it moved GridKV Mixed by 2.2% between installations)
+PINNED_ENV = {"PYTHONHASHSEED": "0", "MALLOC_MMAP_THRESHOLD_": "4096"}
 TIMEOUT_S = 1200
+TMP_BASE = "/tmp"            # where the counting process's files go (valgrind runs on Linux)
 WINDOWS = 4                  # N on the store, 2N on the store, N and 2N on the empty store
 
 
@@ -86,13 +103,16 @@ def measure_job(job_path: str, names: list[str], n: int) -> tuple[dict[str, floa
     path = valgrind()
     if path is None:
         return {}, {}  # the run records that valgrind is missing once; the gate says so
-    with tempfile.TemporaryDirectory(prefix="kvctl-instr-") as tmp:
+    # a fixed-length directory and relative names: the paths the child reads are the same length
+    # whatever TMPDIR and the job's own directory are (their strings shift the child's heap)
+    with tempfile.TemporaryDirectory(prefix="kvctl-instr-", dir=TMP_BASE if os.path.isdir(TMP_BASE) else None) as tmp:
         out_file = Path(tmp) / "callgrind.out"
         plan_file = Path(tmp) / "windows.json"
+        shutil.copyfile(job_path, Path(tmp) / "job.json")
         env = {**os.environ, **PINNED_ENV}
         try:
-            proc = subprocess.run(command(path, str(out_file), [job_path, str(n), str(plan_file), *names]),
-                                  capture_output=True, text=True, timeout=TIMEOUT_S, env=env,
+            proc = subprocess.run(command(path, str(out_file), ["job.json", str(n), "windows.json", *names]),
+                                  capture_output=True, text=True, timeout=TIMEOUT_S, env=env, cwd=tmp,
                                   stdin=subprocess.DEVNULL)
         except subprocess.TimeoutExpired:
             return {}, dict.fromkeys(names, f"no result within {TIMEOUT_S} s under valgrind")

@@ -149,6 +149,35 @@ def test_instruction_counts_repeat_run_after_run(tmp_path: Path) -> None:
         assert abs(first[name] - second[name]) <= 0.0025 * first[name], (name, first[name], second[name])
 
 
+@pytest.mark.timeout(1200)  # valgrind runs: minutes each on a loaded machine
+def test_instruction_counts_do_not_depend_on_where_the_job_file_is(tmp_path: Path) -> None:
+    """The counting process reads a copy of the job under a fixed name in a fixed-length directory:
+    the path of the caller's job file (TMPDIR, the job's own directory) no longer shifts its heap."""
+    from kvctl.bench import instr
+    from kvctl.bench.job import BenchSpec, Job
+
+    names = [f"gridkv.{b}@memory" for b in ("set", "mixed")]
+    job = Job(label="memory", url="memory://instr-where", params=Params(), out="",
+              benches=[BenchSpec(n, "gridkv", n.partition(".")[2].partition("@")[0]) for n in names])
+    short = tmp_path / "j.json"
+    deep = tmp_path / ("a-directory-with-a-much-longer-name-" * 4) / "nested" / "the-job-file-of-this-run.json"
+    deep.parent.mkdir(parents=True)
+    job.save(str(short))
+    job.save(str(deep))
+    near, problems = instr.measure_job(str(short), names, 400)
+    far, _ = instr.measure_job(str(deep), names, 400)
+    assert not problems and set(near) == set(names)
+    assert near == far
+
+
+def test_the_counting_process_pins_the_allocator_and_reads_relative_names() -> None:
+    from kvctl.bench import instr
+
+    assert instr.PINNED_ENV == {"PYTHONHASHSEED": "0", "MALLOC_MMAP_THRESHOLD_": "4096"}
+    cmd = instr.command("/usr/bin/valgrind", "/tmp/x/callgrind.out", ["job.json", "400", "windows.json", "b"])
+    assert cmd[-8:] == [sys.executable, "-P", "-m", "kvctl.bench.instr", "job.json", "400", "windows.json", "b"]
+
+
 def test_unreachable_server_rows_say_so_and_the_rest_runs(full_run: tuple[Run, Any, Path]) -> None:
     run, proc, _ = full_run
     dead = [r for r in run.rows() if r.backend == "redis"]
