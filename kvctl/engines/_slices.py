@@ -1,10 +1,11 @@
 """One slice of a store's keyspace as pages: the scan that every executor's slice runs.
 
-A slice is one of a partitioned store's parts (``partitions()``, e.g. a Redis Cluster master:
-read once, by one reader), a key range ``(after, upto]`` (ordered stores: each page is cut at
-``upto`` and the scan stops there) or a hash slice ``crc32(key) % n == i`` (other stores: a keys-only scan of the
-whole filter, keeping this slice's keys and reading their records with ``get_many``, so keys
-cross the wire n times and values once).  Migrate and diff share it.
+A slice is one of a partitioned store's parts (``partitions()`` or ``partitions_for()``, e.g. a
+Redis Cluster master or a run of its slots: read once, by one reader), a key range
+``(after, upto]`` (ordered stores: each page is cut at ``upto`` and the scan stops there) or a
+hash slice ``crc32(key) % n == i`` (other stores: a keys-only scan of the whole filter, keeping
+this slice's keys and reading their records with ``get_many``, so keys cross the wire n times
+and values once).  Migrate and diff share it.
 """
 
 from __future__ import annotations

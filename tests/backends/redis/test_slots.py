@@ -130,3 +130,22 @@ def test_a_slot_served_by_another_master_is_unavailable(cluster: tuple[Any, list
     for bad in ("slot:x", "slot:99999", "c:node:1"):
         with pytest.raises(UsageError):
             _read(store, a, cursor=bad)
+
+
+def test_a_shard_cuts_a_cluster_child_into_its_share_of_slot_ranges(cluster: tuple[Any, list[Record]],
+                                                                    tmp_path: Any) -> None:
+    from urllib.parse import quote
+
+    store, records = cluster
+    child = f"{service_url('KVCTL_TEST_REDIS_CLUSTER_URL')}&namespace={store.ns.decode()}"
+    other = f"sqlite://{tmp_path / 'c.db'}"
+    shard: Any = open_sync("shard://?" + "&".join(f"child={quote(c, safe='')}&weight=1" for c in (child, other)))
+    try:
+        parts = shard.partitions_for(slices=16)
+        assert "1" in parts and sum(p.startswith("0:") and "/" in p for p in parts) == 8, parts
+        got = [r.key for part in parts if part.startswith("0:")
+               for page in shard.scan_partition(part, keys_only=True) for r in page.records]
+        # the other child is empty: every key of the cluster child is shown, each once
+        assert Counter(got) == Counter(r.key for r in records)
+    finally:
+        shard.close()

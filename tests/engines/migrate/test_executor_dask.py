@@ -137,7 +137,7 @@ def test_migrate_on_the_cluster_copies_every_key(tmp_path: Path, cluster: Any) -
     assert not cp.exists()
 
 
-def test_a_redis_cluster_source_over_hash_slices(tmp_path: Path, cluster: Any) -> None:
+def test_a_redis_cluster_source_over_slot_ranges(tmp_path: Path, cluster: Any) -> None:
     base = service_url("KVCTL_TEST_REDIS_CLUSTER_URL")
     src = f"{base}&namespace=dask{os.getpid()}{time.monotonic_ns()}:"
     dst = f"sqlite://{tmp_path / 'dst.db'}"
@@ -151,9 +151,26 @@ def test_a_redis_cluster_source_over_hash_slices(tmp_path: Path, cluster: Any) -
         write(src, [])  # opened clean: the namespace's keys are removed
 
 
+def test_a_redis_cluster_from_dask_local_in_32_slot_ranges_ends_verified(tmp_path: Path) -> None:
+    base = service_url("KVCTL_TEST_REDIS_CLUSTER_URL")
+    src = f"{base}&namespace=dl{os.getpid()}{time.monotonic_ns()}:"
+    dst = f"sqlite://{tmp_path / 'dst.db'}"
+    write(src, [Record(b"r%05d" % i, b"v%d" % i, None) for i in range(3000)]
+          + [Record(b"{tag%d}:%d" % (i % 7, i), b"t%d" % i, None) for i in range(700)])
+    try:
+        done = run_kvctl(subprocess_env(tmp_path), "migrate", src, dst, "--executor", "dask://local",
+                         "--workers", "2", "--slices", "32", "--verify", "--no-progress", "--json")
+        assert done.returncode == 0, done.stderr
+        summary = json.loads(done.stdout)
+        assert summary["copied"] == summary["read"] == 3700 and summary["verify"]["equal"], summary
+    finally:
+        write(src, [])
+
+
 def test_a_redis_cluster_and_a_shard_are_split_by_their_parts(tmp_path: Path, cluster: Any) -> None:
-    """Split by capability: a Redis Cluster into its masters, a shard into its children, each
-    read once by one slice however many slices were asked for."""
+    """Split by capability: a Redis Cluster into as many slot ranges as slices, each within one
+    master; a shard into its children, each read once by one slice however many slices were
+    asked for."""
     from urllib.parse import quote
 
     env = subprocess_env(tmp_path)
@@ -163,8 +180,9 @@ def test_a_redis_cluster_and_a_shard_are_split_by_their_parts(tmp_path: Path, cl
     made = run_kvctl(env, "migrate", f"{base}&namespace=p{os.getpid()}:", dst, "--plan-out", str(redis_plan),
                      "--slices", "16")
     assert made.returncode == 0, made.stderr
-    masters = [s["partition"] for s in json.loads(redis_plan.read_text())["slices"]]
-    assert len(masters) == len(set(masters)) >= 2  # one slice per master, not 16 scans of all
+    parts = [s["partition"] for s in json.loads(redis_plan.read_text())["slices"]]
+    masters = {p.partition("/")[0] for p in parts}
+    assert len(parts) == len(set(parts)) == 16 and len(masters) >= 2, parts  # not 16 scans of all
 
     children = [f"sqlite://{tmp_path / f'c{i}.db'}" for i in range(3)]
     shard = "shard://?" + "&".join(f"child={quote(c, safe='')}&weight=1" for c in children)

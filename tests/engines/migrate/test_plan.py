@@ -57,7 +57,7 @@ def test_a_plan_is_refused_for_other_options_and_bad_slices(tmp_path: Path) -> N
     assert garbage.returncode == 65 and "not a readable plan file" in garbage.stderr
 
 
-def test_a_redis_cluster_is_split_once_per_master_and_each_key_read_once(tmp_path: Path) -> None:
+def test_a_redis_cluster_is_split_into_slot_ranges_and_each_key_read_once(tmp_path: Path) -> None:
     import asyncio
 
     from kvctl.engines._stores import open_async
@@ -73,6 +73,8 @@ def test_a_redis_cluster_is_split_once_per_master_and_each_key_read_once(tmp_pat
         store = open_async(url, access="read")
         try:
             plan = Plan(batch_size=300)
+            masters = await plan_slices(store, plan, 3)
+            assert sorted(s["partition"] for s in masters) == sorted(await store.partitions())  # type: ignore[attr-defined]
             slices = await plan_slices(store, plan, 16)
             parts = []
             for i, spec in enumerate(slices):
@@ -87,6 +89,7 @@ def test_a_redis_cluster_is_split_once_per_master_and_each_key_read_once(tmp_pat
         slices, parts = asyncio.run(split_and_read())
     finally:
         write(url, [])
-    assert len(slices) == 3 and all("partition" in s for s in slices)  # the 3 masters, not 16 scans
+    # 16 runs of slots, each within one of the 3 masters, not 16 scans of everything
+    assert len(slices) == 16 and len({str(s["partition"]).partition("/")[0] for s in slices}) == 3
     seen = [k for part in parts for k in part]
     assert sorted(seen) == sorted(keys) and all(parts)
