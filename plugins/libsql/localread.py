@@ -19,7 +19,7 @@ from urllib.parse import quote
 from libsql_client import LibsqlError
 from libsql_client.sqlite3_utils import Sqlite3Client
 
-__all__ = ["ReadOnlyFile", "holds_pending_work"]
+__all__ = ["ReadOnlyFile", "holds_pending_work", "read_only_connection"]
 
 
 def holds_pending_work(path: str) -> bool:
@@ -32,10 +32,16 @@ class ReadOnlyFile(Sqlite3Client):
 
     def __init__(self, path: str) -> None:
         super().__init__(path)
-        self._uri = f"file:{quote(path, safe='/')}?mode=ro"
+        self._path = path
 
     def _connect(self) -> sqlite3.Connection:
         if self.closed:
             raise LibsqlError("The client was closed", "CLIENT_CLOSED")
-        # as libsql-client's own: the caller retries a busy file (timeout 0), commits itself
-        return sqlite3.connect(self._uri, uri=True, isolation_level=None, check_same_thread=False, timeout=0)
+        return read_only_connection(self._path)
+
+
+def read_only_connection(path: str) -> sqlite3.Connection:
+    """A ``mode=ro`` connection to ``path``, made as libsql-client makes its own: the caller
+    retries a busy file (timeout 0) and commits itself."""
+    return sqlite3.connect(f"file:{quote(path, safe='/')}?mode=ro", uri=True, isolation_level=None,
+                           check_same_thread=False, timeout=0)

@@ -35,6 +35,7 @@ from kvctl.plugin_kit.mapped.sqlite_dialect import CATALOG, TABLES, SQLiteMapped
 from kvctl.store import Capabilities, Page, Record, StoreURL, now_ms
 
 from .errors import translated
+from .localread import holds_pending_work, read_only_connection
 from .store import KEYS_PER_SELECT, MAX_KEY, MAX_VALUE, call_with_retries, create_client
 from .target import Target
 
@@ -52,9 +53,22 @@ def _check_file(target: Target, where: str) -> None:
                                "creates one)")
 
 
-def _catalog(target: Target, where: str, names: list[str] | None) -> list[TableInfo | None]:
-    """The tables ``names`` (None: every table of the database), read with a short-lived sync client."""
+def _catalog(target: Target, where: str, names: list[str] | None, *, reads_only: bool) -> list[TableInfo | None]:
+    """The tables ``names`` (None: every table of the database), read with a short-lived sync
+    client; for a read of a local file with another writer's pending work, over a read-only
+    connection (see :mod:`.localread`: a read-write one would apply that work on closing)."""
     _check_file(target, where)
+    path = target.local_path
+    if path is not None and reads_only and holds_pending_work(path):
+        with translated(where, "open", path=path):
+            conn = read_only_connection(path)
+            try:
+                if names is None:
+                    names = [str(r[0]) for r in conn.execute(TABLES).fetchall()]
+                return [table_info(name, [conn.execute(sql, [name]).fetchall() for sql in CATALOG])
+                        for name in names]
+            finally:
+                conn.close()
     with translated(where, "open"):
         client = libsql_client.create_client_sync(target.client_url, auth_token=target.auth_token)
         try:
@@ -71,7 +85,7 @@ def _catalog(target: Target, where: str, names: list[str] | None) -> list[TableI
 
 def open_listing(url: StoreURL, target: Target) -> ListingStore:
     """``table=*``: the database's tables, each with its mapping URL."""
-    infos = [info for info in _catalog(target, url.redacted(), None) if info is not None]
+    infos = [info for info in _catalog(target, url.redacted(), None, reads_only=True) if info is not None]
     return ListingStore(url, table_listing(infos, url), "libsql")
 
 
@@ -94,11 +108,12 @@ class MappedLibSQLStore(AsyncStoreBase):
         self._sql = SQLiteMappedSQL(self._mapping)
         self._chunk = max(1, KEYS_PER_SELECT // len(self._mapping.key))
         self._client: libsql_client.Client | None = None
+        self._reads_only = url.reads_only
 
     @classmethod
     def open(cls, url: StoreURL, target: Target) -> Self:
         spec = MappingSpec.from_url(url)
-        return cls(url, target, spec, _catalog(target, url.redacted(), [spec.table])[0])
+        return cls(url, target, spec, _catalog(target, url.redacted(), [spec.table], reads_only=url.reads_only)[0])
 
     @classmethod
     def from_url(cls, url: StoreURL) -> Self:
@@ -108,7 +123,8 @@ class MappedLibSQLStore(AsyncStoreBase):
         if self._client is None:
             _check_file(self._target, self._where)
             with translated(self._where, "connect"):
-                self._client = await call_with_retries(self._target, lambda: create_client(self._target))
+                self._client = await call_with_retries(
+                    self._target, lambda: create_client(self._target, self._reads_only))
         client = self._client
         with translated(self._where, action, writing=writing):
             if len(stmts) == 1 and not writing:

@@ -269,3 +269,21 @@ def test_a_store_on_read_only_media_is_readable(media: Path, env: dict[str, str]
     done = run_kvctl(env, "snapshot", "create", wal, "-o", str(tmp_path / "ro.kvs"), binary=True)
     assert done.returncode == 0, done.stderr
     assert sorted(p.name for p in media.iterdir()) == listing
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_mapped_reads_of_a_file_with_a_hot_journal_change_nothing(
+        scheme: str, env: dict[str, str], tmp_path: Path) -> None:
+    """The same through a mapped-table URL: its catalog read and its reads open read-only."""
+    db, journal = tmp_path / "store.db", tmp_path / "store.db-journal"
+    assert run_kvctl(env, "-u", f"{scheme}://{db}?journal_mode=delete", "set", "k", "v", binary=True).returncode == 0
+    crashed_rollback_writer(db)
+    before = (db.read_bytes(), journal.read_bytes())
+    out = tmp_path / "out"
+    out.mkdir()
+    for url in (f"{scheme}://{db}?table=kv&key=key", f"{scheme}://{db}?table=*"):
+        for args in read_commands(url, "memory://", out):
+            done = run_kvctl(env, *args, binary=True)
+            assert done.returncode == 74, (args, done.stderr)
+            assert done.stderr.decode().count("\n") == 1, (args, done.stderr)
+            assert (db.read_bytes(), journal.read_bytes()) == before, f"{args} changed the file or its journal"
