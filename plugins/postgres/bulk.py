@@ -20,6 +20,7 @@ import asyncpg
 
 from kvctl.errors import UnsupportedError, UsageError
 from kvctl.hlc import NODE_BITS
+from kvctl.plugin_kit import bulk_marker
 from kvctl.store import (
     MAX_VERSION,
     TOMBSTONE,
@@ -30,7 +31,6 @@ from kvctl.store import (
 )
 
 from .core import MAX_KEY, MAX_VALUE, PostgresCore
-from .feed import bulk_marker
 from .settings import Settings
 from .sql import APPLY_STAGE_TABLE, STAGE_TABLE, Statements
 from .use import Use
@@ -141,7 +141,7 @@ class BulkWrites(PostgresCore):
     async def _load_directly(self, con: asyncpg.Connection, assigned: bool, cols: _Columns) -> bool:
         """COPY a batch (distinct keys) straight into the table when its key range holds no row
         yet -- a new or emptied table, the next range of a migrate -- with one feed row for the
-        whole batch (see feed.bulk_marker).  False, having written nothing, when the range is in
+        whole batch (see kvctl.plugin_kit.bulkfeed).  False, having written nothing, when the range is in
         use: the caller then merges through the staging table.
 
         Straight rows are exactly what the merge would write: no key had a row to update, and a
@@ -325,7 +325,7 @@ class _Columns:
 
 
 def _record_bulk(sql: Statements, assigned: bool) -> str:
-    """The feed row of a bulk load ($1, $2: see feed.bulk_marker), returning 1; for versions
+    """The feed row of a bulk load ($1, $2: see kvctl.plugin_kit.bulkfeed), returning 1; for versions
     assigned here only while the load's key range $3..$4 holds no tombstone (none returned
     otherwise: the load must merge instead).  One round trip for the check and the row."""
     if not assigned:

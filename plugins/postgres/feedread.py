@@ -7,11 +7,11 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from kvctl.errors import FeedGapError
-from kvctl.plugin_kit import page_size, record_of
+from kvctl.plugin_kit import page_size, parse_bulk_marker, record_of
 from kvctl.store import TOMBSTONE, Page, Record
 
 from .core import PostgresCore
-from .feed import make_cursor, parse_bulk_marker, parse_cursor
+from .feed import make_cursor, parse_cursor
 from .feedsql import horizon, lock_class
 from .use import Use
 
@@ -103,7 +103,7 @@ class FeedReads(PostgresCore):
             seq = int(bulk["seq"])
 
     async def _bulk_load(self, key: bytes, marker: bytes, batch_size: int) -> AsyncIterator[tuple[list[Record], bool]]:
-        """The rows of a bulk load's feed row (see feed.bulk_marker), a page at a time, each with
+        """The rows of a bulk load's feed row (see kvctl.plugin_kit.bulkfeed), a page at a time, each with
         whether it is the last; a load whose rows were all replaced since gives nothing."""
         lower, upper, low, high = parse_bulk_marker(key, marker)
         first = True

@@ -250,7 +250,7 @@ class Statements:
 
     @property
     def record_bulk(self) -> str:
-        """One feed row standing for a whole bulk load ($1 key, $2 value: see feed.bulk_marker).
+        """One feed row standing for a whole bulk load ($1 key, $2 value: see kvctl.plugin_kit.bulkfeed).
 
         A deletion with a value, which no other change has; at version 0, so a reader that does
         not know the form applies it as a tombstone that loses to every write."""
