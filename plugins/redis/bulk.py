@@ -33,13 +33,11 @@ class Packed(NamedTuple):
 
 
 def read_replies(conn: Any, count: int) -> list[Any]:
-    """``count`` replies of ``conn`` (errors returned, not raised, as scripts.receive does)."""
+    """``count`` replies of ``conn`` (error replies returned, not raised)."""
     parser = getattr(conn, "_parser", None)
     reader = getattr(parser, "_reader", None)
     if _HIREDIS_PARSER is None or not isinstance(parser, _HIREDIS_PARSER) or reader is None:
-        from .scripts import receive  # the general path, one read_response per reply
-
-        return receive(conn, count)
+        return _one_by_one(conn, count)
     out: list[Any] = []
     append, gets, fill = out.append, reader.gets, parser.read_from_socket
     for _ in range(count):
@@ -53,10 +51,32 @@ def read_replies(conn: Any, count: int) -> list[Any]:
     return out
 
 
+def _one_by_one(conn: Any, count: int) -> list[Any]:
+    replies: list[Any] = []
+    for _ in range(count):
+        try:
+            replies.append(conn.read_response())
+        except ResponseError as exc:
+            replies.append(exc)
+    return replies
+
+
 def exchange(conn: Any, packed: Packed) -> list[Any]:
     """Send ``packed`` and read its replies."""
     conn.send_packed_command(packed.chunks, check_health=False)
     return read_replies(conn, packed.replies)
+
+
+def run(pool: Any, packed: Packed) -> list[Any]:
+    """``exchange`` on a pooled connection; one that failed mid-way is dropped, never reused."""
+    conn = pool.get_connection()
+    try:
+        return exchange(conn, packed)
+    except BaseException:
+        conn.disconnect()
+        raise
+    finally:
+        pool.release(conn)
 
 
 def _bulk(item: bytes) -> bytes:

@@ -21,6 +21,8 @@ import hiredis
 from redis.connection import ConnectionPool
 from redis.exceptions import NoScriptError, ResponseError
 
+from . import bulk
+
 _LAYOUT = """
 local n, kt, ko, at, ao = #KEYS, KEYS, 0, ARGV, 0
 if n == 0 then n = tonumber(ARGV[1]); kt = ARGV; ko = 1; ao = n + 1 end
@@ -101,38 +103,23 @@ TYPED_SCRIPTS = variants(TYPED)
 def run(pool: ConnectionPool, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
     """Send ``commands`` in one write and read every reply (errors are returned, not raised).
 
-    This is what a non-transactional pipeline does, minus redis-py's per-command bookkeeping.  A
-    connection that failed mid-way is dropped: a half-read reply stream must never be reused.
+    This is what a non-transactional pipeline does, minus redis-py's per-command bookkeeping.
     """
-    conn = pool.get_connection()
-    try:
-        send(conn, commands)
-        return receive(conn, len(commands))
-    except BaseException:
-        conn.disconnect()
-        raise
-    finally:
-        pool.release(conn)
+    return bulk.run(pool, bulk.Packed([pack(commands)], len(commands)))
+
+
+def pack(commands: Sequence[tuple[Any, ...]]) -> bytes:
+    """``commands`` (arguments bytes or int) in RESP, as one buffer.
+
+    Packed by hiredis in C: redis-py's ``pack_commands`` runs its encoder in Python for every
+    argument, which measured ~4x the cost per record of a bulk MSET.
+    """
+    return b"".join(map(hiredis.pack_command, commands))
 
 
 def send(conn: Any, commands: Sequence[tuple[Any, ...]]) -> None:
-    """Write ``commands`` (arguments bytes or int) in one send.
-
-    Packed by hiredis in C: redis-py's ``pack_commands`` runs its encoder in Python for every
-    argument, which measured ~4x the cost per record of a bulk MSET (the largest share of the
-    client's time on a bulk write into Redis).
-    """
-    conn.send_packed_command([b"".join(map(hiredis.pack_command, commands))], check_health=False)
-
-
-def receive(conn: Any, count: int) -> list[Any]:
-    replies: list[Any] = []
-    for _ in range(count):
-        try:
-            replies.append(conn.read_response())
-        except ResponseError as exc:
-            replies.append(exc)
-    return replies
+    """Write ``commands`` in one send."""
+    conn.send_packed_command([pack(commands)], check_health=False)
 
 
 def is_noscript(reply: Any) -> bool:

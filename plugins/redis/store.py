@@ -6,7 +6,7 @@ redis-py's command or pipeline objects, whose bookkeeping costs more than the ro
 
 * ``get``: GET + PEXPIRETIME in one round trip;
 * ``get_many``: GET + PEXPIRETIME of each key, pipelined in one round trip (bulk.py);
-* ``set_many``: MSET for records without expiry, one Lua script of ``SET .. PXAT`` for the rest,
+* ``set_many``: MSET for records without expiry, one pipelined ``SET .. PXAT`` each for the rest,
   wrapped in MULTI/EXEC when there are several commands: the batch is applied whole or not at all;
 * ``delete_many``: one UNLINK.
 """
@@ -24,8 +24,6 @@ from kvctl.store import Capabilities, StoreURL, now_ms
 from . import bulk, options, scripts, tls
 from .base import MAX_STRING, RedisStoreBase
 from .commands import Commands, errors_in, interleave, raise_first_error, ranges
-
-WRITE = {False: scripts.Script(scripts.WRITE), True: scripts.Script(scripts.WRITE.split("\n", 1)[1])}
 
 
 def client_kwargs(settings: options.RedisSettings) -> dict[str, Any]:
@@ -91,14 +89,7 @@ class RedisStore(RedisStoreBase):
             return [(value, exp)]
         # one GET and one expiry command per key, pipelined (see bulk.py: cheaper for the
         # server than MGET and a Lua loop of expiries)
-        conn = self.pool.get_connection()
-        try:
-            replies = bulk.exchange(conn, bulk.reads(keys, b"PTTL" if self.relative_ttl else b"PEXPIRETIME"))
-        except BaseException:
-            conn.disconnect()
-            raise
-        finally:
-            self.pool.release(conn)
+        replies = bulk.run(self.pool, bulk.reads(keys, b"PTTL" if self.relative_ttl else b"PEXPIRETIME"))
         out = bulk.pairs(replies)
         if not self.relative_ttl and any(scripts.is_unknown_pexpiretime(e) for _, e in out[:1]):
             self.relative_ttl = True
@@ -135,18 +126,17 @@ class RedisStore(RedisStoreBase):
         else:
             plain_keys, plain_values, keys = keys, values, []
 
-        def commands(script: scripts.Script) -> Commands:
-            cmds: Commands = []
-            for a, b in ranges(plain_keys, plain_values):
-                cmds.append((b"MSET", *interleave(plain_keys[a:b], plain_values[a:b])))
-            for a, b in ranges(keys, values):
-                args = interleave(values[a:b], expiries[a:b])
-                cmds.append(script.call(keys[a:b], args, cluster=False, inline=True))
-            if len(cmds) > 1 or publish:
-                cmds = [(b"MULTI",), *cmds, *publish, (b"EXEC",)]
-            return cmds
-
-        raise_first_error(self._run_script(WRITE, commands))
+        # MSET for records without an expiry; one plain SET .. PXAT each for the others (bulk.py:
+        # about half the server's CPU of a Lua loop of SETs); in MULTI/EXEC when there are
+        # several commands, so the batch is applied whole or not at all
+        mset = [(b"MSET", *interleave(plain_keys[a:b], plain_values[a:b])) for a, b in ranges(plain_keys, plain_values)]
+        timed_sets = bulk.writes(keys, values, expiries)
+        count = len(mset) + timed_sets.replies
+        chunks = [scripts.pack(mset), *timed_sets.chunks]
+        if count > 1 or publish:
+            chunks = [scripts.pack([(b"MULTI",)]), *chunks, scripts.pack([*publish, (b"EXEC",)])]
+            count += 2 + len(publish)
+        raise_first_error(bulk.run(self.pool, bulk.Packed(chunks, count)))
 
     def _key_command(self, command: tuple[Any, ...], publish: Commands) -> Any:
         if not publish:

@@ -3,12 +3,14 @@
 The batch write path packs its commands with hiredis and slices batches by count unless a value
 is big: a batch of several slices, binary keys and values, expiries on some records, lands
 exactly, on one server and across the cluster's masters; and the slices cover every record once
-within both bounds.
+within both bounds.  The feed hears every key of a bulk write; a bulk read tells missing,
+expired and typed keys apart.
 """
 
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from typing import NamedTuple
@@ -99,3 +101,43 @@ def test_a_bulk_scan_reads_every_record_exactly(spot: Spot) -> None:
         client.close()
     got = [r for page in spot.store.scan(batch_size=2 * SLICE_KEYS) for r in page.records]
     assert sorted(got) == sorted([*records, Record(b"a-hash", b"", None, kind="hash")])
+
+
+@pytest.mark.server
+def test_the_change_feed_hears_every_record_of_a_bulk_write(spot: Spot) -> None:
+    """A reader of the feed misses no key of a batch written as one stream of plain commands, and
+    reads each with its value and its absolute expiry."""
+    later = now_ms() + HOUR_MS
+    records = [Record(b"fed:%05d" % i, b"v%d" % i, later + i if i % 2 else None) for i in range(2 * SLICE_KEYS + 9)]
+    with open_sync(with_options(spot.base, namespace=spot.ns, feed="notify")) as fed:
+        cursor = fed.feed_cursor()  # type: ignore[attr-defined]
+        fed.set_many(records)
+        seen: dict[bytes, Record] = {}
+        deadline = now_ms() + 30_000
+        while len(seen) < len(records) and now_ms() < deadline:
+            for page in fed.changes(cursor, batch_size=500):  # type: ignore[attr-defined]
+                seen.update((r.key, r) for r in page.records)
+                cursor = page.cursor or cursor
+    assert sorted(seen.values()) == sorted(records)
+
+
+@pytest.mark.server
+def test_a_bulk_read_tells_missing_expired_and_typed_keys_apart(spot: Spot) -> None:
+    """The pipelined GET + PEXPIRETIME of each key: a key of another type is reported with its
+    kind, a missing one and one whose expiry passed read as None, the rest exactly."""
+    spot.store.set_many([Record(b"s%04d" % i, b"x" * i) for i in range(SLICE_KEYS + 2)])
+    spot.store.set_many([Record(b"soon", b"gone", now_ms() + 50)])
+    host, _, port = urlsplit(spot.base).netloc.split(",")[0].rpartition(":")
+    client = (redis.Redis(host=host, port=int(port)) if spot.kind == "standalone"
+              else RedisCluster(host=host, port=int(port)))
+    try:
+        client.rpush(spot.ns + "a-list", "x")
+        client.pexpireat(spot.ns + "a-list", now_ms() + HOUR_MS)
+    finally:
+        client.close()
+    time.sleep(0.2)
+    keys = [b"soon", b"nope", b"a-list", *(b"s%04d" % i for i in range(SLICE_KEYS + 2))]
+    got = spot.store.get_many(keys)
+    assert got[:2] == [None, None]
+    assert got[2] is not None and got[2].kind == "list" and got[2].expires_at_ms is not None
+    assert got[3:] == [Record(b"s%04d" % i, b"x" * i) for i in range(SLICE_KEYS + 2)]
