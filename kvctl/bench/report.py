@@ -216,7 +216,8 @@ def _counts_table(run: Run, w: workloads.Workload, rows: list[Row], factor: floa
     counter = run.info.get("instructions") or {}
     if ni is not None:
         instr = (f"instructions: {counter.get('tool', 'valgrind callgrind')}, N = {ni} and {2 * ni} ops "
-                 "(PYTHONHASHSEED=0, GC paused), difference / N, minus the same plan on the empty store")
+                 "(PYTHONHASHSEED=0, MALLOC_MMAP_THRESHOLD_=4096, GC paused), difference / N, "
+                 "minus the same plan on the empty store")
     else:
         instr = f"instructions: not counted ({counter.get('missing', 'no count in this run')})"
     return Table(
