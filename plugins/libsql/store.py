@@ -46,10 +46,11 @@ from .remote import hello_answered
 from .target import Target, parse_target
 
 SCHEMA_VERSION = 1  # what this backend writes into a file it creates
-# Versions 2 to 4 are the sqlite backend's (tombstones, change feed, triggers beside the same
-# table columns).  Its triggers stamp, log and bury rows written by any program, so this backend
-# reads and writes such a file as it is, without upgrading it; a newer layout is refused.
-NEWEST_READABLE = 4
+# Versions 2 to 5 are the sqlite backend's (tombstones, change feed, triggers beside the same
+# table columns; 5 only adds bulk-load entries to the feed, which this backend does not read).
+# Its triggers stamp, log and bury rows written by any program, so this backend reads and writes
+# such a file as it is, without upgrading it; a newer layout is refused.
+NEWEST_READABLE = 5
 COLUMNS = ("id", "key", "value", "expires_at", "version")
 MAX_LENGTH = 1_000_000_000  # SQLite's default SQLITE_MAX_LENGTH: the largest row
 MAX_KEY = 64 * 1024

@@ -20,6 +20,7 @@ from .executor import ExecutorSpec
 T = TypeVar("T")
 RESUBMITS = 2  # the driver's own retries of a slice whose worker kept dying, after Dask's
 SLICES_PER_WORKER = 8
+STOP_POLL_S = 0.2  # a slice's wait for the run's stop, renewed this often
 TICK_S = 0.1  # the driver's progress and checkpoint mirroring, at most this often
 
 
@@ -116,13 +117,17 @@ async def stoppable(work: Coroutine[Any, Any, T], stop: Any) -> T:
     def watch() -> None:
         while not over.is_set():
             with contextlib.suppress(Exception):  # a lost scheduler: go on; the fence stops a stale copy
-                if stop.wait(timeout=0.5):
+                if stop.wait(timeout=STOP_POLL_S):
                     with contextlib.suppress(RuntimeError):
                         loop.call_soon_threadsafe(task.cancel)
                     return
 
-    threading.Thread(target=watch, name="kvctl-slice-stop", daemon=True).start()
+    watcher = threading.Thread(target=watch, name="kvctl-slice-stop", daemon=True)
+    watcher.start()
     try:
         return await work
     finally:
         over.set()
+        # The slice ends only when its wait on the scheduler has: a wait still pending when the
+        # run's cluster closes is cancelled there and logged as an error on the user's terminal.
+        await asyncio.to_thread(watcher.join, 2 * STOP_POLL_S)
