@@ -101,10 +101,6 @@ class BulkWrites(PostgresCore):
             written = size = 0
             async with con.transaction():
                 for assigned, part in parts:
-                    staged = self._staged.get(self._sql.create_stage) is con
-                    if assigned and staged:
-                        # the staging table holds the first part's rows until the commit
-                        await con.execute(f"TRUNCATE pg_temp.{STAGE_TABLE}")
                     n, b = await self._upsert_rows(con, assigned, part, newer=newer)
                     written, size = written + n, size + b
             return written, size
@@ -127,7 +123,7 @@ class BulkWrites(PostgresCore):
         rows = sorted(zip(cols.keys, cols.values, cols.expiries, cols.versions, count(1)))
         if big:
             # COPY (binary) into a temporary table, then one merging statement, in one transaction.
-            await self._stage(con, self._sql.create_stage)
+            await self._stage(con, self._sql.create_stage, STAGE_TABLE)
             async with con.transaction():
                 await con.copy_records_to_table(STAGE_TABLE, records=rows, schema_name="pg_temp")
                 written, size, top = await con.fetchrow(text, *now)
@@ -206,17 +202,21 @@ class BulkWrites(PostgresCore):
             raise
         await con.execute("COMMIT")
 
-    async def _stage(self, con: asyncpg.Connection, create: str) -> None:
+    async def _stage(self, con: asyncpg.Connection, create: str, table: str) -> None:
         """Make the staging table ``create`` makes, once per connection, emptied at every commit:
         made anew in every transaction (ON COMMIT DROP), it cost a round trip per batch, and one
-        more for asyncpg to describe it again before each COPY."""
-        if self._staged.get(create) is con:
-            return
-        lasting = (create.replace("CREATE TEMP TABLE", "CREATE TEMP TABLE IF NOT EXISTS", 1)
-                   .replace("ON COMMIT DROP", "ON COMMIT DELETE ROWS"))
-        assert "IF NOT EXISTS" in lasting and "DELETE ROWS" in lasting, create  # a table kept across commits
-        await con.execute(lasting)
-        self._staged[create] = con
+        more for asyncpg to describe it again before each COPY.  Inside a transaction that is
+        still open (an atomic load, the first part of a mixed batch) it holds the rows of the
+        batches staged before: emptied here, or the merge would apply them again."""
+        made = self._staged.get(create) is con
+        if not made:
+            lasting = (create.replace("CREATE TEMP TABLE", "CREATE TEMP TABLE IF NOT EXISTS", 1)
+                       .replace("ON COMMIT DROP", "ON COMMIT DELETE ROWS"))
+            assert "IF NOT EXISTS" in lasting and "DELETE ROWS" in lasting, create  # a table kept across commits
+            await con.execute(lasting)
+            self._staged[create] = con
+        elif con.is_in_transaction():
+            await con.execute(f"TRUNCATE pg_temp.{table}")
 
     def _check_batch(self, batch: list[Record], cols: _Columns | None = None) -> None:
         """Limits and version ranges of a whole batch, at C speed unless something is wrong."""
@@ -278,7 +278,7 @@ class BulkWrites(PostgresCore):
             await self._purge(con)
             big = len(rows) >= COPY_MIN_ROWS or sum(len(r[1]) for r in rows) >= COPY_MIN_BYTES
             if big:
-                await self._stage(con, self._sql.create_apply_stage)
+                await self._stage(con, self._sql.create_apply_stage, APPLY_STAGE_TABLE)
                 async with con.transaction():
                     await con.copy_records_to_table(APPLY_STAGE_TABLE, records=rows, schema_name="pg_temp")
                     applied = await con.fetchval(self._sql.apply(staged=True))

@@ -229,6 +229,23 @@ def test_an_import_into_a_new_table_is_one_load_with_every_index(pg_url: str, tm
     assert sorted(served) == sorted(recs)
 
 
+def test_keys_rewritten_in_later_batches_of_one_load_are_each_merged_once(pg_url: str, tmp_path: Path) -> None:
+    """Batches that rewrite keys go through the staging table; inside one load nothing commits
+    between them, so each must find it empty, not holding the batches staged before."""
+    path = tmp_path / "in.jsonl"
+    recs = [Record(r.key, r.value) for r in records(3 * COPY_MIN_ROWS)]  # versions assigned by the store
+    recs[COPY_MIN_ROWS + 1] = Record(recs[1].key, b"second")          # batch 2 rewrites a batch-1 key
+    recs[2 * COPY_MIN_ROWS + 1] = Record(recs[2].key, b"third")       # batch 3 rewrites another ...
+    recs[2 * COPY_MIN_ROWS + 2] = Record(recs[1].key, b"third")       # ... and the key batch 2 staged
+    dump(path, recs)
+    url, _ = new_table(pg_url)
+    out = run_kvctl(None, "-u", url, "import", str(path))
+    assert out.returncode == 0, out.stderr
+    got = contents(url)
+    assert got[recs[1].key][0] == got[recs[2].key][0] == b"third"
+    assert len(got) == len({r.key for r in recs})
+
+
 def test_a_malformed_line_keeps_the_batches_before_it_and_the_import_resumes(pg_url: str, tmp_path: Path) -> None:
     path = tmp_path / "in.jsonl"
     bad_at = N - 100  # after two batches of 5,000
