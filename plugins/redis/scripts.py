@@ -52,20 +52,6 @@ end
 return out
 """
 
-# ARGV after the keys: value, absolute expiry in ms (0: none) for each key.
-WRITE = """#!lua flags=allow-cross-slot-keys
-""" + _LAYOUT + """
-for i = 1, n do
-  local exp = tonumber(at[ao + 2 * i])
-  if exp > 0 then
-    redis.call('SET', kt[ko + i], at[ao + 2 * i - 1], 'PXAT', exp)
-  else
-    redis.call('SET', kt[ko + i], at[ao + 2 * i - 1])
-  end
-end
-return n
-"""
-
 DELETE = """#!lua flags=allow-cross-slot-keys
 """ + _LAYOUT + """
 local removed = 0
