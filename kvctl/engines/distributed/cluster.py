@@ -101,7 +101,9 @@ def drop_queued(client: Any, pending: dict[Any, int]) -> None:
     stop already set and returns at once; the started ones stop themselves and save."""
     with contextlib.suppress(Exception):  # a lost scheduler: wait for them as before
         started = {key for keys in client.processing().values() for key in keys}
-        queued = [fut for fut in pending if fut.key not in started]
+        # not done: a slice that ended since the last look is not processing either, and its
+        # result must still be read
+        queued = [fut for fut in pending if not fut.done() and fut.key not in started]
         client.cancel(queued)
         for fut in queued:
             del pending[fut]
