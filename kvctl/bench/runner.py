@@ -205,10 +205,10 @@ def main(argv: list[str] | None = None) -> int:
                            "reason": _worker_reason(job, index, exc)})
             continue
         finally:
+            func.close()  # the store this process opened for the bench, if it opened one
             if func.calls:  # a worker's own phases (pyperf ran this bench in this process)
                 cost(bench=spec.name, phase="worker", calibrate=any("calibrate" in a for a in argv),
                      before=cpu_s() - sum(c for loops, c in func.calls if loops), calls=func.calls)
-                func.close()
             elif not worker:
                 cost(bench=spec.name, phase="pyperf", children=cpu_s(-1) - children, wall=time.monotonic() - t_start)
         if not worker and result is not None:
