@@ -69,7 +69,7 @@ def _catalog(target: Target, where: str, names: list[str] | None, *, reads_only:
                         for name in names]
             finally:
                 conn.close()
-    with translated(where, "open"):
+    with translated(where, "open", path=path):
         client = libsql_client.create_client_sync(target.client_url, auth_token=target.auth_token)
         try:
             if names is None:
