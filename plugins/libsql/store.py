@@ -35,6 +35,7 @@ from kvctl.plugin_kit import (
     deadline_ms,
     foreign_store_error,
     prefix_end,
+    show_key,
 )
 from kvctl.plugin_kit.mapped import DISCOVERY, is_mapped, suggested_options
 from kvctl.plugin_kit.mapped.sqlite_dialect import CATALOG, table_info
@@ -321,7 +322,7 @@ class LibSQLStore(AsyncStoreBase):
         for rec in records:  # every check before anything is sent: all or nothing
             self._check(rec.key, rec.value)
             if rec.version is not None and not 0 <= rec.version <= MAX_VERSION:
-                raise UsageError(f"{self._where}: version {rec.version} of key {rec.key[:40]!r} is "
+                raise UsageError(f"{self._where}: version {rec.version} of key {show_key(rec.key)} is "
                                  "outside 0..2**63-1 (an INTEGER column)")
             rows.append((rec.key, rec.value, rec.expires_at_ms, rec.version))
         if rows:
