@@ -286,8 +286,18 @@ class Bench:
         return row
 
     # -- set-up once --------------------------------------------------------------------------
+    def compile_kvctl(self) -> None:
+        """Byte-compile kvctl and its plugins as ``pip install`` does: an editable checkout run with
+        PYTHONDONTWRITEBYTECODE set would otherwise compile every module again at each start."""
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+        code = ("import compileall, os, kvctl, plugins\n"
+                "for m in (kvctl, plugins):\n"
+                "    compileall.compile_dir(os.path.dirname(m.__file__), quiet=1)")
+        subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, env=env)
+
     def setup(self, only: list[str]) -> None:
         t = self.tmp
+        self.compile_kvctl()
         print(f"making {self.n:,} keys in {t}", file=sys.stderr)
         make_data(t, self.n, self.prefix)
         self.psql(f"CREATE DATABASE {self.db}", self.pg_admin)
