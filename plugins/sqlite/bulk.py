@@ -25,6 +25,7 @@ while the file's schema cookie shows no other change.
 from __future__ import annotations
 
 import sqlite3
+from itertools import chain
 from typing import Any
 
 from kvctl.plugin_kit import bulk_marker
@@ -36,6 +37,11 @@ from .triggers import TableSQL
 DIRECT_MIN_ROWS = 500
 # The table's insert triggers, in the order they were created (re-created in that order).
 INSERT_TRIGGERS = ("coerce", "replace", "insert", "stamp_insert")
+# Rows per INSERT statement: one statement of many rows binds them all at C speed and runs them
+# in one step (the driver's executemany steps, and hands the GIL back and forth, once per row),
+# a third less CPU than executemany from ~100 rows on; 200 rows of 4 parameters stay within the
+# 999 parameters an SQLite older than 3.32 allows.
+ROWS_PER_INSERT = 200
 _BLOBS = {bytes, bytearray, memoryview}  # what the sqlite3 driver binds as a BLOB
 
 
@@ -47,6 +53,7 @@ class DirectLoad:
         self._names = [f"{sql.table}__kvctl_{s}" for s in INSERT_TRIGGERS]
         self._drop = [f"DROP TRIGGER {sql.trigger(s)}" for s in INSERT_TRIGGERS]
         self._insert = f"INSERT INTO {sql.t}(key, value, expires_at, version) VALUES (?, ?, ?, ?)"
+        self._insert_many = self._insert + ", (?, ?, ?, ?)" * (ROWS_PER_INSERT - 1)
         self._marker = f"INSERT INTO {sql.changes}(key, value, version, deleted) VALUES (?, ?, 0, 1)"
         self._probe = (f"SELECT EXISTS (SELECT 1 FROM {sql.t} WHERE key >= ?1 AND key <= ?2), "
                        f"EXISTS (SELECT 1 FROM {sql.tombs} WHERE key >= ?1 AND key <= ?2)")
@@ -85,13 +92,21 @@ class DirectLoad:
         for stmt in self._drop:
             conn.execute(stmt)
         # key order fills the key index from left to right
-        conn.executemany(self._insert, rows if list(keys) == sorted(keys) else sorted(rows))
+        self._insert_rows(conn, rows if list(keys) == sorted(keys) else sorted(rows))
         if feed:
             conn.execute(self._marker, bulk_marker(first, last, min(versions), max(versions)))
         for stmt in create:
             conn.execute(stmt)
         self._cookie = conn.execute("PRAGMA schema_version").fetchone()[0]
         return True
+
+    def _insert_rows(self, conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
+        """The rows in this order, ROWS_PER_INSERT to a statement (the rest by ``executemany``)."""
+        whole = len(rows) - len(rows) % ROWS_PER_INSERT
+        for i in range(0, whole, ROWS_PER_INSERT):
+            conn.execute(self._insert_many, list(chain.from_iterable(rows[i:i + ROWS_PER_INSERT])))
+        if whole < len(rows):
+            conn.executemany(self._insert, rows[whole:])
 
     def forget(self) -> None:
         """Drop the kept text: the transaction of the last load was rolled back, so the schema

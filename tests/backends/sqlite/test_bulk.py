@@ -61,6 +61,17 @@ def test_versions_and_expiries_given_are_kept(db: str) -> None:
             (r.key, r.expires_at_ms, r.version) for r in records]
 
 
+def test_a_load_out_of_key_order_and_not_a_whole_number_of_statements_keeps_every_row(db: str) -> None:
+    records = [Record(k, k * 3, None if i % 3 else 4_102_444_800_000 + i, (1 << 50) + i * 256)
+               for i, k in enumerate(keys(b"h", 1237))]
+    with open_url(f"sqlite://{db}") as store:
+        start = store.feed_cursor()
+        store.set_many(records[::-1])
+        assert feed_rows(db) == 1
+        assert [r for p in store.scan() for r in p.records] == records
+        assert served(store, start) == records
+
+
 def test_changes_after_the_load_come_after_it_and_replaced_rows_are_not_served_twice(db: str) -> None:
     with open_url(f"sqlite://{db}") as store:
         start = store.feed_cursor()
