@@ -49,7 +49,6 @@ class DirectLoad:
     """The direct load of one table (see the module docstring), with the triggers' text kept."""
 
     def __init__(self, sql: TableSQL) -> None:
-        self._sql = sql
         self._names = [f"{sql.table}__kvctl_{s}" for s in INSERT_TRIGGERS]
         self._drop = [f"DROP TRIGGER {sql.trigger(s)}" for s in INSERT_TRIGGERS]
         self._insert = f"INSERT INTO {sql.t}(key, value, expires_at, version) VALUES (?, ?, ?, ?)"
@@ -68,8 +67,8 @@ class DirectLoad:
             found = dict(conn.execute(
                 f"SELECT name, sql FROM sqlite_master WHERE type = 'trigger' AND name IN "
                 f"({', '.join('?' * len(self._names))})", self._names).fetchall())
-            texts = [found.get(name) for name in self._names]
-            self._create = None if None in texts else texts  # type: ignore[assignment]
+            texts = [found[name] for name in self._names if name in found]
+            self._create = texts if len(texts) == len(self._names) else None
             self._cookie = cookie
         return self._create
 
