@@ -7,7 +7,7 @@ subclasses :class:`StoreBase` and implements four batch calls.
 """
 
 from kvctl.plugin_kit.bases import AsyncStoreBase, StoreBase, closing_after
-from kvctl.plugin_kit.bulkfeed import bulk_marker, is_bulk_marker, parse_bulk_marker
+from kvctl.plugin_kit.bulkfeed import BulkRows, bulk_marker, is_bulk_marker, parse_bulk_marker
 from kvctl.plugin_kit.display import show_key
 from kvctl.plugin_kit.foreign import foreign_store_error
 from kvctl.plugin_kit.hotjournal import hot_journal_error
@@ -27,6 +27,7 @@ __all__ = [
     "DEFAULT_FEED_RETENTION_CHANGES",
     "TOMBSTONE_RETENTION_MS",
     "AsyncStoreBase",
+    "BulkRows",
     "LockedKeyAdmin",
     "RecordHeader",
     "ReplicationOptions",

@@ -15,9 +15,14 @@ reader that does not know the form applies it as a tombstone that loses to every
 from __future__ import annotations
 
 import struct
+from collections.abc import Sequence
+from itertools import starmap
+from typing import Any
 
 from kvctl.errors import CorruptError
 from kvctl.plugin_kit.display import show_key
+from kvctl.plugin_kit.records import record_of
+from kvctl.store import Record
 
 _BULK_MAGIC = b"kvctl-bulk\x01"
 _VERSIONS = struct.Struct(">qq")
@@ -39,3 +44,36 @@ def parse_bulk_marker(key: bytes, value: bytes) -> tuple[bytes, bytes, int, int]
         raise CorruptError(f"a change-feed row of key {show_key(key)} is neither a change nor a bulk load")
     low, high = _VERSIONS.unpack_from(value, len(_BULK_MAGIC))
     return key, value[len(_BULK_MAGIC) + _VERSIONS.size:], low, high
+
+
+class BulkRows:
+    """The rows a feed reader serves in a bulk load's place, a page at a time.
+
+    The store runs its query for the rows with keys from :attr:`params`'s lower key (inclusive
+    while :attr:`first`, then after it) up to its highest key, versions between its two versions,
+    in key order, at most its last number of them (a page and one more, which tells whether the
+    page is the last), and hands them to :meth:`page`, until :attr:`done`.
+    """
+
+    def __init__(self, key: bytes, marker: bytes, batch_size: int) -> None:
+        self._lower, self._upper, self._low, self._high = parse_bulk_marker(key, marker)
+        self._size = batch_size
+        self.first = True
+        self.done = False
+
+    @property
+    def params(self) -> tuple[bytes, bytes, int, int, int]:
+        """(lower key, highest key, lowest version, highest version, rows to fetch)."""
+        return self._lower, self._upper, self._low, self._high, self._size + 1
+
+    def page(self, rows: Sequence[Sequence[Any]]) -> tuple[list[Record], bool]:
+        """The records of fetched (key, value, expires_at, version) rows and whether they are the
+        load's last; the next fetch starts after them.  Empty when every row of the load was
+        replaced since."""
+        more = len(rows) > self._size
+        records = list(starmap(record_of, rows[:self._size]))
+        if more:
+            self._lower, self.first = records[-1].key, False
+        else:
+            self.done = True
+        return records, not more

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from kvctl.errors import FeedGapError
-from kvctl.plugin_kit import page_size, parse_bulk_marker, record_of
+from kvctl.plugin_kit import BulkRows, is_bulk_marker, page_size, record_of
 from kvctl.store import TOMBSTONE, Page, Record
 
 from .core import PostgresCore
@@ -82,7 +82,7 @@ class FeedReads(PostgresCore):
                 if row["seq"] is None:
                     break
                 if row["deleted"]:
-                    if row["value"] is not None:  # a bulk load: served on a page of its own
+                    if is_bulk_marker(row["value"]):  # a bulk load: served on a page of its own
                         bulk = row
                         break
                     records.append(Record(row["key"], b"", None, row["version"], TOMBSTONE))
@@ -103,17 +103,11 @@ class FeedReads(PostgresCore):
             seq = int(bulk["seq"])
 
     async def _bulk_load(self, key: bytes, marker: bytes, batch_size: int) -> AsyncIterator[tuple[list[Record], bool]]:
-        """The rows of a bulk load's feed row (see kvctl.plugin_kit.bulkfeed), a page at a time, each with
-        whether it is the last; a load whose rows were all replaced since gives nothing."""
-        lower, upper, low, high = parse_bulk_marker(key, marker)
-        first = True
-        while True:
-            rows = await self._fetch(self._sql.bulk_rows(first=first), "read the change feed",
-                                     lower, upper, low, high, batch_size + 1)
-            more = len(rows) > batch_size
-            records = [record_of(k, v, e, ver) for k, v, e, ver in rows[:batch_size]]
+        """The rows of a bulk load's feed row (see :class:`kvctl.plugin_kit.BulkRows`), a page at a
+        time, each with whether it is the last."""
+        walk = BulkRows(key, marker, batch_size)
+        while not walk.done:
+            rows = await self._fetch(self._sql.bulk_rows(first=walk.first), "read the change feed", *walk.params)
+            records, last = walk.page(rows)
             if records:
-                yield records, not more
-            if not more:
-                return
-            lower, first = records[-1].key, False
+                yield records, last

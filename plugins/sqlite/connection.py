@@ -67,6 +67,7 @@ class SQLiteBase(StoreBase):
         self._chunk = max(1, min(1000, conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) - 9))
         self._feed = feed.Feed(conn, sql, self._where)
         self._applier = Applier(sql, self._chunk)
+        self._direct = bulk.DirectLoad(sql)
         self._clock = HLC(state.node)
         self._purge_countdown = PURGE_EVERY
         try:
@@ -92,13 +93,17 @@ class SQLiteBase(StoreBase):
         puts into an unused key range goes in directly, with one feed entry (see :mod:`.bulk`)."""
         conn = self._conn
         changed = 0
-        with immediate(conn, self._fail):
-            if (len(runs) == 1 and len(runs[0][1]) >= bulk.DIRECT_MIN_ROWS and self._state.tombs
-                    and runs[0][0] in (self._sql_put, self._sql_put_new)
-                    and bulk.load_directly(conn, self._sqlt, runs[0][1], feed=self._state.feed_id is not None)):
-                return len(runs[0][1])
-            for sql, rows in runs:
-                changed += conn.executemany(sql, rows).rowcount
+        try:
+            with immediate(conn, self._fail):
+                if (len(runs) == 1 and len(runs[0][1]) >= bulk.DIRECT_MIN_ROWS and self._state.tombs
+                        and runs[0][0] in (self._sql_put, self._sql_put_new)
+                        and self._direct.load(conn, runs[0][1], feed=self._state.feed_id is not None)):
+                    return len(runs[0][1])
+                for sql, rows in runs:
+                    changed += conn.executemany(sql, rows).rowcount
+        except BaseException:
+            self._direct.forget()
+            raise
         return changed
 
     def _count_writes(self, n: int) -> None:

@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterator
-from itertools import starmap
 from typing import Any
 
 from kvctl.errors import FeedGapError, UnsupportedError, UsageError
-from kvctl.plugin_kit import is_bulk_marker, page_size, parse_bulk_marker, record_of
+from kvctl.plugin_kit import BulkRows, is_bulk_marker, page_size, record_of
 from kvctl.store import TOMBSTONE, Page, Record
 
 from .options import META_TABLE
@@ -111,20 +110,13 @@ class Feed:
 
     def _bulk_load(self, key: bytes, marker: bytes, batch_size: int) -> Iterator[tuple[list[Record], bool]]:
         """The rows a bulk load wrote that nothing has replaced since (see
-        :mod:`kvctl.plugin_kit.bulkfeed`), a page at a time, each with whether it is the last;
-        a load whose rows were all replaced since gives nothing."""
-        lower, upper, low, high = parse_bulk_marker(key, marker)
-        first = True
-        while True:
-            rows = self._conn.execute(self._bulk_first if first else self._bulk_next,
-                                      (lower, upper, low, high, batch_size + 1)).fetchall()
-            more = len(rows) > batch_size
-            records = list(starmap(record_of, rows[:batch_size]))
+        :class:`kvctl.plugin_kit.BulkRows`), a page at a time, each with whether it is the last."""
+        walk = BulkRows(key, marker, batch_size)
+        while not walk.done:
+            sql = self._bulk_first if walk.first else self._bulk_next
+            records, last = walk.page(self._conn.execute(sql, walk.params).fetchall())
             if records:
-                yield records, not more
-            if not more:
-                return
-            lower, first = records[-1].key, False
+                yield records, last
 
     def _check(self, cursor: str | None, want_id: str | None, seq: int, feed_id: str | None, floor: int,
                last: int) -> None:

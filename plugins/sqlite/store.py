@@ -19,10 +19,11 @@ import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from itertools import starmap
+from operator import attrgetter, itemgetter
 from typing import Any, Self
 
 from kvctl.errors import UnsupportedError
-from kvctl.plugin_kit import LockedKeyAdmin, ScanRange, deadline_ms, prefix_end, record_of, show_key
+from kvctl.plugin_kit import LockedKeyAdmin, ScanRange, deadline_ms, new_record, prefix_end, record_of, show_key
 from kvctl.plugin_kit.mapped import DISCOVERY, is_mapped
 from kvctl.store import TOMBSTONE, Capabilities, Page, Record, StoreURL, now_ms
 
@@ -33,6 +34,9 @@ from .mapped import MappedSQLiteStore, open_listing
 from .options import parse_options
 from .schema import connect, file_size
 from .transaction import immediate
+
+_version_of = attrgetter("version")
+_row_of = itemgetter(0, 1, 2, 3)  # a Record's (key, value, expires_at_ms, version)
 
 
 class SQLiteStore(LockedKeyAdmin, SQLiteBase):
@@ -146,16 +150,17 @@ class SQLiteStore(LockedKeyAdmin, SQLiteBase):
         first = self._clock.now()
         last = first + (n - 1) * _VERSION_STEP
         self._clock.observe(last)
-        given = [r.version for r in batch if r.version is not None]
+        versions = list(map(_version_of, batch))
+        unversioned = versions.count(None)
         runs: list[tuple[str, list[tuple[Any, ...]]]]
-        if not given:
+        if unversioned == n:
             runs = [(self._sql_put_new, [(r.key, r.value, r.expires_at_ms, v)
                                          for r, v in zip(batch, range(first, last + 1, _VERSION_STEP), strict=True)])]
-        elif len(given) == n:
-            self._clock.observe(max(given))
-            runs = [(self._sql_put, [(r.key, r.value, r.expires_at_ms, r.version) for r in batch])]
+        elif not unversioned:
+            self._clock.observe(max(versions))
+            runs = [(self._sql_put, list(map(_row_of, batch)))]  # (key, value, expires_at_ms, version)
         else:  # both kinds: runs of each, in call order, in one transaction
-            self._clock.observe(max(given))
+            self._clock.observe(max(v for v in versions if v is not None))
             runs = []
             for r, v in zip(batch, range(first, last + 1, _VERSION_STEP), strict=True):
                 sql = self._sql_put_new if r.version is None else self._sql_put
@@ -256,7 +261,8 @@ class SQLiteStore(LockedKeyAdmin, SQLiteBase):
             yield from self._scan_mixed(lower, inclusive, end, value, batch_size)
             return
         upper = "" if end is None else " AND key < ?"
-        select = f"SELECT key, {value}, expires_at, version FROM {self._table} WHERE key "
+        # the fifth column is the Record's kind: each row is a Record's fields, built at C speed
+        select = f"SELECT key, {value}, expires_at, version, NULL FROM {self._table} WHERE key "
         tail = f"{upper} AND {self._sql_live} ORDER BY key LIMIT ?"
         first_sql, next_sql = f"{select}>= ?{tail}", f"{select}> ?{tail}"
 
@@ -269,7 +275,7 @@ class SQLiteStore(LockedKeyAdmin, SQLiteBase):
                 rows = self._conn.execute(first_sql if inclusive else next_sql, params).fetchall()
             except sqlite3.Error as exc:
                 raise self._fail(exc) from None
-            return [record_of(k, v, e, ver) for k, v, e, ver in rows]
+            return list(map(new_record, rows))
 
         yield from span.pages(fetch)
 

@@ -61,6 +61,17 @@ def test_versions_and_expiries_given_are_kept(db: str) -> None:
             (r.key, r.expires_at_ms, r.version) for r in records]
 
 
+def test_a_load_out_of_key_order_and_not_a_whole_number_of_statements_keeps_every_row(db: str) -> None:
+    records = [Record(k, k * 3, None if i % 3 else 4_102_444_800_000 + i, (1 << 50) + i * 256)
+               for i, k in enumerate(keys(b"h", 1237))]
+    with open_url(f"sqlite://{db}") as store:
+        start = store.feed_cursor()
+        store.set_many(records[::-1])
+        assert feed_rows(db) == 1
+        assert [r for p in store.scan() for r in p.records] == records
+        assert served(store, start) == records
+
+
 def test_changes_after_the_load_come_after_it_and_replaced_rows_are_not_served_twice(db: str) -> None:
     with open_url(f"sqlite://{db}") as store:
         start = store.feed_cursor()
@@ -116,6 +127,52 @@ def test_the_trigger_is_in_place_after_a_load_for_other_programs(db: str) -> Non
         other.execute("INSERT INTO kv(key, value) VALUES (x'7a31', x'31')")  # another program's write
     with open_url(f"sqlite://{db}") as store:
         assert served(store, start)[-1].key == b"z1"
+
+
+def triggers(db: str) -> list[tuple[str, str]]:
+    """(name, text) of the file's triggers, in the order they were created."""
+    return sqlite3.connect(db).execute("SELECT name, sql FROM sqlite_master WHERE type = 'trigger' "
+                                       "ORDER BY rowid").fetchall()
+
+
+def test_every_trigger_is_laid_again_as_it_was_and_fires_for_other_programs(db: str) -> None:
+    with open_url(f"sqlite://{db}") as store:
+        store.set(b"0", b"first")
+        before = triggers(db)
+        start = store.feed_cursor()
+        store.set_many([Record(k, b"v") for k in keys(b"a")])
+        store.set_many([Record(k, b"v") for k in keys(b"b")])  # a second load: the kept text
+        assert feed_rows(db) == 3
+    after = triggers(db)
+    assert sorted(after) == sorted(before)
+    on_insert = {f"kv__kvctl_{s}" for s in ("coerce", "replace", "insert", "stamp_insert")}
+    insert_order = [name for name, _ in before if name in on_insert]
+    assert [name for name, _ in after if name in insert_order] == insert_order
+    other = sqlite3.connect(db)
+    with other:  # another program's writes: a TEXT key coerced, a row without a version stamped
+        other.execute("INSERT INTO kv(key, value) VALUES ('z1', 'text')")
+        other.execute("INSERT INTO kv(key, value) VALUES (x'7a32', x'32')")
+    assert other.execute("SELECT typeof(key), typeof(value), version IS NOT NULL FROM kv WHERE key = x'7a31'"
+                         ).fetchone() == ("blob", "blob", 1)
+    with open_url(f"sqlite://{db}") as store:
+        assert [r.key for r in served(store, start)][-2:] == [b"z1", b"z2"]
+
+
+def test_a_trigger_changed_by_another_connection_between_loads_is_seen(db: str) -> None:
+    with open_url(f"sqlite://{db}") as store:
+        store.set_many([Record(k, b"v") for k in keys(b"a")])  # the triggers' text is kept now
+        coerce = dict(triggers(db))["kv__kvctl_coerce"]
+        other = sqlite3.connect(db)
+        with other:
+            other.execute("DROP TRIGGER kv__kvctl_coerce")  # no longer laid out as kvctl expects
+        store.set_many([Record(k, b"v") for k in keys(b"b")])
+        assert feed_rows(db) == 1 + N  # the upsert's way, key by key
+        assert "kv__kvctl_coerce" not in dict(triggers(db))  # not laid again from the kept text
+        with other:
+            other.execute(coerce)
+        store.set_many([Record(k, b"v") for k in keys(b"c")])
+        assert feed_rows(db) == 2 + N  # direct again
+        assert dict(triggers(db))["kv__kvctl_coerce"] == coerce
 
 
 def test_a_load_with_the_feed_off_writes_no_feed_and_keeps_the_trigger(tmp_path: Path) -> None:
