@@ -66,6 +66,10 @@ def test_a_run_gives_the_records_line_by_line_parsing_gives() -> None:
     b'{"key_b64":"AP8=","value":"x"}\n',
     b'{"key":"k","value":"v","kind":"hash"}\n',
     b'{"key":"k","value":"v","key":"w"}\n',  # a field twice
+    b'{"key" : "k","value":"v","key":"w"}\n',  # a field twice, a space before its colon
+    b'{"key":"k","value":"v","expires_at_ms":null,"expires_at_ms":5}\n',  # twice, not as text
+    b'{"key":"k","value":"\\"a\\"","version":1,"version":2}\n',  # twice, and a quote in a string
+    b'{"key":"k","value":"v","colour":1}\n',
     b'{"key":"k","value":"v","version":%d}\n' % (1 << 70),  # beyond 64 bits
     b'{"key":"k","value":"v","version":1.0}\n',
     b'{"key":"k","value":"v","expires_at_ms":true}\n',
@@ -82,6 +86,8 @@ def test_a_run_with_an_unusual_line_goes_line_by_line(odd: bytes) -> None:
 @pytest.mark.parametrize("bad", [
     b'{"key":"k"\n',
     b'{"key":"k","value":"v","key":"w"}\n',
+    b'{"key" :"k","value":"v","key":"w"}\n',
+    b'{"key":"k","value":"v","expires_at_ms":null,"expires_at_ms":5}\n',
     b'{"key":"k","value":"v","version":%d}\n' % (1 << 70),
     b'{"key":"k","value":"v","expires_at_ms":1.5}\n',
     b'{"key":"k","value":"v","expires_at_ms":NaN}\n',
@@ -125,3 +131,17 @@ def test_a_run_either_matches_line_by_line_parsing_or_is_left_to_it(objs: list[d
         assert fast is None  # refused line by line: the run never accepts it
         return
     assert fast is None or fast == expected
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["key", "value", "expires_at_ms", "version"]),
+                          st.text(max_size=5) | st.none() | st.integers(0, 10)), min_size=2, max_size=6),
+       st.sampled_from(["", " ", "\t", "  "]))
+def test_a_field_given_twice_is_refused_however_the_line_is_spaced(pairs: list[tuple[str, Any]], space: str) -> None:
+    line = ("{" + ",".join(f"{json.dumps(n)}{space}:{space}{json.dumps(v)}" for n, v in pairs) + "}\n").encode()
+    names = [n for n, _ in pairs]
+    if len(set(names)) == len(names):
+        return
+    assert plain_records([line]) is None
+    with pytest.raises(ValueError, match="is given twice"):
+        _from_json(line)

@@ -22,14 +22,13 @@ import orjson
 from kvctl.plugin_kit import new_record
 from kvctl.store import MAX_EXPIRY_MS, MAX_VERSION, Record
 
-# The field sets a plain record may have (every other field, or key_b64/value_b64/kind, goes the
-# exact way); a frozenset per object is cheaper than testing the fields one by one.
-_PLAIN_SHAPES = frozenset(
-    frozenset(("key", "value", *extra))
-    for extra in ((), ("expires_at_ms",), ("version",), ("expires_at_ms", "version"))
-)
 _key, _value = itemgetter("key"), itemgetter("value")
-_NONE_OR_INT = frozenset((type(None), int))
+_NONE, _NONE_OR_INT = {type(None)}, frozenset((type(None), int))
+_ABSENT: Any = object()
+# The quote marks of a plain record's line with 2, 3 or 4 fields, when nothing is escaped: two
+# per field name, two for the key's text and two for the value's.  A field given twice adds its
+# name's two, so a line with no more quotes than this holds no field twice.
+_QUOTES = {2: 8, 3: 10, 4: 12}
 
 
 def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -40,10 +39,24 @@ def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 def _in_range(values: list[int | None], top: int) -> bool:
-    if not set(map(type, values)) <= _NONE_OR_INT:  # bool and float are not integers here
+    kinds = set(map(type, values))
+    if kinds == _NONE:
+        return True
+    if not kinds <= _NONE_OR_INT:  # bool and float are not integers here
         return False
-    ints = [v for v in values if v is not None]
+    ints = list(filter(None, values))  # None, and 0, which is in range anyway, left out
     return not ints or (min(ints) >= 0 and max(ints) <= top)
+
+
+def _optional(objs: list[dict[str, Any]], name: str) -> tuple[list[Any], int]:
+    """The field ``name`` of every object (None when absent or null), and how many have it."""
+    got = list(map(dict.get, objs, repeat(name), repeat(_ABSENT)))
+    absent = got.count(_ABSENT)
+    if absent == len(got):
+        return [None] * len(got), 0
+    if absent:
+        got = [None if v is _ABSENT else v for v in got]
+    return got, len(got) - absent
 
 
 def plain_records(lines: list[bytes]) -> list[Record] | None:
@@ -52,26 +65,29 @@ def plain_records(lines: list[bytes]) -> list[Record] | None:
         objs = list(map(orjson.loads, lines))
     except orjson.JSONDecodeError:
         return None
-    if set(map(type, objs)) != {dict} or not set(map(frozenset, objs)) <= _PLAIN_SHAPES:
+    try:  # only an object can be indexed by a name: a line holding anything else fails here too
+        keys, values = list(map(_key, objs)), list(map(_value, objs))
+    except (KeyError, TypeError):
         return None
-    # A field given twice: the parser keeps one silently, the exact path refuses it.  The cheap
-    # count of '":' flags the lines that may hold one (or a '":' inside a string): look closer.
+    expiries, with_expiry = _optional(objs, "expires_at_ms")
+    versions, with_version = _optional(objs, "version")
     sizes = list(map(len, objs))
-    marks = list(map(bytes.count, lines, repeat(b'":')))  # unbound with repeat: cheaper than methodcaller
-    if marks != sizes:
-        try:
-            for line, size, mark in zip(lines, sizes, marks, strict=True):
-                if mark > size:
-                    json.loads(line, object_pairs_hook=_unique)
-        except ValueError:
-            return None
-    keys, values = list(map(_key, objs)), list(map(_value, objs))
-    get = dict.get
-    expiries, versions = list(map(get, objs, repeat("expires_at_ms"))), list(map(get, objs, repeat("version")))
+    if sum(sizes) != 2 * len(objs) + with_expiry + with_version:  # some object has another field
+        return None
     if (set(map(type, keys)) | set(map(type, values))) != {str}:
         return None
     if not _in_range(expiries, MAX_EXPIRY_MS) or not _in_range(versions, MAX_VERSION):
         return None
+    # A field given twice: the parser keeps one silently, the exact path refuses it.  Counting
+    # quote marks flags the lines that may hold one (or an escaped quote): look closer at those.
+    quotes = list(map(bytes.count, lines, repeat(b'"')))
+    if quotes != list(map(_QUOTES.__getitem__, sizes)):
+        try:
+            for line, size, count in zip(lines, sizes, quotes, strict=True):
+                if count > _QUOTES[size]:
+                    json.loads(line, object_pairs_hook=_unique)
+        except ValueError:
+            return None
     try:
         raw_keys, raw_values = list(map(str.encode, keys)), list(map(str.encode, values))
     except UnicodeEncodeError:  # a lone surrogate (\\ud800): the exact path words the error
