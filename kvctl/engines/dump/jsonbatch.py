@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 from itertools import repeat
-from operator import itemgetter
+from operator import contains, itemgetter
 from typing import Any
 
 import orjson
@@ -24,7 +24,6 @@ from kvctl.store import MAX_EXPIRY_MS, MAX_VERSION, Record
 
 _key, _value = itemgetter("key"), itemgetter("value")
 _NONE, _NONE_OR_INT = {type(None)}, frozenset((type(None), int))
-_ABSENT: Any = object()
 # The quote marks of a plain record's line with 2, 3 or 4 fields, when nothing is escaped: two
 # per field name, two for the key's text and two for the value's.  A field given twice adds its
 # name's two, so a line with no more quotes than this holds no field twice.
@@ -50,13 +49,8 @@ def _in_range(values: list[int | None], top: int) -> bool:
 
 def _optional(objs: list[dict[str, Any]], name: str) -> tuple[list[Any], int]:
     """The field ``name`` of every object (None when absent or null), and how many have it."""
-    got = list(map(dict.get, objs, repeat(name), repeat(_ABSENT)))
-    absent = got.count(_ABSENT)
-    if absent == len(got):
-        return [None] * len(got), 0
-    if absent:
-        got = [None if v is _ABSENT else v for v in got]
-    return got, len(got) - absent
+    present = sum(map(contains, objs, repeat(name)))
+    return (list(map(dict.get, objs, repeat(name))) if present else [None] * len(objs)), present
 
 
 def plain_records(lines: list[bytes]) -> list[Record] | None:
