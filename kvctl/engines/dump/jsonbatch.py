@@ -1,20 +1,21 @@
 """The bulk path of JSON-lines import: a run of lines parsed and checked as a whole.
 
 ``plain_records(lines)`` parses every line with orjson and builds the records with C-level passes
-(map, set, min/max) instead of a Python loop per line.  It takes only the common, unambiguous
-case: every line one JSON object whose fields are ``key`` and ``value`` as text, with
-``expires_at_ms`` and ``version`` absent, null or in-range integers.  Anything else -- a blank
-line, base64 fields, ``kind``, a field given twice, bad JSON, a value orjson reads differently
-from the standard library (numbers beyond 64 bits, lone surrogates) -- returns None, and the
-caller parses that run line by line with the standard library, which accepts, refuses and words
-its errors exactly as import always has.  So the fast path changes speed, never a result.
-"""
+(map, set, sum, min/max) instead of a Python loop per line.  It takes only the common, unambiguous
+case: every line one JSON object whose key and value are each given once, as text (``key``,
+``value``) or as base64 (``key_b64``, ``value_b64``), with ``expires_at_ms`` and ``version``
+absent, null or in-range integers.  Anything else -- a blank line, ``kind``, a field given twice,
+bad JSON or base64, a value orjson reads differently from the standard library (numbers beyond
+64 bits, lone surrogates) -- returns None, and the caller parses that run line by line with the
+standard library, which accepts, refuses and words its errors exactly as import always has.  So
+the fast path changes speed, never a result."""
 
 from __future__ import annotations
 
 import json
+from base64 import b64decode
 from itertools import repeat
-from operator import contains, itemgetter
+from operator import contains, itemgetter, ne
 from typing import Any
 
 import orjson
@@ -22,10 +23,11 @@ import orjson
 from kvctl.plugin_kit import new_record
 from kvctl.store import MAX_EXPIRY_MS, MAX_VERSION, Record
 
-_key, _value = itemgetter("key"), itemgetter("value")
+_DICT, _STR, _STR_OR_NONE = {dict}, {str}, {str, type(None)}
+_is_str = str.__instancecheck__
 _NONE, _NONE_OR_INT = {type(None)}, frozenset((type(None), int))
 # The quote marks of a plain record's line with 2, 3 or 4 fields, when nothing is escaped: two
-# per field name, two for the key's text and two for the value's.  A field given twice adds its
+# per field name, two for the key's text (or base64) and two for the value's.  A field given twice adds its
 # name's two, so a line with no more quotes than this holds no field twice.
 _QUOTES = {2: 8, 3: 10, 4: 12}
 
@@ -53,22 +55,59 @@ def _optional(objs: list[dict[str, Any]], name: str) -> tuple[list[Any], int]:
     return (list(map(dict.get, objs, repeat(name))) if present else [None] * len(objs)), present
 
 
+def _bytes_of(objs: list[dict[str, Any]], name: str) -> list[bytes] | None:
+    """The bytes field ``name`` of every object, given as text or as ``name_b64``; None when an
+    object has both or neither, or one that is not a string, not UTF-8 or not base64."""
+    coded = f"{name}_b64"
+    try:
+        # every object with the text (one with base64 as well has a field too many, which the
+        # caller's count of fields sees), else the way that looks at each object
+        texts = list(map(itemgetter(name), objs))
+    except KeyError:
+        pass
+    else:
+        try:
+            return list(map(str.encode, texts)) if set(map(type, texts)) == _STR else None
+        except UnicodeEncodeError:  # a lone surrogate (\\ud800)
+            return None
+    with_code = sum(map(contains, objs, repeat(coded)))
+    try:
+        if not all(map(ne, map(contains, objs, repeat(name)), map(contains, objs, repeat(coded)))):
+            return None  # both, or neither
+        codes: list[Any] = list(map(dict.get, objs, repeat(coded)))
+        if set(map(type, codes)) - _STR_OR_NONE or codes.count(None) != len(objs) - with_code:
+            return None  # base64 that is not a string (null included)
+        # the exact path's own decoding, so the same strings are accepted
+        decoded = list(map(b64decode, filter(_is_str, codes), repeat(None), repeat(True)))
+        if with_code == len(objs):
+            return decoded
+        texts = list(map(dict.get, objs, repeat(name)))
+        if set(map(type, texts)) != _STR_OR_NONE or texts.count(None) != with_code:
+            return None
+        raw = iter(decoded)
+        return [next(raw) if t is None else t.encode() for t in texts]
+    except ValueError:  # a lone surrogate, base64 that is not
+        return None
+
+
 def plain_records(lines: list[bytes]) -> list[Record] | None:
     """The records of ``lines``, one per line, when every line is a plain record; else None."""
     try:
         objs = list(map(orjson.loads, lines))
     except orjson.JSONDecodeError:
         return None
-    try:  # only an object can be indexed by a name: a line holding anything else fails here too
-        keys, values = list(map(_key, objs)), list(map(_value, objs))
-    except (KeyError, TypeError):
+    if set(map(type, objs)) != _DICT:
+        return None
+    keys = _bytes_of(objs, "key")
+    if keys is None:
+        return None
+    values = _bytes_of(objs, "value")
+    if values is None:
         return None
     expiries, with_expiry = _optional(objs, "expires_at_ms")
     versions, with_version = _optional(objs, "version")
     sizes = list(map(len, objs))
     if sum(sizes) != 2 * len(objs) + with_expiry + with_version:  # some object has another field
-        return None
-    if (set(map(type, keys)) | set(map(type, values))) != {str}:
         return None
     if not _in_range(expiries, MAX_EXPIRY_MS) or not _in_range(versions, MAX_VERSION):
         return None
@@ -82,8 +121,4 @@ def plain_records(lines: list[bytes]) -> list[Record] | None:
                     json.loads(line, object_pairs_hook=_unique)
         except ValueError:
             return None
-    try:
-        raw_keys, raw_values = list(map(str.encode, keys)), list(map(str.encode, values))
-    except UnicodeEncodeError:  # a lone surrogate (\\ud800): the exact path words the error
-        return None
-    return list(map(new_record, zip(raw_keys, raw_values, expiries, versions, repeat(None))))
+    return list(map(new_record, zip(keys, values, expiries, versions, repeat(None))))
