@@ -11,6 +11,7 @@ import typer
 
 from kvctl import __version__
 from kvctl.cli import admin, bench, config, diff, dump, expiry, keys, migrate, snapshot, sync
+from kvctl.cli.coercion import quicken
 from kvctl.cli.context import STATE, scrub
 from kvctl.cli.output import (
     EXIT_BROKEN_PIPE,
@@ -93,6 +94,7 @@ def options(
 COMMAND_GROUPS = (keys, expiry, admin, config, migrate, diff, dump, snapshot, bench, sync)
 for _module in COMMAND_GROUPS:
     _module.register(app)
+quicken()
 
 
 def main(argv: list[str] | None = None) -> None:

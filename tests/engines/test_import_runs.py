@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from kvctl.engines.dump import import_from, numbered_records
 from kvctl.engines.dump.format import _from_json
 from kvctl.engines.dump.jsonbatch import plain_records
-from kvctl.errors import CorruptError
+from kvctl.errors import CorruptError, UsageError
 from kvctl.store import MAX_VERSION
 from tests.engines.support import DictStore
 
@@ -63,9 +63,19 @@ def test_a_run_gives_the_records_line_by_line_parsing_gives() -> None:
 
 @pytest.mark.parametrize("odd", [
     b"\n", b"   \r\n",  # blank lines are skipped, not refused
-    b'{"key_b64":"AP8=","value":"x"}\n',
+    b'{"key_b64":"AP8=","key":"k","value":"x"}\n',  # both
+    b'{"key_b64":"AP8","value":"x"}\n',  # bad padding
+    b'{"key_b64":"AP8=","value_b64":"A P8="}\n',
+    b'{"key_b64":null,"value":"x"}\n',
+    b'{"key":"k","value_b64":7}\n',
+    b'{"key":null,"value_b64":"AA=="}\n',
+    b'{"key_b64":"AP8=","value_b64":"\xc3\xa9"}\n',
     b'{"key":"k","value":"v","kind":"hash"}\n',
     b'{"key":"k","value":"v","key":"w"}\n',  # a field twice
+    b'{"key" : "k","value":"v","key":"w"}\n',  # a field twice, a space before its colon
+    b'{"key":"k","value":"v","expires_at_ms":null,"expires_at_ms":5}\n',  # twice, not as text
+    b'{"key":"k","value":"\\"a\\"","version":1,"version":2}\n',  # twice, and a quote in a string
+    b'{"key":"k","value":"v","colour":1}\n',
     b'{"key":"k","value":"v","version":%d}\n' % (1 << 70),  # beyond 64 bits
     b'{"key":"k","value":"v","version":1.0}\n',
     b'{"key":"k","value":"v","expires_at_ms":true}\n',
@@ -82,6 +92,10 @@ def test_a_run_with_an_unusual_line_goes_line_by_line(odd: bytes) -> None:
 @pytest.mark.parametrize("bad", [
     b'{"key":"k"\n',
     b'{"key":"k","value":"v","key":"w"}\n',
+    b'{"key" :"k","value":"v","key":"w"}\n',
+    b'{"key":"k","value_b64":"AP8"}\n',
+    b'{"key":"k","value_b64":"AP8=","value":"v"}\n',
+    b'{"key":"k","value":"v","expires_at_ms":null,"expires_at_ms":5}\n',
     b'{"key":"k","value":"v","version":%d}\n' % (1 << 70),
     b'{"key":"k","value":"v","expires_at_ms":1.5}\n',
     b'{"key":"k","value":"v","expires_at_ms":NaN}\n',
@@ -125,3 +139,44 @@ def test_a_run_either_matches_line_by_line_parsing_or_is_left_to_it(objs: list[d
         assert fast is None  # refused line by line: the run never accepts it
         return
     assert fast is None or fast == expected
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["key", "value", "expires_at_ms", "version"]),
+                          st.text(max_size=5) | st.none() | st.integers(0, 10)), min_size=2, max_size=6),
+       st.sampled_from(["", " ", "\t", "  "]))
+def test_a_field_given_twice_is_refused_however_the_line_is_spaced(pairs: list[tuple[str, Any]], space: str) -> None:
+    line = ("{" + ",".join(f"{json.dumps(n)}{space}:{space}{json.dumps(v)}" for n, v in pairs) + "}\n").encode()
+    names = [n for n, _ in pairs]
+    if len(set(names)) == len(names):
+        return
+    assert plain_records([line]) is None
+    with pytest.raises(ValueError, match="is given twice"):
+        _from_json(line)
+
+
+B64 = st.sampled_from(["", "AA==", "AP8=", "3q2+7w==", "AP8", "A P8=", "AP8==", "=AP8", "é", "AP/+"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.fixed_dictionaries({}, optional={
+    "key": st.text(max_size=4) | st.none(), "key_b64": B64 | st.none() | st.integers(0, 3),
+    "value": st.text(max_size=4), "value_b64": B64, "expires_at_ms": st.none() | st.integers(0, 9)}),
+    min_size=1, max_size=8))
+def test_a_run_with_base64_fields_matches_line_by_line_parsing_or_is_left_to_it(objs: list[dict[str, Any]]) -> None:
+    lines = [json.dumps(o).encode() + b"\n" for o in objs]
+    fast = plain_records(lines)
+    try:
+        expected = line_by_line(lines)
+    except (ValueError, UsageError):  # refused line by line (the import names the line)
+        assert fast is None
+        return
+    assert fast is None or fast == expected
+
+
+def test_a_run_of_base64_values_is_parsed_as_a_whole() -> None:
+    lines = [b'{"key":"k%d","value_b64":"AP8=","expires_at_ms":null}\n' % i for i in range(3000)]
+    lines[7] = b'{"key_b64":"3q2+7w==","value":"text","version":5}\n'
+    fast = plain_records(lines)
+    assert fast is not None and fast == line_by_line(lines)
+    assert fast[0].value == b"\x00\xff" and fast[7].key == b"\xde\xad\xbe\xef" and fast[7].value == b"text"

@@ -149,9 +149,10 @@ def _from_json(line: bytes) -> Record:
         raise ValueError(_not_json(line, exc)) from None
     if not isinstance(obj, dict):
         raise ValueError("not a JSON object")
-    if line.count(b'":') > len(obj):
-        # perhaps a field given twice, which json.loads settles silently by keeping the last:
-        # look closer (rarely: the cheap count also sees '":' inside a string)
+    if line.count(b'"') > 2 * (len(obj) + sum(type(v) is str for v in obj.values())):
+        # perhaps a field given twice, which json.loads settles silently by keeping the last: its
+        # name adds two quote marks to those of the names and text values kept.  Look closer
+        # (rarely: an escaped quote inside a string is counted too)
         json.loads(line, object_pairs_hook=_unique_names)
     return _record(obj)
 

@@ -1,20 +1,21 @@
 """The bulk path of JSON-lines import: a run of lines parsed and checked as a whole.
 
 ``plain_records(lines)`` parses every line with orjson and builds the records with C-level passes
-(map, set, min/max) instead of a Python loop per line.  It takes only the common, unambiguous
-case: every line one JSON object whose fields are ``key`` and ``value`` as text, with
-``expires_at_ms`` and ``version`` absent, null or in-range integers.  Anything else -- a blank
-line, base64 fields, ``kind``, a field given twice, bad JSON, a value orjson reads differently
-from the standard library (numbers beyond 64 bits, lone surrogates) -- returns None, and the
-caller parses that run line by line with the standard library, which accepts, refuses and words
-its errors exactly as import always has.  So the fast path changes speed, never a result.
-"""
+(map, set, sum, min/max) instead of a Python loop per line.  It takes only the common, unambiguous
+case: every line one JSON object whose key and value are each given once, as text (``key``,
+``value``) or as base64 (``key_b64``, ``value_b64``), with ``expires_at_ms`` and ``version``
+absent, null or in-range integers.  Anything else -- a blank line, ``kind``, a field given twice,
+bad JSON or base64, a value orjson reads differently from the standard library (numbers beyond
+64 bits, lone surrogates) -- returns None, and the caller parses that run line by line with the
+standard library, which accepts, refuses and words its errors exactly as import always has.  So
+the fast path changes speed, never a result."""
 
 from __future__ import annotations
 
 import json
+from base64 import b64decode
 from itertools import repeat
-from operator import itemgetter
+from operator import contains, itemgetter, ne
 from typing import Any
 
 import orjson
@@ -22,14 +23,13 @@ import orjson
 from kvctl.plugin_kit import new_record
 from kvctl.store import MAX_EXPIRY_MS, MAX_VERSION, Record
 
-# The field sets a plain record may have (every other field, or key_b64/value_b64/kind, goes the
-# exact way); a frozenset per object is cheaper than testing the fields one by one.
-_PLAIN_SHAPES = frozenset(
-    frozenset(("key", "value", *extra))
-    for extra in ((), ("expires_at_ms",), ("version",), ("expires_at_ms", "version"))
-)
-_key, _value = itemgetter("key"), itemgetter("value")
-_NONE_OR_INT = frozenset((type(None), int))
+_DICT, _STR, _STR_OR_NONE = {dict}, {str}, {str, type(None)}
+_is_str = str.__instancecheck__
+_NONE, _NONE_OR_INT = {type(None)}, frozenset((type(None), int))
+# The quote marks of a plain record's line with 2, 3 or 4 fields, when nothing is escaped: two
+# per field name, two for the key's text (or base64) and two for the value's.  A field given twice adds its
+# name's two, so a line with no more quotes than this holds no field twice.
+_QUOTES = {2: 8, 3: 10, 4: 12}
 
 
 def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -40,10 +40,54 @@ def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 def _in_range(values: list[int | None], top: int) -> bool:
-    if not set(map(type, values)) <= _NONE_OR_INT:  # bool and float are not integers here
+    kinds = set(map(type, values))
+    if kinds == _NONE:
+        return True
+    if not kinds <= _NONE_OR_INT:  # bool and float are not integers here
         return False
-    ints = [v for v in values if v is not None]
+    ints = list(filter(None, values))  # None, and 0, which is in range anyway, left out
     return not ints or (min(ints) >= 0 and max(ints) <= top)
+
+
+def _optional(objs: list[dict[str, Any]], name: str) -> tuple[list[Any], int]:
+    """The field ``name`` of every object (None when absent or null), and how many have it."""
+    present = sum(map(contains, objs, repeat(name)))
+    return (list(map(dict.get, objs, repeat(name))) if present else [None] * len(objs)), present
+
+
+def _bytes_of(objs: list[dict[str, Any]], name: str) -> list[bytes] | None:
+    """The bytes field ``name`` of every object, given as text or as ``name_b64``; None when an
+    object has both or neither, or one that is not a string, not UTF-8 or not base64."""
+    coded = f"{name}_b64"
+    try:
+        # every object with the text (one with base64 as well has a field too many, which the
+        # caller's count of fields sees), else the way that looks at each object
+        texts = list(map(itemgetter(name), objs))
+    except KeyError:
+        pass
+    else:
+        try:
+            return list(map(str.encode, texts)) if set(map(type, texts)) == _STR else None
+        except UnicodeEncodeError:  # a lone surrogate (\\ud800)
+            return None
+    with_code = sum(map(contains, objs, repeat(coded)))
+    try:
+        if not all(map(ne, map(contains, objs, repeat(name)), map(contains, objs, repeat(coded)))):
+            return None  # both, or neither
+        codes: list[Any] = list(map(dict.get, objs, repeat(coded)))
+        if set(map(type, codes)) - _STR_OR_NONE or codes.count(None) != len(objs) - with_code:
+            return None  # base64 that is not a string (null included)
+        # the exact path's own decoding, so the same strings are accepted
+        decoded = list(map(b64decode, filter(_is_str, codes), repeat(None), repeat(True)))
+        if with_code == len(objs):
+            return decoded
+        texts = list(map(dict.get, objs, repeat(name)))
+        if set(map(type, texts)) != _STR_OR_NONE or texts.count(None) != with_code:
+            return None
+        raw = iter(decoded)
+        return [next(raw) if t is None else t.encode() for t in texts]
+    except ValueError:  # a lone surrogate, base64 that is not
+        return None
 
 
 def plain_records(lines: list[bytes]) -> list[Record] | None:
@@ -52,28 +96,29 @@ def plain_records(lines: list[bytes]) -> list[Record] | None:
         objs = list(map(orjson.loads, lines))
     except orjson.JSONDecodeError:
         return None
-    if set(map(type, objs)) != {dict} or not set(map(frozenset, objs)) <= _PLAIN_SHAPES:
+    if set(map(type, objs)) != _DICT:
         return None
-    # A field given twice: the parser keeps one silently, the exact path refuses it.  The cheap
-    # count of '":' flags the lines that may hold one (or a '":' inside a string): look closer.
+    keys = _bytes_of(objs, "key")
+    if keys is None:
+        return None
+    values = _bytes_of(objs, "value")
+    if values is None:
+        return None
+    expiries, with_expiry = _optional(objs, "expires_at_ms")
+    versions, with_version = _optional(objs, "version")
     sizes = list(map(len, objs))
-    marks = list(map(bytes.count, lines, repeat(b'":')))  # unbound with repeat: cheaper than methodcaller
-    if marks != sizes:
-        try:
-            for line, size, mark in zip(lines, sizes, marks, strict=True):
-                if mark > size:
-                    json.loads(line, object_pairs_hook=_unique)
-        except ValueError:
-            return None
-    keys, values = list(map(_key, objs)), list(map(_value, objs))
-    get = dict.get
-    expiries, versions = list(map(get, objs, repeat("expires_at_ms"))), list(map(get, objs, repeat("version")))
-    if (set(map(type, keys)) | set(map(type, values))) != {str}:
+    if sum(sizes) != 2 * len(objs) + with_expiry + with_version:  # some object has another field
         return None
     if not _in_range(expiries, MAX_EXPIRY_MS) or not _in_range(versions, MAX_VERSION):
         return None
-    try:
-        raw_keys, raw_values = list(map(str.encode, keys)), list(map(str.encode, values))
-    except UnicodeEncodeError:  # a lone surrogate (\\ud800): the exact path words the error
-        return None
-    return list(map(new_record, zip(raw_keys, raw_values, expiries, versions, repeat(None))))
+    # A field given twice: the parser keeps one silently, the exact path refuses it.  Counting
+    # quote marks flags the lines that may hold one (or an escaped quote): look closer at those.
+    quotes = list(map(bytes.count, lines, repeat(b'"')))
+    if quotes != list(map(_QUOTES.__getitem__, sizes)):
+        try:
+            for line, size, count in zip(lines, sizes, quotes, strict=True):
+                if count > _QUOTES[size]:
+                    json.loads(line, object_pairs_hook=_unique)
+        except ValueError:
+            return None
+    return list(map(new_record, zip(keys, values, expiries, versions, repeat(None))))
