@@ -11,7 +11,6 @@ import typer
 
 from kvctl import __version__
 from kvctl.cli import admin, bench, config, diff, dump, expiry, keys, migrate, snapshot, sync
-from kvctl.cli.coercion import quicken
 from kvctl.cli.context import STATE, scrub
 from kvctl.cli.output import (
     EXIT_BROKEN_PIPE,
@@ -94,7 +93,12 @@ def options(
 COMMAND_GROUPS = (keys, expiry, admin, config, migrate, diff, dump, snapshot, bench, sync)
 for _module in COMMAND_GROUPS:
     _module.register(app)
-quicken()
+try:
+    from kvctl.cli.coercion import quicken
+except ImportError:  # another typer's internals: its own converters, only a slower start
+    pass
+else:
+    quicken()
 
 
 def main(argv: list[str] | None = None) -> None:

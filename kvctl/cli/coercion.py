@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, get_args, get_origin
 
+# typer's private modules (typer is pinned to one minor version): a typer whose internals differ
+# fails this import, and kvctl/cli/app.py then leaves typer's own converters in place
 from typer._coercion import RuntimeParam, build_runtime_param
 from typer._param_types import coerce_cli_path
 from typer._typing import is_literal_type, literal_values
@@ -118,4 +120,5 @@ def quicken() -> None:
     (help and completion options included, which typer adds as it parses)."""
     from typer.core import _TyperParameter
 
-    _TyperParameter.get_runtime_param = _get_runtime_param  # type: ignore[method-assign]
+    if callable(getattr(_TyperParameter, "get_runtime_param", None)):
+        _TyperParameter.get_runtime_param = _get_runtime_param  # type: ignore[method-assign]
