@@ -674,6 +674,26 @@ def test_ycsb_inserts_are_sampled_and_forgotten_after_each_value(tmp_path: Path)
         assert _stored_keys(func.ctx) == size and not gen.inserted
 
 
+def test_ycsb_inserts_rewind_to_the_mark_their_plan_carries(tmp_path: Path) -> None:
+    """The rewind mark travels with the plan: a later plan does not move it, and a plan without
+    one is refused rather than undoing every insert."""
+    from kvctl.bench.kernels import SET, Plan
+
+    func = _time_func(tmp_path, "memory://ycsb-d-mark", "ycsb", "d")
+    func(10)
+    bench, ctx = func.bench, func.ctx
+    gen = ctx.data["ycsb"]
+    first = bench.plan(ctx, 400)
+    kept = list(gen.inserted)
+    second = bench.plan(ctx, 400)
+    assert first.undo == 0 and second.undo == len(kept) > 0
+    bench.after(ctx, second)
+    assert gen.inserted == kept
+    with pytest.raises(ValueError, match="rewind mark"):
+        bench.after(ctx, Plan([b"user1"], only=SET))
+    assert gen.inserted == kept
+
+
 def test_ycsb_read_update_mixes_go_round_one_pool_of_requests(tmp_path: Path) -> None:
     """A, B, C and F keep the requests they draw, up to a pool's worth: each plan goes on where the
     last one stopped, then round the pool, and the store keeps its records."""
