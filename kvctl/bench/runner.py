@@ -66,12 +66,12 @@ def open_ctx(job: Job, store_kind: str | None, url: str | None = None) -> Ctx:
 
 
 def worker_url(job: Job) -> str:
-    """The store a pyperf worker times.  A store the run generated (an embedded backend on a
-    fresh store in the run's scratch directory: no key prefix) gets one of the worker's own beside
+    """The store a pyperf worker times.  A store the run generated (``Job.fresh``: an embedded
+    backend on a fresh store in the run's scratch directory) gets one of the worker's own beside
     it, so every process measures a store in the same state: one store shared by the job's
     workers holds what each wrote before, which the next one's open reads back (an append-only
     log replays it all).  A store given by URL is the job's."""
-    if job.params.prefix or job.network or job.kind != "store":
+    if not job.fresh or job.kind != "store":
         return job.url
     return f"{job.url}-w{os.getpid()}"
 

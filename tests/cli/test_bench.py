@@ -637,7 +637,7 @@ def test_benches_that_use_up_keys_time_a_sample_and_put_the_store_back(tmp_path:
 
 def test_each_worker_times_a_generated_store_of_its_own_and_removes_it(tmp_path: Path) -> None:
     """A store the run generated: every pyperf worker pre-fills one of its own (the same state in
-    every process) and deletes it when done; a store given by URL (a key prefix) is the job's."""
+    every process) and deletes it when done; a store given by URL (``Job.fresh`` false) is the job's."""
     from kvctl.bench.job import BenchSpec, Job
     from kvctl.bench.runner import TimeFunc
 
@@ -645,7 +645,8 @@ def test_each_worker_times_a_generated_store_of_its_own_and_removes_it(tmp_path:
     stores.mkdir()
     url = f"sqlite://{stores}/sqlite-gridkv"
     spec = BenchSpec("gridkv.get@sqlite", "gridkv", "get")
-    job = Job(label="sqlite", url=url, params=Params(keys=50), out=str(tmp_path / "job0.out.json"), benches=[spec])
+    job = Job(label="sqlite", url=url, params=Params(keys=50), out=str(tmp_path / "job0.out.json"), benches=[spec],
+              fresh=True)
     func = TimeFunc(job, spec, 0)
     assert func(10) > 0
     assert func.ctx is not None and func.ctx.url == f"{url}-w{os.getpid()}"
@@ -653,8 +654,7 @@ def test_each_worker_times_a_generated_store_of_its_own_and_removes_it(tmp_path:
     assert (stores / f"sqlite-gridkv-w{os.getpid()}").exists() and not (stores / "sqlite-gridkv").exists()
     func.close()
     assert list(stores.iterdir()) == []
-    given = Job(label="sqlite", url=url, params=Params(keys=50, prefix="kvctl-bench:"),
-                out=str(tmp_path / "job1.out.json"), benches=[spec])
+    given = Job(label="sqlite", url=url, params=Params(keys=50), out=str(tmp_path / "job1.out.json"), benches=[spec])
     func = TimeFunc(given, spec, 0)
     assert func(10) > 0 and func.ctx is not None and func.ctx.url == url
     func.close()
