@@ -382,13 +382,13 @@ def _instructions(job_path: str, n: int, done: list[tuple[BenchSpec, Bench, Any]
     from kvctl.bench import instr
 
     try:
-        counts, problems = instr.measure_job(job_path, [spec.name for spec, _, _ in done], n)
+        counts, ops, problems = instr.measure_job(job_path, [spec.name for spec, _, _ in done], n)
     except Exception as exc:
-        counts, problems = {}, {spec.name: describe(exc) for spec, _, _ in done}
+        counts, ops, problems = {}, {}, {spec.name: describe(exc) for spec, _, _ in done}
     errors = []
     for spec, _, result in done:
         if spec.name in counts:
-            result.update_metadata({"kvctl_instr_per_op": counts[spec.name], "kvctl_instr_ops": n})
+            result.update_metadata({"kvctl_instr_per_op": counts[spec.name], "kvctl_instr_ops": ops.get(spec.name, n)})
         elif spec.name in problems:
             errors.append({"name": spec.name, "workload": spec.workload, "bench": spec.bench,
                            "reason": f"the instruction count failed: {problems[spec.name]}", "partial": "1"})
