@@ -35,7 +35,8 @@ its self-adjusting threshold), so such a block grows by ``mremap`` in the kernel
 counted.  The child also reads a copy of the job under a fixed name in a fixed-length directory
 (``/tmp/kvctl-instr-XXXXXXXX``), so where the job file lies does not shift its heap.  The second
 (pymalloc) remains: the same commit and Python build count within about 0.3% across installations,
-exactly the same in one installation.
+exactly the same in one installation; a change to any module the counting process imports (even
+one no window runs) shifts its heap the same way, and moved GridKV set by up to 0.6%.
 
 Budget: a bench whose ops cost far more than kvctl's own work (libSQL's local client opens a
 SQLite connection per call: ~500k instructions an op, 50x a memory store's set) would keep a
