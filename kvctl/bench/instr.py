@@ -80,9 +80,9 @@ TIMEOUT_S = 1200
 TMP_BASE = "/tmp"            # where the counting process's files go (valgrind runs on Linux)
 WINDOWS = 4                  # N on the store, 2N on the store, N and 2N on the empty store
 OUT_NAME = "callgrind.out"   # callgrind's file in the counting process's directory; dump k is OUT_NAME.k
-# instructions per op beyond which a bench's N is halved: 10x the costliest op of kvctl's own
-# stores (memory set, ~11k) and well above SQLite's; libSQL's local ops cost ~10x this
-OP_BUDGET = 100_000
+# instructions per op beyond which a bench's N is halved: about twice the costliest GridKV op of
+# SQLite (set, ~105k; memory's set ~11k), well under libSQL's local ops (~470k-650k: N = 250)
+OP_BUDGET = 200_000
 MIN_OPS = 50                 # a bench's N is never halved below this
 PROBE_OPS = 100              # warm-up ops whose count prices an op (after as many that absorb one-time costs)
 
