@@ -35,7 +35,19 @@ its self-adjusting threshold), so such a block grows by ``mremap`` in the kernel
 counted.  The child also reads a copy of the job under a fixed name in a fixed-length directory
 (``/tmp/kvctl-instr-XXXXXXXX``), so where the job file lies does not shift its heap.  The second
 (pymalloc) remains: the same commit and Python build count within about 0.3% across installations,
-exactly the same in one installation.
+exactly the same in one installation; a change to any module the counting process imports (even
+one no window runs) shifts its heap the same way, and moved GridKV set by up to 0.6%.
+
+Budget: a bench whose ops cost far more than kvctl's own work (libSQL's local client opens a
+SQLite connection per call: ~500k instructions an op, 50x a memory store's set) would keep a
+full run waiting minutes under valgrind, so it is counted over fewer ops.  Ops 101-200 of the
+warm-up (N ops on the store) are a window of their own; when it shows more than ``OP_BUDGET``
+instructions per op, N is halved (not below ``MIN_OPS``) until the N-op window fits
+``N x OP_BUDGET``, the rest of the warm-up is left out, and the bench's N and 2N windows use that
+N.  The choice comes from a count, not from time, so the same code picks the same N on any
+machine; the N used is saved beside each count, and the gate compares counts over the same N
+only.  A bench within the budget (kvctl's own stores, SQLite) is counted over N as given, its
+warm-up the same N ops in the same order as before.
 
 What it counts: user-space instructions of the client process (kvctl, the plugin, its driver,
 the interpreter), not the kernel (system calls, fsync) and not a server's work.
@@ -50,7 +62,12 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from kvctl.bench.kernels import Plan
 
 HLC_STEP_NS = 2_000          # what the pinned version clock advances per read (a native write's time)
 MARK_FUNCTION = "getppid"    # the C function whose entry cuts callgrind's windows
@@ -62,6 +79,12 @@ PINNED_ENV = {"PYTHONHASHSEED": "0", "MALLOC_MMAP_THRESHOLD_": "4096"}
 TIMEOUT_S = 1200
 TMP_BASE = "/tmp"            # where the counting process's files go (valgrind runs on Linux)
 WINDOWS = 4                  # N on the store, 2N on the store, N and 2N on the empty store
+OUT_NAME = "callgrind.out"   # callgrind's file in the counting process's directory; dump k is OUT_NAME.k
+# instructions per op beyond which a bench's N is halved: about twice the costliest GridKV op of
+# SQLite (set, ~105k; memory's set ~11k), well under libSQL's local ops (~470k-650k: N = 250)
+OP_BUDGET = 200_000
+MIN_OPS = 50                 # a bench's N is never halved below this
+PROBE_OPS = 100              # warm-up ops whose count prices an op (after as many that absorb one-time costs)
 
 
 def valgrind() -> str | None:
@@ -97,16 +120,29 @@ def read_total(path: Path) -> int:
     raise ValueError(f"{path.name} has no summary line")
 
 
-def measure_job(job_path: str, names: list[str], n: int) -> tuple[dict[str, float], dict[str, str]]:
-    """Instructions per op of each named bench of the job (per unit: ops / ``inner``), and the
-    one-line reason for each bench that could not be counted."""
+def ops_within_budget(n: int, per_op: float | None) -> int:
+    """N for a bench whose warm-up cost ``per_op`` instructions per op: ``n``, halved while the
+    N-op window exceeds ``n x OP_BUDGET`` (never below ``MIN_OPS``); ``n`` when unknown."""
+    if per_op is None:
+        return n
+    m = n
+    while m // 2 >= MIN_OPS and m * per_op > n * OP_BUDGET:
+        m //= 2
+    return m
+
+
+def measure_job(job_path: str, names: list[str], n: int
+                ) -> tuple[dict[str, float], dict[str, int], dict[str, str]]:
+    """Instructions per op of each named bench of the job (per unit: ops / ``inner``), the N each
+    was counted over (``n``, or less for a bench beyond the budget), and the one-line reason for
+    each bench that could not be counted."""
     path = valgrind()
     if path is None:
-        return {}, {}  # the run records that valgrind is missing once; the gate says so
+        return {}, {}, {}  # the run records that valgrind is missing once; the gate says so
     # a fixed-length directory and relative names: the paths the child reads are the same length
     # whatever TMPDIR and the job's own directory are (their strings shift the child's heap)
     with tempfile.TemporaryDirectory(prefix="kvctl-instr-", dir=TMP_BASE if os.path.isdir(TMP_BASE) else None) as tmp:
-        out_file = Path(tmp) / "callgrind.out"
+        out_file = Path(tmp) / OUT_NAME
         plan_file = Path(tmp) / "windows.json"
         shutil.copyfile(job_path, Path(tmp) / "job.json")
         env = {**os.environ, **PINNED_ENV}
@@ -115,25 +151,27 @@ def measure_job(job_path: str, names: list[str], n: int) -> tuple[dict[str, floa
                                   capture_output=True, text=True, timeout=TIMEOUT_S, env=env, cwd=tmp,
                                   stdin=subprocess.DEVNULL)
         except subprocess.TimeoutExpired:
-            return {}, dict.fromkeys(names, f"no result within {TIMEOUT_S} s under valgrind")
+            return {}, {}, dict.fromkeys(names, f"no result within {TIMEOUT_S} s under valgrind")
         try:
             done = json.loads(plan_file.read_text())
         except (OSError, ValueError):
             lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
             reason = lines[-1].strip() if lines else f"valgrind exited with status {proc.returncode}"
-            return {}, dict.fromkeys(names, reason[:300])
+            return {}, {}, dict.fromkeys(names, reason[:300])
         dumps = sorted(out_file.parent.glob(out_file.name + ".*"))
         errors: dict[str, str] = dict(done["errors"])
         if len(dumps) != done["marks"]:
             # something in a window called the marker too: the windows cannot be told apart
-            return {}, dict.fromkeys(names, f"{len(dumps)} callgrind windows for {done['marks']} marks "
-                                            f"(the store calls {MARK_FUNCTION}?)")
+            return {}, {}, dict.fromkeys(names, f"{len(dumps)} callgrind windows for {done['marks']} marks "
+                                                f"(the store calls {MARK_FUNCTION}?)")
         counts: dict[str, float] = {}
-        for name, (first, inner) in done["windows"].items():
+        ops: dict[str, int] = {}
+        for name, (first, inner, m) in done["windows"].items():
             small, large, empty_small, empty_large = (read_total(Path(f"{out_file}.{first + i}"))
                                                       for i in range(WINDOWS))
-            counts[name] = round(((large - small) - (empty_large - empty_small)) / n / max(1, inner), 1)
-        return counts, errors
+            counts[name] = round(((large - small) - (empty_large - empty_small)) / m / max(1, inner), 1)
+            ops[name] = m
+        return counts, ops, errors
 
 
 def _count(job_path: str, n: int, plan_file: str, names: list[str]) -> None:
@@ -145,7 +183,7 @@ def _count(job_path: str, n: int, plan_file: str, names: list[str]) -> None:
     job = Job.load(job_path)
     specs = {s.name: s for s in job.benches}
     pin_version_clock()
-    windows: dict[str, tuple[int, int]] = {}
+    windows: dict[str, tuple[int, int, int]] = {}
     errors: dict[str, str] = {}
     marks = 0
 
@@ -166,10 +204,10 @@ def _count(job_path: str, n: int, plan_file: str, names: list[str]) -> None:
                 if bench.setup is not None:
                     bench.setup(ctx)
                     bench.setup(empty)
-                ctx.target.run_plan(bench.plan(ctx, n), value)      # warm-up: specialised bytecode, caches
-                empty.target.run_plan(bench.plan(empty, n), value)
-                runs = [(ctx, bench.plan(ctx, n)), (ctx, bench.plan(ctx, 2 * n)),
-                        (empty, bench.plan(empty, n)), (empty, bench.plan(empty, 2 * n))]
+                m = _warm_up(ctx, bench.plan(ctx, n), value, mark, lambda: marks)
+                empty.target.run_plan(bench.plan(empty, m), value)
+                runs = [(ctx, bench.plan(ctx, m)), (ctx, bench.plan(ctx, 2 * m)),
+                        (empty, bench.plan(empty, m)), (empty, bench.plan(empty, 2 * m))]
                 gc.collect()
                 gc.disable()
                 try:
@@ -180,7 +218,7 @@ def _count(job_path: str, n: int, plan_file: str, names: list[str]) -> None:
                         mark()
                 finally:
                     gc.enable()
-                windows[name] = (first, max(1, bench.inner))
+                windows[name] = (first, max(1, bench.inner), m)
             except Exception as exc:
                 errors[name] = describe(exc)
     finally:
@@ -192,6 +230,40 @@ def _count(job_path: str, n: int, plan_file: str, names: list[str]) -> None:
                 pass
     with open(plan_file, "w") as fh:
         json.dump({"windows": windows, "errors": errors, "marks": marks}, fh)
+
+
+def _warm_up(ctx: Any, plan: Plan, value: bytes, mark: Callable[[], None], marks: Callable[[], int]) -> int:
+    """Run the warm-up ``plan`` (specialised bytecode, caches) and return the N to count over.
+
+    Its first ``PROBE_OPS`` ops absorb one-time costs, the next ``PROBE_OPS`` are a window of their
+    own whose count gives the cost of an op; the rest of the plan runs only when N stays as given
+    (the same ops in the same order as one plan), so a costly bench is not warmed up for N ops."""
+    n = len(plan)
+    probe = min(PROBE_OPS, n // 2)
+    ctx.target.run_plan(_steps(plan, 0, probe), value)
+    mark()
+    ctx.target.run_plan(_steps(plan, probe, 2 * probe), value)
+    mark()
+    m = ops_within_budget(n, _dump_total(marks()) / probe if probe else None)
+    if m == n:
+        ctx.target.run_plan(_steps(plan, 2 * probe, n), value)
+    return m
+
+
+def _steps(plan: Plan, start: int, end: int) -> Plan:
+    """Steps ``start`` to ``end`` of ``plan``."""
+    from kvctl.bench.kernels import Plan
+
+    return Plan(plan.keys[start:end], only=plan.only, codes=plan.codes[start:end],
+                args=None if plan.args is None else plan.args[start:end], ttl_ms=plan.ttl_ms)
+
+
+def _dump_total(index: int) -> float:
+    """Instructions of callgrind's dump ``index`` of this process (0 outside valgrind: no budget)."""
+    try:
+        return read_total(Path(f"{OUT_NAME}.{index}"))
+    except (OSError, ValueError):
+        return 0.0
 
 
 def pin_version_clock() -> None:
@@ -225,7 +297,8 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-__all__ = ["ID_BASE", "MARK_FUNCTION", "command", "measure_job", "tool", "valgrind"]
+__all__ = ["ID_BASE", "MARK_FUNCTION", "OP_BUDGET", "command", "measure_job", "ops_within_budget", "tool",
+           "valgrind"]
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -46,6 +46,7 @@ class Job:
     alloc_url: str | None = None   # a fresh store for the allocation pass (None: the job's URL)
     instr_url: str | None = None   # a fresh store for the instruction count (None: the job's URL)
     kind: str = "store"            # "store" or "harness"
+    fresh: bool = False            # the run generated this store (embedded, scratch directory): a worker times its own
     metadata: dict[str, Any] = field(default_factory=dict)  # kvctl_* for every bench of the job
 
     def to_json(self) -> dict[str, Any]:

@@ -28,7 +28,9 @@ GET, SET, DELETE, SCAN, RMW, SET_MANY, SET_TTL = range(7)
 class Plan:
     """``n`` operations: ``codes[i]`` applied to ``keys[i]`` (``args[i]`` for batches and scans).
 
-    ``only`` is set when every op has the same code (then ``codes`` is empty).
+    ``only`` is set when every op has the same code (then ``codes`` is empty).  ``undo`` is what
+    the bench's ``after`` step needs to put the store back once the plan has run (YCSB D and E:
+    where the generator's inserts stood before this plan), carried by the plan so it cannot be lost.
     """
 
     keys: Sequence[bytes]
@@ -36,6 +38,7 @@ class Plan:
     codes: bytes = b""
     args: Sequence[Any] | None = None
     ttl_ms: int | None = None
+    undo: Any = None
 
     def __len__(self) -> int:
         return len(self.keys)

@@ -31,7 +31,9 @@ class Params:
     min_time: float = 0.1
     affinity: str | None = None    # CPU list the workers are pinned to (pyperf --affinity)
     alloc_ops: int = 2000          # N of the allocation measurement (N and 2N ops are tracked)
-    instr_ops: int = 1000          # N of the instruction count under valgrind (N and 2N ops, never shrunk)
+    # N of the instruction count under valgrind (N and 2N ops); a bench costlier than instr.OP_BUDGET
+    # instructions per op is counted over N halved, chosen from its count, never from time
+    instr_ops: int = 1000
     latency_ops: int = 5000        # ops of the per-op latency pass when ``ops`` is not given
     prefix: str = ""               # key namespace in the store under test
     executor: str | None = None    # a Dask scheduler (tcp://h:p) that runs the load passes' clients

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from kvctl.bench import seeds, workloads, ycsb
+from kvctl.bench.instr import OP_BUDGET
 from kvctl.bench.report_html import to_html
 from kvctl.bench.report_md import _mermaid_chart, markdown, mermaid, to_csv
 from kvctl.bench.report_types import Chart, Curve, Table
@@ -206,18 +207,26 @@ def workload_tables(run: Run) -> list[Table]:
 
 def _counts_table(run: Run, w: workloads.Workload, rows: list[Row], factor: float, unit: str) -> Table | None:
     """Time, instructions and allocations per op side by side: the figures the gate compares."""
-    body = [[r.backend, r.bench, _mean_sd(r, factor), fmt_float(r.get("instr_per_op"), 4),
+    counted = [r.get("instr_ops") for r in rows if r.ok and r.get("instr_ops")]
+    ni = max(set(counted), key=counted.count) if counted else None  # the run's N; a costly bench's is less
+
+    def instructions(r: Row) -> str:
+        cell = fmt_float(r.get("instr_per_op"), 4)
+        return cell if r.get("instr_ops") in (None, ni) else f"{cell} (N {r.get('instr_ops')})"
+
+    body = [[r.backend, r.bench, _mean_sd(r, factor), instructions(r),
              fmt_float(r.get("allocs_per_op"), 4), fmt_float(r.get("bytes_per_op"), 4)]
             for r in rows if r.ok and (r.get("allocs_per_op") is not None or r.get("instr_per_op") is not None)]
     if not body:
         return None
     n = next((r.get("alloc_ops") for r in rows if r.get("alloc_ops")), "?")
-    ni = next((r.get("instr_ops") for r in rows if r.get("instr_ops")), None)
     counter = run.info.get("instructions") or {}
     if ni is not None:
+        fewer = "" if set(counted) == {ni} else (
+            f"; a bench beyond {OP_BUDGET:,} instructions/op is counted over fewer ops (its N beside it)")
         instr = (f"instructions: {counter.get('tool', 'valgrind callgrind')}, N = {ni} and {2 * ni} ops "
                  "(PYTHONHASHSEED=0, MALLOC_MMAP_THRESHOLD_=4096, GC paused), difference / N, "
-                 "minus the same plan on the empty store")
+                 f"minus the same plan on the empty store{fewer}")
     else:
         instr = f"instructions: not counted ({counter.get('missing', 'no count in this run')})"
     return Table(

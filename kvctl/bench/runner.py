@@ -66,12 +66,12 @@ def open_ctx(job: Job, store_kind: str | None, url: str | None = None) -> Ctx:
 
 
 def worker_url(job: Job) -> str:
-    """The store a pyperf worker times.  A store the run generated (an embedded backend on a
-    fresh store in the run's scratch directory: no key prefix) gets one of the worker's own beside
+    """The store a pyperf worker times.  A store the run generated (``Job.fresh``: an embedded
+    backend on a fresh store in the run's scratch directory) gets one of the worker's own beside
     it, so every process measures a store in the same state: one store shared by the job's
     workers holds what each wrote before, which the next one's open reads back (an append-only
     log replays it all).  A store given by URL is the job's."""
-    if job.params.prefix or job.network or job.kind != "store":
+    if not job.fresh or job.kind != "store":
         return job.url
     return f"{job.url}-w{os.getpid()}"
 
@@ -382,13 +382,13 @@ def _instructions(job_path: str, n: int, done: list[tuple[BenchSpec, Bench, Any]
     from kvctl.bench import instr
 
     try:
-        counts, problems = instr.measure_job(job_path, [spec.name for spec, _, _ in done], n)
+        counts, ops, problems = instr.measure_job(job_path, [spec.name for spec, _, _ in done], n)
     except Exception as exc:
-        counts, problems = {}, {spec.name: describe(exc) for spec, _, _ in done}
+        counts, ops, problems = {}, {}, {spec.name: describe(exc) for spec, _, _ in done}
     errors = []
     for spec, _, result in done:
         if spec.name in counts:
-            result.update_metadata({"kvctl_instr_per_op": counts[spec.name], "kvctl_instr_ops": n})
+            result.update_metadata({"kvctl_instr_per_op": counts[spec.name], "kvctl_instr_ops": ops.get(spec.name, n)})
         elif spec.name in problems:
             errors.append({"name": spec.name, "workload": spec.workload, "bench": spec.bench,
                            "reason": f"the instruction count failed: {problems[spec.name]}", "partial": "1"})

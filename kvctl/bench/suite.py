@@ -96,7 +96,7 @@ def plan_jobs(backends: list[Backend], workloads: list[Workload], params: Params
                 label=backend.label, url=backend.job_url(workload.name), params=job_params,
                 benches=[BenchSpec(f"{workload.name}.{b.name}@{backend.label}", workload.name, b.name)
                          for b in runnable],
-                out=str(workdir / f"job{n}.out.json"), network=backend.network,
+                out=str(workdir / f"job{n}.out.json"), network=backend.network, fresh=backend.fresh_dir is not None,
                 alloc_url=backend.job_url(f"{workload.name}-alloc") if backend.fresh_dir else None,
                 instr_url=backend.job_url(f"{workload.name}-instr") if backend.fresh_dir else None,
                 metadata=_bench_metadata(backend, job_params),

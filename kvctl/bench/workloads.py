@@ -393,24 +393,19 @@ def _ycsb_bench(letter: str) -> Bench:
     def plan(ctx: Ctx, n: int) -> Plan:
         gen = generator(ctx)
         if inserts:
-            ctx.data["ycsb-mark"] = gen.mark()
-            return gen.plan(n)
+            return gen.plan(n)  # its ``undo`` says where ``after`` rewinds the inserts to
         # drawing a request costs several times what a fast store's get does: the requests drawn
         # are kept, up to YCSB_POOL_OPS, and each plan goes on where the last one stopped, round
         # the pool once it is full (a slow store never draws more than it uses)
         pool = ctx.data.get("ycsb-pool")
-        start = ctx.data.get("ycsb-at", 0)
-        want = min(YCSB_POOL_OPS, start + n)
-        if pool is None or len(pool) < want:
-            more = gen.plan(want - (0 if pool is None else len(pool)))
-            pool = more if pool is None else Plan([*pool.keys, *more.keys], codes=pool.codes + more.codes,
-                                                  args=None if pool.args is None else [*pool.args, *(more.args or ())])
-            ctx.data["ycsb-pool"] = pool
-        ctx.data["ycsb-at"] = (start + n) % YCSB_POOL_OPS
-        return _slice_round(pool, start, n)
+        if pool is None:
+            pool = ctx.data["ycsb-pool"] = RequestPool(args=[] if core.mix.scan else None)
+        return pool.take(gen, n)
 
     def after(ctx: Ctx, plan: Plan) -> None:
-        keys = generator(ctx).rewind(ctx.data.pop("ycsb-mark", 0))
+        if plan.undo is None:
+            raise ValueError("a YCSB insert plan without its rewind mark")  # never rewind to 0 by default
+        keys = generator(ctx).rewind(plan.undo)
         for i in range(0, len(keys), PREFILL_BATCH):
             ctx.target.call("delete_many", keys[i:i + PREFILL_BATCH])
 
@@ -419,14 +414,37 @@ def _ycsb_bench(letter: str) -> Bench:
     return Bench(letter, core.title, plan, setup, needs=needs, sampled=inserts, after=after if inserts else None)
 
 
-def _slice_round(pool: Plan, start: int, n: int) -> Plan:
-    """``n`` steps of ``pool`` from ``start``, going round it."""
-    end = start + n
+@dataclass
+class RequestPool:
+    """The requests a YCSB mix without inserts has drawn (up to ``YCSB_POOL_OPS``), grown in place,
+    and where the next plan starts in it."""
 
-    def take(seq: Any) -> Any:
-        return seq[start:end] if end <= len(seq) else (seq * (end // len(seq) + 1))[start:end]
+    keys: list[bytes] = field(default_factory=list)
+    codes: bytearray = field(default_factory=bytearray)
+    args: list[Any] | None = None
+    at: int = 0
 
-    return Plan(take(pool.keys), codes=take(pool.codes), args=None if pool.args is None else take(pool.args))
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def take(self, gen: ycsb.Generator, n: int) -> Plan:
+        """``n`` requests from where the last plan stopped, drawing only those not drawn yet."""
+        start = self.at
+        want = min(YCSB_POOL_OPS, start + n)
+        if len(self.keys) < want:
+            more = gen.plan(want - len(self.keys))
+            self.keys += more.keys
+            self.codes += more.codes
+            if self.args is not None:
+                self.args += more.args or ()
+        self.at = (start + n) % YCSB_POOL_OPS
+        end = start + n
+
+        def take(seq: Any) -> Any:
+            return seq[start:end] if end <= len(seq) else (seq * (end // len(seq) + 1))[start:end]
+
+        return Plan(take(self.keys), codes=bytes(take(self.codes)),
+                    args=None if self.args is None else take(self.args))
 
 
 YCSB = Workload(

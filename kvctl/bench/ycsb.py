@@ -183,6 +183,8 @@ class Generator:
         return keys
 
     def plan(self, n: int) -> Plan:
+        """``n`` requests; the plan's ``undo`` is the :meth:`mark` before them (for :meth:`rewind`)."""
+        mark = self.mark()
         mix = self.workload.mix
         bounds = [(mix.read, GET), (mix.update, SET), (mix.insert, -1), (mix.scan, SCAN), (mix.rmw, RMW)]
         cumulative: list[tuple[float, int]] = []
@@ -215,4 +217,4 @@ class Generator:
                 keys.append(loaded[index] if index < records else prefix + key_name(self._keynum(index)))
             if args is not None:
                 args.append((scan_prefix, self.scan_lengths.randint(1, MAX_SCAN_LENGTH)))
-        return Plan(keys, codes=bytes(codes), args=args)
+        return Plan(keys, codes=bytes(codes), args=args, undo=mark)

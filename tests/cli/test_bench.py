@@ -140,9 +140,10 @@ def test_instruction_counts_repeat_run_after_run(tmp_path: Path) -> None:
     job = Job(label="memory", url="memory://instr-repeat", params=Params(), out=str(tmp_path / "out.json"),
               benches=[BenchSpec(n, "gridkv", n.partition(".")[2].partition("@")[0]) for n in names])
     job.save(str(tmp_path / "job.json"))
-    first, problems = instr.measure_job(str(tmp_path / "job.json"), names, 400)
-    second, _ = instr.measure_job(str(tmp_path / "job.json"), names, 400)
+    first, ops, problems = instr.measure_job(str(tmp_path / "job.json"), names, 400)
+    second, _, _ = instr.measure_job(str(tmp_path / "job.json"), names, 400)
     assert not problems and set(first) == set(names)
+    assert ops == dict.fromkeys(names, 400)  # kvctl's own store is within the budget: N as given
     # the version clock is pinned (fixed step from a whole millisecond): counts repeat to a small
     # fraction of the gate's 1% tolerance (nearly always exactly; one count in ten was seen 0.1% off)
     for name in names:
@@ -164,8 +165,8 @@ def test_instruction_counts_do_not_depend_on_where_the_job_file_is(tmp_path: Pat
     deep.parent.mkdir(parents=True)
     job.save(str(short))
     job.save(str(deep))
-    near, problems = instr.measure_job(str(short), names, 400)
-    far, _ = instr.measure_job(str(deep), names, 400)
+    near, _, problems = instr.measure_job(str(short), names, 400)
+    far, _, _ = instr.measure_job(str(deep), names, 400)
     assert not problems and set(near) == set(names)
     assert near == far
 
@@ -637,7 +638,7 @@ def test_benches_that_use_up_keys_time_a_sample_and_put_the_store_back(tmp_path:
 
 def test_each_worker_times_a_generated_store_of_its_own_and_removes_it(tmp_path: Path) -> None:
     """A store the run generated: every pyperf worker pre-fills one of its own (the same state in
-    every process) and deletes it when done; a store given by URL (a key prefix) is the job's."""
+    every process) and deletes it when done; a store given by URL (``Job.fresh`` false) is the job's."""
     from kvctl.bench.job import BenchSpec, Job
     from kvctl.bench.runner import TimeFunc
 
@@ -645,7 +646,8 @@ def test_each_worker_times_a_generated_store_of_its_own_and_removes_it(tmp_path:
     stores.mkdir()
     url = f"sqlite://{stores}/sqlite-gridkv"
     spec = BenchSpec("gridkv.get@sqlite", "gridkv", "get")
-    job = Job(label="sqlite", url=url, params=Params(keys=50), out=str(tmp_path / "job0.out.json"), benches=[spec])
+    job = Job(label="sqlite", url=url, params=Params(keys=50), out=str(tmp_path / "job0.out.json"), benches=[spec],
+              fresh=True)
     func = TimeFunc(job, spec, 0)
     assert func(10) > 0
     assert func.ctx is not None and func.ctx.url == f"{url}-w{os.getpid()}"
@@ -653,8 +655,7 @@ def test_each_worker_times_a_generated_store_of_its_own_and_removes_it(tmp_path:
     assert (stores / f"sqlite-gridkv-w{os.getpid()}").exists() and not (stores / "sqlite-gridkv").exists()
     func.close()
     assert list(stores.iterdir()) == []
-    given = Job(label="sqlite", url=url, params=Params(keys=50, prefix="kvctl-bench:"),
-                out=str(tmp_path / "job1.out.json"), benches=[spec])
+    given = Job(label="sqlite", url=url, params=Params(keys=50), out=str(tmp_path / "job1.out.json"), benches=[spec])
     func = TimeFunc(given, spec, 0)
     assert func(10) > 0 and func.ctx is not None and func.ctx.url == url
     func.close()
@@ -672,6 +673,26 @@ def test_ycsb_inserts_are_sampled_and_forgotten_after_each_value(tmp_path: Path)
         assert size == 100 and not gen.inserted
         assert func(20 * workloads.SAMPLED_OPS) > 0
         assert _stored_keys(func.ctx) == size and not gen.inserted
+
+
+def test_ycsb_inserts_rewind_to_the_mark_their_plan_carries(tmp_path: Path) -> None:
+    """The rewind mark travels with the plan: a later plan does not move it, and a plan without
+    one is refused rather than undoing every insert."""
+    from kvctl.bench.kernels import SET, Plan
+
+    func = _time_func(tmp_path, "memory://ycsb-d-mark", "ycsb", "d")
+    func(10)
+    bench, ctx = func.bench, func.ctx
+    gen = ctx.data["ycsb"]
+    first = bench.plan(ctx, 400)
+    kept = list(gen.inserted)
+    second = bench.plan(ctx, 400)
+    assert first.undo == 0 and second.undo == len(kept) > 0
+    bench.after(ctx, second)
+    assert gen.inserted == kept
+    with pytest.raises(ValueError, match="rewind mark"):
+        bench.after(ctx, Plan([b"user1"], only=SET))
+    assert gen.inserted == kept
 
 
 def test_ycsb_read_update_mixes_go_round_one_pool_of_requests(tmp_path: Path) -> None:
@@ -738,3 +759,52 @@ def test_saved_run_round_trips_gzip_and_keeps_partial_failures_out_of_rows(tmp_p
     assert "the load pass failed" in report.render(again, "markdown")
     stats = subprocess.run([sys.executable, "-m", "pyperf", "stats", str(gz)], capture_output=True, text=True)
     assert stats.returncode == 0, stats.stderr
+
+
+def test_a_costly_bench_is_counted_over_fewer_ops_chosen_from_its_count() -> None:
+    """N is halved while the N-op window holds more than N x OP_BUDGET instructions (the warm-up's
+    count, not its time), never below MIN_OPS; a bench within the budget keeps N as given."""
+    from kvctl.bench.instr import MIN_OPS, OP_BUDGET, ops_within_budget
+
+    assert ops_within_budget(1000, None) == 1000
+    assert ops_within_budget(1000, OP_BUDGET) == 1000
+    assert ops_within_budget(1000, OP_BUDGET + 1) == 500
+    assert ops_within_budget(1000, 7.9 * OP_BUDGET) == 125
+    assert ops_within_budget(1000, 1000 * OP_BUDGET) == 62 >= MIN_OPS
+
+
+def test_the_counting_process_records_the_n_each_bench_used(tmp_path: Path, monkeypatch: Any) -> None:
+    """Outside valgrind (no dumps) every bench keeps N; with a warm-up beyond the budget the bench's
+    windows use the smaller N, which the parent divides by."""
+    from kvctl.bench import instr
+    from kvctl.bench.job import BenchSpec, Job
+
+    names = [f"gridkv.{b}@memory" for b in ("set", "get")]
+    job = Job(label="memory", url="memory://instr-budget", params=Params(keys=50), out="",
+              benches=[BenchSpec(n, "gridkv", n.partition(".")[2].partition("@")[0]) for n in names])
+    job.save(str(tmp_path / "job.json"))
+    monkeypatch.chdir(tmp_path)
+    instr._count("job.json", 200, "plain.json", names)
+    assert {k: v[2] for k, v in json.loads((tmp_path / "plain.json").read_text())["windows"].items()} == \
+        dict.fromkeys(names, 200)
+    monkeypatch.setattr(instr, "_dump_total", lambda index: 200 * 4.0 * instr.OP_BUDGET)
+    instr._count("job.json", 200, "costly.json", names)
+    assert {k: v[2] for k, v in json.loads((tmp_path / "costly.json").read_text())["windows"].items()} == \
+        dict.fromkeys(names, 50)
+
+
+def test_a_row_counted_over_fewer_ops_shows_its_n(tmp_path: Path) -> None:
+    from kvctl.bench.instr import OP_BUDGET
+
+    path = _run(tmp_path, "fewer", 1e-7, _values(2e-6), 12.0, 680.0, instr=9000.0)
+    run = Run.load(str(path))
+    text = report.render(run, "markdown")
+    assert "N = 1000 and 2000 ops" in text and "(N " not in text
+    costly = [_bench("harness.reference", _values(1e-7), kvctl_workload="harness"),
+              _bench("gridkv.set@memory", _values(2e-6), kvctl_allocs_per_op=12.0, kvctl_bytes_per_op=680.0,
+                     kvctl_alloc_ops=4000, kvctl_instr_per_op=9000.0, kvctl_instr_ops=1000),
+              _bench("gridkv.get@memory", _values(1e-6), kvctl_allocs_per_op=0.0, kvctl_bytes_per_op=0.0,
+                     kvctl_alloc_ops=4000, kvctl_instr_per_op=250000.0, kvctl_instr_ops=250)]
+    Run(pyperf.BenchmarkSuite(costly), {"format": FORMAT_VERSION, "machine": MACHINE}).save(str(path))
+    text = report.render(Run.load(str(path)), "markdown")
+    assert "250,000 (N 250)" in text and "N = 1000 and 2000 ops" in text and f"{OP_BUDGET:,}" in text
