@@ -28,7 +28,6 @@ from collections.abc import AsyncIterator, Sequence
 from itertools import groupby
 from pathlib import Path
 
-from kvctl.abilities import AsyncAtomicLoad
 from kvctl.errors import UnsupportedError, UsageError
 from kvctl.store import TOMBSTONE, AsyncStore, Page, Record, now_ms
 from kvctl.url import redact
@@ -36,7 +35,7 @@ from kvctl.url import redact
 from .. import _stopped as stopped
 from .._batches import BatchWriter
 from .._pipeline import Prefetch, pump
-from .._stores import describe, has_typed_values, holds_nothing, open_async, restore_many
+from .._stores import describe, has_typed_values, one_load_if_empty, open_async, restore_many
 from ..keyfilter import KeyFilter
 from ..preview import KeyList, Preview, open_read_only, preview_lww
 from ..replicate.apply import Applied, apply_storable
@@ -130,13 +129,11 @@ async def _restore_chain(files: list[ChainFile], store: AsyncStore, *, replace: 
                 summary.steps.append(step)
                 _add_step(summary, step)
 
-    if files[0].checked is None and len(files) == 1 and not dry_run and isinstance(store, AsyncAtomicLoad):
-        async with store.atomic_load():
-            # a store in use keeps the usual way: batches committed as they go, no long transaction
-            one_load[0] = await holds_nothing(store)
-            if one_load[0]:
-                await apply_all()
-    if not one_load[0]:
+    async with one_load_if_empty(store, files[0].checked is None and len(files) == 1 and not dry_run) as one:
+        one_load[0] = one
+        if one:
+            await apply_all()
+    if not one:
         check_rest(files)
         await apply_all()
     summary.seconds = time.perf_counter() - t0
