@@ -367,17 +367,23 @@ class SnapshotReader:
             raise SnapshotCorrupt(self.name, offset + TRAILER_SIZE, "unexpected bytes after the trailer")
         self.trailer = Trailer(offset, records, blocks, digest)
 
-    def decode(self, block: Block, *, check: bool = True) -> Decoded:
-        """The block's records, checked against the checksum of the decompressed block (version
-        2) or of each record (version 1).
-
-        ``check=False`` skips that checksum: for a reader that has just verified the whole-file
-        hash (and still checks every block's payload checksum as it reads).
-        """
+    def decompress(self, block: Block) -> bytes:
+        """The block's payload decompressed, its length checked."""
         raw = _decompressor(block.codec, self.name, block.offset)(block.stored) if block.codec else block.stored
         if len(raw) != block.raw_len:
             raise SnapshotCorrupt(self.name, block.offset, f"block {block.index}: decompressed to "
                                   f"{len(raw)} bytes, expected {block.raw_len}")
+        return raw
+
+    def decode(self, block: Block, *, check: bool = True, raw: bytes | None = None) -> Decoded:
+        """The block's records, checked against the checksum of the decompressed block (version
+        2) or of each record (version 1).  ``raw``: the block already decompressed.
+
+        ``check=False`` skips that checksum: for a reader that has just verified the whole-file
+        hash (and still checks every block's payload checksum as it reads).
+        """
+        if raw is None:
+            raw = self.decompress(block)
         try:
             if self.header.version == 1:
                 records, tombstones = decode_v1(raw, check)
