@@ -76,7 +76,10 @@ def encode_v2(records: Sequence[Record]) -> bytes:
         values_out, exps_out, types = _special(values, exps, kinds)
     eflags, ecol = _flag_bits(exps_out, F_EXPIRY)
     vflags, vcol = _flag_bits(versions, F_VERSION)
-    flags = bytes(map(or_, eflags, vflags))
+    if eflags.count(eflags[0]) == n and vflags.count(vflags[0]) == n:  # the usual batch: one byte repeated
+        flags = bytes((eflags[0] | vflags[0],)) * n
+    else:
+        flags = bytes(map(or_, eflags, vflags))
     body = b"".join((types, flags, _column("I", map(len, keys)), _column("I", map(len, values_out)), ecol, vcol,
                      b"".join(keys), b"".join(values_out)))
     return U32.pack(zlib.crc32(body)) + body
