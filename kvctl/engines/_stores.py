@@ -10,18 +10,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-from kvctl.abilities import AsyncTypedValues
+from kvctl.abilities import AsyncAtomicLoad, AsyncTypedValues
 from kvctl.errors import UnsupportedError, UsageError
 from kvctl.registry import open_async, store_identity
 from kvctl.store import AsyncStore, Record
 
 from .keyfilter import KeyFilter
 
-__all__ = ["describe", "dump_many", "has_typed_values", "open_async", "refuse_same_store", "restore_many",
-           "start_count", "with_dumps"]
+__all__ = ["describe", "dump_many", "first_key", "has_typed_values", "holds_nothing", "one_load_if_empty",
+           "open_async", "refuse_same_store", "restore_many", "start_count", "with_dumps"]
 
 
 def refuse_same_store(src_url: str, dst_url: str) -> None:
@@ -38,18 +38,44 @@ def describe(store: Any) -> str:
     return url.redacted() if url is not None else str(getattr(store, "name", "store"))
 
 
-async def holds_nothing(store: AsyncStore) -> bool:
-    """True when a scan of the whole store finds no live key (one page of one key)."""
-    pages = store.scan(b"", batch_size=1, keys_only=True)
+async def first_key(store: AsyncStore, prefix: bytes = b"", after: bytes | None = None) -> bytes | None:
+    """The first live key under ``prefix`` greater than ``after`` (one page of one key)."""
+    pages = store.scan(prefix, start_after=after, batch_size=1, keys_only=True)
     try:
         async for page in pages:
             if page.records:
-                return False
-        return True
+                return page.records[0].key
+        return None
     finally:
         aclose = getattr(pages, "aclose", None)
         if aclose is not None:
             await aclose()
+
+
+async def holds_nothing(store: AsyncStore) -> bool:
+    """True when a scan of the whole store finds no live key."""
+    return await first_key(store) is None
+
+
+@contextlib.asynccontextmanager
+async def one_load_if_empty(store: AsyncStore, wanted: bool = True) -> AsyncIterator[bool]:
+    """A block whose writes are one load (:class:`~kvctl.abilities.AsyncAtomicLoad`: all of them
+    or, when the block raises, none) when ``wanted``, the store offers it and holds no key: it
+    yields True then.  Otherwise it yields False and the writes commit as they go: a store in use
+    gets no long transaction.
+
+    The probe runs inside the load, so that what a store creates on first use (a table) is part
+    of the load too and a failed load leaves no trace; a store found holding keys leaves the load
+    at once, having written nothing in it."""
+    if not (wanted and isinstance(store, AsyncAtomicLoad)):
+        yield False
+        return
+    async with store.atomic_load():
+        empty = await holds_nothing(store)
+        if empty:
+            yield True
+    if not empty:
+        yield False
 
 
 def has_typed_values(store: Any) -> bool:

@@ -192,27 +192,17 @@ class LMDBStore(LMDBBase):
                 return batch
         n = len(batch)
         first = self._take_versions(txn, n, given_max)
-        versions = range(first, first + n * _VERSION_STEP, _VERSION_STEP)
+        versions: Iterable[int] = range(first, first + n * _VERSION_STEP, _VERSION_STEP)
         if plain:
             # No expiries, no versions given (the common bulk load): the items are built by
             # C-level map/zip, no Python bytecode per record.  pack(0, v) is v's 16-byte form.
-            headers = map(int.to_bytes, versions, repeat(HEADER_SIZE))
-            items: Iterable[tuple[bytes, bytes]] = zip(
-                map(_keys, batch), map(add, headers, map(_values, batch)), strict=True
-            )
+            headers: Iterable[bytes] = map(int.to_bytes, versions, repeat(HEADER_SIZE))
         else:
-            if not self._ttl_seen and list(map(_expiries, batch)).count(None) != n:
+            exps = list(map(_expiries, batch))
+            if not self._ttl_seen and exps.count(None) != n:
                 self._mark_ttl(txn)
-            items = [
-                (
-                    r.key,
-                    pack_header(
-                        0 if (e := r.expires_at_ms) is None else (e if e > 0 else 1),
-                        v if r.version is None else r.version,
-                    ) + r.value,
-                )
-                for r, v in zip(batch, versions, strict=True)
-            ]
+            headers = map(pack_header, _stored_expiries(exps), _stored_versions(list(map(_versions, batch)), versions))
+        items = zip(map(_keys, batch), map(add, headers, map(_values, batch)), strict=True)
         put_all(txn, list(map(_keys, batch)), items)
         return batch
 
@@ -374,6 +364,27 @@ class LMDBStore(LMDBBase):
             self._closed = True
             self._shared.stores.discard(self)
             release(self._shared)
+
+
+def _stored_expiries(exps: list[int | None]) -> Iterable[int]:
+    """The header's expiry field of each record (RecordHeader.expiry), by a C-level pass when
+    the batch is all alike."""
+    absent = exps.count(None)
+    if absent == len(exps):
+        return repeat(0, absent)
+    if not absent:
+        return map(max, exps, repeat(1))  # type: ignore[arg-type]  # none is None here
+    return map(stored_expiry, exps)
+
+
+def _stored_versions(given: list[int | None], taken: Iterable[int]) -> Iterable[int]:
+    """Each record's own version, else the one taken from the clock for it."""
+    absent = given.count(None)
+    if not absent:
+        return given  # type: ignore[return-value]  # none is None here
+    if absent == len(given):
+        return taken
+    return [t if g is None else g for g, t in zip(given, taken, strict=True)]
 
 
 def _size(path: str) -> int:

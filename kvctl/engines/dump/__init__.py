@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from kvctl.abilities import AsyncAtomicLoad
 from kvctl.codec import show_key
 from kvctl.errors import CorruptError
 from kvctl.store import AsyncStore, Page, Record, now_ms
@@ -28,7 +27,7 @@ from .. import _stopped as stopped
 from .._batches import BatchWriter, Policy, check_policy
 from .._files import atomic_writer
 from .._pipeline import pump
-from .._stores import describe, has_typed_values, holds_nothing, open_async, start_count, with_dumps
+from .._stores import describe, has_typed_values, one_load_if_empty, open_async, start_count, with_dumps
 from ..keyfilter import KeyFilter
 from ..preview import open_read_only
 from ..reporting import Counts, Problems, Progress, Reporter
@@ -239,21 +238,19 @@ async def import_from(store: AsyncStore, inp: BinaryIO, fmt: Format, name: str, 
 
     note = reporter.note if reporter is not None else None
     async def load() -> None:
-        if not dry_run and from_line == 1 and isinstance(store, AsyncAtomicLoad):
-            malformed: CorruptError | None = None
-            async with store.atomic_load():
-                # a store in use keeps the usual way: batches committed as they go
-                one_load[0] = await holds_nothing(store)
-                if one_load[0]:
-                    try:
-                        await pump(pages(), consume, depth=2)
-                    except CorruptError as exc:  # the records before a malformed line are kept
-                        malformed = exc
-            if one_load[0]:
-                one_load[0] = False  # committed
-                if malformed is not None:
-                    raise malformed
-                return
+        malformed: CorruptError | None = None
+        async with one_load_if_empty(store, not dry_run and from_line == 1) as one:
+            one_load[0] = one
+            if one:
+                try:
+                    await pump(pages(), consume, depth=2)
+                except CorruptError as exc:  # the records before a malformed line are kept
+                    malformed = exc
+        if one_load[0]:
+            one_load[0] = False  # committed
+            if malformed is not None:
+                raise malformed
+            return
         await pump(pages(), consume, depth=2)
 
     with contextlib.nullcontext() if dry_run else stopped.saying(status, note):

@@ -38,7 +38,7 @@ from kvctl.store import AsyncStore
 
 from .._batches import check_policy
 from .._slices import slice_of
-from .._stores import describe
+from .._stores import describe, first_key
 from ..reporting import Counts, Problems, Reporter, plural
 from . import checkpoint
 from .plan import Plan, Summary
@@ -57,16 +57,7 @@ class _Prober:
     async def first_after(self, prefix: bytes, after: bytes | None) -> bytes | None:
         """The first key under ``prefix`` greater than ``after`` (one round trip)."""
         self.budget -= 1
-        pages = self.store.scan(prefix, start_after=after, batch_size=1, keys_only=True)
-        try:
-            async for page in pages:
-                if page.records:
-                    return page.records[0].key
-        finally:
-            aclose = getattr(pages, "aclose", None)
-            if aclose is not None:
-                await aclose()
-        return None
+        return await first_key(self.store, prefix, after)
 
     async def children(self, node: bytes) -> list[bytes] | None:
         """The populated one-byte extensions of ``node``; None when the budget ran out."""

@@ -1,13 +1,14 @@
-"""The kvctl snapshot file format, version 1 (specified in FORMAT.md beside this file).
+"""The kvctl snapshot file format, version 2 (specified in FORMAT.md beside this file).
 
     header   magic "\\x89KVS\\r\\n\\x1a\\n" | u16 version | u16 flags | u32 meta length | meta JSON | u32 crc32
     block*   24-byte frame (tag 'B', codec, count, raw and stored lengths, payload crc32, frame crc32)
-             then the stored (compressed) payload: length-prefixed records, each with its own crc32
+             then the stored (compressed) payload: the block's records as columns (:mod:`.blocks`)
     trailer  tag 'T' | u64 records | u64 blocks | u64 own offset | blake2b-256 of all bytes before
              the hash | end magic "KVS-END\\n"
 
 All integers are little-endian.  Writing is streaming (one block in memory, compressed on a
-helper thread while the next block is encoded); reading is streaming too.  Every check failure
+helper thread while the next block is encoded); reading is streaming too, of version 1 files
+(records one after another) as well.  Every check failure
 raises :class:`SnapshotCorrupt` naming the file offset of the structure that failed.
 """
 
@@ -18,18 +19,21 @@ import json
 import struct
 import tempfile
 import zlib
-from collections.abc import Iterator
+from bisect import bisect_left
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
 from kvctl.errors import CorruptError, UnsupportedError
-from kvctl.store import TOMBSTONE as TOMBSTONE_KIND
 from kvctl.store import Record
+
+from .blocks import decode_v1, decode_v2, encode_v2, record_sizes
 
 MAGIC = b"\x89KVS\r\n\x1a\n"
 END_MAGIC = b"KVS-END\n"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # written; version 1 files are still read
+READABLE_VERSIONS = (1, 2)
 
 HEAD = struct.Struct("<8sHHI")  # magic, version, flags, meta length
 U32 = struct.Struct("<I")
@@ -37,16 +41,11 @@ FRAME = struct.Struct("<BBHIIII")  # tag, codec, reserved, count, raw_len, store
 FRAME_SIZE = FRAME.size + 4  # + crc32 of the frame
 TRAILER_HEAD = struct.Struct("<B3sQQQ")  # tag, reserved, records, blocks, own offset
 TRAILER_SIZE = TRAILER_HEAD.size + 32 + len(END_MAGIC)
-REC = struct.Struct("<IBBIqQ")  # body length, type, flags, key length, expires_at_ms, version
-CRC = U32
 
 TAG_BLOCK = 0x42  # "B"
 TAG_TRAILER = 0x54  # "T"
 CODECS = {"none": 0, "zlib": 1, "zstd": 2}
 CODEC_NAMES = {v: k for k, v in CODECS.items()}
-# record types (a TOMBSTONE record is a Record whose kind is kvctl.store.TOMBSTONE)
-PUT, TOMBSTONE, TYPED = 0, 1, 2
-F_EXPIRY, F_VERSION = 1, 2
 BLOCK_RAW_TARGET = 1 << 20  # bytes of encoded records per block before it is compressed
 
 
@@ -106,6 +105,8 @@ class SnapshotWriter:
     end (an incremental snapshot's ``end_cursor``); the spool is then copied after it.
     """
 
+    version = FORMAT_VERSION
+
     def __init__(self, fh: BinaryIO, meta: dict[str, Any], codec: str = "zstd",
                  block_size: int = BLOCK_RAW_TARGET, *, defer_header: bool = False,
                  spool_dir: str | None = None) -> None:
@@ -117,8 +118,8 @@ class SnapshotWriter:
         self._codec = codec
         self._compress = _compressor(codec)
         self._block_size = block_size
-        self._buf = bytearray()
-        self._buf_count = 0
+        self._pending_records: list[Record] = []  # the block being filled
+        self._pending_bytes = 0
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="kvctl-snapshot") if self._compress else None
         self._pending: Future[tuple[int, bytes]] | None = None
         self._pending_meta: tuple[int, int] = (0, 0)
@@ -134,7 +135,7 @@ class SnapshotWriter:
 
     def _write_header(self, meta: dict[str, Any]) -> None:
         body = json.dumps(meta, sort_keys=True, separators=(",", ":")).encode("utf-8")
-        head = HEAD.pack(MAGIC, FORMAT_VERSION, 0, len(body)) + body
+        head = HEAD.pack(MAGIC, self.version, 0, len(body)) + body
         self._write(head + U32.pack(zlib.crc32(head)))
 
     def _write(self, data: bytes) -> None:
@@ -142,45 +143,36 @@ class SnapshotWriter:
         self._hash.update(data)
         self._offset += len(data)
 
-    def add(self, records: list[Record]) -> None:
-        """Append records: type PUT, TOMBSTONE when ``Record.kind`` is kvctl.store.TOMBSTONE (key
-        and version only), else TYPED when ``Record.kind`` is set."""
-        buf = self._buf
-        pack = REC.pack
-        pack_crc = CRC.pack
-        crc32 = zlib.crc32
-        join = b"".join
-        limit = self._block_size
-        count = self._buf_count
-        for rec in records:
-            key, value, exp, ver, kind = rec.key, rec.value, rec.expires_at_ms, rec.version, rec.kind
-            flags = (exp is not None) | ((ver is not None) << 1)
-            # one join and one crc32 per record: measurably cheaper than hashing the parts
-            if kind is None:
-                data = join((pack(22 + len(key) + len(value), PUT, flags, len(key), exp or 0, ver or 0),
-                             key, value))
-            elif kind == TOMBSTONE_KIND:
-                data = join((pack(22 + len(key), TOMBSTONE, flags & F_VERSION, len(key), 0, ver or 0), key))
-            else:
-                k = kind.encode("ascii")
-                data = join((pack(23 + len(key) + len(k) + len(value), TYPED, flags, len(key), exp or 0,
-                                  ver or 0), key, bytes((len(k),)), k, value))
-            buf += data
-            buf += pack_crc(crc32(data))
-            count += 1
-            if len(buf) >= limit:  # blocks stay near the target size whatever the batch size
-                self._buf_count = count
-                self._flush()
-                count = 0
-        self._buf_count = count
+    def add(self, records: Sequence[Record]) -> None:
+        """Append records: a put, a typed put when ``Record.kind`` is set, a tombstone when it
+        is kvctl.store.TOMBSTONE (key and version only)."""
+        if not records:
+            return
+        # blocks stay near the target size whatever the batch size: cut where the running total
+        # of the batch's sizes fills the block
+        sizes = record_sizes(records)
+        start, base = 0, 0
+        while start < len(records):
+            cut = bisect_left(sizes, base + self._block_size - self._pending_bytes, lo=start)
+            if cut >= len(records):
+                self._pending_records += records[start:]
+                self._pending_bytes += sizes[-1] - base
+                return
+            self._pending_records += records[start: cut + 1]
+            self._flush()
+            start, base = cut + 1, sizes[cut]
+
+    def _encode(self, records: Sequence[Record]) -> bytes:
+        """One block's raw payload in this writer's version."""
+        return encode_v2(records)
 
     def _flush(self) -> None:
-        if not self._buf_count:
+        records = self._pending_records
+        if not records:
             return
-        raw = bytes(self._buf)
-        count = self._buf_count
-        self._buf.clear()
-        self._buf_count = 0
+        self._pending_records, self._pending_bytes = [], 0
+        raw = self._encode(records)
+        count = len(records)
         self._drain()
         if self._pool is not None:
             self._pending = self._pool.submit(self._pack, raw)
@@ -283,7 +275,7 @@ class SnapshotReader:
 
     ``header`` is read on construction; iterate ``blocks()`` (frame and payload checksums are
     checked, the whole-file hash is accumulated), then the trailer is checked when the
-    iteration ends.  ``decode(block)`` decompresses one block and checks every record.
+    iteration ends.  ``decode(block)`` decompresses one block and checks its records.
     """
 
     def __init__(self, fh: BinaryIO, name: str) -> None:
@@ -318,9 +310,9 @@ class SnapshotReader:
         if crc != zlib.crc32(head + body):
             raise SnapshotCorrupt(self.name, 0, "header checksum mismatch")
         # only a header that passed its checksum is interpreted
-        if version != FORMAT_VERSION:
+        if version not in READABLE_VERSIONS:
             raise UnsupportedError(f"{self.name} is snapshot format version {version}; this kvctl reads "
-                                   f"version {FORMAT_VERSION}")
+                                   f"versions {', '.join(map(str, READABLE_VERSIONS))}")
         if flags != 0:
             raise UnsupportedError(f"{self.name} uses header flags {flags:#x} this kvctl does not know")
         try:
@@ -375,54 +367,32 @@ class SnapshotReader:
             raise SnapshotCorrupt(self.name, offset + TRAILER_SIZE, "unexpected bytes after the trailer")
         self.trailer = Trailer(offset, records, blocks, digest)
 
-    def decode(self, block: Block, *, check: bool = True) -> Decoded:
-        """The block's records, each checked against its crc32.
-
-        ``check=False`` skips the per-record checksums: for a reader that has just verified the
-        whole-file hash (and still checks every block's payload checksum as it reads).
-        """
+    def decompress(self, block: Block) -> bytes:
+        """The block's payload decompressed, its length checked."""
         raw = _decompressor(block.codec, self.name, block.offset)(block.stored) if block.codec else block.stored
         if len(raw) != block.raw_len:
             raise SnapshotCorrupt(self.name, block.offset, f"block {block.index}: decompressed to "
                                   f"{len(raw)} bytes, expected {block.raw_len}")
-        out = Decoded()
-        records = out.records
-        unpack = REC.unpack_from
-        crc_at = CRC.unpack_from
-        crc32 = zlib.crc32
-        pos, end_all, n = 0, len(raw), 0
+        return raw
+
+    def decode(self, block: Block, *, check: bool = True, raw: bytes | None = None) -> Decoded:
+        """The block's records, checked against the checksum of the decompressed block (version
+        2) or of each record (version 1).  ``raw``: the block already decompressed.
+
+        ``check=False`` skips that checksum: for a reader that has just verified the whole-file
+        hash (and still checks every block's payload checksum as it reads).
+        """
+        if raw is None:
+            raw = self.decompress(block)
         try:
-            while pos < end_all:
-                body_len, typ, flags, klen, exp, ver = unpack(raw, pos)
-                end = pos + 4 + body_len
-                if end + 4 > end_all or klen > body_len - 22:
-                    raise ValueError("record length out of bounds")
-                if check and crc32(raw[pos:end]) != crc_at(raw, end)[0]:
-                    raise ValueError("record checksum mismatch")
-                kstart = pos + 26
-                key = raw[kstart: kstart + klen]
-                e = exp if flags & F_EXPIRY else None
-                v = ver if flags & F_VERSION else None
-                if typ == PUT:
-                    records.append(Record(key, raw[kstart + klen: end], e, v))
-                elif typ == TYPED:
-                    kl = raw[kstart + klen]
-                    kind = raw[kstart + klen + 1: kstart + klen + 1 + kl].decode("ascii")
-                    records.append(Record(key, raw[kstart + klen + 1 + kl: end], e, v, kind))
-                elif typ == TOMBSTONE:
-                    if flags & F_EXPIRY or end != kstart + klen:
-                        raise ValueError("a tombstone with an expiry or a value")
-                    records.append(Record(key, b"", None, v, TOMBSTONE_KIND))
-                    out.tombstones += 1
-                else:
-                    raise ValueError(f"unknown record type {typ}")
-                pos = end + 4
-                n += 1
-        except (ValueError, struct.error, IndexError, UnicodeDecodeError) as exc:
-            raise SnapshotCorrupt(self.name, block.offset, f"block {block.index}, record {n} (byte {pos} "
-                                  f"of the decompressed block): {exc}") from None
-        if n != block.count:
-            raise SnapshotCorrupt(self.name, block.offset,
-                                  f"block {block.index}: holds {n} records, its frame says {block.count}")
-        return out
+            if self.header.version == 1:
+                records, tombstones = decode_v1(raw, check)
+            else:
+                records, tombstones = decode_v2(raw, block.count, check)
+        except ValueError as exc:
+            raise SnapshotCorrupt(self.name, block.offset, f"block {block.index}, {exc}") from None
+        if len(records) != block.count:
+            raise SnapshotCorrupt(self.name, block.offset, f"block {block.index}: holds {len(records)} records, "
+                                  f"its frame says {block.count}")
+        return Decoded(records, tombstones)
 

@@ -27,8 +27,8 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from itertools import groupby
 from pathlib import Path
+from typing import Any
 
-from kvctl.abilities import AsyncAtomicLoad
 from kvctl.errors import UnsupportedError, UsageError
 from kvctl.store import TOMBSTONE, AsyncStore, Page, Record, now_ms
 from kvctl.url import redact
@@ -36,12 +36,12 @@ from kvctl.url import redact
 from .. import _stopped as stopped
 from .._batches import BatchWriter
 from .._pipeline import Prefetch, pump
-from .._stores import describe, has_typed_values, holds_nothing, open_async, restore_many
+from .._stores import describe, has_typed_values, one_load_if_empty, open_async, restore_many
 from ..keyfilter import KeyFilter
 from ..preview import KeyList, Preview, open_read_only, preview_lww
 from ..replicate.apply import Applied, apply_storable
 from ..reporting import Counts, Problems, Progress, Reporter
-from .format import SnapshotCorrupt, SnapshotReader
+from .format import Block, SnapshotCorrupt, SnapshotReader
 from .result import FULL, INCREMENTAL, SnapshotSummary, Step, meta_filter
 from .verification import ChainFile, check_rest, estimate, open_file, survey
 
@@ -130,13 +130,11 @@ async def _restore_chain(files: list[ChainFile], store: AsyncStore, *, replace: 
                 summary.steps.append(step)
                 _add_step(summary, step)
 
-    if files[0].checked is None and len(files) == 1 and not dry_run and isinstance(store, AsyncAtomicLoad):
-        async with store.atomic_load():
-            # a store in use keeps the usual way: batches committed as they go, no long transaction
-            one_load[0] = await holds_nothing(store)
-            if one_load[0]:
-                await apply_all()
-    if not one_load[0]:
+    async with one_load_if_empty(store, files[0].checked is None and len(files) == 1 and not dry_run) as one:
+        one_load[0] = one
+        if one:
+            await apply_all()
+    if not one:
         check_rest(files)
         await apply_all()
     summary.seconds = time.perf_counter() - t0
@@ -205,8 +203,8 @@ async def _restore_full(f: ChainFile, store: AsyncStore, step: Step, summary: Sn
             pending: list[Record] = []  # blocks are ~1 MiB: gather them into batch_size writes
             # Payload checksums are checked as we go, the trailer and the whole-file hash after the
             # last block: checked before (see survey), or now, within a load undone if they fail.
-            for block in reader.blocks():
-                decoded = reader.decode(block, check=False)
+            async for block, raw in _blocks_ahead(reader):
+                decoded = reader.decode(block, check=False, raw=raw)
                 blocks[0] += 1
                 if decoded.tombstones:
                     raise SnapshotCorrupt(str(f.path), block.offset, "tombstones in a full snapshot")
@@ -234,6 +232,31 @@ async def _restore_full(f: ChainFile, store: AsyncStore, step: Step, summary: Sn
     step.records, step.applied, step.stale, step.expired = c.read, c.copied, c.skipped, c.expired
     step.incomplete, step.failed, step.ttl_dropped = c.incomplete, c.failed, c.ttl_dropped
     summary.problems.extend(writer.problems)
+
+
+async def _blocks_ahead(reader: SnapshotReader) -> AsyncIterator[tuple[Block, bytes]]:
+    """Each block with its payload decompressed, the next one read, checked and decompressed on
+    a worker thread (file reads, hashing, crc32 and decompression release the GIL) while the
+    caller decodes and writes this one."""
+    blocks = reader.blocks()
+
+    def read_next() -> tuple[Block, bytes] | None:
+        block = next(blocks, None)
+        return None if block is None else (block, reader.decompress(block))
+
+    ahead = asyncio.ensure_future(asyncio.to_thread(read_next))
+    try:
+        while (item := await ahead) is not None:
+            ahead = asyncio.ensure_future(asyncio.to_thread(read_next))
+            yield item
+    finally:
+        # stopped early: the read under way ends on its own; its outcome is of no interest
+        ahead.add_done_callback(_ignore_outcome)
+
+
+def _ignore_outcome(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()
 
 
 async def _apply_incremental(f: ChainFile, store: AsyncStore, step: Step, problems: Problems, *,

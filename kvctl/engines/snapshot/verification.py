@@ -1,7 +1,8 @@
 """Reading snapshot files back: their header, a check of every byte, and the chain a restore applies.
 
-* **verify** reads every byte: header, frames, payload checksums, every record's checksum, the
-  trailer's counts and the whole-file hash; the first failure names its file offset.
+* **verify** reads every byte: header, frames, payload checksums, each decompressed block's
+  checksum (a version 1 file: each record's), the trailer's counts and the whole-file hash; the
+  first failure names its file offset.
 """
 
 from __future__ import annotations

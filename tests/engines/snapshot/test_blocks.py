@@ -1,0 +1,177 @@
+"""Snapshot blocks: version 2's columns round-trip every kind of record exactly and refuse a
+damaged block; version 1 files (records one after another), which kvctl wrote before, are still
+read, verified and restored."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import struct
+import zlib
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from kvctl.engines import snapshot
+from kvctl.engines.snapshot.blocks import COLUMNS, REC_V1, TOMBSTONE, TYPED, decode_v1, decode_v2, encode_v2
+from kvctl.engines.snapshot.format import MAGIC, SnapshotCorrupt, SnapshotReader, SnapshotWriter
+from kvctl.registry import open_url
+from kvctl.store import TOMBSTONE as TOMBSTONE_KIND
+from kvctl.store import Record, now_ms
+
+LATER = now_ms() + 3_600_000
+
+
+def every_kind() -> list[Record]:
+    """Puts with and without expiry and version (mixed in one block), empty and binary keys and
+    values, a typed value, tombstones with and without a version."""
+    return [
+        Record(b"plain", b"v"),
+        Record(b"", b""),
+        Record(b"\x00\xff", bytes(range(256)) * 3),
+        Record(b"ttl", b"x", LATER),
+        Record(b"past", b"x", -5),  # an expiry before the epoch is kept as given
+        Record(b"ver", b"y", None, 2**63 - 1),
+        Record(b"both", b"z", LATER, 7),
+        Record(b"h", b"\x01dump-payload", LATER, 9, "hash"),
+        Record(b"gone", b"", None, 11, TOMBSTONE_KIND),
+        Record(b"gone-unversioned", b"", None, None, TOMBSTONE_KIND),
+    ]
+
+
+def uniform(n: int, exp: int | None, ver: int | None) -> list[Record]:
+    return [Record(b"k%05d" % i, b"v" * (i % 7), exp, ver) for i in range(n)]
+
+
+@pytest.mark.parametrize("records", [every_kind(), uniform(50, None, None), uniform(50, LATER, None),
+                                     uniform(50, None, 123), uniform(50, LATER, 123)],
+                         ids=["every-kind", "bare", "expiry", "version", "both"])
+def test_v2_round_trip_is_exact(records: list[Record]) -> None:
+    raw = encode_v2(records)
+    decoded, tombstones = decode_v2(raw, len(records), check=True)
+    assert decoded == records
+    assert [type(r) for r in decoded] == [Record] * len(records)
+    assert tombstones == sum(r.kind == TOMBSTONE_KIND for r in records)
+
+
+def test_v2_a_tombstone_drops_a_value_and_an_expiry_given_with_it() -> None:
+    raw = encode_v2([Record(b"k", b"ignored", LATER, 3, TOMBSTONE_KIND)])
+    assert decode_v2(raw, 1, check=True) == ([Record(b"k", b"", None, 3, TOMBSTONE_KIND)], 1)
+
+
+def test_v2_damage_is_refused() -> None:
+    records = every_kind()
+    raw = bytearray(encode_v2(records))
+    n = len(records)
+    flipped = bytearray(raw)
+    flipped[-3] ^= 1  # a value byte: only the block's checksum sees it
+    with pytest.raises(ValueError, match="checksum"):
+        decode_v2(bytes(flipped), n, check=True)
+    longer = bytearray(raw)
+    struct.pack_into("<I", longer, 4 + 2 * n, 2)  # the first key's length no longer adds up
+    with pytest.raises(ValueError, match="add up"):
+        decode_v2(bytes(longer), n, check=False)
+    typed = bytearray(raw)
+    typed[4] = 7  # the first record's type
+    with pytest.raises(ValueError, match="type"):
+        decode_v2(bytes(typed), n, check=False)
+    with pytest.raises(ValueError, match="too short"):
+        decode_v2(bytes(raw[: 4 + COLUMNS * n - 1]), n, check=False)
+    bad_tomb = bytearray(raw)
+    bad_tomb[4 + 0] = TOMBSTONE  # a tombstone with a value
+    with pytest.raises(ValueError, match="record 0: a tombstone"):
+        decode_v2(bytes(bad_tomb), n, check=False)
+    bad_typed = bytearray(raw)
+    bad_typed[4 + 1] = TYPED  # a typed record whose value is shorter than the kind it announces
+    with pytest.raises(ValueError, match="record 1: a typed value"):
+        decode_v2(bytes(bad_typed), n, check=False)
+
+
+def test_blocks_are_cut_near_the_target_size_whatever_the_batch_size(tmp_path: Path) -> None:
+    records = uniform(2000, None, 1)  # 50 bytes or so each in v2
+    for batch in (1, 7, 2000):
+        fh = io.BytesIO()
+        writer = SnapshotWriter(fh, {}, "none", block_size=4096)
+        for i in range(0, len(records), batch):
+            writer.add(records[i: i + batch])
+        writer.finish()
+        fh.seek(0)
+        reader = SnapshotReader(fh, "mem")
+        blocks = list(reader.blocks())
+        assert [r for b in blocks for r in reader.decode(b).records] == records
+        assert all(4096 <= b.raw_len < 4096 + 100 for b in blocks[:-1]), [b.raw_len for b in blocks]
+
+
+# -- version 1 ---------------------------------------------------------------------------------
+def encode_v1(records: Sequence[Record]) -> bytes:
+    """A block of records one after another, each with its crc32: how kvctl wrote version 1."""
+    out = bytearray()
+    for rec in records:
+        key, value, exp, ver, kind = rec
+        flags = (exp is not None) | ((ver is not None) << 1)
+        if kind is None:
+            data = REC_V1.pack(22 + len(key) + len(value), 0, flags, len(key), exp or 0, ver or 0) + key + value
+        elif kind == TOMBSTONE_KIND:
+            data = REC_V1.pack(22 + len(key), TOMBSTONE, flags & 2, len(key), 0, ver or 0) + key
+        else:
+            k = kind.encode("ascii")
+            data = (REC_V1.pack(23 + len(key) + len(k) + len(value), TYPED, flags, len(key), exp or 0, ver or 0)
+                    + key + bytes((len(k),)) + k + value)
+        out += data + struct.pack("<I", zlib.crc32(data))
+    return bytes(out)
+
+
+class V1Writer(SnapshotWriter):
+    version = 1
+
+    def _encode(self, records: Sequence[Record]) -> bytes:
+        return encode_v1(records)
+
+
+def v1_file(path: Path, records: list[Record], kind: str = "full") -> Path:
+    meta = {"kind": kind, "base_cursor": None, "end_cursor": None, "source": "memory://old", "backend": "memory",
+            "filter": {"prefix": "", "glob": None}, "ordered": False,
+            "capabilities": {"ttl": True, "versions": True, "typed_values": False}}
+    with open(path, "wb") as fh:
+        writer = V1Writer(fh, meta, "zlib", block_size=512)
+        writer.add(records)
+        writer.finish()
+    return path
+
+
+def test_v1_blocks_decode_as_before() -> None:
+    records = every_kind()
+    assert decode_v1(encode_v1(records), check=True) == (records, 2)
+    damaged = bytearray(encode_v1(records))
+    damaged[REC_V1.size + 2] ^= 1  # inside the first record's key
+    with pytest.raises(ValueError, match=r"record 0 .*checksum"):
+        decode_v1(bytes(damaged), check=True)
+
+
+def test_a_v1_file_is_verified_and_restored_exactly(tmp_path: Path) -> None:
+    puts = [Record(b"user:%04d" % i, b"%d" % i * (i % 9), LATER if i % 3 == 0 else None, 1000 + i)
+            for i in range(300)]
+    path = v1_file(tmp_path / "old.kvs", puts)
+    assert path.read_bytes()[:8] == MAGIC and struct.unpack_from("<H", path.read_bytes(), 8)[0] == 1
+    summary = snapshot.verify(path)
+    assert summary.records == 300 and summary.blocks > 5 and summary.with_expiry == 100
+    url = "memory://from-v1"
+    open_url(url).clear()
+    snapshot.restore(path, url).check()
+    store = open_url(url)
+    assert {r.key: r for p in store.scan(batch_size=1000) for r in p.records} == {r.key: r for r in puts}
+
+
+def test_a_damaged_v1_record_is_refused_at_its_block(tmp_path: Path) -> None:
+    path = v1_file(tmp_path / "old.kvs", [Record(b"k%03d" % i, b"v" * 40, None, i + 1) for i in range(100)])
+    with open(path, "rb") as fh:
+        reader = SnapshotReader(fh, str(path))
+        block = next(reader.blocks())
+        raw = bytearray(zlib.decompress(block.stored))
+        raw[27] ^= 1  # the first record's key k000 becomes k100, under its crc
+        damaged = dataclasses.replace(block, codec=0, stored=bytes(raw))
+        with pytest.raises(SnapshotCorrupt) as err:
+            reader.decode(damaged)
+        assert reader.decode(damaged, check=False).records[0].key == b"k100"  # unchecked, as stored
+    assert err.value.offset == block.offset > 0 and "block 0, record 0" in str(err.value)
