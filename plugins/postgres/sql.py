@@ -245,6 +245,11 @@ class Statements:
                 f"EXISTS (SELECT 1 FROM {self.tombs} WHERE key >= $1 AND key <= $2)")
 
     @property
+    def holds_anything(self) -> str:
+        """Whether the table holds any row or tombstone at all."""
+        return f"SELECT EXISTS (SELECT 1 FROM {self.t}) OR EXISTS (SELECT 1 FROM {self.tombs})"
+
+    @property
     def tombs_in_range(self) -> str:
         return f"SELECT EXISTS (SELECT 1 FROM {self.tombs} WHERE key >= $1 AND key <= $2)"
 
