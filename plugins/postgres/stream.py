@@ -37,9 +37,22 @@ STREAM_TIMEOUT_S = 7 * 24 * 3600.0
 def copy_rows(keys: list[bytes], values: list[bytes], expiries: list[int | None], versions: list[int]) -> bytes:
     """The rows as binary COPY tuples (no header or trailer).  Raises struct.error for a number
     outside bigint."""
-    heads = map(_head, repeat(4), map(len, keys))
-    lengths = map(_length, map(len, values))
-    if expiries.count(None) == len(expiries):
+    n = len(keys)
+    no_expiry = expiries.count(None) == n
+    key_lengths, value_lengths = list(map(len, keys)), list(map(len, values))
+    kl, vl = key_lengths[0], value_lengths[0]
+    if key_lengths.count(kl) == n and value_lengths.count(vl) == n and (no_expiry or None not in expiries):
+        # every row the same shape (the usual bulk load): one struct call per row
+        if no_expiry:
+            row = struct.Struct(f">hi{kl}si{vl}siiq").pack
+            return b"".join(map(row, repeat(4), repeat(kl), keys, repeat(vl), values, repeat(-1), repeat(8),
+                                versions))
+        row = struct.Struct(f">hi{kl}si{vl}siqiq").pack
+        return b"".join(map(row, repeat(4), repeat(kl), keys, repeat(vl), values, repeat(8), expiries, repeat(8),
+                            versions))
+    heads = map(_head, repeat(4), key_lengths)
+    lengths = map(_length, value_lengths)
+    if no_expiry:
         tails: Any = map(_no_expiry, repeat(-1), repeat(8), versions)
     else:
         tails = [_no_expiry(-1, 8, v) if e is None else _expiry(8, e, 8, v) for e, v in zip(expiries, versions,

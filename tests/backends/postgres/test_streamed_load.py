@@ -67,6 +67,12 @@ def test_copy_rows_is_postgres_binary_copy() -> None:
     assert got == (b"\x00\x04" b"\x00\x00\x00\x02ab" b"\x00\x00\x00\x00" b"\xff\xff\xff\xff" b"\x00\x00\x00\x08" + n(7)
                    + b"\x00\x04" b"\x00\x00\x00\x01c" b"\x00\x00\x00\x03xyz" b"\x00\x00\x00\x08" + n(5)
                    + b"\x00\x00\x00\x08" + n(1 << 62))
+    # rows of several shapes (packed in parts) are what each row alone (one shape) makes
+    keys, values, versions = [b"a1", b"b", b"c33"], [b"xy", b"", b"uvw"], [4, 5, 6]
+    for expiries in ([None] * 3, [1, 2, 3], [None, 2, None]):
+        whole = copy_rows(keys, values, expiries, versions)
+        alone = [copy_rows([k], [v], [e], [n]) for k, v, e, n in zip(keys, values, expiries, versions, strict=True)]
+        assert whole == b"".join(alone)
 
 
 def test_a_streamed_load_is_exact_and_every_way_out_of_it_keeps_every_key(pg_url: str) -> None:
