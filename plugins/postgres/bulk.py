@@ -22,7 +22,7 @@ import asyncpg
 
 from kvctl.errors import UnsupportedError, UsageError
 from kvctl.hlc import NODE_BITS
-from kvctl.plugin_kit import bulk_marker
+from kvctl.plugin_kit import bulk_marker, show_key
 from kvctl.store import (
     MAX_VERSION,
     TOMBSTONE,
@@ -270,7 +270,7 @@ class BulkWrites(PostgresCore):
         given = [v for v in cols.versions if v is not None]
         if min(given) < 0 or max(given) > MAX_VERSION:
             bad = next(r for r in batch if r.version is not None and not 0 <= r.version <= MAX_VERSION)
-            raise UsageError(f"{self._where}: version {bad.version} of key {bad.key[:40]!r} is "
+            raise UsageError(f"{self._where}: version {bad.version} of key {show_key(bad.key)} is "
                              "outside 0..2**63-1 (a bigint column)")
 
     def _assign_versions(self, given: list[int | None]) -> list[int]:
@@ -304,7 +304,7 @@ class BulkWrites(PostgresCore):
                     rec = Record(rec.key, b"", None, rec.version, TOMBSTONE)
             elif rec.kind is not None:
                 raise UnsupportedError(f"the {self.name} backend holds bytes values only, not a {rec.kind} "
-                                       f"({rec.key[:40]!r})")
+                                       f"({show_key(rec.key)})")
             if newer(rec, latest.get(rec.key)):  # several changes of a key: only the newest can win
                 latest[rec.key] = rec
         if not latest:

@@ -16,12 +16,13 @@ from typing import Any, Self
 
 import asyncpg
 
-from kvctl.errors import BadURLError, KvctlError, UnavailableError, UsageError
+from kvctl.errors import KvctlError, UnavailableError, UsageError
 from kvctl.hlc import HLC, make_version
 from kvctl.plugin_kit import AsyncStoreBase, bulk_marker
 from kvctl.store import StoreURL, now_ms
 
 from .catalog import refuse_foreign, refuse_missing, survey
+from .connect import connect
 from .errors import CONNECTION_LOST, DRIVER_ERRORS, translate, translated
 from .schema import Layout, check_columns, needs_setup, refuse_newer, set_up
 from .settings import Settings, parse_settings, table_identity
@@ -115,14 +116,7 @@ class PostgresCore(AsyncStoreBase):
             raise UsageError(f"{self._where}: the store was closed")
         self._con = self._hot = None
         self._prepared.clear()
-        s = self._settings
-        with translated(self._where, "connect"):
-            try:
-                con = await asyncpg.connect(
-                    s.dsn, timeout=s.connect_timeout_s, command_timeout=s.command_timeout_s
-                )
-            except (ValueError, TypeError) as exc:  # asyncpg's verdict on a DSN option
-                raise BadURLError(f"{self._where}: {exc}") from exc
+        con = await connect(self._settings, self._where)
         try:
             with translated(self._where, "open the table"):
                 sql = await self._open_table(con)

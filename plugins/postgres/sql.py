@@ -35,6 +35,9 @@ _LIVE = "({row}expires_at IS NULL OR {row}expires_at > {now})"
 REQUIRED_COLUMNS = {"key": "bytea", "value": "bytea", "expires_at": "bigint", "version": "bigint"}
 STAGE_TABLE = "kvctl_stage"
 APPLY_STAGE_TABLE = "kvctl_apply_stage"
+# Keys sent as one array per statement by get_many and delete_many (kvctl's tables and mapped
+# ones alike); longer lists go in chunks of this size.
+ARRAY_CHUNK = 10_000
 TOMBS_SUFFIX = "__tombs"
 CHANGES_SUFFIX = "__changes"
 
