@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from functools import partial
 from itertools import compress, count, islice
 from operator import attrgetter, lt
-from typing import Any
+from typing import Any, cast
 
 import asyncpg
 
@@ -152,13 +152,12 @@ class BulkWrites(PostgresCore):
         tombstones, which may be older than it) held nothing when the stream began -- so a
         version assigned here has nothing to be raised above either.
         """
-        keys = cols.keys
-        span = self._stream_span
-        if span is not None and min(keys) <= span[1]:
-            return False
-        rows = (keys, cols.values, cols.expiries, cols.versions)
+        rows = (cols.keys, cols.values, cols.expiries, cols.versions)
         if not cols.ascending():  # key order: the primary key's B-tree is filled from left to right
             rows = tuple(map(list, zip(*sorted(zip(*rows, strict=True)), strict=True)))  # type: ignore[assignment]
+        span = self._stream_span
+        if span is not None and rows[0][0] <= span[1]:
+            return False
         try:
             chunk = copy_rows(*rows)
         except struct.error:  # a number beyond bigint: the usual way reports it
@@ -265,9 +264,10 @@ class BulkWrites(PostgresCore):
         if max(map(len, cols.keys)) > MAX_KEY or max(map(len, cols.values)) > MAX_VALUE:
             for rec in batch:
                 self._check(rec.key, rec.value)  # raises LimitError naming the first culprit
-        if cols.versions.count(None) == len(batch):
+        unversioned = cols.versions.count(None)
+        if unversioned == len(batch):
             return
-        given = [v for v in cols.versions if v is not None]
+        given = [v for v in cols.versions if v is not None] if unversioned else cols.versions
         if min(given) < 0 or max(given) > MAX_VERSION:
             bad = next(r for r in batch if r.version is not None and not 0 <= r.version <= MAX_VERSION)
             raise UsageError(f"{self._where}: version {bad.version} of key {show_key(bad.key)} is "
@@ -276,12 +276,14 @@ class BulkWrites(PostgresCore):
     def _assign_versions(self, given: list[int | None]) -> list[int]:
         """Keep given versions (observed into the clock); give the others consecutive HLC ticks."""
         clock = self._hlc
+        missing = given.count(None)
+        if not missing:  # the usual case of given versions: no pass in Python
+            every = cast(list[int], given)
+            clock.observe(max(every))
+            return every
         known = [v for v in given if v is not None]
         if known:
             clock.observe(max(known))
-        missing = len(given) - len(known)
-        if not missing:
-            return known
         first = clock.now()
         clock.observe(first + (missing - 1) * VERSION_STEP)  # the range is taken: later now() is above it
         fresh = range(first, first + missing * VERSION_STEP, VERSION_STEP)
