@@ -6,7 +6,7 @@ versions, keys unsorted inside a batch); a batch whose keys fall below those alr
 and a single write each end the stream and are written their usual way, with every key still
 served by the change feed; a table that is not new never streams; a connection lost while the
 COPY is open undoes the whole load, the table included; a number beyond bigint gets the usual
-error and nothing is written.
+error and nothing is written; a table made without a feed streams too, and gets no feed row.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from kvctl.hlc import make_version
 from kvctl.registry import open_async
 from kvctl.store import Record, now_ms
 from kvctl.testing import open_sync
-from tests.backends.postgres.support import asql
+from tests.backends.postgres.support import asql, sql
 from tests.backends.postgres.test_atomic_loads import catalog
 
 pytestmark = pytest.mark.server
@@ -174,3 +174,18 @@ def test_a_version_beyond_bigint_is_refused_and_writes_nothing(pg_url: str) -> N
 
     asyncio.run(work())
     assert catalog(pg_url, table) == before
+
+
+def test_a_table_made_without_a_feed_streams_and_writes_no_feed_row(pg_url: str) -> None:
+    url, table = new_table(pg_url)
+    url += "&feed=false"
+    recs = batch(0, 3000)
+
+    async def work() -> bool:
+        async with open_async(url) as store, store.atomic_load():  # type: ignore[attr-defined]
+            await store.set_many(recs)
+            return streaming(store)
+
+    assert asyncio.run(work())
+    assert rows(url) == {r.key: (r.value, r.expires_at_ms, r.version) for r in recs}
+    assert sql(pg_url, f"SELECT to_regclass('{table}__changes') IS NULL")[0][0] is True
