@@ -37,6 +37,10 @@ class Prefetch(Generic[T]):
         try:
             async for item in self._source:
                 await self._queue.put(item)
+                # Woken by room in the queue, go to the back of the loop's line before reading
+                # on: a read is a long step, and a write the consumer has just handed to a
+                # driver task should reach the socket first, so the server works meanwhile.
+                await asyncio.sleep(0)
         except asyncio.CancelledError:
             raise
         except BaseException as exc:  # handed to the consumer, which re-raises it

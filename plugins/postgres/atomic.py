@@ -45,12 +45,14 @@ class AtomicLoads(PostgresCore):
             raise
         finally:
             self._atomic_wanted, self._atomic_tx, self._indexes_later = False, None, []
+            self._streamable = False
 
     async def _abandon_atomic(self) -> None:
         """Roll the load back, then drop the connection: its statements and staging table may
         name a table that the rollback removed."""
         tx, con = self._atomic_tx, self._con
         self._atomic_tx = None
+        self._cancel_stream()
         if tx is not None and con is not None and not con.is_closed():
             async with self._lock:
                 with contextlib.suppress(asyncpg.PostgresError, asyncpg.InterfaceError, OSError):

@@ -4,23 +4,25 @@
 A batch goes as one unnest() statement, or, when big, as COPY into a temporary table and one
 merging statement; a batch whose key range holds no row yet (a new or emptied table, the next
 range of a migrate) is copied straight into the table with one feed row for the whole batch
-(see :mod:`.feed`).
+(see :mod:`.feed`).  Inside an atomic load into a table the load created, batches of rising keys
+go down one COPY left open across them, with one feed row for the whole load (see :mod:`.stream`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import struct
 from collections.abc import Awaitable, Callable, Iterable
 from functools import partial
 from itertools import compress, count, islice
 from operator import attrgetter, lt
-from typing import Any
+from typing import Any, cast
 
 import asyncpg
 
 from kvctl.errors import UnsupportedError, UsageError
 from kvctl.hlc import NODE_BITS
-from kvctl.plugin_kit import bulk_marker
+from kvctl.plugin_kit import bulk_marker, show_key
 from kvctl.store import (
     MAX_VERSION,
     TOMBSTONE,
@@ -33,6 +35,7 @@ from kvctl.store import (
 from .core import MAX_KEY, MAX_VALUE, PostgresCore
 from .settings import Settings
 from .sql import APPLY_STAGE_TABLE, STAGE_TABLE, Statements
+from .stream import CopyStream, copy_rows
 from .use import Use
 
 # Batches of this many records or more go through COPY into a temporary table and one merge;
@@ -88,7 +91,7 @@ class BulkWrites(PostgresCore):
 
     async def _write_batch(self, cols: _Columns, *, newer: bool) -> tuple[int, int]:
         """Write distinct keys; how many were written and their bytes (see set_newer_many)."""
-        async with Use(self, "set_many", writing=True) as con:
+        async with Use(self, "set_many", writing=True, streaming=True) as con:
             given = cols.versions
             unversioned = given.count(None)
             versions = self._assign_versions(given)  # after connecting: opening seeds the clock
@@ -99,6 +102,7 @@ class BulkWrites(PostgresCore):
             keep = [v is not None for v in given]
             parts = [(assigned, cols.with_versions(versions).only(keep, not assigned)) for assigned in (False, True)]
             written = size = 0
+            await self._end_stream(con)
             async with con.transaction():
                 for assigned, part in parts:
                     n, b = await self._upsert_rows(con, assigned, part, newer=newer)
@@ -109,6 +113,9 @@ class BulkWrites(PostgresCore):
                            newer: bool) -> tuple[int, int]:
         """One statement (big batches: COPY and one statement) for rows all with given or all
         with assigned versions; how many were written and their bytes."""
+        if self._streamable and await self._stream_batch(con, assigned, cols):
+            return len(cols.keys), sum(map(len, cols.keys)) + sum(map(len, cols.values))
+        await self._end_stream(con)  # any other write ends it
         big = len(cols.keys) >= COPY_MIN_ROWS or sum(map(len, cols.values)) >= COPY_MIN_BYTES
         if big and await self._load_directly(con, assigned, cols):
             # The purge keeps pace with what a write leaves it: one feed row for the whole load,
@@ -133,6 +140,39 @@ class BulkWrites(PostgresCore):
         self._hlc.observe(top)
         self._written += int(written)
         return int(written), int(size)
+
+    async def _stream_batch(self, con: asyncpg.Connection, assigned: bool, cols: _Columns) -> bool:
+        """Send a batch (distinct keys) down the load's open COPY (see .stream), opening it on the
+        first batch; False, having sent nothing, when its keys do not all lie above every key
+        sent before, or the table turns out to hold something: the caller ends the stream and
+        writes the batch its usual way.
+
+        Nothing can collide: no other session sees a table made inside this load's transaction,
+        every other use of the connection ends the stream for good, and the table (and its
+        tombstones, which may be older than it) held nothing when the stream began -- so a
+        version assigned here has nothing to be raised above either.
+        """
+        rows = (cols.keys, cols.values, cols.expiries, cols.versions)
+        if not cols.ascending():  # key order: the primary key's B-tree is filled from left to right
+            rows = tuple(map(list, zip(*sorted(zip(*rows, strict=True)), strict=True)))  # type: ignore[assignment]
+        span = self._stream_span
+        if span is not None and rows[0][0] <= span[1]:
+            return False
+        try:
+            chunk = copy_rows(*rows)
+        except struct.error:  # a number beyond bigint: the usual way reports it
+            return False
+        if self._stream is None:
+            if await con.fetchval(self._sql.holds_anything):
+                self._streamable = False
+                return False
+            self._stream = CopyStream(con, self._settings.table, self._settings.schema)
+        await self._stream.send(chunk)
+        low, high = min(cols.versions), max(cols.versions)
+        self._stream_span = (rows[0][0], rows[0][-1], low, high) if span is None else (
+            span[0], rows[0][-1], min(span[2], low), max(span[3], high))
+        self._hlc.observe(high)
+        return True
 
     async def _load_directly(self, con: asyncpg.Connection, assigned: bool, cols: _Columns) -> bool:
         """COPY a batch (distinct keys) straight into the table when its key range holds no row
@@ -224,23 +264,26 @@ class BulkWrites(PostgresCore):
         if max(map(len, cols.keys)) > MAX_KEY or max(map(len, cols.values)) > MAX_VALUE:
             for rec in batch:
                 self._check(rec.key, rec.value)  # raises LimitError naming the first culprit
-        if cols.versions.count(None) == len(batch):
+        unversioned = cols.versions.count(None)
+        if unversioned == len(batch):
             return
-        given = [v for v in cols.versions if v is not None]
+        given = [v for v in cols.versions if v is not None] if unversioned else cols.versions
         if min(given) < 0 or max(given) > MAX_VERSION:
             bad = next(r for r in batch if r.version is not None and not 0 <= r.version <= MAX_VERSION)
-            raise UsageError(f"{self._where}: version {bad.version} of key {bad.key[:40]!r} is "
+            raise UsageError(f"{self._where}: version {bad.version} of key {show_key(bad.key)} is "
                              "outside 0..2**63-1 (a bigint column)")
 
     def _assign_versions(self, given: list[int | None]) -> list[int]:
         """Keep given versions (observed into the clock); give the others consecutive HLC ticks."""
         clock = self._hlc
+        missing = given.count(None)
+        if not missing:  # the usual case of given versions: no pass in Python
+            every = cast(list[int], given)
+            clock.observe(max(every))
+            return every
         known = [v for v in given if v is not None]
         if known:
             clock.observe(max(known))
-        missing = len(given) - len(known)
-        if not missing:
-            return known
         first = clock.now()
         clock.observe(first + (missing - 1) * VERSION_STEP)  # the range is taken: later now() is above it
         fresh = range(first, first + missing * VERSION_STEP, VERSION_STEP)
@@ -263,7 +306,7 @@ class BulkWrites(PostgresCore):
                     rec = Record(rec.key, b"", None, rec.version, TOMBSTONE)
             elif rec.kind is not None:
                 raise UnsupportedError(f"the {self.name} backend holds bytes values only, not a {rec.kind} "
-                                       f"({rec.key[:40]!r})")
+                                       f"({show_key(rec.key)})")
             if newer(rec, latest.get(rec.key)):  # several changes of a key: only the newest can win
                 latest[rec.key] = rec
         if not latest:

@@ -16,16 +16,18 @@ from typing import Any, Self
 
 import asyncpg
 
-from kvctl.errors import BadURLError, KvctlError, UnavailableError, UsageError
+from kvctl.errors import KvctlError, UnavailableError, UsageError
 from kvctl.hlc import HLC, make_version
-from kvctl.plugin_kit import AsyncStoreBase
+from kvctl.plugin_kit import AsyncStoreBase, bulk_marker
 from kvctl.store import StoreURL, now_ms
 
 from .catalog import refuse_foreign, refuse_missing, survey
+from .connect import connect
 from .errors import CONNECTION_LOST, DRIVER_ERRORS, translate, translated
 from .schema import Layout, check_columns, needs_setup, refuse_newer, set_up
 from .settings import Settings, parse_settings, table_identity
 from .sql import SCHEMA_VERSION
+from .stream import CopyStream
 from .use import Hot, Use
 
 # Housekeeping (expired rows, old tombstones, the feed beyond its retention) runs on a write at
@@ -71,6 +73,12 @@ class PostgresCore(AsyncStoreBase):
         self._atomic_wanted = False
         self._atomic_tx: Any = None
         self._indexes_later: list[str] = []  # of a table created inside it, built at its end
+        # The COPY a load into a table it created streams its batches down (see .stream), and
+        # the span of keys and versions it has carried (first, last, lowest, highest): its feed
+        # row, written when it ends.  _streamable: such a load, no other write made into it yet.
+        self._stream: CopyStream | None = None
+        self._stream_span: tuple[bytes, bytes, int, int] | None = None
+        self._streamable = False
         self._next_purge = 0.0  # monotonic time; the first write of a process purges
         self._written = 0  # changes written since the last purge
         self._closed = False
@@ -108,14 +116,7 @@ class PostgresCore(AsyncStoreBase):
             raise UsageError(f"{self._where}: the store was closed")
         self._con = self._hot = None
         self._prepared.clear()
-        s = self._settings
-        with translated(self._where, "connect"):
-            try:
-                con = await asyncpg.connect(
-                    s.dsn, timeout=s.connect_timeout_s, command_timeout=s.command_timeout_s
-                )
-            except (ValueError, TypeError) as exc:  # asyncpg's verdict on a DSN option
-                raise BadURLError(f"{self._where}: {exc}") from exc
+        con = await connect(self._settings, self._where)
         try:
             with translated(self._where, "open the table"):
                 sql = await self._open_table(con)
@@ -137,6 +138,9 @@ class PostgresCore(AsyncStoreBase):
             await self._connection()
             hot = self._hot
             assert hot is not None
+        if self._stream is not None:
+            with translated(self._where, "finish the load's COPY", writing=True):
+                await self._end_stream(hot.con)
         return hot
 
     def _failed(self, exc: BaseException, action: str, writing: bool) -> BaseException:
@@ -172,6 +176,7 @@ class PostgresCore(AsyncStoreBase):
             # a table created inside an atomic load is seen by no one else until it ends
             self._indexes_later = await set_up(con, layout, wanted, self._where,
                                                indexes_later=self._atomic_tx is not None)
+            self._streamable = bool(self._indexes_later)  # returned only for a table created here
             row = await con.fetchrow(probe, layout.display_name)
         assert row is not None
         refuse_newer(row["schema_version"], self._where, layout.display_name)
@@ -215,6 +220,24 @@ class PostgresCore(AsyncStoreBase):
         self._sql = layout.statements(None, bool(meta.get("feed")), tombstones=found.has_tombs)
         return self._sql
 
+    async def _end_stream(self, con: asyncpg.Connection) -> None:
+        """Finish the streamed COPY, if one is open, and write its feed row: the connection is
+        wanted for something else.  No batch streams after that (the table is no longer known
+        to hold only keys below the next batch's)."""
+        self._streamable = False
+        stream, span = self._stream, self._stream_span
+        if stream is None:
+            return
+        self._stream = self._stream_span = None
+        await stream.finish()
+        if self._sql.feed and span is not None:
+            await con.execute(self._sql.record_bulk, *bulk_marker(*span))
+
+    def _cancel_stream(self) -> None:
+        stream, self._stream, self._stream_span, self._streamable = self._stream, None, None, False
+        if stream is not None:
+            stream.cancel()
+
     async def _stmt(self, con: asyncpg.Connection, text: str) -> Any:
         """A prepared statement of the hot paths, kept for the connection's life."""
         ps = self._prepared.get(text)
@@ -224,12 +247,14 @@ class PostgresCore(AsyncStoreBase):
 
     def _drop_connection(self) -> None:
         """Forget a connection in an unknown state; the next call reconnects."""
+        self._cancel_stream()
         con, self._con, self._hot = self._con, None, None
         if con is not None:
             con.terminate()
 
     async def close(self) -> None:
         self._closed = True
+        self._cancel_stream()
         con, self._con, self._hot = self._con, None, None
         if con is not None and not con.is_closed():
             try:
@@ -276,6 +301,8 @@ class PostgresCore(AsyncStoreBase):
 
     async def _purge(self, con: asyncpg.Connection) -> None:
         """Housekeeping when due (see PURGE_EVERY_S): expired rows, old tombstones, the feed."""
+        if self._stream is not None:  # the connection is busy with the COPY; the table is new anyway
+            return
         clock = time.monotonic()
         if clock < self._next_purge and self._written < PURGE_ROWS // 2:
             return

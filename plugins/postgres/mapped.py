@@ -38,11 +38,13 @@ from kvctl.plugin_kit.mapped import (
 from kvctl.plugin_kit.mapped.rows import MappedRows, MappedScan
 from kvctl.store import Capabilities, Page, Record, StoreURL, now_ms
 
+from .connect import connect
 from .core import MAX_KEY, MAX_VALUE
 from .errors import CONNECTION_LOST, DRIVER_ERRORS, translate, translated
 from .mapped_catalog import describe, list_tables
 from .mapped_sql import MappedStatements, key_arg
 from .settings import DRIVER_OPTIONS, Settings, parse_settings, table_identity
+from .sql import ARRAY_CHUNK
 
 # The options a mapped URL takes besides the driver's; the change feed's and create= make no
 # sense on a table kvctl never alters.
@@ -55,8 +57,6 @@ FROM pg_attribute a
 LEFT JOIN pg_collation co ON co.oid = a.attcollation
 WHERE a.attrelid = to_regclass($1) AND a.attname = ANY($2::text[]) ORDER BY a.attnum
 """
-# Keys sent per statement by get_many and delete_many.
-ARRAY_CHUNK = 10_000
 
 
 def open_mapped(url: StoreURL) -> MappedPostgresStore | ListingStore:
@@ -85,12 +85,7 @@ def _describe_now(settings: Settings, where: str, qualified: str | None) -> list
     inside an event loop).  ``qualified`` None: every table of the schema."""
 
     async def read() -> list[TableInfo]:
-        with translated(where, "connect"):
-            try:
-                con = await asyncpg.connect(settings.dsn, timeout=settings.connect_timeout_s,
-                                            command_timeout=settings.command_timeout_s)
-            except (ValueError, TypeError) as exc:
-                raise BadURLError(f"{where}: {exc}") from exc
+        con = await connect(settings, where, read_only=True)  # it only reads the catalog
         try:
             with translated(where, "read the catalog"):
                 if qualified is None:
@@ -144,12 +139,8 @@ class MappedPostgresStore(AsyncStoreBase):
         if self._con is None or self._con.is_closed():
             if self._closed:
                 raise UsageError(f"{self._where}: the store was closed")
-            s = self._settings
-            with translated(self._where, "connect"):
-                # Read-only unless this store may write: the server itself refuses any change.
-                self._con = await asyncpg.connect(
-                    s.dsn, timeout=s.connect_timeout_s, command_timeout=s.command_timeout_s,
-                    server_settings={"default_transaction_read_only": "off" if self._writes else "on"})
+            # read-only unless this store may write: the server itself refuses any change
+            self._con = await connect(self._settings, self._where, read_only=not self._writes)
         return self._con
 
     async def _run(self, action: str, method: str, text: str, *args: Any, writing: bool = False) -> Any:

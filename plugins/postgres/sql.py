@@ -35,6 +35,9 @@ _LIVE = "({row}expires_at IS NULL OR {row}expires_at > {now})"
 REQUIRED_COLUMNS = {"key": "bytea", "value": "bytea", "expires_at": "bigint", "version": "bigint"}
 STAGE_TABLE = "kvctl_stage"
 APPLY_STAGE_TABLE = "kvctl_apply_stage"
+# Keys sent as one array per statement by get_many and delete_many (kvctl's tables and mapped
+# ones alike); longer lists go in chunks of this size.
+ARRAY_CHUNK = 10_000
 TOMBS_SUFFIX = "__tombs"
 CHANGES_SUFFIX = "__changes"
 
@@ -243,6 +246,11 @@ class Statements:
         """Whether any row or tombstone lies in the key range $1..$2 (inclusive): one index probe each."""
         return (f"SELECT EXISTS (SELECT 1 FROM {self.t} WHERE key >= $1 AND key <= $2), "
                 f"EXISTS (SELECT 1 FROM {self.tombs} WHERE key >= $1 AND key <= $2)")
+
+    @property
+    def holds_anything(self) -> str:
+        """Whether the table holds any row or tombstone at all."""
+        return f"SELECT EXISTS (SELECT 1 FROM {self.t}) OR EXISTS (SELECT 1 FROM {self.tombs})"
 
     @property
     def tombs_in_range(self) -> str:

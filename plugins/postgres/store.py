@@ -24,13 +24,12 @@ from .bulk import COPY_MIN_BYTES, COPY_MIN_ROWS, BulkWrites
 from .core import MAX_KEY, MAX_VALUE, PURGE_EVERY_S, PURGE_MAX_ROWS, PURGE_ROWS
 from .feedread import FeedReads
 from .mapped import mapped_identity, open_mapped
+from .sql import ARRAY_CHUNK
 from .use import Use
 
 __all__ = ["COPY_MIN_BYTES", "COPY_MIN_ROWS", "MAX_KEY", "MAX_VALUE", "PURGE_EVERY_S", "PURGE_MAX_ROWS",
            "PURGE_ROWS", "PostgresStore"]
 
-# get_many/delete_many send keys as one array; very long lists go in chunks of this size.
-ARRAY_CHUNK = 50_000
 
 
 class PostgresStore(AtomicLoads, BulkWrites, FeedReads):

@@ -31,12 +31,13 @@ class Use:
     loopback round trip (~30 µs), so its own cost matters.
     """
 
-    __slots__ = ("action", "store", "writing")
+    __slots__ = ("action", "store", "streaming", "writing")
 
-    def __init__(self, store: PostgresCore, action: str, *, writing: bool = False) -> None:
+    def __init__(self, store: PostgresCore, action: str, *, writing: bool = False, streaming: bool = False) -> None:
         self.store = store
         self.action = action
         self.writing = writing
+        self.streaming = streaming  # a batch write, which may go down the load's open COPY
 
     async def __aenter__(self) -> asyncpg.Connection:
         store = self.store
@@ -44,10 +45,16 @@ class Use:
             store._check_writable()
         await store._lock.acquire()
         try:
-            return await store._connection()
-        except BaseException:
+            con = await store._connection()
+            if store._stream is not None and not self.streaming:
+                await store._end_stream(con)  # anything else needs the connection to itself
+        except BaseException as exc:
             store._lock.release()
+            failure = store._failed(exc, self.action, self.writing)
+            if failure is not exc:
+                raise failure from exc
             raise
+        return con
 
     async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
         store = self.store
