@@ -12,8 +12,8 @@ from __future__ import annotations
 import os
 import time
 import uuid
-from collections.abc import Iterator
-from typing import NamedTuple
+from collections.abc import Generator, Iterator
+from typing import NamedTuple, cast
 from urllib.parse import urlsplit
 
 import pytest
@@ -21,7 +21,7 @@ import redis
 from kvctl_plugins.redis.commands import SLICE_BYTES, SLICE_KEYS, ranges
 from redis.cluster import RedisCluster
 
-from kvctl.store import Record, Store, now_ms
+from kvctl.store import Page, Record, Store, now_ms
 from kvctl.testing import open_sync
 from tests.backends.redis.support import with_options
 from tests.conftest import service_url
@@ -146,24 +146,24 @@ def test_a_bulk_read_tells_missing_expired_and_typed_keys_apart(spot: Spot) -> N
 def test_commands_built_in_bulk_are_the_bytes_hiredis_packs() -> None:
     """MSET, SET and GET + expiry streams, joined from pieces rather than packed per command:
     the same bytes, empty and binary strings included."""
-    import hiredis
     from kvctl_plugins.redis import bulk
+    from kvctl_plugins.redis.scripts import pack  # hiredis's packer, one command at a time
 
     keys = [os.urandom(i % 40) for i in range(2 * SLICE_KEYS + 3)]
     values = [os.urandom(i % 70) for i in range(2 * SLICE_KEYS + 3)]
     msets = bulk.msets(keys, values)
     assert msets.replies == 3
     assert b"".join(msets.chunks) == b"".join(
-        hiredis.pack_command((b"MSET", *[x for kv in zip(keys[a:b], values[a:b], strict=True) for x in kv]))
+        pack([(b"MSET", *[x for kv in zip(keys[a:b], values[a:b], strict=True) for x in kv])])
         for a, b in ranges(keys, values))
     sets = bulk.writes(keys, values, [None] * len(keys))
     assert sets.replies == len(keys)
     assert b"".join(sets.chunks) == b"".join(
-        hiredis.pack_command((b"SET", k, v)) for k, v in zip(keys, values, strict=True))
+        pack([(b"SET", k, v)]) for k, v in zip(keys, values, strict=True))
     reads = bulk.reads(keys, b"PEXPIRETIME")
     assert reads.replies == 2 * len(keys)
     assert b"".join(reads.chunks) == b"".join(
-        hiredis.pack_command((b"GET", k)) + hiredis.pack_command((b"PEXPIRETIME", k)) for k in keys)
+        pack([(b"GET", k), (b"PEXPIRETIME", k)]) for k in keys)
     assert bulk.msets([], []) == bulk.Packed([], 0) and bulk.reads([], b"PTTL") == bulk.Packed([], 0)
 
 
@@ -189,7 +189,7 @@ def test_a_scan_left_mid_way_or_resumed_ends_equal(spot: Spot) -> None:
     leaves the store working, and one resumed from any page's cursor reads every key."""
     records = [Record(b"r%05d" % i, b"v%d" % i) for i in range(3 * SLICE_KEYS)]
     spot.store.set_many(records)
-    pages = spot.store.scan(batch_size=100)
+    pages = cast(Generator[Page, None, None], spot.store.scan(batch_size=100))
     first = next(pages)
     pages.close()  # its next request is in flight
     assert all(type(r) is Record for r in first.records)
