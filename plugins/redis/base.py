@@ -12,15 +12,16 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from itertools import repeat
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from kvctl.errors import KvctlError, UnsupportedError, UsageError
 from kvctl.plugin_kit import StoreBase, check_conditional, deadline_ms, typedjson
 from kvctl.store import Capabilities, Page, Record, StoreURL, now_ms
 
-from . import limits, scripts
+from . import limits, scanning
 from .cache import DELETED, INVALIDATED, Invalidator, LocalCache
-from .commands import Commands, escape_glob, expiry, raise_first_error, typed_content
+from .commands import Commands, expiry, raise_first_error, typed_content
 from .errors import DRIVER_ERRORS, translate, translating
 from .options import RedisSettings
 
@@ -66,7 +67,8 @@ class RedisStoreBase(StoreBase):
 
     def _write(self, keys: list[bytes], values: list[bytes], expiries: list[int | None],
                publish: Commands) -> None:
-        """Write the records given as three parallel lists (expiries absolute, None: none)."""
+        """Write the records given as three parallel lists (expiries absolute, None: none), each
+        key once."""
         raise NotImplementedError
 
     def _unlink(self, keys: list[bytes], publish: Commands) -> int:
@@ -126,11 +128,23 @@ class RedisStoreBase(StoreBase):
             replies = self._fetch([ns + k for k in keys] if ns else list(keys))
         except DRIVER_ERRORS as exc:
             raise translate(exc, self.where) from None
+        if not replies:
+            return []
+        values, exps = zip(*replies, strict=True)
+        return self._made(keys, list(values), list(exps))
+
+    def _made(self, keys: Sequence[bytes], values: list[Any], exps: list[Any]) -> list[Record | None]:
+        """The records of ``keys`` from the replies to their GET and expiry commands."""
+        if (self.codec is None and exps.count(-1) == len(exps) and values.count(None) == 0
+                and set(map(type, values)) == {bytes}):
+            # the usual page: every key holds a string without an expiry; made in C
+            return list(map(tuple.__new__, repeat(Record), zip(keys, values, repeat(None), repeat(None),
+                                                                 repeat(None))))
         now = now_ms()
         relative = self.relative_ttl
         out: list[Record | None] = []
         append = out.append
-        for key, (value, exp) in zip(keys, replies, strict=True):
+        for key, value, exp in zip(keys, values, exps, strict=True):
             # exp: PEXPIRETIME's absolute ms (PTTL's relative ms before 7.0); -1 none, -2 missing
             if value is None or exp == -2:
                 append(None)
@@ -212,29 +226,31 @@ class RedisStoreBase(StoreBase):
             return
         if self.codec is not None:
             batch = self._encoded(batch)
+        # the records as columns, transposed in C (Record is a tuple: key, value, expiry, ...)
+        columns = list(zip(*batch, strict=True))
+        keys, values, expiries = list(columns[0]), list(columns[1]), list(columns[2])
         caps = self.capabilities
         # the declared limits, and the server's for strings over limits.FLOOR: all checked before
-        # anything is written; batches of smaller records pay one comparison per record
+        # anything is written; batches of smaller records pay two C-level passes
         max_key = min(caps.max_key_size or MAX_STRING, limits.FLOOR)
         max_value = min(caps.max_value_size or MAX_STRING, limits.FLOOR)
-        big = False
-        for r in batch:
-            if len(r.key) > max_key or len(r.value) > max_value:
-                self._check(r.key, r.value)
-                big = True
-        biggest = self._check_bulk(batch) if big else None
-        keys = [r.key for r in batch]
-        latest = dict(zip(keys, batch, strict=True))
-        if len(latest) < len(batch):
+        biggest = None
+        if max(map(len, keys)) > max_key or max(map(len, values)) > max_value:
+            for r in batch:
+                if len(r.key) > max_key or len(r.value) > max_value:
+                    self._check(r.key, r.value)
+            biggest = self._check_bulk(batch)
+        if len(set(keys)) < len(keys):
             # A key written twice: keep its last record only, as set_many promises.  The write
             # sends records without an expiry and those with one in separate commands, so the
             # last record of a key would otherwise depend on which command ran last.
-            batch, keys = list(latest.values()), list(latest)
+            latest = dict(zip(keys, zip(values, expiries, strict=True), strict=True))
+            keys = list(latest)
+            values, expiries = [v for v, _ in latest.values()], [e for _, e in latest.values()]
         publish = self._invalidate(INVALIDATED, keys)
         ns = self.ns
         try:
-            self._write([ns + k for k in keys] if ns else keys, [r.value for r in batch],
-                        [r.expires_at_ms for r in batch], publish)
+            self._write(list(map(ns.__add__, keys)) if ns else keys, values, expiries, publish)
         except DRIVER_ERRORS as exc:
             raise self._write_error(exc, biggest) from None
 
@@ -327,31 +343,19 @@ class RedisStoreBase(StoreBase):
 
     def _scan_nodes(self, targets: list[tuple[str, Any]], prefix: bytes, cursor: str | None, batch_size: int,
                     keys_only: bool) -> Iterator[Page]:
-        """SCAN ``targets`` one after the other; page cursors name the node and its cursor."""
-        full = self.ns + prefix
-        match = escape_glob(full)
-        count = max(batch_size, 100)
+        """SCAN ``targets`` one after the other (scanning.py); page cursors name the node and its
+        cursor."""
         names = [name for name, _ in targets]
         node, redis_cursor = self._parse_cursor(cursor, names)
-        pending: list[bytes] = []
         while node < len(targets):
-            pool = targets[node][1]
-            with translating(self.where):
-                redis_cursor, found = scripts.run(pool, [(b"SCAN", redis_cursor, b"MATCH", match,
-                                                          b"COUNT", count)])[0]
-            redis_cursor = int(redis_cursor)
-            # The pattern already restricts the keys; checking again costs little and guards
-            # against any server that reads a pattern differently.
-            pending.extend(k for k in found if k.startswith(full))
-            if redis_cursor == 0:
-                node += 1
-            done = node >= len(targets)
-            if pending and (len(pending) >= batch_size or done):
-                resume = None if done else self._cursor(names[node], redis_cursor)
-                page = self._page(pending, keys_only)
-                pending = []
-                if page:
-                    yield Page(page, resume)
+            def resume(at: int, node: int = node) -> str | None:
+                if at:
+                    return self._cursor(names[node], at)
+                return self._cursor(names[node + 1], 0) if node + 1 < len(names) else None
+
+            yield from scanning.node_pages(self, targets[node][1], self.ns + prefix, redis_cursor, batch_size,
+                                           keys_only, resume)
+            node, redis_cursor = node + 1, 0
 
     def _page(self, full_keys: list[bytes], keys_only: bool) -> list[Record]:
         cut = len(self.ns)

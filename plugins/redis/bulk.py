@@ -12,6 +12,7 @@ C reader in a tight loop instead, and the commands are formatted into one buffer
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import islice
 from typing import Any, NamedTuple
 
 from redis._parsers import hiredis as _parsers
@@ -33,21 +34,31 @@ class Packed(NamedTuple):
 
 
 def read_replies(conn: Any, count: int) -> list[Any]:
-    """``count`` replies of ``conn`` (error replies returned, not raised)."""
+    """``count`` replies of ``conn`` (error replies returned, not raised); replies after them
+    (of commands sent later) stay unread."""
     parser = getattr(conn, "_parser", None)
     reader = getattr(parser, "_reader", None)
     if _HIREDIS_PARSER is None or not isinstance(parser, _HIREDIS_PARSER) or reader is None:
         return _one_by_one(conn, count)
     out: list[Any] = []
-    append, gets, fill = out.append, reader.gets, parser.read_from_socket
-    for _ in range(count):
-        reply = gets()
-        while reply is _MORE:
-            fill()
+    gets, fill = reader.gets, parser.read_from_socket
+    if _MORE is False:  # an old redis-py: False also stands for "more bytes needed"
+        for _ in range(count):
             reply = gets()
-        if isinstance(reply, RedisConnectionError):
-            raise reply
-        append(reply)
+            while reply is False:
+                fill()
+                reply = gets()
+            out.append(reply)
+    else:
+        # the replies already buffered, taken by a loop in C; then more bytes, until all are in
+        while True:
+            out.extend(islice(iter(gets, _MORE), count - len(out)))
+            if len(out) >= count:
+                break
+            fill()
+    for kind in set(map(type, out)):
+        if issubclass(kind, RedisConnectionError):
+            raise next(r for r in out if isinstance(r, RedisConnectionError))
     return out
 
 
@@ -85,30 +96,56 @@ def _bulk(item: bytes) -> bytes:
 
 def reads(keys: list[bytes], expiry_command: bytes) -> Packed:
     """``GET key`` then ``expiry_command key`` (PEXPIRETIME, or PTTL before 7.0) for each key."""
-    exp = b"*2\r\n" + _bulk(expiry_command)
-    form = b"*2\r\n$3\r\nGET\r\n$%d\r\n%s\r\n" + exp + b"$%d\r\n%s\r\n"
-    chunks = []
-    for a, b in ranges(keys):
-        chunks.append(b"".join([form % (len(k), k, len(k), k) for k in keys[a:b]]))
+    exp = b"\r\n*2\r\n" + _bulk(expiry_command) + b"$%d\r\n"
+    chunks = [_commands(_GET, keys[a:b], exp, keys[a:b]) for a, b in ranges(keys)]
     return Packed(chunks, 2 * len(keys))
 
 
 def writes(keys: list[bytes], values: list[bytes], expiries: Sequence[int | None]) -> Packed:
     """``SET key value`` for each record, with ``PXAT ms`` where it has an absolute expiry."""
-    plain = b"*3\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n"
     timed = b"*5\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n$4\r\nPXAT\r\n%s"
+    plain = b"*3\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n"
     chunks = []
     for a, b in ranges(keys, values):
         exps = expiries[a:b]
         if exps.count(None) == len(exps):
-            chunks.append(b"".join([plain % (len(k), k, len(v), v)
-                                    for k, v in zip(keys[a:b], values[a:b], strict=True)]))
+            chunks.append(_commands(_SET, keys[a:b], _ARG, values[a:b]))
         else:
             chunks.append(b"".join([
                 plain % (len(k), k, len(v), v) if e is None
                 else timed % (len(k), k, len(v), v, _bulk(b"%d" % max(1, e)))
                 for k, v, e in zip(keys[a:b], values[a:b], exps, strict=True)]))
     return Packed(chunks, len(keys))
+
+
+def msets(keys: list[bytes], values: list[bytes]) -> Packed:
+    """``MSET`` of the records, one command per slice of :func:`ranges`."""
+    chunks = []
+    for a, b in ranges(keys, values):
+        chunks.append(b"*%d\r\n$4\r\nMSET\r\n" % (1 + 2 * (b - a)) + _commands(_ARG, keys[a:b], _ARG, values[a:b]))
+    return Packed(chunks, len(chunks))
+
+
+# Heads of a command's arguments, each opening with the CRLF that ends the item before it
+_GET = b"\r\n*2\r\n$3\r\nGET\r\n$%d\r\n"
+_SET = b"\r\n*3\r\n$3\r\nSET\r\n$%d\r\n"
+_ARG = b"\r\n$%d\r\n"
+
+
+def _commands(head: bytes, firsts: list[bytes], second_head: bytes, seconds: list[bytes]) -> bytes:
+    """``head % len(first), first, second_head % len(second), second`` for each pair, joined, in
+    RESP: the first CRLF dropped, a last one added.  Built without a Python loop: each distinct
+    length is formatted once, and one join makes the buffer."""
+    firsts_len, seconds_len = list(map(len, firsts)), list(map(len, seconds))
+    heads = {n: head % n for n in set(firsts_len)}
+    second_heads = {n: second_head % n for n in set(seconds_len)}
+    pieces: list[bytes] = [b""] * (4 * len(firsts) + 1)
+    pieces[0:-1:4] = map(heads.__getitem__, firsts_len)
+    pieces[1::4] = firsts
+    pieces[2::4] = map(second_heads.__getitem__, seconds_len)
+    pieces[3::4] = seconds
+    pieces[-1] = b"\r\n"
+    return b"".join(pieces)[2:]
 
 
 def pairs(replies: list[Any]) -> list[tuple[Any, Any]]:

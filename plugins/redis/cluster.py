@@ -30,7 +30,7 @@ from redis.exceptions import AskError, ClusterDownError, MovedError, ResponseErr
 from kvctl.errors import UnavailableError
 from kvctl.store import Capabilities, Page, StoreURL
 
-from . import bulk, options, scripts, slots, tls
+from . import bulk, options, routing, scripts, slots, tls
 from .base import MAX_STRING, RedisStoreBase
 from .commands import Commands, errors_in, raise_first_error, ranges
 from .errors import translating
@@ -118,13 +118,10 @@ class RedisClusterStore(RedisStoreBase):
     def _route(self, keys: list[bytes]) -> dict[str, list[int]]:
         if not self._slots:
             self._load_slots() if self._rc is not None else self.rc
-        slots = self._slots
-        groups: dict[str, list[int]] = {}
-        for i, key in enumerate(keys):
-            name = slots[key_slot(key)]
-            if not name:
-                raise redis.exceptions.SlotNotCoveredError(f"slot {key_slot(key)} is not served by any node")
-            groups.setdefault(name, []).append(i)
+        groups = routing.by_owner(keys, self._slots)
+        if "" in groups:
+            slot = routing.key_slots([keys[groups[""][0]]])[0]
+            raise redis.exceptions.SlotNotCoveredError(f"slot {slot} is not served by any node")
         return groups
 
     # -- running commands on nodes -----------------------------------------------------------
@@ -153,20 +150,21 @@ class RedisClusterStore(RedisStoreBase):
     def _per_node(
         self,
         keys: list[bytes],
-        build: Callable[[list[bytes]], Commands | bulk.Packed],
+        build: Callable[[list[int]], Commands | bulk.Packed],
         parse: Callable[[list[bytes], list[Any]], list[Any]],
         fallback: Callable[[list[bytes]], list[Any]],
         script_of: dict[bool, scripts.Script] | None = None,
         answer: Callable[[Any], bool] | None = None,
     ) -> list[Any]:
-        """Run ``build(slice)`` on the node of each slice of ``keys``; results in key order.
+        """Run ``build(indices)`` on the node of the keys at those indices of ``keys``; results in
+        key order.
         ``answer``: the error replies that are answers for ``parse``, not failures."""
         results: list[Any] = [None] * len(keys)
         todo = self._route(keys)
         refreshed = False
         for _ in range(4):
             try:
-                replies = self._exec({name: build([keys[i] for i in idx]) for name, idx in todo.items()})
+                replies = self._exec({name: build(idx) for name, idx in todo.items()})
             except (redis.ConnectionError, redis.TimeoutError):
                 if refreshed:
                     raise
@@ -183,7 +181,7 @@ class RedisClusterStore(RedisStoreBase):
                 if errors and answer is not None:
                     errors = [e for e in errors if not answer(e)]
                 if not errors:
-                    for i, value in zip(idx, parse([keys[i] for i in idx], replies[name]), strict=True):
+                    for i, value in zip(idx, parse(routing.take(keys, idx), replies[name]), strict=True):
                         results[i] = value
                 elif any(scripts.is_old_server(e) for e in errors) and not self.relative_ttl:
                     self.relative_ttl = True  # build() picks the pre-7.0 scripts from now on
@@ -227,8 +225,8 @@ class RedisClusterStore(RedisStoreBase):
             if not isinstance(value, ResponseError) and isinstance(exp, int):
                 return [(value, exp)]
 
-        def build(part: list[bytes]) -> bulk.Packed:
-            return bulk.reads(part, b"PTTL" if self.relative_ttl else b"PEXPIRETIME")
+        def build(idx: list[int]) -> bulk.Packed:
+            return bulk.reads(routing.take(keys, idx), b"PTTL" if self.relative_ttl else b"PEXPIRETIME")
 
         def parse(part: list[bytes], replies: list[Any]) -> list[Any]:
             out = bulk.pairs(replies)
@@ -256,14 +254,11 @@ class RedisClusterStore(RedisStoreBase):
     # -- writes ------------------------------------------------------------------------------
     def _write(self, keys: list[bytes], values: list[bytes], expiries: list[int | None],
                publish: Commands) -> None:
-        # The last record of a key wins, as in a pipeline.
-        by_key = {k: (v, e) for k, v, e in zip(keys, values, expiries, strict=True)}
-
-        def build(part: list[bytes]) -> bulk.Packed:
-            pairs = [by_key[k] for k in part]
-            return bulk.writes(part, [p[0] for p in pairs], [p[1] for p in pairs])
+        def build(idx: list[int]) -> bulk.Packed:
+            return bulk.writes(routing.take(keys, idx), routing.take(values, idx), routing.take(expiries, idx))
 
         def slowly(part: list[bytes]) -> list[Any]:
+            by_key = dict(zip(keys, zip(values, expiries, strict=True), strict=True))
             commands: Commands = []
             for k in part:
                 value, exp = by_key[k]
@@ -272,13 +267,14 @@ class RedisClusterStore(RedisStoreBase):
             raise_first_error(replies)
             return replies
 
-        self._per_node(list(by_key), build, lambda part, replies: [None] * len(part), slowly)
+        self._per_node(keys, build, lambda part, replies: [None] * len(part), slowly)
         self._publish(publish)
 
     def _unlink(self, keys: list[bytes], publish: Commands) -> int:
         unique = list(dict.fromkeys(keys))
 
-        def build(part: list[bytes]) -> Commands:
+        def build(idx: list[int]) -> Commands:
+            part = routing.take(unique, idx)
             script = DELETE[self.relative_ttl]
             return [script.call(part[a:b], cluster=True) for a, b in ranges(part)]
 
@@ -392,21 +388,22 @@ class RedisClusterStore(RedisStoreBase):
     def _dump(self, keys: list[bytes]) -> list[tuple[Any, Any, Any]]:
         exp = b"PTTL" if self.relative_ttl else b"PEXPIRETIME"
 
-        def build(part: list[bytes]) -> Commands:
+        def commands(part: list[bytes]) -> Commands:
             return [c for k in part for c in ((b"DUMP", k), (exp, k), (b"TYPE", k))]
 
         def parse(part: list[bytes], replies: list[Any]) -> list[Any]:
             return list(zip(replies[0::3], replies[1::3], replies[2::3], strict=True))
 
         def slowly(part: list[bytes]) -> list[Any]:
-            replies = self._pipeline(build(part))
+            replies = self._pipeline(commands(part))
             raise_first_error(replies)
             return parse(part, replies)
 
-        return self._per_node(keys, build, parse, slowly)
+        return self._per_node(keys, lambda idx: commands(routing.take(keys, idx)), parse, slowly)
 
     def _read_typed(self, keys: list[bytes]) -> list[tuple[Any, Any, Any]]:
-        def build(part: list[bytes]) -> Commands:
+        def build(idx: list[int]) -> Commands:
+            part = routing.take(keys, idx)
             script = scripts.TYPED_SCRIPTS[self.relative_ttl]
             return [script.call(part[a:b], cluster=True) for a, b in ranges(part)]
 
@@ -432,7 +429,8 @@ class RedisClusterStore(RedisStoreBase):
             raise_first_error(replies)
             return replies
 
-        self._per_node(list(by_key), lambda part: [by_key[k] for k in part],
+        keys = list(by_key)
+        self._per_node(keys, lambda idx: [by_key[keys[i]] for i in idx],
                        lambda part, replies: replies, slowly)
         self._publish([c for c in commands if c[0] == b"PUBLISH"])
 

@@ -57,14 +57,6 @@ def ranges(keys: list[bytes], values: list[bytes] | None = None) -> list[tuple[i
     return out
 
 
-def interleave(a: list[Any], b: list[Any]) -> list[Any]:
-    """[a0, b0, a1, b1, ...] (MSET arguments, script arguments), without a Python loop."""
-    out: list[Any] = [None] * (2 * len(a))
-    out[0::2] = a
-    out[1::2] = b
-    return out
-
-
 # Reply types that are neither an error nor hold one: most replies of a bulk read are these.
 _PLAIN = frozenset({bytes, int, type(None)})
 

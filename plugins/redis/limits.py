@@ -17,6 +17,7 @@ from typing import Any
 import redis.exceptions as rx
 
 from kvctl.errors import LimitError
+from kvctl.plugin_kit import show_key
 from kvctl.store import Record
 
 FLOOR = 1024 * 1024  # Redis accepts no proto-max-bulk-len below 1 MiB: smaller strings always fit
@@ -49,10 +50,9 @@ def over(where: str, record: Record, size: int, limit: int | None, *, before: bo
     """The error naming the key and the length of its key or value, and the limit when known;
     ``before``: refused before anything was sent."""
     what = "key" if len(record.key) == size else "value"
-    shown = record.key[:80].decode("utf-8", "backslashreplace") + ("..." if len(record.key) > 80 else "")
     bound = (f"the server's proto-max-bulk-len of {limit:,} bytes" if limit is not None
              else "the server's proto-max-bulk-len (it closed the connection)")
-    return LimitError(f"{where}: the {what} of key {shown!r} is {size:,} bytes, over {bound}"
+    return LimitError(f"{where}: the {what} of key {show_key(record.key)} is {size:,} bytes, over {bound}"
                       + ("; nothing of its batch was written" if before else ""))
 
 

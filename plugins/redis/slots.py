@@ -27,7 +27,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from redis.crc import key_slot
 from redis.exceptions import AskError, ClusterDownError, TryAgainError
 
 from kvctl.errors import UnavailableError, UsageError
@@ -36,6 +35,7 @@ from kvctl.store import Page
 from . import scripts
 from .commands import escape_glob, raise_first_error
 from .errors import translating
+from .routing import key_slots
 
 if TYPE_CHECKING:
     from .cluster import RedisClusterStore
@@ -227,7 +227,7 @@ class _Reader:
         while True:
             scan_cursor, found = self._run([_probe(slot), (b"SCAN", scan_cursor, b"MATCH", match, b"COUNT", count)])[1]
             scan_cursor = int(scan_cursor)
-            keys = [k for k in found if k.startswith(self.full) and key_slot(k) == slot]
+            keys = [k for k, at in zip(found, key_slots(found), strict=True) if at == slot and k.startswith(self.full)]
             done = scan_cursor == 0
             if keys or done:
                 yield self._page(keys, _cursor(slots, index + 1) if done else f"slot:{slot}:{scan_cursor}")
@@ -256,14 +256,15 @@ def _cursor(slots: list[int], index: int) -> str | None:
 def _probe(slot: int) -> tuple[bytes, bytes]:
     """A read of a key of ``slot``: MOVED or ASK when the node does not (fully) serve it."""
     if not _probes:
-        table: list[bytes | None] = [None] * SLOTS
-        missing, i = SLOTS, 0
-        while missing:
-            key = b"kvctl-probe-%d" % i
-            slot_of = key_slot(key)
-            if table[slot_of] is None:
-                table[slot_of] = key
-                missing -= 1
-            i += 1
-        _probes.extend(k for k in table if k is not None)
+        # the first key of the sequence kvctl-probe-0, -1, ... in each slot, their slots computed
+        # a chunk at a time (about 160,000 keys cover the 16,384 slots)
+        table: dict[int, bytes] = {}
+        start = 0
+        while len(table) < SLOTS:
+            keys = [b"kvctl-probe-%d" % i for i in range(start, start + 32768)]
+            # reversed: where a slot repeats, the dict keeps its first key
+            first = dict(zip(reversed(key_slots(keys)), reversed(keys), strict=True))
+            table = {**first, **table}
+            start += len(keys)
+        _probes.extend(table[s] for s in range(SLOTS))
     return (b"EXISTS", _probes[slot])

@@ -23,7 +23,7 @@ from kvctl.store import Capabilities, StoreURL, now_ms
 
 from . import bulk, options, scripts, tls
 from .base import MAX_STRING, RedisStoreBase
-from .commands import Commands, errors_in, interleave, raise_first_error, ranges
+from .commands import Commands, errors_in, raise_first_error, ranges
 
 
 def client_kwargs(settings: options.RedisSettings) -> dict[str, Any]:
@@ -115,7 +115,7 @@ class RedisStore(RedisStoreBase):
                 command = (b"SET", key, value, b"PX", ttl) if ttl > 0 else (b"UNLINK", key)
             raise_first_error(self._run([command]))
             return
-        timed = [i for i, e in enumerate(expiries) if e is not None]
+        timed = [] if expiries.count(None) == len(expiries) else [i for i, e in enumerate(expiries) if e is not None]
         if timed and len(timed) < len(keys):
             plain = [i for i, e in enumerate(expiries) if e is None]
             plain_keys, plain_values = [keys[i] for i in plain], [values[i] for i in plain]
@@ -129,10 +129,10 @@ class RedisStore(RedisStoreBase):
         # MSET for records without an expiry; one plain SET .. PXAT each for the others (bulk.py:
         # about half the server's CPU of a Lua loop of SETs); in MULTI/EXEC when there are
         # several commands, so the batch is applied whole or not at all
-        mset = [(b"MSET", *interleave(plain_keys[a:b], plain_values[a:b])) for a, b in ranges(plain_keys, plain_values)]
+        mset = bulk.msets(plain_keys, plain_values)
         timed_sets = bulk.writes(keys, values, expiries)
-        count = len(mset) + timed_sets.replies
-        chunks = [scripts.pack(mset), *timed_sets.chunks]
+        count = mset.replies + timed_sets.replies
+        chunks = [*mset.chunks, *timed_sets.chunks]
         if count > 1 or publish:
             chunks = [scripts.pack([(b"MULTI",)]), *chunks, scripts.pack([*publish, (b"EXEC",)])]
             count += 2 + len(publish)

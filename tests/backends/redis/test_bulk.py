@@ -12,8 +12,8 @@ from __future__ import annotations
 import os
 import time
 import uuid
-from collections.abc import Iterator
-from typing import NamedTuple
+from collections.abc import Generator, Iterator
+from typing import NamedTuple, cast
 from urllib.parse import urlsplit
 
 import pytest
@@ -21,7 +21,7 @@ import redis
 from kvctl_plugins.redis.commands import SLICE_BYTES, SLICE_KEYS, ranges
 from redis.cluster import RedisCluster
 
-from kvctl.store import Record, Store, now_ms
+from kvctl.store import Page, Record, Store, now_ms
 from kvctl.testing import open_sync
 from tests.backends.redis.support import with_options
 from tests.conftest import service_url
@@ -141,3 +141,66 @@ def test_a_bulk_read_tells_missing_expired_and_typed_keys_apart(spot: Spot) -> N
     assert got[:2] == [None, None]
     assert got[2] is not None and got[2].kind == "list" and got[2].expires_at_ms is not None
     assert got[3:] == [Record(b"s%04d" % i, b"x" * i) for i in range(SLICE_KEYS + 2)]
+
+
+def test_commands_built_in_bulk_are_the_bytes_hiredis_packs() -> None:
+    """MSET, SET and GET + expiry streams, joined from pieces rather than packed per command:
+    the same bytes, empty and binary strings included."""
+    from kvctl_plugins.redis import bulk
+    from kvctl_plugins.redis.scripts import pack  # hiredis's packer, one command at a time
+
+    keys = [os.urandom(i % 40) for i in range(2 * SLICE_KEYS + 3)]
+    values = [os.urandom(i % 70) for i in range(2 * SLICE_KEYS + 3)]
+    msets = bulk.msets(keys, values)
+    assert msets.replies == 3
+    assert b"".join(msets.chunks) == b"".join(
+        pack([(b"MSET", *[x for kv in zip(keys[a:b], values[a:b], strict=True) for x in kv])])
+        for a, b in ranges(keys, values))
+    sets = bulk.writes(keys, values, [None] * len(keys))
+    assert sets.replies == len(keys)
+    assert b"".join(sets.chunks) == b"".join(
+        pack([(b"SET", k, v)]) for k, v in zip(keys, values, strict=True))
+    reads = bulk.reads(keys, b"PEXPIRETIME")
+    assert reads.replies == 2 * len(keys)
+    assert b"".join(reads.chunks) == b"".join(
+        pack([(b"GET", k), (b"PEXPIRETIME", k)]) for k in keys)
+    assert bulk.msets([], []) == bulk.Packed([], 0) and bulk.reads([], b"PTTL") == bulk.Packed([], 0)
+
+
+def test_key_slots_in_bulk_are_redis_py_s() -> None:
+    """The batch's slots from one CRC pass, or key by key when a key may hold a hash tag."""
+    from kvctl_plugins.redis.routing import by_owner, key_slots
+    from redis.crc import key_slot
+
+    plain = [os.urandom(i % 30) for i in range(3000)]
+    tagged = [b"a{b}c", b"{}x", b"x{", b"}{y}", b"{z}", b"{{a}}", *plain[:50]]
+    for keys in (plain, tagged, []):
+        assert key_slots(keys) == [key_slot(k) for k in keys]
+    owners = [f"n{slot % 3}" if slot else "" for slot in range(16384)]
+    groups = by_owner(plain, owners)
+    assert sorted(i for idx in groups.values() for i in idx) == list(range(len(plain)))
+    assert all(owners[key_slot(plain[i])] == name for name, idx in groups.items() for i in idx)
+    assert all(idx == sorted(idx) for idx in groups.values())
+
+
+@pytest.mark.server
+def test_a_scan_left_mid_way_or_resumed_ends_equal(spot: Spot) -> None:
+    """A scan sends each page's reads with the next SCAN: one stopped with a request in flight
+    leaves the store working, and one resumed from any page's cursor reads every key."""
+    records = [Record(b"r%05d" % i, b"v%d" % i) for i in range(3 * SLICE_KEYS)]
+    spot.store.set_many(records)
+    pages = cast(Generator[Page, None, None], spot.store.scan(batch_size=100))
+    first = next(pages)
+    pages.close()  # its next request is in flight
+    assert all(type(r) is Record for r in first.records)
+    assert spot.store.get_many([b"r00001"]) == [records[1]]
+    seen = {r.key for r in first.records}
+    cursor = first.cursor
+    while cursor is not None:
+        page = next(iter(spot.store.scan(batch_size=700, cursor=cursor)), None)
+        if page is None:  # nothing after that cursor
+            break
+        seen.update(r.key for r in page.records)
+        cursor = page.cursor
+    assert seen == {r.key for r in records}
+    assert sorted(r for p in spot.store.scan(batch_size=500) for r in p.records) == records

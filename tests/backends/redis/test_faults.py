@@ -331,7 +331,7 @@ def test_value_over_the_servers_bulk_limit_is_a_limit_error(
         with pytest.raises(LimitError) as info:
             store.set(b"big2m", big)
         assert_one_line(info.value, url)
-        assert "'big2m'" in str(info.value) and "2,000,000 bytes" in str(info.value) and limit in str(info.value)
+        assert "key big2m is" in str(info.value) and "2,000,000 bytes" in str(info.value) and limit in str(info.value)
         assert info.value.exit_code == 5
         with pytest.raises(LimitError, match="big2m"):
             store.set_many([Record(b"small", b"v"), Record(b"big2m", big, None)])
@@ -345,8 +345,8 @@ def test_value_over_the_servers_bulk_limit_is_a_limit_error(
     blob = tmp_path / "blob.bin"
     blob.write_bytes(big)
     # a set is refused (5); a copy skips and lists what the destination cannot hold, like every backend (8)
-    for args, named, code in ((["-u", url, "set", "cli-big", "--file", str(blob)], "'cli-big' is 2,000,000 bytes", 5),
-                              (["migrate", f"sqlite://{source}", url, "--no-progress"], "'z-big' is 3,000,000 bytes",
+    for args, named, code in ((["-u", url, "set", "cli-big", "--file", str(blob)], "key cli-big is 2,000,000 bytes", 5),
+                              (["migrate", f"sqlite://{source}", url, "--no-progress"], "key z-big is 3,000,000 bytes",
                                8)):
         proc = run_kvctl(env, *args)
         lines = proc.stderr.strip().splitlines()

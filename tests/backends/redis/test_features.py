@@ -282,7 +282,6 @@ def test_ranges_split_by_count_and_bytes(monkeypatch: pytest.MonkeyPatch) -> Non
     values = [b"x" * 40] * 5
     assert commands.ranges(keys[:5], values) == [(0, 2), (2, 4), (4, 5)]
     assert commands.ranges([b"k"], [b"x" * 1000]) == [(0, 1)]  # one oversized record still goes alone
-    assert commands.interleave([1, 2], [3, 4]) == [1, 3, 2, 4]
 
 
 def test_errors_in_finds_errors_at_any_depth() -> None:
