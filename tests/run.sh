@@ -3,7 +3,7 @@
 # (Redis, Redis Cluster, PostgreSQL, libSQL: tests/services.sh), check lint, types and the architecture,
 # run the CI performance gate, then every test (pytest's summary is the last line).  `.ci/run` calls exactly this.
 #   bash tests/run.sh              everything
-#   bash tests/run.sh -k sqlite    extra arguments go to pytest
+#   bash tests/run.sh -k sqlite    extra arguments go to pytest (-n 0: one process, no workers)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 PY="${PYTHON:-python3}"
@@ -40,4 +40,6 @@ echo "== performance gate: instructions and allocations per op fail the run, tim
 kvctl bench --suite bench/ci/suite-ci.toml --baseline bench/ci/baseline-ci.json
 
 echo "== tests"
-"$PY" -m pytest "$@"
+# Two workers (the CI machine has two cores); a file's tests stay on one worker, so a module's
+# server fixtures start once and a file's whole-database tests never meet each other.
+"$PY" -m pytest -n 2 --dist loadfile "$@"

@@ -163,10 +163,12 @@ def test_a_writer_gives_up_after_timeout_saying_how_long_it_waited(tmp_path: Pat
 
 
 # Runs in a private mount namespace (``unshare -Urm``) on a 256 KiB tmpfs: $1 mount point, $2 a
-# value too large for it, $3 where the results go, $4 an import file too large for it.
+# value too large for it, $3 where the results go, $4 an import file too large for it, $5 the
+# interpreter running the tests (its kvctl, not whichever python PATH finds first).
 FULL_DISK = r"""
 mount -t tmpfs -o size=256k none "$1" || exit 99
-kv() { python -m kvctl "$@"; }
+py="$5"
+kv() { "$py" -m kvctl "$@"; }
 kv -u "file://$1/fs" set first hello || exit 98
 size=$(stat -c %s "$1"/fs/*.log)
 kv -u "file://$1/fs" set big --file "$2" 2> "$3/set.err"; echo $? > "$3/set.rc"
@@ -186,7 +188,7 @@ def test_a_full_disk_is_one_line_naming_the_store_and_what_was_committed(tmp_pat
     lines.write_text("".join(json.dumps({"key": f"k{i}", "value": "x" * 1000}) + "\n" for i in range(400)))
     try:
         proc = subprocess.run(["unshare", "-Urm", "sh", "-c", FULL_DISK, "sh", str(mount), str(value), str(results),
-                               str(lines)], env=env, capture_output=True, text=True, timeout=300)
+                               str(lines), sys.executable], env=env, capture_output=True, text=True, timeout=300)
     except FileNotFoundError:
         pytest.skip("no unshare(1) to mount a small tmpfs")
     if proc.returncode == 99:

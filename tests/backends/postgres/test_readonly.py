@@ -6,13 +6,18 @@ every table's rows) is snapshotted before and after every read command, run as t
 on a database that holds only another program's tables (Gorkflow's schema) and on a missing kvctl
 table; and before and after every write command on the former without ``?create=true``.  A role with
 SELECT only reads a kvctl table, change feed included.
+
+Commands refused with an error run through kvctl's ``main`` in this process (the same code as the
+command line, without a second's interpreter start per command); the reads that succeed on a kvctl
+table run as real processes, so whatever a process does until it exits is inside the check too.
 """
 
 from __future__ import annotations
 
 import os
+import subprocess
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -20,6 +25,7 @@ import pytest
 from kvctl.testing.cli import read_commands as all_read_commands
 from kvctl.testing.cli import run_kvctl, write_commands, write_inputs
 from tests.backends.postgres.support import catalog, sql
+from tests.cli.test_json import in_process
 from tests.conftest import service_url
 
 pytestmark = pytest.mark.server
@@ -27,6 +33,8 @@ pytestmark = pytest.mark.server
 TAG = f"kvctl_ro{os.getpid()}_{uuid.uuid4().hex[:6]}"
 GORKFLOW_DDL = (Path(__file__).parent / "gorkflow.sql").read_text()
 GORKFLOW_TABLES = ["step_executions", "step_outputs", "workflow_runs", "workflow_state"]
+
+Kvctl = Callable[..., "subprocess.CompletedProcess[str]"]
 
 
 def on_database(url: str, name: str) -> str:
@@ -69,21 +77,33 @@ def kvctl_db(pg_url: str) -> Iterator[str]:
             f'DROP ROLE IF EXISTS "{TAG}_sel"')
 
 
-def read_commands(url: str, tmp: Path, env: dict[str, str]) -> list[list[str]]:
+@pytest.fixture
+def kvctl(env: dict[str, str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Kvctl:
+    """``kvctl(*args)``: the command run by kvctl's ``main`` in this process, in ``env``."""
+    run = in_process(env, capsys, monkeypatch)
+
+    def call(*args: str) -> subprocess.CompletedProcess[str]:
+        code, out, err = run(*args)
+        return subprocess.CompletedProcess(list(args), code, out, err)
+
+    return call
+
+
+def read_commands(url: str, tmp: Path, kvctl: Kvctl) -> list[list[str]]:
     """Every command that only reads ``url`` (kvctl.testing's list), beside an existing SQLite store."""
     other = f"sqlite://{tmp / 'other.db'}"
-    assert run_kvctl(env, "-u", other, "set", "other", "1").returncode == 0
+    assert kvctl("-u", other, "set", "other", "1").returncode == 0
     return all_read_commands(url, other, tmp)
 
 
 def test_reads_of_a_database_of_another_program_change_nothing(gorkflow: str, env: dict[str, str],
-                                                                 tmp_path: Path) -> None:
+                                                                 tmp_path: Path, kvctl: Kvctl) -> None:
     before = catalog(gorkflow)
     assert any(r[0] == "rel" and r[2] == "workflow_state" for r in before)
     # ?create=true is a write's opt-in: a read with it is refused the same
     for url in (gorkflow, f"{gorkflow}?table=workflow_state", f"{gorkflow}?create=true"):
-        for args in read_commands(url, tmp_path, env)[:None if url == gorkflow else 3]:
-            proc = run_kvctl(env, *args)
+        for args in read_commands(url, tmp_path, kvctl)[:None if url == gorkflow else 3]:
+            proc = kvctl(*args)
             assert proc.returncode == 2, (args, proc.stderr)
             assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("kvctl: error: "), proc.stderr
             assert "holds 4 tables, none of kvctl's" in proc.stderr
@@ -95,13 +115,13 @@ def test_reads_of_a_database_of_another_program_change_nothing(gorkflow: str, en
 
 
 def test_a_write_on_a_database_of_another_program_needs_create(gorkflow: str, env: dict[str, str],
-                                                                tmp_path: Path) -> None:
+                                                                tmp_path: Path, kvctl: Kvctl) -> None:
     before = catalog(gorkflow)
     source = f"sqlite://{tmp_path / 'src.db'}"
     assert run_kvctl(env, "-u", source, "set", "k", "v").returncode == 0
     write_inputs(env, source, tmp_path)
     for args in write_commands(gorkflow, source, tmp_path):
-        proc = run_kvctl(env, *args)
+        proc = kvctl(*args)
         assert proc.returncode == 2, (args, proc.stderr)
         assert proc.stderr.count("\n") == 1 and "holds 4 tables, none of kvctl's" in proc.stderr, proc.stderr
         assert "?create=true" in proc.stderr and f"?table={GORKFLOW_TABLES[0]}" in proc.stderr
@@ -116,12 +136,13 @@ def test_a_write_on_a_database_of_another_program_needs_create(gorkflow: str, en
     assert {r[2] for r in before if r[0] == "rel"} < {r[2] for r in catalog(gorkflow) if r[0] == "rel"}
 
 
-def test_reads_of_a_missing_table_change_nothing(kvctl_db: str, env: dict[str, str], tmp_path: Path) -> None:
+def test_reads_of_a_missing_table_change_nothing(kvctl_db: str, env: dict[str, str], tmp_path: Path,
+                                                  kvctl: Kvctl) -> None:
     assert run_kvctl(env, "-u", f"{kvctl_db}?table=present", "set", "k", "v").returncode == 0  # kvctl is there
     for url in (f"{kvctl_db}?table=missing", f"{kvctl_db}?table=missing&schema=nowhere"):
         before = catalog(kvctl_db)
-        for args in read_commands(url, tmp_path, env):
-            proc = run_kvctl(env, *args)
+        for args in read_commands(url, tmp_path, kvctl):
+            proc = kvctl(*args)
             assert proc.returncode == 2, (args, proc.stderr)
             assert proc.stderr.count("\n") == 1 and "no table" in proc.stderr and "missing" in proc.stderr
             assert "nothing was created" in proc.stderr
@@ -129,14 +150,14 @@ def test_reads_of_a_missing_table_change_nothing(kvctl_db: str, env: dict[str, s
 
 
 def test_reads_of_an_empty_database_create_nothing_and_a_write_does(pg_url: str, env: dict[str, str],
-                                                                      tmp_path: Path) -> None:
+                                                                      tmp_path: Path, kvctl: Kvctl) -> None:
     name = f"{TAG}_empty"
     sql(pg_url, f'CREATE DATABASE "{name}"')
     url = on_database(pg_url, name)
     try:
         before = catalog(url)
-        for args in read_commands(url, tmp_path, env):
-            proc = run_kvctl(env, *args)
+        for args in read_commands(url, tmp_path, kvctl):
+            proc = kvctl(*args)
             assert proc.returncode == 2 and "no table kv" in proc.stderr, (args, proc.stderr)
         assert catalog(url) == before
         assert run_kvctl(env, "-u", url, "set", "k", "v").returncode == 0
@@ -146,38 +167,42 @@ def test_reads_of_an_empty_database_create_nothing_and_a_write_does(pg_url: str,
 
 
 def test_reads_of_a_kvctl_table_change_nothing_and_need_select_only(kvctl_db: str, env: dict[str, str],
-                                                                     tmp_path: Path) -> None:
+                                                                     tmp_path: Path, kvctl: Kvctl) -> None:
     url = f"{kvctl_db}?table=fid"
     for key in ("a", "b", "c"):
-        assert run_kvctl(env, "-u", url, "set", key, f"value of {key}").returncode == 0
-    assert run_kvctl(env, "-u", url, "del", "c").returncode == 0  # a tombstone and a feed entry
+        assert kvctl("-u", url, "set", key, f"value of {key}").returncode == 0
+    assert kvctl("-u", url, "del", "c").returncode == 0  # a tombstone and a feed entry
     sql(kvctl_db, f'GRANT SELECT ON ALL TABLES IN SCHEMA public TO "{TAG}_ro"',
         f'GRANT SELECT ON fid TO "{TAG}_sel"')
     before = catalog(kvctl_db)
-    for args in read_commands(url, tmp_path, env):
-        assert run_kvctl(env, *args).returncode in (0, 1), args  # 1: get/ttl of a missing key, diff differs
+    for args in read_commands(url, tmp_path, kvctl):
+        assert kvctl(*args).returncode in (0, 1), args  # 1: get/ttl of a missing key, diff differs
         assert catalog(kvctl_db) == before, args
     # A role with SELECT on kvctl's tables (not on the feed's sequence) reads everything, and the
-    # change feed: the snapshot records a cursor an incremental snapshot then starts from.
+    # change feed: the snapshot records a cursor an incremental snapshot then starts from.  These
+    # reads run as real processes, checked against the catalog too.
     ro = as_role(url, f"{TAG}_ro")
     full = tmp_path / "ro-full.kvs"
     proc = run_kvctl(env, "snapshot", "create", ro, "-o", str(full))
     assert proc.returncode == 0, proc.stderr
-    assert run_kvctl(env, "-u", url, "set", "d", "later").returncode == 0
+    assert catalog(kvctl_db) == before
+    assert kvctl("-u", url, "set", "d", "later").returncode == 0
+    before = catalog(kvctl_db)
     proc = run_kvctl(env, "snapshot", "create", ro, "--since", str(full), "-o", str(tmp_path / "ro-inc.kvs"))
     assert proc.returncode == 0, proc.stderr
     restored = f"sqlite://{tmp_path / 'restored.db'}"
-    proc = run_kvctl(env, "snapshot", "restore", str(full), str(tmp_path / "ro-inc.kvs"), restored)
+    proc = kvctl("snapshot", "restore", str(full), str(tmp_path / "ro-inc.kvs"), restored)
     assert proc.returncode == 0, proc.stderr
-    assert run_kvctl(env, "-u", restored, "scan", "--keys-only").stdout.split() == ["a", "b", "d"]
+    assert kvctl("-u", restored, "scan", "--keys-only").stdout.split() == ["a", "b", "d"]
     for args in (["get", "a"], ["count"], ["scan"], ["stats"]):
         proc = run_kvctl(env, "-u", ro, *args)
         assert proc.returncode == 0, (args, proc.stderr)
-    assert run_kvctl(env, "-u", ro, "get", "a").stdout == "value of a"
+        assert args != ["get", "a"] or proc.stdout == "value of a"
     # SELECT on the table alone (not kvctl_meta): its columns show it is kvctl's, and it reads
     sel = as_role(url, f"{TAG}_sel")
     assert run_kvctl(env, "-u", sel, "get", "b").stdout == "value of b"
     assert run_kvctl(env, "-u", sel, "count").stdout == "3\n"
+    assert catalog(kvctl_db) == before
 
 
 def test_a_version_1_table_is_read_without_an_upgrade(kvctl_db: str, env: dict[str, str]) -> None:
@@ -216,7 +241,7 @@ def test_a_store_opened_to_read_refuses_writes_before_sending_them(kvctl_db: str
 
 
 def test_a_database_whose_tables_live_outside_public_is_refused(pg_url: str, env: dict[str, str],
-                                                                 tmp_path: Path) -> None:
+                                                                 tmp_path: Path, kvctl: Kvctl) -> None:
     """An application that keeps its tables in a schema of its own: the plain URL (schema public,
     empty) is refused too, naming each table with a URL that has its schema."""
     name = f"{TAG}_app_{uuid.uuid4().hex[:6]}"
@@ -228,8 +253,8 @@ def test_a_database_whose_tables_live_outside_public_is_refused(pg_url: str, env
         source = f"sqlite://{tmp_path / 'src.db'}"
         assert run_kvctl(env, "-u", source, "set", "k", "v").returncode == 0
         write_inputs(env, source, tmp_path)
-        for args in [*read_commands(url, tmp_path, env), *write_commands(url, source, tmp_path)]:
-            proc = run_kvctl(env, *args)
+        for args in [*read_commands(url, tmp_path, kvctl), *write_commands(url, source, tmp_path)]:
+            proc = kvctl(*args)
             assert proc.returncode == 2, (args, proc.stderr)
             assert proc.stderr.count("\n") == 1 and f"database {name} holds 4 tables, none of kvctl's" in proc.stderr
             assert all(f"app.{t} ({url}?schema=app&table={t})" in proc.stderr for t in GORKFLOW_TABLES), proc.stderr

@@ -44,6 +44,10 @@ class TestRedisCachedConformance(StoreConformance):
 
 
 class TestRedisUnixConformance(StoreConformance):
+    # the same server and commands as TestRedisConformance, over a unix socket: the model check
+    # there covers the semantics, a few examples here the transport
+    state_machine_examples = 8
+
     @pytest.fixture
     def store_url(self) -> str:
         return with_options(service_url("KVCTL_TEST_REDIS_UNIX_URL"), namespace=f"{RUN}:unix:")
