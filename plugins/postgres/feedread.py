@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from kvctl.errors import FeedGapError
-from kvctl.plugin_kit import BulkRows, is_bulk_marker, page_size, record_of
+from kvctl.plugin_kit import BulkRows, page_size, record_of
 from kvctl.store import TOMBSTONE, Page, Record
 
 from .core import PostgresCore
@@ -82,7 +82,9 @@ class FeedReads(PostgresCore):
                 if row["seq"] is None:
                     break
                 if row["deleted"]:
-                    if is_bulk_marker(row["value"]):  # a bulk load: served on a page of its own
+                    # only a bulk load's row carries a value (served on a page of its own); one that is
+                    # not a marker this kvctl reads is refused there, never applied as a tombstone
+                    if row["value"] is not None:
                         bulk = row
                         break
                     records.append(Record(row["key"], b"", None, row["version"], TOMBSTONE))

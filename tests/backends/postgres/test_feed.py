@@ -651,3 +651,17 @@ def test_a_deletion_as_a_fresh_stores_first_call_is_in_the_feed(pg_url: str, fir
         assert all(r.version is not None and r.version & 0xFF == node for r in got)  # the table's node id
     finally:
         fresh.close()
+
+
+def test_a_deletion_row_with_a_value_that_is_no_bulk_marker_is_refused(store: Store, pg_url: str,
+                                                                       table: str) -> None:
+    """Only a bulk load's feed row carries a value: one this kvctl cannot read (damaged, or a later
+    marker form) must stop the reader, not be applied as a tombstone that silently drops the load."""
+    from kvctl.errors import CorruptError
+
+    start = store.feed_cursor()  # type: ignore[attr-defined]
+    store.set(b"before", b"v")
+    sql(pg_url, f"INSERT INTO {quote_ident(derived_name(table, '__changes'))} (key, value, version, deleted) "
+                "VALUES ('\\x6b'::bytea, '\\x6b76637466'::bytea, 1, true)")
+    with pytest.raises(CorruptError, match="neither a change nor a bulk load"):
+        feed(store, start)
