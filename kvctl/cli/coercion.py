@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, get_args, get_origin
 
+import typer
+
 # typer's private modules (typer is pinned to one minor version): a typer whose internals differ
 # fails this import, and kvctl/cli/app.py then leaves typer's own converters in place
 from typer._coercion import RuntimeParam, build_runtime_param
@@ -50,8 +52,12 @@ def _whole(value: Any, info: Any, param: Any, ctx: Any) -> Any:
 def _path(value: Any, info: Any, param: Any, ctx: Any) -> Any:
     if type(value) is not str or not value or "\0" in value:
         return _NO
-    # a Path in hand: typer's own path checks (exists, dash, resolve) run without pydantic
-    return coerce_cli_path(Path(value), info, path_type=Path, param=param, ctx=ctx)
+    # a Path in hand: typer's own path checks (exists, dash, resolve) run without pydantic; a
+    # refused path goes to typer's converter, whose message shows it as typed (Path drops "./", "/")
+    try:
+        return coerce_cli_path(Path(value), info, path_type=Path, param=param, ctx=ctx)
+    except typer.BadParameter:
+        return _NO
 
 
 def _choice(choices: tuple[str, ...]) -> Quick:

@@ -16,7 +16,7 @@ from kvctl.cli.coercion import _quick_for, _QuickParam
 
 VALUES: list[Any] = ["5000", "007", "-3", "0", "-0", "", " 5", "5 ", "+5", "1_000", "1e3", "5.0", "x", "é",
                      "9" * 18, "9" * 19, "9" * 30, 12, True, None, "overwrite", "OVERWRITE", "skip", "-", "a\0b",
-                     "some/file.kvs", "/abs/path", ["a", "b"], ("1", "2"), ["1", "x"]]
+                     "some/file.kvs", "/abs/path", "./missing/", "/", ".", ["a", "b"], ("1", "2"), ["1", "x"]]
 CASES = [
     (str, OptionInfo()),
     (int, OptionInfo()),
@@ -24,6 +24,8 @@ CASES = [
     (int, OptionInfo(min=0, max=100)),
     (bool, OptionInfo()),
     (Path, OptionInfo()),
+    (Path, OptionInfo(exists=True)),  # refusals word the path as typed: "./missing/", "/abs/path"
+    (Path, OptionInfo(dir_okay=False)),
     (Literal["overwrite", "skip", "newer", "fail"], OptionInfo()),
     (list[str], OptionInfo()),
     (list[int], OptionInfo()),
