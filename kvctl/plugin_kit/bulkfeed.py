@@ -22,6 +22,7 @@ from typing import Any
 from kvctl.errors import CorruptError
 from kvctl.plugin_kit.display import show_key
 from kvctl.plugin_kit.records import record_of
+from kvctl.plugin_kit.scan import page_size
 from kvctl.store import Record
 
 _BULK_MAGIC = b"kvctl-bulk\x01"
@@ -57,7 +58,7 @@ class BulkRows:
 
     def __init__(self, key: bytes, marker: bytes, batch_size: int) -> None:
         self._lower, self._upper, self._low, self._high = parse_bulk_marker(key, marker)
-        self._size = batch_size
+        self._size = page_size(batch_size)  # at least one row, or a page would end nowhere
         self.first = True
         self.done = False
 

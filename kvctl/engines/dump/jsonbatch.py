@@ -70,9 +70,10 @@ def _bytes_of(objs: list[dict[str, Any]], name: str) -> list[bytes] | None:
             return list(map(str.encode, texts)) if set(map(type, texts)) == _STR else None
         except UnicodeEncodeError:  # a lone surrogate (\\ud800)
             return None
-    with_code = sum(map(contains, objs, repeat(coded)))
+    has_code = list(map(contains, objs, repeat(coded)))
+    with_code = sum(has_code)
     try:
-        if not all(map(ne, map(contains, objs, repeat(name)), map(contains, objs, repeat(coded)))):
+        if not all(map(ne, map(contains, objs, repeat(name)), has_code)):
             return None  # both, or neither
         codes: list[Any] = list(map(dict.get, objs, repeat(coded)))
         if set(map(type, codes)) - _STR_OR_NONE or codes.count(None) != len(objs) - with_code:

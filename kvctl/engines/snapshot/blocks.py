@@ -17,11 +17,11 @@ import sys
 import zlib
 from array import array
 from collections.abc import Iterable, Sequence
-from functools import partial
 from itertools import accumulate, islice, repeat
 from operator import itemgetter, or_
 from typing import Any
 
+from kvctl.plugin_kit.records import new_record
 from kvctl.store import TOMBSTONE as TOMBSTONE_KIND
 from kvctl.store import Record
 
@@ -32,8 +32,6 @@ U32 = struct.Struct("<I")
 REC_V1 = struct.Struct("<IBBIqQ")  # body length, type, flags, key length, expires_at_ms, version
 COLUMNS = 1 + 1 + 4 + 4 + 8 + 8  # v2 bytes per record before the keys: type, flags, lengths, expiry, version
 _SWAP = sys.byteorder == "big"  # the columns are little-endian
-# a Record straight from a 5-tuple: no Python-level __new__ per record
-_record = partial(tuple.__new__, Record)
 _KEY, _VALUE = itemgetter(0), itemgetter(1)
 assert array("I").itemsize == 4 and array("q").itemsize == 8
 
@@ -144,7 +142,7 @@ def decode_v2(raw: bytes, count: int, check: bool) -> tuple[list[Record], int]:
     if values_at + sum(vlens) != len(raw):
         raise ValueError(f"the key and value lengths add up to {values_at + sum(vlens)} bytes, the block "
                          f"holds {len(raw)}")
-    records = list(map(_record, zip(_slices(raw, keys_at, klens), _slices(raw, values_at, vlens), exps, versions,
+    records = list(map(new_record, zip(_slices(raw, keys_at, klens), _slices(raw, values_at, vlens), exps, versions,
                                     repeat(None, n), strict=True)))
     if types.count(PUT) == n:
         return records, 0

@@ -28,7 +28,7 @@ from typing import Any, BinaryIO
 from kvctl.errors import CorruptError, UnsupportedError
 from kvctl.store import Record
 
-from .blocks import decode_v1, decode_v2, encode_v2, record_sizes
+from .blocks import U32, decode_v1, decode_v2, encode_v2, record_sizes
 
 MAGIC = b"\x89KVS\r\n\x1a\n"
 END_MAGIC = b"KVS-END\n"
@@ -36,7 +36,6 @@ FORMAT_VERSION = 2  # written; version 1 files are still read
 READABLE_VERSIONS = (1, 2)
 
 HEAD = struct.Struct("<8sHHI")  # magic, version, flags, meta length
-U32 = struct.Struct("<I")
 FRAME = struct.Struct("<BBHIIII")  # tag, codec, reserved, count, raw_len, stored_len, payload crc32
 FRAME_SIZE = FRAME.size + 4  # + crc32 of the frame
 TRAILER_HEAD = struct.Struct("<B3sQQQ")  # tag, reserved, records, blocks, own offset
