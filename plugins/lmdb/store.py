@@ -202,8 +202,8 @@ class LMDBStore(LMDBBase):
             if not self._ttl_seen and exps.count(None) != n:
                 self._mark_ttl(txn)
             headers = map(pack_header, _stored_expiries(exps), _stored_versions(list(map(_versions, batch)), versions))
-        items = zip(map(_keys, batch), map(add, headers, map(_values, batch)), strict=True)
-        put_all(txn, list(map(_keys, batch)), items)
+        keys = list(map(_keys, batch))
+        put_all(txn, keys, zip(keys, map(add, headers, map(_values, batch)), strict=True))
         return batch
 
     def delete(self, key: bytes) -> bool:

@@ -113,15 +113,16 @@ class BulkWrites(PostgresCore):
                            newer: bool) -> tuple[int, int]:
         """One statement (big batches: COPY and one statement) for rows all with given or all
         with assigned versions; how many were written and their bytes."""
-        if self._streamable and await self._stream_batch(con, assigned, cols):
-            return len(cols.keys), sum(map(len, cols.keys)) + sum(map(len, cols.values))
+        value_bytes = sum(map(len, cols.values))
+        if self._streamable and await self._stream_batch(con, cols):
+            return len(cols.keys), sum(map(len, cols.keys)) + value_bytes
         await self._end_stream(con)  # any other write ends it
-        big = len(cols.keys) >= COPY_MIN_ROWS or sum(map(len, cols.values)) >= COPY_MIN_BYTES
+        big = len(cols.keys) >= COPY_MIN_ROWS or value_bytes >= COPY_MIN_BYTES
         if big and await self._load_directly(con, assigned, cols):
             # The purge keeps pace with what a write leaves it: one feed row for the whole load,
             # and the rows that will expire.
             self._written += 1 + len(cols.expiries) - cols.expiries.count(None)
-            return len(cols.keys), sum(map(len, cols.keys)) + sum(map(len, cols.values))
+            return len(cols.keys), sum(map(len, cols.keys)) + value_bytes
         newer = newer and not assigned  # a version assigned here is above every one the table holds
         text = self._sql.upsert_batch(assigned=assigned, staged=big, newer=newer)
         now = [now_ms()] if newer else []
@@ -141,7 +142,7 @@ class BulkWrites(PostgresCore):
         self._written += int(written)
         return int(written), int(size)
 
-    async def _stream_batch(self, con: asyncpg.Connection, assigned: bool, cols: _Columns) -> bool:
+    async def _stream_batch(self, con: asyncpg.Connection, cols: _Columns) -> bool:
         """Send a batch (distinct keys) down the load's open COPY (see .stream), opening it on the
         first batch; False, having sent nothing, when its keys do not all lie above every key
         sent before, or the table turns out to hold something: the caller ends the stream and

@@ -30,13 +30,11 @@ from typing import Any
 
 from kvctl.plugin_kit import bulk_marker
 
-from .triggers import TableSQL
+from .triggers import INSERT_TRIGGERS, TableSQL
 
 # Batches of fewer rows take the upsert: the range probe and the schema change would cost more
 # than the triggers save.
 DIRECT_MIN_ROWS = 500
-# The table's insert triggers, in the order they were created (re-created in that order).
-INSERT_TRIGGERS = ("coerce", "replace", "insert", "stamp_insert")
 # Rows per INSERT statement: one statement of many rows binds them all at C speed and runs them
 # in one step (the driver's executemany steps, and hands the GIL back and forth, once per row),
 # a third less CPU than executemany from ~100 rows on; 200 rows of 4 parameters stay within the
@@ -49,7 +47,7 @@ class DirectLoad:
     """The direct load of one table (see the module docstring), with the triggers' text kept."""
 
     def __init__(self, sql: TableSQL) -> None:
-        self._names = [f"{sql.table}__kvctl_{s}" for s in INSERT_TRIGGERS]
+        self._names = [sql.trigger_name(s) for s in INSERT_TRIGGERS]
         self._drop = [f"DROP TRIGGER {sql.trigger(s)}" for s in INSERT_TRIGGERS]
         self._insert = f"INSERT INTO {sql.t}(key, value, expires_at, version) VALUES (?, ?, ?, ?)"
         self._insert_many = self._insert + ", (?, ?, ?, ?)" * (ROWS_PER_INSERT - 1)

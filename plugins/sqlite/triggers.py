@@ -58,6 +58,8 @@ _LOW = NODE_BITS + COUNTER_BITS
 NOW_MS = "CAST(round((julianday('now') - 2440587.5) * 86400000) AS INTEGER)"
 TRIGGER_SUFFIXES = ("coerce", "replace", "insert", "stamp_insert", "update", "stamp_update", "delete",
                     "tomb_insert", "tomb_update")
+# the triggers that fire on an INSERT into the table, in the order they are created
+INSERT_TRIGGERS = TRIGGER_SUFFIXES[:4]
 
 
 def bump(expr: str, node: int) -> str:
@@ -88,8 +90,11 @@ class TableSQL:
     def changes(self) -> str:
         return quote(self.table + "__changes")
 
+    def trigger_name(self, suffix: str) -> str:
+        return f"{self.table}__kvctl_{suffix}"
+
     def trigger(self, suffix: str) -> str:
-        return quote(f"{self.table}__kvctl_{suffix}")
+        return quote(self.trigger_name(suffix))
 
     # -- the table itself ----------------------------------------------------------------------
     def create_table(self, name: str | None = None) -> str:
