@@ -151,11 +151,22 @@ def test_instruction_counts_repeat_run_after_run(tmp_path: Path) -> None:
 
 
 @pytest.mark.timeout(1200)  # valgrind runs: minutes each on a loaded machine
-def test_instruction_counts_do_not_depend_on_where_the_job_file_is(tmp_path: Path) -> None:
+def test_instruction_counts_do_not_depend_on_where_the_job_file_is(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """The counting process reads a copy of the job under a fixed name in a fixed-length directory:
-    the path of the caller's job file (TMPDIR, the job's own directory) no longer shifts its heap."""
+    the path of the caller's job file (TMPDIR, the job's own directory) no longer shifts its heap.
+    Nor does a first count in a fresh checkout (no byte code yet): the first count is made on a
+    copy of kvctl and its plugins without any ``.pyc``."""
+    import kvctl
+    import plugins
     from kvctl.bench import instr
     from kvctl.bench.job import BenchSpec, Job
+
+    fresh = tmp_path / "fresh-checkout"
+    for package in (kvctl, plugins):
+        source = Path(str(package.__file__)).parent
+        shutil.copytree(source, fresh / source.name, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setenv("PYTHONPATH", str(fresh))  # the counting processes import the copy
 
     names = [f"gridkv.{b}@memory" for b in ("set", "mixed")]
     job = Job(label="memory", url="memory://instr-where", params=Params(), out="",
@@ -168,13 +179,14 @@ def test_instruction_counts_do_not_depend_on_where_the_job_file_is(tmp_path: Pat
     near, _, problems = instr.measure_job(str(short), names, 400)
     far, _, _ = instr.measure_job(str(deep), names, 400)
     assert not problems and set(near) == set(names)
+    assert list((fresh / "kvctl" / "bench" / "__pycache__").glob("instr.*.pyc"))  # the copy was counted, compiled first
     assert near == far
 
 
 def test_the_counting_process_pins_the_allocator_and_reads_relative_names() -> None:
     from kvctl.bench import instr
 
-    assert instr.PINNED_ENV == {"PYTHONHASHSEED": "0", "MALLOC_MMAP_THRESHOLD_": "4096"}
+    assert instr.PINNED_ENV == {"PYTHONHASHSEED": "0", "MALLOC_MMAP_THRESHOLD_": "4096", "PYTHONDONTWRITEBYTECODE": "1"}
     cmd = instr.command("/usr/bin/valgrind", "/tmp/x/callgrind.out", ["job.json", "400", "windows.json", "b"])
     assert cmd[-8:] == [sys.executable, "-P", "-m", "kvctl.bench.instr", "job.json", "400", "windows.json", "b"]
 
