@@ -113,6 +113,36 @@ async def pump(source: AsyncIterator[T], consume: Callable[[T], Awaitable[None]]
                 await to_the_end(consume(item))
 
 
+Ready = Callable[[], Awaitable[None]]  # an item made ready: calling it starts its step
+
+
+async def pump_ready(source: AsyncIterator[T], ready: Callable[[T], Ready], depth: int = 4) -> None:
+    """As :func:`pump`, but each item is made ready by ``ready(item)`` (client CPU, in this
+    thread) while the step of the item before it is still under way, and its step (what
+    ``ready`` returns) is run after that one has ended.
+
+    So the steps still run one at a time, in order, and a failure stops the next before it
+    starts; what overlaps is one batch's preparation with the previous batch's I/O.  Whatever
+    stops the loop (a failure of the source or of a preparation, a cancellation), the step under
+    way is awaited to its end first; a batch made ready and not started is dropped, unwritten."""
+    with rare_collections():
+        async with Prefetch(source, depth) as ahead:
+            flight: asyncio.Future[None] | None = None
+            try:
+                while (item := await ahead.next()) is not None:
+                    step = ready(item)
+                    if flight is not None:
+                        running, flight = flight, None
+                        await to_the_end(running)
+                    flight = asyncio.ensure_future(step())
+                    # let the step reach its driver (a thread, a socket) before the next item
+                    # is made ready: the two are meant to overlap
+                    await asyncio.sleep(0)
+            finally:
+                if flight is not None:
+                    await to_the_end(flight)
+
+
 async def to_the_end(step: Awaitable[None]) -> None:
     """Await ``step`` to its end even if the caller is cancelled meanwhile, then re-raise the
     cancellation.
