@@ -79,3 +79,22 @@ def test_a_cancellation_lets_the_step_under_way_end_and_starts_no_other() -> Non
 
     asyncio.run(main())
     assert log.events[-1] == "end 2" and "start 3" not in log.events and log.in_flight == 0
+
+
+def test_the_gil_changes_hands_quickly_while_steps_run_and_as_before_after() -> None:
+    """A store's thread writing a batch gets the GIL back quickly while this thread makes the
+    next batch ready; the interpreter's setting is put back at the end."""
+    import sys
+
+    before = sys.getswitchinterval()
+    seen: list[float] = []
+
+    def ready(item: int) -> Ready:
+        async def step() -> None:
+            seen.append(sys.getswitchinterval())
+
+        return step
+
+    asyncio.run(pump_ready(items(3), ready))
+    assert seen and max(seen) <= 0.001 < before
+    assert sys.getswitchinterval() == before
