@@ -3,9 +3,10 @@ the change feed.
 
 A subclass supplies the server side through a few primitives working on *full* Redis keys (the
 namespace already prepended): ``_fetch``, ``_write``, ``_unlink``, ``_scan_targets``, ``_flush``,
-``_dump``, ``_restore``, ``_info`` and ``_on_nodes``.  Everything a user sees (namespace
-stripping, expiry filtering, cache hits and invalidations, scan pages and cursors, the feed of
-feed.py) is done once, here.
+``_dump``, ``_restore``, ``_info`` and ``_on_nodes``; optionally ``_pack`` and ``_send``, so
+that a batch's commands are built by ``prepare_many`` (kvctl.abilities.PreparedWrites) before
+its write.  Everything a user sees (namespace stripping, expiry filtering, cache hits and
+invalidations, scan pages and cursors, the feed of feed.py) is done once, here.
 """
 
 from __future__ import annotations
