@@ -4,9 +4,9 @@
 
 :class:`ChangeFeed`, :class:`Replicable` (``apply_many``), :class:`NewerWrites`
 (``set_newer_many``), :class:`TypedValues` (and :class:`TypedJSON`), :class:`Partitioned` (and
-:class:`SplitPartitioned`), :class:`Rebalancing`, :class:`Expiry` and :class:`ConditionalWrites`,
-each with an ``Async`` form; and :class:`AsyncAtomicLoad` (``atomic_load``), in its async form
-only.  Engines and the CLI
+:class:`SplitPartitioned`), :class:`Rebalancing`, :class:`Expiry`, :class:`ConditionalWrites` and
+:class:`PreparedWrites`, each with an ``Async`` form; and :class:`AsyncAtomicLoad` (``atomic_load``),
+in its async form only.  Engines and the CLI
 test them with ``isinstance`` (:mod:`kvctl.adapt` forwards exactly the ones the wrapped store
 has); a store without an ability is refused with :class:`~kvctl.errors.UnsupportedError`.
 """
@@ -26,6 +26,7 @@ __all__ = [
     "AsyncExpiry",
     "AsyncNewerWrites",
     "AsyncPartitioned",
+    "AsyncPreparedWrites",
     "AsyncRebalancing",
     "AsyncReplicable",
     "AsyncSplitPartitioned",
@@ -36,6 +37,7 @@ __all__ = [
     "Expiry",
     "NewerWrites",
     "Partitioned",
+    "PreparedWrites",
     "Rebalancing",
     "Replicable",
     "SplitPartitioned",
@@ -260,6 +262,32 @@ class AsyncConditionalWrites(Protocol):
 
     async def set_if(self, record: Record, *, exists: bool | None = None, keep_ttl: bool = False) -> bool:
         """As :meth:`ConditionalWrites.set_if`."""
+
+
+@runtime_checkable
+class PreparedWrites(Protocol):
+    """``set_many`` split in two, so that an engine can make the next batch ready (client CPU,
+    no I/O) while the store is still writing this one: ``write_prepared(prepare_many(records))``
+    is ``set_many(records)``, with the same effects, atomicity and errors."""
+
+    def prepare_many(self, records: list[Record]) -> object:
+        """``records`` made ready to write, in the caller's thread, touching no connection (it
+        may run while another call of the store is under way): nothing is written.  Raises what
+        ``set_many`` raises before writing anything (a :class:`~kvctl.errors.LimitError`)."""
+
+    def write_prepared(self, prepared: object) -> None:
+        """Write one result of :meth:`prepare_many`, once, as ``set_many`` would have."""
+
+
+@runtime_checkable
+class AsyncPreparedWrites(Protocol):
+    """:class:`PreparedWrites`; ``prepare_many`` is not awaited (it does no I/O)."""
+
+    def prepare_many(self, records: list[Record]) -> object:
+        """As :meth:`PreparedWrites.prepare_many`."""
+
+    async def write_prepared(self, prepared: object) -> None:
+        """As :meth:`PreparedWrites.write_prepared`."""
 
 
 @runtime_checkable

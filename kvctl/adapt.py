@@ -24,6 +24,7 @@ from kvctl.abilities import (
     Expiry,
     NewerWrites,
     Partitioned,
+    PreparedWrites,
     Rebalancing,
     Replicable,
     SplitPartitioned,
@@ -297,6 +298,16 @@ class _AsyncConditionalWrites(AsyncAdapter):
         return await self._call(self.inner.set_if, record, exists=exists, keep_ttl=keep_ttl)
 
 
+class _AsyncPreparedWrites(AsyncAdapter):
+    inner: Any
+
+    def prepare_many(self, records: list[Record]) -> object:
+        return self.inner.prepare_many(records)  # CPU only: in the caller's thread
+
+    async def write_prepared(self, prepared: object) -> None:
+        await self._call(self.inner.write_prepared, prepared)
+
+
 class _SyncFeed(SyncAdapter):
     inner: Any
 
@@ -376,6 +387,16 @@ class _SyncConditionalWrites(SyncAdapter):
         return self._run(self.inner.set_if(record, exists=exists, keep_ttl=keep_ttl))
 
 
+class _SyncPreparedWrites(SyncAdapter):
+    inner: Any
+
+    def prepare_many(self, records: list[Record]) -> object:
+        return self.inner.prepare_many(records)
+
+    def write_prepared(self, prepared: object) -> None:
+        self._run(self.inner.write_prepared(prepared))
+
+
 # (ability, async-adapter mixin, sync-adapter mixin); the sync and async forms of an ability have
 # the same method names, so either protocol recognises a store of either form.
 _ABILITIES: tuple[tuple[type, type[AsyncAdapter], type[SyncAdapter]], ...] = (
@@ -389,6 +410,7 @@ _ABILITIES: tuple[tuple[type, type[AsyncAdapter], type[SyncAdapter]], ...] = (
     (Rebalancing, _AsyncRebalancing, _SyncRebalancing),
     (Expiry, _AsyncExpiry, _SyncExpiry),
     (ConditionalWrites, _AsyncConditionalWrites, _SyncConditionalWrites),
+    (PreparedWrites, _AsyncPreparedWrites, _SyncPreparedWrites),
 )
 
 

@@ -21,10 +21,11 @@ this loop runs for every key a migrate moves.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from functools import partial
 from operator import attrgetter
 from typing import Literal, get_args
 
-from kvctl.abilities import AsyncNewerWrites
+from kvctl.abilities import AsyncNewerWrites, AsyncPreparedWrites
 from kvctl.codec import show_key
 from kvctl.errors import ConflictError, LimitError, UnsupportedError
 from kvctl.plugin_kit import check_limits
@@ -147,6 +148,45 @@ class BatchWriter:
         self.preview: Preview | None = Preview() if dry_run else None  # the keys a dry run would write
         # the optional set_newer_many of a store that keeps versions (see kvctl.store)
         self._set_newer_many = dst.set_newer_many if caps.versions and isinstance(dst, AsyncNewerWrites) else None
+        # the split set_many of a store that offers it, for the batches of the plain path (ready)
+        self._prepares = dst if isinstance(dst, AsyncPreparedWrites) and policy == "overwrite" and not dry_run \
+            else None
+
+    def ready(self, records: list[Record]) -> Callable[[], Awaitable[None]]:
+        """The write of one batch (already filtered by key), as :meth:`write` does it, with the
+        destination's own work up to the server done now where it offers that
+        (:class:`~kvctl.abilities.PreparedWrites`) and the batch is plain: every record a bytes
+        value, none expired, none refused for its expiry.  Nothing is counted until the write
+        ends, so a batch made ready and never written counts for nothing."""
+        dst = self._prepares
+        n = len(records)
+        if dst is None or not n or any(map(_kind, records)):  # a kind is a non-empty name
+            return partial(self.write, records)
+        exps = list(map(_expiry, records))
+        if exps.count(None) != n:
+            timed = [e for e in exps if e is not None]
+            if not self._dst_ttl or min(timed) <= now_ms():
+                return partial(self.write, records)
+        try:
+            prepared = dst.prepare_many(records)
+        except LimitError:  # write sets the refused records aside
+            return partial(self.write, records)
+        size = sum(map(len, map(_key, records))) + sum(map(len, map(_value, records)))
+
+        async def write() -> None:
+            written, written_size = n, size
+            try:
+                await dst.write_prepared(prepared)
+            except LimitError:  # nothing was written: the same rule as write's
+                done = await store_what_fits(self.dst.set_many, self._within_limits(records), self._refuse)
+                written = len(done)
+                written_size = sum(map(len, map(_key, done))) + sum(map(len, map(_value, done)))
+            counts = self.counts
+            counts.read += n
+            counts.copied += written
+            counts.bytes += written_size
+
+        return write
 
     async def write(self, records: list[Record]) -> None:
         """Process one batch (already filtered by key)."""

@@ -3,9 +3,10 @@ the change feed.
 
 A subclass supplies the server side through a few primitives working on *full* Redis keys (the
 namespace already prepended): ``_fetch``, ``_write``, ``_unlink``, ``_scan_targets``, ``_flush``,
-``_dump``, ``_restore``, ``_info`` and ``_on_nodes``.  Everything a user sees (namespace
-stripping, expiry filtering, cache hits and invalidations, scan pages and cursors, the feed of
-feed.py) is done once, here.
+``_dump``, ``_restore``, ``_info`` and ``_on_nodes``; optionally ``_pack`` and ``_send``, so
+that a batch's commands are built by ``prepare_many`` (kvctl.abilities.PreparedWrites) before
+its write.  Everything a user sees (namespace stripping, expiry filtering, cache hits and
+invalidations, scan pages and cursors, the feed of feed.py) is done once, here.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from itertools import repeat
-from typing import TYPE_CHECKING, Any, ClassVar
+from operator import itemgetter
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 from kvctl.errors import KvctlError, UnsupportedError, UsageError
 from kvctl.plugin_kit import StoreBase, check_conditional, deadline_ms, typedjson
@@ -33,6 +35,24 @@ MAX_STRING = 512 * 1024 * 1024  # Redis's proto-max-bulk-len default: the larges
 # PERSIST answers 0 both for a missing key and for one without an expiry: the script tells them
 # apart in the same atomic step.
 PERSIST = b"if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('PERSIST', KEYS[1]) return 1 end return 0"
+
+
+_KEY = _FIRST = itemgetter(0)
+_VALUE = _SECOND = itemgetter(1)
+_EXPIRY = itemgetter(2)
+
+
+class Prepared(NamedTuple):
+    """A batch made ready to write (``RedisStoreBase.prepare_many``).  ``records``: the whole
+    batch, when its write needs the server first; else the columns, each key once, store keys and
+    full keys, and the subclass's packed commands (None: none)."""
+
+    records: list[Record] | None
+    keys: list[bytes]
+    full: list[bytes]
+    values: list[bytes]
+    expiries: list[int | None]
+    packed: Any
 
 
 class RedisStoreBase(StoreBase):
@@ -69,6 +89,16 @@ class RedisStoreBase(StoreBase):
                publish: Commands) -> None:
         """Write the records given as three parallel lists (expiries absolute, None: none), each
         key once."""
+        raise NotImplementedError
+
+    def _pack(self, keys: list[bytes], values: list[bytes], expiries: list[int | None],
+              publish: Commands) -> Any:
+        """``_write``'s commands built ahead of the write, for ``_send`` (None: ``_write`` builds
+        them itself)."""
+        return None
+
+    def _send(self, packed: Any) -> None:
+        """Send what ``_pack`` built and check its replies."""
         raise NotImplementedError
 
     def _unlink(self, keys: list[bytes], publish: Commands) -> int:
@@ -130,8 +160,7 @@ class RedisStoreBase(StoreBase):
             raise translate(exc, self.where) from None
         if not replies:
             return []
-        values, exps = zip(*replies, strict=True)
-        return self._made(keys, list(values), list(exps))
+        return self._made(keys, list(map(_FIRST, replies)), list(map(_SECOND, replies)))
 
     def _made(self, keys: Sequence[bytes], values: list[Any], exps: list[Any]) -> list[Record | None]:
         """The records of ``keys`` from the replies to their GET and expiry commands."""
@@ -222,24 +251,27 @@ class RedisStoreBase(StoreBase):
 
     def set_many(self, records: Iterable[Record]) -> None:
         batch = records if isinstance(records, list) else list(records)
+        if batch:
+            self.write_prepared(self.prepare_many(batch))
+
+    def prepare_many(self, records: list[Record]) -> Prepared:
+        """``set_many``'s work up to the server (kvctl.abilities.PreparedWrites): the batch as
+        columns, checked against the declared limits, each key once, namespaced and, where the
+        subclass can, packed into its commands.  A batch that needs the server first (values
+        through a codec, strings the server's own limit may refuse) is left whole for the write."""
+        batch = records if isinstance(records, list) else list(records)
         if not batch:
-            return
-        if self.codec is not None:
-            batch = self._encoded(batch)
-        # the records as columns, transposed in C (Record is a tuple: key, value, expiry, ...)
-        columns = list(zip(*batch, strict=True))
-        keys, values, expiries = list(columns[0]), list(columns[1]), list(columns[2])
+            return Prepared(None, [], [], [], [], None)
+        # the records as columns, one C-level pass each (faster than zip(*batch), which builds
+        # every column of records spread over memory at once)
+        keys, values, expiries = list(map(_KEY, batch)), list(map(_VALUE, batch)), list(map(_EXPIRY, batch))
         caps = self.capabilities
-        # the declared limits, and the server's for strings over limits.FLOOR: all checked before
-        # anything is written; batches of smaller records pay two C-level passes
+        # strings over limits.FLOOR are checked against the server's own limit (see
+        # _write_records): batches of smaller records pay two C-level passes
         max_key = min(caps.max_key_size or MAX_STRING, limits.FLOOR)
         max_value = min(caps.max_value_size or MAX_STRING, limits.FLOOR)
-        biggest = None
-        if max(map(len, keys)) > max_key or max(map(len, values)) > max_value:
-            for r in batch:
-                if len(r.key) > max_key or len(r.value) > max_value:
-                    self._check(r.key, r.value)
-            biggest = self._check_bulk(batch)
+        if self.codec is not None or max(map(len, keys)) > max_key or max(map(len, values)) > max_value:
+            return Prepared(batch, [], [], [], [], None)
         if len(set(keys)) < len(keys):
             # A key written twice: keep its last record only, as set_many promises.  The write
             # sends records without an expiry and those with one in separate commands, so the
@@ -247,10 +279,45 @@ class RedisStoreBase(StoreBase):
             latest = dict(zip(keys, zip(values, expiries, strict=True), strict=True))
             keys = list(latest)
             values, expiries = [v for v, _ in latest.values()], [e for _, e in latest.values()]
+        ns = self.ns
+        full = list(map(ns.__add__, keys)) if ns else keys
+        return Prepared(None, keys, full, values, expiries, self._pack(full, values, expiries, []))
+
+    def write_prepared(self, prepared: object) -> None:
+        """Write a batch :meth:`prepare_many` made ready, as ``set_many`` would have."""
+        assert isinstance(prepared, Prepared)
+        if prepared.records is not None:
+            self._write_records(prepared.records)
+            return
+        if not prepared.keys:
+            return
+        publish = self._invalidate(INVALIDATED, prepared.keys)
+        try:
+            if prepared.packed is not None and not publish:
+                self._send(prepared.packed)
+            else:
+                self._write(prepared.full, prepared.values, prepared.expiries, publish)
+        except DRIVER_ERRORS as exc:
+            raise translate(exc, self.where) from None
+
+    def _write_records(self, batch: list[Record]) -> None:
+        """``set_many`` of a batch that needs the server before its write: values encoded as
+        the codec stores them, or strings over limits.FLOOR checked against the server's limit."""
+        if self.codec is not None:
+            batch = self._encoded(batch)
+        biggest = None
+        if limits.biggest(batch) is not None:
+            for r in batch:
+                self._check(r.key, r.value)
+            biggest = self._check_bulk(batch)
+        latest = {r.key: r for r in batch}  # each key once: its last record
+        keys = list(latest)
+        values = [r.value for r in latest.values()]
+        expiries = [r.expires_at_ms for r in latest.values()]
         publish = self._invalidate(INVALIDATED, keys)
         ns = self.ns
         try:
-            self._write(list(map(ns.__add__, keys)) if ns else keys, values, expiries, publish)
+            self._write([ns + k for k in keys] if ns else keys, values, expiries, publish)
         except DRIVER_ERRORS as exc:
             raise self._write_error(exc, biggest) from None
 

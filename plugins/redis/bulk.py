@@ -119,11 +119,14 @@ def writes(keys: list[bytes], values: list[bytes], expiries: Sequence[int | None
 
 
 def msets(keys: list[bytes], values: list[bytes]) -> Packed:
-    """``MSET`` of the records, one command per slice of :func:`ranges`."""
-    chunks = []
-    for a, b in ranges(keys, values):
-        chunks.append(b"*%d\r\n$4\r\nMSET\r\n" % (1 + 2 * (b - a)) + _commands(_ARG, keys[a:b], _ARG, values[a:b]))
-    return Packed(chunks, len(chunks))
+    """``MSET`` of the records, one command per slice of :func:`ranges`, in one buffer."""
+    slices = ranges(keys, values)
+    if not slices:
+        return Packed([], 0)
+    pieces = _pieces(_ARG, keys, _ARG, values)
+    for a, b in slices:  # each slice's first key opens its command
+        pieces[4 * a] = b"\r\n*%d\r\n$4\r\nMSET\r\n" % (1 + 2 * (b - a)) + pieces[4 * a][2:]
+    return Packed([_joined(pieces)], len(slices))
 
 
 # Heads of a command's arguments, each opening with the CRLF that ends the item before it
@@ -134,8 +137,14 @@ _ARG = b"\r\n$%d\r\n"
 
 def _commands(head: bytes, firsts: list[bytes], second_head: bytes, seconds: list[bytes]) -> bytes:
     """``head % len(first), first, second_head % len(second), second`` for each pair, joined, in
-    RESP: the first CRLF dropped, a last one added.  Built without a Python loop: each distinct
-    length is formatted once, and one join makes the buffer."""
+    RESP (see :func:`_pieces`)."""
+    return _joined(_pieces(head, firsts, second_head, seconds))
+
+
+def _pieces(head: bytes, firsts: list[bytes], second_head: bytes, seconds: list[bytes]) -> list[bytes]:
+    """The pieces of :func:`_commands`, four per pair and a last CRLF, each head opening with the
+    CRLF that ends the item before it.  Built without a Python loop: each distinct length is
+    formatted once."""
     firsts_len, seconds_len = list(map(len, firsts)), list(map(len, seconds))
     heads = {n: head % n for n in set(firsts_len)}
     second_heads = {n: second_head % n for n in set(seconds_len)}
@@ -145,7 +154,13 @@ def _commands(head: bytes, firsts: list[bytes], second_head: bytes, seconds: lis
     pieces[2::4] = map(second_heads.__getitem__, seconds_len)
     pieces[3::4] = seconds
     pieces[-1] = b"\r\n"
-    return b"".join(pieces)[2:]
+    return pieces
+
+
+def _joined(pieces: list[bytes]) -> bytes:
+    """``pieces`` joined, the first CRLF (which ends no item) dropped."""
+    pieces[0] = pieces[0][2:]
+    return b"".join(pieces)
 
 
 def pairs(replies: list[Any]) -> list[tuple[Any, Any]]:

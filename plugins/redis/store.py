@@ -106,15 +106,26 @@ class RedisStore(RedisStoreBase):
     # -- writes ------------------------------------------------------------------------------
     def _write(self, keys: list[bytes], values: list[bytes], expiries: list[int | None],
                publish: Commands) -> None:
-        if len(keys) == 1 and not publish:  # the single-key path: one plain SET
-            key, value, exp = keys[0], values[0], expiries[0]
-            if exp is None:
-                command: tuple[Any, ...] = (b"SET", key, value)
-            else:
-                ttl = exp - now_ms()
-                command = (b"SET", key, value, b"PX", ttl) if ttl > 0 else (b"UNLINK", key)
-            raise_first_error(self._run([command]))
+        packed = self._pack(keys, values, expiries, publish)
+        if packed is not None:
+            self._send(packed)
             return
+        key, value, exp = keys[0], values[0], expiries[0]  # the single-key path: one plain SET
+        if exp is None:
+            command: tuple[Any, ...] = (b"SET", key, value)
+        else:
+            ttl = exp - now_ms()
+            command = (b"SET", key, value, b"PX", ttl) if ttl > 0 else (b"UNLINK", key)
+        raise_first_error(self._run([command]))
+
+    def _pack(self, keys: list[bytes], values: list[bytes], expiries: list[int | None],
+              publish: Commands) -> bulk.Packed | None:
+        """MSET for records without an expiry; one plain SET .. PXAT each for the others (bulk.py:
+        about half the server's CPU of a Lua loop of SETs); in MULTI/EXEC when there are several
+        commands, so the batch is applied whole or not at all.  None for one key and nothing to
+        publish: ``_write`` sends one plain SET."""
+        if len(keys) == 1 and not publish:
+            return None
         timed = [] if expiries.count(None) == len(expiries) else [i for i, e in enumerate(expiries) if e is not None]
         if timed and len(timed) < len(keys):
             plain = [i for i, e in enumerate(expiries) if e is None]
@@ -125,10 +136,6 @@ class RedisStore(RedisStoreBase):
             plain_keys, plain_values = [], []
         else:
             plain_keys, plain_values, keys = keys, values, []
-
-        # MSET for records without an expiry; one plain SET .. PXAT each for the others (bulk.py:
-        # about half the server's CPU of a Lua loop of SETs); in MULTI/EXEC when there are
-        # several commands, so the batch is applied whole or not at all
         mset = bulk.msets(plain_keys, plain_values)
         timed_sets = bulk.writes(keys, values, expiries)
         count = mset.replies + timed_sets.replies
@@ -136,7 +143,10 @@ class RedisStore(RedisStoreBase):
         if count > 1 or publish:
             chunks = [scripts.pack([(b"MULTI",)]), *chunks, scripts.pack([*publish, (b"EXEC",)])]
             count += 2 + len(publish)
-        raise_first_error(bulk.run(self.pool, bulk.Packed(chunks, count)))
+        return bulk.Packed(chunks, count)
+
+    def _send(self, packed: bulk.Packed) -> None:
+        raise_first_error(bulk.run(self.pool, packed))
 
     def _key_command(self, command: tuple[Any, ...], publish: Commands) -> Any:
         if not publish:

@@ -26,7 +26,7 @@ from kvctl.url import redact
 from .. import _stopped as stopped
 from .._batches import BatchWriter, Policy, check_policy
 from .._files import atomic_writer
-from .._pipeline import pump
+from .._pipeline import Ready, pump, pump_ready
 from .._stores import describe, has_typed_values, one_load_if_empty, open_async, start_count, with_dumps
 from ..keyfilter import KeyFilter
 from ..preview import open_read_only
@@ -219,11 +219,17 @@ async def import_from(store: AsyncStore, inp: BinaryIO, fmt: Format, name: str, 
         if pending:
             yield Page(pending, str(last))
 
-    async def consume(page: Page) -> None:
-        await writer.write(page.records)
-        done_through[0] = int(page.cursor or 0)
-        if reporter is not None:
-            reporter.progress(Progress("import", writer.counts, None, time.perf_counter() - t0))
+    def ready(page: Page) -> Ready:
+        # made ready while the batch before it is written (pump_ready)
+        write = writer.ready(page.records)
+
+        async def step() -> None:
+            await write()
+            done_through[0] = int(page.cursor or 0)
+            if reporter is not None:
+                reporter.progress(Progress("import", writer.counts, None, time.perf_counter() - t0))
+
+        return step
 
     one_load = [False]  # while True, a stop undoes every write of the import
 
@@ -243,7 +249,7 @@ async def import_from(store: AsyncStore, inp: BinaryIO, fmt: Format, name: str, 
             one_load[0] = one
             if one:
                 try:
-                    await pump(pages(), consume, depth=2)
+                    await pump_ready(pages(), ready, depth=2)
                 except CorruptError as exc:  # the records before a malformed line are kept
                     malformed = exc
         if one_load[0]:
@@ -251,7 +257,7 @@ async def import_from(store: AsyncStore, inp: BinaryIO, fmt: Format, name: str, 
             if malformed is not None:
                 raise malformed
             return
-        await pump(pages(), consume, depth=2)
+        await pump_ready(pages(), ready, depth=2)
 
     with contextlib.nullcontext() if dry_run else stopped.saying(status, note):
         await load()

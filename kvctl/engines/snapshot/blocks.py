@@ -62,11 +62,15 @@ def _flag_bits(values: Sequence[int | None], bit: int) -> tuple[bytes, bytes | a
             _column("Q" if bit == F_VERSION else "q", [0 if v is None else v for v in values]))
 
 
+_FIELDS = tuple(map(itemgetter, range(5)))  # a Record's key, value, expiry, version, kind
+
+
 def encode_v2(records: Sequence[Record]) -> bytes:
     """One v2 block of ``records`` (non-empty): a put, a TYPED put when ``Record.kind`` is set,
     a TOMBSTONE when it is kvctl.store.TOMBSTONE (key and version only)."""
     n = len(records)
-    keys, values, exps, versions, kinds = zip(*records, strict=True)
+    # one C-level pass per column: faster than zip(*records) over records spread in memory
+    keys, values, exps, versions, kinds = (tuple(map(get, records)) for get in _FIELDS)
     types = bytes(n)
     values_out: Sequence[bytes] = values
     exps_out: Sequence[int | None] = exps

@@ -35,7 +35,7 @@ from kvctl.url import redact
 
 from .. import _stopped as stopped
 from .._batches import BatchWriter
-from .._pipeline import Prefetch, pump
+from .._pipeline import Prefetch, Ready, pump_ready
 from .._stores import describe, has_typed_values, one_load_if_empty, open_async, restore_many
 from ..keyfilter import KeyFilter
 from ..preview import KeyList, Preview, open_read_only, preview_lww
@@ -216,13 +216,19 @@ async def _restore_full(f: ChainFile, store: AsyncStore, step: Step, summary: Sn
             if pending:
                 yield Page(pending, None)
 
-        async def consume(page: Page) -> None:
-            await writer.write(page.records)
-            step.applied = writer.counts.copied  # what a stop reports
-            # the bytes the reader is ahead by scale the estimate; good enough for an ETA
-            told(writer.counts, fh.tell() * writer.counts.read // max(read_to[0], 1), size)
+        def ready(page: Page) -> Ready:
+            # made ready while the batch before it is written (pump_ready)
+            write = writer.ready(page.records)
 
-        await pump(pages(), consume, depth=2)
+            async def written() -> None:
+                await write()
+                step.applied = writer.counts.copied  # what a stop reports
+                # the bytes the reader is ahead by scale the estimate; good enough for an ETA
+                told(writer.counts, fh.tell() * writer.counts.read // max(read_to[0], 1), size)
+
+            return written
+
+        await pump_ready(pages(), ready, depth=2)
         told(writer.counts, size, size, last=True)
         if f.checked is None:
             f.checked = SnapshotSummary(str(f.path), "", records=read_to[0], blocks=blocks[0], size=size)
