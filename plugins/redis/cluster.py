@@ -30,7 +30,7 @@ from redis.exceptions import AskError, ClusterDownError, MovedError, ResponseErr
 from kvctl.errors import UnavailableError
 from kvctl.store import Capabilities, Page, StoreURL
 
-from . import bulk, options, routing, scripts, slots, tls
+from . import bulk, options, routing, scanning, scripts, slots, tls
 from .base import MAX_STRING, RedisStoreBase
 from .commands import Commands, errors_in, raise_first_error, ranges
 from .errors import translating
@@ -308,6 +308,22 @@ class RedisClusterStore(RedisStoreBase):
     # -- administration ----------------------------------------------------------------------
     def _scan_targets(self) -> list[tuple[str, Any]]:
         return self._primaries()
+
+    def scan(self, prefix: bytes = b"", *, start_after: bytes | None = None, cursor: str | None = None,
+             batch_size: int = 1000, keys_only: bool = False) -> Iterator[Page]:
+        """Every master read at once (scanning.all_nodes); a cursor of the one-master-after-another
+        scan of earlier versions is still followed that way."""
+        if start_after is not None or (cursor is not None and not cursor.startswith(scanning.MULTI_CURSOR)):
+            yield from super().scan(prefix, start_after=start_after, cursor=cursor, batch_size=batch_size,
+                                    keys_only=keys_only)
+            return
+        with translating(self.where):
+            targets = self._primaries()
+        names = [name for name, _ in targets]
+        positions: dict[str, int | None] = dict.fromkeys(names, 0)
+        if cursor is not None:
+            positions = scanning.parse_cursor(cursor, names, self.where)
+        yield from scanning.all_nodes(self, targets, self.ns + prefix, positions, batch_size, keys_only)
 
     # -- partitions: one per master, or slot ranges (slots.py), each read by one reader ---------
     def partitions(self, prefix: bytes = b"") -> list[str]:
