@@ -24,13 +24,12 @@ from typing import Any, Self
 
 import redis
 from redis.cluster import ClusterNode, RedisCluster
-from redis.crc import key_slot
 from redis.exceptions import AskError, ClusterDownError, MovedError, ResponseError, TryAgainError
 
 from kvctl.errors import UnavailableError
 from kvctl.store import Capabilities, Page, StoreURL
 
-from . import bulk, options, routing, scripts, slots, tls
+from . import bulk, options, routing, scanning, scripts, slots, tls
 from .base import MAX_STRING, RedisStoreBase
 from .commands import Commands, errors_in, raise_first_error, ranges
 from .errors import translating
@@ -150,13 +149,13 @@ class RedisClusterStore(RedisStoreBase):
     def _per_node(
         self,
         keys: list[bytes],
-        build: Callable[[list[int]], Commands | bulk.Packed],
+        build: Callable[[list[int], list[bytes]], Commands | bulk.Packed],
         parse: Callable[[list[bytes], list[Any]], list[Any]],
         fallback: Callable[[list[bytes]], list[Any]],
         script_of: dict[bool, scripts.Script] | None = None,
         answer: Callable[[Any], bool] | None = None,
     ) -> list[Any]:
-        """Run ``build(indices)`` on the node of the keys at those indices of ``keys``; results in
+        """Run ``build(indices, their keys)`` on the node of the keys at those indices of ``keys``; results in
         key order.
         ``answer``: the error replies that are answers for ``parse``, not failures."""
         results: list[Any] = [None] * len(keys)
@@ -164,7 +163,8 @@ class RedisClusterStore(RedisStoreBase):
         refreshed = False
         for _ in range(4):
             try:
-                replies = self._exec({name: build(idx) for name, idx in todo.items()})
+                parts = {name: routing.take(keys, idx) for name, idx in todo.items()}  # each node's keys, taken once
+                replies = self._exec({name: build(idx, parts[name]) for name, idx in todo.items()})
             except (redis.ConnectionError, redis.TimeoutError):
                 if refreshed:
                     raise
@@ -181,7 +181,7 @@ class RedisClusterStore(RedisStoreBase):
                 if errors and answer is not None:
                     errors = [e for e in errors if not answer(e)]
                 if not errors:
-                    for i, value in zip(idx, parse(routing.take(keys, idx), replies[name]), strict=True):
+                    for i, value in zip(idx, parse(parts[name], replies[name]), strict=True):
                         results[i] = value
                 elif any(scripts.is_old_server(e) for e in errors) and not self.relative_ttl:
                     self.relative_ttl = True  # build() picks the pre-7.0 scripts from now on
@@ -225,8 +225,8 @@ class RedisClusterStore(RedisStoreBase):
             if not isinstance(value, ResponseError) and isinstance(exp, int):
                 return [(value, exp)]
 
-        def build(idx: list[int]) -> bulk.Packed:
-            return bulk.reads(routing.take(keys, idx), b"PTTL" if self.relative_ttl else b"PEXPIRETIME")
+        def build(idx: list[int], part: list[bytes]) -> bulk.Packed:
+            return bulk.reads(part, b"PTTL" if self.relative_ttl else b"PEXPIRETIME")
 
         def parse(part: list[bytes], replies: list[Any]) -> list[Any]:
             out = bulk.pairs(replies)
@@ -254,8 +254,8 @@ class RedisClusterStore(RedisStoreBase):
     # -- writes ------------------------------------------------------------------------------
     def _write(self, keys: list[bytes], values: list[bytes], expiries: list[int | None],
                publish: Commands) -> None:
-        def build(idx: list[int]) -> bulk.Packed:
-            return bulk.writes(routing.take(keys, idx), routing.take(values, idx), routing.take(expiries, idx))
+        def build(idx: list[int], part: list[bytes]) -> bulk.Packed:
+            return bulk.writes(part, routing.take(values, idx), routing.take(expiries, idx))
 
         def slowly(part: list[bytes]) -> list[Any]:
             by_key = dict(zip(keys, zip(values, expiries, strict=True), strict=True))
@@ -273,8 +273,7 @@ class RedisClusterStore(RedisStoreBase):
     def _unlink(self, keys: list[bytes], publish: Commands) -> int:
         unique = list(dict.fromkeys(keys))
 
-        def build(idx: list[int]) -> Commands:
-            part = routing.take(unique, idx)
+        def build(idx: list[int], part: list[bytes]) -> Commands:
             script = DELETE[self.relative_ttl]
             return [script.call(part[a:b], cluster=True) for a, b in ranges(part)]
 
@@ -308,6 +307,22 @@ class RedisClusterStore(RedisStoreBase):
     # -- administration ----------------------------------------------------------------------
     def _scan_targets(self) -> list[tuple[str, Any]]:
         return self._primaries()
+
+    def scan(self, prefix: bytes = b"", *, start_after: bytes | None = None, cursor: str | None = None,
+             batch_size: int = 1000, keys_only: bool = False) -> Iterator[Page]:
+        """Every master read at once (scanning.all_nodes); a cursor of the one-master-after-another
+        scan of earlier versions is still followed that way."""
+        if start_after is not None or (cursor is not None and not cursor.startswith(scanning.MULTI_CURSOR)):
+            yield from super().scan(prefix, start_after=start_after, cursor=cursor, batch_size=batch_size,
+                                    keys_only=keys_only)
+            return
+        with translating(self.where):
+            targets = self._primaries()
+        names = [name for name, _ in targets]
+        positions: dict[str, int | None] = dict.fromkeys(names, 0)
+        if cursor is not None:
+            positions = scanning.parse_cursor(cursor, names, self.where)
+        yield from scanning.all_nodes(self, targets, self.ns + prefix, positions, batch_size, keys_only)
 
     # -- partitions: one per master, or slot ranges (slots.py), each read by one reader ---------
     def partitions(self, prefix: bytes = b"") -> list[str]:
@@ -369,10 +384,11 @@ class RedisClusterStore(RedisStoreBase):
     def _key_on(self, node: str, stem: bytes) -> bytes:
         if not self._slots:
             self._load_slots() if self._rc is not None else self.rc
-        for i in range(1_000_000):
-            key = stem + b":%d" % i
-            if self._slots[key_slot(key)] == node:
-                return key
+        for start in range(0, 1_000_000, 4096):  # a chunk's slots in one C-level pass (routing.py)
+            keys = [stem + b":%d" % i for i in range(start, start + 4096)]
+            for key, slot in zip(keys, routing.key_slots(keys), strict=True):
+                if self._slots[slot] == node:
+                    return key
         raise redis.exceptions.SlotNotCoveredError(f"node {node} serves no slot")
 
     def _info(self) -> list[dict[str, Any]]:
@@ -399,11 +415,10 @@ class RedisClusterStore(RedisStoreBase):
             raise_first_error(replies)
             return parse(part, replies)
 
-        return self._per_node(keys, lambda idx: commands(routing.take(keys, idx)), parse, slowly)
+        return self._per_node(keys, lambda idx, part: commands(part), parse, slowly)
 
     def _read_typed(self, keys: list[bytes]) -> list[tuple[Any, Any, Any]]:
-        def build(idx: list[int]) -> Commands:
-            part = routing.take(keys, idx)
+        def build(idx: list[int], part: list[bytes]) -> Commands:
             script = scripts.TYPED_SCRIPTS[self.relative_ttl]
             return [script.call(part[a:b], cluster=True) for a, b in ranges(part)]
 
@@ -430,7 +445,7 @@ class RedisClusterStore(RedisStoreBase):
             return replies
 
         keys = list(by_key)
-        self._per_node(keys, lambda idx: [by_key[keys[i]] for i in idx],
+        self._per_node(keys, lambda idx, part: [by_key[k] for k in part],
                        lambda part, replies: replies, slowly)
         self._publish([c for c in commands if c[0] == b"PUBLISH"])
 
