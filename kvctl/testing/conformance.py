@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 
 import pytest
 
-from kvctl.abilities import ConditionalWrites, Expiry
+from kvctl.abilities import ConditionalWrites, Expiry, PreparedWrites
 from kvctl.adapt import to_sync
 from kvctl.errors import FeedGapError, LimitError, UnsupportedError, UsageError
 from kvctl.registry import open_url
@@ -147,6 +147,28 @@ class StoreConformance:
         rec = store.get(b"t")
         assert rec is not None and rec.expires_at_ms is not None
         assert abs(rec.expires_at_ms - deadline) <= 1000
+
+    def test_prepared_writes_are_set_many(self, store: Store) -> None:
+        """``write_prepared(prepare_many(batch))`` is ``set_many(batch)``: each key's last record
+        wins, expiries are kept, and preparing writes nothing (a batch made ready and dropped)."""
+        if not isinstance(store, PreparedWrites):
+            pytest.skip(f"{store.name} does not offer PreparedWrites")
+        store.set(b"p-old", b"before")
+        dropped = store.prepare_many([Record(b"p-never", b"x"), Record(b"p-old", b"changed")])
+        assert store.get(b"p-never") is None and store.get(b"p-old").value == b"before"  # type: ignore[union-attr]
+        del dropped
+        deadline = now_ms() + 3_600_000 if store.capabilities.ttl else None
+        batch = [Record(b"p-a", b"1"), Record(b"p-b", b"\x00\xff", deadline), Record(b"p-a", b"2"),
+                 Record(b"p-old", b"after")]
+        store.write_prepared(store.prepare_many(batch))
+        got = {k: store.get(k) for k in (b"p-a", b"p-b", b"p-old")}
+        assert {k: r.value for k, r in got.items() if r is not None} == {
+            b"p-a": b"2", b"p-b": b"\x00\xff", b"p-old": b"after"}
+        if deadline is not None:
+            exp = got[b"p-b"].expires_at_ms  # type: ignore[union-attr]
+            assert exp is not None and abs(exp - deadline) <= 1000
+        assert got[b"p-a"].expires_at_ms is None  # type: ignore[union-attr]
+        store.write_prepared(store.prepare_many([]))  # an empty batch writes nothing, fails nothing
 
     def test_empty_batches(self, store: Store) -> None:
         store.set_many([])
