@@ -20,7 +20,7 @@ the scan cursor names the node and its SCAN cursor.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any, Self
+from typing import Any, NamedTuple, Self
 
 import redis
 from redis.cluster import ClusterNode, RedisCluster
@@ -48,6 +48,19 @@ def _is_redirect(reply: Any) -> bool:
         return True
     text = str(reply)
     return isinstance(reply, ResponseError) and (text.startswith(_REDIRECTS) or "non local key" in text)
+
+
+class _Packed(NamedTuple):
+    """A batch routed and packed ahead of its write (``_pack``): the slot map it was routed
+    with, the records, each node's key indices, keys and commands."""
+
+    table: list[str]
+    keys: list[bytes]
+    values: list[bytes]
+    expiries: list[int | None]
+    todo: dict[str, list[int]]
+    parts: dict[str, list[bytes]]
+    batches: dict[str, bulk.Packed]
 
 
 class RedisClusterStore(RedisStoreBase):
@@ -154,17 +167,23 @@ class RedisClusterStore(RedisStoreBase):
         fallback: Callable[[list[bytes]], list[Any]],
         script_of: dict[bool, scripts.Script] | None = None,
         answer: Callable[[Any], bool] | None = None,
+        first: _Packed | None = None,
     ) -> list[Any]:
         """Run ``build(indices, their keys)`` on the node of the keys at those indices of ``keys``; results in
         key order.
-        ``answer``: the error replies that are answers for ``parse``, not failures."""
+        ``answer``: the error replies that are answers for ``parse``, not failures.
+        ``first``: the first attempt already routed and built (``_pack``)."""
         results: list[Any] = [None] * len(keys)
-        todo = self._route(keys)
+        todo = self._route(keys) if first is None else first.todo
         refreshed = False
         for _ in range(4):
             try:
-                parts = {name: routing.take(keys, idx) for name, idx in todo.items()}  # each node's keys, taken once
-                replies = self._exec({name: build(idx, parts[name]) for name, idx in todo.items()})
+                if first is not None:
+                    parts, batches, first = first.parts, first.batches, None
+                else:
+                    parts = {name: routing.take(keys, idx) for name, idx in todo.items()}  # each node's keys, once
+                    batches = {name: build(idx, parts[name]) for name, idx in todo.items()}
+                replies = self._exec(batches)
             except (redis.ConnectionError, redis.TimeoutError):
                 if refreshed:
                     raise
@@ -254,6 +273,32 @@ class RedisClusterStore(RedisStoreBase):
     # -- writes ------------------------------------------------------------------------------
     def _write(self, keys: list[bytes], values: list[bytes], expiries: list[int | None],
                publish: Commands) -> None:
+        self._write_routed(keys, values, expiries, None)
+        self._publish(publish)
+
+    def _pack(self, keys: list[bytes], values: list[bytes], expiries: list[int | None],
+              publish: Commands) -> _Packed | None:
+        """The batch routed by the slot map already loaded and each node's SETs built (bulk.py);
+        None before the map is loaded (preparing reaches no server) or with something to publish.
+        ``_send`` routes again if the map was reloaded in between."""
+        table = self._slots
+        if publish or not table:
+            return None
+        todo = routing.by_owner(keys, table)
+        if "" in todo:
+            return None  # an unserved slot: _write says which
+        parts = {name: routing.take(keys, idx) for name, idx in todo.items()}
+        batches = {name: bulk.writes(parts[name], routing.take(values, idx), routing.take(expiries, idx))
+                   for name, idx in todo.items()}
+        return _Packed(table, keys, values, expiries, todo, parts, batches)
+
+    def _send(self, packed: _Packed) -> None:
+        # a refresh since _pack (on this thread) replaces the map: the packing may be stale
+        first = packed if packed.table is self._slots else None
+        self._write_routed(packed.keys, packed.values, packed.expiries, first)
+
+    def _write_routed(self, keys: list[bytes], values: list[bytes], expiries: list[int | None],
+                      first: _Packed | None) -> None:
         def build(idx: list[int], part: list[bytes]) -> bulk.Packed:
             return bulk.writes(part, routing.take(values, idx), routing.take(expiries, idx))
 
@@ -267,8 +312,7 @@ class RedisClusterStore(RedisStoreBase):
             raise_first_error(replies)
             return replies
 
-        self._per_node(keys, build, lambda part, replies: [None] * len(part), slowly)
-        self._publish(publish)
+        self._per_node(keys, build, lambda part, replies: [None] * len(part), slowly, first=first)
 
     def _unlink(self, keys: list[bytes], publish: Commands) -> int:
         unique = list(dict.fromkeys(keys))
