@@ -54,7 +54,7 @@ class _Packed(NamedTuple):
     """A batch routed and packed ahead of its write (``_pack``): the slot map it was routed
     with, the records, each node's key indices, keys and commands."""
 
-    table: list[str]
+    table: routing.SlotMap
     keys: list[bytes]
     values: list[bytes]
     expiries: list[int | None]
@@ -79,6 +79,7 @@ class RedisClusterStore(RedisStoreBase):
     def __init__(self, url: StoreURL, settings: options.RedisSettings) -> None:
         self._rc: RedisCluster | None = None
         self._slots: list[str] = []
+        self._map: routing.SlotMap | None = None
         self._pools: dict[str, Any] = {}
         super().__init__(url, settings)
 
@@ -108,6 +109,7 @@ class RedisClusterStore(RedisStoreBase):
         for slot, nodes in self._rc.nodes_manager.slots_cache.items():
             if nodes:
                 table[slot] = nodes[0].name
+        self._map = routing.SlotMap(table)
         self._slots = table
 
     def _refresh(self) -> None:
@@ -130,7 +132,8 @@ class RedisClusterStore(RedisStoreBase):
     def _route(self, keys: list[bytes]) -> dict[str, list[int]]:
         if not self._slots:
             self._load_slots() if self._rc is not None else self.rc
-        groups = routing.by_owner(keys, self._slots)
+        assert self._map is not None
+        groups = routing.by_owner(keys, self._map)
         if "" in groups:
             slot = routing.key_slots([keys[groups[""][0]]])[0]
             raise redis.exceptions.SlotNotCoveredError(f"slot {slot} is not served by any node")
@@ -163,7 +166,7 @@ class RedisClusterStore(RedisStoreBase):
         self,
         keys: list[bytes],
         build: Callable[[list[int], list[bytes]], Commands | bulk.Packed],
-        parse: Callable[[list[bytes], list[Any]], list[Any]],
+        parse: Callable[[list[bytes], list[Any]], list[Any]] | None,
         fallback: Callable[[list[bytes]], list[Any]],
         script_of: dict[bool, scripts.Script] | None = None,
         answer: Callable[[Any], bool] | None = None,
@@ -171,11 +174,13 @@ class RedisClusterStore(RedisStoreBase):
     ) -> list[Any]:
         """Run ``build(indices, their keys)`` on the node of the keys at those indices of ``keys``; results in
         key order.
+        ``parse``: None when the replies answer nothing but their errors.
         ``answer``: the error replies that are answers for ``parse``, not failures.
         ``first``: the first attempt already routed and built (``_pack``)."""
         results: list[Any] = [None] * len(keys)
         todo = self._route(keys) if first is None else first.todo
         refreshed = False
+        batches: Mapping[str, Commands | bulk.Packed]
         for _ in range(4):
             try:
                 if first is not None:
@@ -200,6 +205,8 @@ class RedisClusterStore(RedisStoreBase):
                 if errors and answer is not None:
                     errors = [e for e in errors if not answer(e)]
                 if not errors:
+                    if parse is None:  # nothing to answer (writes)
+                        continue
                     for i, value in zip(idx, parse(parts[name], replies[name]), strict=True):
                         results[i] = value
                 elif any(scripts.is_old_server(e) for e in errors) and not self.relative_ttl:
@@ -281,20 +288,22 @@ class RedisClusterStore(RedisStoreBase):
         """The batch routed by the slot map already loaded and each node's SETs built (bulk.py);
         None before the map is loaded (preparing reaches no server) or with something to publish.
         ``_send`` routes again if the map was reloaded in between."""
-        table = self._slots
-        if publish or not table:
+        table = self._map
+        if publish or table is None:
             return None
-        todo = routing.by_owner(keys, table)
-        if "" in todo:
+        masks = table.masks(keys)
+        if "" in masks:
             return None  # an unserved slot: _write says which
-        parts = {name: routing.take(keys, idx) for name, idx in todo.items()}
-        batches = {name: bulk.writes(parts[name], routing.take(values, idx), routing.take(expiries, idx))
-                   for name, idx in todo.items()}
+        n = len(keys)
+        todo = {name: routing.indices(n, mask) for name, mask in masks.items()}
+        parts = {name: routing.pick(keys, mask) for name, mask in masks.items()}
+        batches = {name: bulk.writes(parts[name], routing.pick(values, mask), routing.pick(expiries, mask))
+                   for name, mask in masks.items()}
         return _Packed(table, keys, values, expiries, todo, parts, batches)
 
     def _send(self, packed: _Packed) -> None:
         # a refresh since _pack (on this thread) replaces the map: the packing may be stale
-        first = packed if packed.table is self._slots else None
+        first = packed if packed.table is self._map else None
         self._write_routed(packed.keys, packed.values, packed.expiries, first)
 
     def _write_routed(self, keys: list[bytes], values: list[bytes], expiries: list[int | None],
@@ -312,7 +321,7 @@ class RedisClusterStore(RedisStoreBase):
             raise_first_error(replies)
             return replies
 
-        self._per_node(keys, build, lambda part, replies: [None] * len(part), slowly, first=first)
+        self._per_node(keys, build, None, slowly, first=first)
 
     def _unlink(self, keys: list[bytes], publish: Commands) -> int:
         unique = list(dict.fromkeys(keys))
