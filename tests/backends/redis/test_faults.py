@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 import redis as redispy
+from kvctl_plugins.redis.cluster import RedisClusterStore
 
-from kvctl.abilities import PreparedWrites
 from kvctl.errors import AuthError, KvctlError, LimitError, UnavailableError
 from kvctl.registry import open_url
 from kvctl.store import Record
@@ -228,7 +228,7 @@ def test_cluster_prepared_batch_after_its_slot_moved(servers: list[Server], tmp_
     after the store reloaded its slot map, lands whole, the last record of a key winning."""
     nodes = start_cluster(tmp_path, servers)
     with open_url(cluster_url(nodes)) as store:
-        assert isinstance(store, PreparedWrites)
+        assert isinstance(store, RedisClusterStore)  # PreparedWrites, through RedisStoreBase
         # before the slot map is loaded nothing is routed: preparing reaches no server
         assert store.prepare_many([Record(b"k", b"v")]).packed is None
         store.set_many([Record(b"warm", b"up")])
