@@ -169,18 +169,22 @@ def test_commands_built_in_bulk_are_the_bytes_hiredis_packs() -> None:
 
 def test_key_slots_in_bulk_are_redis_py_s() -> None:
     """The batch's slots from one CRC pass, or key by key when a key may hold a hash tag."""
-    from kvctl_plugins.redis.routing import by_owner, key_slots
+    from kvctl_plugins.redis.routing import SlotMap, by_owner, key_slots
     from redis.crc import key_slot
 
     plain = [os.urandom(i % 30) for i in range(3000)]
     tagged = [b"a{b}c", b"{}x", b"x{", b"}{y}", b"{z}", b"{{a}}", *plain[:50]]
     for keys in (plain, tagged, []):
         assert key_slots(keys) == [key_slot(k) for k in keys]
-    owners = [f"n{slot % 3}" if slot else "" for slot in range(16384)]
-    groups = by_owner(plain, owners)
-    assert sorted(i for idx in groups.values() for i in idx) == list(range(len(plain)))
-    assert all(owners[key_slot(plain[i])] == name for name, idx in groups.items() for i in idx)
-    assert all(idx == sorted(idx) for idx in groups.values())
+    # three owners (one byte a code) and 300 (the general path), with and without hash tags
+    for count in (3, 300):
+        owners = [f"n{slot % count}" if slot else "" for slot in range(16384)]
+        for keys in (plain, tagged, [b"{same}a", b"{same}b"]):
+            groups = by_owner(keys, SlotMap(owners))
+            assert sorted(i for idx in groups.values() for i in idx) == list(range(len(keys)))
+            assert all(owners[key_slot(keys[i])] == name for name, idx in groups.items() for i in idx)
+            assert all(idx == sorted(idx) for idx in groups.values())
+    assert by_owner([], SlotMap(owners)) == {}
 
 
 @pytest.mark.server

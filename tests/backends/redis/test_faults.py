@@ -12,9 +12,11 @@ import subprocess
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis as redispy
+from kvctl_plugins.redis.cluster import RedisClusterStore
 
 from kvctl.errors import AuthError, KvctlError, LimitError, UnavailableError
 from kvctl.registry import open_url
@@ -177,6 +179,29 @@ def cluster_url(nodes: list[Server]) -> str:
     return f"redis+cluster://127.0.0.1:{nodes[0].port}?seeds=127.0.0.1:{nodes[1].port},127.0.0.1:{nodes[2].port}"
 
 
+def slot_of_t(nodes: list[Server]) -> tuple[int, dict[int, str], Server, Server]:
+    """The slot of hash tag ``{t}``, each node's id by port, the node serving it and another."""
+    slot = int(nodes[0].client().execute_command("CLUSTER", "KEYSLOT", "{t}"))
+    ids = {n.port: n.client().execute_command("CLUSTER", "MYID").decode() for n in nodes}
+    owner = next(n for n in nodes if any(
+        a <= slot <= b for a, b, *_ in n.client().execute_command("CLUSTER", "SLOTS")
+        if int(_[0][1]) == n.port))
+    return slot, ids, owner, next(n for n in nodes if n is not owner)
+
+
+def count_slow_path(store: Any) -> list[int]:
+    """The size of each batch the store sends through redis-py's cluster pipeline from now on."""
+    slow_path: list[int] = []
+    pipeline = store._pipeline
+
+    def counting(commands: list) -> list:
+        slow_path.append(len(commands))
+        return pipeline(commands)
+
+    store._pipeline = counting
+    return slow_path
+
+
 def test_cluster_moved_ask_and_lost_scripts(servers: list[Server], tmp_path: Path) -> None:
     nodes = start_cluster(tmp_path, servers)
     url = cluster_url(nodes)
@@ -190,23 +215,11 @@ def test_cluster_moved_ask_and_lost_scripts(servers: list[Server], tmp_path: Pat
         assert [r.value for r in store.get_many(keys)] == keys
 
         # ASK: slot of {t} half-way through a migration to another node; the store's map is stale.
-        slot = int(nodes[0].client().execute_command("CLUSTER", "KEYSLOT", "{t}"))
-        ids = {n.port: n.client().execute_command("CLUSTER", "MYID").decode() for n in nodes}
-        owner = next(n for n in nodes if any(
-            a <= slot <= b for a, b, *_ in n.client().execute_command("CLUSTER", "SLOTS")
-            if int(_[0][1]) == n.port))
-        target = next(n for n in nodes if n is not owner)
+        slot, ids, owner, target = slot_of_t(nodes)
         target.client().execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", ids[owner.port])
         owner.client().execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", ids[target.port])
         owner.client().execute_command("MIGRATE", "127.0.0.1", target.port, "", 0, 5000, "KEYS", "{t}a")
-        slow_path: list[int] = []
-        pipeline = store._pipeline
-
-        def counting(commands: list) -> list:
-            slow_path.append(len(commands))
-            return pipeline(commands)
-
-        store._pipeline = counting
+        slow_path = count_slow_path(store)
         assert [r.value for r in store.get_many(keys)] == keys
         assert slow_path  # the node refused the script; redis-py's pipeline followed the ASK
         store.set_many([Record(b"{t}a", b"new-a"), Record(b"{t}b", b"new-b")])
@@ -220,6 +233,40 @@ def test_cluster_moved_ask_and_lost_scripts(servers: list[Server], tmp_path: Pat
             b"new-a", b"new-b", b"{t}c"]
         assert store.delete_many([b"{t}a", b"{t}b", b"nope"]) == 2
         assert store.count() == len(keys) - 2
+
+
+def test_cluster_prepared_batch_after_its_slot_moved(servers: list[Server], tmp_path: Path) -> None:
+    """A batch routed and packed by prepare_many, then written after its slot moved (MOVED) or
+    after the store reloaded its slot map, lands whole, the last record of a key winning."""
+    nodes = start_cluster(tmp_path, servers)
+    with open_url(cluster_url(nodes)) as store:
+        assert isinstance(store, RedisClusterStore)  # PreparedWrites, through RedisStoreBase
+        # before the slot map is loaded nothing is routed: preparing reaches no server
+        assert store.prepare_many([Record(b"k", b"v")]).packed is None
+        store.set_many([Record(b"warm", b"up")])
+        later = int(time.time() * 1000) + 3_600_000
+        keys = [b"{t}%d" % i for i in range(50)] + [b"key-%d" % i for i in range(500)]
+        records = [Record(k, b"old-" + k, later if i % 2 else None) for i, k in enumerate(keys)]
+        records += [Record(b"{t}1", b"last"), Record(b"key-2", b"last", later)]
+        prepared = store.prepare_many(records)
+        assert prepared.packed is not None  # routed and packed ahead of the write
+
+        slot, ids, _, target = slot_of_t(nodes)
+        for n in (target, *(n for n in nodes if n is not target)):
+            n.client().execute_command("CLUSTER", "SETSLOT", slot, "NODE", ids[target.port])
+        slow_path = count_slow_path(store)
+        store.write_prepared(prepared)  # the old owner answers MOVED for the {t} keys
+        # the old owner's slice (the {t} keys among it) redone through redis-py's pipeline
+        assert len(slow_path) == 1 and 50 <= slow_path[0] < len(keys)
+        latest = {r.key: r for r in records}
+        assert store.get_many(list(latest)) == list(latest.values())
+        assert target.client().get(b"{t}1") == b"last"
+
+        prepared = store.prepare_many([Record(k, b"new") for k in keys])
+        store._refresh()  # a reload between prepare and write: the batch is routed again
+        store.write_prepared(prepared)
+        assert [r.value for r in store.get_many(keys)] == [b"new"] * len(keys)
+        assert store.count() == len(keys) + 1
 
 
 def test_cluster_node_going_away(servers: list[Server], tmp_path: Path) -> None:
