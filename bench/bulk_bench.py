@@ -338,10 +338,8 @@ class Bench:
         self.psql(f"CREATE DATABASE {self.db}", self.pg_admin)
         if peers:
             self.psql(f"CREATE DATABASE {self.db}_peer", self.pg_admin)
-        if "redis" in needs:
-            with open(t / "set.resp", "rb") as commands:
-                subprocess.run([*redis_cli_args(self.redis), "--pipe"], stdin=commands, check=True,
-                               capture_output=True)
+        if peers:  # a scale run loads a Redis source only while its row runs (``source_for``)
+            self.load_redis_source()
         src = f"sqlite://{t}/src.db"
         if needs & {"src.db", "src.kvs"}:
             subprocess.run([*self.kvctl, "-u", src, "import", str(t / "data.jsonl")], check=True,
@@ -352,10 +350,7 @@ class Bench:
         if any(name.endswith("-cluster") for name in only):
             if not self.cluster:
                 raise SystemExit("the cluster rows need KVCTL_TEST_REDIS_CLUSTER_URL (tests/services.sh start)")
-            if "cluster" in needs:
-                self.setup_cluster()
-            else:  # kvctl's destinations alone: the masters, to empty them between rounds
-                self.masters = cluster_masters(self.cluster)
+            self.setup_cluster(split="cluster" in needs, load=peers)
         if not peers:
             return
         subprocess.run([*self.kvctl, "snapshot", "restore", str(t / "src.kvs"), f"lmdb://{t}/lmdb-src"], check=True,
@@ -366,6 +361,31 @@ class Bench:
                         f"\\copy {PEER_TABLE} (key, value) FROM '{t}/data.csv' WITH (FORMAT csv)"],
                        check=True, capture_output=True)
         subprocess.run(["pg_dump", "-Fc", "-t", PEER_TABLE, "-f", str(t / "peer.dump"), self.peer_pg], check=True)
+
+    def load_redis_source(self) -> None:
+        with open(self.tmp / "set.resp", "rb") as commands:
+            subprocess.run([*redis_cli_args(self.redis), "--pipe"], stdin=commands, check=True, capture_output=True)
+
+    @contextlib.contextmanager
+    def source_for(self, name: str) -> Iterator[None]:
+        """The Redis or cluster source row ``name`` reads, there only while the block runs (a scale
+        run: a namespace is read by a SCAN of the whole database, so another size's keys in it would
+        weigh on this size's time); the Redis destinations emptied after the block too."""
+        reads = KVCTL_READS.get(name, set())
+        if "redis" in reads:
+            self.load_redis_source()
+        if "cluster" in reads:
+            subprocess.run(["bash", "-c", self.cluster_pipe()], check=True, capture_output=True)
+        try:
+            yield
+        finally:
+            if "redis" in reads:
+                self.redis_clear(self.prefix)
+            if "cluster" in reads:
+                self.cluster_clear(self.prefix)
+            self.redis_clear("b" + self.prefix)
+            if self.masters:
+                self.cluster_clear("b" + self.prefix)
 
     def teardown(self) -> None:
         for db in (self.db, self.db + "_peer"):
@@ -539,11 +559,15 @@ class Bench:
              ["mdb_load", "-f", str(t / "lmdb.dump"), str(t / "lmdb-peer")]))
 
     # -- Redis Cluster rows -------------------------------------------------------------------
-    def setup_cluster(self) -> None:
+    def setup_cluster(self, *, split: bool = True, load: bool = True) -> None:
+        """The masters; with ``split``, the SET commands split by master (the peer's input), and
+        with ``load`` too, the source loaded through them."""
         self.masters = cluster_masters(self.cluster)
         self.node_files = [self.tmp / f"set-{port}.resp" for _, port, _ in self.masters]
-        split_by_node(self.tmp / "set.resp", self.masters, self.node_files)
-        subprocess.run(["bash", "-c", self.cluster_pipe()], check=True, capture_output=True)
+        if split:
+            split_by_node(self.tmp / "set.resp", self.masters, self.node_files)
+        if split and load:
+            subprocess.run(["bash", "-c", self.cluster_pipe()], check=True, capture_output=True)
 
     def cluster_pipe(self) -> str:
         """The peer of a bulk load into the cluster: one ``redis-cli --pipe`` per master, at once."""
@@ -761,7 +785,8 @@ def size_label(n: int) -> str:
 def scale_rows(benches: list[Bench], only: list[str], rounds: int) -> list[ScaleRow]:
     """Each row's kvctl side on each bench's data set (one per size), a fresh destination every
     run, the sizes interleaved round by round (smallest first in even rounds, largest in odd ones),
-    so a change in the machine's load hits every size alike."""
+    so a change in the machine's load hits every size alike; in Redis, only the running size's
+    source and destination (see ``Bench.source_for``)."""
     out = []
     for name in only:
         plans = [(bench, ROWS[name](bench)) for bench in benches]
@@ -773,8 +798,9 @@ def scale_rows(benches: list[Bench], only: list[str], rounds: int) -> list[Scale
                 for bench, plan in plans if i % 2 == 0 else plans[::-1]:
                     prepare, cmd = plan.kvctl
                     prepare()
-                    row.load = max(row.load, os.getloadavg()[0])
-                    row.runs[bench.n].append(timed(cmd))
+                    with bench.source_for(name):
+                        row.load = max(row.load, os.getloadavg()[0])
+                        row.runs[bench.n].append(timed(cmd))
                 done = (f"{size_label(n)} {runs[-1].seconds:.2f} s {runs[-1].rss_mb:.0f} MiB"
                         for n, runs in row.runs.items())
                 print(f"  {row.path}: round {i + 1}: " + ", ".join(done), file=sys.stderr)

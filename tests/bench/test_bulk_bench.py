@@ -71,13 +71,13 @@ def test_a_scale_run_reports_every_row_at_every_size_and_cleans_up(tmp_path: Pat
     service_url("KVCTL_TEST_POSTGRES_URL")
     out = tmp_path / "scale.md"
     done = subprocess.run([sys.executable, str(BULK), "--scale", "3000,300", "--rounds", "2",
-                           "--rows", "json-redis,sqlite-sqlite", "--write", str(out)],
+                           "--rows", "json-redis,snapshot-redis,sqlite-sqlite", "--write", str(out)],
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     text = out.read_text()
-    assert f"--scale 3000,300 --rounds 2 --rows json-redis,sqlite-sqlite --write {out}" in text
-    rows = [line for line in text.splitlines() if line.startswith("| import") or line.startswith("| migrate")]
-    assert [row.split(" | ")[0] for row in rows] == ["| import JSON lines -> Redis",
+    assert f"--scale 3000,300 --rounds 2 --rows json-redis,snapshot-redis,sqlite-sqlite --write {out}" in text
+    rows = [line for line in text.splitlines() if line.startswith(("| import", "| snapshot", "| migrate"))]
+    assert [row.split(" | ")[0] for row in rows] == ["| import JSON lines -> Redis", "| snapshot create of Redis",
                                                      "| migrate SQLite -> SQLite (new file)"]
     for row in rows:
         cells = [c.strip() for c in row.strip("|").split("|")]
@@ -85,7 +85,8 @@ def test_a_scale_run_reports_every_row_at_every_size_and_cleans_up(tmp_path: Pat
         assert all(float(c.strip("*")) > 0 for c in (*cells[1:3], *cells[3:5]))
         assert all(re.fullmatch(r"\d+ MiB", c) for c in cells[7:9]), cells
         assert cells[-1] == "met" or cells[-1].startswith("NOT met: ")
-    # the data sets are gone, and so are the keys of the run's Redis prefix
+    # the data sets are gone, and so are the keys of the run's Redis prefixes (the snapshot's source
+    # was loaded for its runs only)
     namespace = re.search(r"namespace=(bkvctl-bulk-\d+_3000:)", text)
     scratch = re.search(r"import (/tmp/kvctl-bulk-scale-[^/]+)/", text)
     assert namespace and scratch
