@@ -29,16 +29,26 @@ The servers are those of tests/services.sh (``/tmp/kvctl-services/env``); Postgr
 into a database of its own, created for the run and dropped after; Redis keys live under a
 prefix of the run's own, removed after.
 
+With ``--scale 1000000,10000000`` it measures how kvctl's side of the same rows scales instead,
+without the peers: a data set of each size (only the files and sources the selected rows read),
+each row run at every size, the sizes interleaved round by round, and per row each size's time,
+keys/s and peak RSS, the time ratio of the largest size to the smallest and a verdict against
+the bounds (peak RSS under 100 MiB at every size; 10x the keys in no more than ~10x the time),
+written to ``bench/results/bulk_scale_RESULTS.md``.
+
 Usage::
 
     python bench/bulk_bench.py [--keys 1000000] [--rounds 3] [--rows json-pg,restore-pg,...]
                                [--write bench/results/bulk_RESULTS.md]
+    python bench/bulk_bench.py --scale 1000000,10000000 [--rounds 1] [--rows ...]
+                               [--write bench/results/bulk_scale_RESULTS.md]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
@@ -52,7 +62,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -103,6 +113,7 @@ CHILDREN: dict[str, Callable[..., None]] = {"redis_to_pg": child_redis_to_pg}
 class Run:
     seconds: float
     rss_mb: float
+    cpu: float = 0.0  # user + system seconds of the process and its children
 
 
 def timed(cmd: list[str] | str, *, stdin: Path | None = None) -> Run:
@@ -113,13 +124,14 @@ def timed(cmd: list[str] | str, *, stdin: Path | None = None) -> Run:
     with tempfile.TemporaryFile() as err, open(stdin or os.devnull, "rb") as inp, \
             tempfile.NamedTemporaryFile("r") as rss:
         t0 = time.perf_counter()
-        done = subprocess.run([TIME, "-f", "%M", "-o", rss.name, *args], stdin=inp, stdout=subprocess.DEVNULL,
+        done = subprocess.run([TIME, "-f", "%M %U %S", "-o", rss.name, *args], stdin=inp, stdout=subprocess.DEVNULL,
                               stderr=err, check=False)
         seconds = time.perf_counter() - t0
         if done.returncode != 0:
             err.seek(0)
             raise RuntimeError(f"{cmd!r} exited {done.returncode}: {err.read().decode(errors='replace')[-2000:]}")
-        return Run(seconds, int(rss.read().split()[-1]) / 1024)
+        kib, user, system = rss.read().split()[-3:]
+        return Run(seconds, int(kib) / 1024, float(user) + float(system))
 
 
 @dataclass
@@ -135,23 +147,42 @@ class Row:
     error: str | None = None
 
 
+@dataclass
+class Plan:
+    """One row not yet run: each side's (prepare a fresh destination, command), the peer's stdin,
+    and what must hold while the row runs (a server setting the peer needs, put back after)."""
+
+    row: Row
+    kvctl: tuple[Callable[[], None], list[str] | str]
+    peer: tuple[Callable[[], None], list[str] | str]
+    stdin: Path | None = None
+    around: Callable[[], contextlib.AbstractContextManager[None]] = contextlib.nullcontext
+
+
 def median(runs: list[Run]) -> Run:
     return Run(statistics.median(r.seconds for r in runs), max(r.rss_mb for r in runs))
 
 
 # -- the data set ------------------------------------------------------------------------------
-def make_data(d: Path, n: int, prefix: str) -> None:
-    """data.jsonl, data.csv (psql) and set.resp (redis-cli --pipe, keys under ``prefix``)."""
+def make_data(d: Path, n: int, prefix: str, *, csv: bool = True, resp: bool = True) -> None:
+    """data.jsonl, data.csv (psql) and set.resp (redis-cli --pipe, keys under ``prefix``); the last
+    two only when asked for (the same keys and values either way)."""
     rng = random.Random(12)
     letters = (string.ascii_letters + string.digits).encode()
-    with open(d / "data.jsonl", "wb") as js, open(d / "data.csv", "wb") as csv, open(d / "set.resp", "wb") as resp:
+    with contextlib.ExitStack() as files:
+        js = files.enter_context(open(d / "data.jsonl", "wb"))
+        csv_file = files.enter_context(open(d / "data.csv", "wb")) if csv else None
+        resp_file = files.enter_context(open(d / "set.resp", "wb")) if resp else None
         for i in range(n):
             key = b"key:%08d" % i
             value = bytes(rng.choices(letters, k=VALUE_BYTES))
             js.write(b'{"key":"%s","value":"%s","expires_at_ms":null}\n' % (key, value))
-            csv.write(b"\\x%s,\\x%s\n" % (key.hex().encode(), value.hex().encode()))
-            full = prefix.encode() + key
-            resp.write(b"*3\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n" % (len(full), full, len(value), value))
+            if csv_file:
+                csv_file.write(b"\\x%s,\\x%s\n" % (key.hex().encode(), value.hex().encode()))
+            if resp_file:
+                full = prefix.encode() + key
+                resp_file.write(b"*3\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n"
+                                % (len(full), full, len(value), value))
 
 
 def with_db(url: str, db: str) -> str:
@@ -204,17 +235,18 @@ def split_by_node(resp: Path, masters: list[tuple[str, int, list[tuple[int, int]
 
 
 class Bench:
-    def __init__(self, n: int, rounds: int, tmp: Path) -> None:
+    def __init__(self, n: int, rounds: int, tmp: Path, tag: str = "") -> None:
+        """``tag`` sets this data set's database and key prefix apart from another's of the same run."""
         env = services()
         self.n, self.rounds, self.tmp = n, rounds, tmp
         self.redis = env["KVCTL_TEST_REDIS_URL"]
         self.pg_admin = env["KVCTL_TEST_POSTGRES_URL"]
-        self.db = f"kvctl_bulk_{os.getpid()}"
+        self.db = f"kvctl_bulk_{os.getpid()}{tag}"
         self.pg = with_db(self.pg_admin, self.db)
         # the peers' tables live in a database of their own: kvctl refuses to add its table beside
         # tables it does not know (unless told ?create=true), as a user's first run would find
         self.peer_pg = with_db(self.pg_admin, self.db + "_peer")
-        self.prefix = f"kvctl-bulk-{os.getpid()}:"
+        self.prefix = f"kvctl-bulk-{os.getpid()}{tag}:"
         self.kvctl = [sys.executable, "-m", "kvctl"]
         self.cluster = env.get("KVCTL_TEST_REDIS_CLUSTER_URL", "")
         self.masters: list[tuple[str, int, list[tuple[int, int]]]] = []
@@ -267,22 +299,22 @@ class Bench:
         self.rm(path)
         path.mkdir()
 
-    def measure(self, row: Row, kvctl: tuple[Callable[[], None], list[str] | str],
-                peer: tuple[Callable[[], None], list[str] | str], stdin: Path | None = None) -> Row:
-        (kprep, kcmd), (pprep, pcmd) = kvctl, peer
+    def measure(self, plan: Plan) -> Row:
+        row, stdin, (kprep, kcmd), (pprep, pcmd) = plan.row, plan.stdin, plan.kvctl, plan.peer
         row.kvctl_cmd = kcmd if isinstance(kcmd, str) else shlex.join(kcmd)
         row.peer_cmd = pcmd if isinstance(pcmd, str) else shlex.join(pcmd)
-        try:
-            sides = [(kprep, kcmd, row.kvctl, None), (pprep, pcmd, row.peers, stdin)]
-            for i in range(self.rounds):
-                # who goes first alternates, so a drift in the machine's load hits both sides alike
-                for prep, cmd, runs, inp in sides if i % 2 == 0 else sides[::-1]:
-                    prep()
-                    runs.append(timed(cmd, stdin=inp))
-                print(f"  {row.path}: round {i + 1}: kvctl {row.kvctl[-1].seconds:.2f} s, "
-                      f"peer {row.peers[-1].seconds:.2f} s", file=sys.stderr)
-        except RuntimeError as exc:
-            row.error = str(exc).strip().splitlines()[-1][:300]
+        sides = [(kprep, kcmd, row.kvctl, None), (pprep, pcmd, row.peers, stdin)]
+        with plan.around():
+            try:
+                for i in range(self.rounds):
+                    # who goes first alternates, so a drift in the machine's load hits both sides alike
+                    for prep, cmd, runs, inp in sides if i % 2 == 0 else sides[::-1]:
+                        prep()
+                        runs.append(timed(cmd, stdin=inp))
+                    print(f"  {row.path}: round {i + 1}: kvctl {row.kvctl[-1].seconds:.2f} s, "
+                          f"peer {row.peers[-1].seconds:.2f} s", file=sys.stderr)
+            except RuntimeError as exc:
+                row.error = str(exc).strip().splitlines()[-1][:300]
         return row
 
     # -- set-up once --------------------------------------------------------------------------
@@ -295,23 +327,32 @@ class Bench:
                 "    compileall.compile_dir(os.path.dirname(m.__file__), quiet=1)")
         subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, env=env)
 
-    def setup(self, only: list[str]) -> None:
+    def setup(self, only: list[str], *, peers: bool = True) -> None:
+        """Make the data set and the sources; without ``peers`` (a scale run: kvctl alone), only
+        what kvctl's side of the rows in ``only`` reads."""
         t = self.tmp
+        needs = SOURCES if peers else set().union(*(KVCTL_READS.get(name, set()) for name in only))
         self.compile_kvctl()
         print(f"making {self.n:,} keys in {t}", file=sys.stderr)
-        make_data(t, self.n, self.prefix)
+        make_data(t, self.n, self.prefix, csv=peers, resp=bool(needs & {"redis", "cluster"}))
         self.psql(f"CREATE DATABASE {self.db}", self.pg_admin)
-        self.psql(f"CREATE DATABASE {self.db}_peer", self.pg_admin)
-        with open(t / "set.resp", "rb") as commands:
-            subprocess.run([*redis_cli_args(self.redis), "--pipe"], stdin=commands, check=True, capture_output=True)
+        if peers:
+            self.psql(f"CREATE DATABASE {self.db}_peer", self.pg_admin)
+        if peers:  # a scale run loads a Redis source only while its row runs (``source_for``)
+            self.load_redis_source()
         src = f"sqlite://{t}/src.db"
-        subprocess.run([*self.kvctl, "-u", src, "import", str(t / "data.jsonl")], check=True, capture_output=True)
-        subprocess.run([*self.kvctl, "snapshot", "create", src, "-o", str(t / "src.kvs")], check=True,
-                       capture_output=True)
+        if needs & {"src.db", "src.kvs"}:
+            subprocess.run([*self.kvctl, "-u", src, "import", str(t / "data.jsonl")], check=True,
+                           capture_output=True)
+        if "src.kvs" in needs:
+            subprocess.run([*self.kvctl, "snapshot", "create", src, "-o", str(t / "src.kvs")], check=True,
+                           capture_output=True)
         if any(name.endswith("-cluster") for name in only):
             if not self.cluster:
                 raise SystemExit("the cluster rows need KVCTL_TEST_REDIS_CLUSTER_URL (tests/services.sh start)")
-            self.setup_cluster()
+            self.setup_cluster(split="cluster" in needs, load=peers)
+        if not peers:
+            return
         subprocess.run([*self.kvctl, "snapshot", "restore", str(t / "src.kvs"), f"lmdb://{t}/lmdb-src"], check=True,
                        capture_output=True)
         subprocess.run(["mdb_dump", "-a", "-f", str(t / "lmdb.dump"), str(t / "lmdb-src")], check=True)
@@ -320,6 +361,31 @@ class Bench:
                         f"\\copy {PEER_TABLE} (key, value) FROM '{t}/data.csv' WITH (FORMAT csv)"],
                        check=True, capture_output=True)
         subprocess.run(["pg_dump", "-Fc", "-t", PEER_TABLE, "-f", str(t / "peer.dump"), self.peer_pg], check=True)
+
+    def load_redis_source(self) -> None:
+        with open(self.tmp / "set.resp", "rb") as commands:
+            subprocess.run([*redis_cli_args(self.redis), "--pipe"], stdin=commands, check=True, capture_output=True)
+
+    @contextlib.contextmanager
+    def source_for(self, name: str) -> Iterator[None]:
+        """The Redis or cluster source row ``name`` reads, there only while the block runs (a scale
+        run: a namespace is read by a SCAN of the whole database, so another size's keys in it would
+        weigh on this size's time); the Redis destinations emptied after the block too."""
+        reads = KVCTL_READS.get(name, set())
+        if "redis" in reads:
+            self.load_redis_source()
+        if "cluster" in reads:
+            subprocess.run(["bash", "-c", self.cluster_pipe()], check=True, capture_output=True)
+        try:
+            yield
+        finally:
+            if "redis" in reads:
+                self.redis_clear(self.prefix)
+            if "cluster" in reads:
+                self.cluster_clear(self.prefix)
+            self.redis_clear("b" + self.prefix)
+            if self.masters:
+                self.cluster_clear("b" + self.prefix)
 
     def teardown(self) -> None:
         for db in (self.db, self.db + "_peer"):
@@ -363,9 +429,9 @@ class Bench:
     def new_table(self) -> None:
         self.drop_kvctl_table(self.TABLE)
 
-    def row_json_pg(self) -> Row:
+    def row_json_pg(self) -> Plan:
         t, pg = self.tmp, self.peer_pg
-        return self.measure(
+        return Plan(
             Row("import JSON lines -> PostgreSQL (new table)", "psql \\copy (CSV)",
                 f"{self.PG_SYNC}; one transaction (a load into the table it creates, down one COPY); change feed on",
                 f"{self.PG_SYNC}; one commit"),
@@ -373,18 +439,18 @@ class Bench:
             (self.peer_table, ["psql", pg, "-qX", "-c",
                                f"\\copy {PEER_TABLE} (key, value) FROM '{t}/data.csv' WITH (FORMAT csv)"]))
 
-    def row_redis_pg(self) -> Row:
+    def row_redis_pg(self) -> Plan:
         def peer_drop() -> None:
             self.psql(f"DROP TABLE IF EXISTS {PEER_TABLE}_r")
 
-        return self.measure(
+        return Plan(
             Row("migrate Redis -> PostgreSQL", "redis-py SCAN + MGET -> asyncpg COPY script (no TTLs)",
                 f"{self.PG_SYNC}; a commit per batch; TTLs and versions carried", f"{self.PG_SYNC}; one commit"),
             (self.new_table, [*self.kvctl, "migrate", self.redis_src, self.pg_dst]),
             (peer_drop, [sys.executable, __file__, "--child", "redis_to_pg",
                          json.dumps([self.redis, self.prefix, self.peer_pg, f"{PEER_TABLE}_r"])]))
 
-    def row_sqlite_pg(self) -> Row:
+    def row_sqlite_pg(self) -> Plan:
         t = self.tmp
         load = t / "pgloader.load"
         load.write_text(f"LOAD DATABASE FROM sqlite://{t}/src.db INTO {self.peer_pg}\n"
@@ -394,15 +460,15 @@ class Bench:
         def pgloader_prep() -> None:
             self.psql("DROP TABLE IF EXISTS kv")
 
-        return self.measure(
+        return Plan(
             Row("migrate SQLite -> PostgreSQL", "pgloader", f"{self.PG_SYNC}; a commit per batch",
                 f"{self.PG_SYNC}; pgloader's batches"),
             (self.new_table, [*self.kvctl, "migrate", f"sqlite://{t}/src.db", self.pg_dst]),
             (pgloader_prep, ["pgloader", "--quiet", str(load)]))
 
-    def row_restore_pg(self) -> Row:
+    def row_restore_pg(self) -> Plan:
         t = self.tmp
-        return self.measure(
+        return Plan(
             Row("snapshot restore -> PostgreSQL (new table)", "pg_restore of pg_dump -Fc -t",
                 f"{self.PG_SYNC}; one transaction, the file checked as it is read; change feed on",
                 f"{self.PG_SYNC}; one COPY"),
@@ -410,7 +476,7 @@ class Bench:
             (lambda: self.psql(f"DROP TABLE IF EXISTS {PEER_TABLE}"),
              ["pg_restore", "-d", self.peer_pg, str(t / "peer.dump")]))
 
-    def row_upsert_pg(self) -> Row:
+    def row_upsert_pg(self) -> Plan:
         t, pg = self.tmp, self.peer_pg
         copy_csv = f"\\copy {{table}} (key, value) FROM '{t}/data.csv' WITH (FORMAT csv)"
         src = f"sqlite://{t}/src.db"
@@ -427,7 +493,7 @@ class Bench:
         upsert = (f"INSERT INTO {PEER_TABLE} SELECT * FROM s ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, "
                   f"expires_at = EXCLUDED.expires_at, version = EXCLUDED.version "
                   f"WHERE {PEER_TABLE}.version IS DISTINCT FROM EXCLUDED.version")
-        return self.measure(
+        return Plan(
             Row("upsert into a PostgreSQL table holding the keys (--on-conflict newer)",
                 "psql: \\copy into a temporary table, INSERT ... ON CONFLICT DO UPDATE WHERE the version differs",
                 f"{self.PG_SYNC}; a commit per batch; versions compared on the server",
@@ -436,49 +502,55 @@ class Bench:
             (peer_prep, ["psql", pg, "-qX", "-v", "ON_ERROR_STOP=1", "-c", f"CREATE TEMP TABLE s (LIKE {PEER_TABLE})",
                          "-c", copy_csv.format(table="s"), "-c", upsert]))
 
-    def row_json_redis(self) -> Row:
+    def row_json_redis(self) -> Plan:
         t = self.tmp
-        return self.measure(
+        return Plan(
             Row("import JSON lines -> Redis", "redis-cli --pipe", self.REDIS_PERSIST, self.REDIS_PERSIST),
             (lambda: self.redis_clear("b" + self.prefix),
              [*self.kvctl, "-u", self.redis_dst, "import", str(t / "data.jsonl")]),
             (lambda: self.redis_clear(self.prefix), [*redis_cli_args(self.redis), "--pipe"]),
             stdin=t / "set.resp")
 
-    def row_restore_redis(self) -> Row:
+    def row_restore_redis(self) -> Plan:
         t = self.tmp
-        return self.measure(
+        return Plan(
             Row("snapshot restore -> Redis", "redis-cli --pipe", self.REDIS_PERSIST, self.REDIS_PERSIST),
             (lambda: self.redis_clear("b" + self.prefix),
              [*self.kvctl, "snapshot", "restore", str(t / "src.kvs"), self.redis_dst]),
             (lambda: self.redis_clear(self.prefix), [*redis_cli_args(self.redis), "--pipe"]),
             stdin=t / "set.resp")
 
-    def row_snapshot_redis(self) -> Row:
+    def row_snapshot_redis(self) -> Plan:
         t = self.tmp
+        return Plan(
+            Row("snapshot create of Redis", "redis-cli --rdb (the whole server)",
+                "the file fsynced on close", "written as received"),
+            (lambda: self.rm(t / "redis.kvs"),
+             [*self.kvctl, "snapshot", "create", self.redis_src, "-o", str(t / "redis.kvs")]),
+            (lambda: self.rm(t / "redis.rdb"), [*redis_cli_args(self.redis), "--rdb", str(t / "redis.rdb")]),
+            around=self.redis_no_sync_delay)
+
+    @contextlib.contextmanager
+    def redis_no_sync_delay(self) -> Iterator[None]:
+        """``repl-diskless-sync-delay`` 0 for ``redis-cli --rdb`` (it waits out the delay otherwise), put back after."""
         old_delay = self.redis_config("repl-diskless-sync-delay")
         self.redis_config("repl-diskless-sync-delay", "0")
         try:
-            return self.measure(
-                Row("snapshot create of Redis", "redis-cli --rdb (the whole server)",
-                    "the file fsynced on close", "written as received"),
-                (lambda: self.rm(t / "redis.kvs"),
-                 [*self.kvctl, "snapshot", "create", self.redis_src, "-o", str(t / "redis.kvs")]),
-                (lambda: self.rm(t / "redis.rdb"), [*redis_cli_args(self.redis), "--rdb", str(t / "redis.rdb")]))
+            yield
         finally:
             self.redis_config("repl-diskless-sync-delay", old_delay)
 
-    def row_sqlite_sqlite(self) -> Row:
+    def row_sqlite_sqlite(self) -> Plan:
         t = self.tmp
-        return self.measure(
+        return Plan(
             Row("migrate SQLite -> SQLite (new file)", "sqlite3 src.db .dump \\| sqlite3 new.db",
                 "kvctl's sqlite default (WAL, synchronous per its docs)", "sqlite3's default (rollback journal, FULL)"),
             (lambda: self.rm(t / "dst.db"), [*self.kvctl, "migrate", f"sqlite://{t}/src.db", f"sqlite://{t}/dst.db"]),
             (lambda: self.rm(t / "peer.db"), f"sqlite3 {t}/src.db .dump | sqlite3 {t}/peer.db"))
 
-    def row_restore_lmdb(self) -> Row:
+    def row_restore_lmdb(self) -> Plan:
         t = self.tmp
-        return self.measure(
+        return Plan(
             Row("snapshot restore -> LMDB", "mdb_load", "fsync per commit (lmdb default); the file verified first",
                 "one commit, fsynced"),
             (lambda: self.rm(t / "lmdb-dst"),
@@ -487,11 +559,15 @@ class Bench:
              ["mdb_load", "-f", str(t / "lmdb.dump"), str(t / "lmdb-peer")]))
 
     # -- Redis Cluster rows -------------------------------------------------------------------
-    def setup_cluster(self) -> None:
+    def setup_cluster(self, *, split: bool = True, load: bool = True) -> None:
+        """The masters; with ``split``, the SET commands split by master (the peer's input), and
+        with ``load`` too, the source loaded through them."""
         self.masters = cluster_masters(self.cluster)
         self.node_files = [self.tmp / f"set-{port}.resp" for _, port, _ in self.masters]
-        split_by_node(self.tmp / "set.resp", self.masters, self.node_files)
-        subprocess.run(["bash", "-c", self.cluster_pipe()], check=True, capture_output=True)
+        if split:
+            split_by_node(self.tmp / "set.resp", self.masters, self.node_files)
+        if split and load:
+            subprocess.run(["bash", "-c", self.cluster_pipe()], check=True, capture_output=True)
 
     def cluster_pipe(self) -> str:
         """The peer of a bulk load into the cluster: one ``redis-cli --pipe`` per master, at once."""
@@ -550,39 +626,45 @@ class Bench:
     CLUSTER_PERSIST = "the servers' (tests/services.sh: no RDB/AOF)"
     CLUSTER_PEER = "redis-cli --pipe, one per master at once"
 
-    def row_json_cluster(self) -> Row:
+    def row_json_cluster(self) -> Plan:
         t, (_src, dst) = self.tmp, self.cluster_urls()
-        return self.measure(
+        return Plan(
             Row("import JSON lines -> Redis Cluster (3 masters)", self.CLUSTER_PEER, self.CLUSTER_PERSIST,
                 self.CLUSTER_PERSIST),
             (lambda: self.cluster_clear("b" + self.prefix), [*self.kvctl, "-u", dst, "import", str(t / "data.jsonl")]),
             (lambda: self.cluster_clear(self.prefix), self.cluster_pipe()))
 
-    def row_restore_cluster(self) -> Row:
+    def row_restore_cluster(self) -> Plan:
         t, (_src, dst) = self.tmp, self.cluster_urls()
-        return self.measure(
+        return Plan(
             Row("snapshot restore -> Redis Cluster (3 masters)", self.CLUSTER_PEER, self.CLUSTER_PERSIST,
                 self.CLUSTER_PERSIST),
             (lambda: self.cluster_clear("b" + self.prefix),
              [*self.kvctl, "snapshot", "restore", str(t / "src.kvs"), dst]),
             (lambda: self.cluster_clear(self.prefix), self.cluster_pipe()))
 
-    def row_snapshot_cluster(self) -> Row:
+    def row_snapshot_cluster(self) -> Plan:
         t, (src, _dst) = self.tmp, self.cluster_urls()
+        return Plan(
+            Row("snapshot create of Redis Cluster (3 masters)", "redis-cli --rdb of every master at once "
+                "(the whole servers)", "the file fsynced on close", "written as received"),
+            (lambda: self.rm(t / "cluster.kvs"),
+             [*self.kvctl, "snapshot", "create", src, "-o", str(t / "cluster.kvs")]),
+            (lambda: self.rm(*(t / f"cluster-{p}.rdb" for _, p, _ in self.masters)), self.cluster_rdb()),
+            around=self.cluster_no_sync_delay)
+
+    @contextlib.contextmanager
+    def cluster_no_sync_delay(self) -> Iterator[None]:
+        """``redis_no_sync_delay`` on every master."""
         old_delays = self.cluster_config("repl-diskless-sync-delay")
         self.cluster_config("repl-diskless-sync-delay", ["0"] * len(self.masters))
         try:
-            return self.measure(
-                Row("snapshot create of Redis Cluster (3 masters)", "redis-cli --rdb of every master at once "
-                    "(the whole servers)", "the file fsynced on close", "written as received"),
-                (lambda: self.rm(t / "cluster.kvs"),
-                 [*self.kvctl, "snapshot", "create", src, "-o", str(t / "cluster.kvs")]),
-                (lambda: self.rm(*(t / f"cluster-{p}.rdb" for _, p, _ in self.masters)), self.cluster_rdb()))
+            yield
         finally:
             self.cluster_config("repl-diskless-sync-delay", old_delays)
 
     def rows(self, only: list[str]) -> list[Row]:
-        return [ROWS[name](self) for name in only]
+        return [self.measure(ROWS[name](self)) for name in only]
 
     def redis_config(self, name: str, value: str | None = None) -> str:
         import redis
@@ -597,8 +679,17 @@ class Bench:
             r.close()
 
 
-# The rows, in the order of the report: id (for --rows) -> the method that measures it.
-ROWS: dict[str, Callable[[Bench], Row]] = {
+# What kvctl's side of a row reads besides data.jsonl (a scale run makes only these): the keys
+# under the run's prefix in Redis or in the cluster, the SQLite store, the snapshot made from it.
+KVCTL_READS: dict[str, set[str]] = {
+    "redis-pg": {"redis"}, "sqlite-pg": {"src.db"}, "restore-pg": {"src.kvs"}, "upsert-pg": {"src.db"},
+    "restore-redis": {"src.kvs"}, "snapshot-redis": {"redis"}, "sqlite-sqlite": {"src.db"},
+    "restore-lmdb": {"src.kvs"}, "restore-cluster": {"src.kvs"}, "snapshot-cluster": {"cluster"},
+}
+SOURCES = {"redis", "cluster", "src.db", "src.kvs"}  # with the peers: every source, whatever the rows
+
+# The rows, in the order of the report: id (for --rows) -> the method that plans it.
+ROWS: dict[str, Callable[[Bench], Plan]] = {
     "json-pg": Bench.row_json_pg,
     "redis-pg": Bench.row_redis_pg,
     "sqlite-pg": Bench.row_sqlite_pg,
@@ -647,11 +738,139 @@ def report(rows: list[Row], n: int, rounds: int, argv: list[str], load: tuple[fl
     return "\n".join(lines)
 
 
+# -- scale: kvctl alone at several sizes --------------------------------------------------------
+RSS_LIMIT_MB = 100  # the issue's bound on peak memory, at every size
+LINEAR_SLACK = 1.1  # "10x the keys in no more than ~10x the time": up to 10% over proportional
+
+
+@dataclass
+class ScaleRow:
+    """A row's kvctl side at every size of a scale run (key count -> its runs)."""
+
+    path: str
+    cmd: str  # as run at the largest size
+    runs: dict[int, list[Run]]
+    load: float = 0.0  # the highest 1-minute load average seen as one of its runs started
+    error: str | None = None
+
+    def seconds(self, n: int) -> float:
+        return statistics.median(r.seconds for r in self.runs[n])
+
+    def cpu(self, n: int) -> float:
+        return statistics.median(r.cpu for r in self.runs[n])
+
+    def rss_mb(self, n: int) -> float:
+        return max(r.rss_mb for r in self.runs[n])
+
+    def verdict(self) -> str:
+        """``met``, or what broke the bounds: the largest size's time over the smallest's beyond
+        the key ratio (with ``LINEAR_SLACK``), a peak RSS at or over ``RSS_LIMIT_MB``."""
+        small, big = min(self.runs), max(self.runs)
+        bound = LINEAR_SLACK * big / small
+        broken = [f"time x{self.seconds(big) / self.seconds(small):.1f} > x{bound:.0f}"] \
+            if self.seconds(big) / self.seconds(small) > bound else []
+        broken += [f"{self.rss_mb(n):.0f} MiB at {size_label(n)}" for n in sorted(self.runs)
+                   if self.rss_mb(n) >= RSS_LIMIT_MB]
+        return "met" if not broken else "NOT met: " + "; ".join(broken)
+
+
+def size_label(n: int) -> str:
+    """1000000 -> 1M, 200000 -> 200k; other counts as they are."""
+    for unit, name in ((1_000_000, "M"), (1_000, "k")):
+        if n % unit == 0:
+            return f"{n // unit}{name}"
+    return str(n)
+
+
+def scale_rows(benches: list[Bench], only: list[str], rounds: int) -> list[ScaleRow]:
+    """Each row's kvctl side on each bench's data set (one per size), a fresh destination every
+    run, the sizes interleaved round by round (smallest first in even rounds, largest in odd ones),
+    so a change in the machine's load hits every size alike; in Redis, only the running size's
+    source and destination (see ``Bench.source_for``)."""
+    out = []
+    for name in only:
+        plans = [(bench, ROWS[name](bench)) for bench in benches]
+        last = plans[-1][1].kvctl[1]
+        row = ScaleRow(plans[0][1].row.path, last if isinstance(last, str) else shlex.join(last),
+                       {bench.n: [] for bench in benches})
+        try:
+            for i in range(rounds):
+                for bench, plan in plans if i % 2 == 0 else plans[::-1]:
+                    prepare, cmd = plan.kvctl
+                    prepare()
+                    with bench.source_for(name):
+                        row.load = max(row.load, os.getloadavg()[0])
+                        row.runs[bench.n].append(timed(cmd))
+                done = (f"{size_label(n)} {runs[-1].seconds:.2f} s {runs[-1].rss_mb:.0f} MiB"
+                        for n, runs in row.runs.items())
+                print(f"  {row.path}: round {i + 1}: " + ", ".join(done), file=sys.stderr)
+        except RuntimeError as exc:
+            row.error = str(exc).strip().splitlines()[-1][:300]
+        out.append(row)
+    return out
+
+
+def scale_report(rows: list[ScaleRow], sizes: list[int], rounds: int, argv: list[str],
+                 load: tuple[float, float]) -> str:
+    small, big = sizes[0], sizes[-1]
+    labels = [size_label(n) for n in sizes]
+    ratio = f"{size_label(big)} / {size_label(small)}"
+    lines = [
+        "# bulk data movement at scale: kvctl alone at " + " and ".join(f"{n:,}" for n in sizes) + " keys", "",
+        "```", "python " + shlex.join(["bench/bulk_bench.py", *argv]), "```", "",
+        f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}; load average "
+        f"{load[0]:.1f} at the start, {load[1]:.1f} at the end. Keys `key:%08d`, values of {VALUE_BYTES} bytes, "
+        f"a data set of each size; {rounds} round(s), each size a fresh destination every round, the sizes "
+        "interleaved round by round. Wall time from process start to exit (start-up included); CPU is the "
+        "kvctl process's user + system time (the servers' work is not in it); peak RSS of the kvctl process "
+        "and its children (the servers' memory is not counted).", "",
+        f"Bounds (issue #12): peak RSS under {RSS_LIMIT_MB} MiB at every size; {size_label(big)} keys in no more "
+        f"than ~{big // small}x the time of {size_label(small)} (met up to x{LINEAR_SLACK * big / small:.0f}).", "",
+        "| path | " + " | ".join(f"s at {label}" for label in labels) + f" | time {ratio} | CPU {ratio} | "
+        + " | ".join(f"keys/s at {label}" for label in labels) + " | "
+        + " | ".join(f"peak RSS at {label}" for label in labels) + " | load (max) | verdict |",
+        "|---|" + "---:|" * (3 * len(sizes) + 3) + "---|",
+    ]
+    for r in rows:
+        if r.error or any(not runs for runs in r.runs.values()):
+            lines.append(f"| {r.path} | failed: {r.error} |" + " |" * (3 * len(sizes) + 3))
+            continue
+        lines.append(
+            f"| {r.path} | " + " | ".join(f"{r.seconds(n):.2f}" for n in sizes)
+            + f" | **{r.seconds(big) / r.seconds(small):.2f}** | {r.cpu(big) / max(r.cpu(small), 1e-9):.2f} | "
+            + " | ".join(fmt_rate(n / r.seconds(n)) for n in sizes) + " | "
+            + " | ".join(f"{r.rss_mb(n):.0f} MiB" for n in sizes) + f" | {r.load:.1f} | {r.verdict()} |")
+    lines += ["", f"## commands (at {big:,} keys)", ""]
+    lines += [f"- {r.path}: `{r.cmd}`" for r in rows]
+    lines += ["", "## about these figures", "",
+              "The machine is shared (2 CPUs, other work running): wall times carry its load, the `load (max)` "
+              "column shows the highest 1-minute load average seen as one of the row's runs started. The CPU "
+              "ratio is the steadier measure of the client's own linearity; the wall-time ratio also carries "
+              "the servers' share. Peak RSS does not depend on the load.", ""]
+    return "\n".join(lines)
+
+
+def parse_sizes(text: str) -> list[int]:
+    """``1000000,10000000`` -> the distinct key counts, ascending (at least two, each above 0)."""
+    try:
+        sizes = sorted({int(part) for part in text.split(",") if part.strip()})
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a list of key counts: {text!r}") from None
+    if len(sizes) < 2 or sizes[0] < 1:
+        raise argparse.ArgumentTypeError(f"two key counts or more, each above 0: {text!r}")
+    return sizes
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--keys", type=int, default=1_000_000)
+    ap.add_argument("--keys", type=int, help="the data set's size (default 1000000)")
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--write", type=Path, default=HERE / "results" / "bulk_RESULTS.md", metavar="FILE")
+    ap.add_argument("--scale", type=parse_sizes, metavar="N,N",
+                    help="instead of the peers: kvctl alone at each of these key counts (e.g. 1000000,10000000), "
+                         "each size's time, keys/s and peak RSS, the time ratio largest/smallest and a verdict "
+                         f"against the bounds (RSS under {RSS_LIMIT_MB} MiB; time at most ~proportional)")
+    ap.add_argument("--write", type=Path, metavar="FILE",
+                    help="the report (default bench/results/bulk_RESULTS.md, with --scale bulk_scale_RESULTS.md)")
     ap.add_argument("--rows", default=",".join(ROWS),
                     help=f"the rows to run, by id, comma-separated (default all: {','.join(ROWS)})")
     ap.add_argument("--only", choices=["redis"], help="only the Redis rows (standalone and cluster)")
@@ -667,10 +886,24 @@ def main() -> None:
     unknown = [r for r in only if r not in ROWS]
     if unknown:
         ap.error(f"unknown row {unknown[0]!r} (rows: {', '.join(ROWS)})")
+    if opts.scale and opts.keys is not None:
+        ap.error("--scale gives the key counts: drop --keys")
     # a kill (timeout, kill PID) still drops the run's database and Redis keys
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    if opts.scale:
+        text = run_scale(opts.scale, only, opts.rounds)
+        write = opts.write or HERE / "results" / "bulk_scale_RESULTS.md"
+    else:
+        text = run_peers(opts.keys or 1_000_000, only, opts.rounds)
+        write = opts.write or HERE / "results" / "bulk_RESULTS.md"
+    write.write_text(text)
+    print(text)
+
+
+def run_peers(n: int, only: list[str], rounds: int) -> str:
+    """kvctl and its peer, row by row, on one data set of ``n`` keys: the report."""
     tmp = Path(tempfile.mkdtemp(prefix="kvctl-bulk-bench-"))
-    bench = Bench(opts.keys, opts.rounds, tmp)
+    bench = Bench(n, rounds, tmp)
     start = os.getloadavg()[0]
     try:
         bench.setup(only)
@@ -678,9 +911,24 @@ def main() -> None:
     finally:
         bench.teardown()
         shutil.rmtree(tmp, ignore_errors=True)
-    text = report(rows, opts.keys, opts.rounds, sys.argv[1:], (start, os.getloadavg()[0]))
-    opts.write.write_text(text)
-    print(text)
+    return report(rows, n, rounds, sys.argv[1:], (start, os.getloadavg()[0]))
+
+
+def run_scale(sizes: list[int], only: list[str], rounds: int) -> str:
+    """kvctl alone, row by row, on one data set per size (made first, removed at the end): the report."""
+    tmp = Path(tempfile.mkdtemp(prefix="kvctl-bulk-scale-"))
+    benches = [Bench(n, rounds, tmp / str(n), tag=f"_{n}") for n in sizes]
+    start = os.getloadavg()[0]
+    try:
+        for bench in benches:
+            bench.tmp.mkdir()
+            bench.setup(only, peers=False)
+        rows = scale_rows(benches, only, rounds)
+    finally:
+        for bench in benches:
+            bench.teardown()
+        shutil.rmtree(tmp, ignore_errors=True)
+    return scale_report(rows, sizes, rounds, sys.argv[1:], (start, os.getloadavg()[0]))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,99 @@
+"""bench/bulk_bench.py's scale mode: the sizes it reads, its verdict against the bounds, the
+files it makes for the rows asked for, and a real run at two tiny sizes (its report and what it
+leaves behind).  No timing is asserted: the figures are the benchmark's, not the tests'."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import re
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from tests.conftest import service_url
+
+BULK = Path(__file__).resolve().parents[2] / "bench" / "bulk_bench.py"
+
+
+def load() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("bulk_bench", BULK)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["bulk_bench"] = module  # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+bulk = load()
+
+
+def test_sizes_are_read_sorted_and_checked() -> None:
+    assert bulk.parse_sizes("10000000,1000000,1000000") == [1_000_000, 10_000_000]
+    for bad in ("1000000", "0,10", "1M,10M", ""):
+        with pytest.raises(argparse.ArgumentTypeError):
+            bulk.parse_sizes(bad)
+    assert [bulk.size_label(n) for n in (1_000_000, 10_000_000, 200_000, 1234)] == ["1M", "10M", "200k", "1234"]
+
+
+def scale_row(small: tuple[float, float], big: tuple[float, float]) -> Any:
+    run = bulk.Run
+    return bulk.ScaleRow("p", "cmd", {1000: [run(small[0], small[1])], 10_000: [run(big[0], big[1])]})
+
+
+def test_verdict_holds_time_to_the_key_ratio_and_memory_under_100_mib() -> None:
+    assert scale_row((1.0, 50), (10.9, 99.9)).verdict() == "met"
+    assert scale_row((1.0, 50), (11.5, 60)).verdict() == "NOT met: time x11.5 > x11"
+    assert scale_row((1.0, 100), (12.0, 140)).verdict() == "NOT met: time x12.0 > x11; 100 MiB at 1k; 140 MiB at 10k"
+
+
+def test_a_scale_set_up_makes_only_what_the_rows_read(tmp_path: Path) -> None:
+    service_url("KVCTL_TEST_POSTGRES_URL")
+    service_url("KVCTL_TEST_REDIS_URL")
+    bench = bulk.Bench(50, 1, tmp_path, tag="_t")
+    try:
+        bench.setup(["json-redis", "restore-lmdb"], peers=False)
+        # the snapshot is made from the SQLite store; no CSV, no SET commands, no peer files
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["data.jsonl", "src.db", "src.kvs"]
+        assert len((tmp_path / "data.jsonl").read_bytes().splitlines()) == 50
+    finally:
+        bench.teardown()
+
+
+def test_a_scale_run_reports_every_row_at_every_size_and_cleans_up(tmp_path: Path) -> None:
+    import redis
+
+    redis_url = service_url("KVCTL_TEST_REDIS_URL")
+    service_url("KVCTL_TEST_POSTGRES_URL")
+    out = tmp_path / "scale.md"
+    done = subprocess.run([sys.executable, str(BULK), "--scale", "3000,300", "--rounds", "2",
+                           "--rows", "json-redis,snapshot-redis,sqlite-sqlite", "--write", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    text = out.read_text()
+    assert f"--scale 3000,300 --rounds 2 --rows json-redis,snapshot-redis,sqlite-sqlite --write {out}" in text
+    rows = [line for line in text.splitlines() if line.startswith(("| import", "| snapshot", "| migrate"))]
+    assert [row.split(" | ")[0] for row in rows] == ["| import JSON lines -> Redis", "| snapshot create of Redis",
+                                                     "| migrate SQLite -> SQLite (new file)"]
+    for row in rows:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        # seconds and keys/s at 300 and 3000 keys, the two ratios, the peak RSS at each size, a verdict
+        assert all(float(c.strip("*")) > 0 for c in (*cells[1:3], *cells[3:5]))
+        assert all(re.fullmatch(r"\d+ MiB", c) for c in cells[7:9]), cells
+        assert cells[-1] == "met" or cells[-1].startswith("NOT met: ")
+    # the data sets are gone, and so are the keys of the run's Redis prefixes (the snapshot's source
+    # was loaded for its runs only)
+    namespace = re.search(r"namespace=(bkvctl-bulk-\d+_3000:)", text)
+    scratch = re.search(r"import (/tmp/kvctl-bulk-scale-[^/]+)/", text)
+    assert namespace and scratch
+    assert not Path(scratch[1]).exists()
+    r = redis.Redis.from_url(redis_url)
+    try:
+        assert not list(r.scan_iter(match=namespace[1] + "*", count=1000))
+        assert not list(r.scan_iter(match=namespace[1][1:] + "*", count=1000))
+    finally:
+        r.close()
