@@ -100,11 +100,12 @@ def test_an_import_refused_mid_way_stops_before_the_next_batch(servers: list[Ser
     m = re.search(r"out of memory .* through line ([\d,]+) of .* resume with --from-line (\d+)\)$", out.stderr.strip())
     assert m is not None, out.stderr
     through, resume = int(m.group(1).replace(",", "")), int(m.group(2))
-    assert resume == through + 1 and through % batch == 0 and 0 < through < n - batch
+    assert resume == through + 1 and through % batch == 0 and 0 < through < n - batch, out.stderr
     client = server.client()
     held = sorted(int(k[2:]) for k in client.scan_iter(count=10_000))
-    assert held[:through] == list(range(through))  # every line before the resume line
-    assert held[-1] < through + batch  # nothing of a batch after the refused one
+    seen = f"{len(held)} keys held, through line {through}: {out.stderr.strip()}"
+    assert held[:through] == list(range(through)), seen  # every line before the resume line
+    assert held[-1] < through + batch, seen  # nothing of a batch after the refused one
     client.config_set("maxmemory", "0")
     out = run_kvctl(env, "-u", url, "import", str(path), "--from-line", str(resume))
     assert out.returncode == 0, out.stderr
