@@ -733,8 +733,10 @@ def report(rows: list[Row], n: int, rounds: int, argv: list[str], load: tuple[fl
               "Every figure is a median of whole-process runs on a shared 2-CPU machine: compare the two columns of "
               "a row (measured back to back, round after round), not rows of different runs. `redis-cli --rdb` "
               "transfers the whole server (every database and every other client's keys), kvctl's snapshot only "
-              "its namespace. The PostgreSQL peers write a table without kvctl's change feed, tombstones or "
-              "versions.", ""]
+              "its namespace. The data set has no expiries, so a standalone Redis source database holds no key "
+              "with a TTL and kvctl's snapshot reads each page by MGET (any key with a TTL in that database "
+              "switches it to GET + PEXPIRETIME per key; see the README). The PostgreSQL peers write a table "
+              "without kvctl's change feed, tombstones or versions.", ""]
     return "\n".join(lines)
 
 
