@@ -65,21 +65,37 @@ class Server:
 
     def __init__(self, workdir: Path, *args: str, port: int | None = None, ping: bool = True,
                  auth: dict[str, str] | None = None) -> None:
-        self.port = port or free_port()
         self.args = args
         self.auth = auth or {}
-        self.dir = workdir / f"redis-{self.port}"
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.start(ping)
+        # A port found free can be taken by another test worker before this server binds it: then
+        # this server exits and the port answers for the other one. Try again on a new port.
+        for _ in range(5):
+            self.port = port or free_port()
+            self.dir = workdir / f"redis-{self.port}"
+            self.dir.mkdir(parents=True, exist_ok=True)
+            if self.start(ping) or port is not None:
+                return
+        raise AssertionError("no free port kept long enough for a redis-server")
 
-    def start(self, ping: bool = True) -> None:
-        """Start it (again: same port, same arguments) and wait until it answers PING."""
+    def start(self, ping: bool = True) -> bool:
+        """Start it (again: same port, same arguments) and wait until it answers PING as this
+        process; False when it exited instead (its port was taken)."""
         self.proc = subprocess.Popen(
             ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
              "--appendonly", "no", "--dir", str(self.dir), "--logfile", str(self.dir / "log"), *self.args],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        if ping:  # generous: on a loaded 2-core runner a fresh redis-server can take seconds to answer
-            wait(lambda: self.client().ping(), timeout=60)
+        if not ping:
+            return True
+        # generous: on a loaded 2-core runner a fresh redis-server can take seconds to answer
+        wait(lambda: self.proc.poll() is not None or self._answers_as_itself(), timeout=60)
+        return self.proc.poll() is None
+
+    def _answers_as_itself(self) -> bool:
+        client = self.client()
+        try:
+            return int(client.info("server")["process_id"]) == self.proc.pid
+        except redispy.ResponseError:  # a user without INFO: an answer is all it can tell
+            return bool(client.ping())
 
     def client(self, **kwargs: Any) -> redispy.Redis:
         return redispy.Redis(host="127.0.0.1", port=self.port, socket_timeout=2, **{**self.auth, **kwargs})
