@@ -13,7 +13,6 @@ import redis.exceptions as rx
 from kvctl.errors import (
     AuthError,
     KvctlError,
-    LimitError,
     StoreIOError,
     TimedOutError,
     UnavailableError,
@@ -54,7 +53,9 @@ def translate(exc: BaseException, where: str) -> KvctlError:
     if isinstance(exc, rx.RedisClusterException):
         return UnavailableError(f"the cluster at {where} failed: {reason}")
     if isinstance(exc, rx.OutOfMemoryError):
-        return LimitError(f"{where} is out of memory (maxmemory): {reason}")
+        # the server is full, as a disk is: no record is to blame, so none may be set aside as
+        # over a limit (the batch writer's rule for a LimitError) while the rest goes on
+        return StoreIOError(f"{where} is out of memory (maxmemory): {reason}")
     if isinstance(exc, rx.ReadOnlyError):
         return StoreIOError(f"{where} is a read-only replica: {reason}")
     if isinstance(exc, rx.ResponseError) and "db index is out of range" in lowered:
