@@ -158,9 +158,14 @@ async def pump_ready(source: AsyncIterator[T], ready: Callable[[T], Ready], dept
                     # let the step reach its driver (a thread, a socket) before the next item
                     # is made ready: the two are meant to overlap
                     await asyncio.sleep(0)
-            finally:
+            except BaseException:
+                # what stopped the loop is the error to report; the step under way still ends first
                 if flight is not None:
-                    await to_the_end(flight)
+                    with contextlib.suppress(Exception):
+                        await to_the_end(flight)
+                raise
+            if flight is not None:
+                await to_the_end(flight)
 
 
 async def to_the_end(step: Awaitable[None]) -> None:

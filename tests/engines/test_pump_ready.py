@@ -98,3 +98,13 @@ def test_the_gil_changes_hands_quickly_while_steps_run_and_as_before_after() -> 
     asyncio.run(pump_ready(items(3), ready))
     assert seen and max(seen) <= 0.001 < before
     assert sys.getswitchinterval() == before
+
+
+def test_what_stopped_the_loop_is_the_error_raised_when_the_step_under_way_fails_too() -> None:
+    """The source fails while the last step is under way and that step fails as well: the
+    source's error is reported (an engine may handle it, e.g. a malformed line), after the step
+    has ended."""
+    log = Log(fail_step=1)
+    with pytest.raises(ValueError, match="the source failed"):
+        asyncio.run(pump_ready(items(5, fail_at=2), log.ready))
+    assert "start 1" in log.events and log.in_flight == 0 and "start 2" not in log.events
