@@ -43,6 +43,11 @@ _key = attrgetter("key")
 _value = attrgetter("value")
 
 
+def _size(records: list[Record]) -> int:
+    """The bytes of the records' keys and values."""
+    return sum(map(len, map(_key, records))) + sum(map(len, map(_value, records)))
+
+
 Refuse = Callable[[Record, str], None]  # told of each record set aside, with the reason
 MAX_REFUSED_IN_A_ROW = 16  # single records refused in a row before the refusal is not theirs
 
@@ -157,34 +162,34 @@ class BatchWriter:
         destination's own work up to the server done now where it offers that
         (:class:`~kvctl.abilities.PreparedWrites`) and the batch is plain: every record a bytes
         value, none expired, none refused for its expiry.  Nothing is counted until the write
-        ends, so a batch made ready and never written counts for nothing."""
+        starts, so a batch made ready and never written counts for nothing."""
         dst = self._prepares
         n = len(records)
         if dst is None or not n or any(map(_kind, records)):  # a kind is a non-empty name
             return partial(self.write, records)
         exps = list(map(_expiry, records))
+        first_expiry = None
         if exps.count(None) != n:
-            timed = [e for e in exps if e is not None]
-            if not self._dst_ttl or min(timed) <= now_ms():
+            first_expiry = min(e for e in exps if e is not None)
+            if not self._dst_ttl or first_expiry <= now_ms():
                 return partial(self.write, records)
         try:
             prepared = dst.prepare_many(records)
         except LimitError:  # write sets the refused records aside
             return partial(self.write, records)
-        size = sum(map(len, map(_key, records))) + sum(map(len, map(_value, records)))
 
         async def write() -> None:
-            written, written_size = n, size
+            if first_expiry is not None and first_expiry <= now_ms():
+                await self.write(records)  # one expired while it waited: write() skips and counts it
+                return
+            self.counts.read += n
+            done = records
             try:
                 await dst.write_prepared(prepared)
             except LimitError:  # nothing was written: the same rule as write's
                 done = await store_what_fits(self.dst.set_many, self._within_limits(records), self._refuse)
-                written = len(done)
-                written_size = sum(map(len, map(_key, done))) + sum(map(len, map(_value, done)))
-            counts = self.counts
-            counts.read += n
-            counts.copied += written
-            counts.bytes += written_size
+            self.counts.copied += len(done)
+            self.counts.bytes += _size(done)
 
         return write
 
@@ -254,8 +259,7 @@ class BatchWriter:
         elif self.preview is not None:
             await self.preview.writes(self.dst, [r.key for r in plain] + [r.key for r in dumped])
         counts.copied += len(plain) + len(dumped)
-        counts.bytes += (sum(map(len, map(_key, plain))) + sum(map(len, map(_value, plain)))
-                         + sum(len(r.key) + len(r.value) for r in dumped))
+        counts.bytes += _size(plain) + _size(dumped)
 
     async def _typed(self, typed: list[Record], now: int) -> list[Record]:
         """Typed records ready to restore; the rest reported as incomplete."""
