@@ -164,7 +164,7 @@ class RedisStoreBase(StoreBase):
 
     def _made(self, keys: Sequence[bytes], values: list[Any], exps: list[Any]) -> list[Record | None]:
         """The records of ``keys`` from the replies to their GET and expiry commands."""
-        if (self.codec is None and exps.count(-1) == len(exps) and values.count(None) == 0
+        if (self.codec is None and exps.count(-1) == len(exps)
                 and set(map(type, values)) == {bytes}):
             # the usual page: every key holds a string without an expiry; made in C
             return list(map(tuple.__new__, repeat(Record), zip(keys, values, repeat(None), repeat(None),
@@ -305,11 +305,11 @@ class RedisStoreBase(StoreBase):
         the codec stores them, or strings over limits.FLOOR checked against the server's limit."""
         if self.codec is not None:
             batch = self._encoded(batch)
-        biggest = None
-        if limits.biggest(batch) is not None:
-            for r in batch:
-                self._check(r.key, r.value)
-            biggest = self._check_bulk(batch)
+        # the declared limits, then the server's, for the strings over limits.FLOOR only
+        over = [r for r in batch if len(r.key) > limits.FLOOR or len(r.value) > limits.FLOOR]
+        for r in over:
+            self._check(r.key, r.value)
+        biggest = self._check_bulk(over) if over else None
         latest = {r.key: r for r in batch}  # each key once: its last record
         keys = list(latest)
         values = [r.value for r in latest.values()]
