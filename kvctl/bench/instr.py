@@ -154,8 +154,12 @@ def measure_job(job_path: str, names: list[str], n: int
         env = {**os.environ, **PINNED_ENV}
         try:
             # natively, with the counting process's environment and sys.path: its byte code up to date
-            subprocess.run([sys.executable, "-P", "-m", "kvctl.bench.instr", "--compile", "job.json"],
-                           capture_output=True, timeout=TIMEOUT_S, env=env, cwd=tmp, stdin=subprocess.DEVNULL)
+            compiled = subprocess.run([sys.executable, "-P", "-m", "kvctl.bench.instr", "--compile", "job.json"],
+                                      capture_output=True, text=True, timeout=TIMEOUT_S, env=env, cwd=tmp,
+                                      stdin=subprocess.DEVNULL)
+            if compiled.returncode != 0:  # the count still runs; it may compile what it imports itself
+                last = (compiled.stderr.strip().splitlines() or ["no message"])[-1]
+                sys.stderr.write(f"kvctl: warning: byte-compiling before the instruction count failed: {last}\n")
             proc = subprocess.run(command(path, str(out_file), ["job.json", str(n), "windows.json", *names]),
                                   capture_output=True, text=True, timeout=TIMEOUT_S, env=env, cwd=tmp,
                                   stdin=subprocess.DEVNULL)
