@@ -156,7 +156,6 @@ class StoreConformance:
         store.set(b"p-old", b"before")
         dropped = store.prepare_many([Record(b"p-never", b"x"), Record(b"p-old", b"changed")])
         assert store.get(b"p-never") is None and store.get(b"p-old").value == b"before"  # type: ignore[union-attr]
-        del dropped
         deadline = now_ms() + 3_600_000 if store.capabilities.ttl else None
         batch = [Record(b"p-a", b"1"), Record(b"p-b", b"\x00\xff", deadline), Record(b"p-a", b"2"),
                  Record(b"p-old", b"after")]
@@ -169,6 +168,7 @@ class StoreConformance:
             assert exp is not None and abs(exp - deadline) <= 1000
         assert got[b"p-a"].expires_at_ms is None  # type: ignore[union-attr]
         store.write_prepared(store.prepare_many([]))  # an empty batch writes nothing, fails nothing
+        assert dropped is not None and store.get(b"p-never") is None  # the batch made ready, never written
 
     def test_empty_batches(self, store: Store) -> None:
         store.set_many([])

@@ -73,8 +73,10 @@ class Server:
             self.port = port or free_port()
             self.dir = workdir / f"redis-{self.port}"
             self.dir.mkdir(parents=True, exist_ok=True)
-            if self.start(ping) or port is not None:
+            if self.start(ping):
                 return
+            if port is not None:
+                raise AssertionError(f"redis-server did not start on port {port} (see {self.dir / 'log'})")
         raise AssertionError("no free port kept long enough for a redis-server")
 
     def start(self, ping: bool = True) -> bool:

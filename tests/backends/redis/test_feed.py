@@ -324,7 +324,7 @@ def test_server_restart_is_a_gap(servers: list[NotifyServer], tmp_path: Path) ->
         cursor = store.feed_cursor()
         store.set(b"k", b"v")
         server.kill()
-        server.start()  # same port, settings back to the defaults: notifications off
+        assert server.start()  # same port, settings back to the defaults: notifications off
         with pytest.raises(FeedGapError, match=r"dropped|no longer"):
             changed(store, cursor)
         fresh = store.feed_cursor()  # sets notify-keyspace-events again
