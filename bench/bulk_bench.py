@@ -24,6 +24,11 @@ and ``lmdb-utils``):
   set to 0 for the run and put back after)
 * migrate SQLite -> SQLite (new file)  |  ``sqlite3 src.db .dump | sqlite3 new.db``
 * snapshot restore -> LMDB  |  ``mdb_load`` of an ``mdb_dump -a`` of the same store
+* import, restore and snapshot create with a 3-master Redis Cluster  |  one ``redis-cli --pipe``
+  (or ``--rdb``) per master at once, each fed the SET commands of its own slots (split by the
+  benchmark beforehand, untimed)
+* migrate Redis Cluster -> PostgreSQL  |  the hand-written script for a cluster: each master's
+  SCAN, its values by a pipeline of GETs to that master, asyncpg COPY, one transaction
 
 The servers are those of tests/services.sh (``/tmp/kvctl-services/env``); PostgreSQL work goes
 into a database of its own, created for the run and dropped after; Redis keys live under a
@@ -105,7 +110,41 @@ def child_redis_to_pg(redis_url: str, prefix: str, pg_url: str, table: str) -> N
     asyncio.run(_redis_to_pg(redis_url, prefix, pg_url, table))
 
 
-CHILDREN: dict[str, Callable[..., None]] = {"redis_to_pg": child_redis_to_pg}
+# -- the same script for a Redis Cluster source -------------------------------------------------
+async def _cluster_to_pg(masters: list[list[Any]], prefix: str, pg_url: str, table: str) -> None:
+    """Each master's keys by its own SCAN, their values by a pipeline of GETs to that master (an
+    MGET may not span slots), copied as above."""
+    import asyncpg
+    import redis
+
+    con = await asyncpg.connect(pg_url)
+    try:
+        await con.execute(f"CREATE TABLE {table} (key bytea PRIMARY KEY, value bytea NOT NULL)")
+        async with con.transaction():
+            for host, port in masters:
+                r = redis.Redis(host=host, port=port)
+                cursor = 0
+                while True:
+                    cursor, keys = r.scan(cursor, match=prefix + "*", count=5000)
+                    if keys:
+                        pipe = r.pipeline(transaction=False)
+                        for key in keys:
+                            pipe.get(key)
+                        values = pipe.execute()
+                        await con.copy_records_to_table(
+                            table, records=[(k, v) for k, v in zip(keys, values, strict=True) if v is not None])
+                    if cursor == 0:
+                        break
+                r.close()
+    finally:
+        await con.close()
+
+
+def child_cluster_to_pg(masters: list[list[Any]], prefix: str, pg_url: str, table: str) -> None:
+    asyncio.run(_cluster_to_pg(masters, prefix, pg_url, table))
+
+
+CHILDREN: dict[str, Callable[..., None]] = {"redis_to_pg": child_redis_to_pg, "cluster_to_pg": child_cluster_to_pg}
 
 
 # -- timing one process ----------------------------------------------------------------------
@@ -347,7 +386,7 @@ class Bench:
         if "src.kvs" in needs:
             subprocess.run([*self.kvctl, "snapshot", "create", src, "-o", str(t / "src.kvs")], check=True,
                            capture_output=True)
-        if any(name.endswith("-cluster") for name in only):
+        if any("cluster" in name for name in only):
             if not self.cluster:
                 raise SystemExit("the cluster rows need KVCTL_TEST_REDIS_CLUSTER_URL (tests/services.sh start)")
             self.setup_cluster(split="cluster" in needs, load=peers)
@@ -643,6 +682,21 @@ class Bench:
              [*self.kvctl, "snapshot", "restore", str(t / "src.kvs"), dst]),
             (lambda: self.cluster_clear(self.prefix), self.cluster_pipe()))
 
+    def row_cluster_pg(self) -> Plan:
+        src, _dst = self.cluster_urls()
+
+        def peer_drop() -> None:
+            self.psql(f"DROP TABLE IF EXISTS {PEER_TABLE}_c")
+
+        masters = [[host, port] for host, port, _ in self.masters]
+        return Plan(
+            Row("migrate Redis Cluster (3 masters) -> PostgreSQL",
+                "redis-py SCAN + pipelined GET per master -> asyncpg COPY script (no TTLs)",
+                f"{self.PG_SYNC}; a commit per batch; TTLs and versions carried", f"{self.PG_SYNC}; one commit"),
+            (self.new_table, [*self.kvctl, "migrate", src, self.pg_dst]),
+            (peer_drop, [sys.executable, __file__, "--child", "cluster_to_pg",
+                         json.dumps([masters, self.prefix, self.peer_pg, f"{PEER_TABLE}_c"])]))
+
     def row_snapshot_cluster(self) -> Plan:
         t, (src, _dst) = self.tmp, self.cluster_urls()
         return Plan(
@@ -685,6 +739,7 @@ KVCTL_READS: dict[str, set[str]] = {
     "redis-pg": {"redis"}, "sqlite-pg": {"src.db"}, "restore-pg": {"src.kvs"}, "upsert-pg": {"src.db"},
     "restore-redis": {"src.kvs"}, "snapshot-redis": {"redis"}, "sqlite-sqlite": {"src.db"},
     "restore-lmdb": {"src.kvs"}, "restore-cluster": {"src.kvs"}, "snapshot-cluster": {"cluster"},
+    "cluster-pg": {"cluster"},
 }
 SOURCES = {"redis", "cluster", "src.db", "src.kvs"}  # with the peers: every source, whatever the rows
 
@@ -703,6 +758,7 @@ ROWS: dict[str, Callable[[Bench], Plan]] = {
     "json-cluster": Bench.row_json_cluster,
     "restore-cluster": Bench.row_restore_cluster,
     "snapshot-cluster": Bench.row_snapshot_cluster,
+    "cluster-pg": Bench.row_cluster_pg,
 }
 
 

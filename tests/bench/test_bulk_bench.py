@@ -97,3 +97,49 @@ def test_a_scale_run_reports_every_row_at_every_size_and_cleans_up(tmp_path: Pat
         assert not list(r.scan_iter(match=namespace[1][1:] + "*", count=1000))
     finally:
         r.close()
+
+
+def test_the_cluster_peer_script_copies_every_key_of_every_master(tmp_path: Path) -> None:
+    """The hand-written cluster -> PostgreSQL peer is only a fair comparison if it copies it all."""
+    import asyncio
+
+    import asyncpg
+    import redis
+
+    cluster_url = service_url("KVCTL_TEST_REDIS_CLUSTER_URL")
+    pg_url = service_url("KVCTL_TEST_POSTGRES_URL")
+    masters = bulk.cluster_masters(cluster_url)
+    assert len(masters) >= 2
+    prefix, table = f"peer{tmp_path.name[-12:]}:", f"peer_c_{abs(hash(tmp_path)) % 10**8}"
+    clients = {(h, p): redis.Redis(host=h, port=p) for h, p, _ in masters}
+    want = {b"%skey:%05d" % (prefix.encode(), i): b"v%d" % i for i in range(3000)}
+    by_node: dict[tuple[str, int], list[bytes]] = {}
+    for key in want:
+        slot = redis.crc.key_slot(key)
+        node = next((h, p) for h, p, ranges in masters if any(a <= slot <= b for a, b in ranges))
+        by_node.setdefault(node, []).append(key)
+    assert len(by_node) == len(masters)  # every master holds some of them
+    for node, keys in by_node.items():
+        pipe = clients[node].pipeline(transaction=False)  # keys of many slots: a SET each
+        for key in keys:
+            pipe.set(key, want[key])
+        pipe.execute()
+
+    async def copied() -> dict[bytes, bytes]:
+        con = await asyncpg.connect(pg_url)
+        try:
+            return {bytes(k): bytes(v) for k, v in await con.fetch(f"SELECT key, value FROM {table}")}
+        finally:
+            await con.execute(f"DROP TABLE IF EXISTS {table}")
+            await con.close()
+
+    try:
+        bulk.child_cluster_to_pg([[h, p] for h, p, _ in masters], prefix, pg_url, table)
+        assert asyncio.run(copied()) == want
+    finally:
+        for node, keys in by_node.items():
+            pipe = clients[node].pipeline(transaction=False)
+            for key in keys:
+                pipe.unlink(key)
+            pipe.execute()
+            clients[node].close()
