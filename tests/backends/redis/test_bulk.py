@@ -160,6 +160,17 @@ def test_commands_built_in_bulk_are_the_bytes_hiredis_packs() -> None:
     assert sets.replies == len(keys)
     assert b"".join(sets.chunks) == b"".join(
         pack([(b"SET", k, v)]) for k, v in zip(keys, values, strict=True))
+    # under a prefix (the namespace), in one buffer when the caller bounds the bytes, with expiries
+    ns = [b"ns:" + k for k in keys]
+    assert bulk.msets(keys, values, b"ns:", 10**6) == bulk.msets(ns, values)
+    sets = bulk.writes(keys, values, None, b"ns:", 10**6)
+    assert len(sets.chunks) == 1 and sets.oks
+    assert sets.chunks[0] == b"".join(pack([(b"SET", k, v)]) for k, v in zip(ns, values, strict=True))
+    exps = [None if i % 2 else 1000 + i for i in range(len(keys))]
+    sets = bulk.writes(keys, values, exps, b"ns:", 10**6)
+    assert b"".join(sets.chunks) == b"".join(
+        pack([(b"SET", k, v) if e is None else (b"SET", k, v, b"PXAT", b"%d" % e)])
+        for k, v, e in zip(ns, values, exps, strict=True))
     reads = bulk.reads(keys, b"PEXPIRETIME")
     assert reads.replies == 2 * len(keys)
     assert b"".join(reads.chunks) == b"".join(
@@ -185,6 +196,11 @@ def test_key_slots_in_bulk_are_redis_py_s() -> None:
             assert all(owners[key_slot(keys[i])] == name for name, idx in groups.items() for i in idx)
             assert all(idx == sorted(idx) for idx in groups.values())
     assert by_owner([], SlotMap(owners)) == {}
+    # a prefix (the namespace) routes as if prepended, with a hash tag in it or in the keys
+    owners = [f"n{slot % 3}" for slot in range(16384)]
+    for prefix in (b"ns:", b"{ns}:", b"n{", b""):
+        for keys in (plain, tagged):
+            assert SlotMap(owners).masks(keys, prefix) == SlotMap(owners).masks([prefix + k for k in keys])
 
 
 @pytest.mark.server
