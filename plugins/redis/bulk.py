@@ -212,10 +212,13 @@ def _pieces(head: bytes, firsts: list[bytes], second_head: bytes, seconds: list[
     extra = len(prefix)
     heads = {n: head % (n + extra) + prefix for n in set(firsts_len)}
     second_heads = {n: second_head % n for n in set(seconds_len)}
-    pieces: list[bytes] = [b""] * (4 * len(firsts) + 1)
-    pieces[0:-1:4] = map(heads.__getitem__, firsts_len)
+    n = len(firsts)
+    pieces: list[bytes] = [b""] * (4 * n + 1)
+    # one length for all (keys of one pattern, values of one size): no lookup per item
+    pieces[0:-1:4] = [*heads.values()] * n if len(heads) == 1 else map(heads.__getitem__, firsts_len)
     pieces[1::4] = firsts
-    pieces[2::4] = map(second_heads.__getitem__, seconds_len)
+    pieces[2::4] = ([*second_heads.values()] * n if len(second_heads) == 1
+                    else map(second_heads.__getitem__, seconds_len))
     pieces[3::4] = seconds
     pieces[-1] = b"\r\n"
     return pieces

@@ -171,6 +171,9 @@ def test_commands_built_in_bulk_are_the_bytes_hiredis_packs() -> None:
     assert b"".join(sets.chunks) == b"".join(
         pack([(b"SET", k, v) if e is None else (b"SET", k, v, b"PXAT", b"%d" % e)])
         for k, v, e in zip(ns, values, exps, strict=True))
+    same = [os.urandom(8) for _ in range(50)]  # keys and values each of one length
+    assert bulk.writes(same, same[::-1], None).chunks == [b"".join(
+        pack([(b"SET", k, v)]) for k, v in zip(same, same[::-1], strict=True))]
     reads = bulk.reads(keys, b"PEXPIRETIME")
     assert reads.replies == 2 * len(keys)
     assert b"".join(reads.chunks) == b"".join(
