@@ -227,3 +227,31 @@ def test_a_scan_left_mid_way_or_resumed_ends_equal(spot: Spot) -> None:
         cursor = page.cursor
     assert seen == {r.key for r in records}
     assert sorted(r for p in spot.store.scan(batch_size=500) for r in p.records) == records
+
+
+@pytest.mark.server
+def test_replies_read_as_oks_with_an_error_among_them() -> None:
+    """bulk.read_oks: [] for replies that are all +OK; with an error reply among them, every
+    reply, in order, and the connection left at the next command's reply."""
+    from kvctl_plugins.redis import bulk
+    from kvctl_plugins.redis.scripts import pack
+
+    url = urlsplit(service_url("KVCTL_TEST_REDIS_URL"))
+    client = redis.Redis(host=url.hostname or "127.0.0.1", port=url.port or 6379)
+    conn = client.connection_pool.get_connection()
+    key = f"oks-{uuid.uuid4().hex[:8]}".encode()
+    try:
+        sets = [(b"SET", key + b"%d" % i, b"v") for i in range(3000)]
+        conn.send_packed_command([pack(sets)], check_health=False)
+        assert bulk.read_oks(conn, len(sets)) == []
+        odd = [*sets[:1500], (b"SET", key), *sets[1500:], (b"PING",)]  # SET without a value: an error
+        conn.send_packed_command([pack(odd)], check_health=False)
+        replies = bulk.read_oks(conn, len(sets) + 1)
+        assert len(replies) == len(sets) + 1 and isinstance(replies[1500], redis.ResponseError)
+        assert replies[:1500] == [b"OK"] * 1500 and replies[1501:] == [b"OK"] * 1500
+        assert bulk.read_replies(conn, 1) == [b"PONG"]  # the reply after them, still unread
+    finally:
+        conn.disconnect()
+        client.connection_pool.release(conn)
+        client.delete(*[key + b"%d" % i for i in range(3000)])
+        client.close()
