@@ -262,8 +262,9 @@ class RedisStoreBase(StoreBase):
 
     def prepare_many(self, records: list[Record]) -> Prepared:
         """``set_many``'s work up to the server (kvctl.abilities.PreparedWrites): the batch as
-        columns, checked against the declared limits, each key once, namespaced and, where the
-        subclass can, packed into its commands.  A batch that needs the server first (values
+        columns, checked against the declared limits, each key once where the write needs that
+        (``_unique_keys_needed``) and, where the subclass can, packed into its commands, the
+        namespace included.  A batch that needs the server first (values
         through a codec, strings the server's own limit may refuse) is left whole for the write."""
         batch = records if isinstance(records, list) else list(records)
         if not batch:
