@@ -44,12 +44,12 @@ _EXPIRY = itemgetter(2)
 
 class Prepared(NamedTuple):
     """A batch made ready to write (``RedisStoreBase.prepare_many``).  ``records``: the whole
-    batch, when its write needs the server first; else the columns, each key once, store keys and
-    full keys, and the subclass's packed commands (None: none)."""
+    batch, when its write needs the server first; else the columns (store keys, without the
+    namespace; each key once where the subclass's write needs that) and the subclass's packed
+    commands (None: none)."""
 
     records: list[Record] | None
     keys: list[bytes]
-    full: list[bytes]
     values: list[bytes]
     expiries: list[int | None]
     packed: Any
@@ -92,10 +92,16 @@ class RedisStoreBase(StoreBase):
         raise NotImplementedError
 
     def _pack(self, keys: list[bytes], values: list[bytes], expiries: list[int | None],
-              publish: Commands) -> Any:
-        """``_write``'s commands built ahead of the write, for ``_send`` (None: ``_write`` builds
-        them itself)."""
+              publish: Commands, prefix: bytes = b"", size: int | None = None) -> Any:
+        """``_write``'s commands for ``prefix + key`` of each key, built ahead of the write, for
+        ``_send`` (None: ``_write`` builds them itself).  ``size``: a bound on the bytes of the
+        keys and values, when known."""
         return None
+
+    def _unique_keys_needed(self, expiries: list[int | None]) -> bool:
+        """Whether ``_pack``'s commands could let an earlier record of a key written twice in a
+        batch land after its last one, so the batch must hold each key once."""
+        return True
 
     def _send(self, packed: Any) -> None:
         """Send what ``_pack`` built and check its replies."""
@@ -256,32 +262,34 @@ class RedisStoreBase(StoreBase):
 
     def prepare_many(self, records: list[Record]) -> Prepared:
         """``set_many``'s work up to the server (kvctl.abilities.PreparedWrites): the batch as
-        columns, checked against the declared limits, each key once, namespaced and, where the
-        subclass can, packed into its commands.  A batch that needs the server first (values
+        columns, checked against the declared limits, each key once where the write needs that
+        (``_unique_keys_needed``) and, where the subclass can, packed into its commands, the
+        namespace included.  A batch that needs the server first (values
         through a codec, strings the server's own limit may refuse) is left whole for the write."""
         batch = records if isinstance(records, list) else list(records)
         if not batch:
-            return Prepared(None, [], [], [], [], None)
+            return Prepared(None, [], [], [], None)
         # the records as columns, one C-level pass each (faster than zip(*batch), which builds
         # every column of records spread over memory at once)
         keys, values, expiries = list(map(_KEY, batch)), list(map(_VALUE, batch)), list(map(_EXPIRY, batch))
         caps = self.capabilities
         # strings over limits.FLOOR are checked against the server's own limit (see
-        # _write_records): batches of smaller records pay two C-level passes
+        # _write_records).  The total of the lengths bounds the largest: one cheap C-level pass
+        # per column decides the usual batch, and the total bounds the write's buffers too.
         max_key = min(caps.max_key_size or MAX_STRING, limits.FLOOR)
         max_value = min(caps.max_value_size or MAX_STRING, limits.FLOOR)
-        if self.codec is not None or max(map(len, keys)) > max_key or max(map(len, values)) > max_value:
-            return Prepared(batch, [], [], [], [], None)
-        if len(set(keys)) < len(keys):
-            # A key written twice: keep its last record only, as set_many promises.  The write
-            # sends records without an expiry and those with one in separate commands, so the
-            # last record of a key would otherwise depend on which command ran last.
+        key_bytes, value_bytes = sum(map(len, keys)), sum(map(len, values))
+        if self.codec is not None or (key_bytes > max_key and max(map(len, keys)) > max_key) or (
+                value_bytes > max_value and max(map(len, values)) > max_value):
+            return Prepared(batch, [], [], [], None)
+        if self._unique_keys_needed(expiries) and len(set(keys)) < len(keys):
+            # A key written twice: keep its last record only, as set_many promises.
             latest = dict(zip(keys, zip(values, expiries, strict=True), strict=True))
             keys = list(latest)
             values, expiries = [v for v, _ in latest.values()], [e for _, e in latest.values()]
         ns = self.ns
-        full = list(map(ns.__add__, keys)) if ns else keys
-        return Prepared(None, keys, full, values, expiries, self._pack(full, values, expiries, []))
+        size = key_bytes + len(ns) * len(keys) + value_bytes
+        return Prepared(None, keys, values, expiries, self._pack(keys, values, expiries, [], ns, size))
 
     def write_prepared(self, prepared: object) -> None:
         """Write a batch :meth:`prepare_many` made ready, as ``set_many`` would have."""
@@ -296,7 +304,9 @@ class RedisStoreBase(StoreBase):
             if prepared.packed is not None and not publish:
                 self._send(prepared.packed)
             else:
-                self._write(prepared.full, prepared.values, prepared.expiries, publish)
+                ns, keys = self.ns, prepared.keys
+                self._write(list(map(ns.__add__, keys)) if ns else keys, prepared.values, prepared.expiries,
+                            publish)
         except DRIVER_ERRORS as exc:
             raise translate(exc, self.where) from None
 

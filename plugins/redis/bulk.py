@@ -18,8 +18,9 @@ from typing import Any, NamedTuple
 from redis._parsers import hiredis as _parsers
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from .commands import ranges
+from .commands import SLICE_BYTES, SLICE_KEYS, ranges
 
 # redis-py's hiredis parser and its "the reader needs more bytes" sentinel (False before 5.1)
 _HIREDIS_PARSER: Any = getattr(_parsers, "_HiredisParser", None)
@@ -27,10 +28,12 @@ _MORE: Any = getattr(_parsers, "NOT_ENOUGH_DATA", False)
 
 
 class Packed(NamedTuple):
-    """Commands already in RESP form: the buffers to send and how many replies they answer."""
+    """Commands already in RESP form: the buffers to send, how many replies they answer, and
+    whether each of those replies is ``+OK`` unless it is an error (see :func:`read_oks`)."""
 
     chunks: list[bytes]
     replies: int
+    oks: bool = False
 
 
 def read_replies(conn: Any, count: int) -> list[Any]:
@@ -60,6 +63,44 @@ def read_replies(conn: Any, count: int) -> list[Any]:
         if issubclass(kind, RedisConnectionError):
             raise next(r for r in out if isinstance(r, RedisConnectionError))
     return out
+
+
+_OK = b"+OK\r\n"
+
+
+def read_oks(conn: Any, count: int) -> list[Any]:
+    """``count`` replies of ``conn`` to commands that answer ``+OK`` unless they fail: [] when
+    every one is ``+OK``, else all of them as :func:`read_replies` returns them.
+
+    The replies are read as raw bytes and compared with ``+OK`` repeated, one comparison in C
+    per read, so a bulk write makes no object per reply; the first byte that differs hands
+    what was read to the connection's reader, which parses the replies one by one."""
+    parser = getattr(conn, "_parser", None)
+    reader = getattr(parser, "_reader", None)
+    sock = getattr(parser, "_sock", None)
+    if (_HIREDIS_PARSER is None or not isinstance(parser, _HIREDIS_PARSER) or reader is None
+            or sock is None or reader.has_data()):
+        return read_replies(conn, count)
+    want = len(_OK) * count
+    expected = _OK * count
+    buf = bytearray(want)
+    view = memoryview(buf)
+    got = 0
+    try:
+        while got < want:
+            # never more than these replies: whatever follows belongs to the next command
+            n = sock.recv_into(view[got:], want - got)
+            if not n:
+                raise RedisConnectionError("Connection closed by server.")
+            if view[got:got + n] != expected[got:got + n]:  # an error reply among them
+                reader.feed(buf, 0, got + n)
+                return read_replies(conn, count)
+            got += n
+    except TimeoutError:  # socket.timeout
+        raise RedisTimeoutError("Timeout reading from socket") from None
+    except OSError as exc:
+        raise RedisConnectionError(f"Error while reading from socket: {exc.args}") from None
+    return []
 
 
 def _one_by_one(conn: Any, count: int) -> list[Any]:
@@ -101,32 +142,52 @@ def reads(keys: list[bytes], expiry_command: bytes) -> Packed:
     return Packed(chunks, 2 * len(keys))
 
 
-def writes(keys: list[bytes], values: list[bytes], expiries: Sequence[int | None]) -> Packed:
-    """``SET key value`` for each record, with ``PXAT ms`` where it has an absolute expiry."""
+def writes(keys: list[bytes], values: list[bytes], expiries: Sequence[int | None] | None,
+           prefix: bytes = b"", size: int | None = None) -> Packed:
+    """``SET prefix+key value`` for each record, with ``PXAT ms`` where it has an absolute
+    expiry (``expiries`` None: no record has one).  ``size``: a bound on the bytes of the keys
+    and values, when the caller knows one: a batch within SLICE_BYTES is one buffer."""
+    if expiries is not None and expiries.count(None) == len(expiries):
+        expiries = None
+    if expiries is None and size is not None and size <= SLICE_BYTES:
+        chunks = [_commands(_SET, keys, _ARG, values, prefix)] if keys else []
+        return Packed(chunks, len(keys), oks=True)
+    if expiries is not None and prefix:
+        keys, prefix = [prefix + k for k in keys], b""
     timed = b"*5\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n$4\r\nPXAT\r\n%s"
     plain = b"*3\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n"
     chunks = []
-    for a, b in ranges(keys, values):
-        exps = expiries[a:b]
-        if exps.count(None) == len(exps):
-            chunks.append(_commands(_SET, keys[a:b], _ARG, values[a:b]))
+    for a, b in _slices(keys, values, size):
+        exps = expiries[a:b] if expiries is not None else None
+        if exps is None or exps.count(None) == len(exps):
+            chunks.append(_commands(_SET, keys[a:b], _ARG, values[a:b], prefix))
         else:
             chunks.append(b"".join([
                 plain % (len(k), k, len(v), v) if e is None
                 else timed % (len(k), k, len(v), v, _bulk(b"%d" % max(1, e)))
                 for k, v, e in zip(keys[a:b], values[a:b], exps, strict=True)]))
-    return Packed(chunks, len(keys))
+    return Packed(chunks, len(keys), oks=True)
 
 
-def msets(keys: list[bytes], values: list[bytes]) -> Packed:
-    """``MSET`` of the records, one command per slice of :func:`ranges`, in one buffer."""
-    slices = ranges(keys, values)
+def msets(keys: list[bytes], values: list[bytes], prefix: bytes = b"", size: int | None = None) -> Packed:
+    """``MSET`` of the records (each key after ``prefix``), one command per slice of
+    :func:`ranges`, in one buffer.  ``size``: as for :func:`writes`."""
+    slices = _slices(keys, values, size)
     if not slices:
         return Packed([], 0)
-    pieces = _pieces(_ARG, keys, _ARG, values)
+    pieces = _pieces(_ARG, keys, _ARG, values, prefix)
     for a, b in slices:  # each slice's first key opens its command
         pieces[4 * a] = b"\r\n*%d\r\n$4\r\nMSET\r\n" % (1 + 2 * (b - a)) + pieces[4 * a][2:]
-    return Packed([_joined(pieces)], len(slices))
+    return Packed([_joined(pieces)], len(slices), oks=True)
+
+
+def _slices(keys: list[bytes], values: list[bytes], size: int | None) -> list[tuple[int, int]]:
+    """:func:`~.commands.ranges`, without its pass over the lengths when ``size`` (a bound on
+    the bytes of the keys and values) already keeps every slice within SLICE_BYTES."""
+    if size is None or size > SLICE_BYTES:
+        return ranges(keys, values)
+    n = len(keys)
+    return [(start, min(start + SLICE_KEYS, n)) for start in range(0, n, SLICE_KEYS)]
 
 
 # Heads of a command's arguments, each opening with the CRLF that ends the item before it
@@ -135,23 +196,29 @@ _SET = b"\r\n*3\r\n$3\r\nSET\r\n$%d\r\n"
 _ARG = b"\r\n$%d\r\n"
 
 
-def _commands(head: bytes, firsts: list[bytes], second_head: bytes, seconds: list[bytes]) -> bytes:
-    """``head % len(first), first, second_head % len(second), second`` for each pair, joined, in
-    RESP (see :func:`_pieces`)."""
-    return _joined(_pieces(head, firsts, second_head, seconds))
+def _commands(head: bytes, firsts: list[bytes], second_head: bytes, seconds: list[bytes],
+              prefix: bytes = b"") -> bytes:
+    """``head % len(prefix + first), prefix + first, second_head % len(second), second`` for each
+    pair, joined, in RESP (see :func:`_pieces`)."""
+    return _joined(_pieces(head, firsts, second_head, seconds, prefix))
 
 
-def _pieces(head: bytes, firsts: list[bytes], second_head: bytes, seconds: list[bytes]) -> list[bytes]:
+def _pieces(head: bytes, firsts: list[bytes], second_head: bytes, seconds: list[bytes],
+            prefix: bytes = b"") -> list[bytes]:
     """The pieces of :func:`_commands`, four per pair and a last CRLF, each head opening with the
-    CRLF that ends the item before it.  Built without a Python loop: each distinct length is
-    formatted once."""
+    CRLF that ends the item before it (and ending with ``prefix``, so the namespaced keys are
+    never built).  Built without a Python loop: each distinct length is formatted once."""
     firsts_len, seconds_len = list(map(len, firsts)), list(map(len, seconds))
-    heads = {n: head % n for n in set(firsts_len)}
+    extra = len(prefix)
+    heads = {n: head % (n + extra) + prefix for n in set(firsts_len)}
     second_heads = {n: second_head % n for n in set(seconds_len)}
-    pieces: list[bytes] = [b""] * (4 * len(firsts) + 1)
-    pieces[0:-1:4] = map(heads.__getitem__, firsts_len)
+    n = len(firsts)
+    pieces: list[bytes] = [b""] * (4 * n + 1)
+    # one length for all (keys of one pattern, values of one size): no lookup per item
+    pieces[0:-1:4] = [*heads.values()] * n if len(heads) == 1 else map(heads.__getitem__, firsts_len)
     pieces[1::4] = firsts
-    pieces[2::4] = map(second_heads.__getitem__, seconds_len)
+    pieces[2::4] = ([*second_heads.values()] * n if len(second_heads) == 1
+                    else map(second_heads.__getitem__, seconds_len))
     pieces[3::4] = seconds
     pieces[-1] = b"\r\n"
     return pieces

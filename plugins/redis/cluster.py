@@ -22,7 +22,7 @@ the scan cursor names the node and its SCAN cursor.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any, NamedTuple, Self
+from typing import Any, Self
 
 import redis
 from redis.cluster import ClusterNode, RedisCluster
@@ -52,17 +52,31 @@ def _is_redirect(reply: Any) -> bool:
     return isinstance(reply, ResponseError) and (text.startswith(_REDIRECTS) or "non local key" in text)
 
 
-class _Packed(NamedTuple):
+class _Packed:
     """A batch routed and packed ahead of its write (``_pack``): the slot map it was routed
-    with, the records, each node's key indices, keys and commands."""
+    with, the records (store keys, written as ``prefix + key``), which keys each node owns and
+    each node's commands.  What only a retry needs (the namespaced keys, each node's key
+    indices) is built if one happens."""
 
-    table: routing.SlotMap
-    keys: list[bytes]
-    values: list[bytes]
-    expiries: list[int | None]
-    todo: dict[str, list[int]]
-    parts: dict[str, list[bytes]]
-    batches: dict[str, bulk.Packed]
+    __slots__ = ("_full", "batches", "expiries", "keys", "masks", "prefix", "table", "values")
+
+    def __init__(self, table: routing.SlotMap, prefix: bytes, keys: list[bytes], values: list[bytes],
+                 expiries: list[int | None], masks: dict[str, bytes | None],
+                 batches: dict[str, bulk.Packed]) -> None:
+        self.table, self.prefix, self.keys, self.values, self.expiries = table, prefix, keys, values, expiries
+        self.masks, self.batches = masks, batches
+        self._full: list[bytes] | None = None
+
+    def full(self) -> list[bytes]:
+        """The keys as written (the prefix prepended)."""
+        if self._full is None:
+            self._full = list(map(self.prefix.__add__, self.keys)) if self.prefix else self.keys
+        return self._full
+
+    def todo(self) -> dict[str, list[int]]:
+        """The indices of each node's keys."""
+        n = len(self.keys)
+        return {name: routing.indices(n, mask) for name, mask in self.masks.items()}
 
 
 class RedisClusterStore(RedisStoreBase):
@@ -143,30 +157,32 @@ class RedisClusterStore(RedisStoreBase):
 
     # -- running commands on nodes -----------------------------------------------------------
     def _exec(self, batches: Mapping[str, Commands | bulk.Packed]) -> dict[str, list[Any]]:
-        """Write every node's commands, then read every node's replies."""
-        taken: list[tuple[str, Any, Any, int]] = []
+        """Write every node's commands, then read every node's replies (of a ``Packed`` whose
+        replies are all ``+OK``: none, see bulk.read_oks)."""
+        taken: list[tuple[str, Any, Any, int, bool]] = []
         try:
             for name, commands in batches.items():
                 pool = self._pool(name)
                 conn = pool.get_connection()
                 if isinstance(commands, bulk.Packed):
-                    taken.append((name, pool, conn, commands.replies))
+                    taken.append((name, pool, conn, commands.replies, commands.oks))
                     conn.send_packed_command(commands.chunks, check_health=False)
                 else:
-                    taken.append((name, pool, conn, len(commands)))
+                    taken.append((name, pool, conn, len(commands), False))
                     scripts.send(conn, commands)
-            return {name: bulk.read_replies(conn, n) for name, _, conn, n in taken}
+            return {name: (bulk.read_oks if oks else bulk.read_replies)(conn, n)
+                    for name, _, conn, n, oks in taken}
         except BaseException:
-            for _, _, conn, _ in taken:
+            for _, _, conn, _, _ in taken:
                 conn.disconnect()
             raise
         finally:
-            for _, pool, conn, _ in taken:
+            for _, pool, conn, _, _ in taken:
                 pool.release(conn)
 
     def _per_node(
         self,
-        keys: list[bytes],
+        keys: list[bytes] | None,
         build: Callable[[list[int], list[bytes]], Commands | bulk.Packed],
         parse: Callable[[list[bytes], list[Any]], list[Any]] | None,
         fallback: Callable[[list[bytes]], list[Any]],
@@ -176,19 +192,32 @@ class RedisClusterStore(RedisStoreBase):
     ) -> list[Any]:
         """Run ``build(indices, their keys)`` on the node of the keys at those indices of ``keys``; results in
         key order.
-        ``parse``: None when the replies answer nothing but their errors.
+        ``parse``: None when the replies answer nothing but their errors (then nothing is returned).
         ``answer``: the error replies that are answers for ``parse``, not failures.
-        ``first``: the first attempt already routed and built (``_pack``)."""
-        results: list[Any] = [None] * len(keys)
-        todo = self._route(keys) if first is None else first.todo
+        ``first``: the first attempt of a write already routed and built (``_pack``); ``keys`` is
+        then None, and the packed keys are built only if a retry needs them."""
+        packed = first
+        assert first is None or parse is None
+
+        def all_keys() -> list[bytes]:
+            if keys is not None:
+                return keys
+            assert packed is not None
+            return packed.full()
+
+        results: list[Any] = [None] * len(all_keys()) if parse is not None else []
+        todo = self._route(all_keys()) if first is None else None
         refreshed = False
+        parts: dict[str, list[bytes]] = {}
         batches: Mapping[str, Commands | bulk.Packed]
         for _ in range(4):
             try:
                 if first is not None:
-                    parts, batches, first = first.parts, first.batches, None
+                    batches, first = first.batches, None
                 else:
-                    parts = {name: routing.take(keys, idx) for name, idx in todo.items()}  # each node's keys, once
+                    assert todo is not None
+                    # each node's keys, once
+                    parts = {name: routing.take(all_keys(), idx) for name, idx in todo.items()}
                     batches = {name: build(idx, parts[name]) for name, idx in todo.items()}
                 replies = self._exec(batches)
             except (redis.ConnectionError, redis.TimeoutError):
@@ -196,20 +225,29 @@ class RedisClusterStore(RedisStoreBase):
                     raise
                 refreshed = True  # a failover may have promoted a replica: look again, once
                 self._refresh()
+                if todo is None:
+                    assert packed is not None
+                    todo = packed.todo()
                 pending = sorted(i for idx in todo.values() for i in idx)
+                ks = all_keys()
                 todo = {name: [pending[j] for j in idx]
-                        for name, idx in self._route([keys[i] for i in pending]).items()}
+                        for name, idx in self._route([ks[i] for i in pending]).items()}
                 continue
             again: dict[str, list[int]] = {}
             moved: list[int] = []
-            for name, idx in todo.items():
-                errors = errors_in(replies[name])
+            for name, reply in replies.items():
+                errors = errors_in(reply)
                 if errors and answer is not None:
                     errors = [e for e in errors if not answer(e)]
+                if not errors and parse is None:  # nothing to answer (writes)
+                    continue
+                if todo is None:  # the packed attempt: its indices only now that one failed
+                    assert packed is not None
+                    todo = packed.todo()
+                idx = todo[name]
                 if not errors:
-                    if parse is None:  # nothing to answer (writes)
-                        continue
-                    for i, value in zip(idx, parse(parts[name], replies[name]), strict=True):
+                    assert parse is not None
+                    for i, value in zip(idx, parse(parts[name], reply), strict=True):
                         results[i] = value
                 elif any(scripts.is_old_server(e) for e in errors) and not self.relative_ttl:
                     self.relative_ttl = True  # build() picks the pre-7.0 scripts from now on
@@ -224,8 +262,10 @@ class RedisClusterStore(RedisStoreBase):
                     raise errors[0]
             if moved:
                 self._refresh()
-                for i, value in zip(moved, fallback([keys[i] for i in moved]), strict=True):
-                    results[i] = value
+                ks = all_keys()
+                for i, value in zip(moved, fallback([ks[i] for i in moved]), strict=True):
+                    if parse is not None:
+                        results[i] = value
             if not again:
                 return results
             todo = again
@@ -285,36 +325,48 @@ class RedisClusterStore(RedisStoreBase):
         self._write_routed(keys, values, expiries, None)
         self._publish(publish)
 
+    def _unique_keys_needed(self, expiries: list[int | None]) -> bool:
+        # each node gets its keys' SETs in batch order, a retry too: a key's last record lands last
+        return False
+
     def _pack(self, keys: list[bytes], values: list[bytes], expiries: list[int | None],
-              publish: Commands) -> _Packed | None:
+              publish: Commands, prefix: bytes = b"", size: int | None = None) -> _Packed | None:
         """The batch routed by the slot map already loaded and each node's SETs built (bulk.py);
         None before the map is loaded (preparing reaches no server) or with something to publish.
         ``_send`` routes again if the map was reloaded in between."""
         table = self._map
         if publish or table is None:
             return None
-        masks = table.masks(keys)
+        masks = table.masks(keys, prefix)
         if "" in masks:
             return None  # an unserved slot: _write says which
-        n = len(keys)
-        todo = {name: routing.indices(n, mask) for name, mask in masks.items()}
-        parts = {name: routing.pick(keys, mask) for name, mask in masks.items()}
-        batches = {name: bulk.writes(parts[name], routing.pick(values, mask), routing.pick(expiries, mask))
+        timed = expiries.count(None) != len(expiries)
+        batches = {name: bulk.writes(routing.pick(keys, mask), routing.pick(values, mask),
+                                     routing.pick(expiries, mask) if timed else None, prefix, size)
                    for name, mask in masks.items()}
-        return _Packed(table, keys, values, expiries, todo, parts, batches)
+        return _Packed(table, prefix, keys, values, expiries, masks, batches)
 
     def _send(self, packed: _Packed) -> None:
         # a refresh since _pack (on this thread) replaces the map: the packing may be stale
-        first = packed if packed.table is self._map else None
-        self._write_routed(packed.keys, packed.values, packed.expiries, first)
+        if packed.table is self._map:
+            self._write_routed(None, packed.values, packed.expiries, packed)
+        else:
+            self._write_routed(packed.full(), packed.values, packed.expiries, None)
 
-    def _write_routed(self, keys: list[bytes], values: list[bytes], expiries: list[int | None],
+    def _write_routed(self, keys: list[bytes] | None, values: list[bytes], expiries: list[int | None],
                       first: _Packed | None) -> None:
+        """Write the records; ``keys`` None: those of ``first``, packed already."""
+        def all_keys() -> list[bytes]:
+            if keys is not None:
+                return keys
+            assert first is not None
+            return first.full()
+
         def build(idx: list[int], part: list[bytes]) -> bulk.Packed:
             return bulk.writes(part, routing.take(values, idx), routing.take(expiries, idx))
 
         def slowly(part: list[bytes]) -> list[Any]:
-            by_key = dict(zip(keys, zip(values, expiries, strict=True), strict=True))
+            by_key = dict(zip(all_keys(), zip(values, expiries, strict=True), strict=True))
             commands: Commands = []
             for k in part:
                 value, exp = by_key[k]

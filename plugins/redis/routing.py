@@ -52,15 +52,19 @@ class SlotMap:
             self._by_crc = self._by_slot * (65536 // SLOTS)  # crc & (SLOTS - 1) == crc % SLOTS
             self._select = [bytes(int(i == c) for i in range(256)) for c in range(len(self.names))]
 
-    def masks(self, keys: list[bytes]) -> dict[str, bytes | None]:
-        """For each owner of some of ``keys``, in name order: which keys it owns, one byte per key
-        (1: owned); None when it owns them all.  Keys of an unserved slot go under ``""``."""
+    def masks(self, keys: list[bytes], prefix: bytes = b"") -> dict[str, bytes | None]:
+        """For each owner of some of ``prefix + key`` for ``keys``, in name order: which keys it
+        owns, one byte per key (1: owned); None when it owns them all.  Keys of an unserved slot
+        go under ``""``.  The namespaced keys are never built: CRC16 continues over each key
+        from the prefix's."""
         codes: Sequence[int]
-        if self._by_crc is not None and not any(b"{" in k for k in _chunks(keys)):
-            codes = bytes(map(self._by_crc.__getitem__, map(crc_hqx, keys, repeat(0))))
+        if self._by_crc is not None and b"{" not in prefix and not any(b"{" in k for k in _chunks(keys)):
+            codes = bytes(map(self._by_crc.__getitem__, map(crc_hqx, keys, repeat(crc_hqx(prefix, 0)))))
+            present = [c for c in range(len(self.names)) if bytes((c,)) in codes]  # a memchr each
         else:
-            codes = list(map(self._by_slot.__getitem__, key_slots(keys)))
-        present = sorted(set(codes))
+            full = list(map(prefix.__add__, keys)) if prefix else keys
+            codes = list(map(self._by_slot.__getitem__, key_slots(full)))
+            present = sorted(set(codes))
         if len(present) == 1:
             return {self.names[present[0]]: None}
         if isinstance(codes, bytes):

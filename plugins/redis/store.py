@@ -118,8 +118,13 @@ class RedisStore(RedisStoreBase):
             command = (b"SET", key, value, b"PX", ttl) if ttl > 0 else (b"UNLINK", key)
         raise_first_error(self._run([command]))
 
+    def _unique_keys_needed(self, expiries: list[int | None]) -> bool:
+        # the records without an expiry and those with one go in separate commands (_pack):
+        # only a batch holding both could land a key's earlier record last
+        return 0 < expiries.count(None) < len(expiries)
+
     def _pack(self, keys: list[bytes], values: list[bytes], expiries: list[int | None],
-              publish: Commands) -> bulk.Packed | None:
+              publish: Commands, prefix: bytes = b"", size: int | None = None) -> bulk.Packed | None:
         """MSET for records without an expiry; one plain SET .. PXAT each for the others (bulk.py:
         about half the server's CPU of a Lua loop of SETs); in MULTI/EXEC when there are several
         commands, so the batch is applied whole or not at all.  None for one key and nothing to
@@ -136,8 +141,8 @@ class RedisStore(RedisStoreBase):
             plain_keys, plain_values = [], []
         else:
             plain_keys, plain_values, keys = keys, values, []
-        mset = bulk.msets(plain_keys, plain_values)
-        timed_sets = bulk.writes(keys, values, expiries)
+        mset = bulk.msets(plain_keys, plain_values, prefix, size)
+        timed_sets = bulk.writes(keys, values, expiries, prefix, size)
         count = mset.replies + timed_sets.replies
         chunks = [*mset.chunks, *timed_sets.chunks]
         if count > 1 or publish:

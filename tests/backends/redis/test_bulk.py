@@ -160,6 +160,20 @@ def test_commands_built_in_bulk_are_the_bytes_hiredis_packs() -> None:
     assert sets.replies == len(keys)
     assert b"".join(sets.chunks) == b"".join(
         pack([(b"SET", k, v)]) for k, v in zip(keys, values, strict=True))
+    # under a prefix (the namespace), in one buffer when the caller bounds the bytes, with expiries
+    ns = [b"ns:" + k for k in keys]
+    assert bulk.msets(keys, values, b"ns:", 10**6) == bulk.msets(ns, values)
+    sets = bulk.writes(keys, values, None, b"ns:", 10**6)
+    assert len(sets.chunks) == 1 and sets.oks
+    assert sets.chunks[0] == b"".join(pack([(b"SET", k, v)]) for k, v in zip(ns, values, strict=True))
+    exps = [None if i % 2 else 1000 + i for i in range(len(keys))]
+    sets = bulk.writes(keys, values, exps, b"ns:", 10**6)
+    assert b"".join(sets.chunks) == b"".join(
+        pack([(b"SET", k, v) if e is None else (b"SET", k, v, b"PXAT", b"%d" % e)])
+        for k, v, e in zip(ns, values, exps, strict=True))
+    same = [os.urandom(8) for _ in range(50)]  # keys and values each of one length
+    assert bulk.writes(same, same[::-1], None).chunks == [b"".join(
+        pack([(b"SET", k, v)]) for k, v in zip(same, same[::-1], strict=True))]
     reads = bulk.reads(keys, b"PEXPIRETIME")
     assert reads.replies == 2 * len(keys)
     assert b"".join(reads.chunks) == b"".join(
@@ -185,6 +199,11 @@ def test_key_slots_in_bulk_are_redis_py_s() -> None:
             assert all(owners[key_slot(keys[i])] == name for name, idx in groups.items() for i in idx)
             assert all(idx == sorted(idx) for idx in groups.values())
     assert by_owner([], SlotMap(owners)) == {}
+    # a prefix (the namespace) routes as if prepended, with a hash tag in it or in the keys
+    owners = [f"n{slot % 3}" for slot in range(16384)]
+    for prefix in (b"ns:", b"{ns}:", b"n{", b""):
+        for keys in (plain, tagged):
+            assert SlotMap(owners).masks(keys, prefix) == SlotMap(owners).masks([prefix + k for k in keys])
 
 
 @pytest.mark.server
@@ -208,3 +227,31 @@ def test_a_scan_left_mid_way_or_resumed_ends_equal(spot: Spot) -> None:
         cursor = page.cursor
     assert seen == {r.key for r in records}
     assert sorted(r for p in spot.store.scan(batch_size=500) for r in p.records) == records
+
+
+@pytest.mark.server
+def test_replies_read_as_oks_with_an_error_among_them() -> None:
+    """bulk.read_oks: [] for replies that are all +OK; with an error reply among them, every
+    reply, in order, and the connection left at the next command's reply."""
+    from kvctl_plugins.redis import bulk
+    from kvctl_plugins.redis.scripts import pack
+
+    url = urlsplit(service_url("KVCTL_TEST_REDIS_URL"))
+    client = redis.Redis(host=url.hostname or "127.0.0.1", port=url.port or 6379)
+    conn = client.connection_pool.get_connection()
+    key = f"oks-{uuid.uuid4().hex[:8]}".encode()
+    try:
+        sets = [(b"SET", key + b"%d" % i, b"v") for i in range(3000)]
+        conn.send_packed_command([pack(sets)], check_health=False)
+        assert bulk.read_oks(conn, len(sets)) == []
+        odd = [*sets[:1500], (b"SET", key), *sets[1500:], (b"PING",)]  # SET without a value: an error
+        conn.send_packed_command([pack(odd)], check_health=False)
+        replies = bulk.read_oks(conn, len(sets) + 1)
+        assert len(replies) == len(sets) + 1 and isinstance(replies[1500], redis.ResponseError)
+        assert replies[:1500] == [b"OK"] * 1500 and replies[1501:] == [b"OK"] * 1500
+        assert bulk.read_replies(conn, 1) == [b"PONG"]  # the reply after them, still unread
+    finally:
+        conn.disconnect()
+        client.connection_pool.release(conn)
+        client.delete(*[key + b"%d" % i for i in range(3000)])
+        client.close()

@@ -57,6 +57,32 @@ def test_a_prepared_batch_lands_as_set_many_s(store: Store) -> None:
     assert store.get_many(list(latest)) == list(latest.values())
 
 
+@pytest.mark.parametrize("kind", ["standalone", "cluster"])
+def test_a_key_written_twice_in_a_batch_keeps_its_last_record(kind: str) -> None:
+    """Batches whose records all lack an expiry, all hold one, or mix both, each with keys
+    written twice, under a namespace with and without a hash tag (the cluster routes those
+    keys by the tag): every key ends with its last record."""
+    base = service_url("KVCTL_TEST_REDIS_URL" if kind == "standalone" else "KVCTL_TEST_REDIS_CLUSTER_URL")
+    later = now_ms() + HOUR_MS
+    tag = uuid.uuid4().hex[:8]
+    for namespace in (f"dup-{tag}:", f"{{dup-{tag}}}:"):
+        with open_sync(with_options(base, namespace=namespace)) as store:
+            assert isinstance(store, PreparedWrites)
+            try:
+                for expiry in ([None] * 3, [later] * 3, [None, later, None], [later, None, later]):
+                    records = [Record(b"d%04d" % i, b"first%d" % i, expiry[0]) for i in range(1_500)]
+                    records += [Record(b"d%04d" % i, b"second%d" % i, expiry[1]) for i in range(0, 1_500, 2)]
+                    records += [Record(b"d%04d" % i, b"third%d" % i, expiry[2]) for i in range(0, 1_500, 6)]
+                    store.write_prepared(store.prepare_many(records))
+                    latest = {r.key: r for r in records}
+                    got = store.get_many(list(latest))
+                    assert [r.value if r else None for r in got] == [r.value for r in latest.values()]
+                    assert [r.expires_at_ms is None if r else None for r in got] == [
+                        r.expires_at_ms is None for r in latest.values()]
+            finally:
+                store.clear()
+
+
 def test_a_batch_with_a_string_over_the_floor_is_left_whole_for_the_write(store: Store) -> None:
     assert isinstance(store, PreparedWrites)
     big = Record(b"big", os.urandom(FLOOR + 10))
