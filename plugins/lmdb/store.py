@@ -69,8 +69,13 @@ class LMDBStore(LMDBBase):
 
     # -- reads -------------------------------------------------------------------------------
     def get(self, key: bytes) -> Record | None:
+        guard = self._shared.map
         try:
-            raw = self._env.begin(db=self._db).get(key)  # the transaction ends with its last reference
+            guard.enter()  # left before the fallback below, which registers its own read
+            try:
+                raw = self._env.begin(db=self._db).get(key)  # the transaction ends with its last reference
+            finally:
+                guard.leave()
         except lmdb.Error:
             raw = self._read(lambda txn: txn.get(key)) if 0 < len(key) <= MAX_KEY else None
         return None if raw is None else self._decoded(key, raw)
@@ -179,10 +184,20 @@ class LMDBStore(LMDBBase):
                     raise LimitError(f"{self._where}: a record version is outside 0..2**63-1")
         self._countdown -= n
         try:
-            return self._write(self._put_batch, batch, plain, given_max, newer)
+            written = self._write(self._put_batch, batch, plain, given_max, newer)
         except LimitError:
             self._check_keys(batch)  # the transaction was aborted: say which key
             raise
+        if written and self._shared.map.due(sum(map(len, map(_keys, written))) + sum(map(len, map(_values, written)))):
+            self._drop_pages()
+        return written
+
+    def _drop_pages(self) -> None:
+        """Unmap the pages of the file this bulk write touched (see .mapping)."""
+        try:
+            self._shared.drop_pages()
+        except lmdb.Error as exc:
+            raise self._fail(exc) from None
 
     def _put_batch(self, txn: Any, batch: list[Record], plain: bool, given_max: int | None,
                    newer: bool = False) -> list[Record]:
