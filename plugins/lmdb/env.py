@@ -128,7 +128,7 @@ class SharedEnv:
         with self.write_lock, self.map.exclusive(wait=False) as free:
             if free:
                 self.env.set_mapsize(self.env.info()["map_size"])
-                self.map.written = 0
+                self.map.moved = 0
                 self.map.replaced += 1
             return free
 

@@ -289,17 +289,20 @@ class LMDBStore(LMDBBase):
         return bool(found)
 
     def _page(self, txn: Any, start: bytes, exclusive: bool, end: bytes | None, limit: int,
-              keys_only: bool) -> list[Record]:
+              keys_only: bool) -> tuple[list[Record], int]:
+        """Up to ``limit`` live records from ``start``, and the bytes of the values read."""
         cursor = txn.cursor()
         records: list[Record] = []
         if not self._position(cursor, start, exclusive):
-            return records
+            return records, 0
         append = records.append
         now = now_ms()
+        read = 0
         for kview, vview in cursor.iternext():
             key = bytes(kview)
             if end is not None and key >= end:
                 break
+            read += len(vview)
             try:
                 expires, version = unpack_header(vview)
             except StructError:
@@ -310,13 +313,19 @@ class LMDBStore(LMDBBase):
             append(record_of(key, b"" if keys_only else vview[HEADER_SIZE:].tobytes(), expires or None, version))
             if len(records) >= limit:
                 break
-        return records
+        return records, read
 
     def scan_range(self, span: ScanRange, keys_only: bool) -> Iterator[Page]:
         # One read transaction per page: a paused scan pins no snapshot (LMDB could not reuse
         # pages while it is open) and may resume on another thread.
-        return span.pages(lambda lower, inclusive: self._read(
-            lambda txn: self._page(txn, lower, not inclusive, span.end, span.page, keys_only), buffers=True))
+        def fetch(lower: bytes, inclusive: bool) -> list[Record]:
+            records, read = self._read(
+                lambda txn: self._page(txn, lower, not inclusive, span.end, span.page, keys_only), buffers=True)
+            if records and self._shared.map.due(read + sum(map(len, map(_keys, records)))):
+                self._drop_pages()  # between two pages no transaction of this scan is open
+            return records
+
+        return span.pages(fetch)
 
     def count(self, prefix: bytes = b"") -> int:
         end = prefix_end(prefix)

@@ -235,3 +235,30 @@ def test_a_migrate_killed_while_dropping_pages_resumes_to_an_equal_store(tmp_pat
     summary = json.loads(done.stdout)
     assert summary["resumed"] and summary["copied"] == n, summary
     assert diff_urls(src, dst, ignore_expiry=False).equal
+
+
+@pytest.mark.parametrize("keys_only", [False, True], ids=["records", "keys"])
+def test_a_read_only_scan_crossing_the_threshold_drops_pages_and_changes_nothing(
+        keys_only: bool, small_threshold: int, tmp_path: Path) -> None:
+    store = open_lmdb(tmp_path / "x")
+    try:
+        expected: dict[bytes, Record] = {}
+        for batch in batches(0, 4000):
+            store.set_many(batch)
+            expected.update((r.key, r) for r in batch)
+        expected = everything(store)
+    finally:
+        store.close()
+    data = (tmp_path / "x" / "data.mdb").read_bytes()
+    reader = open_lmdb(tmp_path / "x", "?readonly=true")
+    try:
+        pages = reader.scan(batch_size=100, keys_only=keys_only)
+        got = [r for page in pages for r in page.records]
+        assert reader._shared.map.replaced >= 8  # 4000 values of 200 bytes: 800 KB read
+        want = [Record(r.key, b"" if keys_only else r.value, r.expires_at_ms, r.version) for r in expected.values()]
+        assert [(r.key, r.value, r.expires_at_ms, r.version) for r in got] == \
+            [(r.key, r.value, r.expires_at_ms, r.version) for r in want]
+        assert reader.get(b"key:0000010") == expected[b"key:0000010"]
+    finally:
+        reader.close()
+    assert (tmp_path / "x" / "data.mdb").read_bytes() == data  # a read never writes
