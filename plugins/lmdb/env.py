@@ -203,7 +203,7 @@ def _reopen_writable(shared: SharedEnv, opts: Options, where: str) -> None:
     """Replace a handle opened for reading commands with a writable one (one handle per
     environment per process), and rebind the stores already using it."""
     preflight(opts, where)
-    with shared.write_lock:
+    with shared.write_lock, shared.map.exclusive(wait=True):  # no read of another thread in the old handle
         shared.env.close()
         try:
             shared.env, shared.readonly = _open_env(opts, where), False

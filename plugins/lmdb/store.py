@@ -193,7 +193,7 @@ class LMDBStore(LMDBBase):
         return written
 
     def _drop_pages(self) -> None:
-        """Unmap the pages of the file this bulk write touched (see .mapping)."""
+        """Unmap the pages of the file that writes and scans touched (see .mapping)."""
         try:
             self._shared.drop_pages()
         except lmdb.Error as exc:
