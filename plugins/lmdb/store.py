@@ -69,13 +69,19 @@ class LMDBStore(LMDBBase):
 
     # -- reads -------------------------------------------------------------------------------
     def get(self, key: bytes) -> Record | None:
+        # The read is registered with the map's guard (see .mapping) by hand: MapGuard.enter
+        # and leave, inlined, as this runs once per key.
         guard = self._shared.map
+        reading = guard.reading
         try:
-            guard.enter()  # left before the fallback below, which registers its own read
+            reading.append(None)
             try:
+                if guard.replacing:
+                    reading.pop()
+                    guard.enter()  # waits for the new map
                 raw = self._env.begin(db=self._db).get(key)  # the transaction ends with its last reference
             finally:
-                guard.leave()
+                reading.pop()  # before the fallback below, which registers its own read
         except lmdb.Error:
             raw = self._read(lambda txn: txn.get(key)) if 0 < len(key) <= MAX_KEY else None
         return None if raw is None else self._decoded(key, raw)
