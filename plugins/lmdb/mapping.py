@@ -5,10 +5,11 @@ it (the right edge of the B-tree it appends to, each leaf while it is the last o
 reads every page it passes, and every page read stays mapped into the process: clean,
 reclaimable by the kernel, but counted in the process's resident set, which so grows with the
 file (about a fifth of it on an ordered load, all of it on a full scan).  So after every
-:data:`REMAP_EVERY` bytes put by bulk writes (``set_many``) or read by scans, the map is
-replaced by an identical one: py-lmdb's ``set_mapsize`` with the current size makes LMDB unmap
-the file and map it again.  Nothing is written; what the next transactions need faults back
-in, from the kernel's page cache while the file is there.
+:data:`REMAP_EVERY` bytes written by bulk writes (``set_many``; counted as what the file grew
+by) or of values read by scans, the map is replaced by an identical one: py-lmdb's
+``set_mapsize`` with the current size makes LMDB unmap the file and map it again.  Nothing is
+written; what the next transactions need faults back in, from the kernel's page cache while
+the file is there.
 
 Replacing the map invalidates every transaction, cursor and iterator open on the environment,
 in every thread of the process (py-lmdb marks them invalid; a buffer into the old map would
@@ -42,7 +43,7 @@ _POLL_S = 0.0005  # how often a map growth looks whether the reads in progress h
 class MapGuard:
     """Who is reading an environment's map, and the lock that replaces it."""
 
-    __slots__ = ("lock", "moved", "reading", "replaced", "replacing")
+    __slots__ = ("last_pgno", "lock", "moved", "reading", "replaced", "replacing")
 
     def __init__(self) -> None:
         # One item per read transaction in progress: list.append and list.pop are atomic, so
@@ -52,6 +53,7 @@ class MapGuard:
         self.lock = threading.Lock()
         self.moved = 0  # bytes put by bulk writes or read by scans since the map was last replaced
         self.replaced = 0  # drops made (for tests and stats)
+        self.last_pgno = 0  # the file's last page when a bulk write last looked
 
     def enter(self) -> None:
         """Register a read transaction about to begin; wait while the map is being replaced.
@@ -84,6 +86,11 @@ class MapGuard:
                 yield not self.reading
             finally:
                 self.replacing = False
+
+    def grown(self, last_pgno: int) -> int:
+        """The pages the file grew by since the last call, given its last page now."""
+        grown, self.last_pgno = last_pgno - self.last_pgno, last_pgno
+        return max(grown, 0)
 
     def due(self, moved: int) -> bool:
         """Count ``moved`` bytes of a bulk write or a scan; whether the map's pages should be

@@ -194,9 +194,16 @@ class LMDBStore(LMDBBase):
         except LimitError:
             self._check_keys(batch)  # the transaction was aborted: say which key
             raise
-        if written and self._shared.map.due(sum(map(len, map(_keys, written))) + sum(map(len, map(_values, written)))):
+        if written and self._shared.map.due(self._moved(written)):
             self._drop_pages()
         return written
+
+    def _moved(self, written: list[Record]) -> int:
+        """About the bytes of the file a bulk write read through the map: what the file grew by
+        (one call, not a pass over the records), or, when it did not grow (records rewritten in
+        place, freed pages reused), the bytes of the values written."""
+        grown = self._shared.map.grown(self._env.info()["last_pgno"]) * self._psize
+        return grown if grown > 0 else sum(map(len, map(_values, written)))
 
     def _drop_pages(self) -> None:
         """Unmap the pages of the file that writes and scans touched (see .mapping)."""
@@ -327,7 +334,7 @@ class LMDBStore(LMDBBase):
         def fetch(lower: bytes, inclusive: bool) -> list[Record]:
             records, read = self._read(
                 lambda txn: self._page(txn, lower, not inclusive, span.end, span.page, keys_only), buffers=True)
-            if records and self._shared.map.due(read + sum(map(len, map(_keys, records)))):
+            if records and self._shared.map.due(read):
                 self._drop_pages()  # between two pages no transaction of this scan is open
             return records
 
