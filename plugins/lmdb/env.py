@@ -44,6 +44,7 @@ from kvctl.url import StoreURL
 
 from .datafile import check_not_truncated
 from .errors import READONLY_HINT, translate
+from .mapping import MapGuard
 
 FORMAT_VERSION = 1
 META_DB = b"kvctl.meta"
@@ -103,15 +104,33 @@ class SharedEnv:
     # The stores using this handle: after it is reopened writable each one's ``rebind()`` takes
     # the new environment and databases.
     stores: weakref.WeakSet[Any] = field(default_factory=weakref.WeakSet)
+    # The read transactions in progress, which a new map would invalidate (see .mapping).
+    map: MapGuard = field(default_factory=MapGuard)
 
     def grow(self) -> None:
         """Double the map; the caller holds ``write_lock`` and no transaction of its own."""
-        size = self.env.info()["map_size"]
-        self.env.set_mapsize(size * 2)
+        with self.map.exclusive(wait=True):
+            size = self.env.info()["map_size"]
+            self.env.set_mapsize(size * 2)
 
     def adopt_size(self) -> None:
-        """Another process grew the map: take its size (LMDB's MDB_MAP_RESIZED remedy)."""
-        self.env.set_mapsize(0)
+        """Another process grew the map: take its size (LMDB's MDB_MAP_RESIZED remedy); the
+        caller holds ``write_lock`` and no transaction of its own."""
+        with self.map.exclusive(wait=True):
+            self.env.set_mapsize(0)
+
+    def drop_pages(self) -> bool:
+        """Replace the map by one of the same size, unless a read is in progress; whether it was.
+
+        Drops the pages of ``data.mdb`` the process has mapped (see .mapping); the caller holds
+        no transaction of its own.
+        """
+        with self.write_lock, self.map.exclusive(wait=False) as free:
+            if free:
+                self.env.set_mapsize(self.env.info()["map_size"])
+                self.map.moved = 0
+                self.map.replaced += 1
+            return free
 
 
 _OPEN: dict[str, SharedEnv] = {}
@@ -184,7 +203,7 @@ def _reopen_writable(shared: SharedEnv, opts: Options, where: str) -> None:
     """Replace a handle opened for reading commands with a writable one (one handle per
     environment per process), and rebind the stores already using it."""
     preflight(opts, where)
-    with shared.write_lock:
+    with shared.write_lock, shared.map.exclusive(wait=True):  # no read of another thread in the old handle
         shared.env.close()
         try:
             shared.env, shared.readonly = _open_env(opts, where), False

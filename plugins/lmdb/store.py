@@ -69,8 +69,19 @@ class LMDBStore(LMDBBase):
 
     # -- reads -------------------------------------------------------------------------------
     def get(self, key: bytes) -> Record | None:
+        # The read is registered with the map's guard (see .mapping) by hand: MapGuard.enter
+        # and leave, inlined, as this runs once per key.
+        guard = self._shared.map
+        reading = guard.reading
         try:
-            raw = self._env.begin(db=self._db).get(key)  # the transaction ends with its last reference
+            reading.append(None)
+            try:
+                if guard.replacing:
+                    reading.pop()
+                    guard.enter()  # waits for the new map
+                raw = self._env.begin(db=self._db).get(key)  # the transaction ends with its last reference
+            finally:
+                reading.pop()  # before the fallback below, which registers its own read
         except lmdb.Error:
             raw = self._read(lambda txn: txn.get(key)) if 0 < len(key) <= MAX_KEY else None
         return None if raw is None else self._decoded(key, raw)
@@ -179,10 +190,27 @@ class LMDBStore(LMDBBase):
                     raise LimitError(f"{self._where}: a record version is outside 0..2**63-1")
         self._countdown -= n
         try:
-            return self._write(self._put_batch, batch, plain, given_max, newer)
+            written = self._write(self._put_batch, batch, plain, given_max, newer)
         except LimitError:
             self._check_keys(batch)  # the transaction was aborted: say which key
             raise
+        if written and self._shared.map.due(self._moved(written)):
+            self._drop_pages()
+        return written
+
+    def _moved(self, written: list[Record]) -> int:
+        """About the bytes of the file a bulk write read through the map: what the file grew by
+        (one call, not a pass over the records), or, when it did not grow (records rewritten in
+        place, freed pages reused), the bytes of the values written."""
+        grown = self._shared.map.grown(self._env.info()["last_pgno"]) * self._psize
+        return grown if grown > 0 else sum(map(len, map(_values, written)))
+
+    def _drop_pages(self) -> None:
+        """Unmap the pages of the file that writes and scans touched (see .mapping)."""
+        try:
+            self._shared.drop_pages()
+        except lmdb.Error as exc:
+            raise self._fail(exc) from None
 
     def _put_batch(self, txn: Any, batch: list[Record], plain: bool, given_max: int | None,
                    newer: bool = False) -> list[Record]:
@@ -274,17 +302,20 @@ class LMDBStore(LMDBBase):
         return bool(found)
 
     def _page(self, txn: Any, start: bytes, exclusive: bool, end: bytes | None, limit: int,
-              keys_only: bool) -> list[Record]:
+              keys_only: bool) -> tuple[list[Record], int]:
+        """Up to ``limit`` live records from ``start``, and the bytes of the values read."""
         cursor = txn.cursor()
         records: list[Record] = []
         if not self._position(cursor, start, exclusive):
-            return records
+            return records, 0
         append = records.append
         now = now_ms()
+        read = 0
         for kview, vview in cursor.iternext():
             key = bytes(kview)
             if end is not None and key >= end:
                 break
+            read += len(vview)
             try:
                 expires, version = unpack_header(vview)
             except StructError:
@@ -295,13 +326,19 @@ class LMDBStore(LMDBBase):
             append(record_of(key, b"" if keys_only else vview[HEADER_SIZE:].tobytes(), expires or None, version))
             if len(records) >= limit:
                 break
-        return records
+        return records, read
 
     def scan_range(self, span: ScanRange, keys_only: bool) -> Iterator[Page]:
         # One read transaction per page: a paused scan pins no snapshot (LMDB could not reuse
         # pages while it is open) and may resume on another thread.
-        return span.pages(lambda lower, inclusive: self._read(
-            lambda txn: self._page(txn, lower, not inclusive, span.end, span.page, keys_only), buffers=True))
+        def fetch(lower: bytes, inclusive: bool) -> list[Record]:
+            records, read = self._read(
+                lambda txn: self._page(txn, lower, not inclusive, span.end, span.page, keys_only), buffers=True)
+            if records and self._shared.map.due(read):
+                self._drop_pages()  # between two pages no transaction of this scan is open
+            return records
+
+        return span.pages(fetch)
 
     def count(self, prefix: bytes = b"") -> int:
         end = prefix_end(prefix)

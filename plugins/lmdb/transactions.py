@@ -66,6 +66,7 @@ class LMDBBase(StoreBase):
     def rebind(self) -> None:
         """Take the shared handle's environment and databases (again, after it was reopened)."""
         self._env = self._shared.env
+        self._psize = self._env.stat()["psize"]
         self._db = self._shared.dbs[self._opts.db]
         self._meta = self._shared.dbs[META_DB]
 
@@ -79,15 +80,28 @@ class LMDBBase(StoreBase):
         )
 
     def _read(self, work: Callable[[Any], T], buffers: bool = False) -> T:
-        """Run ``work`` in a read transaction; adopt a map another process grew, then retry."""
+        """Run ``work`` in a read transaction; adopt a map another process grew, then retry.
+
+        The transaction is registered with the map's guard while it runs (see .mapping);
+        ``work`` must not read through another call of this store.
+        """
+        guard = self._shared.map
         for _ in range(2):
+            guard.enter()
             try:
                 with self._env.begin(db=self._db, buffers=buffers) as txn:
                     return work(txn)
             except lmdb.MapResizedError:
-                self._shared.adopt_size()
+                pass
             except lmdb.Error as exc:
                 raise self._fail(exc) from None
+            finally:
+                guard.leave()
+            with self._shared.write_lock:  # a new map needs no write transaction in progress
+                try:
+                    self._shared.adopt_size()
+                except lmdb.Error as exc:
+                    raise self._fail(exc) from None
         raise StoreIOError(f"{self._where}: the LMDB map keeps changing size under this reader")
 
     def _write(self, work: Callable[..., T], *args: Any) -> T:
