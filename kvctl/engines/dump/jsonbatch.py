@@ -138,9 +138,10 @@ def plain_records(lines: list[bytes]) -> list[Record] | None:
     if values is None:
         return None
     expiries, with_expiry = _optional(objs, "expires_at_ms")
-    versions, with_version = _optional(objs, "version")
     sizes = list(map(len, objs))
-    if sum(sizes) != 2 * len(objs) + with_expiry + with_version:  # some object has another field
+    more = sum(sizes) - 2 * len(objs) - with_expiry  # the versions, and any other field
+    versions, with_version = _optional(objs, "version") if more else ([None] * len(objs), 0)
+    if more != with_version:  # some object has another field
         return None
     if not _in_range(expiries, MAX_EXPIRY_MS) or not _in_range(versions, MAX_VERSION):
         return None
