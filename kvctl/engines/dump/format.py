@@ -34,6 +34,7 @@ from kvctl.codec import from_json_bytes, json_bytes
 from kvctl.errors import CorruptError, StoreIOError, UsageError
 from kvctl.store import MAX_EXPIRY_MS, MAX_VERSION, Record
 
+from .._gc import collector_held
 from .jsonbatch import plain_records
 
 Format = Literal["jsonl", "csv"]
@@ -228,7 +229,8 @@ def _json_records(inp: BinaryIO, where: list[int]) -> Iterator[tuple[Sequence[in
         start = where[0] + 1
         if start == 1 and lines[0].startswith(BOM):
             lines[0] = lines[0][len(BOM):]
-        records = plain_records(lines)
+        with collector_held():
+            records = plain_records(lines)
         if records is not None:
             where[0] += len(lines)
             yield range(start, where[0] + 1), records

@@ -140,7 +140,10 @@ def plain_records(lines: list[bytes]) -> list[Record] | None:
     expiries, with_expiry = _optional(objs, "expires_at_ms")
     sizes = list(map(len, objs))
     more = sum(sizes) - 2 * len(objs) - with_expiry  # the versions, and any other field
-    versions, with_version = _optional(objs, "version") if more else ([None] * len(objs), 0)
+    versions: list[Any] = [None] * len(objs)
+    with_version = 0
+    if more:
+        versions, with_version = _optional(objs, "version")
     if more != with_version:  # some object has another field
         return None
     if not _in_range(expiries, MAX_EXPIRY_MS) or not _in_range(versions, MAX_VERSION):
