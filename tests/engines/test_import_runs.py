@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from kvctl.engines.dump import format as format_module
 from kvctl.engines.dump import import_from, jsonbatch, numbered_records
 from kvctl.engines.dump.format import _from_json
 from kvctl.engines.dump.jsonbatch import plain_records
@@ -225,3 +226,17 @@ def test_a_compact_run_with_a_field_given_twice_in_one_line_goes_line_by_line() 
     assert plain_records(lines) is None
     with pytest.raises(ValueError, match="is given twice"):
         line_by_line(lines)
+
+
+@pytest.mark.parametrize("run_bytes", [1, 7, 64, 1 << 20])
+@pytest.mark.parametrize("tail", [b"", b"\n", b"\r\n"])
+def test_runs_are_cut_at_line_ends_wherever_a_read_stops(monkeypatch: pytest.MonkeyPatch, run_bytes: int,
+                                                          tail: bytes) -> None:
+    monkeypatch.setattr(format_module, "RUN_BYTES", run_bytes)
+    data = b"".join(PLAIN[:50]) + b"\n\n" + b'{"key":"long","value":"%s"}' % (b"x" * 300) + tail
+    inp = io.BytesIO(data)
+    runs = []
+    while lines := format_module._run_of_lines(inp):
+        runs.append(lines)
+    assert [line for run in runs for line in run] == io.BytesIO(data).readlines()
+    assert all(line.endswith(b"\n") for run in runs for line in run[:-1])

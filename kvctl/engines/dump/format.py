@@ -219,11 +219,22 @@ def _csv_records(inp: BinaryIO, name: str, where: list[int]) -> Iterator[tuple[i
         yield where[0], _record(obj)
 
 
+def _run_of_lines(inp: BinaryIO) -> list[bytes]:
+    """The next lines of about RUN_BYTES, as ``readlines`` splits them.  Read in one call: a
+    buffered ``readlines`` reads a few KiB at a time, each read letting another thread take the
+    interpreter (a store's writer) and making this one wait to get it back."""
+    data = inp.read(RUN_BYTES)
+    lines = io.BytesIO(data).readlines()
+    if lines and not data.endswith(b"\n"):
+        lines[-1] += inp.readline()  # the rest of a line cut by the read
+    return lines
+
+
 def _json_records(inp: BinaryIO, where: list[int]) -> Iterator[tuple[Sequence[int], list[Record]]]:
     """Runs of (line numbers, records): a run of plain records parsed as a whole
     (:mod:`.jsonbatch`), any other run line by line, which words every error exactly."""
     while True:
-        lines = inp.readlines(RUN_BYTES)
+        lines = _run_of_lines(inp)
         if not lines:
             return
         start = where[0] + 1
