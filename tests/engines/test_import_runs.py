@@ -8,11 +8,13 @@ import io
 import json
 from typing import Any
 
+import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kvctl.engines.dump import import_from, numbered_records
+from kvctl.engines.dump import format as format_module
+from kvctl.engines.dump import import_from, jsonbatch, numbered_records
 from kvctl.engines.dump.format import _from_json
 from kvctl.engines.dump.jsonbatch import plain_records
 from kvctl.errors import CorruptError, UsageError
@@ -180,3 +182,61 @@ def test_a_run_of_base64_values_is_parsed_as_a_whole() -> None:
     fast = plain_records(lines)
     assert fast is not None and fast == line_by_line(lines)
     assert fast[0].value == b"\x00\xff" and fast[7].key == b"\xde\xad\xbe\xef" and fast[7].value == b"text"
+
+
+def compact(obj: dict[str, Any]) -> bytes:
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.fixed_dictionaries(
+    {"key": st.text(st.characters(blacklist_categories=["Cs", "Cc"]).filter(lambda c: c not in '"\\'))},
+    optional={"value": st.text(max_size=8).filter(lambda t: '"' not in t and "\\" not in t and t.isprintable()),
+              "value_b64": B64.filter(lambda b: " " not in b and "é" not in b),
+              "expires_at_ms": st.none() | st.integers(0, 10**13), "version": st.none() | st.integers(0, 2**63)}),
+    min_size=1, max_size=8), st.booleans())
+def test_lines_written_compactly_are_known_as_such(objs: list[dict[str, Any]], last_newline: bool) -> None:
+    lines = list(map(compact, objs))
+    if not last_newline:
+        lines[-1] = lines[-1].rstrip(b"\n")
+    parsed = [orjson.loads(line) for line in lines]
+    sizes = [len(o) for o in parsed]
+    keys, values = jsonbatch._bytes_of(parsed, "key"), jsonbatch._bytes_of(parsed, "value")
+    if values is None or any(("value" in o) == ("value_b64" in o) for o in objs):
+        assert plain_records(lines) is None  # neither or both value fields: not a plain run
+        return
+    assert keys is not None
+    members = keys[1] + values[1]
+    for name in ("expires_at_ms", "version"):
+        members += jsonbatch._optional_size(*jsonbatch._optional(parsed, name), name)
+    assert jsonbatch._compact(lines, sizes, members)
+    # a space, an escape or a field given twice makes a line longer than written compactly
+    for longer in (lines[0].replace(b":", b": ", 1), lines[0].replace(b'"key"', b'"\\u006bey"'),
+                   lines[0].replace(b"{", b'{"key":"",', 1)):
+        assert not jsonbatch._compact([longer, *lines[1:]], sizes, members)
+    fast = plain_records(lines)
+    assert fast is None or fast == line_by_line(lines)
+
+
+def test_a_compact_run_with_a_field_given_twice_in_one_line_goes_line_by_line() -> None:
+    lines = [compact({"key": f"k{i}", "value": "ü" * i, "expires_at_ms": i or None}) for i in range(3000)]
+    assert plain_records(lines) == line_by_line(lines)
+    # the line with a key twice is longer than its object written compactly; the others are not
+    lines[1234] = b'{"key":"k","key":"k","value":"v"}\n'
+    assert plain_records(lines) is None
+    with pytest.raises(ValueError, match="is given twice"):
+        line_by_line(lines)
+
+
+@pytest.mark.parametrize("run_bytes", [1, 7, 64, 1 << 20])
+@pytest.mark.parametrize("tail", [b"", b"\n", b"\r\n"])
+def test_runs_are_cut_at_line_ends_wherever_a_read_stops(monkeypatch: pytest.MonkeyPatch, run_bytes: int,
+                                                          tail: bytes) -> None:
+    monkeypatch.setattr(format_module, "RUN_BYTES", run_bytes)
+    data = b"".join(PLAIN[:50]) + b"\n\n" + b'{"key":"long","value":"%s"}' % (b"x" * 300) + tail
+    inp = io.BytesIO(data)
+    runs = []
+    while lines := format_module._run_of_lines(inp):
+        runs.append(lines)
+    assert [line for run in runs for line in run] == io.BytesIO(data).readlines()
+    assert all(line.endswith(b"\n") for run in runs for line in run[:-1])

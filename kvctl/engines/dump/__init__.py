@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -178,6 +178,17 @@ async def export_to(store: AsyncStore, out: BinaryIO, fmt: Format, *, key_filter
     return summary
 
 
+def _line_of(runs: list[Sequence[int]], n: int) -> tuple[int, list[Sequence[int]]]:
+    """The line of the ``n``-th record of ``runs`` (line numbers, run by run), and the runs of
+    the records after it.  A run of plain lines is a range: sliced, never listed."""
+    for i, run in enumerate(runs):
+        if n <= len(run):
+            rest = run[n:]
+            return run[n - 1], [rest, *runs[i + 1:]] if rest else runs[i + 1:]
+        n -= len(run)
+    raise IndexError("fewer records pending than asked for")
+
+
 async def import_from(store: AsyncStore, inp: BinaryIO, fmt: Format, name: str, *,
                       policy: Policy = "overwrite", batch_size: int = 5000, drop_ttl: bool = False,
                       key_filter: KeyFilter | None = None, dry_run: bool = False, from_line: int = 1,
@@ -201,7 +212,7 @@ async def import_from(store: AsyncStore, inp: BinaryIO, fmt: Format, name: str, 
     async def pages() -> AsyncIterator[Page]:
         filtering = bool(kf.prefix) or kf.glob is not None
         pending: list[Record] = []
-        lines: list[int] = []  # the line of each pending record
+        lines: list[Sequence[int]] = []  # the lines of the pending records, run by run
         last = 0  # the last line read
         for numbers, records in numbered_runs(inp, fmt, name):
             last = numbers[-1] if numbers else last
@@ -211,11 +222,14 @@ async def import_from(store: AsyncStore, inp: BinaryIO, fmt: Format, name: str, 
             if filtering:
                 kept = [(n, r) for n, r in zip(numbers, records, strict=True) if kf.matches(r.key)]
                 numbers, records = [n for n, _ in kept], [r for _, r in kept]
+            if not records:
+                continue
             pending += records
-            lines += numbers
+            lines.append(numbers)
             while len(pending) >= batch_size:
-                yield Page(pending[:batch_size], str(lines[batch_size - 1]))
-                del pending[:batch_size], lines[:batch_size]
+                line, lines = _line_of(lines, batch_size)
+                yield Page(pending[:batch_size], str(line))
+                del pending[:batch_size]
         if pending:
             yield Page(pending, str(last))
 

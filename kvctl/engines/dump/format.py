@@ -34,6 +34,7 @@ from kvctl.codec import from_json_bytes, json_bytes
 from kvctl.errors import CorruptError, StoreIOError, UsageError
 from kvctl.store import MAX_EXPIRY_MS, MAX_VERSION, Record
 
+from .._gc import collector_held
 from .jsonbatch import plain_records
 
 Format = Literal["jsonl", "csv"]
@@ -218,17 +219,29 @@ def _csv_records(inp: BinaryIO, name: str, where: list[int]) -> Iterator[tuple[i
         yield where[0], _record(obj)
 
 
+def _run_of_lines(inp: BinaryIO) -> list[bytes]:
+    """The next lines of about RUN_BYTES, as ``readlines`` splits them.  Read in one call: a
+    buffered ``readlines`` reads a few KiB at a time, each read letting another thread take the
+    interpreter (a store's writer) and making this one wait to get it back."""
+    data = inp.read(RUN_BYTES)
+    lines = io.BytesIO(data).readlines()
+    if lines and not data.endswith(b"\n"):
+        lines[-1] += inp.readline()  # the rest of a line cut by the read
+    return lines
+
+
 def _json_records(inp: BinaryIO, where: list[int]) -> Iterator[tuple[Sequence[int], list[Record]]]:
     """Runs of (line numbers, records): a run of plain records parsed as a whole
     (:mod:`.jsonbatch`), any other run line by line, which words every error exactly."""
     while True:
-        lines = inp.readlines(RUN_BYTES)
+        lines = _run_of_lines(inp)
         if not lines:
             return
         start = where[0] + 1
         if start == 1 and lines[0].startswith(BOM):
             lines[0] = lines[0][len(BOM):]
-        records = plain_records(lines)
+        with collector_held():
+            records = plain_records(lines)
         if records is not None:
             where[0] += len(lines)
             yield range(start, where[0] + 1), records

@@ -2,9 +2,9 @@
 
 Version 2 blocks are columns: every record's type, flags, key and value lengths, expiry and
 version, then all keys, then all values.  Encoding and decoding them are a few C-level passes
-per block (``array``, ``bytes.join``, ``map``/``zip`` over slices), with a Python step only for
-the rare typed records and tombstones.  Version 1 blocks (a record after another, each with its
-own checksum) are still read.
+per block (``array``, ``bytes.join``, one ``struct`` unpacking the keys and values, ``map``/``zip``),
+with a Python step only for the rare typed records and tombstones.  Version 1 blocks (a record
+after another, each with its own checksum) are still read.
 
 Both decoders raise ``ValueError`` naming the record at fault; the reader turns it into a
 :class:`~.format.SnapshotCorrupt` with the block's file offset.
@@ -17,11 +17,10 @@ import sys
 import zlib
 from array import array
 from collections.abc import Iterable, Sequence
-from itertools import accumulate, islice, repeat
+from itertools import accumulate, repeat
 from operator import itemgetter, or_
 from typing import Any
 
-from kvctl.plugin_kit.records import new_record
 from kvctl.store import TOMBSTONE as TOMBSTONE_KIND
 from kvctl.store import Record
 
@@ -33,6 +32,7 @@ REC_V1 = struct.Struct("<IBBIqQ")  # body length, type, flags, key length, expir
 COLUMNS = 1 + 1 + 4 + 4 + 8 + 8  # v2 bytes per record before the keys: type, flags, lengths, expiry, version
 _SWAP = sys.byteorder == "big"  # the columns are little-endian
 _KEY, _VALUE = itemgetter(0), itemgetter(1)
+_new = tuple.__new__
 assert array("I").itemsize == 4 and array("q").itemsize == 8
 
 
@@ -121,9 +121,18 @@ def _optional(col: array[Any], flags: bytes, bit: int) -> Iterable[int | None]:
     return [v if f & bit else None for v, f in zip(col, flags, strict=True)]
 
 
-def _slices(raw: bytes, start: int, lengths: array[Any]) -> list[bytes]:
-    ends = list(accumulate(lengths, initial=start))
-    return list(map(raw.__getitem__, map(slice, ends, islice(ends, 1, None))))
+def _format(lengths: array[Any]) -> str:
+    """The struct format of byte strings of ``lengths``, one after another."""
+    n = len(lengths)
+    if n and lengths.count(lengths[0]) == n:  # keys of one length, values of one size
+        return f"{lengths[0]}s" * n
+    return ("%ds" * n) % tuple(lengths)
+
+
+def _pieces(raw: bytes, start: int, klens: array[Any], vlens: array[Any]) -> tuple[bytes, ...]:
+    """The keys, then the values, cut from ``raw`` at ``start`` in one C-level pass (the caller
+    has checked that the lengths add up to the bytes there)."""
+    return struct.Struct("<" + _format(klens) + _format(vlens)).unpack_from(raw, start)
 
 
 def decode_v2(raw: bytes, count: int, check: bool) -> tuple[list[Record], int]:
@@ -146,8 +155,9 @@ def decode_v2(raw: bytes, count: int, check: bool) -> tuple[list[Record], int]:
     if values_at + sum(vlens) != len(raw):
         raise ValueError(f"the key and value lengths add up to {values_at + sum(vlens)} bytes, the block "
                          f"holds {len(raw)}")
-    records = list(map(new_record, zip(_slices(raw, keys_at, klens), _slices(raw, values_at, vlens), exps, versions,
-                                    repeat(None, n), strict=True)))
+    pieces = _pieces(raw, keys_at, klens, vlens)
+    records = list(map(_new, repeat(Record), zip(pieces[:n], pieces[n:], exps, versions, repeat(None, n),
+                                                  strict=True)))
     if types.count(PUT) == n:
         return records, 0
     return records, _fix_special(records, types, flags)

@@ -28,6 +28,7 @@ from typing import Any, BinaryIO
 from kvctl.errors import CorruptError, UnsupportedError
 from kvctl.store import Record
 
+from .._gc import collector_held
 from .blocks import U32, decode_v1, decode_v2, encode_v2, record_sizes
 
 MAGIC = b"\x89KVS\r\n\x1a\n"
@@ -384,10 +385,11 @@ class SnapshotReader:
         if raw is None:
             raw = self.decompress(block)
         try:
-            if self.header.version == 1:
-                records, tombstones = decode_v1(raw, check)
-            else:
-                records, tombstones = decode_v2(raw, block.count, check)
+            with collector_held():
+                if self.header.version == 1:
+                    records, tombstones = decode_v1(raw, check)
+                else:
+                    records, tombstones = decode_v2(raw, block.count, check)
         except ValueError as exc:
             raise SnapshotCorrupt(self.name, block.offset, f"block {block.index}, {exc}") from None
         if len(records) != block.count:

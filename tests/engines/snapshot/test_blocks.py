@@ -44,9 +44,18 @@ def uniform(n: int, exp: int | None, ver: int | None) -> list[Record]:
     return [Record(b"k%05d" % i, b"v" * (i % 7), exp, ver) for i in range(n)]
 
 
+def sized(n: int, key: int | None, value: int | None) -> list[Record]:
+    """Keys and values all of one length (an int) or of lengths that vary (None)."""
+    return [Record(b"%d" % i * 9 if key is None else (b"%020d" % i)[-key:] if key else b"",
+                   bytes([i % 256]) * (i % 5 if value is None else value)) for i in range(n)]
+
+
 @pytest.mark.parametrize("records", [every_kind(), uniform(50, None, None), uniform(50, LATER, None),
-                                     uniform(50, None, 123), uniform(50, LATER, 123)],
-                         ids=["every-kind", "bare", "expiry", "version", "both"])
+                                     uniform(50, None, 123), uniform(50, LATER, 123), sized(300, 12, 100),
+                                     sized(300, 12, None), sized(300, None, 100), sized(300, 0, 0), sized(1, 3, 0),
+                                     sized(7000, None, None)],
+                         ids=["every-kind", "bare", "expiry", "version", "both", "keys-and-values-of-one-size",
+                              "keys-of-one-size", "values-of-one-size", "all-empty", "one", "varied"])
 def test_v2_round_trip_is_exact(records: list[Record]) -> None:
     raw = encode_v2(records)
     decoded, tombstones = decode_v2(raw, len(records), check=True)
