@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Generator, Iterator
-from itertools import chain
+from itertools import chain, compress, repeat
 from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import AskError, ClusterDownError, TryAgainError
@@ -354,7 +354,7 @@ class SlotScan(scanning.NodeScan):
                 break
             self.seen[0] += len(keys)
             self.seen[1] += 1
-            groups.append([k for k in keys if k.startswith(full)] if full else keys)
+            groups.append(list(compress(keys, map(bytes.startswith, keys, repeat(full)))) if full else keys)
         return groups
 
     def _send_next(self, groups: list[list[bytes]], span: tuple[int, int]) -> None:
@@ -365,9 +365,8 @@ class SlotScan(scanning.NodeScan):
         self.fetching, self.fetch_span = keys, span
         self.fetch_mget, self.fetch_replies = bool(keys) and self.mget, 0
         if self.fetch_mget:
-            # a transaction may not span slots: one per slot
-            chunks = [scanning._MULTI + scanning._mget(group) + scanning._INFO_EXEC for group in groups if group]
-            self.fetch_replies = 4 * len(chunks)  # OK, QUEUED, QUEUED, the EXEC's array
+            chunks, transactions = _transactions(groups)
+            self.fetch_replies = 4 * transactions  # OK, QUEUED, QUEUED, the EXEC's array
         elif keys:
             chunks = bulk.reads(keys, b"PTTL" if self.store.relative_ttl else b"PEXPIRETIME").chunks
             self.fetch_replies = 2 * len(keys)
@@ -376,8 +375,7 @@ class SlotScan(scanning.NodeScan):
             count = max(1, min(WINDOW, int(self.batch_size / max(per_slot, 1.0))))
             self.asking = range(self.next, min(self.next + count, len(self.slots)))
             self.next = self.asking.stop
-            chunks.append(scripts.pack([c for i in self.asking for c in (
-                (b"CLUSTER", b"GETKEYSINSLOT", self.slots[i], MAX_SLOT_KEYS + 1), _probe(self.slots[i]))]))
+            chunks.append(b"".join(map(_ask, self.slots[self.asking.start:self.asking.stop])))
         self.conn.send_packed_command(chunks, check_health=False)
         self.in_flight = True
 
@@ -411,6 +409,38 @@ class SlotScan(scanning.NodeScan):
                 raise UnavailableError(f"a slot moved while {self.store.where} was read ({reply})",
                                        hint="the cluster changed: start the copy again to re-plan it")
         raise_first_error(replies)
+
+
+def _transactions(groups: list[list[bytes]]) -> tuple[list[bytes], int]:
+    """``MULTI, MGET <keys>, INFO keyspace, EXEC`` for each non-empty group (a transaction may not
+    span slots) in RESP, and how many; the keys' part built by C-level passes."""
+    keys = list(chain.from_iterable(groups))
+    lens = list(map(len, keys))
+    heads = {n: b"$%d\r\n" % n for n in set(lens)}
+    pieces: list[bytes] = [b""] * (3 * len(keys))
+    pieces[0::3] = map(heads.__getitem__, lens)
+    pieces[1::3] = keys
+    pieces[2::3] = repeat(b"\r\n", len(keys))
+    out: list[bytes] = []
+    at = 0
+    for group in filter(None, groups):
+        out.append(b"%s*%d\r\n$4\r\nMGET\r\n" % (scanning._MULTI, len(group) + 1))
+        out.extend(pieces[3 * at:3 * (at + len(group))])
+        out.append(scanning._INFO_EXEC)
+        at += len(group)
+    return [b"".join(out)], sum(map(bool, groups))
+
+
+def _ask(slot: int) -> bytes:
+    """``CLUSTER GETKEYSINSLOT slot MAX_SLOT_KEYS + 1`` and the probe of ``slot``, in RESP."""
+    cap = MAX_SLOT_KEYS + 1
+    packed = _asks.get((slot, cap))
+    if packed is None:
+        packed = _asks[slot, cap] = scripts.pack([(b"CLUSTER", b"GETKEYSINSLOT", slot, cap), _probe(slot)])
+    return packed
+
+
+_asks: dict[tuple[int, int], bytes] = {}
 
 
 def _cursor(slots: list[int], index: int) -> str | None:
