@@ -7,19 +7,21 @@ master at least one part and the rest by its share of the keys, each part a run 
 slots holding about the same number of keys (a slot weighs its keys plus one, so empty slots
 still spread evenly).  A key lives in one slot and a slot in one part: each key is read once.
 
-Reading a part: Redis has no cursor inside a slot, so a part is read slot by slot, a page made
-of whole slots: their key counts for a window of slots, then ``CLUSTER GETKEYSINSLOT`` of as
-many slots as fill a page, the values through the store's pipelined read.  Each round trip also
-sends, per slot, ``EXISTS`` of a key of that slot: a slot the master no longer serves answers
-MOVED (ASK while it migrates), and the read stops with UnavailableError instead of missing keys
-that went elsewhere.
+Reading slots (a part, or every master at once for a whole-cluster scan that reads values,
+``scan_all``): Redis has no cursor inside a slot, so slots are read one after another, a page
+made of whole slots.  Each round trip asks ``CLUSTER GETKEYSINSLOT`` of as many slots as make
+about a page and, per slot, ``EXISTS`` of a key of that slot: a slot the master no longer serves
+answers MOVED (ASK while it migrates), and the read stops with UnavailableError instead of
+missing keys that went elsewhere.  The same round trip reads the values of the slots asked
+before (SlotScan: one MGET per slot, the keys of one slot being allowed in one command).
 
 Memory: a slot's keys are held at once only up to ``MAX_SLOT_KEYS``.  A bigger slot (a hot hash
 tag) is read by a keys-only SCAN of its master that keeps the keys of that slot, a page at a
 time: one extra pass over the master per such slot.
 
-Cursors: ``slot:<n>`` resumes at slot n (a resumed part re-reads at most that slot), and
-``slot:<n>:<scan cursor>`` inside a slot read by SCAN.
+Cursors: ``slot:<n>`` resumes a part at slot n (a resumed part re-reads at most that slot), and
+``slot:<n>:<scan cursor>`` inside a slot read by SCAN; ``done:<a>-<b>,...`` resumes a
+whole-cluster scan after the slots it names.
 """
 
 from __future__ import annotations
@@ -405,6 +407,9 @@ class SlotScan(scanning.NodeScan):
     def _check(self, replies: list[Any]) -> None:
         """Raise the first error of ``replies``: a probe's MOVED or ASK as a slot that moved."""
         for reply in replies:
+            if isinstance(reply, ClusterDownError):
+                raise UnavailableError(f"{self.store.where} answered that the cluster is down ({reply})",
+                                       hint="try again once every slot is served")
             if isinstance(reply, _MOVED):
                 raise UnavailableError(f"a slot moved while {self.store.where} was read ({reply})",
                                        hint="the cluster changed: start the copy again to re-plan it")
