@@ -49,6 +49,7 @@ MAX_SLOT_KEYS = 100_000  # keys of one slot held at once (~10 MB of short keys);
 WINDOW = 256  # slots whose keys are counted in one round trip
 _MOVED = (AskError, TryAgainError, ClusterDownError)  # MOVED is an AskError
 _probes: list[bytes] = []
+_PROBE_STEM = b"kvctl-probe-"
 
 
 # -- planning ----------------------------------------------------------------------------------
@@ -441,7 +442,11 @@ def _ask(slot: int) -> bytes:
     cap = MAX_SLOT_KEYS + 1
     packed = _asks.get((slot, cap))
     if packed is None:
-        packed = _asks[slot, cap] = scripts.pack([(b"CLUSTER", b"GETKEYSINSLOT", slot, cap), _probe(slot)])
+        text, probe = b"%d" % slot, _probe(slot)[1]
+        packed = _asks[slot, cap] = b"".join((
+            b"*4\r\n$7\r\nCLUSTER\r\n$13\r\nGETKEYSINSLOT\r\n$%d\r\n%s\r\n$%d\r\n%d\r\n"
+            % (len(text), text, len(b"%d" % cap), cap),
+            b"*2\r\n$6\r\nEXISTS\r\n$%d\r\n%s\r\n" % (len(probe), probe)))
     return packed
 
 
@@ -455,15 +460,10 @@ def _cursor(slots: list[int], index: int) -> str | None:
 def _probe(slot: int) -> tuple[bytes, bytes]:
     """A read of a key of ``slot``: MOVED or ASK when the node does not (fully) serve it."""
     if not _probes:
-        # the first key of the sequence kvctl-probe-0, -1, ... in each slot, their slots computed
-        # a chunk at a time (about 160,000 keys cover the 16,384 slots)
-        table: dict[int, bytes] = {}
-        start = 0
-        while len(table) < SLOTS:
-            keys = [b"kvctl-probe-%d" % i for i in range(start, start + 32768)]
-            # reversed: where a slot repeats, the dict keeps its first key
-            first = dict(zip(reversed(key_slots(keys)), reversed(keys), strict=True))
-            table = {**first, **table}
-            start += len(keys)
+        # Two bytes after a fixed stem reach every CRC16 value (the CRC of a message's last 16
+        # bits is a bijection), so these 65,536 keys cover every slot; the first one per slot kept
+        # (reversed: where a slot repeats, the dict keeps its first key).
+        keys = [_PROBE_STEM + i.to_bytes(2, "big") for i in range(1 << 16)]
+        table = dict(zip(reversed(key_slots(keys)), reversed(keys), strict=True))
         _probes.extend(table[s] for s in range(SLOTS))
     return (b"EXISTS", _probes[slot])
