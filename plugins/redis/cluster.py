@@ -15,8 +15,9 @@ cluster pipeline, which follows MOVED and ASK itself (a write of a slice is idem
 gets its one record again).  A node that cannot be reached triggers one
 refresh (a replica may have been promoted) and then a one-line UnavailableError.
 
-A batch is atomic per node only (declared: atomic_batch False); SCAN runs on every master, and
-the scan cursor names the node and its SCAN cursor.
+A batch is atomic per node only (declared: atomic_batch False); a scan reads every master at
+once, slot by slot when it reads values (slots.py: its cursor names the slots already read), by
+SCAN when it reads keys only (its cursor names every master's SCAN cursor).
 """
 
 from __future__ import annotations
@@ -417,19 +418,24 @@ class RedisClusterStore(RedisStoreBase):
 
     def scan(self, prefix: bytes = b"", *, start_after: bytes | None = None, cursor: str | None = None,
              batch_size: int = 1000, keys_only: bool = False) -> Iterator[Page]:
-        """Every master read at once (scanning.all_nodes); a cursor of the one-master-after-another
-        scan of earlier versions is still followed that way."""
-        if start_after is not None or (cursor is not None and not cursor.startswith(scanning.MULTI_CURSOR)):
+        """Every master read at once: slot by slot when values are read (slots.scan_all: one
+        MGET per slot), by SCAN when only keys are (scanning.all_nodes: SCAN's pattern keeps other
+        keys on the server).  A cursor is followed the way it was made, those of earlier versions
+        too: every master's SCAN at once (``m:``), or one master after another (``c:``)."""
+        if (cursor is not None and cursor.startswith(scanning.MULTI_CURSOR)) or (keys_only and cursor is None
+                                                                                and start_after is None):
+            with translating(self.where):
+                targets = self._primaries()
+            names = [name for name, _ in targets]
+            positions: dict[str, int | None] = dict.fromkeys(names, 0)
+            if cursor is not None:
+                positions = scanning.parse_cursor(cursor, names, self.where)
+            yield from scanning.all_nodes(self, targets, self.ns + prefix, positions, batch_size, keys_only)
+        elif start_after is not None or (cursor is not None and not cursor.startswith(slots.DONE_CURSOR)):
             yield from super().scan(prefix, start_after=start_after, cursor=cursor, batch_size=batch_size,
                                     keys_only=keys_only)
-            return
-        with translating(self.where):
-            targets = self._primaries()
-        names = [name for name, _ in targets]
-        positions: dict[str, int | None] = dict.fromkeys(names, 0)
-        if cursor is not None:
-            positions = scanning.parse_cursor(cursor, names, self.where)
-        yield from scanning.all_nodes(self, targets, self.ns + prefix, positions, batch_size, keys_only)
+        else:
+            yield from slots.scan_all(self, prefix, cursor, batch_size, keys_only)
 
     # -- partitions: one per master, or slot ranges (slots.py), each read by one reader ---------
     def partitions(self, prefix: bytes = b"") -> list[str]:

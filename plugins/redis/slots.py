@@ -7,33 +7,37 @@ master at least one part and the rest by its share of the keys, each part a run 
 slots holding about the same number of keys (a slot weighs its keys plus one, so empty slots
 still spread evenly).  A key lives in one slot and a slot in one part: each key is read once.
 
-Reading a part: Redis has no cursor inside a slot, so a part is read slot by slot, a page made
-of whole slots: their key counts for a window of slots, then ``CLUSTER GETKEYSINSLOT`` of as
-many slots as fill a page, the values through the store's pipelined read.  Each round trip also
-sends, per slot, ``EXISTS`` of a key of that slot: a slot the master no longer serves answers
-MOVED (ASK while it migrates), and the read stops with UnavailableError instead of missing keys
-that went elsewhere.
+Reading slots (a part, or every master at once for a whole-cluster scan that reads values,
+``scan_all``): Redis has no cursor inside a slot, so slots are read one after another, a page
+made of whole slots.  Each round trip asks ``CLUSTER GETKEYSINSLOT`` of as many slots as make
+about a page and, per slot, ``EXISTS`` of a key of that slot: a slot the master no longer serves
+answers MOVED (ASK while it migrates), and the read stops with UnavailableError instead of
+missing keys that went elsewhere.  The same round trip reads the values of the slots asked
+before (SlotScan: one MGET per slot, the keys of one slot being allowed in one command).
 
 Memory: a slot's keys are held at once only up to ``MAX_SLOT_KEYS``.  A bigger slot (a hot hash
 tag) is read by a keys-only SCAN of its master that keeps the keys of that slot, a page at a
 time: one extra pass over the master per such slot.
 
-Cursors: ``slot:<n>`` resumes at slot n (a resumed part re-reads at most that slot), and
-``slot:<n>:<scan cursor>`` inside a slot read by SCAN.
+Cursors: ``slot:<n>`` resumes a part at slot n (a resumed part re-reads at most that slot), and
+``slot:<n>:<scan cursor>`` inside a slot read by SCAN; ``done:<a>-<b>,...`` resumes a
+whole-cluster scan after the slots it names.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import re
+from collections.abc import Generator, Iterator
+from itertools import chain, compress, repeat
 from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import AskError, ClusterDownError, TryAgainError
 
 from kvctl.errors import UnavailableError, UsageError
-from kvctl.store import Page
+from kvctl.store import Page, Record
 
-from . import scripts
-from .commands import escape_glob, raise_first_error
+from . import bulk, scanning, scripts
+from .commands import errors_in, escape_glob, raise_first_error
 from .errors import translating
 from .routing import key_slots
 
@@ -45,6 +49,7 @@ MAX_SLOT_KEYS = 100_000  # keys of one slot held at once (~10 MB of short keys);
 WINDOW = 256  # slots whose keys are counted in one round trip
 _MOVED = (AskError, TryAgainError, ClusterDownError)  # MOVED is an AskError
 _probes: list[bytes] = []
+_PROBE_STEM = b"kvctl-probe-"
 
 
 # -- planning ----------------------------------------------------------------------------------
@@ -135,8 +140,12 @@ def scan(store: RedisClusterStore, partition: str, prefix: bytes, cursor: str | 
             raise UnavailableError(f"{master} is no longer a master of {store.where}",
                                    hint="the cluster changed: start the copy again to re-plan it")
         pool = store._pool(master)
-    reader = _Reader(store, pool, store.ns + prefix, batch_size, keys_only)
-    yield from reader.pages(slots, first, scan_cursor)
+    reader = SlotScan(store, pool, slots, first, store.ns + prefix, batch_size, keys_only, scan_cursor)
+    for page in reader.pages():
+        if page is not None:
+            records, at, inner = page
+            cursor = _cursor(slots, at)
+            yield Page(records, f"{cursor}:{inner}" if inner is not None and cursor else cursor)
 
 
 def _parse_cursor(store: RedisClusterStore, cursor: str | None, slots: list[int]) -> tuple[int, int | None]:
@@ -150,103 +159,298 @@ def _parse_cursor(store: RedisClusterStore, cursor: str | None, slots: list[int]
     return slots.index(int(slot)), int(inner) if inner else None
 
 
-class _Reader:
-    def __init__(self, store: RedisClusterStore, pool: Any, full_prefix: bytes, batch_size: int,
-                 keys_only: bool) -> None:
-        self.store, self.pool, self.full = store, pool, full_prefix
-        self.batch_size, self.keys_only = batch_size, keys_only
+# -- every master at once -----------------------------------------------------------------------
+# A cursor of such a scan: "done:" then the slots read to their end, as ranges "a-b" joined by ",".
+# It names no master: a resumed scan reads every other slot from whichever master serves it then.
+DONE_CURSOR = "done:"
 
-    def pages(self, slots: list[int], first: int, scan_cursor: int | None) -> Iterator[Page]:
-        pending: list[bytes] = []  # matching keys of whole slots, not yet in a page
-        i = first
-        if scan_cursor is not None:  # resumed inside a slot read by SCAN
-            yield from self._big_slot(slots, i, scan_cursor)
-            i += 1
-        while i < len(slots):
-            window = slots[i:i + WINDOW]
-            counts = self._run([c for s in window
-                                for c in (_probe(s), (b"CLUSTER", b"COUNTKEYSINSLOT", s))])[1::2]
-            j = 0
-            while j < len(window):
-                if counts[j] > MAX_SLOT_KEYS:
-                    if pending:
-                        yield self._page(pending, _cursor(slots, i + j))
-                        pending = []
-                    yield from self._big_slot(slots, i + j, 0)
-                    j += 1
+
+def scan_all(store: RedisClusterStore, prefix: bytes, cursor: str | None, batch_size: int,
+             keys_only: bool) -> Iterator[Page]:
+    """Every slot not yet read (all of them, or those a ``done:`` cursor does not name), each
+    master's slots by a SlotScan, the masters read at once: every master has its next request
+    in hand while the client reads another's, pages taken from them in turn."""
+    done = _parse_done(store, cursor)
+    with translating(store.where):
+        store._refresh()  # the slot map as it is now: a slot moved later is found by its probe
+        owners = list(store._slots)
+        pools = dict(store._primaries())
+    todo: dict[str, list[int]] = {}
+    for slot, name in enumerate(owners):
+        if not done[slot]:
+            todo.setdefault(name, []).append(slot)
+    if "" in todo or not set(todo) <= set(pools):
+        raise UnavailableError(f"not every slot of {store.where} is served by a master it knows",
+                               hint="the cluster is changing: try again once it is stable")
+    scans = {name: SlotScan(store, pools[name], slots, 0, store.ns + prefix, batch_size, keys_only)
+             for name, slots in sorted(todo.items())}
+    active = [(name, scan.pages()) for name, scan in scans.items()]
+    try:
+        while active:
+            for name, pages in list(active):
+                try:
+                    page = next(pages)
+                except StopIteration:
+                    active.remove((name, pages))
                     continue
-                group = self._group(window, counts, j)
-                j += len(group)
-                pending.extend(self._keys(group))
-                after = _cursor(slots, i + j)
-                if len(pending) >= self.batch_size:
-                    # a page ends after a whole slot; a slot bigger than a page is cut, and each of
-                    # its pages resumes at that slot
-                    while len(pending) > self.batch_size and len(group) == 1:
-                        yield self._page(pending[: self.batch_size], _cursor(slots, i + j - 1))
-                        pending = pending[self.batch_size:]
-                    yield self._page(pending, after)
-                    pending = []
-            i += len(window)
-        if pending:
-            yield self._page(pending, None)
+                if page is None:
+                    continue
+                records, at, _ = page
+                slots = scans[name].slots
+                for slot in slots[scans[name].done_to:at]:
+                    done[slot] = 1
+                scans[name].done_to = at
+                yield Page(records, _done_text(done))
+    finally:
+        for _, pages in active:
+            pages.close()
 
-    def _group(self, window: list[int], counts: list[int], j: int) -> list[tuple[int, int]]:
-        """(slot, key count) of the whole slots from ``window[j]`` on that make about one page."""
-        group: list[tuple[int, int]] = []
-        size = 0
-        while j < len(window) and counts[j] <= MAX_SLOT_KEYS and (not group or size + counts[j] <= self.batch_size):
-            group.append((window[j], counts[j]))
-            size += counts[j]
-            j += 1
-        return group
 
-    def _keys(self, group: list[tuple[int, int]]) -> list[bytes]:
-        """The matching keys of the whole slots of ``group`` (slot, count when counted)."""
-        asks = [(slot, n + max(64, n // 4)) for slot, n in group if n]
-        out: list[bytes] = []
-        while asks:
-            replies = self._run([c for slot, ask in asks
-                                 for c in (_probe(slot), (b"CLUSTER", b"GETKEYSINSLOT", slot, ask))])
-            again = []
-            for (slot, ask), keys in zip(asks, replies[1::2], strict=True):
-                if len(keys) < ask:  # the whole slot
-                    out.extend(k for k in keys if k.startswith(self.full))
-                elif ask <= MAX_SLOT_KEYS:  # it grew since it was counted: ask for more
-                    again.append((slot, min(2 * ask, MAX_SLOT_KEYS + 1)))
-                else:
-                    raise UnavailableError(f"slot {slot} of {self.store.where} grew past {MAX_SLOT_KEYS} keys "
-                                           "while it was read", hint="run the copy again")
-            asks = again
-        return out
+def _parse_done(store: RedisClusterStore, cursor: str | None) -> bytearray:
+    """Per slot, 1 when the cursor names it as read."""
+    done = bytearray(SLOTS)
+    if cursor is None:
+        return done
+    text = cursor[len(DONE_CURSOR):]
+    try:
+        for run in filter(None, text.split(",")):
+            a, _, b = run.partition("-")
+            if not (0 <= int(a) <= int(b) < SLOTS):
+                raise ValueError
+            done[int(a):int(b) + 1] = b"\x01" * (int(b) + 1 - int(a))
+    except ValueError:
+        raise UsageError(f"not a scan cursor of {store.where}: {cursor!r}") from None
+    return done
 
-    def _big_slot(self, slots: list[int], index: int, scan_cursor: int) -> Iterator[Page]:
-        """A slot with too many keys to hold: a keys-only SCAN of the master keeping that slot's."""
-        slot = slots[index]
-        match, count = escape_glob(self.full), max(self.batch_size, 100)
+
+def _done_text(done: bytearray) -> str | None:
+    """The cursor of the slots ``done`` names (None: all of them); found in C, each page."""
+    if done.count(0) == 0:
+        return None
+    return DONE_CURSOR + ",".join(f"{m.start()}-{m.end() - 1}" for m in _RUNS.finditer(done))
+
+
+_RUNS = re.compile(rb"\x01+")
+
+
+# A page of SlotScan.pages: its records, the index of the first slot not read to its end, and the
+# SCAN cursor inside that slot when it is read by SCAN (None: that slot is not begun).
+SlotPage = tuple[list[Record], int, int | None]
+
+
+class SlotScan(scanning.NodeScan):
+    """One master's ``slots`` from index ``first`` on, read like a SCAN of it (scanning.NodeScan:
+    a request always in flight, a page's values read in the same round trip as the next keys),
+    but slot by slot: each request asks the keys of the next slots (``CLUSTER GETKEYSINSLOT``,
+    then a probe of each slot, see the module's docstring).  One slot's keys are one ``MGET``,
+    which a cluster allows, so the values are read as scanning's MGET path reads a standalone
+    database (``MULTI``, the MGETs, ``INFO keyspace``, ``EXEC``), and per key from the first
+    page where the master holds a key with an expiry.
+
+    How many slots a request asks is set by the keys per slot seen so far, to make about one
+    page.  A slot of more than ``MAX_SLOT_KEYS`` keys is read by SCAN once nothing is in flight."""
+
+    def __init__(self, store: RedisClusterStore, pool: Any, slots: list[int], first: int, full_prefix: bytes,
+                 batch_size: int, keys_only: bool, scan_cursor: int | None = None) -> None:
+        super().__init__(store, pool, full_prefix, 0, batch_size, keys_only, lambda at: at)
+        self.mget = not keys_only
+        self.db = b"db0:"  # a cluster has one database
+        self.slots, self.next = slots, first  # the index of the next slot to ask
+        self.asking = range(0)  # the indexes of the slots the request in flight asks
+        self.fetch_span = (first, first)  # the indexes of the slots of the keys in flight
+        self.seen = [0, 0]  # keys and slots answered so far
+        self.done_to = first  # the index of the first slot not yielded to its end (scan_all's)
+        self.big: int | None = first if scan_cursor is not None else None  # a slot to read by SCAN
+        self.big_cursor = scan_cursor or 0
+
+    def pages(self) -> Generator[SlotPage | None, None, None]:
+        """The pages to the last slot; None for a round trip without one (the caller may read
+        another master meanwhile)."""
+        failed = False
+        try:
+            with translating(self.store.where):
+                self.conn = self.pool.get_connection()
+            while True:
+                if not self.in_flight:
+                    if self.big is not None:
+                        yield from self._big_slot()
+                    if self.next >= len(self.slots):
+                        return
+                    self._send_next([], (self.next, self.next))
+                pages = self.step()
+                if not pages:
+                    yield None
+                yield from pages
+        except BaseException:
+            failed = True
+            raise
+        finally:
+            self.close(failed)
+
+    def step(self) -> list[SlotPage]:  # type: ignore[override]
+        """Read the replies in flight, send the next request, and return the pages read."""
+        with translating(self.store.where):
+            asked, self.asking = self.asking, range(0)
+            replies = bulk.read_replies(self.conn, self.fetch_replies + 2 * len(asked))
+            self.in_flight = False
+            fetched, fetched_mget, span = self.fetching, self.fetch_mget, self.fetch_span
+            fetched_replies = replies[: self.fetch_replies]
+            groups = self._found(asked, replies[self.fetch_replies:])
+            answered = (asked.start, asked.start + len(groups))
+            if self.keys_only:  # nothing to fetch: the page is ready now
+                fetched, span, fetched_replies = list(chain.from_iterable(groups)), answered, []
+                groups = []
+            if groups or (self.big is None and self.next < len(self.slots)):
+                self._send_next(groups, answered)
+            else:
+                self.fetching, self.fetch_replies = [], 0
+            if not fetched:
+                return []
+            if self.keys_only:
+                records = self.store._page(fetched, True)
+            elif fetched_mget:
+                records = self._mget_records(fetched, [self._joined(fetched_replies[3::4])])
+            else:
+                records = self._records(fetched, fetched_replies)
+        return self._paged(records, span)
+
+    def _joined(self, answers: list[Any]) -> list[Any] | None:
+        """The answers of the per-slot transactions as one of scanning's MGET path (the MGETs'
+        replies then an INFO reply) when every slot's INFO counts no key with an expiry; None
+        (that path then reads per key) otherwise."""
+        if not all(isinstance(a, list) and len(a) == 2 and isinstance(a[1], bytes) for a in answers):
+            return None
+        if any(scanning._volatile(info, self.db) != 0 for _, info in answers) or errors_in(answers):
+            return None
+        return [*(values for values, _ in answers), answers[0][1]]
+
+    def _paged(self, records: list[Record], span: tuple[int, int]) -> list[SlotPage]:
+        """``records`` of the slots of indexes ``span`` as pages: one, unless it holds more than
+        two pages' worth; then cut between slots, a slot bigger than a page cut inside it (each
+        of those pages resumes at that slot)."""
+        if len(records) <= 2 * self.batch_size:
+            return [(records, span[1], None)]
+        index = {slot: i for i, slot in enumerate(self.slots[span[0]:span[1]], span[0])}
+        ns = self.store.ns
+        at = [index[s] for s in key_slots([ns + r.key for r in records])]
+        order = sorted(range(len(records)), key=at.__getitem__)  # stable: a slot's records together
+        pages: list[SlotPage] = []
+        page: list[Record] = []
+        for n, i in enumerate(order):
+            page.append(records[i])
+            ends_slot = n + 1 == len(order) or at[order[n + 1]] != at[i]
+            if len(page) >= self.batch_size or n + 1 == len(order):
+                pages.append((page, at[i] + 1 if ends_slot else at[i], None))
+                page = []
+        pages[-1] = (pages[-1][0], span[1], None)
+        return pages
+
+    def _found(self, asked: range, replies: list[Any]) -> list[list[bytes]]:
+        """The matching keys of each slot of ``asked`` up to a slot too big to hold (then read
+        later by SCAN: ``self.big``)."""
+        self._check(replies)
+        groups: list[list[bytes]] = []
+        full = self.prefix
+        for index, keys in zip(asked, replies[0::2], strict=True):
+            if len(keys) > MAX_SLOT_KEYS:
+                self.big, self.big_cursor = index, 0
+                break
+            self.seen[0] += len(keys)
+            self.seen[1] += 1
+            groups.append(list(compress(keys, map(bytes.startswith, keys, repeat(full)))) if full else keys)
+        return groups
+
+    def _send_next(self, groups: list[list[bytes]], span: tuple[int, int]) -> None:
+        """Send the reads of ``groups`` (the keys of the whole slots of indexes ``span``) and
+        the ask of the next slots."""
+        chunks: list[bytes] = []
+        keys = list(chain.from_iterable(groups))
+        self.fetching, self.fetch_span = keys, span
+        self.fetch_mget, self.fetch_replies = bool(keys) and self.mget, 0
+        if self.fetch_mget:
+            chunks, transactions = _transactions(groups)
+            self.fetch_replies = 4 * transactions  # OK, QUEUED, QUEUED, the EXEC's array
+        elif keys:
+            chunks = bulk.reads(keys, b"PTTL" if self.store.relative_ttl else b"PEXPIRETIME").chunks
+            self.fetch_replies = 2 * len(keys)
+        if self.big is None and self.next < len(self.slots):
+            per_slot = self.seen[0] / self.seen[1] if self.seen[1] else self.batch_size
+            count = max(1, min(WINDOW, int(self.batch_size / max(per_slot, 1.0))))
+            self.asking = range(self.next, min(self.next + count, len(self.slots)))
+            self.next = self.asking.stop
+            chunks.append(b"".join(map(_ask, self.slots[self.asking.start:self.asking.stop])))
+        self.conn.send_packed_command(chunks, check_health=False)
+        self.in_flight = True
+
+    def _big_slot(self) -> Iterator[SlotPage]:
+        """A slot with too many keys to hold: a keys-only SCAN of the master keeping that slot's
+        keys, their values read by the store's general path."""
+        assert self.big is not None
+        index, scan_cursor = self.big, self.big_cursor
+        slot = self.slots[index]
+        match, count = escape_glob(self.prefix), max(self.batch_size, 100)
         while True:
-            scan_cursor, found = self._run([_probe(slot), (b"SCAN", scan_cursor, b"MATCH", match, b"COUNT", count)])[1]
-            scan_cursor = int(scan_cursor)
-            keys = [k for k, at in zip(found, key_slots(found), strict=True) if at == slot and k.startswith(self.full)]
-            done = scan_cursor == 0
-            if keys or done:
-                yield self._page(keys, _cursor(slots, index + 1) if done else f"slot:{slot}:{scan_cursor}")
+            with translating(self.store.where):
+                replies = scripts.run(self.pool, [_probe(slot), (b"SCAN", scan_cursor, b"MATCH", match,
+                                                                  b"COUNT", count)])
+                self._check(replies)
+                scan_cursor, found = int(replies[1][0]), replies[1][1]
+                keys = [k for k, at in zip(found, key_slots(found), strict=True)
+                        if at == slot and k.startswith(self.prefix)]
+                done = scan_cursor == 0
+                records = self.store._page(keys, self.keys_only) if keys else []
+            if records or done:
+                yield (records, index + 1, None) if done else (records, index, scan_cursor)
             if done:
+                self.big, self.next = None, index + 1
                 return
 
-    def _run(self, commands: list[tuple[Any, ...]]) -> list[Any]:
-        with translating(self.store.where):
-            replies = scripts.run(self.pool, commands)
-            for reply in replies:
-                if isinstance(reply, _MOVED):
-                    raise UnavailableError(f"a slot moved while {self.store.where} was read ({reply})",
-                                           hint="the cluster changed: start the copy again to re-plan it")
-            raise_first_error(replies)
-        return replies
+    def _check(self, replies: list[Any]) -> None:
+        """Raise the first error of ``replies``: a probe's MOVED or ASK as a slot that moved."""
+        for reply in replies:
+            if isinstance(reply, ClusterDownError):
+                raise UnavailableError(f"{self.store.where} answered that the cluster is down ({reply})",
+                                       hint="try again once every slot is served")
+            if isinstance(reply, _MOVED):
+                raise UnavailableError(f"a slot moved while {self.store.where} was read ({reply})",
+                                       hint="the cluster changed: start the copy again to re-plan it")
+        raise_first_error(replies)
 
-    def _page(self, full_keys: list[bytes], cursor: str | None) -> Page:
-        with translating(self.store.where):
-            return Page(self.store._page(full_keys, self.keys_only), cursor)
+
+def _transactions(groups: list[list[bytes]]) -> tuple[list[bytes], int]:
+    """``MULTI, MGET <keys>, INFO keyspace, EXEC`` for each non-empty group (a transaction may not
+    span slots) in RESP, and how many; the keys' part built by C-level passes."""
+    keys = list(chain.from_iterable(groups))
+    lens = list(map(len, keys))
+    heads = {n: b"$%d\r\n" % n for n in set(lens)}
+    pieces: list[bytes] = [b""] * (3 * len(keys))
+    pieces[0::3] = map(heads.__getitem__, lens)
+    pieces[1::3] = keys
+    pieces[2::3] = repeat(b"\r\n", len(keys))
+    out: list[bytes] = []
+    at = 0
+    for group in filter(None, groups):
+        out.append(b"%s*%d\r\n$4\r\nMGET\r\n" % (scanning._MULTI, len(group) + 1))
+        out.extend(pieces[3 * at:3 * (at + len(group))])
+        out.append(scanning._INFO_EXEC)
+        at += len(group)
+    return [b"".join(out)], sum(map(bool, groups))
+
+
+def _ask(slot: int) -> bytes:
+    """``CLUSTER GETKEYSINSLOT slot MAX_SLOT_KEYS + 1`` and the probe of ``slot``, in RESP."""
+    cap = MAX_SLOT_KEYS + 1
+    packed = _asks.get((slot, cap))
+    if packed is None:
+        text, probe = b"%d" % slot, _probe(slot)[1]
+        packed = _asks[slot, cap] = b"".join((
+            b"*4\r\n$7\r\nCLUSTER\r\n$13\r\nGETKEYSINSLOT\r\n$%d\r\n%s\r\n$%d\r\n%d\r\n"
+            % (len(text), text, len(b"%d" % cap), cap),
+            b"*2\r\n$6\r\nEXISTS\r\n$%d\r\n%s\r\n" % (len(probe), probe)))
+    return packed
+
+
+_asks: dict[tuple[int, int], bytes] = {}
 
 
 def _cursor(slots: list[int], index: int) -> str | None:
@@ -256,15 +460,10 @@ def _cursor(slots: list[int], index: int) -> str | None:
 def _probe(slot: int) -> tuple[bytes, bytes]:
     """A read of a key of ``slot``: MOVED or ASK when the node does not (fully) serve it."""
     if not _probes:
-        # the first key of the sequence kvctl-probe-0, -1, ... in each slot, their slots computed
-        # a chunk at a time (about 160,000 keys cover the 16,384 slots)
-        table: dict[int, bytes] = {}
-        start = 0
-        while len(table) < SLOTS:
-            keys = [b"kvctl-probe-%d" % i for i in range(start, start + 32768)]
-            # reversed: where a slot repeats, the dict keeps its first key
-            first = dict(zip(reversed(key_slots(keys)), reversed(keys), strict=True))
-            table = {**first, **table}
-            start += len(keys)
+        # Two bytes after a fixed stem reach every CRC16 value (the CRC of a message's last 16
+        # bits is a bijection), so these 65,536 keys cover every slot; the first one per slot kept
+        # (reversed: where a slot repeats, the dict keeps its first key).
+        keys = [_PROBE_STEM + i.to_bytes(2, "big") for i in range(1 << 16)]
+        table = dict(zip(reversed(key_slots(keys)), reversed(keys), strict=True))
         _probes.extend(table[s] for s in range(SLOTS))
     return (b"EXISTS", _probes[slot])

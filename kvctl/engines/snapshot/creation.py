@@ -32,7 +32,7 @@ from kvctl.errors import FeedGapError, StoreIOError, UnsupportedError, UsageErro
 from kvctl.store import TOMBSTONE, AsyncStore, Page, Record, now_ms
 
 from .._files import atomic_writer
-from .._pipeline import pump
+from .._pipeline import pump, quick_switches
 from .._stores import describe, has_typed_values, open_async, start_count, with_dumps
 from ..keyfilter import KeyFilter
 from ..reporting import Counts, Progress, Reporter
@@ -201,7 +201,8 @@ async def _write_records(store: AsyncStore, kf: KeyFilter, batch_size: int, writ
 
     counter = told.count(store, kf)
     try:
-        await pump(pages(), consume, depth=4)
+        with quick_switches():  # the scan's thread hands each page over without waiting a full switch interval
+            await pump(pages(), consume, depth=4)
     finally:
         if counter is not None:
             counter.cancel()

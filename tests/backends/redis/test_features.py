@@ -205,7 +205,7 @@ def test_cluster_scan_cursor_walks_every_master() -> None:
             pages += 1
             if page.cursor is None:
                 break
-            assert page.cursor.startswith("m:127.0.0.1:")  # names every master and its SCAN cursor
+            assert page.cursor.startswith("done:")  # names the slots read
             cursor = page.cursor
         try:
             assert seen == keys and pages >= 3  # every master's keys, resumed page by page
