@@ -43,6 +43,7 @@ _DELETE = scripts.DELETE.replace(
     "local removed = 0", "for i = 1, n do redis.call('EXISTS', kt[ko + i]) end\nlocal removed = 0")
 DELETE = {False: scripts.Script(_DELETE), True: scripts.Script(_DELETE.split("\n", 1)[1])}
 _REDIRECTS = ("MOVED", "ASK", "TRYAGAIN", "CLUSTERDOWN")
+SAMPLE_KEYS = 16  # keys RANDOMKEY draws per master to choose how a scan of values reads (_by_slot)
 
 
 def _is_redirect(reply: Any) -> bool:
@@ -422,8 +423,9 @@ class RedisClusterStore(RedisStoreBase):
         MGET per slot), by SCAN when only keys are (scanning.all_nodes: SCAN's pattern keeps other
         keys on the server).  A cursor is followed the way it was made, those of earlier versions
         too: every master's SCAN at once (``m:``), or one master after another (``c:``)."""
-        if (cursor is not None and cursor.startswith(scanning.MULTI_CURSOR)) or (keys_only and cursor is None
-                                                                                and start_after is None):
+        fresh = cursor is None and start_after is None
+        if ((cursor is not None and cursor.startswith(scanning.MULTI_CURSOR))
+                or (fresh and (keys_only or not self._by_slot(self.ns + prefix)))):
             with translating(self.where):
                 targets = self._primaries()
             names = [name for name, _ in targets]
@@ -436,6 +438,25 @@ class RedisClusterStore(RedisStoreBase):
                                     keys_only=keys_only)
         else:
             yield from slots.scan_all(self, prefix, cursor, batch_size, keys_only)
+
+    def _by_slot(self, prefix: bytes) -> bool:
+        """Whether a scan of values under ``prefix`` should read slot by slot.
+
+        Slot by slot brings the name of every key of the cluster to the client, SCAN's pattern
+        keeps those outside ``prefix`` on the server: so it is chosen when at least half of a
+        sample of the cluster's keys (``RANDOMKEY`` on every master) is under ``prefix``, and
+        only where every master lets this client run ``CLUSTER GETKEYSINSLOT`` (an ACL may not).
+        One round trip per master, all at once; nothing is written."""
+        probe: Commands = [(b"CLUSTER", b"GETKEYSINSLOT", 0, 0)]
+        if prefix:
+            probe += [(b"RANDOMKEY",)] * SAMPLE_KEYS
+        with translating(self.where):
+            replies = self._on_nodes({name: probe for name, _ in self._primaries()})
+        answers = [r for rs in replies.values() for r in rs]
+        if any(isinstance(r, Exception) for r in answers):
+            return False
+        keys = [k for k in answers if isinstance(k, bytes)]
+        return 2 * sum(k.startswith(prefix) for k in keys) >= len(keys)
 
     # -- partitions: one per master, or slot ranges (slots.py), each read by one reader ---------
     def partitions(self, prefix: bytes = b"") -> list[str]:

@@ -401,3 +401,23 @@ def test_value_over_the_servers_bulk_limit_is_a_limit_error(
         assert lines[-1].startswith("kvctl: error: ") and "Traceback" not in proc.stderr
         assert named in lines[-1] and limit in lines[-1]
     assert client.get(b"a-small") == b"v"  # the rest of the copy landed
+
+
+def test_a_user_refused_getkeysinslot_scans_by_scan(servers: list[Server], tmp_path: Path) -> None:
+    """An ACL that grants reads but not CLUSTER GETKEYSINSLOT: a snapshot-style scan of values
+    keeps to SCAN + MGET and reads every key, instead of failing on the slot-by-slot reader."""
+    nodes = start_cluster(tmp_path, servers)
+    with open_url(cluster_url(nodes)) as admin:
+        admin.set_many(Record(b"k%04d" % i, b"v%d" % i) for i in range(500))
+    for n in nodes:
+        n.client().execute_command("ACL", "SETUSER", "reader", "on", ">read-pw", "~*", "+@read", "+@connection",
+                                   "+cluster|slots", "+cluster|shards", "+cluster|info", "+command", "+info",
+                                   "+multi", "+exec")
+    url = cluster_url(nodes).replace("redis+cluster://", "redis+cluster://reader:read-pw@")
+    with open_url(url) as store:
+        assert not store._by_slot(b"")
+        pages = list(store.scan(batch_size=100))
+        assert pages[0].cursor.startswith("m:")
+        assert {r.key: r.value for p in pages for r in p.records} == {b"k%04d" % i: b"v%d" % i for i in range(500)}
+    with open_url(cluster_url(nodes)) as admin:
+        assert admin._by_slot(b"")  # the default user may: slot by slot

@@ -32,6 +32,8 @@ def cluster() -> Iterator[tuple[Any, list[Record]]]:
                + [Record(b"{t%d}:x%d" % (i % 40, i), b"t%d" % i) for i in range(400)]
                + [Record(b"{hot}:%04d" % i, b"h%d" % i) for i in range(HOT)])
     store.set_many(records)
+    # read slot by slot whatever else the shared cluster holds (that choice: test_the_way_a_scan_reads)
+    store._by_slot = lambda prefix: True
     try:
         yield store, records
     finally:
@@ -225,3 +227,31 @@ def test_scan_cursors_refused_in_one_line(cluster: tuple[Any, list[Record]]) -> 
         with pytest.raises(UsageError):
             list(store.scan(cursor=bad))
     assert list(store.scan(cursor="done:0-16383")) == []  # every slot read: nothing left
+
+
+def test_the_way_a_scan_reads_follows_the_share_of_keys_under_its_prefix() -> None:
+    """Slot by slot when most of the cluster's keys are the namespace's (the sample's majority),
+    else SCAN, whose pattern keeps the other keys on the server; every key is read either way."""
+    url = service_url("KVCTL_TEST_REDIS_CLUSTER_URL")
+    base: Any = open_sync(url)
+    others = base.count()  # whatever the shared cluster holds besides
+    ns = f"share{os.getpid()}{time.monotonic_ns()}:"
+    store: Any = open_sync(f"{url}&namespace={ns}")
+    few = [Record(b"f%03d" % i, b"x") for i in range(20)]
+    many = [Record(b"m%06d" % i, b"y") for i in range(max(30_000, 4 * others))]
+    try:
+        store.set_many(few)
+        if others >= 200:  # 20 keys among hundreds: a minority
+            pages = list(store.scan(batch_size=10))
+            assert pages[0].cursor.startswith("m:")
+            assert {r.key for p in pages for r in p.records} == {r.key for r in few}
+        store.set_many(many)
+        pages = list(store.scan(batch_size=5000))
+        assert pages[0].cursor.startswith("done:")
+        assert {r.key for p in pages for r in p.records} == {r.key for r in few + many}
+        assert store._by_slot(store.ns) and not store._by_slot(b"no such prefix:")
+        assert store._by_slot(b"")  # everything is under the empty prefix
+    finally:
+        store.delete_many([r.key for r in few + many])
+        store.close()
+        base.close()
