@@ -51,6 +51,8 @@ class NodeScan:
                  keys_only: bool, resume: Callable[[int], Any]) -> None:
         self.store, self.pool, self.prefix = store, pool, prefix
         self.batch_size, self.keys_only, self.resume = batch_size, keys_only, resume
+        # SCAN walks buckets until it holds COUNT keys (or has walked 10 * COUNT buckets), then
+        # MATCH filters them: a page holds about COUNT keys whatever the table's size and load.
         self.scan = (b"SCAN", b"MATCH", escape_glob(prefix), b"COUNT", max(batch_size, 100))
         self.redis_cursor = redis_cursor
         self.conn: Any = None
