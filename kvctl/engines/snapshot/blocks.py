@@ -100,16 +100,11 @@ def _flag_bits(values: Sequence[int | None], bit: int) -> tuple[bytes, bytes | a
 def encode_v2(records: Sequence[Record]) -> bytes:
     """One v2 block of ``records`` (non-empty): a put, a TYPED put when ``Record.kind`` is set,
     a TOMBSTONE when it is kvctl.store.TOMBSTONE (key and version only)."""
-    return seal_v2(encode_v2_body(Columns.of(records)))
+    return encode_columns(Columns.of(records))
 
 
-def seal_v2(body: bytes) -> bytes:
-    """A v2 block: ``body`` after its checksum."""
-    return U32.pack(zlib.crc32(body)) + body
-
-
-def encode_v2_body(cols: Columns) -> bytes:
-    """A v2 block of the records ``cols`` holds (at least one), before its checksum."""
+def encode_columns(cols: Columns) -> bytes:
+    """The v2 block of the records ``cols`` holds (at least one)."""
     n = len(cols.keys)
     types = bytes(n)
     values, exps, vlens = cols.values, cols.exps, cols.vlens
@@ -122,8 +117,9 @@ def encode_v2_body(cols: Columns) -> bytes:
         flags = bytes((eflags[0] | vflags[0],)) * n
     else:
         flags = bytes(map(or_, eflags, vflags))
-    return b"".join((types, flags, _column("I", cols.klens), _column("I", vlens), ecol, vcol,
+    body = b"".join((types, flags, _column("I", cols.klens), _column("I", vlens), ecol, vcol,
                      b"".join(cols.keys), b"".join(values)))
+    return U32.pack(zlib.crc32(body)) + body
 
 
 def _special(values: Sequence[bytes], exps: Sequence[int | None],

@@ -29,7 +29,7 @@ from kvctl.errors import CorruptError, UnsupportedError
 from kvctl.store import Record
 
 from .._gc import collector_held
-from .blocks import U32, Columns, decode_v1, decode_v2, encode_v2_body, joined, seal_v2
+from .blocks import U32, Columns, decode_v1, decode_v2, encode_columns, joined
 
 MAGIC = b"\x89KVS\r\n\x1a\n"
 END_MAGIC = b"KVS-END\n"
@@ -121,7 +121,7 @@ class SnapshotWriter:
         self._pending_cols: list[Columns] = []  # the block being filled, batch by batch
         self._pending_bytes = 0
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="kvctl-snapshot") if self._compress else None
-        self._pending: Future[None] | None = None
+        self._pending: Future[tuple[int, bytes, int, int]] | None = None
         self.records = 0
         self.blocks = 0
         self.raw_bytes = 0
@@ -168,12 +168,8 @@ class SnapshotWriter:
             start, base = cut + 1, sizes[cut]
 
     def _encode(self, columns: Columns) -> bytes:
-        """One block's raw payload in this writer's version, before :meth:`_seal`."""
-        return encode_v2_body(columns)
-
-    def _seal(self, raw: bytes) -> bytes:
-        """The payload made whole (on the helper thread, when there is one)."""
-        return seal_v2(raw)
+        """One block's raw payload in this writer's version."""
+        return encode_columns(columns)
 
     def _flush(self) -> None:
         parts = self._pending_cols
@@ -185,25 +181,21 @@ class SnapshotWriter:
         count = len(cols.keys)
         self._drain()
         if self._pool is not None:
-            # checksummed, compressed, framed, hashed and written on the helper thread, blocks in
-            # order (one thread): this thread goes on encoding the next block meanwhile
+            # compressed on the helper thread while this one encodes the next block
             self._pending = self._pool.submit(self._pack, raw, count)
         else:
-            raw = self._seal(raw)
             self._emit(0, raw, count, len(raw))
 
-    def _pack(self, raw: bytes, count: int) -> None:
-        raw = self._seal(raw)
+    def _pack(self, raw: bytes, count: int) -> tuple[int, bytes, int, int]:
         stored = self._compress(raw)
         if len(stored) >= len(raw):  # incompressible: store as is
-            self._emit(0, raw, count, len(raw))
-        else:
-            self._emit(CODECS[self._codec], stored, count, len(raw))
+            return 0, raw, count, len(raw)
+        return CODECS[self._codec], stored, count, len(raw)
 
     def _drain(self) -> None:
         if self._pending is not None:
             pending, self._pending = self._pending, None
-            pending.result()
+            self._emit(*pending.result())
 
     def _emit(self, codec: int, stored: bytes, count: int, raw_len: int) -> None:
         frame = FRAME.pack(TAG_BLOCK, codec, 0, count, raw_len, len(stored), zlib.crc32(stored))

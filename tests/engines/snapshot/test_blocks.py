@@ -200,9 +200,6 @@ class V1Writer(SnapshotWriter):
     def _encode(self, columns: Columns) -> bytes:
         return encode_v1(columns.records())
 
-    def _seal(self, raw: bytes) -> bytes:
-        return raw
-
 
 def v1_file(path: Path, records: list[Record], kind: str = "full") -> Path:
     meta = {"kind": kind, "base_cursor": None, "end_cursor": None, "source": "memory://old", "backend": "memory",
