@@ -17,9 +17,9 @@ import sys
 import zlib
 from array import array
 from collections.abc import Iterable, Sequence
-from itertools import accumulate, repeat
-from operator import itemgetter, or_
-from typing import Any
+from itertools import accumulate, chain, repeat
+from operator import add, or_
+from typing import Any, NamedTuple
 
 from kvctl.store import TOMBSTONE as TOMBSTONE_KIND
 from kvctl.store import Record
@@ -31,16 +31,51 @@ U32 = struct.Struct("<I")
 REC_V1 = struct.Struct("<IBBIqQ")  # body length, type, flags, key length, expires_at_ms, version
 COLUMNS = 1 + 1 + 4 + 4 + 8 + 8  # v2 bytes per record before the keys: type, flags, lengths, expiry, version
 _SWAP = sys.byteorder == "big"  # the columns are little-endian
-_KEY, _VALUE = itemgetter(0), itemgetter(1)
 _new = tuple.__new__
 assert array("I").itemsize == 4 and array("q").itemsize == 8
 
 
-def record_sizes(records: Sequence[Record]) -> list[int]:
-    """Running totals of the v2 bytes ``records`` take (typed kinds aside): where to cut blocks."""
-    keys = map(len, map(_KEY, records))
-    values = map(len, map(_VALUE, records))
-    return list(accumulate(map(int.__add__, map(int.__add__, keys, values), repeat(COLUMNS))))
+class Columns(NamedTuple):
+    """Records as columns (a field of every record, then the next field), with the lengths of
+    the keys and values: taken once per batch, they decide where blocks are cut and are what a
+    block is encoded from."""
+
+    keys: Sequence[bytes]
+    values: Sequence[bytes]
+    exps: Sequence[int | None]
+    versions: Sequence[int | None]
+    kinds: Sequence[str | None]
+    klens: Sequence[int]
+    vlens: Sequence[int]
+
+    @classmethod
+    def of(cls, records: Sequence[Record]) -> Columns:
+        """The columns of ``records`` (non-empty)."""
+        # one pass transposing the records: each record is visited once, wherever it lies in memory
+        keys, values, exps, versions, kinds = zip(*records, strict=True)
+        return cls(keys, values, exps, versions, kinds, list(map(len, keys)), list(map(len, values)))
+
+    def part(self, start: int, stop: int | None = None) -> Columns:
+        return Columns._make(field[start:stop] for field in self)
+
+    def records(self) -> list[Record]:
+        return list(map(_new, repeat(Record), zip(*self[:5], strict=True)))
+
+    def size(self) -> int:
+        """The v2 bytes these records take (typed kinds aside)."""
+        return sum(self.klens) + sum(self.vlens) + COLUMNS * len(self.keys)
+
+    def sizes(self) -> list[int]:
+        """Running totals of :meth:`size` record by record: where to cut blocks."""
+        n = len(self.keys)
+        return list(map(add, accumulate(map(add, self.klens, self.vlens)), range(COLUMNS, COLUMNS * n + 1, COLUMNS)))
+
+
+def joined(parts: Sequence[Columns]) -> Columns:
+    """One ``Columns`` of ``parts`` one after another."""
+    if len(parts) == 1:
+        return parts[0]
+    return Columns._make(list(chain.from_iterable(field)) for field in zip(*parts, strict=True))
 
 
 def _column(code: str, values: Iterable[int]) -> array[Any]:
@@ -62,33 +97,33 @@ def _flag_bits(values: Sequence[int | None], bit: int) -> tuple[bytes, bytes | a
             _column("Q" if bit == F_VERSION else "q", [0 if v is None else v for v in values]))
 
 
-_FIELDS = tuple(map(itemgetter, range(5)))  # a Record's key, value, expiry, version, kind
-
-
 def encode_v2(records: Sequence[Record]) -> bytes:
     """One v2 block of ``records`` (non-empty): a put, a TYPED put when ``Record.kind`` is set,
     a TOMBSTONE when it is kvctl.store.TOMBSTONE (key and version only)."""
-    n = len(records)
-    # one C-level pass per column: faster than zip(*records) over records spread in memory
-    keys, values, exps, versions, kinds = (tuple(map(get, records)) for get in _FIELDS)
+    return encode_columns(Columns.of(records))
+
+
+def encode_columns(cols: Columns) -> bytes:
+    """The v2 block of the records ``cols`` holds (at least one)."""
+    n = len(cols.keys)
     types = bytes(n)
-    values_out: Sequence[bytes] = values
-    exps_out: Sequence[int | None] = exps
-    if kinds.count(None) != n:
-        values_out, exps_out, types = _special(values, exps, kinds)
-    eflags, ecol = _flag_bits(exps_out, F_EXPIRY)
-    vflags, vcol = _flag_bits(versions, F_VERSION)
+    values, exps, vlens = cols.values, cols.exps, cols.vlens
+    if cols.kinds.count(None) != n:
+        values, exps, types = _special(values, exps, cols.kinds)
+        vlens = list(map(len, values))
+    eflags, ecol = _flag_bits(exps, F_EXPIRY)
+    vflags, vcol = _flag_bits(cols.versions, F_VERSION)
     if eflags.count(eflags[0]) == n and vflags.count(vflags[0]) == n:  # the usual batch: one byte repeated
         flags = bytes((eflags[0] | vflags[0],)) * n
     else:
         flags = bytes(map(or_, eflags, vflags))
-    body = b"".join((types, flags, _column("I", map(len, keys)), _column("I", map(len, values_out)), ecol, vcol,
-                     b"".join(keys), b"".join(values_out)))
+    body = b"".join((types, flags, _column("I", cols.klens), _column("I", vlens), ecol, vcol,
+                     b"".join(cols.keys), b"".join(values)))
     return U32.pack(zlib.crc32(body)) + body
 
 
-def _special(values: tuple[bytes, ...], exps: tuple[int | None, ...],
-             kinds: tuple[str | None, ...]) -> tuple[list[bytes], list[int | None], bytes]:
+def _special(values: Sequence[bytes], exps: Sequence[int | None],
+             kinds: Sequence[str | None]) -> tuple[list[bytes], list[int | None], bytes]:
     """Values, expiries and types with typed records and tombstones in their v2 form."""
     values_out, exps_out, types = list(values), list(exps), bytearray(len(values))
     for i, kind in enumerate(kinds):

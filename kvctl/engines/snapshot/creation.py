@@ -32,6 +32,7 @@ from kvctl.errors import FeedGapError, StoreIOError, UnsupportedError, UsageErro
 from kvctl.store import TOMBSTONE, AsyncStore, Page, Record, now_ms
 
 from .._files import atomic_writer
+from .._malloc import keep_freed_memory
 from .._pipeline import pump, quick_switches
 from .._stores import describe, has_typed_values, open_async, start_count, with_dumps
 from ..keyfilter import KeyFilter
@@ -76,6 +77,7 @@ def create(url: str, path: Path, *, key_filter: KeyFilter | None = None, batch_s
     """A full snapshot, or with ``since`` (a cursor or a snapshot file) an incremental one.
     ``reporter`` is told of each batch (with the store's key count as the total, for a full one)."""
     cursor = None
+    keep_freed_memory()  # a block's buffers are reused by the next instead of faulted in again
     if since is not None:
         after = since_of(since)
         cursor, key_filter = after.cursor, _continued_filter(key_filter, after)

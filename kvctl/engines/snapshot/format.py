@@ -29,7 +29,7 @@ from kvctl.errors import CorruptError, UnsupportedError
 from kvctl.store import Record
 
 from .._gc import collector_held
-from .blocks import U32, decode_v1, decode_v2, encode_v2, record_sizes
+from .blocks import U32, Columns, decode_v1, decode_v2, encode_columns, joined
 
 MAGIC = b"\x89KVS\r\n\x1a\n"
 END_MAGIC = b"KVS-END\n"
@@ -118,11 +118,10 @@ class SnapshotWriter:
         self._codec = codec
         self._compress = _compressor(codec)
         self._block_size = block_size
-        self._pending_records: list[Record] = []  # the block being filled
+        self._pending_cols: list[Columns] = []  # the block being filled, batch by batch
         self._pending_bytes = 0
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="kvctl-snapshot") if self._compress else None
-        self._pending: Future[tuple[int, bytes]] | None = None
-        self._pending_meta: tuple[int, int] = (0, 0)
+        self._pending: Future[tuple[int, bytes, int, int]] | None = None
         self.records = 0
         self.blocks = 0
         self.raw_bytes = 0
@@ -148,50 +147,55 @@ class SnapshotWriter:
         is kvctl.store.TOMBSTONE (key and version only)."""
         if not records:
             return
+        cols = Columns.of(records)
+        # the usual batch fills no block: the sum of its sizes says so without the running totals
+        if self._pending_bytes + (size := cols.size()) < self._block_size:
+            self._pending_cols.append(cols)
+            self._pending_bytes += size
+            return
         # blocks stay near the target size whatever the batch size: cut where the running total
         # of the batch's sizes fills the block
-        sizes = record_sizes(records)
+        sizes = cols.sizes()
         start, base = 0, 0
         while start < len(records):
             cut = bisect_left(sizes, base + self._block_size - self._pending_bytes, lo=start)
             if cut >= len(records):
-                self._pending_records += records[start:]
+                self._pending_cols.append(cols.part(start))
                 self._pending_bytes += sizes[-1] - base
                 return
-            self._pending_records += records[start: cut + 1]
+            self._pending_cols.append(cols.part(start, cut + 1))
             self._flush()
             start, base = cut + 1, sizes[cut]
 
-    def _encode(self, records: Sequence[Record]) -> bytes:
+    def _encode(self, columns: Columns) -> bytes:
         """One block's raw payload in this writer's version."""
-        return encode_v2(records)
+        return encode_columns(columns)
 
     def _flush(self) -> None:
-        records = self._pending_records
-        if not records:
+        parts = self._pending_cols
+        if not parts:
             return
-        self._pending_records, self._pending_bytes = [], 0
-        raw = self._encode(records)
-        count = len(records)
+        self._pending_cols, self._pending_bytes = [], 0
+        cols = joined(parts)
+        raw = self._encode(cols)
+        count = len(cols.keys)
         self._drain()
         if self._pool is not None:
-            self._pending = self._pool.submit(self._pack, raw)
-            self._pending_meta = (count, len(raw))
+            # compressed on the helper thread while this one encodes the next block
+            self._pending = self._pool.submit(self._pack, raw, count)
         else:
             self._emit(0, raw, count, len(raw))
 
-    def _pack(self, raw: bytes) -> tuple[int, bytes]:
+    def _pack(self, raw: bytes, count: int) -> tuple[int, bytes, int, int]:
         stored = self._compress(raw)
         if len(stored) >= len(raw):  # incompressible: store as is
-            return 0, raw
-        return CODECS[self._codec], stored
+            return 0, raw, count, len(raw)
+        return CODECS[self._codec], stored, count, len(raw)
 
     def _drain(self) -> None:
         if self._pending is not None:
-            codec, stored = self._pending.result()
-            self._pending = None
-            count, raw_len = self._pending_meta
-            self._emit(codec, stored, count, raw_len)
+            pending, self._pending = self._pending, None
+            self._emit(*pending.result())
 
     def _emit(self, codec: int, stored: bytes, count: int, raw_len: int) -> None:
         frame = FRAME.pack(TAG_BLOCK, codec, 0, count, raw_len, len(stored), zlib.crc32(stored))

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from kvctl.engines import snapshot
-from kvctl.engines.snapshot.blocks import COLUMNS, REC_V1, TOMBSTONE, TYPED, decode_v1, decode_v2, encode_v2
+from kvctl.engines.snapshot.blocks import COLUMNS, REC_V1, TOMBSTONE, TYPED, Columns, decode_v1, decode_v2, encode_v2
 from kvctl.engines.snapshot.format import MAGIC, SnapshotCorrupt, SnapshotReader, SnapshotWriter
 from kvctl.registry import open_url
 from kvctl.store import TOMBSTONE as TOMBSTONE_KIND
@@ -62,6 +62,35 @@ def test_v2_round_trip_is_exact(records: list[Record]) -> None:
     assert decoded == records
     assert [type(r) for r in decoded] == [Record] * len(records)
     assert tombstones == sum(r.kind == TOMBSTONE_KIND for r in records)
+
+
+def reference_v2(records: Sequence[Record]) -> bytes:
+    """A v2 block written field by field, record by record, as FORMAT.md describes it."""
+    types, flags, klens, vlens, exps, vers, keys, values = (bytearray() for _ in range(8))
+    for key, value, exp, ver, kind in records:
+        if kind == TOMBSTONE_KIND:
+            typ, value, exp = TOMBSTONE, b"", None
+        elif kind is not None:
+            typ, value = TYPED, bytes((len(kind),)) + kind.encode("ascii") + value
+        else:
+            typ = 0
+        types.append(typ)
+        flags.append((exp is not None) | ((ver is not None) << 1))
+        klens += struct.pack("<I", len(key))
+        vlens += struct.pack("<I", len(value))
+        exps += struct.pack("<q", exp or 0)
+        vers += struct.pack("<Q", ver or 0)
+        keys += key
+        values += value
+    body = bytes(types + flags + klens + vlens + exps + vers + keys + values)
+    return struct.pack("<I", zlib.crc32(body)) + body
+
+
+@pytest.mark.parametrize("records", [every_kind(), uniform(50, LATER, None), uniform(50, None, 123),
+                                     sized(300, None, None), [*uniform(20, None, None), *every_kind()]],
+                         ids=["every-kind", "expiry", "version", "varied", "puts-then-every-kind"])
+def test_v2_blocks_are_the_format_byte_for_byte(records: list[Record]) -> None:
+    assert encode_v2(records) == reference_v2(records)
 
 
 def test_v2_a_tombstone_drops_a_value_and_an_expiry_given_with_it() -> None:
@@ -112,6 +141,40 @@ def test_blocks_are_cut_near_the_target_size_whatever_the_batch_size(tmp_path: P
         assert all(4096 <= b.raw_len < 4096 + 100 for b in blocks[:-1]), [b.raw_len for b in blocks]
 
 
+def reference_cuts(records: Sequence[Record], block_size: int) -> list[int]:
+    """How many records each block holds: a block ends with the record that brings its size
+    (columns, key and value as given) to ``block_size``."""
+    counts, size, count = [], 0, 0
+    for rec in records:
+        size += COLUMNS + len(rec.key) + len(rec.value)
+        count += 1
+        if size >= block_size:
+            counts.append(count)
+            size = count = 0
+    return [*counts, count] if count else counts
+
+
+@pytest.mark.parametrize("codec", ["none", "zlib"])
+def test_a_file_is_the_same_bytes_whatever_the_batches(codec: str) -> None:
+    records = [*sized(3000, None, None), *every_kind() * 20, *uniform(500, LATER, 5)]
+    files = []
+    for batch in (1, 13, 1000, len(records)):
+        fh = io.BytesIO()
+        writer = SnapshotWriter(fh, {"created_at_ms": 0}, codec, block_size=8000)
+        for i in range(0, len(records), batch):
+            writer.add(records[i: i + batch])
+        writer.finish()
+        files.append(fh.getvalue())
+    assert files.count(files[0]) == len(files)
+    reader = SnapshotReader(io.BytesIO(files[0]), "mem")
+    blocks = list(reader.blocks())
+    assert [b.count for b in blocks] == reference_cuts(records, 8000)
+    start = 0
+    for b in blocks:
+        assert reader.decompress(b) == reference_v2(records[start: start + b.count])
+        start += b.count
+
+
 # -- version 1 ---------------------------------------------------------------------------------
 def encode_v1(records: Sequence[Record]) -> bytes:
     """A block of records one after another, each with its crc32: how kvctl wrote version 1."""
@@ -134,8 +197,8 @@ def encode_v1(records: Sequence[Record]) -> bytes:
 class V1Writer(SnapshotWriter):
     version = 1
 
-    def _encode(self, records: Sequence[Record]) -> bytes:
-        return encode_v1(records)
+    def _encode(self, columns: Columns) -> bytes:
+        return encode_v1(columns.records())
 
 
 def v1_file(path: Path, records: list[Record], kind: str = "full") -> Path:
