@@ -44,6 +44,7 @@ _DELETE = scripts.DELETE.replace(
 DELETE = {False: scripts.Script(_DELETE), True: scripts.Script(_DELETE.split("\n", 1)[1])}
 _REDIRECTS = ("MOVED", "ASK", "TRYAGAIN", "CLUSTERDOWN")
 SAMPLE_KEYS = 16  # keys RANDOMKEY draws per master to choose how a scan of values reads (_by_slot)
+SLOT_SCAN_MIN_KEYS = 65_536  # keys in the cluster below which a scan of values keeps to SCAN (_by_slot)
 
 
 def _is_redirect(reply: Any) -> bool:
@@ -442,12 +443,13 @@ class RedisClusterStore(RedisStoreBase):
     def _by_slot(self, prefix: bytes) -> bool:
         """Whether a scan of values under ``prefix`` should read slot by slot.
 
-        Slot by slot brings the name of every key of the cluster to the client, SCAN's pattern
-        keeps those outside ``prefix`` on the server: so it is chosen when at least half of a
-        sample of the cluster's keys (``RANDOMKEY`` on every master) is under ``prefix``, and
-        only where every master lets this client run ``CLUSTER GETKEYSINSLOT`` (an ACL may not).
-        One round trip per master, all at once; nothing is written."""
-        probe: Commands = [(b"CLUSTER", b"GETKEYSINSLOT", 0, 0)]
+        Slot by slot walks all 16,384 slots whatever the keys, and brings the name of every key
+        of the cluster to the client, where SCAN's pattern keeps those outside ``prefix`` on the
+        server: so it is chosen only for a cluster of at least :data:`SLOT_SCAN_MIN_KEYS` keys
+        (``DBSIZE``) of which at least half of a sample (``RANDOMKEY`` on every master) is under
+        ``prefix``, and where every master lets this client run ``CLUSTER GETKEYSINSLOT`` (an ACL
+        may not).  One round trip per master, all at once; nothing is written."""
+        probe: Commands = [(b"CLUSTER", b"GETKEYSINSLOT", 0, 0), (b"DBSIZE",)]
         if prefix:
             probe += [(b"RANDOMKEY",)] * SAMPLE_KEYS
         with translating(self.where):
@@ -455,7 +457,9 @@ class RedisClusterStore(RedisStoreBase):
         answers = [r for rs in replies.values() for r in rs]
         if any(isinstance(r, Exception) for r in answers):
             return False
-        keys = [k for k in answers if isinstance(k, bytes)]
+        if sum(rs[1] for rs in replies.values() if isinstance(rs[1], int)) < SLOT_SCAN_MIN_KEYS:
+            return False
+        keys = [k for rs in replies.values() for k in rs[2:] if isinstance(k, bytes)]
         return 2 * sum(k.startswith(prefix) for k in keys) >= len(keys)
 
     # -- partitions: one per master, or slot ranges (slots.py), each read by one reader ---------
