@@ -54,6 +54,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import json
 import os
 import platform
@@ -82,66 +83,65 @@ TIME = "/usr/bin/time"  # GNU time (Debian's ``time``), for each process's peak 
 PEER_TABLE = "peer_kv"
 
 
-# -- the hand-written peer of "migrate Redis -> PostgreSQL" -------------------------------------
-async def _redis_to_pg(redis_url: str, prefix: str, pg_url: str, table: str) -> None:
-    import asyncpg
-    import redis
+# -- the hand-written peers of "migrate Redis (Cluster) -> PostgreSQL" ---------------------------
+Pages = Iterator[tuple[list[bytes], list[Any]]]  # (keys, their values) a page at a time
 
-    r = redis.Redis.from_url(redis_url)
+
+def _scanned(r: Any, prefix: str, values_of: Callable[[Any, list[bytes]], list[Any]]) -> Pages:
+    """One server's keys under ``prefix`` by SCAN, a page at a time, with their values."""
+    cursor = 0
+    while True:
+        cursor, keys = r.scan(cursor, match=prefix + "*", count=5000)
+        if keys:
+            yield keys, values_of(r, keys)
+        if cursor == 0:
+            return
+
+
+async def _copy_to_pg(pages: Pages, pg_url: str, table: str) -> None:
+    """A new table, every page of (keys, values) copied into it in one transaction (no TTLs)."""
+    import asyncpg
+
     con = await asyncpg.connect(pg_url)
     try:
         await con.execute(f"CREATE TABLE {table} (key bytea PRIMARY KEY, value bytea NOT NULL)")
         async with con.transaction():
-            cursor = 0
-            while True:
-                cursor, keys = r.scan(cursor, match=prefix + "*", count=5000)
-                if keys:
-                    values = r.mget(keys)
-                    await con.copy_records_to_table(
-                        table, records=[(k, v) for k, v in zip(keys, values, strict=True) if v is not None])
-                if cursor == 0:
-                    break
+            for keys, values in pages:
+                await con.copy_records_to_table(
+                    table, records=[(k, v) for k, v in zip(keys, values, strict=True) if v is not None])
     finally:
         await con.close()
-        r.close()
 
 
 def child_redis_to_pg(redis_url: str, prefix: str, pg_url: str, table: str) -> None:
-    asyncio.run(_redis_to_pg(redis_url, prefix, pg_url, table))
-
-
-# -- the same script for a Redis Cluster source -------------------------------------------------
-async def _cluster_to_pg(masters: list[list[Any]], prefix: str, pg_url: str, table: str) -> None:
-    """Each master's keys by its own SCAN, their values by a pipeline of GETs to that master (an
-    MGET may not span slots), copied as above."""
-    import asyncpg
+    """redis-py SCAN + MGET -> asyncpg COPY."""
     import redis
 
-    con = await asyncpg.connect(pg_url)
+    r = redis.Redis.from_url(redis_url)
     try:
-        await con.execute(f"CREATE TABLE {table} (key bytea PRIMARY KEY, value bytea NOT NULL)")
-        async with con.transaction():
-            for host, port in masters:
-                r = redis.Redis(host=host, port=port)
-                cursor = 0
-                while True:
-                    cursor, keys = r.scan(cursor, match=prefix + "*", count=5000)
-                    if keys:
-                        pipe = r.pipeline(transaction=False)
-                        for key in keys:
-                            pipe.get(key)
-                        values = pipe.execute()
-                        await con.copy_records_to_table(
-                            table, records=[(k, v) for k, v in zip(keys, values, strict=True) if v is not None])
-                    if cursor == 0:
-                        break
-                r.close()
+        asyncio.run(_copy_to_pg(_scanned(r, prefix, lambda r, keys: r.mget(keys)), pg_url, table))
     finally:
-        await con.close()
+        r.close()
+
+
+def _gets(r: Any, keys: list[bytes]) -> list[Any]:
+    pipe = r.pipeline(transaction=False)  # an MGET may not span a cluster's slots
+    for key in keys:
+        pipe.get(key)
+    return list(pipe.execute())
 
 
 def child_cluster_to_pg(masters: list[list[Any]], prefix: str, pg_url: str, table: str) -> None:
-    asyncio.run(_cluster_to_pg(masters, prefix, pg_url, table))
+    """The same for a cluster: each master's own SCAN, its keys' values by a pipeline of GETs to it."""
+    import redis
+
+    clients = [redis.Redis(host=host, port=port) for host, port in masters]
+    try:
+        pages = itertools.chain.from_iterable(_scanned(r, prefix, _gets) for r in clients)
+        asyncio.run(_copy_to_pg(pages, pg_url, table))
+    finally:
+        for r in clients:
+            r.close()
 
 
 CHILDREN: dict[str, Callable[..., None]] = {"redis_to_pg": child_redis_to_pg, "cluster_to_pg": child_cluster_to_pg}
