@@ -106,6 +106,18 @@ class SharedEnv:
     stores: weakref.WeakSet[Any] = field(default_factory=weakref.WeakSet)
     # The read transactions in progress, which a new map would invalidate (see .mapping).
     map: MapGuard = field(default_factory=MapGuard)
+    psize: int = 0  # the environment's page size, read once when it is opened
+
+    def __post_init__(self) -> None:
+        # Nobody else uses a handle being made: its facts are read before any map can be replaced.
+        self.psize = self.env.stat()["psize"]
+        self.map.last_pgno = self.env.info()["last_pgno"]  # what the file holds already is not "grown"
+
+    def info(self) -> dict[str, Any]:
+        """``env.info()``, which reads the map's meta pages: under ``write_lock``, which every
+        replacement of the map holds, so none can invalidate it half-way."""
+        with self.write_lock:
+            return dict(self.env.info())
 
     def grow(self) -> None:
         """Double the map; the caller holds ``write_lock`` and no transaction of its own."""

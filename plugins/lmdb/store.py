@@ -202,7 +202,7 @@ class LMDBStore(LMDBBase):
         """About the bytes of the file a bulk write read through the map: what the file grew by
         (one call, not a pass over the records), or, when it did not grow (records rewritten in
         place, freed pages reused), the bytes of the values written."""
-        grown = self._shared.map.grown(self._env.info()["last_pgno"]) * self._psize
+        grown = self._shared.map.grown(self._shared.info()["last_pgno"]) * self._shared.psize
         return grown if grown > 0 else sum(map(len, map(_values, written)))
 
     def _drop_pages(self) -> None:
@@ -377,7 +377,7 @@ class LMDBStore(LMDBBase):
             return dict(txn.stat(self._db))
 
         db_stat = self._read(facts)
-        info = self._env.info()
+        info = self._shared.info()
         path = self._opts.path
         return {
             "keys": self.count(),

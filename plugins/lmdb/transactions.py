@@ -66,7 +66,6 @@ class LMDBBase(StoreBase):
     def rebind(self) -> None:
         """Take the shared handle's environment and databases (again, after it was reopened)."""
         self._env = self._shared.env
-        self._psize = self._env.stat()["psize"]
         self._db = self._shared.dbs[self._opts.db]
         self._meta = self._shared.dbs[META_DB]
 
