@@ -447,19 +447,25 @@ class RedisClusterStore(RedisStoreBase):
         of the cluster to the client, where SCAN's pattern keeps those outside ``prefix`` on the
         server: so it is chosen only for a cluster of at least :data:`SLOT_SCAN_MIN_KEYS` keys
         (``DBSIZE``) of which at least half of a sample (``RANDOMKEY`` on every master) is under
-        ``prefix``, and where every master lets this client run ``CLUSTER GETKEYSINSLOT`` (an ACL
-        may not).  One round trip per master, all at once; nothing is written."""
-        probe: Commands = [(b"CLUSTER", b"GETKEYSINSLOT", 0, 0), (b"DBSIZE",)]
-        if prefix:
-            probe += [(b"RANDOMKEY",)] * SAMPLE_KEYS
+        ``prefix``, and where every master lets this client send what the slot reader sends:
+        ``CLUSTER GETKEYSINSLOT`` and its probe of a slot (an ACL may refuse either, e.g. one
+        that limits the keys).  One round trip per master, all at once; nothing is written."""
         with translating(self.where):
-            replies = self._on_nodes({name: probe for name, _ in self._primaries()})
+            masters = self._primaries()  # loads the slot map
+        served: dict[str, int] = {}
+        for slot, name in enumerate(self._slots):
+            served.setdefault(name, slot)
+        asks: Commands = [(b"DBSIZE",), (b"CLUSTER", b"GETKEYSINSLOT", 0, 0)]
+        sample: Commands = [(b"RANDOMKEY",)] * SAMPLE_KEYS if prefix else []
+        with translating(self.where):
+            replies = self._on_nodes({name: [*asks, *([slots.probe(served[name])] if name in served else []), *sample]
+                                      for name, _ in masters})
         answers = [r for rs in replies.values() for r in rs]
         if any(isinstance(r, Exception) for r in answers):
             return False
-        if sum(rs[1] for rs in replies.values() if isinstance(rs[1], int)) < SLOT_SCAN_MIN_KEYS:
+        if sum(rs[0] for rs in replies.values() if isinstance(rs[0], int)) < SLOT_SCAN_MIN_KEYS:
             return False
-        keys = [k for rs in replies.values() for k in rs[2:] if isinstance(k, bytes)]
+        keys = [k for k in answers if isinstance(k, bytes)]
         return 2 * sum(k.startswith(prefix) for k in keys) >= len(keys)
 
     # -- partitions: one per master, or slot ranges (slots.py), each read by one reader ---------

@@ -38,8 +38,8 @@ from .errors import translating
 if TYPE_CHECKING:
     from .base import RedisStoreBase
 
-_MULTI = scripts.pack([(b"MULTI",)])
-_INFO_EXEC = scripts.pack([(b"INFO", b"keyspace"), (b"EXEC",)])
+MULTI = scripts.pack([(b"MULTI",)])
+INFO_EXEC = scripts.pack([(b"INFO", b"keyspace"), (b"EXEC",)])
 
 
 class NodeScan:
@@ -123,7 +123,7 @@ class NodeScan:
         self.fetch_mget = bool(keys) and self.mget
         if self.fetch_mget:
             slices = ranges(keys)
-            chunks = [_MULTI, *(_mget(keys[a:b]) for a, b in slices), _INFO_EXEC]
+            chunks = [MULTI, *(_mget(keys[a:b]) for a, b in slices), INFO_EXEC]
             self.fetch_replies = len(slices) + 3  # OK, QUEUED per command, the EXEC's array
         elif keys:
             chunks = bulk.reads(keys, b"PTTL" if self.store.relative_ttl else b"PEXPIRETIME").chunks
@@ -145,11 +145,11 @@ class NodeScan:
     def _mget_records(self, full_keys: list[bytes], replies: list[Any]) -> list[Record]:
         store = self.store
         answer = replies[-1]
-        volatile, values = None, []
+        with_ttl, values = None, []
         if isinstance(answer, list) and answer and isinstance(answer[-1], bytes) and not errors_in(replies):
-            volatile = _volatile(answer[-1], self.db)
+            with_ttl = volatile(answer[-1], self.db)
             values = list(chain.from_iterable(answer[:-1]))
-        if volatile != 0 or len(values) != len(full_keys):
+        if with_ttl != 0 or len(values) != len(full_keys):
             # a key with an expiry somewhere in the database (or INFO, MULTI refused): per key
             # from now on, this page too
             self.mget = False
@@ -182,7 +182,7 @@ def _mget(keys: list[bytes]) -> bytes:
 _EXPIRES = re.compile(rb"expires=(\d+)")
 
 
-def _volatile(info: bytes, db: bytes) -> int | None:
+def volatile(info: bytes, db: bytes) -> int | None:
     """How many keys of database ``db`` (``b"db0:"``) have an expiry, from ``INFO keyspace``
     (0 when the database is not listed: it is empty); None when the reply is not understood."""
     if not info.startswith(b"# Keyspace"):

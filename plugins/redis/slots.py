@@ -320,7 +320,7 @@ class SlotScan(scanning.NodeScan):
         (that path then reads per key) otherwise."""
         if not all(isinstance(a, list) and len(a) == 2 and isinstance(a[1], bytes) for a in answers):
             return None
-        if any(scanning._volatile(info, self.db) != 0 for _, info in answers) or errors_in(answers):
+        if any(scanning.volatile(info, self.db) != 0 for _, info in answers) or errors_in(answers):
             return None
         return [*(values for values, _ in answers), answers[0][1]]
 
@@ -391,7 +391,7 @@ class SlotScan(scanning.NodeScan):
         match, count = escape_glob(self.prefix), max(self.batch_size, 100)
         while True:
             with translating(self.store.where):
-                replies = scripts.run(self.pool, [_probe(slot), (b"SCAN", scan_cursor, b"MATCH", match,
+                replies = scripts.run(self.pool, [probe(slot), (b"SCAN", scan_cursor, b"MATCH", match,
                                                                   b"COUNT", count)])
                 self._check(replies)
                 scan_cursor, found = int(replies[1][0]), replies[1][1]
@@ -430,9 +430,9 @@ def _transactions(groups: list[list[bytes]]) -> tuple[list[bytes], int]:
     out: list[bytes] = []
     at = 0
     for group in filter(None, groups):
-        out.append(b"%s*%d\r\n$4\r\nMGET\r\n" % (scanning._MULTI, len(group) + 1))
+        out.append(b"%s*%d\r\n$4\r\nMGET\r\n" % (scanning.MULTI, len(group) + 1))
         out.extend(pieces[3 * at:3 * (at + len(group))])
-        out.append(scanning._INFO_EXEC)
+        out.append(scanning.INFO_EXEC)
         at += len(group)
     return [b"".join(out)], sum(map(bool, groups))
 
@@ -442,11 +442,11 @@ def _ask(slot: int) -> bytes:
     cap = MAX_SLOT_KEYS + 1
     packed = _asks.get((slot, cap))
     if packed is None:
-        text, probe = b"%d" % slot, _probe(slot)[1]
+        text, key = b"%d" % slot, probe(slot)[1]
         packed = _asks[slot, cap] = b"".join((
             b"*4\r\n$7\r\nCLUSTER\r\n$13\r\nGETKEYSINSLOT\r\n$%d\r\n%s\r\n$%d\r\n%d\r\n"
             % (len(text), text, len(b"%d" % cap), cap),
-            b"*2\r\n$6\r\nEXISTS\r\n$%d\r\n%s\r\n" % (len(probe), probe)))
+            b"*2\r\n$6\r\nEXISTS\r\n$%d\r\n%s\r\n" % (len(key), key)))
     return packed
 
 
@@ -457,7 +457,7 @@ def _cursor(slots: list[int], index: int) -> str | None:
     return f"slot:{slots[index]}" if index < len(slots) else None
 
 
-def _probe(slot: int) -> tuple[bytes, bytes]:
+def probe(slot: int) -> tuple[bytes, bytes]:
     """A read of a key of ``slot``: MOVED or ASK when the node does not (fully) serve it."""
     if not _probes:
         # Two bytes after a fixed stem reach every CRC16 value (the CRC of a message's last 16

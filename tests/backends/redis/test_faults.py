@@ -422,3 +422,21 @@ def test_a_user_refused_getkeysinslot_scans_by_scan(servers: list[Server], tmp_p
     with open_url(cluster_url(nodes)) as admin:
         admin.set_many(Record(b"m%06d" % i, b"v") for i in range(70_000))
         assert admin._by_slot(b"")  # the default user may, in a cluster this size: slot by slot
+
+
+def test_a_user_limited_to_some_keys_scans_by_scan(servers: list[Server], tmp_path: Path) -> None:
+    """An ACL that allows every command on ``app:*`` keys only: CLUSTER GETKEYSINSLOT (which
+    names no key) passes, the slot reader's probe of a slot (a key outside ``app:``) does not,
+    so a scan of values keeps to SCAN and reads every key, in a cluster big enough for slots."""
+    nodes = start_cluster(tmp_path, servers)
+    with open_url(cluster_url(nodes) + "&namespace=app:") as admin:
+        admin.set_many(Record(b"%06d" % i, b"v") for i in range(70_000))
+        assert admin._by_slot(admin.ns)  # the default user: slot by slot
+    for n in nodes:
+        n.client().execute_command("ACL", "SETUSER", "app", "on", ">app-pw", "~app:*", "+@all")
+    url = cluster_url(nodes).replace("redis+cluster://", "redis+cluster://app:app-pw@") + "&namespace=app:"
+    with open_url(url) as store:
+        assert not store._by_slot(store.ns)
+        pages = list(store.scan(batch_size=5000))
+        assert pages[0].cursor.startswith("m:")
+        assert sum(len(p.records) for p in pages) == 70_000

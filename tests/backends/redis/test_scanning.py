@@ -81,10 +81,10 @@ def test_a_key_with_an_expiry_sends_the_scan_back_to_per_key_reads(mget_reads: l
 
 def test_volatile_count_from_info_keyspace() -> None:
     info = b"# Keyspace\r\ndb0:keys=10,expires=3,avg_ttl=5\r\ndb13:keys=2,expires=0,avg_ttl=0\r\n"
-    assert scanning._volatile(info, b"db0:") == 3
-    assert scanning._volatile(info, b"db13:") == 0
-    assert scanning._volatile(info, b"db1:") == 0  # not listed: empty
-    assert scanning._volatile(b"ERR", b"db0:") is None
+    assert scanning.volatile(info, b"db0:") == 3
+    assert scanning.volatile(info, b"db13:") == 0
+    assert scanning.volatile(info, b"db1:") == 0  # not listed: empty
+    assert scanning.volatile(b"ERR", b"db0:") is None
 
 
 def test_cluster_masters_read_at_once_resume_from_any_page() -> None:
