@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Generic, TypeVar
+
+from ._gc import rare_collections
 
 T = TypeVar("T")
 
@@ -84,25 +85,6 @@ class Prefetch(Generic[T]):
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
-
-
-# While pages stream through, the cyclic garbage collector runs once per this many new container
-# objects instead of every 700: a page makes a few objects per key, none of them cyclic, and each
-# run also walks every young object still alive.  Measured about a fifth of the client CPU of a
-# bulk import into PostgreSQL at the default.
-STREAMING_GC_THRESHOLD = 100_000
-
-
-@contextlib.contextmanager
-def rare_collections() -> Iterator[None]:
-    """Collect cyclic garbage rarely (see STREAMING_GC_THRESHOLD) inside the block."""
-    first, *older = gc.get_threshold()
-    if first:  # 0: the collector was turned off; leave it so
-        gc.set_threshold(max(first, STREAMING_GC_THRESHOLD), *older)
-    try:
-        yield
-    finally:
-        gc.set_threshold(first, *older)
 
 
 # While this thread makes the next batch ready, a store's worker thread doing the write needs
