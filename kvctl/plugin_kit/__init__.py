@@ -12,7 +12,7 @@ from kvctl.plugin_kit.display import show_key
 from kvctl.plugin_kit.foreign import foreign_store_error
 from kvctl.plugin_kit.hotjournal import hot_journal_error
 from kvctl.plugin_kit.keyadmin import LockedKeyAdmin, check_conditional, conditional_record
-from kvctl.plugin_kit.records import RecordHeader, check_limits, deadline_ms, new_record, record_of
+from kvctl.plugin_kit.records import RecordHeader, check_limits, deadline_ms, new_record, new_records, record_of
 from kvctl.plugin_kit.replication import (
     DEFAULT_FEED_RETENTION_CHANGES,
     TOMBSTONE_RETENTION_MS,
@@ -45,6 +45,7 @@ __all__ = [
     "key_cursor",
     "new_clock",
     "new_record",
+    "new_records",
     "page_size",
     "parse_bulk_marker",
     "parse_key_cursor",

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from functools import partial
+from itertools import repeat
 from struct import Struct
 
 from kvctl.errors import CorruptError, LimitError, UsageError
@@ -10,13 +12,18 @@ from kvctl.store import MAX_EXPIRY_MS, Capabilities, Record, now_ms
 
 from .display import show_key
 
-__all__ = ["RecordHeader", "check_limits", "deadline_ms", "new_record", "record_of"]
+__all__ = ["RecordHeader", "check_limits", "deadline_ms", "new_record", "new_records", "record_of"]
 
 new_record = partial(tuple.__new__, Record)
 """``new_record((key, value, expires_at_ms, version, kind))``: a Record from exactly five fields,
 at C speed (no defaults, no checks: for rows a backend has just decoded)."""
 
 _tuple_new = tuple.__new__
+
+
+def new_records(rows: Iterable[tuple[bytes, bytes, int | None, int | None, str | None]]) -> list[Record]:
+    """:data:`new_record` of every row, in one C-level pass (no call of a ``partial`` per row)."""
+    return list(map(_tuple_new, repeat(Record), rows))
 
 
 def record_of(key: bytes, value: bytes, expires_at_ms: int | None, version: int | None) -> Record:

@@ -15,10 +15,10 @@ import dataclasses
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from itertools import repeat
 from operator import itemgetter
-from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, cast
 
 from kvctl.errors import KvctlError, UnsupportedError, UsageError
-from kvctl.plugin_kit import StoreBase, check_conditional, deadline_ms, typedjson
+from kvctl.plugin_kit import StoreBase, check_conditional, deadline_ms, new_records, typedjson
 from kvctl.store import Capabilities, Page, Record, StoreURL, now_ms
 
 from . import limits, scanning
@@ -173,8 +173,7 @@ class RedisStoreBase(StoreBase):
         if (self.codec is None and exps.count(-1) == len(exps)
                 and set(map(type, values)) == {bytes}):
             # the usual page: every key holds a string without an expiry; made in C
-            return list(map(tuple.__new__, repeat(Record), zip(keys, values, repeat(None), repeat(None),
-                                                                 repeat(None))))
+            return cast("list[Record | None]", new_records(zip(keys, values, repeat(None), repeat(None), repeat(None))))
         now = now_ms()
         relative = self.relative_ttl
         out: list[Record | None] = []

@@ -20,12 +20,12 @@ from typing import Any
 
 import orjson
 
+from kvctl.plugin_kit import new_records
 from kvctl.store import MAX_EXPIRY_MS, MAX_VERSION, Record
 
 _DICT, _STR_OR_NONE = {dict}, {str, type(None)}
 _is_str = str.__instancecheck__
 _NONE_OR_INT = frozenset((type(None), int))
-_new = tuple.__new__
 # The quote marks of a plain record's line with 2, 3 or 4 fields, when nothing is escaped: two
 # per field name, two for the key's text (or base64) and two for the value's.  A field given twice adds its
 # name's two, so a line with no more quotes than this holds no field twice.
@@ -162,4 +162,4 @@ def plain_records(lines: list[bytes]) -> list[Record] | None:
                         json.loads(line, object_pairs_hook=_unique)
             except ValueError:
                 return None
-    return list(map(_new, repeat(Record), zip(keys[0], values[0], expiries, versions, repeat(None))))
+    return new_records(zip(keys[0], values[0], expiries, versions, repeat(None)))

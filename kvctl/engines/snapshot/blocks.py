@@ -21,6 +21,7 @@ from itertools import accumulate, chain, repeat
 from operator import add, or_
 from typing import Any, NamedTuple
 
+from kvctl.plugin_kit import new_records
 from kvctl.store import TOMBSTONE as TOMBSTONE_KIND
 from kvctl.store import Record
 
@@ -31,7 +32,6 @@ U32 = struct.Struct("<I")
 REC_V1 = struct.Struct("<IBBIqQ")  # body length, type, flags, key length, expires_at_ms, version
 COLUMNS = 1 + 1 + 4 + 4 + 8 + 8  # v2 bytes per record before the keys: type, flags, lengths, expiry, version
 _SWAP = sys.byteorder == "big"  # the columns are little-endian
-_new = tuple.__new__
 assert array("I").itemsize == 4 and array("q").itemsize == 8
 
 
@@ -59,7 +59,7 @@ class Columns(NamedTuple):
         return Columns._make(field[start:stop] for field in self)
 
     def records(self) -> list[Record]:
-        return list(map(_new, repeat(Record), zip(*self[:5], strict=True)))
+        return new_records(zip(*self[:5], strict=True))
 
     def size(self) -> int:
         """The v2 bytes these records take (typed kinds aside)."""
@@ -191,8 +191,7 @@ def decode_v2(raw: bytes, count: int, check: bool) -> tuple[list[Record], int]:
         raise ValueError(f"the key and value lengths add up to {values_at + sum(vlens)} bytes, the block "
                          f"holds {len(raw)}")
     pieces = _pieces(raw, keys_at, klens, vlens)
-    records = list(map(_new, repeat(Record), zip(pieces[:n], pieces[n:], exps, versions, repeat(None, n),
-                                                  strict=True)))
+    records = new_records(zip(pieces[:n], pieces[n:], exps, versions, repeat(None, n), strict=True))
     if types.count(PUT) == n:
         return records, 0
     return records, _fix_special(records, types, flags)
