@@ -20,7 +20,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from .commands import SLICE_BYTES, SLICE_KEYS, ranges
+from .commands import SLICE_BYTES, ranges
 
 # redis-py's hiredis parser and its "the reader needs more bytes" sentinel (False before 5.1)
 _HIREDIS_PARSER: Any = getattr(_parsers, "_HiredisParser", None)
@@ -153,11 +153,11 @@ def writes(keys: list[bytes], values: list[bytes], expiries: Sequence[int | None
         chunks = [_commands(_SET, keys, _ARG, values, prefix)] if keys else []
         return Packed(chunks, len(keys), oks=True)
     if expiries is not None and prefix:
-        keys, prefix = [prefix + k for k in keys], b""
+        keys, prefix = list(map(prefix.__add__, keys)), b""
     timed = b"*5\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n$4\r\nPXAT\r\n%s"
     plain = b"*3\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n"
     chunks = []
-    for a, b in _slices(keys, values, size):
+    for a, b in ranges(keys, values, size):
         exps = expiries[a:b] if expiries is not None else None
         if exps is None or exps.count(None) == len(exps):
             chunks.append(_commands(_SET, keys[a:b], _ARG, values[a:b], prefix))
@@ -172,22 +172,13 @@ def writes(keys: list[bytes], values: list[bytes], expiries: Sequence[int | None
 def msets(keys: list[bytes], values: list[bytes], prefix: bytes = b"", size: int | None = None) -> Packed:
     """``MSET`` of the records (each key after ``prefix``), one command per slice of
     :func:`ranges`, in one buffer.  ``size``: as for :func:`writes`."""
-    slices = _slices(keys, values, size)
+    slices = ranges(keys, values, size)
     if not slices:
         return Packed([], 0)
     pieces = _pieces(_ARG, keys, _ARG, values, prefix)
     for a, b in slices:  # each slice's first key opens its command
         pieces[4 * a] = b"\r\n*%d\r\n$4\r\nMSET\r\n" % (1 + 2 * (b - a)) + pieces[4 * a][2:]
     return Packed([_joined(pieces)], len(slices), oks=True)
-
-
-def _slices(keys: list[bytes], values: list[bytes], size: int | None) -> list[tuple[int, int]]:
-    """:func:`~.commands.ranges`, without its pass over the lengths when ``size`` (a bound on
-    the bytes of the keys and values) already keeps every slice within SLICE_BYTES."""
-    if size is None or size > SLICE_BYTES:
-        return ranges(keys, values)
-    n = len(keys)
-    return [(start, min(start + SLICE_KEYS, n)) for start in range(0, n, SLICE_KEYS)]
 
 
 # Heads of a command's arguments, each opening with the CRLF that ends the item before it

@@ -16,8 +16,9 @@ gets its one record again).  A node that cannot be reached triggers one
 refresh (a replica may have been promoted) and then a one-line UnavailableError.
 
 A batch is atomic per node only (declared: atomic_batch False); a scan reads every master at
-once, slot by slot when it reads values (slots.py: its cursor names the slots already read), by
-SCAN when it reads keys only (its cursor names every master's SCAN cursor).
+once: slot by slot when it reads values in a cluster that suits it (``_by_slot``: big enough,
+mostly under the scan's prefix, the commands allowed; slots.py: its cursor names the slots
+already read), else by SCAN (its cursor names every master's SCAN cursor).
 """
 
 from __future__ import annotations

@@ -33,15 +33,19 @@ def expiry(reply: Any, now: int, relative: bool) -> int | None:
     return now + reply if relative else reply
 
 
-def ranges(keys: list[bytes], values: list[bytes] | None = None) -> list[tuple[int, int]]:
+def ranges(keys: list[bytes], values: list[bytes] | None = None, size: int | None = None) -> list[tuple[int, int]]:
     """Consecutive index ranges of at most SLICE_KEYS items and about SLICE_BYTES each.
 
     Redis holds a whole command in memory before running it, and one huge command (or script)
-    stalls every other client, so big batches are sent as several commands.
+    stalls every other client, so big batches are sent as several commands.  ``size``: the
+    bytes of the keys and values, when the caller has summed them already (no pass over the
+    lengths when they fit in SLICE_BYTES).
     """
     n = len(keys)
     if not n:
         return []
+    if size is not None and size <= SLICE_BYTES:
+        return [(start, min(start + SLICE_KEYS, n)) for start in range(0, n, SLICE_KEYS)]
     largest = max(map(len, keys)) + (max(map(len, values)) if values is not None else 0)
     if largest * SLICE_KEYS <= SLICE_BYTES:  # the usual case: no slice can reach the byte bound
         return [(start, min(start + SLICE_KEYS, n)) for start in range(0, n, SLICE_KEYS)]

@@ -46,8 +46,8 @@ if TYPE_CHECKING:
 
 SLOTS = 16384
 MAX_SLOT_KEYS = 100_000  # keys of one slot held at once (~10 MB of short keys); more: SCAN
-WINDOW = 256  # slots whose keys are counted in one round trip
-_MOVED = (AskError, TryAgainError, ClusterDownError)  # MOVED is an AskError
+WINDOW = 256  # slots one request asks for at most
+_MOVED = (AskError, TryAgainError)  # MOVED is an AskError (ClusterDownError is checked first)
 _probes: list[bytes] = []
 _PROBE_STEM = b"kvctl-probe-"
 
