@@ -25,6 +25,11 @@ from .commands import SLICE_BYTES, ranges
 # redis-py's hiredis parser and its "the reader needs more bytes" sentinel (False before 5.1)
 _HIREDIS_PARSER: Any = getattr(_parsers, "_HiredisParser", None)
 _MORE: Any = getattr(_parsers, "NOT_ENOUGH_DATA", False)
+try:  # the type of a RESP3 push message as hiredis returns it (hiredis 3 and later)
+    from hiredis import PushNotification
+    _PUSH: Any = PushNotification
+except ImportError:  # no hiredis (then read_replies goes one by one through redis-py) or an older one
+    _PUSH = None
 
 
 class Packed(NamedTuple):
@@ -59,9 +64,16 @@ def read_replies(conn: Any, count: int) -> list[Any]:
             if len(out) >= count:
                 break
             fill()
-    for kind in set(map(type, out)):
+    kinds = set(map(type, out))
+    for kind in kinds:
         if issubclass(kind, RedisConnectionError):
             raise next(r for r in out if isinstance(r, RedisConnectionError))
+    if _PUSH in kinds:
+        # RESP3 (redis-py's default) lets the server slip a push message (an invalidation, a
+        # maintenance notice) between replies: it answers none of the commands, so it is dropped
+        # and as many replies again are read in its place.
+        out = [r for r in out if type(r) is not _PUSH]
+        out += read_replies(conn, count - len(out))
     return out
 
 

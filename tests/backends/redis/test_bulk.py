@@ -255,3 +255,38 @@ def test_replies_read_as_oks_with_an_error_among_them() -> None:
         client.connection_pool.release(conn)
         client.delete(*[key + b"%d" % i for i in range(3000)])
         client.close()
+
+
+@pytest.mark.server
+def test_a_resp3_push_message_among_replies_is_not_taken_for_one() -> None:
+    """A connection tracking a key (RESP3) hears its invalidation between the replies to a bulk
+    write: read_oks and read_replies return the write's replies only, and leave the next one."""
+    from kvctl_plugins.redis import bulk
+    from kvctl_plugins.redis.scripts import pack
+
+    url = urlsplit(service_url("KVCTL_TEST_REDIS_URL"))
+    client = redis.Redis(host=url.hostname or "127.0.0.1", port=url.port or 6379, protocol=3)
+    other = redis.Redis(host=url.hostname or "127.0.0.1", port=url.port or 6379)
+    conn = client.connection_pool.get_connection()
+    key = f"push-{uuid.uuid4().hex[:8]}".encode()
+    try:
+        other.set(key, b"0")
+        conn.send_command("CLIENT", "TRACKING", "ON")
+        assert conn.read_response() == b"OK"
+        for read in (bulk.read_oks, bulk.read_replies):
+            conn.send_command("GET", key)  # tracked from now on
+            assert conn.read_response() == b"0"
+            other.set(key, b"1")  # -> an invalidation push on conn, before the next replies
+            time.sleep(0.05)
+            sets = [(b"SET", key + b":%d" % i, b"v") for i in range(100)]
+            conn.send_packed_command([pack([*sets, (b"PING",)])], check_health=False)
+            got = read(conn, len(sets))
+            assert got in ([], [b"OK"] * len(sets)), got[:3]
+            assert bulk.read_replies(conn, 1) == [b"PONG"]
+            other.set(key, b"0")
+    finally:
+        conn.disconnect()
+        client.connection_pool.release(conn)
+        other.delete(key, *[key + b":%d" % i for i in range(100)])
+        client.close()
+        other.close()
