@@ -718,7 +718,20 @@ class Bench:
             self.cluster_config("repl-diskless-sync-delay", old_delays)
 
     def rows(self, only: list[str]) -> list[Row]:
-        return [self.measure(ROWS[name](self)) for name in only]
+        out = []
+        for name in only:
+            self.clear_destinations()
+            out.append(self.measure(ROWS[name](self)))
+        return out
+
+    def clear_destinations(self) -> None:
+        """Empty kvctl's Redis and cluster destinations (the ``b`` namespace) left by an earlier
+        row, so a row that reads a Redis source finds the source's keys alone: kvctl's SCAN walks
+        no other keys, and ``redis-cli --rdb``, which dumps the whole server, dumps the source
+        only."""
+        self.redis_clear("b" + self.prefix)
+        if self.masters:
+            self.cluster_clear("b" + self.prefix)
 
     def redis_config(self, name: str, value: str | None = None) -> str:
         import redis

@@ -143,3 +143,28 @@ def test_the_cluster_peer_script_copies_every_key_of_every_master(tmp_path: Path
                 pipe.unlink(key)
             pipe.execute()
             clients[node].close()
+
+
+def test_each_row_starts_with_kvctl_destinations_empty(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A row reading a Redis source must find the source's keys alone: an earlier row's destination
+    keys would make kvctl's SCAN walk them and ``redis-cli --rdb`` (the whole server) dump them."""
+    import redis
+
+    redis_url = service_url("KVCTL_TEST_REDIS_URL")
+    bench = bulk.Bench(10, 1, tmp_path, tag="_d")
+    r = redis.Redis.from_url(redis_url)
+    left: list[int] = []
+
+    def measure(plan: Any) -> Any:
+        left.append(sum(1 for _ in r.scan_iter(match="b" + bench.prefix + "*", count=1000)))
+        r.set(("b" + bench.prefix + "k").encode(), b"v")  # this row's destination, left behind
+        return plan.row
+
+    try:
+        r.set(("b" + bench.prefix + "old").encode(), b"v")
+        monkeypatch.setattr(bench, "measure", measure)
+        bench.rows(["json-redis", "snapshot-redis"])
+        assert left == [0, 0]
+    finally:
+        r.delete(("b" + bench.prefix + "k").encode(), ("b" + bench.prefix + "old").encode())
+        r.close()
