@@ -46,7 +46,11 @@ Usage::
     python bench/bulk_bench.py [--keys 1000000] [--rounds 3] [--rows json-pg,restore-pg,...]
                                [--write bench/results/bulk_RESULTS.md]
     python bench/bulk_bench.py --scale 1000000,10000000 [--rounds 1] [--rows ...]
-                               [--write bench/results/bulk_scale_RESULTS.md]
+                               [--with-peers] [--write bench/results/bulk_scale_RESULTS.md]
+
+``--with-peers`` (with ``--scale``, for the Redis rows listed in ``SCALE_PEERS``) times each row's
+peer at every size too, on the same source right after kvctl, in a table of its own: when the peer
+grows faster than its keys as well, the store's own cost per key grows with the data set.
 """
 
 from __future__ import annotations
@@ -366,16 +370,19 @@ class Bench:
                 "    compileall.compile_dir(os.path.dirname(m.__file__), quiet=1)")
         subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, env=env)
 
-    def setup(self, only: list[str], *, peers: bool = True) -> None:
-        """Make the data set and the sources; without ``peers`` (a scale run: kvctl alone), only
-        what kvctl's side of the rows in ``only`` reads."""
+    def setup(self, only: list[str], *, peers: bool = True, scale_peers: bool = False) -> None:
+        """Make the data set and the sources; without ``peers`` (a scale run), only what kvctl's
+        side of the rows in ``only`` reads, and with ``scale_peers`` what their peers read too
+        (``SCALE_PEERS``)."""
         t = self.tmp
         needs = SOURCES if peers else set().union(*(KVCTL_READS.get(name, set()) for name in only))
+        if scale_peers:
+            needs |= set().union(*(SCALE_PEERS[name] for name in only))
         self.compile_kvctl()
         print(f"making {self.n:,} keys in {t}", file=sys.stderr)
-        make_data(t, self.n, self.prefix, csv=peers, resp=bool(needs & {"redis", "cluster"}))
+        make_data(t, self.n, self.prefix, csv=peers, resp=bool(needs & {"redis", "cluster", "set.resp"}))
         self.psql(f"CREATE DATABASE {self.db}", self.pg_admin)
-        if peers:
+        if peers or "peer_db" in needs:
             self.psql(f"CREATE DATABASE {self.db}_peer", self.pg_admin)
         if peers:  # a scale run loads a Redis source only while its row runs (``source_for``)
             self.load_redis_source()
@@ -409,7 +416,7 @@ class Bench:
     def source_for(self, name: str) -> Iterator[None]:
         """The Redis or cluster source row ``name`` reads, there only while the block runs (a scale
         run: a namespace is read by a SCAN of the whole database, so another size's keys in it would
-        weigh on this size's time); the Redis destinations emptied after the block too."""
+        weigh on this size's time); the source's prefix and the destinations emptied after the block."""
         reads = KVCTL_READS.get(name, set())
         if "redis" in reads:
             self.load_redis_source()
@@ -418,9 +425,9 @@ class Bench:
         try:
             yield
         finally:
-            if "redis" in reads:
-                self.redis_clear(self.prefix)
-            if "cluster" in reads:
+            # the source, and what a peer wrote under the source's prefix (redis-cli --pipe)
+            self.redis_clear(self.prefix)
+            if self.masters:
                 self.cluster_clear(self.prefix)
             self.redis_clear("b" + self.prefix)
             if self.masters:
@@ -754,7 +761,13 @@ KVCTL_READS: dict[str, set[str]] = {
     "restore-lmdb": {"src.kvs"}, "restore-cluster": {"src.kvs"}, "snapshot-cluster": {"cluster"},
     "cluster-pg": {"cluster"},
 }
-SOURCES = {"redis", "cluster", "src.db", "src.kvs"}  # with the peers: every source, whatever the rows
+SOURCES = {"redis", "cluster", "src.db", "src.kvs"}
+# The rows whose peer a scale run can time too (``--with-peers``), and what the peer reads or
+# writes besides kvctl's side: the SET commands, a PostgreSQL database of its own.
+SCALE_PEERS: dict[str, set[str]] = {
+    "redis-pg": {"peer_db"}, "json-redis": {"set.resp"}, "restore-redis": {"set.resp"},
+    "snapshot-redis": set(), "cluster-pg": {"peer_db"},
+}  # with the peers: every source, whatever the rows
 
 # The rows, in the order of the report: id (for --rows) -> the method that plans it.
 ROWS: dict[str, Callable[[Bench], Plan]] = {
@@ -802,10 +815,12 @@ def report(rows: list[Row], n: int, rounds: int, argv: list[str], load: tuple[fl
               "Every figure is a median of whole-process runs on a shared 2-CPU machine: compare the two columns of "
               "a row (measured back to back, round after round), not rows of different runs. `redis-cli --rdb` "
               "transfers the whole server (every database and every other client's keys), kvctl's snapshot only "
-              "its namespace. The data set has no expiries, so a standalone Redis source database holds no key "
-              "with a TTL and kvctl's snapshot reads each page by MGET (any key with a TTL in that database "
-              "switches it to GET + PEXPIRETIME per key; see the README). The PostgreSQL peers write a table "
-              "without kvctl's change feed, tombstones or versions.", ""]
+              "its namespace; here each row starts with kvctl's Redis destinations emptied, so the servers "
+              "hold the source's keys alone and both sides read the same keys. The data set has no expiries, "
+              "so a standalone Redis source database holds no key with a TTL and kvctl's snapshot reads each "
+              "page by MGET (any key with a TTL in that database switches it to GET + PEXPIRETIME per key; see "
+              "the README). The PostgreSQL peers write a table without kvctl's change feed, tombstones or "
+              "versions.", ""]
     return "\n".join(lines)
 
 
@@ -823,9 +838,14 @@ class ScaleRow:
     runs: dict[int, list[Run]]
     load: float = 0.0  # the highest 1-minute load average seen as one of its runs started
     error: str | None = None
+    peer: str = ""  # the peer's name, when it ran too (--with-peers)
+    peer_runs: dict[int, list[Run]] = field(default_factory=dict)
 
     def seconds(self, n: int) -> float:
         return statistics.median(r.seconds for r in self.runs[n])
+
+    def peer_seconds(self, n: int) -> float:
+        return statistics.median(r.seconds for r in self.peer_runs[n])
 
     def cpu(self, n: int) -> float:
         return statistics.median(r.cpu for r in self.runs[n])
@@ -853,25 +873,32 @@ def size_label(n: int) -> str:
     return str(n)
 
 
-def scale_rows(benches: list[Bench], only: list[str], rounds: int) -> list[ScaleRow]:
+def scale_rows(benches: list[Bench], only: list[str], rounds: int, *, peers: bool = False) -> list[ScaleRow]:
     """Each row's kvctl side on each bench's data set (one per size), a fresh destination every
     run, the sizes interleaved round by round (smallest first in even rounds, largest in odd ones),
     so a change in the machine's load hits every size alike; in Redis, only the running size's
-    source and destination (see ``Bench.source_for``)."""
+    source and destination (see ``Bench.source_for``).  With ``peers``, each run of kvctl is
+    followed by one of the row's peer on the same source (kvctl first in even rounds)."""
     out = []
     for name in only:
         plans = [(bench, ROWS[name](bench)) for bench in benches]
         last = plans[-1][1].kvctl[1]
         row = ScaleRow(plans[0][1].row.path, last if isinstance(last, str) else shlex.join(last),
                        {bench.n: [] for bench in benches})
+        if peers:
+            row.peer, row.peer_runs = plans[0][1].row.peer, {bench.n: [] for bench in benches}
         try:
             for i in range(rounds):
                 for bench, plan in plans if i % 2 == 0 else plans[::-1]:
-                    prepare, cmd = plan.kvctl
-                    prepare()
-                    with bench.source_for(name):
-                        row.load = max(row.load, os.getloadavg()[0])
-                        row.runs[bench.n].append(timed(cmd))
+                    sides: list[tuple[tuple[Callable[[], None], list[str] | str], list[Run], Path | None]] = [
+                        (plan.kvctl, row.runs[bench.n], None)]
+                    if peers:
+                        sides.append((plan.peer, row.peer_runs[bench.n], plan.stdin))
+                    with bench.source_for(name), plan.around():
+                        for (prepare, cmd), runs, stdin in sides if i % 2 == 0 else sides[::-1]:
+                            prepare()
+                            row.load = max(row.load, os.getloadavg()[0])
+                            runs.append(timed(cmd, stdin=stdin))
                 done = (f"{size_label(n)} {runs[-1].seconds:.2f} s {runs[-1].rss_mb:.0f} MiB"
                         for n, runs in row.runs.items())
                 print(f"  {row.path}: round {i + 1}: " + ", ".join(done), file=sys.stderr)
@@ -911,6 +938,8 @@ def scale_report(rows: list[ScaleRow], sizes: list[int], rounds: int, argv: list
             + f" | **{r.seconds(big) / r.seconds(small):.2f}** | {r.cpu(big) / max(r.cpu(small), 1e-9):.2f} | "
             + " | ".join(fmt_rate(n / r.seconds(n)) for n in sizes) + " | "
             + " | ".join(f"{r.rss_mb(n):.0f} MiB" for n in sizes) + f" | {r.load:.1f} | {r.verdict()} |")
+    lines += peer_table([r for r in rows if r.peer_runs and not r.error
+                         and all(r.peer_runs.values()) and all(r.runs.values())], small, big)
     lines += ["", f"## commands (at {big:,} keys)", ""]
     lines += [f"- {r.path}: `{r.cmd}`" for r in rows]
     lines += ["", "## about these figures", "",
@@ -919,6 +948,26 @@ def scale_report(rows: list[ScaleRow], sizes: list[int], rounds: int, argv: list
               "ratio is the steadier measure of the client's own linearity; the wall-time ratio also carries "
               "the servers' share. Peak RSS does not depend on the load.", ""]
     return "\n".join(lines)
+
+
+def peer_table(rows: list[ScaleRow], small: int, big: int) -> list[str]:
+    """The peers timed at the same sizes (``--with-peers``): whether the store's own cost per key
+    grows with the data set, which no client of it escapes."""
+    if not rows:
+        return []
+    ratio = f"{size_label(big)} / {size_label(small)}"
+    lines = ["", "## the peers at the same sizes", "",
+             "Each row's peer, run right after (or before) kvctl on the same source, at each size: when the "
+             "peer's own time grows faster than its keys, the store's cost per key grows with the data set.", "",
+             f"| path | peer | peer s at {size_label(small)} | peer s at {size_label(big)} | peer time {ratio} "
+             f"| kvctl time {ratio} | kvctl / peer at {size_label(small)} | kvctl / peer at {size_label(big)} |",
+             "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(
+            f"| {r.path} | {r.peer} | {r.peer_seconds(small):.2f} | {r.peer_seconds(big):.2f} "
+            f"| **{r.peer_seconds(big) / r.peer_seconds(small):.2f}** | {r.seconds(big) / r.seconds(small):.2f} "
+            f"| {r.seconds(small) / r.peer_seconds(small):.2f} | {r.seconds(big) / r.peer_seconds(big):.2f} |")
+    return lines
 
 
 def parse_sizes(text: str) -> list[int]:
@@ -940,6 +989,8 @@ def main() -> None:
                     help="instead of the peers: kvctl alone at each of these key counts (e.g. 1000000,10000000), "
                          "each size's time, keys/s and peak RSS, the time ratio largest/smallest and a verdict "
                          f"against the bounds (RSS under {RSS_LIMIT_MB} MiB; time at most ~proportional)")
+    ap.add_argument("--with-peers", action="store_true",
+                    help=f"with --scale: time each row's peer at every size too (rows {', '.join(SCALE_PEERS)})")
     ap.add_argument("--write", type=Path, metavar="FILE",
                     help="the report (default bench/results/bulk_RESULTS.md, with --scale bulk_scale_RESULTS.md)")
     ap.add_argument("--rows", default=",".join(ROWS),
@@ -959,10 +1010,14 @@ def main() -> None:
         ap.error(f"unknown row {unknown[0]!r} (rows: {', '.join(ROWS)})")
     if opts.scale and opts.keys is not None:
         ap.error("--scale gives the key counts: drop --keys")
+    if opts.with_peers and not opts.scale:
+        ap.error("--with-peers goes with --scale (a run at one size always times the peers)")
+    if opts.with_peers and (no_peer := [r for r in only if r not in SCALE_PEERS]):
+        ap.error(f"no peer at scale for row {no_peer[0]!r} (--with-peers rows: {', '.join(SCALE_PEERS)})")
     # a kill (timeout, kill PID) still drops the run's database and Redis keys
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if opts.scale:
-        text = run_scale(opts.scale, only, opts.rounds)
+        text = run_scale(opts.scale, only, opts.rounds, peers=opts.with_peers)
         write = opts.write or HERE / "results" / "bulk_scale_RESULTS.md"
     else:
         text = run_peers(opts.keys or 1_000_000, only, opts.rounds)
@@ -985,7 +1040,7 @@ def run_peers(n: int, only: list[str], rounds: int) -> str:
     return report(rows, n, rounds, sys.argv[1:], (start, os.getloadavg()[0]))
 
 
-def run_scale(sizes: list[int], only: list[str], rounds: int) -> str:
+def run_scale(sizes: list[int], only: list[str], rounds: int, *, peers: bool = False) -> str:
     """kvctl alone, row by row, on one data set per size (made first, removed at the end): the report."""
     tmp = Path(tempfile.mkdtemp(prefix="kvctl-bulk-scale-"))
     benches = [Bench(n, rounds, tmp / str(n), tag=f"_{n}") for n in sizes]
@@ -993,8 +1048,8 @@ def run_scale(sizes: list[int], only: list[str], rounds: int) -> str:
     try:
         for bench in benches:
             bench.tmp.mkdir()
-            bench.setup(only, peers=False)
-        rows = scale_rows(benches, only, rounds)
+            bench.setup(only, peers=False, scale_peers=peers)
+        rows = scale_rows(benches, only, rounds, peers=peers)
     finally:
         for bench in benches:
             bench.teardown()

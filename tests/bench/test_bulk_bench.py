@@ -99,6 +99,40 @@ def test_a_scale_run_reports_every_row_at_every_size_and_cleans_up(tmp_path: Pat
         r.close()
 
 
+def test_a_scale_run_with_peers_times_them_at_every_size(tmp_path: Path) -> None:
+    import redis
+
+    redis_url = service_url("KVCTL_TEST_REDIS_URL")
+    service_url("KVCTL_TEST_POSTGRES_URL")
+    out = tmp_path / "scale.md"
+    done = subprocess.run([sys.executable, str(BULK), "--scale", "200,2000", "--rounds", "1", "--with-peers",
+                           "--rows", "json-redis,snapshot-redis", "--write", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    text = out.read_text()
+    peers = text.split("## the peers at the same sizes", 1)[1].split("## commands", 1)[0]
+    rows = [line for line in peers.splitlines() if line.startswith(("| import", "| snapshot"))]
+    assert [row.split(" | ")[1] for row in rows] == ["redis-cli --pipe", "redis-cli --rdb (the whole server)"]
+    for row in rows:
+        cells = [c.strip().strip("*") for c in row.strip("|").split("|")]
+        assert all(float(c) > 0 for c in cells[2:]), cells
+    # the peer wrote under the source's prefix: gone with the rest
+    prefix = re.search(r"namespace=b(kvctl-bulk-\d+_2000:)", text)
+    assert prefix
+    r = redis.Redis.from_url(redis_url)
+    try:
+        assert not list(r.scan_iter(match=prefix[1] + "*", count=1000))
+    finally:
+        r.close()
+
+
+def test_with_peers_needs_scale_and_rows_that_have_one() -> None:
+    for args in (["--with-peers"], ["--scale", "10,100", "--with-peers", "--rows", "sqlite-pg"]):
+        done = subprocess.run([sys.executable, str(BULK), *args], capture_output=True, text=True, timeout=60)
+        assert done.returncode == 2
+        assert "--with-peers" in done.stderr.splitlines()[-1]
+
+
 def test_the_cluster_peer_script_copies_every_key_of_every_master(tmp_path: Path) -> None:
     """The hand-written cluster -> PostgreSQL peer is only a fair comparison if it copies it all."""
     import asyncio
