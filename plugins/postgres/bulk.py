@@ -2,10 +2,11 @@
 ``apply_many``.
 
 A batch goes as one unnest() statement, or, when big, as COPY into a temporary table and one
-merging statement; a batch whose key range holds no row yet (a new or emptied table, the next
-range of a migrate) is copied straight into the table with one feed row for the whole batch
-(see :mod:`.feed`).  Inside an atomic load into a table the load created, batches of rising keys
-go down one COPY left open across them, with one feed row for the whole load (see :mod:`.stream`).
+merging statement; a batch of a thousand keys or more none of which has a row yet (a new or
+emptied table, the rest of a migrate in whatever order the source reads) is copied straight into
+the table with one feed row for the whole batch (see :mod:`.feed`).  Inside an atomic load into
+a table the load created, batches of rising keys go down one COPY left open across them, with one
+feed row for the whole load (see :mod:`.stream`).
 """
 
 from __future__ import annotations
@@ -46,6 +47,11 @@ COPY_MIN_ROWS = 5000
 # ... and so does any batch this big, which keeps a single Bind message far from the server's
 # 1 GiB message limit.
 COPY_MIN_BYTES = 16 * 1024 * 1024
+# Batches of this many records or more are first tried straight into the table (_load_directly),
+# whatever the merge they would take otherwise: a direct COPY writes one feed row for the batch
+# instead of one per record.  Well under the usual batch size, so a source whose pages come a
+# little short of it (a cluster read slot by slot: pages of whole slots) is not cut off from it.
+DIRECT_MIN_ROWS = 1000
 VERSION_STEP = 1 << NODE_BITS  # one tick of the HLC counter
 _key, _value, _expiry, _version = (attrgetter(f) for f in ("key", "value", "expires_at_ms", "version"))
 
@@ -118,7 +124,7 @@ class BulkWrites(PostgresCore):
             return len(cols.keys), sum(map(len, cols.keys)) + value_bytes
         await self._end_stream(con)  # any other write ends it
         big = len(cols.keys) >= COPY_MIN_ROWS or value_bytes >= COPY_MIN_BYTES
-        if big and await self._load_directly(con, assigned, cols):
+        if (big or len(cols.keys) >= DIRECT_MIN_ROWS) and await self._load_directly(con, assigned, cols):
             # The purge keeps pace with what a write leaves it: one feed row for the whole load,
             # and the rows that will expire.
             self._written += 1 + len(cols.expiries) - cols.expiries.count(None)
@@ -176,24 +182,25 @@ class BulkWrites(PostgresCore):
         return True
 
     async def _load_directly(self, con: asyncpg.Connection, assigned: bool, cols: _Columns) -> bool:
-        """COPY a batch (distinct keys) straight into the table when its key range holds no row
-        yet -- a new or emptied table, the next range of a migrate -- with one feed row for the
-        whole batch (see kvctl.plugin_kit.bulkfeed).  False, having written nothing, when the range is in
-        use: the caller then merges through the staging table.
+        """COPY a batch (distinct keys) straight into the table when none of its keys has a row
+        yet -- a new or emptied table, the rest of a migrate -- with one feed row for the whole
+        batch (see kvctl.plugin_kit.bulkfeed).  False, having written nothing, when one has (or,
+        for versions assigned here, when a tombstone lies in the batch's key range): the caller
+        then merges.
 
         Straight rows are exactly what the merge would write: no key had a row to update, and a
         version this store assigns needs raising only above a tombstone, which the range must not
         hold either.  A key another session writes meanwhile makes the COPY fail on the primary
         key, or its tombstone shows in the check after it; the batch then goes the merge's way.
-        The range is probed before the COPY only while loads into it have not been going
-        straight in (see _direct_streak): the probe spares a COPY bound to fail, the checks
-        inside the transaction decide.
+        The batch's keys (and, for assigned versions, its range's tombstones) are probed before
+        the COPY only while loads have not been going straight in (see _direct_streak): the
+        probe spares a COPY bound to fail, the checks inside the transaction decide.
         """
         sql = self._sql
         keys = cols.keys
         first, last = min(keys), max(keys)
         if not self._direct_streak:
-            row_there, tomb_there = await con.fetchrow(sql.range_taken, first, last)
+            row_there, tomb_there = await con.fetchrow(sql.keys_taken, keys, first, last)
             if row_there or (assigned and tomb_there):
                 return False
         versions = cols.versions

@@ -229,7 +229,7 @@ def test_migrate_killed_mid_copy_then_resumed_ends_equal_and_verifies(pg_url: st
     assert run_kvctl(env, "diff", src, dst).returncode == 0
 
 
-def test_a_big_batch_of_given_and_assigned_versions_into_a_range_in_use_is_merged(pg_url: str) -> None:
+def test_given_and_assigned_versions_in_one_batch_merge_only_the_part_naming_a_held_key(pg_url: str) -> None:
     url, table = new_table(pg_url)
     records = [r if i % 2 else r._replace(version=None) for i, r in enumerate(dataset())]
     with open_sync(url) as store:
@@ -242,7 +242,9 @@ def test_a_big_batch_of_given_and_assigned_versions_into_a_range_in_use_is_merge
         assert all(held[r.key][2] == r.version for r in records if r.version is not None)
         assigned = [held[r.key][2] for r in records if r.version is None]
         assert min(assigned) > before.version  # type: ignore[type-var, operator]
-        assert feed_rows(pg_url, table) == 1 + N
+        # the set; the given versions, which name no key the table holds, straight in; the
+        # assigned ones, among them the key set before, merged key by key
+        assert feed_rows(pg_url, table) == 1 + 1 + len(assigned)
 
 
 def test_after_a_direct_load_a_batch_into_a_range_in_use_still_merges(pg_url: str) -> None:
@@ -257,6 +259,38 @@ def test_after_a_direct_load_a_batch_into_a_range_in_use_still_merges(pg_url: st
         assert feed_rows(pg_url, table) == 1 + 1 + N
         store.set_many(dataset(start=3 * N))  # a fresh range after a merge: probed, then straight in
         assert feed_rows(pg_url, table) == 1 + 1 + N + 1
+
+
+def test_a_batch_a_little_short_of_the_copy_size_still_goes_straight_in(pg_url: str) -> None:
+    """Pages of whole slots (a cluster) come a little under the batch size: such a batch is
+    COPied straight in as well, one feed row for it, not merged key by key."""
+    url, table = new_table(pg_url)
+    records = dataset(n=COPY_MIN_ROWS - 60)
+    with open_sync(url) as store:
+        store.set_many(records)
+        assert contents(store) == {r.key: (r.value, r.expires_at_ms, r.version) for r in records}
+    assert feed_rows(pg_url, table) == 1
+
+
+def test_a_batch_over_keys_in_use_but_naming_none_of_them_goes_straight_in(pg_url: str) -> None:
+    """A source read in no key order (SCAN, a cluster's slots) spreads each batch over the range
+    of the keys loaded before: the probe asks about the batch's keys, not its range."""
+    url, table = new_table(pg_url)
+    records = dataset()
+    with open_sync(url) as store:
+        store.set_many(records[:40])  # a small batch, merged key by key: no direct streak
+        store.set(b"key:00000500+", b"between two of the batch's keys")
+        store.set_many(records[40:])  # its range holds rows, none of its keys: straight in
+        want = {r.key: (r.value, r.expires_at_ms, r.version) for r in records}
+        held = contents(store)
+        assert held.pop(b"key:00000500+")[0] == b"between two of the batch's keys"
+        assert held == want
+        assert feed_rows(pg_url, table) == 40 + 1 + 1
+        with_key = dataset(n=COPY_MIN_ROWS, start=2 * N, versions=False)
+        with_key[7] = Record(b"key:00000500+", b"rewritten")
+        store.set_many(with_key)  # names a key it holds: merged (its COPY would fail)
+        assert store.get(b"key:00000500+").value == b"rewritten"  # type: ignore[union-attr]
+        assert feed_rows(pg_url, table) == 40 + 1 + 1 + COPY_MIN_ROWS
 
 
 def test_after_a_direct_load_assigned_versions_still_stay_above_tombstones(pg_url: str) -> None:
