@@ -52,6 +52,7 @@ COPY_MIN_BYTES = 16 * 1024 * 1024
 # instead of one per record.  Well under the usual batch size, so a source whose pages come a
 # little short of it (a cluster read slot by slot: pages of whole slots) is not cut off from it.
 DIRECT_MIN_ROWS = 1000
+PROBE_SAMPLE = 16  # keys of a batch probed with its range, before all of them (see _load_directly)
 VERSION_STEP = 1 << NODE_BITS  # one tick of the HLC counter
 _key, _value, _expiry, _version = (attrgetter(f) for f in ("key", "value", "expires_at_ms", "version"))
 
@@ -200,8 +201,14 @@ class BulkWrites(PostgresCore):
         keys = cols.keys
         first, last = min(keys), max(keys)
         if not self._direct_streak:
-            row_there, tomb_there = await con.fetchrow(sql.keys_taken, keys, first, last)
+            # A range holding rows is the rule for a source read in no key order (SCAN, a
+            # cluster's slots), so it decides nothing alone: a few of the batch's keys tell a
+            # table that holds them (an upsert) at once, and only then are all of them asked.
+            sample = keys[:: max(1, len(keys) // PROBE_SAMPLE)][:PROBE_SAMPLE]
+            in_range, row_there, tomb_there = await con.fetchrow(sql.range_taken, first, last, sample)
             if row_there or (assigned and tomb_there):
+                return False
+            if in_range and await con.fetchval(sql.keys_taken, keys):
                 return False
         versions = cols.versions
         low, high = min(versions), max(versions)

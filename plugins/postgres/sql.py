@@ -242,12 +242,17 @@ class Statements:
 
     # -- bulk loads into unused key ranges (see store.PostgresStore._load_directly) ----------------
     @property
+    def range_taken(self) -> str:
+        """Whether any row lies in the key range $1..$2 (inclusive), whether any of the keys $3 (a
+        few of a batch's) has a row, and whether any tombstone lies in the range: index probes."""
+        return (f"SELECT EXISTS (SELECT 1 FROM {self.t} WHERE key >= $1 AND key <= $2), "
+                f"EXISTS (SELECT 1 FROM {self.t} WHERE key = ANY($3::bytea[])), "
+                f"EXISTS (SELECT 1 FROM {self.tombs} WHERE key >= $1 AND key <= $2)")
+
+    @property
     def keys_taken(self) -> str:
-        """Whether any of the keys $1 has a row, and whether any tombstone lies in the key range
-        $2..$3 (inclusive).  The rows by key, not by range: a source read in no key order (SCAN,
-        a cluster's slots) spreads every batch over the whole range of the keys already loaded."""
-        return (f"SELECT EXISTS (SELECT 1 FROM {self.t} WHERE key = ANY($1::bytea[])), "
-                f"EXISTS (SELECT 1 FROM {self.tombs} WHERE key >= $2 AND key <= $3)")
+        """Whether any of the keys $1 has a row: one index probe per key."""
+        return f"SELECT EXISTS (SELECT 1 FROM {self.t} WHERE key = ANY($1::bytea[]))"
 
     @property
     def holds_anything(self) -> str:
