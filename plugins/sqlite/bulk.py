@@ -1,8 +1,9 @@
-"""Big batches into a key range that holds nothing yet, with one feed entry for the whole batch.
+"""Big batches of keys the table does not hold yet, with one feed entry for the whole batch.
 
 The ``insert`` trigger (:mod:`.triggers`) logs every row it sees in ``t__changes`` -- a second
-write of every key and value -- and removes the key's tombstone.  A batch whose key range holds
-no row and no tombstone (a new file, the next range of a migrate or restore) needs neither: inside
+write of every key and value -- and removes the key's tombstone.  A batch none of whose keys has
+a row, and whose key range holds no tombstone (a new file, the rest of a migrate or restore in
+whatever order the source reads), needs neither: inside
 the batch's immediate transaction the table's insert triggers are dropped, the rows are inserted,
 one bulk-load marker (:mod:`kvctl.plugin_kit.bulkfeed`) is logged in their place, and the
 triggers are laid again from the very text the file held.  DDL is transactional in SQLite and the
@@ -32,9 +33,11 @@ from kvctl.plugin_kit import bulk_marker
 
 from .triggers import INSERT_TRIGGERS, TableSQL
 
-# Batches of fewer rows take the upsert: the range probe and the schema change would cost more
-# than the triggers save.
+# Batches of fewer rows take the upsert: the probe and the schema change would cost more than
+# the triggers save.
 DIRECT_MIN_ROWS = 500
+# Keys per statement of the probe by key, within the 999 parameters an SQLite older than 3.32 allows.
+PROBE_KEYS = 999
 # Rows per INSERT statement: one statement of many rows binds them all at C speed and runs them
 # in one step (the driver's executemany steps, and hands the GIL back and forth, once per row),
 # a third less CPU than executemany from ~100 rows on; 200 rows of 4 parameters stay within the
@@ -54,6 +57,7 @@ class DirectLoad:
         self._marker = f"INSERT INTO {sql.changes}(key, value, version, deleted) VALUES (?, ?, 0, 1)"
         self._probe = (f"SELECT EXISTS (SELECT 1 FROM {sql.t} WHERE key >= ?1 AND key <= ?2), "
                        f"EXISTS (SELECT 1 FROM {sql.tombs} WHERE key >= ?1 AND key <= ?2)")
+        self._probe_keys = f"SELECT EXISTS (SELECT 1 FROM {sql.t} WHERE key IN ({', '.join('?' * PROBE_KEYS)}))"
         self._cookie: int | None = None  # the schema_version the kept text was read at
         self._create: list[str] | None = None  # the triggers' text; None: not all there
 
@@ -73,15 +77,15 @@ class DirectLoad:
     def load(self, conn: sqlite3.Connection, rows: list[tuple[Any, ...]], *, feed: bool) -> bool:
         """Insert ``rows`` ((key, value, expires_at, version), versions given) in the caller's
         immediate transaction when their keys are distinct BLOBs, their values BLOBs and their
-        key range holds no row and no tombstone; False, having written nothing, otherwise."""
+        keys have no row and their key range no tombstone; False, having written nothing, otherwise."""
         keys, values, _, versions = zip(*rows, strict=True)
         first, last = min(keys), max(keys)
         if set(map(type, keys)) != {bytes} or not set(map(type, values)) <= _BLOBS:
             return False  # the coerce trigger's work: the upsert's way
         if None in versions or len(set(keys)) != len(keys):
             return False
-        taken = conn.execute(self._probe, (first, last)).fetchone()
-        if taken[0] or taken[1]:
+        rows_in_range, tombs_in_range = conn.execute(self._probe, (first, last)).fetchone()
+        if tombs_in_range or (rows_in_range and self._holds_any(conn, keys)):
             return False
         create = self._triggers(conn)
         if create is None:
@@ -96,6 +100,16 @@ class DirectLoad:
             conn.execute(stmt)
         self._cookie = conn.execute("PRAGMA schema_version").fetchone()[0]
         return True
+
+    def _holds_any(self, conn: sqlite3.Connection, keys: tuple[bytes, ...]) -> bool:
+        """Whether the table holds a row of any of ``keys``: asked only when their range holds
+        rows, as it does for every batch after the first from a source read in no key order."""
+        for i in range(0, len(keys), PROBE_KEYS):
+            chunk = keys[i:i + PROBE_KEYS]
+            chunk += (chunk[-1],) * (PROBE_KEYS - len(chunk))  # one statement, prepared once
+            if conn.execute(self._probe_keys, chunk).fetchone()[0]:
+                return True
+        return False
 
     def _insert_rows(self, conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
         """The rows in this order, ROWS_PER_INSERT to a statement (the rest by ``executemany``)."""

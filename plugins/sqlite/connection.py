@@ -90,7 +90,7 @@ class SQLiteBase(StoreBase):
     def _write_runs(self, runs: list[tuple[str, list[tuple[Any, ...]]]]) -> int:
         """``executemany`` of each (statement, rows) in one immediate transaction: all rows or
         none; the number of rows changed (not counting the triggers' writes).  A big batch of
-        puts into an unused key range goes in directly, with one feed entry (see :mod:`.bulk`)."""
+        puts of keys the table does not hold goes in directly, with one feed entry (see :mod:`.bulk`)."""
         conn = self._conn
         changed = 0
         try:

@@ -1,4 +1,4 @@
-"""Big batches into an unused key range: one feed entry for the whole batch (plugins/sqlite/bulk.py).
+"""Big batches of keys the table does not hold: one feed entry for the whole batch (plugins/sqlite/bulk.py).
 
 What must hold is what the per-key path gives: the same rows and versions, a feed reader that
 misses no key (across pages and resumed cursors), later changes served after the load, the
@@ -113,6 +113,28 @@ def test_a_range_in_use_goes_key_by_key(db: str) -> None:
         store.set_many([Record(k, b"v") for k in keys(b"b")])
         assert store.get(b"b000100").value == b"v"
         assert sqlite3.connect(tomb_db).execute("SELECT count(*) FROM kv__tombs").fetchone()[0] == 0
+
+
+def test_interleaved_batches_each_go_straight_in(db: str) -> None:
+    """A source read in no key order (SCAN, a cluster's slots): every batch after the first
+    spans keys already loaded, yet names none of them, so it goes in directly too."""
+    every = keys(b"a", 2 * N)
+    with open_url(f"sqlite://{db}") as store:
+        start = store.feed_cursor()
+        store.set_many([Record(k, b"even") for k in every[0::2]])
+        store.set_many([Record(k, b"odd") for k in every[1::2]])
+        assert feed_rows(db) == 2
+        assert [(r.key, r.value) for p in store.scan() for r in p.records] == [
+            (k, b"odd" if i % 2 else b"even") for i, k in enumerate(every)]
+        assert sorted(r.key for r in served(store, start)) == every
+
+
+def test_a_batch_naming_a_held_key_past_its_first_probe_goes_key_by_key(db: str) -> None:
+    with open_url(f"sqlite://{db}") as store:
+        store.set(b"a002999", b"there")  # the batch's last key: in its last, padded, probe
+        store.set_many([Record(k, b"v") for k in keys(b"a")])
+        assert feed_rows(db) == 1 + N
+        assert store.get(b"a002999").value == b"v"  # type: ignore[union-attr]
 
 
 def test_the_trigger_is_in_place_after_a_load_for_other_programs(db: str) -> None:
