@@ -1,7 +1,8 @@
 """A bulk load as one change-feed entry: the marker a store writes in place of one entry per key.
 
-A store whose feed is a table (postgres, sqlite) can load a batch into a key range that held no
-row and no tombstone with one feed entry for the whole batch.  The entry's key is the load's
+A store whose feed is a table (postgres, sqlite) can load a batch of keys that had no row, in a
+key range that held no tombstone, with one feed entry for the whole batch (the range may hold
+other rows: a source read in no key order spreads every batch over it).  The entry's key is the load's
 lowest key; its value is this header, the load's lowest and highest versions, then its highest
 key.  A feed reader serves, in its place, the rows in that key range whose versions lie in that
 range: the rows the load wrote that nothing has replaced since (whatever replaced them is in the
