@@ -48,9 +48,11 @@ Usage::
     python bench/bulk_bench.py --scale 1000000,10000000 [--rounds 1] [--rows ...]
                                [--with-peers] [--write bench/results/bulk_scale_RESULTS.md]
 
-``--with-peers`` (with ``--scale``, for the Redis rows listed in ``SCALE_PEERS``) times each row's
-peer at every size too, on the same source right after kvctl, in a table of its own: when the peer
-grows faster than its keys as well, the store's own cost per key grows with the data set.
+``--with-peers`` (with ``--scale``) times the peers of the Redis rows listed in ``SCALE_PEERS`` at
+every size too, on the same source right after kvctl, in a table of its own (the other rows run
+kvctl alone): when the peer grows faster than its keys as well, the store's own cost per key grows
+with the data set.  Every timed command waits first for the CPUs to be idle (``quiet``): a clear of
+ten million keys or a big PostgreSQL load leaves the servers busy for seconds after it returns.
 """
 
 from __future__ import annotations
@@ -85,6 +87,9 @@ from migrate_bench import fmt_rate, services  # noqa: E402  (bench/ is not a pac
 VALUE_BYTES = 100
 TIME = "/usr/bin/time"  # GNU time (Debian's ``time``), for each process's peak RSS
 PEER_TABLE = "peer_kv"
+# Before each timed command: wait for the CPUs to be this idle over a second, for at most this long.
+QUIET_IDLE = 0.85
+QUIET_LIMIT_S = 60.0
 
 
 # -- the hand-written peers of "migrate Redis (Cluster) -> PostgreSQL" ---------------------------
@@ -159,10 +164,34 @@ class Run:
     cpu: float = 0.0  # user + system seconds of the process and its children
 
 
+def _cpu_idle() -> tuple[int, int]:
+    """The machine's idle (idle + iowait) and total CPU ticks so far (/proc/stat)."""
+    with open("/proc/stat") as f:
+        ticks = [int(t) for t in f.readline().split()[1:]]
+    return ticks[3] + ticks[4], sum(ticks)
+
+
+def quiet(idle: float = QUIET_IDLE, limit_s: float = QUIET_LIMIT_S) -> None:
+    """Wait until the CPUs were at least ``idle`` idle over the last second (at most ``limit_s``):
+    what a step before left running -- a server freeing or purging gigabytes after a clear, a
+    PostgreSQL checkpoint or autovacuum after a big load -- would otherwise run beside the next
+    timed command and slow it.  Without /proc (not Linux), no wait."""
+    if not os.path.exists("/proc/stat"):
+        return
+    end = time.monotonic() + limit_s
+    while time.monotonic() < end:
+        idle0, total0 = _cpu_idle()
+        time.sleep(1.0)
+        idle1, total1 = _cpu_idle()
+        if (idle1 - idle0) >= idle * max(total1 - total0, 1):
+            return
+
+
 def timed(cmd: list[str] | str, *, stdin: Path | None = None) -> Run:
-    """Run ``cmd`` (a string: through bash, for pipes) to its exit: wall time, and the peak RSS
-    of it and its children as GNU time reports it (a process forked from this one would carry
-    this process's RSS as its floor)."""
+    """Run ``cmd`` (a string: through bash, for pipes) to its exit, once the machine is quiet:
+    wall time, and the peak RSS of it and its children as GNU time reports it (a process forked
+    from this one would carry this process's RSS as its floor)."""
+    quiet()
     args = ["bash", "-c", cmd] if isinstance(cmd, str) else cmd
     with tempfile.TemporaryFile() as err, open(stdin or os.devnull, "rb") as inp, \
             tempfile.NamedTemporaryFile("r") as rss:
@@ -226,6 +255,13 @@ def make_data(d: Path, n: int, prefix: str, *, csv: bool = True, resp: bool = Tr
                 full = prefix.encode() + key
                 resp_file.write(b"*3\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n"
                                 % (len(full), full, len(value), value))
+
+
+def settled(r: Any) -> None:
+    """Wait for the server's background thread to free what UNLINK handed it: ten million keys
+    take it seconds, which would otherwise run beside the next timed command."""
+    while int(r.info("memory").get("lazyfree_pending_objects", 0)):
+        time.sleep(0.05)
 
 
 def with_db(url: str, db: str) -> str:
@@ -325,6 +361,7 @@ class Bench:
                     batch = []
             if batch:
                 r.unlink(*batch)
+            settled(r)
         finally:
             r.close()
 
@@ -377,7 +414,7 @@ class Bench:
         t = self.tmp
         needs = SOURCES if peers else set().union(*(KVCTL_READS.get(name, set()) for name in only))
         if scale_peers:
-            needs |= set().union(*(SCALE_PEERS[name] for name in only))
+            needs |= set().union(*(SCALE_PEERS.get(name, set()) for name in only))
         self.compile_kvctl()
         print(f"making {self.n:,} keys in {t}", file=sys.stderr)
         make_data(t, self.n, self.prefix, csv=peers, resp=bool(needs & {"redis", "cluster", "set.resp"}))
@@ -640,6 +677,7 @@ class Bench:
                         self._unlink_each(r, batch)
                         batch = []
                 self._unlink_each(r, batch)
+                settled(r)
             finally:
                 r.close()
 
@@ -885,14 +923,14 @@ def scale_rows(benches: list[Bench], only: list[str], rounds: int, *, peers: boo
         last = plans[-1][1].kvctl[1]
         row = ScaleRow(plans[0][1].row.path, last if isinstance(last, str) else shlex.join(last),
                        {bench.n: [] for bench in benches})
-        if peers:
+        if peers and name in SCALE_PEERS:
             row.peer, row.peer_runs = plans[0][1].row.peer, {bench.n: [] for bench in benches}
         try:
             for i in range(rounds):
                 for bench, plan in plans if i % 2 == 0 else plans[::-1]:
                     sides: list[tuple[tuple[Callable[[], None], list[str] | str], list[Run], Path | None]] = [
                         (plan.kvctl, row.runs[bench.n], None)]
-                    if peers:
+                    if row.peer_runs:
                         sides.append((plan.peer, row.peer_runs[bench.n], plan.stdin))
                     with bench.source_for(name), plan.around():
                         for (prepare, cmd), runs, stdin in sides if i % 2 == 0 else sides[::-1]:
@@ -990,7 +1028,8 @@ def main() -> None:
                          "each size's time, keys/s and peak RSS, the time ratio largest/smallest and a verdict "
                          f"against the bounds (RSS under {RSS_LIMIT_MB} MiB; time at most ~proportional)")
     ap.add_argument("--with-peers", action="store_true",
-                    help=f"with --scale: time each row's peer at every size too (rows {', '.join(SCALE_PEERS)})")
+                    help=f"with --scale: time the peers of the rows {', '.join(SCALE_PEERS)} at every size too "
+                         "(the other rows run kvctl alone)")
     ap.add_argument("--write", type=Path, metavar="FILE",
                     help="the report (default bench/results/bulk_RESULTS.md, with --scale bulk_scale_RESULTS.md)")
     ap.add_argument("--rows", default=",".join(ROWS),
@@ -1012,8 +1051,6 @@ def main() -> None:
         ap.error("--scale gives the key counts: drop --keys")
     if opts.with_peers and not opts.scale:
         ap.error("--with-peers goes with --scale (a run at one size always times the peers)")
-    if opts.with_peers and (no_peer := [r for r in only if r not in SCALE_PEERS]):
-        ap.error(f"no peer at scale for row {no_peer[0]!r} (--with-peers rows: {', '.join(SCALE_PEERS)})")
     # a kill (timeout, kill PID) still drops the run's database and Redis keys
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if opts.scale:

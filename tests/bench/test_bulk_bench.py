@@ -106,7 +106,7 @@ def test_a_scale_run_with_peers_times_them_at_every_size(tmp_path: Path) -> None
     service_url("KVCTL_TEST_POSTGRES_URL")
     out = tmp_path / "scale.md"
     done = subprocess.run([sys.executable, str(BULK), "--scale", "200,2000", "--rounds", "1", "--with-peers",
-                           "--rows", "json-redis,snapshot-redis", "--write", str(out)],
+                           "--rows", "json-redis,snapshot-redis,sqlite-sqlite", "--write", str(out)],
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     text = out.read_text()
@@ -126,11 +126,21 @@ def test_a_scale_run_with_peers_times_them_at_every_size(tmp_path: Path) -> None
         r.close()
 
 
-def test_with_peers_needs_scale_and_rows_that_have_one() -> None:
-    for args in (["--with-peers"], ["--scale", "10,100", "--with-peers", "--rows", "sqlite-pg"]):
-        done = subprocess.run([sys.executable, str(BULK), *args], capture_output=True, text=True, timeout=60)
-        assert done.returncode == 2
-        assert "--with-peers" in done.stderr.splitlines()[-1]
+def test_with_peers_needs_scale() -> None:
+    done = subprocess.run([sys.executable, str(BULK), "--with-peers"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert "--with-peers" in done.stderr.splitlines()[-1]
+
+
+def test_quiet_returns_once_the_cpus_are_idle_and_gives_up_at_its_limit() -> None:
+    import time
+
+    t0 = time.monotonic()
+    bulk.quiet(idle=0.0)  # always idle enough: one second's sample
+    assert time.monotonic() - t0 < 3
+    t0 = time.monotonic()
+    bulk.quiet(idle=1.01, limit_s=1.5)  # never idle enough: stops at its limit
+    assert 1.5 <= time.monotonic() - t0 < 4
 
 
 def test_the_cluster_peer_script_copies_every_key_of_every_master(tmp_path: Path) -> None:
