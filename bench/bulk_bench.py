@@ -952,7 +952,9 @@ def scale_report(rows: list[ScaleRow], sizes: list[int], rounds: int, argv: list
     labels = [size_label(n) for n in sizes]
     ratio = f"{size_label(big)} / {size_label(small)}"
     lines = [
-        "# bulk data movement at scale: kvctl alone at " + " and ".join(f"{n:,}" for n in sizes) + " keys", "",
+        "# bulk data movement at scale: kvctl" + (", and the peers of the Redis rows," if any(r.peer_runs for r in rows)
+                                                   else " alone") + " at " + " and ".join(f"{n:,}" for n in sizes)
+        + " keys", "",
         "```", "python " + shlex.join(["bench/bulk_bench.py", *argv]), "```", "",
         f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}; load average "
         f"{load[0]:.1f} at the start, {load[1]:.1f} at the end. Keys `key:%08d`, values of {VALUE_BYTES} bytes, "

@@ -75,6 +75,7 @@ def test_a_scale_run_reports_every_row_at_every_size_and_cleans_up(tmp_path: Pat
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     text = out.read_text()
+    assert text.startswith("# bulk data movement at scale: kvctl alone at 300 and 3,000 keys")
     assert f"--scale 3000,300 --rounds 2 --rows json-redis,snapshot-redis,sqlite-sqlite --write {out}" in text
     rows = [line for line in text.splitlines() if line.startswith(("| import", "| snapshot", "| migrate"))]
     assert [row.split(" | ")[0] for row in rows] == ["| import JSON lines -> Redis", "| snapshot create of Redis",
@@ -110,6 +111,7 @@ def test_a_scale_run_with_peers_times_them_at_every_size(tmp_path: Path) -> None
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     text = out.read_text()
+    assert text.startswith("# bulk data movement at scale: kvctl, and the peers of the Redis rows, at 200 and")
     peers = text.split("## the peers at the same sizes", 1)[1].split("## commands", 1)[0]
     rows = [line for line in peers.splitlines() if line.startswith(("| import", "| snapshot"))]
     assert [row.split(" | ")[1] for row in rows] == ["redis-cli --pipe", "redis-cli --rdb (the whole server)"]
