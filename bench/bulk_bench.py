@@ -171,12 +171,13 @@ def _cpu_idle() -> tuple[int, int]:
     return ticks[3] + ticks[4], sum(ticks)
 
 
-def quiet(idle: float = QUIET_IDLE, limit_s: float = QUIET_LIMIT_S) -> None:
+def quiet(idle: float = QUIET_IDLE, limit_s: float | None = None) -> None:
     """Wait until the CPUs were at least ``idle`` idle over the last second (at most ``limit_s``):
     what a step before left running -- a server freeing or purging gigabytes after a clear, a
     PostgreSQL checkpoint or autovacuum after a big load -- would otherwise run beside the next
     timed command and slow it.  Without /proc (not Linux), no wait."""
-    if not os.path.exists("/proc/stat"):
+    limit_s = QUIET_LIMIT_S if limit_s is None else limit_s
+    if limit_s <= 0 or not os.path.exists("/proc/stat"):
         return
     end = time.monotonic() + limit_s
     while time.monotonic() < end:
@@ -1022,6 +1023,7 @@ def parse_sizes(text: str) -> list[int]:
 
 
 def main() -> None:
+    global QUIET_LIMIT_S
     ap = argparse.ArgumentParser()
     ap.add_argument("--keys", type=int, help="the data set's size (default 1000000)")
     ap.add_argument("--rounds", type=int, default=3)
@@ -1032,6 +1034,9 @@ def main() -> None:
     ap.add_argument("--with-peers", action="store_true",
                     help=f"with --scale: time the peers of the rows {', '.join(SCALE_PEERS)} at every size too "
                          "(the other rows run kvctl alone)")
+    ap.add_argument("--settle", type=float, default=QUIET_LIMIT_S, metavar="SECONDS",
+                    help=f"before each timed command, wait up to this long for the CPUs to be {QUIET_IDLE:.0%} idle "
+                         f"(default {QUIET_LIMIT_S:.0f}; 0: no wait, e.g. for a smoke run beside other work)")
     ap.add_argument("--write", type=Path, metavar="FILE",
                     help="the report (default bench/results/bulk_RESULTS.md, with --scale bulk_scale_RESULTS.md)")
     ap.add_argument("--rows", default=",".join(ROWS),
@@ -1053,6 +1058,7 @@ def main() -> None:
         ap.error("--scale gives the key counts: drop --keys")
     if opts.with_peers and not opts.scale:
         ap.error("--with-peers goes with --scale (a run at one size always times the peers)")
+    QUIET_LIMIT_S = opts.settle
     # a kill (timeout, kill PID) still drops the run's database and Redis keys
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if opts.scale:

@@ -70,13 +70,14 @@ def test_a_scale_run_reports_every_row_at_every_size_and_cleans_up(tmp_path: Pat
     redis_url = service_url("KVCTL_TEST_REDIS_URL")
     service_url("KVCTL_TEST_POSTGRES_URL")
     out = tmp_path / "scale.md"
-    done = subprocess.run([sys.executable, str(BULK), "--scale", "3000,300", "--rounds", "2",
+    done = subprocess.run([sys.executable, str(BULK), "--scale", "3000,300", "--rounds", "2", "--settle", "0",
                            "--rows", "json-redis,snapshot-redis,sqlite-sqlite", "--write", str(out)],
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     text = out.read_text()
     assert text.startswith("# bulk data movement at scale: kvctl alone at 300 and 3,000 keys")
-    assert f"--scale 3000,300 --rounds 2 --rows json-redis,snapshot-redis,sqlite-sqlite --write {out}" in text
+    argv = f"--scale 3000,300 --rounds 2 --settle 0 --rows json-redis,snapshot-redis,sqlite-sqlite --write {out}"
+    assert argv in text
     rows = [line for line in text.splitlines() if line.startswith(("| import", "| snapshot", "| migrate"))]
     assert [row.split(" | ")[0] for row in rows] == ["| import JSON lines -> Redis", "| snapshot create of Redis",
                                                      "| migrate SQLite -> SQLite (new file)"]
@@ -107,7 +108,7 @@ def test_a_scale_run_with_peers_times_them_at_every_size(tmp_path: Path) -> None
     service_url("KVCTL_TEST_POSTGRES_URL")
     out = tmp_path / "scale.md"
     done = subprocess.run([sys.executable, str(BULK), "--scale", "200,2000", "--rounds", "1", "--with-peers",
-                           "--rows", "json-redis,snapshot-redis,sqlite-sqlite", "--write", str(out)],
+                           "--settle", "0", "--rows", "json-redis,snapshot-redis,sqlite-sqlite", "--write", str(out)],
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     text = out.read_text()
