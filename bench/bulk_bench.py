@@ -467,9 +467,7 @@ class Bench:
             self.redis_clear(self.prefix)
             if self.masters:
                 self.cluster_clear(self.prefix)
-            self.redis_clear("b" + self.prefix)
-            if self.masters:
-                self.cluster_clear("b" + self.prefix)
+            self.clear_destinations()
 
     def teardown(self) -> None:
         for db in (self.db, self.db + "_peer"):
