@@ -977,7 +977,7 @@ def scale_report(rows: list[ScaleRow], sizes: list[int], rounds: int, argv: list
             + f" | **{r.seconds(big) / r.seconds(small):.2f}** | {r.cpu(big) / max(r.cpu(small), 1e-9):.2f} | "
             + " | ".join(fmt_rate(n / r.seconds(n)) for n in sizes) + " | "
             + " | ".join(f"{r.rss_mb(n):.0f} MiB" for n in sizes) + f" | {r.load:.1f} | {r.verdict()} |")
-    lines += peer_table([r for r in rows if r.peer_runs and not r.error
+    lines += peers_at_scale([r for r in rows if r.peer_runs and not r.error
                          and all(r.peer_runs.values()) and all(r.runs.values())], small, big)
     lines += ["", f"## commands (at {big:,} keys)", ""]
     lines += [f"- {r.path}: `{r.cmd}`" for r in rows]
@@ -989,7 +989,7 @@ def scale_report(rows: list[ScaleRow], sizes: list[int], rounds: int, argv: list
     return "\n".join(lines)
 
 
-def peer_table(rows: list[ScaleRow], small: int, big: int) -> list[str]:
+def peers_at_scale(rows: list[ScaleRow], small: int, big: int) -> list[str]:
     """The peers timed at the same sizes (``--with-peers``): whether the store's own cost per key
     grows with the data set, which no client of it escapes."""
     if not rows:
